@@ -1,0 +1,157 @@
+"""The transport interface: what the bridge needs from a WhatsApp connection.
+
+Two implementations: `bridge.transports.sim` (the simulated WhatsApp service,
+the embedded default) and `bridge.transports.neonize_transport` (real
+WhatsApp). The bridge core never knows which one it drives.
+
+Acknowledge after commit is structural: a transport hands messages to
+`Handler.on_messages` and acknowledges them to the server only after that
+coroutine returned, i.e. after the store committed them.
+"""
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+
+class Source(str, enum.Enum):
+    """How a message reached the store; monitors mark non-live drops as backfilled."""
+
+    LIVE = "live"
+    OFFLINE = "offline"  # server's offline queue, replayed on reconnect
+    HISTORY = "history"  # history sync / on-demand history backfill
+    SENT = "sent"  # sent by this bridge
+
+
+class ConnectionKind(str, enum.Enum):
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"  # reason says why (server closed, network, keepalive timeout)
+    OFFLINE_SYNC_DONE = "offline_sync_done"  # the offline queue has been replayed: caught up
+    STREAM_REPLACED = "stream_replaced"  # another client took the session: never reconnect in a loop
+    LOGGED_OUT = "logged_out"  # re-pairing needed
+    CONNECT_FAILED = "connect_failed"  # could not connect (no network, server down)
+    TEMPORARY_BAN = "temporary_ban"
+    CLIENT_OUTDATED = "client_outdated"
+
+
+# Kinds after which the transport stops and waits for an operator.
+TERMINAL_KINDS = frozenset({ConnectionKind.STREAM_REPLACED, ConnectionKind.LOGGED_OUT,
+                            ConnectionKind.TEMPORARY_BAN, ConnectionKind.CLIENT_OUTDATED})
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """Media metadata as the whatsapp-mcp schema stores it; enough to download later."""
+
+    media_type: str  # image | video | audio | document
+    filename: str
+    url: str
+    media_key: bytes = b""
+    file_sha256: bytes = b""
+    file_enc_sha256: bytes = b""
+    file_length: int = 0
+    # Transport-specific extras needed to download (e.g. neonize direct_path, mimetype).
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    id: str
+    chat_jid: str
+    sender_jid: str  # full JID; the store keeps the bare user part
+    text: str  # text, extended text or media caption
+    timestamp: datetime  # timezone-aware, UTC
+    source: Source = Source.LIVE
+    is_from_me: bool = False
+    chat_name: str | None = None
+    media: MediaInfo | None = None
+
+
+@dataclass(frozen=True)
+class ConnectionEvent:
+    kind: ConnectionKind
+    at: datetime
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class OutgoingMedia:
+    path: Path  # already confined to the configured media folders
+    media_type: str  # image | video | audio | document, by extension as whatsapp-mcp does
+    filename: str
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    message_id: str  # chosen by the bridge before sending: a resend after a crash is the same message
+    recipient_jid: str
+    text: str
+    mentioned_jids: tuple[str, ...] = ()
+    media: OutgoingMedia | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message_id: str
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    history_request: bool
+    # Why not, when history_request is False; logged once by the bridge and documented.
+    history_limit: str = ""
+
+
+class NotConnected(Exception):
+    """The transport has no live connection; the bridge queues the send in its outbox."""
+
+
+class SendFailed(Exception):
+    """The server refused the message (bad recipient, ...); retrying will not help."""
+
+
+class HistoryUnsupported(Exception):
+    """This transport cannot request history on demand."""
+
+
+class Handler(Protocol):
+    """Implemented by the bridge core; called by the transport from its event loop."""
+
+    async def on_messages(self, messages: list[IncomingMessage]) -> None:
+        """Store the messages; return only once committed (the transport acks after)."""
+
+    async def on_connection(self, event: ConnectionEvent) -> None:
+        """Record a connection state change."""
+
+
+class Transport(abc.ABC):
+    capabilities: Capabilities
+
+    @abc.abstractmethod
+    async def run(self, handler: Handler) -> None:
+        """Connect and stay connected, reconnecting with backoff, until close().
+
+        Returns (without reconnecting) after a terminal event (TERMINAL_KINDS),
+        which it has reported to the handler first.
+        """
+
+    @abc.abstractmethod
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        """Send one message; raises NotConnected or SendFailed."""
+
+    @abc.abstractmethod
+    async def request_history(self, chat_jid: str, since: datetime, until: datetime) -> list[IncomingMessage]:
+        """Messages of a chat in [since, until]; raises HistoryUnsupported or NotConnected."""
+
+    @abc.abstractmethod
+    async def download(self, media: MediaInfo) -> bytes:
+        """The decrypted bytes of a received media message; raises NotConnected."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Disconnect and make run() return."""

@@ -1,0 +1,86 @@
+"""The `wa-watchdog` command: one entry point, one subcommand per process or ops query.
+
+Subcommand modules are imported only when chosen, so a bridge restart does not
+pay for the watchdog's imports and vice versa.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable
+
+from watchdog.config import Config, ConfigError, load
+from watchdog.exitcodes import EXIT_CONFIG
+
+DEFAULT_CONFIG = os.environ.get("WA_WATCHDOG_CONFIG", "conf/demo.toml")
+
+# subcommand -> (module, function, help); the function takes (config, args) and returns an exit code.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("watchdog.arbiter", "cmd_run", "supervise the whole system (what systemd starts)"),
+    "sim": ("bridge.simulator.server", "cmd_sim", "run the simulated WhatsApp service"),
+    "bridge": ("bridge.main", "cmd_bridge", "run the bridge of one account"),
+    "monitor": ("monitors.main", "cmd_monitor", "run the drop monitor of one project"),
+    "status": ("watchdog.control_client", "cmd_status", "show every component of the running watchdog"),
+    "restart": ("watchdog.control_client", "cmd_restart", "restart one component"),
+    "recoveries": ("watchdog.recovery_view", "cmd_recoveries", "show the recovery log"),
+    "drops": ("monitors.ops", "cmd_drops", "list recorded drops"),
+    "feedback": ("monitors.ops", "cmd_feedback", "send operator feedback for a recorded drop"),
+    "pair": ("bridge.pairing", "cmd_pair", "link an account to a phone (neonize)"),
+}
+
+
+def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    if name == "bridge" or name == "pair":
+        parser.add_argument("--account", required=True, help="account name from [accounts.NAME]")
+    if name == "pair":
+        parser.add_argument("--phone", help="phone number for a pairing code (else a QR code)")
+    if name == "monitor":
+        parser.add_argument("--project", required=True, help="project name from [[projects]]")
+    if name in ("status", "recoveries", "drops"):
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+    if name == "restart":
+        parser.add_argument("component", help="component name, e.g. bridge:main or monitor:lawley")
+    if name in ("recoveries", "drops"):
+        parser.add_argument("--since", help="only newer than this (e.g. 30m, 1h, 2d)")
+    if name == "recoveries":
+        parser.add_argument("--component", help="only this component (e.g. bridge:main)")
+    if name == "drops":
+        parser.add_argument("--project", help="only this project")
+        parser.add_argument("--backfilled", action="store_true", help="only drops recovered after an outage")
+    if name == "feedback":
+        parser.add_argument("--project", required=True)
+        parser.add_argument("drop", help="drop number, e.g. DR1234567")
+        parser.add_argument("--message", required=True, help="feedback text, e.g. 'needs correction'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=DEFAULT_CONFIG,
+                        help=f"config file (default: $WA_WATCHDOG_CONFIG or {DEFAULT_CONFIG})")
+    common.add_argument("--data-dir", help="overrides data_dir from the config")
+    parser = argparse.ArgumentParser(prog="wa-watchdog", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, _, help_text) in COMMANDS.items():
+        _add_arguments(name, sub.add_parser(name, parents=[common], help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, function_name, _ = COMMANDS[args.command]
+    try:
+        config: Config = load(args.config, args.data_dir)
+        command: Callable[[Config, argparse.Namespace], int] = getattr(
+            importlib.import_module(module_name), function_name)
+        return command(config, args)
+    except ConfigError as exc:
+        print(f"wa-watchdog {args.command}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

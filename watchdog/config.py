@@ -1,0 +1,393 @@
+"""System configuration: one TOML file, validated on load.
+
+Why validate by hand instead of with a schema library: every child process
+loads this file on a cold start, and the restart time of the bridge is the
+number this product is judged by; dataclasses plus ~100 lines cost nothing to
+import. A typo must fail at start with exit code 2 naming the key and file,
+never later with a traceback.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+import typing
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+
+from watchdog.exitcodes import EXIT_CONFIG
+
+DEFAULT_DROP_PATTERN = r"(?i)\bDR\d{6,8}\b"
+GROUP_JID = re.compile(r"^[0-9]+(-[0-9]+)?@g\.us$")
+PHONE = re.compile(r"^[0-9]{6,15}$")
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the file and the key."""
+
+    exit_code = EXIT_CONFIG
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """HTTP health probe of a bridge, with the usual Kubernetes-style knobs."""
+
+    period: float = 1.0
+    timeout: float = 1.0
+    failure_threshold: int = 3
+    initial_delay: float = 5.0
+
+
+@dataclass(frozen=True)
+class TrafficConfig:
+    """Demo traffic: the simulator posts drop numbers so the demo shows work."""
+
+    enabled: bool = False
+    interval: float = 3.0
+
+
+@dataclass(frozen=True)
+class SimGroupConfig:
+    jid: str
+    name: str
+    participants: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The simulated WhatsApp service; the watchdog starts it when enabled."""
+
+    enabled: bool = True
+    port: int = 0
+    # Server-initiated disconnects: a random delay in [min, max] seconds; [] = never.
+    disconnect_every: list[float] = field(default_factory=list)
+    groups: list[SimGroupConfig] = field(default_factory=list)
+    traffic: TrafficConfig = field(default_factory=TrafficConfig)
+    watchdog_sec: float = 5.0
+    rss_limit_mb: int = 0
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """One WhatsApp number: one session, one bridge process."""
+
+    name: str
+    phone: str
+    transport: str = "sim"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    api_token: str = ""
+    store: Path = Path()  # default: accounts/<name>/messages.db
+    session_dir: Path = Path()  # default: accounts/<name>/session (holds the lock)
+    session_db: str = ""  # neonize: SQLite file in session_dir, or a postgres:// URL
+    download_dir: Path = Path()  # default: accounts/<name>/downloads
+    media_dirs: list[Path] = field(default_factory=list)  # default: [media]
+    follow_groups: list[str] = field(default_factory=list)  # default: its projects' groups
+    watchdog_sec: float = 5.0
+    rss_limit_mb: int = 0
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+
+    @property
+    def component(self) -> str:
+        return f"bridge:{self.name}"
+
+    @property
+    def jid(self) -> str:
+        return f"{self.phone}@s.whatsapp.net"
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    auto_ack: bool = True
+    template: str = "@{number} {drop} received, thank you"
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """One project: the groups where its contractors post drop numbers."""
+
+    name: str
+    groups: list[str]
+    environment: str = "prod"
+    pattern: str = DEFAULT_DROP_PATTERN
+    enabled: bool = True
+    listen_account: str = ""  # default: the only account
+    send_account: str = ""  # default: listen_account
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    watchdog_sec: float = 5.0
+    rss_limit_mb: int = 0
+
+    @property
+    def component(self) -> str:
+        return f"monitor:{self.name}"
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    url: str
+    format: str = "json"  # slack | discord | json
+    repeat_interval: float = 3600.0
+    disconnect_threshold: float = 120.0
+    rules: list[str] = field(
+        default_factory=lambda: list(ALERT_RULES)
+    )
+
+
+ALERT_RULES = ("crash_loop", "hang", "disconnect", "stream_replaced", "logged_out", "config_failed")
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    control_host: str = "127.0.0.1"
+    control_port: int = 0
+    control_token: str = ""
+    recovery_log: Path = Path("recoveries.jsonl")
+    recovery_log_max_bytes: int = 10 * 1024 * 1024
+    child_log_max_bytes: int = 10 * 1024 * 1024
+    term_grace: float = 2.0  # SIGTERM -> SIGKILL for a hung child
+    stop_timeout: float = 10.0  # per component on shutdown
+    backoff_initial: float = 0.1
+    backoff_max: float = 30.0
+    backoff_reset_after: float = 60.0  # healthy this long -> backoff starts over
+    crash_loop_exits: int = 5
+    crash_loop_window: float = 60.0
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    data_dir: Path
+    watchdog: WatchdogConfig
+    sim: SimConfig | None
+    accounts: dict[str, AccountConfig]
+    projects: list[ProjectConfig]
+    alerts: list[AlertConfig]
+
+    def account(self, name: str) -> AccountConfig:
+        try:
+            return self.accounts[name]
+        except KeyError:
+            raise ConfigError(f"{self.path}: no account named {name!r} (known: {', '.join(self.accounts)})") from None
+
+    def project(self, name: str) -> ProjectConfig:
+        for project in self.projects:
+            if project.name == name:
+                return project
+        known = ", ".join(p.name for p in self.projects)
+        raise ConfigError(f"{self.path}: no project named {name!r} (known: {known})")
+
+    @property
+    def own_jids(self) -> set[str]:
+        """JIDs of our own numbers: their messages are never drops."""
+        return {account.jid for account in self.accounts.values()}
+
+
+def load(path: str | Path, data_dir: str | Path | None = None) -> Config:
+    """Read and validate a config file; raises ConfigError naming the bad key."""
+    path = Path(path).resolve()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return _Loader(path).build(raw, Path(data_dir).resolve() if data_dir else None)
+
+
+class _Loader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {key}: {problem}")
+
+    def build(self, raw: dict, data_dir_override: Path | None) -> Config:
+        known = {"data_dir", "watchdog", "sim", "accounts", "projects", "alerts"}
+        for key in raw:
+            if key not in known:
+                raise self.error(key, "unknown key")
+        data_dir_raw = raw.get("data_dir", "var")
+        if not isinstance(data_dir_raw, str):
+            raise self.error("data_dir", f"expected a string, got {_kind(data_dir_raw)}")
+        data_dir = data_dir_override or (self.path.parent / data_dir_raw).resolve()
+
+        watchdog = self.table(WatchdogConfig, raw.get("watchdog", {}), "watchdog")
+        watchdog = replace(watchdog, recovery_log=data_dir / watchdog.recovery_log)
+        sim = self.table(SimConfig, raw["sim"], "sim") if "sim" in raw else None
+        accounts_raw = raw.get("accounts")
+        if not isinstance(accounts_raw, dict) or not accounts_raw:
+            raise self.error("accounts", "missing required value: at least one [accounts.NAME] table")
+        accounts = {
+            name: self.table(AccountConfig, {"name": name, **self.as_table(body, f"accounts.{name}")}, f"accounts.{name}")
+            for name, body in accounts_raw.items()
+        }
+        projects_raw = raw.get("projects", [])
+        if not isinstance(projects_raw, list):
+            raise self.error("projects", "expected an array of tables ([[projects]])")
+        projects = [self.table(ProjectConfig, body, f"projects[{i}]") for i, body in enumerate(projects_raw)]
+        alerts_raw = raw.get("alerts", [])
+        if not isinstance(alerts_raw, list):
+            raise self.error("alerts", "expected an array of tables ([[alerts]])")
+        alerts = [self.table(AlertConfig, body, f"alerts[{i}]") for i, body in enumerate(alerts_raw)]
+
+        projects = [self.check_project(p, i, accounts) for i, p in enumerate(projects)]
+        accounts = {name: self.check_account(a, data_dir, projects, sim) for name, a in accounts.items()}
+        for i, alert in enumerate(alerts):
+            self.check_alert(alert, i)
+        self.check_watchdog(watchdog)
+        if sim is not None:
+            self.check_sim(sim)
+        return Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts)
+
+    # -- generic typed tables -------------------------------------------------
+
+    def as_table(self, value: object, key: str) -> dict:
+        if not isinstance(value, dict):
+            raise self.error(key, f"expected a table, got {_kind(value)}")
+        return value
+
+    def table(self, cls: type, value: object, key: str):
+        body = self.as_table(value, key)
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in fields(cls)}
+        for name in body:
+            if name not in names:
+                raise self.error(f"{key}.{name}", "unknown key")
+        kwargs = {}
+        for f in fields(cls):
+            if f.name in body:
+                kwargs[f.name] = self.value(hints[f.name], body[f.name], f"{key}.{f.name}")
+            elif f.default is MISSING and f.default_factory is MISSING:
+                raise self.error(f"{key}.{f.name}", "missing required value")
+        return cls(**kwargs)
+
+    def value(self, hint: object, value: object, key: str) -> object:
+        origin = typing.get_origin(hint)
+        if origin is list:
+            (item_hint,) = typing.get_args(hint)
+            if not isinstance(value, list):
+                raise self.error(key, f"expected an array, got {_kind(value)}")
+            return [self.value(item_hint, item, f"{key}[{i}]") for i, item in enumerate(value)]
+        if hint is bool:
+            if not isinstance(value, bool):
+                raise self.error(key, f"expected true or false, got {_kind(value)}")
+            return value
+        if hint is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise self.error(key, f"expected an integer, got {_kind(value)}")
+            return value
+        if hint is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self.error(key, f"expected a number, got {_kind(value)}")
+            return float(value)
+        if hint is str:
+            if not isinstance(value, str):
+                raise self.error(key, f"expected a string, got {_kind(value)}")
+            return value
+        if hint is Path:
+            if not isinstance(value, str) or not value:
+                raise self.error(key, f"expected a path string, got {_kind(value)}")
+            return Path(value)
+        return self.table(hint, value, key)
+
+    # -- cross-field checks ----------------------------------------------------
+
+    def check_port(self, port: int, key: str) -> None:
+        if not 0 <= port <= 65535:
+            raise self.error(key, f"port {port} out of range 0-65535 (0 = any free port)")
+
+    def check_account(self, account: AccountConfig, data_dir: Path, projects: list[ProjectConfig],
+                      sim: SimConfig | None) -> AccountConfig:
+        key = f"accounts.{account.name}"
+        if account.transport not in ("sim", "neonize"):
+            raise self.error(f"{key}.transport", f"must be 'sim' or 'neonize', got {account.transport!r}")
+        if account.transport == "sim" and sim is None:
+            raise self.error(f"{key}.transport", "'sim' needs a [sim] table")
+        if not PHONE.match(account.phone):
+            raise self.error(f"{key}.phone", f"expected digits only with country code (e.g. 27710000000), got {account.phone!r}")
+        self.check_port(account.api_port, f"{key}.api_port")
+        if not _is_loopback(account.api_host) and not account.api_token:
+            raise self.error(f"{key}.api_token", f"required when api_host is not loopback ({account.api_host})")
+        for i, jid in enumerate(account.follow_groups):
+            if not GROUP_JID.match(jid):
+                raise self.error(f"{key}.follow_groups[{i}]", f"not a group JID (like 120363000000000001@g.us): {jid!r}")
+        base = data_dir / "accounts" / account.name
+        follow = account.follow_groups or sorted(
+            {g for p in projects if p.listen_account == account.name for g in p.groups}
+        )
+        return replace(
+            account,
+            store=data_dir / account.store if account.store != Path() else base / "messages.db",
+            session_dir=data_dir / account.session_dir if account.session_dir != Path() else base / "session",
+            download_dir=data_dir / account.download_dir if account.download_dir != Path() else base / "downloads",
+            media_dirs=[data_dir / d for d in account.media_dirs] or [data_dir / "media"],
+            follow_groups=follow,
+        )
+
+    def check_project(self, project: ProjectConfig, i: int, accounts: dict[str, AccountConfig]) -> ProjectConfig:
+        key = f"projects[{i}]"
+        if project.environment not in ("prod", "dev"):
+            raise self.error(f"{key}.environment", f"must be 'prod' or 'dev', got {project.environment!r}")
+        if not project.groups:
+            raise self.error(f"{key}.groups", "needs at least one group JID")
+        for j, jid in enumerate(project.groups):
+            if not GROUP_JID.match(jid):
+                raise self.error(f"{key}.groups[{j}]", f"not a group JID (like 120363000000000001@g.us): {jid!r}")
+        try:
+            re.compile(project.pattern)
+        except re.error as exc:
+            raise self.error(f"{key}.pattern", f"not a valid regular expression: {exc}") from None
+        try:
+            project.feedback.template.format(number="1", drop="DR1", project="p", group="g")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise self.error(f"{key}.feedback.template",
+                             f"unknown placeholder {exc}; use {{number}}, {{drop}}, {{project}}, {{group}}") from None
+        listen = project.listen_account
+        if not listen:
+            if len(accounts) != 1:
+                raise self.error(f"{key}.listen_account", "required when there is more than one account")
+            listen = next(iter(accounts))
+        send = project.send_account or listen
+        for attr, name in (("listen_account", listen), ("send_account", send)):
+            if name not in accounts:
+                raise self.error(f"{key}.{attr}", f"no account named {name!r}")
+        return replace(project, listen_account=listen, send_account=send)
+
+    def check_alert(self, alert: AlertConfig, i: int) -> None:
+        key = f"alerts[{i}]"
+        if alert.format not in ("slack", "discord", "json"):
+            raise self.error(f"{key}.format", f"must be slack, discord or json, got {alert.format!r}")
+        if not alert.url.startswith(("http://", "https://")):
+            raise self.error(f"{key}.url", f"expected an http(s) URL, got {alert.url!r}")
+        for j, rule in enumerate(alert.rules):
+            if rule not in ALERT_RULES:
+                raise self.error(f"{key}.rules[{j}]", f"unknown rule {rule!r} (known: {', '.join(ALERT_RULES)})")
+
+    def check_watchdog(self, watchdog: WatchdogConfig) -> None:
+        self.check_port(watchdog.control_port, "watchdog.control_port")
+        if not _is_loopback(watchdog.control_host) and not watchdog.control_token:
+            raise self.error("watchdog.control_token", f"required when control_host is not loopback ({watchdog.control_host})")
+
+    def check_sim(self, sim: SimConfig) -> None:
+        self.check_port(sim.port, "sim.port")
+        if sim.disconnect_every and (len(sim.disconnect_every) != 2 or not 0 < sim.disconnect_every[0] <= sim.disconnect_every[1]):
+            raise self.error("sim.disconnect_every", "expected [min_seconds, max_seconds] with 0 < min <= max, or []")
+        for i, group in enumerate(sim.groups):
+            if not GROUP_JID.match(group.jid):
+                raise self.error(f"sim.groups[{i}].jid", f"not a group JID: {group.jid!r}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _kind(value: object) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)

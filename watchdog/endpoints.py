@@ -1,0 +1,62 @@
+"""Published endpoints: where each running component can be reached.
+
+Ports may be 0 (any free port), so each component writes the URLs it actually
+bound to `<data_dir>/run/<component>.json`; other commands and tests read them
+from there instead of guessing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+def run_dir(data_dir: Path) -> Path:
+    return data_dir / "run"
+
+
+def _file(data_dir: Path, component: str) -> Path:
+    return run_dir(data_dir) / (component.replace(":", "-") + ".json")
+
+
+def publish(data_dir: Path, component: str, endpoints: dict[str, str]) -> None:
+    """Atomically write this process's endpoints (replace, so readers never see half a file)."""
+    path = _file(data_dir, component)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"component": component, "pid": os.getpid(), "endpoints": endpoints,
+              "started_at": datetime.now(timezone.utc).isoformat()}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read(data_dir: Path, component: str) -> dict | None:
+    """The published record of a component, or None if it has published nothing."""
+    try:
+        return json.loads(_file(data_dir, component).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def url(data_dir: Path, component: str, name: str = "api") -> str | None:
+    record = read(data_dir, component)
+    return record["endpoints"].get(name) if record else None
+
+
+def wait_url(data_dir: Path, component: str, name: str = "api", timeout: float = 10.0,
+             newer_than_pid: int | None = None) -> str:
+    """Block until a component has published endpoint `name` (optionally from a pid other than the given one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = read(data_dir, component)
+        if record and name in record["endpoints"] and record["pid"] != newer_than_pid:
+            return record["endpoints"][name]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{component} published no {name!r} endpoint within {timeout}s")
+        time.sleep(0.02)
+
+
+def remove(data_dir: Path, component: str) -> None:
+    _file(data_dir, component).unlink(missing_ok=True)
