@@ -1,0 +1,135 @@
+"""Shared test helpers: a data directory with a config, real child processes ended by pid, deadline waits."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+GROUP_A = "120363000000000001@g.us"
+GROUP_B = "120363000000000002@g.us"
+GROUP_C = "120363000000000003@g.us"
+
+
+def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
+               message: str = "condition") -> T:
+    """Poll `condition` until it returns something truthy; fail with `message` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+BASE_CONFIG = f"""
+data_dir = "data"
+
+[watchdog]
+control_port = 0
+
+[sim]
+port = 0
+
+[[sim.groups]]
+jid = "{GROUP_A}"
+name = "Lawley Fibre"
+participants = ["27710000001", "27710000002"]
+
+[[sim.groups]]
+jid = "{GROUP_B}"
+name = "Mohadin Fibre"
+participants = ["27710000003"]
+
+[[sim.groups]]
+jid = "{GROUP_C}"
+name = "Velo Test"
+participants = ["27710000004"]
+
+[accounts.main]
+transport = "sim"
+phone = "27710000000"
+api_port = 0
+watchdog_sec = 3.0
+
+[accounts.main.probe]
+initial_delay = 1.0
+
+[[projects]]
+name = "lawley"
+groups = ["{GROUP_A}"]
+
+[[projects]]
+name = "mohadin"
+groups = ["{GROUP_B}"]
+"""
+
+
+class Processes:
+    """Starts `wa-watchdog` subcommands as real child processes and ends exactly those, by pid."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.config_path = config_path
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, *args: str, env: dict[str, str] | None = None, **popen: object) -> subprocess.Popen:
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_"))}
+        child_env.update(env or {})
+        popen.setdefault("stdout", subprocess.PIPE)
+        popen.setdefault("stderr", subprocess.PIPE)
+        proc = subprocess.Popen([sys.executable, "-m", "watchdog.cli", args[0], "--config", str(self.config_path),
+                                 *args[1:]], cwd=ROOT, env=child_env, start_new_session=True, **popen)
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.started):
+            if proc.poll() is None:
+                try:
+                    os.kill(proc.pid, signal.SIGCONT)
+                    proc.terminate()
+                    proc.wait(timeout=10)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    proc.kill()
+                    proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                if stream:
+                    stream.close()
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[str], Path]:
+    """Write a config file (BASE_CONFIG by default) into tmp_path; returns its path."""
+    def write(text: str = BASE_CONFIG, name: str = "wa.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+    return write
+
+
+@pytest.fixture
+def config_path(write_config: Callable[[str], Path]) -> Path:
+    return write_config()
+
+
+@pytest.fixture
+def data_dir(config_path: Path) -> Path:
+    return config_path.parent / "data"
+
+
+@pytest.fixture
+def procs(config_path: Path) -> Iterator[Processes]:
+    processes = Processes(config_path)
+    yield processes
+    processes.stop_all()
