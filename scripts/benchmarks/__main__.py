@@ -1,0 +1,41 @@
+"""`scripts/bench [NAME ...] [-- ARGS]`: run the benchmarks and print their markdown tables.
+
+Each benchmark is a module here with `main(argv) -> int`; every one starts its
+own real processes on free ports in a temporary directory and ends them.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+BENCHMARKS = {
+    "bridge": ("scripts.benchmarks.bridge_bench", "message ingest rate and /api/send latency"),
+    "drops": ("scripts.benchmarks.drop_latency", "simulator post -> drop row latency, six projects"),
+    "recovery": ("scripts.benchmarks.recovery_bench", "kill/hang -> healthy: ours vs supervisord vs systemd"),
+}
+
+
+def main(argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        for name, (_, what) in BENCHMARKS.items():
+            print(f"  {name:<9} {what}")
+        return 0
+    names, rest = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    status = 0
+    for name in names or list(BENCHMARKS):
+        module, what = BENCHMARKS[name]
+        print(f"\n## {name}: {what}\n", flush=True)
+        started = time.monotonic()
+        status |= importlib.import_module(module).main(rest)
+        print(f"\n({name} took {time.monotonic() - started:.0f} s)", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
