@@ -1,0 +1,82 @@
+"""The pieces every process shares: sd_notify sender, recovery log, published endpoints."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from watchdog import endpoints
+from watchdog.recovery_log import RecoveryLog
+
+
+@pytest.fixture
+def notify_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(f"\0wa-watchdog-test/{os.getpid()}/{id(sock)}")
+    sock.settimeout(5)
+    yield sock
+    sock.close()
+
+
+def test_notifier_sends_unicode_status_that_sdnotify_would_drop(notify_socket: socket.socket) -> None:
+    address = "@" + notify_socket.getsockname()[1:].decode()
+    code = ("from watchdog.notify import Notifier; n = Notifier(); "
+            "n.ready('bridge main connected · monitors 6/6 ready · ✓'); n.heartbeat(); n.stopping()")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=30,
+                   env={**os.environ, "NOTIFY_SOCKET": address})
+    received = [notify_socket.recv(4096).decode("utf-8") for _ in range(3)]
+    assert received == ["READY=1\nSTATUS=bridge main connected · monitors 6/6 ready · ✓", "WATCHDOG=1", "STOPPING=1"]
+
+
+def test_notifier_is_silent_without_notify_socket() -> None:
+    code = "from watchdog.notify import Notifier; n = Notifier(); assert not n.enabled; n.ready('x'); n.heartbeat()"
+    env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=30, env=env)
+
+
+def test_recovery_log_appends_reads_and_rotates(tmp_path: Path) -> None:
+    log = RecoveryLog(tmp_path / "recoveries.jsonl", max_bytes=400, keep=2)
+    for i in range(12):
+        log.append("bridge:main", "exit", cause="SIGKILL", pid=1000 + i)
+    records = list(log.read())
+    assert (tmp_path / "recoveries.jsonl.1").exists() and not (tmp_path / "recoveries.jsonl.3").exists()
+    pids = [r["pid"] for r in records]
+    assert pids == sorted(pids) and pids[-1] == 1011  # oldest first, newest kept
+    assert all(r["component"] == "bridge:main" and r["event"] == "exit" for r in records)
+    assert (tmp_path / "recoveries.jsonl").stat().st_size <= 400
+
+
+def test_recovery_log_skips_a_torn_line_and_filters_by_time(tmp_path: Path) -> None:
+    log = RecoveryLog(tmp_path / "r.jsonl")
+    first = log.append("sim", "start")
+    with open(log.path, "a") as f:
+        f.write('{"time": 1, "component": "brid')  # a crash mid-write
+        f.write("\n")
+    second = log.append("bridge:main", "restart", pid=1, new_pid=2, none_is_dropped=None)
+    assert [r["event"] for r in log.read()] == ["start", "restart"]
+    assert "none_is_dropped" not in second
+    assert [r["event"] for r in log.read(since=second["time"])] == ["restart"]
+    assert first["time"] <= second["time"]
+    with pytest.raises(ValueError, match="unknown recovery event"):
+        log.append("sim", "exploded")
+
+
+def test_endpoints_publish_atomically_and_wait(tmp_path: Path) -> None:
+    assert endpoints.read(tmp_path, "bridge:main") is None
+    with pytest.raises(TimeoutError, match="bridge:main published no 'api' endpoint"):
+        endpoints.wait_url(tmp_path, "bridge:main", timeout=0.05)
+    endpoints.publish(tmp_path, "bridge:main", {"api": "http://127.0.0.1:1234"})
+    record = json.loads((tmp_path / "run" / "bridge-main.json").read_text())
+    assert record["pid"] == os.getpid() and record["component"] == "bridge:main"
+    assert endpoints.url(tmp_path, "bridge:main") == "http://127.0.0.1:1234"
+    assert endpoints.wait_url(tmp_path, "bridge:main", timeout=1) == "http://127.0.0.1:1234"
+    with pytest.raises(TimeoutError):
+        endpoints.wait_url(tmp_path, "bridge:main", timeout=0.05, newer_than_pid=os.getpid())
+    endpoints.remove(tmp_path, "bridge:main")
+    assert endpoints.url(tmp_path, "bridge:main") is None
