@@ -1,0 +1,185 @@
+"""Alert webhooks: tell a human when supervision alone cannot fix things.
+
+The watchdog calls `fire()` / `resolve()` from its event loop; both return at
+once. Each [[alerts]] entry gets only the rules it lists, a disconnect only once
+it has lasted its `disconnect_threshold`, and one firing per (rule, component)
+per `repeat_interval`. A resolved notice goes only where a firing went. Delivery
+runs as background tasks with tenacity retries, so a slow or dead webhook can
+neither delay a restart nor crash the watchdog: it is logged and given up on.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import aiohttp
+from loguru import logger
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from watchdog.config import ALERT_RULES, AlertConfig
+from watchdog.recovery_log import RecoveryLog
+
+FIRING = "firing"
+RESOLVED = "resolved"
+
+# What each rule means to the person reading the alert.
+RULE_TITLES = {
+    "crash_loop": "crash loop",
+    "hang": "hung process restarted",
+    "disconnect": "WhatsApp disconnected",
+    "stream_replaced": "session taken over elsewhere (stream replaced)",
+    "logged_out": "logged out: re-pairing needed",
+    "config_failed": "failed on its configuration: not restarted",
+}
+
+
+class WebhookError(Exception):
+    """A webhook answered with a non-2xx status.
+
+    5xx, 408 and 429 are the receiver's passing trouble and are retried; any
+    other 4xx means the request itself is wrong, and repeating it cannot help.
+    """
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"HTTP {status}: {text}")
+        self.retryable = status >= 500 or status in (408, 429)
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, WebhookError):
+        return exc.retryable
+    return isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError))
+
+
+@dataclass(frozen=True)
+class Alert:
+    status: str
+    rule: str
+    component: str
+    summary: str
+    time: str
+    duration_s: float | None = None
+
+    def text(self) -> str:
+        """One line for chat webhooks (slack/discord)."""
+        mark = "FIRING" if self.status == FIRING else "RESOLVED"
+        duration = f" (for {self.duration_s:.0f} s)" if self.duration_s is not None else ""
+        return f"[wa-watchdog@{socket.gethostname()}] {mark} {self.component}: {RULE_TITLES[self.rule]}{duration}: {self.summary}"
+
+    def record(self) -> dict:
+        """The structured record of the json format."""
+        record = {"status": self.status, "rule": self.rule, "component": self.component,
+                  "summary": self.summary, "time": self.time, "host": socket.gethostname()}
+        if self.duration_s is not None:
+            record["duration_s"] = self.duration_s
+        return record
+
+
+def payload(alert: Alert, fmt: str) -> dict:
+    if fmt == "slack":
+        return {"text": alert.text()}
+    if fmt == "discord":
+        return {"content": alert.text()}
+    return alert.record()
+
+
+class AlertManager:
+    """Decides which webhook gets which alert and delivers in the background.
+
+    The optional delivery knobs (attempts, backoff, per-attempt timeout) exist so
+    tests can retry in milliseconds; the defaults suit real chat webhooks.
+    """
+
+    def __init__(self, alerts: list[AlertConfig], recovery_log: RecoveryLog, *, attempts: int = 5,
+                 backoff_initial: float = 1.0, backoff_max: float = 30.0, timeout: float = 10.0) -> None:
+        self._alerts = alerts
+        self._recovery_log = recovery_log
+        self._attempts = attempts
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        # (alert index, rule, component) -> monotonic time of the last firing sent there
+        self._fired: dict[tuple[int, str, str], float] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._session: aiohttp.ClientSession | None = None
+
+    def fire(self, rule: str, component: str, summary: str, duration_s: float | None = None) -> None:
+        """Send a firing alert to every entry that wants it and has not been told within its repeat interval."""
+        _check_rule(rule)
+        now = time.monotonic()
+        targets = []
+        for index, config in enumerate(self._alerts):
+            if rule not in config.rules:
+                continue
+            if rule == "disconnect" and (duration_s is None or duration_s < config.disconnect_threshold):
+                continue
+            last = self._fired.get((index, rule, component))
+            if last is not None and now - last < config.repeat_interval:
+                continue
+            self._fired[(index, rule, component)] = now
+            targets.append(config)
+        self._send(targets, Alert(FIRING, rule, component, summary, _now_iso(), duration_s))
+
+    def resolve(self, rule: str, component: str, summary: str) -> None:
+        """Send a resolved notice wherever a firing of (rule, component) was sent; otherwise nothing."""
+        _check_rule(rule)
+        targets = [config for index, config in enumerate(self._alerts)
+                   if self._fired.pop((index, rule, component), None) is not None]
+        self._send(targets, Alert(RESOLVED, rule, component, summary, _now_iso()))
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Give pending deliveries up to `timeout` seconds, cancel the rest, close the HTTP session."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                logger.warning("alerts: {} delivery(ies) still pending at shutdown were dropped", len(pending))
+                await asyncio.gather(*pending, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _send(self, targets: list[AlertConfig], alert: Alert) -> None:
+        if not targets:
+            return
+        self._recovery_log.append(alert.component, "alert", rule=alert.rule, status=alert.status,
+                                  summary=alert.summary)
+        loop = asyncio.get_running_loop()
+        for config in targets:
+            task = loop.create_task(self._deliver(config, alert))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, config: AlertConfig, alert: Alert) -> None:
+        body = payload(alert, config.format)
+        try:
+            async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(self._attempts),
+                    wait=wait_exponential(multiplier=self._backoff_initial, max=self._backoff_max),
+                    retry=retry_if_exception(_retryable),
+                    reraise=True):
+                with attempt:
+                    await self._post(config.url, body)
+        except (aiohttp.ClientError, asyncio.TimeoutError, WebhookError) as exc:
+            logger.error("alert {} {} for {} not delivered to {}: {}", alert.rule, alert.status, alert.component,
+                         config.url, str(exc) or type(exc).__name__)
+
+    async def _post(self, url: str, body: dict) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        async with self._session.post(url, json=body) as response:
+            if response.status >= 300:
+                raise WebhookError(response.status, (await response.text())[:200])
+
+
+def _check_rule(rule: str) -> None:
+    if rule not in ALERT_RULES:
+        raise ValueError(f"unknown alert rule {rule!r} (known: {', '.join(ALERT_RULES)})")
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat()

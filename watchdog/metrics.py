@@ -1,0 +1,45 @@
+"""Prometheus metrics of the watchdog, served as text on the control port.
+
+A registry of our own rather than prometheus-client's global one: the global
+one also carries process/platform collectors and whatever any imported library
+registered, and two Metrics objects (tests, a restarted arbiter) would clash
+on metric names in it.
+"""
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Recoveries run from a few tens of ms (a killed child) to tens of seconds (backoff after a crash loop).
+RECOVERY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._up = Gauge("wa_watchdog_component_up", "1 if the component's process is running",
+                         ["component"], registry=self.registry)
+        self._healthy = Gauge("wa_watchdog_component_healthy", "1 if the component passes its health checks",
+                              ["component"], registry=self.registry)
+        self._restarts = Counter("wa_watchdog_restarts", "Restarts by component and cause",
+                                 ["component", "cause"], registry=self.registry)
+        self._recovery = Histogram("wa_watchdog_recovery_seconds", "Time from detecting a failure to healthy again",
+                                   ["component"], buckets=RECOVERY_BUCKETS, registry=self.registry)
+        self._disconnect = Counter("wa_watchdog_disconnect_seconds", "Seconds spent disconnected from WhatsApp",
+                                   ["component"], registry=self.registry)
+
+    def set_component(self, name: str, up: bool, healthy: bool) -> None:
+        self._up.labels(name).set(1 if up else 0)
+        self._healthy.labels(name).set(1 if healthy else 0)
+
+    def count_restart(self, name: str, cause: str) -> None:
+        self._restarts.labels(name, cause).inc()
+
+    def observe_recovery(self, name: str, seconds: float) -> None:
+        self._recovery.labels(name).observe(seconds)
+
+    def observe_disconnect(self, name: str, seconds: float) -> None:
+        self._disconnect.labels(name).inc(max(seconds, 0.0))
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
