@@ -1,0 +1,339 @@
+"""`wa-watchdog sim`: the simulated WhatsApp service (control API + session websocket).
+
+One aiohttp server on 127.0.0.1; handlers are thin and the state lives in
+`bridge.simulator.state`. The frames are described in docs/ARCHITECTURE.md,
+"Simulator wire protocol".
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import random
+import signal
+from collections.abc import Awaitable, Callable
+
+from aiohttp import WSMsgType, web
+from loguru import logger
+
+from bridge.simulator.state import Message, Session, SimError, SimState, iso
+from bridge.simulator.traffic import run_traffic
+from watchdog import endpoints, logs
+from watchdog.config import Config, ConfigError
+from watchdog.exitcodes import EXIT_OK
+from watchdog.notify import Notifier
+
+COMPONENT = "sim"
+# Close codes the client maps to connection kinds (4000-4999 are for applications).
+CLOSE_SERVER_DISCONNECT = 4000  # -> disconnected, reason in the close message
+CLOSE_LOGGED_OUT = 4401  # -> logged_out (unknown session)
+CLOSE_STREAM_REPLACED = 4409  # -> stream_replaced
+CLOSE_GOING_AWAY = 1001  # simulator shutting down -> disconnected
+BATCH = 500  # messages per frame: a bridge ingests thousands per second in few frames
+MAX_FRAME = 64 * 1024 * 1024  # media travels base64 inside frames
+SERVER_HEARTBEAT = 10.0  # drop a client that stopped answering pings (a frozen bridge)
+
+
+class Connection:
+    """One session websocket; at most one per session is active."""
+
+    def __init__(self, session: Session, ws: web.WebSocketResponse) -> None:
+        self.session = session
+        self.ws = ws
+        self.cursor = 0  # highest queue sequence number sent on this connection
+        self.closing = False
+
+    def drop(self, code: int, reason: str, tasks: set[asyncio.Task]) -> None:
+        """Close from the server side; delivery on this connection stops at once."""
+        if self.closing:
+            return
+        self.closing = True
+        if self.session.connection is self:
+            self.session.connection = None
+        self.session.wakeup.set()
+        _spawn(tasks, self.ws.close(code=code, message=reason.encode("utf-8")[:123]))
+
+
+class Sim:
+    def __init__(self, config: Config, state: SimState) -> None:
+        assert config.sim is not None
+        self.config = config
+        self.state = state
+        self.tasks: set[asyncio.Task] = set()
+        self.rng = random.Random()
+
+    def attach(self, session: Session, ws: web.WebSocketResponse) -> Connection:
+        old = session.connection
+        if isinstance(old, Connection):
+            session.stream_replaced += 1
+            logger.warning("session {}: stream replaced by a new connection", session.phone)
+            old.drop(CLOSE_STREAM_REPLACED, "stream replaced: another connection took this session", self.tasks)
+        conn = Connection(session, ws)
+        session.connection = conn
+        session.connections += 1
+        logger.info("session {}: connected ({} queued)", session.phone, len(session.queue))
+        return conn
+
+    def disconnect(self, phone: object, reason: str) -> bool:
+        session = self.session(phone)
+        conn = session.connection
+        if not isinstance(conn, Connection):
+            return False
+        session.disconnects += 1
+        logger.info("session {}: server disconnect ({})", session.phone, reason)
+        conn.drop(CLOSE_SERVER_DISCONNECT, f"server disconnect: {reason}", self.tasks)
+        return True
+
+    def session(self, phone: object) -> Session:
+        try:
+            return self.state.sessions[phone]  # type: ignore[index]
+        except (KeyError, TypeError):
+            known = ", ".join(self.state.sessions) or "none"
+            raise SimError(f"session: unknown session {phone!r} (known: {known})") from None
+
+    def shutdown(self) -> None:
+        for session in self.state.sessions.values():
+            if isinstance(session.connection, Connection):
+                session.connection.drop(CLOSE_GOING_AWAY, "server going away", self.tasks)
+
+    def status(self) -> str:
+        sessions = self.state.sessions.values()
+        connected = sum(1 for s in sessions if s.connection is not None)
+        queued = sum(len(s.queue) for s in sessions)
+        return f"{connected}/{len(sessions)} sessions connected, {queued} queued, {len(self.state.sent)} sent"
+
+    def sessions_json(self) -> dict:
+        return {s.phone: {"connected": s.connection is not None, "queue_depth": len(s.queue),
+                          "connections": s.connections, "stream_replaced": s.stream_replaced,
+                          "disconnects": s.disconnects, "delivered": s.delivered, "acked": s.acked}
+                for s in self.state.sessions.values()}
+
+    # -- one session connection -------------------------------------------------
+
+    async def deliver(self, conn: Connection) -> None:
+        """Replay the offline queue (flagged offline), say so, then push live messages as they are queued."""
+        session = conn.session
+        boundary = session.last_seq  # queued before this connection: offline
+        offline_count = 0
+        synced = False
+        while not conn.closing:
+            entries = session.after(conn.cursor, BATCH)
+            if entries:
+                offline = entries[0][0] <= boundary
+                if offline:
+                    entries = [e for e in entries if e[0] <= boundary]
+                    offline_count += len(entries)
+                conn.cursor = entries[-1][0]
+                session.delivered += len(entries)
+                await conn.ws.send_str(json.dumps(
+                    {"type": "messages", "offline": offline, "messages": [m.wire for _, m in entries]}))
+            elif not synced:
+                synced = True
+                await conn.ws.send_str(json.dumps({"type": "offline_sync_done", "count": offline_count}))
+            else:
+                session.wakeup.clear()
+                await session.wakeup.wait()
+
+    async def scheduled_disconnect(self, conn: Connection) -> None:
+        lo, hi = self.config.sim.disconnect_every  # type: ignore[union-attr]
+        await asyncio.sleep(self.rng.uniform(lo, hi))
+        if conn.session.connection is conn:
+            self.disconnect(conn.session.phone, "scheduled")
+
+    def request(self, conn: Connection, frame: dict) -> dict | None:
+        """Answer one client frame; None for frames without a reply (ack)."""
+        kind = frame.get("type")
+        if kind == "ack":
+            conn.session.ack(frame.get("ids") or [])
+            return None
+        reply: dict = {"type": "result", "req": frame.get("req")}
+        try:
+            if kind == "send":
+                sent = self.state.send(conn.session, frame)
+                reply.update(ok=True, id=sent.id, timestamp=iso(sent.time))
+            elif kind == "history":
+                found = self.state.history(frame.get("chat_jid"), frame.get("since"), frame.get("until"))
+                reply.update(ok=True, messages=[m.wire for m in found])
+            elif kind == "download":
+                data = self.state.download(frame.get("url"))
+                reply.update(ok=True, data_b64=base64.b64encode(data).decode("ascii"))
+            else:
+                raise SimError(f"type: unknown frame type {kind!r}")
+        except SimError as exc:
+            reply.update(ok=False, error=str(exc))
+        return reply
+
+    async def socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=SERVER_HEARTBEAT, max_msg_size=MAX_FRAME, timeout=2.0)
+        await ws.prepare(request)
+        phone = request.query.get("session", "")
+        session = self.state.sessions.get(phone)
+        if session is None:
+            await ws.close(code=CLOSE_LOGGED_OUT, message=f"logged out: unknown session {phone!r}".encode()[:123])
+            return ws
+        conn = self.attach(session, ws)
+        await ws.send_str(json.dumps({"type": "connected", "session": phone, "jid": session.jid}))
+        workers = [asyncio.create_task(self.deliver(conn))]
+        if self.config.sim.disconnect_every:  # type: ignore[union-attr]
+            workers.append(asyncio.create_task(self.scheduled_disconnect(conn)))
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    frame = json.loads(msg.data)
+                except ValueError:
+                    frame = None
+                reply = self.request(conn, frame) if isinstance(frame, dict) else {
+                    "type": "result", "req": None, "ok": False, "error": "frame: not a JSON object"}
+                if reply is not None and not conn.closing:
+                    await ws.send_str(json.dumps(reply))
+        except ConnectionError:
+            pass
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            if session.connection is conn:
+                session.connection = None
+            logger.info("session {}: connection closed (code {})", phone, ws.close_code)
+        return ws
+
+
+# -- control API (thin handlers) ------------------------------------------------
+
+STATE = web.AppKey("sim", Sim)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _errors_as_400(handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except SimError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+    return wrapped
+
+
+async def _json_body(request: web.Request) -> object:
+    try:
+        return await request.json()
+    except ValueError:
+        raise SimError("body: not valid JSON") from None
+
+
+@_errors_as_400
+async def inject(request: web.Request) -> web.Response:
+    message: Message = request.app[STATE].state.inject(await _json_body(request))
+    return web.json_response({"id": message.id, "timestamp": iso(message.timestamp)})
+
+
+@_errors_as_400
+async def sent(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].state.sent_by(request.query.get("session")))
+
+
+@_errors_as_400
+async def disconnect(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise SimError("expected a JSON object {session, reason?}")
+    reason = body.get("reason") or "requested"
+    return web.json_response({"disconnected": request.app[STATE].disconnect(body.get("session"), str(reason))})
+
+
+@_errors_as_400
+async def messages(request: web.Request) -> web.Response:
+    q = request.query
+    found = request.app[STATE].state.history(q.get("chat_jid"), q.get("since"), q.get("until"))
+    return web.json_response([m.wire for m in found])
+
+
+@_errors_as_400
+async def sessions(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].sessions_json())
+
+
+async def socket(request: web.Request) -> web.StreamResponse:
+    return await request.app[STATE].socket(request)
+
+
+def build_app(sim: Sim) -> web.Application:
+    app = web.Application(client_max_size=MAX_FRAME)
+    app[STATE] = sim
+    app.router.add_post("/sim/inject", inject)
+    app.router.add_get("/sim/sent", sent)
+    app.router.add_post("/sim/disconnect", disconnect)
+    app.router.add_get("/sim/messages", messages)
+    app.router.add_get("/sim/sessions", sessions)
+    app.router.add_get("/ws", socket)
+    return app
+
+
+# -- process -------------------------------------------------------------------
+
+def heartbeat_interval(config: Config) -> float:
+    """Half the shortest watchdog period we were given (config, or WATCHDOG_USEC from systemd/our watchdog)."""
+    periods = [config.sim.watchdog_sec]  # type: ignore[union-attr]
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    if usec.isdigit() and int(usec) > 0:
+        periods.append(int(usec) / 1e6)
+    return min(periods) / 2
+
+
+async def _heartbeat(sim: Sim, notifier: Notifier, interval: float) -> None:
+    while True:
+        notifier.send("WATCHDOG=1", f"STATUS={sim.status()}")
+        await asyncio.sleep(interval)
+
+
+async def serve(config: Config) -> int:
+    assert config.sim is not None
+    sim = Sim(config, SimState(config))
+    runner = web.AppRunner(build_app(sim), handle_signals=False, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", config.sim.port)
+    await site.start()
+    port = runner.addresses[0][1]
+    endpoints.publish(config.data_dir, COMPONENT, {"api": f"http://127.0.0.1:{port}", "ws": f"ws://127.0.0.1:{port}/ws"})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    notifier = Notifier()
+    notifier.ready(sim.status())
+    logger.info("sim serving on 127.0.0.1:{} ({} sessions, {} groups)", port, len(sim.state.sessions),
+                len(sim.state.groups))
+    background = [asyncio.create_task(_heartbeat(sim, notifier, heartbeat_interval(config)))]
+    if config.sim.traffic.enabled:
+        background.append(asyncio.create_task(run_traffic(sim.state, config.sim.traffic.interval)))
+    await stop.wait()
+
+    notifier.stopping()
+    logger.info("sim stopping")
+    for task in background:
+        task.cancel()
+    sim.shutdown()
+    await asyncio.gather(*background, *sim.tasks, return_exceptions=True)
+    await runner.cleanup()
+    record = endpoints.read(config.data_dir, COMPONENT)
+    if record and record.get("pid") == os.getpid():
+        endpoints.remove(config.data_dir, COMPONENT)
+    return EXIT_OK
+
+
+def cmd_sim(config: Config, args: argparse.Namespace) -> int:
+    if config.sim is None:
+        raise ConfigError(f"{config.path}: sim: missing [sim] table")
+    logs.setup()
+    return asyncio.run(serve(config))
+
+
+def _spawn(tasks: set[asyncio.Task], coro: Awaitable[object]) -> None:
+    """Run `coro` in the background, keeping a reference until it is done."""
+    task = asyncio.ensure_future(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)

@@ -1,0 +1,275 @@
+"""The simulator client: a `Transport` over the simulated WhatsApp service's session websocket.
+
+Frames are described in docs/ARCHITECTURE.md, "Simulator wire protocol".
+Two tasks per connection: a reader that answers request futures at once (so a
+send never waits behind a large ingest) and queues everything else in order,
+and the run loop that hands consecutive message frames to the handler as one
+batch and acknowledges them only after the handler returned (committed).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import contextlib
+import itertools
+import json
+from datetime import datetime, timezone
+
+import aiohttp
+from loguru import logger
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+
+from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, ConnectionKind, Handler,
+                              IncomingMessage, MediaInfo, NotConnected, OutgoingMessage, SendFailed, SendResult,
+                              Source, Transport)
+from watchdog import endpoints
+from watchdog.config import AccountConfig, Config
+
+# Close codes chosen by bridge/simulator/server.py.
+CLOSE_CODES = {4409: ConnectionKind.STREAM_REPLACED, 4401: ConnectionKind.LOGGED_OUT}
+HANDSHAKE_TIMEOUT = 3.0
+HEARTBEAT = 5.0  # ping period; no pong within half of it -> the connection is dead (a frozen simulator)
+REQUEST_TIMEOUT = 10.0
+MAX_FRAME = 64 * 1024 * 1024
+MAX_BATCH = 5000  # messages per on_messages call
+RETRY_WAIT = wait_random_exponential(multiplier=0.05, max=2.0)  # full jitter: ~0.1 s, 0.2 s, ... capped at 2 s
+
+
+class _Unreachable(Exception):
+    """No simulator to connect to (not published, refused, timed out)."""
+
+
+class _Closed:
+    """End of a connection, as the reader saw it."""
+
+    def __init__(self, kind: ConnectionKind, reason: str) -> None:
+        self.kind = kind
+        self.reason = reason
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _incoming(raw: dict, source: Source, own_jid: str) -> IncomingMessage:
+    media = raw.get("media")
+    return IncomingMessage(
+        id=raw["id"], chat_jid=raw["chat_jid"], sender_jid=raw["sender_jid"], text=raw["text"],
+        timestamp=datetime.fromisoformat(raw["timestamp"]), source=source,
+        is_from_me=raw["sender_jid"] == own_jid, chat_name=raw.get("chat_name"),
+        media=MediaInfo(media["type"], media["filename"], media["url"], base64.b64decode(media["media_key"]),
+                        base64.b64decode(media["file_sha256"]), base64.b64decode(media["file_enc_sha256"]),
+                        media["file_length"]) if media else None)
+
+
+class SimTransport(Transport):
+    capabilities = Capabilities(history_request=True)
+
+    def __init__(self, config: Config, account: AccountConfig) -> None:
+        self._data_dir = config.data_dir
+        self._phone = account.phone
+        self._jid = account.jid
+        self._ws: aiohttp.ClientWebSocketResponse | None = None  # set while connected (after the hello frame)
+        self._pending: dict[int, asyncio.Future[dict]] = {}
+        self._requests = itertools.count(1)
+        self._closed = asyncio.Event()
+
+    # -- connection loop ---------------------------------------------------------
+
+    async def run(self, handler: Handler) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, connect=HANDSHAKE_TIMEOUT, sock_connect=HANDSHAKE_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            while not self._closed.is_set():
+                ws = await self._connect_until_up(http, handler)
+                if ws is None:
+                    return
+                end = await self._serve(ws, handler)
+                if self._closed.is_set():
+                    end = _Closed(ConnectionKind.DISCONNECTED, "closed by client")
+                logger.info("sim transport: {} ({})", end.kind.value, end.reason)
+                await handler.on_connection(ConnectionEvent(end.kind, _now(), end.reason))
+                if end.kind in TERMINAL_KINDS:
+                    return
+
+    async def _connect_until_up(self, http: aiohttp.ClientSession,
+                                handler: Handler) -> aiohttp.ClientWebSocketResponse | None:
+        """Connect, retrying with backoff; report the first failure of an outage. None once closed."""
+        reported = False
+        retrying = AsyncRetrying(wait=RETRY_WAIT, retry=retry_if_exception_type(_Unreachable),
+                                 stop=self._stop_when_closed, sleep=self._sleep_unless_closed, reraise=True)
+        with contextlib.suppress(_Unreachable):
+            async for attempt in retrying:
+                with attempt:
+                    if self._closed.is_set():
+                        return None
+                    try:
+                        return await self._connect(http)
+                    except _Unreachable as exc:
+                        logger.debug("sim transport: {}", exc)
+                        if not reported:
+                            reported = True
+                            await handler.on_connection(ConnectionEvent(ConnectionKind.CONNECT_FAILED, _now(), str(exc)))
+                        raise
+        return None
+
+    def _stop_when_closed(self, state: RetryCallState) -> bool:
+        return self._closed.is_set()
+
+    async def _sleep_unless_closed(self, delay: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), delay)
+
+    async def _connect(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
+        # Read on every attempt: a restarted simulator may listen on another port.
+        url = endpoints.url(self._data_dir, "sim", "ws")
+        if not url:
+            raise _Unreachable(f"the simulator has published no endpoint ({endpoints.run_dir(self._data_dir)}/sim.json)")
+        try:
+            return await http.ws_connect(url, params={"session": self._phone}, heartbeat=HEARTBEAT,
+                                         max_msg_size=MAX_FRAME, timeout=aiohttp.ClientWSTimeout(ws_close=2.0))
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise _Unreachable(f"cannot connect to the simulator at {url}: {exc or type(exc).__name__}") from None
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse, handler: Handler) -> _Closed:
+        """Handle one connection until it ends; returns how it ended."""
+        inbox: collections.deque[dict | _Closed] = collections.deque()
+        arrived = asyncio.Event()
+        reader = asyncio.create_task(self._read(ws, inbox, arrived))
+        try:
+            while True:
+                if not inbox:
+                    arrived.clear()
+                    await arrived.wait()
+                    continue
+                item = inbox.popleft()
+                if isinstance(item, _Closed):
+                    return item
+                kind = item.get("type")
+                if kind == "connected":
+                    self._ws = ws
+                    await handler.on_connection(ConnectionEvent(ConnectionKind.CONNECTED, _now()))
+                elif kind == "offline_sync_done":
+                    await handler.on_connection(ConnectionEvent(ConnectionKind.OFFLINE_SYNC_DONE, _now(),
+                                                                f"{item.get('count', 0)} offline messages"))
+                elif kind == "messages":
+                    await self._ingest(ws, handler, self._batch(item, inbox))
+        finally:
+            self._ws = None
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            if not ws.closed:
+                await ws.close()
+
+    def _batch(self, first: dict, inbox: collections.deque) -> list[IncomingMessage]:
+        """The first message frame plus every message frame right behind it, as one batch."""
+        frames = [first]
+        count = len(first["messages"])
+        while inbox and isinstance(inbox[0], dict) and inbox[0].get("type") == "messages" and count < MAX_BATCH:
+            frames.append(inbox.popleft())
+            count += len(frames[-1]["messages"])
+        return [_incoming(raw, Source.OFFLINE if frame.get("offline") else Source.LIVE, self._jid)
+                for frame in frames for raw in frame["messages"]]
+
+    async def _ingest(self, ws: aiohttp.ClientWebSocketResponse, handler: Handler,
+                      batch: list[IncomingMessage]) -> None:
+        try:
+            await handler.on_messages(batch)
+        except Exception:
+            # Not acknowledged: the simulator redelivers them on the next connection.
+            logger.exception("sim transport: handler failed on {} messages; not acknowledged", len(batch))
+            return
+        with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+            await ws.send_str(json.dumps({"type": "ack", "ids": [m.id for m in batch]}))
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse, inbox: collections.deque,
+                    arrived: asyncio.Event) -> None:
+        """Answer request futures at once; queue every other frame, then how the connection ended."""
+        end = _Closed(ConnectionKind.DISCONNECTED, "connection closed")
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    frame = json.loads(msg.data)
+                    if frame.get("type") == "result":
+                        future = self._pending.get(frame.get("req"))
+                        if future and not future.done():
+                            future.set_result(frame)
+                    else:
+                        inbox.append(frame)
+                        arrived.set()
+                    continue
+                if msg.type == aiohttp.WSMsgType.CLOSE:
+                    code = ws.close_code or msg.data
+                    end = _Closed(CLOSE_CODES.get(code, ConnectionKind.DISCONNECTED),
+                                  msg.extra or f"closed by the simulator (code {code})")
+                elif msg.type == aiohttp.WSMsgType.ERROR:
+                    error = msg.data
+                    reason = "keepalive timeout" if isinstance(error, asyncio.TimeoutError) else str(error)
+                    end = _Closed(ConnectionKind.DISCONNECTED, f"connection lost: {reason or type(error).__name__}")
+                elif msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                    end = _Closed(ConnectionKind.DISCONNECTED, f"connection lost (code {ws.close_code})")
+                else:
+                    continue
+                break
+        finally:
+            self._ws = None
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(NotConnected(f"connection ended before the reply: {end.reason}"))
+            inbox.append(end)
+            arrived.set()
+
+    async def close(self) -> None:
+        self._closed.set()
+        ws = self._ws
+        if ws is not None:
+            await ws.close(message=b"client closing")
+
+    # -- requests ---------------------------------------------------------------
+
+    async def _request(self, frame: dict) -> dict:
+        ws = self._ws
+        if ws is None or ws.closed:
+            raise NotConnected("not connected to the simulator")
+        req = next(self._requests)
+        future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+        self._pending[req] = future
+        try:
+            await ws.send_str(json.dumps({**frame, "req": req}))
+            return await asyncio.wait_for(future, REQUEST_TIMEOUT)
+        except (ConnectionError, aiohttp.ClientError) as exc:
+            raise NotConnected(f"connection lost: {exc}") from None
+        except asyncio.TimeoutError:
+            raise NotConnected(f"no reply from the simulator within {REQUEST_TIMEOUT:g}s") from None
+        finally:
+            self._pending.pop(req, None)
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        frame: dict = {"type": "send", "id": message.message_id, "recipient": message.recipient_jid,
+                       "text": message.text, "mentioned_jids": list(message.mentioned_jids)}
+        if message.media is not None:
+            try:
+                data = await asyncio.to_thread(message.media.path.read_bytes)
+            except OSError as exc:
+                raise SendFailed(f"cannot read media {message.media.path}: {exc.strerror or exc}") from None
+            frame["media"] = {"type": message.media.media_type, "filename": message.media.filename,
+                              "data_b64": base64.b64encode(data).decode("ascii")}
+        reply = await self._request(frame)
+        if not reply.get("ok"):
+            raise SendFailed(reply.get("error") or "refused by the simulator")
+        return SendResult(reply["id"], datetime.fromisoformat(reply["timestamp"]))
+
+    async def request_history(self, chat_jid: str, since: datetime, until: datetime) -> list[IncomingMessage]:
+        reply = await self._request({"type": "history", "chat_jid": chat_jid,
+                                     "since": since.isoformat(), "until": until.isoformat()})
+        if not reply.get("ok"):
+            logger.warning("sim transport: history of {} refused: {}", chat_jid, reply.get("error"))
+            return []
+        return [_incoming(raw, Source.HISTORY, self._jid) for raw in reply["messages"]]
+
+    async def download(self, media: MediaInfo) -> bytes:
+        reply = await self._request({"type": "download", "url": media.url})
+        if not reply.get("ok"):
+            raise FileNotFoundError(f"simulator: {reply.get('error')}")
+        return base64.b64decode(reply["data_b64"])
