@@ -89,7 +89,7 @@ def event_text(record: dict) -> str:
     if message:
         text += f": {message}"
     reason = record.get("reason")
-    if reason and reason not in (message or ""):
+    if reason and reason != message:
         text += f" (reason: {reason})"
     return text
 
