@@ -124,10 +124,10 @@ def bare_user(jid: str) -> str:
     return jid.split("@", 1)[0].split(":", 1)[0]
 
 
-def fallback_chat_name(chat_jid: str, sender: str) -> str:
-    """whatsapp-mcp's fallback when no name is known: `Group <id>` for groups, else the sender."""
+def fallback_chat_name(chat_jid: str) -> str:
+    """whatsapp-mcp's fallback when no name is known: `Group <id>` for groups, else the contact's number."""
     user = bare_user(chat_jid)
-    return f"Group {user}" if chat_jid.endswith("@g.us") else (sender or user)
+    return f"Group {user}" if chat_jid.endswith("@g.us") else user
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,7 @@ class _Batch:
             sender = bare_user(msg.sender_jid)
             ts = format_ts(msg.timestamp)
             name, fallback, newest = self.chats.get(msg.chat_jid,
-                                                    (None, fallback_chat_name(msg.chat_jid, sender), ""))
+                                                    (None, fallback_chat_name(msg.chat_jid), ""))
             self.chats[msg.chat_jid] = (msg.chat_name or name, fallback, max(newest, ts))
             media = msg.media or MediaInfo("", "", "")
             self.message_rows.append((msg.id, msg.chat_jid, sender, msg.text, ts, int(msg.is_from_me),
@@ -336,7 +336,8 @@ class Store:
             return batch.insert(conn)
 
     def message_count(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        """Stored messages; MAX(rowid) is O(log n) and equals COUNT(*) because rows are never deleted."""
+        return self.conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM messages").fetchone()[0]
 
     def media_of(self, message_id: str, chat_jid: str) -> MediaInfo | None:
         """The media of a stored message for /api/download; None if no such message."""

@@ -1,0 +1,116 @@
+"""The bridge's REST API (aiohttp), drop-in compatible with whatsapp-mcp's Go bridge.
+
+Handlers are thin: parse with `bridge.sending`, act through the outbox,
+downloads and health objects, answer JSON. Every error answer has the
+whatsapp-mcp shape `{"success": false, "message": ...}`.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+
+from bridge.downloads import DownloadError, download_media, parse_download
+from bridge.health import Health, HealthInputs
+from bridge.outbox import Outbox
+from bridge.sending import BadRequest, parse_send, parse_send_message
+from bridge.store import Store, StoreError
+from bridge.transport import NotConnected, Transport
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_BODY = 1024 * 1024
+
+
+class BridgeContext(Protocol):
+    """What the handlers need from the running bridge."""
+
+    store: Store
+    transport: Transport
+    outbox: Outbox
+    health: Health
+    media_dirs: list[Path]
+    download_dir: Path
+
+    def health_inputs(self) -> HealthInputs: ...
+
+
+def _fail(status: int, message: str) -> web.Response:
+    return web.json_response({"success": False, "message": message}, status=status)
+
+
+async def _json_body(request: web.Request) -> object:
+    try:
+        return json.loads(await request.text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"bad JSON: {exc}") from None
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
+    if len(key) > 200:
+        raise BadRequest(f"{IDEMPOTENCY_HEADER} longer than 200 characters")
+    return key or None
+
+
+def _bearer_auth(token: str) -> Callable:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                   ) -> web.StreamResponse:
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return _fail(401, "missing or wrong bearer token (Authorization: Bearer <api_token>)")
+        return await handler(request)
+    return auth
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                  ) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return _fail(400, str(exc))
+    except StoreError as exc:  # nothing was queued: the client must retry later
+        return _fail(503, str(exc))
+
+
+def build_app(bridge: BridgeContext, api_token: str = "") -> web.Application:
+    middlewares = [_bearer_auth(api_token)] if api_token else []
+    app = web.Application(middlewares=[*middlewares, _errors], client_max_size=MAX_BODY)
+
+    async def send(request: web.Request) -> web.Response:
+        parsed = parse_send(await _json_body(request), bridge.media_dirs)
+        status, body = await bridge.outbox.submit(parsed, _idempotency_key(request))
+        return web.json_response(body, status=status)
+
+    async def send_message(request: web.Request) -> web.Response:
+        parsed = parse_send_message(await _json_body(request))
+        status, body = await bridge.outbox.submit(parsed, _idempotency_key(request))
+        return web.json_response(body, status=status)
+
+    async def download(request: web.Request) -> web.Response:
+        message_id, chat_jid = parse_download(await _json_body(request))
+        try:
+            done = await download_media(bridge.store, bridge.transport, bridge.download_dir, message_id, chat_jid)
+        except DownloadError as exc:
+            return _fail(exc.status, str(exc))
+        except NotConnected as exc:
+            return _fail(503, f"Failed to download media: not connected to WhatsApp ({exc})")
+        return web.json_response({"success": True, "message": f"Successfully downloaded {done.media_type} media",
+                                  "filename": done.filename, "path": str(done.path)})
+
+    async def health(request: web.Request) -> web.Response:
+        status, body = bridge.health.snapshot(bridge.health_inputs())
+        return web.json_response(body, status=status)
+
+    app.router.add_post("/api/send", send)
+    app.router.add_post("/send-message", send_message)
+    app.router.add_post("/api/download", download)
+    app.router.add_get("/api/health", health)
+    return app

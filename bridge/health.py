@@ -1,0 +1,118 @@
+"""The bridge's connection state and the `GET /api/health` answer.
+
+Why so much in a health answer: the prober must tell a hang (no answer, a
+frozen loop, store_error) from a WhatsApp-side outage (connecting,
+disconnected: a restart would not help) from an operator case
+(stream_replaced, logged_out). The state machine asserts its transitions so a
+wrong event order is a loud bug, not a silently wrong health answer.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+
+from bridge.store import Window
+from bridge.transport import ConnectionKind
+
+CONNECTING = "connecting"
+CONNECTED = "connected"
+DISCONNECTED = "disconnected"
+STREAM_REPLACED = "stream_replaced"
+LOGGED_OUT = "logged_out"
+STORE_ERROR = "store_error"  # reported over any connection state while the store cannot be written
+
+_LIVE = {CONNECTED, DISCONNECTED, STREAM_REPLACED, LOGGED_OUT}
+TRANSITIONS: dict[str, set[str]] = {
+    CONNECTING: _LIVE,
+    CONNECTED: {DISCONNECTED, STREAM_REPLACED, LOGGED_OUT},
+    DISCONNECTED: _LIVE,
+    STREAM_REPLACED: set(),  # terminal: only an operator (restart) leaves it
+    LOGGED_OUT: set(),
+}
+
+# What each transport event means for the state; None = no state change.
+STATE_OF_KIND: dict[ConnectionKind, str | None] = {
+    ConnectionKind.CONNECTED: CONNECTED,
+    ConnectionKind.DISCONNECTED: DISCONNECTED,
+    ConnectionKind.CONNECT_FAILED: DISCONNECTED,
+    ConnectionKind.OFFLINE_SYNC_DONE: None,
+    ConnectionKind.STREAM_REPLACED: STREAM_REPLACED,
+    ConnectionKind.LOGGED_OUT: LOGGED_OUT,
+    ConnectionKind.TEMPORARY_BAN: LOGGED_OUT,  # needs an operator as a logout does
+    ConnectionKind.CLIENT_OUTDATED: LOGGED_OUT,
+}
+
+LAG_INTERVAL = 0.25  # seconds between event-loop lag samples
+
+
+@dataclass(frozen=True)
+class HealthInputs:
+    """What the snapshot needs from the rest of the bridge, read at request time."""
+
+    outbox_depth: int
+    open_window: Window | None
+
+
+class Health:
+    def __init__(self, account: str) -> None:
+        self.account = account
+        self.state = CONNECTING
+        self.reason = "starting"
+        self.store_writable = True
+        self.store_problem = ""
+        self.loop_lag_ms = 0.0
+        self._last_event = time.monotonic()
+
+    def transition(self, state: str, reason: str = "") -> bool:
+        """Move to `state`; returns False (no change) for a repeat or after a terminal state."""
+        if state == self.state:
+            self.reason = reason or self.reason  # e.g. a new reason while still disconnected
+            return False
+        if state not in TRANSITIONS[self.state]:
+            if not TRANSITIONS[self.state]:
+                return False  # terminal: the transport stopped; late events change nothing
+            raise AssertionError(f"bad bridge state transition {self.state} -> {state}")
+        self.state, self.reason = state, reason
+        return True
+
+    def event_seen(self) -> None:
+        self._last_event = time.monotonic()
+
+    def store_result(self, problem: str) -> None:
+        """Record the outcome of the last store write ('' = it worked)."""
+        self.store_writable, self.store_problem = not problem, problem
+
+    @property
+    def connected(self) -> bool:
+        return self.state == CONNECTED
+
+    @property
+    def reported_state(self) -> str:
+        return self.state if self.store_writable else STORE_ERROR
+
+    def snapshot(self, inputs: HealthInputs) -> tuple[int, dict]:
+        healthy = self.connected and self.store_writable
+        window = inputs.open_window
+        body = {
+            "status": "ok" if healthy else "unavailable",
+            "connected": self.connected,
+            "state": self.reported_state,
+            "reason": self.store_problem if not self.store_writable else ("" if healthy else self.reason),
+            "account": self.account,
+            "pid": os.getpid(),
+            "last_event_age_s": round(time.monotonic() - self._last_event, 3),
+            "loop_lag_ms": round(self.loop_lag_ms, 3),
+            "outbox_depth": inputs.outbox_depth,
+            "open_window": {"started_at": window.started_at, "reason": window.reason} if window else None,
+            "store_writable": self.store_writable,
+        }
+        return (200 if healthy else 503), body
+
+    async def measure_loop_lag(self) -> None:
+        """Sleep a fixed interval and record how late the loop woke us: a busy or blocked loop shows here."""
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(LAG_INTERVAL)
+            self.loop_lag_ms = max(0.0, (time.monotonic() - started - LAG_INTERVAL) * 1000)

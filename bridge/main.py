@@ -1,0 +1,273 @@
+"""`wa-watchdog bridge --account NAME`: one WhatsApp session, its store and its REST API.
+
+Start-up order matters: the session lock first (a second bridge must never
+open a socket), then the store (crash window from the last heartbeat), then
+the API (health answers `connecting` at once), then the transport. The import
+path stays lean (no psutil, prometheus, neonize): a cold start is what the
+recovery time is made of; the transport module is imported only when chosen.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import signal
+import sqlite3
+import sys
+import time
+
+from aiohttp import web
+from loguru import logger
+
+from bridge.api import build_app
+from bridge.health import CONNECTED, LOGGED_OUT, STATE_OF_KIND, STREAM_REPLACED, Health, HealthInputs
+from bridge.outbox import Outbox
+from bridge.session_lock import SessionHeld, SessionLock
+from bridge.store import Store, StoreError, format_ts
+from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Transport
+from bridge.windows import STOPPED_REASON, Windows
+from watchdog import endpoints, logs
+from watchdog.config import AccountConfig, Config
+from watchdog.exitcodes import EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
+from watchdog.notify import Notifier
+from watchdog.recovery_log import RecoveryLog
+
+TRANSPORTS = {
+    "sim": ("bridge.transports.sim", "SimTransport"),
+    "neonize": ("bridge.transports.neonize_transport", "NeonizeTransport"),
+}
+OFFLINE_SYNC_WAIT = 10.0  # backfill anyway if the transport never says the offline queue is replayed
+DRAIN_ON_STOP = 3.0  # seconds to flush the outbox on SIGTERM
+TRANSPORT_CLOSE = 3.0
+MAX_TICK = 1.0  # alive_at heartbeat period (the start of a crash window is at most this stale)
+
+
+def load_transport(config: Config, account: AccountConfig) -> Transport:
+    module_name, class_name = TRANSPORTS[account.transport]
+    return getattr(importlib.import_module(module_name), class_name)(config, account)
+
+
+def notify_period(account: AccountConfig) -> float:
+    """Half of systemd's WATCHDOG_USEC when given, else half of the account's watchdog_sec."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    return int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else account.watchdog_sec / 2
+
+
+def _describe(event: ConnectionEvent) -> str:
+    """A window / health reason: the transport's reason, named by the kind unless it is a plain disconnect."""
+    label = event.kind.value.replace("_", " ")
+    if event.kind in (ConnectionKind.DISCONNECTED, ConnectionKind.CONNECT_FAILED) or event.reason.startswith(label):
+        return event.reason or label
+    return f"{label}: {event.reason}" if event.reason else label
+
+
+class Bridge:
+    """The running bridge: the transport's Handler and the API's context."""
+
+    def __init__(self, config: Config, account: AccountConfig, store: Store, transport: Transport) -> None:
+        self.config = config
+        self.account = account
+        self.component = account.component
+        self.store = store
+        self.transport = transport
+        self.media_dirs = account.media_dirs
+        self.download_dir = account.download_dir
+        self.health = Health(account.name)
+        self.outbox = Outbox(store, transport, account.jid)
+        self.windows = Windows(store, RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes),
+                               self.component, transport, account.follow_groups)
+        self.notifier = Notifier()
+        self._stop = asyncio.Event()
+        self._synced = asyncio.Event()
+        self._stopping = False
+        self._ready_sent = False
+        self._status = ""
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- Handler (called by the transport) ------------------------------------------------------
+
+    async def on_messages(self, messages: list[IncomingMessage]) -> None:
+        """Commit, then return: the transport acknowledges only after this."""
+        self.health.event_seen()
+        try:
+            added = self.store.add_messages(messages)
+        except StoreError as exc:
+            self.health.store_result(str(exc))
+            logger.error("store failed, {} messages not acknowledged: {}", len(messages), exc)
+            raise
+        if added:
+            logger.info("stored {} new of {} messages", added, len(messages))
+
+    async def on_connection(self, event: ConnectionEvent) -> None:
+        self.health.event_seen()
+        reason = _describe(event)
+        self.store.add_connection_event(format_ts(event.at), event.kind.value, event.reason)
+        if event.kind == ConnectionKind.OFFLINE_SYNC_DONE:
+            logger.info("offline queue replayed ({})", event.reason)
+            self._synced.set()
+            return
+        state = STATE_OF_KIND[event.kind]
+        if state is None or self._stopping:
+            return  # while stopping, on_stop records the window ("bridge stopped")
+        self.health.transition(state, reason)
+        if state == CONNECTED:
+            logger.info("connected to WhatsApp as {}", self.account.phone)
+            self._synced.clear()
+            self.windows.on_connected()
+            self._spawn(self._after_connect())
+            if not self._ready_sent:
+                self._ready_sent = True
+                self.notifier.ready(self.status_line())
+        else:
+            self.windows.on_disconnect(reason)
+            if state in (STREAM_REPLACED, LOGGED_OUT):
+                logger.error("{}: not reconnecting; an operator must act (health reports {})", reason, state)
+        self._publish_status()
+
+    # -- API context -------------------------------------------------------------------------------
+
+    def health_inputs(self) -> HealthInputs:
+        try:
+            return HealthInputs(self.store.outbox_depth(), self.store.open_window())
+        except sqlite3.Error as exc:
+            self.health.store_result(f"cannot read {self.store.path}: {exc}")
+            return HealthInputs(-1, None)
+
+    def status_line(self) -> str:
+        try:
+            counts = f"{self.store.message_count()} messages · outbox {self.store.outbox_depth()}"
+        except sqlite3.Error:
+            counts = "store unreadable"
+        return f"{self.health.reported_state} · {counts}"
+
+    # -- background work ---------------------------------------------------------------------------
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.opt(exception=task.exception()).error("background task failed")
+
+    async def _after_connect(self) -> None:
+        """Drain the outbox, then backfill closed windows once the offline queue is replayed."""
+        await self.outbox.drain()
+        try:
+            await asyncio.wait_for(self._synced.wait(), OFFLINE_SYNC_WAIT)
+        except TimeoutError:
+            logger.info("no offline-sync-done within {}s; backfilling anyway", OFFLINE_SYNC_WAIT)
+        if self.health.connected:
+            await self.windows.backfill()
+
+    def _publish_status(self) -> None:
+        status = self.status_line()
+        if status != self._status:
+            self._status = status
+            self.notifier.status(status)
+
+    async def _beat(self) -> None:
+        """Heartbeats from the event loop: alive_at in the store, WATCHDOG=1, STATUS=.
+
+        WATCHDOG=1 continues while WhatsApp is away (the process is fine; health reports the
+        outage, and a restart would not bring WhatsApp back) but stops while the store cannot
+        be written, which is a hang for a supervisor.
+        """
+        period = notify_period(self.account)
+        tick = min(period, MAX_TICK)
+        while True:
+            try:
+                self.windows.heartbeat()
+                self.health.store_result("")
+            except StoreError as exc:
+                if self.health.store_writable:
+                    logger.error("store not writable: {}", exc)
+                self.health.store_result(str(exc))
+            if self.health.store_writable:
+                self.notifier.heartbeat()
+                if self.health.connected and self.store.outbox_depth():
+                    self._spawn(self.outbox.drain())  # e.g. a send that timed out earlier
+            self._publish_status()
+            await asyncio.sleep(tick)
+
+    # -- life cycle --------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        self.windows.on_start()
+        runner = web.AppRunner(build_app(self, self.account.api_token), access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, self.account.api_host, self.account.api_port).start()
+        host, port = runner.addresses[0][:2]
+        url = f"http://{host}:{port}"
+        endpoints.publish(self.config.data_dir, self.component, {"api": url})
+        logger.info("bridge {} serving on {} (transport {}, store {})", self.account.name, url,
+                    self.account.transport, self.store.path)
+        self._spawn(self.health.measure_loop_lag())
+        self._spawn(self._beat())
+        transport_task = asyncio.create_task(self.transport.run(self))
+        stop_task = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({transport_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        exit_code, stop_reason = EXIT_OK, STOPPED_REASON
+        if not self._stop.is_set():
+            error = transport_task.exception()
+            if error is not None:
+                logger.opt(exception=error).error("transport failed")
+                exit_code, stop_reason = EXIT_ERROR, f"bridge error: {type(error).__name__}: {error}"
+            else:
+                logger.warning("transport stopped ({}); serving health until stopped", self.health.state)
+                await stop_task
+        stop_task.cancel()
+        await self._shutdown(runner, transport_task, stop_reason)
+        return exit_code
+
+    async def _shutdown(self, runner: web.AppRunner, transport_task: asyncio.Task, reason: str) -> None:
+        started = time.monotonic()
+        logger.info("stopping ({})", reason)
+        self.notifier.stopping()
+        self._stopping = True
+        if self.health.connected and self.store.outbox_depth():
+            try:
+                await asyncio.wait_for(self.outbox.drain(), DRAIN_ON_STOP)
+            except TimeoutError:
+                logger.warning("outbox not drained within {}s; {} stay queued for the next start", DRAIN_ON_STOP,
+                               self.store.outbox_depth())
+        await self.transport.close()
+        try:
+            await asyncio.wait_for(transport_task, TRANSPORT_CLOSE)
+        except (TimeoutError, Exception):  # noqa: BLE001 - stopping anyway; the window below records it
+            transport_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await runner.cleanup()
+        self.windows.on_stop(reason)
+        endpoints.remove(self.config.data_dir, self.component)
+        logger.info("stopped cleanly in {:.0f} ms", (time.monotonic() - started) * 1000)
+
+
+def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
+    logs.setup()
+    account = config.account(args.account)
+    try:
+        lock = SessionLock(account.session_dir)
+    except SessionHeld as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_SESSION_HELD
+    try:
+        try:
+            store = Store(account.store)
+        except (StoreError, sqlite3.Error, OSError) as exc:
+            logger.error("cannot open the store {}: {}", account.store, exc)
+            return EXIT_ERROR
+        try:
+            return asyncio.run(Bridge(config, account, store, load_transport(config, account)).run())
+        finally:
+            store.close()
+    finally:
+        lock.release()

@@ -1,0 +1,137 @@
+"""Parsing of send requests: recipients, mentions, media. Plain functions, no I/O but path checks.
+
+The rules follow whatsapp-mcp's Go bridge (a bare number means a personal
+chat, media type by extension, the message is the caption) plus the
+production web app's contract (`mentions` / `mentioned_jid`, `/send-message`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from bridge.transport import OutgoingMedia
+
+USER_SERVER = "s.whatsapp.net"
+GROUP_SERVER = "g.us"
+_NUMBER = re.compile(r"^\+?[0-9]{5,20}$")
+# user[:device]@server; groups are digits or the old "creator-timestamp" form.
+_JID = re.compile(r"^(?P<user>[0-9]{1,20}(-[0-9]{1,20})?)(:[0-9]{1,4})?@(?P<server>s\.whatsapp\.net|g\.us|lid|"
+                  r"broadcast|newsletter|c\.us)$")
+
+MEDIA_TYPES = {"jpg": "image", "jpeg": "image", "png": "image", "gif": "image", "webp": "image",
+               "ogg": "audio", "mp4": "video", "avi": "video", "mov": "video"}
+
+
+class BadRequest(ValueError):
+    """The request is malformed; the message says what is wrong (answered 400)."""
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    recipient: str  # as the client wrote it: "Message sent to <recipient>"
+    recipient_jid: str
+    text: str
+    mentioned_jids: tuple[str, ...]
+    media: OutgoingMedia | None
+
+
+def parse_jid(value: object, what: str = "recipient") -> str:
+    """A bare number (`27710000001`, `+27...`) or a JID -> a normalized JID; BadRequest if neither."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{what} is required")
+    value = value.strip()
+    if "@" not in value:
+        if not _NUMBER.match(value):
+            raise BadRequest(f"malformed {what} {value!r}: expected a phone number with country code or a JID")
+        return f"{value.lstrip('+')}@{USER_SERVER}"
+    match = _JID.match(value)
+    if not match:
+        raise BadRequest(f"malformed {what} JID {value!r}: expected like 27710000001@s.whatsapp.net "
+                         "or 120363000000000001@g.us")
+    server = USER_SERVER if match["server"] == "c.us" else match["server"]
+    return f"{match['user']}@{server}"
+
+
+def parse_mentions(value: object) -> tuple[str, ...]:
+    """`mentions` / `mentioned_jid`: a string or a list of numbers or JIDs -> user JIDs, in order, no repeats."""
+    if value is None or value == "" or value == []:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise BadRequest("mentions must be a number, a JID or a list of them")
+    jids: list[str] = []
+    for item in items:
+        jid = parse_jid(item, "mention")
+        if jid.endswith(f"@{GROUP_SERVER}"):
+            raise BadRequest(f"cannot mention a group: {item!r}")
+        if jid not in jids:
+            jids.append(jid)
+    return tuple(jids)
+
+
+def with_mention_tags(text: str, mentioned_jids: tuple[str, ...]) -> str:
+    """WhatsApp renders a mention only where the text carries `@<number>`: prepend any missing ones."""
+    missing = [f"@{jid.split('@')[0]}" for jid in mentioned_jids
+               if not re.search(rf"@{re.escape(jid.split('@')[0])}(?![0-9])", text)]
+    return " ".join([*missing, text]) if text else " ".join(missing)
+
+
+def media_type_for(path: Path) -> str:
+    """whatsapp-mcp's mapping: image / audio (ogg voice note) / video by extension, else document."""
+    return MEDIA_TYPES.get(path.suffix.lower().lstrip("."), "document")
+
+
+def resolve_media(value: object, media_dirs: list[Path]) -> OutgoingMedia:
+    """Confine `media_path` to the configured media folders (symlinks resolved) and check it exists.
+
+    A relative path is taken relative to the first media folder. Nothing outside the
+    folders is ever opened: the check happens on the resolved path before any read.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest("media_path must be a non-empty string")
+    raw = Path(value.strip())
+    if not media_dirs:
+        raise BadRequest("media sending is not configured (no media_dirs)")
+    candidate = raw if raw.is_absolute() else media_dirs[0] / raw
+    resolved = candidate.resolve()
+    roots = [d.resolve() for d in media_dirs]
+    if not any(resolved.is_relative_to(root) for root in roots):
+        allowed = ", ".join(str(r) for r in roots)
+        raise BadRequest(f"media_path {value!r} is outside the allowed media folders ({allowed})")
+    if not resolved.is_file():
+        raise BadRequest(f"media file not found: {value!r}")
+    return OutgoingMedia(path=resolved, media_type=media_type_for(resolved), filename=resolved.name)
+
+
+def parse_send(body: object, media_dirs: list[Path]) -> SendRequest:
+    """`POST /api/send {"recipient", "message", "media_path"?, "mentions"? | "mentioned_jid"?}`."""
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    recipient = body.get("recipient")
+    recipient_jid = parse_jid(recipient)
+    message = body.get("message") or ""
+    if not isinstance(message, str):
+        raise BadRequest("message must be a string")
+    media_path = body.get("media_path") or None
+    if not message and media_path is None:
+        raise BadRequest("message or media_path is required")
+    mentions = parse_mentions(body.get("mentions", body.get("mentioned_jid")))
+    media = resolve_media(media_path, media_dirs) if media_path is not None else None
+    return SendRequest(str(recipient).strip(), recipient_jid, with_mention_tags(message, mentions), mentions, media)
+
+
+def parse_send_message(body: object) -> SendRequest:
+    """`POST /send-message {"group_jid", "recipient_jid", "message"}`: into the group, mentioning the recipient."""
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    group_jid = parse_jid(body.get("group_jid"), "group_jid")
+    if not group_jid.endswith(f"@{GROUP_SERVER}"):
+        raise BadRequest(f"group_jid must be a group JID (…@g.us), got {body.get('group_jid')!r}")
+    if not body.get("recipient_jid"):
+        raise BadRequest("recipient_jid is required")
+    mentioned = parse_mentions(body["recipient_jid"])
+    message = body.get("message")
+    if not isinstance(message, str) or not message.strip():
+        raise BadRequest("message is required")
+    return SendRequest(group_jid, group_jid, with_mention_tags(message, mentioned), mentioned, None)

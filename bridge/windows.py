@@ -1,0 +1,120 @@
+"""Disconnect windows: every period without a live connection, and the backfill of each.
+
+Why a heartbeat in the store: a kill -9 leaves no trace of when the bridge
+died, so the crash window starts at the last `alive_at` the bridge wrote
+(about a second before). A clean stop writes its own window ("bridge
+stopped") and `clean_stop = 1`, which the next start closes on connect.
+A window is backfilled after the offline queue was replayed: history for the
+followed groups over the window (plus a margin) is requested and whatever the
+store did not have yet is stored with source `history`.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from loguru import logger
+
+from bridge.store import Store, Window, now_ts, parse_ts
+from bridge.transport import HistoryUnsupported, NotConnected, Source, Transport
+from watchdog.recovery_log import RecoveryLog
+
+BACKFILL_MARGIN = timedelta(seconds=30)
+CRASH_REASON = "bridge crash"
+STOPPED_REASON = "bridge stopped"
+
+
+def _downtime_ms(window: Window) -> int:
+    return int((parse_ts(window.ended_at or now_ts()) - parse_ts(window.started_at)).total_seconds() * 1000)
+
+
+class Windows:
+    def __init__(self, store: Store, recovery_log: RecoveryLog, component: str, transport: Transport,
+                 follow_groups: list[str], margin: timedelta = BACKFILL_MARGIN) -> None:
+        self.store = store
+        self.log = recovery_log
+        self.component = component
+        self.transport = transport
+        self.follow_groups = follow_groups
+        self.margin = margin
+        self._told_unsupported = False
+
+    def on_start(self) -> None:
+        """Open the crash window if the previous run died without a clean stop; mark this run unclean."""
+        alive_at = self.store.get_state("alive_at")
+        if self.store.get_state("clean_stop") != "1" and alive_at is not None:
+            window = self.store.start_window(alive_at, CRASH_REASON)
+            logger.warning("previous run did not stop cleanly: disconnect window open since {} ({})",
+                           window.started_at, window.reason)
+            self.log.append(self.component, "disconnect", cause=window.reason,
+                            message=f"no connection since {window.started_at} ({window.reason})")
+        self.store.set_state(clean_stop="0", alive_at=now_ts())
+
+    def heartbeat(self) -> None:
+        self.store.set_state(alive_at=now_ts())
+
+    def on_stop(self, reason: str = STOPPED_REASON) -> None:
+        window = self.store.start_window(now_ts(), reason)
+        self.store.set_state(clean_stop="1", alive_at=window.started_at)
+
+    def on_disconnect(self, reason: str) -> None:
+        if self.store.open_window() is not None:
+            return  # still the same outage (e.g. a failed reconnect attempt)
+        window = self.store.start_window(now_ts(), reason)
+        logger.warning("disconnected: {} (window open since {})", reason, window.started_at)
+        self.log.append(self.component, "disconnect", cause=reason, message=f"disconnected at {window.started_at}: {reason}")
+
+    def on_connected(self) -> None:
+        window = self.store.end_window(now_ts())
+        if window is None:
+            return
+        downtime = _downtime_ms(window)
+        logger.info("reconnected: window {} - {} ({}) closed after {:.1f}s", window.started_at, window.ended_at,
+                    window.reason, downtime / 1000)
+        self.log.append(self.component, "reconnect", cause=window.reason, downtime_ms=downtime,
+                        message=f"window {window.started_at} - {window.ended_at} ({window.reason}) closed")
+
+    async def backfill(self) -> list[Window]:
+        """Backfill every closed window not yet backfilled; returns the windows it finished."""
+        pending = self.store.windows_to_backfill()
+        if not pending:
+            return []
+        if not self.transport.capabilities.history_request:
+            return [self._finish(w, "unsupported", 0, self._unsupported_why()) for w in pending]
+        finished = []
+        for window in pending:
+            since = parse_ts(window.started_at) - self.margin
+            until = parse_ts(window.ended_at or now_ts()) + self.margin
+            recovered = 0
+            try:
+                for group in self.follow_groups:
+                    recovered += self.store.add_messages(await self.transport.request_history(group, since, until),
+                                                         Source.HISTORY)
+            except NotConnected:
+                logger.warning("backfill of window {} interrupted: not connected; retried on reconnect", window.id)
+                return finished
+            except HistoryUnsupported as exc:
+                finished.append(self._finish(window, "unsupported", recovered, str(exc) or self._unsupported_why()))
+                continue
+            except Exception as exc:  # noqa: BLE001 - any transport failure: record it, keep the bridge running
+                logger.exception("backfill of window {} failed", window.id)
+                finished.append(self._finish(window, "failed", recovered, f"{type(exc).__name__}: {exc}"))
+                continue
+            finished.append(self._finish(window, "done", recovered, ""))
+        return finished
+
+    def _unsupported_why(self) -> str:
+        why = self.transport.capabilities.history_limit or "this transport cannot request history"
+        if not self._told_unsupported:
+            logger.warning("disconnect windows cannot be backfilled: {}", why)
+            self._told_unsupported = True
+        return why
+
+    def _finish(self, window: Window, status: str, recovered: int, problem: str) -> Window:
+        done = self.store.finish_backfill(window.id, status, recovered)
+        groups = ", ".join(self.follow_groups) or "no followed groups"
+        text = (f"window {window.started_at} - {window.ended_at} ({window.reason}): {status}, "
+                f"recovered {recovered} from {groups}" + (f"; {problem}" if problem else ""))
+        logger.info("backfill {}", text)
+        self.log.append(self.component, "backfill", cause=window.reason, message=text, recovered=recovered,
+                        status=status, window_id=window.id)
+        return done

@@ -1,0 +1,105 @@
+"""Send-request parsing: recipients, mentions, media confinement (plain functions, real files)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bridge.downloads import safe_filename
+from bridge.sending import (BadRequest, media_type_for, parse_jid, parse_mentions, parse_send, parse_send_message,
+                            resolve_media, with_mention_tags)
+from tests.conftest import GROUP_A
+
+
+@pytest.mark.parametrize("raw, jid", [
+    ("27710000001", "27710000001@s.whatsapp.net"),
+    ("+27710000001", "27710000001@s.whatsapp.net"),
+    (" 27710000001@s.whatsapp.net ", "27710000001@s.whatsapp.net"),
+    ("27710000001:3@s.whatsapp.net", "27710000001@s.whatsapp.net"),
+    ("27710000001@c.us", "27710000001@s.whatsapp.net"),
+    (GROUP_A, GROUP_A),
+    ("27710000001-1600000000@g.us", "27710000001-1600000000@g.us"),
+])
+def test_recipients_are_numbers_or_jids(raw: str, jid: str) -> None:
+    assert parse_jid(raw) == jid
+
+
+@pytest.mark.parametrize("raw, problem", [
+    ("", "recipient is required"), (None, "recipient is required"), (42, "recipient is required"),
+    ("bob", "malformed recipient 'bob'"), ("123@example.com", "malformed recipient JID"),
+    ("@g.us", "malformed recipient JID"), ("12 34@g.us", "malformed recipient JID"),
+])
+def test_malformed_recipients_are_named(raw: object, problem: str) -> None:
+    with pytest.raises(BadRequest, match=problem):
+        parse_jid(raw)
+
+
+def test_mentions_accept_string_or_list_of_numbers_or_jids() -> None:
+    assert parse_mentions("27710000001") == ("27710000001@s.whatsapp.net",)
+    assert parse_mentions(["27710000001", "27710000002@s.whatsapp.net", "27710000001"]) == (
+        "27710000001@s.whatsapp.net", "27710000002@s.whatsapp.net")
+    assert parse_mentions(None) == () and parse_mentions([]) == ()
+    with pytest.raises(BadRequest, match="cannot mention a group"):
+        parse_mentions([GROUP_A])
+    with pytest.raises(BadRequest, match="mentions must be"):
+        parse_mentions({"a": 1})
+
+
+def test_mention_tags_are_prepended_only_when_missing() -> None:
+    one, two = "27710000001@s.whatsapp.net", "27710000002@s.whatsapp.net"
+    assert with_mention_tags("DR1234567 - needs correction", (one,)) == "@27710000001 DR1234567 - needs correction"
+    assert with_mention_tags("thanks @27710000001!", (one,)) == "thanks @27710000001!"
+    assert with_mention_tags("hi @277100000012", (one,)) == "@27710000001 hi @277100000012"  # a longer number
+    assert with_mention_tags("", (one, two)) == "@27710000001 @27710000002"
+    assert with_mention_tags("plain", ()) == "plain"
+
+
+@pytest.mark.parametrize("name, kind", [("a.jpg", "image"), ("a.JPEG", "image"), ("a.png", "image"),
+                                        ("a.gif", "image"), ("a.webp", "image"), ("a.ogg", "audio"),
+                                        ("a.mp4", "video"), ("a.avi", "video"), ("a.mov", "video"),
+                                        ("a.pdf", "document"), ("noext", "document")])
+def test_media_type_by_extension_as_whatsapp_mcp(name: str, kind: str) -> None:
+    assert media_type_for(Path(name)) == kind
+
+
+def test_media_is_confined_to_the_media_folders(tmp_path: Path) -> None:
+    media, outside = tmp_path / "media", tmp_path / "secret"
+    media.mkdir()
+    outside.mkdir()
+    (media / "photo.jpg").write_bytes(b"jpg")
+    (outside / "passwd").write_text("root")
+    os.symlink(outside / "passwd", media / "link.pdf")
+    assert resolve_media(str(media / "photo.jpg"), [media]).media_type == "image"
+    assert resolve_media("photo.jpg", [media]).path == media / "photo.jpg"
+    for sneaky in (str(outside / "passwd"), "../secret/passwd", str(media / "link.pdf"), str(media / ".." / "secret")):
+        with pytest.raises(BadRequest, match="outside the allowed media folders"):
+            resolve_media(sneaky, [media])
+    with pytest.raises(BadRequest, match="media file not found"):
+        resolve_media(str(media / "missing.png"), [media])
+
+
+def test_parse_send_and_send_message(tmp_path: Path) -> None:
+    req = parse_send({"recipient": GROUP_A, "message": "DR1234567 ok", "mentioned_jid": "27710000001"}, [tmp_path])
+    assert (req.recipient_jid, req.text, req.mentioned_jids) == (GROUP_A, "@27710000001 DR1234567 ok",
+                                                                 ("27710000001@s.whatsapp.net",))
+    (tmp_path / "plan.pdf").write_bytes(b"%PDF")
+    req = parse_send({"recipient": "27710000001", "media_path": "plan.pdf"}, [tmp_path])
+    assert (req.text, req.media.media_type, req.media.filename) == ("", "document", "plan.pdf")
+    with pytest.raises(BadRequest, match="message or media_path is required"):
+        parse_send({"recipient": "27710000001"}, [tmp_path])
+    with pytest.raises(BadRequest, match="request body must be a JSON object"):
+        parse_send([1], [tmp_path])
+    req = parse_send_message({"group_jid": GROUP_A, "recipient_jid": "27710000001@s.whatsapp.net",
+                              "message": "DR1234567 - needs correction"})
+    assert (req.recipient_jid, req.text) == (GROUP_A, "@27710000001 DR1234567 - needs correction")
+    with pytest.raises(BadRequest, match="group_jid must be a group JID"):
+        parse_send_message({"group_jid": "27710000001", "recipient_jid": "1", "message": "x"})
+    with pytest.raises(BadRequest, match="recipient_jid is required"):
+        parse_send_message({"group_jid": GROUP_A, "message": "x"})
+
+
+def test_download_names_never_leave_the_folder() -> None:
+    assert safe_filename("../../etc/passwd", "x") == "passwd"
+    assert safe_filename("..", "fallback") == "fallback"
+    assert safe_filename("my photo (1).jpg", "x") == "my photo _1_.jpg"
