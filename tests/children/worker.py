@@ -1,0 +1,77 @@
+"""A small real child for watchdog tests; it speaks sd_notify through watchdog.notify.Notifier.
+
+Options pick the misbehaviour under test: exit after a while with a code, stop
+heartbeating while staying alive, grow its memory, hold a session lock like a
+bridge, or note the moment it got SIGTERM (stop order). Trailing words
+(e.g. `bridge --account main`) are ignored: they only make the command line look
+like a component's, as the leftover-process check expects.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from watchdog.notify import Notifier
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ready-after", type=float, default=0.0, help="seconds before READY=1")
+    parser.add_argument("--no-ready", action="store_true", help="never send READY=1")
+    parser.add_argument("--exit-after", type=float, help="exit this many seconds after READY=1")
+    parser.add_argument("--code", type=int, default=1, help="exit code for --exit-after")
+    parser.add_argument("--silent-after", type=float, help="stop heartbeating (but keep running) after this long")
+    parser.add_argument("--grow-mb", type=int, default=0, help="allocate this much memory after READY=1")
+    parser.add_argument("--hold-lock", type=Path, help="flock this file and write our pid into it, like a bridge")
+    parser.add_argument("--term-log", type=Path, help="append '<label> <time_ns>' here on SIGTERM, then exit 0")
+    parser.add_argument("--label", default="worker")
+    parser.add_argument("--once-marker", type=Path,
+                        help="with --exit-after: only exit if this file does not exist yet (then create it)")
+    args, _ = parser.parse_known_args()
+
+    notifier = Notifier()
+    interval = int(os.environ.get("WATCHDOG_USEC", "1000000")) / 2_000_000 / 2
+    if args.term_log:
+        def on_term(signum: int, frame: object) -> None:
+            with open(args.term_log, "a", encoding="utf-8") as log:
+                log.write(f"{args.label} {time.time_ns()}\n")
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, on_term)
+    if args.hold_lock:
+        args.hold_lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(args.hold_lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+    print(f"{args.label} pid {os.getpid()} started", flush=True)
+    notifier.heartbeat()
+    time.sleep(args.ready_after)
+    if not args.no_ready:
+        notifier.ready(f"{args.label} ready")
+    ready_at = time.monotonic()
+    hog = b""
+    if args.grow_mb:
+        hog = bytearray(args.grow_mb * 1024 * 1024)
+        hog[::4096] = b"x" * len(hog[::4096])  # touch every page so it is resident
+    exit_now = args.exit_after is not None
+    if exit_now and args.once_marker:
+        exit_now = not args.once_marker.exists()
+        args.once_marker.touch()
+    while True:
+        elapsed = time.monotonic() - ready_at
+        if exit_now and elapsed >= args.exit_after:
+            print(f"{args.label} exiting with code {args.code}", file=sys.stderr, flush=True)
+            sys.exit(args.code)
+        if args.silent_after is None or elapsed < args.silent_after:
+            notifier.heartbeat()
+        time.sleep(interval)
+
+
+if __name__ == "__main__":
+    main()

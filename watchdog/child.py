@@ -1,0 +1,134 @@
+"""One child process: its own process group, a clean environment, and its exit seen the moment it happens.
+
+Exit detection uses a pidfd registered with the event loop: the kernel makes it
+readable when the process ends, so there is no polling tick between a crash and
+the restart (supervisord and circus check once a second). Signals go to the
+whole process group, so anything the child started goes with it.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+INHERITED_NOT = ("NOTIFY_SOCKET", "WATCHDOG_")  # systemd's socket and timers belong to the watchdog, not its children
+
+
+def child_env(notify_socket: str, watchdog_sec: float, base: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The watchdog's environment minus systemd's notify variables, plus the child's own socket and interval."""
+    env = {k: v for k, v in base.items() if not k.startswith(INHERITED_NOT)}
+    env["NOTIFY_SOCKET"] = notify_socket
+    env["WATCHDOG_USEC"] = str(int(watchdog_sec * 1_000_000))
+    env["PYTHONUNBUFFERED"] = "1"  # output lines reach the log as they happen, not when a buffer fills
+    return env
+
+
+def exit_cause(returncode: int) -> dict[str, object]:
+    """Recovery-log fields for an exit: cause "SIGKILL" plus signal, or "exit code 1" plus exit_code."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return {"cause": name, "signal": name}
+    return {"cause": f"exit code {returncode}", "exit_code": returncode}
+
+
+def watch_exit(pid: int, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call `callback` once, from the event loop, when process `pid` ends (any process, not only children).
+
+    Returns a function that cancels the watch. If the process is already gone, the callback runs soon.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        handle = loop.call_soon(callback)
+        return handle.cancel
+
+    def cancel() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+
+    def readable() -> None:
+        cancel()
+        callback()
+
+    loop.add_reader(pidfd, readable)
+    return cancel
+
+
+async def wait_gone(pid: int, timeout: float) -> bool:
+    """Wait up to `timeout` for process `pid` to end; True if it did."""
+    ended = asyncio.get_running_loop().create_future()
+    cancel = watch_exit(pid, lambda: ended.done() or ended.set_result(None))
+    try:
+        await asyncio.wait_for(ended, timeout)
+        return True
+    except asyncio.TimeoutError:
+        cancel()
+        return False
+
+
+class ChildProcess:
+    """A spawned child: pid, exit future, and signals to its process group."""
+
+    def __init__(self, popen: subprocess.Popen, on_exit: Callable[[ChildProcess], None]) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.started_at = time.monotonic()
+        self.returncode: int | None = None
+        self.exited = asyncio.get_running_loop().create_future()
+        self._on_exit = on_exit
+        watch_exit(self.pid, self._ended)
+
+    @classmethod
+    def spawn(cls, argv: Sequence[str], env: Mapping[str, str], on_exit: Callable[[ChildProcess], None],
+              cwd: str | None = None) -> ChildProcess:
+        """Start `argv` in a new session (so its own process group); stdout and stderr share one pipe."""
+        popen = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        return cls(popen, on_exit)
+
+    def take_output(self) -> int:
+        """The read end of the child's output pipe as a bare fd; the caller owns (and closes) it."""
+        assert self.popen.stdout is not None
+        fd = os.dup(self.popen.stdout.fileno())
+        self.popen.stdout.close()
+        self.popen.stdout = None
+        return fd
+
+    @property
+    def running(self) -> bool:
+        return self.returncode is None
+
+    def _ended(self) -> None:
+        self.returncode = self.popen.wait()  # reaps at once: the pidfd said it has ended
+        self.signal(signal.SIGKILL)  # whatever the child left behind in its group goes with it
+        self.exited.set_result(self.returncode)
+        self._on_exit(self)
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` to the child's process group (its pid is the group id)."""
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def terminate(self) -> None:
+        """SIGTERM, then SIGCONT so that a stopped (SIGSTOP) child can act on it."""
+        self.signal(signal.SIGTERM)
+        self.signal(signal.SIGCONT)
+
+    async def stop(self, grace: float) -> int:
+        """SIGTERM, wait up to `grace` seconds, then SIGKILL; returns the exit status."""
+        if self.running:
+            self.terminate()
+            try:
+                await asyncio.wait_for(asyncio.shield(self.exited), grace)
+            except asyncio.TimeoutError:
+                self.signal(signal.SIGKILL)
+        return await self.exited

@@ -1,0 +1,140 @@
+"""Children's output: every line to the watchdog's own stderr (prefixed with the component) and to a log file.
+
+The watchdog must never block on its own output: under systemd stderr is a
+pipe to journald, in tests it may be a pipe nobody reads. A blocked write
+would freeze supervision, so `StderrSink` writes only what the descriptor
+accepts right now and counts what it had to drop.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+from pathlib import Path
+
+READ_CHUNK = 65536
+ATOMIC_WRITE = 4096  # PIPE_BUF: a writable pipe takes this much without blocking
+
+
+class StderrSink:
+    """Non-blocking writer to a file descriptor (default: stderr) that drops rather than waits."""
+
+    def __init__(self, fd: int = 2) -> None:
+        self.fd = fd
+        self.dropped_bytes = 0
+
+    def write(self, data: bytes) -> None:
+        if self.dropped_bytes and self._writable():
+            notice = f"[wa-watchdog: {self.dropped_bytes} bytes of output dropped, stderr was full]\n".encode()
+            self.dropped_bytes = 0
+            self._write_some(notice)
+        self.dropped_bytes += len(data) - self._write_some(data)
+
+    def write_text(self, message: str) -> None:
+        """A loguru sink: the watchdog's own log lines go the same non-blocking way."""
+        self.write(str(message).encode("utf-8", "replace"))
+
+    def _writable(self) -> bool:
+        try:
+            return bool(select.select([], [self.fd], [], 0)[1])
+        except (OSError, ValueError):
+            return False
+
+    def _write_some(self, data: bytes) -> int:
+        written = 0
+        while written < len(data) and self._writable():
+            try:
+                written += os.write(self.fd, data[written:written + ATOMIC_WRITE])
+            except BlockingIOError:
+                break
+            except OSError:
+                return len(data)  # stderr is gone (closed terminal): nothing to wait for
+        return written
+
+
+class RotatingFile:
+    """Append-only log file rotated by size into .1 .. .keep (oldest dropped)."""
+
+    def __init__(self, path: Path, max_bytes: int, keep: int = 3) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "ab", buffering=0)
+
+    def write(self, data: bytes) -> None:
+        if self._file.tell() + len(data) > self.max_bytes and self._file.tell() > 0:
+            self._rotate()
+        self._file.write(data)
+
+    def _rotate(self) -> None:
+        self._file.close()
+        for n in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{n}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{n + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        self._file = open(self.path, "ab", buffering=0)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def log_path(data_dir: Path, component: str) -> Path:
+    return data_dir / "logs" / (component.replace(":", "-") + ".log")
+
+
+class ChildOutput:
+    """Copies one child's combined stdout+stderr pipe, line by line, to the sink and the component's log file.
+
+    Lives as long as the component (across restarts); `attach` takes each new child's pipe.
+    """
+
+    def __init__(self, component: str, log_file: RotatingFile, sink: StderrSink) -> None:
+        self.component = component
+        self.prefix = f"{component} | ".encode()
+        self.log_file = log_file
+        self.sink = sink
+        self._fd: int | None = None
+        self._partial = b""
+
+    def attach(self, fd: int) -> None:
+        self.detach()
+        os.set_blocking(fd, False)
+        self._fd = fd
+        asyncio.get_running_loop().add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        assert self._fd is not None
+        try:
+            data = os.read(self._fd, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # EOF: the child and everything it started have closed the pipe
+            self.detach()
+            return
+        self._lines(data)
+
+    def _lines(self, data: bytes) -> None:
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        if len(self._partial) > READ_CHUNK:  # a child writing without newlines: pass it on in pieces
+            complete.append(self._partial)
+            self._partial = b""
+        if complete:
+            self.log_file.write(b"".join(line + b"\n" for line in complete))
+            self.sink.write(b"".join(self.prefix + line + b"\n" for line in complete))
+
+    def detach(self) -> None:
+        if self._fd is None:
+            return
+        asyncio.get_running_loop().remove_reader(self._fd)
+        os.close(self._fd)
+        self._fd = None
+        if self._partial:
+            self._lines(b"\n")
+
+    def close(self) -> None:
+        self.detach()
+        self.log_file.close()

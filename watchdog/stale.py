@@ -1,0 +1,75 @@
+"""Processes left over from an earlier watchdog run, found before a component is started again.
+
+A watchdog that was killed (or frozen and replaced by systemd) may leave its
+children running. Two bridges on one WhatsApp session fight over it, so before
+starting a component we look at the pids it left behind (the session lock, its
+published endpoint file) and stop any that is still alive *and* whose command
+line says it is that component (a reused pid belongs to someone else).
+"""
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+import psutil
+
+from watchdog import endpoints
+from watchdog.child import wait_gone
+
+SESSION_LOCK = "session.lock"
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text(encoding="utf-8").split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def runs(cmdline: Sequence[str], signature: Sequence[Sequence[str]]) -> bool:
+    """True if every group of words in `signature` appears, in order and adjacent, in `cmdline`."""
+    def has(group: Sequence[str]) -> bool:
+        n = len(group)
+        return any(list(cmdline[i:i + n]) == list(group) for i in range(len(cmdline) - n + 1))
+    return all(has(group) for group in signature)
+
+
+def stale_pids(component: str, signature: Sequence[Sequence[str]], data_dir: Path,
+               session_dir: Path | None = None) -> list[int]:
+    """Live pids of earlier instances of `component`, from its session lock and its published endpoints."""
+    candidates = []
+    if session_dir is not None:
+        candidates.append(_pid_in(session_dir / SESSION_LOCK))
+    record = endpoints.read(data_dir, component)
+    if record:
+        candidates.append(record.get("pid"))
+    found = []
+    for pid in dict.fromkeys(candidates):
+        if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+            continue
+        try:
+            process = psutil.Process(pid)
+            if process.status() != psutil.STATUS_ZOMBIE and runs(process.cmdline(), signature):
+                found.append(pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+async def stop_pid(pid: int, grace: float) -> str:
+    """SIGTERM (and SIGCONT, in case it is frozen), then SIGKILL after `grace`; says which one ended it."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        return "already gone"
+    if await wait_gone(pid, grace):
+        return "SIGTERM"
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return "SIGTERM"
+    await wait_gone(pid, 5.0)
+    return "SIGKILL"
