@@ -85,6 +85,11 @@ class Health:
         self.store_writable, self.store_problem = not problem, problem
 
     @property
+    def terminal(self) -> bool:
+        """Stream replaced or logged out: nothing but an operator changes the state any more."""
+        return not TRANSITIONS[self.state]
+
+    @property
     def connected(self) -> bool:
         return self.state == CONNECTED
 

@@ -21,7 +21,7 @@ from aiohttp import web
 from loguru import logger
 
 from bridge.api import build_app
-from bridge.health import CONNECTED, LOGGED_OUT, STATE_OF_KIND, STREAM_REPLACED, Health, HealthInputs
+from bridge.health import CONNECTED, STATE_OF_KIND, Health, HealthInputs
 from bridge.outbox import Outbox
 from bridge.session_lock import SessionHeld, SessionLock
 from bridge.store import Store, StoreError, format_ts
@@ -108,7 +108,7 @@ class Bridge:
             self._synced.set()
             return
         state = STATE_OF_KIND[event.kind]
-        if state is None or self._stopping:
+        if state is None or self._stopping or self.health.terminal:
             return  # while stopping, on_stop records the window ("bridge stopped")
         self.health.transition(state, reason)
         if state == CONNECTED:
@@ -121,8 +121,9 @@ class Bridge:
                 self.notifier.ready(self.status_line())
         else:
             self.windows.on_disconnect(reason)
-            if state in (STREAM_REPLACED, LOGGED_OUT):
+            if self.health.terminal:
                 logger.error("{}: not reconnecting; an operator must act (health reports {})", reason, state)
+                self._spawn(self.transport.close())  # never fight over the session, whatever the transport does
         self._publish_status()
 
     # -- API context -------------------------------------------------------------------------------

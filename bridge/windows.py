@@ -41,7 +41,8 @@ class Windows:
     def on_start(self) -> None:
         """Open the crash window if the previous run died without a clean stop; mark this run unclean."""
         alive_at = self.store.get_state("alive_at")
-        if self.store.get_state("clean_stop") != "1" and alive_at is not None:
+        crashed = self.store.get_state("clean_stop") != "1" and alive_at is not None
+        if crashed and self.store.open_window() is None:  # else the outage it died in goes on
             window = self.store.start_window(alive_at, CRASH_REASON)
             logger.warning("previous run did not stop cleanly: disconnect window open since {} ({})",
                            window.started_at, window.reason)
