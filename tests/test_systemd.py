@@ -1,0 +1,258 @@
+"""wa-watchdog.service under a real systemd user manager (recipe: ../shared/SYSTEMD-SANDBOX.md).
+
+The manager runs in a private mount namespace (its own tmpfs on /run) as the
+namespace's only process: killing it by pid ends the namespace. The shipped
+unit is installed with ExecStart pointing at this venv's wa-watchdog and a
+config on free ports. Checked: active only after READY=1, the STATUS= line in
+`systemctl show`, and when the watchdog is frozen with SIGSTOP, systemd
+restarts it and the new watchdog owns the one and only bridge of the session.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bridge.session_lock import holder_pid
+from tests.conftest import BASE_CONFIG, wait_until
+from tests.test_systemd_units import SHIPPED_BINARY, UNITS, VENV_BINARY
+from watchdog import endpoints
+
+SYSTEMD = Path("/lib/systemd/systemd")
+UNIT = "wa-watchdog.service"
+WATCHDOG_SEC = 3
+NAMESPACE_SCRIPT = "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system && exec {systemd} --user"
+# Only a system manager can switch users and build the mount namespaces of the hardening
+# options (a user manager fails them with 226/NAMESPACE); a private /tmp would also hide
+# the test's config and data directory.
+SYSTEM_ONLY = ("User", "Group", "StateDirectory", "WorkingDirectory", "PrivateTmp", "ProtectSystem", "ProtectHome")
+
+
+def _namespace_problem() -> str | None:
+    """Why this machine cannot run a user manager in a private mount namespace, or None if it can."""
+    for tool in ("unshare", "nsenter", "systemctl"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    if not SYSTEMD.exists():
+        return f"{SYSTEMD} is not installed"
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs tmpfs /run"], capture_output=True,
+                           text=True, timeout=30)
+    if probe.returncode != 0:
+        return f"unshare -m with a private /run is not permitted here: {probe.stderr.strip()}"
+    return None
+
+
+def user_unit(config_path: Path, output: Path) -> str:
+    """The shipped unit, made runnable by a user manager: this venv, this config, WatchdogSec short, output to a file."""
+    lines = []
+    for line in (UNITS / UNIT).read_text(encoding="utf-8").splitlines():
+        key = line.split("=", 1)[0].strip()
+        if key in SYSTEM_ONLY:
+            continue
+        if key == "ExecStart":
+            line = line.replace(SHIPPED_BINARY, str(VENV_BINARY)).replace("/etc/wa-watchdog/config.toml",
+                                                                          str(config_path))
+        elif key == "WatchdogSec":
+            line = f"WatchdogSec={WATCHDOG_SEC}s"
+        lines.append(line)
+        if line == "[Service]":
+            lines.append(f"StandardOutput=append:{output}")
+            lines.append(f"StandardError=append:{output}")
+    return "\n".join(lines) + "\n"
+
+
+class UserManager:
+    """A systemd user manager in its own mount namespace; systemctl reaches it with nsenter."""
+
+    def __init__(self, home: Path) -> None:
+        runtime = home / "runtime"
+        runtime.mkdir(mode=0o700, parents=True)
+        self.unit_dir = home / ".config" / "systemd" / "user"
+        self.unit_dir.mkdir(parents=True)
+        self.log = home / "systemd.log"
+        self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
+                    "XDG_RUNTIME_DIR": str(runtime), "LANG": "C.UTF-8"}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(["unshare", "-m", "sh", "-c", NAMESPACE_SCRIPT.format(systemd=SYSTEMD)],
+                                         env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(self._running, timeout=20, interval=0.05, message="the systemd user manager to run")
+
+    def _running(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"systemd --user exited with {self.proc.returncode}: {self.log.read_text()}")
+        return self.systemctl("is-system-running", check=False).stdout.strip() in ("running", "degraded")
+
+    def systemctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        assert self.proc is not None
+        done = subprocess.run(["nsenter", "-t", str(self.proc.pid), "-m", "systemctl", "--user", *args],
+                              env=self.env, capture_output=True, text=True, timeout=60)
+        if check and done.returncode != 0:
+            raise AssertionError(f"systemctl --user {' '.join(args)}: {done.stderr.strip()}")
+        return done
+
+    def show(self, unit: str, *properties: str) -> dict[str, str]:
+        out = self.systemctl("show", unit, "-p", ",".join(properties)).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def stop(self) -> None:
+        """SIGTERM the manager by pid: it stops its units, exits, and the namespace goes with it."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def config_path(write_config: Callable[..., Path]) -> Path:
+    """The simulator and one bridge: what systemd sees of a watchdog is the same with or without monitors."""
+    return write_config(BASE_CONFIG.split("[[projects]]")[0])
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[UserManager]:
+    problem = _namespace_problem()
+    if problem:
+        pytest.skip(problem)
+    user_manager = UserManager(tmp_path / "home")
+    yield user_manager
+    user_manager.stop()
+
+
+def health(data_dir: Path, component: str = "bridge:main") -> int | None:
+    """HTTP status of a component's /api/health, or None if it does not answer."""
+    url = endpoints.url(data_dir, component)
+    if not url:
+        return None
+    try:
+        with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def bridges_of(config_path: Path) -> list[int]:
+    """Live (not zombie) bridge processes of account main started with this config."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if (proc.info["status"] != psutil.STATUS_ZOMBIE and "bridge" in cmdline and str(config_path) in cmdline
+                and re.search(r"--account(=| )main\b", " ".join(cmdline))):
+            found.append(proc.info["pid"])
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    try:
+        return {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_systemd_starts_watches_and_replaces_a_frozen_watchdog(manager: UserManager, config_path: Path,
+                                                               data_dir: Path) -> None:
+    output = config_path.parent / "watchdog.out"
+    (manager.unit_dir / UNIT).write_text(user_unit(config_path, output), encoding="utf-8")
+    session_dir = data_dir / "accounts" / "main" / "session"
+    seen: set[int] = set()  # every pid of ours, killed by pid at the end if anything is left
+
+    def why() -> str:
+        tail = output.read_text(errors="replace")[-3000:] if output.exists() else "(no output)"
+        return f"\n--- wa-watchdog output ---\n{tail}\n--- systemd ---\n{manager.log.read_text(errors='replace')[-2000:]}"
+
+    try:
+        manager.start()
+        manager.systemctl("start", "--no-block", UNIT)
+        states: list[str] = []
+
+        def active() -> dict[str, str] | None:
+            shown = manager.show(UNIT, "ActiveState", "SubState", "MainPID", "Result")
+            states.append(shown["ActiveState"])
+            if shown["ActiveState"] == "failed" or shown["SubState"] == "auto-restart":
+                raise AssertionError(f"{UNIT} did not start: {shown}")
+            return shown if shown["ActiveState"] == "active" else None
+
+        first = wait_until(active, timeout=30, interval=0.02, message=f"{UNIT} to become active")
+        # Type=notify: active only after READY=1, which the watchdog sends once the bridge is healthy.
+        assert states[0] == "activating", states
+        assert health(data_dir) == 200, "active before the bridge was healthy"
+        old_main = int(first["MainPID"])
+        seen.add(old_main)
+        assert endpoints.read(data_dir, "watchdog")["pid"] == old_main
+
+        status_text = wait_until(lambda: manager.show(UNIT, "StatusText")["StatusText"], timeout=10,
+                                 message="a STATUS= line")
+        assert "main" in status_text and "\n" not in status_text, status_text
+
+        old_children = descendants(old_main)
+        seen |= old_children
+        old_bridge = holder_pid(session_dir)
+        assert old_bridge in old_children, (old_bridge, old_children)
+        assert manager.show(UNIT, "NRestarts")["NRestarts"] == "0"
+
+        os.kill(old_main, signal.SIGSTOP)  # a wedged watchdog: alive, but no more WATCHDOG=1
+
+        def replaced() -> dict[str, str] | None:
+            shown = manager.show(UNIT, "ActiveState", "MainPID", "NRestarts")
+            ok = (int(shown["NRestarts"]) >= 1 and shown["ActiveState"] == "active"
+                  and int(shown["MainPID"]) not in (0, old_main))
+            return shown if ok else None
+
+        after = wait_until(replaced, timeout=30, interval=0.05, message="systemd to restart the frozen watchdog")
+        new_main = int(after["MainPID"])
+        seen.add(new_main)
+        seen |= descendants(new_main)
+        wait_until(lambda: all(gone(pid) for pid in {old_main, *old_children}), timeout=10,
+                   message="the frozen watchdog and its children to be gone")
+        wait_until(lambda: health(data_dir) == 200, timeout=15, message="the new bridge to be healthy")
+        new_bridge = holder_pid(session_dir)
+        assert new_bridge is not None and new_bridge != old_bridge
+        assert new_bridge in descendants(new_main), "the session is held by a process the new watchdog does not own"
+        assert bridges_of(config_path) == [new_bridge], "more than one bridge on the session"
+        assert endpoints.read(data_dir, "watchdog")["pid"] == new_main
+        seen |= descendants(new_main)
+
+        manager.systemctl("stop", UNIT)  # blocks until the watchdog has stopped everything
+        stopped = manager.show(UNIT, "ActiveState", "Result")
+        assert stopped == {"ActiveState": "inactive", "Result": "success"}, stopped
+        assert bridges_of(config_path) == []
+    except AssertionError as exc:
+        exc.args = (f"{exc.args[0] if exc.args else ''}{why()}",)  # what the watchdog and systemd said
+        raise
+    finally:
+        manager.stop()
+        for pid in seen:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_the_user_unit_is_the_shipped_one_adapted(tmp_path: Path) -> None:
+    """What the test installs differs from the shipped unit only where a user manager requires it."""
+    unit = user_unit(tmp_path / "wa.toml", tmp_path / "out")
+    assert f"ExecStart={VENV_BINARY} run --config {tmp_path / 'wa.toml'}" in unit
+    assert f"WatchdogSec={WATCHDOG_SEC}s" in unit and "Type=notify" in unit and "KillMode=control-group" in unit
+    assert not any(line.startswith(tuple(f"{key}=" for key in SYSTEM_ONLY)) for line in unit.splitlines())
