@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import os
 import signal
 import sys
@@ -29,6 +30,8 @@ def main() -> None:
     parser.add_argument("--grow-mb", type=int, default=0, help="allocate this much memory after READY=1")
     parser.add_argument("--hold-lock", type=Path, help="flock this file and write our pid into it, like a bridge")
     parser.add_argument("--term-log", type=Path, help="append '<label> <time_ns>' here on SIGTERM, then exit 0")
+    parser.add_argument("--ignore-term", action="store_true", help="ignore SIGTERM (so only SIGKILL ends it)")
+    parser.add_argument("--dump-env", type=Path, help="write our environment and process group here as JSON")
     parser.add_argument("--label", default="worker")
     parser.add_argument("--once-marker", type=Path,
                         help="with --exit-after: only exit if this file does not exist yet (then create it)")
@@ -42,6 +45,10 @@ def main() -> None:
                 log.write(f"{args.label} {time.time_ns()}\n")
             sys.exit(0)
         signal.signal(signal.SIGTERM, on_term)
+    if args.ignore_term:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if args.dump_env:
+        args.dump_env.write_text(json.dumps({"env": dict(os.environ), "pgid": os.getpgid(0), "pid": os.getpid()}))
     if args.hold_lock:
         args.hold_lock.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(args.hold_lock, os.O_RDWR | os.O_CREAT, 0o644)

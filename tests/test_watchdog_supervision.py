@@ -1,0 +1,424 @@
+"""The arbiter and its watchers supervising real child processes (tests/children/worker.py) with real signals.
+
+Each test runs the arbiter in this process on a fresh event loop, with
+components whose command is the test worker, and reads what happened from the
+recovery log, the watchers' state and (for alerts) a real webhook receiver.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator, TypeVar
+
+import pytest
+from aiohttp import web
+
+from tests.conftest import ROOT, wait_until
+from watchdog.arbiter import Arbiter
+from watchdog.config import ProbeConfig, load
+from watchdog.notify import Notifier
+from watchdog.systemd_heartbeat import SystemdHeartbeat
+from watchdog.watcher import BRIDGE, FAILED, MONITOR, RUNNING, SIM, STOPPED, Component
+
+T = TypeVar("T")
+WORKER = ROOT / "tests" / "children" / "worker.py"
+
+WATCHDOG_SETTINGS = {"term_grace": 0.5, "stop_timeout": 3.0, "backoff_initial": 0.05, "backoff_max": 0.4,
+                     "backoff_reset_after": 60.0, "crash_loop_exits": 5, "crash_loop_window": 30.0}
+
+
+def write_settings(tmp_path: Path, webhook: str | None = None, **watchdog: float) -> Path:
+    """A config with fast [watchdog] timings (overridable), one account and optionally a json webhook."""
+    settings = "\n".join(f"{key} = {value}" for key, value in {**WATCHDOG_SETTINGS, **watchdog}.items())
+    alerts = f'\n[[alerts]]\nurl = "{webhook}"\nformat = "json"\n' if webhook else ""
+    path = tmp_path / "wa.toml"
+    path.write_text(f'data_dir = "data"\n\n[watchdog]\n{settings}\n\n[accounts.main]\nphone = "27710000000"\n'
+                    f'transport = "neonize"\n{alerts}', encoding="utf-8")
+    return path
+
+
+def worker(name: str, *options: str, kind: str = MONITOR, watchdog_sec: float = 1.0, rss_limit_mb: int = 0,
+           probe: ProbeConfig | None = None, session_dir: Path | None = None,
+           signature: tuple[tuple[str, ...], ...] = ()) -> Component:
+    return Component(name, kind, (sys.executable, str(WORKER), "--label", name, *options), watchdog_sec,
+                     rss_limit_mb, probe, session_dir, signature)
+
+
+class RecordingAlerts:
+    """Stands in for the AlertManager where a test looks at what the watcher decided, not at delivery."""
+
+    def __init__(self) -> None:
+        self.fired: list[tuple[str, str, str, float | None]] = []
+        self.resolved: list[tuple[str, str, str]] = []
+
+    def fire(self, rule: str, component: str, summary: str, duration_s: float | None = None) -> None:
+        self.fired.append((rule, component, summary, duration_s))
+
+    def resolve(self, rule: str, component: str, summary: str) -> None:
+        self.resolved.append((rule, component, summary))
+
+    async def close(self) -> None:
+        pass
+
+
+async def until(condition: Callable[[], T], timeout: float = 10.0, message: str = "condition") -> T:
+    """The asyncio twin of conftest.wait_until: the arbiter runs on this loop, so never block it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        await asyncio.sleep(0.02)
+
+
+class Supervised:
+    def __init__(self, arbiter: Arbiter, task: asyncio.Task) -> None:
+        self.arbiter = arbiter
+        self.task = task
+
+    def records(self, component: str | None = None, event: str | None = None) -> list[dict]:
+        return [r for r in self.arbiter.recovery_log.read()
+                if (component is None or r["component"] == component) and (event is None or r["event"] == event)]
+
+    def watcher(self, name: str):
+        return self.arbiter.watchers[name]
+
+    async def running(self, name: str, timeout: float = 10.0) -> int:
+        """Wait until the component is RUNNING (ready / healthy); returns its pid."""
+        watcher = self.watcher(name)
+        await until(lambda: watcher.state == RUNNING and watcher.healthy, timeout, f"{name} running")
+        assert watcher.pid is not None
+        return watcher.pid
+
+    async def record(self, component: str, event: str, count: int = 1, timeout: float = 10.0) -> list[dict]:
+        return await until(lambda: len(found := self.records(component, event)) >= count and found, timeout,
+                           f"{count} {event} record(s) for {component}")
+
+
+@asynccontextmanager
+async def supervise(config_path: Path, components: list[Component], alerts: RecordingAlerts | None = None,
+                    systemd: SystemdHeartbeat | None = None, webhooks: bool = False) -> AsyncIterator[Supervised]:
+    """Run an arbiter over `components`; alerts go to a recorder unless `webhooks` (the real AlertManager)."""
+    arbiter = Arbiter(load(config_path), components, alerts=None if webhooks else alerts or RecordingAlerts(),
+                      systemd=systemd)
+    task = asyncio.get_running_loop().create_task(arbiter.run())
+    supervised = Supervised(arbiter, task)
+    try:
+        await until(lambda: arbiter.control_url or task.done(), 10, "the arbiter to start")
+        yield supervised
+    finally:
+        if not task.done():
+            arbiter.request_stop()
+        assert await asyncio.wait_for(task, 30) == 0
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(scenario())
+
+
+@asynccontextmanager
+async def webhook_receiver() -> AsyncIterator[tuple[str, list[dict]]]:
+    """A real aiohttp server on 127.0.0.1:0 that keeps every JSON alert posted to it."""
+    received: list[dict] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}/hook", received
+    finally:
+        await runner.cleanup()
+
+
+# -- exits -------------------------------------------------------------------------
+
+
+def test_sigkill_is_detected_at_once_restarted_and_logged_with_a_healthy_record(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with supervise(write_settings(tmp_path), [worker("monitor:a")]) as s:
+            old = await s.running("monitor:a")
+            killed_at = time.time()
+            os.kill(old, signal.SIGKILL)
+            (healthy,) = await s.record("monitor:a", "healthy")
+            (exit_,) = s.records("monitor:a", "exit")
+            (restart,) = s.records("monitor:a", "restart")
+            assert exit_["cause"] == "SIGKILL" and exit_["signal"] == "SIGKILL" and exit_["pid"] == old
+            assert exit_["time"] - killed_at < 0.25, "the exit was not seen at once"
+            assert restart["pid"] == old and restart["new_pid"] != old and restart["cause"] == "SIGKILL"
+            assert restart["delay_ms"] == 0 and restart["restart_ms"] < 100, restart
+            assert healthy["pid"] == restart["new_pid"] and 0 < healthy["downtime_ms"] < 5000
+            assert s.watcher("monitor:a").pid == restart["new_pid"]
+            assert s.watcher("monitor:a").restarts == 1
+    run(scenario)
+
+
+def test_non_zero_exit_is_restarted_with_its_exit_code_as_cause(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        once = tmp_path / "exited-once"
+        async with supervise(write_settings(tmp_path),
+                             [worker("monitor:a", "--exit-after", "0.1", "--code", "1", "--once-marker", str(once))]) as s:
+            (healthy,) = await s.record("monitor:a", "healthy")
+            (exit_,) = s.records("monitor:a", "exit")
+            assert exit_["cause"] == "exit code 1" and exit_["exit_code"] == 1
+            (restart,) = s.records("monitor:a", "restart")
+            assert restart["cause"] == "exit code 1" and restart["delay_ms"] == 0
+            assert healthy["pid"] == restart["new_pid"]
+            assert s.watcher("monitor:a").last_cause == "exit code 1"
+    run(scenario)
+
+
+# -- hangs and limits ---------------------------------------------------------------
+
+
+def test_sigstop_hang_is_terminated_and_restarted_naming_the_missed_heartbeat(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with supervise(write_settings(tmp_path), [worker("bridge:main", kind=BRIDGE)]) as s:
+            old = await s.running("bridge:main")
+            stopped_at = time.monotonic()
+            os.kill(old, signal.SIGSTOP)
+            (healthy,) = await s.record("bridge:main", "healthy")
+            (hang,) = s.records("bridge:main", "hang")
+            assert hang["pid"] == old and "missed heartbeat" in hang["cause"] and "WATCHDOG=1" in hang["cause"]
+            assert time.monotonic() - stopped_at < 5
+            (exit_,) = s.records("bridge:main", "exit")
+            assert exit_["pid"] == old and exit_["cause"] == "SIGTERM"  # SIGTERM + SIGCONT ends a frozen child
+            (restart,) = s.records("bridge:main", "restart")
+            assert restart["pid"] == old and restart["cause"] == hang["cause"]
+            assert healthy["pid"] == restart["new_pid"]
+    run(scenario)
+
+
+def test_child_that_stops_heartbeating_and_ignores_sigterm_is_killed_after_term_grace(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        alerts = RecordingAlerts()
+        async with supervise(write_settings(tmp_path),
+                             [worker("monitor:a", "--silent-after", "0.2", "--ignore-term")], alerts=alerts) as s:
+            old = await s.running("monitor:a")
+            (hang,) = await s.record("monitor:a", "hang")
+            (exit_,) = await s.record("monitor:a", "exit")
+            assert hang["pid"] == exit_["pid"] == old and "missed heartbeat" in hang["cause"]
+            assert exit_["cause"] == "SIGKILL"
+            assert exit_["time"] - hang["time"] >= 0.45  # term_grace = 0.5 s between SIGTERM and SIGKILL
+            (restart, *_) = await s.record("monitor:a", "restart")
+            assert restart["pid"] == old and restart["cause"] == hang["cause"]
+            assert ("hang", "monitor:a") in [(rule, name) for rule, name, _, _ in alerts.fired]
+    run(scenario)
+
+
+def test_child_over_its_memory_limit_is_restarted_as_rss_limit(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with supervise(write_settings(tmp_path),
+                             [worker("monitor:a", "--grow-mb", "120", rss_limit_mb=80, watchdog_sec=5.0)]) as s:
+            (event,) = await s.record("monitor:a", "rss_limit")
+            assert "rss_limit_mb 80" in event["cause"] and "resident memory" in event["cause"]
+            (restart, *_) = await s.record("monitor:a", "restart")
+            assert restart["pid"] == event["pid"] and restart["cause"] == event["cause"]
+    run(scenario)
+
+
+# -- backoff, crash loops, failures ----------------------------------------------------
+
+
+def test_crash_loop_backs_off_exponentially_up_to_the_cap_and_alerts_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with webhook_receiver() as (url, received):
+            config = write_settings(tmp_path, webhook=url)
+            async with supervise(config, [worker("monitor:a", "--exit-after", "0", "--code", "1")],
+                                 webhooks=True) as s:
+                restarts = await s.record("monitor:a", "restart", count=8, timeout=20)
+                await until(lambda: received, 10, "the crash_loop alert at the webhook")
+                delays = [r["delay_ms"] / 1000 for r in restarts]
+                # 1st restart immediate, then tenacity's exponential (0.05 * 2^(n-1) + jitter <= 0.05), capped at
+                # backoff_max; from the 5th exit on (crash loop) every retry waits the cap.
+                assert delays[0] == 0
+                for n, delay in enumerate(delays[1:4], start=1):
+                    low = 0.05 * 2 ** (n - 1)
+                    assert low <= delay <= min(low + 0.05, 0.4) + 1e-6, (n, delays)
+                assert all(abs(d - 0.4) < 1e-6 for d in delays[4:]), delays
+                assert max(delays) <= 0.4 + 1e-6
+                (loop,) = s.records("monitor:a", "crash_loop")
+                assert loop["cause"] == "5 exits in 30 s" and loop["backoff_s"] == 0.4
+                assert s.watcher("monitor:a").state != FAILED  # it never gives up
+            firing = [a for a in received if a.get("rule") == "crash_loop" and a.get("status") == "firing"]
+            assert len(firing) == 1 and firing[0]["component"] == "monitor:a", received
+    run(scenario)
+
+
+def test_backoff_resets_after_the_component_was_healthy_long_enough(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        config = write_settings(tmp_path, backoff_reset_after=0.2)
+        async with supervise(config, [worker("monitor:a", "--exit-after", "0.5", "--code", "1")]) as s:
+            restarts = await s.record("monitor:a", "restart", count=4, timeout=20)
+            assert [r["delay_ms"] for r in restarts] == [0, 0, 0, 0]
+            assert not s.records("monitor:a", "crash_loop")
+    run(scenario)
+
+
+@pytest.mark.parametrize(("code", "rule"), [(2, "config_failed"), (4, "logged_out")])
+def test_exit_code_2_or_4_is_failed_not_restarted_and_alerted_once(tmp_path: Path, code: int, rule: str) -> None:
+    async def scenario() -> None:
+        async with webhook_receiver() as (url, received):
+            async with supervise(write_settings(tmp_path, webhook=url),
+                                 [worker("monitor:a", "--exit-after", "0", "--code", str(code))], webhooks=True) as s:
+                (failed,) = await s.record("monitor:a", "failed")
+                watcher = s.watcher("monitor:a")
+                assert watcher.state == FAILED and watcher.pid is None
+                assert f"exit code {code}" in failed["cause"]
+                await until(lambda: received, 10, f"the {rule} alert at the webhook")
+                assert not s.records("monitor:a", "restart")  # a restart would have followed the exit at once
+                assert [a["rule"] for a in received] == [rule]
+                assert s.arbiter.status()[0]["state"] == FAILED
+    run(scenario)
+
+
+# -- stopping, leftovers, operator ------------------------------------------------------
+
+
+def test_sigterm_stops_monitors_then_bridges_then_the_sim_and_returns_0(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        order = tmp_path / "terms.txt"
+        term = ("--term-log", str(order))
+        components = [worker("sim", *term, kind=SIM), worker("bridge:main", *term, kind=BRIDGE),
+                      worker("monitor:a", *term), worker("monitor:b", *term)]
+        arbiter = Arbiter(load(write_settings(tmp_path)), components, alerts=RecordingAlerts())
+        task = asyncio.get_running_loop().create_task(arbiter.run())
+        await until(lambda: all(w.state == RUNNING for w in arbiter.watchers.values()) and arbiter.watchers, 10,
+                    "every component running")
+        pids = [w.pid for w in arbiter.watchers.values()]
+        os.kill(os.getpid(), signal.SIGTERM)  # the arbiter's handler, not pytest's, receives it
+        assert await asyncio.wait_for(task, 20) == 0
+        labels = [line.split()[0] for line in order.read_text().splitlines()]
+        assert sorted(labels[:2]) == ["monitor:a", "monitor:b"] and labels[2:] == ["bridge:main", "sim"], labels
+        assert all(w.state == STOPPED for w in arbiter.watchers.values())
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+        events = [(r["component"], r["event"]) for r in arbiter.recovery_log.read()]
+        assert events[-1] == ("watchdog", "stop") and ("sim", "stop") in events
+        assert not [e for e in events if e[1] == "exit"]  # a planned stop is not a crash
+    run(scenario)
+
+
+def test_an_earlier_runs_bridge_holding_the_session_is_stopped_before_a_new_bridge_starts(tmp_path: Path) -> None:
+    session = tmp_path / "data" / "accounts" / "main" / "session"
+    lock = session / "session.lock"
+    holder = subprocess.Popen([sys.executable, str(WORKER), "--hold-lock", str(lock), "--label", "holder",
+                               "bridge", "--account", "main"], stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: lock.exists() and lock.read_text().strip() == str(holder.pid), message="the holder's lock")
+
+        async def scenario() -> None:
+            # The new bridge blocks on the same flock until the holder is gone: it can only become ready after.
+            bridge = worker("bridge:main", "--hold-lock", str(lock), "bridge", "--account", "main", kind=BRIDGE,
+                            session_dir=session, signature=(("bridge",), ("--account", "main")))
+            async with supervise(write_settings(tmp_path), [bridge]) as s:
+                new = await s.running("bridge:main")
+                assert holder.poll() is not None, "the holder is still alive"
+                (stop,) = s.records("bridge:main", "stop")
+                assert stop["pid"] == holder.pid and "earlier run" in stop["cause"]
+                assert lock.read_text().strip() == str(new)
+        run(scenario)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
+
+
+def test_operator_restart_stops_and_starts_the_component_with_cause_operator_restart(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with supervise(write_settings(tmp_path), [worker("monitor:a"), worker("monitor:b")]) as s:
+            old = await s.running("monitor:a")
+            other = await s.running("monitor:b")
+            answer = await s.arbiter.restart("monitor:a")
+            assert answer["old_pid"] == old and answer["pid"] not in (None, old)
+            (stop,) = s.records("monitor:a", "stop")
+            (restart,) = s.records("monitor:a", "restart")
+            assert stop["cause"] == restart["cause"] == "operator restart" and restart["new_pid"] == answer["pid"]
+            (healthy,) = await s.record("monitor:a", "healthy")
+            assert healthy["pid"] == answer["pid"]
+            assert s.watcher("monitor:b").pid == other
+            with pytest.raises(KeyError):
+                await s.arbiter.restart("monitor:nope")
+            status = {c["name"]: c for c in s.arbiter.status()}
+            assert status["monitor:a"]["restarts"] == 1 and status["monitor:a"]["last_cause"] == "operator restart"
+            assert status["monitor:a"]["pid"] == answer["pid"] and status["monitor:a"]["healthy"] is True
+            assert status["monitor:a"]["status_text"] == "monitor:a ready"
+    run(scenario)
+
+
+# -- environment, output, systemd -------------------------------------------------------
+
+
+def test_child_gets_a_clean_environment_its_own_socket_and_process_group(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", "@not-for-children")
+    monkeypatch.setenv("WATCHDOG_PID", "1")
+    monkeypatch.setenv("WATCHDOG_USEC", "999")
+    dump = tmp_path / "env.json"
+
+    async def scenario() -> None:
+        async with supervise(write_settings(tmp_path),
+                             [worker("monitor:a", "--dump-env", str(dump), watchdog_sec=2.5)]) as s:
+            pid = await s.running("monitor:a")
+            seen = json.loads(dump.read_text())
+            assert seen["pid"] == pid and seen["pgid"] == pid
+            assert seen["env"]["NOTIFY_SOCKET"] == f"@wa-watchdog/{os.getpid()}/monitor:a"
+            assert seen["env"]["WATCHDOG_USEC"] == "2500000" and "WATCHDOG_PID" not in seen["env"]
+            log = tmp_path / "data" / "logs" / "monitor-a.log"
+            await until(lambda: log.exists() and f"monitor:a pid {pid} started" in log.read_text(), 5, "the log line")
+    run(scenario)
+
+
+def test_systemd_gets_ready_status_watchdog_pings_and_stopping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    address = f"@wa-watchdog-test/{os.getpid()}/systemd"
+    systemd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    systemd.bind("\0" + address[1:])
+    systemd.setblocking(False)
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    received: list[str] = []
+
+    def drain() -> list[str]:
+        while True:
+            try:
+                received.append(systemd.recv(4096).decode("utf-8"))
+            except BlockingIOError:
+                return received
+
+    async def scenario() -> None:
+        heartbeat = SystemdHeartbeat(Notifier(), interval=0.1)
+        async with supervise(write_settings(tmp_path), [worker("bridge:main", kind=BRIDGE), worker("monitor:a"),
+                                                        worker("monitor:b", "--ready-after", "0.3")],
+                             systemd=heartbeat) as s:
+            await until(lambda: any("READY=1" in m for m in drain()), 10, "READY=1")
+            ready = next(m for m in received if "READY=1" in m)
+            assert "monitors 2/2 ready" in ready and "·" in ready and "bridge main" in ready
+            assert all(w.healthy for w in s.arbiter.watchers.values())  # not before everything was ready
+            pings = lambda: sum(m == "WATCHDOG=1" for m in drain())  # noqa: E731
+            await until(lambda: pings() >= 3, 5, "WATCHDOG=1 pings")
+            os.kill(s.watcher("monitor:a").pid, signal.SIGKILL)
+            await s.record("monitor:a", "healthy")
+            await until(lambda: any("1 restart in the last hour" in m for m in drain()), 5, "STATUS= with 1 restart")
+        assert "STOPPING=1" in drain()
+    try:
+        run(scenario)
+    finally:
+        systemd.close()
