@@ -38,6 +38,7 @@ def write_incidents(log: RecoveryLog) -> None:
     log.append("monitor:lawley", "exit", cause="exit code 1", pid=200)  # interleaved with the bridge's hang
     log.append("bridge:main", "hang", cause="no heartbeat for 3.0 s", pid=101)
     log.append("bridge:main", "alert", rule="hang", status="firing", summary="no heartbeat for 3.0 s")
+    log.append("bridge:main", "exit", cause="SIGKILL", signal="SIGKILL", pid=101)  # the watchdog's own kill
     log.append("monitor:lawley", "restart", pid=200, new_pid=201, cause="exit code 1", delay_ms=0, restart_ms=5)
     log.append("bridge:main", "restart", pid=101, new_pid=102, cause="hang", delay_ms=0, restart_ms=2100)
     log.append("monitor:lawley", "healthy", pid=201, downtime_ms=620)
@@ -46,6 +47,11 @@ def write_incidents(log: RecoveryLog) -> None:
     log.append("bridge:main", "backfill", message="window 22:07:01-22:07:40: 3 messages recovered")
     log.append("monitor:mohadin", "exit", cause="exit code 2", pid=300)
     log.append("monitor:mohadin", "failed", cause="configuration error (exit code 2)")
+    # an operator restart: the watchdog stops the child, starts it again, sees it healthy
+    log.append("bridge:main", "stop", pid=102, message="ended by exit code 0", cause="operator restart")
+    log.append("bridge:main", "restart", pid=102, new_pid=103, cause="operator restart", delay_ms=0, restart_ms=240)
+    log.append("bridge:main", "healthy", pid=103, cause="operator restart", downtime_ms=700)
+    log.append("watchdog", "stop", pid=50, message="every component stopped")
 
 
 def test_one_readable_line_per_recovery(config_path: Path, log: RecoveryLog) -> None:
@@ -61,6 +67,9 @@ def test_one_readable_line_per_recovery(config_path: Path, log: RecoveryLog) -> 
         "bridge:main disconnect: server closed the connection (reason: server)",
         "bridge:main backfill: window 22:07:01-22:07:40: 3 messages recovered",
         "monitor:mohadin exited with code 2 · failed, not restarted: configuration error (exit code 2)",
+        "bridge:main stopped (pid 102, operator restart): ended by exit code 0 · restarted in 0.24 s"
+        " · healthy after 0.70 s",
+        "watchdog stopped (pid 50): every component stopped",
     ]
     first = done.stdout.splitlines()[1]
     assert first[:8] == time.strftime("%H:%M:%S", time.gmtime(next(log.read())["time"]))

@@ -83,7 +83,9 @@ def event_text(record: dict) -> str:
     elif event == "healthy":
         text = f"healthy (pid {record.get('pid', '?')})"
     elif event in ("start", "stop"):
-        text = {"start": "started", "stop": "stopped"}[event] + (f" (pid {record['pid']})" if "pid" in record else "")
+        details = [f"pid {record['pid']}"] if "pid" in record else []
+        details += [cause] if cause else []
+        text = {"start": "started", "stop": "stopped"}[event] + (f" ({', '.join(details)})" if details else "")
     else:
         text = event
     if message:
@@ -96,59 +98,88 @@ def event_text(record: dict) -> str:
 
 @dataclass
 class Line:
+    """One output line: a lone event (`text`), or a recovery opened by `opener` and joined with its restart/healthy."""
+
     time: float
     component: str
     text: str = ""
-    detection: dict | None = None
+    opener: dict | None = None
     restart: dict | None = None
     healthy: dict | None = None
     extras: list[str] = field(default_factory=list)
 
     def render(self) -> str:
-        if self.detection is None:
+        if self.opener is None and self.restart is None:
             return self.text
-        parts = [detection_text(self.detection), *self.extras]
-        if self.restart is not None:
-            part = "restarted"
-            if self.restart.get("restart_ms") is not None:
-                part += f" in {format_ms(float(self.restart['restart_ms']))}"
-            if self.restart.get("delay_ms"):
-                part += f" (backoff {format_ms(float(self.restart['delay_ms']))})"
-            parts.append(part)
+        parts = [self._opening(), *self.extras]
+        if self.restart is not None and self.opener is not None:
+            parts.append("restarted" + self._restart_timing())
         if self.healthy is not None:
             downtime = self.healthy.get("downtime_ms")
             parts.append(f"healthy after {format_ms(float(downtime))}" if downtime is not None else "healthy")
-        elif self.restart is None and not self.extras:
+        elif self.restart is None and not self.extras and self.opener["event"] in DETECTIONS:
             parts.append("not restarted yet")
         return " · ".join(parts)
 
+    def _opening(self) -> str:
+        if self.opener is None:  # a restart nobody logged a detection for (an operator's)
+            cause = self.restart.get("cause")
+            return "restarted" + (f" ({cause})" if cause else "") + self._restart_timing()
+        if self.opener["event"] in DETECTIONS:
+            return detection_text(self.opener)
+        return event_text(self.opener)
+
+    def _restart_timing(self) -> str:
+        text = ""
+        if self.restart.get("restart_ms") is not None:
+            text += f" in {format_ms(float(self.restart['restart_ms']))}"
+        if self.restart.get("delay_ms"):
+            text += f" (backoff {format_ms(float(self.restart['delay_ms']))})"
+        return text
+
 
 def group(records: list[dict]) -> list[Line]:
-    """Join each component's detection -> restart -> healthy records into one Line; others stay one Line each."""
+    """Join each component's detection -> restart -> healthy records into one Line; others stay one Line each.
+
+    A recovery opens with a detection (exit, hang, unhealthy, rss_limit), a stop
+    (an operator restart stops the child first) or a restart without either.
+    The exit of a pid already being recovered is the watchdog's own SIGTERM or
+    SIGKILL of a hung child: it adds nothing and is left out.
+    """
     lines: list[Line] = []
     open_recovery: dict[str, Line] = {}  # component -> its recovery still waiting for restart/healthy
     for record in records:
         component = record.get("component", "?")
         event = record.get("event")
         current = open_recovery.get(component)
-        if event in DETECTIONS:
-            if current is not None and current.restart is None and record.get("pid") == current.detection.get("pid"):
-                current.extras.append(detection_text(record))  # e.g. a hang, then the exit of its SIGKILL
-                continue
-            line = Line(record.get("time", 0.0), component, detection=record)
-            lines.append(line)
-            open_recovery[component] = line
-        elif event == "restart" and current is not None and current.restart is None:
+        pid = record.get("pid")
+        if current is not None and current.restart is None and current.opener is not None and pid is not None \
+                and pid == current.opener.get("pid") and event in DETECTIONS | {"stop"}:
+            if event not in ("exit", "stop"):
+                current.extras.append(detection_text(record))  # another check fired on the same child
+            continue
+        if event in DETECTIONS or event == "stop":
+            line = Line(record.get("time", 0.0), component, opener=record)
+        elif event == "restart" and current is not None and current.restart is None \
+                and pid in (current.opener.get("pid"), None):
             current.restart = record
+            continue
+        elif event == "restart":
+            line = Line(record.get("time", 0.0), component, restart=record)
         elif (event == "healthy" and current is not None and current.restart is not None
-              and record.get("pid") in (current.restart.get("new_pid"), None)):
+              and pid in (current.restart.get("new_pid"), None)):
             current.healthy = record
             del open_recovery[component]
+            continue
         elif event == "failed" and current is not None and current.restart is None:
             current.extras.append(event_text(record))  # exit code 2 -> failed: one line says it all
             del open_recovery[component]
+            continue
         else:
             lines.append(Line(record.get("time", 0.0), component, text=event_text(record)))
+            continue
+        lines.append(line)
+        open_recovery[component] = line
     return lines
 
 
