@@ -270,3 +270,26 @@ def test_a_send_in_flight_when_the_sim_dies_raises_not_connected(config_path: Pa
         await eventually(lambda: run.recorder.count(K.DISCONNECTED) == 1, message="disconnected")
         await run.stop()
     scenario(url, body)
+
+
+def test_a_frozen_sim_is_a_keepalive_disconnect_then_handshake_timeouts_until_it_thaws(
+        config_path: Path, procs: Processes, data_dir: Path) -> None:
+    sim, url = start_sim(procs, data_dir)
+
+    async def body(api: SimAPI) -> None:
+        t = transport(config_path)
+        t.heartbeat, t.handshake_timeout = 0.4, 0.5  # seconds instead of 5 and 3, to keep the test fast
+        run = Running(t, Recorder())
+        await run.connected()
+        os.kill(sim.pid, signal.SIGSTOP)  # accepts TCP in the kernel, answers nothing
+        try:
+            await eventually(lambda: run.recorder.count(K.CONNECT_FAILED) == 1, message="handshake timeout")
+        finally:
+            os.kill(sim.pid, signal.SIGCONT)
+        assert run.recorder.reasons(K.DISCONNECTED) == ["connection lost: keepalive timeout"]
+        assert "cannot connect to the simulator" in run.recorder.reasons(K.CONNECT_FAILED)[0]
+        await run.connected(times=2)
+        message_id = (await api.inject("DR1111111 after the freeze"))["id"]
+        await eventually(lambda: [m.id for m in run.recorder.messages] == [message_id], message="delivery resumes")
+        await run.stop()
+    scenario(url, body)

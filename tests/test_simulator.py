@@ -81,8 +81,10 @@ class Client:
         self.api = SimAPI(http, sim_url)
         self.ws_url = sim_url.replace("http://", "ws://") + "/ws"
 
-    async def connect(self, phone: str = MAIN_PHONE) -> Socket:
-        return Socket(await self.http.ws_connect(self.ws_url, params={"session": phone}))
+    async def connect(self, phone: str = MAIN_PHONE, hello: dict | None = None) -> Socket:
+        ws = await self.http.ws_connect(self.ws_url)
+        await ws.send_json(hello or {"type": "hello", "session": phone})
+        return Socket(ws)
 
 
 def scenario(sim_url: str, body: Callable[[Client], object]) -> None:
@@ -185,10 +187,13 @@ def test_second_connection_replaces_the_first_with_stream_replaced(sim_url: str)
     scenario(sim_url, body)
 
 
-def test_unknown_session_is_closed_as_logged_out(sim_url: str) -> None:
+def test_unknown_session_is_logged_out_and_a_missing_hello_a_protocol_error(sim_url: str) -> None:
     async def body(c: Client) -> None:
         code, reason = await (await c.connect("27799999999")).closed()
         assert code == 4401 and "unknown session" in reason
+        code, reason = await (await c.connect(hello={"type": "ack", "ids": []})).closed()
+        assert (code, reason) == (4400, "protocol error: expected a hello frame first")
+        assert (await c.api.session())["connections"] == 0
     scenario(sim_url, body)
 
 
@@ -355,7 +360,7 @@ def test_sd_notify_and_sigterm_exit_0(procs: Processes, data_dir: Path, notify_s
 
     async def connected_then_terminated() -> tuple[int, str]:
         async with aiohttp.ClientSession() as http:
-            sock = Socket(await http.ws_connect(url.replace("http", "ws") + "/ws", params={"session": MAIN_PHONE}))
+            sock = await Client(http, url).connect()
             await sock.until("offline_sync_done")
             proc.send_signal(signal.SIGTERM)
             return await sock.closed()

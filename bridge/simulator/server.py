@@ -15,6 +15,7 @@ import random
 import signal
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 from aiohttp import WSMsgType, web
 from loguru import logger
 
@@ -30,9 +31,11 @@ COMPONENT = "sim"
 CLOSE_SERVER_DISCONNECT = 4000  # -> disconnected, reason in the close message
 CLOSE_LOGGED_OUT = 4401  # -> logged_out (unknown session)
 CLOSE_STREAM_REPLACED = 4409  # -> stream_replaced
+CLOSE_PROTOCOL = 4400  # the client broke the protocol -> disconnected
 CLOSE_GOING_AWAY = 1001  # simulator shutting down -> disconnected
 BATCH = 500  # messages per frame: a bridge ingests thousands per second in few frames
 MAX_FRAME = 64 * 1024 * 1024  # media travels base64 inside frames
+HELLO_TIMEOUT = 5.0
 SERVER_HEARTBEAT = 10.0  # drop a client that stopped answering pings (a frozen bridge)
 
 
@@ -44,12 +47,14 @@ class Connection:
         self.ws = ws
         self.cursor = 0  # highest queue sequence number sent on this connection
         self.closing = False
+        self.reason = "closed by the client"
 
     def drop(self, code: int, reason: str, tasks: set[asyncio.Task]) -> None:
         """Close from the server side; delivery on this connection stops at once."""
         if self.closing:
             return
         self.closing = True
+        self.reason = reason
         if self.session.connection is self:
             self.session.connection = None
         self.session.wakeup.set()
@@ -146,7 +151,9 @@ class Sim:
         """Answer one client frame; None for frames without a reply (ack)."""
         kind = frame.get("type")
         if kind == "ack":
-            conn.session.ack(frame.get("ids") or [])
+            ids = frame.get("ids")
+            if isinstance(ids, list):
+                conn.session.ack(i for i in ids if isinstance(i, str))
             return None
         reply: dict = {"type": "result", "req": frame.get("req")}
         try:
@@ -165,28 +172,44 @@ class Sim:
             reply.update(ok=False, error=str(exc))
         return reply
 
+    async def hello(self, ws: web.WebSocketResponse) -> Session | None:
+        """Wait for the client's hello naming its session; close the socket and return None if it is not one.
+
+        Taking over a session only on a hello means a handshake the client
+        already gave up on (timed out while we were slow) never replaces
+        the connection it made afterwards.
+        """
+        try:
+            msg = await ws.receive(timeout=HELLO_TIMEOUT)
+        except asyncio.TimeoutError:
+            await ws.close(code=CLOSE_PROTOCOL, message=b"protocol error: no hello frame")
+            return None
+        frame = _parse(msg)
+        if frame is None or frame.get("type") != "hello":
+            if not ws.closed:
+                await ws.close(code=CLOSE_PROTOCOL, message=b"protocol error: expected a hello frame first")
+            return None
+        phone = frame.get("session")
+        session = self.state.sessions.get(phone) if isinstance(phone, str) else None
+        if session is None:
+            await ws.close(code=CLOSE_LOGGED_OUT, message=f"logged out: unknown session {phone!r}".encode()[:123])
+        return session
+
     async def socket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=SERVER_HEARTBEAT, max_msg_size=MAX_FRAME, timeout=2.0)
         await ws.prepare(request)
-        phone = request.query.get("session", "")
-        session = self.state.sessions.get(phone)
+        session = await self.hello(ws)
         if session is None:
-            await ws.close(code=CLOSE_LOGGED_OUT, message=f"logged out: unknown session {phone!r}".encode()[:123])
             return ws
         conn = self.attach(session, ws)
-        await ws.send_str(json.dumps({"type": "connected", "session": phone, "jid": session.jid}))
+        await ws.send_str(json.dumps({"type": "connected", "session": session.phone, "jid": session.jid}))
         workers = [asyncio.create_task(self.deliver(conn))]
         if self.config.sim.disconnect_every:  # type: ignore[union-attr]
             workers.append(asyncio.create_task(self.scheduled_disconnect(conn)))
         try:
             async for msg in ws:
-                if msg.type != WSMsgType.TEXT:
-                    continue
-                try:
-                    frame = json.loads(msg.data)
-                except ValueError:
-                    frame = None
-                reply = self.request(conn, frame) if isinstance(frame, dict) else {
+                frame = _parse(msg)
+                reply = self.request(conn, frame) if frame is not None else {
                     "type": "result", "req": None, "ok": False, "error": "frame: not a JSON object"}
                 if reply is not None and not conn.closing:
                     await ws.send_str(json.dumps(reply))
@@ -198,8 +221,19 @@ class Sim:
             await asyncio.gather(*workers, return_exceptions=True)
             if session.connection is conn:
                 session.connection = None
-            logger.info("session {}: connection closed (code {})", phone, ws.close_code)
+            logger.info("session {}: connection closed ({})", session.phone, conn.reason)
         return ws
+
+
+def _parse(msg: aiohttp.WSMessage) -> dict | None:
+    """A client frame as a dict, or None if it is not a JSON object."""
+    if msg.type != WSMsgType.TEXT:
+        return None
+    try:
+        frame = json.loads(msg.data)
+    except ValueError:
+        return None
+    return frame if isinstance(frame, dict) else None
 
 
 # -- control API (thin handlers) ------------------------------------------------

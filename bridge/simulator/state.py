@@ -230,8 +230,10 @@ class SimState:
             raise SimError(f"{name}.type: must be one of {', '.join(MEDIA_TYPES)}, got {media_type!r}")
         if not isinstance(filename, str) or not filename:
             raise SimError(f"{name}.filename: missing")
+        if not isinstance(data_b64, str):
+            raise SimError(f"{name}.data_b64: missing (the file's bytes, base64)")
         try:
-            data = base64.b64decode(data_b64 if isinstance(data_b64, str) else "", validate=True)
+            data = base64.b64decode(data_b64, validate=True)
         except ValueError:
             raise SimError(f"{name}.data_b64: not valid base64") from None
         url = f"sim://media/{secrets.token_hex(8)}"

@@ -28,8 +28,6 @@ from watchdog.config import AccountConfig, Config
 
 # Close codes chosen by bridge/simulator/server.py.
 CLOSE_CODES = {4409: ConnectionKind.STREAM_REPLACED, 4401: ConnectionKind.LOGGED_OUT}
-HANDSHAKE_TIMEOUT = 3.0
-HEARTBEAT = 5.0  # ping period; no pong within half of it -> the connection is dead (a frozen simulator)
 REQUEST_TIMEOUT = 10.0
 MAX_FRAME = 64 * 1024 * 1024
 MAX_BATCH = 5000  # messages per on_messages call
@@ -65,6 +63,8 @@ def _incoming(raw: dict, source: Source, own_jid: str) -> IncomingMessage:
 
 class SimTransport(Transport):
     capabilities = Capabilities(history_request=True)
+    handshake_timeout = 3.0  # connect + websocket upgrade; a frozen simulator accepts but never answers
+    heartbeat = 5.0  # ping period; no pong within half of it -> the connection is dead
 
     def __init__(self, config: Config, account: AccountConfig) -> None:
         self._data_dir = config.data_dir
@@ -78,7 +78,8 @@ class SimTransport(Transport):
     # -- connection loop ---------------------------------------------------------
 
     async def run(self, handler: Handler) -> None:
-        timeout = aiohttp.ClientTimeout(total=None, connect=HANDSHAKE_TIMEOUT, sock_connect=HANDSHAKE_TIMEOUT)
+        # sock_read bounds the upgrade only: aiohttp lifts it once the websocket is open.
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.handshake_timeout, sock_read=self.handshake_timeout)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             while not self._closed.is_set():
                 ws = await self._connect_until_up(http, handler)
@@ -126,8 +127,8 @@ class SimTransport(Transport):
         if not url:
             raise _Unreachable(f"the simulator has published no endpoint ({endpoints.run_dir(self._data_dir)}/sim.json)")
         try:
-            return await http.ws_connect(url, params={"session": self._phone}, heartbeat=HEARTBEAT,
-                                         max_msg_size=MAX_FRAME, timeout=aiohttp.ClientWSTimeout(ws_close=2.0))
+            return await http.ws_connect(url, heartbeat=self.heartbeat, max_msg_size=MAX_FRAME,
+                                         timeout=aiohttp.ClientWSTimeout(ws_close=2.0))
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise _Unreachable(f"cannot connect to the simulator at {url}: {exc or type(exc).__name__}") from None
 
@@ -137,6 +138,8 @@ class SimTransport(Transport):
         arrived = asyncio.Event()
         reader = asyncio.create_task(self._read(ws, inbox, arrived))
         try:
+            with contextlib.suppress(ConnectionError, aiohttp.ClientError):  # if it fails, the reader says why
+                await ws.send_str(json.dumps({"type": "hello", "session": self._phone}))
             while True:
                 if not inbox:
                     arrived.clear()
@@ -191,6 +194,8 @@ class SimTransport(Transport):
                 msg = await ws.receive()
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     frame = json.loads(msg.data)
+                    if not isinstance(frame, dict):
+                        raise ValueError(f"frame is not a JSON object: {msg.data[:80]!r}")
                     if frame.get("type") == "result":
                         future = self._pending.get(frame.get("req"))
                         if future and not future.done():
@@ -212,6 +217,9 @@ class SimTransport(Transport):
                 else:
                     continue
                 break
+        except ValueError as exc:  # includes JSONDecodeError: a protocol bug; reconnecting starts clean
+            logger.error("sim transport: bad frame from the simulator: {}", exc)
+            end = _Closed(ConnectionKind.DISCONNECTED, f"protocol error: {exc}")
         finally:
             self._ws = None
             for future in self._pending.values():
