@@ -32,7 +32,7 @@ class Provider:
         if name not in {c["name"] for c in COMPONENTS}:
             raise KeyError(name)
         self.restarted.append(name)
-        return {"name": name, "old_pid": 4242, "new_pid": 5000}
+        return {"name": name, "old_pid": 4242, "pid": 5000, "state": "starting"}
 
 
 def serve(config: WatchdogConfig, scenario: Callable[[str, Provider, aiohttp.ClientSession], Awaitable[None]]) -> Provider:
@@ -59,7 +59,7 @@ def test_status_restart_and_metrics() -> None:
             assert await response.json() == COMPONENTS
         async with session.post(f"{url}/restart/bridge:main") as response:
             assert response.status == 200
-            assert await response.json() == {"name": "bridge:main", "old_pid": 4242, "new_pid": 5000}
+            assert await response.json() == {"name": "bridge:main", "old_pid": 4242, "pid": 5000, "state": "starting"}
         async with session.get(f"{url}/metrics") as response:
             assert response.status == 200
             assert response.headers["Content-Type"].startswith("text/plain")

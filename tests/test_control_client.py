@@ -69,7 +69,7 @@ def test_status_prints_a_table_and_stable_json(config_path: Path, server: Server
 def test_restart_asks_the_watchdog(config_path: Path, server: ServerThread) -> None:
     done = cli(config_path, "restart", "bridge:main")
     assert done.returncode == 0, done.stderr
-    assert "restarted bridge:main" in done.stdout and "new_pid 5000" in done.stdout
+    assert done.stdout.strip() == "restarted bridge:main: pid 4242 -> 5000 (starting)"
     assert server.provider.restarted == ["bridge:main"]
 
     unknown = cli(config_path, "restart", "bridge:nope")

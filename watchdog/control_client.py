@@ -104,7 +104,7 @@ def cmd_restart(config: Config, args: argparse.Namespace) -> int:
     except ControlError as exc:
         print(f"wa-watchdog restart: {exc}", file=sys.stderr)
         return 1
-    details = ", ".join(f"{k} {v}" for k, v in result.items() if k != "name") if isinstance(result, dict) else result
-    print(f"restarted {args.component}" + (f": {details}" if details else ""))
+    print(f"restarted {args.component}: pid {result.get('old_pid') or '-'} -> {result.get('pid') or '-'}"
+          f" ({result.get('state', '?')})")
     return 0
 
