@@ -422,3 +422,72 @@ def test_systemd_gets_ready_status_watchdog_pings_and_stopping(tmp_path: Path, m
         run(scenario)
     finally:
         systemd.close()
+
+
+# -- the bridge's HTTP probe ------------------------------------------------------------
+
+HEALTH_SERVER = ROOT / "tests" / "children" / "health_server.py"
+FAST_PROBE = ProbeConfig(period=0.1, timeout=0.3, failure_threshold=3, initial_delay=0.2)
+
+
+def health_bridge(tmp_path: Path, state_file: Path) -> Component:
+    return Component("bridge:main", BRIDGE, (sys.executable, str(HEALTH_SERVER), "--data-dir", str(tmp_path / "data"),
+                                             "--component", "bridge:main", "--state-file", str(state_file)),
+                     watchdog_sec=2.0, probe=FAST_PROBE)
+
+
+def set_health(state_file: Path, status: int, state: str, **extra: object) -> None:
+    tmp = state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"status": status, "state": state, **extra}), encoding="utf-8")
+    os.replace(tmp, state_file)
+
+
+def test_whatsapp_outage_is_not_restarted_but_alerted_with_its_duration_and_resolved(tmp_path: Path) -> None:
+    state_file = tmp_path / "health.json"
+    set_health(state_file, 200, "connected")
+
+    async def scenario() -> None:
+        alerts = RecordingAlerts()
+        async with supervise(write_settings(tmp_path), [health_bridge(tmp_path, state_file)], alerts=alerts) as s:
+            pid = await s.running("bridge:main")
+            watcher = s.watcher("bridge:main")
+            assert watcher.condition == "connected"
+            started = "2026-01-01T00:00:00.000000+00:00"
+            set_health(state_file, 503, "disconnected", reason="server closed",
+                       open_window={"started_at": started, "reason": "server closed"})
+            await until(lambda: len([a for a in alerts.fired if a[0] == "disconnect"]) >= 3, 10,
+                        "disconnect alerts on every probe")
+            assert watcher.condition == "disconnected" and not watcher.healthy and watcher.pid == pid
+            duration = [a[3] for a in alerts.fired if a[0] == "disconnect"][-1]
+            assert duration is not None and duration > 3600  # measured from open_window.started_at
+            set_health(state_file, 200, "connected")
+            await until(lambda: watcher.healthy, 5, "reconnected")
+            assert [r[0] for r in alerts.resolved] == ["disconnect"]
+            set_health(state_file, 503, "stream_replaced", reason="another client took the session")
+            await until(lambda: any(a[0] == "stream_replaced" for a in alerts.fired), 5, "stream_replaced alert")
+            set_health(state_file, 503, "logged_out")
+            await until(lambda: any(a[0] == "logged_out" for a in alerts.fired), 5, "logged_out alert")
+            assert watcher.pid == pid and not s.records("bridge:main", "restart")
+            assert "bridge main logged_out" in s.arbiter.status_line()
+    run(scenario)
+
+
+@pytest.mark.parametrize(("answer", "named"), [({"status": 503, "state": "store_error"}, "store_error"),
+                                               ({"status": 200, "state": "connected", "delay": 1.0}, "timeout")])
+def test_store_error_or_no_answer_makes_the_bridge_unhealthy_and_restarted(tmp_path: Path, answer: dict,
+                                                                           named: str) -> None:
+    state_file = tmp_path / "health.json"
+    set_health(state_file, 200, "connected")
+
+    async def scenario() -> None:
+        async with supervise(write_settings(tmp_path), [health_bridge(tmp_path, state_file)]) as s:
+            old = await s.running("bridge:main")
+            set_health(state_file, **answer)
+            (unhealthy,) = await s.record("bridge:main", "unhealthy")
+            set_health(state_file, 200, "connected")
+            assert unhealthy["pid"] == old and named in unhealthy["cause"] and "3 times" in unhealthy["cause"]
+            (healthy,) = await s.record("bridge:main", "healthy")
+            (restart,) = s.records("bridge:main", "restart")
+            assert restart["pid"] == old and restart["cause"] == unhealthy["cause"]
+            assert healthy["pid"] == restart["new_pid"] and s.watcher("bridge:main").condition == "connected"
+    run(scenario)

@@ -1,0 +1,66 @@
+"""The whole system under `wa-watchdog run` (conftest BASE_CONFIG): comes up, survives kill -9, stops with 0."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import Processes, wait_until
+from watchdog import endpoints
+from watchdog.recovery_log import RecoveryLog
+
+MONITORS_LANDED = importlib.util.find_spec("monitors.main") is not None
+
+
+def status(data_dir: Path) -> dict[str, dict]:
+    url = endpoints.url(data_dir, "watchdog", "control")
+    if url is None:
+        return {}
+    with urllib.request.urlopen(url + "/status", timeout=5) as response:
+        return {c["name"]: c for c in json.load(response)}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def test_full_system_comes_up_recovers_a_killed_bridge_and_stops_cleanly(procs: Processes, data_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    with open(tmp_path / "watchdog.stderr", "wb") as stderr:
+        watchdog = procs.start("run", stdout=stderr, stderr=stderr)
+    expected = ["sim", "bridge:main"] + (["monitor:lawley", "monitor:mohadin"] if MONITORS_LANDED else [])
+
+    def up() -> dict[str, dict] | None:
+        components = status(data_dir)
+        return components if all(components.get(name, {}).get("healthy") for name in expected) else None
+
+    components = wait_until(up, 30, message=f"{expected} healthy")
+    bridge = components["bridge:main"]
+    assert bridge["endpoints"]["api"].startswith("http://127.0.0.1:")
+    old = bridge["pid"]
+
+    os.kill(old, signal.SIGKILL)
+    components = wait_until(lambda: (c := up()) and c["bridge:main"]["pid"] != old and c, 30,
+                            message="the bridge healthy again with a new pid")
+    new = components["bridge:main"]["pid"]
+    log = RecoveryLog(data_dir / "recoveries.jsonl")
+    records = [r for r in log.read() if r["component"] == "bridge:main" and r.get("pid") in (old, new)]
+    events = {r["event"]: r for r in records}
+    assert events["exit"]["cause"] == "SIGKILL" and events["exit"]["pid"] == old
+    assert events["restart"]["new_pid"] == new and events["restart"]["delay_ms"] == 0
+    assert events["healthy"]["pid"] == new and events["healthy"]["downtime_ms"] < 10_000
+    assert components["bridge:main"]["restarts"] == 1
+
+    pids = [c["pid"] for c in components.values() if c["pid"]]
+    watchdog.send_signal(signal.SIGTERM)
+    assert watchdog.wait(timeout=30) == 0
+    assert not [pid for pid in pids if alive(pid)]
+    assert [r["event"] for r in log.read()][-1] == "stop"
+    assert (data_dir / "logs" / "bridge-main.log").stat().st_size > 0
