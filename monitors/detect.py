@@ -1,0 +1,53 @@
+"""Drop numbers in message text: the project's pattern, normalised to upper case.
+
+The default pattern (`DR` + 6-8 digits, case-insensitive, whole word) lives in
+`watchdog.config.DEFAULT_DROP_PATTERN`; a project may set its own. A
+pattern's whole match is the drop number, so capture groups in a custom
+pattern do not change what is recorded.
+"""
+from __future__ import annotations
+
+import re
+
+from bridge.store import StoredMessage, Window
+from bridge.transport import Source
+from monitors.drops_store import Submission
+
+LATE_SOURCES = frozenset({Source.OFFLINE.value, Source.HISTORY.value})
+
+
+class DropPattern:
+    def __init__(self, pattern: str) -> None:
+        self.regex = re.compile(pattern)
+
+    def find(self, text: str) -> list[str]:
+        """Drop numbers in `text`, upper case, in order of first appearance, each once."""
+        return list(dict.fromkeys(match.group(0).upper() for match in self.regex.finditer(text or "")))
+
+
+def submissions(messages: list[StoredMessage], pattern: DropPattern, groups: frozenset[str],
+                own_numbers: frozenset[str], windows: list[Window]) -> list[Submission]:
+    """The drop numbers contractors posted in a project's groups, in store order.
+
+    Our own messages (any of our numbers, or sent by this session) are skipped, so an
+    acknowledgement quoting a drop number is never read as a drop. A message is
+    backfilled when it reached the store late (offline replay, history) or was posted
+    inside a disconnect window.
+    """
+    found = []
+    for msg in messages:
+        if msg.chat_jid not in groups or msg.is_from_me or msg.sender in own_numbers:
+            continue
+        drops = pattern.find(msg.content)
+        if not drops:
+            continue
+        backfilled = msg.source in LATE_SOURCES or any(in_window(msg.timestamp, w) for w in windows)
+        sender = msg.sender if "@" in msg.sender else f"{msg.sender}@s.whatsapp.net"
+        found.extend(Submission(drop, msg.chat_jid, msg.chat_name or "", sender, msg.id, msg.timestamp, backfilled)
+                     for drop in drops)
+    return found
+
+
+def in_window(timestamp: str, window: Window) -> bool:
+    """Store timestamps are fixed-width text, so text order is time order; an open window has no end yet."""
+    return window.started_at <= timestamp and (window.ended_at is None or timestamp <= window.ended_at)

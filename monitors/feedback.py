@@ -1,0 +1,154 @@
+"""Feedback to the group through the sending account's bridge: `POST /api/send` with a mention.
+
+Every feedback message is first recorded in drops.db (pending) and carries an
+`Idempotency-Key` derived from project, drop, the submission's message and
+the text. So a monitor killed after the bridge accepted a send, a timeout
+whose answer never arrived, or an operator re-running the command all post
+the same key again, and the bridge answers with the first result instead of
+sending twice.
+
+Bridge answers: 200 sent, 202 queued (its durable outbox sends on reconnect),
+400/401/500 refused (the same request can never succeed: failed). No answer,
+no published URL or 503 means the bridge is down or restarting: the message
+stays pending and is retried with exponential backoff (tenacity), in its own
+task so detection never waits for it.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from contextlib import suppress
+from dataclasses import dataclass
+
+import aiohttp
+from loguru import logger
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_never, wait_exponential
+
+from bridge.store import bare_user
+from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, KIND_ACK,
+                                  KIND_OPERATOR, DropsDB, Feedback, NewFeedback, Submission)
+from watchdog import endpoints
+from watchdog.config import Config, ProjectConfig
+
+REQUEST_TIMEOUT = 10.0  # the bridge's own send timeout is 10 s; after that the send stays in its outbox
+RECHECK_INTERVAL = 5.0  # look for pending feedback recorded by other processes
+FINAL_FAILURES = {400, 401, 404, 500}  # the bridge refused this request; resending it cannot help
+
+
+class BridgeUnavailable(Exception):
+    """No bridge answered (not started, restarting, overloaded): try again later."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: str  # FEEDBACK_SENT | FEEDBACK_QUEUED | FEEDBACK_FAILED
+    message: str
+    bridge_message_id: str | None
+
+
+def idempotency_key(project: str, drop: str, message_id: str, text: str) -> str:
+    return hashlib.sha256("\n".join((project, drop, message_id, text)).encode("utf-8")).hexdigest()
+
+
+def ack_for(project: ProjectConfig, sub: Submission) -> NewFeedback:
+    """The automatic acknowledgement of a new drop, from the project's template."""
+    text = project.feedback.template.format(number=bare_user(sub.submitted_by), drop=sub.drop_number,
+                                            project=project.name, group=sub.group_name or sub.group_jid)
+    return NewFeedback(KIND_ACK, sub.group_jid, text, (sub.submitted_by,),
+                       idempotency_key(project.name, sub.drop_number, sub.message_id, text))
+
+
+def operator_feedback(project: str, drop_number: str, group_jid: str, submitted_by: str, message_id: str,
+                      message: str) -> NewFeedback:
+    """`@27710000001 DR1234567 - needs correction`, answering the drop's latest submission."""
+    text = f"@{bare_user(submitted_by)} {drop_number} - {message}"
+    return NewFeedback(KIND_OPERATOR, group_jid, text, (submitted_by,),
+                       idempotency_key(project, drop_number, message_id, text))
+
+
+class BridgeClient:
+    """POSTs feedback to the sending account's bridge, found through its published endpoint."""
+
+    def __init__(self, config: Config, send_account: str, http: aiohttp.ClientSession) -> None:
+        account = config.account(send_account)
+        self.data_dir = config.data_dir
+        self.component = account.component
+        self.headers = {"Authorization": f"Bearer {account.api_token}"} if account.api_token else {}
+        self.http = http
+
+    async def post(self, feedback: Feedback) -> Answer:
+        base = endpoints.url(self.data_dir, self.component)
+        if base is None:
+            raise BridgeUnavailable(f"{self.component} has not published its API (not started?)")
+        body = {"recipient": feedback.recipient, "message": feedback.text, "mentions": list(feedback.mentions)}
+        headers = {**self.headers, "Idempotency-Key": feedback.idempotency_key}
+        try:
+            async with self.http.post(f"{base}/api/send", json=body, headers=headers,
+                                      timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as response:
+                reply = await response.json(content_type=None)
+                status = response.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise BridgeUnavailable(f"{self.component} at {base}: {type(exc).__name__}: {exc}") from None
+        message = str(reply.get("message", "")) if isinstance(reply, dict) else ""
+        bridge_id = reply.get("id") if isinstance(reply, dict) else None
+        if status == 200:
+            return Answer(FEEDBACK_SENT, message, bridge_id)
+        if status == 202:
+            return Answer(FEEDBACK_QUEUED, message, bridge_id)
+        if status in FINAL_FAILURES:
+            return Answer(FEEDBACK_FAILED, f"HTTP {status}: {message}", bridge_id)
+        raise BridgeUnavailable(f"{self.component} at {base}: HTTP {status}: {message}")
+
+
+async def deliver(client: BridgeClient, drops: DropsDB, feedback: Feedback, attempts: int | None = None,
+                  max_wait: float = 5.0) -> Feedback:
+    """Post until the bridge answers (at most `attempts` times, default forever); record each outcome.
+
+    Raises BridgeUnavailable when the attempts ran out; the feedback then stays pending.
+    """
+    retrying = AsyncRetrying(retry=retry_if_exception_type(BridgeUnavailable), reraise=True,
+                             wait=wait_exponential(multiplier=0.05, min=0.05, max=max_wait),
+                             stop=stop_after_attempt(attempts) if attempts else stop_never)
+    async for attempt in retrying:
+        with attempt:
+            try:
+                answer = await client.post(feedback)
+            except BridgeUnavailable as exc:
+                if attempt.retry_state.attempt_number in (1, 10) or attempt.retry_state.attempt_number % 100 == 0:
+                    logger.warning("feedback {} for {}: {} (attempt {}, retrying)", feedback.kind,
+                                   feedback.drop_number, exc, attempt.retry_state.attempt_number)
+                drops.finish_feedback(feedback, FEEDBACK_PENDING, str(exc))
+                raise
+    done = drops.finish_feedback(feedback, answer.status, "" if answer.status != FEEDBACK_FAILED else answer.message,
+                                 answer.bridge_message_id)
+    log = logger.error if answer.status == FEEDBACK_FAILED else logger.info
+    log("feedback {} for {} {}: {}", feedback.kind, feedback.drop_number, answer.status, answer.message)
+    return done
+
+
+class FeedbackSender:
+    """Drains a project's pending feedback in order, in its own task; `wake()` after recording more."""
+
+    def __init__(self, config: Config, project: ProjectConfig, drops: DropsDB) -> None:
+        self.config = config
+        self.project = project
+        self.drops = drops
+        self._wake = asyncio.Event()
+        self._wake.set()  # pending feedback from before a restart goes out first
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def pending(self) -> int:
+        return len(self.drops.pending_feedback(self.project.name))
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession() as http:
+            client = BridgeClient(self.config, self.project.send_account, http)
+            while True:
+                with suppress(TimeoutError):  # also picks up feedback queued by `wa-watchdog feedback`
+                    await asyncio.wait_for(self._wake.wait(), RECHECK_INTERVAL)
+                self._wake.clear()
+                while batch := self.drops.pending_feedback(self.project.name):
+                    for feedback in batch:
+                        await deliver(client, self.drops, feedback)

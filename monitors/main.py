@@ -1,0 +1,206 @@
+"""`wa-watchdog monitor --project NAME`: one project's drop monitor.
+
+Follows the listening account's messages.db from the cursor in drops.db,
+records each drop once (cursor and drops in one transaction), hands new
+drops' acknowledgements to the feedback task, reports each backfilled
+disconnect window once, and heartbeats over sd_notify from its event loop.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sqlite3
+import time
+from contextlib import suppress
+from datetime import datetime, timezone
+
+from loguru import logger
+
+from bridge.store import Window, bare_user, parse_ts
+from monitors.detect import DropPattern, submissions
+from monitors.drops_store import DropsDB, drops_db_path
+from monitors.feedback import FeedbackSender, ack_for
+from monitors.follow import POLL_INTERVAL, StoreFollower, StoreNotReady
+from watchdog import logs
+from watchdog.config import Config, ProjectConfig
+from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
+from watchdog.notify import Notifier
+from watchdog.recovery_log import RecoveryLog
+
+BATCH = 1000  # messages per transaction when catching up
+STORE_WAIT_INTERVAL = 0.1  # how often to look for a messages.db that does not exist yet
+REPORTED_STATUSES = ("done", "unsupported", "failed")  # a window's backfill is over: report it
+
+
+def notify_period(project: ProjectConfig) -> float:
+    """Half of systemd's WATCHDOG_USEC when given, else half of the project's watchdog_sec."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    return int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else project.watchdog_sec / 2
+
+
+def window_text(window: Window, late: int, drops: list[str]) -> str:
+    """`window 08:03:10-08:06:40 (bridge crash): 3 messages recovered, DR9996543 backfilled`."""
+    span = f"{parse_ts(window.started_at):%H:%M:%S}-{parse_ts(window.ended_at or window.started_at):%H:%M:%S}"
+    outcome = {"done": "", "unsupported": " backfill unsupported,", "failed": " backfill failed,"}[window.backfill_status]
+    found = f"{', '.join(drops)} backfilled" if drops else "no drops"
+    return (f"window {span} ({window.reason}):{outcome} {late} message{'s' if late != 1 else ''} recovered, "
+            f"{found}")
+
+
+class Monitor:
+    def __init__(self, config: Config, project: ProjectConfig) -> None:
+        self.config = config
+        self.project = project
+        self.component = project.component
+        self.account = config.account(project.listen_account)
+        self.groups = frozenset(project.groups)
+        self.own_numbers = frozenset(bare_user(jid) for jid in config.own_jids)
+        self.pattern = DropPattern(project.pattern)
+        self.drops = DropsDB(drops_db_path(config.data_dir))
+        self.recovery_log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
+        self.notifier = Notifier()
+        self.sender = FeedbackSender(config, project, self.drops)
+        self.cursor = self.drops.cursor(project.name, self.account.name)
+        self.lag = 0.0
+        self.following = False
+        self._stop = asyncio.Event()
+
+    # -- status and heartbeat --------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        if not self.following:
+            return f"{self.project.name}: waiting for {self.account.store}"
+        pending = self.sender.pending()
+        return (f"{self.project.name}: {self.drops.drop_count(self.project.name)} drops, cursor {self.cursor}, "
+                f"lag {self.lag:.2f} s" + (f", {pending} feedback pending" if pending else ""))
+
+    async def _beat(self) -> None:
+        """WATCHDOG=1 and STATUS= from the event loop: a monitor stuck in a query stops beating."""
+        period = notify_period(self.project)
+        while True:
+            self.notifier.send("WATCHDOG=1", f"STATUS={self.status_line()}")
+            await asyncio.sleep(period)
+
+    # -- following -------------------------------------------------------------------------------
+
+    async def _open_store(self) -> StoreFollower | None:
+        """Wait for the bridge's store to exist (the bridge may start after us); None if stopped first."""
+        told = False
+        while not self._stop.is_set():
+            try:
+                return StoreFollower(self.account.store)
+            except StoreNotReady as exc:
+                if not told:
+                    logger.info("waiting for the store: {}", exc)
+                    told = True
+            await self._sleep(STORE_WAIT_INTERVAL)
+        return None
+
+    async def catch_up(self, store: StoreFollower) -> None:
+        """Record everything after the cursor, then report windows whose backfill finished.
+
+        Windows are read before the messages: a window marked done was backfilled into the
+        store before that, so its messages are recorded by the time it is reported.
+        """
+        windows = store.windows()
+        while True:
+            messages = store.messages_after(self.cursor, BATCH)
+            if not messages:
+                break
+            found = submissions(messages, self.pattern, self.groups, self.own_numbers, windows)
+            ack = (lambda sub: ack_for(self.project, sub)) if self.project.feedback.auto_ack else None
+            new = self.drops.record(self.project.name, self.account.name, messages[-1].rowid, found, ack)
+            self.cursor = messages[-1].rowid
+            self.lag = max(0.0, (datetime.now(timezone.utc) - parse_ts(messages[-1].timestamp)).total_seconds())
+            for drop in new:
+                logger.info("drop {} in {} from {}{}", drop.drop_number, drop.group_name or drop.group_jid,
+                            drop.submitted_by, " (backfilled)" if drop.backfilled else "")
+            if new and ack is not None:
+                self.sender.wake()
+            if len(messages) < BATCH:
+                break
+            await asyncio.sleep(0)  # a long catch-up still lets heartbeats and feedback run
+        self.report_windows(store, windows)
+
+    def report_windows(self, store: StoreFollower, windows: list[Window]) -> None:
+        """One recovery-log line per finished window; claimed in drops.db first so it is written once."""
+        claimed = self.drops.reported_window_ids(self.project.name, self.account.name)
+        unfinished = set(self.drops.unfinished_reports(self.project.name, self.account.name))
+        for window in windows:
+            if window.ended_at is None or window.backfill_status not in REPORTED_STATUSES:
+                continue
+            if window.id in claimed and window.id not in unfinished:
+                continue
+            if window.id in unfinished and self._already_logged(window.id):
+                self.drops.window_reported(self.project.name, self.account.name, window.id)
+                continue
+            drops = self.drops.claim_window(self.project.name, self.account.name, window.id, window.started_at,
+                                            window.ended_at)
+            late = store.late_messages(self.groups, window.started_at, window.ended_at)
+            text = window_text(window, late, drops)
+            logger.info("backfill {}", text)
+            self.recovery_log.append(self.component, "backfill", cause=window.reason, message=text,
+                                     window_id=window.id, account=self.account.name, recovered=late, drops=drops)
+            self.drops.window_reported(self.project.name, self.account.name, window.id)
+
+    def _already_logged(self, window_id: int) -> bool:
+        """After a crash between claiming and reporting: did the line make it into the log?"""
+        return any(r.get("component") == self.component and r.get("event") == "backfill"
+                   and r.get("window_id") == window_id and r.get("account") == self.account.name
+                   for r in self.recovery_log.read())
+
+    async def _sleep(self, seconds: float) -> None:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def follow(self, store: StoreFollower) -> None:
+        while not self._stop.is_set():
+            if store.changed():
+                await self.catch_up(store)
+            await self._sleep(POLL_INTERVAL)
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        beat = asyncio.create_task(self._beat())
+        tasks = {beat}
+        exit_code = EXIT_OK
+        store = await self._open_store()
+        try:
+            if store is not None:
+                self.following = True
+                logger.info("monitor {} following {} from rowid {} (groups {})", self.project.name,
+                            self.account.store, self.cursor, ", ".join(sorted(self.groups)))
+                await self.catch_up(store)
+                self.notifier.ready(self.status_line())
+                tasks |= {asyncio.create_task(self.sender.run()), asyncio.create_task(self.follow(store))}
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # follow returns when stopped; anything else ending early is an error
+        except sqlite3.Error as exc:
+            logger.error("monitor {} stopped on a database error: {}", self.project.name, exc)
+            exit_code = EXIT_ERROR
+        started = time.monotonic()
+        self.notifier.stopping()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if store is not None:
+            store.close()
+        self.drops.close()
+        logger.info("monitor {} stopped in {:.0f} ms", self.project.name, (time.monotonic() - started) * 1000)
+        return exit_code
+
+
+def cmd_monitor(config: Config, args: argparse.Namespace) -> int:
+    logs.setup()
+    project = config.project(args.project)
+    if not project.enabled:
+        logger.error("project {} is disabled in {} (enabled = false)", project.name, config.path)
+        return EXIT_CONFIG
+    return asyncio.run(Monitor(config, project).run())

@@ -1,0 +1,123 @@
+"""Ops commands on drops.db: `wa-watchdog drops` (list) and `wa-watchdog feedback` (operator feedback).
+
+Both answer an unknown project or drop with a clear message and exit code 1
+(the issue's contract), not the configuration exit code 2: the config is
+fine, the request is wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+
+import aiohttp
+
+from bridge.store import bare_user, format_ts, parse_ts
+from monitors.drops_store import FEEDBACK_ACCEPTED, FEEDBACK_FAILED, Drop, DropsDB, drops_db_path
+from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback
+from watchdog.config import Config, ConfigError
+from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
+from watchdog.recovery_view import parse_since
+
+CLI_ATTEMPTS = 4  # quick retries (~0.4 s) before telling the operator the bridge is not answering
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"wa-watchdog {command}: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _short_time(text: str | None) -> str:
+    return f"{parse_ts(text).astimezone():%Y-%m-%d %H:%M:%S}" if text else "-"
+
+
+def format_table(rows: list[Drop], resubmissions: dict[int, int]) -> str:
+    headers = ("PROJECT", "DROP", "GROUP", "SUBMITTED BY", "POSTED", "DETECTED", "BACKFILLED", "FEEDBACK",
+               "FEEDBACK SENT", "RESUBMITTED")
+    lines = [(d.project, d.drop_number, d.group_name or d.group_jid, bare_user(d.submitted_by),
+              _short_time(d.message_time), _short_time(d.detected_at), "yes" if d.backfilled else "no",
+              d.feedback_status, _short_time(d.feedback_sent_at), str(resubmissions[d.id]))
+             for d in rows]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(headers)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
+                     for line in [headers, *lines])
+
+
+def cmd_drops(config: Config, args: argparse.Namespace) -> int:
+    if args.project is not None:
+        try:
+            config.project(args.project)
+        except ConfigError as exc:
+            return _fail("drops", str(exc))
+    since = ""
+    if args.since:
+        try:
+            since = format_ts(datetime.now(timezone.utc) - timedelta(seconds=parse_since(args.since)))
+        except ValueError as exc:
+            return _fail("drops", str(exc))
+    path = drops_db_path(config.data_dir)
+    if not path.exists():
+        rows: list[Drop] = []
+        resubmissions: dict[int, int] = {}
+    else:
+        drops = DropsDB(path, readonly=True)
+        rows = drops.drops(args.project, since, args.backfilled)
+        resubmissions = {d.id: drops.resubmissions(d) for d in rows}
+        drops.close()
+    if args.json:
+        print(json.dumps([{**d.as_json(), "resubmissions": resubmissions[d.id]} for d in rows], indent=2))
+    elif rows:
+        print(format_table(rows, resubmissions))
+    else:
+        print("no drops recorded" + (" matching the filters" if args.project or since or args.backfilled else ""))
+    return EXIT_OK
+
+
+async def _send(config: Config, send_account: str, drops: DropsDB, drop: Drop, message: str) -> int:
+    feedback = drops.add_feedback(drop, operator_feedback(drop.project, drop.drop_number, drop.group_jid,
+                                                          drop.submitted_by, drops.latest_message_id(drop), message))
+    if feedback.status in FEEDBACK_ACCEPTED:
+        print(f"already {feedback.status} at {_short_time(feedback.sent_at)}: {feedback.text}")
+        return EXIT_OK
+    if feedback.status == FEEDBACK_FAILED:
+        return _fail("feedback", f"the bridge refused this feedback earlier: {feedback.error}")
+    async with aiohttp.ClientSession() as http:
+        try:
+            done = await deliver(BridgeClient(config, send_account, http), drops, feedback, attempts=CLI_ATTEMPTS,
+                                 max_wait=0.2)
+        except BridgeUnavailable as exc:
+            return _fail("feedback", f"not sent, the bridge is not answering ({exc}); it stays pending and "
+                                     f"monitor:{drop.project} sends it when the bridge is back")
+    if done.status == FEEDBACK_FAILED:
+        return _fail("feedback", f"the bridge refused it: {done.error}")
+    print(f"{done.status}: {done.text}")
+    return EXIT_OK
+
+
+def cmd_feedback(config: Config, args: argparse.Namespace) -> int:
+    try:
+        project = config.project(args.project)
+    except ConfigError as exc:
+        return _fail("feedback", str(exc))
+    message = args.message.strip()
+    if not message:
+        return _fail("feedback", "--message is empty")
+    drop_number = args.drop.strip().upper()
+    path = drops_db_path(config.data_dir)
+    if not path.exists():
+        return _unknown_drop(project.name, drop_number)
+    drops = DropsDB(path)
+    try:
+        drop = drops.drop(project.name, drop_number)
+        if drop is None:
+            return _unknown_drop(project.name, drop_number)
+        return asyncio.run(_send(config, project.send_account, drops, drop, message))
+    finally:
+        drops.close()
+
+
+def _unknown_drop(project: str, drop_number: str) -> int:
+    return _fail("feedback", f"no drop {drop_number} recorded for project {project}; nothing sent "
+                             f"(see: wa-watchdog drops --project {project})")

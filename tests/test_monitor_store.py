@@ -1,0 +1,212 @@
+"""The monitor against real SQLite files: the bridge's Store writes messages.db, the monitor records drops.db."""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from bridge.store import Store, format_ts
+from bridge.transport import IncomingMessage, Source
+from monitors.drops_store import FEEDBACK_PENDING, FEEDBACK_SENT, DropsDB, Submission
+from monitors.feedback import idempotency_key
+from monitors.follow import StoreFollower
+from monitors.main import Monitor
+from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B
+from watchdog.config import Config, load
+from watchdog.recovery_log import RecoveryLog
+
+CONTRACTOR = "27710000001@s.whatsapp.net"
+T0 = datetime(2026, 11, 24, 8, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def config(config_path: Path) -> Config:
+    return load(config_path)
+
+
+@pytest.fixture
+def store(config: Config) -> Iterator[Store]:
+    store = Store(config.account("main").store)
+    yield store
+    store.close()
+
+
+def post(store: Store, msg_id: str, text: str, chat: str = GROUP_A, sender: str = CONTRACTOR,
+         source: Source = Source.LIVE, at: datetime = T0) -> None:
+    store.add_messages([IncomingMessage(msg_id, chat, sender, text, at, source, chat_name="Lawley Fibre")])
+
+
+def catch_up(config: Config, project: str = "lawley") -> Monitor:
+    """A fresh monitor (as after a restart) that catches up once."""
+    monitor = Monitor(config, config.project(project))
+    follower = StoreFollower(config.account("main").store)
+    asyncio.run(monitor.catch_up(follower))
+    follower.close()
+    monitor.drops.close()
+    return monitor
+
+
+def drops_db(config: Config) -> DropsDB:
+    return DropsDB(config.data_dir / "drops.db", readonly=True)
+
+
+def rows(config: Config, sql: str, *params: object) -> list[tuple]:
+    with sqlite3.connect(config.data_dir / "drops.db") as conn:
+        return list(conn.execute(sql, params))
+
+
+def test_each_drop_once_a_resubmission_is_an_event_and_a_replay_adds_nothing(config: Config, store: Store) -> None:
+    post(store, "M1", "DR1734150 installed")
+    post(store, "M2", "DR471349", chat=GROUP_B)  # mohadin's group
+    post(store, "M3", "dr1734150 again, fixed", sender="27710000002@s.whatsapp.net", at=T0 + timedelta(minutes=5))
+    catch_up(config)
+    catch_up(config)
+    assert rows(config, "SELECT project, drop_number, group_jid, group_name, submitted_by, message_id, message_time "
+                        "FROM drops") == [
+        ("lawley", "DR1734150", GROUP_A, "Lawley Fibre", CONTRACTOR, "M1", format_ts(T0))]
+    assert rows(config, "SELECT kind, submitted_by, message_id FROM drop_events ORDER BY id") == [
+        ("submitted", CONTRACTOR, "M1"), ("resubmitted", "27710000002@s.whatsapp.net", "M3")]
+    assert rows(config, "SELECT project, rowid FROM cursors") == [("lawley", 3)]
+    # A cursor lost (e.g. drops.db restored from an older copy) replays messages: still nothing twice.
+    with sqlite3.connect(config.data_dir / "drops.db") as conn:
+        conn.execute("UPDATE cursors SET rowid = 0")
+    catch_up(config)
+    assert rows(config, "SELECT COUNT(*) FROM drops") == [(1,)]
+    assert rows(config, "SELECT COUNT(*) FROM drop_events") == [(2,)]
+    assert rows(config, "SELECT COUNT(*) FROM feedback") == [(1,)]
+
+
+def test_a_monitor_that_was_down_catches_up_from_its_cursor(config: Config, store: Store) -> None:
+    post(store, "M1", "DR1000001")
+    first = catch_up(config)
+    assert first.cursor == 1
+    for i in range(2, 2500):  # more than one batch while it was down
+        post(store, f"M{i}", f"DR{1000000 + i}" if i % 2 else "chatter")
+    second = catch_up(config)
+    assert second.cursor == 2499
+    assert rows(config, "SELECT COUNT(*) FROM drops") == [(1 + 1249,)]
+
+
+def test_cursor_and_drops_commit_together(config: Config, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure half way through a batch leaves neither drops nor a moved cursor (then it is redone)."""
+    post(store, "M1", "DR1000001")
+    post(store, "M2", "DR1000002")
+    calls = []
+
+    def ack_that_dies(project: object, sub: Submission) -> None:
+        calls.append(sub.drop_number)
+        if len(calls) == 2:
+            raise RuntimeError("killed mid-batch")
+        return real_ack(project, sub)
+
+    import monitors.main
+    real_ack = monitors.main.ack_for
+    monkeypatch.setattr(monitors.main, "ack_for", ack_that_dies)
+    with pytest.raises(RuntimeError):
+        catch_up(config)
+    assert rows(config, "SELECT COUNT(*) FROM drops") == [(0,)]
+    assert rows(config, "SELECT COUNT(*) FROM cursors") == [(0,)]
+    monkeypatch.setattr(monitors.main, "ack_for", real_ack)
+    assert catch_up(config).cursor == 2
+    assert rows(config, "SELECT drop_number FROM drops ORDER BY id") == [("DR1000001",), ("DR1000002",)]
+
+
+def test_new_drops_get_one_pending_acknowledgement_with_the_mention(config: Config, store: Store) -> None:
+    post(store, "M1", "DR1734150")
+    post(store, "M2", "DR1734150 resubmitted")
+    catch_up(config)
+    text = "@27710000001 DR1734150 received, thank you"
+    assert rows(config, "SELECT kind, recipient, text, mentions, idempotency_key, status FROM feedback") == [
+        ("ack", GROUP_A, text, f'["{CONTRACTOR}"]', idempotency_key("lawley", "DR1734150", "M1", text),
+         FEEDBACK_PENDING)]
+    assert rows(config, "SELECT feedback_status, feedback_sent_at FROM drops") == [(FEEDBACK_PENDING, None)]
+
+
+def test_no_acknowledgement_when_auto_ack_is_off(write_config, store: Store) -> None:  # noqa: ANN001
+    config = load(write_config(BASE_CONFIG.replace('name = "lawley"\n',
+                                                   'name = "lawley"\nfeedback = { auto_ack = false }\n')))
+    post(store, "M1", "DR1734150")
+    catch_up(config)
+    assert rows(config, "SELECT feedback_status FROM drops") == [("none",)]
+    assert rows(config, "SELECT COUNT(*) FROM feedback") == [(0,)]
+
+
+def test_feedback_status_transitions_and_sent_at_only_when_accepted(config: Config, store: Store) -> None:
+    post(store, "M1", "DR1734150")
+    catch_up(config)
+    drops = DropsDB(config.data_dir / "drops.db")
+    (feedback,) = drops.pending_feedback("lawley")
+    retried = drops.finish_feedback(feedback, FEEDBACK_PENDING, "bridge down")
+    assert (retried.attempts, retried.sent_at, drops.drop("lawley", "DR1734150").feedback_sent_at) == (1, None, None)
+    sent = drops.finish_feedback(retried, FEEDBACK_SENT, bridge_message_id="3EB0AA")
+    drop = drops.drop("lawley", "DR1734150")
+    assert (drop.feedback_status, drop.feedback_sent_at) == (FEEDBACK_SENT, sent.sent_at)
+    assert sent.sent_at is not None
+    with pytest.raises(ValueError, match="from 'sent' to 'pending'"):
+        drops.finish_feedback(sent, FEEDBACK_PENDING)
+    drops.close()
+
+
+def test_backfilled_from_the_source_and_from_a_window(config: Config, store: Store) -> None:
+    post(store, "M1", "DR1000001", at=T0)  # live, before the outage
+    post(store, "M2", "DR1000002", at=T0 + timedelta(minutes=1))  # live; the window starts before it (crash)
+    store.start_window(format_ts(T0 + timedelta(seconds=30)), "bridge crash")
+    post(store, "M3", "DR1000003", source=Source.OFFLINE, at=T0 + timedelta(minutes=2))
+    post(store, "M4", "DR1000004", source=Source.HISTORY, at=T0 + timedelta(minutes=3))
+    store.end_window(format_ts(T0 + timedelta(minutes=3, seconds=30)))
+    post(store, "M5", "DR1000005", at=T0 + timedelta(minutes=4))  # live, after the window
+    catch_up(config)
+    assert dict(rows(config, "SELECT drop_number, backfilled FROM drops")) == {
+        "DR1000001": 0, "DR1000002": 1, "DR1000003": 1, "DR1000004": 1, "DR1000005": 0}
+
+
+def report_lines(config: Config) -> list[dict]:
+    return [r for r in RecoveryLog(config.watchdog.recovery_log).read() if r["event"] == "backfill"]
+
+
+def test_a_backfilled_window_is_reported_once_per_project(config: Config, store: Store) -> None:
+    post(store, "M0", "DR1000000", at=T0)  # before the window
+    post(store, "M1", "DR9996543", at=T0 + timedelta(minutes=3, seconds=20))  # recorded live, then the crash
+    window = store.start_window(format_ts(T0 + timedelta(minutes=3, seconds=10)), "bridge crash")
+    post(store, "M2", "DR9996544 on pole 7", source=Source.OFFLINE, at=T0 + timedelta(minutes=4))
+    post(store, "M3", "nothing to see", source=Source.HISTORY, at=T0 + timedelta(minutes=5))
+    post(store, "M4", "DR471349", chat=GROUP_B, source=Source.HISTORY, at=T0 + timedelta(minutes=5))
+    store.end_window(format_ts(T0 + timedelta(minutes=6, seconds=40)))
+    catch_up(config)
+    assert report_lines(config) == []  # the bridge has not backfilled it yet
+    store.finish_backfill(window.id, "done", recovered=2)
+    catch_up(config)
+    catch_up(config)  # and after a restart: still one line
+    catch_up(config, "mohadin")
+    lines = {r["component"]: r for r in report_lines(config)}
+    assert len(report_lines(config)) == 2
+    assert lines["monitor:lawley"]["message"] == (
+        "window 08:03:10-08:06:40 (bridge crash): 2 messages recovered, DR9996543, DR9996544 backfilled")
+    assert (lines["monitor:lawley"]["window_id"], lines["monitor:lawley"]["drops"]) == (window.id,
+                                                                                        ["DR9996543", "DR9996544"])
+    assert lines["monitor:mohadin"]["message"] == (
+        "window 08:03:10-08:06:40 (bridge crash): 1 message recovered, DR471349 backfilled")
+    # DR9996543 was recorded live before the window was known: the report marks it backfilled.
+    assert dict(rows(config, "SELECT drop_number, backfilled FROM drops WHERE project = 'lawley'")) == {
+        "DR1000000": 0, "DR9996543": 1, "DR9996544": 1}
+
+
+def test_a_report_interrupted_by_a_crash_is_written_exactly_once(config: Config, store: Store) -> None:
+    window = store.start_window(format_ts(T0), "server disconnect")
+    store.end_window(format_ts(T0 + timedelta(seconds=5)))
+    store.finish_backfill(window.id, "unsupported")
+    drops = DropsDB(config.data_dir / "drops.db")
+    drops.claim_window("lawley", "main", window.id, format_ts(T0), format_ts(T0 + timedelta(seconds=5)))
+    drops.close()  # died before writing the line
+    catch_up(config)
+    assert [r["message"] for r in report_lines(config)] == [
+        "window 08:00:00-08:00:05 (server disconnect): backfill unsupported, 0 messages recovered, no drops"]
+    with sqlite3.connect(config.data_dir / "drops.db") as conn:  # died after the line, before marking it
+        conn.execute("UPDATE reported_windows SET reported_at = NULL")
+    catch_up(config)
+    assert len(report_lines(config)) == 1
+    assert rows(config, "SELECT reported_at IS NOT NULL FROM reported_windows") == [(1,)]
