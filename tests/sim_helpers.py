@@ -74,6 +74,12 @@ class SimAPI:
         assert status == 200, body
         return body
 
+    async def inject_many(self, texts: list[str], chat_jid: str = GROUP_A, sender: str = CONTRACTOR) -> list[dict]:
+        status, body = await self.call("POST", "/sim/inject", [{"chat_jid": chat_jid, "sender_jid": sender,
+                                                                 "text": text} for text in texts])
+        assert status == 200, body
+        return body
+
     async def session(self, phone: str = MAIN_PHONE) -> dict:
         status, body = await self.call("GET", "/sim/sessions")
         assert status == 200, body

@@ -114,11 +114,16 @@ def test_inject_rejects_bad_input_with_a_clear_message(sim_url: str) -> None:
         assert status == 400 and "since: not an ISO-8601 time" in reply["error"]
         status, reply = await c.api.call("POST", "/sim/disconnect", {"session": "999"})
         assert status == 400 and "unknown session" in reply["error"]
+        good = {"chat_jid": GROUP_A, "sender_jid": CONTRACTOR, "text": "DR1000001"}
+        status, reply = await c.api.call("POST", "/sim/inject", [good, {**good, "chat_jid": GROUP_B, "text": None}])
+        assert status == 400 and reply["error"].startswith("[1] text: missing")
         status, history = await c.api.call("GET", "/sim/messages", chat_jid=GROUP_A)
-        assert status == 200 and history == []  # nothing was posted by the bad requests
+        assert status == 200 and history == []  # nothing was posted by the bad requests, not even a list's good part
 
         ok = await c.api.inject("DR1234567 installed")
         assert datetime.fromisoformat(ok["timestamp"]).utcoffset().total_seconds() == 0 and ok["id"]
+        status, bulk = await c.api.call("POST", "/sim/inject", [good, {**good, "chat_jid": GROUP_B}])
+        assert status == 200 and len(bulk) == 2 and len({r["id"] for r in bulk} | {ok["id"]}) == 3
     scenario(sim_url, body)
 
 
@@ -163,7 +168,7 @@ async def _depth_is(c: Client, depth: int) -> bool:
 
 def test_large_backlog_is_batched_into_few_frames(sim_url: str) -> None:
     async def body(c: Client) -> None:
-        await asyncio.gather(*(c.api.inject(f"DR{i:07d}") for i in range(1200)))
+        await c.api.inject_many([f"DR{i:07d}" for i in range(1200)])
         sock = await c.connect()
         frames = await sock.until("offline_sync_done")
         batches = [len(f["messages"]) for f in frames if f["type"] == "messages"]

@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from loguru import logger
 
-from bridge.simulator.state import Message, Session, SimError, SimState, iso
+from bridge.simulator.state import Session, SimError, SimState, iso
 from bridge.simulator.traffic import run_traffic
 from watchdog import endpoints, logs
 from watchdog.config import Config, ConfigError
@@ -261,8 +261,9 @@ async def _json_body(request: web.Request) -> object:
 
 @_errors_as_400
 async def inject(request: web.Request) -> web.Response:
-    message: Message = request.app[STATE].state.inject(await _json_body(request))
-    return web.json_response({"id": message.id, "timestamp": iso(message.timestamp)})
+    body = await _json_body(request)
+    posted = [{"id": m.id, "timestamp": iso(m.timestamp)} for m in request.app[STATE].state.inject(body)]
+    return web.json_response(posted if isinstance(body, list) else posted[0])
 
 
 @_errors_as_400

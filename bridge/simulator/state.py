@@ -208,19 +208,27 @@ class SimState:
                 session.enqueue(message)
         return message
 
-    def inject(self, body: object) -> Message:
-        """POST /sim/inject: a participant posts into a group."""
+    def inject(self, body: object) -> list[Message]:
+        """POST /sim/inject: participants post into groups; one object, or a list posted all-or-nothing."""
+        items = body if isinstance(body, list) else [body]
+        checked = [self._checked_post(item, f"[{i}] " if isinstance(body, list) else "") for i, item in enumerate(items)]
+        return [self.post(*args) for args in checked]
+
+    def _checked_post(self, body: object, where: str) -> tuple[Group, str, str, Media | None]:
         if not isinstance(body, dict):
-            raise SimError("expected a JSON object {chat_jid, sender_jid, text, media?}")
-        group = self.group(body.get("chat_jid"))
-        sender = body.get("sender_jid")
-        if not isinstance(sender, str) or not USER_JID.match(sender):
-            raise SimError(f"sender_jid: not a user JID (like 27710000001@s.whatsapp.net): {sender!r}")
-        media = self.store_media(body["media"], "media") if body.get("media") is not None else None
-        text = body.get("text", "" if media else None)
-        if not isinstance(text, str):
-            raise SimError("text: missing (a string; may be empty only with media)")
-        return self.post(group, sender, text, media)
+            raise SimError(f"{where or 'body: '}expected a JSON object {{chat_jid, sender_jid, text, media?}}")
+        try:
+            group = self.group(body.get("chat_jid"))
+            sender = body.get("sender_jid")
+            if not isinstance(sender, str) or not USER_JID.match(sender):
+                raise SimError(f"sender_jid: not a user JID (like 27710000001@s.whatsapp.net): {sender!r}")
+            media = self.store_media(body["media"], "media") if body.get("media") is not None else None
+            text = body.get("text", "" if media else None)
+            if not isinstance(text, str):
+                raise SimError("text: missing (a string; may be empty only with media)")
+        except SimError as exc:
+            raise SimError(f"{where}{exc}") from None
+        return group, sender, text, media
 
     def store_media(self, raw: object, name: str) -> Media:
         if not isinstance(raw, dict):

@@ -178,9 +178,9 @@ class SimTransport(Transport):
                       batch: list[IncomingMessage]) -> None:
         try:
             await handler.on_messages(batch)
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - whatever the handler's failure, the batch is not committed
             # Not acknowledged: the simulator redelivers them on the next connection.
-            logger.exception("sim transport: handler failed on {} messages; not acknowledged", len(batch))
+            logger.error("sim transport: handler failed on {} messages, not acknowledged: {!r}", len(batch), exc)
             return
         with contextlib.suppress(ConnectionError, aiohttp.ClientError):
             await ws.send_str(json.dumps({"type": "ack", "ids": [m.id for m in batch]}))
