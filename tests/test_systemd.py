@@ -9,6 +9,7 @@ restarts it and the new watchdog owns the one and only bridge of the session.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,14 +17,14 @@ import signal
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
 from bridge.session_lock import holder_pid
-from tests.conftest import BASE_CONFIG, wait_until
+from tests.conftest import wait_until
 from tests.test_systemd_units import SHIPPED_BINARY, UNITS, VENV_BINARY
 from watchdog import endpoints
 
@@ -119,12 +120,6 @@ class UserManager:
 
 
 @pytest.fixture
-def config_path(write_config: Callable[..., Path]) -> Path:
-    """The simulator and one bridge: what systemd sees of a watchdog is the same with or without monitors."""
-    return write_config(BASE_CONFIG.split("[[projects]]")[0])
-
-
-@pytest.fixture
 def manager(tmp_path: Path) -> Iterator[UserManager]:
     problem = _namespace_problem()
     if problem:
@@ -146,6 +141,12 @@ def health(data_dir: Path, component: str = "bridge:main") -> int | None:
         return exc.code
     except (urllib.error.URLError, OSError):
         return None
+
+
+def components(data_dir: Path) -> dict[str, dict]:
+    """The running watchdog's view of its components, from its control API."""
+    with urllib.request.urlopen(f"{endpoints.url(data_dir, 'watchdog', 'control')}/status", timeout=5) as response:
+        return {component["name"]: component for component in json.load(response)}
 
 
 def bridges_of(config_path: Path) -> list[int]:
@@ -197,9 +198,13 @@ def test_systemd_starts_watches_and_replaces_a_frozen_watchdog(manager: UserMana
             return shown if shown["ActiveState"] == "active" else None
 
         first = wait_until(active, timeout=30, interval=0.02, message=f"{UNIT} to become active")
-        # Type=notify: active only after READY=1, which the watchdog sends once the bridge is healthy.
+        # Type=notify: active only after READY=1, which the watchdog sends once every bridge is
+        # healthy and every monitor ready.
         assert states[0] == "activating", states
         assert health(data_dir) == 200, "active before the bridge was healthy"
+        unready = {name: c["state"] for name, c in components(data_dir).items()
+                   if name.startswith(("bridge:", "monitor:")) and not c["healthy"]}
+        assert not unready, f"active while not ready: {unready}"
         old_main = int(first["MainPID"])
         seen.add(old_main)
         assert endpoints.read(data_dir, "watchdog")["pid"] == old_main
