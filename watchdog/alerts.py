@@ -3,7 +3,9 @@
 The watchdog calls `fire()` / `resolve()` from its event loop; both return at
 once. Each [[alerts]] entry gets only the rules it lists, a disconnect only once
 it has lasted its `disconnect_threshold`, and one firing per (rule, component)
-per `repeat_interval`. A resolved notice goes only where a firing went. Delivery
+per `repeat_interval`, counted from the last firing sent, resolved or not: a
+component that hangs every two minutes must not page every two minutes. A
+resolved notice goes only where a firing went and was not yet resolved. Delivery
 runs as background tasks with tenacity retries, so a slow or dead webhook can
 neither delay a restart nor crash the watchdog: it is logged and given up on.
 """
@@ -14,6 +16,7 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 import aiohttp
 from loguru import logger
@@ -103,6 +106,7 @@ class AlertManager:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         # (alert index, rule, component) -> monotonic time of the last firing sent there
         self._fired: dict[tuple[int, str, str], float] = {}
+        self._open: set[tuple[int, str, str]] = set()  # fired there and not resolved yet
         self._tasks: set[asyncio.Task] = set()
         self._session: aiohttp.ClientSession | None = None
 
@@ -116,18 +120,23 @@ class AlertManager:
                 continue
             if rule == "disconnect" and (duration_s is None or duration_s < config.disconnect_threshold):
                 continue
-            last = self._fired.get((index, rule, component))
+            key = (index, rule, component)
+            last = self._fired.get(key)
             if last is not None and now - last < config.repeat_interval:
                 continue
-            self._fired[(index, rule, component)] = now
+            self._fired[key] = now
+            self._open.add(key)
             targets.append(config)
         self._send(targets, Alert(FIRING, rule, component, summary, _now_iso(), duration_s))
 
     def resolve(self, rule: str, component: str, summary: str) -> None:
         """Send a resolved notice wherever a firing of (rule, component) was sent; otherwise nothing."""
         _check_rule(rule)
-        targets = [config for index, config in enumerate(self._alerts)
-                   if self._fired.pop((index, rule, component), None) is not None]
+        targets = []
+        for index, config in enumerate(self._alerts):
+            if (index, rule, component) in self._open:
+                self._open.discard((index, rule, component))
+                targets.append(config)
         self._send(targets, Alert(RESOLVED, rule, component, summary, _now_iso()))
 
     async def close(self, timeout: float = 5.0) -> None:
@@ -166,7 +175,7 @@ class AlertManager:
                     await self._post(config.url, body)
         except (aiohttp.ClientError, asyncio.TimeoutError, WebhookError) as exc:
             logger.error("alert {} {} for {} not delivered to {}: {}", alert.rule, alert.status, alert.component,
-                         config.url, str(exc) or type(exc).__name__)
+                         _redact(config.url), str(exc) or type(exc).__name__)
 
     async def _post(self, url: str, body: dict) -> None:
         if self._session is None:
@@ -179,6 +188,12 @@ class AlertManager:
 def _check_rule(rule: str) -> None:
     if rule not in ALERT_RULES:
         raise ValueError(f"unknown alert rule {rule!r} (known: {', '.join(ALERT_RULES)})")
+
+
+def _redact(url: str) -> str:
+    """Scheme and host only: a Slack or Discord webhook's path is its secret, and logs travel."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/..."
 
 
 def _now_iso() -> str:
