@@ -189,7 +189,7 @@ class Bridge:
                 self.health.store_result(str(exc))
             if self.health.store_writable:
                 self.notifier.heartbeat()
-                if self.health.connected and self.store.outbox_depth():
+                if self.health.connected and not self.outbox.busy and self.store.outbox_depth():
                     self._spawn(self.outbox.drain())  # e.g. a send that timed out earlier
             self._publish_status()
             await asyncio.sleep(tick)

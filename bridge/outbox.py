@@ -45,6 +45,10 @@ class Outbox:
         self.send_timeout = send_timeout
         self._lock = asyncio.Lock()
 
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
     async def submit(self, request: SendRequest, idempotency_key: str | None) -> tuple[int, dict]:
         """Queue durably, then try to send it (and anything queued before it) now."""
         media = request.media

@@ -10,6 +10,7 @@ store did not have yet is stored with source `history`.
 """
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from loguru import logger
@@ -37,6 +38,7 @@ class Windows:
         self.follow_groups = follow_groups
         self.margin = margin
         self._told_unsupported = False
+        self._backfilling = asyncio.Lock()  # a quick reconnect must not backfill a window twice at once
 
     def on_start(self) -> None:
         """Open the crash window if the previous run died without a clean stop; mark this run unclean."""
@@ -76,6 +78,10 @@ class Windows:
 
     async def backfill(self) -> list[Window]:
         """Backfill every closed window not yet backfilled; returns the windows it finished."""
+        async with self._backfilling:
+            return await self._backfill()
+
+    async def _backfill(self) -> list[Window]:
         pending = self.store.windows_to_backfill()
         if not pending:
             return []

@@ -96,9 +96,12 @@ def consume_queue_elsewhere(data_dir: Path, expected: int) -> list[str]:
     async def run() -> list[str]:
         ids: list[str] = []
         async with aiohttp.ClientSession() as http:
-            async with http.ws_connect(endpoints.url(data_dir, "sim", "ws"), params={"session": PHONE}) as ws:
-                while len(ids) < expected:
-                    frame = json.loads((await asyncio.wait_for(ws.receive(), 10)).data)
+            async with http.ws_connect(endpoints.url(data_dir, "sim", "ws")) as ws:
+                await ws.send_str(json.dumps({"type": "hello", "session": PHONE}))
+                connected = False
+                while not connected or len(ids) < expected:
+                    frame = (await asyncio.wait_for(ws.receive_json(), 10))
+                    connected = connected or frame.get("type") == "connected"
                     if frame.get("type") == "messages":
                         batch = [m["id"] for m in frame["messages"]]
                         ids += batch

@@ -1,0 +1,141 @@
+"""Disconnect windows and backfill on a real store and recovery log.
+
+The transport here is a minimal in-test Transport with a fixed history: it
+stands in for WhatsApp's history responses only, to reach the branches the
+simulator never takes (no history capability, connection lost mid-backfill).
+"""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from loguru import logger
+
+from bridge.store import Store, format_ts, parse_ts
+from bridge.transport import (Capabilities, Handler, IncomingMessage, MediaInfo, NotConnected, OutgoingMessage,
+                              SendResult, Transport)
+from bridge.windows import Windows
+from tests.conftest import GROUP_A, GROUP_B
+from watchdog.recovery_log import RecoveryLog
+
+
+class FixedHistory(Transport):
+    def __init__(self, messages: list[IncomingMessage], history_request: bool = True,
+                 error: Exception | None = None) -> None:
+        self.capabilities = Capabilities(history_request, "" if history_request else "no on-demand history here")
+        self.messages = messages
+        self.error = error
+        self.requests: list[tuple[str, datetime, datetime]] = []
+
+    async def request_history(self, chat_jid: str, since: datetime, until: datetime) -> list[IncomingMessage]:
+        self.requests.append((chat_jid, since, until))
+        if self.error:
+            raise self.error
+        return [m for m in self.messages if m.chat_jid == chat_jid and since <= m.timestamp <= until]
+
+    async def run(self, handler: Handler) -> None:
+        raise NotImplementedError
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        raise NotImplementedError
+
+    async def download(self, media: MediaInfo) -> bytes:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+def message(n: int, at: datetime, chat: str = GROUP_A) -> IncomingMessage:
+    return IncomingMessage(f"H{n}", chat, "27710000001@s.whatsapp.net", f"DR{5000000 + n}", at)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "messages.db")
+    yield s
+    s.close()
+
+
+def make(store: Store, tmp_path: Path, transport: Transport) -> tuple[Windows, RecoveryLog]:
+    log = RecoveryLog(tmp_path / "recoveries.jsonl")
+    return Windows(store, log, "bridge:main", transport, [GROUP_A, GROUP_B]), log
+
+
+def test_a_crash_opens_a_window_at_the_last_heartbeat(store: Store, tmp_path: Path) -> None:
+    windows, log = make(store, tmp_path, FixedHistory([]))
+    windows.on_start()  # first start ever: nothing to recover
+    assert store.open_window() is None
+    windows.heartbeat()
+    alive_at = store.get_state("alive_at")
+    windows.on_start()  # the previous run never stopped cleanly
+    assert (store.open_window().started_at, store.open_window().reason) == (alive_at, "bridge crash")
+    windows.on_connected()
+    assert [r["event"] for r in log.read()] == ["disconnect", "reconnect"]
+    assert "bridge crash" in list(log.read())[1]["message"]
+
+
+def test_a_clean_stop_is_no_crash(store: Store, tmp_path: Path) -> None:
+    windows, log = make(store, tmp_path, FixedHistory([]))
+    windows.on_start()
+    windows.on_stop()
+    windows.on_start()
+    assert store.open_window().reason == "bridge stopped"
+    assert list(log.read()) == []
+
+
+def test_backfill_stores_what_is_missing_and_counts_it(store: Store, tmp_path: Path) -> None:
+    start = datetime.now(timezone.utc) - timedelta(minutes=5)
+    end = start + timedelta(minutes=2)
+    inside = [message(n, start + timedelta(seconds=10 * n), GROUP_A if n % 2 else GROUP_B) for n in range(6)]
+    margin_edge = message(90, start - timedelta(seconds=20))
+    too_early = message(91, start - timedelta(minutes=2))
+    store.add_messages(inside[:2])  # the offline queue delivered these
+    transport = FixedHistory([*inside, margin_edge, too_early])
+    windows, log = make(store, tmp_path, transport)
+    store.start_window(format_ts(start), "server disconnect: scheduled")
+    store.end_window(format_ts(end))
+    (done,) = asyncio.run(windows.backfill())
+    assert (done.backfill_status, done.recovered) == ("done", 5)  # 4 missing inside + 1 within the margin
+    assert {c for c, *_ in transport.requests} == {GROUP_A, GROUP_B}
+    assert all(since == parse_ts(format_ts(start)) - timedelta(seconds=30) for _, since, _ in transport.requests)
+    sources = dict(store.conn.execute("SELECT id, source FROM message_meta"))
+    assert sources["H0"] == "live" and sources["H2"] == "history" and "H91" not in sources
+    assert asyncio.run(windows.backfill()) == []  # each window once
+    record = list(log.read())[-1]
+    assert record["event"] == "backfill" and "recovered 5" in record["message"] and "scheduled" in record["message"]
+
+
+def test_without_history_windows_are_marked_unsupported_and_it_says_why_once(store: Store, tmp_path: Path) -> None:
+    warnings: list[str] = []
+    sink = logger.add(lambda m: warnings.append(str(m)), level="WARNING")
+    try:
+        windows, log = make(store, tmp_path, FixedHistory([], history_request=False))
+        for minute in (1, 2):
+            store.start_window(f"2026-11-24 22:0{minute}:00.000000+00:00", "network")
+            store.end_window(f"2026-11-24 22:0{minute}:30.000000+00:00")
+        assert [w.backfill_status for w in asyncio.run(windows.backfill())] == ["unsupported", "unsupported"]
+    finally:
+        logger.remove(sink)
+    assert sum("no on-demand history here" in w for w in warnings) == 1
+    assert all("no on-demand history here" in r["message"] for r in log.read())
+
+
+def test_a_backfill_cut_short_by_a_disconnect_stays_pending(store: Store, tmp_path: Path) -> None:
+    windows, log = make(store, tmp_path, FixedHistory([], error=NotConnected("gone")))
+    store.start_window("2026-11-24 22:00:00.000000+00:00", "network")
+    store.end_window("2026-11-24 22:00:30.000000+00:00")
+    assert asyncio.run(windows.backfill()) == []
+    assert [w.backfill_status for w in store.windows_to_backfill()] == ["pending"]
+    assert list(log.read()) == []
+
+
+def test_a_failing_history_request_marks_the_window_failed(store: Store, tmp_path: Path) -> None:
+    windows, log = make(store, tmp_path, FixedHistory([], error=RuntimeError("bad frame")))
+    store.start_window("2026-11-24 22:00:00.000000+00:00", "network")
+    store.end_window("2026-11-24 22:00:30.000000+00:00")
+    (failed,) = asyncio.run(windows.backfill())
+    assert failed.backfill_status == "failed"
+    assert "failed" in list(log.read())[-1]["message"] and "bad frame" in list(log.read())[-1]["message"]
