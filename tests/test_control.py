@@ -31,6 +31,8 @@ class Provider:
     async def restart(self, name: str) -> dict:
         if name not in {c["name"] for c in COMPONENTS}:
             raise KeyError(name)
+        if name == "monitor:lawley":
+            raise RuntimeError(f"{name}: the watchdog is shutting down")
         self.restarted.append(name)
         return {"name": name, "old_pid": 4242, "pid": 5000, "state": "starting"}
 
@@ -73,6 +75,15 @@ def test_restart_of_an_unknown_component_is_404() -> None:
         async with session.post(f"{url}/restart/bridge:nope") as response:
             assert response.status == 404
             assert await response.json() == {"error": "no component named bridge:nope"}
+
+    assert serve(WatchdogConfig(), scenario).restarted == []
+
+
+def test_a_restart_refused_by_the_watchdog_is_409_with_its_reason() -> None:
+    async def scenario(url: str, provider: Provider, session: aiohttp.ClientSession) -> None:
+        async with session.post(f"{url}/restart/monitor:lawley") as response:
+            assert response.status == 409
+            assert await response.json() == {"error": "monitor:lawley: the watchdog is shutting down"}
 
     assert serve(WatchdogConfig(), scenario).restarted == []
 

@@ -48,6 +48,8 @@ async def _restart(request: web.Request) -> web.Response:
         return web.json_response(await request.app[RESTART](name))
     except KeyError:
         return web.json_response({"error": f"no component named {name}"}, status=404)
+    except RuntimeError as exc:  # e.g. the watchdog is shutting down: a state conflict, not a server fault
+        return web.json_response({"error": str(exc)}, status=409)
 
 
 async def _metrics(request: web.Request) -> web.Response:
