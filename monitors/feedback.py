@@ -101,7 +101,7 @@ class BridgeClient:
 
 
 async def deliver(client: BridgeClient, drops: DropsDB, feedback: Feedback, attempts: int | None = None,
-                  max_wait: float = 5.0) -> Feedback:
+                  max_wait: float = 2.0) -> Feedback:
     """Post until the bridge answers (at most `attempts` times, default forever); record each outcome.
 
     Raises BridgeUnavailable when the attempts ran out; the feedback then stays pending.
