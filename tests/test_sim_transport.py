@@ -293,3 +293,13 @@ def test_a_frozen_sim_is_a_keepalive_disconnect_then_handshake_timeouts_until_it
         await eventually(lambda: [m.id for m in run.recorder.messages] == [message_id], message="delivery resumes")
         await run.stop()
     scenario(url, body)
+
+
+def test_close_before_the_first_connection_leaves_no_socket_open(config_path: Path, sim_url: str) -> None:
+    async def body(api: SimAPI) -> None:
+        run = Running(transport(config_path), Recorder())
+        await asyncio.sleep(0)  # run() has started its first connect
+        await run.stop()
+        assert (await api.session())["connected"] is False
+        assert run.recorder.count(K.CONNECTED) == 0
+    scenario(sim_url, body)

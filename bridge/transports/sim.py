@@ -70,7 +70,8 @@ class SimTransport(Transport):
         self._data_dir = config.data_dir
         self._phone = account.phone
         self._jid = account.jid
-        self._ws: aiohttp.ClientWebSocketResponse | None = None  # set while connected (after the hello frame)
+        self._socket: aiohttp.ClientWebSocketResponse | None = None  # the open websocket, if any
+        self._connected = False  # the simulator accepted our hello: requests may go out
         self._pending: dict[int, asyncio.Future[dict]] = {}
         self._requests = itertools.count(1)
         self._closed = asyncio.Event()
@@ -83,8 +84,11 @@ class SimTransport(Transport):
         async with aiohttp.ClientSession(timeout=timeout) as http:
             while not self._closed.is_set():
                 ws = await self._connect_until_up(http, handler)
-                if ws is None:
+                if ws is None or self._closed.is_set():
+                    if ws is not None:
+                        await ws.close()
                     return
+                self._socket = ws  # from here on close() can end it
                 end = await self._serve(ws, handler)
                 if self._closed.is_set():
                     end = _Closed(ConnectionKind.DISCONNECTED, "closed by client")
@@ -150,7 +154,7 @@ class SimTransport(Transport):
                     return item
                 kind = item.get("type")
                 if kind == "connected":
-                    self._ws = ws
+                    self._connected = True
                     await handler.on_connection(ConnectionEvent(ConnectionKind.CONNECTED, _now()))
                 elif kind == "offline_sync_done":
                     await handler.on_connection(ConnectionEvent(ConnectionKind.OFFLINE_SYNC_DONE, _now(),
@@ -158,7 +162,8 @@ class SimTransport(Transport):
                 elif kind == "messages":
                     await self._ingest(ws, handler, self._batch(item, inbox))
         finally:
-            self._ws = None
+            self._socket = None
+            self._connected = False
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
             if not ws.closed:
@@ -221,7 +226,7 @@ class SimTransport(Transport):
             logger.error("sim transport: bad frame from the simulator: {}", exc)
             end = _Closed(ConnectionKind.DISCONNECTED, f"protocol error: {exc}")
         finally:
-            self._ws = None
+            self._connected = False
             for future in self._pending.values():
                 if not future.done():
                     future.set_exception(NotConnected(f"connection ended before the reply: {end.reason}"))
@@ -230,15 +235,15 @@ class SimTransport(Transport):
 
     async def close(self) -> None:
         self._closed.set()
-        ws = self._ws
+        ws = self._socket
         if ws is not None:
             await ws.close(message=b"client closing")
 
     # -- requests ---------------------------------------------------------------
 
     async def _request(self, frame: dict) -> dict:
-        ws = self._ws
-        if ws is None or ws.closed:
+        ws = self._socket
+        if ws is None or ws.closed or not self._connected:
             raise NotConnected("not connected to the simulator")
         req = next(self._requests)
         future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
