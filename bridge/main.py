@@ -29,7 +29,7 @@ from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, T
 from bridge.windows import STOPPED_REASON, Windows
 from watchdog import endpoints, logs
 from watchdog.config import AccountConfig, Config
-from watchdog.exitcodes import EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
+from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
 from watchdog.notify import Notifier
 from watchdog.recovery_log import RecoveryLog
 
@@ -267,7 +267,12 @@ def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
             logger.error("cannot open the store {}: {}", account.store, exc)
             return EXIT_ERROR
         try:
-            return asyncio.run(Bridge(config, account, store, load_transport(config, account)).run())
+            transport = load_transport(config, account)
+        except ImportError as exc:  # e.g. neonize not installed: restarting will not help
+            logger.error("transport {!r} unavailable: {}", account.transport, exc)
+            return EXIT_CONFIG
+        try:
+            return asyncio.run(Bridge(config, account, store, transport).run())
         finally:
             store.close()
     finally:
