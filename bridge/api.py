@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from aiohttp import web
+from loguru import logger
 
 from bridge.downloads import DownloadError, download_media, parse_download
 from bridge.health import Health, HealthInputs
@@ -78,6 +79,11 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
         return _fail(400, str(exc))
     except StoreError as exc:  # nothing was queued: the client must retry later
         return _fail(503, str(exc))
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug must still answer JSON, and be logged once
+        logger.exception("{} {} failed", request.method, request.path)
+        return _fail(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
 def build_app(bridge: BridgeContext, api_token: str = "") -> web.Application:
