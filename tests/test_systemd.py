@@ -6,6 +6,8 @@ unit is installed with ExecStart pointing at this venv's wa-watchdog and a
 config on free ports. Checked: active only after READY=1, the STATUS= line in
 `systemctl show`, and when the watchdog is frozen with SIGSTOP, systemd
 restarts it and the new watchdog owns the one and only bridge of the session.
+The same for wa-bridge@.service: a bridge on its own speaks sd_notify to
+systemd directly, and a frozen one is replaced with the session lock following.
 """
 from __future__ import annotations
 
@@ -18,18 +20,20 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
 import pytest
 
 from bridge.session_lock import holder_pid
-from tests.conftest import wait_until
+from tests.conftest import Processes, wait_until
 from tests.test_systemd_units import SHIPPED_BINARY, UNITS, VENV_BINARY
 from watchdog import endpoints
 
 SYSTEMD = Path("/lib/systemd/systemd")
 UNIT = "wa-watchdog.service"
+BRIDGE_TEMPLATE = "wa-bridge@.service"
 WATCHDOG_SEC = 3
 NAMESPACE_SCRIPT = "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system && exec {systemd} --user"
 # Only a system manager can switch users and build the mount namespaces of the hardening
@@ -52,10 +56,10 @@ def _namespace_problem() -> str | None:
     return None
 
 
-def user_unit(config_path: Path, output: Path) -> str:
-    """The shipped unit, made runnable by a user manager: this venv, this config, WatchdogSec short, output to a file."""
+def user_unit(config_path: Path, output: Path, shipped: str = UNIT) -> str:
+    """A shipped unit, made runnable by a user manager: this venv, this config, WatchdogSec short, output to a file."""
     lines = []
-    for line in (UNITS / UNIT).read_text(encoding="utf-8").splitlines():
+    for line in (UNITS / shipped).read_text(encoding="utf-8").splitlines():
         key = line.split("=", 1)[0].strip()
         if key in SYSTEM_ONLY:
             continue
@@ -72,7 +76,11 @@ def user_unit(config_path: Path, output: Path) -> str:
 
 
 class UserManager:
-    """A systemd user manager in its own mount namespace; systemctl reaches it with nsenter."""
+    """A systemd user manager in its own mount namespace; systemctl reaches it with nsenter.
+
+    `owned` collects the pid of every process the units started, so that
+    whatever outlives the manager is killed by pid at the end.
+    """
 
     def __init__(self, home: Path) -> None:
         runtime = home / "runtime"
@@ -83,6 +91,13 @@ class UserManager:
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
                     "XDG_RUNTIME_DIR": str(runtime), "LANG": "C.UTF-8"}
         self.proc: subprocess.Popen | None = None
+        self.outputs: list[Path] = []
+        self.owned: set[int] = set()
+
+    def install(self, shipped: str, config_path: Path) -> None:
+        output = config_path.parent / f"{shipped.split('.')[0]}.out"
+        (self.unit_dir / shipped).write_text(user_unit(config_path, output, shipped), encoding="utf-8")
+        self.outputs.append(output)
 
     def start(self) -> None:
         with open(self.log, "wb") as log:
@@ -107,16 +122,62 @@ class UserManager:
         out = self.systemctl("show", unit, "-p", ",".join(properties)).stdout
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
-    def stop(self) -> None:
-        """SIGTERM the manager by pid: it stops its units, exits, and the namespace goes with it."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
+    def start_until_active(self, unit: str) -> tuple[int, list[str]]:
+        """`start --no-block`, then poll: the MainPID once active, and every ActiveState seen on the way."""
+        self.systemctl("start", "--no-block", unit)
+        states: list[str] = []
+
+        def active() -> dict[str, str] | None:
+            shown = self.show(unit, "ActiveState", "SubState", "MainPID")
+            states.append(shown["ActiveState"])
+            if shown["ActiveState"] == "failed" or shown["SubState"] == "auto-restart":
+                raise AssertionError(f"{unit} did not start: {shown}")
+            return shown if shown["ActiveState"] == "active" else None
+
+        pid = int(wait_until(active, timeout=30, interval=0.02, message=f"{unit} to become active")["MainPID"])
+        self.owned.add(pid)
+        return pid, states
+
+    def wait_replaced(self, unit: str, old_pid: int) -> int:
+        """Wait for systemd to have restarted `unit` (NRestarts grew) with a new main process; its pid."""
+        def replaced() -> int | None:
+            shown = self.show(unit, "ActiveState", "MainPID", "NRestarts")
+            new_pid = int(shown["MainPID"])
+            ok = int(shown["NRestarts"]) >= 1 and shown["ActiveState"] == "active" and new_pid not in (0, old_pid)
+            return new_pid if ok else None
+
+        new_pid = wait_until(replaced, timeout=30, interval=0.05, message=f"systemd to replace the frozen {unit}")
+        self.owned.add(new_pid)
+        return new_pid
+
+    def stop_unit(self, unit: str) -> dict[str, str]:
+        self.systemctl("stop", unit)  # blocks until the unit's processes have stopped
+        return self.show(unit, "ActiveState", "Result")
+
+    @contextmanager
+    def explained(self) -> Iterator[None]:
+        """Add what the units and systemd printed to a failing assertion."""
         try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            yield
+        except AssertionError as exc:
+            said = [f"--- {out.name} ---\n{out.read_text(errors='replace')[-3000:]}" for out in self.outputs
+                    if out.exists()]
+            said.append(f"--- systemd ---\n{self.log.read_text(errors='replace')[-2000:]}")
+            exc.args = ("\n".join([str(exc.args[0]) if exc.args else "", *said]),)
+            raise
+
+    def stop(self) -> None:
+        """SIGTERM the manager by pid (it stops its units and exits, ending the namespace); SIGKILL what is left."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for pid in self.owned:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -176,28 +237,11 @@ def gone(pid: int) -> bool:
 
 def test_systemd_starts_watches_and_replaces_a_frozen_watchdog(manager: UserManager, config_path: Path,
                                                                data_dir: Path) -> None:
-    output = config_path.parent / "watchdog.out"
-    (manager.unit_dir / UNIT).write_text(user_unit(config_path, output), encoding="utf-8")
+    manager.install(UNIT, config_path)
     session_dir = data_dir / "accounts" / "main" / "session"
-    seen: set[int] = set()  # every pid of ours, killed by pid at the end if anything is left
-
-    def why() -> str:
-        tail = output.read_text(errors="replace")[-3000:] if output.exists() else "(no output)"
-        return f"\n--- wa-watchdog output ---\n{tail}\n--- systemd ---\n{manager.log.read_text(errors='replace')[-2000:]}"
-
-    try:
+    with manager.explained():
         manager.start()
-        manager.systemctl("start", "--no-block", UNIT)
-        states: list[str] = []
-
-        def active() -> dict[str, str] | None:
-            shown = manager.show(UNIT, "ActiveState", "SubState", "MainPID", "Result")
-            states.append(shown["ActiveState"])
-            if shown["ActiveState"] == "failed" or shown["SubState"] == "auto-restart":
-                raise AssertionError(f"{UNIT} did not start: {shown}")
-            return shown if shown["ActiveState"] == "active" else None
-
-        first = wait_until(active, timeout=30, interval=0.02, message=f"{UNIT} to become active")
+        old_main, states = manager.start_until_active(UNIT)
         # Type=notify: active only after READY=1, which the watchdog sends once every bridge is
         # healthy and every monitor ready.
         assert states[0] == "activating", states
@@ -205,8 +249,6 @@ def test_systemd_starts_watches_and_replaces_a_frozen_watchdog(manager: UserMana
         unready = {name: c["state"] for name, c in components(data_dir).items()
                    if name.startswith(("bridge:", "monitor:")) and not c["healthy"]}
         assert not unready, f"active while not ready: {unready}"
-        old_main = int(first["MainPID"])
-        seen.add(old_main)
         assert endpoints.read(data_dir, "watchdog")["pid"] == old_main
 
         status_text = wait_until(lambda: manager.show(UNIT, "StatusText")["StatusText"], timeout=10,
@@ -214,45 +256,50 @@ def test_systemd_starts_watches_and_replaces_a_frozen_watchdog(manager: UserMana
         assert "main" in status_text and "\n" not in status_text, status_text
 
         old_children = descendants(old_main)
-        seen |= old_children
+        manager.owned |= old_children
         old_bridge = holder_pid(session_dir)
         assert old_bridge in old_children, (old_bridge, old_children)
         assert manager.show(UNIT, "NRestarts")["NRestarts"] == "0"
 
         os.kill(old_main, signal.SIGSTOP)  # a wedged watchdog: alive, but no more WATCHDOG=1
-
-        def replaced() -> dict[str, str] | None:
-            shown = manager.show(UNIT, "ActiveState", "MainPID", "NRestarts")
-            ok = (int(shown["NRestarts"]) >= 1 and shown["ActiveState"] == "active"
-                  and int(shown["MainPID"]) not in (0, old_main))
-            return shown if ok else None
-
-        after = wait_until(replaced, timeout=30, interval=0.05, message="systemd to restart the frozen watchdog")
-        new_main = int(after["MainPID"])
-        seen.add(new_main)
-        seen |= descendants(new_main)
+        new_main = manager.wait_replaced(UNIT, old_main)
         wait_until(lambda: all(gone(pid) for pid in {old_main, *old_children}), timeout=10,
                    message="the frozen watchdog and its children to be gone")
         wait_until(lambda: health(data_dir) == 200, timeout=15, message="the new bridge to be healthy")
+        manager.owned |= descendants(new_main)
         new_bridge = holder_pid(session_dir)
         assert new_bridge is not None and new_bridge != old_bridge
         assert new_bridge in descendants(new_main), "the session is held by a process the new watchdog does not own"
         assert bridges_of(config_path) == [new_bridge], "more than one bridge on the session"
         assert endpoints.read(data_dir, "watchdog")["pid"] == new_main
-        seen |= descendants(new_main)
 
-        manager.systemctl("stop", UNIT)  # blocks until the watchdog has stopped everything
-        stopped = manager.show(UNIT, "ActiveState", "Result")
-        assert stopped == {"ActiveState": "inactive", "Result": "success"}, stopped
+        assert manager.stop_unit(UNIT) == {"ActiveState": "inactive", "Result": "success"}
         assert bridges_of(config_path) == []
-    except AssertionError as exc:
-        exc.args = (f"{exc.args[0] if exc.args else ''}{why()}",)  # what the watchdog and systemd said
-        raise
-    finally:
-        manager.stop()
-        for pid in seen:
-            if not gone(pid):
-                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_bridge_runs_on_its_own_under_systemd(manager: UserManager, procs: Processes, config_path: Path,
+                                               data_dir: Path) -> None:
+    """wa-bridge@main: READY=1 and heartbeats straight from the bridge; a frozen bridge is replaced, the lock follows."""
+    manager.install(BRIDGE_TEMPLATE, config_path)
+    unit = "wa-bridge@main.service"
+    session_dir = data_dir / "accounts" / "main" / "session"
+    procs.start("sim")  # WhatsApp's side, outside systemd like the real one
+    endpoints.wait_url(data_dir, "sim", timeout=15)
+    with manager.explained():
+        manager.start()
+        old_pid, states = manager.start_until_active(unit)
+        assert states[0] == "activating", states
+        assert health(data_dir) == 200, "active before the bridge was connected"
+        assert holder_pid(session_dir) == old_pid
+        assert wait_until(lambda: manager.show(unit, "StatusText")["StatusText"], timeout=10,
+                          message="a STATUS= line from the bridge")
+
+        os.kill(old_pid, signal.SIGSTOP)
+        new_pid = manager.wait_replaced(unit, old_pid)
+        wait_until(lambda: gone(old_pid), timeout=10, message="the frozen bridge to be gone")
+        assert holder_pid(session_dir) == new_pid
+        assert bridges_of(config_path) == [new_pid]
+        assert manager.stop_unit(unit) == {"ActiveState": "inactive", "Result": "success"}
 
 
 def test_the_user_unit_is_the_shipped_one_adapted(tmp_path: Path) -> None:
@@ -261,3 +308,5 @@ def test_the_user_unit_is_the_shipped_one_adapted(tmp_path: Path) -> None:
     assert f"ExecStart={VENV_BINARY} run --config {tmp_path / 'wa.toml'}" in unit
     assert f"WatchdogSec={WATCHDOG_SEC}s" in unit and "Type=notify" in unit and "KillMode=control-group" in unit
     assert not any(line.startswith(tuple(f"{key}=" for key in SYSTEM_ONLY)) for line in unit.splitlines())
+    bridge = user_unit(tmp_path / "wa.toml", tmp_path / "out", BRIDGE_TEMPLATE)
+    assert f"ExecStart={VENV_BINARY} bridge --account %i --config {tmp_path / 'wa.toml'}" in bridge
