@@ -205,7 +205,7 @@ class Bridge:
         await runner.setup()
         await web.TCPSite(runner, self.account.api_host, self.account.api_port).start()
         host, port = runner.addresses[0][:2]
-        url = f"http://{host}:{port}"
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         endpoints.publish(self.config.data_dir, self.component, {"api": url})
         logger.info("bridge {} serving on {} (transport {}, store {})", self.account.name, url,
                     self.account.transport, self.store.path)

@@ -58,6 +58,9 @@ class Outbox:
         if row.status == "pending":
             await self.drain(until_seq=row.seq)
             row = self.store.outbox_row(row.message_id) or row
+            if row.status == "pending":
+                logger.info("queued {} to {}: not connected ({} in the outbox)", row.message_id, row.recipient_jid,
+                            self.store.outbox_depth())
         return reply(row)
 
     async def drain(self, until_seq: int | None = None) -> int:
