@@ -427,7 +427,7 @@ def test_systemd_gets_ready_status_watchdog_pings_and_stopping(tmp_path: Path, m
 # -- the bridge's HTTP probe ------------------------------------------------------------
 
 HEALTH_SERVER = ROOT / "tests" / "children" / "health_server.py"
-FAST_PROBE = ProbeConfig(period=0.1, timeout=0.3, failure_threshold=3, initial_delay=0.2)
+FAST_PROBE = ProbeConfig(period=0.1, timeout=0.3, failure_threshold=3, initial_delay=2.0)  # > a cold start under load
 
 
 def health_bridge(tmp_path: Path, state_file: Path) -> Component:
