@@ -1,0 +1,174 @@
+"""A whole wa-watchdog system under `wa-watchdog run` in one directory: for chaos runs and drop benchmarks.
+
+The system is the real thing (simulator, bridge, one monitor per project,
+the watchdog supervising them) on free ports; this module only writes the
+config, starts `wa-watchdog run`, talks to the published control API and
+simulator, reads drops.db and messages.db read-only, and ends what it
+started by pid.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import psutil
+
+from watchdog import endpoints
+
+ROOT = Path(__file__).resolve().parents[2]
+PHONE = "27710000000"
+CONTRACTORS = tuple(f"2771000{n:04d}@s.whatsapp.net" for n in range(1, 7))
+T = TypeVar("T")
+
+
+def group_jid(n: int) -> str:
+    return f"1203630000000000{n:02d}@g.us"
+
+
+def config_text(projects: int, watchdog: str = "") -> str:
+    """One sim account and `projects` projects, each watching its own group (two dev, the rest prod)."""
+    parts = [f'data_dir = "data"\n\n[watchdog]\ncontrol_port = 0\n{watchdog}\n[sim]\nport = 0\n']
+    for n in range(1, projects + 1):
+        members = ", ".join(f'"{c.split("@")[0]}"' for c in CONTRACTORS)
+        parts.append(f'[[sim.groups]]\njid = "{group_jid(n)}"\nname = "Project {n}"\nparticipants = [{members}]\n')
+    parts.append(f'[accounts.main]\ntransport = "sim"\nphone = "{PHONE}"\napi_port = 0\nwatchdog_sec = 3.0\n\n'
+                 '[accounts.main.probe]\nperiod = 0.2\ninitial_delay = 1.0\n')
+    for n in range(1, projects + 1):
+        environment = "dev" if n > max(projects - 2, 1) else "prod"
+        parts.append(f'[[projects]]\nname = "p{n}"\nenvironment = "{environment}"\ngroups = ["{group_jid(n)}"]\n')
+    return "\n".join(parts)
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def http(method: str, url: str, body: object = None, timeout: float = 10.0) -> object:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+class RunningSystem:
+    def __init__(self, workdir: Path, config: str) -> None:
+        self.workdir = workdir
+        self.config_path = workdir / "wa.toml"
+        self.data_dir = workdir / "data"
+        self.log_path = workdir / "run.log"
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(config, encoding="utf-8")
+        self.proc: subprocess.Popen | None = None
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_"))}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "watchdog.cli", "run", "--config",
+                                          str(self.config_path)], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(lambda: self.proc.poll() is None and self.all_healthy(), timeout, "every component healthy")
+        except TimeoutError:
+            self.stop()
+            raise TimeoutError(f"system did not come up; see {self.log_path}:\n{self.log_tail()}") from None
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM the watchdog (it stops its children); anything it left behind is killed by pid."""
+        if self.proc is None:
+            return None
+        try:
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for child in children:  # psutil checks the create time: a reused pid is never hit
+            try:
+                child.send_signal(signal.SIGCONT)
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+        return self.proc.returncode
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    # -- the watchdog's view -----------------------------------------------------------------------
+
+    def status(self) -> list[dict]:
+        control = endpoints.url(self.data_dir, "watchdog", "control")
+        if control is None:
+            return []
+        try:
+            return http("GET", f"{control}/status", timeout=5)  # type: ignore[return-value]
+        except (OSError, ValueError):
+            return []
+
+    def all_healthy(self) -> bool:
+        components = self.status()
+        return bool(components) and all(c["healthy"] for c in components)
+
+    def pid(self, component: str) -> int | None:
+        return next((c["pid"] for c in self.status() if c["name"] == component), None)
+
+    # -- the simulator -----------------------------------------------------------------------------
+
+    @property
+    def sim_url(self) -> str:
+        url = endpoints.url(self.data_dir, "sim")
+        if url is None:
+            raise RuntimeError("the simulator has not published its URL")
+        return url
+
+    def inject(self, chat_jid: str, sender_jid: str, text: str) -> dict:
+        return http("POST", f"{self.sim_url}/sim/inject",  # type: ignore[return-value]
+                    {"chat_jid": chat_jid, "sender_jid": sender_jid, "text": text})
+
+    def sent(self) -> list[dict]:
+        return http("GET", f"{self.sim_url}/sim/sent", timeout=30)  # type: ignore[return-value]
+
+    def disconnect(self, phone: str = PHONE, reason: str = "chaos") -> bool:
+        return http("POST", f"{self.sim_url}/sim/disconnect",  # type: ignore[index]
+                    {"session": phone, "reason": reason})["disconnected"]
+
+    # -- the stores, read-only ---------------------------------------------------------------------
+
+    def query(self, database: str, sql: str, *params: object) -> list[tuple]:
+        """Rows from drops.db or the main account's messages.db ([] while it does not exist yet)."""
+        path = self.data_dir / ("drops.db" if database == "drops" else "accounts/main/messages.db")
+        if not path.exists():
+            return []
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            return list(conn.execute(sql, params))
+        except sqlite3.OperationalError:
+            return []
+        finally:
+            conn.close()
