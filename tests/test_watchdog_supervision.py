@@ -430,10 +430,10 @@ HEALTH_SERVER = ROOT / "tests" / "children" / "health_server.py"
 FAST_PROBE = ProbeConfig(period=0.1, timeout=0.3, failure_threshold=3, initial_delay=2.0)  # > a cold start under load
 
 
-def health_bridge(tmp_path: Path, state_file: Path) -> Component:
+def health_bridge(tmp_path: Path, state_file: Path, watchdog_sec: float = 2.0) -> Component:
     return Component("bridge:main", BRIDGE, (sys.executable, str(HEALTH_SERVER), "--data-dir", str(tmp_path / "data"),
                                              "--component", "bridge:main", "--state-file", str(state_file)),
-                     watchdog_sec=2.0, probe=FAST_PROBE)
+                     watchdog_sec=watchdog_sec, probe=FAST_PROBE)
 
 
 def set_health(state_file: Path, status: int, state: str, **extra: object) -> None:
@@ -490,4 +490,20 @@ def test_store_error_or_no_answer_makes_the_bridge_unhealthy_and_restarted(tmp_p
             (restart,) = s.records("bridge:main", "restart")
             assert restart["pid"] == old and restart["cause"] == unhealthy["cause"]
             assert healthy["pid"] == restart["new_pid"] and s.watcher("bridge:main").condition == "connected"
+    run(scenario)
+
+
+def test_a_frozen_bridge_is_a_hang_at_the_first_failed_probe_not_after_the_threshold(tmp_path: Path) -> None:
+    state_file = tmp_path / "health.json"
+    set_health(state_file, 200, "connected")
+
+    async def scenario() -> None:
+        # watchdog_sec 30: only the probe can notice within this test
+        async with supervise(write_settings(tmp_path), [health_bridge(tmp_path, state_file, 30.0)]) as s:
+            old = await s.running("bridge:main")
+            os.kill(old, signal.SIGSTOP)
+            (hang,) = await s.record("bridge:main", "hang")
+            assert hang["pid"] == old and "process is stopped" in hang["cause"] and "timeout" in hang["cause"]
+            (healthy,) = await s.record("bridge:main", "healthy")
+            assert healthy["pid"] != old
     run(scenario)

@@ -72,6 +72,14 @@ async def probe_health(session: aiohttp.ClientSession, url: str, timeout: float)
         return HealthResult(FAILURE, "no answer", f"{type(exc).__name__}: {exc}")
 
 
+def is_stopped(pid: int) -> bool:
+    """True if the process is frozen (SIGSTOP, a debugger): it cannot answer, however long we wait."""
+    try:
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+    except psutil.Error:
+        return False
+
+
 def rss_bytes(pid: int) -> int | None:
     """Resident memory of a process and all its descendants; None if it is gone."""
     try:

@@ -360,6 +360,9 @@ class Watcher:
             self.healthy = False
             self._fire(result.state, f"{self.name}: {result.state.replace('_', ' ')}"
                                      f"{': ' + result.detail if result.detail else ''}; an operator is needed")
+        elif counts and self.pid is not None and probes.is_stopped(self.pid):
+            self._unwell("hang", f"process is stopped (SIGSTOP or a debugger): health probe {result.state}")
+            return
         elif counts:
             self._probe_failures += 1
             if self._probe_failures >= probe.failure_threshold:
