@@ -1,4 +1,5 @@
-"""The simulated WhatsApp service as a real process, driven over its control API and raw websocket frames."""
+"""The simulated WhatsApp service as a real process, driven over its control API and raw websocket frames
+(plus one in-process check of the delivery order that a process cannot time deterministically)."""
 from __future__ import annotations
 
 import asyncio
@@ -17,10 +18,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bridge.simulator.server import Connection, Sim
+from bridge.simulator.state import SimState
 from bridge.simulator.traffic import demo_text
 from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, GROUP_C, Processes, wait_until
-from watchdog import endpoints
 from tests.sim_helpers import CONTRACTOR, MAIN_PHONE, SENDER_PHONE, TWO_SESSIONS_CONFIG, SimAPI, eventually, start_sim
+from watchdog import endpoints
+from watchdog.config import load
 
 
 @pytest.fixture
@@ -387,3 +391,34 @@ def test_without_a_sim_table_exits_2_naming_it(write_config: Callable[..., Path]
     proc = Processes(config).start("sim")
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2 and b"sim: missing [sim] table" in err
+
+
+def test_offline_sync_done_follows_the_replay_even_while_live_messages_keep_coming(config_path: Path) -> None:
+    """Live traffic during the replay must not hold back offline_sync_done (the bridge backfills on it)."""
+    config = load(config_path)
+    state = SimState(config)
+    group, session = state.groups[GROUP_A], state.sessions[MAIN_PHONE]
+    for i in range(2):
+        state.post(group, CONTRACTOR, f"DR100000{i} queued")
+
+    class RecordingSocket:  # stands in for the aiohttp websocket: records the frames deliver() writes
+        def __init__(self) -> None:
+            self.frames: list[dict] = []
+            self.conn = Connection(session, self)  # type: ignore[arg-type]
+
+        async def send_str(self, data: str) -> None:
+            self.frames.append(json.loads(data))
+            if len(self.frames) == 1:
+                state.post(group, CONTRACTOR, "DR2000000 arrives during the replay")
+            if len(self.frames) == 3:
+                self.conn.closing = True
+
+    async def run() -> list[dict]:
+        sock = RecordingSocket()
+        await asyncio.wait_for(Sim(config, state).deliver(sock.conn), 5)
+        return sock.frames
+
+    frames = asyncio.run(run())
+    assert [(f["type"], f.get("offline"), len(f.get("messages", []))) for f in frames] == [
+        ("messages", True, 2), ("offline_sync_done", None, 0), ("messages", False, 1)]
+    assert frames[1]["count"] == 2

@@ -125,8 +125,11 @@ class Sim:
         synced = False
         while not conn.closing:
             entries = session.after(conn.cursor, BATCH)
-            if entries:
-                offline = entries[0][0] <= boundary
+            offline = bool(entries) and entries[0][0] <= boundary
+            if not synced and not offline:  # the replay is done, even if live messages are already waiting
+                synced = True
+                await conn.ws.send_str(json.dumps({"type": "offline_sync_done", "count": offline_count}))
+            elif entries:
                 if offline:
                     entries = [e for e in entries if e[0] <= boundary]
                     offline_count += len(entries)
@@ -134,9 +137,6 @@ class Sim:
                 session.delivered += len(entries)
                 await conn.ws.send_str(json.dumps(
                     {"type": "messages", "offline": offline, "messages": [m.wire for _, m in entries]}))
-            elif not synced:
-                synced = True
-                await conn.ws.send_str(json.dumps({"type": "offline_sync_done", "count": offline_count}))
             else:
                 session.wakeup.clear()
                 await session.wakeup.wait()
