@@ -65,6 +65,7 @@ class Monitor:
         self.cursor = self.drops.cursor(project.name, self.account.name)
         self.lag = 0.0
         self.following = False
+        self._status = ""
         self._stop = asyncio.Event()
 
     # -- status and heartbeat --------------------------------------------------------------------
@@ -76,11 +77,18 @@ class Monitor:
         return (f"{self.project.name}: {self.drops.drop_count(self.project.name)} drops, cursor {self.cursor}, "
                 f"lag {self.lag:.2f} s" + (f", {pending} feedback pending" if pending else ""))
 
+    def _publish_status(self) -> None:
+        status = self.status_line()
+        if status != self._status:
+            self._status = status
+            self.notifier.status(status)
+
     async def _beat(self) -> None:
         """WATCHDOG=1 and STATUS= from the event loop: a monitor stuck in a query stops beating."""
         period = notify_period(self.project)
         while True:
-            self.notifier.send("WATCHDOG=1", f"STATUS={self.status_line()}")
+            self.notifier.heartbeat()
+            self._publish_status()
             await asyncio.sleep(period)
 
     # -- following -------------------------------------------------------------------------------
@@ -119,6 +127,7 @@ class Monitor:
                             drop.submitted_by, " (backfilled)" if drop.backfilled else "")
             if new and ack is not None:
                 self.sender.wake()
+            self._publish_status()
             if len(messages) < BATCH:
                 break
             await asyncio.sleep(0)  # a long catch-up still lets heartbeats and feedback run

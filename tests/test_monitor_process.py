@@ -58,8 +58,9 @@ def test_waits_for_the_store_then_follows_with_sd_notify_and_stops_on_sigterm(pr
         post(store, "M2", "chatter")
         wait_until(lambda: query(data_dir, "SELECT drop_number FROM drops") == [("DR1734150",)],
                    message="the drop recorded")
+        listener.saw("STATUS=lawley: 1 drops, cursor 2, lag ")
         listener.received.clear()
-        assert "WATCHDOG=1" in listener.saw("STATUS=lawley: 1 drops, cursor 2, lag ")
+        listener.saw("WATCHDOG=1")  # every 0.2 s: half of WATCHDOG_USEC
         monitor.send_signal(signal.SIGTERM)
         listener.saw("STOPPING=1")
         assert monitor.wait(timeout=10) == 0
