@@ -422,3 +422,14 @@ def test_offline_sync_done_follows_the_replay_even_while_live_messages_keep_comi
     assert [(f["type"], f.get("offline"), len(f.get("messages", []))) for f in frames] == [
         ("messages", True, 2), ("offline_sync_done", None, 0), ("messages", False, 1)]
     assert frames[1]["count"] == 2
+
+
+def test_a_taken_port_exits_1_with_a_clear_message(write_config: Callable[..., Path]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(BASE_CONFIG.replace("[sim]\nport = 0\n", f"[sim]\nport = {port}\n"), name="taken.toml")
+        proc = Processes(config).start("sim")
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and f"cannot listen on 127.0.0.1:{port}".encode() in err and b"Traceback" not in err

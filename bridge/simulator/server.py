@@ -23,7 +23,7 @@ from bridge.simulator.state import Session, SimError, SimState, iso
 from bridge.simulator.traffic import run_traffic
 from watchdog import endpoints, logs
 from watchdog.config import Config, ConfigError
-from watchdog.exitcodes import EXIT_OK
+from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.notify import Notifier
 
 COMPONENT = "sim"
@@ -330,8 +330,12 @@ async def serve(config: Config) -> int:
     sim = Sim(config, SimState(config))
     runner = web.AppRunner(build_app(sim), handle_signals=False, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", config.sim.port)
-    await site.start()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", config.sim.port).start()
+    except OSError as exc:
+        logger.error("sim: cannot listen on 127.0.0.1:{}: {}", config.sim.port, exc.strerror or exc)
+        await runner.cleanup()
+        return EXIT_ERROR
     port = runner.addresses[0][1]
     endpoints.publish(config.data_dir, COMPONENT, {"api": f"http://127.0.0.1:{port}", "ws": f"ws://127.0.0.1:{port}/ws"})
     stop = asyncio.Event()
