@@ -1,0 +1,272 @@
+"""`scripts/chaos --minutes N --kill-every S`: lose nothing while things die.
+
+A whole system runs under `wa-watchdog run` (simulator, bridge, one monitor
+per project). A steady stream of drops is posted through the simulator, one
+unique drop number per post, round robin over the projects' groups and the
+contractors. Meanwhile, every S seconds on average, one of: SIGKILL the
+bridge, SIGKILL a random monitor (pids from the watchdog's control API), or
+`POST /sim/disconnect` (WhatsApp drops the connection). Then posting stops
+and the run waits, with a deadline, for quiescence: every component healthy,
+every window closed, backfilled and reported, no feedback pending.
+
+Checked: every posted drop is in drops.db exactly once with the right group
+and submitter (missed, duplicated: more than one submission event, i.e. the
+same post recorded twice), every acknowledgement was sent exactly once
+(/sim/sent), and every drop posted inside a disconnect window is marked
+backfilled. The longest outage is the longest time any component was not
+healthy in the watchdog's view (polled every 50 ms).
+
+The watchdog's crash-loop backoff is relaxed (crash_loop_exits, backoff_max)
+because the kills are deliberate; the backoff policy has its own tests.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, wait_for
+
+CHAOS_WATCHDOG = "crash_loop_exits = 1000\nbackoff_max = 1.0\n"
+STATUS_POLL = 0.05
+
+
+@dataclass(frozen=True)
+class Post:
+    drop: str
+    project: str
+    group: str
+    contractor: str
+    at: datetime
+
+
+@dataclass
+class Report:
+    posted: int = 0
+    recorded: int = 0
+    missed: list[str] = field(default_factory=list)
+    duplicated: list[str] = field(default_factory=list)
+    misattributed: list[str] = field(default_factory=list)
+    ack_missing: list[str] = field(default_factory=list)
+    ack_duplicates: list[str] = field(default_factory=list)
+    outage_posts: int = 0
+    not_backfilled: list[str] = field(default_factory=list)
+    kills: Counter = field(default_factory=Counter)
+    disconnects: int = 0
+    windows: int = 0
+    longest_outage_s: float = 0.0
+    longest_outage_of: str = ""
+    seconds: float = 0.0
+    quiesced_in_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missed or self.duplicated or self.misattributed or self.ack_missing or self.ack_duplicates
+                    or self.not_backfilled)
+
+    def table(self) -> str:
+        kills = ", ".join(f"{n} {name}" for name, n in sorted(self.kills.items())) or "none"
+        rows = [
+            ("duration", f"{self.seconds:.0f} s of chaos, quiescent {self.quiesced_in_s:.1f} s later"),
+            ("drops posted", self.posted),
+            ("drops recorded", self.recorded),
+            ("missed", _listed(self.missed)),
+            ("duplicated", _listed(self.duplicated)),
+            ("wrong group or submitter", _listed(self.misattributed)),
+            ("acknowledgements missing", _listed(self.ack_missing)),
+            ("feedback duplicates", _listed(self.ack_duplicates)),
+            ("posted during an outage", f"{self.outage_posts} (not marked backfilled: "
+                                        f"{_listed(self.not_backfilled)})"),
+            ("kills (SIGKILL)", f"{sum(self.kills.values())}: {kills}"),
+            ("server disconnects", self.disconnects),
+            ("disconnect windows", self.windows),
+            ("longest outage", f"{self.longest_outage_s:.2f} s ({self.longest_outage_of or '-'})"),
+        ]
+        return "| | |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
+
+
+def _listed(items: list[str]) -> str:
+    return str(len(items)) + (f" ({', '.join(items[:10])}{' ...' if len(items) > 10 else ''})" if items else "")
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class OutageClock(threading.Thread):
+    """Polls the watchdog's status; remembers the longest time any component was not healthy."""
+
+    def __init__(self, system: RunningSystem) -> None:
+        super().__init__(daemon=True)
+        self.system = system
+        self.since: dict[str, float] = {}
+        self.longest = (0.0, "")
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(STATUS_POLL):
+            now = time.monotonic()
+            for component in self.system.status():
+                name = component["name"]
+                if not component["healthy"]:
+                    self.since.setdefault(name, now)
+                elif name in self.since:
+                    self.longest = max(self.longest, (now - self.since.pop(name), name))
+
+
+class Injector(threading.Thread):
+    """Posts one new drop number every 1/rate seconds, round robin over groups and contractors."""
+
+    def __init__(self, system: RunningSystem, projects: int, rate: float) -> None:
+        super().__init__(daemon=True)
+        self.system = system
+        self.projects = projects
+        self.interval = 1 / rate
+        self.posts: list[Post] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.halt.wait(self.interval):
+            project = n % self.projects + 1
+            contractor = CONTRACTORS[n % len(CONTRACTORS)]
+            drop = f"DR{7000000 + n}"
+            answer = self.system.inject(group_jid(project), contractor, f"{drop} installed, pole {n}")
+            self.posts.append(Post(drop, f"p{project}", group_jid(project), contractor, _time(answer["timestamp"])))
+            n += 1
+
+
+def strike(system: RunningSystem, rng: random.Random, projects: int, report: Report) -> None:
+    """One random blow: kill the bridge, kill a monitor, or have WhatsApp drop the connection."""
+    action = rng.choice(("bridge", "monitor", "disconnect"))
+    if action == "disconnect":
+        report.disconnects += system.disconnect()
+        return
+    component = "bridge:main" if action == "bridge" else f"monitor:p{rng.randint(1, projects)}"
+    pid = system.pid(component)
+    if pid is None:
+        return  # being restarted right now
+    try:
+        os.kill(pid, signal.SIGKILL)
+        report.kills[component] += 1
+    except ProcessLookupError:
+        pass
+
+
+def quiescent(system: RunningSystem, posts: list[Post], projects: int) -> bool:
+    """Everything posted is recorded and acknowledged, and every outage is closed, backfilled and reported."""
+    if not system.all_healthy():
+        return False
+    if system.query("drops", "SELECT COUNT(*) FROM drops") != [(len(posts),)]:
+        return False
+    if system.query("drops", "SELECT COUNT(*) FROM feedback WHERE status = 'pending'") != [(0,)]:
+        return False
+    acked = {s["text"].split()[1] for s in system.sent() if len(s["text"].split()) > 1}
+    if not {p.drop for p in posts} <= acked:
+        return False
+    windows = system.query("messages", "SELECT COUNT(*), COUNT(ended_at), "
+                                       "SUM(backfill_status = 'pending') FROM disconnect_windows")
+    count, ended, pending = windows[0] if windows else (0, 0, 0)
+    if count != ended or pending:
+        return False
+    reported = system.query("drops", "SELECT COUNT(*) FROM reported_windows WHERE reported_at IS NOT NULL")
+    return reported == [(count * projects,)]
+
+
+def check(system: RunningSystem, posts: list[Post], report: Report) -> None:
+    report.posted = len(posts)
+    rows = {(project, drop): (group, submitter, backfilled) for project, drop, group, submitter, backfilled in
+            system.query("drops", "SELECT project, drop_number, group_jid, submitted_by, backfilled FROM drops")}
+    events = Counter(system.query("drops", "SELECT d.project, d.drop_number FROM drop_events e "
+                                           "JOIN drops d ON d.id = e.drop_id"))
+    acks = Counter(s["text"].split()[1] for s in system.sent() if len(s["text"].split()) > 1)
+    windows = [(_time(start), _time(end)) for start, end in
+               system.query("messages", "SELECT started_at, ended_at FROM disconnect_windows WHERE ended_at IS NOT NULL")]
+    report.windows = len(windows)
+    for post in posts:
+        row = rows.get((post.project, post.drop))
+        if row is None:
+            report.missed.append(post.drop)
+            continue
+        report.recorded += 1
+        if events[(post.project, post.drop)] > 1:
+            report.duplicated.append(post.drop)
+        if row[:2] != (post.group, post.contractor):
+            report.misattributed.append(post.drop)
+        if acks[post.drop] == 0:
+            report.ack_missing.append(post.drop)
+        elif acks[post.drop] > 1:
+            report.ack_duplicates.append(post.drop)
+        if any(start <= post.at <= end for start, end in windows):
+            report.outage_posts += 1
+            if not row[2]:
+                report.not_backfilled.append(post.drop)
+
+
+def run_chaos(system: RunningSystem, seconds: float, kill_every: float, rate: float, projects: int,
+              seed: int, quiesce_timeout: float = 90.0) -> Report:
+    """Chaos on a started system for `seconds`; then wait for quiescence and check. Raises TimeoutError."""
+    rng = random.Random(seed)
+    report = Report(seconds=seconds)
+    clock, injector = OutageClock(system), Injector(system, projects, rate)
+    clock.start()
+    injector.start()
+    deadline = time.monotonic() + seconds
+    while (now := time.monotonic()) < deadline:
+        time.sleep(min(rng.uniform(0.5, 1.5) * kill_every, max(deadline - now, 0)))
+        if time.monotonic() < deadline:
+            strike(system, rng, projects, report)
+    injector.halt.set()
+    injector.join()
+    settle = time.monotonic()
+    try:
+        wait_for(lambda: quiescent(system, injector.posts, projects), quiesce_timeout, "quiescence", interval=0.2)
+    finally:
+        report.quiesced_in_s = time.monotonic() - settle
+        clock.halt.set()
+        clock.join()
+        report.longest_outage_s, report.longest_outage_of = clock.longest
+        check(system, injector.posts, report)
+    return report
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/chaos", description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=1.0, help="how long to cause chaos (default 1)")
+    parser.add_argument("--kill-every", type=float, default=5.0, help="mean seconds between blows (default 5)")
+    parser.add_argument("--rate", type=float, default=5.0, help="drops posted per second (default 5)")
+    parser.add_argument("--projects", type=int, default=3, help="projects (monitors), one group each (default 3)")
+    parser.add_argument("--seed", type=int, default=int(time.time()), help="random seed (default: the time)")
+    parser.add_argument("--keep", action="store_true", help="keep the data directory for inspection")
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="wa-chaos-"))
+    system = RunningSystem(workdir, config_text(args.projects, CHAOS_WATCHDOG))
+    print(f"chaos: {args.minutes:g} min, a blow every ~{args.kill_every:g} s, {args.rate:g} drops/s, "
+          f"{args.projects} projects, seed {args.seed}, in {workdir}", flush=True)
+    system.start()
+    try:
+        report = run_chaos(system, args.minutes * 60, args.kill_every, args.rate, args.projects, args.seed)
+    except TimeoutError as exc:
+        print(f"chaos: {exc}; see {workdir}", file=sys.stderr)
+        return 1
+    finally:
+        system.stop()
+    print(report.table())
+    if not args.keep and report.ok:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("\nOK: nothing lost, nothing twice" if report.ok else f"\nFAILED; data kept in {workdir}")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
