@@ -7,6 +7,7 @@ recovery log, the watchers' state and (for alerts) a real webhook receiver.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import signal
@@ -507,3 +508,16 @@ def test_a_frozen_bridge_is_a_hang_at_the_first_failed_probe_not_after_the_thres
             (healthy,) = await s.record("bridge:main", "healthy")
             assert healthy["pid"] != old
     run(scenario)
+
+
+def test_a_second_watchdog_on_the_same_data_directory_refuses_to_start(tmp_path: Path) -> None:
+    lock = tmp_path / "data" / "run" / "watchdog.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("4242\n")
+        held.flush()
+        arbiter = Arbiter(load(write_settings(tmp_path, stop_timeout=0.2, term_grace=0.1)), [worker("monitor:a")],
+                          alerts=RecordingAlerts())
+        assert asyncio.run(arbiter.run()) == 1
+        assert not arbiter.watchers and not (tmp_path / "data" / "run" / "watchdog.json").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import os
 import signal
 import sys
@@ -29,6 +30,7 @@ from watchdog.recovery_log import RecoveryLog
 from watchdog.systemd_heartbeat import SystemdHeartbeat
 from watchdog.watcher import BRIDGE, FAILED, MONITOR, SIM, STARTING, Component, Context, Watcher
 
+WATCHDOG_LOCK = "watchdog.lock"  # in the run directory; holds the supervising watchdog's pid
 SIM_READY_TIMEOUT = 10.0  # how long bridges wait for the simulator before starting anyway
 STOP_ORDER = (MONITOR, BRIDGE, SIM)
 
@@ -95,6 +97,9 @@ class Arbiter:
         self._changed = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        lock = await self._take_lock()
+        if lock is None:
+            return EXIT_ERROR
         http = aiohttp.ClientSession()
         context = Context(self.config.watchdog, self.config.data_dir, self.recovery_log, self.alerts, self.metrics,
                           http, self.sink, self._on_change)
@@ -130,6 +135,32 @@ class Arbiter:
         self.recovery_log.append("watchdog", "stop", pid=os.getpid(), message="every component stopped")
         logger.info("wa-watchdog stopped")
         return EXIT_OK
+
+    async def _take_lock(self) -> int | None:
+        """One watchdog per data directory: two would each stop the other's bridge, forever.
+
+        Waits a while for the lock, because a watchdog replaced by systemd may still be on its way out.
+        Returns the lock's fd (held until this process exits), or None if another watchdog keeps it.
+        """
+        path = endpoints.run_dir(self.config.data_dir) / WATCHDOG_LOCK
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + self.config.watchdog.stop_timeout + self.config.watchdog.term_grace
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                    logger.error("wa-watchdog run: another wa-watchdog (pid {}) already supervises {} ({})", holder,
+                                 self.config.data_dir, path)
+                    os.close(fd)
+                    return None
+                await asyncio.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        return fd
 
     async def _close(self, http: aiohttp.ClientSession) -> None:
         for watcher in self.watchers.values():
@@ -182,8 +213,13 @@ class Arbiter:
         self.systemd.update(self._system_ready(), self.status_line())
 
     def _system_ready(self) -> bool:
-        """Every bridge healthy and every monitor ready (READY=1)."""
-        return all(w.healthy for w in self.watchers.values() if w.component.kind in (BRIDGE, MONITOR))
+        """Every bridge healthy and every monitor ready (READY=1).
+
+        A FAILED component (exit 2 or 4) counts as settled: it will not get better by waiting, it is
+        alerted and shown in STATUS=, and holding READY back would only make systemd restart the lot.
+        """
+        return all(w.healthy or w.state == FAILED for w in self.watchers.values()
+                   if w.component.kind in (BRIDGE, MONITOR))
 
     def status_line(self) -> str:
         """One line for `systemctl status`, e.g. `bridge main connected · monitors 6/6 ready · 2 restarts in the last hour`."""

@@ -138,6 +138,7 @@ class Watcher:
         self._probe_task: asyncio.Task | None = None
         self._spawn_waiters: list[asyncio.Future] = []
         self._shutting_down = False
+        self._unwritten: list[tuple[str, dict]] = []  # recovery records waiting for _write_records
 
         self.notify = NotifyServer(self.name, self._on_notify)
         self.output = ChildOutput(self.name, RotatingFile(log_path(context.data_dir, self.name),
@@ -200,8 +201,8 @@ class Watcher:
             how = await stop_pid(pid, self.ctx.settings.term_grace)
             where = f"session {self.component.session_dir}" if self.component.session_dir else "its endpoints"
             logger.warning("{}: stopped pid {} left over from an earlier run ({}, by {})", self.name, pid, where, how)
-            self.ctx.recovery_log.append(self.name, "stop", pid=pid, cause=f"left over from an earlier run, held {where}",
-                                         message=f"stopped by {how} before starting a new instance")
+            self._record("stop", pid=pid, cause=f"left over from an earlier run, held {where}",
+                         message=f"stopped by {how} before starting a new instance")
 
     def _spawn(self) -> None:
         if self._shutting_down or (self.child is not None and self.child.running):
@@ -231,8 +232,8 @@ class Watcher:
             self.restarts += 1
             self.restart_times.append(time.monotonic())
             self.ctx.metrics.count_restart(self.name, self._cause_kind)
-            self.ctx.recovery_log.append(
-                self.name, "restart", pid=self._failed_pid, new_pid=child.pid, cause=self._cause,
+            self._record(
+                "restart", pid=self._failed_pid, new_pid=child.pid, cause=self._cause,
                 delay_ms=round(self._delay * 1000, 1),
                 restart_ms=round((child.started_at - self._detected_at) * 1000, 1))
         for waiter in self._spawn_waiters:
@@ -275,8 +276,7 @@ class Watcher:
         self.condition = self.condition if self.component.probe else "ready"
         if self._detected_at is not None:
             downtime = time.monotonic() - self._detected_at
-            self.ctx.recovery_log.append(self.name, "healthy", pid=self.pid, cause=self._cause,
-                                         downtime_ms=round(downtime * 1000, 1))
+            self._record("healthy", pid=self.pid, cause=self._cause, downtime_ms=round(downtime * 1000, 1))
             self.ctx.metrics.observe_recovery(self.name, downtime)
             logger.info("{} healthy again after {:.3f} s ({})", self.name, downtime, self._cause)
             self._detected_at = None
@@ -401,9 +401,9 @@ class Watcher:
             return
         logger.warning("{} {}: {}; stopping pid {}", self.name, event, cause, child.pid)
         self._begin_recovery(event, cause, child.pid)
-        self.ctx.recovery_log.append(self.name, event, cause=cause, pid=child.pid)
-        self._fire("hang", f"{self.name} {event}: {cause}; restarting it")
         self._stop_child(child, self.ctx.settings.term_grace, _RECOVER)
+        self._record(event, cause=cause, pid=child.pid)
+        self._fire("hang", f"{self.name} {event}: {cause}; restarting it")
 
     def _begin_recovery(self, kind: str, cause: str, pid: int | None) -> None:
         self._detected_at = time.monotonic()
@@ -428,10 +428,10 @@ class Watcher:
         cause = exit_cause(child.returncode)
         stopping = self.state == STOPPING
         if stopping and self._after_exit != _RECOVER:  # a planned stop, not a failure
-            self.ctx.recovery_log.append(self.name, "stop", pid=child.pid, message=f"ended by {cause['cause']}",
-                                         cause="shutdown" if self._after_exit == _STAY_STOPPED else self._cause)
+            self._record("stop", pid=child.pid, message=f"ended by {cause['cause']}",
+                         cause="shutdown" if self._after_exit == _STAY_STOPPED else self._cause)
         else:
-            self.ctx.recovery_log.append(self.name, "exit", pid=child.pid, **cause)
+            self._record("exit", pid=child.pid, **cause)
         self.ready = self.healthy = False
         self.condition = "exited"
         self._set_state(EXITED)
@@ -465,8 +465,7 @@ class Watcher:
             self._crash_loop = True
             cause = f"{len(self._exits)} exits in {settings.crash_loop_window:g} s"
             logger.error("{} crash loop: {}; retrying every {:g} s", self.name, cause, settings.backoff_max)
-            self.ctx.recovery_log.append(self.name, "crash_loop", cause=cause, backoff_s=settings.backoff_max,
-                                         pid=self._failed_pid)
+            self._record("crash_loop", cause=cause, backoff_s=settings.backoff_max, pid=self._failed_pid)
             self._fire("crash_loop", f"{self.name} is crash-looping: {cause} (last: {self._cause}); "
                                      f"retrying every {settings.backoff_max:g} s")
         if self._crash_loop:
@@ -489,7 +488,7 @@ class Watcher:
         self._detected_at = None
         if self.state != FAILED:
             self._set_state(FAILED)
-        self.ctx.recovery_log.append(self.name, "failed", cause=cause, pid=pid)
+        self._record("failed", cause=cause, pid=pid)
         self._fire(rule, f"{self.name} failed: {cause}; not restarting it")
 
     # -- operator and shutdown -----------------------------------------------------
@@ -527,6 +526,7 @@ class Watcher:
             task.cancel()
 
     def close(self) -> None:
+        self._write_records()
         self._cancel_checks()
         self.notify.close()
         self.output.close()
@@ -542,9 +542,28 @@ class Watcher:
             return f"{self.name}: health probe stopped"
         return None
 
-    # -- alerts, timers, tasks ------------------------------------------------------
+    # -- recovery log, alerts, timers, tasks -----------------------------------------
+
+    def _record(self, event: str, **fields: object) -> None:
+        """Queue a recovery record; written (and fsynced) right after the current event is handled.
+
+        So a restart never waits for the disk: the exit is detected, the new process spawned, and only
+        then are the exit and restart records written, in that order.
+        """
+        if not self._unwritten:
+            asyncio.get_running_loop().call_soon(self._write_records)
+        self._unwritten.append((event, fields))
+
+    def _write_records(self) -> None:
+        records, self._unwritten = self._unwritten, []
+        for event, fields in records:
+            try:
+                self.ctx.recovery_log.append(self.name, event, **fields)
+            except OSError as exc:
+                logger.error("{}: recovery log not written ({} {}): {}", self.name, event, fields, exc)
 
     def _fire(self, rule: str, summary: str, duration_s: float | None = None) -> None:
+        self._write_records()  # the alert manager logs the alert itself: keep the cause before it
         self._firing.add(rule)
         self.ctx.alerts.fire(rule, self.name, summary, duration_s=duration_s)
 
