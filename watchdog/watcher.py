@@ -213,6 +213,7 @@ class Watcher:
                                        self._on_exit)
         except OSError as exc:  # the program itself is missing or not executable: retrying will not help
             self._fail(f"cannot start {component.argv[0]}: {exc}", "config_failed", pid=None)
+            self._spawned(None)
             return
         self.child = child
         self.output.attach(child.take_output())
@@ -236,8 +237,13 @@ class Watcher:
                 "restart", pid=self._failed_pid, new_pid=child.pid, cause=self._cause,
                 delay_ms=round(self._delay * 1000, 1),
                 restart_ms=round((child.started_at - self._detected_at) * 1000, 1))
+        self._spawned(child.pid)
+
+    def _spawned(self, pid: int | None) -> None:
+        """Tell operator restarts waiting for the new process its pid (None: it could not be started)."""
         for waiter in self._spawn_waiters:
-            waiter.done() or waiter.set_result(child.pid)
+            if not waiter.done():
+                waiter.set_result(pid)
         self._spawn_waiters.clear()
 
     # -- the child's notifications -------------------------------------------------
