@@ -1,4 +1,4 @@
-"""Drop numbers in message text: the project's pattern, normalised to upper case.
+"""Drop numbers in stored messages: the project's pattern, its groups, never our own messages.
 
 The default pattern (`DR` + 6-8 digits, case-insensitive, whole word) lives in
 `watchdog.config.DEFAULT_DROP_PATTERN`; a project may set its own. A

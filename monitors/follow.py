@@ -54,11 +54,15 @@ class StoreFollower:
         changed, self._data_version = version != self._data_version, version
         return changed
 
+    def newest_rowid(self) -> int:
+        return self.conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM messages").fetchone()[0]
+
     def messages_after(self, rowid: int, limit: int) -> list[StoredMessage]:
         return messages_after(self.conn, rowid, limit)
 
-    def windows(self) -> list[Window]:
-        return windows(self.conn)
+    def windows(self, since: str = "") -> list[Window]:
+        """Disconnect windows that started at or after `since`, oldest first."""
+        return windows(self.conn, since)
 
     def late_messages(self, groups: frozenset[str], started_at: str, ended_at: str) -> int:
         """Messages of these groups posted in [started_at, ended_at] that reached the store late."""

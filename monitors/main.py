@@ -63,6 +63,10 @@ class Monitor:
         self.notifier = Notifier()
         self.sender = FeedbackSender(config, project, self.drops)
         self.cursor = self.drops.cursor(project.name, self.account.name)
+        # Windows reported before (fully: claimed and logged) are never read again.
+        self.reported = (self.drops.reported_window_ids(project.name, self.account.name)
+                         - set(self.drops.unfinished_reports(project.name, self.account.name)))
+        self.windows_since = ""
         self.lag = 0.0
         self.following = False
         self._status = ""
@@ -112,7 +116,7 @@ class Monitor:
         Windows are read before the messages: a window marked done was backfilled into the
         store before that, so its messages are recorded by the time it is reported.
         """
-        windows = store.windows()
+        windows = [w for w in store.windows(self.windows_since) if w.id not in self.reported]
         while True:
             messages = store.messages_after(self.cursor, BATCH)
             if not messages:
@@ -134,25 +138,34 @@ class Monitor:
         self.report_windows(store, windows)
 
     def report_windows(self, store: StoreFollower, windows: list[Window]) -> None:
-        """One recovery-log line per finished window; claimed in drops.db first so it is written once."""
-        claimed = self.drops.reported_window_ids(self.project.name, self.account.name)
+        """One recovery-log line per finished window; claimed in drops.db first so it is written once.
+
+        Reported windows are left out of later reads (`windows_since`): their drops are marked
+        already, and anything from their time that reaches the store later is offline or history.
+        A months-long run thus reads a handful of windows per change, not all of them.
+        """
         unfinished = set(self.drops.unfinished_reports(self.project.name, self.account.name))
         for window in windows:
             if window.ended_at is None or window.backfill_status not in REPORTED_STATUSES:
                 continue
-            if window.id in claimed and window.id not in unfinished:
-                continue
             if window.id in unfinished and self._already_logged(window.id):
                 self.drops.window_reported(self.project.name, self.account.name, window.id)
-                continue
-            drops = self.drops.claim_window(self.project.name, self.account.name, window.id, window.started_at,
-                                            window.ended_at)
-            late = store.late_messages(self.groups, window.started_at, window.ended_at)
-            text = window_text(window, late, drops)
-            logger.info("backfill {}", text)
-            self.recovery_log.append(self.component, "backfill", cause=window.reason, message=text,
-                                     window_id=window.id, account=self.account.name, recovered=late, drops=drops)
-            self.drops.window_reported(self.project.name, self.account.name, window.id)
+            else:
+                self._report(store, window)
+            self.reported.add(window.id)
+        unsettled = [w.started_at for w in windows if w.id not in self.reported]
+        self.windows_since = min(unsettled, default=max((w.started_at for w in windows), default=self.windows_since))
+
+    def _report(self, store: StoreFollower, window: Window) -> None:
+        assert window.ended_at is not None
+        drops = self.drops.claim_window(self.project.name, self.account.name, window.id, window.started_at,
+                                        window.ended_at)
+        late = store.late_messages(self.groups, window.started_at, window.ended_at)
+        text = window_text(window, late, drops)
+        logger.info("backfill {}", text)
+        self.recovery_log.append(self.component, "backfill", cause=window.reason, message=text,
+                                 window_id=window.id, account=self.account.name, recovered=late, drops=drops)
+        self.drops.window_reported(self.project.name, self.account.name, window.id)
 
     def _already_logged(self, window_id: int) -> bool:
         """After a crash between claiming and reporting: did the line make it into the log?"""
@@ -172,16 +185,24 @@ class Monitor:
 
     # -- life cycle ------------------------------------------------------------------------------
 
+    def stop(self) -> None:
+        self._stop.set()
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self.stop)
         beat = asyncio.create_task(self._beat())
         tasks = {beat}
         exit_code = EXIT_OK
         store = await self._open_store()
         try:
             if store is not None:
+                if store.newest_rowid() < self.cursor:  # rowids only grow: this is a new store file
+                    logger.warning("{} ends at rowid {}, before the cursor {}: a new store, followed from its start "
+                                   "(drops already recorded are not recorded again)", self.account.store,
+                                   store.newest_rowid(), self.cursor)
+                    self.cursor = 0
                 self.following = True
                 logger.info("monitor {} following {} from rowid {} (groups {})", self.project.name,
                             self.account.store, self.cursor, ", ".join(sorted(self.groups)))

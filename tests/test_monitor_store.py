@@ -210,3 +210,24 @@ def test_a_report_interrupted_by_a_crash_is_written_exactly_once(config: Config,
     catch_up(config)
     assert len(report_lines(config)) == 1
     assert rows(config, "SELECT reported_at IS NOT NULL FROM reported_windows") == [(1,)]
+
+
+def test_a_replaced_store_is_followed_from_its_start(config: Config, store: Store) -> None:
+    post(store, "M1", "DR1000001")
+    post(store, "M2", "DR1000002")
+    catch_up(config)
+    store.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{store.path}{suffix}").unlink(missing_ok=True)
+    fresh = Store(store.path)  # e.g. restored from nothing: rowids start again at 1
+    post(fresh, "M3", "DR1000003")
+    monitor = Monitor(config, config.project("lawley"))
+
+    async def start_and_stop() -> int:
+        asyncio.get_running_loop().call_later(0.5, monitor.stop)
+        return await monitor.run()
+    assert asyncio.run(start_and_stop()) == 0
+    fresh.close()
+    assert rows(config, "SELECT drop_number FROM drops ORDER BY id") == [("DR1000001",), ("DR1000002",),
+                                                                          ("DR1000003",)]
+    assert rows(config, "SELECT rowid FROM cursors") == [(1,)]
