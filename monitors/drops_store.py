@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random
+
 from bridge.store import now_ts
 
 FEEDBACK_NONE = "none"  # no feedback asked for (auto_ack off, no operator feedback yet)
@@ -187,6 +189,14 @@ def check_feedback_transition(old: str, new: str) -> None:
         raise ValueError(f"feedback status cannot go from {old!r} to {new!r}")
 
 
+@retry(retry=retry_if_exception_type(sqlite3.OperationalError), wait=wait_random(0.01, 0.05),
+       stop=stop_after_delay(10), reraise=True)
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switching a new file to WAL needs an exclusive lock and ignores the busy timeout, so six
+    monitors starting at once on a fresh drops.db retry it briefly."""
+    conn.execute("PRAGMA journal_mode = WAL")
+
+
 class DropsDB:
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
@@ -199,7 +209,7 @@ class DropsDB:
         if readonly:
             return
         # WAL (readers never block the writers); NORMAL survives a kill -9, like the bridge store.
-        self.conn.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(self.conn)
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.conn.execute("PRAGMA foreign_keys = ON")
         with self.transaction() as conn:

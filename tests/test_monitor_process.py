@@ -1,6 +1,8 @@
 """The monitor as a real process: waits for the store, sd_notify, SIGTERM, and exactly once across kill -9."""
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.synchronize
 import os
 import random
 import signal
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from bridge.store import Store
 from bridge.transport import IncomingMessage
+from monitors.drops_store import DropsDB
 from tests.conftest import GROUP_A, GROUP_B, Processes, wait_until
 from tests.monitor_support import query, start_monitor
 
@@ -117,3 +120,24 @@ def test_exactly_once_across_kill_9_of_two_monitors_sharing_drops_db(procs: Proc
     assert len(events) == len({e[0] for e in events}) == submissions
     assert kills >= 6
     store.close()
+
+
+def _open_drops_db(path: str, barrier: multiprocessing.synchronize.Barrier) -> None:
+    barrier.wait()
+    drops = DropsDB(Path(path))
+    drops.record("p", "main", 1, [], None)
+    drops.close()
+
+
+def test_six_monitors_creating_drops_db_at_the_same_instant_all_succeed(tmp_path: Path) -> None:
+    """Switching a fresh file to WAL ignores the busy timeout; without the retry some rounds failed."""
+    context = multiprocessing.get_context("fork")
+    for round_ in range(40):
+        barrier = context.Barrier(6)
+        children = [context.Process(target=_open_drops_db, args=(str(tmp_path / f"drops{round_}.db"), barrier))
+                    for _ in range(6)]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join(30)
+        assert [child.exitcode for child in children] == [0] * 6
