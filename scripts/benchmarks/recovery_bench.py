@@ -25,6 +25,7 @@ import importlib.util
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import socket
@@ -43,15 +44,17 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON if VENV_PYTHON.exists() else Path(sys.executable))
 SYSTEMD = "/lib/systemd/systemd"
+PARTS = ("floor", "ours", "supervisord", "systemd", "cost")
 ACCOUNT = "main"
 PHONE = "27710000000"
 POLL_INTERVAL = 0.003  # seconds between health polls
 POLL_TIMEOUT = 0.5  # per health request: a stopped bridge accepts the connection but never answers
 
-# Our watchdog's restart policy for a benchmark that kills the same child 20 times a minute: without
-# this, the 5th kill inside 60 s is (rightly) a crash loop with capped backoff. The analogue of
-# StartLimitIntervalSec=0 on the systemd units and startsecs=0 in supervisord. Probes stay at defaults.
-WATCHDOG_TUNING = {"backoff_reset_after": 0.5, "crash_loop_exits": 1000}
+# Our watchdog backs off from the second exit until a child has been healthy for backoff_reset_after
+# (default 60 s), and 5 exits in 60 s are a crash loop. A benchmark that kills the same child 20 times a
+# minute on purpose sets it below --settle: the analogue of StartLimitIntervalSec=0 on the systemd units.
+# Probes and watchdog_sec stay at their defaults.
+WATCHDOG_TUNING = {"backoff_reset_after": 0.5}
 
 
 class BenchError(Exception):
@@ -149,11 +152,18 @@ def measure_kills(poller: HealthPoller, kills: int, settle: float, recover_timeo
     return samples
 
 
-def measure_hangs(poller: HealthPoller, hangs: int, settle: float, wait: float, what: str,
+def measure_hangs(poller: HealthPoller, args: argparse.Namespace, what: str,
                   log: Callable[[str], None], result: Result) -> list[float | None]:
-    """SIGSTOP the bridge; a supervisor that never replaces it is tried once (it does not look), then resumed."""
+    """SIGSTOP the bridge; a supervisor that never replaces it is tried once (it does not look), then resumed.
+
+    The stop lands at a random (seeded) phase of the bridge's heartbeat period, so neither a lucky nor an
+    unlucky phase is measured every time.
+    """
     samples: list[float | None] = []
+    hangs, wait = args.hangs, args.hang_wait
+    phases = random.Random(1)
     for i in range(hangs):
+        settle = args.hang_settle + phases.uniform(0, args.hang_phase)
         pid = settled_pid(poller, settle, settle + 30, what)
         started = time.monotonic()
         os.kill(pid, signal.SIGSTOP)
@@ -188,13 +198,12 @@ def _resume(pid: int) -> None:
         pass
 
 
-def measure(poller: HealthPoller, args: argparse.Namespace, result: Result, hang_settle: float,
-            log: Callable[[str], None]) -> None:
+def measure(poller: HealthPoller, args: argparse.Namespace, result: Result, log: Callable[[str], None]) -> None:
     what = result.supervisor
     settled_pid(poller, args.settle, args.start_timeout, what)
     result.kills_ms = measure_kills(poller, args.kills, args.settle, args.recover_timeout, what, log)
     result.hang_wait = args.hang_wait
-    result.hangs_ms = measure_hangs(poller, args.hangs, hang_settle, args.hang_wait, what, log, result)
+    result.hangs_ms = measure_hangs(poller, args, what, log, result)
 
 
 # -- processes we start --------------------------------------------------------------------------------
@@ -309,7 +318,7 @@ def load_config(path: Path):
 
 # -- supervisor 1: our watchdog ----------------------------------------------------------------------
 
-def run_ours(args: argparse.Namespace, work: Path, config: Path, port: int, hang_settle: float,
+def run_ours(args: argparse.Namespace, work: Path, config: Path, port: int,
              log: Callable[[str], None]) -> Result:
     result = Result("wa-watchdog")
     started = Started()
@@ -323,7 +332,58 @@ def run_ours(args: argparse.Namespace, work: Path, config: Path, port: int, hang
             state = "running" if proc.poll() is None else f"exited with code {proc.returncode}"
             raise BenchError(f"{exc} (watchdog {state}); {log_tail(log_path)}; "
                              f"{log_tail(config.parent / 'data' / 'logs' / f'bridge-{ACCOUNT}.log')}") from None
-        measure(poller, args, result, hang_settle, log)
+        measure(poller, args, result, log)
+    except BenchError as exc:
+        result.error = str(exc)
+    finally:
+        poller.close()
+        started.stop_all()
+    result.notes.extend(recovery_log_notes(load_config(config).watchdog.recovery_log))
+    return result
+
+
+def recovery_log_notes(path: Path) -> list[str]:
+    """Where our time went, from the watchdog's own recovery log: exit -> spawn, and which check caught a hang."""
+    try:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError) as exc:
+        return [f"recovery log unreadable: {exc}"]
+    bridge = [r for r in records if r.get("component") == f"bridge:{ACCOUNT}"]
+    spawn_ms = [r["restart_ms"] for r in bridge
+                if r.get("event") == "restart" and r.get("cause") == "SIGKILL" and "restart_ms" in r]
+    caught = [f"{r['event']} ({r.get('cause', '')})" for r in bridge if r.get("event") in ("hang", "unhealthy")]
+    notes = []
+    if spawn_ms:
+        notes.append(f"exit seen -> new bridge spawned: p50 {percentile(spawn_ms, 50):.1f} ms, "
+                     f"max {max(spawn_ms):.1f} ms (restart_ms in the recovery log, n={len(spawn_ms)})")
+    if caught:
+        notes.append("hangs caught by: " + "; ".join(sorted({c: None for c in caught})))
+    return notes
+
+
+# -- no supervisor: the cold-start floor ------------------------------------------------------------------
+
+def run_floor(args: argparse.Namespace, work: Path, config: Path, port: int, log: Callable[[str], None]) -> Result:
+    """Start the bridge ourselves and time exec -> healthy: what any supervisor adds is on top of this."""
+    result = Result("none: bridge exec -> healthy (cold-start floor)")
+    started = Started()
+    poller = HealthPoller(port)
+    floor_dir = work / "floor"
+    floor_dir.mkdir()
+    try:
+        start_sim(started, config, config.parent / "data", floor_dir, args.start_timeout)
+        for i in range(args.kills):
+            began = time.monotonic()
+            proc = started.start(bridge_argv(config), floor_dir / "bridge.log")
+            back = poller.wait_healthy(args.recover_timeout)
+            if back is None or back[0] != proc.pid:
+                raise BenchError(f"{result.supervisor}: bridge pid {proc.pid} not healthy within "
+                                 f"{args.recover_timeout:g} s; {log_tail(floor_dir / 'bridge.log')}")
+            result.kills_ms.append((back[1] - began) * 1000)
+            log(f"floor: start {i + 1}/{args.kills}: pid {proc.pid} healthy after {result.kills_ms[-1]:.0f} ms")
+            time.sleep(args.settle)
+            started.stop(proc)
+            poller.close()
     except BenchError as exc:
         result.error = str(exc)
     finally:
@@ -364,7 +424,7 @@ stdout_logfile={work}/bridge-supervisord.log
 """
 
 
-def run_supervisord(args: argparse.Namespace, work: Path, config: Path, port: int, hang_settle: float,
+def run_supervisord(args: argparse.Namespace, work: Path, config: Path, port: int,
                     log: Callable[[str], None]) -> Result:
     result = Result("supervisord")
     started = Started()
@@ -386,7 +446,7 @@ def run_supervisord(args: argparse.Namespace, work: Path, config: Path, port: in
             state = "running" if proc.poll() is None else f"exited with code {proc.returncode}"
             raise BenchError(f"{exc} (supervisord {state}); {log_tail(sv_dir / 'bridge-supervisord.log')}") from None
         result.notes.append("autorestart=true, startsecs=0")
-        measure(poller, args, result, hang_settle, log)
+        measure(poller, args, result, log)
         started.remember_descendants(proc)
     except BenchError as exc:
         result.error = str(exc)
@@ -428,7 +488,7 @@ SYSTEMD_VARIANTS = (("default", "systemd (RestartSec default 100ms)", ""),
                     ("zero", "systemd (RestartSec=0)", "RestartSec=0\n"))
 
 
-def run_systemd(args: argparse.Namespace, work: Path, config: Path, port: int, hang_settle: float,
+def run_systemd(args: argparse.Namespace, work: Path, config: Path, port: int,
                 log: Callable[[str], None]) -> list[Result]:
     """Re-execute this module's systemd part under `unshare -m`; the simulator runs out here."""
     names = [label for _, label, _ in SYSTEMD_VARIANTS]
@@ -441,9 +501,9 @@ def run_systemd(args: argparse.Namespace, work: Path, config: Path, port: int, h
     spec = sd_dir / "spec.json"
     out = sd_dir / "results.json"
     spec.write_text(json.dumps({"args": vars(args), "work": str(sd_dir), "config": str(config), "port": port,
-                                "hang_settle": hang_settle, "results": str(out)}))
+                                "results": str(out)}, default=str))
     per_variant = args.start_timeout + args.kills * (args.settle + args.recover_timeout / 4) \
-        + args.hangs * (hang_settle + args.hang_wait) + 30
+        + args.hangs * (args.hang_settle + args.hang_phase + args.hang_wait) + 30
     try:
         start_sim(started, config, config.parent / "data", sd_dir, args.start_timeout)
         worker = subprocess.Popen(["unshare", "-m", PYTHON, "-m", "scripts.benchmarks.recovery_bench",
@@ -521,7 +581,7 @@ def systemd_worker(spec_path: Path) -> int:
                 except BenchError as exc:
                     raise BenchError(f"{exc}; {log_tail(work / f'bridge-{variant}.log')}") from None
                 result.notes.append(f"Type=notify, Restart=always, WatchdogSec={watchdog_sec:g}s, StartLimitIntervalSec=0")
-                measure(poller, args, result, spec["hang_settle"], log)
+                measure(poller, args, result, log)
                 shown = systemctl("show", unit, "-p", "NRestarts").stdout.strip()
                 result.notes.append(shown)
             except BenchError as exc:
@@ -552,8 +612,11 @@ def _systemctl(env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess
 
 # -- our watchdog's own cost -----------------------------------------------------------------------------
 
-def measure_cost(args: argparse.Namespace, work: Path, log: Callable[[str], None]) -> str:
-    """CPU % of one core and RSS of the `wa-watchdog run` process while it supervises sim + bridge + monitors."""
+def measure_cost(args: argparse.Namespace, work: Path, log: Callable[[str], None]) -> tuple[str, bool]:
+    """CPU % of one core and max RSS of the `wa-watchdog run` process supervising sim + bridge + monitors.
+
+    Returns the report line and whether it was measured.
+    """
     cost_dir = work / "cost"
     cost_dir.mkdir()
     config = cost_dir / "wa.toml"
@@ -588,16 +651,16 @@ def measure_cost(args: argparse.Namespace, work: Path, log: Callable[[str], None
         alive = len(watchdog.children())
         return (f"wa-watchdog itself, supervising {children} children ({healthy} healthy): "
                 f"{cpu:.2f}% of one core, RSS {max(rss) / 2**20:.1f} MB max (sampled {elapsed:.0f} s; "
-                f"{alive} children still up at the end; targets < 1% and < 60 MB)")
+                f"{alive} children still up at the end; targets < 1% and < 60 MB)"), True
     except (BenchError, psutil.NoSuchProcess) as exc:
-        return f"wa-watchdog resource use: not measured: {exc}"
+        return f"wa-watchdog resource use: not measured: {exc}", False
     finally:
         started.stop_all()
 
 
 def _control_status(data_dir: Path) -> list[dict]:
     from watchdog import endpoints
-    url = endpoints.url(data_dir, "watchdog")
+    url = endpoints.url(data_dir, "watchdog", "control")
     if not url:
         return []
     host_port = url.split("://", 1)[-1].rstrip("/")
@@ -660,9 +723,9 @@ def report(results: list[Result], cost: str, command: str, args: argparse.Namesp
         f"Ratio = that supervisor's p50 / ours (above 1 = slower than ours).",
         f"Same child everywhere: `{' '.join(bridge_argv(Path('CONFIG')))}` on `wa-watchdog sim`. "
         f"wa-watchdog config: probes and watchdog_sec at defaults; "
-        + ", ".join(f"{k} = {v}" for k, v in WATCHDOG_TUNING.items()) + " (so 20 kills a minute are not a crash loop).",
+        + ", ".join(f"{k} = {v}" for k, v in WATCHDOG_TUNING.items()) + " (healthy that long resets backoff; --settle is longer).",
         *notes, "",
-        cost, "",
+        *([cost, ""] if cost else []),
         f"Machine: {os.cpu_count()} CPUs, load average {load} at the end. Command: `{command}`",
     ])
 
@@ -683,7 +746,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--recover-timeout", type=float, default=20.0, help="kill -> healthy deadline (default 20 s)")
     parser.add_argument("--children", type=int, default=10, help="children for the cost sample (default 10)")
     parser.add_argument("--cost-seconds", type=float, default=20.0, help="cost sampling time (default 20 s)")
-    parser.add_argument("--only", action="append", choices=["ours", "supervisord", "systemd", "cost"],
+    parser.add_argument("--only", action="append", choices=PARTS,
                         help="run only these parts (repeatable; default all)")
     parser.add_argument("--output", type=Path, help="also write the markdown report to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) and print it")
@@ -720,7 +783,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.systemd_worker:
         return systemd_worker(args.systemd_worker)
-    parts = set(args.only or ["ours", "supervisord", "systemd", "cost"])
+    parts = set(args.only or PARTS)
     missing = _missing_pieces(parts)
     if missing:
         print(f"recovery benchmark: missing pieces: {'; '.join(missing)}", file=sys.stderr)
@@ -732,22 +795,25 @@ def main(argv: list[str]) -> int:
         config = work / "wa.toml"
         config.write_text(config_text(api_port=port, projects=0))
         account = load_config(config).account(ACCOUNT)
-        # probes start initial_delay after a (re)start; a hang is only fair to time once they run
-        hang_settle = max(args.settle, account.probe.initial_delay + account.probe.period)
+        # probes start initial_delay after a (re)start: a hang is only fair to time once they run
+        args.hang_settle = max(args.settle, account.probe.initial_delay + account.probe.period)
+        args.hang_phase = account.watchdog_sec / 2  # the bridge's heartbeat period
         log(f"bridge api on 127.0.0.1:{port}; work dir {work}")
         results: list[Result] = []
         if "ours" in parts:
-            results.append(run_ours(args, work, config, port, hang_settle, log))
+            results.append(run_ours(args, work, config, port, log))
         if "supervisord" in parts:
-            results.append(run_supervisord(args, work, config, port, hang_settle, log))
+            results.append(run_supervisord(args, work, config, port, log))
         if "systemd" in parts:
-            results.extend(run_systemd(args, work, config, port, hang_settle, log))
-        cost = measure_cost(args, work, log) if "cost" in parts else "wa-watchdog resource use: not measured (--only)"
+            results.extend(run_systemd(args, work, config, port, log))
+        if "floor" in parts:
+            results.append(run_floor(args, work, config, port, log))
+        cost, cost_ok = measure_cost(args, work, log) if "cost" in parts else ("", True)
         text = report(results, cost, command, args)
     print(text)
     if args.output:
         args.output.write_text(text + "\n", encoding="utf-8")
-    return 0 if all(not r.error or r.error.startswith("skipped") for r in results) else 1
+    return 0 if cost_ok and all(not r.error or r.error.startswith("skipped") for r in results) else 1
 
 
 if __name__ == "__main__":
