@@ -44,10 +44,11 @@ from watchdog.config import AccountConfig, Config
 from watchdog.exitcodes import EXIT_NEEDS_OPERATOR
 
 DEFAULT_DB = "neonize.db"
-RETRY_WAIT = wait_exponential_jitter(initial=0.5, max=60.0, jitter=0.5)  # 0.5 s, 1 s, 2 s ... 60 s, each + up to 0.5 s
+RETRY_WAIT = wait_exponential_jitter(multiplier=0.5, max=60.0, jitter=0.5)  # 0.5 s, 1 s, 2 s ... 60 s, each + up to 0.5 s
 RESTART_PAUSE = 1.0  # before a new session after a stream error (whatsmeow does not reconnect after one)
 HANDLER_TIMEOUT = 30.0  # a callback waits this long for the handler before letting the Go side go on
 POLL = 0.25  # how often a waiting callback checks whether the transport is closing
+CLOSE_TIMEOUT = 5.0
 MAX_BATCH = 5000  # history-sync messages per on_messages call
 HISTORY_LIMIT = (
     "neonize 0.5.2 cannot send whatsmeow's on-demand history-sync request: it must go out as a peer message "
@@ -214,6 +215,8 @@ class NeonizeTransport(Transport):
 
     async def _session(self, client: NeonizeClient, handler: Handler) -> None:
         """One neonize session: returns once it was stopped; raises _ConnectFailed (reported) if it never started."""
+        if self._closed.is_set():
+            return  # tenacity makes one more attempt after a sleep that close() cut short
         self._client = client
         try:
             await asyncio.to_thread(client.connect)
@@ -227,11 +230,17 @@ class NeonizeTransport(Transport):
             self._connected = False
 
     async def close(self) -> None:
+        """Stop the session and make run() return.
+
+        Stop is repeated until connect() returned: a Stop that reaches the Go
+        side before its Neonize() call registered the session does nothing.
+        """
         self._closed.set()
         self._closing.set()
-        client = self._client
-        if client is not None:
+        deadline = time.monotonic() + CLOSE_TIMEOUT
+        while (client := self._client) is not None and time.monotonic() < deadline:
             await asyncio.to_thread(client.stop)
+            await asyncio.sleep(POLL)
 
     async def _stop_client(self) -> None:
         client = self._client

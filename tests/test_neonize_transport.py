@@ -1,0 +1,346 @@
+"""The neonize transport driven through neonize's own Python client, with only the Go/network side replaced.
+
+Events enter through neonize's real ctypes callback as protobuf bytes and drive
+a real Bridge (store, disconnect windows, health); sends are checked as the
+serialized waE2E.Message neonize hands to its Go library. One test uses the
+real Go library too: without network a connect fails, is reported and retried.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from neonize.proto import Neonize_pb2 as nz
+from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
+
+from bridge.main import Bridge
+from bridge.store import Store, messages_after, windows
+from bridge.transport import (ConnectionEvent, ConnectionKind, HistoryUnsupported, IncomingMessage, MediaInfo,
+                              NotConnected, OutgoingMedia, OutgoingMessage, SendFailed)
+from bridge.transports.neonize_transport import (HISTORY_LIMIT, NeedsOperator, NeonizeTransport, ensure_paired,
+                                                 session_database)
+from tests.conftest import GROUP_A, wait_until
+from tests.neonize_support import NEONIZE_CONFIG, PHONE, FakeGo, client_factory, link_session
+from watchdog.config import Config, load
+from watchdog.exitcodes import EXIT_NEEDS_OPERATOR
+
+SENDER = "27710000001@s.whatsapp.net"
+NOW_MS = int(datetime(2026, 11, 24, 22, 31, 27, tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def jid(text: str) -> nz.JID:
+    user, _, server = text.partition("@")
+    return nz.JID(User=user, Server=server, Device=0, RawAgent=0, Integrator=0, IsEmpty=False)
+
+
+def group_message(msg_id: str, text: str, lid_addressed: bool = False) -> nz.Message:
+    source = nz.MessageSource(Chat=jid(GROUP_A), Sender=jid(SENDER), IsGroup=True,
+                              AddressingMode=nz.AddressingMode.LID if lid_addressed else nz.AddressingMode.PN)
+    return nz.Message(Info=nz.MessageInfo(MessageSource=source, ID=msg_id, Timestamp=NOW_MS),
+                      Message=e2e.Message(conversation=text))
+
+
+@pytest.fixture
+def config(write_config) -> Config:
+    return load(write_config(NEONIZE_CONFIG))
+
+
+@pytest.fixture
+def linked(config: Config) -> Config:
+    link_session(Path(session_database(config.account("main"))))
+    return config
+
+
+class Recorder:
+    """A Handler that records; `gate` (when set) holds on_messages until released, like a slow commit."""
+
+    def __init__(self) -> None:
+        self.messages: list[IncomingMessage] = []
+        self.events: list[ConnectionEvent] = []
+        self.gate: asyncio.Event | None = None
+
+    async def on_messages(self, messages: list[IncomingMessage]) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        self.messages.extend(messages)
+
+    async def on_connection(self, event: ConnectionEvent) -> None:
+        self.events.append(event)
+
+
+async def until(condition, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+    return result
+
+
+@contextlib.asynccontextmanager
+async def running(transport: NeonizeTransport, handler, fake: FakeGo) -> AsyncIterator[asyncio.Task]:
+    """transport.run() as a task, connected to `fake`; closed and awaited whatever the test did."""
+    task = asyncio.create_task(transport.run(handler))
+    try:
+        await until(lambda: fake.running.is_set() or task.done(), what="neonize to connect")
+        yield task
+    finally:
+        await transport.close()
+        await asyncio.wait_for(task, 5)
+
+
+async def emit(fake: FakeGo, *events: object) -> None:
+    for event in events:
+        await asyncio.to_thread(fake.emit, event)
+
+
+def test_events_drive_the_bridge_store_windows_and_health(linked: Config) -> None:
+    account = linked.account("main")
+    fake = FakeGo()
+
+    async def scenario() -> None:
+        store = Store(account.store)
+        transport = NeonizeTransport(linked, account, client_factory(fake))
+        bridge = Bridge(linked, account, store, transport)
+        try:
+            async with running(transport, bridge, fake) as task:
+                await bridge_scenario(fake, store, bridge, task)
+        finally:
+            for pending in list(bridge._tasks):
+                pending.cancel()
+            store.close()
+
+    asyncio.run(scenario())
+
+
+async def bridge_scenario(fake: FakeGo, store: Store, bridge: Bridge, task: asyncio.Task) -> None:
+    # neonize subscribes in Go exactly to what the transport registered: messages, history, connection events.
+    assert {17, 13, 3, 12, 4, 5, 27, 7, 6, 8, 10, 9, 11} <= fake.subscribed
+
+    await emit(fake, nz.Connected(status=True), group_message("M1", "DR1734150 offline"),
+               nz.OfflineSyncCompleted(Count=1), group_message("M2", "DR1734151 live"))
+    assert bridge.health.state == "connected"
+    assert [(r.id, r.source) for r in messages_after(store.conn, 0)] == [("M1", "offline"), ("M2", "live")]
+
+    await emit(fake, nz.Disconnected(status=True))
+    assert bridge.health.snapshot(bridge.health_inputs())[0] == 503
+    assert store.open_window().reason.startswith("connection to WhatsApp closed")
+    await emit(fake, nz.Connected(status=True))
+    assert store.open_window() is None
+    await emit(fake, nz.OfflineSyncCompleted(Count=0))
+    (window,) = await until(lambda: [w for w in windows(store.conn) if w.backfill_status == "unsupported"],
+                            what="the window to be marked unsupported (no history requests on neonize)")
+    assert window.reason.startswith("connection to WhatsApp closed") and window.ended_at
+
+    # Keep-alive: one report per outage; restored on the same socket = connected and caught up.
+    await emit(fake, nz.KeepAliveTimeout(ErrorCount=1, LastSuccess=NOW_MS // 1000),
+               nz.KeepAliveTimeout(ErrorCount=2, LastSuccess=NOW_MS // 1000))
+    assert bridge.health.state == "disconnected" and "keep-alive timeout (1 unanswered" in bridge.health.reason
+    await emit(fake, nz.KeepAliveRestored())
+    assert bridge.health.state == "connected"
+
+    await emit(fake, nz.StreamReplaced())
+    await asyncio.wait_for(task, 5)  # terminal: run() returns, the client was stopped, no reconnect
+    assert bridge.health.state == "stream_replaced" and not fake.running.is_set() and fake.connects == 1
+    kinds = [kind for _, kind, _ in store.connection_events()]
+    assert kinds == ["connected", "offline_sync_done", "disconnected", "connected", "offline_sync_done",
+                     "disconnected", "connected", "offline_sync_done", "stream_replaced"]
+
+
+@pytest.mark.parametrize("terminal, kind", [
+    (nz.LoggedOut(OnConnect=False, Reason=nz.ConnectFailureReason.LOGGED_OUT), ConnectionKind.LOGGED_OUT),
+    (nz.TemporaryBan(Code=nz.TemporaryBan.BLOCKED_BY_USERS, Expire=60), ConnectionKind.TEMPORARY_BAN),
+    (nz.ClientOutdated(), ConnectionKind.CLIENT_OUTDATED)])
+def test_terminal_events_stop_without_reconnecting(linked: Config, terminal: object, kind: ConnectionKind) -> None:
+    fake, recorder = FakeGo(), Recorder()
+
+    async def scenario() -> None:
+        transport = NeonizeTransport(linked, linked.account("main"), client_factory(fake))
+        async with running(transport, recorder, fake) as task:
+            await emit(fake, nz.Connected(status=True), terminal)
+            await asyncio.wait_for(task, 5)
+        assert [e.kind for e in recorder.events] == [ConnectionKind.CONNECTED, kind] and fake.connects == 1
+
+    asyncio.run(scenario())
+
+
+def test_stream_error_replaces_the_session(linked: Config) -> None:
+    """whatsmeow does not reconnect after an unknown stream error; the transport starts a new session."""
+    fake, recorder = FakeGo(), Recorder()
+
+    async def scenario() -> None:
+        transport = NeonizeTransport(linked, linked.account("main"), client_factory(fake))
+        async with running(transport, recorder, fake):
+            await emit(fake, nz.Connected(status=True), nz.StreamError(Code="516"))
+            await until(lambda: fake.connects == 2 and fake.running.is_set(), what="a second session")
+            await emit(fake, nz.Connected(status=True))
+        assert [(e.kind, e.reason) for e in recorder.events] == [
+            (ConnectionKind.CONNECTED, ""), (ConnectionKind.DISCONNECTED, "stream error 516"),
+            (ConnectionKind.CONNECTED, "")]
+
+    asyncio.run(scenario())
+
+
+def test_callback_returns_only_after_the_handler_committed(linked: Config) -> None:
+    """neonize's Go side waits for our callback; the callback waits for on_messages (the commit)."""
+    fake, recorder = FakeGo(), Recorder()
+
+    async def scenario() -> None:
+        recorder.gate = asyncio.Event()
+        transport = NeonizeTransport(linked, linked.account("main"), client_factory(fake))
+        async with running(transport, recorder, fake):
+            await emit(fake, nz.Connected(status=True))
+            delivered = fake.emit(group_message("M9", "DR1734159"), wait=None)
+            held = await asyncio.to_thread(delivered.wait, 0.3)
+            assert not held and recorder.messages == []  # the Go thread is still inside our callback
+            recorder.gate.set()
+            assert await asyncio.to_thread(delivered.wait, 5)
+            assert [m.id for m in recorder.messages] == ["M9"]
+
+    asyncio.run(scenario())
+
+
+def run_connected(linked: Config, fake: FakeGo, body) -> None:
+    async def scenario() -> None:
+        transport = NeonizeTransport(linked, linked.account("main"), client_factory(fake))
+        async with running(transport, Recorder(), fake):
+            await emit(fake, nz.Connected(status=True))
+            await body(transport)
+    asyncio.run(scenario())
+
+
+def test_send_with_mentions_is_the_extended_text_whatsapp_expects(linked: Config) -> None:
+    fake = FakeGo()
+    fake.group_participants = [nz.GroupParticipant(JID=jid(SENDER), PhoneNumber=jid(SENDER))]
+
+    async def body(transport: NeonizeTransport) -> None:
+        result = await transport.send(OutgoingMessage("bridge-id-1", GROUP_A, "@27710000001 DR1734150 received",
+                                                      (SENDER,)))
+        assert result.message_id == "3EB000000001"  # WhatsApp's id: neonize cannot send with ours
+        assert result.timestamp == datetime.fromtimestamp(1795991487, timezone.utc)
+
+    run_connected(linked, fake, body)
+    ((to, message),) = fake.sent
+    assert (to.User, to.Server) == ("120363000000000001", "g.us")
+    assert message == e2e.Message(extendedTextMessage=e2e.ExtendedTextMessage(
+        text="@27710000001 DR1734150 received", contextInfo=e2e.ContextInfo(mentionedJID=[SENDER])))
+
+
+def test_mentions_in_a_lid_addressed_group_use_lids(linked: Config) -> None:
+    fake = FakeGo()
+    fake.lids = {"27710000001": "111222333444555"}
+
+    async def body(transport: NeonizeTransport) -> None:
+        await emit(fake, group_message("M1", "DR1734150", lid_addressed=True))  # the group speaks LID
+        await transport.send(OutgoingMessage("bridge-id-2", GROUP_A, "@27710000001 DR1734150 needs correction",
+                                             (SENDER,)))
+
+    run_connected(linked, fake, body)
+    ((_, message),) = fake.sent
+    assert message.extendedTextMessage.text == "@111222333444555 DR1734150 needs correction"
+    assert list(message.extendedTextMessage.contextInfo.mentionedJID) == ["111222333444555@lid"]
+
+
+def test_lid_addressing_learned_from_group_participants(linked: Config) -> None:
+    fake = FakeGo()
+    fake.group_participants = [nz.GroupParticipant(JID=nz.JID(User="111222333444555", Server="lid"),
+                                                   PhoneNumber=jid(SENDER))]
+    fake.lids = {"27710000001": "111222333444555"}
+
+    async def body(transport: NeonizeTransport) -> None:
+        await transport.send(OutgoingMessage("bridge-id-3", GROUP_A, "DR1 ok", (SENDER,)))
+
+    run_connected(linked, fake, body)
+    assert fake.sent[0][1].extendedTextMessage.text == "@111222333444555 DR1 ok"
+
+
+def test_send_media_uploads_then_sends_the_caption(linked: Config, tmp_path: Path) -> None:
+    fake = FakeGo()
+    photo = tmp_path / "pole.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0 jpeg bytes")
+
+    async def body(transport: NeonizeTransport) -> None:
+        await transport.send(OutgoingMessage("bridge-id-4", SENDER, "DR1734150 photo",
+                                             media=OutgoingMedia(photo, "image", "pole.jpg")))
+
+    run_connected(linked, fake, body)
+    assert fake.uploads == [(photo.read_bytes(), 0)]  # MediaType.MediaImage: image encryption keys
+    image = fake.sent[0][1].imageMessage
+    assert (image.caption, image.URL, image.directPath, image.mimetype, image.fileLength) == (
+        "DR1734150 photo", "https://mmg.whatsapp.net/up.enc", "/v/up.enc", "image/jpeg", len(photo.read_bytes()))
+
+
+def test_send_errors_and_not_connected(linked: Config, config: Config) -> None:
+    fake = FakeGo()
+
+    async def body(transport: NeonizeTransport) -> None:
+        fake.send_error = "failed to send message: websocket not connected"
+        with pytest.raises(NotConnected):
+            await transport.send(OutgoingMessage("x", SENDER, "hi"))
+        fake.send_error = "server returned error 406"
+        with pytest.raises(SendFailed, match="406"):
+            await transport.send(OutgoingMessage("y", SENDER, "hi"))
+        with pytest.raises(SendFailed, match="cannot read media"):
+            await transport.send(OutgoingMessage("z", SENDER, "hi", media=OutgoingMedia(Path("/nonexistent.jpg"),
+                                                                                          "image", "x.jpg")))
+
+    run_connected(linked, fake, body)
+    idle = NeonizeTransport(config, config.account("main"), client_factory(fake))
+    with pytest.raises(NotConnected):
+        asyncio.run(idle.send(OutgoingMessage("w", SENDER, "hi")))
+
+
+def test_download_rebuilds_the_media_message(linked: Config) -> None:
+    fake = FakeGo()
+    media = MediaInfo("image", "pole.jpg", "https://mmg.whatsapp.net/x.enc", b"k" * 32, b"s" * 32, b"e" * 32, 99,
+                      {"direct_path": "/v/x.enc", "mimetype": "image/jpeg"})
+
+    async def body(transport: NeonizeTransport) -> None:
+        assert await transport.download(media) == b"\xff\xd8 decrypted jpeg"
+
+    run_connected(linked, fake, body)
+    image = fake.downloads[0].imageMessage
+    assert (image.URL, image.directPath, image.mediaKey, image.fileLength) == (media.url, "/v/x.enc", b"k" * 32, 99)
+
+
+def test_history_requests_are_unsupported_with_the_reason(config: Config) -> None:
+    transport = NeonizeTransport(config, config.account("main"))
+    assert not transport.capabilities.history_request and "Peer" in transport.capabilities.history_limit
+    with pytest.raises(HistoryUnsupported, match="peer message"):
+        asyncio.run(transport.request_history(GROUP_A, datetime.now(timezone.utc), datetime.now(timezone.utc)))
+    assert transport.capabilities.history_limit == HISTORY_LIMIT
+
+
+def test_unpaired_session_needs_an_operator(config: Config) -> None:
+    account = config.account("main")
+    with pytest.raises(NeedsOperator, match=f"wa-watchdog pair --account main --phone {PHONE}") as caught:
+        ensure_paired(account)
+    assert caught.value.exit_code == EXIT_NEEDS_OPERATOR
+    assert not Path(session_database(account)).exists()  # looking does not create a session store
+    with pytest.raises(NeedsOperator):  # and run() refuses before connecting
+        asyncio.run(NeonizeTransport(config, account, client_factory(FakeGo())).run(Recorder()))
+
+
+def test_no_network_is_reported_and_retried_with_backoff_by_real_neonize(linked: Config) -> None:
+    """The real Go library, no network: each connect fails fast, is reported, and is retried later and later."""
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        transport = NeonizeTransport(linked, linked.account("main"))
+        task = asyncio.create_task(transport.run(recorder))
+        await until(lambda: len(recorder.events) >= 3, timeout=15, what="three failed connects")
+        assert not task.done()  # alive: no exception, no exit
+        await transport.close()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    failures = recorder.events[:3]
+    assert all(e.kind == ConnectionKind.CONNECT_FAILED and e.reason.startswith("cannot connect to WhatsApp: ")
+               for e in failures)
+    gaps = [(b.at - a.at).total_seconds() for a, b in zip(failures, failures[1:])]
+    assert gaps[0] >= 0.5 and gaps[1] >= 1.0, gaps  # waits of 0.5 s then 1 s (+ jitter): backing off
