@@ -29,7 +29,7 @@ FEEDBACK_NONE = "none"  # no feedback asked for (auto_ack off, no operator feedb
 FEEDBACK_PENDING = "pending"  # recorded, not yet accepted by the bridge (retried)
 FEEDBACK_SENT = "sent"  # bridge answered 200: delivered to WhatsApp
 FEEDBACK_QUEUED = "queued"  # bridge answered 202: in its durable outbox, sent on reconnect
-FEEDBACK_FAILED = "failed"  # bridge refused it (400/401/500): retrying the same request cannot help
+FEEDBACK_FAILED = "failed"  # bridge refused it (400/500): retrying the same request cannot help
 FEEDBACK_ACCEPTED = (FEEDBACK_SENT, FEEDBACK_QUEUED)
 
 # A feedback message's life; a drop's feedback_status is the status of its newest feedback.

@@ -8,7 +8,7 @@ the same key again, and the bridge answers with the first result instead of
 sending twice.
 
 Bridge answers: 200 sent, 202 queued (its durable outbox sends on reconnect),
-400/401/500 refused (the same request can never succeed: failed). No answer,
+400/500 refused (the same request can never succeed: failed). No answer,
 no published URL or 503 means the bridge is down or restarting: the message
 stays pending and is retried with exponential backoff (tenacity), in its own
 task so detection never waits for it.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -32,7 +33,10 @@ from watchdog.config import Config, ProjectConfig
 
 REQUEST_TIMEOUT = 10.0  # the bridge's own send timeout is 10 s; after that the send stays in its outbox
 RECHECK_INTERVAL = 5.0  # look for pending feedback recorded by other processes
-FINAL_FAILURES = {400, 401, 404, 500}  # the bridge refused this request; resending it cannot help
+# The bridge refused this request (bad request; WhatsApp refused the send): resending it cannot help.
+# Anything else is retried: a 401 waits for the token to be fixed, and a 404 may come from another
+# server that took a dead bridge's port before the new bridge published its own.
+FINAL_FAILURES = {400, 500}
 
 
 class BridgeUnavailable(Exception):
@@ -66,6 +70,16 @@ def operator_feedback(project: str, drop_number: str, group_jid: str, submitted_
                        idempotency_key(project, drop_number, message_id, text))
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, under another user
+    return True
+
+
 class BridgeClient:
     """POSTs feedback to the sending account's bridge, found through its published endpoint."""
 
@@ -77,9 +91,12 @@ class BridgeClient:
         self.http = http
 
     async def post(self, feedback: Feedback) -> Answer:
-        base = endpoints.url(self.data_dir, self.component)
-        if base is None:
+        record = endpoints.read(self.data_dir, self.component)
+        if record is None or "api" not in record["endpoints"]:
             raise BridgeUnavailable(f"{self.component} has not published its API (not started?)")
+        if not _alive(record["pid"]):  # killed: its port may belong to someone else by now
+            raise BridgeUnavailable(f"{self.component} (pid {record['pid']}) is not running")
+        base = record["endpoints"]["api"]
         body = {"recipient": feedback.recipient, "message": feedback.text, "mentions": list(feedback.mentions)}
         headers = {**self.headers, "Idempotency-Key": feedback.idempotency_key}
         try:
