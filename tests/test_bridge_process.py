@@ -6,11 +6,12 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.bridge_support import (call, consume_queue_elsewhere, health, inject, rows, sessions, start_bridge,
                                   start_sim)
-from tests.conftest import GROUP_A, GROUP_B, GROUP_C, Processes, wait_until
+from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, GROUP_C, Processes, wait_until
 from watchdog.exitcodes import EXIT_SESSION_HELD
 from watchdog.recovery_log import RecoveryLog
 
@@ -176,3 +177,21 @@ def test_health_without_a_simulator_reports_the_outage(procs: Processes, data_di
     assert answer["connected"] is False and answer["store_writable"] is True and answer["outbox_depth"] == 0
     assert answer["account"] == "main" and answer["pid"] == bridge.pid and 0 <= answer["loop_lag_ms"] < 1000
     assert "simulator" in answer["open_window"]["reason"]  # no connection since the start: a window
+
+
+def test_logged_out_is_reported_and_never_retried(procs: Processes, data_dir: Path,
+                                                  write_config: Callable[[str], Path]) -> None:
+    start_sim(procs, data_dir)
+    # The same data directory, but a number the (simulated) WhatsApp does not know: it logs us out.
+    unpaired = Processes(write_config(BASE_CONFIG.replace('phone = "27710000000"', 'phone = "27719999999"'),
+                                      name="unpaired.toml"))
+    try:
+        bridge, url = start_bridge(unpaired, data_dir, connected=False)
+        answer = wait_until(lambda: (lambda h: h if h["state"] == "logged_out" else None)(health(url)),
+                            message="health to report logged_out")
+        assert answer["status"] == "unavailable" and "unknown session" in answer["reason"]
+        assert answer["open_window"]["reason"].startswith("logged out")
+        assert [k for (k,) in rows(data_dir, "SELECT kind FROM connection_events")] == ["logged_out"]
+        assert bridge.poll() is None  # still serving health for the operator
+    finally:
+        unpaired.stop_all()
