@@ -14,7 +14,7 @@ import pytest
 from watchdog import probes
 from watchdog.child import child_env, exit_cause
 from watchdog.child_output import ChildOutput, RotatingFile, StderrSink
-from watchdog.config import WatchdogConfig
+from watchdog.config import ConfigError, WatchdogConfig, load
 from watchdog.notify_server import parse
 from watchdog.recovery_log import RecoveryLog
 from watchdog.stale import runs
@@ -170,3 +170,26 @@ def test_every_state_is_reachable_and_a_forbidden_transition_is_refused(tmp_path
                 watcher.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("section", "key"), [
+    ("[watchdog]\nbackoff_max = 0.01\n", "watchdog.backoff_max"),
+    ("[watchdog]\ncrash_loop_exits = 0\n", "watchdog.crash_loop_exits"),
+    ("[watchdog]\nterm_grace = -1\n", "watchdog.term_grace"),
+    ("[accounts.main.probe]\nperiod = 0\n", "accounts.main.probe.period"),
+    ("[accounts.main]\nwatchdog_sec = -1\n", "accounts.main.watchdog_sec"),
+])
+def test_bad_supervision_knobs_are_config_errors_naming_the_key(tmp_path: Path, section: str, key: str) -> None:
+    account = '[accounts.main]\nphone = "27710000000"\ntransport = "neonize"\n'
+    if section.startswith("[accounts.main]"):
+        text = section.replace("[accounts.main]\n", account)
+    else:
+        text = account + section
+    path = tmp_path / "wa.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load(path)
+
+
+def test_watchdog_sec_0_means_no_heartbeat_is_expected() -> None:
+    assert "WATCHDOG_USEC" not in child_env("@x", 0.0, {"WATCHDOG_USEC": "5"})

@@ -21,7 +21,8 @@ def child_env(notify_socket: str, watchdog_sec: float, base: Mapping[str, str] =
     """The watchdog's environment minus systemd's notify variables, plus the child's own socket and interval."""
     env = {k: v for k, v in base.items() if not k.startswith(INHERITED_NOT)}
     env["NOTIFY_SOCKET"] = notify_socket
-    env["WATCHDOG_USEC"] = str(int(watchdog_sec * 1_000_000))
+    if watchdog_sec > 0:  # 0 = no heartbeat expected, as with systemd's WatchdogSec=0
+        env["WATCHDOG_USEC"] = str(int(watchdog_sec * 1_000_000))
     env["PYTHONUNBUFFERED"] = "1"  # output lines reach the log as they happen, not when a buffer fills
     return env
 

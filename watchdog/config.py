@@ -294,6 +294,23 @@ class _Loader:
 
     # -- cross-field checks ----------------------------------------------------
 
+    def check_positive(self, value: float, key: str) -> None:
+        if value <= 0:
+            raise self.error(key, f"must be more than 0, got {value:g}")
+
+    def check_supervision(self, watchdog_sec: float, rss_limit_mb: int, key: str,
+                          probe: ProbeConfig | None = None) -> None:
+        """Per-component supervision knobs: watchdog_sec 0 = no heartbeat check, rss_limit_mb 0 = no limit."""
+        if watchdog_sec < 0:
+            raise self.error(f"{key}.watchdog_sec", f"must be 0 (off) or more seconds, got {watchdog_sec:g}")
+        if rss_limit_mb < 0:
+            raise self.error(f"{key}.rss_limit_mb", f"must be 0 (no limit) or more, got {rss_limit_mb}")
+        if probe is not None:
+            for name in ("period", "timeout", "failure_threshold"):
+                self.check_positive(getattr(probe, name), f"{key}.probe.{name}")
+            if probe.initial_delay < 0:
+                raise self.error(f"{key}.probe.initial_delay", f"must be 0 or more seconds, got {probe.initial_delay:g}")
+
     def check_port(self, port: int, key: str) -> None:
         if not 0 <= port <= 65535:
             raise self.error(key, f"port {port} out of range 0-65535 (0 = any free port)")
@@ -308,6 +325,7 @@ class _Loader:
         if not PHONE.match(account.phone):
             raise self.error(f"{key}.phone", f"expected digits only with country code (e.g. 27710000000), got {account.phone!r}")
         self.check_port(account.api_port, f"{key}.api_port")
+        self.check_supervision(account.watchdog_sec, account.rss_limit_mb, key, account.probe)
         if not _is_loopback(account.api_host) and not account.api_token:
             raise self.error(f"{key}.api_token", f"required when api_host is not loopback ({account.api_host})")
         for i, jid in enumerate(account.follow_groups):
@@ -328,6 +346,7 @@ class _Loader:
 
     def check_project(self, project: ProjectConfig, i: int, accounts: dict[str, AccountConfig]) -> ProjectConfig:
         key = f"projects[{i}]"
+        self.check_supervision(project.watchdog_sec, project.rss_limit_mb, key)
         if project.environment not in ("prod", "dev"):
             raise self.error(f"{key}.environment", f"must be 'prod' or 'dev', got {project.environment!r}")
         if not project.groups:
@@ -367,11 +386,20 @@ class _Loader:
 
     def check_watchdog(self, watchdog: WatchdogConfig) -> None:
         self.check_port(watchdog.control_port, "watchdog.control_port")
+        for name in ("recovery_log_max_bytes", "child_log_max_bytes", "stop_timeout", "backoff_initial",
+                     "backoff_reset_after", "crash_loop_exits", "crash_loop_window"):
+            self.check_positive(getattr(watchdog, name), f"watchdog.{name}")
+        if watchdog.term_grace < 0:
+            raise self.error("watchdog.term_grace", f"must be 0 or more seconds, got {watchdog.term_grace:g}")
+        if watchdog.backoff_max < watchdog.backoff_initial:
+            raise self.error("watchdog.backoff_max", f"must be at least backoff_initial ({watchdog.backoff_initial:g}),"
+                                                     f" got {watchdog.backoff_max:g}")
         if not _is_loopback(watchdog.control_host) and not watchdog.control_token:
             raise self.error("watchdog.control_token", f"required when control_host is not loopback ({watchdog.control_host})")
 
     def check_sim(self, sim: SimConfig) -> None:
         self.check_port(sim.port, "sim.port")
+        self.check_supervision(sim.watchdog_sec, sim.rss_limit_mb, "sim")
         if sim.disconnect_every and (len(sim.disconnect_every) != 2 or not 0 < sim.disconnect_every[0] <= sim.disconnect_every[1]):
             raise self.error("sim.disconnect_every", "expected [min_seconds, max_seconds] with 0 < min <= max, or []")
         for i, group in enumerate(sim.groups):

@@ -222,7 +222,8 @@ class Watcher:
         self.status_text = ""
         self._probe_failures = 0
         self._last_heartbeat = child.started_at
-        self._arm_heartbeat()
+        if component.watchdog_sec > 0:
+            self._arm_heartbeat()
         if component.rss_limit_mb:
             self._schedule("rss", self.RSS_PERIOD, self._check_rss)
         if component.probe is not None:
@@ -542,7 +543,7 @@ class Watcher:
         if self.state not in (STARTING, RUNNING) or self.pid is None:
             return None
         silent = time.monotonic() - self._last_heartbeat
-        if silent > 2 * self.component.watchdog_sec + 1:
+        if self.component.watchdog_sec > 0 and silent > 2 * self.component.watchdog_sec + 1:
             return f"{self.name}: heartbeat check overdue ({silent:.1f} s of silence unhandled)"
         if self._probe_task is not None and self._probe_task.done():
             return f"{self.name}: health probe stopped"
