@@ -344,6 +344,37 @@ def test_an_earlier_runs_bridge_holding_the_session_is_stopped_before_a_new_brid
         holder.wait()
 
 
+def test_exit_3_session_held_stops_the_holder_then_restarts(tmp_path: Path) -> None:
+    session = tmp_path / "data" / "accounts" / "main" / "session"
+    session.mkdir(parents=True)
+    lock = session / "session.lock"
+    # A holder that has not written its pid (yet): the pre-start check cannot see it, so the bridge exits 3.
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)",
+                               str(lock), "bridge", "--account", "main"], stdout=subprocess.PIPE,
+                              start_new_session=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+
+        async def scenario() -> None:
+            bridge = worker("bridge:main", "--try-lock", str(lock), "bridge", "--account", "main", kind=BRIDGE,
+                            session_dir=session, signature=(("bridge",), ("--account", "main")))
+            async with supervise(write_settings(tmp_path), [bridge]) as s:
+                (exit_, *_) = await s.record("bridge:main", "exit")
+                assert exit_["exit_code"] == 3 and s.watcher("bridge:main").state != FAILED
+                lock.write_text(f"{holder.pid}\n")  # now the lock names its owner, as a bridge's does
+                new = await s.running("bridge:main")
+                assert holder.poll() is not None, "the holder is still alive"
+                stops = [r for r in s.records("bridge:main", "stop") if r["pid"] == holder.pid]
+                assert len(stops) == 1 and lock.read_text().strip() == str(new)
+        run(scenario)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
 def test_operator_restart_stops_and_starts_the_component_with_cause_operator_restart(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with supervise(write_settings(tmp_path), [worker("monitor:a"), worker("monitor:b")]) as s:

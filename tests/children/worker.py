@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--silent-after", type=float, help="stop heartbeating (but keep running) after this long")
     parser.add_argument("--grow-mb", type=int, default=0, help="allocate this much memory after READY=1")
     parser.add_argument("--hold-lock", type=Path, help="flock this file and write our pid into it, like a bridge")
+    parser.add_argument("--try-lock", type=Path, help="like a bridge: flock this file or exit 3 (session held)")
     parser.add_argument("--term-log", type=Path, help="append '<label> <time_ns>' here on SIGTERM, then exit 0")
     parser.add_argument("--ignore-term", action="store_true", help="ignore SIGTERM (so only SIGKILL ends it)")
     parser.add_argument("--dump-env", type=Path, help="write our environment and process group here as JSON")
@@ -49,12 +50,17 @@ def main() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.dump_env:
         args.dump_env.write_text(json.dumps({"env": dict(os.environ), "pgid": os.getpgid(0), "pid": os.getpid()}))
-    if args.hold_lock:
-        args.hold_lock.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(args.hold_lock, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    for path, blocking in ((args.hold_lock, True), (args.try_lock, False)):
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"session {path} is held", file=sys.stderr, flush=True)
+                sys.exit(3)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
     print(f"{args.label} pid {os.getpid()} started", flush=True)
     notifier.heartbeat()
