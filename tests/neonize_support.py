@@ -106,6 +106,8 @@ class FakeGo:
         self.group_participants: list[nz.GroupParticipant] = []
         self.lids: dict[str, str] = {}
         self.send_error = ""
+        self.qr_codes: list[bytes] = []  # shown before any event, as for an unpaired session
+        self.pair_requests: list[nz.PairPhoneParams] = []
         self.running = threading.Event()
         self._events: queue.Queue = queue.Queue()
 
@@ -117,6 +119,9 @@ class FakeGo:
         self.subscribed = set(bytes(subscribers)[:subscriber_count])
         if self.fail_connect:
             return self.fail_connect.encode()
+        for code in self.qr_codes:
+            text = ctypes.create_string_buffer(code)
+            qr_cb(uuid, ctypes.addressof(text))
         self.running.set()
         try:
             while True:  # Go's CallbackFunction: one event at a time, until Stop
@@ -161,6 +166,10 @@ class FakeGo:
         return _reply(nz.GetJIDFromStoreReturnFunction(
             Jid=nz.JID(User=lid, Server="lid" if lid else "", IsEmpty=not lid)))
 
+    def PairPhone(self, uuid, params, size):  # noqa: N802
+        self.pair_requests.append(nz.PairPhoneParams.FromString(params[:size]))
+        return _reply(nz.PairPhoneReturnFunction(Code="ABCDEFGH"))
+
     # -- called by tests (WhatsApp's side) --------------------------------------------------------
 
     def emit(self, event: Message, wait: float | None = 10.0) -> threading.Event:
@@ -172,10 +181,11 @@ class FakeGo:
         return delivered
 
 
+def talking_to(fake: FakeGo, client: NewClient) -> NewClient:
+    client._NewClient__client = fake  # the Go library handle that NewClient calls into
+    return client
+
+
 def client_factory(fake: FakeGo):
     """A NeonizeTransport client factory: neonize's real NewClient, talking to `fake` instead of Go."""
-    def new_client(database: str, device: nz.JID) -> NewClient:
-        client = NewClient(database, jid=device)
-        client._NewClient__client = fake  # the Go library handle that NewClient calls into
-        return client
-    return new_client
+    return lambda database, device: talking_to(fake, NewClient(database, jid=device))
