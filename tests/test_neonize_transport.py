@@ -205,6 +205,27 @@ def test_callback_returns_only_after_the_handler_committed(linked: Config) -> No
     asyncio.run(scenario())
 
 
+def test_a_failed_commit_is_retried_before_the_callback_returns(linked: Config) -> None:
+    """WhatsApp already has its receipt: a store failure must not drop the message."""
+    fake, recorder = FakeGo(), Recorder()
+    failures = []
+
+    async def flaky(messages: list[IncomingMessage]) -> None:
+        if not failures:
+            failures.append(messages[0].id)
+            raise OSError("disk I/O error")
+        recorder.messages.extend(messages)
+
+    async def scenario() -> None:
+        recorder.on_messages = flaky  # type: ignore[method-assign]
+        transport = NeonizeTransport(linked, linked.account("main"), client_factory(fake))
+        async with running(transport, recorder, fake):
+            await emit(fake, nz.Connected(status=True), group_message("M7", "DR1734157"))
+            assert failures == ["M7"] and [m.id for m in recorder.messages] == ["M7"]
+
+    asyncio.run(scenario())
+
+
 def run_connected(linked: Config, fake: FakeGo, body) -> None:
     async def scenario() -> None:
         transport = NeonizeTransport(linked, linked.account("main"), client_factory(fake))

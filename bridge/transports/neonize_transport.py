@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -49,6 +50,7 @@ RESTART_PAUSE = 1.0  # before a new session after a stream error (whatsmeow does
 HANDLER_TIMEOUT = 30.0  # a callback waits this long for the handler before letting the Go side go on
 POLL = 0.25  # how often a waiting callback checks whether the transport is closing
 CLOSE_TIMEOUT = 5.0
+RETRY_PAUSE = 1.0  # between attempts to commit a message after the handler failed
 MAX_BATCH = 5000  # history-sync messages per on_messages call
 HISTORY_LIMIT = (
     "neonize 0.5.2 cannot send whatsmeow's on-demand history-sync request: it must go out as a peer message "
@@ -249,39 +251,39 @@ class NeonizeTransport(Transport):
 
     # -- callbacks (neonize's Go thread) ------------------------------------------------------------------
 
-    def _wait_for(self, work: Awaitable[None], what: str) -> None:
-        """Run `work` on the bridge loop and block this (neonize's) thread until it finished.
+    def _wait_for(self, work: Callable[[], Awaitable[None]], what: str, retry_failures: bool = False) -> None:
+        """Run `work()` on the bridge loop and block this (neonize's) thread until it finished.
 
         Blocking is the point: neonize's Go side queues at most 100 events
         while this callback runs, and whatsmeow's node handler stops reading
         (and acknowledging) further messages once that queue is full, so the
-        gap between WhatsApp's receipt and our commit stays bounded.
+        gap between WhatsApp's receipt and our commit stays bounded. A failed
+        commit is retried (`retry_failures`) for up to HANDLER_TIMEOUT: WhatsApp
+        has its receipt already and will not deliver the message again.
         """
-        loop = self._loop
-        if loop is None or self._closing.is_set():
-            with contextlib.suppress(AttributeError):
-                work.close()  # type: ignore[attr-defined]
-            return
-        try:
-            future = asyncio.run_coroutine_threadsafe(work, loop)  # type: ignore[arg-type]
-        except RuntimeError:  # the loop is gone: shutting down
-            work.close()  # type: ignore[attr-defined]
-            return
         deadline = time.monotonic() + HANDLER_TIMEOUT
-        while True:
+        while self._loop is not None and not self._closing.is_set():
             try:
-                future.result(timeout=POLL)
+                future = asyncio.run_coroutine_threadsafe(work(), self._loop)  # type: ignore[arg-type]
+            except RuntimeError:  # the loop is gone: shutting down
                 return
-            except concurrent.futures.TimeoutError:
-                if self._closing.is_set():
-                    return
-                if time.monotonic() > deadline:
-                    logger.warning("neonize transport: handler still busy with {} after {:.0f}s; not waiting longer",
-                                   what, HANDLER_TIMEOUT)
-                    return
+            try:
+                while True:
+                    try:
+                        future.result(timeout=POLL)
+                        return
+                    except concurrent.futures.TimeoutError:
+                        if self._closing.is_set():
+                            return
+                        if time.monotonic() > deadline:
+                            logger.warning("neonize transport: handler still busy with {} after {:.0f}s; "
+                                           "not waiting longer", what, HANDLER_TIMEOUT)
+                            return
             except Exception:  # noqa: BLE001 - a callback must never raise into neonize (ctypes swallows it)
                 logger.exception("neonize transport: handler failed on {}", what)
-                return
+                if not retry_failures or time.monotonic() > deadline:
+                    return
+                self._closing.wait(RETRY_PAUSE)
 
     def _on_message(self, _client: object, event: nz.Message) -> None:
         try:
@@ -294,7 +296,8 @@ class NeonizeTransport(Transport):
             logger.exception("neonize transport: cannot map message {}", event.Info.ID)
             return
         if message is not None and self._handler is not None:
-            self._wait_for(self._handler.on_messages([message]), f"message {message.id}")
+            self._wait_for(functools.partial(self._handler.on_messages, [message]), f"message {message.id}",
+                           retry_failures=True)
 
     def _on_history(self, _client: object, event: nz.HistorySync) -> None:
         try:
@@ -302,12 +305,13 @@ class NeonizeTransport(Transport):
         except Exception:  # noqa: BLE001
             logger.exception("neonize transport: cannot map a history-sync batch")
             return
-        logger.info("neonize transport: history sync ({}) with {} messages",
-                    event.Data.syncType, len(messages))
-        for start in range(0, len(messages), MAX_BATCH):
-            if self._handler is not None:
-                batch: list[IncomingMessage] = messages[start:start + MAX_BATCH]
-                self._wait_for(self._handler.on_messages(batch), f"{len(batch)} history messages")
+        logger.info("neonize transport: history sync ({}) with {} messages", event.Data.syncType, len(messages))
+        handler = self._handler
+        batches = [messages[start:start + MAX_BATCH] for start in range(0, len(messages), MAX_BATCH)]
+        for batch in batches:
+            if handler is not None:
+                self._wait_for(functools.partial(handler.on_messages, batch), f"{len(batch)} history messages",
+                               retry_failures=True)
 
     def _on_connection(self, _client: object, event: object) -> None:
         try:
@@ -316,9 +320,9 @@ class NeonizeTransport(Transport):
             logger.exception("neonize transport: cannot map {}", type(event).__name__)
             return
         if mapped is not None:
-            self._wait_for(self._report(mapped, keepalive=isinstance(event, (KeepAliveTimeoutEv, KeepAliveRestoredEv)),
-                                        stream_error=isinstance(event, StreamErrorEv)),
-                           mapped.kind.value)
+            keepalive = isinstance(event, (KeepAliveTimeoutEv, KeepAliveRestoredEv))
+            stream_error = isinstance(event, StreamErrorEv)
+            self._wait_for(functools.partial(self._report, mapped, keepalive, stream_error), mapped.kind.value)
 
     # -- connection state (bridge loop) -------------------------------------------------------------------
 
