@@ -299,8 +299,23 @@ class Store:
         self.conn.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT; sqlite3 errors become StoreError (a health state)."""
+    def transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; sqlite3 errors become StoreError (a health state).
+
+        `durable=False` skips the fsync of this commit (the next durable commit carries it):
+        for writes whose loss in a power cut is harmless, on the hot path.
+        """
+        if not durable:
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            with self._transaction() as conn:
+                yield conn
+        finally:
+            if not durable:
+                self.conn.execute("PRAGMA synchronous = FULL")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -404,8 +419,8 @@ class Store:
         row = self.conn.execute("SELECT value FROM bridge_state WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def set_state(self, **values: str) -> None:
-        with self.transaction() as conn:
+    def set_state(self, durable: bool = True, **values: str) -> None:
+        with self.transaction(durable) as conn:
             conn.executemany("INSERT INTO bridge_state (key, value) VALUES (?, ?) "
                              "ON CONFLICT (key) DO UPDATE SET value = excluded.value", list(values.items()))
 
@@ -444,9 +459,13 @@ class Store:
         return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]
 
     def outbox_sent(self, row: OutboxRow, sent: IncomingMessage) -> None:
-        """Mark a send done and store the sent message (is_from_me, source sent) in one transaction."""
+        """Mark a send done and store the sent message (is_from_me, source sent) in one transaction.
+
+        Not fsynced: if a power cut loses it, the row is pending again and the resend carries the
+        same message id, which the server dedupes. (The outbox_add before the send is durable.)
+        """
         batch = _Batch([sent], Source.SENT)
-        with self.transaction() as conn:
+        with self.transaction(durable=False) as conn:
             conn.execute("UPDATE outbox SET status = 'sent', sent_at = ? WHERE seq = ?",
                          (format_ts(sent.timestamp), row.seq))
             batch.insert(conn)
