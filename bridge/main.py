@@ -177,19 +177,20 @@ class Bridge:
         outage, and a restart would not bring WhatsApp back) but stops while the store cannot
         be written, which is a hang for a supervisor.
         """
-        period = notify_period(self.account)
-        tick = min(period, MAX_TICK)
+        tick = min(notify_period(self.account), MAX_TICK)
         while True:
+            retry_sends = False
             try:
                 self.windows.heartbeat()
+                retry_sends = self.health.connected and not self.outbox.busy and self.store.outbox_depth() > 0
                 self.health.store_result("")
-            except StoreError as exc:
+            except (StoreError, sqlite3.Error) as exc:
                 if self.health.store_writable:
                     logger.error("store not writable: {}", exc)
                 self.health.store_result(str(exc))
             if self.health.store_writable:
                 self.notifier.heartbeat()
-                if self.health.connected and not self.outbox.busy and self.store.outbox_depth():
+                if retry_sends:
                     self._spawn(self.outbox.drain())  # e.g. a send that timed out earlier
             self._publish_status()
             await asyncio.sleep(tick)
@@ -247,7 +248,10 @@ class Bridge:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await runner.cleanup()
-        self.windows.on_stop(reason)
+        try:
+            self.windows.on_stop(reason)
+        except (StoreError, sqlite3.Error) as exc:  # the next start sees a crash window instead
+            logger.error("could not record the stop: {}", exc)
         endpoints.remove(self.config.data_dir, self.component)
         logger.info("stopped cleanly in {:.0f} ms", (time.monotonic() - started) * 1000)
 

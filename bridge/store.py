@@ -322,7 +322,7 @@ class Store:
             raise StoreError(f"cannot write {self.path}: {exc}") from exc
         try:
             yield self.conn
-        except sqlite3.OperationalError as exc:  # disk full, I/O error, read-only file
+        except sqlite3.DatabaseError as exc:  # disk full, I/O error, read-only or corrupt file
             self._rollback()
             raise StoreError(f"cannot write {self.path}: {exc}") from exc
         except BaseException:
