@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from bridge.session_lock import SessionHeld, SessionLock
 from watchdog.config import PHONE, AccountConfig, Config
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
 
@@ -41,7 +42,6 @@ def cmd_pair(config: Config, args: argparse.Namespace) -> int:
               "(digits with country code)", file=sys.stderr)
         return EXIT_CONFIG
 
-    from bridge.session_lock import SessionHeld, SessionLock
     try:
         lock = SessionLock(account.session_dir)
     except SessionHeld as exc:
