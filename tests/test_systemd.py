@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -34,7 +35,10 @@ from watchdog import endpoints
 SYSTEMD = Path("/lib/systemd/systemd")
 UNIT = "wa-watchdog.service"
 BRIDGE_TEMPLATE = "wa-bridge@.service"
-WATCHDOG_SEC = 3
+# Short, so a frozen watchdog is replaced within seconds, yet long enough for a cold start on
+# a loaded 2-core machine: systemd's watchdog runs from exec, before READY=1, and 3 s was
+# seen to expire there when other test runs competed for the CPU.
+WATCHDOG_SEC = 5
 NAMESPACE_SCRIPT = "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system && exec {systemd} --user"
 # Only a system manager can switch users and build the mount namespaces of the hardening
 # options (a user manager fails them with 226/NAMESPACE); a private /tmp would also hide
@@ -78,8 +82,12 @@ def user_unit(config_path: Path, output: Path, shipped: str = UNIT) -> str:
 class UserManager:
     """A systemd user manager in its own mount namespace; systemctl reaches it with nsenter.
 
-    `owned` collects the pid of every process the units started, so that
-    whatever outlives the manager is killed by pid at the end.
+    Every manager started this way shares the machine's one cgroup tree, and a
+    unit's cgroup is named after the unit: two test runs at once (two helpers, or
+    a suite and a single test) would stop each other's processes if both used
+    `wa-watchdog.service`. So units are installed under a name unique to this
+    run. `owned` remembers every process the units started (pid and start time,
+    so a reused pid is never hit): whatever outlives the manager is killed.
     """
 
     def __init__(self, home: Path) -> None:
@@ -92,12 +100,24 @@ class UserManager:
                     "XDG_RUNTIME_DIR": str(runtime), "LANG": "C.UTF-8"}
         self.proc: subprocess.Popen | None = None
         self.outputs: list[Path] = []
-        self.owned: set[int] = set()
+        self.owned: dict[int, psutil.Process] = {}
+        self.history: list[str] = []  # every distinct state seen, for the failure message
 
-    def install(self, shipped: str, config_path: Path) -> None:
+    def install(self, shipped: str, config_path: Path) -> str:
+        """Install a shipped unit adapted for this manager; returns the unit's (run-unique) name."""
+        name = shipped.replace("@.service" if "@" in shipped else ".service",
+                               f"-t{os.getpid()}" + ("@.service" if "@" in shipped else ".service"))
         output = config_path.parent / f"{shipped.split('.')[0]}.out"
-        (self.unit_dir / shipped).write_text(user_unit(config_path, output, shipped), encoding="utf-8")
+        (self.unit_dir / name).write_text(user_unit(config_path, output, shipped), encoding="utf-8")
         self.outputs.append(output)
+        return name
+
+    def own(self, *pids: int) -> None:
+        for pid in pids:
+            try:
+                self.owned.setdefault(pid, psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
 
     def start(self) -> None:
         with open(self.log, "wb") as log:
@@ -120,7 +140,11 @@ class UserManager:
 
     def show(self, unit: str, *properties: str) -> dict[str, str]:
         out = self.systemctl("show", unit, "-p", ",".join(properties)).stdout
-        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        shown = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        seen = f"{unit} {' '.join(f'{k}={v}' for k, v in sorted(shown.items()) if k != 'StatusText')}"
+        if not self.history or not self.history[-1].endswith(seen):
+            self.history.append(f"{time.strftime('%H:%M:%S')} {seen}")
+        return shown
 
     def start_until_active(self, unit: str) -> tuple[int, list[str]]:
         """`start --no-block`, then poll: the MainPID once active, and every ActiveState seen on the way."""
@@ -135,7 +159,7 @@ class UserManager:
             return shown if shown["ActiveState"] == "active" else None
 
         pid = int(wait_until(active, timeout=30, interval=0.02, message=f"{unit} to become active")["MainPID"])
-        self.owned.add(pid)
+        self.own(pid)
         return pid, states
 
     def wait_replaced(self, unit: str, old_pid: int) -> int:
@@ -147,7 +171,7 @@ class UserManager:
             return new_pid if ok else None
 
         new_pid = wait_until(replaced, timeout=30, interval=0.05, message=f"systemd to replace the frozen {unit}")
-        self.owned.add(new_pid)
+        self.own(new_pid)
         return new_pid
 
     def stop_unit(self, unit: str) -> dict[str, str]:
@@ -162,6 +186,7 @@ class UserManager:
         except AssertionError as exc:
             said = [f"--- {out.name} ---\n{out.read_text(errors='replace')[-3000:]}" for out in self.outputs
                     if out.exists()]
+            said.append("--- states seen ---\n" + "\n".join(self.history[-30:]))
             said.append(f"--- systemd ---\n{self.log.read_text(errors='replace')[-2000:]}")
             exc.args = ("\n".join([str(exc.args[0]) if exc.args else "", *said]),)
             raise
@@ -175,9 +200,11 @@ class UserManager:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for pid in self.owned:
-            if not gone(pid):
-                os.kill(pid, signal.SIGKILL)
+        for proc in self.owned.values():
+            try:
+                proc.kill()  # psutil refuses if the pid now belongs to another process
+            except psutil.NoSuchProcess:
+                pass
 
 
 @pytest.fixture
@@ -237,11 +264,11 @@ def gone(pid: int) -> bool:
 
 def test_systemd_starts_watches_and_replaces_a_frozen_watchdog(manager: UserManager, config_path: Path,
                                                                data_dir: Path) -> None:
-    manager.install(UNIT, config_path)
+    unit = manager.install(UNIT, config_path)
     session_dir = data_dir / "accounts" / "main" / "session"
     with manager.explained():
         manager.start()
-        old_main, states = manager.start_until_active(UNIT)
+        old_main, states = manager.start_until_active(unit)
         # Type=notify: active only after READY=1, which the watchdog sends once every bridge is
         # healthy and every monitor ready.
         assert states[0] == "activating", states
@@ -251,37 +278,36 @@ def test_systemd_starts_watches_and_replaces_a_frozen_watchdog(manager: UserMana
         assert not unready, f"active while not ready: {unready}"
         assert endpoints.read(data_dir, "watchdog")["pid"] == old_main
 
-        status_text = wait_until(lambda: manager.show(UNIT, "StatusText")["StatusText"], timeout=10,
+        status_text = wait_until(lambda: manager.show(unit, "StatusText")["StatusText"], timeout=10,
                                  message="a STATUS= line")
         assert "main" in status_text and "\n" not in status_text, status_text
 
         old_children = descendants(old_main)
-        manager.owned |= old_children
+        manager.own(*old_children)
         old_bridge = holder_pid(session_dir)
         assert old_bridge in old_children, (old_bridge, old_children)
-        assert manager.show(UNIT, "NRestarts")["NRestarts"] == "0"
+        assert manager.show(unit, "NRestarts")["NRestarts"] == "0"
 
         os.kill(old_main, signal.SIGSTOP)  # a wedged watchdog: alive, but no more WATCHDOG=1
-        new_main = manager.wait_replaced(UNIT, old_main)
+        new_main = manager.wait_replaced(unit, old_main)
         wait_until(lambda: all(gone(pid) for pid in {old_main, *old_children}), timeout=10,
                    message="the frozen watchdog and its children to be gone")
         wait_until(lambda: health(data_dir) == 200, timeout=15, message="the new bridge to be healthy")
-        manager.owned |= descendants(new_main)
+        manager.own(*descendants(new_main))
         new_bridge = holder_pid(session_dir)
         assert new_bridge is not None and new_bridge != old_bridge
         assert new_bridge in descendants(new_main), "the session is held by a process the new watchdog does not own"
         assert bridges_of(config_path) == [new_bridge], "more than one bridge on the session"
         assert endpoints.read(data_dir, "watchdog")["pid"] == new_main
 
-        assert manager.stop_unit(UNIT) == {"ActiveState": "inactive", "Result": "success"}
+        assert manager.stop_unit(unit) == {"ActiveState": "inactive", "Result": "success"}
         assert bridges_of(config_path) == []
 
 
 def test_a_bridge_runs_on_its_own_under_systemd(manager: UserManager, procs: Processes, config_path: Path,
                                                data_dir: Path) -> None:
     """wa-bridge@main: READY=1 and heartbeats straight from the bridge; a frozen bridge is replaced, the lock follows."""
-    manager.install(BRIDGE_TEMPLATE, config_path)
-    unit = "wa-bridge@main.service"
+    unit = manager.install(BRIDGE_TEMPLATE, config_path).replace("@.service", "@main.service")
     session_dir = data_dir / "accounts" / "main" / "session"
     procs.start("sim")  # WhatsApp's side, outside systemd like the real one
     endpoints.wait_url(data_dir, "sim", timeout=15)
