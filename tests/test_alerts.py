@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 from loguru import logger
 
-from watchdog.alerts import AlertManager
-from watchdog.config import AlertConfig
+from watchdog.alerts import RULE_TITLES, AlertManager
+from watchdog.config import ALERT_RULES, AlertConfig
 from watchdog.recovery_log import RecoveryLog
 
 FAST = {"attempts": 4, "backoff_initial": 0.01, "backoff_max": 0.05, "timeout": 2.0}
@@ -250,3 +250,7 @@ def test_nothing_is_logged_when_no_entry_wants_the_alert(log: RecoveryLog) -> No
 def test_an_unknown_rule_is_a_programming_error(log: RecoveryLog) -> None:
     with pytest.raises(ValueError, match="unknown alert rule 'crashloop'"):
         AlertManager([], log).fire("crashloop", "bridge:main", "x")
+
+
+def test_every_rule_has_a_title_for_chat_messages() -> None:
+    assert set(RULE_TITLES) == set(ALERT_RULES)
