@@ -38,8 +38,10 @@ class SendRequest:
 
 def parse_jid(value: object, what: str = "recipient") -> str:
     """A bare number (`27710000001`, `+27...`) or a JID -> a normalized JID; BadRequest if neither."""
-    if not isinstance(value, str) or not value.strip():
+    if value is None or value == "" or (isinstance(value, str) and not value.strip()):
         raise BadRequest(f"{what} is required")
+    if not isinstance(value, str):
+        raise BadRequest(f"{what} must be a string (a phone number or a JID), got {type(value).__name__}")
     value = value.strip()
     if "@" not in value:
         if not _NUMBER.match(value):

@@ -26,7 +26,8 @@ def test_recipients_are_numbers_or_jids(raw: str, jid: str) -> None:
 
 
 @pytest.mark.parametrize("raw, problem", [
-    ("", "recipient is required"), (None, "recipient is required"), (42, "recipient is required"),
+    ("", "recipient is required"), (None, "recipient is required"), ("  ", "recipient is required"),
+    (27710000001, "recipient must be a string"),
     ("bob", "malformed recipient 'bob'"), ("123@example.com", "malformed recipient JID"),
     ("@g.us", "malformed recipient JID"), ("12 34@g.us", "malformed recipient JID"),
 ])
