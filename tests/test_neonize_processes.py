@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -12,10 +13,10 @@ from neonize.proto import Neonize_pb2 as nz
 
 from bridge.pairing import Pairing, format_code
 from bridge.session_lock import SessionLock
-from bridge.store import open_readonly
+from bridge.store import open_readonly, parse_ts
 from bridge.transports.neonize_transport import linked_device, session_database
 from tests.bridge_support import bridge_url, health
-from tests.conftest import Processes, wait_until
+from tests.conftest import ROOT, Processes, wait_until
 from tests.neonize_support import NEONIZE_CONFIG, PHONE, FakeGo, link_session, talking_to
 from watchdog.config import Config, load
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_NEEDS_OPERATOR, EXIT_OK, EXIT_SESSION_HELD
@@ -29,6 +30,11 @@ def config_path(write_config) -> Path:
 @pytest.fixture
 def config(config_path: Path) -> Config:
     return load(config_path)
+
+
+# whatsmeow dials through $HTTPS_PROXY (Go's ProxyFromEnvironment, read when the library loads): a closed local
+# port is "no network" for certain, and these tests can never reach WhatsApp with the fake session's keys.
+NO_NETWORK = {"HTTPS_PROXY": "http://127.0.0.1:9"}
 
 
 def finish(proc: subprocess.Popen, timeout: float = 30) -> tuple[int, str]:
@@ -49,17 +55,21 @@ def test_bridge_without_network_stays_up_unhealthy_and_retrying(procs: Processes
                                                                  data_dir: Path) -> None:
     account = config.account("main")
     link_session(Path(session_database(account)))
-    proc = procs.start("bridge", "--account", "main", stdout=subprocess.DEVNULL,
+    proc = procs.start("bridge", "--account", "main", env=NO_NETWORK, stdout=subprocess.DEVNULL,
                        stderr=open(data_dir.parent / "bridge.log", "wb"))
     url = wait_until(lambda: bridge_url(data_dir, proc), timeout=20, message="the bridge API")
 
-    def failed_twice() -> list | None:
+    def failed_three_times() -> list | None:
         with open_readonly(account.store) as conn:
-            kinds = [k for (k,) in conn.execute("SELECT kind FROM connection_events ORDER BY id")]
-        return kinds if kinds.count("connect_failed") >= 2 else None
+            rows = conn.execute("SELECT at, kind, reason FROM connection_events ORDER BY id").fetchall()
+        return rows if len(rows) >= 3 else None
 
-    kinds = wait_until(failed_twice, timeout=20, message="two failed connects recorded")
-    assert set(kinds) == {"connect_failed"}
+    rows = wait_until(failed_three_times, timeout=20, message="three failed connects recorded")[:3]
+    assert {kind for _, kind, _ in rows} == {"connect_failed"}
+    assert all(reason.startswith("cannot connect to WhatsApp: ") and "127.0.0.1:9" in reason for _, _, reason in rows)
+    at = [parse_ts(when) for when, _, _ in rows]
+    gaps = [(b - a).total_seconds() for a, b in zip(at, at[1:])]
+    assert gaps[0] >= 0.5 and gaps[1] >= 1.0, gaps  # tenacity waits 0.5 s, then 1 s (+ jitter): backing off
     body = health(url)
     assert (body["status"], body["state"], body["connected"]) == ("unavailable", "disconnected", False)
     assert body["reason"].startswith("cannot connect to WhatsApp: ") and body["open_window"] is not None
@@ -67,7 +77,7 @@ def test_bridge_without_network_stays_up_unhealthy_and_retrying(procs: Processes
 
 
 def test_pair_without_network_fails_clearly(procs: Processes) -> None:
-    code, output = finish(procs.start("pair", "--account", "main", "--phone", PHONE))
+    code, output = finish(procs.start("pair", "--account", "main", "--phone", PHONE, env=NO_NETWORK))
     assert code == EXIT_ERROR and "cannot reach WhatsApp to pair" in output, output
 
 
@@ -128,6 +138,12 @@ def test_qr_flow_and_a_refused_pairing(config: Config, capsys: pytest.CaptureFix
     assert "scan with WhatsApp" in captured.out and any(block in captured.out for block in "█▀▄")
     assert fake.pair_requests == []
     assert linked_device(config.account("main")) is None
+
+
+def test_the_simulator_path_never_loads_neonize() -> None:
+    code = ("import sys, bridge.main, bridge.transports.sim, watchdog.cli; "
+            "sys.exit(any(name.startswith('neonize') for name in sys.modules))")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_format_code() -> None:

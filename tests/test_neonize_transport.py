@@ -2,8 +2,8 @@
 
 Events enter through neonize's real ctypes callback as protobuf bytes and drive
 a real Bridge (store, disconnect windows, health); sends are checked as the
-serialized waE2E.Message neonize hands to its Go library. One test uses the
-real Go library too: without network a connect fails, is reported and retried.
+serialized waE2E.Message neonize hands to its Go library. The real Go library
+without network is exercised by tests/test_neonize_processes.py.
 """
 from __future__ import annotations
 
@@ -345,23 +345,3 @@ def test_unpaired_session_needs_an_operator(config: Config) -> None:
     assert not Path(session_database(account)).exists()  # looking does not create a session store
     with pytest.raises(NeedsOperator):  # and run() refuses before connecting
         asyncio.run(NeonizeTransport(config, account, client_factory(FakeGo())).run(Recorder()))
-
-
-def test_no_network_is_reported_and_retried_with_backoff_by_real_neonize(linked: Config) -> None:
-    """The real Go library, no network: each connect fails fast, is reported, and is retried later and later."""
-    recorder = Recorder()
-
-    async def scenario() -> None:
-        transport = NeonizeTransport(linked, linked.account("main"))
-        task = asyncio.create_task(transport.run(recorder))
-        await until(lambda: len(recorder.events) >= 3, timeout=15, what="three failed connects")
-        assert not task.done()  # alive: no exception, no exit
-        await transport.close()
-        await asyncio.wait_for(task, 5)
-
-    asyncio.run(scenario())
-    failures = recorder.events[:3]
-    assert all(e.kind == ConnectionKind.CONNECT_FAILED and e.reason.startswith("cannot connect to WhatsApp: ")
-               for e in failures)
-    gaps = [(b.at - a.at).total_seconds() for a, b in zip(failures, failures[1:])]
-    assert gaps[0] >= 0.5 and gaps[1] >= 1.0, gaps  # waits of 0.5 s then 1 s (+ jitter): backing off
