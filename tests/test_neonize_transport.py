@@ -16,12 +16,15 @@ from pathlib import Path
 
 import pytest
 from neonize.proto import Neonize_pb2 as nz
+from neonize.proto.waCommon.WACommon_pb2 import MessageKey
 from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
+from neonize.proto.waHistorySync import WAWebProtobufsHistorySync_pb2 as history
+from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import WebMessageInfo
 
 from bridge.main import Bridge
 from bridge.store import Store, messages_after, windows
 from bridge.transport import (ConnectionEvent, ConnectionKind, HistoryUnsupported, IncomingMessage, MediaInfo,
-                              NotConnected, OutgoingMedia, OutgoingMessage, SendFailed)
+                              NotConnected, OutgoingMedia, OutgoingMessage, SendFailed, Source)
 from bridge.transports.neonize_transport import (HISTORY_LIMIT, NeedsOperator, NeonizeTransport, ensure_paired,
                                                  session_database)
 from tests.conftest import GROUP_A, wait_until
@@ -222,6 +225,24 @@ def test_a_failed_commit_is_retried_before_the_callback_returns(linked: Config) 
         async with running(transport, recorder, fake):
             await emit(fake, nz.Connected(status=True), group_message("M7", "DR1734157"))
             assert failures == ["M7"] and [m.id for m in recorder.messages] == ["M7"]
+
+    asyncio.run(scenario())
+
+
+def test_history_sync_batches_reach_the_handler_as_history(linked: Config) -> None:
+    fake, recorder = FakeGo(), Recorder()
+    web = WebMessageInfo(key=MessageKey(remoteJID=GROUP_A, fromMe=False, ID="H1"), participant=SENDER,
+                         messageTimestamp=NOW_MS // 1000, message=e2e.Message(conversation="DR1734170"))
+    sync = history.HistorySync(syncType=history.HistorySync.RECENT, conversations=[
+        history.Conversation(ID=GROUP_A, messages=[history.HistorySyncMsg(message=web)])])
+
+    async def scenario() -> None:
+        transport = NeonizeTransport(linked, linked.account("main"), client_factory(fake))
+        async with running(transport, recorder, fake):
+            await emit(fake, nz.Connected(status=True), nz.HistorySync(Data=sync))
+        (message,) = recorder.messages
+        assert (message.id, message.chat_jid, message.sender_jid, message.text, message.source) == (
+            "H1", GROUP_A, SENDER, "DR1734170", Source.HISTORY)
 
     asyncio.run(scenario())
 
