@@ -116,15 +116,21 @@ class Bridge:
             self._synced.clear()
             self.windows.on_connected()
             self._spawn(self._after_connect())
-            if not self._ready_sent:
-                self._ready_sent = True
-                self.notifier.ready(self.status_line())
+            self._ready()
         else:
             self.windows.on_disconnect(reason)
             if self.health.terminal:
                 logger.error("{}: not reconnecting; an operator must act (health reports {})", reason, state)
                 self._spawn(self.transport.close())  # never fight over the session, whatever the transport does
+                # Up as far as it will get: under systemd a missing READY=1 would mean a restart, which
+                # would take the session back (stream replaced) or fail again (logged out).
+                self._ready()
         self._publish_status()
+
+    def _ready(self) -> None:
+        if not self._ready_sent:
+            self._ready_sent = True
+            self.notifier.ready(self.status_line())
 
     # -- API context -------------------------------------------------------------------------------
 
