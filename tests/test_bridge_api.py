@@ -12,7 +12,7 @@ from tests.bridge_support import call, health, inject, rows, sent, start_bridge,
 from tests.conftest import BASE_CONFIG, GROUP_A, Processes, wait_until
 
 
-def test_send_with_mentions_and_the_send_message_contract(procs: Processes, data_dir: Path) -> None:
+def test_send_with_mentions_send_message_and_a_refused_send(procs: Processes, data_dir: Path) -> None:
     _, sim = start_sim(procs, data_dir)
     _, url = start_bridge(procs, data_dir)
     status, body = call("POST", f"{url}/api/send", {"recipient": GROUP_A, "message": "DR1234567 received",
@@ -34,6 +34,14 @@ def test_send_with_mentions_and_the_send_message_contract(procs: Processes, data
     assert [(r[1], r[2], r[3]) for r in stored] == [("27710000000", 1, "sent")] * 3
     assert [r[0] for r in stored] == [s["id"] for s in sent(sim)]
     assert rows(data_dir, "SELECT name FROM chats WHERE jid = '27710000003@s.whatsapp.net'") == [("27710000003",)]
+
+    # A send the server refuses is answered 500 with its reason, and a retry does not try again.
+    unknown = {"recipient": "120363999999999999@g.us", "message": "x"}
+    status, body = call("POST", f"{url}/api/send", unknown, {"Idempotency-Key": "k-unknown"})
+    assert (status, body["success"]) == (500, False) and "unknown group" in body["message"]
+    assert call("POST", f"{url}/api/send", unknown, {"Idempotency-Key": "k-unknown"}) == (status, body)
+    assert rows(data_dir, "SELECT status FROM outbox WHERE idempotency_key = 'k-unknown'") == [("failed",)]
+    assert len(sent(sim)) == 3 and health(url)["outbox_depth"] == 0
 
 
 def test_media_send_and_download(procs: Processes, data_dir: Path) -> None:
