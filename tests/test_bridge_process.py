@@ -47,6 +47,10 @@ def test_kill_9_while_streaming_loses_nothing_and_stores_each_message_once(procs
     stored = rows(data_dir, "SELECT id FROM messages")
     assert sorted(i for (i,) in stored) == sorted(injected)  # every message, each exactly once
     assert rows(data_dir, "SELECT COUNT(*), COUNT(DISTINCT source) > 0 FROM message_meta")[0] == (total, 1)
+    # whatsapp-mcp's invariants: named chats, last_message_time = the newest message of the chat.
+    assert rows(data_dir, "SELECT c.jid, c.name, c.last_message_time = MAX(m.timestamp) FROM chats c "
+                          "JOIN messages m ON m.chat_jid = c.jid GROUP BY c.jid ORDER BY c.jid") == [
+        (GROUP_A, "Lawley Fibre", 1), (GROUP_B, "Mohadin Fibre", 1)]
     wait_until(lambda: sessions(sim)["queue_depth"] == 0, message="every message acknowledged")
     # The crash is a disconnect window from the last heartbeat before the kill to the reconnect, backfilled.
     wait_until(lambda: windows(data_dir) and windows(data_dir)[0][3] == "done", message="the crash window backfilled")
