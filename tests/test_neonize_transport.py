@@ -27,7 +27,7 @@ from bridge.transport import (ConnectionEvent, ConnectionKind, HistoryUnsupporte
                               NotConnected, OutgoingMedia, OutgoingMessage, SendFailed, Source)
 from bridge.transports.neonize_transport import (HISTORY_LIMIT, NeedsOperator, NeonizeTransport, ensure_paired,
                                                  session_database)
-from tests.conftest import GROUP_A, wait_until
+from tests.conftest import GROUP_A
 from tests.neonize_support import NEONIZE_CONFIG, PHONE, FakeGo, client_factory, link_session
 from watchdog.config import Config, load
 from watchdog.exitcodes import EXIT_NEEDS_OPERATOR
@@ -146,6 +146,8 @@ async def bridge_scenario(fake: FakeGo, store: Store, bridge: Bridge, task: asyn
     assert bridge.health.state == "disconnected" and "keep-alive timeout (1 unanswered" in bridge.health.reason
     await emit(fake, nz.KeepAliveRestored())
     assert bridge.health.state == "connected"
+    await bridge.transport.send(OutgoingMessage("after-restore", SENDER, "DR1734150 ok"))
+    assert fake.sent[-1][1] == e2e.Message(conversation="DR1734150 ok")
 
     await emit(fake, nz.StreamReplaced())
     await asyncio.wait_for(task, 5)  # terminal: run() returns, the client was stopped, no reconnect

@@ -339,7 +339,7 @@ class NeonizeTransport(Transport):
             if not self._keepalive_lost:
                 return
             # The socket never closed: nothing was queued for us, so we are caught up at once.
-            self._keepalive_lost = False
+            self._keepalive_lost, self._connected = False, True
             await handler.on_connection(event)
             await handler.on_connection(ConnectionEvent(ConnectionKind.OFFLINE_SYNC_DONE, event.at,
                                                         "keep-alive restored on the same connection"))
