@@ -225,8 +225,13 @@ class Bridge:
         if not self._stop.is_set():
             error = transport_task.exception()
             if error is not None:
-                logger.opt(exception=error).error("transport failed")
-                exit_code, stop_reason = EXIT_ERROR, f"bridge error: {type(error).__name__}: {error}"
+                # An exception may name its own exit code (NeedsOperator: 4, an unpaired neonize session).
+                exit_code = getattr(error, "exit_code", EXIT_ERROR)
+                if exit_code == EXIT_ERROR:
+                    logger.opt(exception=error).error("transport failed")
+                else:
+                    logger.error("{}", error)
+                stop_reason = f"bridge error: {type(error).__name__}: {error}"
             else:
                 logger.warning("transport stopped ({}); serving health until stopped", self.health.state)
                 await stop_task

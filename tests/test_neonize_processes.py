@@ -42,8 +42,6 @@ def finish(proc: subprocess.Popen, timeout: float = 30) -> tuple[int, str]:
     return proc.returncode, (out or b"").decode() + (err or b"").decode()
 
 
-@pytest.mark.xfail(strict=True, reason="bridge/main.py does not yet exit with NeedsOperator.exit_code (4); "
-                                       "remove this marker once it does")
 def test_bridge_on_an_unpaired_session_exits_for_an_operator(procs: Processes, config: Config) -> None:
     code, output = finish(procs.start("bridge", "--account", "main"))
     assert code == EXIT_NEEDS_OPERATOR, output
