@@ -142,7 +142,7 @@ def measure_kills(poller: HealthPoller, kills: int, settle: float, recover_timeo
     for i in range(kills):
         pid = settled_pid(poller, settle, recover_timeout, what)
         started = time.monotonic()
-        os.kill(pid, signal.SIGKILL)
+        send(pid, signal.SIGKILL, what)
         poller.close()
         back = poller.wait_healthy(recover_timeout, not_pid=pid)
         if back is None:
@@ -166,7 +166,7 @@ def measure_hangs(poller: HealthPoller, args: argparse.Namespace, what: str,
         settle = args.hang_settle + phases.uniform(0, args.hang_phase)
         pid = settled_pid(poller, settle, settle + 30, what)
         started = time.monotonic()
-        os.kill(pid, signal.SIGSTOP)
+        send(pid, signal.SIGSTOP, what)
         poller.close()
         back = poller.wait_healthy(wait, not_pid=pid)
         if back is None:
@@ -182,6 +182,13 @@ def measure_hangs(poller: HealthPoller, args: argparse.Namespace, what: str,
             _resume(pid)
         log(f"{what}: hang {i + 1}/{hangs}: pid {pid} -> {back[0]} healthy after {samples[-1]:.0f} ms")
     return samples
+
+
+def send(pid: int, sig: signal.Signals, what: str) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        raise BenchError(f"{what}: bridge pid {pid} vanished between its health answer and {sig.name}") from None
 
 
 def _alive(pid: int) -> bool:
@@ -200,6 +207,7 @@ def _resume(pid: int) -> None:
 
 def measure(poller: HealthPoller, args: argparse.Namespace, result: Result, log: Callable[[str], None]) -> None:
     what = result.supervisor
+    result.notes.append(f"load average {os.getloadavg()[0]:.1f} at its start")
     settled_pid(poller, args.settle, args.start_timeout, what)
     result.kills_ms = measure_kills(poller, args.kills, args.settle, args.recover_timeout, what, log)
     result.hang_wait = args.hang_wait
@@ -370,6 +378,7 @@ def run_floor(args: argparse.Namespace, work: Path, config: Path, port: int, log
     poller = HealthPoller(port)
     floor_dir = work / "floor"
     floor_dir.mkdir()
+    result.notes.append(f"load average {os.getloadavg()[0]:.1f} at its start")
     try:
         start_sim(started, config, config.parent / "data", floor_dir, args.start_timeout)
         for i in range(args.kills):
@@ -447,7 +456,6 @@ def run_supervisord(args: argparse.Namespace, work: Path, config: Path, port: in
             raise BenchError(f"{exc} (supervisord {state}); {log_tail(sv_dir / 'bridge-supervisord.log')}") from None
         result.notes.append("autorestart=true, startsecs=0")
         measure(poller, args, result, log)
-        started.remember_descendants(proc)
     except BenchError as exc:
         result.error = str(exc)
     finally:
@@ -706,20 +714,24 @@ def report(results: list[Result], cost: str, command: str, args: argparse.Namesp
              "|---|---|---|---|---|---|"]
     for r in results:
         if not r.kills_ms:
-            lines.append(f"| {r.supervisor} | - | - | - | - | {r.error or 'no samples'} |")
+            reason = (r.error or "no samples").splitlines()[0].replace("|", "/")
+            lines.append(f"| {r.supervisor} | - | - | - | - | {reason[:160]} |")
             continue
         p50 = percentile(r.kills_ms, 50)
         ratio = f"{p50 / ours_p50:.2f}x" if ours_p50 else "-"
         lines.append(f"| {r.supervisor} | {_ms(p50)} | {_ms(percentile(r.kills_ms, 95))} | {_ms(max(r.kills_ms))} "
                      f"| {ratio} | {hang_cell(r)} |")
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    notes = [f"- {r.supervisor}: {'; '.join(r.notes + ([r.error] if r.error and r.kills_ms else []))}"
-             for r in results if r.notes or (r.error and r.kills_ms)]
+    notes = [f"- {r.supervisor}: {'; '.join(r.notes + ([r.error] if r.error else []))}"
+             for r in results if r.notes or r.error]
     return "\n".join([
         *lines, "",
         f"{args.kills} SIGKILLs per supervisor, each after {args.settle:g} s of steady health; time from the kill "
         f"until a new pid answers GET /api/health 200 (polled every {POLL_INTERVAL * 1000:g} ms, keep-alive); "
-        f"p95 is nearest-rank. Hang: SIGSTOP, then the same wait, up to {args.hang_wait:g} s, {args.hangs} tries. "
+        f"p95 is nearest-rank. The floor row is exec -> healthy of the bridge started by hand, no supervisor. "
+        f"Hang: SIGSTOP once the bridge has been up {args.hang_settle:g} s (past the probes' initial_delay) plus a "
+        f"random part of its {args.hang_phase:g} s heartbeat period, then the same wait, up to {args.hang_wait:g} s, "
+        f"{args.hangs} tries (one, if the first is never noticed). "
         f"Ratio = that supervisor's p50 / ours (above 1 = slower than ours).",
         f"Same child everywhere: `{' '.join(bridge_argv(Path('CONFIG')))}` on `wa-watchdog sim`. "
         f"wa-watchdog config: probes and watchdog_sec at defaults; "
