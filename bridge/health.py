@@ -111,6 +111,7 @@ class Health:
             "loop_lag_ms": round(self.loop_lag_ms, 3),
             "outbox_depth": inputs.outbox_depth,
             "open_window": {"started_at": window.started_at, "reason": window.reason} if window else None,
+            "caught_up": self.connected and window is None,  # connected and the offline queue replayed
             "store_writable": self.store_writable,
         }
         return (200 if healthy else 503), body

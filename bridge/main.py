@@ -114,7 +114,6 @@ class Bridge:
         if state == CONNECTED:
             logger.info("connected to WhatsApp as {}", self.account.phone)
             self._synced.clear()
-            self.windows.on_connected()
             self._spawn(self._after_connect())
             self._ready()
         else:
@@ -161,13 +160,18 @@ class Bridge:
             logger.opt(exception=task.exception()).error("background task failed")
 
     async def _after_connect(self) -> None:
-        """Drain the outbox, then backfill closed windows once the offline queue is replayed."""
+        """Drain the outbox; once the offline queue is replayed, close the window and backfill.
+
+        The window stays open until the server says its offline queue is replayed, so
+        neither the store nor health claims to be caught up before it is.
+        """
         await self.outbox.drain()
         try:
             await asyncio.wait_for(self._synced.wait(), OFFLINE_SYNC_WAIT)
         except TimeoutError:
-            logger.info("no offline-sync-done within {}s; backfilling anyway", OFFLINE_SYNC_WAIT)
+            logger.info("no offline-sync-done within {}s; closing the window anyway", OFFLINE_SYNC_WAIT)
         if self.health.connected:
+            self.windows.on_caught_up()
             await self.windows.backfill()
 
     def _publish_status(self) -> None:

@@ -67,7 +67,8 @@ class Windows:
         logger.warning("disconnected: {} (window open since {})", reason, window.started_at)
         self.log.append(self.component, "disconnect", cause=reason, message=f"disconnected at {window.started_at}: {reason}")
 
-    def on_connected(self) -> None:
+    def on_caught_up(self) -> None:
+        """Close the open window: connected and the offline queue replayed."""
         window = self.store.end_window(now_ts())
         if window is None:
             return
