@@ -92,14 +92,26 @@ class Arbiter:
     # -- running -------------------------------------------------------------------
 
     async def run(self) -> int:
+        """Supervise until SIGTERM / SIGINT (or request_stop); returns the process exit code."""
         loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
         self._changed = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         lock = await self._take_lock()
-        if lock is None:
-            return EXIT_ERROR
+        try:
+            if lock is None:
+                return EXIT_OK if self._stop_requested.is_set() else EXIT_ERROR
+            return await self._supervise()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            if lock is not None:
+                os.close(lock)
+
+    async def _supervise(self) -> int:
+        loop = asyncio.get_running_loop()
+        assert self._stop_requested is not None
         http = aiohttp.ClientSession()
         context = Context(self.config.watchdog, self.config.data_dir, self.recovery_log, self.alerts, self.metrics,
                           http, self.sink, self._on_change)
@@ -119,6 +131,8 @@ class Arbiter:
         logger.info("wa-watchdog {} supervising {} component(s); control API {}", os.getpid(), len(self.watchers),
                     self.control_url)
         background = [loop.create_task(self._start_all()), loop.create_task(self.systemd.run(self._cycle))]
+        for task in background:
+            task.add_done_callback(_log_failure)
         await self._stop_requested.wait()
 
         self.systemd.stopping()
@@ -151,6 +165,9 @@ class Arbiter:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if self._stop_requested is not None and self._stop_requested.is_set():
+                    os.close(fd)
+                    return None
                 if time.monotonic() > deadline:
                     holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
                     logger.error("wa-watchdog run: another wa-watchdog (pid {}) already supervises {} ({})", holder,
@@ -244,6 +261,11 @@ class Arbiter:
         problems = [p for p in (w.overdue() for w in self.watchers.values()) if p]
         self.systemd.update(self._system_ready(), self.status_line())
         return "; ".join(problems) or None
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.opt(exception=task.exception()).error("wa-watchdog: internal error in {}", task.get_coro())
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:

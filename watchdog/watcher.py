@@ -362,7 +362,8 @@ class Watcher:
                 self._became_healthy()
         elif result.kind == probes.OUTAGE:
             self.healthy = False
-            self._outage(result)
+            if counts:  # before initial_delay, `connecting` is just the bridge starting up
+                self._outage(result)
         elif result.kind == probes.OPERATOR:
             self.healthy = False
             self._fire(result.state, f"{self.name}: {result.state.replace('_', ' ')}"
