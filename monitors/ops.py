@@ -13,6 +13,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 import aiohttp
+from loguru import logger
 
 from bridge.store import bare_user, format_ts, parse_ts
 from monitors.drops_store import FEEDBACK_ACCEPTED, FEEDBACK_FAILED, Drop, DropsDB, drops_db_path
@@ -97,6 +98,7 @@ async def _send(config: Config, send_account: str, drops: DropsDB, drop: Drop, m
 
 
 def cmd_feedback(config: Config, args: argparse.Namespace) -> int:
+    logger.remove()  # the command prints the outcome itself; retry warnings are for the monitor's log
     try:
         project = config.project(args.project)
     except ConfigError as exc:
