@@ -193,3 +193,22 @@ def test_bad_supervision_knobs_are_config_errors_naming_the_key(tmp_path: Path, 
 
 def test_watchdog_sec_0_means_no_heartbeat_is_expected() -> None:
     assert "WATCHDOG_USEC" not in child_env("@x", 0.0, {"WATCHDOG_USEC": "5"})
+
+
+def test_a_replaced_childs_unread_output_is_passed_on_not_dropped(tmp_path: Path) -> None:
+    sink_read, sink_write = os.pipe()
+    old_read, old_write = os.pipe()
+    new_read, new_write = os.pipe()
+
+    async def scenario() -> None:
+        output = ChildOutput("monitor:a", RotatingFile(tmp_path / "monitor-a.log", 10_000), StderrSink(sink_write))
+        output.attach(old_read)
+        os.write(old_write, b"Traceback (most recent call last):\nValueError: boom\n")
+        output.attach(new_read)  # restarted before the loop got round to reading the old pipe
+        output.close()
+
+    asyncio.run(scenario())
+    assert _drain(sink_read).decode().splitlines() == ["monitor:a | Traceback (most recent call last):",
+                                                       "monitor:a | ValueError: boom"]
+    for fd in (sink_read, sink_write, old_write, new_write):
+        os.close(fd)

@@ -127,11 +127,20 @@ class ChildOutput:
             self.sink.write(b"".join(self.prefix + line + b"\n" for line in complete))
 
     def detach(self) -> None:
+        """Stop reading this pipe, after passing on what is already in it (a crashed child's last words)."""
         if self._fd is None:
             return
-        asyncio.get_running_loop().remove_reader(self._fd)
-        os.close(self._fd)
-        self._fd = None
+        fd, self._fd = self._fd, None
+        asyncio.get_running_loop().remove_reader(fd)
+        while True:
+            try:
+                data = os.read(fd, READ_CHUNK)
+            except OSError:  # BlockingIOError: nothing more for now; the old child is gone anyway
+                break
+            if not data:
+                break
+            self._lines(data)
+        os.close(fd)
         if self._partial:
             self._lines(b"\n")
 
