@@ -14,12 +14,12 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-INHERITED_NOT = ("NOTIFY_SOCKET", "WATCHDOG_")  # systemd's socket and timers belong to the watchdog, not its children
+NOT_INHERITED = ("NOTIFY_SOCKET", "WATCHDOG_")  # systemd's socket and timers belong to the watchdog, not its children
 
 
 def child_env(notify_socket: str, watchdog_sec: float, base: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The watchdog's environment minus systemd's notify variables, plus the child's own socket and interval."""
-    env = {k: v for k, v in base.items() if not k.startswith(INHERITED_NOT)}
+    env = {k: v for k, v in base.items() if not k.startswith(NOT_INHERITED)}
     env["NOTIFY_SOCKET"] = notify_socket
     if watchdog_sec > 0:  # 0 = no heartbeat expected, as with systemd's WatchdogSec=0
         env["WATCHDOG_USEC"] = str(int(watchdog_sec * 1_000_000))
@@ -50,9 +50,14 @@ def watch_exit(pid: int, callback: Callable[[], None]) -> Callable[[], None]:
         handle = loop.call_soon(callback)
         return handle.cancel
 
+    watching = True
+
     def cancel() -> None:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
+        nonlocal watching
+        if watching:  # closing twice could close an unrelated descriptor that reused the number
+            watching = False
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
 
     def readable() -> None:
         cancel()
