@@ -341,10 +341,16 @@ class DropsDB:
 
     def finish_feedback(self, feedback: Feedback, status: str, error: str = "",
                         bridge_message_id: str | None = None) -> Feedback:
-        """Record the bridge's answer (or another failed attempt, status pending)."""
+        """Record the bridge's answer (or another failed attempt, status pending).
+
+        If another process (the monitor, `wa-watchdog feedback`) recorded an answer first, that
+        one stands: both posted the same idempotency key, so the bridge gave both the same result.
+        """
         with self.transaction() as conn:
             old, drop_id = conn.execute("SELECT status, drop_id FROM feedback WHERE id = ?",
                                         (feedback.id,)).fetchone()
+            if old != FEEDBACK_PENDING:
+                return self.feedback(feedback.id)
             check_feedback_transition(old, status)
             conn.execute("UPDATE feedback SET status = ?, error = ?, attempts = attempts + 1, "
                          "bridge_message_id = COALESCE(?, bridge_message_id), "

@@ -123,6 +123,9 @@ async def deliver(client: BridgeClient, drops: DropsDB, feedback: Feedback, atte
 
     Raises BridgeUnavailable when the attempts ran out; the feedback then stays pending.
     """
+    current = drops.feedback(feedback.id)
+    if current.status != FEEDBACK_PENDING:
+        return current  # answered meanwhile through another process
     retrying = AsyncRetrying(retry=retry_if_exception_type(BridgeUnavailable), reraise=True,
                              wait=wait_exponential(multiplier=0.05, min=0.05, max=max_wait),
                              stop=stop_after_attempt(attempts) if attempts else stop_never)
