@@ -176,7 +176,9 @@ class Watcher:
     # -- starting ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the child now (first start, or an operator start of a FAILED component)."""
+        """Start the child now (first start, or an operator start of a FAILED component); no-op if it runs."""
+        if self.pid is not None:
+            return
         self._cancel_timer("backoff")
         await self._stop_leftovers()
         self._spawn()
@@ -194,7 +196,8 @@ class Watcher:
         component = self.component
         if not component.signature:
             return []
-        return stale_pids(self.name, component.signature, self.ctx.data_dir, component.session_dir)
+        return [pid for pid in stale_pids(self.name, component.signature, self.ctx.data_dir, component.session_dir)
+                if pid != self.pid]
 
     async def _stop_leftovers(self) -> None:
         for pid in self._leftovers():
