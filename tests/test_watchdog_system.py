@@ -8,6 +8,8 @@ import signal
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 from tests.conftest import Processes, wait_until
 from watchdog import endpoints
 from watchdog.recovery_log import RecoveryLog
@@ -19,8 +21,11 @@ def status(data_dir: Path) -> dict[str, dict]:
     url = endpoints.url(data_dir, "watchdog", "control")
     if url is None:
         return {}
-    with urllib.request.urlopen(url + "/status", timeout=5) as response:
-        return {c["name"]: c for c in json.load(response)}
+    try:
+        with urllib.request.urlopen(url + "/status", timeout=5) as response:
+            return {c["name"]: c for c in json.load(response)}
+    except OSError:  # a killed watchdog's stale run/watchdog.json, until the next one publishes
+        return {}
 
 
 def alive(pid: int) -> bool:
@@ -64,3 +69,38 @@ def test_full_system_comes_up_recovers_a_killed_bridge_and_stops_cleanly(procs: 
     assert not [pid for pid in pids if alive(pid)]
     assert [r["event"] for r in log.read()][-1] == "stop"
     assert (data_dir / "logs" / "bridge-main.log").stat().st_size > 0
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # an orphan nobody reaped is still gone
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_new_watchdog_stops_what_a_killed_one_left_running_before_starting_its_own(procs: Processes,
+                                                                                     data_dir: Path,
+                                                                                     tmp_path: Path) -> None:
+    with open(tmp_path / "first.stderr", "wb") as stderr:
+        first = procs.start("run", stdout=stderr, stderr=stderr)
+    expected = ["sim", "bridge:main"] + (["monitor:lawley", "monitor:mohadin"] if MONITORS_LANDED else [])
+
+    def up() -> dict[str, dict] | None:
+        components = status(data_dir)
+        return components if all(components.get(name, {}).get("healthy") for name in expected) else None
+
+    orphans = {name: c["pid"] for name, c in wait_until(up, 30, message="the first watchdog's system").items()
+               if name in expected}
+    first.kill()  # the watchdog dies; its children (own process groups) keep running
+    first.wait()
+    assert not [pid for pid in orphans.values() if gone(pid)]
+
+    with open(tmp_path / "second.stderr", "wb") as stderr:
+        procs.start("run", stdout=stderr, stderr=stderr)
+    components = wait_until(lambda: (c := up()) and all(c[n]["pid"] != orphans[n] for n in expected) and c, 30,
+                            message="the second watchdog's own system healthy")
+    assert all(gone(pid) for pid in orphans.values())
+    stopped = {r["component"]: r for r in RecoveryLog(data_dir / "recoveries.jsonl").read()
+               if r["event"] == "stop" and "earlier run" in r.get("cause", "")}
+    assert {name: stopped[name]["pid"] for name in expected} == orphans
+    assert len({c["pid"] for c in components.values()}) == len(components)

@@ -27,6 +27,7 @@ from watchdog.control import start_control_server
 from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.metrics import Metrics
 from watchdog.recovery_log import RecoveryLog
+from watchdog.stale import record_children, recorded_children
 from watchdog.systemd_heartbeat import SystemdHeartbeat
 from watchdog.watcher import BRIDGE, FAILED, MONITOR, SIM, STARTING, Component, Context, Watcher
 
@@ -74,6 +75,7 @@ class Arbiter:
         self._stop_requested: asyncio.Event | None = None
         self._changed: asyncio.Event | None = None
         self._signals = 0
+        self._recorded_children: dict[str, int] = {}
 
     # -- what the control API calls -----------------------------------------------
 
@@ -116,6 +118,8 @@ class Arbiter:
         context = Context(self.config.watchdog, self.config.data_dir, self.recovery_log, self.alerts, self.metrics,
                           http, self.sink, self._on_change)
         self.watchers = {component.name: Watcher(component, context) for component in self.components}
+        self._recorded_children = {name: pid for name, pid in recorded_children(self.config.data_dir).items()
+                                   if name in self.watchers}
         for watcher in self.watchers.values():
             self.metrics.set_component(watcher.name, up=False, healthy=False)
         try:
@@ -224,6 +228,12 @@ class Arbiter:
     # -- state for systemd and metrics -----------------------------------------------
 
     def _on_change(self, watcher: Watcher) -> None:
+        # Ours where we run one; the previous watchdog's pid where we have not started it yet (so that the
+        # leftover check still finds it). Written after a spawn, never before.
+        children = {**self._recorded_children, **{w.name: w.pid for w in self.watchers.values() if w.pid}}
+        if children != self._recorded_children:
+            self._recorded_children = children
+            record_children(self.config.data_dir, children)
         self.metrics.set_component(watcher.name, up=watcher.pid is not None, healthy=watcher.healthy)
         if self._changed is not None:
             self._changed.set()

@@ -5,9 +5,11 @@ children running. Two bridges on one WhatsApp session fight over it, so before
 starting a component we look at the pids it left behind (the session lock, its
 published endpoint file) and stop any that is still alive *and* whose command
 line says it is that component (a reused pid belongs to someone else).
+Monitors publish no endpoints, so the watchdog also keeps a list of its children.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Sequence
@@ -19,6 +21,24 @@ from watchdog import endpoints
 from watchdog.child import wait_gone
 
 SESSION_LOCK = "session.lock"
+CHILDREN_FILE = "watchdog-children.json"  # in the run directory: {component: pid} of the watchdog's children
+
+
+def record_children(data_dir: Path, children: dict[str, int]) -> None:
+    """Remember which pid runs each component, so the next watchdog can find what this one leaves behind."""
+    path = endpoints.run_dir(data_dir) / CHILDREN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(children), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def recorded_children(data_dir: Path) -> dict[str, int]:
+    try:
+        children = json.loads((endpoints.run_dir(data_dir) / CHILDREN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return children if isinstance(children, dict) else {}
 
 
 def _pid_in(path: Path) -> int | None:
@@ -38,8 +58,9 @@ def runs(cmdline: Sequence[str], signature: Sequence[Sequence[str]]) -> bool:
 
 def stale_pids(component: str, signature: Sequence[Sequence[str]], data_dir: Path,
                session_dir: Path | None = None) -> list[int]:
-    """Live pids of earlier instances of `component`, from its session lock and its published endpoints."""
-    candidates = []
+    """Live pids of earlier instances of `component`: named by its session lock, its published endpoints,
+    or the previous watchdog's list of children."""
+    candidates = [recorded_children(data_dir).get(component)]
     if session_dir is not None:
         candidates.append(_pid_in(session_dir / SESSION_LOCK))
     record = endpoints.read(data_dir, component)
