@@ -60,6 +60,11 @@ def components_from_config(config: Config) -> list[Component]:
 
 
 class Arbiter:
+    """Runs the system: one Watcher per component, the control API, the systemd heartbeat, ordered start/stop.
+
+    `components` and `alerts` default to what the config says; tests pass their own.
+    """
+
     def __init__(self, config: Config, components: list[Component] | None = None,
                  alerts: AlertManager | None = None, sink: StderrSink | None = None,
                  systemd: SystemdHeartbeat | None = None) -> None:

@@ -97,6 +97,8 @@ class Context:
 
 
 class Watcher:
+    """Supervises one component for the life of the watchdog, across any number of child processes."""
+
     RSS_PERIOD = 1.0  # seconds between memory checks (only when rss_limit_mb is set)
 
     def __init__(self, component: Component, context: Context) -> None:
