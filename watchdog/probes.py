@@ -73,9 +73,12 @@ async def probe_health(session: aiohttp.ClientSession, url: str, timeout: float)
 
 
 def is_stopped(pid: int) -> bool:
-    """True if the process is frozen (SIGSTOP, a debugger): it cannot answer, however long we wait."""
+    """True if the process is frozen by SIGSTOP: it cannot answer, however long we wait.
+
+    A tracing stop (strace, a debugger) does not count: an operator is looking at it.
+    """
     try:
-        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+        return psutil.Process(pid).status() == psutil.STATUS_STOPPED
     except psutil.Error:
         return False
 

@@ -331,7 +331,10 @@ class Watcher:
             self._schedule("rss", self.RSS_PERIOD, self._check_rss)
 
     async def _probe_loop(self, child: ChildProcess, probe: ProbeConfig) -> None:
-        """Probe /api/health every `period`; faster while the bridge is coming up, at once on READY=1."""
+        """Probe /api/health every `period`; faster while the bridge is coming up, at once on READY=1.
+
+        A frozen process (SIGSTOP) is a hang at the next probe, without waiting for failure_threshold timeouts.
+        """
         while child.running and self.child is child:
             starting = not self.healthy and time.monotonic() - child.started_at < probe.initial_delay
             try:
@@ -339,6 +342,10 @@ class Watcher:
             except asyncio.TimeoutError:
                 pass
             self._probe_wakeup.clear()
+            counts = time.monotonic() - child.started_at >= probe.initial_delay
+            if counts and probes.is_stopped(child.pid):  # frozen: no need to wait out a timeout to know
+                self._unwell("hang", "process is stopped (SIGSTOP): it cannot answer /api/health")
+                return
             url = self._published_api(child.pid)
             if url is None:
                 result = probes.HealthResult(probes.FAILURE, "no endpoint", "no API endpoint published yet")
@@ -346,7 +353,7 @@ class Watcher:
                 result = await probes.probe_health(self.ctx.http, url, probe.timeout)
             if not child.running or self.child is not child or self.state not in (STARTING, RUNNING):
                 return
-            self._on_health(result, probe, counts=time.monotonic() - child.started_at >= probe.initial_delay)
+            self._on_health(result, probe, counts)
 
     def _published_api(self, pid: int) -> str | None:
         record = endpoints.read(self.ctx.data_dir, self.name)
@@ -373,9 +380,6 @@ class Watcher:
             self.healthy = False
             self._fire(result.state, f"{self.name}: {result.state.replace('_', ' ')}"
                                      f"{': ' + result.detail if result.detail else ''}; an operator is needed")
-        elif counts and self.pid is not None and probes.is_stopped(self.pid):
-            self._unwell("hang", f"process is stopped (SIGSTOP or a debugger): health probe {result.state}")
-            return
         elif counts:
             self._probe_failures += 1
             if self._probe_failures >= probe.failure_threshold:
