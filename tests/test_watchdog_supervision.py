@@ -449,6 +449,11 @@ def test_systemd_gets_ready_status_watchdog_pings_and_stopping(tmp_path: Path, m
             os.kill(s.watcher("monitor:a").pid, signal.SIGKILL)
             await s.record("monitor:a", "healthy")
             await until(lambda: any("1 restart in the last hour" in m for m in drain()), 5, "STATUS= with 1 restart")
+            assert s.arbiter._cycle() is None
+            broken = s.watcher("monitor:b")  # a check that stopped acting: the cycle must withhold WATCHDOG=1
+            broken._cancel_timer("heartbeat")
+            broken._last_heartbeat -= 100
+            assert "monitor:b: heartbeat check overdue" in (s.arbiter._cycle() or "")
         assert "STOPPING=1" in drain()
     try:
         run(scenario)

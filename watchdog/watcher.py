@@ -106,6 +106,7 @@ class Watcher:
         self.name = component.name
         self.ctx = context
         self.state = STOPPED
+        self._state_since = time.monotonic()
         self.child: ChildProcess | None = None
         self.ready = False  # READY=1 from the current child
         self.healthy = False  # sim/monitor: ready; bridge: last probe 200
@@ -152,6 +153,7 @@ class Watcher:
         assert new in TRANSITIONS[self.state], f"{self.name}: transition {self.state} -> {new} is not allowed"
         logger.debug("{} {} -> {}", self.name, self.state, new)
         self.state = new
+        self._state_since = time.monotonic()
         self.ctx.on_change(self)
 
     @property
@@ -550,6 +552,8 @@ class Watcher:
 
     def overdue(self) -> str | None:
         """A check that should have acted by now and has not: a sign the watchdog itself is wedged or broken."""
+        if self.state == EXITED and time.monotonic() - self._state_since > self.ctx.settings.term_grace + 10:
+            return f"{self.name}: exited {time.monotonic() - self._state_since:.0f} s ago and neither restarted nor failed"
         if self.state not in (STARTING, RUNNING) or self.pid is None:
             return None
         silent = time.monotonic() - self._last_heartbeat
