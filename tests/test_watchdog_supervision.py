@@ -236,6 +236,15 @@ def test_child_over_its_memory_limit_is_restarted_as_rss_limit(tmp_path: Path) -
     run(scenario)
 
 
+def test_memory_of_the_childs_own_children_counts_towards_its_limit(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with supervise(write_settings(tmp_path),
+                             [worker("monitor:a", "--child-grow-mb", "120", rss_limit_mb=80, watchdog_sec=5.0)]) as s:
+            (event,) = await s.record("monitor:a", "rss_limit")
+            assert "rss_limit_mb 80" in event["cause"]
+    run(scenario)
+
+
 # -- backoff, crash loops, failures ----------------------------------------------------
 
 

@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("--code", type=int, default=1, help="exit code for --exit-after")
     parser.add_argument("--silent-after", type=float, help="stop heartbeating (but keep running) after this long")
     parser.add_argument("--grow-mb", type=int, default=0, help="allocate this much memory after READY=1")
+    parser.add_argument("--child-grow-mb", type=int, default=0, help="start a child process that holds this much")
     parser.add_argument("--hold-lock", type=Path, help="flock this file and write our pid into it, like a bridge")
     parser.add_argument("--try-lock", type=Path, help="like a bridge: flock this file or exit 3 (session held)")
     parser.add_argument("--term-log", type=Path, help="append '<label> <time_ns>' here on SIGTERM, then exit 0")
@@ -72,6 +74,9 @@ def main() -> None:
     if args.grow_mb:
         hog = bytearray(args.grow_mb * 1024 * 1024)
         hog[::4096] = b"x" * len(hog[::4096])  # touch every page so it is resident
+    if args.child_grow_mb:
+        subprocess.Popen([sys.executable, "-c", f"import time; b = bytearray({args.child_grow_mb} << 20); "
+                          "b[::4096] = b'x' * len(b[::4096]); time.sleep(3600)"])
     exit_now = args.exit_after is not None
     if exit_now and args.once_marker:
         exit_now = not args.once_marker.exists()
