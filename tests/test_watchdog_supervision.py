@@ -328,6 +328,24 @@ def test_sigterm_stops_monitors_then_bridges_then_the_sim_and_returns_0(tmp_path
     run(scenario)
 
 
+def test_a_child_ending_on_its_own_during_shutdown_is_not_restarted(tmp_path: Path) -> None:
+    """systemd's KillMode=control-group signals the children together with us: the sim ends before its turn."""
+    async def scenario() -> None:
+        components = [worker("sim", kind=SIM), worker("bridge:main", kind=BRIDGE), worker("monitor:a")]
+        arbiter = Arbiter(load(write_settings(tmp_path)), components, alerts=RecordingAlerts())
+        task = asyncio.get_running_loop().create_task(arbiter.run())
+        await until(lambda: all(w.state == RUNNING for w in arbiter.watchers.values()) and arbiter.watchers, 10,
+                    "every component running")
+        sim_pid = arbiter.watchers["sim"].pid
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(sim_pid, signal.SIGTERM)  # as the cgroup-wide SIGTERM does; the stop order reaches the sim last
+        assert await asyncio.wait_for(task, 20) == 0
+        events = [(r["component"], r["event"]) for r in arbiter.recovery_log.read()]
+        assert not [e for e in events if e[1] in ("exit", "restart")], events
+        assert ("sim", "stop") in events and all(w.state == STOPPED for w in arbiter.watchers.values())
+    run(scenario)
+
+
 def test_an_earlier_runs_bridge_holding_the_session_is_stopped_before_a_new_bridge_starts(tmp_path: Path) -> None:
     session = tmp_path / "data" / "accounts" / "main" / "session"
     lock = session / "session.lock"

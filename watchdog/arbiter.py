@@ -93,6 +93,10 @@ class Arbiter:
         return await watcher.restart("operator restart")
 
     def request_stop(self) -> None:
+        # Every watcher learns of the stop at once: under systemd's KillMode=control-group the children
+        # get SIGTERM together with us, and one that exits first must not be restarted.
+        for watcher in self.watchers.values():
+            watcher.begin_shutdown()
         if self._stop_requested is not None:
             self._stop_requested.set()
 

@@ -446,7 +446,9 @@ class Watcher:
         assert child.returncode is not None
         cause = exit_cause(child.returncode)
         stopping = self.state == STOPPING
-        if stopping and self._after_exit != _RECOVER:  # a planned stop, not a failure
+        if self._shutting_down and not stopping:  # it got the stop signal before we sent ours (control-group)
+            self._record("stop", pid=child.pid, cause="shutdown", message=f"ended by {cause['cause']} during shutdown")
+        elif stopping and self._after_exit != _RECOVER:  # a planned stop, not a failure
             self._record("stop", pid=child.pid, message=f"ended by {cause['cause']}",
                          cause="shutdown" if self._after_exit == _STAY_STOPPED else self._cause)
         else:
@@ -454,6 +456,9 @@ class Watcher:
         self.ready = self.healthy = False
         self.condition = "exited"
         self._set_state(EXITED)
+        if self._shutting_down and not stopping:
+            self._set_state(STOPPED)
+            return
         if stopping:
             if self._after_exit == _STAY_STOPPED:
                 self._set_state(STOPPED)
@@ -532,10 +537,14 @@ class Watcher:
         new_pid = await asyncio.wait_for(spawned, self.ctx.settings.term_grace + 10)
         return {"name": self.name, "old_pid": old_pid, "pid": new_pid, "state": self.state}
 
-    async def stop(self, timeout: float) -> None:
-        """Shutdown: SIGTERM, SIGKILL after `timeout`; the component stays stopped."""
+    def begin_shutdown(self) -> None:
+        """The watchdog is stopping: from now on an exit ends the component, never restarts it."""
         self._shutting_down = True
         self._cancel_timer("backoff")
+
+    async def stop(self, timeout: float) -> None:
+        """Shutdown: SIGTERM, SIGKILL after `timeout`; the component stays stopped."""
+        self.begin_shutdown()
         child = self.child
         if child is not None and child.running:
             await self._stop_child(child, timeout, _STAY_STOPPED)
