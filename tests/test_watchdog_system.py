@@ -1,20 +1,20 @@
 """The whole system under `wa-watchdog run` (conftest BASE_CONFIG): comes up, survives kill -9, stops with 0."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import psutil
 
-from tests.conftest import Processes, wait_until
+from tests.conftest import BASE_CONFIG, Processes, wait_until
 from watchdog import endpoints
 from watchdog.recovery_log import RecoveryLog
 
-MONITORS_LANDED = importlib.util.find_spec("monitors.main") is not None
+EXPECTED = ["sim", "bridge:main", "monitor:lawley", "monitor:mohadin"]
 
 
 def status(data_dir: Path) -> dict[str, dict]:
@@ -40,7 +40,7 @@ def test_full_system_comes_up_recovers_a_killed_bridge_and_stops_cleanly(procs: 
                                                                         tmp_path: Path) -> None:
     with open(tmp_path / "watchdog.stderr", "wb") as stderr:
         watchdog = procs.start("run", stdout=stderr, stderr=stderr)
-    expected = ["sim", "bridge:main"] + (["monitor:lawley", "monitor:mohadin"] if MONITORS_LANDED else [])
+    expected = EXPECTED
 
     def up() -> dict[str, dict] | None:
         components = status(data_dir)
@@ -83,7 +83,7 @@ def test_a_new_watchdog_stops_what_a_killed_one_left_running_before_starting_its
                                                                                      tmp_path: Path) -> None:
     with open(tmp_path / "first.stderr", "wb") as stderr:
         first = procs.start("run", stdout=stderr, stderr=stderr)
-    expected = ["sim", "bridge:main"] + (["monitor:lawley", "monitor:mohadin"] if MONITORS_LANDED else [])
+    expected = EXPECTED
 
     def up() -> dict[str, dict] | None:
         components = status(data_dir)
@@ -104,3 +104,19 @@ def test_a_new_watchdog_stops_what_a_killed_one_left_running_before_starting_its
                if r["event"] == "stop" and "earlier run" in r.get("cause", "")}
     assert {name: stopped[name]["pid"] for name in expected} == orphans
     assert len({c["pid"] for c in components.values()}) == len(components)
+
+
+def test_a_bridge_with_an_api_token_is_probed_with_it_and_stays_healthy(write_config, procs: Processes,
+                                                                       data_dir: Path, tmp_path: Path) -> None:
+    config = write_config(BASE_CONFIG.replace('api_port = 0', 'api_port = 0\napi_token = "s3cret"', 1))
+    with open(tmp_path / "watchdog.stderr", "wb") as stderr:
+        procs.start("run", "--config", str(config), stdout=stderr, stderr=stderr)
+    components = wait_until(lambda: (c := status(data_dir)) and all(c.get(n, {}).get("healthy") for n in EXPECTED)
+                            and c, 30, message="every component healthy, the bridge probed with its token")
+    assert components["bridge:main"]["restarts"] == 0
+    request = urllib.request.Request(components["bridge:main"]["endpoints"]["api"] + "/api/health")
+    try:
+        urllib.request.urlopen(request, timeout=5)
+        raise AssertionError("the bridge answered without its token")
+    except urllib.error.HTTPError as error:
+        assert error.code == 401

@@ -49,7 +49,7 @@ def components_from_config(config: Config) -> list[Component]:
     for account in config.accounts.values():
         found.append(Component(account.component, BRIDGE, argv("bridge", "--account", account.name),
                                account.watchdog_sec, account.rss_limit_mb, probe=account.probe,
-                               session_dir=account.session_dir,
+                               session_dir=account.session_dir, api_token=account.api_token,
                                signature=(("bridge",), ("--account", account.name))))
     for project in config.projects:
         if project.enabled:

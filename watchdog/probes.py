@@ -54,10 +54,11 @@ def _window_start(window: object) -> float | None:
         return None
 
 
-async def probe_health(session: aiohttp.ClientSession, url: str, timeout: float) -> HealthResult:
-    """GET <url>/api/health within `timeout` seconds."""
+async def probe_health(session: aiohttp.ClientSession, url: str, timeout: float, token: str = "") -> HealthResult:
+    """GET <url>/api/health within `timeout` seconds, with the bridge's bearer token when it has one."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        async with session.get(url.rstrip("/") + "/api/health",
+        async with session.get(url.rstrip("/") + "/api/health", headers=headers,
                                timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             try:
                 body = await response.json(content_type=None)

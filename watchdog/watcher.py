@@ -80,6 +80,7 @@ class Component:
     probe: ProbeConfig | None = None  # bridges: HTTP probe of /api/health; healthy = 200
     session_dir: Path | None = None  # bridges: where an earlier run's owner left its pid
     signature: tuple[tuple[str, ...], ...] = ()  # command-line words identifying a leftover instance
+    api_token: str = ""  # bridges with a token answer even /api/health only with it
 
 
 @dataclass
@@ -352,7 +353,7 @@ class Watcher:
             if url is None:
                 result = probes.HealthResult(probes.FAILURE, "no endpoint", "no API endpoint published yet")
             else:
-                result = await probes.probe_health(self.ctx.http, url, probe.timeout)
+                result = await probes.probe_health(self.ctx.http, url, probe.timeout, self.component.api_token)
             if not child.running or self.child is not child or self.state not in (STARTING, RUNNING):
                 return
             self._on_health(result, probe, counts)
