@@ -93,13 +93,17 @@ def test_a_new_watchdog_stops_what_a_killed_one_left_running_before_starting_its
                if name in expected}
     first.kill()  # the watchdog dies; its children (own process groups) keep running
     first.wait()
-    assert not [pid for pid in orphans.values() if gone(pid)]
-
-    with open(tmp_path / "second.stderr", "wb") as stderr:
-        procs.start("run", stdout=stderr, stderr=stderr)
-    components = wait_until(lambda: (c := up()) and all(c[n]["pid"] != orphans[n] for n in expected) and c, 30,
-                            message="the second watchdog's own system healthy")
-    assert all(gone(pid) for pid in orphans.values())
+    try:
+        assert not [pid for pid in orphans.values() if gone(pid)]
+        with open(tmp_path / "second.stderr", "wb") as stderr:
+            procs.start("run", stdout=stderr, stderr=stderr)
+        components = wait_until(lambda: (c := up()) and all(c[n]["pid"] != orphans[n] for n in expected) and c,
+                                30, message="the second watchdog's own system healthy")
+        assert all(gone(pid) for pid in orphans.values())
+    finally:  # whatever failed, leave no orphan of the first watchdog behind
+        for pid in orphans.values():
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
     stopped = {r["component"]: r for r in RecoveryLog(data_dir / "recoveries.jsonl").read()
                if r["event"] == "stop" and "earlier run" in r.get("cause", "")}
     assert {name: stopped[name]["pid"] for name in expected} == orphans
