@@ -158,6 +158,12 @@ class Window:
     recovered: int
     backfilled_at: str | None
 
+    @property
+    def span(self) -> str:
+        """`08:03:10-08:06:40` in local time, as the recovery log shows it to ops; `08:03:10-now` while open."""
+        end = f"{parse_ts(self.ended_at).astimezone():%H:%M:%S}" if self.ended_at else "now"
+        return f"{parse_ts(self.started_at).astimezone():%H:%M:%S}-{end}"
+
 
 @dataclass(frozen=True)
 class OutboxRow:

@@ -49,7 +49,7 @@ class Windows:
             logger.warning("previous run did not stop cleanly: disconnect window open since {} ({})",
                            window.started_at, window.reason)
             self.log.append(self.component, "disconnect", cause=window.reason,
-                            message=f"no connection since {window.started_at} ({window.reason})")
+                            message=f"window {window.span} ({window.reason}) opened")
         self.store.set_state(clean_stop="0", alive_at=now_ts())
 
     def heartbeat(self) -> None:
@@ -65,7 +65,7 @@ class Windows:
             return  # still the same outage (e.g. a failed reconnect attempt)
         window = self.store.start_window(now_ts(), reason)
         logger.warning("disconnected: {} (window open since {})", reason, window.started_at)
-        self.log.append(self.component, "disconnect", cause=reason, message=f"disconnected at {window.started_at}: {reason}")
+        self.log.append(self.component, "disconnect", cause=reason, message=f"window {window.span} ({reason}) opened")
 
     def on_caught_up(self) -> None:
         """Close the open window: connected and the offline queue replayed."""
@@ -76,7 +76,7 @@ class Windows:
         logger.info("reconnected: window {} - {} ({}) closed after {:.1f}s", window.started_at, window.ended_at,
                     window.reason, downtime / 1000)
         self.log.append(self.component, "reconnect", cause=window.reason, downtime_ms=downtime,
-                        message=f"window {window.started_at} - {window.ended_at} ({window.reason}) closed")
+                        message=f"window {window.span} ({window.reason}) closed after {downtime / 1000:.1f} s")
 
     async def backfill(self) -> list[Window]:
         """Backfill every closed window not yet backfilled; returns the windows it finished."""
@@ -121,7 +121,7 @@ class Windows:
     def _finish(self, window: Window, status: str, recovered: int, problem: str) -> Window:
         done = self.store.finish_backfill(window.id, status, recovered)
         groups = ", ".join(self.follow_groups) or "no followed groups"
-        text = (f"window {window.started_at} - {window.ended_at} ({window.reason}): {status}, "
+        text = (f"window {window.span} ({window.reason}): {status}, "
                 f"recovered {recovered} from {groups}" + (f"; {problem}" if problem else ""))
         logger.info("backfill {}", text)
         self.log.append(self.component, "backfill", cause=window.reason, message=text, recovered=recovered,

@@ -42,10 +42,9 @@ def notify_period(project: ProjectConfig) -> float:
 
 def window_text(window: Window, late: int, drops: list[str]) -> str:
     """`window 08:03:10-08:06:40 (bridge crash): 3 messages recovered, DR9996543 backfilled`."""
-    span = f"{parse_ts(window.started_at):%H:%M:%S}-{parse_ts(window.ended_at or window.started_at):%H:%M:%S}"
     outcome = {"done": "", "unsupported": " backfill unsupported,", "failed": " backfill failed,"}[window.backfill_status]
     found = f"{', '.join(drops)} backfilled" if drops else "no drops"
-    return (f"window {span} ({window.reason}):{outcome} {late} message{'s' if late != 1 else ''} recovered, "
+    return (f"window {window.span} ({window.reason}):{outcome} {late} message{'s' if late != 1 else ''} recovered, "
             f"{found}")
 
 
