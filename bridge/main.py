@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import os
 import signal
 import sqlite3
 import sys
@@ -30,7 +29,7 @@ from bridge.windows import STOPPED_REASON, Windows
 from watchdog import endpoints, logs
 from watchdog.config import AccountConfig, Config
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
-from watchdog.notify import Notifier
+from watchdog.notify import Notifier, heartbeat_interval
 from watchdog.recovery_log import RecoveryLog
 
 TRANSPORTS = {
@@ -46,12 +45,6 @@ MAX_TICK = 1.0  # alive_at heartbeat period (the start of a crash window is at m
 def load_transport(config: Config, account: AccountConfig) -> Transport:
     module_name, class_name = TRANSPORTS[account.transport]
     return getattr(importlib.import_module(module_name), class_name)(config, account)
-
-
-def notify_period(account: AccountConfig) -> float:
-    """Half of systemd's WATCHDOG_USEC when given, else half of the account's watchdog_sec."""
-    usec = os.environ.get("WATCHDOG_USEC", "")
-    return int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else account.watchdog_sec / 2
 
 
 def _describe(event: ConnectionEvent) -> str:
@@ -82,7 +75,6 @@ class Bridge:
         self._synced = asyncio.Event()
         self._stopping = False
         self._ready_sent = False
-        self._status = ""
         self._tasks: set[asyncio.Task] = set()
 
     # -- Handler (called by the transport) ------------------------------------------------------
@@ -175,10 +167,7 @@ class Bridge:
             await self.windows.backfill()
 
     def _publish_status(self) -> None:
-        status = self.status_line()
-        if status != self._status:
-            self._status = status
-            self.notifier.status(status)
+        self.notifier.status(self.status_line())
 
     async def _beat(self) -> None:
         """Heartbeats from the event loop: alive_at in the store, WATCHDOG=1, STATUS=.
@@ -187,7 +176,7 @@ class Bridge:
         outage, and a restart would not bring WhatsApp back) but stops while the store cannot
         be written, which is a hang for a supervisor.
         """
-        tick = min(notify_period(self.account), MAX_TICK)
+        tick = min(heartbeat_interval(self.account.watchdog_sec), MAX_TICK)
         while True:
             retry_sends = False
             try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import sqlite3
 import time
@@ -26,18 +25,12 @@ from monitors.follow import POLL_INTERVAL, StoreFollower, StoreNotReady
 from watchdog import logs
 from watchdog.config import Config, ProjectConfig
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
-from watchdog.notify import Notifier
+from watchdog.notify import Notifier, heartbeat_interval
 from watchdog.recovery_log import RecoveryLog
 
 BATCH = 1000  # messages per transaction when catching up
 STORE_WAIT_INTERVAL = 0.1  # how often to look for a messages.db that does not exist yet
 REPORTED_STATUSES = ("done", "unsupported", "failed")  # a window's backfill is over: report it
-
-
-def notify_period(project: ProjectConfig) -> float:
-    """Half of systemd's WATCHDOG_USEC when given, else half of the project's watchdog_sec."""
-    usec = os.environ.get("WATCHDOG_USEC", "")
-    return int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else project.watchdog_sec / 2
 
 
 def window_text(window: Window, late: int, drops: list[str]) -> str:
@@ -68,7 +61,6 @@ class Monitor:
         self.windows_since = ""
         self.lag = 0.0
         self.following = False
-        self._status = ""
         self._stop = asyncio.Event()
 
     # -- status and heartbeat --------------------------------------------------------------------
@@ -81,14 +73,11 @@ class Monitor:
                 f"lag {self.lag:.2f} s" + (f", {pending} feedback pending" if pending else ""))
 
     def _publish_status(self) -> None:
-        status = self.status_line()
-        if status != self._status:
-            self._status = status
-            self.notifier.status(status)
+        self.notifier.status(self.status_line())
 
     async def _beat(self) -> None:
         """WATCHDOG=1 and STATUS= from the event loop: a monitor stuck in a query stops beating."""
-        period = notify_period(self.project)
+        period = heartbeat_interval(self.project.watchdog_sec)
         while True:
             self.notifier.heartbeat()
             self._publish_status()

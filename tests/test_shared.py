@@ -80,3 +80,20 @@ def test_endpoints_publish_atomically_and_wait(tmp_path: Path) -> None:
         endpoints.wait_url(tmp_path, "bridge:main", timeout=0.05, newer_than_pid=os.getpid())
     endpoints.remove(tmp_path, "bridge:main")
     assert endpoints.url(tmp_path, "bridge:main") is None
+
+
+def test_notifier_sends_a_status_only_when_it_changed(notify_socket: socket.socket) -> None:
+    address = "@" + notify_socket.getsockname()[1:].decode()
+    code = ("from watchdog.notify import Notifier; n = Notifier(); "
+            "n.status('a'); n.status('a'); n.status('b'); n.heartbeat()")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=30,
+                   env={**os.environ, "NOTIFY_SOCKET": address})
+    assert [notify_socket.recv(4096).decode() for _ in range(3)] == ["STATUS=a", "STATUS=b", "WATCHDOG=1"]
+
+
+def test_heartbeat_interval_follows_watchdog_usec(monkeypatch: pytest.MonkeyPatch) -> None:
+    from watchdog.notify import heartbeat_interval
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    assert heartbeat_interval(5.0) == 2.5
+    monkeypatch.setenv("WATCHDOG_USEC", "3000000")
+    assert heartbeat_interval(5.0) == 1.5

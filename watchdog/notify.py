@@ -16,9 +16,16 @@ import os
 import sdnotify
 
 
+def heartbeat_interval(watchdog_sec: float) -> float:
+    """How often to send WATCHDOG=1: half of WATCHDOG_USEC when a supervisor set it, else half of watchdog_sec."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    return int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else watchdog_sec / 2
+
+
 class Notifier:
     def __init__(self) -> None:
         self._socket = sdnotify.SystemdNotifier().socket if os.environ.get("NOTIFY_SOCKET") else None
+        self._status = ""
 
     @property
     def enabled(self) -> bool:
@@ -40,7 +47,10 @@ class Notifier:
         self.send("WATCHDOG=1")
 
     def status(self, text: str) -> None:
-        self.send(f"STATUS={text}")
+        """Send STATUS= when it changed: callers may call this every tick."""
+        if text != self._status:
+            self._status = text
+            self.send(f"STATUS={text}")
 
     def stopping(self) -> None:
         self.send("STOPPING=1")

@@ -24,7 +24,7 @@ from bridge.simulator.traffic import run_traffic
 from watchdog import endpoints, logs
 from watchdog.config import Config, ConfigError
 from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
-from watchdog.notify import Notifier
+from watchdog.notify import Notifier, heartbeat_interval
 
 COMPONENT = "sim"
 # Close codes the client maps to connection kinds (4000-4999 are for applications).
@@ -310,15 +310,6 @@ def build_app(sim: Sim) -> web.Application:
 
 # -- process -------------------------------------------------------------------
 
-def heartbeat_interval(config: Config) -> float:
-    """Half the shortest watchdog period we were given (config, or WATCHDOG_USEC from systemd/our watchdog)."""
-    periods = [config.sim.watchdog_sec]  # type: ignore[union-attr]
-    usec = os.environ.get("WATCHDOG_USEC", "")
-    if usec.isdigit() and int(usec) > 0:
-        periods.append(int(usec) / 1e6)
-    return min(periods) / 2
-
-
 async def _heartbeat(sim: Sim, notifier: Notifier, interval: float) -> None:
     while True:
         notifier.send("WATCHDOG=1", f"STATUS={sim.status()}")
@@ -346,7 +337,7 @@ async def serve(config: Config) -> int:
     notifier.ready(sim.status())
     logger.info("sim serving on 127.0.0.1:{} ({} sessions, {} groups)", port, len(sim.state.sessions),
                 len(sim.state.groups))
-    background = [asyncio.create_task(_heartbeat(sim, notifier, heartbeat_interval(config)))]
+    background = [asyncio.create_task(_heartbeat(sim, notifier, heartbeat_interval(config.sim.watchdog_sec)))]
     if config.sim.traffic.enabled:
         background.append(asyncio.create_task(run_traffic(sim.state, config.sim.traffic.interval)))
     await stop.wait()
