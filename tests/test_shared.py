@@ -97,3 +97,13 @@ def test_heartbeat_interval_follows_watchdog_usec(monkeypatch: pytest.MonkeyPatc
     assert heartbeat_interval(5.0) == 2.5
     monkeypatch.setenv("WATCHDOG_USEC", "3000000")
     assert heartbeat_interval(5.0) == 1.5
+
+
+def test_the_import_package_watchdog_is_ours_and_the_pypi_one_is_not_installed() -> None:
+    import importlib.metadata
+
+    import watchdog
+    assert Path(watchdog.__file__).resolve().parent == ROOT / "watchdog"
+    installed = {dist.metadata["Name"].lower() for dist in importlib.metadata.distributions()}
+    assert "watchdog" not in installed, "the unrelated PyPI package 'watchdog' would shadow ours"
+    assert "wa-watchdog" in installed
