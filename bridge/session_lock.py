@@ -5,7 +5,8 @@ included), so a crash never leaves a stale lock, and two bridges can never
 both hold it. WhatsApp allows one websocket per session; a second client
 takes the session over (stream replaced) and the two would fight forever.
 The lock file holds the owner's pid so the refused one (and the watchdog)
-can name it.
+can name it. A warm standby (`wait=True`) blocks on the same lock: the kernel
+hands it over the moment the owner dies, so there is still one owner, always.
 """
 from __future__ import annotations
 
@@ -37,14 +38,17 @@ def _read_pid(fd: int) -> int | None:
 
 
 class SessionLock:
-    """Held for the life of the process; the fd stays open (closing it releases the lock)."""
+    """Held for the life of the process; the fd stays open (closing it releases the lock).
 
-    def __init__(self, session_dir: Path) -> None:
+    `wait=True` blocks until the holder is gone (a standby); otherwise a held session raises SessionHeld.
+    """
+
+    def __init__(self, session_dir: Path, wait: bool = False) -> None:
         self.path = lock_path(session_dir)
         session_dir.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             pid = _read_pid(self._fd)
             os.close(self._fd)

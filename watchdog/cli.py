@@ -34,6 +34,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "bridge" or name == "pair":
         parser.add_argument("--account", required=True, help="account name from [accounts.NAME]")
+    if name == "bridge":
+        parser.add_argument("--standby", action="store_true",
+                            help="warm standby: load everything, then wait for the session and take it over")
     if name == "pair":
         parser.add_argument("--phone", help="phone number for a pairing code (else a QR code)")
     if name == "monitor":
