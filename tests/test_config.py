@@ -47,6 +47,7 @@ def test_data_dir_override(config_path: Path, tmp_path: Path) -> None:
     (('groups = ["120363000000000001@g.us"]', 'groups = ["lawley"]'), "projects[0].groups[0]", "not a group JID"),
     (("[watchdog]", "[watchdgo]"), "watchdgo", "unknown key"),
     (("control_port = 0", "control_port = true"), "watchdog.control_port", "expected an integer, got a boolean"),
+    (("api_port = 0", 'api_port = 0\nstandby = "yes"'), "accounts.main.standby", "expected true or false, got a string"),
     (("api_port = 0", 'api_port = 0\napi_host = "0.0.0.0"'), "accounts.main.api_token", "required when api_host is not loopback"),
 ])
 def test_bad_values_name_the_key(write_config, change: tuple[str, str], key: str, problem: str) -> None:

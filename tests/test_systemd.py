@@ -297,7 +297,13 @@ def test_systemd_starts_watches_and_replaces_a_frozen_watchdog(manager: UserMana
         new_bridge = holder_pid(session_dir)
         assert new_bridge is not None and new_bridge != old_bridge
         assert new_bridge in descendants(new_main), "the session is held by a process the new watchdog does not own"
-        assert bridges_of(config_path) == [new_bridge], "more than one bridge on the session"
+        # One session holder; the only other bridge is the new watchdog's own standby, waiting on the lock.
+        standby = wait_until(lambda: components(data_dir)["bridge:main"]["standby_pid"], timeout=15,
+                             message="the new watchdog's standby")
+        manager.own(standby)
+        assert standby in descendants(new_main), "a standby the new watchdog does not own"
+        assert sorted(bridges_of(config_path)) == sorted([new_bridge, standby]), \
+            "a bridge on the session besides the holder and the new watchdog's standby"
         assert endpoints.read(data_dir, "watchdog")["pid"] == new_main
 
         assert manager.stop_unit(unit) == {"ActiveState": "inactive", "Result": "success"}

@@ -89,24 +89,32 @@ def test_a_new_watchdog_stops_what_a_killed_one_left_running_before_starting_its
         components = status(data_dir)
         return components if all(components.get(name, {}).get("healthy") for name in expected) else None
 
-    orphans = {name: c["pid"] for name, c in wait_until(up, 30, message="the first watchdog's system").items()
-               if name in expected}
+    first_system = wait_until(lambda: (c := up()) and c["bridge:main"]["standby_pid"] and c, 30,
+                              message="the first watchdog's system, with the bridge's standby")
+    orphans = {name: c["pid"] for name, c in first_system.items() if name in expected}
+    orphans["bridge:main#standby"] = first_system["bridge:main"]["standby_pid"]
     first.kill()  # the watchdog dies; its children (own process groups) keep running
     first.wait()
     try:
         assert not [pid for pid in orphans.values() if gone(pid)]
         with open(tmp_path / "second.stderr", "wb") as stderr:
             procs.start("run", stdout=stderr, stderr=stderr)
-        components = wait_until(lambda: (c := up()) and all(c[n]["pid"] != orphans[n] for n in expected) and c,
-                                30, message="the second watchdog's own system healthy")
+        components = wait_until(lambda: (c := up()) and all(c[n]["pid"] != orphans[n] for n in expected)
+                                and c["bridge:main"]["standby_pid"] and c,
+                                30, message="the second watchdog's own system healthy, with its own standby")
         assert all(gone(pid) for pid in orphans.values())
+        assert components["bridge:main"]["standby_pid"] not in orphans.values()
     finally:  # whatever failed, leave no orphan of the first watchdog behind
         for pid in orphans.values():
             if not gone(pid):
                 os.kill(pid, signal.SIGKILL)
-    stopped = {r["component"]: r for r in RecoveryLog(data_dir / "recoveries.jsonl").read()
-               if r["event"] == "stop" and "earlier run" in r.get("cause", "")}
-    assert {name: stopped[name]["pid"] for name in expected} == orphans
+    stops = [r for r in RecoveryLog(data_dir / "recoveries.jsonl").read()
+             if r["event"] == "stop" and "earlier run" in r.get("cause", "")]
+    # The standby first: stopped after the session's owner, it would have taken the session over.
+    assert [r["pid"] for r in stops if r["component"] == "bridge:main"] == [orphans["bridge:main#standby"],
+                                                                           orphans["bridge:main"]]
+    stopped = {r["component"]: r for r in stops}
+    assert {name: stopped[name]["pid"] for name in expected} == {name: orphans[name] for name in expected}
     assert len({c["pid"] for c in components.values()}) == len(components)
 
 

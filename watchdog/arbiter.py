@@ -27,7 +27,7 @@ from watchdog.control import start_control_server
 from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.metrics import Metrics
 from watchdog.recovery_log import RecoveryLog
-from watchdog.stale import record_children, recorded_children
+from watchdog.stale import component_of, record_children, recorded_children, standby_name
 from watchdog.systemd_heartbeat import SystemdHeartbeat
 from watchdog.watcher import BRIDGE, FAILED, MONITOR, SIM, STARTING, Component, Context, Watcher
 
@@ -47,10 +47,12 @@ def components_from_config(config: Config) -> list[Component]:
         found.append(Component("sim", SIM, argv("sim"), config.sim.watchdog_sec, config.sim.rss_limit_mb,
                                signature=(("sim",),)))
     for account in config.accounts.values():
-        found.append(Component(account.component, BRIDGE, argv("bridge", "--account", account.name),
+        bridge = argv("bridge", "--account", account.name)
+        found.append(Component(account.component, BRIDGE, bridge,
                                account.watchdog_sec, account.rss_limit_mb, probe=account.probe,
                                session_dir=account.session_dir, api_token=account.api_token,
-                               signature=(("bridge",), ("--account", account.name))))
+                               signature=(("bridge",), ("--account", account.name)),
+                               standby_argv=(*bridge, "--standby") if account.standby else ()))
     for project in config.projects:
         if project.enabled:
             found.append(Component(project.component, MONITOR, argv("monitor", "--project", project.name),
@@ -128,7 +130,7 @@ class Arbiter:
                           http, self.sink, self._on_change)
         self.watchers = {component.name: Watcher(component, context) for component in self.components}
         self._recorded_children = {name: pid for name, pid in recorded_children(self.config.data_dir).items()
-                                   if name in self.watchers}
+                                   if component_of(name) in self.watchers}
         for watcher in self.watchers.values():
             self.metrics.set_component(watcher.name, up=False, healthy=False)
         try:
@@ -206,8 +208,9 @@ class Arbiter:
             return
         logger.warning("{} again: killing every component now", signal.Signals(sig).name)
         for watcher in self.watchers.values():
-            if watcher.child is not None and watcher.child.running:
-                watcher.child.signal(signal.SIGKILL)
+            for process in (watcher.standby, watcher.child):
+                if process is not None and process.running:
+                    process.signal(signal.SIGKILL)
 
     async def _start_all(self) -> None:
         by_kind = {kind: [w for w in self.watchers.values() if w.component.kind == kind] for kind in (SIM, BRIDGE,
@@ -239,7 +242,9 @@ class Arbiter:
     def _on_change(self, watcher: Watcher) -> None:
         # Ours where we run one; the previous watchdog's pid where we have not started it yet (so that the
         # leftover check still finds it). Written after a spawn, never before.
-        children = {**self._recorded_children, **{w.name: w.pid for w in self.watchers.values() if w.pid}}
+        ours = {w.name: w.pid for w in self.watchers.values() if w.pid}
+        ours.update({standby_name(w.name): w.standby_pid for w in self.watchers.values() if w.standby_pid})
+        children = {**self._recorded_children, **ours}
         if children != self._recorded_children:
             self._recorded_children = children
             record_children(self.config.data_dir, children)

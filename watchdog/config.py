@@ -86,6 +86,9 @@ class AccountConfig:
     watchdog_sec: float = 5.0
     rss_limit_mb: int = 0
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    # The watchdog keeps a warm standby bridge waiting on the session lock: it takes over a dead or hung
+    # bridge without a cold start (Python and the imports are most of a restart).
+    standby: bool = True
 
     @property
     def component(self) -> str:

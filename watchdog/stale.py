@@ -5,7 +5,8 @@ children running. Two bridges on one WhatsApp session fight over it, so before
 starting a component we look at the pids it left behind (the session lock, its
 published endpoint file) and stop any that is still alive *and* whose command
 line says it is that component (a reused pid belongs to someone else).
-Monitors publish no endpoints, so the watchdog also keeps a list of its children.
+Monitors publish no endpoints, so the watchdog also keeps a list of its children,
+a bridge's warm standby under `<component>#standby` (it holds nothing else that names it).
 """
 from __future__ import annotations
 
@@ -22,6 +23,17 @@ from watchdog.child import wait_gone
 
 SESSION_LOCK = "session.lock"
 CHILDREN_FILE = "watchdog-children.json"  # in the run directory: {component: pid} of the watchdog's children
+STANDBY_SUFFIX = "#standby"
+
+
+def standby_name(component: str) -> str:
+    """The key of a component's warm standby in the list of children, e.g. `bridge:main#standby`."""
+    return component + STANDBY_SUFFIX
+
+
+def component_of(name: str) -> str:
+    """The component a list-of-children key belongs to (`bridge:main#standby` -> `bridge:main`)."""
+    return name.removesuffix(STANDBY_SUFFIX)
 
 
 def record_children(data_dir: Path, children: dict[str, int]) -> None:
@@ -59,8 +71,9 @@ def runs(cmdline: Sequence[str], signature: Sequence[Sequence[str]]) -> bool:
 def stale_pids(component: str, signature: Sequence[Sequence[str]], data_dir: Path,
                session_dir: Path | None = None) -> list[int]:
     """Live pids of earlier instances of `component`: named by its session lock, its published endpoints,
-    or the previous watchdog's list of children."""
-    candidates = [recorded_children(data_dir).get(component)]
+    or the previous watchdog's list of children (its standby first: stopped after the owner, it would take over)."""
+    children = recorded_children(data_dir)
+    candidates = [children.get(standby_name(component)), children.get(component)]
     if session_dir is not None:
         candidates.append(_pid_in(session_dir / SESSION_LOCK))
     record = endpoints.read(data_dir, component)

@@ -10,6 +10,15 @@ States and transitions (as in supervisor's process.py, every change goes through
 
     STOPPED -> STARTING -> RUNNING (ready / healthy) -> STOPPING (hang, operator, shutdown) -> EXITED
     EXITED -> STARTING (immediate restart) | BACKOFF -> STARTING | FAILED (exit 2 or 4) | STOPPED
+
+Warm standby (bridges with `standby_argv`): once the child is healthy a second
+process is started that loads everything and then blocks on the session lock.
+When the child ends (or is stopped for a failed check) the standby is promoted
+(EXITED -> STARTING with the standby as the child): the kernel has already
+handed it the lock, so recovery skips the cold start. The next standby is
+started once the promoted one is healthy, after the backoff delay, so a crash
+loop still backs off. The standby has no checks (it is silent while waiting)
+and its own exits never touch the child.
 """
 from __future__ import annotations
 
@@ -81,6 +90,7 @@ class Component:
     session_dir: Path | None = None  # bridges: where an earlier run's owner left its pid
     signature: tuple[tuple[str, ...], ...] = ()  # command-line words identifying a leftover instance
     api_token: str = ""  # bridges with a token answer even /api/health only with it
+    standby_argv: tuple[str, ...] = ()  # bridges: a warm standby waiting on the session lock; () = none
 
 
 @dataclass
@@ -109,6 +119,10 @@ class Watcher:
         self.state = STOPPED
         self._state_since = time.monotonic()
         self.child: ChildProcess | None = None
+        self.standby: ChildProcess | None = None  # the warm standby (promoted to `child` when the child ends)
+        self._standby_failures = 0  # standby exits since one was last promoted: its respawn backoff
+        self._standby_delay = 0.0  # before the next standby: the restart delay of the recovery that used one
+        self._standby_stop_planned = False  # we are stopping the standby (shutdown, failed): no respawn
         self.ready = False  # READY=1 from the current child
         self.healthy = False  # sim/monitor: ready; bridge: last probe 200
         self.condition = ""  # bridge: its health `state` (connected, disconnected, ...)
@@ -147,6 +161,7 @@ class Watcher:
         self.notify = NotifyServer(self.name, self._on_notify)
         self.output = ChildOutput(self.name, RotatingFile(log_path(context.data_dir, self.name),
                                                           settings.child_log_max_bytes), context.sink)
+        self._standby_output = ChildOutput(self.name, self.output.log_file, context.sink)  # swapped on promotion
 
     # -- state ---------------------------------------------------------------------
 
@@ -160,6 +175,10 @@ class Watcher:
     @property
     def pid(self) -> int | None:
         return self.child.pid if self.child and self.child.running else None
+
+    @property
+    def standby_pid(self) -> int | None:
+        return self.standby.pid if self.standby and self.standby.running else None
 
     def status(self) -> dict:
         """One component for `wa-watchdog status --json` (see the control API)."""
@@ -176,6 +195,7 @@ class Watcher:
             "last_cause": self.last_cause,
             "endpoints": record["endpoints"] if record and pid and record.get("pid") == pid else {},
             "status_text": self.status_text,
+            **({"standby_pid": self.standby_pid} if self.component.kind == BRIDGE else {}),
         }
 
     # -- starting ------------------------------------------------------------------
@@ -201,8 +221,9 @@ class Watcher:
         component = self.component
         if not component.signature:
             return []
+        ours = (self.pid, self.standby_pid)
         return [pid for pid in stale_pids(self.name, component.signature, self.ctx.data_dir, component.session_dir)
-                if pid != self.pid]
+                if pid not in ours]
 
     async def _stop_leftovers(self) -> None:
         for pid in self._leftovers():
@@ -223,8 +244,13 @@ class Watcher:
             self._fail(f"cannot start {component.argv[0]}: {exc}", "config_failed", pid=None)
             self._spawned(None)
             return
-        self.child = child
         self.output.attach(child.take_output())
+        self._adopt(child)
+
+    def _adopt(self, child: ChildProcess, promoted: bool = False) -> None:
+        """`child` (just spawned, or a promoted standby) is now the component's process: arm its checks."""
+        component = self.component
+        self.child = child
         self.ready = self.healthy = False
         self.condition = "starting"
         self.status_text = ""
@@ -237,7 +263,7 @@ class Watcher:
         if component.probe is not None:
             self._probe_task = self._run_task(self._probe_loop(child, component.probe))
         self._set_state(STARTING)
-        logger.info("{} started, pid {}", self.name, child.pid)
+        logger.info("{} {}, pid {}", self.name, "standby promoted" if promoted else "started", child.pid)
         if self._detected_at is not None:
             self.restarts += 1
             self.restart_times.append(time.monotonic())
@@ -245,7 +271,7 @@ class Watcher:
             self._record(
                 "restart", pid=self._failed_pid, new_pid=child.pid, cause=self._cause,
                 delay_ms=round(self._delay * 1000, 1),
-                restart_ms=round((child.started_at - self._detected_at) * 1000, 1))
+                restart_ms=round((child.started_at - self._detected_at) * 1000, 1), standby=promoted or None)
         self._spawned(child.pid)
 
     def _spawned(self, pid: int | None) -> None:
@@ -254,6 +280,73 @@ class Watcher:
             if not waiter.done():
                 waiter.set_result(pid)
         self._spawn_waiters.clear()
+
+    # -- the warm standby ------------------------------------------------------------
+
+    def _spawn_standby(self) -> None:
+        """Start a standby for the healthy child: it imports everything, then blocks on the session lock."""
+        self._timers.pop("standby", None)  # (when called by its timer) nothing is pending any more
+        component = self.component
+        if (not component.standby_argv or self._shutting_down or self.standby_pid is not None
+                or self.state != RUNNING):
+            return  # not now: the next time the child is healthy schedules it again
+        try:
+            standby = ChildProcess.spawn(component.standby_argv,
+                                         child_env(self.notify.address, component.watchdog_sec), self._on_exit)
+        except OSError as exc:
+            logger.error("{}: cannot start a standby: {}", self.name, exc)
+            return
+        self.standby = standby
+        self._standby_stop_planned = False
+        self._standby_output.attach(standby.take_output())
+        logger.info("{} standby started, pid {}", self.name, standby.pid)
+        self.ctx.on_change(self)
+
+    def _promote_standby(self) -> bool:
+        """The child has ended: a live standby (which the kernel has handed the session lock) becomes the child.
+
+        The restart delay the recovery would have waited moves to the next standby, so a crash loop
+        still backs off; this recovery itself is immediate.
+        """
+        standby = self.standby
+        if standby is None or not standby.running or self._standby_stop_planned or self._shutting_down:
+            return False
+        self.standby = None
+        self._cancel_timer("standby")
+        self._standby_failures = 0
+        self._standby_delay, self._delay = self._delay, 0.0
+        standby.started_at = time.monotonic()  # as the component's process it starts now: uptime, probe start-up
+        self.output.detach()
+        self.output, self._standby_output = self._standby_output, self.output
+        self._adopt(standby, promoted=True)
+        self._probe_wakeup.set()  # it may have said READY=1 before now, while it was not yet ours to hear
+        if self._leftovers():  # e.g. the child exited 3: an earlier run's bridge holds the session the standby awaits
+            self._run_task(self._stop_leftovers())
+        return True
+
+    def _standby_ended(self, standby: ChildProcess) -> None:
+        """The standby exited on its own (or was stopped): the child is not affected; respawn with backoff."""
+        self.standby = None
+        self._standby_output.detach()
+        self.ctx.on_change(self)
+        assert standby.returncode is not None
+        cause = exit_cause(standby.returncode)["cause"]
+        if self._shutting_down or self._standby_stop_planned:
+            logger.info("{} standby pid {} stopped ({})", self.name, standby.pid, cause)
+            return
+        self._standby_failures += 1
+        delay = self._backoff(self._standby_failures)
+        logger.warning("{} standby pid {} exited: {}; a new one in {:.2f} s", self.name, standby.pid, cause, delay)
+        self._schedule("standby", delay, self._spawn_standby)
+
+    def _stop_standby(self, grace: float) -> asyncio.Task | None:
+        """SIGTERM the standby (SIGKILL after `grace`); it holds nothing, so this never disturbs the child."""
+        self._cancel_timer("standby")
+        standby = self.standby
+        if standby is None or not standby.running:
+            return None
+        self._standby_stop_planned = True
+        return self._run_task(standby.stop(grace))
 
     # -- the child's notifications -------------------------------------------------
 
@@ -298,6 +391,9 @@ class Watcher:
         for rule in RECOVERY_ALERTS:
             self._resolve(rule, f"{self.name} is healthy again")
         self._schedule("reset", self.ctx.settings.backoff_reset_after, self._healthy_long_enough)
+        if self.component.standby_argv and self.standby_pid is None and "standby" not in self._timers:
+            self._schedule("standby", self._standby_delay, self._spawn_standby)  # after the start-up, not during it
+            self._standby_delay = 0.0
         self.ctx.on_change(self)
 
     def _healthy_long_enough(self) -> None:
@@ -440,7 +536,10 @@ class Watcher:
         return self._run_task(child.stop(grace))
 
     def _on_exit(self, child: ChildProcess) -> None:
-        """The pidfd fired: the child has ended (and is reaped)."""
+        """The pidfd fired: the child (or the standby) has ended (and is reaped)."""
+        if child is self.standby:
+            self._standby_ended(child)
+            return
         if child is not self.child:
             return
         self._cancel_checks()
@@ -465,7 +564,8 @@ class Watcher:
                 self._set_state(STOPPED)
             elif self._after_exit == _RESTART_NOW:
                 self._delay = 0.0
-                self._start_soon()
+                if not self._promote_standby():
+                    self._start_soon()
             else:
                 self._schedule_restart()
             return
@@ -498,19 +598,25 @@ class Watcher:
         elif self._attempts == 1:
             self._delay = 0.0
         else:
-            retry = tenacity.RetryCallState(None, None, (), {})
-            retry.attempt_number = self._attempts - 1
-            self._delay = self._wait(retry)
+            self._delay = self._backoff(self._attempts - 1)
+        if self._promote_standby():
+            return
         if self._delay == 0:
             self._start_soon()
         else:
             self._set_state(BACKOFF)
             self._schedule("backoff", self._delay, self._start_soon)
 
+    def _backoff(self, attempt: int) -> float:
+        retry = tenacity.RetryCallState(None, None, (), {})
+        retry.attempt_number = attempt
+        return self._wait(retry)
+
     def _fail(self, cause: str, rule: str, pid: int | None) -> None:
         logger.error("{} failed: {}; not restarting until asked", self.name, cause)
         self.last_cause = cause
         self._detected_at = None
+        self._stop_standby(self.ctx.settings.term_grace)  # it would take the session over on its own
         if self.state != FAILED:
             self._set_state(FAILED)
         self._record("failed", cause=cause, pid=pid)
@@ -542,10 +648,14 @@ class Watcher:
         """The watchdog is stopping: from now on an exit ends the component, never restarts it."""
         self._shutting_down = True
         self._cancel_timer("backoff")
+        self._stop_standby(self.ctx.settings.stop_timeout)  # first: once the child ends it would take over
 
     async def stop(self, timeout: float) -> None:
         """Shutdown: SIGTERM, SIGKILL after `timeout`; the component stays stopped."""
         self.begin_shutdown()
+        standby = self.standby
+        if standby is not None:
+            await standby.stop(timeout)  # already signalled by begin_shutdown; gone before the child goes
         child = self.child
         if child is not None and child.running:
             await self._stop_child(child, timeout, _STAY_STOPPED)
@@ -557,7 +667,9 @@ class Watcher:
     def close(self) -> None:
         self._write_records()
         self._cancel_checks()
+        self._cancel_timer("standby")
         self.notify.close()
+        self._standby_output.detach()
         self.output.close()
 
     def overdue(self) -> str | None:
