@@ -51,6 +51,11 @@ def write_incidents(log: RecoveryLog) -> None:
     log.append("bridge:main", "stop", pid=102, message="ended by exit code 0", cause="operator restart")
     log.append("bridge:main", "restart", pid=102, new_pid=103, cause="operator restart", delay_ms=0, restart_ms=240)
     log.append("bridge:main", "healthy", pid=103, cause="operator restart", downtime_ms=700)
+    # kill -9 with a warm standby waiting: it takes over
+    log.append("bridge:main", "exit", cause="SIGKILL", signal="SIGKILL", pid=103)
+    log.append("bridge:main", "restart", pid=103, new_pid=104, cause="SIGKILL", delay_ms=0, restart_ms=0.1,
+               standby=True)
+    log.append("bridge:main", "healthy", pid=104, cause="SIGKILL", downtime_ms=22)
     log.append("watchdog", "stop", pid=50, message="every component stopped")
 
 
@@ -69,6 +74,7 @@ def test_one_readable_line_per_recovery(config_path: Path, log: RecoveryLog) -> 
         "monitor:mohadin exited with code 2 · failed, not restarted: configuration error (exit code 2)",
         "bridge:main stopped (pid 102, operator restart): ended by exit code 0 · restarted in 0.24 s"
         " · healthy after 0.70 s",
+        "bridge:main killed by SIGKILL · restarted in 0 ms by its warm standby · healthy after 22 ms",
         "watchdog stopped (pid 50): every component stopped",
     ]
     first = done.stdout.splitlines()[1]

@@ -3,15 +3,18 @@ a killed or hung bridge is replaced by the waiting standby, a new standby follow
 respawned without touching the bridge, and shutdown leaves nothing behind."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 from pathlib import Path
 
 from bridge.session_lock import holder_pid
 from tests.conftest import Processes, wait_until
+from tests.test_watchdog_supervision import RecordingAlerts, run, supervise, worker, write_settings
 from tests.test_watchdog_system import EXPECTED, alive, status
 from watchdog.recovery_log import RecoveryLog
 from watchdog.stale import recorded_children
+from watchdog.watcher import FAILED
 
 
 def up_with_standby(data_dir: Path, not_pids: tuple[int, ...] = ()) -> dict[str, dict] | None:
@@ -44,7 +47,8 @@ def test_the_standby_takes_over_a_killed_then_a_hung_bridge_and_is_itself_respaw
         watchdog = procs.start("run", stdout=stderr, stderr=stderr)
     seen: set[int] = set()
     try:
-        bridge = wait_until(lambda: up_with_standby(data_dir), 30, message="the system up with a standby")["bridge:main"]
+        bridge = wait_until(lambda: up_with_standby(data_dir), 30, message="the system up with a standby")
+        bridge = bridge["bridge:main"]
         active, standby = bridge["pid"], bridge["standby_pid"]
         seen |= {active, standby}
         wait_until(lambda: waiting(data_dir, standby), 15, message="the standby waiting on the session lock")
@@ -94,3 +98,27 @@ def test_the_standby_takes_over_a_killed_then_a_hung_bridge_and_is_itself_respaw
         assert watchdog.wait(timeout=30) == 0
     assert not [pid for pid in {*pids, *seen} if alive(pid)]
     assert holder_pid(session_dir) is None
+
+
+def test_a_crash_looping_component_still_backs_off_with_a_standby(tmp_path: Path) -> None:
+    """Each promotion is immediate, but the next standby waits out the backoff delay, so a crash loop
+    ends up alternating promotions with cold restarts at the capped delay; alerted once, never given up."""
+    lock = tmp_path / "session.lock"
+    crashing = worker("monitor:a", "--hold-lock", str(lock), "--exit-after", "0.2", "--code", "1")
+    component = dataclasses.replace(crashing, standby_argv=crashing.argv)
+    alerts = RecordingAlerts()
+
+    async def scenario() -> None:
+        async with supervise(write_settings(tmp_path), [component], alerts=alerts) as s:
+            await s.record("monitor:a", "crash_loop", timeout=20)
+            restarts = await s.record("monitor:a", "restart", count=len(s.records("monitor:a", "restart")) + 4,
+                                      timeout=20)
+            watcher = s.watcher("monitor:a")
+            assert watcher.state != FAILED
+        promoted = [r for r in restarts if r.get("standby")]
+        assert promoted and all(r["delay_ms"] == 0 for r in promoted)
+        loop_at = s.records("monitor:a", "crash_loop")[0]["time"]
+        cold_after_loop = [r for r in restarts if not r.get("standby") and r["time"] > loop_at]
+        assert cold_after_loop and all(r["delay_ms"] == 400 for r in cold_after_loop), restarts
+        assert [a[0] for a in alerts.fired].count("crash_loop") == 1
+    run(scenario)

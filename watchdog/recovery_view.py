@@ -135,6 +135,8 @@ class Line:
             text += f" in {format_ms(float(self.restart['restart_ms']))}"
         if self.restart.get("delay_ms"):
             text += f" (backoff {format_ms(float(self.restart['delay_ms']))})"
+        if self.restart.get("standby"):
+            text += " by its warm standby"
         return text
 
 
