@@ -9,9 +9,11 @@ import signal
 from pathlib import Path
 
 from bridge.session_lock import holder_pid
+from tests.bridge_support import call
 from tests.conftest import Processes, wait_until
 from tests.test_watchdog_supervision import RecordingAlerts, run, supervise, worker, write_settings
 from tests.test_watchdog_system import EXPECTED, alive, status
+from watchdog import endpoints
 from watchdog.recovery_log import RecoveryLog
 from watchdog.stale import recorded_children
 from watchdog.watcher import FAILED
@@ -91,6 +93,16 @@ def test_the_standby_takes_over_a_killed_then_a_hung_bridge_and_is_itself_respaw
         assert bridge["pid"] == active and bridge["restarts"] == 2
         assert holder_pid(session_dir) == active
         assert not bridge_records(data_dir, "exit", standby)
+        standby = bridge["standby_pid"]
+        seen.add(standby)
+
+        # An operator restart: the bridge is stopped and its standby takes over.
+        restarted = call("POST", f"{endpoints.url(data_dir, 'watchdog', 'control')}/restart/bridge:main")[1]
+        assert restarted["old_pid"] == active and restarted["pid"] == standby, restarted
+        bridge = wait_until(lambda: (c := up_with_standby(data_dir, (active,))) and c["bridge:main"], 30,
+                            message="the standby promoted by an operator restart, and a new standby")
+        assert bridge["pid"] == standby and bridge["restarts"] == 3
+        assert holder_pid(session_dir) == standby
         seen.add(bridge["standby_pid"])
         pids = [c["pid"] for c in status(data_dir).values() if c["pid"]] + [bridge["standby_pid"]]
     finally:
