@@ -13,7 +13,8 @@ from watchdog.metrics import Metrics
 
 COMPONENTS = [
     {"name": "bridge:main", "pid": 4242, "state": "running", "healthy": True, "uptime_s": 12.5, "restarts": 2,
-     "last_cause": "SIGKILL", "endpoints": {"api": "http://127.0.0.1:8080"}, "status_text": "connected"},
+     "last_cause": "SIGKILL", "endpoints": {"api": "http://127.0.0.1:8080"}, "status_text": "connected",
+     "standby_pid": 4244},
     {"name": "monitor:lawley", "pid": 4243, "state": "running", "healthy": True, "uptime_s": 30.0, "restarts": 0,
      "last_cause": None, "endpoints": {}, "status_text": ""},
 ]

@@ -56,7 +56,8 @@ def test_status_prints_a_table_and_stable_json(config_path: Path, server: Server
     assert table.returncode == 0, table.stderr
     header, bridge, monitor = table.stdout.splitlines()[:3]
     assert header.split()[:5] == ["NAME", "PID", "STATE", "HEALTHY", "UPTIME"]
-    assert bridge.split()[:7] == ["bridge:main", "4242", "running", "yes", "12s", "2", "SIGKILL"]
+    assert bridge.split()[:8] == ["bridge:main", "4242", "running", "yes", "12s", "2", "SIGKILL", "4244"]
+    assert monitor.split()[7] == "-"  # no standby
     assert bridge.endswith("api=http://127.0.0.1:8080")
     assert monitor.split()[:7] == ["monitor:lawley", "4243", "running", "yes", "30s", "0", "-"]
     assert "bridge:main: connected" in table.stdout

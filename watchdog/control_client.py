@@ -68,7 +68,7 @@ def format_duration(seconds: float | None) -> str:
 
 
 def status_table(components: list[dict]) -> str:
-    header = ("NAME", "PID", "STATE", "HEALTHY", "UPTIME", "RESTARTS", "LAST CAUSE", "ENDPOINTS")
+    header = ("NAME", "PID", "STATE", "HEALTHY", "UPTIME", "RESTARTS", "LAST CAUSE", "STANDBY", "ENDPOINTS")
     rows = [header]
     for c in components:
         healthy = c.get("healthy")
@@ -80,6 +80,7 @@ def status_table(components: list[dict]) -> str:
             format_duration(c.get("uptime_s")),
             str(c.get("restarts", 0)),
             str(c.get("last_cause") or "-"),
+            str(c.get("standby_pid") or "-"),  # a bridge's warm standby, waiting on the session lock
             " ".join(f"{k}={v}" for k, v in (c.get("endpoints") or {}).items()) or "-",
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
