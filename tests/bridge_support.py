@@ -5,13 +5,16 @@ import asyncio
 import json
 import sqlite3
 import subprocess
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import Processes, wait_until
+from tests.conftest import GROUP_A, GROUP_B, Processes, wait_until
 from watchdog import endpoints
 
 PHONE = "27710000000"
@@ -108,3 +111,22 @@ def consume_queue_elsewhere(data_dir: Path, expected: int) -> list[str]:
                         await ws.send_str(json.dumps({"type": "ack", "ids": batch}))
         return ids
     return asyncio.run(run())
+
+
+@contextmanager
+def streaming(sim_url: str, total: int, first_drop: int) -> Iterator[list[str]]:
+    """Inject `total` drops into groups A and B from a thread while the body runs (e.g. kills the bridge).
+
+    Yields the ids injected so far (a growing list); on exit waits for the stream to finish.
+    """
+    injected: list[str] = []
+
+    def stream() -> None:
+        for n in range(total):
+            injected.append(inject(sim_url, f"DR{first_drop + n}", GROUP_A if n % 2 else GROUP_B)["id"])
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    try:
+        yield injected
+    finally:
+        streamer.join()

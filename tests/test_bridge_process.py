@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.bridge_support import (call, consume_queue_elsewhere, health, inject, rows, sessions, start_bridge,
-                                  start_sim)
+                                  start_sim, streaming)
 from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, GROUP_C, Processes, wait_until
 from watchdog.exitcodes import EXIT_SESSION_HELD
 from watchdog.recovery_log import RecoveryLog
@@ -25,14 +24,7 @@ def test_kill_9_while_streaming_loses_nothing_and_stores_each_message_once(procs
     _, sim = start_sim(procs, data_dir)
     bridge, _ = start_bridge(procs, data_dir)
     total = 600
-    injected: list[str] = []
-
-    def stream() -> None:
-        for n in range(total):
-            injected.append(inject(sim, f"DR{2000000 + n}", GROUP_A if n % 2 else GROUP_B)["id"])
-    streamer = threading.Thread(target=stream)
-    streamer.start()
-    try:
+    with streaming(sim, total, first_drop=2000000) as injected:
         wait_until(lambda: rows(data_dir, "SELECT COUNT(*) FROM messages")[0][0] >= total // 4, timeout=20,
                    message="the bridge to store a quarter of the stream")
         alive_at = rows(data_dir, "SELECT value FROM bridge_state WHERE key = 'alive_at'")[0][0]
@@ -40,8 +32,6 @@ def test_kill_9_while_streaming_loses_nothing_and_stores_each_message_once(procs
         assert bridge.wait(timeout=10) == -signal.SIGKILL
         assert len(injected) < total, "the stream ended before the kill; nothing was tested"
         start_bridge(procs, data_dir)
-    finally:
-        streamer.join()
     wait_until(lambda: rows(data_dir, "SELECT COUNT(*) FROM messages")[0][0] >= total, timeout=20,
                message=f"all {total} messages stored")
     stored = rows(data_dir, "SELECT id FROM messages")

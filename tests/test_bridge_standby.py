@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 from pathlib import Path
 
 import psutil
 
 from bridge.session_lock import holder_pid
-from tests.bridge_support import bridge_url, health, inject, rows, sessions, start_bridge, start_sim
-from tests.conftest import GROUP_A, GROUP_B, Processes, wait_until
+from tests.bridge_support import (bridge_url, health, rows, sessions, start_bridge, start_sim,
+                                  streaming)
+from tests.conftest import Processes, wait_until
 from watchdog import endpoints
 
 
@@ -40,14 +40,7 @@ def test_a_standby_holds_nothing_while_waiting_and_takes_over_a_killed_bridge_lo
     assert health(url)["state"] == "connected"
 
     total = 400
-    injected: list[str] = []
-
-    def stream() -> None:
-        for n in range(total):
-            injected.append(inject(sim, f"DR{3000000 + n}", GROUP_A if n % 2 else GROUP_B)["id"])
-    streamer = threading.Thread(target=stream)
-    streamer.start()
-    try:
+    with streaming(sim, total, first_drop=3000000) as injected:
         wait_until(lambda: rows(data_dir, "SELECT COUNT(*) FROM messages")[0][0] >= total // 4, timeout=20,
                    message="the bridge to store a quarter of the stream")
         os.kill(first.pid, signal.SIGKILL)
@@ -56,8 +49,6 @@ def test_a_standby_holds_nothing_while_waiting_and_takes_over_a_killed_bridge_lo
         new_url = wait_until(lambda: bridge_url(data_dir, standby), timeout=10,
                              message="the standby to take over and publish its API")
         wait_until(lambda: health(new_url).get("state") == "connected", timeout=10, message="the standby connected")
-    finally:
-        streamer.join()
     assert holder_pid(data_dir / "accounts/main/session") == standby.pid
     assert endpoints.read(data_dir, "bridge:main")["pid"] == standby.pid
     wait_until(lambda: rows(data_dir, "SELECT COUNT(*) FROM messages")[0][0] >= total, timeout=20,
