@@ -62,6 +62,11 @@ def test_full_system_comes_up_recovers_a_killed_bridge_and_stops_cleanly(procs: 
     assert events["restart"]["new_pid"] == new and events["restart"]["delay_ms"] == 0
     assert events["healthy"]["pid"] == new and events["healthy"]["downtime_ms"] < 10_000
     assert components["bridge:main"]["restarts"] == 1
+    with urllib.request.urlopen(endpoints.url(data_dir, "watchdog", "control") + "/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert 'wa_watchdog_restarts_total{cause="exit",component="bridge:main"} 1.0' in metrics
+    assert 'wa_watchdog_recovery_seconds_count{component="bridge:main"} 1.0' in metrics
+    assert 'wa_watchdog_component_healthy{component="monitor:lawley"} 1.0' in metrics
 
     pids = [c["pid"] for c in components.values() if c["pid"]]
     watchdog.send_signal(signal.SIGTERM)
