@@ -18,37 +18,18 @@ import psutil
 import pytest
 
 from bridge.session_lock import holder_pid
+from scripts.benchmarks.supervisord_conf import write_supervisord_conf
 from tests.conftest import BASE_CONFIG, ROOT, wait_until
 from tests.test_watchdog_system import EXPECTED, status
 from watchdog import endpoints
 
-SUPERVISORD_CONF = """\
-[unix_http_server]
-file={work}/supervisor.sock
-
-[supervisord]
-nodaemon=true
-logfile={work}/supervisord.log
-pidfile={work}/supervisord.pid
-childlogdir={work}
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl=unix://{work}/supervisor.sock
-
-[include]
-files = {work}/conf.d/*.conf
-"""
 
 
 class Supervisord:
     def __init__(self, work: Path, config: Path) -> None:
         self.work = work
-        self.conf = work / "supervisord.conf"
         (work / "conf.d").mkdir(parents=True)
-        self.conf.write_text(SUPERVISORD_CONF.format(work=work), encoding="utf-8")
+        self.conf = write_supervisord_conf(work, f"[include]\nfiles = {work}/conf.d/*.conf\n")
         shipped = (ROOT / "conf/supervisor/wa-watchdog.conf").read_text(encoding="utf-8")
         program = (shipped.replace("/opt/wa-watchdog/.venv/bin/wa-watchdog", str(Path(sys.executable).parent / "wa-watchdog"))
                    .replace("/etc/wa-watchdog/config.toml", str(config))

@@ -42,6 +42,8 @@ from pathlib import Path
 
 import psutil
 
+from scripts.benchmarks.supervisord_conf import write_supervisord_conf
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 PYTHON = str(VENV_PYTHON if VENV_PYTHON.exists() else Path(sys.executable))
@@ -218,6 +220,18 @@ def measure(poller: HealthPoller, args: argparse.Namespace, result: Result, log:
 
 # -- processes we start --------------------------------------------------------------------------------
 
+def start_and_measure(args: argparse.Namespace, result: Result, started: "Started", poller: HealthPoller,
+                      argv: list[str], out_path: Path, logs: list[Path], log: Callable[[str], None]) -> None:
+    """Start a supervisor, wait until its bridge has settled, then measure; a failed start names its logs."""
+    proc = started.start(argv, out_path)
+    try:
+        settled_pid(poller, args.settle, args.start_timeout, result.supervisor)
+    except BenchError as exc:
+        state = "running" if proc.poll() is None else f"exited with code {proc.returncode}"
+        raise BenchError(f"{exc} ({result.supervisor} {state}); " + "; ".join(log_tail(p) for p in logs)) from None
+    measure(poller, args, result, log)
+
+
 def clean_env() -> dict[str, str]:
     """Our environment without a systemd notify socket or timers (those belong to whoever started us)."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_"))}
@@ -343,14 +357,8 @@ def run_ours(args: argparse.Namespace, work: Path, port: int, log: Callable[[str
     poller = HealthPoller(port)
     log_path = directory / "watchdog.log"
     try:
-        proc = started.start([PYTHON, "-m", "watchdog.cli", "run", "--config", str(config)], log_path)
-        try:
-            settled_pid(poller, args.settle, args.start_timeout, result.supervisor)
-        except BenchError as exc:
-            state = "running" if proc.poll() is None else f"exited with code {proc.returncode}"
-            raise BenchError(f"{exc} (watchdog {state}); {log_tail(log_path)}; "
-                             f"{log_tail(config.parent / 'data' / 'logs' / f'bridge-{ACCOUNT}.log')}") from None
-        measure(poller, args, result, log)
+        start_and_measure(args, result, started, poller, [PYTHON, "-m", "watchdog.cli", "run", "--config", str(config)],
+                          log_path, [log_path, config.parent / "data" / "logs" / f"bridge-{ACCOUNT}.log"], log)
     except BenchError as exc:
         result.error = str(exc)
     finally:
@@ -418,22 +426,7 @@ def run_floor(args: argparse.Namespace, work: Path, config: Path, port: int, log
 
 # -- supervisor 2: supervisord -----------------------------------------------------------------------
 
-SUPERVISORD_CONF = """\
-[unix_http_server]
-file={work}/supervisor.sock
-
-[supervisord]
-nodaemon=true
-logfile={work}/supervisord.log
-pidfile={work}/supervisord.pid
-childlogdir={work}
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl=unix://{work}/supervisor.sock
-
+SUPERVISORD_PROGRAM = """\
 [program:bridge]
 command={command}
 directory={root}
@@ -461,16 +454,11 @@ def run_supervisord(args: argparse.Namespace, work: Path, config: Path, port: in
         import supervisor
         result.supervisor = f"supervisord {getattr(supervisor, '__version__', '') or _dist_version('supervisor')}".strip()
         start_sim(started, config, config.parent / "data", sv_dir, args.start_timeout)
-        conf = sv_dir / "supervisord.conf"
-        conf.write_text(SUPERVISORD_CONF.format(work=sv_dir, root=ROOT, command=" ".join(bridge_argv(config))))
-        proc = started.start([PYTHON, "-m", "supervisor.supervisord", "-c", str(conf)], sv_dir / "supervisord.out")
-        try:
-            settled_pid(poller, args.settle, args.start_timeout, result.supervisor)
-        except BenchError as exc:
-            state = "running" if proc.poll() is None else f"exited with code {proc.returncode}"
-            raise BenchError(f"{exc} (supervisord {state}); {log_tail(sv_dir / 'bridge-supervisord.log')}") from None
+        conf = write_supervisord_conf(sv_dir, SUPERVISORD_PROGRAM.format(work=sv_dir, root=ROOT,
+                                                                         command=" ".join(bridge_argv(config))))
         result.notes.append("autorestart=true, startsecs=0")
-        measure(poller, args, result, log)
+        start_and_measure(args, result, started, poller, [PYTHON, "-m", "supervisor.supervisord", "-c", str(conf)],
+                          sv_dir / "supervisord.out", [sv_dir / "bridge-supervisord.log"], log)
     except BenchError as exc:
         result.error = str(exc)
     finally:
