@@ -91,6 +91,9 @@ class PgCluster:
         """`fast` (clean) or `immediate` (like a crash: the server recovers from its WAL on the next start)."""
         self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "30", "-m", mode, "stop", check=False)
 
+    def running(self) -> bool:
+        return self._run("pg_ctl", "-D", str(self.data), "status", check=False).returncode == 0
+
     def restart(self, mode: str = "fast") -> None:
         self.stop(mode)
         self.start()
