@@ -84,6 +84,8 @@ CREATE UNIQUE INDEX drops_public_id ON drops (public_id);
 DROP INDEX IF EXISTS drops_time;
 CREATE INDEX drops_newest ON drops (message_time, id);
 CREATE INDEX drops_project_newest ON drops (project, message_time, id);
+CREATE INDEX drops_feedback_newest ON drops (feedback_status, message_time, id);
+CREATE INDEX drops_project_feedback_newest ON drops (project, feedback_status, message_time, id);
 CREATE INDEX drop_events_drop ON drop_events (drop_id, id);
 CREATE INDEX feedback_drop ON feedback (drop_id, id)
 """
