@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 EVENTS = ("exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash_loop", "failed",
-          "disconnect", "reconnect", "backfill", "alert", "start", "stop")
+          "disconnect", "reconnect", "backfill", "alert", "start", "stop", "dead_letter", "quarantine")
 
 
 class RecoveryLog:
