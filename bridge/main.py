@@ -30,7 +30,7 @@ from loguru import logger
 from bridge.api import build_app
 from bridge.health import CONNECTED, STATE_OF_KIND, Health, HealthInputs
 from bridge.outbox import Outbox
-from bridge.quarantine import Quarantined
+from bridge.quarantine import Quarantined, unmappable
 from bridge.session_lock import SessionHeld, SessionLock
 from bridge.store import OutboxRow, Store, StoreError, format_ts
 from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Transport
@@ -105,6 +105,9 @@ class Bridge:
             raise
         if added:
             logger.info("stored {} new of {} messages", added, len(messages))
+
+    async def on_unmappable(self, message_id: str, chat_jid: str, reason: str, raw: str) -> None:
+        self.store.quarantine([unmappable(message_id, chat_jid, reason, raw)])
 
     async def on_connection(self, event: ConnectionEvent) -> None:
         self.health.event_seen()

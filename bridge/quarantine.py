@@ -64,14 +64,23 @@ def sanitise(message: IncomingMessage) -> tuple[IncomingMessage, list[str]]:
         if isinstance(value, str) and _SURROGATE.search(value):
             changed.append(name)
             return clean(value)
+        if isinstance(value, bytes) and name != "media.extra":  # protobuf (proto2) hands over invalid UTF-8 as bytes
+            changed.append(name)
+            return value.decode("utf-8", "replace")
         return value
 
     fields = {name: fix(name, getattr(message, name)) for name in ("id", "chat_jid", "sender_jid", "text", "chat_name")}
     media = message.media
     if isinstance(media, MediaInfo):
         media_fields = {name: fix(f"media.{name}", getattr(media, name)) for name in ("media_type", "filename", "url")}
-        extra = {fix("media.extra", str(k)): fix("media.extra", str(v)) for k, v in media.extra.items()}
+        extra = {fix("media.extra", k if isinstance(k, str) else str(k)): fix("media.extra", v if isinstance(v, str) else str(v))
+                 for k, v in media.extra.items()}
         media = dataclasses.replace(media, **media_fields, extra=extra)
     if not changed:
         return message, []
     return dataclasses.replace(message, **fields, media=media), sorted(set(changed))
+
+
+def unmappable(message_id: object, chat_jid: object, reason: str, raw: str) -> Quarantined:
+    """A transport event that could not even be read as a message (kept as the transport's raw bytes)."""
+    return Quarantined(clean(str(message_id)), clean(str(chat_jid)), "quarantined", reason, raw)

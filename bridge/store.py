@@ -280,7 +280,8 @@ class _Batch:
                 continue
             if changed:
                 self.set_aside.append(quarantined(received, "sanitised",
-                                                  f"lone surrogates in {', '.join(changed)} replaced by U+FFFD"))
+                                                  f"invalid text (lone surrogates, bad UTF-8) in {', '.join(changed)} "
+                                                  "replaced by U+FFFD"))
             name, fallback, newest = self.chats.get(msg.chat_jid, (None, fallback_chat_name(msg.chat_jid), ""))
             self.chats[msg.chat_jid] = (msg.chat_name or name, fallback, max(newest, ts))
             self.message_rows.append(row)
@@ -409,6 +410,13 @@ class Store:
         if batch.set_aside:
             self.on_set_aside(batch.set_aside)
         return added
+
+    def quarantine(self, records: list[Quarantined]) -> None:
+        """Keep what a transport could not even map to a message (its raw payload), and say so."""
+        with self.transaction() as conn:
+            conn.executemany("INSERT INTO quarantine (message_id, chat_jid, action, reason, raw, at) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", [(*q.row(), now_ts()) for q in records])
+        self.on_set_aside(records)
 
     def quarantine_counts(self) -> dict[str, int]:
         """{"sanitised": n, "quarantined": m}: poison messages so far (health reports them)."""
