@@ -179,6 +179,17 @@ class WatchdogConfig:
 
 
 @dataclass(frozen=True)
+class DatabaseConfig:
+    """Where the drops store lives: drops.db in data_dir (url empty, the default) or PostgreSQL."""
+
+    url: str = ""  # postgresql://user[:password]@host[:port]/dbname[?...]
+    schema: str = "wa_watchdog"
+
+
+DB_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     data_dir: Path
@@ -187,6 +198,7 @@ class Config:
     accounts: dict[str, AccountConfig]
     projects: list[ProjectConfig]
     alerts: list[AlertConfig]
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
 
     def account(self, name: str) -> AccountConfig:
         try:
@@ -229,7 +241,7 @@ class _Loader:
         return ConfigError(f"{self.path}: {key}: {problem}")
 
     def build(self, raw: dict, data_dir_override: Path | None) -> Config:
-        known = {"data_dir", "watchdog", "sim", "accounts", "projects", "alerts"}
+        known = {"data_dir", "watchdog", "sim", "accounts", "projects", "alerts", "database"}
         for key in raw:
             if key not in known:
                 raise self.error(key, "unknown key")
@@ -264,7 +276,8 @@ class _Loader:
         self.check_watchdog(watchdog)
         if sim is not None:
             self.check_sim(sim)
-        return Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts)
+        database = self.check_database(self.table(DatabaseConfig, raw.get("database", {}), "database"))
+        return Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts, database=database)
 
     # -- generic typed tables -------------------------------------------------
 
@@ -435,6 +448,15 @@ class _Loader:
         for i, origin in enumerate(origins):
             if not ORIGIN.match(origin):
                 raise self.error(f"{key}[{i}]", f"expected an origin like https://qa.example.com, got {origin!r}")
+
+    def check_database(self, database: DatabaseConfig) -> DatabaseConfig:
+        if database.url and not database.url.startswith(("postgresql://", "postgres://")):
+            raise self.error("database.url", "expected a postgresql://user@host/dbname URL (or no [database] table "
+                                             "for drops.db in data_dir)")
+        if not DB_SCHEMA_NAME.match(database.schema):
+            raise self.error("database.schema", f"expected a lower-case SQL name (letters, digits, _), "
+                                                f"got {database.schema!r}")
+        return database
 
     def check_sim(self, sim: SimConfig) -> None:
         self.check_port(sim.port, "sim.port")
