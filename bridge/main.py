@@ -35,9 +35,10 @@ from bridge.session_lock import SessionHeld, SessionLock
 from bridge.store import OutboxRow, Store, StoreError, format_ts
 from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Transport
 from bridge.windows import STOPPED_REASON, Windows
-from watchdog import endpoints, logs
+from watchdog import endpoints, logs, web_guard
 from watchdog.config import AccountConfig, Config
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
+from watchdog.http_server import LimitedRunner
 from watchdog.notify import Notifier, heartbeat_interval
 from watchdog.recovery_log import RecoveryLog
 
@@ -238,8 +239,9 @@ class Bridge:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         self.windows.on_start()
-        runner = web.AppRunner(build_app(self, self.account.api_token, self.account.api_allowed_hosts,
-                                           self.account.api_allowed_origins), access_log=None, handle_signals=False)
+        runner = LimitedRunner(build_app(self, self.account.api_token, self.account.api_allowed_hosts,
+                                         self.account.api_allowed_origins),
+                               error_body=web_guard.mcp_shape, access_log=None, handle_signals=False)
         await runner.setup()
         await web.TCPSite(runner, self.account.api_host, self.account.api_port).start()
         host, port = runner.addresses[0][:2]

@@ -55,8 +55,13 @@ def _window_start(window: object) -> float | None:
 
 
 async def probe_health(session: aiohttp.ClientSession, url: str, timeout: float, token: str = "") -> HealthResult:
-    """GET <url>/api/health within `timeout` seconds, with the bridge's bearer token when it has one."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    """GET <url>/api/health within `timeout` seconds, with the bridge's bearer token when it has one.
+
+    Each probe on a new connection (`Connection: close`, so none is pooled): a bridge that can no longer
+    accept connections (descriptors exhausted, listener gone) must fail its probe even while an old
+    pooled connection would still be served.
+    """
+    headers = {"Connection": "close", **({"Authorization": f"Bearer {token}"} if token else {})}
     try:
         async with session.get(url.rstrip("/") + "/api/health", headers=headers,
                                timeout=aiohttp.ClientTimeout(total=timeout)) as response:
