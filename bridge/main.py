@@ -39,6 +39,7 @@ from watchdog import endpoints, logs, web_guard
 from watchdog.config import AccountConfig, Config
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
 from watchdog.http_server import LimitedRunner
+from watchdog.migrations import SchemaTooNew
 from watchdog.notify import Notifier, heartbeat_interval
 from watchdog.recovery_log import RecoveryLog
 
@@ -320,6 +321,9 @@ def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
     try:
         try:
             store = Store(account.store)
+        except SchemaTooNew as exc:  # written by a newer release: never half-used, no restart loop
+            logger.error("{}", exc)
+            return EXIT_CONFIG
         except (StoreError, sqlite3.Error, OSError) as exc:
             logger.error("cannot open the store {}: {}", account.store, exc)
             return EXIT_ERROR

@@ -102,10 +102,11 @@ def test_aiohttps_own_400s_are_json_and_logged_once_a_minute() -> None:
 def test_the_probe_notices_that_new_connections_fail_while_a_pooled_one_works() -> None:
     async def scenario(url: str, port: int) -> None:
         async with aiohttp.ClientSession() as pooled, aiohttp.ClientSession() as watchdog:
-            assert (await probes.probe_health(watchdog, url, 2.0)).kind == probes.OK
+            health = f"{url}/api/health"
+            assert (await probes.probe_http(watchdog, health, 2.0, probes.expect_status(200))).kind == probes.OK
             async with pooled.get(f"{url}/api/health") as response:  # takes the one slot and keeps it
                 assert response.status == 200
-            result = await probes.probe_health(watchdog, url, 2.0)
+            result = await probes.probe_http(watchdog, health, 2.0, probes.expect_status(200))
             assert result.kind == probes.FAILURE, result
             async with pooled.get(f"{url}/api/health") as response:  # the old connection is still served
                 assert response.status == 200
