@@ -44,8 +44,13 @@ def expect_status(expected: int) -> Classifier:
 
 async def probe_http(session: aiohttp.ClientSession, url: str, timeout: float, classify: Classifier,
                      token: str = "") -> HealthResult:
-    """GET `url` within `timeout` seconds (with a bearer token when given) and classify the answer."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    """GET `url` within `timeout` seconds (with a bearer token when given) and classify the answer.
+
+    Each probe on a new connection (`Connection: close`, so none is pooled): a server that can no longer
+    accept connections (descriptors exhausted, connection cap reached) must fail its probe even while an
+    old pooled connection would still be served.
+    """
+    headers = {"Connection": "close", **({"Authorization": f"Bearer {token}"} if token else {})}
     try:
         async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout),
                                allow_redirects=False) as response:

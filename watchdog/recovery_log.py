@@ -18,7 +18,8 @@ from pathlib import Path
 
 EVENTS = ("exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash_loop", "failed",
           "disconnect", "reconnect", "backfill", "alert", "start", "stop",
-          "overloaded", "throttle", "reload")  # a starved child given time; a delayed start; a config reload
+          "overloaded", "throttle", "reload",  # a starved child given time; a delayed start; a config reload
+          "dead_letter", "quarantine")  # a send moved aside for good; poison messages set aside
 
 
 class RecoveryLog:
