@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from bridge.transport import IncomingMessage, MediaInfo, Source
+from watchdog import file_modes
 
 TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
 
@@ -186,6 +187,26 @@ class StoreError(Exception):
     """The store cannot be written (disk full, read-only, corrupt): the health state store_error."""
 
 
+class StoreLocked(StoreError):
+    """Another program holds the write lock (e.g. an operator's `sqlite3` in BEGIN EXCLUSIVE)."""
+
+
+class StoreCorrupt(StoreError):
+    """SQLite says the file is damaged: never keep serving on it (exit 2, restore from a backup)."""
+
+
+LOCKED_ERRORS = ("SQLITE_BUSY", "SQLITE_LOCKED")
+CORRUPT_ERRORS = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def store_error(text: str, exc: sqlite3.Error) -> StoreError:
+    """The StoreError subclass for a sqlite3 error, by SQLite's primary result code."""
+    name = (getattr(exc, "sqlite_errorname", "") or "").split("_", 2)
+    primary = "_".join(name[:2])
+    kind = StoreLocked if primary in LOCKED_ERRORS else StoreCorrupt if primary in CORRUPT_ERRORS else StoreError
+    return kind(f"{text}: {exc}")
+
+
 # -- readers (any connection, also read-only ones) --------------------------------------------
 
 MESSAGES_AFTER_SQL = """
@@ -282,24 +303,39 @@ _OUTBOX_COLUMNS = ("seq, message_id, idempotency_key, recipient, recipient_jid, 
                    "media_type, status, created_at, sent_at, error")
 
 
+# Writes run on the bridge's event loop, so SQLite's busy wait must stay short: a write that finds
+# another program holding the lock fails fast as StoreLocked (health names the lock, the batch is
+# retried), instead of freezing health answers and heartbeats for seconds.
+BUSY_TIMEOUT_MS = 100
+
+
 class Store:
     """The single writer of messages.db. Every method commits before it returns."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode = WAL")
+        file_modes.prepare_sqlite(path)  # 0640 (and its -wal/-shm): stored messages are not for other users
+        self.conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                                    check_same_thread=False)
+        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         # FULL: each commit is fsynced before the transport acknowledges, so an acked message
         # survives a power cut too. Batches keep that cheap (one fsync per batch): the bench
         # measures >15,000 messages/s and /api/send p99 ~10 ms with it on ext4.
         self.conn.execute("PRAGMA synchronous = FULL")
         self.conn.execute("PRAGMA foreign_keys = ON")
-        self.conn.execute("PRAGMA busy_timeout = 10000")
+        if self._has_schema():
+            return  # nothing to write: opens on a full disk and while another program holds the lock
+        self.conn.execute("PRAGMA journal_mode = WAL")
         with self.transaction() as conn:
             for statement in (WHATSAPP_MCP_SCHEMA + OUR_SCHEMA).split(";"):
                 if statement.strip():
                     conn.execute(statement)
+
+    def _has_schema(self) -> bool:
+        names = {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        wal = self.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        return wal and {"chats", "messages", "message_meta", "connection_events", "disconnect_windows", "outbox",
+                        "bridge_state"} <= names
 
     def close(self) -> None:
         self.conn.close()
@@ -325,12 +361,12 @@ class Store:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot write {self.path}: {exc}") from exc
+            raise store_error(f"cannot write {self.path}", exc) from exc
         try:
             yield self.conn
         except sqlite3.DatabaseError as exc:  # disk full, I/O error, read-only or corrupt file
             self._rollback()
-            raise StoreError(f"cannot write {self.path}: {exc}") from exc
+            raise store_error(f"cannot write {self.path}", exc) from exc
         except BaseException:
             self._rollback()
             raise
@@ -338,11 +374,12 @@ class Store:
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            raise StoreError(f"cannot commit to {self.path}: {exc}") from exc
+            raise store_error(f"cannot commit to {self.path}", exc) from exc
 
     def _rollback(self) -> None:
         if self.conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
-            self.conn.execute("ROLLBACK")
+            with suppress(sqlite3.Error):  # a failed rollback leaves nothing committed either
+                self.conn.execute("ROLLBACK")
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -411,6 +448,13 @@ class Store:
         rows = self.conn.execute(f"{_WINDOW_SELECT} WHERE ended_at IS NOT NULL AND backfill_status = 'pending' "
                                  "ORDER BY id")
         return [Window(*row) for row in rows]
+
+    def delivered_late(self, window: Window) -> int:
+        """Messages sent during `window` that WhatsApp delivered afterwards (offline or live, not history)."""
+        return self.conn.execute(
+            "SELECT COUNT(*) FROM messages m JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid "
+            "WHERE m.timestamp >= ? AND m.timestamp <= ? AND mm.source IN ('offline', 'live') AND mm.stored_at >= ?",
+            (window.started_at, window.ended_at or now_ts(), window.started_at)).fetchone()[0]
 
     def finish_backfill(self, window_id: int, status: str, recovered: int = 0) -> Window:
         assert status in WINDOW_STATUSES, status

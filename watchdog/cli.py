@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from watchdog.config import Config, ConfigError, load
 from watchdog.exitcodes import EXIT_CONFIG
+from watchdog.file_modes import set_umask
 
 DEFAULT_CONFIG = os.environ.get("WA_WATCHDOG_CONFIG", "conf/demo.toml")
 
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    set_umask()  # before anything creates a file: stored messages are not for other local users
     args = build_parser().parse_args(argv)
     module_name, function_name, _ = COMMANDS[args.command]
     try:

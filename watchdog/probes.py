@@ -3,7 +3,10 @@
 The health answer is classified, not just "up or down": a bridge that answers
 503 `disconnected` is a WhatsApp-side outage (a restart would not bring
 WhatsApp back), `stream_replaced` / `logged_out` need an operator, and only
-no answer, a timeout or `store_error` mean the process itself is unwell.
+no answer or a timeout mean the process itself is unwell. `store_error`
+(disk full, the store locked by another program) is answered by a live event
+loop: a restart would not make the disk any emptier, so it is alerted as an
+outage (with its reason) and not restarted.
 """
 from __future__ import annotations
 
@@ -15,11 +18,11 @@ import aiohttp
 import psutil
 
 OK = "ok"  # 200: connected, store writable
-OUTAGE = "outage"  # connecting / disconnected: WhatsApp's side, do not restart
+OUTAGE = "outage"  # connecting / disconnected / store_error: not the process's fault, do not restart
 OPERATOR = "operator"  # stream_replaced / logged_out: alert, do not restart
-FAILURE = "failure"  # no answer, timeout, store_error, nonsense: counts towards failure_threshold
+FAILURE = "failure"  # no answer, timeout, nonsense: counts towards failure_threshold
 
-OUTAGE_STATES = ("connecting", "disconnected")
+OUTAGE_STATES = ("connecting", "disconnected", "store_error")
 OPERATOR_STATES = ("stream_replaced", "logged_out")
 
 

@@ -36,6 +36,7 @@ import tenacity
 from loguru import logger
 
 from watchdog import endpoints, probes
+from watchdog import exit_handoff
 from watchdog.child import ChildProcess, child_env, exit_cause
 from watchdog.child_output import ChildOutput, RotatingFile, StderrSink, log_path
 from watchdog.config import ProbeConfig, WatchdogConfig
@@ -238,8 +239,8 @@ class Watcher:
             return
         component = self.component
         try:
-            child = ChildProcess.spawn(component.argv, child_env(self.notify.address, component.watchdog_sec),
-                                       self._on_exit)
+            child = ChildProcess.spawn(component.argv, child_env(self.notify.address, component.watchdog_sec)
+                                       | exit_handoff.env(self.child), self._on_exit)
         except OSError as exc:  # the program itself is missing or not executable: retrying will not help
             self._fail(f"cannot start {component.argv[0]}: {exc}", "config_failed", pid=None)
             self._spawned(None)
