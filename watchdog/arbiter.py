@@ -18,7 +18,7 @@ from collections.abc import Callable
 import aiohttp
 from loguru import logger
 
-from watchdog import endpoints, locks
+from watchdog import control_token, endpoints, locks
 from watchdog.alerts import AlertManager
 from watchdog.child_output import StderrSink
 from watchdog.config import Config
@@ -134,7 +134,7 @@ class Arbiter:
             self.metrics.set_component(watcher.name, up=False, healthy=False)
         try:
             runner, self.control_url = await start_control_server(self.config.watchdog, self.status, self.restart,
-                                                                  self.metrics)
+                                                                  self.metrics, control_token.generate(self.config.data_dir))
         except OSError as exc:
             logger.error("wa-watchdog run: {}", exc)
             await self._close(http)

@@ -3,7 +3,9 @@
 The arbiter owns the state; this module only translates HTTP to its two
 callables, so the handlers stay thin. With `watchdog.control_token` set every
 request must carry it as a bearer token (required by the config whenever the
-API listens beyond loopback).
+API listens beyond loopback). A restart also accepts the watchdog's own
+`restart_token` (`watchdog.control_token`, a file only the service user can
+read): without one of the two, no local user can restart anything.
 """
 from __future__ import annotations
 
@@ -28,10 +30,15 @@ def authorized(header: str | None, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-def _token_middleware(token: str):
+def _token_middleware(token: str, restart_token: str):
     @web.middleware
     async def check_token(request: web.Request, handler):
-        if not authorized(request.headers.get("Authorization"), token):
+        header = request.headers.get("Authorization")
+        if request.method == "POST" and restart_token:  # either token may restart
+            allowed = authorized(header, restart_token) or bool(token) and authorized(header, token)
+        else:
+            allowed = authorized(header, token)
+        if not allowed:
             return web.json_response({"error": "missing or wrong bearer token"}, status=401,
                                      headers={"WWW-Authenticate": "Bearer"})
         return await handler(request)
@@ -58,8 +65,9 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 def build_app(config: WatchdogConfig, status: Callable[[], list[dict]], restart: Callable[[str], Awaitable[dict]],
-              metrics: Metrics) -> web.Application:
-    app = web.Application(middlewares=[_token_middleware(config.control_token)] if config.control_token else [])
+              metrics: Metrics, restart_token: str = "") -> web.Application:
+    guarded = config.control_token or restart_token
+    app = web.Application(middlewares=[_token_middleware(config.control_token, restart_token)] if guarded else [])
     app[STATUS] = status
     app[RESTART] = restart
     app[METRICS] = metrics
@@ -71,14 +79,14 @@ def build_app(config: WatchdogConfig, status: Callable[[], list[dict]], restart:
 
 async def start_control_server(config: WatchdogConfig, status: Callable[[], list[dict]],
                                restart: Callable[[str], Awaitable[dict]],
-                               metrics: Metrics) -> tuple[web.AppRunner, str]:
+                               metrics: Metrics, restart_token: str = "") -> tuple[web.AppRunner, str]:
     """Serve the control API on control_host:control_port (0 = any free port); returns the runner and its URL.
 
     The caller publishes the URL as the `control` endpoint of component
     `watchdog` (that is where `wa-watchdog status` looks) and calls
     `runner.cleanup()` on shutdown.
     """
-    runner = web.AppRunner(build_app(config, status, restart, metrics), access_log=None)
+    runner = web.AppRunner(build_app(config, status, restart, metrics, restart_token), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.control_host, config.control_port)
     try:
