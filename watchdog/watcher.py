@@ -36,7 +36,7 @@ import tenacity
 from loguru import logger
 
 from watchdog import endpoints, probes
-from watchdog import exit_handoff
+from watchdog import exit_handoff, standby_check
 from watchdog.child import ChildProcess, child_env, exit_cause
 from watchdog.child_output import ChildOutput, RotatingFile, StderrSink, log_path
 from watchdog.config import ProbeConfig, WatchdogConfig
@@ -310,6 +310,8 @@ class Watcher:
         still backs off; this recovery itself is immediate.
         """
         standby = self.standby
+        if self._replace_stale_standby():
+            return True  # the cold start follows its exit
         if standby is None or not standby.running or self._standby_stop_planned or self._shutting_down:
             return False
         self.standby = None
@@ -602,11 +604,27 @@ class Watcher:
             self._delay = self._backoff(self._attempts - 1)
         if self._promote_standby():
             return
+        self._restart_after_delay()
+
+    def _restart_after_delay(self) -> None:
         if self._delay == 0:
             self._start_soon()
         else:
             self._set_state(BACKOFF)
             self._schedule("backoff", self._delay, self._start_soon)
+
+    def _replace_stale_standby(self) -> bool:
+        """A standby started before the config file last changed would run the old config: stop it
+        (planned, no respawn) and start cold once it has gone. True if that is under way."""
+        standby = self.standby
+        if (standby is None or not standby.running or self._standby_stop_planned
+                or not standby_check.is_stale(standby, self.component.standby_argv)):
+            return False
+        logger.info("{}: standby pid {} predates the config file's last change; starting cold instead",
+                    self.name, standby.pid)
+        self._stop_standby(self.ctx.settings.term_grace)
+        standby.exited.add_done_callback(lambda _: self._restart_after_delay())
+        return True
 
     def _backoff(self, attempt: int) -> float:
         retry = tenacity.RetryCallState(None, None, (), {})
@@ -635,6 +653,10 @@ class Watcher:
         self._attempts = 0
         self._begin_recovery("operator", cause, old_pid)
         self._delay = 0.0
+        if self.standby is not None and standby_check.is_stale(self.standby, self.component.standby_argv):
+            stopping = self._stop_standby(self.ctx.settings.term_grace)  # before the child frees the session
+            if stopping is not None:
+                await stopping
         child = self.child
         if child is not None and child.running:
             logger.info("{}: {}", self.name, cause)
