@@ -258,7 +258,8 @@ class Bridge:
             self._windows_started = True
         except StoreError as exc:  # full disk or locked: serve health anyway; the heartbeat retries it
             self._store_failed(exc)
-        runner = web.AppRunner(build_app(self, self.account.api_token), access_log=None, handle_signals=False)
+        runner = web.AppRunner(build_app(self, self.account.api_token, self.account.api_allowed_hosts,
+                                           self.account.api_allowed_origins), access_log=None, handle_signals=False)
         await runner.setup()
         await web.TCPSite(runner, self.account.api_host, self.account.api_port).start()
         host, port = runner.addresses[0][:2]

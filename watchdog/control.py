@@ -1,48 +1,38 @@
 """The control API of a running watchdog: status, restart one component, Prometheus metrics.
 
 The arbiter owns the state; this module only translates HTTP to its two
-callables, so the handlers stay thin. With `watchdog.control_token` set every
-request must carry it as a bearer token (required by the config whenever the
-API listens beyond loopback). A restart also accepts the watchdog's own
-`restart_token` (`watchdog.control_token`, a file only the service user can
-read): without one of the two, no local user can restart anything.
+callables, so the handlers stay thin. `watchdog.web_guard` answers every error
+as `{"error": ...}`, refuses what a browser page could forge and, with
+`watchdog.control_token` set, checks the bearer token on every request
+(required by the config whenever the API listens beyond loopback). A restart
+needs a token even on loopback, which every local user can reach: the
+configured one or the watchdog's `restart_token` (`run/control.token`, a file
+only the service user and root can read; `watchdog.control_token` module).
 """
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from watchdog import web_guard
 from watchdog.config import WatchdogConfig
 from watchdog.metrics import Metrics
 
 STATUS = web.AppKey("status", Callable[[], list[dict]])
 RESTART = web.AppKey("restart", Callable[[str], Awaitable[dict]])
 METRICS = web.AppKey("metrics", Metrics)
+MAX_BODY = 64 * 1024  # no endpoint reads a body today
 
 
-def authorized(header: str | None, token: str) -> bool:
-    """True if no token is configured or the Authorization header carries exactly it."""
-    if not token:
-        return True
-    scheme, _, given = (header or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
-
-
-def _token_middleware(token: str, restart_token: str):
+def _restart_token_middleware(restart_token: str):
     @web.middleware
-    async def check_token(request: web.Request, handler):
-        header = request.headers.get("Authorization")
-        if request.method == "POST" and restart_token:  # either token may restart
-            allowed = authorized(header, restart_token) or bool(token) and authorized(header, token)
-        else:
-            allowed = authorized(header, token)
-        if not allowed:
-            return web.json_response({"error": "missing or wrong bearer token"}, status=401,
-                                     headers={"WWW-Authenticate": "Bearer"})
+    async def check_restart_token(request: web.Request, handler):
+        if request.method == "POST" and not web_guard.authorized(request.headers.get("Authorization"), restart_token):
+            return web.json_response(web_guard.error_shape("restart needs the bearer token in run/control.token"),
+                                     status=401, headers={"WWW-Authenticate": "Bearer"})
         return await handler(request)
-    return check_token
+    return check_restart_token
 
 
 async def _status(request: web.Request) -> web.Response:
@@ -66,8 +56,10 @@ async def _metrics(request: web.Request) -> web.Response:
 
 def build_app(config: WatchdogConfig, status: Callable[[], list[dict]], restart: Callable[[str], Awaitable[dict]],
               metrics: Metrics, restart_token: str = "") -> web.Application:
-    guarded = config.control_token or restart_token
-    app = web.Application(middlewares=[_token_middleware(config.control_token, restart_token)] if guarded else [])
+    guard = web_guard.middlewares(config.control_allowed_hosts, config.control_allowed_origins, config.control_token)
+    if restart_token and not config.control_token:  # a configured token already guards every route
+        guard.append(_restart_token_middleware(restart_token))
+    app = web.Application(middlewares=guard, client_max_size=MAX_BODY)
     app[STATUS] = status
     app[RESTART] = restart
     app[METRICS] = metrics
