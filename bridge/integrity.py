@@ -29,6 +29,19 @@ class CorruptStore(Exception):
         self.problem = problem
 
 
+def sqlite_error_kind(exc: sqlite3.Error) -> str:
+    """SQLite's primary result code name of an error, e.g. SQLITE_BUSY for SQLITE_BUSY_SNAPSHOT ('' if unknown)."""
+    return "_".join((getattr(exc, "sqlite_errorname", "") or "").split("_")[:2])
+
+
+def is_corrupt(exc: sqlite3.Error) -> bool:
+    return sqlite_error_kind(exc) in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def is_locked(exc: sqlite3.Error) -> bool:
+    return sqlite_error_kind(exc) in ("SQLITE_BUSY", "SQLITE_LOCKED")
+
+
 def quick_check(path: Path, budget: float = CHECK_BUDGET) -> str | None:
     """SQLite's first complaint about `path`, or None if it is sound (or could not be checked within `budget`)."""
     if not path.exists() or path.stat().st_size == 0:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bridge.integrity import is_corrupt, is_locked
 from bridge.transport import IncomingMessage, MediaInfo, Source
 from watchdog import file_modes
 
@@ -195,15 +196,9 @@ class StoreCorrupt(StoreError):
     """SQLite says the file is damaged: never keep serving on it (exit 2, restore from a backup)."""
 
 
-LOCKED_ERRORS = ("SQLITE_BUSY", "SQLITE_LOCKED")
-CORRUPT_ERRORS = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
-
-
 def store_error(text: str, exc: sqlite3.Error) -> StoreError:
     """The StoreError subclass for a sqlite3 error, by SQLite's primary result code."""
-    name = (getattr(exc, "sqlite_errorname", "") or "").split("_", 2)
-    primary = "_".join(name[:2])
-    kind = StoreLocked if primary in LOCKED_ERRORS else StoreCorrupt if primary in CORRUPT_ERRORS else StoreError
+    kind = StoreLocked if is_locked(exc) else StoreCorrupt if is_corrupt(exc) else StoreError
     return kind(f"{text}: {exc}")
 
 

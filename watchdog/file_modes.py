@@ -65,7 +65,7 @@ def prepare_sqlite(db: Path, mode: int = DATA_FILE) -> None:
 
     SQLite creates -wal and -shm with the mode of the database file, so this covers all three.
     """
-    ensure_dir(db.parent, DATA_DIR if mode == DATA_FILE else PRIVATE_DIR)
+    ensure_dir(db.parent)
     os.close(os.open(db, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode))
     restrict(*sqlite_files(db), mode=mode)
 
