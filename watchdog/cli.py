@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from watchdog.config import Config, ConfigError, load
 from watchdog.exitcodes import EXIT_CONFIG
-from watchdog.file_modes import set_umask
+from watchdog.file_modes import set_umask, tighten_data_dir
 
 DEFAULT_CONFIG = os.environ.get("WA_WATCHDOG_CONFIG", "conf/demo.toml")
 
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     module_name, function_name, _ = COMMANDS[args.command]
     try:
         config: Config = load(args.config, args.data_dir)
+        tighten_data_dir(config.data_dir)
         command: Callable[[Config, argparse.Namespace], int] = getattr(
             importlib.import_module(module_name), function_name)
         return command(config, args)

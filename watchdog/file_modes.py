@@ -43,10 +43,18 @@ def _tighten(path: Path, allowed: int) -> None:
 
 
 def ensure_dir(path: Path, mode: int = DATA_DIR) -> Path:
-    """mkdir -p with `mode`, and tighten the directory if it already existed with more."""
+    """mkdir -p with `mode`; an existing directory is tightened to it only if the mode is PRIVATE_DIR
+    (run/, session/: ours by definition). Others may be the operator's (a recovery log in /var/log)."""
     path.mkdir(parents=True, exist_ok=True, mode=mode)
-    _tighten(path, mode)
+    if mode == PRIVATE_DIR:
+        _tighten(path, mode)
     return path
+
+
+def tighten_data_dir(path: Path) -> None:
+    """The data directory itself: at most 0750 (systemd's StateDirectoryMode=0750 does the same)."""
+    ensure_dir(path)
+    _tighten(path, DATA_DIR)
 
 
 def restrict(*paths: Path, mode: int = DATA_FILE) -> None:
@@ -71,8 +79,7 @@ def prepare_sqlite(db: Path, mode: int = DATA_FILE) -> None:
 
 
 def open_private(path: Path, flags: int = os.O_RDWR) -> int:
-    """os.open with O_CREAT at 0600, in a 0700 directory; an existing file is tightened to 0600 too."""
-    ensure_dir(path.parent, PRIVATE_DIR)
+    """os.open with O_CREAT at 0600; an existing file is tightened to 0600 too (the caller makes the directory)."""
     fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
     try:
         if stat.S_IMODE(os.fstat(fd).st_mode) & ~PRIVATE_FILE:

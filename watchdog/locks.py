@@ -21,6 +21,8 @@ STRANGER_GRACE = 0.3  # seconds: an owner writes its pid microseconds after lock
 
 
 def open_lock(path: Path) -> int:
+    """The lock file (0600) in its 0700 directory (run/, a session directory)."""
+    file_modes.ensure_dir(path.parent, file_modes.PRIVATE_DIR)
     return file_modes.open_private(path)
 
 
