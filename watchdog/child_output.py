@@ -8,6 +8,7 @@ accepts right now and counts what it had to drop.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import select
 from pathlib import Path
@@ -86,7 +87,8 @@ class RotatingFile:
                 self._file = self._open()
             if self._file.tell() + len(data) > self.max_bytes and self._file.tell() > 0:
                 self._rotate()
-            self._file.write(notice + data)  # unbuffered: all, or an OSError (ENOSPC)
+            if (self._file.write(notice + data) or 0) < len(notice) + len(data):  # unbuffered: a short write
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # is a full disk
         except OSError as exc:
             if not self.dropped_bytes:
                 logger.error("log file {} not written: {}", self.path, exc.strerror or exc)

@@ -16,6 +16,7 @@ never raises: the record is returned unwritten and the failure logged once.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -67,7 +68,10 @@ class RecoveryLog:
                 self._rotate_if_full(len(line))
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_modes.DATA_FILE)
             try:
-                os.write(fd, line)
+                size = os.fstat(fd).st_size
+                if os.write(fd, line) < len(line):  # the disk filled up mid-line: leave no torn line behind
+                    os.ftruncate(fd, size)
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 os.fsync(fd)
             finally:
                 os.close(fd)
