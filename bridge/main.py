@@ -77,7 +77,7 @@ class Bridge:
     """The running bridge: the transport's Handler and the API's context."""
 
     def __init__(self, config: Config, account: AccountConfig, store: Store, transport: Transport,
-                 died_at: str | None = None) -> None:
+                 died: tuple[int, str] | None = None) -> None:
         self.config = config
         self.account = account
         self.component = account.component
@@ -94,7 +94,7 @@ class Bridge:
         self._synced = asyncio.Event()
         self._stopping = False
         self._ready_sent = False
-        self._died_at = died_at  # when the previous process was last known alive (crash window start)
+        self._died = died  # (pid, time) the previous process was last known alive (crash window start)
         self._windows_started = False  # on_start written (retried by the heartbeat while the store refuses)
         self._connected_at = now_ts()
         self._exit_code: int | None = None  # set by a fatal store problem (corruption)
@@ -231,7 +231,7 @@ class Bridge:
             retry_sends = False
             try:
                 if not self._windows_started:
-                    self.windows.on_start(self._died_at)
+                    self.windows.on_start(self._died)
                     self._windows_started = True
                 else:
                     self.windows.heartbeat()
@@ -254,7 +254,7 @@ class Bridge:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         try:
-            self.windows.on_start(self._died_at)
+            self.windows.on_start(self._died)
             self._windows_started = True
         except StoreError as exc:  # full disk or locked: serve health anyway; the heartbeat retries it
             self._store_failed(exc)
@@ -339,7 +339,7 @@ def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
     except SessionHeld as exc:
         print(exc, file=sys.stderr)
         return EXIT_SESSION_HELD
-    died_at = _predecessor_died_at(args.standby)
+    died = _predecessor_died(config, account, lock)
     if args.standby:
         logger.info("standby pid {}: took over session {}", os.getpid(), account.session_dir)
     try:
@@ -351,7 +351,7 @@ def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
             logger.error("cannot open the store {}: {}", account.store, exc)
             return EXIT_ERROR
         try:
-            bridge = Bridge(config, account, store, transport_cls(config, account), died_at)
+            bridge = Bridge(config, account, store, transport_cls(config, account), died)
             return asyncio.run(bridge.run())
         finally:
             store.close()
@@ -365,10 +365,10 @@ def _refuse(refusal: CorruptStore) -> int:
     return EXIT_CONFIG
 
 
-def _predecessor_died_at(standby: bool) -> str | None:
-    """When the previous bridge was last known alive: now for a standby (the kernel just handed it the
-    lock of the dead owner), else the exit time the watchdog passed on (None if it did not)."""
-    if standby:
-        return now_ts()
-    exited = exit_handoff.exited_at()
-    return format_ts(datetime.fromtimestamp(exited, timezone.utc)) if exited is not None else None
+def _predecessor_died(config: Config, account: AccountConfig, lock: SessionLock) -> tuple[int, str] | None:
+    """(pid, time) the previous bridge was last known alive: for a standby that waited, now (the kernel just
+    handed it the lock of the owner named in the file), else the exit the watchdog saw; None if unknown."""
+    if lock.waited and lock.previous_owner is not None:
+        return lock.previous_owner, now_ts()
+    exited = exit_handoff.predecessor_exit(config.data_dir, account.component)
+    return (exited[0], format_ts(datetime.fromtimestamp(exited[1], timezone.utc))) if exited else None

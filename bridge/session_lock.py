@@ -48,6 +48,8 @@ class SessionLock:
         self.path = lock_path(session_dir)
         file_modes.ensure_dir(session_dir, file_modes.PRIVATE_DIR)
         self._fd = locks.open_lock(self.path)
+        self.previous_owner: int | None = None  # the pid the file named when we got it
+        self.waited = False  # True if we blocked until that owner let go (a standby: it just died)
         first_refusal: float | None = None
         while not locks.try_lock(self._fd):
             if not locks.held_by_stranger(self._fd):
@@ -56,12 +58,14 @@ class SessionLock:
                     os.close(self._fd)
                     raise SessionHeld(self.path, pid)
                 fcntl.flock(self._fd, fcntl.LOCK_EX)  # a standby: the kernel hands it over when the owner dies
+                self.waited = True
                 break
             first_refusal = first_refusal or time.monotonic()
             if time.monotonic() - first_refusal >= locks.STRANGER_GRACE:
                 self._fd = locks.replace(self.path, self._fd)
             else:
                 time.sleep(0.02)
+        self.previous_owner = locks.recorded_pid(self._fd)
         locks.write_owner(self._fd)
         os.fsync(self._fd)
 

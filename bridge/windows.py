@@ -18,6 +18,7 @@ store did not have yet is stored with source `history`.
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
 
 from loguru import logger
@@ -47,21 +48,24 @@ class Windows:
         self._told_unsupported = False
         self._backfilling = asyncio.Lock()  # a quick reconnect must not backfill a window twice at once
 
-    def on_start(self, died_at: str | None = None) -> None:
+    def on_start(self, died: tuple[int, str] | None = None) -> None:
         """Open the crash window if the previous run died without a clean stop; mark this run unclean.
 
-        `died_at`: when the previous process was last known alive, if known better than its heartbeat.
+        `died`: (pid, time) a process was last known alive, better than its heartbeat; used only if that
+        pid wrote the last heartbeat (a process that died before it ran says nothing about the outage).
         """
         alive_at = self.store.get_state("alive_at")
         crashed = self.store.get_state("clean_stop") != "1" and alive_at is not None
         if crashed and self.store.open_window() is None:  # else the outage it died in goes on
-            started = died_at if died_at is not None and alive_at <= died_at <= now_ts() else alive_at
+            started = alive_at
+            if died is not None and str(died[0]) == self.store.get_state("alive_pid") and alive_at <= died[1] <= now_ts():
+                started = died[1]
             window = self.store.start_window(started, CRASH_REASON)
             logger.warning("previous run did not stop cleanly: disconnect window open since {} ({})",
                            window.started_at, window.reason)
             self.log.append(self.component, "disconnect", cause=window.reason,
                             message=f"window {window.span} ({window.reason}) opened")
-        self.store.set_state(clean_stop="0", alive_at=now_ts())
+        self.store.set_state(clean_stop="0", alive_at=now_ts(), alive_pid=str(os.getpid()))
 
     def heartbeat(self) -> None:
         # Not fsynced: a power cut can only make the crash window start earlier (more backfill).

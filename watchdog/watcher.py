@@ -239,8 +239,8 @@ class Watcher:
             return
         component = self.component
         try:
-            child = ChildProcess.spawn(component.argv, child_env(self.notify.address, component.watchdog_sec)
-                                       | exit_handoff.env(self.child), self._on_exit)
+            child = ChildProcess.spawn(component.argv, child_env(self.notify.address, component.watchdog_sec),
+                                       self._on_exit)
         except OSError as exc:  # the program itself is missing or not executable: retrying will not help
             self._fail(f"cannot start {component.argv[0]}: {exc}", "config_failed", pid=None)
             self._spawned(None)
@@ -545,6 +545,7 @@ class Watcher:
             return
         if child is not self.child:
             return
+        exit_handoff.record(self.ctx.data_dir, self.name, child)  # the next process dates its outage by it
         self._cancel_checks()
         assert child.returncode is not None
         cause = exit_cause(child.returncode)
