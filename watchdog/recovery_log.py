@@ -29,7 +29,8 @@ from loguru import logger
 from watchdog import file_modes
 
 EVENTS = ("exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash_loop", "failed",
-          "disconnect", "reconnect", "backfill", "alert", "start", "stop")
+          "disconnect", "reconnect", "backfill", "alert", "start", "stop",
+          "overloaded", "throttle", "reload")  # a starved child given time; a delayed start; a config reload
 LOCK_WAIT = 0.2  # seconds an append waits for the lock before writing without it
 LOCK_POLL = 0.005
 

@@ -23,7 +23,7 @@ from monitors.store.schema import migrations
 from monitors.store.sql import SQLITE
 from monitors.store.sql import StoreUnavailable
 from watchdog import file_modes
-from watchdog.migrations import SqliteExecutor, SqliteTarget, latest, migrate, refuse_if_newer, sqlite_write
+from watchdog.migrations import SchemaTooNew, SqliteExecutor, SqliteTarget, latest, migrate, sqlite_write
 
 WRITE_BUSY_TIMEOUT = 1.0  # seconds a writer waits for the lock on the event loop before StoreUnavailable
 
@@ -51,9 +51,12 @@ class SqliteBackend:
             self.conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
         self.conn.execute("PRAGMA busy_timeout = 10000")
         target = SqliteTarget(self.conn, self.description)
+        try:
+            found = target.refuse_if_newer(migrations(SQLITE))
+        except SchemaTooNew:
+            self.conn.close()
+            raise
         if readonly:
-            found = target.version(SqliteExecutor(self.conn))
-            refuse_if_newer(target, found, migrations(SQLITE))
             if found == latest(migrations(SQLITE)):
                 return
             self.conn.close()  # a file from an older release: upgrade it first (no monitor has yet)
