@@ -18,15 +18,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bridge.integrity import is_corrupt, is_locked
 from bridge.quarantine import Quarantined, quarantined, sanitise
 from bridge.schema import MIGRATIONS
 from bridge.transport import IncomingMessage, MediaInfo, Source
-from watchdog.migrations import SchemaTooNew, SqliteTarget, migrate
+from watchdog import file_modes
+from watchdog.migrations import SchemaTooNew, SqliteTarget, latest, migrate
 
 TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
 
@@ -122,6 +124,20 @@ class IdempotencyConflict(Exception):
     def __init__(self, message: str, row: OutboxRow) -> None:
         super().__init__(message)
         self.row = row
+
+
+class StoreLocked(StoreError):
+    """Another program holds the write lock (e.g. an operator's `sqlite3` in BEGIN EXCLUSIVE)."""
+
+
+class StoreCorrupt(StoreError):
+    """SQLite says the file is damaged: never keep serving on it (exit 2, restore from a backup)."""
+
+
+def store_error(text: str, exc: sqlite3.Error) -> StoreError:
+    """The StoreError subclass for a sqlite3 error, by SQLite's primary result code."""
+    kind = StoreLocked if is_locked(exc) else StoreCorrupt if is_corrupt(exc) else StoreError
+    return kind(f"{text}: {exc}")
 
 
 # -- readers (any connection, also read-only ones) --------------------------------------------
@@ -241,6 +257,12 @@ _OUTBOX_COLUMNS = ("seq, message_id, idempotency_key, recipient, recipient_jid, 
                    "media_type, status, created_at, sent_at, error")
 
 
+# Writes run on the bridge's event loop, so SQLite's busy wait must stay short: a write that finds
+# another program holding the lock fails fast as StoreLocked (health names the lock, the batch is
+# retried), instead of freezing health answers and heartbeats for seconds.
+BUSY_TIMEOUT_MS = 100
+
+
 class Store:
     """The single writer of messages.db. Every method commits before it returns."""
 
@@ -248,22 +270,26 @@ class Store:
         self.path = path
         # Told about every message stored sanitised or quarantined (the bridge logs it and writes the recovery log).
         self.on_set_aside: Callable[[list[Quarantined]], None] = lambda records: None
-        path.parent.mkdir(parents=True, exist_ok=True)
+        file_modes.prepare_sqlite(path)  # 0640 (and its -wal/-shm): stored messages are not for other users
         self.conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
-        self.conn.execute("PRAGMA busy_timeout = 10000")
+        self.conn.execute("PRAGMA busy_timeout = 10000")  # migrations at start may wait; the loop is not serving yet
         target = SqliteTarget(self.conn, str(path))
         try:
-            target.refuse_if_newer(MIGRATIONS)  # a newer release's file: refused before anything is written
+            found = target.refuse_if_newer(MIGRATIONS)  # a newer release's file: refused before anything is written
         except SchemaTooNew:
             self.conn.close()
             raise
-        self.conn.execute("PRAGMA journal_mode = WAL")
         # FULL: each commit is fsynced before the transport acknowledges, so an acked message
         # survives a power cut too. Batches keep that cheap (one fsync per batch): the bench
         # measures >15,000 messages/s and /api/send p99 ~10 ms with it on ext4.
         self.conn.execute("PRAGMA synchronous = FULL")
         self.conn.execute("PRAGMA foreign_keys = ON")
-        migrate(target, MIGRATIONS)
+        # Up to date and in WAL: nothing to write, so the store opens on a full disk and while another
+        # program holds the write lock (health then says so, instead of a crash loop).
+        if found != latest(MIGRATIONS) or self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            migrate(target, MIGRATIONS)
+        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     def close(self) -> None:
         self.conn.close()
@@ -289,12 +315,12 @@ class Store:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot write {self.path}: {exc}") from exc
+            raise store_error(f"cannot write {self.path}", exc) from exc
         try:
             yield self.conn
         except sqlite3.DatabaseError as exc:  # disk full, I/O error, read-only or corrupt file
             self._rollback()
-            raise StoreError(f"cannot write {self.path}: {exc}") from exc
+            raise store_error(f"cannot write {self.path}", exc) from exc
         except BaseException:
             self._rollback()
             raise
@@ -302,11 +328,12 @@ class Store:
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            raise StoreError(f"cannot commit to {self.path}: {exc}") from exc
+            raise store_error(f"cannot commit to {self.path}", exc) from exc
 
     def _rollback(self) -> None:
         if self.conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
-            self.conn.execute("ROLLBACK")
+            with suppress(sqlite3.Error):  # a failed rollback leaves nothing committed either
+                self.conn.execute("ROLLBACK")
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -390,6 +417,13 @@ class Store:
         rows = self.conn.execute(f"{_WINDOW_SELECT} WHERE ended_at IS NOT NULL AND backfill_status = 'pending' "
                                  "ORDER BY id")
         return [Window(*row) for row in rows]
+
+    def delivered_late(self, window: Window) -> int:
+        """Messages sent during `window` that WhatsApp delivered afterwards (offline or live, not history)."""
+        return self.conn.execute(
+            "SELECT COUNT(*) FROM messages m JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid "
+            "WHERE m.timestamp >= ? AND m.timestamp <= ? AND mm.source IN ('offline', 'live') AND mm.stored_at >= ?",
+            (window.started_at, window.ended_at or now_ts(), window.started_at)).fetchone()[0]
 
     def finish_backfill(self, window_id: int, status: str, recovered: int = 0) -> Window:
         assert status in WINDOW_STATUSES, status

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import stat
+import sys
 import tomllib
 import typing
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -237,7 +239,36 @@ def load(path: str | Path, data_dir: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    check_permissions(path, raw)
     return _Loader(path).build(raw, Path(data_dir).resolve() if data_dir else None)
+
+
+SECRET_WORDS = ("token", "secret", "password")
+
+
+def _holds_secrets(raw: object) -> bool:
+    if isinstance(raw, dict):
+        return any((any(w in str(k) for w in SECRET_WORDS) and bool(v)) or _holds_secrets(v) for k, v in raw.items())
+    if isinstance(raw, list):
+        return any(_holds_secrets(item) for item in raw)
+    return False
+
+
+def check_permissions(path: Path, raw: dict) -> None:
+    """Refuse a config that other local users can change; warn if they can read one that holds secrets.
+
+    Why refuse: whoever can edit the config decides what the bridges read and send (media_dirs,
+    webhook URLs), and a restart applies it. A directory others can write lets them replace the file.
+    """
+    for target, what in ((path, "file"), (path.parent, "directory")):
+        mode = target.stat().st_mode
+        if mode & stat.S_IWOTH and not (what == "directory" and mode & stat.S_ISVTX):
+            raise ConfigError(f"{path}: the config {what} {target} is writable by other users (mode "
+                              f"{stat.S_IMODE(mode):04o}); any local user could change what runs and what is sent: "
+                              f"chmod o-w {target}")
+    if path.stat().st_mode & stat.S_IROTH and _holds_secrets(raw):
+        print(f"wa-watchdog: warning: {path} holds tokens or secrets and is readable by other users "
+              f"(mode {stat.S_IMODE(path.stat().st_mode):04o}): chmod o-r {path}", file=sys.stderr)
 
 
 class _Loader:

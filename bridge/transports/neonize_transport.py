@@ -43,6 +43,7 @@ from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, Con
                               HistoryUnsupported, IncomingMessage, MediaInfo, NotConnected, OutgoingMessage,
                               SendFailed, SendResult, Source, Transport)
 from bridge.transports import neonize_mapping as mapping
+from watchdog import file_modes
 from watchdog.config import AccountConfig, Config
 from watchdog.exitcodes import EXIT_NEEDS_OPERATOR
 
@@ -106,10 +107,17 @@ def is_postgres(database: str) -> bool:
 
 
 def session_database(account: AccountConfig) -> str:
-    """neonize's database for the account: a PostgreSQL URL as given, else a SQLite file in the session dir."""
+    """neonize's database for the account: a PostgreSQL URL as given, else a SQLite file in the session dir.
+
+    The session's keys are the account: the directory is 0700 and an existing file (with its -wal/-shm,
+    perhaps left 0644 by an older version) is tightened to 0600; neonize creates new ones under umask 027.
+    """
     if is_postgres(account.session_db):
         return account.session_db
-    return str(account.session_dir / (account.session_db or DEFAULT_DB))
+    path = account.session_dir / (account.session_db or DEFAULT_DB)
+    file_modes.ensure_dir(account.session_dir, file_modes.PRIVATE_DIR)
+    file_modes.restrict(*file_modes.sqlite_files(path), mode=file_modes.PRIVATE_FILE)
+    return str(path)
 
 
 def linked_devices(database: str) -> list[nz.JID]:
