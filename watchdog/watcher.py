@@ -327,6 +327,9 @@ class Watcher:
     def _became_healthy(self) -> None:
         if self.state is State.STARTING:
             self._set_state(State.RUNNING)
+            if self.child is not None:
+                logger.info("{} running, pid {} ({:.2f} s after its start)", self.name, self.child.pid,
+                            time.monotonic() - self.child.started_at)
         self.healthy = True
         recovery = self.recovery
         if recovery.active:
