@@ -8,7 +8,9 @@ them that way (go-sqlite3's format), and whatsapp-mcp compares
 space; fixed width makes text order time order.
 
 One writer (the bridge process) holds a `Store`; readers (monitors, tools)
-open the file read-only with `open_readonly` and use the read functions below.
+open the file read-only with `bridge.schema.open_readonly` and use the read
+functions there (the schema, its version and the readers are one module both
+sides import; they are re-exported here for the bridge's own code).
 `messages.rowid` only grows (we never delete or VACUUM), so readers follow it
 with a cursor; a backfilled message gets a new, higher rowid although its
 timestamp is older.
@@ -20,81 +22,24 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from bridge.integrity import is_corrupt, is_locked
 from bridge.quarantine import Quarantined, quarantined, sanitise
-from bridge.schema import MIGRATIONS
+from bridge.schema import (MIGRATIONS, WINDOW_SELECT, StoredMessage, Window, bare_user, format_ts,  # noqa: F401
+                           messages_after, now_ts, open_readonly, parse_ts, windows)
 from bridge.transport import IncomingMessage, MediaInfo, Source
 from watchdog import file_modes
 from watchdog.migrations import SchemaTooNew, SqliteTarget, latest, migrate
 
-TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
-
 WINDOW_STATUSES = ("pending", "done", "unsupported", "failed")
 OUTBOX_STATUSES = ("pending", "sent", "failed")
-
-
-def format_ts(when: datetime) -> str:
-    """The one timestamp text format of the store (UTC, fixed width, readable by fromisoformat)."""
-    if when.tzinfo is None:
-        raise ValueError(f"naive datetime {when!r}: store timestamps must be timezone-aware")
-    return when.astimezone(timezone.utc).strftime(TS_FORMAT)
-
-
-def parse_ts(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-def now_ts() -> str:
-    return format_ts(datetime.now(timezone.utc))
-
-
-def bare_user(jid: str) -> str:
-    """`27710000001:12@s.whatsapp.net` -> `27710000001` (what whatsmeow's Sender.User holds)."""
-    return jid.split("@", 1)[0].split(":", 1)[0]
 
 
 def fallback_chat_name(chat_jid: str) -> str:
     """whatsapp-mcp's fallback when no name is known: `Group <id>` for groups, else the contact's number."""
     user = bare_user(chat_jid)
     return f"Group {user}" if chat_jid.endswith("@g.us") else user
-
-
-@dataclass(frozen=True)
-class StoredMessage:
-    """A row of `messages` with its rowid and `message_meta.source`: what monitors follow."""
-
-    rowid: int
-    id: str
-    chat_jid: str
-    chat_name: str | None
-    sender: str
-    content: str
-    timestamp: str
-    is_from_me: bool
-    media_type: str | None
-    source: str
-
-
-@dataclass(frozen=True)
-class Window:
-    """A period without a live WhatsApp connection; ended_at None while still open."""
-
-    id: int
-    started_at: str
-    ended_at: str | None
-    reason: str
-    backfill_status: str
-    recovered: int
-    backfilled_at: str | None
-
-    @property
-    def span(self) -> str:
-        """`08:03:10-08:06:40` in local time, as the recovery log shows it to ops; `08:03:10-now` while open."""
-        end = f"{parse_ts(self.ended_at).astimezone():%H:%M:%S}" if self.ended_at else "now"
-        return f"{parse_ts(self.started_at).astimezone():%H:%M:%S}-{end}"
 
 
 @dataclass(frozen=True)
@@ -138,42 +83,6 @@ def store_error(text: str, exc: sqlite3.Error) -> StoreError:
     """The StoreError subclass for a sqlite3 error, by SQLite's primary result code."""
     kind = StoreLocked if is_locked(exc) else StoreCorrupt if is_corrupt(exc) else StoreError
     return kind(f"{text}: {exc}")
-
-
-# -- readers (any connection, also read-only ones) --------------------------------------------
-
-MESSAGES_AFTER_SQL = """
-SELECT m.rowid, m.id, m.chat_jid, c.name, m.sender, m.content, m.timestamp, m.is_from_me, m.media_type,
-       COALESCE(mm.source, 'live')
-FROM messages m
-LEFT JOIN chats c ON c.jid = m.chat_jid
-LEFT JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid
-WHERE m.rowid > ?
-ORDER BY m.rowid
-LIMIT ?
-"""
-
-
-def open_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection (monitors): never blocks the bridge's writes in WAL mode."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout = 5000")
-    return conn
-
-
-def messages_after(conn: sqlite3.Connection, rowid: int, limit: int = 1000) -> list[StoredMessage]:
-    """Messages with a rowid above `rowid`, oldest rowid first, with how they arrived (source)."""
-    return [StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5] or "", r[6], bool(r[7]), r[8] or None, r[9])
-            for r in conn.execute(MESSAGES_AFTER_SQL, (rowid, limit))]
-
-
-_WINDOW_SELECT = ("SELECT id, started_at, ended_at, reason, backfill_status, recovered, backfilled_at "
-                  "FROM disconnect_windows")
-
-
-def windows(conn: sqlite3.Connection, since: str = "") -> list[Window]:
-    """Disconnect windows that started at or after `since` (store timestamp text), oldest first."""
-    return [Window(*row) for row in conn.execute(f"{_WINDOW_SELECT} WHERE started_at >= ? ORDER BY id", (since,))]
 
 
 def _outbox_row(row: tuple) -> OutboxRow:
@@ -388,7 +297,7 @@ class Store:
         return list(self.conn.execute("SELECT at, kind, reason FROM connection_events ORDER BY id"))
 
     def open_window(self) -> Window | None:
-        row = self.conn.execute(f"{_WINDOW_SELECT} WHERE ended_at IS NULL ORDER BY id DESC LIMIT 1").fetchone()
+        row = self.conn.execute(f"{WINDOW_SELECT} WHERE ended_at IS NULL ORDER BY id DESC LIMIT 1").fetchone()
         return Window(*row) if row else None
 
     def start_window(self, started_at: str, reason: str) -> Window:
@@ -411,10 +320,10 @@ class Store:
         return self.window(current.id)
 
     def window(self, window_id: int) -> Window:
-        return Window(*self.conn.execute(f"{_WINDOW_SELECT} WHERE id = ?", (window_id,)).fetchone())
+        return Window(*self.conn.execute(f"{WINDOW_SELECT} WHERE id = ?", (window_id,)).fetchone())
 
     def windows_to_backfill(self) -> list[Window]:
-        rows = self.conn.execute(f"{_WINDOW_SELECT} WHERE ended_at IS NOT NULL AND backfill_status = 'pending' "
+        rows = self.conn.execute(f"{WINDOW_SELECT} WHERE ended_at IS NOT NULL AND backfill_status = 'pending' "
                                  "ORDER BY id")
         return [Window(*row) for row in rows]
 

@@ -21,7 +21,7 @@ import psycopg
 from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.string import TextLoader
 
-from bridge.store import format_ts
+from bridge.schema import format_ts
 from monitors.store.schema import migrations
 from monitors.store.sql import POSTGRES, StoreUnavailable
 from watchdog.config import DB_SCHEMA_NAME
