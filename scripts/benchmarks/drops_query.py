@@ -1,7 +1,8 @@
 """`scripts/bench drops-query`: the drops API's queries on 100,000 drops, drops.db and PostgreSQL side by side.
 
-Seeds six projects' worth of drops through the store's own `record()` (a
-third acknowledged, one in twenty backfilled), then times each listing the
+Seeds six projects' worth of drops into drops.db through the store's own
+`record()` (a third acknowledged, one in twenty backfilled) and copies the
+same rows into PostgreSQL (COPY), then times each listing the
 API serves (100 newest; by project; by project and feedback status; rare
 backfilled ones; a deep keyset page) and one drop's detail by public id,
 in the store, without HTTP. The HTTP layer's target (p99 <= 20 ms for 100
@@ -44,6 +45,28 @@ def seed(drops: DropsDB, count: int) -> None:
 
 def ack(sub: Submission) -> NewFeedback:
     return NewFeedback("ack", sub.group_jid, f"{sub.drop_number} received", (sub.submitted_by,), f"k{sub.message_id}")
+
+
+COPIED = {"drops": "id, public_id, project, drop_number, group_jid, group_name, submitted_by, message_id, "
+                    "message_time, detected_at, backfilled, feedback_status, feedback_sent_at",
+          "drop_events": "id, drop_id, kind, group_jid, submitted_by, message_id, message_time, detected_at, backfilled",
+          "feedback": "id, drop_id, kind, recipient, text, mentions, idempotency_key, status, created_at, sent_at, "
+                      "attempts, error, bridge_message_id"}
+
+
+def copy_into_postgres(source: Path, url: str) -> None:
+    """The seeded drops.db's rows into a migrated PostgreSQL store, ids kept, identities moved past them."""
+    import sqlite3
+
+    import psycopg
+    with sqlite3.connect(source) as lite, psycopg.connect(url) as pg:
+        pg.execute("SET search_path TO wa_watchdog")
+        for table, columns in COPIED.items():
+            with pg.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in lite.execute(f"SELECT {columns} FROM {table}"):
+                    copy.write_row([bool(v) if c.strip() == "backfilled" else v
+                                    for c, v in zip(columns.split(","), row)])
+            pg.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
 
 
 def timings(action: Callable[[], object], runs: int) -> tuple[float, float]:
@@ -96,8 +119,12 @@ def main(argv: list[str]) -> int:
             for name, open_store in stores:
                 drops = open_store()
                 started = time.monotonic()
-                seed(drops, args.drops)
-                print(f"{name}: seeded {args.drops} drops in {time.monotonic() - started:.0f} s", flush=True)
+                if name == "drops.db":
+                    seed(drops, args.drops)
+                else:
+                    drops.drop_count("p1")  # connects and migrates
+                    copy_into_postgres(Path(tmp) / "drops.db", url)
+                print(f"{name}: {args.drops} drops in {time.monotonic() - started:.0f} s", flush=True)
                 with drops.db.transaction() as tx:
                     tx.run("ANALYZE")  # as autovacuum would have by now (SQLite: sqlite_stat1 for the planner)
                 results[name] = {case: timings(action, args.runs) for case, action in cases(drops).items()}
