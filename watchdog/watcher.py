@@ -73,7 +73,8 @@ _RECOVER = "recover"  # a failed check: restart with backoff, counts towards a c
 _RESTART_NOW = "restart now"  # operator restart: at once, not counted
 _STAY_STOPPED = "stay stopped"  # shutdown
 
-FAILING_EXITS = {EXIT_CONFIG: "config_failed", EXIT_NEEDS_OPERATOR: "logged_out"}
+# Exit 4 is a session that was never paired: a logout is seen live by the health probe (`logged_out`), not as an exit.
+FAILING_EXITS = {EXIT_CONFIG: "config_failed", EXIT_NEEDS_OPERATOR: "not_paired"}
 RECOVERY_ALERTS = ("hang", "config_failed", "logged_out")  # resolved when the component is healthy again
 
 
@@ -573,7 +574,7 @@ class Watcher:
         self._begin_recovery("exit", str(cause["cause"]), child.pid)
         if child.returncode in FAILING_EXITS:
             self._fail(f"{cause['cause']}: " + ("configuration error" if child.returncode == EXIT_CONFIG
-                                                else "needs an operator (unpaired or logged out)"),
+                                                else "needs an operator (not paired)"),
                        FAILING_EXITS[child.returncode], pid=child.pid)
         else:
             self._schedule_restart()
