@@ -19,7 +19,7 @@ from bridge.store import bare_user, format_ts, parse_ts
 from monitors.drops_store import FEEDBACK_ACCEPTED, FEEDBACK_FAILED, Drop, DropsDB, drops_db_path
 from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback
 from watchdog.config import Config, ConfigError
-from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
+from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.recovery_view import parse_since
 
 CLI_ATTEMPTS = 4  # quick retries (~0.4 s) before telling the operator the bridge is not answering
@@ -59,14 +59,18 @@ def cmd_drops(config: Config, args: argparse.Namespace) -> int:
         except ValueError as exc:
             return _fail("drops", str(exc))
     path = drops_db_path(config.data_dir)
-    if not path.exists():
-        rows: list[Drop] = []
-        resubmissions: dict[int, int] = {}
-    else:
-        drops = DropsDB(path, readonly=True)
-        rows = drops.drops(args.project, since, args.backfilled)
-        resubmissions = {d.id: drops.resubmissions(d) for d in rows}
-        drops.close()
+    if not config.data_dir.is_dir():
+        print(f"wa-watchdog drops: data directory {config.data_dir} does not exist (check --data-dir or data_dir "
+              f"in {config.path})", file=sys.stderr)
+        return EXIT_CONFIG
+    if not path.exists():  # the monitors create it on their first start: a wrong directory, or never run here
+        print(f"wa-watchdog drops: no drops store in {config.data_dir} (no {path.name}: is this the data directory "
+              f"`wa-watchdog run` uses?)", file=sys.stderr)
+        return EXIT_CONFIG
+    drops = DropsDB(path, readonly=True)
+    rows = drops.drops(args.project, since, args.backfilled)
+    resubmissions = {d.id: drops.resubmissions(d) for d in rows}
+    drops.close()
     if args.json:
         print(json.dumps([{**d.as_json(), "resubmissions": resubmissions[d.id]} for d in rows], indent=2))
     elif rows:

@@ -174,12 +174,19 @@ class Arbiter:
         path = endpoints.run_dir(self.config.data_dir) / WATCHDOG_LOCK
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        deadline = time.monotonic() + self.config.watchdog.stop_timeout + self.config.watchdog.term_grace
+        wait = self.config.watchdog.stop_timeout + self.config.watchdog.term_grace
+        deadline = time.monotonic() + wait
+        said = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if not said:  # at once: a second demo must not sit silent for the whole wait
+                    said = True
+                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                    logger.warning("another wa-watchdog (pid {}) holds {}: waiting up to {:g} s for it to exit",
+                                   holder, path, wait)
                 if self._stop_requested is not None and self._stop_requested.is_set():
                     os.close(fd)
                     return None

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 from watchdog.config import Config, ConfigError, load
+from watchdog.data_dir import DataDirError, ensure_writable
 from watchdog.exitcodes import EXIT_CONFIG
 
 DEFAULT_CONFIG = os.environ.get("WA_WATCHDOG_CONFIG", "conf/demo.toml")
@@ -29,6 +30,20 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "feedback": ("monitors.ops", "cmd_feedback", "send operator feedback for a recorded drop"),
     "pair": ("bridge.pairing", "cmd_pair", "link an account to a phone (neonize)"),
 }
+WRITES_DATA_DIR = ("run", "sim", "bridge", "monitor", "pair")  # checked (and created) before they start
+
+
+class _Version(argparse.Action):
+    """`--version`, read from the installed package only when asked (importlib.metadata is not free)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            found = version("wa-watchdog")
+        except PackageNotFoundError:
+            found = "unknown (not installed; run from a source tree)"
+        print(f"wa-watchdog {found}")
+        parser.exit()
 
 
 def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -64,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"config file (default: $WA_WATCHDOG_CONFIG or {DEFAULT_CONFIG})")
     common.add_argument("--data-dir", help="overrides data_dir from the config")
     parser = argparse.ArgumentParser(prog="wa-watchdog", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, _, help_text) in COMMANDS.items():
         _add_arguments(name, sub.add_parser(name, parents=[common], help=help_text, description=help_text))
@@ -75,12 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     module_name, function_name, _ = COMMANDS[args.command]
     try:
         config: Config = load(args.config, args.data_dir)
+        if args.command in WRITES_DATA_DIR:
+            ensure_writable(config.data_dir)
         command: Callable[[Config, argparse.Namespace], int] = getattr(
             importlib.import_module(module_name), function_name)
         return command(config, args)
     except ConfigError as exc:
         print(f"wa-watchdog {args.command}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except DataDirError as exc:
+        print(f"wa-watchdog {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
 

@@ -196,8 +196,16 @@ class Watcher:
             "last_cause": self.last_cause,
             "endpoints": record["endpoints"] if record and pid and record.get("pid") == pid else {},
             "status_text": self.status_text,
+            "next_start_in_s": self._next_start_in(),
             **({"standby_pid": self.standby_pid} if self.component.kind == BRIDGE else {}),
         }
+
+    def _next_start_in(self) -> float | None:
+        """Seconds until the backoff timer starts the component again (None unless waiting in backoff)."""
+        timer = self._timers.get("backoff")
+        if self.state != BACKOFF or timer is None or timer.cancelled():
+            return None
+        return round(max(0.0, timer.when() - asyncio.get_running_loop().time()), 3)
 
     # -- starting ------------------------------------------------------------------
 
