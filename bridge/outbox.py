@@ -14,7 +14,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from bridge.sending import SendRequest
+from bridge.sending import SendRequest, refusal_status
 from bridge.store import OutboxRow, Store
 from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, SendFailed,
                               Source, Transport)
@@ -28,13 +28,14 @@ def new_message_id() -> str:
 
 
 def reply(row: OutboxRow) -> tuple[int, dict]:
-    """The HTTP answer for an outbox row: 200 sent, 202 queued, 500 refused by the server."""
+    """The HTTP answer for an outbox row: 200 sent, 202 queued, 404 unknown recipient, 500 refused otherwise."""
     if row.status == "sent":
         return 200, {"success": True, "message": f"Message sent to {row.recipient}", "id": row.message_id}
     if row.status == "pending":
         return 202, {"success": True, "queued": True, "id": row.message_id,
                      "message": f"Not connected to WhatsApp: queued for {row.recipient}, sent on reconnect"}
-    return 500, {"success": False, "id": row.message_id, "message": f"Error sending message: {row.error}"}
+    return refusal_status(row.error or ""), {"success": False, "id": row.message_id,
+                                             "message": f"Error sending message: {row.error}"}
 
 
 class Outbox:
