@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import importlib
 import os
 import signal
@@ -211,9 +212,17 @@ class Bridge:
         self.windows.on_start()
         runner = web.AppRunner(build_app(self, self.account.api_token), access_log=None, handle_signals=False)
         await runner.setup()
-        await web.TCPSite(runner, self.account.api_host, self.account.api_port).start()
+        try:
+            taken = await self._serve(runner)
+        except OSError as exc:
+            logger.error("cannot serve the API on {}:{}: {} (accounts.{}.api_port)", self.account.api_host,
+                         self.account.api_port, os.strerror(exc.errno) if exc.errno else exc, self.account.name)
+            await runner.cleanup()
+            return EXIT_ERROR
         host, port = runner.addresses[0][:2]
         url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        if taken:
+            logger.warning("api_port {} is taken: serving on free port {} instead (api_port_fallback)", taken, port)
         endpoints.publish(self.config.data_dir, self.component, {"api": url})
         logger.info("bridge {} serving on {} (transport {}, store {})", self.account.name, url,
                     self.account.transport, self.store.path)
@@ -239,6 +248,17 @@ class Bridge:
         stop_task.cancel()
         await self._shutdown(runner, transport_task, stop_reason)
         return exit_code
+
+    async def _serve(self, runner: web.AppRunner) -> int | None:
+        """Bind the API on api_port; with api_port_fallback a taken port means any free one (returns the taken port)."""
+        try:
+            await web.TCPSite(runner, self.account.api_host, self.account.api_port).start()
+            return None
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or not self.account.api_port_fallback:
+                raise
+        await web.TCPSite(runner, self.account.api_host, 0).start()
+        return self.account.api_port
 
     async def _shutdown(self, runner: web.AppRunner, transport_task: asyncio.Task, reason: str) -> None:
         started = time.monotonic()

@@ -82,6 +82,7 @@ class AccountConfig:
     transport: str = "sim"
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    api_port_fallback: bool = False  # demo: a free port when api_port is taken (production: never, callers need it)
     api_token: str = ""
     store: Path = Path()  # default: accounts/<name>/messages.db
     session_dir: Path = Path()  # default: accounts/<name>/session (holds the lock)
