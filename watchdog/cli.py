@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "drops": ("monitors.ops", "cmd_drops", "list recorded drops"),
     "feedback": ("monitors.ops", "cmd_feedback", "send operator feedback for a recorded drop"),
     "pair": ("bridge.pairing", "cmd_pair", "link an account to a phone (neonize)"),
+    "check": ("watchdog.check", "cmd_check", "verify an installation: config, data dir, ports, sessions, unit"),
+    "backup": ("watchdog.backup", "cmd_backup", "copy the stores, session and recovery log consistently into DIR"),
 }
 WRITES_DATA_DIR = ("run", "sim", "bridge", "monitor", "pair")  # checked (and created) before they start
 
@@ -67,6 +69,10 @@ def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "drops":
         parser.add_argument("--project", help="only this project")
         parser.add_argument("--backfilled", action="store_true", help="only drops recovered after an outage")
+    if name == "check":
+        parser.add_argument("--unit-dir", default="/etc/systemd/system", help="where the systemd unit is installed")
+    if name == "backup":
+        parser.add_argument("dir", help="directory to write the backup into (a new dated folder inside it)")
     if name == "feedback":
         parser.add_argument("--project", required=True)
         parser.add_argument("drop", help="drop number, e.g. DR1234567")
