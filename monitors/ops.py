@@ -10,16 +10,19 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import aiohttp
 from loguru import logger
 
 from bridge.store import bare_user, format_ts, parse_ts
-from monitors.drops_store import FEEDBACK_ACCEPTED, FEEDBACK_FAILED, Drop, DropsDB, drops_db_path
+from monitors.drops_store import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, Drop, DropsDB, StoreUnavailable, drops_db_path,
+                                  open_drops_store)
 from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback
 from watchdog.config import Config, ConfigError
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
+from watchdog.migrations import SchemaTooNew
 from watchdog.recovery_view import parse_since
 
 CLI_ATTEMPTS = 4  # quick retries (~0.4 s) before telling the operator the bridge is not answering
@@ -46,6 +49,21 @@ def format_table(rows: list[Drop], resubmissions: dict[int, int]) -> str:
                      for line in [headers, *lines])
 
 
+def _with_store(config: Config, command: str, use: Callable[[DropsDB], int], readonly: bool = False) -> int:
+    """Open the configured drops store for one command; an unreachable or too new store is a clear message."""
+    try:
+        drops = open_drops_store(config, readonly=readonly)
+        try:
+            return use(drops)
+        finally:
+            drops.close()
+    except StoreUnavailable as exc:
+        return _fail(command, f"the drops store is unavailable, nothing done: {exc}")
+    except SchemaTooNew as exc:
+        print(f"wa-watchdog {command}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
 def cmd_drops(config: Config, args: argparse.Namespace) -> int:
     if args.project is not None:
         try:
@@ -58,26 +76,31 @@ def cmd_drops(config: Config, args: argparse.Namespace) -> int:
             since = format_ts(datetime.now(timezone.utc) - timedelta(seconds=parse_since(args.since)))
         except ValueError as exc:
             return _fail("drops", str(exc))
+
+    def show(drops: DropsDB) -> int:
+        rows = drops.drops(args.project, since, args.backfilled)
+        resubmissions = {d.id: drops.resubmissions(d) for d in rows}
+        print_drops(rows, resubmissions, bool(args.project or since or args.backfilled), args.json)
+        return EXIT_OK
     path = drops_db_path(config.data_dir)
-    if not config.data_dir.is_dir():
+    if not config.database.url and not config.data_dir.is_dir():
         print(f"wa-watchdog drops: data directory {config.data_dir} does not exist (check --data-dir or data_dir "
               f"in {config.path})", file=sys.stderr)
         return EXIT_CONFIG
-    if not path.exists():  # the monitors create it on their first start: a wrong directory, or never run here
+    if not config.database.url and not path.exists():  # the monitors create it on their first start
         print(f"wa-watchdog drops: no drops store in {config.data_dir} (no {path.name}: is this the data directory "
               f"`wa-watchdog run` uses?)", file=sys.stderr)
         return EXIT_CONFIG
-    drops = DropsDB(path, readonly=True)
-    rows = drops.drops(args.project, since, args.backfilled)
-    resubmissions = {d.id: drops.resubmissions(d) for d in rows}
-    drops.close()
-    if args.json:
+    return _with_store(config, "drops", show, readonly=True)
+
+
+def print_drops(rows: list[Drop], resubmissions: dict[int, int], filtered: bool, as_json: bool) -> None:
+    if as_json:
         print(json.dumps([{**d.as_json(), "resubmissions": resubmissions[d.id]} for d in rows], indent=2))
     elif rows:
         print(format_table(rows, resubmissions))
     else:
-        print("no drops recorded" + (" matching the filters" if args.project or since or args.backfilled else ""))
-    return EXIT_OK
+        print("no drops recorded" + (" matching the filters" if filtered else ""))
 
 
 async def _send(config: Config, send_account: str, drops: DropsDB, drop: Drop, message: str) -> int:
@@ -111,17 +134,15 @@ def cmd_feedback(config: Config, args: argparse.Namespace) -> int:
     if not message:
         return _fail("feedback", "--message is empty")
     drop_number = args.drop.strip().upper()
-    path = drops_db_path(config.data_dir)
-    if not path.exists():
+    if not config.database.url and not drops_db_path(config.data_dir).exists():
         return _unknown_drop(project.name, drop_number)
-    drops = DropsDB(path)
-    try:
+
+    def send(drops: DropsDB) -> int:
         drop = drops.drop(project.name, drop_number)
         if drop is None:
             return _unknown_drop(project.name, drop_number)
         return asyncio.run(_send(config, project.send_account, drops, drop, message))
-    finally:
-        drops.close()
+    return _with_store(config, "feedback", send)
 
 
 def _unknown_drop(project: str, drop_number: str) -> int:

@@ -58,9 +58,8 @@ def items(config: Config) -> tuple[list[Item], list[str]]:
             else:
                 found.append(Item(f"session:{account.name}", account.session_dir / (account.session_db or NEONIZE_DB),
                                   True))
-    database_url = getattr(getattr(config, "database", None), "url", "")  # [database] (drops store on PostgreSQL)
-    if database_url:
-        notes.append(f"drops store is in PostgreSQL: back it up with pg_dump '{database_url}'")
+    if config.database.url:
+        notes.append(f"drops store is in PostgreSQL: back it up with pg_dump '{config.database.url}'")
     else:
         found.append(Item("drops", drops_db_path(config.data_dir), True))
     log = config.watchdog.recovery_log

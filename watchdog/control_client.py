@@ -68,6 +68,8 @@ def _request(config: Config, method: str, path: str, timeout: float = TIMEOUT) -
     if _stopped(pid):  # no need to wait out a timeout to know it cannot answer
         raise _not_answering(base, pid, None)
     request = urllib.request.Request(base + path, method=method, data=b"" if method == "POST" else None)
+    if method == "POST":  # else urllib declares a form body, which the API refuses as a possible browser forgery
+        request.add_header("Content-Type", "application/json")
     if config.watchdog.control_token:
         request.add_header("Authorization", f"Bearer {config.watchdog.control_token}")
     try:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from monitors.drops_store import DropsDB, drops_db_path
+from monitors.drops_store import open_drops_store
 from tests.monitor_support import cli
+from watchdog.config import load
 
 
 def test_drops_names_a_missing_data_dir_or_a_missing_store(config_path: Path, tmp_path: Path) -> None:
@@ -20,6 +21,6 @@ def test_drops_names_a_missing_data_dir_or_a_missing_store(config_path: Path, tm
     no_store = cli(config_path, "drops", "--data-dir", str(empty), "--json")
     assert no_store.returncode == 2 and f"no drops store in {empty}" in no_store.stderr and no_store.stdout == ""
 
-    DropsDB(drops_db_path(empty)).close()  # a store the monitors created, still without drops
+    open_drops_store(load(config_path, empty)).close()  # a store the monitors created, still without drops
     fresh = cli(config_path, "drops", "--data-dir", str(empty))
     assert (fresh.returncode, fresh.stdout.strip()) == (0, "no drops recorded")

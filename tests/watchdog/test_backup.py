@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bridge.store import Store
-from monitors.drops_store import DropsDB, drops_db_path
+from monitors.drops_store import open_drops_store
 from tests.conftest import BASE_CONFIG, ROOT
 from tests.monitor_support import cli
 from watchdog.config import load
@@ -47,7 +47,7 @@ def test_backup_is_consistent_while_a_writer_runs_and_restores(config_path: Path
     store_path = config.accounts["main"].store
     store_path.parent.mkdir(parents=True)
     Store(store_path).close()
-    DropsDB(drops_db_path(config.data_dir)).close()
+    open_drops_store(config).close()
     config.watchdog.recovery_log.write_text('{"event": "start"}\n', encoding="utf-8")
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(store_path)], cwd=ROOT, stdout=subprocess.PIPE,
                               text=True)
