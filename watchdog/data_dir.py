@@ -7,6 +7,7 @@ os calls here: every child pays for this module's imports on every restart.
 """
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 from pathlib import Path
@@ -27,6 +28,13 @@ def _user() -> str:
         return f"uid {os.getuid()}"
 
 
+def _group() -> str:
+    try:
+        return grp.getgrgid(os.getgid()).gr_name
+    except KeyError:
+        return str(os.getgid())
+
+
 def ensure_writable(path: Path) -> None:
     """Create `path` if missing (like systemd's StateDirectory=), then prove this user can create files in it."""
     try:
@@ -34,7 +42,7 @@ def ensure_writable(path: Path) -> None:
     except FileExistsError:
         raise DataDirError(f"data directory {path} exists and is not a directory") from None
     except OSError as exc:
-        hint = (f"; create it first: install -d -o {_user()} -m 0750 {path}"
+        hint = (f"; create it first (as root): install -d -o {_user()} -g {_group()} -m 0750 {path}"
                 if isinstance(exc, PermissionError) else "")
         raise DataDirError(f"data directory {path} does not exist and cannot be created: "
                            f"{exc.strerror or exc}{hint}") from None
