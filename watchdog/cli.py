@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pair": ("bridge.pairing", "cmd_pair", "link an account to a phone (neonize)"),
     "check": ("watchdog.check", "cmd_check", "verify an installation: config, data dir, ports, sessions, unit"),
     "backup": ("watchdog.backup", "cmd_backup", "copy the stores, session and recovery log consistently into DIR"),
+    "prune": ("monitors.prune", "cmd_prune", "remove old messages every monitor has read from messages.db"),
 }
 WRITES_DATA_DIR = ("run", "sim", "bridge", "monitor", "pair")  # checked (and created) before they start
 
@@ -73,6 +74,9 @@ def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--unit-dir", default="/etc/systemd/system", help="where the systemd unit is installed")
     if name == "backup":
         parser.add_argument("dir", help="directory to write the backup into (a new dated folder inside it)")
+    if name == "prune":
+        parser.add_argument("--older-than", required=True, help="age of what goes, e.g. 180d")
+        parser.add_argument("--dry-run", action="store_true", help="count what would go, remove nothing")
     if name == "feedback":
         parser.add_argument("--project", required=True)
         parser.add_argument("drop", help="drop number, e.g. DR1234567")
