@@ -50,6 +50,12 @@ def items(config: Config) -> tuple[list[Item], list[str]]:
     """What to copy, and notes on what lives elsewhere (PostgreSQL: pg_dump)."""
     found: list[Item] = []
     notes: list[str] = []
+    # The drops store first: its cursors (rowids of messages.db read so far) then never point past the
+    # messages copied after it, so monitors on a restored pair re-read a little, never skip.
+    if config.database.url:
+        notes.append(f"drops store is in PostgreSQL: back it up with pg_dump '{config.database.url}'")
+    else:
+        found.append(Item("drops", drops_db_path(config.data_dir), True))
     for account in config.accounts.values():
         found.append(Item(f"messages:{account.name}", account.store, True))
         if account.transport == "neonize":
@@ -58,10 +64,6 @@ def items(config: Config) -> tuple[list[Item], list[str]]:
             else:
                 found.append(Item(f"session:{account.name}", account.session_dir / (account.session_db or NEONIZE_DB),
                                   True))
-    if config.database.url:
-        notes.append(f"drops store is in PostgreSQL: back it up with pg_dump '{config.database.url}'")
-    else:
-        found.append(Item("drops", drops_db_path(config.data_dir), True))
     log = config.watchdog.recovery_log
     found += [Item("recovery_log", path, False)
               for path in [log, *(log.with_name(f"{log.name}.{n}") for n in range(1, 10))] if path.exists()]

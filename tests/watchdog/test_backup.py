@@ -67,7 +67,7 @@ def test_backup_is_consistent_while_a_writer_runs_and_restores(config_path: Path
     (folder,) = (tmp_path / "backups").iterdir()
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     manifest = json.loads((folder / "MANIFEST.json").read_text())
-    assert [f["role"] for f in manifest["files"]] == ["messages:main", "drops", "recovery_log", "config"]
+    assert [f["role"] for f in manifest["files"]] == ["drops", "messages:main", "recovery_log", "config"]
     for entry in manifest["files"]:
         assert stat.S_IMODE((folder / entry["path"]).stat().st_mode) == 0o600, entry
     copy = folder / "data" / "accounts" / "main" / "messages.db"
