@@ -149,6 +149,7 @@ AUDIT = [
      "accounts.main.follow_groups[1]", "repeats accounts.main.follow_groups[0]"),
     ("watchdog_sec = 3.0", 'watchdog_sec = 3.0\nmedia_dirs = "media"', "accounts.main.media_dirs", "expected an array"),
     ("watchdog_sec = 3.0", "watchdog_sec = 3.0\nmedia_dirs = [1]", "accounts.main.media_dirs[0]", "expected a path"),
+    ("watchdog_sec = 3.0", 'watchdog_sec = 3.0\nmedia_dirs = ["media", "media"]', "accounts.main.media_dirs[1]", "repeats"),
     ("[[projects]]", SECOND_ACCOUNT.replace("[accounts.other]", '[accounts."main account"]') + "\n[[projects]]",
      "accounts.main account", "name must be letters"),
     # uniqueness across tables: accounts, ports

@@ -371,6 +371,7 @@ class _Loader:
             if not GROUP_JID.match(jid):
                 raise self.error(f"{key}.follow_groups[{i}]", f"not a group JID (like 120363000000000001@g.us): {jid!r}")
         self.check_no_repeats(account.follow_groups, f"{key}.follow_groups")
+        self.check_no_repeats(account.media_dirs, f"{key}.media_dirs")
         base = data_dir / "accounts" / account.name
         follow = account.follow_groups or sorted(
             {g for p in projects if p.listen_account == account.name for g in p.groups}
