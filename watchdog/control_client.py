@@ -10,6 +10,7 @@ import argparse
 import difflib
 import json
 import math
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -103,18 +104,17 @@ def _component_in(cmdline: list[str]) -> str:
 def leftovers(config: Config) -> list[tuple[int, str]]:
     """Live wa-watchdog processes that use this data directory while no watchdog answers: (pid, component).
 
-    Found by the `--data-dir` the watchdog passes to every child, and by the list of children it recorded.
+    Found by the `--data-dir` the watchdog passes to every child; named as in the list of children it recorded.
     """
     data_dir = str(config.data_dir)
     recorded = {pid: name for name, pid in recorded_children(config.data_dir).items() if isinstance(pid, int)}
     found: dict[int, str] = {}
     for process in psutil.process_iter(["pid", "cmdline", "status"]):
         cmdline = process.info["cmdline"] or []
-        if process.info["status"] == psutil.STATUS_ZOMBIE or "watchdog.cli" not in " ".join(cmdline[:3]) \
-                and not any(word.endswith("wa-watchdog") for word in cmdline[:2]):
+        ours = "watchdog.cli" in cmdline[:3] or any(word.endswith("/wa-watchdog") for word in cmdline[:2])
+        if not ours or process.info["status"] == psutil.STATUS_ZOMBIE or process.info["pid"] == os.getpid():
             continue
-        uses = any(cmdline[i:i + 2] == ["--data-dir", data_dir] for i in range(len(cmdline) - 1))
-        if uses or process.info["pid"] in recorded:
+        if any(cmdline[i:i + 2] == ["--data-dir", data_dir] for i in range(len(cmdline) - 1)):
             found[process.info["pid"]] = recorded.get(process.info["pid"]) or _component_in(cmdline)
     return sorted(found.items(), key=lambda item: item[1])
 

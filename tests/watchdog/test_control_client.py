@@ -75,7 +75,7 @@ def test_leftover_processes_holding_the_data_dir_are_listed(config_path: Path, d
     bridge = procs.start("bridge", "--data-dir", str(data_dir), "--account", "main")
     other = procs.start("sim", "--data-dir", str(data_dir.parent / "other"))  # another data directory: not ours
     wait_until(lambda: endpoints.read(data_dir, "bridge:main"), 20, message="the bridge to publish its endpoints")
-    result = cli(config_path, "status")
+    result = cli(config_path, "status", "--data-dir", str(data_dir))  # (the asking process is not a leftover)
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert lines[0].startswith("wa-watchdog status: watchdog is not running (no control endpoint in")
