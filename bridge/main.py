@@ -26,6 +26,7 @@ import time
 
 from aiohttp import web
 from loguru import logger
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from bridge.api import build_app
 from bridge.health import CONNECTED, STATE_OF_KIND, Health, HealthInputs
@@ -47,7 +48,12 @@ TRANSPORTS = {
 OFFLINE_SYNC_WAIT = 10.0  # backfill anyway if the transport never says the offline queue is replayed
 DRAIN_ON_STOP = 3.0  # seconds to flush the outbox on SIGTERM
 TRANSPORT_CLOSE = 3.0
+PORT_WAIT = 1.0  # seconds a taken api_port is retried before giving up (or falling back)
 MAX_TICK = 1.0  # alive_at heartbeat period (the start of a crash window is at most this stale)
+
+
+def _port_in_use(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
 
 
 def transport_class(account: AccountConfig) -> type[Transport]:
@@ -251,12 +257,19 @@ class Bridge:
         return exit_code
 
     async def _serve(self, runner: web.AppRunner) -> int | None:
-        """Bind the API on api_port; with api_port_fallback a taken port means any free one (returns the taken port)."""
+        """Bind the API on api_port; with api_port_fallback a taken port means any free one (returns the taken port).
+
+        A port in use is retried for PORT_WAIT first: a standby that takes over a killed bridge gets the
+        session lock in the same instant the kernel closes the old bridge's listening socket.
+        """
         try:
-            await web.TCPSite(runner, self.account.api_host, self.account.api_port).start()
+            async for attempt in AsyncRetrying(stop=stop_after_delay(PORT_WAIT), wait=wait_fixed(0.02), reraise=True,
+                                               retry=retry_if_exception(_port_in_use)):
+                with attempt:
+                    await web.TCPSite(runner, self.account.api_host, self.account.api_port).start()
             return None
         except OSError as exc:
-            if exc.errno != errno.EADDRINUSE or not self.account.api_port_fallback:
+            if not _port_in_use(exc) or not self.account.api_port_fallback:
                 raise
         await web.TCPSite(runner, self.account.api_host, 0).start()
         return self.account.api_port
