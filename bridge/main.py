@@ -38,6 +38,7 @@ from bridge.windows import STOPPED_REASON, Windows
 from watchdog import endpoints, logs
 from watchdog.config import AccountConfig, Config
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
+from watchdog.migrations import SchemaTooNew
 from watchdog.notify import Notifier, heartbeat_interval
 from watchdog.recovery_log import RecoveryLog
 
@@ -322,6 +323,9 @@ def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
     try:
         try:
             store = Store(account.store)
+        except SchemaTooNew as exc:  # written by a newer release: never half-used, no restart loop
+            logger.error("{}", exc)
+            return EXIT_CONFIG
         except (StoreError, sqlite3.Error, OSError) as exc:
             logger.error("cannot open the store {}: {}", account.store, exc)
             return EXIT_ERROR

@@ -16,6 +16,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
 from watchdog.exitcodes import EXIT_CONFIG
+from watchdog.programs import Program
 
 DEFAULT_DROP_PATTERN = r"(?i)\bDR\d{6,8}\b"
 GROUP_JID = re.compile(r"^[0-9]+(-[0-9]+)?@g\.us$")
@@ -165,6 +166,11 @@ class WatchdogConfig:
     backoff_reset_after: float = 60.0  # healthy this long -> backoff starts over
     crash_loop_exits: int = 5
     crash_loop_window: float = 60.0
+    start_timeout: float = 60.0  # a child not ready by then is a hang (its start-up grace ends)
+    overload_grace: float = 30.0  # a starved (runnable, gaining CPU) child gets this long before it counts as hung
+    max_starting: int = 0  # children starting at once; 0 = twice the CPU count
+    restart_rate: float = 10.0  # restarts per second, all programs together
+    process_check_period: float = 1.0  # /proc state (SIGSTOP = hang) of every child
     control_allowed_hosts: list[str] = field(default_factory=list)  # see AccountConfig.api_allowed_hosts
     control_allowed_origins: list[str] = field(default_factory=list)
 
@@ -190,6 +196,7 @@ class Config:
     projects: list[ProjectConfig]
     alerts: list[AlertConfig]
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    programs: list[Program] = field(default_factory=list)  # [[programs]]; built-ins: watchdog.builtins
 
     def account(self, name: str) -> AccountConfig:
         try:
@@ -237,7 +244,7 @@ class _Loader:
         return ConfigError(f"{self.path}: {key}: {problem}")
 
     def build(self, raw: dict, data_dir_override: Path | None) -> Config:
-        known = {"data_dir", "watchdog", "sim", "accounts", "projects", "alerts", "database"}
+        known = {"data_dir", "watchdog", "sim", "accounts", "projects", "alerts", "database", "programs"}
         for key in raw:
             if key not in known:
                 raise self.error(key, "unknown key")
@@ -276,7 +283,8 @@ class _Loader:
         self.check_unique(accounts, projects, alerts)
         self.check_ports(watchdog, sim, accounts)
         database = self.check_database(self.table(DatabaseConfig, raw.get("database", {}), "database"))
-        return Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts, database=database)
+        config = Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts, database=database)
+        return self.check_programs(config, raw.get("programs", []))
 
     # -- generic typed tables -------------------------------------------------
 
@@ -438,6 +446,10 @@ class _Loader:
         for name in ("recovery_log_max_bytes", "child_log_max_bytes"):
             if getattr(watchdog, name) < MIN_LOG_BYTES:
                 raise self.error(f"watchdog.{name}", f"must be at least {MIN_LOG_BYTES} bytes, got {getattr(watchdog, name)}")
+        for name in ("start_timeout", "overload_grace", "restart_rate", "process_check_period"):
+            self.check_positive(getattr(watchdog, name), f"watchdog.{name}")
+        if watchdog.max_starting < 0:
+            raise self.error("watchdog.max_starting", f"must be 0 (twice the CPU count) or more, got {watchdog.max_starting}")
         if watchdog.term_grace < 0:
             raise self.error("watchdog.term_grace", f"must be 0 or more seconds, got {watchdog.term_grace:g}")
         if watchdog.backoff_max < watchdog.backoff_initial:
@@ -461,6 +473,12 @@ class _Loader:
             raise self.error("database.schema", f"expected a lower-case SQL name (letters, digits, _), "
                                                 f"got {database.schema!r}")
         return database
+
+    def check_programs(self, config: Config, raw: object) -> Config:
+        from watchdog import builtins, programs  # the built-ins know the config: imported once it exists
+        declared = programs.parse(raw, self.error, self.path.parent)
+        programs.check_names(declared, builtins.builtin_names(config), self.error)
+        return replace(config, programs=declared)
 
     def check_sim(self, sim: SimConfig) -> None:
         self.check_port(sim.port, "sim.port")

@@ -19,6 +19,7 @@ import psutil
 
 from watchdog import endpoints
 from watchdog.config import Config
+from watchdog.exitcodes import EXIT_CONFIG
 from watchdog.stale import recorded_children
 
 TIMEOUT = 15.0  # a restart answers once the new process is started
@@ -28,6 +29,10 @@ CAUSE_WIDTH = 40  # LAST CAUSE is cut here in the table; --json has it whole
 
 class ControlError(Exception):
     """Why the control API could not answer; printed as is, exit 1."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status of a refusal, 0 if there was no answer
 
 
 def _watchdog_pid(config: Config) -> int | None:
@@ -80,7 +85,7 @@ def _request(config: Config, method: str, path: str, timeout: float = TIMEOUT) -
         if exc.code == 401:
             raise ControlError(f"the watchdog at {base} refused the request: watchdog.control_token in "
                                f"{config.path} does not match the running watchdog's") from None
-        raise ControlError(_error_text(exc)) from None
+        raise ControlError(_error_text(exc), exc.code) from None
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ConnectionRefusedError):
             raise ControlError(f"watchdog is not running (nothing answers at {base}, published in {published})"
@@ -183,13 +188,38 @@ def status_table(components: list[dict]) -> str:
     return "\n".join(lines + (["", "status:", *status_lines] if status_lines else []))
 
 
+def config_line(info: dict) -> str:
+    """`config /etc/wa-watchdog/config.toml sha256 3f2a9c01d4e5 loaded 2h05m ago (1 reload)`."""
+    reloads = info.get("reloads", 0)
+    return (f"config {info.get('path', '?')} sha256 {str(info.get('sha256', ''))[:12] or '-'} loaded "
+            f"{format_duration(info.get('age_s'))} ago ({reloads} reload{'' if reloads == 1 else 's'})")
+
+
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     try:
         components = _request(config, "GET", "/status", STATUS_TIMEOUT)
+        info = None if args.json else _request(config, "GET", "/config", STATUS_TIMEOUT)
     except ControlError as exc:
         print(f"wa-watchdog status: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(components, indent=2) if args.json else status_table(components))
+    print(json.dumps(components, indent=2) if args.json else config_line(info) + "\n\n" + status_table(components))
+    return 0
+
+
+def cmd_reload(config: Config, args: argparse.Namespace) -> int:
+    """Ask the running watchdog to read its config again; exit 2 (nothing changed) if it is invalid."""
+    try:
+        result = _request(config, "POST", "/reload")
+    except ControlError as exc:
+        if exc.status == 400:
+            print(f"wa-watchdog reload: configuration error, the running configuration stays: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"wa-watchdog reload: {exc}", file=sys.stderr)
+        return 1
+    changes = [f"{what} {', '.join(result[what])}" for what in ("added", "removed", "changed") if result.get(what)]
+    print(f"reloaded {config.path} (sha256 {result.get('sha256', '')[:12]}): {'; '.join(changes) or 'nothing changed'}")
+    if result.get("not_applied"):
+        print(f"not applied until the watchdog restarts: {', '.join(result['not_applied'])}")
     return 0
 
 

@@ -17,7 +17,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_rand
 
 from monitors.store.schema import migrations
 from monitors.store.sql import SQLITE
-from watchdog.migrations import SqliteExecutor, SqliteTarget, latest, migrate, refuse_if_newer, sqlite_write
+from watchdog.migrations import SchemaTooNew, SqliteExecutor, SqliteTarget, latest, migrate, sqlite_write
 
 
 @retry(retry=retry_if_exception_type(sqlite3.OperationalError), wait=wait_random(0.01, 0.05),
@@ -43,9 +43,12 @@ class SqliteBackend:
             self.conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
         self.conn.execute("PRAGMA busy_timeout = 10000")
         target = SqliteTarget(self.conn, self.description)
+        try:
+            found = target.refuse_if_newer(migrations(SQLITE))
+        except SchemaTooNew:
+            self.conn.close()
+            raise
         if readonly:
-            found = target.version(SqliteExecutor(self.conn))
-            refuse_if_newer(target, found, migrations(SQLITE))
             if found == latest(migrations(SQLITE)):
                 return
             self.conn.close()  # a file from an older release: upgrade it first (no monitor has yet)
