@@ -137,6 +137,12 @@ AUDIT = [
     ("control_port = 0", "control_port = 0\nrecovery_log_max_bytes = 10", "watchdog.recovery_log_max_bytes",
      "at least 4096"),
     ("control_port = 0", "control_port = 0\nchild_log_max_bytes = 0", "watchdog.child_log_max_bytes", "at least 4096"),
+    ("control_port = 0", "control_port = 0\nstart_timeout = 0", "watchdog.start_timeout", "more than 0"),
+    ("control_port = 0", "control_port = 0\noverload_grace = -1", "watchdog.overload_grace", "more than 0"),
+    ("control_port = 0", "control_port = 0\nmax_starting = -1", "watchdog.max_starting", "0 (twice the CPU count)"),
+    ("control_port = 0", "control_port = 0\nmax_starting = 1.5", "watchdog.max_starting", "expected an integer"),
+    ("control_port = 0", "control_port = 0\nrestart_rate = 0", "watchdog.restart_rate", "more than 0"),
+    ("control_port = 0", "control_port = 0\nprocess_check_period = 0", "watchdog.process_check_period", "more than 0"),
     # [accounts.NAME]
     ("watchdog_sec = 3.0", "watchdog_sec = 0.01", "accounts.main.watchdog_sec", "0 (off) or at least 0.5"),
     ("watchdog_sec = 3.0", "watchdog_sec = 3.0\nrss_limit_mb = -1", "accounts.main.rss_limit_mb", "0 (no limit)"),

@@ -280,7 +280,7 @@ class _Loader:
         self.check_watchdog(watchdog)
         if sim is not None:
             self.check_sim(sim)
-        self.check_unique(accounts, projects, alerts)
+        self.check_unique(accounts, projects)
         self.check_ports(watchdog, sim, accounts)
         database = self.check_database(self.table(DatabaseConfig, raw.get("database", {}), "database"))
         config = Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts, database=database)
@@ -511,8 +511,7 @@ class _Loader:
                 raise self.error(where, f"{value!r} repeats {key}[{seen[value]}]" + (f".{what}" if what else ""))
             seen[value] = i
 
-    def check_unique(self, accounts: dict[str, AccountConfig], projects: list[ProjectConfig],
-                     alerts: list[AlertConfig]) -> None:
+    def check_unique(self, accounts: dict[str, AccountConfig], projects: list[ProjectConfig]) -> None:
         """Names become component names (`monitor:lawley`): two alike would fight over one port and one log."""
         for name in accounts:
             if not NAME.match(name):
