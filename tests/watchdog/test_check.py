@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 from pathlib import Path
 
-from tests.conftest import BASE_CONFIG
+import pytest
+
+from tests.conftest import BASE_CONFIG, Processes, wait_until
 from tests.monitor_support import cli
+from watchdog import endpoints
 
 
 def _unit(unit_dir: Path, config: Path) -> None:
@@ -56,3 +60,28 @@ def test_each_problem_is_named(write_config, tmp_path: Path) -> None:
     assert f"FAIL  session   main (27710000000) is not paired: wa-watchdog pair --account main --phone 27710000000" in out
     assert f"FAIL  unit      {tmp_path / 'units' / 'wa-watchdog.service'} starts " in out and "not with --config" in out
     assert out.splitlines()[-1] == "4 problem(s)"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ports_held_by_the_running_watchdog_are_fine(write_config, tmp_path: Path) -> None:
+    control, api = _free_port(), _free_port()
+    config = write_config(BASE_CONFIG.replace("control_port = 0", f"control_port = {control}").replace(
+        "api_port = 0", f"api_port = {api}"))
+    config.chmod(0o640)
+    procs = Processes(config)
+    try:
+        procs.start("run", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: endpoints.url(tmp_path / "data", "bridge:main"), 30, message="the bridge to serve")
+        done = cli(config, "check", "--unit-dir", str(tmp_path / "units"))
+    finally:
+        procs.stop_all()
+    assert done.returncode == 0, done.stdout
+    for key, port in (("watchdog.control_port", control), ("accounts.main.api_port", api)):
+        assert f"ok    port      127.0.0.1:{port} ({key}) is in use: the running wa-watchdog holds this data " \
+               "directory" in done.stdout
