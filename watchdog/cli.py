@@ -14,6 +14,7 @@ from collections.abc import Callable
 from watchdog.config import Config, ConfigError, load
 from watchdog.data_dir import DataDirError, ensure_writable
 from watchdog.exitcodes import EXIT_CONFIG
+from watchdog.file_modes import set_umask, tighten_data_dir
 
 DEFAULT_CONFIG = os.environ.get("WA_WATCHDOG_CONFIG", "conf/demo.toml")
 
@@ -98,12 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    set_umask()  # before anything creates a file: stored messages are not for other local users
     args = build_parser().parse_args(argv)
     module_name, function_name, _ = COMMANDS[args.command]
     try:
         config: Config = load(args.config, args.data_dir)
-        if args.command in WRITES_DATA_DIR:
+        if args.command in WRITES_DATA_DIR:  # created (0750) or refused in one line; ops commands create nothing
             ensure_writable(config.data_dir)
+            tighten_data_dir(config.data_dir)
         command: Callable[[Config, argparse.Namespace], int] = getattr(
             importlib.import_module(module_name), function_name)
         return command(config, args)
