@@ -6,9 +6,10 @@ listens on the account has read past it (its cursor in the drops store), so
 a monitor that is behind, or a disabled project that resumes later, loses
 nothing. The newest row always stays: the messages table has no
 AUTOINCREMENT, and deleting the highest rowid would let SQLite hand that rowid
-out again, under a monitor's cursor. Sent and failed outbox rows, connection
-events and finished disconnect windows older than the limit go too (a pending
-send never does). Deletes run in short batches, so a running bridge waits at
+out again, under a monitor's cursor. Sent and failed outbox rows (with their
+request records), receipts, quarantined messages, connection events and
+finished disconnect windows older than the limit go too (a pending send never
+does). Deletes run in short batches, so a running bridge waits at
 most one batch for its next write. The drops store is the business record and
 is not touched. Freed pages are reused by new messages; the file shrinks only
 with VACUUM (docs).
@@ -29,8 +30,13 @@ from watchdog.recovery_view import parse_since
 BATCH = 5000  # rows per transaction
 
 # table -> the condition a row must meet (besides its age) to go; `?` is the cutoff timestamp.
+# In this order: an outbox row goes before its request record. Receipts and quarantine ids are AUTOINCREMENT,
+# so their readers' cursors are safe from reuse.
 AGED = {
     "outbox": "status != 'pending' AND created_at < ?",
+    "outbox_requests": "created_at < ? AND seq NOT IN (SELECT seq FROM outbox)",
+    "receipts": "stored_at < ?",
+    "quarantine": "at < ?",
     "connection_events": "at < ?",
     "disconnect_windows": "ended_at IS NOT NULL AND ended_at < ? AND backfill_status != 'pending'",
 }
@@ -54,13 +60,15 @@ def prune_store(path: str, cutoff: str, read_up_to: int, dry_run: bool) -> dict[
     """Delete (or with dry_run count) what may go; returns rows per table."""
     conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
     try:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        aged = {table: condition for table, condition in AGED.items() if table in tables}  # (a store not yet migrated)
         newest = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM messages").fetchone()[0]
         bound = min(read_up_to, newest - 1)
         where = "timestamp < ? AND rowid <= ?"
         counts = {"messages": conn.execute(f"SELECT COUNT(*) FROM messages WHERE {where}",
                                            (cutoff, bound)).fetchone()[0]}
         counts |= {table: conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {condition}", (cutoff,)).fetchone()[0]
-                   for table, condition in AGED.items()}
+                   for table, condition in aged.items()}
         if dry_run:
             return counts
         while True:
@@ -72,7 +80,7 @@ def prune_store(path: str, cutoff: str, read_up_to: int, dry_run: bool) -> dict[
             conn.execute("COMMIT")
             if len(rows) < BATCH:
                 break
-        for table, condition in AGED.items():
+        for table, condition in aged.items():
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(f"DELETE FROM {table} WHERE {condition}", (cutoff,))
             conn.execute("COMMIT")

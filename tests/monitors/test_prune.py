@@ -5,7 +5,7 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from bridge.store import Store
+from bridge.store import Store, format_ts
 from bridge.transport import IncomingMessage
 from monitors.drops_store import open_drops_store
 from tests.conftest import GROUP_A
@@ -29,6 +29,9 @@ def test_prune_keeps_what_a_monitor_has_not_read_and_the_newest_row(config_path:
     store.add_messages([IncomingMessage(f"M{n}", GROUP_A, "27710000001@s.whatsapp.net", f"DR{1000000 + n}",
                                         OLD if n < 8 else NEW) for n in range(10)])
     store.close()
+    with sqlite3.connect(path) as conn:  # a sent message's receipt long ago, and one of yesterday
+        conn.executemany("INSERT INTO receipts (message_id, chat_jid, kind, at, stored_at) VALUES (?, ?, 'read', ?, ?)",
+                         [(f"S{n}", GROUP_A, when, when) for n, when in enumerate((format_ts(OLD), format_ts(NEW)))])
     drops = open_drops_store(config)
     drops.record("lawley", "main", 6, [], None)  # lawley has read rowids 1-6
     drops.record("mohadin", "main", 9, [], None)
@@ -41,7 +44,7 @@ def test_prune_keeps_what_a_monitor_has_not_read_and_the_newest_row(config_path:
 
     done = cli(config_path, "prune", "--older-than", "180d")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("main: removed 6 messages")
+    assert done.stdout.startswith("main: removed 6 messages, 0 outbox, 0 outbox_requests, 1 receipts")
     assert _messages(path) == ["M6", "M7", "M8", "M9"]  # M6, M7: old but not yet read by lawley
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM message_meta").fetchone()[0] == 4
