@@ -15,7 +15,8 @@ GROUP_SERVER = "g.us"
 _TAG = re.compile(r"@([0-9]+)(?![0-9])")
 _NUMBER = re.compile(r"^\+?[0-9]{5,20}$")
 _NUMBER_PUNCTUATION = re.compile(r"[\s\-().]")  # how people write numbers: +27 71 000 0001, (071) 000-0001
-# Server refusals that are the caller's mistake, in the simulator's and whatsmeow's words (ErrGroupNotFound, ErrNotInGroup).
+# Server refusals that are the caller's mistake, in the simulator's and whatsmeow's words
+# (whatsmeow's ErrGroupNotFound, ErrNotInGroup).
 _CALLER_MISTAKES = ((re.compile(r"unknown group|that group does not exist", re.IGNORECASE), 404),
                     (re.compile(r"not participating in that group", re.IGNORECASE), 403))
 # user[:device]@server; groups are digits or the old "creator-timestamp" form.

@@ -68,7 +68,8 @@ def check_config(config: Config) -> Iterator[Finding]:
 def check_data_dir(config: Config) -> Iterator[Finding]:
     path = config.data_dir
     if not path.is_dir():
-        yield Finding(FAIL, "data dir", f"{path} does not exist: install -d -o wa-watchdog -g wa-watchdog -m 0750 {path}")
+        yield Finding(FAIL, "data dir",
+                      f"{path} does not exist: install -d -o wa-watchdog -g wa-watchdog -m 0750 {path}")
         return
     probe = path / f".check.{os.getpid()}"
     try:
