@@ -236,8 +236,10 @@ class Arbiter:
         """
         path = endpoints.run_dir(self.config.data_dir) / WATCHDOG_LOCK
         fd = locks.open_lock(path)
-        deadline = time.monotonic() + self.config.watchdog.stop_timeout + self.config.watchdog.term_grace
+        wait = self.config.watchdog.stop_timeout + self.config.watchdog.term_grace
+        deadline = time.monotonic() + wait
         stranger_since: float | None = None
+        said = False
         while not locks.try_lock(fd):
             if self._stop_requested is not None and self._stop_requested.is_set():
                 os.close(fd)
@@ -252,6 +254,10 @@ class Arbiter:
                              locks.recorded_pid(fd) or "unknown", self.config.data_dir, path)
                 os.close(fd)
                 return None
+            elif not said:  # at once: a second demo must not sit silent for the whole wait
+                said = True
+                logger.warning("another wa-watchdog (pid {}) holds {}: waiting up to {:g} s for it to exit",
+                               locks.recorded_pid(fd) or "unknown", path, wait)
             await asyncio.sleep(0.05)
         locks.write_owner(fd)
         return fd
