@@ -107,10 +107,34 @@ CREATE TABLE receipts (
 )
 """
 
+OUTBOX_REQUESTS_AND_QUARANTINE = """
+CREATE TABLE outbox_requests (
+    seq INTEGER PRIMARY KEY,          -- outbox.seq
+    endpoint TEXT NOT NULL,           -- /api/send | /send-message
+    fingerprint TEXT NOT NULL,        -- sha256 of the parsed request: key reuse conflicts, keyless retries
+    staged_media TEXT,                -- our private copy of the media (bridge/media.py), removed when done
+    attempts INTEGER NOT NULL DEFAULT 0,
+    dead_at TEXT,                     -- moved aside for good (refused, unreadable, too many attempts)
+    created_at TEXT NOT NULL
+);
+CREATE INDEX outbox_requests_fingerprint ON outbox_requests (fingerprint, created_at);
+CREATE TABLE quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    chat_jid TEXT NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('sanitised', 'quarantined')),
+    reason TEXT NOT NULL,
+    raw TEXT NOT NULL,                -- the message as received, JSON with \\u escapes (lone surrogates kept)
+    at TEXT NOT NULL
+)
+"""
+
 MIGRATIONS = [
     Migration(1, "whatsapp-mcp chats and messages; message_meta, connection_events, disconnect_windows, outbox, "
                  "bridge_state", (WHATSAPP_MCP_SCHEMA, OUR_SCHEMA)),
     Migration(2, "receipts (server ack, delivered, read) of messages the bridge sent", (RECEIPTS,)),
+    Migration(3, "outbox_requests (fingerprint, attempts, dead letters, staged media) and quarantine (poison messages)",
+              (OUTBOX_REQUESTS_AND_QUARANTINE,)),
 ]
 
 SCHEMA_VERSION = latest(MIGRATIONS)

@@ -2,8 +2,11 @@
 
 Its `GET /api/health` is classified, not just "up or down": a 503 `connecting`
 / `disconnected` is a WhatsApp-side outage (a restart would not bring WhatsApp
-back), `stream_replaced` / `logged_out` need an operator, and only no answer,
-a timeout or `store_error` mean the bridge itself is unwell. The standby is the
+back), `stream_replaced` / `logged_out` need an operator, and only no answer
+or a timeout mean the bridge itself is unwell. `store_error` (disk full, the
+store locked by another program) is answered by a live event loop: a restart
+would not free the disk or the lock, so it is an outage too (alerted with its
+reason, not restarted). The standby is the
 same command with `--standby`: it loads everything, then blocks on the session
 lock, which the kernel hands it when the owner dies.
 
@@ -18,7 +21,7 @@ from watchdog.hooks import Hooks
 from watchdog.probes import FAILURE, OK, OPERATOR, OUTAGE, HealthResult
 from watchdog.programs import Check, Program
 
-OUTAGE_STATES = ("connecting", "disconnected")
+OUTAGE_STATES = ("connecting", "disconnected", "store_error")
 OPERATOR_STATES = ("stream_replaced", "logged_out")
 CONNECTION_KEYS = ("connected", "state", "reason", "open_window", "outbox_depth", "last_event_age_s", "caught_up")
 

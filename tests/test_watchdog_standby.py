@@ -15,7 +15,7 @@ from tests.bridge_support import call
 from tests.conftest import Processes, wait_until
 from tests.test_watchdog_supervision import RecordingAlerts, run, supervise, worker, write_settings
 from tests.test_watchdog_system import EXPECTED, alive, status
-from watchdog import endpoints
+from watchdog import control_token, endpoints
 from watchdog.recovery_log import RecoveryLog
 from watchdog.stale import recorded_children
 from watchdog.hooks import Hooks
@@ -112,7 +112,8 @@ def test_the_standby_takes_over_a_killed_then_a_hung_bridge_and_is_itself_respaw
         seen.add(standby)
 
         # An operator restart: the bridge is stopped and its standby takes over.
-        restarted = call("POST", f"{endpoints.url(data_dir, 'watchdog', 'control')}/restart/bridge:main")[1]
+        restarted = call("POST", f"{endpoints.url(data_dir, 'watchdog', 'control')}/restart/bridge:main",
+                         headers={"Authorization": f"Bearer {control_token.read(data_dir)}"})[1]
         assert restarted["old_pid"] == active and restarted["pid"] == standby, restarted
         bridge = wait_until(lambda: (c := up_with_standby(data_dir, (active,))) and c["bridge:main"], 30,
                             message="the standby promoted by an operator restart, and a new standby")

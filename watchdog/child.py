@@ -88,6 +88,7 @@ class ChildProcess:
         self.pid = popen.pid
         self.started_at = time.monotonic()
         self.returncode: int | None = None
+        self.exited_at: float | None = None  # epoch seconds the pidfd fired (handed to the next process)
         self.exited = asyncio.get_running_loop().create_future()
         self._on_exit = on_exit
         watch_exit(self.pid, self._ended)
@@ -113,6 +114,7 @@ class ChildProcess:
         return self.returncode is None
 
     def _ended(self) -> None:
+        self.exited_at = time.time()
         self.returncode = self.popen.wait()  # reaps at once: the pidfd said it has ended
         self.signal(signal.SIGKILL)  # whatever the child left behind in its group goes with it
         self.exited.set_result(self.returncode)

@@ -47,7 +47,9 @@ async def probe_http(session: aiohttp.ClientSession, url: str, timeout: float, c
                      token: str = "") -> HealthResult:
     """GET `url` within `timeout` seconds (with a bearer token when given) and classify the answer.
 
-    `Connection: close`: every probe is a new connection, as a client after a restart would make.
+    Each probe on a new connection (`Connection: close`, so none is pooled): a server that can no longer
+    accept connections (descriptors exhausted, connection cap reached) must fail its probe even while an
+    old pooled connection would still be served.
     """
     headers = {"Connection": "close", **({"Authorization": f"Bearer {token}"} if token else {})}
     try:

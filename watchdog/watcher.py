@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from loguru import logger
 
-from watchdog import endpoints, hooks, probes
+from watchdog import endpoints, exit_handoff, hooks, probes
 from watchdog.checks import Checks
 from watchdog.child import ChildProcess, child_env, exit_cause
 from watchdog.child_output import ChildOutput, RotatingFile, StderrSink, log_path
@@ -424,6 +424,7 @@ class Watcher:
             return
         if child is not self.child:
             return
+        exit_handoff.record(self.ctx.data_dir, self.name, child)  # the next process dates its outage by it
         self.checks.cancel()
         self._cancel_timer("reset")
         code = child.returncode if child.returncode is not None else 0
@@ -515,6 +516,8 @@ class Watcher:
         self._failures.clear()
         self._begin_recovery("operator", cause, old_pid)
         self.recovery.delay = 0.0
+        if self.standby is not None:
+            await self.standby.drop_if_stale()  # before the child frees the session for it
         child = self.child
         if child is not None and child.running:
             logger.info("{}: {}", self.name, cause)
