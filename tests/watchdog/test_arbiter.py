@@ -66,7 +66,10 @@ def test_reload_applies_only_the_difference_and_adding_a_project_leaves_the_brid
 
         untouched = [*EXPECTED, "keep"]
         assert {n: after[n]["pid"] for n in untouched} == {n: before[n]["pid"] for n in untouched}
-        assert after["bridge:main"]["standby_pid"] == before["bridge:main"]["standby_pid"]
+        # The standby (it holds nothing) is renewed so that it has read the new file: the next takeover stays warm.
+        renewed = wait_until(lambda: (c := healthy(data_dir, ["bridge:main"])) and c["bridge:main"]["standby_pid"]
+                             not in (None, before["bridge:main"]["standby_pid"]) and c, 30, message="a renewed standby")
+        assert renewed["bridge:main"]["pid"] == before["bridge:main"]["pid"]
         assert after["edit"]["pid"] != before["edit"]["pid"] and "gone" not in after
         assert sessions(sim_url)["connections"] == connections, "the bridge reconnected"
         assert rows(data_dir, "SELECT count(*) FROM disconnect_windows") == windows, "a disconnect window opened"
