@@ -146,6 +146,10 @@ class Arbiter:
             self.metrics.set_component(program.name, up=False, healthy=False)
         for program in changes.added + changes.changed:
             self._start_when_ready(self.watchers[program.name], f"reload: {going.get(program.name, 'added')}")
+        fresh = {p.name for p in changes.added + changes.changed}
+        for watcher in self.watchers.values():
+            if watcher.standby is not None and watcher.name not in fresh:
+                watcher.standby.renew()  # the file changed: a standby that read it keeps the next takeover warm
         self._on_change(None)
         return {"ok": True, "sha256": sha256, "added": [p.name for p in changes.added],
                 "removed": [p.name for p in changes.removed], "changed": [p.name for p in changes.changed],
