@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bridge.store import Window
 from bridge.transport import ConnectionKind
@@ -53,6 +53,8 @@ class HealthInputs:
 
     outbox_depth: int
     open_window: Window | None
+    dead_letters: int = 0  # outbox rows moved aside for good
+    quarantine: dict[str, int] = field(default_factory=dict)  # poison messages: sanitised / quarantined
 
 
 class Health:
@@ -121,6 +123,8 @@ class Health:
             "last_event_age_s": round(time.monotonic() - self._last_event, 3),
             "loop_lag_ms": round(self.loop_lag_ms, 3),
             "outbox_depth": inputs.outbox_depth,
+            "dead_letters": inputs.dead_letters,
+            "quarantine": inputs.quarantine,
             "open_window": {"started_at": window.started_at, "reason": window.reason} if window else None,
             "caught_up": self.connected and window is None,  # connected and the offline queue replayed
             "store_writable": self.store_writable,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import os
 import signal
@@ -37,14 +38,16 @@ from loguru import logger
 from bridge.api import build_app
 from bridge.health import CONNECTED, STATE_OF_KIND, Health, HealthInputs
 from bridge.outbox import Outbox
+from bridge.quarantine import Quarantined, unmappable
 from bridge.session_lock import SessionHeld, SessionLock
 from bridge.integrity import CorruptStore, check_or_refuse
-from bridge.store import Store, StoreCorrupt, StoreError, StoreLocked, format_ts, now_ts
+from bridge.store import OutboxRow, Store, StoreCorrupt, StoreError, StoreLocked, format_ts, now_ts
 from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Transport
 from bridge.windows import STOPPED_REASON, Windows
-from watchdog import endpoints, exit_handoff, logs
+from watchdog import endpoints, exit_handoff, logs, web_guard
 from watchdog.config import AccountConfig, Config
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
+from watchdog.http_server import LimitedRunner
 from watchdog.migrations import SchemaTooNew
 from watchdog.notify import Notifier, heartbeat_interval
 from watchdog.recovery_log import RecoveryLog
@@ -85,11 +88,16 @@ class Bridge:
         self.store = store
         self.transport = transport
         self.media_dirs = account.media_dirs
+        self.media_limits_mb = dataclasses.asdict(account.media_max_mb)
+        self.staging_dir = store.path.parent / "outbox-media"
         self.download_dir = account.download_dir
         self.health = Health(account.name)
-        self.outbox = Outbox(store, transport, account.jid)
-        self.windows = Windows(store, RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes),
-                               self.component, transport, account.follow_groups)
+        self.recovery_log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
+        self.outbox = Outbox(store, transport, account.jid, is_connected=lambda: self.health.connected,
+                             on_dead_letter=self._dead_letter, max_attempts=account.send_max_attempts,
+                             delivery_wait=account.send_wait_s, dedupe_window=account.dedupe_window_s)
+        store.on_set_aside = self._set_aside
+        self.windows = Windows(store, self.recovery_log, self.component, transport, account.follow_groups)
         self.notifier = Notifier()
         self._stop = asyncio.Event()
         self._synced = asyncio.Event()
@@ -124,6 +132,9 @@ class Bridge:
         self.health.store_result("")
         if added:
             logger.info("stored {} new of {} messages", added, len(messages))
+
+    async def on_unmappable(self, message_id: str, chat_jid: str, reason: str, raw: str) -> None:
+        self.store.quarantine([unmappable(message_id, chat_jid, reason, raw)])
 
     def _store_failed(self, exc: StoreError) -> None:
         """Report a store that refused a write; a corrupt one ends the bridge with exit 2."""
@@ -169,6 +180,22 @@ class Bridge:
                 self._ready()
         self._publish_status()
 
+    def _set_aside(self, records: list[Quarantined]) -> None:
+        """Poison messages: logged and one recovery-log record per batch; the rest of the batch is stored."""
+        for record in records:
+            logger.warning("message {} in {} {}: {}", record.message_id, record.chat_jid, record.action, record.reason)
+        counts = {action: sum(r.action == action for r in records) for action in ("sanitised", "quarantined")}
+        self.recovery_log.append(self.component, "quarantine", **counts,
+                                 message_ids=[r.message_id for r in records][:20],
+                                 message=f"{counts['sanitised']} stored sanitised, {counts['quarantined']} quarantined "
+                                         f"(raw payloads in the quarantine table of {self.store.path.name})")
+
+    def _dead_letter(self, row: OutboxRow, reason: str) -> None:
+        """A send moved aside for good: one recovery-log record (the alert), then the outbox goes on."""
+        self.recovery_log.append(self.component, "dead_letter", message_id=row.message_id,
+                                 recipient=row.recipient_jid, message=reason)
+        self._publish_status()
+
     def _ready(self) -> None:
         if not self._ready_sent:
             self._ready_sent = True
@@ -178,14 +205,17 @@ class Bridge:
 
     def health_inputs(self) -> HealthInputs:
         try:
-            return HealthInputs(self.store.outbox_depth(), self.store.open_window())
+            return HealthInputs(self.store.outbox_depth(), self.store.open_window(), self.store.outbox_dead_letters(),
+                                self.store.quarantine_counts())
         except sqlite3.Error as exc:
             self.health.store_result(f"cannot read {self.store.path}: {exc}")
-            return HealthInputs(-1, None)
+            return HealthInputs(-1, None, -1, {})
 
     def status_line(self) -> str:
         try:
             counts = f"{self.store.message_count()} messages · outbox {self.store.outbox_depth()}"
+            dead, poison = self.store.outbox_dead_letters(), sum(self.store.quarantine_counts().values())
+            counts += (f" · dead-lettered {dead}" if dead else "") + (f" · quarantined {poison}" if poison else "")
         except sqlite3.Error:
             counts = "store unreadable"
         return f"{self.health.reported_state} · {counts}"
@@ -259,8 +289,9 @@ class Bridge:
             self._windows_started = True
         except StoreError as exc:  # full disk or locked: serve health anyway; the heartbeat retries it
             self._store_failed(exc)
-        runner = web.AppRunner(build_app(self, self.account.api_token, self.account.api_allowed_hosts,
-                                           self.account.api_allowed_origins), access_log=None, handle_signals=False)
+        runner = LimitedRunner(build_app(self, self.account.api_token, self.account.api_allowed_hosts,
+                                         self.account.api_allowed_origins),
+                               error_body=web_guard.mcp_shape, access_log=None, handle_signals=False)
         await runner.setup()
         await web.TCPSite(runner, self.account.api_host, self.account.api_port).start()
         host, port = runner.addresses[0][:2]

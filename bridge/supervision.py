@@ -23,6 +23,7 @@ from watchdog.programs import Check, Program
 
 OUTAGE_STATES = ("connecting", "disconnected", "store_error")
 OPERATOR_STATES = ("stream_replaced", "logged_out")
+CONNECTION_KEYS = ("connected", "state", "reason", "open_window", "outbox_depth", "last_event_age_s", "caught_up")
 
 
 def classify(status: int, body: object) -> HealthResult:
@@ -30,13 +31,14 @@ def classify(status: int, body: object) -> HealthResult:
     if not isinstance(body, dict):
         return HealthResult(FAILURE, "bad answer", f"HTTP {status} without a JSON object")
     state = str(body.get("state", ""))
+    reason = str(body.get("reason", ""))
     if status == 200:
-        return HealthResult(OK, state or "connected")
+        return HealthResult(OK, state or "connected", body=body)
     if state in OUTAGE_STATES:
-        return HealthResult(OUTAGE, state, str(body.get("reason", "")), _window_start(body.get("open_window")))
+        return HealthResult(OUTAGE, state, reason, _window_start(body.get("open_window")), body=body)
     if state in OPERATOR_STATES:
-        return HealthResult(OPERATOR, state, str(body.get("reason", "")))
-    return HealthResult(FAILURE, state or f"HTTP {status}", str(body.get("reason", "")))
+        return HealthResult(OPERATOR, state, reason, body=body)
+    return HealthResult(FAILURE, state or f"HTTP {status}", reason, body=body)
 
 
 def _window_start(window: object) -> float | None:
@@ -62,6 +64,13 @@ class BridgeHooks(Hooks):
 
     def standby_argv(self, program: Program) -> tuple[str, ...]:
         return (*program.argv, "--standby")
+
+    def status_fields(self, last_probe: HealthResult | None) -> dict:
+        """`connection`: the bridge's WhatsApp connection as its last health answer told it (null before one)."""
+        body = last_probe.body if last_probe is not None else None
+        if body is None:
+            return {"connection": None}
+        return {"connection": {key: body.get(key) for key in CONNECTION_KEYS}}
 
 
 hooks = BridgeHooks()

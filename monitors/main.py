@@ -21,7 +21,7 @@ from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from bridge.integrity import CorruptStore, is_corrupt
-from bridge.store import Window, bare_user, parse_ts
+from bridge.schema import Window, bare_user, parse_ts
 from monitors.detect import DropPattern, submissions
 from monitors.drops_store import StoreUnavailable, open_drops_store
 from monitors.feedback import FeedbackSender, ack_for

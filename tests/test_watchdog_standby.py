@@ -8,6 +8,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from bridge.session_lock import holder_pid
 from tests.bridge_support import call
 from tests.conftest import Processes, wait_until
@@ -53,6 +55,7 @@ def bridge_records(data_dir: Path, event: str, pid: int) -> list[dict]:
             if r["component"] == "bridge:main" and r["event"] == event and r.get("pid") == pid]
 
 
+@pytest.mark.slow
 def test_the_standby_takes_over_a_killed_then_a_hung_bridge_and_is_itself_respawned(procs: Processes,
                                                                                     data_dir: Path,
                                                                                     tmp_path: Path) -> None:
@@ -125,6 +128,7 @@ def test_the_standby_takes_over_a_killed_then_a_hung_bridge_and_is_itself_respaw
     assert holder_pid(session_dir) is None
 
 
+@pytest.mark.slow
 def test_a_crash_looping_component_still_backs_off_with_a_standby(tmp_path: Path) -> None:
     """Each promotion is immediate, but the next standby waits out the backoff delay, so a crash loop
     ends up alternating promotions with cold restarts that back off; alerted once, never given up."""

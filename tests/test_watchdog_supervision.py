@@ -252,6 +252,7 @@ def test_memory_of_the_childs_own_children_counts_towards_its_limit(tmp_path: Pa
 # -- backoff, crash loops, failures ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_crash_loop_backs_off_exponentially_up_to_the_cap_and_alerts_once(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with webhook_receiver() as (url, received):
@@ -277,6 +278,7 @@ def test_crash_loop_backs_off_exponentially_up_to_the_cap_and_alerts_once(tmp_pa
     run(scenario)
 
 
+@pytest.mark.slow
 def test_backoff_resets_after_the_component_was_healthy_long_enough(tmp_path: Path) -> None:
     async def scenario() -> None:
         config = write_settings(tmp_path, backoff_reset_after=0.2)
@@ -542,6 +544,7 @@ def test_whatsapp_outage_is_not_restarted_but_alerted_with_its_duration_and_reso
     run(scenario)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("answer", "named"), [({"status": 200, "state": "connected", "delay": 1.0}, "timeout")])
 def test_no_answer_makes_the_bridge_unhealthy_and_restarted(tmp_path: Path, answer: dict, named: str) -> None:
     state_file = tmp_path / "health.json"
@@ -578,6 +581,7 @@ def test_a_store_error_from_a_live_loop_is_alerted_not_restarted(tmp_path: Path)
     run(scenario)
 
 
+@pytest.mark.slow
 def test_a_frozen_bridge_is_a_hang_at_the_next_probe_not_after_the_threshold(tmp_path: Path) -> None:
     state_file = tmp_path / "health.json"
     set_health(state_file, 200, "connected")

@@ -72,6 +72,16 @@ class SimConfig:
 
 
 @dataclass(frozen=True)
+class MediaLimitsConfig:
+    """Largest media file per type, in MB: WhatsApp's own limits (bridge/media.py) unless lowered."""
+
+    image: float = 5.0
+    video: float = 16.0
+    audio: float = 16.0
+    document: float = 100.0
+
+
+@dataclass(frozen=True)
 class AccountConfig:
     """One WhatsApp number: one session, one bridge process."""
 
@@ -96,6 +106,12 @@ class AccountConfig:
     # Browser-forgery guard (watchdog/web_guard.py): extra Host names and Origins a reverse proxy uses.
     api_allowed_hosts: list[str] = field(default_factory=list)
     api_allowed_origins: list[str] = field(default_factory=list)
+    media_max_mb: MediaLimitsConfig = field(default_factory=MediaLimitsConfig)
+    # The outbox (bridge/outbox.py): attempts before a row is dead-lettered; how long a request without an
+    # Idempotency-Key waits for delivery; how long an identical keyless request counts as a retry (0 = off).
+    send_max_attempts: int = 5
+    send_wait_s: float = 8.0
+    dedupe_window_s: float = 120.0
 
     @property
     def component(self) -> str:
@@ -390,6 +406,12 @@ class _Loader:
         if not _is_loopback(account.api_host) and not account.api_token:
             raise self.error(f"{key}.api_token", f"required when api_host is not loopback ({account.api_host})")
         self.check_origins(account.api_allowed_origins, f"{key}.api_allowed_origins")
+        for media_type in ("image", "video", "audio", "document"):
+            self.check_positive(getattr(account.media_max_mb, media_type), f"{key}.media_max_mb.{media_type}")
+        self.check_positive(account.send_max_attempts, f"{key}.send_max_attempts")
+        for name in ("send_wait_s", "dedupe_window_s"):
+            if getattr(account, name) < 0:
+                raise self.error(f"{key}.{name}", f"must be 0 (off) or more seconds, got {getattr(account, name):g}")
         for i, jid in enumerate(account.follow_groups):
             if not GROUP_JID.match(jid):
                 raise self.error(f"{key}.follow_groups[{i}]", f"not a group JID (like 120363000000000001@g.us): {jid!r}")

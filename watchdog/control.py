@@ -17,6 +17,7 @@ from aiohttp import web
 
 from watchdog import web_guard
 from watchdog.config import WatchdogConfig
+from watchdog.http_server import LimitedRunner
 from watchdog.metrics import Metrics
 
 STATUS = web.AppKey("status", Callable[[], list[dict]])
@@ -98,7 +99,7 @@ async def start_control_server(config: WatchdogConfig, status: Callable[[], list
     `watchdog` (that is where `wa-watchdog status` looks) and calls
     `runner.cleanup()` on shutdown.
     """
-    runner = web.AppRunner(build_app(config, status, restart, metrics, reload, config_info, restart_token),
+    runner = LimitedRunner(build_app(config, status, restart, metrics, reload, config_info, restart_token),
                            access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.control_host, config.control_port)

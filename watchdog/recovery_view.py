@@ -80,7 +80,7 @@ def event_text(record: dict) -> str:
     elif event == "crash_loop":
         text = "crash loop" + (f" ({cause})" if cause else "")
         if record.get("backoff_s") is not None:
-            text += f" · retrying every {format_ms(float(record['backoff_s']) * 1000)}"
+            text += f" · backing off, next in {format_ms(float(record['backoff_s']) * 1000)}"
     elif event == "failed":
         text = "failed, not restarted" + (f": {cause}" if cause else "")
     elif event == "restart":
@@ -92,6 +92,12 @@ def event_text(record: dict) -> str:
         details = [f"pid {record['pid']}"] if "pid" in record else []
         details += [cause] if cause else []
         text = {"start": "started", "stop": "stopped"}[event] + (f" ({', '.join(details)})" if details else "")
+    elif event == "reload":
+        text = "config reloaded" + (f" ({cause})" if cause else "")
+    elif event == "overloaded":
+        text = "overloaded, not hung: given time" + (f" ({cause})" if cause else "")
+    elif event == "throttle":
+        text = "start delayed" + (f": {cause}" if cause else "")
     else:
         text = event
     if message:

@@ -16,6 +16,7 @@ out, banned, outdated) stop the client and end run().
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import functools
@@ -26,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+from google.protobuf.message import Message
 from loguru import logger
 from neonize._binder import func_callback_bytes2, gocode
 from neonize.client import NewClient
@@ -300,19 +302,28 @@ class NeonizeTransport(Transport):
                 chat = mapping.jid_string(event.Info.MessageSource.Chat)
                 self._lid_groups[chat] = event.Info.MessageSource.AddressingMode == nz.AddressingMode.LID
             message = mapping.incoming_message(event, source)
-        except Exception:  # noqa: BLE001
-            logger.exception("neonize transport: cannot map message {}", event.Info.ID)
+        except Exception as exc:  # noqa: BLE001 - a poison message: quarantined with its raw bytes, never lost
+            logger.error("neonize transport: cannot map message {}: {!r}; quarantined", event.Info.ID, exc)
+            self._quarantine(event.Info.ID, mapping.jid_string(event.Info.MessageSource.Chat), exc, event)
             return
         if message is not None and self._handler is not None:
             self._wait_for(functools.partial(self._handler.on_messages, [message]), f"message {message.id}",
                            retry_failures=True)
 
+    def _quarantine(self, message_id: object, chat_jid: str, exc: Exception, raw: Message) -> None:
+        handler = self._handler
+        if handler is not None:
+            payload = base64.b64encode(raw.SerializePartialToString()).decode("ascii")
+            reason = f"cannot be mapped: {type(exc).__name__}: {exc}"
+            self._wait_for(functools.partial(handler.on_unmappable, str(message_id), chat_jid, reason,
+                                             f'{{"protobuf_b64": "{payload}", "type": "{type(raw).__name__}"}}'),
+                           f"quarantine of {message_id}", retry_failures=True)
+
     def _on_history(self, _client: object, event: nz.HistorySync) -> None:
-        try:
-            messages = mapping.history_messages(event.Data, self._account.jid)
-        except Exception:  # noqa: BLE001
-            logger.exception("neonize transport: cannot map a history-sync batch")
-            return
+        messages, poison = mapping.history_messages(event.Data, self._account.jid)
+        for item, chat, exc in poison:
+            logger.error("neonize transport: cannot map history message {}: {!r}; quarantined", item.message.key.ID, exc)
+            self._quarantine(item.message.key.ID, chat, exc, item)
         logger.info("neonize transport: history sync ({}) with {} messages", event.Data.syncType, len(messages))
         handler = self._handler
         batches = [messages[start:start + MAX_BATCH] for start in range(0, len(messages), MAX_BATCH)]

@@ -29,15 +29,15 @@ from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, ConnectionKind, Handler,
-                              IncomingMessage, MediaInfo, NotConnected, OutgoingMessage, SendFailed, SendResult,
-                              Source, Transport)
+                              IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, SendFailed,
+                              SendResult, Source, Transport)
 from watchdog import endpoints
 from watchdog.config import AccountConfig, Config
 
 # Close codes chosen by bridge/simulator/server.py.
 CLOSE_CODES = {4409: ConnectionKind.STREAM_REPLACED, 4401: ConnectionKind.LOGGED_OUT}
 REQUEST_TIMEOUT = 10.0
-MAX_FRAME = 64 * 1024 * 1024
+MAX_FRAME = 144 * 1024 * 1024  # a 100 MB document (WhatsApp's limit) travels base64 in one frame
 MAX_BATCH = 5000  # messages per on_messages call
 RETRY_WAIT = wait_random_exponential(multiplier=0.05, max=2.0)  # full jitter: ~0.1 s, 0.2 s, ... capped at 2 s
 
@@ -68,6 +68,14 @@ def _incoming(raw: dict, source: Source, own_jid: str) -> IncomingMessage:
         media=MediaInfo(media["type"], media["filename"], media["url"], base64.b64decode(media["media_key"]),
                         base64.b64decode(media["file_sha256"]), base64.b64decode(media["file_enc_sha256"]),
                         media["file_length"]) if media else None)
+
+
+def _media_frame(media: OutgoingMedia) -> dict:
+    try:
+        data = media.path.read_bytes()
+    except OSError as exc:
+        raise SendFailed(f"cannot read media {media.path}: {exc.strerror or exc}") from None
+    return {"type": media.media_type, "filename": media.filename, "data_b64": base64.b64encode(data).decode("ascii")}
 
 
 class SimTransport(Transport):
@@ -283,7 +291,8 @@ class SimTransport(Transport):
         future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
         self._pending[req] = future
         try:
-            await ws.send_str(json.dumps({**frame, "req": req}))
+            body = {**frame, "req": req}
+            await ws.send_str(await asyncio.to_thread(json.dumps, body) if "media" in frame else json.dumps(body))
             return await asyncio.wait_for(future, REQUEST_TIMEOUT)
         except (ConnectionError, aiohttp.ClientError) as exc:
             raise NotConnected(f"connection lost: {exc}") from None
@@ -295,13 +304,8 @@ class SimTransport(Transport):
     async def send(self, message: OutgoingMessage) -> SendResult:
         frame: dict = {"type": "send", "id": message.message_id, "recipient": message.recipient_jid,
                        "text": message.text, "mentioned_jids": list(message.mentioned_jids)}
-        if message.media is not None:
-            try:
-                data = await asyncio.to_thread(message.media.path.read_bytes)
-            except OSError as exc:
-                raise SendFailed(f"cannot read media {message.media.path}: {exc.strerror or exc}") from None
-            frame["media"] = {"type": message.media.media_type, "filename": message.media.filename,
-                              "data_b64": base64.b64encode(data).decode("ascii")}
+        if message.media is not None:  # read and encoded in a thread: up to 100 MB must not stall the loop
+            frame["media"] = await asyncio.to_thread(_media_frame, message.media)
         reply = await self._request(frame)
         if not reply.get("ok"):
             raise SendFailed(reply.get("error") or "refused by the simulator")
