@@ -13,6 +13,7 @@ BENCHMARKS = {
     "bridge": ("scripts.benchmarks.bridge_bench", "message ingest rate and /api/send latency"),
     "drops": ("scripts.benchmarks.drop_latency", "sim post -> drop row latency, six projects, drops.db vs PostgreSQL"),
     "recovery": ("scripts.benchmarks.recovery_bench", "kill/hang -> healthy: ours vs supervisord vs systemd"),
+    "windows": ("scripts.benchmarks.outage_windows", "recorded outage windows vs the real outage (kill -9, disconnect)"),
 }
 
 
