@@ -21,14 +21,17 @@ from loguru import logger
 
 from watchdog import endpoints
 from watchdog.alerts import AlertManager
+from watchdog.child import use_template
 from watchdog.child_output import StderrSink
 from watchdog.config import Config
 from watchdog.control import start_control_server
 from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
+from watchdog.forkserver import ForkServer
 from watchdog.metrics import Metrics
 from watchdog.recovery_log import RecoveryLog
 from watchdog.stale import component_of, record_children, recorded_children, standby_name
 from watchdog.systemd_heartbeat import SystemdHeartbeat
+from watchdog.template import is_ours
 from watchdog.watcher import BRIDGE, FAILED, MONITOR, SIM, STARTING, Component, Context, Watcher
 
 WATCHDOG_LOCK = "watchdog.lock"  # in the run directory; holds the supervising watchdog's pid
@@ -83,6 +86,7 @@ class Arbiter:
         self._changed: asyncio.Event | None = None
         self._signals = 0
         self._recorded_children: dict[str, int] = {}
+        self._template: ForkServer | None = None
 
     # -- what the control API calls -----------------------------------------------
 
@@ -158,12 +162,23 @@ class Arbiter:
         timeout = self.config.watchdog.stop_timeout
         for kind in STOP_ORDER:
             await asyncio.gather(*(w.stop(timeout) for w in self.watchers.values() if w.component.kind == kind))
+        if self._template is not None:
+            use_template(None)
+            await self._template.close()
         await runner.cleanup()
         endpoints.remove(self.config.data_dir, "watchdog")
         await self._close(http)
         self.recovery_log.append("watchdog", "stop", pid=os.getpid(), message="every component stopped")
         logger.info("wa-watchdog stopped")
         return EXIT_OK
+
+    async def _start_template(self) -> None:
+        """The pre-loaded template our own components are forked from, if enabled and any component is ours."""
+        if not self.config.watchdog.fork_template or not any(is_ours(c.argv) for c in self.components):
+            return
+        self._template = ForkServer(self.recovery_log)
+        use_template(self._template)  # until it is ready it answers `exec`
+        await self._template.start()  # not ready in time: children start by exec meanwhile (recorded)
 
     async def _take_lock(self) -> int | None:
         """One watchdog per data directory: two would each stop the other's bridge, forever.
@@ -213,6 +228,7 @@ class Arbiter:
                     process.signal(signal.SIGKILL)
 
     async def _start_all(self) -> None:
+        await self._start_template()
         by_kind = {kind: [w for w in self.watchers.values() if w.component.kind == kind] for kind in (SIM, BRIDGE,
                                                                                                       MONITOR)}
         for watcher in by_kind[SIM]:

@@ -154,6 +154,7 @@ class WatchdogConfig:
     backoff_reset_after: float = 60.0  # healthy this long -> backoff starts over
     crash_loop_exits: int = 5
     crash_loop_window: float = 60.0
+    fork_template: bool = True  # fork our own components from a pre-loaded template (watchdog/forkserver.py)
 
 
 @dataclass(frozen=True)
