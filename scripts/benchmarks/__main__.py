@@ -13,6 +13,7 @@ BENCHMARKS = {
     "bridge": ("scripts.benchmarks.bridge_bench", "message ingest rate and /api/send latency"),
     "drops": ("scripts.benchmarks.drop_latency", "simulator post -> drop row latency, six projects"),
     "recovery": ("scripts.benchmarks.recovery_bench", "kill/hang -> healthy: ours vs supervisord vs systemd"),
+    "scale": ("scripts.benchmarks.scale_bench", "6-100 projects: start, idle CPU, memory, drops; template vs exec"),
 }
 
 
