@@ -56,6 +56,7 @@ class Monitor:
         self.notifier = Notifier()
         self.sender = FeedbackSender(config, project, self.drops)
         self.cursor = self.drops.cursor(project.name, self.account.name)
+        self.drop_count = self.drops.drop_count(project.name)  # kept up to date here: STATUS= costs no query
         # Windows reported before (fully: claimed and logged) are never read again.
         self.reported = (self.drops.reported_window_ids(project.name, self.account.name)
                          - set(self.drops.unfinished_reports(project.name, self.account.name)))
@@ -71,7 +72,7 @@ class Monitor:
         if not self.following:
             return f"{self.project.name}: waiting for {self.account.store}"
         pending = self.sender.pending()
-        return (f"{self.project.name}: {self.drops.drop_count(self.project.name)} drops, cursor {self.cursor}, "
+        return (f"{self.project.name}: {self.drop_count} drops, cursor {self.cursor}, "
                 f"lag {self.lag:.2f} s" + (f", {pending} feedback pending" if pending else ""))
 
     def _publish_status(self) -> None:
@@ -115,6 +116,7 @@ class Monitor:
             ack = (lambda sub: ack_for(self.project, sub)) if self.project.feedback.auto_ack else None
             new = self.drops.record(self.project.name, self.account.name, messages[-1].rowid, found, ack)
             self.cursor = messages[-1].rowid
+            self.drop_count += len(new)
             self.lag = max(0.0, (datetime.now(timezone.utc) - parse_ts(messages[-1].timestamp)).total_seconds())
             for drop in new:
                 logger.info("drop {} in {} from {}{}", drop.drop_number, drop.group_name or drop.group_jid,
@@ -178,6 +180,8 @@ class Monitor:
 
         inotify reports the WAL write, and SQLite publishes the commit in the -shm index just after it,
         so a wake is followed by a few looks SETTLE_DELAYS apart until data_version shows the commit.
+        A commit without new messages (the bridge's `alive_at` every second, a window update) costs
+        one MAX(rowid); windows are read with the next messages or at the safety check.
         """
         loop = asyncio.get_running_loop()
         try:
@@ -189,13 +193,21 @@ class Monitor:
             loop.add_reader(watch.fileno(), lambda: watch.drain() and self._wake.set())
         interval = SAFETY_INTERVAL if watch is not None else POLL_INTERVAL
         settle: list[float] = []  # after a wake: look again shortly, the commit may not be visible yet
+        unread = False  # commits not read in full yet (the bridge's heartbeat, a window's update)
+        full = True  # read windows too, not only new messages: at the start and at each safety check
         try:
             while not self._stop.is_set():
                 self._wake.clear()  # before looking: a write while we catch up wakes the next wait
                 if store.changed():
+                    settle, unread = [], True
+                if unread and (full or store.newest_rowid() > self.cursor):
                     await self.catch_up(store)
-                if await self._woken(settle.pop(0) if settle else interval):
+                    unread = False
+                timeout = settle.pop(0) if settle else interval
+                woken = await self._woken(timeout)
+                if woken:
                     settle = list(SETTLE_DELAYS)
+                full = not woken and timeout == interval
         finally:
             if watch is not None:
                 loop.remove_reader(watch.fileno())
