@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from scripts.benchmarks.system_run import RunningSystem, config_text
 from tests.conftest import ROOT, wait_until
 from watchdog.child import ChildProcess, child_env, use_template
 from watchdog.forkserver import ForkServer
@@ -206,3 +207,26 @@ def test_orphans_left_in_a_killed_childs_group_are_reaped(tmp_path: Path) -> Non
 
         await until(lambda: not psutil.pid_exists(orphan), message=f"orphan {orphan} reaped, not left a zombie")
     scenario(tmp_path, body)
+
+
+@pytest.mark.slow
+def test_a_hundred_projects_start_forked_from_the_template_all_healthy_without_a_restart(tmp_path: Path) -> None:
+    """The suite's short version of `scripts/bench scale` at 100 projects (the bench times it; this bounds it)."""
+    system = RunningSystem(tmp_path, config_text(100))
+    system.start(timeout=50)
+    try:
+        components = system.status()
+        assert len(components) == 102 and all(c["healthy"] for c in components)
+        assert sum(c["restarts"] for c in components) == 0
+        assert system.proc is not None
+        children = psutil.Process(system.proc.pid).children()
+        templates = [p for p in children if p.cmdline()[1:3] == ["-m", "watchdog.template"]]
+        assert len(templates) == 1
+        by_pid = {p.pid: p for p in children}
+        for component in components:  # each one our own child, named by its own command line
+            name = component["name"].split(":")[-1]
+            assert component["name"] == "sim" or name in by_pid[component["pid"]].cmdline()
+        records = list(RecoveryLog(system.data_dir / "recoveries.jsonl").read())
+        assert [r["event"] for r in records if r["component"] == "template"] == ["start"]
+    finally:
+        assert system.stop() == 0
