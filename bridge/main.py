@@ -36,6 +36,7 @@ from bridge.windows import STOPPED_REASON, Windows
 from watchdog import endpoints, logs
 from watchdog.config import AccountConfig, Config
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
+from watchdog.migrations import SchemaTooNew
 from watchdog.notify import Notifier, heartbeat_interval
 from watchdog.recovery_log import RecoveryLog
 
@@ -209,7 +210,8 @@ class Bridge:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         self.windows.on_start()
-        runner = web.AppRunner(build_app(self, self.account.api_token), access_log=None, handle_signals=False)
+        runner = web.AppRunner(build_app(self, self.account.api_token, self.account.api_allowed_hosts,
+                                           self.account.api_allowed_origins), access_log=None, handle_signals=False)
         await runner.setup()
         await web.TCPSite(runner, self.account.api_host, self.account.api_port).start()
         host, port = runner.addresses[0][:2]
@@ -288,6 +290,9 @@ def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
     try:
         try:
             store = Store(account.store)
+        except SchemaTooNew as exc:  # written by a newer release: never half-used, no restart loop
+            logger.error("{}", exc)
+            return EXIT_CONFIG
         except (StoreError, sqlite3.Error, OSError) as exc:
             logger.error("cannot open the store {}: {}", account.store, exc)
             return EXIT_ERROR

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+STOP_SIGNAL = signal.SIGTERM  # what stop() sends unless told otherwise (a program's stop_signal)
 NOT_INHERITED = ("NOTIFY_SOCKET", "WATCHDOG_")  # systemd's socket and timers belong to the watchdog, not its children
 
 
@@ -173,15 +174,15 @@ class ChildProcess:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def terminate(self) -> None:
-        """SIGTERM, then SIGCONT so that a stopped (SIGSTOP) child can act on it."""
-        self.signal(signal.SIGTERM)
+    def terminate(self, sig: int = STOP_SIGNAL) -> None:
+        """`sig` (SIGTERM, or the program's stop_signal), then SIGCONT so that a stopped (SIGSTOP) child can act on it."""
+        self.signal(sig)
         self.signal(signal.SIGCONT)
 
-    async def stop(self, grace: float) -> int:
-        """SIGTERM, wait up to `grace` seconds, then SIGKILL; returns the exit status."""
+    async def stop(self, grace: float, sig: int = STOP_SIGNAL) -> int:
+        """`sig`, wait up to `grace` seconds, then SIGKILL; returns the exit status."""
         if self.running:
-            self.terminate()
+            self.terminate(sig)
             try:
                 await asyncio.wait_for(asyncio.shield(self.exited), grace)
             except asyncio.TimeoutError:

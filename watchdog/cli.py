@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "monitor": ("monitors.main", "cmd_monitor", "run the drop monitor of one project"),
     "status": ("watchdog.control_client", "cmd_status", "show every component of the running watchdog"),
     "restart": ("watchdog.control_client", "cmd_restart", "restart one component"),
+    "reload": ("watchdog.control_client", "cmd_reload", "make the running watchdog read its config again"),
     "recoveries": ("watchdog.recovery_view", "cmd_recoveries", "show the recovery log"),
     "drops": ("monitors.ops", "cmd_drops", "list recorded drops"),
     "feedback": ("monitors.ops", "cmd_feedback", "send operator feedback for a recorded drop"),

@@ -14,12 +14,17 @@ import urllib.request
 
 from watchdog import endpoints
 from watchdog.config import Config
+from watchdog.exitcodes import EXIT_CONFIG
 
 TIMEOUT = 15.0  # a restart answers once the new process is started
 
 
 class ControlError(Exception):
     """Why the control API could not answer; printed as is, exit 1."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status of a refusal, 0 if there was no answer
 
 
 def _request(config: Config, method: str, path: str) -> object:
@@ -28,6 +33,8 @@ def _request(config: Config, method: str, path: str) -> object:
     if not base:
         raise ControlError(f"watchdog is not running (no control endpoint in {published})")
     request = urllib.request.Request(base + path, method=method, data=b"" if method == "POST" else None)
+    if method == "POST":  # else urllib declares a form body, which the API refuses as a possible browser forgery
+        request.add_header("Content-Type", "application/json")
     if config.watchdog.control_token:
         request.add_header("Authorization", f"Bearer {config.watchdog.control_token}")
     try:
@@ -37,7 +44,7 @@ def _request(config: Config, method: str, path: str) -> object:
         if exc.code == 401:
             raise ControlError(f"the watchdog at {base} refused the request: watchdog.control_token in "
                                f"{config.path} does not match the running watchdog's") from None
-        raise ControlError(_error_text(exc)) from None
+        raise ControlError(_error_text(exc), exc.code) from None
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ConnectionRefusedError):
             raise ControlError(f"watchdog is not running (nothing answers at {base}, published in {published})") from None
@@ -89,13 +96,38 @@ def status_table(components: list[dict]) -> str:
     return "\n".join(lines + (["", "status:", *status_lines] if status_lines else []))
 
 
+def config_line(info: dict) -> str:
+    """`config /etc/wa-watchdog/config.toml sha256 3f2a9c01d4e5 loaded 2h05m ago (1 reload)`."""
+    reloads = info.get("reloads", 0)
+    return (f"config {info.get('path', '?')} sha256 {str(info.get('sha256', ''))[:12] or '-'} loaded "
+            f"{format_duration(info.get('age_s'))} ago ({reloads} reload{'' if reloads == 1 else 's'})")
+
+
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     try:
         components = _request(config, "GET", "/status")
+        info = None if args.json else _request(config, "GET", "/config")
     except ControlError as exc:
         print(f"wa-watchdog status: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(components, indent=2) if args.json else status_table(components))
+    print(json.dumps(components, indent=2) if args.json else config_line(info) + "\n\n" + status_table(components))
+    return 0
+
+
+def cmd_reload(config: Config, args: argparse.Namespace) -> int:
+    """Ask the running watchdog to read its config again; exit 2 (nothing changed) if it is invalid."""
+    try:
+        result = _request(config, "POST", "/reload")
+    except ControlError as exc:
+        if exc.status == 400:
+            print(f"wa-watchdog reload: configuration error, the running configuration stays: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"wa-watchdog reload: {exc}", file=sys.stderr)
+        return 1
+    changes = [f"{what} {', '.join(result[what])}" for what in ("added", "removed", "changed") if result.get(what)]
+    print(f"reloaded {config.path} (sha256 {result.get('sha256', '')[:12]}): {'; '.join(changes) or 'nothing changed'}")
+    if result.get("not_applied"):
+        print(f"not applied until the watchdog restarts: {', '.join(result['not_applied'])}")
     return 0
 
 

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 EVENTS = ("exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash_loop", "failed",
-          "disconnect", "reconnect", "backfill", "alert", "start", "stop")
+          "disconnect", "reconnect", "backfill", "alert", "start", "stop",
+          "overloaded", "throttle", "reload")  # a starved child given time; a delayed start; a config reload
 
 
 class RecoveryLog:

@@ -21,7 +21,6 @@ import psutil
 from watchdog import endpoints
 from watchdog.child import wait_gone
 
-SESSION_LOCK = "session.lock"
 CHILDREN_FILE = "watchdog-children.json"  # in the run directory: {component: pid} of the watchdog's children
 STANDBY_SUFFIX = "#standby"
 
@@ -69,13 +68,14 @@ def runs(cmdline: Sequence[str], signature: Sequence[Sequence[str]]) -> bool:
 
 
 def stale_pids(component: str, signature: Sequence[Sequence[str]], data_dir: Path,
-               session_dir: Path | None = None) -> list[int]:
-    """Live pids of earlier instances of `component`: named by its session lock, its published endpoints,
-    or the previous watchdog's list of children (its standby first: stopped after the owner, it would take over)."""
+               pidfile: Path | None = None) -> list[int]:
+    """Live pids of earlier instances of `component`: named by its pidfile (a bridge's session lock), its
+    published endpoints, or the previous watchdog's list of children (its standby first: stopped after the
+    owner, it would take over)."""
     children = recorded_children(data_dir)
     candidates = [children.get(standby_name(component)), children.get(component)]
-    if session_dir is not None:
-        candidates.append(_pid_in(session_dir / SESSION_LOCK))
+    if pidfile is not None:
+        candidates.append(_pid_in(pidfile))
     record = endpoints.read(data_dir, component)
     if record:
         candidates.append(record.get("pid"))
