@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from bridge.store import StoredMessage, Window, messages_after, open_readonly, windows
+from bridge.schema import StoredMessage, Window, messages_after, open_readonly, windows
 
 POLL_INTERVAL = 0.02  # seconds between data_version checks without inotify
 SAFETY_INTERVAL = 2.0  # seconds between data_version checks with inotify (woken at once on a write)

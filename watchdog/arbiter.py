@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
 import hashlib
 import os
 import signal
@@ -21,7 +20,7 @@ from collections.abc import Callable
 import aiohttp
 from loguru import logger
 
-from watchdog import endpoints
+from watchdog import control_token, endpoints, locks
 from watchdog.alerts import AlertManager
 from watchdog.builtins import all_programs
 from watchdog.child import use_template
@@ -200,7 +199,8 @@ class Arbiter:
             self.metrics.set_component(watcher.name, up=False, healthy=False)
         try:
             runner, self.control_url = await start_control_server(self.config.watchdog, self.status, self.restart,
-                                                                  self.metrics, self.reload, self.config_info)
+                                                                  self.metrics, self.reload, self.config_info,
+                                                                  control_token.generate(self.config.data_dir))
         except OSError as exc:
             logger.error("wa-watchdog run: {}", exc)
             await self._close(http, launcher)
@@ -249,26 +249,25 @@ class Arbiter:
         Returns the lock's fd (held until this process exits), or None if another watchdog keeps it.
         """
         path = endpoints.run_dir(self.config.data_dir) / WATCHDOG_LOCK
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = locks.open_lock(path)
         deadline = time.monotonic() + self.config.watchdog.stop_timeout + self.config.watchdog.term_grace
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if self._stop_requested is not None and self._stop_requested.is_set():
-                    os.close(fd)
-                    return None
-                if time.monotonic() > deadline:
-                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-                    logger.error("wa-watchdog run: another wa-watchdog (pid {}) already supervises {} ({})", holder,
-                                 self.config.data_dir, path)
-                    os.close(fd)
-                    return None
-                await asyncio.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        stranger_since: float | None = None
+        while not locks.try_lock(fd):
+            if self._stop_requested is not None and self._stop_requested.is_set():
+                os.close(fd)
+                return None
+            if locks.held_by_stranger(fd):  # not a watchdog: do not wait on it
+                stranger_since = stranger_since or time.monotonic()
+                if time.monotonic() - stranger_since >= locks.STRANGER_GRACE:
+                    fd = locks.replace(path, fd)
+                    continue
+            elif time.monotonic() > deadline:
+                logger.error("wa-watchdog run: another wa-watchdog (pid {}) already supervises {} ({})",
+                             locks.recorded_pid(fd) or "unknown", self.config.data_dir, path)
+                os.close(fd)
+                return None
+            await asyncio.sleep(0.05)
+        locks.write_owner(fd)
         return fd
 
     async def _close(self, http: aiohttp.ClientSession, launcher: Launcher) -> None:

@@ -59,12 +59,13 @@ def builtin_programs(config: Config) -> list[Program]:
         if not project.enabled:
             continue
         accounts = [config.accounts[name] for name in dict.fromkeys((project.listen_account, project.send_account))]
+        reads = [replace(a, follow_groups=[]) for a in accounts]  # another project's groups are not its business
         found.append(Program(
             project.component, _argv(config, "monitor", "--project", project.name),
             after=tuple(a.component for a in accounts), ready=Check("notify"), watchdog_sec=project.watchdog_sec,
             rss_limit_mb=project.rss_limit_mb, no_restart_exit_codes=OWN_NO_RESTART_EXITS,
             signature=(("monitor",), ("--project", project.name)), group="monitor",
-            fingerprint=_fingerprint(project, accounts, own_jids, logs)))
+            fingerprint=_fingerprint(project, reads, own_jids, logs)))
     return found
 
 

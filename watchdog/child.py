@@ -121,6 +121,7 @@ class ChildProcess:
         self.forked = popen is None
         self.started_at = time.monotonic()
         self.returncode: int | None = None
+        self.exited_at: float | None = None  # epoch seconds the pidfd fired (handed to the next process)
         self.exited = asyncio.get_running_loop().create_future()
         self._output: int | None = output
         self._reap = reap
@@ -160,6 +161,7 @@ class ChildProcess:
         return self.returncode is None
 
     def _ended(self) -> None:
+        self.exited_at = time.time()
         self.returncode = self._reap()  # reaps at once: the pidfd said it has ended
         self.signal(signal.SIGKILL)  # whatever the child left behind in its group goes with it
         if self._template is not None:

@@ -2,7 +2,9 @@
 
 A blocking stdlib HTTP client: a CLI that asks one question needs no event
 loop. The URL comes from the watchdog's published endpoints, never from the
-config, because the control port may be 0 (any free port).
+config, because the control port may be 0 (any free port). The bearer token
+is `watchdog.control_token` if configured, else the running watchdog's
+`run/control.token` (readable by the service user and root only).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import sys
 import urllib.error
 import urllib.request
 
-from watchdog import endpoints
+from watchdog import control_token, endpoints
 from watchdog.config import Config
 from watchdog.exitcodes import EXIT_CONFIG
 
@@ -35,15 +37,24 @@ def _request(config: Config, method: str, path: str) -> object:
     request = urllib.request.Request(base + path, method=method, data=b"" if method == "POST" else None)
     if method == "POST":  # else urllib declares a form body, which the API refuses as a possible browser forgery
         request.add_header("Content-Type", "application/json")
-    if config.watchdog.control_token:
-        request.add_header("Authorization", f"Bearer {config.watchdog.control_token}")
+    token, unreadable = config.watchdog.control_token, ""
+    if not token:
+        try:
+            token = control_token.read(config.data_dir)
+        except PermissionError:
+            unreadable = (f"; {control_token.path(config.data_dir)} is readable only by the service user "
+                          "(run this as that user or root)")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         if exc.code == 401:
-            raise ControlError(f"the watchdog at {base} refused the request: watchdog.control_token in "
-                               f"{config.path} does not match the running watchdog's") from None
+            where = (f"watchdog.control_token in {config.path}" if config.watchdog.control_token
+                     else f"the token in {control_token.path(config.data_dir)}")
+            raise ControlError(f"the watchdog at {base} refused the request: {where} does not match the running "
+                               f"watchdog's{unreadable}") from None
         raise ControlError(_error_text(exc), exc.code) from None
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ConnectionRefusedError):

@@ -29,6 +29,7 @@ class HealthResult:
     state: str  # the program's own word for it, or what went wrong ("timeout", "connection refused", ...)
     detail: str = ""
     outage_started_at: float | None = None  # epoch seconds the outage began, when the program says
+    body: dict | None = None  # the decoded answer, when the program's hooks read one
 
 
 Classifier = Callable[[int, bytes], HealthResult]
@@ -44,8 +45,13 @@ def expect_status(expected: int) -> Classifier:
 
 async def probe_http(session: aiohttp.ClientSession, url: str, timeout: float, classify: Classifier,
                      token: str = "") -> HealthResult:
-    """GET `url` within `timeout` seconds (with a bearer token when given) and classify the answer."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    """GET `url` within `timeout` seconds (with a bearer token when given) and classify the answer.
+
+    Each probe on a new connection (`Connection: close`, so none is pooled): a server that can no longer
+    accept connections (descriptors exhausted, connection cap reached) must fail its probe even while an
+    old pooled connection would still be served.
+    """
+    headers = {"Connection": "close", **({"Authorization": f"Bearer {token}"} if token else {})}
     try:
         async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout),
                                allow_redirects=False) as response:

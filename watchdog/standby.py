@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import time
 from typing import TYPE_CHECKING
 
 from loguru import logger
 
+from watchdog import standby_check
 from watchdog.child import ChildProcess, exit_cause
 from watchdog.child_output import ChildOutput
 from watchdog.restart_policy import standby_delay
@@ -80,6 +82,12 @@ class WarmStandby:
         process = self.process
         if process is None or not process.running or self.stop_planned or self.w.shutting_down:
             return None
+        if standby_check.is_stale(process, self.argv):  # it may hold the lock already: gone before the cold start
+            logger.info("{}: standby pid {} predates the config file's last change; starting cold instead",
+                        self.w.name, process.pid)
+            self.stop_planned = True
+            process.signal(signal.SIGKILL)
+            return None
         self.process = None
         self.cancel_timer()
         self.failures = 0
@@ -88,6 +96,16 @@ class WarmStandby:
         self.w.output.detach()
         self.w.output, self.output = self.output, self.w.output
         return process
+
+    async def drop_if_stale(self) -> None:
+        """Before an operator restart: a standby older than the config file is stopped, so the restart
+        is a cold start with the file as it is now (one restart applies a config change)."""
+        if self.process is not None and standby_check.is_stale(self.process, self.argv):
+            logger.info("{}: standby pid {} predates the config file's last change; stopping it first",
+                        self.w.name, self.process.pid)
+            stopping = self.stop(self.w.ctx.settings.term_grace)
+            if stopping is not None:
+                await stopping
 
     def ended(self, process: ChildProcess) -> None:
         """The standby exited on its own (or was stopped): the child is not affected; respawn with backoff."""

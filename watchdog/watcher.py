@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from loguru import logger
 
-from watchdog import endpoints, hooks, probes
+from watchdog import endpoints, exit_handoff, hooks, probes
 from watchdog.checks import Checks
 from watchdog.child import ChildProcess, child_env, exit_cause
 from watchdog.child_output import ChildOutput, RotatingFile, StderrSink, log_path
@@ -83,6 +83,7 @@ class Watcher:
         self.started = False  # ready, or answering its probe: the start-up grace is over
         self.healthy = False
         self.condition = ""  # the program's own word for its health (a bridge: connected, disconnected, ...)
+        self.last_probe: probes.HealthResult | None = None  # the last answer of its liveness probe
         self.status_text = ""  # last STATUS= from the child
         self.restarts = 0
         self.last_cause = ""
@@ -153,8 +154,18 @@ class Watcher:
             "last_cause": self.last_cause,
             "endpoints": record["endpoints"] if record and pid and record.get("pid") == pid else {},
             "status_text": self.status_text,
+            "next_start_in_s": self._next_start_in(),
+            "alerts": sorted(self._firing),
             **({"standby_pid": self.standby_pid} if self.standby else {}),
+            **self.hooks.status_fields(self.last_probe),
         }
+
+    def _next_start_in(self) -> float | None:
+        """Seconds until the backoff timer starts the program again; None unless it is backing off."""
+        timer = self._timers.get("backoff")
+        if self.state is not State.BACKOFF or timer is None:
+            return None
+        return round(max(0.0, timer.when() - asyncio.get_running_loop().time()), 3)
 
     # -- starting ------------------------------------------------------------------
 
@@ -300,6 +311,7 @@ class Watcher:
         if self.state not in (State.STARTING, State.RUNNING):
             return
         was = (self.healthy, self.condition)
+        self.last_probe = result
         if result.kind != probes.FAILURE:
             self.condition = "ready" if result.state == "ok" else result.state
             self._started_up()
@@ -327,6 +339,9 @@ class Watcher:
     def _became_healthy(self) -> None:
         if self.state is State.STARTING:
             self._set_state(State.RUNNING)
+            if self.child is not None:
+                logger.info("{} running, pid {} ({:.2f} s after its start)", self.name, self.child.pid,
+                            time.monotonic() - self.child.started_at)
         self.healthy = True
         recovery = self.recovery
         if recovery.active:
@@ -409,6 +424,7 @@ class Watcher:
             return
         if child is not self.child:
             return
+        exit_handoff.record(self.ctx.data_dir, self.name, child)  # the next process dates its outage by it
         self.checks.cancel()
         self._cancel_timer("reset")
         code = child.returncode if child.returncode is not None else 0
@@ -500,6 +516,8 @@ class Watcher:
         self._failures.clear()
         self._begin_recovery("operator", cause, old_pid)
         self.recovery.delay = 0.0
+        if self.standby is not None:
+            await self.standby.drop_if_stale()  # before the child frees the session for it
         child = self.child
         if child is not None and child.running:
             logger.info("{}: {}", self.name, cause)

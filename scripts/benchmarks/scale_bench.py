@@ -31,8 +31,9 @@ from pathlib import Path
 
 import psutil
 
-from scripts.benchmarks.drop_latency import percentile, post_drops
-from scripts.benchmarks.system_run import RunningSystem, config_text, wait_for
+from bridge.store import parse_ts
+from scripts.benchmarks.drop_latency import percentile
+from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, wait_for
 from watchdog.recovery_log import RecoveryLog
 
 MODES = {"template": "", "exec": "fork_template = false\n"}
@@ -137,6 +138,16 @@ def run_scale(projects: int, mode: str, args: argparse.Namespace, work: Path) ->
     finally:
         system.stop()
     return result
+
+
+def post_drops(system: RunningSystem, projects: int, drops: int, interval: float) -> list[float]:
+    """Post `drops` drops round robin over the projects' groups, `interval` apart; sim post -> drop row in ms."""
+    for i in range(drops):
+        system.inject(group_jid(i % projects + 1), CONTRACTORS[i % len(CONTRACTORS)], f"DR{5000000 + i} installed")
+        time.sleep(interval)
+    wait_for(lambda: system.query("drops", "SELECT COUNT(*) FROM drops") == [(drops,)], 60, "every drop recorded")
+    return [(parse_ts(detected) - parse_ts(posted)).total_seconds() * 1000
+            for posted, detected in system.query("drops", "SELECT message_time, detected_at FROM drops")]
 
 
 def kill_and_time(system: RunningSystem, component: str, kills: int) -> list[float]:
