@@ -101,6 +101,7 @@ class ForkServer:
         self._closed = False
         self._subreaper = False
         self._kill_cause = ""  # why we killed it, for the record of its death
+        self._outage: tuple[float, int | None, str] | None = None  # since (monotonic), pid, cause: no template
 
     @property
     def ready(self) -> bool:
@@ -133,6 +134,10 @@ class ForkServer:
         finally:
             theirs.close()
         self._popen, self._sock, self._started_at = popen, ours, time.monotonic()
+        if self._outage is not None:
+            since, pid, cause = self._outage
+            self._record("restart", pid=pid, new_pid=popen.pid, cause=cause,
+                         delay_ms=round((time.monotonic() - since) * 1000, 1))
         self._cancel_watch = watch_exit(popen.pid, lambda: self._died(popen))
         loop = asyncio.get_running_loop()
         ours.setblocking(False)
@@ -149,7 +154,13 @@ class ForkServer:
         ours.settimeout(SPAWN_TIMEOUT)
         self.pid = popen.pid
         logger.info("template pid {} ready: our components are forked from it", popen.pid)
-        self._record("start", pid=popen.pid, message="template ready: our components are forked from it")
+        if self._outage is None:
+            self._record("start", pid=popen.pid, message="template ready: our components are forked from it")
+        else:
+            since, _, cause = self._outage
+            self._record("healthy", pid=popen.pid, cause=cause, downtime_ms=round((time.monotonic() - since) * 1000, 1),
+                         message="template ready again: our components are forked from it")
+            self._outage = None
         return True
 
     def fork(self, argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> tuple[int, int] | None:
@@ -203,6 +214,8 @@ class ForkServer:
         delay = RESTART_DELAYS[min(self._failures, len(RESTART_DELAYS) - 1)]
         self._failures += 1
         logger.error("template {}: {}; children start by exec, template restarted in {:g} s", pid or "", cause, delay)
+        if self._outage is None:
+            self._outage = (time.monotonic(), pid, cause)
         self._record("exit", pid=pid, cause=cause,
                      message=f"children start by exec until the template is back (restart in {delay:g} s)")
         self._restart = asyncio.get_running_loop().call_later(

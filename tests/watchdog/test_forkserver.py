@@ -190,8 +190,10 @@ def test_a_dead_template_means_exec_starts_a_record_and_a_new_template(tmp_path:
         assert "children start by exec" in died[0]["message"]
         await until(lambda: run.server.ready and run.server.pid != first, message="a new template ready")
         assert run.monitor().forked
-        starts = [r for r in run.log.read() if r["component"] == "template" and r["event"] == "start"]
-        assert [r["pid"] for r in starts] == [first, run.server.pid]
+        events = [(r["event"], r["pid"]) for r in run.log.read() if r["component"] == "template"]
+        assert events == [("start", first), ("exit", first), ("restart", first), ("healthy", run.server.pid)]
+        restart = [r for r in run.log.read() if r["event"] == "restart"][0]
+        assert restart["new_pid"] == run.server.pid and restart["cause"] == "SIGKILL"
     scenario(tmp_path, body)
 
 
