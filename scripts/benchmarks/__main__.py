@@ -15,6 +15,7 @@ BENCHMARKS = {
     "recovery": ("scripts.benchmarks.recovery_bench", "kill/hang -> healthy: ours vs supervisord vs systemd"),
     "retention": ("scripts.benchmarks.retention", "storage growth per message: messages.db, drops.db, logs"),
     "windows": ("scripts.benchmarks.outage_windows", "recorded outage windows vs the real outage (kill -9, disconnect)"),
+    "scale": ("scripts.benchmarks.scale_bench", "6-100 projects: start, idle CPU, memory, drops; template vs exec"),
 }
 
 
