@@ -14,6 +14,9 @@ BENCHMARKS = {
     "drops": ("scripts.benchmarks.drop_latency", "sim post -> drop row latency, six projects, drops.db vs PostgreSQL"),
     "drops-query": ("scripts.benchmarks.drops_query", "the drops API's queries on 100,000 drops, drops.db vs PostgreSQL"),
     "recovery": ("scripts.benchmarks.recovery_bench", "kill/hang -> healthy: ours vs supervisord vs systemd"),
+    "retention": ("scripts.benchmarks.retention", "storage growth per message: messages.db, drops.db, logs"),
+    "windows": ("scripts.benchmarks.outage_windows", "recorded outage windows vs the real outage (kill -9, disconnect)"),
+    "scale": ("scripts.benchmarks.scale_bench", "6-100 projects: start, idle CPU, memory, drops; template vs exec"),
 }
 
 
