@@ -129,6 +129,12 @@ CREATE TABLE store_state (
 """
 
 
+V5_BACKFILLED_INDEXES = """
+CREATE INDEX drops_backfilled_newest ON drops (backfilled, message_time, id);
+CREATE INDEX drops_project_backfilled_newest ON drops (project, backfilled, message_time, id)
+"""
+
+
 def _fill_public_ids(ex: Executor) -> None:
     """Drops recorded before public ids existed get one now (new drops get theirs when recorded)."""
     for (drop_id,) in ex.rows("SELECT id FROM drops WHERE public_id IS NULL ORDER BY id"):
@@ -143,4 +149,5 @@ def migrations(dialect: Dialect) -> list[Migration]:
                   (dialect.ddl(V2_PUBLIC_IDS), _fill_public_ids, dialect.ddl(V2_INDEXES))),
         Migration(3, "feedback receipts: server_at, delivered_at, read_at", (dialect.ddl(V3_RECEIPTS),)),
         Migration(4, "webhook outbox: events, webhook_cursors, deliveries; store_state", (dialect.ddl(V4_OUTBOX),)),
+        Migration(5, "indexes for listing backfilled drops newest first", (V5_BACKFILLED_INDEXES,)),
     ]
