@@ -91,7 +91,7 @@ def cases(drops: DropsDB) -> dict[str, Callable[[], object]]:
         "100 newest of a project": lambda: drops.list_drops(project="p2", limit=100),
         "project + feedback=pending": lambda: drops.list_drops(project="p2", feedback="pending", limit=100),
         "feedback=none (all projects)": lambda: drops.list_drops(feedback="none", limit=100),
-        "project + backfilled (1 in 20)": lambda: drops.list_drops(project="p4", backfilled=True, limit=100),
+        "project + backfilled (1 in 20)": lambda: drops.list_drops(project="p1", backfilled=True, limit=100),
         "project, a deep page (keyset)": lambda: drops.list_drops(project="p3", limit=100, cursor=deep),
         "one drop with history": lambda: drops.drop_by_public_id(some),
     }
