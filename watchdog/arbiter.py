@@ -19,9 +19,9 @@ from collections.abc import Callable
 import aiohttp
 from loguru import logger
 
-from watchdog import endpoints
+from watchdog import endpoints, logs
 from watchdog.alerts import AlertManager
-from watchdog.child_output import StderrSink
+from watchdog.child_output import RotatingFile, StderrSink, log_path
 from watchdog.config import Config
 from watchdog.control import start_control_server
 from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
@@ -294,7 +294,15 @@ def _log_failure(task: asyncio.Task) -> None:
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     sink = StderrSink()
-    logger.remove()
-    logger.add(sink.write_text, level="INFO", format="{time:HH:mm:ss.SSS} {level: <7} watchdog | {message}",
-               backtrace=False, diagnose=False)
-    return asyncio.run(Arbiter(config, sink=sink).run())
+    own_log = RotatingFile(log_path(config.data_dir, "watchdog"), config.watchdog.child_log_max_bytes)
+
+    def write(message: str) -> None:
+        data = str(message).encode("utf-8", "replace")
+        own_log.write(data)
+        sink.write(data)
+
+    logs.setup("watchdog", sink=write)
+    try:
+        return asyncio.run(Arbiter(config, sink=sink).run())
+    finally:
+        own_log.close()

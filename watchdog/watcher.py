@@ -40,6 +40,7 @@ from watchdog.child import ChildProcess, child_env, exit_cause
 from watchdog.child_output import ChildOutput, RotatingFile, StderrSink, log_path
 from watchdog.config import ProbeConfig, WatchdogConfig
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_NEEDS_OPERATOR
+from watchdog.logs import standby_log_name
 from watchdog.notify_server import Notification, NotifyServer
 from watchdog.recovery_log import RecoveryLog
 from watchdog.stale import stale_pids, stop_pid
@@ -161,7 +162,8 @@ class Watcher:
         self.notify = NotifyServer(self.name, self._on_notify)
         self.output = ChildOutput(self.name, RotatingFile(log_path(context.data_dir, self.name),
                                                           settings.child_log_max_bytes), context.sink)
-        self._standby_output = ChildOutput(self.name, self.output.log_file, context.sink)  # swapped on promotion
+        self._standby_output = ChildOutput(standby_log_name(self.name), self.output.log_file,
+                                           context.sink)  # swapped on promotion
 
     # -- state ---------------------------------------------------------------------
 
@@ -244,7 +246,7 @@ class Watcher:
             self._fail(f"cannot start {component.argv[0]}: {exc}", "config_failed", pid=None)
             self._spawned(None)
             return
-        self.output.attach(child.take_output())
+        self.output.attach(child.take_output(), child.pid)
         self._adopt(child)
 
     def _adopt(self, child: ChildProcess, promoted: bool = False) -> None:
@@ -298,7 +300,7 @@ class Watcher:
             return
         self.standby = standby
         self._standby_stop_planned = False
-        self._standby_output.attach(standby.take_output())
+        self._standby_output.attach(standby.take_output(), standby.pid)
         logger.info("{} standby started, pid {}", self.name, standby.pid)
         self.ctx.on_change(self)
 
@@ -318,6 +320,7 @@ class Watcher:
         standby.started_at = time.monotonic()  # as the component's process it starts now: uptime, probe start-up
         self.output.detach()
         self.output, self._standby_output = self._standby_output, self.output
+        self.output.name, self._standby_output.name = self.name, standby_log_name(self.name)
         self._adopt(standby, promoted=True)
         self._probe_wakeup.set()  # it may have said READY=1 before now, while it was not yet ours to hear
         if self._leftovers():  # e.g. the child exited 3: an earlier run's bridge holds the session the standby awaits
