@@ -23,6 +23,8 @@ from watchdog import endpoints, logs
 from watchdog.alerts import AlertManager
 from watchdog.child_output import RotatingFile, StderrSink, log_path
 from watchdog.config import Config
+from watchdog.console.changes import Changes
+from watchdog.console.view import Console
 from watchdog.control import start_control_server
 from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.metrics import Metrics
@@ -81,6 +83,7 @@ class Arbiter:
         self.control_url = ""
         self._stop_requested: asyncio.Event | None = None
         self._changed: asyncio.Event | None = None
+        self.changes = Changes()  # what the console's live view waits on
         self._signals = 0
         self._recorded_children: dict[str, int] = {}
 
@@ -134,8 +137,9 @@ class Arbiter:
         for watcher in self.watchers.values():
             self.metrics.set_component(watcher.name, up=False, healthy=False)
         try:
-            runner, self.control_url = await start_control_server(self.config.watchdog, self.status, self.restart,
-                                                                  self.metrics)
+            runner, self.control_url = await start_control_server(
+                self.config.watchdog, self.status, self.restart, self.metrics,
+                console=Console(self.config, self.status, self.restart), changes=self.changes)
         except OSError as exc:
             logger.error("wa-watchdog run: {}", exc)
             await self._close(http)
@@ -251,6 +255,7 @@ class Arbiter:
         self.metrics.set_component(watcher.name, up=watcher.pid is not None, healthy=watcher.healthy)
         if self._changed is not None:
             self._changed.set()
+        self.changes.bump()
         self.systemd.update(self._system_ready(), self.status_line())
 
     def _system_ready(self) -> bool:

@@ -3,7 +3,9 @@
 The arbiter owns the state; this module only translates HTTP to its two
 callables, so the handlers stay thin. With `watchdog.control_token` set every
 request must carry it as a bearer token (required by the config whenever the
-API listens beyond loopback).
+API listens beyond loopback); the console's pages also take the cookie its
+sign-in form gives a browser. The operator console (`watchdog/console/`) is
+served on the same port at `/`.
 """
 from __future__ import annotations
 
@@ -13,6 +15,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from watchdog.config import WatchdogConfig
+from watchdog.console import web as console_web
+from watchdog.console.changes import Changes
+from watchdog.console.guard import browser_guard
+from watchdog.console.view import Console
 from watchdog.metrics import Metrics
 
 STATUS = web.AppKey("status", Callable[[], list[dict]])
@@ -28,13 +34,16 @@ def authorized(header: str | None, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-def _token_middleware(token: str):
+def _token_middleware(token: str, console: bool):
     @web.middleware
     async def check_token(request: web.Request, handler):
-        if not authorized(request.headers.get("Authorization"), token):
-            return web.json_response({"error": "missing or wrong bearer token"}, status=401,
-                                     headers={"WWW-Authenticate": "Bearer"})
-        return await handler(request)
+        if authorized(request.headers.get("Authorization"), token) or (console and (
+                console_web.public(request) or console_web.wants_page(request) and console_web.signed_in(request))):
+            return await handler(request)
+        if console and console_web.wants_page(request):
+            return console_web.login_required()
+        return web.json_response({"error": "missing or wrong bearer token"}, status=401,
+                                 headers={"WWW-Authenticate": "Bearer"})
     return check_token
 
 
@@ -58,8 +67,12 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 def build_app(config: WatchdogConfig, status: Callable[[], list[dict]], restart: Callable[[str], Awaitable[dict]],
-              metrics: Metrics) -> web.Application:
-    app = web.Application(middlewares=[_token_middleware(config.control_token)] if config.control_token else [])
+              metrics: Metrics, console: Console | None = None, changes: Changes | None = None) -> web.Application:
+    token = config.control_token
+    app = web.Application(middlewares=[browser_guard(bool(token)),
+                                       *([_token_middleware(token, console is not None)] if token else [])])
+    if console is not None:
+        console_web.add_routes(app, console, changes or Changes(), token)
     app[STATUS] = status
     app[RESTART] = restart
     app[METRICS] = metrics
@@ -70,15 +83,16 @@ def build_app(config: WatchdogConfig, status: Callable[[], list[dict]], restart:
 
 
 async def start_control_server(config: WatchdogConfig, status: Callable[[], list[dict]],
-                               restart: Callable[[str], Awaitable[dict]],
-                               metrics: Metrics) -> tuple[web.AppRunner, str]:
+                               restart: Callable[[str], Awaitable[dict]], metrics: Metrics,
+                               console: Console | None = None,
+                               changes: Changes | None = None) -> tuple[web.AppRunner, str]:
     """Serve the control API on control_host:control_port (0 = any free port); returns the runner and its URL.
 
     The caller publishes the URL as the `control` endpoint of component
     `watchdog` (that is where `wa-watchdog status` looks) and calls
     `runner.cleanup()` on shutdown.
     """
-    runner = web.AppRunner(build_app(config, status, restart, metrics), access_log=None)
+    runner = web.AppRunner(build_app(config, status, restart, metrics, console, changes), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.control_host, config.control_port)
     try:

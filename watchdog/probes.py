@@ -29,6 +29,7 @@ class HealthResult:
     state: str  # the bridge's `state`, or what went wrong ("timeout", "connection refused", ...)
     detail: str = ""
     outage_started_at: float | None = None  # epoch seconds, from open_window.started_at
+    body: dict | None = None  # the bridge's answer as it came (connection details for the console)
 
 
 def classify(status: int, body: object) -> HealthResult:
@@ -37,12 +38,13 @@ def classify(status: int, body: object) -> HealthResult:
         return HealthResult(FAILURE, "bad answer", f"HTTP {status} without a JSON object")
     state = str(body.get("state", ""))
     if status == 200:
-        return HealthResult(OK, state or "connected")
+        return HealthResult(OK, state or "connected", body=body)
     if state in OUTAGE_STATES:
-        return HealthResult(OUTAGE, state, str(body.get("reason", "")), _window_start(body.get("open_window")))
+        return HealthResult(OUTAGE, state, str(body.get("reason", "")), _window_start(body.get("open_window")),
+                            body=body)
     if state in OPERATOR_STATES:
-        return HealthResult(OPERATOR, state, str(body.get("reason", "")))
-    return HealthResult(FAILURE, state or f"HTTP {status}", str(body.get("reason", "")))
+        return HealthResult(OPERATOR, state, str(body.get("reason", "")), body=body)
+    return HealthResult(FAILURE, state or f"HTTP {status}", str(body.get("reason", "")), body=body)
 
 
 def _window_start(window: object) -> float | None:

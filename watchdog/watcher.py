@@ -78,6 +78,14 @@ FAILING_EXITS = {EXIT_CONFIG: "config_failed", EXIT_NEEDS_OPERATOR: "logged_out"
 RECOVERY_ALERTS = ("hang", "config_failed", "logged_out")  # resolved when the component is healthy again
 
 
+def connection(health: dict) -> dict | None:
+    """A bridge's WhatsApp connection from its last health answer; None if it did not answer."""
+    if not health:
+        return None
+    return {key: health.get(key) for key in ("connected", "state", "reason", "open_window", "outbox_depth",
+                                             "last_event_age_s", "caught_up")}
+
+
 @dataclass(frozen=True)
 class Component:
     """What to run and how to judge it. `argv` is injectable, so tests supervise small test children."""
@@ -128,6 +136,7 @@ class Watcher:
         self.healthy = False  # sim/monitor: ready; bridge: last probe 200
         self.condition = ""  # bridge: its health `state` (connected, disconnected, ...)
         self.status_text = ""  # last STATUS= from the child
+        self.health: dict = {}  # bridge: its last /api/health answer ({} when it did not answer)
         self.restarts = 0
         self.last_cause = ""
         self.restart_times: collections.deque[float] = collections.deque(maxlen=1000)  # monotonic, for STATUS=
@@ -197,7 +206,9 @@ class Watcher:
             "last_cause": self.last_cause,
             "endpoints": record["endpoints"] if record and pid and record.get("pid") == pid else {},
             "status_text": self.status_text,
-            **({"standby_pid": self.standby_pid} if self.component.kind == BRIDGE else {}),
+            "alerts": sorted(self._firing),
+            **({"standby_pid": self.standby_pid, "connection": connection(self.health) if pid else None}
+               if self.component.kind == BRIDGE else {}),
         }
 
     # -- starting ------------------------------------------------------------------
@@ -256,6 +267,7 @@ class Watcher:
         self.ready = self.healthy = False
         self.condition = "starting"
         self.status_text = ""
+        self.health = {}
         self._probe_failures = 0
         self._last_heartbeat = child.started_at
         if component.watchdog_sec > 0:
@@ -465,6 +477,7 @@ class Watcher:
 
     def _on_health(self, result: probes.HealthResult, probe: ProbeConfig, counts: bool) -> None:
         was = (self.healthy, self.condition)
+        self.health = result.body or {}
         if result.kind != probes.FAILURE:
             self._probe_failures = 0
             self.condition = result.state

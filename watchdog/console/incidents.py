@@ -1,0 +1,143 @@
+"""The recovery log grouped into incidents: one line each, cause → restart → healthy → backfill result.
+
+An incident opens with what went wrong on a component (a detection, a
+planned stop, a restart nobody logged a detection for, a disconnect, a crash
+loop, a failure, an alert) and collects what followed: the recovery's restart
+and healthy records (joined by `recovery_view.group`), the bridge's disconnect
+window opened by the crash and closed on reconnect, the bridge's backfill of
+that window and every monitor's report on it (they name the window by
+`account` and `window_id`). A report that found nothing is folded into the
+incident's one backfill summary instead of making a line of its own.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from watchdog.recovery_view import Line, format_ms, group
+
+JOIN_S = 120.0  # a disconnect, alert or backfill this soon after an incident's last record belongs to it
+JID = re.compile(r"\b[\d-]+@g\.us\b")
+
+
+@dataclass
+class Incident:
+    component: str
+    started: float
+    steps: list[str]
+    records: list[dict] = field(default_factory=list)
+    ended: float = 0.0
+    window_open: bool = False  # a disconnect window that has not been closed yet
+    reconnected: bool = False  # a window of it closed: a later disconnect is a new incident
+    backfills: list[dict] = field(default_factory=list)
+
+    def summary(self, names: Mapping[str, str]) -> str:
+        """cause → restart → healthy → backfill result, with group names for JIDs."""
+        steps = list(self.steps)
+        if self.backfills:
+            steps.append(backfill_summary(self.backfills))
+        return with_names(" → ".join(steps), names)
+
+    @property
+    def kind(self) -> str:
+        """For colour: the first record's event (exit, hang, disconnect, alert, ...)."""
+        return str(self.records[0].get("event", "")) if self.records else ""
+
+
+def with_names(text: str, names: Mapping[str, str]) -> str:
+    return JID.sub(lambda m: names.get(m.group(0), m.group(0)), text)
+
+
+def backfill_summary(backfills: list[dict]) -> str:
+    """The bridge's recovered messages and every project's drops, zero results folded into a count."""
+    parts = []
+    for record in backfills:
+        if record.get("component", "").startswith("bridge:"):
+            status = record.get("status", "done")
+            recovered = int(record.get("recovered") or 0)
+            parts.append(f"backfill {status}: {recovered} message{'' if recovered == 1 else 's'} recovered")
+    reports = [r for r in backfills if not r.get("component", "").startswith("bridge:")]
+    found = [r for r in reports if r.get("drops")]
+    for record in found:
+        drops = record["drops"]
+        parts.append(f"{record['component'].removeprefix('monitor:')}: {len(drops)} drop"
+                     f"{'' if len(drops) == 1 else 's'} backfilled ({', '.join(drops)})")
+    empty = len(reports) - len(found)
+    if empty:
+        parts.append(f"{empty} project{'' if empty == 1 else 's'} missed nothing" if found or parts
+                     else f"nothing missed ({empty} project{'' if empty == 1 else 's'} checked)")
+    return "; ".join(parts) or "backfill"
+
+
+def incidents(records: list[dict]) -> list[Incident]:
+    """Incidents oldest first (the console shows them newest first)."""
+    result: list[Incident] = []
+    latest: dict[str, Incident] = {}  # component -> its latest incident
+    by_window: dict[tuple[str, object], Incident] = {}  # (account, window id) -> incident with that window
+
+    def attach(incident: Incident, line: Line) -> None:
+        incident.records.extend(line.records)
+        incident.records.sort(key=lambda r: r.get("time", 0.0))  # raw records read in time order
+        incident.ended = max(incident.ended, line.records[-1].get("time", line.time) if line.records else line.time)
+
+    def recent(component: str, moment: float) -> Incident | None:
+        incident = latest.get(component)
+        return incident if incident is not None and moment - incident.ended <= JOIN_S else None
+
+    shutdown: Incident | None = None  # the watchdog's stop: every component's `stop (shutdown)` joins it
+    for line in group(records):
+        record = line.records[0] if line.records else {}
+        event = record.get("event")
+        component = line.component
+        if event == "stop" and record.get("cause") == "shutdown" and line.restart is None:
+            if shutdown is None or line.time - shutdown.ended > JOIN_S:
+                shutdown = _new(result, latest, "watchdog", line, ["shutting down"])
+            else:
+                attach(shutdown, line)
+            shutdown.steps[1:] = [f"stopped {', '.join(r['component'] for r in shutdown.records)}"]
+        elif event == "stop" and component == "watchdog" and shutdown is not None \
+                and line.time - shutdown.ended <= JOIN_S:
+            attach(shutdown, line)
+            shutdown.steps[0] = line.parts()[0]
+            shutdown = None
+        elif event == "disconnect":
+            incident = recent(component, line.time)
+            if incident is None or incident.reconnected:
+                incident = _new(result, latest, component, line, [f"disconnected ({record.get('cause', '?')})"])
+            else:
+                attach(incident, line)
+            incident.window_open = True
+        elif event == "reconnect" and latest.get(component) is not None and latest[component].window_open:
+            incident = latest[component]
+            attach(incident, line)
+            incident.window_open, incident.reconnected = False, True
+            downtime = record.get("downtime_ms")
+            incident.steps.append("reconnected" + (f" after {format_ms(float(downtime))}" if downtime else ""))
+        elif event == "backfill":
+            account = record.get("account") or component.removeprefix("bridge:")
+            key = (account, record.get("window_id"))
+            incident = by_window.get(key) or recent(f"bridge:{account}", line.time)
+            if incident is None:
+                incident = _new(result, latest, component, line, [])
+            else:
+                attach(incident, line)
+            by_window[key] = incident
+            incident.backfills.append(record)
+        elif event in ("alert", "crash_loop") and recent(component, line.time) is not None:
+            incident = latest[component]
+            attach(incident, line)
+            incident.steps.extend(line.parts())
+        else:
+            _new(result, latest, component, line, line.parts())
+    return result
+
+
+def _new(result: list[Incident], latest: dict[str, Incident], component: str, line: Line,
+         steps: list[str]) -> Incident:
+    incident = Incident(component, line.time, steps)
+    incident.records.extend(line.records)
+    incident.ended = line.records[-1].get("time", line.time) if line.records else line.time
+    result.append(incident)
+    latest[component] = incident
+    return incident

@@ -1,0 +1,206 @@
+"""What happened: one row per component, outages, restarts and disconnect windows to scale, as inline SVG.
+
+Built from the recovery log alone (plus marks the extensions add, e.g. the
+backfilled drops on their project's row), rendered on the server so that it
+reads without JavaScript and a test can check it without a browser. Every
+shape carries its cause as a `<title>` (the browser shows it on hover) and
+as `data-kind`; a span too short to see at this scale is drawn 2 px wide.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+
+from watchdog.recovery_view import DETECTIONS, Line, detection_text, format_ms, group
+
+RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
+DEFAULT_RANGE = "24h"
+WIDTH, LABEL, PAD, ROW, AXIS = 1100, 190, 12, 26, 24
+MIN_PX = 2.0
+UP = "#7bc47f"  # the thin line of a row: up unless something is drawn over it
+TICK_STEPS = (300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86400)
+
+# kind -> (fill, legend text): the same words the legend and the tooltips use
+KINDS = {
+    "crash": ("#d62728", "crashed / killed"),
+    "hang": ("#ff7f0e", "hung or unhealthy"),
+    "memory": ("#9467bd", "over its memory limit"),
+    "planned": ("#4a90d9", "stopped by an operator"),
+    "failed": ("#6b0000", "failed, not restarted"),
+    "disconnect": ("#e6b800", "WhatsApp disconnected"),
+    "restart": ("#111111", "restart"),
+    "backfilled": ("#1a9641", "backfilled drop"),
+    "unsupervised": ("#b0b4ba", "watchdog not running"),
+}
+EVERY_ROW = "*"  # a span drawn on every row (the watchdog itself was stopped)
+
+
+@dataclass(frozen=True)
+class Span:
+    row: str
+    start: float
+    end: float
+    kind: str  # a KINDS key
+    label: str
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A point on a row: a restart, or what an extension adds (a backfilled drop on its project's row)."""
+
+    row: str
+    time: float
+    kind: str
+    label: str
+
+
+def _kind_of(opener: dict) -> str:
+    event = opener.get("event")
+    if event == "exit":
+        return "crash"
+    if event in ("hang", "unhealthy"):
+        return "hang"
+    if event == "rss_limit":
+        return "memory"
+    return "planned"
+
+
+def spans_and_marks(records: list[dict], now: float) -> tuple[list[Span], list[Mark]]:
+    """Outages (detection -> healthy), failures, disconnect windows and restart marks from the recovery log."""
+    spans: list[Span] = []
+    marks: list[Mark] = []
+    open_windows: dict[str, dict] = {}
+    failed_since: dict[str, dict] = {}
+    watchdog_stopped: dict | None = None
+    for line in group(records):
+        _recovery(line, now, spans, marks)
+        for record in line.records:
+            event, row, moment = record.get("event"), record.get("component", "?"), record.get("time", 0.0)
+            if event == "disconnect":
+                open_windows.setdefault(row, record)
+            elif event == "reconnect":
+                opened = open_windows.pop(row, None)
+                downtime = float(record.get("downtime_ms") or 0) / 1000
+                start = moment - downtime if downtime else (opened or record).get("time", moment)
+                spans.append(Span(row, start, moment, "disconnect",
+                                  f"disconnected ({record.get('cause', '?')}) for {format_ms(downtime * 1000)}"))
+            elif event == "failed":
+                failed_since[row] = record
+            elif event == "stop" and row == "watchdog":
+                watchdog_stopped = record
+            elif event == "start" and row == "watchdog" and watchdog_stopped is not None:
+                spans.append(Span(EVERY_ROW, watchdog_stopped["time"], moment, "unsupervised", "watchdog not running"))
+                watchdog_stopped = None
+            elif event in ("restart", "healthy", "start") and row in failed_since:
+                opened = failed_since.pop(row)
+                spans.append(Span(row, opened["time"], moment, "failed", f"failed: {opened.get('cause', '?')}"))
+    for row, record in open_windows.items():
+        spans.append(Span(row, record["time"], now, "disconnect",
+                          f"disconnected ({record.get('cause', '?')}), still open"))
+    if watchdog_stopped is not None:
+        spans.append(Span(EVERY_ROW, watchdog_stopped["time"], now, "unsupervised", "watchdog not running"))
+    for row, record in failed_since.items():
+        spans.append(Span(row, record["time"], now, "failed", f"failed: {record.get('cause', '?')}, not restarted"))
+    return spans, marks
+
+
+def _recovery(line: Line, now: float, spans: list[Span], marks: list[Mark]) -> None:
+    if line.restart is not None:
+        marks.append(Mark(line.component, line.restart.get("time", line.time), "restart",
+                          "restart: " + " · ".join(line.parts())))
+    opener = line.opener
+    if opener is None or (opener.get("event") not in DETECTIONS and opener.get("event") != "stop"):
+        return
+    if opener.get("event") == "stop" and line.restart is None:
+        return  # a leftover stopped, or the shutdown: no outage of ours
+    failed = [r["time"] for r in line.records if r.get("event") == "failed"]
+    end = line.healthy.get("time", now) if line.healthy is not None else failed[0] if failed else now
+    label = detection_text(opener) if opener.get("event") in DETECTIONS else f"stopped ({opener.get('cause', '')})"
+    spans.append(Span(line.component, line.time, end, _kind_of(opener), " · ".join([label, *line.parts()[1:]])))
+
+
+def _ticks(since: float, until: float) -> Iterable[tuple[float, str]]:
+    step = next((s for s in TICK_STEPS if (until - since) / s <= 12), TICK_STEPS[-1])
+    local = datetime.fromtimestamp(since)
+    offset = local.utcoffset().total_seconds() if local.utcoffset() else -time.timezone
+    first = ((since + offset) // step + 1) * step - offset
+    moment = first
+    while moment < until:
+        stamp = datetime.fromtimestamp(moment)
+        yield moment, (f"{stamp:%a %d}" if step >= 86400 else f"{stamp:%H:%M}")
+        moment += step
+
+
+def svg(rows: list[str], spans: list[Span], marks: list[Mark], since: float, until: float) -> str:
+    """The timeline as one <svg> element; rows in the given order, anything on an unknown row added below."""
+    for extra in [s.row for s in spans] + [m.row for m in marks]:
+        if extra not in rows and extra != EVERY_ROW:
+            rows = [*rows, extra]
+    height = AXIS + ROW * len(rows) + 6
+    plot = WIDTH - LABEL - PAD
+
+    def x(moment: float) -> float:
+        return LABEL + (min(max(moment, since), until) - since) / (until - since) * plot
+
+    out = [f'<svg class="timeline" viewBox="0 0 {WIDTH} {height}" width="100%" role="img" '
+           f'aria-label="timeline of the last {format_ms((until - since) * 1000)}" xmlns="http://www.w3.org/2000/svg">']
+    for n, row in enumerate(rows):
+        y = AXIS + n * ROW
+        out.append(f'<g class="row" data-row="{escape(row)}">'
+                   f'<rect x="0" y="{y}" width="{WIDTH}" height="{ROW}" fill="{"#f4f5f7" if n % 2 else "#ffffff"}"/>'
+                   f'<text x="6" y="{y + ROW * 0.68:.1f}" class="label">{escape(row)}</text>'
+                   f'<rect x="{LABEL}" y="{y + ROW * 0.42:.1f}" width="{plot}" height="3" fill="{UP}"/></g>')
+    for moment, text in _ticks(since, until):
+        px = x(moment)
+        out.append(f'<line x1="{px:.1f}" y1="{AXIS - 4}" x2="{px:.1f}" y2="{height - 6}" class="tick"/>')
+        if px < WIDTH - PAD - 20:  # a label at the very edge would be cut
+            out.append(f'<text x="{px:.1f}" y="{AXIS - 8}" class="ticklabel">{text}</text>')
+    for span in spans:
+        if span.end < since or span.start > until:
+            continue
+        if span.row == EVERY_ROW:
+            left, right = x(span.start), x(span.end)
+            out.append(f'<rect class="span" data-kind="{span.kind}" x="{left:.1f}" y="{AXIS}" '
+                       f'width="{max(right - left, MIN_PX):.1f}" height="{ROW * len(rows)}" '
+                       f'fill="{KINDS[span.kind][0]}" fill-opacity="0.6"><title>{_clock(span.start)}–'
+                       f'{_clock(span.end)} {escape(span.label)}</title></rect>')
+            continue
+        n = rows.index(span.row)
+        left, right = x(span.start), x(span.end)
+        width = max(right - left, MIN_PX)
+        y, h = (AXIS + n * ROW + 3, ROW - 6) if span.kind != "disconnect" else (AXIS + n * ROW + ROW * 0.55, ROW * 0.38)
+        title = f"{_clock(span.start)}–{_clock(span.end)} {span.label}"
+        out.append(f'<rect class="span" data-kind="{span.kind}" data-row="{escape(span.row)}" x="{left:.1f}" '
+                   f'y="{y:.1f}" width="{width:.1f}" height="{h:.1f}" fill="{KINDS[span.kind][0]}">'
+                   f'<title>{escape(title)}</title></rect>')
+    for mark in marks:
+        if not since <= mark.time <= until:
+            continue
+        n = rows.index(mark.row)
+        px, y = x(mark.time), AXIS + n * ROW
+        title = escape(f"{_clock(mark.time)} {mark.label}")
+        if mark.kind == "restart":
+            out.append(f'<path class="mark" data-kind="restart" data-row="{escape(mark.row)}" '
+                       f'd="M{px:.1f} {y + 2} v{ROW - 4}" stroke="{KINDS["restart"][0]}" stroke-width="2">'
+                       f'<title>{title}</title></path>')
+        else:
+            fill = KINDS.get(mark.kind, KINDS["backfilled"])[0]
+            out.append(f'<path class="mark" data-kind="{escape(mark.kind)}" data-row="{escape(mark.row)}" '
+                       f'd="M{px:.1f} {y + 4} l5 {ROW / 2 - 4:.1f} l-5 {ROW / 2 - 4:.1f} l-5 -{ROW / 2 - 4:.1f} z" '
+                       f'fill="{fill}" stroke="#fff"><title>{title}</title></path>')
+    px = x(until)
+    out.append(f'<line x1="{px:.1f}" y1="{AXIS - 4}" x2="{px:.1f}" y2="{height - 6}" class="now"/></svg>')
+    return "".join(out)
+
+
+def legend() -> str:
+    """The colours as small SVG squares (no inline styles: the page's CSP allows none)."""
+    return "".join(f'<span class="key"><svg width="12" height="12" aria-hidden="true"><rect width="12" height="12" '
+                   f'fill="{fill}"/></svg> {escape(text)}</span>' for fill, text in (*KINDS.values(), (UP, "up")))
+
+
+def _clock(moment: float) -> str:
+    return f"{datetime.fromtimestamp(moment):%H:%M:%S}"

@@ -1,0 +1,191 @@
+"""The console's routes on the control port: thin handlers over `view.Console` and `render`.
+
+    GET  /                          the page (?range=1h|24h|7d); reads without JavaScript
+    GET  /console/events            server-sent events: panels again as HTML whenever they change
+    POST /console/restart           form: component, csrf -> 303 back to / with the outcome
+    POST /console/login             form: token -> signed-in cookie (only when a control token is set)
+    GET  /console/static/{name}     the CSS and the small script, shipped in the package
+    GET  /console/x/{ext}/{key}     an extension's detail page (e.g. a drop and its messages)
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+from importlib import resources
+from urllib.parse import quote
+
+from aiohttp import web
+
+from watchdog.console import render, timeline
+from watchdog.console.changes import Changes
+from watchdog.console.extensions import safely
+from watchdog.console.guard import CSRF_COOKIE, SESSION_COOKIE, Secrets, from_our_page
+from watchdog.console.view import Console
+
+CONSOLE = web.AppKey("console", Console)
+SECRETS = web.AppKey("console_secrets", Secrets)
+CHANGES = web.AppKey("console_changes", Changes)
+STOPPING = web.AppKey("console_stopping", asyncio.Event)
+STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
+PUBLIC_PREFIXES = ("/console/login", "/console/static/")  # reachable before signing in
+TICK_S = 1.0  # the live stream looks again at least this often (uptimes, log files)
+SLOW_S = 10.0  # the timeline and the extension panels at least this often (the time axis moves)
+HEADERS = {
+    # No inline script or style, nothing from elsewhere, no framing (a framed restart button could be clicked
+    # through a decoy page).
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def add_routes(app: web.Application, console: Console, changes: Changes, control_token: str) -> None:
+    app[CONSOLE] = console
+    app[SECRETS] = Secrets(control_token)
+    app[CHANGES] = changes
+    app[STOPPING] = asyncio.Event()
+    app.on_shutdown.append(_stop_streams)
+    app.router.add_get("/", index)
+    app.router.add_get("/console/events", events)
+    app.router.add_post("/console/restart", restart)
+    app.router.add_post("/console/login", login)
+    app.router.add_get("/console/static/{name}", static)
+    app.router.add_get("/console/x/{extension}/{key:.+}", detail)
+
+
+def signed_in(request: web.Request) -> bool:
+    """The browser's way past the control token: the cookie /console/login gave it."""
+    return request.app[SECRETS].signed_in(request)
+
+
+def public(request: web.Request) -> bool:
+    return request.path.startswith(PUBLIC_PREFIXES)
+
+
+def wants_page(request: web.Request) -> bool:
+    return request.path == "/" or request.path.startswith("/console/")
+
+
+def login_required() -> web.Response:
+    return _html(render.login_page(), status=401)
+
+
+def _html(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, status=status, content_type="text/html", headers=HEADERS)
+
+
+def _range(request: web.Request) -> str:
+    chosen = request.query.get("range", timeline.DEFAULT_RANGE)
+    return chosen if chosen in timeline.RANGES else timeline.DEFAULT_RANGE
+
+
+def _csrf(request: web.Request) -> tuple[str, str | None]:
+    """This browser's CSRF token, and a new cookie to set when it has none yet."""
+    cookie = request.cookies.get(CSRF_COOKIE)
+    new = None if cookie else secrets.token_hex(16)
+    return request.app[SECRETS].csrf_for(cookie or new or ""), new
+
+
+async def index(request: web.Request) -> web.Response:
+    csrf, new_cookie = _csrf(request)
+    response = _html(render.page(request.app[CONSOLE], _range(request), csrf, render.flash(dict(request.query))))
+    if new_cookie:
+        response.set_cookie(CSRF_COOKIE, new_cookie, httponly=True, samesite="Strict", path="/")
+    return response
+
+
+def _event(name: str, html: str) -> bytes:
+    data = "".join(f"data: {line}\n" for line in html.split("\n"))
+    return f"event: {name}\n{data}\n".encode("utf-8")
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    console, changes, stopping = request.app[CONSOLE], request.app[CHANGES], request.app[STOPPING]
+    range_name = _range(request)
+    csrf, _ = _csrf(request)
+    response = web.StreamResponse(headers={**HEADERS, "Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    sent: dict[str, str] = {}
+    loop = asyncio.get_running_loop()
+    slow_at, records_version = 0.0, -1
+    try:
+        while not stopping.is_set():
+            seen = changes.version
+            panels = {"now": render.now_panel(console.rows(), csrf), "logs": render.logs_panel(console.log_tails())}
+            console.records.records()  # refresh: did the recovery log grow?
+            if console.records.version != records_version or loop.time() - slow_at >= SLOW_S:
+                records_version, slow_at = console.records.version, loop.time()
+                panels["timeline"] = render.timeline_panel(console, range_name)
+                panels["incidents"] = render.incidents_panel(console.incidents(), console.names())
+                panels.update(render.extension_panels(console))
+            for name, html in panels.items():
+                if sent.get(name) != html:
+                    await response.write(_event(name, html))
+                    sent[name] = html
+            await changes.wait(seen, TICK_S)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return response
+
+
+async def _stop_streams(app: web.Application) -> None:
+    app[STOPPING].set()
+    app[CHANGES].bump()  # wakes every stream now, not at its next tick
+
+
+async def restart(request: web.Request) -> web.Response:
+    if not from_our_page(request):
+        return _html(render.frame("refused", '<p class="bad">refused: this form was not sent from the console '
+                                             'page itself</p>'), status=403)
+    form = await request.post()
+    if not request.app[SECRETS].csrf_ok(request, str(form.get("csrf", ""))):
+        return _html(render.frame("refused", '<p class="bad">refused: the form\'s CSRF token is missing or '
+                                             'stale; <a href="/">reload the console</a> and try again</p>'),
+                     status=403)
+    name = str(form.get("component", ""))
+    try:
+        result = await request.app[CONSOLE].restart(name)
+    except KeyError:
+        return _see_other("/?error=" + quote(f"no component named {name}"))
+    except RuntimeError as exc:  # e.g. the watchdog is shutting down
+        return _see_other("/?error=" + quote(str(exc)))
+    return _see_other(render.restarted_location(result))
+
+
+def _see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={**HEADERS, "Location": location})
+
+
+async def login(request: web.Request) -> web.Response:
+    guard = request.app[SECRETS]
+    if not from_our_page(request):
+        return _html(render.login_page("refused: not sent from the sign-in page"), status=403)
+    given = str((await request.post()).get("token", ""))
+    if not guard.control_token or not hmac.compare_digest(given.encode(), guard.control_token.encode()):
+        return _html(render.login_page("wrong token"), status=401)
+    response = _see_other("/")
+    response.set_cookie(SESSION_COOKIE, guard.session_value(), httponly=True, samesite="Strict", path="/")
+    return response
+
+
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in STATIC:
+        raise web.HTTPNotFound()
+    body = (resources.files("watchdog.console") / "static" / name).read_bytes()
+    return web.Response(body=body, content_type=STATIC[name], headers={**HEADERS, "Cache-Control": "max-age=300"})
+
+
+async def detail(request: web.Request) -> web.Response:
+    name, key = request.match_info["extension"], request.match_info["key"]
+    for extension in request.app[CONSOLE].extensions:
+        if extension.name == name:
+            found = safely(f"{name}.detail", lambda: extension.detail(key), None)
+            if found is not None:
+                title, html = found  # type: ignore[misc]
+                return _html(render.detail_page(title, html))
+    return _html(render.frame("not found", f'<p class="bad">nothing at {request.path}</p>'), status=404)
