@@ -146,7 +146,7 @@ def svg(rows: list[str], spans: list[Span], marks: list[Mark], since: float, unt
         return LABEL + (min(max(moment, since), until) - since) / (until - since) * plot
 
     out = [f'<svg class="timeline" viewBox="0 0 {WIDTH} {height}" width="100%" role="img" '
-           f'aria-label="timeline of the last {format_ms((until - since) * 1000)}" xmlns="http://www.w3.org/2000/svg">']
+           f'aria-label="timeline of the last {format_ms((until - since) * 1000)}">']
     for n, row in enumerate(rows):
         y = AXIS + n * ROW
         out.append(f'<g class="row" data-row="{escape(row)}">'
