@@ -1,50 +1,30 @@
 """The control API of a running watchdog: status, restart one component, Prometheus metrics.
 
 The arbiter owns the state; this module only translates HTTP to its two
-callables, so the handlers stay thin. With `watchdog.control_token` set every
-request must carry it as a bearer token (required by the config whenever the
-API listens beyond loopback); the console's pages also take the cookie its
-sign-in form gives a browser. The operator console (`watchdog/console/`) is
-served on the same port at `/`.
+callables, so the handlers stay thin. `watchdog.web_guard` answers every error
+as `{"error": ...}`, refuses what a browser page could forge and, with
+`watchdog.control_token` set, checks the bearer token on every request
+(required by the config whenever the API listens beyond loopback). The
+operator console (`watchdog/console/`) is served on the same port at `/`
+behind its own gate (forms with a CSRF token, a sign-in cookie for browsers).
 """
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from watchdog import web_guard
 from watchdog.config import WatchdogConfig
 from watchdog.console import web as console_web
 from watchdog.console.changes import Changes
-from watchdog.console.guard import browser_guard
 from watchdog.console.view import Console
 from watchdog.metrics import Metrics
 
 STATUS = web.AppKey("status", Callable[[], list[dict]])
 RESTART = web.AppKey("restart", Callable[[str], Awaitable[dict]])
 METRICS = web.AppKey("metrics", Metrics)
-
-
-def authorized(header: str | None, token: str) -> bool:
-    """True if no token is configured or the Authorization header carries exactly it."""
-    if not token:
-        return True
-    scheme, _, given = (header or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
-
-
-def _token_middleware(token: str, console: bool):
-    @web.middleware
-    async def check_token(request: web.Request, handler):
-        if authorized(request.headers.get("Authorization"), token) or (console and (
-                console_web.public(request) or console_web.wants_page(request) and console_web.signed_in(request))):
-            return await handler(request)
-        if console and console_web.wants_page(request):
-            return console_web.login_required()
-        return web.json_response({"error": "missing or wrong bearer token"}, status=401,
-                                 headers={"WWW-Authenticate": "Bearer"})
-    return check_token
+MAX_BODY = 64 * 1024  # no endpoint reads a body today
 
 
 async def _status(request: web.Request) -> web.Response:
@@ -68,11 +48,13 @@ async def _metrics(request: web.Request) -> web.Response:
 
 def build_app(config: WatchdogConfig, status: Callable[[], list[dict]], restart: Callable[[str], Awaitable[dict]],
               metrics: Metrics, console: Console | None = None, changes: Changes | None = None) -> web.Application:
-    token = config.control_token
-    app = web.Application(middlewares=[browser_guard(bool(token)),
-                                       *([_token_middleware(token, console is not None)] if token else [])])
+    guard = web_guard.middlewares(config.control_allowed_hosts, config.control_allowed_origins, config.control_token)
     if console is not None:
-        console_web.add_routes(app, console, changes or Changes(), token)
+        guard.insert(0, console_web.gate(config.control_token, config.control_allowed_hosts,
+                                         config.control_allowed_origins))
+    app = web.Application(middlewares=guard, client_max_size=MAX_BODY)
+    if console is not None:
+        console_web.add_routes(app, console, changes or Changes(), config.control_token)
     app[STATUS] = status
     app[RESTART] = restart
     app[METRICS] = metrics

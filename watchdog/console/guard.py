@@ -1,27 +1,22 @@
-"""Browser-forgery checks for the control port: a page on this host must not act through it.
+"""The console's own defences against a page elsewhere on this host, on top of `watchdog/web_guard.py`.
 
-`browser_guard` is the control app's one middleware for this until the shared
-`watchdog/web_guard.py` replaces it: state-changing requests from a browser
-are refused unless they come from the console's own origin (Origin,
-Sec-Fetch-Site), and without a token every request must name a loopback Host
-(a DNS-rebinding page names its own). The console's forms also carry a CSRF
-token: an HMAC, under a secret of this process, of a random cookie, which a
-page elsewhere on this host can neither read nor forge (it could set the
+The JSON API's guard refuses any form post (only application/json bodies);
+the console's restart and sign-in are forms, so its routes pass through
+`web.gate` instead, which keeps the same Host and Origin rules and adds a CSRF
+token: an HMAC, under a secret of this process, of a random cookie. A page
+elsewhere on this host can neither read it nor forge it (it could set the
 cookie, ports do not separate cookies, but not compute the HMAC).
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import secrets
 
 from aiohttp import web
 
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 CSRF_COOKIE = "wa_console_csrf"
 SESSION_COOKIE = "wa_console_session"
-LOOPBACK_NAMES = ("localhost",)
 
 
 class Secrets:
@@ -47,49 +42,19 @@ class Secrets:
                                                                 self.session_value())
 
 
-def _is_loopback_host(host: str) -> bool:
-    """Host header -> is it this machine's loopback (127.0.0.0/8, ::1, localhost), with or without a port?"""
-    name = host[1:].split("]")[0] if host.startswith("[") else host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    if name.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
+def from_our_page(request: web.Request, allowed_origins: frozenset[str] = frozenset()) -> bool:
+    """A console form post: the browser names its origin (Origin, or at least Referer), and it is ours.
+
+    A browser always sends Origin with a form post; a missing one means a client that is not a browser
+    form, which has the JSON API.
+    """
+    site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
+    if site in ("cross-site", "same-site"):
         return False
-
-
-def refusal(request: web.Request, token_required: bool) -> str | None:
-    """Why a request looks forged (None: it does not); the same checks for the JSON API and the console."""
-    host = request.headers.get("Host", "")
-    if not token_required and not _is_loopback_host(host):
-        return f"refused: Host {host!r} is not this machine's loopback address"
-    if request.method in SAFE_METHODS:
-        return None
-    site = request.headers.get("Sec-Fetch-Site")
-    if site is not None and site not in ("same-origin", "none"):
-        return f"refused: a cross-origin request (Sec-Fetch-Site: {site})"
-    origin = request.headers.get("Origin")
-    if origin is not None and origin != f"{request.scheme}://{host}":
-        return f"refused: a request from another origin ({origin})"
-    return None
-
-
-def browser_guard(token_required: bool):
-    @web.middleware
-    async def guard(request: web.Request, handler):
-        problem = refusal(request, token_required)
-        if problem:
-            return web.json_response({"error": problem}, status=403)
-        return await handler(request)
-    return guard
-
-
-def from_our_page(request: web.Request) -> bool:
-    """A console form post: a browser names where it comes from (Origin, or at least Referer) - a same-origin one."""
-    host = request.headers.get("Host", "")
-    ours = f"{request.scheme}://{host}"
+    ours = f"{request.scheme}://{request.headers.get('Host', '')}".lower()
     origin = request.headers.get("Origin")
     if origin is not None:
-        return origin == ours
-    referer = request.headers.get("Referer", "")
+        origin = origin.strip().lower().rstrip("/")
+        return origin == ours or origin in allowed_origins
+    referer = request.headers.get("Referer", "").lower()
     return referer == ours or referer.startswith(ours + "/")

@@ -16,7 +16,9 @@ from importlib import resources
 from urllib.parse import quote
 
 from aiohttp import web
+from loguru import logger
 
+from watchdog import web_guard
 from watchdog.console import render, timeline
 from watchdog.console.changes import Changes
 from watchdog.console.extensions import safely
@@ -57,21 +59,47 @@ def add_routes(app: web.Application, console: Console, changes: Changes, control
     app.router.add_get("/console/x/{extension}/{key:.+}", detail)
 
 
-def signed_in(request: web.Request) -> bool:
-    """The browser's way past the control token: the cookie /console/login gave it."""
-    return request.app[SECRETS].signed_in(request)
-
-
-def public(request: web.Request) -> bool:
-    return request.path.startswith(PUBLIC_PREFIXES)
-
-
-def wants_page(request: web.Request) -> bool:
+def is_console(request: web.Request) -> bool:
     return request.path == "/" or request.path.startswith("/console/")
 
 
-def login_required() -> web.Response:
-    return _html(render.login_page(), status=401)
+def gate(token: str, allowed_hosts: list[str], allowed_origins: list[str]):
+    """The console's middleware, outermost on the control app: its routes pass here instead of the JSON guard.
+
+    Same Host rule as `web_guard` (here for reads too: the page holds the CSRF token), form posts only
+    from the console's own origin, and with a control token a bearer token or the sign-in cookie. Other
+    paths go on to the JSON API's middlewares untouched.
+    """
+    guard = web_guard.Guard(allowed_hosts, allowed_origins)
+
+    @web.middleware
+    async def console_gate(request: web.Request, handler):
+        if not is_console(request):
+            return await handler(request)
+        host = request.headers.get("Host")
+        if host is not None and not guard.host_allowed(host):
+            return _refused(f"Host {host!r} is not this machine (a loopback name, an IP address or one of "
+                            "allowed_hosts)")
+        if request.method not in web_guard.SAFE_METHODS and not from_our_page(request, guard.allowed_origins):
+            return _refused("this form was not sent from the console page itself")
+        if token and not (request.path.startswith(PUBLIC_PREFIXES) or request.app[SECRETS].signed_in(request)
+                          or web_guard.authorized(request.headers.get("Authorization"), token)):
+            return _html(render.login_page(), status=401)
+        try:
+            return await request.match_info.handler(request)  # past the JSON API's middlewares: see above
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return _html(render.frame(exc.reason, f'<p class="bad">{exc.status} {exc.reason}: {request.path}</p>'),
+                         status=exc.status)
+        except Exception:  # noqa: BLE001 - a console bug must not look like a dead watchdog
+            logger.exception("console: {} {} failed", request.method, request.path)
+            return _html(render.frame("error", '<p class="bad">internal error; see the watchdog log</p>'), status=500)
+    return console_gate
+
+
+def _refused(why: str) -> web.Response:
+    return _html(render.frame("refused", f'<p class="bad">refused: {why}</p>'), status=403)
 
 
 def _html(text: str, status: int = 200) -> web.Response:
@@ -138,9 +166,6 @@ async def _stop_streams(app: web.Application) -> None:
 
 
 async def restart(request: web.Request) -> web.Response:
-    if not from_our_page(request):
-        return _html(render.frame("refused", '<p class="bad">refused: this form was not sent from the console '
-                                             'page itself</p>'), status=403)
     form = await request.post()
     if not request.app[SECRETS].csrf_ok(request, str(form.get("csrf", ""))):
         return _html(render.frame("refused", '<p class="bad">refused: the form\'s CSRF token is missing or '
@@ -162,8 +187,6 @@ def _see_other(location: str) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     guard = request.app[SECRETS]
-    if not from_our_page(request):
-        return _html(render.login_page("refused: not sent from the sign-in page"), status=403)
     given = str((await request.post()).get("token", ""))
     if not guard.control_token or not hmac.compare_digest(given.encode(), guard.control_token.encode()):
         return _html(render.login_page("wrong token"), status=401)
@@ -188,4 +211,4 @@ async def detail(request: web.Request) -> web.Response:
             if found is not None:
                 title, html = found  # type: ignore[misc]
                 return _html(render.detail_page(title, html))
-    return _html(render.frame("not found", f'<p class="bad">nothing at {request.path}</p>'), status=404)
+    raise web.HTTPNotFound()
