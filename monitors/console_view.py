@@ -16,7 +16,7 @@ from typing import TypeVar
 from urllib.parse import quote
 
 from bridge.store import bare_user, format_ts, open_readonly, parse_ts
-from monitors.drops_store import Drop, DropsDB, drops_db_path
+from monitors.drops_store import Drop, DropsDB, drops_db_path, open_drops_store
 from watchdog.config import Config
 from watchdog.console.timeline import Mark
 
@@ -42,9 +42,10 @@ class DropsView:
         self.path = drops_db_path(config.data_dir)
 
     def _read(self, read: Callable[[DropsDB], T]) -> T | None:
-        if not self.path.exists():
+        """Run `read` on the configured store opened read-only; None while an SQLite store does not exist yet."""
+        if not self.config.database.url and not self.path.exists():
             return None
-        db = DropsDB(self.path, readonly=True)
+        db = open_drops_store(self.config, readonly=True)
         try:
             return read(db)
         finally:

@@ -66,12 +66,3 @@ def load(config: Config, factories: list[Callable[[Config], Extension]] | None =
     for problem in problems:
         logger.error("{}", problem)
     return Loaded(extensions, problems)
-
-
-def safely(what: str, call: Callable[[], object], fallback: object) -> object:
-    """Run an extension's method; log and return `fallback` if it raises."""
-    try:
-        return call()
-    except Exception as exc:  # noqa: BLE001
-        logger.opt(exception=exc).error("console extension: {} failed", what)
-        return fallback

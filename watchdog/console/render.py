@@ -12,9 +12,8 @@ from html import escape
 from urllib.parse import quote
 
 from watchdog.console import timeline
-from watchdog.console.extensions import safely
 from watchdog.console.incidents import Incident
-from watchdog.console.view import Console, Row
+from watchdog.console.view import Console, Extras, Row
 from watchdog.control_client import format_duration
 
 INCIDENTS_SHOWN = 100
@@ -105,10 +104,10 @@ def restart_form(name: str, csrf: str) -> str:
             f'<button type="submit" class="danger">restart {escape(name)} now</button></form></details>')
 
 
-def timeline_panel(console: Console, range_name: str) -> str:
+def timeline_panel(console: Console, range_name: str, extras: Extras) -> str:
     links = " ".join(f'<a href="/?range={r}"{" class=current" if r == range_name else ""}>{r}</a>'
                      for r in timeline.RANGES)
-    return (f'<div class="ranges">last {links}</div>{console.timeline(range_name)}'
+    return (f'<div class="ranges">last {links}</div>{console.timeline(range_name, extras.marks)}'
             f'<div class="legend">{timeline.legend()}</div>')
 
 
@@ -140,24 +139,16 @@ def logs_panel(tails: dict[str, list[str]]) -> str:
     return "".join(out)
 
 
-def extension_panels(console: Console) -> dict[str, str]:
-    panels = {}
-    for extension in console.extensions:
-        html = safely(f"{extension.name}.panel", extension.panel, None)
-        panels[f"x-{extension.name}"] = html if html is not None else \
-            f'<p class="bad">the {escape(extension.title)} panel failed; see the watchdog log</p>'
-    return panels
-
-
-def fragments(console: Console, range_name: str, csrf: str) -> dict[str, str]:
+def fragments(console: Console, range_name: str, csrf: str, extras: Extras) -> dict[str, str]:
     """Every live panel by element id."""
-    return {"now": now_panel(console.rows(), csrf), "timeline": timeline_panel(console, range_name),
-            "incidents": incidents_panel(console.incidents(), console.names()),
-            "logs": logs_panel(console.log_tails()), **extension_panels(console)}
+    return {"now": now_panel(console.rows(), csrf), "timeline": timeline_panel(console, range_name, extras),
+            "incidents": incidents_panel(console.incidents(), extras.names),
+            "logs": logs_panel(console.log_tails()),
+            **{f"x-{name}": html for name, html in extras.panels.items()}}
 
 
-def page(console: Console, range_name: str, csrf: str, flash: str = "") -> str:
-    parts = fragments(console, range_name, csrf)
+def page(console: Console, range_name: str, csrf: str, extras: Extras, flash: str = "") -> str:
+    parts = fragments(console, range_name, csrf, extras)
     sections = [("now", "Now"), ("timeline", "What happened"), ("incidents", "Incidents")]
     sections += [(f"x-{e.name}", e.title) for e in console.extensions]
     sections += [("logs", "Logs")]

@@ -6,23 +6,38 @@ only when a file changed. The HTML is made in `render.py`.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
+
+from loguru import logger
 
 from watchdog.child_output import log_path
 from watchdog.config import Config
 from watchdog.console import timeline
-from watchdog.console.extensions import Extension, Loaded, load, safely
+from watchdog.console.extensions import Extension, Loaded, load
+from watchdog.console.timeline import Mark
 from watchdog.console.incidents import Incident, incidents
 from watchdog.console.records import RecordCache
 from watchdog.log_view import tail
 from watchdog.recovery_log import RecoveryLog
 
 LOG_LINES = 12  # per component in the Logs panel
+EXTENSION_TIMEOUT_S = 2.0  # an extension reading a store that does not answer must not hold the page
+
+
+@dataclass
+class Extras:
+    """What the extensions said for one view, asked in a worker thread (they read stores that may block)."""
+
+    panels: dict[str, str] = field(default_factory=dict)  # extension name -> panel HTML
+    marks: list[Mark] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -65,19 +80,33 @@ class Console:
             self._incidents = (self.records.version, incidents(records))
         return self._incidents[1]
 
-    def names(self) -> dict[str, str]:
-        names: dict[str, str] = {}
+    async def extras(self, range_name: str) -> Extras:
+        """Every extension's panel, timeline marks and group names; a slow or failing one is a line saying so."""
+        until = time.time()
+        since = until - timeline.RANGES[range_name]
+        extras = Extras()
         for extension in self.extensions:
-            names.update(safely(f"{extension.name}.names", extension.names, {}))  # type: ignore[arg-type]
-        return names
+            def ask(e: Extension = extension) -> tuple[str, list[Mark], dict[str, str]]:
+                return e.panel(), e.marks(since, until), e.names()
+            try:
+                panel, marks, names = await asyncio.wait_for(asyncio.to_thread(ask), EXTENSION_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                panel, marks, names = (f'<p class="bad">{escape(extension.title)}: no answer within '
+                                       f'{EXTENSION_TIMEOUT_S:g} s (is its store reachable?)</p>', [], {})
+            except Exception as exc:  # noqa: BLE001 - a broken view must not break the page
+                logger.opt(exception=exc).error("console extension {} failed", extension.name)
+                panel, marks, names = (f'<p class="bad">{escape(extension.title)} failed: '
+                                       f'{escape(str(exc) or type(exc).__name__)}</p>', [], {})
+            extras.panels[extension.name] = panel
+            extras.marks += marks
+            extras.names.update(names)
+        return extras
 
-    def timeline(self, range_name: str, now: float | None = None) -> str:
+    def timeline(self, range_name: str, marks: list[Mark], now: float | None = None) -> str:
         until = time.time() if now is None else now
         since = until - timeline.RANGES[range_name]
-        spans, marks = timeline.spans_and_marks(self.records.records(), until)
-        for extension in self.extensions:
-            marks += safely(f"{extension.name}.marks", lambda e=extension: e.marks(since, until), [])  # type: ignore
-        return timeline.svg([row.name for row in self.rows()], spans, marks, since, until)
+        spans, own_marks = timeline.spans_and_marks(self.records.records(), until)
+        return timeline.svg([row.name for row in self.rows()], spans, own_marks + marks, since, until)
 
     def log_names(self) -> list[str]:
         return ["watchdog", *(row.name for row in self.rows())]

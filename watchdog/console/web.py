@@ -21,9 +21,8 @@ from loguru import logger
 from watchdog import web_guard
 from watchdog.console import render, timeline
 from watchdog.console.changes import Changes
-from watchdog.console.extensions import safely
 from watchdog.console.guard import CSRF_COOKIE, SESSION_COOKIE, Secrets, from_our_page
-from watchdog.console.view import Console
+from watchdog.console.view import EXTENSION_TIMEOUT_S, Console
 
 CONSOLE = web.AppKey("console", Console)
 SECRETS = web.AppKey("console_secrets", Secrets)
@@ -120,7 +119,9 @@ def _csrf(request: web.Request) -> tuple[str, str | None]:
 
 async def index(request: web.Request) -> web.Response:
     csrf, new_cookie = _csrf(request)
-    response = _html(render.page(request.app[CONSOLE], _range(request), csrf, render.flash(dict(request.query))))
+    console, range_name = request.app[CONSOLE], _range(request)
+    extras = await console.extras(range_name)
+    response = _html(render.page(console, range_name, csrf, extras, render.flash(dict(request.query))))
     if new_cookie:
         response.set_cookie(CSRF_COOKIE, new_cookie, httponly=True, samesite="Strict", path="/")
     return response
@@ -147,9 +148,10 @@ async def events(request: web.Request) -> web.StreamResponse:
             console.records.records()  # refresh: did the recovery log grow?
             if console.records.version != records_version or loop.time() - slow_at >= SLOW_S:
                 records_version, slow_at = console.records.version, loop.time()
-                panels["timeline"] = render.timeline_panel(console, range_name)
-                panels["incidents"] = render.incidents_panel(console.incidents(), console.names())
-                panels.update(render.extension_panels(console))
+                extras = await console.extras(range_name)
+                panels["timeline"] = render.timeline_panel(console, range_name, extras)
+                panels["incidents"] = render.incidents_panel(console.incidents(), extras.names)
+                panels.update({f"x-{name}": html for name, html in extras.panels.items()})
             for name, html in panels.items():
                 if sent.get(name) != html:
                     await response.write(_event(name, html))
@@ -207,7 +209,11 @@ async def detail(request: web.Request) -> web.Response:
     name, key = request.match_info["extension"], request.match_info["key"]
     for extension in request.app[CONSOLE].extensions:
         if extension.name == name:
-            found = safely(f"{name}.detail", lambda: extension.detail(key), None)
+            try:
+                found = await asyncio.wait_for(asyncio.to_thread(extension.detail, key), EXTENSION_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                return _html(render.frame("no answer", f'<p class="bad">{extension.title}: no answer within '
+                                                       f'{EXTENSION_TIMEOUT_S:g} s</p>'), status=504)
             if found is not None:
                 title, html = found  # type: ignore[misc]
                 return _html(render.detail_page(title, html))
