@@ -134,3 +134,41 @@ def test_the_record_cache_reads_only_what_was_appended_and_survives_rotation(tmp
         log.append("bridge:main", "exit", pid=pid, cause="SIGKILL")
     assert os.path.exists(str(log.path) + ".1")
     assert [r["pid"] for r in cache.records()] == list(range(1, 12))
+
+
+def crash_loop(t: float = T0) -> list[dict]:
+    out = []
+    for i in range(3):
+        out.append({"time": t + i, "component": "monitor:x", "event": "exit", "pid": 10 + i, "cause": "exit code 1",
+                    "exit_code": 1})
+        out.append({"time": t + i + 0.3, "component": "monitor:x", "event": "restart", "pid": 10 + i,
+                    "new_pid": 11 + i, "cause": "exit code 1", "delay_ms": 200.0, "restart_ms": 300.0})
+    out.append({"time": t + 3, "component": "monitor:x", "event": "crash_loop", "cause": "3 exits in 60 s",
+                "backoff_s": 30})
+    out.append({"time": t + 40, "component": "monitor:x", "event": "healthy", "pid": 13, "downtime_ms": 40000.0})
+    return out
+
+
+def test_a_crash_loop_is_one_incident_and_one_outage_until_healthy() -> None:
+    (incident,) = incidents(crash_loop())
+    assert incident.summary({}) == ("exited with code 1 (3×) → crash loop (3 exits in 60 s) · retrying every 30 s → "
+                                    "restarted in 0.30 s (backoff 0.20 s) → healthy after 40 s")
+    spans, marks = timeline.spans_and_marks(crash_loop(), T0 + 100)
+    (outage,) = [s for s in spans if s.kind == "crash"]
+    assert (outage.start, outage.end) == (T0, T0 + 40)  # down all along, not three outages up to now
+    assert len([m for m in marks if m.kind == "restart"]) == 3
+
+
+def test_an_alert_long_into_an_outage_still_joins_its_incident() -> None:
+    records = [
+        {"time": T0, "component": "bridge:main", "event": "disconnect", "cause": "stream error"},
+        {"time": T0 + 130, "component": "bridge:main", "event": "alert", "rule": "disconnect", "status": "firing",
+         "summary": "bridge:main disconnected for 130 s"},
+        {"time": T0 + 1260, "component": "bridge:main", "event": "reconnect", "cause": "stream error",
+         "downtime_ms": 1260000.0},
+        {"time": T0 + 1262, "component": "bridge:main", "event": "backfill", "status": "done", "recovered": 7,
+         "window_id": 3},
+    ]
+    (incident,) = incidents(records)
+    assert incident.summary({}) == ("disconnected (stream error) → alert firing disconnect: bridge:main disconnected "
+                                    "for 130 s → reconnected after 21 min 0 s → backfill done: 7 messages recovered")

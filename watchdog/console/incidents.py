@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from watchdog.recovery_view import Line, format_ms, group
+from watchdog.recovery_view import DETECTIONS, Line, format_ms, group
 
 JOIN_S = 120.0  # a disconnect, alert or backfill this soon after an incident's last record belongs to it
 JID = re.compile(r"\b[\d-]+@g\.us\b")
@@ -23,21 +23,29 @@ JID = re.compile(r"\b[\d-]+@g\.us\b")
 
 @dataclass
 class Incident:
+    """One line of the Incidents panel: what went wrong first, then what followed, in that order."""
+
     component: str
     started: float
-    steps: list[str]
+    head: str  # what went wrong (for a repeated failure: the first one, counted)
+    tail: list[str] = field(default_factory=list)  # the latest recovery's restart and healthy
+    extras: list[str] = field(default_factory=list)  # crash loop, alerts
+    after: list[str] = field(default_factory=list)  # the disconnect window closing
     records: list[dict] = field(default_factory=list)
     ended: float = 0.0
+    repeats: int = 1  # failures of the same component before it was healthy again
+    recovered: bool = False  # a `healthy` record closed the recovery
     window_open: bool = False  # a disconnect window that has not been closed yet
     reconnected: bool = False  # a window of it closed: a later disconnect is a new incident
     backfills: list[dict] = field(default_factory=list)
 
     def summary(self, names: Mapping[str, str]) -> str:
         """cause → restart → healthy → backfill result, with group names for JIDs."""
-        steps = list(self.steps)
+        head = self.head + (f" ({self.repeats}×)" if self.repeats > 1 else "")
+        steps = [head, *self.extras, *self.tail, *self.after]
         if self.backfills:
             steps.append(backfill_summary(self.backfills))
-        return with_names(" → ".join(steps), names)
+        return with_names(" → ".join(s for s in steps if s), names)
 
     @property
     def kind(self) -> str:
@@ -76,68 +84,79 @@ def incidents(records: list[dict]) -> list[Incident]:
     latest: dict[str, Incident] = {}  # component -> its latest incident
     by_window: dict[tuple[str, object], Incident] = {}  # (account, window id) -> incident with that window
 
+    def new(component: str, line: Line, head: str, tail: list[str] | None = None) -> Incident:
+        incident = Incident(component, line.time, head, tail or [])
+        result.append(incident)
+        latest[component] = incident
+        attach(incident, line)
+        return incident
+
     def attach(incident: Incident, line: Line) -> None:
         incident.records.extend(line.records)
         incident.records.sort(key=lambda r: r.get("time", 0.0))  # raw records read in time order
-        incident.ended = max(incident.ended, line.records[-1].get("time", line.time) if line.records else line.time)
+        incident.ended = max(incident.ended, *(r.get("time", line.time) for r in line.records), line.time)
+        incident.recovered = incident.recovered or line.healthy is not None
 
     def recent(component: str, moment: float) -> Incident | None:
+        """The component's incident still going on: its window is open, or its last record is recent."""
         incident = latest.get(component)
-        return incident if incident is not None and moment - incident.ended <= JOIN_S else None
+        if incident is None or not (incident.window_open or moment - incident.ended <= JOIN_S):
+            return None
+        return incident
 
     shutdown: Incident | None = None  # the watchdog's stop: every component's `stop (shutdown)` joins it
     for line in group(records):
         record = line.records[0] if line.records else {}
         event = record.get("event")
         component = line.component
+        parts = line.parts()
         if event == "stop" and record.get("cause") == "shutdown" and line.restart is None:
             if shutdown is None or line.time - shutdown.ended > JOIN_S:
-                shutdown = _new(result, latest, "watchdog", line, ["shutting down"])
+                shutdown = new("watchdog", line, "shutting down")
             else:
                 attach(shutdown, line)
-            shutdown.steps[1:] = [f"stopped {', '.join(r['component'] for r in shutdown.records)}"]
+            shutdown.tail = [f"stopped {', '.join(r['component'] for r in shutdown.records if r['component'] != 'watchdog')}"]
         elif event == "stop" and component == "watchdog" and shutdown is not None \
                 and line.time - shutdown.ended <= JOIN_S:
             attach(shutdown, line)
-            shutdown.steps[0] = line.parts()[0]
+            shutdown.head = parts[0]
             shutdown = None
+        elif event in DETECTIONS and (current := recent(component, line.time)) is not None \
+                and current.kind in DETECTIONS and not current.recovered:
+            attach(current, line)  # failed again before it was healthy: one incident, counted
+            current.repeats += 1
+            current.tail = parts[1:]
         elif event == "disconnect":
             incident = recent(component, line.time)
             if incident is None or incident.reconnected:
-                incident = _new(result, latest, component, line, [f"disconnected ({record.get('cause', '?')})"])
+                incident = new(component, line, f"disconnected ({record.get('cause', '?')})")
             else:
                 attach(incident, line)
             incident.window_open = True
-        elif event == "reconnect" and latest.get(component) is not None and latest[component].window_open:
-            incident = latest[component]
-            attach(incident, line)
+        elif event == "reconnect":
+            incident = recent(component, line.time) or recent("watchdog", line.time)
+            if incident is None or incident.reconnected:
+                incident = new(component, line, "")
+            else:
+                attach(incident, line)
             incident.window_open, incident.reconnected = False, True
             downtime = record.get("downtime_ms")
-            incident.steps.append("reconnected" + (f" after {format_ms(float(downtime))}" if downtime else ""))
+            incident.after.append(("reconnected" if incident.component == component else f"{component} reconnected")
+                                  + (f" after {format_ms(float(downtime))}" if downtime else "")
+                                  + ("" if incident.head else f" ({record.get('cause', '?')})"))
         elif event == "backfill":
             account = record.get("account") or component.removeprefix("bridge:")
             key = (account, record.get("window_id"))
             incident = by_window.get(key) or recent(f"bridge:{account}", line.time)
             if incident is None:
-                incident = _new(result, latest, component, line, [])
+                incident = new(component, line, "")
             else:
                 attach(incident, line)
             by_window[key] = incident
             incident.backfills.append(record)
-        elif event in ("alert", "crash_loop") and recent(component, line.time) is not None:
-            incident = latest[component]
-            attach(incident, line)
-            incident.steps.extend(line.parts())
+        elif event in ("alert", "crash_loop") and (current := recent(component, line.time)) is not None:
+            attach(current, line)
+            current.extras.extend(parts)
         else:
-            _new(result, latest, component, line, line.parts())
+            new(component, line, parts[0], parts[1:])
     return result
-
-
-def _new(result: list[Incident], latest: dict[str, Incident], component: str, line: Line,
-         steps: list[str]) -> Incident:
-    incident = Incident(component, line.time, steps)
-    incident.records.extend(line.records)
-    incident.ended = line.records[-1].get("time", line.time) if line.records else line.time
-    result.append(incident)
-    latest[component] = incident
-    return incident

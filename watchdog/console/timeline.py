@@ -72,11 +72,20 @@ def spans_and_marks(records: list[dict], now: float) -> tuple[list[Span], list[M
     """Outages (detection -> healthy), failures, disconnect windows and restart marks from the recovery log."""
     spans: list[Span] = []
     marks: list[Mark] = []
+    down: dict[str, Span] = {}  # component -> its outage with no `healthy` yet (ends at the next one, or now)
     open_windows: dict[str, dict] = {}
     failed_since: dict[str, dict] = {}
     watchdog_stopped: dict | None = None
     for line in group(records):
-        _recovery(line, now, spans, marks)
+        outage = _recovery(line, now, marks)
+        if outage is not None:
+            pending = down.pop(outage.row, None)
+            if pending is not None:  # it failed again before it was healthy: down all along
+                outage = Span(outage.row, pending.start, outage.end, pending.kind, f"{pending.label}; then {outage.label}")
+            if line.healthy is None and not any(r.get("event") == "failed" for r in line.records):
+                down[outage.row] = outage
+            else:
+                spans.append(outage)
         for record in line.records:
             event, row, moment = record.get("event"), record.get("component", "?"), record.get("time", 0.0)
             if event == "disconnect":
@@ -87,16 +96,17 @@ def spans_and_marks(records: list[dict], now: float) -> tuple[list[Span], list[M
                 start = moment - downtime if downtime else (opened or record).get("time", moment)
                 spans.append(Span(row, start, moment, "disconnect",
                                   f"disconnected ({record.get('cause', '?')}) for {format_ms(downtime * 1000)}"))
-            elif event == "failed":
-                failed_since[row] = record
             elif event == "stop" and row == "watchdog":
                 watchdog_stopped = record
             elif event == "start" and row == "watchdog" and watchdog_stopped is not None:
                 spans.append(Span(EVERY_ROW, watchdog_stopped["time"], moment, "unsupervised", "watchdog not running"))
                 watchdog_stopped = None
+            elif event == "failed":
+                failed_since[row] = record
             elif event in ("restart", "healthy", "start") and row in failed_since:
                 opened = failed_since.pop(row)
                 spans.append(Span(row, opened["time"], moment, "failed", f"failed: {opened.get('cause', '?')}"))
+    spans += down.values()
     for row, record in open_windows.items():
         spans.append(Span(row, record["time"], now, "disconnect",
                           f"disconnected ({record.get('cause', '?')}), still open"))
@@ -107,19 +117,20 @@ def spans_and_marks(records: list[dict], now: float) -> tuple[list[Span], list[M
     return spans, marks
 
 
-def _recovery(line: Line, now: float, spans: list[Span], marks: list[Mark]) -> None:
+def _recovery(line: Line, now: float, marks: list[Mark]) -> Span | None:
+    """The line's restart mark, and its outage: from the detection to healthy (or to now while not healthy)."""
     if line.restart is not None:
         marks.append(Mark(line.component, line.restart.get("time", line.time), "restart",
                           "restart: " + " · ".join(line.parts())))
     opener = line.opener
     if opener is None or (opener.get("event") not in DETECTIONS and opener.get("event") != "stop"):
-        return
+        return None
     if opener.get("event") == "stop" and line.restart is None:
-        return  # a leftover stopped, or the shutdown: no outage of ours
+        return None  # a leftover stopped, or the shutdown: no outage of ours
     failed = [r["time"] for r in line.records if r.get("event") == "failed"]
     end = line.healthy.get("time", now) if line.healthy is not None else failed[0] if failed else now
     label = detection_text(opener) if opener.get("event") in DETECTIONS else f"stopped ({opener.get('cause', '')})"
-    spans.append(Span(line.component, line.time, end, _kind_of(opener), " · ".join([label, *line.parts()[1:]])))
+    return Span(line.component, line.time, end, _kind_of(opener), " · ".join([label, *line.parts()[1:]]))
 
 
 def _ticks(since: float, until: float) -> Iterable[tuple[float, str]]:
