@@ -172,3 +172,19 @@ def test_an_alert_long_into_an_outage_still_joins_its_incident() -> None:
     (incident,) = incidents(records)
     assert incident.summary({}) == ("disconnected (stream error) → alert firing disconnect: bridge:main disconnected "
                                     "for 130 s → reconnected after 21 min 0 s → backfill done: 7 messages recovered")
+
+
+def test_a_watchdog_restart_is_one_incident_with_the_bridges_window_and_backfill() -> None:
+    records = [
+        {"time": T0, "component": "bridge:main", "event": "stop", "pid": 6, "cause": "shutdown"},
+        {"time": T0 + 0.2, "component": "watchdog", "event": "stop", "pid": 1, "message": "every component stopped"},
+        {"time": T0 + 5, "component": "watchdog", "event": "start", "pid": 2, "message": "supervising bridge:main"},
+        {"time": T0 + 8, "component": "bridge:main", "event": "reconnect", "cause": "bridge stopped",
+         "downtime_ms": 8000.0},
+        {"time": T0 + 8.1, "component": "bridge:main", "event": "backfill", "status": "done", "recovered": 0,
+         "window_id": 4},
+    ]
+    (incident,) = incidents(records)
+    assert incident.summary({}) == ("stopped (pid 1): every component stopped → stopped bridge:main → started again "
+                                    "after 5.0 s (pid 2) → bridge:main reconnected after 8.0 s → backfill done: "
+                                    "0 messages recovered")

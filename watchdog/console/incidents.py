@@ -126,6 +126,11 @@ def incidents(records: list[dict]) -> list[Incident]:
             attach(current, line)  # failed again before it was healthy: one incident, counted
             current.repeats += 1
             current.tail = parts[1:]
+        elif event == "start" and component == "watchdog" and (current := recent("watchdog", line.time)) is not None \
+                and current.kind == "stop":
+            attach(current, line)  # stopped and started again: one restart of the watchdog
+            current.after.append(f"started again after {format_ms((line.time - current.started) * 1000)}"
+                                 f" (pid {record.get('pid', '?')})")
         elif event == "disconnect":
             incident = recent(component, line.time)
             if incident is None or incident.reconnected:
@@ -134,11 +139,13 @@ def incidents(records: list[dict]) -> list[Incident]:
                 attach(incident, line)
             incident.window_open = True
         elif event == "reconnect":
-            incident = recent(component, line.time) or recent("watchdog", line.time)
-            if incident is None or incident.reconnected:
+            incident = next((i for i in (recent(component, line.time), recent("watchdog", line.time))
+                             if i is not None and not i.reconnected), None)
+            if incident is None:
                 incident = new(component, line, "")
             else:
                 attach(incident, line)
+                latest[component] = incident  # its backfill follows
             incident.window_open, incident.reconnected = False, True
             downtime = record.get("downtime_ms")
             incident.after.append(("reconnected" if incident.component == component else f"{component} reconnected")
