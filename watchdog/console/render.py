@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from watchdog.console import timeline
 from watchdog.console.incidents import Incident
-from watchdog.console.view import Console, Extras, Row
+from watchdog.console.view import Console, Row
 from watchdog.control_client import format_duration
 
 INCIDENTS_SHOWN = 100
@@ -104,10 +104,10 @@ def restart_form(name: str, csrf: str) -> str:
             f'<button type="submit" class="danger">restart {escape(name)} now</button></form></details>')
 
 
-def timeline_panel(console: Console, range_name: str, extras: Extras) -> str:
+def timeline_panel(range_name: str, svg: str) -> str:
     links = " ".join(f'<a href="/?range={r}"{" class=current" if r == range_name else ""}>{r}</a>'
                      for r in timeline.RANGES)
-    return (f'<div class="ranges">last {links}</div>{console.timeline(range_name, extras.marks)}'
+    return (f'<div class="ranges">last {links}</div>{svg}'
             f'<div class="legend">{timeline.legend()}</div>')
 
 
@@ -139,16 +139,17 @@ def logs_panel(tails: dict[str, list[str]]) -> str:
     return "".join(out)
 
 
-def fragments(console: Console, range_name: str, csrf: str, extras: Extras) -> dict[str, str]:
+async def fragments(console: Console, range_name: str, csrf: str) -> dict[str, str]:
     """Every live panel by element id."""
-    return {"now": now_panel(console.rows(), csrf), "timeline": timeline_panel(console, range_name, extras),
-            "incidents": incidents_panel(console.incidents(), extras.names),
-            "logs": logs_panel(console.log_tails()),
+    extras = await console.extras(range_name)
+    svg, incidents = await console.history(range_name, extras, incidents_panel)
+    return {"now": now_panel(console.rows(), csrf), "timeline": timeline_panel(range_name, svg),
+            "incidents": incidents, "logs": logs_panel(console.log_tails()),
             **{f"x-{name}": html for name, html in extras.panels.items()}}
 
 
-def page(console: Console, range_name: str, csrf: str, extras: Extras, flash: str = "") -> str:
-    parts = fragments(console, range_name, csrf, extras)
+async def page(console: Console, range_name: str, csrf: str, flash: str = "") -> str:
+    parts = await fragments(console, range_name, csrf)
     sections = [("now", "Now"), ("timeline", "What happened"), ("incidents", "Incidents")]
     sections += [(f"x-{e.name}", e.title) for e in console.extensions]
     sections += [("logs", "Logs")]

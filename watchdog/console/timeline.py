@@ -169,42 +169,73 @@ def svg(rows: list[str], spans: list[Span], marks: list[Mark], since: float, unt
         out.append(f'<line x1="{px:.1f}" y1="{AXIS - 4}" x2="{px:.1f}" y2="{height - 6}" class="tick"/>')
         if px < WIDTH - PAD - 20:  # a label at the very edge would be cut
             out.append(f'<text x="{px:.1f}" y="{AXIS - 8}" class="ticklabel">{text}</text>')
-    for span in spans:
-        if span.end < since or span.start > until:
-            continue
-        if span.row == EVERY_ROW:
-            left, right = x(span.start), x(span.end)
-            out.append(f'<rect class="span" data-kind="{span.kind}" x="{left:.1f}" y="{AXIS}" '
-                       f'width="{max(right - left, MIN_PX):.1f}" height="{ROW * len(rows)}" '
-                       f'fill="{KINDS[span.kind][0]}" fill-opacity="0.6"><title>{_clock(span.start)}–'
-                       f'{_clock(span.end)} {escape(span.label)}</title></rect>')
-            continue
-        n = rows.index(span.row)
-        left, right = x(span.start), x(span.end)
-        width = max(right - left, MIN_PX)
-        y, h = (AXIS + n * ROW + 3, ROW - 6) if span.kind != "disconnect" else (AXIS + n * ROW + ROW * 0.55, ROW * 0.38)
-        title = f"{_clock(span.start)}–{_clock(span.end)} {span.label}"
-        out.append(f'<rect class="span" data-kind="{span.kind}" data-row="{escape(span.row)}" x="{left:.1f}" '
-                   f'y="{y:.1f}" width="{width:.1f}" height="{h:.1f}" fill="{KINDS[span.kind][0]}">'
-                   f'<title>{escape(title)}</title></rect>')
-    for mark in marks:
-        if not since <= mark.time <= until:
-            continue
-        n = rows.index(mark.row)
-        px, y = x(mark.time), AXIS + n * ROW
-        title = escape(f"{_clock(mark.time)} {mark.label}")
-        if mark.kind == "restart":
-            out.append(f'<path class="mark" data-kind="restart" data-row="{escape(mark.row)}" '
-                       f'd="M{px:.1f} {y + 2} v{ROW - 4}" stroke="{KINDS["restart"][0]}" stroke-width="2">'
-                       f'<title>{title}</title></path>')
-        else:
-            fill = KINDS.get(mark.kind, KINDS["backfilled"])[0]
-            out.append(f'<path class="mark" data-kind="{escape(mark.kind)}" data-row="{escape(mark.row)}" '
-                       f'd="M{px:.1f} {y + 4} l5 {ROW / 2 - 4:.1f} l-5 {ROW / 2 - 4:.1f} l-5 -{ROW / 2 - 4:.1f} z" '
-                       f'fill="{fill}" stroke="#fff"><title>{title}</title></path>')
+    for (row, kind), group_ in _by_row_and_kind([s for s in spans if s.end >= since and s.start <= until]).items():
+        blobs = _coalesce([(x(s.start), max(x(s.end), x(s.start) + MIN_PX), s) for s in group_])
+        for left, right, members in blobs:
+            title = escape(_title(members, until))
+            if row == EVERY_ROW:
+                out.append(f'<rect class="span" data-kind="{kind}" x="{left:.1f}" y="{AXIS}" '
+                           f'width="{right - left:.1f}" height="{ROW * len(rows)}" fill="{KINDS[kind][0]}" '
+                           f'fill-opacity="0.6"><title>{title}</title></rect>')
+                continue
+            n = rows.index(row)
+            y, h = (AXIS + n * ROW + 3, ROW - 6) if kind != "disconnect" else (AXIS + n * ROW + ROW * 0.55, ROW * 0.38)
+            out.append(f'<rect class="span" data-kind="{kind}" data-row="{escape(row)}" x="{left:.1f}" '
+                       f'y="{y:.1f}" width="{right - left:.1f}" height="{h:.1f}" fill="{KINDS[kind][0]}">'
+                       f'<title>{title}</title></rect>')
+    for (row, kind), group_ in _by_row_and_kind([m for m in marks if since <= m.time <= until]).items():
+        n = rows.index(row)
+        y = AXIS + n * ROW
+        for left, _, members in _coalesce([(x(m.time), x(m.time) + 3, m) for m in group_]):
+            title = escape(_title(members, until))
+            if kind == "restart":
+                out.append(f'<path class="mark" data-kind="restart" data-row="{escape(row)}" '
+                           f'd="M{left:.1f} {y + 2} v{ROW - 4}" stroke="{KINDS["restart"][0]}" stroke-width="2">'
+                           f'<title>{title}</title></path>')
+            else:
+                fill = KINDS.get(kind, KINDS["backfilled"])[0]
+                out.append(f'<path class="mark" data-kind="{escape(kind)}" data-row="{escape(row)}" '
+                           f'd="M{left:.1f} {y + 4} l5 {ROW / 2 - 4:.1f} l-5 {ROW / 2 - 4:.1f} l-5 -{ROW / 2 - 4:.1f} z" '
+                           f'fill="{fill}" stroke="#fff"><title>{title}</title></path>')
     px = x(until)
     out.append(f'<line x1="{px:.1f}" y1="{AXIS - 4}" x2="{px:.1f}" y2="{height - 6}" class="now"/></svg>')
     return "".join(out)
+
+
+def _by_row_and_kind(items: list) -> dict[tuple[str, str], list]:
+    grouped: dict[tuple[str, str], list] = {}
+    for item in items:
+        grouped.setdefault((item.row, item.kind), []).append(item)
+    return grouped
+
+
+def _coalesce(shapes: list[tuple[float, float, object]]) -> list[tuple[float, float, list]]:
+    """Shapes of one row and kind that would touch on screen become one, keeping what each was.
+
+    A week of restarts is thousands of records; drawn one by one they are a smear of overlapping
+    shapes and a page of megabytes. Merged, each visible mark says how many it stands for.
+    """
+    merged: list[tuple[float, float, list]] = []
+    for left, right, item in sorted(shapes, key=lambda shape: shape[0]):
+        if merged and left <= merged[-1][1] + 1:
+            first, last, members = merged[-1]
+            merged[-1] = (first, max(last, right), [*members, item])
+        else:
+            merged.append((left, right, [item]))
+    return merged
+
+
+def _title(members: list, until: float) -> str:
+    """A tooltip: the one span or mark with its times, or how many there are and the first and last."""
+    def one(item: Span | Mark) -> str:
+        if isinstance(item, Mark):
+            return f"{_clock(item.time)} {item.label}"
+        end = "now" if item.end >= until else _clock(item.end)
+        return f"{_clock(item.start)}–{end} {item.label}"
+    if len(members) == 1:
+        return one(members[0])
+    return f"{len(members)}× {KINDS.get(members[0].kind, ('', members[0].kind))[1]}: first {one(members[0])}; " \
+           f"last {one(members[-1])}"
 
 
 def legend() -> str:

@@ -7,6 +7,7 @@ only when a file changed. The HTML is made in `render.py`.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ from watchdog.recovery_log import RecoveryLog
 
 LOG_LINES = 12  # per component in the Logs panel
 EXTENSION_TIMEOUT_S = 2.0  # an extension reading a store that does not answer must not hold the page
+EXTRAS_TTL_S = 2.0  # the drops panel may be this old; a page view does not wait for the store
 
 
 @dataclass
@@ -61,7 +63,12 @@ class Console:
         settings = config.watchdog
         self.records = RecordCache(RecoveryLog(settings.recovery_log, settings.recovery_log_max_bytes))
         self.loaded = extensions if extensions is not None else load(config)
-        self._incidents: tuple[int, list[Incident]] = (-1, [])
+        # records version -> (timeline spans and marks, incidents), and the last drawing with what it showed
+        self._derived: tuple[int, tuple[list[timeline.Span], list[Mark]], list[Incident]] = (-1, ([], []), [])
+        self._history: tuple[tuple, tuple[str, str]] = ((), ("", ""))
+        self._drawing = asyncio.Lock()
+        self._extras: dict[str, tuple[float, Extras]] = {}  # range -> (monotonic time asked, answer)
+        self._refreshing: dict[str, asyncio.Task] = {}
         self._tails: dict[str, tuple[tuple[int, int], list[str]]] = {}
 
     @property
@@ -73,15 +80,23 @@ class Console:
         restarts = Counter(r.get("component") for r in self.records.since(hour_ago) if r.get("event") == "restart")
         return [Row(item, restarts[item.get("name")]) for item in self.status()]
 
-    def incidents(self) -> list[Incident]:
-        """Oldest first; recomputed only when the recovery log changed."""
-        records = self.records.records()
-        if self._incidents[0] != self.records.version:
-            self._incidents = (self.records.version, incidents(records))
-        return self._incidents[1]
-
     async def extras(self, range_name: str) -> Extras:
-        """Every extension's panel, timeline marks and group names; a slow or failing one is a line saying so."""
+        """The extensions' latest answer for this range: at most EXTRAS_TTL_S old, refreshed in the background.
+
+        So a page view never waits for a store (after the first one of each range).
+        """
+        cached = self._extras.get(range_name)
+        fresh = cached is not None and time.monotonic() - cached[0] < EXTRAS_TTL_S
+        task = self._refreshing.get(range_name)
+        if not fresh and (task is None or task.done()):
+            task = asyncio.get_running_loop().create_task(self._ask_extensions(range_name))
+            self._refreshing[range_name] = task
+        if cached is not None:
+            return cached[1]
+        assert task is not None
+        return await asyncio.shield(task)
+
+    async def _ask_extensions(self, range_name: str) -> Extras:
         until = time.time()
         since = until - timeline.RANGES[range_name]
         extras = Extras()
@@ -100,13 +115,38 @@ class Console:
             extras.panels[extension.name] = panel
             extras.marks += marks
             extras.names.update(names)
+        self._extras[range_name] = (time.monotonic(), extras)
         return extras
 
-    def timeline(self, range_name: str, marks: list[Mark], now: float | None = None) -> str:
-        until = time.time() if now is None else now
+    async def history(self, range_name: str, extras: Extras,
+                      render_incidents: Callable[[list[Incident], dict[str, str]], str]) -> tuple[str, str]:
+        """(timeline SVG, Incidents panel): drawn again only when something they show changed.
+
+        That is a new recovery record, other rows, marks or names, or `now` moving by a pixel. Drawing
+        10,000 records takes long enough to matter to supervision, so it happens in a worker thread
+        (the event loop keeps running between its time slices) on a copy of the records.
+        """
+        self.records.records()  # take in what was appended
+        rows = [row.name for row in self.rows()]
+        until = time.time()
+        pixel_s = timeline.RANGES[range_name] / (timeline.WIDTH - timeline.LABEL - timeline.PAD)
+        key = (self.records.version, range_name, tuple(rows), tuple(extras.marks), tuple(sorted(extras.names.items())),
+               int(until // pixel_s))
+        async with self._drawing:
+            if self._history[0] != key:
+                records = list(self.records.records())
+                drawn = await asyncio.to_thread(self._draw, records, self.records.version, range_name, rows, extras,
+                                                until, render_incidents)
+                self._history = (key, drawn)
+        return self._history[1]
+
+    def _draw(self, records: list[dict], version: int, range_name: str, rows: list[str], extras: Extras, until: float,
+              render_incidents: Callable[[list[Incident], dict[str, str]], str]) -> tuple[str, str]:
+        if self._derived[0] != version:  # what is still going on ends at +inf, drawn up to now
+            self._derived = (version, timeline.spans_and_marks(records, math.inf), incidents(records))
+        _, (spans, marks), found = self._derived
         since = until - timeline.RANGES[range_name]
-        spans, own_marks = timeline.spans_and_marks(self.records.records(), until)
-        return timeline.svg([row.name for row in self.rows()], spans, own_marks + marks, since, until)
+        return (timeline.svg(rows, spans, marks + extras.marks, since, until), render_incidents(found, extras.names))
 
     def log_names(self) -> list[str]:
         return ["watchdog", *(row.name for row in self.rows())]

@@ -30,8 +30,7 @@ CHANGES = web.AppKey("console_changes", Changes)
 STOPPING = web.AppKey("console_stopping", asyncio.Event)
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
 PUBLIC_PREFIXES = ("/console/login", "/console/static/")  # reachable before signing in
-TICK_S = 1.0  # the live stream looks again at least this often (uptimes, log files)
-SLOW_S = 10.0  # the timeline and the extension panels at least this often (the time axis moves)
+TICK_S = 1.0  # the live stream looks again at least this often (uptimes, log files, the time axis)
 HEADERS = {
     # No inline script or style, nothing from elsewhere, no framing (a framed restart button could be clicked
     # through a decoy page).
@@ -119,9 +118,8 @@ def _csrf(request: web.Request) -> tuple[str, str | None]:
 
 async def index(request: web.Request) -> web.Response:
     csrf, new_cookie = _csrf(request)
-    console, range_name = request.app[CONSOLE], _range(request)
-    extras = await console.extras(range_name)
-    response = _html(render.page(console, range_name, csrf, extras, render.flash(dict(request.query))))
+    page = await render.page(request.app[CONSOLE], _range(request), csrf, render.flash(dict(request.query)))
+    response = _html(page)
     if new_cookie:
         response.set_cookie(CSRF_COOKIE, new_cookie, httponly=True, samesite="Strict", path="/")
     return response
@@ -139,21 +137,11 @@ async def events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={**HEADERS, "Content-Type": "text/event-stream"})
     await response.prepare(request)
     sent: dict[str, str] = {}
-    loop = asyncio.get_running_loop()
-    slow_at, records_version = 0.0, -1
     try:
         while not stopping.is_set():
             seen = changes.version
-            panels = {"now": render.now_panel(console.rows(), csrf), "logs": render.logs_panel(console.log_tails())}
-            console.records.records()  # refresh: did the recovery log grow?
-            if console.records.version != records_version or loop.time() - slow_at >= SLOW_S:
-                records_version, slow_at = console.records.version, loop.time()
-                extras = await console.extras(range_name)
-                panels["timeline"] = render.timeline_panel(console, range_name, extras)
-                panels["incidents"] = render.incidents_panel(console.incidents(), extras.names)
-                panels.update({f"x-{name}": html for name, html in extras.panels.items()})
-            for name, html in panels.items():
-                if sent.get(name) != html:
+            for name, html in (await render.fragments(console, range_name, csrf)).items():
+                if sent.get(name) != html:  # only what changed
                     await response.write(_event(name, html))
                     sent[name] = html
             await changes.wait(seen, TICK_S)
