@@ -42,8 +42,12 @@ class System:
         self.procs = Processes(self.config_path)
         self.log = open(root / "watchdog.out", "wb")
         self.procs.start("run", stdout=self.log, stderr=subprocess.STDOUT)
+        self.url = ""
+
+    def wait_healthy(self) -> None:
         self.url = wait_until(lambda: endpoints.url(self.data_dir, "watchdog", "control"), 60,
                               message="the control endpoint")
+        wait_until(lambda: all(c["healthy"] for c in self.status()), 90, 0.1, "every component healthy")
 
     def pid(self, component: str) -> int | None:
         for item in self.status():
@@ -64,7 +68,7 @@ class System:
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     running = System(tmp_path_factory.mktemp("console"))
     try:
-        wait_until(lambda: all(c["healthy"] for c in running.status()), 90, 0.1, "every component healthy")
+        running.wait_healthy()
         yield running
     finally:
         running.close()
