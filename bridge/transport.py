@@ -128,6 +128,9 @@ class Handler(Protocol):
     async def on_connection(self, event: ConnectionEvent) -> None:
         """Record a connection state change."""
 
+    async def on_unmappable(self, message_id: str, chat_jid: str, reason: str, raw: str) -> None:
+        """Quarantine an event the transport could not turn into a message (`raw`: its payload as text)."""
+
 
 class Transport(abc.ABC):
     capabilities: Capabilities

@@ -125,8 +125,12 @@ def test_the_live_view_changes_when_the_bridge_is_killed_and_the_timeline_shows_
     assert "bridge:main killed by SIGKILL" in page.inner_text("ol.incidents li.k-exit summary")
 
 
-def test_the_restart_button_restarts_after_a_confirmation(page: object, system: System) -> None:
+def test_the_restart_button_restarts_after_signing_in_and_a_confirmation(page: object, system: System) -> None:
     page.goto(system.url + "/")
+    page.click("text=sign in to restart")  # reading is open; acting needs the restart token
+    page.fill('input[name="token"]', (system.data_dir / "run" / "control.token").read_text().strip())
+    page.click('button:has-text("sign in")')
+    page.wait_for_selector('tr.component[data-component="monitor:lawley"] details.confirm')
     before = system.pid("monitor:lawley")
     row = page.locator('tr.component[data-component="monitor:lawley"]')
     button = row.locator("button", has_text="restart monitor:lawley now")

@@ -151,7 +151,7 @@ def crash_loop(t: float = T0) -> list[dict]:
 
 def test_a_crash_loop_is_one_incident_and_one_outage_until_healthy() -> None:
     (incident,) = incidents(crash_loop())
-    assert incident.summary({}) == ("exited with code 1 (3×) → crash loop (3 exits in 60 s) · retrying every 30 s → "
+    assert incident.summary({}) == ("exited with code 1 (3×) → crash loop (3 exits in 60 s) · backing off, next in 30 s → "
                                     "restarted in 0.30 s (backoff 0.20 s) → healthy after 40 s")
     spans, marks = timeline.spans_and_marks(crash_loop(), T0 + 100)
     (outage,) = [s for s in spans if s.kind == "crash"]

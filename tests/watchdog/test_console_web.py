@@ -46,7 +46,7 @@ class Arbiter:
 Scenario = Callable[[str, Arbiter, aiohttp.ClientSession], Awaitable[None]]
 
 
-def serve(tmp_path: Path, scenario: Scenario, token: str = "") -> Arbiter:
+def serve(tmp_path: Path, scenario: Scenario, token: str = "", restart_token: str = "") -> Arbiter:
     text = BASE_CONFIG.replace("control_port = 0", f'control_port = 0\ncontrol_token = "{token}"') if token \
         else BASE_CONFIG
     (tmp_path / "wa.toml").write_text(text)
@@ -57,7 +57,8 @@ def serve(tmp_path: Path, scenario: Scenario, token: str = "") -> Arbiter:
     async def main() -> None:
         console = Console(config, arbiter.status, arbiter.restart, Loaded([], []))
         runner, url = await start_control_server(config.watchdog, arbiter.status, arbiter.restart, Metrics(),
-                                                 console=console, changes=arbiter.changes)
+                                                 restart_token=restart_token, console=console,
+                                                 changes=arbiter.changes)
         try:
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:  # IP hosts
                 await scenario(url, arbiter, session)
@@ -181,6 +182,31 @@ def test_the_live_stream_sends_panels_and_again_on_a_change(tmp_path: Path) -> N
                 COMPONENTS[0]["pid"] = 4242
 
     serve(tmp_path, scenario)
+
+
+def test_with_the_restart_token_reading_is_open_and_a_restart_needs_signing_in(tmp_path: Path) -> None:
+    async def scenario(url: str, arbiter: Arbiter, session: aiohttp.ClientSession) -> None:
+        async with session.get(url + "/") as response:
+            html = await response.text()
+        assert response.status == 200 and 'data-component="bridge:main"' in html
+        assert 'name="csrf"' not in html and 'href="/console/login">sign in to restart' in html
+        async with session.post(url + "/console/restart", data={"component": "bridge:main", "csrf": "x"},
+                                headers={"Origin": url}) as response:
+            assert response.status == 401 and "sign in" in await response.text()
+        async with session.get(url + "/console/login") as response:
+            assert "run/control.token" in await response.text()
+        async with session.post(url + "/console/login", data={"token": "r3start"}, headers={"Origin": url},
+                                allow_redirects=False) as response:
+            assert response.status == 303
+        _, csrf = await page_and_csrf(session, url)
+        async with session.post(url + "/console/restart", data={"component": "bridge:main", "csrf": csrf},
+                                headers={"Origin": url}, allow_redirects=False) as response:
+            assert response.status == 303
+        assert arbiter.restarted == ["bridge:main"]
+        async with session.post(url + "/restart/bridge:main") as response:
+            assert response.status == 401  # the JSON API wants the bearer token, not the console's cookie
+
+    serve(tmp_path, scenario, restart_token="r3start")
 
 
 @pytest.mark.parametrize("query", ["?range=bogus", "?range=%00"])

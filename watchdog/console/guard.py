@@ -20,11 +20,27 @@ SESSION_COOKIE = "wa_console_session"
 
 
 class Secrets:
-    """Per-process secret for CSRF tokens, and the signed-in cookie derived from the control token."""
+    """Per-process secret for CSRF tokens, and the signed-in cookie derived from the sign-in token.
 
-    def __init__(self, control_token: str) -> None:
+    The sign-in token is `watchdog.control_token` when configured (then every page needs it), else the
+    watchdog's restart token (`run/control.token`): reading stays open on loopback, acting does not,
+    as with the JSON API.
+    """
+
+    def __init__(self, control_token: str, restart_token: str = "") -> None:
         self._key = secrets.token_bytes(32)
         self.control_token = control_token
+        self.sign_in_token = control_token or restart_token
+
+    def token_ok(self, given: str) -> bool:
+        return bool(self.sign_in_token) and hmac.compare_digest(given.encode(), self.sign_in_token.encode())
+
+    def may_act(self, request: web.Request) -> bool:
+        """Signed in (or a bearer token), or no token exists at all."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        return (not self.sign_in_token or self.signed_in(request)
+                or (scheme.lower() == "bearer" and self.token_ok(given.strip())))
 
     def csrf_for(self, cookie: str) -> str:
         return hmac.new(self._key, cookie.encode(), hashlib.sha256).hexdigest()
@@ -35,10 +51,10 @@ class Secrets:
 
     def session_value(self) -> str:
         """What the signed-in cookie holds: derived from the token, so a new token signs everybody out."""
-        return hmac.new(self.control_token.encode(), b"wa-watchdog console session", hashlib.sha256).hexdigest()
+        return hmac.new(self.sign_in_token.encode(), b"wa-watchdog console session", hashlib.sha256).hexdigest()
 
     def signed_in(self, request: web.Request) -> bool:
-        return bool(self.control_token) and hmac.compare_digest(request.cookies.get(SESSION_COOKIE, ""),
+        return bool(self.sign_in_token) and hmac.compare_digest(request.cookies.get(SESSION_COOKIE, ""),
                                                                 self.session_value())
 
 

@@ -98,6 +98,8 @@ def now_panel(rows: list[Row], csrf: str) -> str:
 
 def restart_form(name: str, csrf: str) -> str:
     """A restart behind a confirmation that needs no JavaScript: the button is inside a closed <details>."""
+    if not csrf:
+        return '<a class="signin" href="/console/login">sign in to restart</a>'
     return (f'<details class="confirm" data-key="restart-{escape(name)}"><summary>restart…</summary>'
             f'<form method="post" action="/console/restart"><input type="hidden" name="component" '
             f'value="{escape(name)}"><input type="hidden" name="csrf" value="{escape(csrf)}">'
@@ -188,9 +190,13 @@ def detail_page(title: str, html: str) -> str:
     return frame(title, f'<section><h2>{escape(title)}</h2><div class="panel">{html}</div></section>')
 
 
-def login_page(message: str = "") -> str:
+def login_page(control_token: bool, message: str = "") -> str:
+    """Sign in with the control token, or (without one) the restart token the watchdog keeps in run/control.token."""
     note = f'<p class="bad">{escape(message)}</p>' if message else ""
+    which = ("the value of <code>watchdog.control_token</code>" if control_token else
+             "the restart token: <code>sudo cat &lt;data_dir&gt;/run/control.token</code> (new at every watchdog "
+             "start; reading the console needs none)")
     return frame("wa-watchdog: sign in", f'<section><h2>Sign in</h2>{note}<form method="post" '
-                 f'action="/console/login"><label>control token <input type="password" name="token" '
+                 f'action="/console/login"><label>token <input type="password" name="token" '
                  f'autocomplete="current-password" autofocus></label> <button type="submit">sign in</button>'
-                 f'</form><p class="quiet">the value of watchdog.control_token</p></section>')
+                 f'</form><p class="quiet">{which}</p></section>')

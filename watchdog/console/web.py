@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import secrets
 from importlib import resources
 from urllib.parse import quote
@@ -43,9 +42,10 @@ HEADERS = {
 }
 
 
-def add_routes(app: web.Application, console: Console, changes: Changes, control_token: str) -> None:
+def add_routes(app: web.Application, console: Console, changes: Changes, control_token: str,
+               restart_token: str = "") -> None:
     app[CONSOLE] = console
-    app[SECRETS] = Secrets(control_token)
+    app[SECRETS] = Secrets(control_token, restart_token)
     app[CHANGES] = changes
     app[STOPPING] = asyncio.Event()
     app.on_shutdown.append(_stop_streams)
@@ -53,6 +53,7 @@ def add_routes(app: web.Application, console: Console, changes: Changes, control
     app.router.add_get("/console/events", events)
     app.router.add_post("/console/restart", restart)
     app.router.add_post("/console/login", login)
+    app.router.add_get("/console/login", login_form)
     app.router.add_get("/console/static/{name}", static)
     app.router.add_get("/console/x/{extension}/{key:.+}", detail)
 
@@ -82,7 +83,7 @@ def gate(token: str, allowed_hosts: list[str], allowed_origins: list[str]):
             return _refused("this form was not sent from the console page itself")
         if token and not (request.path.startswith(PUBLIC_PREFIXES) or request.app[SECRETS].signed_in(request)
                           or web_guard.authorized(request.headers.get("Authorization"), token)):
-            return _html(render.login_page(), status=401)
+            return _html(render.login_page(True), status=401)
         try:
             return await request.match_info.handler(request)  # past the JSON API's middlewares: see above
         except web.HTTPException as exc:
@@ -110,10 +111,11 @@ def _range(request: web.Request) -> str:
 
 
 def _csrf(request: web.Request) -> tuple[str, str | None]:
-    """This browser's CSRF token, and a new cookie to set when it has none yet."""
+    """This browser's CSRF token ("" while it may not act: it must sign in), and a new cookie to set if needed."""
     cookie = request.cookies.get(CSRF_COOKIE)
     new = None if cookie else secrets.token_hex(16)
-    return request.app[SECRETS].csrf_for(cookie or new or ""), new
+    guard = request.app[SECRETS]
+    return (guard.csrf_for(cookie or new or "") if guard.may_act(request) else ""), new
 
 
 async def index(request: web.Request) -> web.Response:
@@ -156,6 +158,9 @@ async def _stop_streams(app: web.Application) -> None:
 
 
 async def restart(request: web.Request) -> web.Response:
+    guard = request.app[SECRETS]
+    if not guard.may_act(request):
+        return _html(render.login_page(bool(guard.control_token), "a restart needs you to sign in first"), status=401)
     form = await request.post()
     if not request.app[SECRETS].csrf_ok(request, str(form.get("csrf", ""))):
         return _html(render.frame("refused", '<p class="bad">refused: the form\'s CSRF token is missing or '
@@ -177,12 +182,16 @@ def _see_other(location: str) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     guard = request.app[SECRETS]
-    given = str((await request.post()).get("token", ""))
-    if not guard.control_token or not hmac.compare_digest(given.encode(), guard.control_token.encode()):
-        return _html(render.login_page("wrong token"), status=401)
+    given = str((await request.post()).get("token", "")).strip()
+    if not guard.token_ok(given):
+        return _html(render.login_page(bool(guard.control_token), "wrong token"), status=401)
     response = _see_other("/")
     response.set_cookie(SESSION_COOKIE, guard.session_value(), httponly=True, samesite="Strict", path="/")
     return response
+
+
+async def login_form(request: web.Request) -> web.Response:
+    return _html(render.login_page(bool(request.app[SECRETS].control_token)))
 
 
 async def static(request: web.Request) -> web.Response:
