@@ -77,6 +77,7 @@ class Arbiter:
         self._stop_requested: asyncio.Event | None = None
         self._changed: asyncio.Event | None = None
         self.changes = Changes()  # what the console's live view waits on
+        self.console = Console(config, self.status, self.restart)
         self._reload_lock = asyncio.Lock()
         self._signals = 0
         self._recorded_children: dict[str, int] = {}
@@ -136,6 +137,7 @@ class Arbiter:
                                  added=[p.name for p in changes.added], removed=[p.name for p in changes.removed],
                                  changed=[p.name for p in changes.changed])
         self.config, self.programs = new, programs
+        self.console.reconfigure(new)
         self.config_sha256, self.config_loaded_at = sha256, time.time()
         self.reloads += 1
         assert self._context is not None
@@ -199,7 +201,7 @@ class Arbiter:
             runner, self.control_url = await start_control_server(
                 self.config.watchdog, self.status, self.restart, self.metrics, self.reload, self.config_info,
                 control_token.generate(self.config.data_dir),
-                console=Console(self.config, self.status, self.restart), changes=self.changes)
+                console=self.console, changes=self.changes)
         except OSError as exc:
             logger.error("wa-watchdog run: {}", exc)
             await self._close(http, launcher)

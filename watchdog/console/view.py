@@ -71,6 +71,12 @@ class Console:
         self._refreshing: dict[str, asyncio.Task] = {}
         self._tails: dict[str, tuple[tuple[int, int], list[str]]] = {}
 
+    def reconfigure(self, config: Config) -> None:
+        """After a reload: the new config's projects and extensions (the logs and records stay where they are)."""
+        self.config = config
+        self.loaded = load(config)
+        self._extras.clear()
+
     @property
     def extensions(self) -> list[Extension]:
         return self.loaded.extensions
