@@ -21,6 +21,7 @@ from watchdog.config import Config
 from watchdog.console.timeline import Mark
 
 T = TypeVar("T")
+PANEL_ROWS = 10  # per project on the console page; the rest are one click away
 MESSAGE_SQL = "SELECT timestamp, sender, content FROM messages WHERE id = ? AND chat_jid = ?"
 
 
@@ -56,28 +57,36 @@ class DropsView:
         by_project: dict[str, list[Drop]] = {p.name: [] for p in self.config.projects}
         for drop in drops:
             by_project.setdefault(drop.project, []).append(drop)
-        out = []
-        for project, rows in by_project.items():
-            backfilled = sum(d.backfilled for d in rows)
-            out.append(f'<div class="project" data-project="{escape(project)}"><h3>{escape(project)} '
-                       f'<small>{len(rows)} drop{"" if len(rows) == 1 else "s"} today'
-                       f'{f", {backfilled} backfilled" if backfilled else ""}</small></h3>')
-            if not rows:
-                out.append('<p class="quiet">none yet today</p></div>')
-                continue
-            out.append('<table><thead><tr><th>drop</th><th>group</th><th>posted</th><th>by</th><th>backfilled</th>'
-                       '<th>feedback</th><th></th></tr></thead><tbody>')
-            for d in reversed(rows):  # newest first
-                link = f"/console/x/drops/{quote(project, safe='')}/{quote(d.drop_number, safe='')}"
-                out.append(
-                    f'<tr class="drop{" backfilled" if d.backfilled else ""}" data-drop="{escape(d.drop_number)}">'
-                    f'<td class="mono">{escape(d.drop_number)}</td><td>{escape(d.group_name or d.group_jid)}</td>'
-                    f'<td>{_clock(d.message_time)}</td><td>{escape(bare_user(d.submitted_by))}</td>'
-                    f'<td>{"<b class=flag>backfilled</b>" if d.backfilled else "live"}</td>'
-                    f'<td class="fb-{escape(d.feedback_status)}">{escape(d.feedback_status)}</td>'
-                    f'<td><a href="{link}">messages</a></td></tr>')
-            out.append("</tbody></table></div>")
-        return "".join(out)
+        return "".join(self._project(project, rows, PANEL_ROWS) for project, rows in by_project.items())
+
+    def _project(self, project: str, rows: list[Drop], limit: int | None) -> str:
+        """One project's drops today, newest first: the first `limit` (None: all) and a link to the rest."""
+        backfilled = sum(d.backfilled for d in rows)
+        page = f"/console/x/drops/{quote(project, safe='')}"
+        out = [f'<div class="project" data-project="{escape(project)}"><h3>{escape(project)} '
+               f'<small>{len(rows)} drop{"" if len(rows) == 1 else "s"} today'
+               f'{f", {backfilled} backfilled" if backfilled else ""}</small></h3>']
+        if not rows:
+            return out[0] + '<p class="quiet">none yet today</p></div>'
+        out.append('<table><thead><tr><th>drop</th><th>group</th><th>posted</th><th>by</th><th>backfilled</th>'
+                   '<th>feedback</th><th></th></tr></thead><tbody>')
+        newest = rows[::-1]
+        for d in newest[:limit]:
+            link = f"{page}/{quote(d.drop_number, safe='')}"
+            out.append(
+                f'<tr class="drop{" backfilled" if d.backfilled else ""}" data-drop="{escape(d.drop_number)}">'
+                f'<td class="mono">{escape(d.drop_number)}</td><td>{escape(d.group_name or d.group_jid)}</td>'
+                f'<td>{_clock(d.message_time)}</td><td>{escape(bare_user(d.submitted_by))}</td>'
+                f'<td>{"<b class=flag>backfilled</b>" if d.backfilled else "live"}</td>'
+                f'<td class="fb-{escape(d.feedback_status)}">{escape(d.feedback_status)}</td>'
+                f'<td><a href="{link}">messages</a></td></tr>')
+        out.append("</tbody></table>")
+        hidden = newest[limit:] if limit is not None else []
+        if hidden:
+            flagged = sum(d.backfilled for d in hidden)
+            out.append(f'<p><a href="{page}">{len(hidden)} more today{f", {flagged} of them backfilled" if flagged else ""}'
+                       f'</a></p>')
+        return "".join(out) + "</div>"
 
     def marks(self, since: float, until: float) -> list[Mark]:
         start = format_ts(datetime.fromtimestamp(since, timezone.utc))
@@ -97,7 +106,13 @@ class DropsView:
         return names
 
     def detail(self, key: str) -> tuple[str, str] | None:
+        """`<project>`: all of its drops today; `<project>/<drop>`: one drop with its messages and feedback."""
         project, _, number = key.partition("/")
+        if not number:
+            if project not in {p.name for p in self.config.projects}:
+                return None
+            rows = self._read(lambda db: db.drops(project=project, since=_today_start())) or []
+            return f"{project}: drops today", self._project(project, rows, None)
 
         def read(db: DropsDB) -> tuple[Drop, str, list] | None:
             drop = db.drop(project, number)

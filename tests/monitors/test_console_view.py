@@ -53,3 +53,20 @@ def test_the_console_finds_the_drops_view_through_its_entry_point(config_path: P
     loaded = load_extensions(load(config_path))
     assert loaded.problems == []
     assert [type(e).__name__ for e in loaded.extensions] == ["DropsView"]
+
+
+def test_a_busy_project_shows_its_newest_drops_and_links_the_rest(config_path: Path) -> None:
+    config = load(config_path)
+    now = datetime.now(timezone.utc)
+    drops = open_drops_store(config)
+    drops.record("lawley", "main", 1, [
+        Submission(f"DR{1000000 + i}", GROUP_A, "Lawley Fibre", SENDER, f"M{i}", format_ts(now), backfilled=i == 0)
+        for i in range(13)], ack=None)
+    drops.close()
+    view = DropsView(config)
+    panel = view.panel()
+    assert panel.count('<tr class="drop') == 10 and "13 drops today, 1 backfilled" in panel
+    assert '<a href="/console/x/drops/lawley">3 more today, 1 of them backfilled</a>' in panel
+    title, html = view.detail("lawley")
+    assert title == "lawley: drops today" and html.count('<tr class="drop') == 13
+    assert view.detail("nope") is None

@@ -112,14 +112,14 @@ def test_the_live_view_changes_when_the_bridge_is_killed_and_the_timeline_shows_
     page.wait_for_selector("#live.ok")
     page.evaluate("window.notReloaded = true")
     before = int(row_pid(page, "bridge:main"))
-    assert page.locator('svg.timeline rect[data-kind="crash"][data-row="bridge:main"]').count() == 0
+    assert page.locator('svg.timeline g.marks[data-row="bridge:main"] rect[data-kind="crash"]').count() == 0
     os.kill(before, signal.SIGKILL)
     page.wait_for_function(
         "pid => { const r = document.querySelector('tr.component[data-component=\"bridge:main\"]');"
         " return r && r.dataset.pid && r.dataset.pid !== String(pid); }", arg=before)
-    page.wait_for_selector('svg.timeline rect[data-kind="crash"][data-row="bridge:main"]', state="attached")
+    page.wait_for_selector('svg.timeline g.marks[data-row="bridge:main"] rect[data-kind="crash"]', state="attached")
     assert page.evaluate("window.notReloaded") is True  # changed live, not by a reload
-    title = page.text_content('svg.timeline rect[data-kind="crash"][data-row="bridge:main"] title')
+    title = page.text_content('svg.timeline g.marks[data-row="bridge:main"] rect[data-kind="crash"] title')
     assert "killed by SIGKILL" in title
     page.wait_for_selector("ol.incidents li.k-exit")
     assert "bridge:main killed by SIGKILL" in page.inner_text("ol.incidents li.k-exit summary")

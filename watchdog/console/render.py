@@ -16,7 +16,7 @@ from watchdog.console.incidents import Incident
 from watchdog.console.view import Console, Row
 from watchdog.control_client import format_duration
 
-INCIDENTS_SHOWN = 100
+INCIDENTS_SHOWN = 50  # newest; the rest are in `wa-watchdog recoveries`
 STATE_CLASS = {"running": "ok", "starting": "warn", "backoff": "bad", "stopping": "warn", "exited": "bad",
                "failed": "bad", "stopped": "quiet"}
 

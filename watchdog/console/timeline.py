@@ -20,6 +20,7 @@ RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
 DEFAULT_RANGE = "24h"
 WIDTH, LABEL, PAD, ROW, AXIS = 1100, 190, 12, 26, 24
 MIN_PX = 2.0
+MERGE_PX = 3.0  # shapes of a row and kind closer than this are drawn as one (nobody tells them apart)
 UP = "#7bc47f"  # the thin line of a row: up unless something is drawn over it
 TICK_STEPS = (300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86400)
 
@@ -118,15 +119,15 @@ def spans_and_marks(records: list[dict], now: float) -> tuple[list[Span], list[M
 
 
 def _recovery(line: Line, now: float, marks: list[Mark]) -> Span | None:
-    """The line's restart mark, and its outage: from the detection to healthy (or to now while not healthy)."""
-    if line.restart is not None:
-        marks.append(Mark(line.component, line.restart.get("time", line.time), "restart",
-                          "restart: " + " · ".join(line.parts())))
+    """The line's outage, from the detection to healthy (or to now while not healthy), which says how it was
+    restarted; a restart nobody logged a detection for is a mark of its own."""
     opener = line.opener
-    if opener is None or (opener.get("event") not in DETECTIONS and opener.get("event") != "stop"):
+    if opener is None or (opener.get("event") not in DETECTIONS and opener.get("event") != "stop") \
+            or (opener.get("event") == "stop" and line.restart is None):  # a leftover or the shutdown: no outage
+        if line.restart is not None:
+            marks.append(Mark(line.component, line.restart.get("time", line.time), "restart",
+                              " · ".join(line.parts())))
         return None
-    if opener.get("event") == "stop" and line.restart is None:
-        return None  # a leftover stopped, or the shutdown: no outage of ours
     failed = [r["time"] for r in line.records if r.get("event") == "failed"]
     end = line.healthy.get("time", now) if line.healthy is not None else failed[0] if failed else now
     label = detection_text(opener) if opener.get("event") in DETECTIONS else f"stopped ({opener.get('cause', '')})"
@@ -169,6 +170,7 @@ def svg(rows: list[str], spans: list[Span], marks: list[Mark], since: float, unt
         out.append(f'<line x1="{px:.1f}" y1="{AXIS - 4}" x2="{px:.1f}" y2="{height - 6}" class="tick"/>')
         if px < WIDTH - PAD - 20:  # a label at the very edge would be cut
             out.append(f'<text x="{px:.1f}" y="{AXIS - 8}" class="ticklabel">{text}</text>')
+    shapes: dict[str, list[str]] = {}  # row -> its shapes, drawn in one <g data-row=...>
     for (row, kind), group_ in _by_row_and_kind([s for s in spans if s.end >= since and s.start <= until]).items():
         blobs = _coalesce([(x(s.start), max(x(s.end), x(s.start) + MIN_PX), s) for s in group_])
         for left, right, members in blobs:
@@ -180,23 +182,24 @@ def svg(rows: list[str], spans: list[Span], marks: list[Mark], since: float, unt
                 continue
             n = rows.index(row)
             y, h = (AXIS + n * ROW + 3, ROW - 6) if kind != "disconnect" else (AXIS + n * ROW + ROW * 0.55, ROW * 0.38)
-            out.append(f'<rect class="span" data-kind="{kind}" data-row="{escape(row)}" x="{left:.1f}" '
-                       f'y="{y:.1f}" width="{right - left:.1f}" height="{h:.1f}" fill="{KINDS[kind][0]}">'
-                       f'<title>{title}</title></rect>')
+            shapes.setdefault(row, []).append(
+                f'<rect data-kind="{kind}" x="{left:.1f}" y="{y:.1f}" width="{right - left:.1f}" height="{h:.1f}" '
+                f'fill="{KINDS[kind][0]}"><title>{title}</title></rect>')
     for (row, kind), group_ in _by_row_and_kind([m for m in marks if since <= m.time <= until]).items():
-        n = rows.index(row)
-        y = AXIS + n * ROW
-        for left, _, members in _coalesce([(x(m.time), x(m.time) + 3, m) for m in group_]):
+        y = AXIS + rows.index(row) * ROW
+        for left, _, members in _coalesce([(x(m.time), x(m.time) + MIN_PX, m) for m in group_]):
             title = escape(_title(members, until))
             if kind == "restart":
-                out.append(f'<path class="mark" data-kind="restart" data-row="{escape(row)}" '
-                           f'd="M{left:.1f} {y + 2} v{ROW - 4}" stroke="{KINDS["restart"][0]}" stroke-width="2">'
-                           f'<title>{title}</title></path>')
+                shapes.setdefault(row, []).append(
+                    f'<path data-kind="restart" d="M{left:.1f} {y + 2} v{ROW - 4}" stroke="{KINDS["restart"][0]}" '
+                    f'stroke-width="2"><title>{title}</title></path>')
             else:
                 fill = KINDS.get(kind, KINDS["backfilled"])[0]
-                out.append(f'<path class="mark" data-kind="{escape(kind)}" data-row="{escape(row)}" '
-                           f'd="M{left:.1f} {y + 4} l5 {ROW / 2 - 4:.1f} l-5 {ROW / 2 - 4:.1f} l-5 -{ROW / 2 - 4:.1f} z" '
-                           f'fill="{fill}" stroke="#fff"><title>{title}</title></path>')
+                shapes.setdefault(row, []).append(
+                    f'<path data-kind="{escape(kind)}" d="M{left:.1f} {y + 4} l5 {ROW / 2 - 4:.1f} '
+                    f'l-5 {ROW / 2 - 4:.1f} l-5 -{ROW / 2 - 4:.1f} z" fill="{fill}" stroke="#fff"><title>{title}</title>'
+                    f'</path>')
+    out += [f'<g class="marks" data-row="{escape(row)}">{"".join(drawn)}</g>' for row, drawn in shapes.items()]
     px = x(until)
     out.append(f'<line x1="{px:.1f}" y1="{AXIS - 4}" x2="{px:.1f}" y2="{height - 6}" class="now"/></svg>')
     return "".join(out)
@@ -213,11 +216,11 @@ def _coalesce(shapes: list[tuple[float, float, object]]) -> list[tuple[float, fl
     """Shapes of one row and kind that would touch on screen become one, keeping what each was.
 
     A week of restarts is thousands of records; drawn one by one they are a smear of overlapping
-    shapes and a page of megabytes. Merged, each visible mark says how many it stands for.
+    shapes and a page of megabytes. Merged, each visible shape says how many it stands for.
     """
     merged: list[tuple[float, float, list]] = []
     for left, right, item in sorted(shapes, key=lambda shape: shape[0]):
-        if merged and left <= merged[-1][1] + 1:
+        if merged and left <= merged[-1][1] + MERGE_PX:
             first, last, members = merged[-1]
             merged[-1] = (first, max(last, right), [*members, item])
         else:
