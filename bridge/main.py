@@ -31,7 +31,7 @@ from bridge.health import CONNECTED, STATE_OF_KIND, Health, HealthInputs
 from bridge.outbox import Outbox
 from bridge.session_lock import SessionHeld, SessionLock
 from bridge.store import Store, StoreError, format_ts
-from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Transport
+from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Receipt, Transport
 from bridge.windows import STOPPED_REASON, Windows
 from watchdog import endpoints, logs
 from watchdog.config import AccountConfig, Config
@@ -98,6 +98,18 @@ class Bridge:
             raise
         if added:
             logger.info("stored {} new of {} messages", added, len(messages))
+
+    async def on_receipts(self, receipts: list[Receipt]) -> None:
+        """Commit, then return (acked after, like messages); monitors carry them to the feedback rows."""
+        self.health.event_seen()
+        try:
+            added = self.store.add_receipts(receipts)
+        except StoreError as exc:
+            self.health.store_result(str(exc))
+            logger.error("store failed, {} receipts not acknowledged: {}", len(receipts), exc)
+            raise
+        if added:
+            logger.debug("stored {} receipts", added)
 
     async def on_connection(self, event: ConnectionEvent) -> None:
         self.health.event_seen()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bridge.transport import IncomingMessage, MediaInfo, Source
+from bridge.transport import IncomingMessage, MediaInfo, Receipt, ReceiptKind, Source
 
 TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
 
@@ -98,6 +98,16 @@ CREATE TABLE IF NOT EXISTS bridge_state (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS receipts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- readers follow it with a cursor, like messages.rowid
+    message_id TEXT NOT NULL,
+    chat_jid TEXT NOT NULL,
+    recipient_jid TEXT NOT NULL DEFAULT '',  -- who delivered / read it, '' for server_ack
+    kind TEXT NOT NULL CHECK (kind IN ('server_ack', 'delivered', 'read', 'played')),
+    at TEXT NOT NULL,
+    stored_at TEXT NOT NULL,
+    UNIQUE (message_id, recipient_jid, kind)
+);
 """
 
 WINDOW_STATUSES = ("pending", "done", "unsupported", "failed")
@@ -166,6 +176,18 @@ class Window:
 
 
 @dataclass(frozen=True)
+class StoredReceipt:
+    """A row of `receipts` with its id: what monitors follow to stamp feedback delivered / read."""
+
+    rowid: int
+    message_id: str
+    chat_jid: str
+    recipient_jid: str
+    kind: str
+    at: str
+
+
+@dataclass(frozen=True)
 class OutboxRow:
     seq: int
     message_id: str
@@ -220,6 +242,23 @@ _WINDOW_SELECT = ("SELECT id, started_at, ended_at, reason, backfill_status, rec
 def windows(conn: sqlite3.Connection, since: str = "") -> list[Window]:
     """Disconnect windows that started at or after `since` (store timestamp text), oldest first."""
     return [Window(*row) for row in conn.execute(f"{_WINDOW_SELECT} WHERE started_at >= ? ORDER BY id", (since,))]
+
+
+def receipts_after(conn: sqlite3.Connection, rowid: int, limit: int = 1000) -> list[StoredReceipt]:
+    """Receipts with an id above `rowid`, oldest first (ids only grow; a repeated receipt adds no row)."""
+    return [StoredReceipt(*row) for row in conn.execute(
+        "SELECT id, message_id, chat_jid, recipient_jid, kind, at FROM receipts WHERE id > ? ORDER BY id LIMIT ?",
+        (rowid, limit))]
+
+
+def _receipt_rows(receipt: Receipt, stored_at: str) -> list[tuple]:
+    at = format_ts(receipt.at)
+    return [(message_id, receipt.chat_jid, receipt.recipient_jid, receipt.kind.value, at, stored_at)
+            for message_id in receipt.message_ids]
+
+
+_INSERT_RECEIPT = ("INSERT OR IGNORE INTO receipts (message_id, chat_jid, recipient_jid, kind, at, stored_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?)")
 
 
 def _outbox_row(row: tuple) -> OutboxRow:
@@ -372,6 +411,19 @@ class Store:
         return MediaInfo(row[0] or "", row[1] or "", row[2] or "", row[3] or b"", row[4] or b"", row[5] or b"",
                          row[6] or 0, json.loads(row[7] or "{}"))
 
+    # -- receipts ------------------------------------------------------------------------------
+
+    def add_receipts(self, receipts: Iterable[Receipt]) -> int:
+        """Store receipts in one transaction; returns how many were new (a repeat of one is ignored)."""
+        stored_at = now_ts()
+        rows = [row for receipt in receipts for row in _receipt_rows(receipt, stored_at)]
+        if not rows:
+            return 0
+        with self.transaction() as conn:
+            before = conn.total_changes
+            conn.executemany(_INSERT_RECEIPT, rows)
+            return conn.total_changes - before
+
     # -- connection events and disconnect windows -----------------------------------------------
 
     def add_connection_event(self, at: str, kind: str, reason: str = "") -> None:
@@ -471,10 +523,12 @@ class Store:
         same message id, which the server dedupes. (The outbox_add before the send is durable.)
         """
         batch = _Batch([sent], Source.SENT)
+        ack = Receipt((sent.id,), sent.chat_jid, "", ReceiptKind.SERVER_ACK, sent.timestamp)
         with self.transaction(durable=False) as conn:
             conn.execute("UPDATE outbox SET status = 'sent', sent_at = ? WHERE seq = ?",
                          (format_ts(sent.timestamp), row.seq))
             batch.insert(conn)
+            conn.executemany(_INSERT_RECEIPT, _receipt_rows(ack, now_ts()))
 
     def outbox_failed(self, row: OutboxRow, error: str) -> None:
         with self.transaction() as conn:

@@ -65,6 +65,7 @@ class Recorder:
     def __init__(self) -> None:
         self.messages: list[IncomingMessage] = []
         self.events: list[ConnectionEvent] = []
+        self.receipts: list[Receipt] = []
         self.gate: asyncio.Event | None = None
 
     async def on_messages(self, messages: list[IncomingMessage]) -> None:
@@ -74,6 +75,9 @@ class Recorder:
 
     async def on_connection(self, event: ConnectionEvent) -> None:
         self.events.append(event)
+
+    async def on_receipts(self, receipts: list[Receipt]) -> None:
+        self.receipts.extend(receipts)
 
 
 async def until(condition, timeout: float = 10.0, what: str = "condition"):
