@@ -36,6 +36,7 @@ RULE_TITLES = {
     "stream_replaced": "session taken over elsewhere (stream replaced)",
     "logged_out": "logged out: re-pairing needed",
     "config_failed": "failed on its configuration: not restarted",
+    "webhook_dead": "event webhook given up on (dead)",
 }
 
 
