@@ -37,7 +37,7 @@ STOP_ORDER = (MONITOR, BRIDGE, SIM)
 
 
 def components_from_config(config: Config) -> list[Component]:
-    """sim (when configured and enabled), one bridge per account, one monitor per enabled project."""
+    """sim (when configured and enabled), one bridge per account, one monitor per enabled project, drops-api."""
     def argv(*args: str) -> tuple[str, ...]:
         return (sys.executable, "-m", "watchdog.cli", args[0], "--config", str(config.path),
                 "--data-dir", str(config.data_dir), *args[1:])
@@ -58,6 +58,9 @@ def components_from_config(config: Config) -> list[Component]:
             found.append(Component(project.component, MONITOR, argv("monitor", "--project", project.name),
                                    project.watchdog_sec, project.rss_limit_mb,
                                    signature=(("monitor",), ("--project", project.name))))
+    if config.drops_api.enabled:  # drops domain, supervised like a monitor (READY=1, WATCHDOG=1)
+        found.append(Component("drops-api", MONITOR, argv("drops-api"), config.drops_api.watchdog_sec,
+                               config.drops_api.rss_limit_mb, signature=(("drops-api",),)))
     return found
 
 

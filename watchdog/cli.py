@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "drops": ("monitors.ops", "cmd_drops", "list recorded drops"),
     "feedback": ("monitors.ops", "cmd_feedback", "send operator feedback for a recorded drop"),
     "pair": ("bridge.pairing", "cmd_pair", "link an account to a phone (neonize)"),
+    "drops-api": ("monitors.api.main", "cmd_drops_api", "run the drops and feedback API and the event webhooks"),
 }
 
 

@@ -148,6 +148,8 @@ class DropsApiConfig:
     host: str = "127.0.0.1"
     port: int = 0
     token: str = ""
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names beyond loopback/IPs (a reverse proxy)
+    allowed_origins: list[str] = field(default_factory=list)  # browser Origins allowed to POST
     watchdog_sec: float = 5.0
     rss_limit_mb: int = 0
 
