@@ -1,5 +1,8 @@
 """Webhook delivery against a real aiohttp receiver on 127.0.0.1 that verifies Standard Webhooks signatures
-with the reference library, is down for a while, answers 500 and 429, and counts each event once by id."""
+with the reference library, is down for a while, answers 500 and 429, and counts each event once by id.
+
+The outbox here is the deliverer's protocol over a list; the process tests (test_drops_api.py) run the
+same deliverer on the drops store's own outbox."""
 from __future__ import annotations
 
 import asyncio
@@ -8,15 +11,16 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
-from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from monitors.api import signing
 from monitors.api.webhooks import Deliverer, classify
+from scripts.benchmarks.webhook_receiver import WebhookReceiver
 from tests.sim_helpers import eventually
 from watchdog.config import WebhookConfig
 
@@ -70,46 +74,6 @@ def events(count: int, kind: str = "drop.recorded") -> list[Event]:
             for n in range(1, count + 1)]
 
 
-class Receiver:
-    """Verifies every request; answers from `script` first (then 200); counts events accepted by id."""
-
-    def __init__(self, secret: str, script: list[int]) -> None:
-        self.verifier = Webhook(secret)
-        self.script = list(script)
-        self.accepted: dict[str, int] = {}  # webhook-id -> times accepted (a receiver dedupes on it)
-        self.requests: list[tuple[str, int]] = []
-        self.bad_signatures = 0
-        self.runner: web.AppRunner | None = None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        try:
-            self.verifier.verify(body, dict(request.headers))
-        except WebhookVerificationError:
-            self.bad_signatures += 1
-            return web.json_response({"error": "bad signature"}, status=401)
-        status = self.script.pop(0) if self.script else 200
-        event_id = request.headers["webhook-id"]
-        self.requests.append((event_id, status))
-        if status == 200 and event_id not in self.accepted:
-            self.accepted[event_id] = 1
-        elif status == 200:
-            self.accepted[event_id] += 1
-        headers = {"Retry-After": "0"} if status == 429 else {}
-        return web.json_response({"status": status}, status=status, headers=headers)
-
-    async def start(self, port: int) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", port).start()
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -122,19 +86,15 @@ def hook(port: int, **overrides: object) -> WebhookConfig:
     return WebhookConfig(**{**values, **overrides})
 
 
-async def delivering(outbox: MemoryOutbox, hooks: list[WebhookConfig], dead: list[tuple[str, str]],
-                     body, receiver: Receiver | None = None, port: int = 0) -> None:
-    """Run a Deliverer while `body` runs; with `receiver`, that one listens on `port` from before the first attempt."""
-    if receiver is not None:
-        await receiver.start(port)
-    try:
-        await _delivering(outbox, hooks, dead, body)
-    finally:
-        if receiver is not None:
-            await receiver.stop()
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver(SECRET)
+    yield server
+    server.close()
 
 
-async def _delivering(outbox: MemoryOutbox, hooks: list[WebhookConfig], dead: list[tuple[str, str]], body) -> None:
+async def delivering(outbox: MemoryOutbox, hooks: list[WebhookConfig], dead: list[tuple[str, str]], body) -> None:
+    """Run a Deliverer while `body` runs."""
     async with aiohttp.ClientSession() as http:
         deliverer = Deliverer(hooks, outbox, http, lambda h, event_id, summary: dead.append((h.name, event_id)))
         task = asyncio.create_task(deliverer.run())
@@ -145,48 +105,47 @@ async def _delivering(outbox: MemoryOutbox, hooks: list[WebhookConfig], dead: li
             await asyncio.gather(task, return_exceptions=True)
 
 
-def test_delivered_once_each_through_an_outage_then_500_and_429_signed_with_a_stable_id() -> None:
+def test_delivered_once_each_through_an_outage_then_500_and_429_signed_with_a_stable_id(
+        receiver: WebhookReceiver) -> None:
     port = free_port()
-    receiver = Receiver(SECRET, [500, 500, 429, 429, 500])
+    receiver.script = [500, 500, 429, 429, 500]
     outbox = MemoryOutbox(events(6))
     dead: list[tuple[str, str]] = []
 
     async def body(deliverer: Deliverer) -> None:
         await eventually(lambda: len(outbox.errors) >= 6, message="attempts against a receiver that is down")
         assert all("ClientConnectorError" in e for e in outbox.errors)
-        await receiver.start(port)
-        try:
-            await eventually(lambda: len(outbox.state) == 6, message="every event delivered")
-        finally:
-            await receiver.stop()
+        await asyncio.to_thread(receiver.start, port)
+        await eventually(lambda: len(outbox.state) == 6, message="every event delivered")
         assert set(outbox.state.values()) == {"delivered"}
         assert deliverer.stats()["crm"].delivered == 6
 
     asyncio.run(delivering(outbox, [hook(port)], dead, body))
     assert receiver.bad_signatures == 0
-    assert receiver.accepted == {f"evt_{n:04d}": 1 for n in range(1, 7)}  # each exactly once by id
-    statuses = [status for _, status in receiver.requests]
+    assert receiver.accepted() == {f"evt_{n:04d}": 1 for n in range(1, 7)}  # each exactly once by id
+    statuses = [r.status for r in receiver.requests]
     assert statuses.count(500) == 3 and statuses.count(429) == 2
-    retried = {event_id for event_id, status in receiver.requests if status != 200}
-    assert retried and all(receiver.accepted[event_id] == 1 for event_id in retried)  # the retry had the same id
+    retried = {r.event_id for r in receiver.requests if r.status != 200}
+    assert retried and all(receiver.accepted()[event_id] == 1 for event_id in retried)  # the retry had the same id
     assert dead == []
 
 
-def test_a_final_4xx_is_dead_at_once_and_attempts_run_out_to_dead() -> None:
+def test_a_final_4xx_is_dead_at_once_and_attempts_run_out_to_dead(receiver: WebhookReceiver) -> None:
+    receiver.script = [404, 500, 500, 500]
     port = free_port()
-    receiver = Receiver(SECRET, [404, 500, 500, 500])
+    receiver.start(port)
     outbox = MemoryOutbox(events(2))
     dead: list[tuple[str, str]] = []
 
     async def body(deliverer: Deliverer) -> None:
         await eventually(lambda: len(outbox.state) == 2, message="both events finished")
 
-    asyncio.run(delivering(outbox, [hook(port, max_attempts=3)], dead, body, receiver, port))
+    asyncio.run(delivering(outbox, [hook(port, max_attempts=3)], dead, body))
     assert outbox.state == {1: "dead", 2: "dead"}
-    first = receiver.requests[0][0]
-    assert [s for i, s in receiver.requests if i == first] == [404]  # refused: never retried
+    first = receiver.requests[0].event_id
+    assert [r.status for r in receiver.requests if r.event_id == first] == [404]  # refused: never retried
     other = "evt_0002" if first == "evt_0001" else "evt_0001"
-    assert [s for i, s in receiver.requests if i == other] == [500, 500, 500]  # max_attempts = 3
+    assert [r.status for r in receiver.requests if r.event_id == other] == [500, 500, 500]  # max_attempts = 3
     assert sorted(dead) == [("crm", "evt_0001"), ("crm", "evt_0002")]
     assert any(e.startswith("refused, last: HTTP 404") for e in outbox.errors)
     assert any(e.startswith("3 attempts failed, last: HTTP 500") for e in outbox.errors)
@@ -203,13 +162,13 @@ def test_only_the_receivers_events_and_what_is_final() -> None:
         Webhook(SECRET).verify(b'{"a":2}', headers)
 
 
-def test_a_receiver_gets_only_the_event_types_it_asked_for() -> None:
+def test_a_receiver_gets_only_the_event_types_it_asked_for(receiver: WebhookReceiver) -> None:
     port = free_port()
-    receiver = Receiver(SECRET, [])
+    receiver.start(port)
     outbox = MemoryOutbox(events(2) + [Event(3, "evt_read", "feedback.read", "2026-11-24 22:31:27.000000+00:00", "{}")])
 
     async def body(deliverer: Deliverer) -> None:
         await eventually(lambda: 3 in outbox.state, message="the read event delivered")
 
-    asyncio.run(delivering(outbox, [hook(port, events=["feedback.read"])], [], body, receiver, port))
-    assert list(receiver.accepted) == ["evt_read"]
+    asyncio.run(delivering(outbox, [hook(port, events=["feedback.read"])], [], body))
+    assert list(receiver.accepted()) == ["evt_read"]
