@@ -6,14 +6,11 @@ whatsapp-mcp shape `{"success": false, "message": ...}`.
 """
 from __future__ import annotations
 
-import hmac
-import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from aiohttp import web
-from loguru import logger
 
 from bridge.downloads import DownloadError, download_media, parse_download
 from bridge.health import Health, HealthInputs
@@ -21,6 +18,7 @@ from bridge.outbox import Outbox
 from bridge.sending import BadRequest, parse_send, parse_send_message
 from bridge.store import Store, StoreError
 from bridge.transport import NotConnected, Transport
+from watchdog import web_guard
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_BODY = 1024 * 1024
@@ -43,13 +41,6 @@ def _fail(status: int, message: str) -> web.Response:
     return web.json_response({"success": False, "message": message}, status=status)
 
 
-async def _json_body(request: web.Request) -> object:
-    try:
-        return json.loads(await request.text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"bad JSON: {exc}") from None
-
-
 def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
     if len(key) > 200:
@@ -57,51 +48,35 @@ def _idempotency_key(request: web.Request) -> str | None:
     return key or None
 
 
-def _bearer_auth(token: str) -> Callable:
-    expected = f"Bearer {token}".encode()
-
-    @web.middleware
-    async def auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                   ) -> web.StreamResponse:
-        given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            return _fail(401, "missing or wrong bearer token (Authorization: Bearer <api_token>)")
-        return await handler(request)
-    return auth
-
-
 @web.middleware
-async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                  ) -> web.StreamResponse:
+async def _domain_errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                         ) -> web.StreamResponse:
+    """The bridge's own errors; everything else (HTTP errors, bugs) is shaped by web_guard's json_errors."""
     try:
         return await handler(request)
     except BadRequest as exc:
         return _fail(400, str(exc))
     except StoreError as exc:  # nothing was queued: the client must retry later
         return _fail(503, str(exc))
-    except web.HTTPException:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a bug must still answer JSON, and be logged once
-        logger.exception("{} {} failed", request.method, request.path)
-        return _fail(500, f"internal error: {type(exc).__name__}: {exc}")
 
 
-def build_app(bridge: BridgeContext, api_token: str = "") -> web.Application:
-    middlewares = [_bearer_auth(api_token)] if api_token else []
-    app = web.Application(middlewares=[*middlewares, _errors], client_max_size=MAX_BODY)
+def build_app(bridge: BridgeContext, api_token: str = "", allowed_hosts: Sequence[str] = (),
+              allowed_origins: Sequence[str] = ()) -> web.Application:
+    guard = web_guard.middlewares(allowed_hosts, allowed_origins, api_token, error_body=web_guard.mcp_shape)
+    app = web.Application(middlewares=[*guard, _domain_errors], client_max_size=MAX_BODY)
 
     async def send(request: web.Request) -> web.Response:
-        parsed = parse_send(await _json_body(request), bridge.media_dirs)
+        parsed = parse_send(await web_guard.json_body(request), bridge.media_dirs)
         status, body = await bridge.outbox.submit(parsed, _idempotency_key(request))
         return web.json_response(body, status=status)
 
     async def send_message(request: web.Request) -> web.Response:
-        parsed = parse_send_message(await _json_body(request))
+        parsed = parse_send_message(await web_guard.json_body(request))
         status, body = await bridge.outbox.submit(parsed, _idempotency_key(request))
         return web.json_response(body, status=status)
 
     async def download(request: web.Request) -> web.Response:
-        message_id, chat_jid = parse_download(await _json_body(request))
+        message_id, chat_jid = parse_download(await web_guard.json_body(request))
         try:
             done = await download_media(bridge.store, bridge.transport, bridge.download_dir, message_id, chat_jid)
         except DownloadError as exc:

@@ -221,7 +221,8 @@ class Bridge:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         self.windows.on_start()
-        runner = web.AppRunner(build_app(self, self.account.api_token), access_log=None, handle_signals=False)
+        runner = web.AppRunner(build_app(self, self.account.api_token, self.account.api_allowed_hosts,
+                                           self.account.api_allowed_origins), access_log=None, handle_signals=False)
         await runner.setup()
         await web.TCPSite(runner, self.account.api_host, self.account.api_port).start()
         host, port = runner.addresses[0][:2]

@@ -1,182 +1,43 @@
-"""drops.db: every project's drops, their events, feedback, cursors and reported windows.
+"""The drops store: every project's drops, their events, feedback, cursors, reported windows and webhook events.
 
-One SQLite file (WAL) shared by all monitors and the ops commands; each
-writer takes short `BEGIN IMMEDIATE` transactions and waits on a busy
-timeout, so six monitors never fail on each other's locks.
+One set of methods over two backends (`monitors/store/`): SQLite drops.db
+(the embedded default) or PostgreSQL (`[database] url`), opened with
+`open_drops_store(config)`. The schema is a contract: docs/DROPS-SCHEMA.md.
 
 Exactly once: a batch of messages is recorded in the same transaction that
 advances the project's cursor, so a monitor killed at any instant either
 recorded a message and moved past it, or did neither. Every submission is
-also unique per (drop, message id), so even a replayed message adds nothing.
-
-Timestamps use the bridge store's text format (`bridge.store.format_ts`), so
-they compare with message times and window bounds as text.
+also unique per (drop, message id), so even a replayed message adds nothing
+(also after a PostgreSQL commit whose answer was lost). Webhook events are
+written in the same transaction as the change they report, and only for
+rows that transaction really inserted or changed.
 """
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random
+from bridge.store import bare_user, now_ts
+from monitors.store.model import (DROP_BACKFILLED, DROP_RECORDED, DROP_RESUBMITTED, EVENT_TYPES, FEEDBACK_ACCEPTED,
+                                  FEEDBACK_DELIVERED_EVENT, FEEDBACK_FAILED, FEEDBACK_FAILED_EVENT, FEEDBACK_NONE,
+                                  FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_READ_EVENT, FEEDBACK_SENT,
+                                  FEEDBACK_SENT_EVENT, FEEDBACK_STATUSES, KIND_ACK, KIND_OPERATOR, RECEIPT_COLUMNS,
+                                  Drop, DropDetail, DropEvent, DropPage, Feedback, NewFeedback, OutboxCounts,
+                                  OutboxEvent, Submission, check_feedback_transition, drop_from_row,
+                                  feedback_from_row)
+from monitors.store.outbox import WebhookOutbox, drop_data, enqueue, feedback_data
+from monitors.store.queries import DROP_COLUMNS, FEEDBACK_COLUMNS, DropQueries
+from monitors.store.sql import Backend, StoreUnavailable, Tx, one
+from watchdog.config import Config
 
-from bridge.store import now_ts
-
-FEEDBACK_NONE = "none"  # no feedback asked for (auto_ack off, no operator feedback yet)
-FEEDBACK_PENDING = "pending"  # recorded, not yet accepted by the bridge (retried)
-FEEDBACK_SENT = "sent"  # bridge answered 200: delivered to WhatsApp
-FEEDBACK_QUEUED = "queued"  # bridge answered 202: in its durable outbox, sent on reconnect
-FEEDBACK_FAILED = "failed"  # bridge refused it (400/500): retrying the same request cannot help
-FEEDBACK_ACCEPTED = (FEEDBACK_SENT, FEEDBACK_QUEUED)
-
-# A feedback message's life; a drop's feedback_status is the status of its newest feedback.
-FEEDBACK_TRANSITIONS = {
-    FEEDBACK_PENDING: {FEEDBACK_PENDING, FEEDBACK_SENT, FEEDBACK_QUEUED, FEEDBACK_FAILED},
-}
-
-KIND_ACK = "ack"
-KIND_OPERATOR = "operator"
-
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS drops (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    project TEXT NOT NULL,
-    drop_number TEXT NOT NULL,
-    group_jid TEXT NOT NULL,
-    group_name TEXT NOT NULL DEFAULT '',
-    submitted_by TEXT NOT NULL,          -- the contractor's JID
-    message_id TEXT NOT NULL,            -- the first submission
-    message_time TEXT NOT NULL,
-    detected_at TEXT NOT NULL,
-    backfilled INTEGER NOT NULL DEFAULT 0,
-    feedback_status TEXT NOT NULL DEFAULT '{FEEDBACK_NONE}'
-        CHECK (feedback_status IN ('none', 'pending', 'sent', 'queued', 'failed')),
-    feedback_sent_at TEXT,               -- when the bridge last accepted feedback for it
-    UNIQUE (project, drop_number)
-);
-CREATE INDEX IF NOT EXISTS drops_time ON drops (message_time);
-CREATE TABLE IF NOT EXISTS drop_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    drop_id INTEGER NOT NULL REFERENCES drops (id),
-    kind TEXT NOT NULL CHECK (kind IN ('submitted', 'resubmitted')),
-    group_jid TEXT NOT NULL,
-    submitted_by TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    message_time TEXT NOT NULL,
-    detected_at TEXT NOT NULL,
-    backfilled INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (drop_id, message_id)
-);
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    drop_id INTEGER NOT NULL REFERENCES drops (id),
-    kind TEXT NOT NULL CHECK (kind IN ('ack', 'operator')),
-    recipient TEXT NOT NULL,
-    text TEXT NOT NULL,
-    mentions TEXT NOT NULL DEFAULT '[]',
-    idempotency_key TEXT NOT NULL UNIQUE,
-    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'queued', 'failed')),
-    created_at TEXT NOT NULL,
-    sent_at TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT NOT NULL DEFAULT '',
-    bridge_message_id TEXT
-);
-CREATE INDEX IF NOT EXISTS feedback_pending ON feedback (status, id);
-CREATE TABLE IF NOT EXISTS cursors (
-    project TEXT NOT NULL,
-    account TEXT NOT NULL,               -- a cursor is a rowid of that account's messages.db
-    rowid INTEGER NOT NULL,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (project, account)
-);
-CREATE TABLE IF NOT EXISTS reported_windows (
-    project TEXT NOT NULL,
-    account TEXT NOT NULL,
-    window_id INTEGER NOT NULL,
-    claimed_at TEXT NOT NULL,
-    reported_at TEXT,                    -- NULL: claimed, log line maybe not written yet
-    PRIMARY KEY (project, account, window_id)
-);
-"""
-
-_DROP_COLUMNS = ("id, project, drop_number, group_jid, group_name, submitted_by, message_id, message_time, "
-                 "detected_at, backfilled, feedback_status, feedback_sent_at")
-_FEEDBACK_COLUMNS = ("f.id, d.project, d.drop_number, f.kind, f.recipient, f.text, f.mentions, f.idempotency_key, "
-                     "f.status, f.created_at, f.sent_at, f.attempts, f.error")
-
-
-@dataclass(frozen=True)
-class Submission:
-    """A drop number seen in one message of a project's group."""
-
-    drop_number: str
-    group_jid: str
-    group_name: str
-    submitted_by: str
-    message_id: str
-    message_time: str
-    backfilled: bool
-
-
-@dataclass(frozen=True)
-class Drop:
-    id: int
-    project: str
-    drop_number: str
-    group_jid: str
-    group_name: str
-    submitted_by: str
-    message_id: str
-    message_time: str
-    detected_at: str
-    backfilled: bool
-    feedback_status: str
-    feedback_sent_at: str | None
-
-    def as_json(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "id"}
-
-
-@dataclass(frozen=True)
-class NewFeedback:
-    kind: str
-    recipient: str
-    text: str
-    mentions: tuple[str, ...]
-    idempotency_key: str
-
-
-@dataclass(frozen=True)
-class Feedback:
-    id: int
-    project: str
-    drop_number: str
-    kind: str
-    recipient: str
-    text: str
-    mentions: tuple[str, ...]
-    idempotency_key: str
-    status: str
-    created_at: str
-    sent_at: str | None
-    attempts: int
-    error: str
-
-
-def _drop(row: tuple) -> Drop:
-    values = list(row)
-    values[9] = bool(values[9])
-    return Drop(*values)
-
-
-def _feedback(row: tuple) -> Feedback:
-    values = list(row)
-    values[6] = tuple(json.loads(values[6]))
-    return Feedback(*values)
+__all__ = ["DROP_BACKFILLED", "DROP_RECORDED", "DROP_RESUBMITTED", "EVENT_TYPES", "FEEDBACK_ACCEPTED",
+           "FEEDBACK_DELIVERED_EVENT", "FEEDBACK_FAILED", "FEEDBACK_FAILED_EVENT", "FEEDBACK_NONE", "FEEDBACK_PENDING",
+           "FEEDBACK_QUEUED", "FEEDBACK_READ_EVENT", "FEEDBACK_SENT", "FEEDBACK_SENT_EVENT", "FEEDBACK_STATUSES",
+           "KIND_ACK", "KIND_OPERATOR", "Drop", "DropDetail", "DropEvent", "DropPage", "DropsDB", "Feedback",
+           "NewFeedback", "OutboxCounts", "OutboxEvent", "StoreUnavailable", "Submission",
+           "check_feedback_transition", "drops_db_path", "open_drops_store"]
 
 
 def drops_db_path(data_dir: Path) -> Path:
@@ -184,58 +45,35 @@ def drops_db_path(data_dir: Path) -> Path:
     return data_dir / "drops.db"
 
 
-def check_feedback_transition(old: str, new: str) -> None:
-    if new not in FEEDBACK_TRANSITIONS.get(old, set()):
-        raise ValueError(f"feedback status cannot go from {old!r} to {new!r}")
+def open_drops_store(config: Config, readonly: bool = False) -> DropsDB:
+    """The configured store: PostgreSQL when `[database] url` is set (psycopg imported only then), else drops.db.
+
+    SQLite opens (and migrates) at once; PostgreSQL connects on first use, so a monitor can start,
+    report the outage and wait while the server is down. Raises SchemaTooNew for a newer database.
+    """
+    if config.database.url:
+        from monitors.store.postgres import PostgresBackend
+        return DropsDB(PostgresBackend(config.database.url, config.database.schema))
+    from monitors.store.sqlite import SqliteBackend
+    return DropsDB(SqliteBackend(drops_db_path(config.data_dir), readonly=readonly))
 
 
-@retry(retry=retry_if_exception_type(sqlite3.OperationalError), wait=wait_random(0.01, 0.05),
-       stop=stop_after_delay(10), reraise=True)
-def _enable_wal(conn: sqlite3.Connection) -> None:
-    """Switching a new file to WAL needs an exclusive lock and ignores the busy timeout, so six
-    monitors starting at once on a fresh drops.db retry it briefly."""
-    conn.execute("PRAGMA journal_mode = WAL")
+class DropsDB(DropQueries):
+    def __init__(self, backend: Backend) -> None:
+        self.db = backend
+        self.outbox = WebhookOutbox(backend)
 
-
-class DropsDB:
-    def __init__(self, path: Path, readonly: bool = False) -> None:
-        self.path = path
-        if readonly:
-            self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10.0)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-        self.conn.execute("PRAGMA busy_timeout = 10000")
-        if readonly:
-            return
-        # WAL (readers never block the writers); NORMAL survives a kill -9, like the bridge store.
-        _enable_wal(self.conn)
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.conn.execute("PRAGMA foreign_keys = ON")
-        with self.transaction() as conn:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+    @property
+    def description(self) -> str:
+        return self.db.description
 
     def close(self) -> None:
-        self.conn.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        self.db.close()
 
     # -- cursor and recording ------------------------------------------------------------------
 
     def cursor(self, project: str, account: str) -> int:
-        row = self.conn.execute("SELECT rowid FROM cursors WHERE project = ? AND account = ?",
-                                (project, account)).fetchone()
+        row = one(self.db.rows("SELECT rowid FROM cursors WHERE project = ? AND account = ?", (project, account)))
         return row[0] if row else 0
 
     def record(self, project: str, account: str, cursor: int, submissions: list[Submission],
@@ -243,147 +81,212 @@ class DropsDB:
         """Record submissions and move the cursor to `cursor`, in one transaction.
 
         A drop number new to the project becomes a drop (plus its acknowledgement, pending,
-        when `ack` is given); a known one becomes a `resubmitted` event of that drop.
-        Returns the new drops.
+        when `ack` is given) and a drop.recorded / drop.backfilled event; a known one becomes a
+        `resubmitted` event of that drop (and a drop.resubmitted webhook event). Returns the new drops.
         """
         detected_at = now_ts()
-        new_ids: list[int] = []
-        with self.transaction() as conn:
+        new: list[Drop] = []
+        with self.db.transaction() as tx:
             for sub in submissions:
-                inserted = conn.execute(
-                    "INSERT INTO drops (project, drop_number, group_jid, group_name, submitted_by, message_id, "
-                    "message_time, detected_at, backfilled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                public_id = str(uuid.uuid4())
+                inserted = one(tx.rows(
+                    "INSERT INTO drops (public_id, project, drop_number, group_jid, group_name, submitted_by, "
+                    "message_id, message_time, detected_at, backfilled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (project, drop_number) DO NOTHING RETURNING id",
-                    (project, sub.drop_number, sub.group_jid, sub.group_name, sub.submitted_by, sub.message_id,
-                     sub.message_time, detected_at, int(sub.backfilled))).fetchone()
+                    (public_id, project, sub.drop_number, sub.group_jid, sub.group_name, sub.submitted_by,
+                     sub.message_id, sub.message_time, detected_at, sub.backfilled)))
                 if inserted:
                     drop_id, kind = inserted[0], "submitted"
-                    new_ids.append(drop_id)
+                    status = FEEDBACK_NONE
                     if ack is not None:
-                        self._add_feedback(conn, drop_id, ack(sub))
+                        self._add_feedback(tx, drop_id, ack(sub))
+                        status = FEEDBACK_PENDING
+                    drop = Drop(drop_id, public_id, project, sub.drop_number, sub.group_jid, sub.group_name,
+                                sub.submitted_by, sub.message_id, sub.message_time, detected_at, sub.backfilled,
+                                status, None)
+                    new.append(drop)
+                    enqueue(tx, DROP_BACKFILLED if sub.backfilled else DROP_RECORDED, {"drop": drop_data(drop)})
                 else:
-                    drop_id = conn.execute("SELECT id FROM drops WHERE project = ? AND drop_number = ?",
-                                           (project, sub.drop_number)).fetchone()[0]
-                    kind = "resubmitted"
-                conn.execute(
+                    drop_id, kind = tx.rows("SELECT id FROM drops WHERE project = ? AND drop_number = ?",
+                                            (project, sub.drop_number))[0][0], "resubmitted"
+                added = tx.rows(
                     "INSERT INTO drop_events (drop_id, kind, group_jid, submitted_by, message_id, message_time, "
                     "detected_at, backfilled) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (drop_id, message_id) DO NOTHING",
+                    "ON CONFLICT (drop_id, message_id) DO NOTHING RETURNING id",
                     (drop_id, kind, sub.group_jid, sub.submitted_by, sub.message_id, sub.message_time, detected_at,
-                     int(sub.backfilled)))
-            conn.execute("INSERT INTO cursors (project, account, rowid, updated_at) VALUES (?, ?, ?, ?) "
-                         "ON CONFLICT (project, account) DO UPDATE SET rowid = excluded.rowid, "
-                         "updated_at = excluded.updated_at", (project, account, cursor, detected_at))
-        return [self._drop_by_id(i) for i in new_ids]
+                     sub.backfilled))
+                if added and kind == "resubmitted":
+                    enqueue(tx, DROP_RESUBMITTED, {"drop": drop_data(self._drop_by_id(tx, drop_id)),
+                                                   "submission": {"message_id": sub.message_id,
+                                                                  "submitted_by": sub.submitted_by,
+                                                                  "message_time": sub.message_time,
+                                                                  "backfilled": sub.backfilled}})
+            tx.run("INSERT INTO cursors (project, account, rowid, updated_at) VALUES (?, ?, ?, ?) "
+                   "ON CONFLICT (project, account) DO UPDATE SET rowid = excluded.rowid, "
+                   "updated_at = excluded.updated_at", (project, account, cursor, detected_at))
+        return new
 
     # -- drops ---------------------------------------------------------------------------------
 
-    def _drop_by_id(self, drop_id: int) -> Drop:
-        return _drop(self.conn.execute(f"SELECT {_DROP_COLUMNS} FROM drops WHERE id = ?", (drop_id,)).fetchone())
+    @staticmethod
+    def _drop_by_id(tx: Tx, drop_id: int) -> Drop:
+        return drop_from_row(tx.rows(f"SELECT {DROP_COLUMNS} FROM drops d WHERE d.id = ?", (drop_id,))[0])
 
     def drop(self, project: str, drop_number: str) -> Drop | None:
-        row = self.conn.execute(f"SELECT {_DROP_COLUMNS} FROM drops WHERE project = ? AND drop_number = ?",
-                                (project, drop_number)).fetchone()
-        return _drop(row) if row else None
+        row = one(self.db.rows(f"SELECT {DROP_COLUMNS} FROM drops d WHERE d.project = ? AND d.drop_number = ?",
+                               (project, drop_number)))
+        return drop_from_row(row) if row else None
 
     def drops(self, project: str | None = None, since: str = "", backfilled_only: bool = False) -> list[Drop]:
         """Drops posted at or after `since` (message time), oldest first."""
-        sql = f"SELECT {_DROP_COLUMNS} FROM drops WHERE message_time >= ?"
-        params: list[object] = [since]
-        if project is not None:
-            sql += " AND project = ?"
-            params.append(project)
-        if backfilled_only:
-            sql += " AND backfilled = 1"
-        return [_drop(row) for row in self.conn.execute(sql + " ORDER BY message_time, id", params)]
+        where, params = [], []
+        for clause, value in (("d.message_time >= ?", since or None), ("d.project = ?", project),
+                              ("d.backfilled = ?", True if backfilled_only else None)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = f"SELECT {DROP_COLUMNS} FROM drops d" + (" WHERE " + " AND ".join(where) if where else "")
+        return [drop_from_row(row) for row in self.db.rows(sql + " ORDER BY d.message_time, d.id", params)]
 
     def drop_count(self, project: str) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM drops WHERE project = ?", (project,)).fetchone()[0]
+        return self.db.rows("SELECT COUNT(*) FROM drops WHERE project = ?", (project,))[0][0]
 
     def resubmissions(self, drop: Drop) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM drop_events WHERE drop_id = ? AND kind = 'resubmitted'",
-                                 (drop.id,)).fetchone()[0]
+        return self.db.rows("SELECT COUNT(*) FROM drop_events WHERE drop_id = ? AND kind = 'resubmitted'",
+                            (drop.id,))[0][0]
 
     def latest_message_id(self, drop: Drop) -> str:
         """The message of the drop's latest submission (operator feedback answers that one)."""
-        return self.conn.execute("SELECT message_id FROM drop_events WHERE drop_id = ? ORDER BY id DESC LIMIT 1",
-                                 (drop.id,)).fetchone()[0]
+        return self.db.rows("SELECT message_id FROM drop_events WHERE drop_id = ? ORDER BY id DESC LIMIT 1",
+                            (drop.id,))[0][0]
 
     # -- feedback ------------------------------------------------------------------------------
 
-    def _add_feedback(self, conn: sqlite3.Connection, drop_id: int, new: NewFeedback) -> int:
-        row = conn.execute(
+    def _add_feedback(self, tx: Tx, drop_id: int, new: NewFeedback) -> int:
+        row = one(tx.rows(
             "INSERT INTO feedback (drop_id, kind, recipient, text, mentions, idempotency_key, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
             (drop_id, new.kind, new.recipient, new.text, json.dumps(list(new.mentions)), new.idempotency_key,
-             now_ts())).fetchone()
+             now_ts())))
         if row is None:
-            return conn.execute("SELECT id FROM feedback WHERE idempotency_key = ?",
-                                (new.idempotency_key,)).fetchone()[0]
-        self._sync_drop_feedback(conn, drop_id)
+            return tx.rows("SELECT id FROM feedback WHERE idempotency_key = ?", (new.idempotency_key,))[0][0]
+        self._sync_drop_feedback(tx, drop_id)
         return row[0]
 
     def add_feedback(self, drop: Drop, new: NewFeedback) -> Feedback:
         """Record a feedback message as pending; the same idempotency key returns the first one."""
-        with self.transaction() as conn:
-            feedback_id = self._add_feedback(conn, drop.id, new)
+        with self.db.transaction() as tx:
+            feedback_id = self._add_feedback(tx, drop.id, new)
         return self.feedback(feedback_id)
 
+    @staticmethod
+    def _feedback(tx: Tx | Backend, feedback_id: int) -> Feedback:
+        return feedback_from_row(tx.rows(f"SELECT {FEEDBACK_COLUMNS} FROM feedback f JOIN drops d "
+                                         "ON d.id = f.drop_id WHERE f.id = ?", (feedback_id,))[0])
+
     def feedback(self, feedback_id: int) -> Feedback:
-        return _feedback(self.conn.execute(f"SELECT {_FEEDBACK_COLUMNS} FROM feedback f JOIN drops d "
-                                           "ON d.id = f.drop_id WHERE f.id = ?", (feedback_id,)).fetchone())
+        return self._feedback(self.db, feedback_id)
 
     def pending_feedback(self, project: str, limit: int = 100) -> list[Feedback]:
-        rows = self.conn.execute(f"SELECT {_FEEDBACK_COLUMNS} FROM feedback f JOIN drops d ON d.id = f.drop_id "
-                                 "WHERE f.status = 'pending' AND d.project = ? ORDER BY f.id LIMIT ?",
-                                 (project, limit))
-        return [_feedback(row) for row in rows]
+        rows = self.db.rows(f"SELECT {FEEDBACK_COLUMNS} FROM feedback f JOIN drops d ON d.id = f.drop_id "
+                            "WHERE f.status = 'pending' AND d.project = ? ORDER BY f.id LIMIT ?", (project, limit))
+        return [feedback_from_row(row) for row in rows]
 
     def finish_feedback(self, feedback: Feedback, status: str, error: str = "",
                         bridge_message_id: str | None = None) -> Feedback:
         """Record the bridge's answer (or another failed attempt, status pending).
 
-        If another process (the monitor, `wa-watchdog feedback`) recorded an answer first, that
-        one stands: both posted the same idempotency key, so the bridge gave both the same result.
+        If another process (the monitor, `wa-watchdog feedback`, the drops API) recorded an answer
+        first, that one stands: all posted the same idempotency key, so the bridge gave all the
+        same result. A final answer enqueues feedback.sent (sent or queued) or feedback.failed.
         """
-        with self.transaction() as conn:
-            old, drop_id = conn.execute("SELECT status, drop_id FROM feedback WHERE id = ?",
-                                        (feedback.id,)).fetchone()
+        with self.db.transaction() as tx:
+            old, drop_id = tx.rows("SELECT status, drop_id FROM feedback WHERE id = ?", (feedback.id,))[0]
             if old != FEEDBACK_PENDING:
-                return self.feedback(feedback.id)
+                return self._feedback(tx, feedback.id)
             check_feedback_transition(old, status)
-            conn.execute("UPDATE feedback SET status = ?, error = ?, attempts = attempts + 1, "
-                         "bridge_message_id = COALESCE(?, bridge_message_id), "
-                         "sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ?",
-                         (status, error, bridge_message_id, status in FEEDBACK_ACCEPTED, now_ts(), feedback.id))
-            self._sync_drop_feedback(conn, drop_id)
-        return self.feedback(feedback.id)
+            accepted = status in FEEDBACK_ACCEPTED
+            tx.run("UPDATE feedback SET status = ?, error = ?, attempts = attempts + 1, "
+                   "bridge_message_id = COALESCE(?, bridge_message_id), "
+                   "sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ?",
+                   (status, error, bridge_message_id, accepted, now_ts(), feedback.id))
+            self._sync_drop_feedback(tx, drop_id)
+            done = self._feedback(tx, feedback.id)
+            if status != FEEDBACK_PENDING:
+                self._feedback_event(tx, FEEDBACK_SENT_EVENT if accepted else FEEDBACK_FAILED_EVENT, drop_id, done)
+        return done
+
+    def _feedback_event(self, tx: Tx, event_type: str, drop_id: int, feedback: Feedback) -> None:
+        enqueue(tx, event_type, {"drop": drop_data(self._drop_by_id(tx, drop_id)),
+                                 "feedback": feedback_data(feedback)})
 
     @staticmethod
-    def _sync_drop_feedback(conn: sqlite3.Connection, drop_id: int) -> None:
+    def _sync_drop_feedback(tx: Tx, drop_id: int) -> None:
         """The drop shows its newest feedback's status and the last time the bridge accepted any."""
-        conn.execute("UPDATE drops SET "
-                     "feedback_status = (SELECT status FROM feedback WHERE drop_id = ?1 ORDER BY id DESC LIMIT 1), "
-                     "feedback_sent_at = (SELECT MAX(sent_at) FROM feedback WHERE drop_id = ?1) WHERE id = ?1",
-                     (drop_id,))
+        tx.run("UPDATE drops SET "
+               "feedback_status = (SELECT status FROM feedback WHERE drop_id = ? ORDER BY id DESC LIMIT 1), "
+               "feedback_sent_at = (SELECT MAX(sent_at) FROM feedback WHERE drop_id = ?) WHERE id = ?",
+               (drop_id, drop_id, drop_id))
 
-    def feedback_of(self, drop: Drop) -> list[Feedback]:
-        rows = self.conn.execute(f"SELECT {_FEEDBACK_COLUMNS} FROM feedback f JOIN drops d ON d.id = f.drop_id "
-                                 "WHERE f.drop_id = ? ORDER BY f.id", (drop.id,))
-        return [_feedback(row) for row in rows]
+    # -- receipts ------------------------------------------------------------------------------
+
+    def record_receipt(self, bridge_message_id: str, kind: str, at: str, recipient_jid: str = "") -> bool:
+        """Stamp a receipt of sent feedback (server_ack | delivered | read); True if it changed the feedback.
+
+        The first receipt of a kind stands. A read receipt counts only from someone the
+        feedback mentions (the contractor it answers; any reader when it mentions nobody or the
+        receipt names nobody), and also stamps delivered_at if no delivered receipt came first.
+        feedback.delivered / feedback.read are enqueued in the same transaction.
+        """
+        column = RECEIPT_COLUMNS.get(kind)
+        if column is None:
+            return False  # played (voice notes) and kinds we do not track
+        with self.db.transaction() as tx:
+            row = one(tx.rows("SELECT id, drop_id, mentions FROM feedback WHERE bridge_message_id = ?",
+                              (bridge_message_id,)))
+            if row is None:
+                return False
+            feedback_id, drop_id, mentions = row
+            readers = {bare_user(jid) for jid in json.loads(mentions)}
+            if kind == "read" and recipient_jid and readers and bare_user(recipient_jid) not in readers:
+                return False
+            columns = [column] + (["delivered_at"] if kind == "read" else [])
+            changed = []
+            for name in columns:
+                if tx.rows(f"UPDATE feedback SET {name} = ? WHERE id = ? AND {name} IS NULL RETURNING id",
+                           (at, feedback_id)):
+                    changed.append(name)
+            if not changed:
+                return False
+            done = self._feedback(tx, feedback_id)
+            for name, event_type in (("delivered_at", FEEDBACK_DELIVERED_EVENT), ("read_at", FEEDBACK_READ_EVENT)):
+                if name in changed:
+                    self._feedback_event(tx, event_type, drop_id, done)
+        return True
+
+    # -- small shared state (followers' cursors, e.g. the receipts follower) -----------------------
+
+    def get_state(self, key: str) -> str | None:
+        row = one(self.db.rows("SELECT value FROM store_state WHERE key = ?", (key,)))
+        return row[0] if row else None
+
+    def set_state(self, key: str, value: str) -> None:
+        with self.db.transaction() as tx:
+            tx.run("INSERT INTO store_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+                   "value = excluded.value", (key, value))
 
     # -- disconnect windows --------------------------------------------------------------------
 
     def reported_window_ids(self, project: str, account: str) -> set[int]:
         """Windows already claimed for a report (written or being written)."""
-        rows = self.conn.execute("SELECT window_id FROM reported_windows WHERE project = ? AND account = ?",
-                                 (project, account))
+        rows = self.db.rows("SELECT window_id FROM reported_windows WHERE project = ? AND account = ?",
+                            (project, account))
         return {row[0] for row in rows}
 
     def unfinished_reports(self, project: str, account: str) -> list[int]:
         """Windows claimed whose log line may not have been written (the monitor died in between)."""
-        rows = self.conn.execute("SELECT window_id FROM reported_windows WHERE project = ? AND account = ? "
-                                 "AND reported_at IS NULL ORDER BY window_id", (project, account))
+        rows = self.db.rows("SELECT window_id FROM reported_windows WHERE project = ? AND account = ? "
+                            "AND reported_at IS NULL ORDER BY window_id", (project, account))
         return [row[0] for row in rows]
 
     def claim_window(self, project: str, account: str, window_id: int, started_at: str,
@@ -393,19 +296,23 @@ class DropsDB:
         Returns those drop numbers (also the ones recorded live just before a crash, whose
         window was only known after the bridge restarted).
         """
-        with self.transaction() as conn:
-            conn.execute("INSERT INTO reported_windows (project, account, window_id, claimed_at) VALUES (?, ?, ?, ?) "
-                         "ON CONFLICT DO NOTHING", (project, account, window_id, now_ts()))
-            conn.execute("UPDATE drops SET backfilled = 1 WHERE project = ? AND message_time BETWEEN ? AND ?",
-                         (project, started_at, ended_at))
-            return self.window_drops(project, started_at, ended_at)
+        with self.db.transaction() as tx:
+            tx.run("INSERT INTO reported_windows (project, account, window_id, claimed_at) VALUES (?, ?, ?, ?) "
+                   "ON CONFLICT DO NOTHING", (project, account, window_id, now_ts()))
+            tx.run("UPDATE drops SET backfilled = ? WHERE project = ? AND message_time BETWEEN ? AND ?",
+                   (True, project, started_at, ended_at))
+            return self._window_drops(tx, project, started_at, ended_at)
 
     def window_drops(self, project: str, started_at: str, ended_at: str) -> list[str]:
-        rows = self.conn.execute("SELECT drop_number FROM drops WHERE project = ? AND message_time BETWEEN ? AND ? "
-                                 "ORDER BY message_time, id", (project, started_at, ended_at))
+        return self._window_drops(self.db, project, started_at, ended_at)
+
+    @staticmethod
+    def _window_drops(tx: Tx | Backend, project: str, started_at: str, ended_at: str) -> list[str]:
+        rows = tx.rows("SELECT drop_number FROM drops WHERE project = ? AND message_time BETWEEN ? AND ? "
+                       "ORDER BY message_time, id", (project, started_at, ended_at))
         return [row[0] for row in rows]
 
     def window_reported(self, project: str, account: str, window_id: int) -> None:
-        with self.transaction() as conn:
-            conn.execute("UPDATE reported_windows SET reported_at = ? WHERE project = ? AND account = ? "
-                         "AND window_id = ?", (now_ts(), project, account, window_id))
+        with self.db.transaction() as tx:
+            tx.run("UPDATE reported_windows SET reported_at = ? WHERE project = ? AND account = ? "
+                   "AND window_id = ?", (now_ts(), project, account, window_id))

@@ -27,12 +27,13 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from bridge.store import bare_user
 from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, KIND_ACK,
-                                  KIND_OPERATOR, DropsDB, Feedback, NewFeedback, Submission)
+                                  KIND_OPERATOR, DropsDB, Feedback, NewFeedback, StoreUnavailable, Submission)
 from watchdog import endpoints
 from watchdog.config import Config, ProjectConfig
 
 REQUEST_TIMEOUT = 10.0  # the bridge's own send timeout is 10 s; after that the send stays in its outbox
 RECHECK_INTERVAL = 5.0  # look for pending feedback recorded by other processes
+STORE_RETRY = 1.0  # the drops store is down (PostgreSQL): look again this soon
 # The bridge refused this request (bad request; WhatsApp refused the send): resending it cannot help.
 # Anything else is retried: a 401 waits for the token to be fixed, and a 404 may come from another
 # server that took a dead bridge's port before the new bridge published its own.
@@ -163,12 +164,20 @@ class FeedbackSender:
         return len(self.drops.pending_feedback(self.project.name))
 
     async def run(self) -> None:
+        """While the drops store is down nothing is lost: a send whose answer could not be recorded stays
+        pending and is posted again with the same Idempotency-Key, which the bridge answers from its outbox."""
         async with aiohttp.ClientSession() as http:
             client = BridgeClient(self.config, self.project.send_account, http)
+            recheck = RECHECK_INTERVAL
             while True:
                 with suppress(TimeoutError):  # also picks up feedback queued by `wa-watchdog feedback`
-                    await asyncio.wait_for(self._wake.wait(), RECHECK_INTERVAL)
+                    await asyncio.wait_for(self._wake.wait(), recheck)
                 self._wake.clear()
-                while batch := self.drops.pending_feedback(self.project.name):
-                    for feedback in batch:
-                        await deliver(client, self.drops, feedback)
+                recheck = RECHECK_INTERVAL
+                try:
+                    while batch := self.drops.pending_feedback(self.project.name):
+                        for feedback in batch:
+                            await deliver(client, self.drops, feedback)
+                except StoreUnavailable as exc:
+                    logger.warning("feedback for {} waits for the drops store: {}", self.project.name, exc)
+                    recheck = STORE_RETRY

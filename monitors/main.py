@@ -12,25 +12,29 @@ import asyncio
 import signal
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import datetime, timezone
 
 from loguru import logger
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from bridge.store import Window, bare_user, parse_ts
 from monitors.detect import DropPattern, submissions
-from monitors.drops_store import DropsDB, drops_db_path
+from monitors.drops_store import StoreUnavailable, open_drops_store
 from monitors.feedback import FeedbackSender, ack_for
 from monitors.follow import POLL_INTERVAL, StoreFollower, StoreNotReady
 from watchdog import logs
 from watchdog.config import Config, ProjectConfig
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
+from watchdog.migrations import SchemaTooNew
 from watchdog.notify import Notifier, heartbeat_interval
 from watchdog.recovery_log import RecoveryLog
 
 BATCH = 1000  # messages per transaction when catching up
 STORE_WAIT_INTERVAL = 0.1  # how often to look for a messages.db that does not exist yet
 REPORTED_STATUSES = ("done", "unsupported", "failed")  # a window's backfill is over: report it
+STORE_RETRY_MAX = 5.0  # seconds between attempts to reach a drops store that is down (PostgreSQL)
 
 
 def window_text(window: Window, late: int, drops: list[str]) -> str:
@@ -50,26 +54,43 @@ class Monitor:
         self.groups = frozenset(project.groups)
         self.own_numbers = frozenset(bare_user(jid) for jid in config.own_jids)
         self.pattern = DropPattern(project.pattern)
-        self.drops = DropsDB(drops_db_path(config.data_dir))
+        self.drops = open_drops_store(config)
         self.recovery_log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
         self.notifier = Notifier()
         self.sender = FeedbackSender(config, project, self.drops)
-        self.cursor = self.drops.cursor(project.name, self.account.name)
-        # Windows reported before (fully: claimed and logged) are never read again.
-        self.reported = (self.drops.reported_window_ids(project.name, self.account.name)
-                         - set(self.drops.unfinished_reports(project.name, self.account.name)))
+        self.cursor = 0
+        self.reported: set[int] = set()
+        self.positioned = False  # cursor and reported windows read from the drops store
+        self.store_error = ""  # why the drops store cannot be reached right now ("" = it can)
         self.windows_since = ""
         self.lag = 0.0
         self.following = False
         self._stop = asyncio.Event()
+        with suppress(StoreUnavailable):  # PostgreSQL down: run() waits for it
+            self._position()
+
+    def _position(self) -> None:
+        """Where this project stands: its cursor and the windows reported before (claimed and logged),
+        which are never read again."""
+        name, account = self.project.name, self.account.name
+        self.cursor = self.drops.cursor(name, account)
+        self.reported = self.drops.reported_window_ids(name, account) - set(self.drops.unfinished_reports(name, account))
+        self.positioned = True
 
     # -- status and heartbeat --------------------------------------------------------------------
 
     def status_line(self) -> str:
+        if self.store_error:
+            return (f"{self.project.name}: unhealthy: drops store unavailable, retrying (cursor {self.cursor}): "
+                    f"{self.store_error}")
         if not self.following:
             return f"{self.project.name}: waiting for {self.account.store}"
-        pending = self.sender.pending()
-        return (f"{self.project.name}: {self.drops.drop_count(self.project.name)} drops, cursor {self.cursor}, "
+        try:
+            pending = self.sender.pending()
+            count = self.drops.drop_count(self.project.name)
+        except StoreUnavailable as exc:
+            return f"{self.project.name}: unhealthy: drops store unavailable (cursor {self.cursor}): {exc}"
+        return (f"{self.project.name}: {count} drops, cursor {self.cursor}, "
                 f"lag {self.lag:.2f} s" + (f", {pending} feedback pending" if pending else ""))
 
     def _publish_status(self) -> None:
@@ -165,11 +186,40 @@ class Monitor:
         with suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
 
+    def _store_down(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if not self.store_error:
+            logger.error("monitor {}: drops store unavailable, nothing acknowledged past rowid {}; retrying: {}",
+                         self.project.name, self.cursor, exc)
+        self.store_error = str(exc)
+        self._publish_status()
+
+    async def with_store(self, action: Callable[[], Awaitable[None]]) -> None:
+        """Run `action` until the drops store lets it finish: backoff with jitter while it is down.
+
+        Nothing moved past the cursor in a failed attempt (its transaction did not commit, or the
+        commit's answer was lost and the retry finds every row already there). Gives up only on stop.
+        """
+        retrying = AsyncRetrying(retry=retry_if_exception_type(StoreUnavailable), reraise=True,
+                                 wait=wait_exponential_jitter(multiplier=0.1, max=STORE_RETRY_MAX, jitter=0.1),
+                                 stop=lambda _: self._stop.is_set(), before_sleep=self._store_down, sleep=self._sleep)
+        async for attempt in retrying:
+            with attempt:
+                await action()
+        if self.store_error:
+            logger.info("monitor {}: drops store reachable again ({}), cursor {}", self.project.name,
+                        self.drops.description, self.cursor)
+            self.store_error = ""
+            self._publish_status()
+
+    async def _reposition(self) -> None:
+        self._position()
+
     async def follow(self, store: StoreFollower) -> None:
         """Poll data_version; a plain sleep costs half the CPU of waiting on the stop event with a timeout."""
         while not self._stop.is_set():
             if store.changed():
-                await self.catch_up(store)
+                await self.with_store(lambda: self.catch_up(store))
             await asyncio.sleep(POLL_INTERVAL)
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -184,8 +234,11 @@ class Monitor:
         beat = asyncio.create_task(self._beat())
         tasks = {beat}
         exit_code = EXIT_OK
-        store = await self._open_store()
+        store = None
         try:
+            if not self.positioned:
+                await self.with_store(self._reposition)
+            store = await self._open_store()
             if store is not None:
                 if store.newest_rowid() < self.cursor:  # rowids only grow: this is a new store file
                     logger.warning("{} ends at rowid {}, before the cursor {}: a new store, followed from its start "
@@ -195,7 +248,7 @@ class Monitor:
                 self.following = True
                 logger.info("monitor {} following {} from rowid {} (groups {})", self.project.name,
                             self.account.store, self.cursor, ", ".join(sorted(self.groups)))
-                await self.catch_up(store)
+                await self.with_store(lambda: self.catch_up(store))
                 self.notifier.ready(self.status_line())
                 tasks |= {asyncio.create_task(self.sender.run()), asyncio.create_task(self.follow(store))}
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -204,6 +257,11 @@ class Monitor:
         except sqlite3.Error as exc:
             logger.error("monitor {} stopped on a database error: {}", self.project.name, exc)
             exit_code = EXIT_ERROR
+        except SchemaTooNew as exc:
+            logger.error("monitor {}: {}", self.project.name, exc)
+            exit_code = EXIT_CONFIG
+        except StoreUnavailable:
+            pass  # stopped while the drops store was down: nothing to finish
         started = time.monotonic()
         self.notifier.stopping()
         for task in tasks:
@@ -224,7 +282,10 @@ def cmd_monitor(config: Config, args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         monitor = Monitor(config, project)
+    except SchemaTooNew as exc:
+        logger.error("monitor {}: {}", project.name, exc)
+        return EXIT_CONFIG
     except sqlite3.Error as exc:
-        logger.error("monitor {}: cannot open {}: {}", project.name, drops_db_path(config.data_dir), exc)
+        logger.error("monitor {}: cannot open the drops store: {}", project.name, exc)
         return EXIT_ERROR
     return asyncio.run(monitor.run())

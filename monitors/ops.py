@@ -10,16 +10,19 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import aiohttp
 from loguru import logger
 
 from bridge.store import bare_user, format_ts, parse_ts
-from monitors.drops_store import FEEDBACK_ACCEPTED, FEEDBACK_FAILED, Drop, DropsDB, drops_db_path
+from monitors.drops_store import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, Drop, DropsDB, StoreUnavailable, drops_db_path,
+                                  open_drops_store)
 from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback
 from watchdog.config import Config, ConfigError
-from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
+from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
+from watchdog.migrations import SchemaTooNew
 from watchdog.recovery_view import parse_since
 
 CLI_ATTEMPTS = 4  # quick retries (~0.4 s) before telling the operator the bridge is not answering
@@ -46,6 +49,21 @@ def format_table(rows: list[Drop], resubmissions: dict[int, int]) -> str:
                      for line in [headers, *lines])
 
 
+def _with_store(config: Config, command: str, use: Callable[[DropsDB], int], readonly: bool = False) -> int:
+    """Open the configured drops store for one command; an unreachable or too new store is a clear message."""
+    try:
+        drops = open_drops_store(config, readonly=readonly)
+        try:
+            return use(drops)
+        finally:
+            drops.close()
+    except StoreUnavailable as exc:
+        return _fail(command, f"the drops store is unavailable, nothing done: {exc}")
+    except SchemaTooNew as exc:
+        print(f"wa-watchdog {command}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
 def cmd_drops(config: Config, args: argparse.Namespace) -> int:
     if args.project is not None:
         try:
@@ -58,22 +76,24 @@ def cmd_drops(config: Config, args: argparse.Namespace) -> int:
             since = format_ts(datetime.now(timezone.utc) - timedelta(seconds=parse_since(args.since)))
         except ValueError as exc:
             return _fail("drops", str(exc))
-    path = drops_db_path(config.data_dir)
-    if not path.exists():
-        rows: list[Drop] = []
-        resubmissions: dict[int, int] = {}
-    else:
-        drops = DropsDB(path, readonly=True)
-        rows = drops.drops(args.project, since, args.backfilled)
-        resubmissions = {d.id: drops.resubmissions(d) for d in rows}
-        drops.close()
-    if args.json:
+
+    def show(drops: DropsDB | None) -> int:
+        rows = drops.drops(args.project, since, args.backfilled) if drops else []
+        resubmissions = {d.id: drops.resubmissions(d) for d in rows} if drops else {}
+        print_drops(rows, resubmissions, bool(args.project or since or args.backfilled), args.json)
+        return EXIT_OK
+    if not config.database.url and not drops_db_path(config.data_dir).exists():
+        return show(None)  # nothing recorded yet: no file is created for a query
+    return _with_store(config, "drops", show, readonly=True)
+
+
+def print_drops(rows: list[Drop], resubmissions: dict[int, int], filtered: bool, as_json: bool) -> None:
+    if as_json:
         print(json.dumps([{**d.as_json(), "resubmissions": resubmissions[d.id]} for d in rows], indent=2))
     elif rows:
         print(format_table(rows, resubmissions))
     else:
-        print("no drops recorded" + (" matching the filters" if args.project or since or args.backfilled else ""))
-    return EXIT_OK
+        print("no drops recorded" + (" matching the filters" if filtered else ""))
 
 
 async def _send(config: Config, send_account: str, drops: DropsDB, drop: Drop, message: str) -> int:
@@ -107,17 +127,15 @@ def cmd_feedback(config: Config, args: argparse.Namespace) -> int:
     if not message:
         return _fail("feedback", "--message is empty")
     drop_number = args.drop.strip().upper()
-    path = drops_db_path(config.data_dir)
-    if not path.exists():
+    if not config.database.url and not drops_db_path(config.data_dir).exists():
         return _unknown_drop(project.name, drop_number)
-    drops = DropsDB(path)
-    try:
+
+    def send(drops: DropsDB) -> int:
         drop = drops.drop(project.name, drop_number)
         if drop is None:
             return _unknown_drop(project.name, drop_number)
         return asyncio.run(_send(config, project.send_account, drops, drop, message))
-    finally:
-        drops.close()
+    return _with_store(config, "feedback", send)
 
 
 def _unknown_drop(project: str, drop_number: str) -> int:

@@ -1,6 +1,7 @@
 """Shared test helpers: a data directory with a config, real child processes ended by pid, deadline waits."""
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+
+from tests.pg import PgCluster, find_bin_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -133,3 +136,31 @@ def procs(config_path: Path) -> Iterator[Processes]:
     processes = Processes(config_path)
     yield processes
     processes.stop_all()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One throwaway PostgreSQL server for the test session (skipped, with the reason, without the binaries)."""
+    bin_dir, why = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip(why)
+    cluster = PgCluster(bin_dir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database for this test: its URL."""
+    return pg_cluster.create_database("t_" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:20])
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def drops_backend(request: pytest.FixtureRequest) -> str:
+    """Config text that puts the drops store on the backend under test: "" (drops.db) or a [database] table."""
+    if request.param == "sqlite":
+        return ""
+    return f'\n[database]\nurl = "{request.getfixturevalue("pg_url")}"\n'

@@ -6,9 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from monitors.drops_store import open_drops_store
 from tests.bridge_support import call, health
 from tests.conftest import ROOT, Processes, wait_until
 from watchdog import endpoints
+from watchdog.config import Config
 
 
 def start_monitor(procs: Processes, project: str, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -39,6 +41,25 @@ def query(data_dir: Path, sql: str, *params: object) -> list[tuple]:
             return list(conn.execute(sql, params))
         except sqlite3.OperationalError:
             return []
+
+
+def store_rows(config: Config, sql: str, *params: object) -> list[tuple]:
+    """Rows from the configured drops store (drops.db or PostgreSQL), `?` placeholders on both."""
+    drops = open_drops_store(config)
+    try:
+        return drops.db.rows(sql, params)
+    finally:
+        drops.close()
+
+
+def store_run(config: Config, sql: str, *params: object) -> None:
+    """A write to the configured drops store, e.g. to stage a crash's leftovers."""
+    drops = open_drops_store(config)
+    try:
+        with drops.db.transaction() as tx:
+            tx.run(sql, params)
+    finally:
+        drops.close()
 
 
 def all_sent(sim_url: str) -> list[dict]:

@@ -111,3 +111,19 @@ def test_a_taken_port_is_a_clear_error() -> None:
         finally:
             await runner.cleanup()
     asyncio.run(main())
+
+
+def test_a_browser_page_cannot_restart_a_component() -> None:
+    async def scenario(url: str, provider: Provider, session: aiohttp.ClientSession) -> None:
+        port = url.rsplit(":", 1)[1]
+        forgeries = [({"Content-Type": "text/plain"}, "x", 415), ({"Content-Type": "application/x-www-form-urlencoded"}, "", 415),
+                     ({"Origin": "http://evil.example"}, None, 403), ({"Origin": "null"}, None, 403),
+                     ({"Host": f"evil.example:{port}"}, None, 403), ({"Sec-Fetch-Site": "cross-site"}, None, 403)]
+        for headers, data, status in forgeries:
+            async with session.post(f"{url}/restart/bridge:main", headers=headers, data=data) as response:
+                assert response.status == status, headers
+                assert "error" in await response.json()
+        async with session.get(f"{url}/restart/bridge:main") as response:
+            assert response.status == 405 and "allowed: POST" in (await response.json())["error"]
+
+    assert serve(WatchdogConfig(), scenario).restarted == []

@@ -14,6 +14,7 @@ from pathlib import Path
 from bridge.store import Store
 from bridge.transport import IncomingMessage
 from monitors.drops_store import DropsDB
+from monitors.store.sqlite import SqliteBackend
 from tests.conftest import GROUP_A, GROUP_B, Processes, wait_until
 from tests.monitor_support import query, start_monitor
 
@@ -124,7 +125,7 @@ def test_exactly_once_across_kill_9_of_two_monitors_sharing_drops_db(procs: Proc
 
 def _open_drops_db(path: str, barrier: multiprocessing.synchronize.Barrier) -> None:
     barrier.wait()
-    drops = DropsDB(Path(path))
+    drops = DropsDB(SqliteBackend(Path(path)))  # and every one migrates the new file: once
     drops.record("p", "main", 1, [], None)
     drops.close()
 

@@ -1,8 +1,7 @@
-"""The monitor against real SQLite files: the bridge's Store writes messages.db, the monitor records drops.db."""
+"""The monitor against a real bridge store and a real drops store: every test on drops.db and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -11,12 +10,14 @@ import pytest
 
 from bridge.store import Store, format_ts
 from bridge.transport import IncomingMessage, Source
-from monitors.drops_store import (FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, DropsDB, Submission,
-                                  check_feedback_transition)
+from monitors.drops_store import (FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, Submission,
+                                  check_feedback_transition, open_drops_store)
 from monitors.feedback import idempotency_key
 from monitors.follow import StoreFollower
 from monitors.main import Monitor
 from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B
+from tests.monitor_support import store_rows as rows
+from tests.monitor_support import store_run
 from watchdog.config import Config, load
 from watchdog.recovery_log import RecoveryLog
 
@@ -25,8 +26,8 @@ T0 = datetime(2026, 11, 24, 8, 0, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture
-def config(config_path: Path) -> Config:
-    return load(config_path)
+def config(write_config, drops_backend: str) -> Config:  # noqa: ANN001
+    return load(write_config(BASE_CONFIG + drops_backend))
 
 
 @pytest.fixture
@@ -51,15 +52,6 @@ def catch_up(config: Config, project: str = "lawley") -> Monitor:
     return monitor
 
 
-def drops_db(config: Config) -> DropsDB:
-    return DropsDB(config.data_dir / "drops.db", readonly=True)
-
-
-def rows(config: Config, sql: str, *params: object) -> list[tuple]:
-    with sqlite3.connect(config.data_dir / "drops.db") as conn:
-        return list(conn.execute(sql, params))
-
-
 def test_each_drop_once_a_resubmission_is_an_event_and_a_replay_adds_nothing(config: Config, store: Store) -> None:
     post(store, "M1", "DR1734150 installed")
     post(store, "M2", "DR471349", chat=GROUP_B)  # mohadin's group
@@ -73,8 +65,7 @@ def test_each_drop_once_a_resubmission_is_an_event_and_a_replay_adds_nothing(con
         ("submitted", CONTRACTOR, "M1"), ("resubmitted", "27710000002@s.whatsapp.net", "M3")]
     assert rows(config, "SELECT project, rowid FROM cursors") == [("lawley", 3)]
     # A cursor lost (e.g. drops.db restored from an older copy) replays messages: still nothing twice.
-    with sqlite3.connect(config.data_dir / "drops.db") as conn:
-        conn.execute("UPDATE cursors SET rowid = 0")
+    store_run(config, "UPDATE cursors SET rowid = 0")
     catch_up(config)
     assert rows(config, "SELECT COUNT(*) FROM drops") == [(1,)]
     assert rows(config, "SELECT COUNT(*) FROM drop_events") == [(2,)]
@@ -127,9 +118,10 @@ def test_new_drops_get_one_pending_acknowledgement_with_the_mention(config: Conf
     assert rows(config, "SELECT feedback_status, feedback_sent_at FROM drops") == [(FEEDBACK_PENDING, None)]
 
 
-def test_no_acknowledgement_when_auto_ack_is_off(write_config, store: Store) -> None:  # noqa: ANN001
-    config = load(write_config(BASE_CONFIG.replace('name = "lawley"\n',
-                                                   'name = "lawley"\nfeedback = { auto_ack = false }\n')))
+def test_no_acknowledgement_when_auto_ack_is_off(write_config, drops_backend: str,  # noqa: ANN001
+                                                 store: Store) -> None:
+    config = load(write_config(BASE_CONFIG.replace('name = "lawley"\n', 'name = "lawley"\nfeedback = { auto_ack = false }\n')
+                               + drops_backend))
     post(store, "M1", "DR1734150")
     catch_up(config)
     assert rows(config, "SELECT feedback_status FROM drops") == [("none",)]
@@ -139,7 +131,7 @@ def test_no_acknowledgement_when_auto_ack_is_off(write_config, store: Store) -> 
 def test_feedback_status_transitions_and_sent_at_only_when_accepted(config: Config, store: Store) -> None:
     post(store, "M1", "DR1734150")
     catch_up(config)
-    drops = DropsDB(config.data_dir / "drops.db")
+    drops = open_drops_store(config)
     (feedback,) = drops.pending_feedback("lawley")
     retried = drops.finish_feedback(feedback, FEEDBACK_PENDING, "bridge down")
     assert (retried.attempts, retried.sent_at, drops.drop("lawley", "DR1734150").feedback_sent_at) == (1, None, None)
@@ -210,14 +202,13 @@ def test_a_report_interrupted_by_a_crash_is_written_exactly_once(config: Config,
     window = store.start_window(format_ts(T0), "server disconnect")
     store.end_window(format_ts(T0 + timedelta(seconds=5)))
     store.finish_backfill(window.id, "unsupported")
-    drops = DropsDB(config.data_dir / "drops.db")
+    drops = open_drops_store(config)
     drops.claim_window("lawley", "main", window.id, format_ts(T0), format_ts(T0 + timedelta(seconds=5)))
     drops.close()  # died before writing the line
     catch_up(config)
     assert [r["message"] for r in report_lines(config)] == [
         "window 08:00:00-08:00:05 (server disconnect): backfill unsupported, 0 messages recovered, no drops"]
-    with sqlite3.connect(config.data_dir / "drops.db") as conn:  # died after the line, before marking it
-        conn.execute("UPDATE reported_windows SET reported_at = NULL")
+    store_run(config, "UPDATE reported_windows SET reported_at = NULL")  # died after the line, before marking it
     catch_up(config)
     assert len(report_lines(config)) == 1
     assert rows(config, "SELECT reported_at IS NOT NULL FROM reported_windows") == [(1,)]

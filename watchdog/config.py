@@ -21,6 +21,7 @@ from watchdog.exitcodes import EXIT_CONFIG
 DEFAULT_DROP_PATTERN = r"(?i)\bDR\d{6,8}\b"
 GROUP_JID = re.compile(r"^[0-9]+(-[0-9]+)?@g\.us$")
 PHONE = re.compile(r"^[0-9]{6,15}$")
+ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
 
 
 class ConfigError(Exception):
@@ -90,6 +91,9 @@ class AccountConfig:
     # The watchdog keeps a warm standby bridge waiting on the session lock: it takes over a dead or hung
     # bridge without a cold start (Python and the imports are most of a restart).
     standby: bool = True
+    # Browser-forgery guard (watchdog/web_guard.py): extra Host names and Origins a reverse proxy uses.
+    api_allowed_hosts: list[str] = field(default_factory=list)
+    api_allowed_origins: list[str] = field(default_factory=list)
 
     @property
     def component(self) -> str:
@@ -188,6 +192,19 @@ class WatchdogConfig:
     backoff_reset_after: float = 60.0  # healthy this long -> backoff starts over
     crash_loop_exits: int = 5
     crash_loop_window: float = 60.0
+    control_allowed_hosts: list[str] = field(default_factory=list)  # see AccountConfig.api_allowed_hosts
+    control_allowed_origins: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """Where the drops store lives: drops.db in data_dir (url empty, the default) or PostgreSQL."""
+
+    url: str = ""  # postgresql://user[:password]@host[:port]/dbname[?...]
+    schema: str = "wa_watchdog"
+
+
+DB_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -199,6 +216,7 @@ class Config:
     accounts: dict[str, AccountConfig]
     projects: list[ProjectConfig]
     alerts: list[AlertConfig]
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
     drops_api: DropsApiConfig = field(default_factory=DropsApiConfig)
     webhooks: list[WebhookConfig] = field(default_factory=list)
 
@@ -243,7 +261,7 @@ class _Loader:
         return ConfigError(f"{self.path}: {key}: {problem}")
 
     def build(self, raw: dict, data_dir_override: Path | None) -> Config:
-        known = {"data_dir", "watchdog", "sim", "accounts", "projects", "alerts", "drops_api", "webhooks"}
+        known = {"data_dir", "watchdog", "sim", "accounts", "projects", "alerts", "database", "drops_api", "webhooks"}
         for key in raw:
             if key not in known:
                 raise self.error(key, "unknown key")
@@ -278,10 +296,11 @@ class _Loader:
         self.check_watchdog(watchdog)
         if sim is not None:
             self.check_sim(sim)
+        database = self.check_database(self.table(DatabaseConfig, raw.get("database", {}), "database"))
         drops_api = self.table(DropsApiConfig, raw.get("drops_api", {}), "drops_api")
         webhooks = self.webhooks(raw.get("webhooks", []), drops_api)
-        return Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts, drops_api=drops_api,
-                      webhooks=webhooks)
+        return Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts, database=database,
+                      drops_api=drops_api, webhooks=webhooks)
 
     # -- generic typed tables -------------------------------------------------
 
@@ -370,6 +389,7 @@ class _Loader:
         self.check_supervision(account.watchdog_sec, account.rss_limit_mb, key, account.probe)
         if not _is_loopback(account.api_host) and not account.api_token:
             raise self.error(f"{key}.api_token", f"required when api_host is not loopback ({account.api_host})")
+        self.check_origins(account.api_allowed_origins, f"{key}.api_allowed_origins")
         for i, jid in enumerate(account.follow_groups):
             if not GROUP_JID.match(jid):
                 raise self.error(f"{key}.follow_groups[{i}]", f"not a group JID (like 120363000000000001@g.us): {jid!r}")
@@ -438,6 +458,22 @@ class _Loader:
                                                      f" got {watchdog.backoff_max:g}")
         if not _is_loopback(watchdog.control_host) and not watchdog.control_token:
             raise self.error("watchdog.control_token", f"required when control_host is not loopback ({watchdog.control_host})")
+        self.check_origins(watchdog.control_allowed_origins, "watchdog.control_allowed_origins")
+
+    def check_origins(self, origins: list[str], key: str) -> None:
+        """An Origin is `scheme://host[:port]`, exactly as a browser sends it."""
+        for i, origin in enumerate(origins):
+            if not ORIGIN.match(origin):
+                raise self.error(f"{key}[{i}]", f"expected an origin like https://qa.example.com, got {origin!r}")
+
+    def check_database(self, database: DatabaseConfig) -> DatabaseConfig:
+        if database.url and not database.url.startswith(("postgresql://", "postgres://")):
+            raise self.error("database.url", "expected a postgresql://user@host/dbname URL (or no [database] table "
+                                             "for drops.db in data_dir)")
+        if not DB_SCHEMA_NAME.match(database.schema):
+            raise self.error("database.schema", f"expected a lower-case SQL name (letters, digits, _), "
+                                                f"got {database.schema!r}")
+        return database
 
     def webhooks(self, raw: object, drops_api: DropsApiConfig) -> list[WebhookConfig]:
         """[[webhooks]] and [drops_api], checked together: drops-api delivers the webhooks."""
@@ -445,6 +481,7 @@ class _Loader:
         self.check_supervision(drops_api.watchdog_sec, drops_api.rss_limit_mb, "drops_api")
         if not _is_loopback(drops_api.host) and not drops_api.token:
             raise self.error("drops_api.token", f"required when host is not loopback ({drops_api.host})")
+        self.check_origins(drops_api.allowed_origins, "drops_api.allowed_origins")
         if not isinstance(raw, list):
             raise self.error("webhooks", "expected an array of tables ([[webhooks]])")
         hooks = [self.table(WebhookConfig, body, f"webhooks[{i}]") for i, body in enumerate(raw)]

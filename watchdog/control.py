@@ -1,41 +1,25 @@
 """The control API of a running watchdog: status, restart one component, Prometheus metrics.
 
 The arbiter owns the state; this module only translates HTTP to its two
-callables, so the handlers stay thin. With `watchdog.control_token` set every
-request must carry it as a bearer token (required by the config whenever the
-API listens beyond loopback).
+callables, so the handlers stay thin. `watchdog.web_guard` answers every error
+as `{"error": ...}`, refuses what a browser page could forge and, with
+`watchdog.control_token` set, checks the bearer token on every request
+(required by the config whenever the API listens beyond loopback).
 """
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from watchdog import web_guard
 from watchdog.config import WatchdogConfig
 from watchdog.metrics import Metrics
 
 STATUS = web.AppKey("status", Callable[[], list[dict]])
 RESTART = web.AppKey("restart", Callable[[str], Awaitable[dict]])
 METRICS = web.AppKey("metrics", Metrics)
-
-
-def authorized(header: str | None, token: str) -> bool:
-    """True if no token is configured or the Authorization header carries exactly it."""
-    if not token:
-        return True
-    scheme, _, given = (header or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
-
-
-def _token_middleware(token: str):
-    @web.middleware
-    async def check_token(request: web.Request, handler):
-        if not authorized(request.headers.get("Authorization"), token):
-            return web.json_response({"error": "missing or wrong bearer token"}, status=401,
-                                     headers={"WWW-Authenticate": "Bearer"})
-        return await handler(request)
-    return check_token
+MAX_BODY = 64 * 1024  # no endpoint reads a body today
 
 
 async def _status(request: web.Request) -> web.Response:
@@ -59,7 +43,8 @@ async def _metrics(request: web.Request) -> web.Response:
 
 def build_app(config: WatchdogConfig, status: Callable[[], list[dict]], restart: Callable[[str], Awaitable[dict]],
               metrics: Metrics) -> web.Application:
-    app = web.Application(middlewares=[_token_middleware(config.control_token)] if config.control_token else [])
+    guard = web_guard.middlewares(config.control_allowed_hosts, config.control_allowed_origins, config.control_token)
+    app = web.Application(middlewares=guard, client_max_size=MAX_BODY)
     app[STATUS] = status
     app[RESTART] = restart
     app[METRICS] = metrics

@@ -28,6 +28,8 @@ def _request(config: Config, method: str, path: str) -> object:
     if not base:
         raise ControlError(f"watchdog is not running (no control endpoint in {published})")
     request = urllib.request.Request(base + path, method=method, data=b"" if method == "POST" else None)
+    if method == "POST":  # else urllib declares a form body, which the API refuses as a possible browser forgery
+        request.add_header("Content-Type", "application/json")
     if config.watchdog.control_token:
         request.add_header("Authorization", f"Bearer {config.watchdog.control_token}")
     try:

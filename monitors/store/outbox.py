@@ -1,0 +1,117 @@
+"""The webhook outbox: events written in the same transaction as the change they report, then delivered.
+
+`enqueue(tx, type, data)` is called by the store's writers inside their own
+transaction, so an event exists exactly when its change committed. Delivery
+state is per webhook: `webhook_cursors` says how far a webhook has pulled
+the event stream, `deliveries` holds one row per (webhook, event) it wants,
+pending until delivered or dead. A webhook new to the store starts at the
+oldest event kept (nothing recorded before its first delivery run is lost).
+The deliverer (drops-api) calls `due`, then `delivered`, `failed` (with the
+next attempt's time, its own backoff) or `dead`.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+
+from bridge.store import now_ts
+from monitors.store.model import (DELIVERY_DEAD, DELIVERY_DELIVERED, DELIVERY_PENDING, Drop, Feedback, OutboxCounts,
+                                  OutboxEvent)
+from monitors.store.sql import Backend, Tx, one
+
+PULL_BATCH = 1000  # events moved into a webhook's deliveries per `due` call
+
+
+def drop_data(drop: Drop) -> dict:
+    return {"id": drop.public_id, "project": drop.project, "drop_number": drop.drop_number,
+            "group_jid": drop.group_jid, "group_name": drop.group_name, "submitted_by": drop.submitted_by,
+            "message_id": drop.message_id, "message_time": drop.message_time, "detected_at": drop.detected_at,
+            "backfilled": drop.backfilled, "feedback_status": drop.feedback_status}
+
+
+def feedback_data(feedback: Feedback) -> dict:
+    return {"id": feedback.id, "kind": feedback.kind, "status": feedback.status, "text": feedback.text,
+            "recipient": feedback.recipient, "bridge_message_id": feedback.bridge_message_id,
+            "sent_at": feedback.sent_at, "delivered_at": feedback.delivered_at, "read_at": feedback.read_at,
+            "error": feedback.error}
+
+
+def enqueue(tx: Tx, event_type: str, data: dict) -> str:
+    """Add an event in the caller's transaction; returns its id (the webhook-id)."""
+    event_id, created_at = str(uuid.uuid4()), now_ts()
+    payload = json.dumps({"type": event_type, "timestamp": created_at, "data": data}, separators=(",", ":"))
+    tx.run("INSERT INTO events (id, type, created_at, payload) VALUES (?, ?, ?, ?)",
+           (event_id, event_type, created_at, payload))
+    return event_id
+
+
+def _types_clause(types: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """`AND type IN (?, ...)`; no types = every type."""
+    if not types:
+        return "", ()
+    return f" AND type IN ({', '.join('?' * len(types))})", tuple(types)
+
+
+class WebhookOutbox:
+    def __init__(self, db: Backend) -> None:
+        self.db = db
+
+    def _pull(self, tx: Tx, webhook: str, types: Sequence[str]) -> None:
+        """Move events past the webhook's cursor into its deliveries (the ones of its types)."""
+        row = one(tx.rows("SELECT seq FROM webhook_cursors WHERE webhook = ?", (webhook,)))
+        cursor = row[0] if row else 0
+        upto = tx.rows("SELECT MAX(seq) FROM (SELECT seq FROM events WHERE seq > ? ORDER BY seq LIMIT ?) s",
+                       (cursor, PULL_BATCH))[0][0]
+        if upto is None:
+            return
+        clause, params = _types_clause(types)
+        now = now_ts()
+        tx.run("INSERT INTO deliveries (webhook, event_seq, status, attempts, next_attempt_at, last_error, updated_at) "
+               f"SELECT ?, seq, 'pending', 0, created_at, '', ? FROM events WHERE seq > ? AND seq <= ?{clause} "
+               "ON CONFLICT (webhook, event_seq) DO NOTHING", (webhook, now, cursor, upto, *params))
+        tx.run("INSERT INTO webhook_cursors (webhook, seq, updated_at) VALUES (?, ?, ?) ON CONFLICT (webhook) "
+               "DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at", (webhook, upto, now))
+
+    def due(self, webhook: str, types: Sequence[str] = (), now: str | None = None,
+            limit: int = 100) -> list[OutboxEvent]:
+        """Events to send to `webhook` now (next attempt due), oldest due first."""
+        with self.db.transaction() as tx:
+            self._pull(tx, webhook, types)
+            rows = tx.rows("SELECT e.seq, e.id, e.type, e.created_at, e.payload, d.attempts FROM deliveries d "
+                           "JOIN events e ON e.seq = d.event_seq WHERE d.webhook = ? AND d.status = ? "
+                           "AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at, d.event_seq LIMIT ?",
+                           (webhook, DELIVERY_PENDING, now or now_ts(), limit))
+        return [OutboxEvent(*row) for row in rows]
+
+    def _finish(self, webhook: str, seq: int, status: str, error: str, next_attempt_at: str | None) -> None:
+        with self.db.transaction() as tx:
+            tx.run("UPDATE deliveries SET status = ?, attempts = attempts + 1, last_error = ?, "
+                   "next_attempt_at = COALESCE(?, next_attempt_at), updated_at = ? "
+                   "WHERE webhook = ? AND event_seq = ? AND status = ?",
+                   (status, error, next_attempt_at, now_ts(), webhook, seq, DELIVERY_PENDING))
+
+    def delivered(self, webhook: str, seq: int) -> None:
+        self._finish(webhook, seq, DELIVERY_DELIVERED, "", None)
+
+    def failed(self, webhook: str, seq: int, error: str, next_attempt_at: str) -> None:
+        """An attempt failed; try again at `next_attempt_at` (the deliverer's backoff with jitter)."""
+        self._finish(webhook, seq, DELIVERY_PENDING, error, next_attempt_at)
+
+    def dead(self, webhook: str, seq: int, error: str) -> None:
+        """Give up on this event for this webhook (attempts used up, or a final 4xx)."""
+        self._finish(webhook, seq, DELIVERY_DEAD, error, None)
+
+    def counts(self, webhook: str, types: Sequence[str] = ()) -> OutboxCounts:
+        """For status and /metrics: pending includes events not pulled into deliveries yet."""
+        by_status = dict(self.db.rows("SELECT status, COUNT(*) FROM deliveries WHERE webhook = ? GROUP BY status",
+                                      (webhook,)))
+        row = one(self.db.rows("SELECT seq FROM webhook_cursors WHERE webhook = ?", (webhook,)))
+        clause, params = _types_clause(types)
+        unpulled, oldest_new = self.db.rows(f"SELECT COUNT(*), MIN(created_at) FROM events WHERE seq > ?{clause}",
+                                            (row[0] if row else 0, *params))[0]
+        oldest_due = self.db.rows("SELECT MIN(e.created_at) FROM deliveries d JOIN events e ON e.seq = d.event_seq "
+                                  "WHERE d.webhook = ? AND d.status = ?", (webhook, DELIVERY_PENDING))[0][0]
+        oldest = min((t for t in (oldest_due, oldest_new) if t is not None), default=None)
+        return OutboxCounts(by_status.get(DELIVERY_PENDING, 0) + unpulled, by_status.get(DELIVERY_DEAD, 0),
+                            by_status.get(DELIVERY_DELIVERED, 0), oldest)

@@ -1,0 +1,153 @@
+"""The drops store in PostgreSQL (`[database] url`), for the web app that reads drops from there.
+
+Imported only when a postgres URL is configured, so no other process pays
+for psycopg. One connection per DropsDB, in autocommit between explicit
+transactions; the session runs in UTC with `search_path` set to the
+configured schema. Timestamps are timestamptz in the database but our text
+format in Python (a loader converts), uuid and jsonb come back as text: the
+store's callers see the same values from both backends.
+
+PostgreSQL down, restarting or unreachable: every call raises
+StoreUnavailable (nothing was committed, or the commit's fate is unknown and
+the caller's retry is idempotent); the next call reconnects.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import psycopg
+from psycopg.types.datetime import TimestamptzLoader
+from psycopg.types.string import TextLoader
+
+from bridge.store import format_ts
+from monitors.store.schema import migrations
+from monitors.store.sql import POSTGRES, StoreUnavailable
+from watchdog.config import DB_SCHEMA_NAME
+from watchdog.migrations import Executor, Migration, migrate
+
+CONNECT_TIMEOUT = 5  # seconds; a black-holed server must not stall a monitor's loop for minutes
+MIGRATION_LOCK = 0x77617764  # pg_advisory_xact_lock key: one migrating process per database
+# Errors of the connection or the server, not of our SQL: wait and retry.
+UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+class _StoreTimestamp(TimestamptzLoader):
+    def load(self, data: bytes) -> str:  # type: ignore[override]
+        return format_ts(super().load(data))
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+class _PgTx:
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+
+    def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        cur = self.conn.execute(POSTGRES.sql(sql) if params else sql, params or None)
+        return cur.fetchall() if cur.description else []
+
+    def run(self, sql: str, params: Sequence[object] = ()) -> None:
+        self.conn.execute(POSTGRES.sql(sql) if params else sql, params or None)
+
+
+class PostgresBackend:
+    dialect = POSTGRES
+
+    def __init__(self, url: str, schema: str = "wa_watchdog") -> None:
+        if not DB_SCHEMA_NAME.match(schema):
+            raise ValueError(f"database.schema: {schema!r} is not a plain lower-case SQL name")
+        self.url = url
+        self.schema = schema
+        self.description = f"PostgreSQL {redact(url)} (schema {schema})"
+        self._conn: psycopg.Connection | None = None
+
+    # -- connection --------------------------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection:
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                                   application_name="wa-watchdog")
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"{self.description}: {_reason(exc)}") from None
+        for name, loader in (("timestamptz", _StoreTimestamp), ("uuid", TextLoader), ("jsonb", TextLoader)):
+            conn.adapters.register_loader(name, loader)
+        try:
+            conn.execute("SET TIME ZONE 'UTC'")
+            migrate(_PgTarget(conn, self.schema, self.description), migrations(POSTGRES))
+            conn.execute(f'SET search_path TO "{self.schema}"')
+        except UNAVAILABLE as exc:
+            conn.close()
+            raise StoreUnavailable(f"{self.description}: {_reason(exc)}") from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+            self._conn = self._connect()
+        return self._conn
+
+    def connect(self) -> None:
+        """Connect (and migrate) now; raises StoreUnavailable or SchemaTooNew."""
+        self._connection()
+
+    # -- the Backend protocol ----------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[_PgTx]:
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                yield _PgTx(conn)
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"{self.description}: {_reason(exc)}") from None
+
+    def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        try:
+            return _PgTx(self._connection()).rows(sql, params)
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"{self.description}: {_reason(exc)}") from None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class _PgTarget:
+    """Schema versions in `<schema>.schema_versions`; the advisory lock serialises migrating processes."""
+
+    def __init__(self, conn: psycopg.Connection, schema: str, description: str) -> None:
+        self.conn = conn
+        self.schema = schema
+        self.description = description
+
+    @contextmanager
+    def locked(self) -> Iterator[Executor]:
+        with self.conn.transaction():
+            tx = _PgTx(self.conn)
+            tx.run(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+            tx.run(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            tx.run(f'SET LOCAL search_path TO "{self.schema}"')
+            tx.run("CREATE TABLE IF NOT EXISTS schema_versions (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                   "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            yield tx
+
+    def version(self, ex: Executor) -> int:
+        return ex.rows("SELECT COALESCE(MAX(version), 0) FROM schema_versions")[0][0]
+
+    def set_version(self, ex: Executor, migration: Migration) -> None:
+        ex.run("INSERT INTO schema_versions (version, name) VALUES (?, ?)", (migration.version, migration.name))

@@ -1,0 +1,144 @@
+"""The drops store's numbered migrations, one list for SQLite and PostgreSQL (types from the Dialect).
+
+Step 1 is the schema of the release before migrations (drops.db files from
+then are at user_version 0 and already hold these tables: `IF NOT EXISTS`
+makes the step a no-op for them). docs/DROPS-SCHEMA.md is the contract for
+what the steps add up to; keep the two in step.
+"""
+from __future__ import annotations
+
+import uuid
+
+from monitors.store.sql import Dialect
+from watchdog.migrations import Executor, Migration
+
+V1_TODAY = """
+CREATE TABLE IF NOT EXISTS drops (
+    id {pk},
+    project TEXT NOT NULL,
+    drop_number TEXT NOT NULL,
+    group_jid TEXT NOT NULL,
+    group_name TEXT NOT NULL DEFAULT '',
+    submitted_by TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    message_time {ts} NOT NULL,
+    detected_at {ts} NOT NULL,
+    backfilled {bool} NOT NULL DEFAULT {false},
+    feedback_status TEXT NOT NULL DEFAULT 'none'
+        CHECK (feedback_status IN ('none', 'pending', 'sent', 'queued', 'failed')),
+    feedback_sent_at {ts},
+    UNIQUE (project, drop_number)
+);
+CREATE INDEX IF NOT EXISTS drops_time ON drops (message_time);
+CREATE TABLE IF NOT EXISTS drop_events (
+    id {pk},
+    drop_id {int} NOT NULL REFERENCES drops (id),
+    kind TEXT NOT NULL CHECK (kind IN ('submitted', 'resubmitted')),
+    group_jid TEXT NOT NULL,
+    submitted_by TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    message_time {ts} NOT NULL,
+    detected_at {ts} NOT NULL,
+    backfilled {bool} NOT NULL DEFAULT {false},
+    UNIQUE (drop_id, message_id)
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    id {pk},
+    drop_id {int} NOT NULL REFERENCES drops (id),
+    kind TEXT NOT NULL CHECK (kind IN ('ack', 'operator')),
+    recipient TEXT NOT NULL,
+    text TEXT NOT NULL,
+    mentions TEXT NOT NULL DEFAULT '[]',
+    idempotency_key TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'queued', 'failed')),
+    created_at {ts} NOT NULL,
+    sent_at {ts},
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT '',
+    bridge_message_id TEXT
+);
+CREATE INDEX IF NOT EXISTS feedback_pending ON feedback (status, id);
+CREATE TABLE IF NOT EXISTS cursors (
+    project TEXT NOT NULL,
+    account TEXT NOT NULL,
+    rowid {int} NOT NULL,
+    updated_at {ts} NOT NULL,
+    PRIMARY KEY (project, account)
+);
+CREATE TABLE IF NOT EXISTS reported_windows (
+    project TEXT NOT NULL,
+    account TEXT NOT NULL,
+    window_id {int} NOT NULL,
+    claimed_at {ts} NOT NULL,
+    reported_at {ts},
+    PRIMARY KEY (project, account, window_id)
+)
+"""
+
+V2_PUBLIC_IDS = """
+ALTER TABLE drops ADD COLUMN public_id {uuid}
+"""
+
+V2_INDEXES = """
+CREATE UNIQUE INDEX drops_public_id ON drops (public_id);
+DROP INDEX IF EXISTS drops_time;
+CREATE INDEX drops_newest ON drops (message_time, id);
+CREATE INDEX drops_project_newest ON drops (project, message_time, id);
+CREATE INDEX drop_events_drop ON drop_events (drop_id, id);
+CREATE INDEX feedback_drop ON feedback (drop_id, id)
+"""
+
+V3_RECEIPTS = """
+ALTER TABLE feedback ADD COLUMN server_at {ts};
+ALTER TABLE feedback ADD COLUMN delivered_at {ts};
+ALTER TABLE feedback ADD COLUMN read_at {ts};
+CREATE INDEX feedback_bridge_message ON feedback (bridge_message_id)
+"""
+
+V4_OUTBOX = """
+CREATE TABLE events (
+    seq {pk},
+    id {uuid} NOT NULL UNIQUE,
+    type TEXT NOT NULL CHECK (type IN ('drop.recorded', 'drop.backfilled', 'drop.resubmitted', 'feedback.sent',
+                                       'feedback.failed', 'feedback.delivered', 'feedback.read')),
+    created_at {ts} NOT NULL,
+    payload {json} NOT NULL
+);
+CREATE TABLE webhook_cursors (
+    webhook TEXT PRIMARY KEY,
+    seq {int} NOT NULL,
+    updated_at {ts} NOT NULL
+);
+CREATE TABLE deliveries (
+    webhook TEXT NOT NULL,
+    event_seq {int} NOT NULL REFERENCES events (seq),
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at {ts} NOT NULL,
+    last_error TEXT NOT NULL DEFAULT '',
+    updated_at {ts} NOT NULL,
+    PRIMARY KEY (webhook, event_seq)
+);
+CREATE INDEX deliveries_due ON deliveries (webhook, status, next_attempt_at, event_seq);
+CREATE TABLE store_state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+)
+"""
+
+
+def _fill_public_ids(ex: Executor) -> None:
+    """Drops recorded before public ids existed get one now (new drops get theirs when recorded)."""
+    for (drop_id,) in ex.rows("SELECT id FROM drops WHERE public_id IS NULL ORDER BY id"):
+        ex.run("UPDATE drops SET public_id = ? WHERE id = ?", (str(uuid.uuid4()), drop_id))
+
+
+def migrations(dialect: Dialect) -> list[Migration]:
+    """The list for one engine; data steps use `?` placeholders (both backends' executors take them)."""
+    return [
+        Migration(1, "drops, drop_events, feedback, cursors, reported_windows", (dialect.ddl(V1_TODAY),)),
+        Migration(2, "drops.public_id (UUID) and the API's indexes",
+                  (dialect.ddl(V2_PUBLIC_IDS), _fill_public_ids, dialect.ddl(V2_INDEXES))),
+        Migration(3, "feedback receipts: server_at, delivered_at, read_at", (dialect.ddl(V3_RECEIPTS),)),
+        Migration(4, "webhook outbox: events, webhook_cursors, deliveries; store_state", (dialect.ddl(V4_OUTBOX),)),
+    ]
