@@ -17,7 +17,7 @@ import sqlite3
 from loguru import logger
 
 from bridge.store import receipts_after
-from monitors.drops_store import DropsDB
+from monitors.drops_store import DropsDB, StoreUnavailable
 from monitors.follow import POLL_INTERVAL, StoreFollower, StoreNotReady
 from watchdog.config import AccountConfig
 
@@ -30,11 +30,17 @@ class ReceiptFollower:
         self.drops = drops
         self.account = account
         self.key = f"receipts:{project}:{account.name}"
-        self.cursor = int(drops.get_state(self.key) or 0)
+        self.cursor: int | None = None  # read from the drops store on the first catch-up
         self.stamped = 0  # feedback rows changed by a receipt since start
 
     def catch_up(self, store: StoreFollower) -> None:
-        """Record every receipt after the cursor (raises sqlite3.OperationalError while there is no table)."""
+        """Record every receipt after the cursor.
+
+        Raises sqlite3.OperationalError while the bridge's store has no receipts table, and
+        StoreUnavailable while the drops store is down (nothing moved: the next call redoes it).
+        """
+        if self.cursor is None:
+            self.cursor = int(self.drops.get_state(self.key) or 0)
         while batch := receipts_after(store.conn, self.cursor, BATCH):
             for receipt in batch:
                 if self.drops.record_receipt(receipt.message_id, receipt.kind, receipt.at, receipt.recipient_jid):
@@ -48,6 +54,7 @@ class ReceiptFollower:
         """Follow the sending account's store until cancelled."""
         store: StoreFollower | None = None
         told = False
+        pending = False  # a catch-up failed on the drops store: redo it without waiting for a change
         try:
             while True:
                 if store is None:
@@ -56,9 +63,14 @@ class ReceiptFollower:
                     except StoreNotReady:
                         await asyncio.sleep(WAIT_INTERVAL)
                         continue
-                if store.changed():
+                if pending or store.changed():
                     try:
                         self.catch_up(store)
+                        pending = False
+                    except StoreUnavailable:  # the monitor says so in its status; try again shortly
+                        pending = True
+                        await asyncio.sleep(WAIT_INTERVAL)
+                        continue
                     except sqlite3.OperationalError as exc:  # a bridge from before receipts: no table yet
                         if not told:
                             logger.info("receipts of {} not followed yet: {}", self.account.store, exc)

@@ -116,7 +116,7 @@ async def feedback_by_number(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     api = request.app[CONTEXT]
-    return web.json_response({"status": "ok", "store": api.db.description(), "webhooks": api.webhook_counts()})
+    return web.json_response({"status": "ok", "store": api.db.description, "webhooks": api.webhook_counts()})
 
 
 async def openapi(request: web.Request) -> web.Response:

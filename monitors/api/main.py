@@ -72,7 +72,7 @@ async def serve(config: Config) -> int:
         loop.add_signal_handler(signum, stop.set)
     notifier = Notifier()
     notifier.ready(api.status_line())
-    logger.info("drops-api serving on {} (store {}, {} webhook(s))", url, db.description(), len(config.webhooks))
+    logger.info("drops-api serving on {} (store {}, {} webhook(s))", url, db.description, len(config.webhooks))
     tasks = [asyncio.create_task(_beat(api, notifier, heartbeat_interval(settings.watchdog_sec))),
              asyncio.create_task(api.deliverer.run())]
     await stop.wait()
