@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from monitors.api import service
 from monitors.api.webhooks import Deliverer
 from monitors.drops_store import DropsDB, StoreUnavailable
+from watchdog import web_guard
 from watchdog.config import Config
 
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi" / "drops-api.json"
@@ -81,13 +82,6 @@ async def service_errors(request: web.Request, handler: Handler) -> web.StreamRe
                                  headers={"Retry-After": "1"})
 
 
-async def _body(request: web.Request) -> object:
-    try:
-        return await request.json()
-    except ValueError:
-        raise service.BadRequest("body: not valid JSON") from None
-
-
 async def list_drops(request: web.Request) -> web.Response:
     api = request.app[CONTEXT]
     return web.json_response(service.list_drops(api.db, api.config, request.query))
@@ -99,7 +93,7 @@ async def get_drop(request: web.Request) -> web.Response:
 
 async def feedback_for_drop(request: web.Request) -> web.Response:
     api = request.app[CONTEXT]
-    message = service.message_of(await _body(request))
+    message = service.message_of(await web_guard.json_body(request))
     drop = service.drop_by_id(api.db, request.match_info["id"])
     status, body = await service.send_feedback(api.db, api.config, api.http, drop, message,
                                                request.headers.get("Idempotency-Key"))
@@ -108,7 +102,7 @@ async def feedback_for_drop(request: web.Request) -> web.Response:
 
 async def feedback_by_number(request: web.Request) -> web.Response:
     api = request.app[CONTEXT]
-    drop, message = service.drop_by_number(api.db, api.config, await _body(request))
+    drop, message = service.drop_by_number(api.db, api.config, await web_guard.json_body(request))
     status, body = await service.send_feedback(api.db, api.config, api.http, drop, message,
                                                request.headers.get("Idempotency-Key"))
     return web.json_response(body, status=status)
