@@ -20,7 +20,7 @@ from datetime import datetime
 
 import aiohttp
 
-from bridge.store import format_ts, parse_ts
+from bridge.store import format_ts
 from monitors.drops_store import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_PENDING, Drop, DropsDB, Feedback)
 from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback
 from watchdog.config import Config, ConfigError
@@ -48,7 +48,11 @@ class Conflict(Exception):
 # -- JSON shapes -------------------------------------------------------------------------------------
 
 def iso(text: str | None) -> str | None:
-    return parse_ts(text).isoformat() if text else None
+    """Store text (`2026-11-24 22:31:27.123456+00:00`, fixed width, always UTC) as ISO 8601 with a `T`.
+
+    A string edit rather than parse-and-format: a page of 100 drops has 300 of them.
+    """
+    return f"{text[:10]}T{text[11:]}" if text else None
 
 
 def drop_json(drop: Drop) -> dict:

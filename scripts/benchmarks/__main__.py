@@ -13,6 +13,8 @@ BENCHMARKS = {
     "bridge": ("scripts.benchmarks.bridge_bench", "message ingest rate and /api/send latency"),
     "drops": ("scripts.benchmarks.drop_latency", "simulator post -> drop row latency, six projects"),
     "recovery": ("scripts.benchmarks.recovery_bench", "kill/hang -> healthy: ours vs supervisord vs systemd"),
+    "api": ("scripts.benchmarks.api_bench", "GET /api/drops of 100 rows out of 100,000 (drops-api)"),
+    "webhooks": ("scripts.benchmarks.webhook_latency", "simulator post -> signed webhook received"),
 }
 
 

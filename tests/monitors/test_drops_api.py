@@ -4,8 +4,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
+import sys
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -15,22 +16,18 @@ import pytest
 
 from bridge.store import format_ts, parse_ts
 from monitors.drops_store import Submission, open_drops_store
+from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
 from tests.bridge_support import SENDER, call, inject, start_bridge, start_sim
 from tests.conftest import BASE_CONFIG, GROUP_A, ROOT, Processes, wait_until
 from tests.monitor_support import start_monitor
+from tests.pg import free_port
 from watchdog import endpoints
 from watchdog.config import load
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 TOKEN = "drops-api-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def api_config(backend: str = "", hook_url: str = "", extra: str = "") -> str:
@@ -129,7 +126,6 @@ def test_drop_feedback_receipts_and_webhooks_end_to_end(write_config, drops_back
 
 
 def call_text(url: str) -> str:
-    import urllib.request
     request = urllib.request.Request(url, headers=AUTH)
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.read().decode()
@@ -228,6 +224,25 @@ def test_dead_events_are_alerted_once_and_shown(write_config, receiver: WebhookR
 def test_disabled_or_misconfigured_exits_2_naming_the_key(write_config) -> None:
     for text, key in [(BASE_CONFIG, "enabled = false"), (api_config(extra='\n[drops_api.x]\n'), "drops_api.x")]:
         config_path = write_config(text)
-        result = subprocess.run([os.sys.executable, "-m", "watchdog.cli", "drops-api", "--config", str(config_path)],
+        result = subprocess.run([sys.executable, "-m", "watchdog.cli", "drops-api", "--config", str(config_path)],
                                 cwd=ROOT, capture_output=True, text=True, timeout=30)
         assert result.returncode == 2 and key in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_supervised_by_the_watchdog_with_webhook_depth_in_status(tmp_path: Path, receiver: WebhookReceiver) -> None:
+    receiver.script = []
+    receiver.start()
+    hook = f'\n[drops_api]\nenabled = true\n\n[[webhooks]]\nname = "qa"\nurl = "{receiver.url}"\nsecret = "{SECRET}"\n'
+    system = RunningSystem(tmp_path, config_text(1) + hook)
+    system.start()  # every component healthy: drops-api sent READY=1
+    try:
+        def api_status() -> str:
+            item = next((c for c in system.status() if c["name"] == "drops-api"), None)
+            return item["status_text"] if item else ""
+        wait_until(lambda: "webhooks qa 0 pending 0 dead" in api_status(), message="the drops-api status line")
+        system.inject(group_jid(1), CONTRACTORS[0], "DR7654321 installed")
+        wait_until(lambda: any(e["data"]["drop"]["drop_number"] == "DR7654321" for e in receiver.events().values()
+                               if e["type"] == "drop.recorded"), message="the drop.recorded webhook")
+    finally:
+        assert system.stop() == 0

@@ -9,7 +9,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from monitors.api import signing
 from monitors.api.webhooks import Deliverer, classify
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
+from tests.pg import free_port
 from tests.sim_helpers import eventually
 from watchdog.config import WebhookConfig
 
@@ -72,12 +72,6 @@ def events(count: int, kind: str = "drop.recorded") -> list[Event]:
     return [Event(n, f"evt_{n:04d}", kind, "2026-11-24 22:31:27.000000+00:00",
                   json.dumps({"type": kind, "timestamp": "2026-11-24T22:31:27+00:00", "data": {"n": n}}))
             for n in range(1, count + 1)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def hook(port: int, **overrides: object) -> WebhookConfig:
