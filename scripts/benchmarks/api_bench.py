@@ -109,7 +109,11 @@ def copy_to_postgres(sqlite_config: Path, pg_config: Path, url: str) -> None:
     import psycopg  # only this benchmark's PostgreSQL half needs it
 
     config = load(pg_config)
-    open_drops_store(config).close()  # creates the schema (migrations)
+    target = open_drops_store(config)
+    try:
+        target.drop_count("p1")  # connects, which migrates: the schema exists from here on
+    finally:
+        target.close()
     source = open_drops_store(load(sqlite_config))
     try:
         rows = source.db.rows(f"SELECT {COPIED} FROM drops ORDER BY id")
@@ -131,9 +135,10 @@ def run_backend(workdir: Path, name: str, database: str, total: int, requests: i
     started = time.monotonic()
     if filled_from is None:
         fill(config_path, total)
+        print(f"{name}: {total:,} drops recorded through the store in {time.monotonic() - started:.0f} s", flush=True)
     else:
         copy_to_postgres(filled_from, config_path, url)
-    print(f"{name}: {total:,} drops stored in {time.monotonic() - started:.0f} s", flush=True)
+        print(f"{name}: {total:,} drops copied in {time.monotonic() - started:.0f} s", flush=True)
     log = open(workdir / "drops-api.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "watchdog.cli", "drops-api", "--config", str(config_path)],
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

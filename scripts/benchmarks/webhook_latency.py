@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bridge.store import parse_ts
 from scripts.benchmarks.drop_latency import percentile
-from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, wait_for
+from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, slow_start, wait_for
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
 
 PROJECTS = 6
@@ -34,7 +34,7 @@ def measure(workdir: Path, drops: int, interval: float) -> tuple[list[float], li
     receiver.start()
     hook = (f'\n[drops_api]\nenabled = true\n\n[[webhooks]]\nname = "bench"\nurl = "{receiver.url}"\n'
             f'secret = "{secret}"\nevents = ["drop.recorded"]\n')
-    system = RunningSystem(workdir, config_text(PROJECTS) + hook)
+    system = RunningSystem(workdir, slow_start(config_text(PROJECTS)) + hook)
     system.start()
     try:
         for i in range(drops):

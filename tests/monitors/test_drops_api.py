@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from bridge.store import format_ts, parse_ts
+from monitors.api.app import DropsApi, build_app
+from monitors.api.webhooks import Deliverer
 from monitors.drops_store import Submission, open_drops_store
-from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid
+from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, slow_start
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
 from tests.bridge_support import SENDER, call, inject, start_bridge, start_sim
 from tests.conftest import BASE_CONFIG, GROUP_A, ROOT, Processes, wait_until
@@ -234,7 +236,7 @@ def test_supervised_by_the_watchdog_with_webhook_depth_in_status(tmp_path: Path,
     receiver.script = []
     receiver.start()
     hook = f'\n[drops_api]\nenabled = true\n\n[[webhooks]]\nname = "qa"\nurl = "{receiver.url}"\nsecret = "{SECRET}"\n'
-    system = RunningSystem(tmp_path, config_text(1) + hook)
+    system = RunningSystem(tmp_path, slow_start(config_text(1)) + hook)
     system.start()  # every component healthy: drops-api sent READY=1
     try:
         def api_status() -> str:
@@ -246,3 +248,16 @@ def test_supervised_by_the_watchdog_with_webhook_depth_in_status(tmp_path: Path,
                                if e["type"] == "drop.recorded"), message="the drop.recorded webhook")
     finally:
         assert system.stop() == 0
+
+
+def test_every_route_is_in_the_openapi_document(write_config) -> None:
+    config = load(write_config(api_config()))
+    db = open_drops_store(config)
+    try:
+        app = build_app(DropsApi(config, db, None, Deliverer([], db.outbox, None, print)), [])  # type: ignore[arg-type]
+        routes = {(r.method.lower(), r.resource.canonical) for r in app.router.routes() if r.method != "HEAD"}
+    finally:
+        db.close()
+    document = json.loads((ROOT / "docs/openapi/drops-api.json").read_text())
+    documented = {(method, path) for path, item in document["paths"].items() for method in item}
+    assert routes == documented
