@@ -12,11 +12,12 @@ from typing import Protocol
 
 from aiohttp import web
 
+from bridge import media
 from bridge.downloads import DownloadError, download_media, parse_download
 from bridge.health import Health, HealthInputs
 from bridge.outbox import Outbox
-from bridge.sending import BadRequest, parse_send, parse_send_message
-from bridge.store import Store, StoreError
+from bridge.sending import BadRequest, SendRequest, parse_send, parse_send_message
+from bridge.store import IdempotencyConflict, Store, StoreError
 from bridge.transport import NotConnected, Transport
 from watchdog import web_guard
 
@@ -32,19 +33,23 @@ class BridgeContext(Protocol):
     outbox: Outbox
     health: Health
     media_dirs: list[Path]
+    media_limits_mb: dict[str, float]
+    staging_dir: Path  # private copies of media to send (bridge/media.py)
     download_dir: Path
 
     def health_inputs(self) -> HealthInputs: ...
 
 
 def _fail(status: int, message: str) -> web.Response:
-    return web.json_response({"success": False, "message": message}, status=status)
+    return web.json_response(web_guard.mcp_shape(message), status=status)
 
 
 def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
     if len(key) > 200:
         raise BadRequest(f"{IDEMPOTENCY_HEADER} longer than 200 characters")
+    if web_guard.json_problem(key) or any(ord(c) < 32 for c in key):
+        raise BadRequest(f"{IDEMPOTENCY_HEADER} must be printable UTF-8 text")
     return key or None
 
 
@@ -55,7 +60,9 @@ async def _domain_errors(request: web.Request, handler: Callable[[web.Request], 
     try:
         return await handler(request)
     except BadRequest as exc:
-        return _fail(400, str(exc))
+        return _fail(exc.status, str(exc))
+    except IdempotencyConflict as exc:
+        return _fail(422, str(exc))
     except StoreError as exc:  # nothing was queued: the client must retry later
         return _fail(503, str(exc))
 
@@ -65,15 +72,20 @@ def build_app(bridge: BridgeContext, api_token: str = "", allowed_hosts: Sequenc
     guard = web_guard.middlewares(allowed_hosts, allowed_origins, api_token, error_body=web_guard.mcp_shape)
     app = web.Application(middlewares=[*guard, _domain_errors], client_max_size=MAX_BODY)
 
-    async def send(request: web.Request) -> web.Response:
-        parsed = parse_send(await web_guard.json_body(request), bridge.media_dirs)
-        status, body = await bridge.outbox.submit(parsed, _idempotency_key(request))
+    async def submit(request: web.Request, parsed: SendRequest) -> web.Response:
+        key = _idempotency_key(request)
+        staged = None
+        if parsed.media_path is not None:
+            staged = await media.prepare(parsed.media_path, bridge.media_dirs, bridge.media_limits_mb,
+                                         bridge.staging_dir)
+        status, body = await bridge.outbox.submit(parsed, staged, key, request.path)
         return web.json_response(body, status=status)
 
+    async def send(request: web.Request) -> web.Response:
+        return await submit(request, parse_send(await web_guard.json_body(request)))
+
     async def send_message(request: web.Request) -> web.Response:
-        parsed = parse_send_message(await web_guard.json_body(request))
-        status, body = await bridge.outbox.submit(parsed, _idempotency_key(request))
-        return web.json_response(body, status=status)
+        return await submit(request, parse_send_message(await web_guard.json_body(request)))
 
     async def download(request: web.Request) -> web.Response:
         message_id, chat_jid = parse_download(await web_guard.json_body(request))

@@ -1,25 +1,47 @@
-"""Nothing sent is lost: every send goes through a durable, ordered outbox.
+"""Nothing sent is lost, nothing twice, and no message blocks the others: a durable, ordered outbox.
 
 The message id is chosen and committed before the first attempt, so a resend
 after a crash or a timeout is the same WhatsApp message (the server dedupes
 by id) and never a second one. One lock serializes sending, so the outbox
 drains strictly in order, whether an API request or a reconnect triggers it.
+
+A row that can never be sent (refused by the server, media unreadable) or that
+failed `max_attempts` times while connected (each attempt is counted in the
+store before it starts, so a send that crashes the bridge counts too) is
+dead-lettered: marked failed, reported once through `on_dead_letter`, and the
+rows behind it drain.
+
+Exactly-once for clients that treat anything but 200 as failure (whatsapp-mcp's
+`requests.post` without an Idempotency-Key): such a request waits up to
+`delivery_wait` for its row to be sent (a reconnect takes well under that), and
+an identical request without a key within `dedupe_window` is the same send
+(recognised by the fingerprint of the parsed request), answered with the first
+one's current state. See docs/ARCHITECTURE.md, "Exactly once".
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import json
 import secrets
-from datetime import timezone
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from loguru import logger
 
+from bridge import media as media_files
+from bridge.media import StagedMedia
 from bridge.sending import SendRequest
-from bridge.store import OutboxRow, Store
+from bridge.store import OutboxRow, Store, format_ts
 from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, SendFailed,
                               Source, Transport)
 
 SEND_TIMEOUT = 10.0  # an unanswered send stays pending and is retried (same id) later
+MAX_ATTEMPTS = 5
+DELIVERY_WAIT = 8.0  # below whatsapp-mcp's and the web app's request timeouts
+DEDUPE_WINDOW = 120.0
 
 
 def new_message_id() -> str:
@@ -27,8 +49,14 @@ def new_message_id() -> str:
     return "3EB0" + secrets.token_hex(9).upper()
 
 
+def fingerprint(endpoint: str, request: SendRequest, media: StagedMedia | None) -> str:
+    """What makes two requests the same send: where they went, to whom, what (media by content)."""
+    key = [endpoint, request.recipient_jid, request.text, list(request.mentioned_jids), media.sha256 if media else None]
+    return hashlib.sha256(json.dumps(key, ensure_ascii=True).encode()).hexdigest()
+
+
 def reply(row: OutboxRow) -> tuple[int, dict]:
-    """The HTTP answer for an outbox row: 200 sent, 202 queued, 500 refused by the server."""
+    """The HTTP answer for an outbox row: 200 sent, 202 queued, 500 refused by the server or dead-lettered."""
     if row.status == "sent":
         return 200, {"success": True, "message": f"Message sent to {row.recipient}", "id": row.message_id}
     if row.status == "pending":
@@ -38,30 +66,62 @@ def reply(row: OutboxRow) -> tuple[int, dict]:
 
 
 class Outbox:
-    def __init__(self, store: Store, transport: Transport, own_jid: str, send_timeout: float = SEND_TIMEOUT) -> None:
+    def __init__(self, store: Store, transport: Transport, own_jid: str, send_timeout: float = SEND_TIMEOUT,
+                 is_connected: Callable[[], bool] = lambda: True,
+                 on_dead_letter: Callable[[OutboxRow, str], None] = lambda row, reason: None,
+                 max_attempts: int = MAX_ATTEMPTS, delivery_wait: float = DELIVERY_WAIT,
+                 dedupe_window: float = DEDUPE_WINDOW) -> None:
         self.store = store
         self.transport = transport
         self.own_jid = own_jid
         self.send_timeout = send_timeout
+        self.is_connected = is_connected
+        self.on_dead_letter = on_dead_letter
+        self.max_attempts = max_attempts
+        self.delivery_wait = delivery_wait
+        self.dedupe_window = dedupe_window
         self._lock = asyncio.Lock()
+        self._done: dict[str, asyncio.Event] = {}  # message id -> set once sent or dead
 
     @property
     def busy(self) -> bool:
         return self._lock.locked()
 
-    async def submit(self, request: SendRequest, idempotency_key: str | None) -> tuple[int, dict]:
-        """Queue durably, then try to send it (and anything queued before it) now."""
-        media = request.media
-        row = self.store.outbox_add(new_message_id(), idempotency_key, request.recipient, request.recipient_jid,
-                                    request.text, request.mentioned_jids, str(media.path) if media else None,
-                                    media.media_type if media else None)
+    async def submit(self, request: SendRequest, media: StagedMedia | None, idempotency_key: str | None,
+                     endpoint: str) -> tuple[int, dict]:
+        """Queue durably (or find the same send queued before), then try to send it now."""
+        since = None
+        if idempotency_key is None and self.dedupe_window > 0:
+            since = format_ts(datetime.now(timezone.utc) - timedelta(seconds=self.dedupe_window))
+        try:
+            row = self.store.outbox_add(
+                new_message_id(), idempotency_key, request.recipient, request.recipient_jid, request.text,
+                request.mentioned_jids, str(media.media.path) if media else None,
+                media.media.media_type if media else None, endpoint, fingerprint(endpoint, request, media), since)
+        finally:
+            if media is not None and not self._owns(media):
+                media_files.discard(media.media.path)  # refused, or a repeat: the first copy is the one sent
         if row.status == "pending":
             await self.drain(until_seq=row.seq)
             row = self.store.outbox_row(row.message_id) or row
-            if row.status == "pending":
-                logger.info("queued {} to {}: not connected ({} in the outbox)", row.message_id, row.recipient_jid,
-                            self.store.outbox_depth())
+        if row.status == "pending" and idempotency_key is None and self.delivery_wait > 0:
+            row = await self._wait_for_delivery(row)
+        if row.status == "pending":
+            logger.info("queued {} to {}: not connected ({} in the outbox)", row.message_id, row.recipient_jid,
+                        self.store.outbox_depth())
         return reply(row)
+
+    def _owns(self, media: StagedMedia) -> bool:
+        """True if an outbox row sends this staged copy."""
+        return self.store.conn.execute("SELECT 1 FROM outbox_requests WHERE staged_media = ?",
+                                       (str(media.media.path),)).fetchone() is not None
+
+    async def _wait_for_delivery(self, row: OutboxRow) -> OutboxRow:
+        done = self._done.setdefault(row.message_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), self.delivery_wait)
+        self._done.pop(row.message_id, None)
+        return self.store.outbox_row(row.message_id) or row
 
     async def drain(self, until_seq: int | None = None) -> int:
         """Send pending rows in order until empty, `until_seq` is done, or the connection is gone.
@@ -83,7 +143,13 @@ class Outbox:
                     sent += outcome
 
     async def _send(self, row: OutboxRow) -> int | None:
-        """1 = sent, 0 = refused (marked failed), None = not connected (stays pending)."""
+        """1 = sent, 0 = dead-lettered, None = not connected or no answer (stays pending)."""
+        if self.is_connected():
+            attempts = self.store.outbox_attempt(row)
+            if attempts > self.max_attempts:
+                self._dead(row, f"dead-lettered: no answer or the connection dropped on each of "
+                                f"{self.max_attempts} attempts")
+                return 0
         media = OutgoingMedia(Path(row.media_path), row.media_type or "document", Path(row.media_path).name) \
             if row.media_path else None
         message = OutgoingMessage(row.message_id, row.recipient_jid, row.text, row.mentioned_jids, media)
@@ -96,8 +162,7 @@ class Outbox:
                            self.send_timeout)
             return None
         except (SendFailed, OSError) as exc:
-            logger.error("send {} to {} refused: {}", row.message_id, row.recipient_jid, exc)
-            self.store.outbox_failed(row, str(exc) or type(exc).__name__)
+            self._dead(row, str(exc) or type(exc).__name__)
             return 0
         stored = IncomingMessage(
             id=result.message_id, chat_jid=row.recipient_jid, sender_jid=self.own_jid, text=row.text,
@@ -105,7 +170,21 @@ class Outbox:
             source=Source.SENT, is_from_me=True,
             media=MediaInfo(media.media_type, media.filename, "") if media else None)
         self.store.outbox_sent(row, stored)
+        self._finished(row)
         logger.info("sent {} to {}{}", row.message_id, row.recipient_jid,
                     f" mentioning {', '.join(row.mentioned_jids)}" if row.mentioned_jids else "")
         return 1
 
+    def _dead(self, row: OutboxRow, reason: str) -> None:
+        logger.error("send {} to {} dead-lettered: {}", row.message_id, row.recipient_jid, reason)
+        self.store.outbox_failed(row, reason)
+        self._finished(row)
+        self.on_dead_letter(row, reason)
+
+    def _finished(self, row: OutboxRow) -> None:
+        staged = self.store.outbox_staged_media(row)
+        if staged:
+            media_files.discard(Path(staged))
+        done = self._done.get(row.message_id)
+        if done is not None:
+            done.set()

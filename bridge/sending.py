@@ -1,4 +1,4 @@
-"""Parsing of send requests: recipients, mentions, media. Plain functions, no I/O but path checks.
+"""Parsing of send requests: recipients, mentions, text. Plain functions, no I/O (media: `bridge.media`).
 
 The rules follow whatsapp-mcp's Go bridge (a bare number means a personal
 chat, media type by extension, the message is the caption) plus the
@@ -10,21 +10,24 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.transport import OutgoingMedia
-
 USER_SERVER = "s.whatsapp.net"
 GROUP_SERVER = "g.us"
+_TAG = re.compile(r"@([0-9]+)(?![0-9])")
 _NUMBER = re.compile(r"^\+?[0-9]{5,20}$")
 # user[:device]@server; groups are digits or the old "creator-timestamp" form.
 _JID = re.compile(r"^(?P<user>[0-9]{1,20}(-[0-9]{1,20})?)(:[0-9]{1,4})?@(?P<server>s\.whatsapp\.net|g\.us|lid|"
                   r"broadcast|newsletter|c\.us)$")
 
+MAX_TEXT = 65_536  # characters: WhatsApp's own limit for a message
+MAX_MENTIONS = 1024  # WhatsApp's group size limit: more mentions than members cannot be meant
 MEDIA_TYPES = {"jpg": "image", "jpeg": "image", "png": "image", "gif": "image", "webp": "image",
                "ogg": "audio", "mp4": "video", "avi": "video", "mov": "video"}
 
 
 class BadRequest(ValueError):
-    """The request is malformed; the message says what is wrong (answered 400)."""
+    """The request is malformed; the message says what is wrong (answered with `status`)."""
+
+    status = 400
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class SendRequest:
     recipient_jid: str
     text: str
     mentioned_jids: tuple[str, ...]
-    media: OutgoingMedia | None
+    media_path: str | None  # as the client wrote it; opened, checked and copied by bridge.media
 
 
 def parse_jid(value: object, what: str = "recipient") -> str:
@@ -62,21 +65,31 @@ def parse_mentions(value: object) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list):
         raise BadRequest("mentions must be a number, a JID or a list of them")
-    jids: list[str] = []
+    if len(items) > MAX_MENTIONS:
+        raise BadRequest(f"{len(items)} mentions; at most {MAX_MENTIONS} (WhatsApp's group size limit)")
+    jids: dict[str, None] = {}  # ordered, and linear to de-duplicate
     for item in items:
         jid = parse_jid(item, "mention")
         if jid.endswith(f"@{GROUP_SERVER}"):
             raise BadRequest(f"cannot mention a group: {item!r}")
-        if jid not in jids:
-            jids.append(jid)
+        jids[jid] = None
     return tuple(jids)
 
 
 def with_mention_tags(text: str, mentioned_jids: tuple[str, ...]) -> str:
-    """WhatsApp renders a mention only where the text carries `@<number>`: prepend any missing ones."""
-    missing = [f"@{jid.split('@')[0]}" for jid in mentioned_jids
-               if not re.search(rf"@{re.escape(jid.split('@')[0])}(?![0-9])", text)]
+    """WhatsApp renders a mention only where the text carries `@<number>`: prepend any missing ones.
+
+    One pass over the text for the tags already there, so the work is linear in text and mentions.
+    """
+    present = set(_TAG.findall(text))
+    missing = [f"@{user}" for user in (jid.split("@")[0] for jid in mentioned_jids) if user not in present]
     return " ".join([*missing, text]) if text else " ".join(missing)
+
+
+def check_text(text: str, what: str = "message") -> str:
+    if len(text) > MAX_TEXT:
+        raise BadRequest(f"{what} is {len(text):,} characters (with mention tags); WhatsApp's limit is {MAX_TEXT:,}")
+    return text
 
 
 def media_type_for(path: Path) -> str:
@@ -84,29 +97,7 @@ def media_type_for(path: Path) -> str:
     return MEDIA_TYPES.get(path.suffix.lower().lstrip("."), "document")
 
 
-def resolve_media(value: object, media_dirs: list[Path]) -> OutgoingMedia:
-    """Confine `media_path` to the configured media folders (symlinks resolved) and check it exists.
-
-    A relative path is taken relative to the first media folder. Nothing outside the
-    folders is ever opened: the check happens on the resolved path before any read.
-    """
-    if not isinstance(value, str) or not value.strip():
-        raise BadRequest("media_path must be a non-empty string")
-    raw = Path(value.strip())
-    if not media_dirs:
-        raise BadRequest("media sending is not configured (no media_dirs)")
-    candidate = raw if raw.is_absolute() else media_dirs[0] / raw
-    resolved = candidate.resolve()
-    roots = [d.resolve() for d in media_dirs]
-    if not any(resolved.is_relative_to(root) for root in roots):
-        allowed = ", ".join(str(r) for r in roots)
-        raise BadRequest(f"media_path {value!r} is outside the allowed media folders ({allowed})")
-    if not resolved.is_file():
-        raise BadRequest(f"media file not found: {value!r}")
-    return OutgoingMedia(path=resolved, media_type=media_type_for(resolved), filename=resolved.name)
-
-
-def parse_send(body: object, media_dirs: list[Path]) -> SendRequest:
+def parse_send(body: object) -> SendRequest:
     """`POST /api/send {"recipient", "message", "media_path"?, "mentions"? | "mentioned_jid"?}`."""
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
@@ -118,9 +109,12 @@ def parse_send(body: object, media_dirs: list[Path]) -> SendRequest:
     media_path = body.get("media_path") or None
     if not message and media_path is None:
         raise BadRequest("message or media_path is required")
+    if media_path is not None and not isinstance(media_path, str):
+        raise BadRequest("media_path must be a string")
+    check_text(message)
     mentions = parse_mentions(body.get("mentions", body.get("mentioned_jid")))
-    media = resolve_media(media_path, media_dirs) if media_path is not None else None
-    return SendRequest(str(recipient).strip(), recipient_jid, with_mention_tags(message, mentions), mentions, media)
+    return SendRequest(str(recipient).strip(), recipient_jid, check_text(with_mention_tags(message, mentions)),
+                       mentions, media_path)
 
 
 def parse_send_message(body: object) -> SendRequest:
@@ -136,4 +130,5 @@ def parse_send_message(body: object) -> SendRequest:
     message = body.get("message")
     if not isinstance(message, str) or not message.strip():
         raise BadRequest("message is required")
-    return SendRequest(group_jid, group_jid, with_mention_tags(message, mentioned), mentioned, None)
+    check_text(message)
+    return SendRequest(group_jid, group_jid, check_text(with_mention_tags(message, mentioned)), mentioned, None)

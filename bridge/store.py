@@ -8,7 +8,9 @@ them that way (go-sqlite3's format), and whatsapp-mcp compares
 space; fixed width makes text order time order.
 
 One writer (the bridge process) holds a `Store`; readers (monitors, tools)
-open the file read-only with `open_readonly` and use the read functions below.
+open the file read-only with `bridge.schema.open_readonly` and use the read
+functions there (the schema, its version and the readers are one module both
+sides import; they are re-exported here for the bridge's own code).
 `messages.rowid` only grows (we never delete or VACUUM), so readers follow it
 with a cursor; a backfilled message gets a new, higher rowid although its
 timestamp is older.
@@ -17,162 +19,27 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
+from bridge.integrity import is_corrupt, is_locked
+from bridge.quarantine import Quarantined, quarantined, sanitise
+from bridge.schema import (MIGRATIONS, WINDOW_SELECT, StoredMessage, Window, bare_user, format_ts,  # noqa: F401
+                           messages_after, now_ts, open_readonly, parse_ts, windows)
 from bridge.transport import IncomingMessage, MediaInfo, Receipt, ReceiptKind, Source
-
-TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
-
-# Exactly the whatsapp-mcp bridge schema (whatsapp-bridge/main.go).
-WHATSAPP_MCP_SCHEMA = """
-CREATE TABLE IF NOT EXISTS chats (
-    jid TEXT PRIMARY KEY,
-    name TEXT,
-    last_message_time TIMESTAMP
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id TEXT,
-    chat_jid TEXT,
-    sender TEXT,
-    content TEXT,
-    timestamp TIMESTAMP,
-    is_from_me BOOLEAN,
-    media_type TEXT,
-    filename TEXT,
-    url TEXT,
-    media_key BLOB,
-    file_sha256 BLOB,
-    file_enc_sha256 BLOB,
-    file_length INTEGER,
-    PRIMARY KEY (id, chat_jid),
-    FOREIGN KEY (chat_jid) REFERENCES chats(jid)
-);
-"""
-
-OUR_SCHEMA = """
-CREATE TABLE IF NOT EXISTS message_meta (
-    id TEXT NOT NULL,
-    chat_jid TEXT NOT NULL,
-    source TEXT NOT NULL CHECK (source IN ('live', 'offline', 'history', 'sent')),
-    stored_at TEXT NOT NULL,
-    media_extra TEXT NOT NULL DEFAULT '{}',  -- transport-specific download extras (JSON)
-    PRIMARY KEY (id, chat_jid)
-);
-CREATE TABLE IF NOT EXISTS connection_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS disconnect_windows (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    started_at TEXT NOT NULL,
-    ended_at TEXT,
-    reason TEXT NOT NULL,
-    backfill_status TEXT NOT NULL DEFAULT 'pending'
-        CHECK (backfill_status IN ('pending', 'done', 'unsupported', 'failed')),
-    recovered INTEGER NOT NULL DEFAULT 0,
-    backfilled_at TEXT
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id TEXT NOT NULL UNIQUE,
-    idempotency_key TEXT UNIQUE,
-    recipient TEXT NOT NULL,          -- as the client wrote it ("Message sent to <recipient>")
-    recipient_jid TEXT NOT NULL,
-    text TEXT NOT NULL,
-    mentioned_jids TEXT NOT NULL DEFAULT '[]',
-    media_path TEXT,
-    media_type TEXT,
-    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
-    created_at TEXT NOT NULL,
-    sent_at TEXT,
-    error TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, seq);
-CREATE TABLE IF NOT EXISTS bridge_state (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS receipts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- readers follow it with a cursor, like messages.rowid
-    message_id TEXT NOT NULL,
-    chat_jid TEXT NOT NULL,
-    recipient_jid TEXT NOT NULL DEFAULT '',  -- who delivered / read it, '' for server_ack
-    kind TEXT NOT NULL CHECK (kind IN ('server_ack', 'delivered', 'read', 'played')),
-    at TEXT NOT NULL,
-    stored_at TEXT NOT NULL,
-    UNIQUE (message_id, recipient_jid, kind)
-);
-"""
+from watchdog import file_modes
+from watchdog.migrations import SchemaTooNew, SqliteTarget, latest, migrate
 
 WINDOW_STATUSES = ("pending", "done", "unsupported", "failed")
 OUTBOX_STATUSES = ("pending", "sent", "failed")
-
-
-def format_ts(when: datetime) -> str:
-    """The one timestamp text format of the store (UTC, fixed width, readable by fromisoformat)."""
-    if when.tzinfo is None:
-        raise ValueError(f"naive datetime {when!r}: store timestamps must be timezone-aware")
-    return when.astimezone(timezone.utc).strftime(TS_FORMAT)
-
-
-def parse_ts(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-def now_ts() -> str:
-    return format_ts(datetime.now(timezone.utc))
-
-
-def bare_user(jid: str) -> str:
-    """`27710000001:12@s.whatsapp.net` -> `27710000001` (what whatsmeow's Sender.User holds)."""
-    return jid.split("@", 1)[0].split(":", 1)[0]
 
 
 def fallback_chat_name(chat_jid: str) -> str:
     """whatsapp-mcp's fallback when no name is known: `Group <id>` for groups, else the contact's number."""
     user = bare_user(chat_jid)
     return f"Group {user}" if chat_jid.endswith("@g.us") else user
-
-
-@dataclass(frozen=True)
-class StoredMessage:
-    """A row of `messages` with its rowid and `message_meta.source`: what monitors follow."""
-
-    rowid: int
-    id: str
-    chat_jid: str
-    chat_name: str | None
-    sender: str
-    content: str
-    timestamp: str
-    is_from_me: bool
-    media_type: str | None
-    source: str
-
-
-@dataclass(frozen=True)
-class Window:
-    """A period without a live WhatsApp connection; ended_at None while still open."""
-
-    id: int
-    started_at: str
-    ended_at: str | None
-    reason: str
-    backfill_status: str
-    recovered: int
-    backfilled_at: str | None
-
-    @property
-    def span(self) -> str:
-        """`08:03:10-08:06:40` in local time, as the recovery log shows it to ops; `08:03:10-now` while open."""
-        end = f"{parse_ts(self.ended_at).astimezone():%H:%M:%S}" if self.ended_at else "now"
-        return f"{parse_ts(self.started_at).astimezone():%H:%M:%S}-{end}"
 
 
 @dataclass(frozen=True)
@@ -208,40 +75,26 @@ class StoreError(Exception):
     """The store cannot be written (disk full, read-only, corrupt): the health state store_error."""
 
 
-# -- readers (any connection, also read-only ones) --------------------------------------------
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key already used for a different request (answered 422)."""
 
-MESSAGES_AFTER_SQL = """
-SELECT m.rowid, m.id, m.chat_jid, c.name, m.sender, m.content, m.timestamp, m.is_from_me, m.media_type,
-       COALESCE(mm.source, 'live')
-FROM messages m
-LEFT JOIN chats c ON c.jid = m.chat_jid
-LEFT JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid
-WHERE m.rowid > ?
-ORDER BY m.rowid
-LIMIT ?
-"""
+    def __init__(self, message: str, row: OutboxRow) -> None:
+        super().__init__(message)
+        self.row = row
 
 
-def open_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection (monitors): never blocks the bridge's writes in WAL mode."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout = 5000")
-    return conn
+class StoreLocked(StoreError):
+    """Another program holds the write lock (e.g. an operator's `sqlite3` in BEGIN EXCLUSIVE)."""
 
 
-def messages_after(conn: sqlite3.Connection, rowid: int, limit: int = 1000) -> list[StoredMessage]:
-    """Messages with a rowid above `rowid`, oldest rowid first, with how they arrived (source)."""
-    return [StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5] or "", r[6], bool(r[7]), r[8] or None, r[9])
-            for r in conn.execute(MESSAGES_AFTER_SQL, (rowid, limit))]
+class StoreCorrupt(StoreError):
+    """SQLite says the file is damaged: never keep serving on it (exit 2, restore from a backup)."""
 
 
-_WINDOW_SELECT = ("SELECT id, started_at, ended_at, reason, backfill_status, recovered, backfilled_at "
-                  "FROM disconnect_windows")
-
-
-def windows(conn: sqlite3.Connection, since: str = "") -> list[Window]:
-    """Disconnect windows that started at or after `since` (store timestamp text), oldest first."""
-    return [Window(*row) for row in conn.execute(f"{_WINDOW_SELECT} WHERE started_at >= ? ORDER BY id", (since,))]
+def store_error(text: str, exc: sqlite3.Error) -> StoreError:
+    """The StoreError subclass for a sqlite3 error, by SQLite's primary result code."""
+    kind = StoreLocked if is_locked(exc) else StoreCorrupt if is_corrupt(exc) else StoreError
+    return kind(f"{text}: {exc}")
 
 
 def receipts_after(conn: sqlite3.Connection, rowid: int, limit: int = 1000) -> list[StoredReceipt]:
@@ -279,21 +132,40 @@ class _Batch:
         self.chats: dict[str, tuple[str | None, str, str]] = {}  # jid -> (known name, fallback, newest ts)
         self.message_rows: list[tuple] = []
         self.meta_rows: list[tuple] = []
-        for msg in messages:
-            if not msg.text and msg.media is None:
+        self.set_aside: list[Quarantined] = []  # sanitised (stored) or quarantined (not stored)
+        for received in messages:
+            if not received.text and received.media is None:
                 continue
-            sender = bare_user(msg.sender_jid)
-            ts = format_ts(msg.timestamp)
-            name, fallback, newest = self.chats.get(msg.chat_jid,
-                                                    (None, fallback_chat_name(msg.chat_jid), ""))
+            msg, changed = sanitise(received)
+            try:
+                row, meta, ts = self._rows(msg, source, stored_at)
+            except (ValueError, TypeError, AttributeError, OverflowError) as exc:  # a poison message
+                self.set_aside.append(quarantined(received, "quarantined", f"cannot be stored: {exc}"))
+                continue
+            if changed:
+                self.set_aside.append(quarantined(received, "sanitised",
+                                                  f"invalid text (lone surrogates, bad UTF-8) in {', '.join(changed)} "
+                                                  "replaced by U+FFFD"))
+            name, fallback, newest = self.chats.get(msg.chat_jid, (None, fallback_chat_name(msg.chat_jid), ""))
             self.chats[msg.chat_jid] = (msg.chat_name or name, fallback, max(newest, ts))
-            media = msg.media or MediaInfo("", "", "")
-            self.message_rows.append((msg.id, msg.chat_jid, sender, msg.text, ts, int(msg.is_from_me),
-                                      media.media_type or None, media.filename or None, media.url or None,
-                                      media.media_key or None, media.file_sha256 or None,
-                                      media.file_enc_sha256 or None, media.file_length or None))
-            self.meta_rows.append((msg.id, msg.chat_jid, (source or msg.source).value, stored_at,
-                                   json.dumps(media.extra, sort_keys=True)))
+            self.message_rows.append(row)
+            self.meta_rows.append(meta)
+
+    @staticmethod
+    def _rows(msg: IncomingMessage, source: Source | None, stored_at: str) -> tuple[tuple, tuple, str]:
+        """The messages and message_meta rows; ValueError/TypeError/OverflowError for what SQLite cannot bind."""
+        ts = format_ts(msg.timestamp)
+        media = msg.media or MediaInfo("", "", "")
+        if not -2**63 <= int(media.file_length or 0) < 2**63:
+            raise OverflowError(f"file_length {media.file_length} out of range")
+        for value in (msg.id, msg.chat_jid, msg.sender_jid, msg.text):
+            if not isinstance(value, str):
+                raise TypeError(f"expected text, got {type(value).__name__}")
+        row = (msg.id, msg.chat_jid, bare_user(msg.sender_jid), msg.text, ts, int(msg.is_from_me),
+               media.media_type or None, media.filename or None, media.url or None, media.media_key or None,
+               media.file_sha256 or None, media.file_enc_sha256 or None, media.file_length or None)
+        meta = (msg.id, msg.chat_jid, (source or msg.source).value, stored_at, json.dumps(media.extra, sort_keys=True))
+        return row, meta, ts
 
     def insert(self, conn: sqlite3.Connection) -> int:
         """Insert; returns the number of new messages."""
@@ -314,6 +186,8 @@ class _Batch:
         added = conn.total_changes - before
         conn.executemany("INSERT OR IGNORE INTO message_meta (id, chat_jid, source, stored_at, media_extra) "
                          "VALUES (?, ?, ?, ?, ?)", self.meta_rows)
+        conn.executemany("INSERT INTO quarantine (message_id, chat_jid, action, reason, raw, at) VALUES (?, ?, ?, ?, ?, ?)",
+                         [(*q.row(), now_ts()) for q in self.set_aside])
         return added
 
 
@@ -321,24 +195,39 @@ _OUTBOX_COLUMNS = ("seq, message_id, idempotency_key, recipient, recipient_jid, 
                    "media_type, status, created_at, sent_at, error")
 
 
+# Writes run on the bridge's event loop, so SQLite's busy wait must stay short: a write that finds
+# another program holding the lock fails fast as StoreLocked (health names the lock, the batch is
+# retried), instead of freezing health answers and heartbeats for seconds.
+BUSY_TIMEOUT_MS = 100
+
+
 class Store:
     """The single writer of messages.db. Every method commits before it returns."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Told about every message stored sanitised or quarantined (the bridge logs it and writes the recovery log).
+        self.on_set_aside: Callable[[list[Quarantined]], None] = lambda records: None
+        file_modes.prepare_sqlite(path)  # 0640 (and its -wal/-shm): stored messages are not for other users
         self.conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA busy_timeout = 10000")  # migrations at start may wait; the loop is not serving yet
+        target = SqliteTarget(self.conn, str(path))
+        try:
+            found = target.refuse_if_newer(MIGRATIONS)  # a newer release's file: refused before anything is written
+        except SchemaTooNew:
+            self.conn.close()
+            raise
         # FULL: each commit is fsynced before the transport acknowledges, so an acked message
         # survives a power cut too. Batches keep that cheap (one fsync per batch): the bench
         # measures >15,000 messages/s and /api/send p99 ~10 ms with it on ext4.
         self.conn.execute("PRAGMA synchronous = FULL")
         self.conn.execute("PRAGMA foreign_keys = ON")
-        self.conn.execute("PRAGMA busy_timeout = 10000")
-        with self.transaction() as conn:
-            for statement in (WHATSAPP_MCP_SCHEMA + OUR_SCHEMA).split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+        # Up to date and in WAL: nothing to write, so the store opens on a full disk and while another
+        # program holds the write lock (health then says so, instead of a crash loop).
+        if found != latest(MIGRATIONS) or self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            migrate(target, MIGRATIONS)
+        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     def close(self) -> None:
         self.conn.close()
@@ -364,12 +253,12 @@ class Store:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot write {self.path}: {exc}") from exc
+            raise store_error(f"cannot write {self.path}", exc) from exc
         try:
             yield self.conn
         except sqlite3.DatabaseError as exc:  # disk full, I/O error, read-only or corrupt file
             self._rollback()
-            raise StoreError(f"cannot write {self.path}: {exc}") from exc
+            raise store_error(f"cannot write {self.path}", exc) from exc
         except BaseException:
             self._rollback()
             raise
@@ -377,11 +266,12 @@ class Store:
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            raise StoreError(f"cannot commit to {self.path}: {exc}") from exc
+            raise store_error(f"cannot commit to {self.path}", exc) from exc
 
     def _rollback(self) -> None:
         if self.conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
-            self.conn.execute("ROLLBACK")
+            with suppress(sqlite3.Error):  # a failed rollback leaves nothing committed either
+                self.conn.execute("ROLLBACK")
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -391,10 +281,25 @@ class Store:
         `source` overrides each message's own source (backfill stores everything as history).
         """
         batch = _Batch(messages, source)
-        if not batch.message_rows:
+        if not batch.message_rows and not batch.set_aside:
             return 0
         with self.transaction() as conn:
-            return batch.insert(conn)
+            added = batch.insert(conn)
+        if batch.set_aside:
+            self.on_set_aside(batch.set_aside)
+        return added
+
+    def quarantine(self, records: list[Quarantined]) -> None:
+        """Keep what a transport could not even map to a message (its raw payload), and say so."""
+        with self.transaction() as conn:
+            conn.executemany("INSERT INTO quarantine (message_id, chat_jid, action, reason, raw, at) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", [(*q.row(), now_ts()) for q in records])
+        self.on_set_aside(records)
+
+    def quarantine_counts(self) -> dict[str, int]:
+        """{"sanitised": n, "quarantined": m}: poison messages so far (health reports them)."""
+        counts = dict(self.conn.execute("SELECT action, COUNT(*) FROM quarantine GROUP BY action").fetchall())
+        return {"sanitised": counts.get("sanitised", 0), "quarantined": counts.get("quarantined", 0)}
 
     def message_count(self) -> int:
         """Stored messages; MAX(rowid) is O(log n) and equals COUNT(*) because rows are never deleted."""
@@ -434,7 +339,7 @@ class Store:
         return list(self.conn.execute("SELECT at, kind, reason FROM connection_events ORDER BY id"))
 
     def open_window(self) -> Window | None:
-        row = self.conn.execute(f"{_WINDOW_SELECT} WHERE ended_at IS NULL ORDER BY id DESC LIMIT 1").fetchone()
+        row = self.conn.execute(f"{WINDOW_SELECT} WHERE ended_at IS NULL ORDER BY id DESC LIMIT 1").fetchone()
         return Window(*row) if row else None
 
     def start_window(self, started_at: str, reason: str) -> Window:
@@ -457,12 +362,19 @@ class Store:
         return self.window(current.id)
 
     def window(self, window_id: int) -> Window:
-        return Window(*self.conn.execute(f"{_WINDOW_SELECT} WHERE id = ?", (window_id,)).fetchone())
+        return Window(*self.conn.execute(f"{WINDOW_SELECT} WHERE id = ?", (window_id,)).fetchone())
 
     def windows_to_backfill(self) -> list[Window]:
-        rows = self.conn.execute(f"{_WINDOW_SELECT} WHERE ended_at IS NOT NULL AND backfill_status = 'pending' "
+        rows = self.conn.execute(f"{WINDOW_SELECT} WHERE ended_at IS NOT NULL AND backfill_status = 'pending' "
                                  "ORDER BY id")
         return [Window(*row) for row in rows]
+
+    def delivered_late(self, window: Window) -> int:
+        """Messages sent during `window` that WhatsApp delivered afterwards (offline or live, not history)."""
+        return self.conn.execute(
+            "SELECT COUNT(*) FROM messages m JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid "
+            "WHERE m.timestamp >= ? AND m.timestamp <= ? AND mm.source IN ('offline', 'live') AND mm.stored_at >= ?",
+            (window.started_at, window.ended_at or now_ts(), window.started_at)).fetchone()[0]
 
     def finish_backfill(self, window_id: int, status: str, recovered: int = 0) -> Window:
         assert status in WINDOW_STATUSES, status
@@ -486,18 +398,65 @@ class Store:
 
     def outbox_add(self, message_id: str, idempotency_key: str | None, recipient: str, recipient_jid: str,
                    text: str, mentioned_jids: Iterable[str], media_path: str | None,
-                   media_type: str | None) -> OutboxRow:
-        """Queue a send durably. With an idempotency key already used, returns that first row instead."""
+                   media_type: str | None, endpoint: str = "", fingerprint: str = "",
+                   dedupe_since: str | None = None) -> OutboxRow:
+        """Queue a send durably; returns the row that stands for this request.
+
+        With an idempotency key already used, that first row (IdempotencyConflict if it was a
+        different request); without a key, the row of an identical request (`fingerprint`, same
+        `endpoint`) created at or after `dedupe_since`, if any: a client retrying what it thinks failed.
+        """
         with self.transaction() as conn:
-            if idempotency_key is not None:
-                existing = self.outbox_by_key(idempotency_key)
-                if existing is not None:
-                    return existing
-            conn.execute("INSERT INTO outbox (message_id, idempotency_key, recipient, recipient_jid, text, "
-                         "mentioned_jids, media_path, media_type, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (message_id, idempotency_key, recipient, recipient_jid, text, json.dumps(list(mentioned_jids)),
-                          media_path, media_type, now_ts()))
+            existing = self._outbox_same_request(idempotency_key, endpoint, fingerprint, dedupe_since)
+            if existing is not None:
+                return existing
+            created = now_ts()
+            cursor = conn.execute(
+                "INSERT INTO outbox (message_id, idempotency_key, recipient, recipient_jid, text, mentioned_jids, "
+                "media_path, media_type, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (message_id, idempotency_key, recipient, recipient_jid, text, json.dumps(list(mentioned_jids)),
+                 media_path, media_type, created))
+            conn.execute("INSERT INTO outbox_requests (seq, endpoint, fingerprint, staged_media, created_at) "
+                         "VALUES (?, ?, ?, ?, ?)", (cursor.lastrowid, endpoint, fingerprint, media_path, created))
         return self.outbox_row(message_id)  # type: ignore[return-value]
+
+    def _outbox_same_request(self, idempotency_key: str | None, endpoint: str, fingerprint: str,
+                             dedupe_since: str | None) -> OutboxRow | None:
+        if idempotency_key is not None:
+            existing = self.outbox_by_key(idempotency_key)
+            if existing is None:
+                return None
+            first = self.conn.execute("SELECT endpoint, fingerprint FROM outbox_requests WHERE seq = ?",
+                                      (existing.seq,)).fetchone()
+            if first is not None and fingerprint and first != (endpoint, fingerprint):
+                what = f"another endpoint ({first[0]})" if first[0] != endpoint else "a different request body"
+                raise IdempotencyConflict(f"Idempotency-Key {idempotency_key!r} was already used for {what} "
+                                          f"(message {existing.message_id}); use a new key for a new message",
+                                          existing)
+            return existing
+        if dedupe_since is None or not fingerprint:
+            return None
+        row = self.conn.execute(
+            f"SELECT {', '.join('o.' + c.strip() for c in _OUTBOX_COLUMNS.split(','))} FROM outbox_requests r "
+            "JOIN outbox o USING (seq) WHERE r.fingerprint = ? AND r.endpoint = ? AND r.created_at >= ? "
+            "AND o.idempotency_key IS NULL ORDER BY r.seq DESC LIMIT 1", (fingerprint, endpoint, dedupe_since)).fetchone()
+        return _outbox_row(row) if row else None
+
+    def outbox_attempt(self, row: OutboxRow) -> int:
+        """Count a send attempt before it starts (so a crash during it counts too); returns the count."""
+        with self.transaction(durable=False) as conn:
+            conn.execute("INSERT INTO outbox_requests (seq, endpoint, fingerprint, created_at) VALUES (?, '', '', ?) "
+                         "ON CONFLICT (seq) DO NOTHING", (row.seq, row.created_at))
+            conn.execute("UPDATE outbox_requests SET attempts = attempts + 1 WHERE seq = ?", (row.seq,))
+            return conn.execute("SELECT attempts FROM outbox_requests WHERE seq = ?", (row.seq,)).fetchone()[0]
+
+    def outbox_staged_media(self, row: OutboxRow) -> str | None:
+        found = self.conn.execute("SELECT staged_media FROM outbox_requests WHERE seq = ?", (row.seq,)).fetchone()
+        return found[0] if found else None
+
+    def outbox_dead_letters(self) -> int:
+        """Rows moved aside for good (status failed): health and status show the count."""
+        return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'failed'").fetchone()[0]
 
     def outbox_row(self, message_id: str) -> OutboxRow | None:
         row = self.conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE message_id = ?", (message_id,)).fetchone()
@@ -531,6 +490,8 @@ class Store:
             conn.executemany(_INSERT_RECEIPT, _receipt_rows(ack, now_ts()))
 
     def outbox_failed(self, row: OutboxRow, error: str) -> None:
+        """Dead-letter a row: it can never be sent (refused, unreadable, failed too often); the rest drain."""
         with self.transaction() as conn:
             conn.execute("UPDATE outbox SET status = 'failed', error = ? WHERE seq = ?", (error, row.seq))
+            conn.execute("UPDATE outbox_requests SET dead_at = ? WHERE seq = ?", (now_ts(), row.seq))
 

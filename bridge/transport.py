@@ -151,6 +151,9 @@ class Handler(Protocol):
     async def on_receipts(self, receipts: list[Receipt]) -> None:
         """Store delivery / read receipts of messages we sent; return once committed (then acked)."""
 
+    async def on_unmappable(self, message_id: str, chat_jid: str, reason: str, raw: str) -> None:
+        """Quarantine an event the transport could not turn into a message (`raw`: its payload as text)."""
+
 
 class Transport(abc.ABC):
     capabilities: Capabilities

@@ -25,7 +25,7 @@ import aiohttp
 from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_never, wait_exponential
 
-from bridge.store import bare_user
+from bridge.schema import bare_user
 from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, KIND_ACK,
                                   KIND_OPERATOR, DropsDB, Feedback, NewFeedback, StoreUnavailable, Submission)
 from watchdog import endpoints

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from bridge.store import StoredMessage, Window, messages_after, open_readonly, windows
+from bridge.schema import StoredMessage, Window, messages_after, open_readonly, windows
 
 POLL_INTERVAL = 0.02  # seconds between data_version checks
 

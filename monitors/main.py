@@ -15,11 +15,13 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import datetime, timezone
+from pathlib import Path
 
 from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from bridge.store import Window, bare_user, parse_ts
+from bridge.integrity import CorruptStore, is_corrupt
+from bridge.schema import Window, bare_user, parse_ts
 from monitors.detect import DropPattern, submissions
 from monitors.drops_store import StoreUnavailable, open_drops_store
 from monitors.feedback import FeedbackSender, ack_for
@@ -258,8 +260,13 @@ class Monitor:
                 for task in done:
                     task.result()  # follow returns when stopped; anything else ending early is an error
         except sqlite3.Error as exc:
-            logger.error("monitor {} stopped on a database error: {}", self.project.name, exc)
-            exit_code = EXIT_ERROR
+            if is_corrupt(exc):  # never keep serving on a damaged file: exit 2, restore it (docs/OPERATIONS.md)
+                logger.error("monitor {}: {}", self.project.name, CorruptStore(Path(str(self.drops.description)),
+                                                                              str(exc)))
+                exit_code = EXIT_CONFIG
+            else:
+                logger.error("monitor {} stopped on a database error: {}", self.project.name, exc)
+                exit_code = EXIT_ERROR
         except SchemaTooNew as exc:
             logger.error("monitor {}: {}", self.project.name, exc)
             exit_code = EXIT_CONFIG
@@ -285,10 +292,11 @@ def cmd_monitor(config: Config, args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         monitor = Monitor(config, project)
-    except SchemaTooNew as exc:
+    except (SchemaTooNew, CorruptStore) as exc:
         logger.error("monitor {}: {}", project.name, exc)
+        Notifier().status(f"{project.name}: {exc}")  # the watchdog's `failed` alert names it
         return EXIT_CONFIG
     except sqlite3.Error as exc:
         logger.error("monitor {}: cannot open the drops store: {}", project.name, exc)
-        return EXIT_ERROR
+        return EXIT_CONFIG if is_corrupt(exc) else EXIT_ERROR
     return asyncio.run(monitor.run())

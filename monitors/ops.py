@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import aiohttp
 from loguru import logger
 
-from bridge.store import bare_user, format_ts, parse_ts
+from bridge.schema import bare_user, format_ts, parse_ts
 from monitors.drops_store import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, Drop, DropsDB, StoreUnavailable, drops_db_path,
                                   open_drops_store)
 from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback

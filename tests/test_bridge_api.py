@@ -63,7 +63,8 @@ def test_media_send_and_download(procs: Processes, data_dir: Path) -> None:
     assert status == 200 and body["success"] is True, body
     assert body["message"] == "Successfully downloaded image media" and body["filename"] == "pole.jpg"
     path = Path(body["path"])
-    assert path.parent == (data_dir / "accounts/main/downloads" / GROUP_A).resolve() and path.read_bytes() == photo
+    assert path.parent == (data_dir / "accounts/main/downloads" / GROUP_A / message["id"]).resolve()
+    assert path.read_bytes() == photo
     assert call("POST", f"{url}/api/download", {"message_id": "nope", "chat_jid": GROUP_A})[0] == 404
     text_only = inject(sim, "DR1", GROUP_A)["id"]
     wait_until(lambda: rows(data_dir, "SELECT 1 FROM messages WHERE id = ?", text_only), message="text stored")
@@ -128,7 +129,7 @@ def test_bad_input_gets_400_naming_the_problem_and_a_token_is_enforced(procs: Pr
         ({"recipient": "12ab", "message": "x"}, "malformed recipient '12ab'"),
         ({"recipient": GROUP_A, "message": "x", "mentions": ["not-a-number"]}, "malformed mention"),
         ({"recipient": GROUP_A, "media_path": str(data_dir.parent / "secret.txt")}, "outside the allowed media folders"),
-        ({"recipient": GROUP_A, "media_path": "innocent.pdf"}, "outside the allowed media folders"),
+        ({"recipient": GROUP_A, "media_path": "innocent.pdf"}, "is or passes through a symbolic link"),
         ({"recipient": GROUP_A, "media_path": "missing.jpg"}, "media file not found"),
     ]
     for body, problem in cases:

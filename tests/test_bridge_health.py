@@ -19,11 +19,12 @@ def test_connected_and_writable_is_200_with_every_field() -> None:
     health = Health("main")
     assert health.snapshot(HealthInputs(0, None))[0] == 503
     assert health.transition(CONNECTED)
-    status, body = health.snapshot(HealthInputs(3, None))
+    status, body = health.snapshot(HealthInputs(3, None, 1, {"sanitised": 2, "quarantined": 0}))
     assert status == 200
     assert body == {"status": "ok", "connected": True, "state": "connected", "reason": "", "account": "main",
                     "pid": os.getpid(), "last_event_age_s": body["last_event_age_s"], "loop_lag_ms": 0.0,
-                    "outbox_depth": 3, "open_window": None, "caught_up": True, "store_writable": True}
+                    "outbox_depth": 3, "dead_letters": 1, "quarantine": {"sanitised": 2, "quarantined": 0},
+                    "open_window": None, "caught_up": True, "store_writable": True}
 
 
 def test_an_outage_is_503_with_its_reason_and_window() -> None:

@@ -25,6 +25,19 @@ class Provider:
 
     def __init__(self) -> None:
         self.restarted: list[str] = []
+        self.reloads: list[str] = []
+        self.reload_error = ""  # set: the next reload is refused with it, as an invalid config is
+
+    def config_info(self) -> dict:
+        return {"path": "/etc/wa-watchdog/config.toml", "sha256": "3f2a9c01d4e5" + "0" * 52, "loaded_at": 0.0,
+                "age_s": 125.0, "reloads": 1, "programs": [c["name"] for c in COMPONENTS]}
+
+    async def reload(self, cause: str) -> dict:
+        self.reloads.append(cause)
+        if self.reload_error:
+            return {"ok": False, "error": self.reload_error}
+        return {"ok": True, "sha256": "ab" * 32, "added": ["monitor:new"], "removed": [], "changed": [],
+                "not_applied": []}
 
     def status(self) -> list[dict]:
         return COMPONENTS
@@ -44,7 +57,8 @@ def serve(config: WatchdogConfig, scenario: Callable[[str, Provider, aiohttp.Cli
     async def main() -> None:
         metrics = Metrics()
         metrics.count_restart("bridge:main", "SIGKILL")
-        runner, url = await start_control_server(config, provider.status, provider.restart, metrics)
+        runner, url = await start_control_server(config, provider.status, provider.restart, metrics,
+                                                 provider.reload, provider.config_info)
         try:
             async with aiohttp.ClientSession() as session:
                 await scenario(url, provider, session)

@@ -22,13 +22,14 @@ from watchdog.metrics import Metrics
 class ServerThread:
     """A control server on its own event loop in a thread, so the CLI under test can be a blocking subprocess."""
 
-    def __init__(self, config: WatchdogConfig) -> None:
+    def __init__(self, config: WatchdogConfig, restart_token: str = "") -> None:
         self.provider = Provider()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.runner, self.url = asyncio.run_coroutine_threadsafe(
-            start_control_server(config, self.provider.status, self.provider.restart, Metrics()), self.loop
+            start_control_server(config, self.provider.status, self.provider.restart, Metrics(), self.provider.reload,
+                                 self.provider.config_info, restart_token), self.loop
         ).result(timeout=10)
 
     def stop(self) -> None:
@@ -54,7 +55,9 @@ def cli(config_path: Path, *args: str) -> subprocess.CompletedProcess:
 def test_status_prints_a_table_and_stable_json(config_path: Path, server: ServerThread) -> None:
     table = cli(config_path, "status")
     assert table.returncode == 0, table.stderr
-    header, bridge, monitor = table.stdout.splitlines()[:3]
+    config_line, blank, header, bridge, monitor = table.stdout.splitlines()[:5]
+    assert config_line == "config /etc/wa-watchdog/config.toml sha256 3f2a9c01d4e5 loaded 2m05s ago (1 reload)"
+    assert blank == ""
     assert header.split()[:5] == ["NAME", "PID", "STATE", "HEALTHY", "UPTIME"]
     assert bridge.split()[:8] == ["bridge:main", "4242", "running", "yes", "12s", "2", "SIGKILL", "4244"]
     assert monitor.split()[7] == "-"  # no standby
@@ -105,3 +108,15 @@ def test_the_token_from_the_config_is_sent(write_config: Callable[..., Path], da
         assert refused.returncode == 1 and "control_token" in refused.stderr
     finally:
         server.stop()
+
+
+def test_reload_asks_the_watchdog_and_exits_2_when_it_refuses_the_config(config_path: Path,
+                                                                          server: ServerThread) -> None:
+    done = cli(config_path, "reload")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"reloaded {config_path} (sha256 {'ab' * 6}): added monitor:new"
+    server.provider.reload_error = f"{config_path}: programs.web.argv: expected a non-empty array of strings"
+    refused = cli(config_path, "reload")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "the running configuration stays" in refused.stderr and "programs.web.argv" in refused.stderr
+    assert server.provider.reloads == ["operator", "operator"]

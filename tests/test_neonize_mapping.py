@@ -140,7 +140,8 @@ def test_history_sync_batch_is_stored_as_history(store: Store) -> None:
         ])],
         phoneNumberToLidMappings=[history.PhoneNumberToLIDMapping(pnJID="27710000002@s.whatsapp.net",
                                                                    lidJID="98765@lid")])
-    messages = mapping.history_messages(sync, OWN)
+    messages, poison = mapping.history_messages(sync, OWN)
+    assert poison == []
     assert [(m.id, m.sender_jid, m.text, m.is_from_me) for m in messages] == [
         ("H1", SENDER, "DR1734160", False), ("H2", "27710000002@s.whatsapp.net", "DR1734161", False),
         ("H3", OWN, "feedback", True)]
@@ -148,6 +149,30 @@ def test_history_sync_batch_is_stored_as_history(store: Store) -> None:
     assert store.add_messages(messages) == 3
     assert [(r.id, r.source) for r in messages_after(store.conn, 0)] == [("H1", "history"), ("H2", "history"),
                                                                         ("H3", "history")]
+
+
+def test_poison_protobufs_are_sanitised_or_set_aside_and_the_rest_is_stored(store: Store) -> None:
+    """Invalid UTF-8 in a proto2 string field reaches Python as bytes; an impossible timestamp cannot be mapped."""
+    bad_text = e2e.Message.FromString(e2e.Message(conversation="DR1734180 ok").SerializeToString()
+                                      .replace(b"ok", b"o\xff"))
+    incoming = mapping.incoming_message(event(bad_text, msg_id="P1"), Source.LIVE)
+    assert incoming is not None and incoming.text == b"DR1734180 o\xff"  # what neonize hands us
+    good = mapping.incoming_message(event(e2e.Message(conversation="DR1734181"), msg_id="P2"), Source.LIVE)
+    assert store.add_messages([incoming, good]) == 2
+    assert [(r.id, r.content) for r in messages_after(store.conn, 0)] == [("P1", "DR1734180 o\ufffd"),
+                                                                        ("P2", "DR1734181")]
+    assert store.quarantine_counts() == {"sanitised": 1, "quarantined": 0}
+
+    def web(msg_id: str, seconds: int) -> history.HistorySyncMsg:
+        return history.HistorySyncMsg(message=WebMessageInfo(
+            key=MessageKey(remoteJID=GROUP_A, ID=msg_id), participant=SENDER, messageTimestamp=seconds,
+            message=e2e.Message(conversation=f"{msg_id} DR1734182")))
+    sync = history.HistorySync(syncType=history.HistorySync.RECENT, conversations=[history.Conversation(
+        ID=GROUP_A, messages=[web("H1", int(AT.timestamp())), web("H2", 2**62), web("H3", int(AT.timestamp()))])])
+    messages, poison = mapping.history_messages(sync, OWN)
+    assert [m.id for m in messages] == ["H1", "H3"]
+    ((item, chat, error),) = poison
+    assert item.message.key.ID == "H2" and chat == GROUP_A and isinstance(error, (ValueError, OverflowError, OSError))
 
 
 @pytest.mark.parametrize("proto, kind, reason", [

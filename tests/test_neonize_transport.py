@@ -8,7 +8,9 @@ without network is exercised by tests/test_neonize_processes.py.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 from collections.abc import AsyncIterator
 import time
 from datetime import datetime, timezone
@@ -375,3 +377,46 @@ def test_unpaired_session_needs_an_operator(config: Config) -> None:
     assert not Path(session_database(account)).exists()  # looking does not create a session store
     with pytest.raises(NeedsOperator):  # and run() refuses before connecting
         asyncio.run(NeonizeTransport(config, account, client_factory(FakeGo())).run(Recorder()))
+
+
+def test_poison_messages_are_quarantined_with_their_raw_bytes_and_the_rest_is_stored(linked: Config) -> None:
+    """A live message neonize decodes but we cannot map (impossible timestamp), one with invalid UTF-8 text, and a
+    history batch with one bad item: the raw protobuf is kept, the good messages stored, the recovery log says so."""
+    account = linked.account("main")
+    fake = FakeGo()
+    impossible = group_message("BAD1", "DR1734190")
+    impossible.Info.Timestamp = 2**62
+    bad_utf8 = nz.Message()
+    bad_utf8.MergeFromString(group_message("BAD2", "DR1734191 ok").SerializePartialToString().replace(b"ok", b"o\xff"))
+    web = [WebMessageInfo(key=MessageKey(remoteJID=GROUP_A, ID=msg_id), participant=SENDER, messageTimestamp=seconds,
+                          message=e2e.Message(conversation=f"DR173419{n}"))
+           for n, (msg_id, seconds) in enumerate([("H1", NOW_MS // 1000), ("H2", 2**62), ("H3", NOW_MS // 1000)])]
+    sync = history.HistorySync(syncType=history.HistorySync.RECENT, conversations=[
+        history.Conversation(ID=GROUP_A, messages=[history.HistorySyncMsg(message=m) for m in web])])
+
+    async def scenario() -> None:
+        store = Store(account.store)
+        transport = NeonizeTransport(linked, account, client_factory(fake))
+        bridge = Bridge(linked, account, store, transport)
+        try:
+            async with running(transport, bridge, fake):
+                await emit(fake, nz.Connected(status=True), impossible, bad_utf8, group_message("OK1", "DR1734192"),
+                           nz.HistorySync(Data=sync))
+                await until(lambda: store.message_count() == 4, what="the good messages stored")
+            assert [(m.id, m.content) for m in messages_after(store.conn, 0)] == [
+                ("BAD2", "DR1734191 o\ufffd"), ("OK1", "DR1734192"), ("H1", "DR1734190"), ("H3", "DR1734192")]
+            quarantined = store.conn.execute("SELECT message_id, action, reason, raw FROM quarantine ORDER BY id").fetchall()
+            assert [(q[0], q[1]) for q in quarantined] == [("BAD1", "quarantined"), ("BAD2", "sanitised"),
+                                                           ("H2", "quarantined")]
+            kept = nz.Message()
+            kept.MergeFromString(base64.b64decode(json.loads(quarantined[0][3])["protobuf_b64"]))
+            assert (kept.Info.ID, kept.Info.Timestamp, kept.Message.conversation) == ("BAD1", 2**62, "DR1734190")
+            assert store.quarantine_counts() == {"sanitised": 1, "quarantined": 2}
+            events = [r for r in bridge.recovery_log.read() if r["event"] == "quarantine"]
+            assert sum(r["quarantined"] + r["sanitised"] for r in events) == 3
+        finally:
+            for pending in list(bridge._tasks):
+                pending.cancel()
+            store.close()
+
+    asyncio.run(scenario())

@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bridge.supervision import classify
 from watchdog import probes
 from watchdog.child import child_env, exit_cause
 from watchdog.child_output import ChildOutput, RotatingFile, StderrSink
@@ -19,8 +20,9 @@ from watchdog.notify_server import parse
 from watchdog.recovery_log import RecoveryLog
 from watchdog.stale import runs
 from watchdog.systemd_heartbeat import watchdog_interval
-from watchdog.watcher import (BACKOFF, EXITED, FAILED, MONITOR, RUNNING, STARTING, STOPPED, STOPPING, TRANSITIONS,
-                              Component, Context, Watcher)
+from watchdog.programs import Program
+from watchdog.states import TRANSITIONS, State, TransitionError
+from watchdog.watcher import Context, Watcher
 
 
 def test_notify_datagrams_are_parsed_like_systemd_does() -> None:
@@ -32,24 +34,24 @@ def test_notify_datagrams_are_parsed_like_systemd_does() -> None:
 
 
 def test_health_answers_are_classified_outage_operator_or_failure() -> None:
-    ok = probes.classify(200, {"state": "connected"})
+    ok = classify(200, {"state": "connected"})
     assert ok.kind == probes.OK
     started = datetime(2026, 11, 24, 22, 31, 27, 123456, tzinfo=timezone.utc).timestamp()
     for text in ("2026-11-24T22:31:27.123456+00:00", "2026-11-24 22:31:27.123456+00:00"):
-        outage = probes.classify(503, {"state": "disconnected", "reason": "server closed",
+        outage = classify(503, {"state": "disconnected", "reason": "server closed",
                                        "open_window": {"started_at": text}})
         assert outage.kind == probes.OUTAGE and outage.outage_started_at == pytest.approx(started)
-    assert probes.classify(503, {"state": "connecting", "open_window": None}).kind == probes.OUTAGE
-    assert probes.classify(503, {"state": "stream_replaced"}).kind == probes.OPERATOR
-    assert probes.classify(503, {"state": "logged_out"}).kind == probes.OPERATOR
-    assert probes.classify(503, {"state": "store_error"}).kind == probes.FAILURE
-    assert probes.classify(500, None).kind == probes.FAILURE
+    assert classify(503, {"state": "connecting", "open_window": None}).kind == probes.OUTAGE
+    assert classify(503, {"state": "stream_replaced"}).kind == probes.OPERATOR
+    assert classify(503, {"state": "logged_out"}).kind == probes.OPERATOR
+    assert classify(503, {"state": "store_error"}).kind == probes.OUTAGE  # a live loop: no restart
+    assert classify(500, None).kind == probes.FAILURE
 
 
 def test_a_refused_connection_is_a_failure_not_an_exception() -> None:
     async def probe() -> probes.HealthResult:
         async with aiohttp.ClientSession() as session:
-            return await probes.probe_health(session, "http://127.0.0.1:1", 0.5)
+            return await probes.probe_http(session, "http://127.0.0.1:1/", 0.5, probes.expect_status(200))
     result = asyncio.run(probe())
     assert result.kind == probes.FAILURE and result.state == "connection refused"
 
@@ -143,7 +145,7 @@ def test_child_output_lines_are_prefixed_on_stderr_and_copied_to_the_log(tmp_pat
 
 
 def test_every_state_is_reachable_and_a_forbidden_transition_is_refused(tmp_path: Path) -> None:
-    assert set(TRANSITIONS) == {STOPPED, STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FAILED}
+    assert set(TRANSITIONS) == set(State)
     reachable = {target for targets in TRANSITIONS.values() for target in targets}
     assert reachable == set(TRANSITIONS)
 
@@ -158,14 +160,14 @@ def test_every_state_is_reachable_and_a_forbidden_transition_is_refused(tmp_path
         async with aiohttp.ClientSession() as http:
             context = Context(WatchdogConfig(), tmp_path, RecoveryLog(tmp_path / "r.jsonl"), Alerts(), Metrics(),
                               http, StderrSink(), lambda watcher: None)
-            watcher = Watcher(Component("monitor:x", MONITOR, ("true",), 1.0), context)
+            watcher = Watcher(Program("monitor:x", ("true",), watchdog_sec=1.0), context)
             try:
-                with pytest.raises(AssertionError, match="stopped -> running is not allowed"):
-                    watcher._set_state(RUNNING)
-                watcher._set_state(STARTING)
-                watcher._set_state(RUNNING)
-                with pytest.raises(AssertionError, match="running -> backoff"):
-                    watcher._set_state(BACKOFF)
+                with pytest.raises(TransitionError, match="stopped -> running is not allowed"):
+                    watcher._set_state(State.RUNNING)
+                watcher._set_state(State.STARTING)
+                watcher._set_state(State.RUNNING)
+                with pytest.raises(TransitionError, match="running -> backoff"):
+                    watcher._set_state(State.BACKOFF)
             finally:
                 watcher.close()
 

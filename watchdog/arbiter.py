@@ -1,80 +1,66 @@
-"""`wa-watchdog run`: the arbiter owns every component's watcher, the control API and the systemd heartbeat.
+"""`wa-watchdog run`: the arbiter owns every program's watcher, the control API and the systemd heartbeat.
 
-Start order: the simulator (and a short wait for its READY=1, bridges connect to
-it), then the bridges, then the monitors (they cope with a bridge that is not up
-yet). Stop order is the reverse of the data flow: monitors first, then bridges
-(they flush their outbox), then the simulator.
+Start order follows `after`: a program starts once every program it names is
+healthy (or failed: waiting would not help), at the latest `start_timeout`
+after it could have; stop order is the reverse (the monitors before the
+bridges, the bridges before the simulator). SIGHUP or `POST /reload` reads the
+config again and applies the difference (watchdog/programs.diff), leaving every
+unchanged program alone.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
+import hashlib
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 
 import aiohttp
 from loguru import logger
 
-from watchdog import endpoints
+from watchdog import control_token, endpoints, locks
 from watchdog.alerts import AlertManager
+from watchdog.builtins import all_programs
 from watchdog.child_output import StderrSink
-from watchdog.config import Config
+from watchdog.config import Config, ConfigError, load
 from watchdog.control import start_control_server
 from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.metrics import Metrics
+from watchdog.programs import Program, diff
 from watchdog.recovery_log import RecoveryLog
 from watchdog.stale import component_of, record_children, recorded_children, standby_name
+from watchdog.states import State
 from watchdog.systemd_heartbeat import SystemdHeartbeat
-from watchdog.watcher import BRIDGE, FAILED, MONITOR, SIM, STARTING, Component, Context, Watcher
+from watchdog.throttle import Launcher
+from watchdog.watcher import Context, Watcher
 
 WATCHDOG_LOCK = "watchdog.lock"  # in the run directory; holds the supervising watchdog's pid
-SIM_READY_TIMEOUT = 10.0  # how long bridges wait for the simulator before starting anyway
-STOP_ORDER = (MONITOR, BRIDGE, SIM)
+# [watchdog] keys a running watchdog cannot take over: they apply at its next start.
+FIXED_SETTINGS = ("control_host", "control_port", "control_token", "recovery_log", "recovery_log_max_bytes",
+                  "child_log_max_bytes", "max_starting", "restart_rate")
 
 
-def components_from_config(config: Config) -> list[Component]:
-    """sim (when configured and enabled), one bridge per account, one monitor per enabled project, drops-api."""
-    def argv(*args: str) -> tuple[str, ...]:
-        return (sys.executable, "-m", "watchdog.cli", args[0], "--config", str(config.path),
-                "--data-dir", str(config.data_dir), *args[1:])
-
-    found = []
-    if config.sim is not None and config.sim.enabled:
-        found.append(Component("sim", SIM, argv("sim"), config.sim.watchdog_sec, config.sim.rss_limit_mb,
-                               signature=(("sim",),)))
-    for account in config.accounts.values():
-        bridge = argv("bridge", "--account", account.name)
-        found.append(Component(account.component, BRIDGE, bridge,
-                               account.watchdog_sec, account.rss_limit_mb, probe=account.probe,
-                               session_dir=account.session_dir, api_token=account.api_token,
-                               signature=(("bridge",), ("--account", account.name)),
-                               standby_argv=(*bridge, "--standby") if account.standby else ()))
-    for project in config.projects:
-        if project.enabled:
-            found.append(Component(project.component, MONITOR, argv("monitor", "--project", project.name),
-                                   project.watchdog_sec, project.rss_limit_mb,
-                                   signature=(("monitor",), ("--project", project.name))))
-    if config.drops_api.enabled:  # drops domain, supervised like a monitor (READY=1, WATCHDOG=1)
-        found.append(Component("drops-api", MONITOR, argv("drops-api"), config.drops_api.watchdog_sec,
-                               config.drops_api.rss_limit_mb, signature=(("drops-api",),)))
-    return found
+def config_hash(config: Config) -> str:
+    try:
+        return hashlib.sha256(config.path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 class Arbiter:
-    """Runs the system: one Watcher per component, the control API, the systemd heartbeat, ordered start/stop.
+    """Runs the system: one Watcher per program, the control API, the systemd heartbeat, ordered start/stop.
 
-    `components` and `alerts` default to what the config says; tests pass their own.
+    `programs` and `alerts` default to what the config says; tests pass their own.
     """
 
-    def __init__(self, config: Config, components: list[Component] | None = None,
+    def __init__(self, config: Config, programs: list[Program] | None = None,
                  alerts: AlertManager | None = None, sink: StderrSink | None = None,
                  systemd: SystemdHeartbeat | None = None) -> None:
         self.config = config
-        self.components = components if components is not None else components_from_config(config)
+        self._from_config = programs is None
+        self.programs = all_programs(config) if programs is None else programs
         self.recovery_log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
         self.alerts = alerts or AlertManager(config.alerts, self.recovery_log)
         self.metrics = Metrics()
@@ -82,18 +68,30 @@ class Arbiter:
         self.systemd = systemd or SystemdHeartbeat()
         self.watchers: dict[str, Watcher] = {}
         self.control_url = ""
+        self.config_sha256 = config_hash(config)
+        self.config_loaded_at = time.time()
+        self.reloads = 0
+        self._context: Context | None = None
         self._stop_requested: asyncio.Event | None = None
         self._changed: asyncio.Event | None = None
+        self._reload_lock = asyncio.Lock()
         self._signals = 0
         self._recorded_children: dict[str, int] = {}
+        self._starting: set[asyncio.Task] = set()
 
     # -- what the control API calls -----------------------------------------------
 
     def status(self) -> list[dict]:
         return [watcher.status() for watcher in self.watchers.values()]
 
+    def config_info(self) -> dict:
+        """The configuration in force: file, sha256, when it was loaded (started or reloaded)."""
+        return {"path": str(self.config.path), "sha256": self.config_sha256, "loaded_at": self.config_loaded_at,
+                "age_s": round(time.time() - self.config_loaded_at, 3), "reloads": self.reloads,
+                "programs": list(self.watchers)}
+
     async def restart(self, name: str) -> dict:
-        """Operator restart of one component; KeyError for an unknown name."""
+        """Operator restart of one program; KeyError for an unknown name."""
         watcher = self.watchers[name]
         return await watcher.restart("operator restart")
 
@@ -104,6 +102,54 @@ class Arbiter:
             watcher.begin_shutdown()
         if self._stop_requested is not None:
             self._stop_requested.set()
+
+    async def reload(self, cause: str = "operator") -> dict:
+        """Read the config again; invalid: keep the old one and say why. Else start added programs, stop removed
+        ones, restart changed ones; the rest is untouched. Returns {"ok", "sha256", "added", ...} or {"ok", "error"}."""
+        async with self._reload_lock:
+            self.systemd.reloading()
+            try:
+                return await self._reload(cause)
+            finally:
+                self.systemd.reloaded()
+
+    async def _reload(self, cause: str) -> dict:
+        sha256 = config_hash(self.config)
+        try:
+            new = load(self.config.path, self.config.data_dir)  # data_dir is fixed for a watchdog's life
+        except ConfigError as exc:
+            logger.error("reload ({}): {}; keeping the configuration in force", cause, exc)
+            self.recovery_log.append("watchdog", "reload", cause=cause, sha256=sha256,
+                                     message=f"invalid, the old configuration stays in force: {exc}")
+            return {"ok": False, "error": str(exc)}
+        programs = all_programs(new) if self._from_config else self.programs
+        changes = diff(self.programs, programs)
+        fixed = [f"watchdog.{key}" for key in FIXED_SETTINGS
+                 if getattr(new.watchdog, key) != getattr(self.config.watchdog, key)]
+        fixed += ["alerts"] if new.alerts != self.config.alerts else []
+        note = f"; not applied until the watchdog restarts: {', '.join(fixed)}" if fixed else ""
+        logger.info("reload ({}): {}{}", cause, changes.summary(), note)
+        self.recovery_log.append("watchdog", "reload", cause=cause, sha256=sha256, message=changes.summary() + note,
+                                 added=[p.name for p in changes.added], removed=[p.name for p in changes.removed],
+                                 changed=[p.name for p in changes.changed])
+        self.config, self.programs = new, programs
+        self.config_sha256, self.config_loaded_at = sha256, time.time()
+        self.reloads += 1
+        assert self._context is not None
+        self._context.settings = new.watchdog
+        going = {p.name: "removed" for p in changes.removed} | {p.name: "changed" for p in changes.changed}
+        await self._stop_in_order([self.watchers[name] for name in going], lambda w: f"reload: {going[w.name]}")
+        for name in going:
+            self.watchers.pop(name).close()
+        for program in changes.added + changes.changed:
+            self.watchers[program.name] = Watcher(program, self._context)
+            self.metrics.set_component(program.name, up=False, healthy=False)
+        for program in changes.added + changes.changed:
+            self._start_when_ready(self.watchers[program.name], f"reload: {going.get(program.name, 'added')}")
+        self._on_change(None)
+        return {"ok": True, "sha256": sha256, "added": [p.name for p in changes.added],
+                "removed": [p.name for p in changes.removed], "changed": [p.name for p in changes.changed],
+                "not_applied": fixed}
 
     # -- running -------------------------------------------------------------------
 
@@ -118,55 +164,69 @@ class Arbiter:
         try:
             if lock is None:
                 return EXIT_OK if self._stop_requested.is_set() else EXIT_ERROR
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             return await self._supervise()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             if lock is not None:
                 os.close(lock)
+
+    def _on_sighup(self) -> None:
+        if self._stop_requested is not None and not self._stop_requested.is_set():
+            task = asyncio.get_running_loop().create_task(self.reload("SIGHUP"))
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
+            task.add_done_callback(_log_failure)
 
     async def _supervise(self) -> int:
         loop = asyncio.get_running_loop()
         assert self._stop_requested is not None
         http = aiohttp.ClientSession()
-        context = Context(self.config.watchdog, self.config.data_dir, self.recovery_log, self.alerts, self.metrics,
-                          http, self.sink, self._on_change)
-        self.watchers = {component.name: Watcher(component, context) for component in self.components}
+        settings = self.config.watchdog
+        launcher = Launcher(settings.max_starting, settings.restart_rate, self._throttled)
+        self._context = Context(settings, self.config.data_dir, self.recovery_log, self.alerts, self.metrics,
+                                http, self.sink, self._on_change, launcher)
+        self.watchers = {program.name: Watcher(program, self._context) for program in self.programs}
         self._recorded_children = {name: pid for name, pid in recorded_children(self.config.data_dir).items()
                                    if component_of(name) in self.watchers}
         for watcher in self.watchers.values():
             self.metrics.set_component(watcher.name, up=False, healthy=False)
         try:
             runner, self.control_url = await start_control_server(self.config.watchdog, self.status, self.restart,
-                                                                  self.metrics)
+                                                                  self.metrics, self.reload, self.config_info,
+                                                                  control_token.generate(self.config.data_dir))
         except OSError as exc:
             logger.error("wa-watchdog run: {}", exc)
-            await self._close(http)
+            await self._close(http, launcher)
             return EXIT_ERROR
         endpoints.publish(self.config.data_dir, "watchdog", {"control": self.control_url})
-        self.recovery_log.append("watchdog", "start", pid=os.getpid(),
+        self.recovery_log.append("watchdog", "start", pid=os.getpid(), sha256=self.config_sha256,
                                  message=f"supervising {', '.join(self.watchers) or 'nothing'}")
-        logger.info("wa-watchdog {} supervising {} component(s); control API {}", os.getpid(), len(self.watchers),
+        logger.info("wa-watchdog {} supervising {} program(s); control API {}", os.getpid(), len(self.watchers),
                     self.control_url)
-        background = [loop.create_task(self._start_all()), loop.create_task(self.systemd.run(self._cycle))]
-        for task in background:
-            task.add_done_callback(_log_failure)
+        for watcher in self.watchers.values():
+            self._start_when_ready(watcher)
+        heartbeat = loop.create_task(self.systemd.run(self._cycle))
+        heartbeat.add_done_callback(_log_failure)
         await self._stop_requested.wait()
 
         self.systemd.stopping()
-        logger.info("stopping: monitors, then bridges, then the simulator")
-        for task in background:
+        logger.info("stopping, in the reverse of the start order")
+        for task in [heartbeat, *self._starting]:
             task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        timeout = self.config.watchdog.stop_timeout
-        for kind in STOP_ORDER:
-            await asyncio.gather(*(w.stop(timeout) for w in self.watchers.values() if w.component.kind == kind))
+        await asyncio.gather(heartbeat, *self._starting, return_exceptions=True)
+        await self._stop_in_order(list(self.watchers.values()), lambda w: "shutdown")
         await runner.cleanup()
         endpoints.remove(self.config.data_dir, "watchdog")
-        await self._close(http)
+        await self._close(http, launcher)
         self.recovery_log.append("watchdog", "stop", pid=os.getpid(), message="every component stopped")
         logger.info("wa-watchdog stopped")
         return EXIT_OK
+
+    def _throttled(self, name: str, why: str) -> None:
+        logger.warning("{}: start delayed: {}", name, why)
+        self.recovery_log.append(name, "throttle", cause=why)
 
     async def _take_lock(self) -> int | None:
         """One watchdog per data directory: two would each stop the other's bridge, forever.
@@ -175,29 +235,29 @@ class Arbiter:
         Returns the lock's fd (held until this process exits), or None if another watchdog keeps it.
         """
         path = endpoints.run_dir(self.config.data_dir) / WATCHDOG_LOCK
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = locks.open_lock(path)
         deadline = time.monotonic() + self.config.watchdog.stop_timeout + self.config.watchdog.term_grace
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if self._stop_requested is not None and self._stop_requested.is_set():
-                    os.close(fd)
-                    return None
-                if time.monotonic() > deadline:
-                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-                    logger.error("wa-watchdog run: another wa-watchdog (pid {}) already supervises {} ({})", holder,
-                                 self.config.data_dir, path)
-                    os.close(fd)
-                    return None
-                await asyncio.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        stranger_since: float | None = None
+        while not locks.try_lock(fd):
+            if self._stop_requested is not None and self._stop_requested.is_set():
+                os.close(fd)
+                return None
+            if locks.held_by_stranger(fd):  # not a watchdog: do not wait on it
+                stranger_since = stranger_since or time.monotonic()
+                if time.monotonic() - stranger_since >= locks.STRANGER_GRACE:
+                    fd = locks.replace(path, fd)
+                    continue
+            elif time.monotonic() > deadline:
+                logger.error("wa-watchdog run: another wa-watchdog (pid {}) already supervises {} ({})",
+                             locks.recorded_pid(fd) or "unknown", self.config.data_dir, path)
+                os.close(fd)
+                return None
+            await asyncio.sleep(0.05)
+        locks.write_owner(fd)
         return fd
 
-    async def _close(self, http: aiohttp.ClientSession) -> None:
+    async def _close(self, http: aiohttp.ClientSession, launcher: Launcher) -> None:
+        launcher.close()
         for watcher in self.watchers.values():
             watcher.close()
         await self.alerts.close()
@@ -211,20 +271,46 @@ class Arbiter:
             return
         logger.warning("{} again: killing every component now", signal.Signals(sig).name)
         for watcher in self.watchers.values():
-            for process in (watcher.standby, watcher.child):
+            standby = watcher.standby.process if watcher.standby else None
+            for process in (standby, watcher.child):
                 if process is not None and process.running:
                     process.signal(signal.SIGKILL)
 
-    async def _start_all(self) -> None:
-        by_kind = {kind: [w for w in self.watchers.values() if w.component.kind == kind] for kind in (SIM, BRIDGE,
-                                                                                                      MONITOR)}
-        for watcher in by_kind[SIM]:
-            await watcher.start()
-        if by_kind[SIM] and not await self._wait_for(
-                lambda: all(w.state != STARTING for w in by_kind[SIM]), SIM_READY_TIMEOUT):
-            logger.warning("the simulator is not ready after {:g} s; starting the bridges anyway", SIM_READY_TIMEOUT)
-        await asyncio.gather(*(w.start() for w in by_kind[BRIDGE]))
-        await asyncio.gather(*(w.start() for w in by_kind[MONITOR]))
+    # -- order ---------------------------------------------------------------------
+
+    def _start_when_ready(self, watcher: Watcher, reason: str = "") -> None:
+        task = asyncio.get_running_loop().create_task(self._start_after(watcher, reason))
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+        task.add_done_callback(_log_failure)
+
+    async def _start_after(self, watcher: Watcher, reason: str) -> None:
+        """Start once every program in `after` is healthy or failed (at most start_timeout later, with a warning)."""
+        def settled() -> bool:
+            return all(w.healthy or w.state is State.FAILED for w in self._dependencies(watcher))
+        if not await self._wait_for(settled, self.config.watchdog.start_timeout):
+            waiting = [w.name for w in self._dependencies(watcher) if not w.healthy]
+            logger.warning("{}: {} not healthy after {:g} s; starting anyway", watcher.name, ", ".join(waiting),
+                           self.config.watchdog.start_timeout)
+        if self.watchers.get(watcher.name) is not watcher or watcher.shutting_down:
+            return
+        if reason:
+            self.recovery_log.append(watcher.name, "start", cause=reason)
+        await watcher.start()
+
+    def _dependencies(self, watcher: Watcher) -> list[Watcher]:
+        return [self.watchers[name] for name in watcher.program.after if name in self.watchers]
+
+    async def _stop_in_order(self, watchers: list[Watcher], cause: Callable[[Watcher], str]) -> None:
+        """Stop `watchers` in waves: a program only once nothing still running names it in `after`."""
+        for watcher in watchers:
+            watcher.begin_shutdown()
+        left = list(watchers)
+        while left:
+            needed = {name for w in left for name in w.program.after}
+            wave = [w for w in left if w.name not in needed] or left  # (a cycle cannot pass the config check)
+            await asyncio.gather(*(w.stop(cause(w)) for w in wave))
+            left = [w for w in left if w not in wave]
 
     async def _wait_for(self, condition: Callable[[], bool], timeout: float) -> bool:
         assert self._changed is not None
@@ -242,43 +328,48 @@ class Arbiter:
 
     # -- state for systemd and metrics -----------------------------------------------
 
-    def _on_change(self, watcher: Watcher) -> None:
+    def _on_change(self, watcher: Watcher | None) -> None:
         # Ours where we run one; the previous watchdog's pid where we have not started it yet (so that the
         # leftover check still finds it). Written after a spawn, never before.
         ours = {w.name: w.pid for w in self.watchers.values() if w.pid}
         ours.update({standby_name(w.name): w.standby_pid for w in self.watchers.values() if w.standby_pid})
-        children = {**self._recorded_children, **ours}
+        children = {**{k: v for k, v in self._recorded_children.items() if component_of(k) in self.watchers}, **ours}
         if children != self._recorded_children:
             self._recorded_children = children
             record_children(self.config.data_dir, children)
-        self.metrics.set_component(watcher.name, up=watcher.pid is not None, healthy=watcher.healthy)
+        if watcher is not None:
+            self.metrics.set_component(watcher.name, up=watcher.pid is not None, healthy=watcher.healthy)
         if self._changed is not None:
             self._changed.set()
         self.systemd.update(self._system_ready(), self.status_line())
 
     def _system_ready(self) -> bool:
-        """Every bridge healthy and every monitor ready (READY=1).
+        """Every program healthy.
 
-        A FAILED component (exit 2 or 4) counts as settled: it will not get better by waiting, it is
+        A FAILED program (a no-restart exit) counts as settled: it will not get better by waiting, it is
         alerted and shown in STATUS=, and holding READY back would only make systemd restart the lot.
         """
-        return all(w.healthy or w.state == FAILED for w in self.watchers.values()
-                   if w.component.kind in (BRIDGE, MONITOR))
+        return all(w.healthy or w.state is State.FAILED for w in self.watchers.values())
 
     def status_line(self) -> str:
-        """One line for `systemctl status`, e.g. `bridge main connected · monitors 6/6 ready · 2 restarts in the last hour`."""
+        """One line for `systemctl status`, e.g. `bridge main connected · monitors 6/6 ready · 2 restarts in the last hour`.
+
+        A group is counted; a program outside any group is named when there is something to say about it
+        (not running, not healthy, or a condition of its own such as `connected`).
+        """
         watchers = list(self.watchers.values())
-        parts = [f"{w.name.replace(':', ' ')} {w.condition if w.pid else w.state}"
-                 for w in watchers if w.component.kind == BRIDGE]
-        monitors = [w for w in watchers if w.component.kind == MONITOR]
-        if monitors:
-            parts.append(f"monitors {sum(w.healthy for w in monitors)}/{len(monitors)} ready")
-        sim = [w for w in watchers if w.component.kind == SIM and not w.healthy]
-        parts += [f"sim {w.state}" for w in sim]
+        parts = []
+        groups: dict[str, list[Watcher]] = {}
+        for w in watchers:
+            if w.program.group:
+                groups.setdefault(w.program.group, []).append(w)
+            elif w.pid is None or not w.healthy or w.condition not in ("ready", ""):
+                parts.append(f"{w.name.replace(':', ' ')} {w.condition if w.pid else w.state}")
+        parts += [f"{group}s {sum(w.healthy for w in members)}/{len(members)} ready" for group, members in groups.items()]
         hour_ago = time.monotonic() - 3600
         restarts = sum(1 for w in watchers for t in w.restart_times if t >= hour_ago)
         parts.append(f"{restarts} restart{'' if restarts == 1 else 's'} in the last hour")
-        failed = [w.name for w in watchers if w.state == FAILED]
+        failed = [w.name for w in watchers if w.state is State.FAILED]
         if failed:
             parts.append(f"FAILED: {', '.join(failed)}")
         return " · ".join(parts)

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+STOP_SIGNAL = signal.SIGTERM  # what stop() sends unless told otherwise (a program's stop_signal)
 NOT_INHERITED = ("NOTIFY_SOCKET", "WATCHDOG_")  # systemd's socket and timers belong to the watchdog, not its children
 
 
@@ -87,6 +88,7 @@ class ChildProcess:
         self.pid = popen.pid
         self.started_at = time.monotonic()
         self.returncode: int | None = None
+        self.exited_at: float | None = None  # epoch seconds the pidfd fired (handed to the next process)
         self.exited = asyncio.get_running_loop().create_future()
         self._on_exit = on_exit
         watch_exit(self.pid, self._ended)
@@ -112,6 +114,7 @@ class ChildProcess:
         return self.returncode is None
 
     def _ended(self) -> None:
+        self.exited_at = time.time()
         self.returncode = self.popen.wait()  # reaps at once: the pidfd said it has ended
         self.signal(signal.SIGKILL)  # whatever the child left behind in its group goes with it
         self.exited.set_result(self.returncode)
@@ -124,15 +127,15 @@ class ChildProcess:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def terminate(self) -> None:
-        """SIGTERM, then SIGCONT so that a stopped (SIGSTOP) child can act on it."""
-        self.signal(signal.SIGTERM)
+    def terminate(self, sig: int = STOP_SIGNAL) -> None:
+        """`sig` (SIGTERM, or the program's stop_signal), then SIGCONT so that a stopped (SIGSTOP) child can act on it."""
+        self.signal(sig)
         self.signal(signal.SIGCONT)
 
-    async def stop(self, grace: float) -> int:
-        """SIGTERM, wait up to `grace` seconds, then SIGKILL; returns the exit status."""
+    async def stop(self, grace: float, sig: int = STOP_SIGNAL) -> int:
+        """`sig`, wait up to `grace` seconds, then SIGKILL; returns the exit status."""
         if self.running:
-            self.terminate()
+            self.terminate(sig)
             try:
                 await asyncio.wait_for(asyncio.shield(self.exited), grace)
             except asyncio.TimeoutError:

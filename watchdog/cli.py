@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from watchdog.config import Config, ConfigError, load
 from watchdog.exitcodes import EXIT_CONFIG
+from watchdog.file_modes import set_umask, tighten_data_dir
 
 DEFAULT_CONFIG = os.environ.get("WA_WATCHDOG_CONFIG", "conf/demo.toml")
 
@@ -24,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "monitor": ("monitors.main", "cmd_monitor", "run the drop monitor of one project"),
     "status": ("watchdog.control_client", "cmd_status", "show every component of the running watchdog"),
     "restart": ("watchdog.control_client", "cmd_restart", "restart one component"),
+    "reload": ("watchdog.control_client", "cmd_reload", "make the running watchdog read its config again"),
     "recoveries": ("watchdog.recovery_view", "cmd_recoveries", "show the recovery log"),
     "drops": ("monitors.ops", "cmd_drops", "list recorded drops"),
     "feedback": ("monitors.ops", "cmd_feedback", "send operator feedback for a recorded drop"),
@@ -72,10 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    set_umask()  # before anything creates a file: stored messages are not for other local users
     args = build_parser().parse_args(argv)
     module_name, function_name, _ = COMMANDS[args.command]
     try:
         config: Config = load(args.config, args.data_dir)
+        tighten_data_dir(config.data_dir)
         command: Callable[[Config, argparse.Namespace], int] = getattr(
             importlib.import_module(module_name), function_name)
         return command(config, args)

@@ -11,12 +11,15 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
+import stat
+import sys
 import tomllib
 import typing
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
 from watchdog.exitcodes import EXIT_CONFIG
+from watchdog.programs import Program
 
 DEFAULT_DROP_PATTERN = r"(?i)\bDR\d{6,8}\b"
 GROUP_JID = re.compile(r"^[0-9]+(-[0-9]+)?@g\.us$")
@@ -70,6 +73,16 @@ class SimConfig:
 
 
 @dataclass(frozen=True)
+class MediaLimitsConfig:
+    """Largest media file per type, in MB: WhatsApp's own limits (bridge/media.py) unless lowered."""
+
+    image: float = 5.0
+    video: float = 16.0
+    audio: float = 16.0
+    document: float = 100.0
+
+
+@dataclass(frozen=True)
 class AccountConfig:
     """One WhatsApp number: one session, one bridge process."""
 
@@ -94,6 +107,12 @@ class AccountConfig:
     # Browser-forgery guard (watchdog/web_guard.py): extra Host names and Origins a reverse proxy uses.
     api_allowed_hosts: list[str] = field(default_factory=list)
     api_allowed_origins: list[str] = field(default_factory=list)
+    media_max_mb: MediaLimitsConfig = field(default_factory=MediaLimitsConfig)
+    # The outbox (bridge/outbox.py): attempts before a row is dead-lettered; how long a request without an
+    # Idempotency-Key waits for delivery; how long an identical keyless request counts as a retry (0 = off).
+    send_max_attempts: int = 5
+    send_wait_s: float = 8.0
+    dedupe_window_s: float = 120.0
 
     @property
     def component(self) -> str:
@@ -192,6 +211,11 @@ class WatchdogConfig:
     backoff_reset_after: float = 60.0  # healthy this long -> backoff starts over
     crash_loop_exits: int = 5
     crash_loop_window: float = 60.0
+    start_timeout: float = 60.0  # a child not ready by then is a hang (its start-up grace ends)
+    overload_grace: float = 30.0  # a starved (runnable, gaining CPU) child gets this long before it counts as hung
+    max_starting: int = 0  # children starting at once; 0 = twice the CPU count
+    restart_rate: float = 10.0  # restarts per second, all programs together
+    process_check_period: float = 1.0  # /proc state (SIGSTOP = hang) of every child
     control_allowed_hosts: list[str] = field(default_factory=list)  # see AccountConfig.api_allowed_hosts
     control_allowed_origins: list[str] = field(default_factory=list)
 
@@ -217,6 +241,7 @@ class Config:
     projects: list[ProjectConfig]
     alerts: list[AlertConfig]
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    programs: list[Program] = field(default_factory=list)  # [[programs]]; built-ins: watchdog.builtins
     drops_api: DropsApiConfig = field(default_factory=DropsApiConfig)
     webhooks: list[WebhookConfig] = field(default_factory=list)
 
@@ -250,7 +275,36 @@ def load(path: str | Path, data_dir: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    check_permissions(path, raw)
     return _Loader(path).build(raw, Path(data_dir).resolve() if data_dir else None)
+
+
+SECRET_WORDS = ("token", "secret", "password")
+
+
+def _holds_secrets(raw: object) -> bool:
+    if isinstance(raw, dict):
+        return any((any(w in str(k) for w in SECRET_WORDS) and bool(v)) or _holds_secrets(v) for k, v in raw.items())
+    if isinstance(raw, list):
+        return any(_holds_secrets(item) for item in raw)
+    return False
+
+
+def check_permissions(path: Path, raw: dict) -> None:
+    """Refuse a config that other local users can change; warn if they can read one that holds secrets.
+
+    Why refuse: whoever can edit the config decides what the bridges read and send (media_dirs,
+    webhook URLs), and a restart applies it. A directory others can write lets them replace the file.
+    """
+    for target, what in ((path, "file"), (path.parent, "directory")):
+        mode = target.stat().st_mode
+        if mode & stat.S_IWOTH and not (what == "directory" and mode & stat.S_ISVTX):
+            raise ConfigError(f"{path}: the config {what} {target} is writable by other users (mode "
+                              f"{stat.S_IMODE(mode):04o}); any local user could change what runs and what is sent: "
+                              f"chmod o-w {target}")
+    if path.stat().st_mode & stat.S_IROTH and _holds_secrets(raw):
+        print(f"wa-watchdog: warning: {path} holds tokens or secrets and is readable by other users "
+              f"(mode {stat.S_IMODE(path.stat().st_mode):04o}): chmod o-r {path}", file=sys.stderr)
 
 
 class _Loader:
@@ -261,7 +315,8 @@ class _Loader:
         return ConfigError(f"{self.path}: {key}: {problem}")
 
     def build(self, raw: dict, data_dir_override: Path | None) -> Config:
-        known = {"data_dir", "watchdog", "sim", "accounts", "projects", "alerts", "database", "drops_api", "webhooks"}
+        known = {"data_dir", "watchdog", "sim", "accounts", "projects", "alerts", "database", "programs", "drops_api",
+                 "webhooks"}
         for key in raw:
             if key not in known:
                 raise self.error(key, "unknown key")
@@ -299,8 +354,9 @@ class _Loader:
         database = self.check_database(self.table(DatabaseConfig, raw.get("database", {}), "database"))
         drops_api = self.table(DropsApiConfig, raw.get("drops_api", {}), "drops_api")
         webhooks = self.webhooks(raw.get("webhooks", []), drops_api)
-        return Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts, database=database,
-                      drops_api=drops_api, webhooks=webhooks)
+        config = Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts, database=database,
+                        drops_api=drops_api, webhooks=webhooks)
+        return self.check_programs(config, raw.get("programs", []))
 
     # -- generic typed tables -------------------------------------------------
 
@@ -390,6 +446,12 @@ class _Loader:
         if not _is_loopback(account.api_host) and not account.api_token:
             raise self.error(f"{key}.api_token", f"required when api_host is not loopback ({account.api_host})")
         self.check_origins(account.api_allowed_origins, f"{key}.api_allowed_origins")
+        for media_type in ("image", "video", "audio", "document"):
+            self.check_positive(getattr(account.media_max_mb, media_type), f"{key}.media_max_mb.{media_type}")
+        self.check_positive(account.send_max_attempts, f"{key}.send_max_attempts")
+        for name in ("send_wait_s", "dedupe_window_s"):
+            if getattr(account, name) < 0:
+                raise self.error(f"{key}.{name}", f"must be 0 (off) or more seconds, got {getattr(account, name):g}")
         for i, jid in enumerate(account.follow_groups):
             if not GROUP_JID.match(jid):
                 raise self.error(f"{key}.follow_groups[{i}]", f"not a group JID (like 120363000000000001@g.us): {jid!r}")
@@ -451,6 +513,10 @@ class _Loader:
         for name in ("recovery_log_max_bytes", "child_log_max_bytes", "stop_timeout", "backoff_initial",
                      "backoff_reset_after", "crash_loop_exits", "crash_loop_window"):
             self.check_positive(getattr(watchdog, name), f"watchdog.{name}")
+        for name in ("start_timeout", "overload_grace", "restart_rate", "process_check_period"):
+            self.check_positive(getattr(watchdog, name), f"watchdog.{name}")
+        if watchdog.max_starting < 0:
+            raise self.error("watchdog.max_starting", f"must be 0 (twice the CPU count) or more, got {watchdog.max_starting}")
         if watchdog.term_grace < 0:
             raise self.error("watchdog.term_grace", f"must be 0 or more seconds, got {watchdog.term_grace:g}")
         if watchdog.backoff_max < watchdog.backoff_initial:
@@ -474,6 +540,12 @@ class _Loader:
             raise self.error("database.schema", f"expected a lower-case SQL name (letters, digits, _), "
                                                 f"got {database.schema!r}")
         return database
+
+    def check_programs(self, config: Config, raw: object) -> Config:
+        from watchdog import builtins, programs  # the built-ins know the config: imported once it exists
+        declared = programs.parse(raw, self.error, self.path.parent)
+        programs.check_names(declared, builtins.builtin_names(config), self.error)
+        return replace(config, programs=declared)
 
     def webhooks(self, raw: object, drops_api: DropsApiConfig) -> list[WebhookConfig]:
         """[[webhooks]] and [drops_api], checked together: drops-api delivers the webhooks."""

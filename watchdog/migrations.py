@@ -134,6 +134,12 @@ class SqliteTarget:
         self.conn = conn
         self.description = description
 
+    def refuse_if_newer(self, migrations: Sequence[Migration]) -> int:
+        """Before anything touches the file (even switching it to WAL rewrites its header); returns its version."""
+        found = self.version(SqliteExecutor(self.conn))
+        refuse_if_newer(self, found, migrations)
+        return found
+
     def locked(self) -> AbstractContextManager[Executor]:
         return sqlite_write(self.conn)
 

@@ -1,70 +1,61 @@
-"""Health checks a child cannot fake by heartbeating: the bridge's /api/health, and resident memory.
+"""What the watchdog can learn about a child from outside: an HTTP or TCP answer, /proc state and CPU time, memory.
 
-The health answer is classified, not just "up or down": a bridge that answers
-503 `disconnected` is a WhatsApp-side outage (a restart would not bring
-WhatsApp back), `stream_replaced` / `logged_out` need an operator, and only
-no answer, a timeout or `store_error` mean the process itself is unwell.
+A probe answer is classified, not just "up or down": OK, a FAILURE (counts
+towards the check's failure_threshold), or, where the program's hooks say so
+(the bridge: WhatsApp unreachable), an OUTAGE (the program is fine, its
+upstream is not: no restart) or an OPERATOR case (alert, no restart).
 """
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 import aiohttp
 import psutil
 
-OK = "ok"  # 200: connected, store writable
-OUTAGE = "outage"  # connecting / disconnected: WhatsApp's side, do not restart
-OPERATOR = "operator"  # stream_replaced / logged_out: alert, do not restart
-FAILURE = "failure"  # no answer, timeout, store_error, nonsense: counts towards failure_threshold
+OK = "ok"
+OUTAGE = "outage"  # the program is fine, something it depends on is not: do not restart
+OPERATOR = "operator"  # needs a person: alert, do not restart
+FAILURE = "failure"  # no answer, timeout, a wrong status: counts towards failure_threshold
 
-OUTAGE_STATES = ("connecting", "disconnected")
-OPERATOR_STATES = ("stream_replaced", "logged_out")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
 class HealthResult:
     kind: str
-    state: str  # the bridge's `state`, or what went wrong ("timeout", "connection refused", ...)
+    state: str  # the program's own word for it, or what went wrong ("timeout", "connection refused", ...)
     detail: str = ""
-    outage_started_at: float | None = None  # epoch seconds, from open_window.started_at
+    outage_started_at: float | None = None  # epoch seconds the outage began, when the program says
+    body: dict | None = None  # the decoded answer, when the program's hooks read one
 
 
-def classify(status: int, body: object) -> HealthResult:
-    """Turn an HTTP status and decoded JSON body from /api/health into a HealthResult."""
-    if not isinstance(body, dict):
-        return HealthResult(FAILURE, "bad answer", f"HTTP {status} without a JSON object")
-    state = str(body.get("state", ""))
-    if status == 200:
-        return HealthResult(OK, state or "connected")
-    if state in OUTAGE_STATES:
-        return HealthResult(OUTAGE, state, str(body.get("reason", "")), _window_start(body.get("open_window")))
-    if state in OPERATOR_STATES:
-        return HealthResult(OPERATOR, state, str(body.get("reason", "")))
-    return HealthResult(FAILURE, state or f"HTTP {status}", str(body.get("reason", "")))
+Classifier = Callable[[int, bytes], HealthResult]
 
 
-def _window_start(window: object) -> float | None:
-    if not isinstance(window, dict):
-        return None
+def expect_status(expected: int) -> Classifier:
+    """The default classification: the expected HTTP status is OK, anything else a failure."""
+    def classify(status: int, body: bytes) -> HealthResult:
+        return HealthResult(OK, "ok") if status == expected else \
+            HealthResult(FAILURE, f"HTTP {status}", f"expected {expected}")
+    return classify
+
+
+async def probe_http(session: aiohttp.ClientSession, url: str, timeout: float, classify: Classifier,
+                     token: str = "") -> HealthResult:
+    """GET `url` within `timeout` seconds (with a bearer token when given) and classify the answer.
+
+    Each probe on a new connection (`Connection: close`, so none is pooled): a server that can no longer
+    accept connections (descriptors exhausted, connection cap reached) must fail its probe even while an
+    old pooled connection would still be served.
+    """
+    headers = {"Connection": "close", **({"Authorization": f"Bearer {token}"} if token else {})}
     try:
-        return datetime.fromisoformat(str(window.get("started_at"))).timestamp()
-    except ValueError:
-        return None
-
-
-async def probe_health(session: aiohttp.ClientSession, url: str, timeout: float, token: str = "") -> HealthResult:
-    """GET <url>/api/health within `timeout` seconds, with the bridge's bearer token when it has one."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        async with session.get(url.rstrip("/") + "/api/health", headers=headers,
-                               timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-            try:
-                body = await response.json(content_type=None)
-            except ValueError:
-                body = None
-            return classify(response.status, body)
+        async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout),
+                               allow_redirects=False) as response:
+            return classify(response.status, await response.read())
     except asyncio.TimeoutError:
         return HealthResult(FAILURE, "timeout", f"no answer within {timeout:g} s")
     except aiohttp.ClientConnectorError as exc:
@@ -73,15 +64,45 @@ async def probe_health(session: aiohttp.ClientSession, url: str, timeout: float,
         return HealthResult(FAILURE, "no answer", f"{type(exc).__name__}: {exc}")
 
 
+async def probe_tcp(host: str, port: int, timeout: float) -> HealthResult:
+    """Connect to host:port within `timeout`; OK if it accepts."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except asyncio.TimeoutError:
+        return HealthResult(FAILURE, "timeout", f"no connection within {timeout:g} s")
+    except OSError as exc:
+        return HealthResult(FAILURE, "connection refused", str(exc))
+    writer.close()
+    return HealthResult(OK, "ok")
+
+
+@dataclass(frozen=True)
+class ProcSample:
+    """One look at /proc/<pid>/stat: the scheduler state letter and CPU time used so far."""
+
+    at: float  # monotonic
+    state: str  # R running/runnable, S sleeping, D disk, T stopped, t traced, Z zombie
+    cpu_s: float  # utime + stime
+
+
+def proc_sample(pid: int, now: float) -> ProcSample | None:
+    """Read /proc/<pid>/stat; None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # the command name may hold spaces and parentheses
+    return ProcSample(now, fields[0], (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+
+
 def is_stopped(pid: int) -> bool:
     """True if the process is frozen by SIGSTOP: it cannot answer, however long we wait.
 
     A tracing stop (strace, a debugger) does not count: an operator is looking at it.
     """
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_STOPPED
-    except psutil.Error:
-        return False
+    sample = proc_sample(pid, 0.0)
+    return sample is not None and sample.state == "T"
 
 
 def rss_bytes(pid: int) -> int | None:

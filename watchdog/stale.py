@@ -18,10 +18,9 @@ from pathlib import Path
 
 import psutil
 
-from watchdog import endpoints
+from watchdog import endpoints, file_modes
 from watchdog.child import wait_gone
 
-SESSION_LOCK = "session.lock"
 CHILDREN_FILE = "watchdog-children.json"  # in the run directory: {component: pid} of the watchdog's children
 STANDBY_SUFFIX = "#standby"
 
@@ -39,10 +38,8 @@ def component_of(name: str) -> str:
 def record_children(data_dir: Path, children: dict[str, int]) -> None:
     """Remember which pid runs each component, so the next watchdog can find what this one leaves behind."""
     path = endpoints.run_dir(data_dir) / CHILDREN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(children), encoding="utf-8")
-    os.replace(tmp, path)
+    file_modes.ensure_dir(path.parent, file_modes.PRIVATE_DIR)
+    file_modes.write_atomic(path, json.dumps(children))
 
 
 def recorded_children(data_dir: Path) -> dict[str, int]:
@@ -69,13 +66,14 @@ def runs(cmdline: Sequence[str], signature: Sequence[Sequence[str]]) -> bool:
 
 
 def stale_pids(component: str, signature: Sequence[Sequence[str]], data_dir: Path,
-               session_dir: Path | None = None) -> list[int]:
-    """Live pids of earlier instances of `component`: named by its session lock, its published endpoints,
-    or the previous watchdog's list of children (its standby first: stopped after the owner, it would take over)."""
+               pidfile: Path | None = None) -> list[int]:
+    """Live pids of earlier instances of `component`: named by its pidfile (a bridge's session lock), its
+    published endpoints, or the previous watchdog's list of children (its standby first: stopped after the
+    owner, it would take over)."""
     children = recorded_children(data_dir)
     candidates = [children.get(standby_name(component)), children.get(component)]
-    if session_dir is not None:
-        candidates.append(_pid_in(session_dir / SESSION_LOCK))
+    if pidfile is not None:
+        candidates.append(_pid_in(pidfile))
     record = endpoints.read(data_dir, component)
     if record:
         candidates.append(record.get("pid"))

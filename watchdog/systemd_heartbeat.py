@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Mapping
 
 from loguru import logger
@@ -57,3 +58,11 @@ class SystemdHeartbeat:
 
     def stopping(self) -> None:
         self.notifier.stopping()
+
+    def reloading(self) -> None:
+        """RELOADING=1 (with MONOTONIC_USEC, as systemd wants it): `systemctl reload` waits for READY=1."""
+        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+
+    def reloaded(self) -> None:
+        if self._ready_sent:
+            self.notifier.ready(self._status)

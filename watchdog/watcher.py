@@ -1,30 +1,22 @@
-"""One supervised component: its state machine, restart backoff, crash-loop detection and health checks.
+"""One supervised program for the life of the watchdog, across any number of child processes.
 
-Everything here is driven by events on the watchdog's event loop: the child's
-exit (pidfd), its sd_notify datagrams, and one timer per check at that check's
-own period. Nothing polls faster than it has to, so ten children cost the
-watchdog almost nothing.
+The watcher ties the parts together, each with one job: the state machine
+(watchdog/states.py), the restart policy (watchdog/restart_policy.py, a pure
+function), the checks on the current child (watchdog/checks.py), the warm
+standby (watchdog/standby.py), the recovery records (watchdog/recovery.py),
+and the watchdog-wide start bounds (watchdog/throttle.py). It knows a
+`Program` and its hooks, never what kind of program it is.
 
-States and transitions (as in supervisor's process.py, every change goes through
-`_set_state`, which refuses a transition that is not in TRANSITIONS):
-
-    STOPPED -> STARTING -> RUNNING (ready / healthy) -> STOPPING (hang, operator, shutdown) -> EXITED
-    EXITED -> STARTING (immediate restart) | BACKOFF -> STARTING | FAILED (exit 2 or 4) | STOPPED
-
-Warm standby (bridges with `standby_argv`): once the child is healthy a second
-process is started that loads everything and then blocks on the session lock.
-When the child ends (or is stopped for a failed check) the standby is promoted
-(EXITED -> STARTING with the standby as the child): the kernel has already
-handed it the lock, so recovery skips the cold start. The next standby is
-started once the promoted one is healthy, after the backoff delay, so a crash
-loop still backs off. The standby has no checks (it is silent while waiting)
-and its own exits never touch the child.
+Everything is driven by events on the watchdog's event loop: the child's exit
+(pidfd), its sd_notify datagrams, and one timer per check.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import os
+import random
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,65 +24,35 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
-import tenacity
 from loguru import logger
 
-from watchdog import endpoints, probes
+from watchdog import endpoints, exit_handoff, hooks, probes
+from watchdog.checks import Checks
 from watchdog.child import ChildProcess, child_env, exit_cause
 from watchdog.child_output import ChildOutput, RotatingFile, StderrSink, log_path
-from watchdog.config import ProbeConfig, WatchdogConfig
+from watchdog.config import WatchdogConfig
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_NEEDS_OPERATOR
 from watchdog.notify_server import Notification, NotifyServer
+from watchdog.programs import Check, Program
+from watchdog.recovery import Records, Recovery
 from watchdog.recovery_log import RecoveryLog
+from watchdog.restart_policy import RestartPolicy, decide
 from watchdog.stale import stale_pids, stop_pid
+from watchdog.standby import WarmStandby
+from watchdog.states import State, StateMachine
+from watchdog.throttle import Launcher
 
 if TYPE_CHECKING:
     from watchdog.alerts import AlertManager
     from watchdog.metrics import Metrics
 
-STOPPED = "stopped"
-STARTING = "starting"  # spawned, not yet ready (READY=1) or healthy (bridge: /api/health 200)
-RUNNING = "running"
-BACKOFF = "backoff"  # waiting out a restart delay
-STOPPING = "stopping"  # SIGTERM sent (hang, operator restart or shutdown), waiting for the exit
-EXITED = "exited"
-FAILED = "failed"  # exit 2 (configuration) or 4 (needs an operator): not restarted until asked
-
-TRANSITIONS: dict[str, frozenset[str]] = {
-    STOPPED: frozenset({STARTING, FAILED}),
-    STARTING: frozenset({RUNNING, STOPPING, EXITED}),
-    RUNNING: frozenset({STOPPING, EXITED}),
-    STOPPING: frozenset({EXITED}),
-    EXITED: frozenset({STARTING, BACKOFF, FAILED, STOPPED}),
-    BACKOFF: frozenset({STARTING, STOPPED, FAILED}),
-    FAILED: frozenset({STARTING, STOPPED}),
-}
-
-SIM, BRIDGE, MONITOR = "sim", "bridge", "monitor"
-
 # What to do when a child we are stopping has exited.
 _RECOVER = "recover"  # a failed check: restart with backoff, counts towards a crash loop
 _RESTART_NOW = "restart now"  # operator restart: at once, not counted
-_STAY_STOPPED = "stay stopped"  # shutdown
+_STAY_STOPPED = "stay stopped"  # shutdown, reload
 
-FAILING_EXITS = {EXIT_CONFIG: "config_failed", EXIT_NEEDS_OPERATOR: "logged_out"}
-RECOVERY_ALERTS = ("hang", "config_failed", "logged_out")  # resolved when the component is healthy again
-
-
-@dataclass(frozen=True)
-class Component:
-    """What to run and how to judge it. `argv` is injectable, so tests supervise small test children."""
-
-    name: str  # sim | bridge:<account> | monitor:<project>
-    kind: str  # SIM | BRIDGE | MONITOR
-    argv: tuple[str, ...]
-    watchdog_sec: float
-    rss_limit_mb: int = 0
-    probe: ProbeConfig | None = None  # bridges: HTTP probe of /api/health; healthy = 200
-    session_dir: Path | None = None  # bridges: where an earlier run's owner left its pid
-    signature: tuple[tuple[str, ...], ...] = ()  # command-line words identifying a leftover instance
-    api_token: str = ""  # bridges with a token answer even /api/health only with it
-    standby_argv: tuple[str, ...] = ()  # bridges: a warm standby waiting on the session lock; () = none
+FAILED_RULES = {EXIT_CONFIG: "config_failed", EXIT_NEEDS_OPERATOR: "logged_out"}  # other no-restart codes: config_failed
+RECOVERY_ALERTS = ("hang", "config_failed", "logged_out")  # resolved when the program is healthy again
 
 
 @dataclass
@@ -105,71 +67,68 @@ class Context:
     http: aiohttp.ClientSession
     sink: StderrSink
     on_change: Callable[[Watcher], None]
+    launcher: Launcher | None = None  # None: unbounded (a watcher on its own, in tests)
 
 
 class Watcher:
-    """Supervises one component for the life of the watchdog, across any number of child processes."""
-
-    RSS_PERIOD = 1.0  # seconds between memory checks (only when rss_limit_mb is set)
-
-    def __init__(self, component: Component, context: Context) -> None:
-        self.component = component
-        self.name = component.name
+    def __init__(self, program: Program, context: Context) -> None:
+        self.program = program
+        self.name = program.name
         self.ctx = context
-        self.state = STOPPED
-        self._state_since = time.monotonic()
+        self.hooks = hooks.load(program.hooks)
+        self.launcher = context.launcher or Launcher(1_000_000, 1e9, lambda name, why: None)
+        self.machine = StateMachine(self.name, self._state_changed)
         self.child: ChildProcess | None = None
-        self.standby: ChildProcess | None = None  # the warm standby (promoted to `child` when the child ends)
-        self._standby_failures = 0  # standby exits since one was last promoted: its respawn backoff
-        self._standby_delay = 0.0  # before the next standby: the restart delay of the recovery that used one
-        self._standby_stop_planned = False  # we are stopping the standby (shutdown, failed): no respawn
-        self.ready = False  # READY=1 from the current child
-        self.healthy = False  # sim/monitor: ready; bridge: last probe 200
-        self.condition = ""  # bridge: its health `state` (connected, disconnected, ...)
+        self.ready = False  # readiness satisfied for the current child (READY=1, its check, or `started` seconds)
+        self.started = False  # ready, or answering its probe: the start-up grace is over
+        self.healthy = False
+        self.condition = ""  # the program's own word for its health (a bridge: connected, disconnected, ...)
+        self.last_probe: probes.HealthResult | None = None  # the last answer of its liveness probe
         self.status_text = ""  # last STATUS= from the child
         self.restarts = 0
         self.last_cause = ""
         self.restart_times: collections.deque[float] = collections.deque(maxlen=1000)  # monotonic, for STATUS=
+        self.shutting_down = False
+        self._stop_cause = "shutdown"  # the cause of a planned stop that leaves the program stopped
 
         settings = context.settings
-        self._wait = tenacity.wait_exponential_jitter(multiplier=settings.backoff_initial, max=settings.backoff_max,
-                                                      jitter=settings.backoff_initial)
-        self._attempts = 0  # consecutive failures since the component was last healthy for backoff_reset_after
-        self._exits: collections.deque[float] = collections.deque()  # failure times within crash_loop_window
+        self.policy = RestartPolicy(settings.backoff_initial, settings.backoff_max, settings.crash_loop_exits,
+                                    settings.crash_loop_window)
+        self._failures: collections.deque[float] = collections.deque(maxlen=64)  # since the last healthy spell
         self._crash_loop = False
         self._firing: set[str] = set()  # alert rules this watcher has fired and not resolved
-
-        # The recovery in progress: when the failure was detected, why, and the pid that failed.
-        self._detected_at: float | None = None
-        self._cause = ""
-        self._cause_kind = ""  # exit | hang | unhealthy | rss_limit | operator (a bounded metrics label)
-        self._failed_pid: int | None = None
-        self._delay = 0.0
+        self._operator_rules: set[str] = set()  # of those, the ones an OK probe answer resolves
+        self.recovery = Recovery()
+        self.records = Records(context.recovery_log, self.name)
         self._after_exit = _RECOVER
-
-        self._last_heartbeat = 0.0
-        self._probe_failures = 0
-        self._probe_wakeup = asyncio.Event()
-        self._outage_since: float | None = None  # epoch seconds a WhatsApp-side outage began
+        self._outage_since: float | None = None  # epoch seconds an upstream outage began
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._probe_task: asyncio.Task | None = None
         self._spawn_waiters: list[asyncio.Future] = []
-        self._shutting_down = False
-        self._unwritten: list[tuple[str, dict]] = []  # recovery records waiting for _write_records
 
         self.notify = NotifyServer(self.name, self._on_notify)
         self.output = ChildOutput(self.name, RotatingFile(log_path(context.data_dir, self.name),
                                                           settings.child_log_max_bytes), context.sink)
-        self._standby_output = ChildOutput(self.name, self.output.log_file, context.sink)  # swapped on promotion
+        self.checks = Checks(self)
+        standby_argv = self.hooks.standby_argv(program) if program.standby else ()
+        self.standby = WarmStandby(self, standby_argv) if standby_argv else None
 
     # -- state ---------------------------------------------------------------------
 
-    def _set_state(self, new: str) -> None:
-        assert new in TRANSITIONS[self.state], f"{self.name}: transition {self.state} -> {new} is not allowed"
-        logger.debug("{} {} -> {}", self.name, self.state, new)
-        self.state = new
-        self._state_since = time.monotonic()
+    @property
+    def state(self) -> State:
+        return self.machine.state
+
+    @property
+    def is_running(self) -> bool:
+        return self.state is State.RUNNING
+
+    def _set_state(self, new: State) -> None:
+        self.machine.set(new)
+
+    def _state_changed(self, old: State, new: State) -> None:
+        if old is State.STARTING:
+            self.launcher.done(self.name)
         self.ctx.on_change(self)
 
     @property
@@ -178,16 +137,16 @@ class Watcher:
 
     @property
     def standby_pid(self) -> int | None:
-        return self.standby.pid if self.standby and self.standby.running else None
+        return self.standby.pid if self.standby else None
 
     def status(self) -> dict:
-        """One component for `wa-watchdog status --json` (see the control API)."""
+        """One program for `wa-watchdog status --json` (see the control API)."""
         record = endpoints.read(self.ctx.data_dir, self.name)
         pid = self.pid
         return {
             "name": self.name,
             "pid": pid,
-            "state": self.state,
+            "state": str(self.state),
             "healthy": self.healthy,
             "condition": self.condition,
             "uptime_s": round(time.monotonic() - self.child.started_at, 3) if pid and self.child else None,
@@ -195,83 +154,93 @@ class Watcher:
             "last_cause": self.last_cause,
             "endpoints": record["endpoints"] if record and pid and record.get("pid") == pid else {},
             "status_text": self.status_text,
-            **({"standby_pid": self.standby_pid} if self.component.kind == BRIDGE else {}),
+            "next_start_in_s": self._next_start_in(),
+            "alerts": sorted(self._firing),
+            **({"standby_pid": self.standby_pid} if self.standby else {}),
+            **self.hooks.status_fields(self.last_probe),
         }
+
+    def _next_start_in(self) -> float | None:
+        """Seconds until the backoff timer starts the program again; None unless it is backing off."""
+        timer = self._timers.get("backoff")
+        if self.state is not State.BACKOFF or timer is None:
+            return None
+        return round(max(0.0, timer.when() - asyncio.get_running_loop().time()), 3)
 
     # -- starting ------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the child now (first start, or an operator start of a FAILED component); no-op if it runs."""
+        """Start the child (first start, or an operator start of a FAILED program); no-op if it runs."""
         if self.pid is not None:
             return
         self._cancel_timer("backoff")
         await self._stop_leftovers()
-        self._spawn()
+        self._launch()
 
     def _start_soon(self) -> None:
         """Start without a task hop when nothing is left over from an earlier run (the common case)."""
-        if self._shutting_down:
+        if self.shutting_down:
             return
         if self._leftovers():
-            self._run_task(self.start())
+            self.run_task(self.start())
         else:
-            self._spawn()
+            self._launch()
+
+    def _launch(self) -> None:
+        """Spawn now, or once the watchdog-wide bounds allow (waiting in BACKOFF, so it is not `exited` for long)."""
+        if not self.launcher.launch(self.name, self._spawn, restart=self.recovery.active) \
+                and self.state is State.EXITED:
+            self._set_state(State.BACKOFF)
 
     def _leftovers(self) -> list[int]:
-        component = self.component
-        if not component.signature:
-            return []
         ours = (self.pid, self.standby_pid)
-        return [pid for pid in stale_pids(self.name, component.signature, self.ctx.data_dir, component.session_dir)
-                if pid not in ours]
+        return [pid for pid in stale_pids(self.name, self.program.leftover_signature, self.ctx.data_dir,
+                                          self.program.pidfile) if pid not in ours]
 
     async def _stop_leftovers(self) -> None:
         for pid in self._leftovers():
             how = await stop_pid(pid, self.ctx.settings.term_grace)
-            where = f"session {self.component.session_dir}" if self.component.session_dir else "its endpoints"
+            where = f"named by {self.program.pidfile}" if self.program.pidfile else "its endpoints"
             logger.warning("{}: stopped pid {} left over from an earlier run ({}, by {})", self.name, pid, where, how)
-            self._record("stop", pid=pid, cause=f"left over from an earlier run, held {where}",
-                         message=f"stopped by {how} before starting a new instance")
+            self.records.add("stop", pid=pid, cause=f"left over from an earlier run, {where}",
+                             message=f"stopped by {how} before starting a new instance")
+
+    def child_environment(self) -> dict[str, str]:
+        return {**child_env(self.notify.address, self.program.watchdog_sec), **dict(self.program.env)}
 
     def _spawn(self) -> None:
-        if self._shutting_down or (self.child is not None and self.child.running):
+        if self.shutting_down or (self.child is not None and self.child.running):
+            self.launcher.done(self.name)
             return
-        component = self.component
+        program = self.program
         try:
-            child = ChildProcess.spawn(component.argv, child_env(self.notify.address, component.watchdog_sec),
-                                       self._on_exit)
+            child = ChildProcess.spawn(program.argv, self.child_environment(), self.on_exit, cwd=program.cwd or None)
         except OSError as exc:  # the program itself is missing or not executable: retrying will not help
-            self._fail(f"cannot start {component.argv[0]}: {exc}", "config_failed", pid=None)
+            self.launcher.done(self.name)
+            self._fail(f"cannot start {program.argv[0]}: {exc}", "config_failed", pid=None)
             self._spawned(None)
             return
         self.output.attach(child.take_output())
         self._adopt(child)
 
     def _adopt(self, child: ChildProcess, promoted: bool = False) -> None:
-        """`child` (just spawned, or a promoted standby) is now the component's process: arm its checks."""
-        component = self.component
+        """`child` (just spawned, or a promoted standby) is now the program's process: arm its checks."""
         self.child = child
-        self.ready = self.healthy = False
+        self.ready = self.started = self.healthy = False
         self.condition = "starting"
         self.status_text = ""
-        self._probe_failures = 0
-        self._last_heartbeat = child.started_at
-        if component.watchdog_sec > 0:
-            self._arm_heartbeat()
-        if component.rss_limit_mb:
-            self._schedule("rss", self.RSS_PERIOD, self._check_rss)
-        if component.probe is not None:
-            self._probe_task = self._run_task(self._probe_loop(child, component.probe))
-        self._set_state(STARTING)
+        self.checks.arm(child)
+        self._set_state(State.STARTING)
         logger.info("{} {}, pid {}", self.name, "standby promoted" if promoted else "started", child.pid)
-        if self._detected_at is not None:
+        recovery = self.recovery
+        if recovery.active:
             self.restarts += 1
             self.restart_times.append(time.monotonic())
-            self.ctx.metrics.count_restart(self.name, self._cause_kind)
-            self._record(
-                "restart", pid=self._failed_pid, new_pid=child.pid, cause=self._cause,
-                delay_ms=round(self._delay * 1000, 1),
-                restart_ms=round((child.started_at - self._detected_at) * 1000, 1), standby=promoted or None)
+            self.ctx.metrics.count_restart(self.name, recovery.kind)
+            self.records.add("restart", pid=recovery.failed_pid, new_pid=child.pid, cause=recovery.cause,
+                             delay_ms=round(recovery.delay * 1000, 1),
+                             restart_ms=round((child.started_at - recovery.detected_at) * 1000, 1),
+                             standby=promoted or None)
         self._spawned(child.pid)
 
     def _spawned(self, pid: int | None) -> None:
@@ -281,92 +250,37 @@ class Watcher:
                 waiter.set_result(pid)
         self._spawn_waiters.clear()
 
-    # -- the warm standby ------------------------------------------------------------
-
-    def _spawn_standby(self) -> None:
-        """Start a standby for the healthy child: it imports everything, then blocks on the session lock."""
-        self._timers.pop("standby", None)  # (when called by its timer) nothing is pending any more
-        component = self.component
-        if (not component.standby_argv or self._shutting_down or self.standby_pid is not None
-                or self.state != RUNNING):
-            return  # not now: the next time the child is healthy schedules it again
-        try:
-            standby = ChildProcess.spawn(component.standby_argv,
-                                         child_env(self.notify.address, component.watchdog_sec), self._on_exit)
-        except OSError as exc:
-            logger.error("{}: cannot start a standby: {}", self.name, exc)
-            return
-        self.standby = standby
-        self._standby_stop_planned = False
-        self._standby_output.attach(standby.take_output())
-        logger.info("{} standby started, pid {}", self.name, standby.pid)
-        self.ctx.on_change(self)
-
     def _promote_standby(self) -> bool:
-        """The child has ended: a live standby (which the kernel has handed the session lock) becomes the child.
-
-        The restart delay the recovery would have waited moves to the next standby, so a crash loop
-        still backs off; this recovery itself is immediate.
-        """
-        standby = self.standby
-        if standby is None or not standby.running or self._standby_stop_planned or self._shutting_down:
+        if self.standby is None:
             return False
-        self.standby = None
-        self._cancel_timer("standby")
-        self._standby_failures = 0
-        self._standby_delay, self._delay = self._delay, 0.0
-        standby.started_at = time.monotonic()  # as the component's process it starts now: uptime, probe start-up
-        self.output.detach()
-        self.output, self._standby_output = self._standby_output, self.output
-        self._adopt(standby, promoted=True)
-        self._probe_wakeup.set()  # it may have said READY=1 before now, while it was not yet ours to hear
-        if self._leftovers():  # e.g. the child exited 3: an earlier run's bridge holds the session the standby awaits
-            self._run_task(self._stop_leftovers())
+        process = self.standby.take(self.recovery.delay)
+        if process is None:
+            return False
+        self.recovery.delay = 0.0
+        self._adopt(process, promoted=True)
+        self.checks.wake()  # it may have said READY=1 before now, while it was not yet ours to hear
+        if self._leftovers():  # e.g. the child exited 3: an earlier run's process holds what the standby awaits
+            self.run_task(self._stop_leftovers())
         return True
 
-    def _standby_ended(self, standby: ChildProcess) -> None:
-        """The standby exited on its own (or was stopped): the child is not affected; respawn with backoff."""
-        self.standby = None
-        self._standby_output.detach()
-        self.ctx.on_change(self)
-        assert standby.returncode is not None
-        cause = exit_cause(standby.returncode)["cause"]
-        if self._shutting_down or self._standby_stop_planned:
-            logger.info("{} standby pid {} stopped ({})", self.name, standby.pid, cause)
-            return
-        self._standby_failures += 1
-        delay = self._backoff(self._standby_failures)
-        logger.warning("{} standby pid {} exited: {}; a new one in {:.2f} s", self.name, standby.pid, cause, delay)
-        self._schedule("standby", delay, self._spawn_standby)
-
-    def _stop_standby(self, grace: float) -> asyncio.Task | None:
-        """SIGTERM the standby (SIGKILL after `grace`); it holds nothing, so this never disturbs the child."""
-        self._cancel_timer("standby")
-        standby = self.standby
-        if standby is None or not standby.running:
-            return None
-        self._standby_stop_planned = True
-        return self._run_task(standby.stop(grace))
-
-    # -- the child's notifications -------------------------------------------------
+    # -- the child's notifications and checks --------------------------------------------
 
     def _on_notify(self, note: Notification) -> None:
         child = self.child
         if child is None or not child.running or not self._from_child(note.sender, child.pid):
             return  # a previous instance's last words, or a stranger
         if note.watchdog:
-            self._last_heartbeat = time.monotonic()
+            self.checks.heartbeat()
         if note.status is not None:
             self.status_text = note.status
             self.ctx.on_change(self)
         if note.stopping:
             logger.info("{} says it is stopping", self.name)
-        if note.ready and not self.ready:
-            self.ready = True
-            if self.component.probe is None:
-                self._became_healthy()
+        if note.ready:
+            if self.program.ready.kind == "notify":
+                self.ready_by_check()
             else:
-                self._probe_wakeup.set()  # the bridge says it is serving: probe now, not at the next period
+                self.checks.wake()  # it says it is serving: probe now, not at the next period
 
     @staticmethod
     def _from_child(sender: int | None, pid: int) -> bool:
@@ -377,123 +291,86 @@ class Watcher:
         except OSError:
             return False
 
+    def ready_by_check(self) -> None:
+        """Readiness satisfied (READY=1, or running for `started` seconds)."""
+        if self.ready or self.child is None or not self.child.running:
+            return
+        self.ready = True
+        self._started_up()
+        if self.condition == "starting":
+            self.condition = "ready"
+        self._became_healthy()
+
+    def _started_up(self) -> None:
+        if not self.started:
+            self.started = True
+            self.checks.started_up()
+
+    def on_probe(self, check: Check, result: probes.HealthResult, counts: bool) -> None:
+        """A probe answered (failures are counted by the checks): what the answer means for health and alerts."""
+        if self.state not in (State.STARTING, State.RUNNING):
+            return
+        was = (self.healthy, self.condition)
+        self.last_probe = result
+        if result.kind != probes.FAILURE:
+            self.condition = "ready" if result.state == "ok" else result.state
+            self._started_up()
+        if result.kind == probes.OK:
+            self._end_outage()
+            for rule in list(self._operator_rules):
+                self._operator_rules.discard(rule)
+                self._resolve(rule, f"{self.name} is {self.condition} again")
+            if check.target == self.program.ready.target:
+                self.ready = True
+            if self.ready and not self.healthy:
+                self._became_healthy()
+        elif result.kind == probes.OUTAGE:
+            self.healthy = False
+            if counts:  # before initial_delay, an outage is just the program starting up
+                self._outage(result)
+        elif result.kind == probes.OPERATOR:
+            self.healthy = False
+            self._operator_rules.add(result.state)
+            self._fire(result.state, f"{self.name}: {result.state.replace('_', ' ')}"
+                                     f"{': ' + result.detail if result.detail else ''}; an operator is needed")
+        if (self.healthy, self.condition) != was:
+            self.ctx.on_change(self)
+
     def _became_healthy(self) -> None:
-        if self.state == STARTING:
-            self._set_state(RUNNING)
+        if self.state is State.STARTING:
+            self._set_state(State.RUNNING)
+            if self.child is not None:
+                logger.info("{} running, pid {} ({:.2f} s after its start)", self.name, self.child.pid,
+                            time.monotonic() - self.child.started_at)
         self.healthy = True
-        self.condition = self.condition if self.component.probe else "ready"
-        if self._detected_at is not None:
-            downtime = time.monotonic() - self._detected_at
-            self._record("healthy", pid=self.pid, cause=self._cause, downtime_ms=round(downtime * 1000, 1))
+        recovery = self.recovery
+        if recovery.active:
+            downtime = recovery.elapsed()
+            self.records.add("healthy", pid=self.pid, cause=recovery.cause, downtime_ms=round(downtime * 1000, 1))
             self.ctx.metrics.observe_recovery(self.name, downtime)
-            logger.info("{} healthy again after {:.3f} s ({})", self.name, downtime, self._cause)
-            self._detected_at = None
+            logger.info("{} healthy again after {:.3f} s ({})", self.name, downtime, recovery.cause)
+            recovery.end()
         for rule in RECOVERY_ALERTS:
             self._resolve(rule, f"{self.name} is healthy again")
         self._schedule("reset", self.ctx.settings.backoff_reset_after, self._healthy_long_enough)
-        if self.component.standby_argv and self.standby_pid is None and "standby" not in self._timers:
-            self._schedule("standby", self._standby_delay, self._spawn_standby)  # after the start-up, not during it
-            self._standby_delay = 0.0
+        if self.standby is not None:
+            self.standby.after_healthy()  # after the start-up, not during it
         self.ctx.on_change(self)
 
     def _healthy_long_enough(self) -> None:
         """Healthy for backoff_reset_after: the next failure restarts at once again and the crash loop is over."""
-        self._attempts = 0
-        self._exits.clear()
+        self._failures.clear()
         if self._crash_loop:
             self._crash_loop = False
             self._resolve("crash_loop", f"{self.name} has been healthy for "
                                         f"{self.ctx.settings.backoff_reset_after:g} s")
 
-    # -- checks --------------------------------------------------------------------
-
-    def _arm_heartbeat(self) -> None:
-        due = self._last_heartbeat + self.component.watchdog_sec - time.monotonic()
-        self._schedule("heartbeat", max(due, 0.0), self._check_heartbeat)
-
-    def _check_heartbeat(self) -> None:
-        silent = time.monotonic() - self._last_heartbeat
-        if silent >= self.component.watchdog_sec:
-            self._unwell("hang", f"missed heartbeat: no WATCHDOG=1 for {silent:.1f} s "
-                                 f"(watchdog_sec {self.component.watchdog_sec:g})")
-        else:
-            self._arm_heartbeat()
-
-    def _check_rss(self) -> None:
-        if self.pid is None:
-            return
-        rss = probes.rss_bytes(self.pid)
-        limit = self.component.rss_limit_mb
-        if rss is not None and rss > limit * 1024 * 1024:
-            self._unwell("rss_limit", f"resident memory {rss / 1048576:.0f} MB above rss_limit_mb {limit}")
-        else:
-            self._schedule("rss", self.RSS_PERIOD, self._check_rss)
-
-    async def _probe_loop(self, child: ChildProcess, probe: ProbeConfig) -> None:
-        """Probe /api/health every `period`; faster while the bridge is coming up, at once on READY=1.
-
-        A frozen process (SIGSTOP) is a hang at the next probe, without waiting for failure_threshold timeouts.
-        """
-        while child.running and self.child is child:
-            starting = not self.healthy and time.monotonic() - child.started_at < probe.initial_delay
-            try:
-                await asyncio.wait_for(self._probe_wakeup.wait(), min(probe.period, 0.1) if starting else probe.period)
-            except asyncio.TimeoutError:
-                pass
-            self._probe_wakeup.clear()
-            counts = time.monotonic() - child.started_at >= probe.initial_delay
-            if counts and probes.is_stopped(child.pid):  # frozen: no need to wait out a timeout to know
-                self._unwell("hang", "process is stopped (SIGSTOP): it cannot answer /api/health")
-                return
-            url = self._published_api(child.pid)
-            if url is None:
-                result = probes.HealthResult(probes.FAILURE, "no endpoint", "no API endpoint published yet")
-            else:
-                result = await probes.probe_health(self.ctx.http, url, probe.timeout, self.component.api_token)
-            if not child.running or self.child is not child or self.state not in (STARTING, RUNNING):
-                return
-            self._on_health(result, probe, counts)
-
-    def _published_api(self, pid: int) -> str | None:
-        record = endpoints.read(self.ctx.data_dir, self.name)
-        if not record or record.get("pid") != pid:
-            return None  # nothing yet, or what the previous instance published
-        return record["endpoints"].get("api")
-
-    def _on_health(self, result: probes.HealthResult, probe: ProbeConfig, counts: bool) -> None:
-        was = (self.healthy, self.condition)
-        if result.kind != probes.FAILURE:
-            self._probe_failures = 0
-            self.condition = result.state
-        if result.kind == probes.OK:
-            self._end_outage()
-            for rule in probes.OPERATOR_STATES:
-                self._resolve(rule, f"{self.name} is connected again")
-            if not self.healthy:
-                self._became_healthy()
-        elif result.kind == probes.OUTAGE:
-            self.healthy = False
-            if counts:  # before initial_delay, `connecting` is just the bridge starting up
-                self._outage(result)
-        elif result.kind == probes.OPERATOR:
-            self.healthy = False
-            self._fire(result.state, f"{self.name}: {result.state.replace('_', ' ')}"
-                                     f"{': ' + result.detail if result.detail else ''}; an operator is needed")
-        elif counts:
-            self._probe_failures += 1
-            if self._probe_failures >= probe.failure_threshold:
-                self._unwell("unhealthy", f"health probe failed {self._probe_failures} times: {result.state}"
-                                          f"{' (' + result.detail + ')' if result.detail else ''}")
-                return
-        if (self.healthy, self.condition) != was:
-            self.ctx.on_change(self)
-
     def _outage(self, result: probes.HealthResult) -> None:
-        """WhatsApp is unreachable but the bridge is fine: no restart, alert with how long it has lasted."""
+        """The program is fine but what it depends on is away (WhatsApp): no restart, alert with its duration."""
         now = time.time()
         if self._outage_since is None:
             self._outage_since = result.outage_started_at or now
-            logger.warning("{} {} ({}): WhatsApp-side outage, not restarting", self.name, result.state, result.detail)
+            logger.warning("{} {} ({}): an outage upstream, not restarting", self.name, result.state, result.detail)
         elif result.outage_started_at:
             self._outage_since = min(self._outage_since, result.outage_started_at)
         duration = max(0.0, now - self._outage_since)
@@ -508,132 +385,139 @@ class Watcher:
         self.ctx.metrics.observe_disconnect(self.name, duration)
         self._resolve("disconnect", f"{self.name} connected again after {duration:.0f} s")
 
+    def overloaded(self, cause: str, log_only: bool = False) -> None:
+        """A starved child was given time instead of being called hung: say so (once per episode)."""
+        logger.warning("{} overloaded, not hung: {}", self.name, cause)
+        if not log_only:
+            self.records.add("overloaded", pid=self.pid, cause=cause)
+
     # -- failures ------------------------------------------------------------------
 
-    def _unwell(self, event: str, cause: str) -> None:
+    def unwell(self, event: str, cause: str) -> None:
         """A check failed (hang, unhealthy, rss_limit): SIGTERM, SIGKILL after term_grace, then restart."""
         child = self.child
-        if child is None or not child.running or self.state not in (STARTING, RUNNING):
+        if child is None or not child.running or self.state not in (State.STARTING, State.RUNNING):
             return
         logger.warning("{} {}: {}; stopping pid {}", self.name, event, cause, child.pid)
         self._begin_recovery(event, cause, child.pid)
-        self._stop_child(child, self.ctx.settings.term_grace, _RECOVER)
-        self._record(event, cause=cause, pid=child.pid)
+        self._stop_child(child, self.ctx.settings.term_grace, _RECOVER, planned=False)
+        self.records.add(event, cause=cause, pid=child.pid)
         self._fire("hang", f"{self.name} {event}: {cause}; restarting it")
 
     def _begin_recovery(self, kind: str, cause: str, pid: int | None) -> None:
-        self._detected_at = time.monotonic()
-        self._cause = cause
-        self._cause_kind = kind
-        self._failed_pid = pid
+        self.recovery.begin(kind, cause, pid)
         self.last_cause = cause
 
-    def _stop_child(self, child: ChildProcess, grace: float, after: str) -> asyncio.Task:
+    def _stop_child(self, child: ChildProcess, grace: float, after: str, planned: bool = True) -> asyncio.Task:
+        """Planned stops use the program's stop_signal; a failed check's stop is SIGTERM (SIGCONT with both)."""
         self._after_exit = after
-        self._cancel_checks()
-        if self.state != STOPPING:
-            self._set_state(STOPPING)
-        return self._run_task(child.stop(grace))
+        self.checks.cancel()
+        self._cancel_timer("reset")
+        if self.state is not State.STOPPING:
+            self._set_state(State.STOPPING)
+        return self.run_task(child.stop(grace, self.program.signal_number if planned else signal.SIGTERM))
 
-    def _on_exit(self, child: ChildProcess) -> None:
+    def on_exit(self, child: ChildProcess) -> None:
         """The pidfd fired: the child (or the standby) has ended (and is reaped)."""
-        if child is self.standby:
-            self._standby_ended(child)
+        if self.standby is not None and child is self.standby.process:
+            self.standby.ended(child)
             return
         if child is not self.child:
             return
-        self._cancel_checks()
-        assert child.returncode is not None
-        cause = exit_cause(child.returncode)
-        stopping = self.state == STOPPING
-        if self._shutting_down and not stopping:  # it got the stop signal before we sent ours (control-group)
-            self._record("stop", pid=child.pid, cause="shutdown", message=f"ended by {cause['cause']} during shutdown")
+        exit_handoff.record(self.ctx.data_dir, self.name, child)  # the next process dates its outage by it
+        self.checks.cancel()
+        self._cancel_timer("reset")
+        code = child.returncode if child.returncode is not None else 0
+        cause = exit_cause(code)
+        stopping = self.state is State.STOPPING
+        if self.shutting_down and not stopping:  # it got the stop signal before we sent ours (control-group)
+            self.records.add("stop", pid=child.pid, cause="shutdown", message=f"ended by {cause['cause']} during shutdown")
         elif stopping and self._after_exit != _RECOVER:  # a planned stop, not a failure
-            self._record("stop", pid=child.pid, message=f"ended by {cause['cause']}",
-                         cause="shutdown" if self._after_exit == _STAY_STOPPED else self._cause)
+            self.records.add("stop", pid=child.pid, message=f"ended by {cause['cause']}",
+                             cause=self._stop_cause if self._after_exit == _STAY_STOPPED else self.recovery.cause)
         else:
-            self._record("exit", pid=child.pid, **cause)
-        self.ready = self.healthy = False
+            self.records.add("exit", pid=child.pid, **cause)
+        self.ready = self.started = self.healthy = False
         self.condition = "exited"
-        self._set_state(EXITED)
-        if self._shutting_down and not stopping:
-            self._set_state(STOPPED)
+        self._set_state(State.EXITED)
+        if self.shutting_down and not stopping:
+            self._set_state(State.STOPPED)
             return
         if stopping:
             if self._after_exit == _STAY_STOPPED:
-                self._set_state(STOPPED)
+                self._set_state(State.STOPPED)
             elif self._after_exit == _RESTART_NOW:
-                self._delay = 0.0
+                self.recovery.delay = 0.0
                 if not self._promote_standby():
                     self._start_soon()
+            elif self.program.restart == "never":
+                self._fail(f"{self.recovery.cause}; restart = never", "hang", pid=child.pid)
             else:
                 self._schedule_restart()
             return
         logger.warning("{} pid {} exited: {}", self.name, child.pid, cause["cause"])
         self._begin_recovery("exit", str(cause["cause"]), child.pid)
-        if child.returncode in FAILING_EXITS:
-            self._fail(f"{cause['cause']}: " + ("configuration error" if child.returncode == EXIT_CONFIG
-                                                else "needs an operator (unpaired or logged out)"),
-                       FAILING_EXITS[child.returncode], pid=child.pid)
+        program = self.program
+        if code in program.no_restart_exit_codes:
+            meaning = {EXIT_CONFIG: "configuration error", EXIT_NEEDS_OPERATOR: "needs an operator (unpaired or "
+                       "logged out)"}.get(code, "a no-restart exit code")
+            self._fail(f"{cause['cause']}: {meaning}", FAILED_RULES.get(code, "config_failed"), pid=child.pid)
+        elif program.restart == "never" or (program.restart == "on-failure" and code == 0):
+            if code == 0:
+                self.recovery.end()
+                self.records.add("stop", pid=child.pid, cause="exited cleanly", message=f"restart = {program.restart}")
+                self._set_state(State.STOPPED)
+            else:
+                self._fail(f"{cause['cause']}; restart = never", "config_failed", pid=child.pid)
         else:
             self._schedule_restart()
 
     def _schedule_restart(self) -> None:
-        """First restart at once; then exponential backoff with jitter (tenacity); capped while crash-looping."""
-        settings = self.ctx.settings
+        """First restart at once; then graduated backoff with jitter (watchdog.restart_policy)."""
         now = time.monotonic()
-        self._exits.append(now)
-        while self._exits and now - self._exits[0] > settings.crash_loop_window:
-            self._exits.popleft()
-        self._attempts += 1
-        if len(self._exits) >= settings.crash_loop_exits and not self._crash_loop:
+        self._failures.append(now)
+        decision = decide(self._failures, now, self.policy, random.random())
+        if decision.crash_loop and not self._crash_loop:
             self._crash_loop = True
-            cause = f"{len(self._exits)} exits in {settings.crash_loop_window:g} s"
-            logger.error("{} crash loop: {}; retrying every {:g} s", self.name, cause, settings.backoff_max)
-            self._record("crash_loop", cause=cause, backoff_s=settings.backoff_max, pid=self._failed_pid)
-            self._fire("crash_loop", f"{self.name} is crash-looping: {cause} (last: {self._cause}); "
-                                     f"retrying every {settings.backoff_max:g} s")
-        if self._crash_loop:
-            self._delay = settings.backoff_max
-        elif self._attempts == 1:
-            self._delay = 0.0
-        else:
-            self._delay = self._backoff(self._attempts - 1)
+            cause = f"{decision.recent} exits in {self.policy.crash_loop_window:g} s"
+            logger.error("{} crash loop: {}; backing off up to {:g} s", self.name, cause, self.policy.maximum)
+            self.records.add("crash_loop", cause=cause, backoff_s=round(decision.delay, 3), pid=self.recovery.failed_pid)
+            self._fire("crash_loop", f"{self.name} is crash-looping: {cause} (last: {self.recovery.cause}); "
+                                     f"backing off up to {self.policy.maximum:g} s")
+        self.recovery.delay = decision.delay
         if self._promote_standby():
             return
-        if self._delay == 0:
+        if decision.delay == 0:
             self._start_soon()
         else:
-            self._set_state(BACKOFF)
-            self._schedule("backoff", self._delay, self._start_soon)
-
-    def _backoff(self, attempt: int) -> float:
-        retry = tenacity.RetryCallState(None, None, (), {})
-        retry.attempt_number = attempt
-        return self._wait(retry)
+            self._set_state(State.BACKOFF)
+            self._schedule("backoff", decision.delay, self._start_soon)
 
     def _fail(self, cause: str, rule: str, pid: int | None) -> None:
         logger.error("{} failed: {}; not restarting until asked", self.name, cause)
         self.last_cause = cause
-        self._detected_at = None
-        self._stop_standby(self.ctx.settings.term_grace)  # it would take the session over on its own
-        if self.state != FAILED:
-            self._set_state(FAILED)
-        self._record("failed", cause=cause, pid=pid)
+        self.recovery.end()
+        if self.standby is not None:
+            self.standby.stop(self.ctx.settings.term_grace)  # it would take over on its own
+        if self.state is not State.FAILED:
+            self._set_state(State.FAILED)
+        self.records.add("failed", cause=cause, pid=pid)
         self._fire(rule, f"{self.name} failed: {cause}; not restarting it")
 
-    # -- operator and shutdown -----------------------------------------------------
+    # -- operator, reload and shutdown ---------------------------------------------------
 
     async def restart(self, cause: str = "operator restart") -> dict:
-        """Stop the child (SIGTERM, term_grace, SIGKILL) and start it again at once."""
-        if self._shutting_down:
+        """Stop the child (its stop signal, term_grace, SIGKILL) and start it again at once."""
+        if self.shutting_down:
             raise RuntimeError(f"{self.name}: the watchdog is shutting down")
         old_pid = self.pid
         spawned = asyncio.get_running_loop().create_future()
         self._spawn_waiters.append(spawned)
-        self._attempts = 0
+        self._failures.clear()
         self._begin_recovery("operator", cause, old_pid)
-        self._delay = 0.0
+        self.recovery.delay = 0.0
+        if self.standby is not None:
+            await self.standby.drop_if_stale()  # before the child frees the session for it
         child = self.child
         if child is not None and child.running:
             logger.info("{}: {}", self.name, cause)
@@ -642,71 +526,57 @@ class Watcher:
             self._cancel_timer("backoff")
             await self.start()
         new_pid = await asyncio.wait_for(spawned, self.ctx.settings.term_grace + 10)
-        return {"name": self.name, "old_pid": old_pid, "pid": new_pid, "state": self.state}
+        return {"name": self.name, "old_pid": old_pid, "pid": new_pid, "state": str(self.state)}
 
     def begin_shutdown(self) -> None:
-        """The watchdog is stopping: from now on an exit ends the component, never restarts it."""
-        self._shutting_down = True
+        """From now on an exit ends the program, never restarts it."""
+        self.shutting_down = True
         self._cancel_timer("backoff")
-        self._stop_standby(self.ctx.settings.stop_timeout)  # first: once the child ends it would take over
+        self.launcher.forget(self.name)
+        if self.standby is not None:
+            self.standby.stop(self._stop_timeout())  # first: once the child ends it would take over
 
-    async def stop(self, timeout: float) -> None:
-        """Shutdown: SIGTERM, SIGKILL after `timeout`; the component stays stopped."""
+    def _stop_timeout(self) -> float:
+        return self.program.stop_timeout or self.ctx.settings.stop_timeout
+
+    async def stop(self, cause: str = "shutdown") -> None:
+        """Shutdown or reload: stop signal, SIGKILL after stop_timeout; the program stays stopped."""
+        self._stop_cause = cause
         self.begin_shutdown()
-        standby = self.standby
-        if standby is not None:
-            await standby.stop(timeout)  # already signalled by begin_shutdown; gone before the child goes
+        timeout = self._stop_timeout()
+        if self.standby is not None and self.standby.process is not None:
+            await self.standby.process.stop(timeout)  # already signalled: gone before the child goes
         child = self.child
         if child is not None and child.running:
             await self._stop_child(child, timeout, _STAY_STOPPED)
-        elif self.state in (BACKOFF, EXITED, FAILED):
-            self._set_state(STOPPED)
+        elif self.state in (State.BACKOFF, State.EXITED, State.FAILED):
+            self._set_state(State.STOPPED)
         for task in list(self._tasks):
             task.cancel()
 
     def close(self) -> None:
-        self._write_records()
-        self._cancel_checks()
-        self._cancel_timer("standby")
+        self.records.flush()
+        self.checks.cancel()
+        for name in list(self._timers):
+            self._cancel_timer(name)
+        if self.standby is not None:
+            self.standby.close()
         self.notify.close()
-        self._standby_output.detach()
         self.output.close()
 
     def overdue(self) -> str | None:
         """A check that should have acted by now and has not: a sign the watchdog itself is wedged or broken."""
-        if self.state == EXITED and time.monotonic() - self._state_since > self.ctx.settings.term_grace + 10:
-            return f"{self.name}: exited {time.monotonic() - self._state_since:.0f} s ago and neither restarted nor failed"
-        if self.state not in (STARTING, RUNNING) or self.pid is None:
+        age = self.machine.age()
+        if self.state is State.EXITED and age > self.ctx.settings.term_grace + 10:
+            return f"{self.name}: exited {age:.0f} s ago and neither restarted nor failed"
+        if self.state not in (State.STARTING, State.RUNNING) or self.pid is None:
             return None
-        silent = time.monotonic() - self._last_heartbeat
-        if self.component.watchdog_sec > 0 and silent > 2 * self.component.watchdog_sec + 1:
-            return f"{self.name}: heartbeat check overdue ({silent:.1f} s of silence unhandled)"
-        if self._probe_task is not None and self._probe_task.done():
-            return f"{self.name}: health probe stopped"
-        return None
+        return self.checks.overdue()
 
-    # -- recovery log, alerts, timers, tasks -----------------------------------------
-
-    def _record(self, event: str, **fields: object) -> None:
-        """Queue a recovery record; written (and fsynced) right after the current event is handled.
-
-        So a restart never waits for the disk: the exit is detected, the new process spawned, and only
-        then are the exit and restart records written, in that order.
-        """
-        if not self._unwritten:
-            asyncio.get_running_loop().call_soon(self._write_records)
-        self._unwritten.append((event, fields))
-
-    def _write_records(self) -> None:
-        records, self._unwritten = self._unwritten, []
-        for event, fields in records:
-            try:
-                self.ctx.recovery_log.append(self.name, event, **fields)
-            except OSError as exc:
-                logger.error("{}: recovery log not written ({} {}): {}", self.name, event, fields, exc)
+    # -- alerts, timers, tasks -------------------------------------------------------
 
     def _fire(self, rule: str, summary: str, duration_s: float | None = None) -> None:
-        self._write_records()  # the alert manager logs the alert itself: keep the cause before it
+        self.records.flush()  # the alert manager logs the alert itself: keep the cause before it
         self._firing.add(rule)
         self.ctx.alerts.fire(rule, self.name, summary, duration_s=duration_s)
 
@@ -724,14 +594,7 @@ class Watcher:
         if timer is not None:
             timer.cancel()
 
-    def _cancel_checks(self) -> None:
-        for name in ("heartbeat", "rss", "reset"):
-            self._cancel_timer(name)
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            self._probe_task = None
-
-    def _run_task(self, coroutine) -> asyncio.Task:
+    def run_task(self, coroutine) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)

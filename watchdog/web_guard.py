@@ -18,12 +18,11 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from loguru import logger
+from watchdog.logs import RateLimitedLog
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ErrorBody = Callable[[str], dict]
@@ -33,7 +32,6 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SIMPLE_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 MAX_JSON_DEPTH = 32  # our bodies nest 3 deep; the C parser recurses on the stack
-REFUSAL_LOG_INTERVAL = 60.0
 _PASSED_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
 
 
@@ -59,32 +57,6 @@ def authorized(header: str | None, token: str) -> bool:
         return True
     given = bearer_token(header)
     return given is not None and hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode())
-
-
-class RefusalLog:
-    """Logs a refused request once per client and minute, with a count of the ones it kept quiet about.
-
-    A misconfigured client or a page hammering the API must not fill the log.
-    """
-
-    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self.clock = clock
-        self._clients: dict[str, tuple[float, int]] = {}  # client -> (logged at, refused since)
-
-    def refused(self, client: str, what: str) -> bool:
-        """Record a refusal; True when it was logged (the first from this client in the interval)."""
-        now = self.clock()
-        logged_at, quiet = self._clients.get(client, (None, 0))
-        if logged_at is not None and now - logged_at < self.interval:
-            self._clients[client] = (logged_at, quiet + 1)
-            return False
-        more = f" ({quiet} more refused in the last {self.interval:.0f} s)" if quiet else ""
-        logger.warning("refused a request from {}: {}{}", client, what, more)
-        if len(self._clients) > 1024:  # forget clients that have gone quiet
-            self._clients = {c: v for c, v in self._clients.items() if now - v[0] < self.interval}
-        self._clients[client] = (now, 0)
-        return True
 
 
 def _host_name(host: str) -> str:
@@ -156,7 +128,7 @@ def middlewares(allowed_hosts: Sequence[str] = (), allowed_origins: Sequence[str
     With `token` set, every request must carry `Authorization: Bearer <token>`.
     """
     guard = Guard(allowed_hosts, allowed_origins)
-    refusals = RefusalLog()
+    log = RateLimitedLog()  # refusals once per client and minute, a failing request once per route and minute
 
     def fail(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
         return web.json_response(error_body(message), status=status, headers=headers)
@@ -171,7 +143,8 @@ def middlewares(allowed_hosts: Sequence[str] = (), allowed_origins: Sequence[str
             headers = {k: exc.headers[k] for k in _PASSED_HEADERS if k in exc.headers}
             return fail(exc.status, _http_error_message(request, exc), headers)
         except Exception as exc:  # noqa: BLE001 - a bug must still answer JSON, and be logged
-            logger.exception("{} {} failed", request.method, request.path)
+            log.report(f"500 {request.method} {request.path} {type(exc).__name__}",
+                       f"{request.method} {request.path} failed", exc)
             return fail(500, f"internal error: {type(exc).__name__}")
 
     @web.middleware
@@ -179,14 +152,16 @@ def middlewares(allowed_hosts: Sequence[str] = (), allowed_origins: Sequence[str
         refusal = guard.refusal(request)
         if refusal is not None:
             status, message = refusal
-            refusals.refused(_client(request), f"{request.method} {request.path}: {status} {message}")
+            log.report(_client(request), f"refused a request from {_client(request)}: {request.method} "
+                                         f"{request.path}: {status} {message}")
             return fail(status, message)
         return await handler(request)
 
     @web.middleware
     async def bearer_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not authorized(request.headers.get("Authorization"), token):
-            refusals.refused(_client(request), f"{request.method} {request.path}: 401 missing or wrong bearer token")
+            log.report(_client(request), f"refused a request from {_client(request)}: {request.method} "
+                                         f"{request.path}: 401 missing or wrong bearer token")
             return fail(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
                         {"WWW-Authenticate": "Bearer"})
         return await handler(request)

@@ -35,7 +35,7 @@ CLOSE_STREAM_REPLACED = 4409  # -> stream_replaced
 CLOSE_PROTOCOL = 4400  # the client broke the protocol -> disconnected
 CLOSE_GOING_AWAY = 1001  # simulator shutting down -> disconnected
 BATCH = 500  # messages per frame: a bridge ingests thousands per second in few frames
-MAX_FRAME = 64 * 1024 * 1024  # media travels base64 inside frames
+MAX_FRAME = 144 * 1024 * 1024  # media travels base64 inside frames: a 100 MB document (WhatsApp's limit) fits
 HELLO_TIMEOUT = 5.0
 SERVER_HEARTBEAT = 10.0  # drop a client that stopped answering pings (a frozen bridge)
 

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from neonize.proto import Neonize_pb2 as nz
 from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
 from neonize.proto.waHistorySync import WAWebProtobufsHistorySync_pb2 as history
+from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import WebMessageInfo
 from neonize.utils.enum import MediaType
 
 from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, MediaInfo, Receipt, ReceiptKind, Source
@@ -137,27 +138,39 @@ def incoming_message(event: nz.Message, source: Source) -> IncomingMessage | Non
                            media=media)
 
 
-def history_messages(sync: history.HistorySync, own_jid: str) -> list[IncomingMessage]:
-    """A history-sync batch as messages with Source.HISTORY (LID senders mapped to numbers where the batch says)."""
+def history_messages(sync: history.HistorySync, own_jid: str
+                     ) -> tuple[list[IncomingMessage], list[tuple[history.HistorySyncMsg, str, Exception]]]:
+    """A history-sync batch as messages with Source.HISTORY (LID senders mapped to numbers where the batch says),
+    and the items that could not be mapped (item, chat, error): one poison item must not cost the batch."""
     number_of = {bare_jid(m.lidJID): bare_jid(m.pnJID) for m in sync.phoneNumberToLidMappings}
-    messages = []
+    messages: list[IncomingMessage] = []
+    poison: list[tuple[history.HistorySyncMsg, str, Exception]] = []
     for conversation in sync.conversations:
         chat = bare_jid(conversation.ID)
         for item in conversation.messages:
-            web = item.message
-            at = from_unix(web.messageTimestamp)
-            text, media = _content(web.message, at)
-            if not text and media is None:
+            try:
+                message = _history_message(item.message, chat, conversation.name, number_of, own_jid)
+            except Exception as exc:  # noqa: BLE001 - whatever the item holds, the rest of the batch goes on
+                poison.append((item, chat, exc))
                 continue
-            if web.key.fromMe:
-                sender = own_jid
-            else:
-                sender = bare_jid(web.participant or web.key.participant or web.key.remoteJID or chat)
-                sender = number_of.get(sender, sender)
-            messages.append(IncomingMessage(id=web.key.ID, chat_jid=chat, sender_jid=sender, text=text, timestamp=at,
-                                            source=Source.HISTORY, is_from_me=web.key.fromMe,
-                                            chat_name=conversation.name or None, media=media))
-    return messages
+            if message is not None:
+                messages.append(message)
+    return messages, poison
+
+
+def _history_message(web: WebMessageInfo, chat: str, chat_name: str, number_of: Mapping[str, str],
+                     own_jid: str) -> IncomingMessage | None:
+    at = from_unix(web.messageTimestamp)
+    text, media = _content(web.message, at)
+    if not text and media is None:
+        return None
+    if web.key.fromMe:
+        sender = own_jid
+    else:
+        sender = bare_jid(web.participant or web.key.participant or web.key.remoteJID or chat)
+        sender = number_of.get(sender, sender)
+    return IncomingMessage(id=web.key.ID, chat_jid=chat, sender_jid=sender, text=text, timestamp=at,
+                           source=Source.HISTORY, is_from_me=web.key.fromMe, chat_name=chat_name or None, media=media)
 
 
 # -- receipts ----------------------------------------------------------------------------------------------

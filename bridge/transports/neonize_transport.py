@@ -16,6 +16,7 @@ out, banned, outdated) stop the client and end run().
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import functools
@@ -26,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+from google.protobuf.message import Message
 from loguru import logger
 from neonize._binder import func_callback_bytes2, gocode
 from neonize.client import NewClient
@@ -41,6 +43,7 @@ from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, Con
                               HistoryUnsupported, IncomingMessage, MediaInfo, NotConnected, OutgoingMessage,
                               SendFailed, SendResult, Source, Transport)
 from bridge.transports import neonize_mapping as mapping
+from watchdog import file_modes
 from watchdog.config import AccountConfig, Config
 from watchdog.exitcodes import EXIT_NEEDS_OPERATOR
 
@@ -104,10 +107,17 @@ def is_postgres(database: str) -> bool:
 
 
 def session_database(account: AccountConfig) -> str:
-    """neonize's database for the account: a PostgreSQL URL as given, else a SQLite file in the session dir."""
+    """neonize's database for the account: a PostgreSQL URL as given, else a SQLite file in the session dir.
+
+    The session's keys are the account: the directory is 0700 and an existing file (with its -wal/-shm,
+    perhaps left 0644 by an older version) is tightened to 0600; neonize creates new ones under umask 027.
+    """
     if is_postgres(account.session_db):
         return account.session_db
-    return str(account.session_dir / (account.session_db or DEFAULT_DB))
+    path = account.session_dir / (account.session_db or DEFAULT_DB)
+    file_modes.ensure_dir(account.session_dir, file_modes.PRIVATE_DIR)
+    file_modes.restrict(*file_modes.sqlite_files(path), mode=file_modes.PRIVATE_FILE)
+    return str(path)
 
 
 def linked_devices(database: str) -> list[nz.JID]:
@@ -293,8 +303,9 @@ class NeonizeTransport(Transport):
                 chat = mapping.jid_string(event.Info.MessageSource.Chat)
                 self._lid_groups[chat] = event.Info.MessageSource.AddressingMode == nz.AddressingMode.LID
             message = mapping.incoming_message(event, source)
-        except Exception:  # noqa: BLE001
-            logger.exception("neonize transport: cannot map message {}", event.Info.ID)
+        except Exception as exc:  # noqa: BLE001 - a poison message: quarantined with its raw bytes, never lost
+            logger.error("neonize transport: cannot map message {}: {!r}; quarantined", event.Info.ID, exc)
+            self._quarantine(event.Info.ID, mapping.jid_string(event.Info.MessageSource.Chat), exc, event)
             return
         if message is not None and self._handler is not None:
             self._wait_for(functools.partial(self._handler.on_messages, [message]), f"message {message.id}",
@@ -310,12 +321,20 @@ class NeonizeTransport(Transport):
             self._wait_for(functools.partial(self._handler.on_receipts, [receipt]),
                            f"{receipt.kind.value} receipt for {', '.join(receipt.message_ids)}", retry_failures=True)
 
+    def _quarantine(self, message_id: object, chat_jid: str, exc: Exception, raw: Message) -> None:
+        handler = self._handler
+        if handler is not None:
+            payload = base64.b64encode(raw.SerializePartialToString()).decode("ascii")
+            reason = f"cannot be mapped: {type(exc).__name__}: {exc}"
+            self._wait_for(functools.partial(handler.on_unmappable, str(message_id), chat_jid, reason,
+                                             f'{{"protobuf_b64": "{payload}", "type": "{type(raw).__name__}"}}'),
+                           f"quarantine of {message_id}", retry_failures=True)
+
     def _on_history(self, _client: object, event: nz.HistorySync) -> None:
-        try:
-            messages = mapping.history_messages(event.Data, self._account.jid)
-        except Exception:  # noqa: BLE001
-            logger.exception("neonize transport: cannot map a history-sync batch")
-            return
+        messages, poison = mapping.history_messages(event.Data, self._account.jid)
+        for item, chat, exc in poison:
+            logger.error("neonize transport: cannot map history message {}: {!r}; quarantined", item.message.key.ID, exc)
+            self._quarantine(item.message.key.ID, chat, exc, item)
         logger.info("neonize transport: history sync ({}) with {} messages", event.Data.syncType, len(messages))
         handler = self._handler
         batches = [messages[start:start + MAX_BATCH] for start in range(0, len(messages), MAX_BATCH)]

@@ -11,7 +11,7 @@ import time
 
 BENCHMARKS = {
     "bridge": ("scripts.benchmarks.bridge_bench", "message ingest rate and /api/send latency"),
-    "drops": ("scripts.benchmarks.drop_latency", "simulator post -> drop row latency, six projects"),
+    "drops": ("scripts.benchmarks.drop_latency", "sim post -> drop row latency, six projects, drops.db vs PostgreSQL"),
     "recovery": ("scripts.benchmarks.recovery_bench", "kill/hang -> healthy: ours vs supervisord vs systemd"),
     "api": ("scripts.benchmarks.api_bench", "GET /api/drops of 100 rows out of 100,000 (drops-api)"),
     "webhooks": ("scripts.benchmarks.webhook_latency", "simulator post -> signed webhook received"),

@@ -3,8 +3,8 @@
 The system is the real thing (simulator, bridge, one monitor per project,
 the watchdog supervising them) on free ports; this module only writes the
 config, starts `wa-watchdog run`, talks to the published control API and
-simulator, reads drops.db and messages.db read-only, and ends what it
-started by pid.
+simulator, reads the drops store (drops.db, or PostgreSQL when given a
+database URL) and messages.db read-only, and ends what it started by pid.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import typing
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -24,6 +25,9 @@ from typing import TypeVar
 import psutil
 
 from watchdog import endpoints
+
+if typing.TYPE_CHECKING:
+    from monitors.store.postgres import PostgresBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 PHONE = "27710000000"
@@ -35,8 +39,9 @@ def group_jid(n: int) -> str:
     return f"1203630000000000{n:02d}@g.us"
 
 
-def config_text(projects: int, watchdog: str = "") -> str:
-    """One sim account and `projects` projects, each watching its own group (two dev, the rest prod)."""
+def config_text(projects: int, watchdog: str = "", database_url: str = "") -> str:
+    """One sim account and `projects` projects, each watching its own group (two dev, the rest prod);
+    the drops store in PostgreSQL when `database_url` is given."""
     parts = [f'data_dir = "data"\n\n[watchdog]\ncontrol_port = 0\n{watchdog}\n[sim]\nport = 0\n']
     for n in range(1, projects + 1):
         members = ", ".join(f'"{c.split("@")[0]}"' for c in CONTRACTORS)
@@ -46,6 +51,8 @@ def config_text(projects: int, watchdog: str = "") -> str:
     for n in range(1, projects + 1):
         environment = "dev" if n > max(projects - 2, 1) else "prod"
         parts.append(f'[[projects]]\nname = "p{n}"\nenvironment = "{environment}"\ngroups = ["{group_jid(n)}"]\n')
+    if database_url:
+        parts.append(f'[database]\nurl = "{database_url}"\n')
     return "\n".join(parts)
 
 
@@ -74,8 +81,11 @@ def http(method: str, url: str, body: object = None, timeout: float = 10.0) -> o
 
 
 class RunningSystem:
-    def __init__(self, workdir: Path, config: str) -> None:
+    def __init__(self, workdir: Path, config: str, database_url: str = "") -> None:
+        """`database_url`: the drops store is in that PostgreSQL database (the config must say so too)."""
         self.workdir = workdir
+        self.database_url = database_url
+        self._pg: PostgresBackend | None = None
         self.config_path = workdir / "wa.toml"
         self.data_dir = workdir / "data"
         self.log_path = workdir / "run.log"
@@ -118,6 +128,9 @@ class RunningSystem:
                 child.kill()
             except psutil.NoSuchProcess:
                 pass
+        if self._pg is not None:
+            self._pg.close()
+            self._pg = None
         return self.proc.returncode
 
     def log_tail(self, lines: int = 20) -> str:
@@ -167,7 +180,15 @@ class RunningSystem:
     # -- the stores, read-only ---------------------------------------------------------------------
 
     def query(self, database: str, sql: str, *params: object) -> list[tuple]:
-        """Rows from drops.db or the main account's messages.db ([] while it does not exist yet)."""
+        """Rows from the drops store or the main account's messages.db ([] while it does not exist or is down)."""
+        if database == "drops" and self.database_url:
+            from monitors.store.postgres import PostgresBackend
+            from monitors.store.sql import StoreUnavailable
+            self._pg = self._pg or PostgresBackend(self.database_url)
+            try:
+                return self._pg.rows(sql, params)
+            except StoreUnavailable:
+                return []
         path = self.data_dir / ("drops.db" if database == "drops" else "accounts/main/messages.db")
         if not path.exists():
             return []

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestServer
 from loguru import logger
 
 from watchdog import web_guard
+from watchdog.logs import RateLimitedLog
 
 TOKEN = "t0ken"
 Scenario = Callable[[str, list, aiohttp.ClientSession], Awaitable[None]]
@@ -139,16 +140,17 @@ def test_refusals_are_logged_once_per_client_and_minute_with_a_count() -> None:
     lines: list[str] = []
     sink = logger.add(lines.append, format="{message}", level="WARNING")
     try:
-        log = web_guard.RefusalLog(clock=lambda: now[0])
-        assert [log.refused("10.0.0.1", "403 Origin") for _ in range(5)] == [True, False, False, False, False]
-        assert log.refused("10.0.0.2", "401 token") is True
+        log = RateLimitedLog(clock=lambda: now[0])
+        assert [log.report("10.0.0.1", "refused a request from 10.0.0.1: 403 Origin") for _ in range(5)] == [
+            True, False, False, False, False]
+        assert log.report("10.0.0.2", "refused a request from 10.0.0.2: 401 token") is True
         now[0] += 61
-        assert log.refused("10.0.0.1", "403 Origin") is True
+        assert log.report("10.0.0.1", "refused a request from 10.0.0.1: 403 Origin") is True
     finally:
         logger.remove(sink)
     assert [line.strip() for line in lines] == [
         "refused a request from 10.0.0.1: 403 Origin", "refused a request from 10.0.0.2: 401 token",
-        "refused a request from 10.0.0.1: 403 Origin (4 more refused in the last 60 s)"]
+        "refused a request from 10.0.0.1: 403 Origin (4 more like this in the last 60 s)"]
 
 
 @pytest.mark.parametrize("text, problem", [("ok", None), ({"a": ["\udfff"]}, "a[0] contains a lone surrogate (not valid Unicode text)")])

@@ -1,0 +1,242 @@
+"""The messages.db contract both sides import: its schema as numbered migrations, its version, and the readers.
+
+The bridge (the one writer, bridge/store.py) creates and migrates the file from
+MIGRATIONS (watchdog/migrations.py runs them; the version is PRAGMA
+user_version, SCHEMA_VERSION the newest this release knows). Readers
+(monitors, tools) use `open_readonly` and the read functions at the end, which
+refuse a file written by a newer release.
+
+Step 1 is the release before migrations: whatsapp-mcp's `chats` + `messages`
+exactly, plus our own tables, all `IF NOT EXISTS` (files from then are at
+user_version 0 and already hold them). Later steps add tables other
+components need; a released step is never edited. To add one: append
+`Migration(N, "what it adds", (SQL,))` with N the next number.
+"""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from watchdog.migrations import Migration, SchemaTooNew, latest
+
+# Exactly the whatsapp-mcp bridge schema (whatsapp-bridge/main.go).
+WHATSAPP_MCP_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chats (
+    jid TEXT PRIMARY KEY,
+    name TEXT,
+    last_message_time TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT,
+    chat_jid TEXT,
+    sender TEXT,
+    content TEXT,
+    timestamp TIMESTAMP,
+    is_from_me BOOLEAN,
+    media_type TEXT,
+    filename TEXT,
+    url TEXT,
+    media_key BLOB,
+    file_sha256 BLOB,
+    file_enc_sha256 BLOB,
+    file_length INTEGER,
+    PRIMARY KEY (id, chat_jid),
+    FOREIGN KEY (chat_jid) REFERENCES chats(jid)
+);
+"""
+
+OUR_SCHEMA = """
+CREATE TABLE IF NOT EXISTS message_meta (
+    id TEXT NOT NULL,
+    chat_jid TEXT NOT NULL,
+    source TEXT NOT NULL CHECK (source IN ('live', 'offline', 'history', 'sent')),
+    stored_at TEXT NOT NULL,
+    media_extra TEXT NOT NULL DEFAULT '{}',  -- transport-specific download extras (JSON)
+    PRIMARY KEY (id, chat_jid)
+);
+CREATE TABLE IF NOT EXISTS connection_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS disconnect_windows (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    reason TEXT NOT NULL,
+    backfill_status TEXT NOT NULL DEFAULT 'pending'
+        CHECK (backfill_status IN ('pending', 'done', 'unsupported', 'failed')),
+    recovered INTEGER NOT NULL DEFAULT 0,
+    backfilled_at TEXT
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL UNIQUE,
+    idempotency_key TEXT UNIQUE,
+    recipient TEXT NOT NULL,          -- as the client wrote it ("Message sent to <recipient>")
+    recipient_jid TEXT NOT NULL,
+    text TEXT NOT NULL,
+    mentioned_jids TEXT NOT NULL DEFAULT '[]',
+    media_path TEXT,
+    media_type TEXT,
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
+    created_at TEXT NOT NULL,
+    sent_at TEXT,
+    error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, seq);
+CREATE TABLE IF NOT EXISTS bridge_state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+RECEIPTS = """
+CREATE TABLE receipts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- readers follow it with a cursor, like messages.rowid
+    message_id TEXT NOT NULL,
+    chat_jid TEXT NOT NULL,
+    recipient_jid TEXT NOT NULL DEFAULT '',  -- who delivered / read it ('' for server_ack)
+    kind TEXT NOT NULL CHECK (kind IN ('server_ack', 'delivered', 'read', 'played')),
+    at TEXT NOT NULL,
+    stored_at TEXT NOT NULL,
+    UNIQUE (message_id, recipient_jid, kind)
+)
+"""
+
+OUTBOX_REQUESTS_AND_QUARANTINE = """
+CREATE TABLE outbox_requests (
+    seq INTEGER PRIMARY KEY,          -- outbox.seq
+    endpoint TEXT NOT NULL,           -- /api/send | /send-message
+    fingerprint TEXT NOT NULL,        -- sha256 of the parsed request: key reuse conflicts, keyless retries
+    staged_media TEXT,                -- our private copy of the media (bridge/media.py), removed when done
+    attempts INTEGER NOT NULL DEFAULT 0,
+    dead_at TEXT,                     -- moved aside for good (refused, unreadable, too many attempts)
+    created_at TEXT NOT NULL
+);
+CREATE INDEX outbox_requests_fingerprint ON outbox_requests (fingerprint, created_at);
+CREATE TABLE quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    chat_jid TEXT NOT NULL,
+    action TEXT NOT NULL CHECK (action IN ('sanitised', 'quarantined')),
+    reason TEXT NOT NULL,
+    raw TEXT NOT NULL,                -- the message as received, JSON with \\u escapes (lone surrogates kept)
+    at TEXT NOT NULL
+)
+"""
+
+MIGRATIONS = [
+    Migration(1, "whatsapp-mcp chats and messages; message_meta, connection_events, disconnect_windows, outbox, "
+                 "bridge_state", (WHATSAPP_MCP_SCHEMA, OUR_SCHEMA)),
+    Migration(2, "receipts (server ack, delivered, read) of messages the bridge sent", (RECEIPTS,)),
+    Migration(3, "outbox_requests (fingerprint, attempts, dead letters, staged media) and quarantine (poison messages)",
+              (OUTBOX_REQUESTS_AND_QUARANTINE,)),
+]
+
+SCHEMA_VERSION = latest(MIGRATIONS)
+
+# -- timestamps and readers (any connection, also read-only ones) ------------------------------
+
+TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
+
+def format_ts(when: datetime) -> str:
+    """The one timestamp text format of the store (UTC, fixed width, readable by fromisoformat)."""
+    if when.tzinfo is None:
+        raise ValueError(f"naive datetime {when!r}: store timestamps must be timezone-aware")
+    return when.astimezone(timezone.utc).strftime(TS_FORMAT)
+
+
+def parse_ts(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def now_ts() -> str:
+    return format_ts(datetime.now(timezone.utc))
+
+
+def bare_user(jid: str) -> str:
+    """`27710000001:12@s.whatsapp.net` -> `27710000001` (what whatsmeow's Sender.User holds)."""
+    return jid.split("@", 1)[0].split(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A row of `messages` with its rowid and `message_meta.source`: what monitors follow."""
+
+    rowid: int
+    id: str
+    chat_jid: str
+    chat_name: str | None
+    sender: str
+    content: str
+    timestamp: str
+    is_from_me: bool
+    media_type: str | None
+    source: str
+
+
+@dataclass(frozen=True)
+class Window:
+    """A period without a live WhatsApp connection; ended_at None while still open."""
+
+    id: int
+    started_at: str
+    ended_at: str | None
+    reason: str
+    backfill_status: str
+    recovered: int
+    backfilled_at: str | None
+
+    @property
+    def span(self) -> str:
+        """`08:03:10-08:06:40` in local time, as the recovery log shows it to ops; `08:03:10-now` while open."""
+        end = f"{parse_ts(self.ended_at).astimezone():%H:%M:%S}" if self.ended_at else "now"
+        return f"{parse_ts(self.started_at).astimezone():%H:%M:%S}-{end}"
+
+
+MESSAGES_AFTER_SQL = """
+SELECT m.rowid, m.id, m.chat_jid, c.name, m.sender, m.content, m.timestamp, m.is_from_me, m.media_type,
+       COALESCE(mm.source, 'live')
+FROM messages m
+LEFT JOIN chats c ON c.jid = m.chat_jid
+LEFT JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid
+WHERE m.rowid > ?
+ORDER BY m.rowid
+LIMIT ?
+"""
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection (monitors): never blocks the bridge's writes in WAL mode.
+
+    SchemaTooNew if a newer release wrote the file: its rows may not mean what this reader thinks.
+    """
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        conn.close()
+        raise SchemaTooNew(f"{path} has schema version {found}, newer than this wa-watchdog reads "
+                           f"({SCHEMA_VERSION}): upgrade wa-watchdog")
+    return conn
+
+
+def messages_after(conn: sqlite3.Connection, rowid: int, limit: int = 1000) -> list[StoredMessage]:
+    """Messages with a rowid above `rowid`, oldest rowid first, with how they arrived (source)."""
+    return [StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5] or "", r[6], bool(r[7]), r[8] or None, r[9])
+            for r in conn.execute(MESSAGES_AFTER_SQL, (rowid, limit))]
+
+
+WINDOW_SELECT = ("SELECT id, started_at, ended_at, reason, backfill_status, recovered, backfilled_at "
+                  "FROM disconnect_windows")
+
+
+def windows(conn: sqlite3.Connection, since: str = "") -> list[Window]:
+    """Disconnect windows that started at or after `since` (store timestamp text), oldest first."""
+    return [Window(*row) for row in conn.execute(f"{WINDOW_SELECT} WHERE started_at >= ? ORDER BY id", (since,))]
+
+

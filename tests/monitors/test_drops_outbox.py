@@ -1,0 +1,144 @@
+"""Webhook events and receipts in the drops store, on drops.db and on PostgreSQL: each change once, in its own
+transaction, delivered per webhook with retries and dead letters."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from bridge.store import format_ts
+from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_QUEUED, FEEDBACK_SENT, DropsDB, NewFeedback, Submission,
+                                  open_drops_store)
+from tests.conftest import BASE_CONFIG, GROUP_A
+from watchdog.config import load
+
+CONTRACTOR = "27710000001@s.whatsapp.net"
+OTHER = "27710000002@s.whatsapp.net"
+T0 = datetime(2026, 11, 24, 8, 0, 0, tzinfo=timezone.utc)
+
+
+def at(seconds: float) -> str:
+    return format_ts(T0 + timedelta(seconds=seconds))
+
+
+def sub(number: str, message_id: str, backfilled: bool = False, by: str = CONTRACTOR, seconds: float = 0) -> Submission:
+    return Submission(number, GROUP_A, "Lawley Fibre", by, message_id, at(seconds), backfilled)
+
+
+def ack(s: Submission) -> NewFeedback:
+    return NewFeedback("ack", s.group_jid, f"@27710000001 {s.drop_number} received", (s.submitted_by,),
+                       f"key-{s.drop_number}-{s.message_id}")
+
+
+@pytest.fixture
+def drops(write_config, drops_backend: str) -> Iterator[DropsDB]:  # noqa: ANN001
+    store = open_drops_store(load(write_config(BASE_CONFIG + drops_backend)))
+    yield store
+    store.close()
+
+
+def types(drops: DropsDB, webhook: str = "all") -> list[str]:
+    return [e.type for e in drops.outbox.due(webhook, limit=1000, now=at(10**6))]
+
+
+def test_every_change_enqueues_its_event_once(drops: DropsDB) -> None:
+    batch = [sub("DR1000001", "M1"), sub("DR1000002", "M2", backfilled=True), sub("DR1000001", "M3", by=OTHER)]
+    new = drops.record("lawley", "main", 3, batch, ack)
+    drops.record("lawley", "main", 3, batch, ack)  # replayed (a lost commit answer, a restored cursor)
+    assert [d.drop_number for d in new] == ["DR1000001", "DR1000002"]
+    events = drops.outbox.due("all", now=at(10**6))
+    assert [e.type for e in events] == ["drop.recorded", "drop.backfilled", "drop.resubmitted"]
+    recorded = events[0].data
+    assert recorded["type"] == "drop.recorded" and recorded["timestamp"] == events[0].created_at
+    assert recorded["data"]["drop"] == {
+        "id": new[0].public_id, "project": "lawley", "drop_number": "DR1000001", "group_jid": GROUP_A,
+        "group_name": "Lawley Fibre", "submitted_by": CONTRACTOR, "message_id": "M1", "message_time": at(0),
+        "detected_at": new[0].detected_at, "backfilled": False, "feedback_status": "pending"}
+    assert events[2].data["data"]["submission"] == {"message_id": "M3", "submitted_by": OTHER,
+                                                    "message_time": at(0), "backfilled": False}
+    assert len({e.id for e in events}) == 3
+
+    first, second = drops.pending_feedback("lawley")
+    drops.finish_feedback(first, "pending", "bridge down")  # another attempt: no event
+    sent = drops.finish_feedback(first, FEEDBACK_SENT, bridge_message_id="3EB0A1")
+    drops.finish_feedback(first, FEEDBACK_SENT, bridge_message_id="3EB0A1")  # a second answer: the first stands
+    drops.finish_feedback(second, FEEDBACK_FAILED, "HTTP 400: not a group")
+    assert types(drops)[3:] == ["feedback.sent", "feedback.failed"]
+    feedback_event = json.loads(drops.outbox.due("all", now=at(10**6))[3].payload)["data"]
+    assert feedback_event["feedback"]["status"] == "sent" and feedback_event["feedback"]["id"] == sent.id
+    assert feedback_event["drop"]["feedback_status"] == "sent"
+
+
+def test_receipts_stamp_feedback_once_and_enqueue_delivered_and_read(drops: DropsDB) -> None:
+    (drop,) = drops.record("lawley", "main", 1, [sub("DR1000001", "M1")], ack)
+    (feedback,) = drops.pending_feedback("lawley")
+    drops.finish_feedback(feedback, FEEDBACK_QUEUED, bridge_message_id="3EB0A1")
+    assert not drops.record_receipt("unknown-id", "delivered", at(1))
+    assert drops.record_receipt("3EB0A1", "server_ack", at(1))
+    assert drops.record_receipt("3EB0A1", "delivered", at(2), OTHER)  # delivered to any member's phone
+    assert not drops.record_receipt("3EB0A1", "delivered", at(3), CONTRACTOR)  # the first one stands
+    assert not drops.record_receipt("3EB0A1", "read", at(4), OTHER)  # read by someone it does not mention
+    assert not drops.record_receipt("3EB0A1", "played", at(4), CONTRACTOR)
+    assert drops.record_receipt("3EB0A1", "read", at(5), "27710000001:12@s.whatsapp.net")  # the contractor's device
+    assert not drops.record_receipt("3EB0A1", "read", at(6), CONTRACTOR)
+    (done,) = drops.feedback_of(drop)
+    assert (done.server_at, done.delivered_at, done.read_at) == (at(1), at(2), at(5))
+    assert types(drops) == ["drop.recorded", "feedback.sent", "feedback.delivered", "feedback.read"]
+    read = drops.outbox.due("all", now=at(10**6))[-1].data["data"]["feedback"]
+    assert (read["delivered_at"], read["read_at"], read["status"]) == (at(2), at(5), "queued")
+
+
+def test_a_read_receipt_without_delivered_first_stamps_both(drops: DropsDB) -> None:
+    drops.record("lawley", "main", 1, [sub("DR1000001", "M1")], ack)
+    (feedback,) = drops.pending_feedback("lawley")
+    drops.finish_feedback(feedback, FEEDBACK_SENT, bridge_message_id="3EB0A1")
+    assert drops.record_receipt("3EB0A1", "read", at(3), CONTRACTOR)
+    (done,) = drops.feedback_of(drops.drop("lawley", "DR1000001"))
+    assert (done.delivered_at, done.read_at) == (at(3), at(3))
+    assert types(drops)[-2:] == ["feedback.delivered", "feedback.read"]
+
+
+def test_a_failed_record_leaves_no_event(drops: DropsDB) -> None:
+    def dies(s: Submission) -> NewFeedback:
+        raise RuntimeError("killed mid-batch")
+    with pytest.raises(RuntimeError):
+        drops.record("lawley", "main", 1, [sub("DR1000001", "M1")], dies)
+    assert types(drops) == [] and drops.drop_count("lawley") == 0 and drops.cursor("lawley", "main") == 0
+
+
+def test_delivery_state_per_webhook_retry_dead_and_counts(drops: DropsDB) -> None:
+    drops.record("lawley", "main", 3, [sub("DR1000001", "M1"), sub("DR1000002", "M2", backfilled=True),
+                                       sub("DR1000001", "M3")], None)
+    outbox = drops.outbox
+    assert outbox.counts("crm", ["drop.recorded", "drop.backfilled"]).pending == 2  # not pulled yet: still pending
+    due = outbox.due("crm", ["drop.recorded", "drop.backfilled"], now=at(10**6))
+    assert [e.type for e in due] == ["drop.recorded", "drop.backfilled"]
+    assert [e.type for e in outbox.due("audit", [], now=at(10**6))] == [
+        "drop.recorded", "drop.backfilled", "drop.resubmitted"]  # another webhook has its own state
+    recorded, backfilled = due
+    outbox.delivered("crm", recorded.seq)
+    outbox.failed("crm", backfilled.seq, "HTTP 500", next_attempt_at=format_ts(datetime.now(timezone.utc)
+                                                                                + timedelta(hours=1)))
+    assert outbox.due("crm", ["drop.recorded", "drop.backfilled"]) == []  # not due before its next attempt
+    (retry,) = outbox.due("crm", ["drop.recorded", "drop.backfilled"], now=at(10**9))
+    assert (retry.seq, retry.id, retry.attempts) == (backfilled.seq, backfilled.id, 1)
+    outbox.dead("crm", retry.seq, "HTTP 410 gone")
+    outbox.delivered("crm", retry.seq)  # a late answer cannot revive or re-count a dead event
+    assert outbox.due("crm", ["drop.recorded", "drop.backfilled"], now=at(10**9)) == []
+    counts = outbox.counts("crm", ["drop.recorded", "drop.backfilled"])
+    assert (counts.pending, counts.dead, counts.delivered, counts.oldest_pending_at) == (0, 1, 1, None)
+    audit = outbox.counts("audit")
+    assert (audit.pending, audit.dead, audit.delivered) == (3, 0, 0) and audit.oldest_pending_at is not None
+    # Events recorded later reach both webhooks.
+    drops.record("lawley", "main", 4, [sub("DR1000003", "M4")], None)
+    assert [e.type for e in outbox.due("crm", ["drop.recorded", "drop.backfilled"], now=at(10**9))] == [
+        "drop.recorded"]
+
+
+def test_state_for_followers(drops: DropsDB) -> None:
+    assert drops.get_state("receipts:lawley:main") is None
+    drops.set_state("receipts:lawley:main", "41")
+    drops.set_state("receipts:lawley:main", "42")
+    assert drops.get_state("receipts:lawley:main") == "42"

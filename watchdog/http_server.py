@@ -1,0 +1,85 @@
+"""Serving an API app with bounded connections: a cap that sheds load with 503, a header-read timeout, and
+aiohttp's own protocol errors (bad request line, oversized header) answered as JSON and logged once a minute.
+
+Why: 1,100 idle connections used to exhaust the bridge's 1,024 descriptors, so
+every new client (and accept() itself) failed while a prober on its old pooled
+connection saw a healthy bridge, and the identical accept() tracebacks rotated
+the log history away. Connections above `max_connections` get an immediate
+`503` and are closed (so a client learns to back off instead of hanging), and a
+connection that has not completed its request headers within `header_timeout`
+is closed (aiohttp's keep-alive timer, which also runs from the first byte).
+
+`LimitedRunner` is a drop-in `web.AppRunner`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_server import Server
+from watchdog.logs import RateLimitedLog
+from watchdog.web_guard import ErrorBody, error_shape
+
+MAX_CONNECTIONS = 256  # far below the default 1,024 descriptors (neonize, SQLite and logs need some too)
+HEADER_TIMEOUT = 10.0  # seconds for a connection to send its request headers (and to sit idle between requests)
+
+
+class _LimitedHandler(RequestHandler):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        server = self._manager
+        assert isinstance(server, LimitedServer)
+        if len(server.connections) >= server.max_connections:
+            self.force_close()  # never registered: nothing is parsed or handled on this connection
+            transport.write(server.shed_response)  # type: ignore[attr-defined]
+            transport.close()
+            server.log.report("shed", f"shedding connections with 503: {len(server.connections)} open, "
+                                      f"the limit is {server.max_connections}")
+            return
+        super().connection_made(transport)
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """aiohttp's own errors (the request could not even be parsed): JSON in the app's shape, logged sparingly."""
+        server = self._manager
+        assert isinstance(server, LimitedServer)
+        text = message or (str(exc) if exc else "") or HTTPStatus(status).phrase
+        server.log.report(f"protocol {status}", f"refused a malformed HTTP request ({status}) from {request.remote}: {text}")
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send the error")
+        response = web.json_response(server.error_body(text if status < 500 else "internal error"), status=status)
+        response.force_close()
+        return response
+
+
+class LimitedServer(Server):
+    def __init__(self, *args: Any, max_connections: int, error_body: ErrorBody, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_connections = max_connections
+        self.error_body = error_body
+        body = json.dumps(error_body("too many connections; retry shortly")).encode()
+        self.shed_response = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                              b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        self.log = RateLimitedLog()
+
+    def __call__(self) -> RequestHandler:
+        return _LimitedHandler(self, loop=self._loop, **self._kwargs)
+
+
+class LimitedRunner(web.AppRunner):
+    """An AppRunner whose server caps connections and bounds header time; errors shaped by `error_body`."""
+
+    def __init__(self, app: web.Application, *, max_connections: int = MAX_CONNECTIONS,
+                 header_timeout: float = HEADER_TIMEOUT, error_body: ErrorBody = error_shape, **kwargs: Any) -> None:
+        super().__init__(app, keepalive_timeout=header_timeout, **kwargs)
+        self._limits = {"max_connections": max_connections, "error_body": error_body}
+
+    async def _make_server(self) -> Server:
+        plain = await super()._make_server()
+        return LimitedServer(plain.request_handler, request_factory=plain.request_factory,
+                             handler_cancellation=plain.handler_cancellation, loop=plain._loop, **self._limits,
+                             **self._kwargs)

@@ -1,0 +1,135 @@
+"""A warm standby: a second instance, fully loaded, that takes over when the program's child ends.
+
+For a program whose hooks give a standby command (the bridge: `--standby`,
+which imports everything and then blocks on the session lock). Once the child
+is healthy the standby is started; when the child ends (or is stopped for a
+failed check) the standby is promoted: the kernel has already handed it the
+lock, so recovery skips the cold start. The next standby is started once the
+promoted one is healthy, after the delay the restart would have waited, so a
+crash loop still backs off. The standby has no checks (it is silent while
+waiting) and its own exits never touch the child.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from loguru import logger
+
+from watchdog import standby_check
+from watchdog.child import ChildProcess, exit_cause
+from watchdog.child_output import ChildOutput
+from watchdog.restart_policy import standby_delay
+
+if TYPE_CHECKING:
+    from watchdog.watcher import Watcher
+
+
+class WarmStandby:
+    def __init__(self, watcher: Watcher, argv: tuple[str, ...]) -> None:
+        self.w = watcher
+        self.argv = argv
+        self.process: ChildProcess | None = None
+        self.output = ChildOutput(watcher.name, watcher.output.log_file, watcher.ctx.sink)  # swapped on promotion
+        self.failures = 0  # exits since one was last promoted: its respawn backoff
+        self.next_delay = 0.0  # before the next standby: the restart delay of the recovery that used one
+        self.stop_planned = False  # we are stopping it (shutdown, failed, reload): no respawn
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process and self.process.running else None
+
+    def after_healthy(self) -> None:
+        """The child is healthy: start a standby (after the pending delay), unless one runs or is due."""
+        if self.pid is None and self._timer is None:
+            self._schedule(self.next_delay)
+            self.next_delay = 0.0
+
+    def _schedule(self, delay: float) -> None:
+        self.cancel_timer()
+        self._timer = asyncio.get_running_loop().call_later(delay, self._spawn)
+
+    def cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _spawn(self) -> None:
+        self._timer = None
+        w = self.w
+        if w.shutting_down or self.pid is not None or not w.is_running:
+            return  # not now: the next time the child is healthy schedules it again
+        try:
+            process = ChildProcess.spawn(self.argv, w.child_environment(), w.on_exit, cwd=w.program.cwd or None)
+        except OSError as exc:
+            logger.error("{}: cannot start a standby: {}", w.name, exc)
+            return
+        self.process = process
+        self.stop_planned = False
+        self.output.attach(process.take_output())
+        logger.info("{} standby started, pid {}", w.name, process.pid)
+        w.ctx.on_change(w)
+
+    def take(self, delay: float) -> ChildProcess | None:
+        """The child has ended: hand over a live standby (its outputs swapped in) or None.
+
+        The restart delay the recovery would have waited moves to the next standby.
+        """
+        process = self.process
+        if process is None or not process.running or self.stop_planned or self.w.shutting_down:
+            return None
+        if standby_check.is_stale(process, self.argv):  # it may hold the lock already: gone before the cold start
+            logger.info("{}: standby pid {} predates the config file's last change; starting cold instead",
+                        self.w.name, process.pid)
+            self.stop_planned = True
+            process.signal(signal.SIGKILL)
+            return None
+        self.process = None
+        self.cancel_timer()
+        self.failures = 0
+        self.next_delay = delay
+        process.started_at = time.monotonic()  # as the program's process it starts now: uptime, probe start-up
+        self.w.output.detach()
+        self.w.output, self.output = self.output, self.w.output
+        return process
+
+    async def drop_if_stale(self) -> None:
+        """Before an operator restart: a standby older than the config file is stopped, so the restart
+        is a cold start with the file as it is now (one restart applies a config change)."""
+        if self.process is not None and standby_check.is_stale(self.process, self.argv):
+            logger.info("{}: standby pid {} predates the config file's last change; stopping it first",
+                        self.w.name, self.process.pid)
+            stopping = self.stop(self.w.ctx.settings.term_grace)
+            if stopping is not None:
+                await stopping
+
+    def ended(self, process: ChildProcess) -> None:
+        """The standby exited on its own (or was stopped): the child is not affected; respawn with backoff."""
+        self.process = None
+        self.output.detach()
+        self.w.ctx.on_change(self.w)
+        cause = exit_cause(process.returncode if process.returncode is not None else 0)["cause"]
+        if self.w.shutting_down or self.stop_planned:
+            logger.info("{} standby pid {} stopped ({})", self.w.name, process.pid, cause)
+            return
+        self.failures += 1
+        delay = standby_delay(self.failures, self.w.policy, random.random())
+        logger.warning("{} standby pid {} exited: {}; a new one in {:.2f} s", self.w.name, process.pid, cause, delay)
+        self._schedule(delay)
+
+    def stop(self, grace: float) -> asyncio.Task | None:
+        """Stop signal to the standby (SIGKILL after `grace`); it holds nothing, so this never disturbs the child."""
+        self.cancel_timer()
+        process = self.process
+        if process is None or not process.running:
+            return None
+        self.stop_planned = True
+        return self.w.run_task(process.stop(grace))
+
+    def close(self) -> None:
+        self.cancel_timer()
+        self.output.detach()
