@@ -34,7 +34,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 def api_config(backend: str = "", hook_url: str = "", extra: str = "") -> str:
     hook = (f'\n[[webhooks]]\nname = "qa"\nurl = "{hook_url}"\nsecret = "{SECRET}"\nbackoff_initial = 0.05\n'
-            'backoff_max = 0.5\n' if hook_url else "")
+            'backoff_max = 0.5\nmax_attempts = 1000\n' if hook_url else "")
     return BASE_CONFIG + backend + f'\n[drops_api]\nenabled = true\ntoken = "{TOKEN}"\n' + hook + extra
 
 
@@ -202,7 +202,7 @@ def test_paging_filters_and_every_bad_request_answered_by_name(write_config) -> 
 
 
 def test_dead_events_are_alerted_once_and_shown(write_config, receiver: WebhookReceiver) -> None:
-    receiver.script = [404, 404]
+    receiver.script = [404, 404]  # final at once, whatever max_attempts says
     receiver.start()
     alerts = f'\n[[alerts]]\nurl = "http://127.0.0.1:{free_port()}/alert"\nrules = ["webhook_dead"]\n'
     config_path = write_config(api_config(hook_url=receiver.url, extra=alerts))
