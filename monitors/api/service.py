@@ -83,7 +83,10 @@ def _time(query: Mapping[str, str], name: str) -> str | None:
         raise BadRequest(f"{name}: not an ISO 8601 time: {text[:60]!r}") from None
     if moment.tzinfo is None:
         raise BadRequest(f"{name}: needs a timezone (e.g. 2026-11-24T22:31:27Z): {text[:60]!r}")
-    return format_ts(moment)
+    try:
+        return format_ts(moment)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise BadRequest(f"{name}: out of range: {text[:60]!r}") from None
 
 
 def _choice(query: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str | None:
