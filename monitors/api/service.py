@@ -67,7 +67,7 @@ def feedback_json(feedback: Feedback) -> dict:
     return {"id": feedback.id, "kind": feedback.kind, "status": feedback.status, "text": feedback.text,
             "recipient": feedback.recipient, "mentions": list(feedback.mentions),
             "created_at": iso(feedback.created_at), "sent_at": iso(feedback.sent_at),
-            "delivered_at": iso(feedback.delivered_at), "read_at": iso(feedback.read_at),
+            "server_at": iso(feedback.server_at), "delivered_at": iso(feedback.delivered_at), "read_at": iso(feedback.read_at),
             "attempts": feedback.attempts, "error": feedback.error}
 
 

@@ -84,6 +84,7 @@ def test_drop_feedback_receipts_and_webhooks_end_to_end(write_config, drops_back
             return detail if detail["feedback"] and detail["feedback"][0]["delivered_at"] else None
         detail = wait_until(ack_delivered, message="the acknowledgement sent and delivered")
         assert detail["feedback"][0]["kind"] == "ack" and detail["feedback"][0]["status"] == "sent"
+        wait_until(lambda: get(detail_url)[1]["feedback"][0]["server_at"], message="the server ack on the ack")
         assert [s["kind"] for s in detail["submissions"]] == ["submitted"] and detail["feedback_sent_at"]
 
         status, body = post(f"{detail_url}/feedback", {"message": "needs correction"}, {"Idempotency-Key": "qa-1"})
