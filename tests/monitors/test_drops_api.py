@@ -23,7 +23,7 @@ from scripts.benchmarks.webhook_receiver import WebhookReceiver
 from tests.bridge_support import SENDER, call, inject, start_bridge, start_sim
 from tests.conftest import BASE_CONFIG, GROUP_A, ROOT, Processes, wait_until
 from tests.monitor_support import start_monitor
-from tests.pg import free_port
+from tests.pg import PgCluster, free_port
 from watchdog import endpoints
 from watchdog.config import load
 
@@ -262,3 +262,29 @@ def test_every_route_is_in_the_openapi_document(write_config) -> None:
     document = json.loads((ROOT / "docs/openapi/drops-api.json").read_text())
     documented = {(method, path) for path, item in document["paths"].items() for method in item}
     assert routes == documented
+
+
+@pytest.mark.slow
+def test_postgres_down_is_a_503_and_the_outbox_waits(write_config, pg_cluster: PgCluster, pg_url: str,
+                                                     receiver: WebhookReceiver) -> None:
+    receiver.script = []
+    receiver.start()
+    config_path = write_config(api_config(f'\n[database]\nurl = "{pg_url}"\n', receiver.url))
+    data_dir = config_path.parent / "data"
+    record_drops(config_path, 3)
+    procs = Processes(config_path)
+    try:
+        api = start_api(procs, data_dir)
+        wait_until(lambda: len(receiver.accepted()) == 3, message="the three drop.recorded events")
+        pg_cluster.stop("immediate")
+        try:
+            status, body = get(f"{api}/api/drops")
+            assert status == 503 and "drops store unavailable" in body["error"], body
+        finally:
+            pg_cluster.start()
+        record_drops(config_path, 5)  # two more (the first three are there): two more events, none again
+        wait_until(lambda: get(f"{api}/api/drops")[0] == 200 and len(receiver.accepted()) == 5, timeout=30,
+                   message="the API and the deliverer back after PostgreSQL")
+        assert set(receiver.accepted().values()) == {1}
+    finally:
+        procs.stop_all()
