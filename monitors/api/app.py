@@ -53,9 +53,12 @@ class DropsApi:
         return counts
 
     def status_line(self) -> str:
-        """`drops-api · webhooks crm 0 pending 0 dead` for STATUS= and `wa-watchdog status`."""
+        """`drops-api · webhooks crm 2 pending 0 dead (5 failed attempts, last: HTTP 500)` for STATUS=."""
         try:
-            hooks = [f"{name} {c['pending']} pending {c['dead']} dead" for name, c in self.webhook_counts().items()]
+            hooks = [f"{name} {c['pending']} pending {c['dead']} dead"
+                     + (f" ({c['failed_attempts']} failed attempts, last: {c['last_error'][:80]})"
+                        if c["pending"] and c["failed_attempts"] else "")
+                     for name, c in self.webhook_counts().items()]
         except Exception as exc:  # noqa: BLE001 - a store outage is what the status must show
             return f"drops-api · store unavailable: {exc}"
         store = f" · outbox unavailable: {self.deliverer.store_error}" if self.deliverer.store_error else ""
