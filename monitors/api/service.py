@@ -75,7 +75,7 @@ def feedback_json(feedback: Feedback) -> dict:
 
 def _time(query: Mapping[str, str], name: str) -> str | None:
     text = query.get(name)
-    if text is None or text == "":
+    if text is None:
         return None
     try:
         moment = datetime.fromisoformat(text.replace(" ", "+") if text.count(" ") == 1 else text)
@@ -91,7 +91,7 @@ def _time(query: Mapping[str, str], name: str) -> str | None:
 
 def _choice(query: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str | None:
     value = query.get(name)
-    if value is None or value == "":
+    if value is None:
         return None
     if value not in allowed:
         raise BadRequest(f"{name}: must be one of {', '.join(allowed)}, got {value[:60]!r}")
@@ -104,19 +104,22 @@ def list_drops(db: DropsDB, config: Config, query: Mapping[str, str]) -> dict:
     if unknown:
         raise BadRequest(f"{unknown[0]}: unknown query parameter (known: project, since, until, backfilled, "
                          "feedback, limit, cursor)")
-    project = query.get("project") or None
+    empty = [name for name, value in query.items() if value == ""]
+    if empty:
+        raise BadRequest(f"{empty[0]}: empty (leave the parameter out for no filter)")
+    project = query.get("project")
     if project is not None and project not in {p.name for p in config.projects}:
         raise BadRequest(f"project: no project named {project[:60]!r} (known: "
                          f"{', '.join(p.name for p in config.projects)})")
     backfilled = _choice(query, "backfilled", ("true", "false"))
-    limit_text = query.get("limit") or str(DEFAULT_LIMIT)
+    limit_text = query.get("limit", str(DEFAULT_LIMIT))
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
         raise BadRequest(f"limit: expected a whole number 1-{MAX_LIMIT}, got {limit_text[:20]!r}")
     try:
         page = db.list_drops(project=project, since=_time(query, "since"), until=_time(query, "until"),
                              backfilled=None if backfilled is None else backfilled == "true",
                              feedback=_choice(query, "feedback", FEEDBACK_STATUSES), limit=int(limit_text),
-                             cursor=query.get("cursor") or None)
+                             cursor=query.get("cursor"))
     except ValueError as exc:  # a cursor this API did not hand out
         raise BadRequest(str(exc)) from None
     return {"drops": [drop_json(d) for d in page.drops], "next_cursor": page.next_cursor}

@@ -169,7 +169,7 @@ def test_paging_filters_and_every_bad_request_answered_by_name(write_config) -> 
         for query, key in [("limit=0", "limit"), ("limit=x", "limit"), ("since=yesterday", "since"),
                            ("until=2026-11-24T08:00:00", "until"), ("project=nope", "project"),
                            ("backfilled=maybe", "backfilled"), ("feedback=done", "feedback"),
-                           ("cursor=garbage", "cursor"), ("colour=red", "colour")]:
+                           ("cursor=garbage", "cursor"), ("colour=red", "colour"), ("until=", "until")]:
             status, body = get(f"{api}/api/drops?{query}")
             assert status == 400 and body["error"].startswith(f"{key}: "), (query, body)
         drop_id = get(f"{api}/api/drops?limit=1")[1]["drops"][0]["id"]
