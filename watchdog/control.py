@@ -23,7 +23,7 @@ from watchdog.config import WatchdogConfig
 from watchdog.console import web as console_web
 from watchdog.console.changes import Changes
 from watchdog.console.view import Console
-from watchdog.http_server import LimitedRunner
+from watchdog.http_server import LimitedRunner, add_openapi
 from watchdog.metrics import Metrics
 
 STATUS = web.AppKey("status", Callable[[], list[dict]])
@@ -97,6 +97,7 @@ def build_app(config: WatchdogConfig, status: Callable[[], list[dict]], restart:
         app[CONFIG] = config_info
         app.router.add_post("/reload", _reload)
         app.router.add_get("/config", _config)
+    add_openapi(app, "control-api.json")
     return app
 
 

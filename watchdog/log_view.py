@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog import logs
+from watchdog.builtins import all_programs
 from watchdog.child_output import log_path
 from watchdog.config import Config
 from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
@@ -29,11 +30,8 @@ TAIL_BLOCK = 64 * 1024
 
 
 def component_names(config: Config) -> list[str]:
-    """The watchdog, then every configured component, then any other log file found (an older config's)."""
-    names = ["watchdog"]
-    if config.sim is not None:
-        names.append("sim")
-    names += [a.component for a in config.accounts.values()] + [p.component for p in config.projects]
+    """The watchdog, then every program it runs, then any other log file found (an older config's)."""
+    names = ["watchdog", *(program.name for program in all_programs(config))]
     known = {log_path(config.data_dir, n).name for n in names}
     folder = log_path(config.data_dir, "watchdog").parent
     extra = sorted(p.name.removesuffix(".log") for p in folder.glob("*.log") if p.name not in known) \

@@ -168,7 +168,8 @@ def measure_live(workdir: Path, kills: int) -> list[float]:
     try:
         from watchdog import endpoints
         control = endpoints.url(system.data_dir, "watchdog", "control")
-        stream = urllib.request.urlopen(control + "/console/events", timeout=60)
+        stream = urllib.request.urlopen(urllib.request.Request(control + "/console/events",
+                                                               headers={"Accept": "text/event-stream"}), timeout=60)
         pids: list[tuple[float, str]] = []  # (arrival, bridge pid) of every `now` event
 
         def read() -> None:

@@ -164,7 +164,10 @@ def test_with_a_control_token_the_browser_signs_in_and_the_api_still_wants_the_b
 
 def test_the_live_stream_sends_panels_and_again_on_a_change(tmp_path: Path) -> None:
     async def scenario(url: str, arbiter: Arbiter, session: aiohttp.ClientSession) -> None:
-        async with session.get(url + "/console/events", timeout=aiohttp.ClientTimeout(total=20)) as response:
+        async with session.get(url + "/console/events") as response:
+            assert response.status == 406  # not an EventSource: refused rather than left hanging
+        async with session.get(url + "/console/events", headers={"Accept": "text/event-stream"},
+                               timeout=aiohttp.ClientTimeout(total=20)) as response:
             assert response.headers["Content-Type"].startswith("text/event-stream")
             names = []
             while not {"now", "timeline", "incidents", "logs"} <= set(names):

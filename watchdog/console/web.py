@@ -133,6 +133,9 @@ def _event(name: str, html: str) -> bytes:
 
 
 async def events(request: web.Request) -> web.StreamResponse:
+    if "text/event-stream" not in request.headers.get("Accept", ""):  # what EventSource sends; others would hang
+        return _html(render.frame("not an event stream client", '<p class="bad">this is the console page\'s live '
+                                  'stream: ask with Accept: text/event-stream</p>'), status=406)
     console, changes, stopping = request.app[CONSOLE], request.app[CHANGES], request.app[STOPPING]
     range_name = _range(request)
     csrf, _ = _csrf(request)
