@@ -302,7 +302,7 @@ class Store:
         return {"sanitised": counts.get("sanitised", 0), "quarantined": counts.get("quarantined", 0)}
 
     def message_count(self) -> int:
-        """Stored messages; MAX(rowid) is O(log n) and equals COUNT(*) because rows are never deleted."""
+        """Messages ever stored: MAX(rowid), O(log n); `wa-watchdog prune` keeps the newest row, so it never drops."""
         return self.conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM messages").fetchone()[0]
 
     def media_of(self, message_id: str, chat_jid: str) -> MediaInfo | None:

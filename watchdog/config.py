@@ -24,6 +24,12 @@ from watchdog.programs import Program
 DEFAULT_DROP_PATTERN = r"(?i)\bDR\d{6,8}\b"
 GROUP_JID = re.compile(r"^[0-9]+(-[0-9]+)?@g\.us$")
 PHONE = re.compile(r"^[0-9]{6,15}$")
+# Account and project names become component names, file names and CLI arguments.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MIN_TRAFFIC_INTERVAL = 0.01  # seconds between demo posts: below this the simulator floods its own queue
+MIN_HEARTBEAT = 0.5  # watchdog_sec: below this a loaded machine misses heartbeats and restarts for nothing
+MIN_RSS_LIMIT_MB = 16  # a Python process needs more than this just to start
+MIN_LOG_BYTES = 4096  # a rotation threshold smaller than a few records rotates on every line
 ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
 
 
@@ -91,6 +97,7 @@ class AccountConfig:
     transport: str = "sim"
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    api_port_fallback: bool = False  # demo: a free port when api_port is taken (production: never, callers need it)
     api_token: str = ""
     store: Path = Path()  # default: accounts/<name>/messages.db
     session_dir: Path = Path()  # default: accounts/<name>/session (holds the lock)
@@ -160,7 +167,7 @@ class AlertConfig:
     )
 
 
-ALERT_RULES = ("crash_loop", "hang", "disconnect", "stream_replaced", "logged_out", "config_failed", "webhook_dead")
+ALERT_RULES = ("crash_loop", "hang", "disconnect", "stream_replaced", "logged_out", "not_paired", "config_failed", "webhook_dead")
 
 
 @dataclass(frozen=True)
@@ -216,6 +223,7 @@ class WatchdogConfig:
     max_starting: int = 0  # children starting at once; 0 = twice the CPU count
     restart_rate: float = 10.0  # restarts per second, all programs together
     process_check_period: float = 1.0  # /proc state (SIGSTOP = hang) of every child
+    fork_template: bool = True  # fork our own components from a pre-loaded template (watchdog/forkserver.py)
     control_allowed_hosts: list[str] = field(default_factory=list)  # see AccountConfig.api_allowed_hosts
     control_allowed_origins: list[str] = field(default_factory=list)
 
@@ -262,6 +270,11 @@ class Config:
     def own_jids(self) -> set[str]:
         """JIDs of our own numbers: their messages are never drops."""
         return {account.jid for account in self.accounts.values()}
+
+
+def project_key(i: int, name: object) -> str:
+    """How config errors name a project: by its name (`projects[lawley]`), by position only while it has none."""
+    return f"projects[{name}]" if isinstance(name, str) and name else f"projects[{i}]"
 
 
 def load(path: str | Path, data_dir: str | Path | None = None) -> Config:
@@ -338,7 +351,8 @@ class _Loader:
         projects_raw = raw.get("projects", [])
         if not isinstance(projects_raw, list):
             raise self.error("projects", "expected an array of tables ([[projects]])")
-        projects = [self.table(ProjectConfig, body, f"projects[{i}]") for i, body in enumerate(projects_raw)]
+        projects = [self.table(ProjectConfig, body, project_key(i, body.get("name") if isinstance(body, dict) else None))
+                    for i, body in enumerate(projects_raw)]
         alerts_raw = raw.get("alerts", [])
         if not isinstance(alerts_raw, list):
             raise self.error("alerts", "expected an array of tables ([[alerts]])")
@@ -351,6 +365,8 @@ class _Loader:
         self.check_watchdog(watchdog)
         if sim is not None:
             self.check_sim(sim)
+        self.check_unique(accounts, projects)
+        self.check_ports(watchdog, sim, accounts)
         database = self.check_database(self.table(DatabaseConfig, raw.get("database", {}), "database"))
         drops_api = self.table(DropsApiConfig, raw.get("drops_api", {}), "drops_api")
         webhooks = self.webhooks(raw.get("webhooks", []), drops_api)
@@ -418,10 +434,11 @@ class _Loader:
     def check_supervision(self, watchdog_sec: float, rss_limit_mb: int, key: str,
                           probe: ProbeConfig | None = None) -> None:
         """Per-component supervision knobs: watchdog_sec 0 = no heartbeat check, rss_limit_mb 0 = no limit."""
-        if watchdog_sec < 0:
-            raise self.error(f"{key}.watchdog_sec", f"must be 0 (off) or more seconds, got {watchdog_sec:g}")
-        if rss_limit_mb < 0:
-            raise self.error(f"{key}.rss_limit_mb", f"must be 0 (no limit) or more, got {rss_limit_mb}")
+        if watchdog_sec != 0 and watchdog_sec < MIN_HEARTBEAT:
+            raise self.error(f"{key}.watchdog_sec",
+                             f"must be 0 (off) or at least {MIN_HEARTBEAT:g} seconds, got {watchdog_sec:g}")
+        if rss_limit_mb != 0 and rss_limit_mb < MIN_RSS_LIMIT_MB:
+            raise self.error(f"{key}.rss_limit_mb", f"must be 0 (no limit) or at least {MIN_RSS_LIMIT_MB}, got {rss_limit_mb}")
         if probe is not None:
             for name in ("period", "timeout", "failure_threshold"):
                 self.check_positive(getattr(probe, name), f"{key}.probe.{name}")
@@ -455,6 +472,8 @@ class _Loader:
         for i, jid in enumerate(account.follow_groups):
             if not GROUP_JID.match(jid):
                 raise self.error(f"{key}.follow_groups[{i}]", f"not a group JID (like 120363000000000001@g.us): {jid!r}")
+        self.check_no_repeats(account.follow_groups, f"{key}.follow_groups")
+        self.check_no_repeats(account.media_dirs, f"{key}.media_dirs")
         base = data_dir / "accounts" / account.name
         follow = account.follow_groups or sorted(
             {g for p in projects if p.listen_account == account.name for g in p.groups}
@@ -469,7 +488,7 @@ class _Loader:
         )
 
     def check_project(self, project: ProjectConfig, i: int, accounts: dict[str, AccountConfig]) -> ProjectConfig:
-        key = f"projects[{i}]"
+        key = project_key(i, project.name)
         self.check_supervision(project.watchdog_sec, project.rss_limit_mb, key)
         if project.environment not in ("prod", "dev"):
             raise self.error(f"{key}.environment", f"must be 'prod' or 'dev', got {project.environment!r}")
@@ -478,6 +497,7 @@ class _Loader:
         for j, jid in enumerate(project.groups):
             if not GROUP_JID.match(jid):
                 raise self.error(f"{key}.groups[{j}]", f"not a group JID (like 120363000000000001@g.us): {jid!r}")
+        self.check_no_repeats(project.groups, f"{key}.groups")
         try:
             re.compile(project.pattern)
         except re.error as exc:
@@ -507,12 +527,19 @@ class _Loader:
         for j, rule in enumerate(alert.rules):
             if rule not in ALERT_RULES:
                 raise self.error(f"{key}.rules[{j}]", f"unknown rule {rule!r} (known: {', '.join(ALERT_RULES)})")
+        self.check_no_repeats(alert.rules, f"{key}.rules")
+        self.check_positive(alert.repeat_interval, f"{key}.repeat_interval")
+        if alert.disconnect_threshold < 0:
+            raise self.error(f"{key}.disconnect_threshold",
+                             f"must be 0 or more seconds, got {alert.disconnect_threshold:g}")
 
     def check_watchdog(self, watchdog: WatchdogConfig) -> None:
         self.check_port(watchdog.control_port, "watchdog.control_port")
-        for name in ("recovery_log_max_bytes", "child_log_max_bytes", "stop_timeout", "backoff_initial",
-                     "backoff_reset_after", "crash_loop_exits", "crash_loop_window"):
+        for name in ("stop_timeout", "backoff_initial", "backoff_reset_after", "crash_loop_exits", "crash_loop_window"):
             self.check_positive(getattr(watchdog, name), f"watchdog.{name}")
+        for name in ("recovery_log_max_bytes", "child_log_max_bytes"):
+            if getattr(watchdog, name) < MIN_LOG_BYTES:
+                raise self.error(f"watchdog.{name}", f"must be at least {MIN_LOG_BYTES} bytes, got {getattr(watchdog, name)}")
         for name in ("start_timeout", "overload_grace", "restart_rate", "process_check_period"):
             self.check_positive(getattr(watchdog, name), f"watchdog.{name}")
         if watchdog.max_starting < 0:
@@ -596,6 +623,63 @@ class _Loader:
         for i, group in enumerate(sim.groups):
             if not GROUP_JID.match(group.jid):
                 raise self.error(f"sim.groups[{i}].jid", f"not a group JID: {group.jid!r}")
+            if not group.name.strip():
+                raise self.error(f"sim.groups[{i}].name", "must not be empty")
+            for j, phone in enumerate(group.participants):
+                if not PHONE.match(phone):
+                    raise self.error(f"sim.groups[{i}].participants[{j}]",
+                                     f"expected digits only with country code (e.g. 27710000001), got {phone!r}")
+            self.check_no_repeats(group.participants, f"sim.groups[{i}].participants")
+        self.check_no_repeats([g.jid for g in sim.groups], "sim.groups", what="jid")
+        if sim.traffic.interval < MIN_TRAFFIC_INTERVAL:
+            raise self.error("sim.traffic.interval",
+                             f"must be at least {MIN_TRAFFIC_INTERVAL:g} seconds, got {sim.traffic.interval:g}")
+
+    # -- uniqueness across tables ------------------------------------------------
+
+    def check_no_repeats(self, values: list, key: str, what: str = "") -> None:
+        """A list that names things (groups, rules, participants) holds each once."""
+        seen: dict[object, int] = {}
+        for i, value in enumerate(values):
+            if value in seen:
+                where = f"{key}[{i}].{what}" if what else f"{key}[{i}]"
+                raise self.error(where, f"{value!r} repeats {key}[{seen[value]}]" + (f".{what}" if what else ""))
+            seen[value] = i
+
+    def check_unique(self, accounts: dict[str, AccountConfig], projects: list[ProjectConfig]) -> None:
+        """Names become component names (`monitor:lawley`): two alike would fight over one port and one log."""
+        for name in accounts:
+            if not NAME.match(name):
+                raise self.error(f"accounts.{name}", "name must be letters, digits, '.', '_' or '-' (at most 64), "
+                                                      "starting with a letter or digit")
+        phones: dict[str, str] = {}
+        for account in accounts.values():
+            if account.phone in phones:
+                raise self.error(f"accounts.{account.name}.phone", f"{account.phone} is also accounts.{phones[account.phone]}"
+                                                                   ".phone: one number has one session")
+            phones[account.phone] = account.name
+        names: dict[str, int] = {}
+        for i, project in enumerate(projects):
+            if not NAME.match(project.name):
+                raise self.error(f"{project_key(i, project.name)}.name",
+                                 "must be letters, digits, '.', '_' or '-' (at most 64), starting with a letter or digit")
+            if project.name in names:
+                raise self.error(f"projects[{i}].name",
+                                 f"{project.name!r} is already the name of the project at position {names[project.name]}"
+                                 " (each [[projects]] needs its own name)")
+            names[project.name] = i
+
+    def check_ports(self, watchdog: WatchdogConfig, sim: SimConfig | None, accounts: dict[str, AccountConfig]) -> None:
+        """Every fixed port (0 = any free port) once: two listeners on one port end in `Address already in use`."""
+        ports = [("watchdog.control_port", watchdog.control_port)]
+        if sim is not None:
+            ports.append(("sim.port", sim.port))
+        ports += [(f"accounts.{a.name}.api_port", a.api_port) for a in accounts.values()]
+        taken: dict[int, str] = {}
+        for key, port in ports:
+            if port and port in taken:
+                raise self.error(key, f"port {port} is also {taken[port]}")
+            taken[port] = key
 
 
 def _is_loopback(host: str) -> bool:
