@@ -2,9 +2,9 @@
 
 The bridge that sent a project's feedback (its `send_account`) stores every
 server ack, delivery and read receipt in its messages.db. This follower reads
-them read-only (woken by inotify, as the monitor follows its messages) from a cursor kept in the drops
-store and hands each to
-`DropsDB.record_receipt`, which stamps the feedback (server_at, delivered_at,
+them read-only (woken by inotify, as the monitor follows its messages) from a
+cursor kept in the drops store and hands each to `DropsDB.record_receipt`,
+which stamps the feedback (server_at, delivered_at,
 read_at: the first one stands) and writes the feedback.delivered /
 feedback.read event in the same transaction.
 
