@@ -438,6 +438,7 @@ class Watcher:
                              cause=self._stop_cause if self._after_exit == _STAY_STOPPED else self.recovery.cause)
         else:
             self.records.add("exit", pid=child.pid, **cause)
+        last_words = "" if self.ready else self.status_text  # a refusal at start (e.g. a corrupt store) says why
         self.ready = self.started = self.healthy = False
         self.condition = "exited"
         self._set_state(State.EXITED)
@@ -460,7 +461,8 @@ class Watcher:
         self._begin_recovery("exit", str(cause["cause"]), child.pid)
         program = self.program
         if code in program.no_restart_exit_codes:
-            meaning = {EXIT_CONFIG: "configuration error", EXIT_NEEDS_OPERATOR: "needs an operator (not paired)"}.get(code, "a no-restart exit code")
+            meaning = last_words or {EXIT_CONFIG: "configuration error",
+                                     EXIT_NEEDS_OPERATOR: "needs an operator (not paired)"}.get(code, "a no-restart exit code")
             self._fail(f"{cause['cause']}: {meaning}", FAILED_RULES.get(code, "config_failed"), pid=child.pid)
         elif program.restart == "never" or (program.restart == "on-failure" and code == 0):
             if code == 0:
