@@ -132,6 +132,13 @@ class Watcher:
         self.ctx.on_change(self)
 
     @property
+    def settled(self) -> bool:
+        """Healthy, or not going to be by waiting: failed, or up while its upstream is away or an operator is
+        needed (a bridge in a WhatsApp outage). What a program with this one in `after` waits for."""
+        return self.healthy or self.state is State.FAILED or (
+            self.started and (self._outage_since is not None or bool(self._operator_rules)))
+
+    @property
     def pid(self) -> int | None:
         return self.child.pid if self.child and self.child.running else None
 
@@ -310,7 +317,7 @@ class Watcher:
         """A probe answered (failures are counted by the checks): what the answer means for health and alerts."""
         if self.state not in (State.STARTING, State.RUNNING):
             return
-        was = (self.healthy, self.condition)
+        was = (self.healthy, self.condition, self.settled)
         self.last_probe = result
         if result.kind != probes.FAILURE:
             self.condition = "ready" if result.state == "ok" else result.state
@@ -333,7 +340,7 @@ class Watcher:
             self._operator_rules.add(result.state)
             self._fire(result.state, f"{self.name}: {result.state.replace('_', ' ')}"
                                      f"{': ' + result.detail if result.detail else ''}; an operator is needed")
-        if (self.healthy, self.condition) != was:
+        if (self.healthy, self.condition, self.settled) != was:
             self.ctx.on_change(self)
 
     def _became_healthy(self) -> None:
