@@ -290,7 +290,7 @@ def test_backoff_resets_after_the_component_was_healthy_long_enough(tmp_path: Pa
     run(scenario)
 
 
-@pytest.mark.parametrize(("code", "rule"), [(2, "config_failed"), (4, "logged_out")])
+@pytest.mark.parametrize(("code", "rule"), [(2, "config_failed"), (4, "not_paired")])
 def test_exit_code_2_or_4_is_failed_not_restarted_and_alerted_once(tmp_path: Path, code: int, rule: str) -> None:
     async def scenario() -> None:
         async with webhook_receiver() as (url, received):

@@ -51,8 +51,9 @@ _RECOVER = "recover"  # a failed check: restart with backoff, counts towards a c
 _RESTART_NOW = "restart now"  # operator restart: at once, not counted
 _STAY_STOPPED = "stay stopped"  # shutdown, reload
 
-FAILED_RULES = {EXIT_CONFIG: "config_failed", EXIT_NEEDS_OPERATOR: "logged_out"}  # other no-restart codes: config_failed
-RECOVERY_ALERTS = ("hang", "config_failed", "logged_out")  # resolved when the program is healthy again
+# Exit 4 is a session that was never paired: a logout is seen live by the health probe (`logged_out`), not as an exit.
+FAILED_RULES = {EXIT_CONFIG: "config_failed", EXIT_NEEDS_OPERATOR: "not_paired"}  # other no-restart codes: config_failed
+RECOVERY_ALERTS = ("hang", "config_failed", "logged_out", "not_paired")  # resolved when the program is healthy again
 
 
 @dataclass
@@ -466,8 +467,7 @@ class Watcher:
         self._begin_recovery("exit", str(cause["cause"]), child.pid)
         program = self.program
         if code in program.no_restart_exit_codes:
-            meaning = {EXIT_CONFIG: "configuration error", EXIT_NEEDS_OPERATOR: "needs an operator (unpaired or "
-                       "logged out)"}.get(code, "a no-restart exit code")
+            meaning = {EXIT_CONFIG: "configuration error", EXIT_NEEDS_OPERATOR: "needs an operator (not paired)"}.get(code, "a no-restart exit code")
             self._fail(f"{cause['cause']}: {meaning}", FAILED_RULES.get(code, "config_failed"), pid=child.pid)
         elif program.restart == "never" or (program.restart == "on-failure" and code == 0):
             if code == 0:

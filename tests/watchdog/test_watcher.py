@@ -1,5 +1,5 @@
 """One program's declared behaviour under a real arbiter: restart modes, no-restart exit codes, stop signal,
-environment and working directory, and readiness by TCP or by running long enough."""
+environment and working directory, readiness by TCP or by running long enough, and when a backoff ends."""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import ROOT
-from tests.test_watchdog_supervision import run, supervise, worker, write_settings
+from tests.test_watchdog_supervision import run, supervise, until, worker, write_settings
 from watchdog.programs import Check, Program
 from watchdog.states import State
 
@@ -73,4 +73,17 @@ def test_readiness_by_tcp_connect_and_by_running_long_enough(tmp_path: Path) -> 
             with socket.create_connection(("127.0.0.1", port), timeout=2):
                 pass
             assert s.watcher("listener").condition == "ready"
+    run(scenario)
+
+
+def test_backoff_says_when_the_next_start_is(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        config = write_settings(tmp_path, backoff_initial=3.0, backoff_max=6.0)
+        async with supervise(config, [worker("monitor:a", "--exit-after", "0", "--code", "1")]) as s:
+            watcher = s.watcher("monitor:a")
+            await until(lambda: watcher.state == State.BACKOFF, 15, "the second exit (the first restart is at once)")
+            status = s.arbiter.status()[0]
+            assert status["state"] == "backoff" and 0 < status["next_start_in_s"] <= 6.0, status
+            running = [c for c in s.arbiter.status() if c["state"] != "backoff"]
+            assert all(c["next_start_in_s"] is None for c in running)
     run(scenario)
