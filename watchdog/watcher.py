@@ -4,6 +4,7 @@ The watcher ties the parts together, each with one job: the state machine
 (watchdog/states.py), the restart policy (watchdog/restart_policy.py, a pure
 function), the checks on the current child (watchdog/checks.py), the warm
 standby (watchdog/standby.py), the recovery records (watchdog/recovery.py),
+its alerts (watchdog/program_alerts.py),
 and the watchdog-wide start bounds (watchdog/throttle.py). It knows a
 `Program` and its hooks, never what kind of program it is.
 
