@@ -56,8 +56,11 @@ def fingerprint(endpoint: str, request: SendRequest, media: StagedMedia | None) 
 
 
 def reply(row: OutboxRow) -> tuple[int, dict]:
-    """The HTTP answer for an outbox row: 200 sent, 202 queued, 404 unknown group (403 not a member of it),
-    500 refused otherwise by the server or dead-lettered."""
+    """The HTTP answer for an outbox row: 200 sent, 202 queued; never to be sent: 404 unknown group, 403 not a
+    member of it, else 422 (refused, dead-lettered).
+
+    422, not 500: the bridge is fine; this message cannot be delivered as asked, and repeating it will not help.
+    """
     if row.status == "sent":
         return 200, {"success": True, "message": f"Message sent to {row.recipient}", "id": row.message_id}
     if row.status == "pending":

@@ -65,8 +65,8 @@ def parse_jid(value: object, what: str = "recipient") -> str:
 
 
 def refusal_status(error: str) -> int:
-    """The HTTP status for a send the server refused: 404 unknown group, 403 not a member of it, else 500."""
-    return next((status for pattern, status in _CALLER_MISTAKES if pattern.search(error)), 500)
+    """The HTTP status for a send the server refused: 404 unknown group, 403 not a member of it, else 422."""
+    return next((status for pattern, status in _CALLER_MISTAKES if pattern.search(error)), 422)
 
 
 def parse_mentions(value: object) -> tuple[str, ...]:

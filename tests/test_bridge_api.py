@@ -84,7 +84,8 @@ def test_sends_while_disconnected_are_queued_and_delivered_exactly_once(procs: P
     assert status == 202 and first["success"] is True and first["queued"] is True
     status, retry = call("POST", f"{url}/api/send", {"recipient": GROUP_A, "message": "DR1234567 received"}, key)
     assert (status, retry["id"]) == (202, first["id"])  # a retry is the same send, not a second one
-    status, second = call("POST", f"{url}/api/send", {"recipient": GROUP_A, "message": "DR7654321 received"})
+    status, second = call("POST", f"{url}/api/send", {"recipient": GROUP_A, "message": "DR7654321 received"},
+                          {"Idempotency-Key": "drop-DR7654321-ack"})  # keyless: tests/bridge/test_exactly_once.py
     assert status == 202 and second["id"] != first["id"]
     assert health(url)["outbox_depth"] == 2
 

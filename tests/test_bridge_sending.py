@@ -123,7 +123,7 @@ def test_a_mention_written_as_people_write_numbers_is_normalised() -> None:
     ("chat_jid: unknown group 1@g.us (known: 2@g.us)", 404),  # the simulator
     ("WhatsApp refused the message: failed to get group members: that group does not exist", 404),  # whatsmeow
     ("WhatsApp refused the message: failed to get group members: you're not participating in that group", 403),
-    ("WhatsApp refused the message: server returned error 479", 500),
+    ("WhatsApp refused the message: server returned error 479", 422),
 ])
 def test_a_refusal_that_is_the_callers_mistake_is_4xx(error: str, status: int) -> None:
     assert refusal_status(error) == status

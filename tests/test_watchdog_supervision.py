@@ -51,10 +51,11 @@ def write_settings(tmp_path: Path, webhook: str | None = None, **watchdog: float
 
 
 def worker(name: str, *options: str, after: tuple[str, ...] = (), watchdog_sec: float = 1.0, rss_limit_mb: int = 0,
-           pidfile: Path | None = None, signature: tuple[tuple[str, ...], ...] = (), **program: object) -> Program:
+           pidfile: Path | None = None, signature: tuple[tuple[str, ...], ...] = (),
+           no_restart_exit_codes: tuple[int, ...] = OWN_NO_RESTART_EXITS, **program: object) -> Program:
     """The test worker as a program that says READY=1 and heartbeats, with our components' no-restart codes."""
     return Program(name, (sys.executable, str(WORKER), "--label", name, *options), after=after, ready=Check("notify"),
-                   watchdog_sec=watchdog_sec, rss_limit_mb=rss_limit_mb, no_restart_exit_codes=OWN_NO_RESTART_EXITS,
+                   watchdog_sec=watchdog_sec, rss_limit_mb=rss_limit_mb, no_restart_exit_codes=no_restart_exit_codes,
                    pidfile=pidfile, signature=signature, **program)
 
 

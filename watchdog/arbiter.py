@@ -23,16 +23,19 @@ from loguru import logger
 from watchdog import control_token, endpoints, locks
 from watchdog.alerts import AlertManager
 from watchdog.builtins import all_programs
+from watchdog.child import use_template
 from watchdog.child_output import StderrSink
 from watchdog.config import Config, ConfigError, load
 from watchdog.control import start_control_server
 from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
+from watchdog.forkserver import ForkServer
 from watchdog.metrics import Metrics
 from watchdog.programs import Program, diff
 from watchdog.recovery_log import RecoveryLog
 from watchdog.stale import component_of, record_children, recorded_children, standby_name
 from watchdog.states import State
 from watchdog.systemd_heartbeat import SystemdHeartbeat
+from watchdog.template import is_ours
 from watchdog.throttle import Launcher
 from watchdog.watcher import Context, Watcher
 
@@ -78,6 +81,8 @@ class Arbiter:
         self._signals = 0
         self._recorded_children: dict[str, int] = {}
         self._starting: set[asyncio.Task] = set()
+        self._template: ForkServer | None = None
+        self._template_started: asyncio.Task | None = None  # every start waits for it (ready or given up)
 
     # -- what the control API calls -----------------------------------------------
 
@@ -146,6 +151,10 @@ class Arbiter:
             self.metrics.set_component(program.name, up=False, healthy=False)
         for program in changes.added + changes.changed:
             self._start_when_ready(self.watchers[program.name], f"reload: {going.get(program.name, 'added')}")
+        fresh = {p.name for p in changes.added + changes.changed}
+        for watcher in self.watchers.values():
+            if watcher.standby is not None and watcher.name not in fresh:
+                watcher.standby.renew()  # the file changed: a standby that read it keeps the next takeover warm
         self._on_change(None)
         return {"ok": True, "sha256": sha256, "added": [p.name for p in changes.added],
                 "removed": [p.name for p in changes.removed], "changed": [p.name for p in changes.changed],
@@ -205,6 +214,10 @@ class Arbiter:
                                  message=f"supervising {', '.join(self.watchers) or 'nothing'}")
         logger.info("wa-watchdog {} supervising {} program(s); control API {}", os.getpid(), len(self.watchers),
                     self.control_url)
+        if settings.fork_template and any(is_ours(program.argv) for program in self.programs):
+            self._template = ForkServer(self.recovery_log)
+            use_template(self._template)  # until it is ready it answers `exec`
+            self._template_started = loop.create_task(self._template.start())
         for watcher in self.watchers.values():
             self._start_when_ready(watcher)
         heartbeat = loop.create_task(self.systemd.run(self._cycle))
@@ -217,6 +230,11 @@ class Arbiter:
             task.cancel()
         await asyncio.gather(heartbeat, *self._starting, return_exceptions=True)
         await self._stop_in_order(list(self.watchers.values()), lambda w: "shutdown")
+        if self._template is not None:
+            use_template(None)
+            if self._template_started is not None:
+                self._template_started.cancel()
+            await self._template.close()
         await runner.cleanup()
         endpoints.remove(self.config.data_dir, "watchdog")
         await self._close(http, launcher)
@@ -291,7 +309,13 @@ class Arbiter:
         task.add_done_callback(_log_failure)
 
     async def _start_after(self, watcher: Watcher, reason: str) -> None:
-        """Start once every program in `after` is healthy or failed (at most start_timeout later, with a warning)."""
+        """Start once every program in `after` is healthy or failed (at most start_timeout later, with a warning).
+
+        The first starts also wait for the template (watchdog/forkserver.py): ready, or given up on after
+        its READY_TIMEOUT, so a hundred children are not exec'd while it imports.
+        """
+        if self._template_started is not None:
+            await asyncio.shield(self._template_started)
         def settled() -> bool:
             return all(w.healthy or w.state is State.FAILED for w in self._dependencies(watcher))
         if not await self._wait_for(settled, self.config.watchdog.start_timeout):

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "check": ("watchdog.check", "cmd_check", "verify an installation: config, data dir, ports, sessions, unit"),
     "backup": ("watchdog.backup", "cmd_backup", "copy the stores, session and recovery log consistently into DIR"),
     "prune": ("monitors.prune", "cmd_prune", "remove old messages every monitor has read from messages.db"),
+    "drops-api": ("monitors.api.main", "cmd_drops_api", "run the drops and feedback API and the event webhooks"),
 }
 WRITES_DATA_DIR = ("run", "sim", "bridge", "monitor", "pair")  # checked (and created) before they start
 

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from watchdog import web_guard
 from watchdog.config import WatchdogConfig
-from watchdog.http_server import LimitedRunner
+from watchdog.http_server import LimitedRunner, add_openapi
 from watchdog.metrics import Metrics
 
 STATUS = web.AppKey("status", Callable[[], list[dict]])
@@ -85,6 +85,7 @@ def build_app(config: WatchdogConfig, status: Callable[[], list[dict]], restart:
         app[CONFIG] = config_info
         app.router.add_post("/reload", _reload)
         app.router.add_get("/config", _config)
+    add_openapi(app, "control-api.json")
     return app
 
 

@@ -37,6 +37,7 @@ class WarmStandby:
         self.failures = 0  # exits since one was last promoted: its respawn backoff
         self.next_delay = 0.0  # before the next standby: the restart delay of the recovery that used one
         self.stop_planned = False  # we are stopping it (shutdown, failed, reload): no respawn
+        self._renewing = False  # stopped to be replaced by one that has read the config as it is now
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -113,6 +114,11 @@ class WarmStandby:
         self.output.detach()
         self.w.ctx.on_change(self.w)
         cause = exit_cause(process.returncode if process.returncode is not None else 0)["cause"]
+        if self._renewing and not self.w.shutting_down:
+            self._renewing = False
+            logger.info("{} standby pid {} stopped ({}) to be renewed", self.w.name, process.pid, cause)
+            self._schedule(0.0)
+            return
         if self.w.shutting_down or self.stop_planned:
             logger.info("{} standby pid {} stopped ({})", self.w.name, process.pid, cause)
             return
@@ -120,6 +126,13 @@ class WarmStandby:
         delay = standby_delay(self.failures, self.w.policy, random.random())
         logger.warning("{} standby pid {} exited: {}; a new one in {:.2f} s", self.w.name, process.pid, cause, delay)
         self._schedule(delay)
+
+    def renew(self) -> None:
+        """The config file changed (a reload that left this program alone): replace the standby by one that has
+        read it, so the next takeover stays warm. It holds nothing while waiting: the child is not disturbed."""
+        if self.pid is not None and not self.stop_planned:
+            self._renewing = True
+            self.stop(self.w.ctx.settings.term_grace)  # never promoted while it goes; a new one follows (ended)
 
     def stop(self, grace: float) -> asyncio.Task | None:
         """Stop signal to the standby (SIGKILL after `grace`); it holds nothing, so this never disturbs the child."""

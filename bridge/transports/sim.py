@@ -29,8 +29,8 @@ from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, ConnectionKind, Handler,
-                              IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, SendFailed,
-                              SendResult, Source, Transport)
+                              IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, Receipt,
+                              ReceiptKind, SendFailed, SendResult, Source, Transport)
 from watchdog import endpoints
 from watchdog.config import AccountConfig, Config
 
@@ -180,6 +180,8 @@ class SimTransport(Transport):
                                                                 f"{item.get('count', 0)} offline messages"))
                 elif kind == "messages":
                     await self._ingest(ws, handler, self._batch(item, inbox))
+                elif kind == "receipts":
+                    await self._take_receipts(ws, handler, item["receipts"])
         finally:
             self._socket = None
             self._connected = False
@@ -208,6 +210,18 @@ class SimTransport(Transport):
             return
         with contextlib.suppress(ConnectionError, aiohttp.ClientError):
             await ws.send_str(json.dumps({"type": "ack", "ids": [m.id for m in batch]}))
+
+    async def _take_receipts(self, ws: aiohttp.ClientWebSocketResponse, handler: Handler, raw: list[dict]) -> None:
+        """Receipts go the same way as messages: committed by the handler, then acked (else redelivered)."""
+        receipts = [Receipt(tuple(r["message_ids"]), r["chat_jid"], r["recipient_jid"], ReceiptKind(r["kind"]),
+                            datetime.fromisoformat(r["timestamp"])) for r in raw]
+        try:
+            await handler.on_receipts(receipts)
+        except Exception as exc:  # noqa: BLE001 - not committed, so not acknowledged
+            logger.error("sim transport: handler failed on {} receipts, not acknowledged: {!r}", len(receipts), exc)
+            return
+        with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+            await ws.send_str(json.dumps({"type": "ack", "ids": [r["id"] for r in raw]}))
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse, inbox: collections.deque,
                     arrived: asyncio.Event) -> None:

@@ -4,8 +4,8 @@ with the drops store in drops.db and in PostgreSQL, side by side in one run.
 Drops are posted one at a time through `POST /sim/inject`, round robin over
 the six projects' groups, `--interval` apart. A drop's latency is its row's
 `detected_at` minus its `message_time` (the simulator's timestamp of the
-post): simulator -> websocket -> bridge commit -> monitor's data_version
-poll -> the monitor starts the recording transaction. For PostgreSQL the
+post): simulator -> websocket -> bridge commit -> the monitor, woken by
+inotify, starts the recording transaction. For PostgreSQL the
 run also reports post -> commit (the row visible to the web app), from
 `pg_xact_commit_timestamp(xmin)`. The PostgreSQL server is a throwaway one
 (tests/pg.py) with fsync on, on this machine. Targets: drops.db p50 < 50 ms,

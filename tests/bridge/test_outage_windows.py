@@ -80,7 +80,7 @@ def test_a_crash_window_starts_when_the_process_died(write_config, procs: Proces
     data_dir = config_path.parent / "data"
     procs.start("run", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     bridge = wait_until(lambda: (b := status(data_dir).get("bridge:main", {})).get("healthy")
-                        and (b["standby_pid"] or not standby) and b, 30, message="the bridge up")
+                        and (b.get("standby_pid") or not standby) and b, 30, message="the bridge up")
     killed_at = time.time()
     os.kill(bridge["pid"], signal.SIGKILL)
     started, ended = wait_until(lambda: closed_window(data_dir, "bridge crash"), 30, message="the crash window")
