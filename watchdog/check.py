@@ -92,6 +92,8 @@ def fixed_ports(config: Config) -> list[tuple[str, str, int]]:
     if config.sim is not None and config.sim.enabled:
         ports.append(("sim.port", "127.0.0.1", config.sim.port))
     ports += [(f"accounts.{a.name}.api_port", a.api_host, a.api_port) for a in config.accounts.values()]
+    if config.drops_api.enabled:
+        ports.append(("drops_api.port", config.drops_api.host, config.drops_api.port))
     return [(key, host, port) for key, host, port in ports if port]
 
 
