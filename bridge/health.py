@@ -64,6 +64,8 @@ class Health:
         self.reason = "starting"
         self.store_writable = True
         self.store_problem = ""
+        self._locked_file = ""  # the store file another program holds locked ('' = not a lock problem)
+        self._problem_since = 0.0
         self.loop_lag_ms = 0.0
         self._last_event = time.monotonic()
 
@@ -82,9 +84,18 @@ class Health:
     def event_seen(self) -> None:
         self._last_event = time.monotonic()
 
-    def store_result(self, problem: str) -> None:
-        """Record the outcome of the last store write ('' = it worked)."""
-        self.store_writable, self.store_problem = not problem, problem
+    def store_result(self, problem: str, locked_file: str = "") -> None:
+        """Record the outcome of the last store write ('' = it worked); `locked_file` if another program holds it."""
+        if problem and self.store_writable:
+            self._problem_since = time.monotonic()
+        self.store_writable, self.store_problem, self._locked_file = not problem, problem, locked_file
+
+    @property
+    def store_reason(self) -> str:
+        """What is wrong with the store, e.g. `messages.db locked by another process for 12 s`."""
+        if self._locked_file:
+            return f"{self._locked_file} locked by another process for {time.monotonic() - self._problem_since:.0f} s"
+        return self.store_problem
 
     @property
     def terminal(self) -> bool:
@@ -106,7 +117,7 @@ class Health:
             "status": "ok" if healthy else "unavailable",
             "connected": self.connected,
             "state": self.reported_state,
-            "reason": self.store_problem if not self.store_writable else ("" if healthy else self.reason),
+            "reason": self.store_reason if not self.store_writable else ("" if healthy else self.reason),
             "account": self.account,
             "pid": os.getpid(),
             "last_event_age_s": round(time.monotonic() - self._last_event, 3),

@@ -11,31 +11,42 @@ transport module are loaded first, then the process blocks on the session
 lock, holding nothing else (no store, no socket, no endpoint, no sd_notify);
 when the owner dies the kernel hands the lock over and only the real start-up
 work (~15 ms) is left.
+
+A store that cannot be written (disk full, another program holding its lock)
+does not stop the bridge: health says so (`store_error`, naming the lock and
+for how long), nothing is acknowledged (the batch is retried every
+`STORE_RETRY` seconds, so ingest resumes by itself once the store is
+writable again), and the event loop keeps heartbeating. A corrupt store is
+refused at start and abandoned at run time with exit 2.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import dataclasses
+import errno
 import importlib
 import os
 import signal
 import sqlite3
 import sys
 import time
+from datetime import datetime, timezone
 
 from aiohttp import web
 from loguru import logger
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from bridge.api import build_app
 from bridge.health import CONNECTED, STATE_OF_KIND, Health, HealthInputs
 from bridge.outbox import Outbox
 from bridge.quarantine import Quarantined, unmappable
 from bridge.session_lock import SessionHeld, SessionLock
-from bridge.store import OutboxRow, Store, StoreError, format_ts
-from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Transport
+from bridge.integrity import CorruptStore, check_or_refuse
+from bridge.store import OutboxRow, Store, StoreCorrupt, StoreError, StoreLocked, format_ts, now_ts
+from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Receipt, Transport
 from bridge.windows import STOPPED_REASON, Windows
-from watchdog import endpoints, logs, web_guard
+from watchdog import endpoints, exit_handoff, logs, web_guard
 from watchdog.config import AccountConfig, Config
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
 from watchdog.http_server import LimitedRunner
@@ -50,7 +61,13 @@ TRANSPORTS = {
 OFFLINE_SYNC_WAIT = 10.0  # backfill anyway if the transport never says the offline queue is replayed
 DRAIN_ON_STOP = 3.0  # seconds to flush the outbox on SIGTERM
 TRANSPORT_CLOSE = 3.0
+PORT_WAIT = 1.0  # seconds a taken api_port is retried before giving up (or falling back)
 MAX_TICK = 1.0  # alive_at heartbeat period (the start of a crash window is at most this stale)
+STORE_RETRY = 0.5  # seconds between attempts to store a batch the store refused (full disk, locked)
+
+
+def _port_in_use(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
 
 
 def transport_class(account: AccountConfig) -> type[Transport]:
@@ -70,7 +87,8 @@ def _describe(event: ConnectionEvent) -> str:
 class Bridge:
     """The running bridge: the transport's Handler and the API's context."""
 
-    def __init__(self, config: Config, account: AccountConfig, store: Store, transport: Transport) -> None:
+    def __init__(self, config: Config, account: AccountConfig, store: Store, transport: Transport,
+                 died: tuple[int, str] | None = None) -> None:
         self.config = config
         self.account = account
         self.component = account.component
@@ -92,29 +110,71 @@ class Bridge:
         self._synced = asyncio.Event()
         self._stopping = False
         self._ready_sent = False
+        self._died = died  # (pid, time) the previous process was last known alive (crash window start)
+        self._windows_started = False  # on_start written (retried by the heartbeat while the store refuses)
+        self._connected_at = now_ts()
+        self._exit_code: int | None = None  # set by a fatal store problem (corruption)
         self._tasks: set[asyncio.Task] = set()
 
     # -- Handler (called by the transport) ------------------------------------------------------
 
     async def on_messages(self, messages: list[IncomingMessage]) -> None:
-        """Commit, then return: the transport acknowledges only after this."""
+        """Commit, then return: the transport acknowledges only after this.
+
+        While the store refuses (full disk, locked by another program) the batch is retried here, not
+        acknowledged, and the loop stays free for health; a stop or a corrupt store gives up (raises).
+        """
         self.health.event_seen()
-        try:
-            added = self.store.add_messages(messages)
-        except StoreError as exc:
-            self.health.store_result(str(exc))
-            logger.error("store failed, {} messages not acknowledged: {}", len(messages), exc)
-            raise
+        while True:
+            try:
+                added = self.store.add_messages(messages)
+                break
+            except StoreError as exc:
+                self._store_failed(exc)
+                if self._stopping or isinstance(exc, StoreCorrupt):
+                    raise
+                await asyncio.sleep(STORE_RETRY)
+        if not self.health.store_writable:
+            logger.info("store writable again: {} messages stored", len(messages))
+        self.health.store_result("")
         if added:
             logger.info("stored {} new of {} messages", added, len(messages))
+
+    async def on_receipts(self, receipts: list[Receipt]) -> None:
+        """Commit, then return (acked after, like messages); monitors carry them to the feedback rows.
+
+        A refused write raises: the receipts are not acknowledged, so WhatsApp (or the simulator) sends
+        them again on the next connection.
+        """
+        self.health.event_seen()
+        try:
+            added = self.store.add_receipts(receipts)
+        except StoreError as exc:
+            self._store_failed(exc)
+            raise
+        if added:
+            logger.debug("stored {} receipts", added)
 
     async def on_unmappable(self, message_id: str, chat_jid: str, reason: str, raw: str) -> None:
         self.store.quarantine([unmappable(message_id, chat_jid, reason, raw)])
 
+    def _store_failed(self, exc: StoreError) -> None:
+        """Report a store that refused a write; a corrupt one ends the bridge with exit 2."""
+        if self.health.store_writable:
+            logger.error("store not writable, nothing acknowledged until it is: {}", exc)
+        self.health.store_result(str(exc), self.store.path.name if isinstance(exc, StoreLocked) else "")
+        if isinstance(exc, StoreCorrupt) and self._exit_code is None:
+            logger.error("{}", CorruptStore(self.store.path, str(exc.__cause__ or exc)))
+            self._exit_code = EXIT_CONFIG
+            self._stop.set()
+
     async def on_connection(self, event: ConnectionEvent) -> None:
         self.health.event_seen()
         reason = _describe(event)
-        self.store.add_connection_event(format_ts(event.at), event.kind.value, event.reason)
+        try:
+            self.store.add_connection_event(format_ts(event.at), event.kind.value, event.reason)
+        except StoreError as exc:  # a diagnostic row; the state below matters more
+            self._store_failed(exc)
         if event.kind == ConnectionKind.OFFLINE_SYNC_DONE:
             logger.info("offline queue replayed ({})", event.reason)
             self._synced.set()
@@ -125,11 +185,15 @@ class Bridge:
         self.health.transition(state, reason)
         if state == CONNECTED:
             logger.info("connected to WhatsApp as {}", self.account.phone)
+            self._connected_at = format_ts(event.at)
             self._synced.clear()
             self._spawn(self._after_connect())
             self._ready()
         else:
-            self.windows.on_disconnect(reason)
+            try:
+                self.windows.on_disconnect(reason, format_ts(event.at))
+            except StoreError as exc:  # the crash-window logic of the next start covers what is lost here
+                self._store_failed(exc)
             if self.health.terminal:
                 logger.error("{}: not reconnecting; an operator must act (health reports {})", reason, state)
                 self._spawn(self.transport.close())  # never fight over the session, whatever the transport does
@@ -202,7 +266,7 @@ class Bridge:
         except TimeoutError:
             logger.info("no offline-sync-done within {}s; closing the window anyway", OFFLINE_SYNC_WAIT)
         if self.health.connected:
-            self.windows.on_caught_up()
+            self.windows.on_caught_up(self._connected_at)
             await self.windows.backfill()
 
     def _publish_status(self) -> None:
@@ -211,25 +275,28 @@ class Bridge:
     async def _beat(self) -> None:
         """Heartbeats from the event loop: alive_at in the store, WATCHDOG=1, STATUS=.
 
-        WATCHDOG=1 continues while WhatsApp is away (the process is fine; health reports the
-        outage, and a restart would not bring WhatsApp back) but stops while the store cannot
-        be written, which is a hang for a supervisor.
+        WATCHDOG=1 comes from the loop, so it continues while WhatsApp is away and while the
+        store cannot be written (full disk, locked by another program): the process is fine,
+        health reports the problem, and a restart would fix neither.
         """
         tick = min(heartbeat_interval(self.account.watchdog_sec), MAX_TICK)
         while True:
             retry_sends = False
             try:
-                self.windows.heartbeat()
+                if not self._windows_started:
+                    self.windows.on_start(self._died)
+                    self._windows_started = True
+                else:
+                    self.windows.heartbeat()
                 retry_sends = self.health.connected and not self.outbox.busy and self.store.outbox_depth() > 0
                 self.health.store_result("")
-            except (StoreError, sqlite3.Error) as exc:
-                if self.health.store_writable:
-                    logger.error("store not writable: {}", exc)
-                self.health.store_result(str(exc))
-            if self.health.store_writable:
-                self.notifier.heartbeat()
-                if retry_sends:
-                    self._spawn(self.outbox.drain())  # e.g. a send that timed out earlier
+            except StoreError as exc:
+                self._store_failed(exc)
+            except sqlite3.Error as exc:
+                self._store_failed(StoreError(f"cannot read {self.store.path}: {exc}"))
+            self.notifier.heartbeat()
+            if retry_sends:
+                self._spawn(self.outbox.drain())  # e.g. a send that timed out earlier
             self._publish_status()
             await asyncio.sleep(tick)
 
@@ -239,14 +306,26 @@ class Bridge:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        self.windows.on_start()
+        try:
+            self.windows.on_start(self._died)
+            self._windows_started = True
+        except StoreError as exc:  # full disk or locked: serve health anyway; the heartbeat retries it
+            self._store_failed(exc)
         runner = LimitedRunner(build_app(self, self.account.api_token, self.account.api_allowed_hosts,
                                          self.account.api_allowed_origins),
                                error_body=web_guard.mcp_shape, access_log=None, handle_signals=False)
         await runner.setup()
-        await web.TCPSite(runner, self.account.api_host, self.account.api_port).start()
+        try:
+            taken = await self._serve(runner)
+        except OSError as exc:
+            logger.error("cannot serve the API on {}:{}: {} (accounts.{}.api_port)", self.account.api_host,
+                         self.account.api_port, os.strerror(exc.errno) if exc.errno else exc, self.account.name)
+            await runner.cleanup()
+            return EXIT_ERROR
         host, port = runner.addresses[0][:2]
         url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        if taken:
+            logger.warning("api_port {} is taken: serving on free port {} instead (api_port_fallback)", taken, port)
         endpoints.publish(self.config.data_dir, self.component, {"api": url})
         logger.info("bridge {} serving on {} (transport {}, store {})", self.account.name, url,
                     self.account.transport, self.store.path)
@@ -256,7 +335,9 @@ class Bridge:
         stop_task = asyncio.create_task(self._stop.wait())
         await asyncio.wait({transport_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         exit_code, stop_reason = EXIT_OK, STOPPED_REASON
-        if not self._stop.is_set():
+        if self._exit_code is not None:
+            exit_code, stop_reason = self._exit_code, f"store {self.store.path} is corrupt"
+        elif not self._stop.is_set():
             error = transport_task.exception()
             if error is not None:
                 # An exception may name its own exit code (NeedsOperator: 4, an unpaired neonize session).
@@ -272,6 +353,24 @@ class Bridge:
         stop_task.cancel()
         await self._shutdown(runner, transport_task, stop_reason)
         return exit_code
+
+    async def _serve(self, runner: web.AppRunner) -> int | None:
+        """Bind the API on api_port; with api_port_fallback a taken port means any free one (returns the taken port).
+
+        A port in use is retried for PORT_WAIT first: a standby that takes over a killed bridge gets the
+        session lock in the same instant the kernel closes the old bridge's listening socket.
+        """
+        try:
+            async for attempt in AsyncRetrying(stop=stop_after_delay(PORT_WAIT), wait=wait_fixed(0.02), reraise=True,
+                                               retry=retry_if_exception(_port_in_use)):
+                with attempt:
+                    await web.TCPSite(runner, self.account.api_host, self.account.api_port).start()
+            return None
+        except OSError as exc:
+            if not _port_in_use(exc) or not self.account.api_port_fallback:
+                raise
+        await web.TCPSite(runner, self.account.api_host, 0).start()
+        return self.account.api_port
 
     async def _shutdown(self, runner: web.AppRunner, transport_task: asyncio.Task, reason: str) -> None:
         started = time.monotonic()
@@ -309,6 +408,10 @@ def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
     except ImportError as exc:  # e.g. neonize not installed: restarting will not help
         logger.error("transport {!r} unavailable: {}", account.transport, exc)
         return EXIT_CONFIG
+    try:  # before the lock too: read-only, and a standby's takeover must not wait for it
+        check_or_refuse(account.store)
+    except CorruptStore as exc:
+        return _refuse(exc)
     if args.standby:
         logger.info("standby pid {}: waiting for session {}", os.getpid(), account.session_dir)
     try:
@@ -316,11 +419,14 @@ def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
     except SessionHeld as exc:
         print(exc, file=sys.stderr)
         return EXIT_SESSION_HELD
+    died = _predecessor_died(config, account, lock)
     if args.standby:
         logger.info("standby pid {}: took over session {}", os.getpid(), account.session_dir)
     try:
         try:
             store = Store(account.store)
+        except StoreCorrupt as exc:
+            return _refuse(CorruptStore(account.store, str(exc.__cause__ or exc)))
         except SchemaTooNew as exc:  # written by a newer release: never half-used, no restart loop
             logger.error("{}", exc)
             return EXIT_CONFIG
@@ -328,8 +434,24 @@ def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
             logger.error("cannot open the store {}: {}", account.store, exc)
             return EXIT_ERROR
         try:
-            return asyncio.run(Bridge(config, account, store, transport_cls(config, account)).run())
+            bridge = Bridge(config, account, store, transport_cls(config, account), died)
+            return asyncio.run(bridge.run())
         finally:
             store.close()
     finally:
         lock.release()
+
+
+def _refuse(refusal: CorruptStore) -> int:
+    logger.error("{}", refusal)
+    Notifier().status(str(refusal))  # the watchdog's `failed` alert names it
+    return EXIT_CONFIG
+
+
+def _predecessor_died(config: Config, account: AccountConfig, lock: SessionLock) -> tuple[int, str] | None:
+    """(pid, time) the previous bridge was last known alive: for a standby that waited, now (the kernel just
+    handed it the lock of the owner named in the file), else the exit the watchdog saw; None if unknown."""
+    if lock.waited and lock.previous_owner is not None:
+        return lock.previous_owner, now_ts()
+    exited = exit_handoff.predecessor_exit(config.data_dir, account.component)
+    return (exited[0], format_ts(datetime.fromtimestamp(exited[1], timezone.utc))) if exited else None

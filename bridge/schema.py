@@ -1,4 +1,10 @@
-"""messages.db's numbered migrations (watchdog/migrations.py runs them; the version is PRAGMA user_version).
+"""The messages.db contract both sides import: its schema as numbered migrations, its version, and the readers.
+
+The bridge (the one writer, bridge/store.py) creates and migrates the file from
+MIGRATIONS (watchdog/migrations.py runs them; the version is PRAGMA
+user_version, SCHEMA_VERSION the newest this release knows). Readers
+(monitors, tools) use `open_readonly` and the read functions at the end, which
+refuse a file written by a newer release.
 
 Step 1 is the release before migrations: whatsapp-mcp's `chats` + `messages`
 exactly, plus our own tables, all `IF NOT EXISTS` (files from then are at
@@ -8,7 +14,12 @@ components need; a released step is never edited. To add one: append
 """
 from __future__ import annotations
 
-from watchdog.migrations import Migration
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from watchdog.migrations import Migration, SchemaTooNew, latest
 
 # Exactly the whatsapp-mcp bridge schema (whatsapp-bridge/main.go).
 WHATSAPP_MCP_SCHEMA = """
@@ -125,3 +136,107 @@ MIGRATIONS = [
     Migration(3, "outbox_requests (fingerprint, attempts, dead letters, staged media) and quarantine (poison messages)",
               (OUTBOX_REQUESTS_AND_QUARANTINE,)),
 ]
+
+SCHEMA_VERSION = latest(MIGRATIONS)
+
+# -- timestamps and readers (any connection, also read-only ones) ------------------------------
+
+TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
+
+def format_ts(when: datetime) -> str:
+    """The one timestamp text format of the store (UTC, fixed width, readable by fromisoformat)."""
+    if when.tzinfo is None:
+        raise ValueError(f"naive datetime {when!r}: store timestamps must be timezone-aware")
+    return when.astimezone(timezone.utc).strftime(TS_FORMAT)
+
+
+def parse_ts(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def now_ts() -> str:
+    return format_ts(datetime.now(timezone.utc))
+
+
+def bare_user(jid: str) -> str:
+    """`27710000001:12@s.whatsapp.net` -> `27710000001` (what whatsmeow's Sender.User holds)."""
+    return jid.split("@", 1)[0].split(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A row of `messages` with its rowid and `message_meta.source`: what monitors follow."""
+
+    rowid: int
+    id: str
+    chat_jid: str
+    chat_name: str | None
+    sender: str
+    content: str
+    timestamp: str
+    is_from_me: bool
+    media_type: str | None
+    source: str
+
+
+@dataclass(frozen=True)
+class Window:
+    """A period without a live WhatsApp connection; ended_at None while still open."""
+
+    id: int
+    started_at: str
+    ended_at: str | None
+    reason: str
+    backfill_status: str
+    recovered: int
+    backfilled_at: str | None
+
+    @property
+    def span(self) -> str:
+        """`08:03:10-08:06:40` in local time, as the recovery log shows it to ops; `08:03:10-now` while open."""
+        end = f"{parse_ts(self.ended_at).astimezone():%H:%M:%S}" if self.ended_at else "now"
+        return f"{parse_ts(self.started_at).astimezone():%H:%M:%S}-{end}"
+
+
+MESSAGES_AFTER_SQL = """
+SELECT m.rowid, m.id, m.chat_jid, c.name, m.sender, m.content, m.timestamp, m.is_from_me, m.media_type,
+       COALESCE(mm.source, 'live')
+FROM messages m
+LEFT JOIN chats c ON c.jid = m.chat_jid
+LEFT JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid
+WHERE m.rowid > ?
+ORDER BY m.rowid
+LIMIT ?
+"""
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection (monitors): never blocks the bridge's writes in WAL mode.
+
+    SchemaTooNew if a newer release wrote the file: its rows may not mean what this reader thinks.
+    """
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        conn.close()
+        raise SchemaTooNew(f"{path} has schema version {found}, newer than this wa-watchdog reads "
+                           f"({SCHEMA_VERSION}): upgrade wa-watchdog")
+    return conn
+
+
+def messages_after(conn: sqlite3.Connection, rowid: int, limit: int = 1000) -> list[StoredMessage]:
+    """Messages with a rowid above `rowid`, oldest rowid first, with how they arrived (source)."""
+    return [StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5] or "", r[6], bool(r[7]), r[8] or None, r[9])
+            for r in conn.execute(MESSAGES_AFTER_SQL, (rowid, limit))]
+
+
+WINDOW_SELECT = ("SELECT id, started_at, ended_at, reason, backfill_status, recovered, backfilled_at "
+                  "FROM disconnect_windows")
+
+
+def windows(conn: sqlite3.Connection, since: str = "") -> list[Window]:
+    """Disconnect windows that started at or after `since` (store timestamp text), oldest first."""
+    return [Window(*row) for row in conn.execute(f"{WINDOW_SELECT} WHERE started_at >= ? ORDER BY id", (since,))]
+
+

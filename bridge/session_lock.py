@@ -7,12 +7,20 @@ takes the session over (stream replaced) and the two would fight forever.
 The lock file holds the owner's pid so the refused one (and the watchdog)
 can name it. A warm standby (`wait=True`) blocks on the same lock: the kernel
 hands it over the moment the owner dies, so there is still one owner, always.
+
+The session directory is 0700 and the lock 0600 (`watchdog.locks`): no other
+local user can open it, and a lock held by something that is not a bridge of
+this account (a stray `flock`, a leftover descriptor) is replaced after a short
+grace instead of keeping the bridge out forever.
 """
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
+
+from watchdog import file_modes, locks
 
 LOCK_NAME = "session.lock"
 
@@ -30,13 +38,6 @@ def lock_path(session_dir: Path) -> Path:
     return session_dir / LOCK_NAME
 
 
-def _read_pid(fd: int) -> int | None:
-    try:
-        return int(os.pread(fd, 32, 0).decode("ascii").strip())
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
 class SessionLock:
     """Held for the life of the process; the fd stays open (closing it releases the lock).
 
@@ -45,16 +46,27 @@ class SessionLock:
 
     def __init__(self, session_dir: Path, wait: bool = False) -> None:
         self.path = lock_path(session_dir)
-        session_dir.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = _read_pid(self._fd)
-            os.close(self._fd)
-            raise SessionHeld(self.path, pid) from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        file_modes.ensure_dir(session_dir, file_modes.PRIVATE_DIR)
+        self._fd = locks.open_lock(self.path)
+        self.previous_owner: int | None = None  # the pid the file named when we got it
+        self.waited = False  # True if we blocked until that owner let go (a standby: it just died)
+        first_refusal: float | None = None
+        while not locks.try_lock(self._fd):
+            if not locks.held_by_stranger(self._fd):
+                if not wait:
+                    pid = locks.recorded_pid(self._fd)
+                    os.close(self._fd)
+                    raise SessionHeld(self.path, pid)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)  # a standby: the kernel hands it over when the owner dies
+                self.waited = True
+                break
+            first_refusal = first_refusal or time.monotonic()
+            if time.monotonic() - first_refusal >= locks.STRANGER_GRACE:
+                self._fd = locks.replace(self.path, self._fd)
+            else:
+                time.sleep(0.02)
+        self.previous_owner = locks.recorded_pid(self._fd)
+        locks.write_owner(self._fd)
         os.fsync(self._fd)
 
     def release(self) -> None:
@@ -75,10 +87,8 @@ def holder_pid(session_dir: Path) -> int | None:
     except FileNotFoundError:
         return None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _read_pid(fd)
+        if not locks.try_lock(fd, shared=True):
+            return locks.recorded_pid(fd)
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:

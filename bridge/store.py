@@ -8,7 +8,9 @@ them that way (go-sqlite3's format), and whatsapp-mcp compares
 space; fixed width makes text order time order.
 
 One writer (the bridge process) holds a `Store`; readers (monitors, tools)
-open the file read-only with `open_readonly` and use the read functions below.
+open the file read-only with `bridge.schema.open_readonly` and use the read
+functions there (the schema, its version and the readers are one module both
+sides import; they are re-exported here for the bridge's own code).
 `messages.rowid` only grows (we never delete or VACUUM), so readers follow it
 with a cursor; a backfilled message gets a new, higher rowid although its
 timestamp is older.
@@ -18,40 +20,20 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
+from bridge.integrity import is_corrupt, is_locked
 from bridge.quarantine import Quarantined, quarantined, sanitise
-from bridge.schema import MIGRATIONS
-from bridge.transport import IncomingMessage, MediaInfo, Source
-from watchdog.migrations import SchemaTooNew, SqliteTarget, migrate
-
-TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
+from bridge.schema import (MIGRATIONS, WINDOW_SELECT, StoredMessage, Window, bare_user, format_ts,  # noqa: F401
+                           messages_after, now_ts, open_readonly, parse_ts, windows)
+from bridge.transport import IncomingMessage, MediaInfo, Receipt, ReceiptKind, Source
+from watchdog import file_modes
+from watchdog.migrations import SchemaTooNew, SqliteTarget, latest, migrate
 
 WINDOW_STATUSES = ("pending", "done", "unsupported", "failed")
 OUTBOX_STATUSES = ("pending", "sent", "failed")
-
-
-def format_ts(when: datetime) -> str:
-    """The one timestamp text format of the store (UTC, fixed width, readable by fromisoformat)."""
-    if when.tzinfo is None:
-        raise ValueError(f"naive datetime {when!r}: store timestamps must be timezone-aware")
-    return when.astimezone(timezone.utc).strftime(TS_FORMAT)
-
-
-def parse_ts(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-def now_ts() -> str:
-    return format_ts(datetime.now(timezone.utc))
-
-
-def bare_user(jid: str) -> str:
-    """`27710000001:12@s.whatsapp.net` -> `27710000001` (what whatsmeow's Sender.User holds)."""
-    return jid.split("@", 1)[0].split(":", 1)[0]
 
 
 def fallback_chat_name(chat_jid: str) -> str:
@@ -61,38 +43,15 @@ def fallback_chat_name(chat_jid: str) -> str:
 
 
 @dataclass(frozen=True)
-class StoredMessage:
-    """A row of `messages` with its rowid and `message_meta.source`: what monitors follow."""
+class StoredReceipt:
+    """A row of `receipts` with its id: what monitors follow to stamp feedback delivered / read."""
 
     rowid: int
-    id: str
+    message_id: str
     chat_jid: str
-    chat_name: str | None
-    sender: str
-    content: str
-    timestamp: str
-    is_from_me: bool
-    media_type: str | None
-    source: str
-
-
-@dataclass(frozen=True)
-class Window:
-    """A period without a live WhatsApp connection; ended_at None while still open."""
-
-    id: int
-    started_at: str
-    ended_at: str | None
-    reason: str
-    backfill_status: str
-    recovered: int
-    backfilled_at: str | None
-
-    @property
-    def span(self) -> str:
-        """`08:03:10-08:06:40` in local time, as the recovery log shows it to ops; `08:03:10-now` while open."""
-        end = f"{parse_ts(self.ended_at).astimezone():%H:%M:%S}" if self.ended_at else "now"
-        return f"{parse_ts(self.started_at).astimezone():%H:%M:%S}-{end}"
+    recipient_jid: str
+    kind: str
+    at: str
 
 
 @dataclass(frozen=True)
@@ -124,40 +83,35 @@ class IdempotencyConflict(Exception):
         self.row = row
 
 
-# -- readers (any connection, also read-only ones) --------------------------------------------
-
-MESSAGES_AFTER_SQL = """
-SELECT m.rowid, m.id, m.chat_jid, c.name, m.sender, m.content, m.timestamp, m.is_from_me, m.media_type,
-       COALESCE(mm.source, 'live')
-FROM messages m
-LEFT JOIN chats c ON c.jid = m.chat_jid
-LEFT JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid
-WHERE m.rowid > ?
-ORDER BY m.rowid
-LIMIT ?
-"""
+class StoreLocked(StoreError):
+    """Another program holds the write lock (e.g. an operator's `sqlite3` in BEGIN EXCLUSIVE)."""
 
 
-def open_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection (monitors): never blocks the bridge's writes in WAL mode."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout = 5000")
-    return conn
+class StoreCorrupt(StoreError):
+    """SQLite says the file is damaged: never keep serving on it (exit 2, restore from a backup)."""
 
 
-def messages_after(conn: sqlite3.Connection, rowid: int, limit: int = 1000) -> list[StoredMessage]:
-    """Messages with a rowid above `rowid`, oldest rowid first, with how they arrived (source)."""
-    return [StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5] or "", r[6], bool(r[7]), r[8] or None, r[9])
-            for r in conn.execute(MESSAGES_AFTER_SQL, (rowid, limit))]
+def store_error(text: str, exc: sqlite3.Error) -> StoreError:
+    """The StoreError subclass for a sqlite3 error, by SQLite's primary result code."""
+    kind = StoreLocked if is_locked(exc) else StoreCorrupt if is_corrupt(exc) else StoreError
+    return kind(f"{text}: {exc}")
 
 
-_WINDOW_SELECT = ("SELECT id, started_at, ended_at, reason, backfill_status, recovered, backfilled_at "
-                  "FROM disconnect_windows")
+def receipts_after(conn: sqlite3.Connection, rowid: int, limit: int = 1000) -> list[StoredReceipt]:
+    """Receipts with an id above `rowid`, oldest first (ids only grow; a repeated receipt adds no row)."""
+    return [StoredReceipt(*row) for row in conn.execute(
+        "SELECT id, message_id, chat_jid, recipient_jid, kind, at FROM receipts WHERE id > ? ORDER BY id LIMIT ?",
+        (rowid, limit))]
 
 
-def windows(conn: sqlite3.Connection, since: str = "") -> list[Window]:
-    """Disconnect windows that started at or after `since` (store timestamp text), oldest first."""
-    return [Window(*row) for row in conn.execute(f"{_WINDOW_SELECT} WHERE started_at >= ? ORDER BY id", (since,))]
+def _receipt_rows(receipt: Receipt, stored_at: str) -> list[tuple]:
+    at = format_ts(receipt.at)
+    return [(message_id, receipt.chat_jid, receipt.recipient_jid, receipt.kind.value, at, stored_at)
+            for message_id in receipt.message_ids]
+
+
+_INSERT_RECEIPT = ("INSERT OR IGNORE INTO receipts (message_id, chat_jid, recipient_jid, kind, at, stored_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?)")
 
 
 def _outbox_row(row: tuple) -> OutboxRow:
@@ -241,6 +195,12 @@ _OUTBOX_COLUMNS = ("seq, message_id, idempotency_key, recipient, recipient_jid, 
                    "media_type, status, created_at, sent_at, error")
 
 
+# Writes run on the bridge's event loop, so SQLite's busy wait must stay short: a write that finds
+# another program holding the lock fails fast as StoreLocked (health names the lock, the batch is
+# retried), instead of freezing health answers and heartbeats for seconds.
+BUSY_TIMEOUT_MS = 100
+
+
 class Store:
     """The single writer of messages.db. Every method commits before it returns."""
 
@@ -248,22 +208,26 @@ class Store:
         self.path = path
         # Told about every message stored sanitised or quarantined (the bridge logs it and writes the recovery log).
         self.on_set_aside: Callable[[list[Quarantined]], None] = lambda records: None
-        path.parent.mkdir(parents=True, exist_ok=True)
+        file_modes.prepare_sqlite(path)  # 0640 (and its -wal/-shm): stored messages are not for other users
         self.conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
-        self.conn.execute("PRAGMA busy_timeout = 10000")
+        self.conn.execute("PRAGMA busy_timeout = 10000")  # migrations at start may wait; the loop is not serving yet
         target = SqliteTarget(self.conn, str(path))
         try:
-            target.refuse_if_newer(MIGRATIONS)  # a newer release's file: refused before anything is written
+            found = target.refuse_if_newer(MIGRATIONS)  # a newer release's file: refused before anything is written
         except SchemaTooNew:
             self.conn.close()
             raise
-        self.conn.execute("PRAGMA journal_mode = WAL")
         # FULL: each commit is fsynced before the transport acknowledges, so an acked message
         # survives a power cut too. Batches keep that cheap (one fsync per batch): the bench
         # measures >15,000 messages/s and /api/send p99 ~10 ms with it on ext4.
         self.conn.execute("PRAGMA synchronous = FULL")
         self.conn.execute("PRAGMA foreign_keys = ON")
-        migrate(target, MIGRATIONS)
+        # Up to date and in WAL: nothing to write, so the store opens on a full disk and while another
+        # program holds the write lock (health then says so, instead of a crash loop).
+        if found != latest(MIGRATIONS) or self.conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            migrate(target, MIGRATIONS)
+        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     def close(self) -> None:
         self.conn.close()
@@ -289,12 +253,12 @@ class Store:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot write {self.path}: {exc}") from exc
+            raise store_error(f"cannot write {self.path}", exc) from exc
         try:
             yield self.conn
         except sqlite3.DatabaseError as exc:  # disk full, I/O error, read-only or corrupt file
             self._rollback()
-            raise StoreError(f"cannot write {self.path}: {exc}") from exc
+            raise store_error(f"cannot write {self.path}", exc) from exc
         except BaseException:
             self._rollback()
             raise
@@ -302,11 +266,12 @@ class Store:
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            raise StoreError(f"cannot commit to {self.path}: {exc}") from exc
+            raise store_error(f"cannot commit to {self.path}", exc) from exc
 
     def _rollback(self) -> None:
         if self.conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
-            self.conn.execute("ROLLBACK")
+            with suppress(sqlite3.Error):  # a failed rollback leaves nothing committed either
+                self.conn.execute("ROLLBACK")
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -337,7 +302,7 @@ class Store:
         return {"sanitised": counts.get("sanitised", 0), "quarantined": counts.get("quarantined", 0)}
 
     def message_count(self) -> int:
-        """Stored messages; MAX(rowid) is O(log n) and equals COUNT(*) because rows are never deleted."""
+        """Messages ever stored: MAX(rowid), O(log n); `wa-watchdog prune` keeps the newest row, so it never drops."""
         return self.conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM messages").fetchone()[0]
 
     def media_of(self, message_id: str, chat_jid: str) -> MediaInfo | None:
@@ -351,6 +316,19 @@ class Store:
         return MediaInfo(row[0] or "", row[1] or "", row[2] or "", row[3] or b"", row[4] or b"", row[5] or b"",
                          row[6] or 0, json.loads(row[7] or "{}"))
 
+    # -- receipts ------------------------------------------------------------------------------
+
+    def add_receipts(self, receipts: Iterable[Receipt]) -> int:
+        """Store receipts in one transaction; returns how many were new (a repeat of one is ignored)."""
+        stored_at = now_ts()
+        rows = [row for receipt in receipts for row in _receipt_rows(receipt, stored_at)]
+        if not rows:
+            return 0
+        with self.transaction() as conn:
+            before = conn.total_changes
+            conn.executemany(_INSERT_RECEIPT, rows)
+            return conn.total_changes - before
+
     # -- connection events and disconnect windows -----------------------------------------------
 
     def add_connection_event(self, at: str, kind: str, reason: str = "") -> None:
@@ -361,7 +339,7 @@ class Store:
         return list(self.conn.execute("SELECT at, kind, reason FROM connection_events ORDER BY id"))
 
     def open_window(self) -> Window | None:
-        row = self.conn.execute(f"{_WINDOW_SELECT} WHERE ended_at IS NULL ORDER BY id DESC LIMIT 1").fetchone()
+        row = self.conn.execute(f"{WINDOW_SELECT} WHERE ended_at IS NULL ORDER BY id DESC LIMIT 1").fetchone()
         return Window(*row) if row else None
 
     def start_window(self, started_at: str, reason: str) -> Window:
@@ -384,12 +362,19 @@ class Store:
         return self.window(current.id)
 
     def window(self, window_id: int) -> Window:
-        return Window(*self.conn.execute(f"{_WINDOW_SELECT} WHERE id = ?", (window_id,)).fetchone())
+        return Window(*self.conn.execute(f"{WINDOW_SELECT} WHERE id = ?", (window_id,)).fetchone())
 
     def windows_to_backfill(self) -> list[Window]:
-        rows = self.conn.execute(f"{_WINDOW_SELECT} WHERE ended_at IS NOT NULL AND backfill_status = 'pending' "
+        rows = self.conn.execute(f"{WINDOW_SELECT} WHERE ended_at IS NOT NULL AND backfill_status = 'pending' "
                                  "ORDER BY id")
         return [Window(*row) for row in rows]
+
+    def delivered_late(self, window: Window) -> int:
+        """Messages sent during `window` that WhatsApp delivered afterwards (offline or live, not history)."""
+        return self.conn.execute(
+            "SELECT COUNT(*) FROM messages m JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid "
+            "WHERE m.timestamp >= ? AND m.timestamp <= ? AND mm.source IN ('offline', 'live') AND mm.stored_at >= ?",
+            (window.started_at, window.ended_at or now_ts(), window.started_at)).fetchone()[0]
 
     def finish_backfill(self, window_id: int, status: str, recovered: int = 0) -> Window:
         assert status in WINDOW_STATUSES, status
@@ -497,10 +482,12 @@ class Store:
         same message id, which the server dedupes. (The outbox_add before the send is durable.)
         """
         batch = _Batch([sent], Source.SENT)
+        ack = Receipt((sent.id,), sent.chat_jid, "", ReceiptKind.SERVER_ACK, sent.timestamp)
         with self.transaction(durable=False) as conn:
             conn.execute("UPDATE outbox SET status = 'sent', sent_at = ? WHERE seq = ?",
                          (format_ts(sent.timestamp), row.seq))
             batch.insert(conn)
+            conn.executemany(_INSERT_RECEIPT, _receipt_rows(ack, now_ts()))
 
     def outbox_failed(self, row: OutboxRow, error: str) -> None:
         """Dead-letter a row: it can never be sent (refused, unreadable, failed too often); the rest drain."""

@@ -2,8 +2,11 @@
 
 Its `GET /api/health` is classified, not just "up or down": a 503 `connecting`
 / `disconnected` is a WhatsApp-side outage (a restart would not bring WhatsApp
-back), `stream_replaced` / `logged_out` need an operator, and only no answer,
-a timeout or `store_error` mean the bridge itself is unwell. The standby is the
+back), `stream_replaced` / `logged_out` need an operator, and only no answer
+or a timeout mean the bridge itself is unwell. `store_error` (disk full, the
+store locked by another program) is answered by a live event loop: a restart
+would not free the disk or the lock, so it is an outage too (alerted with its
+reason, not restarted). The standby is the
 same command with `--standby`: it loads everything, then blocks on the session
 lock, which the kernel hands it when the owner dies.
 
@@ -18,8 +21,9 @@ from watchdog.hooks import Hooks
 from watchdog.probes import FAILURE, OK, OPERATOR, OUTAGE, HealthResult
 from watchdog.programs import Check, Program
 
-OUTAGE_STATES = ("connecting", "disconnected")
+OUTAGE_STATES = ("connecting", "disconnected", "store_error")
 OPERATOR_STATES = ("stream_replaced", "logged_out")
+CONNECTION_KEYS = ("connected", "state", "reason", "open_window", "outbox_depth", "last_event_age_s", "caught_up")
 
 
 def classify(status: int, body: object) -> HealthResult:
@@ -27,13 +31,14 @@ def classify(status: int, body: object) -> HealthResult:
     if not isinstance(body, dict):
         return HealthResult(FAILURE, "bad answer", f"HTTP {status} without a JSON object")
     state = str(body.get("state", ""))
+    reason = str(body.get("reason", ""))
     if status == 200:
-        return HealthResult(OK, state or "connected")
+        return HealthResult(OK, state or "connected", body=body)
     if state in OUTAGE_STATES:
-        return HealthResult(OUTAGE, state, str(body.get("reason", "")), _window_start(body.get("open_window")))
+        return HealthResult(OUTAGE, state, reason, _window_start(body.get("open_window")), body=body)
     if state in OPERATOR_STATES:
-        return HealthResult(OPERATOR, state, str(body.get("reason", "")))
-    return HealthResult(FAILURE, state or f"HTTP {status}", str(body.get("reason", "")))
+        return HealthResult(OPERATOR, state, reason, body=body)
+    return HealthResult(FAILURE, state or f"HTTP {status}", reason, body=body)
 
 
 def _window_start(window: object) -> float | None:
@@ -59,6 +64,13 @@ class BridgeHooks(Hooks):
 
     def standby_argv(self, program: Program) -> tuple[str, ...]:
         return (*program.argv, "--standby")
+
+    def status_fields(self, last_probe: HealthResult | None) -> dict:
+        """`connection`: the bridge's WhatsApp connection as its last health answer told it (null before one)."""
+        body = last_probe.body if last_probe is not None else None
+        if body is None:
+            return {"connection": None}
+        return {"connection": {key: body.get(key) for key in CONNECTION_KEYS}}
 
 
 hooks = BridgeHooks()

@@ -1,8 +1,15 @@
 """Disconnect windows: every period without a live connection, and the backfill of each.
 
 Why a heartbeat in the store: a kill -9 leaves no trace of when the bridge
-died, so the crash window starts at the last `alive_at` the bridge wrote
-(about a second before). A clean stop writes its own window ("bridge
+died, so without better knowledge the crash window starts at the last
+`alive_at` the bridge wrote (up to a second before). Better knowledge is the
+moment the process was last known alive: the exit time the watchdog saw on
+its pidfd (`watchdog.exit_handoff`), or, for a warm standby, the moment the
+kernel handed it the session lock (the owner's death); either is used when
+it lies after `alive_at`. A disconnect window starts when the transport last
+heard from the server (`ConnectionEvent.at`: the last frame or keepalive
+answer), not when a timeout fired, and ends when the connection was up
+again; messages delivered late into a window are counted in its backfill line. A clean stop writes its own window ("bridge
 stopped") and `clean_stop = 1`, which the next start closes on connect.
 A window is backfilled after the offline queue was replayed: history for the
 followed groups over the window (plus a margin) is requested and whatever the
@@ -11,6 +18,7 @@ store did not have yet is stored with source `history`.
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
 
 from loguru import logger
@@ -40,17 +48,24 @@ class Windows:
         self._told_unsupported = False
         self._backfilling = asyncio.Lock()  # a quick reconnect must not backfill a window twice at once
 
-    def on_start(self) -> None:
-        """Open the crash window if the previous run died without a clean stop; mark this run unclean."""
+    def on_start(self, died: tuple[int, str] | None = None) -> None:
+        """Open the crash window if the previous run died without a clean stop; mark this run unclean.
+
+        `died`: (pid, time) a process was last known alive, better than its heartbeat; used only if that
+        pid wrote the last heartbeat (a process that died before it ran says nothing about the outage).
+        """
         alive_at = self.store.get_state("alive_at")
         crashed = self.store.get_state("clean_stop") != "1" and alive_at is not None
         if crashed and self.store.open_window() is None:  # else the outage it died in goes on
-            window = self.store.start_window(alive_at, CRASH_REASON)
+            started = alive_at
+            if died is not None and str(died[0]) == self.store.get_state("alive_pid") and alive_at <= died[1] <= now_ts():
+                started = died[1]
+            window = self.store.start_window(started, CRASH_REASON)
             logger.warning("previous run did not stop cleanly: disconnect window open since {} ({})",
                            window.started_at, window.reason)
             self.log.append(self.component, "disconnect", cause=window.reason,
                             message=f"window {window.span} ({window.reason}) opened")
-        self.store.set_state(clean_stop="0", alive_at=now_ts())
+        self.store.set_state(clean_stop="0", alive_at=now_ts(), alive_pid=str(os.getpid()))
 
     def heartbeat(self) -> None:
         # Not fsynced: a power cut can only make the crash window start earlier (more backfill).
@@ -60,16 +75,17 @@ class Windows:
         window = self.store.start_window(now_ts(), reason)
         self.store.set_state(clean_stop="1", alive_at=window.started_at)
 
-    def on_disconnect(self, reason: str) -> None:
+    def on_disconnect(self, reason: str, last_good: str) -> None:
+        """A window from `last_good` (the last frame or keepalive answer the transport received)."""
         if self.store.open_window() is not None:
             return  # still the same outage (e.g. a failed reconnect attempt)
-        window = self.store.start_window(now_ts(), reason)
+        window = self.store.start_window(last_good, reason)
         logger.warning("disconnected: {} (window open since {})", reason, window.started_at)
         self.log.append(self.component, "disconnect", cause=reason, message=f"window {window.span} ({reason}) opened")
 
-    def on_caught_up(self) -> None:
-        """Close the open window: connected and the offline queue replayed."""
-        window = self.store.end_window(now_ts())
+    def on_caught_up(self, connected_at: str) -> None:
+        """Close the open window, now that the offline queue is replayed: it ended when the connection was up."""
+        window = self.store.end_window(connected_at)
         if window is None:
             return
         downtime = _downtime_ms(window)
@@ -120,10 +136,11 @@ class Windows:
 
     def _finish(self, window: Window, status: str, recovered: int, problem: str) -> Window:
         done = self.store.finish_backfill(window.id, status, recovered)
+        late = self.store.delivered_late(done)
         groups = ", ".join(self.follow_groups) or "no followed groups"
-        text = (f"window {window.span} ({window.reason}): {status}, "
-                f"recovered {recovered} from {groups}" + (f"; {problem}" if problem else ""))
+        text = (f"window {window.span} ({window.reason}): {status}, recovered {recovered} from {groups}, "
+                f"{late} delivered late" + (f"; {problem}" if problem else ""))
         logger.info("backfill {}", text)
         self.log.append(self.component, "backfill", cause=window.reason, message=text, recovered=recovered,
-                        status=status, window_id=window.id)
+                        late=late, status=status, window_id=window.id)
         return done

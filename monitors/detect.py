@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from bridge.store import StoredMessage, Window
+from bridge.schema import StoredMessage, Window
 from bridge.transport import Source
 from monitors.drops_store import Submission
 

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from bridge.store import bare_user, now_ts
+from bridge.schema import bare_user, now_ts
 from monitors.store.model import (DROP_BACKFILLED, DROP_RECORDED, DROP_RESUBMITTED, EVENT_TYPES, FEEDBACK_ACCEPTED,
                                   FEEDBACK_DELIVERED_EVENT, FEEDBACK_FAILED, FEEDBACK_FAILED_EVENT, FEEDBACK_NONE,
                                   FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_READ_EVENT, FEEDBACK_SENT,
@@ -89,18 +89,17 @@ class DropsDB(DropQueries):
         with self.db.transaction() as tx:
             for sub in submissions:
                 public_id = str(uuid.uuid4())
+                status = FEEDBACK_NONE if ack is None else FEEDBACK_PENDING  # of its acknowledgement, added below
                 inserted = one(tx.rows(
                     "INSERT INTO drops (public_id, project, drop_number, group_jid, group_name, submitted_by, "
-                    "message_id, message_time, detected_at, backfilled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (project, drop_number) DO NOTHING RETURNING id",
+                    "message_id, message_time, detected_at, backfilled, feedback_status) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (project, drop_number) DO NOTHING RETURNING id",
                     (public_id, project, sub.drop_number, sub.group_jid, sub.group_name, sub.submitted_by,
-                     sub.message_id, sub.message_time, detected_at, sub.backfilled)))
+                     sub.message_id, sub.message_time, detected_at, sub.backfilled, status)))
                 if inserted:
                     drop_id, kind = inserted[0], "submitted"
-                    status = FEEDBACK_NONE
                     if ack is not None:
-                        self._add_feedback(tx, drop_id, ack(sub))
-                        status = FEEDBACK_PENDING
+                        tx.run(self._INSERT_FEEDBACK, self._feedback_values(drop_id, ack(sub)))
                     drop = Drop(drop_id, public_id, project, sub.drop_number, sub.group_jid, sub.group_name,
                                 sub.submitted_by, sub.message_id, sub.message_time, detected_at, sub.backfilled,
                                 status, None)
@@ -109,13 +108,14 @@ class DropsDB(DropQueries):
                 else:
                     drop_id, kind = tx.rows("SELECT id FROM drops WHERE project = ? AND drop_number = ?",
                                             (project, sub.drop_number))[0][0], "resubmitted"
-                added = tx.rows(
-                    "INSERT INTO drop_events (drop_id, kind, group_jid, submitted_by, message_id, message_time, "
-                    "detected_at, backfilled) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (drop_id, message_id) DO NOTHING RETURNING id",
-                    (drop_id, kind, sub.group_jid, sub.submitted_by, sub.message_id, sub.message_time, detected_at,
-                     sub.backfilled))
-                if added and kind == "resubmitted":
+                event = ("INSERT INTO drop_events (drop_id, kind, group_jid, submitted_by, message_id, message_time, "
+                         "detected_at, backfilled) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                         "ON CONFLICT (drop_id, message_id) DO NOTHING")
+                values = (drop_id, kind, sub.group_jid, sub.submitted_by, sub.message_id, sub.message_time,
+                          detected_at, sub.backfilled)
+                if kind == "submitted":
+                    tx.run(event, values)  # a new drop: its first event cannot exist yet
+                elif tx.rows(event + " RETURNING id", values):
                     enqueue(tx, DROP_RESUBMITTED, {"drop": drop_data(self._drop_by_id(tx, drop_id)),
                                                    "submission": {"message_id": sub.message_id,
                                                                   "submitted_by": sub.submitted_by,
@@ -162,12 +162,16 @@ class DropsDB(DropQueries):
 
     # -- feedback ------------------------------------------------------------------------------
 
+    _INSERT_FEEDBACK = ("INSERT INTO feedback (drop_id, kind, recipient, text, mentions, idempotency_key, created_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING")
+
+    @staticmethod
+    def _feedback_values(drop_id: int, new: NewFeedback) -> tuple:
+        return (drop_id, new.kind, new.recipient, new.text, json.dumps(list(new.mentions)), new.idempotency_key,
+                now_ts())
+
     def _add_feedback(self, tx: Tx, drop_id: int, new: NewFeedback) -> int:
-        row = one(tx.rows(
-            "INSERT INTO feedback (drop_id, kind, recipient, text, mentions, idempotency_key, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-            (drop_id, new.kind, new.recipient, new.text, json.dumps(list(new.mentions)), new.idempotency_key,
-             now_ts())))
+        row = one(tx.rows(self._INSERT_FEEDBACK + " RETURNING id", self._feedback_values(drop_id, new)))
         if row is None:
             return tx.rows("SELECT id FROM feedback WHERE idempotency_key = ?", (new.idempotency_key,))[0][0]
         self._sync_drop_feedback(tx, drop_id)

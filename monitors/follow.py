@@ -1,23 +1,25 @@
 """Following the bridge's messages.db read-only: new rows, windows, and a cheap change signal.
 
-Why `PRAGMA data_version` polled every ~20 ms: it changes exactly when
-another connection committed to the file, and in WAL mode reading it only
-looks at the shared-memory WAL index (no disk read, no lock that could slow
-the bridge). At 50 polls a second that is a few microseconds of CPU each,
-and a new message waits 10 ms on average before the monitor looks, well
-inside the 50 ms target. The alternatives cost more than they save: inotify
-on the -wal file needs a dependency or ctypes and still needs a fallback
-when the WAL is checkpointed and truncated, and a notification channel from
-the bridge would couple the bridge's hot path to its readers.
+A monitor is woken by inotify when the bridge writes the store
+(monitors/store_watch.py), then asks `PRAGMA data_version`, which changes
+exactly when another connection committed to the file; in WAL mode reading
+it only looks at the shared-memory WAL index (no disk read, no lock that
+could slow the bridge). An idle monitor thus sleeps in the kernel instead
+of polling 50 times a second. `SAFETY_INTERVAL` is the slow check for a wake
+that never comes (a store replaced in a way inotify does not report); where
+inotify is unavailable (its per-user instance limit) the monitor polls
+every `POLL_INTERVAL`, as before.
 """
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
-from bridge.store import StoredMessage, Window, messages_after, open_readonly, windows
+from bridge.schema import StoredMessage, Window, messages_after, open_readonly, windows
 
-POLL_INTERVAL = 0.02  # seconds between data_version checks
+POLL_INTERVAL = 0.02  # seconds between data_version checks without inotify
+SAFETY_INTERVAL = 2.0  # seconds between data_version checks with inotify (woken at once on a write)
+SETTLE_DELAYS = (0.002, 0.01, 0.05)  # looks again after a wake: the write comes just before its commit shows
 
 # The bridge creates these in one transaction; until then the store is not ready to follow.
 REQUIRED_TABLES = ("messages", "message_meta", "disconnect_windows")

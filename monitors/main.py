@@ -15,15 +15,19 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import datetime, timezone
+from pathlib import Path
 
 from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from bridge.store import Window, bare_user, parse_ts
+from bridge.integrity import CorruptStore, is_corrupt
+from bridge.schema import Window, bare_user, parse_ts
 from monitors.detect import DropPattern, submissions
 from monitors.drops_store import StoreUnavailable, open_drops_store
 from monitors.feedback import FeedbackSender, ack_for
-from monitors.follow import POLL_INTERVAL, StoreFollower, StoreNotReady
+from monitors.follow import POLL_INTERVAL, SAFETY_INTERVAL, SETTLE_DELAYS, StoreFollower, StoreNotReady
+from monitors.receipts import ReceiptFollower
+from monitors.store_watch import StoreWatch
 from watchdog import logs
 from watchdog.config import Config, ProjectConfig
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
@@ -58,6 +62,7 @@ class Monitor:
         self.recovery_log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
         self.notifier = Notifier()
         self.sender = FeedbackSender(config, project, self.drops)
+        self.receipts = ReceiptFollower(self.drops, project.name, config.account(project.send_account))
         self.cursor = 0
         self.reported: set[int] = set()
         self.positioned = False  # cursor and reported windows read from the drops store
@@ -66,6 +71,7 @@ class Monitor:
         self.lag = 0.0
         self.following = False
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()  # the store may have changed (or we are stopping): look now
         with suppress(StoreUnavailable):  # PostgreSQL down: run() waits for it
             self._position()
 
@@ -215,17 +221,55 @@ class Monitor:
     async def _reposition(self) -> None:
         self._position()
 
+    async def _woken(self, timeout: float) -> bool:
+        """Wait up to `timeout` for a wake (a store write, or stop); True if there was one."""
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        return self._wake.is_set()
+
     async def follow(self, store: StoreFollower) -> None:
-        """Poll data_version; a plain sleep costs half the CPU of waiting on the stop event with a timeout."""
-        while not self._stop.is_set():
-            if store.changed():
-                await self.with_store(lambda: self.catch_up(store))
-            await asyncio.sleep(POLL_INTERVAL)
+        """Catch up whenever the store changes: woken by inotify, checked every SAFETY_INTERVAL anyway.
+
+        inotify reports the WAL write, and SQLite publishes the commit in the -shm index just after it,
+        so a wake is followed by a few looks SETTLE_DELAYS apart until data_version shows the commit.
+        A commit without new messages (the bridge's `alive_at` every second, a window update) costs
+        one MAX(rowid); windows are read with the next messages or at the safety check.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            watch: StoreWatch | None = StoreWatch(store.path)
+        except OSError as exc:
+            logger.warning("no inotify for {} ({}): polling it every {:g} s", store.path, exc, POLL_INTERVAL)
+            watch = None
+        if watch is not None:
+            loop.add_reader(watch.fileno(), lambda: watch.drain() and self._wake.set())
+        interval = SAFETY_INTERVAL if watch is not None else POLL_INTERVAL
+        settle: list[float] = []  # after a wake: look again shortly, the commit may not be visible yet
+        unread = False  # commits not read in full yet (the bridge's heartbeat, a window's update)
+        full = True  # read windows too, not only new messages: at the start and at each safety check
+        try:
+            while not self._stop.is_set():
+                self._wake.clear()  # before looking: a write while we catch up wakes the next wait
+                if store.changed():
+                    settle, unread = [], True
+                if unread and (full or store.newest_rowid() > self.cursor):
+                    await self.with_store(lambda: self.catch_up(store))
+                    unread = False
+                timeout = settle.pop(0) if settle else interval
+                woken = await self._woken(timeout)
+                if woken:
+                    settle = list(SETTLE_DELAYS)
+                full = not woken and timeout == interval
+        finally:
+            if watch is not None:
+                loop.remove_reader(watch.fileno())
+                watch.close()
 
     # -- life cycle ------------------------------------------------------------------------------
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -250,13 +294,19 @@ class Monitor:
                             self.account.store, self.cursor, ", ".join(sorted(self.groups)))
                 await self.with_store(lambda: self.catch_up(store))
                 self.notifier.ready(self.status_line())
-                tasks |= {asyncio.create_task(self.sender.run()), asyncio.create_task(self.follow(store))}
+                tasks |= {asyncio.create_task(self.sender.run()), asyncio.create_task(self.follow(store)),
+                          asyncio.create_task(self.receipts.run())}
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()  # follow returns when stopped; anything else ending early is an error
         except sqlite3.Error as exc:
-            logger.error("monitor {} stopped on a database error: {}", self.project.name, exc)
-            exit_code = EXIT_ERROR
+            if is_corrupt(exc):  # never keep serving on a damaged file: exit 2, restore it (docs/OPERATIONS.md)
+                logger.error("monitor {}: {}", self.project.name, CorruptStore(Path(str(self.drops.description)),
+                                                                              str(exc)))
+                exit_code = EXIT_CONFIG
+            else:
+                logger.error("monitor {} stopped on a database error: {}", self.project.name, exc)
+                exit_code = EXIT_ERROR
         except SchemaTooNew as exc:
             logger.error("monitor {}: {}", self.project.name, exc)
             exit_code = EXIT_CONFIG
@@ -282,10 +332,11 @@ def cmd_monitor(config: Config, args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         monitor = Monitor(config, project)
-    except SchemaTooNew as exc:
+    except (SchemaTooNew, CorruptStore) as exc:
         logger.error("monitor {}: {}", project.name, exc)
+        Notifier().status(f"{project.name}: {exc}")  # the watchdog's `failed` alert names it
         return EXIT_CONFIG
     except sqlite3.Error as exc:
         logger.error("monitor {}: cannot open the drops store: {}", project.name, exc)
-        return EXIT_ERROR
+        return EXIT_CONFIG if is_corrupt(exc) else EXIT_ERROR
     return asyncio.run(monitor.run())

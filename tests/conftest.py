@@ -153,9 +153,11 @@ def pg_cluster() -> Iterator[PgCluster]:
 
 
 @pytest.fixture
-def pg_url(pg_cluster: PgCluster, request: pytest.FixtureRequest) -> str:
-    """A fresh, empty database for this test: its URL."""
-    return pg_cluster.create_database("t_" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:20])
+def pg_url(pg_cluster: PgCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty database for this test: its URL. A test that stopped the server leaves it running again."""
+    yield pg_cluster.create_database("t_" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:20])
+    if not pg_cluster.running():
+        pg_cluster.start()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

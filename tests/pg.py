@@ -51,9 +51,11 @@ class PgCluster:
     """`durable=False` (tests): no fsync. Still safe for killing the server (`stop("immediate")`): what a
     commit wrote is in the OS page cache; only a power cut would lose it. Benchmarks keep fsync on."""
 
-    def __init__(self, bin_dir: Path, durable: bool = False) -> None:
+    def __init__(self, bin_dir: Path, durable: bool = False, settings: str = "") -> None:
+        """`settings`: more server options, e.g. "-c track_commit_timestamp=on"."""
         self.bin_dir = bin_dir
         self.durable = durable
+        self.settings = settings
         self.root = Path(tempfile.mkdtemp(prefix="wa-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
@@ -85,6 +87,8 @@ class PgCluster:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200"
         if not self.durable:
             options += " -c fsync=off -c full_page_writes=off"
+        if self.settings:
+            options += f" {self.settings}"
         self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "30", "-l", str(self.log), "-o", options, "start")
 
     def stop(self, mode: str = "fast") -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from bridge.store import Store, format_ts, parse_ts
+from bridge.store import Store, format_ts, now_ts, parse_ts
 from bridge.transport import (Capabilities, Handler, IncomingMessage, MediaInfo, NotConnected, OutgoingMessage,
                               SendResult, Transport)
 from bridge.windows import Windows
@@ -72,7 +72,7 @@ def test_a_crash_opens_a_window_at_the_last_heartbeat(store: Store, tmp_path: Pa
     alive_at = store.get_state("alive_at")
     windows.on_start()  # the previous run never stopped cleanly
     assert (store.open_window().started_at, store.open_window().reason) == (alive_at, "bridge crash")
-    windows.on_caught_up()
+    windows.on_caught_up(now_ts())
     assert [r["event"] for r in log.read()] == ["disconnect", "reconnect"]
     assert "bridge crash" in list(log.read())[1]["message"]
 

@@ -22,14 +22,14 @@ from watchdog.metrics import Metrics
 class ServerThread:
     """A control server on its own event loop in a thread, so the CLI under test can be a blocking subprocess."""
 
-    def __init__(self, config: WatchdogConfig) -> None:
+    def __init__(self, config: WatchdogConfig, restart_token: str = "") -> None:
         self.provider = Provider()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.runner, self.url = asyncio.run_coroutine_threadsafe(
             start_control_server(config, self.provider.status, self.provider.restart, Metrics(), self.provider.reload,
-                                 self.provider.config_info), self.loop
+                                 self.provider.config_info, restart_token), self.loop
         ).result(timeout=10)
 
     def stop(self) -> None:

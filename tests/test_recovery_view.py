@@ -116,3 +116,22 @@ def test_a_bad_since_says_what_is_expected(config_path: Path, log: RecoveryLog) 
 def test_no_log_yet_is_not_an_error(config_path: Path, log: RecoveryLog) -> None:
     done = recoveries(config_path)
     assert done.returncode == 0 and f"no recoveries (log: {log.path})" in done.stdout
+
+
+def test_a_crash_looping_component_is_never_called_healthy(config_path: Path, log: RecoveryLog) -> None:
+    """Each process comes up (READY) and dies again: 'healthy after' would be a lie until one stays up."""
+    for pid in (300, 301, 302):
+        log.append("monitor:lawley", "exit", cause="exit code 1", pid=pid)
+        if pid == 301:
+            log.append("monitor:lawley", "crash_loop", cause="3 exits in 60 s", backoff_s=30, pid=pid)
+        log.append("monitor:lawley", "restart", pid=pid, new_pid=pid + 1, cause="exit code 1", delay_ms=0,
+                   restart_ms=4)
+        log.append("monitor:lawley", "healthy", pid=pid + 1, downtime_ms=2300)
+    done = recoveries(config_path)
+    assert done.returncode == 0, done.stderr
+    lines = [line.split(" ", 1)[1] for line in done.stdout.splitlines() if not line.startswith("--")]
+    assert "healthy" not in done.stdout, done.stdout
+    assert lines[0].startswith("monitor:lawley exited with code 1 · restarted in 4 ms · up after 2.3 s, ended again "
+                               "after ") and lines[0].endswith(" (crash loop)")
+    assert lines[-1] == ("monitor:lawley exited with code 1 · restarted in 4 ms · up after 2.3 s, "
+                         "not yet stable (crash loop)")

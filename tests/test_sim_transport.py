@@ -278,15 +278,20 @@ def test_a_frozen_sim_is_a_keepalive_disconnect_then_handshake_timeouts_until_it
 
     async def body(api: SimAPI) -> None:
         t = transport(config_path)
-        t.heartbeat, t.handshake_timeout = 0.4, 0.5  # seconds instead of 5 and 3, to keep the test fast
+        t.keepalive, t.handshake_timeout = 0.6, 0.5  # seconds instead of 3 and 3, to keep the test fast
         run = Running(t, Recorder())
         await run.connected()
+        frozen_at = datetime.now(timezone.utc)
         os.kill(sim.pid, signal.SIGSTOP)  # accepts TCP in the kernel, answers nothing
         try:
             await eventually(lambda: run.recorder.count(K.CONNECT_FAILED) == 1, message="handshake timeout")
         finally:
             os.kill(sim.pid, signal.SIGCONT)
-        assert run.recorder.reasons(K.DISCONNECTED) == ["connection lost: keepalive timeout"]
+        (reason,) = run.recorder.reasons(K.DISCONNECTED)
+        assert reason.startswith("connection lost: keepalive timeout (nothing for ")
+        # dated at the last thing heard (a pong at most a third of the keepalive before the freeze)
+        (lost,) = [e for e in run.recorder.events if e.kind == K.DISCONNECTED]
+        assert frozen_at - timedelta(seconds=t.keepalive) <= lost.at <= frozen_at + timedelta(seconds=0.05)
         assert "cannot connect to the simulator" in run.recorder.reasons(K.CONNECT_FAILED)[0]
         await run.connected(times=2)
         message_id = (await api.inject("DR1111111 after the freeze"))["id"]

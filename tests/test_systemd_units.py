@@ -50,6 +50,7 @@ def test_units_carry_the_required_directives(name: str, command: str) -> None:
     assert float(d["WatchdogSec"][0].removesuffix("s")) > 0 and d["TimeoutStopSec"]
     (exec_start,) = d["ExecStart"]
     assert exec_start.startswith(SHIPPED_BINARY + command)
+    assert d["UMask"] == ["0027"] and d["StateDirectoryMode"] == ["0750"]  # nothing for other local users
 
 
 def test_venv_copies_verify_without_a_word(tmp_path: Path) -> None:

@@ -8,12 +8,14 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from bridge.session_lock import holder_pid
 from tests.bridge_support import call
 from tests.conftest import Processes, wait_until
 from tests.test_watchdog_supervision import RecordingAlerts, run, supervise, worker, write_settings
 from tests.test_watchdog_system import EXPECTED, alive, status
-from watchdog import endpoints
+from watchdog import control_token, endpoints
 from watchdog.recovery_log import RecoveryLog
 from watchdog.stale import recorded_children
 from watchdog.hooks import Hooks
@@ -53,6 +55,7 @@ def bridge_records(data_dir: Path, event: str, pid: int) -> list[dict]:
             if r["component"] == "bridge:main" and r["event"] == event and r.get("pid") == pid]
 
 
+@pytest.mark.slow
 def test_the_standby_takes_over_a_killed_then_a_hung_bridge_and_is_itself_respawned(procs: Processes,
                                                                                     data_dir: Path,
                                                                                     tmp_path: Path) -> None:
@@ -109,7 +112,8 @@ def test_the_standby_takes_over_a_killed_then_a_hung_bridge_and_is_itself_respaw
         seen.add(standby)
 
         # An operator restart: the bridge is stopped and its standby takes over.
-        restarted = call("POST", f"{endpoints.url(data_dir, 'watchdog', 'control')}/restart/bridge:main")[1]
+        restarted = call("POST", f"{endpoints.url(data_dir, 'watchdog', 'control')}/restart/bridge:main",
+                         headers={"Authorization": f"Bearer {control_token.read(data_dir)}"})[1]
         assert restarted["old_pid"] == active and restarted["pid"] == standby, restarted
         bridge = wait_until(lambda: (c := up_with_standby(data_dir, (active,))) and c["bridge:main"], 30,
                             message="the standby promoted by an operator restart, and a new standby")
@@ -124,6 +128,7 @@ def test_the_standby_takes_over_a_killed_then_a_hung_bridge_and_is_itself_respaw
     assert holder_pid(session_dir) is None
 
 
+@pytest.mark.slow
 def test_a_crash_looping_component_still_backs_off_with_a_standby(tmp_path: Path) -> None:
     """Each promotion is immediate, but the next standby waits out the backoff delay, so a crash loop
     ends up alternating promotions with cold restarts that back off; alerted once, never given up."""

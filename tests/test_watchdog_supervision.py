@@ -51,10 +51,11 @@ def write_settings(tmp_path: Path, webhook: str | None = None, **watchdog: float
 
 
 def worker(name: str, *options: str, after: tuple[str, ...] = (), watchdog_sec: float = 1.0, rss_limit_mb: int = 0,
-           pidfile: Path | None = None, signature: tuple[tuple[str, ...], ...] = (), **program: object) -> Program:
+           pidfile: Path | None = None, signature: tuple[tuple[str, ...], ...] = (),
+           no_restart_exit_codes: tuple[int, ...] = OWN_NO_RESTART_EXITS, **program: object) -> Program:
     """The test worker as a program that says READY=1 and heartbeats, with our components' no-restart codes."""
     return Program(name, (sys.executable, str(WORKER), "--label", name, *options), after=after, ready=Check("notify"),
-                   watchdog_sec=watchdog_sec, rss_limit_mb=rss_limit_mb, no_restart_exit_codes=OWN_NO_RESTART_EXITS,
+                   watchdog_sec=watchdog_sec, rss_limit_mb=rss_limit_mb, no_restart_exit_codes=no_restart_exit_codes,
                    pidfile=pidfile, signature=signature, **program)
 
 
@@ -252,6 +253,7 @@ def test_memory_of_the_childs_own_children_counts_towards_its_limit(tmp_path: Pa
 # -- backoff, crash loops, failures ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_crash_loop_backs_off_exponentially_up_to_the_cap_and_alerts_once(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with webhook_receiver() as (url, received):
@@ -277,6 +279,7 @@ def test_crash_loop_backs_off_exponentially_up_to_the_cap_and_alerts_once(tmp_pa
     run(scenario)
 
 
+@pytest.mark.slow
 def test_backoff_resets_after_the_component_was_healthy_long_enough(tmp_path: Path) -> None:
     async def scenario() -> None:
         config = write_settings(tmp_path, backoff_reset_after=0.2)
@@ -287,7 +290,7 @@ def test_backoff_resets_after_the_component_was_healthy_long_enough(tmp_path: Pa
     run(scenario)
 
 
-@pytest.mark.parametrize(("code", "rule"), [(2, "config_failed"), (4, "logged_out")])
+@pytest.mark.parametrize(("code", "rule"), [(2, "config_failed"), (4, "not_paired")])
 def test_exit_code_2_or_4_is_failed_not_restarted_and_alerted_once(tmp_path: Path, code: int, rule: str) -> None:
     async def scenario() -> None:
         async with webhook_receiver() as (url, received):
@@ -542,10 +545,9 @@ def test_whatsapp_outage_is_not_restarted_but_alerted_with_its_duration_and_reso
     run(scenario)
 
 
-@pytest.mark.parametrize(("answer", "named"), [({"status": 503, "state": "store_error"}, "store_error"),
-                                               ({"status": 200, "state": "connected", "delay": 1.0}, "timeout")])
-def test_store_error_or_no_answer_makes_the_bridge_unhealthy_and_restarted(tmp_path: Path, answer: dict,
-                                                                           named: str) -> None:
+@pytest.mark.slow
+@pytest.mark.parametrize(("answer", "named"), [({"status": 200, "state": "connected", "delay": 1.0}, "timeout")])
+def test_no_answer_makes_the_bridge_unhealthy_and_restarted(tmp_path: Path, answer: dict, named: str) -> None:
     state_file = tmp_path / "health.json"
     set_health(state_file, 200, "connected")
 
@@ -563,6 +565,24 @@ def test_store_error_or_no_answer_makes_the_bridge_unhealthy_and_restarted(tmp_p
     run(scenario)
 
 
+def test_a_store_error_from_a_live_loop_is_alerted_not_restarted(tmp_path: Path) -> None:
+    """Disk full or the store locked by another program: a restart would fix neither."""
+    state_file = tmp_path / "health.json"
+    set_health(state_file, 200, "connected")
+    alerts = RecordingAlerts()
+
+    async def scenario() -> None:
+        async with supervise(write_settings(tmp_path), [health_bridge(tmp_path, state_file)], alerts) as s:
+            pid = await s.running("bridge:main")
+            set_health(state_file, 503, "store_error", reason="messages.db locked by another process for 3 s")
+            await until(lambda: any("locked by another process" in a[2] for a in alerts.fired), 10, "store alert")
+            watcher = s.watcher("bridge:main")
+            assert watcher.pid == pid and watcher.condition == "store_error"
+            assert not s.records("bridge:main", "unhealthy") and not s.records("bridge:main", "restart")
+    run(scenario)
+
+
+@pytest.mark.slow
 def test_a_frozen_bridge_is_a_hang_at_the_next_probe_not_after_the_threshold(tmp_path: Path) -> None:
     state_file = tmp_path / "health.json"
     set_health(state_file, 200, "connected")
@@ -584,7 +604,7 @@ def test_a_second_watchdog_on_the_same_data_directory_refuses_to_start(tmp_path:
     lock.parent.mkdir(parents=True)
     with open(lock, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        held.write("4242\n")
+        held.write(f"{os.getpid()}\n")  # the holder names itself, as a real watchdog does
         held.flush()
         arbiter = Arbiter(load(write_settings(tmp_path, stop_timeout=0.2, term_grace=0.1)), [worker("monitor:a")],
                           alerts=RecordingAlerts())

@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.conftest import BASE_CONFIG, Processes, wait_until
 from watchdog import endpoints
@@ -36,6 +37,7 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_full_system_comes_up_recovers_a_killed_bridge_and_stops_cleanly(procs: Processes, data_dir: Path,
                                                                         tmp_path: Path) -> None:
     with open(tmp_path / "watchdog.stderr", "wb") as stderr:
@@ -83,6 +85,7 @@ def gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_a_new_watchdog_stops_what_a_killed_one_left_running_before_starting_its_own(procs: Processes,
                                                                                      data_dir: Path,
                                                                                      tmp_path: Path) -> None:
@@ -123,6 +126,7 @@ def test_a_new_watchdog_stops_what_a_killed_one_left_running_before_starting_its
     assert len({c["pid"] for c in components.values()}) == len(components)
 
 
+@pytest.mark.slow
 def test_a_bridge_with_an_api_token_is_probed_with_it_and_stays_healthy(write_config, procs: Processes,
                                                                        data_dir: Path, tmp_path: Path) -> None:
     config = write_config(BASE_CONFIG.replace('api_port = 0', 'api_port = 0\napi_token = "s3cret"', 1))

@@ -44,7 +44,7 @@ def test_health_answers_are_classified_outage_operator_or_failure() -> None:
     assert classify(503, {"state": "connecting", "open_window": None}).kind == probes.OUTAGE
     assert classify(503, {"state": "stream_replaced"}).kind == probes.OPERATOR
     assert classify(503, {"state": "logged_out"}).kind == probes.OPERATOR
-    assert classify(503, {"state": "store_error"}).kind == probes.FAILURE
+    assert classify(503, {"state": "store_error"}).kind == probes.OUTAGE  # a live loop: no restart
     assert classify(500, None).kind == probes.FAILURE
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
 import hashlib
 import os
 import signal
@@ -21,19 +20,22 @@ from collections.abc import Callable
 import aiohttp
 from loguru import logger
 
-from watchdog import endpoints
+from watchdog import control_token, endpoints, locks
 from watchdog.alerts import AlertManager
 from watchdog.builtins import all_programs
+from watchdog.child import use_template
 from watchdog.child_output import StderrSink
 from watchdog.config import Config, ConfigError, load
 from watchdog.control import start_control_server
 from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
+from watchdog.forkserver import ForkServer
 from watchdog.metrics import Metrics
 from watchdog.programs import Program, diff
 from watchdog.recovery_log import RecoveryLog
 from watchdog.stale import component_of, record_children, recorded_children, standby_name
 from watchdog.states import State
 from watchdog.systemd_heartbeat import SystemdHeartbeat
+from watchdog.template import is_ours
 from watchdog.throttle import Launcher
 from watchdog.watcher import Context, Watcher
 
@@ -79,6 +81,8 @@ class Arbiter:
         self._signals = 0
         self._recorded_children: dict[str, int] = {}
         self._starting: set[asyncio.Task] = set()
+        self._template: ForkServer | None = None
+        self._template_started: asyncio.Task | None = None  # every start waits for it (ready or given up)
 
     # -- what the control API calls -----------------------------------------------
 
@@ -147,6 +151,10 @@ class Arbiter:
             self.metrics.set_component(program.name, up=False, healthy=False)
         for program in changes.added + changes.changed:
             self._start_when_ready(self.watchers[program.name], f"reload: {going.get(program.name, 'added')}")
+        fresh = {p.name for p in changes.added + changes.changed}
+        for watcher in self.watchers.values():
+            if watcher.standby is not None and watcher.name not in fresh:
+                watcher.standby.renew()  # the file changed: a standby that read it keeps the next takeover warm
         self._on_change(None)
         return {"ok": True, "sha256": sha256, "added": [p.name for p in changes.added],
                 "removed": [p.name for p in changes.removed], "changed": [p.name for p in changes.changed],
@@ -195,7 +203,8 @@ class Arbiter:
             self.metrics.set_component(watcher.name, up=False, healthy=False)
         try:
             runner, self.control_url = await start_control_server(self.config.watchdog, self.status, self.restart,
-                                                                  self.metrics, self.reload, self.config_info)
+                                                                  self.metrics, self.reload, self.config_info,
+                                                                  control_token.generate(self.config.data_dir))
         except OSError as exc:
             logger.error("wa-watchdog run: {}", exc)
             await self._close(http, launcher)
@@ -205,6 +214,10 @@ class Arbiter:
                                  message=f"supervising {', '.join(self.watchers) or 'nothing'}")
         logger.info("wa-watchdog {} supervising {} program(s); control API {}", os.getpid(), len(self.watchers),
                     self.control_url)
+        if settings.fork_template and any(is_ours(program.argv) for program in self.programs):
+            self._template = ForkServer(self.recovery_log)
+            use_template(self._template)  # until it is ready it answers `exec`
+            self._template_started = loop.create_task(self._template.start())
         for watcher in self.watchers.values():
             self._start_when_ready(watcher)
         heartbeat = loop.create_task(self.systemd.run(self._cycle))
@@ -217,6 +230,11 @@ class Arbiter:
             task.cancel()
         await asyncio.gather(heartbeat, *self._starting, return_exceptions=True)
         await self._stop_in_order(list(self.watchers.values()), lambda w: "shutdown")
+        if self._template is not None:
+            use_template(None)
+            if self._template_started is not None:
+                self._template_started.cancel()
+            await self._template.close()
         await runner.cleanup()
         endpoints.remove(self.config.data_dir, "watchdog")
         await self._close(http, launcher)
@@ -235,26 +253,31 @@ class Arbiter:
         Returns the lock's fd (held until this process exits), or None if another watchdog keeps it.
         """
         path = endpoints.run_dir(self.config.data_dir) / WATCHDOG_LOCK
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        deadline = time.monotonic() + self.config.watchdog.stop_timeout + self.config.watchdog.term_grace
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if self._stop_requested is not None and self._stop_requested.is_set():
-                    os.close(fd)
-                    return None
-                if time.monotonic() > deadline:
-                    holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-                    logger.error("wa-watchdog run: another wa-watchdog (pid {}) already supervises {} ({})", holder,
-                                 self.config.data_dir, path)
-                    os.close(fd)
-                    return None
-                await asyncio.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        fd = locks.open_lock(path)
+        wait = self.config.watchdog.stop_timeout + self.config.watchdog.term_grace
+        deadline = time.monotonic() + wait
+        stranger_since: float | None = None
+        said = False
+        while not locks.try_lock(fd):
+            if self._stop_requested is not None and self._stop_requested.is_set():
+                os.close(fd)
+                return None
+            if locks.held_by_stranger(fd):  # not a watchdog: do not wait on it
+                stranger_since = stranger_since or time.monotonic()
+                if time.monotonic() - stranger_since >= locks.STRANGER_GRACE:
+                    fd = locks.replace(path, fd)
+                    continue
+            elif time.monotonic() > deadline:
+                logger.error("wa-watchdog run: another wa-watchdog (pid {}) already supervises {} ({})",
+                             locks.recorded_pid(fd) or "unknown", self.config.data_dir, path)
+                os.close(fd)
+                return None
+            elif not said:  # at once: a second demo must not sit silent for the whole wait
+                said = True
+                logger.warning("another wa-watchdog (pid {}) holds {}: waiting up to {:g} s for it to exit",
+                               locks.recorded_pid(fd) or "unknown", path, wait)
+            await asyncio.sleep(0.05)
+        locks.write_owner(fd)
         return fd
 
     async def _close(self, http: aiohttp.ClientSession, launcher: Launcher) -> None:
@@ -286,7 +309,13 @@ class Arbiter:
         task.add_done_callback(_log_failure)
 
     async def _start_after(self, watcher: Watcher, reason: str) -> None:
-        """Start once every program in `after` is healthy or failed (at most start_timeout later, with a warning)."""
+        """Start once every program in `after` is healthy or failed (at most start_timeout later, with a warning).
+
+        The first starts also wait for the template (watchdog/forkserver.py): ready, or given up on after
+        its READY_TIMEOUT, so a hundred children are not exec'd while it imports.
+        """
+        if self._template_started is not None:
+            await asyncio.shield(self._template_started)
         def settled() -> bool:
             return all(w.healthy or w.state is State.FAILED for w in self._dependencies(watcher))
         if not await self._wait_for(settled, self.config.watchdog.start_timeout):

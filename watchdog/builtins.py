@@ -30,7 +30,7 @@ def _argv(config: Config, *args: str) -> tuple[str, ...]:
 
 
 def builtin_programs(config: Config) -> list[Program]:
-    """sim (when configured and enabled), one bridge per account, one monitor per enabled project."""
+    """sim (when configured and enabled), one bridge per account, one monitor per enabled project, drops-api."""
     logs = (config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
     found = []
     sim_name = []
@@ -59,12 +59,20 @@ def builtin_programs(config: Config) -> list[Program]:
         if not project.enabled:
             continue
         accounts = [config.accounts[name] for name in dict.fromkeys((project.listen_account, project.send_account))]
+        reads = [replace(a, follow_groups=[]) for a in accounts]  # another project's groups are not its business
         found.append(Program(
             project.component, _argv(config, "monitor", "--project", project.name),
             after=tuple(a.component for a in accounts), ready=Check("notify"), watchdog_sec=project.watchdog_sec,
             rss_limit_mb=project.rss_limit_mb, no_restart_exit_codes=OWN_NO_RESTART_EXITS,
             signature=(("monitor",), ("--project", project.name)), group="monitor",
-            fingerprint=_fingerprint(project, accounts, own_jids, logs)))
+            fingerprint=_fingerprint(project, reads, own_jids, logs)))
+    if config.drops_api.enabled:  # the drops domain's API and webhook deliverer (monitors/api), READY=1 like a monitor
+        found.append(Program(
+            "drops-api", _argv(config, "drops-api"), ready=Check("notify"), watchdog_sec=config.drops_api.watchdog_sec,
+            rss_limit_mb=config.drops_api.rss_limit_mb, no_restart_exit_codes=OWN_NO_RESTART_EXITS,
+            signature=(("drops-api",),), fingerprint=_fingerprint(config.drops_api, config.webhooks, config.database,
+                                                                  config.projects, config.accounts, config.alerts,
+                                                                  logs)))
     return found
 
 

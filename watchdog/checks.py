@@ -48,8 +48,12 @@ class Judgement:
     why: str
 
 
-def judge(before: probes.ProcSample | None, now: probes.ProcSample | None, starting: bool) -> Judgement:
-    """Why a child that should have shown a sign of life did not: a pure function of two /proc samples."""
+def judge(before: probes.ProcSample | None, now: probes.ProcSample | None, starting: bool,
+          budget: float = float("inf")) -> Judgement:
+    """Why a child that should have shown a sign of life did not: a pure function of two /proc samples.
+
+    `before` is from its last sign of life; `budget` the CPU seconds it may use without one (a child that got a
+    whole heartbeat interval of CPU and still said nothing is hung, however loaded the machine is)."""
     if now is None:
         return Judgement(Verdict.HANG, "the process is gone")
     if now.state == "T":
@@ -62,6 +66,9 @@ def judge(before: probes.ProcSample | None, now: probes.ProcSample | None, start
         return Judgement(Verdict.HANG, f"process state {now.state}, no CPU time used in {now.at - before.at:.1f} s")
     if starting:
         return Judgement(Verdict.STARTING, f"still starting ({share:.0%} of a core)")
+    if gained >= budget:
+        return Judgement(Verdict.HANG, f"used {gained:.1f} s of CPU since its last sign of life, busy at {share:.0%}"
+                                       " of a core")
     if now.state in ("R", "D") and share < STARVED_SHARE:
         return Judgement(Verdict.OVERLOADED, f"runnable and starved of CPU ({share:.0%} of a core)")
     if now.state in ("R", "D"):
@@ -77,7 +84,7 @@ class Checks:
         self.program = watcher.program
         self.hooks: Hooks = watcher.hooks
         self.last_heartbeat = 0.0
-        self._sample: probes.ProcSample | None = None  # the last /proc look for the heartbeat judgement
+        self._sample: probes.ProcSample | None = None  # /proc at the last heartbeat (or the start)
         self._grace_since: float | None = None  # a heartbeat was missed and the child given time since
         self._probe_failures: dict[tuple, int] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -133,6 +140,9 @@ class Checks:
 
     def heartbeat(self) -> None:
         self.last_heartbeat = time.monotonic()
+        child = self.w.child
+        if child is not None:
+            self._sample = probes.proc_sample(child.pid, self.last_heartbeat)
         if self._grace_since is not None:
             logger.info("{} heartbeats again after {:.1f} s of grace", self.w.name, self.last_heartbeat - self._grace_since)
             self._grace_since = None
@@ -156,13 +166,11 @@ class Checks:
             return
         now = time.monotonic()
         silent = now - self.last_heartbeat
-        sample = probes.proc_sample(child.pid, now)
         if silent < watchdog_sec:
-            self._sample = sample
             self._arm_heartbeat(self.last_heartbeat + watchdog_sec - now)
             return
-        judgement = judge(self._sample, sample, starting=not self.w.started)
-        self._sample = sample
+        sample = probes.proc_sample(child.pid, now)
+        judgement = judge(self._sample, sample, starting=not self.w.started, budget=watchdog_sec)
         missed = f"missed heartbeat: no WATCHDOG=1 for {silent:.1f} s (watchdog_sec {watchdog_sec:g})"
         if judgement.verdict is Verdict.HANG:
             self.w.unwell("hang", f"{missed}: {judgement.why}")
@@ -223,7 +231,8 @@ class Checks:
             except asyncio.TimeoutError:
                 pass
             self._wakeup.clear()
-            counts = liveness and time.monotonic() - child.started_at >= check.initial_delay
+            # Liveness counts once the program is up (start-up grace until ready) and initial_delay has passed.
+            counts = liveness and self.w.started and time.monotonic() - child.started_at >= check.initial_delay
             if counts and probes.is_stopped(child.pid):
                 self.w.unwell("hang", f"process is stopped (SIGSTOP): it cannot answer {check.describe()}")
                 return
@@ -232,7 +241,7 @@ class Checks:
                 return
             now = probes.proc_sample(child.pid, time.monotonic())
             if counts and result.kind == probes.FAILURE and result.state == "timeout":
-                judgement = judge(sample, now, starting=False)
+                judgement = judge(sample, now, starting=False, budget=check.period * check.failure_threshold)
                 if judgement.verdict is Verdict.OVERLOADED:  # starved, not hung: this one does not count
                     self.w.overloaded(f"{check.describe()} timed out; {judgement.why}", log_only=True)
                     counts = False

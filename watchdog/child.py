@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 STOP_SIGNAL = signal.SIGTERM  # what stop() sends unless told otherwise (a program's stop_signal)
 NOT_INHERITED = ("NOTIFY_SOCKET", "WATCHDOG_")  # systemd's socket and timers belong to the watchdog, not its children
@@ -80,32 +81,79 @@ async def wait_gone(pid: int, timeout: float) -> bool:
         return False
 
 
-class ChildProcess:
-    """A spawned child: pid, exit future, and signals to its process group."""
+class Template(Protocol):
+    """What ChildProcess.spawn asks first when the watchdog runs a template (watchdog/forkserver.py)."""
 
-    def __init__(self, popen: subprocess.Popen, on_exit: Callable[[ChildProcess], None]) -> None:
+    def fork(self, argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> tuple[int, int] | None:
+        """(pid, read end of the output pipe) of the forked child; None: start it by exec."""
+
+    def track(self, pid: int) -> None:
+        """A child was started (either way): its process group's orphans come to the watchdog."""
+
+    def ended(self, pid: int) -> None:
+        """That child has ended and is reaped."""
+
+
+_template: Template | None = None
+
+
+def use_template(template: Template | None) -> None:
+    """Fork our own components from `template` from now on (None: exec every child)."""
+    global _template
+    _template = template
+
+
+def _reap(pid: int) -> int:
+    """waitpid for a forked child, as a Popen.returncode: the exit code, or -N for death by signal N."""
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+class ChildProcess:
+    """A spawned child: pid, exit future, and signals to its process group.
+
+    `forked` says how it was started: from the pre-loaded template, or by exec (`popen` is then its Popen).
+    """
+
+    def __init__(self, pid: int, output: int, reap: Callable[[], int], on_exit: Callable[[ChildProcess], None],
+                 popen: subprocess.Popen | None = None) -> None:
+        self.pid = pid
         self.popen = popen
-        self.pid = popen.pid
+        self.forked = popen is None
         self.started_at = time.monotonic()
         self.returncode: int | None = None
+        self.exited_at: float | None = None  # epoch seconds the pidfd fired (handed to the next process)
         self.exited = asyncio.get_running_loop().create_future()
+        self._output: int | None = output
+        self._reap = reap
         self._on_exit = on_exit
+        self._template = _template
+        if self._template is not None:
+            self._template.track(pid)
         watch_exit(self.pid, self._ended)
 
     @classmethod
     def spawn(cls, argv: Sequence[str], env: Mapping[str, str], on_exit: Callable[[ChildProcess], None],
               cwd: str | None = None) -> ChildProcess:
-        """Start `argv` in a new session (so its own process group); stdout and stderr share one pipe."""
+        """Start `argv` in a new session (so its own process group); stdout and stderr share one pipe.
+
+        Forked from the template when one is in use and it can run `argv`, else exec'd (Popen).
+        """
+        forked = _template.fork(argv, env, cwd) if _template is not None else None
+        if forked is not None:
+            pid, output = forked
+            return cls(pid, output, lambda: _reap(pid), on_exit)
         popen = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        return cls(popen, on_exit)
+        assert popen.stdout is not None
+        output = os.dup(popen.stdout.fileno())
+        popen.stdout.close()
+        popen.stdout = None
+        return cls(popen.pid, output, popen.wait, on_exit, popen)
 
     def take_output(self) -> int:
         """The read end of the child's output pipe as a bare fd; the caller owns (and closes) it."""
-        assert self.popen.stdout is not None
-        fd = os.dup(self.popen.stdout.fileno())
-        self.popen.stdout.close()
-        self.popen.stdout = None
+        assert self._output is not None, "the output was taken already"
+        fd, self._output = self._output, None
         return fd
 
     @property
@@ -113,8 +161,11 @@ class ChildProcess:
         return self.returncode is None
 
     def _ended(self) -> None:
-        self.returncode = self.popen.wait()  # reaps at once: the pidfd said it has ended
+        self.exited_at = time.time()
+        self.returncode = self._reap()  # reaps at once: the pidfd said it has ended
         self.signal(signal.SIGKILL)  # whatever the child left behind in its group goes with it
+        if self._template is not None:
+            self._template.ended(self.pid)
         self.exited.set_result(self.returncode)
         self._on_exit(self)
 

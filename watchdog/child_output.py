@@ -8,9 +8,15 @@ accepts right now and counts what it had to drop.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import select
 from pathlib import Path
+from typing import BinaryIO
+
+from loguru import logger
+
+from watchdog import file_modes
 
 READ_CHUNK = 65536
 ATOMIC_WRITE = 4096  # PIPE_BUF: a writable pipe takes this much without blocking
@@ -53,19 +59,43 @@ class StderrSink:
 
 
 class RotatingFile:
-    """Append-only log file rotated by size into .1 .. .keep (oldest dropped)."""
+    """Append-only log file (0640) rotated by size into .1 .. .keep (oldest dropped).
+
+    A write that fails (disk full, I/O error) is dropped and counted, never raised: the
+    copy to stderr still happens, and the file says how much is missing once it can be written again.
+    """
 
     def __init__(self, path: Path, max_bytes: int, keep: int = 3) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.keep = keep
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "ab", buffering=0)
+        self.dropped_bytes = 0
+        self._error = ""
+        file_modes.ensure_dir(path.parent)
+        self._file = self._open()
+
+    def _open(self) -> BinaryIO:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_modes.DATA_FILE)
+        file_modes.restrict(self.path)
+        return os.fdopen(fd, "ab", buffering=0)
 
     def write(self, data: bytes) -> None:
-        if self._file.tell() + len(data) > self.max_bytes and self._file.tell() > 0:
-            self._rotate()
-        self._file.write(data)
+        notice = (f"[wa-watchdog: {self.dropped_bytes} bytes of output not logged: {self._error}]\n".encode()
+                  if self.dropped_bytes else b"")
+        try:
+            if self._file.closed:  # a rotation that could not open the new file
+                self._file = self._open()
+            if self._file.tell() + len(data) > self.max_bytes and self._file.tell() > 0:
+                self._rotate()
+            if (self._file.write(notice + data) or 0) < len(notice) + len(data):  # unbuffered: a short write
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # is a full disk
+        except OSError as exc:
+            if not self.dropped_bytes:
+                logger.error("log file {} not written: {}", self.path, exc.strerror or exc)
+            self._error = exc.strerror or str(exc)
+            self.dropped_bytes += len(data)
+            return
+        self.dropped_bytes = 0
 
     def _rotate(self) -> None:
         self._file.close()
@@ -74,7 +104,7 @@ class RotatingFile:
             if older.exists():
                 os.replace(older, self.path.with_name(f"{self.path.name}.{n + 1}"))
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
-        self._file = open(self.path, "ab", buffering=0)
+        self._file = self._open()
 
     def close(self) -> None:
         self._file.close()

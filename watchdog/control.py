@@ -4,7 +4,10 @@ The arbiter owns the state; this module only translates HTTP to its two
 callables, so the handlers stay thin. `watchdog.web_guard` answers every error
 as `{"error": ...}`, refuses what a browser page could forge and, with
 `watchdog.control_token` set, checks the bearer token on every request
-(required by the config whenever the API listens beyond loopback).
+(required by the config whenever the API listens beyond loopback). A restart
+(and a reload) needs a token even on loopback, which every local user can reach: the
+configured one or the watchdog's `restart_token` (`run/control.token`, a file
+only the service user and root can read; `watchdog.control_token` module).
 """
 from __future__ import annotations
 
@@ -23,6 +26,16 @@ METRICS = web.AppKey("metrics", Metrics)
 MAX_BODY = 64 * 1024  # no endpoint reads a body today
 RELOAD = web.AppKey("reload", Callable[[str], Awaitable[dict]])
 CONFIG = web.AppKey("config", Callable[[], dict])
+
+
+def _restart_token_middleware(restart_token: str):
+    @web.middleware
+    async def check_restart_token(request: web.Request, handler):
+        if request.method == "POST" and not web_guard.authorized(request.headers.get("Authorization"), restart_token):
+            return web.json_response(web_guard.error_shape("restart and reload need the bearer token in run/control.token"),
+                                     status=401, headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+    return check_restart_token
 
 
 async def _status(request: web.Request) -> web.Response:
@@ -56,8 +69,10 @@ async def _config(request: web.Request) -> web.Response:
 
 def build_app(config: WatchdogConfig, status: Callable[[], list[dict]], restart: Callable[[str], Awaitable[dict]],
               metrics: Metrics, reload: Callable[[str], Awaitable[dict]] | None = None,
-              config_info: Callable[[], dict] | None = None) -> web.Application:
+              config_info: Callable[[], dict] | None = None, restart_token: str = "") -> web.Application:
     guard = web_guard.middlewares(config.control_allowed_hosts, config.control_allowed_origins, config.control_token)
+    if restart_token and not config.control_token:  # a configured token already guards every route
+        guard.append(_restart_token_middleware(restart_token))
     app = web.Application(middlewares=guard, client_max_size=MAX_BODY)
     app[STATUS] = status
     app[RESTART] = restart
@@ -77,14 +92,16 @@ def build_app(config: WatchdogConfig, status: Callable[[], list[dict]], restart:
 async def start_control_server(config: WatchdogConfig, status: Callable[[], list[dict]],
                                restart: Callable[[str], Awaitable[dict]],
                                metrics: Metrics, reload: Callable[[str], Awaitable[dict]] | None = None,
-                               config_info: Callable[[], dict] | None = None) -> tuple[web.AppRunner, str]:
+                               config_info: Callable[[], dict] | None = None,
+                               restart_token: str = "") -> tuple[web.AppRunner, str]:
     """Serve the control API on control_host:control_port (0 = any free port); returns the runner and its URL.
 
     The caller publishes the URL as the `control` endpoint of component
     `watchdog` (that is where `wa-watchdog status` looks) and calls
     `runner.cleanup()` on shutdown.
     """
-    runner = LimitedRunner(build_app(config, status, restart, metrics, reload, config_info), access_log=None)
+    runner = LimitedRunner(build_app(config, status, restart, metrics, reload, config_info, restart_token),
+                           access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.control_host, config.control_port)
     try:

@@ -12,8 +12,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from watchdog import file_modes
+
 
 def run_dir(data_dir: Path) -> Path:
+    """`<data>/run`: endpoints, locks and the control token, 0700 (only the service user may open a lock)."""
     return data_dir / "run"
 
 
@@ -24,12 +27,10 @@ def _file(data_dir: Path, component: str) -> Path:
 def publish(data_dir: Path, component: str, endpoints: dict[str, str]) -> None:
     """Atomically write this process's endpoints (replace, so readers never see half a file)."""
     path = _file(data_dir, component)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    file_modes.ensure_dir(path.parent, file_modes.PRIVATE_DIR)
     record = {"component": component, "pid": os.getpid(), "endpoints": endpoints,
               "started_at": datetime.now(timezone.utc).isoformat()}
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record), encoding="utf-8")
-    os.replace(tmp, path)
+    file_modes.write_atomic(path, json.dumps(record))
 
 
 def read(data_dir: Path, component: str) -> dict | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 
-from watchdog.probes import Classifier, expect_status
+from watchdog.probes import Classifier, HealthResult, expect_status
 from watchdog.programs import Check, Program
 
 
@@ -20,6 +20,10 @@ class Hooks:
     def classifier(self, check: Check) -> Classifier:
         """How to read an HTTP check's answer (status, body) -> HealthResult."""
         return expect_status(check.status)
+
+    def status_fields(self, last_probe: HealthResult | None) -> dict:
+        """Extra keys for this program's `GET /status` item, from its last probe answer (None: none yet)."""
+        return {}
 
     def standby_argv(self, program: Program) -> tuple[str, ...]:
         """The command of a warm standby: a second instance that loads everything, then waits to take over

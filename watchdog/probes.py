@@ -29,6 +29,7 @@ class HealthResult:
     state: str  # the program's own word for it, or what went wrong ("timeout", "connection refused", ...)
     detail: str = ""
     outage_started_at: float | None = None  # epoch seconds the outage began, when the program says
+    body: dict | None = None  # the decoded answer, when the program's hooks read one
 
 
 Classifier = Callable[[int, bytes], HealthResult]

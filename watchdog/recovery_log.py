@@ -6,9 +6,17 @@ monitors (backfill: which drops a window recovered). Several processes
 append, so each append takes a short flock on a side file, rotates by size
 under that lock, writes one line with O_APPEND and fsyncs: a record that was
 logged survives a power cut, and no two writers rotate at once.
+
+The watchdog appends from its supervision loop, so the lock is waited for at
+most `LOCK_WAIT` seconds: a process that holds it longer (nothing of ours does)
+cannot freeze supervision; the record is then written without it (one O_APPEND
+write is still whole) and rotation waits for the next append. The lock is 0600,
+so no other local user can open it to hold it. A full disk or an I/O error
+never raises: the record is returned unwritten and the failure logged once.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -16,10 +24,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from loguru import logger
+
+from watchdog import file_modes
+
 EVENTS = ("exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash_loop", "failed",
           "disconnect", "reconnect", "backfill", "alert", "start", "stop",
           "overloaded", "throttle", "reload",  # a starved child given time; a delayed start; a config reload
           "dead_letter", "quarantine")  # a send moved aside for good; poison messages set aside
+LOCK_WAIT = 0.2  # seconds an append waits for the lock before writing without it
+LOCK_POLL = 0.005
 
 
 class RecoveryLog:
@@ -27,6 +41,7 @@ class RecoveryLog:
         self.path = path
         self.max_bytes = max_bytes
         self.keep = keep
+        self._failing = False  # the last append could not be written: log the next failure only once
 
     def append(self, component: str, event: str, **fields: object) -> dict:
         """Append one record; `fields` are cause, pid, new_pid, downtime_ms, message, ... (None is dropped)."""
@@ -35,17 +50,49 @@ class RecoveryLog:
         record = {"time": time.time(), "component": component, "event": event,
                   **{k: v for k, v in fields.items() if v is not None}}
         line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            self._rotate_if_full(len(line))
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self._write(line)
+        except OSError as exc:  # ENOSPC, EIO, a read-only file system: the caller goes on regardless
+            if not self._failing:
+                logger.error("recovery log {} not written ({}): {}", self.path, event, exc.strerror or exc)
+            self._failing = True
+            return record
+        if self._failing:
+            logger.info("recovery log {} written again", self.path)
+            self._failing = False
+        return record
+
+    def _write(self, line: bytes) -> None:
+        file_modes.ensure_dir(self.path.parent)
+        lock = file_modes.open_private(self.path.with_name(self.path.name + ".lock"))
+        try:
+            if self._lock(lock):
+                self._rotate_if_full(len(line))
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_modes.DATA_FILE)
             try:
-                os.write(fd, line)
+                size = os.fstat(fd).st_size
+                if os.write(fd, line) < len(line):  # the disk filled up mid-line: leave no torn line behind
+                    os.ftruncate(fd, size)
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        return record
+        finally:
+            os.close(lock)  # releases the flock
+
+    def _lock(self, fd: int) -> bool:
+        """Take the lock within LOCK_WAIT; False (and a warning) if someone holds it longer."""
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    logger.warning("recovery log lock {}.lock held by another process for over {:g} s: "
+                                   "appending without it", self.path, LOCK_WAIT)
+                    return False
+                time.sleep(LOCK_POLL)
 
     def _rotate_if_full(self, incoming: int) -> None:
         try:

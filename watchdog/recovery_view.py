@@ -8,6 +8,11 @@ component and pid into one line:
     22:01:03 bridge:main killed by SIGKILL · restarted in 3 ms · healthy after 0.41 s
 
 Everything else (crash loops, alerts, disconnects, backfills) is one line each.
+
+While a component is crash-looping, a process that came up and died again is
+not "healthy": from a `crash_loop` record until a process stays up for
+`STABLE_S`, the line says how long it lasted ("up after 2.3 s, ended again
+after 0.8 s (crash loop)") or that it is not yet stable.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 # Records that open a recovery: how the watchdog noticed something was wrong.
 DETECTIONS = {"exit", "hang", "unhealthy", "rss_limit"}
+STABLE_S = 60.0  # up this long ends a crash loop (the watchdog's default backoff_reset_after)
 
 
 def parse_since(text: str) -> float:
@@ -74,7 +80,7 @@ def event_text(record: dict) -> str:
     elif event == "crash_loop":
         text = "crash loop" + (f" ({cause})" if cause else "")
         if record.get("backoff_s") is not None:
-            text += f" · retrying every {format_ms(float(record['backoff_s']) * 1000)}"
+            text += f" · backing off, next in {format_ms(float(record['backoff_s']) * 1000)}"
     elif event == "failed":
         text = "failed, not restarted" + (f": {cause}" if cause else "")
     elif event == "restart":
@@ -86,6 +92,12 @@ def event_text(record: dict) -> str:
         details = [f"pid {record['pid']}"] if "pid" in record else []
         details += [cause] if cause else []
         text = {"start": "started", "stop": "stopped"}[event] + (f" ({', '.join(details)})" if details else "")
+    elif event == "reload":
+        text = "config reloaded" + (f" ({cause})" if cause else "")
+    elif event == "overloaded":
+        text = "overloaded, not hung: given time" + (f" ({cause})" if cause else "")
+    elif event == "throttle":
+        text = "start delayed" + (f": {cause}" if cause else "")
     else:
         text = event
     if message:
@@ -107,6 +119,8 @@ class Line:
     restart: dict | None = None
     healthy: dict | None = None
     extras: list[str] = field(default_factory=list)
+    looping: bool = False  # the component was crash-looping when this process came up
+    lasted_s: float | None = None  # how long the healthy process lasted (None: still up, or unknown)
 
     def render(self) -> str:
         if self.opener is None and self.restart is None:
@@ -115,11 +129,19 @@ class Line:
         if self.restart is not None and self.opener is not None:
             parts.append("restarted" + self._restart_timing())
         if self.healthy is not None:
-            downtime = self.healthy.get("downtime_ms")
-            parts.append(f"healthy after {format_ms(float(downtime))}" if downtime is not None else "healthy")
+            parts.append(self._healthy_text())
         elif self.restart is None and not self.extras and self.opener["event"] in DETECTIONS:
             parts.append("not restarted yet")
         return " · ".join(parts)
+
+    def _healthy_text(self) -> str:
+        downtime = self.healthy.get("downtime_ms")
+        after = f" after {format_ms(float(downtime))}" if downtime is not None else ""
+        if self.lasted_s is not None and self.lasted_s < STABLE_S and self.looping:
+            return f"up{after}, ended again after {format_ms(self.lasted_s * 1000)} (crash loop)"
+        if self.looping and self.lasted_s is None and time.time() - self.healthy.get("time", 0.0) < STABLE_S:
+            return f"up{after}, not yet stable (crash loop)"
+        return f"healthy{after}"
 
     def _opening(self) -> str:
         if self.opener is None:  # a restart nobody logged a detection for (an operator's)
@@ -150,11 +172,22 @@ def group(records: list[dict]) -> list[Line]:
     """
     lines: list[Line] = []
     open_recovery: dict[str, Line] = {}  # component -> its recovery still waiting for restart/healthy
+    last_up: dict[str, Line] = {}  # component -> its latest recovery that ended healthy
+    looping: set[str] = set()  # components in a crash loop (until a process stays up STABLE_S)
     for record in records:
         component = record.get("component", "?")
         event = record.get("event")
         current = open_recovery.get(component)
         pid = record.get("pid")
+        up = last_up.get(component)
+        if up is not None and up.lasted_s is None and event in DETECTIONS and pid == up.healthy.get("pid"):
+            up.lasted_s = record.get("time", 0.0) - up.healthy.get("time", 0.0)
+            if up.lasted_s >= STABLE_S:
+                looping.discard(component)
+        if event == "crash_loop":
+            looping.add(component)
+            if up is not None and (up.lasted_s or 0.0) < STABLE_S:
+                up.looping = True  # the brief recovery whose end started the loop
         if current is not None and current.restart is None and current.opener is not None and pid is not None \
                 and pid == current.opener.get("pid") and event in DETECTIONS | {"stop"}:
             if event not in ("exit", "stop"):
@@ -171,6 +204,8 @@ def group(records: list[dict]) -> list[Line]:
         elif (event == "healthy" and current is not None and current.restart is not None
               and pid in (current.restart.get("new_pid"), None)):
             current.healthy = record
+            current.looping = component in looping
+            last_up[component] = current
             del open_recovery[component]
             continue
         elif event == "failed" and current is not None and current.restart is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from watchdog import endpoints
+from watchdog import endpoints, file_modes
 from watchdog.child import wait_gone
 
 CHILDREN_FILE = "watchdog-children.json"  # in the run directory: {component: pid} of the watchdog's children
@@ -38,10 +38,8 @@ def component_of(name: str) -> str:
 def record_children(data_dir: Path, children: dict[str, int]) -> None:
     """Remember which pid runs each component, so the next watchdog can find what this one leaves behind."""
     path = endpoints.run_dir(data_dir) / CHILDREN_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(children), encoding="utf-8")
-    os.replace(tmp, path)
+    file_modes.ensure_dir(path.parent, file_modes.PRIVATE_DIR)
+    file_modes.write_atomic(path, json.dumps(children))
 
 
 def recorded_children(data_dir: Path) -> dict[str, int]:

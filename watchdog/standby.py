@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import time
 from typing import TYPE_CHECKING
 
 from loguru import logger
 
+from watchdog import standby_check
 from watchdog.child import ChildProcess, exit_cause
 from watchdog.child_output import ChildOutput
 from watchdog.restart_policy import standby_delay
@@ -35,6 +37,7 @@ class WarmStandby:
         self.failures = 0  # exits since one was last promoted: its respawn backoff
         self.next_delay = 0.0  # before the next standby: the restart delay of the recovery that used one
         self.stop_planned = False  # we are stopping it (shutdown, failed, reload): no respawn
+        self._renewing = False  # stopped to be replaced by one that has read the config as it is now
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -80,6 +83,12 @@ class WarmStandby:
         process = self.process
         if process is None or not process.running or self.stop_planned or self.w.shutting_down:
             return None
+        if standby_check.is_stale(process, self.argv):  # it may hold the lock already: gone before the cold start
+            logger.info("{}: standby pid {} predates the config file's last change; starting cold instead",
+                        self.w.name, process.pid)
+            self.stop_planned = True
+            process.signal(signal.SIGKILL)
+            return None
         self.process = None
         self.cancel_timer()
         self.failures = 0
@@ -89,12 +98,27 @@ class WarmStandby:
         self.w.output, self.output = self.output, self.w.output
         return process
 
+    async def drop_if_stale(self) -> None:
+        """Before an operator restart: a standby older than the config file is stopped, so the restart
+        is a cold start with the file as it is now (one restart applies a config change)."""
+        if self.process is not None and standby_check.is_stale(self.process, self.argv):
+            logger.info("{}: standby pid {} predates the config file's last change; stopping it first",
+                        self.w.name, self.process.pid)
+            stopping = self.stop(self.w.ctx.settings.term_grace)
+            if stopping is not None:
+                await stopping
+
     def ended(self, process: ChildProcess) -> None:
         """The standby exited on its own (or was stopped): the child is not affected; respawn with backoff."""
         self.process = None
         self.output.detach()
         self.w.ctx.on_change(self.w)
         cause = exit_cause(process.returncode if process.returncode is not None else 0)["cause"]
+        if self._renewing and not self.w.shutting_down:
+            self._renewing = False
+            logger.info("{} standby pid {} stopped ({}) to be renewed", self.w.name, process.pid, cause)
+            self._schedule(0.0)
+            return
         if self.w.shutting_down or self.stop_planned:
             logger.info("{} standby pid {} stopped ({})", self.w.name, process.pid, cause)
             return
@@ -102,6 +126,13 @@ class WarmStandby:
         delay = standby_delay(self.failures, self.w.policy, random.random())
         logger.warning("{} standby pid {} exited: {}; a new one in {:.2f} s", self.w.name, process.pid, cause, delay)
         self._schedule(delay)
+
+    def renew(self) -> None:
+        """The config file changed (a reload that left this program alone): replace the standby by one that has
+        read it, so the next takeover stays warm. It holds nothing while waiting: the child is not disturbed."""
+        if self.pid is not None and not self.stop_planned:
+            self._renewing = True
+            self.stop(self.w.ctx.settings.term_grace)  # never promoted while it goes; a new one follows (ended)
 
     def stop(self, grace: float) -> asyncio.Task | None:
         """Stop signal to the standby (SIGKILL after `grace`); it holds nothing, so this never disturbs the child."""

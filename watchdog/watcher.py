@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from loguru import logger
 
-from watchdog import endpoints, hooks, probes
+from watchdog import endpoints, exit_handoff, hooks, probes
 from watchdog.checks import Checks
 from watchdog.child import ChildProcess, child_env, exit_cause
 from watchdog.child_output import ChildOutput, RotatingFile, StderrSink, log_path
@@ -51,8 +51,9 @@ _RECOVER = "recover"  # a failed check: restart with backoff, counts towards a c
 _RESTART_NOW = "restart now"  # operator restart: at once, not counted
 _STAY_STOPPED = "stay stopped"  # shutdown, reload
 
-FAILED_RULES = {EXIT_CONFIG: "config_failed", EXIT_NEEDS_OPERATOR: "logged_out"}  # other no-restart codes: config_failed
-RECOVERY_ALERTS = ("hang", "config_failed", "logged_out")  # resolved when the program is healthy again
+# Exit 4 is a session that was never paired: a logout is seen live by the health probe (`logged_out`), not as an exit.
+FAILED_RULES = {EXIT_CONFIG: "config_failed", EXIT_NEEDS_OPERATOR: "not_paired"}  # other no-restart codes: config_failed
+RECOVERY_ALERTS = ("hang", "config_failed", "logged_out", "not_paired")  # resolved when the program is healthy again
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Watcher:
         self.started = False  # ready, or answering its probe: the start-up grace is over
         self.healthy = False
         self.condition = ""  # the program's own word for its health (a bridge: connected, disconnected, ...)
+        self.last_probe: probes.HealthResult | None = None  # the last answer of its liveness probe
         self.status_text = ""  # last STATUS= from the child
         self.restarts = 0
         self.last_cause = ""
@@ -153,8 +155,18 @@ class Watcher:
             "last_cause": self.last_cause,
             "endpoints": record["endpoints"] if record and pid and record.get("pid") == pid else {},
             "status_text": self.status_text,
+            "next_start_in_s": self._next_start_in(),
+            "alerts": sorted(self._firing),
             **({"standby_pid": self.standby_pid} if self.standby else {}),
+            **self.hooks.status_fields(self.last_probe),
         }
+
+    def _next_start_in(self) -> float | None:
+        """Seconds until the backoff timer starts the program again; None unless it is backing off."""
+        timer = self._timers.get("backoff")
+        if self.state is not State.BACKOFF or timer is None:
+            return None
+        return round(max(0.0, timer.when() - asyncio.get_running_loop().time()), 3)
 
     # -- starting ------------------------------------------------------------------
 
@@ -300,6 +312,7 @@ class Watcher:
         if self.state not in (State.STARTING, State.RUNNING):
             return
         was = (self.healthy, self.condition)
+        self.last_probe = result
         if result.kind != probes.FAILURE:
             self.condition = "ready" if result.state == "ok" else result.state
             self._started_up()
@@ -327,6 +340,9 @@ class Watcher:
     def _became_healthy(self) -> None:
         if self.state is State.STARTING:
             self._set_state(State.RUNNING)
+            if self.child is not None:
+                logger.info("{} running, pid {} ({:.2f} s after its start)", self.name, self.child.pid,
+                            time.monotonic() - self.child.started_at)
         self.healthy = True
         recovery = self.recovery
         if recovery.active:
@@ -409,6 +425,7 @@ class Watcher:
             return
         if child is not self.child:
             return
+        exit_handoff.record(self.ctx.data_dir, self.name, child)  # the next process dates its outage by it
         self.checks.cancel()
         self._cancel_timer("reset")
         code = child.returncode if child.returncode is not None else 0
@@ -443,8 +460,7 @@ class Watcher:
         self._begin_recovery("exit", str(cause["cause"]), child.pid)
         program = self.program
         if code in program.no_restart_exit_codes:
-            meaning = {EXIT_CONFIG: "configuration error", EXIT_NEEDS_OPERATOR: "needs an operator (unpaired or "
-                       "logged out)"}.get(code, "a no-restart exit code")
+            meaning = {EXIT_CONFIG: "configuration error", EXIT_NEEDS_OPERATOR: "needs an operator (not paired)"}.get(code, "a no-restart exit code")
             self._fail(f"{cause['cause']}: {meaning}", FAILED_RULES.get(code, "config_failed"), pid=child.pid)
         elif program.restart == "never" or (program.restart == "on-failure" and code == 0):
             if code == 0:
@@ -500,6 +516,8 @@ class Watcher:
         self._failures.clear()
         self._begin_recovery("operator", cause, old_pid)
         self.recovery.delay = 0.0
+        if self.standby is not None:
+            await self.standby.drop_if_stale()  # before the child frees the session for it
         child = self.child
         if child is not None and child.running:
             logger.info("{}: {}", self.name, cause)

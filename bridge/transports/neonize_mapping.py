@@ -20,7 +20,7 @@ from neonize.proto.waHistorySync import WAWebProtobufsHistorySync_pb2 as history
 from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import WebMessageInfo
 from neonize.utils.enum import MediaType
 
-from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, MediaInfo, Source
+from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, MediaInfo, Receipt, ReceiptKind, Source
 
 USER_SERVER = "s.whatsapp.net"
 LID_SERVER = "lid"
@@ -171,6 +171,27 @@ def _history_message(web: WebMessageInfo, chat: str, chat_name: str, number_of: 
         sender = number_of.get(sender, sender)
     return IncomingMessage(id=web.key.ID, chat_jid=chat, sender_jid=sender, text=text, timestamp=at,
                            source=Source.HISTORY, is_from_me=web.key.fromMe, chat_name=chat_name or None, media=media)
+
+
+# -- receipts ----------------------------------------------------------------------------------------------
+
+# whatsmeow's receipt types for messages we sent; READ_SELF / PLAYED_SELF (our own other device), SENDER, RETRY,
+# SERVER_ERROR, INACTIVE, PEER_MSG and HISTORY_SYNC say nothing about whether the recipient got the message.
+RECEIPT_KINDS = {nz.Receipt.ReceiptType.DELIVERED: ReceiptKind.DELIVERED, nz.Receipt.ReceiptType.READ: ReceiptKind.READ,
+                 nz.Receipt.ReceiptType.PLAYED: ReceiptKind.PLAYED}
+
+
+def receipt(event: nz.Receipt) -> Receipt | None:
+    """A delivered / read / played receipt from a recipient; None for every other receipt type or our own devices.
+
+    In a group `Sender` is the participant who delivered or read the message (its number via SenderAlt when
+    the group addresses by LID), so the monitors can tell whether the mentioned contractor read the feedback.
+    """
+    kind = RECEIPT_KINDS.get(event.Type)
+    source = event.MessageSource
+    if kind is None or source.IsFromMe or not event.MessageIDs:
+        return None
+    return Receipt(tuple(event.MessageIDs), jid_string(source.Chat), sender_of(source), kind, from_unix(event.Timestamp))
 
 
 # -- connection events ------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from neonize._binder import func_callback_bytes2, gocode
 from neonize.client import NewClient
 from neonize.events import (ClientOutdatedEv, ConnectedEv, ConnectFailureEv, DisconnectedEv, HistorySyncEv,
                             KeepAliveRestoredEv, KeepAliveTimeoutEv, LoggedOutEv, MessageEv, OfflineSyncCompletedEv,
-                            StreamErrorEv, StreamReplacedEv, TemporaryBanEv)
+                            ReceiptEv, StreamErrorEv, StreamReplacedEv, TemporaryBanEv)
 from neonize.exc import DownloadError, GetGroupInfoError, GetJIDFromStoreError, NeonizeError, SendMessageError, UploadError
 from neonize.proto import Neonize_pb2 as nz
 from neonize.utils.log import log_whatsmeow
@@ -43,6 +43,7 @@ from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, Con
                               HistoryUnsupported, IncomingMessage, MediaInfo, NotConnected, OutgoingMessage,
                               SendFailed, SendResult, Source, Transport)
 from bridge.transports import neonize_mapping as mapping
+from watchdog import file_modes
 from watchdog.config import AccountConfig, Config
 from watchdog.exitcodes import EXIT_NEEDS_OPERATOR
 
@@ -106,10 +107,17 @@ def is_postgres(database: str) -> bool:
 
 
 def session_database(account: AccountConfig) -> str:
-    """neonize's database for the account: a PostgreSQL URL as given, else a SQLite file in the session dir."""
+    """neonize's database for the account: a PostgreSQL URL as given, else a SQLite file in the session dir.
+
+    The session's keys are the account: the directory is 0700 and an existing file (with its -wal/-shm,
+    perhaps left 0644 by an older version) is tightened to 0600; neonize creates new ones under umask 027.
+    """
     if is_postgres(account.session_db):
         return account.session_db
-    return str(account.session_dir / (account.session_db or DEFAULT_DB))
+    path = account.session_dir / (account.session_db or DEFAULT_DB)
+    file_modes.ensure_dir(account.session_dir, file_modes.PRIVATE_DIR)
+    file_modes.restrict(*file_modes.sqlite_files(path), mode=file_modes.PRIVATE_FILE)
+    return str(path)
 
 
 def linked_devices(database: str) -> list[nz.JID]:
@@ -195,6 +203,7 @@ class NeonizeTransport(Transport):
         client = self._new_client(self._database, device)
         client.event(MessageEv)(self._on_message)
         client.event(HistorySyncEv)(self._on_history)
+        client.event(ReceiptEv)(self._on_receipt)
         for kind in CONNECTION_EVENTS:
             client.event(kind)(self._on_connection)
         while not self._closed.is_set() and self._terminal is None:
@@ -301,6 +310,16 @@ class NeonizeTransport(Transport):
         if message is not None and self._handler is not None:
             self._wait_for(functools.partial(self._handler.on_messages, [message]), f"message {message.id}",
                            retry_failures=True)
+
+    def _on_receipt(self, _client: object, event: nz.Receipt) -> None:
+        try:
+            receipt = mapping.receipt(event)
+        except Exception:  # noqa: BLE001
+            logger.exception("neonize transport: cannot map a receipt for {}", list(event.MessageIDs))
+            return
+        if receipt is not None and self._handler is not None:
+            self._wait_for(functools.partial(self._handler.on_receipts, [receipt]),
+                           f"{receipt.kind.value} receipt for {', '.join(receipt.message_ids)}", retry_failures=True)
 
     def _quarantine(self, message_id: object, chat_jid: str, exc: Exception, raw: Message) -> None:
         handler = self._handler

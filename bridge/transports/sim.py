@@ -5,6 +5,14 @@ Two tasks per connection: a reader that answers request futures at once (so a
 send never waits behind a large ingest) and queues everything else in order,
 and the run loop that hands consecutive message frames to the handler as one
 batch and acknowledges them only after the handler returned (committed).
+
+Keepalive is ours, not aiohttp's heartbeat, so that an outage is dated
+truthfully: the reader notes when it last heard anything (a frame, a pong,
+a ping), pings after `keepalive / 3` of silence and gives the connection up
+after `keepalive` of silence, reporting the disconnect *at the moment it last
+heard from the server* — the last moment the connection was known good. A
+connection whose packets are dropped (no FIN, no RST) is so noticed within one
+keepalive interval.
 """
 from __future__ import annotations
 
@@ -21,8 +29,8 @@ from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, ConnectionKind, Handler,
-                              IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, SendFailed,
-                              SendResult, Source, Transport)
+                              IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, Receipt,
+                              ReceiptKind, SendFailed, SendResult, Source, Transport)
 from watchdog import endpoints
 from watchdog.config import AccountConfig, Config
 
@@ -39,11 +47,12 @@ class _Unreachable(Exception):
 
 
 class _Closed:
-    """End of a connection, as the reader saw it."""
+    """End of a connection, as the reader saw it; `at`: when it was last known good."""
 
-    def __init__(self, kind: ConnectionKind, reason: str) -> None:
+    def __init__(self, kind: ConnectionKind, reason: str, at: datetime | None = None) -> None:
         self.kind = kind
         self.reason = reason
+        self.at = at or _now()
 
 
 def _now() -> datetime:
@@ -84,7 +93,7 @@ def _frame_bytes(body: dict, media: OutgoingMedia | None) -> bytes:
 class SimTransport(Transport):
     capabilities = Capabilities(history_request=True)
     handshake_timeout = 3.0  # connect + websocket upgrade; a frozen simulator accepts but never answers
-    heartbeat = 5.0  # ping period; no pong within half of it -> the connection is dead
+    keepalive = 3.0  # seconds of silence after which the connection is dead (pings after a third of it)
 
     def __init__(self, config: Config, account: AccountConfig) -> None:
         self._data_dir = config.data_dir
@@ -95,6 +104,8 @@ class SimTransport(Transport):
         self._pending: dict[int, asyncio.Future[dict]] = {}
         self._requests = itertools.count(1)
         self._closed = asyncio.Event()
+        self._heard_at = _now()  # the last time anything arrived on the current connection
+        self._closing: asyncio.Future | None = None  # the background close of the last connection
 
     # -- connection loop ---------------------------------------------------------
 
@@ -112,8 +123,8 @@ class SimTransport(Transport):
                 end = await self._serve(ws, handler)
                 if self._closed.is_set():
                     end = _Closed(ConnectionKind.DISCONNECTED, "closed by client")
-                logger.info("sim transport: {} ({})", end.kind.value, end.reason)
-                await handler.on_connection(ConnectionEvent(end.kind, _now(), end.reason))
+                logger.info("sim transport: {} ({}), last heard {}", end.kind.value, end.reason, end.at)
+                await handler.on_connection(ConnectionEvent(end.kind, end.at, end.reason))
                 if end.kind in TERMINAL_KINDS:
                     return
 
@@ -151,7 +162,7 @@ class SimTransport(Transport):
         if not url:
             raise _Unreachable(f"the simulator has published no endpoint ({endpoints.run_dir(self._data_dir)}/sim.json)")
         try:
-            return await http.ws_connect(url, heartbeat=self.heartbeat, max_msg_size=MAX_FRAME,
+            return await http.ws_connect(url, autoping=False, max_msg_size=MAX_FRAME,
                                          timeout=aiohttp.ClientWSTimeout(ws_close=2.0))
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise _Unreachable(f"cannot connect to the simulator at {url}: {exc or type(exc).__name__}") from None
@@ -181,13 +192,15 @@ class SimTransport(Transport):
                                                                 f"{item.get('count', 0)} offline messages"))
                 elif kind == "messages":
                     await self._ingest(ws, handler, self._batch(item, inbox))
+                elif kind == "receipts":
+                    await self._take_receipts(ws, handler, item["receipts"])
         finally:
             self._socket = None
             self._connected = False
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
-            if not ws.closed:
-                await ws.close()
+            if not ws.closed:  # in the background: a dead peer would hold up the reconnect until ws_close
+                self._closing = asyncio.ensure_future(ws.close())
 
     def _batch(self, first: dict, inbox: collections.deque) -> list[IncomingMessage]:
         """The first message frame plus every message frame right behind it, as one batch."""
@@ -210,13 +223,47 @@ class SimTransport(Transport):
         with contextlib.suppress(ConnectionError, aiohttp.ClientError):
             await ws.send_str(json.dumps({"type": "ack", "ids": [m.id for m in batch]}))
 
+    async def _take_receipts(self, ws: aiohttp.ClientWebSocketResponse, handler: Handler, raw: list[dict]) -> None:
+        """Receipts go the same way as messages: committed by the handler, then acked (else redelivered)."""
+        receipts = [Receipt(tuple(r["message_ids"]), r["chat_jid"], r["recipient_jid"], ReceiptKind(r["kind"]),
+                            datetime.fromisoformat(r["timestamp"])) for r in raw]
+        try:
+            await handler.on_receipts(receipts)
+        except Exception as exc:  # noqa: BLE001 - not committed, so not acknowledged
+            logger.error("sim transport: handler failed on {} receipts, not acknowledged: {!r}", len(receipts), exc)
+            return
+        with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+            await ws.send_str(json.dumps({"type": "ack", "ids": [r["id"] for r in raw]}))
+
     async def _read(self, ws: aiohttp.ClientWebSocketResponse, inbox: collections.deque,
                     arrived: asyncio.Event) -> None:
         """Answer request futures at once; queue every other frame, then how the connection ended."""
         end = _Closed(ConnectionKind.DISCONNECTED, "connection closed")
+        loop = asyncio.get_running_loop()
+        heard = pinged = loop.time()
+        self._heard_at = _now()
         try:
             while True:
-                msg = await ws.receive()
+                silent = loop.time() - heard
+                if silent >= self.keepalive:
+                    end = _Closed(ConnectionKind.DISCONNECTED,
+                                  f"connection lost: keepalive timeout (nothing for {silent:.1f} s)", self._heard_at)
+                    break
+                if silent >= self.keepalive / 3 and loop.time() - pinged >= self.keepalive / 3:
+                    pinged = loop.time()
+                    with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                        await ws.ping()
+                try:
+                    msg = await ws.receive(timeout=min(self.keepalive / 6, self.keepalive - silent))
+                except asyncio.TimeoutError:
+                    continue
+                heard, self._heard_at = loop.time(), _now()
+                if msg.type == aiohttp.WSMsgType.PING:
+                    with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                        await ws.pong(msg.data)
+                    continue
+                if msg.type == aiohttp.WSMsgType.PONG:
+                    continue
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     frame = json.loads(msg.data)
                     if not isinstance(frame, dict):
@@ -235,10 +282,11 @@ class SimTransport(Transport):
                                   msg.extra or f"closed by the simulator (code {code})")
                 elif msg.type == aiohttp.WSMsgType.ERROR:
                     error = msg.data
-                    reason = "keepalive timeout" if isinstance(error, asyncio.TimeoutError) else str(error)
-                    end = _Closed(ConnectionKind.DISCONNECTED, f"connection lost: {reason or type(error).__name__}")
+                    end = _Closed(ConnectionKind.DISCONNECTED, f"connection lost: {error or type(error).__name__}",
+                                  self._heard_at)
                 elif msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
-                    end = _Closed(ConnectionKind.DISCONNECTED, f"connection lost (code {ws.close_code})")
+                    end = _Closed(ConnectionKind.DISCONNECTED, f"connection lost (code {ws.close_code})",
+                                  self._heard_at)
                 else:
                     continue
                 break

@@ -15,7 +15,7 @@ import json
 import uuid
 from collections.abc import Sequence
 
-from bridge.store import now_ts
+from bridge.schema import now_ts
 from monitors.store.model import (DELIVERY_DEAD, DELIVERY_DELIVERED, DELIVERY_PENDING, Drop, Feedback, OutboxCounts,
                                   OutboxEvent)
 from monitors.store.sql import Backend, Tx, one

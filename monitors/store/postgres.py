@@ -21,7 +21,7 @@ import psycopg
 from psycopg.types.datetime import TimestamptzLoader
 from psycopg.types.string import TextLoader
 
-from bridge.store import format_ts
+from bridge.schema import format_ts
 from monitors.store.schema import migrations
 from monitors.store.sql import POSTGRES, StoreUnavailable
 from watchdog.config import DB_SCHEMA_NAME
@@ -44,12 +44,15 @@ def redact(url: str) -> str:
 
 
 class _PgTx:
+    """Statements of one transaction. In a pipeline (transactions are), `run` only queues its statement:
+    a transaction waits for the server where it needs an answer (`rows`) and at COMMIT, not per statement."""
+
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
-        cur = self.conn.execute(POSTGRES.sql(sql) if params else sql, params or None)
-        return cur.fetchall() if cur.description else []
+        """For statements that return rows (SELECT, RETURNING)."""
+        return self.conn.execute(POSTGRES.sql(sql) if params else sql, params or None).fetchall()
 
     def run(self, sql: str, params: Sequence[object] = ()) -> None:
         self.conn.execute(POSTGRES.sql(sql) if params else sql, params or None)
@@ -106,7 +109,7 @@ class PostgresBackend:
     def transaction(self) -> Iterator[_PgTx]:
         conn = self._connection()
         try:
-            with conn.transaction():
+            with conn.pipeline(), conn.transaction():
                 yield _PgTx(conn)
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"{self.description}: {_reason(exc)}") from None

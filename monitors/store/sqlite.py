@@ -1,13 +1,16 @@
 """drops.db: the embedded default backend, one SQLite file (WAL) shared by every monitor and the ops commands.
 
 Each writer takes short `BEGIN IMMEDIATE` transactions and waits on a busy
-timeout, so six monitors never fail on each other's locks. Errors stay
-sqlite3 errors (a monitor exits and is restarted, as before): a local file
-that cannot be written is not an outage to wait out.
+timeout, so six monitors never fail on each other's locks. The timeout is
+short (`WRITE_BUSY_TIMEOUT`): the wait runs on the monitor's event loop, so
+a lock held longer by another program (an operator's `sqlite3` in BEGIN
+EXCLUSIVE) is StoreUnavailable, retried with backoff while the loop keeps
+heartbeating, instead of a frozen monitor killed as hung. Other errors stay
+sqlite3 errors (a monitor exits and is restarted, as before). A corrupt file
+is refused at start (bridge.integrity: exit 2).
 """
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -15,9 +18,14 @@ from pathlib import Path
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random
 
+from bridge.integrity import check_or_refuse, is_locked
 from monitors.store.schema import migrations
 from monitors.store.sql import SQLITE
+from monitors.store.sql import StoreUnavailable
+from watchdog import file_modes
 from watchdog.migrations import SchemaTooNew, SqliteExecutor, SqliteTarget, latest, migrate, sqlite_write
+
+WRITE_BUSY_TIMEOUT = 1.0  # seconds a writer waits for the lock on the event loop before StoreUnavailable
 
 
 @retry(retry=retry_if_exception_type(sqlite3.OperationalError), wait=wait_random(0.01, 0.05),
@@ -37,9 +45,9 @@ class SqliteBackend:
         if readonly:
             self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=10.0)
         else:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            check_or_refuse(path)  # CorruptStore: the monitor exits 2 naming the file and the restore procedure
             # drops and phone numbers: not for other users (SQLite gives -wal and -shm the same mode)
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            file_modes.prepare_sqlite(path, file_modes.PRIVATE_FILE)
             self.conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
         self.conn.execute("PRAGMA busy_timeout = 10000")
         target = SqliteTarget(self.conn, self.description)
@@ -60,11 +68,17 @@ class SqliteBackend:
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.conn.execute("PRAGMA foreign_keys = ON")
         migrate(target, migrations(SQLITE))
+        self.conn.execute(f"PRAGMA busy_timeout = {int(WRITE_BUSY_TIMEOUT * 1000)}")  # after the migrations
 
     @contextmanager
     def transaction(self) -> Iterator[SqliteExecutor]:
-        with sqlite_write(self.conn) as tx:
-            yield tx
+        try:
+            with sqlite_write(self.conn) as tx:
+                yield tx
+        except sqlite3.OperationalError as exc:
+            if is_locked(exc):
+                raise StoreUnavailable(f"{self.path.name} locked by another process: {exc}") from exc
+            raise
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         return self.conn.execute(sql, params).fetchall()

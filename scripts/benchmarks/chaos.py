@@ -1,7 +1,9 @@
-"""`scripts/chaos --minutes N --kill-every S`: lose nothing while things die.
+"""`scripts/chaos --minutes N --kill-every S [--postgres]`: lose nothing while things die.
 
 A whole system runs under `wa-watchdog run` (simulator, bridge, one monitor
-per project). A steady stream of drops is posted through the simulator, one
+per project), its drops store in drops.db or (`--postgres`) in a throwaway
+PostgreSQL server that is crashed (`pg_ctl -m immediate`) and started again
+half way through. A steady stream of drops is posted through the simulator, one
 unique drop number per post, round robin over the projects' groups and the
 contractors. Meanwhile, every S seconds on average, one of: SIGKILL the
 bridge, SIGKILL a random monitor (pids from the watchdog's control API), or
@@ -9,11 +11,14 @@ bridge, SIGKILL a random monitor (pids from the watchdog's control API), or
 and the run waits, with a deadline, for quiescence: every component healthy,
 every window closed, backfilled and reported, no feedback pending.
 
-Checked: every posted drop is in drops.db exactly once with the right group
+Checked: every posted drop is in the drops store exactly once with the right group
 and submitter (missed, duplicated: more than one submission event, i.e. the
 same post recorded twice), every acknowledgement was sent exactly once
-(/sim/sent), and every drop posted inside a disconnect window is marked
-backfilled. The longest outage is the longest time any component was not
+(/sim/sent), every drop posted inside a disconnect window is marked
+backfilled, and every drop has exactly one drop.recorded/drop.backfilled
+event in the webhook outbox. Webhook events lost on the way to a receiver
+are counted when `run_chaos` is given a `webhook_received` hook (the ids a
+real receiver got); without one that line says "not measured". The longest outage is the longest time any component was not
 healthy in the watchdog's view (polled every 50 ms).
 
 The watchdog's crash-loop backoff is relaxed (crash_loop_exits, backoff_max)
@@ -22,6 +27,7 @@ because the kills are deliberate; the backoff policy has its own tests.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -30,15 +36,21 @@ import sys
 import tempfile
 import threading
 import time
+import typing
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, wait_for
 
+if typing.TYPE_CHECKING:
+    from tests.pg import PgCluster
+
 CHAOS_WATCHDOG = "crash_loop_exits = 1000\nbackoff_max = 1.0\n"
 STATUS_POLL = 0.05
+PG_OUTAGE = 2.0  # seconds the PostgreSQL server stays down in the middle of a --postgres run
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,10 @@ class Report:
     ack_duplicates: list[str] = field(default_factory=list)
     outage_posts: int = 0
     not_backfilled: list[str] = field(default_factory=list)
+    events_missing: list[str] = field(default_factory=list)  # no drop.recorded/backfilled event in the outbox
+    events_duplicated: list[str] = field(default_factory=list)
+    webhook_lost: list[str] | None = None  # event ids no receiver got; None: no receiver hooked in
+    pg_restarts: int = 0
     kills: Counter = field(default_factory=Counter)
     disconnects: int = 0
     windows: int = 0
@@ -72,7 +88,7 @@ class Report:
     @property
     def ok(self) -> bool:
         return not (self.missed or self.duplicated or self.misattributed or self.ack_missing or self.ack_duplicates
-                    or self.not_backfilled)
+                    or self.not_backfilled or self.events_missing or self.events_duplicated or self.webhook_lost)
 
     def table(self) -> str:
         kills = ", ".join(f"{n} {name}" for name, n in sorted(self.kills.items())) or "none"
@@ -87,6 +103,11 @@ class Report:
             ("feedback duplicates", _listed(self.ack_duplicates)),
             ("posted during an outage", f"{self.outage_posts} (not marked backfilled: "
                                         f"{_listed(self.not_backfilled)})"),
+            ("drop events missing / twice in the outbox", f"{_listed(self.events_missing)} / "
+                                                          f"{_listed(self.events_duplicated)}"),
+            ("webhook events lost", "not measured (no receiver hooked in)" if self.webhook_lost is None
+             else _listed(self.webhook_lost)),
+            ("PostgreSQL crashes (restarted)", self.pg_restarts),
             ("kills (SIGKILL)", f"{sum(self.kills.values())}: {kills}"),
             ("server disconnects", self.disconnects),
             ("disconnect windows", self.windows),
@@ -134,23 +155,33 @@ class Injector(threading.Thread):
         self.interval = 1 / rate
         self.posts: list[Post] = []
         self.halt = threading.Event()
+        self._lock = threading.Lock()  # the strike posts too, from the main thread
 
     def run(self) -> None:
-        n = 0
         while not self.halt.wait(self.interval):
+            self.post()
+
+    def post(self) -> None:
+        """Post the next drop now (also right after a blow, so that drops land in every outage)."""
+        with self._lock:
+            n = len(self.posts)
             project = n % self.projects + 1
             contractor = CONTRACTORS[n % len(CONTRACTORS)]
             drop = f"DR{7000000 + n}"
             answer = self.system.inject(group_jid(project), contractor, f"{drop} installed, pole {n}")
             self.posts.append(Post(drop, f"p{project}", group_jid(project), contractor, _time(answer["timestamp"])))
-            n += 1
 
 
-def strike(system: RunningSystem, rng: random.Random, projects: int, report: Report) -> None:
-    """One random blow: kill the bridge, kill a monitor, or have WhatsApp drop the connection."""
+def strike(system: RunningSystem, rng: random.Random, projects: int, report: Report, injector: Injector) -> None:
+    """One random blow: kill the bridge, kill a monitor, or have WhatsApp drop the connection.
+
+    A drop is posted right after a blow to the session, so that every outage has one posted inside it
+    (with the warm standby a bridge outage lasts tens of milliseconds: the steady stream would mostly miss it).
+    """
     action = rng.choice(("bridge", "monitor", "disconnect"))
     if action == "disconnect":
         report.disconnects += system.disconnect()
+        injector.post()
         return
     component = "bridge:main" if action == "bridge" else f"monitor:p{rng.randint(1, projects)}"
     pid = system.pid(component)
@@ -160,7 +191,9 @@ def strike(system: RunningSystem, rng: random.Random, projects: int, report: Rep
         os.kill(pid, signal.SIGKILL)
         report.kills[component] += 1
     except ProcessLookupError:
-        pass
+        return
+    if action == "bridge":
+        injector.post()
 
 
 def quiescent(system: RunningSystem, posts: list[Post], projects: int) -> bool:
@@ -183,8 +216,14 @@ def quiescent(system: RunningSystem, posts: list[Post], projects: int) -> bool:
     return reported == [(count * projects,)]
 
 
-def check(system: RunningSystem, posts: list[Post], report: Report) -> None:
+def check(system: RunningSystem, posts: list[Post], report: Report,
+          webhook_received: Callable[[], set[str]] | None = None) -> None:
     report.posted = len(posts)
+    outbox = Counter(json.loads(payload)["data"]["drop"]["drop_number"] for (payload,) in system.query(
+        "drops", "SELECT payload FROM events WHERE type IN ('drop.recorded', 'drop.backfilled')"))
+    if webhook_received is not None:
+        received = webhook_received()
+        report.webhook_lost = [i for (i,) in system.query("drops", "SELECT id FROM events") if i not in received]
     rows = {(project, drop): (group, submitter, backfilled) for project, drop, group, submitter, backfilled in
             system.query("drops", "SELECT project, drop_number, group_jid, submitted_by, backfilled FROM drops")}
     events = Counter(system.query("drops", "SELECT d.project, d.drop_number FROM drop_events e "
@@ -207,6 +246,10 @@ def check(system: RunningSystem, posts: list[Post], report: Report) -> None:
             report.ack_missing.append(post.drop)
         elif acks[post.drop] > 1:
             report.ack_duplicates.append(post.drop)
+        if outbox[post.drop] == 0:
+            report.events_missing.append(post.drop)
+        elif outbox[post.drop] > 1:
+            report.events_duplicated.append(post.drop)
         if any(start <= post.at <= end for start, end in windows):
             report.outage_posts += 1
             if not row[2]:
@@ -214,18 +257,31 @@ def check(system: RunningSystem, posts: list[Post], report: Report) -> None:
 
 
 def run_chaos(system: RunningSystem, seconds: float, kill_every: float, rate: float, projects: int,
-              seed: int, quiesce_timeout: float = 90.0) -> Report:
-    """Chaos on a started system for `seconds`; then wait for quiescence and check. Raises TimeoutError."""
+              seed: int, quiesce_timeout: float = 90.0, postgres: PgCluster | None = None,
+              webhook_received: Callable[[], set[str]] | None = None) -> Report:
+    """Chaos on a started system for `seconds`; then wait for quiescence and check. Raises TimeoutError.
+
+    `postgres`: the server holding the drops store, crashed and restarted half way through.
+    `webhook_received`: returns the webhook-ids a receiver got (the deliverer's end-to-end check).
+    """
     rng = random.Random(seed)
     report = Report(seconds=seconds)
     clock, injector = OutageClock(system), Injector(system, projects, rate)
     clock.start()
     injector.start()
     deadline = time.monotonic() + seconds
+    pg_crash_at = time.monotonic() + seconds / 2 if postgres is not None else None
     while (now := time.monotonic()) < deadline:
         time.sleep(min(rng.uniform(0.5, 1.5) * kill_every, max(deadline - now, 0)))
-        if time.monotonic() < deadline:
-            strike(system, rng, projects, report)
+        if pg_crash_at is not None and time.monotonic() >= pg_crash_at:
+            assert postgres is not None
+            postgres.stop("immediate")  # a crash: monitors see broken connections mid-transaction
+            time.sleep(PG_OUTAGE)  # drops keep coming while it is down
+            postgres.start()
+            report.pg_restarts += 1
+            pg_crash_at = None
+        elif time.monotonic() < deadline:
+            strike(system, rng, projects, report, injector)
     injector.halt.set()
     injector.join()
     settle = time.monotonic()
@@ -236,7 +292,7 @@ def run_chaos(system: RunningSystem, seconds: float, kill_every: float, rate: fl
         clock.halt.set()
         clock.join()
         report.longest_outage_s, report.longest_outage_of = clock.longest
-        check(system, injector.posts, report)
+        check(system, injector.posts, report, webhook_received)
     return report
 
 
@@ -248,24 +304,42 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--projects", type=int, default=3, help="projects (monitors), one group each (default 3)")
     parser.add_argument("--seed", type=int, default=int(time.time()), help="random seed (default: the time)")
     parser.add_argument("--keep", action="store_true", help="keep the data directory for inspection")
+    parser.add_argument("--postgres", action="store_true",
+                        help="drops store in a throwaway PostgreSQL server, crashed and restarted half way")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="wa-chaos-"))
-    system = RunningSystem(workdir, config_text(args.projects, CHAOS_WATCHDOG))
+    postgres = _start_postgres() if args.postgres else None
+    url = postgres.create_database("chaos") if postgres else ""
+    system = RunningSystem(workdir, config_text(args.projects, CHAOS_WATCHDOG, url), url)
     print(f"chaos: {args.minutes:g} min, a blow every ~{args.kill_every:g} s, {args.rate:g} drops/s, "
-          f"{args.projects} projects, seed {args.seed}, in {workdir}", flush=True)
-    system.start()
+          f"{args.projects} projects, seed {args.seed}, drops store {'PostgreSQL' if url else 'drops.db'}, "
+          f"in {workdir}", flush=True)
     try:
-        report = run_chaos(system, args.minutes * 60, args.kill_every, args.rate, args.projects, args.seed)
+        system.start()
+        report = run_chaos(system, args.minutes * 60, args.kill_every, args.rate, args.projects, args.seed,
+                           postgres=postgres)
     except TimeoutError as exc:
         print(f"chaos: {exc}; see {workdir}", file=sys.stderr)
         return 1
     finally:
         system.stop()
+        if postgres is not None:
+            postgres.destroy()
     print(report.table())
     if not args.keep and report.ok:
         shutil.rmtree(workdir, ignore_errors=True)
     print("\nOK: nothing lost, nothing twice" if report.ok else f"\nFAILED; data kept in {workdir}")
     return 0 if report.ok else 1
+
+
+def _start_postgres() -> PgCluster:
+    from tests.pg import PgCluster, find_bin_dir
+    bin_dir, why = find_bin_dir()
+    if bin_dir is None:
+        raise SystemExit(f"chaos --postgres: {why}")
+    cluster = PgCluster(bin_dir, durable=True)
+    cluster.start()
+    return cluster
 
 
 if __name__ == "__main__":

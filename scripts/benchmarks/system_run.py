@@ -39,14 +39,15 @@ def group_jid(n: int) -> str:
     return f"1203630000000000{n:02d}@g.us"
 
 
-def config_text(projects: int, watchdog: str = "", database_url: str = "") -> str:
+def config_text(projects: int, watchdog: str = "", database_url: str = "", account: str = "") -> str:
     """One sim account and `projects` projects, each watching its own group (two dev, the rest prod);
-    the drops store in PostgreSQL when `database_url` is given."""
+    the drops store in PostgreSQL when `database_url` is given. `watchdog` and `account` are extra lines
+    for [watchdog] and [accounts.main] (e.g. `standby = false`)."""
     parts = [f'data_dir = "data"\n\n[watchdog]\ncontrol_port = 0\n{watchdog}\n[sim]\nport = 0\n']
     for n in range(1, projects + 1):
         members = ", ".join(f'"{c.split("@")[0]}"' for c in CONTRACTORS)
         parts.append(f'[[sim.groups]]\njid = "{group_jid(n)}"\nname = "Project {n}"\nparticipants = [{members}]\n')
-    parts.append(f'[accounts.main]\ntransport = "sim"\nphone = "{PHONE}"\napi_port = 0\nwatchdog_sec = 3.0\n\n'
+    parts.append(f'[accounts.main]\ntransport = "sim"\nphone = "{PHONE}"\napi_port = 0\nwatchdog_sec = 3.0\n{account}\n'
                  '[accounts.main.probe]\nperiod = 0.2\ninitial_delay = 1.0\n')
     for n in range(1, projects + 1):
         environment = "dev" if n > max(projects - 2, 1) else "prod"
@@ -54,6 +55,12 @@ def config_text(projects: int, watchdog: str = "", database_url: str = "") -> st
     if database_url:
         parts.append(f'[database]\nurl = "{database_url}"\n')
     return "\n".join(parts)
+
+
+def slow_start(config: str) -> str:
+    """The same system with 5 s for the bridge's first health answer: on a loaded 2-core machine a cold
+    bridge takes more than the 1 s `config_text` gives it, and the probe would restart it in a loop."""
+    return config.replace("initial_delay = 1.0", "initial_delay = 5.0")
 
 
 def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:

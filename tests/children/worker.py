@@ -34,7 +34,14 @@ def main() -> None:
     parser.add_argument("--try-lock", type=Path, help="like a bridge: flock this file or exit 3 (session held)")
     parser.add_argument("--term-log", type=Path, help="append '<label> <time_ns>' here on SIGTERM, then exit 0")
     parser.add_argument("--ignore-term", action="store_true", help="ignore SIGTERM (so only SIGKILL ends it)")
+    parser.add_argument("--signal-log", type=Path, help="on SIGTERM, SIGINT or SIGQUIT write its name here, then exit 0")
     parser.add_argument("--dump-env", type=Path, help="write our environment and process group here as JSON")
+    parser.add_argument("--busy-before-ready", type=float, default=0.0,
+                        help="burn this much CPU time before the first heartbeat (a slow cold start)")
+    parser.add_argument("--spin-after-ready", action="store_true", help="after READY=1, spin without heartbeats")
+    parser.add_argument("--starve-file", type=Path,
+                        help="while this file exists, share one CPU with a CPU hog of our own at a lower priority")
+    parser.add_argument("--chunk-cpu", type=float, default=0.3, help="with --starve-file: CPU seconds between heartbeats")
     parser.add_argument("--label", default="worker")
     parser.add_argument("--once-marker", type=Path,
                         help="with --exit-after: only exit if this file does not exist yet (then create it)")
@@ -48,10 +55,17 @@ def main() -> None:
                 log.write(f"{args.label} {time.time_ns()}\n")
             sys.exit(0)
         signal.signal(signal.SIGTERM, on_term)
+    if args.signal_log:
+        def on_stop(signum: int, frame: object) -> None:
+            args.signal_log.write_text(signal.Signals(signum).name, encoding="utf-8")
+            sys.exit(0)
+        for stop in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(stop, on_stop)
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.dump_env:
-        args.dump_env.write_text(json.dumps({"env": dict(os.environ), "pgid": os.getpgid(0), "pid": os.getpid()}))
+        args.dump_env.write_text(json.dumps({"env": dict(os.environ), "pgid": os.getpgid(0), "pid": os.getpid(),
+                                             "cwd": os.getcwd()}))
     for path, blocking in ((args.hold_lock, True), (args.try_lock, False)):
         if path:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +79,7 @@ def main() -> None:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
     print(f"{args.label} pid {os.getpid()} started", flush=True)
+    burn(args.busy_before_ready)
     notifier.heartbeat()
     time.sleep(args.ready_after)
     if not args.no_ready:
@@ -77,6 +92,11 @@ def main() -> None:
     if args.child_grow_mb:
         subprocess.Popen([sys.executable, "-c", f"import time; b = bytearray({args.child_grow_mb} << 20); "
                           "b[::4096] = b'x' * len(b[::4096]); time.sleep(3600)"])
+    if args.spin_after_ready:
+        while True:
+            pass
+    if args.starve_file:
+        starve(args.starve_file, args.chunk_cpu, notifier)
     exit_now = args.exit_after is not None
     if exit_now and args.once_marker:
         exit_now = not args.once_marker.exists()
@@ -89,6 +109,31 @@ def main() -> None:
         if args.silent_after is None or elapsed < args.silent_after:
             notifier.heartbeat()
         time.sleep(interval)
+
+
+def burn(cpu_seconds: float) -> None:
+    """Use this much CPU time (not wall time: under load it takes longer)."""
+    until = time.process_time() + cpu_seconds
+    while time.process_time() < until:
+        pass
+
+
+def starve(flag: Path, chunk: float, notifier: Notifier) -> None:
+    """Work in CPU chunks with a heartbeat after each; while `flag` exists a hog (same session, so the same
+    scheduler autogroup) runs on our CPU at a higher priority: we stay runnable and gain CPU, only slowly."""
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    hog = None
+    while True:
+        if flag.exists() and hog is None:  # forked at our priority; then we lower ours (no privilege needed)
+            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            os.nice(10)
+        elif not flag.exists() and hog is not None:
+            hog.kill()
+            hog.wait()
+            hog = None
+        burn(chunk)
+        notifier.heartbeat()
 
 
 if __name__ == "__main__":

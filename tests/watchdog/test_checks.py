@@ -1,0 +1,98 @@
+"""Checks that load cannot fool: the hung-or-starved judgement from /proc, a start-up grace until READY, a child
+starved of CPU given time (and recorded), while a busy loop or a deadlock is still a hang."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.test_watchdog_supervision import run, supervise, worker, write_settings
+from watchdog.checks import Verdict, judge
+from watchdog.probes import ProcSample, proc_sample
+
+
+def sample(at: float, state: str, cpu: float) -> ProcSample:
+    return ProcSample(at, state, cpu)
+
+
+@pytest.mark.parametrize(("before", "now", "starting", "verdict"), [
+    (sample(0, "R", 1.0), sample(2, "T", 1.0), False, Verdict.HANG),  # SIGSTOP
+    (sample(0, "S", 1.0), sample(2, "S", 1.0), False, Verdict.HANG),  # asleep, no CPU: a deadlock
+    (sample(0, "R", 1.0), sample(2, "R", 1.0), False, Verdict.HANG),  # runnable but never scheduled either
+    (sample(0, "R", 1.0), sample(2, "R", 1.4), False, Verdict.OVERLOADED),  # 20 % of a core: starved
+    (sample(0, "R", 1.0), sample(2, "R", 2.9), False, Verdict.HANG),  # 95 %: a busy loop
+    (sample(0, "S", 1.0), sample(2, "S", 1.2), False, Verdict.HANG),  # sleeping between bits of work, no heartbeat
+    (sample(0, "D", 0.1), sample(2, "S", 0.9), True, Verdict.STARTING),  # importing: progress before READY
+    (sample(0, "S", 0.1), sample(2, "S", 0.1), True, Verdict.HANG),  # stuck before READY
+    (None, sample(2, "R", 1.0), False, Verdict.HANG),
+    (sample(0, "R", 1.0), None, False, Verdict.HANG),  # gone
+])
+def test_judge(before: ProcSample | None, now: ProcSample | None, starting: bool, verdict: Verdict) -> None:
+    assert judge(before, now, starting).verdict is verdict
+
+
+def test_a_child_that_had_a_whole_heartbeat_interval_of_cpu_is_hung_however_loaded_the_machine() -> None:
+    starved_spinner = judge(sample(0, "R", 1.0), sample(8, "R", 2.2), starting=False, budget=1.0)
+    assert starved_spinner.verdict is Verdict.HANG and "1.2 s of CPU since its last sign of life" in starved_spinner.why
+    assert judge(sample(0, "R", 1.0), sample(8, "R", 1.8), starting=False, budget=1.0).verdict is Verdict.OVERLOADED
+
+
+def test_proc_samples_of_real_processes() -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        wait_until(lambda: (s := proc_sample(sleeper.pid, 0)) and s.state == "S", 10, message="the sleeper asleep")
+        first = proc_sample(spinner.pid, time.monotonic())
+        later = wait_until(lambda: (s := proc_sample(spinner.pid, time.monotonic())) and s.cpu_s > first.cpu_s and s,
+                           10, message="the spinner gaining CPU time")
+        assert later.state == "R"
+        os.kill(spinner.pid, signal.SIGSTOP)
+        wait_until(lambda: proc_sample(spinner.pid, 0).state == "T", 10, message="the spinner stopped")
+    finally:
+        for proc in (sleeper, spinner):
+            proc.kill()
+            proc.wait()
+    assert proc_sample(spinner.pid, 0) is None
+
+
+@pytest.mark.slow
+def test_a_slow_cold_start_is_given_time_until_ready_but_a_busy_loop_after_ready_is_a_hang(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        # 2.5 s of CPU before the first heartbeat with watchdog_sec 1: the old check killed it as hung, over and over
+        slow = worker("monitor:slow", "--busy-before-ready", "2.5")
+        spinner = worker("monitor:spin", "--spin-after-ready")
+        async with supervise(write_settings(tmp_path), [slow, spinner]) as s:
+            await s.running("monitor:slow", timeout=30)
+            assert not s.records("monitor:slow", "hang") and s.watcher("monitor:slow").restarts == 0
+            (hang, *_) = await s.record("monitor:spin", "hang", timeout=20)
+            assert "missed heartbeat" in hang["cause"] and "busy at" in hang["cause"]
+    run(scenario)
+
+
+@pytest.mark.slow
+def test_a_child_starved_of_cpu_is_overloaded_not_hung_and_is_not_restarted(tmp_path: Path) -> None:
+    flag = tmp_path / "starve"
+
+    async def scenario() -> None:
+        async with supervise(write_settings(tmp_path), [worker("monitor:a", "--starve-file", str(flag))]) as s:
+            pid = await s.running("monitor:a")
+            flag.touch()  # a CPU hog of its own, on its CPU, at a higher priority: runnable, gaining CPU slowly
+            (overloaded,) = await s.record("monitor:a", "overloaded", timeout=20)
+            assert overloaded["pid"] == pid and "starved of CPU" in overloaded["cause"]
+            flag.unlink()
+            watcher = s.watcher("monitor:a")
+            beat = watcher.checks.last_heartbeat
+            await s.running("monitor:a")
+            deadline = time.monotonic() + 10
+            while watcher.checks.last_heartbeat == beat and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert watcher.pid == pid and watcher.restarts == 0 and not s.records("monitor:a", "hang")
+    run(scenario)
+
