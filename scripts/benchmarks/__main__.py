@@ -19,6 +19,7 @@ BENCHMARKS = {
     "scale": ("scripts.benchmarks.scale_bench", "6-100 projects: start, idle CPU, memory, drops; template vs exec"),
     "api": ("scripts.benchmarks.api_bench", "GET /api/drops of 100 rows out of 100,000 (drops-api)"),
     "webhooks": ("scripts.benchmarks.webhook_latency", "simulator post -> signed webhook received"),
+    "inputs": ("scripts.benchmarks.inputs_bench", "hostile inputs vs a real bridge: answers and health latency"),
 }
 
 
