@@ -44,7 +44,7 @@ from bridge.quarantine import Quarantined, unmappable
 from bridge.session_lock import SessionHeld, SessionLock
 from bridge.integrity import CorruptStore, check_or_refuse
 from bridge.store import OutboxRow, Store, StoreCorrupt, StoreError, StoreLocked, format_ts, now_ts
-from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Transport
+from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Receipt, Transport
 from bridge.windows import STOPPED_REASON, Windows
 from watchdog import endpoints, exit_handoff, logs, web_guard
 from watchdog.config import AccountConfig, Config
@@ -139,6 +139,21 @@ class Bridge:
         self.health.store_result("")
         if added:
             logger.info("stored {} new of {} messages", added, len(messages))
+
+    async def on_receipts(self, receipts: list[Receipt]) -> None:
+        """Commit, then return (acked after, like messages); monitors carry them to the feedback rows.
+
+        A refused write raises: the receipts are not acknowledged, so WhatsApp (or the simulator) sends
+        them again on the next connection.
+        """
+        self.health.event_seen()
+        try:
+            added = self.store.add_receipts(receipts)
+        except StoreError as exc:
+            self._store_failed(exc)
+            raise
+        if added:
+            logger.debug("stored {} receipts", added)
 
     async def on_unmappable(self, message_id: str, chat_jid: str, reason: str, raw: str) -> None:
         self.store.quarantine([unmappable(message_id, chat_jid, reason, raw)])
@@ -386,8 +401,8 @@ class Bridge:
 
 
 def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
-    logs.setup()
     account = config.account(args.account)
+    logs.setup(logs.standby_log_name(account.component) if args.standby else account.component)
     try:  # before the lock: a standby waits with everything heavy already imported
         transport_cls = transport_class(account)
     except ImportError as exc:  # e.g. neonize not installed: restarting will not help
@@ -407,6 +422,7 @@ def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
     died = _predecessor_died(config, account, lock)
     if args.standby:
         logger.info("standby pid {}: took over session {}", os.getpid(), account.session_dir)
+        logs.setup(account.component)  # from here on it is the active bridge
     try:
         try:
             store = Store(account.store)

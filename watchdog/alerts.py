@@ -37,6 +37,7 @@ RULE_TITLES = {
     "logged_out": "logged out: re-pairing needed",
     "not_paired": "never paired: pairing needed",
     "config_failed": "failed on its configuration: not restarted",
+    "webhook_dead": "event webhook given up on (dead)",
 }
 
 

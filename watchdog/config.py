@@ -8,6 +8,7 @@ never later with a traceback.
 """
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 import stat
@@ -166,7 +167,40 @@ class AlertConfig:
     )
 
 
-ALERT_RULES = ("crash_loop", "hang", "disconnect", "stream_replaced", "logged_out", "not_paired", "config_failed")
+ALERT_RULES = ("crash_loop", "hang", "disconnect", "stream_replaced", "logged_out", "not_paired", "config_failed", "webhook_dead")
+
+
+@dataclass(frozen=True)
+class DropsApiConfig:
+    """The drops and feedback API for the web app (component drops-api); it also delivers the webhooks."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 0
+    token: str = ""
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names beyond loopback/IPs (a reverse proxy)
+    allowed_origins: list[str] = field(default_factory=list)  # browser Origins allowed to POST
+    watchdog_sec: float = 5.0
+    rss_limit_mb: int = 0
+
+
+WEBHOOK_EVENTS = ("drop.recorded", "drop.backfilled", "drop.resubmitted", "feedback.sent", "feedback.delivered",
+                  "feedback.read", "feedback.failed")
+WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """One receiver of signed events (Standard Webhooks); `secret` is `whsec_<base64 of 24-64 bytes>`."""
+
+    name: str
+    url: str
+    secret: str
+    events: list[str] = field(default_factory=lambda: list(WEBHOOK_EVENTS))
+    max_attempts: int = 10
+    timeout: float = 10.0  # per attempt
+    backoff_initial: float = 1.0  # wait after the first failed attempt, doubling (plus jitter) up to backoff_max
+    backoff_max: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -216,6 +250,8 @@ class Config:
     alerts: list[AlertConfig]
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     programs: list[Program] = field(default_factory=list)  # [[programs]]; built-ins: watchdog.builtins
+    drops_api: DropsApiConfig = field(default_factory=DropsApiConfig)
+    webhooks: list[WebhookConfig] = field(default_factory=list)
 
     def account(self, name: str) -> AccountConfig:
         try:
@@ -292,7 +328,8 @@ class _Loader:
         return ConfigError(f"{self.path}: {key}: {problem}")
 
     def build(self, raw: dict, data_dir_override: Path | None) -> Config:
-        known = {"data_dir", "watchdog", "sim", "accounts", "projects", "alerts", "database", "programs"}
+        known = {"data_dir", "watchdog", "sim", "accounts", "projects", "alerts", "database", "programs", "drops_api",
+                 "webhooks"}
         for key in raw:
             if key not in known:
                 raise self.error(key, "unknown key")
@@ -329,9 +366,12 @@ class _Loader:
         if sim is not None:
             self.check_sim(sim)
         self.check_unique(accounts, projects)
-        self.check_ports(watchdog, sim, accounts)
         database = self.check_database(self.table(DatabaseConfig, raw.get("database", {}), "database"))
-        config = Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts, database=database)
+        drops_api = self.table(DropsApiConfig, raw.get("drops_api", {}), "drops_api")
+        webhooks = self.webhooks(raw.get("webhooks", []), drops_api)
+        self.check_ports(watchdog, sim, accounts, drops_api)
+        config = Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts, database=database,
+                        drops_api=drops_api, webhooks=webhooks)
         return self.check_programs(config, raw.get("programs", []))
 
     # -- generic typed tables -------------------------------------------------
@@ -534,6 +574,47 @@ class _Loader:
         programs.check_names(declared, builtins.builtin_names(config), self.error)
         return replace(config, programs=declared)
 
+    def webhooks(self, raw: object, drops_api: DropsApiConfig) -> list[WebhookConfig]:
+        """[[webhooks]] and [drops_api], checked together: drops-api delivers the webhooks."""
+        self.check_port(drops_api.port, "drops_api.port")
+        self.check_supervision(drops_api.watchdog_sec, drops_api.rss_limit_mb, "drops_api")
+        if not _is_loopback(drops_api.host) and not drops_api.token:
+            raise self.error("drops_api.token", f"required when host is not loopback ({drops_api.host})")
+        self.check_origins(drops_api.allowed_origins, "drops_api.allowed_origins")
+        if not isinstance(raw, list):
+            raise self.error("webhooks", "expected an array of tables ([[webhooks]])")
+        hooks = [self.table(WebhookConfig, body, f"webhooks[{i}]") for i, body in enumerate(raw)]
+        if hooks and not drops_api.enabled:
+            raise self.error("drops_api.enabled", "must be true when [[webhooks]] are configured (drops-api delivers them)")
+        names: set[str] = set()
+        for i, hook in enumerate(hooks):
+            key = f"webhooks[{i}]"
+            if not WEBHOOK_NAME.match(hook.name) or hook.name in names:
+                raise self.error(f"{key}.name", f"expected a unique name of letters, digits, _ . - (got {hook.name!r})")
+            names.add(hook.name)
+            if not hook.url.startswith(("http://", "https://")):
+                raise self.error(f"{key}.url", f"expected an http(s) URL, got {hook.url!r}")
+            if not hook.events:
+                raise self.error(f"{key}.events", f"needs at least one of {', '.join(WEBHOOK_EVENTS)}")
+            for j, event in enumerate(hook.events):
+                if event not in WEBHOOK_EVENTS:
+                    raise self.error(f"{key}.events[{j}]", f"unknown event {event!r} (known: {', '.join(WEBHOOK_EVENTS)})")
+            self.check_secret(hook.secret, f"{key}.secret")
+            self.check_positive(hook.max_attempts, f"{key}.max_attempts")
+            for name in ("timeout", "backoff_initial", "backoff_max"):
+                self.check_positive(getattr(hook, name), f"{key}.{name}")
+        return hooks
+
+    def check_secret(self, secret: str, key: str) -> None:
+        prefix, _, encoded = secret.partition("_")
+        try:
+            size = len(base64.b64decode(encoded, validate=True)) if prefix == "whsec" else 0
+        except ValueError:
+            size = 0
+        if not 24 <= size <= 64:
+            raise self.error(key, "expected whsec_<base64 of 24 to 64 random bytes> (Standard Webhooks), e.g. "
+                                  "python3 -c 'import base64,os; print(\"whsec_\" + base64.b64encode(os.urandom(32)).decode())'")
+
     def check_sim(self, sim: SimConfig) -> None:
         self.check_port(sim.port, "sim.port")
         self.check_supervision(sim.watchdog_sec, sim.rss_limit_mb, "sim")
@@ -588,12 +669,15 @@ class _Loader:
                                  " (each [[projects]] needs its own name)")
             names[project.name] = i
 
-    def check_ports(self, watchdog: WatchdogConfig, sim: SimConfig | None, accounts: dict[str, AccountConfig]) -> None:
+    def check_ports(self, watchdog: WatchdogConfig, sim: SimConfig | None, accounts: dict[str, AccountConfig],
+                    drops_api: DropsApiConfig) -> None:
         """Every fixed port (0 = any free port) once: two listeners on one port end in `Address already in use`."""
         ports = [("watchdog.control_port", watchdog.control_port)]
         if sim is not None:
             ports.append(("sim.port", sim.port))
         ports += [(f"accounts.{a.name}.api_port", a.api_port) for a in accounts.values()]
+        if drops_api.enabled:
+            ports.append(("drops_api.port", drops_api.port))
         taken: dict[int, str] = {}
         for key, port in ports:
             if port and port in taken:
