@@ -104,7 +104,8 @@ class DropsDB(DropQueries):
                                 sub.submitted_by, sub.message_id, sub.message_time, detected_at, sub.backfilled,
                                 status, None)
                     new.append(drop)
-                    enqueue(tx, DROP_BACKFILLED if sub.backfilled else DROP_RECORDED, {"drop": drop_data(drop)})
+                    enqueue(tx, self.db.dialect, DROP_BACKFILLED if sub.backfilled else DROP_RECORDED,
+                            {"drop": drop_data(drop)})
                 else:
                     drop_id, kind = tx.rows("SELECT id FROM drops WHERE project = ? AND drop_number = ?",
                                             (project, sub.drop_number))[0][0], "resubmitted"
@@ -116,11 +117,10 @@ class DropsDB(DropQueries):
                 if kind == "submitted":
                     tx.run(event, values)  # a new drop: its first event cannot exist yet
                 elif tx.rows(event + " RETURNING id", values):
-                    enqueue(tx, DROP_RESUBMITTED, {"drop": drop_data(self._drop_by_id(tx, drop_id)),
-                                                   "submission": {"message_id": sub.message_id,
-                                                                  "submitted_by": sub.submitted_by,
-                                                                  "message_time": sub.message_time,
-                                                                  "backfilled": sub.backfilled}})
+                    enqueue(tx, self.db.dialect, DROP_RESUBMITTED, {
+                        "drop": drop_data(self._drop_by_id(tx, drop_id)),
+                        "submission": {"message_id": sub.message_id, "submitted_by": sub.submitted_by,
+                                       "message_time": sub.message_time, "backfilled": sub.backfilled}})
             tx.run("INSERT INTO cursors (project, account, rowid, updated_at) VALUES (?, ?, ?, ?) "
                    "ON CONFLICT (project, account) DO UPDATE SET rowid = excluded.rowid, "
                    "updated_at = excluded.updated_at", (project, account, cursor, detected_at))
@@ -221,8 +221,8 @@ class DropsDB(DropQueries):
         return done
 
     def _feedback_event(self, tx: Tx, event_type: str, drop_id: int, feedback: Feedback) -> None:
-        enqueue(tx, event_type, {"drop": drop_data(self._drop_by_id(tx, drop_id)),
-                                 "feedback": feedback_data(feedback)})
+        enqueue(tx, self.db.dialect, event_type, {"drop": drop_data(self._drop_by_id(tx, drop_id)),
+                                                  "feedback": feedback_data(feedback)})
 
     @staticmethod
     def _sync_drop_feedback(tx: Tx, drop_id: int) -> None:

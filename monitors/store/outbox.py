@@ -1,6 +1,6 @@
 """The webhook outbox: events written in the same transaction as the change they report, then delivered.
 
-`enqueue(tx, type, data)` is called by the store's writers inside their own
+`enqueue(tx, dialect, type, data)` is called by the store's writers inside their own
 transaction, so an event exists exactly when its change committed. Delivery
 state is per webhook: `webhook_cursors` says how far a webhook has pulled
 the event stream, `deliveries` holds one row per (webhook, event) it wants,
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from bridge.schema import now_ts
 from monitors.store.model import (DELIVERY_DEAD, DELIVERY_DELIVERED, DELIVERY_PENDING, Drop, Feedback, OutboxCounts,
                                   OutboxEvent)
-from monitors.store.sql import Backend, Tx, one
+from monitors.store.sql import Backend, Dialect, Tx, one
 
 PULL_BATCH = 1000  # events moved into a webhook's deliveries per `due` call
 
@@ -37,8 +37,10 @@ def feedback_data(feedback: Feedback) -> dict:
             "error": feedback.error}
 
 
-def enqueue(tx: Tx, event_type: str, data: dict) -> str:
+def enqueue(tx: Tx, dialect: Dialect, event_type: str, data: dict) -> str:
     """Add an event in the caller's transaction; returns its id (the webhook-id)."""
+    if dialect.event_lock:
+        tx.run(dialect.event_lock)
     event_id, created_at = str(uuid.uuid4()), now_ts()
     payload = json.dumps({"type": event_type, "timestamp": created_at, "data": data}, separators=(",", ":"))
     tx.run("INSERT INTO events (id, type, created_at, payload) VALUES (?, ?, ?, ?)",

@@ -196,8 +196,10 @@ def strike(system: RunningSystem, rng: random.Random, projects: int, report: Rep
         injector.post()
 
 
-def quiescent(system: RunningSystem, posts: list[Post], projects: int) -> bool:
-    """Everything posted is recorded and acknowledged, and every outage is closed, backfilled and reported."""
+def quiescent(system: RunningSystem, posts: list[Post], projects: int,
+              webhook_received: Callable[[], set[str]] | None = None) -> bool:
+    """Everything posted is recorded and acknowledged, every outage is closed, backfilled and reported,
+    and (with a receiver hooked in) every outbox event has reached it."""
     if not system.all_healthy():
         return False
     if system.query("drops", "SELECT COUNT(*) FROM drops") != [(len(posts),)]:
@@ -213,7 +215,10 @@ def quiescent(system: RunningSystem, posts: list[Post], projects: int) -> bool:
     if count != ended or pending:
         return False
     reported = system.query("drops", "SELECT COUNT(*) FROM reported_windows WHERE reported_at IS NOT NULL")
-    return reported == [(count * projects,)]
+    if reported != [(count * projects,)]:
+        return False
+    return webhook_received is None or {i for (i,) in system.query("drops", "SELECT id FROM events")} <= \
+        webhook_received()
 
 
 def check(system: RunningSystem, posts: list[Post], report: Report,
@@ -286,7 +291,8 @@ def run_chaos(system: RunningSystem, seconds: float, kill_every: float, rate: fl
     injector.join()
     settle = time.monotonic()
     try:
-        wait_for(lambda: quiescent(system, injector.posts, projects), quiesce_timeout, "quiescence", interval=0.2)
+        wait_for(lambda: quiescent(system, injector.posts, projects, webhook_received), quiesce_timeout,
+                 "quiescence", interval=0.2)
     finally:
         report.quiesced_in_s = time.monotonic() - settle
         clock.halt.set()
