@@ -20,6 +20,7 @@ from bridge.sending import BadRequest, SendRequest, parse_send, parse_send_messa
 from bridge.store import IdempotencyConflict, Store, StoreError
 from bridge.transport import NotConnected, Transport
 from watchdog import web_guard
+from watchdog.http_server import add_openapi
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_BODY = 1024 * 1024
@@ -106,4 +107,5 @@ def build_app(bridge: BridgeContext, api_token: str = "", allowed_hosts: Sequenc
     app.router.add_post("/send-message", send_message)
     app.router.add_post("/api/download", download)
     app.router.add_get("/api/health", health)
+    add_openapi(app, "bridge-api.json")
     return app

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import errno
 import importlib
 import os
 import signal
@@ -34,6 +35,7 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 from loguru import logger
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from bridge.api import build_app
 from bridge.health import CONNECTED, STATE_OF_KIND, Health, HealthInputs
@@ -42,7 +44,7 @@ from bridge.quarantine import Quarantined, unmappable
 from bridge.session_lock import SessionHeld, SessionLock
 from bridge.integrity import CorruptStore, check_or_refuse
 from bridge.store import OutboxRow, Store, StoreCorrupt, StoreError, StoreLocked, format_ts, now_ts
-from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Transport
+from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Receipt, Transport
 from bridge.windows import STOPPED_REASON, Windows
 from watchdog import endpoints, exit_handoff, logs, web_guard
 from watchdog.config import AccountConfig, Config
@@ -59,8 +61,13 @@ TRANSPORTS = {
 OFFLINE_SYNC_WAIT = 10.0  # backfill anyway if the transport never says the offline queue is replayed
 DRAIN_ON_STOP = 3.0  # seconds to flush the outbox on SIGTERM
 TRANSPORT_CLOSE = 3.0
+PORT_WAIT = 1.0  # seconds a taken api_port is retried before giving up (or falling back)
 MAX_TICK = 1.0  # alive_at heartbeat period (the start of a crash window is at most this stale)
 STORE_RETRY = 0.5  # seconds between attempts to store a batch the store refused (full disk, locked)
+
+
+def _port_in_use(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
 
 
 def transport_class(account: AccountConfig) -> type[Transport]:
@@ -132,6 +139,21 @@ class Bridge:
         self.health.store_result("")
         if added:
             logger.info("stored {} new of {} messages", added, len(messages))
+
+    async def on_receipts(self, receipts: list[Receipt]) -> None:
+        """Commit, then return (acked after, like messages); monitors carry them to the feedback rows.
+
+        A refused write raises: the receipts are not acknowledged, so WhatsApp (or the simulator) sends
+        them again on the next connection.
+        """
+        self.health.event_seen()
+        try:
+            added = self.store.add_receipts(receipts)
+        except StoreError as exc:
+            self._store_failed(exc)
+            raise
+        if added:
+            logger.debug("stored {} receipts", added)
 
     async def on_unmappable(self, message_id: str, chat_jid: str, reason: str, raw: str) -> None:
         self.store.quarantine([unmappable(message_id, chat_jid, reason, raw)])
@@ -293,9 +315,17 @@ class Bridge:
                                          self.account.api_allowed_origins),
                                error_body=web_guard.mcp_shape, access_log=None, handle_signals=False)
         await runner.setup()
-        await web.TCPSite(runner, self.account.api_host, self.account.api_port).start()
+        try:
+            taken = await self._serve(runner)
+        except OSError as exc:
+            logger.error("cannot serve the API on {}:{}: {} (accounts.{}.api_port)", self.account.api_host,
+                         self.account.api_port, os.strerror(exc.errno) if exc.errno else exc, self.account.name)
+            await runner.cleanup()
+            return EXIT_ERROR
         host, port = runner.addresses[0][:2]
         url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        if taken:
+            logger.warning("api_port {} is taken: serving on free port {} instead (api_port_fallback)", taken, port)
         endpoints.publish(self.config.data_dir, self.component, {"api": url})
         logger.info("bridge {} serving on {} (transport {}, store {})", self.account.name, url,
                     self.account.transport, self.store.path)
@@ -323,6 +353,24 @@ class Bridge:
         stop_task.cancel()
         await self._shutdown(runner, transport_task, stop_reason)
         return exit_code
+
+    async def _serve(self, runner: web.AppRunner) -> int | None:
+        """Bind the API on api_port; with api_port_fallback a taken port means any free one (returns the taken port).
+
+        A port in use is retried for PORT_WAIT first: a standby that takes over a killed bridge gets the
+        session lock in the same instant the kernel closes the old bridge's listening socket.
+        """
+        try:
+            async for attempt in AsyncRetrying(stop=stop_after_delay(PORT_WAIT), wait=wait_fixed(0.02), reraise=True,
+                                               retry=retry_if_exception(_port_in_use)):
+                with attempt:
+                    await web.TCPSite(runner, self.account.api_host, self.account.api_port).start()
+            return None
+        except OSError as exc:
+            if not _port_in_use(exc) or not self.account.api_port_fallback:
+                raise
+        await web.TCPSite(runner, self.account.api_host, 0).start()
+        return self.account.api_port
 
     async def _shutdown(self, runner: web.AppRunner, transport_task: asyncio.Task, reason: str) -> None:
         started = time.monotonic()
@@ -353,8 +401,8 @@ class Bridge:
 
 
 def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
-    logs.setup()
     account = config.account(args.account)
+    logs.setup(logs.standby_log_name(account.component) if args.standby else account.component)
     try:  # before the lock: a standby waits with everything heavy already imported
         transport_cls = transport_class(account)
     except ImportError as exc:  # e.g. neonize not installed: restarting will not help
@@ -374,6 +422,7 @@ def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
     died = _predecessor_died(config, account, lock)
     if args.standby:
         logger.info("standby pid {}: took over session {}", os.getpid(), account.session_dir)
+        logs.setup(account.component)  # from here on it is the active bridge
     try:
         try:
             store = Store(account.store)

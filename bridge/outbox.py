@@ -33,7 +33,7 @@ from loguru import logger
 
 from bridge import media as media_files
 from bridge.media import StagedMedia
-from bridge.sending import SendRequest
+from bridge.sending import SendRequest, refusal_status
 from bridge.store import OutboxRow, Store, format_ts
 from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, SendFailed,
                               Source, Transport)
@@ -56,13 +56,18 @@ def fingerprint(endpoint: str, request: SendRequest, media: StagedMedia | None) 
 
 
 def reply(row: OutboxRow) -> tuple[int, dict]:
-    """The HTTP answer for an outbox row: 200 sent, 202 queued, 500 refused by the server or dead-lettered."""
+    """The HTTP answer for an outbox row: 200 sent, 202 queued; never to be sent: 404 unknown group, 403 not a
+    member of it, else 422 (refused, dead-lettered).
+
+    422, not 500: the bridge is fine; this message cannot be delivered as asked, and repeating it will not help.
+    """
     if row.status == "sent":
         return 200, {"success": True, "message": f"Message sent to {row.recipient}", "id": row.message_id}
     if row.status == "pending":
         return 202, {"success": True, "queued": True, "id": row.message_id,
                      "message": f"Not connected to WhatsApp: queued for {row.recipient}, sent on reconnect"}
-    return 500, {"success": False, "id": row.message_id, "message": f"Error sending message: {row.error}"}
+    return refusal_status(row.error or ""), {"success": False, "id": row.message_id,
+                                             "message": f"Error sending message: {row.error}"}
 
 
 class Outbox:

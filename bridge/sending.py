@@ -14,6 +14,11 @@ USER_SERVER = "s.whatsapp.net"
 GROUP_SERVER = "g.us"
 _TAG = re.compile(r"@([0-9]+)(?![0-9])")
 _NUMBER = re.compile(r"^\+?[0-9]{5,20}$")
+_NUMBER_PUNCTUATION = re.compile(r"[\s\-().]")  # how people write numbers: +27 71 000 0001, (071) 000-0001
+# Server refusals that are the caller's mistake, in the simulator's and whatsmeow's words
+# (whatsmeow's ErrGroupNotFound, ErrNotInGroup).
+_CALLER_MISTAKES = ((re.compile(r"unknown group|that group does not exist", re.IGNORECASE), 404),
+                    (re.compile(r"not participating in that group", re.IGNORECASE), 403))
 # user[:device]@server; groups are digits or the old "creator-timestamp" form.
 _JID = re.compile(r"^(?P<user>[0-9]{1,20}(-[0-9]{1,20})?)(:[0-9]{1,4})?@(?P<server>s\.whatsapp\.net|g\.us|lid|"
                   r"broadcast|newsletter|c\.us)$")
@@ -47,15 +52,21 @@ def parse_jid(value: object, what: str = "recipient") -> str:
         raise BadRequest(f"{what} must be a string (a phone number or a JID), got {type(value).__name__}")
     value = value.strip()
     if "@" not in value:
-        if not _NUMBER.match(value):
+        number = _NUMBER_PUNCTUATION.sub("", value)
+        if not _NUMBER.match(number):
             raise BadRequest(f"malformed {what} {value!r}: expected a phone number with country code or a JID")
-        return f"{value.lstrip('+')}@{USER_SERVER}"
+        return f"{number.lstrip('+')}@{USER_SERVER}"
     match = _JID.match(value)
     if not match:
         raise BadRequest(f"malformed {what} JID {value!r}: expected like 27710000001@s.whatsapp.net "
                          "or 120363000000000001@g.us")
     server = USER_SERVER if match["server"] == "c.us" else match["server"]
     return f"{match['user']}@{server}"
+
+
+def refusal_status(error: str) -> int:
+    """The HTTP status for a send the server refused: 404 unknown group, 403 not a member of it, else 422."""
+    return next((status for pattern, status in _CALLER_MISTAKES if pattern.search(error)), 422)
 
 
 def parse_mentions(value: object) -> tuple[str, ...]:

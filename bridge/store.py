@@ -28,7 +28,7 @@ from bridge.integrity import is_corrupt, is_locked
 from bridge.quarantine import Quarantined, quarantined, sanitise
 from bridge.schema import (MIGRATIONS, WINDOW_SELECT, StoredMessage, Window, bare_user, format_ts,  # noqa: F401
                            messages_after, now_ts, open_readonly, parse_ts, windows)
-from bridge.transport import IncomingMessage, MediaInfo, Source
+from bridge.transport import IncomingMessage, MediaInfo, Receipt, ReceiptKind, Source
 from watchdog import file_modes
 from watchdog.migrations import SchemaTooNew, SqliteTarget, latest, migrate
 
@@ -40,6 +40,18 @@ def fallback_chat_name(chat_jid: str) -> str:
     """whatsapp-mcp's fallback when no name is known: `Group <id>` for groups, else the contact's number."""
     user = bare_user(chat_jid)
     return f"Group {user}" if chat_jid.endswith("@g.us") else user
+
+
+@dataclass(frozen=True)
+class StoredReceipt:
+    """A row of `receipts` with its id: what monitors follow to stamp feedback delivered / read."""
+
+    rowid: int
+    message_id: str
+    chat_jid: str
+    recipient_jid: str
+    kind: str
+    at: str
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,23 @@ def store_error(text: str, exc: sqlite3.Error) -> StoreError:
     """The StoreError subclass for a sqlite3 error, by SQLite's primary result code."""
     kind = StoreLocked if is_locked(exc) else StoreCorrupt if is_corrupt(exc) else StoreError
     return kind(f"{text}: {exc}")
+
+
+def receipts_after(conn: sqlite3.Connection, rowid: int, limit: int = 1000) -> list[StoredReceipt]:
+    """Receipts with an id above `rowid`, oldest first (ids only grow; a repeated receipt adds no row)."""
+    return [StoredReceipt(*row) for row in conn.execute(
+        "SELECT id, message_id, chat_jid, recipient_jid, kind, at FROM receipts WHERE id > ? ORDER BY id LIMIT ?",
+        (rowid, limit))]
+
+
+def _receipt_rows(receipt: Receipt, stored_at: str) -> list[tuple]:
+    at = format_ts(receipt.at)
+    return [(message_id, receipt.chat_jid, receipt.recipient_jid, receipt.kind.value, at, stored_at)
+            for message_id in receipt.message_ids]
+
+
+_INSERT_RECEIPT = ("INSERT OR IGNORE INTO receipts (message_id, chat_jid, recipient_jid, kind, at, stored_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?)")
 
 
 def _outbox_row(row: tuple) -> OutboxRow:
@@ -273,7 +302,7 @@ class Store:
         return {"sanitised": counts.get("sanitised", 0), "quarantined": counts.get("quarantined", 0)}
 
     def message_count(self) -> int:
-        """Stored messages; MAX(rowid) is O(log n) and equals COUNT(*) because rows are never deleted."""
+        """Messages ever stored: MAX(rowid), O(log n); `wa-watchdog prune` keeps the newest row, so it never drops."""
         return self.conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM messages").fetchone()[0]
 
     def media_of(self, message_id: str, chat_jid: str) -> MediaInfo | None:
@@ -286,6 +315,19 @@ class Store:
             return None
         return MediaInfo(row[0] or "", row[1] or "", row[2] or "", row[3] or b"", row[4] or b"", row[5] or b"",
                          row[6] or 0, json.loads(row[7] or "{}"))
+
+    # -- receipts ------------------------------------------------------------------------------
+
+    def add_receipts(self, receipts: Iterable[Receipt]) -> int:
+        """Store receipts in one transaction; returns how many were new (a repeat of one is ignored)."""
+        stored_at = now_ts()
+        rows = [row for receipt in receipts for row in _receipt_rows(receipt, stored_at)]
+        if not rows:
+            return 0
+        with self.transaction() as conn:
+            before = conn.total_changes
+            conn.executemany(_INSERT_RECEIPT, rows)
+            return conn.total_changes - before
 
     # -- connection events and disconnect windows -----------------------------------------------
 
@@ -440,10 +482,12 @@ class Store:
         same message id, which the server dedupes. (The outbox_add before the send is durable.)
         """
         batch = _Batch([sent], Source.SENT)
+        ack = Receipt((sent.id,), sent.chat_jid, "", ReceiptKind.SERVER_ACK, sent.timestamp)
         with self.transaction(durable=False) as conn:
             conn.execute("UPDATE outbox SET status = 'sent', sent_at = ? WHERE seq = ?",
                          (format_ts(sent.timestamp), row.seq))
             batch.insert(conn)
+            conn.executemany(_INSERT_RECEIPT, _receipt_rows(ack, now_ts()))
 
     def outbox_failed(self, row: OutboxRow, error: str) -> None:
         """Dead-letter a row: it can never be sent (refused, unreadable, failed too often); the rest drain."""

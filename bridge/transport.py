@@ -78,6 +78,26 @@ class ConnectionEvent:
     reason: str = ""
 
 
+class ReceiptKind(str, enum.Enum):
+    """What WhatsApp tells the sender about a message it sent: stored in `receipts`, carried to feedback rows."""
+
+    SERVER_ACK = "server_ack"  # WhatsApp's server accepted the send (the bridge records it itself)
+    DELIVERED = "delivered"  # reached the recipient's phone
+    READ = "read"  # the recipient opened the chat
+    PLAYED = "played"  # a voice note or video was played (implies read)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """One receipt from `recipient_jid` for our messages `message_ids` in `chat_jid`."""
+
+    message_ids: tuple[str, ...]
+    chat_jid: str
+    recipient_jid: str  # who delivered / read it (a group participant, or the user of a direct chat)
+    kind: ReceiptKind
+    at: datetime  # timezone-aware, UTC
+
+
 @dataclass(frozen=True)
 class OutgoingMedia:
     path: Path  # already confined to the configured media folders
@@ -127,6 +147,9 @@ class Handler(Protocol):
 
     async def on_connection(self, event: ConnectionEvent) -> None:
         """Record a connection state change."""
+
+    async def on_receipts(self, receipts: list[Receipt]) -> None:
+        """Store delivery / read receipts of messages we sent; return once committed (then acked)."""
 
     async def on_unmappable(self, message_id: str, chat_jid: str, reason: str, raw: str) -> None:
         """Quarantine an event the transport could not turn into a message (`raw`: its payload as text)."""

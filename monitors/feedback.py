@@ -8,7 +8,7 @@ the same key again, and the bridge answers with the first result instead of
 sending twice.
 
 Bridge answers: 200 sent, 202 queued (its durable outbox sends on reconnect),
-400/500 refused (the same request can never succeed: failed). No answer,
+400/403/404/413/422/500 refused (the same request can never succeed: failed). No answer,
 no published URL or 503 means the bridge is down or restarting: the message
 stays pending and is retried with exponential backoff (tenacity), in its own
 task so detection never waits for it.
@@ -37,7 +37,7 @@ STORE_RETRY = 1.0  # the drops store is down (PostgreSQL): look again this soon
 # The bridge refused this request (bad request; WhatsApp refused the send): resending it cannot help.
 # Anything else is retried: a 401 waits for the token to be fixed, and a 404 may come from another
 # server that took a dead bridge's port before the new bridge published its own.
-FINAL_FAILURES = {400, 500}
+FINAL_FAILURES = {400, 403, 404, 413, 422, 500}  # 403/404: not a member / unknown group; 422: refused or dead-lettered
 
 
 class BridgeUnavailable(Exception):

@@ -19,7 +19,7 @@ from bridge.schema import StoredMessage, Window, messages_after, open_readonly, 
 
 POLL_INTERVAL = 0.02  # seconds between data_version checks without inotify
 SAFETY_INTERVAL = 5.0  # seconds between full looks with inotify (woken at once on a write)
-LOOKS = (0.002, 0.01, 0.05)  # looks again after a wake that found data_version unmoved (the commit shows just after)
+SETTLE_DELAYS = (0.002, 0.01, 0.05)  # looks again after a wake that found data_version unmoved (it shows just after)
 
 # The bridge creates these in one transaction; until then the store is not ready to follow.
 REQUIRED_TABLES = ("messages", "message_meta", "disconnect_windows")

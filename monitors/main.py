@@ -25,7 +25,8 @@ from bridge.schema import Window, bare_user, parse_ts
 from monitors.detect import DropPattern, submissions
 from monitors.drops_store import StoreUnavailable, open_drops_store
 from monitors.feedback import FeedbackSender, ack_for
-from monitors.follow import LOOKS, POLL_INTERVAL, SAFETY_INTERVAL, StoreFollower, StoreNotReady
+from monitors.follow import POLL_INTERVAL, SAFETY_INTERVAL, SETTLE_DELAYS, StoreFollower, StoreNotReady
+from monitors.receipts import ReceiptFollower
 from monitors.store_watch import StoreWatch
 from watchdog import logs
 from watchdog.config import Config, ProjectConfig
@@ -61,6 +62,7 @@ class Monitor:
         self.recovery_log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
         self.notifier = Notifier()
         self.sender = FeedbackSender(config, project, self.drops)
+        self.receipts = ReceiptFollower(self.drops, project.name, config.account(project.send_account))
         self.cursor = 0
         self.reported: set[int] = set()
         self.positioned = False  # cursor and reported windows read from the drops store
@@ -229,7 +231,7 @@ class Monitor:
         """Catch up whenever the store changes: woken by inotify, and a full look every SAFETY_INTERVAL.
 
         inotify reports the WAL write, and SQLite publishes the commit in the -shm index just after it:
-        a wake that finds data_version unchanged looks again LOOKS later. A commit without new messages
+        a wake that finds data_version unchanged looks again SETTLE_DELAYS later. A commit without new messages
         (the bridge's `alive_at` every second, a window update) costs one MAX(rowid); windows are read
         with the next messages or at the next full look.
         """
@@ -259,7 +261,7 @@ class Monitor:
                     unread = False
                 timeout = looks.pop(0) if looks else max(0.0, next_full - time.monotonic())
                 if await self._woken(timeout):
-                    looks = list(LOOKS)
+                    looks = list(SETTLE_DELAYS)
         finally:
             if watch is not None:
                 loop.remove_reader(watch.fileno())
@@ -294,7 +296,8 @@ class Monitor:
                             self.account.store, self.cursor, ", ".join(sorted(self.groups)))
                 await self.with_store(lambda: self.catch_up(store))
                 self.notifier.ready(self.status_line())
-                tasks |= {asyncio.create_task(self.sender.run()), asyncio.create_task(self.follow(store))}
+                tasks |= {asyncio.create_task(self.sender.run()), asyncio.create_task(self.follow(store)),
+                          asyncio.create_task(self.receipts.run())}
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()  # follow returns when stopped; anything else ending early is an error
@@ -324,8 +327,8 @@ class Monitor:
 
 
 def cmd_monitor(config: Config, args: argparse.Namespace) -> int:
-    logs.setup()
     project = config.project(args.project)
+    logs.setup(project.component)
     if not project.enabled:
         logger.error("project {} is disabled in {} (enabled = false)", project.name, config.path)
         return EXIT_CONFIG

@@ -77,13 +77,20 @@ def cmd_drops(config: Config, args: argparse.Namespace) -> int:
         except ValueError as exc:
             return _fail("drops", str(exc))
 
-    def show(drops: DropsDB | None) -> int:
-        rows = drops.drops(args.project, since, args.backfilled) if drops else []
-        resubmissions = {d.id: drops.resubmissions(d) for d in rows} if drops else {}
+    def show(drops: DropsDB) -> int:
+        rows = drops.drops(args.project, since, args.backfilled)
+        resubmissions = {d.id: drops.resubmissions(d) for d in rows}
         print_drops(rows, resubmissions, bool(args.project or since or args.backfilled), args.json)
         return EXIT_OK
-    if not config.database.url and not drops_db_path(config.data_dir).exists():
-        return show(None)  # nothing recorded yet: no file is created for a query
+    path = drops_db_path(config.data_dir)
+    if not config.database.url and not config.data_dir.is_dir():
+        print(f"wa-watchdog drops: data directory {config.data_dir} does not exist (check --data-dir or data_dir "
+              f"in {config.path})", file=sys.stderr)
+        return EXIT_CONFIG
+    if not config.database.url and not path.exists():  # the monitors create it on their first start
+        print(f"wa-watchdog drops: no drops store in {config.data_dir} (no {path.name}: is this the data directory "
+              f"`wa-watchdog run` uses?)", file=sys.stderr)
+        return EXIT_CONFIG
     return _with_store(config, "drops", show, readonly=True)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage
+from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Receipt
 from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, Processes
 from watchdog import endpoints
 
@@ -102,7 +102,8 @@ class Recorder:
     def __init__(self, fail_batches: int = 0, commit_delay: float = 0.0) -> None:
         self.batches: list[list[IncomingMessage]] = []
         self.events: list[ConnectionEvent] = []
-        self.log: list[str] = []  # call order: "messages" / event kinds
+        self.receipts: list[Receipt] = []
+        self.log: list[str] = []  # call order: "messages" / "receipts" / event kinds
         self.fail_batches = fail_batches
         self.commit_delay = commit_delay
 
@@ -118,6 +119,10 @@ class Recorder:
     async def on_connection(self, event: ConnectionEvent) -> None:
         self.log.append(event.kind.value)
         self.events.append(event)
+
+    async def on_receipts(self, receipts: list[Receipt]) -> None:
+        self.log.append("receipts")
+        self.receipts.extend(receipts)
 
     @property
     def messages(self) -> list[IncomingMessage]:

@@ -8,7 +8,7 @@ import pytest
 
 from bridge.downloads import safe_filename
 from bridge.sending import (MAX_MENTIONS, MAX_TEXT, BadRequest, media_type_for, parse_jid, parse_mentions, parse_send,
-                            parse_send_message, with_mention_tags)
+                            parse_send_message, refusal_status, with_mention_tags)
 from tests.conftest import GROUP_A
 
 
@@ -18,6 +18,9 @@ from tests.conftest import GROUP_A
     (" 27710000001@s.whatsapp.net ", "27710000001@s.whatsapp.net"),
     ("27710000001:3@s.whatsapp.net", "27710000001@s.whatsapp.net"),
     ("27710000001@c.us", "27710000001@s.whatsapp.net"),
+    ("+27 71 000 0001", "27710000001@s.whatsapp.net"),  # as people write numbers
+    ("+27 (71) 000-0001", "27710000001@s.whatsapp.net"),
+    ("27.71.000.0001", "27710000001@s.whatsapp.net"),
     (GROUP_A, GROUP_A),
     ("27710000001-1600000000@g.us", "27710000001-1600000000@g.us"),
 ])
@@ -29,6 +32,7 @@ def test_recipients_are_numbers_or_jids(raw: str, jid: str) -> None:
     ("", "recipient is required"), (None, "recipient is required"), ("  ", "recipient is required"),
     (27710000001, "recipient must be a string"),
     ("bob", "malformed recipient 'bob'"), ("123@example.com", "malformed recipient JID"),
+    ("+27 71 000 000x", "malformed recipient '\\+27 71 000 000x'"), ("27 71", "malformed recipient '27 71'"),
     ("@g.us", "malformed recipient JID"), ("12 34@g.us", "malformed recipient JID"),
 ])
 def test_malformed_recipients_are_named(raw: object, problem: str) -> None:
@@ -107,3 +111,19 @@ def test_download_names_never_leave_the_folder() -> None:
     assert safe_filename("my photo (1).jpg", "x") == "my photo _1_.jpg"
     long = safe_filename("a" * 5000 + ".jpeg", "x")
     assert len(long) == 120 and long.endswith("a.jpeg")
+
+
+def test_a_mention_written_as_people_write_numbers_is_normalised() -> None:
+    parsed = parse_send({"recipient": GROUP_A, "message": "DR1234567 received", "mentions": ["+27 71 000 0001"]})
+    assert parsed.mentioned_jids == ("27710000001@s.whatsapp.net",)
+    assert parsed.text == "@27710000001 DR1234567 received"
+
+
+@pytest.mark.parametrize("error, status", [
+    ("chat_jid: unknown group 1@g.us (known: 2@g.us)", 404),  # the simulator
+    ("WhatsApp refused the message: failed to get group members: that group does not exist", 404),  # whatsmeow
+    ("WhatsApp refused the message: failed to get group members: you're not participating in that group", 403),
+    ("WhatsApp refused the message: server returned error 479", 422),
+])
+def test_a_refusal_that_is_the_callers_mistake_is_4xx(error: str, status: int) -> None:
+    assert refusal_status(error) == status

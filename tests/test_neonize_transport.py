@@ -67,6 +67,7 @@ class Recorder:
     def __init__(self) -> None:
         self.messages: list[IncomingMessage] = []
         self.events: list[ConnectionEvent] = []
+        self.receipts: list[Receipt] = []
         self.gate: asyncio.Event | None = None
 
     async def on_messages(self, messages: list[IncomingMessage]) -> None:
@@ -76,6 +77,9 @@ class Recorder:
 
     async def on_connection(self, event: ConnectionEvent) -> None:
         self.events.append(event)
+
+    async def on_receipts(self, receipts: list[Receipt]) -> None:
+        self.receipts.extend(receipts)
 
 
 async def until(condition, timeout: float = 10.0, what: str = "condition"):
@@ -414,5 +418,26 @@ def test_poison_messages_are_quarantined_with_their_raw_bytes_and_the_rest_is_st
             for pending in list(bridge._tasks):
                 pending.cancel()
             store.close()
+
+    asyncio.run(scenario())
+
+
+def test_receipts_reach_the_handler_and_our_own_devices_reads_do_not(linked: Config) -> None:
+    """whatsmeow's Receipt events (real protobuf, through the fake Go side) -> Handler.on_receipts."""
+    fake, recorder = FakeGo(), Recorder()
+
+    def receipt(kind: int, from_me: bool = False) -> nz.Receipt:
+        return nz.Receipt(MessageSource=nz.MessageSource(Chat=jid(GROUP_A), Sender=jid(SENDER), IsFromMe=from_me,
+                                                         IsGroup=True),
+                          MessageIDs=["3EB0F1"], Timestamp=NOW_MS, Type=kind)
+
+    async def scenario() -> None:
+        transport = NeonizeTransport(linked, linked.account("main"), client_factory(fake))
+        async with running(transport, recorder, fake):
+            assert 18 in fake.subscribed  # neonize's code for events.Receipt
+            await emit(fake, nz.Connected(status=True), receipt(nz.Receipt.ReceiptType.DELIVERED),
+                       receipt(nz.Receipt.ReceiptType.READ_SELF, from_me=True), receipt(nz.Receipt.ReceiptType.READ))
+        assert [(r.message_ids, r.recipient_jid, r.kind.value) for r in recorder.receipts] == [
+            (("3EB0F1",), SENDER, "delivered"), (("3EB0F1",), SENDER, "read")]
 
     asyncio.run(scenario())

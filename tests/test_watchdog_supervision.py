@@ -51,10 +51,11 @@ def write_settings(tmp_path: Path, webhook: str | None = None, **watchdog: float
 
 
 def worker(name: str, *options: str, after: tuple[str, ...] = (), watchdog_sec: float = 1.0, rss_limit_mb: int = 0,
-           pidfile: Path | None = None, signature: tuple[tuple[str, ...], ...] = (), **program: object) -> Program:
+           pidfile: Path | None = None, signature: tuple[tuple[str, ...], ...] = (),
+           no_restart_exit_codes: tuple[int, ...] = OWN_NO_RESTART_EXITS, **program: object) -> Program:
     """The test worker as a program that says READY=1 and heartbeats, with our components' no-restart codes."""
     return Program(name, (sys.executable, str(WORKER), "--label", name, *options), after=after, ready=Check("notify"),
-                   watchdog_sec=watchdog_sec, rss_limit_mb=rss_limit_mb, no_restart_exit_codes=OWN_NO_RESTART_EXITS,
+                   watchdog_sec=watchdog_sec, rss_limit_mb=rss_limit_mb, no_restart_exit_codes=no_restart_exit_codes,
                    pidfile=pidfile, signature=signature, **program)
 
 
@@ -289,7 +290,7 @@ def test_backoff_resets_after_the_component_was_healthy_long_enough(tmp_path: Pa
     run(scenario)
 
 
-@pytest.mark.parametrize(("code", "rule"), [(2, "config_failed"), (4, "logged_out")])
+@pytest.mark.parametrize(("code", "rule"), [(2, "config_failed"), (4, "not_paired")])
 def test_exit_code_2_or_4_is_failed_not_restarted_and_alerted_once(tmp_path: Path, code: int, rule: str) -> None:
     async def scenario() -> None:
         async with webhook_receiver() as (url, received):

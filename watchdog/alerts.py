@@ -35,7 +35,9 @@ RULE_TITLES = {
     "disconnect": "WhatsApp disconnected",
     "stream_replaced": "session taken over elsewhere (stream replaced)",
     "logged_out": "logged out: re-pairing needed",
+    "not_paired": "never paired: pairing needed",
     "config_failed": "failed on its configuration: not restarted",
+    "webhook_dead": "event webhook given up on (dead)",
 }
 
 

@@ -30,7 +30,7 @@ def _argv(config: Config, *args: str) -> tuple[str, ...]:
 
 
 def builtin_programs(config: Config) -> list[Program]:
-    """sim (when configured and enabled), one bridge per account, one monitor per enabled project."""
+    """sim (when configured and enabled), one bridge per account, one monitor per enabled project, drops-api."""
     logs = (config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
     found = []
     sim_name = []
@@ -66,6 +66,13 @@ def builtin_programs(config: Config) -> list[Program]:
             rss_limit_mb=project.rss_limit_mb, no_restart_exit_codes=OWN_NO_RESTART_EXITS,
             signature=(("monitor",), ("--project", project.name)), group="monitor",
             fingerprint=_fingerprint(project, reads, own_jids, logs)))
+    if config.drops_api.enabled:  # the drops domain's API and webhook deliverer (monitors/api), READY=1 like a monitor
+        found.append(Program(
+            "drops-api", _argv(config, "drops-api"), ready=Check("notify"), watchdog_sec=config.drops_api.watchdog_sec,
+            rss_limit_mb=config.drops_api.rss_limit_mb, no_restart_exit_codes=OWN_NO_RESTART_EXITS,
+            signature=(("drops-api",),), fingerprint=_fingerprint(config.drops_api, config.webhooks, config.database,
+                                                                  config.projects, config.accounts, config.alerts,
+                                                                  logs)))
     return found
 
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 from watchdog.config import Config, ConfigError, load
+from watchdog.data_dir import DataDirError, ensure_writable
 from watchdog.exitcodes import EXIT_CONFIG
 from watchdog.file_modes import set_umask, tighten_data_dir
 
@@ -27,10 +28,29 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "restart": ("watchdog.control_client", "cmd_restart", "restart one component"),
     "reload": ("watchdog.control_client", "cmd_reload", "make the running watchdog read its config again"),
     "recoveries": ("watchdog.recovery_view", "cmd_recoveries", "show the recovery log"),
+    "logs": ("watchdog.log_view", "cmd_logs", "show the components' logs merged in time order, or follow them"),
     "drops": ("monitors.ops", "cmd_drops", "list recorded drops"),
     "feedback": ("monitors.ops", "cmd_feedback", "send operator feedback for a recorded drop"),
     "pair": ("bridge.pairing", "cmd_pair", "link an account to a phone (neonize)"),
+    "check": ("watchdog.check", "cmd_check", "verify an installation: config, data dir, ports, sessions, unit"),
+    "backup": ("watchdog.backup", "cmd_backup", "copy the stores, session and recovery log consistently into DIR"),
+    "prune": ("monitors.prune", "cmd_prune", "remove old messages every monitor has read from messages.db"),
+    "drops-api": ("monitors.api.main", "cmd_drops_api", "run the drops and feedback API and the event webhooks"),
 }
+WRITES_DATA_DIR = ("run", "sim", "bridge", "monitor", "pair")  # checked (and created) before they start
+
+
+class _Version(argparse.Action):
+    """`--version`, read from the installed package only when asked (importlib.metadata is not free)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            found = version("wa-watchdog")
+        except PackageNotFoundError:
+            found = "unknown (not installed; run from a source tree)"
+        print(f"wa-watchdog {found}")
+        parser.exit()
 
 
 def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
@@ -47,13 +67,24 @@ def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--json", action="store_true", help="machine-readable output")
     if name == "restart":
         parser.add_argument("component", help="component name, e.g. bridge:main or monitor:lawley")
-    if name in ("recoveries", "drops"):
+    if name == "logs":
+        parser.add_argument("component", nargs="*", help="only these components (default: all and the watchdog)")
+        parser.add_argument("-f", "--follow", action="store_true", help="keep printing new lines as they come")
+        parser.add_argument("--lines", "-n", type=int, help="the newest N lines (default 50, 10 with -f)")
+    if name in ("recoveries", "drops", "logs"):
         parser.add_argument("--since", help="only newer than this (e.g. 30m, 1h, 2d)")
     if name == "recoveries":
         parser.add_argument("--component", help="only this component (e.g. bridge:main)")
     if name == "drops":
         parser.add_argument("--project", help="only this project")
         parser.add_argument("--backfilled", action="store_true", help="only drops recovered after an outage")
+    if name == "check":
+        parser.add_argument("--unit-dir", default="/etc/systemd/system", help="where the systemd unit is installed")
+    if name == "backup":
+        parser.add_argument("dir", help="directory to write the backup into (a new dated folder inside it)")
+    if name == "prune":
+        parser.add_argument("--older-than", required=True, help="age of what goes, e.g. 180d")
+        parser.add_argument("--dry-run", action="store_true", help="count what would go, remove nothing")
     if name == "feedback":
         parser.add_argument("--project", required=True)
         parser.add_argument("drop", help="drop number, e.g. DR1234567")
@@ -66,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"config file (default: $WA_WATCHDOG_CONFIG or {DEFAULT_CONFIG})")
     common.add_argument("--data-dir", help="overrides data_dir from the config")
     parser = argparse.ArgumentParser(prog="wa-watchdog", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, _, help_text) in COMMANDS.items():
         _add_arguments(name, sub.add_parser(name, parents=[common], help=help_text, description=help_text))
@@ -78,13 +110,18 @@ def main(argv: list[str] | None = None) -> int:
     module_name, function_name, _ = COMMANDS[args.command]
     try:
         config: Config = load(args.config, args.data_dir)
-        tighten_data_dir(config.data_dir)
+        if args.command in WRITES_DATA_DIR:  # created (0750) or refused in one line; ops commands create nothing
+            ensure_writable(config.data_dir)
+            tighten_data_dir(config.data_dir)
         command: Callable[[Config, argparse.Namespace], int] = getattr(
             importlib.import_module(module_name), function_name)
         return command(config, args)
     except ConfigError as exc:
         print(f"wa-watchdog {args.command}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except DataDirError as exc:
+        print(f"wa-watchdog {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
 

@@ -8,6 +8,7 @@ never later with a traceback.
 """
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 import stat
@@ -23,6 +24,12 @@ from watchdog.programs import Program
 DEFAULT_DROP_PATTERN = r"(?i)\bDR\d{6,8}\b"
 GROUP_JID = re.compile(r"^[0-9]+(-[0-9]+)?@g\.us$")
 PHONE = re.compile(r"^[0-9]{6,15}$")
+# Account and project names become component names, file names and CLI arguments.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MIN_TRAFFIC_INTERVAL = 0.01  # seconds between demo posts: below this the simulator floods its own queue
+MIN_HEARTBEAT = 0.5  # watchdog_sec: below this a loaded machine misses heartbeats and restarts for nothing
+MIN_RSS_LIMIT_MB = 16  # a Python process needs more than this just to start
+MIN_LOG_BYTES = 4096  # a rotation threshold smaller than a few records rotates on every line
 ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
 
 
@@ -90,6 +97,7 @@ class AccountConfig:
     transport: str = "sim"
     api_host: str = "127.0.0.1"
     api_port: int = 8080
+    api_port_fallback: bool = False  # demo: a free port when api_port is taken (production: never, callers need it)
     api_token: str = ""
     store: Path = Path()  # default: accounts/<name>/messages.db
     session_dir: Path = Path()  # default: accounts/<name>/session (holds the lock)
@@ -159,7 +167,40 @@ class AlertConfig:
     )
 
 
-ALERT_RULES = ("crash_loop", "hang", "disconnect", "stream_replaced", "logged_out", "config_failed")
+ALERT_RULES = ("crash_loop", "hang", "disconnect", "stream_replaced", "logged_out", "not_paired", "config_failed", "webhook_dead")
+
+
+@dataclass(frozen=True)
+class DropsApiConfig:
+    """The drops and feedback API for the web app (component drops-api); it also delivers the webhooks."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 0
+    token: str = ""
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names beyond loopback/IPs (a reverse proxy)
+    allowed_origins: list[str] = field(default_factory=list)  # browser Origins allowed to POST
+    watchdog_sec: float = 5.0
+    rss_limit_mb: int = 0
+
+
+WEBHOOK_EVENTS = ("drop.recorded", "drop.backfilled", "drop.resubmitted", "feedback.sent", "feedback.delivered",
+                  "feedback.read", "feedback.failed")
+WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """One receiver of signed events (Standard Webhooks); `secret` is `whsec_<base64 of 24-64 bytes>`."""
+
+    name: str
+    url: str
+    secret: str
+    events: list[str] = field(default_factory=lambda: list(WEBHOOK_EVENTS))
+    max_attempts: int = 10
+    timeout: float = 10.0  # per attempt
+    backoff_initial: float = 1.0  # wait after the first failed attempt, doubling (plus jitter) up to backoff_max
+    backoff_max: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -209,6 +250,8 @@ class Config:
     alerts: list[AlertConfig]
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     programs: list[Program] = field(default_factory=list)  # [[programs]]; built-ins: watchdog.builtins
+    drops_api: DropsApiConfig = field(default_factory=DropsApiConfig)
+    webhooks: list[WebhookConfig] = field(default_factory=list)
 
     def account(self, name: str) -> AccountConfig:
         try:
@@ -227,6 +270,11 @@ class Config:
     def own_jids(self) -> set[str]:
         """JIDs of our own numbers: their messages are never drops."""
         return {account.jid for account in self.accounts.values()}
+
+
+def project_key(i: int, name: object) -> str:
+    """How config errors name a project: by its name (`projects[lawley]`), by position only while it has none."""
+    return f"projects[{name}]" if isinstance(name, str) and name else f"projects[{i}]"
 
 
 def load(path: str | Path, data_dir: str | Path | None = None) -> Config:
@@ -280,7 +328,8 @@ class _Loader:
         return ConfigError(f"{self.path}: {key}: {problem}")
 
     def build(self, raw: dict, data_dir_override: Path | None) -> Config:
-        known = {"data_dir", "watchdog", "sim", "accounts", "projects", "alerts", "database", "programs"}
+        known = {"data_dir", "watchdog", "sim", "accounts", "projects", "alerts", "database", "programs", "drops_api",
+                 "webhooks"}
         for key in raw:
             if key not in known:
                 raise self.error(key, "unknown key")
@@ -302,7 +351,8 @@ class _Loader:
         projects_raw = raw.get("projects", [])
         if not isinstance(projects_raw, list):
             raise self.error("projects", "expected an array of tables ([[projects]])")
-        projects = [self.table(ProjectConfig, body, f"projects[{i}]") for i, body in enumerate(projects_raw)]
+        projects = [self.table(ProjectConfig, body, project_key(i, body.get("name") if isinstance(body, dict) else None))
+                    for i, body in enumerate(projects_raw)]
         alerts_raw = raw.get("alerts", [])
         if not isinstance(alerts_raw, list):
             raise self.error("alerts", "expected an array of tables ([[alerts]])")
@@ -315,8 +365,13 @@ class _Loader:
         self.check_watchdog(watchdog)
         if sim is not None:
             self.check_sim(sim)
+        self.check_unique(accounts, projects)
         database = self.check_database(self.table(DatabaseConfig, raw.get("database", {}), "database"))
-        config = Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts, database=database)
+        drops_api = self.table(DropsApiConfig, raw.get("drops_api", {}), "drops_api")
+        webhooks = self.webhooks(raw.get("webhooks", []), drops_api)
+        self.check_ports(watchdog, sim, accounts, drops_api)
+        config = Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts, database=database,
+                        drops_api=drops_api, webhooks=webhooks)
         return self.check_programs(config, raw.get("programs", []))
 
     # -- generic typed tables -------------------------------------------------
@@ -379,10 +434,11 @@ class _Loader:
     def check_supervision(self, watchdog_sec: float, rss_limit_mb: int, key: str,
                           probe: ProbeConfig | None = None) -> None:
         """Per-component supervision knobs: watchdog_sec 0 = no heartbeat check, rss_limit_mb 0 = no limit."""
-        if watchdog_sec < 0:
-            raise self.error(f"{key}.watchdog_sec", f"must be 0 (off) or more seconds, got {watchdog_sec:g}")
-        if rss_limit_mb < 0:
-            raise self.error(f"{key}.rss_limit_mb", f"must be 0 (no limit) or more, got {rss_limit_mb}")
+        if watchdog_sec != 0 and watchdog_sec < MIN_HEARTBEAT:
+            raise self.error(f"{key}.watchdog_sec",
+                             f"must be 0 (off) or at least {MIN_HEARTBEAT:g} seconds, got {watchdog_sec:g}")
+        if rss_limit_mb != 0 and rss_limit_mb < MIN_RSS_LIMIT_MB:
+            raise self.error(f"{key}.rss_limit_mb", f"must be 0 (no limit) or at least {MIN_RSS_LIMIT_MB}, got {rss_limit_mb}")
         if probe is not None:
             for name in ("period", "timeout", "failure_threshold"):
                 self.check_positive(getattr(probe, name), f"{key}.probe.{name}")
@@ -416,6 +472,8 @@ class _Loader:
         for i, jid in enumerate(account.follow_groups):
             if not GROUP_JID.match(jid):
                 raise self.error(f"{key}.follow_groups[{i}]", f"not a group JID (like 120363000000000001@g.us): {jid!r}")
+        self.check_no_repeats(account.follow_groups, f"{key}.follow_groups")
+        self.check_no_repeats(account.media_dirs, f"{key}.media_dirs")
         base = data_dir / "accounts" / account.name
         follow = account.follow_groups or sorted(
             {g for p in projects if p.listen_account == account.name for g in p.groups}
@@ -430,7 +488,7 @@ class _Loader:
         )
 
     def check_project(self, project: ProjectConfig, i: int, accounts: dict[str, AccountConfig]) -> ProjectConfig:
-        key = f"projects[{i}]"
+        key = project_key(i, project.name)
         self.check_supervision(project.watchdog_sec, project.rss_limit_mb, key)
         if project.environment not in ("prod", "dev"):
             raise self.error(f"{key}.environment", f"must be 'prod' or 'dev', got {project.environment!r}")
@@ -439,6 +497,7 @@ class _Loader:
         for j, jid in enumerate(project.groups):
             if not GROUP_JID.match(jid):
                 raise self.error(f"{key}.groups[{j}]", f"not a group JID (like 120363000000000001@g.us): {jid!r}")
+        self.check_no_repeats(project.groups, f"{key}.groups")
         try:
             re.compile(project.pattern)
         except re.error as exc:
@@ -468,12 +527,19 @@ class _Loader:
         for j, rule in enumerate(alert.rules):
             if rule not in ALERT_RULES:
                 raise self.error(f"{key}.rules[{j}]", f"unknown rule {rule!r} (known: {', '.join(ALERT_RULES)})")
+        self.check_no_repeats(alert.rules, f"{key}.rules")
+        self.check_positive(alert.repeat_interval, f"{key}.repeat_interval")
+        if alert.disconnect_threshold < 0:
+            raise self.error(f"{key}.disconnect_threshold",
+                             f"must be 0 or more seconds, got {alert.disconnect_threshold:g}")
 
     def check_watchdog(self, watchdog: WatchdogConfig) -> None:
         self.check_port(watchdog.control_port, "watchdog.control_port")
-        for name in ("recovery_log_max_bytes", "child_log_max_bytes", "stop_timeout", "backoff_initial",
-                     "backoff_reset_after", "crash_loop_exits", "crash_loop_window"):
+        for name in ("stop_timeout", "backoff_initial", "backoff_reset_after", "crash_loop_exits", "crash_loop_window"):
             self.check_positive(getattr(watchdog, name), f"watchdog.{name}")
+        for name in ("recovery_log_max_bytes", "child_log_max_bytes"):
+            if getattr(watchdog, name) < MIN_LOG_BYTES:
+                raise self.error(f"watchdog.{name}", f"must be at least {MIN_LOG_BYTES} bytes, got {getattr(watchdog, name)}")
         for name in ("start_timeout", "overload_grace", "restart_rate", "process_check_period"):
             self.check_positive(getattr(watchdog, name), f"watchdog.{name}")
         if watchdog.max_starting < 0:
@@ -508,6 +574,47 @@ class _Loader:
         programs.check_names(declared, builtins.builtin_names(config), self.error)
         return replace(config, programs=declared)
 
+    def webhooks(self, raw: object, drops_api: DropsApiConfig) -> list[WebhookConfig]:
+        """[[webhooks]] and [drops_api], checked together: drops-api delivers the webhooks."""
+        self.check_port(drops_api.port, "drops_api.port")
+        self.check_supervision(drops_api.watchdog_sec, drops_api.rss_limit_mb, "drops_api")
+        if not _is_loopback(drops_api.host) and not drops_api.token:
+            raise self.error("drops_api.token", f"required when host is not loopback ({drops_api.host})")
+        self.check_origins(drops_api.allowed_origins, "drops_api.allowed_origins")
+        if not isinstance(raw, list):
+            raise self.error("webhooks", "expected an array of tables ([[webhooks]])")
+        hooks = [self.table(WebhookConfig, body, f"webhooks[{i}]") for i, body in enumerate(raw)]
+        if hooks and not drops_api.enabled:
+            raise self.error("drops_api.enabled", "must be true when [[webhooks]] are configured (drops-api delivers them)")
+        names: set[str] = set()
+        for i, hook in enumerate(hooks):
+            key = f"webhooks[{i}]"
+            if not WEBHOOK_NAME.match(hook.name) or hook.name in names:
+                raise self.error(f"{key}.name", f"expected a unique name of letters, digits, _ . - (got {hook.name!r})")
+            names.add(hook.name)
+            if not hook.url.startswith(("http://", "https://")):
+                raise self.error(f"{key}.url", f"expected an http(s) URL, got {hook.url!r}")
+            if not hook.events:
+                raise self.error(f"{key}.events", f"needs at least one of {', '.join(WEBHOOK_EVENTS)}")
+            for j, event in enumerate(hook.events):
+                if event not in WEBHOOK_EVENTS:
+                    raise self.error(f"{key}.events[{j}]", f"unknown event {event!r} (known: {', '.join(WEBHOOK_EVENTS)})")
+            self.check_secret(hook.secret, f"{key}.secret")
+            self.check_positive(hook.max_attempts, f"{key}.max_attempts")
+            for name in ("timeout", "backoff_initial", "backoff_max"):
+                self.check_positive(getattr(hook, name), f"{key}.{name}")
+        return hooks
+
+    def check_secret(self, secret: str, key: str) -> None:
+        prefix, _, encoded = secret.partition("_")
+        try:
+            size = len(base64.b64decode(encoded, validate=True)) if prefix == "whsec" else 0
+        except ValueError:
+            size = 0
+        if not 24 <= size <= 64:
+            raise self.error(key, "expected whsec_<base64 of 24 to 64 random bytes> (Standard Webhooks), e.g. "
+                                  "python3 -c 'import base64,os; print(\"whsec_\" + base64.b64encode(os.urandom(32)).decode())'")
+
     def check_sim(self, sim: SimConfig) -> None:
         self.check_port(sim.port, "sim.port")
         self.check_supervision(sim.watchdog_sec, sim.rss_limit_mb, "sim")
@@ -516,6 +623,66 @@ class _Loader:
         for i, group in enumerate(sim.groups):
             if not GROUP_JID.match(group.jid):
                 raise self.error(f"sim.groups[{i}].jid", f"not a group JID: {group.jid!r}")
+            if not group.name.strip():
+                raise self.error(f"sim.groups[{i}].name", "must not be empty")
+            for j, phone in enumerate(group.participants):
+                if not PHONE.match(phone):
+                    raise self.error(f"sim.groups[{i}].participants[{j}]",
+                                     f"expected digits only with country code (e.g. 27710000001), got {phone!r}")
+            self.check_no_repeats(group.participants, f"sim.groups[{i}].participants")
+        self.check_no_repeats([g.jid for g in sim.groups], "sim.groups", what="jid")
+        if sim.traffic.interval < MIN_TRAFFIC_INTERVAL:
+            raise self.error("sim.traffic.interval",
+                             f"must be at least {MIN_TRAFFIC_INTERVAL:g} seconds, got {sim.traffic.interval:g}")
+
+    # -- uniqueness across tables ------------------------------------------------
+
+    def check_no_repeats(self, values: list, key: str, what: str = "") -> None:
+        """A list that names things (groups, rules, participants) holds each once."""
+        seen: dict[object, int] = {}
+        for i, value in enumerate(values):
+            if value in seen:
+                where = f"{key}[{i}].{what}" if what else f"{key}[{i}]"
+                raise self.error(where, f"{value!r} repeats {key}[{seen[value]}]" + (f".{what}" if what else ""))
+            seen[value] = i
+
+    def check_unique(self, accounts: dict[str, AccountConfig], projects: list[ProjectConfig]) -> None:
+        """Names become component names (`monitor:lawley`): two alike would fight over one port and one log."""
+        for name in accounts:
+            if not NAME.match(name):
+                raise self.error(f"accounts.{name}", "name must be letters, digits, '.', '_' or '-' (at most 64), "
+                                                      "starting with a letter or digit")
+        phones: dict[str, str] = {}
+        for account in accounts.values():
+            if account.phone in phones:
+                raise self.error(f"accounts.{account.name}.phone", f"{account.phone} is also accounts.{phones[account.phone]}"
+                                                                   ".phone: one number has one session")
+            phones[account.phone] = account.name
+        names: dict[str, int] = {}
+        for i, project in enumerate(projects):
+            if not NAME.match(project.name):
+                raise self.error(f"{project_key(i, project.name)}.name",
+                                 "must be letters, digits, '.', '_' or '-' (at most 64), starting with a letter or digit")
+            if project.name in names:
+                raise self.error(f"projects[{i}].name",
+                                 f"{project.name!r} is already the name of the project at position {names[project.name]}"
+                                 " (each [[projects]] needs its own name)")
+            names[project.name] = i
+
+    def check_ports(self, watchdog: WatchdogConfig, sim: SimConfig | None, accounts: dict[str, AccountConfig],
+                    drops_api: DropsApiConfig) -> None:
+        """Every fixed port (0 = any free port) once: two listeners on one port end in `Address already in use`."""
+        ports = [("watchdog.control_port", watchdog.control_port)]
+        if sim is not None:
+            ports.append(("sim.port", sim.port))
+        ports += [(f"accounts.{a.name}.api_port", a.api_port) for a in accounts.values()]
+        if drops_api.enabled:
+            ports.append(("drops_api.port", drops_api.port))
+        taken: dict[int, str] = {}
+        for key, port in ports:
+            if port and port in taken:
+                raise self.error(key, f"port {port} is also {taken[port]}")
+            taken[port] = key
 
 
 def _is_loopback(host: str) -> bool:

@@ -9,16 +9,24 @@ is `watchdog.control_token` if configured, else the running watchdog's
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import math
+import os
 import sys
 import urllib.error
 import urllib.request
 
+import psutil
+
 from watchdog import control_token, endpoints
 from watchdog.config import Config
 from watchdog.exitcodes import EXIT_CONFIG
+from watchdog.stale import recorded_children
 
 TIMEOUT = 15.0  # a restart answers once the new process is started
+STATUS_TIMEOUT = 2.0  # a status answers at once, unless the watchdog is frozen or wedged
+CAUSE_WIDTH = 40  # LAST CAUSE is cut here in the table; --json has it whole
 
 
 class ControlError(Exception):
@@ -29,11 +37,44 @@ class ControlError(Exception):
         self.status = status  # the HTTP status of a refusal, 0 if there was no answer
 
 
-def _request(config: Config, method: str, path: str) -> object:
+def _watchdog_pid(config: Config) -> int | None:
+    record = endpoints.read(config.data_dir, "watchdog")
+    pid = record.get("pid") if record else None
+    return pid if isinstance(pid, int) else None
+
+
+def _stopped(pid: int | None) -> bool:
+    try:
+        return pid is not None and psutil.Process(pid).status() == psutil.STATUS_STOPPED
+    except psutil.Error:
+        return False
+
+
+def _not_answering(base: str, pid: int | None, timeout: float | None) -> ControlError:
+    """A watchdog that does not answer: say whether its process is stopped (SIGSTOP) or busy."""
+    waited = f" within {timeout:g} s" if timeout else ""
+    if pid is None:
+        return ControlError(f"the watchdog at {base} is not answering{waited}")
+    try:
+        state = psutil.Process(pid).status()
+    except psutil.Error:
+        return ControlError(f"the watchdog at {base} is not answering{waited}; its pid {pid} is gone")
+    if state == psutil.STATUS_STOPPED:
+        return ControlError(f"the watchdog (pid {pid}) at {base} is not answering: its process is stopped "
+                            f"(SIGSTOP or a debugger); `kill -CONT {pid}` resumes it, under systemd WatchdogSec "
+                            "replaces it")
+    return ControlError(f"the watchdog (pid {pid}) at {base} is not answering{waited}; its process is {state} "
+                        "(not stopped: busy or wedged; under systemd WatchdogSec replaces a wedged one)")
+
+
+def _request(config: Config, method: str, path: str, timeout: float = TIMEOUT) -> object:
     published = endpoints.run_dir(config.data_dir) / "watchdog.json"
     base = endpoints.url(config.data_dir, "watchdog", "control")
     if not base:
-        raise ControlError(f"watchdog is not running (no control endpoint in {published})")
+        raise ControlError(f"watchdog is not running (no control endpoint in {published})" + leftovers_text(config))
+    pid = _watchdog_pid(config)
+    if _stopped(pid):  # no need to wait out a timeout to know it cannot answer
+        raise _not_answering(base, pid, None)
     request = urllib.request.Request(base + path, method=method, data=b"" if method == "POST" else None)
     if method == "POST":  # else urllib declares a form body, which the API refuses as a possible browser forgery
         request.add_header("Content-Type", "application/json")
@@ -47,7 +88,7 @@ def _request(config: Config, method: str, path: str) -> object:
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         if exc.code == 401:
@@ -58,10 +99,50 @@ def _request(config: Config, method: str, path: str) -> object:
         raise ControlError(_error_text(exc), exc.code) from None
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, ConnectionRefusedError):
-            raise ControlError(f"watchdog is not running (nothing answers at {base}, published in {published})") from None
+            raise ControlError(f"watchdog is not running (nothing answers at {base}, published in {published})"
+                               + leftovers_text(config)) from None
+        if isinstance(exc.reason, TimeoutError):
+            raise _not_answering(base, pid, timeout) from None
         raise ControlError(f"cannot reach the watchdog at {base}: {exc.reason}") from None
     except TimeoutError:
-        raise ControlError(f"the watchdog at {base} did not answer within {TIMEOUT:.0f} s") from None
+        raise _not_answering(base, pid, timeout) from None
+
+
+def _component_in(cmdline: list[str]) -> str:
+    """`bridge --account main` -> bridge:main, `monitor --project x` -> monitor:x (what the arbiter starts)."""
+    for command, option in (("bridge", "--account"), ("monitor", "--project")):
+        if command in cmdline and option in cmdline[:-1]:
+            name = f"{command}:{cmdline[cmdline.index(option) + 1]}"
+            return name + ("#standby" if "--standby" in cmdline else "")
+    return next((word for word in ("sim", "run") if word in cmdline), "?")
+
+
+def leftovers(config: Config) -> list[tuple[int, str]]:
+    """Live wa-watchdog processes that use this data directory while no watchdog answers: (pid, component).
+
+    Found by the `--data-dir` the watchdog passes to every child; named as in the list of children it recorded.
+    """
+    data_dir = str(config.data_dir)
+    recorded = {pid: name for name, pid in recorded_children(config.data_dir).items() if isinstance(pid, int)}
+    found: dict[int, str] = {}
+    for process in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmdline = process.info["cmdline"] or []
+        ours = "watchdog.cli" in cmdline[:3] or any(word.endswith("/wa-watchdog") for word in cmdline[:2])
+        if not ours or process.info["status"] == psutil.STATUS_ZOMBIE or process.info["pid"] == os.getpid():
+            continue
+        if any(cmdline[i:i + 2] == ["--data-dir", data_dir] for i in range(len(cmdline) - 1)):
+            found[process.info["pid"]] = recorded.get(process.info["pid"]) or _component_in(cmdline)
+    return sorted(found.items(), key=lambda item: item[1])
+
+
+def leftovers_text(config: Config) -> str:
+    found = leftovers(config)
+    if not found:
+        return ""
+    rows = "\n".join(f"  pid {pid:<8} {name}" for pid, name in found)
+    return (f"\n{len(found)} process{'es' if len(found) != 1 else ''} left over from an earlier watchdog still "
+            f"use {config.data_dir}:\n{rows}\nthe next watchdog stops them before it starts its own "
+            f"(systemctl start wa-watchdog); to end them now: kill {' '.join(str(pid) for pid, _ in found)}")
 
 
 def _error_text(exc: urllib.error.HTTPError) -> str:
@@ -85,6 +166,17 @@ def format_duration(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def _cut(text: str, width: int = CAUSE_WIDTH) -> str:
+    return text if len(text) <= width else text[:width - 1].rstrip() + "…"
+
+
+def _state(component: dict) -> str:
+    """`backoff 3s` while waiting out a restart delay: when the next try is."""
+    state = str(component.get("state", "?"))
+    next_in = component.get("next_start_in_s")
+    return f"{state} {format_duration(math.ceil(next_in))}" if state == "backoff" and next_in is not None else state
+
+
 def status_table(components: list[dict]) -> str:
     header = ("NAME", "PID", "STATE", "HEALTHY", "UPTIME", "RESTARTS", "LAST CAUSE", "STANDBY", "ENDPOINTS")
     rows = [header]
@@ -93,11 +185,11 @@ def status_table(components: list[dict]) -> str:
         rows.append((
             str(c.get("name", "?")),
             str(c.get("pid") or "-"),
-            str(c.get("state", "?")),
+            _state(c),
             "yes" if healthy else ("no" if healthy is not None else "-"),
             format_duration(c.get("uptime_s")),
             str(c.get("restarts", 0)),
-            str(c.get("last_cause") or "-"),
+            _cut(str(c.get("last_cause") or "-")),
             str(c.get("standby_pid") or "-"),  # a bridge's warm standby, waiting on the session lock
             " ".join(f"{k}={v}" for k, v in (c.get("endpoints") or {}).items()) or "-",
         ))
@@ -116,8 +208,8 @@ def config_line(info: dict) -> str:
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     try:
-        components = _request(config, "GET", "/status")
-        info = None if args.json else _request(config, "GET", "/config")
+        components = _request(config, "GET", "/status", STATUS_TIMEOUT)
+        info = None if args.json else _request(config, "GET", "/config", STATUS_TIMEOUT)
     except ControlError as exc:
         print(f"wa-watchdog status: {exc}", file=sys.stderr)
         return 1
@@ -144,6 +236,13 @@ def cmd_reload(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_restart(config: Config, args: argparse.Namespace) -> int:
     try:
+        # Ask for the names first (answers in STATUS_TIMEOUT): a typo is answered with the valid names,
+        # and a frozen or wedged watchdog is named in 2 s instead of after the restart's 15 s.
+        names = [str(c.get("name")) for c in _request(config, "GET", "/status", STATUS_TIMEOUT)]
+        if args.component not in names:
+            close = difflib.get_close_matches(args.component, names, n=1)
+            raise ControlError(f"no component named {args.component}" + (f"; did you mean {close[0]}?" if close else "")
+                               + f" (components: {', '.join(names)})")
         result = _request(config, "POST", f"/restart/{urllib.request.quote(args.component, safe=':')}")
     except ControlError as exc:
         print(f"wa-watchdog restart: {exc}", file=sys.stderr)
@@ -151,4 +250,3 @@ def cmd_restart(config: Config, args: argparse.Namespace) -> int:
     print(f"restarted {args.component}: pid {result.get('old_pid') or '-'} -> {result.get('pid') or '-'}"
           f" ({result.get('state', '?')})")
     return 0
-

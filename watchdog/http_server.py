@@ -9,13 +9,15 @@ the log history away. Connections above `max_connections` get an immediate
 connection that has not completed its request headers within `header_timeout`
 is closed (aiohttp's keep-alive timer, which also runs from the first byte).
 
-`LimitedRunner` is a drop-in `web.AppRunner`.
+`LimitedRunner` is a drop-in `web.AppRunner`; `add_openapi(app, name)` serves the API's contract
+(docs/openapi/<name>) at GET /openapi.json.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +27,7 @@ from aiohttp.web_server import Server
 from watchdog.logs import RateLimitedLog
 from watchdog.web_guard import ErrorBody, error_shape
 
+OPENAPI_DIR = Path(__file__).resolve().parents[1] / "docs" / "openapi"
 MAX_CONNECTIONS = 256  # far below the default 1,024 descriptors (neonize, SQLite and logs need some too)
 HEADER_TIMEOUT = 10.0  # seconds for a connection to send its request headers (and to sit idle between requests)
 
@@ -83,3 +86,12 @@ class LimitedRunner(web.AppRunner):
         return LimitedServer(plain.request_handler, request_factory=plain.request_factory,
                              handler_cancellation=plain.handler_cancellation, loop=plain._loop, **self._limits,
                              **self._kwargs)
+
+
+def add_openapi(app: web.Application, name: str) -> None:
+    """GET /openapi.json: the API's OpenAPI document, the file the drift test checks against the routes."""
+    body = (OPENAPI_DIR / name).read_bytes()
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+    app.router.add_get("/openapi.json", openapi)

@@ -22,6 +22,7 @@ from loguru import logger
 from watchdog import standby_check
 from watchdog.child import ChildProcess, exit_cause
 from watchdog.child_output import ChildOutput
+from watchdog.logs import standby_log_name
 from watchdog.restart_policy import standby_delay
 
 if TYPE_CHECKING:
@@ -33,10 +34,12 @@ class WarmStandby:
         self.w = watcher
         self.argv = argv
         self.process: ChildProcess | None = None
-        self.output = ChildOutput(watcher.name, watcher.output.log_file, watcher.ctx.sink)  # swapped on promotion
+        self.output = ChildOutput(standby_log_name(watcher.name), watcher.output.log_file,
+                                  watcher.ctx.sink)  # swapped on promotion
         self.failures = 0  # exits since one was last promoted: its respawn backoff
         self.next_delay = 0.0  # before the next standby: the restart delay of the recovery that used one
         self.stop_planned = False  # we are stopping it (shutdown, failed, reload): no respawn
+        self._renewing = False  # stopped to be replaced by one that has read the config as it is now
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -70,7 +73,7 @@ class WarmStandby:
             return
         self.process = process
         self.stop_planned = False
-        self.output.attach(process.take_output())
+        self.output.attach(process.take_output(), process.pid)
         logger.info("{} standby started, pid {}", w.name, process.pid)
         w.ctx.on_change(w)
 
@@ -95,6 +98,7 @@ class WarmStandby:
         process.started_at = time.monotonic()  # as the program's process it starts now: uptime, probe start-up
         self.w.output.detach()
         self.w.output, self.output = self.output, self.w.output
+        self.w.output.name, self.output.name = self.w.name, standby_log_name(self.w.name)
         return process
 
     async def drop_if_stale(self) -> None:
@@ -113,6 +117,11 @@ class WarmStandby:
         self.output.detach()
         self.w.ctx.on_change(self.w)
         cause = exit_cause(process.returncode if process.returncode is not None else 0)["cause"]
+        if self._renewing and not self.w.shutting_down:
+            self._renewing = False
+            logger.info("{} standby pid {} stopped ({}) to be renewed", self.w.name, process.pid, cause)
+            self._schedule(0.0)
+            return
         if self.w.shutting_down or self.stop_planned:
             logger.info("{} standby pid {} stopped ({})", self.w.name, process.pid, cause)
             return
@@ -120,6 +129,13 @@ class WarmStandby:
         delay = standby_delay(self.failures, self.w.policy, random.random())
         logger.warning("{} standby pid {} exited: {}; a new one in {:.2f} s", self.w.name, process.pid, cause, delay)
         self._schedule(delay)
+
+    def renew(self) -> None:
+        """The config file changed (a reload that left this program alone): replace the standby by one that has
+        read it, so the next takeover stays warm. It holds nothing while waiting: the child is not disturbed."""
+        if self.pid is not None and not self.stop_planned:
+            self._renewing = True
+            self.stop(self.w.ctx.settings.term_grace)  # never promoted while it goes; a new one follows (ended)
 
     def stop(self, grace: float) -> asyncio.Task | None:
         """Stop signal to the standby (SIGKILL after `grace`); it holds nothing, so this never disturbs the child."""

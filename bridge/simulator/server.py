@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
 import json
 import os
 import random
@@ -19,7 +20,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from loguru import logger
 
-from bridge.simulator.state import Session, SimError, SimState, iso
+from bridge.simulator.state import Session, SimError, SimReceipt, SimState, iso
 from bridge.simulator.traffic import run_traffic
 from watchdog import endpoints, logs
 from watchdog.config import Config, ConfigError
@@ -135,8 +136,9 @@ class Sim:
                     offline_count += len(entries)
                 conn.cursor = entries[-1][0]
                 session.delivered += len(entries)
-                await conn.ws.send_str(json.dumps(
-                    {"type": "messages", "offline": offline, "messages": [m.wire for _, m in entries]}))
+                for is_receipt, run in itertools.groupby(entries, lambda e: isinstance(e[1], SimReceipt)):
+                    key = "receipts" if is_receipt else "messages"
+                    await conn.ws.send_str(json.dumps({"type": key, "offline": offline, key: [m.wire for _, m in run]}))
             else:
                 session.wakeup.clear()
                 await session.wakeup.wait()
@@ -281,6 +283,11 @@ async def disconnect(request: web.Request) -> web.Response:
 
 
 @_errors_as_400
+async def read(request: web.Request) -> web.Response:
+    return web.json_response({"receipts": request.app[STATE].state.read(await _json_body(request))})
+
+
+@_errors_as_400
 async def messages(request: web.Request) -> web.Response:
     q = request.query
     found = request.app[STATE].state.history(q.get("chat_jid"), q.get("since"), q.get("until"))
@@ -302,6 +309,7 @@ def build_app(sim: Sim) -> web.Application:
     app.router.add_post("/sim/inject", inject)
     app.router.add_get("/sim/sent", sent)
     app.router.add_post("/sim/disconnect", disconnect)
+    app.router.add_post("/sim/read", read)
     app.router.add_get("/sim/messages", messages)
     app.router.add_get("/sim/sessions", sessions)
     app.router.add_get("/ws", socket)
@@ -358,7 +366,7 @@ async def serve(config: Config) -> int:
 def cmd_sim(config: Config, args: argparse.Namespace) -> int:
     if config.sim is None:
         raise ConfigError(f"{config.path}: sim: missing [sim] table")
-    logs.setup()
+    logs.setup("sim")
     return asyncio.run(serve(config))
 
 

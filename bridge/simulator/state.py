@@ -107,6 +107,26 @@ class Sent:
                 "time": iso(self.time)}
 
 
+@dataclass(frozen=True)
+class SimReceipt:
+    """A delivery / read receipt queued for the session that sent `message_id` (acked by its own `id`)."""
+
+    id: str
+    message_id: str
+    chat_jid: str
+    recipient_jid: str
+    kind: str  # delivered | read
+    timestamp: datetime
+
+    @cached_property
+    def wire(self) -> dict:
+        return {"id": self.id, "message_ids": [self.message_id], "chat_jid": self.chat_jid,
+                "recipient_jid": self.recipient_jid, "kind": self.kind, "timestamp": iso(self.timestamp)}
+
+
+Queued = Message | SimReceipt
+
+
 @dataclass
 class Session:
     """One phone number's server-side session: its offline queue and connection counters.
@@ -117,8 +137,8 @@ class Session:
     """
 
     phone: str
-    queue: dict[int, Message] = field(default_factory=dict)  # seq -> message, in seq order
-    seq_of: dict[str, int] = field(default_factory=dict)  # message id -> seq
+    queue: dict[int, Queued] = field(default_factory=dict)  # seq -> message or receipt, in seq order
+    seq_of: dict[str, int] = field(default_factory=dict)  # message / receipt id -> seq
     seqs: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     last_seq: int = 0
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
@@ -133,7 +153,7 @@ class Session:
     def jid(self) -> str:
         return f"{self.phone}@s.whatsapp.net"
 
-    def enqueue(self, message: Message) -> None:
+    def enqueue(self, message: Queued) -> None:
         if message.id in self.seq_of:
             return
         self.last_seq = next(self.seqs)
@@ -141,7 +161,7 @@ class Session:
         self.seq_of[message.id] = self.last_seq
         self.wakeup.set()
 
-    def after(self, cursor: int, limit: int) -> list[tuple[int, Message]]:
+    def after(self, cursor: int, limit: int) -> list[tuple[int, Queued]]:
         """Up to `limit` queued entries with a sequence number above `cursor`, oldest first."""
         entries = ((seq, m) for seq, m in self.queue.items() if seq > cursor)
         return list(itertools.islice(entries, limit))
@@ -277,7 +297,37 @@ class SimState:
         if group is not None:
             self.post(group, session.jid, text, media, message_id=message_id, at=sent.time,
                       skip_session=session.phone)
+        self._receipts(sent, "delivered", self.recipients(sent))  # delivered at once; read on POST /sim/read
         return sent
+
+    def recipients(self, sent: Sent) -> list[str]:
+        """Who receives a sent message: the group's participants and whoever it mentions, or the user."""
+        if not sent.recipient.endswith("@g.us"):
+            return [sent.recipient]
+        members = [f"{phone}@s.whatsapp.net" for phone in self.groups[sent.recipient].participants]
+        return [jid for jid in dict.fromkeys([*members, *sent.mentioned_jids]) if jid != f"{sent.session}@s.whatsapp.net"]
+
+    def _receipts(self, sent: Sent, kind: str, readers: Iterable[str]) -> int:
+        session = self.sessions.get(sent.session)
+        count = 0
+        for reader in readers:
+            if session is not None:
+                session.enqueue(SimReceipt(f"{kind}:{sent.id}:{reader}", sent.id, sent.recipient, reader, kind, now()))
+                count += 1
+        return count
+
+    def read(self, body: object) -> int:
+        """POST /sim/read {"id", "reader"?}: recipients read a sent message (all of them without `reader`)."""
+        if not isinstance(body, dict):
+            raise SimError("body: expected a JSON object {id, reader?}")
+        sent = self.sent.get(body.get("id"))  # type: ignore[arg-type]
+        if sent is None:
+            raise SimError(f"id: no message sent with id {body.get('id')!r}")
+        recipients = self.recipients(sent)
+        reader = body.get("reader")
+        if reader is not None and reader not in recipients:
+            raise SimError(f"reader: {reader!r} did not receive {sent.id} (recipients: {', '.join(recipients)})")
+        return self._receipts(sent, "read", [reader] if reader else recipients)
 
     def history(self, chat_jid: object, since: object, until: object) -> list[Message]:
         group = self.group(chat_jid)

@@ -20,7 +20,7 @@ from neonize.proto.waHistorySync import WAWebProtobufsHistorySync_pb2 as history
 from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import WebMessageInfo
 from neonize.utils.enum import MediaType
 
-from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, MediaInfo, Source
+from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, MediaInfo, Receipt, ReceiptKind, Source
 
 USER_SERVER = "s.whatsapp.net"
 LID_SERVER = "lid"
@@ -173,6 +173,27 @@ def _history_message(web: WebMessageInfo, chat: str, chat_name: str, number_of: 
                            source=Source.HISTORY, is_from_me=web.key.fromMe, chat_name=chat_name or None, media=media)
 
 
+# -- receipts ----------------------------------------------------------------------------------------------
+
+# whatsmeow's receipt types for messages we sent; READ_SELF / PLAYED_SELF (our own other device), SENDER, RETRY,
+# SERVER_ERROR, INACTIVE, PEER_MSG and HISTORY_SYNC say nothing about whether the recipient got the message.
+RECEIPT_KINDS = {nz.Receipt.ReceiptType.DELIVERED: ReceiptKind.DELIVERED, nz.Receipt.ReceiptType.READ: ReceiptKind.READ,
+                 nz.Receipt.ReceiptType.PLAYED: ReceiptKind.PLAYED}
+
+
+def receipt(event: nz.Receipt) -> Receipt | None:
+    """A delivered / read / played receipt from a recipient; None for every other receipt type or our own devices.
+
+    In a group `Sender` is the participant who delivered or read the message (its number via SenderAlt when
+    the group addresses by LID), so the monitors can tell whether the mentioned contractor read the feedback.
+    """
+    kind = RECEIPT_KINDS.get(event.Type)
+    source = event.MessageSource
+    if kind is None or source.IsFromMe or not event.MessageIDs:
+        return None
+    return Receipt(tuple(event.MessageIDs), jid_string(source.Chat), sender_of(source), kind, from_unix(event.Timestamp))
+
+
 # -- connection events ------------------------------------------------------------------------------------
 
 def connection_event(event: object, at: datetime) -> ConnectionEvent | None:
@@ -183,8 +204,10 @@ def connection_event(event: object, at: datetime) -> ConnectionEvent | None:
         case nz.Disconnected():
             return ConnectionEvent(ConnectionKind.DISCONNECTED, at, "connection to WhatsApp closed (whatsmeow reconnects)")
         case nz.KeepAliveTimeout():
-            last = from_unix(event.LastSuccess).isoformat(timespec="seconds") if event.LastSuccess else "never"
-            return ConnectionEvent(ConnectionKind.DISCONNECTED, at,
+            # The outage began at the last keep-alive answer, not when whatsmeow gave up on the next ones.
+            answered = from_unix(event.LastSuccess) if event.LastSuccess else None
+            last = answered.isoformat(timespec="seconds") if answered else "never"
+            return ConnectionEvent(ConnectionKind.DISCONNECTED, min(answered, at) if answered else at,
                                    f"keep-alive timeout ({event.ErrorCount} unanswered, last answer {last})")
         case nz.KeepAliveRestored():
             return ConnectionEvent(ConnectionKind.CONNECTED, at, "keep-alive restored")

@@ -33,7 +33,7 @@ from neonize._binder import func_callback_bytes2, gocode
 from neonize.client import NewClient
 from neonize.events import (ClientOutdatedEv, ConnectedEv, ConnectFailureEv, DisconnectedEv, HistorySyncEv,
                             KeepAliveRestoredEv, KeepAliveTimeoutEv, LoggedOutEv, MessageEv, OfflineSyncCompletedEv,
-                            StreamErrorEv, StreamReplacedEv, TemporaryBanEv)
+                            ReceiptEv, StreamErrorEv, StreamReplacedEv, TemporaryBanEv)
 from neonize.exc import DownloadError, GetGroupInfoError, GetJIDFromStoreError, NeonizeError, SendMessageError, UploadError
 from neonize.proto import Neonize_pb2 as nz
 from neonize.utils.log import log_whatsmeow
@@ -203,6 +203,7 @@ class NeonizeTransport(Transport):
         client = self._new_client(self._database, device)
         client.event(MessageEv)(self._on_message)
         client.event(HistorySyncEv)(self._on_history)
+        client.event(ReceiptEv)(self._on_receipt)
         for kind in CONNECTION_EVENTS:
             client.event(kind)(self._on_connection)
         while not self._closed.is_set() and self._terminal is None:
@@ -309,6 +310,16 @@ class NeonizeTransport(Transport):
         if message is not None and self._handler is not None:
             self._wait_for(functools.partial(self._handler.on_messages, [message]), f"message {message.id}",
                            retry_failures=True)
+
+    def _on_receipt(self, _client: object, event: nz.Receipt) -> None:
+        try:
+            receipt = mapping.receipt(event)
+        except Exception:  # noqa: BLE001
+            logger.exception("neonize transport: cannot map a receipt for {}", list(event.MessageIDs))
+            return
+        if receipt is not None and self._handler is not None:
+            self._wait_for(functools.partial(self._handler.on_receipts, [receipt]),
+                           f"{receipt.kind.value} receipt for {', '.join(receipt.message_ids)}", retry_failures=True)
 
     def _quarantine(self, message_id: object, chat_jid: str, exc: Exception, raw: Message) -> None:
         handler = self._handler

@@ -155,23 +155,33 @@ class Injector(threading.Thread):
         self.interval = 1 / rate
         self.posts: list[Post] = []
         self.halt = threading.Event()
+        self._lock = threading.Lock()  # the strike posts too, from the main thread
 
     def run(self) -> None:
-        n = 0
         while not self.halt.wait(self.interval):
+            self.post()
+
+    def post(self) -> None:
+        """Post the next drop now (also right after a blow, so that drops land in every outage)."""
+        with self._lock:
+            n = len(self.posts)
             project = n % self.projects + 1
             contractor = CONTRACTORS[n % len(CONTRACTORS)]
             drop = f"DR{7000000 + n}"
             answer = self.system.inject(group_jid(project), contractor, f"{drop} installed, pole {n}")
             self.posts.append(Post(drop, f"p{project}", group_jid(project), contractor, _time(answer["timestamp"])))
-            n += 1
 
 
-def strike(system: RunningSystem, rng: random.Random, projects: int, report: Report) -> None:
-    """One random blow: kill the bridge, kill a monitor, or have WhatsApp drop the connection."""
+def strike(system: RunningSystem, rng: random.Random, projects: int, report: Report, injector: Injector) -> None:
+    """One random blow: kill the bridge, kill a monitor, or have WhatsApp drop the connection.
+
+    A drop is posted right after a blow to the session, so that every outage has one posted inside it
+    (with the warm standby a bridge outage lasts tens of milliseconds: the steady stream would mostly miss it).
+    """
     action = rng.choice(("bridge", "monitor", "disconnect"))
     if action == "disconnect":
         report.disconnects += system.disconnect()
+        injector.post()
         return
     component = "bridge:main" if action == "bridge" else f"monitor:p{rng.randint(1, projects)}"
     pid = system.pid(component)
@@ -181,7 +191,9 @@ def strike(system: RunningSystem, rng: random.Random, projects: int, report: Rep
         os.kill(pid, signal.SIGKILL)
         report.kills[component] += 1
     except ProcessLookupError:
-        pass
+        return
+    if action == "bridge":
+        injector.post()
 
 
 def quiescent(system: RunningSystem, posts: list[Post], projects: int) -> bool:
@@ -269,7 +281,7 @@ def run_chaos(system: RunningSystem, seconds: float, kill_every: float, rate: fl
             report.pg_restarts += 1
             pg_crash_at = None
         elif time.monotonic() < deadline:
-            strike(system, rng, projects, report)
+            strike(system, rng, projects, report, injector)
     injector.halt.set()
     injector.join()
     settle = time.monotonic()

@@ -57,6 +57,12 @@ def config_text(projects: int, watchdog: str = "", database_url: str = "", accou
     return "\n".join(parts)
 
 
+def slow_start(config: str) -> str:
+    """The same system with 5 s for the bridge's first health answer: on a loaded 2-core machine a cold
+    bridge takes more than the 1 s `config_text` gives it, and the probe would restart it in a loop."""
+    return config.replace("initial_delay = 1.0", "initial_delay = 5.0")
+
+
 def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
     deadline = time.monotonic() + timeout
     while True:

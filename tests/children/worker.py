@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--try-lock", type=Path, help="like a bridge: flock this file or exit 3 (session held)")
     parser.add_argument("--term-log", type=Path, help="append '<label> <time_ns>' here on SIGTERM, then exit 0")
     parser.add_argument("--ignore-term", action="store_true", help="ignore SIGTERM (so only SIGKILL ends it)")
+    parser.add_argument("--signal-log", type=Path, help="on SIGTERM, SIGINT or SIGQUIT write its name here, then exit 0")
     parser.add_argument("--dump-env", type=Path, help="write our environment and process group here as JSON")
     parser.add_argument("--busy-before-ready", type=float, default=0.0,
                         help="burn this much CPU time before the first heartbeat (a slow cold start)")
@@ -54,10 +55,17 @@ def main() -> None:
                 log.write(f"{args.label} {time.time_ns()}\n")
             sys.exit(0)
         signal.signal(signal.SIGTERM, on_term)
+    if args.signal_log:
+        def on_stop(signum: int, frame: object) -> None:
+            args.signal_log.write_text(signal.Signals(signum).name, encoding="utf-8")
+            sys.exit(0)
+        for stop in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(stop, on_stop)
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.dump_env:
-        args.dump_env.write_text(json.dumps({"env": dict(os.environ), "pgid": os.getpgid(0), "pid": os.getpid()}))
+        args.dump_env.write_text(json.dumps({"env": dict(os.environ), "pgid": os.getpgid(0), "pid": os.getpid(),
+                                             "cwd": os.getcwd()}))
     for path, blocking in ((args.hold_lock, True), (args.try_lock, False)):
         if path:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bridge.schema import MIGRATIONS as MESSAGES_MIGRATIONS
 from bridge.store import Store, messages_after
 from monitors.drops_store import DropsDB, open_drops_store
 from monitors.follow import StoreFollower
@@ -85,7 +86,7 @@ def test_a_drops_db_of_the_last_release_is_upgraded_in_place_and_keeps_recording
 def test_a_messages_db_of_the_last_release_is_upgraded_and_still_followed(config: Config) -> None:
     path = from_fixture(config.account("main").store, "messages-c7a211d.sql")
     store = Store(path)
-    assert user_version(path) == 2
+    assert user_version(path) == latest(MESSAGES_MIGRATIONS)
     assert [(m.id, m.source) for m in messages_after(store.conn, 0)] == [("M1", "live"), ("M2", "offline")]
     assert store.outbox_by_key("k1").status == "sent"
     assert [r[1] for r in store.conn.execute("PRAGMA table_info(receipts)")] == [
@@ -114,7 +115,7 @@ def test_newer_files_are_refused_with_exit_2_and_left_as_they_are(config_path: P
     assert listing.returncode == EXIT_CONFIG and "schema version 99" in listing.stderr
     bridge = cli(config_path, "bridge", "--account", "main")
     assert bridge.returncode == EXIT_CONFIG, bridge.stderr
-    assert f"{messages_path} has schema version 99, newer than this wa-watchdog knows (2)" in bridge.stderr
+    assert f"{messages_path} has schema version 99, newer than this wa-watchdog knows ({latest(MESSAGES_MIGRATIONS)})" in bridge.stderr
     assert "Traceback" not in monitor.stderr + listing.stderr + bridge.stderr
     assert {p: p.read_bytes() for p in before} == before  # never half-used
 

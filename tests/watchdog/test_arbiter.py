@@ -16,6 +16,7 @@ from tests.bridge_support import rows, sessions, streaming
 from tests.bridge_support import inject
 from tests.conftest import BASE_CONFIG, GROUP_C, ROOT, Processes, wait_until
 from tests.monitor_support import cli, query
+from tests.test_systemd import UNIT, manager  # noqa: F401  (the fixture)
 from tests.test_watchdog_system import EXPECTED, status
 from watchdog import endpoints
 from watchdog.recovery_log import RecoveryLog
@@ -66,7 +67,10 @@ def test_reload_applies_only_the_difference_and_adding_a_project_leaves_the_brid
 
         untouched = [*EXPECTED, "keep"]
         assert {n: after[n]["pid"] for n in untouched} == {n: before[n]["pid"] for n in untouched}
-        assert after["bridge:main"]["standby_pid"] == before["bridge:main"]["standby_pid"]
+        # The standby (it holds nothing) is renewed so that it has read the new file: the next takeover stays warm.
+        renewed = wait_until(lambda: (c := healthy(data_dir, ["bridge:main"])) and c["bridge:main"]["standby_pid"]
+                             not in (None, before["bridge:main"]["standby_pid"]) and c, 30, message="a renewed standby")
+        assert renewed["bridge:main"]["pid"] == before["bridge:main"]["pid"]
         assert after["edit"]["pid"] != before["edit"]["pid"] and "gone" not in after
         assert sessions(sim_url)["connections"] == connections, "the bridge reconnected"
         assert rows(data_dir, "SELECT count(*) FROM disconnect_windows") == windows, "a disconnect window opened"
@@ -102,3 +106,40 @@ def test_reload_applies_only_the_difference_and_adding_a_project_leaves_the_brid
     finally:
         procs.stop_all()
     assert watchdog.returncode == 0
+
+
+@pytest.mark.slow
+def test_systemctl_reload_is_a_sighup_that_applies_the_config_without_a_restart(manager, config_path: Path,
+                                                                               data_dir: Path) -> None:
+    """The shipped unit's ExecReload= under a real systemd user manager: the watchdog says RELOADING=1 and
+    READY=1 again, applies the new project, and systemd counts no restart."""
+    unit = manager.install(UNIT, config_path)
+    with manager.explained():
+        manager.start()
+        main_pid, _ = manager.start_until_active(unit)
+        before = wait_until(lambda: healthy(data_dir, EXPECTED), 40, message="the system healthy under systemd")
+        config_path.write_text(BASE_CONFIG + VELO, encoding="utf-8")
+        manager.systemctl("reload", unit)
+        (reload,) = wait_until(lambda: records(data_dir, "reload"), 20, message="the reload recorded")
+        assert reload["cause"] == "SIGHUP" and reload["added"] == ["monitor:velo"]
+        after = wait_until(lambda: healthy(data_dir, [*EXPECTED, "monitor:velo"]), 30, message="the new monitor")
+        assert after["bridge:main"]["pid"] == before["bridge:main"]["pid"]
+        shown = manager.show(unit, "ActiveState", "MainPID", "NRestarts")
+        assert shown == {"ActiveState": "active", "MainPID": str(main_pid), "NRestarts": "0"}, shown
+        manager.own(*[c["pid"] for c in after.values() if c["pid"]])
+        assert manager.stop_unit(unit)["Result"] == "success"
+
+
+def test_a_program_after_a_bridge_in_a_whatsapp_outage_starts_anyway_once_the_outage_is_known(tmp_path: Path) -> None:
+    """`after` waits for healthy, or for a dependency that is up while its upstream is away (waiting would not help)."""
+    from tests.test_watchdog_supervision import health_bridge, run, set_health, supervise, worker, write_settings
+    state_file = tmp_path / "health.json"
+    set_health(state_file, 503, "disconnected", reason="WhatsApp unreachable")
+
+    async def scenario() -> None:
+        async with supervise(write_settings(tmp_path), [health_bridge(tmp_path, state_file),
+                                                        worker("monitor:a", after=("bridge:main",))]) as s:
+            await s.running("monitor:a", timeout=20)
+            bridge = s.watcher("bridge:main")
+            assert not bridge.healthy and bridge.condition == "disconnected" and bridge.settled
+    run(scenario)

@@ -1,0 +1,100 @@
+"""`wa-watchdog drops-api`: the drops and feedback API for the web app, and the webhook deliverer.
+
+One process, supervised like a monitor: READY=1 once serving, WATCHDOG=1 and
+STATUS= (webhook depth and dead events) from its event loop, URL published
+in run/drops-api.json. One store connection on the event loop: the API's
+queries are indexed and take well under a millisecond on SQLite, and a
+second thread would only add hand-offs.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+
+import aiohttp
+from aiohttp import web
+from loguru import logger
+
+from monitors.api.app import DropsApi, build_app
+from monitors.api.webhooks import Deliverer
+from monitors.drops_store import StoreUnavailable, open_drops_store
+from watchdog import endpoints, logs, web_guard
+from watchdog.alerts import AlertManager
+from watchdog.config import Config, WebhookConfig
+from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
+from watchdog.notify import Notifier, heartbeat_interval
+from watchdog.recovery_log import RecoveryLog
+
+COMPONENT = "drops-api"
+
+
+async def _beat(api: DropsApi, notifier: Notifier, period: float) -> None:
+    while True:
+        notifier.heartbeat()
+        notifier.status(api.status_line())
+        await asyncio.sleep(period)
+
+
+async def serve(config: Config) -> int:
+    settings = config.drops_api
+    try:
+        db = open_drops_store(config)
+    except StoreUnavailable as exc:
+        logger.error("drops-api: cannot open the drops store: {}", exc)
+        return EXIT_ERROR
+    recovery_log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
+    alerts = AlertManager(config.alerts, recovery_log)
+
+    def dead(hook: WebhookConfig, event_id: str, summary: str) -> None:
+        alerts.fire("webhook_dead", f"{COMPONENT}:{hook.name}", f"webhook {hook.name}: {summary}")
+
+    http = aiohttp.ClientSession()
+    api = DropsApi(config, db, http, Deliverer(config.webhooks, db.outbox, http, dead))
+    runner = web.AppRunner(build_app(api, web_guard.middlewares(settings.allowed_hosts, settings.allowed_origins, settings.token)), access_log=None,
+                           handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+    except OSError as exc:
+        logger.error("drops-api: cannot listen on {}:{}: {}", settings.host, settings.port, exc.strerror or exc)
+        await runner.cleanup()
+        await http.close()
+        db.close()
+        return EXIT_ERROR
+    host, port = runner.addresses[0][:2]
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    endpoints.publish(config.data_dir, COMPONENT, {"api": url})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    notifier = Notifier()
+    notifier.ready(api.status_line())
+    logger.info("drops-api serving on {} (store {}, {} webhook(s))", url, db.description, len(config.webhooks))
+    tasks = [asyncio.create_task(_beat(api, notifier, heartbeat_interval(settings.watchdog_sec))),
+             asyncio.create_task(api.deliverer.run())]
+    await stop.wait()
+
+    notifier.stopping()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await runner.cleanup()
+    await alerts.close()
+    await http.close()
+    db.close()
+    record = endpoints.read(config.data_dir, COMPONENT)
+    if record and record.get("pid") == os.getpid():
+        endpoints.remove(config.data_dir, COMPONENT)
+    logger.info("drops-api stopped")
+    return EXIT_OK
+
+
+def cmd_drops_api(config: Config, args: argparse.Namespace) -> int:
+    logs.setup(COMPONENT)
+    if not config.drops_api.enabled:
+        logger.error("drops-api is disabled in {} ([drops_api] enabled = false)", config.path)
+        return EXIT_CONFIG
+    return asyncio.run(serve(config))

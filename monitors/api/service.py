@@ -1,0 +1,216 @@
+"""What the drops API does, as plain functions over the drops store: the handlers only parse and answer.
+
+Errors are exceptions that name the problem: `BadRequest` (400), `NotFound`
+(404), `Conflict` (409). Times go out as ISO 8601 (`2026-11-24T22:31:27.123456+00:00`),
+what `new Date()` parses, and come in the same way (a timezone is required).
+
+Feedback from the web app goes the way `wa-watchdog feedback` sends it: recorded
+pending in the store, posted to the sending account's bridge with an
+Idempotency-Key (`monitors.feedback.deliver`), left pending for the project's
+monitor to send when the bridge does not answer now. A caller's own
+`Idempotency-Key` header names the feedback: a retry with the same key
+returns the first result, a different request under the same key is a 409.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+
+import aiohttp
+
+from bridge.store import format_ts
+from monitors.drops_store import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_PENDING, Drop, DropsDB, Feedback)
+from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback
+from watchdog.config import Config, ConfigError
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+MAX_MESSAGE = 4096  # WhatsApp allows more; feedback is a sentence or two
+MAX_KEY = 200  # Idempotency-Key, as the bridge bounds it
+SEND_ATTEMPTS = 4  # quick tries (~0.4 s) before answering 202 and leaving it to the monitor
+FEEDBACK_STATUSES = ("none", "pending", "sent", "queued", "failed")
+
+
+class BadRequest(ValueError):
+    """400: the request is wrong; the message names the field."""
+
+
+class NotFound(LookupError):
+    """404: no such drop."""
+
+
+class Conflict(Exception):
+    """409: the Idempotency-Key was used for a different request, or the drop's project is gone from the config."""
+
+
+# -- JSON shapes -------------------------------------------------------------------------------------
+
+def iso(text: str | None) -> str | None:
+    """Store text (`2026-11-24 22:31:27.123456+00:00`, fixed width, always UTC) as ISO 8601 with a `T`.
+
+    A string edit rather than parse-and-format: a page of 100 drops has 300 of them.
+    """
+    return f"{text[:10]}T{text[11:]}" if text else None
+
+
+def drop_json(drop: Drop) -> dict:
+    return {"id": drop.public_id, "project": drop.project, "drop_number": drop.drop_number,
+            "group_jid": drop.group_jid, "group_name": drop.group_name, "submitted_by": drop.submitted_by,
+            "message_id": drop.message_id, "message_time": iso(drop.message_time),
+            "detected_at": iso(drop.detected_at), "backfilled": drop.backfilled,
+            "feedback_status": drop.feedback_status, "feedback_sent_at": iso(drop.feedback_sent_at)}
+
+
+def feedback_json(feedback: Feedback) -> dict:
+    return {"id": feedback.id, "kind": feedback.kind, "status": feedback.status, "text": feedback.text,
+            "recipient": feedback.recipient, "mentions": list(feedback.mentions),
+            "created_at": iso(feedback.created_at), "sent_at": iso(feedback.sent_at),
+            "server_at": iso(feedback.server_at), "delivered_at": iso(feedback.delivered_at), "read_at": iso(feedback.read_at),
+            "attempts": feedback.attempts, "error": feedback.error}
+
+
+# -- reading -----------------------------------------------------------------------------------------
+
+def _time(query: Mapping[str, str], name: str) -> str | None:
+    text = query.get(name)
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace(" ", "+") if text.count(" ") == 1 else text)
+    except ValueError:
+        raise BadRequest(f"{name}: not an ISO 8601 time: {text[:60]!r}") from None
+    if moment.tzinfo is None:
+        raise BadRequest(f"{name}: needs a timezone (e.g. 2026-11-24T22:31:27Z): {text[:60]!r}")
+    try:
+        return format_ts(moment)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise BadRequest(f"{name}: out of range: {text[:60]!r}") from None
+
+
+def _choice(query: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str | None:
+    value = query.get(name)
+    if value is None:
+        return None
+    if value not in allowed:
+        raise BadRequest(f"{name}: must be one of {', '.join(allowed)}, got {value[:60]!r}")
+    return value
+
+
+def list_drops(db: DropsDB, config: Config, query: Mapping[str, str]) -> dict:
+    """GET /api/drops: a page of drops newest first, and the cursor of the next page (null on the last)."""
+    unknown = sorted(set(query) - {"project", "since", "until", "backfilled", "feedback", "limit", "cursor"})
+    if unknown:
+        raise BadRequest(f"{unknown[0]}: unknown query parameter (known: project, since, until, backfilled, "
+                         "feedback, limit, cursor)")
+    empty = [name for name, value in query.items() if value == ""]
+    if empty:
+        raise BadRequest(f"{empty[0]}: empty (leave the parameter out for no filter)")
+    project = query.get("project")
+    if project is not None and project not in {p.name for p in config.projects}:
+        raise BadRequest(f"project: no project named {project[:60]!r} (known: "
+                         f"{', '.join(p.name for p in config.projects)})")
+    backfilled = _choice(query, "backfilled", ("true", "false"))
+    limit_text = query.get("limit", str(DEFAULT_LIMIT))
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+        raise BadRequest(f"limit: expected a whole number 1-{MAX_LIMIT}, got {limit_text[:20]!r}")
+    try:
+        page = db.list_drops(project=project, since=_time(query, "since"), until=_time(query, "until"),
+                             backfilled=None if backfilled is None else backfilled == "true",
+                             feedback=_choice(query, "feedback", FEEDBACK_STATUSES), limit=int(limit_text),
+                             cursor=query.get("cursor"))
+    except ValueError as exc:  # a cursor this API did not hand out
+        raise BadRequest(str(exc)) from None
+    return {"drops": [drop_json(d) for d in page.drops], "next_cursor": page.next_cursor}
+
+
+def drop_detail(db: DropsDB, public_id: str) -> dict:
+    """GET /api/drops/{id}: the drop, every submission (first and resubmissions), every feedback message."""
+    detail = db.drop_by_public_id(public_id)
+    if detail is None:
+        raise NotFound(f"no drop with id {public_id[:60]!r}")
+    return {**drop_json(detail.drop),
+            "submissions": [{"kind": e.kind, "group_jid": e.group_jid, "submitted_by": e.submitted_by,
+                             "message_id": e.message_id, "message_time": iso(e.message_time),
+                             "detected_at": iso(e.detected_at), "backfilled": e.backfilled}
+                            for e in detail.submissions],
+            "feedback": [feedback_json(f) for f in detail.feedback]}
+
+
+# -- feedback ----------------------------------------------------------------------------------------
+
+def _text(body: object, name: str) -> str:
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{name}: missing (a non-empty string)")
+    if len(value) > MAX_MESSAGE:
+        raise BadRequest(f"{name}: longer than {MAX_MESSAGE} characters ({len(value)})")
+    return value.strip()
+
+
+def message_of(body: object) -> str:
+    if not isinstance(body, dict):
+        raise BadRequest('body: expected a JSON object {"message": "..."}')
+    return _text(body, "message")
+
+
+def drop_by_number(db: DropsDB, config: Config, body: object) -> tuple[Drop, str]:
+    """POST /api/feedback {"project", "drop_number", "message"}: the drop and the message."""
+    if not isinstance(body, dict):
+        raise BadRequest('body: expected a JSON object {"project", "drop_number", "message"}')
+    project, number, message = _text(body, "project"), _text(body, "drop_number").upper(), _text(body, "message")
+    try:
+        config.project(project)
+    except ConfigError:
+        raise BadRequest(f"project: no project named {project[:60]!r} (known: "
+                         f"{', '.join(p.name for p in config.projects)})") from None
+    drop = db.drop(project, number)
+    if drop is None:
+        raise NotFound(f"no drop {number[:40]} recorded for project {project}")
+    return drop, message
+
+
+def drop_by_id(db: DropsDB, public_id: str) -> Drop:
+    detail = db.drop_by_public_id(public_id)
+    if detail is None:
+        raise NotFound(f"no drop with id {public_id[:60]!r}")
+    return detail.drop
+
+
+def _caller_key(key: str) -> str:
+    """The store's idempotency key for a caller's Idempotency-Key: one namespace, apart from the monitors' keys."""
+    return hashlib.sha256(f"drops-api\n{key}".encode("utf-8")).hexdigest()
+
+
+async def send_feedback(db: DropsDB, config: Config, http: aiohttp.ClientSession, drop: Drop, message: str,
+                        idempotency_key: str | None) -> tuple[int, dict]:
+    """Record and send operator feedback for `drop`; (HTTP status, body).
+
+    200 sent or queued by the bridge, 202 pending (the bridge is not answering; the
+    project's monitor sends it), 502 refused by the bridge or WhatsApp.
+    """
+    try:
+        project = config.project(drop.project)
+    except ConfigError:
+        raise Conflict(f"project {drop.project} is no longer configured: no bridge to send through") from None
+    new = operator_feedback(drop.project, drop.drop_number, drop.group_jid, drop.submitted_by,
+                            db.latest_message_id(drop), message)
+    if idempotency_key is not None:
+        if not idempotency_key or len(idempotency_key) > MAX_KEY:
+            raise BadRequest(f"Idempotency-Key: expected 1-{MAX_KEY} characters")
+        new = replace(new, idempotency_key=_caller_key(idempotency_key))
+    feedback = db.add_feedback(drop, new)
+    if idempotency_key is not None and (feedback.project, feedback.drop_number, feedback.text) != (
+            drop.project, drop.drop_number, new.text):
+        raise Conflict(f"Idempotency-Key {idempotency_key[:60]!r} was used for another request "
+                       f"(feedback {feedback.id} on {feedback.project} {feedback.drop_number})")
+    if feedback.status == FEEDBACK_PENDING:
+        try:
+            feedback = await deliver(BridgeClient(config, project.send_account, http), db, feedback,
+                                     attempts=SEND_ATTEMPTS, max_wait=0.2)
+        except BridgeUnavailable:
+            feedback = db.feedback(feedback.id)
+    status = 200 if feedback.status in FEEDBACK_ACCEPTED else 502 if feedback.status == FEEDBACK_FAILED else 202
+    return status, {"drop": drop_json(db.drop(drop.project, drop.drop_number) or drop),
+                    "feedback": feedback_json(feedback)}

@@ -1,0 +1,199 @@
+"""Event webhooks: deliver the drops store's durable event outbox to each `[[webhooks]]` receiver.
+
+At least once, never lost: the store writes each event in the transaction of
+the change it reports, and a delivery leaves the outbox only when a receiver
+answered 2xx (`delivered`), refused it for good (`dead`), or ran out of
+`max_attempts` (`dead`). A restart picks up where the store says; the
+`webhook-id` is the event's id on every attempt, so receivers dedupe on it.
+
+Answers: 2xx delivered; 408, 429, 5xx, redirects, no answer or a timeout are
+retried with exponential backoff and jitter (tenacity's wait; a longer
+Retry-After is honoured); any other 4xx is final. A dead event is alerted
+through the [[alerts]] webhooks (rule `webhook_dead`), at most once per
+receiver per repeat interval, and recorded in the recovery log by the
+AlertManager: the drops domain raises its own alert, the watchdog core stays
+ignorant of drops.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Protocol, Sequence
+
+import aiohttp
+from loguru import logger
+from tenacity import RetryCallState, wait_exponential_jitter
+
+from bridge.store import format_ts
+from monitors.api import signing
+from watchdog.config import WebhookConfig
+
+POLL_INTERVAL = 0.02  # seconds between looks at the outbox while idle (one indexed query per receiver)
+IN_FLIGHT = 8  # concurrent deliveries per receiver
+FINAL_EXCEPT = (408, 429)  # 4xx answers that are worth retrying
+
+
+class OutboxEvent(Protocol):
+    seq: int
+    id: str
+    type: str
+    created_at: str
+    payload: str
+    attempts: int
+
+
+class WebhookOutbox(Protocol):
+    """The drops store's delivery queue (i8store's `db.outbox`)."""
+
+    def due(self, webhook: str, types: Sequence[str], now: str, limit: int = 100) -> list[OutboxEvent]: ...
+    def delivered(self, webhook: str, seq: int) -> None: ...
+    def failed(self, webhook: str, seq: int, error: str, next_attempt_at: str) -> None: ...
+    def dead(self, webhook: str, seq: int, error: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivered: bool
+    final: bool  # the receiver refused it for good: no retry
+    error: str = ""
+    retry_after: float = 0.0
+
+
+@dataclass
+class HookStats:
+    """What this process did for one receiver since it started (the store holds the durable counts)."""
+
+    delivered: int = 0
+    failures: int = 0  # failed attempts
+    dead: int = 0
+    last_error: str = ""
+
+
+def classify(status: int, retry_after: str | None) -> Outcome:
+    if 200 <= status < 300:
+        return Outcome(True, False)
+    final = 400 <= status < 500 and status not in FINAL_EXCEPT
+    wait = float(retry_after) if retry_after and retry_after.strip().isdigit() else 0.0
+    return Outcome(False, final, f"HTTP {status}", wait)
+
+
+def backoff(hook: WebhookConfig) -> Callable[[int], float]:
+    """Seconds to wait after the n-th failed attempt: initial * 2^(n-1) plus up to `initial` of jitter, capped."""
+    wait = wait_exponential_jitter(multiplier=hook.backoff_initial, max=hook.backoff_max, jitter=hook.backoff_initial)
+
+    def delay(attempt: int) -> float:
+        state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        state.attempt_number = attempt
+        return wait(state)
+    return delay
+
+
+@dataclass
+class _Receiver:
+    hook: WebhookConfig
+    key: bytes
+    delay: Callable[[int], float]
+    stats: HookStats = field(default_factory=HookStats)
+    in_flight: set[int] = field(default_factory=set)
+
+
+class Deliverer:
+    """Polls the outbox for due deliveries and posts them, signed; `run()` until cancelled."""
+
+    def __init__(self, hooks: list[WebhookConfig], outbox: WebhookOutbox, http: aiohttp.ClientSession,
+                 on_dead: Callable[[WebhookConfig, str, str], None]) -> None:
+        self.receivers = [_Receiver(h, signing.secret_key(h.secret), backoff(h)) for h in hooks]
+        self.outbox = outbox
+        self.http = http
+        self.on_dead = on_dead
+        self.store_error = ""  # the last outbox error, "" while the store answers
+        self._tasks: set[asyncio.Task] = set()
+
+    def stats(self) -> dict[str, HookStats]:
+        return {r.hook.name: r.stats for r in self.receivers}
+
+    async def run(self) -> None:
+        try:
+            while True:
+                for receiver in self.receivers:
+                    self._start_due(receiver)
+                await asyncio.sleep(POLL_INTERVAL)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _start_due(self, receiver: _Receiver) -> None:
+        room = IN_FLIGHT - len(receiver.in_flight)
+        if room <= 0:
+            return
+        try:
+            due = self.outbox.due(receiver.hook.name, receiver.hook.events, format_ts(_now()), room + IN_FLIGHT)
+        except Exception as exc:  # noqa: BLE001 - a store outage (PostgreSQL down): keep trying, say why
+            self._store_failed(exc)
+            return
+        self.store_error = ""
+        for event in due:
+            if event.seq in receiver.in_flight:
+                continue
+            if len(receiver.in_flight) >= IN_FLIGHT:
+                break
+            receiver.in_flight.add(event.seq)
+            task = asyncio.get_running_loop().create_task(self._attempt(receiver, event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _store_failed(self, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        if error != self.store_error:
+            logger.error("webhooks: outbox unavailable: {}", error)
+        self.store_error = error
+
+    async def _attempt(self, receiver: _Receiver, event: OutboxEvent) -> None:
+        try:
+            outcome = await self.post(receiver, event)
+            self._record(receiver, event, outcome)
+        except Exception as exc:  # noqa: BLE001 - the store failed to record: the delivery stays due, tried again
+            self._store_failed(exc)
+        finally:
+            receiver.in_flight.discard(event.seq)
+
+    async def post(self, receiver: _Receiver, event: OutboxEvent) -> Outcome:
+        body = event.payload.encode("utf-8")
+        headers = signing.headers(receiver.key, event.id, int(time.time()), body)
+        try:
+            async with self.http.post(receiver.hook.url, data=body, headers=headers, allow_redirects=False,
+                                      timeout=aiohttp.ClientTimeout(total=receiver.hook.timeout)) as response:
+                return classify(response.status, response.headers.get("Retry-After"))
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return Outcome(False, False, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+    def _record(self, receiver: _Receiver, event: OutboxEvent, outcome: Outcome) -> None:
+        hook, stats = receiver.hook, receiver.stats
+        if outcome.delivered:
+            self.outbox.delivered(hook.name, event.seq)
+            stats.delivered += 1
+            return
+        stats.failures += 1
+        stats.last_error = outcome.error
+        attempts = event.attempts + 1
+        if outcome.final or attempts >= hook.max_attempts:
+            why = "refused" if outcome.final else f"{attempts} attempts failed"
+            error = f"{why}, last: {outcome.error}"
+            self.outbox.dead(hook.name, event.seq, error)
+            stats.dead += 1
+            logger.error("webhook {}: event {} ({}) is dead: {}", hook.name, event.id, event.type, error)
+            self.on_dead(hook, event.id, f"{event.type} event {event.id} not delivered: {error}")
+            return
+        delay = min(max(receiver.delay(attempts), outcome.retry_after), hook.backoff_max)
+        self.outbox.failed(hook.name, event.seq, outcome.error, format_ts(_now() + timedelta(seconds=delay)))
+        if attempts in (1, 5) or attempts % 20 == 0:
+            logger.warning("webhook {}: event {} attempt {} failed ({}); next in {:.1f} s", hook.name, event.id,
+                           attempts, outcome.error, delay)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,146 @@
+"""Carrying WhatsApp's receipts to the feedback rows: the sending account's `receipts` table, followed by id.
+
+The bridge that sent a project's feedback (its `send_account`) stores every
+server ack, delivery and read receipt in its messages.db. This follower reads
+them read-only (woken by inotify, as the monitor follows its messages) from a
+cursor kept in the drops store and hands each to `DropsDB.record_receipt`,
+which stamps the feedback (server_at, delivered_at,
+read_at: the first one stands) and writes the feedback.delivered /
+feedback.read event in the same transaction.
+
+A receipt can be stored before the feedback row knows its message: WhatsApp
+delivers in milliseconds, while the monitor records the bridge's answer (the
+message id) only when its POST returns. So a receipt that matched nothing is
+kept and tried again for `GRACE` seconds, and the saved cursor stays before
+the oldest such receipt: a restart reads it again (recording is idempotent)
+instead of skipping it. Receipts of messages that are not feedback (anything
+else the number sent) age out of the grace window and are passed over.
+"""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from contextlib import suppress
+from datetime import datetime, timezone
+
+from loguru import logger
+
+from bridge.store import StoredReceipt, parse_ts, receipts_after
+from monitors.drops_store import DropsDB, StoreUnavailable
+from monitors.follow import POLL_INTERVAL, SAFETY_INTERVAL, SETTLE_DELAYS, StoreFollower, StoreNotReady
+from monitors.store_watch import StoreWatch
+from watchdog.config import AccountConfig
+
+BATCH = 1000
+WAIT_INTERVAL = 0.5  # how often to look for a store (or a receipts table) that is not there yet
+GRACE = 60.0  # seconds a receipt may precede the recorded answer naming its message
+RETRY_INTERVAL = 0.2  # how often receipts that matched nothing yet are tried again
+
+
+class ReceiptFollower:
+    def __init__(self, drops: DropsDB, project: str, account: AccountConfig) -> None:
+        self.drops = drops
+        self.account = account
+        self.key = f"receipts:{project}:{account.name}"
+        self.cursor: int | None = None  # the last receipt read; from the drops store on the first catch-up
+        self.waiting: list[StoredReceipt] = []  # matched no feedback yet, still within GRACE (oldest first)
+        self.stamped = 0  # feedback rows changed by a receipt since start
+        self._retried = 0.0
+
+    def _record(self, receipt: StoredReceipt) -> bool:
+        if self.drops.record_receipt(receipt.message_id, receipt.kind, receipt.at, receipt.recipient_jid):
+            self.stamped += 1
+            return True
+        return False
+
+    @staticmethod
+    def _young(receipt: StoredReceipt) -> bool:
+        return (datetime.now(timezone.utc) - parse_ts(receipt.at)).total_seconds() < GRACE
+
+    def retry_waiting(self) -> None:
+        """Try the receipts that matched nothing yet again; drop the ones that matched or aged out."""
+        self._retried = time.monotonic()
+        self.waiting = [r for r in self.waiting if not self._record(r) and self._young(r)]
+        self._save()
+
+    def catch_up(self, store: StoreFollower) -> None:
+        """Record every receipt after the cursor.
+
+        Raises sqlite3.OperationalError while the bridge's store has no receipts table, and
+        StoreUnavailable while the drops store is down (nothing saved: the next call redoes it).
+        """
+        if self.cursor is None:
+            self.cursor = int(self.drops.get_state(self.key) or 0)
+        while batch := receipts_after(store.conn, self.cursor, BATCH):
+            self.waiting += [r for r in batch if not self._record(r) and self._young(r)]
+            self.cursor = batch[-1].rowid
+            self._save()
+            if len(batch) < BATCH:
+                break
+
+    def _save(self) -> None:
+        if self.cursor is not None:
+            saved = self.waiting[0].rowid - 1 if self.waiting else self.cursor
+            self.drops.set_state(self.key, str(saved))
+
+    def retry_due(self) -> bool:
+        return bool(self.waiting) and time.monotonic() - self._retried >= RETRY_INTERVAL
+
+    async def run(self) -> None:
+        """Follow the sending account's store until cancelled: woken by inotify like the monitor's own
+        follower (a look every SAFETY_INTERVAL anyway, or every POLL_INTERVAL without inotify)."""
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+        store: StoreFollower | None = None
+        watch: StoreWatch | None = None
+        told = False
+        pending = False  # a catch-up failed on the drops store: redo it without waiting for a change
+        settle: list[float] = []  # after a wake: look again shortly, the commit may not be visible yet
+
+        def close() -> None:
+            nonlocal store, watch
+            if watch is not None:
+                loop.remove_reader(watch.fileno())
+                watch.close()
+            if store is not None:
+                store.close()
+            store, watch = None, None
+
+        try:
+            while True:
+                if store is None:
+                    try:
+                        store = StoreFollower(self.account.store)
+                    except StoreNotReady:
+                        await asyncio.sleep(WAIT_INTERVAL)
+                        continue
+                    with suppress(OSError):  # no inotify instance left: poll instead
+                        watch = StoreWatch(store.path)
+                        loop.add_reader(watch.fileno(), lambda: watch.drain() and wake.set())
+                wake.clear()
+                try:
+                    if pending or store.changed():
+                        self.catch_up(store)
+                        pending = False
+                    if self.retry_due():
+                        self.retry_waiting()
+                except StoreUnavailable:  # the monitor says so in its status; try again shortly
+                    pending = True
+                    await asyncio.sleep(WAIT_INTERVAL)
+                    continue
+                except sqlite3.OperationalError as exc:  # a bridge from before receipts: no table yet
+                    if not told:
+                        logger.info("receipts of {} not followed yet: {}", self.account.store, exc)
+                        told = True
+                    close()
+                    await asyncio.sleep(WAIT_INTERVAL)
+                    continue
+                idle = SAFETY_INTERVAL if watch is not None else POLL_INTERVAL
+                timeout = settle.pop(0) if settle else min(idle, RETRY_INTERVAL) if self.waiting else idle
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout)
+                if wake.is_set():
+                    settle = list(SETTLE_DELAYS)
+        finally:
+            close()

@@ -1,0 +1,71 @@
+"""The published HTTP contracts (docs/openapi/*.json), one entry per API: checked against the routes (drift)
+and fuzzed with schemathesis against the running system (tests/watchdog/test_api_contracts.py).
+
+To add an API: one `Contract(...)` line in CONTRACTS — its document, a function that builds its
+aiohttp app without running it (for the drift test), the component and endpoint name it publishes
+under run/, and the config that makes `wa-watchdog run` start it.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+from aiohttp import web
+
+from bridge.api import build_app as bridge_app
+from watchdog.config import WatchdogConfig
+from watchdog.console.extensions import Loaded
+from watchdog.console.view import Console
+from watchdog.control import build_app as control_app
+from watchdog.metrics import Metrics
+
+OPENAPI = Path(__file__).resolve().parents[1] / "docs" / "openapi"
+
+
+async def _no_restart(name: str) -> dict:
+    raise KeyError(name)
+
+
+async def _no_reload(cause: str) -> dict:
+    return {"ok": True}
+
+
+@dataclass(frozen=True)
+class Contract:
+    name: str
+    document: str  # file name in docs/openapi/
+    app: Callable[[], web.Application]  # the app as served, built without running it
+    component: str  # publishes run/<component>.json ...
+    endpoint: str  # ... with this endpoint's URL
+    config: str = ""  # appended to the test config so that `wa-watchdog run` starts it
+
+    def spec(self) -> dict:
+        return json.loads((OPENAPI / self.document).read_text(encoding="utf-8"))
+
+
+CONTRACTS = [
+    Contract("bridge-api", "bridge-api.json", lambda: bridge_app(SimpleNamespace()), "bridge:main", "api"),
+    Contract("control-api", "control-api.json",
+             lambda: control_app(WatchdogConfig(), list, _no_restart, Metrics(), _no_reload, dict, console=Console(
+                 SimpleNamespace(watchdog=WatchdogConfig(), data_dir=Path(".")), list, _no_restart, Loaded([], []))),
+             "watchdog", "control"),
+]
+
+
+def routes(app: web.Application) -> set[tuple[str, str]]:
+    """(METHOD, path template) of every route, as an OpenAPI document writes them (HEAD implied by GET)."""
+    found = set()
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter")
+        if route.method != "HEAD" and path:
+            found.add((route.method, path))
+    return found
+
+
+def documented(spec: dict) -> set[tuple[str, str]]:
+    methods = {"get", "put", "post", "delete", "patch", "options"}
+    return {(method.upper(), path) for path, item in spec["paths"].items() for method in item if method in methods}

@@ -1,0 +1,295 @@
+"""`wa-watchdog drops-api` as a real process: drops, feedback into the group, receipts, signed webhooks, errors."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge.store import format_ts, parse_ts
+from monitors.api.app import DropsApi, build_app
+from monitors.api.webhooks import Deliverer
+from monitors.drops_store import Submission, open_drops_store
+from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, slow_start
+from scripts.benchmarks.webhook_receiver import WebhookReceiver
+from tests.bridge_support import SENDER, call, inject, start_bridge, start_sim
+from tests.conftest import BASE_CONFIG, GROUP_A, ROOT, Processes, wait_until
+from tests.monitor_support import start_monitor
+from tests.pg import PgCluster, free_port
+from watchdog import endpoints
+from watchdog.config import load
+
+SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+TOKEN = "drops-api-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def api_config(backend: str = "", hook_url: str = "", extra: str = "") -> str:
+    hook = (f'\n[[webhooks]]\nname = "qa"\nurl = "{hook_url}"\nsecret = "{SECRET}"\nbackoff_initial = 0.05\n'
+            'backoff_max = 0.5\nmax_attempts = 1000\n' if hook_url else "")
+    return BASE_CONFIG + backend + f'\n[drops_api]\nenabled = true\ntoken = "{TOKEN}"\n' + hook + extra
+
+
+def start_api(procs: Processes, data_dir: Path) -> str:
+    proc = procs.start("drops-api", stdout=subprocess.DEVNULL, stderr=open(data_dir.parent / "drops-api.log", "ab"))
+    return wait_until(lambda: (r := endpoints.read(data_dir, "drops-api")) and r["pid"] == proc.pid
+                      and r["endpoints"]["api"], timeout=15, message="drops-api to publish its URL")
+
+
+def get(url: str, headers: dict[str, str] = AUTH) -> tuple[int, object]:
+    return call("GET", url, headers=headers)
+
+
+def post(url: str, body: object, headers: dict[str, str] | None = None) -> tuple[int, object]:
+    return call("POST", url, body, headers={**AUTH, **(headers or {})})
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver(SECRET, script=[500, 429])
+    yield server
+    server.close()
+
+
+@pytest.mark.slow
+def test_drop_feedback_receipts_and_webhooks_end_to_end(write_config, drops_backend: str,
+                                                         receiver: WebhookReceiver) -> None:
+    port = free_port()  # the receiver is down until the end
+    config_path = write_config(api_config(drops_backend, f"http://127.0.0.1:{port}/hook"))
+    data_dir = config_path.parent / "data"
+    procs = Processes(config_path)
+    try:
+        _, sim = start_sim(procs, data_dir)
+        start_bridge(procs, data_dir)
+        start_monitor(procs, "lawley")
+        api = start_api(procs, data_dir)
+        inject(sim, "DR1234567 installed", GROUP_A)
+
+        drops = wait_until(lambda: get(f"{api}/api/drops?project=lawley")[1]["drops"], message="the drop listed")
+        (drop,) = drops
+        assert drop["drop_number"] == "DR1234567" and drop["submitted_by"] == SENDER
+        assert str(uuid.UUID(drop["id"])) == drop["id"] and parse_ts(drop["message_time"]).tzinfo is not None
+        detail_url = f"{api}/api/drops/{drop['id']}"
+
+        def ack_delivered() -> dict | None:
+            detail = get(detail_url)[1]
+            return detail if detail["feedback"] and detail["feedback"][0]["delivered_at"] else None
+        detail = wait_until(ack_delivered, message="the acknowledgement sent and delivered")
+        assert detail["feedback"][0]["kind"] == "ack" and detail["feedback"][0]["status"] == "sent"
+        wait_until(lambda: get(detail_url)[1]["feedback"][0]["server_at"], message="the server ack on the ack")
+        assert [s["kind"] for s in detail["submissions"]] == ["submitted"] and detail["feedback_sent_at"]
+
+        status, body = post(f"{detail_url}/feedback", {"message": "needs correction"}, {"Idempotency-Key": "qa-1"})
+        assert status == 200, body
+        feedback = body["feedback"]
+        assert feedback["status"] == "sent" and feedback["text"] == "@27710000001 DR1234567 - needs correction"
+        sent = [s for s in call("GET", f"{sim}/sim/sent")[1] if s["text"] == feedback["text"]]
+        assert len(sent) == 1 and sent[0]["recipient"] == GROUP_A and sent[0]["mentioned_jids"] == [SENDER]
+        status, again = post(f"{detail_url}/feedback", {"message": "needs correction"}, {"Idempotency-Key": "qa-1"})
+        same = ("id", "status", "text", "sent_at", "created_at")  # the retry: the first result, nothing sent twice
+        assert status == 200 and [again["feedback"][k] for k in same] == [feedback[k] for k in same], again
+        status, conflict = post(f"{detail_url}/feedback", {"message": "other"}, {"Idempotency-Key": "qa-1"})
+        assert status == 409 and "qa-1" in conflict["error"]
+        status, by_number = post(f"{api}/api/feedback", {"project": "lawley", "drop_number": "dr1234567",
+                                                         "message": "photo of the pole missing"})
+        assert status == 200 and by_number["drop"]["id"] == drop["id"], by_number
+        assert len([s for s in call("GET", f"{sim}/sim/sent")[1] if "DR1234567 -" in s["text"]]) == 2
+
+        assert call("POST", f"{sim}/sim/read", {"id": sent[0]["id"], "reader": SENDER})[0] == 200
+
+        def read() -> bool:
+            return any(f["id"] == feedback["id"] and f["read_at"] for f in get(detail_url)[1]["feedback"])
+        wait_until(read, message="the contractor's read receipt on the feedback row")
+
+        receiver.start(port)  # back after being down: every event arrives, each exactly once by id
+        expected = Counter({"drop.recorded": 1, "feedback.sent": 3, "feedback.delivered": 3, "feedback.read": 1})
+        wait_until(lambda: Counter(e["type"] for e in receiver.events().values()) == expected, timeout=20,
+                   message=f"the webhook events {dict(expected)}")
+        assert set(receiver.accepted().values()) == {1} and receiver.bad_signatures == 0
+        assert [r.status for r in receiver.requests[:2]] == [500, 429]  # retried with the same webhook-id
+        read_event = next(e for e in receiver.events().values() if e["type"] == "feedback.read")
+        assert read_event["data"]["drop"]["id"] == drop["id"] and read_event["data"]["feedback"]["read_at"]
+
+        health = wait_until(lambda: (h := get(f"{api}/api/health")[1]) and h["webhooks"]["qa"]["pending"] == 0
+                            and h, message="the outbox drained")
+        assert health["webhooks"]["qa"]["delivered"] == 8 and health["webhooks"]["qa"]["dead"] == 0
+        metrics = call_text(f"{api}/metrics")
+        assert 'wa_watchdog_webhook_delivered{webhook="qa"} 8.0' in metrics
+        assert 'wa_watchdog_webhook_pending{webhook="qa"} 0.0' in metrics
+    finally:
+        procs.stop_all()
+
+
+def call_text(url: str) -> str:
+    request = urllib.request.Request(url, headers=AUTH)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read().decode()
+
+
+def record_drops(config_path: Path, count: int) -> None:
+    """Drops straight into the store, one minute apart, as a monitor records them (no bridge, no feedback)."""
+    drops = open_drops_store(load(config_path))
+    try:
+        base = parse_ts("2026-11-24 08:00:00.000000+00:00")
+        subs = [Submission(f"DR{7000000 + n}", GROUP_A, "Lawley Fibre", SENDER, f"M{n}",
+                           format_ts(base.replace(minute=n)), n % 2 == 0) for n in range(count)]
+        drops.record("lawley", "main", count, subs, None)
+    finally:
+        drops.close()
+
+
+@pytest.mark.slow
+def test_paging_filters_and_every_bad_request_answered_by_name(write_config) -> None:
+    config_path = write_config(api_config())
+    data_dir = config_path.parent / "data"
+    record_drops(config_path, 7)
+    procs = Processes(config_path)
+    try:
+        api = start_api(procs, data_dir)
+        pages, cursor = [], ""
+        while True:
+            status, page = get(f"{api}/api/drops?limit=3" + (f"&cursor={cursor}" if cursor else ""))
+            assert status == 200, page
+            pages.append([d["drop_number"] for d in page["drops"]])
+            if not (cursor := page["next_cursor"]):
+                break
+        assert pages == [["DR7000006", "DR7000005", "DR7000004"], ["DR7000003", "DR7000002", "DR7000001"],
+                         ["DR7000000"]]
+        status, page = get(f"{api}/api/drops?since=2026-11-24T08:02:00Z&until=2026-11-24T10:05:00%2B02:00"
+                           "&backfilled=true&feedback=none")
+        assert status == 200 and [d["drop_number"] for d in page["drops"]] == ["DR7000004", "DR7000002"]
+
+        for query, key in [("limit=0", "limit"), ("limit=x", "limit"), ("since=yesterday", "since"),
+                           ("until=2026-11-24T08:00:00", "until"), ("project=nope", "project"),
+                           ("backfilled=maybe", "backfilled"), ("feedback=done", "feedback"),
+                           ("cursor=garbage", "cursor"), ("colour=red", "colour"), ("until=", "until")]:
+            status, body = get(f"{api}/api/drops?{query}")
+            assert status == 400 and body["error"].startswith(f"{key}: "), (query, body)
+        drop_id = get(f"{api}/api/drops?limit=1")[1]["drops"][0]["id"]
+        for missing in ("not-a-uuid", str(uuid.uuid4())):
+            assert get(f"{api}/api/drops/{missing}")[0] == 404
+            assert post(f"{api}/api/drops/{missing}/feedback", {"message": "x"})[0] == 404
+        for body, key in [({}, "message"), ({"message": "  "}, "message"), ([], "body"),
+                          ({"message": "x" * 5000}, "message")]:
+            status, answer = post(f"{api}/api/drops/{drop_id}/feedback", body)
+            assert status == 400 and answer["error"].startswith(f"{key}: "), (body, answer)
+        status, answer = call("POST", f"{api}/api/drops/{drop_id}/feedback", raw=b"{nope",
+                              headers={**AUTH, "Content-Type": "application/json"})
+        assert status == 400, answer
+        assert post(f"{api}/api/feedback", {"project": "nope", "drop_number": "DR1", "message": "x"})[0] == 400
+        assert post(f"{api}/api/feedback", {"project": "lawley", "drop_number": "DR1", "message": "x"})[0] == 404
+        # No bridge is running: recorded, answered 202, left pending for the monitor to send.
+        status, answer = post(f"{api}/api/drops/{drop_id}/feedback", {"message": "needs correction"})
+        assert status == 202 and answer["feedback"]["status"] == "pending", answer
+
+        assert get(f"{api}/api/drops", headers={})[0] == 401
+        assert get(f"{api}/api/drops", headers={"Authorization": "Bearer wrong"})[0] == 401
+        status, _ = call("POST", f"{api}/api/drops/{drop_id}/feedback", raw=b'{"message": "x"}',
+                         headers={**AUTH, "Content-Type": "text/plain"})
+        assert status == 415  # a page's "simple" request
+        assert post(f"{api}/api/drops/{drop_id}/feedback", {"message": "x"}, {"Origin": "https://evil.example"})[0] == 403
+
+        status, document = get(f"{api}/openapi.json")
+        assert status == 200 and document == json.loads((ROOT / "docs/openapi/drops-api.json").read_text())
+    finally:
+        procs.stop_all()
+
+
+@pytest.mark.slow
+def test_dead_events_are_alerted_once_and_shown(write_config, receiver: WebhookReceiver) -> None:
+    receiver.script = [404, 404]  # final at once, whatever max_attempts says
+    receiver.start()
+    alerts = f'\n[[alerts]]\nurl = "http://127.0.0.1:{free_port()}/alert"\nrules = ["webhook_dead"]\n'
+    config_path = write_config(api_config(hook_url=receiver.url, extra=alerts))
+    data_dir = config_path.parent / "data"
+    record_drops(config_path, 2)
+    procs = Processes(config_path)
+    try:
+        api = start_api(procs, data_dir)
+        health = wait_until(lambda: (h := get(f"{api}/api/health")[1]) and h["webhooks"]["qa"]["dead"] == 2 and h,
+                            message="both events dead")
+        assert health["webhooks"]["qa"]["pending"] == 0 and "HTTP 404" in health["webhooks"]["qa"]["last_error"]
+        assert [r.status for r in receiver.requests] == [404, 404]  # final: never retried
+        records = [json.loads(line) for line in (data_dir / "recoveries.jsonl").read_text().splitlines()]
+        alerts_sent = [r for r in records if r.get("event") == "alert" and r.get("rule") == "webhook_dead"]
+        assert len(alerts_sent) == 1 and alerts_sent[0]["component"] == "drops-api:qa", alerts_sent
+        assert 'wa_watchdog_webhook_dead{webhook="qa"} 2.0' in call_text(f"{api}/metrics")
+    finally:
+        procs.stop_all()
+
+
+def test_disabled_or_misconfigured_exits_2_naming_the_key(write_config) -> None:
+    for text, key in [(BASE_CONFIG, "enabled = false"), (api_config(extra='\n[drops_api.x]\n'), "drops_api.x")]:
+        config_path = write_config(text)
+        result = subprocess.run([sys.executable, "-m", "watchdog.cli", "drops-api", "--config", str(config_path)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2 and key in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_supervised_by_the_watchdog_with_webhook_depth_in_status(tmp_path: Path, receiver: WebhookReceiver) -> None:
+    receiver.script = []
+    receiver.start()
+    hook = f'\n[drops_api]\nenabled = true\n\n[[webhooks]]\nname = "qa"\nurl = "{receiver.url}"\nsecret = "{SECRET}"\n'
+    system = RunningSystem(tmp_path, slow_start(config_text(1)) + hook)
+    system.start()  # every component healthy: drops-api sent READY=1
+    try:
+        def api_status() -> str:
+            item = next((c for c in system.status() if c["name"] == "drops-api"), None)
+            return item["status_text"] if item else ""
+        wait_until(lambda: "webhooks qa 0 pending 0 dead" in api_status(), message="the drops-api status line")
+        system.inject(group_jid(1), CONTRACTORS[0], "DR7654321 installed")
+        wait_until(lambda: any(e["data"]["drop"]["drop_number"] == "DR7654321" for e in receiver.events().values()
+                               if e["type"] == "drop.recorded"), message="the drop.recorded webhook")
+    finally:
+        assert system.stop() == 0
+
+
+def test_every_route_is_in_the_openapi_document(write_config) -> None:
+    config = load(write_config(api_config()))
+    db = open_drops_store(config)
+    try:
+        app = build_app(DropsApi(config, db, None, Deliverer([], db.outbox, None, print)), [])  # type: ignore[arg-type]
+        routes = {(r.method.lower(), r.resource.canonical) for r in app.router.routes() if r.method != "HEAD"}
+    finally:
+        db.close()
+    document = json.loads((ROOT / "docs/openapi/drops-api.json").read_text())
+    documented = {(method, path) for path, item in document["paths"].items() for method in item}
+    assert routes == documented
+
+
+@pytest.mark.slow
+def test_postgres_down_is_a_503_and_the_outbox_waits(write_config, pg_cluster: PgCluster, pg_url: str,
+                                                     receiver: WebhookReceiver) -> None:
+    receiver.script = []
+    receiver.start()
+    config_path = write_config(api_config(f'\n[database]\nurl = "{pg_url}"\n', receiver.url))
+    data_dir = config_path.parent / "data"
+    record_drops(config_path, 3)
+    procs = Processes(config_path)
+    try:
+        api = start_api(procs, data_dir)
+        wait_until(lambda: len(receiver.accepted()) == 3, message="the three drop.recorded events")
+        pg_cluster.stop("immediate")
+        try:
+            status, body = get(f"{api}/api/drops")
+            assert status == 503 and "drops store unavailable" in body["error"], body
+        finally:
+            pg_cluster.start()
+        record_drops(config_path, 5)  # two more (the first three are there): two more events
+        wait_until(lambda: get(f"{api}/api/drops")[0] == 200 and len(receiver.accepted()) == 5, timeout=30,
+                   message="the API and the deliverer back after PostgreSQL")
+        # At least once: a delivery whose `delivered` mark died with PostgreSQL is posted again, with the
+        # same webhook-id, so a receiver that dedupes on it (this one) counts each event once.
+        numbers = sorted(e["data"]["drop"]["drop_number"] for e in receiver.events().values())
+        assert numbers == [f"DR{7000000 + n}" for n in range(5)]
+    finally:
+        procs.stop_all()

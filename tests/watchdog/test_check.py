@@ -1,0 +1,87 @@
+"""`wa-watchdog check`: one line per check, exit 1 naming what is wrong with an installation."""
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BASE_CONFIG, Processes, wait_until
+from tests.monitor_support import cli
+from watchdog import endpoints
+
+
+def _unit(unit_dir: Path, config: Path) -> None:
+    unit_dir.mkdir(exist_ok=True)
+    (unit_dir / "wa-watchdog.service").write_text(
+        f"[Service]\nExecStart=/opt/wa-watchdog/.venv/bin/wa-watchdog run --config {config}\n", encoding="utf-8")
+
+
+def _lines(output: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in output.splitlines()[:-1]:
+        level, what, *_ = line.split()
+        found.setdefault(what if what != "data" else "data dir", []).append(level)
+    return found
+
+
+def test_a_ready_installation_passes(write_config, tmp_path: Path) -> None:
+    config = write_config()
+    config.chmod(0o640)
+    (tmp_path / "data").mkdir(mode=0o750)
+    _unit(tmp_path / "units", config)
+    done = cli(config, "check", "--unit-dir", str(tmp_path / "units"))
+    assert done.returncode == 0, done.stdout
+    assert done.stdout.splitlines()[-1] == "ready"
+    levels = _lines(done.stdout)
+    assert levels["config"] == ["ok"] and levels["data dir"] == ["ok"] and levels["unit"] == ["ok"]
+    assert levels["session"] == ["ok"]  # sim: nothing to pair
+
+
+def test_each_problem_is_named(write_config, tmp_path: Path) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        config = write_config(BASE_CONFIG.replace('transport = "sim"', 'transport = "neonize"').replace(
+            "api_port = 0", f"api_port = {port}"))
+        config.chmod(0o644)
+        _unit(tmp_path / "units", tmp_path / "other.toml")
+        done = cli(config, "check", "--unit-dir", str(tmp_path / "units"))
+    finally:
+        holder.close()
+    assert done.returncode == 1
+    out = done.stdout
+    assert f"{config} is readable by every user (mode 0644)" in out
+    assert f"FAIL  data dir  {tmp_path / 'data'} does not exist: install -d -o wa-watchdog -g wa-watchdog -m 0750" in out
+    assert f"FAIL  port      127.0.0.1:{port} (accounts.main.api_port) is in use by another program" in out
+    assert f"FAIL  session   main (27710000000) is not paired: wa-watchdog pair --account main --phone 27710000000" in out
+    assert f"FAIL  unit      {tmp_path / 'units' / 'wa-watchdog.service'} starts " in out and "not with --config" in out
+    assert out.splitlines()[-1] == "4 problem(s)"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ports_held_by_the_running_watchdog_are_fine(write_config, tmp_path: Path) -> None:
+    control, api = _free_port(), _free_port()
+    config = write_config(BASE_CONFIG.replace("control_port = 0", f"control_port = {control}").replace(
+        "api_port = 0", f"api_port = {api}"))
+    config.chmod(0o640)
+    procs = Processes(config)
+    try:
+        procs.start("run", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: endpoints.url(tmp_path / "data", "bridge:main"), 30, message="the bridge to serve")
+        done = cli(config, "check", "--unit-dir", str(tmp_path / "units"))
+    finally:
+        procs.stop_all()
+    assert done.returncode == 0, done.stdout
+    for key, port in (("watchdog.control_port", control), ("accounts.main.api_port", api)):
+        assert f"ok    port      127.0.0.1:{port} ({key}) is in use: the running wa-watchdog holds this data " \
+               "directory" in done.stdout

@@ -1,0 +1,182 @@
+"""`wa-watchdog check --config ...`: is this installation ready to run? One line per check, exit 1 on a failure.
+
+What a stranger setting up a host needs confirmed before `systemctl start`:
+the config loads (the CLI already refused it with exit 2 otherwise), the data
+directory is there and writable by this user, every fixed port is free (or
+held by the running watchdog itself), every neonize account is paired, and
+the systemd unit is installed and points at this config. Warnings (`warn`)
+are advice (file modes, ffmpeg, no unit); only `FAIL` changes the exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import fcntl
+import os
+import shutil
+import socket
+import stat
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog import endpoints
+from watchdog.arbiter import WATCHDOG_LOCK
+from watchdog.config import Config
+from watchdog.data_dir import prove_writable
+from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+UNIT_DIR = Path("/etc/systemd/system")
+UNIT = "wa-watchdog.service"
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # ok | warn | FAIL
+    what: str  # config, data dir, port, session, unit, python, ffmpeg
+    text: str
+
+    def line(self) -> str:
+        return f"{self.level:<5} {self.what:<9} {self.text}"
+
+
+def watchdog_running(config: Config) -> bool:
+    """A watchdog holds the data directory's lock (never created here: a check changes nothing)."""
+    try:
+        fd = os.open(endpoints.run_dir(config.data_dir) / WATCHDOG_LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def check_config(config: Config) -> Iterator[Finding]:
+    yield Finding(OK, "config", f"{config.path}: valid ({len(config.accounts)} account(s), "
+                                f"{len(config.projects)} project(s), data_dir {config.data_dir})")
+    mode = stat.S_IMODE(config.path.stat().st_mode)
+    if mode & stat.S_IROTH:
+        yield Finding(WARN, "config", f"{config.path} is readable by every user (mode {mode:04o}) and holds tokens: "
+                                      f"chown root:wa-watchdog {config.path} && chmod 0640 {config.path}")
+
+
+def check_data_dir(config: Config) -> Iterator[Finding]:
+    path = config.data_dir
+    if not path.is_dir():
+        yield Finding(FAIL, "data dir",
+                      f"{path} does not exist: install -d -o wa-watchdog -g wa-watchdog -m 0750 {path}")
+        return
+    try:
+        prove_writable(path)
+    except OSError as exc:
+        yield Finding(FAIL, "data dir", f"{path} is not writable by this user: {exc.strerror} (run the check as the "
+                                        "service user: sudo -u wa-watchdog wa-watchdog check ...)")
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & stat.S_IRWXO:
+        yield Finding(WARN, "data dir", f"{path} is open to every user (mode {mode:04o}) and holds WhatsApp messages: "
+                                        f"chmod 0750 {path}")
+    else:
+        yield Finding(OK, "data dir", f"{path}: writable, mode {mode:04o}")
+
+
+def fixed_ports(config: Config) -> list[tuple[str, str, int]]:
+    """(key, host, port) of every listener with a fixed port (0 = any free port, nothing to check)."""
+    ports = [("watchdog.control_port", config.watchdog.control_host, config.watchdog.control_port)]
+    if config.sim is not None and config.sim.enabled:
+        ports.append(("sim.port", "127.0.0.1", config.sim.port))
+    ports += [(f"accounts.{a.name}.api_port", a.api_host, a.api_port) for a in config.accounts.values()]
+    if config.drops_api.enabled:
+        ports.append(("drops_api.port", config.drops_api.host, config.drops_api.port))
+    return [(key, host, port) for key, host, port in ports if port]
+
+
+def check_ports(config: Config) -> Iterator[Finding]:
+    running = None
+    for key, host, port in fixed_ports(config):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds: TIME_WAIT is no conflict
+            try:
+                probe.bind((host, port))
+                yield Finding(OK, "port", f"{host}:{port} ({key}) is free")
+                continue
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    yield Finding(FAIL, "port", f"{host}:{port} ({key}) cannot be bound: {os.strerror(exc.errno or 0)}")
+                    continue
+        running = watchdog_running(config) if running is None else running
+        if running:
+            yield Finding(OK, "port", f"{host}:{port} ({key}) is in use: the running wa-watchdog holds this data "
+                                      "directory")
+        else:
+            yield Finding(FAIL, "port", f"{host}:{port} ({key}) is in use by another program (ss -ltnp "
+                                        f"'sport = :{port}' names it): change {key} or stop that program")
+
+
+def check_sessions(config: Config) -> Iterator[Finding]:
+    for account in config.accounts.values():
+        if account.transport != "neonize":
+            yield Finding(OK, "session", f"{account.name}: transport {account.transport!r}, nothing to pair")
+            continue
+        try:
+            from bridge.transports.neonize_transport import SessionStoreError, linked_device, session_database
+        except ImportError as exc:
+            yield Finding(FAIL, "session", f"{account.name}: neonize is not installed ({exc}): "
+                                           "pip install 'wa-watchdog[neonize]'")
+            continue
+        try:
+            device = linked_device(account)
+        except SessionStoreError as exc:
+            yield Finding(FAIL, "session", f"{account.name}: {exc}")
+            continue
+        if device is None:
+            yield Finding(FAIL, "session", f"{account.name} ({account.phone}) is not paired: wa-watchdog pair "
+                                           f"--account {account.name} --phone {account.phone} --config {config.path}")
+        else:
+            yield Finding(OK, "session", f"{account.name}: paired as {device.User}:{device.Device}@{device.Server} "
+                                         f"({session_database(account)})")
+
+
+def check_unit(config: Config, unit_dir: Path) -> Iterator[Finding]:
+    unit = unit_dir / UNIT
+    if not unit.is_file():
+        yield Finding(WARN, "unit", f"{unit} is not installed (fine under supervisord or by hand; for systemd: "
+                                    f"cp conf/systemd/{UNIT} {unit_dir}/ && systemctl daemon-reload)")
+        return
+    exec_start = next((line for line in unit.read_text(encoding="utf-8").splitlines()
+                       if line.startswith("ExecStart=")), "")
+    if str(config.path) not in exec_start.split():
+        yield Finding(FAIL, "unit", f"{unit} starts {exec_start.removeprefix('ExecStart=') or 'nothing'}, "
+                                    f"not with --config {config.path}")
+        return
+    yield Finding(OK, "unit", f"{unit}: ExecStart uses {config.path}")
+
+
+def check_runtime() -> Iterator[Finding]:
+    if sys.version_info < (3, 11):
+        yield Finding(FAIL, "python", f"{sys.version.split()[0]} is too old: 3.11 or newer (docs/OPERATIONS.md)")
+    else:
+        yield Finding(OK, "python", sys.version.split()[0])
+    if shutil.which("ffmpeg") is None:
+        yield Finding(WARN, "ffmpeg", "not on PATH: neonize needs it to convert voice notes and video "
+                                      "(apt-get install ffmpeg)")
+
+
+def findings(config: Config, unit_dir: Path = UNIT_DIR) -> list[Finding]:
+    return [*check_config(config), *check_data_dir(config), *check_ports(config), *check_sessions(config),
+            *check_unit(config, unit_dir), *check_runtime()]
+
+
+def cmd_check(config: Config, args: argparse.Namespace) -> int:
+    found = findings(config, Path(args.unit_dir))
+    for finding in found:
+        print(finding.line())
+    failed = [f for f in found if f.level == FAIL]
+    print(f"{len(failed)} problem(s)" if failed else "ready")
+    return EXIT_ERROR if failed else EXIT_OK
