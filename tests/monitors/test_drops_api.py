@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import urllib.request
@@ -321,3 +322,14 @@ def test_feedback_the_bridge_refuses_is_a_502_and_a_feedback_failed_event(write_
                    message="the feedback.failed webhook")
     finally:
         procs.stop_all()
+
+
+def test_a_drops_store_newer_than_this_release_exits_2(write_config) -> None:
+    config_path = write_config(api_config())
+    record_drops(config_path, 1)
+    conn = sqlite3.connect(config_path.parent / "data" / "drops.db")
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    result = subprocess.run([sys.executable, "-m", "watchdog.cli", "drops-api", "--config", str(config_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "schema version 99" in result.stderr, result.stderr
