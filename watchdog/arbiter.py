@@ -315,7 +315,8 @@ class Arbiter:
         task.add_done_callback(_log_failure)
 
     async def _start_after(self, watcher: Watcher, reason: str) -> None:
-        """Start once every program in `after` is healthy or failed (at most start_timeout later, with a warning).
+        """Start once every program in `after` is settled: healthy, failed, or up in an outage of its upstream
+        (waiting would not help); at most start_timeout later, with a warning.
 
         The first starts also wait for the template (watchdog/forkserver.py): ready, or given up on after
         its READY_TIMEOUT, so a hundred children are not exec'd while it imports.
@@ -323,7 +324,7 @@ class Arbiter:
         if self._template_started is not None:
             await asyncio.shield(self._template_started)
         def settled() -> bool:
-            return all(w.healthy or w.state is State.FAILED for w in self._dependencies(watcher))
+            return all(w.settled for w in self._dependencies(watcher))
         if not await self._wait_for(settled, self.config.watchdog.start_timeout):
             waiting = [w.name for w in self._dependencies(watcher) if not w.healthy]
             logger.warning("{}: {} not healthy after {:g} s; starting anyway", watcher.name, ", ".join(waiting),

@@ -15,6 +15,7 @@ reads a request body with bounded nesting and no unencodable text.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -22,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit
 
 from aiohttp import web
+
 from watchdog.logs import RateLimitedLog
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -31,6 +33,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # What a page may send without a CORS preflight; refused even with an empty body (an empty form post).
 SIMPLE_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+OFF_LOOP_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32  # our bodies nest 3 deep; the C parser recurses on the stack
 _PASSED_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
 
@@ -184,16 +187,24 @@ async def json_body(request: web.Request, max_depth: int = MAX_JSON_DEPTH) -> ob
     HTTPRequestEntityTooLarge beyond the app's `client_max_size`.
     """
     raw = await request.read()
-    try:
-        value = json.loads(raw)
-    except RecursionError:
-        raise web.HTTPBadRequest(text=f"JSON nested deeper than {max_depth} levels") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(text=f"bad JSON: {exc}") from None
-    problem = json_problem(value, max_depth)
+    if len(raw) > OFF_LOOP_BYTES:  # parsing and checking a large body is work the loop must not do
+        value, problem = await asyncio.to_thread(_parse, raw, max_depth)
+    else:
+        value, problem = _parse(raw, max_depth)
     if problem:
         raise web.HTTPBadRequest(text=problem)
     return value
+
+
+def _parse(raw: bytes, max_depth: int) -> tuple[object, str | None]:
+    """(value, None) or (None, what is wrong with the body)."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        return None, f"JSON nested deeper than {max_depth} levels"
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return None, f"bad JSON: {exc}"
+    return value, json_problem(value, max_depth)
 
 
 def json_problem(value: object, max_depth: int = MAX_JSON_DEPTH) -> str | None:

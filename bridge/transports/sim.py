@@ -70,12 +70,24 @@ def _incoming(raw: dict, source: Source, own_jid: str) -> IncomingMessage:
                         media["file_length"]) if media else None)
 
 
-def _media_frame(media: OutgoingMedia) -> dict:
+_DATA = "\u0000data\u0000"  # stands in for the base64 media bytes until they are spliced in
+
+
+def _frame_bytes(body: dict, media: OutgoingMedia | None) -> bytes:
+    """The frame as UTF-8 JSON; media read and base64-encoded straight into bytes.
+
+    Splicing the base64 (which JSON needs no escaping for) instead of letting json.dumps scan a
+    100 MB string keeps the GIL-holding work per send small: this runs in a thread beside the loop.
+    """
+    if media is None:
+        return json.dumps(body).encode()
     try:
         data = media.path.read_bytes()
     except OSError as exc:
         raise SendFailed(f"cannot read media {media.path}: {exc.strerror or exc}") from None
-    return {"type": media.media_type, "filename": media.filename, "data_b64": base64.b64encode(data).decode("ascii")}
+    text = json.dumps({**body, "media": {"type": media.media_type, "filename": media.filename, "data_b64": _DATA}})
+    head, tail = text.encode().split(json.dumps(_DATA).encode())
+    return b"".join((head, b'"', base64.b64encode(data), b'"', tail))
 
 
 class SimTransport(Transport):
@@ -297,7 +309,7 @@ class SimTransport(Transport):
 
     # -- requests ---------------------------------------------------------------
 
-    async def _request(self, frame: dict) -> dict:
+    async def _request(self, frame: dict, media: OutgoingMedia | None = None) -> dict:
         ws = self._socket
         if ws is None or ws.closed or not self._connected:
             raise NotConnected("not connected to the simulator")
@@ -306,7 +318,10 @@ class SimTransport(Transport):
         self._pending[req] = future
         try:
             body = {**frame, "req": req}
-            await ws.send_str(await asyncio.to_thread(json.dumps, body) if "media" in frame else json.dumps(body))
+            if media is None:
+                await ws.send_str(json.dumps(body))
+            else:  # read and encoded in a thread: up to 100 MB must not stall the loop
+                await ws.send_frame(await asyncio.to_thread(_frame_bytes, body, media), aiohttp.WSMsgType.TEXT)
             return await asyncio.wait_for(future, REQUEST_TIMEOUT)
         except (ConnectionError, aiohttp.ClientError) as exc:
             raise NotConnected(f"connection lost: {exc}") from None
@@ -318,9 +333,7 @@ class SimTransport(Transport):
     async def send(self, message: OutgoingMessage) -> SendResult:
         frame: dict = {"type": "send", "id": message.message_id, "recipient": message.recipient_jid,
                        "text": message.text, "mentioned_jids": list(message.mentioned_jids)}
-        if message.media is not None:  # read and encoded in a thread: up to 100 MB must not stall the loop
-            frame["media"] = await asyncio.to_thread(_media_frame, message.media)
-        reply = await self._request(frame)
+        reply = await self._request(frame, message.media)
         if not reply.get("ok"):
             raise SendFailed(reply.get("error") or "refused by the simulator")
         return SendResult(reply["id"], datetime.fromisoformat(reply["timestamp"]))

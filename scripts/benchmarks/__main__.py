@@ -12,6 +12,7 @@ import time
 BENCHMARKS = {
     "bridge": ("scripts.benchmarks.bridge_bench", "message ingest rate and /api/send latency"),
     "drops": ("scripts.benchmarks.drop_latency", "sim post -> drop row latency, six projects, drops.db vs PostgreSQL"),
+    "drops-query": ("scripts.benchmarks.drops_query", "the drops API's queries on 100,000 drops, drops.db vs PostgreSQL"),
     "recovery": ("scripts.benchmarks.recovery_bench", "kill/hang -> healthy: ours vs supervisord vs systemd"),
     "console": ("scripts.benchmarks.console_bench", "console page time at 30 components / 10,000 records; live update"),
     "retention": ("scripts.benchmarks.retention", "storage growth per message: messages.db, drops.db, logs"),
@@ -19,6 +20,7 @@ BENCHMARKS = {
     "scale": ("scripts.benchmarks.scale_bench", "6-100 projects: start, idle CPU, memory, drops; template vs exec"),
     "api": ("scripts.benchmarks.api_bench", "GET /api/drops of 100 rows out of 100,000 (drops-api)"),
     "webhooks": ("scripts.benchmarks.webhook_latency", "simulator post -> signed webhook received"),
+    "inputs": ("scripts.benchmarks.inputs_bench", "hostile inputs vs a real bridge: answers and health latency"),
 }
 
 

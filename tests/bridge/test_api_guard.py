@@ -2,10 +2,12 @@
 whatsapp-mcp's shape; nothing is queued or sent for a refused request."""
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from tests.bridge_support import call, rows, sent, start_bridge, start_sim
-from tests.conftest import GROUP_A, Processes
+from tests.conftest import GROUP_A, Processes, wait_until
+from watchdog.http_server import MAX_CONNECTIONS
 
 
 def test_forged_sends_are_refused_and_nothing_is_queued(procs: Processes, data_dir: Path) -> None:
@@ -36,3 +38,21 @@ def test_forged_sends_are_refused_and_nothing_is_queued(procs: Processes, data_d
     # whatsapp-mcp's client: requests.post(url, json=...) -> application/json, no Origin
     assert call("POST", f"{url}/api/send", {"recipient": GROUP_A, "message": "real"})[0] == 200
     assert [s["text"] for s in sent(sim)] == ["real"]
+
+
+def test_a_connection_flood_is_shed_with_503_and_the_bridge_recovers(procs: Processes, data_dir: Path) -> None:
+    """1,100 idle connections used to exhaust the descriptors: now those above the cap get 503 at once."""
+    start_sim(procs, data_dir)
+    _, url = start_bridge(procs, data_dir)
+    port = int(url.rsplit(":", 1)[1])
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        def shed() -> bool:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+                extra.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                return extra.recv(4096).startswith(b"HTTP/1.1 503")
+        wait_until(shed, message="a connection above the cap answered 503")
+    finally:
+        for sock in idle:
+            sock.close()
+    wait_until(lambda: call("GET", f"{url}/api/health")[0] == 200, message="the bridge serving new clients again")
