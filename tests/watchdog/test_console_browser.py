@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BASE_CONFIG, Processes, wait_until
+from tests.bridge_support import inject
+from tests.conftest import BASE_CONFIG, GROUP_A, Processes, wait_until
 from watchdog import endpoints
 
 CHROMIUM = os.environ.get("WA_CHROMIUM", "/usr/bin/chromium")
@@ -132,6 +133,20 @@ def test_the_live_view_changes_when_the_bridge_is_killed_and_the_timeline_shows_
         "pid => (document.querySelector('details.log[data-component=\"watchdog\"] pre') || {}).textContent"
         "?.includes(`pid ${pid} exited: SIGKILL`)", arg=before)
     assert page.evaluate("window.notReloaded") is True
+
+
+def test_a_drop_appears_with_a_link_to_its_message(page: object, system: System) -> None:
+    inject(endpoints.url(system.data_dir, "sim"), "DR7700001 pole 3 installed", GROUP_A)
+    row = '#x-drops .project[data-project="lawley"] tr.drop[data-drop="DR7700001"]'
+
+    def shown() -> bool:
+        page.goto(system.url + "/")
+        return page.locator(row).count() == 1
+    wait_until(shown, 30, 0.5, "the drop on the console")  # the panel is at most 2 s behind the store
+    assert page.inner_text(f"{row} td:nth-child(2)") == "Lawley Fibre"
+    page.click(f"{row} a:has-text('messages')")
+    page.wait_for_selector("text=DR7700001 (lawley)")
+    assert "DR7700001 pole 3 installed" in page.inner_text("main")
 
 
 def test_the_page_reads_without_javascript(playwright: object, system: System, tmp_path: Path) -> None:
