@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from aiohttp import web
 
 from bridge.api import build_app as bridge_app
+from monitors.api.app import build_app as drops_app
 from watchdog.config import WatchdogConfig
 from watchdog.control import build_app as control_app
 from watchdog.metrics import Metrics
@@ -48,6 +49,8 @@ CONTRACTS = [
     Contract("bridge-api", "bridge-api.json", lambda: bridge_app(SimpleNamespace()), "bridge:main", "api"),
     Contract("control-api", "control-api.json",
              lambda: control_app(WatchdogConfig(), list, _no_restart, Metrics(), _no_reload, dict), "watchdog", "control"),
+    Contract("drops-api", "drops-api.json", lambda: drops_app(SimpleNamespace(), []), "drops-api", "api",
+             "\n[drops_api]\nenabled = true\n"),
 ]
 
 
