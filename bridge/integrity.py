@@ -42,6 +42,10 @@ def is_locked(exc: sqlite3.Error) -> bool:
     return sqlite_error_kind(exc) in ("SQLITE_BUSY", "SQLITE_LOCKED")
 
 
+def is_full(exc: sqlite3.Error) -> bool:
+    return sqlite_error_kind(exc) == "SQLITE_FULL"
+
+
 def quick_check(path: Path, budget: float = CHECK_BUDGET) -> str | None:
     """SQLite's first complaint about `path`, or None if it is sound (or could not be checked within `budget`)."""
     if not path.exists() or path.stat().st_size == 0:

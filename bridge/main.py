@@ -401,8 +401,8 @@ class Bridge:
 
 
 def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
-    logs.setup()
     account = config.account(args.account)
+    logs.setup(logs.standby_log_name(account.component) if args.standby else account.component)
     try:  # before the lock: a standby waits with everything heavy already imported
         transport_cls = transport_class(account)
     except ImportError as exc:  # e.g. neonize not installed: restarting will not help
@@ -422,6 +422,7 @@ def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
     died = _predecessor_died(config, account, lock)
     if args.standby:
         logger.info("standby pid {}: took over session {}", os.getpid(), account.session_dir)
+        logs.setup(account.component)  # from here on it is the active bridge
     try:
         try:
             store = Store(account.store)

@@ -325,8 +325,8 @@ class Monitor:
 
 
 def cmd_monitor(config: Config, args: argparse.Namespace) -> int:
-    logs.setup()
     project = config.project(args.project)
+    logs.setup(project.component)
     if not project.enabled:
         logger.error("project {} is disabled in {} (enabled = false)", project.name, config.path)
         return EXIT_CONFIG

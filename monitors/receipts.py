@@ -2,8 +2,9 @@
 
 The bridge that sent a project's feedback (its `send_account`) stores every
 server ack, delivery and read receipt in its messages.db. This follower reads
-them read-only from a cursor kept in the drops store and hands each to
-`DropsDB.record_receipt`, which stamps the feedback (server_at, delivered_at,
+them read-only (woken by inotify, as the monitor follows its messages) from a
+cursor kept in the drops store and hands each to `DropsDB.record_receipt`,
+which stamps the feedback (server_at, delivered_at,
 read_at: the first one stands) and writes the feedback.delivered /
 feedback.read event in the same transaction.
 
@@ -20,13 +21,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from contextlib import suppress
 from datetime import datetime, timezone
 
 from loguru import logger
 
 from bridge.store import StoredReceipt, parse_ts, receipts_after
 from monitors.drops_store import DropsDB, StoreUnavailable
-from monitors.follow import POLL_INTERVAL, StoreFollower, StoreNotReady
+from monitors.follow import POLL_INTERVAL, SAFETY_INTERVAL, SETTLE_DELAYS, StoreFollower, StoreNotReady
+from monitors.store_watch import StoreWatch
 from watchdog.config import AccountConfig
 
 BATCH = 1000
@@ -85,10 +88,25 @@ class ReceiptFollower:
         return bool(self.waiting) and time.monotonic() - self._retried >= RETRY_INTERVAL
 
     async def run(self) -> None:
-        """Follow the sending account's store until cancelled."""
+        """Follow the sending account's store until cancelled: woken by inotify like the monitor's own
+        follower (a look every SAFETY_INTERVAL anyway, or every POLL_INTERVAL without inotify)."""
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
         store: StoreFollower | None = None
+        watch: StoreWatch | None = None
         told = False
         pending = False  # a catch-up failed on the drops store: redo it without waiting for a change
+        settle: list[float] = []  # after a wake: look again shortly, the commit may not be visible yet
+
+        def close() -> None:
+            nonlocal store, watch
+            if watch is not None:
+                loop.remove_reader(watch.fileno())
+                watch.close()
+            if store is not None:
+                store.close()
+            store, watch = None, None
+
         try:
             while True:
                 if store is None:
@@ -97,6 +115,10 @@ class ReceiptFollower:
                     except StoreNotReady:
                         await asyncio.sleep(WAIT_INTERVAL)
                         continue
+                    with suppress(OSError):  # no inotify instance left: poll instead
+                        watch = StoreWatch(store.path)
+                        loop.add_reader(watch.fileno(), lambda: watch.drain() and wake.set())
+                wake.clear()
                 try:
                     if pending or store.changed():
                         self.catch_up(store)
@@ -111,11 +133,14 @@ class ReceiptFollower:
                     if not told:
                         logger.info("receipts of {} not followed yet: {}", self.account.store, exc)
                         told = True
-                    store.close()
-                    store = None
+                    close()
                     await asyncio.sleep(WAIT_INTERVAL)
                     continue
-                await asyncio.sleep(POLL_INTERVAL)
+                idle = SAFETY_INTERVAL if watch is not None else POLL_INTERVAL
+                timeout = settle.pop(0) if settle else min(idle, RETRY_INTERVAL) if self.waiting else idle
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout)
+                if wake.is_set():
+                    settle = list(SETTLE_DELAYS)
         finally:
-            if store is not None:
-                store.close()
+            close()

@@ -18,6 +18,8 @@ from aiohttp import web
 from bridge.api import build_app as bridge_app
 from monitors.api.app import build_app as drops_app
 from watchdog.config import WatchdogConfig
+from watchdog.console.extensions import Loaded
+from watchdog.console.view import Console
 from watchdog.control import build_app as control_app
 from watchdog.metrics import Metrics
 
@@ -48,7 +50,9 @@ class Contract:
 CONTRACTS = [
     Contract("bridge-api", "bridge-api.json", lambda: bridge_app(SimpleNamespace()), "bridge:main", "api"),
     Contract("control-api", "control-api.json",
-             lambda: control_app(WatchdogConfig(), list, _no_restart, Metrics(), _no_reload, dict), "watchdog", "control"),
+             lambda: control_app(WatchdogConfig(), list, _no_restart, Metrics(), _no_reload, dict, console=Console(
+                 SimpleNamespace(watchdog=WatchdogConfig(), data_dir=Path(".")), list, _no_restart, Loaded([], []))),
+             "watchdog", "control"),
     Contract("drops-api", "drops-api.json", lambda: drops_app(SimpleNamespace(), []), "drops-api", "api",
              "\n[drops_api]\nenabled = true\n"),
 ]

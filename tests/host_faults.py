@@ -6,7 +6,6 @@ import ctypes
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, wait_until
 
 SBIN = "/usr/sbin:/sbin"
 
@@ -118,10 +116,3 @@ def drop_port(port: int, drop: bool = True) -> None:
         subprocess.run([which("iptables"), action, chain, "-p", "tcp", direction, str(port), "-j", "DROP"],
                        check=True, timeout=10)
 
-
-def python_cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "watchdog.cli", *args]
-
-
-__all__ = ["ROOT", "SmallDisk", "as_nobody", "drop_port", "own_network", "python_cli", "small_disk",
-           "wait_until", "which", "world_traversable_dir"]

@@ -237,6 +237,13 @@ def test_the_control_port_and_the_simulator_port_differ(write_config) -> None:
         load(path)
 
 
+def test_the_drops_api_port_differs_from_the_others_when_enabled(write_config) -> None:
+    base = BASE_CONFIG.replace("control_port = 0", "control_port = 8765")
+    load(write_config(base + "\n[drops_api]\nport = 8765\n"))  # disabled: it binds nothing
+    with pytest.raises(ConfigError, match=r"drops_api\.port: port 8765 is also watchdog\.control_port"):
+        load(write_config(base + "\n[drops_api]\nenabled = true\nport = 8765\n", name="on.toml"))
+
+
 def test_two_projects_with_one_name_exit_2_before_anything_binds(write_config) -> None:
     path = write_config(BASE_CONFIG.replace('name = "mohadin"', 'name = "lawley"'))
     result = run_cli("run", "--config", str(path))

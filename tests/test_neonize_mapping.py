@@ -6,7 +6,7 @@ in seconds); nothing touches the network.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -196,6 +196,12 @@ def test_connection_events(proto: object, kind: ConnectionKind, reason: str) -> 
     mapped = mapping.connection_event(proto, AT)
     assert mapped.kind == kind and mapped.at == AT
     assert reason in mapped.reason
+
+
+def test_a_keepalive_timeout_is_dated_at_the_last_answer_not_when_it_was_noticed() -> None:
+    noticed = AT + timedelta(seconds=25)
+    mapped = mapping.connection_event(nz.KeepAliveTimeout(ErrorCount=2, LastSuccess=int(AT.timestamp())), noticed)
+    assert mapped.at == AT.replace(microsecond=0)
 
 
 def test_text_and_mentions_as_whatsapp_expects() -> None:

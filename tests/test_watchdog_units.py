@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import select
 import time
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ from watchdog import probes
 from watchdog.child import child_env, exit_cause
 from watchdog.child_output import ChildOutput, RotatingFile, StderrSink
 from watchdog.config import ConfigError, WatchdogConfig, load
+from watchdog.logs import line_time
 from watchdog.notify_server import parse
 from watchdog.recovery_log import RecoveryLog
 from watchdog.stale import runs
@@ -121,15 +123,16 @@ def _drain(fd: int) -> bytes:
     return data
 
 
-def test_child_output_lines_are_prefixed_on_stderr_and_copied_to_the_log(tmp_path: Path) -> None:
+def test_child_output_lines_are_stamped_and_go_to_stderr_and_the_log(tmp_path: Path) -> None:
     sink_read, sink_write = os.pipe()
     child_read, child_write = os.pipe()
+    formatted = "2026-12-01 09:13:01.123 bridge:main[4321] INFO    connected"
 
     async def scenario() -> None:
         output = ChildOutput("bridge:main", RotatingFile(tmp_path / "bridge-main.log", 10_000), StderrSink(sink_write))
-        output.attach(child_read)
+        output.attach(child_read, 4321)
         os.write(child_write, b"first line\nsecond ")
-        os.write(child_write, b"line\nunterminated")
+        os.write(child_write, f"line\n{formatted}\nunterminated".encode())
         os.close(child_write)  # EOF: the partial last line is still passed on
         deadline = time.monotonic() + 5
         while output._fd is not None and time.monotonic() < deadline:
@@ -137,9 +140,13 @@ def test_child_output_lines_are_prefixed_on_stderr_and_copied_to_the_log(tmp_pat
         output.close()
 
     asyncio.run(scenario())
-    assert _drain(sink_read).decode().splitlines() == ["bridge:main | first line", "bridge:main | second line",
-                                                       "bridge:main | unterminated"]
-    assert (tmp_path / "bridge-main.log").read_text().splitlines() == ["first line", "second line", "unterminated"]
+    copied = _drain(sink_read).decode().splitlines()
+    assert copied == (tmp_path / "bridge-main.log").read_text().splitlines()
+    assert [re.sub(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} ", "", line) for line in copied] == [
+        "bridge:main[4321] first line", "bridge:main[4321] second line", "bridge:main[4321] INFO    connected",
+        "bridge:main[4321] unterminated"]
+    assert copied[2] == formatted  # a line already in the format (the child's loguru) passes unchanged
+    assert all(abs(line_time(line) - time.time()) < 60 for line in copied if line != formatted)
     os.close(sink_read)
     os.close(sink_write)
 
@@ -204,13 +211,13 @@ def test_a_replaced_childs_unread_output_is_passed_on_not_dropped(tmp_path: Path
 
     async def scenario() -> None:
         output = ChildOutput("monitor:a", RotatingFile(tmp_path / "monitor-a.log", 10_000), StderrSink(sink_write))
-        output.attach(old_read)
+        output.attach(old_read, 11)
         os.write(old_write, b"Traceback (most recent call last):\nValueError: boom\n")
-        output.attach(new_read)  # restarted before the loop got round to reading the old pipe
+        output.attach(new_read, 12)  # restarted before the loop got round to reading the old pipe
         output.close()
 
     asyncio.run(scenario())
-    assert _drain(sink_read).decode().splitlines() == ["monitor:a | Traceback (most recent call last):",
-                                                       "monitor:a | ValueError: boom"]
+    assert [line.split(" ", 2)[2] for line in _drain(sink_read).decode().splitlines()] == [
+        "monitor:a[11] Traceback (most recent call last):", "monitor:a[11] ValueError: boom"]
     for fd in (sink_read, sink_write, old_write, new_write):
         os.close(fd)

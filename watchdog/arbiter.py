@@ -20,12 +20,14 @@ from collections.abc import Callable
 import aiohttp
 from loguru import logger
 
-from watchdog import control_token, endpoints, locks
+from watchdog import control_token, endpoints, locks, logs
 from watchdog.alerts import AlertManager
 from watchdog.builtins import all_programs
 from watchdog.child import use_template
-from watchdog.child_output import StderrSink
+from watchdog.child_output import RotatingFile, StderrSink, log_path
 from watchdog.config import Config, ConfigError, load
+from watchdog.console.changes import Changes
+from watchdog.console.view import Console
 from watchdog.control import start_control_server
 from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.forkserver import ForkServer
@@ -77,6 +79,8 @@ class Arbiter:
         self._context: Context | None = None
         self._stop_requested: asyncio.Event | None = None
         self._changed: asyncio.Event | None = None
+        self.changes = Changes()  # what the console's live view waits on
+        self.console = Console(config, self.status, self.restart)
         self._reload_lock = asyncio.Lock()
         self._signals = 0
         self._recorded_children: dict[str, int] = {}
@@ -138,6 +142,7 @@ class Arbiter:
                                  added=[p.name for p in changes.added], removed=[p.name for p in changes.removed],
                                  changed=[p.name for p in changes.changed])
         self.config, self.programs = new, programs
+        self.console.reconfigure(new)
         self.config_sha256, self.config_loaded_at = sha256, time.time()
         self.reloads += 1
         assert self._context is not None
@@ -202,9 +207,10 @@ class Arbiter:
         for watcher in self.watchers.values():
             self.metrics.set_component(watcher.name, up=False, healthy=False)
         try:
-            runner, self.control_url = await start_control_server(self.config.watchdog, self.status, self.restart,
-                                                                  self.metrics, self.reload, self.config_info,
-                                                                  control_token.generate(self.config.data_dir))
+            runner, self.control_url = await start_control_server(
+                self.config.watchdog, self.status, self.restart, self.metrics, self.reload, self.config_info,
+                control_token.generate(self.config.data_dir),
+                console=self.console, changes=self.changes)
         except OSError as exc:
             logger.error("wa-watchdog run: {}", exc)
             await self._close(http, launcher)
@@ -309,7 +315,8 @@ class Arbiter:
         task.add_done_callback(_log_failure)
 
     async def _start_after(self, watcher: Watcher, reason: str) -> None:
-        """Start once every program in `after` is healthy or failed (at most start_timeout later, with a warning).
+        """Start once every program in `after` is settled: healthy, failed, or up in an outage of its upstream
+        (waiting would not help); at most start_timeout later, with a warning.
 
         The first starts also wait for the template (watchdog/forkserver.py): ready, or given up on after
         its READY_TIMEOUT, so a hundred children are not exec'd while it imports.
@@ -317,7 +324,7 @@ class Arbiter:
         if self._template_started is not None:
             await asyncio.shield(self._template_started)
         def settled() -> bool:
-            return all(w.healthy or w.state is State.FAILED for w in self._dependencies(watcher))
+            return all(w.settled for w in self._dependencies(watcher))
         if not await self._wait_for(settled, self.config.watchdog.start_timeout):
             waiting = [w.name for w in self._dependencies(watcher) if not w.healthy]
             logger.warning("{}: {} not healthy after {:g} s; starting anyway", watcher.name, ", ".join(waiting),
@@ -371,6 +378,7 @@ class Arbiter:
             self.metrics.set_component(watcher.name, up=watcher.pid is not None, healthy=watcher.healthy)
         if self._changed is not None:
             self._changed.set()
+        self.changes.bump()
         self.systemd.update(self._system_ready(), self.status_line())
 
     def _system_ready(self) -> bool:
@@ -418,7 +426,15 @@ def _log_failure(task: asyncio.Task) -> None:
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     sink = StderrSink()
-    logger.remove()
-    logger.add(sink.write_text, level="INFO", format="{time:HH:mm:ss.SSS} {level: <7} watchdog | {message}",
-               backtrace=False, diagnose=False)
-    return asyncio.run(Arbiter(config, sink=sink).run())
+    own_log = RotatingFile(log_path(config.data_dir, "watchdog"), config.watchdog.child_log_max_bytes)
+
+    def write(message: str) -> None:
+        data = str(message).encode("utf-8", "replace")
+        own_log.write(data)
+        sink.write(data)
+
+    logs.setup("watchdog", sink=write)
+    try:
+        return asyncio.run(Arbiter(config, sink=sink).run())
+    finally:
+        own_log.close()

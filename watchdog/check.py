@@ -24,6 +24,7 @@ from pathlib import Path
 from watchdog import endpoints
 from watchdog.arbiter import WATCHDOG_LOCK
 from watchdog.config import Config
+from watchdog.data_dir import prove_writable
 from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
@@ -71,10 +72,8 @@ def check_data_dir(config: Config) -> Iterator[Finding]:
         yield Finding(FAIL, "data dir",
                       f"{path} does not exist: install -d -o wa-watchdog -g wa-watchdog -m 0750 {path}")
         return
-    probe = path / f".check.{os.getpid()}"
     try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        os.unlink(probe)
+        prove_writable(path)
     except OSError as exc:
         yield Finding(FAIL, "data dir", f"{path} is not writable by this user: {exc.strerror} (run the check as the "
                                         "service user: sudo -u wa-watchdog wa-watchdog check ...)")
@@ -93,6 +92,8 @@ def fixed_ports(config: Config) -> list[tuple[str, str, int]]:
     if config.sim is not None and config.sim.enabled:
         ports.append(("sim.port", "127.0.0.1", config.sim.port))
     ports += [(f"accounts.{a.name}.api_port", a.api_host, a.api_port) for a in config.accounts.values()]
+    if config.drops_api.enabled:
+        ports.append(("drops_api.port", config.drops_api.host, config.drops_api.port))
     return [(key, host, port) for key, host, port in ports if port]
 
 

@@ -1,4 +1,4 @@
-"""Children's output: every line to the watchdog's own stderr (prefixed with the component) and to a log file.
+"""Children's output: every line to the watchdog's own stderr and to the component's log file, in our line format.
 
 The watchdog must never block on its own output: under systemd stderr is a
 pipe to journald, in tests it may be a pipe nobody reads. A blocked write
@@ -17,6 +17,8 @@ from typing import BinaryIO
 from loguru import logger
 
 from watchdog import file_modes
+
+from watchdog import logs
 
 READ_CHUNK = 65536
 ATOMIC_WRITE = 4096  # PIPE_BUF: a writable pipe takes this much without blocking
@@ -117,21 +119,24 @@ def log_path(data_dir: Path, component: str) -> Path:
 class ChildOutput:
     """Copies one child's combined stdout+stderr pipe, line by line, to the sink and the component's log file.
 
+    Lines already in the log format (the child's loguru) pass as they are; anything else (a traceback, a
+    library printing on its own) is stamped with the time it was read, `name` and the child's pid.
     Lives as long as the component (across restarts); `attach` takes each new child's pipe.
     """
 
-    def __init__(self, component: str, log_file: RotatingFile, sink: StderrSink) -> None:
-        self.component = component
-        self.prefix = f"{component} | ".encode()
+    def __init__(self, name: str, log_file: RotatingFile, sink: StderrSink) -> None:
+        self.name = name  # the component, or `<component>/standby` for a bridge's warm standby
         self.log_file = log_file
         self.sink = sink
         self._fd: int | None = None
+        self._pid = 0
         self._partial = b""
 
-    def attach(self, fd: int) -> None:
+    def attach(self, fd: int, pid: int) -> None:
         self.detach()
         os.set_blocking(fd, False)
         self._fd = fd
+        self._pid = pid
         asyncio.get_running_loop().add_reader(fd, self._readable)
 
     def _readable(self) -> None:
@@ -153,8 +158,13 @@ class ChildOutput:
             complete.append(self._partial)
             self._partial = b""
         if complete:
-            self.log_file.write(b"".join(line + b"\n" for line in complete))
-            self.sink.write(b"".join(self.prefix + line + b"\n" for line in complete))
+            data = b"".join(self._stamped(line) + b"\n" for line in complete)
+            self.log_file.write(data)
+            self.sink.write(data)
+
+    def _stamped(self, line: bytes) -> bytes:
+        text = line.decode("utf-8", "replace")
+        return line if logs.is_stamped(text) else logs.stamp(self.name, self._pid, text).encode("utf-8")
 
     def detach(self) -> None:
         """Stop reading this pipe, after passing on what is already in it (a crashed child's last words)."""

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "restart": ("watchdog.control_client", "cmd_restart", "restart one component"),
     "reload": ("watchdog.control_client", "cmd_reload", "make the running watchdog read its config again"),
     "recoveries": ("watchdog.recovery_view", "cmd_recoveries", "show the recovery log"),
+    "logs": ("watchdog.log_view", "cmd_logs", "show the components' logs merged in time order, or follow them"),
     "drops": ("monitors.ops", "cmd_drops", "list recorded drops"),
     "feedback": ("monitors.ops", "cmd_feedback", "send operator feedback for a recorded drop"),
     "pair": ("bridge.pairing", "cmd_pair", "link an account to a phone (neonize)"),
@@ -66,7 +67,11 @@ def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--json", action="store_true", help="machine-readable output")
     if name == "restart":
         parser.add_argument("component", help="component name, e.g. bridge:main or monitor:lawley")
-    if name in ("recoveries", "drops"):
+    if name == "logs":
+        parser.add_argument("component", nargs="*", help="only these components (default: all and the watchdog)")
+        parser.add_argument("-f", "--follow", action="store_true", help="keep printing new lines as they come")
+        parser.add_argument("--lines", "-n", type=int, help="the newest N lines (default 50, 10 with -f)")
+    if name in ("recoveries", "drops", "logs"):
         parser.add_argument("--since", help="only newer than this (e.g. 30m, 1h, 2d)")
     if name == "recoveries":
         parser.add_argument("--component", help="only this component (e.g. bridge:main)")

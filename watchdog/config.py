@@ -366,10 +366,10 @@ class _Loader:
         if sim is not None:
             self.check_sim(sim)
         self.check_unique(accounts, projects)
-        self.check_ports(watchdog, sim, accounts)
         database = self.check_database(self.table(DatabaseConfig, raw.get("database", {}), "database"))
         drops_api = self.table(DropsApiConfig, raw.get("drops_api", {}), "drops_api")
         webhooks = self.webhooks(raw.get("webhooks", []), drops_api)
+        self.check_ports(watchdog, sim, accounts, drops_api)
         config = Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts, database=database,
                         drops_api=drops_api, webhooks=webhooks)
         return self.check_programs(config, raw.get("programs", []))
@@ -669,12 +669,15 @@ class _Loader:
                                  " (each [[projects]] needs its own name)")
             names[project.name] = i
 
-    def check_ports(self, watchdog: WatchdogConfig, sim: SimConfig | None, accounts: dict[str, AccountConfig]) -> None:
+    def check_ports(self, watchdog: WatchdogConfig, sim: SimConfig | None, accounts: dict[str, AccountConfig],
+                    drops_api: DropsApiConfig) -> None:
         """Every fixed port (0 = any free port) once: two listeners on one port end in `Address already in use`."""
         ports = [("watchdog.control_port", watchdog.control_port)]
         if sim is not None:
             ports.append(("sim.port", sim.port))
         ports += [(f"accounts.{a.name}.api_port", a.api_port) for a in accounts.values()]
+        if drops_api.enabled:
+            ports.append(("drops_api.port", drops_api.port))
         taken: dict[int, str] = {}
         for key, port in ports:
             if port and port in taken:

@@ -8,6 +8,9 @@ as `{"error": ...}`, refuses what a browser page could forge and, with
 (and a reload) needs a token even on loopback, which every local user can reach: the
 configured one or the watchdog's `restart_token` (`run/control.token`, a file
 only the service user and root can read; `watchdog.control_token` module).
+The operator console (`watchdog/console/`) is served on the same port at `/`
+behind its own gate (forms with a CSRF token; a browser signs in with the same
+tokens and keeps a cookie).
 """
 from __future__ import annotations
 
@@ -17,6 +20,9 @@ from aiohttp import web
 
 from watchdog import web_guard
 from watchdog.config import WatchdogConfig
+from watchdog.console import web as console_web
+from watchdog.console.changes import Changes
+from watchdog.console.view import Console
 from watchdog.http_server import LimitedRunner, add_openapi
 from watchdog.metrics import Metrics
 
@@ -69,11 +75,17 @@ async def _config(request: web.Request) -> web.Response:
 
 def build_app(config: WatchdogConfig, status: Callable[[], list[dict]], restart: Callable[[str], Awaitable[dict]],
               metrics: Metrics, reload: Callable[[str], Awaitable[dict]] | None = None,
-              config_info: Callable[[], dict] | None = None, restart_token: str = "") -> web.Application:
+              config_info: Callable[[], dict] | None = None, restart_token: str = "",
+              console: Console | None = None, changes: Changes | None = None) -> web.Application:
     guard = web_guard.middlewares(config.control_allowed_hosts, config.control_allowed_origins, config.control_token)
     if restart_token and not config.control_token:  # a configured token already guards every route
         guard.append(_restart_token_middleware(restart_token))
+    if console is not None:
+        guard.insert(0, console_web.gate(config.control_token, config.control_allowed_hosts,
+                                         config.control_allowed_origins))
     app = web.Application(middlewares=guard, client_max_size=MAX_BODY)
+    if console is not None:
+        console_web.add_routes(app, console, changes or Changes(), config.control_token, restart_token)
     app[STATUS] = status
     app[RESTART] = restart
     app[METRICS] = metrics
@@ -92,16 +104,17 @@ def build_app(config: WatchdogConfig, status: Callable[[], list[dict]], restart:
 async def start_control_server(config: WatchdogConfig, status: Callable[[], list[dict]],
                                restart: Callable[[str], Awaitable[dict]],
                                metrics: Metrics, reload: Callable[[str], Awaitable[dict]] | None = None,
-                               config_info: Callable[[], dict] | None = None,
-                               restart_token: str = "") -> tuple[web.AppRunner, str]:
+                               config_info: Callable[[], dict] | None = None, restart_token: str = "",
+                               console: Console | None = None,
+                               changes: Changes | None = None) -> tuple[web.AppRunner, str]:
     """Serve the control API on control_host:control_port (0 = any free port); returns the runner and its URL.
 
     The caller publishes the URL as the `control` endpoint of component
     `watchdog` (that is where `wa-watchdog status` looks) and calls
     `runner.cleanup()` on shutdown.
     """
-    runner = LimitedRunner(build_app(config, status, restart, metrics, reload, config_info, restart_token),
-                           access_log=None)
+    runner = LimitedRunner(build_app(config, status, restart, metrics, reload, config_info, restart_token, console,
+                                     changes), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.control_host, config.control_port)
     try:

@@ -46,9 +46,14 @@ def ensure_writable(path: Path) -> None:
                 if isinstance(exc, PermissionError) else "")
         raise DataDirError(f"data directory {path} does not exist and cannot be created: "
                            f"{exc.strerror or exc}{hint}") from None
-    probe = path / f".write-test.{os.getpid()}"
     try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        os.unlink(probe)
+        prove_writable(path)
     except OSError as exc:
         raise DataDirError(f"data directory {path} is not writable by {_user()}: {exc.strerror or exc}") from None
+
+
+def prove_writable(path: Path) -> None:
+    """Create and remove a file in `path` as this user (os.access cannot see a read-only mount); OSError if not."""
+    probe = path / f".write-test.{os.getpid()}"
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    os.unlink(probe)

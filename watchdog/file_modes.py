@@ -52,8 +52,9 @@ def ensure_dir(path: Path, mode: int = DATA_DIR) -> Path:
 
 
 def tighten_data_dir(path: Path) -> None:
-    """The data directory itself: at most 0750 (systemd's StateDirectoryMode=0750 does the same)."""
-    ensure_dir(path)
+    """The data directory itself, if it exists: at most 0750 (systemd's StateDirectoryMode=0750 does the same).
+
+    Never creates it: a query command with a mistyped --data-dir must not leave a directory behind."""
     _tighten(path, DATA_DIR)
 
 

@@ -1,22 +1,62 @@
-"""Logging for every wa-watchdog process: loguru to stderr, one line per event.
+"""The one log line format of every wa-watchdog process, and loguru set up to write it.
 
-Under the watchdog a child's stderr is prefixed with its component name and
-copied to its log file; under systemd it lands in journald. So the line itself
-carries only time, level and message.
+    2026-12-01 09:13:01.123 bridge:main/standby[4321] INFO    standby pid 4321: waiting for session ...
+
+Date, local time with milliseconds, the writer's name (its component; a
+bridge's warm standby writes as `bridge:main/standby` until it takes the
+session over), its pid, level, message. A line carries its own name because
+the standby shares the bridge's log file and because `wa-watchdog logs`
+merges all files into one stream. Output a child prints without loguru
+(a traceback, a Go library's panic) is stamped in the same format by the
+watchdog when it copies the line (`stamp`), so every line in every log file
+can be sorted by time.
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from loguru import logger
 
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # cut to milliseconds
+LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) (\S+)\[(\d+)\] ")
 
-def setup(level: str = "INFO") -> None:
+
+def loguru_format(name: str) -> str:
+    return "{time:YYYY-MM-DD HH:mm:ss.SSS} " + name.replace("{", "{{").replace("}", "}}") + \
+        "[{process}] {level: <7} {message}"
+
+
+def standby_log_name(component: str) -> str:
+    """How a bridge's warm standby names itself while it waits, so it is never taken for the active bridge."""
+    return f"{component}/standby"
+
+
+def setup(name: str, level: str = "INFO", sink: Callable[[str], object] | None = None) -> None:
+    """Log as `name` to stderr (or `sink`); called again with a new name when a standby takes over."""
     logger.remove()
-    logger.add(sys.stderr, level=level, format="{time:HH:mm:ss.SSS} {level: <7} {message}", backtrace=False,
-               diagnose=False)
+    logger.add(sink or sys.stderr, level=level, format=loguru_format(name), backtrace=False, diagnose=False)
+
+
+def stamp(name: str, pid: int, text: str, when: float | None = None) -> str:
+    """A line without our format (raw child output) as a line with it, timed when the watchdog read it."""
+    moment = datetime.fromtimestamp(time.time() if when is None else when)
+    return f"{moment.strftime(TIME_FORMAT)[:-3]} {name}[{pid}] {text}"
+
+
+def is_stamped(line: str) -> bool:
+    return LINE.match(line) is not None
+
+
+def line_time(line: str) -> float | None:
+    """Epoch seconds of a formatted line, None for anything else (e.g. a line from before this format)."""
+    match = LINE.match(line)
+    if not match:
+        return None
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
 
 
 class RateLimitedLog:

@@ -119,12 +119,17 @@ class Line:
     restart: dict | None = None
     healthy: dict | None = None
     extras: list[str] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)  # every record joined into this line, oldest first
     looping: bool = False  # the component was crash-looping when this process came up
     lasted_s: float | None = None  # how long the healthy process lasted (None: still up, or unknown)
 
     def render(self) -> str:
+        return " · ".join(self.parts())
+
+    def parts(self) -> list[str]:
+        """The steps of the line: detection, restart, healthy (or the one text of a lone event)."""
         if self.opener is None and self.restart is None:
-            return self.text
+            return [self.text]
         parts = [self._opening(), *self.extras]
         if self.restart is not None and self.opener is not None:
             parts.append("restarted" + self._restart_timing())
@@ -132,7 +137,7 @@ class Line:
             parts.append(self._healthy_text())
         elif self.restart is None and not self.extras and self.opener["event"] in DETECTIONS:
             parts.append("not restarted yet")
-        return " · ".join(parts)
+        return parts
 
     def _healthy_text(self) -> str:
         downtime = self.healthy.get("downtime_ms")
@@ -192,29 +197,34 @@ def group(records: list[dict]) -> list[Line]:
                 and pid == current.opener.get("pid") and event in DETECTIONS | {"stop"}:
             if event not in ("exit", "stop"):
                 current.extras.append(detection_text(record))  # another check fired on the same child
+            current.records.append(record)
             continue
         if event in DETECTIONS or event == "stop":
             line = Line(record.get("time", 0.0), component, opener=record)
         elif event == "restart" and current is not None and current.restart is None \
                 and pid in (current.opener.get("pid"), None):
             current.restart = record
+            current.records.append(record)
             continue
         elif event == "restart":
             line = Line(record.get("time", 0.0), component, restart=record)
         elif (event == "healthy" and current is not None and current.restart is not None
               and pid in (current.restart.get("new_pid"), None)):
             current.healthy = record
+            current.records.append(record)
             current.looping = component in looping
             last_up[component] = current
             del open_recovery[component]
             continue
         elif event == "failed" and current is not None and current.restart is None:
             current.extras.append(event_text(record))  # exit code 2 -> failed: one line says it all
+            current.records.append(record)
             del open_recovery[component]
             continue
         else:
-            lines.append(Line(record.get("time", 0.0), component, text=event_text(record)))
+            lines.append(Line(record.get("time", 0.0), component, text=event_text(record), records=[record]))
             continue
+        line.records.append(record)
         lines.append(line)
         open_recovery[component] = line
     return lines

@@ -22,6 +22,7 @@ from loguru import logger
 from watchdog import standby_check
 from watchdog.child import ChildProcess, exit_cause
 from watchdog.child_output import ChildOutput
+from watchdog.logs import standby_log_name
 from watchdog.restart_policy import standby_delay
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ class WarmStandby:
         self.w = watcher
         self.argv = argv
         self.process: ChildProcess | None = None
-        self.output = ChildOutput(watcher.name, watcher.output.log_file, watcher.ctx.sink)  # swapped on promotion
+        self.output = ChildOutput(standby_log_name(watcher.name), watcher.output.log_file,
+                                  watcher.ctx.sink)  # swapped on promotion
         self.failures = 0  # exits since one was last promoted: its respawn backoff
         self.next_delay = 0.0  # before the next standby: the restart delay of the recovery that used one
         self.stop_planned = False  # we are stopping it (shutdown, failed, reload): no respawn
@@ -71,7 +73,7 @@ class WarmStandby:
             return
         self.process = process
         self.stop_planned = False
-        self.output.attach(process.take_output())
+        self.output.attach(process.take_output(), process.pid)
         logger.info("{} standby started, pid {}", w.name, process.pid)
         w.ctx.on_change(w)
 
@@ -96,6 +98,7 @@ class WarmStandby:
         process.started_at = time.monotonic()  # as the program's process it starts now: uptime, probe start-up
         self.w.output.detach()
         self.w.output, self.output = self.output, self.w.output
+        self.w.output.name, self.output.name = self.w.name, standby_log_name(self.w.name)
         return process
 
     async def drop_if_stale(self) -> None:

@@ -4,6 +4,7 @@ The watcher ties the parts together, each with one job: the state machine
 (watchdog/states.py), the restart policy (watchdog/restart_policy.py, a pure
 function), the checks on the current child (watchdog/checks.py), the warm
 standby (watchdog/standby.py), the recovery records (watchdog/recovery.py),
+its alerts (watchdog/program_alerts.py),
 and the watchdog-wide start bounds (watchdog/throttle.py). It knows a
 `Program` and its hooks, never what kind of program it is.
 
@@ -33,6 +34,7 @@ from watchdog.child_output import ChildOutput, RotatingFile, StderrSink, log_pat
 from watchdog.config import WatchdogConfig
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_NEEDS_OPERATOR
 from watchdog.notify_server import Notification, NotifyServer
+from watchdog.program_alerts import ProgramAlerts
 from watchdog.programs import Check, Program
 from watchdog.recovery import Records, Recovery
 from watchdog.recovery_log import RecoveryLog
@@ -97,12 +99,10 @@ class Watcher:
                                     settings.crash_loop_window)
         self._failures: collections.deque[float] = collections.deque(maxlen=64)  # since the last healthy spell
         self._crash_loop = False
-        self._firing: set[str] = set()  # alert rules this watcher has fired and not resolved
-        self._operator_rules: set[str] = set()  # of those, the ones an OK probe answer resolves
         self.recovery = Recovery()
         self.records = Records(context.recovery_log, self.name)
+        self.alerts = ProgramAlerts(self.name, context, self.records.flush)
         self._after_exit = _RECOVER
-        self._outage_since: float | None = None  # epoch seconds an upstream outage began
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task] = set()
         self._spawn_waiters: list[asyncio.Future] = []
@@ -133,6 +133,13 @@ class Watcher:
         self.ctx.on_change(self)
 
     @property
+    def settled(self) -> bool:
+        """Healthy, or not going to be by waiting: failed, or up while its upstream is away or an operator is
+        needed (a bridge in a WhatsApp outage). What a program with this one in `after` waits for."""
+        return self.healthy or self.state is State.FAILED or (
+            self.started and self.alerts.upstream_away)
+
+    @property
     def pid(self) -> int | None:
         return self.child.pid if self.child and self.child.running else None
 
@@ -156,7 +163,7 @@ class Watcher:
             "endpoints": record["endpoints"] if record and pid and record.get("pid") == pid else {},
             "status_text": self.status_text,
             "next_start_in_s": self._next_start_in(),
-            "alerts": sorted(self._firing),
+            "alerts": sorted(self.alerts.firing),
             **({"standby_pid": self.standby_pid} if self.standby else {}),
             **self.hooks.status_fields(self.last_probe),
         }
@@ -221,7 +228,7 @@ class Watcher:
             self._fail(f"cannot start {program.argv[0]}: {exc}", "config_failed", pid=None)
             self._spawned(None)
             return
-        self.output.attach(child.take_output())
+        self.output.attach(child.take_output(), child.pid)
         self._adopt(child)
 
     def _adopt(self, child: ChildProcess, promoted: bool = False) -> None:
@@ -311,16 +318,13 @@ class Watcher:
         """A probe answered (failures are counted by the checks): what the answer means for health and alerts."""
         if self.state not in (State.STARTING, State.RUNNING):
             return
-        was = (self.healthy, self.condition)
+        was = (self.healthy, self.condition, self.settled)
         self.last_probe = result
         if result.kind != probes.FAILURE:
             self.condition = "ready" if result.state == "ok" else result.state
             self._started_up()
         if result.kind == probes.OK:
-            self._end_outage()
-            for rule in list(self._operator_rules):
-                self._operator_rules.discard(rule)
-                self._resolve(rule, f"{self.name} is {self.condition} again")
+            self.alerts.answered_ok(self.condition)
             if check.target == self.program.ready.target:
                 self.ready = True
             if self.ready and not self.healthy:
@@ -328,13 +332,11 @@ class Watcher:
         elif result.kind == probes.OUTAGE:
             self.healthy = False
             if counts:  # before initial_delay, an outage is just the program starting up
-                self._outage(result)
+                self.alerts.outage(result)
         elif result.kind == probes.OPERATOR:
             self.healthy = False
-            self._operator_rules.add(result.state)
-            self._fire(result.state, f"{self.name}: {result.state.replace('_', ' ')}"
-                                     f"{': ' + result.detail if result.detail else ''}; an operator is needed")
-        if (self.healthy, self.condition) != was:
+            self.alerts.operator_needed(result)
+        if (self.healthy, self.condition, self.settled) != was:
             self.ctx.on_change(self)
 
     def _became_healthy(self) -> None:
@@ -352,7 +354,7 @@ class Watcher:
             logger.info("{} healthy again after {:.3f} s ({})", self.name, downtime, recovery.cause)
             recovery.end()
         for rule in RECOVERY_ALERTS:
-            self._resolve(rule, f"{self.name} is healthy again")
+            self.alerts.resolve(rule, f"{self.name} is healthy again")
         self._schedule("reset", self.ctx.settings.backoff_reset_after, self._healthy_long_enough)
         if self.standby is not None:
             self.standby.after_healthy()  # after the start-up, not during it
@@ -363,28 +365,8 @@ class Watcher:
         self._failures.clear()
         if self._crash_loop:
             self._crash_loop = False
-            self._resolve("crash_loop", f"{self.name} has been healthy for "
+            self.alerts.resolve("crash_loop", f"{self.name} has been healthy for "
                                         f"{self.ctx.settings.backoff_reset_after:g} s")
-
-    def _outage(self, result: probes.HealthResult) -> None:
-        """The program is fine but what it depends on is away (WhatsApp): no restart, alert with its duration."""
-        now = time.time()
-        if self._outage_since is None:
-            self._outage_since = result.outage_started_at or now
-            logger.warning("{} {} ({}): an outage upstream, not restarting", self.name, result.state, result.detail)
-        elif result.outage_started_at:
-            self._outage_since = min(self._outage_since, result.outage_started_at)
-        duration = max(0.0, now - self._outage_since)
-        self._fire("disconnect", f"{self.name} {result.state} for {duration:.0f} s"
-                                 f"{' (' + result.detail + ')' if result.detail else ''}", duration)
-
-    def _end_outage(self) -> None:
-        if self._outage_since is None:
-            return
-        duration = max(0.0, time.time() - self._outage_since)
-        self._outage_since = None
-        self.ctx.metrics.observe_disconnect(self.name, duration)
-        self._resolve("disconnect", f"{self.name} connected again after {duration:.0f} s")
 
     def overloaded(self, cause: str, log_only: bool = False) -> None:
         """A starved child was given time instead of being called hung: say so (once per episode)."""
@@ -403,7 +385,7 @@ class Watcher:
         self._begin_recovery(event, cause, child.pid)
         self._stop_child(child, self.ctx.settings.term_grace, _RECOVER, planned=False)
         self.records.add(event, cause=cause, pid=child.pid)
-        self._fire("hang", f"{self.name} {event}: {cause}; restarting it")
+        self.alerts.fire("hang", f"{self.name} {event}: {cause}; restarting it")
 
     def _begin_recovery(self, kind: str, cause: str, pid: int | None) -> None:
         self.recovery.begin(kind, cause, pid)
@@ -438,6 +420,7 @@ class Watcher:
                              cause=self._stop_cause if self._after_exit == _STAY_STOPPED else self.recovery.cause)
         else:
             self.records.add("exit", pid=child.pid, **cause)
+        last_words = "" if self.ready else self.status_text  # a refusal at start (e.g. a corrupt store) says why
         self.ready = self.started = self.healthy = False
         self.condition = "exited"
         self._set_state(State.EXITED)
@@ -460,7 +443,8 @@ class Watcher:
         self._begin_recovery("exit", str(cause["cause"]), child.pid)
         program = self.program
         if code in program.no_restart_exit_codes:
-            meaning = {EXIT_CONFIG: "configuration error", EXIT_NEEDS_OPERATOR: "needs an operator (not paired)"}.get(code, "a no-restart exit code")
+            meaning = last_words or {EXIT_CONFIG: "configuration error",
+                                     EXIT_NEEDS_OPERATOR: "needs an operator (not paired)"}.get(code, "a no-restart exit code")
             self._fail(f"{cause['cause']}: {meaning}", FAILED_RULES.get(code, "config_failed"), pid=child.pid)
         elif program.restart == "never" or (program.restart == "on-failure" and code == 0):
             if code == 0:
@@ -482,7 +466,7 @@ class Watcher:
             cause = f"{decision.recent} exits in {self.policy.crash_loop_window:g} s"
             logger.error("{} crash loop: {}; backing off up to {:g} s", self.name, cause, self.policy.maximum)
             self.records.add("crash_loop", cause=cause, backoff_s=round(decision.delay, 3), pid=self.recovery.failed_pid)
-            self._fire("crash_loop", f"{self.name} is crash-looping: {cause} (last: {self.recovery.cause}); "
+            self.alerts.fire("crash_loop", f"{self.name} is crash-looping: {cause} (last: {self.recovery.cause}); "
                                      f"backing off up to {self.policy.maximum:g} s")
         self.recovery.delay = decision.delay
         if self._promote_standby():
@@ -502,7 +486,7 @@ class Watcher:
         if self.state is not State.FAILED:
             self._set_state(State.FAILED)
         self.records.add("failed", cause=cause, pid=pid)
-        self._fire(rule, f"{self.name} failed: {cause}; not restarting it")
+        self.alerts.fire(rule, f"{self.name} failed: {cause}; not restarting it")
 
     # -- operator, reload and shutdown ---------------------------------------------------
 
@@ -573,17 +557,7 @@ class Watcher:
             return None
         return self.checks.overdue()
 
-    # -- alerts, timers, tasks -------------------------------------------------------
-
-    def _fire(self, rule: str, summary: str, duration_s: float | None = None) -> None:
-        self.records.flush()  # the alert manager logs the alert itself: keep the cause before it
-        self._firing.add(rule)
-        self.ctx.alerts.fire(rule, self.name, summary, duration_s=duration_s)
-
-    def _resolve(self, rule: str, summary: str) -> None:
-        if rule in self._firing:
-            self._firing.discard(rule)
-            self.ctx.alerts.resolve(rule, self.name, summary)
+    # -- timers, tasks ----------------------------------------------------------------
 
     def _schedule(self, name: str, delay: float, callback: Callable[[], None]) -> None:
         self._cancel_timer(name)

@@ -366,7 +366,7 @@ async def serve(config: Config) -> int:
 def cmd_sim(config: Config, args: argparse.Namespace) -> int:
     if config.sim is None:
         raise ConfigError(f"{config.path}: sim: missing [sim] table")
-    logs.setup()
+    logs.setup("sim")
     return asyncio.run(serve(config))
 
 

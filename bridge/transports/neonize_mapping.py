@@ -204,8 +204,10 @@ def connection_event(event: object, at: datetime) -> ConnectionEvent | None:
         case nz.Disconnected():
             return ConnectionEvent(ConnectionKind.DISCONNECTED, at, "connection to WhatsApp closed (whatsmeow reconnects)")
         case nz.KeepAliveTimeout():
-            last = from_unix(event.LastSuccess).isoformat(timespec="seconds") if event.LastSuccess else "never"
-            return ConnectionEvent(ConnectionKind.DISCONNECTED, at,
+            # The outage began at the last keep-alive answer, not when whatsmeow gave up on the next ones.
+            answered = from_unix(event.LastSuccess) if event.LastSuccess else None
+            last = answered.isoformat(timespec="seconds") if answered else "never"
+            return ConnectionEvent(ConnectionKind.DISCONNECTED, min(answered, at) if answered else at,
                                    f"keep-alive timeout ({event.ErrorCount} unanswered, last answer {last})")
         case nz.KeepAliveRestored():
             return ConnectionEvent(ConnectionKind.CONNECTED, at, "keep-alive restored")

@@ -94,7 +94,7 @@ async def serve(config: Config) -> int:
 
 
 def cmd_drops_api(config: Config, args: argparse.Namespace) -> int:
-    logs.setup()
+    logs.setup(COMPONENT)
     if not config.drops_api.enabled:
         logger.error("drops-api is disabled in {} ([drops_api] enabled = false)", config.path)
         return EXIT_CONFIG

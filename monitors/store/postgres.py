@@ -18,10 +18,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import psycopg
-from psycopg.types.datetime import TimestamptzLoader
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
 from psycopg.types.string import TextLoader
 
-from bridge.schema import format_ts
 from monitors.store.schema import migrations
 from monitors.store.sql import POSTGRES, StoreUnavailable
 from watchdog.config import DB_SCHEMA_NAME
@@ -33,9 +33,16 @@ MIGRATION_LOCK = 0x77617764  # pg_advisory_xact_lock key: one migrating process 
 UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
-class _StoreTimestamp(TimestamptzLoader):
-    def load(self, data: bytes) -> str:  # type: ignore[override]
-        return format_ts(super().load(data))
+class _StoreTimestamp(Loader):
+    """timestamptz text as the session (TimeZone UTC) prints it -> our fixed-width format, without a datetime:
+    `2026-11-24 08:03:10.5+00` -> `2026-11-24 08:03:10.500000+00:00` (listing 100 drops converts 300 of them)."""
+
+    def load(self, data: Buffer) -> str:
+        text = bytes(data).decode()
+        if not text.endswith("+00"):
+            raise ValueError(f"timestamptz {text!r} is not in UTC: the session's TimeZone must be UTC")
+        seconds, _, fraction = text[:-3].partition(".")
+        return f"{seconds}.{fraction.ljust(6, '0')}+00:00"
 
 
 def redact(url: str) -> str:
@@ -80,7 +87,7 @@ class PostgresBackend:
         for name, loader in (("timestamptz", _StoreTimestamp), ("uuid", TextLoader), ("jsonb", TextLoader)):
             conn.adapters.register_loader(name, loader)
         try:
-            conn.execute("SET TIME ZONE 'UTC'")
+            conn.execute("SET TIME ZONE 'UTC'; SET DateStyle TO 'ISO'")  # what _StoreTimestamp reads
             migrate(_PgTarget(conn, self.schema, self.description), migrations(POSTGRES))
             conn.execute(f'SET search_path TO "{self.schema}"')
         except UNAVAILABLE as exc:

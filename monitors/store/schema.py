@@ -84,6 +84,8 @@ CREATE UNIQUE INDEX drops_public_id ON drops (public_id);
 DROP INDEX IF EXISTS drops_time;
 CREATE INDEX drops_newest ON drops (message_time, id);
 CREATE INDEX drops_project_newest ON drops (project, message_time, id);
+CREATE INDEX drops_feedback_newest ON drops (feedback_status, message_time, id);
+CREATE INDEX drops_project_feedback_newest ON drops (project, feedback_status, message_time, id);
 CREATE INDEX drop_events_drop ON drop_events (drop_id, id);
 CREATE INDEX feedback_drop ON feedback (drop_id, id)
 """
@@ -127,6 +129,12 @@ CREATE TABLE store_state (
 """
 
 
+V5_BACKFILLED_INDEXES = """
+CREATE INDEX drops_backfilled_newest ON drops (backfilled, message_time, id);
+CREATE INDEX drops_project_backfilled_newest ON drops (project, backfilled, message_time, id)
+"""
+
+
 def _fill_public_ids(ex: Executor) -> None:
     """Drops recorded before public ids existed get one now (new drops get theirs when recorded)."""
     for (drop_id,) in ex.rows("SELECT id FROM drops WHERE public_id IS NULL ORDER BY id"):
@@ -141,4 +149,5 @@ def migrations(dialect: Dialect) -> list[Migration]:
                   (dialect.ddl(V2_PUBLIC_IDS), _fill_public_ids, dialect.ddl(V2_INDEXES))),
         Migration(3, "feedback receipts: server_at, delivered_at, read_at", (dialect.ddl(V3_RECEIPTS),)),
         Migration(4, "webhook outbox: events, webhook_cursors, deliveries; store_state", (dialect.ddl(V4_OUTBOX),)),
+        Migration(5, "indexes for listing backfilled drops newest first", (V5_BACKFILLED_INDEXES,)),
     ]

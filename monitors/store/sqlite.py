@@ -5,7 +5,7 @@ timeout, so six monitors never fail on each other's locks. The timeout is
 short (`WRITE_BUSY_TIMEOUT`): the wait runs on the monitor's event loop, so
 a lock held longer by another program (an operator's `sqlite3` in BEGIN
 EXCLUSIVE) is StoreUnavailable, retried with backoff while the loop keeps
-heartbeating, instead of a frozen monitor killed as hung. Other errors stay
+heartbeating, instead of a frozen monitor killed as hung; so is a full disk. Other errors stay
 sqlite3 errors (a monitor exits and is restarted, as before). A corrupt file
 is refused at start (bridge.integrity: exit 2).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_random
 
-from bridge.integrity import check_or_refuse, is_locked
+from bridge.integrity import check_or_refuse, is_full, is_locked
 from monitors.store.schema import migrations
 from monitors.store.sql import SQLITE
 from monitors.store.sql import StoreUnavailable
@@ -78,6 +78,8 @@ class SqliteBackend:
         except sqlite3.OperationalError as exc:
             if is_locked(exc):
                 raise StoreUnavailable(f"{self.path.name} locked by another process: {exc}") from exc
+            if is_full(exc):  # waited out like a lock: a restart would not free any space
+                raise StoreUnavailable(f"{self.path.name}: {exc}") from exc
             raise
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:

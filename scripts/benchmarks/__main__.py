@@ -12,7 +12,9 @@ import time
 BENCHMARKS = {
     "bridge": ("scripts.benchmarks.bridge_bench", "message ingest rate and /api/send latency"),
     "drops": ("scripts.benchmarks.drop_latency", "sim post -> drop row latency, six projects, drops.db vs PostgreSQL"),
+    "drops-query": ("scripts.benchmarks.drops_query", "the drops API's queries on 100,000 drops, drops.db vs PostgreSQL"),
     "recovery": ("scripts.benchmarks.recovery_bench", "kill/hang -> healthy: ours vs supervisord vs systemd"),
+    "console": ("scripts.benchmarks.console_bench", "console page time at 30 components / 10,000 records; live update"),
     "retention": ("scripts.benchmarks.retention", "storage growth per message: messages.db, drops.db, logs"),
     "windows": ("scripts.benchmarks.outage_windows", "recorded outage windows vs the real outage (kill -9, disconnect)"),
     "scale": ("scripts.benchmarks.scale_bench", "6-100 projects: start, idle CPU, memory, drops; template vs exec"),

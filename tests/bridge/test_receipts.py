@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 from neonize.proto import Neonize_pb2 as nz
 
 from bridge.store import Store, receipts_after
@@ -66,6 +67,7 @@ def receipts(data_dir: Path, message_id: str) -> set[tuple[str, str]]:
     return set(rows(data_dir, "SELECT recipient_jid, kind FROM receipts WHERE message_id = ?", message_id))
 
 
+@pytest.mark.slow
 def test_sim_delivers_at_once_reads_on_request_and_queues_receipts_while_the_bridge_is_away(
         procs: Processes, data_dir: Path) -> None:
     _, sim = start_sim(procs, data_dir)

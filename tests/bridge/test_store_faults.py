@@ -13,8 +13,11 @@ import pytest
 
 from tests.bridge_support import bridge_url, health, inject, rows, sessions, start_bridge, start_sim
 from tests.conftest import GROUP_A, ROOT, Processes, wait_until
+from tests.bridge.test_outage_windows import ONLY_BRIDGE
 from tests.host_faults import SmallDisk, small_disk
+from tests.test_watchdog_system import status
 from watchdog.exitcodes import EXIT_CONFIG
+from watchdog.recovery_log import RecoveryLog
 
 
 def queue_depth(sim_url: str) -> int:
@@ -53,10 +56,16 @@ def test_a_store_locked_by_sqlite3_is_named_in_health_and_ingest_resumes_when_re
             holder.wait()
 
 
-def _zero_page(path: Path, page: int) -> None:
-    size = sqlite3.connect(path).execute("PRAGMA page_size").fetchone()[0]
+def corrupt_sqlite(path: Path) -> None:
+    """A SQLite file of some pages with its third page zeroed, as a bad disk sector leaves it."""
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE filler (x TEXT)")
+    conn.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,) for _ in range(200)])
+    conn.commit()
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
     with open(path, "r+b") as f:
-        f.seek(size * (page - 1))
+        f.seek(size * 2)
         f.write(b"\0" * size)
 
 
@@ -69,12 +78,7 @@ def test_a_corrupt_messages_db_is_refused_with_exit_2_naming_the_file_and_the_re
         config_path: Path, data_dir: Path) -> None:
     store = data_dir / "accounts/main/messages.db"
     store.parent.mkdir(parents=True)
-    conn = sqlite3.connect(store)
-    conn.execute("CREATE TABLE filler (x TEXT)")
-    conn.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,) for _ in range(200)])
-    conn.commit()
-    conn.close()
-    _zero_page(store, 3)
+    corrupt_sqlite(store)
     done = _bridge_refuses(config_path, data_dir)
     assert done.returncode == EXIT_CONFIG, done.stderr
     assert f"{store} is corrupt (" in done.stderr and "docs/OPERATIONS.md" in done.stderr
@@ -85,12 +89,7 @@ def test_a_corrupt_messages_db_is_refused_with_exit_2_naming_the_file_and_the_re
 def test_a_corrupt_drops_db_makes_the_monitor_exit_2_not_crash_loop(config_path: Path, data_dir: Path) -> None:
     drops = data_dir / "drops.db"
     data_dir.mkdir()
-    conn = sqlite3.connect(drops)
-    conn.execute("CREATE TABLE filler (x TEXT)")
-    conn.executemany("INSERT INTO filler VALUES (?)", [("x" * 500,) for _ in range(200)])
-    conn.commit()
-    conn.close()
-    _zero_page(drops, 3)
+    corrupt_sqlite(drops)
     done = subprocess.run([sys.executable, "-m", "watchdog.cli", "monitor", "--project", "lawley", "--config",
                            str(config_path)], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode == EXIT_CONFIG, done.stderr
@@ -135,3 +134,24 @@ def test_a_full_disk_keeps_the_bridge_serving_health_unacknowledged_and_it_resum
                                              f"SELECT content FROM messages WHERE id = '{first['id']}'"),
                                 capture_output=True, text=True, timeout=10)
         assert stored.stdout.strip() == "DR1000002 on a full disk", stored.stderr
+
+
+@pytest.mark.slow
+def test_under_the_watchdog_a_corrupt_store_is_failed_and_alerted_with_its_message(write_config) -> None:
+    config_path = write_config(ONLY_BRIDGE)
+    data_dir = config_path.parent / "data"
+    store = data_dir / "accounts/main/messages.db"
+    store.parent.mkdir(parents=True)
+    corrupt_sqlite(store)
+    procs = Processes(config_path)
+    try:
+        procs.start("run", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = RecoveryLog(data_dir / "recoveries.jsonl")
+        failed = wait_until(lambda: [r for r in log.read() if r["component"] == "bridge:main"
+                                     and r["event"] == "failed"], 30, message="the bridge failed")
+        assert f"{store} is corrupt" in failed[0]["cause"] and "docs/OPERATIONS.md" in failed[0]["cause"]
+        bridge = wait_until(lambda: status(data_dir).get("bridge:main"), 10, message="status")
+        assert bridge["state"] == "failed" and "is corrupt" in bridge["last_cause"]  # what the alert says too
+        assert len([r for r in log.read() if r["component"] == "bridge:main" and r["event"] == "exit"]) == 1
+    finally:
+        procs.stop_all()

@@ -128,3 +128,18 @@ def test_systemctl_reload_is_a_sighup_that_applies_the_config_without_a_restart(
         assert shown == {"ActiveState": "active", "MainPID": str(main_pid), "NRestarts": "0"}, shown
         manager.own(*[c["pid"] for c in after.values() if c["pid"]])
         assert manager.stop_unit(unit)["Result"] == "success"
+
+
+def test_a_program_after_a_bridge_in_a_whatsapp_outage_starts_anyway_once_the_outage_is_known(tmp_path: Path) -> None:
+    """`after` waits for healthy, or for a dependency that is up while its upstream is away (waiting would not help)."""
+    from tests.test_watchdog_supervision import health_bridge, run, set_health, supervise, worker, write_settings
+    state_file = tmp_path / "health.json"
+    set_health(state_file, 503, "disconnected", reason="WhatsApp unreachable")
+
+    async def scenario() -> None:
+        async with supervise(write_settings(tmp_path), [health_bridge(tmp_path, state_file),
+                                                        worker("monitor:a", after=("bridge:main",))]) as s:
+            await s.running("monitor:a", timeout=20)
+            bridge = s.watcher("bridge:main")
+            assert not bridge.healthy and bridge.condition == "disconnected" and bridge.settled
+    run(scenario)

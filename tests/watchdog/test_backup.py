@@ -106,10 +106,14 @@ def test_a_neonize_session_store_is_copied_and_postgres_is_named(write_config, t
     assert "messages:main: " in done.stdout and "does not exist (not created yet), skipped" in done.stdout
 
     url = "postgresql://wa@127.0.0.1/wa"
-    pg = load(write_config(neonize.replace('transport = "neonize"', f'transport = "neonize"\nsession_db = "{url}"'),
-                           name="pg.toml"))
+    pg = load(write_config(neonize.replace('transport = "neonize"', f'transport = "neonize"\nsession_db = "{url}"')
+                           + f'\n[database]\nurl = "{url}"\n', name="pg.toml"))
     done = cli(pg.path, "backup", str(tmp_path / "b2"))
-    assert done.returncode == 0 and f"session:main is in PostgreSQL: back it up with pg_dump '{url}'" in done.stdout
+    assert done.returncode == 0, done.stderr
+    assert f"session:main is in PostgreSQL: back it up with pg_dump '{url}'" in done.stdout
+    assert f"drops store is in PostgreSQL: back it up with pg_dump '{url}'" in done.stdout
+    (folder,) = (tmp_path / "b2").iterdir()
+    assert [f["role"] for f in json.loads((folder / "MANIFEST.json").read_text())["files"]] == ["config"]
 
 
 def test_reading_a_stopped_store_as_root_leaves_its_files_to_their_owner(config_path: Path, tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ def test_the_documented_install_pairs_before_the_first_start(scratch_root: Path)
     etc = scratch_root / "etc/wa-watchdog"
     config = etc / "config.toml"
     prod = (ROOT / "conf/prod.example.toml").read_text(encoding="utf-8")
-    prod = prod.replace('"/var/lib/wa-watchdog"', f'"{data}"').replace("control_port = 8090", "control_port = 0") \
+    prod = prod.replace('"/var/lib/wa-watchdog"', f'"{data}"').replace("control_port = 8090", "control_port = 0").replace("port = 8091", "port = 0") \
         .replace("api_port = 8080 ", "api_port = 0 ")
     # install -d -m 0750 -o root -g wa-watchdog /etc/wa-watchdog; install -m 0640 -o root -g wa-watchdog ... config.toml
     etc.mkdir(mode=0o750)
