@@ -28,6 +28,7 @@ from watchdog.alerts import AlertManager
 from watchdog.config import Config, WebhookConfig
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.migrations import SchemaTooNew
+from watchdog.http_server import LimitedRunner
 from watchdog.notify import Notifier, heartbeat_interval
 from watchdog.recovery_log import RecoveryLog
 
@@ -61,8 +62,8 @@ async def serve(config: Config) -> int:
 
     http = aiohttp.ClientSession()
     api = DropsApi(config, db, http, Deliverer(config.webhooks, db.outbox, http, dead))
-    runner = web.AppRunner(build_app(api, web_guard.middlewares(settings.allowed_hosts, settings.allowed_origins, settings.token)), access_log=None,
-                           handle_signals=False)
+    guard = web_guard.middlewares(settings.allowed_hosts, settings.allowed_origins, settings.token)
+    runner = LimitedRunner(build_app(api, guard), access_log=None, handle_signals=False)  # connection cap, header timeout
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()
