@@ -151,8 +151,8 @@ class Outbox:
         if self.is_connected():
             attempts = self.store.outbox_attempt(row)
             if attempts > self.max_attempts:
-                self._dead(row, f"dead-lettered: no answer or the connection dropped on each of "
-                                f"{self.max_attempts} attempts")
+                self._dead(row, f"dead-lettered after {self.max_attempts} attempts: no answer, or the connection "
+                                "dropped, each time")
                 return 0
         media = OutgoingMedia(Path(row.media_path), row.media_type or "document", Path(row.media_path).name) \
             if row.media_path else None
@@ -180,7 +180,7 @@ class Outbox:
         return 1
 
     def _dead(self, row: OutboxRow, reason: str) -> None:
-        logger.error("send {} to {} dead-lettered: {}", row.message_id, row.recipient_jid, reason)
+        logger.error("send {} to {} failed for good: {}", row.message_id, row.recipient_jid, reason)
         self.store.outbox_failed(row, reason)
         self._finished(row)
         self.on_dead_letter(row, reason)

@@ -74,6 +74,7 @@ def _bridge_refuses(config_path: Path, data_dir: Path) -> subprocess.CompletedPr
                            str(config_path)], cwd=ROOT, capture_output=True, text=True, timeout=30)
 
 
+@pytest.mark.slow
 def test_a_corrupt_messages_db_is_refused_with_exit_2_naming_the_file_and_the_restore_procedure(
         config_path: Path, data_dir: Path) -> None:
     store = data_dir / "accounts/main/messages.db"

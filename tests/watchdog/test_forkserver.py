@@ -37,10 +37,12 @@ port = 0
 [accounts.main]
 transport = "sim"
 phone = "27710000000"
+api_port = 0
 
 [accounts.phone]
 transport = "neonize"
 phone = "27710000009"
+api_port = 0
 
 [[projects]]
 name = "lawley"
