@@ -226,12 +226,12 @@ class Monitor:
         return await wait_event(self._wake, timeout)
 
     async def follow(self, store: StoreFollower) -> None:
-        """Catch up whenever the store changes: woken by inotify, checked every SAFETY_INTERVAL anyway.
+        """Catch up whenever the store changes: woken by inotify, and a full look every SAFETY_INTERVAL.
 
-        inotify reports the WAL write, and SQLite publishes the commit in the -shm index just after it,
-        so a wake is followed by a few looks SETTLE_DELAYS apart until data_version shows the commit.
-        A commit without new messages (the bridge's `alive_at` every second, a window update) costs
-        one MAX(rowid); windows are read with the next messages or at the safety check.
+        inotify reports the WAL write, and SQLite publishes the commit in the -shm index just after it:
+        a wake that finds data_version unchanged looks again SETTLE_DELAYS later. A commit without new messages
+        (the bridge's `alive_at` every second, a window update) costs one MAX(rowid); windows are read
+        with the next messages or at the next full look.
         """
         loop = asyncio.get_running_loop()
         try:
@@ -242,22 +242,24 @@ class Monitor:
         if watch is not None:
             loop.add_reader(watch.fileno(), lambda: watch.drain() and self._wake.set())
         interval = SAFETY_INTERVAL if watch is not None else POLL_INTERVAL
-        settle: list[float] = []  # after a wake: look again shortly, the commit may not be visible yet
+        looks: list[float] = []  # after a wake whose commit was not visible yet: when to look again
         unread = False  # commits not read in full yet (the bridge's heartbeat, a window's update)
-        full = True  # read windows too, not only new messages: at the start and at each safety check
+        next_full = 0.0
         try:
             while not self._stop.is_set():
                 self._wake.clear()  # before looking: a write while we catch up wakes the next wait
+                now = time.monotonic()
+                full = now >= next_full
+                if full:
+                    next_full = now + interval
                 if store.changed():
-                    settle, unread = [], True
+                    looks, unread = [], True
                 if unread and (full or store.newest_rowid() > self.cursor):
                     await self.with_store(lambda: self.catch_up(store))
                     unread = False
-                timeout = settle.pop(0) if settle else interval
-                woken = await self._woken(timeout)
-                if woken:
-                    settle = list(SETTLE_DELAYS)
-                full = not woken and timeout == interval
+                timeout = looks.pop(0) if looks else max(0.0, next_full - time.monotonic())
+                if await self._woken(timeout):
+                    looks = list(SETTLE_DELAYS)
         finally:
             if watch is not None:
                 loop.remove_reader(watch.fileno())
