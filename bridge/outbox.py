@@ -21,7 +21,6 @@ one's current state. See docs/ARCHITECTURE.md, "Exactly once".
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import secrets
@@ -37,6 +36,7 @@ from bridge.sending import SendRequest, refusal_status
 from bridge.store import OutboxRow, Store, format_ts
 from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, SendFailed,
                               Source, Transport)
+from watchdog.waiting import wait_event
 
 SEND_TIMEOUT = 10.0  # an unanswered send stays pending and is retried (same id) later
 MAX_ATTEMPTS = 5
@@ -123,8 +123,7 @@ class Outbox:
 
     async def _wait_for_delivery(self, row: OutboxRow) -> OutboxRow:
         done = self._done.setdefault(row.message_id, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), self.delivery_wait)
+        await wait_event(done, self.delivery_wait)
         self._done.pop(row.message_id, None)
         return self.store.outbox_row(row.message_id) or row
 

@@ -34,6 +34,7 @@ from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.migrations import SchemaTooNew
 from watchdog.notify import Notifier, heartbeat_interval
 from watchdog.recovery_log import RecoveryLog
+from watchdog.waiting import wait_event
 
 BATCH = 1000  # messages per transaction when catching up
 STORE_WAIT_INTERVAL = 0.1  # how often to look for a messages.db that does not exist yet
@@ -189,8 +190,7 @@ class Monitor:
                    for r in self.recovery_log.read())
 
     async def _sleep(self, seconds: float) -> None:
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+        await wait_event(self._stop, seconds)
 
     def _store_down(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -223,9 +223,7 @@ class Monitor:
 
     async def _woken(self, timeout: float) -> bool:
         """Wait up to `timeout` for a wake (a store write, or stop); True if there was one."""
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        return self._wake.is_set()
+        return await wait_event(self._wake, timeout)
 
     async def follow(self, store: StoreFollower) -> None:
         """Catch up whenever the store changes: woken by inotify, and a full look every SAFETY_INTERVAL.

@@ -39,6 +39,7 @@ from watchdog.states import State
 from watchdog.systemd_heartbeat import SystemdHeartbeat
 from watchdog.template import is_ours
 from watchdog.throttle import Launcher
+from watchdog.waiting import wait_event
 from watchdog.watcher import Context, Watcher
 
 WATCHDOG_LOCK = "watchdog.lock"  # in the run directory; holds the supervising watchdog's pid
@@ -357,9 +358,7 @@ class Arbiter:
             if remaining <= 0:
                 return False
             self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
+            if not await wait_event(self._changed, remaining):
                 return condition()
         return True
 

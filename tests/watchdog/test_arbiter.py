@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bridge_support import rows, sent, sessions, streaming
+from tests.bridge_support import rows, sessions, streaming
 from tests.bridge_support import inject
 from tests.conftest import BASE_CONFIG, GROUP_C, ROOT, Processes, wait_until
 from tests.monitor_support import cli, query
@@ -103,9 +103,6 @@ def test_reload_applies_only_the_difference_and_adding_a_project_leaves_the_brid
         assert "old configuration stays" in invalid["message"]
         now = healthy(data_dir, [*EXPECTED, "monitor:velo", "keep", "edit"])
         assert now is not None and {n: now[n]["pid"] for n in now} == {n: after[n]["pid"] for n in after}
-        # Every drop acknowledged before the stop: a monitor stopped while acks are in flight hangs in its
-        # shutdown on main 32332fe (reported in NOTES.md), which is not what this test is about.
-        wait_until(lambda: len(sent(sim_url)) >= len(injected) + 1, 60, message="every drop acknowledged")
     finally:
         procs.stop_all()
     assert watchdog.returncode == 0
