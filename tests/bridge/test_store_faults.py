@@ -15,7 +15,7 @@ from tests.bridge_support import bridge_url, health, inject, rows, sessions, sta
 from tests.conftest import GROUP_A, ROOT, Processes, wait_until
 from tests.bridge.test_outage_windows import ONLY_BRIDGE
 from tests.host_faults import SmallDisk, small_disk
-from tests.test_watchdog_system import status
+from tests.watchdog.test_system import status
 from watchdog.exitcodes import EXIT_CONFIG
 from watchdog.recovery_log import RecoveryLog
 

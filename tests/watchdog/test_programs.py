@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BASE_CONFIG, ROOT, Processes, wait_until
-from tests.test_watchdog_system import EXPECTED, status
+from tests.watchdog.test_system import EXPECTED, status
 from watchdog.builtins import all_programs, builtin_programs
 from watchdog.config import ConfigError, load
 from watchdog.programs import Check, Program, diff
