@@ -53,6 +53,7 @@ from watchdog.http_server import LimitedRunner
 from watchdog.migrations import SchemaTooNew
 from watchdog.notify import Notifier, heartbeat_interval
 from watchdog.recovery_log import RecoveryLog
+from watchdog.waiting import wait_event
 
 TRANSPORTS = {
     "sim": ("bridge.transports.sim", "SimTransport"),
@@ -261,9 +262,7 @@ class Bridge:
         neither the store nor health claims to be caught up before it is.
         """
         await self.outbox.drain()
-        try:
-            await asyncio.wait_for(self._synced.wait(), OFFLINE_SYNC_WAIT)
-        except TimeoutError:
+        if not await wait_event(self._synced, OFFLINE_SYNC_WAIT):
             logger.info("no offline-sync-done within {}s; closing the window anyway", OFFLINE_SYNC_WAIT)
         if self.health.connected:
             self.windows.on_caught_up(self._connected_at)

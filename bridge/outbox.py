@@ -21,7 +21,6 @@ one's current state. See docs/ARCHITECTURE.md, "Exactly once".
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import secrets
@@ -37,6 +36,7 @@ from bridge.sending import SendRequest, refusal_status
 from bridge.store import OutboxRow, Store, format_ts
 from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, SendFailed,
                               Source, Transport)
+from watchdog.waiting import wait_event
 
 SEND_TIMEOUT = 10.0  # an unanswered send stays pending and is retried (same id) later
 MAX_ATTEMPTS = 5
@@ -123,8 +123,7 @@ class Outbox:
 
     async def _wait_for_delivery(self, row: OutboxRow) -> OutboxRow:
         done = self._done.setdefault(row.message_id, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), self.delivery_wait)
+        await wait_event(done, self.delivery_wait)
         self._done.pop(row.message_id, None)
         return self.store.outbox_row(row.message_id) or row
 
@@ -152,8 +151,8 @@ class Outbox:
         if self.is_connected():
             attempts = self.store.outbox_attempt(row)
             if attempts > self.max_attempts:
-                self._dead(row, f"dead-lettered: no answer or the connection dropped on each of "
-                                f"{self.max_attempts} attempts")
+                self._dead(row, f"dead-lettered after {self.max_attempts} attempts: no answer, or the connection "
+                                "dropped, each time")
                 return 0
         media = OutgoingMedia(Path(row.media_path), row.media_type or "document", Path(row.media_path).name) \
             if row.media_path else None
@@ -181,7 +180,7 @@ class Outbox:
         return 1
 
     def _dead(self, row: OutboxRow, reason: str) -> None:
-        logger.error("send {} to {} dead-lettered: {}", row.message_id, row.recipient_jid, reason)
+        logger.error("send {} to {} failed for good: {}", row.message_id, row.recipient_jid, reason)
         self.store.outbox_failed(row, reason)
         self._finished(row)
         self.on_dead_letter(row, reason)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from contextlib import suppress
 from dataclasses import dataclass
 
 import aiohttp
@@ -30,6 +29,7 @@ from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_QU
                                   KIND_OPERATOR, DropsDB, Feedback, NewFeedback, StoreUnavailable, Submission)
 from watchdog import endpoints
 from watchdog.config import Config, ProjectConfig
+from watchdog.waiting import wait_event
 
 REQUEST_TIMEOUT = 10.0  # the bridge's own send timeout is 10 s; after that the send stays in its outbox
 RECHECK_INTERVAL = 5.0  # look for pending feedback recorded by other processes
@@ -170,8 +170,7 @@ class FeedbackSender:
             client = BridgeClient(self.config, self.project.send_account, http)
             recheck = RECHECK_INTERVAL
             while True:
-                with suppress(TimeoutError):  # also picks up feedback queued by `wa-watchdog feedback`
-                    await asyncio.wait_for(self._wake.wait(), recheck)
+                await wait_event(self._wake, recheck)  # also picks up feedback queued by `wa-watchdog feedback`
                 self._wake.clear()
                 recheck = RECHECK_INTERVAL
                 try:

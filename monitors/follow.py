@@ -18,8 +18,9 @@ from pathlib import Path
 from bridge.schema import StoredMessage, Window, messages_after, open_readonly, windows
 
 POLL_INTERVAL = 0.02  # seconds between data_version checks without inotify
-SAFETY_INTERVAL = 2.0  # seconds between data_version checks with inotify (woken at once on a write)
-SETTLE_DELAYS = (0.002, 0.01, 0.05)  # looks again after a wake: the write comes just before its commit shows
+SAFETY_INTERVAL = 5.0  # seconds between full looks with inotify (woken at once on a write)
+SETTLE_DELAYS = (0.002, 0.01, 0.05, 0.2, 0.5, 1.0)  # looks again after a wake that found no commit yet:
+# the writer publishes it just after the write, or later when it is descheduled on a loaded host
 
 # The bridge creates these in one transaction; until then the store is not ready to follow.
 REQUIRED_TABLES = ("messages", "message_meta", "disconnect_windows")

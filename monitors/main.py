@@ -34,6 +34,7 @@ from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.migrations import SchemaTooNew
 from watchdog.notify import Notifier, heartbeat_interval
 from watchdog.recovery_log import RecoveryLog
+from watchdog.waiting import wait_event
 
 BATCH = 1000  # messages per transaction when catching up
 STORE_WAIT_INTERVAL = 0.1  # how often to look for a messages.db that does not exist yet
@@ -189,8 +190,7 @@ class Monitor:
                    for r in self.recovery_log.read())
 
     async def _sleep(self, seconds: float) -> None:
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+        await wait_event(self._stop, seconds)
 
     def _store_down(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -223,17 +223,15 @@ class Monitor:
 
     async def _woken(self, timeout: float) -> bool:
         """Wait up to `timeout` for a wake (a store write, or stop); True if there was one."""
-        with suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        return self._wake.is_set()
+        return await wait_event(self._wake, timeout)
 
     async def follow(self, store: StoreFollower) -> None:
-        """Catch up whenever the store changes: woken by inotify, checked every SAFETY_INTERVAL anyway.
+        """Catch up whenever the store changes: woken by inotify, and a full look every SAFETY_INTERVAL.
 
-        inotify reports the WAL write, and SQLite publishes the commit in the -shm index just after it,
-        so a wake is followed by a few looks SETTLE_DELAYS apart until data_version shows the commit.
-        A commit without new messages (the bridge's `alive_at` every second, a window update) costs
-        one MAX(rowid); windows are read with the next messages or at the safety check.
+        inotify reports the WAL write, and SQLite publishes the commit in the -shm index just after it:
+        a wake that finds data_version unchanged looks again SETTLE_DELAYS later. A commit without new messages
+        (the bridge's `alive_at` every second, a window update) costs one MAX(rowid); windows are read
+        with the next messages or at the next full look.
         """
         loop = asyncio.get_running_loop()
         try:
@@ -244,22 +242,24 @@ class Monitor:
         if watch is not None:
             loop.add_reader(watch.fileno(), lambda: watch.drain() and self._wake.set())
         interval = SAFETY_INTERVAL if watch is not None else POLL_INTERVAL
-        settle: list[float] = []  # after a wake: look again shortly, the commit may not be visible yet
+        looks: list[float] = []  # after a wake whose commit was not visible yet: when to look again
         unread = False  # commits not read in full yet (the bridge's heartbeat, a window's update)
-        full = True  # read windows too, not only new messages: at the start and at each safety check
+        next_full = 0.0
         try:
             while not self._stop.is_set():
                 self._wake.clear()  # before looking: a write while we catch up wakes the next wait
+                now = time.monotonic()
+                full = now >= next_full
+                if full:
+                    next_full = now + interval
                 if store.changed():
-                    settle, unread = [], True
+                    looks, unread = [], True
                 if unread and (full or store.newest_rowid() > self.cursor):
                     await self.with_store(lambda: self.catch_up(store))
                     unread = False
-                timeout = settle.pop(0) if settle else interval
-                woken = await self._woken(timeout)
-                if woken:
-                    settle = list(SETTLE_DELAYS)
-                full = not woken and timeout == interval
+                timeout = looks.pop(0) if looks else max(0.0, next_full - time.monotonic())
+                if await self._woken(timeout):
+                    looks = list(SETTLE_DELAYS)
         finally:
             if watch is not None:
                 loop.remove_reader(watch.fileno())

@@ -31,6 +31,7 @@ from monitors.drops_store import DropsDB, StoreUnavailable
 from monitors.follow import POLL_INTERVAL, SAFETY_INTERVAL, SETTLE_DELAYS, StoreFollower, StoreNotReady
 from monitors.store_watch import StoreWatch
 from watchdog.config import AccountConfig
+from watchdog.waiting import wait_event
 
 BATCH = 1000
 WAIT_INTERVAL = 0.5  # how often to look for a store (or a receipts table) that is not there yet
@@ -138,8 +139,7 @@ class ReceiptFollower:
                     continue
                 idle = SAFETY_INTERVAL if watch is not None else POLL_INTERVAL
                 timeout = settle.pop(0) if settle else min(idle, RETRY_INTERVAL) if self.waiting else idle
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout)
+                await wait_event(wake, timeout)
                 if wake.is_set():
                     settle = list(SETTLE_DELAYS)
         finally:

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from aiohttp import web
 
 from bridge.api import build_app as bridge_app
+from monitors.api.app import build_app as drops_app
 from watchdog.config import WatchdogConfig
 from watchdog.console.extensions import Loaded
 from watchdog.console.view import Console
@@ -52,6 +53,8 @@ CONTRACTS = [
              lambda: control_app(WatchdogConfig(), list, _no_restart, Metrics(), _no_reload, dict, console=Console(
                  SimpleNamespace(watchdog=WatchdogConfig(), data_dir=Path(".")), list, _no_restart, Loaded([], []))),
              "watchdog", "control"),
+    Contract("drops-api", "drops-api.json", lambda: drops_app(SimpleNamespace(), []), "drops-api", "api",
+             "\n[drops_api]\nenabled = true\n"),
 ]
 
 

@@ -5,7 +5,8 @@ healthy (or failed: waiting would not help), at the latest `start_timeout`
 after it could have; stop order is the reverse (the monitors before the
 bridges, the bridges before the simulator). SIGHUP or `POST /reload` reads the
 config again and applies the difference (watchdog/programs.diff), leaving every
-unchanged program alone.
+unchanged program alone. The parts: watchdog/start_order.py (start after, stop in reverse),
+watchdog/status_line.py (READY= and STATUS=), watchdog/watchdog_lock.py (one watchdog per data dir).
 """
 from __future__ import annotations
 
@@ -15,12 +16,11 @@ import hashlib
 import os
 import signal
 import time
-from collections.abc import Callable
 
 import aiohttp
 from loguru import logger
 
-from watchdog import control_token, endpoints, locks, logs
+from watchdog import control_token, endpoints, logs
 from watchdog.alerts import AlertManager
 from watchdog.builtins import all_programs
 from watchdog.child import use_template
@@ -34,14 +34,15 @@ from watchdog.forkserver import ForkServer
 from watchdog.metrics import Metrics
 from watchdog.programs import Program, diff
 from watchdog.recovery_log import RecoveryLog
+from watchdog.start_order import dependencies, stop_in_order, wait_for
 from watchdog.stale import component_of, record_children, recorded_children, standby_name
-from watchdog.states import State
+from watchdog.status_line import status_line, system_ready
 from watchdog.systemd_heartbeat import SystemdHeartbeat
 from watchdog.template import is_ours
 from watchdog.throttle import Launcher
+from watchdog.watchdog_lock import take_watchdog_lock
 from watchdog.watcher import Context, Watcher
 
-WATCHDOG_LOCK = "watchdog.lock"  # in the run directory; holds the supervising watchdog's pid
 # [watchdog] keys a running watchdog cannot take over: they apply at its next start.
 FIXED_SETTINGS = ("control_host", "control_port", "control_token", "recovery_log", "recovery_log_max_bytes",
                   "child_log_max_bytes", "max_starting", "restart_rate")
@@ -148,7 +149,7 @@ class Arbiter:
         assert self._context is not None
         self._context.settings = new.watchdog
         going = {p.name: "removed" for p in changes.removed} | {p.name: "changed" for p in changes.changed}
-        await self._stop_in_order([self.watchers[name] for name in going], lambda w: f"reload: {going[w.name]}")
+        await stop_in_order([self.watchers[name] for name in going], lambda w: f"reload: {going[w.name]}")
         for name in going:
             self.watchers.pop(name).close()
         for program in changes.added + changes.changed:
@@ -174,7 +175,7 @@ class Arbiter:
         self._changed = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        lock = await self._take_lock()
+        lock = await take_watchdog_lock(self.config.data_dir, self.config.watchdog, self._stop_requested)
         try:
             if lock is None:
                 return EXIT_OK if self._stop_requested.is_set() else EXIT_ERROR
@@ -235,7 +236,7 @@ class Arbiter:
         for task in [heartbeat, *self._starting]:
             task.cancel()
         await asyncio.gather(heartbeat, *self._starting, return_exceptions=True)
-        await self._stop_in_order(list(self.watchers.values()), lambda w: "shutdown")
+        await stop_in_order(list(self.watchers.values()), lambda w: "shutdown")
         if self._template is not None:
             use_template(None)
             if self._template_started is not None:
@@ -251,40 +252,6 @@ class Arbiter:
     def _throttled(self, name: str, why: str) -> None:
         logger.warning("{}: start delayed: {}", name, why)
         self.recovery_log.append(name, "throttle", cause=why)
-
-    async def _take_lock(self) -> int | None:
-        """One watchdog per data directory: two would each stop the other's bridge, forever.
-
-        Waits a while for the lock, because a watchdog replaced by systemd may still be on its way out.
-        Returns the lock's fd (held until this process exits), or None if another watchdog keeps it.
-        """
-        path = endpoints.run_dir(self.config.data_dir) / WATCHDOG_LOCK
-        fd = locks.open_lock(path)
-        wait = self.config.watchdog.stop_timeout + self.config.watchdog.term_grace
-        deadline = time.monotonic() + wait
-        stranger_since: float | None = None
-        said = False
-        while not locks.try_lock(fd):
-            if self._stop_requested is not None and self._stop_requested.is_set():
-                os.close(fd)
-                return None
-            if locks.held_by_stranger(fd):  # not a watchdog: do not wait on it
-                stranger_since = stranger_since or time.monotonic()
-                if time.monotonic() - stranger_since >= locks.STRANGER_GRACE:
-                    fd = locks.replace(path, fd)
-                    continue
-            elif time.monotonic() > deadline:
-                logger.error("wa-watchdog run: another wa-watchdog (pid {}) already supervises {} ({})",
-                             locks.recorded_pid(fd) or "unknown", self.config.data_dir, path)
-                os.close(fd)
-                return None
-            elif not said:  # at once: a second demo must not sit silent for the whole wait
-                said = True
-                logger.warning("another wa-watchdog (pid {}) holds {}: waiting up to {:g} s for it to exit",
-                               locks.recorded_pid(fd) or "unknown", path, wait)
-            await asyncio.sleep(0.05)
-        locks.write_owner(fd)
-        return fd
 
     async def _close(self, http: aiohttp.ClientSession, launcher: Launcher) -> None:
         launcher.close()
@@ -324,9 +291,10 @@ class Arbiter:
         if self._template_started is not None:
             await asyncio.shield(self._template_started)
         def settled() -> bool:
-            return all(w.settled for w in self._dependencies(watcher))
-        if not await self._wait_for(settled, self.config.watchdog.start_timeout):
-            waiting = [w.name for w in self._dependencies(watcher) if not w.healthy]
+            return all(w.settled for w in dependencies(watcher, self.watchers))
+        assert self._changed is not None
+        if not await wait_for(self._changed, settled, self.config.watchdog.start_timeout):
+            waiting = [w.name for w in dependencies(watcher, self.watchers) if not w.healthy]
             logger.warning("{}: {} not healthy after {:g} s; starting anyway", watcher.name, ", ".join(waiting),
                            self.config.watchdog.start_timeout)
         if self.watchers.get(watcher.name) is not watcher or watcher.shutting_down:
@@ -334,34 +302,6 @@ class Arbiter:
         if reason:
             self.recovery_log.append(watcher.name, "start", cause=reason)
         await watcher.start()
-
-    def _dependencies(self, watcher: Watcher) -> list[Watcher]:
-        return [self.watchers[name] for name in watcher.program.after if name in self.watchers]
-
-    async def _stop_in_order(self, watchers: list[Watcher], cause: Callable[[Watcher], str]) -> None:
-        """Stop `watchers` in waves: a program only once nothing still running names it in `after`."""
-        for watcher in watchers:
-            watcher.begin_shutdown()
-        left = list(watchers)
-        while left:
-            needed = {name for w in left for name in w.program.after}
-            wave = [w for w in left if w.name not in needed] or left  # (a cycle cannot pass the config check)
-            await asyncio.gather(*(w.stop(cause(w)) for w in wave))
-            left = [w for w in left if w not in wave]
-
-    async def _wait_for(self, condition: Callable[[], bool], timeout: float) -> bool:
-        assert self._changed is not None
-        deadline = time.monotonic() + timeout
-        while not condition():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                return condition()
-        return True
 
     # -- state for systemd and metrics -----------------------------------------------
 
@@ -379,43 +319,16 @@ class Arbiter:
         if self._changed is not None:
             self._changed.set()
         self.changes.bump()
-        self.systemd.update(self._system_ready(), self.status_line())
-
-    def _system_ready(self) -> bool:
-        """Every program healthy.
-
-        A FAILED program (a no-restart exit) counts as settled: it will not get better by waiting, it is
-        alerted and shown in STATUS=, and holding READY back would only make systemd restart the lot.
-        """
-        return all(w.healthy or w.state is State.FAILED for w in self.watchers.values())
+        self.systemd.update(system_ready(self.watchers.values()), self.status_line())
 
     def status_line(self) -> str:
-        """One line for `systemctl status`, e.g. `bridge main connected · monitors 6/6 ready · 2 restarts in the last hour`.
-
-        A group is counted; a program outside any group is named when there is something to say about it
-        (not running, not healthy, or a condition of its own such as `connected`).
-        """
-        watchers = list(self.watchers.values())
-        parts = []
-        groups: dict[str, list[Watcher]] = {}
-        for w in watchers:
-            if w.program.group:
-                groups.setdefault(w.program.group, []).append(w)
-            elif w.pid is None or not w.healthy or w.condition not in ("ready", ""):
-                parts.append(f"{w.name.replace(':', ' ')} {w.condition if w.pid else w.state}")
-        parts += [f"{group}s {sum(w.healthy for w in members)}/{len(members)} ready" for group, members in groups.items()]
-        hour_ago = time.monotonic() - 3600
-        restarts = sum(1 for w in watchers for t in w.restart_times if t >= hour_ago)
-        parts.append(f"{restarts} restart{'' if restarts == 1 else 's'} in the last hour")
-        failed = [w.name for w in watchers if w.state is State.FAILED]
-        if failed:
-            parts.append(f"FAILED: {', '.join(failed)}")
-        return " · ".join(parts)
+        """One line for `systemctl status` (watchdog/status_line.py)."""
+        return status_line(self.watchers.values())
 
     def _cycle(self) -> str | None:
         """One supervision cycle: every watcher's checks on time? Also refreshes STATUS= (restarts age out)."""
         problems = [p for p in (w.overdue() for w in self.watchers.values()) if p]
-        self.systemd.update(self._system_ready(), self.status_line())
+        self.systemd.update(system_ready(self.watchers.values()), self.status_line())
         return "; ".join(problems) or None
 
 

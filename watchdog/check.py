@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog import endpoints
-from watchdog.arbiter import WATCHDOG_LOCK
 from watchdog.config import Config
 from watchdog.data_dir import prove_writable
 from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
+from watchdog.watchdog_lock import WATCHDOG_LOCK
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 UNIT_DIR = Path("/etc/systemd/system")

@@ -27,6 +27,7 @@ from watchdog import endpoints, probes
 from watchdog.child import ChildProcess
 from watchdog.hooks import Hooks
 from watchdog.programs import Check
+from watchdog.waiting import wait_event
 
 if TYPE_CHECKING:
     from watchdog.watcher import Watcher
@@ -226,10 +227,7 @@ class Checks:
         while child.running and self.w.child is child:
             coming_up = not self.w.healthy and time.monotonic() - child.started_at < check.initial_delay
             period = min(check.period, FAST_PERIOD) if coming_up or not liveness else check.period
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), period)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._wakeup, period)
             self._wakeup.clear()
             # Liveness counts once the program is up (start-up grace until ready) and initial_delay has passed.
             counts = liveness and self.w.started and time.monotonic() - child.started_at >= check.initial_delay

@@ -37,7 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "prune": ("monitors.prune", "cmd_prune", "remove old messages every monitor has read from messages.db"),
     "drops-api": ("monitors.api.main", "cmd_drops_api", "run the drops and feedback API and the event webhooks"),
 }
-WRITES_DATA_DIR = ("run", "sim", "bridge", "monitor", "pair")  # checked (and created) before they start
+WRITES_DATA_DIR = ("run", "sim", "bridge", "monitor", "pair", "drops-api")  # checked (and created) before they start
 
 
 class _Version(argparse.Action):

@@ -155,6 +155,8 @@ def serve(sock: socket.socket) -> Request | None:
         reason = exec_reason(request.argv)
         if not reason and threading.active_count() != 1:
             reason = "the template has a thread running (it would not be fork-safe)"
+        if not reason and request.cwd and not os.path.isdir(request.cwd):
+            reason = "its working directory does not exist (exec reports it as before)"
         if reason:
             os.close(request.output)
             send(sock, {"exec": reason})

@@ -5,7 +5,9 @@ The watcher ties the parts together, each with one job: the state machine
 function), the checks on the current child (watchdog/checks.py), the warm
 standby (watchdog/standby.py), the recovery records (watchdog/recovery.py),
 its alerts (watchdog/program_alerts.py),
-and the watchdog-wide start bounds (watchdog/throttle.py). It knows a
+and the watchdog-wide start bounds (watchdog/throttle.py). Its own methods
+are split by job too: health (watchdog/watcher_health.py), failures and exits
+(watchdog/watcher_exits.py), planned stops (watchdog/watcher_control.py). It knows a
 `Program` and its hooks, never what kind of program it is.
 
 Everything is driven by events on the watchdog's event loop: the child's exit
@@ -15,9 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
-import random
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,35 +26,28 @@ from typing import TYPE_CHECKING
 import aiohttp
 from loguru import logger
 
-from watchdog import endpoints, exit_handoff, hooks, probes
+from watchdog import endpoints, hooks, probes
 from watchdog.checks import Checks
-from watchdog.child import ChildProcess, child_env, exit_cause
+from watchdog.child import ChildProcess, child_env
 from watchdog.child_output import ChildOutput, RotatingFile, StderrSink, log_path
 from watchdog.config import WatchdogConfig
-from watchdog.exitcodes import EXIT_CONFIG, EXIT_NEEDS_OPERATOR
-from watchdog.notify_server import Notification, NotifyServer
+from watchdog.notify_server import NotifyServer
 from watchdog.program_alerts import ProgramAlerts
-from watchdog.programs import Check, Program
+from watchdog.programs import Program
 from watchdog.recovery import Records, Recovery
 from watchdog.recovery_log import RecoveryLog
-from watchdog.restart_policy import RestartPolicy, decide
+from watchdog.restart_policy import RestartPolicy
 from watchdog.stale import stale_pids, stop_pid
 from watchdog.standby import WarmStandby
 from watchdog.states import State, StateMachine
 from watchdog.throttle import Launcher
+from watchdog.watcher_control import WatcherControl
+from watchdog.watcher_exits import RECOVER, WatcherExits
+from watchdog.watcher_health import WatcherHealth
 
 if TYPE_CHECKING:
     from watchdog.alerts import AlertManager
     from watchdog.metrics import Metrics
-
-# What to do when a child we are stopping has exited.
-_RECOVER = "recover"  # a failed check: restart with backoff, counts towards a crash loop
-_RESTART_NOW = "restart now"  # operator restart: at once, not counted
-_STAY_STOPPED = "stay stopped"  # shutdown, reload
-
-# Exit 4 is a session that was never paired: a logout is seen live by the health probe (`logged_out`), not as an exit.
-FAILED_RULES = {EXIT_CONFIG: "config_failed", EXIT_NEEDS_OPERATOR: "not_paired"}  # other no-restart codes: config_failed
-RECOVERY_ALERTS = ("hang", "config_failed", "logged_out", "not_paired")  # resolved when the program is healthy again
 
 
 @dataclass
@@ -73,7 +65,9 @@ class Context:
     launcher: Launcher | None = None  # None: unbounded (a watcher on its own, in tests)
 
 
-class Watcher:
+class Watcher(WatcherHealth, WatcherExits, WatcherControl):
+    """One program: its state, its child and standby, starting; health, exits and planned stops are the bases'."""
+
     def __init__(self, program: Program, context: Context) -> None:
         self.program = program
         self.name = program.name
@@ -102,7 +96,7 @@ class Watcher:
         self.recovery = Recovery()
         self.records = Records(context.recovery_log, self.name)
         self.alerts = ProgramAlerts(self.name, context, self.records.flush)
-        self._after_exit = _RECOVER
+        self._after_exit = RECOVER
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task] = set()
         self._spawn_waiters: list[asyncio.Future] = []
@@ -272,271 +266,6 @@ class Watcher:
         return True
 
     # -- the child's notifications and checks --------------------------------------------
-
-    def _on_notify(self, note: Notification) -> None:
-        child = self.child
-        if child is None or not child.running or not self._from_child(note.sender, child.pid):
-            return  # a previous instance's last words, or a stranger
-        if note.watchdog:
-            self.checks.heartbeat()
-        if note.status is not None:
-            self.status_text = note.status
-            self.ctx.on_change(self)
-        if note.stopping:
-            logger.info("{} says it is stopping", self.name)
-        if note.ready:
-            if self.program.ready.kind == "notify":
-                self.ready_by_check()
-            else:
-                self.checks.wake()  # it says it is serving: probe now, not at the next period
-
-    @staticmethod
-    def _from_child(sender: int | None, pid: int) -> bool:
-        if sender is None or sender == pid:
-            return True
-        try:
-            return os.getpgid(sender) == pid  # something the child started, in its process group
-        except OSError:
-            return False
-
-    def ready_by_check(self) -> None:
-        """Readiness satisfied (READY=1, or running for `started` seconds)."""
-        if self.ready or self.child is None or not self.child.running:
-            return
-        self.ready = True
-        self._started_up()
-        if self.condition == "starting":
-            self.condition = "ready"
-        self._became_healthy()
-
-    def _started_up(self) -> None:
-        if not self.started:
-            self.started = True
-            self.checks.started_up()
-
-    def on_probe(self, check: Check, result: probes.HealthResult, counts: bool) -> None:
-        """A probe answered (failures are counted by the checks): what the answer means for health and alerts."""
-        if self.state not in (State.STARTING, State.RUNNING):
-            return
-        was = (self.healthy, self.condition, self.settled)
-        self.last_probe = result
-        if result.kind != probes.FAILURE:
-            self.condition = "ready" if result.state == "ok" else result.state
-            self._started_up()
-        if result.kind == probes.OK:
-            self.alerts.answered_ok(self.condition)
-            if check.target == self.program.ready.target:
-                self.ready = True
-            if self.ready and not self.healthy:
-                self._became_healthy()
-        elif result.kind == probes.OUTAGE:
-            self.healthy = False
-            if counts:  # before initial_delay, an outage is just the program starting up
-                self.alerts.outage(result)
-        elif result.kind == probes.OPERATOR:
-            self.healthy = False
-            self.alerts.operator_needed(result)
-        if (self.healthy, self.condition, self.settled) != was:
-            self.ctx.on_change(self)
-
-    def _became_healthy(self) -> None:
-        if self.state is State.STARTING:
-            self._set_state(State.RUNNING)
-            if self.child is not None:
-                logger.info("{} running, pid {} ({:.2f} s after its start)", self.name, self.child.pid,
-                            time.monotonic() - self.child.started_at)
-        self.healthy = True
-        recovery = self.recovery
-        if recovery.active:
-            downtime = recovery.elapsed()
-            self.records.add("healthy", pid=self.pid, cause=recovery.cause, downtime_ms=round(downtime * 1000, 1))
-            self.ctx.metrics.observe_recovery(self.name, downtime)
-            logger.info("{} healthy again after {:.3f} s ({})", self.name, downtime, recovery.cause)
-            recovery.end()
-        for rule in RECOVERY_ALERTS:
-            self.alerts.resolve(rule, f"{self.name} is healthy again")
-        self._schedule("reset", self.ctx.settings.backoff_reset_after, self._healthy_long_enough)
-        if self.standby is not None:
-            self.standby.after_healthy()  # after the start-up, not during it
-        self.ctx.on_change(self)
-
-    def _healthy_long_enough(self) -> None:
-        """Healthy for backoff_reset_after: the next failure restarts at once again and the crash loop is over."""
-        self._failures.clear()
-        if self._crash_loop:
-            self._crash_loop = False
-            self.alerts.resolve("crash_loop", f"{self.name} has been healthy for "
-                                        f"{self.ctx.settings.backoff_reset_after:g} s")
-
-    def overloaded(self, cause: str, log_only: bool = False) -> None:
-        """A starved child was given time instead of being called hung: say so (once per episode)."""
-        logger.warning("{} overloaded, not hung: {}", self.name, cause)
-        if not log_only:
-            self.records.add("overloaded", pid=self.pid, cause=cause)
-
-    # -- failures ------------------------------------------------------------------
-
-    def unwell(self, event: str, cause: str) -> None:
-        """A check failed (hang, unhealthy, rss_limit): SIGTERM, SIGKILL after term_grace, then restart."""
-        child = self.child
-        if child is None or not child.running or self.state not in (State.STARTING, State.RUNNING):
-            return
-        logger.warning("{} {}: {}; stopping pid {}", self.name, event, cause, child.pid)
-        self._begin_recovery(event, cause, child.pid)
-        self._stop_child(child, self.ctx.settings.term_grace, _RECOVER, planned=False)
-        self.records.add(event, cause=cause, pid=child.pid)
-        self.alerts.fire("hang", f"{self.name} {event}: {cause}; restarting it")
-
-    def _begin_recovery(self, kind: str, cause: str, pid: int | None) -> None:
-        self.recovery.begin(kind, cause, pid)
-        self.last_cause = cause
-
-    def _stop_child(self, child: ChildProcess, grace: float, after: str, planned: bool = True) -> asyncio.Task:
-        """Planned stops use the program's stop_signal; a failed check's stop is SIGTERM (SIGCONT with both)."""
-        self._after_exit = after
-        self.checks.cancel()
-        self._cancel_timer("reset")
-        if self.state is not State.STOPPING:
-            self._set_state(State.STOPPING)
-        return self.run_task(child.stop(grace, self.program.signal_number if planned else signal.SIGTERM))
-
-    def on_exit(self, child: ChildProcess) -> None:
-        """The pidfd fired: the child (or the standby) has ended (and is reaped)."""
-        if self.standby is not None and child is self.standby.process:
-            self.standby.ended(child)
-            return
-        if child is not self.child:
-            return
-        exit_handoff.record(self.ctx.data_dir, self.name, child)  # the next process dates its outage by it
-        self.checks.cancel()
-        self._cancel_timer("reset")
-        code = child.returncode if child.returncode is not None else 0
-        cause = exit_cause(code)
-        stopping = self.state is State.STOPPING
-        if self.shutting_down and not stopping:  # it got the stop signal before we sent ours (control-group)
-            self.records.add("stop", pid=child.pid, cause="shutdown", message=f"ended by {cause['cause']} during shutdown")
-        elif stopping and self._after_exit != _RECOVER:  # a planned stop, not a failure
-            self.records.add("stop", pid=child.pid, message=f"ended by {cause['cause']}",
-                             cause=self._stop_cause if self._after_exit == _STAY_STOPPED else self.recovery.cause)
-        else:
-            self.records.add("exit", pid=child.pid, **cause)
-        last_words = "" if self.ready else self.status_text  # a refusal at start (e.g. a corrupt store) says why
-        self.ready = self.started = self.healthy = False
-        self.condition = "exited"
-        self._set_state(State.EXITED)
-        if self.shutting_down and not stopping:
-            self._set_state(State.STOPPED)
-            return
-        if stopping:
-            if self._after_exit == _STAY_STOPPED:
-                self._set_state(State.STOPPED)
-            elif self._after_exit == _RESTART_NOW:
-                self.recovery.delay = 0.0
-                if not self._promote_standby():
-                    self._start_soon()
-            elif self.program.restart == "never":
-                self._fail(f"{self.recovery.cause}; restart = never", "hang", pid=child.pid)
-            else:
-                self._schedule_restart()
-            return
-        logger.warning("{} pid {} exited: {}", self.name, child.pid, cause["cause"])
-        self._begin_recovery("exit", str(cause["cause"]), child.pid)
-        program = self.program
-        if code in program.no_restart_exit_codes:
-            meaning = last_words or {EXIT_CONFIG: "configuration error",
-                                     EXIT_NEEDS_OPERATOR: "needs an operator (not paired)"}.get(code, "a no-restart exit code")
-            self._fail(f"{cause['cause']}: {meaning}", FAILED_RULES.get(code, "config_failed"), pid=child.pid)
-        elif program.restart == "never" or (program.restart == "on-failure" and code == 0):
-            if code == 0:
-                self.recovery.end()
-                self.records.add("stop", pid=child.pid, cause="exited cleanly", message=f"restart = {program.restart}")
-                self._set_state(State.STOPPED)
-            else:
-                self._fail(f"{cause['cause']}; restart = never", "config_failed", pid=child.pid)
-        else:
-            self._schedule_restart()
-
-    def _schedule_restart(self) -> None:
-        """First restart at once; then graduated backoff with jitter (watchdog.restart_policy)."""
-        now = time.monotonic()
-        self._failures.append(now)
-        decision = decide(self._failures, now, self.policy, random.random())
-        if decision.crash_loop and not self._crash_loop:
-            self._crash_loop = True
-            cause = f"{decision.recent} exits in {self.policy.crash_loop_window:g} s"
-            logger.error("{} crash loop: {}; backing off up to {:g} s", self.name, cause, self.policy.maximum)
-            self.records.add("crash_loop", cause=cause, backoff_s=round(decision.delay, 3), pid=self.recovery.failed_pid)
-            self.alerts.fire("crash_loop", f"{self.name} is crash-looping: {cause} (last: {self.recovery.cause}); "
-                                     f"backing off up to {self.policy.maximum:g} s")
-        self.recovery.delay = decision.delay
-        if self._promote_standby():
-            return
-        if decision.delay == 0:
-            self._start_soon()
-        else:
-            self._set_state(State.BACKOFF)
-            self._schedule("backoff", decision.delay, self._start_soon)
-
-    def _fail(self, cause: str, rule: str, pid: int | None) -> None:
-        logger.error("{} failed: {}; not restarting until asked", self.name, cause)
-        self.last_cause = cause
-        self.recovery.end()
-        if self.standby is not None:
-            self.standby.stop(self.ctx.settings.term_grace)  # it would take over on its own
-        if self.state is not State.FAILED:
-            self._set_state(State.FAILED)
-        self.records.add("failed", cause=cause, pid=pid)
-        self.alerts.fire(rule, f"{self.name} failed: {cause}; not restarting it")
-
-    # -- operator, reload and shutdown ---------------------------------------------------
-
-    async def restart(self, cause: str = "operator restart") -> dict:
-        """Stop the child (its stop signal, term_grace, SIGKILL) and start it again at once."""
-        if self.shutting_down:
-            raise RuntimeError(f"{self.name}: the watchdog is shutting down")
-        old_pid = self.pid
-        spawned = asyncio.get_running_loop().create_future()
-        self._spawn_waiters.append(spawned)
-        self._failures.clear()
-        self._begin_recovery("operator", cause, old_pid)
-        self.recovery.delay = 0.0
-        if self.standby is not None:
-            await self.standby.drop_if_stale()  # before the child frees the session for it
-        child = self.child
-        if child is not None and child.running:
-            logger.info("{}: {}", self.name, cause)
-            await self._stop_child(child, self.ctx.settings.term_grace, _RESTART_NOW)
-        else:
-            self._cancel_timer("backoff")
-            await self.start()
-        new_pid = await asyncio.wait_for(spawned, self.ctx.settings.term_grace + 10)
-        return {"name": self.name, "old_pid": old_pid, "pid": new_pid, "state": str(self.state)}
-
-    def begin_shutdown(self) -> None:
-        """From now on an exit ends the program, never restarts it."""
-        self.shutting_down = True
-        self._cancel_timer("backoff")
-        self.launcher.forget(self.name)
-        if self.standby is not None:
-            self.standby.stop(self._stop_timeout())  # first: once the child ends it would take over
-
-    def _stop_timeout(self) -> float:
-        return self.program.stop_timeout or self.ctx.settings.stop_timeout
-
-    async def stop(self, cause: str = "shutdown") -> None:
-        """Shutdown or reload: stop signal, SIGKILL after stop_timeout; the program stays stopped."""
-        self._stop_cause = cause
-        self.begin_shutdown()
-        timeout = self._stop_timeout()
-        if self.standby is not None and self.standby.process is not None:
-            await self.standby.process.stop(timeout)  # already signalled: gone before the child goes
-        child = self.child
-        if child is not None and child.running:
-            await self._stop_child(child, timeout, _STAY_STOPPED)
-        elif self.state in (State.BACKOFF, State.EXITED, State.FAILED):
-            self._set_state(State.STOPPED)
-        for task in list(self._tasks):
-            task.cancel()
 
     def close(self) -> None:
         self.records.flush()

@@ -46,6 +46,7 @@ from bridge.transports import neonize_mapping as mapping
 from watchdog import file_modes
 from watchdog.config import AccountConfig, Config
 from watchdog.exitcodes import EXIT_NEEDS_OPERATOR
+from watchdog.waiting import wait_event
 
 DEFAULT_DB = "neonize.db"
 RETRY_WAIT = wait_exponential_jitter(multiplier=0.5, max=60.0, jitter=0.5)  # 0.5 s, 1 s, 2 s ... 60 s, each + up to 0.5 s
@@ -223,8 +224,7 @@ class NeonizeTransport(Transport):
         return self._closed.is_set()
 
     async def _sleep_unless_closed(self, delay: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), delay)
+        await wait_event(self._closed, delay)
 
     async def _session(self, client: NeonizeClient, handler: Handler) -> None:
         """One neonize session: returns once it was stopped; raises _ConnectFailed (reported) if it never started."""

@@ -33,6 +33,7 @@ from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, Con
                               ReceiptKind, SendFailed, SendResult, Source, Transport)
 from watchdog import endpoints
 from watchdog.config import AccountConfig, Config
+from watchdog.waiting import wait_event
 
 # Close codes chosen by bridge/simulator/server.py.
 CLOSE_CODES = {4409: ConnectionKind.STREAM_REPLACED, 4401: ConnectionKind.LOGGED_OUT}
@@ -153,8 +154,7 @@ class SimTransport(Transport):
         return self._closed.is_set()
 
     async def _sleep_unless_closed(self, delay: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), delay)
+        await wait_event(self._closed, delay)
 
     async def _connect(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
         # Read on every attempt: a restarted simulator may listen on another port.

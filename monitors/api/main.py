@@ -12,11 +12,14 @@ import argparse
 import asyncio
 import os
 import signal
+import sqlite3
+from contextlib import suppress
 
 import aiohttp
 from aiohttp import web
 from loguru import logger
 
+from bridge.integrity import CorruptStore
 from monitors.api.app import DropsApi, build_app
 from monitors.api.webhooks import Deliverer
 from monitors.drops_store import StoreUnavailable, open_drops_store
@@ -24,6 +27,8 @@ from watchdog import endpoints, logs, web_guard
 from watchdog.alerts import AlertManager
 from watchdog.config import Config, WebhookConfig
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
+from watchdog.migrations import SchemaTooNew
+from watchdog.http_server import LimitedRunner
 from watchdog.notify import Notifier, heartbeat_interval
 from watchdog.recovery_log import RecoveryLog
 
@@ -41,7 +46,12 @@ async def serve(config: Config) -> int:
     settings = config.drops_api
     try:
         db = open_drops_store(config)
-    except StoreUnavailable as exc:
+        with suppress(StoreUnavailable):  # PostgreSQL down: serve 503s until it is back
+            db.drop_count("")  # connects (and migrates) now: a schema newer than this release stops here, exit 2
+    except (SchemaTooNew, CorruptStore) as exc:
+        logger.error("drops-api: {}", exc)
+        return EXIT_CONFIG
+    except (StoreUnavailable, sqlite3.Error) as exc:
         logger.error("drops-api: cannot open the drops store: {}", exc)
         return EXIT_ERROR
     recovery_log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
@@ -52,8 +62,8 @@ async def serve(config: Config) -> int:
 
     http = aiohttp.ClientSession()
     api = DropsApi(config, db, http, Deliverer(config.webhooks, db.outbox, http, dead))
-    runner = web.AppRunner(build_app(api, web_guard.middlewares(settings.allowed_hosts, settings.allowed_origins, settings.token)), access_log=None,
-                           handle_signals=False)
+    guard = web_guard.middlewares(settings.allowed_hosts, settings.allowed_origins, settings.token)
+    runner = LimitedRunner(build_app(api, guard), access_log=None, handle_signals=False)  # connection cap, header timeout
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()

@@ -21,7 +21,8 @@ from datetime import datetime
 import aiohttp
 
 from bridge.store import format_ts
-from monitors.drops_store import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_PENDING, Drop, DropsDB, Feedback)
+from monitors.drops_store import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_STATUSES, Drop,
+                                  DropsDB, Feedback)
 from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback
 from watchdog.config import Config, ConfigError
 
@@ -30,7 +31,6 @@ MAX_LIMIT = 500
 MAX_MESSAGE = 4096  # WhatsApp allows more; feedback is a sentence or two
 MAX_KEY = 200  # Idempotency-Key, as the bridge bounds it
 SEND_ATTEMPTS = 4  # quick tries (~0.4 s) before answering 202 and leaving it to the monitor
-FEEDBACK_STATUSES = ("none", "pending", "sent", "queued", "failed")
 
 
 class BadRequest(ValueError):

@@ -5,9 +5,13 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
+
 from tests.bridge_support import call, rows, sent, start_bridge, start_sim
 from tests.conftest import GROUP_A, Processes, wait_until
 from watchdog.http_server import MAX_CONNECTIONS
+
+pytestmark = pytest.mark.slow  # real sim and bridge processes
 
 
 def test_forged_sends_are_refused_and_nothing_is_queued(procs: Processes, data_dir: Path) -> None:

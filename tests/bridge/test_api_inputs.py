@@ -8,8 +8,12 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.bridge_support import call, health, inject, rows, sent, sessions, start_bridge, start_sim
 from tests.conftest import GROUP_A, Processes, wait_until
+
+pytestmark = pytest.mark.slow  # real sim and bridge processes
 
 
 def bridge_log(data_dir: Path) -> str:
@@ -75,6 +79,7 @@ def test_idempotency_conflicts_unique_downloads_and_media_swapped_after_the_chec
                message="the media messages stored")
     paths = [Path(call("POST", f"{url}/api/download", {"message_id": i, "chat_jid": GROUP_A})[1]["path"]) for i in ids]
     assert paths[0] != paths[1] and [p.read_bytes() for p in paths] == photos
+    assert {oct(p.stat().st_mode & 0o777) for p in paths} == {"0o600"} and oct(paths[0].parent.stat().st_mode & 0o777) == "0o700"
     status, answer = call("POST", f"{url}/api/download", {"message_id": long_name, "chat_jid": GROUP_A})
     assert status == 200 and len(answer["filename"]) <= 120 and answer["filename"].endswith(".pdf")
 
@@ -92,8 +97,8 @@ def test_idempotency_conflicts_unique_downloads_and_media_swapped_after_the_chec
     _, sim = start_sim(procs, data_dir, old_pid=sim_proc.pid)
     wait_until(lambda: [s for s in sent(sim) if s["id"] == queued["id"]], timeout=20, message="the queued media sent")
     assert [s["media_type"] for s in sent(sim) if s["id"] == queued["id"]] == ["image"]
-    staged = list((data_dir / "accounts/main/outbox-media").glob("*/*"))
-    assert staged == []  # the private copy is removed once sent
+    wait_until(lambda: not list((data_dir / "accounts/main/outbox-media").glob("*/*")),
+               message="the private copy removed once sent")
 
 
 def test_a_poison_message_is_stored_sanitised_and_the_batch_acknowledged(procs: Processes, data_dir: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.bridge_support import bridge_url, start_sim
 from tests.conftest import BASE_CONFIG, Processes, wait_until
-from tests.test_bridge_standby import start_standby
+from tests.bridge.test_standby import start_standby
 
 
 @pytest.fixture

@@ -72,7 +72,7 @@ def test_a_row_that_never_gets_through_is_dead_lettered_once_and_the_rest_drain(
     assert len(dead) == 1 and dead[0][0].text == "huge" and "3 attempts" in dead[0][1]
     assert store.outbox_depth() == 0 and store.outbox_dead_letters() == 1
     status, body = asyncio.run(outbox.submit(request("huge"), None, "k-huge", "/api/send"))
-    assert status == 500 and "dead-lettered" in body["message"] and len(dead) == 1  # reported once
+    assert status == 422 and "dead-lettered" in body["message"] and len(dead) == 1  # reported once
 
 
 def test_an_attempt_is_counted_before_the_send_so_a_crash_during_it_counts(store: Store) -> None:

@@ -15,7 +15,7 @@ from tests.bridge_support import bridge_url, health, inject, rows, sessions, sta
 from tests.conftest import GROUP_A, ROOT, Processes, wait_until
 from tests.bridge.test_outage_windows import ONLY_BRIDGE
 from tests.host_faults import SmallDisk, small_disk
-from tests.test_watchdog_system import status
+from tests.watchdog.test_system import status
 from watchdog.exitcodes import EXIT_CONFIG
 from watchdog.recovery_log import RecoveryLog
 
@@ -74,6 +74,7 @@ def _bridge_refuses(config_path: Path, data_dir: Path) -> subprocess.CompletedPr
                            str(config_path)], cwd=ROOT, capture_output=True, text=True, timeout=30)
 
 
+@pytest.mark.slow
 def test_a_corrupt_messages_db_is_refused_with_exit_2_naming_the_file_and_the_restore_procedure(
         config_path: Path, data_dir: Path) -> None:
     store = data_dir / "accounts/main/messages.db"

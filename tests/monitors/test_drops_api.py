@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import urllib.request
@@ -293,3 +294,42 @@ def test_postgres_down_is_a_503_and_the_outbox_waits(write_config, pg_cluster: P
         assert numbers == [f"DR{7000000 + n}" for n in range(5)]
     finally:
         procs.stop_all()
+
+
+@pytest.mark.slow
+def test_feedback_the_bridge_refuses_is_a_502_and_a_feedback_failed_event(write_config,
+                                                                          receiver: WebhookReceiver) -> None:
+    receiver.script = []
+    receiver.start()
+    config_path = write_config(api_config(hook_url=receiver.url))
+    data_dir = config_path.parent / "data"
+    drops = open_drops_store(load(config_path))
+    try:  # a drop in a group this number is not in (the simulator knows no such group): WhatsApp refuses
+        drops.record("lawley", "main", 1, [Submission("DR7100000", "120363000000000099@g.us", "Gone", SENDER, "M1",
+                                                      "2026-11-24 08:00:00.000000+00:00", False)], None)
+    finally:
+        drops.close()
+    procs = Processes(config_path)
+    try:
+        start_sim(procs, data_dir)
+        start_bridge(procs, data_dir)
+        api = start_api(procs, data_dir)
+        drop_id = get(f"{api}/api/drops")[1]["drops"][0]["id"]
+        status, body = post(f"{api}/api/drops/{drop_id}/feedback", {"message": "needs correction"})
+        assert status == 502 and body["feedback"]["status"] == "failed" and body["feedback"]["error"], body
+        assert body["drop"]["feedback_status"] == "failed"
+        wait_until(lambda: any(e["type"] == "feedback.failed" for e in receiver.events().values()),
+                   message="the feedback.failed webhook")
+    finally:
+        procs.stop_all()
+
+
+def test_a_drops_store_newer_than_this_release_exits_2(write_config) -> None:
+    config_path = write_config(api_config())
+    record_drops(config_path, 1)
+    conn = sqlite3.connect(config_path.parent / "data" / "drops.db")
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    result = subprocess.run([sys.executable, "-m", "watchdog.cli", "drops-api", "--config", str(config_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "schema version 99" in result.stderr, result.stderr

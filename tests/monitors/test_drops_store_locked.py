@@ -9,7 +9,7 @@ import pytest
 
 from tests.bridge_support import inject
 from tests.conftest import GROUP_A, Processes, wait_until
-from tests.test_watchdog_system import EXPECTED, status
+from tests.watchdog.test_system import EXPECTED, status
 from watchdog import endpoints
 from watchdog.recovery_log import RecoveryLog
 

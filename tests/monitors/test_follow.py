@@ -69,6 +69,6 @@ def test_an_idle_monitor_sleeps_until_the_store_changes_then_records_at_once(pro
                 lambda: query(data_dir, "SELECT message_time, detected_at FROM drops WHERE drop_number = ?", number),
                 timeout=10, message=f"{number} recorded")
             latency = (parse_ts(detected) - parse_ts(posted)).total_seconds()
-            assert latency < SAFETY_INTERVAL * 0.75, f"{number} after {latency:.3f} s: not woken by its commit"
+            assert latency < SAFETY_INTERVAL / 2, f"{number} after {latency:.3f} s: not woken by its commit"
     finally:
         store.close()

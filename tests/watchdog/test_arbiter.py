@@ -16,8 +16,8 @@ from tests.bridge_support import rows, sessions, streaming
 from tests.bridge_support import inject
 from tests.conftest import BASE_CONFIG, GROUP_C, ROOT, Processes, wait_until
 from tests.monitor_support import cli, query
-from tests.test_systemd import UNIT, manager  # noqa: F401  (the fixture)
-from tests.test_watchdog_system import EXPECTED, status
+from tests.watchdog.test_systemd import UNIT, manager  # noqa: F401  (the fixture)
+from tests.watchdog.test_system import EXPECTED, status
 from watchdog import endpoints
 from watchdog.recovery_log import RecoveryLog
 
@@ -132,7 +132,7 @@ def test_systemctl_reload_is_a_sighup_that_applies_the_config_without_a_restart(
 
 def test_a_program_after_a_bridge_in_a_whatsapp_outage_starts_anyway_once_the_outage_is_known(tmp_path: Path) -> None:
     """`after` waits for healthy, or for a dependency that is up while its upstream is away (waiting would not help)."""
-    from tests.test_watchdog_supervision import health_bridge, run, set_health, supervise, worker, write_settings
+    from tests.watchdog.test_supervision import health_bridge, run, set_health, supervise, worker, write_settings
     state_file = tmp_path / "health.json"
     set_health(state_file, 503, "disconnected", reason="WhatsApp unreachable")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_until
-from tests.test_watchdog_supervision import run, supervise, worker, write_settings
+from tests.watchdog.test_supervision import run, supervise, worker, write_settings
 from watchdog.checks import Verdict, judge
 from watchdog.probes import ProcSample, proc_sample
 

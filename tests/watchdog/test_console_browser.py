@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BASE_CONFIG, Processes, wait_until
+from tests.bridge_support import inject
+from tests.conftest import BASE_CONFIG, GROUP_A, Processes, wait_until
 from watchdog import endpoints
 
 CHROMIUM = os.environ.get("WA_CHROMIUM", "/usr/bin/chromium")
@@ -75,15 +76,20 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def playwright() -> Iterator[object]:
     with playwright_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True, args=FLAGS,
-            viewport={"width": 1400, "height": 1000})
-        try:
-            yield context
-        finally:
-            context.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    context = playwright.chromium.launch_persistent_context(
+        str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True, args=FLAGS,
+        viewport={"width": 1400, "height": 1000})
+    try:
+        yield context
+    finally:
+        context.close()
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +129,42 @@ def test_the_live_view_changes_when_the_bridge_is_killed_and_the_timeline_shows_
     assert "killed by SIGKILL" in title
     page.wait_for_selector("ol.incidents li.k-exit")
     assert "bridge:main killed by SIGKILL" in page.inner_text("ol.incidents li.k-exit summary")
+    page.wait_for_function(  # the watchdog's log, live in the Logs panel
+        "pid => (document.querySelector('details.log[data-component=\"watchdog\"] pre') || {}).textContent"
+        "?.includes(`pid ${pid} exited: SIGKILL`)", arg=before)
+    assert page.evaluate("window.notReloaded") is True
+
+
+def test_a_drop_appears_with_a_link_to_its_message(page: object, system: System) -> None:
+    inject(endpoints.url(system.data_dir, "sim"), "DR7700001 pole 3 installed", GROUP_A)
+    row = '#x-drops .project[data-project="lawley"] tr.drop[data-drop="DR7700001"]'
+
+    def shown() -> bool:
+        page.goto(system.url + "/")
+        return page.locator(row).count() == 1
+    wait_until(shown, 30, 0.5, "the drop on the console")  # the panel is at most 2 s behind the store
+    assert page.inner_text(f"{row} td:nth-child(2)") == "Lawley Fibre"
+    page.click(f"{row} a:has-text('messages')")
+    page.wait_for_selector("text=DR7700001 (lawley)")
+    assert "DR7700001 pole 3 installed" in page.inner_text("main")
+
+
+def test_the_page_reads_without_javascript(playwright: object, system: System, tmp_path: Path) -> None:
+    context = playwright.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
+                                                            headless=True, args=FLAGS, java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(system.url + "/?range=1h")
+        assert page.inner_text("#live") == "static page (reload to refresh)"
+        for component in COMPONENTS:
+            assert page.locator(f'tr.component[data-component="{component}"]').count() == 1
+        assert page.locator('svg.timeline g.marks[data-row="bridge:main"] rect[data-kind="crash"]').count() >= 1
+        assert page.locator("ol.incidents li").count() >= 1 and page.locator("#x-drops .project").count() == 2
+        incident = page.locator("ol.incidents li details").first
+        incident.locator("summary").click()  # an incident opens to its raw records without a script
+        assert incident.get_attribute("open") is not None and '"event": "exit"' in page.content()
+    finally:
+        context.close()
 
 
 def test_the_restart_button_restarts_after_signing_in_and_a_confirmation(page: object, system: System) -> None:

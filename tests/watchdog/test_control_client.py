@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, Processes, wait_until
-from tests.test_control_client import ServerThread, cli
+from tests.watchdog.test_control_client_live import ServerThread, cli
 from watchdog import endpoints
 from watchdog.config import WatchdogConfig
 from watchdog.control_client import status_table

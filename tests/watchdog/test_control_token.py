@@ -10,7 +10,7 @@ import pytest
 
 from tests.bridge_support import call
 from tests.conftest import BASE_CONFIG
-from tests.test_control_client import ServerThread, cli
+from tests.watchdog.test_control_client_live import ServerThread, cli
 from watchdog import control_token, endpoints
 from watchdog.config import WatchdogConfig
 from watchdog.exitcodes import EXIT_CONFIG

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-COMMANDS = (["run"], ["bridge", "--account", "main"], ["pair", "--account", "main"])
+COMMANDS = (["run"], ["bridge", "--account", "main"], ["pair", "--account", "main"], ["drops-api"])
 
 
 def _cli(*args: str, wrap: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

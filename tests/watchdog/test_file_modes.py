@@ -15,7 +15,7 @@ from bridge.session_lock import SessionLock, holder_pid
 from tests.bridge_support import inject
 from tests.conftest import BASE_CONFIG, GROUP_A, Processes, wait_until
 from tests.host_faults import as_nobody, which, world_traversable_dir
-from tests.test_watchdog_system import EXPECTED, status
+from tests.watchdog.test_system import EXPECTED, status
 from watchdog import endpoints, locks
 from watchdog.recovery_log import RecoveryLog
 

@@ -37,10 +37,12 @@ port = 0
 [accounts.main]
 transport = "sim"
 phone = "27710000000"
+api_port = 0
 
 [accounts.phone]
 transport = "neonize"
 phone = "27710000009"
+api_port = 0
 
 [[projects]]
 name = "lawley"
@@ -172,6 +174,9 @@ def test_the_template_is_fork_safe_and_never_loads_neonize(tmp_path: Path) -> No
         assert exec_reason(ours(run.config, "bridge", "--account", "main")) == ""
         assert exec_reason([sys.executable, "-c", "pass"]) == "not one of our own components"
         assert exec_reason(ours(run.config, "status")) == "`status` is not pre-loaded"
+        with pytest.raises(FileNotFoundError):  # as with exec: the watcher fails the program, no restart loop
+            ChildProcess.spawn(ours(run.config, "monitor", "--project", "lawley"), child_env("@x", 1.0),
+                               run.exits.append, cwd=str(run.config.parent / "missing"))
     scenario(tmp_path, body)
 
 

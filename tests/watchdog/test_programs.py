@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BASE_CONFIG, ROOT, Processes, wait_until
-from tests.test_watchdog_system import EXPECTED, status
+from tests.watchdog.test_system import EXPECTED, status
 from watchdog.builtins import all_programs, builtin_programs
 from watchdog.config import ConfigError, load
 from watchdog.programs import Check, Program, diff
@@ -136,7 +136,7 @@ def test_a_web_app_declared_only_in_config_is_supervised_beside_the_system(write
         pids = wait_until(lambda: running_pids(data_dir, [*EXPECTED, "web"]), 30, message="everything healthy")
         log = stderr_path.read_text()
         assert log.index("bridge:main running") < log.index("web started"), "the web app started before the bridge"
-        assert log.index("web started") < log.index("web | web app pid") < log.index("web running")
+        assert log.index("web started") < log.index("web app pid") < log.index("web running")
 
         os.kill(pids["web"], signal.SIGKILL)
         after_kill = wait_until(lambda: (p := running_pids(data_dir, ["web"])) and p["web"] != pids["web"] and p,

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from tests.conftest import Processes, wait_until
-from tests.test_control_client import cli
-from tests.test_watchdog_standby import up_with_standby, waiting
-from tests.test_watchdog_system import alive
+from tests.watchdog.test_control_client_live import cli
+from tests.watchdog.test_standby import up_with_standby, waiting
+from tests.watchdog.test_system import alive
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from tests.test_watchdog_supervision import run, supervise, worker, write_settings
+from tests.watchdog.test_supervision import run, supervise, worker, write_settings
 from watchdog.states import State
 from watchdog.throttle import Launcher
 

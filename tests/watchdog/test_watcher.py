@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import ROOT
-from tests.test_watchdog_supervision import run, supervise, until, worker, write_settings
+from tests.watchdog.test_supervision import run, supervise, until, worker, write_settings
 from watchdog.programs import Check, Program
 from watchdog.states import State
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BASE_CONFIG, ROOT
-from tests.test_control import COMPONENTS, Provider
+from tests.watchdog.test_control import COMPONENTS, Provider
 from watchdog import endpoints
 from watchdog.config import WatchdogConfig
 from watchdog.control import start_control_server

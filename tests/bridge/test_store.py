@@ -12,7 +12,7 @@ import pytest
 from bridge.session_lock import SessionHeld, SessionLock, holder_pid
 from bridge.store import Store, StoreError, format_ts, messages_after, open_readonly, windows
 from bridge.transport import IncomingMessage, MediaInfo, Source
-from tests.conftest import GROUP_A, GROUP_B
+from tests.conftest import GROUP_A, GROUP_B, ROOT
 
 T0 = datetime(2026, 11, 24, 22, 31, 27, 123456, tzinfo=timezone.utc)
 
@@ -228,7 +228,7 @@ def test_session_lock_one_owner_and_holder_pid(tmp_path: Path) -> None:
     session = tmp_path / "session"
     assert holder_pid(session) is None
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(session)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, cwd=Path(__file__).parent.parent)
+                              stdout=subprocess.PIPE, cwd=ROOT)
     try:
         assert holder.stdout.readline() == b"held\n"
         assert holder_pid(session) == holder.pid

@@ -20,7 +20,7 @@ import pytest
 from bridge.session_lock import holder_pid
 from scripts.benchmarks.supervisord_conf import write_supervisord_conf
 from tests.conftest import BASE_CONFIG, ROOT, wait_until
-from tests.test_watchdog_system import EXPECTED, status
+from tests.watchdog.test_system import EXPECTED, status
 from watchdog import endpoints
 
 

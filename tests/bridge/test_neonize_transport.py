@@ -3,7 +3,7 @@
 Events enter through neonize's real ctypes callback as protobuf bytes and drive
 a real Bridge (store, disconnect windows, health); sends are checked as the
 serialized waE2E.Message neonize hands to its Go library. The real Go library
-without network is exercised by tests/test_neonize_processes.py.
+without network is exercised by tests/bridge/test_neonize_processes.py.
 """
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ import pytest
 from bridge.session_lock import holder_pid
 from tests.bridge_support import call
 from tests.conftest import Processes, wait_until
-from tests.test_watchdog_supervision import RecordingAlerts, run, supervise, worker, write_settings
-from tests.test_watchdog_system import EXPECTED, alive, status
+from tests.watchdog.test_supervision import RecordingAlerts, run, supervise, worker, write_settings
+from tests.watchdog.test_system import EXPECTED, alive, status
 from watchdog import control_token, endpoints
 from watchdog.recovery_log import RecoveryLog
 from watchdog.stale import recorded_children
@@ -134,7 +134,7 @@ def test_a_crash_looping_component_still_backs_off_with_a_standby(tmp_path: Path
     ends up alternating promotions with cold restarts that back off; alerted once, never given up."""
     lock = tmp_path / "session.lock"
     crashing = worker("monitor:a", "--hold-lock", str(lock), "--exit-after", "0.2", "--code", "1")
-    component = dataclasses.replace(crashing, standby=True, hooks="tests.test_watchdog_standby:same_command")
+    component = dataclasses.replace(crashing, standby=True, hooks="tests.watchdog.test_standby:same_command")
     alerts = RecordingAlerts()
 
     async def scenario() -> None:

@@ -29,7 +29,7 @@ import pytest
 
 from bridge.session_lock import holder_pid
 from tests.conftest import Processes, wait_until
-from tests.test_systemd_units import SHIPPED_BINARY, UNITS, VENV_BINARY
+from tests.watchdog.test_systemd_units import SHIPPED_BINARY, UNITS, VENV_BINARY
 from watchdog import endpoints
 
 SYSTEMD = Path("/lib/systemd/systemd")

@@ -1,0 +1,28 @@
+"""The one wait-for-an-event-with-a-deadline: set, timed out, and a cancellation that is never swallowed."""
+from __future__ import annotations
+
+import asyncio
+
+from watchdog.waiting import wait_event
+
+
+def test_set_timed_out_and_cancelled() -> None:
+    async def scenario() -> None:
+        event = asyncio.Event()
+        assert not await wait_event(event, 0.01)
+        asyncio.get_running_loop().call_later(0.01, event.set)
+        assert await wait_event(event, 5)
+        # Cancelled in the same loop iteration as the event is set (the race asyncio.wait_for loses on 3.11):
+        # the cancellation must still end the waiter, every time.
+        for _ in range(200):
+            event.clear()
+            waiter = asyncio.ensure_future(wait_event(event, 5))
+            await asyncio.sleep(0)
+            event.set()
+            waiter.cancel()
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                continue
+            raise AssertionError("the cancellation was swallowed")
+    asyncio.run(scenario())
