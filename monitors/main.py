@@ -25,9 +25,9 @@ from bridge.schema import Window, bare_user, parse_ts
 from monitors.detect import DropPattern, submissions
 from monitors.drops_store import StoreUnavailable, open_drops_store
 from monitors.feedback import FeedbackSender, ack_for
-from monitors.follow import POLL_INTERVAL, SAFETY_INTERVAL, SETTLE_DELAYS, StoreFollower, StoreNotReady
+from monitors.follow import StoreFollower, StoreNotReady
 from monitors.receipts import ReceiptFollower
-from monitors.store_watch import StoreWatch
+from monitors.store_watch import StoreWakes
 from watchdog import logs
 from watchdog.config import Config, ProjectConfig
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
@@ -63,7 +63,8 @@ class Monitor:
         self.recovery_log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
         self.notifier = Notifier()
         self.sender = FeedbackSender(config, project, self.drops)
-        self.receipts = ReceiptFollower(self.drops, project.name, config.account(project.send_account))
+        self.wakes = StoreWakes()  # one inotify instance for both followers (the per-user limit is 128)
+        self.receipts = ReceiptFollower(self.drops, project.name, config.account(project.send_account), self.wakes)
         self.cursor = 0
         self.reported: set[int] = set()
         self.positioned = False  # cursor and reported windows read from the drops store
@@ -221,10 +222,6 @@ class Monitor:
     async def _reposition(self) -> None:
         self._position()
 
-    async def _woken(self, timeout: float) -> bool:
-        """Wait up to `timeout` for a wake (a store write, or stop); True if there was one."""
-        return await wait_event(self._wake, timeout)
-
     async def follow(self, store: StoreFollower) -> None:
         """Catch up whenever the store changes: woken by inotify, and a full look every SAFETY_INTERVAL.
 
@@ -233,37 +230,20 @@ class Monitor:
         (the bridge's `alive_at` every second, a window update) costs one MAX(rowid); windows are read
         with the next messages or at the next full look.
         """
-        loop = asyncio.get_running_loop()
-        try:
-            watch: StoreWatch | None = StoreWatch(store.path)
-        except OSError as exc:
-            logger.warning("no inotify for {} ({}): polling it every {:g} s", store.path, exc, POLL_INTERVAL)
-            watch = None
-        if watch is not None:
-            loop.add_reader(watch.fileno(), lambda: watch.drain() and self._wake.set())
-        interval = SAFETY_INTERVAL if watch is not None else POLL_INTERVAL
-        looks: list[float] = []  # after a wake whose commit was not visible yet: when to look again
+        schedule = self.wakes.subscribe(store.path, self._wake)
         unread = False  # commits not read in full yet (the bridge's heartbeat, a window's update)
-        next_full = 0.0
+        full = True
         try:
             while not self._stop.is_set():
-                self._wake.clear()  # before looking: a write while we catch up wakes the next wait
-                now = time.monotonic()
-                full = now >= next_full
-                if full:
-                    next_full = now + interval
                 if store.changed():
-                    looks, unread = [], True
+                    schedule.committed()
+                    unread = True
                 if unread and (full or store.newest_rowid() > self.cursor):
                     await self.with_store(lambda: self.catch_up(store))
                     unread = False
-                timeout = looks.pop(0) if looks else max(0.0, next_full - time.monotonic())
-                if await self._woken(timeout):
-                    looks = list(SETTLE_DELAYS)
+                full = await schedule.next_look()
         finally:
-            if watch is not None:
-                loop.remove_reader(watch.fileno())
-                watch.close()
+            schedule.close()
 
     # -- life cycle ------------------------------------------------------------------------------
 

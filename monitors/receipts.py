@@ -2,7 +2,7 @@
 
 The bridge that sent a project's feedback (its `send_account`) stores every
 server ack, delivery and read receipt in its messages.db. This follower reads
-them read-only (woken by inotify, as the monitor follows its messages) from a
+them read-only (woken by the monitor's inotify instance, as it follows its messages) from a
 cursor kept in the drops store and hands each to `DropsDB.record_receipt`,
 which stamps the feedback (server_at, delivered_at,
 read_at: the first one stands) and writes the feedback.delivered /
@@ -19,19 +19,18 @@ else the number sent) age out of the grace window and are passed over.
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import time
-from contextlib import suppress
 from datetime import datetime, timezone
 
 from loguru import logger
 
 from bridge.store import StoredReceipt, parse_ts, receipts_after
 from monitors.drops_store import DropsDB, StoreUnavailable
-from monitors.follow import POLL_INTERVAL, SAFETY_INTERVAL, SETTLE_DELAYS, StoreFollower, StoreNotReady
-from monitors.store_watch import StoreWatch
+from monitors.follow import StoreFollower, StoreNotReady
+from monitors.store_watch import StoreWakes, WakeSchedule
 from watchdog.config import AccountConfig
-from watchdog.waiting import wait_event
 
 BATCH = 1000
 WAIT_INTERVAL = 0.5  # how often to look for a store (or a receipts table) that is not there yet
@@ -40,9 +39,10 @@ RETRY_INTERVAL = 0.2  # how often receipts that matched nothing yet are tried ag
 
 
 class ReceiptFollower:
-    def __init__(self, drops: DropsDB, project: str, account: AccountConfig) -> None:
+    def __init__(self, drops: DropsDB, project: str, account: AccountConfig, wakes: StoreWakes) -> None:
         self.drops = drops
         self.account = account
+        self.wakes = wakes  # the monitor's: one inotify instance for the process
         self.key = f"receipts:{project}:{account.name}"
         self.cursor: int | None = None  # the last receipt read; from the drops store on the first catch-up
         self.waiting: list[StoredReceipt] = []  # matched no feedback yet, still within GRACE (oldest first)
@@ -89,39 +89,35 @@ class ReceiptFollower:
         return bool(self.waiting) and time.monotonic() - self._retried >= RETRY_INTERVAL
 
     async def run(self) -> None:
-        """Follow the sending account's store until cancelled: woken by inotify like the monitor's own
-        follower (a look every SAFETY_INTERVAL anyway, or every POLL_INTERVAL without inotify)."""
-        loop = asyncio.get_running_loop()
-        wake = asyncio.Event()
+        """Follow the sending account's store until cancelled: woken through the monitor's StoreWakes like its
+        own follower (a look every SAFETY_INTERVAL anyway, or every POLL_INTERVAL without inotify)."""
         store: StoreFollower | None = None
-        watch: StoreWatch | None = None
+        schedule: WakeSchedule | None = None
         told = False
-        pending = False  # a catch-up failed on the drops store: redo it without waiting for a change
-        settle: list[float] = []  # after a wake: look again shortly, the commit may not be visible yet
+        pending = False  # a catch-up is due: a commit was seen, or its catch-up failed on the drops store
 
         def close() -> None:
-            nonlocal store, watch
-            if watch is not None:
-                loop.remove_reader(watch.fileno())
-                watch.close()
+            nonlocal store, schedule
+            if schedule is not None:
+                schedule.close()
             if store is not None:
                 store.close()
-            store, watch = None, None
+            store, schedule = None, None
 
         try:
             while True:
-                if store is None:
+                if store is None or schedule is None:  # set and cleared together
                     try:
                         store = StoreFollower(self.account.store)
                     except StoreNotReady:
                         await asyncio.sleep(WAIT_INTERVAL)
                         continue
-                    with suppress(OSError):  # no inotify instance left: poll instead
-                        watch = StoreWatch(store.path)
-                        loop.add_reader(watch.fileno(), lambda: watch.drain() and wake.set())
-                wake.clear()
+                    schedule = self.wakes.subscribe(store.path, asyncio.Event())
                 try:
-                    if pending or store.changed():
+                    if store.changed():
+                        schedule.committed()
+                        pending = True
+                    if pending:
                         self.catch_up(store)
                         pending = False
                     if self.retry_due():
@@ -137,10 +133,6 @@ class ReceiptFollower:
                     close()
                     await asyncio.sleep(WAIT_INTERVAL)
                     continue
-                idle = SAFETY_INTERVAL if watch is not None else POLL_INTERVAL
-                timeout = settle.pop(0) if settle else min(idle, RETRY_INTERVAL) if self.waiting else idle
-                await wait_event(wake, timeout)
-                if wake.is_set():
-                    settle = list(SETTLE_DELAYS)
+                await schedule.next_look(RETRY_INTERVAL if self.waiting else math.inf)
         finally:
             close()

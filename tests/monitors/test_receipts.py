@@ -9,6 +9,7 @@ from bridge.transport import Receipt, ReceiptKind
 from monitors.drops_store import FEEDBACK_SENT, NewFeedback, Submission, open_drops_store
 from monitors.follow import StoreFollower
 from monitors.receipts import GRACE, ReceiptFollower
+from monitors.store_watch import StoreWakes
 from tests.bridge_support import SENDER
 from tests.conftest import GROUP_A
 from watchdog.config import load
@@ -30,12 +31,12 @@ def test_early_receipts_wait_for_their_feedback_and_survive_a_restart(write_conf
                          Receipt(("OTHER",), GROUP_A, SENDER, ReceiptKind.DELIVERED, now - timedelta(seconds=GRACE + 1)),
                          Receipt(("3EB0F1",), GROUP_A, SENDER, ReceiptKind.READ, now)])
     store = StoreFollower(account.store)
-    follower = ReceiptFollower(drops, "lawley", account)
+    follower = ReceiptFollower(drops, "lawley", account, StoreWakes())
     follower.catch_up(store)
     assert [r.message_id for r in follower.waiting] == ["3EB0F1", "3EB0F1"] and follower.cursor == 3
     assert drops.get_state(follower.key) == "0"  # saved before the oldest waiting receipt
 
-    restarted = ReceiptFollower(drops, "lawley", account)  # a monitor restarted now reads them again
+    restarted = ReceiptFollower(drops, "lawley", account, StoreWakes())  # a monitor restarted now reads them again
     restarted.catch_up(store)
     assert len(restarted.waiting) == 2
 
