@@ -39,6 +39,7 @@ def chaos(tmp_path: Path, seconds: float, database_url: str = "", postgres: PgCl
     return report
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_every_drop_once_every_ack_once_and_outage_drops_backfilled(tmp_path: Path) -> None:
     chaos(tmp_path, seconds=40)

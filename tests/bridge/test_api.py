@@ -8,10 +8,13 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.bridge_support import call, health, inject, rows, sent, start_bridge, start_sim
 from tests.conftest import BASE_CONFIG, GROUP_A, Processes, wait_until
 
 
+@pytest.mark.slow
 def test_send_with_mentions_send_message_and_a_refused_send(procs: Processes, data_dir: Path) -> None:
     _, sim = start_sim(procs, data_dir)
     _, url = start_bridge(procs, data_dir)
@@ -45,6 +48,7 @@ def test_send_with_mentions_send_message_and_a_refused_send(procs: Processes, da
     assert len(sent(sim)) == 3 and health(url)["outbox_depth"] == 0
 
 
+@pytest.mark.slow
 def test_media_send_and_download(procs: Processes, data_dir: Path) -> None:
     _, sim = start_sim(procs, data_dir)
     _, url = start_bridge(procs, data_dir)
@@ -73,6 +77,7 @@ def test_media_send_and_download(procs: Processes, data_dir: Path) -> None:
     assert (status, body["message"]) == (400, "Failed to download media: not a media message")
 
 
+@pytest.mark.slow
 def test_sends_while_disconnected_are_queued_and_delivered_exactly_once(procs: Processes, data_dir: Path) -> None:
     sim_proc, _ = start_sim(procs, data_dir)
     bridge, url = start_bridge(procs, data_dir)
@@ -105,6 +110,7 @@ def test_sends_while_disconnected_are_queued_and_delivered_exactly_once(procs: P
 TOKEN = "s3cret-token"
 
 
+@pytest.mark.slow
 def test_bad_input_gets_400_naming_the_problem_and_a_token_is_enforced(procs: Processes, data_dir: Path,
                                                                        write_config: Callable[[str], Path]) -> None:
     write_config(BASE_CONFIG.replace('phone = "27710000000"', f'phone = "27710000000"\napi_token = "{TOKEN}"'))

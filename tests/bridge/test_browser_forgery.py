@@ -51,6 +51,7 @@ fetch('{bridge}/api/send', {{method: 'POST', headers: {{'Content-Type': 'applica
 </script></body></html>"""
 
 
+@pytest.mark.slow
 def test_a_page_of_another_origin_cannot_send_through_the_bridge(procs: Processes, data_dir: Path,
                                                                    tmp_path: Path) -> None:
     _, sim = start_sim(procs, data_dir)

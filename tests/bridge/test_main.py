@@ -46,6 +46,7 @@ def test_a_taken_port_falls_back_to_a_free_one_when_allowed(write_config, tmp_pa
         procs.stop_all()
 
 
+@pytest.mark.slow
 def test_a_taken_port_without_fallback_is_one_line_not_a_traceback(write_config, tmp_path: Path,
                                                                    taken_port: int) -> None:
     config = write_config(BASE_CONFIG.replace("api_port = 0", f"api_port = {taken_port}"))

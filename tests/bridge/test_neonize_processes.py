@@ -42,6 +42,7 @@ def finish(proc: subprocess.Popen, timeout: float = 30) -> tuple[int, str]:
     return proc.returncode, (out or b"").decode() + (err or b"").decode()
 
 
+@pytest.mark.slow
 def test_bridge_on_an_unpaired_session_exits_for_an_operator(procs: Processes, config: Config) -> None:
     code, output = finish(procs.start("bridge", "--account", "main"))
     assert code == EXIT_NEEDS_OPERATOR, output
@@ -49,6 +50,7 @@ def test_bridge_on_an_unpaired_session_exits_for_an_operator(procs: Processes, c
     assert not Path(session_database(config.account("main"))).exists()
 
 
+@pytest.mark.slow
 def test_bridge_without_network_stays_up_unhealthy_and_retrying(procs: Processes, config: Config,
                                                                  data_dir: Path) -> None:
     account = config.account("main")
@@ -74,17 +76,20 @@ def test_bridge_without_network_stays_up_unhealthy_and_retrying(procs: Processes
     assert proc.poll() is None  # alive: an outage is not a crash (no restart loop)
 
 
+@pytest.mark.slow
 def test_pair_without_network_fails_clearly(procs: Processes) -> None:
     code, output = finish(procs.start("pair", "--account", "main", "--phone", PHONE, env=NO_NETWORK))
     assert code == EXIT_ERROR and "cannot reach WhatsApp to pair" in output, output
 
 
+@pytest.mark.slow
 def test_pair_on_a_paired_session_has_nothing_to_do(procs: Processes, config: Config) -> None:
     link_session(Path(session_database(config.account("main"))))
     code, output = finish(procs.start("pair", "--account", "main"))
     assert code == EXIT_OK and "already paired (device 27710000000:7@s.whatsapp.net" in output, output
 
 
+@pytest.mark.slow
 def test_pair_refuses_a_held_session_and_a_wrong_phone(procs: Processes, config: Config) -> None:
     code, output = finish(procs.start("pair", "--account", "main", "--phone", "27719999999"))
     assert code == EXIT_CONFIG and "must be the account's number 27710000000" in output
@@ -138,6 +143,7 @@ def test_qr_flow_and_a_refused_pairing(config: Config, capsys: pytest.CaptureFix
     assert linked_device(config.account("main")) is None
 
 
+@pytest.mark.slow
 def test_the_simulator_path_never_loads_neonize() -> None:
     code = ("import sys, bridge.main, bridge.transports.sim, watchdog.cli; "
             "sys.exit(any(name.startswith('neonize') for name in sys.modules))")

@@ -183,6 +183,7 @@ def test_terminal_events_stop_without_reconnecting(linked: Config, terminal: obj
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 def test_stream_error_replaces_the_session(linked: Config) -> None:
     """whatsmeow does not reconnect after an unknown stream error; the transport starts a new session."""
     fake, recorder = FakeGo(), Recorder()
@@ -219,6 +220,7 @@ def test_callback_returns_only_after_the_handler_committed(linked: Config) -> No
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 def test_a_failed_commit_is_retried_before_the_callback_returns(linked: Config) -> None:
     """WhatsApp already has its receipt: a store failure must not drop the message."""
     fake, recorder = FakeGo(), Recorder()

@@ -8,6 +8,8 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.bridge_support import (call, consume_queue_elsewhere, health, inject, rows, sessions, start_bridge,
                                   start_sim, streaming)
 from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, GROUP_C, Processes, wait_until
@@ -20,6 +22,7 @@ def windows(data_dir: Path) -> list[tuple]:
                           "ORDER BY id")
 
 
+@pytest.mark.slow
 def test_kill_9_while_streaming_loses_nothing_and_stores_each_message_once(procs: Processes, data_dir: Path) -> None:
     _, sim = start_sim(procs, data_dir)
     bridge, _ = start_bridge(procs, data_dir)
@@ -49,6 +52,7 @@ def test_kill_9_while_streaming_loses_nothing_and_stores_each_message_once(procs
     assert recovered == 0  # the offline queue delivered everything; nothing was missing
 
 
+@pytest.mark.slow
 def test_a_second_bridge_on_the_same_session_is_refused(procs: Processes, data_dir: Path) -> None:
     _, sim = start_sim(procs, data_dir)
     first, url = start_bridge(procs, data_dir)
@@ -61,6 +65,7 @@ def test_a_second_bridge_on_the_same_session_is_refused(procs: Processes, data_d
     assert health(url)["state"] == "connected"
 
 
+@pytest.mark.slow
 def test_stream_replaced_is_recorded_and_never_answered_by_reconnecting(procs: Processes, data_dir: Path) -> None:
     _, sim = start_sim(procs, data_dir)
     bridge, url = start_bridge(procs, data_dir)
@@ -80,6 +85,7 @@ def test_stream_replaced_is_recorded_and_never_answered_by_reconnecting(procs: P
     assert (sessions(sim)["connections"], sessions(sim)["stream_replaced"]) == (2, 1)
 
 
+@pytest.mark.slow
 def test_backfill_recovers_what_the_offline_queue_did_not_deliver(procs: Processes, data_dir: Path) -> None:
     _, sim = start_sim(procs, data_dir)
     bridge, _ = start_bridge(procs, data_dir)
@@ -104,6 +110,7 @@ def test_backfill_recovers_what_the_offline_queue_did_not_deliver(procs: Process
     assert "recovered 6" in events[1][1] and "bridge stopped" in events[1][1]
 
 
+@pytest.mark.slow
 def test_a_crash_while_disconnected_keeps_one_window_from_the_outage_start(procs: Processes, data_dir: Path) -> None:
     sim_proc, _ = start_sim(procs, data_dir)
     bridge, url = start_bridge(procs, data_dir)
@@ -121,6 +128,7 @@ def test_a_crash_while_disconnected_keeps_one_window_from_the_outage_start(procs
     assert events == ["disconnect", "reconnect", "backfill"]
 
 
+@pytest.mark.slow
 def test_sd_notify_ready_watchdog_while_disconnected_status_and_stopping(procs: Processes, data_dir: Path,
                                                                         tmp_path: Path) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -152,6 +160,7 @@ def test_sd_notify_ready_watchdog_while_disconnected_status_and_stopping(procs: 
         listener.close()
 
 
+@pytest.mark.slow
 def test_a_clean_stop_is_a_window_the_next_start_closes(procs: Processes, data_dir: Path) -> None:
     start_sim(procs, data_dir)
     bridge, _ = start_bridge(procs, data_dir)
@@ -163,6 +172,7 @@ def test_a_clean_stop_is_a_window_the_next_start_closes(procs: Processes, data_d
     assert [w[2] for w in windows(data_dir)] == ["bridge stopped"]
 
 
+@pytest.mark.slow
 def test_health_without_a_simulator_reports_the_outage(procs: Processes, data_dir: Path) -> None:
     bridge, url = start_bridge(procs, data_dir, connected=False)
     answer = wait_until(lambda: (lambda h: h if h["state"] == "disconnected" else None)(health(url)),
@@ -173,6 +183,7 @@ def test_health_without_a_simulator_reports_the_outage(procs: Processes, data_di
     assert "simulator" in answer["open_window"]["reason"]  # no connection since the start: a window
 
 
+@pytest.mark.slow
 def test_logged_out_is_reported_and_never_retried(procs: Processes, data_dir: Path,
                                                   write_config: Callable[[str], Path]) -> None:
     start_sim(procs, data_dir)

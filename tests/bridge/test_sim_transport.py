@@ -61,6 +61,7 @@ def sim_url(procs: Processes, data_dir: Path) -> str:
     return start_sim(procs, data_dir)[1]
 
 
+@pytest.mark.slow
 def test_offline_then_live_delivery_acked_after_the_handler_returns(config_path: Path, sim_url: str) -> None:
     async def body(api: SimAPI) -> None:
         ids = [(await api.inject(f"DR500000{i}"))["id"] for i in range(3)]
@@ -88,6 +89,7 @@ async def _depth(api: SimAPI, depth: int, phone: str = MAIN_PHONE) -> bool:
     return (await api.session(phone))["queue_depth"] == depth
 
 
+@pytest.mark.slow
 def test_a_slow_commit_gets_consecutive_frames_as_one_batch(config_path: Path, sim_url: str) -> None:
     async def body(api: SimAPI) -> None:
         await api.inject_many([f"DR{i:07d}" for i in range(1500)])  # 3 frames of 500
@@ -101,6 +103,7 @@ def test_a_slow_commit_gets_consecutive_frames_as_one_batch(config_path: Path, s
     scenario(sim_url, body)
 
 
+@pytest.mark.slow
 def test_messages_the_handler_failed_to_commit_are_not_acked_and_come_again(config_path: Path, sim_url: str) -> None:
     async def body(api: SimAPI) -> None:
         ids = [(await api.inject(f"DR700000{i}"))["id"] for i in range(2)]
@@ -120,6 +123,7 @@ def test_messages_the_handler_failed_to_commit_are_not_acked_and_come_again(conf
     scenario(sim_url, body)
 
 
+@pytest.mark.slow
 def test_stream_replaced_is_reported_and_run_returns_without_reconnecting(config_path: Path, sim_url: str) -> None:
     async def body(api: SimAPI) -> None:
         first = Running(transport(config_path), Recorder())
@@ -139,6 +143,7 @@ def test_stream_replaced_is_reported_and_run_returns_without_reconnecting(config
     scenario(sim_url, body)
 
 
+@pytest.mark.slow
 def test_scheduled_disconnects_are_reported_and_followed_by_reconnects(write_config: Callable[..., Path]) -> None:
     config = write_config(BASE_CONFIG.replace("[sim]\n", "[sim]\ndisconnect_every = [0.5, 1.0]\n"), name="sched.toml")
     procs = Processes(config)
@@ -156,6 +161,7 @@ def test_scheduled_disconnects_are_reported_and_followed_by_reconnects(write_con
         procs.stop_all()
 
 
+@pytest.mark.slow
 def test_unreachable_sim_is_connect_failed_once_per_outage_and_a_restarted_sim_is_found(
         config_path: Path, procs: Processes, data_dir: Path) -> None:
     async def body(_: SimAPI) -> None:
@@ -188,6 +194,7 @@ def test_close_while_retrying_makes_run_return(config_path: Path) -> None:
     scenario(None, body)
 
 
+@pytest.mark.slow
 def test_send_dedupes_by_message_id_and_maps_errors(config_path: Path, sim_url: str, tmp_path: Path) -> None:
     async def body(api: SimAPI) -> None:
         t = transport(config_path)
@@ -220,6 +227,7 @@ def test_send_dedupes_by_message_id_and_maps_errors(config_path: Path, sim_url: 
     scenario(sim_url, body)
 
 
+@pytest.mark.slow
 def test_second_number_sends_are_seen_by_the_listener_as_from_the_sender(config_path: Path, sim_url: str) -> None:
     async def body(api: SimAPI) -> None:
         listener = Running(transport(config_path, "main"), Recorder())
@@ -238,6 +246,7 @@ def test_second_number_sends_are_seen_by_the_listener_as_from_the_sender(config_
     scenario(sim_url, body)
 
 
+@pytest.mark.slow
 def test_history_request_by_range(config_path: Path, sim_url: str) -> None:
     async def body(api: SimAPI) -> None:
         posted = [await api.inject(f"DR900000{i}") for i in range(3)]
@@ -272,6 +281,7 @@ def test_a_send_in_flight_when_the_sim_dies_raises_not_connected(config_path: Pa
     scenario(url, body)
 
 
+@pytest.mark.slow
 def test_a_frozen_sim_is_a_keepalive_disconnect_then_handshake_timeouts_until_it_thaws(
         config_path: Path, procs: Processes, data_dir: Path) -> None:
     sim, url = start_sim(procs, data_dir)
@@ -300,6 +310,7 @@ def test_a_frozen_sim_is_a_keepalive_disconnect_then_handshake_timeouts_until_it
     scenario(url, body)
 
 
+@pytest.mark.slow
 def test_close_before_the_first_connection_leaves_no_socket_open(config_path: Path, sim_url: str) -> None:
     async def body(api: SimAPI) -> None:
         run = Running(transport(config_path), Recorder())

@@ -98,6 +98,7 @@ def scenario(sim_url: str, body: Callable[[Client], object]) -> None:
     asyncio.run(main())
 
 
+@pytest.mark.slow
 def test_inject_rejects_bad_input_with_a_clear_message(sim_url: str) -> None:
     async def body(c: Client) -> None:
         cases = [
@@ -131,6 +132,7 @@ def test_inject_rejects_bad_input_with_a_clear_message(sim_url: str) -> None:
     scenario(sim_url, body)
 
 
+@pytest.mark.slow
 def test_offline_queue_is_replayed_flagged_offline_and_only_acked_messages_leave_it(sim_url: str) -> None:
     async def body(c: Client) -> None:
         ids = [(await c.api.inject(f"DR100000{i} installed"))["id"] for i in range(3)]
@@ -170,6 +172,7 @@ async def _depth_is(c: Client, depth: int) -> bool:
     return (await c.api.session())["queue_depth"] == depth
 
 
+@pytest.mark.slow
 def test_large_backlog_is_batched_into_few_frames(sim_url: str) -> None:
     async def body(c: Client) -> None:
         await c.api.inject_many([f"DR{i:07d}" for i in range(1200)])
@@ -180,6 +183,7 @@ def test_large_backlog_is_batched_into_few_frames(sim_url: str) -> None:
     scenario(sim_url, body)
 
 
+@pytest.mark.slow
 def test_second_connection_replaces_the_first_with_stream_replaced(sim_url: str) -> None:
     async def body(c: Client) -> None:
         first = await c.connect()
@@ -196,6 +200,7 @@ def test_second_connection_replaces_the_first_with_stream_replaced(sim_url: str)
     scenario(sim_url, body)
 
 
+@pytest.mark.slow
 def test_unknown_session_is_logged_out_and_a_missing_hello_a_protocol_error(sim_url: str) -> None:
     async def body(c: Client) -> None:
         code, reason = await (await c.connect("27799999999")).closed()
@@ -206,6 +211,7 @@ def test_unknown_session_is_logged_out_and_a_missing_hello_a_protocol_error(sim_
     scenario(sim_url, body)
 
 
+@pytest.mark.slow
 def test_disconnect_on_request_closes_with_the_reason(sim_url: str) -> None:
     async def body(c: Client) -> None:
         assert await c.api.disconnect(reason="nobody connected") is False
@@ -218,6 +224,7 @@ def test_disconnect_on_request_closes_with_the_reason(sim_url: str) -> None:
     scenario(sim_url, body)
 
 
+@pytest.mark.slow
 def test_history_returns_the_range_inclusive(sim_url: str) -> None:
     async def body(c: Client) -> None:
         posted = [await c.api.inject(f"DR300000{i}") for i in range(4)]
@@ -235,6 +242,7 @@ def test_history_returns_the_range_inclusive(sim_url: str) -> None:
     scenario(sim_url, body)
 
 
+@pytest.mark.slow
 def test_send_is_recorded_deduplicated_by_id_and_reaches_the_other_session(sim_url: str) -> None:
     async def body(c: Client) -> None:
         listener = await c.connect(MAIN_PHONE)
@@ -274,6 +282,7 @@ def test_send_is_recorded_deduplicated_by_id_and_reaches_the_other_session(sim_u
     scenario(sim_url, body)
 
 
+@pytest.mark.slow
 def test_media_is_described_and_downloadable(sim_url: str) -> None:
     async def body(c: Client) -> None:
         data = os.urandom(3000)
@@ -296,6 +305,7 @@ def test_media_is_described_and_downloadable(sim_url: str) -> None:
     scenario(sim_url, body)
 
 
+@pytest.mark.slow
 def test_scheduled_disconnects(write_config: Callable[..., Path]) -> None:
     config = write_config(BASE_CONFIG.replace("[sim]\n", "[sim]\ndisconnect_every = [0.5, 1.0]\n"), name="sched.toml")
     procs = Processes(config)
@@ -314,6 +324,7 @@ def test_scheduled_disconnects(write_config: Callable[..., Path]) -> None:
         procs.stop_all()
 
 
+@pytest.mark.slow
 def test_traffic_generator_posts_drop_numbers(write_config: Callable[..., Path]) -> None:
     config = write_config(BASE_CONFIG.replace("[sim]\n", "[sim.traffic]\nenabled = true\ninterval = 0.02\n\n[sim]\n"),
                           name="traffic.toml")
@@ -359,6 +370,7 @@ def notify_socket() -> Iterator[socket.socket]:
     sock.close()
 
 
+@pytest.mark.slow
 def test_sd_notify_and_sigterm_exit_0(procs: Processes, data_dir: Path, notify_socket: socket.socket) -> None:
     address = "@" + notify_socket.getsockname()[1:].decode()
     proc = procs.start("sim", env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"})
@@ -386,6 +398,7 @@ def _published(data_dir: Path) -> str | None:
     return endpoints.url(data_dir, "sim")
 
 
+@pytest.mark.slow
 def test_without_a_sim_table_exits_2_naming_it(write_config: Callable[..., Path]) -> None:
     config = write_config(BASE_CONFIG.split("[sim]")[0] + '[accounts.main]\ntransport = "neonize"\nphone = "27710000000"\n',
                           name="nosim.toml")
@@ -425,6 +438,7 @@ def test_offline_sync_done_follows_the_replay_even_while_live_messages_keep_comi
     assert frames[1]["count"] == 2
 
 
+@pytest.mark.slow
 def test_a_taken_port_exits_1_with_a_clear_message(write_config: Callable[..., Path]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

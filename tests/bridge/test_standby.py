@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import psutil
+import pytest
 
 from bridge.session_lock import holder_pid
 from tests.bridge_support import (bridge_url, health, rows, sessions, start_bridge, start_sim,
@@ -25,6 +26,7 @@ def start_standby(procs: Processes, data_dir: Path, log: Path) -> subprocess.Pop
     return standby
 
 
+@pytest.mark.slow
 def test_a_standby_holds_nothing_while_waiting_and_takes_over_a_killed_bridge_losing_nothing(
         procs: Processes, data_dir: Path, tmp_path: Path) -> None:
     _, sim = start_sim(procs, data_dir)
@@ -59,6 +61,7 @@ def test_a_standby_holds_nothing_while_waiting_and_takes_over_a_killed_bridge_lo
     assert sessions(sim)["connections"] == 2 and sessions(sim)["stream_replaced"] == 0
 
 
+@pytest.mark.slow
 def test_a_standby_stopped_while_waiting_leaves_the_session_alone(procs: Processes, data_dir: Path,
                                                                  tmp_path: Path) -> None:
     _, sim = start_sim(procs, data_dir)

@@ -87,6 +87,7 @@ def test_a_corrupt_messages_db_is_refused_with_exit_2_naming_the_file_and_the_re
     assert "A corrupt store" in (ROOT / "docs/OPERATIONS.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_a_corrupt_drops_db_makes_the_monitor_exit_2_not_crash_loop(config_path: Path, data_dir: Path) -> None:
     drops = data_dir / "drops.db"
     data_dir.mkdir()

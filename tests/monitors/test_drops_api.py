@@ -227,6 +227,7 @@ def test_dead_events_are_alerted_once_and_shown(write_config, receiver: WebhookR
         procs.stop_all()
 
 
+@pytest.mark.slow
 def test_disabled_or_misconfigured_exits_2_naming_the_key(write_config) -> None:
     for text, key in [(BASE_CONFIG, "enabled = false"), (api_config(extra='\n[drops_api.x]\n'), "drops_api.x")]:
         config_path = write_config(text)
@@ -324,6 +325,7 @@ def test_feedback_the_bridge_refuses_is_a_502_and_a_feedback_failed_event(write_
         procs.stop_all()
 
 
+@pytest.mark.slow
 def test_a_drops_store_newer_than_this_release_exits_2(write_config) -> None:
     config_path = write_config(api_config())
     record_drops(config_path, 1)

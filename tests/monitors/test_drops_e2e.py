@@ -29,6 +29,7 @@ def ack(group: str, contractor: str, drop: str) -> tuple[str, str, tuple[str, ..
     return group, f"@{contractor.split('@')[0]} {drop} received, thank you", (contractor,)
 
 
+@pytest.mark.slow
 def test_drops_from_several_contractors_and_groups_are_recorded_and_acknowledged_exactly_once(
         system: RunningSystem) -> None:
     posts = [

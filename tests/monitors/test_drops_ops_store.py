@@ -7,6 +7,8 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 from monitors.drops_store import Submission, open_drops_store
 from tests.conftest import BASE_CONFIG, GROUP_A
 from tests.monitor_support import cli
@@ -24,6 +26,7 @@ def record_one(config_path: Path) -> str:
     return drop.public_id
 
 
+@pytest.mark.slow
 def test_drops_lists_the_postgresql_store_and_names_an_outage(write_config, pg_cluster: PgCluster,  # noqa: ANN001
                                                               pg_url: str) -> None:
     config_path = write_config(BASE_CONFIG + f'\n[database]\nurl = "{pg_url}"\n')

@@ -43,6 +43,7 @@ def types(drops: DropsDB, webhook: str = "all") -> list[str]:
     return [e.type for e in drops.outbox.due(webhook, limit=1000, now=at(10**6))]
 
 
+@pytest.mark.slow
 def test_every_change_enqueues_its_event_once(drops: DropsDB) -> None:
     batch = [sub("DR1000001", "M1"), sub("DR1000002", "M2", backfilled=True), sub("DR1000001", "M3", by=OTHER)]
     new = drops.record("lawley", "main", 3, batch, ack)
@@ -137,6 +138,7 @@ def test_delivery_state_per_webhook_retry_dead_and_counts(drops: DropsDB) -> Non
         "drop.recorded"]
 
 
+@pytest.mark.slow
 def test_state_for_followers(drops: DropsDB) -> None:
     assert drops.get_state("receipts:lawley:main") is None
     drops.set_state("receipts:lawley:main", "41")

@@ -27,6 +27,7 @@ def numbers(page) -> list[str]:  # noqa: ANN001
     return [d.drop_number for d in page.drops]
 
 
+@pytest.mark.slow
 def test_newest_first_in_keyset_pages_that_cover_every_drop_once(drops: DropsDB) -> None:
     seen: list[str] = []
     cursor = None

@@ -101,6 +101,7 @@ def test_a_messages_db_of_the_last_release_is_upgraded_and_still_followed(config
     monitor.drops.close()
 
 
+@pytest.mark.slow
 def test_newer_files_are_refused_with_exit_2_and_left_as_they_are(config_path: Path, config: Config) -> None:
     drops_path = from_fixture(config.data_dir / "drops.db", "drops-c7a211d.sql")
     messages_path = from_fixture(config.account("main").store, "messages-c7a211d.sql")
@@ -172,6 +173,7 @@ def test_processes_migrating_one_postgres_database_at_once_apply_each_step_once(
     assert versions == [(v,) for v in range(1, latest(migrations(POSTGRES)) + 1)]
 
 
+@pytest.mark.slow
 def test_a_pg_monitor_started_on_a_newer_schema_exits_2(write_config, pg_url: str) -> None:  # noqa: ANN001
     config_path = write_config(BASE_CONFIG + f'\n[database]\nurl = "{pg_url}"\n')
     DropsDB(PostgresBackend(pg_url)).close()

@@ -5,6 +5,8 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.bridge_support import inject, start_bridge, start_sim
 from tests.conftest import GROUP_A, GROUP_B, Processes, wait_until
 from tests.monitor_support import all_sent, cli, query, start_account_bridge, start_monitor
@@ -14,6 +16,7 @@ CONTRACTOR = "27710000001@s.whatsapp.net"
 ACK = "@27710000001 DR1734150 received, thank you"
 
 
+@pytest.mark.slow
 def test_a_new_drop_is_acknowledged_once_with_the_mention(procs: Processes, data_dir: Path) -> None:
     _, sim_url = start_sim(procs, data_dir)
     start_bridge(procs, data_dir)
@@ -33,6 +36,7 @@ def test_a_new_drop_is_acknowledged_once_with_the_mention(procs: Processes, data
     assert query(data_dir, "SELECT COUNT(*) FROM drops") == [(1,)]
 
 
+@pytest.mark.slow
 def test_operator_feedback_is_sent_once_and_bad_requests_send_nothing(procs: Processes, data_dir: Path,
                                                                        config_path: Path) -> None:
     _, sim_url = start_sim(procs, data_dir)
@@ -62,6 +66,7 @@ def test_operator_feedback_is_sent_once_and_bad_requests_send_nothing(procs: Pro
     assert len(all_sent(sim_url)) == 2
 
 
+@pytest.mark.slow
 def test_two_numbers_feedback_waits_for_the_sender_bridge_and_is_sent_once(procs: Processes, data_dir: Path,
                                                                            write_config) -> None:  # noqa: ANN001
     config_path = write_config(TWO_SESSIONS_CONFIG)
@@ -91,6 +96,7 @@ def test_two_numbers_feedback_waits_for_the_sender_bridge_and_is_sent_once(procs
     assert [s["text"] for s in all_sent(sim_url)].count(ACK) == 1
 
 
+@pytest.mark.slow
 def test_drops_command_lists_for_ops(procs: Processes, data_dir: Path, config_path: Path) -> None:
     _, sim_url = start_sim(procs, data_dir)
     start_bridge(procs, data_dir)

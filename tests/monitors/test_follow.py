@@ -76,6 +76,7 @@ def voluntary_switches(pid: int) -> int:
     return psutil.Process(pid).num_ctx_switches().voluntary
 
 
+@pytest.mark.slow
 def test_an_idle_monitor_sleeps_until_the_store_changes_then_records_at_once(procs: Processes,
                                                                               data_dir: Path) -> None:
     store = Store(data_dir / "accounts" / "main" / "messages.db")

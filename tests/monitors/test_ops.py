@@ -3,11 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from monitors.drops_store import open_drops_store
 from tests.monitor_support import cli
 from watchdog.config import load
 
 
+@pytest.mark.slow
 def test_drops_names_a_missing_data_dir_or_a_missing_store(config_path: Path, tmp_path: Path) -> None:
     typo = tmp_path / "typo"
     missing = cli(config_path, "drops", "--data-dir", str(typo))

@@ -11,6 +11,8 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
+
 from bridge.store import Store
 from bridge.transport import IncomingMessage
 from monitors.drops_store import DropsDB
@@ -47,6 +49,7 @@ class NotifyListener:
         self.socket.close()
 
 
+@pytest.mark.slow
 def test_waits_for_the_store_then_follows_with_sd_notify_and_stops_on_sigterm(procs: Processes, data_dir: Path,
                                                                                tmp_path: Path) -> None:
     listener = NotifyListener(tmp_path / "notify.sock")
@@ -73,6 +76,7 @@ def test_waits_for_the_store_then_follows_with_sd_notify_and_stops_on_sigterm(pr
         listener.close()
 
 
+@pytest.mark.slow
 def test_exactly_once_across_kill_9_of_two_monitors_sharing_drops_db(procs: Processes, data_dir: Path) -> None:
     """Messages stream in while both monitors are SIGKILLed at random moments and restarted."""
     store = Store(data_dir / "accounts" / "main" / "messages.db")
@@ -130,6 +134,7 @@ def _open_drops_db(path: str, barrier: multiprocessing.synchronize.Barrier) -> N
     drops.close()
 
 
+@pytest.mark.slow
 def test_six_monitors_creating_drops_db_at_the_same_instant_all_succeed(tmp_path: Path) -> None:
     """Switching a fresh file to WAL ignores the busy timeout; without the retry some rounds failed."""
     context = multiprocessing.get_context("fork")

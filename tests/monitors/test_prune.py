@@ -5,6 +5,8 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from bridge.store import Store, format_ts
 from bridge.transport import IncomingMessage
 from monitors.drops_store import open_drops_store
@@ -21,6 +23,7 @@ def _messages(path: Path) -> list[str]:
         return [row[0] for row in conn.execute("SELECT id FROM messages ORDER BY rowid")]
 
 
+@pytest.mark.slow
 def test_prune_keeps_what_a_monitor_has_not_read_and_the_newest_row(config_path: Path) -> None:
     config = load(config_path)
     path = config.accounts["main"].store
@@ -62,6 +65,7 @@ def test_prune_keeps_what_a_monitor_has_not_read_and_the_newest_row(config_path:
     store.close()
 
 
+@pytest.mark.slow
 def test_prune_refuses_a_bad_age_and_keeps_everything_before_any_monitor_ran(config_path: Path) -> None:
     bad = cli(config_path, "prune", "--older-than", "half a year")
     assert bad.returncode == 2 and "--older-than 'half a year'" in bad.stderr

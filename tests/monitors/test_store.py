@@ -72,6 +72,7 @@ def test_each_drop_once_a_resubmission_is_an_event_and_a_replay_adds_nothing(con
     assert rows(config, "SELECT COUNT(*) FROM feedback") == [(1,)]
 
 
+@pytest.mark.slow
 def test_a_monitor_that_was_down_catches_up_from_its_cursor(config: Config, store: Store) -> None:
     post(store, "M1", "DR1000001")
     first = catch_up(config)
@@ -214,6 +215,7 @@ def test_a_report_interrupted_by_a_crash_is_written_exactly_once(config: Config,
     assert rows(config, "SELECT reported_at IS NOT NULL FROM reported_windows") == [(1,)]
 
 
+@pytest.mark.slow
 def test_a_replaced_store_is_followed_from_its_start(config: Config, store: Store) -> None:
     post(store, "M1", "DR1000001")
     post(store, "M2", "DR1000002")

@@ -193,6 +193,7 @@ def test_retries_after_a_500_until_delivered_but_not_after_a_400(log: RecoveryLo
     run(scenario)
 
 
+@pytest.mark.slow
 def test_a_dead_or_silent_webhook_neither_blocks_nor_crashes(log: RecoveryLog) -> None:
     errors: list[str] = []
     sink = logger.add(lambda message: errors.append(str(message)), level="ERROR")

@@ -130,6 +130,7 @@ def test_systemctl_reload_is_a_sighup_that_applies_the_config_without_a_restart(
         assert manager.stop_unit(unit)["Result"] == "success"
 
 
+@pytest.mark.slow
 def test_a_program_after_a_bridge_in_a_whatsapp_outage_starts_anyway_once_the_outage_is_known(tmp_path: Path) -> None:
     """`after` waits for healthy, or for a dependency that is up while its upstream is away (waiting would not help)."""
     from tests.watchdog.test_supervision import health_bridge, run, set_health, supervise, worker, write_settings

@@ -42,6 +42,7 @@ def _count(path: Path, table: str) -> int:
         return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
 
+@pytest.mark.slow
 def test_backup_is_consistent_while_a_writer_runs_and_restores(config_path: Path, tmp_path: Path) -> None:
     config = load(config_path)
     store_path = config.accounts["main"].store

@@ -39,6 +39,7 @@ def test_a_ready_installation_passes(write_config, tmp_path: Path) -> None:
     assert levels["session"] == ["ok"]  # sim: nothing to pair
 
 
+@pytest.mark.slow
 def test_each_problem_is_named(write_config, tmp_path: Path) -> None:
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))

@@ -76,6 +76,7 @@ def test_project_accounts_must_exist(write_config) -> None:
         load(path)
 
 
+@pytest.mark.slow
 def test_cli_exits_2_naming_key_and_file_without_traceback(write_config) -> None:
     path = write_config(BASE_CONFIG.replace("api_port = 0", "api_prot = 0"))
     for command in (["bridge", "--account", "main"], ["monitor", "--project", "lawley"], ["sim"], ["run"], ["status"]):
@@ -93,6 +94,7 @@ def test_cli_reports_invalid_toml_and_missing_file(write_config, tmp_path: Path)
     assert result.returncode == 2 and "config file not found" in result.stderr
 
 
+@pytest.mark.slow
 def test_unknown_account_is_a_config_error(config_path: Path) -> None:
     result = run_cli("bridge", "--account", "nobody", "--config", str(config_path))
     assert result.returncode == 2

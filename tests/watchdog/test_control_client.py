@@ -58,6 +58,7 @@ def test_a_frozen_watchdog_is_named_stopped_at_once(config_path: Path, silent_wa
     assert took < 10, took  # no request was waited for (an interpreter start, not the 15 s of the issue)
 
 
+@pytest.mark.slow
 def test_a_wedged_watchdog_is_named_not_answering_within_2_s(config_path: Path,
                                                               silent_watchdog: subprocess.Popen) -> None:
     started = time.monotonic()
@@ -69,6 +70,7 @@ def test_a_wedged_watchdog_is_named_not_answering_within_2_s(config_path: Path,
     assert 2 <= took < 12, took
 
 
+@pytest.mark.slow
 def test_leftover_processes_holding_the_data_dir_are_listed(config_path: Path, data_dir: Path,
                                                             procs: Processes) -> None:
     sim = procs.start("sim", "--data-dir", str(data_dir))

@@ -81,6 +81,7 @@ def test_restart_asks_the_watchdog(config_path: Path, server: ServerThread) -> N
     assert "no component named bridge:nope" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
+@pytest.mark.slow
 def test_not_running_is_a_clear_message(config_path: Path, data_dir: Path) -> None:
     published = data_dir / "run" / "watchdog.json"
     missing = cli(config_path, "status")

@@ -38,6 +38,7 @@ def test_a_read_only_data_dir_is_one_line_and_exit_2(config_path: Path, tmp_path
                                           "Read-only file system"), command
 
 
+@pytest.mark.slow
 def test_a_data_dir_that_cannot_be_created_names_the_path(config_path: Path, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a directory")
     for data in (tmp_path / "file" / "data", tmp_path / "file"):

@@ -119,6 +119,7 @@ async def output_of(fd: int, needle: bytes, timeout: float = 15.0) -> bytes:
     return seen
 
 
+@pytest.mark.slow
 def test_a_forked_child_is_our_own_child_in_its_own_session_with_its_command_line_and_notify_socket(
         tmp_path: Path) -> None:
     async def body(run: Run) -> None:
@@ -146,6 +147,7 @@ def test_a_forked_child_is_our_own_child_in_its_own_session_with_its_command_lin
     scenario(tmp_path, body)
 
 
+@pytest.mark.slow
 def test_a_forked_childs_exit_code_and_a_clean_sigterm_stop_are_exact(tmp_path: Path) -> None:
     async def body(run: Run) -> None:
         disabled = run.monitor("off")  # a disabled project is a configuration error: exit 2
@@ -159,6 +161,7 @@ def test_a_forked_childs_exit_code_and_a_clean_sigterm_stop_are_exact(tmp_path: 
     scenario(tmp_path, body)
 
 
+@pytest.mark.slow
 def test_the_template_is_fork_safe_and_never_loads_neonize(tmp_path: Path) -> None:
     async def body(run: Run) -> None:
         assert run.server.pid is not None
@@ -202,6 +205,7 @@ def test_a_dead_template_means_exec_starts_a_record_and_a_new_template(tmp_path:
     scenario(tmp_path, body)
 
 
+@pytest.mark.slow
 def test_orphans_left_in_a_killed_childs_group_are_reaped(tmp_path: Path) -> None:
     """A child that started a process of its own is SIGKILLed: its group goes, and no zombie stays with us."""
     async def body(run: Run) -> None:

@@ -81,6 +81,7 @@ def test_one_readable_line_per_recovery(config_path: Path, log: RecoveryLog) -> 
     assert first[:8] == time.strftime("%H:%M:%S", time.gmtime(next(log.read())["time"]))
 
 
+@pytest.mark.slow
 def test_filter_by_component_and_since(config_path: Path, log: RecoveryLog) -> None:
     log.append("bridge:main", "exit", cause="SIGKILL", pid=100)
     backdate(log, 2 * 3600)

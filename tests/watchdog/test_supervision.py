@@ -195,6 +195,7 @@ def test_non_zero_exit_is_restarted_with_its_exit_code_as_cause(tmp_path: Path) 
 # -- hangs and limits ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigstop_hang_of_any_program_is_caught_by_the_process_state_check_and_restarted(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with supervise(write_settings(tmp_path), [worker("bridge:main")]) as s:
@@ -213,6 +214,7 @@ def test_sigstop_hang_of_any_program_is_caught_by_the_process_state_check_and_re
     run(scenario)
 
 
+@pytest.mark.slow
 def test_child_that_stops_heartbeating_and_ignores_sigterm_is_killed_after_term_grace(tmp_path: Path) -> None:
     async def scenario() -> None:
         alerts = RecordingAlerts()
@@ -230,6 +232,7 @@ def test_child_that_stops_heartbeating_and_ignores_sigterm_is_killed_after_term_
     run(scenario)
 
 
+@pytest.mark.slow
 def test_child_over_its_memory_limit_is_restarted_as_rss_limit(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with supervise(write_settings(tmp_path),
@@ -241,6 +244,7 @@ def test_child_over_its_memory_limit_is_restarted_as_rss_limit(tmp_path: Path) -
     run(scenario)
 
 
+@pytest.mark.slow
 def test_memory_of_the_childs_own_children_counts_towards_its_limit(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with supervise(write_settings(tmp_path),
@@ -515,6 +519,7 @@ def set_health(state_file: Path, status: int, state: str, **extra: object) -> No
     os.replace(tmp, state_file)
 
 
+@pytest.mark.slow
 def test_whatsapp_outage_is_not_restarted_but_alerted_with_its_duration_and_resolved(tmp_path: Path) -> None:
     state_file = tmp_path / "health.json"
     set_health(state_file, 200, "connected")
@@ -565,6 +570,7 @@ def test_no_answer_makes_the_bridge_unhealthy_and_restarted(tmp_path: Path, answ
     run(scenario)
 
 
+@pytest.mark.slow
 def test_a_store_error_from_a_live_loop_is_alerted_not_restarted(tmp_path: Path) -> None:
     """Disk full or the store locked by another program: a restart would fix neither."""
     state_file = tmp_path / "health.json"

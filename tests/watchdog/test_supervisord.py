@@ -79,6 +79,7 @@ def gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_supervisord_runs_restarts_and_stops_the_watchdog_with_one_session_owner(supervisord: Supervisord,
                                                                                  data_dir: Path) -> None:
     first = wait_until(lambda: system_up(data_dir), 60, message="the system up under supervisord")
@@ -103,6 +104,7 @@ def test_supervisord_runs_restarts_and_stops_the_watchdog_with_one_session_owner
     assert "stopped: wa-watchdog (exit status 0)" in supervisord.log()
 
 
+@pytest.mark.slow
 def test_a_configuration_error_is_not_restarted_by_supervisord(supervisord: Supervisord, config_path: Path,
                                                                 data_dir: Path) -> None:
     wait_until(lambda: system_up(data_dir), 60, message="the system up under supervisord")

@@ -262,6 +262,7 @@ def gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_systemd_starts_watches_and_replaces_a_frozen_watchdog(manager: UserManager, config_path: Path,
                                                                data_dir: Path) -> None:
     unit = manager.install(UNIT, config_path)
@@ -310,6 +311,7 @@ def test_systemd_starts_watches_and_replaces_a_frozen_watchdog(manager: UserMana
         assert bridges_of(config_path) == []
 
 
+@pytest.mark.slow
 def test_a_bridge_runs_on_its_own_under_systemd(manager: UserManager, procs: Processes, config_path: Path,
                                                data_dir: Path) -> None:
     """wa-bridge@main: READY=1 and heartbeats straight from the bridge; a frozen bridge is replaced, the lock follows."""

@@ -6,6 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.watchdog.test_supervision import run, supervise, worker, write_settings
 from watchdog.states import State
 from watchdog.throttle import Launcher
@@ -27,6 +29,7 @@ def test_spawns_within_the_bounds_are_immediate_and_the_rest_wait_for_a_slot() -
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 def test_restarts_beyond_the_rate_wait_for_a_token() -> None:
     async def scenario() -> None:
         throttled: list[str] = []
@@ -44,6 +47,7 @@ def test_restarts_beyond_the_rate_wait_for_a_token() -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.slow
 def test_no_more_than_max_starting_children_start_at_once_and_the_wait_is_recorded(tmp_path: Path) -> None:
     async def scenario() -> None:
         programs = [worker(f"monitor:{n}", "--ready-after", "0.3") for n in range(5)]

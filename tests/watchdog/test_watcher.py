@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 from tests.watchdog.test_supervision import run, supervise, until, worker, write_settings
 from watchdog.programs import Check, Program
@@ -57,6 +59,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_readiness_by_tcp_connect_and_by_running_long_enough(tmp_path: Path) -> None:
     port = free_port()
 

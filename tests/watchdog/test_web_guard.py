@@ -153,6 +153,7 @@ def test_refusals_are_logged_once_per_client_and_minute_with_a_count() -> None:
         "refused a request from 10.0.0.1: 403 Origin (4 more like this in the last 60 s)"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text, problem", [("ok", None), ({"a": ["\udfff"]}, "a[0] contains a lone surrogate (not valid Unicode text)")])
 def test_json_problem_names_the_field(text: object, problem: str | None) -> None:
     assert web_guard.json_problem(json.loads(json.dumps(text))) == problem
