@@ -79,7 +79,7 @@ def as_nobody(*argv: str) -> subprocess.CompletedProcess:
 
 def world_traversable_dir() -> Path:
     """A fresh directory other users can traverse (pytest's tmp_path is 0700: every check would pass vacuously)."""
-    base = Path(tempfile.mkdtemp(prefix="wa-i10-"))
+    base = Path(tempfile.mkdtemp(prefix="wa-host-faults-"))
     base.chmod(0o755)
     return base
 

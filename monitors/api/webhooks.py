@@ -46,7 +46,7 @@ class OutboxEvent(Protocol):
 
 
 class WebhookOutbox(Protocol):
-    """The drops store's delivery queue (i8store's `db.outbox`)."""
+    """The drops store's delivery queue (`db.outbox`, monitors/store/outbox.py)."""
 
     def due(self, webhook: str, types: Sequence[str], now: str, limit: int = 100) -> list[OutboxEvent]: ...
     def delivered(self, webhook: str, seq: int) -> None: ...
