@@ -50,5 +50,5 @@ def test_every_drop_once_every_ack_once_and_outage_drops_backfilled(tmp_path: Pa
 def test_the_same_on_postgresql_crashed_half_way(tmp_path: Path, pg_cluster: PgCluster, pg_url: str) -> None:
     # 3 drops/s: on PostgreSQL each acknowledgement and each receipt is a round trip on the monitor's loop, and
     # at 5/s on a loaded 2-core machine the acknowledgements drained slower than they arrived.
-    report = chaos(tmp_path, seconds=30, database_url=pg_url, postgres=pg_cluster, rate=3, quiesce_timeout=150)
+    report = chaos(tmp_path, seconds=40, database_url=pg_url, postgres=pg_cluster, rate=3, quiesce_timeout=150)
     assert report.pg_restarts == 1
