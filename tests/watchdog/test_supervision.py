@@ -352,7 +352,9 @@ def test_a_child_ending_on_its_own_during_shutdown_is_not_restarted(tmp_path: Pa
         os.kill(sim_pid, signal.SIGTERM)  # as the cgroup-wide SIGTERM does; the stop order reaches the sim last
         assert await asyncio.wait_for(task, 20) == 0
         events = [(r["component"], r["event"]) for r in arbiter.recovery_log.read()]
-        assert not [e for e in events if e[1] in ("exit", "restart")], events
+        # The sim's own ending is a planned stop, never an exit to recover from (a loaded machine may make
+        # another worker miss a heartbeat before the stop: that is not what this test is about).
+        assert not [e for e in events if e[0] == "sim" and e[1] in ("exit", "restart")], events
         assert ("sim", "stop") in events and all(w.state == STOPPED for w in arbiter.watchers.values())
     run(scenario)
 
