@@ -19,8 +19,10 @@ from bridge.schema import StoredMessage, Window, messages_after, open_readonly, 
 
 POLL_INTERVAL = 0.02  # seconds between data_version checks without inotify
 SAFETY_INTERVAL = 5.0  # seconds between full looks with inotify (woken at once on a write)
-SETTLE_DELAYS = (0.002, 0.01, 0.05, 0.2, 0.5, 1.0)  # looks again after a wake that found no commit yet:
-# the writer publishes it just after the write, or later when it is descheduled on a loaded host
+SETTLE_DELAYS = (0.002, 0.005, 0.01, 0.01, 0.01, 0.02, 0.02, 0.02, 0.05, 0.2, 1.0)  # looks again after
+# a wake that found no commit yet: the WAL write wakes us before the writer's fsync and its wal-index update
+# make the commit visible (a few to tens of ms later, and no write event then), so the first 100 ms are
+# looked at every 10-20 ms, as the 20 ms poll did; later when the writer is descheduled on a loaded host
 
 # The bridge creates these in one transaction; until then the store is not ready to follow.
 REQUIRED_TABLES = ("messages", "message_meta", "disconnect_windows")

@@ -236,11 +236,13 @@ class Monitor:
         try:
             while not self._stop.is_set():
                 if store.changed():
-                    schedule.committed()
                     unread = True
                 if unread and (full or store.newest_rowid() > self.cursor):
                     await self.with_store(lambda: self.catch_up(store))
                     unread = False
+                    # Only new messages end the settle looks: a visible commit can be an earlier one (a receipt,
+                    # the heartbeat) while the message that woke us is still being fsynced.
+                    schedule.committed()
                 full = await schedule.next_look()
         finally:
             schedule.close()
