@@ -245,6 +245,8 @@ class DropsDB(DropQueries):
         column = RECEIPT_COLUMNS.get(kind)
         if column is None:
             return False  # played (voice notes) and kinds we do not track
+        if one(self.db.rows("SELECT 1 FROM feedback WHERE bridge_message_id = ?", (bridge_message_id,))) is None:
+            return False  # another project's message (most receipts a monitor sees): no write lock taken for it
         with self.db.transaction() as tx:
             row = one(tx.rows("SELECT id, drop_id, mentions FROM feedback WHERE bridge_message_id = ?",
                               (bridge_message_id,)))

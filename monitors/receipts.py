@@ -34,8 +34,9 @@ from watchdog.config import AccountConfig
 
 BATCH = 1000
 WAIT_INTERVAL = 0.5  # how often to look for a store (or a receipts table) that is not there yet
-GRACE = 60.0  # seconds a receipt may precede the recorded answer naming its message
-RETRY_INTERVAL = 0.2  # how often receipts that matched nothing yet are tried again
+GRACE = 15.0  # seconds a receipt may precede the recorded answer naming its message (the bridge answers in ms)
+RETRY_INTERVAL = 1.0  # how often receipts that matched nothing yet are tried again: every other project's
+# receipts never match here, and each try is a write to the shared drops store
 
 
 class ReceiptFollower:
@@ -48,6 +49,7 @@ class ReceiptFollower:
         self.waiting: list[StoredReceipt] = []  # matched no feedback yet, still within GRACE (oldest first)
         self.stamped = 0  # feedback rows changed by a receipt since start
         self._retried = 0.0
+        self._saved: int | None = None  # the position last written to the drops store
 
     def _record(self, receipt: StoredReceipt) -> bool:
         if self.drops.record_receipt(receipt.message_id, receipt.kind, receipt.at, receipt.recipient_jid):
@@ -83,7 +85,9 @@ class ReceiptFollower:
     def _save(self) -> None:
         if self.cursor is not None:
             saved = self.waiting[0].rowid - 1 if self.waiting else self.cursor
-            self.drops.set_state(self.key, str(saved))
+            if saved != self._saved:  # a write to the shared drops store only when the position moved
+                self.drops.set_state(self.key, str(saved))
+                self._saved = saved
 
     def retry_due(self) -> bool:
         return bool(self.waiting) and time.monotonic() - self._retried >= RETRY_INTERVAL
