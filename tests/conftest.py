@@ -6,12 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+
+from scripts.benchmarks.system_run import wait_for
 
 from tests.pg import PgCluster, find_bin_dir
 
@@ -25,15 +26,14 @@ GROUP_C = "120363000000000003@g.us"
 
 def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
                message: str = "condition") -> T:
-    """Poll `condition` until it returns something truthy; fail with `message` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
+    """Poll `condition` until it returns something truthy; fail the test with `message` at the deadline.
+
+    The loop is the benchmarks' `wait_for` (one implementation); a test fails with AssertionError.
+    """
+    try:
+        return wait_for(condition, timeout, message, interval)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 BASE_CONFIG = f"""
