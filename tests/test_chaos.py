@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts.benchmarks.chaos import CHAOS_WATCHDOG, Report, run_chaos
-from scripts.benchmarks.system_run import RunningSystem, config_text
+from scripts.benchmarks.chaos import Report, chaos_config, run_chaos
+from scripts.benchmarks.system_run import RunningSystem
+from scripts.benchmarks.webhook_receiver import WebhookReceiver
 from tests.pg import PgCluster
 
 PROJECTS = 3
@@ -15,13 +16,16 @@ PROJECTS = 3
 
 def chaos(tmp_path: Path, seconds: float, database_url: str = "", postgres: PgCluster | None = None,
           rate: float = 5, quiesce_timeout: float = 90.0) -> Report:
-    system = RunningSystem(tmp_path, config_text(PROJECTS, CHAOS_WATCHDOG, database_url), database_url)
-    system.start()
+    receiver = WebhookReceiver()
+    receiver.start()
+    system = RunningSystem(tmp_path, chaos_config(PROJECTS, receiver, database_url), database_url)
     try:
-        report = run_chaos(system, seconds=seconds, kill_every=2.0, rate=rate, projects=PROJECTS, seed=20261124,
-                           postgres=postgres, quiesce_timeout=quiesce_timeout)
+        system.start()
+        report = run_chaos(system, receiver, seconds=seconds, kill_every=2.0, rate=rate, projects=PROJECTS,
+                           seed=20261205, postgres=postgres, quiesce_timeout=quiesce_timeout)
     finally:
         assert system.stop() == 0
+        receiver.close()
     print(report.table())
     assert report.posted >= seconds * rate * 0.7
     assert report.missed == []
@@ -31,10 +35,11 @@ def chaos(tmp_path: Path, seconds: float, database_url: str = "", postgres: PgCl
     assert report.ack_duplicates == []
     assert report.not_backfilled == []
     assert report.events_missing == [] and report.events_duplicated == []
-    # Webhook events lost: counted once a deliverer and receiver are hooked in (run_chaos(webhook_received=...)).
-    assert report.webhook_lost in (None, [])
-    # The run really was chaotic: both kinds of process died, outages happened and drops were posted in them.
-    assert report.kills["bridge:main"] >= 2 and sum(report.kills.values()) - report.kills["bridge:main"] >= 2
+    # Each drop's event reached the receiver, signed, (deduped by webhook-id) once; nothing for a drop not recorded.
+    assert report.webhook_lost == [] and report.webhook_unknown == [] and report.webhook_bad_signatures == 0
+    # The run really was chaotic: every kind of process died, outages happened and drops were posted in them.
+    assert report.kills["bridge:main"] >= 2 and report.kills["drops-api"] >= 1
+    assert sum(n for name, n in report.kills.items() if name.startswith("monitor:")) >= 2
     assert report.windows >= 2 and report.outage_posts >= 5
     return report
 

@@ -1,25 +1,29 @@
 """`scripts/chaos --minutes N --kill-every S [--postgres]`: lose nothing while things die.
 
 A whole system runs under `wa-watchdog run` (simulator, bridge, one monitor
-per project), its drops store in drops.db or (`--postgres`) in a throwaway
-PostgreSQL server that is crashed (`pg_ctl -m immediate`) and started again
-half way through. A steady stream of drops is posted through the simulator, one
+per project, drops-api delivering drop.recorded/drop.backfilled webhooks to a
+real receiver on 127.0.0.1 that verifies their Standard Webhooks signatures),
+its drops store in drops.db or (`--postgres`) in a throwaway PostgreSQL
+server that is crashed (`pg_ctl -m immediate`) and started again half way
+through. A steady stream of drops is posted through the simulator, one
 unique drop number per post, round robin over the projects' groups and the
 contractors. Meanwhile, every S seconds on average, one of: SIGKILL the
-bridge, SIGKILL a random monitor (pids from the watchdog's control API), or
-`POST /sim/disconnect` (WhatsApp drops the connection). Then posting stops
+bridge, SIGKILL a random monitor or drops-api (pids from the watchdog's
+control API), or `POST /sim/disconnect` (WhatsApp drops the connection). Then posting stops
 and the run waits, with a deadline, for quiescence: every component healthy,
-every window closed, backfilled and reported, no feedback pending.
+every window closed, backfilled and reported, no feedback pending, every
+drop event received.
 
 Checked: every posted drop is in the drops store exactly once with the right group
 and submitter (missed, duplicated: more than one submission event, i.e. the
 same post recorded twice), every acknowledgement was sent exactly once
 (/sim/sent), every drop posted inside a disconnect window is marked
-backfilled, and every drop has exactly one drop.recorded/drop.backfilled
-event in the webhook outbox. Webhook events lost on the way to a receiver
-are counted when `run_chaos` is given a `webhook_received` hook (the ids a
-real receiver got); without one that line says "not measured". The longest outage is the longest time any component was not
-healthy in the watchdog's view (polled every 50 ms).
+backfilled, every drop has exactly one drop.recorded/drop.backfilled
+event in the webhook outbox, and the receiver got each of those events (by
+webhook-id; a redelivery after a kill is at-least-once, counted and deduped as
+a receiver does) and none for a drop that was never recorded. The longest
+outage is the longest time any component was not healthy in the watchdog's
+view (polled every 50 ms).
 
 The watchdog's crash-loop backoff is relaxed (crash_loop_exits, backoff_max)
 because the kills are deliberate; the backoff policy has its own tests.
@@ -38,12 +42,12 @@ import threading
 import time
 import typing
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, wait_for
+from scripts.benchmarks.webhook_receiver import WebhookReceiver
 
 if typing.TYPE_CHECKING:
     from tests.pg import PgCluster
@@ -51,6 +55,8 @@ if typing.TYPE_CHECKING:
 CHAOS_WATCHDOG = "crash_loop_exits = 1000\nbackoff_max = 1.0\n"
 STATUS_POLL = 0.05
 PG_OUTAGE = 2.0  # seconds the PostgreSQL server stays down in the middle of a --postgres run
+DROP_EVENTS = ("drop.recorded", "drop.backfilled")
+API = "drops-api"
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,10 @@ class Report:
     not_backfilled: list[str] = field(default_factory=list)
     events_missing: list[str] = field(default_factory=list)  # no drop.recorded/backfilled event in the outbox
     events_duplicated: list[str] = field(default_factory=list)
-    webhook_lost: list[str] | None = None  # event ids no receiver got; None: no receiver hooked in
+    webhook_lost: list[str] = field(default_factory=list)  # drops whose outbox event the receiver never got
+    webhook_unknown: list[str] = field(default_factory=list)  # received events of no recorded drop
+    webhook_bad_signatures: int = 0
+    webhook_redelivered: int = 0  # deliveries of an id already received (after a kill): deduped by the receiver
     pg_restarts: int = 0
     kills: Counter = field(default_factory=Counter)
     disconnects: int = 0
@@ -88,7 +97,8 @@ class Report:
     @property
     def ok(self) -> bool:
         return not (self.missed or self.duplicated or self.misattributed or self.ack_missing or self.ack_duplicates
-                    or self.not_backfilled or self.events_missing or self.events_duplicated or self.webhook_lost)
+                    or self.not_backfilled or self.events_missing or self.events_duplicated or self.webhook_lost
+                    or self.webhook_unknown or self.webhook_bad_signatures)
 
     def table(self) -> str:
         kills = ", ".join(f"{n} {name}" for name, n in sorted(self.kills.items())) or "none"
@@ -105,8 +115,10 @@ class Report:
                                         f"{_listed(self.not_backfilled)})"),
             ("drop events missing / twice in the outbox", f"{_listed(self.events_missing)} / "
                                                           f"{_listed(self.events_duplicated)}"),
-            ("webhook events lost", "not measured (no receiver hooked in)" if self.webhook_lost is None
-             else _listed(self.webhook_lost)),
+            ("drop events lost on the way to the receiver", _listed(self.webhook_lost)),
+            ("received for no recorded drop / bad signatures", f"{_listed(self.webhook_unknown)} / "
+                                                               f"{self.webhook_bad_signatures}"),
+            ("redelivered (same webhook-id, deduped)", self.webhook_redelivered),
             ("PostgreSQL crashes (restarted)", self.pg_restarts),
             ("kills (SIGKILL)", f"{sum(self.kills.values())}: {kills}"),
             ("server disconnects", self.disconnects),
@@ -172,8 +184,13 @@ class Injector(threading.Thread):
             self.posts.append(Post(drop, f"p{project}", group_jid(project), contractor, _time(answer["timestamp"])))
 
 
+def chaos_config(projects: int, receiver: WebhookReceiver, database_url: str = "") -> str:
+    """The system under chaos: `projects` monitors, and drops-api delivering the drop events to `receiver`."""
+    return config_text(projects, CHAOS_WATCHDOG, database_url) + receiver.config("chaos", DROP_EVENTS)
+
+
 def strike(system: RunningSystem, rng: random.Random, projects: int, report: Report, injector: Injector) -> None:
-    """One random blow: kill the bridge, kill a monitor, or have WhatsApp drop the connection.
+    """One random blow: kill the bridge, a monitor or drops-api, or have WhatsApp drop the connection.
 
     A drop is posted right after a blow to the session, so that every outage has one posted inside it
     (with the warm standby a bridge outage lasts tens of milliseconds: the steady stream would mostly miss it).
@@ -183,7 +200,11 @@ def strike(system: RunningSystem, rng: random.Random, projects: int, report: Rep
         report.disconnects += system.disconnect()
         injector.post()
         return
-    component = "bridge:main" if action == "bridge" else f"monitor:p{rng.randint(1, projects)}"
+    if action == "bridge":
+        component = "bridge:main"
+    else:  # one time in projects + 1 the blow falls on drops-api, the drops domain's other process
+        n = rng.randint(1, projects + 1)
+        component = API if n > projects else f"monitor:p{n}"
     pid = system.pid(component)
     if pid is None:
         return  # being restarted right now
@@ -196,10 +217,15 @@ def strike(system: RunningSystem, rng: random.Random, projects: int, report: Rep
         injector.post()
 
 
-def quiescent(system: RunningSystem, posts: list[Post], projects: int,
-              webhook_received: Callable[[], set[str]] | None = None) -> bool:
+def drop_events(system: RunningSystem) -> dict[str, str]:
+    """The outbox's drop.recorded/drop.backfilled events: webhook-id -> drop number."""
+    return {event_id: json.loads(payload)["data"]["drop"]["drop_number"] for event_id, payload in system.query(
+        "drops", f"SELECT id, payload FROM events WHERE type IN ({', '.join('?' * len(DROP_EVENTS))})", *DROP_EVENTS)}
+
+
+def quiescent(system: RunningSystem, posts: list[Post], projects: int, receiver: WebhookReceiver) -> bool:
     """Everything posted is recorded and acknowledged, every outage is closed, backfilled and reported,
-    and (with a receiver hooked in) every outbox event has reached it."""
+    and the receiver has every drop event of the outbox."""
     if not system.all_healthy():
         return False
     if system.query("drops", "SELECT COUNT(*) FROM drops") != [(len(posts),)]:
@@ -217,22 +243,24 @@ def quiescent(system: RunningSystem, posts: list[Post], projects: int,
     reported = system.query("drops", "SELECT COUNT(*) FROM reported_windows WHERE reported_at IS NOT NULL")
     if reported != [(count * projects,)]:
         return False
-    return webhook_received is None or {i for (i,) in system.query("drops", "SELECT id FROM events")} <= \
-        webhook_received()
+    return drop_events(system).keys() <= receiver.accepted().keys()
 
 
-def check(system: RunningSystem, posts: list[Post], report: Report,
-          webhook_received: Callable[[], set[str]] | None = None) -> None:
+def check(system: RunningSystem, posts: list[Post], report: Report, receiver: WebhookReceiver) -> None:
     report.posted = len(posts)
-    outbox = Counter(json.loads(payload)["data"]["drop"]["drop_number"] for (payload,) in system.query(
-        "drops", "SELECT payload FROM events WHERE type IN ('drop.recorded', 'drop.backfilled')"))
-    if webhook_received is not None:
-        received = webhook_received()
-        report.webhook_lost = [i for (i,) in system.query("drops", "SELECT id FROM events") if i not in received]
+    events = drop_events(system)
+    outbox = Counter(events.values())
+    accepted = receiver.accepted()
+    received = {drop for event_id, drop in events.items() if event_id in accepted}
+    report.webhook_redelivered = sum(n - 1 for n in accepted.values())
+    report.webhook_bad_signatures = receiver.bad_signatures
     rows = {(project, drop): (group, submitter, backfilled) for project, drop, group, submitter, backfilled in
             system.query("drops", "SELECT project, drop_number, group_jid, submitted_by, backfilled FROM drops")}
-    events = Counter(system.query("drops", "SELECT d.project, d.drop_number FROM drop_events e "
-                                           "JOIN drops d ON d.id = e.drop_id"))
+    submissions = Counter(system.query("drops", "SELECT d.project, d.drop_number FROM drop_events e "
+                                                "JOIN drops d ON d.id = e.drop_id"))
+    recorded = {drop for _, drop in rows}
+    report.webhook_unknown = [event_id for event_id, body in receiver.events().items()
+                              if event_id not in events or body["data"]["drop"]["drop_number"] not in recorded]
     acks = Counter(s["text"].split()[1] for s in system.sent() if len(s["text"].split()) > 1)
     windows = [(_time(start), _time(end)) for start, end in
                system.query("messages", "SELECT started_at, ended_at FROM disconnect_windows WHERE ended_at IS NOT NULL")]
@@ -243,7 +271,7 @@ def check(system: RunningSystem, posts: list[Post], report: Report,
             report.missed.append(post.drop)
             continue
         report.recorded += 1
-        if events[(post.project, post.drop)] > 1:
+        if submissions[(post.project, post.drop)] > 1:
             report.duplicated.append(post.drop)
         if row[:2] != (post.group, post.contractor):
             report.misattributed.append(post.drop)
@@ -255,19 +283,20 @@ def check(system: RunningSystem, posts: list[Post], report: Report,
             report.events_missing.append(post.drop)
         elif outbox[post.drop] > 1:
             report.events_duplicated.append(post.drop)
+        if post.drop not in received:
+            report.webhook_lost.append(post.drop)
         if any(start <= post.at <= end for start, end in windows):
             report.outage_posts += 1
             if not row[2]:
                 report.not_backfilled.append(post.drop)
 
 
-def run_chaos(system: RunningSystem, seconds: float, kill_every: float, rate: float, projects: int,
-              seed: int, quiesce_timeout: float = 90.0, postgres: PgCluster | None = None,
-              webhook_received: Callable[[], set[str]] | None = None) -> Report:
-    """Chaos on a started system for `seconds`; then wait for quiescence and check. Raises TimeoutError.
+def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, kill_every: float, rate: float,
+              projects: int, seed: int, quiesce_timeout: float = 90.0, postgres: PgCluster | None = None) -> Report:
+    """Chaos on a started system (its config from `chaos_config` with this `receiver`) for `seconds`; then wait
+    for quiescence and check. Raises TimeoutError.
 
     `postgres`: the server holding the drops store, crashed and restarted half way through.
-    `webhook_received`: returns the webhook-ids a receiver got (the deliverer's end-to-end check).
     """
     rng = random.Random(seed)
     report = Report(seconds=seconds)
@@ -291,14 +320,14 @@ def run_chaos(system: RunningSystem, seconds: float, kill_every: float, rate: fl
     injector.join()
     settle = time.monotonic()
     try:
-        wait_for(lambda: quiescent(system, injector.posts, projects, webhook_received), quiesce_timeout,
+        wait_for(lambda: quiescent(system, injector.posts, projects, receiver), quiesce_timeout,
                  "quiescence", interval=0.2)
     finally:
         report.quiesced_in_s = time.monotonic() - settle
         clock.halt.set()
         clock.join()
         report.longest_outage_s, report.longest_outage_of = clock.longest
-        check(system, injector.posts, report, webhook_received)
+        check(system, injector.posts, report, receiver)
     return report
 
 
@@ -316,19 +345,22 @@ def main(argv: list[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="wa-chaos-"))
     postgres = _start_postgres() if args.postgres else None
     url = postgres.create_database("chaos") if postgres else ""
-    system = RunningSystem(workdir, config_text(args.projects, CHAOS_WATCHDOG, url), url)
+    receiver = WebhookReceiver()
+    receiver.start()
+    system = RunningSystem(workdir, chaos_config(args.projects, receiver, url), url)
     print(f"chaos: {args.minutes:g} min, a blow every ~{args.kill_every:g} s, {args.rate:g} drops/s, "
           f"{args.projects} projects, seed {args.seed}, drops store {'PostgreSQL' if url else 'drops.db'}, "
           f"in {workdir}", flush=True)
     try:
         system.start()
-        report = run_chaos(system, args.minutes * 60, args.kill_every, args.rate, args.projects, args.seed,
-                           postgres=postgres)
+        report = run_chaos(system, receiver, args.minutes * 60, args.kill_every, args.rate, args.projects,
+                           args.seed, postgres=postgres)
     except TimeoutError as exc:
         print(f"chaos: {exc}; see {workdir}", file=sys.stderr)
         return 1
     finally:
         system.stop()
+        receiver.close()
         if postgres is not None:
             postgres.destroy()
     print(report.table())

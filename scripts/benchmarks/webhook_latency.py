@@ -11,8 +11,6 @@ the outbox and delivery add. Target: webhook p50 <= 100 ms.
 from __future__ import annotations
 
 import argparse
-import base64
-import os
 import statistics
 import sys
 import tempfile
@@ -29,12 +27,9 @@ TARGET_P50_MS = 100.0
 
 
 def measure(workdir: Path, drops: int, interval: float) -> tuple[list[float], list[float]]:
-    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
-    receiver = WebhookReceiver(secret)
+    receiver = WebhookReceiver()
     receiver.start()
-    hook = (f'\n[drops_api]\nenabled = true\n\n[[webhooks]]\nname = "bench"\nurl = "{receiver.url}"\n'
-            f'secret = "{secret}"\nevents = ["drop.recorded"]\n')
-    system = RunningSystem(workdir, slow_start(config_text(PROJECTS)) + hook)
+    system = RunningSystem(workdir, slow_start(config_text(PROJECTS)) + receiver.config("bench", ["drop.recorded"]))
     system.start()
     try:
         for i in range(drops):

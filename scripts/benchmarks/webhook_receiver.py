@@ -8,7 +8,9 @@ port, and counts each event by `webhook-id` the way a de-duplicating receiver do
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -26,9 +28,15 @@ class Request:
     body: dict
 
 
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
+
+
 class WebhookReceiver:
-    def __init__(self, secret: str, script: Iterable[int] = ()) -> None:
-        self.verifier = Webhook(secret)
+    def __init__(self, secret: str = "", script: Iterable[int] = ()) -> None:
+        """`secret`: the `whsec_` secret shared with the sender (a new one by default)."""
+        self.secret = secret or new_secret()
+        self.verifier = Webhook(self.secret)
         self.script = list(script)
         self.requests: list[Request] = []  # verified requests, in arrival order
         self.bad_signatures = 0
@@ -42,6 +50,12 @@ class WebhookReceiver:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
+
+    def config(self, name: str, events: Iterable[str]) -> str:
+        """The `[[webhooks]]` entry (and `[drops_api] enabled`) that has `wa-watchdog run` deliver here."""
+        listed = ", ".join(f'"{e}"' for e in events)
+        return (f'\n[drops_api]\nenabled = true\n\n[[webhooks]]\nname = "{name}"\nurl = "{self.url}"\n'
+                f'secret = "{self.secret}"\nevents = [{listed}]\n')
 
     def accepted(self) -> dict[str, int]:
         """webhook-id -> how many times it was answered 200 (a de-duplicating receiver processes it once)."""
