@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import psutil
 
-from watchdog import endpoints
+from watchdog import endpoints, file_modes
 
 if typing.TYPE_CHECKING:
     from monitors.store.postgres import PostgresBackend
@@ -91,7 +91,7 @@ class RunningSystem:
         self.data_dir = workdir / "data"
         self.log_path = workdir / "run.log"
         workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(config, encoding="utf-8")
+        file_modes.write_atomic(self.config_path, config)  # private: it may hold a webhook secret
         self.proc: subprocess.Popen | None = None
 
     # -- life cycle ------------------------------------------------------------------------------
