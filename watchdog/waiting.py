@@ -12,10 +12,15 @@ import asyncio
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
-    """Wait up to `timeout` seconds for `event`; True if it is set."""
+    """Wait up to `timeout` seconds for `event`; True if it was set meanwhile.
+
+    Woken means set, even if another waiter of the same event cleared it before this one ran: the arbiter's
+    start waits share one `changed` event, and reading the flag after waking made all but the first give up
+    at once ("not healthy after 60 s") and start before their dependencies.
+    """
     try:
         async with asyncio.timeout(timeout):
             await event.wait()
     except TimeoutError:
-        pass
-    return event.is_set()
+        return event.is_set()
+    return True

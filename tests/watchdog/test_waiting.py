@@ -1,4 +1,5 @@
-"""The one wait-for-an-event-with-a-deadline: set, timed out, and a cancellation that is never swallowed."""
+"""The one wait-for-an-event-with-a-deadline: set, timed out, a cancellation that is never swallowed, and a
+wake-up that counts even when another waiter cleared the event first."""
 from __future__ import annotations
 
 import asyncio
@@ -26,3 +27,18 @@ def test_set_timed_out_and_cancelled() -> None:
                 continue
             raise AssertionError("the cancellation was swallowed")
     asyncio.run(scenario())
+
+
+def test_every_waiter_woken_by_a_set_reports_it_though_the_first_clears_it() -> None:
+    async def waiter(event: asyncio.Event) -> bool:
+        woken = await wait_event(event, 5)
+        event.clear()  # as the arbiter's start waits do before looking again
+        return woken
+
+    async def scenario() -> list[bool]:
+        event = asyncio.Event()
+        waiters = [asyncio.ensure_future(waiter(event)) for _ in range(4)]
+        await asyncio.sleep(0)
+        event.set()
+        return await asyncio.gather(*waiters)
+    assert asyncio.run(scenario()) == [True] * 4
