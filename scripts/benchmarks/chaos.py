@@ -31,6 +31,7 @@ because the kills are deliberate; the backoff policy has its own tests.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -56,6 +57,7 @@ CHAOS_WATCHDOG = "crash_loop_exits = 1000\nbackoff_max = 1.0\n"
 STATUS_POLL = 0.05
 PG_OUTAGE = 2.0  # seconds the PostgreSQL server stays down in the middle of a --postgres run
 DROP_EVENTS = ("drop.recorded", "drop.backfilled")
+WINDOW_WAIT = 5.0  # seconds a blow to the session may take to be on record as a disconnect window (a cold start)
 API = "drops-api"
 
 
@@ -192,13 +194,15 @@ def chaos_config(projects: int, receiver: WebhookReceiver, database_url: str = "
 def strike(system: RunningSystem, rng: random.Random, projects: int, report: Report, injector: Injector) -> None:
     """One random blow: kill the bridge, a monitor or drops-api, or have WhatsApp drop the connection.
 
-    A drop is posted right after a blow to the session, so that every outage has one posted inside it
-    (with the warm standby a bridge outage lasts tens of milliseconds: the steady stream would mostly miss it).
+    After a blow to the session a drop is posted inside the outage (with the warm standby a bridge outage
+    lasts tens of milliseconds: the steady stream would mostly miss it).
     """
     action = rng.choice(("bridge", "monitor", "disconnect"))
+    windows = _windows(system)
     if action == "disconnect":
-        report.disconnects += system.disconnect()
-        injector.post()
+        if system.disconnect():
+            report.disconnects += 1
+            _post_in_window(system, injector, windows)
         return
     if action == "bridge":
         component = "bridge:main"
@@ -214,7 +218,20 @@ def strike(system: RunningSystem, rng: random.Random, projects: int, report: Rep
     except ProcessLookupError:
         return
     if action == "bridge":
-        injector.post()
+        _post_in_window(system, injector, windows)
+
+
+def _windows(system: RunningSystem) -> int:
+    rows = system.query("messages", "SELECT COUNT(*) FROM disconnect_windows")
+    return rows[0][0] if rows else 0
+
+
+def _post_in_window(system: RunningSystem, injector: Injector, before: int) -> None:
+    """Post as soon as the blow's window is on record: its truthful start trails the blow by a few ms (the bridge
+    hears the close; the standby learns of the crash), so a drop posted at once often fell just before it."""
+    with contextlib.suppress(TimeoutError):  # the window already closed, or never opened: post all the same
+        wait_for(lambda: _windows(system) > before, WINDOW_WAIT, "the blow's disconnect window", interval=0.002)
+    injector.post()
 
 
 def drop_events(system: RunningSystem) -> dict[str, str]:
