@@ -8,17 +8,23 @@ session lock's owner, whose liveness this is. If an operator pointed
 `session_dir` at the store's own directory, the file goes to the run
 directory instead.
 
-The record is fixed-width text (`pid alive_at`), written with one pwrite at
-offset 0: no fsync, no rename, so a tick is one syscall and no directory
-entry changes. A kill -9 cannot tear a write (the syscall completes or never
-started); a power cut can leave an old or unreadable record, and then the
-crash window starts at the older `alive_at` in bridge_state (more backfill,
-nothing lost), as a missing file after an upgrade does.
+The record is fixed-width text (`pid messages alive_at`), written with one
+pwrite at offset 0: no fsync, no rename, so a tick is one write and no
+directory entry changes. A kill -9 cannot tear a write (the syscall completes
+or never started); a power cut can leave an old or unreadable record, and then
+the crash window starts at the older `alive_at` in bridge_state (more
+backfill, nothing lost), as a missing file after an upgrade does.
+
+`messages` is the store's newest rowid at the beat: a store put back from a
+backup (docs/OPERATIONS.md) has fewer, and then the file (which no backup
+holds, and which says when the process died, not what the store has) must not
+date the window: the store's own `alive_at` does, so the gap is backfilled.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from loguru import logger
 
@@ -27,6 +33,13 @@ from watchdog import endpoints, file_modes
 
 FILE_NAME = "bridge.alive"
 PID_WIDTH = 10  # wider than any pid (pid_max <= 2**22): every record has the same length
+ROWID_WIDTH = 20  # any SQLite rowid (a signed 64-bit integer)
+
+
+class Beat(NamedTuple):
+    pid: int
+    messages: int  # the store's newest messages rowid then
+    at: str  # a store timestamp (bridge.schema.format_ts)
 
 
 def alive_path(session_dir: Path, store: Path, data_dir: Path, component: str) -> Path:
@@ -36,13 +49,13 @@ def alive_path(session_dir: Path, store: Path, data_dir: Path, component: str) -
     return endpoints.run_dir(data_dir) / f"{component.replace(':', '-')}.alive"
 
 
-def read_alive(path: Path) -> tuple[int, str] | None:
-    """(pid, alive_at) of the last heartbeat, or None if there is none or it cannot be read."""
+def read_alive(path: Path) -> Beat | None:
+    """The last heartbeat, or None if there is none or it cannot be read."""
     try:
-        pid, at = path.read_text(encoding="ascii").split(maxsplit=1)
+        pid, messages, at = path.read_text(encoding="ascii").split(maxsplit=2)
         at = at.strip()
         parse_ts(at)
-        return int(pid), at
+        return Beat(int(pid), int(messages), at)
     except (OSError, ValueError, UnicodeDecodeError):
         return None
 
@@ -55,13 +68,13 @@ class AliveFile:
         self._fd = -1
         self._failing = False  # logged once per spell of failures
 
-    def read(self) -> tuple[int, str] | None:
+    def read(self) -> Beat | None:
         return read_alive(self.path)
 
-    def beat(self, at: str) -> None:
-        """Record that this process is alive at `at`; a failure is logged, never raised (the store keeps a
-        coarser `alive_at`, so the worst case is an earlier crash window)."""
-        record = f"{os.getpid():>{PID_WIDTH}} {at}\n".encode("ascii")
+    def beat(self, at: str, messages: int) -> None:
+        """Record that this process is alive at `at`, its store holding `messages`; a failure is logged, never
+        raised (the store keeps a coarser `alive_at`, so the worst case is an earlier crash window)."""
+        record = f"{os.getpid():>{PID_WIDTH}} {messages:>{ROWID_WIDTH}} {at}\n".encode("ascii")
         try:
             if self._fd < 0:
                 file_modes.ensure_dir(self.path.parent, file_modes.PRIVATE_DIR)

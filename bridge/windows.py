@@ -4,10 +4,12 @@ Why a heartbeat: a kill -9 leaves no trace of when the bridge died, so
 without better knowledge the crash window starts at the last heartbeat (up to
 a second before): the file `bridge.alive` in the session directory, rewritten
 every second (bridge/alive.py; not a commit to messages.db, which would wake
-every monitor every second). bridge_state keeps the `alive_at` / `alive_pid` written at start and
-stop (and by the bridge's slow store probe); the later of the two dates the
-window, so a missing file (an upgrade from a release that heartbeat in the
-store) or an unreadable one (a power cut) only makes it start earlier.
+every monitor every second). bridge_state keeps the `alive_at` / `alive_pid`
+written at start and stop (and by the bridge's slow store probe); the later
+of the two dates the window, so a missing file (an upgrade from a release
+that heartbeat in the store) or an unreadable one (a power cut) only makes it
+start earlier; so does a store put back from a backup (the file's beat is not
+used for it).
 Better knowledge is the moment the process was last known alive: the
 exit time the watchdog saw on its pidfd (`watchdog.exit_handoff`), or, for a
 warm standby, the moment the kernel handed it the session lock (the owner's
@@ -74,18 +76,21 @@ class Windows:
                             message=f"window {window.span} ({window.reason}) opened")
         now = now_ts()
         self.store.set_state(clean_stop="0", alive_at=now, alive_pid=str(os.getpid()))
-        self.alive.beat(now)
+        self.alive.beat(now, self.store.message_count())
 
     def _last_alive(self) -> tuple[int, str] | None:
-        """(pid, time) of the latest heartbeat: the file's, or bridge_state's if later (or the file is missing)."""
+        """(pid, time) of the latest heartbeat: the file's, or bridge_state's if later, or if the file is missing
+        or the store does not hold what the file's process had stored (a store put back from a backup)."""
         alive_at, alive_pid = self.store.get_state("alive_at"), self.store.get_state("alive_pid")
         stored = (int(alive_pid or 0), alive_at) if alive_at is not None else None
         beat = self.alive.read()
-        return max((r for r in (beat, stored) if r is not None), key=lambda r: r[1], default=None)
+        if beat is None or beat.messages > self.store.message_count() or (stored and stored[1] > beat.at):
+            return stored
+        return beat.pid, beat.at
 
     def heartbeat(self) -> None:
         """Every tick: the file only, so an idle bridge writes nothing in the store's directory."""
-        self.alive.beat(now_ts())
+        self.alive.beat(now_ts(), self.store.message_count())
 
     def record_alive(self) -> None:
         """The store's coarse `alive_at` (the bridge's slow write probe). Not fsynced: a power cut can only

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from inotify_simple import INotify
 
-from bridge.alive import read_alive
+from bridge.alive import alive_path, read_alive
 from bridge.main import MAX_TICK
 from bridge.store import parse_ts
 from monitors.store_watch import WATCHED
@@ -19,6 +19,13 @@ from tests.bridge_support import health, inject, rows, start_bridge, start_sim
 from tests.conftest import GROUP_A, Processes, wait_until
 
 SLACK = 0.5  # a loaded machine may run a tick late
+
+
+def test_the_heartbeat_is_kept_out_of_a_store_directory_that_is_also_the_session_directory(tmp_path: Path) -> None:
+    account = tmp_path / "accounts/main"
+    assert alive_path(account / "session", account / "messages.db", tmp_path, "bridge:main") == \
+        account / "session/bridge.alive"
+    assert alive_path(account, account / "messages.db", tmp_path, "bridge:main") == tmp_path / "run/bridge-main.alive"
 
 
 def _events(inotify: INotify) -> list[str]:
@@ -45,7 +52,7 @@ def test_an_idle_bridge_writes_nothing_beside_its_store_and_a_kill_9_window_star
     wait_until(lambda: beats.add(read_alive(alive)) or len(beats) >= 4, timeout=10,
                message="three heartbeats in the file")
     assert _events(inotify) == [] and reader.execute("PRAGMA data_version").fetchone()[0] == version
-    assert {pid for pid, _ in beats} == {bridge.pid}
+    assert {beat.pid for beat in beats} == {bridge.pid}
 
     inject(sim_url, "DR4000001 wakes the followers", GROUP_A)  # the watch does see what a monitor must see
     wait_until(lambda: "messages.db-wal" in _events(inotify), message="the message's commit seen by inotify")
@@ -55,7 +62,7 @@ def test_an_idle_bridge_writes_nothing_beside_its_store_and_a_kill_9_window_star
     os.kill(bridge.pid, signal.SIGKILL)
     killed_at = time.time()
     bridge.wait(10)
-    _, last_beat = read_alive(alive)
+    last_beat = read_alive(alive).at
     start_bridge(procs, data_dir)
     found = wait_until(lambda: rows(data_dir, "SELECT started_at FROM disconnect_windows WHERE reason = "
                                               "'bridge crash'"), message="the crash window")

@@ -74,7 +74,7 @@ def test_a_crash_opens_a_window_at_the_last_heartbeat(store: Store, tmp_path: Pa
     windows.on_start()  # first start ever: nothing to recover
     assert store.open_window() is None
     windows.heartbeat()
-    pid, alive_at = read_alive(tmp_path / "session/bridge.alive")
+    pid, _, alive_at = read_alive(tmp_path / "session/bridge.alive")
     assert pid == os.getpid() and alive_at > store.get_state("alive_at")  # the file is the later heartbeat
     windows.on_start()  # the previous run never stopped cleanly
     assert (store.open_window().started_at, store.open_window().reason) == (alive_at, "bridge crash")
@@ -91,7 +91,7 @@ def test_the_heartbeat_writes_nothing_to_the_store_and_its_file_is_private(store
     before = read_alive(tmp_path / "session/bridge.alive")
     windows.heartbeat()
     store.probe_lock()
-    assert read_alive(tmp_path / "session/bridge.alive")[1] > before[1]
+    assert read_alive(tmp_path / "session/bridge.alive").at > before.at
     assert reader.execute("PRAGMA data_version").fetchone()[0] == version  # no commit: no follower woken
     windows.record_alive()  # the slow write probe
     assert reader.execute("PRAGMA data_version").fetchone()[0] != version
@@ -113,6 +113,27 @@ def test_without_a_heartbeat_file_the_window_starts_at_the_stores_alive_at(store
     store.end_window(now_ts())
     windows.on_start(died=(4242, "2026-02-03 04:05:07.000000+00:00"))  # another pid's exit says nothing
     assert store.open_window().started_at == "2026-02-03 04:05:06.000000+00:00"
+
+
+def test_a_store_put_back_from_a_backup_is_dated_by_its_own_alive_at_not_the_newer_file(tmp_path: Path) -> None:
+    """The file says when the process died; a restored store lacks what came after the backup: backfill that."""
+    live = Store(tmp_path / "messages.db")
+    windows, _ = make(live, tmp_path, FixedHistory([]))
+    windows.on_start()
+    backup_alive_at = live.get_state("alive_at")
+    with sqlite3.connect(tmp_path / "backup.db") as backup:
+        live.conn.backup(backup)
+    live.add_messages([message(1, datetime.now(timezone.utc))])  # after the backup
+    windows.heartbeat()
+    assert read_alive(tmp_path / "session/bridge.alive").messages == 1
+    live.close()
+    for name in ("messages.db-wal", "messages.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    (tmp_path / "backup.db").replace(tmp_path / "messages.db")  # the corrupt-store procedure, docs/OPERATIONS.md
+    restored = Store(tmp_path / "messages.db")
+    make(restored, tmp_path, FixedHistory([]))[0].on_start()
+    assert restored.open_window().started_at == backup_alive_at
+    restored.close()
 
 
 def test_a_clean_stop_is_no_crash(store: Store, tmp_path: Path) -> None:
