@@ -227,11 +227,11 @@ class Monitor:
 
         inotify reports the WAL write, and SQLite publishes the commit in the -shm index just after it:
         a wake that finds data_version unchanged looks again SETTLE_DELAYS later. A commit without new messages
-        (the bridge's `alive_at` every second, a window update) costs one MAX(rowid); windows are read
-        with the next messages or at the next full look.
+        (a window update, a receipt, the bridge's store probe every 30 s; its heartbeat is not in the store)
+        costs one MAX(rowid); windows are read with the next messages or at the next full look.
         """
         schedule = self.wakes.subscribe(store.path, self._wake)
-        unread = False  # commits not read in full yet (the bridge's heartbeat, a window's update)
+        unread = False  # commits not read in full yet (the bridge's store probe, a window's update)
         full = True
         try:
             while not self._stop.is_set():
@@ -241,7 +241,7 @@ class Monitor:
                     await self.with_store(lambda: self.catch_up(store))
                     unread = False
                     # Only new messages end the settle looks: a visible commit can be an earlier one (a receipt,
-                    # the heartbeat) while the message that woke us is still being fsynced.
+                    # the store probe) while the message that woke us is still being fsynced.
                     schedule.committed()
                 full = await schedule.next_look()
         finally:
