@@ -35,8 +35,14 @@ def test_a_store_locked_by_sqlite3_is_named_in_health_and_ingest_resumes_when_re
         holder.stdin.write("BEGIN EXCLUSIVE;\nSELECT 'locked';\n")
         holder.stdin.flush()
         assert holder.stdout.readline().strip() == "locked"
-        # seen while idle too (the bridge's probe takes and drops the write lock, writing nothing)
+        # seen while idle too (the bridge's probe takes and drops the write lock, writing nothing), and its end
         wait_until(lambda: health(url).get("state") == "store_error", timeout=10, message="store_error while idle")
+        holder.stdin.write("COMMIT;\n")
+        holder.stdin.flush()
+        wait_until(lambda: health(url).get("state") == "connected", timeout=10, message="healthy again while idle")
+        holder.stdin.write("BEGIN EXCLUSIVE;\nSELECT 'locked';\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "locked"
         message = inject(sim_url, "DR1000001 while locked", GROUP_A)
         # health keeps answering (2 s client timeout: a busy wait on the loop would miss it) and names the lock
         body = wait_until(lambda: (h := health(url)).get("state") == "store_error"
