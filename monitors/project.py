@@ -56,6 +56,7 @@ class ProjectMonitor:
         self.sender = FeedbackSender(config, project, drops)
         self.cursor = 0
         self.saved_cursor = 0  # the cursor as the drops store has it (moved lazily past messages without drops)
+        self.drop_count = 0
         self.reported: set[int] = set()
         self.positioned = False  # cursor and reported windows read from the drops store
         self.store_error = ""  # why the drops store cannot be reached right now ("" = it can)
@@ -72,6 +73,7 @@ class ProjectMonitor:
         which are never read again."""
         name, account = self.project.name, self.account.name
         self.cursor = self.saved_cursor = self.drops.cursor(name, account)
+        self.drop_count = self.drops.drop_count(name)  # then counted here: a status line costs no query
         self.reported = self.drops.reported_window_ids(name, account) - set(self.drops.unfinished_reports(name, account))
         self.positioned = True
 
@@ -83,12 +85,8 @@ class ProjectMonitor:
                     f"{self.store_error}")
         if not self.following:
             return f"{self.project.name}: waiting for {self.account.store}"
-        try:
-            pending = self.sender.pending()
-            count = self.drops.drop_count(self.project.name)
-        except StoreUnavailable as exc:
-            return f"{self.project.name}: unhealthy: drops store unavailable (cursor {self.cursor}): {exc}"
-        return (f"{self.project.name}: {count} drops, cursor {self.cursor}, "
+        pending = self.sender.waiting
+        return (f"{self.project.name}: {self.drop_count} drops, cursor {self.cursor}, "
                 f"lag {self.lag:.2f} s" + (f", {pending} feedback pending" if pending else ""))
 
     # -- following -------------------------------------------------------------------------------
@@ -110,6 +108,7 @@ class ProjectMonitor:
             if found:  # drops and the cursor in one transaction; past messages without drops it moves lazily
                 new = self.drops.record(self.project.name, self.account.name, messages[-1].rowid, found, ack)
                 self.saved_cursor = messages[-1].rowid
+                self.drop_count += len(new)
             self.cursor = messages[-1].rowid
             self.lag = max(0.0, (datetime.now(timezone.utc) - parse_ts(messages[-1].timestamp)).total_seconds())
             for drop in new:
