@@ -49,9 +49,8 @@ def _connected_after(system: RunningSystem, moment: float) -> float:
 
 
 def _alive_at(system: RunningSystem) -> float:
-    beat = read_alive(system.data_dir / "accounts/main/session/bridge.alive")
-    assert beat is not None, "the bridge has not heartbeat yet"
-    return _ts(beat.at)
+    path = system.data_dir / "accounts/main/session/bridge.alive"
+    return _ts(wait_for(lambda: read_alive(path), 5, "a readable heartbeat").at)  # its writer is alive: retry
 
 
 def _ready(system: RunningSystem, standby: bool) -> dict:

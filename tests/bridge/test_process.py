@@ -31,7 +31,8 @@ def test_kill_9_while_streaming_loses_nothing_and_stores_each_message_once(procs
     with streaming(sim, total, first_drop=2000000) as injected:
         wait_until(lambda: rows(data_dir, "SELECT COUNT(*) FROM messages")[0][0] >= total // 4, timeout=20,
                    message="the bridge to store a quarter of the stream")
-        _, _, alive_at = read_alive(data_dir / "accounts/main/session/bridge.alive")
+        alive_at = wait_until(lambda: read_alive(data_dir / "accounts/main/session/bridge.alive"),
+                              message="a readable heartbeat").at  # None only if the read met a write half way
         os.kill(bridge.pid, signal.SIGKILL)
         assert bridge.wait(timeout=10) == -signal.SIGKILL
         assert len(injected) < total, "the stream ended before the kill; nothing was tested"
