@@ -1,7 +1,8 @@
 """`wa-watchdog monitor --project NAME [--project NAME ...]`: a monitor process for one or more projects.
 
 Each project is a `ProjectMonitor` (monitors/project.py); the process holds
-what they share: one drops store connection, one inotify instance, the
+what they share: one drops store connection, one inotify instance, one
+follower and wake-up schedule per bridge store they listen to, the
 receipt followers of the sending accounts it owns (monitors/receipts.py),
 the lazily saved cursors, and one sd_notify heartbeat from its event loop.
 Why several projects in one process (`[monitors] projects_per_process`): at
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import signal
 import sqlite3
 import time
@@ -22,6 +24,7 @@ from loguru import logger
 
 from bridge.integrity import CorruptStore, is_corrupt
 from monitors.drops_store import StoreUnavailable, open_drops_store
+from monitors.follow import StoreFollower, StoreNotReady
 from monitors.project import ProjectMonitor
 from monitors.receipts import ReceiptFollower, receipt_accounts
 from monitors.store_watch import StoreWakes
@@ -33,6 +36,7 @@ from watchdog.notify import Notifier, heartbeat_interval
 from watchdog.recovery_log import RecoveryLog
 from watchdog.waiting import wait_event
 
+STORE_WAIT_INTERVAL = 0.1  # how often to look for a messages.db that does not exist yet
 CURSOR_SAVE_INTERVAL = 5.0  # seconds between saves of cursors moved past messages without drops
 STATUS_MIN_INTERVAL = 0.5  # STATUS= at most this often: a status line costs queries per project
 
@@ -47,8 +51,9 @@ class MonitorProcess:
         self.stopping = asyncio.Event()
         self._status_changed = asyncio.Event()
         log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
-        self.monitors = [ProjectMonitor(config, project, self.drops, self.wakes, log, self.stopping,
-                                        self._status_changed.set) for project in projects]
+        self.monitors = [ProjectMonitor(config, project, self.drops, log, self.stopping, self._status_changed.set)
+                         for project in projects]
+        self._looks: list[asyncio.Event] = []  # one per followed store: set by inotify, or to stop
         self.receipts = [ReceiptFollower(self.drops, account, self.wakes)
                          for account in receipt_accounts(config, projects)]
         self.watchdog_sec = min(project.watchdog_sec for project in projects)
@@ -62,8 +67,54 @@ class MonitorProcess:
 
     def stop(self) -> None:
         self.stopping.set()
-        for monitor in self.monitors:
-            monitor.wake()
+        for look in self._looks:
+            look.set()
+
+    async def _open_store(self, path: Path) -> StoreFollower | None:
+        """Wait for a bridge's store to exist (the bridge may start after us); None if stopped first."""
+        told = False
+        while not self.stopping.is_set():
+            try:
+                return StoreFollower(path)
+            except StoreNotReady as exc:
+                if not told:
+                    logger.info("waiting for the store: {}", exc)
+                    told = True
+            await wait_event(self.stopping, STORE_WAIT_INTERVAL)
+        return None
+
+    async def _follow(self, store: StoreFollower, monitors: list[ProjectMonitor]) -> None:
+        """Catch the projects of one store up whenever it changes: woken by inotify, and a full look every
+        SAFETY_INTERVAL. One follower and one schedule for all of them: a commit costs the process one
+        data_version read, and each project a read only when there are rows past its cursor.
+
+        inotify reports the WAL write, and SQLite publishes the commit in the -shm index just after it:
+        a wake that finds data_version unchanged looks again SETTLE_DELAYS later. A commit without new
+        messages (a window's update) costs one MAX(rowid); windows are read with the next messages or at
+        the next full look.
+        """
+        look = asyncio.Event()
+        self._looks.append(look)
+        schedule = self.wakes.subscribe(store.path, look)
+        unread = False  # commits not read in full yet (a window's update, a receipt)
+        full = True
+        try:
+            while not self.stopping.is_set():
+                if store.changed():
+                    unread = True
+                if unread:
+                    newest = store.newest_rowid()
+                    due = [monitor for monitor in monitors if full or newest > monitor.cursor]
+                    for monitor in due:
+                        await monitor.with_store(functools.partial(monitor.catch_up, store))
+                    if due:
+                        unread = False
+                        # Only new messages end the settle looks: a visible commit can be an earlier one (a
+                        # receipt) while the message that woke us is still being fsynced.
+                        schedule.committed()
+                full = await schedule.next_look()
+        finally:
+            schedule.close()
 
     async def _beat(self) -> None:
         """WATCHDOG=1 and STATUS= from the event loop: a process stuck in a query stops beating."""
@@ -93,11 +144,17 @@ class MonitorProcess:
             loop.add_signal_handler(sig, self.stop)
         tasks = {asyncio.create_task(self._beat())}
         exit_code = EXIT_OK
+        stores: dict[Path, StoreFollower] = {}
         try:
-            started = await asyncio.gather(*(monitor.start() for monitor in self.monitors))
-            if all(started):
+            for path in dict.fromkeys(monitor.account.store for monitor in self.monitors):
+                if (store := await self._open_store(path)) is not None:
+                    stores[path] = store
+            if not self.stopping.is_set():
+                await asyncio.gather(*(monitor.start(stores[monitor.account.store]) for monitor in self.monitors))
                 self.notifier.ready(self.status_line())
-                tasks |= {asyncio.create_task(work) for monitor in self.monitors for work in monitor.tasks()}
+                tasks |= {asyncio.create_task(self._follow(store, [m for m in self.monitors if m.account.store == path]))
+                          for path, store in stores.items()}
+                tasks |= {asyncio.create_task(monitor.sender.run()) for monitor in self.monitors}
                 tasks |= {asyncio.create_task(follower.run()) for follower in self.receipts}
                 tasks.add(asyncio.create_task(self._save_cursors()))
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -122,8 +179,8 @@ class MonitorProcess:
         await asyncio.gather(*tasks, return_exceptions=True)
         with suppress(StoreUnavailable, sqlite3.Error):  # else read again after the restart: nothing lost
             self.save_cursors()
-        for monitor in self.monitors:
-            monitor.close()
+        for store in stores.values():
+            store.close()
         self.drops.close()
         logger.info("monitor {} stopped in {:.0f} ms", self.name, (time.monotonic() - begun) * 1000)
         return exit_code

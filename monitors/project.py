@@ -4,12 +4,13 @@ Follows the listening account's messages.db from the project's cursor in the
 drops store, records each drop once (drops and cursor in one transaction),
 hands new drops' acknowledgements to its feedback sender, and reports each
 backfilled disconnect window once. The process it runs in holds the drops
-store connection, the inotify instance and the heartbeat for all its projects.
+store connection, the store's follower and its wake-ups, and the heartbeat
+for all its projects, and calls `catch_up` when the store has new rows.
 """
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import datetime, timezone
 
@@ -20,14 +21,12 @@ from bridge.schema import Window, bare_user, parse_ts
 from monitors.detect import DropPattern, submissions
 from monitors.drops_store import DropsDB, StoreUnavailable
 from monitors.feedback import FeedbackSender, ack_for
-from monitors.follow import StoreFollower, StoreNotReady
-from monitors.store_watch import StoreWakes
+from monitors.follow import StoreFollower
 from watchdog.config import Config, ProjectConfig
 from watchdog.recovery_log import RecoveryLog
 from watchdog.waiting import wait_event
 
 BATCH = 1000  # messages per transaction when catching up
-STORE_WAIT_INTERVAL = 0.1  # how often to look for a messages.db that does not exist yet
 REPORTED_STATUSES = ("done", "unsupported", "failed")  # a window's backfill is over: report it
 STORE_RETRY_MAX = 5.0  # seconds between attempts to reach a drops store that is down (PostgreSQL)
 
@@ -43,8 +42,8 @@ def window_text(window: Window, late: int, drops: list[str]) -> str:
 class ProjectMonitor:
     """One project in a monitor process: its cursor, its windows, its feedback; the process owns the rest."""
 
-    def __init__(self, config: Config, project: ProjectConfig, drops: DropsDB, wakes: StoreWakes,
-                 recovery_log: RecoveryLog, stopping: asyncio.Event, changed: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, config: Config, project: ProjectConfig, drops: DropsDB, recovery_log: RecoveryLog,
+                 stopping: asyncio.Event, changed: Callable[[], None] = lambda: None) -> None:
         self.config = config
         self.project = project
         self.component = project.component
@@ -53,21 +52,19 @@ class ProjectMonitor:
         self.own_numbers = frozenset(bare_user(jid) for jid in config.own_jids)
         self.pattern = DropPattern(project.pattern)
         self.drops = drops  # the process's one connection: every call is synchronous, on its event loop
-        self.wakes = wakes  # the process's one inotify instance (the per-user limit is 128)
         self.recovery_log = recovery_log
         self.sender = FeedbackSender(config, project, drops)
         self.cursor = 0
         self.saved_cursor = 0  # the cursor as the drops store has it (moved lazily past messages without drops)
+        self.drop_count = 0
         self.reported: set[int] = set()
         self.positioned = False  # cursor and reported windows read from the drops store
         self.store_error = ""  # why the drops store cannot be reached right now ("" = it can)
         self.windows_since = ""
         self.lag = 0.0
         self.following = False
-        self.store: StoreFollower | None = None  # the listening account's messages.db, once it exists
         self._changed = changed  # tells the process its status line changed
         self._stop = stopping
-        self._wake = asyncio.Event()  # the store may have changed (or we are stopping): look now
         with suppress(StoreUnavailable):  # PostgreSQL down: start() waits for it
             self._position()
 
@@ -76,6 +73,7 @@ class ProjectMonitor:
         which are never read again."""
         name, account = self.project.name, self.account.name
         self.cursor = self.saved_cursor = self.drops.cursor(name, account)
+        self.drop_count = self.drops.drop_count(name)  # then counted here: a status line costs no query
         self.reported = self.drops.reported_window_ids(name, account) - set(self.drops.unfinished_reports(name, account))
         self.positioned = True
 
@@ -87,28 +85,11 @@ class ProjectMonitor:
                     f"{self.store_error}")
         if not self.following:
             return f"{self.project.name}: waiting for {self.account.store}"
-        try:
-            pending = self.sender.pending()
-            count = self.drops.drop_count(self.project.name)
-        except StoreUnavailable as exc:
-            return f"{self.project.name}: unhealthy: drops store unavailable (cursor {self.cursor}): {exc}"
-        return (f"{self.project.name}: {count} drops, cursor {self.cursor}, "
+        pending = self.sender.waiting
+        return (f"{self.project.name}: {self.drop_count} drops, cursor {self.cursor}, "
                 f"lag {self.lag:.2f} s" + (f", {pending} feedback pending" if pending else ""))
 
     # -- following -------------------------------------------------------------------------------
-
-    async def _open_store(self) -> StoreFollower | None:
-        """Wait for the bridge's store to exist (the bridge may start after us); None if stopped first."""
-        told = False
-        while not self._stop.is_set():
-            try:
-                return StoreFollower(self.account.store)
-            except StoreNotReady as exc:
-                if not told:
-                    logger.info("waiting for the store: {}", exc)
-                    told = True
-            await self._sleep(STORE_WAIT_INTERVAL)
-        return None
 
     async def catch_up(self, store: StoreFollower) -> None:
         """Record everything after the cursor, then report windows whose backfill finished.
@@ -127,6 +108,7 @@ class ProjectMonitor:
             if found:  # drops and the cursor in one transaction; past messages without drops it moves lazily
                 new = self.drops.record(self.project.name, self.account.name, messages[-1].rowid, found, ack)
                 self.saved_cursor = messages[-1].rowid
+                self.drop_count += len(new)
             self.cursor = messages[-1].rowid
             self.lag = max(0.0, (datetime.now(timezone.utc) - parse_ts(messages[-1].timestamp)).total_seconds())
             for drop in new:
@@ -208,35 +190,6 @@ class ProjectMonitor:
     async def _reposition(self) -> None:
         self._position()
 
-    async def follow(self, store: StoreFollower) -> None:
-        """Catch up whenever the store changes: woken by inotify, and a full look every SAFETY_INTERVAL.
-
-        inotify reports the WAL write, and SQLite publishes the commit in the -shm index just after it:
-        a wake that finds data_version unchanged looks again SETTLE_DELAYS later. A commit without new messages
-        (the bridge's `alive_at` every second, a window update) costs one MAX(rowid); windows are read
-        with the next messages or at the next full look.
-        """
-        schedule = self.wakes.subscribe(store.path, self._wake)
-        unread = False  # commits not read in full yet (the bridge's heartbeat, a window's update)
-        full = True
-        try:
-            while not self._stop.is_set():
-                if store.changed():
-                    unread = True
-                if unread and (full or store.newest_rowid() > self.cursor):
-                    await self.with_store(lambda: self.catch_up(store))
-                    unread = False
-                    # Only new messages end the settle looks: a visible commit can be an earlier one (a receipt,
-                    # the heartbeat) while the message that woke us is still being fsynced.
-                    schedule.committed()
-                full = await schedule.next_look()
-        finally:
-            schedule.close()
-
-    def wake(self) -> None:
-        """Look now (the process is stopping, or wants a look)."""
-        self._wake.set()
-
     def unsaved_cursor(self) -> tuple[str, str, int] | None:
         """(project, account, rowid) when the cursor moved past messages without drops since it was saved."""
         return (self.project.name, self.account.name, self.cursor) if self.cursor != self.saved_cursor else None
@@ -244,30 +197,16 @@ class ProjectMonitor:
     def cursor_saved(self, rowid: int) -> None:
         self.saved_cursor = rowid
 
-    async def start(self) -> bool:
-        """Position, wait for the store and catch up once; False if stopped first. The follower stays open."""
+    async def start(self, store: StoreFollower) -> None:
+        """Position (waiting for the drops store) and catch up once on the process's follower of the store."""
         if not self.positioned:
             await self.with_store(self._reposition)
-        store = await self._open_store()
-        if store is None:
-            return False
         if store.newest_rowid() < self.cursor:  # rowids only grow: this is a new store file
             logger.warning("{} ends at rowid {}, before the cursor {}: a new store, followed from its start "
                            "(drops already recorded are not recorded again)", self.account.store,
                            store.newest_rowid(), self.cursor)
             self.cursor = 0
-        self.store = store
         self.following = True
         logger.info("monitor {} following {} from rowid {} (groups {})", self.project.name,
                     self.account.store, self.cursor, ", ".join(sorted(self.groups)))
         await self.with_store(lambda: self.catch_up(store))
-        return True
-
-    def tasks(self) -> list[Coroutine[None, None, None]]:
-        """What runs once started: following the store, and sending feedback."""
-        return [self.follow(self.store), self.sender.run()]
-
-    def close(self) -> None:
-        if self.store is not None:
-            self.store.close()
-            self.store = None
