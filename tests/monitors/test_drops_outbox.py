@@ -3,6 +3,8 @@ transaction, delivered per webhook with retries and dead letters."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
@@ -10,7 +12,7 @@ import pytest
 
 from bridge.store import format_ts
 from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_QUEUED, FEEDBACK_SENT, DropsDB, NewFeedback, Submission,
-                                  open_drops_store)
+                                  drops_db_path, open_drops_store)
 from tests.conftest import BASE_CONFIG, GROUP_A
 from watchdog.config import load
 
@@ -136,6 +138,29 @@ def test_delivery_state_per_webhook_retry_dead_and_counts(drops: DropsDB) -> Non
     drops.record("lawley", "main", 4, [sub("DR1000003", "M4")], None)
     assert [e.type for e in outbox.due("crm", ["drop.recorded", "drop.backfilled"], now=at(10**9))] == [
         "drop.recorded"]
+
+
+def test_an_idle_look_takes_no_write_lock_from_the_monitors(write_config) -> None:  # noqa: ANN001
+    config = load(write_config(BASE_CONFIG))
+    drops = open_drops_store(config)
+    try:
+        drops.record("lawley", "main", 1, [sub("DR1000001", "M1")], None)
+        (event,) = drops.outbox.due("crm", now=at(10**6))
+        drops.outbox.delivered("crm", event.seq)
+        monitor = sqlite3.connect(drops_db_path(config.data_dir))
+        monitor.execute("BEGIN IMMEDIATE")  # a monitor in the middle of its write transaction
+        try:
+            started = time.monotonic()
+            assert drops.outbox.due("crm", now=at(10**6)) == []  # was: waited out the busy timeout, then unavailable
+            assert time.monotonic() - started < 0.5
+        finally:
+            monitor.rollback()
+            monitor.close()
+        drops.record("lawley", "main", 2, [sub("DR1000002", "M2")], None)
+        assert [e.data["data"]["drop"]["drop_number"] for e in drops.outbox.due("crm", now=at(10**6))] == [
+            "DR1000002"]
+    finally:
+        drops.close()
 
 
 @pytest.mark.slow
