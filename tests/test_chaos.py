@@ -24,9 +24,10 @@ def chaos(tmp_path: Path, seconds: float, database_url: str = "", postgres: PgCl
         report = run_chaos(system, receiver, seconds=seconds, kill_every=2.0, rate=RATE, projects=PROJECTS,
                            seed=20261205, postgres=postgres)
     finally:
-        assert system.stop() == 0
+        stopped = system.stop()
         receiver.close()
     print(report.table())
+    assert stopped == 0
     assert report.posted >= seconds * RATE * 0.7
     assert report.missed == []
     assert report.duplicated == []
