@@ -9,7 +9,9 @@ through. A steady stream of drops is posted through the simulator, one
 unique drop number per post, round robin over the projects' groups and the
 contractors. Meanwhile, every S seconds on average, one of: SIGKILL the
 bridge, SIGKILL a random monitor or drops-api (pids from the watchdog's
-control API), or `POST /sim/disconnect` (WhatsApp drops the connection). Then posting stops
+control API), or `POST /sim/disconnect` (WhatsApp drops the connection); after
+a blow to the session one more drop is posted as soon as its disconnect window
+is on record. Then posting stops
 and the run waits, with a deadline, for quiescence: every component healthy,
 every window closed, backfilled and reported, no feedback pending, every
 drop event received.
