@@ -33,10 +33,10 @@ import sys
 import threading
 from collections.abc import Sequence
 
-PRELOAD = ("watchdog.cli", "watchdog.config", "monitors.main", "bridge.main", "bridge.simulator.server",
-           "bridge.transports.sim")
+PRELOAD = ("watchdog.cli", "watchdog.config", "monitors.main", "monitors.api.main", "bridge.main",
+           "bridge.simulator.server", "bridge.transports.sim")
 OUR_COMMAND = ("-m", "watchdog.cli")
-FORKED_COMMANDS = ("sim", "bridge", "monitor")
+FORKED_COMMANDS = ("sim", "bridge", "monitor", "drops-api")
 FORKED_TRANSPORTS = ("sim",)  # imported above; neonize starts a Go runtime and is never loaded here
 ARGV_ROOM = 4096  # bytes of the padding argument; a child whose argv needs more is started by exec
 MAX_MESSAGE = 1 << 20  # one request: argv + environment as JSON
