@@ -56,7 +56,7 @@ class WakeSchedule:
 
     async def next_look(self, limit: float = math.inf) -> bool:
         """Wait for the next look (at most `limit` s); True when it is the full look due every `interval`."""
-        timeout = self._settle.pop(0) if self._settle else min(limit, max(0.0, self._next_full - time.monotonic()))
+        timeout = min(limit, self._settle.pop(0) if self._settle else max(0.0, self._next_full - time.monotonic()))
         if await wait_event(self.wake, timeout):
             self._settle = list(SETTLE_DELAYS)
         self.wake.clear()  # before the look: a write while the caller looks wakes the next wait

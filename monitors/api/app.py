@@ -140,6 +140,10 @@ class WebhookCollector:
             failures.add_metric([name], counts["failed_attempts"])
         yield from families.values()
         yield failures
+        looks = CounterMetricFamily("wa_watchdog_webhook_looks", "Looks at the event outbox since start (woken by a "
+                                    "change, a retry falling due, or the 1 s safety look)")
+        looks.add_metric([], self.api.deliverer.looks)
+        yield looks
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -13,6 +13,7 @@ import asyncio
 import os
 import signal
 import sqlite3
+from collections.abc import Coroutine
 from contextlib import suppress
 
 import aiohttp
@@ -21,8 +22,10 @@ from loguru import logger
 
 from bridge.integrity import CorruptStore
 from monitors.api.app import DropsApi, build_app
-from monitors.api.webhooks import Deliverer
-from monitors.drops_store import StoreUnavailable, open_drops_store
+from monitors.api.webhooks import Deliverer, LookSchedule, WokenSchedule
+from monitors.drops_store import StoreUnavailable, drops_db_path, open_drops_store
+from monitors.store.outbox import outbox_channel
+from monitors.store_watch import StoreWakes
 from watchdog import endpoints, logs, web_guard
 from watchdog.alerts import AlertManager
 from watchdog.config import Config, WebhookConfig
@@ -40,6 +43,19 @@ async def _beat(api: DropsApi, notifier: Notifier, period: float) -> None:
         notifier.heartbeat()
         notifier.status(api.status_line())
         await asyncio.sleep(period)
+
+
+def _outbox_wakes(config: Config) -> tuple[LookSchedule, list[Coroutine[None, None, None]]]:
+    """What wakes the deliverer on a new event, and the tasks that do it: NOTIFY on PostgreSQL, inotify on
+    drops.db's directory (the WAL written), nothing without webhooks (it never looks). Call in the event loop."""
+    if not config.webhooks:
+        return WokenSchedule(), []
+    if config.database.url:
+        from monitors.store.pg_listen import OutboxListener
+        schedule = WokenSchedule()
+        return schedule, [OutboxListener(config.database.url, outbox_channel(config.database.schema),
+                                         schedule.wake).run()]
+    return StoreWakes().subscribe(drops_db_path(config.data_dir), asyncio.Event()), []
 
 
 async def serve(config: Config) -> int:
@@ -61,7 +77,8 @@ async def serve(config: Config) -> int:
         alerts.fire("webhook_dead", f"{COMPONENT}:{hook.name}", f"webhook {hook.name}: {summary}")
 
     http = aiohttp.ClientSession()
-    api = DropsApi(config, db, http, Deliverer(config.webhooks, db.outbox, http, dead))
+    schedule, listeners = _outbox_wakes(config)
+    api = DropsApi(config, db, http, Deliverer(config.webhooks, db.outbox, http, dead, schedule))
     guard = web_guard.middlewares(settings.allowed_hosts, settings.allowed_origins, settings.token)
     runner = LimitedRunner(build_app(api, guard), access_log=None, handle_signals=False)  # connection cap, header timeout
     await runner.setup()
@@ -84,7 +101,7 @@ async def serve(config: Config) -> int:
     notifier.ready(api.status_line())
     logger.info("drops-api serving on {} (store {}, {} webhook(s))", url, db.description, len(config.webhooks))
     tasks = [asyncio.create_task(_beat(api, notifier, heartbeat_interval(settings.watchdog_sec))),
-             asyncio.create_task(api.deliverer.run())]
+             asyncio.create_task(api.deliverer.run()), *(asyncio.create_task(job) for job in listeners)]
     await stop.wait()
 
     notifier.stopping()

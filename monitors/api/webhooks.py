@@ -17,6 +17,7 @@ ignorant of drops.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,11 +28,12 @@ import aiohttp
 from loguru import logger
 from tenacity import RetryCallState, wait_exponential_jitter
 
-from bridge.store import format_ts
+from bridge.store import format_ts, parse_ts
 from monitors.api import signing
 from watchdog.config import WebhookConfig
+from watchdog.waiting import wait_event
 
-POLL_INTERVAL = 0.02  # seconds between looks at the outbox while idle (one indexed query per receiver)
+SAFETY_INTERVAL = 1.0  # seconds between looks at the outbox with no wake-up (one missed costs at most this)
 IN_FLIGHT = 8  # concurrent deliveries per receiver
 FINAL_EXCEPT = (408, 429)  # 4xx answers that are worth retrying
 
@@ -52,6 +54,31 @@ class WebhookOutbox(Protocol):
     def delivered(self, webhook: str, seq: int) -> None: ...
     def failed(self, webhook: str, seq: int, error: str, next_attempt_at: str) -> None: ...
     def dead(self, webhook: str, seq: int, error: str) -> None: ...
+    def next_retry(self, webhook: str, after: str) -> str | None: ...
+
+
+class LookSchedule(Protocol):
+    """When the deliverer looks at the outbox next (monitors/store_watch.py's WakeSchedule on drops.db)."""
+
+    wake: asyncio.Event  # set by whatever announces a change: inotify, a NOTIFY, an attempt that finished
+
+    async def next_look(self, limit: float = math.inf) -> bool: ...
+    def committed(self) -> None: ...
+
+
+class WokenSchedule:
+    """A look when `wake` is set, or after `limit`: for a store whose commit is visible when it wakes us (NOTIFY)."""
+
+    def __init__(self) -> None:
+        self.wake = asyncio.Event()
+
+    async def next_look(self, limit: float = math.inf) -> bool:
+        await wait_event(self.wake, limit)
+        self.wake.clear()
+        return True
+
+    def committed(self) -> None:
+        """Nothing to settle: PostgreSQL notifies after the commit is visible."""
 
 
 @dataclass(frozen=True)
@@ -98,18 +125,25 @@ class _Receiver:
     delay: Callable[[int], float]
     stats: HookStats = field(default_factory=HookStats)
     in_flight: set[int] = field(default_factory=set)
+    seen: int = 0  # the highest event seq looked at: a higher one means a wake's commit is visible
 
 
 class Deliverer:
-    """Polls the outbox for due deliveries and posts them, signed; `run()` until cancelled."""
+    """Looks at the outbox when `schedule` wakes it, posts what is due, signed; `run()` until cancelled.
+
+    Woken by a change of the store, by an attempt that finished (room for more, or a retry to schedule) and
+    when the first backoff falls due; otherwise every SAFETY_INTERVAL. An idle process thus sleeps.
+    """
 
     def __init__(self, hooks: list[WebhookConfig], outbox: WebhookOutbox, http: aiohttp.ClientSession,
-                 on_dead: Callable[[WebhookConfig, str, str], None]) -> None:
+                 on_dead: Callable[[WebhookConfig, str, str], None], schedule: LookSchedule) -> None:
         self.receivers = [_Receiver(h, signing.secret_key(h.secret), backoff(h)) for h in hooks]
         self.outbox = outbox
         self.http = http
         self.on_dead = on_dead
+        self.schedule = schedule
         self.store_error = ""  # the last outbox error, "" while the store answers
+        self.looks = 0  # looks at the outbox since start (/metrics: what idling costs)
         self._tasks: set[asyncio.Task] = set()
 
     def stats(self) -> dict[str, HookStats]:
@@ -117,25 +151,34 @@ class Deliverer:
 
     async def run(self) -> None:
         try:
-            while True:
+            while self.receivers:
+                self.looks += 1
+                now = _now()
+                wait, new = SAFETY_INTERVAL, False
                 for receiver in self.receivers:
-                    self._start_due(receiver)
-                await asyncio.sleep(POLL_INTERVAL)
+                    new |= self._start_due(receiver, now)
+                    wait = min(wait, self._retry_wait(receiver, now))
+                if new:
+                    self.schedule.committed()
+                await self.schedule.next_look(wait)
         finally:
             for task in self._tasks:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _start_due(self, receiver: _Receiver) -> None:
+    def _start_due(self, receiver: _Receiver, now: datetime) -> bool:
+        """Start the receiver's due deliveries; True when the look found an event newer than any before."""
         room = IN_FLIGHT - len(receiver.in_flight)
         if room <= 0:
-            return
+            return False  # a finished attempt wakes the next look
         try:
-            due = self.outbox.due(receiver.hook.name, receiver.hook.events, format_ts(_now()), room + IN_FLIGHT)
+            due = self.outbox.due(receiver.hook.name, receiver.hook.events, format_ts(now), room + IN_FLIGHT)
         except Exception as exc:  # noqa: BLE001 - a store outage (PostgreSQL down): keep trying, say why
             self._store_failed(exc)
-            return
+            return False
         self.store_error = ""
+        newest = max((event.seq for event in due), default=0)
+        new, receiver.seen = newest > receiver.seen, max(receiver.seen, newest)
         for event in due:
             if event.seq in receiver.in_flight:
                 continue
@@ -145,6 +188,16 @@ class Deliverer:
             task = asyncio.get_running_loop().create_task(self._attempt(receiver, event))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        return new
+
+    def _retry_wait(self, receiver: _Receiver, now: datetime) -> float:
+        """Seconds until the receiver's first delivery in backoff falls due (no store change announces it)."""
+        try:
+            at = self.outbox.next_retry(receiver.hook.name, format_ts(now))
+        except Exception as exc:  # noqa: BLE001 - as in _start_due
+            self._store_failed(exc)
+            return SAFETY_INTERVAL
+        return math.inf if at is None else max(0.0, (parse_ts(at) - _now()).total_seconds())
 
     def _store_failed(self, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"
@@ -160,6 +213,7 @@ class Deliverer:
             self._store_failed(exc)
         finally:
             receiver.in_flight.discard(event.seq)
+            self.schedule.wake.set()
 
     async def post(self, receiver: _Receiver, event: OutboxEvent) -> Outcome:
         body = event.payload.encode("utf-8")

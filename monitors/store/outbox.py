@@ -7,10 +7,11 @@ the event stream, `deliveries` holds one row per (webhook, event) it wants,
 pending until delivered or dead. A webhook new to the store starts at the
 oldest event kept (nothing recorded before its first delivery run is lost).
 The deliverer (drops-api) calls `due`, then `delivered`, `failed` (with the
-next attempt's time, its own backoff) or `dead`.
+next attempt's time, its own backoff) or `dead`; `next_retry` says when to look again.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Sequence
@@ -45,7 +46,18 @@ def enqueue(tx: Tx, dialect: Dialect, event_type: str, data: dict) -> str:
     payload = json.dumps({"type": event_type, "timestamp": created_at, "data": data}, separators=(",", ":"))
     tx.run("INSERT INTO events (id, type, created_at, payload) VALUES (?, ?, ?, ?)",
            (event_id, event_type, created_at, payload))
+    if dialect.event_notify:
+        tx.run(dialect.event_notify)
     return event_id
+
+
+def outbox_channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel of a schema's outbox: two installs on one database do not wake each other.
+
+    Channel names are identifiers (at most 63 bytes): a schema name too long for the suffix keeps a hash of itself.
+    """
+    channel = f"{schema}_outbox"
+    return channel if len(channel) <= 63 else f"{schema[:42]}_{hashlib.sha1(schema.encode()).hexdigest()[:13]}_outbox"
 
 
 def _types_clause(types: Sequence[str]) -> tuple[str, tuple[str, ...]]:
@@ -79,8 +91,8 @@ class WebhookOutbox:
             limit: int = 100) -> list[OutboxEvent]:
         """Events to send to `webhook` now (next attempt due), oldest due first.
 
-        A look that finds nothing is one read: the deliverer looks every 20 ms, and a write transaction each
-        time took drops.db's write lock from the monitors (on PostgreSQL: four round trips).
+        A look that finds nothing is one read: the deliverer looks on every change of the store, and a write
+        transaction each time took drops.db's write lock from the monitors (on PostgreSQL: four round trips).
         """
         now = now or now_ts()
         if not self._anything_due(webhook, now):
@@ -92,6 +104,11 @@ class WebhookOutbox:
                            "AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at, d.event_seq LIMIT ?",
                            (webhook, DELIVERY_PENDING, now, limit))
         return [OutboxEvent(*row) for row in rows]
+
+    def next_retry(self, webhook: str, after: str) -> str | None:
+        """When the first delivery not due yet at `after` falls due (a retry's backoff): no write wakes for it."""
+        return self.db.rows("SELECT MIN(next_attempt_at) FROM deliveries WHERE webhook = ? AND status = ? "
+                            "AND next_attempt_at > ?", (webhook, DELIVERY_PENDING, after))[0][0]
 
     def _anything_due(self, webhook: str, now: str) -> bool:
         """Events past the webhook's cursor (of any type: pulling moves the cursor past the others), or a retry due."""

@@ -16,12 +16,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 
 import psycopg
 from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 from psycopg.types.string import TextLoader
 
+from monitors.store.outbox import outbox_channel
 from monitors.store.schema import migrations
 from monitors.store.sql import POSTGRES, StoreUnavailable
 from watchdog.config import DB_SCHEMA_NAME
@@ -66,13 +68,13 @@ class _PgTx:
 
 
 class PostgresBackend:
-    dialect = POSTGRES
 
     def __init__(self, url: str, schema: str = "wa_watchdog") -> None:
         if not DB_SCHEMA_NAME.match(schema):
             raise ValueError(f"database.schema: {schema!r} is not a plain lower-case SQL name")
         self.url = url
         self.schema = schema
+        self.dialect = replace(POSTGRES, event_notify=f"SELECT pg_notify('{outbox_channel(schema)}', '')")
         self.description = f"PostgreSQL {redact(url)} (schema {schema})"
         self._conn: psycopg.Connection | None = None
 
@@ -83,7 +85,7 @@ class PostgresBackend:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
                                    application_name="wa-watchdog")
         except UNAVAILABLE as exc:
-            raise StoreUnavailable(f"{self.description}: {_reason(exc)}") from None
+            raise StoreUnavailable(f"{self.description}: {reason(exc)}") from None
         for name, loader in (("timestamptz", _StoreTimestamp), ("uuid", TextLoader), ("jsonb", TextLoader)):
             conn.adapters.register_loader(name, loader)
         try:
@@ -92,7 +94,7 @@ class PostgresBackend:
             conn.execute(f'SET search_path TO "{self.schema}"')
         except UNAVAILABLE as exc:
             conn.close()
-            raise StoreUnavailable(f"{self.description}: {_reason(exc)}") from None
+            raise StoreUnavailable(f"{self.description}: {reason(exc)}") from None
         except BaseException:
             conn.close()
             raise
@@ -119,13 +121,13 @@ class PostgresBackend:
             with conn.pipeline(), conn.transaction():
                 yield _PgTx(conn)
         except UNAVAILABLE as exc:
-            raise StoreUnavailable(f"{self.description}: {_reason(exc)}") from None
+            raise StoreUnavailable(f"{self.description}: {reason(exc)}") from None
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         try:
             return _PgTx(self._connection()).rows(sql, params)
         except UNAVAILABLE as exc:
-            raise StoreUnavailable(f"{self.description}: {_reason(exc)}") from None
+            raise StoreUnavailable(f"{self.description}: {reason(exc)}") from None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -133,7 +135,7 @@ class PostgresBackend:
             self._conn = None
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 

@@ -26,6 +26,9 @@ class Dialect:
     # cursor never passes a seq whose transaction is still open (PostgreSQL hands out identities at
     # INSERT, not at COMMIT; SQLite's writers are serialised by its write lock already).
     event_lock: str = ""
+    # Run after writing an event: wakes the webhook deliverer at COMMIT (never for a rollback). PostgreSQL
+    # only, and per backend (the channel is named after its schema); drops.db's writes wake it by inotify.
+    event_notify: str = ""
     _cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def ddl(self, template: str) -> str:

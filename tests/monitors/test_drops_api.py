@@ -4,9 +4,11 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from collections import Counter
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bridge.store import format_ts, parse_ts
+from monitors.api.webhooks import SAFETY_INTERVAL
 from monitors.drops_store import Submission, open_drops_store
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, slow_start
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
@@ -131,6 +134,25 @@ def call_text(url: str) -> str:
     request = urllib.request.Request(url, headers=AUTH)
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.read().decode()
+
+
+def looks(api: str) -> int:
+    """The deliverer's looks at the outbox since it started (/metrics)."""
+    match = re.search(r"^wa_watchdog_webhook_looks_total (\S+)$", call_text(f"{api}/metrics"), re.M)
+    assert match, "no wa_watchdog_webhook_looks_total on /metrics"
+    return int(float(match.group(1)))
+
+
+def delivery_after_a_look(api: str, config_path: Path, receiver: WebhookReceiver, count: int) -> float:
+    """Record the `count`-th drop right after a look at the outbox; seconds from its commit to its webhook.
+
+    A store change that does not wake the deliverer waits for the next safety look, about a second later."""
+    before = looks(api)
+    wait_until(lambda: looks(api) > before, timeout=5, interval=0.005, message="a look at the outbox")
+    record_drops(config_path, count)
+    committed = time.time()
+    wait_until(lambda: len(receiver.accepted()) == count, timeout=10, message=f"webhook {count}")
+    return max(r.at for r in receiver.requests) - committed
 
 
 def record_drops(config_path: Path, count: int) -> None:
@@ -251,6 +273,50 @@ def test_supervised_by_the_watchdog_with_webhook_depth_in_status(tmp_path: Path,
                                if e["type"] == "drop.recorded"), message="the drop.recorded webhook")
     finally:
         assert system.stop() == 0
+
+
+@pytest.mark.slow
+def test_an_idle_deliverer_sleeps_and_a_new_event_wakes_it(write_config, drops_backend: str,
+                                                            receiver: WebhookReceiver) -> None:
+    receiver.script = []
+    receiver.start()
+    config_path = write_config(api_config(drops_backend, receiver.url))
+    procs = Processes(config_path)
+    try:
+        api = start_api(procs, config_path.parent / "data")
+        start, began = looks(api), time.monotonic()
+        time.sleep(3.0)  # the idle window measured, not a wait for something
+        idle, seconds = looks(api) - start, time.monotonic() - began
+        assert idle <= seconds / SAFETY_INTERVAL + 2, f"{idle} looks in {seconds:.1f} s idle"  # polled: 150
+        for count in (1, 2, 3):  # (nothing woke it: by chance under the safety look in 1 of 2 each)
+            latency = delivery_after_a_look(api, config_path, receiver, count)
+            assert latency < SAFETY_INTERVAL / 2, f"event {count}: {latency:.3f} s from commit to webhook"
+    finally:
+        procs.stop_all()
+
+
+@pytest.mark.slow
+def test_the_deliverer_listens_again_after_a_postgres_restart(write_config, pg_cluster: PgCluster, pg_url: str,
+                                                              receiver: WebhookReceiver) -> None:
+    receiver.script = []
+    receiver.start()
+    config_path = write_config(api_config(f'\n[database]\nurl = "{pg_url}"\n', receiver.url))
+    procs = Processes(config_path)
+    try:
+        api = start_api(procs, config_path.parent / "data")
+        assert delivery_after_a_look(api, config_path, receiver, 1) < SAFETY_INTERVAL / 2
+        pg_cluster.stop("immediate")
+        pg_cluster.start()
+        record_drops(config_path, 2)
+        wait_until(lambda: len(receiver.accepted()) == 2, timeout=30, message="the event after the restart")
+        latencies: list[float] = []
+
+        def woken_at_once() -> bool:  # once it LISTENs again (after its backoff)
+            latencies.append(delivery_after_a_look(api, config_path, receiver, len(latencies) + 3))
+            return latencies[-1] < SAFETY_INTERVAL / 2
+        wait_until(woken_at_once, timeout=30, message="a notification after the restart")
+    finally:
+        procs.stop_all()
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from monitors.api import signing
-from monitors.api.webhooks import Deliverer, classify
+from monitors.api.webhooks import SAFETY_INTERVAL, Deliverer, WokenSchedule, classify
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
 from tests.pg import free_port
 from tests.sim_helpers import eventually
@@ -49,6 +49,9 @@ class MemoryOutbox:
     def due(self, webhook, types, now, limit=100):
         due = [e for e in self.events if e.seq not in self.state and e.type in types and self.next_at.get(e.seq, "") <= now]
         return [Event(**e.__dict__) for e in due[:limit]]
+
+    def next_retry(self, webhook, after):
+        return min((at for seq, at in self.next_at.items() if seq not in self.state and at > after), default=None)
 
     def _attempt(self, seq):
         next(e for e in self.events if e.seq == seq).attempts += 1
@@ -88,9 +91,10 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 async def delivering(outbox: MemoryOutbox, hooks: list[WebhookConfig], dead: list[tuple[str, str]], body) -> None:
-    """Run a Deliverer while `body` runs."""
+    """Run a Deliverer while `body` runs; nothing but its own attempts and retries wakes it (the events are there)."""
     async with aiohttp.ClientSession() as http:
-        deliverer = Deliverer(hooks, outbox, http, lambda h, event_id, summary: dead.append((h.name, event_id)))
+        deliverer = Deliverer(hooks, outbox, http, lambda h, event_id, summary: dead.append((h.name, event_id)),
+                              WokenSchedule())
         task = asyncio.create_task(deliverer.run())
         try:
             await body(deliverer)
@@ -121,6 +125,9 @@ def test_delivered_once_each_through_an_outage_then_500_and_429_signed_with_a_st
     assert statuses.count(500) == 3 and statuses.count(429) == 2
     retried = {r.event_id for r in receiver.requests if r.status != 200}
     assert retried and all(receiver.accepted()[event_id] == 1 for event_id in retried)  # the retry had the same id
+    for event_id in retried:  # each retry when its backoff (at most 0.2 s) fell due, not at the next safety look
+        times = [r.at for r in receiver.requests if r.event_id == event_id]
+        assert max(b - a for a, b in zip(times, times[1:])) < SAFETY_INTERVAL * 0.7, times
     assert dead == []
 
 
