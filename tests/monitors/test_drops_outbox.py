@@ -10,9 +10,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bridge.store import format_ts
+from bridge.store import format_ts, now_ts
 from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_QUEUED, FEEDBACK_SENT, DropsDB, NewFeedback, Submission,
                                   drops_db_path, open_drops_store)
+from monitors.store.outbox import outbox_channel
 from tests.conftest import BASE_CONFIG, GROUP_A
 from watchdog.config import load
 
@@ -111,6 +112,28 @@ def test_a_failed_record_leaves_no_event(drops: DropsDB) -> None:
     assert types(drops) == [] and drops.drop_count("lawley") == 0 and drops.cursor("lawley", "main") == 0
 
 
+def test_postgres_notifies_the_schemas_channel_at_commit_never_for_a_rollback(write_config,  # noqa: ANN001
+                                                                                pg_url: str) -> None:
+    import psycopg  # (the test session needs it only with PostgreSQL)
+    config = load(write_config(BASE_CONFIG + f'\n[database]\nurl = "{pg_url}"\nschema = "site_b"\n'))
+    drops = open_drops_store(config)
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as listener:
+            listener.execute('LISTEN "site_b_outbox"; LISTEN "wa_watchdog_outbox"')
+            def dies_on_the_second(s: Submission) -> NewFeedback:
+                if s.drop_number == "DR1000002":
+                    raise RuntimeError("killed mid-batch")
+                return ack(s)
+            with pytest.raises(RuntimeError):  # after the first drop's event and its pg_notify
+                drops.record("lawley", "main", 2, [sub("DR1000001", "M1"), sub("DR1000002", "M2")], dies_on_the_second)
+            assert list(listener.notifies(timeout=0.3)) == []  # rolled back: nothing to wake for
+            drops.record("lawley", "main", 2, [sub("DR1000001", "M1"), sub("DR1000002", "M2")], ack)
+            notes = list(listener.notifies(timeout=5, stop_after=1))
+            assert [n.channel for n in notes] == [outbox_channel("site_b")] == ["site_b_outbox"]  # one per commit
+    finally:
+        drops.close()
+
+
 def test_delivery_state_per_webhook_retry_dead_and_counts(drops: DropsDB) -> None:
     drops.record("lawley", "main", 3, [sub("DR1000001", "M1"), sub("DR1000002", "M2", backfilled=True),
                                        sub("DR1000001", "M3")], None)
@@ -122,12 +145,15 @@ def test_delivery_state_per_webhook_retry_dead_and_counts(drops: DropsDB) -> Non
         "drop.recorded", "drop.backfilled", "drop.resubmitted"]  # another webhook has its own state
     recorded, backfilled = due
     outbox.delivered("crm", recorded.seq)
-    outbox.failed("crm", backfilled.seq, "HTTP 500", next_attempt_at=format_ts(datetime.now(timezone.utc)
-                                                                                + timedelta(hours=1)))
+    next_attempt_at = format_ts(datetime.now(timezone.utc) + timedelta(hours=1))
+    outbox.failed("crm", backfilled.seq, "HTTP 500", next_attempt_at=next_attempt_at)
     assert outbox.due("crm", ["drop.recorded", "drop.backfilled"]) == []  # not due before its next attempt
+    assert outbox.next_retry("crm", at(0)) == next_attempt_at
+    assert outbox.next_retry("audit", now_ts()) is None  # its deliveries are all due already
     (retry,) = outbox.due("crm", ["drop.recorded", "drop.backfilled"], now=at(10**9))
     assert (retry.seq, retry.id, retry.attempts) == (backfilled.seq, backfilled.id, 1)
     outbox.dead("crm", retry.seq, "HTTP 410 gone")
+    assert outbox.next_retry("crm", at(0)) is None
     outbox.delivered("crm", retry.seq)  # a late answer cannot revive or re-count a dead event
     assert outbox.due("crm", ["drop.recorded", "drop.backfilled"], now=at(10**9)) == []
     counts = outbox.counts("crm", ["drop.recorded", "drop.backfilled"])
