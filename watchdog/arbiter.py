@@ -28,6 +28,7 @@ from watchdog.child_output import RotatingFile, StderrSink, log_path
 from watchdog.config import Config, ConfigError, load
 from watchdog.console.changes import Changes
 from watchdog.console.view import Console
+from watchdog.context import Context
 from watchdog.control import start_control_server
 from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.forkserver import ForkServer
@@ -41,7 +42,7 @@ from watchdog.systemd_heartbeat import SystemdHeartbeat
 from watchdog.template import is_ours
 from watchdog.throttle import Launcher
 from watchdog.watchdog_lock import take_watchdog_lock
-from watchdog.watcher import Context, Watcher
+from watchdog.watcher import Watcher
 
 # [watchdog] keys a running watchdog cannot take over: they apply at its next start.
 FIXED_SETTINGS = ("control_host", "control_port", "control_token", "recovery_log", "recovery_log_max_bytes",
