@@ -25,9 +25,10 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # cut to milliseconds
 LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) (\S+)\[(\d+)\] ")
 
 
-def loguru_format(name: str) -> str:
-    return "{time:YYYY-MM-DD HH:mm:ss.SSS} " + name.replace("{", "{{").replace("}", "}}") + \
-        "[{process}] {level: <7} {message}"
+# The writer's name comes from loguru's `extra`, so renaming costs nothing: adding a handler costs loguru
+# ~7 ms (its exception formatter asks sysconfig for the paths of every install scheme), and a standby
+# renames itself on the path of a takeover, between the session lock and its first health answer.
+LOGURU_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} {extra[component]}[{process}] {level: <7} {message}"
 
 
 def standby_log_name(component: str) -> str:
@@ -36,9 +37,15 @@ def standby_log_name(component: str) -> str:
 
 
 def setup(name: str, level: str = "INFO", sink: Callable[[str], object] | None = None) -> None:
-    """Log as `name` to stderr (or `sink`); called again with a new name when a standby takes over."""
+    """Log as `name` to stderr (or `sink`)."""
     logger.remove()
-    logger.add(sink or sys.stderr, level=level, format=loguru_format(name), backtrace=False, diagnose=False)
+    rename(name)
+    logger.add(sink or sys.stderr, level=level, format=LOGURU_FORMAT, backtrace=False, diagnose=False)
+
+
+def rename(name: str) -> None:
+    """Log as `name` from now on (a standby that took over writes as the component)."""
+    logger.configure(extra={"component": name})
 
 
 def stamp(name: str, pid: int, text: str, when: float | None = None) -> str:
