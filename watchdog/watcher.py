@@ -60,10 +60,9 @@ class Watcher:
         self.recovery = self.recoveries.current
         self.alerts = ProgramAlerts(self.name, context, self.records.flush)
         self.tasks = Tasks(self.name)
-        self.policy = RestartPolicy(settings.backoff_initial, settings.backoff_max, settings.crash_loop_exits,
-                                    settings.crash_loop_window)
-        self.restart_history = Restarts(self.name, self.policy, settings.backoff_reset_after, self.records,
-                                        self.alerts)
+        policy = RestartPolicy(settings.backoff_initial, settings.backoff_max, settings.crash_loop_exits,
+                               settings.crash_loop_window)
+        self.restart_history = Restarts(self.name, policy, settings.backoff_reset_after, self.records, self.alerts)
         self.health = ChildHealth(program, self.alerts, self)
         self.checks = Checks(program, self.hooks, settings, self.health, self.unwell, self.records,
                              context.data_dir, context.http)
@@ -72,7 +71,7 @@ class Watcher:
         self.output = ChildOutput(self.name, log_file, context.sink)
         standby_argv = self.hooks.standby_argv(program) if program.standby else ()
         self.standby = WarmStandby(self.name, standby_argv, self, ChildOutput(self.name, log_file, context.sink),
-                                   self.policy, settings.term_grace) if standby_argv else None
+                                   policy, settings.term_grace) if standby_argv else None
         self.stops = PlannedStops(self.name, self, self.restart_history, self.standby, self.launcher,
                                   settings.term_grace, program.stop_timeout or settings.stop_timeout)
 
@@ -162,7 +161,7 @@ class Watcher:
     def _state_changed(self, old: State, new: State) -> None:
         if old is State.STARTING:
             self.launcher.done(self.name)
-        self.ctx.on_change(self)
+        self.changed()
 
     def changed(self) -> None:
         """Something shown in status changed (HealthEvents, StandbyOwner)."""
@@ -257,8 +256,8 @@ class Watcher:
         self.recovery.delay = 0.0
         self._adopt(process, promoted=True)
         self.checks.wake()  # it may have said READY=1 before now, while it was not yet ours to hear
-        # E.g. the child exited 3: an earlier run's process holds what the standby awaits. Looked for in a task:
-        # the promoted standby is starting up now, and /proc reads need not compete with it.
+        # E.g. the child exited 3: an earlier run's process holds what the standby awaits. Looked for in a task,
+        # so the promotion itself (in the exit's callback) reads nothing from /proc.
         self.tasks.run(self._stop_leftovers())
         return True
 
