@@ -16,7 +16,10 @@ A store that cannot be written (disk full, another program holding its lock)
 does not stop the bridge: health says so (`store_error`, naming the lock and
 for how long), nothing is acknowledged (the batch is retried every
 `STORE_RETRY` seconds, so ingest resumes by itself once the store is
-writable again), and the event loop keeps heartbeating. A corrupt store is
+writable again), and the event loop keeps heartbeating. An idle bridge
+writes nothing to the store (each commit wakes every monitor): its heartbeat
+is the file `bridge.alive`, and the store is probed with a write only while
+that is the only way to know (`_probe_store`). A corrupt store is
 refused at start and abandoned at run time with exit 2.
 """
 from __future__ import annotations
@@ -37,6 +40,7 @@ from aiohttp import web
 from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
 
+from bridge.alive import AliveFile, alive_path
 from bridge.api import build_app
 from bridge.health import CONNECTED, STATE_OF_KIND, Health, HealthInputs
 from bridge.outbox import Outbox
@@ -63,7 +67,12 @@ OFFLINE_SYNC_WAIT = 10.0  # backfill anyway if the transport never says the offl
 DRAIN_ON_STOP = 3.0  # seconds to flush the outbox on SIGTERM
 TRANSPORT_CLOSE = 3.0
 PORT_WAIT = 1.0  # seconds a taken api_port is retried before giving up (or falling back)
-MAX_TICK = 1.0  # alive_at heartbeat period (the start of a crash window is at most this stale)
+MAX_TICK = 1.0  # heartbeat period (bridge.alive: the start of a crash window is at most this stale)
+# Seconds between write probes of a store that looks fine. Between them a tick only takes and drops the write
+# lock (another program's lock shows; nothing is written), because every commit wakes every monitor; a write
+# finds what only a write can (a read-only file, a quota) while no message arrives to find it.
+STORE_PROBE = 30.0
+LOW_SPACE = 1 << 20  # bytes: below this a commit may fail with a full disk, so every tick probes with a write
 STORE_RETRY = 0.5  # seconds between attempts to store a batch the store refused (full disk, locked)
 
 
@@ -105,7 +114,9 @@ class Bridge:
                              on_dead_letter=self._dead_letter, max_attempts=account.send_max_attempts,
                              delivery_wait=account.send_wait_s, dedupe_window=account.dedupe_window_s)
         store.on_set_aside = self._set_aside
-        self.windows = Windows(store, self.recovery_log, self.component, transport, account.follow_groups)
+        self.alive = AliveFile(alive_path(account.session_dir, store.path, config.data_dir, self.component))
+        self.windows = Windows(store, self.alive, self.recovery_log, self.component, transport,
+                               account.follow_groups)
         self.notifier = Notifier()
         self._stop = asyncio.Event()
         self._synced = asyncio.Event()
@@ -113,6 +124,7 @@ class Bridge:
         self._ready_sent = False
         self._died = died  # (pid, time) the previous process was last known alive (crash window start)
         self._windows_started = False  # on_start written (retried by the heartbeat while the store refuses)
+        self._next_write_probe = time.monotonic() + STORE_PROBE  # on_start is the first write
         self._connected_at = now_ts()
         self._exit_code: int | None = None  # set by a fatal store problem (corruption)
         self._tasks: set[asyncio.Task] = set()
@@ -272,7 +284,7 @@ class Bridge:
         self.notifier.status(self.status_line())
 
     async def _beat(self) -> None:
-        """Heartbeats from the event loop: alive_at in the store, WATCHDOG=1, STATUS=.
+        """Heartbeats from the event loop: bridge.alive, the store probe, WATCHDOG=1, STATUS=.
 
         WATCHDOG=1 comes from the loop, so it continues while WhatsApp is away and while the
         store cannot be written (full disk, locked by another program): the process is fine,
@@ -287,6 +299,7 @@ class Bridge:
                     self._windows_started = True
                 else:
                     self.windows.heartbeat()
+                    self._probe_store()
                 retry_sends = self.health.connected and not self.outbox.busy and self.store.outbox_depth() > 0
                 self.health.store_result("")
             except StoreError as exc:
@@ -298,6 +311,17 @@ class Bridge:
                 self._spawn(self.outbox.drain())  # e.g. a send that timed out earlier
             self._publish_status()
             await asyncio.sleep(tick)
+
+    def _probe_store(self) -> None:
+        """Raise StoreError if the store cannot be written, writing to it only where a write is the only way
+        to know: while it is in trouble (until a write works), while its disk is nearly full, and every
+        STORE_PROBE; otherwise the write lock is only taken and dropped. Real writes report their own result."""
+        now = time.monotonic()
+        if not self.health.store_writable or now >= self._next_write_probe or self.store.space_left() < LOW_SPACE:
+            self._next_write_probe = now + STORE_PROBE
+            self.windows.record_alive()
+        else:
+            self.store.probe_lock()
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -395,6 +419,7 @@ class Bridge:
             self.windows.on_stop(reason)
         except (StoreError, sqlite3.Error) as exc:  # the next start sees a crash window instead
             logger.error("could not record the stop: {}", exc)
+        self.alive.close()
         endpoints.remove(self.config.data_dir, self.component)
         logger.info("stopped cleanly in {:.0f} ms", (time.monotonic() - started) * 1000)
 

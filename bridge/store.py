@@ -18,6 +18,7 @@ timestamp is older.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -267,6 +268,23 @@ class Store:
         except sqlite3.Error as exc:
             self._rollback()
             raise store_error(f"cannot commit to {self.path}", exc) from exc
+
+    def probe_lock(self) -> None:
+        """Take and drop the write lock: raises StoreLocked while another program holds it, without writing
+        a byte (an empty BEGIN IMMEDIATE ... ROLLBACK changes no file, so no follower is woken)."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise store_error(f"cannot write {self.path}", exc) from exc
+        self.conn.execute("ROLLBACK")
+
+    def space_left(self) -> int:
+        """Bytes an unprivileged writer may still use on the store's filesystem (statvfs: nothing written)."""
+        try:
+            found = os.statvfs(self.path.parent)
+        except OSError:  # e.g. its directory is gone: say none, so that a real write finds out what is wrong
+            return 0
+        return found.f_bavail * found.f_frsize
 
     def _rollback(self) -> None:
         if self.conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)

@@ -1,15 +1,23 @@
 """Disconnect windows: every period without a live connection, and the backfill of each.
 
-Why a heartbeat in the store: a kill -9 leaves no trace of when the bridge
-died, so without better knowledge the crash window starts at the last
-`alive_at` the bridge wrote (up to a second before). Better knowledge is the
-moment the process was last known alive: the exit time the watchdog saw on
-its pidfd (`watchdog.exit_handoff`), or, for a warm standby, the moment the
-kernel handed it the session lock (the owner's death); either is used when
-it lies after `alive_at`. A disconnect window starts when the transport last
-heard from the server (`ConnectionEvent.at`: the last frame or keepalive
-answer), not when a timeout fired, and ends when the connection was up
-again; messages delivered late into a window are counted in its backfill line. A clean stop writes its own window ("bridge
+Why a heartbeat: a kill -9 leaves no trace of when the bridge died, so
+without better knowledge the crash window starts at the last heartbeat (up to
+a second before): the file `bridge.alive` in the session directory, rewritten
+every second (bridge/alive.py; not a commit to messages.db, which would wake
+every monitor every second). bridge_state keeps the `alive_at` / `alive_pid`
+written at start and stop (and by the bridge's slow store probe); the later
+of the two dates the window, so a missing file (an upgrade from a release
+that heartbeat in the store) or an unreadable one (a power cut) only makes it
+start earlier; so does a store put back from a backup (the file's beat is not
+used for it).
+Better knowledge is the moment the process was last known alive: the
+exit time the watchdog saw on its pidfd (`watchdog.exit_handoff`), or, for a
+warm standby, the moment the kernel handed it the session lock (the owner's
+death); either is used when it lies after the heartbeat. A disconnect window
+starts when the transport last heard from the server (`ConnectionEvent.at`:
+the last frame or keepalive answer), not when a timeout fired, and ends when
+the connection was up again; messages delivered late into a window are
+counted in its backfill line. A clean stop writes its own window ("bridge
 stopped") and `clean_stop = 1`, which the next start closes on connect.
 A window is backfilled after the offline queue was replayed: history for the
 followed groups over the window (plus a margin) is requested and whatever the
@@ -23,6 +31,7 @@ from datetime import timedelta
 
 from loguru import logger
 
+from bridge.alive import AliveFile
 from bridge.store import Store, Window, now_ts, parse_ts
 from bridge.transport import HistoryUnsupported, NotConnected, Source, Transport
 from watchdog.recovery_log import RecoveryLog
@@ -37,9 +46,10 @@ def _downtime_ms(window: Window) -> int:
 
 
 class Windows:
-    def __init__(self, store: Store, recovery_log: RecoveryLog, component: str, transport: Transport,
-                 follow_groups: list[str], margin: timedelta = BACKFILL_MARGIN) -> None:
+    def __init__(self, store: Store, alive: AliveFile, recovery_log: RecoveryLog, component: str,
+                 transport: Transport, follow_groups: list[str], margin: timedelta = BACKFILL_MARGIN) -> None:
         self.store = store
+        self.alive = alive
         self.log = recovery_log
         self.component = component
         self.transport = transport
@@ -54,21 +64,37 @@ class Windows:
         `died`: (pid, time) a process was last known alive, better than its heartbeat; used only if that
         pid wrote the last heartbeat (a process that died before it ran says nothing about the outage).
         """
-        alive_at = self.store.get_state("alive_at")
-        crashed = self.store.get_state("clean_stop") != "1" and alive_at is not None
-        if crashed and self.store.open_window() is None:  # else the outage it died in goes on
-            started = alive_at
-            if died is not None and str(died[0]) == self.store.get_state("alive_pid") and alive_at <= died[1] <= now_ts():
+        last = self._last_alive()
+        if last is not None and self.store.get_state("clean_stop") != "1" and self.store.open_window() is None:
+            pid, started = last  # else the outage it died in goes on
+            if died is not None and died[0] == pid and started <= died[1] <= now_ts():
                 started = died[1]
             window = self.store.start_window(started, CRASH_REASON)
             logger.warning("previous run did not stop cleanly: disconnect window open since {} ({})",
                            window.started_at, window.reason)
             self.log.append(self.component, "disconnect", cause=window.reason,
                             message=f"window {window.span} ({window.reason}) opened")
-        self.store.set_state(clean_stop="0", alive_at=now_ts(), alive_pid=str(os.getpid()))
+        now = now_ts()
+        self.store.set_state(clean_stop="0", alive_at=now, alive_pid=str(os.getpid()))
+        self.alive.beat(now, self.store.message_count())
+
+    def _last_alive(self) -> tuple[int, str] | None:
+        """(pid, time) of the latest heartbeat: the file's, or bridge_state's if later, or if the file is missing
+        or the store does not hold what the file's process had stored (a store put back from a backup)."""
+        alive_at, alive_pid = self.store.get_state("alive_at"), self.store.get_state("alive_pid")
+        stored = (int(alive_pid or 0), alive_at) if alive_at is not None else None
+        beat = self.alive.read()
+        if beat is None or beat.messages > self.store.message_count() or (stored and stored[1] > beat.at):
+            return stored
+        return beat.pid, beat.at
 
     def heartbeat(self) -> None:
-        # Not fsynced: a power cut can only make the crash window start earlier (more backfill).
+        """Every tick: the file only, so an idle bridge writes nothing in the store's directory."""
+        self.alive.beat(now_ts(), self.store.message_count())
+
+    def record_alive(self) -> None:
+        """The store's coarse `alive_at` (the bridge's slow write probe). Not fsynced: a power cut can only
+        make the crash window start earlier (more backfill)."""
         self.store.set_state(durable=False, alive_at=now_ts())
 
     def on_stop(self, reason: str = STOPPED_REASON) -> None:

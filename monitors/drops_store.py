@@ -4,8 +4,8 @@ One set of methods over two backends (`monitors/store/`): SQLite drops.db
 (the embedded default) or PostgreSQL (`[database] url`), opened with
 `open_drops_store(config)`. The schema is a contract: docs/DROPS-SCHEMA.md.
 
-Exactly once: a batch of messages is recorded in the same transaction that
-advances the project's cursor, so a monitor killed at any instant either
+Exactly once: a batch of messages with drops is recorded in the same transaction that
+advances the project's cursor (batches without drops move it lazily: `save_cursors`), so a monitor killed at any instant either
 recorded a message and moved past it, or did neither. Every submission is
 also unique per (drop, message id), so even a replayed message adds nothing
 (also after a PostgreSQL commit whose answer was lost). Webhook events are
@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from bridge.schema import bare_user, now_ts
 from monitors.store.model import (DROP_BACKFILLED, DROP_RECORDED, DROP_RESUBMITTED, EVENT_TYPES, FEEDBACK_ACCEPTED,
@@ -36,8 +37,20 @@ __all__ = ["DROP_BACKFILLED", "DROP_RECORDED", "DROP_RESUBMITTED", "EVENT_TYPES"
            "FEEDBACK_DELIVERED_EVENT", "FEEDBACK_FAILED", "FEEDBACK_FAILED_EVENT", "FEEDBACK_NONE", "FEEDBACK_PENDING",
            "FEEDBACK_QUEUED", "FEEDBACK_READ_EVENT", "FEEDBACK_SENT", "FEEDBACK_SENT_EVENT", "FEEDBACK_STATUSES",
            "KIND_ACK", "KIND_OPERATOR", "Drop", "DropDetail", "DropEvent", "DropPage", "DropsDB", "Feedback",
-           "NewFeedback", "OutboxCounts", "OutboxEvent", "StoreUnavailable", "Submission",
+           "NewFeedback", "OutboxCounts", "OutboxEvent", "ReceiptStamp", "StoreUnavailable", "Submission",
            "check_feedback_transition", "drops_db_path", "open_drops_store"]
+
+
+RECEIPT_LOOKUP_CHUNK = 500  # message ids per IN (...) lookup (SQLite allows 32766 parameters, PostgreSQL 65535)
+
+
+class ReceiptStamp(NamedTuple):
+    """What of a bridge receipt stamps feedback (bridge.store.StoredReceipt has these fields too)."""
+
+    message_id: str
+    kind: str
+    at: str
+    recipient_jid: str = ""
 
 
 def drops_db_path(data_dir: Path) -> Path:
@@ -121,10 +134,27 @@ class DropsDB(DropQueries):
                         "drop": drop_data(self._drop_by_id(tx, drop_id)),
                         "submission": {"message_id": sub.message_id, "submitted_by": sub.submitted_by,
                                        "message_time": sub.message_time, "backfilled": sub.backfilled}})
-            tx.run("INSERT INTO cursors (project, account, rowid, updated_at) VALUES (?, ?, ?, ?) "
-                   "ON CONFLICT (project, account) DO UPDATE SET rowid = excluded.rowid, "
-                   "updated_at = excluded.updated_at", (project, account, cursor, detected_at))
+            self._move_cursor(tx, project, account, cursor, detected_at)
         return new
+
+    def save_cursors(self, cursors: Sequence[tuple[str, str, int]]) -> None:
+        """Move (project, account, rowid) cursors past messages without drops, all in one transaction.
+
+        Why not with every message: a project's cursor only has to be exact in the transaction that records
+        its drops (exactly once); messages without drops read again after a crash add nothing. So monitors
+        save the rest now and then, instead of one write per message per project (100 projects, 100 commits
+        a message on one drops store).
+        """
+        if cursors:
+            with self.db.transaction() as tx:
+                for project, account, rowid in cursors:
+                    self._move_cursor(tx, project, account, rowid, now_ts())
+
+    @staticmethod
+    def _move_cursor(tx: Tx, project: str, account: str, rowid: int, at: str) -> None:
+        tx.run("INSERT INTO cursors (project, account, rowid, updated_at) VALUES (?, ?, ?, ?) "
+               "ON CONFLICT (project, account) DO UPDATE SET rowid = excluded.rowid, "
+               "updated_at = excluded.updated_at", (project, account, rowid, at))
 
     # -- drops ---------------------------------------------------------------------------------
 
@@ -235,39 +265,52 @@ class DropsDB(DropQueries):
     # -- receipts ------------------------------------------------------------------------------
 
     def record_receipt(self, bridge_message_id: str, kind: str, at: str, recipient_jid: str = "") -> bool:
-        """Stamp a receipt of sent feedback (server_ack | delivered | read); True if it changed the feedback.
+        """One receipt (see record_receipts); True if it changed the feedback."""
+        return self.record_receipts([ReceiptStamp(bridge_message_id, kind, at, recipient_jid)])[1] > 0
 
-        The first receipt of a kind stands. A read receipt counts only from someone the
-        feedback mentions (the contractor it answers; any reader when it mentions nobody or the
-        receipt names nobody), and also stamps delivered_at if no delivered receipt came first.
-        feedback.delivered / feedback.read are enqueued in the same transaction.
+    def record_receipts(self, receipts: Sequence[ReceiptStamp]) -> tuple[set[str], int]:
+        """Stamp receipts of sent feedback (server_ack | delivered | read) in one transaction.
+
+        Returns (the message ids that are feedback, how many stamps changed a row). The first receipt of
+        a kind stands. A read receipt counts only from someone the feedback mentions (the contractor it
+        answers; any reader when it mentions nobody or the receipt names nobody), and also stamps
+        delivered_at if no delivered receipt came first. feedback.delivered / feedback.read are enqueued
+        in the same transaction. Receipts of other messages (most of what the sending number gets
+        receipts for) cost one read and no write lock.
         """
-        column = RECEIPT_COLUMNS.get(kind)
-        if column is None:
-            return False  # played (voice notes) and kinds we do not track
-        if one(self.db.rows("SELECT 1 FROM feedback WHERE bridge_message_id = ?", (bridge_message_id,))) is None:
-            return False  # another project's message (most receipts a monitor sees): no write lock taken for it
+        tracked = [r for r in receipts if r.kind in RECEIPT_COLUMNS]  # played (voice notes): not tracked
+        ids = sorted({r.message_id for r in tracked})
+        known: set[str] = set()
+        for start in range(0, len(ids), RECEIPT_LOOKUP_CHUNK):
+            chunk = ids[start:start + RECEIPT_LOOKUP_CHUNK]
+            known |= {row[0] for row in self.db.rows(
+                f"SELECT bridge_message_id FROM feedback WHERE bridge_message_id IN ({', '.join('?' * len(chunk))})",
+                chunk)}
+        mine = [r for r in tracked if r.message_id in known]
+        if not mine:
+            return known, 0
         with self.db.transaction() as tx:
-            row = one(tx.rows("SELECT id, drop_id, mentions FROM feedback WHERE bridge_message_id = ?",
-                              (bridge_message_id,)))
-            if row is None:
-                return False
-            feedback_id, drop_id, mentions = row
-            readers = {bare_user(jid) for jid in json.loads(mentions)}
-            if kind == "read" and recipient_jid and readers and bare_user(recipient_jid) not in readers:
-                return False
-            columns = [column] + (["delivered_at"] if kind == "read" else [])
-            changed = []
-            for name in columns:
-                if tx.rows(f"UPDATE feedback SET {name} = ? WHERE id = ? AND {name} IS NULL RETURNING id",
-                           (at, feedback_id)):
-                    changed.append(name)
-            if not changed:
-                return False
-            done = self._feedback(tx, feedback_id)
-            for name, event_type in (("delivered_at", FEEDBACK_DELIVERED_EVENT), ("read_at", FEEDBACK_READ_EVENT)):
-                if name in changed:
-                    self._feedback_event(tx, event_type, drop_id, done)
+            return known, sum(self._stamp(tx, receipt) for receipt in mine)
+
+    def _stamp(self, tx: Tx, receipt: ReceiptStamp) -> bool:
+        row = one(tx.rows("SELECT id, drop_id, mentions FROM feedback WHERE bridge_message_id = ?",
+                          (receipt.message_id,)))
+        if row is None:
+            return False
+        feedback_id, drop_id, mentions = row
+        readers = {bare_user(jid) for jid in json.loads(mentions)}
+        if receipt.kind == "read" and receipt.recipient_jid and readers and bare_user(receipt.recipient_jid) not in readers:
+            return False
+        columns = [RECEIPT_COLUMNS[receipt.kind]] + (["delivered_at"] if receipt.kind == "read" else [])
+        changed = [name for name in columns
+                   if tx.rows(f"UPDATE feedback SET {name} = ? WHERE id = ? AND {name} IS NULL RETURNING id",
+                              (receipt.at, feedback_id))]
+        if not changed:
+            return False
+        done = self._feedback(tx, feedback_id)
+        for name, event_type in (("delivered_at", FEEDBACK_DELIVERED_EVENT), ("read_at", FEEDBACK_READ_EVENT)):
+            if name in changed:
+                self._feedback_event(tx, event_type, drop_id, done)
         return True
 
     # -- small shared state (followers' cursors, e.g. the receipts follower) -----------------------

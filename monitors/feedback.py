@@ -156,12 +156,11 @@ class FeedbackSender:
         self.drops = drops
         self._wake = asyncio.Event()
         self._wake.set()  # pending feedback from before a restart goes out first
+        self.waiting = 0  # pending feedback at the last look, less what went out since (for the status line)
 
     def wake(self) -> None:
         self._wake.set()
 
-    def pending(self) -> int:
-        return len(self.drops.pending_feedback(self.project.name))
 
     async def run(self) -> None:
         """While the drops store is down nothing is lost: a send whose answer could not be recorded stays
@@ -175,8 +174,10 @@ class FeedbackSender:
                 recheck = RECHECK_INTERVAL
                 try:
                     while batch := self.drops.pending_feedback(self.project.name):
+                        self.waiting = len(batch)
                         for feedback in batch:
                             await deliver(client, self.drops, feedback)
+                            self.waiting -= 1
                 except StoreUnavailable as exc:
                     logger.warning("feedback for {} waits for the drops store: {}", self.project.name, exc)
                     recheck = STORE_RETRY

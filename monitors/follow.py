@@ -13,7 +13,9 @@ every `POLL_INTERVAL`, as before.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from bridge.schema import StoredMessage, Window, messages_after, open_readonly, windows
 
@@ -23,6 +25,8 @@ SETTLE_DELAYS = (0.002, 0.005, 0.01, 0.01, 0.01, 0.02, 0.02, 0.02, 0.05, 0.2, 1.
 # a wake that found no commit yet: the WAL write wakes us before the writer's fsync and its wal-index update
 # make the commit visible (a few to tens of ms later, and no write event then), so the first 100 ms are
 # looked at every 10-20 ms, as the 20 ms poll did; later when the writer is descheduled on a loaded host
+
+T = TypeVar("T")
 
 # The bridge creates these in one transaction; until then the store is not ready to follow.
 REQUIRED_TABLES = ("messages", "message_meta", "disconnect_windows")
@@ -49,6 +53,21 @@ class StoreFollower:
             self.conn.close()
             raise StoreNotReady(f"{path} has no {', '.join(missing)} table yet")
         self._data_version: int | None = None
+        self._read: dict[tuple, object] = {}  # reads of the store as of `_read_version` (see _once)
+        self._read_version: int | None = None
+
+    def _once(self, key: tuple, read: Callable[[], T]) -> T:
+        """`read()`, or its result from an earlier call with the same key while no other connection committed.
+
+        A monitor process's projects follow one store from (usually) the same cursor, so a new message
+        would otherwise be read once per project; PRAGMA data_version says whether the answer still holds.
+        """
+        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._read_version:
+            self._read, self._read_version = {}, version
+        if key not in self._read:
+            self._read[key] = read()
+        return self._read[key]  # type: ignore[return-value]
 
     def close(self) -> None:
         self.conn.close()
@@ -63,11 +82,12 @@ class StoreFollower:
         return self.conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM messages").fetchone()[0]
 
     def messages_after(self, rowid: int, limit: int) -> list[StoredMessage]:
-        return messages_after(self.conn, rowid, limit)
+        """Rows after `rowid` (shared by the projects that ask the same while the store is unchanged: read-only)."""
+        return self._once(("messages", rowid, limit), lambda: messages_after(self.conn, rowid, limit))
 
     def windows(self, since: str = "") -> list[Window]:
         """Disconnect windows that started at or after `since`, oldest first."""
-        return windows(self.conn, since)
+        return self._once(("windows", since), lambda: windows(self.conn, since))
 
     def late_messages(self, groups: frozenset[str], started_at: str, ended_at: str) -> int:
         """Messages of these groups posted in [started_at, ended_at] that reached the store late."""

@@ -1,324 +1,205 @@
-"""`wa-watchdog monitor --project NAME`: one project's drop monitor.
+"""`wa-watchdog monitor --project NAME [--project NAME ...]`: a monitor process for one or more projects.
 
-Follows the listening account's messages.db from the cursor in drops.db,
-records each drop once (cursor and drops in one transaction), hands new
-drops' acknowledgements to the feedback task, reports each backfilled
-disconnect window once, and heartbeats over sd_notify from its event loop.
+Each project is a `ProjectMonitor` (monitors/project.py); the process holds
+what they share: one drops store connection, one inotify instance, one
+follower and wake-up schedule per bridge store they listen to, the
+receipt followers of the sending accounts it owns (monitors/receipts.py),
+the lazily saved cursors, and one sd_notify heartbeat from its event loop.
+Why several projects in one process (`[monitors] projects_per_process`): at
+a hundred projects, a process each costs ~10 MB and a wake-up per process
+for every commit to a shared messages.db; a process of twenty costs one.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import signal
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from datetime import datetime, timezone
 from pathlib import Path
 
 from loguru import logger
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from bridge.integrity import CorruptStore, is_corrupt
-from bridge.schema import Window, bare_user, parse_ts
-from monitors.detect import DropPattern, submissions
 from monitors.drops_store import StoreUnavailable, open_drops_store
-from monitors.feedback import FeedbackSender, ack_for
 from monitors.follow import StoreFollower, StoreNotReady
-from monitors.receipts import ReceiptFollower
+from monitors.project import ProjectMonitor
+from monitors.receipts import ReceiptFollower, receipt_accounts
 from monitors.store_watch import StoreWakes
 from watchdog import logs
-from watchdog.config import Config, ProjectConfig
+from watchdog.config import Config, ProjectConfig, monitor_component
 from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.migrations import SchemaTooNew
 from watchdog.notify import Notifier, heartbeat_interval
 from watchdog.recovery_log import RecoveryLog
 from watchdog.waiting import wait_event
 
-BATCH = 1000  # messages per transaction when catching up
 STORE_WAIT_INTERVAL = 0.1  # how often to look for a messages.db that does not exist yet
-REPORTED_STATUSES = ("done", "unsupported", "failed")  # a window's backfill is over: report it
-STORE_RETRY_MAX = 5.0  # seconds between attempts to reach a drops store that is down (PostgreSQL)
+CURSOR_SAVE_INTERVAL = 5.0  # seconds between saves of cursors moved past messages without drops
+STATUS_MIN_INTERVAL = 0.5  # STATUS= at most this often: a status line costs queries per project
 
 
-def window_text(window: Window, late: int, drops: list[str]) -> str:
-    """`window 08:03:10-08:06:40 (bridge crash): 3 messages recovered, DR9996543 backfilled`."""
-    outcome = {"done": "", "unsupported": " backfill unsupported,", "failed": " backfill failed,"}[window.backfill_status]
-    found = f"{', '.join(drops)} backfilled" if drops else "no drops"
-    return (f"window {window.span} ({window.reason}):{outcome} {late} message{'s' if late != 1 else ''} recovered, "
-            f"{found}")
-
-
-class Monitor:
-    def __init__(self, config: Config, project: ProjectConfig) -> None:
+class MonitorProcess:
+    def __init__(self, config: Config, projects: list[ProjectConfig]) -> None:
         self.config = config
-        self.project = project
-        self.component = project.component
-        self.account = config.account(project.listen_account)
-        self.groups = frozenset(project.groups)
-        self.own_numbers = frozenset(bare_user(jid) for jid in config.own_jids)
-        self.pattern = DropPattern(project.pattern)
+        self.projects = projects
         self.drops = open_drops_store(config)
-        self.recovery_log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
+        self.wakes = StoreWakes()
         self.notifier = Notifier()
-        self.sender = FeedbackSender(config, project, self.drops)
-        self.wakes = StoreWakes()  # one inotify instance for both followers (the per-user limit is 128)
-        self.receipts = ReceiptFollower(self.drops, project.name, config.account(project.send_account), self.wakes)
-        self.cursor = 0
-        self.reported: set[int] = set()
-        self.positioned = False  # cursor and reported windows read from the drops store
-        self.store_error = ""  # why the drops store cannot be reached right now ("" = it can)
-        self.windows_since = ""
-        self.lag = 0.0
-        self.following = False
-        self._stop = asyncio.Event()
-        self._wake = asyncio.Event()  # the store may have changed (or we are stopping): look now
-        with suppress(StoreUnavailable):  # PostgreSQL down: run() waits for it
-            self._position()
+        self.stopping = asyncio.Event()
+        self._status_changed = asyncio.Event()
+        log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
+        self.monitors = [ProjectMonitor(config, project, self.drops, log, self.stopping, self._status_changed.set)
+                         for project in projects]
+        self._looks: list[asyncio.Event] = []  # one per followed store: set by inotify, or to stop
+        self.receipts = [ReceiptFollower(self.drops, account, self.wakes)
+                         for account in receipt_accounts(config, projects)]
+        self.watchdog_sec = min(project.watchdog_sec for project in projects)
 
-    def _position(self) -> None:
-        """Where this project stands: its cursor and the windows reported before (claimed and logged),
-        which are never read again."""
-        name, account = self.project.name, self.account.name
-        self.cursor = self.drops.cursor(name, account)
-        self.reported = self.drops.reported_window_ids(name, account) - set(self.drops.unfinished_reports(name, account))
-        self.positioned = True
-
-    # -- status and heartbeat --------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return ", ".join(project.name for project in self.projects)
 
     def status_line(self) -> str:
-        if self.store_error:
-            return (f"{self.project.name}: unhealthy: drops store unavailable, retrying (cursor {self.cursor}): "
-                    f"{self.store_error}")
-        if not self.following:
-            return f"{self.project.name}: waiting for {self.account.store}"
-        try:
-            pending = self.sender.pending()
-            count = self.drops.drop_count(self.project.name)
-        except StoreUnavailable as exc:
-            return f"{self.project.name}: unhealthy: drops store unavailable (cursor {self.cursor}): {exc}"
-        return (f"{self.project.name}: {count} drops, cursor {self.cursor}, "
-                f"lag {self.lag:.2f} s" + (f", {pending} feedback pending" if pending else ""))
+        return "; ".join(monitor.status_line() for monitor in self.monitors)
 
-    def _publish_status(self) -> None:
-        self.notifier.status(self.status_line())
+    def stop(self) -> None:
+        self.stopping.set()
+        for look in self._looks:
+            look.set()
 
-    async def _beat(self) -> None:
-        """WATCHDOG=1 and STATUS= from the event loop: a monitor stuck in a query stops beating."""
-        period = heartbeat_interval(self.project.watchdog_sec)
-        while True:
-            self.notifier.heartbeat()
-            self._publish_status()
-            await asyncio.sleep(period)
-
-    # -- following -------------------------------------------------------------------------------
-
-    async def _open_store(self) -> StoreFollower | None:
-        """Wait for the bridge's store to exist (the bridge may start after us); None if stopped first."""
+    async def _open_store(self, path: Path) -> StoreFollower | None:
+        """Wait for a bridge's store to exist (the bridge may start after us); None if stopped first."""
         told = False
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             try:
-                return StoreFollower(self.account.store)
+                return StoreFollower(path)
             except StoreNotReady as exc:
                 if not told:
                     logger.info("waiting for the store: {}", exc)
                     told = True
-            await self._sleep(STORE_WAIT_INTERVAL)
+            await wait_event(self.stopping, STORE_WAIT_INTERVAL)
         return None
 
-    async def catch_up(self, store: StoreFollower) -> None:
-        """Record everything after the cursor, then report windows whose backfill finished.
-
-        Windows are read before the messages: a window marked done was backfilled into the
-        store before that, so its messages are recorded by the time it is reported.
-        """
-        windows = [w for w in store.windows(self.windows_since) if w.id not in self.reported]
-        while True:
-            messages = store.messages_after(self.cursor, BATCH)
-            if not messages:
-                break
-            found = submissions(messages, self.pattern, self.groups, self.own_numbers, windows)
-            ack = (lambda sub: ack_for(self.project, sub)) if self.project.feedback.auto_ack else None
-            new = self.drops.record(self.project.name, self.account.name, messages[-1].rowid, found, ack)
-            self.cursor = messages[-1].rowid
-            self.lag = max(0.0, (datetime.now(timezone.utc) - parse_ts(messages[-1].timestamp)).total_seconds())
-            for drop in new:
-                logger.info("drop {} in {} from {}{}", drop.drop_number, drop.group_name or drop.group_jid,
-                            drop.submitted_by, " (backfilled)" if drop.backfilled else "")
-            if new and ack is not None:
-                self.sender.wake()
-            self._publish_status()
-            if len(messages) < BATCH:
-                break
-            await asyncio.sleep(0)  # a long catch-up still lets heartbeats and feedback run
-        self.report_windows(store, windows)
-
-    def report_windows(self, store: StoreFollower, windows: list[Window]) -> None:
-        """One recovery-log line per finished window; claimed in drops.db first so it is written once.
-
-        Reported windows are left out of later reads (`windows_since`): their drops are marked
-        already, and anything from their time that reaches the store later is offline or history.
-        A months-long run thus reads a handful of windows per change, not all of them.
-        """
-        unfinished = set(self.drops.unfinished_reports(self.project.name, self.account.name))
-        for window in windows:
-            if window.ended_at is None or window.backfill_status not in REPORTED_STATUSES:
-                continue
-            if window.id in unfinished and self._already_logged(window.id):
-                self.drops.window_reported(self.project.name, self.account.name, window.id)
-            else:
-                self._report(store, window)
-            self.reported.add(window.id)
-        unsettled = [w.started_at for w in windows if w.id not in self.reported]
-        self.windows_since = min(unsettled, default=max((w.started_at for w in windows), default=self.windows_since))
-
-    def _report(self, store: StoreFollower, window: Window) -> None:
-        assert window.ended_at is not None
-        drops = self.drops.claim_window(self.project.name, self.account.name, window.id, window.started_at,
-                                        window.ended_at)
-        late = store.late_messages(self.groups, window.started_at, window.ended_at)
-        text = window_text(window, late, drops)
-        logger.info("backfill {}", text)
-        self.recovery_log.append(self.component, "backfill", cause=window.reason, message=text,
-                                 window_id=window.id, account=self.account.name, recovered=late, drops=drops)
-        self.drops.window_reported(self.project.name, self.account.name, window.id)
-
-    def _already_logged(self, window_id: int) -> bool:
-        """After a crash between claiming and reporting: did the line make it into the log?"""
-        return any(r.get("component") == self.component and r.get("event") == "backfill"
-                   and r.get("window_id") == window_id and r.get("account") == self.account.name
-                   for r in self.recovery_log.read())
-
-    async def _sleep(self, seconds: float) -> None:
-        await wait_event(self._stop, seconds)
-
-    def _store_down(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        if not self.store_error:
-            logger.error("monitor {}: drops store unavailable, nothing acknowledged past rowid {}; retrying: {}",
-                         self.project.name, self.cursor, exc)
-        self.store_error = str(exc)
-        self._publish_status()
-
-    async def with_store(self, action: Callable[[], Awaitable[None]]) -> None:
-        """Run `action` until the drops store lets it finish: backoff with jitter while it is down.
-
-        Nothing moved past the cursor in a failed attempt (its transaction did not commit, or the
-        commit's answer was lost and the retry finds every row already there). Gives up only on stop.
-        """
-        retrying = AsyncRetrying(retry=retry_if_exception_type(StoreUnavailable), reraise=True,
-                                 wait=wait_exponential_jitter(multiplier=0.1, max=STORE_RETRY_MAX, jitter=0.1),
-                                 stop=lambda _: self._stop.is_set(), before_sleep=self._store_down, sleep=self._sleep)
-        async for attempt in retrying:
-            with attempt:
-                await action()
-        if self.store_error:
-            logger.info("monitor {}: drops store reachable again ({}), cursor {}", self.project.name,
-                        self.drops.description, self.cursor)
-            self.store_error = ""
-            self._publish_status()
-
-    async def _reposition(self) -> None:
-        self._position()
-
-    async def follow(self, store: StoreFollower) -> None:
-        """Catch up whenever the store changes: woken by inotify, and a full look every SAFETY_INTERVAL.
+    async def _follow(self, store: StoreFollower, monitors: list[ProjectMonitor]) -> None:
+        """Catch the projects of one store up whenever it changes: woken by inotify, and a full look every
+        SAFETY_INTERVAL. One follower and one schedule for all of them: a commit costs the process one
+        data_version read, and each project a read only when there are rows past its cursor.
 
         inotify reports the WAL write, and SQLite publishes the commit in the -shm index just after it:
-        a wake that finds data_version unchanged looks again SETTLE_DELAYS later. A commit without new messages
-        (the bridge's `alive_at` every second, a window update) costs one MAX(rowid); windows are read
-        with the next messages or at the next full look.
+        a wake that finds data_version unchanged looks again SETTLE_DELAYS later. A commit without new
+        messages (a window's update) costs one MAX(rowid); windows are read with the next messages or at
+        the next full look.
         """
-        schedule = self.wakes.subscribe(store.path, self._wake)
-        unread = False  # commits not read in full yet (the bridge's heartbeat, a window's update)
+        look = asyncio.Event()
+        self._looks.append(look)
+        schedule = self.wakes.subscribe(store.path, look)
+        unread = False  # commits not read in full yet (a window's update, a receipt)
         full = True
         try:
-            while not self._stop.is_set():
+            while not self.stopping.is_set():
                 if store.changed():
                     unread = True
-                if unread and (full or store.newest_rowid() > self.cursor):
-                    await self.with_store(lambda: self.catch_up(store))
-                    unread = False
-                    # Only new messages end the settle looks: a visible commit can be an earlier one (a receipt,
-                    # the heartbeat) while the message that woke us is still being fsynced.
-                    schedule.committed()
+                if unread:
+                    newest = store.newest_rowid()
+                    due = [monitor for monitor in monitors if full or newest > monitor.cursor]
+                    for monitor in due:
+                        await monitor.with_store(functools.partial(monitor.catch_up, store))
+                    if due:
+                        unread = False
+                        # Only new messages end the settle looks: a visible commit can be an earlier one (a
+                        # receipt) while the message that woke us is still being fsynced.
+                        schedule.committed()
                 full = await schedule.next_look()
         finally:
             schedule.close()
 
-    # -- life cycle ------------------------------------------------------------------------------
+    async def _beat(self) -> None:
+        """WATCHDOG=1 and STATUS= from the event loop: a process stuck in a query stops beating."""
+        period = heartbeat_interval(self.watchdog_sec)
+        while True:
+            self.notifier.heartbeat()
+            self.notifier.status(self.status_line())
+            self._status_changed.clear()
+            await asyncio.sleep(min(STATUS_MIN_INTERVAL, period))  # a change is published at once, but not more
+            await wait_event(self._status_changed, max(0.0, period - STATUS_MIN_INTERVAL))  # often than this
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+    def save_cursors(self) -> None:
+        """Write the cursors that moved past messages without drops, in one transaction (raises StoreUnavailable)."""
+        moved = [(monitor, cursor) for monitor in self.monitors if (cursor := monitor.unsaved_cursor()) is not None]
+        self.drops.save_cursors([cursor for _, cursor in moved])
+        for monitor, (_, _, rowid) in moved:
+            monitor.cursor_saved(rowid)
+
+    async def _save_cursors(self) -> None:
+        while not await wait_event(self.stopping, CURSOR_SAVE_INTERVAL):
+            with suppress(StoreUnavailable):  # a monitor's own retry reports the outage; saved next time
+                self.save_cursors()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        beat = asyncio.create_task(self._beat())
-        tasks = {beat}
+        tasks = {asyncio.create_task(self._beat())}
         exit_code = EXIT_OK
-        store = None
+        stores: dict[Path, StoreFollower] = {}
         try:
-            if not self.positioned:
-                await self.with_store(self._reposition)
-            store = await self._open_store()
-            if store is not None:
-                if store.newest_rowid() < self.cursor:  # rowids only grow: this is a new store file
-                    logger.warning("{} ends at rowid {}, before the cursor {}: a new store, followed from its start "
-                                   "(drops already recorded are not recorded again)", self.account.store,
-                                   store.newest_rowid(), self.cursor)
-                    self.cursor = 0
-                self.following = True
-                logger.info("monitor {} following {} from rowid {} (groups {})", self.project.name,
-                            self.account.store, self.cursor, ", ".join(sorted(self.groups)))
-                await self.with_store(lambda: self.catch_up(store))
+            for path in dict.fromkeys(monitor.account.store for monitor in self.monitors):
+                if (store := await self._open_store(path)) is not None:
+                    stores[path] = store
+            if not self.stopping.is_set():
+                await asyncio.gather(*(monitor.start(stores[monitor.account.store]) for monitor in self.monitors))
                 self.notifier.ready(self.status_line())
-                tasks |= {asyncio.create_task(self.sender.run()), asyncio.create_task(self.follow(store)),
-                          asyncio.create_task(self.receipts.run())}
+                tasks |= {asyncio.create_task(self._follow(store, [m for m in self.monitors if m.account.store == path]))
+                          for path, store in stores.items()}
+                tasks |= {asyncio.create_task(monitor.sender.run()) for monitor in self.monitors}
+                tasks |= {asyncio.create_task(follower.run()) for follower in self.receipts}
+                tasks.add(asyncio.create_task(self._save_cursors()))
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    task.result()  # follow returns when stopped; anything else ending early is an error
+                    task.result()  # following returns when stopped; anything else ending early is an error
         except sqlite3.Error as exc:
             if is_corrupt(exc):  # never keep serving on a damaged file: exit 2, restore it (docs/OPERATIONS.md)
-                logger.error("monitor {}: {}", self.project.name, CorruptStore(Path(str(self.drops.description)),
-                                                                              str(exc)))
+                logger.error("monitor {}: {}", self.name, CorruptStore(Path(str(self.drops.description)), str(exc)))
                 exit_code = EXIT_CONFIG
             else:
-                logger.error("monitor {} stopped on a database error: {}", self.project.name, exc)
+                logger.error("monitor {} stopped on a database error: {}", self.name, exc)
                 exit_code = EXIT_ERROR
         except SchemaTooNew as exc:
-            logger.error("monitor {}: {}", self.project.name, exc)
+            logger.error("monitor {}: {}", self.name, exc)
             exit_code = EXIT_CONFIG
         except StoreUnavailable:
             pass  # stopped while the drops store was down: nothing to finish
-        started = time.monotonic()
+        begun = time.monotonic()
         self.notifier.stopping()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if store is not None:
+        with suppress(StoreUnavailable, sqlite3.Error):  # else read again after the restart: nothing lost
+            self.save_cursors()
+        for store in stores.values():
             store.close()
         self.drops.close()
-        logger.info("monitor {} stopped in {:.0f} ms", self.project.name, (time.monotonic() - started) * 1000)
+        logger.info("monitor {} stopped in {:.0f} ms", self.name, (time.monotonic() - begun) * 1000)
         return exit_code
 
 
 def cmd_monitor(config: Config, args: argparse.Namespace) -> int:
-    project = config.project(args.project)
-    logs.setup(project.component)
-    if not project.enabled:
-        logger.error("project {} is disabled in {} (enabled = false)", project.name, config.path)
+    projects = [config.project(name) for name in dict.fromkeys(args.project)]
+    logs.setup(monitor_component(projects))
+    disabled = [project.name for project in projects if not project.enabled]
+    if disabled:
+        logger.error("project {} is disabled in {} (enabled = false)", ", ".join(disabled), config.path)
         return EXIT_CONFIG
     try:
-        monitor = Monitor(config, project)
+        process = MonitorProcess(config, projects)
     except (SchemaTooNew, CorruptStore) as exc:
-        logger.error("monitor {}: {}", project.name, exc)
-        Notifier().status(f"{project.name}: {exc}")  # the watchdog's `failed` alert names it
+        logger.error("monitor {}: {}", ", ".join(p.name for p in projects), exc)
+        Notifier().status(f"{projects[0].name}: {exc}")  # the watchdog's `failed` alert names it
         return EXIT_CONFIG
     except sqlite3.Error as exc:
-        logger.error("monitor {}: cannot open the drops store: {}", project.name, exc)
+        logger.error("monitor {}: cannot open the drops store: {}", ", ".join(p.name for p in projects), exc)
         return EXIT_CONFIG if is_corrupt(exc) else EXIT_ERROR
-    return asyncio.run(monitor.run())
+    return asyncio.run(process.run())

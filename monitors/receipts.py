@@ -1,12 +1,18 @@
 """Carrying WhatsApp's receipts to the feedback rows: the sending account's `receipts` table, followed by id.
 
 The bridge that sent a project's feedback (its `send_account`) stores every
-server ack, delivery and read receipt in its messages.db. This follower reads
-them read-only (woken by the monitor's inotify instance, as it follows its messages) from a
-cursor kept in the drops store and hands each to `DropsDB.record_receipt`,
-which stamps the feedback (server_at, delivered_at,
-read_at: the first one stands) and writes the feedback.delivered /
-feedback.read event in the same transaction.
+server ack, delivery and read receipt in its messages.db. One follower per
+sending account reads them read-only (woken by its monitor process's inotify
+instance) from a cursor kept in the drops store, and hands each look's batch to
+`DropsDB.record_receipts`: one read to find which are feedback, one
+transaction stamping those (server_at, delivered_at, read_at: the first one
+stands) with their feedback.delivered / feedback.read events.
+
+One per account, not one per project: a number's receipts are the same for
+every project that sends with it, and matching is by message id. So the
+monitor process holding the account's first sending project follows them
+(`receipt_accounts`); N followers of one store would cost every receipt N
+reads and, on PostgreSQL, N round trips on the drop path's event loops.
 
 A receipt can be stored before the feedback row knows its message: WhatsApp
 delivers in milliseconds, while the monitor records the bridge's answer (the
@@ -30,41 +36,43 @@ from bridge.store import StoredReceipt, parse_ts, receipts_after
 from monitors.drops_store import DropsDB, StoreUnavailable
 from monitors.follow import StoreFollower, StoreNotReady
 from monitors.store_watch import StoreWakes, WakeSchedule
-from watchdog.config import AccountConfig
+from watchdog.config import AccountConfig, Config, ProjectConfig
 
 BATCH = 1000
 WAIT_INTERVAL = 0.5  # how often to look for a store (or a receipts table) that is not there yet
 GRACE = 15.0  # seconds a receipt may precede the recorded answer naming its message (the bridge answers in ms)
-RETRY_INTERVAL = 1.0  # how often receipts that matched nothing yet are tried again: every other project's
-# receipts never match here, and each try is a write to the shared drops store
+RETRY_INTERVAL = 1.0  # how often receipts that matched nothing yet are tried again (one read for all of them)
+
+
+def receipt_accounts(config: Config, projects: list[ProjectConfig]) -> list[AccountConfig]:
+    """The sending accounts whose receipts a monitor process of `projects` follows (Config.first_senders)."""
+    held = {project.name for project in projects}
+    return [config.account(account) for account, project in config.first_senders().items() if project in held]
 
 
 class ReceiptFollower:
-    def __init__(self, drops: DropsDB, project: str, account: AccountConfig, wakes: StoreWakes) -> None:
+    def __init__(self, drops: DropsDB, account: AccountConfig, wakes: StoreWakes) -> None:
         self.drops = drops
         self.account = account
-        self.wakes = wakes  # the monitor's: one inotify instance for the process
-        self.key = f"receipts:{project}:{account.name}"
+        self.wakes = wakes  # the monitor process's: one inotify instance for the process
+        self.key = f"receipts:{account.name}"
         self.cursor: int | None = None  # the last receipt read; from the drops store on the first catch-up
         self.waiting: list[StoredReceipt] = []  # matched no feedback yet, still within GRACE (oldest first)
         self.stamped = 0  # feedback rows changed by a receipt since start
         self._retried = 0.0
         self._saved: int | None = None  # the position last written to the drops store
 
-    def _record(self, receipt: StoredReceipt) -> bool:
-        if self.drops.record_receipt(receipt.message_id, receipt.kind, receipt.at, receipt.recipient_jid):
-            self.stamped += 1
-            return True
-        return False
-
-    @staticmethod
-    def _young(receipt: StoredReceipt) -> bool:
-        return (datetime.now(timezone.utc) - parse_ts(receipt.at)).total_seconds() < GRACE
+    def _record(self, receipts: list[StoredReceipt]) -> list[StoredReceipt]:
+        """Stamp a batch; returns the receipts of messages not known as feedback yet that are still young."""
+        known, changed = self.drops.record_receipts(receipts)
+        self.stamped += changed
+        now = datetime.now(timezone.utc)
+        return [r for r in receipts if r.message_id not in known and (now - parse_ts(r.at)).total_seconds() < GRACE]
 
     def retry_waiting(self) -> None:
         """Try the receipts that matched nothing yet again; drop the ones that matched or aged out."""
         self._retried = time.monotonic()
-        self.waiting = [r for r in self.waiting if not self._record(r) and self._young(r)]
+        self.waiting = self._record(self.waiting)
         self._save()
 
     def catch_up(self, store: StoreFollower) -> None:
@@ -76,7 +84,7 @@ class ReceiptFollower:
         if self.cursor is None:
             self.cursor = int(self.drops.get_state(self.key) or 0)
         while batch := receipts_after(store.conn, self.cursor, BATCH):
-            self.waiting += [r for r in batch if not self._record(r) and self._young(r)]
+            self.waiting += self._record(batch)
             self.cursor = batch[-1].rowid
             self._save()
             if len(batch) < BATCH:

@@ -1,4 +1,4 @@
-"""The built-in programs, generated from the config: the simulator, one bridge per account, one monitor per project.
+"""The built-in programs, generated from the config: the simulator, one bridge per account, the monitor processes.
 
 They are ordinary `Program`s: the supervision core treats them exactly like a
 `[[programs]]` entry. What only the bridge needs (the classification of its
@@ -14,7 +14,7 @@ import hashlib
 import sys
 from dataclasses import replace
 
-from watchdog.config import Config
+from watchdog.config import Config, monitor_component
 from watchdog.programs import OWN_NO_RESTART_EXITS, Check, Program
 
 BRIDGE_HOOKS = "bridge.supervision:hooks"
@@ -30,7 +30,8 @@ def _argv(config: Config, *args: str) -> tuple[str, ...]:
 
 
 def builtin_programs(config: Config) -> list[Program]:
-    """sim (when configured and enabled), one bridge per account, one monitor per enabled project, drops-api."""
+    """sim (when configured and enabled), one bridge per account, the monitor processes of the enabled projects
+    (`[monitors] projects_per_process` to a process), drops-api."""
     logs = (config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
     found = []
     sim_name = []
@@ -55,17 +56,19 @@ def builtin_programs(config: Config) -> list[Program]:
             pidfile=account.session_dir / "session.lock", signature=(("bridge",), ("--account", account.name)),
             fingerprint=_fingerprint(replace(account, follow_groups=[]), logs)))
     own_jids = sorted(config.own_jids)
-    for project in config.projects:
-        if not project.enabled:
-            continue
-        accounts = [config.accounts[name] for name in dict.fromkeys((project.listen_account, project.send_account))]
+    for projects in config.monitor_groups():
+        names = [project.name for project in projects]
+        accounts = [config.accounts[name] for p in projects for name in dict.fromkeys((p.listen_account, p.send_account))]
+        accounts = list({account.name: account for account in accounts}.values())
         reads = [replace(a, follow_groups=[]) for a in accounts]  # another project's groups are not its business
+        receipts = sorted(a for a, p in config.first_senders().items() if p in names)  # whose receipts it follows
         found.append(Program(
-            project.component, _argv(config, "monitor", "--project", project.name),
-            after=tuple(a.component for a in accounts), ready=Check("notify"), watchdog_sec=project.watchdog_sec,
-            rss_limit_mb=project.rss_limit_mb, no_restart_exit_codes=OWN_NO_RESTART_EXITS,
-            signature=(("monitor",), ("--project", project.name)), group="monitor",
-            fingerprint=_fingerprint(project, reads, own_jids, logs)))
+            monitor_component(projects), _argv(config, "monitor", *(w for n in names for w in ("--project", n))),
+            after=tuple(a.component for a in accounts), ready=Check("notify"),
+            watchdog_sec=min(p.watchdog_sec for p in projects), rss_limit_mb=max(p.rss_limit_mb for p in projects),
+            no_restart_exit_codes=OWN_NO_RESTART_EXITS,
+            signature=(("monitor",), *(("--project", n) for n in names)), group="monitor",
+            fingerprint=_fingerprint(projects, reads, own_jids, receipts, logs)))
     if config.drops_api.enabled:  # the drops domain's API and webhook deliverer (monitors/api), READY=1 like a monitor
         found.append(Program(
             "drops-api", _argv(config, "drops-api"), ready=Check("notify"), watchdog_sec=config.drops_api.watchdog_sec,

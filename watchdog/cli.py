@@ -6,6 +6,7 @@ pay for the watchdog's imports and vice versa.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
@@ -23,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("watchdog.arbiter", "cmd_run", "supervise the whole system (what systemd starts)"),
     "sim": ("bridge.simulator.server", "cmd_sim", "run the simulated WhatsApp service"),
     "bridge": ("bridge.main", "cmd_bridge", "run the bridge of one account"),
-    "monitor": ("monitors.main", "cmd_monitor", "run the drop monitor of one project"),
+    "monitor": ("monitors.main", "cmd_monitor", "run the drop monitor of one or more projects"),
     "status": ("watchdog.control_client", "cmd_status", "show every component of the running watchdog"),
     "restart": ("watchdog.control_client", "cmd_restart", "restart one component"),
     "reload": ("watchdog.control_client", "cmd_reload", "make the running watchdog read its config again"),
@@ -62,7 +63,8 @@ def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     if name == "pair":
         parser.add_argument("--phone", help="phone number for a pairing code (else a QR code)")
     if name == "monitor":
-        parser.add_argument("--project", required=True, help="project name from [[projects]]")
+        parser.add_argument("--project", required=True, action="append",
+                            help="project name from [[projects]] (repeat it: one process for several projects)")
     if name in ("status", "recoveries", "drops"):
         parser.add_argument("--json", action="store_true", help="machine-readable output")
     if name == "restart":
@@ -91,7 +93,9 @@ def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--message", required=True, help="feedback text, e.g. 'needs correction'")
 
 
+@functools.cache
 def build_parser() -> argparse.ArgumentParser:
+    """Built once per process (~10 ms: 16 sub-parsers); the fork template builds it for its children."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=DEFAULT_CONFIG,
                         help=f"config file (default: $WA_WATCHDOG_CONFIG or {DEFAULT_CONFIG})")

@@ -21,8 +21,8 @@ from watchdog.config_model import (ALERT_RULES, DB_SCHEMA_NAME, DEFAULT_DROP_PAT
                                    MIN_HEARTBEAT, MIN_LOG_BYTES, MIN_RSS_LIMIT_MB, MIN_TRAFFIC_INTERVAL, NAME,
                                    ORIGIN, PHONE, WEBHOOK_EVENTS, WEBHOOK_NAME, AccountConfig, AlertConfig, Config,
                                    ConfigError, DatabaseConfig, DropsApiConfig, FeedbackConfig, MediaLimitsConfig,
-                                   ProbeConfig, ProjectConfig, SimConfig, SimGroupConfig, TrafficConfig,
-                                   WatchdogConfig, WebhookConfig)
+                                   MonitorsConfig, ProbeConfig, ProjectConfig, SimConfig, SimGroupConfig,
+                                   TrafficConfig, WatchdogConfig, WebhookConfig, monitor_component)
 from watchdog.config_tables import _kind
 
 
@@ -74,7 +74,7 @@ class _Loader(ConfigChecks):
 
     def build(self, raw: dict, data_dir_override: Path | None) -> Config:
         known = {"data_dir", "watchdog", "sim", "accounts", "projects", "alerts", "database", "programs", "drops_api",
-                 "webhooks"}
+                 "webhooks", "monitors"}
         for key in raw:
             if key not in known:
                 raise self.error(key, "unknown key")
@@ -115,6 +115,9 @@ class _Loader(ConfigChecks):
         drops_api = self.table(DropsApiConfig, raw.get("drops_api", {}), "drops_api")
         webhooks = self.webhooks(raw.get("webhooks", []), drops_api)
         self.check_ports(watchdog, sim, accounts, drops_api)
+        monitors = self.table(MonitorsConfig, raw.get("monitors", {}), "monitors")
+        if monitors.projects_per_process < 1:
+            raise self.error("monitors.projects_per_process", f"must be 1 or more, got {monitors.projects_per_process}")
         config = Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts, database=database,
-                        drops_api=drops_api, webhooks=webhooks)
+                        drops_api=drops_api, webhooks=webhooks, monitors=monitors)
         return self.check_programs(config, raw.get("programs", []))

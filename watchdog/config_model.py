@@ -148,6 +148,18 @@ class ProjectConfig:
         return f"monitor:{self.name}"
 
 
+def monitor_component(projects: list[ProjectConfig]) -> str:
+    """The program name of a monitor process: `monitor:lawley`, or `monitor:lawley..mohadin` for several."""
+    return projects[0].component if len(projects) == 1 else f"{projects[0].component}..{projects[-1].name}"
+
+
+@dataclass(frozen=True)
+class MonitorsConfig:
+    """How projects share monitor processes: at scale a process each costs memory and wake-ups (monitors/main.py)."""
+
+    projects_per_process: int = 1  # enabled projects, in config order, this many to a process
+
+
 @dataclass(frozen=True)
 class AlertConfig:
     url: str
@@ -244,6 +256,7 @@ class Config:
     programs: list[Program] = field(default_factory=list)  # [[programs]]; built-ins: watchdog.builtins
     drops_api: DropsApiConfig = field(default_factory=DropsApiConfig)
     webhooks: list[WebhookConfig] = field(default_factory=list)
+    monitors: MonitorsConfig = field(default_factory=MonitorsConfig)
 
     def account(self, name: str) -> AccountConfig:
         try:
@@ -257,6 +270,21 @@ class Config:
                 return project
         known = ", ".join(p.name for p in self.projects)
         raise ConfigError(f"{self.path}: no project named {name!r} (known: {known})")
+
+    def monitor_groups(self) -> list[list[ProjectConfig]]:
+        """The enabled projects as the monitor processes hold them."""
+        enabled = [project for project in self.projects if project.enabled]
+        size = self.monitors.projects_per_process
+        return [enabled[i:i + size] for i in range(0, len(enabled), size)]
+
+    def first_senders(self) -> dict[str, str]:
+        """Sending account -> its first enabled sending project (config order): the monitor process holding
+        that project follows the account's receipts, so each account has one follower (monitors/receipts.py)."""
+        first: dict[str, str] = {}
+        for project in self.projects:
+            if project.enabled:
+                first.setdefault(project.send_account, project.name)
+        return first
 
     @property
     def own_jids(self) -> set[str]:

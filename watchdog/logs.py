@@ -13,21 +13,39 @@ can be sorted by time.
 """
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
 
-from loguru import logger
+from loguru import _better_exceptions, logger
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # cut to milliseconds
 LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) (\S+)\[(\d+)\] ")
 
 
-# The writer's name comes from loguru's `extra`, so renaming costs nothing: adding a handler costs loguru
-# ~7 ms (its exception formatter asks sysconfig for the paths of every install scheme), and a standby
-# renames itself on the path of a takeover, between the session lock and its first health answer.
+def _library_dirs_once() -> None:
+    """loguru looks up the interpreter's library directories (dozens of sysconfig expansions, ~10 ms) in every
+    `logger.add()`. They cannot change within a process, and every child forked from the template would pay
+    them again on each start: computed once. (A private loguru name; left alone if a release renames it.)"""
+    formatter = getattr(_better_exceptions, "ExceptionFormatter", None)
+    lookup = getattr(formatter, "_get_lib_dirs", None)
+    if formatter is not None and callable(lookup) and not hasattr(lookup, "cache_info"):
+        formatter._get_lib_dirs = staticmethod(functools.cache(lookup))
+
+
+_library_dirs_once()
+
+
+def preload() -> None:
+    """What the fork template computes once for its children (watchdog/template.py)."""
+    _better_exceptions.ExceptionFormatter._get_lib_dirs()
+
+
+# The writer's name comes from loguru's `extra`: a standby renames itself on the path of its takeover
+# (between the session lock and its first health answer), and a rename adds no handler.
 LOGURU_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} {extra[component]}[{process}] {level: <7} {message}"
 
 

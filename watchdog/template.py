@@ -93,6 +93,9 @@ def exec_reason(argv: Sequence[str]) -> str:
 def preload() -> None:
     for name in PRELOAD:
         importlib.import_module(name)
+    from watchdog import cli, logs
+    cli.build_parser()  # cached: a forked child parses its argv with it instead of building 16 sub-parsers
+    logs.preload()
     gc.collect()
     gc.freeze()  # imported objects move out of the collector's reach: it will not touch (copy) their pages
 

@@ -67,7 +67,8 @@ class SqliteBackend:
         _enable_wal(self.conn)
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.conn.execute("PRAGMA foreign_keys = ON")
-        migrate(target, migrations(SQLITE))
+        if found < latest(migrations(SQLITE)):  # up to date (every start but the first): no write lock taken
+            migrate(target, migrations(SQLITE))
         self.conn.execute(f"PRAGMA busy_timeout = {int(WRITE_BUSY_TIMEOUT * 1000)}")  # after the migrations
 
     @contextmanager

@@ -1,7 +1,8 @@
 """How truthful are the recorded outage windows? kill -9 the bridge (warm standby, then cold restarts) and
 disconnect it from the simulator, N times each, under `wa-watchdog run`; compare each recorded window with
 the real outage: start vs the kill / the cut, recorded downtime vs kill -> reconnected. Beside it, the error
-the heartbeat alone would give (the crash window's start before issue 10: the last `alive_at`).
+the heartbeat alone would give (the crash window's start before issue 10: the last heartbeat, now
+`accounts/main/session/bridge.alive`).
 
 `scripts/bench windows [-- --rounds N]`.
 """
@@ -16,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bridge.alive import read_alive
 from bridge.schema import parse_ts
 from scripts.benchmarks.system_run import RunningSystem, config_text, wait_for
 
@@ -47,8 +49,8 @@ def _connected_after(system: RunningSystem, moment: float) -> float:
 
 
 def _alive_at(system: RunningSystem) -> float:
-    with _store(system) as conn:
-        return _ts(conn.execute("SELECT value FROM bridge_state WHERE key = 'alive_at'").fetchone()[0])
+    path = system.data_dir / "accounts/main/session/bridge.alive"
+    return _ts(wait_for(lambda: read_alive(path), 5, "a readable heartbeat").at)  # its writer is alive: retry
 
 
 def _ready(system: RunningSystem, standby: bool) -> dict:

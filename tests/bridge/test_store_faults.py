@@ -35,6 +35,14 @@ def test_a_store_locked_by_sqlite3_is_named_in_health_and_ingest_resumes_when_re
         holder.stdin.write("BEGIN EXCLUSIVE;\nSELECT 'locked';\n")
         holder.stdin.flush()
         assert holder.stdout.readline().strip() == "locked"
+        # seen while idle too (the bridge's probe takes and drops the write lock, writing nothing), and its end
+        wait_until(lambda: health(url).get("state") == "store_error", timeout=10, message="store_error while idle")
+        holder.stdin.write("COMMIT;\n")
+        holder.stdin.flush()
+        wait_until(lambda: health(url).get("state") == "connected", timeout=10, message="healthy again while idle")
+        holder.stdin.write("BEGIN EXCLUSIVE;\nSELECT 'locked';\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "locked"
         message = inject(sim_url, "DR1000001 while locked", GROUP_A)
         # health keeps answering (2 s client timeout: a busy wait on the loop would miss it) and names the lock
         body = wait_until(lambda: (h := health(url)).get("state") == "store_error"
@@ -116,6 +124,8 @@ def test_a_full_disk_keeps_the_bridge_serving_health_unacknowledged_and_it_resum
         url = wait_until(lambda: bridge_url(data_dir, bridge), timeout=15, message="the bridge's API")
         wait_until(lambda: health(url).get("state") == "connected", timeout=15, message="connected")
         filler = disk.fill()
+        # seen while idle too: with the disk nearly full every tick probes with a write
+        wait_until(lambda: health(url).get("state") == "store_error", timeout=30, message="store_error while idle")
         first = inject(sim_url, "DR1000002 on a full disk", GROUP_A)
         wait_until(lambda: health(url).get("state") == "store_error", timeout=10, message="store_error")
         assert "full" in health(url)["reason"] and queue_depth(sim_url) == 1

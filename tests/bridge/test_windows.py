@@ -7,12 +7,16 @@ simulator never takes (no history capability, connection lost mid-backfill).
 from __future__ import annotations
 
 import asyncio
+import os
+import sqlite3
+import stat
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from loguru import logger
 
+from bridge.alive import AliveFile, read_alive
 from bridge.store import Store, format_ts, now_ts, parse_ts
 from bridge.transport import (Capabilities, Handler, IncomingMessage, MediaInfo, NotConnected, OutgoingMessage,
                               SendResult, Transport)
@@ -61,7 +65,8 @@ def store(tmp_path: Path) -> Store:
 
 def make(store: Store, tmp_path: Path, transport: Transport) -> tuple[Windows, RecoveryLog]:
     log = RecoveryLog(tmp_path / "recoveries.jsonl")
-    return Windows(store, log, "bridge:main", transport, [GROUP_A, GROUP_B]), log
+    return Windows(store, AliveFile(tmp_path / "session/bridge.alive"), log, "bridge:main", transport,
+                   [GROUP_A, GROUP_B]), log
 
 
 def test_a_crash_opens_a_window_at_the_last_heartbeat(store: Store, tmp_path: Path) -> None:
@@ -69,12 +74,66 @@ def test_a_crash_opens_a_window_at_the_last_heartbeat(store: Store, tmp_path: Pa
     windows.on_start()  # first start ever: nothing to recover
     assert store.open_window() is None
     windows.heartbeat()
-    alive_at = store.get_state("alive_at")
+    pid, _, alive_at = read_alive(tmp_path / "session/bridge.alive")
+    assert pid == os.getpid() and alive_at > store.get_state("alive_at")  # the file is the later heartbeat
     windows.on_start()  # the previous run never stopped cleanly
     assert (store.open_window().started_at, store.open_window().reason) == (alive_at, "bridge crash")
     windows.on_caught_up(now_ts())
     assert [r["event"] for r in log.read()] == ["disconnect", "reconnect"]
     assert "bridge crash" in list(log.read())[1]["message"]
+
+
+def test_the_heartbeat_writes_nothing_to_the_store_and_its_file_is_private(store: Store, tmp_path: Path) -> None:
+    windows, _ = make(store, tmp_path, FixedHistory([]))
+    windows.on_start()
+    reader = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)
+    version = reader.execute("PRAGMA data_version").fetchone()[0]
+    before = read_alive(tmp_path / "session/bridge.alive")
+    windows.heartbeat()
+    store.probe_lock()
+    assert read_alive(tmp_path / "session/bridge.alive").at > before.at
+    assert reader.execute("PRAGMA data_version").fetchone()[0] == version  # no commit: no follower woken
+    windows.record_alive()  # the slow write probe
+    assert reader.execute("PRAGMA data_version").fetchone()[0] != version
+    assert stat.S_IMODE((tmp_path / "session/bridge.alive").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "session").stat().st_mode) == 0o700
+    reader.close()
+
+
+def test_without_a_heartbeat_file_the_window_starts_at_the_stores_alive_at(store: Store, tmp_path: Path) -> None:
+    """An upgrade from a release that heartbeat in bridge_state, or a record a power cut left unreadable."""
+    windows, _ = make(store, tmp_path, FixedHistory([]))
+    store.set_state(clean_stop="0", alive_at="2026-01-02 03:04:05.000000+00:00", alive_pid="4242")
+    windows.on_start(died=(4242, "2026-01-02 03:04:05.400000+00:00"))  # that pid's exit, seen by the watchdog
+    assert store.open_window().started_at == "2026-01-02 03:04:05.400000+00:00"
+    windows.on_stop()
+    windows.on_start()
+    (tmp_path / "session/bridge.alive").write_bytes(b"\0" * 44)  # what a power cut can leave
+    store.set_state(clean_stop="0", alive_at="2026-02-03 04:05:06.000000+00:00", alive_pid="1")
+    store.end_window(now_ts())
+    windows.on_start(died=(4242, "2026-02-03 04:05:07.000000+00:00"))  # another pid's exit says nothing
+    assert store.open_window().started_at == "2026-02-03 04:05:06.000000+00:00"
+
+
+def test_a_store_put_back_from_a_backup_is_dated_by_its_own_alive_at_not_the_newer_file(tmp_path: Path) -> None:
+    """The file says when the process died; a restored store lacks what came after the backup: backfill that."""
+    live = Store(tmp_path / "messages.db")
+    windows, _ = make(live, tmp_path, FixedHistory([]))
+    windows.on_start()
+    backup_alive_at = live.get_state("alive_at")
+    with sqlite3.connect(tmp_path / "backup.db") as backup:
+        live.conn.backup(backup)
+    live.add_messages([message(1, datetime.now(timezone.utc))])  # after the backup
+    windows.heartbeat()
+    assert read_alive(tmp_path / "session/bridge.alive").messages == 1
+    live.close()
+    for name in ("messages.db-wal", "messages.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    (tmp_path / "backup.db").replace(tmp_path / "messages.db")  # the corrupt-store procedure, docs/OPERATIONS.md
+    restored = Store(tmp_path / "messages.db")
+    make(restored, tmp_path, FixedHistory([]))[0].on_start()
+    assert restored.open_window().started_at == backup_alive_at
+    restored.close()
 
 
 def test_a_clean_stop_is_no_crash(store: Store, tmp_path: Path) -> None:

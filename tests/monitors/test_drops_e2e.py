@@ -64,5 +64,7 @@ def test_drops_from_several_contractors_and_groups_are_recorded_and_acknowledged
                message="every drop's feedback recorded as sent")
     assert system.query("drops", "SELECT d.project, e.submitted_by FROM drop_events e JOIN drops d ON d.id = e.drop_id "
                                  "WHERE e.kind = 'resubmitted'") == [("p1", C3)]
-    monitor = next(c for c in system.status() if c["name"] == "monitor:p1")
-    assert monitor["healthy"] and monitor["status_text"].startswith("p1: 4 drops, cursor ")
+    status = lambda: next(c for c in system.status() if c["name"] == "monitor:p1")  # noqa: E731
+    wait_until(lambda: status()["status_text"].startswith("p1: 4 drops, cursor "), timeout=10,
+               message="monitor:p1's STATUS= (published at most every 0.5 s) to count its 4 drops")
+    assert status()["healthy"]

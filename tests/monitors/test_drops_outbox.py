@@ -140,7 +140,7 @@ def test_delivery_state_per_webhook_retry_dead_and_counts(drops: DropsDB) -> Non
 
 @pytest.mark.slow
 def test_state_for_followers(drops: DropsDB) -> None:
-    assert drops.get_state("receipts:lawley:main") is None
-    drops.set_state("receipts:lawley:main", "41")
-    drops.set_state("receipts:lawley:main", "42")
-    assert drops.get_state("receipts:lawley:main") == "42"
+    assert drops.get_state("receipts:main") is None
+    drops.set_state("receipts:main", "41")
+    drops.set_state("receipts:main", "42")
+    assert drops.get_state("receipts:main") == "42"

@@ -17,7 +17,7 @@ from bridge.schema import MIGRATIONS as MESSAGES_MIGRATIONS
 from bridge.store import Store, messages_after
 from monitors.drops_store import DropsDB, open_drops_store
 from monitors.follow import StoreFollower
-from monitors.main import Monitor
+from monitors.main import MonitorProcess
 from monitors.store.postgres import PostgresBackend
 from monitors.store.schema import migrations
 from monitors.store.sql import POSTGRES, SQLITE
@@ -93,7 +93,7 @@ def test_a_messages_db_of_the_last_release_is_upgraded_and_still_followed(config
         "id", "message_id", "chat_jid", "recipient_jid", "kind", "at", "stored_at"]
     store.close()
     # A monitor follows the upgraded store from its start and records both drops once.
-    monitor = Monitor(config, config.project("lawley"))
+    (monitor,) = MonitorProcess(config, [config.project("lawley")]).monitors
     follower = StoreFollower(path)
     asyncio.run(monitor.catch_up(follower))
     follower.close()

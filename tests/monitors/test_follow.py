@@ -1,4 +1,4 @@
-"""Monitors woken by store changes (monitors/store_watch.py, Monitor.follow): one inotify instance, not a 20 ms poll."""
+"""Monitors woken by store changes (monitors/store_watch.py, ProjectMonitor.follow): one inotify instance, not a 20 ms poll."""
 from __future__ import annotations
 
 import asyncio
@@ -131,7 +131,7 @@ def test_a_monitor_follows_messages_and_receipts_through_one_inotify_instance(
     procs = Processes(config_path)
     messages = Store(data_dir / "accounts" / "main" / "messages.db")
     sent = messages if send_account == "main" else Store(data_dir / "accounts" / send_account / "messages.db")
-    key = f"receipts:{project}:{send_account}"
+    key = f"receipts:{send_account}"
     cursor = lambda: query(data_dir, "SELECT value FROM store_state WHERE key = ?", key)  # noqa: E731
     try:
         sent.add_receipts([receipt("X1")])

@@ -31,12 +31,12 @@ def test_early_receipts_wait_for_their_feedback_and_survive_a_restart(write_conf
                          Receipt(("OTHER",), GROUP_A, SENDER, ReceiptKind.DELIVERED, now - timedelta(seconds=GRACE + 1)),
                          Receipt(("3EB0F1",), GROUP_A, SENDER, ReceiptKind.READ, now)])
     store = StoreFollower(account.store)
-    follower = ReceiptFollower(drops, "lawley", account, StoreWakes())
+    follower = ReceiptFollower(drops, account, StoreWakes())
     follower.catch_up(store)
     assert [r.message_id for r in follower.waiting] == ["3EB0F1", "3EB0F1"] and follower.cursor == 3
     assert drops.get_state(follower.key) == "0"  # saved before the oldest waiting receipt
 
-    restarted = ReceiptFollower(drops, "lawley", account, StoreWakes())  # a monitor restarted now reads them again
+    restarted = ReceiptFollower(drops, account, StoreWakes())  # a monitor restarted now reads them again
     restarted.catch_up(store)
     assert len(restarted.waiting) == 2
 

@@ -14,7 +14,8 @@ from monitors.drops_store import (FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SE
                                   check_feedback_transition, open_drops_store)
 from monitors.feedback import idempotency_key
 from monitors.follow import StoreFollower
-from monitors.main import Monitor
+from monitors.main import MonitorProcess
+from monitors.project import ProjectMonitor
 from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B
 from tests.monitor_support import store_rows as rows
 from tests.monitor_support import store_run
@@ -42,9 +43,9 @@ def post(store: Store, msg_id: str, text: str, chat: str = GROUP_A, sender: str 
     store.add_messages([IncomingMessage(msg_id, chat, sender, text, at, source, chat_name="Lawley Fibre")])
 
 
-def catch_up(config: Config, project: str = "lawley") -> Monitor:
+def catch_up(config: Config, project: str = "lawley") -> ProjectMonitor:
     """A fresh monitor (as after a restart) that catches up once."""
-    monitor = Monitor(config, config.project(project))
+    (monitor,) = MonitorProcess(config, [config.project(project)]).monitors
     follower = StoreFollower(config.account("main").store)
     asyncio.run(monitor.catch_up(follower))
     follower.close()
@@ -96,14 +97,14 @@ def test_cursor_and_drops_commit_together(config: Config, store: Store, monkeypa
             raise RuntimeError("killed mid-batch")
         return real_ack(project, sub)
 
-    import monitors.main
-    real_ack = monitors.main.ack_for
-    monkeypatch.setattr(monitors.main, "ack_for", ack_that_dies)
+    import monitors.project
+    real_ack = monitors.project.ack_for
+    monkeypatch.setattr(monitors.project, "ack_for", ack_that_dies)
     with pytest.raises(RuntimeError):
         catch_up(config)
     assert rows(config, "SELECT COUNT(*) FROM drops") == [(0,)]
     assert rows(config, "SELECT COUNT(*) FROM cursors") == [(0,)]
-    monkeypatch.setattr(monitors.main, "ack_for", real_ack)
+    monkeypatch.setattr(monitors.project, "ack_for", real_ack)
     assert catch_up(config).cursor == 2
     assert rows(config, "SELECT drop_number FROM drops ORDER BY id") == [("DR1000001",), ("DR1000002",)]
 
@@ -225,7 +226,7 @@ def test_a_replaced_store_is_followed_from_its_start(config: Config, store: Stor
         Path(f"{store.path}{suffix}").unlink(missing_ok=True)
     fresh = Store(store.path)  # e.g. restored from nothing: rowids start again at 1
     post(fresh, "M3", "DR1000003")
-    monitor = Monitor(config, config.project("lawley"))
+    monitor = MonitorProcess(config, [config.project("lawley")])
 
     async def start_and_stop() -> int:
         asyncio.get_running_loop().call_later(0.5, monitor.stop)

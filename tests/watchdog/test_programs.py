@@ -68,6 +68,19 @@ def test_built_ins_are_programs_of_the_same_schema(write_config) -> None:
     assert lawley.ready == Check("notify") and lawley.group == "monitor" and lawley.no_restart_exit_codes == (2, 4)
 
 
+def test_projects_share_monitor_processes_when_configured(write_config) -> None:
+    third = '[[projects]]\nname = "third"\ngroups = ["120363000000000003@g.us"]\n'
+    config = load(write_config(BASE_CONFIG + third + "\n[monitors]\nprojects_per_process = 2\n"))
+    monitors = [p for p in builtin_programs(config) if p.group == "monitor"]
+    assert [p.name for p in monitors] == ["monitor:lawley..mohadin", "monitor:third"]
+    assert monitors[0].argv[-4:] == ("--project", "lawley", "--project", "mohadin")
+    assert monitors[0].leftover_signature == (("monitor",), ("--project", "lawley"), ("--project", "mohadin"))
+    alone = {p.name: p for p in builtin_programs(load(write_config(BASE_CONFIG + third)))}
+    assert {"monitor:lawley", "monitor:mohadin", "monitor:third"} <= set(alone)
+    with pytest.raises(ConfigError, match=": monitors.projects_per_process: must be 1 or more, got 0"):
+        load(write_config(BASE_CONFIG + "\n[monitors]\nprojects_per_process = 0\n"))
+
+
 @pytest.mark.parametrize(("program", "key"), [
     ('name = "web"\nargv = []', "programs.web.argv"),
     ('name = "web"\nargv = ["x"]\nrestart = "sometimes"', "programs.web.restart"),

@@ -1,0 +1,212 @@
+"""One project's drop monitor inside a monitor process (monitors/main.py).
+
+Follows the listening account's messages.db from the project's cursor in the
+drops store, records each drop once (drops and cursor in one transaction),
+hands new drops' acknowledgements to its feedback sender, and reports each
+backfilled disconnect window once. The process it runs in holds the drops
+store connection, the store's follower and its wake-ups, and the heartbeat
+for all its projects, and calls `catch_up` when the store has new rows.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from datetime import datetime, timezone
+
+from loguru import logger
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+
+from bridge.schema import Window, bare_user, parse_ts
+from monitors.detect import DropPattern, submissions
+from monitors.drops_store import DropsDB, StoreUnavailable
+from monitors.feedback import FeedbackSender, ack_for
+from monitors.follow import StoreFollower
+from watchdog.config import Config, ProjectConfig
+from watchdog.recovery_log import RecoveryLog
+from watchdog.waiting import wait_event
+
+BATCH = 1000  # messages per transaction when catching up
+REPORTED_STATUSES = ("done", "unsupported", "failed")  # a window's backfill is over: report it
+STORE_RETRY_MAX = 5.0  # seconds between attempts to reach a drops store that is down (PostgreSQL)
+
+
+def window_text(window: Window, late: int, drops: list[str]) -> str:
+    """`window 08:03:10-08:06:40 (bridge crash): 3 messages recovered, DR9996543 backfilled`."""
+    outcome = {"done": "", "unsupported": " backfill unsupported,", "failed": " backfill failed,"}[window.backfill_status]
+    found = f"{', '.join(drops)} backfilled" if drops else "no drops"
+    return (f"window {window.span} ({window.reason}):{outcome} {late} message{'s' if late != 1 else ''} recovered, "
+            f"{found}")
+
+
+class ProjectMonitor:
+    """One project in a monitor process: its cursor, its windows, its feedback; the process owns the rest."""
+
+    def __init__(self, config: Config, project: ProjectConfig, drops: DropsDB, recovery_log: RecoveryLog,
+                 stopping: asyncio.Event, changed: Callable[[], None] = lambda: None) -> None:
+        self.config = config
+        self.project = project
+        self.component = project.component
+        self.account = config.account(project.listen_account)
+        self.groups = frozenset(project.groups)
+        self.own_numbers = frozenset(bare_user(jid) for jid in config.own_jids)
+        self.pattern = DropPattern(project.pattern)
+        self.drops = drops  # the process's one connection: every call is synchronous, on its event loop
+        self.recovery_log = recovery_log
+        self.sender = FeedbackSender(config, project, drops)
+        self.cursor = 0
+        self.saved_cursor = 0  # the cursor as the drops store has it (moved lazily past messages without drops)
+        self.drop_count = 0
+        self.reported: set[int] = set()
+        self.positioned = False  # cursor and reported windows read from the drops store
+        self.store_error = ""  # why the drops store cannot be reached right now ("" = it can)
+        self.windows_since = ""
+        self.lag = 0.0
+        self.following = False
+        self._changed = changed  # tells the process its status line changed
+        self._stop = stopping
+        with suppress(StoreUnavailable):  # PostgreSQL down: start() waits for it
+            self._position()
+
+    def _position(self) -> None:
+        """Where this project stands: its cursor and the windows reported before (claimed and logged),
+        which are never read again."""
+        name, account = self.project.name, self.account.name
+        self.cursor = self.saved_cursor = self.drops.cursor(name, account)
+        self.drop_count = self.drops.drop_count(name)  # then counted here: a status line costs no query
+        self.reported = self.drops.reported_window_ids(name, account) - set(self.drops.unfinished_reports(name, account))
+        self.positioned = True
+
+    # -- status and heartbeat --------------------------------------------------------------------
+
+    def status_line(self) -> str:
+        if self.store_error:
+            return (f"{self.project.name}: unhealthy: drops store unavailable, retrying (cursor {self.cursor}): "
+                    f"{self.store_error}")
+        if not self.following:
+            return f"{self.project.name}: waiting for {self.account.store}"
+        pending = self.sender.waiting
+        return (f"{self.project.name}: {self.drop_count} drops, cursor {self.cursor}, "
+                f"lag {self.lag:.2f} s" + (f", {pending} feedback pending" if pending else ""))
+
+    # -- following -------------------------------------------------------------------------------
+
+    async def catch_up(self, store: StoreFollower) -> None:
+        """Record everything after the cursor, then report windows whose backfill finished.
+
+        Windows are read before the messages: a window marked done was backfilled into the
+        store before that, so its messages are recorded by the time it is reported.
+        """
+        windows = [w for w in store.windows(self.windows_since) if w.id not in self.reported]
+        while True:
+            messages = store.messages_after(self.cursor, BATCH)
+            if not messages:
+                break
+            found = submissions(messages, self.pattern, self.groups, self.own_numbers, windows)
+            ack = (lambda sub: ack_for(self.project, sub)) if self.project.feedback.auto_ack else None
+            new = []
+            if found:  # drops and the cursor in one transaction; past messages without drops it moves lazily
+                new = self.drops.record(self.project.name, self.account.name, messages[-1].rowid, found, ack)
+                self.saved_cursor = messages[-1].rowid
+                self.drop_count += len(new)
+            self.cursor = messages[-1].rowid
+            self.lag = max(0.0, (datetime.now(timezone.utc) - parse_ts(messages[-1].timestamp)).total_seconds())
+            for drop in new:
+                logger.info("drop {} in {} from {}{}", drop.drop_number, drop.group_name or drop.group_jid,
+                            drop.submitted_by, " (backfilled)" if drop.backfilled else "")
+            if new and ack is not None:
+                self.sender.wake()
+            self._changed()
+            if len(messages) < BATCH:
+                break
+            await asyncio.sleep(0)  # a long catch-up still lets heartbeats and feedback run
+        self.report_windows(store, windows)
+
+    def report_windows(self, store: StoreFollower, windows: list[Window]) -> None:
+        """One recovery-log line per finished window; claimed in drops.db first so it is written once.
+
+        Reported windows are left out of later reads (`windows_since`): their drops are marked
+        already, and anything from their time that reaches the store later is offline or history.
+        A months-long run thus reads a handful of windows per change, not all of them.
+        """
+        unfinished = set(self.drops.unfinished_reports(self.project.name, self.account.name))
+        for window in windows:
+            if window.ended_at is None or window.backfill_status not in REPORTED_STATUSES:
+                continue
+            if window.id in unfinished and self._already_logged(window.id):
+                self.drops.window_reported(self.project.name, self.account.name, window.id)
+            else:
+                self._report(store, window)
+            self.reported.add(window.id)
+        unsettled = [w.started_at for w in windows if w.id not in self.reported]
+        self.windows_since = min(unsettled, default=max((w.started_at for w in windows), default=self.windows_since))
+
+    def _report(self, store: StoreFollower, window: Window) -> None:
+        assert window.ended_at is not None
+        drops = self.drops.claim_window(self.project.name, self.account.name, window.id, window.started_at,
+                                        window.ended_at)
+        late = store.late_messages(self.groups, window.started_at, window.ended_at)
+        text = window_text(window, late, drops)
+        logger.info("backfill {}", text)
+        self.recovery_log.append(self.component, "backfill", cause=window.reason, message=text,
+                                 window_id=window.id, account=self.account.name, recovered=late, drops=drops)
+        self.drops.window_reported(self.project.name, self.account.name, window.id)
+
+    def _already_logged(self, window_id: int) -> bool:
+        """After a crash between claiming and reporting: did the line make it into the log?"""
+        return any(r.get("component") == self.component and r.get("event") == "backfill"
+                   and r.get("window_id") == window_id and r.get("account") == self.account.name
+                   for r in self.recovery_log.read())
+
+    async def _sleep(self, seconds: float) -> None:
+        await wait_event(self._stop, seconds)
+
+    def _store_down(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if not self.store_error:
+            logger.error("monitor {}: drops store unavailable, nothing acknowledged past rowid {}; retrying: {}",
+                         self.project.name, self.cursor, exc)
+        self.store_error = str(exc)
+        self._changed()
+
+    async def with_store(self, action: Callable[[], Awaitable[None]]) -> None:
+        """Run `action` until the drops store lets it finish: backoff with jitter while it is down.
+
+        Nothing moved past the cursor in a failed attempt (its transaction did not commit, or the
+        commit's answer was lost and the retry finds every row already there). Gives up only on stop.
+        """
+        retrying = AsyncRetrying(retry=retry_if_exception_type(StoreUnavailable), reraise=True,
+                                 wait=wait_exponential_jitter(multiplier=0.1, max=STORE_RETRY_MAX, jitter=0.1),
+                                 stop=lambda _: self._stop.is_set(), before_sleep=self._store_down, sleep=self._sleep)
+        async for attempt in retrying:
+            with attempt:
+                await action()
+        if self.store_error:
+            logger.info("monitor {}: drops store reachable again ({}), cursor {}", self.project.name,
+                        self.drops.description, self.cursor)
+            self.store_error = ""
+            self._changed()
+
+    async def _reposition(self) -> None:
+        self._position()
+
+    def unsaved_cursor(self) -> tuple[str, str, int] | None:
+        """(project, account, rowid) when the cursor moved past messages without drops since it was saved."""
+        return (self.project.name, self.account.name, self.cursor) if self.cursor != self.saved_cursor else None
+
+    def cursor_saved(self, rowid: int) -> None:
+        self.saved_cursor = rowid
+
+    async def start(self, store: StoreFollower) -> None:
+        """Position (waiting for the drops store) and catch up once on the process's follower of the store."""
+        if not self.positioned:
+            await self.with_store(self._reposition)
+        if store.newest_rowid() < self.cursor:  # rowids only grow: this is a new store file
+            logger.warning("{} ends at rowid {}, before the cursor {}: a new store, followed from its start "
+                           "(drops already recorded are not recorded again)", self.account.store,
+                           store.newest_rowid(), self.cursor)
+            self.cursor = 0
+        self.following = True
+        logger.info("monitor {} following {} from rowid {} (groups {})", self.project.name,
+                    self.account.store, self.cursor, ", ".join(sorted(self.groups)))
+        await self.with_store(lambda: self.catch_up(store))
