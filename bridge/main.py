@@ -446,7 +446,7 @@ def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
     died = _predecessor_died(config, account, lock)
     if args.standby:
         logger.info("standby pid {}: took over session {}", os.getpid(), account.session_dir)
-        logs.setup(account.component)  # from here on it is the active bridge
+        logs.rename(account.component)  # from here on it is the active bridge
     try:
         try:
             store = Store(account.store)

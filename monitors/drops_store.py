@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -42,6 +42,12 @@ __all__ = ["DROP_BACKFILLED", "DROP_RECORDED", "DROP_RESUBMITTED", "EVENT_TYPES"
 
 
 RECEIPT_LOOKUP_CHUNK = 500  # message ids per IN (...) lookup (SQLite allows 32766 parameters, PostgreSQL 65535)
+STAMP_COLUMNS = ("server_at", "delivered_at", "read_at")  # the receipt columns of feedback (RECEIPT_COLUMNS' values)
+
+
+def _chunks(values: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(values), RECEIPT_LOOKUP_CHUNK):
+        yield values[start:start + RECEIPT_LOOKUP_CHUNK]
 
 
 class ReceiptStamp(NamedTuple):
@@ -269,49 +275,65 @@ class DropsDB(DropQueries):
         return self.record_receipts([ReceiptStamp(bridge_message_id, kind, at, recipient_jid)])[1] > 0
 
     def record_receipts(self, receipts: Sequence[ReceiptStamp]) -> tuple[set[str], int]:
-        """Stamp receipts of sent feedback (server_ack | delivered | read) in one transaction.
+        """Stamp receipts of sent feedback (server_ack | delivered | read), all in one transaction.
 
         Returns (the message ids that are feedback, how many stamps changed a row). The first receipt of
         a kind stands. A read receipt counts only from someone the feedback mentions (the contractor it
         answers; any reader when it mentions nobody or the receipt names nobody), and also stamps
         delivered_at if no delivered receipt came first. feedback.delivered / feedback.read are enqueued
-        in the same transaction. Receipts of other messages (most of what the sending number gets
-        receipts for) cost one read and no write lock.
+        in the same transaction. Set-based (a few statements per batch, not per receipt): on PostgreSQL
+        each statement that answers is a round trip, and a sender's receipts arrive by the hundred.
+        Receipts of other messages (most of what the sending number gets receipts for) cost one read.
         """
         tracked = [r for r in receipts if r.kind in RECEIPT_COLUMNS]  # played (voice notes): not tracked
-        ids = sorted({r.message_id for r in tracked})
-        known: set[str] = set()
-        for start in range(0, len(ids), RECEIPT_LOOKUP_CHUNK):
-            chunk = ids[start:start + RECEIPT_LOOKUP_CHUNK]
-            known |= {row[0] for row in self.db.rows(
-                f"SELECT bridge_message_id FROM feedback WHERE bridge_message_id IN ({', '.join('?' * len(chunk))})",
-                chunk)}
-        mine = [r for r in tracked if r.message_id in known]
-        if not mine:
-            return known, 0
+        feedback: dict[str, tuple] = {}  # message id -> (id, drop_id, readers, {column: value})
+        for chunk in _chunks(sorted({r.message_id for r in tracked})):
+            for message_id, feedback_id, drop_id, mentions, *stamped in self.db.rows(
+                    f"SELECT bridge_message_id, id, drop_id, mentions, {', '.join(STAMP_COLUMNS)} FROM feedback "
+                    f"WHERE bridge_message_id IN ({', '.join('?' * len(chunk))})", chunk):
+                readers = {bare_user(jid) for jid in json.loads(mentions)}
+                feedback[message_id] = (feedback_id, drop_id, readers, dict(zip(STAMP_COLUMNS, stamped)))
+        stamps: dict[str, dict[int, str]] = {column: {} for column in STAMP_COLUMNS}  # column -> id -> time
+        for receipt in tracked:
+            if receipt.message_id not in feedback:
+                continue
+            feedback_id, _, readers, current = feedback[receipt.message_id]
+            if receipt.kind == "read" and receipt.recipient_jid and readers and \
+                    bare_user(receipt.recipient_jid) not in readers:
+                continue
+            for column in [RECEIPT_COLUMNS[receipt.kind]] + (["delivered_at"] if receipt.kind == "read" else []):
+                if current[column] is None:
+                    stamps[column].setdefault(feedback_id, receipt.at)  # the first one stands
+        if not any(stamps.values()):
+            return set(feedback), 0
+        drops_of = {feedback_id: drop_id for feedback_id, drop_id, _, _ in feedback.values()}
         with self.db.transaction() as tx:
-            return known, sum(self._stamp(tx, receipt) for receipt in mine)
+            changed = {column: self._stamp(tx, column, by_id) for column, by_id in stamps.items() if by_id}
+            events = [(FEEDBACK_DELIVERED_EVENT, fid) for fid in changed.get("delivered_at", ())] + \
+                     [(FEEDBACK_READ_EVENT, fid) for fid in changed.get("read_at", ())]
+            if events:
+                ids = sorted({fid for _, fid in events})
+                marks = ", ".join("?" * len(ids))
+                rows = {row[0]: feedback_from_row(row) for row in tx.rows(
+                    f"SELECT {FEEDBACK_COLUMNS} FROM feedback f JOIN drops d ON d.id = f.drop_id WHERE f.id IN ({marks})",
+                    ids)}
+                drop_ids = sorted({drops_of[fid] for fid in ids})
+                drops = {row[0]: drop_from_row(row) for row in tx.rows(
+                    f"SELECT {DROP_COLUMNS} FROM drops d WHERE d.id IN ({', '.join('?' * len(drop_ids))})", drop_ids)}
+                for event_type, fid in events:
+                    enqueue(tx, self.db.dialect, event_type, {"drop": drop_data(drops[drops_of[fid]]),
+                                                              "feedback": feedback_data(rows[fid])})
+        return set(feedback), sum(len(ids) for ids in changed.values())
 
-    def _stamp(self, tx: Tx, receipt: ReceiptStamp) -> bool:
-        row = one(tx.rows("SELECT id, drop_id, mentions FROM feedback WHERE bridge_message_id = ?",
-                          (receipt.message_id,)))
-        if row is None:
-            return False
-        feedback_id, drop_id, mentions = row
-        readers = {bare_user(jid) for jid in json.loads(mentions)}
-        if receipt.kind == "read" and receipt.recipient_jid and readers and bare_user(receipt.recipient_jid) not in readers:
-            return False
-        columns = [RECEIPT_COLUMNS[receipt.kind]] + (["delivered_at"] if receipt.kind == "read" else [])
-        changed = [name for name in columns
-                   if tx.rows(f"UPDATE feedback SET {name} = ? WHERE id = ? AND {name} IS NULL RETURNING id",
-                              (receipt.at, feedback_id))]
-        if not changed:
-            return False
-        done = self._feedback(tx, feedback_id)
-        for name, event_type in (("delivered_at", FEEDBACK_DELIVERED_EVENT), ("read_at", FEEDBACK_READ_EVENT)):
-            if name in changed:
-                self._feedback_event(tx, event_type, drop_id, done)
-        return True
+    def _stamp(self, tx: Tx, column: str, by_id: dict[int, str]) -> set[int]:
+        """Set `column` where it is still empty, one statement for the batch; the ids it changed."""
+        types = self.db.dialect.types
+        row = f"SELECT CAST(? AS {types['int']}) AS id, CAST(? AS {types['ts']}) AS at"  # typed: PostgreSQL
+        values = " UNION ALL ".join([row] * len(by_id))
+        params = [value for pair in by_id.items() for value in pair]
+        return {found[0] for found in tx.rows(
+            f"UPDATE feedback SET {column} = v.at FROM ({values}) AS v "
+            f"WHERE feedback.id = v.id AND feedback.{column} IS NULL RETURNING feedback.id", params)}
 
     # -- small shared state (followers' cursors, e.g. the receipts follower) -----------------------
 

@@ -53,18 +53,15 @@ class StoreFollower:
             self.conn.close()
             raise StoreNotReady(f"{path} has no {', '.join(missing)} table yet")
         self._data_version: int | None = None
-        self._read: dict[tuple, object] = {}  # reads of the store as of `_read_version` (see _once)
-        self._read_version: int | None = None
+        self._read: dict[tuple, object] = {}  # reads since `changed()` last saw a commit (see _once)
 
     def _once(self, key: tuple, read: Callable[[], T]) -> T:
-        """`read()`, or its result from an earlier call with the same key while no other connection committed.
+        """`read()`, or its result from an earlier call with the same key since `changed()` last saw a commit.
 
         A monitor process's projects follow one store from (usually) the same cursor, so a new message
-        would otherwise be read once per project; PRAGMA data_version says whether the answer still holds.
+        would otherwise be read once per project. A commit landing after `changed()` may be missing from a
+        shared answer; the wake-up it causes makes `changed()` see it and the next look reads it.
         """
-        version = self.conn.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._read_version:
-            self._read, self._read_version = {}, version
         if key not in self._read:
             self._read[key] = read()
         return self._read[key]  # type: ignore[return-value]
@@ -76,6 +73,8 @@ class StoreFollower:
         """True when another connection committed since the last call (and on the first call)."""
         version = self.conn.execute("PRAGMA data_version").fetchone()[0]
         changed, self._data_version = version != self._data_version, version
+        if changed:
+            self._read = {}
         return changed
 
     def newest_rowid(self) -> int:

@@ -129,10 +129,10 @@ class ProjectMonitor:
         already, and anything from their time that reaches the store later is offline or history.
         A months-long run thus reads a handful of windows per change, not all of them.
         """
-        unfinished = set(self.drops.unfinished_reports(self.project.name, self.account.name))
-        for window in windows:
-            if window.ended_at is None or window.backfill_status not in REPORTED_STATUSES:
-                continue
+        finished = [w for w in windows if w.ended_at is not None and w.backfill_status in REPORTED_STATUSES]
+        # read only when there is something to report: this runs on every catch-up of every project
+        unfinished = set(self.drops.unfinished_reports(self.project.name, self.account.name)) if finished else set()
+        for window in finished:
             if window.id in unfinished and self._already_logged(window.id):
                 self.drops.window_reported(self.project.name, self.account.name, window.id)
             else:
@@ -174,7 +174,14 @@ class ProjectMonitor:
 
         Nothing moved past the cursor in a failed attempt (its transaction did not commit, or the
         commit's answer was lost and the retry finds every row already there). Gives up only on stop.
+        The first attempt is a plain call: this runs for every project on every look, and tenacity's
+        machinery costs more than a look; it is built only once the store has failed.
         """
+        if not self.store_error:
+            try:
+                return await action()
+            except StoreUnavailable:
+                pass  # retried below, with the outage reported
         retrying = AsyncRetrying(retry=retry_if_exception_type(StoreUnavailable), reraise=True,
                                  wait=wait_exponential_jitter(multiplier=0.1, max=STORE_RETRY_MAX, jitter=0.1),
                                  stop=lambda _: self._stop.is_set(), before_sleep=self._store_down, sleep=self._sleep)

@@ -28,6 +28,7 @@ from watchdog.child_output import RotatingFile, StderrSink, log_path
 from watchdog.config import Config, ConfigError, load
 from watchdog.console.changes import Changes
 from watchdog.console.view import Console
+from watchdog.context import Context
 from watchdog.control import start_control_server
 from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.forkserver import ForkServer
@@ -41,7 +42,7 @@ from watchdog.systemd_heartbeat import SystemdHeartbeat
 from watchdog.template import is_ours
 from watchdog.throttle import Launcher
 from watchdog.watchdog_lock import take_watchdog_lock
-from watchdog.watcher import Context, Watcher
+from watchdog.watcher import Watcher
 
 # [watchdog] keys a running watchdog cannot take over: they apply at its next start.
 FIXED_SETTINGS = ("control_host", "control_port", "control_token", "recovery_log", "recovery_log_max_bytes",
@@ -173,8 +174,8 @@ class Arbiter:
         loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
         self._changed = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal, sig)
+        previous = {sig: signal.signal(sig, lambda sig, frame: self._signalled(loop, sig))
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
         lock = await take_watchdog_lock(self.config.data_dir, self.config.watchdog, self._stop_requested)
         try:
             if lock is None:
@@ -182,10 +183,21 @@ class Arbiter:
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
             return await self._supervise()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
+            loop.remove_signal_handler(signal.SIGHUP)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             if lock is not None:
                 os.close(lock)
+
+    def _signalled(self, loop: asyncio.AbstractEventLoop, sig: int) -> None:
+        """SIGTERM / SIGINT, run by Python between two bytecodes: before the loop handles anything that came
+        after the signal. Under KillMode=control-group a child may die of the same SIGTERM at once, and its
+        exit must already be part of the shutdown, never a restart (asyncio's own handler would run after
+        that exit if both arrive in one turn of the loop). Only flags here, as this interrupts any code; the
+        stop runs on the loop."""
+        for watcher in list(self.watchers.values()):
+            watcher.stops.shutting_down = True
+        loop.call_soon_threadsafe(self._on_signal, sig)
 
     def _on_sighup(self) -> None:
         if self._stop_requested is not None and not self._stop_requested.is_set():

@@ -2,8 +2,9 @@
 
 Each check is a timer (or, for probes, a task) at that check's own period on
 the watchdog's event loop; nothing polls faster than it has to. A check that
-fails calls the watcher's `unwell(event, cause)`; probe answers go to its
-`on_probe`, which knows what an outage means.
+fails calls `unwell(event, cause)` (the watcher stops the child); probe
+answers go to the child's health (watchdog/child_health.py), which knows what
+an outage means, and readiness by running long enough too.
 
 Load must not look like a hang. When a heartbeat is missed, /proc says why:
 stopped (SIGSTOP) or asleep without using CPU is a hang; still starting (not
@@ -19,18 +20,20 @@ import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
+import aiohttp
 from loguru import logger
 
 from watchdog import endpoints, probes
 from watchdog.child import ChildProcess
+from watchdog.child_health import ChildHealth
+from watchdog.config_model import WatchdogConfig
 from watchdog.hooks import Hooks
-from watchdog.programs import Check
+from watchdog.programs import Check, Program
+from watchdog.recovery import Records
+from watchdog.timers import Tasks, Timers
 from watchdog.waiting import wait_event
-
-if TYPE_CHECKING:
-    from watchdog.watcher import Watcher
 
 STARVED_SHARE = 0.5  # of one core: below this a runnable child is starved, not spinning
 RSS_PERIOD = 1.0  # seconds between memory checks (only when rss_limit_mb is set)
@@ -78,25 +81,35 @@ def judge(before: probes.ProcSample | None, now: probes.ProcSample | None, start
 
 
 class Checks:
-    """Arms every check for the watcher's current child; `cancel()` disarms them all."""
+    """Arms every check for the program's current child; `cancel()` disarms them all."""
 
-    def __init__(self, watcher: Watcher) -> None:
-        self.w = watcher
-        self.program = watcher.program
-        self.hooks: Hooks = watcher.hooks
+    def __init__(self, program: Program, hooks: Hooks, settings: WatchdogConfig, health: ChildHealth,
+                 unwell: Callable[[str, str], None], records: Records, data_dir: Path,
+                 http: aiohttp.ClientSession) -> None:
+        self.program = program
+        self.name = program.name
+        self.hooks = hooks
+        self.settings = settings
+        self.health = health
+        self.unwell = unwell  # (event, cause): stop the child and recover
+        self.records = records
+        self.data_dir = data_dir
+        self.http = http
+        self.child: ChildProcess | None = None  # armed for this one
         self.last_heartbeat = 0.0
         self._sample: probes.ProcSample | None = None  # /proc at the last heartbeat (or the start)
         self._grace_since: float | None = None  # a heartbeat was missed and the child given time since
         self._probe_failures: dict[tuple, int] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._tasks: list[asyncio.Task] = []
+        self._timers = Timers()
+        self._tasks = Tasks(self.name)
         self._liveness_tasks: list[asyncio.Task] = []
         self._wakeup = asyncio.Event()
 
     # -- arming -----------------------------------------------------------------------
 
     def arm(self, child: ChildProcess) -> None:
-        program, settings = self.program, self.w.ctx.settings
+        program, settings = self.program, self.settings
+        self.child = child
         now = time.monotonic()
         self.last_heartbeat = now
         self._sample = probes.proc_sample(child.pid, now)
@@ -109,52 +122,41 @@ class Checks:
         if program.rss_limit_mb:
             self._schedule("rss", RSS_PERIOD, self._check_rss)
         if program.ready.kind == "started":
-            self._schedule("ready", program.ready.seconds, self.w.ready_by_check)
+            self._schedule("ready", program.ready.seconds, self.health.ready_by_check)
         liveness = {check.target: check for check in program.liveness}
-        self._liveness_tasks = [self.w.run_task(self._probe_loop(child, check, liveness=True))
+        self._liveness_tasks = [self._tasks.run(self._probe_loop(child, check, liveness=True))
                                 for check in liveness.values()]
-        self._tasks.extend(self._liveness_tasks)
         if program.ready.kind in ("http", "tcp") and program.ready.target not in liveness:
-            self._tasks.append(self.w.run_task(self._probe_loop(child, program.ready, liveness=False)))
+            self._tasks.run(self._probe_loop(child, program.ready, liveness=False))
 
     def cancel(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        for task in self._tasks:
-            task.cancel()
-        self._tasks.clear()
+        self.child = None
+        self._timers.cancel_all()
+        self._tasks.cancel_all()
         self._liveness_tasks = []
 
     def _schedule(self, name: str, delay: float, callback: Callable[[], None]) -> None:
-        old = self._timers.pop(name, None)
-        if old is not None:
-            old.cancel()
-        self._timers[name] = asyncio.get_running_loop().call_later(delay, callback)
-
-    def cancel_timer(self, name: str) -> None:
-        timer = self._timers.pop(name, None)
-        if timer is not None:
-            timer.cancel()
+        self._timers.schedule(name, delay, callback)
 
     # -- what the child says ------------------------------------------------------------
 
     def heartbeat(self) -> None:
         self.last_heartbeat = time.monotonic()
-        child = self.w.child
-        if child is not None:
-            self._sample = probes.proc_sample(child.pid, self.last_heartbeat)
+        if self.child is not None:
+            self._sample = probes.proc_sample(self.child.pid, self.last_heartbeat)
         if self._grace_since is not None:
-            logger.info("{} heartbeats again after {:.1f} s of grace", self.w.name, self.last_heartbeat - self._grace_since)
+            logger.info("{} heartbeats again after {:.1f} s of grace", self.name, self.last_heartbeat - self._grace_since)
             self._grace_since = None
 
     def wake(self) -> None:
-        """The child said READY=1: probe now, not at the next period."""
+        """The child said READY=1 (or became ours with it said): probe now, not at the next period."""
         self._wakeup.set()
 
-    def started_up(self) -> None:
-        """Ready, or answering: the start-up timeout no longer applies."""
-        self.cancel_timer("start")
+    def _overloaded(self, cause: str, log_only: bool = False) -> None:
+        """A starved child was given time instead of being called hung: say so (once per episode)."""
+        logger.warning("{} overloaded, not hung: {}", self.name, cause)
+        if not log_only:
+            self.records.add("overloaded", pid=self.child.pid if self.child else None, cause=cause)
 
     # -- timers -------------------------------------------------------------------------
 
@@ -162,7 +164,7 @@ class Checks:
         self._schedule("heartbeat", max(after, 0.0), self._check_heartbeat)
 
     def _check_heartbeat(self) -> None:
-        child, watchdog_sec = self.w.child, self.program.watchdog_sec
+        child, watchdog_sec = self.child, self.program.watchdog_sec
         if child is None or not child.running:
             return
         now = time.monotonic()
@@ -171,46 +173,46 @@ class Checks:
             self._arm_heartbeat(self.last_heartbeat + watchdog_sec - now)
             return
         sample = probes.proc_sample(child.pid, now)
-        judgement = judge(self._sample, sample, starting=not self.w.started, budget=watchdog_sec)
+        judgement = judge(self._sample, sample, starting=not self.health.started, budget=watchdog_sec)
         missed = f"missed heartbeat: no WATCHDOG=1 for {silent:.1f} s (watchdog_sec {watchdog_sec:g})"
         if judgement.verdict is Verdict.HANG:
-            self.w.unwell("hang", f"{missed}: {judgement.why}")
+            self.unwell("hang", f"{missed}: {judgement.why}")
             return
         if judgement.verdict is Verdict.OVERLOADED:
-            grace = self.w.ctx.settings.overload_grace
+            grace = self.settings.overload_grace
             if self._grace_since is None:
                 self._grace_since = now
-                self.w.overloaded(f"{missed}; {judgement.why}: giving it up to {grace:g} s")
+                self._overloaded(f"{missed}; {judgement.why}: giving it up to {grace:g} s")
             elif now - self._grace_since > grace:
-                self.w.unwell("hang", f"{missed}: {judgement.why} for more than overload_grace {grace:g} s")
+                self.unwell("hang", f"{missed}: {judgement.why} for more than overload_grace {grace:g} s")
                 return
         elif self._grace_since is None:  # starting: start_timeout bounds it
             self._grace_since = now
-            logger.info("{} {}: {}; not a hang yet", self.w.name, missed, judgement.why)
+            logger.info("{} {}: {}; not a hang yet", self.name, missed, judgement.why)
         self._arm_heartbeat(max(watchdog_sec / 2, 0.05))
 
     def _check_process(self) -> None:
-        child = self.w.child
+        child = self.child
         if child is None or not child.running:
             return
         if probes.is_stopped(child.pid):
-            self.w.unwell("hang", "process is stopped (SIGSTOP): it cannot answer or heartbeat")
+            self.unwell("hang", "process is stopped (SIGSTOP): it cannot answer or heartbeat")
             return
-        self._schedule("process", self.w.ctx.settings.process_check_period, self._check_process)
+        self._schedule("process", self.settings.process_check_period, self._check_process)
 
     def _check_started(self) -> None:
-        timeout = self.w.ctx.settings.start_timeout
-        if not self.w.started:
-            self.w.unwell("hang", f"not ready within start_timeout {timeout:g} s ({self.program.ready.describe()})")
+        timeout = self.settings.start_timeout
+        if not self.health.started:
+            self.unwell("hang", f"not ready within start_timeout {timeout:g} s ({self.program.ready.describe()})")
 
     def _check_rss(self) -> None:
-        child = self.w.child
+        child = self.child
         if child is None or not child.running:
             return
         rss = probes.rss_bytes(child.pid)
         limit = self.program.rss_limit_mb
         if rss is not None and rss > limit * 1024 * 1024:
-            self.w.unwell("rss_limit", f"resident memory {rss / 1048576:.0f} MB above rss_limit_mb {limit}")
+            self.unwell("rss_limit", f"resident memory {rss / 1048576:.0f} MB above rss_limit_mb {limit}")
         else:
             self._schedule("rss", RSS_PERIOD, self._check_rss)
 
@@ -224,28 +226,28 @@ class Checks:
         """
         classify = self.hooks.classifier(check) if check.kind == "http" else None
         sample = probes.proc_sample(child.pid, time.monotonic())
-        while child.running and self.w.child is child:
-            coming_up = not self.w.healthy and time.monotonic() - child.started_at < check.initial_delay
+        while child.running and self.child is child:
+            coming_up = not self.health.healthy and time.monotonic() - child.started_at < check.initial_delay
             period = min(check.period, FAST_PERIOD) if coming_up or not liveness else check.period
             await wait_event(self._wakeup, period)
             self._wakeup.clear()
             # Liveness counts once the program is up (start-up grace until ready) and initial_delay has passed.
-            counts = liveness and self.w.started and time.monotonic() - child.started_at >= check.initial_delay
+            counts = liveness and self.health.started and time.monotonic() - child.started_at >= check.initial_delay
             if counts and probes.is_stopped(child.pid):
-                self.w.unwell("hang", f"process is stopped (SIGSTOP): it cannot answer {check.describe()}")
+                self.unwell("hang", f"process is stopped (SIGSTOP): it cannot answer {check.describe()}")
                 return
             result = await self._probe(child, check, classify)
-            if not child.running or self.w.child is not child:
+            if not child.running or self.child is not child:
                 return
             now = probes.proc_sample(child.pid, time.monotonic())
             if counts and result.kind == probes.FAILURE and result.state == "timeout":
                 judgement = judge(sample, now, starting=False, budget=check.period * check.failure_threshold)
                 if judgement.verdict is Verdict.OVERLOADED:  # starved, not hung: this one does not count
-                    self.w.overloaded(f"{check.describe()} timed out; {judgement.why}", log_only=True)
+                    self._overloaded(f"{check.describe()} timed out; {judgement.why}", log_only=True)
                     counts = False
             sample = now
             self._count(check, result, counts)
-            if not liveness and self.w.ready:
+            if not liveness and self.health.ready:
                 return
 
     async def _probe(self, child: ChildProcess, check: Check, classify: probes.Classifier | None) -> probes.HealthResult:
@@ -253,13 +255,13 @@ class Checks:
             return await probes.probe_tcp(check.host, check.port, check.timeout)
         url = check.url
         if check.endpoint:
-            record = endpoints.read(self.w.ctx.data_dir, self.w.name)
+            record = endpoints.read(self.data_dir, self.name)
             base = record["endpoints"].get(check.endpoint) if record and record.get("pid") == child.pid else None
             if base is None:  # nothing yet, or what the previous instance published
                 return probes.HealthResult(probes.FAILURE, "no endpoint", f"no {check.endpoint!r} endpoint published yet")
             url = base.rstrip("/") + check.path
         assert classify is not None
-        return await probes.probe_http(self.w.ctx.http, url, check.timeout, classify, check.token)
+        return await probes.probe_http(self.http, url, check.timeout, classify, check.token)
 
     def _count(self, check: Check, result: probes.HealthResult, counts: bool) -> None:
         key = check.target
@@ -270,9 +272,9 @@ class Checks:
             self._probe_failures[key] = failures
             if failures >= check.failure_threshold:
                 detail = f" ({result.detail})" if result.detail else ""
-                self.w.unwell("unhealthy", f"{check.describe()} failed {failures} times: {result.state}{detail}")
+                self.unwell("unhealthy", f"{check.describe()} failed {failures} times: {result.state}{detail}")
                 return
-        self.w.on_probe(check, result, counts)
+        self.health.on_probe(check, result, counts)
 
     # -- for the supervision cycle --------------------------------------------------------
 
@@ -280,10 +282,10 @@ class Checks:
         """A check that should have acted by now and has not: a sign the watchdog itself is wedged or broken."""
         watchdog_sec = self.program.watchdog_sec
         silent = time.monotonic() - self.last_heartbeat
-        timer = self._timers.get("heartbeat")
-        late = timer is None or timer.when() < asyncio.get_running_loop().time() - 1.0
+        remaining = self._timers.remaining("heartbeat")
+        late = remaining is None or remaining < -1.0
         if watchdog_sec > 0 and silent > 2 * watchdog_sec + 1 and late:
-            return f"{self.w.name}: heartbeat check overdue ({silent:.1f} s of silence unhandled)"
+            return f"{self.name}: heartbeat check overdue ({silent:.1f} s of silence unhandled)"
         if self._liveness_tasks and all(task.done() for task in self._liveness_tasks):
-            return f"{self.w.name}: health probe stopped"
+            return f"{self.name}: health probe stopped"
         return None

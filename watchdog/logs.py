@@ -44,9 +44,9 @@ def preload() -> None:
     _better_exceptions.ExceptionFormatter._get_lib_dirs()
 
 
-def loguru_format(name: str) -> str:
-    return "{time:YYYY-MM-DD HH:mm:ss.SSS} " + name.replace("{", "{{").replace("}", "}}") + \
-        "[{process}] {level: <7} {message}"
+# The writer's name comes from loguru's `extra`: a standby renames itself on the path of its takeover
+# (between the session lock and its first health answer), and a rename adds no handler.
+LOGURU_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} {extra[component]}[{process}] {level: <7} {message}"
 
 
 def standby_log_name(component: str) -> str:
@@ -55,9 +55,15 @@ def standby_log_name(component: str) -> str:
 
 
 def setup(name: str, level: str = "INFO", sink: Callable[[str], object] | None = None) -> None:
-    """Log as `name` to stderr (or `sink`); called again with a new name when a standby takes over."""
+    """Log as `name` to stderr (or `sink`)."""
     logger.remove()
-    logger.add(sink or sys.stderr, level=level, format=loguru_format(name), backtrace=False, diagnose=False)
+    rename(name)
+    logger.add(sink or sys.stderr, level=level, format=LOGURU_FORMAT, backtrace=False, diagnose=False)
+
+
+def rename(name: str) -> None:
+    """Log as `name` from now on (a standby that took over writes as the component)."""
+    logger.configure(extra={"component": name})
 
 
 def stamp(name: str, pid: int, text: str, when: float | None = None) -> str:

@@ -115,6 +115,10 @@ class SqliteExecutor:
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         return self.conn.execute(sql, params).fetchall()
 
+    def at_commit(self, sql: str, params: Sequence[object] = ()) -> None:
+        """Now: BEGIN IMMEDIATE already holds the file's one write lock for the whole transaction."""
+        self.run(sql, params)
+
 
 @contextmanager
 def sqlite_write(conn: sqlite3.Connection) -> Iterator[SqliteExecutor]:

@@ -28,6 +28,15 @@ class Notification:
     stopping: bool = False
     status: str | None = None
 
+    def sent_by(self, pid: int) -> bool:
+        """From process `pid`, or from something it started in its process group (not a previous instance)."""
+        if self.sender is None or self.sender == pid:
+            return True
+        try:
+            return os.getpgid(self.sender) == pid
+        except OSError:
+            return False
+
 
 def parse(data: bytes, sender: int | None = None) -> Notification:
     """Parse newline-separated KEY=VALUE assignments; unknown keys are ignored as systemd does."""

@@ -15,7 +15,7 @@ from loguru import logger
 from watchdog.probes import HealthResult
 
 if TYPE_CHECKING:
-    from watchdog.watcher import Context
+    from watchdog.context import Context
 
 
 class ProgramAlerts:

@@ -1,4 +1,8 @@
-"""When to restart a program that failed: a pure function of its failure history, so it is tested as one.
+"""Whether and when to restart a program whose child ended: pure functions, so they are tested as such.
+
+`exit_outcome` says what an exit means (stay stopped, restart at once, restart
+by the policy, or fail: restarting would not help); `decide` says when, from
+the failure history.
 
 The first failure after a healthy spell restarts at once (most failures are
 one-offs, and the bridge's recovery time is what this product is judged by).
@@ -13,8 +17,58 @@ tenacity's wait objects want a RetryCallState, which is its internal.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import enum
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+
+from watchdog.exitcodes import EXIT_CONFIG, EXIT_NEEDS_OPERATOR
+
+# Exit 4 is a session that was never paired: a logout is seen live by the health probe (`logged_out`), not as an exit.
+FAILED_RULES = {EXIT_CONFIG: "config_failed", EXIT_NEEDS_OPERATOR: "not_paired"}  # other no-restart codes: config_failed
+MEANINGS = {EXIT_CONFIG: "configuration error", EXIT_NEEDS_OPERATOR: "needs an operator (not paired)"}
+
+
+class After(enum.Enum):
+    """Why the watcher stopped a child: what to do once it has exited."""
+
+    RECOVER = "recover"  # a failed check: restart with backoff, counts towards a crash loop
+    RESTART_NOW = "restart now"  # operator restart: at once, not counted
+    STAY_STOPPED = "stay stopped"  # shutdown, reload
+
+
+class Next(enum.Enum):
+    STOP = "stop"  # stays stopped: a planned stop
+    STOP_CLEAN = "stop clean"  # exited 0 and its restart mode leaves it stopped
+    RESTART_NOW = "restart now"
+    RESTART = "restart"  # after the delay `decide` gives
+    FAIL = "fail"  # not restarted until an operator asks
+
+
+@dataclass(frozen=True)
+class Outcome:
+    next: Next
+    cause: str = ""  # for FAIL: why, for the log, the record and the alert
+    rule: str = ""  # for FAIL: the alert rule
+
+
+def exit_outcome(code: int, cause: str, restart: str, no_restart_exit_codes: Collection[int],
+                 planned: After | None, last_words: str = "") -> Outcome:
+    """What an exit means. `cause`: the exit's (or, for a planned stop, the stop's); `planned`: None when the
+    child ended on its own; `last_words`: its last STATUS= before it was ready (a refusal says why)."""
+    if planned is After.STAY_STOPPED:
+        return Outcome(Next.STOP)
+    if planned is After.RESTART_NOW:
+        return Outcome(Next.RESTART_NOW)
+    if planned is After.RECOVER:
+        return Outcome(Next.FAIL, f"{cause}; restart = never", "hang") if restart == "never" else Outcome(Next.RESTART)
+    if code in no_restart_exit_codes:
+        meaning = last_words or MEANINGS.get(code, "a no-restart exit code")
+        return Outcome(Next.FAIL, f"{cause}: {meaning}", FAILED_RULES.get(code, "config_failed"))
+    if restart == "never" or (restart == "on-failure" and code == 0):
+        if code == 0:
+            return Outcome(Next.STOP_CLEAN)
+        return Outcome(Next.FAIL, f"{cause}; restart = never", "config_failed")
+    return Outcome(Next.RESTART)
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,17 @@ import os
 import signal
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
+from loguru import logger
 
 from watchdog import endpoints, file_modes
 from watchdog.child import wait_gone
+
+if TYPE_CHECKING:
+    from watchdog.programs import Program
+    from watchdog.recovery import Records
 
 CHILDREN_FILE = "watchdog-children.json"  # in the run directory: {component: pid} of the watchdog's children
 STANDBY_SUFFIX = "#standby"
@@ -105,3 +111,20 @@ async def stop_pid(pid: int, grace: float) -> str:
         return "SIGTERM"
     await wait_gone(pid, 5.0)
     return "SIGKILL"
+
+
+def leftovers(program: Program, data_dir: Path, ours: Sequence[int | None]) -> list[int]:
+    """Live pids of earlier instances of `program` other than `ours` (its current child and standby)."""
+    return [pid for pid in stale_pids(program.name, program.leftover_signature, data_dir, program.pidfile)
+            if pid not in ours]
+
+
+async def stop_leftovers(program: Program, data_dir: Path, ours: Sequence[int | None], grace: float,
+                         records: Records) -> None:
+    """Stop every leftover of `program` (SIGTERM, SIGKILL after `grace`), each logged and recorded."""
+    where = f"named by {program.pidfile}" if program.pidfile else "its endpoints"
+    for pid in leftovers(program, data_dir, ours):
+        how = await stop_pid(pid, grace)
+        logger.warning("{}: stopped pid {} left over from an earlier run ({}, by {})", program.name, pid, where, how)
+        records.add("stop", pid=pid, cause=f"left over from an earlier run, {where}",
+                    message=f"stopped by {how} before starting a new instance")

@@ -14,7 +14,8 @@ or a socket besides its one to the watchdog (checked before every fork);
 `gc.freeze()` after the imports keeps the collector from writing to (and so
 un-sharing) the pages of imported code. neonize is never imported here: a
 bridge on a transport other than `sim` is answered `exec`, and the watchdog
-starts it the old way.
+starts it the old way. Neither is a bridge's warm standby: it is exec'd, so that
+the pages its takeover touches are its own (see STANDBY_REASON).
 
 ROOM is padding in the template's own argv: the child writes its argv over
 it, so /proc/<pid>/cmdline (ps, psutil, the leftover check in
@@ -38,6 +39,9 @@ PRELOAD = ("watchdog.cli", "watchdog.config", "monitors.main", "monitors.api.mai
 OUR_COMMAND = ("-m", "watchdog.cli")
 FORKED_COMMANDS = ("sim", "bridge", "monitor", "drops-api")
 FORKED_TRANSPORTS = ("sim",)  # imported above; neonize starts a Go runtime and is never loaded here
+# A forked standby shares the template's pages until it writes them, so its takeover (the moment it must be
+# fastest) paid ~1,200 copy-on-write faults between the session lock and `connected` (docs/BENCHMARKS.md, Recovery).
+STANDBY_REASON = "a warm standby: its takeover must not pay copy-on-write faults"
 ARGV_ROOM = 4096  # bytes of the padding argument; a child whose argv needs more is started by exec
 MAX_MESSAGE = 1 << 20  # one request: argv + environment as JSON
 PR_SET_PDEATHSIG = 1
@@ -72,6 +76,8 @@ def exec_reason(argv: Sequence[str]) -> str:
         return f"`{command}` is not pre-loaded"
     if command != "bridge":
         return ""
+    if "--standby" in argv:
+        return STANDBY_REASON
     from watchdog.cli import build_parser
     from watchdog.config import ConfigError, load
     try:

@@ -39,15 +39,21 @@ def feedback_data(feedback: Feedback) -> dict:
 
 
 def enqueue(tx: Tx, dialect: Dialect, event_type: str, data: dict) -> str:
-    """Add an event in the caller's transaction; returns its id (the webhook-id)."""
+    """Add an event in the caller's transaction, as its last statements (`Tx.at_commit`); returns its id.
+
+    Last, because on PostgreSQL the event lock (events commit in `seq` order) is held from its statement to
+    COMMIT: taken at the end, every writer holds it for its final statements and the commit only, never
+    across the transaction's round trips to the client (six monitors had queued behind each other's
+    whole transactions: post -> committed p99 ~150 ms on a quiet machine).
+    """
     if dialect.event_lock:
-        tx.run(dialect.event_lock)
+        tx.at_commit(dialect.event_lock)
     event_id, created_at = str(uuid.uuid4()), now_ts()
     payload = json.dumps({"type": event_type, "timestamp": created_at, "data": data}, separators=(",", ":"))
-    tx.run("INSERT INTO events (id, type, created_at, payload) VALUES (?, ?, ?, ?)",
-           (event_id, event_type, created_at, payload))
+    tx.at_commit("INSERT INTO events (id, type, created_at, payload) VALUES (?, ?, ?, ?)",
+                 (event_id, event_type, created_at, payload))
     if dialect.event_notify:
-        tx.run(dialect.event_notify)
+        tx.at_commit(dialect.event_notify)
     return event_id
 
 

@@ -58,6 +58,7 @@ class _PgTx:
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
+        self.last: list[tuple[str, Sequence[object]]] = []  # `at_commit` statements, run before COMMIT
 
     def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         """For statements that return rows (SELECT, RETURNING)."""
@@ -65,6 +66,14 @@ class _PgTx:
 
     def run(self, sql: str, params: Sequence[object] = ()) -> None:
         self.conn.execute(POSTGRES.sql(sql) if params else sql, params or None)
+
+    def at_commit(self, sql: str, params: Sequence[object] = ()) -> None:
+        self.last.append((sql, params))
+
+    def finish(self) -> None:
+        """Queue the `at_commit` statements: the pipeline sends them with the COMMIT, in one flight."""
+        for sql, params in self.last:
+            self.run(sql, params)
 
 
 class PostgresBackend:
@@ -119,7 +128,9 @@ class PostgresBackend:
         conn = self._connection()
         try:
             with conn.pipeline(), conn.transaction():
-                yield _PgTx(conn)
+                tx = _PgTx(conn)
+                yield tx
+                tx.finish()
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"{self.description}: {reason(exc)}") from None
 

@@ -58,6 +58,10 @@ class Tx(Protocol):
 
     def run(self, sql: str, params: Sequence[object] = ()) -> None: ...
 
+    def at_commit(self, sql: str, params: Sequence[object] = ()) -> None:
+        """Run `sql` as one of the transaction's last statements, just before COMMIT (or now: SQLite)."""
+        ...
+
 
 class Backend(Protocol):
     """What DropsDB needs from a database: transactions, reads outside them, its dialect and schema upkeep."""

@@ -117,9 +117,9 @@ def started(system: RunningSystem, timeout: float) -> float:
     return time.monotonic() - began
 
 
-def mode_config(projects: int, mode: str, watchdog: str = "", account: str = "") -> str:
+def mode_config(projects: int, mode: str, watchdog: str = "", account: str = "", probe_period: float = 0.2) -> str:
     return config_text(projects, MODES[mode] + watchdog, account=account,
-                       projects_per_process=GROUP if mode == "grouped" else 1)
+                       projects_per_process=GROUP if mode == "grouped" else 1, probe_period=probe_period)
 
 
 def first_monitor(projects: int, mode: str) -> str:
@@ -128,7 +128,8 @@ def first_monitor(projects: int, mode: str) -> str:
 
 def run_scale(projects: int, mode: str, args: argparse.Namespace, work: Path) -> Scale:
     result = Scale(projects, mode, load=loadavg())
-    system = RunningSystem(work / f"scale-{projects}-{mode}", mode_config(projects, mode))
+    system = RunningSystem(work / f"scale-{projects}-{mode}",
+                           mode_config(projects, mode, probe_period=args.probe_period))
     try:
         result.healthy_s = started(system, args.start_timeout)
         result.start_restarts = restarts(system)
@@ -287,6 +288,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between drops (default 0.02)")
     parser.add_argument("--kills", type=int, default=10, help="kills per component in `recovery` (default 10)")
     parser.add_argument("--load-span", type=float, default=60.0, help="seconds of CPU hogs in `load` (default 60)")
+    parser.add_argument("--probe-period", type=float, default=0.2,
+                        help="the bridge's health probe period in `scale` (default 0.2 s as config_text; 1.0 = default)")
     parser.add_argument("--start-timeout", type=float, default=90.0, help="seconds to wait for all healthy")
     return parser.parse_args(argv)
 

@@ -40,7 +40,7 @@ def group_jid(n: int) -> str:
 
 
 def config_text(projects: int, watchdog: str = "", database_url: str = "", account: str = "",
-                projects_per_process: int = 1) -> str:
+                projects_per_process: int = 1, probe_period: float = 0.2) -> str:
     """One sim account and `projects` projects, each watching its own group (two dev, the rest prod);
     the drops store in PostgreSQL when `database_url` is given. `watchdog` and `account` are extra lines
     for [watchdog] and [accounts.main] (e.g. `standby = false`)."""
@@ -51,7 +51,7 @@ def config_text(projects: int, watchdog: str = "", database_url: str = "", accou
         members = ", ".join(f'"{c.split("@")[0]}"' for c in CONTRACTORS)
         parts.append(f'[[sim.groups]]\njid = "{group_jid(n)}"\nname = "Project {n}"\nparticipants = [{members}]\n')
     parts.append(f'[accounts.main]\ntransport = "sim"\nphone = "{PHONE}"\napi_port = 0\nwatchdog_sec = 3.0\n{account}\n'
-                 '[accounts.main.probe]\nperiod = 0.2\ninitial_delay = 1.0\n')
+                 f'[accounts.main.probe]\nperiod = {probe_period:g}\ninitial_delay = 1.0\n')
     for n in range(1, projects + 1):
         environment = "dev" if n > max(projects - 2, 1) else "prod"
         parts.append(f'[[projects]]\nname = "p{n}"\nenvironment = "{environment}"\ngroups = ["{group_jid(n)}"]\n')

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from bridge.store import format_ts, now_ts
-from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_QUEUED, FEEDBACK_SENT, DropsDB, NewFeedback, Submission,
-                                  drops_db_path, open_drops_store)
+from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_QUEUED, FEEDBACK_SENT, DropsDB, NewFeedback, ReceiptStamp,
+                                  Submission, drops_db_path, open_drops_store)
 from monitors.store.outbox import outbox_channel
 from tests.conftest import BASE_CONFIG, GROUP_A
 from watchdog.config import load
@@ -102,6 +102,25 @@ def test_a_read_receipt_without_delivered_first_stamps_both(drops: DropsDB) -> N
     (done,) = drops.feedback_of(drops.drop("lawley", "DR1000001"))
     assert (done.delivered_at, done.read_at) == (at(3), at(3))
     assert types(drops)[-2:] == ["feedback.delivered", "feedback.read"]
+
+
+def test_a_batch_of_receipts_stamps_like_one_at_a_time_in_one_transaction(drops: DropsDB) -> None:
+    drops.record("lawley", "main", 1, [sub("DR1000001", "M1"), sub("DR1000002", "M2")], ack)
+    first, second = drops.pending_feedback("lawley")
+    drops.finish_feedback(first, FEEDBACK_SENT, bridge_message_id="3EB0A1")
+    drops.finish_feedback(second, FEEDBACK_SENT, bridge_message_id="3EB0A2")
+    batch = [ReceiptStamp("3EB0A1", "server_ack", at(1)), ReceiptStamp("3EB0A1", "delivered", at(2), OTHER),
+             ReceiptStamp("3EB0A1", "delivered", at(3), CONTRACTOR),  # the first one stands
+             ReceiptStamp("3EB0A2", "read", at(4), OTHER),  # read by someone it does not mention: nothing
+             ReceiptStamp("3EB0A2", "read", at(5), CONTRACTOR),  # read first: delivered too
+             ReceiptStamp("3EB0A2", "played", at(6), CONTRACTOR), ReceiptStamp("STRANGER", "delivered", at(6))]
+    assert drops.record_receipts(batch) == ({"3EB0A1", "3EB0A2"}, 4)
+    assert drops.record_receipts(batch) == ({"3EB0A1", "3EB0A2"}, 0)  # again: nothing changes, no event
+    stamped = {f.bridge_message_id: (f.server_at, f.delivered_at, f.read_at)
+               for f in drops.feedback_of(drops.drop("lawley", "DR1000001")) + drops.feedback_of(
+                   drops.drop("lawley", "DR1000002"))}
+    assert stamped == {"3EB0A1": (at(1), at(2), None), "3EB0A2": (None, at(5), at(5))}
+    assert sorted(types(drops)[4:]) == ["feedback.delivered", "feedback.delivered", "feedback.read"]
 
 
 def test_a_failed_record_leaves_no_event(drops: DropsDB) -> None:

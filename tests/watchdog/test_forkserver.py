@@ -26,7 +26,7 @@ from watchdog.forkserver import ForkServer
 from watchdog.notify_server import Notification, NotifyServer
 from watchdog.recovery_log import RecoveryLog
 from watchdog.stale import runs
-from watchdog.template import exec_reason
+from watchdog.template import STANDBY_REASON, exec_reason
 
 CONFIG = """
 data_dir = "data"
@@ -175,6 +175,7 @@ def test_the_template_is_fork_safe_and_never_loads_neonize(tmp_path: Path) -> No
         assert exec_reason(bridge) == "transport neonize is never loaded into the template"
         assert run.server.fork(bridge, child_env("@x", 1.0), None) is None  # the old way
         assert exec_reason(ours(run.config, "bridge", "--account", "main")) == ""
+        assert exec_reason(ours(run.config, "bridge", "--account", "main", "--standby")) == STANDBY_REASON
         assert exec_reason([sys.executable, "-c", "pass"]) == "not one of our own components"
         assert exec_reason(ours(run.config, "status")) == "`status` is not pre-loaded"
         with pytest.raises(FileNotFoundError):  # as with exec: the watcher fails the program, no restart loop

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from watchdog.restart_policy import RestartPolicy, decide, standby_delay
+from watchdog.restart_policy import After, Next, RestartPolicy, decide, exit_outcome, standby_delay
 
 POLICY = RestartPolicy(initial=0.1, maximum=30.0, crash_loop_exits=5, crash_loop_window=60.0)
 
@@ -44,3 +44,30 @@ def test_an_empty_history_after_a_healthy_spell_restarts_at_once_again() -> None
 
 def test_a_dying_standby_backs_off_from_its_first_exit() -> None:
     assert [standby_delay(n, POLICY, 0.0) for n in (1, 2, 3)] == pytest.approx([0.1, 0.2, 0.4])
+
+
+@pytest.mark.parametrize(("code", "restart", "planned", "expected", "rule"), [
+    (1, "always", None, Next.RESTART, ""),
+    (0, "always", None, Next.RESTART, ""),  # a child is never supposed to exit
+    (0, "on-failure", None, Next.STOP_CLEAN, ""),
+    (1, "on-failure", None, Next.RESTART, ""),
+    (0, "never", None, Next.STOP_CLEAN, ""),
+    (1, "never", None, Next.FAIL, "config_failed"),
+    (2, "always", None, Next.FAIL, "config_failed"),
+    (4, "always", None, Next.FAIL, "not_paired"),
+    (7, "always", None, Next.FAIL, "config_failed"),  # a program's own no-restart code
+    (-9, "always", After.RECOVER, Next.RESTART, ""),  # stopped for a failed check
+    (-9, "never", After.RECOVER, Next.FAIL, "hang"),
+    (-15, "never", After.RESTART_NOW, Next.RESTART_NOW, ""),  # an operator restart restarts whatever the mode
+    (2, "always", After.STAY_STOPPED, Next.STOP, ""),  # shutdown: even a no-restart code just stops
+])
+def test_what_an_exit_means(code: int, restart: str, planned: After | None, expected: Next, rule: str) -> None:
+    outcome = exit_outcome(code, "exit code", restart, (2, 4, 7), planned)
+    assert (outcome.next, outcome.rule) == (expected, rule)
+
+
+def test_a_refusal_at_start_names_itself_in_the_failure() -> None:
+    assert exit_outcome(2, "exit code 2", "always", (2,), None).cause == "exit code 2: configuration error"
+    refused = exit_outcome(2, "exit code 2", "always", (2,), None, last_words="store messages.db is corrupt")
+    assert refused.cause == "exit code 2: store messages.db is corrupt"
+    assert exit_outcome(1, "exit code 1", "never", (), None).cause == "exit code 1; restart = never"

@@ -492,7 +492,7 @@ def test_systemd_gets_ready_status_watchdog_pings_and_stopping(tmp_path: Path, m
             await until(lambda: any("1 restart in the last hour" in m for m in drain()), 5, "STATUS= with 1 restart")
             assert s.arbiter._cycle() is None
             broken = s.watcher("monitor:b")  # a check that stopped acting: the cycle must withhold WATCHDOG=1
-            broken.checks.cancel_timer("heartbeat")
+            broken.checks._timers.cancel("heartbeat")
             broken.checks.last_heartbeat -= 100
             assert "monitor:b: heartbeat check overdue" in (s.arbiter._cycle() or "")
         assert "STOPPING=1" in drain()

@@ -24,7 +24,8 @@ from watchdog.stale import runs
 from watchdog.systemd_heartbeat import watchdog_interval
 from watchdog.programs import Program
 from watchdog.states import TRANSITIONS, State, TransitionError
-from watchdog.watcher import Context, Watcher
+from watchdog.context import Context
+from watchdog.watcher import Watcher
 
 
 def test_notify_datagrams_are_parsed_like_systemd_does() -> None:

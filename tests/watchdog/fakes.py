@@ -1,0 +1,57 @@
+"""Stand-ins for what the watcher's parts are given, so the parts are driven without processes."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+from tests.watchdog.test_supervision import RecordingAlerts
+from watchdog.program_alerts import ProgramAlerts
+from watchdog.recovery import Records
+from watchdog.recovery_log import RecoveryLog
+
+
+class RecordingMetrics:
+    def __init__(self) -> None:
+        self.restarts: list[tuple[str, str]] = []
+        self.recoveries: list[tuple[str, float]] = []
+
+    def count_restart(self, component: str, kind: str) -> None:
+        self.restarts.append((component, kind))
+
+    def observe_recovery(self, component: str, seconds: float) -> None:
+        self.recoveries.append((component, seconds))
+
+    def observe_disconnect(self, component: str, seconds: float) -> None:
+        pass
+
+
+@dataclass
+class FakeChild:
+    """What the parts read of a ChildProcess."""
+
+    pid: int = 4242
+    running: bool = True
+    started_at: float = 0.0
+
+
+@dataclass
+class Bench:
+    """One program's records (in a real recovery log file), alerts and metrics."""
+
+    log: RecoveryLog
+    alerts: RecordingAlerts = field(default_factory=RecordingAlerts)
+    metrics: RecordingMetrics = field(default_factory=RecordingMetrics)
+
+    def program_alerts(self, name: str) -> ProgramAlerts:
+        return ProgramAlerts(name, SimpleNamespace(alerts=self.alerts, metrics=self.metrics), lambda: None)
+
+    def records(self, name: str) -> Records:
+        return Records(self.log, name)
+
+    def events(self) -> list[str]:
+        return [r["event"] for r in self.log.read()]
+
+
+def bench(tmp_path: Path) -> Bench:
+    return Bench(RecoveryLog(tmp_path / "recoveries.jsonl"))

@@ -1,0 +1,33 @@
+"""What every watcher shares with the arbiter: settings, the data directory, the recovery log, alerts,
+metrics, the HTTP client for probes, the log sink, whom to tell about a change, and the start bounds."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from watchdog.child_output import StderrSink
+from watchdog.config_model import WatchdogConfig
+from watchdog.recovery_log import RecoveryLog
+from watchdog.throttle import Launcher
+
+if TYPE_CHECKING:
+    from watchdog.alerts import AlertManager
+    from watchdog.metrics import Metrics
+    from watchdog.watcher import Watcher
+
+
+@dataclass
+class Context:
+    settings: WatchdogConfig
+    data_dir: Path
+    recovery_log: RecoveryLog
+    alerts: AlertManager
+    metrics: Metrics
+    http: aiohttp.ClientSession
+    sink: StderrSink
+    on_change: Callable[[Watcher], None]
+    launcher: Launcher | None = None  # None: unbounded (a watcher on its own, in tests)
