@@ -77,6 +77,7 @@ class _PgTx:
 
 
 class PostgresBackend:
+    """One connection in autocommit between transactions; its dialect NOTIFYs the schema's outbox channel."""
 
     def __init__(self, url: str, schema: str = "wa_watchdog") -> None:
         if not DB_SCHEMA_NAME.match(schema):
