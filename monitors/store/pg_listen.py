@@ -23,6 +23,9 @@ from tenacity import RetryCallState, retry, retry_if_exception_type, wait_expone
 from monitors.store.postgres import CONNECT_TIMEOUT, UNAVAILABLE, reason, redact
 
 RECONNECT_MAX = 5.0  # seconds between LISTEN attempts while PostgreSQL is away
+# A listener only reads: a server that vanished without a FIN (a host gone, a cut link) would leave it waiting
+# for hours. TCP keepalives find out in ~25 s; until then the safety look delivers.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
 
 
 def _log_retry(state: RetryCallState) -> None:
@@ -54,7 +57,7 @@ class OutboxListener:
            wait=wait_exponential_jitter(initial=0.1, max=RECONNECT_MAX, jitter=0.1))
     async def _listen(self) -> psycopg.AsyncConnection:
         conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
-                                                     application_name="wa-watchdog drops-api listen")
+                                                     application_name="wa-watchdog drops-api listen", **KEEPALIVES)
         try:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
         except BaseException:
