@@ -15,7 +15,7 @@ from loguru import logger
 from bridge.store import Store, parse_ts
 from bridge.transport import IncomingMessage, Receipt, ReceiptKind
 from monitors import store_watch
-from monitors.follow import POLL_INTERVAL, SAFETY_INTERVAL
+from monitors.follow import POLL_INTERVAL, SAFETY_INTERVAL, SETTLE_DELAYS
 from monitors.store_watch import StoreWakes
 from monitors.receipts import GRACE
 from tests.conftest import GROUP_A, GROUP_B, Processes, wait_until
@@ -69,6 +69,23 @@ def test_one_inotify_instance_wakes_each_subscriber_for_its_own_store_or_wal_and
                 schedule.close()
             store.close()
             other.close()
+    asyncio.run(scenario())
+
+
+def test_a_look_due_sooner_than_the_next_settle_look_comes_first(tmp_path: Path) -> None:
+    """A webhook retry falling due 50 ms ahead is not kept waiting by the settle look a second away."""
+    async def scenario() -> None:
+        schedule = StoreWakes().subscribe(tmp_path / "drops.db", asyncio.Event())
+        try:
+            schedule.wake.set()
+            await schedule.next_look()  # woken: the settle looks follow, the last one after 1 s
+            for _ in SETTLE_DELAYS[:-1]:
+                await schedule.next_look()
+            began = time.monotonic()
+            await schedule.next_look(0.05)
+            assert time.monotonic() - began < SETTLE_DELAYS[-1] / 2
+        finally:
+            schedule.close()
     asyncio.run(scenario())
 
 
