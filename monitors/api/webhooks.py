@@ -157,7 +157,8 @@ class Deliverer:
                 wait, new = SAFETY_INTERVAL, False
                 for receiver in self.receivers:
                     new |= self._start_due(receiver, now)
-                    wait = min(wait, self._retry_wait(receiver, now))
+                    if not self.store_error:  # a store down is tried again at the safety look, not twice a look
+                        wait = min(wait, self._retry_wait(receiver, now))
                 if new:
                     self.schedule.committed()
                 await self.schedule.next_look(wait)

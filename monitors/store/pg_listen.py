@@ -65,4 +65,3 @@ class OutboxListener:
             raise
         logger.info("drops-api: listening on {} at {}", self.channel, redact(self.url))
         return conn
-
