@@ -29,7 +29,7 @@ from typing import NamedTuple
 from loguru import logger
 
 from bridge.schema import parse_ts
-from watchdog import endpoints, file_modes
+from watchdog.shared import endpoints, file_modes
 
 FILE_NAME = "bridge.alive"
 PID_WIDTH = 10  # wider than any pid (pid_max <= 2**22): every record has the same length

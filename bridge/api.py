@@ -19,8 +19,8 @@ from bridge.outbox import Outbox
 from bridge.sending import BadRequest, SendRequest, parse_send, parse_send_message
 from bridge.store import IdempotencyConflict, Store, StoreError
 from bridge.transport import NotConnected, Transport
-from watchdog import web_guard
-from watchdog.http_server import add_openapi
+from watchdog.shared import web_guard
+from watchdog.shared.http_server import add_openapi
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_BODY = 1024 * 1024

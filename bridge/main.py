@@ -50,14 +50,14 @@ from bridge.integrity import CorruptStore, check_or_refuse
 from bridge.store import OutboxRow, Store, StoreCorrupt, StoreError, StoreLocked, format_ts, now_ts
 from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Receipt, Transport
 from bridge.windows import STOPPED_REASON, Windows
-from watchdog import endpoints, exit_handoff, logs, web_guard
-from watchdog.config import AccountConfig, Config
-from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
-from watchdog.http_server import LimitedRunner
-from watchdog.migrations import SchemaTooNew
-from watchdog.notify import Notifier, heartbeat_interval
-from watchdog.recovery_log import RecoveryLog
-from watchdog.waiting import wait_event
+from watchdog.shared import endpoints, exit_handoff, logs, web_guard
+from watchdog.shared.config import AccountConfig, Config
+from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
+from watchdog.shared.http_server import LimitedRunner
+from watchdog.shared.migrations import SchemaTooNew
+from watchdog.shared.notify import Notifier, heartbeat_interval
+from watchdog.shared.recovery_log import RecoveryLog
+from watchdog.shared.waiting import wait_event
 
 TRANSPORTS = {
     "sim": ("bridge.transports.sim", "SimTransport"),

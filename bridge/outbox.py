@@ -36,7 +36,7 @@ from bridge.sending import SendRequest, refusal_status
 from bridge.store import OutboxRow, Store, format_ts
 from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, SendFailed,
                               Source, Transport)
-from watchdog.waiting import wait_event
+from watchdog.shared.waiting import wait_event
 
 SEND_TIMEOUT = 10.0  # an unanswered send stays pending and is retried (same id) later
 MAX_ATTEMPTS = 5

@@ -1,7 +1,7 @@
 """The messages.db contract both sides import: its schema as numbered migrations, its version, and the readers.
 
 The bridge (the one writer, bridge/store.py) creates and migrates the file from
-MIGRATIONS (watchdog/migrations.py runs them; the version is PRAGMA
+MIGRATIONS (watchdog/shared/migrations.py runs them; the version is PRAGMA
 user_version, SCHEMA_VERSION the newest this release knows). Readers
 (monitors, tools) use `open_readonly` and the read functions at the end, which
 refuse a file written by a newer release.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from watchdog.migrations import Migration, SchemaTooNew, latest
+from watchdog.shared.migrations import Migration, SchemaTooNew, latest
 
 # Exactly the whatsapp-mcp bridge schema (whatsapp-bridge/main.go).
 WHATSAPP_MCP_SCHEMA = """

@@ -8,7 +8,7 @@ The lock file holds the owner's pid so the refused one (and the watchdog)
 can name it. A warm standby (`wait=True`) blocks on the same lock: the kernel
 hands it over the moment the owner dies, so there is still one owner, always.
 
-The session directory is 0700 and the lock 0600 (`watchdog.locks`): no other
+The session directory is 0700 and the lock 0600 (`watchdog.shared.locks`): no other
 local user can open it, and a lock held by something that is not a bridge of
 this account (a stray `flock`, a leftover descriptor) is replaced after a short
 grace instead of keeping the bridge out forever.
@@ -20,7 +20,7 @@ import os
 import time
 from pathlib import Path
 
-from watchdog import file_modes, locks
+from watchdog.shared import file_modes, locks
 
 LOCK_NAME = "session.lock"
 

@@ -30,8 +30,8 @@ from bridge.quarantine import Quarantined, quarantined, sanitise
 from bridge.schema import (MIGRATIONS, WINDOW_SELECT, StoredMessage, Window, bare_user, format_ts,  # noqa: F401
                            messages_after, now_ts, open_readonly, parse_ts, windows)
 from bridge.transport import IncomingMessage, MediaInfo, Receipt, ReceiptKind, Source
-from watchdog import file_modes
-from watchdog.migrations import SchemaTooNew, SqliteTarget, latest, migrate
+from watchdog.shared import file_modes
+from watchdog.shared.migrations import SchemaTooNew, SqliteTarget, latest, migrate
 
 WINDOW_STATUSES = ("pending", "done", "unsupported", "failed")
 OUTBOX_STATUSES = ("pending", "sent", "failed")

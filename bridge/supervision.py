@@ -19,7 +19,7 @@ from datetime import datetime
 
 from watchdog.hooks import Hooks
 from watchdog.probes import FAILURE, OK, OPERATOR, OUTAGE, HealthResult
-from watchdog.programs import Check, Program
+from watchdog.shared.programs import Check, Program
 
 OUTAGE_STATES = ("connecting", "disconnected", "store_error")
 OPERATOR_STATES = ("stream_replaced", "logged_out")

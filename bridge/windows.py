@@ -11,7 +11,7 @@ that heartbeat in the store) or an unreadable one (a power cut) only makes it
 start earlier; so does a store put back from a backup (the file's beat is not
 used for it).
 Better knowledge is the moment the process was last known alive: the
-exit time the watchdog saw on its pidfd (`watchdog.exit_handoff`), or, for a
+exit time the watchdog saw on its pidfd (`watchdog.shared.exit_handoff`), or, for a
 warm standby, the moment the kernel handed it the session lock (the owner's
 death); either is used when it lies after the heartbeat. A disconnect window
 starts when the transport last heard from the server (`ConnectionEvent.at`:
@@ -34,7 +34,7 @@ from loguru import logger
 from bridge.alive import AliveFile
 from bridge.store import Store, Window, now_ts, parse_ts
 from bridge.transport import HistoryUnsupported, NotConnected, Source, Transport
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.recovery_log import RecoveryLog
 
 BACKFILL_MARGIN = timedelta(seconds=30)
 CRASH_REASON = "bridge crash"

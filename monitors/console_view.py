@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from bridge.store import bare_user, format_ts, open_readonly, parse_ts
 from monitors.drops_store import Drop, DropsDB, drops_db_path, open_drops_store
-from watchdog.config import Config
+from watchdog.shared.config import Config
 from watchdog.console.timeline import Mark
 
 T = TypeVar("T")

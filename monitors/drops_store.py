@@ -31,7 +31,7 @@ from monitors.store.model import (DROP_BACKFILLED, DROP_RECORDED, DROP_RESUBMITT
 from monitors.store.outbox import WebhookOutbox, drop_data, enqueue, feedback_data
 from monitors.store.queries import DROP_COLUMNS, FEEDBACK_COLUMNS, DropQueries
 from monitors.store.sql import Backend, StoreUnavailable, Tx, one
-from watchdog.config import Config
+from watchdog.shared.config import Config
 
 __all__ = ["DROP_BACKFILLED", "DROP_RECORDED", "DROP_RESUBMITTED", "EVENT_TYPES", "FEEDBACK_ACCEPTED",
            "FEEDBACK_DELIVERED_EVENT", "FEEDBACK_FAILED", "FEEDBACK_FAILED_EVENT", "FEEDBACK_NONE", "FEEDBACK_PENDING",

@@ -27,9 +27,9 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from bridge.schema import bare_user
 from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, KIND_ACK,
                                   KIND_OPERATOR, DropsDB, Feedback, NewFeedback, StoreUnavailable, Submission)
-from watchdog import endpoints
-from watchdog.config import Config, ProjectConfig
-from watchdog.waiting import wait_event
+from watchdog.shared import endpoints
+from watchdog.shared.config import Config, ProjectConfig
+from watchdog.shared.waiting import wait_event
 
 REQUEST_TIMEOUT = 10.0  # the bridge's own send timeout is 10 s; after that the send stays in its outbox
 RECHECK_INTERVAL = 5.0  # look for pending feedback recorded by other processes

@@ -28,13 +28,13 @@ from monitors.follow import StoreFollower, StoreNotReady
 from monitors.project import ProjectMonitor
 from monitors.receipts import ReceiptFollower, receipt_accounts
 from monitors.store_watch import StoreWakes
-from watchdog import logs
-from watchdog.config import Config, ProjectConfig, monitor_component
-from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
-from watchdog.migrations import SchemaTooNew
-from watchdog.notify import Notifier, heartbeat_interval
-from watchdog.recovery_log import RecoveryLog
-from watchdog.waiting import wait_event
+from watchdog.shared import logs
+from watchdog.shared.config import Config, ProjectConfig, monitor_component
+from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
+from watchdog.shared.migrations import SchemaTooNew
+from watchdog.shared.notify import Notifier, heartbeat_interval
+from watchdog.shared.recovery_log import RecoveryLog
+from watchdog.shared.waiting import wait_event
 
 STORE_WAIT_INTERVAL = 0.1  # how often to look for a messages.db that does not exist yet
 CURSOR_SAVE_INTERVAL = 5.0  # seconds between saves of cursors moved past messages without drops

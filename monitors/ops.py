@@ -20,9 +20,9 @@ from bridge.schema import bare_user, format_ts, parse_ts
 from monitors.drops_store import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, Drop, DropsDB, StoreUnavailable, drops_db_path,
                                   open_drops_store)
 from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback
-from watchdog.config import Config, ConfigError
-from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
-from watchdog.migrations import SchemaTooNew
+from watchdog.shared.config import Config, ConfigError
+from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
+from watchdog.shared.migrations import SchemaTooNew
 from watchdog.recovery_view import parse_since
 
 CLI_ATTEMPTS = 4  # quick retries (~0.4 s) before telling the operator the bridge is not answering

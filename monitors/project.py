@@ -22,9 +22,9 @@ from monitors.detect import DropPattern, submissions
 from monitors.drops_store import DropsDB, StoreUnavailable
 from monitors.feedback import FeedbackSender, ack_for
 from monitors.follow import StoreFollower
-from watchdog.config import Config, ProjectConfig
-from watchdog.recovery_log import RecoveryLog
-from watchdog.waiting import wait_event
+from watchdog.shared.config import Config, ProjectConfig
+from watchdog.shared.recovery_log import RecoveryLog
+from watchdog.shared.waiting import wait_event
 
 BATCH = 1000  # messages per transaction when catching up
 REPORTED_STATUSES = ("done", "unsupported", "failed")  # a window's backfill is over: report it

@@ -23,8 +23,8 @@ from datetime import datetime, timedelta, timezone
 
 from bridge.store import format_ts
 from monitors.drops_store import StoreUnavailable, drops_db_path, open_drops_store
-from watchdog.config import AccountConfig, Config
-from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
+from watchdog.shared.config import AccountConfig, Config
+from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.recovery_view import parse_since
 
 BATCH = 5000  # rows per transaction

@@ -36,7 +36,7 @@ from bridge.store import StoredReceipt, parse_ts, receipts_after
 from monitors.drops_store import DropsDB, StoreUnavailable
 from monitors.follow import StoreFollower, StoreNotReady
 from monitors.store_watch import StoreWakes, WakeSchedule
-from watchdog.config import AccountConfig, Config, ProjectConfig
+from watchdog.shared.config import AccountConfig, Config, ProjectConfig
 
 BATCH = 1000
 WAIT_INTERVAL = 0.5  # how often to look for a store (or a receipts table) that is not there yet

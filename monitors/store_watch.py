@@ -32,7 +32,7 @@ from inotify_simple import INotify, flags
 from loguru import logger
 
 from monitors.follow import POLL_INTERVAL, SAFETY_INTERVAL, SETTLE_DELAYS
-from watchdog.waiting import wait_event
+from watchdog.shared.waiting import wait_event
 
 WATCHED = flags.MODIFY | flags.CREATE | flags.MOVED_TO | flags.DELETE
 

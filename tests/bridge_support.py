@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.conftest import GROUP_A, GROUP_B, Processes, wait_until
-from watchdog import endpoints
+from watchdog.shared import endpoints
 
 PHONE = "27710000000"
 SENDER = "27710000001@s.whatsapp.net"

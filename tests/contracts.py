@@ -17,7 +17,7 @@ from aiohttp import web
 
 from bridge.api import build_app as bridge_app
 from monitors.api.app import build_app as drops_app
-from watchdog.config import WatchdogConfig
+from watchdog.shared.config import WatchdogConfig
 from watchdog.console.extensions import Loaded
 from watchdog.console.view import Console
 from watchdog.control import build_app as control_app

@@ -13,7 +13,7 @@ import aiohttp
 
 from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Receipt
 from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, Processes
-from watchdog import endpoints
+from watchdog.shared import endpoints
 
 MAIN_PHONE = "27710000000"
 SENDER_PHONE = "27710000009"

@@ -22,8 +22,8 @@ import aiohttp
 from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from watchdog.config import ALERT_RULES, AlertConfig
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.config import ALERT_RULES, AlertConfig
+from watchdog.shared.recovery_log import RecoveryLog
 
 FIRING = "firing"
 RESOLVED = "resolved"

@@ -20,21 +20,22 @@ import time
 import aiohttp
 from loguru import logger
 
-from watchdog import control_token, endpoints, logs
+from watchdog import control_token
+from watchdog.shared import endpoints, logs
 from watchdog.alerts import AlertManager
 from watchdog.builtins import all_programs
 from watchdog.child import use_template
 from watchdog.child_output import RotatingFile, StderrSink, log_path
-from watchdog.config import Config, ConfigError, load
+from watchdog.shared.config import Config, ConfigError, load
 from watchdog.console.changes import Changes
 from watchdog.console.view import Console
 from watchdog.context import Context
 from watchdog.control import start_control_server
-from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
+from watchdog.shared.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.forkserver import ForkServer
 from watchdog.metrics import Metrics
-from watchdog.programs import Program, diff
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.programs import Program, diff
+from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.start_order import dependencies, stop_in_order, wait_for
 from watchdog.stale import component_of, record_children, recorded_children, standby_name
 from watchdog.status_line import status_line, system_ready

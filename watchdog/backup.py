@@ -24,8 +24,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from monitors.drops_store import drops_db_path
-from watchdog.config import Config
-from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
+from watchdog.shared.config import Config
+from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 
 NEONIZE_DB = "neonize.db"  # bridge.transports.neonize_transport.DEFAULT_DB, without importing neonize
 MANIFEST = "MANIFEST.json"

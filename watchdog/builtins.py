@@ -14,8 +14,8 @@ import hashlib
 import sys
 from dataclasses import replace
 
-from watchdog.config import Config, monitor_component
-from watchdog.programs import OWN_NO_RESTART_EXITS, Check, Program
+from watchdog.shared.config import Config, monitor_component
+from watchdog.shared.programs import OWN_NO_RESTART_EXITS, Check, Program
 
 BRIDGE_HOOKS = "bridge.supervision:hooks"
 

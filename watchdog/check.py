@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog import endpoints
-from watchdog.config import Config
+from watchdog.shared import endpoints
+from watchdog.shared.config import Config
 from watchdog.data_dir import prove_writable
-from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
+from watchdog.shared.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.watchdog_lock import WATCHDOG_LOCK
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"

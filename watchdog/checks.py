@@ -25,15 +25,16 @@ from pathlib import Path
 import aiohttp
 from loguru import logger
 
-from watchdog import endpoints, probes
+from watchdog import probes
+from watchdog.shared import endpoints
 from watchdog.child import ChildProcess
 from watchdog.child_health import ChildHealth
-from watchdog.config_model import WatchdogConfig
+from watchdog.shared.config_model import WatchdogConfig
 from watchdog.hooks import Hooks
-from watchdog.programs import Check, Program
+from watchdog.shared.programs import Check, Program
 from watchdog.recovery import Records
 from watchdog.timers import Tasks, Timers
-from watchdog.waiting import wait_event
+from watchdog.shared.waiting import wait_event
 
 STARVED_SHARE = 0.5  # of one core: below this a runnable child is starved, not spinning
 RSS_PERIOD = 1.0  # seconds between memory checks (only when rss_limit_mb is set)

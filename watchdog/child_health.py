@@ -13,7 +13,7 @@ from typing import Protocol
 from watchdog import probes
 from watchdog.child import ChildProcess
 from watchdog.program_alerts import ProgramAlerts
-from watchdog.programs import Check, Program
+from watchdog.shared.programs import Check, Program
 
 RECOVERY_ALERTS = ("hang", "config_failed", "logged_out", "not_paired")  # resolved when the program is healthy again
 

@@ -16,9 +16,9 @@ from typing import BinaryIO
 
 from loguru import logger
 
-from watchdog import file_modes
+from watchdog.shared import file_modes
 
-from watchdog import logs
+from watchdog.shared import logs
 
 READ_CHUNK = 65536
 ATOMIC_WRITE = 4096  # PIPE_BUF: a writable pipe takes this much without blocking

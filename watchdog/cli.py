@@ -12,10 +12,10 @@ import os
 import sys
 from collections.abc import Callable
 
-from watchdog.config import Config, ConfigError, load
+from watchdog.shared.config import Config, ConfigError, load
 from watchdog.data_dir import DataDirError, ensure_writable
-from watchdog.exitcodes import EXIT_CONFIG
-from watchdog.file_modes import set_umask, tighten_data_dir
+from watchdog.shared.exitcodes import EXIT_CONFIG
+from watchdog.shared.file_modes import set_umask, tighten_data_dir
 
 DEFAULT_CONFIG = os.environ.get("WA_WATCHDOG_CONFIG", "conf/demo.toml")
 

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from watchdog.child_output import StderrSink
-from watchdog.config_model import WatchdogConfig
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.config_model import WatchdogConfig
+from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.throttle import Launcher
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """The control API of a running watchdog: status, restart one component, Prometheus metrics.
 
 The arbiter owns the state; this module only translates HTTP to its two
-callables, so the handlers stay thin. `watchdog.web_guard` answers every error
+callables, so the handlers stay thin. `watchdog.shared.web_guard` answers every error
 as `{"error": ...}`, refuses what a browser page could forge and, with
 `watchdog.control_token` set, checks the bearer token on every request
 (required by the config whenever the API listens beyond loopback). A restart
@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from watchdog import web_guard
-from watchdog.config import WatchdogConfig
+from watchdog.shared import web_guard
+from watchdog.shared.config import WatchdogConfig
 from watchdog.console import web as console_web
 from watchdog.console.changes import Changes
 from watchdog.console.view import Console
-from watchdog.http_server import LimitedRunner, add_openapi
+from watchdog.shared.http_server import LimitedRunner, add_openapi
 from watchdog.metrics import Metrics
 
 STATUS = web.AppKey("status", Callable[[], list[dict]])

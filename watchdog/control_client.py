@@ -19,9 +19,10 @@ import urllib.request
 
 import psutil
 
-from watchdog import control_token, endpoints
-from watchdog.config import Config
-from watchdog.exitcodes import EXIT_CONFIG
+from watchdog import control_token
+from watchdog.shared import endpoints
+from watchdog.shared.config import Config
+from watchdog.shared.exitcodes import EXIT_CONFIG
 from watchdog.stale import recorded_children
 
 TIMEOUT = 15.0  # a restart answers once the new process is started

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from watchdog import endpoints, file_modes
+from watchdog.shared import endpoints, file_modes
 
 TOKEN_FILE = "control.token"
 

@@ -12,7 +12,7 @@ import os
 import pwd
 from pathlib import Path
 
-from watchdog.exitcodes import EXIT_CONFIG
+from watchdog.shared.exitcodes import EXIT_CONFIG
 
 
 class DataDirError(Exception):

@@ -29,7 +29,7 @@ from loguru import logger
 
 from watchdog import template
 from watchdog.child import exit_cause, wait_gone, watch_exit
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.recovery_log import RecoveryLog
 
 COMPONENT = "template"  # its name in the recovery log
 PR_SET_CHILD_SUBREAPER = 36

@@ -11,7 +11,7 @@ import functools
 import importlib
 
 from watchdog.probes import Classifier, HealthResult, expect_status
-from watchdog.programs import Check, Program
+from watchdog.shared.programs import Check, Program
 
 
 class Hooks:

@@ -3,7 +3,7 @@
 What an operator would otherwise do with `tail -f` on files they first have to
 find. Log files live in `<data_dir>/logs/<component>.log` and rotate by size
 into `.1 .2 .3` (`watchdog/child_output.py`); every line starts with date, time
-with milliseconds, name and pid (`watchdog/logs.py`), which is what the merge
+with milliseconds, name and pid (`watchdog/shared/logs.py`), which is what the merge
 sorts by. The console shows the same tails (`tail`).
 """
 from __future__ import annotations
@@ -17,11 +17,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog import logs
+from watchdog.shared import logs
 from watchdog.builtins import all_programs
 from watchdog.child_output import log_path
-from watchdog.config import Config
-from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
+from watchdog.shared.config import Config
+from watchdog.shared.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.recovery_view import parse_since
 
 ROTATED_KEPT = 3  # RotatingFile's default `keep`

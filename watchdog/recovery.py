@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.recovery_log import RecoveryLog
 
 if TYPE_CHECKING:
     from watchdog.metrics import Metrics

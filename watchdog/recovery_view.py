@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from watchdog.config import Config
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.config import Config
+from watchdog.shared.recovery_log import RecoveryLog
 
 SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

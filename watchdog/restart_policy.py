@@ -21,7 +21,7 @@ import enum
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from watchdog.exitcodes import EXIT_CONFIG, EXIT_NEEDS_OPERATOR
+from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_NEEDS_OPERATOR
 
 # Exit 4 is a session that was never paired: a logout is seen live by the health probe (`logged_out`), not as an exit.
 FAILED_RULES = {EXIT_CONFIG: "config_failed", EXIT_NEEDS_OPERATOR: "not_paired"}  # other no-restart codes: config_failed

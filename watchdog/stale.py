@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 import psutil
 from loguru import logger
 
-from watchdog import endpoints, file_modes
+from watchdog.shared import endpoints, file_modes
 from watchdog.child import wait_gone
 
 if TYPE_CHECKING:
-    from watchdog.programs import Program
+    from watchdog.shared.programs import Program
     from watchdog.recovery import Records
 
 CHILDREN_FILE = "watchdog-children.json"  # in the run directory: {component: pid} of the watchdog's children

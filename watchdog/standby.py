@@ -25,7 +25,7 @@ from loguru import logger
 from watchdog import standby_check
 from watchdog.child import ChildProcess, exit_cause
 from watchdog.child_output import ChildOutput
-from watchdog.logs import standby_log_name
+from watchdog.shared.logs import standby_log_name
 from watchdog.restart_policy import RestartPolicy, standby_delay
 from watchdog.timers import Tasks, Timers
 

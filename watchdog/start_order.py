@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from watchdog.waiting import wait_event
+from watchdog.shared.waiting import wait_event
 
 if TYPE_CHECKING:
     from watchdog.watcher import Watcher

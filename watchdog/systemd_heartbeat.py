@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 
 from loguru import logger
 
-from watchdog.notify import Notifier
+from watchdog.shared.notify import Notifier
 
 
 def watchdog_interval(environ: Mapping[str, str] = os.environ) -> float | None:

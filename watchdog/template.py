@@ -34,7 +34,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-PRELOAD = ("watchdog.cli", "watchdog.config", "monitors.main", "monitors.api.main", "bridge.main",
+PRELOAD = ("watchdog.cli", "watchdog.shared.config", "monitors.main", "monitors.api.main", "bridge.main",
            "bridge.simulator.server", "bridge.transports.sim")
 OUR_COMMAND = ("-m", "watchdog.cli")
 FORKED_COMMANDS = ("sim", "bridge", "monitor", "drops-api")
@@ -79,7 +79,7 @@ def exec_reason(argv: Sequence[str]) -> str:
     if "--standby" in argv:
         return STANDBY_REASON
     from watchdog.cli import build_parser
-    from watchdog.config import ConfigError, load
+    from watchdog.shared.config import ConfigError, load
     try:
         args = build_parser().parse_args(list(argv[3:]))
         transport = load(args.config, args.data_dir).account(args.account).transport
@@ -93,7 +93,8 @@ def exec_reason(argv: Sequence[str]) -> str:
 def preload() -> None:
     for name in PRELOAD:
         importlib.import_module(name)
-    from watchdog import cli, logs
+    from watchdog import cli
+    from watchdog.shared import logs
     cli.build_parser()  # cached: a forked child parses its argv with it instead of building 16 sub-parsers
     logs.preload()
     gc.collect()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from loguru import logger
 
-from watchdog import endpoints, locks
-from watchdog.config import WatchdogConfig
+from watchdog.shared import endpoints, locks
+from watchdog.shared.config import WatchdogConfig
 
 WATCHDOG_LOCK = "watchdog.lock"  # in the run directory; holds the supervising watchdog's pid
 

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 
 from loguru import logger
 
-from watchdog import endpoints, exit_handoff, hooks, stale
+from watchdog import hooks, stale
+from watchdog.shared import endpoints, exit_handoff
 from watchdog.checks import Checks
 from watchdog.child import ChildProcess, child_env, exit_cause
 from watchdog.child_health import ChildHealth
@@ -33,7 +34,7 @@ from watchdog.context import Context
 from watchdog.notify_server import Notification, NotifyServer
 from watchdog.planned_stops import PlannedStops
 from watchdog.program_alerts import ProgramAlerts
-from watchdog.programs import Program
+from watchdog.shared.programs import Program
 from watchdog.recovery import Recoveries, Records
 from watchdog.restart_policy import After, Next, RestartPolicy, exit_outcome
 from watchdog.restarts import Restarts

@@ -22,10 +22,10 @@ from loguru import logger
 
 from bridge.simulator.state import Session, SimError, SimReceipt, SimState, iso
 from bridge.simulator.traffic import run_traffic
-from watchdog import endpoints, logs
-from watchdog.config import Config, ConfigError
-from watchdog.exitcodes import EXIT_ERROR, EXIT_OK
-from watchdog.notify import Notifier, heartbeat_interval
+from watchdog.shared import endpoints, logs
+from watchdog.shared.config import Config, ConfigError
+from watchdog.shared.exitcodes import EXIT_ERROR, EXIT_OK
+from watchdog.shared.notify import Notifier, heartbeat_interval
 
 COMPONENT = "sim"
 # Close codes the client maps to connection kinds (4000-4999 are for applications).

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime, timezone
 
-from watchdog.config import GROUP_JID, Config
+from watchdog.shared.config import GROUP_JID, Config
 
 USER_JID = re.compile(r"^[0-9]+@s\.whatsapp\.net$")
 MEDIA_TYPES = ("image", "video", "audio", "document")

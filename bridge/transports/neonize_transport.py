@@ -43,10 +43,10 @@ from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, Con
                               HistoryUnsupported, IncomingMessage, MediaInfo, NotConnected, OutgoingMessage,
                               SendFailed, SendResult, Source, Transport)
 from bridge.transports import neonize_mapping as mapping
-from watchdog import file_modes
-from watchdog.config import AccountConfig, Config
-from watchdog.exitcodes import EXIT_NEEDS_OPERATOR
-from watchdog.waiting import wait_event
+from watchdog.shared import file_modes
+from watchdog.shared.config import AccountConfig, Config
+from watchdog.shared.exitcodes import EXIT_NEEDS_OPERATOR
+from watchdog.shared.waiting import wait_event
 
 DEFAULT_DB = "neonize.db"
 RETRY_WAIT = wait_exponential_jitter(multiplier=0.5, max=60.0, jitter=0.5)  # 0.5 s, 1 s, 2 s ... 60 s, each + up to 0.5 s

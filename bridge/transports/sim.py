@@ -31,9 +31,9 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, ConnectionKind, Handler,
                               IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, Receipt,
                               ReceiptKind, SendFailed, SendResult, Source, Transport)
-from watchdog import endpoints
-from watchdog.config import AccountConfig, Config
-from watchdog.waiting import wait_event
+from watchdog.shared import endpoints
+from watchdog.shared.config import AccountConfig, Config
+from watchdog.shared.waiting import wait_event
 
 # Close codes chosen by bridge/simulator/server.py.
 CLOSE_CODES = {4409: ConnectionKind.STREAM_REPLACED, 4401: ConnectionKind.LOGGED_OUT}

@@ -21,8 +21,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from monitors.api import service
 from monitors.api.webhooks import Deliverer
 from monitors.drops_store import DropsDB, StoreUnavailable
-from watchdog import web_guard
-from watchdog.config import Config
+from watchdog.shared import web_guard
+from watchdog.shared.config import Config
 
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi" / "drops-api.json"
 MAX_BODY = 64 * 1024
@@ -155,7 +155,7 @@ REGISTRY = web.AppKey("registry", CollectorRegistry)
 
 
 def build_app(api: DropsApi, guard: list) -> web.Application:
-    """`guard`: the browser-forgery / token middlewares every API of ours puts first (watchdog.web_guard)."""
+    """`guard`: the browser-forgery / token middlewares every API of ours puts first (watchdog.shared.web_guard)."""
     app = web.Application(middlewares=[*guard, service_errors], client_max_size=MAX_BODY)
     app[CONTEXT] = api
     registry = CollectorRegistry(auto_describe=False)

@@ -26,14 +26,14 @@ from monitors.api.webhooks import Deliverer, LookSchedule, WokenSchedule
 from monitors.drops_store import StoreUnavailable, drops_db_path, open_drops_store
 from monitors.store.outbox import outbox_channel
 from monitors.store_watch import StoreWakes
-from watchdog import endpoints, logs, web_guard
+from watchdog.shared import endpoints, logs, web_guard
 from watchdog.alerts import AlertManager
-from watchdog.config import Config, WebhookConfig
-from watchdog.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
-from watchdog.migrations import SchemaTooNew
-from watchdog.http_server import LimitedRunner
-from watchdog.notify import Notifier, heartbeat_interval
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.config import Config, WebhookConfig
+from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
+from watchdog.shared.migrations import SchemaTooNew
+from watchdog.shared.http_server import LimitedRunner
+from watchdog.shared.notify import Notifier, heartbeat_interval
+from watchdog.shared.recovery_log import RecoveryLog
 
 COMPONENT = "drops-api"
 

@@ -24,7 +24,7 @@ from bridge.store import format_ts
 from monitors.drops_store import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_STATUSES, Drop,
                                   DropsDB, Feedback)
 from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback
-from watchdog.config import Config, ConfigError
+from watchdog.shared.config import Config, ConfigError
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500

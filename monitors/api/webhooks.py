@@ -30,8 +30,8 @@ from tenacity import RetryCallState, wait_exponential_jitter
 
 from bridge.store import format_ts, parse_ts
 from monitors.api import signing
-from watchdog.config import WebhookConfig
-from watchdog.waiting import wait_event
+from watchdog.shared.config import WebhookConfig
+from watchdog.shared.waiting import wait_event
 
 SAFETY_INTERVAL = 1.0  # seconds between looks at the outbox with no wake-up (one missed costs at most this)
 IN_FLIGHT = 8  # concurrent deliveries per receiver

@@ -26,8 +26,8 @@ from psycopg.types.string import TextLoader
 from monitors.store.outbox import outbox_channel
 from monitors.store.schema import migrations
 from monitors.store.sql import POSTGRES, StoreUnavailable
-from watchdog.config import DB_SCHEMA_NAME
-from watchdog.migrations import Executor, Migration, migrate
+from watchdog.shared.config import DB_SCHEMA_NAME
+from watchdog.shared.migrations import Executor, Migration, migrate
 
 CONNECT_TIMEOUT = 5  # seconds; a black-holed server must not stall a monitor's loop for minutes
 MIGRATION_LOCK = 0x77617764  # pg_advisory_xact_lock key: one migrating process per database

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 
 from monitors.store.sql import Dialect
-from watchdog.migrations import Executor, Migration
+from watchdog.shared.migrations import Executor, Migration
 
 V1_TODAY = """
 CREATE TABLE IF NOT EXISTS drops (

@@ -22,8 +22,8 @@ from bridge.integrity import check_or_refuse, is_full, is_locked
 from monitors.store.schema import migrations
 from monitors.store.sql import SQLITE
 from monitors.store.sql import StoreUnavailable
-from watchdog import file_modes
-from watchdog.migrations import SchemaTooNew, SqliteExecutor, SqliteTarget, latest, migrate, sqlite_write
+from watchdog.shared import file_modes
+from watchdog.shared.migrations import SchemaTooNew, SqliteExecutor, SqliteTarget, latest, migrate, sqlite_write
 
 WRITE_BUSY_TIMEOUT = 1.0  # seconds a writer waits for the lock on the event loop before StoreUnavailable
 

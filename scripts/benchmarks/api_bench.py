@@ -26,8 +26,8 @@ from monitors.drops_store import Submission, open_drops_store
 from scripts.benchmarks.drop_latency import percentile
 from scripts.benchmarks.system_run import CONTRACTORS, ROOT, group_jid, wait_for
 from tests.pg import PgCluster, find_bin_dir
-from watchdog import endpoints
-from watchdog.config import load
+from watchdog.shared import endpoints
+from watchdog.shared.config import load
 
 TARGET_P99_MS = 20.0
 PROJECTS = 6

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import aiohttp
 
-from watchdog import endpoints
+from watchdog.shared import endpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUPS = ("120363000000000001@g.us", "120363000000000002@g.us")

@@ -67,9 +67,9 @@ def _records(names: list[str], count: int, now: float) -> list[dict]:
 
 def prepare(workdir: Path) -> Path:
     """A data directory as a busy week leaves it; returns the config path."""
-    from watchdog import logs
+    from watchdog.shared import logs
     from watchdog.child_output import log_path
-    from watchdog.config import load
+    from watchdog.shared.config import load
     workdir.mkdir(parents=True)
     config_path = workdir / "wa.toml"
     config_path.write_text(config_text(COMPONENTS - 2), encoding="utf-8")
@@ -99,7 +99,7 @@ def prepare(workdir: Path) -> Path:
 
 def serve(config_path: Path) -> None:
     """(--serve) The control server with the console, over `config_path`'s data; prints its URL."""
-    from watchdog.config import load
+    from watchdog.shared.config import load
     from watchdog.console.view import Console
     from watchdog.control import start_control_server
     from watchdog.metrics import Metrics
@@ -166,7 +166,7 @@ def measure_live(workdir: Path, kills: int) -> list[float]:
     system.start(timeout=180)  # a loaded 2-core machine
     latencies: list[float] = []
     try:
-        from watchdog import endpoints
+        from watchdog.shared import endpoints
         control = endpoints.url(system.data_dir, "watchdog", "control")
         stream = urllib.request.urlopen(urllib.request.Request(control + "/console/events",
                                                                headers={"Accept": "text/event-stream"}), timeout=60)

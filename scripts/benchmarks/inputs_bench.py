@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 
 from scripts.benchmarks.bridge_bench import CONFIG, GROUPS, _percentile, _start, _stop, _wait
-from watchdog import endpoints
+from watchdog.shared import endpoints
 
 MENTIONS = [str(27700000000 + n) for n in range(10_000)]
 

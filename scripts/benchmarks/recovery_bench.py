@@ -337,7 +337,7 @@ def config_text(api_port: int, projects: int, standby: bool = True) -> str:
 
 
 def load_config(path: Path):
-    from watchdog.config import load
+    from watchdog.shared.config import load
     return load(path)
 
 
@@ -670,7 +670,7 @@ def measure_cost(args: argparse.Namespace, work: Path, log: Callable[[str], None
 
 
 def _control_status(data_dir: Path) -> list[dict]:
-    from watchdog import endpoints
+    from watchdog.shared import endpoints
     url = endpoints.url(data_dir, "watchdog", "control")
     if not url:
         return []

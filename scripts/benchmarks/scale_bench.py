@@ -36,7 +36,7 @@ import psutil
 from bridge.store import parse_ts
 from scripts.benchmarks.drop_latency import percentile
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, wait_for
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.recovery_log import RecoveryLog
 
 GROUP = 20  # projects per monitor process in the `grouped` mode
 MODES = {"grouped": "", "template": "", "exec": "fork_template = false\n"}  # [watchdog] lines of each mode

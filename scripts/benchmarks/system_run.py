@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import psutil
 
-from watchdog import endpoints, file_modes
+from watchdog.shared import endpoints, file_modes
 
 if typing.TYPE_CHECKING:
     from monitors.store.postgres import PostgresBackend

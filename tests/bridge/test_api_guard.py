@@ -9,7 +9,7 @@ import pytest
 
 from tests.bridge_support import call, rows, sent, start_bridge, start_sim
 from tests.conftest import GROUP_A, Processes, wait_until
-from watchdog.http_server import MAX_CONNECTIONS
+from watchdog.shared.http_server import MAX_CONNECTIONS
 
 pytestmark = pytest.mark.slow  # real sim and bridge processes
 

@@ -31,8 +31,8 @@ from bridge.transports.neonize_transport import (HISTORY_LIMIT, NeedsOperator, N
                                                  session_database)
 from tests.conftest import GROUP_A
 from tests.neonize_support import NEONIZE_CONFIG, PHONE, FakeGo, client_factory, link_session
-from watchdog.config import Config, load
-from watchdog.exitcodes import EXIT_NEEDS_OPERATOR
+from watchdog.shared.config import Config, load
+from watchdog.shared.exitcodes import EXIT_NEEDS_OPERATOR
 
 SENDER = "27710000001@s.whatsapp.net"
 NOW_MS = int(datetime(2026, 11, 24, 22, 31, 27, tzinfo=timezone.utc).timestamp() * 1000)

@@ -20,7 +20,7 @@ from tests.bridge_support import call, inject, rows, start_bridge, start_sim
 from tests.conftest import BASE_CONFIG, GROUP_A, Processes, wait_until
 from tests.host_faults import drop_port, own_network
 from tests.watchdog.test_system import status
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.recovery_log import RecoveryLog
 
 # The goal is 50 ms (`scripts/bench windows` measures it); tests on this shared machine allow for load. What they
 # pin exactly: a window never starts before the outage did (a heartbeat-dated start always would).

@@ -14,8 +14,8 @@ from bridge.alive import read_alive
 from tests.bridge_support import (call, consume_queue_elsewhere, health, inject, rows, sessions, start_bridge,
                                   start_sim, streaming)
 from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, GROUP_C, Processes, wait_until
-from watchdog.exitcodes import EXIT_SESSION_HELD
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.exitcodes import EXIT_SESSION_HELD
+from watchdog.shared.recovery_log import RecoveryLog
 
 
 def windows(data_dir: Path) -> list[tuple]:

@@ -8,7 +8,7 @@ import pytest
 
 from bridge import schema, store
 from monitors import follow
-from watchdog.migrations import SchemaTooNew
+from watchdog.shared.migrations import SchemaTooNew
 
 
 def test_the_writer_and_the_readers_share_one_module_with_a_version() -> None:

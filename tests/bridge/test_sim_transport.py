@@ -18,7 +18,7 @@ from bridge.transports.sim import SimTransport
 from tests.conftest import BASE_CONFIG, GROUP_A, Processes
 from tests.sim_helpers import (CONTRACTOR, MAIN_PHONE, SENDER_PHONE, TWO_SESSIONS_CONFIG, Recorder, SimAPI, eventually,
                                start_sim)
-from watchdog.config import load
+from watchdog.shared.config import load
 
 K = ConnectionKind
 

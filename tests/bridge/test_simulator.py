@@ -23,8 +23,8 @@ from bridge.simulator.state import SimState
 from bridge.simulator.traffic import demo_text
 from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, GROUP_C, Processes, wait_until
 from tests.sim_helpers import CONTRACTOR, MAIN_PHONE, SENDER_PHONE, TWO_SESSIONS_CONFIG, SimAPI, eventually, start_sim
-from watchdog import endpoints
-from watchdog.config import load
+from watchdog.shared import endpoints
+from watchdog.shared.config import load
 
 
 @pytest.fixture

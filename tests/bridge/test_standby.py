@@ -14,7 +14,7 @@ from bridge.session_lock import holder_pid
 from tests.bridge_support import (bridge_url, health, rows, sessions, start_bridge, start_sim,
                                   streaming)
 from tests.conftest import Processes, wait_until
-from watchdog import endpoints
+from watchdog.shared import endpoints
 
 
 def start_standby(procs: Processes, data_dir: Path, log: Path) -> subprocess.Popen:

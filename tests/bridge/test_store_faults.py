@@ -16,8 +16,8 @@ from tests.conftest import GROUP_A, ROOT, Processes, wait_until
 from tests.bridge.test_outage_windows import ONLY_BRIDGE
 from tests.host_faults import SmallDisk, small_disk
 from tests.watchdog.test_system import status
-from watchdog.exitcodes import EXIT_CONFIG
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.exitcodes import EXIT_CONFIG
+from watchdog.shared.recovery_log import RecoveryLog
 
 
 def queue_depth(sim_url: str) -> int:

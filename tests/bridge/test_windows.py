@@ -22,7 +22,7 @@ from bridge.transport import (Capabilities, Handler, IncomingMessage, MediaInfo,
                               SendResult, Transport)
 from bridge.windows import Windows
 from tests.conftest import GROUP_A, GROUP_B
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.recovery_log import RecoveryLog
 
 
 class FixedHistory(Transport):

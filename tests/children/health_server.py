@@ -14,8 +14,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from watchdog import endpoints
-from watchdog.notify import Notifier
+from watchdog.shared import endpoints
+from watchdog.shared.notify import Notifier
 
 
 async def serve(data_dir: Path, component: str, state_file: Path) -> None:

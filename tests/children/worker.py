@@ -1,4 +1,4 @@
-"""A small real child for watchdog tests; it speaks sd_notify through watchdog.notify.Notifier.
+"""A small real child for watchdog tests; it speaks sd_notify through watchdog.shared.notify.Notifier.
 
 Options pick the misbehaviour under test: exit after a while with a code, stop
 heartbeating while staying alive, grow its memory, hold a session lock like a
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from watchdog.notify import Notifier
+from watchdog.shared.notify import Notifier
 
 
 def main() -> None:

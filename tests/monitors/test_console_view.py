@@ -10,7 +10,7 @@ from bridge.transport import IncomingMessage, Source
 from monitors.console_view import DropsView
 from monitors.drops_store import Submission, open_drops_store
 from tests.conftest import GROUP_A
-from watchdog.config import load
+from watchdog.shared.config import load
 from watchdog.console.extensions import load as load_extensions
 
 SENDER = "27710000001@s.whatsapp.net"

@@ -26,8 +26,8 @@ from tests.bridge_support import SENDER, call, inject, start_bridge, start_sim
 from tests.conftest import BASE_CONFIG, GROUP_A, ROOT, Processes, wait_until
 from tests.monitor_support import start_monitor
 from tests.pg import PgCluster, free_port
-from watchdog import endpoints
-from watchdog.config import load
+from watchdog.shared import endpoints
+from watchdog.shared.config import load
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 TOKEN = "drops-api-test-token"

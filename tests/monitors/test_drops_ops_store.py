@@ -13,8 +13,8 @@ from monitors.drops_store import Submission, open_drops_store
 from tests.conftest import BASE_CONFIG, GROUP_A
 from tests.monitor_support import cli
 from tests.pg import PgCluster
-from watchdog.config import load
-from watchdog.exitcodes import EXIT_ERROR
+from watchdog.shared.config import load
+from watchdog.shared.exitcodes import EXIT_ERROR
 
 
 def record_one(config_path: Path) -> str:

@@ -15,7 +15,7 @@ from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_QUEUED, FEEDBACK_SEN
                                   Submission, drops_db_path, open_drops_store)
 from monitors.store.outbox import outbox_channel
 from tests.conftest import BASE_CONFIG, GROUP_A
-from watchdog.config import load
+from watchdog.shared.config import load
 
 CONTRACTOR = "27710000001@s.whatsapp.net"
 OTHER = "27710000002@s.whatsapp.net"

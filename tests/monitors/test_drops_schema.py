@@ -23,9 +23,9 @@ from monitors.store.schema import migrations
 from monitors.store.sql import POSTGRES, SQLITE
 from monitors.store.sqlite import SqliteBackend
 from tests.conftest import BASE_CONFIG, ROOT
-from watchdog.config import Config, load
-from watchdog.exitcodes import EXIT_CONFIG
-from watchdog.migrations import SchemaTooNew, latest
+from watchdog.shared.config import Config, load
+from watchdog.shared.exitcodes import EXIT_CONFIG
+from watchdog.shared.migrations import SchemaTooNew, latest
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 DROPS_LATEST = latest(migrations(SQLITE))

@@ -10,8 +10,8 @@ import pytest
 from tests.bridge_support import inject
 from tests.conftest import GROUP_A, Processes, wait_until
 from tests.watchdog.test_system import EXPECTED, status
-from watchdog import endpoints
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared import endpoints
+from watchdog.shared.recovery_log import RecoveryLog
 
 
 def drops(data_dir) -> list[tuple]:

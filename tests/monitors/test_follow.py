@@ -21,7 +21,7 @@ from monitors.receipts import GRACE
 from tests.conftest import GROUP_A, GROUP_B, Processes, wait_until
 from tests.monitor_support import query, start_monitor
 from tests.sim_helpers import TWO_SESSIONS_CONFIG
-from watchdog.waiting import wait_event
+from watchdog.shared.waiting import wait_event
 
 
 def post(store: Store, msg_id: str, text: str) -> None:

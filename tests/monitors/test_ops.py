@@ -7,7 +7,7 @@ import pytest
 
 from monitors.drops_store import open_drops_store
 from tests.monitor_support import cli
-from watchdog.config import load
+from watchdog.shared.config import load
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from monitors.receipts import GRACE, ReceiptFollower
 from monitors.store_watch import StoreWakes
 from tests.bridge_support import SENDER
 from tests.conftest import GROUP_A
-from watchdog.config import load
+from watchdog.shared.config import load
 
 
 def test_early_receipts_wait_for_their_feedback_and_survive_a_restart(write_config) -> None:

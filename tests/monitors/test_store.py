@@ -19,8 +19,8 @@ from monitors.project import ProjectMonitor
 from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B
 from tests.monitor_support import store_rows as rows
 from tests.monitor_support import store_run
-from watchdog.config import Config, load
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.config import Config, load
+from watchdog.shared.recovery_log import RecoveryLog
 
 CONTRACTOR = "27710000001@s.whatsapp.net"
 T0 = datetime(2026, 11, 24, 8, 0, 0, tzinfo=timezone.utc)

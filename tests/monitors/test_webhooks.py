@@ -22,7 +22,7 @@ from monitors.api.webhooks import SAFETY_INTERVAL, Deliverer, WokenSchedule, cla
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
 from tests.pg import free_port
 from tests.sim_helpers import eventually
-from watchdog.config import WebhookConfig
+from watchdog.shared.config import WebhookConfig
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 

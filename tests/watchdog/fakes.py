@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from tests.watchdog.test_supervision import RecordingAlerts
 from watchdog.program_alerts import ProgramAlerts
 from watchdog.recovery import Records
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.recovery_log import RecoveryLog
 
 
 class RecordingMetrics:

@@ -12,8 +12,8 @@ from aiohttp import web
 from loguru import logger
 
 from watchdog.alerts import RULE_TITLES, AlertManager
-from watchdog.config import ALERT_RULES, AlertConfig
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.config import ALERT_RULES, AlertConfig
+from watchdog.shared.recovery_log import RecoveryLog
 
 FAST = {"attempts": 4, "backoff_initial": 0.01, "backoff_max": 0.05, "timeout": 2.0}
 

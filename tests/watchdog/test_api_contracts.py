@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection
 from tests.bridge_support import call
 from tests.conftest import BASE_CONFIG, Processes, wait_until
 from tests.contracts import CONTRACTS, Contract, documented, routes
-from watchdog import endpoints
+from watchdog.shared import endpoints
 
 EXAMPLES = 8  # per operation and mode: the whole run stays within ~30 s on a loaded 2-core machine
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

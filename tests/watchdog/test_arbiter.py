@@ -18,8 +18,8 @@ from tests.conftest import BASE_CONFIG, GROUP_C, ROOT, Processes, wait_until
 from tests.monitor_support import cli, query
 from tests.watchdog.test_systemd import UNIT, manager  # noqa: F401  (the fixture)
 from tests.watchdog.test_system import EXPECTED, status
-from watchdog import endpoints
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared import endpoints
+from watchdog.shared.recovery_log import RecoveryLog
 
 WORKER = ROOT / "tests" / "children" / "worker.py"
 VELO = f'\n[[projects]]\nname = "velo"\ngroups = ["{GROUP_C}"]\n'

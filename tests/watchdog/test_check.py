@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import BASE_CONFIG, Processes, wait_until
 from tests.monitor_support import cli
-from watchdog import endpoints
+from watchdog.shared import endpoints
 
 
 def _unit(unit_dir: Path, config: Path) -> None:

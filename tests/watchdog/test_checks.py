@@ -20,9 +20,9 @@ from tests.watchdog.test_supervision import run, supervise, until, worker, write
 from watchdog import hooks, probes
 from watchdog.checks import Checks, Verdict, judge
 from watchdog.child_health import ChildHealth
-from watchdog.config_model import WatchdogConfig
+from watchdog.shared.config_model import WatchdogConfig
 from watchdog.probes import ProcSample, proc_sample
-from watchdog.programs import Check, Program
+from watchdog.shared.programs import Check, Program
 
 
 def sample(at: float, state: str, cpu: float) -> ProcSample:

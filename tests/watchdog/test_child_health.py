@@ -7,7 +7,7 @@ from pathlib import Path
 from tests.watchdog.fakes import FakeChild, bench
 from watchdog import probes
 from watchdog.child_health import ChildHealth
-from watchdog.programs import Check, Program
+from watchdog.shared.programs import Check, Program
 
 PROBE = Check("http", endpoint="api", path="/api/health")
 

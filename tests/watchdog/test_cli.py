@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, Processes, wait_until
-from watchdog import endpoints
+from watchdog.shared import endpoints
 
 
 def test_version() -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from tests.bridge_support import inject
 from tests.conftest import BASE_CONFIG, GROUP_A, Processes, wait_until
-from watchdog import endpoints
+from watchdog.shared import endpoints
 
 CHROMIUM = os.environ.get("WA_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",

@@ -9,7 +9,7 @@ from pathlib import Path
 from watchdog.console import timeline
 from watchdog.console.incidents import incidents
 from watchdog.console.records import RecordCache
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.recovery_log import RecoveryLog
 
 GROUP = "120363000000000001@g.us"
 T0 = 1_796_000_000.0

@@ -10,13 +10,13 @@ import aiohttp
 import pytest
 
 from tests.conftest import BASE_CONFIG
-from watchdog.config import load
+from watchdog.shared.config import load
 from watchdog.console.changes import Changes
 from watchdog.console.extensions import Loaded
 from watchdog.console.view import Console
 from watchdog.control import start_control_server
 from watchdog.metrics import Metrics
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.recovery_log import RecoveryLog
 
 COMPONENTS = [
     {"name": "bridge:main", "pid": 4242, "state": "running", "healthy": True, "condition": "connected",

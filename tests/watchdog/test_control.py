@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import pytest
 
-from watchdog.config import WatchdogConfig
+from watchdog.shared.config import WatchdogConfig
 from watchdog.control import start_control_server
 from watchdog.metrics import Metrics
 

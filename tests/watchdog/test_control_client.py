@@ -13,15 +13,15 @@ import pytest
 
 from tests.conftest import ROOT, Processes, wait_until
 from tests.watchdog.test_control_client_live import ServerThread, cli
-from watchdog import endpoints
-from watchdog.config import WatchdogConfig
+from watchdog.shared import endpoints
+from watchdog.shared.config import WatchdogConfig
 from watchdog.control_client import status_table
 
 # A stand-in for a wedged watchdog: it publishes its control URL and listens, but never answers.
 SILENT_WATCHDOG = """
 import socket, sys, time
 from pathlib import Path
-from watchdog import endpoints
+from watchdog.shared import endpoints
 listener = socket.socket()
 listener.bind(("127.0.0.1", 0))
 listener.listen(8)

@@ -13,8 +13,8 @@ import pytest
 
 from tests.conftest import BASE_CONFIG, ROOT
 from tests.watchdog.test_control import COMPONENTS, Provider
-from watchdog import endpoints
-from watchdog.config import WatchdogConfig
+from watchdog.shared import endpoints
+from watchdog.shared.config import WatchdogConfig
 from watchdog.control import start_control_server
 from watchdog.metrics import Metrics
 

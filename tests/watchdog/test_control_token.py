@@ -11,9 +11,10 @@ import pytest
 from tests.bridge_support import call
 from tests.conftest import BASE_CONFIG
 from tests.watchdog.test_control_client_live import ServerThread, cli
-from watchdog import control_token, endpoints
-from watchdog.config import WatchdogConfig
-from watchdog.exitcodes import EXIT_CONFIG
+from watchdog import control_token
+from watchdog.shared import endpoints
+from watchdog.shared.config import WatchdogConfig
+from watchdog.shared.exitcodes import EXIT_CONFIG
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from tests.conftest import ROOT, wait_until
 from watchdog.child import ChildProcess, child_env, use_template
 from watchdog.forkserver import ForkServer
 from watchdog.notify_server import Notification, NotifyServer
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.stale import runs
 from watchdog.template import STANDBY_REASON, exec_reason
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import ROOT, wait_until
-from watchdog.logs import line_time, stamp
+from watchdog.shared.logs import line_time, stamp
 
 
 def line(name: str, pid: int, when: float, text: str) -> str:

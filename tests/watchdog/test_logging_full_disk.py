@@ -8,7 +8,7 @@ from loguru import logger
 
 from tests.host_faults import small_disk
 from watchdog.child_output import RotatingFile
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.recovery_log import RecoveryLog
 
 
 def test_child_logs_and_the_recovery_log_survive_enospc(tmp_path: Path) -> None:

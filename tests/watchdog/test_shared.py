@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from watchdog import endpoints
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared import endpoints
+from watchdog.shared.recovery_log import RecoveryLog
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def notify_socket() -> socket.socket:
 
 def test_notifier_sends_unicode_status_that_sdnotify_would_drop(notify_socket: socket.socket) -> None:
     address = "@" + notify_socket.getsockname()[1:].decode()
-    code = ("from watchdog.notify import Notifier; n = Notifier(); "
+    code = ("from watchdog.shared.notify import Notifier; n = Notifier(); "
             "n.ready('bridge main connected · monitors 6/6 ready · ✓'); n.heartbeat(); n.stopping()")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=30,
                    env={**os.environ, "NOTIFY_SOCKET": address})
@@ -35,7 +35,7 @@ def test_notifier_sends_unicode_status_that_sdnotify_would_drop(notify_socket: s
 
 
 def test_notifier_is_silent_without_notify_socket() -> None:
-    code = "from watchdog.notify import Notifier; n = Notifier(); assert not n.enabled; n.ready('x'); n.heartbeat()"
+    code = "from watchdog.shared.notify import Notifier; n = Notifier(); assert not n.enabled; n.ready('x'); n.heartbeat()"
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=30, env=env)
 
@@ -84,7 +84,7 @@ def test_endpoints_publish_atomically_and_wait(tmp_path: Path) -> None:
 
 def test_notifier_sends_a_status_only_when_it_changed(notify_socket: socket.socket) -> None:
     address = "@" + notify_socket.getsockname()[1:].decode()
-    code = ("from watchdog.notify import Notifier; n = Notifier(); "
+    code = ("from watchdog.shared.notify import Notifier; n = Notifier(); "
             "n.status('a'); n.status('a'); n.status('b'); n.heartbeat()")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=30,
                    env={**os.environ, "NOTIFY_SOCKET": address})
@@ -92,7 +92,7 @@ def test_notifier_sends_a_status_only_when_it_changed(notify_socket: socket.sock
 
 
 def test_heartbeat_interval_follows_watchdog_usec(monkeypatch: pytest.MonkeyPatch) -> None:
-    from watchdog.notify import heartbeat_interval
+    from watchdog.shared.notify import heartbeat_interval
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     assert heartbeat_interval(5.0) == 2.5
     monkeypatch.setenv("WATCHDOG_USEC", "3000000")

@@ -15,11 +15,12 @@ from tests.bridge_support import call
 from tests.conftest import Processes, wait_until
 from tests.watchdog.test_supervision import RecordingAlerts, run, supervise, worker, write_settings
 from tests.watchdog.test_system import EXPECTED, alive, status
-from watchdog import control_token, endpoints
-from watchdog.recovery_log import RecoveryLog
+from watchdog import control_token
+from watchdog.shared import endpoints
+from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.stale import recorded_children
 from watchdog.hooks import Hooks
-from watchdog.programs import Program
+from watchdog.shared.programs import Program
 from watchdog.states import State
 
 

@@ -25,10 +25,10 @@ from aiohttp import web
 
 from tests.conftest import ROOT, wait_until
 from watchdog.arbiter import Arbiter
-from watchdog.config import load
-from watchdog.notify import Notifier
+from watchdog.shared.config import load
+from watchdog.shared.notify import Notifier
 from watchdog.systemd_heartbeat import SystemdHeartbeat
-from watchdog.programs import OWN_NO_RESTART_EXITS, Check, Program
+from watchdog.shared.programs import OWN_NO_RESTART_EXITS, Check, Program
 from watchdog.states import State
 
 FAILED, RUNNING, STOPPED = State.FAILED, State.RUNNING, State.STOPPED

@@ -21,7 +21,7 @@ from bridge.session_lock import holder_pid
 from scripts.benchmarks.supervisord_conf import write_supervisord_conf
 from tests.conftest import BASE_CONFIG, ROOT, wait_until
 from tests.watchdog.test_system import EXPECTED, status
-from watchdog import endpoints
+from watchdog.shared import endpoints
 
 
 

@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from tests.conftest import BASE_CONFIG, Processes, wait_until
-from watchdog import endpoints
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared import endpoints
+from watchdog.shared.recovery_log import RecoveryLog
 
 EXPECTED = ["sim", "bridge:main", "monitor:lawley", "monitor:mohadin"]
 

@@ -30,7 +30,7 @@ import pytest
 from bridge.session_lock import holder_pid
 from tests.conftest import Processes, wait_until
 from tests.watchdog.test_systemd_units import SHIPPED_BINARY, UNITS, VENV_BINARY
-from watchdog import endpoints
+from watchdog.shared import endpoints
 
 SYSTEMD = Path("/lib/systemd/systemd")
 UNIT = "wa-watchdog.service"

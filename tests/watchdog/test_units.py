@@ -16,13 +16,13 @@ from bridge.supervision import classify
 from watchdog import probes
 from watchdog.child import child_env, exit_cause
 from watchdog.child_output import ChildOutput, RotatingFile, StderrSink
-from watchdog.config import ConfigError, WatchdogConfig, load
-from watchdog.logs import line_time
+from watchdog.shared.config import ConfigError, WatchdogConfig, load
+from watchdog.shared.logs import line_time
 from watchdog.notify_server import parse
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.stale import runs
 from watchdog.systemd_heartbeat import watchdog_interval
-from watchdog.programs import Program
+from watchdog.shared.programs import Program
 from watchdog.states import TRANSITIONS, State, TransitionError
 from watchdog.context import Context
 from watchdog.watcher import Watcher

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.watchdog.test_supervision import run, supervise, until, worker, write_settings
-from watchdog.programs import Check, Program
+from watchdog.shared.programs import Check, Program
 from watchdog.states import State
 
 WEB_APP = ROOT / "tests" / "children" / "web_app.py"

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from loguru import logger
 
-from watchdog.config import Config
+from watchdog.shared.config import Config
 from watchdog.console.timeline import Mark
 
 GROUP = "wa_watchdog.console"

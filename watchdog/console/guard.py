@@ -1,4 +1,4 @@
-"""The console's own defences against a page elsewhere on this host, on top of `watchdog/web_guard.py`.
+"""The console's own defences against a page elsewhere on this host, on top of `watchdog/shared/web_guard.py`.
 
 The JSON API's guard refuses any form post (only application/json bodies);
 the console's restart and sign-in are forms, so its routes pass through

@@ -13,7 +13,7 @@ import json
 import os
 import time
 
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.recovery_log import RecoveryLog
 
 KEEP_S = 7 * 86400  # the longest timeline range
 

@@ -19,14 +19,14 @@ from pathlib import Path
 from loguru import logger
 
 from watchdog.child_output import log_path
-from watchdog.config import Config
+from watchdog.shared.config import Config
 from watchdog.console import timeline
 from watchdog.console.extensions import Extension, Loaded, load
 from watchdog.console.timeline import Mark
 from watchdog.console.incidents import Incident, incidents
 from watchdog.console.records import RecordCache
 from watchdog.log_view import tail
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.recovery_log import RecoveryLog
 
 LOG_LINES = 12  # per component in the Logs panel
 EXTENSION_TIMEOUT_S = 2.0  # an extension reading a store that does not answer must not hold the page

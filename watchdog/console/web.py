@@ -17,7 +17,7 @@ from urllib.parse import quote
 from aiohttp import web
 from loguru import logger
 
-from watchdog import web_guard
+from watchdog.shared import web_guard
 from watchdog.console import render, timeline
 from watchdog.console.changes import Changes
 from watchdog.console.guard import CSRF_COOKIE, SESSION_COOKIE, Secrets, from_our_page

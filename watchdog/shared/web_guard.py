@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from watchdog.logs import RateLimitedLog
+from watchdog.shared.logs import RateLimitedLog
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ErrorBody = Callable[[str], dict]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from watchdog.exitcodes import EXIT_CONFIG, EXIT_NEEDS_OPERATOR
+from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_NEEDS_OPERATOR
 
 READY_KINDS = ("notify", "http", "tcp", "started")
 LIVENESS_KINDS = ("http", "tcp")

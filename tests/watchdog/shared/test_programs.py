@@ -16,9 +16,9 @@ import pytest
 from tests.conftest import BASE_CONFIG, ROOT, Processes, wait_until
 from tests.watchdog.test_system import EXPECTED, status
 from watchdog.builtins import all_programs, builtin_programs
-from watchdog.config import ConfigError, load
-from watchdog.programs import Check, Program, diff
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared.config import ConfigError, load
+from watchdog.shared.programs import Check, Program, diff
+from watchdog.shared.recovery_log import RecoveryLog
 
 WEB_APP = ROOT / "tests" / "children" / "web_app.py"
 

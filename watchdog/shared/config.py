@@ -16,14 +16,14 @@ from pathlib import Path
 
 # The schema lives in config_model, the typed-table reader in config_tables, the checks in config_checks;
 # callers keep importing everything from here.
-from watchdog.config_checks import ConfigChecks, project_key
-from watchdog.config_model import (ALERT_RULES, DB_SCHEMA_NAME, DEFAULT_DROP_PATTERN, GROUP_JID,  # noqa: F401
+from watchdog.shared.config_checks import ConfigChecks, project_key
+from watchdog.shared.config_model import (ALERT_RULES, DB_SCHEMA_NAME, DEFAULT_DROP_PATTERN, GROUP_JID,  # noqa: F401
                                    MIN_HEARTBEAT, MIN_LOG_BYTES, MIN_RSS_LIMIT_MB, MIN_TRAFFIC_INTERVAL, NAME,
                                    ORIGIN, PHONE, WEBHOOK_EVENTS, WEBHOOK_NAME, AccountConfig, AlertConfig, Config,
                                    ConfigError, DatabaseConfig, DropsApiConfig, FeedbackConfig, MediaLimitsConfig,
                                    MonitorsConfig, ProbeConfig, ProjectConfig, SimConfig, SimGroupConfig,
                                    TrafficConfig, WatchdogConfig, WebhookConfig, monitor_component)
-from watchdog.config_tables import _kind
+from watchdog.shared.config_tables import _kind
 
 
 def load(path: str | Path, data_dir: str | Path | None = None) -> Config:

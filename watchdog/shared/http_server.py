@@ -24,10 +24,10 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
-from watchdog.logs import RateLimitedLog
-from watchdog.web_guard import ErrorBody, error_shape
+from watchdog.shared.logs import RateLimitedLog
+from watchdog.shared.web_guard import ErrorBody, error_shape
 
-OPENAPI_DIR = Path(__file__).resolve().parents[1] / "docs" / "openapi"
+OPENAPI_DIR = Path(__file__).resolve().parents[2] / "docs" / "openapi"
 MAX_CONNECTIONS = 256  # far below the default 1,024 descriptors (neonize, SQLite and logs need some too)
 HEADER_TIMEOUT = 10.0  # seconds for a connection to send its request headers (and to sit idle between requests)
 

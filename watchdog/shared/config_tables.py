@@ -10,7 +10,7 @@ import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from watchdog.config_model import ConfigError
+from watchdog.shared.config_model import ConfigError
 
 
 @functools.cache

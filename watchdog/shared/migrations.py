@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-from watchdog.exitcodes import EXIT_CONFIG
+from watchdog.shared.exitcodes import EXIT_CONFIG
 
 
 class Executor(Protocol):

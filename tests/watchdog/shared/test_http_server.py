@@ -11,8 +11,9 @@ import aiohttp
 from aiohttp import web
 from loguru import logger
 
-from watchdog import probes, web_guard
-from watchdog.http_server import LimitedRunner
+from watchdog import probes
+from watchdog.shared import web_guard
+from watchdog.shared.http_server import LimitedRunner
 
 Scenario = Callable[[str, int], Awaitable[None]]
 

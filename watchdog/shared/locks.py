@@ -15,7 +15,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from watchdog import file_modes
+from watchdog.shared import file_modes
 
 STRANGER_GRACE = 0.3  # seconds: an owner writes its pid microseconds after locking; give it this long
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BASE_CONFIG, ROOT
-from watchdog.config import ConfigError, load
+from watchdog.shared.config import ConfigError, load
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from watchdog.waiting import wait_event
+from watchdog.shared.waiting import wait_event
 
 
 def test_set_timed_out_and_cancelled() -> None:

@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from watchdog import file_modes
+from watchdog.shared import file_modes
 
 
 def run_dir(data_dir: Path) -> Path:

@@ -6,7 +6,7 @@ import sys
 
 from loguru import logger
 
-from watchdog import logs
+from watchdog.shared import logs
 
 
 def test_a_rename_changes_the_writer_of_the_next_lines_only() -> None:

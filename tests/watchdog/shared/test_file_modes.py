@@ -16,8 +16,8 @@ from tests.bridge_support import inject
 from tests.conftest import BASE_CONFIG, GROUP_A, Processes, wait_until
 from tests.host_faults import as_nobody, which, world_traversable_dir
 from tests.watchdog.test_system import EXPECTED, status
-from watchdog import endpoints, locks
-from watchdog.recovery_log import RecoveryLog
+from watchdog.shared import endpoints, locks
+from watchdog.shared.recovery_log import RecoveryLog
 
 
 @pytest.fixture

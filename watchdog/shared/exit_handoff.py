@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from watchdog import endpoints, file_modes
+from watchdog.shared import endpoints, file_modes
 
 if TYPE_CHECKING:  # the bridge reads the file without importing the watchdog's process code
     from watchdog.child import ChildProcess

@@ -7,11 +7,11 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from watchdog.config_model import (ALERT_RULES, DB_SCHEMA_NAME, GROUP_JID, MIN_HEARTBEAT, MIN_LOG_BYTES,
+from watchdog.shared.config_model import (ALERT_RULES, DB_SCHEMA_NAME, GROUP_JID, MIN_HEARTBEAT, MIN_LOG_BYTES,
                                    MIN_RSS_LIMIT_MB, MIN_TRAFFIC_INTERVAL, NAME, ORIGIN, PHONE, WEBHOOK_EVENTS,
                                    WEBHOOK_NAME, AccountConfig, AlertConfig, Config, DatabaseConfig, DropsApiConfig,
                                    ProbeConfig, ProjectConfig, SimConfig, WatchdogConfig, WebhookConfig)
-from watchdog.config_tables import TableReader
+from watchdog.shared.config_tables import TableReader
 
 
 def project_key(i: int, name: object) -> str:
@@ -164,7 +164,8 @@ class ConfigChecks(TableReader):
         return database
 
     def check_programs(self, config: Config, raw: object) -> Config:
-        from watchdog import builtins, programs  # the built-ins know the config: imported once it exists
+        from watchdog import builtins  # the built-ins know the config: imported once it exists
+        from watchdog.shared import programs
         declared = programs.parse(raw, self.error, self.path.parent)
         programs.check_names(declared, builtins.builtin_names(config), self.error)
         return replace(config, programs=declared)

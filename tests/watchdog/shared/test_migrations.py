@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from watchdog.exitcodes import EXIT_CONFIG
-from watchdog.migrations import Executor, Migration, SchemaTooNew, SqliteTarget, migrate
+from watchdog.shared.exitcodes import EXIT_CONFIG
+from watchdog.shared.migrations import Executor, Migration, SchemaTooNew, SqliteTarget, migrate
 
 STEPS = [
     Migration(1, "t", ("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, name TEXT)",)),

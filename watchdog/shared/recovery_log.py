@@ -26,7 +26,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from watchdog import file_modes
+from watchdog.shared import file_modes
 
 EVENTS = ("exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash_loop", "failed",
           "disconnect", "reconnect", "backfill", "alert", "start", "stop",

@@ -1,7 +1,7 @@
 """The configuration's shape: one frozen dataclass per TOML table, with defaults and limits.
 
 Why plain dataclasses: every child process loads the config on a cold start, and
-they cost nothing to import (watchdog/config.py explains the validation).
+they cost nothing to import (watchdog/shared/config.py explains the validation).
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from watchdog.exitcodes import EXIT_CONFIG
-from watchdog.programs import Program
+from watchdog.shared.exitcodes import EXIT_CONFIG
+from watchdog.shared.programs import Program
 
 
 DEFAULT_DROP_PATTERN = r"(?i)\bDR\d{6,8}\b"
@@ -103,7 +103,7 @@ class AccountConfig:
     # The watchdog keeps a warm standby bridge waiting on the session lock: it takes over a dead or hung
     # bridge without a cold start (Python and the imports are most of a restart).
     standby: bool = True
-    # Browser-forgery guard (watchdog/web_guard.py): extra Host names and Origins a reverse proxy uses.
+    # Browser-forgery guard (watchdog/shared/web_guard.py): extra Host names and Origins a reverse proxy uses.
     api_allowed_hosts: list[str] = field(default_factory=list)
     api_allowed_origins: list[str] = field(default_factory=list)
     media_max_mb: MediaLimitsConfig = field(default_factory=MediaLimitsConfig)

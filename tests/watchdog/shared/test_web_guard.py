@@ -12,8 +12,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from loguru import logger
 
-from watchdog import web_guard
-from watchdog.logs import RateLimitedLog
+from watchdog.shared import web_guard
+from watchdog.shared.logs import RateLimitedLog
 
 TOKEN = "t0ken"
 Scenario = Callable[[str, list, aiohttp.ClientSession], Awaitable[None]]
