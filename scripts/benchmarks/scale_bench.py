@@ -133,6 +133,7 @@ def run_scale(projects: int, mode: str, args: argparse.Namespace, work: Path) ->
     try:
         result.healthy_s = started(system, args.start_timeout)
         result.start_restarts = restarts(system)
+        time.sleep(args.settle)  # the idle window starts after start-up's own work (first looks, probes at 0.1 s)
         processes = tree(system)
         result.processes = len(processes)
         before, began = cpu_seconds(processes), time.monotonic()
@@ -288,6 +289,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between drops (default 0.02)")
     parser.add_argument("--kills", type=int, default=10, help="kills per component in `recovery` (default 10)")
     parser.add_argument("--load-span", type=float, default=60.0, help="seconds of CPU hogs in `load` (default 60)")
+    parser.add_argument("--settle", type=float, default=5.0,
+                        help="seconds after all healthy before the idle window (default 5)")
     parser.add_argument("--probe-period", type=float, default=0.2,
                         help="the bridge's health probe period in `scale` (default 0.2 s as config_text; 1.0 = default)")
     parser.add_argument("--start-timeout", type=float, default=90.0, help="seconds to wait for all healthy")
