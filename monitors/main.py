@@ -38,7 +38,7 @@ from watchdog.shared.waiting import wait_event
 
 STORE_WAIT_INTERVAL = 0.1  # how often to look for a messages.db that does not exist yet
 CURSOR_SAVE_INTERVAL = 5.0  # seconds between saves of cursors moved past messages without drops
-STATUS_MIN_INTERVAL = 0.5  # STATUS= at most this often: a status line costs queries per project
+STATUS_MIN_INTERVAL = 0.5  # STATUS= at most this often: a change goes out at once, a burst of looks as one line
 
 
 class MonitorProcess:
