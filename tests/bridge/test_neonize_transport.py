@@ -26,7 +26,7 @@ from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import WebMessageInfo
 from bridge.main import Bridge
 from bridge.store import Store, messages_after, windows
 from bridge.transport import (ConnectionEvent, ConnectionKind, HistoryUnsupported, IncomingMessage, MediaInfo,
-                              NotConnected, OutgoingMedia, OutgoingMessage, SendFailed, Source)
+                              NotConnected, OutgoingMedia, OutgoingMessage, Receipt, SendFailed, Source)
 from bridge.transports.neonize_transport import (HISTORY_LIMIT, NeedsOperator, NeonizeTransport, ensure_paired,
                                                  session_database)
 from tests.conftest import GROUP_A

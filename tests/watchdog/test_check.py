@@ -58,7 +58,7 @@ def test_each_problem_is_named(write_config, tmp_path: Path) -> None:
     assert f"{config} is readable by every user (mode 0644)" in out
     assert f"FAIL  data dir  {tmp_path / 'data'} does not exist: install -d -o wa-watchdog -g wa-watchdog -m 0750" in out
     assert f"FAIL  port      127.0.0.1:{port} (accounts.main.api_port) is in use by another program" in out
-    assert f"FAIL  session   main (27710000000) is not paired: wa-watchdog pair --account main --phone 27710000000" in out
+    assert "FAIL  session   main (27710000000) is not paired: wa-watchdog pair --account main --phone 27710000000" in out
     assert f"FAIL  unit      {tmp_path / 'units' / 'wa-watchdog.service'} starts " in out and "not with --config" in out
     assert out.splitlines()[-1] == "4 problem(s)"
 

@@ -2,7 +2,6 @@
 environment and working directory, readiness by TCP or by running long enough, and when a backoff ends."""
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import sys
