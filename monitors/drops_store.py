@@ -270,10 +270,6 @@ class DropsDB(DropQueries):
 
     # -- receipts ------------------------------------------------------------------------------
 
-    def record_receipt(self, bridge_message_id: str, kind: str, at: str, recipient_jid: str = "") -> bool:
-        """One receipt (see record_receipts); True if it changed the feedback."""
-        return self.record_receipts([ReceiptStamp(bridge_message_id, kind, at, recipient_jid)])[1] > 0
-
     def record_receipts(self, receipts: Sequence[ReceiptStamp]) -> tuple[set[str], int]:
         """Stamp receipts of sent feedback (server_ack | delivered | read), all in one transaction.
 

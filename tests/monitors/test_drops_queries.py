@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from monitors.drops_store import FEEDBACK_SENT, DropsDB, open_drops_store
+from monitors.drops_store import FEEDBACK_SENT, DropsDB, ReceiptStamp, open_drops_store
 from tests.conftest import BASE_CONFIG
 from tests.monitors.test_drops_outbox import CONTRACTOR, OTHER, ack, at, sub
 from watchdog.shared.config import load
@@ -75,7 +75,7 @@ def test_one_drop_with_its_submissions_and_feedback_history(drops: DropsDB) -> N
     (feedback,) = drops.pending_feedback("lawley", limit=6)[5:]
     assert feedback.drop_number == "DR1000005"
     drops.finish_feedback(feedback, FEEDBACK_SENT, bridge_message_id="3EB0A1")
-    drops.record_receipt("3EB0A1", "delivered", at(100000))
+    drops.record_receipts([ReceiptStamp("3EB0A1", "delivered", at(100000))])
     detail = drops.drop_by_public_id(drop.public_id.upper())  # any UUID spelling
     assert detail is not None and detail.drop == drops.drop("lawley", "DR1000005")
     assert [(s.kind, s.submitted_by, s.message_id) for s in detail.submissions] == [

@@ -15,7 +15,7 @@ import pytest
 
 from bridge.schema import MIGRATIONS as MESSAGES_MIGRATIONS
 from bridge.store import Store, messages_after
-from monitors.drops_store import DropsDB, open_drops_store
+from monitors.drops_store import DropsDB, ReceiptStamp, open_drops_store
 from monitors.follow import StoreFollower
 from monitors.main import MonitorProcess
 from monitors.store.postgres import PostgresBackend
@@ -75,7 +75,7 @@ def test_a_drops_db_of_the_last_release_is_upgraded_in_place_and_keeps_recording
     assert drops.cursor("lawley", "main") == 2
     assert drops.reported_window_ids("mohadin", "main") == {1}
     # The old feedback now takes receipts, with their webhook events.
-    assert drops.record_receipt("3EB0AAAA", "delivered", "2026-11-24 08:00:02.000000+00:00")
+    assert drops.record_receipts([ReceiptStamp("3EB0AAAA", "delivered", "2026-11-24 08:00:02.000000+00:00")])[1] == 1
     assert [e.type for e in drops.outbox.due("ops")] == ["feedback.delivered"]
     drops.close()
     # Same tables and columns as a store created by this release.
