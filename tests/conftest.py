@@ -1,14 +1,17 @@
 """Shared test helpers: a data directory with a config, real child processes ended by pid, deadline waits."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import inspect
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -34,6 +37,22 @@ def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: floa
         return wait_for(condition, timeout, message, interval)
     except TimeoutError as exc:
         raise AssertionError(str(exc)) from None
+
+
+async def until(condition: Callable[[], object], timeout: float = 10.0, message: str = "condition",
+                interval: float = 0.02) -> Any:
+    """wait_until for tests that run an event loop: the loop keeps running meanwhile (a blocking wait would
+    stop the very arbiter, transport or server being waited for). `condition` may return an awaitable."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message}")
+        await asyncio.sleep(interval)
 
 
 BASE_CONFIG = f"""

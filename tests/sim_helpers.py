@@ -1,11 +1,8 @@
-"""Helpers for the simulator tests: start the real sim, call its control API, wait with deadlines, record handler calls."""
+"""Helpers for the simulator tests: start the real sim, call its control API, record handler calls."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,20 +37,6 @@ def start_sim(procs: Processes, data_dir: Path, after: subprocess.Popen | None =
         proc.kill()
         raise AssertionError(f"sim did not publish its endpoint: {proc.communicate()[1].decode()}") from None
     return proc, url
-
-
-async def eventually(condition: Callable[[], Any], timeout: float = 10.0, message: str = "condition") -> Any:
-    """Async wait_until: poll a (sync or async) condition until truthy, fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        await asyncio.sleep(0.02)
 
 
 class SimAPI:

@@ -12,7 +12,6 @@ import base64
 import contextlib
 import json
 from collections.abc import AsyncIterator
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from bridge.transport import (ConnectionEvent, ConnectionKind, HistoryUnsupporte
                               NotConnected, OutgoingMedia, OutgoingMessage, Receipt, SendFailed, Source)
 from bridge.transports.neonize_transport import (HISTORY_LIMIT, NeedsOperator, NeonizeTransport, ensure_paired,
                                                  session_database)
-from tests.conftest import GROUP_A
+from tests.conftest import GROUP_A, until
 from tests.neonize_support import NEONIZE_CONFIG, PHONE, FakeGo, client_factory, link_session
 from watchdog.shared.config import Config, load
 from watchdog.shared.exitcodes import EXIT_NEEDS_OPERATOR
@@ -82,21 +81,12 @@ class Recorder:
         self.receipts.extend(receipts)
 
 
-async def until(condition, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-    return result
-
-
 @contextlib.asynccontextmanager
 async def running(transport: NeonizeTransport, handler, fake: FakeGo) -> AsyncIterator[asyncio.Task]:
     """transport.run() as a task, connected to `fake`; closed and awaited whatever the test did."""
     task = asyncio.create_task(transport.run(handler))
     try:
-        await until(lambda: fake.running.is_set() or task.done(), what="neonize to connect")
+        await until(lambda: fake.running.is_set() or task.done(), message="neonize to connect")
         yield task
     finally:
         await transport.close()
@@ -144,9 +134,9 @@ async def bridge_scenario(fake: FakeGo, store: Store, bridge: Bridge, task: asyn
     assert store.open_window() is not None
     assert bridge.health.snapshot(bridge.health_inputs())[1]["caught_up"] is False
     await emit(fake, nz.OfflineSyncCompleted(Count=0))
-    await until(lambda: store.open_window() is None, what="the window to close after the offline sync")
+    await until(lambda: store.open_window() is None, message="the window to close after the offline sync")
     (window,) = await until(lambda: [w for w in windows(store.conn) if w.backfill_status == "unsupported"],
-                            what="the window to be marked unsupported (no history requests on neonize)")
+                            message="the window to be marked unsupported (no history requests on neonize)")
     assert window.reason.startswith("connection to WhatsApp closed") and window.ended_at
 
     # Keep-alive: one report per outage; restored on the same socket = connected and caught up.
@@ -192,7 +182,7 @@ def test_stream_error_replaces_the_session(linked: Config) -> None:
         transport = NeonizeTransport(linked, linked.account("main"), client_factory(fake))
         async with running(transport, recorder, fake):
             await emit(fake, nz.Connected(status=True), nz.StreamError(Code="516"))
-            await until(lambda: fake.connects == 2 and fake.running.is_set(), what="a second session")
+            await until(lambda: fake.connects == 2 and fake.running.is_set(), message="a second session")
             await emit(fake, nz.Connected(status=True))
         assert [(e.kind, e.reason) for e in recorder.events] == [
             (ConnectionKind.CONNECTED, ""), (ConnectionKind.DISCONNECTED, "stream error 516"),
@@ -404,7 +394,7 @@ def test_poison_messages_are_quarantined_with_their_raw_bytes_and_the_rest_is_st
             async with running(transport, bridge, fake):
                 await emit(fake, nz.Connected(status=True), impossible, bad_utf8, group_message("OK1", "DR1734192"),
                            nz.HistorySync(Data=sync))
-                await until(lambda: store.message_count() == 4, what="the good messages stored")
+                await until(lambda: store.message_count() == 4, message="the good messages stored")
             assert [(m.id, m.content) for m in messages_after(store.conn, 0)] == [
                 ("BAD2", "DR1734191 o\ufffd"), ("OK1", "DR1734192"), ("H1", "DR1734190"), ("H3", "DR1734192")]
             quarantined = store.conn.execute("SELECT message_id, action, reason, raw FROM quarantine ORDER BY id").fetchall()

@@ -15,8 +15,8 @@ from bridge.simulator.state import iso
 from bridge.transport import (ConnectionKind, NotConnected, OutgoingMedia, OutgoingMessage, SendFailed, Source,
                               Transport)
 from bridge.transports.sim import SimTransport
-from tests.conftest import BASE_CONFIG, GROUP_A, Processes
-from tests.sim_helpers import (CONTRACTOR, MAIN_PHONE, SENDER_PHONE, TWO_SESSIONS_CONFIG, Recorder, SimAPI, eventually,
+from tests.conftest import BASE_CONFIG, GROUP_A, Processes, until
+from tests.sim_helpers import (CONTRACTOR, MAIN_PHONE, SENDER_PHONE, TWO_SESSIONS_CONFIG, Recorder, SimAPI,
                                start_sim)
 from watchdog.shared.config import load
 
@@ -42,7 +42,7 @@ class Running:
         self.task = asyncio.create_task(t.run(recorder))
 
     async def connected(self, times: int = 1) -> None:
-        await eventually(lambda: self.recorder.count(K.OFFLINE_SYNC_DONE) >= times, message=f"sync #{times}")
+        await until(lambda: self.recorder.count(K.OFFLINE_SYNC_DONE) >= times, message=f"sync #{times}")
 
     async def stop(self) -> None:
         await self.transport.close()
@@ -74,12 +74,12 @@ def test_offline_then_live_delivery_acked_after_the_handler_returns(config_path:
         assert (first.chat_jid, first.chat_name, first.sender_jid, first.text) == (
             GROUP_A, "Lawley Fibre", CONTRACTOR, "DR5000000")
         assert first.timestamp.tzinfo is not None and first.is_from_me is False
-        await eventually(lambda: _depth(api, 0), message="backlog acked")
+        await until(lambda: _depth(api, 0), message="backlog acked")
 
         live = await api.inject("DR6000000 live")
-        await eventually(lambda: len(rec.messages) == 4, message="live message")
+        await until(lambda: len(rec.messages) == 4, message="live message")
         assert rec.messages[-1].id == live["id"] and rec.messages[-1].source == Source.LIVE
-        await eventually(lambda: _depth(api, 0), message="live message acked")
+        await until(lambda: _depth(api, 0), message="live message acked")
         await run.stop()
         assert rec.events[-1].kind == K.DISCONNECTED and rec.events[-1].reason == "closed by client"
     scenario(sim_url, body)
@@ -98,7 +98,7 @@ def test_a_slow_commit_gets_consecutive_frames_as_one_batch(config_path: Path, s
         rec = run.recorder
         assert len(rec.messages) == 1500 and len({m.id for m in rec.messages}) == 1500
         assert len(rec.batches) < 3, [len(b) for b in rec.batches]
-        await eventually(lambda: _depth(api, 0), message="all acked")
+        await until(lambda: _depth(api, 0), message="all acked")
         await run.stop()
     scenario(sim_url, body)
 
@@ -117,7 +117,7 @@ def test_messages_the_handler_failed_to_commit_are_not_acked_and_come_again(conf
         await run.connected(times=2)
         assert rec.reasons(K.DISCONNECTED) == ["server disconnect: redeliver"]
         assert [m.id for m in rec.messages] == ids and {m.source for m in rec.messages} == {Source.OFFLINE}
-        await eventually(lambda: _depth(api, 0), message="acked after the successful commit")
+        await until(lambda: _depth(api, 0), message="acked after the successful commit")
         assert (await api.session())["connections"] == 2
         await run.stop()
     scenario(sim_url, body)
@@ -137,7 +137,7 @@ def test_stream_replaced_is_reported_and_run_returns_without_reconnecting(config
         state = await api.session()
         assert (state["connections"], state["stream_replaced"], state["connected"]) == (2, 1, True)
         message_id = (await api.inject("DR8000000"))["id"]
-        await eventually(lambda: [m.id for m in second.recorder.messages] == [message_id], message="new owner gets it")
+        await until(lambda: [m.id for m in second.recorder.messages] == [message_id], message="new owner gets it")
         await second.stop()
         assert (await api.session())["connections"] == 2  # the replaced transport never came back
     scenario(sim_url, body)
@@ -167,13 +167,13 @@ def test_unreachable_sim_is_connect_failed_once_per_outage_and_a_restarted_sim_i
     async def body(_: SimAPI) -> None:
         run = Running(transport(config_path), Recorder())
         rec = run.recorder
-        await eventually(lambda: rec.count(K.CONNECT_FAILED) == 1, message="connect_failed")
+        await until(lambda: rec.count(K.CONNECT_FAILED) == 1, message="connect_failed")
         assert "published no endpoint" in rec.events[0].reason
 
         sim, _url = await asyncio.to_thread(start_sim, procs, data_dir)
         await run.connected()
         os.kill(sim.pid, signal.SIGKILL)  # run/sim.json stays behind, pointing at a dead port
-        await eventually(lambda: rec.count(K.CONNECT_FAILED) == 2, message="second outage")
+        await until(lambda: rec.count(K.CONNECT_FAILED) == 2, message="second outage")
         assert "cannot connect to the simulator" in rec.reasons(K.CONNECT_FAILED)[1]
         attempts_seen = len(rec.events)
 
@@ -189,7 +189,7 @@ def test_unreachable_sim_is_connect_failed_once_per_outage_and_a_restarted_sim_i
 def test_close_while_retrying_makes_run_return(config_path: Path) -> None:
     async def body(_: SimAPI) -> None:
         run = Running(transport(config_path), Recorder())
-        await eventually(lambda: run.recorder.count(K.CONNECT_FAILED) == 1, message="connect_failed")
+        await until(lambda: run.recorder.count(K.CONNECT_FAILED) == 1, message="connect_failed")
         await run.stop()
     scenario(None, body)
 
@@ -236,7 +236,7 @@ def test_second_number_sends_are_seen_by_the_listener_as_from_the_sender(config_
         await sender.connected()
         await sender.transport.send(OutgoingMessage("FB1", GROUP_A, "@27710000001 DR1234567 - needs correction",
                                                     ("27710000001@s.whatsapp.net",)))
-        await eventually(lambda: listener.recorder.messages, message="listener sees the feedback")
+        await until(lambda: listener.recorder.messages, message="listener sees the feedback")
         (seen,) = listener.recorder.messages
         assert (seen.id, seen.sender_jid, seen.is_from_me, seen.source) == (
             "FB1", f"{SENDER_PHONE}@s.whatsapp.net", False, Source.LIVE)
@@ -276,7 +276,7 @@ def test_a_send_in_flight_when_the_sim_dies_raises_not_connected(config_path: Pa
         os.kill(sim.pid, signal.SIGKILL)
         with pytest.raises(NotConnected, match="connection ended before the reply"):
             await asyncio.wait_for(pending, 5)
-        await eventually(lambda: run.recorder.count(K.DISCONNECTED) == 1, message="disconnected")
+        await until(lambda: run.recorder.count(K.DISCONNECTED) == 1, message="disconnected")
         await run.stop()
     scenario(url, body)
 
@@ -294,7 +294,7 @@ def test_a_frozen_sim_is_a_keepalive_disconnect_then_handshake_timeouts_until_it
         frozen_at = datetime.now(timezone.utc)
         os.kill(sim.pid, signal.SIGSTOP)  # accepts TCP in the kernel, answers nothing
         try:
-            await eventually(lambda: run.recorder.count(K.CONNECT_FAILED) == 1, message="handshake timeout")
+            await until(lambda: run.recorder.count(K.CONNECT_FAILED) == 1, message="handshake timeout")
         finally:
             os.kill(sim.pid, signal.SIGCONT)
         (reason,) = run.recorder.reasons(K.DISCONNECTED)
@@ -305,7 +305,7 @@ def test_a_frozen_sim_is_a_keepalive_disconnect_then_handshake_timeouts_until_it
         assert "cannot connect to the simulator" in run.recorder.reasons(K.CONNECT_FAILED)[0]
         await run.connected(times=2)
         message_id = (await api.inject("DR1111111 after the freeze"))["id"]
-        await eventually(lambda: [m.id for m in run.recorder.messages] == [message_id], message="delivery resumes")
+        await until(lambda: [m.id for m in run.recorder.messages] == [message_id], message="delivery resumes")
         await run.stop()
     scenario(url, body)
 

@@ -21,8 +21,8 @@ import pytest
 from bridge.simulator.server import Connection, Sim
 from bridge.simulator.state import SimState
 from bridge.simulator.traffic import demo_text
-from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, GROUP_C, Processes, wait_until
-from tests.sim_helpers import CONTRACTOR, MAIN_PHONE, SENDER_PHONE, TWO_SESSIONS_CONFIG, SimAPI, eventually, start_sim
+from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, GROUP_C, Processes, until, wait_until
+from tests.sim_helpers import CONTRACTOR, MAIN_PHONE, SENDER_PHONE, TWO_SESSIONS_CONFIG, SimAPI, start_sim
 from watchdog.shared import endpoints
 from watchdog.shared.config import load
 
@@ -150,7 +150,7 @@ def test_offline_queue_is_replayed_flagged_offline_and_only_acked_messages_leave
         live_id = (await c.api.inject("DR2000000 live"))["id"]
         (live,) = await first.until("messages")
         assert live["offline"] is False and [m["id"] for m in live["messages"]] == [live_id]
-        await eventually(lambda: _depth_is(c, 3), message="first ack applied")
+        await until(lambda: _depth_is(c, 3), message="first ack applied")
         await first.ws.close()
 
         second = await c.connect()  # the un-acked ones come again, the acked one does not
@@ -158,7 +158,7 @@ def test_offline_queue_is_replayed_flagged_offline_and_only_acked_messages_leave
         again = [m["id"] for f in frames if f["type"] == "messages" for m in f["messages"]]
         assert again == ids[1:] + [live_id] and frames[-1]["count"] == 3
         await second.ack(again)
-        await eventually(lambda: _depth_is(c, 0), message="queue emptied by acks")
+        await until(lambda: _depth_is(c, 0), message="queue emptied by acks")
         await second.ws.close()
 
         third = await c.connect()
@@ -338,7 +338,7 @@ def test_traffic_generator_posts_drop_numbers(write_config: Callable[..., Path])
                 for group in (GROUP_A, GROUP_B, GROUP_C):
                     found += (await c.api.call("GET", "/sim/messages", chat_jid=group))[1]
                 return found if len(found) >= 20 else []
-            messages = await eventually(posted, message="20 traffic messages")
+            messages = await until(posted, message="20 traffic messages")
             assert any(re.search(r"\bDR\d{6,8}\b", m["text"]) for m in messages)
             assert {m["chat_jid"] for m in messages} > {GROUP_A}  # more than one group
             assert all(m["sender_jid"].endswith("@s.whatsapp.net") for m in messages)

@@ -20,8 +20,8 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from monitors.api import signing
 from monitors.api.webhooks import SAFETY_INTERVAL, Deliverer, WokenSchedule, classify
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
+from tests.conftest import until
 from tests.pg import free_port
-from tests.sim_helpers import eventually
 from watchdog.shared.config import WebhookConfig
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
@@ -111,10 +111,10 @@ def test_delivered_once_each_through_an_outage_then_500_and_429_signed_with_a_st
     dead: list[tuple[str, str]] = []
 
     async def body(deliverer: Deliverer) -> None:
-        await eventually(lambda: len(outbox.errors) >= 6, message="attempts against a receiver that is down")
+        await until(lambda: len(outbox.errors) >= 6, message="attempts against a receiver that is down")
         assert all("ClientConnectorError" in e for e in outbox.errors)
         await asyncio.to_thread(receiver.start, port)
-        await eventually(lambda: len(outbox.state) == 6, message="every event delivered")
+        await until(lambda: len(outbox.state) == 6, message="every event delivered")
         assert set(outbox.state.values()) == {"delivered"}
         assert deliverer.stats()["crm"].delivered == 6
 
@@ -139,7 +139,7 @@ def test_a_final_4xx_is_dead_at_once_and_attempts_run_out_to_dead(receiver: Webh
     dead: list[tuple[str, str]] = []
 
     async def body(deliverer: Deliverer) -> None:
-        await eventually(lambda: len(outbox.state) == 2, message="both events finished")
+        await until(lambda: len(outbox.state) == 2, message="both events finished")
 
     asyncio.run(delivering(outbox, [hook(port, max_attempts=3)], dead, body))
     assert outbox.state == {1: "dead", 2: "dead"}
@@ -169,7 +169,7 @@ def test_a_receiver_gets_only_the_event_types_it_asked_for(receiver: WebhookRece
     outbox = MemoryOutbox(events(2) + [Event(3, "evt_read", "feedback.read", "2026-11-24 22:31:27.000000+00:00", "{}")])
 
     async def body(deliverer: Deliverer) -> None:
-        await eventually(lambda: 3 in outbox.state, message="the read event delivered")
+        await until(lambda: 3 in outbox.state, message="the read event delivered")
 
     asyncio.run(delivering(outbox, [hook(port, events=["feedback.read"])], [], body))
     assert list(receiver.accepted()) == ["evt_read"]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import until, wait_until
 from tests.watchdog.fakes import FakeChild, bench
-from tests.watchdog.test_supervision import run, supervise, until, worker, write_settings
+from tests.watchdog.test_supervision import run, supervise, worker, write_settings
 from watchdog import hooks, probes
 from watchdog.checks import Checks, Verdict, judge
 from watchdog.child_health import ChildHealth

@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from scripts.benchmarks.system_run import RunningSystem, config_text
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, until
 from watchdog.child import ChildProcess, child_env, use_template
 from watchdog.forkserver import ForkServer
 from watchdog.notify_server import Notification, NotifyServer
@@ -97,11 +97,6 @@ def scenario(tmp_path: Path, body: Callable[[Run], Awaitable[None]]) -> None:
     asyncio.run(main())
 
 
-async def until(condition: Callable[[], object], timeout: float = 15.0, message: str = "condition") -> object:
-    """conftest.wait_until off the event loop, which keeps running the ForkServer meanwhile."""
-    return await asyncio.to_thread(wait_until, condition, timeout, message=message)
-
-
 async def output_of(fd: int, needle: bytes, timeout: float = 15.0) -> bytes:
     """Read the child's output pipe until `needle` shows up (or EOF)."""
     os.set_blocking(fd, False)
@@ -136,7 +131,7 @@ def test_a_forked_child_is_our_own_child_in_its_own_session_with_its_command_lin
             assert runs(process.cmdline(), (("monitor",), ("--project", "lawley")))
             output = await output_of(child.take_output(), b"waiting for the store")
             assert b"waiting for the store" in output
-            await until(lambda: any(n.watchdog and n.sender == child.pid for n in notes), message="WATCHDOG=1")
+            await until(lambda: any(n.watchdog and n.sender == child.pid for n in notes), timeout=15, message="WATCHDOG=1")
             statuses = [n.status for n in notes if n.status]
             assert statuses and "lawley" in statuses[-1]
             child.signal(signal.SIGKILL)
@@ -190,14 +185,14 @@ def test_a_dead_template_means_exec_starts_a_record_and_a_new_template(tmp_path:
         first = run.server.pid
         assert first is not None
         os.kill(first, signal.SIGKILL)
-        await until(lambda: not run.server.ready, message="the template's death noticed")
+        await until(lambda: not run.server.ready, timeout=15, message="the template's death noticed")
         fallback = run.monitor()
         assert not fallback.forked and fallback.popen is not None  # started the old way meanwhile
         assert b"waiting for the store" in await output_of(fallback.take_output(), b"waiting for the store")
         died = [r for r in run.log.read() if r["component"] == "template" and r["event"] == "exit"]
         assert died and died[0]["pid"] == first and died[0]["cause"] == "SIGKILL"
         assert "children start by exec" in died[0]["message"]
-        await until(lambda: run.server.ready and run.server.pid != first, message="a new template ready")
+        await until(lambda: run.server.ready and run.server.pid != first, timeout=15, message="a new template ready")
         assert run.monitor().forked
         events = [(r["event"], r["pid"]) for r in run.log.read() if r["component"] == "template"]
         assert events == [("start", first), ("exit", first), ("restart", first), ("healthy", run.server.pid)]
@@ -212,12 +207,12 @@ def test_orphans_left_in_a_killed_childs_group_are_reaped(tmp_path: Path) -> Non
     async def body(run: Run) -> None:
         worker = ROOT / "tests" / "children" / "worker.py"
         child = run.spawn([sys.executable, str(worker), "--child-grow-mb", "1"])
-        grandchild = await until(lambda: psutil.Process(child.pid).children(), message="the worker's own child")
+        grandchild = await until(lambda: psutil.Process(child.pid).children(), timeout=15, message="the worker's own child")
         orphan = grandchild[0].pid
         child.signal(signal.SIGKILL)
         await asyncio.wait_for(child.exited, 10)
 
-        await until(lambda: not psutil.pid_exists(orphan), message=f"orphan {orphan} reaped, not left a zombie")
+        await until(lambda: not psutil.pid_exists(orphan), timeout=15, message=f"orphan {orphan} reaped, not left a zombie")
     scenario(tmp_path, body)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.watchdog.fakes import bench
-from tests.watchdog.test_supervision import until
+from tests.conftest import until
 from watchdog.restart_policy import RestartPolicy
 from watchdog.restarts import Restarts
 

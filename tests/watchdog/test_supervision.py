@@ -23,7 +23,7 @@ from typing import AsyncIterator, TypeVar
 import pytest
 from aiohttp import web
 
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, until, wait_until
 from watchdog.arbiter import Arbiter
 from watchdog.shared.config import load
 from watchdog.shared.notify import Notifier
@@ -74,18 +74,6 @@ class RecordingAlerts:
 
     async def close(self) -> None:
         pass
-
-
-async def until(condition: Callable[[], T], timeout: float = 10.0, message: str = "condition") -> T:
-    """The asyncio twin of conftest.wait_until: the arbiter runs on this loop, so never block it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        await asyncio.sleep(0.02)
 
 
 class Supervised:

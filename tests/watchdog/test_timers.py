@@ -6,7 +6,7 @@ import asyncio
 
 from loguru import logger
 
-from tests.watchdog.test_supervision import until
+from tests.conftest import until
 from watchdog.timers import Tasks, Timers
 
 

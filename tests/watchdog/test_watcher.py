@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.watchdog.test_supervision import run, supervise, until, worker, write_settings
+from tests.conftest import ROOT, until
+from tests.watchdog.test_supervision import run, supervise, worker, write_settings
 from watchdog.shared.programs import Check, Program
 from watchdog.states import State
 
