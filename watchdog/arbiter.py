@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 import os
 import signal
-import time
 
 import aiohttp
 from loguru import logger
@@ -44,6 +43,7 @@ from watchdog.template import is_ours
 from watchdog.throttle import Launcher
 from watchdog.watchdog_lock import take_watchdog_lock
 from watchdog.watcher import Watcher
+from watchdog.shared import clock
 
 # [watchdog] keys a running watchdog cannot take over: they apply at its next start.
 FIXED_SETTINGS = ("control_host", "control_port", "control_token", "recovery_log", "recovery_log_max_bytes",
@@ -77,7 +77,7 @@ class Arbiter:
         self.watchers: dict[str, Watcher] = {}
         self.control_url = ""
         self.config_sha256 = config_hash(config)
-        self.config_loaded_at = time.time()
+        self.config_loaded_at = clock.now_s()
         self.reloads = 0
         self._context: Context | None = None
         self._stop_requested: asyncio.Event | None = None
@@ -99,7 +99,7 @@ class Arbiter:
     def config_info(self) -> dict:
         """The configuration in force: file, sha256, when it was loaded (started or reloaded)."""
         return {"path": str(self.config.path), "sha256": self.config_sha256, "loaded_at": self.config_loaded_at,
-                "age_s": round(time.time() - self.config_loaded_at, 3), "reloads": self.reloads,
+                "age_s": round(clock.now_s() - self.config_loaded_at, 3), "reloads": self.reloads,
                 "programs": list(self.watchers)}
 
     async def restart(self, name: str) -> dict:
@@ -146,7 +146,7 @@ class Arbiter:
                                  changed=[p.name for p in changes.changed])
         self.config, self.programs = new, programs
         self.console.reconfigure(new)
-        self.config_sha256, self.config_loaded_at = sha256, time.time()
+        self.config_sha256, self.config_loaded_at = sha256, clock.now_s()
         self.reloads += 1
         assert self._context is not None
         self._context.settings = new.watchdog

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Protocol, Sequence
 
 import aiohttp
@@ -32,6 +31,7 @@ from bridge.store import format_ts, parse_ts
 from monitors.api import signing
 from watchdog.shared.config import WebhookConfig
 from watchdog.shared.waiting import wait_event
+from watchdog.shared import clock
 
 SAFETY_INTERVAL = 1.0  # seconds between looks at the outbox with no wake-up (one missed costs at most this)
 IN_FLIGHT = 8  # concurrent deliveries per receiver
@@ -153,7 +153,7 @@ class Deliverer:
         try:
             while self.receivers:
                 self.looks += 1
-                now = _now()
+                now = clock.now()
                 wait, new = SAFETY_INTERVAL, False
                 for receiver in self.receivers:
                     new |= self._start_due(receiver, now)
@@ -198,7 +198,7 @@ class Deliverer:
         except Exception as exc:  # noqa: BLE001 - as in _start_due
             self._store_failed(exc)
             return SAFETY_INTERVAL
-        return math.inf if at is None else max(0.0, (parse_ts(at) - _now()).total_seconds())
+        return math.inf if at is None else max(0.0, (parse_ts(at) - clock.now()).total_seconds())
 
     def _store_failed(self, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"
@@ -218,7 +218,7 @@ class Deliverer:
 
     async def post(self, receiver: _Receiver, event: OutboxEvent) -> Outcome:
         body = event.payload.encode("utf-8")
-        headers = signing.headers(receiver.key, event.id, int(time.time()), body)
+        headers = signing.headers(receiver.key, event.id, int(clock.now_s()), body)
         try:
             async with self.http.post(receiver.hook.url, data=body, headers=headers, allow_redirects=False,
                                       timeout=aiohttp.ClientTimeout(total=receiver.hook.timeout)) as response:
@@ -244,11 +244,7 @@ class Deliverer:
             self.on_dead(hook, event.id, f"{event.type} event {event.id} not delivered: {error}")
             return
         delay = min(max(receiver.delay(attempts), outcome.retry_after), hook.backoff_max)
-        self.outbox.failed(hook.name, event.seq, outcome.error, format_ts(_now() + timedelta(seconds=delay)))
+        self.outbox.failed(hook.name, event.seq, outcome.error, format_ts(clock.now() + timedelta(seconds=delay)))
         if attempts in (1, 5) or attempts % 20 == 0:
             logger.warning("webhook {}: event {} attempt {} failed ({}); next in {:.1f} s", hook.name, event.id,
                            attempts, outcome.error, delay)
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)

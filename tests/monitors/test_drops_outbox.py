@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bridge.store import format_ts, now_ts
+from bridge.store import format_ts
 from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_QUEUED, FEEDBACK_SENT, DropsDB, NewFeedback, ReceiptStamp,
                                   Submission, drops_db_path, open_drops_store)
 from monitors.store.outbox import outbox_channel
@@ -33,6 +33,12 @@ def sub(number: str, message_id: str, backfilled: bool = False, by: str = CONTRA
 def ack(s: Submission) -> NewFeedback:
     return NewFeedback("ack", s.group_jid, f"@27710000001 {s.drop_number} received", (s.submitted_by,),
                        f"key-{s.drop_number}-{s.message_id}")
+
+
+@pytest.fixture(autouse=True)
+def at_t0(fixed_clock: Callable[[datetime], None]) -> None:
+    """The store stamps events at T0, the times these tests compare them with."""
+    fixed_clock(T0)
 
 
 @pytest.fixture
@@ -169,11 +175,11 @@ def test_delivery_state_per_webhook_retry_dead_and_counts(drops: DropsDB) -> Non
         "drop.recorded", "drop.backfilled", "drop.resubmitted"]  # another webhook has its own state
     recorded, backfilled = due
     outbox.delivered("crm", recorded.seq)
-    next_attempt_at = format_ts(datetime.now(timezone.utc) + timedelta(hours=1))
+    next_attempt_at = at(3600)
     outbox.failed("crm", backfilled.seq, "HTTP 500", next_attempt_at=next_attempt_at)
     assert outbox.due("crm", ["drop.recorded", "drop.backfilled"]) == []  # not due before its next attempt
     assert outbox.next_retry("crm", at(0)) == next_attempt_at
-    assert outbox.next_retry("audit", now_ts()) is None  # its deliveries are all due already
+    assert outbox.next_retry("audit", at(0)) is None  # its deliveries are all due already
     (retry,) = outbox.due("crm", ["drop.recorded", "drop.backfilled"], now=at(10**9))
     assert (retry.seq, retry.id, retry.attempts) == (backfilled.seq, backfilled.id, 1)
     outbox.dead("crm", retry.seq, "HTTP 410 gone")

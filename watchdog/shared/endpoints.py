@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from watchdog.shared import file_modes
+from watchdog.shared import clock
 
 
 def run_dir(data_dir: Path) -> Path:
@@ -29,7 +29,7 @@ def publish(data_dir: Path, component: str, endpoints: dict[str, str]) -> None:
     path = _file(data_dir, component)
     file_modes.ensure_dir(path.parent, file_modes.PRIVATE_DIR)
     record = {"component": component, "pid": os.getpid(), "endpoints": endpoints,
-              "started_at": datetime.now(timezone.utc).isoformat()}
+              "started_at": clock.now().isoformat()}
     file_modes.write_atomic(path, json.dumps(record))
 
 

@@ -22,6 +22,8 @@ from datetime import datetime
 
 from loguru import _better_exceptions, logger
 
+from watchdog.shared import clock
+
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # cut to milliseconds
 LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) (\S+)\[(\d+)\] ")
 
@@ -68,7 +70,7 @@ def rename(name: str) -> None:
 
 def stamp(name: str, pid: int, text: str, when: float | None = None) -> str:
     """A line without our format (raw child output) as a line with it, timed when the watchdog read it."""
-    moment = datetime.fromtimestamp(time.time() if when is None else when)
+    moment = datetime.fromtimestamp(clock.now_s() if when is None else when)
     return f"{moment.strftime(TIME_FORMAT)[:-3]} {name}[{pid}] {text}"
 
 
