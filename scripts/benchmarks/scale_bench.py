@@ -4,7 +4,8 @@ Three parts, each run with the template (the default) and with
 `fork_template = false` (every child a fresh interpreter, as before) side by
 side, so a noisy shared machine affects both alike; tables give ratios. A
 third mode, `grouped`, is the template with `[monitors] projects_per_process
-= 20` (one monitor process per twenty projects).
+= 20` (one monitor process per twenty projects); `default` is the template
+with the product's default (`projects_per_process = "auto"`).
 
 - `scale`: for each project count (`system_run.config_text(N)`): time from
   `wa-watchdog run` to every component healthy; restarts during start-up and
@@ -36,10 +37,12 @@ import psutil
 from bridge.store import parse_ts
 from scripts.benchmarks.drop_latency import percentile
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, wait_for
+from watchdog.shared.config import MonitorsConfig
 from watchdog.shared.recovery_log import RecoveryLog
 
 GROUP = 20  # projects per monitor process in the `grouped` mode
-MODES = {"grouped": "", "template": "", "exec": "fork_template = false\n"}  # [watchdog] lines of each mode
+MODES = {"default": "", "grouped": "", "template": "", "exec": "fork_template = false\n"}  # [watchdog] lines of each
+PER_PROCESS = {"default": "auto", "grouped": GROUP}  # [monitors] projects_per_process of each mode; else 1
 PARTS = ("scale", "recovery", "load")
 TARGETS = {"healthy_s": 10.0, "cpu_pct": 3.0, "pss_mb": 600.0, "drop_p99": 30.0, "monitor_ms": 50.0,
            "bridge_ms": 100.0}
@@ -119,11 +122,12 @@ def started(system: RunningSystem, timeout: float) -> float:
 
 def mode_config(projects: int, mode: str, watchdog: str = "", account: str = "", probe_period: float = 0.2) -> str:
     return config_text(projects, MODES[mode] + watchdog, account=account,
-                       projects_per_process=GROUP if mode == "grouped" else 1, probe_period=probe_period)
+                       projects_per_process=PER_PROCESS.get(mode, 1), probe_period=probe_period)
 
 
 def first_monitor(projects: int, mode: str) -> str:
-    return f"monitor:p1..p{min(GROUP, projects)}" if mode == "grouped" and projects > 1 else "monitor:p1"
+    size = MonitorsConfig(PER_PROCESS.get(mode, 1)).group_size(projects)
+    return f"monitor:p1..p{min(size, projects)}" if size > 1 and projects > 1 else "monitor:p1"
 
 
 def run_scale(projects: int, mode: str, args: argparse.Namespace, work: Path) -> Scale:
@@ -283,7 +287,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="scripts/bench scale", description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
     parser.add_argument("--projects", default="6,24,60,100", help="project counts (default 6,24,60,100)")
-    parser.add_argument("--modes", default=",".join(MODES), help="grouped,template,exec (default all three)")
+    parser.add_argument("--modes", default=",".join(MODES), help="default,grouped,template,exec (default all four)")
     parser.add_argument("--idle", type=float, default=600.0, help="idle span in seconds (default 600)")
     parser.add_argument("--drops", type=int, default=200, help="drops posted per system (default 200)")
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between drops (default 0.02)")
