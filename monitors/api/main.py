@@ -79,6 +79,7 @@ async def serve(config: Config) -> int:
     http = aiohttp.ClientSession()
     schedule, listeners = _outbox_wakes(config)
     api = DropsApi(config, db, http, Deliverer(config.webhooks, db.outbox, http, dead, schedule))
+    api.deliverer.start_receivers()  # before the URL is published: a receiver added now starts at the event of now
     guard = web_guard.middlewares(settings.allowed_hosts, settings.allowed_origins, settings.token)
     runner = LimitedRunner(build_app(api, guard), access_log=None, handle_signals=False)  # connection cap, header timeout
     await runner.setup()

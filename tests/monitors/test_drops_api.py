@@ -34,9 +34,9 @@ TOKEN = "drops-api-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def api_config(backend: str = "", hook_url: str = "", extra: str = "") -> str:
+def api_config(backend: str = "", hook_url: str = "", extra: str = "", start_at: str = "now") -> str:
     hook = (f'\n[[webhooks]]\nname = "qa"\nurl = "{hook_url}"\nsecret = "{SECRET}"\nbackoff_initial = 0.05\n'
-            'backoff_max = 0.5\nmax_attempts = 1000\n' if hook_url else "")
+            f'backoff_max = 0.5\nmax_attempts = 1000\nstart_at = "{start_at}"\n' if hook_url else "")
     return BASE_CONFIG + backend + f'\n[drops_api]\nenabled = true\ntoken = "{TOKEN}"\n' + hook + extra
 
 
@@ -229,7 +229,7 @@ def test_dead_events_are_alerted_once_and_shown(write_config, receiver: WebhookR
     receiver.script = [404, 404]  # final at once, whatever max_attempts says
     receiver.start()
     alerts = f'\n[[alerts]]\nurl = "http://127.0.0.1:{free_port()}/alert"\nrules = ["webhook_dead"]\n'
-    config_path = write_config(api_config(hook_url=receiver.url, extra=alerts))
+    config_path = write_config(api_config(hook_url=receiver.url, extra=alerts, start_at="oldest"))
     data_dir = config_path.parent / "data"
     record_drops(config_path, 2)
     procs = Processes(config_path)
@@ -305,7 +305,7 @@ def test_postgres_down_is_a_503_and_the_outbox_waits_then_wakes_the_deliverer_ag
         write_config, pg_cluster: PgCluster, pg_url: str, receiver: WebhookReceiver) -> None:
     receiver.script = []
     receiver.start()
-    config_path = write_config(api_config(f'\n[database]\nurl = "{pg_url}"\n', receiver.url))
+    config_path = write_config(api_config(f'\n[database]\nurl = "{pg_url}"\n', receiver.url, start_at="oldest"))
     data_dir = config_path.parent / "data"
     record_drops(config_path, 3)
     procs = Processes(config_path)
@@ -373,3 +373,42 @@ def test_a_drops_store_newer_than_this_release_exits_2(write_config) -> None:
     result = subprocess.run([sys.executable, "-m", "watchdog.cli", "drops-api", "--config", str(config_path)],
                             cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "schema version 99" in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_a_webhook_added_later_starts_at_the_current_event_unless_it_asks_for_the_oldest(
+        write_config, drops_backend: str) -> None:
+    late, replay = WebhookReceiver(SECRET), WebhookReceiver(SECRET)
+    try:
+        late.start()
+        replay.start()
+        hooks = (f'\n[[webhooks]]\nurl = "{late.url}"\nsecret = "{SECRET}"\n'  # no name: derived from the URL
+                 f'\n[[webhooks]]\nname = "replay"\nurl = "{replay.url}"\nsecret = "{SECRET}"\nstart_at = "oldest"\n')
+        config_path = write_config(api_config(drops_backend, extra=hooks))
+        data_dir = config_path.parent / "data"
+        record_drops(config_path, 2)  # the history before the webhooks were added
+        procs = Processes(config_path)
+        try:
+            api = start_api(procs, data_dir)
+            record_drops(config_path, 3)  # one more: DR7000002
+            wait_until(lambda: len(replay.accepted()) == 3 and len(late.accepted()) == 1,
+                       message="the new event at both, the history at the one that asked for it")
+            assert sorted(e["data"]["drop"]["drop_number"] for e in replay.events().values()) == [
+                "DR7000000", "DR7000001", "DR7000002"]
+            assert [e["data"]["drop"]["drop_number"] for e in late.events().values()] == ["DR7000002"]
+            name = f"127.0.0.1-{late.port}-hook"
+            assert set(get(f"{api}/api/health")[1]["webhooks"]) == {name, "replay"}
+        finally:
+            procs.stop_all()
+        procs = Processes(config_path)  # a restart: each keeps its place, nothing is sent again
+        try:
+            api = start_api(procs, data_dir)
+            record_drops(config_path, 4)
+            wait_until(lambda: len(replay.accepted()) == 4 and len(late.accepted()) == 2, message="DR7000003 at both")
+            assert set(replay.accepted().values()) == set(late.accepted().values()) == {1}
+            assert get(f"{api}/api/health")[1]["webhooks"][name]["pending"] == 0
+        finally:
+            procs.stop_all()
+    finally:
+        late.close()
+        replay.close()

@@ -45,6 +45,10 @@ class MemoryOutbox:
     state: dict[int, str] = field(default_factory=dict)  # seq -> delivered | dead
     next_at: dict[int, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    started: list[tuple[str, str]] = field(default_factory=list)
+
+    def start(self, webhook, start_at):
+        self.started.append((webhook, start_at))
 
     def due(self, webhook, types, now, limit=100):
         due = [e for e in self.events if e.seq not in self.state and e.type in types and self.next_at.get(e.seq, "") <= now]
