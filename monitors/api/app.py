@@ -1,6 +1,6 @@
 """The drops API's aiohttp app: thin handlers over `monitors.api.service`, errors as JSON.
 
-Routes (docs/openapi/drops-api.json is the contract, served at /openapi.json):
+Routes (docs/openapi/drops-api.json is the contract, served at /openapi.json; CORS preflights: monitors.api.cors):
 GET /api/drops, GET /api/drops/{id}, POST /api/drops/{id}/feedback,
 POST /api/feedback, GET /api/health, GET /metrics, GET /openapi.json.
 """

@@ -21,6 +21,7 @@ from aiohttp import web
 from loguru import logger
 
 from bridge.integrity import CorruptStore
+from monitors.api import cors
 from monitors.api.app import DropsApi, build_app
 from monitors.api.webhooks import Deliverer, LookSchedule, WokenSchedule
 from monitors.drops_store import StoreUnavailable, drops_db_path, open_drops_store
@@ -80,7 +81,8 @@ async def serve(config: Config) -> int:
     schedule, listeners = _outbox_wakes(config)
     api = DropsApi(config, db, http, Deliverer(config.webhooks, db.outbox, http, dead, schedule))
     api.deliverer.start_receivers()  # before the URL is published: a receiver added now starts at the event of now
-    guard = web_guard.middlewares(settings.allowed_hosts, settings.allowed_origins, settings.token)
+    guard = [cors.middleware(settings.allowed_origins),  # first: a preflight carries no token
+             *web_guard.middlewares(settings.allowed_hosts, settings.allowed_origins, settings.token)]
     runner = LimitedRunner(build_app(api, guard), access_log=None, handle_signals=False)  # connection cap, header timeout
     await runner.setup()
     try:
