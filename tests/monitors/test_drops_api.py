@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
@@ -24,6 +25,7 @@ from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_tex
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
 from tests.bridge_support import SENDER, call, inject, start_bridge, start_sim
 from tests.conftest import BASE_CONFIG, GROUP_A, ROOT, Processes, wait_until
+from tests.contracts import webhook_event_problems
 from tests.monitor_support import start_monitor
 from tests.pg import PgCluster, free_port
 from watchdog.shared import endpoints
@@ -116,6 +118,9 @@ def test_drop_feedback_receipts_and_webhooks_end_to_end(write_config, drops_back
         wait_until(lambda: Counter(e["type"] for e in receiver.events().values()) == expected, timeout=20,
                    message=f"the webhook events {dict(expected)}")
         assert set(receiver.accepted().values()) == {1} and receiver.bad_signatures == 0
+        spec = json.loads((ROOT / "docs/openapi/drops-api.json").read_text())
+        problems = [webhook_event_problems(spec, event) for event in receiver.events().values()]
+        assert not any(problems), problems  # as documented, times RFC 3339 like the REST answers
         assert [r.status for r in receiver.requests[:2]] == [500, 429]  # retried with the same webhook-id
         read_event = next(e for e in receiver.events().values() if e["type"] == "feedback.read")
         assert read_event["data"]["drop"]["id"] == drop["id"] and read_event["data"]["feedback"]["read_at"]
@@ -180,6 +185,7 @@ def test_paging_filters_and_every_bad_request_answered_by_name(write_config) -> 
             status, page = get(f"{api}/api/drops?limit=3" + (f"&cursor={cursor}" if cursor else ""))
             assert status == 200, page
             pages.append([d["drop_number"] for d in page["drops"]])
+            assert page["has_more"] == (page["next_cursor"] is not None)
             if not (cursor := page["next_cursor"]):
                 break
         assert pages == [["DR7000006", "DR7000005", "DR7000004"], ["DR7000003", "DR7000002", "DR7000001"],
@@ -187,11 +193,17 @@ def test_paging_filters_and_every_bad_request_answered_by_name(write_config) -> 
         status, page = get(f"{api}/api/drops?since=2026-11-24T08:02:00Z&until=2026-11-24T10:05:00%2B02:00"
                            "&backfilled=true&feedback=none")
         assert status == 200 and [d["drop_number"] for d in page["drops"]] == ["DR7000004", "DR7000002"]
+        for query in ("drop_number=DR7000003", "drop_number=dr7000003&project=lawley"):  # a drop by its number
+            status, page = get(f"{api}/api/drops?{query}")
+            assert status == 200 and [d["drop_number"] for d in page["drops"]] == ["DR7000003"], page
+            assert page["has_more"] is False and page["next_cursor"] is None
+        assert get(f"{api}/api/drops?drop_number=DR9999999")[1]["drops"] == []
 
         for query, key in [("limit=0", "limit"), ("limit=x", "limit"), ("since=yesterday", "since"),
                            ("until=2026-11-24T08:00:00", "until"), ("project=nope", "project"),
                            ("backfilled=maybe", "backfilled"), ("feedback=done", "feedback"),
-                           ("cursor=garbage", "cursor"), ("colour=red", "colour"), ("until=", "until")]:
+                           ("cursor=garbage", "cursor"), ("colour=red", "colour"), ("until=", "until"),
+                           ("drop_number=", "drop_number")]:
             status, body = get(f"{api}/api/drops?{query}")
             assert status == 400 and body["error"].startswith(f"{key}: "), (query, body)
         drop_id = get(f"{api}/api/drops?limit=1")[1]["drops"][0]["id"]
@@ -220,6 +232,8 @@ def test_paging_filters_and_every_bad_request_answered_by_name(write_config) -> 
 
         status, document = get(f"{api}/openapi.json")
         assert status == 200 and document == json.loads((ROOT / "docs/openapi/drops-api.json").read_text())
+        (server,) = document["servers"]  # names the API it was served by (not the watchdog's control port)
+        assert urllib.parse.urljoin(f"{api}/openapi.json", server["url"]).rstrip("/") == api
     finally:
         procs.stop_all()
 
