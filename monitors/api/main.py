@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import signal
 import sqlite3
@@ -29,7 +30,7 @@ from monitors.store.outbox import outbox_channel
 from monitors.store_watch import StoreWakes
 from watchdog.shared import endpoints, logs, web_guard
 from watchdog.alerts import AlertManager
-from watchdog.shared.config import Config, WebhookConfig
+from watchdog.shared.config import Config, DropsApiConfig, WebhookConfig
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.shared.migrations import SchemaTooNew
 from watchdog.shared.http_server import LimitedRunner
@@ -59,6 +60,18 @@ def _outbox_wakes(config: Config) -> tuple[LookSchedule, list[Coroutine[None, No
     return StoreWakes().subscribe(drops_db_path(config.data_dir), asyncio.Event()), []
 
 
+async def _listen(runner: web.AppRunner, settings: DropsApiConfig) -> int | None:
+    """Listen on the configured port; with port_fallback a taken port means any free one (returns the taken port)."""
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        return None
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or not settings.port_fallback:
+            raise
+    await web.TCPSite(runner, settings.host, 0).start()
+    return settings.port
+
+
 async def serve(config: Config) -> int:
     settings = config.drops_api
     try:
@@ -86,7 +99,7 @@ async def serve(config: Config) -> int:
     runner = LimitedRunner(build_app(api, guard), access_log=None, handle_signals=False)  # connection cap, header timeout
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        taken = await _listen(runner, settings)
     except OSError as exc:
         logger.error("drops-api: cannot listen on {}:{}: {}", settings.host, settings.port, exc.strerror or exc)
         await runner.cleanup()
@@ -95,6 +108,8 @@ async def serve(config: Config) -> int:
         return EXIT_ERROR
     host, port = runner.addresses[0][:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    if taken:
+        logger.warning("drops_api.port {} is taken: serving on free port {} instead (port_fallback)", taken, port)
     endpoints.publish(config.data_dir, COMPONENT, {"api": url})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -5,6 +5,7 @@ import base64
 import json
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -426,3 +427,25 @@ def test_a_webhook_added_later_starts_at_the_current_event_unless_it_asks_for_th
     finally:
         late.close()
         replay.close()
+
+
+@pytest.mark.slow
+def test_a_taken_port_means_a_free_one_only_with_port_fallback(write_config) -> None:
+    with socket.socket() as taken:  # the pinned port (the demo's 8091) held by something else
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config_path = write_config(api_config(extra=f"port = {port}\n"))
+        result = subprocess.run([sys.executable, "-m", "watchdog.cli", "drops-api", "--config", str(config_path)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr, result.stderr
+        config_path = write_config(api_config(extra=f"port = {port}\nport_fallback = true\n"))
+        data_dir = config_path.parent / "data"
+        procs = Processes(config_path)
+        try:
+            api = start_api(procs, data_dir)
+            assert api != f"http://127.0.0.1:{port}" and get(f"{api}/api/health")[0] == 200
+            log = (config_path.parent / "drops-api.log").read_text()
+            assert f"drops_api.port {port} is taken: serving on free port {api.rsplit(':', 1)[1]}" in log
+        finally:
+            procs.stop_all()

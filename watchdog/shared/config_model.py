@@ -183,9 +183,10 @@ class DropsApiConfig:
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 0
+    port_fallback: bool = False  # demo: a free port when `port` is taken (production: never, the web app needs it)
     token: str = ""
     allowed_hosts: list[str] = field(default_factory=list)  # Host names beyond loopback/IPs (a reverse proxy)
-    allowed_origins: list[str] = field(default_factory=list)  # browser Origins allowed to POST
+    allowed_origins: list[str] = field(default_factory=list)  # browser Origins allowed to call it (CORS)
     watchdog_sec: float = 5.0
     rss_limit_mb: int = 0
 
