@@ -31,6 +31,7 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_MESSAGE = 4096  # WhatsApp allows more; feedback is a sentence or two
 MAX_KEY = 200  # Idempotency-Key, as the bridge bounds it
+MAX_NUMBER = 64  # a drop number: what any [[projects]] pattern matches is far shorter
 LIST_PARAMETERS = ("project", "drop_number", "since", "until", "backfilled", "feedback", "limit", "cursor")
 SEND_ATTEMPTS = 4  # quick tries (~0.4 s) before answering 202 and leaving it to the monitor
 
@@ -93,7 +94,7 @@ def list_drops(db: DropsDB, config: Config, query: Mapping[str, str]) -> dict:
         raise BadRequest(f"limit: expected a whole number 1-{MAX_LIMIT}, got {limit_text[:20]!r}")
     number = query.get("drop_number")
     try:
-        page = db.list_drops(project=project, drop_number=None if number is None else number.strip().upper(),
+        page = db.list_drops(project=project, drop_number=None if number is None else drop_number(number),
                              since=_time(query, "since"), until=_time(query, "until"),
                              backfilled=None if backfilled is None else backfilled == "true",
                              feedback=_choice(query, "feedback", FEEDBACK_STATUSES), limit=int(limit_text),
@@ -125,6 +126,15 @@ def _text(body: object, name: str) -> str:
     return value.strip()
 
 
+def drop_number(text: str) -> str:
+    """A drop number as the store keeps it (upper case); one no monitor could have recorded is a 400, not a query
+    (a control character would be a 500 from PostgreSQL, which refuses NUL in text)."""
+    number = text.strip().upper()
+    if not number or len(number) > MAX_NUMBER or not number.isprintable():
+        raise BadRequest(f"drop_number: expected a drop number like DR1734150, got {text[:40]!r}")
+    return number
+
+
 def message_of(body: object) -> str:
     if not isinstance(body, dict):
         raise BadRequest('body: expected a JSON object {"message": "..."}')
@@ -135,7 +145,7 @@ def drop_by_number(db: DropsDB, config: Config, body: object) -> tuple[Drop, str
     """POST /api/feedback {"project", "drop_number", "message"}: the drop and the message."""
     if not isinstance(body, dict):
         raise BadRequest('body: expected a JSON object {"project", "drop_number", "message"}')
-    project, number, message = _text(body, "project"), _text(body, "drop_number").upper(), _text(body, "message")
+    project, number, message = _text(body, "project"), drop_number(_text(body, "drop_number")), _text(body, "message")
     try:
         config.project(project)
     except ConfigError:

@@ -204,7 +204,8 @@ def test_paging_filters_and_every_bad_request_answered_by_name(write_config) -> 
                            ("until=2026-11-24T08:00:00", "until"), ("project=nope", "project"),
                            ("backfilled=maybe", "backfilled"), ("feedback=done", "feedback"),
                            ("cursor=garbage", "cursor"), ("colour=red", "colour"), ("until=", "until"),
-                           ("drop_number=", "drop_number")]:
+                           ("drop_number=", "drop_number"), ("drop_number=DR%00", "drop_number"),
+                           (f"drop_number={'9' * 65}", "drop_number")]:
             status, body = get(f"{api}/api/drops?{query}")
             assert status == 400 and body["error"].startswith(f"{key}: "), (query, body)
         drop_id = get(f"{api}/api/drops?limit=1")[1]["drops"][0]["id"]
