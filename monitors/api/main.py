@@ -91,9 +91,9 @@ async def serve(config: Config) -> int:
         alerts.fire("webhook_dead", f"{COMPONENT}:{hook.name}", f"webhook {hook.name}: {summary}")
 
     http = aiohttp.ClientSession()
-    schedule, listeners = _outbox_wakes(config)
-    api = DropsApi(config, db, http, Deliverer(config.webhooks, db.outbox, http, dead, schedule))
+    api = DropsApi(config, db, http, Deliverer(config.webhooks, db.outbox, http, dead))
     api.deliverer.start_receivers()  # before the URL is published: a receiver added now starts at the event of now
+    schedule, listeners = _outbox_wakes(config)
     guard = [cors.middleware(settings.allowed_origins),  # first: a preflight carries no token
              *web_guard.middlewares(settings.allowed_hosts, settings.allowed_origins, settings.token)]
     runner = LimitedRunner(build_app(api, guard), access_log=None, handle_signals=False)  # connection cap, header timeout
@@ -119,7 +119,7 @@ async def serve(config: Config) -> int:
     notifier.ready(api.status_line())
     logger.info("drops-api serving on {} (store {}, {} webhook(s))", url, db.description, len(config.webhooks))
     tasks = [asyncio.create_task(_beat(api, notifier, heartbeat_interval(settings.watchdog_sec))),
-             asyncio.create_task(api.deliverer.run()), *(asyncio.create_task(job) for job in listeners)]
+             asyncio.create_task(api.deliverer.run(schedule)), *(asyncio.create_task(job) for job in listeners)]
     await stop.wait()
 
     notifier.stopping()

@@ -131,19 +131,19 @@ class _Receiver:
 
 
 class Deliverer:
-    """Looks at the outbox when `schedule` wakes it, posts what is due, signed; `run()` until cancelled.
+    """Looks at the outbox when `run(schedule)`'s schedule wakes it, posts what is due, signed; runs until cancelled.
 
     Woken by a change of the store, by an attempt that finished (room for more, or a retry to schedule) and
     when the first backoff falls due; otherwise every SAFETY_INTERVAL. An idle process thus sleeps.
     """
 
     def __init__(self, hooks: list[WebhookConfig], outbox: WebhookOutbox, http: aiohttp.ClientSession,
-                 on_dead: Callable[[WebhookConfig, str, str], None], schedule: LookSchedule) -> None:
+                 on_dead: Callable[[WebhookConfig, str, str], None]) -> None:
         self.receivers = [_Receiver(h, signing.secret_key(h.secret), backoff(h)) for h in hooks]
         self.outbox = outbox
         self.http = http
         self.on_dead = on_dead
-        self.schedule = schedule
+        self.schedule: LookSchedule  # run()'s: its attempts wake it when they finish
         self.store_error = ""  # the last outbox error, "" while the store answers
         self.looks = 0  # looks at the outbox since start (/metrics: what idling costs)
         self._tasks: set[asyncio.Task] = set()
@@ -154,8 +154,9 @@ class Deliverer:
     def start_receivers(self) -> bool:
         """Place every receiver new to the store in the event stream (its `start_at`) before its first delivery.
 
-        Called before serving, so that a receiver added now starts at the event current now; a store that is
-        down then is tried again at each look, and nothing is sent to a receiver before it is placed.
+        Called before serving (and before the store is watched: this write must not wake the looks), so that a
+        receiver added now starts at the event current now; a store that is down then is tried again at each
+        look, and nothing is sent to a receiver before it is placed.
         """
         for receiver in self.receivers:
             if receiver.started:
@@ -168,7 +169,8 @@ class Deliverer:
             receiver.started = True
         return True
 
-    async def run(self) -> None:
+    async def run(self, schedule: LookSchedule) -> None:
+        self.schedule = schedule
         try:
             while self.receivers:
                 self.looks += 1

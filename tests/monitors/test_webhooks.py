@@ -97,9 +97,8 @@ def receiver() -> Iterator[WebhookReceiver]:
 async def delivering(outbox: MemoryOutbox, hooks: list[WebhookConfig], dead: list[tuple[str, str]], body) -> None:
     """Run a Deliverer while `body` runs; nothing but its own attempts and retries wakes it (the events are there)."""
     async with aiohttp.ClientSession() as http:
-        deliverer = Deliverer(hooks, outbox, http, lambda h, event_id, summary: dead.append((h.name, event_id)),
-                              WokenSchedule())
-        task = asyncio.create_task(deliverer.run())
+        deliverer = Deliverer(hooks, outbox, http, lambda h, event_id, summary: dead.append((h.name, event_id)))
+        task = asyncio.create_task(deliverer.run(WokenSchedule()))
         try:
             await body(deliverer)
         finally:
