@@ -54,8 +54,8 @@ class DropQueries:
             raise ValueError(f"feedback: must be one of {', '.join(FEEDBACK_STATUSES)}, got {feedback!r}")
         where, params = [], []
         for clause, value in (("d.project = ?", project), ("d.drop_number = ?", drop_number),
-                              ("d.message_time >= ?", since), ("d.message_time < ?", until), ("d.backfilled = ?", backfilled),
-                              ("d.feedback_status = ?", feedback)):
+                              ("d.message_time >= ?", since), ("d.message_time < ?", until),
+                              ("d.backfilled = ?", backfilled), ("d.feedback_status = ?", feedback)):
             if value is not None:
                 where.append(clause)
                 params.append(value)

@@ -28,8 +28,8 @@ def demo_config(root: Path, bridge_port: int, api_port: int, token: str) -> Path
     if token:  # [drops_api] is the demo's last table
         assert text.rindex("\n[") == text.index("\n[drops_api]"), "conf/demo.toml: [drops_api] is not last"
         text += f'token = "{token}"\n'
-    for old, new in (('data_dir = "../var/demo"', 'data_dir = "data"'), ("api_port = 8080", f"api_port = {bridge_port}"),
-                     ("port = 8091", f"port = {api_port}")):
+    for old, new in (('data_dir = "../var/demo"', 'data_dir = "data"'),
+                     ("api_port = 8080", f"api_port = {bridge_port}"), ("port = 8091", f"port = {api_port}")):
         assert old in text, f"conf/demo.toml no longer says {old}"
         text = text.replace(old, new)
     path = root / "demo.toml"
