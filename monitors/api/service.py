@@ -122,6 +122,8 @@ def _text(body: object, name: str) -> str:
         raise BadRequest(f"{name}: missing (a non-empty string)")
     if len(value) > MAX_MESSAGE:
         raise BadRequest(f"{name}: longer than {MAX_MESSAGE} characters ({len(value)})")
+    if "\x00" in value:  # PostgreSQL refuses it in text (a 500), and it is no part of a WhatsApp message
+        raise BadRequest(f"{name}: contains a NUL character")
     return value.strip()
 
 

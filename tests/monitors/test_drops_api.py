@@ -450,3 +450,26 @@ def test_a_taken_port_means_a_free_one_only_with_port_fallback(write_config) -> 
             assert f"drops_api.port {port} is taken: serving on free port {api.rsplit(':', 1)[1]}" in log
         finally:
             procs.stop_all()
+
+
+@pytest.mark.slow
+def test_a_nul_character_is_a_400_naming_the_field_on_both_stores(write_config, drops_backend: str) -> None:
+    """PostgreSQL refuses NUL in text: refused by name before the store sees it, on drops.db alike."""
+    config_path = write_config(api_config(drops_backend))
+    record_drops(config_path, 1)
+    procs = Processes(config_path)
+    try:
+        api = start_api(procs, config_path.parent / "data")
+        drop_id = get(f"{api}/api/drops")[1]["drops"][0]["id"]
+        for url, body, field in [(f"{api}/api/drops/{drop_id}/feedback", {"message": "needs\u0000correction"}, "message"),
+                                 (f"{api}/api/feedback", {"project": "lawley", "drop_number": "DR7000000",
+                                                          "message": "a\u0000b"}, "message"),
+                                 (f"{api}/api/feedback", {"project": "lawley", "drop_number": "DR7\u0000",
+                                                          "message": "x"}, "drop_number")]:
+            status, answer = post(url, body)
+            assert status == 400 and answer["error"].startswith(f"{field}: "), (body, status, answer)
+        status, answer = get(f"{api}/api/drops?drop_number=DR7%00")
+        assert status == 400 and answer["error"].startswith("drop_number: "), answer
+        assert get(f"{api}/api/drops/{drop_id}")[1]["feedback"] == []  # nothing recorded
+    finally:
+        procs.stop_all()
