@@ -461,7 +461,8 @@ def test_a_nul_character_is_a_400_naming_the_field_on_both_stores(write_config, 
     try:
         api = start_api(procs, config_path.parent / "data")
         drop_id = get(f"{api}/api/drops")[1]["drops"][0]["id"]
-        for url, body, field in [(f"{api}/api/drops/{drop_id}/feedback", {"message": "needs\u0000correction"}, "message"),
+        by_id = f"{api}/api/drops/{drop_id}/feedback"
+        for url, body, field in [(by_id, {"message": "needs\u0000correction"}, "message"),
                                  (f"{api}/api/feedback", {"project": "lawley", "drop_number": "DR7000000",
                                                           "message": "a\u0000b"}, "message"),
                                  (f"{api}/api/feedback", {"project": "lawley", "drop_number": "DR7\u0000",

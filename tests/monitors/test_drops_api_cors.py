@@ -2,6 +2,7 @@
 origins only; then a real Chromium on pages served from other 127.0.0.1 ports, one allowed and one not."""
 from __future__ import annotations
 
+import functools
 import http.server
 import json
 import os
@@ -39,7 +40,7 @@ class Pages:
     def __init__(self, directory: Path) -> None:
         directory.mkdir()
         self.directory = directory
-        handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(directory), **kw)  # noqa: E731
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
