@@ -6,6 +6,7 @@ import ipaddress
 import re
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from watchdog.shared.config_model import (ALERT_RULES, DB_SCHEMA_NAME, GROUP_JID, MIN_HEARTBEAT, MIN_LOG_BYTES,
                                    MIN_RSS_LIMIT_MB, MIN_TRAFFIC_INTERVAL, NAME, ORIGIN, PHONE, WEBHOOK_EVENTS,
@@ -186,7 +187,7 @@ class ConfigChecks(TableReader):
         names: dict[str, int] = {}
         for i, hook in enumerate(hooks):
             key = f"webhooks[{i}]"
-            if not hook.url.startswith(("http://", "https://")):
+            if not hook.url.startswith(("http://", "https://")) or not _has_host_and_port(hook.url):
                 raise self.error(f"{key}.url", f"expected an http(s) URL, got {hook.url!r}")
             if not hook.name:
                 hook = hooks[i] = replace(hook, name=webhook_name(hook.url))
@@ -288,6 +289,16 @@ class ConfigChecks(TableReader):
             if port and port in taken:
                 raise self.error(key, f"port {port} is also {taken[port]}")
             taken[port] = key
+
+
+def _has_host_and_port(url: str) -> bool:
+    """A host, and a port that is a number (urlsplit's `port` raises on `:99999` or `:x`)."""
+    try:
+        split = urlsplit(url)
+        split.port  # noqa: B018 - read for its check
+    except ValueError:
+        return False
+    return bool(split.hostname)
 
 
 def _is_loopback(host: str) -> bool:

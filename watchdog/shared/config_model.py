@@ -201,7 +201,7 @@ def webhook_name(url: str) -> str:
 
     Stable (the same URL, the same name: the store keys a receiver's place by it); never the userinfo or
     the query, which may hold a token, since the name shows in status, logs and metrics. Past 64
-    characters, a hash of the whole keeps it unique.
+    characters, a hash of host, port and path keeps it unique.
     """
     split = urlsplit(url)
     base = f"{(split.hostname or '').lower()}:{split.port or ''}{split.path}"

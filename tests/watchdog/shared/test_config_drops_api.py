@@ -34,6 +34,8 @@ def test_defaults_off_on_loopback_and_every_event(write_config) -> None:
     ('[drops_api]\nenabled = true\n' + HOOK.replace("http://", "ftp://"), "webhooks[0].url"),
     ('[drops_api]\nenabled = true\n' + HOOK + HOOK, "webhooks[1].name"),
     ('[drops_api]\nenabled = true\n' + HOOK + 'start_at = "yesterday"\n', "webhooks[0].start_at"),
+    ('[drops_api]\nenabled = true\n' + HOOK.replace("127.0.0.1:9/", "127.0.0.1:99999/"), "webhooks[0].url"),
+    ('[drops_api]\nenabled = true\n' + HOOK.replace("127.0.0.1:9/", "/"), "webhooks[0].url"),
     ('[drops_api]\nenabled = true\n' + HOOK.replace(f'secret = "{SECRET}"\n', ""), "webhooks[0].secret"),
 ])
 def test_bad_values_name_the_key(write_config, extra: str, key: str) -> None:
