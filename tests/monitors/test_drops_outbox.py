@@ -14,6 +14,7 @@ from bridge.store import format_ts
 from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_QUEUED, FEEDBACK_SENT, DropsDB, NewFeedback, ReceiptStamp,
                                   Submission, drops_db_path, open_drops_store)
 from monitors.store.outbox import outbox_channel
+from monitors.store.shapes import rfc3339
 from tests.conftest import BASE_CONFIG, GROUP_A
 from watchdog.shared.config import load
 
@@ -61,13 +62,15 @@ def test_every_change_enqueues_its_event_once(drops: DropsDB) -> None:
     events = drops.outbox.due("all", now=at(10**6))
     assert [e.type for e in events] == ["drop.recorded", "drop.backfilled", "drop.resubmitted"]
     recorded = events[0].data
-    assert recorded["type"] == "drop.recorded" and recorded["timestamp"] == events[0].created_at
+    # RFC 3339 times, as the REST API answers them (the store's own text has a space for the T)
+    assert recorded["type"] == "drop.recorded" and recorded["timestamp"] == rfc3339(events[0].created_at)
     assert recorded["data"]["drop"] == {
         "id": new[0].public_id, "project": "lawley", "drop_number": "DR1000001", "group_jid": GROUP_A,
-        "group_name": "Lawley Fibre", "submitted_by": CONTRACTOR, "message_id": "M1", "message_time": at(0),
-        "detected_at": new[0].detected_at, "backfilled": False, "feedback_status": "pending"}
+        "group_name": "Lawley Fibre", "submitted_by": CONTRACTOR, "message_id": "M1", "message_time": rfc3339(at(0)),
+        "detected_at": rfc3339(new[0].detected_at), "backfilled": False, "feedback_status": "pending",
+        "feedback_sent_at": None}
     assert events[2].data["data"]["submission"] == {"message_id": "M3", "submitted_by": OTHER,
-                                                    "message_time": at(0), "backfilled": False}
+                                                    "message_time": rfc3339(at(0)), "backfilled": False}
     assert len({e.id for e in events}) == 3
 
     first, second = drops.pending_feedback("lawley")
@@ -102,7 +105,7 @@ def test_receipts_stamp_feedback_once_and_enqueue_delivered_and_read(drops: Drop
     assert (done.server_at, done.delivered_at, done.read_at) == (at(1), at(2), at(5))
     assert types(drops) == ["drop.recorded", "feedback.sent", "feedback.delivered", "feedback.read"]
     read = drops.outbox.due("all", now=at(10**6))[-1].data["data"]["feedback"]
-    assert (read["delivered_at"], read["read_at"], read["status"]) == (at(2), at(5), "queued")
+    assert (read["delivered_at"], read["read_at"], read["status"]) == (rfc3339(at(2)), rfc3339(at(5)), "queued")
 
 
 def test_a_read_receipt_without_delivered_first_stamps_both(drops: DropsDB) -> None:
