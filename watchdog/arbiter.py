@@ -25,7 +25,8 @@ from watchdog.shared import endpoints, logs
 from watchdog.alerts import AlertManager
 from watchdog.builtins import all_programs
 from watchdog.child import use_template
-from watchdog.child_output import RotatingFile, StderrSink, log_path
+from watchdog.child_output import RotatingFile, log_path
+from watchdog.shared.logs import StderrSink
 from watchdog.shared.config import Config, ConfigError, load
 from watchdog.console.changes import Changes
 from watchdog.console.view import Console
@@ -33,6 +34,7 @@ from watchdog.context import Context
 from watchdog.control import start_control_server
 from watchdog.shared.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.forkserver import ForkServer
+from watchdog.loop_gaps import LoopGaps
 from watchdog.metrics import Metrics
 from watchdog.shared.programs import Program, diff
 from watchdog.shared.recovery_log import RecoveryLog
@@ -213,8 +215,9 @@ class Arbiter:
         http = aiohttp.ClientSession()
         settings = self.config.watchdog
         launcher = Launcher(settings.max_starting, settings.restart_rate, self._throttled)
+        self.loop_gaps = LoopGaps(self.recovery_log)
         self._context = Context(settings, self.config.data_dir, self.recovery_log, self.alerts, self.metrics,
-                                http, self.sink, self._on_change, launcher)
+                                http, self.sink, self._on_change, launcher, self.loop_gaps)
         self.watchers = {program.name: Watcher(program, self._context) for program in self.programs}
         self._recorded_children = {name: pid for name, pid in recorded_children(self.config.data_dir).items()
                                    if component_of(name) in self.watchers}
@@ -242,13 +245,15 @@ class Arbiter:
             self._start_when_ready(watcher)
         heartbeat = loop.create_task(self.systemd.run(self._cycle))
         heartbeat.add_done_callback(_log_failure)
+        ticking = loop.create_task(self.loop_gaps.tick())
+        ticking.add_done_callback(_log_failure)
         await self._stop_requested.wait()
 
         self.systemd.stopping()
         logger.info("stopping, in the reverse of the start order")
-        for task in [heartbeat, *self._starting]:
+        for task in [heartbeat, ticking, *self._starting]:
             task.cancel()
-        await asyncio.gather(heartbeat, *self._starting, return_exceptions=True)
+        await asyncio.gather(heartbeat, ticking, *self._starting, return_exceptions=True)
         await stop_in_order(list(self.watchers.values()), lambda w: "shutdown")
         if self._template is not None:
             use_template(None)
