@@ -287,6 +287,12 @@ class Checks:
     async def _probe(self, child: ChildProcess, check: Check, classify: probes.Classifier | None) -> probes.HealthResult:
         if check.kind == "tcp":
             return await probes.probe_tcp(check.host, check.port, check.timeout)
+        assert classify is not None
+        if check.socket:  # the program's own socket: no competing for the public API's connections
+            result = await probes.probe_http(self.http, "http://localhost" + check.path, check.timeout, classify,
+                                             check.token, check.socket)
+            if result.state != "connection refused":  # not serving it (yet): its published API instead
+                return result
         url = check.url
         if check.endpoint:
             record = endpoints.read(self.data_dir, self.name)
@@ -294,7 +300,6 @@ class Checks:
             if base is None:  # nothing yet, or what the previous instance published
                 return probes.HealthResult(probes.FAILURE, "no endpoint", f"no {check.endpoint!r} endpoint published yet")
             url = base.rstrip("/") + check.path
-        assert classify is not None
         return await probes.probe_http(self.http, url, check.timeout, classify, check.token)
 
     def _count(self, check: Check, result: probes.HealthResult, counts: bool) -> None:
