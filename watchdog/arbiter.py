@@ -329,9 +329,8 @@ class Arbiter:
         ours = {w.name: w.pid for w in self.watchers.values() if w.pid}
         ours.update({standby_name(w.name): w.standby_pid for w in self.watchers.values() if w.standby_pid})
         children = {**{k: v for k, v in self._recorded_children.items() if component_of(k) in self.watchers}, **ours}
-        if children != self._recorded_children:
+        if children != self._recorded_children and record_children(self.config.data_dir, children):
             self._recorded_children = children
-            record_children(self.config.data_dir, children)
         if watcher is not None:
             self.metrics.set_component(watcher.name, up=watcher.pid is not None, healthy=watcher.healthy)
         if self._changed is not None:
