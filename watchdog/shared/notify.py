@@ -22,6 +22,7 @@ import os
 import socket
 
 import sdnotify
+from loguru import logger
 
 
 def heartbeat_interval(watchdog_sec: float) -> float:
@@ -35,7 +36,7 @@ class Notifier:
         self._socket = sdnotify.SystemdNotifier().socket if os.environ.get("NOTIFY_SOCKET") else None
         self._status = ""
         self._ready_owed = False  # READY=1 was dropped: it goes with the next heartbeat
-        self.dropped = 0  # datagrams the receiver had no room for
+        self.dropped = 0  # datagrams the receiver had no room for, since the last one it took
 
     @property
     def enabled(self) -> bool:
@@ -48,12 +49,15 @@ class Notifier:
         text = "\n".join(a.replace("\n", " ") if a.startswith("STATUS=") else a for a in assignments)
         try:
             self._socket.send(text.encode("utf-8"), socket.MSG_DONTWAIT)
-            return True
         except BlockingIOError:  # the receiver's queue is full: it is not reading (paused, or busy)
             self.dropped += 1
+            return False
         except OSError:
-            pass  # the receiver is gone (watchdog restarting); the next heartbeat will tell
-        return False
+            return False  # the receiver is gone (watchdog restarting); the next heartbeat will tell
+        if self.dropped:
+            logger.warning("{} sd_notify messages dropped while the supervisor was not reading them", self.dropped)
+            self.dropped = 0
+        return True
 
     def ready(self, status: str | None = None) -> None:
         self._ready_owed = not self.send("READY=1", *([f"STATUS={status}"] if status else []))
