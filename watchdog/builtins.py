@@ -46,8 +46,7 @@ def builtin_programs(config: Config) -> list[Program]:
         probe = account.probe
         socket = endpoints.health_socket(config.data_dir, account.component)  # its own, outside the API's cap
         health = Check("http", endpoint="api", path="/api/health", socket=str(socket or ""), token=account.api_token,
-                       period=probe.period,
-                       timeout=probe.timeout, failure_threshold=probe.failure_threshold,
+                       period=probe.period, timeout=probe.timeout, failure_threshold=probe.failure_threshold,
                        initial_delay=probe.initial_delay)
         # follow_groups derived from the projects is left out: a new project must not restart the session.
         # (The bridge stores every group's messages anyway; only a later backfill's group list waits.)

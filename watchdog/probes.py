@@ -3,9 +3,9 @@
 A probe answer is classified, not just "up or down": OK, a FAILURE (counts
 towards the check's failure_threshold), OVERLOADED (our API's connection cap
 answered: the program is alive and busy, which no restart would cure), or,
-where the program's hooks say so
-(the bridge: WhatsApp unreachable), an OUTAGE (the program is fine, its
-upstream is not: no restart) or an OPERATOR case (alert, no restart).
+where the program's hooks say so (the bridge: WhatsApp unreachable), an
+OUTAGE (the program is fine, its upstream is not: no restart) or an OPERATOR
+case (alert, no restart).
 """
 from __future__ import annotations
 

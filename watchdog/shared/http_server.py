@@ -118,7 +118,7 @@ async def serve_private(runner: web.AppRunner, path: Path) -> bool:
     try:
         file_modes.ensure_dir(path.parent, file_modes.PRIVATE_DIR)
         await web.UnixSite(runner, str(path)).start()  # a stale socket of an earlier process is replaced
-        os.chmod(path, 0o600)
+        os.chmod(path, file_modes.PRIVATE_FILE)
     except OSError as exc:
         logger.warning("not serving on {}: {}; probes go to the public API", path, exc.strerror or exc)
         return False
