@@ -32,7 +32,8 @@ from watchdog.shared import clock
 EVENTS = ("exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash_loop", "failed",
           "disconnect", "reconnect", "backfill", "alert", "start", "stop",
           "overloaded", "throttle", "reload",  # a starved child given time; a delayed start; a config reload
-          "dead_letter", "quarantine")  # a send moved aside for good; poison messages set aside
+          "dead_letter", "quarantine",  # a send moved aside for good; poison messages set aside
+          "loop_gap")  # the watchdog's own loop did not run for a while (paused): deadlines re-armed
 LOCK_WAIT = 0.2  # seconds an append waits for the lock before writing without it
 LOCK_POLL = 0.005
 
