@@ -54,6 +54,7 @@ from pathlib import Path
 
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, wait_for
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
+from watchdog.shared.recovery_log import RecoveryLog
 
 if typing.TYPE_CHECKING:
     from tests.pg import PgCluster
@@ -99,6 +100,7 @@ class Report:
     disconnects: int = 0
     pauses: int = 0
     paused_s: float = 0.0
+    hangs: int = 0  # children the watchdog judged hung: no blow hangs one, so a pause must not make it think so
     windows: int = 0
     longest_outage_s: float = 0.0
     longest_outage_of: str = ""
@@ -107,7 +109,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not (self.missed or self.duplicated or self.misattributed or self.ack_missing or self.ack_duplicates
+        return not (self.hangs or self.missed or self.duplicated or self.misattributed or self.ack_missing or self.ack_duplicates
                     or self.not_backfilled or self.events_missing or self.events_duplicated or self.webhook_lost
                     or self.webhook_unknown or self.webhook_bad_signatures)
 
@@ -134,6 +136,7 @@ class Report:
             ("kills (SIGKILL)", f"{sum(self.kills.values())}: {kills}"),
             ("server disconnects", self.disconnects),
             ("watchdog paused (SIGSTOP)", f"{self.pauses} times, {self.paused_s:.0f} s in all"),
+            ("children judged hung (target 0)", self.hangs),
             ("disconnect windows", self.windows),
             ("longest outage", f"{self.longest_outage_s:.2f} s ({self.longest_outage_of or '-'})"),
         ]
@@ -294,6 +297,7 @@ def quiescent(system: RunningSystem, posts: list[Post], projects: int, receiver:
 
 def check(system: RunningSystem, posts: list[Post], report: Report, receiver: WebhookReceiver) -> None:
     report.posted = len(posts)
+    report.hangs = sum(r["event"] == "hang" for r in RecoveryLog(system.data_dir / "recoveries.jsonl").read())
     events = drop_events(system)
     outbox = Counter(events.values())
     accepted = receiver.accepted()
