@@ -1,4 +1,4 @@
-"""`scripts/chaos --minutes N --kill-every S [--postgres]`: lose nothing while things die.
+"""`scripts/chaos --minutes N --kill-every S [--faults K,..] [--postgres]`: lose nothing while things die.
 
 A whole system runs under `wa-watchdog run` (simulator, bridge, one monitor
 per project, drops-api delivering drop.recorded/drop.backfilled webhooks to a
@@ -12,9 +12,15 @@ kinds chosen (`--faults`, default all): `bridge` SIGKILLs the bridge,
 `monitor` a random monitor or drops-api (pids from the watchdog's control
 API), `disconnect` has WhatsApp drop the connection (`POST /sim/disconnect`),
 `pause` SIGSTOPs the watchdog for 2-12 s (a frozen supervisor must stall
-nothing it supervises, and judge no child by a time it did not watch); after
-a blow to the session one more drop is posted as soon as its disconnect window
-is on record. Then posting stops
+nothing it supervises, and judge no child by a time it did not watch),
+`restore` follows docs/OPERATIONS.md's "A corrupt store" (at most one per
+RESTORE_EVERY s; scripts/benchmarks/chaos_restore.py): back up, let the
+cursors move on, stop the system, post drops while it is stopped, restore
+`messages.db` from the backup, start it again. For `restore` the simulator
+runs as a process of its own (`[sim] enabled = false`), so that WhatsApp
+queues the drops posted while the system is stopped. After a blow to the
+session one more drop is posted as soon as its disconnect window is on
+record. Then posting stops
 and the run waits, with a deadline, for quiescence: every component healthy,
 every window closed, backfilled and reported, no feedback pending, every
 drop event received.
@@ -23,12 +29,13 @@ Checked: every posted drop is in the drops store exactly once with the right gro
 and submitter (missed, duplicated: more than one submission event, i.e. the
 same post recorded twice), every acknowledgement was sent exactly once
 (/sim/sent), every drop posted inside a disconnect window is marked
-backfilled, every drop has exactly one drop.recorded/drop.backfilled
+backfilled (but one recorded live before a restore rewrote its history),
+every drop has exactly one drop.recorded/drop.backfilled
 event in the webhook outbox, and the receiver got each of those events (by
 webhook-id; a redelivery after a kill is at-least-once, counted and deduped as
 a receiver does) and none for a drop that was never recorded. The longest
 outage is the longest time any component was not healthy in the watchdog's
-view (polled every 50 ms).
+view (polled every 50 ms; a restore's deliberate stop and start is not an outage).
 
 The watchdog's crash-loop backoff is relaxed (crash_loop_exits, backoff_max)
 because the kills are deliberate; the backoff policy has its own tests.
@@ -52,6 +59,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from scripts.benchmarks.chaos_restore import restore_blow
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, wait_for
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
 from watchdog.shared.recovery_log import RecoveryLog
@@ -65,8 +73,9 @@ PG_OUTAGE = 2.0  # seconds the PostgreSQL server stays down in the middle of a -
 DROP_EVENTS = ("drop.recorded", "drop.backfilled")
 WINDOW_WAIT = 5.0  # seconds a blow to the session may take to be on record as a disconnect window (a cold start)
 API = "drops-api"
-FAULTS = ("bridge", "monitor", "disconnect", "pause")
+FAULTS = ("bridge", "monitor", "disconnect", "pause", "restore")
 PAUSE_S = (2.0, 12.0)  # how long a `pause` blow keeps the watchdog stopped
+RESTORE_EVERY = 60.0  # seconds at least between two `restore` blows (each a stop and a cold start of everything)
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,11 @@ class Report:
     pauses: int = 0
     paused_s: float = 0.0
     hangs: int = 0  # children the watchdog judged hung: no blow hangs one, so a pause must not make it think so
+    restores: int = 0
+    unclean_stops: int = 0  # a restore's SIGTERM to the watchdog that did not end in exit code 0
+    rewritten: set[str] = field(default_factory=set)  # recorded live between a backup and its restore
+    posted_while_stopped: list[str] = field(default_factory=list)
+    quiescent: bool = True  # False: the run timed out waiting for quiescence (the table still says what is wrong)
     windows: int = 0
     longest_outage_s: float = 0.0
     longest_outage_of: str = ""
@@ -109,14 +123,17 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not (self.hangs or self.missed or self.duplicated or self.misattributed or self.ack_missing or self.ack_duplicates
-                    or self.not_backfilled or self.events_missing or self.events_duplicated or self.webhook_lost
-                    or self.webhook_unknown or self.webhook_bad_signatures)
+        return self.quiescent and not (self.hangs or self.unclean_stops or self.missed or self.duplicated
+                                       or self.misattributed or self.ack_missing or self.ack_duplicates
+                                       or self.not_backfilled or self.events_missing or self.events_duplicated
+                                       or self.webhook_lost                                       or self.webhook_unknown or self.webhook_bad_signatures)
 
     def table(self) -> str:
         kills = ", ".join(f"{n} {name}" for name, n in sorted(self.kills.items())) or "none"
+        settled = "quiescent" if self.quiescent else "NOT quiescent (gave up)"
+        stopped_missed = sorted(set(self.posted_while_stopped) & set(self.missed))
         rows = [
-            ("duration", f"{self.seconds:.0f} s of chaos, quiescent {self.quiesced_in_s:.1f} s later"),
+            ("duration", f"{self.seconds:.0f} s of chaos, {settled} {self.quiesced_in_s:.1f} s later"),
             ("drops posted", self.posted),
             ("drops recorded", self.recorded),
             ("missed", _listed(self.missed)),
@@ -137,6 +154,10 @@ class Report:
             ("server disconnects", self.disconnects),
             ("watchdog paused (SIGSTOP)", f"{self.pauses} times, {self.paused_s:.0f} s in all"),
             ("children judged hung (target 0)", self.hangs),
+            ("restores of messages.db (backup, stop, restore, start)",
+             f"{self.restores} ({self.unclean_stops} unclean stops)"),
+            ("posted while stopped for a restore (missed)",
+             f"{len(self.posted_while_stopped)} ({_listed(stopped_missed)})"),
             ("disconnect windows", self.windows),
             ("longest outage", f"{self.longest_outage_s:.2f} s ({self.longest_outage_of or '-'})"),
         ]
@@ -160,9 +181,22 @@ class OutageClock(threading.Thread):
         self.since: dict[str, float] = {}
         self.longest = (0.0, "")
         self.halt = threading.Event()
+        self.suspended = threading.Event()  # set while the system is stopped and started on purpose
+
+    @contextlib.contextmanager
+    def suspend(self) -> typing.Iterator[None]:
+        """Not an outage: the system is stopped and started on purpose (a restore)."""
+        self.suspended.set()
+        try:
+            yield
+        finally:
+            self.since.clear()
+            self.suspended.clear()
 
     def run(self) -> None:
         while not self.halt.wait(STATUS_POLL):
+            if self.suspended.is_set():
+                continue
             now = time.monotonic()
             for component in self.system.status():
                 name = component["name"]
@@ -202,13 +236,15 @@ class Injector(threading.Thread):
             self.posts.append(Post(drop, f"p{project}", group_jid(project), contractor, _time(answer["timestamp"])))
 
 
-def chaos_config(projects: int, receiver: WebhookReceiver, database_url: str = "") -> str:
-    """The system under chaos: `projects` monitors, and drops-api delivering the drop events to `receiver`."""
-    return config_text(projects, CHAOS_WATCHDOG, database_url) + receiver.config("chaos", DROP_EVENTS)
+def chaos_config(projects: int, receiver: WebhookReceiver, database_url: str = "", separate_sim: bool = False) -> str:
+    """The system under chaos: `projects` monitors, and drops-api delivering the drop events to `receiver`;
+    `separate_sim` (needed by `restore`): the simulator is not the watchdog's (`RunningSystem(separate_sim=True)`)."""
+    return (config_text(projects, CHAOS_WATCHDOG, database_url, separate_sim=separate_sim)
+            + receiver.config("chaos", DROP_EVENTS))
 
 
 def strike(system: RunningSystem, rng: random.Random, projects: int, report: Report, injector: Injector,
-           faults: tuple[str, ...] = FAULTS) -> None:
+           faults: tuple[str, ...], clock: OutageClock) -> None:
     """One random blow of the kinds in `faults` (see the module's docstring).
 
     After a blow to the session a drop is posted inside the outage (with the warm standby a bridge outage
@@ -216,6 +252,14 @@ def strike(system: RunningSystem, rng: random.Random, projects: int, report: Rep
     """
     action = rng.choice(faults)
     windows = _windows(system)
+    if action == "restore":
+        with clock.suspend():
+            restored = restore_blow(system, injector, projects)
+        report.restores += 1
+        report.unclean_stops += restored.stop_code != 0
+        report.rewritten.update(restored.rewritten)
+        report.posted_while_stopped += restored.while_stopped
+        return
     if action == "pause":
         report.paused_s += pause_watchdog(system, rng.uniform(*PAUSE_S))
         report.pauses += 1
@@ -284,13 +328,15 @@ def quiescent(system: RunningSystem, posts: list[Post], projects: int, receiver:
     acked = {s["text"].split()[1] for s in system.sent() if len(s["text"].split()) > 1}
     if not {p.drop for p in posts} <= acked:
         return False
-    windows = system.query("messages", "SELECT COUNT(*), COUNT(ended_at), "
-                                       "SUM(backfill_status = 'pending') FROM disconnect_windows")
-    count, ended, pending = windows[0] if windows else (0, 0, 0)
-    if count != ended or pending:
+    windows = system.query("messages", "SELECT id, ended_at IS NOT NULL AND backfill_status != 'pending' "
+                                       "FROM disconnect_windows")
+    if not all(done for _, done in windows):
         return False
-    reported = system.query("drops", "SELECT COUNT(*) FROM reported_windows WHERE reported_at IS NOT NULL")
-    if reported != [(count * projects,)]:
+    # Each window of the store, reported to every project (after a restore the drops store also remembers
+    # windows of the file replaced: those are not the store's any more)
+    reported = set(system.query("drops", "SELECT project, window_id FROM reported_windows "
+                                         "WHERE reported_at IS NOT NULL AND account = 'main'"))
+    if not {(f"p{n}", window) for window, _ in windows for n in range(1, projects + 1)} <= reported:
         return False
     return drop_events(system).keys() <= receiver.accepted().keys()
 
@@ -337,15 +383,16 @@ def check(system: RunningSystem, posts: list[Post], report: Report, receiver: We
             report.webhook_lost.append(post.drop)
         if any(start <= post.at <= end for start, end in windows):
             report.outage_posts += 1
-            if not row[2]:
+            if not row[2] and post.drop not in report.rewritten:
                 report.not_backfilled.append(post.drop)
 
 
 def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, kill_every: float, rate: float,
               projects: int, seed: int, quiesce_timeout: float = 90.0, postgres: PgCluster | None = None,
               faults: tuple[str, ...] = FAULTS) -> Report:
-    """Chaos on a started system (its config from `chaos_config` with this `receiver`) for `seconds`, blows of
-    the kinds in `faults`; then wait for quiescence and check. Raises TimeoutError.
+    """Chaos on a started system (its config from `chaos_config` with this `receiver`; with `restore` in
+    `faults`, separate_sim) for `seconds`, blows of the kinds in `faults` (`restore` at most one per
+    RESTORE_EVERY s); then wait for quiescence (`quiesce_timeout`: else `report.quiescent` is False) and check.
 
     `postgres`: the server holding the drops store, crashed and restarted half way through.
     """
@@ -355,6 +402,7 @@ def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, 
     clock.start()
     injector.start()
     deadline = time.monotonic() + seconds
+    restore_from = time.monotonic()  # the first restore may come at once
     pg_crash_at = time.monotonic() + seconds / 2 if postgres is not None else None
     while (now := time.monotonic()) < deadline:
         time.sleep(min(rng.uniform(0.5, 1.5) * kill_every, max(deadline - now, 0)))
@@ -366,13 +414,20 @@ def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, 
             report.pg_restarts += 1
             pg_crash_at = None
         elif time.monotonic() < deadline:
-            strike(system, rng, projects, report, injector, faults)
+            kinds = faults if time.monotonic() >= restore_from else tuple(f for f in faults if f != "restore")
+            if kinds:
+                restores = report.restores
+                strike(system, rng, projects, report, injector, kinds, clock)
+                if report.restores > restores:
+                    restore_from = time.monotonic() + RESTORE_EVERY
     injector.halt.set()
     injector.join()
     settle = time.monotonic()
     try:
         wait_for(lambda: quiescent(system, injector.posts, projects, receiver), quiesce_timeout,
                  "quiescence", interval=0.2)
+    except TimeoutError:
+        report.quiescent = False
     finally:
         report.quiesced_in_s = time.monotonic() - settle
         clock.halt.set()
@@ -402,7 +457,8 @@ def main(argv: list[str]) -> int:
     url = postgres.create_database("chaos") if postgres else ""
     receiver = WebhookReceiver()
     receiver.start()
-    system = RunningSystem(workdir, chaos_config(args.projects, receiver, url), url)
+    separate_sim = "restore" in faults
+    system = RunningSystem(workdir, chaos_config(args.projects, receiver, url, separate_sim), url, separate_sim)
     print(f"chaos: {args.minutes:g} min, a blow every ~{args.kill_every:g} s ({', '.join(faults)}), "
           f"{args.rate:g} drops/s, "
           f"{args.projects} projects, seed {args.seed}, drops store {'PostgreSQL' if url else 'drops.db'}, "
@@ -411,7 +467,7 @@ def main(argv: list[str]) -> int:
         system.start()
         report = run_chaos(system, receiver, args.minutes * 60, args.kill_every, args.rate, args.projects,
                            args.seed, postgres=postgres, faults=faults)
-    except TimeoutError as exc:
+    except TimeoutError as exc:  # the system did not come up (at the start or after a restore)
         print(f"chaos: {exc}; see {workdir}", file=sys.stderr)
         return 1
     finally:

@@ -5,6 +5,10 @@ the watchdog supervising them) on free ports; this module only writes the
 config, starts `wa-watchdog run`, talks to the published control API and
 simulator, reads the drops store (drops.db, or PostgreSQL when given a
 database URL) and messages.db read-only, and ends what it started by pid.
+With `separate_sim` the simulator runs as a process of its own
+(`wa-watchdog sim`, `[sim] enabled = false` for the watchdog), started before
+the system and stopped after it: WhatsApp then keeps queuing messages for a
+stopped system, as the real one does.
 """
 from __future__ import annotations
 
@@ -40,11 +44,13 @@ def group_jid(n: int) -> str:
 
 
 def config_text(projects: int, watchdog: str = "", database_url: str = "", account: str = "",
-                projects_per_process: int | str = 1, probe_period: float = 0.2) -> str:
+                projects_per_process: int | str = 1, probe_period: float = 0.2, separate_sim: bool = False) -> str:
     """One sim account and `projects` projects, each watching its own group (two dev, the rest prod);
     the drops store in PostgreSQL when `database_url` is given. `watchdog` and `account` are extra lines
-    for [watchdog] and [accounts.main] (e.g. `standby = false`)."""
-    parts = [f'data_dir = "data"\n\n[watchdog]\ncontrol_port = 0\n{watchdog}\n[sim]\nport = 0\n']
+    for [watchdog] and [accounts.main] (e.g. `standby = false`). `separate_sim`: the watchdog does not
+    run the simulator (`RunningSystem(separate_sim=True)` does)."""
+    sim = "enabled = false\n" if separate_sim else ""
+    parts = [f'data_dir = "data"\n\n[watchdog]\ncontrol_port = 0\n{watchdog}\n[sim]\nport = 0\n{sim}']
     if projects_per_process != "auto":  # the product's default groups many projects; 1 is each alone
         parts.append(f'[monitors]\nprojects_per_process = {projects_per_process}\n')
     for n in range(1, projects + 1):
@@ -85,10 +91,12 @@ def http(method: str, url: str, body: object = None, timeout: float = 10.0) -> o
 
 
 class RunningSystem:
-    def __init__(self, workdir: Path, config: str, database_url: str = "") -> None:
-        """`database_url`: the drops store is in that PostgreSQL database (the config must say so too)."""
+    def __init__(self, workdir: Path, config: str, database_url: str = "", separate_sim: bool = False) -> None:
+        """`database_url`: the drops store is in that PostgreSQL database (the config must say so too).
+        `separate_sim`: run the simulator as a process of its own (the config from `config_text(separate_sim=True)`)."""
         self.workdir = workdir
         self.database_url = database_url
+        self.separate_sim = separate_sim
         self._pg: PostgresBackend | None = None
         self.config_path = workdir / "wa.toml"
         self.data_dir = workdir / "data"
@@ -96,23 +104,60 @@ class RunningSystem:
         workdir.mkdir(parents=True, exist_ok=True)
         file_modes.write_atomic(self.config_path, config)  # private: it may hold a webhook secret
         self.proc: subprocess.Popen | None = None
+        self.sim_proc: subprocess.Popen | None = None
 
     # -- life cycle ------------------------------------------------------------------------------
 
-    def start(self, timeout: float = 60.0) -> None:
+    def _spawn(self, command: str, log_path: Path) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_"))}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "watchdog.cli", "run", "--config",
-                                          str(self.config_path)], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(log_path, "ab") as log:
+            return subprocess.Popen([sys.executable, "-m", "watchdog.cli", command, "--config", str(self.config_path)],
+                                    cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the system (after the separate simulator, if not running yet); wait until every component is
+        healthy."""
+        if self.separate_sim and (self.sim_proc is None or self.sim_proc.poll() is not None):
+            self._start_sim(timeout)
+        self.proc = self._spawn("run", self.log_path)
         try:
             wait_for(lambda: self.proc.poll() is None and self.all_healthy(), timeout, "every component healthy")
         except TimeoutError:
             self.stop()
             raise TimeoutError(f"system did not come up; see {self.log_path}:\n{self.log_tail()}") from None
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM the watchdog (it stops its children); anything it left behind is killed by pid."""
+    def _start_sim(self, timeout: float) -> None:
+        sim_log = self.workdir / "sim.log"
+        self.sim_proc = self._spawn("sim", sim_log)
+        pid = self.sim_proc.pid
+        try:  # bridges find it by this record: the system must not start before it is there
+            wait_for(lambda: self.sim_proc.poll() is None and (endpoints.read(self.data_dir, "sim") or {}).get("pid")
+                     == pid, timeout, "the simulator's endpoint (run/sim.json)")
+        except TimeoutError:
+            self._stop_sim(timeout)
+            raise TimeoutError(f"the simulator did not come up; see {sim_log}") from None
+
+    def stop(self, timeout: float = 30.0, sim: bool = True) -> int | None:
+        """SIGTERM the watchdog (it stops its children); anything it left behind is killed by pid. Then the
+        separate simulator, unless `sim` is False (WhatsApp keeps queuing for the stopped system).
+        Returns the watchdog's exit code."""
+        code = self._stop_system(timeout)
+        if sim:
+            self._stop_sim(timeout)
+        return code
+
+    def _stop_sim(self, timeout: float) -> None:
+        if self.sim_proc is None or self.sim_proc.poll() is not None:
+            return
+        self.sim_proc.send_signal(signal.SIGTERM)  # a Popen's pid: never a reused one while not waited for
+        try:
+            self.sim_proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.sim_proc.kill()
+            self.sim_proc.wait()
+
+    def _stop_system(self, timeout: float) -> int | None:
         if self.proc is None:
             return None
         try:
