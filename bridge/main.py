@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 from loguru import logger
-from tenacity import AsyncRetrying, retry_if_exception, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from bridge.alive import AliveFile, alive_path
 from bridge.api import build_app
@@ -59,6 +59,7 @@ from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SES
 from watchdog.shared.http_server import LimitedRunner, serve_private
 from watchdog.shared.migrations import SchemaTooNew
 from watchdog.shared.notify import Notifier, heartbeat_interval
+from watchdog.shared.publishing import publish_or_retry
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared.waiting import wait_event
 
@@ -77,7 +78,6 @@ MAX_TICK = 1.0  # heartbeat period (bridge.alive: the start of a crash window is
 STORE_PROBE = 30.0
 LOW_SPACE = 1 << 20  # bytes: below this a commit may fail with a full disk, so every tick probes with a write
 STORE_RETRY = 0.5  # seconds between attempts to store a batch the store refused (full disk, locked)
-PUBLISH_RETRY = 0.5  # seconds between attempts to publish the API's URL (full disk)
 
 
 def _port_in_use(exc: BaseException) -> bool:
@@ -356,7 +356,8 @@ class Bridge:
         socket_path = endpoints.health_socket(self.config.data_dir, self.component)
         if socket_path is not None:
             await serve_private(runner, socket_path)
-        self._publish({"api": url})
+        if (later := publish_or_retry(self.config.data_dir, self.component, {"api": url})) is not None:
+            self._spawn(later)  # never the reason the bridge is down
         logger.info("bridge {} serving on {} (transport {}, store {})", self.account.name, url,
                     self.account.transport, self.store.path)
         self._spawn(self.health.measure_loop_lag())
@@ -383,22 +384,6 @@ class Bridge:
         stop_task.cancel()
         await self._shutdown(runner, transport_task, stop_reason)
         return exit_code
-
-    def _publish(self, published: dict[str, str]) -> None:
-        """Publish the API's URL; one that cannot be written (ENOSPC) is retried in the background, never the
-        reason the bridge is down."""
-        try:
-            endpoints.publish(self.config.data_dir, self.component, published)
-        except OSError as exc:
-            logger.error("cannot publish the API's URL in {} ({}): serving anyway, retrying every {:g} s",
-                         endpoints.run_dir(self.config.data_dir), exc.strerror or exc, PUBLISH_RETRY)
-            self._spawn(self._publish_later(published))
-
-    async def _publish_later(self, published: dict[str, str]) -> None:
-        async for attempt in AsyncRetrying(wait=wait_fixed(PUBLISH_RETRY), retry=retry_if_exception_type(OSError)):
-            with attempt:
-                endpoints.publish(self.config.data_dir, self.component, published)
-        logger.info("API URL published: {}", published)
 
     async def _serve(self, runner: web.AppRunner) -> int | None:
         """Bind the API on api_port; with api_port_fallback a taken port means any free one (returns the taken port).

@@ -2,7 +2,8 @@
 
 One process, supervised like a monitor: READY=1 once serving, WATCHDOG=1 and
 STATUS= (webhook depth and dead events) from its event loop, URL published
-in run/drops-api.json. One store connection on the event loop: the API's
+in run/drops-api.json (in the background while a full disk refuses it: never
+a reason to exit). One store connection on the event loop: the API's
 queries are indexed and take well under a millisecond on SQLite, and a
 second thread would only add hand-offs.
 """
@@ -35,6 +36,7 @@ from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.shared.migrations import SchemaTooNew
 from watchdog.shared.http_server import LimitedRunner
 from watchdog.shared.notify import Notifier, heartbeat_interval
+from watchdog.shared.publishing import publish_or_retry
 from watchdog.shared.recovery_log import RecoveryLog
 
 COMPONENT = "drops-api"
@@ -110,7 +112,7 @@ async def serve(config: Config) -> int:
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     if taken:
         logger.warning("drops_api.port {} is taken: serving on free port {} instead (port_fallback)", taken, port)
-    endpoints.publish(config.data_dir, COMPONENT, {"api": url})
+    later = publish_or_retry(config.data_dir, COMPONENT, {"api": url})  # a full disk: serve, publish when it can
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -119,7 +121,8 @@ async def serve(config: Config) -> int:
     notifier.ready(api.status_line())
     logger.info("drops-api serving on {} (store {}, {} webhook(s))", url, db.description, len(config.webhooks))
     tasks = [asyncio.create_task(_beat(api, notifier, heartbeat_interval(settings.watchdog_sec))),
-             asyncio.create_task(api.deliverer.run(schedule)), *(asyncio.create_task(job) for job in listeners)]
+             asyncio.create_task(api.deliverer.run(schedule)), *(asyncio.create_task(job) for job in listeners),
+             *([asyncio.create_task(later)] if later is not None else [])]
     await stop.wait()
 
     notifier.stopping()
