@@ -156,7 +156,7 @@ class Report:
             ("children judged hung (target 0)", self.hangs),
             ("restores of messages.db (backup, stop, restore, start)",
              f"{self.restores} ({self.unclean_stops} unclean stops)"),
-            ("posted while stopped for a restore (missed)",
+            ("posted while stopped (until healthy) for a restore (missed)",
              f"{len(self.posted_while_stopped)} ({_listed(stopped_missed)})"),
             ("disconnect windows", self.windows),
             ("longest outage", f"{self.longest_outage_s:.2f} s ({self.longest_outage_of or '-'})"),

@@ -39,7 +39,8 @@ STORE_MODE = 0o640  # docs/OPERATIONS.md: owner wa-watchdog, mode 0640
 class Restored:
     """What one restore blow did: the watchdog's exit code when stopped; the drops recorded live between the
     backup and the stop (their messages are gone with the old file: the restore rewrites their history, so
-    whether they end up marked backfilled says nothing); the drops posted while the system was stopped."""
+    whether they end up marked backfilled says nothing); the drops posted from the stop until the system was
+    healthy again (queued by WhatsApp for the offline session)."""
 
     stop_code: int | None
     rewritten: list[str]
@@ -88,6 +89,5 @@ def restore_blow(system: RunningSystem, injector: Injector, projects: int) -> Re
     for _ in range(STOPPED_POSTS * projects):  # WhatsApp queues them for the offline session
         injector.post()
     restore_messages(system.data_dir, backup)
-    started = len(posts)
     system.start(START_WAIT)
-    return Restored(code, [p.drop for p in posts[first:stopped]], [p.drop for p in posts[stopped:started]])
+    return Restored(code, [p.drop for p in posts[first:stopped]], [p.drop for p in posts[stopped:]])
