@@ -15,21 +15,23 @@ API), `disconnect` has WhatsApp drop the connection (`POST /sim/disconnect`),
 nothing it supervises, and judge no child by a time it did not watch),
 `restore` follows docs/OPERATIONS.md's "A corrupt store" (at most one per
 RESTORE_EVERY s; scripts/benchmarks/chaos_restore.py): back up, let the
-cursors move on, stop the system, post drops while it is stopped, restore
-`messages.db` from the backup, start it again. For `restore` the simulator
-runs as a process of its own (`[sim] enabled = false`), so that WhatsApp
-queues the drops posted while the system is stopped. After a blow to the
-session one more drop is posted as soon as its disconnect window is on
-record. Then posting stops
-and the run waits, with a deadline, for quiescence: every component healthy,
-every window closed, backfilled and reported, no feedback pending, every
-drop event received.
+cursors move on and a bridge kill's window be reported, stop the system,
+post drops while it is stopped, restore `messages.db` from the backup, start
+it again. For `restore` the simulator runs as a process of its own (`[sim]
+enabled = false`), so that WhatsApp queues the drops posted while the system
+is stopped. After a blow to the session one more drop is posted as soon as
+its disconnect window is on record. Then posting stops and the run waits,
+with a deadline, for quiescence: every component healthy, every window
+closed, backfilled and reported (in the recovery log by every project's
+monitor, naming the window by id and span), no feedback pending, every drop
+event received.
 
 Checked: every posted drop is in the drops store exactly once with the right group
 and submitter (missed, duplicated: more than one submission event, i.e. the
 same post recorded twice), every acknowledgement was sent exactly once
 (/sim/sent), every drop posted inside a disconnect window is marked
-backfilled (but one recorded live before a restore rewrote its history),
+backfilled (but one posted before a restore's stop in the window the
+restored store opened: recorded live, whatever that window says now),
 every drop has exactly one drop.recorded/drop.backfilled
 event in the webhook outbox, and the receiver got each of those events (by
 webhook-id; a redelivery after a kill is at-least-once, counted and deduped as
@@ -62,6 +64,7 @@ from pathlib import Path
 from scripts.benchmarks.chaos_restore import restore_blow
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, wait_for
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
+from bridge.schema import WINDOW_SELECT, Window
 from watchdog.shared.recovery_log import RecoveryLog
 
 if typing.TYPE_CHECKING:
@@ -112,8 +115,9 @@ class Report:
     hangs: int = 0  # children the watchdog judged hung: no blow hangs one, so a pause must not make it think so
     restores: int = 0
     unclean_stops: int = 0  # a restore's SIGTERM to the watchdog that did not end in exit code 0
-    rewritten: set[str] = field(default_factory=set)  # recorded live between a backup and its restore
+    restore_stops: list[datetime] = field(default_factory=list)  # when each restore stopped the system
     posted_while_stopped: list[str] = field(default_factory=list)
+    unreported_windows: list[str] = field(default_factory=list)  # closed windows some monitor never reported
     quiescent: bool = True  # False: the run timed out waiting for quiescence (the table still says what is wrong)
     windows: int = 0
     longest_outage_s: float = 0.0
@@ -123,10 +127,11 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return self.quiescent and not (self.hangs or self.unclean_stops or self.missed or self.duplicated
-                                       or self.misattributed or self.ack_missing or self.ack_duplicates
-                                       or self.not_backfilled or self.events_missing or self.events_duplicated
-                                       or self.webhook_lost                                       or self.webhook_unknown or self.webhook_bad_signatures)
+        return self.quiescent and not (
+            self.hangs or self.unclean_stops or self.missed or self.duplicated or self.misattributed
+            or self.ack_missing or self.ack_duplicates or self.not_backfilled or self.unreported_windows
+            or self.events_missing or self.events_duplicated or self.webhook_lost or self.webhook_unknown
+            or self.webhook_bad_signatures)
 
     def table(self) -> str:
         kills = ", ".join(f"{n} {name}" for name, n in sorted(self.kills.items())) or "none"
@@ -154,11 +159,12 @@ class Report:
             ("server disconnects", self.disconnects),
             ("watchdog paused (SIGSTOP)", f"{self.pauses} times, {self.paused_s:.0f} s in all"),
             ("children judged hung (target 0)", self.hangs),
-            ("restores of messages.db (backup, stop, restore, start)",
+            ("restores of messages.db (backup, bridge kill, stop, restore, start)",
              f"{self.restores} ({self.unclean_stops} unclean stops)"),
             ("posted while stopped (until healthy) for a restore (missed)",
              f"{len(self.posted_while_stopped)} ({_listed(stopped_missed)})"),
-            ("disconnect windows", self.windows),
+            ("disconnect windows (not reported by every monitor)",
+             f"{self.windows} ({_listed(self.unreported_windows)})"),
             ("longest outage", f"{self.longest_outage_s:.2f} s ({self.longest_outage_of or '-'})"),
         ]
         return "| | |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
@@ -257,7 +263,7 @@ def strike(system: RunningSystem, rng: random.Random, projects: int, report: Rep
             restored = restore_blow(system, injector, projects)
         report.restores += 1
         report.unclean_stops += restored.stop_code != 0
-        report.rewritten.update(restored.rewritten)
+        report.restore_stops.append(restored.stopped_at)
         report.posted_while_stopped += restored.while_stopped
         return
     if action == "pause":
@@ -316,6 +322,18 @@ def drop_events(system: RunningSystem) -> dict[str, str]:
         "drops", f"SELECT id, payload FROM events WHERE type IN ({', '.join('?' * len(DROP_EVENTS))})", *DROP_EVENTS)}
 
 
+def unreported_windows(system: RunningSystem, projects: int) -> list[Window]:
+    """The store's windows, closed and backfilled, that some project's monitor has not reported in the recovery
+    log. A report names its window by id and span (as the window's own times show it): after a restore the
+    store numbers its windows again, and a report of an earlier window with the same id is not this one's."""
+    reported = {(r["component"], r.get("window_id"), r["message"].split(" ")[1])
+                for r in RecoveryLog(system.data_dir / "recoveries.jsonl").read()
+                if r["event"] == "backfill" and r["component"].startswith("monitor:")}
+    windows = [Window(*row) for row in system.query("messages", WINDOW_SELECT)]
+    return [w for w in windows if w.ended_at and w.backfill_status != "pending"
+            and any((f"monitor:p{n}", w.id, w.span) not in reported for n in range(1, projects + 1))]
+
+
 def quiescent(system: RunningSystem, posts: list[Post], projects: int, receiver: WebhookReceiver) -> bool:
     """Everything posted is recorded and acknowledged, every outage is closed, backfilled and reported,
     and the receiver has every drop event of the outbox."""
@@ -338,11 +356,14 @@ def quiescent(system: RunningSystem, posts: list[Post], projects: int, receiver:
                                          "WHERE reported_at IS NOT NULL AND account = 'main'"))
     if not {(f"p{n}", window) for window, _ in windows for n in range(1, projects + 1)} <= reported:
         return False
+    if unreported_windows(system, projects):
+        return False
     return drop_events(system).keys() <= receiver.accepted().keys()
 
 
-def check(system: RunningSystem, posts: list[Post], report: Report, receiver: WebhookReceiver) -> None:
+def check(system: RunningSystem, posts: list[Post], projects: int, report: Report, receiver: WebhookReceiver) -> None:
     report.posted = len(posts)
+    report.unreported_windows = [f"{w.id} {w.span}" for w in unreported_windows(system, projects)]
     report.hangs = sum(r["event"] == "hang" for r in RecoveryLog(system.data_dir / "recoveries.jsonl").read())
     events = drop_events(system)
     outbox = Counter(events.values())
@@ -359,7 +380,8 @@ def check(system: RunningSystem, posts: list[Post], report: Report, receiver: We
                               if event_id not in events or body["data"]["drop"]["drop_number"] not in recorded]
     acks = Counter(s["text"].split()[1] for s in system.sent() if len(s["text"].split()) > 1)
     windows = [(_time(start), _time(end)) for start, end in
-               system.query("messages", "SELECT started_at, ended_at FROM disconnect_windows WHERE ended_at IS NOT NULL")]
+               system.query("messages",
+                            "SELECT started_at, ended_at FROM disconnect_windows WHERE ended_at IS NOT NULL")]
     report.windows = len(windows)
     for post in posts:
         row = rows.get((post.project, post.drop))
@@ -381,10 +403,17 @@ def check(system: RunningSystem, posts: list[Post], report: Report, receiver: We
             report.events_duplicated.append(post.drop)
         if post.drop not in received:
             report.webhook_lost.append(post.drop)
-        if any(start <= post.at <= end for start, end in windows):
+        if outages := [(start, end) for start, end in windows if start <= post.at <= end]:
             report.outage_posts += 1
-            if not row[2] and post.drop not in report.rewritten:
+            if not row[2] and not all(_rewritten(post, window, report.restore_stops) for window in outages):
                 report.not_backfilled.append(post.drop)
+
+
+def _rewritten(post: Post, window: tuple[datetime, datetime], stops: list[datetime]) -> bool:
+    """Posted before a restore's stop, inside the window the restored store opened for it (from its last
+    heartbeat to the restart): recorded live then, whatever that window says now."""
+    start, end = window
+    return any(start <= stop <= end and post.at <= stop for stop in stops)
 
 
 def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, kill_every: float, rate: float,
@@ -433,7 +462,7 @@ def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, 
         clock.halt.set()
         clock.join()
         report.longest_outage_s, report.longest_outage_of = clock.longest
-        check(system, injector.posts, report, receiver)
+        check(system, injector.posts, projects, report, receiver)
     return report
 
 
