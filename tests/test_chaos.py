@@ -74,7 +74,8 @@ def test_the_same_on_postgresql_crashed_half_way(tmp_path: Path, pg_cluster: PgC
 @pytest.mark.timeout(300)
 def test_a_messages_db_restored_from_a_backup_loses_no_drop_posted_while_stopped(tmp_path: Path) -> None:
     """docs/OPERATIONS.md's "A corrupt store" with WhatsApp queuing for the stopped service (issue 19, item 1):
-    the restored file numbers the replayed messages with rowids the monitors' cursors have passed."""
+    the restored file numbers the replayed messages with rowids the monitors' cursors have passed, and its
+    windows with ids the drops store has seen reported (chaos checks each window's report by id and span)."""
     report = chaos(tmp_path, seconds=30, faults=("restore", "bridge"))
     assert report.restores == 1  # at most one per RESTORE_EVERY s
     assert len(report.posted_while_stopped) >= STOPPED_POSTS * PROJECTS

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,9 @@ def test_drops_api_restarted_on_a_full_disk_serves_and_publishes_its_url_once_sp
             assert api.poll() is None, "drops-api exited on the full disk"
             assert _published_by(disk, api) is None  # up, its URL not written: no space
             filler.unlink()
+            freed = time.monotonic()
             assert wait_until(lambda: _published_by(disk, api), 10, message="the URL published, space back") == url
+            print(f"published {time.monotonic() - freed:.2f} s after space returned")
             assert api.poll() is None  # it never exited
     finally:
         procs.stop_all()
