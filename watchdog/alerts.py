@@ -39,6 +39,32 @@ RULE_TITLES = {
     "config_failed": "failed on its configuration: not restarted",
     "webhook_dead": "event webhook given up on (dead)",
 }
+# What to do first, shown with the alert on the console; the runbook (`runbook_ref`) says the rest.
+RULE_ACTIONS = {
+    "crash_loop": "read the component's last traceback (`wa-watchdog logs COMPONENT`) and its exit causes "
+                  "(`wa-watchdog recoveries --component COMPONENT`): a full disk, a corrupt store or a bad deploy "
+                  "are the usual reasons",
+    "hang": "usually nothing: it was restarted (resolved follows when healthy); if it repeats, read its log around "
+            "the time and check the machine's load",
+    "disconnect": "check the host's internet and WhatsApp's status; if it lasts, check that the phone is online and "
+                  "the linked device still listed. The outage's messages are backfilled on reconnect",
+    "stream_replaced": "find and close the other client of this number (WhatsApp Web, a second bridge on another "
+                       "host); never run one account on two hosts",
+    "logged_out": "re-pair as the service user: `wa-watchdog pair --account NAME --phone NUMBER`, then "
+                  "`wa-watchdog restart bridge:NAME`",
+    "not_paired": "pair as the service user: `wa-watchdog pair --account NAME --phone NUMBER`, then "
+                  "`wa-watchdog restart bridge:NAME`",
+    "config_failed": "its log (`wa-watchdog logs COMPONENT`) names the key: fix the config, then "
+                     "`systemctl restart wa-watchdog`",
+    "webhook_dead": "check that the receiver answers 2xx (`wa-watchdog logs drops-api` says why each attempt failed); "
+                    "the web app can fetch what it missed from `GET /api/drops`",
+}
+RUNBOOK = "docs/OPERATIONS.md"  # not installed with the package: named, as the CLI names it, not linked
+
+
+def runbook_ref(rule: str) -> str:
+    """Where the runbook explains a rule: the anchor of its row in docs/OPERATIONS.md's alerts table."""
+    return f"{RUNBOOK}#alert-{rule.replace('_', '-')}"
 
 
 class WebhookError(Exception):

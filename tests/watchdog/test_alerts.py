@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from loguru import logger
 
-from watchdog.alerts import RULE_TITLES, AlertManager
+from watchdog.alerts import RULE_ACTIONS, RULE_TITLES, AlertManager, runbook_ref
 from watchdog.shared.config import ALERT_RULES, AlertConfig
 from watchdog.shared.recovery_log import RecoveryLog
 
@@ -255,3 +255,11 @@ def test_an_unknown_rule_is_a_programming_error(log: RecoveryLog) -> None:
 
 def test_every_rule_has_a_title_for_chat_messages() -> None:
     assert set(RULE_TITLES) == set(ALERT_RULES)
+
+
+def test_every_rule_says_what_to_do_and_its_runbook_anchor_exists() -> None:
+    operations = (Path(__file__).parents[2] / "docs/OPERATIONS.md").read_text(encoding="utf-8")
+    for rule in ALERT_RULES:
+        assert RULE_TITLES[rule] and RULE_ACTIONS[rule], rule
+        path, anchor = runbook_ref(rule).split("#")
+        assert path == "docs/OPERATIONS.md" and f'<a id="{anchor}"></a>`{rule}`' in operations, rule

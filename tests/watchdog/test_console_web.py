@@ -86,6 +86,9 @@ def test_the_page_shows_every_component_and_reads_without_javascript(tmp_path: P
         assert "outbox 3" in html and "connected" in html
         assert '<svg class="timeline"' in html and 'data-kind="crash"' in html  # the outage in the log, drawn
         assert "killed by SIGKILL" in html  # the incident
+        # the firing alert says what to do, and where the runbook says the rest
+        assert 'href="#do-crash_loop"' in html and '<li id="do-crash_loop"' in html
+        assert "wa-watchdog recoveries --component COMPONENT" in html and "docs/OPERATIONS.md#alert-crash-loop" in html
         assert "http://" not in html.replace(url, "")  # nothing from elsewhere: no CDN, no web fonts
         for asset in ("console.css", "console.js"):
             async with session.get(f"{url}/console/static/{asset}") as response:

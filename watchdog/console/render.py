@@ -7,10 +7,12 @@ again when they change (`web.py`).
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from html import escape
 from urllib.parse import quote
 
+from watchdog.alerts import RULE_ACTIONS, RULE_TITLES, runbook_ref
 from watchdog.console import timeline
 from watchdog.console.incidents import Incident
 from watchdog.console.view import Console, Row
@@ -77,7 +79,8 @@ def now_panel(rows: list[Row], csrf: str) -> str:
         state = str(s.get("state", "?"))
         condition = s.get("condition") or ""
         standby = s.get("standby_pid") if "standby_pid" in s else None
-        alerts = "".join(f'<span class="alert">{escape(rule.replace("_", " "))}</span>' for rule in s.get("alerts") or [])
+        alerts = "".join(f'<a class="alert" href="#do-{escape(rule)}" title="what to do">{escape(rule.replace("_", " "))}'
+                         f'</a>' for rule in s.get("alerts") or [])
         out.append(
             f'<tr class="component" data-component="{escape(name)}" data-state="{escape(state)}" '
             f'data-pid="{s.get("pid") or ""}"><td class="name">{escape(name)}{alerts}</td>'
@@ -93,7 +96,23 @@ def now_panel(rows: list[Row], csrf: str) -> str:
             out.append(f'<tr class="connection" data-component="{escape(name)}"><td></td>'
                        f'<td colspan="8">{_connection(s.get("connection"))}</td></tr>')
     out.append("</tbody></table>")
+    out.append(what_to_do(rows))
     return "".join(out)
+
+
+def what_to_do(rows: list[Row]) -> str:
+    """Each firing rule once, with what to do first and where the runbook says the rest."""
+    firing = dict.fromkeys(rule for row in rows for rule in row.status.get("alerts") or [])
+    items = "".join(
+        f'<li id="do-{escape(rule)}" data-rule="{escape(rule)}"><b>{escape(RULE_TITLES.get(rule, rule))}</b>: '
+        f'{_code(RULE_ACTIONS.get(rule, "see the runbook"))} <span class="quiet">(runbook: '
+        f'<code>{escape(runbook_ref(rule))}</code>)</span></li>' for rule in firing)
+    return f'<ul class="todo">{items}</ul>' if items else ""
+
+
+def _code(text: str) -> str:
+    """Escaped text with its `commands` as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
 
 
 def restart_form(name: str, csrf: str) -> str:
