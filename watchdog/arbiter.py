@@ -20,7 +20,7 @@ import time
 import aiohttp
 from loguru import logger
 
-from watchdog import control_token
+from watchdog import control_token, last_config
 from watchdog.shared import endpoints, logs
 from watchdog.alerts import AlertManager
 from watchdog.builtins import all_programs
@@ -145,6 +145,7 @@ class Arbiter:
                                  added=[p.name for p in changes.added], removed=[p.name for p in changes.removed],
                                  changed=[p.name for p in changes.changed])
         self.config, self.programs = new, programs
+        last_config.save(new)
         self.console.reconfigure(new)
         self.config_sha256, self.config_loaded_at = sha256, time.time()
         self.reloads += 1
@@ -230,6 +231,7 @@ class Arbiter:
             await self._close(http, launcher)
             return EXIT_ERROR
         endpoints.publish(self.config.data_dir, "watchdog", {"control": self.control_url})
+        last_config.save(self.config)  # status, recoveries and logs read it when the file on disk turns invalid
         self.recovery_log.append("watchdog", "start", pid=os.getpid(), sha256=self.config_sha256,
                                  message=f"supervising {', '.join(self.watchers) or 'nothing'}")
         logger.info("wa-watchdog {} supervising {} program(s); control API {}", os.getpid(), len(self.watchers),

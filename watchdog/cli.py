@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "drops-api": ("monitors.api.main", "cmd_drops_api", "run the drops and feedback API and the event webhooks"),
 }
 WRITES_DATA_DIR = ("run", "sim", "bridge", "monitor", "pair", "drops-api")  # checked (and created) before they start
+SEES_RUNNING = ("status", "recoveries", "logs")  # with the file on disk invalid, they read the running system
 
 
 class _Version(argparse.Action):
@@ -108,12 +109,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config(args: argparse.Namespace) -> Config:
+    """The config file's; for SEES_RUNNING commands, if it is invalid, the one the running watchdog loaded."""
+    try:
+        return load(args.config, args.data_dir)
+    except ConfigError as exc:
+        if args.command not in SEES_RUNNING:
+            raise
+        from watchdog.last_config import running
+        try:
+            config = running(args.config, args.data_dir)
+        except ConfigError as why:
+            raise ConfigError(f"{exc}\n(and the running system cannot be read instead: {why})") from None
+        print(f"wa-watchdog {args.command}: warning: the config on disk is invalid: {exc}\n"
+              f"showing the system with the configuration the watchdog last loaded ({config.path}, kept in "
+              f"{config.data_dir / 'run'})", file=sys.stderr)
+        return config
+
+
 def main(argv: list[str] | None = None) -> int:
     set_umask()  # before anything creates a file: stored messages are not for other local users
     args = build_parser().parse_args(argv)
     module_name, function_name, _ = COMMANDS[args.command]
     try:
-        config: Config = load(args.config, args.data_dir)
+        config = _config(args)
         if args.command in WRITES_DATA_DIR:  # created (0750) or refused in one line; ops commands create nothing
             ensure_writable(config.data_dir)
             tighten_data_dir(config.data_dir)

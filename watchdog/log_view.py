@@ -9,6 +9,7 @@ sorts by. The console shows the same tails (`tail`).
 from __future__ import annotations
 
 import argparse
+import difflib
 import heapq
 import os
 import sys
@@ -37,6 +38,16 @@ def component_names(config: Config) -> list[str]:
     extra = sorted(p.name.removesuffix(".log") for p in folder.glob("*.log") if p.name not in known) \
         if folder.is_dir() else []
     return names + extra
+
+
+def unknown_components(asked: list[str], known: list[str]) -> str:
+    """`no component named bridge; did you mean bridge:main? (components: ...)`: what restart, logs and
+    recoveries answer a name they do not know."""
+    close = [match for name in asked for match in difflib.get_close_matches(name, known, n=1)]
+    if not close:  # `bridge` for `bridge:main`: the account part left out
+        close = [name for name in known for prefix in asked if name.startswith(prefix + ":")][:1]
+    return (f"no component named {', '.join(asked)}" + (f"; did you mean {' or '.join(close)}?" if close else "")
+            + f" (components: {', '.join(known)})")
 
 
 def _files(path: Path) -> list[Path]:
@@ -155,8 +166,7 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
     known = component_names(config)
     unknown = [c for c in args.component if c not in known]
     if unknown:
-        print(f"wa-watchdog logs: no component named {', '.join(unknown)} (known: {', '.join(known)})",
-              file=sys.stderr)
+        print(f"wa-watchdog logs: {unknown_components(unknown, known)}", file=sys.stderr)
         return EXIT_ERROR
     if args.lines is not None and args.lines < 0:
         print("wa-watchdog logs: --lines must be 0 or more", file=sys.stderr)

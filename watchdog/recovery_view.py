@@ -250,7 +250,14 @@ def cmd_recoveries(config: Config, args: argparse.Namespace) -> int:
         print(f"wa-watchdog recoveries: {exc}", file=sys.stderr)
         return 1
     log = RecoveryLog(config.watchdog.recovery_log)
-    records = [r for r in log.read(since) if not args.component or r.get("component") == args.component]
+    everything = list(log.read(since))
+    if args.component:
+        from watchdog.log_view import component_names, unknown_components
+        known = list(dict.fromkeys([*component_names(config), *(str(r.get("component")) for r in everything)]))
+        if args.component not in known:
+            print(f"wa-watchdog recoveries: {unknown_components([args.component], known)}", file=sys.stderr)
+            return 1
+    records = [r for r in everything if not args.component or r.get("component") == args.component]
     if args.json:
         print(json.dumps(records, ensure_ascii=False, indent=2))
         return 0

@@ -99,6 +99,14 @@ def test_filter_by_component_and_since(config_path: Path, log: RecoveryLog) -> N
     assert nothing.returncode == 0 and "no recoveries for sim in the last 30s" in nothing.stdout
 
 
+def test_an_unknown_component_gets_a_did_you_mean(config_path: Path, log: RecoveryLog) -> None:
+    write_incidents(log)
+    for asked, meant in (("bridge", "bridge:main"), ("monitor:lawly", "monitor:lawley")):
+        done = recoveries(config_path, "--component", asked)
+        assert done.returncode == 1 and done.stdout == "", done.stdout
+        assert f"wa-watchdog recoveries: no component named {asked}; did you mean {meant}?" in done.stderr
+
+
 def test_json_prints_the_raw_records(config_path: Path, log: RecoveryLog) -> None:
     write_incidents(log)
     done = recoveries(config_path, "--json", "--component", "monitor:lawley")

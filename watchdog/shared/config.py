@@ -41,6 +41,18 @@ def load(path: str | Path, data_dir: str | Path | None = None) -> Config:
     return _Loader(path).build(raw, Path(data_dir).resolve() if data_dir else None)
 
 
+def load_text(text: str, path: Path, data_dir: Path | None = None) -> Config:
+    """A config read from `text` as if it were the file `path` (relative paths resolve beside it).
+
+    For the copy of the last good config the watchdog keeps (watchdog/last_config.py).
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return _Loader(path).build(raw, data_dir)
+
+
 SECRET_WORDS = ("token", "secret", "password")
 
 
