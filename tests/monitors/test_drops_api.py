@@ -373,3 +373,21 @@ def test_a_drops_store_newer_than_this_release_exits_2(write_config) -> None:
     result = subprocess.run([sys.executable, "-m", "watchdog.cli", "drops-api", "--config", str(config_path)],
                             cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "schema version 99" in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_a_second_drops_api_on_one_data_directory_is_refused(write_config) -> None:
+    config_path = write_config(api_config())
+    data_dir = config_path.parent / "data"
+    procs = Processes(config_path)
+    try:
+        url = start_api(procs, data_dir)
+        first = endpoints.read(data_dir, "drops-api")["pid"]
+        second = subprocess.run([sys.executable, "-m", "watchdog.cli", "drops-api", "--config", str(config_path)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert second.returncode == 1, second.stderr
+        assert f"another drops-api (pid {first}) already serves {data_dir} at {url}" in second.stderr
+        assert endpoints.read(data_dir, "drops-api")["pid"] == first  # the running one stays findable
+        assert get(f"{url}/api/health")[0] == 200
+    finally:
+        procs.stop_all()
