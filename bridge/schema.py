@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from watchdog.shared.migrations import Migration, SchemaTooNew, latest
@@ -238,5 +238,44 @@ WINDOW_SELECT = ("SELECT id, started_at, ended_at, reason, backfill_status, reco
 def windows(conn: sqlite3.Connection, since: str = "") -> list[Window]:
     """Disconnect windows that started at or after `since` (store timestamp text), oldest first."""
     return [Window(*row) for row in conn.execute(f"{WINDOW_SELECT} WHERE started_at >= ? ORDER BY id", (since,))]
+
+
+BACKFILL_MARGIN = timedelta(seconds=30)  # history is asked for this much either side of a window
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """What one disconnect window's messages did: `recovered` from history by its backfill (within the margin),
+    `late`: posted in it and delivered by WhatsApp afterwards (offline queue, or live after the reconnect)."""
+
+    recovered: int
+    late: int
+
+
+def counts_text(counts: WindowCounts) -> str:
+    """`2 recovered from history, 13 delivered late`: the same words in the bridge's line and the monitors'."""
+    return f"{counts.recovered} recovered from history, {counts.late} delivered late"
+
+
+def window_counts(conn: sqlite3.Connection, window: Window, chats: list[str] | frozenset[str] | None = None,
+                  until: str | None = None) -> WindowCounts:
+    """The one account of a finished window: the bridge's line counts its followed groups, each monitor its
+    project's, with the same words and the same rows (so a project's numbers are part of the bridge's).
+    `until`: when the backfill finished (default: the window's `backfilled_at`)."""
+    ended = window.ended_at or now_ts()
+    low = format_ts(parse_ts(window.started_at) - BACKFILL_MARGIN)
+    high = format_ts(parse_ts(ended) + BACKFILL_MARGIN)
+    finished = until or window.backfilled_at or now_ts()
+    where, values = "", []
+    if chats is not None:
+        where = f" AND m.chat_jid IN ({','.join('?' * len(chats))})"
+        values = sorted(chats)
+    recovered, late = conn.execute(
+        "SELECT COALESCE(SUM(mm.source = 'history' AND mm.stored_at BETWEEN ? AND ?), 0), "
+        "COALESCE(SUM(mm.source IN ('offline', 'live') AND m.timestamp BETWEEN ? AND ? AND mm.stored_at >= ?), 0) "
+        "FROM messages m JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid "
+        f"WHERE m.timestamp BETWEEN ? AND ?{where}",
+        (ended, finished, window.started_at, ended, window.started_at, low, high, *values)).fetchone()
+    return WindowCounts(recovered, late)
 
 

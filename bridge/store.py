@@ -387,13 +387,6 @@ class Store:
                                  "ORDER BY id")
         return [Window(*row) for row in rows]
 
-    def delivered_late(self, window: Window) -> int:
-        """Messages sent during `window` that WhatsApp delivered afterwards (offline or live, not history)."""
-        return self.conn.execute(
-            "SELECT COUNT(*) FROM messages m JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid "
-            "WHERE m.timestamp >= ? AND m.timestamp <= ? AND mm.source IN ('offline', 'live') AND mm.stored_at >= ?",
-            (window.started_at, window.ended_at or now_ts(), window.started_at)).fetchone()[0]
-
     def finish_backfill(self, window_id: int, status: str, recovered: int = 0) -> Window:
         assert status in WINDOW_STATUSES, status
         with self.transaction() as conn:

@@ -27,16 +27,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import timedelta
 
 from loguru import logger
 
 from bridge.alive import AliveFile
+from bridge.schema import BACKFILL_MARGIN, counts_text, window_counts
 from bridge.store import Store, Window, now_ts, parse_ts
 from bridge.transport import HistoryUnsupported, NotConnected, Source, Transport
+from watchdog.recovery_view import format_ms
 from watchdog.shared.recovery_log import RecoveryLog
 
-BACKFILL_MARGIN = timedelta(seconds=30)
 CRASH_REASON = "bridge crash"
 STOPPED_REASON = "bridge stopped"
 
@@ -47,14 +47,13 @@ def _downtime_ms(window: Window) -> int:
 
 class Windows:
     def __init__(self, store: Store, alive: AliveFile, recovery_log: RecoveryLog, component: str,
-                 transport: Transport, follow_groups: list[str], margin: timedelta = BACKFILL_MARGIN) -> None:
+                 transport: Transport, follow_groups: list[str]) -> None:
         self.store = store
         self.alive = alive
         self.log = recovery_log
         self.component = component
         self.transport = transport
         self.follow_groups = follow_groups
-        self.margin = margin
         self._told_unsupported = False
         self._backfilling = asyncio.Lock()  # a quick reconnect must not backfill a window twice at once
 
@@ -115,10 +114,10 @@ class Windows:
         if window is None:
             return
         downtime = _downtime_ms(window)
-        logger.info("reconnected: window {} - {} ({}) closed after {:.1f}s", window.started_at, window.ended_at,
-                    window.reason, downtime / 1000)
+        logger.info("reconnected: window {} - {} ({}) closed after {}", window.started_at, window.ended_at,
+                    window.reason, format_ms(downtime))  # a 0.35 s hang is "0.35 s", not "0.0 s"
         self.log.append(self.component, "reconnect", cause=window.reason, downtime_ms=downtime,
-                        message=f"window {window.span} ({window.reason}) closed after {downtime / 1000:.1f} s")
+                        message=f"window {window.span} ({window.reason}) closed after {format_ms(downtime)}")
 
     async def backfill(self) -> list[Window]:
         """Backfill every closed window not yet backfilled; returns the windows it finished."""
@@ -133,8 +132,8 @@ class Windows:
             return [self._finish(w, "unsupported", 0, self._unsupported_why()) for w in pending]
         finished = []
         for window in pending:
-            since = parse_ts(window.started_at) - self.margin
-            until = parse_ts(window.ended_at or now_ts()) + self.margin
+            since = parse_ts(window.started_at) - BACKFILL_MARGIN  # the margin is the counts' too (window_counts)
+            until = parse_ts(window.ended_at or now_ts()) + BACKFILL_MARGIN
             recovered = 0
             try:
                 for group in self.follow_groups:
@@ -161,12 +160,14 @@ class Windows:
         return why
 
     def _finish(self, window: Window, status: str, recovered: int, problem: str) -> Window:
+        """Mark the window backfilled and say what its messages did, counted as the monitors count their
+        share (`window_counts`): one account of one window."""
         done = self.store.finish_backfill(window.id, status, recovered)
-        late = self.store.delivered_late(done)
+        counts = window_counts(self.store.conn, done)  # every group: each project's count is a share of it
         groups = ", ".join(self.follow_groups) or "no followed groups"
-        text = (f"window {window.span} ({window.reason}): {status}, recovered {recovered} from {groups}, "
-                f"{late} delivered late" + (f"; {problem}" if problem else ""))
+        text = (f"window {window.span} ({window.reason}): {status}, {counts_text(counts)} (history asked for "
+                f"{groups})" + (f"; {problem}" if problem else ""))
         logger.info("backfill {}", text)
-        self.log.append(self.component, "backfill", cause=window.reason, message=text, recovered=recovered,
-                        late=late, status=status, window_id=window.id)
+        self.log.append(self.component, "backfill", cause=window.reason, message=text, recovered=counts.recovered,
+                        late=counts.late, status=status, window_id=window.id)
         return done

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from bridge.schema import StoredMessage, Window, messages_after, open_readonly, windows
+from bridge.schema import StoredMessage, Window, WindowCounts, messages_after, open_readonly, window_counts, windows
 
 POLL_INTERVAL = 0.02  # seconds between data_version checks without inotify
 SAFETY_INTERVAL = 5.0  # seconds between full looks with inotify (woken at once on a write)
@@ -88,10 +88,6 @@ class StoreFollower:
         """Disconnect windows that started at or after `since`, oldest first."""
         return self._once(("windows", since), lambda: windows(self.conn, since))
 
-    def late_messages(self, groups: frozenset[str], started_at: str, ended_at: str) -> int:
-        """Messages of these groups posted in [started_at, ended_at] that reached the store late."""
-        marks = ",".join("?" * len(groups))
-        return self.conn.execute(
-            f"SELECT COUNT(*) FROM messages m JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid "
-            f"WHERE m.chat_jid IN ({marks}) AND m.timestamp BETWEEN ? AND ? AND mm.source IN ('offline', 'history')",
-            (*sorted(groups), started_at, ended_at)).fetchone()[0]
+    def window_counts(self, window: Window, groups: frozenset[str]) -> WindowCounts:
+        """This project's share of what a finished window's messages did (the bridge's line counts them alike)."""
+        return window_counts(self.conn, window, groups)

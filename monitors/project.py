@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from bridge.schema import Window, bare_user, parse_ts
+from bridge.schema import Window, WindowCounts, bare_user, counts_text, parse_ts
 from monitors.detect import DropPattern, submissions
 from monitors.drops_store import DropsDB, StoreUnavailable
 from monitors.feedback import FeedbackSender, ack_for
@@ -31,12 +31,12 @@ REPORTED_STATUSES = ("done", "unsupported", "failed")  # a window's backfill is 
 STORE_RETRY_MAX = 5.0  # seconds between attempts to reach a drops store that is down (PostgreSQL)
 
 
-def window_text(window: Window, late: int, drops: list[str]) -> str:
-    """`window 08:03:10-08:06:40 (bridge crash): 3 messages recovered, DR9996543 backfilled`."""
-    outcome = {"done": "", "unsupported": " backfill unsupported,", "failed": " backfill failed,"}[window.backfill_status]
+def window_text(window: Window, counts: WindowCounts, drops: list[str]) -> str:
+    """`window 08:03:10-08:06:40 (bridge crash): in its groups 1 recovered from history, 2 delivered late;
+    DR9996543 backfilled`: the project's share of the bridge's line about the window, in the same words."""
+    outcome = {"done": "", "unsupported": " backfill unsupported;", "failed": " backfill failed;"}[window.backfill_status]
     found = f"{', '.join(drops)} backfilled" if drops else "no drops"
-    return (f"window {window.span} ({window.reason}):{outcome} {late} message{'s' if late != 1 else ''} recovered, "
-            f"{found}")
+    return f"window {window.span} ({window.reason}):{outcome} in its groups {counts_text(counts)}; {found}"
 
 
 class ProjectMonitor:
@@ -145,11 +145,12 @@ class ProjectMonitor:
         assert window.ended_at is not None
         drops = self.drops.claim_window(self.project.name, self.account.name, window.id, window.started_at,
                                         window.ended_at)
-        late = store.late_messages(self.groups, window.started_at, window.ended_at)
-        text = window_text(window, late, drops)
+        counts = store.window_counts(window, self.groups)
+        text = window_text(window, counts, drops)
         logger.info("backfill {}", text)
         self.recovery_log.append(self.component, "backfill", cause=window.reason, message=text,
-                                 window_id=window.id, account=self.account.name, recovered=late, drops=drops)
+                                 window_id=window.id, account=self.account.name, recovered=counts.recovered,
+                                 late=counts.late, drops=drops)
         self.drops.window_reported(self.project.name, self.account.name, window.id)
 
     def _already_logged(self, window_id: int) -> bool:

@@ -9,6 +9,7 @@ pid. It reaches the watcher only through `Stoppable`.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Protocol
 
 from loguru import logger
@@ -55,11 +56,13 @@ class PlannedStops:
         self.shutting_down = False
         self.after = After.RECOVER  # what the exit of the child being stopped leads to
         self.cause = "shutdown"  # of a stop that leaves the program stopped
+        self.began = 0.0  # wall-clock time the stop signal went out: the stop record's time
         self._spawn_waiters: list[asyncio.Future] = []
 
     def stopping(self, after: After) -> None:
         """The watcher is stopping the child (asked for, or after a failed check)."""
         self.after = after
+        self.began = time.time()
 
     async def restart(self, cause: str = "operator restart") -> dict:
         """Stop the child (its stop signal, term_grace, SIGKILL) and start it again at once."""

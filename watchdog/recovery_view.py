@@ -230,6 +230,35 @@ def group(records: list[dict]) -> list[Line]:
     return lines
 
 
+WINDOW = re.compile(r"^window \S+ \([^)]*\)")  # `window 22:07:01-22:07:40 (server disconnect)`
+
+
+def fold_quiet_backfills(lines: list[Line]) -> list[Line]:
+    """The monitors' reports on one window that found no drops, as one line: `3 projects missed nothing`.
+
+    Every window is reported by every project of its account; a line each for "nothing" buries the
+    one that found something.
+    """
+    out: list[Line] = []
+    folded: dict[tuple[object, object], Line] = {}  # (account, window id) -> its one line
+    for line in lines:
+        record = line.records[0] if len(line.records) == 1 else {}
+        if record.get("event") != "backfill" or "account" not in record or record.get("drops"):
+            out.append(line)
+            continue
+        key = (record["account"], record.get("window_id"))
+        if key not in folded:
+            folded[key] = Line(line.time, "monitors")
+            out.append(folded[key])
+        quiet = folded[key]
+        quiet.records.append(record)
+        names = [str(r.get("component", "?")).removeprefix("monitor:") for r in quiet.records]
+        window = WINDOW.match(str(record.get("message", "")))
+        quiet.text = (f"backfill: {window.group(0) + ': ' if window else ''}{len(names)} project"
+                      f"{'' if len(names) == 1 else 's'} missed nothing ({', '.join(names)})")
+    return out
+
+
 def render(lines: list[Line]) -> str:
     """Lines with local HH:MM:SS times and a date header whenever the day changes."""
     out: list[str] = []
@@ -250,7 +279,7 @@ def cmd_recoveries(config: Config, args: argparse.Namespace) -> int:
         print(f"wa-watchdog recoveries: {exc}", file=sys.stderr)
         return 1
     log = RecoveryLog(config.watchdog.recovery_log)
-    everything = list(log.read(since))
+    everything = sorted(log.read(since), key=lambda r: r.get("time", 0.0))  # a planned stop is dated when it began
     if args.component:
         from watchdog.log_view import component_names, unknown_components
         known = list(dict.fromkeys([*component_names(config), *(str(r.get("component")) for r in everything)]))
@@ -266,5 +295,5 @@ def cmd_recoveries(config: Config, args: argparse.Namespace) -> int:
         window = f" in the last {args.since}" if args.since else ""
         print(f"no recoveries{scope}{window} (log: {log.path})")
         return 0
-    print(render(group(records)))
+    print(render(fold_quiet_backfills(group(records))))
     return 0

@@ -338,7 +338,7 @@ class Watcher:
         if self.shutting_down and not stopping:  # it got the stop signal before we sent ours (control-group)
             self.records.add("stop", pid=child.pid, cause="shutdown", message=f"ended by {cause['cause']} during shutdown")
         elif after is not None and after is not After.RECOVER:  # a planned stop, not a failure
-            self.records.add("stop", pid=child.pid, message=f"ended by {cause['cause']}",
+            self.records.add("stop", pid=child.pid, message=f"ended by {cause['cause']}", at=self.stops.began,
                              cause=self.stops.cause if after is After.STAY_STOPPED else self.recovery.cause)
         else:
             self.records.add("exit", pid=child.pid, **cause)

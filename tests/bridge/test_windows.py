@@ -164,7 +164,8 @@ def test_backfill_stores_what_is_missing_and_counts_it(store: Store, tmp_path: P
     assert sources["H0"] == "live" and sources["H2"] == "history" and "H91" not in sources
     assert asyncio.run(windows.backfill()) == []  # each window once
     record = list(log.read())[-1]
-    assert record["event"] == "backfill" and "recovered 5" in record["message"] and "scheduled" in record["message"]
+    assert record["event"] == "backfill" and "5 recovered from history" in record["message"]
+    assert "scheduled" in record["message"] and record["recovered"] == 5
 
 
 def test_without_history_windows_are_marked_unsupported_and_it_says_why_once(store: Store, tmp_path: Path) -> None:

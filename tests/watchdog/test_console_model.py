@@ -246,3 +246,16 @@ def test_the_record_cache_knows_when_history_starts(tmp_path: Path) -> None:
     assert cache.first_time == first
     fresh = RecordCache(log)
     assert fresh.records() and fresh.first_time == first  # read from scratch as well
+
+
+def test_an_operator_restarts_reconnect_belongs_to_it_not_to_the_incident_before(tmp_path: Path) -> None:
+    from tests.watchdog.test_recovery_view_lines import operator_restart_with_a_standby
+    log = RecoveryLog(tmp_path / "recoveries.jsonl")
+    log.append("bridge:main", "exit", pid=9, cause="SIGKILL", at=time.time() - 30)  # an earlier crash
+    log.append("bridge:main", "restart", pid=9, new_pid=10, cause="SIGKILL", restart_ms=1, at=time.time() - 29.9)
+    log.append("bridge:main", "healthy", pid=10, downtime_ms=80, at=time.time() - 29.8)
+    operator_restart_with_a_standby(log)
+    crash, restart = incidents(RecordCache(log).records())
+    assert "reconnected" not in crash.summary({})
+    assert restart.summary({}).startswith("stopped (pid 10, operator restart)")
+    assert "reconnected after 58 ms" in restart.summary({}) and "3 projects missed nothing" in restart.summary({})

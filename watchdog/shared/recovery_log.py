@@ -43,11 +43,14 @@ class RecoveryLog:
         self.keep = keep
         self._failing = False  # the last append could not be written: log the next failure only once
 
-    def append(self, component: str, event: str, **fields: object) -> dict:
-        """Append one record; `fields` are cause, pid, new_pid, downtime_ms, message, ... (None is dropped)."""
+    def append(self, component: str, event: str, at: float | None = None, **fields: object) -> dict:
+        """Append one record; `fields` are cause, pid, new_pid, downtime_ms, message, ... (None is dropped).
+
+        `at`: when it happened, if that was before now (a planned stop is dated when it began, before
+        anything the process that replaces it writes); readers order records by time."""
         if event not in EVENTS:
             raise ValueError(f"unknown recovery event {event!r}")
-        record = {"time": time.time(), "component": component, "event": event,
+        record = {"time": time.time() if at is None else at, "component": component, "event": event,
                   **{k: v for k, v in fields.items() if v is not None}}
         line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
         try:
