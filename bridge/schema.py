@@ -252,11 +252,6 @@ class WindowCounts:
     late: int
 
 
-def counts_text(counts: WindowCounts) -> str:
-    """`2 recovered from history, 13 delivered late`: the same words in the bridge's line and the monitors'."""
-    return f"{counts.recovered} recovered from history, {counts.late} delivered late"
-
-
 def window_counts(conn: sqlite3.Connection, window: Window, chats: list[str] | frozenset[str] | None = None,
                   until: str | None = None) -> WindowCounts:
     """The one account of a finished window: the bridge's line counts its followed groups, each monitor its

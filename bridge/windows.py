@@ -31,10 +31,10 @@ import os
 from loguru import logger
 
 from bridge.alive import AliveFile
-from bridge.schema import BACKFILL_MARGIN, counts_text, window_counts
+from bridge.schema import BACKFILL_MARGIN, window_counts
 from bridge.store import Store, Window, now_ts, parse_ts
 from bridge.transport import HistoryUnsupported, NotConnected, Source, Transport
-from watchdog.recovery_view import format_ms
+from watchdog.shared.human import counts_text, format_ms
 from watchdog.shared.recovery_log import RecoveryLog
 
 CRASH_REASON = "bridge crash"
@@ -165,7 +165,7 @@ class Windows:
         done = self.store.finish_backfill(window.id, status, recovered)
         counts = window_counts(self.store.conn, done)  # every group: each project's count is a share of it
         groups = ", ".join(self.follow_groups) or "no followed groups"
-        text = (f"window {window.span} ({window.reason}): {status}, {counts_text(counts)} (history asked for "
+        text = (f"window {window.span} ({window.reason}): {status}, {counts_text(counts.recovered, counts.late)} (history asked for "
                 f"{groups})" + (f"; {problem}" if problem else ""))
         logger.info("backfill {}", text)
         self.log.append(self.component, "backfill", cause=window.reason, message=text, recovered=counts.recovered,

@@ -17,12 +17,13 @@ from datetime import datetime, timezone
 from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from bridge.schema import Window, WindowCounts, bare_user, counts_text, parse_ts
+from bridge.schema import Window, WindowCounts, bare_user, parse_ts
 from monitors.detect import DropPattern, submissions
 from monitors.drops_store import DropsDB, StoreUnavailable
 from monitors.feedback import FeedbackSender, ack_for
 from monitors.follow import StoreFollower
 from watchdog.shared.config import Config, ProjectConfig
+from watchdog.shared.human import counts_text
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared.waiting import wait_event
 
@@ -36,7 +37,7 @@ def window_text(window: Window, counts: WindowCounts, drops: list[str]) -> str:
     DR9996543 backfilled`: the project's share of the bridge's line about the window, in the same words."""
     outcome = {"done": "", "unsupported": " backfill unsupported;", "failed": " backfill failed;"}[window.backfill_status]
     found = f"{', '.join(drops)} backfilled" if drops else "no drops"
-    return f"window {window.span} ({window.reason}):{outcome} in its groups {counts_text(counts)}; {found}"
+    return f"window {window.span} ({window.reason}):{outcome} in its groups {counts_text(counts.recovered, counts.late)}; {found}"
 
 
 class ProjectMonitor:

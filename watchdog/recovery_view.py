@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from watchdog.shared.config import Config
+from watchdog.shared.human import format_ms
 from watchdog.shared.recovery_log import RecoveryLog
 
 SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -41,20 +42,6 @@ def parse_since(text: str) -> float:
     if not match:
         raise ValueError(f"--since {text!r}: expected a number and a unit s, m, h or d (e.g. 30s, 15m, 1h, 2d)")
     return float(match.group(1)) * UNIT_SECONDS[match.group(2)]
-
-
-def format_ms(ms: float) -> str:
-    """3 ms, 0.41 s, 2.1 s, 45 s, 3 min 20 s: precise where it matters, short where it does not."""
-    if ms < 100:
-        return f"{ms:.0f} ms"
-    seconds = ms / 1000
-    if seconds < 1:
-        return f"{seconds:.2f} s"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
 def detection_text(record: dict) -> str:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 
-from watchdog.recovery_view import DETECTIONS, Line, detection_text, format_ms, group
+from watchdog.recovery_view import DETECTIONS, Line, detection_text, group
+from watchdog.shared.human import format_ms
 
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
 DEFAULT_RANGE = "24h"
