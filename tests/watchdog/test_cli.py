@@ -88,3 +88,24 @@ def test_after_a_failed_reload_the_operator_still_sees_the_running_system(write_
         assert cli(config_path, "drops").returncode == 2  # what is not about the running system still wants the file
     finally:
         procs.stop_all()
+
+
+def test_the_readme_command_table_lists_every_command_in_one_table() -> None:
+    """A blank line inside a Markdown table ends it: the rows after it render as text."""
+    from watchdog.cli import COMMANDS
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("| command | what it does |")
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    missing = [name for name in COMMANDS if not any(f"`wa-watchdog {name}" in row for row in table)]
+    assert missing == [], f"not in README.md's command table: {missing}"
+
+
+def test_the_production_example_names_its_config_in_every_command() -> None:
+    """Run from the code directory without --config, a command falls back to the demo config (var/demo)."""
+    header = [line for line in (ROOT / "conf/prod.example.toml").read_text(encoding="utf-8").splitlines()
+              if line.startswith("#") and "wa-watchdog " in line and "--" in line]
+    assert header and all("--config /etc/wa-watchdog/config.toml" in line for line in header), header
