@@ -15,6 +15,7 @@ components need; a released step is never edited. To add one: append
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -252,15 +253,15 @@ class WindowCounts:
     late: int
 
 
-def window_counts(conn: sqlite3.Connection, window: Window, chats: list[str] | frozenset[str] | None = None,
-                  until: str | None = None) -> WindowCounts:
-    """The one account of a finished window: the bridge's line counts its followed groups, each monitor its
-    project's, with the same words and the same rows (so a project's numbers are part of the bridge's).
-    `until`: when the backfill finished (default: the window's `backfilled_at`)."""
+def window_counts(conn: sqlite3.Connection, window: Window, chats: Collection[str] | None = None) -> WindowCounts:
+    """The one account of a finished window, from the rows themselves: the bridge's line counts every chat,
+    each monitor its project's groups, by the same query in the same words (a project's numbers are a share
+    of the bridge's). History rows count if the backfill stored them (between the window's end and
+    `backfilled_at`) within the margin it asked for."""
     ended = window.ended_at or now_ts()
     low = format_ts(parse_ts(window.started_at) - BACKFILL_MARGIN)
     high = format_ts(parse_ts(ended) + BACKFILL_MARGIN)
-    finished = until or window.backfilled_at or now_ts()
+    finished = window.backfilled_at or now_ts()
     where, values = "", []
     if chats is not None:
         where = f" AND m.chat_jid IN ({','.join('?' * len(chats))})"

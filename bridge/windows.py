@@ -165,8 +165,8 @@ class Windows:
         done = self.store.finish_backfill(window.id, status, recovered)
         counts = window_counts(self.store.conn, done)  # every group: each project's count is a share of it
         groups = ", ".join(self.follow_groups) or "no followed groups"
-        text = (f"window {window.span} ({window.reason}): {status}, {counts_text(counts.recovered, counts.late)} (history asked for "
-                f"{groups})" + (f"; {problem}" if problem else ""))
+        text = (f"window {window.span} ({window.reason}): {status}, {counts_text(counts.recovered, counts.late)} "
+                f"(history asked for {groups})" + (f"; {problem}" if problem else ""))
         logger.info("backfill {}", text)
         self.log.append(self.component, "backfill", cause=window.reason, message=text, recovered=counts.recovered,
                         late=counts.late, status=status, window_id=window.id)

@@ -37,7 +37,8 @@ def window_text(window: Window, counts: WindowCounts, drops: list[str]) -> str:
     DR9996543 backfilled`: the project's share of the bridge's line about the window, in the same words."""
     outcome = {"done": "", "unsupported": " backfill unsupported;", "failed": " backfill failed;"}[window.backfill_status]
     found = f"{', '.join(drops)} backfilled" if drops else "no drops"
-    return f"window {window.span} ({window.reason}):{outcome} in its groups {counts_text(counts.recovered, counts.late)}; {found}"
+    return (f"window {window.span} ({window.reason}):{outcome} in its groups "
+            f"{counts_text(counts.recovered, counts.late)}; {found}")
 
 
 class ProjectMonitor:

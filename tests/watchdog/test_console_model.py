@@ -52,7 +52,8 @@ def test_a_crash_with_its_recovery_and_backfills_is_one_incident() -> None:
     crash, outage = found
     assert crash.summary({GROUP: "Lawley Fibre"}) == (
         "killed by SIGKILL → restarted in 0 ms by its warm standby → healthy after 80 ms → reconnected after 1.5 s"
-        " → backfill done: 2 recovered from history, 0 delivered late; lawley: 1 drop backfilled (DR1234567); 1 project missed nothing")
+        " → backfill done: 2 recovered from history, 0 delivered late; lawley: 1 drop backfilled (DR1234567);"
+        " 1 project missed nothing")
     assert crash.records == records[:8]  # expandable to exactly its raw records
     assert outage.summary({}) == ("disconnected (server disconnect) → reconnected after 3.0 s → "
                                   "nothing missed (1 project checked)")
@@ -184,7 +185,8 @@ def test_an_alert_long_into_an_outage_still_joins_its_incident() -> None:
     ]
     (incident,) = incidents(records)
     assert incident.summary({}) == ("disconnected (stream error) → alert firing disconnect: bridge:main disconnected "
-                                    "for 130 s → reconnected after 21 min 0 s → backfill done: 7 recovered from history, 0 delivered late")
+                                    "for 130 s → reconnected after 21 min 0 s → backfill done: 7 recovered from "
+                                    "history, 0 delivered late")
 
 
 def test_a_watchdog_restart_is_one_incident_with_the_bridges_window_and_backfill() -> None:
