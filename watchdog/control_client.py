@@ -19,10 +19,10 @@ import urllib.request
 import psutil
 
 from watchdog import control_token
-from watchdog.log_view import unknown_components
 from watchdog.shared import endpoints
 from watchdog.shared.config import Config
 from watchdog.shared.exitcodes import EXIT_CONFIG
+from watchdog.shared.human import unknown_components
 from watchdog.stale import recorded_children
 
 TIMEOUT = 15.0  # a restart answers once the new process is started

@@ -9,7 +9,6 @@ sorts by. The console shows the same tails (`tail`).
 from __future__ import annotations
 
 import argparse
-import difflib
 import heapq
 import os
 import sys
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.shared import logs
+from watchdog.shared.human import unknown_components
 from watchdog.builtins import all_programs
 from watchdog.child_output import log_path
 from watchdog.shared.config import Config
@@ -38,16 +38,6 @@ def component_names(config: Config) -> list[str]:
     extra = sorted(p.name.removesuffix(".log") for p in folder.glob("*.log") if p.name not in known) \
         if folder.is_dir() else []
     return names + extra
-
-
-def unknown_components(asked: list[str], known: list[str]) -> str:
-    """`no component named bridge; did you mean bridge:main? (components: ...)`: what restart, logs and
-    recoveries answer a name they do not know."""
-    close = [match for name in asked for match in difflib.get_close_matches(name, known, n=1)]
-    if not close:  # `bridge` for `bridge:main`: the account part left out
-        close = [name for name in known for prefix in asked if name.startswith(prefix + ":")][:1]
-    return (f"no component named {', '.join(asked)}" + (f"; did you mean {' or '.join(close)}?" if close else "")
-            + f" (components: {', '.join(known)})")
 
 
 def _files(path: Path) -> list[Path]:

@@ -24,8 +24,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from watchdog.builtins import all_programs
 from watchdog.shared.config import Config
-from watchdog.shared.human import format_ms
+from watchdog.shared.human import format_ms, unknown_components
 from watchdog.shared.recovery_log import RecoveryLog
 
 SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -268,8 +269,8 @@ def cmd_recoveries(config: Config, args: argparse.Namespace) -> int:
     log = RecoveryLog(config.watchdog.recovery_log)
     everything = sorted(log.read(since), key=lambda r: r.get("time", 0.0))  # a planned stop is dated when it began
     if args.component:
-        from watchdog.log_view import component_names, unknown_components
-        known = list(dict.fromkeys([*component_names(config), *(str(r.get("component")) for r in everything)]))
+        known = list(dict.fromkeys(["watchdog", *(p.name for p in all_programs(config)),
+                                    *(str(r.get("component")) for r in everything)]))
         if args.component not in known:
             print(f"wa-watchdog recoveries: {unknown_components([args.component], known)}", file=sys.stderr)
             return 1
