@@ -1,4 +1,4 @@
-"""The published HTTP contracts (docs/openapi/*.json), one entry per API: checked against the routes (drift)
+"""The published HTTP contracts (watchdog/openapi/*.json), one entry per API: checked against the routes (drift)
 and fuzzed with schemathesis against the running system (tests/watchdog/test_api_contracts.py).
 
 To add an API: one `Contract(...)` line in CONTRACTS — its document, a function that builds its
@@ -21,10 +21,8 @@ from watchdog.shared.config import WatchdogConfig
 from watchdog.console.extensions import Loaded
 from watchdog.console.view import Console
 from watchdog.control import build_app as control_app
+from watchdog.shared.http_server import openapi_document
 from watchdog.metrics import Metrics
-
-OPENAPI = Path(__file__).resolve().parents[1] / "docs" / "openapi"
-
 
 async def _no_restart(name: str) -> dict:
     raise KeyError(name)
@@ -37,14 +35,14 @@ async def _no_reload(cause: str) -> dict:
 @dataclass(frozen=True)
 class Contract:
     name: str
-    document: str  # file name in docs/openapi/
+    document: str  # file name in watchdog/openapi/
     app: Callable[[], web.Application]  # the app as served, built without running it
     component: str  # publishes run/<component>.json ...
     endpoint: str  # ... with this endpoint's URL
     config: str = ""  # appended to the test config so that `wa-watchdog run` starts it
 
     def spec(self) -> dict:
-        return json.loads((OPENAPI / self.document).read_text(encoding="utf-8"))
+        return json.loads(openapi_document(self.document))
 
 
 CONTRACTS = [

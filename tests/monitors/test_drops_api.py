@@ -219,7 +219,7 @@ def test_paging_filters_and_every_bad_request_answered_by_name(write_config) -> 
         assert post(f"{api}/api/drops/{drop_id}/feedback", {"message": "x"}, {"Origin": "https://evil.example"})[0] == 403
 
         status, document = get(f"{api}/openapi.json")
-        assert status == 200 and document == json.loads((ROOT / "docs/openapi/drops-api.json").read_text())
+        assert status == 200 and document == json.loads((ROOT / "watchdog/openapi/drops-api.json").read_text())
     finally:
         procs.stop_all()
 

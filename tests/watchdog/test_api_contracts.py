@@ -26,7 +26,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def test_the_document_matches_the_routes(contract: Contract) -> None:
     spec = contract.spec()
     assert spec["openapi"].startswith("3.1")
-    assert routes(contract.app()) == documented(spec), f"docs/openapi/{contract.document} drifted from the routes"
+    assert routes(contract.app()) == documented(spec), f"watchdog/openapi/{contract.document} drifted from the routes"
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,14 @@ connection that has not completed its request headers within `header_timeout`
 is closed (aiohttp's keep-alive timer, which also runs from the first byte).
 
 `LimitedRunner` is a drop-in `web.AppRunner`; `add_openapi(app, name)` serves the API's contract
-(docs/openapi/<name>) at GET /openapi.json.
+(watchdog/openapi/<name>, package data: an installed copy serves it too) at GET /openapi.json.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 from http import HTTPStatus
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 from aiohttp import web
@@ -27,7 +27,6 @@ from aiohttp.web_server import Server
 from watchdog.shared.logs import RateLimitedLog
 from watchdog.shared.web_guard import ErrorBody, error_shape
 
-OPENAPI_DIR = Path(__file__).resolve().parents[2] / "docs" / "openapi"
 MAX_CONNECTIONS = 256  # far below the default 1,024 descriptors (neonize, SQLite and logs need some too)
 HEADER_TIMEOUT = 10.0  # seconds for a connection to send its request headers (and to sit idle between requests)
 
@@ -88,9 +87,14 @@ class LimitedRunner(web.AppRunner):
                              **self._kwargs)
 
 
+def openapi_document(name: str) -> bytes:
+    """An API's OpenAPI document (e.g. "drops-api.json"), read from the package: docs/ links to these files."""
+    return resources.files("watchdog").joinpath("openapi", name).read_bytes()
+
+
 def add_openapi(app: web.Application, name: str) -> None:
     """GET /openapi.json: the API's OpenAPI document, the file the drift test checks against the routes."""
-    body = (OPENAPI_DIR / name).read_bytes()
+    body = openapi_document(name)
 
     async def openapi(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")
