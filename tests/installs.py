@@ -33,6 +33,12 @@ class Release:
     text: str  # the entry
 
     @property
+    def prints(self) -> str | None:
+        """What the entry says its `wa-watchdog --version` prints (None: it has no --version)."""
+        found = re.search(r"`--version`: `(wa-watchdog [^`]+)`", self.text)
+        return found[1] if found else None
+
+    @property
     def editable(self) -> bool:
         """The entry's install line is `pip install -e` (a release whose plain install does not run)."""
         return "pip install -e " in self.text
