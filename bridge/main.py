@@ -16,7 +16,10 @@ A store that cannot be written (disk full, another program holding its lock)
 does not stop the bridge: health says so (`store_error`, naming the lock and
 for how long), nothing is acknowledged (the batch is retried every
 `STORE_RETRY` seconds, so ingest resumes by itself once the store is
-writable again), and the event loop keeps heartbeating. An idle bridge
+writable again), and the event loop keeps heartbeating. Nor does a URL it
+cannot publish (run/<component>.json on that full disk): it is retried in the
+background while the watchdog finds the bridge on its health socket
+(`endpoints.health_socket`, outside the public API's connection cap). An idle bridge
 writes nothing to the store (each commit wakes every monitor): its heartbeat
 is the file `bridge.alive`, and the store is probed with a write only while
 that is the only way to know (`_probe_store`). A corrupt store is
@@ -38,7 +41,7 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 from loguru import logger
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
+from tenacity import AsyncRetrying, retry_if_exception, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from bridge.alive import AliveFile, alive_path
 from bridge.api import build_app
@@ -53,7 +56,7 @@ from bridge.windows import STOPPED_REASON, Windows
 from watchdog.shared import endpoints, exit_handoff, logs, web_guard
 from watchdog.shared.config import AccountConfig, Config
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
-from watchdog.shared.http_server import LimitedRunner
+from watchdog.shared.http_server import LimitedRunner, serve_private
 from watchdog.shared.migrations import SchemaTooNew
 from watchdog.shared.notify import Notifier, heartbeat_interval
 from watchdog.shared.recovery_log import RecoveryLog
@@ -74,6 +77,7 @@ MAX_TICK = 1.0  # heartbeat period (bridge.alive: the start of a crash window is
 STORE_PROBE = 30.0
 LOW_SPACE = 1 << 20  # bytes: below this a commit may fail with a full disk, so every tick probes with a write
 STORE_RETRY = 0.5  # seconds between attempts to store a batch the store refused (full disk, locked)
+PUBLISH_RETRY = 0.5  # seconds between attempts to publish the API's URL (full disk)
 
 
 def _port_in_use(exc: BaseException) -> bool:
@@ -349,7 +353,10 @@ class Bridge:
         url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         if taken:
             logger.warning("api_port {} is taken: serving on free port {} instead (api_port_fallback)", taken, port)
-        endpoints.publish(self.config.data_dir, self.component, {"api": url})
+        socket_path = endpoints.health_socket(self.config.data_dir, self.component)
+        if socket_path is not None:
+            await serve_private(runner, socket_path)
+        self._publish({"api": url})
         logger.info("bridge {} serving on {} (transport {}, store {})", self.account.name, url,
                     self.account.transport, self.store.path)
         self._spawn(self.health.measure_loop_lag())
@@ -376,6 +383,22 @@ class Bridge:
         stop_task.cancel()
         await self._shutdown(runner, transport_task, stop_reason)
         return exit_code
+
+    def _publish(self, published: dict[str, str]) -> None:
+        """Publish the API's URL; one that cannot be written (ENOSPC) is retried in the background, never the
+        reason the bridge is down."""
+        try:
+            endpoints.publish(self.config.data_dir, self.component, published)
+        except OSError as exc:
+            logger.error("cannot publish the API's URL in {} ({}): serving anyway, retrying every {:g} s",
+                         endpoints.run_dir(self.config.data_dir), exc.strerror or exc, PUBLISH_RETRY)
+            self._spawn(self._publish_later(published))
+
+    async def _publish_later(self, published: dict[str, str]) -> None:
+        async for attempt in AsyncRetrying(wait=wait_fixed(PUBLISH_RETRY), retry=retry_if_exception_type(OSError)):
+            with attempt:
+                endpoints.publish(self.config.data_dir, self.component, published)
+        logger.info("API URL published: {}", published)
 
     async def _serve(self, runner: web.AppRunner) -> int | None:
         """Bind the API on api_port; with api_port_fallback a taken port means any free one (returns the taken port).

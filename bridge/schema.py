@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from watchdog.shared.migrations import Migration, SchemaTooNew, latest
+from watchdog.shared import clock
 
 # Exactly the whatsapp-mcp bridge schema (whatsapp-bridge/main.go).
 WHATSAPP_MCP_SCHEMA = """
@@ -155,7 +156,7 @@ def parse_ts(text: str) -> datetime:
 
 
 def now_ts() -> str:
-    return format_ts(datetime.now(timezone.utc))
+    return format_ts(clock.now())
 
 
 def bare_user(jid: str) -> str:

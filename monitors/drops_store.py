@@ -21,19 +21,20 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bridge.schema import bare_user, now_ts
-from monitors.store.model import (DROP_BACKFILLED, DROP_RECORDED, DROP_RESUBMITTED, EVENT_TYPES, FEEDBACK_ACCEPTED,
+from monitors.store.model import (DROP_BACKFILLED, DROP_RECORDED, DROP_RESUBMITTED, FEEDBACK_ACCEPTED,
                                   FEEDBACK_DELIVERED_EVENT, FEEDBACK_FAILED, FEEDBACK_FAILED_EVENT, FEEDBACK_NONE,
                                   FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_READ_EVENT, FEEDBACK_SENT,
                                   FEEDBACK_SENT_EVENT, FEEDBACK_STATUSES, KIND_ACK, KIND_OPERATOR, RECEIPT_COLUMNS,
                                   Drop, DropDetail, DropEvent, DropPage, Feedback, NewFeedback, OutboxCounts,
                                   OutboxEvent, Submission, check_feedback_transition, drop_from_row,
                                   feedback_from_row)
-from monitors.store.outbox import WebhookOutbox, drop_data, enqueue, feedback_data
+from monitors.store.outbox import WebhookOutbox, enqueue
+from monitors.store.shapes import drop_json, feedback_json, rfc3339
 from monitors.store.queries import DROP_COLUMNS, FEEDBACK_COLUMNS, DropQueries
 from monitors.store.sql import Backend, StoreUnavailable, Tx, one
 from watchdog.shared.config import Config
 
-__all__ = ["DROP_BACKFILLED", "DROP_RECORDED", "DROP_RESUBMITTED", "EVENT_TYPES", "FEEDBACK_ACCEPTED",
+__all__ = ["DROP_BACKFILLED", "DROP_RECORDED", "DROP_RESUBMITTED", "FEEDBACK_ACCEPTED",
            "FEEDBACK_DELIVERED_EVENT", "FEEDBACK_FAILED", "FEEDBACK_FAILED_EVENT", "FEEDBACK_NONE", "FEEDBACK_PENDING",
            "FEEDBACK_QUEUED", "FEEDBACK_READ_EVENT", "FEEDBACK_SENT", "FEEDBACK_SENT_EVENT", "FEEDBACK_STATUSES",
            "KIND_ACK", "KIND_OPERATOR", "Drop", "DropDetail", "DropEvent", "DropPage", "DropsDB", "Feedback",
@@ -124,7 +125,7 @@ class DropsDB(DropQueries):
                                 status, None)
                     new.append(drop)
                     enqueue(tx, self.db.dialect, DROP_BACKFILLED if sub.backfilled else DROP_RECORDED,
-                            {"drop": drop_data(drop)})
+                            {"drop": drop_json(drop)})
                 else:
                     drop_id, kind = tx.rows("SELECT id FROM drops WHERE project = ? AND drop_number = ?",
                                             (project, sub.drop_number))[0][0], "resubmitted"
@@ -137,9 +138,9 @@ class DropsDB(DropQueries):
                     tx.run(event, values)  # a new drop: its first event cannot exist yet
                 elif tx.rows(event + " RETURNING id", values):
                     enqueue(tx, self.db.dialect, DROP_RESUBMITTED, {
-                        "drop": drop_data(self._drop_by_id(tx, drop_id)),
+                        "drop": drop_json(self._drop_by_id(tx, drop_id)),
                         "submission": {"message_id": sub.message_id, "submitted_by": sub.submitted_by,
-                                       "message_time": sub.message_time, "backfilled": sub.backfilled}})
+                                       "message_time": rfc3339(sub.message_time), "backfilled": sub.backfilled}})
             self._move_cursor(tx, project, account, cursor, detected_at)
         return new
 
@@ -257,8 +258,8 @@ class DropsDB(DropQueries):
         return done
 
     def _feedback_event(self, tx: Tx, event_type: str, drop_id: int, feedback: Feedback) -> None:
-        enqueue(tx, self.db.dialect, event_type, {"drop": drop_data(self._drop_by_id(tx, drop_id)),
-                                                  "feedback": feedback_data(feedback)})
+        enqueue(tx, self.db.dialect, event_type, {"drop": drop_json(self._drop_by_id(tx, drop_id)),
+                                                  "feedback": feedback_json(feedback)})
 
     @staticmethod
     def _sync_drop_feedback(tx: Tx, drop_id: int) -> None:
@@ -317,8 +318,8 @@ class DropsDB(DropQueries):
                 drops = {row[0]: drop_from_row(row) for row in tx.rows(
                     f"SELECT {DROP_COLUMNS} FROM drops d WHERE d.id IN ({', '.join('?' * len(drop_ids))})", drop_ids)}
                 for event_type, fid in events:
-                    enqueue(tx, self.db.dialect, event_type, {"drop": drop_data(drops[drops_of[fid]]),
-                                                              "feedback": feedback_data(rows[fid])})
+                    enqueue(tx, self.db.dialect, event_type, {"drop": drop_json(drops[drops_of[fid]]),
+                                                              "feedback": feedback_json(rows[fid])})
         return set(feedback), sum(len(ids) for ids in changed.values())
 
     def _stamp(self, tx: Tx, column: str, by_id: dict[int, str]) -> set[int]:

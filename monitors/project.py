@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from datetime import datetime, timezone
 
 from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
@@ -25,6 +24,7 @@ from monitors.follow import StoreFollower
 from watchdog.shared.config import Config, ProjectConfig
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared.waiting import wait_event
+from watchdog.shared import clock
 
 BATCH = 1000  # messages per transaction when catching up
 REPORTED_STATUSES = ("done", "unsupported", "failed")  # a window's backfill is over: report it
@@ -110,7 +110,7 @@ class ProjectMonitor:
                 self.saved_cursor = messages[-1].rowid
                 self.drop_count += len(new)
             self.cursor = messages[-1].rowid
-            self.lag = max(0.0, (datetime.now(timezone.utc) - parse_ts(messages[-1].timestamp)).total_seconds())
+            self.lag = max(0.0, (clock.now() - parse_ts(messages[-1].timestamp)).total_seconds())
             for drop in new:
                 logger.info("drop {} in {} from {}{}", drop.drop_number, drop.group_name or drop.group_jid,
                             drop.submitted_by, " (backfilled)" if drop.backfilled else "")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+import jsonschema_rs
 from aiohttp import web
 
 from bridge.api import build_app as bridge_app
@@ -70,3 +71,14 @@ def routes(app: web.Application) -> set[tuple[str, str]]:
 def documented(spec: dict) -> set[tuple[str, str]]:
     methods = {"get", "put", "post", "delete", "patch", "options"}
     return {(method.upper(), path) for path, item in spec["paths"].items() for method in item if method in methods}
+
+
+def webhook_event_problems(spec: dict, event: dict) -> list[str]:
+    """What in a delivered webhook event disagrees with the document's `webhooks` entry for its type (formats too:
+    a time that is not RFC 3339 is a problem)."""
+    if event.get("type") not in spec["webhooks"]:
+        return [f"type {event.get('type')!r} is not one of the document's webhooks"]
+    root = {"$ref": f"#/webhooks/{event['type']}/post/requestBody/content/application~1json/schema",
+            "webhooks": spec["webhooks"], "components": spec["components"]}
+    return [f"{list(error.instance_path)}: {error.message}"
+            for error in jsonschema_rs.Draft202012Validator(root, validate_formats=True).iter_errors(event)]

@@ -192,4 +192,5 @@ def test_the_previous_release_s_data_directory_is_upgraded_and_rolled_back_as_do
     else:
         refused = old_release("drops", *config)
         assert refused.returncode == 2 and "newer" in refused.stderr, refused.stderr
-        assert "schema migration" in NEWEST.text.lower(), "CHANGELOG.md must say a rollback needs the backup"
+        assert "no schema migration" not in NEWEST.text and "**schema migration**" in NEWEST.text, \
+            "CHANGELOG.md must say that a migration runs and a rollback needs the backup"

@@ -15,7 +15,6 @@ import asyncio
 import socket
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -24,6 +23,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from watchdog.shared.config import ALERT_RULES, AlertConfig
 from watchdog.shared.recovery_log import RecoveryLog
+from watchdog.shared import clock
 
 FIRING = "firing"
 RESOLVED = "resolved"
@@ -199,4 +199,4 @@ def _redact(url: str) -> str:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return clock.now().isoformat()

@@ -23,7 +23,7 @@ import functools
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -47,6 +47,7 @@ from watchdog.shared import file_modes
 from watchdog.shared.config import AccountConfig, Config
 from watchdog.shared.exitcodes import EXIT_NEEDS_OPERATOR
 from watchdog.shared.waiting import wait_event
+from watchdog.shared import clock
 
 DEFAULT_DB = "neonize.db"
 RETRY_WAIT = wait_exponential_jitter(multiplier=0.5, max=60.0, jitter=0.5)  # 0.5 s, 1 s, 2 s ... 60 s, each + up to 0.5 s
@@ -95,10 +96,6 @@ class NeonizeClient(Protocol):
     def download_any(self, message: object) -> bytes: ...
     def get_group_info(self, jid: nz.JID) -> nz.GroupInfo: ...
     def get_lid_from_pn(self, jid: nz.JID) -> nz.JID: ...
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 # -- session store ----------------------------------------------------------------------------------
@@ -236,7 +233,7 @@ class NeonizeTransport(Transport):
         except NeonizeError as exc:
             reason = f"cannot connect to WhatsApp: {exc}"
             logger.warning("neonize transport: {}", reason)
-            await handler.on_connection(ConnectionEvent(ConnectionKind.CONNECT_FAILED, _now(), reason))
+            await handler.on_connection(ConnectionEvent(ConnectionKind.CONNECT_FAILED, clock.now(), reason))
             raise _ConnectFailed(reason) from None
         finally:
             self._client = None
@@ -345,7 +342,7 @@ class NeonizeTransport(Transport):
 
     def _on_connection(self, _client: object, event: object) -> None:
         try:
-            mapped = mapping.connection_event(event, _now())
+            mapped = mapping.connection_event(event, clock.now())
         except Exception:  # noqa: BLE001
             logger.exception("neonize transport: cannot map {}", type(event).__name__)
             return
@@ -421,7 +418,7 @@ class NeonizeTransport(Transport):
         except (SendMessageError, UploadError) as exc:
             raise _classify(exc) from None
         # neonize cannot send with our pre-chosen id (see docs/NEONIZE.md): WhatsApp's id is the message's id.
-        return SendResult(response.ID, mapping.from_unix(response.Timestamp) if response.Timestamp else _now())
+        return SendResult(response.ID, mapping.from_unix(response.Timestamp) if response.Timestamp else clock.now())
 
     def _lids(self, client: NeonizeClient, group_jid: str, mentioned: list[str]) -> dict[str, str]:
         """LIDs of the mentioned numbers when the group is addressed by LID (else {}: mention by number)."""

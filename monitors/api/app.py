@@ -1,6 +1,6 @@
 """The drops API's aiohttp app: thin handlers over `monitors.api.service`, errors as JSON.
 
-Routes (watchdog/openapi/drops-api.json is the contract, served at /openapi.json):
+Routes (watchdog/openapi/drops-api.json is the contract, served at /openapi.json; CORS preflights: monitors.api.cors):
 GET /api/drops, GET /api/drops/{id}, POST /api/drops/{id}/feedback,
 POST /api/feedback, GET /api/health, GET /metrics, GET /openapi.json.
 """
@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from monitors.api import service
 from monitors.api.webhooks import Deliverer
 from monitors.drops_store import DropsDB, StoreUnavailable
+from monitors.store.shapes import rfc3339
 from watchdog.shared import web_guard
 from watchdog.shared.config import Config
 from watchdog.shared.http_server import openapi_document
@@ -46,7 +47,7 @@ class DropsApi:
         for hook in self.config.webhooks:
             c = self.db.outbox.counts(hook.name, hook.events)
             counts[hook.name] = {"pending": c.pending, "dead": c.dead, "delivered": c.delivered,
-                                 "oldest_pending_at": service.iso(c.oldest_pending_at),
+                                 "oldest_pending_at": rfc3339(c.oldest_pending_at),
                                  "failed_attempts": stats[hook.name].failures,
                                  "last_error": stats[hook.name].last_error}
         return counts

@@ -40,12 +40,12 @@ def group_jid(n: int) -> str:
 
 
 def config_text(projects: int, watchdog: str = "", database_url: str = "", account: str = "",
-                projects_per_process: int = 1, probe_period: float = 0.2) -> str:
+                projects_per_process: int | str = 1, probe_period: float = 0.2) -> str:
     """One sim account and `projects` projects, each watching its own group (two dev, the rest prod);
     the drops store in PostgreSQL when `database_url` is given. `watchdog` and `account` are extra lines
     for [watchdog] and [accounts.main] (e.g. `standby = false`)."""
     parts = [f'data_dir = "data"\n\n[watchdog]\ncontrol_port = 0\n{watchdog}\n[sim]\nport = 0\n']
-    if projects_per_process != 1:
+    if projects_per_process != "auto":  # the product's default groups many projects; 1 is each alone
         parts.append(f'[monitors]\nprojects_per_process = {projects_per_process}\n')
     for n in range(1, projects + 1):
         members = ", ".join(f'"{c.split("@")[0]}"' for c in CONTRACTORS)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import bisect
 import json
 import os
-import time
 
 from watchdog.shared.recovery_log import RecoveryLog
+from watchdog.shared import clock
 
 KEEP_S = 7 * 86400  # the longest timeline range
 
@@ -62,7 +62,7 @@ class RecordCache:
             self.version += 1
 
     def _reload(self) -> None:
-        cutoff = time.time() - self.keep_s
+        cutoff = clock.now_s() - self.keep_s
         path = self.log.path
         records: list[dict] = []
         for n in range(self.log.keep, 0, -1):
@@ -82,7 +82,7 @@ class RecordCache:
         self.version += 1
 
     def _trim(self) -> None:
-        cutoff = time.time() - self.keep_s
+        cutoff = clock.now_s() - self.keep_s
         if self._records and self._records[0].get("time", 0.0) < cutoff:
             del self._records[:bisect.bisect_left(self._records, cutoff, key=lambda r: r.get("time", 0.0))]
 

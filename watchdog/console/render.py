@@ -15,6 +15,7 @@ from watchdog.console import timeline
 from watchdog.console.incidents import Incident
 from watchdog.console.view import Console, Row
 from watchdog.control_client import format_duration
+from watchdog.shared import clock
 
 INCIDENTS_SHOWN = 50  # newest; the rest are in `wa-watchdog recoveries`
 STATE_CLASS = {"running": "ok", "starting": "warn", "backoff": "bad", "stopping": "warn", "exited": "bad",
@@ -23,7 +24,7 @@ STATE_CLASS = {"running": "ok", "starting": "warn", "backoff": "bad", "stopping"
 
 def _time(moment: float) -> str:
     stamp = datetime.fromtimestamp(moment)
-    today = datetime.now().date()
+    today = clock.local_now().date()
     return f"{stamp:%H:%M:%S}" if stamp.date() == today else f"{stamp:%a %d %b %H:%M:%S}"
 
 
@@ -168,7 +169,7 @@ def frame(title: str, body: str, range_name: str = timeline.DEFAULT_RANGE, live:
             f'<link rel="stylesheet" href="/console/static/console.css">{script}</head>'
             f'<body data-range="{escape(range_name)}"><header><h1><a href="/">wa-watchdog</a></h1>'
             f'<span id="live" class="quiet">{"static page (reload to refresh)" if live else ""}</span>'
-            f'<span class="quiet" id="updated">as of {datetime.now():%H:%M:%S}</span></header>'
+            f'<span class="quiet" id="updated">as of {clock.local_now():%H:%M:%S}</span></header>'
             f'<main>{body}</main></body></html>')
 
 

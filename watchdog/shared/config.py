@@ -17,7 +17,7 @@ from pathlib import Path
 # The schema lives in config_model, the typed-table reader in config_tables, the checks in config_checks;
 # callers keep importing everything from here.
 from watchdog.shared.config_checks import ConfigChecks, project_key
-from watchdog.shared.config_model import (ALERT_RULES, DB_SCHEMA_NAME, DEFAULT_DROP_PATTERN, GROUP_JID,  # noqa: F401
+from watchdog.shared.config_model import (ALERT_RULES, AUTO, DB_SCHEMA_NAME, DEFAULT_DROP_PATTERN, GROUP_JID,  # noqa: F401
                                    MIN_HEARTBEAT, MIN_LOG_BYTES, MIN_RSS_LIMIT_MB, MIN_TRAFFIC_INTERVAL, NAME,
                                    ORIGIN, PHONE, WEBHOOK_EVENTS, WEBHOOK_NAME, AccountConfig, AlertConfig, Config,
                                    ConfigError, DatabaseConfig, DropsApiConfig, FeedbackConfig, MediaLimitsConfig,
@@ -116,8 +116,9 @@ class _Loader(ConfigChecks):
         webhooks = self.webhooks(raw.get("webhooks", []), drops_api)
         self.check_ports(watchdog, sim, accounts, drops_api)
         monitors = self.table(MonitorsConfig, raw.get("monitors", {}), "monitors")
-        if monitors.projects_per_process < 1:
-            raise self.error("monitors.projects_per_process", f"must be 1 or more, got {monitors.projects_per_process}")
+        per_process = monitors.projects_per_process
+        if per_process != AUTO and (isinstance(per_process, str) or per_process < 1):
+            raise self.error("monitors.projects_per_process", f'must be 1 or more, or "auto"; got {per_process!r}')
         config = Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts, database=database,
                         drops_api=drops_api, webhooks=webhooks, monitors=monitors)
         return self.check_programs(config, raw.get("programs", []))

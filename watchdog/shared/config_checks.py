@@ -6,11 +6,13 @@ import ipaddress
 import re
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from watchdog.shared.config_model import (ALERT_RULES, DB_SCHEMA_NAME, GROUP_JID, MIN_HEARTBEAT, MIN_LOG_BYTES,
                                    MIN_RSS_LIMIT_MB, MIN_TRAFFIC_INTERVAL, NAME, ORIGIN, PHONE, WEBHOOK_EVENTS,
-                                   WEBHOOK_NAME, AccountConfig, AlertConfig, Config, DatabaseConfig, DropsApiConfig,
-                                   ProbeConfig, ProjectConfig, SimConfig, WatchdogConfig, WebhookConfig)
+                                   WEBHOOK_NAME, WEBHOOK_STARTS, AccountConfig, AlertConfig, Config, DatabaseConfig,
+                                   DropsApiConfig, ProbeConfig, ProjectConfig, SimConfig, WatchdogConfig, WebhookConfig,
+                                   webhook_name)
 from watchdog.shared.config_tables import TableReader
 
 
@@ -182,14 +184,22 @@ class ConfigChecks(TableReader):
         hooks = [self.table(WebhookConfig, body, f"webhooks[{i}]") for i, body in enumerate(raw)]
         if hooks and not drops_api.enabled:
             raise self.error("drops_api.enabled", "must be true when [[webhooks]] are configured (drops-api delivers them)")
-        names: set[str] = set()
+        names: dict[str, int] = {}
         for i, hook in enumerate(hooks):
             key = f"webhooks[{i}]"
+            if not hook.url.startswith(("http://", "https://")) or not _has_host_and_port(hook.url):
+                raise self.error(f"{key}.url", f"expected an http(s) URL, got {hook.url!r}")
+            if not hook.name:
+                hook = hooks[i] = replace(hook, name=webhook_name(hook.url))
+                if hook.name in names:
+                    raise self.error(f"{key}.name", f"missing, and the name derived from the url ({hook.name!r}) is "
+                                                    f"the name of webhooks[{names[hook.name]}]: give each a name")
             if not WEBHOOK_NAME.match(hook.name) or hook.name in names:
                 raise self.error(f"{key}.name", f"expected a unique name of letters, digits, _ . - (got {hook.name!r})")
-            names.add(hook.name)
-            if not hook.url.startswith(("http://", "https://")):
-                raise self.error(f"{key}.url", f"expected an http(s) URL, got {hook.url!r}")
+            names[hook.name] = i
+            if hook.start_at not in WEBHOOK_STARTS:
+                raise self.error(f"{key}.start_at", f"expected one of {', '.join(map(repr, WEBHOOK_STARTS))}, "
+                                                    f"got {hook.start_at!r}")
             if not hook.events:
                 raise self.error(f"{key}.events", f"needs at least one of {', '.join(WEBHOOK_EVENTS)}")
             for j, event in enumerate(hook.events):
@@ -279,6 +289,16 @@ class ConfigChecks(TableReader):
             if port and port in taken:
                 raise self.error(key, f"port {port} is also {taken[port]}")
             taken[port] = key
+
+
+def _has_host_and_port(url: str) -> bool:
+    """A host, and a port that is a number (urlsplit's `port` raises on `:99999` or `:x`)."""
+    try:
+        split = urlsplit(url)
+        split.port  # noqa: B018 - read for its check
+    except ValueError:
+        return False
+    return bool(split.hostname)
 
 
 def _is_loopback(host: str) -> bool:

@@ -27,11 +27,13 @@ from pathlib import Path
 from loguru import logger
 
 from watchdog.shared import file_modes
+from watchdog.shared import clock
 
 EVENTS = ("exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash_loop", "failed",
           "disconnect", "reconnect", "backfill", "alert", "start", "stop",
           "overloaded", "throttle", "reload",  # a starved child given time; a delayed start; a config reload
-          "dead_letter", "quarantine")  # a send moved aside for good; poison messages set aside
+          "dead_letter", "quarantine",  # a send moved aside for good; poison messages set aside
+          "loop_gap")  # the watchdog's own loop did not run for a while (paused): deadlines re-armed
 LOCK_WAIT = 0.2  # seconds an append waits for the lock before writing without it
 LOCK_POLL = 0.005
 
@@ -47,7 +49,7 @@ class RecoveryLog:
         """Append one record; `fields` are cause, pid, new_pid, downtime_ms, message, ... (None is dropped)."""
         if event not in EVENTS:
             raise ValueError(f"unknown recovery event {event!r}")
-        record = {"time": time.time(), "component": component, "event": event,
+        record = {"time": clock.now_s(), "component": component, "event": event,
                   **{k: v for k, v in fields.items() if v is not None}}
         line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
         try:
