@@ -77,7 +77,7 @@ def listed(venv: Venv, system: RunningSystem, cwd: Path) -> set[tuple[str, str]]
 
 
 def stop(system: RunningSystem) -> None:
-    """SIGTERM the watchdog by pid and wait for its exit: a clean stop, nothing in the log but lines."""
+    """SIGTERM the watchdog by pid and wait for its exit: exit code 0, no traceback in its log."""
     assert system.stop() == 0, system.log_tail()
     assert "Traceback" not in system.log_path.read_text(errors="replace"), system.log_tail(60)
 
@@ -115,6 +115,8 @@ def test_the_installed_package_runs_outside_the_source_tree(wheel: Path, tmp_pat
         with urllib.request.urlopen(f"{control}/console/static/console.css", timeout=10) as css:
             assert css.read() == (ROOT / "watchdog/console/static/console.css").read_bytes()
         post_drop(system, 1, "DR1734150")
+        with urllib.request.urlopen(f"{control}/", timeout=10) as page:  # the drops view: an entry point
+            assert "Drops today" in page.read().decode()
     finally:
         stop(system)
     assert listed(venv, system, elsewhere) == {("p1", "DR1734150")}
