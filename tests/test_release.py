@@ -69,6 +69,11 @@ def post_drop(system: RunningSystem, project: int, number: str) -> None:
     wait_until(lambda: (f"p{project}", number) in drops(system), 30, message=f"{number} recorded")
 
 
+def imported(venv: Venv, cwd: Path) -> str:
+    """Where that environment's Python finds the `watchdog` package."""
+    return venv.python("import watchdog; print(watchdog.__file__)", cwd=cwd).strip()
+
+
 def listed(venv: Venv, system: RunningSystem, cwd: Path) -> set[tuple[str, str]]:
     """`wa-watchdog drops --json` of that installation."""
     out = venv.run("drops", "--json", "--config", str(system.config_path), cwd=cwd)
@@ -151,6 +156,7 @@ def test_the_previous_release_s_data_directory_is_upgraded_and_rolled_back_as_do
     venv.install(tree, editable=previous.editable)  # git checkout <commit>; the install line of its entry
     work = tmp_path / "work"
     work.mkdir()
+    assert Path(imported(venv, work)).is_relative_to(tree if previous.editable else venv.path)
     if previous.prints:
         assert venv.run("--version", cwd=work).stdout.strip() == previous.prints
     system = RunningSystem(tmp_path / "system", CONFIG, command=(venv.wa_watchdog,), cwd=work)
@@ -166,6 +172,7 @@ def test_the_previous_release_s_data_directory_is_upgraded_and_rolled_back_as_do
     old_versions = schema_versions(system.data_dir)
 
     venv.install(wheel)  # the upgrade: git checkout <new commit>; pip install .
+    assert Path(imported(venv, work)).is_relative_to(venv.path)
     version = venv.run("--version", cwd=work)
     assert version.stdout.strip() == f"wa-watchdog {NEWEST.version}", version.stderr
     system.start()
