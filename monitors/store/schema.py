@@ -135,6 +135,13 @@ CREATE INDEX drops_project_backfilled_newest ON drops (project, backfilled, mess
 """
 
 
+V6_CURSOR_MARKS = """
+ALTER TABLE cursors ADD COLUMN message_id TEXT;
+ALTER TABLE cursors ADD COLUMN stored_at TEXT;
+ALTER TABLE cursors ADD COLUMN store_id TEXT
+"""
+
+
 def _fill_public_ids(ex: Executor) -> None:
     """Drops recorded before public ids existed get one now (new drops get theirs when recorded)."""
     for (drop_id,) in ex.rows("SELECT id FROM drops WHERE public_id IS NULL ORDER BY id"):
@@ -150,4 +157,6 @@ def migrations(dialect: Dialect) -> list[Migration]:
         Migration(3, "feedback receipts: server_at, delivered_at, read_at", (dialect.ddl(V3_RECEIPTS),)),
         Migration(4, "webhook outbox: events, webhook_cursors, deliveries; store_state", (dialect.ddl(V4_OUTBOX),)),
         Migration(5, "indexes for listing backfilled drops newest first", (V5_BACKFILLED_INDEXES,)),
+        Migration(6, "cursors: the message id and stored_at at the cursor and the store's id (restores, recover)",
+                  (V6_CURSOR_MARKS,)),
     ]
