@@ -61,6 +61,10 @@ def test_a_restored_messages_db_skips_none_of_the_drops_whatsapp_replays(procs: 
     (copy,) = (tmp_path / "backup").glob("*/data/accounts/main/messages.db")
     inject(sim_url, after)  # the cursor moves on past what the backup holds
     wait_until(lambda: acknowledged(sim_url) == [*before, *after], timeout=20, message="all acknowledged")
+    # and the bridge's answers recorded: a send in flight at the stop is posted again after the restart, and the
+    # restored file no longer has its idempotency key (a send whose answer the stop cut off, not a re-read)
+    wait_until(lambda: store_rows(config, "SELECT COUNT(*) FROM feedback WHERE status = 'sent'")[0][0]
+               == len(before) + len(after), timeout=20, message="the answers recorded")
     stop(monitor)
     stop(bridge)
     cursor = store_rows(config, "SELECT rowid FROM cursors WHERE project = 'lawley'")[0][0]
