@@ -224,7 +224,7 @@ class ProjectMonitor:
         logger.warning("monitor {}: {}", self.project.name, text)
         self.recovery_log.append(self.component, "reread", cause="store changed under the cursor", message=text,
                                  account=self.account.name, cursor=cursor.rowid, rowid=position.rowid,
-                                 messages=reread if reread >= 0 else None)
+                                 reread=reread if reread >= 0 else None)
         self.position = position
 
     async def start(self, store: StoreFollower) -> None:

@@ -112,7 +112,7 @@ def test_a_restored_backup_is_read_again_from_where_it_ends_nothing_skipped_noth
     assert rows(config, "SELECT COUNT(*) FROM drop_events") == [(15,)]
     assert rows(config, "SELECT rowid, message_id FROM cursors") == [(12, "M5")]
     (line,) = rereads(config)
-    assert (line["component"], line["account"], line["cursor"], line["rowid"], line["messages"]) == (
+    assert (line["component"], line["account"], line["cursor"], line["rowid"], line["reread"]) == (
         "monitor:lawley", "main", 8, 3, 5)
     assert "the message read at rowid 8 (M8) is another message (O24) and 5 messages at or below it were stored " \
            "after it (a restored or salvaged file): read again from rowid 3" in line["message"]
@@ -133,7 +133,7 @@ def test_a_file_that_lost_its_tail_is_followed_from_its_end_before_anything_new_
     run_monitor(config)
     assert rows(config, "SELECT rowid, message_id FROM cursors") == [(2, "M2")]
     (line,) = rereads(config)
-    assert "it ends at rowid 2, before the cursor 5" in line["message"] and line["messages"] == 0
+    assert "it ends at rowid 2, before the cursor 5" in line["message"] and line["reread"] == 0
     store = Store(path)
     post(store, 6, 7, 8, 9, source=Source.OFFLINE)  # rowids 3-6: under the old cursor
     store.close()
@@ -156,7 +156,7 @@ def test_a_salvaged_file_missing_rows_in_the_middle_and_its_tail(config: Config)
     run_monitor(config)
     assert drop_numbers(config) == [*range(1, 11), 30, 31, 32]
     (line,) = rereads(config)
-    assert (line["cursor"], line["rowid"], line["messages"]) == (10, 8, 2)
+    assert (line["cursor"], line["rowid"], line["reread"]) == (10, 8, 2)
 
 
 def test_a_pruned_cursor_message_moves_nothing_and_reads_nothing_again(config: Config) -> None:
@@ -197,7 +197,7 @@ def test_another_file_is_read_from_its_start(config: Config) -> None:
     assert drop_numbers(config) == [1, 2, 3, 4, 5, *range(10, 17)]
     (line,) = rereads(config)
     assert "it is another file (store id" in line["message"] and (line["cursor"], line["rowid"]) == (5, 0)
-    assert "messages" not in line
+    assert "reread" not in line
 
 
 def test_a_cursor_saved_before_marks_keeps_the_old_rule(tmp_path: Path) -> None:
