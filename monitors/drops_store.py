@@ -102,7 +102,7 @@ class DropsDB(DropQueries):
 
     def record(self, project: str, account: str, cursor: Position | int, submissions: list[Submission],
                ack: Callable[[Submission], NewFeedback] | None) -> list[Drop]:
-        """Record submissions and move the cursor to `cursor` (a bare rowid: no marks), in one transaction.
+        """Record submissions and move the cursor to `cursor` (a bare rowid has no marks), in one transaction.
 
         A drop number new to the project becomes a drop (plus its acknowledgement, pending,
         when `ack` is given) and a drop.recorded / drop.backfilled event; a known one becomes a

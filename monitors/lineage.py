@@ -67,9 +67,10 @@ def recheck(store: StoreFollower, cursor: Position) -> Recheck:
             break
         passed += 1
     if passed:
+        many = f"{passed} messages at or below it were" if passed != 1 else "1 message at or below it was"
         return Recheck(safe, passed, f"the message read at rowid {cursor.rowid} ({cursor.message_id}) is {there} "
-                                     f"and {passed} message{'s' if passed != 1 else ''} at or below it were stored "
-                                     f"after it (a restored or salvaged file): read again from rowid {safe.rowid}")
+                                     f"and {many} stored after it (a restored or salvaged file): read again from "
+                                     f"rowid {safe.rowid}")
     if newest < cursor.rowid:
         return Recheck(safe, 0, f"it ends at rowid {newest}, before the cursor {cursor.rowid} (a restored or "
                                 "salvaged file lost its tail): followed from its end")
