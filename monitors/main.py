@@ -130,8 +130,8 @@ class MonitorProcess:
         """Write the cursors that moved past messages without drops, in one transaction (raises StoreUnavailable)."""
         moved = [(monitor, cursor) for monitor in self.monitors if (cursor := monitor.unsaved_cursor()) is not None]
         self.drops.save_cursors([cursor for _, cursor in moved])
-        for monitor, (_, _, rowid) in moved:
-            monitor.cursor_saved(rowid)
+        for monitor, (_, _, position) in moved:
+            monitor.cursor_saved(position)
 
     async def _save_cursors(self) -> None:
         while not await wait_event(self.stopping, CURSOR_SAVE_INTERVAL):

@@ -2,10 +2,11 @@
 
 Written by the watchdog (exit, hang, unhealthy, rss_limit, restart, healthy,
 crash_loop, alert), the bridge (disconnect, reconnect, backfill) and the
-monitors (backfill: which drops a window recovered). Several processes
-append, so each append takes a short flock on a side file, rotates by size
-under that lock, writes one line with O_APPEND and fsyncs: a record that was
-logged survives a power cut, and no two writers rotate at once.
+monitors (backfill: which drops a window recovered; reread: a cursor that did
+not belong to the file it follows). Several processes append, so each append
+takes a short flock on a side file, rotates by size under that lock, writes one
+line with O_APPEND and fsyncs: a record that was logged survives a power cut,
+and no two writers rotate at once.
 
 The watchdog appends from its supervision loop, so the lock is waited for at
 most `LOCK_WAIT` seconds: a process that holds it longer (nothing of ours does)
@@ -33,7 +34,8 @@ EVENTS = ("exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash
           "disconnect", "reconnect", "backfill", "alert", "start", "stop",
           "overloaded", "throttle", "reload",  # a starved child given time; a delayed start; a config reload
           "dead_letter", "quarantine",  # a send moved aside for good; poison messages set aside
-          "loop_gap")  # the watchdog's own loop did not run for a while (paused): deadlines re-armed
+          "loop_gap",  # the watchdog's own loop did not run for a while (paused): deadlines re-armed
+          "reread")  # a monitor's cursor was not in the file it follows (a restore): read again from a safe point
 LOCK_WAIT = 0.2  # seconds an append waits for the lock before writing without it
 LOCK_POLL = 0.005
 
