@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from watchdog.data_dir import user_name
 from watchdog.shared import endpoints
 from watchdog.shared.config import Config
-from watchdog.data_dir import prove_writable
 from watchdog.shared.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.watchdog_lock import WATCHDOG_LOCK
 
@@ -66,24 +66,48 @@ def check_config(config: Config) -> Iterator[Finding]:
                                       f"chown root:wa-watchdog {config.path} && chmod 0640 {config.path}")
 
 
+def _not_writable(path: Path) -> str:
+    """Why this user cannot create files in `path` ('' = it can), found without writing (a check changes
+    nothing): a read-only mount, or the permission bits."""
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+        return "Read-only file system"
+    return "" if os.access(path, os.W_OK | os.X_OK, effective_ids=True) else "Permission denied"
+
+
 def check_data_dir(config: Config) -> Iterator[Finding]:
     path = config.data_dir
     if not path.is_dir():
         yield Finding(FAIL, "data dir",
                       f"{path} does not exist: install -d -o wa-watchdog -g wa-watchdog -m 0750 {path}")
         return
-    try:
-        prove_writable(path)
-    except OSError as exc:
-        yield Finding(FAIL, "data dir", f"{path} is not writable by this user: {exc.strerror} (run the check as the "
+    problem = _not_writable(path)
+    if problem:
+        yield Finding(FAIL, "data dir", f"{path} is not writable by this user: {problem} (run the check as the "
                                         "service user: sudo -u wa-watchdog wa-watchdog check ...)")
         return
-    mode = stat.S_IMODE(path.stat().st_mode)
+    info = path.stat()
+    mode = stat.S_IMODE(info.st_mode)
     if mode & stat.S_IRWXO:
         yield Finding(WARN, "data dir", f"{path} is open to every user (mode {mode:04o}) and holds WhatsApp messages: "
                                         f"chmod 0750 {path}")
     else:
-        yield Finding(OK, "data dir", f"{path}: writable, mode {mode:04o}")
+        yield Finding(OK, "data dir", f"{path}: writable, mode {mode:04o}, owner {user_name(info.st_uid)}")
+    yield from check_owners(config, info.st_uid)
+
+
+def check_owners(config: Config, owner: int) -> Iterator[Finding]:
+    """What the service opens for writing at start belongs to the data directory's owner: one made by another
+    user (a root `pair`, an older release's root `check`) stops the service with a permission error."""
+    for account in config.accounts.values():
+        session = account.session_dir
+        paths = [config.data_dir / "accounts", account.store.parent, session, session / "session.lock",
+                 session / (account.session_db or "neonize.db"), account.store]
+        foreign = [p for p in dict.fromkeys(paths) if p.exists() and p.stat().st_uid != owner]
+        if foreign:
+            names = ", ".join(f"{p} ({user_name(p.stat().st_uid)})" for p in foreign)
+            yield Finding(FAIL, "data dir", f"account {account.name}: {names} not owned by {user_name(owner)}, "
+                                            f"who owns the data directory: chown -R {user_name(owner)}: "
+                                            f"{config.data_dir / 'accounts'}")
 
 
 def fixed_ports(config: Config) -> list[tuple[str, str, int]]:
@@ -131,7 +155,7 @@ def check_sessions(config: Config) -> Iterator[Finding]:
                                            "pip install 'wa-watchdog[neonize]'")
             continue
         try:
-            device = linked_device(account)
+            device = linked_device(account, read_only=True)
         except SessionStoreError as exc:
             yield Finding(FAIL, "session", f"{account.name}: {exc}")
             continue

@@ -1,6 +1,7 @@
 """`wa-watchdog check`: one line per check, exit 1 naming what is wrong with an installation."""
 from __future__ import annotations
 
+import hashlib
 import socket
 import subprocess
 from pathlib import Path
@@ -86,3 +87,36 @@ def test_ports_held_by_the_running_watchdog_are_fine(write_config, tmp_path: Pat
     for key, port in (("watchdog.control_port", control), ("accounts.main.api_port", api)):
         assert f"ok    port      127.0.0.1:{port} ({key}) is in use: the running wa-watchdog holds this data " \
                "directory" in done.stdout
+
+
+def _tree(root: Path) -> dict[str, tuple]:
+    """Everything under `root`, byte for byte: type, mode, owner, mtime and content of each entry."""
+    found: dict[str, tuple] = {}
+    for path in sorted([root, *root.rglob("*")]):
+        info = path.lstat()
+        content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        found[str(path.relative_to(root))] = (info.st_mode, info.st_uid, info.st_mtime_ns, info.st_size, content)
+    return found
+
+
+def test_check_writes_nothing(tmp_path: Path) -> None:
+    """Before the data directory exists and in an installed one with a paired neonize session: the tree is the
+    same byte for byte after the check (no data dir, no session dir, no lock, no -wal/-shm)."""
+    from tests.neonize_support import NEONIZE_CONFIG, link_session
+    config = tmp_path / "wa.toml"
+    config.write_text(NEONIZE_CONFIG, encoding="utf-8")
+    config.chmod(0o640)
+    before = _tree(tmp_path)
+    missing = cli(config, "check", "--unit-dir", str(tmp_path / "units"))
+    assert f"FAIL  data dir  {tmp_path / 'data'} does not exist" in missing.stdout
+    assert "Traceback" not in missing.stderr
+    assert _tree(tmp_path) == before
+
+    session = tmp_path / "data/accounts/main/session"
+    link_session(session / "neonize.db")
+    for suffix in ("-wal", "-shm"):
+        session.joinpath("neonize.db" + suffix).unlink(missing_ok=True)
+    before = _tree(tmp_path)
+    ready = cli(config, "check", "--unit-dir", str(tmp_path / "units"))
+    assert "ok    session   main: paired as 27710000000:7@s.whatsapp.net" in ready.stdout, ready.stdout
+    assert _tree(tmp_path) == before

@@ -71,7 +71,7 @@ def test_the_documented_install_pairs_before_the_first_start(scratch_root: Path)
     os.chown(data, NOBODY, NOBODY)
     checked = _as_service_user("check", "--config", str(config), "--unit-dir", str(scratch_root / "etc/systemd"))
     assert f"ok    config    {config}: valid" in checked.stdout
-    assert f"ok    data dir  {data}: writable, mode 0750" in checked.stdout
+    assert f"ok    data dir  {data}: writable, mode 0750, owner nobody" in checked.stdout
     assert "FAIL  session   main (27710000000) is not paired" in checked.stdout  # what pairing is for
     assert checked.returncode == 1
 

@@ -82,6 +82,7 @@ class _Loader(ConfigChecks):
         if not isinstance(data_dir_raw, str):
             raise self.error("data_dir", f"expected a string, got {_kind(data_dir_raw)}")
         data_dir = data_dir_override or (self.path.parent / data_dir_raw).resolve()
+        self.check_data_dir(data_dir)
 
         watchdog = self.table(WatchdogConfig, raw.get("watchdog", {}), "watchdog")
         watchdog = replace(watchdog, recovery_log=data_dir / watchdog.recovery_log)

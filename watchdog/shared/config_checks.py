@@ -14,6 +14,16 @@ from watchdog.shared.config_model import (ALERT_RULES, DB_SCHEMA_NAME, GROUP_JID
 from watchdog.shared.config_tables import TableReader
 
 
+# Directories of the system itself: the commands that write the data directory tighten it to 0750 and fill it,
+# so one of these (not a folder inside it, such as /var/lib/wa-watchdog) is refused.
+SYSTEM_DIRS = frozenset(Path(p) for p in (
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt", "/opt",
+    "/proc", "/root", "/run", "/run/user", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib",
+    "/usr/lib64", "/usr/local", "/usr/sbin", "/usr/share", "/usr/src", "/var", "/var/backups", "/var/cache",
+    "/var/lib", "/var/local", "/var/lock", "/var/log", "/var/mail", "/var/opt", "/var/run", "/var/spool",
+    "/var/tmp"))
+
+
 def project_key(i: int, name: object) -> str:
     """How config errors name a project: by its name (`projects[lawley]`), by position only while it has none."""
     return f"projects[{name}]" if isinstance(name, str) and name else f"projects[{i}]"
@@ -43,6 +53,11 @@ class ConfigChecks(TableReader):
     def check_port(self, port: int, key: str) -> None:
         if not 0 <= port <= 65535:
             raise self.error(key, f"port {port} out of range 0-65535 (0 = any free port)")
+
+    def check_data_dir(self, data_dir: Path) -> None:
+        if data_dir in SYSTEM_DIRS:
+            raise self.error("data_dir", f"{data_dir} is a system directory; the data directory must be the "
+                                         "service's own, e.g. /var/lib/wa-watchdog")
 
     def check_account(self, account: AccountConfig, data_dir: Path, projects: list[ProjectConfig],
                       sim: SimConfig | None) -> AccountConfig:
