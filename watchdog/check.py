@@ -1,11 +1,14 @@
 """`wa-watchdog check --config ...`: is this installation ready to run? One line per check, exit 1 on a failure.
 
 What a stranger setting up a host needs confirmed before `systemctl start`:
-the config loads (the CLI already refused it with exit 2 otherwise), the data
-directory is there and writable by this user, every fixed port is free (or
-held by the running watchdog itself), every neonize account is paired, and
-the systemd unit is installed and points at this config. Warnings (`warn`)
-are advice (file modes, ffmpeg, no unit); only `FAIL` changes the exit code.
+the config loads (the CLI already refused it with exit 2 otherwise) and holds
+no placeholder, the data directory is there and writable by this user (and
+what is in it is the data directory owner's), media_dirs exist, every fixed
+port is free (or held by the running watchdog itself), every neonize account
+is paired, and the systemd unit is installed and points at this config.
+Warnings (`warn`) are advice (file modes, ffmpeg, no unit); only `FAIL`
+changes the exit code. A check writes nothing: not the data directory, not a
+session store, not a lock (it must be safe to run as root before anything exists).
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ from pathlib import Path
 
 from watchdog.data_dir import user_name
 from watchdog.shared import endpoints
-from watchdog.shared.config import Config
+from watchdog.shared.config import Config, readable_secrets
+from watchdog.shared.config_secrets import placeholders
 from watchdog.shared.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.watchdog_lock import WATCHDOG_LOCK
 
@@ -60,10 +64,30 @@ def watchdog_running(config: Config) -> bool:
 def check_config(config: Config) -> Iterator[Finding]:
     yield Finding(OK, "config", f"{config.path}: valid ({len(config.accounts)} account(s), "
                                 f"{len(config.projects)} project(s), data_dir {config.data_dir})")
-    mode = stat.S_IMODE(config.path.stat().st_mode)
-    if mode & stat.S_IROTH:
-        yield Finding(WARN, "config", f"{config.path} is readable by every user (mode {mode:04o}) and holds tokens: "
-                                      f"chown root:wa-watchdog {config.path} && chmod 0640 {config.path}")
+    readable = readable_secrets(config)
+    if readable:
+        yield Finding(WARN, "config", readable)
+    for placeholder in placeholders(config):
+        yield Finding(FAIL, "config", f"{placeholder} is the example's placeholder: nothing would arrive there; "
+                                      "set the real URL")
+
+
+def check_media_dirs(config: Config) -> Iterator[Finding]:
+    """Files to send are read from media_dirs: a missing or unreadable one is found here, not as a 400 at send
+    time. The default (data_dir/media) is only advice: sending files is optional."""
+    for account in config.accounts.values():
+        default = [config.data_dir / "media"]
+        for i, folder in enumerate(account.media_dirs):
+            key = f"accounts.{account.name}.media_dirs" + ("" if account.media_dirs == default else f"[{i}]")
+            if not folder.is_dir():
+                problem = "does not exist" if not folder.exists() else "is not a directory"
+                level = WARN if account.media_dirs == default else FAIL
+                yield Finding(level, "media", f"{folder} ({key}) {problem}: files to send are read from it "
+                                              f"(install -d -o wa-watchdog -g wa-watchdog -m 0750 {folder})")
+            elif not os.access(folder, os.R_OK | os.X_OK, effective_ids=True):
+                yield Finding(FAIL, "media", f"{folder} ({key}) is not readable by this user")
+            else:
+                yield Finding(OK, "media", f"{folder} ({key})")
 
 
 def _not_writable(path: Path) -> str:
@@ -193,8 +217,8 @@ def check_runtime() -> Iterator[Finding]:
 
 
 def findings(config: Config, unit_dir: Path = UNIT_DIR) -> list[Finding]:
-    return [*check_config(config), *check_data_dir(config), *check_ports(config), *check_sessions(config),
-            *check_unit(config, unit_dir), *check_runtime()]
+    return [*check_config(config), *check_data_dir(config), *check_media_dirs(config), *check_ports(config),
+            *check_sessions(config), *check_unit(config, unit_dir), *check_runtime()]
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:

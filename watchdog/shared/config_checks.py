@@ -11,6 +11,7 @@ from watchdog.shared.config_model import (ALERT_RULES, DB_SCHEMA_NAME, GROUP_JID
                                    MIN_RSS_LIMIT_MB, MIN_TRAFFIC_INTERVAL, NAME, ORIGIN, PHONE, WEBHOOK_EVENTS,
                                    WEBHOOK_NAME, AccountConfig, AlertConfig, Config, DatabaseConfig, DropsApiConfig,
                                    ProbeConfig, ProjectConfig, SimConfig, WatchdogConfig, WebhookConfig)
+from watchdog.shared.config_secrets import placeholder_token
 from watchdog.shared.config_tables import TableReader
 
 
@@ -70,8 +71,7 @@ class ConfigChecks(TableReader):
             raise self.error(f"{key}.phone", f"expected digits only with country code (e.g. 27710000000), got {account.phone!r}")
         self.check_port(account.api_port, f"{key}.api_port")
         self.check_supervision(account.watchdog_sec, account.rss_limit_mb, key, account.probe)
-        if not _is_loopback(account.api_host) and not account.api_token:
-            raise self.error(f"{key}.api_token", f"required when api_host is not loopback ({account.api_host})")
+        self.check_token(account.api_token, f"{key}.api_token", "api_host", account.api_host)
         self.check_origins(account.api_allowed_origins, f"{key}.api_allowed_origins")
         for media_type in ("image", "video", "audio", "document"):
             self.check_positive(getattr(account.media_max_mb, media_type), f"{key}.media_max_mb.{media_type}")
@@ -159,9 +159,17 @@ class ConfigChecks(TableReader):
         if watchdog.backoff_max < watchdog.backoff_initial:
             raise self.error("watchdog.backoff_max", f"must be at least backoff_initial ({watchdog.backoff_initial:g}),"
                                                      f" got {watchdog.backoff_max:g}")
-        if not _is_loopback(watchdog.control_host) and not watchdog.control_token:
-            raise self.error("watchdog.control_token", f"required when control_host is not loopback ({watchdog.control_host})")
+        self.check_token(watchdog.control_token, "watchdog.control_token", "control_host", watchdog.control_host)
         self.check_origins(watchdog.control_allowed_origins, "watchdog.control_allowed_origins")
+
+    def check_token(self, token: str, key: str, host_key: str, host: str) -> None:
+        """A bearer token: required off loopback, and never blank or the example's placeholder (anyone could
+        guess it, and a blank one means none)."""
+        if token and (not token.strip() or placeholder_token(token)):
+            raise self.error(key, f"{token!r} is a placeholder, not a token: set a random one (openssl rand -hex 32)")
+        if not _is_loopback(host) and not token:
+            raise self.error(key, f"required when {host_key} is not loopback ({host}): set a random one "
+                                  "(openssl rand -hex 32)")
 
     def check_origins(self, origins: list[str], key: str) -> None:
         """An Origin is `scheme://host[:port]`, exactly as a browser sends it."""
@@ -189,8 +197,7 @@ class ConfigChecks(TableReader):
         """[[webhooks]] and [drops_api], checked together: drops-api delivers the webhooks."""
         self.check_port(drops_api.port, "drops_api.port")
         self.check_supervision(drops_api.watchdog_sec, drops_api.rss_limit_mb, "drops_api")
-        if not _is_loopback(drops_api.host) and not drops_api.token:
-            raise self.error("drops_api.token", f"required when host is not loopback ({drops_api.host})")
+        self.check_token(drops_api.token, "drops_api.token", "host", drops_api.host)
         self.check_origins(drops_api.allowed_origins, "drops_api.allowed_origins")
         if not isinstance(raw, list):
             raise self.error("webhooks", "expected an array of tables ([[webhooks]])")
