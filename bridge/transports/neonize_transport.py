@@ -23,7 +23,7 @@ import functools
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
@@ -35,7 +35,8 @@ from neonize.client import NewClient
 from neonize.events import (ClientOutdatedEv, ConnectedEv, ConnectFailureEv, DisconnectedEv, HistorySyncEv,
                             KeepAliveRestoredEv, KeepAliveTimeoutEv, LoggedOutEv, MessageEv, OfflineSyncCompletedEv,
                             ReceiptEv, StreamErrorEv, StreamReplacedEv, TemporaryBanEv)
-from neonize.exc import DownloadError, GetGroupInfoError, GetJIDFromStoreError, NeonizeError, SendMessageError, UploadError
+from neonize.exc import (DownloadError, GetGroupInfoError, GetJIDFromStoreError, GetJoinedGroupsError, NeonizeError,
+                         SendMessageError, UploadError)
 from neonize.proto import Neonize_pb2 as nz
 from neonize.utils.log import log_whatsmeow
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
@@ -95,6 +96,7 @@ class NeonizeClient(Protocol):
     def upload(self, binary: bytes, media_type: object = None) -> nz.UploadResponse: ...
     def download_any(self, message: object) -> bytes: ...
     def get_group_info(self, jid: nz.JID) -> nz.GroupInfo: ...
+    def get_joined_groups(self) -> Sequence[nz.GroupInfo]: ...
     def get_lid_from_pn(self, jid: nz.JID) -> nz.JID: ...
 
 
@@ -478,6 +480,13 @@ class NeonizeTransport(Transport):
                 return False
             self._lid_groups[group_jid] = any(p.JID.Server == mapping.LID_SERVER for p in info.Participants)
         return self._lid_groups[group_jid]
+
+    async def joined_groups(self) -> list[str]:
+        client = self._live_client()
+        try:
+            return mapping.group_jids(await asyncio.to_thread(client.get_joined_groups))
+        except GetJoinedGroupsError as exc:
+            raise NotConnected(f"WhatsApp did not list the joined groups: {exc}") from None
 
     async def request_history(self, chat_jid: str, since: datetime, until: datetime) -> list[IncomingMessage]:
         raise HistoryUnsupported(HISTORY_LIMIT)

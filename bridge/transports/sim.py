@@ -346,6 +346,10 @@ class SimTransport(Transport):
             return []
         return [_incoming(raw, Source.HISTORY, self._jid) for raw in reply["messages"]]
 
+    async def joined_groups(self) -> list[str]:
+        reply = await self._request({"type": "groups"})
+        return [str(jid) for jid in reply.get("groups") or []]
+
     async def download(self, media: MediaInfo) -> bytes:
         reply = await self._request({"type": "download", "url": media.url})
         if not reply.get("ok"):
