@@ -15,18 +15,25 @@ from __future__ import annotations
 import argparse
 import errno
 import fcntl
+import json
 import os
 import shutil
 import socket
 import stat
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
+from bridge.membership import not_in_text
+
 from watchdog.data_dir import user_name
 from watchdog.shared import endpoints
-from watchdog.shared.config import Config, readable_secrets
+from watchdog.shared.config import AccountConfig, Config, readable_secrets
 from watchdog.shared.config_secrets import placeholders
 from watchdog.shared.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.watchdog_lock import WATCHDOG_LOCK
@@ -34,6 +41,7 @@ from watchdog.watchdog_lock import WATCHDOG_LOCK
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 UNIT_DIR = Path("/etc/systemd/system")
 UNIT = "wa-watchdog.service"
+HEALTH_TIMEOUT = 3.0  # seconds for a running bridge's health answer
 
 
 @dataclass(frozen=True)
@@ -191,6 +199,48 @@ def check_sessions(config: Config) -> Iterator[Finding]:
                                          f"({session_database(account)})")
 
 
+def _bridge_health(config: Config, account: AccountConfig) -> dict | None:
+    """The running bridge's `GET /api/health` answer (200 or 503 alike), None when no bridge of it runs."""
+    record = endpoints.read(config.data_dir, account.component)
+    if record is None or "api" not in record.get("endpoints", {}) or not psutil.pid_exists(record["pid"]):
+        return None
+    request = urllib.request.Request(record["endpoints"]["api"] + "/api/health")
+    if account.api_token:
+        request.add_header("Authorization", f"Bearer {account.api_token}")
+    try:
+        with urllib.request.urlopen(request, timeout=HEALTH_TIMEOUT) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read() or b"null")
+    return body if isinstance(body, dict) else {}
+
+
+def check_groups(config: Config) -> Iterator[Finding]:
+    """While a bridge runs: every enabled project's groups are among those WhatsApp lists for its account (a
+    mistyped JID, or a number removed from a group, would watch nothing and look like a quiet group)."""
+    for account in config.accounts.values():
+        try:
+            health = _bridge_health(config, account)
+        except (OSError, ValueError) as exc:
+            yield Finding(WARN, "groups", f"account {account.name}: its bridge did not answer ({exc}); "
+                                          "group membership not checked")
+            continue
+        if health is None:
+            continue  # not running: nothing to ask WhatsApp through
+        groups = health.get("groups")
+        if not isinstance(groups, list):
+            yield Finding(WARN, "groups", f"account {account.name}: WhatsApp has not listed its groups yet (bridge "
+                                          f"{health.get('state', '?')}); check again once it is connected")
+            continue
+        followed = [(group, project.name) for project in config.projects
+                    if project.enabled and project.listen_account == account.name for group in project.groups]
+        missing = [(group, name) for group, name in followed if group not in groups]
+        for group, name in missing:
+            yield Finding(FAIL, "groups", f"{not_in_text(account.name, group, [name])}: nothing from it is recorded")
+        if not missing:
+            yield Finding(OK, "groups", f"account {account.name} is in every followed group ({len(followed)})")
+
+
 def check_unit(config: Config, unit_dir: Path) -> Iterator[Finding]:
     unit = unit_dir / UNIT
     if not unit.is_file():
@@ -218,7 +268,7 @@ def check_runtime() -> Iterator[Finding]:
 
 def findings(config: Config, unit_dir: Path = UNIT_DIR) -> list[Finding]:
     return [*check_config(config), *check_data_dir(config), *check_media_dirs(config), *check_ports(config),
-            *check_sessions(config), *check_unit(config, unit_dir), *check_runtime()]
+            *check_sessions(config), *check_groups(config), *check_unit(config, unit_dir), *check_runtime()]
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:
