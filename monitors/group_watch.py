@@ -22,8 +22,10 @@ from watchdog.shared.config import Config
 from watchdog.shared.waiting import wait_event
 
 RULE = "not_in_group"
-PERIOD = 60.0  # seconds between looks once the bridge has answered (it asks WhatsApp every 10 minutes)
-UNKNOWN_PERIOD = 1.0  # while the bridge is not up or has not asked WhatsApp yet
+# Seconds between looks once the bridge has answered (it asks WhatsApp every 10 minutes); while it has not
+# (starting, WhatsApp away) from 1 s doubling to 30 s: a hundred monitors must not poll a bridge that is down.
+PERIOD = 300.0
+UNKNOWN_FIRST, UNKNOWN_MAX = 1.0, 30.0
 
 
 class GroupWatch:
@@ -48,10 +50,12 @@ class GroupWatch:
         async with aiohttp.ClientSession() as http:
             bridges = {name: BridgeClient(self.config, name, http)
                        for name in dict.fromkeys(monitor.account.name for monitor in self.monitors)}
+            unknown = UNKNOWN_FIRST
             while True:
                 known = [await self._look(name, client) for name, client in bridges.items()]
-                if await wait_event(stopping, PERIOD if all(known) else UNKNOWN_PERIOD):
+                if await wait_event(stopping, PERIOD if all(known) else unknown):
                     return
+                unknown = UNKNOWN_FIRST if all(known) else min(unknown * 2, UNKNOWN_MAX)
 
     async def _look(self, account: str, bridge: BridgeClient) -> bool:
         """Compare the account's projects with the groups WhatsApp listed; False while that is not known."""
