@@ -23,7 +23,7 @@ import stat
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,8 +267,21 @@ def check_runtime() -> Iterator[Finding]:
 
 
 def findings(config: Config, unit_dir: Path = UNIT_DIR) -> list[Finding]:
-    return [*check_config(config), *check_data_dir(config), *check_media_dirs(config), *check_ports(config),
-            *check_sessions(config), *check_groups(config), *check_unit(config, unit_dir), *check_runtime()]
+    """Every check in order; one that cannot even look (a directory this user may not enter) is a FAIL naming
+    the path, and the others still run."""
+    checks: list[tuple[str, Callable[[], Iterator[Finding]]]] = [
+        ("config", lambda: check_config(config)), ("data dir", lambda: check_data_dir(config)),
+        ("media", lambda: check_media_dirs(config)), ("port", lambda: check_ports(config)),
+        ("session", lambda: check_sessions(config)), ("groups", lambda: check_groups(config)),
+        ("unit", lambda: check_unit(config, unit_dir)), ("python", check_runtime)]
+    found: list[Finding] = []
+    for what, check in checks:
+        try:
+            for finding in check():
+                found.append(finding)
+        except OSError as exc:
+            found.append(Finding(FAIL, what, f"cannot look at {exc.filename or 'it'}: {exc.strerror or exc}"))
+    return found
 
 
 def cmd_check(config: Config, args: argparse.Namespace) -> int:

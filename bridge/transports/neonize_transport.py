@@ -35,8 +35,7 @@ from neonize.client import NewClient
 from neonize.events import (ClientOutdatedEv, ConnectedEv, ConnectFailureEv, DisconnectedEv, HistorySyncEv,
                             KeepAliveRestoredEv, KeepAliveTimeoutEv, LoggedOutEv, MessageEv, OfflineSyncCompletedEv,
                             ReceiptEv, StreamErrorEv, StreamReplacedEv, TemporaryBanEv)
-from neonize.exc import (DownloadError, GetGroupInfoError, GetJIDFromStoreError, GetJoinedGroupsError, NeonizeError,
-                         SendMessageError, UploadError)
+from neonize.exc import DownloadError, GetGroupInfoError, GetJIDFromStoreError, NeonizeError, SendMessageError, UploadError
 from neonize.proto import Neonize_pb2 as nz
 from neonize.utils.log import log_whatsmeow
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
@@ -485,7 +484,7 @@ class NeonizeTransport(Transport):
         client = self._live_client()
         try:
             return mapping.group_jids(await asyncio.to_thread(client.get_joined_groups))
-        except GetJoinedGroupsError as exc:
+        except NeonizeError as exc:  # GetJoinedGroupsError and the like: not known now, asked again later
             raise NotConnected(f"WhatsApp did not list the joined groups: {exc}") from None
 
     async def request_history(self, chat_jid: str, since: datetime, until: datetime) -> list[IncomingMessage]:

@@ -348,6 +348,8 @@ class SimTransport(Transport):
 
     async def joined_groups(self) -> list[str]:
         reply = await self._request({"type": "groups"})
+        if not reply.get("ok"):  # not known: never an empty list, which would mean "in no group"
+            raise NotConnected(f"the simulator did not list the groups: {reply.get('error')}")
         return [str(jid) for jid in reply.get("groups") or []]
 
     async def download(self, media: MediaInfo) -> bytes:
