@@ -79,7 +79,7 @@ def test_a_group_the_account_is_not_in_is_named_everywhere(write_config, inbox: 
         wait_until(lambda: (status(data)["bridge:main"]["connection"] or {}).get("not_in_groups") == [
             {"group": GROUP_C, "projects": ["velo-test"]}], 20, message="the bridge's health, as the watchdog shows it")
         shown = cli(config, "status")
-        assert shown.returncode == 0 and f"monitor:velo-test: velo-test: " in shown.stdout and NOT_IN in shown.stdout
+        assert shown.returncode == 0 and "monitor:velo-test: velo-test: " in shown.stdout and NOT_IN in shown.stdout
 
         # check, while the bridge runs, asks it
         checked = cli(config, "check", "--unit-dir", str(tmp_path / "units"))
