@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BASE_CONFIG, ROOT, Processes, wait_until
+from tests.bridge_support import health
 from tests.monitor_support import cli
 from watchdog.shared import endpoints
 
@@ -73,19 +74,21 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_ports_held_by_the_running_watchdog_are_fine(write_config, tmp_path: Path) -> None:
-    control, api = _free_port(), _free_port()
+    control, api_port = _free_port(), _free_port()
     config = write_config(BASE_CONFIG.replace("control_port = 0", f"control_port = {control}").replace(
-        "api_port = 0", f"api_port = {api}"))
+        "api_port = 0", f"api_port = {api_port}"))
     config.chmod(0o640)
     procs = Processes(config)
     try:
         procs.start("run", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: endpoints.url(tmp_path / "data", "bridge:main"), 30, message="the bridge to serve")
+        api = wait_until(lambda: endpoints.url(tmp_path / "data", "bridge:main"), 30, message="the bridge to serve")
+        wait_until(lambda: isinstance(health(api).get("groups"), list), 30, message="WhatsApp to list the groups")
         done = cli(config, "check", "--unit-dir", str(tmp_path / "units"))
     finally:
         procs.stop_all()
     assert done.returncode == 0, done.stdout
-    for key, port in (("watchdog.control_port", control), ("accounts.main.api_port", api)):
+    assert "ok    groups    account main is in every followed group (2)" in done.stdout  # asked the running bridge
+    for key, port in (("watchdog.control_port", control), ("accounts.main.api_port", api_port)):
         assert f"ok    port      127.0.0.1:{port} ({key}) is in use: the running wa-watchdog holds this data " \
                "directory" in done.stdout
 
