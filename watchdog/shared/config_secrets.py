@@ -19,7 +19,8 @@ PLACEHOLDER_TOKEN = re.compile(r"^(x{3,}|\.{3}|<[^>]*>|(change|replace|set)[-_ ]
                                r"password|todo|tbd|your[-_ ].*)$", re.IGNORECASE)
 PLACEHOLDER_WORD = re.compile(r"REPLACE|CHANGE[-_]?ME|XXX|<[^>]*>|YOUR[-_]", re.IGNORECASE)
 EXAMPLE_HOST = re.compile(r"(^|\.)example\.(com|org|net)$|(^|\.)example$", re.IGNORECASE)
-CHAT_WEBHOOK_FORMATS = ("slack", "discord")  # their webhook URL is the credential: whoever has it can post
+CHAT_WEBHOOK_FORMATS = ("slack", "discord")
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE", re.IGNORECASE)  # a [[programs]] env name  # their webhook URL is the credential: whoever has it can post
 
 
 def placeholder_token(value: str) -> bool:
@@ -50,6 +51,8 @@ def secret_keys(config: Config) -> list[str]:
     found += [f"alerts[{i}].url" for i, alert in enumerate(config.alerts)
               if (alert.format in CHAT_WEBHOOK_FORMATS or _password(alert.url)) and not placeholder_url(alert.url)]
     found += [f"webhooks[{i}].url" for i, hook in enumerate(config.webhooks) if _password(hook.url)]
+    found += [f"programs[{i}].env.{name}" for i, program in enumerate(config.programs) for name, value in program.env
+              if value and (SECRET_NAME.search(name) or _password(value))]
     return found
 
 
