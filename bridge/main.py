@@ -50,6 +50,7 @@ from bridge.outbox import Outbox
 from bridge.quarantine import Quarantined, unmappable
 from bridge.session_lock import SessionHeld, SessionLock
 from bridge.integrity import CorruptStore, check_or_refuse
+from bridge.membership import Membership
 from bridge.store import OutboxRow, Store, StoreCorrupt, StoreError, StoreLocked, format_ts, now_ts
 from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Receipt, Transport
 from bridge.windows import STOPPED_REASON, Windows
@@ -121,6 +122,7 @@ class Bridge:
         self.alive = AliveFile(alive_path(account.session_dir, store.path, config.data_dir, self.component))
         self.windows = Windows(store, self.alive, self.recovery_log, self.component, transport,
                                account.follow_groups)
+        self.membership = Membership(config, account, transport)
         self.notifier = Notifier()
         self._stop = asyncio.Event()
         self._synced = asyncio.Event()
@@ -245,10 +247,10 @@ class Bridge:
     def health_inputs(self) -> HealthInputs:
         try:
             return HealthInputs(self.store.outbox_depth(), self.store.open_window(), self.store.outbox_dead_letters(),
-                                self.store.quarantine_counts())
+                                self.store.quarantine_counts(), self.membership.health())
         except sqlite3.Error as exc:
             self.health.store_result(f"cannot read {self.store.path}: {exc}")
-            return HealthInputs(-1, None, -1, {})
+            return HealthInputs(-1, None, -1, {}, self.membership.health())
 
     def status_line(self) -> str:
         try:
@@ -283,6 +285,7 @@ class Bridge:
         if self.health.connected:
             self.windows.on_caught_up(self._connected_at)
             await self.windows.backfill()
+        await self.membership.refresh(lambda: self.health.connected)
 
     def _publish_status(self) -> None:
         self.notifier.status(self.status_line())
@@ -361,6 +364,7 @@ class Bridge:
                     self.account.transport, self.store.path)
         self._spawn(self.health.measure_loop_lag())
         self._spawn(self._beat())
+        self._spawn(self.membership.keep_fresh(lambda: self.health.connected, self._stop))
         transport_task = asyncio.create_task(self.transport.run(self))
         stop_task = asyncio.create_task(self._stop.wait())
         await asyncio.wait({transport_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)

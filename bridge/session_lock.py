@@ -20,6 +20,7 @@ import os
 import time
 from pathlib import Path
 
+from watchdog.data_dir import not_usable
 from watchdog.shared import file_modes, locks
 
 LOCK_NAME = "session.lock"
@@ -46,8 +47,11 @@ class SessionLock:
 
     def __init__(self, session_dir: Path, wait: bool = False) -> None:
         self.path = lock_path(session_dir)
-        file_modes.ensure_dir(session_dir, file_modes.PRIVATE_DIR)
-        self._fd = locks.open_lock(self.path)
+        try:
+            file_modes.ensure_dir(session_dir, file_modes.PRIVATE_DIR)
+            self._fd = locks.open_lock(self.path)
+        except OSError as exc:  # e.g. made by root before the service user ran: say so, no traceback
+            raise not_usable("session directory", session_dir, exc) from None
         self.previous_owner: int | None = None  # the pid the file named when we got it
         self.waited = False  # True if we blocked until that owner let go (a standby: it just died)
         first_refusal: float | None = None

@@ -38,6 +38,7 @@ RULE_TITLES = {
     "not_paired": "never paired: pairing needed",
     "config_failed": "failed on its configuration: not restarted",
     "webhook_dead": "event webhook given up on (dead)",
+    "not_in_group": "following a group the account is not in: nothing from it is recorded",
 }
 
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from watchdog.shared.config import Config, ConfigError, load
-from watchdog.data_dir import DataDirError, ensure_writable
+from watchdog.data_dir import DataDirError, ensure_writable, user_name
 from watchdog.shared.exitcodes import EXIT_CONFIG
 from watchdog.shared.file_modes import set_umask, tighten_data_dir
 
@@ -137,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     except DataDirError as exc:
         print(f"wa-watchdog {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except PermissionError as exc:  # a file this user may not touch: name it, no traceback (restarting won't help)
+        print(f"wa-watchdog {args.command}: {exc.strerror or 'permission denied'}: {exc.filename or exc} "
+              f"(running as {user_name(os.getuid())})", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
 

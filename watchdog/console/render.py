@@ -11,6 +11,7 @@ from datetime import datetime
 from html import escape
 from urllib.parse import quote
 
+from bridge.membership import not_in_text
 from watchdog.console import timeline
 from watchdog.console.incidents import Incident
 from watchdog.console.view import Console, Row
@@ -62,6 +63,9 @@ def _connection(connection: dict | None) -> str:
     else:
         parts.append("no open window")
     parts.append(f'outbox {escape(str(connection.get("outbox_depth", "?")))}')
+    for item in connection.get("not_in_groups") or []:  # a project follows a group the number is not in
+        text = not_in_text(str(connection.get("account") or "?"), str(item.get("group")), list(item.get("projects") or []))
+        parts.append(f'<span class="bad">{escape(text)}</span>')
     age = connection.get("last_event_age_s")
     parts.append(f"last event {format_duration(age) if age is not None else '-'} ago")
     return f'<div class="conn">WhatsApp: {" · ".join(parts)}</div>'

@@ -187,7 +187,8 @@ class AlertConfig:
     )
 
 
-ALERT_RULES = ("crash_loop", "hang", "disconnect", "stream_replaced", "logged_out", "not_paired", "config_failed", "webhook_dead")
+ALERT_RULES = ("crash_loop", "hang", "disconnect", "stream_replaced", "logged_out", "not_paired", "config_failed", "webhook_dead",
+               "not_in_group")
 
 
 @dataclass(frozen=True)
