@@ -16,7 +16,10 @@ A store that cannot be written (disk full, another program holding its lock)
 does not stop the bridge: health says so (`store_error`, naming the lock and
 for how long), nothing is acknowledged (the batch is retried every
 `STORE_RETRY` seconds, so ingest resumes by itself once the store is
-writable again), and the event loop keeps heartbeating. An idle bridge
+writable again), and the event loop keeps heartbeating. Nor does a URL it
+cannot publish (run/<component>.json on that full disk): it is retried in the
+background while the watchdog finds the bridge on its health socket
+(`endpoints.health_socket`, outside the public API's connection cap). An idle bridge
 writes nothing to the store (each commit wakes every monitor): its heartbeat
 is the file `bridge.alive`, and the store is probed with a write only while
 that is the only way to know (`_probe_store`). A corrupt store is
@@ -38,7 +41,7 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 from loguru import logger
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_fixed
+from tenacity import AsyncRetrying, retry_if_exception, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from bridge.alive import AliveFile, alive_path
 from bridge.api import build_app
@@ -47,13 +50,14 @@ from bridge.outbox import Outbox
 from bridge.quarantine import Quarantined, unmappable
 from bridge.session_lock import SessionHeld, SessionLock
 from bridge.integrity import CorruptStore, check_or_refuse
+from bridge.membership import Membership
 from bridge.store import OutboxRow, Store, StoreCorrupt, StoreError, StoreLocked, format_ts, now_ts
 from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Receipt, Transport
 from bridge.windows import STOPPED_REASON, Windows
 from watchdog.shared import endpoints, exit_handoff, logs, web_guard
 from watchdog.shared.config import AccountConfig, Config
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
-from watchdog.shared.http_server import LimitedRunner
+from watchdog.shared.http_server import LimitedRunner, serve_private
 from watchdog.shared.migrations import SchemaTooNew
 from watchdog.shared.notify import Notifier, heartbeat_interval
 from watchdog.shared.recovery_log import RecoveryLog
@@ -74,6 +78,7 @@ MAX_TICK = 1.0  # heartbeat period (bridge.alive: the start of a crash window is
 STORE_PROBE = 30.0
 LOW_SPACE = 1 << 20  # bytes: below this a commit may fail with a full disk, so every tick probes with a write
 STORE_RETRY = 0.5  # seconds between attempts to store a batch the store refused (full disk, locked)
+PUBLISH_RETRY = 0.5  # seconds between attempts to publish the API's URL (full disk)
 
 
 def _port_in_use(exc: BaseException) -> bool:
@@ -117,6 +122,7 @@ class Bridge:
         self.alive = AliveFile(alive_path(account.session_dir, store.path, config.data_dir, self.component))
         self.windows = Windows(store, self.alive, self.recovery_log, self.component, transport,
                                account.follow_groups)
+        self.membership = Membership(config, account, transport)
         self.notifier = Notifier()
         self._stop = asyncio.Event()
         self._synced = asyncio.Event()
@@ -241,10 +247,10 @@ class Bridge:
     def health_inputs(self) -> HealthInputs:
         try:
             return HealthInputs(self.store.outbox_depth(), self.store.open_window(), self.store.outbox_dead_letters(),
-                                self.store.quarantine_counts())
+                                self.store.quarantine_counts(), self.membership.health())
         except sqlite3.Error as exc:
             self.health.store_result(f"cannot read {self.store.path}: {exc}")
-            return HealthInputs(-1, None, -1, {})
+            return HealthInputs(-1, None, -1, {}, self.membership.health())
 
     def status_line(self) -> str:
         try:
@@ -279,6 +285,7 @@ class Bridge:
         if self.health.connected:
             self.windows.on_caught_up(self._connected_at)
             await self.windows.backfill()
+        await self.membership.refresh(lambda: self.health.connected)
 
     def _publish_status(self) -> None:
         self.notifier.status(self.status_line())
@@ -349,11 +356,15 @@ class Bridge:
         url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         if taken:
             logger.warning("api_port {} is taken: serving on free port {} instead (api_port_fallback)", taken, port)
-        endpoints.publish(self.config.data_dir, self.component, {"api": url})
+        socket_path = endpoints.health_socket(self.config.data_dir, self.component)
+        if socket_path is not None:
+            await serve_private(runner, socket_path)
+        self._publish({"api": url})
         logger.info("bridge {} serving on {} (transport {}, store {})", self.account.name, url,
                     self.account.transport, self.store.path)
         self._spawn(self.health.measure_loop_lag())
         self._spawn(self._beat())
+        self._spawn(self.membership.keep_fresh(lambda: self.health.connected, self._stop))
         transport_task = asyncio.create_task(self.transport.run(self))
         stop_task = asyncio.create_task(self._stop.wait())
         await asyncio.wait({transport_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -376,6 +387,22 @@ class Bridge:
         stop_task.cancel()
         await self._shutdown(runner, transport_task, stop_reason)
         return exit_code
+
+    def _publish(self, published: dict[str, str]) -> None:
+        """Publish the API's URL; one that cannot be written (ENOSPC) is retried in the background, never the
+        reason the bridge is down."""
+        try:
+            endpoints.publish(self.config.data_dir, self.component, published)
+        except OSError as exc:
+            logger.error("cannot publish the API's URL in {} ({}): serving anyway, retrying every {:g} s",
+                         endpoints.run_dir(self.config.data_dir), exc.strerror or exc, PUBLISH_RETRY)
+            self._spawn(self._publish_later(published))
+
+    async def _publish_later(self, published: dict[str, str]) -> None:
+        async for attempt in AsyncRetrying(wait=wait_fixed(PUBLISH_RETRY), retry=retry_if_exception_type(OSError)):
+            with attempt:
+                endpoints.publish(self.config.data_dir, self.component, published)
+        logger.info("API URL published: {}", published)
 
     async def _serve(self, runner: web.AppRunner) -> int | None:
         """Bind the API on api_port; with api_port_fallback a taken port means any free one (returns the taken port).

@@ -25,7 +25,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from pathlib import Path
 
 from loguru import logger
@@ -37,6 +37,7 @@ from bridge.store import OutboxRow, Store, format_ts
 from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, SendFailed,
                               Source, Transport)
 from watchdog.shared.waiting import wait_event
+from watchdog.shared import clock
 
 SEND_TIMEOUT = 10.0  # an unanswered send stays pending and is retried (same id) later
 MAX_ATTEMPTS = 5
@@ -97,7 +98,7 @@ class Outbox:
         """Queue durably (or find the same send queued before), then try to send it now."""
         since = None
         if idempotency_key is None and self.dedupe_window > 0:
-            since = format_ts(datetime.now(timezone.utc) - timedelta(seconds=self.dedupe_window))
+            since = format_ts(clock.now() - timedelta(seconds=self.dedupe_window))
         try:
             row = self.store.outbox_add(
                 new_message_id(), idempotency_key, request.recipient, request.recipient_jid, request.text,

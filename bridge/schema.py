@@ -15,12 +15,13 @@ components need; a released step is never edited. To add one: append
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from watchdog.shared.migrations import Migration, SchemaTooNew, latest
+from watchdog.shared import clock
 
 # Exactly the whatsapp-mcp bridge schema (whatsapp-bridge/main.go).
 WHATSAPP_MCP_SCHEMA = """
@@ -130,12 +131,20 @@ CREATE TABLE quarantine (
 )
 """
 
+# Who this file is: a random id written once, when the file is created (or upgraded to step 4), and kept by
+# every copy of it (`wa-watchdog backup`, `.recover`). Monitors keep it with their cursors: a rowid means
+# nothing in another file (monitors/lineage.py).
+STORE_ID = """
+INSERT OR IGNORE INTO bridge_state (key, value) VALUES ('store_id', lower(hex(randomblob(16))))
+"""
+
 MIGRATIONS = [
     Migration(1, "whatsapp-mcp chats and messages; message_meta, connection_events, disconnect_windows, outbox, "
                  "bridge_state", (WHATSAPP_MCP_SCHEMA, OUR_SCHEMA)),
     Migration(2, "receipts (server ack, delivered, read) of messages the bridge sent", (RECEIPTS,)),
     Migration(3, "outbox_requests (fingerprint, attempts, dead letters, staged media) and quarantine (poison messages)",
               (OUTBOX_REQUESTS_AND_QUARANTINE,)),
+    Migration(4, "bridge_state store_id: which file a reader's rowid cursor belongs to", (STORE_ID,)),
 ]
 
 SCHEMA_VERSION = latest(MIGRATIONS)
@@ -156,7 +165,7 @@ def parse_ts(text: str) -> datetime:
 
 
 def now_ts() -> str:
-    return format_ts(datetime.now(timezone.utc))
+    return format_ts(clock.now())
 
 
 def bare_user(jid: str) -> str:
@@ -178,6 +187,7 @@ class StoredMessage:
     is_from_me: bool
     media_type: str | None
     source: str
+    stored_at: str | None = None  # message_meta.stored_at (None for a row without meta: whatsapp-mcp's own)
 
 
 @dataclass(frozen=True)
@@ -201,7 +211,7 @@ class Window:
 
 MESSAGES_AFTER_SQL = """
 SELECT m.rowid, m.id, m.chat_jid, c.name, m.sender, m.content, m.timestamp, m.is_from_me, m.media_type,
-       COALESCE(mm.source, 'live')
+       COALESCE(mm.source, 'live'), mm.stored_at
 FROM messages m
 LEFT JOIN chats c ON c.jid = m.chat_jid
 LEFT JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid
@@ -228,8 +238,31 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 
 def messages_after(conn: sqlite3.Connection, rowid: int, limit: int = 1000) -> list[StoredMessage]:
     """Messages with a rowid above `rowid`, oldest rowid first, with how they arrived (source)."""
-    return [StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5] or "", r[6], bool(r[7]), r[8] or None, r[9])
+    return [StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5] or "", r[6], bool(r[7]), r[8] or None, r[9], r[10])
             for r in conn.execute(MESSAGES_AFTER_SQL, (rowid, limit))]
+
+
+def store_id(conn: sqlite3.Connection) -> str | None:
+    """The file's identity (bridge_state `store_id`); None before the bridge has migrated it to step 4."""
+    try:
+        row = conn.execute("SELECT value FROM bridge_state WHERE key = 'store_id'").fetchone()
+    except sqlite3.OperationalError:  # no bridge_state yet
+        return None
+    return row[0] if row else None
+
+
+MARKS_DOWN_FROM_SQL = """
+SELECT m.rowid, m.id, mm.stored_at
+FROM messages m
+LEFT JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid
+WHERE m.rowid <= ?
+ORDER BY m.rowid DESC
+"""
+
+
+def marks_down_from(conn: sqlite3.Connection, rowid: int) -> Iterator[tuple[int, str, str | None]]:
+    """(rowid, message id, stored_at) of the rows at or below `rowid`, newest rowid first, read as consumed."""
+    yield from conn.execute(MARKS_DOWN_FROM_SQL, (rowid,))
 
 
 WINDOW_SELECT = ("SELECT id, started_at, ended_at, reason, backfill_status, recovered, backfilled_at "

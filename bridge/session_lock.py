@@ -19,6 +19,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from watchdog.data_dir import not_usable
 from watchdog.shared import file_modes, locks
 
 LOCK_NAME = "session.lock"
@@ -45,11 +46,13 @@ class SessionLock:
 
     def __init__(self, session_dir: Path, wait: bool = False) -> None:
         self.path = lock_path(session_dir)
-        file_modes.ensure_dir(session_dir, file_modes.PRIVATE_DIR)
         try:  # a standby blocks: the kernel hands the lock over when the owner dies
+            file_modes.ensure_dir(session_dir, file_modes.PRIVATE_DIR)
             self._fd, self.waited = locks.take(self.path, wait)  # waited: that owner just let go
         except locks.Held as exc:
             raise SessionHeld(self.path, exc.pid) from None
+        except OSError as exc:  # e.g. made by root before the service user ran: say so, no traceback
+            raise not_usable("session directory", session_dir, exc) from None
         self.previous_owner: int | None = locks.recorded_pid(self._fd)  # the pid the file named when we got it
         locks.write_owner(self._fd)
         os.fsync(self._fd)

@@ -19,6 +19,7 @@ from bridge.store import bare_user, format_ts, open_readonly, parse_ts
 from monitors.drops_store import Drop, DropsDB, drops_db_path, open_drops_store
 from watchdog.shared.config import Config
 from watchdog.console.timeline import Mark
+from watchdog.shared import clock
 
 T = TypeVar("T")
 PANEL_ROWS = 10  # per project on the console page; the rest are one click away
@@ -30,7 +31,7 @@ def _clock(text: str | None) -> str:
 
 
 def _today_start() -> str:
-    local_midnight = datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+    local_midnight = clock.local_now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
     return format_ts(local_midnight.astimezone(timezone.utc))
 
 

@@ -21,23 +21,24 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bridge.schema import bare_user, now_ts
-from monitors.store.model import (DROP_BACKFILLED, DROP_RECORDED, DROP_RESUBMITTED, EVENT_TYPES, FEEDBACK_ACCEPTED,
+from monitors.store.model import (DROP_BACKFILLED, DROP_RECORDED, DROP_RESUBMITTED, FEEDBACK_ACCEPTED,
                                   FEEDBACK_DELIVERED_EVENT, FEEDBACK_FAILED, FEEDBACK_FAILED_EVENT, FEEDBACK_NONE,
                                   FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_READ_EVENT, FEEDBACK_SENT,
                                   FEEDBACK_SENT_EVENT, FEEDBACK_STATUSES, KIND_ACK, KIND_OPERATOR, RECEIPT_COLUMNS,
                                   Drop, DropDetail, DropEvent, DropPage, Feedback, NewFeedback, OutboxCounts,
-                                  OutboxEvent, Submission, check_feedback_transition, drop_from_row,
+                                  OutboxEvent, Position, Submission, check_feedback_transition, drop_from_row,
                                   feedback_from_row)
-from monitors.store.outbox import WebhookOutbox, drop_data, enqueue, feedback_data
+from monitors.store.outbox import WebhookOutbox, enqueue
+from monitors.store.shapes import drop_json, feedback_json, rfc3339
 from monitors.store.queries import DROP_COLUMNS, FEEDBACK_COLUMNS, DropQueries
 from monitors.store.sql import Backend, StoreUnavailable, Tx, one
 from watchdog.shared.config import Config
 
-__all__ = ["DROP_BACKFILLED", "DROP_RECORDED", "DROP_RESUBMITTED", "EVENT_TYPES", "FEEDBACK_ACCEPTED",
+__all__ = ["DROP_BACKFILLED", "DROP_RECORDED", "DROP_RESUBMITTED", "FEEDBACK_ACCEPTED",
            "FEEDBACK_DELIVERED_EVENT", "FEEDBACK_FAILED", "FEEDBACK_FAILED_EVENT", "FEEDBACK_NONE", "FEEDBACK_PENDING",
            "FEEDBACK_QUEUED", "FEEDBACK_READ_EVENT", "FEEDBACK_SENT", "FEEDBACK_SENT_EVENT", "FEEDBACK_STATUSES",
            "KIND_ACK", "KIND_OPERATOR", "Drop", "DropDetail", "DropEvent", "DropPage", "DropsDB", "Feedback",
-           "NewFeedback", "OutboxCounts", "OutboxEvent", "ReceiptStamp", "StoreUnavailable", "Submission",
+           "NewFeedback", "OutboxCounts", "OutboxEvent", "Position", "ReceiptStamp", "StoreUnavailable", "Submission",
            "check_feedback_transition", "drops_db_path", "open_drops_store"]
 
 
@@ -92,12 +93,17 @@ class DropsDB(DropQueries):
     # -- cursor and recording ------------------------------------------------------------------
 
     def cursor(self, project: str, account: str) -> int:
-        row = one(self.db.rows("SELECT rowid FROM cursors WHERE project = ? AND account = ?", (project, account)))
-        return row[0] if row else 0
+        return self.position(project, account).rowid
 
-    def record(self, project: str, account: str, cursor: int, submissions: list[Submission],
+    def position(self, project: str, account: str) -> Position:
+        """The project's cursor with what identifies it (Position(0) before it read anything)."""
+        row = one(self.db.rows("SELECT rowid, message_id, stored_at, store_id FROM cursors "
+                               "WHERE project = ? AND account = ?", (project, account)))
+        return Position(*row) if row else Position(0)
+
+    def record(self, project: str, account: str, cursor: Position | int, submissions: list[Submission],
                ack: Callable[[Submission], NewFeedback] | None) -> list[Drop]:
-        """Record submissions and move the cursor to `cursor`, in one transaction.
+        """Record submissions and move the cursor to `cursor` (a bare rowid has no marks), in one transaction.
 
         A drop number new to the project becomes a drop (plus its acknowledgement, pending,
         when `ack` is given) and a drop.recorded / drop.backfilled event; a known one becomes a
@@ -124,7 +130,7 @@ class DropsDB(DropQueries):
                                 status, None)
                     new.append(drop)
                     enqueue(tx, self.db.dialect, DROP_BACKFILLED if sub.backfilled else DROP_RECORDED,
-                            {"drop": drop_data(drop)})
+                            {"drop": drop_json(drop)})
                 else:
                     drop_id, kind = tx.rows("SELECT id FROM drops WHERE project = ? AND drop_number = ?",
                                             (project, sub.drop_number))[0][0], "resubmitted"
@@ -137,14 +143,14 @@ class DropsDB(DropQueries):
                     tx.run(event, values)  # a new drop: its first event cannot exist yet
                 elif tx.rows(event + " RETURNING id", values):
                     enqueue(tx, self.db.dialect, DROP_RESUBMITTED, {
-                        "drop": drop_data(self._drop_by_id(tx, drop_id)),
+                        "drop": drop_json(self._drop_by_id(tx, drop_id)),
                         "submission": {"message_id": sub.message_id, "submitted_by": sub.submitted_by,
-                                       "message_time": sub.message_time, "backfilled": sub.backfilled}})
+                                       "message_time": rfc3339(sub.message_time), "backfilled": sub.backfilled}})
             self._move_cursor(tx, project, account, cursor, detected_at)
         return new
 
-    def save_cursors(self, cursors: Sequence[tuple[str, str, int]]) -> None:
-        """Move (project, account, rowid) cursors past messages without drops, all in one transaction.
+    def save_cursors(self, cursors: Sequence[tuple[str, str, Position]]) -> None:
+        """Move (project, account, position) cursors past messages without drops, all in one transaction.
 
         Why not with every message: a project's cursor only has to be exact in the transaction that records
         its drops (exactly once); messages without drops read again after a crash add nothing. So monitors
@@ -153,14 +159,16 @@ class DropsDB(DropQueries):
         """
         if cursors:
             with self.db.transaction() as tx:
-                for project, account, rowid in cursors:
-                    self._move_cursor(tx, project, account, rowid, now_ts())
+                for project, account, position in cursors:
+                    self._move_cursor(tx, project, account, position, now_ts())
 
     @staticmethod
-    def _move_cursor(tx: Tx, project: str, account: str, rowid: int, at: str) -> None:
-        tx.run("INSERT INTO cursors (project, account, rowid, updated_at) VALUES (?, ?, ?, ?) "
-               "ON CONFLICT (project, account) DO UPDATE SET rowid = excluded.rowid, "
-               "updated_at = excluded.updated_at", (project, account, rowid, at))
+    def _move_cursor(tx: Tx, project: str, account: str, cursor: Position | int, at: str) -> None:
+        position = Position(cursor) if isinstance(cursor, int) else cursor
+        tx.run("INSERT INTO cursors (project, account, rowid, message_id, stored_at, store_id, updated_at) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (project, account) DO UPDATE SET rowid = excluded.rowid, "
+               "message_id = excluded.message_id, stored_at = excluded.stored_at, store_id = excluded.store_id, "
+               "updated_at = excluded.updated_at", (project, account, *position, at))
 
     # -- drops ---------------------------------------------------------------------------------
 
@@ -257,8 +265,8 @@ class DropsDB(DropQueries):
         return done
 
     def _feedback_event(self, tx: Tx, event_type: str, drop_id: int, feedback: Feedback) -> None:
-        enqueue(tx, self.db.dialect, event_type, {"drop": drop_data(self._drop_by_id(tx, drop_id)),
-                                                  "feedback": feedback_data(feedback)})
+        enqueue(tx, self.db.dialect, event_type, {"drop": drop_json(self._drop_by_id(tx, drop_id)),
+                                                  "feedback": feedback_json(feedback)})
 
     @staticmethod
     def _sync_drop_feedback(tx: Tx, drop_id: int) -> None:
@@ -317,8 +325,8 @@ class DropsDB(DropQueries):
                 drops = {row[0]: drop_from_row(row) for row in tx.rows(
                     f"SELECT {DROP_COLUMNS} FROM drops d WHERE d.id IN ({', '.join('?' * len(drop_ids))})", drop_ids)}
                 for event_type, fid in events:
-                    enqueue(tx, self.db.dialect, event_type, {"drop": drop_data(drops[drops_of[fid]]),
-                                                              "feedback": feedback_data(rows[fid])})
+                    enqueue(tx, self.db.dialect, event_type, {"drop": drop_json(drops[drops_of[fid]]),
+                                                              "feedback": feedback_json(rows[fid])})
         return set(feedback), sum(len(ids) for ids in changed.values())
 
     def _stamp(self, tx: Tx, column: str, by_id: dict[int, str]) -> set[int]:

@@ -11,7 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import aiohttp
 from loguru import logger
@@ -25,6 +25,7 @@ from watchdog.shared.config import Config, ConfigError
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.shared.migrations import SchemaTooNew
 from watchdog.recovery_view import parse_since
+from watchdog.shared import clock
 
 CLI_ATTEMPTS = 4  # quick retries (~0.4 s) before telling the operator the bridge is not answering
 
@@ -74,7 +75,7 @@ def cmd_drops(config: Config, args: argparse.Namespace) -> int:
     since = ""
     if args.since:
         try:
-            since = format_ts(datetime.now(timezone.utc) - timedelta(seconds=parse_since(args.since)))
+            since = format_ts(clock.now() - timedelta(seconds=parse_since(args.since)))
         except ValueError as exc:
             return _fail("drops", str(exc))
 

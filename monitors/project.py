@@ -12,20 +12,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from datetime import datetime, timezone
 
 from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from bridge.schema import Window, WindowCounts, bare_user, parse_ts
 from monitors.detect import DropPattern, submissions
-from monitors.drops_store import DropsDB, StoreUnavailable
+from monitors.drops_store import DropsDB, Position, StoreUnavailable
 from monitors.feedback import FeedbackSender, ack_for
 from monitors.follow import StoreFollower
+from monitors.lineage import recheck
 from watchdog.shared.config import Config, ProjectConfig
 from watchdog.shared.human import counts_text
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared.waiting import wait_event
+from watchdog.shared import clock
 
 BATCH = 1000  # messages per transaction when catching up
 REPORTED_STATUSES = ("done", "unsupported", "failed")  # a window's backfill is over: report it
@@ -56,8 +57,8 @@ class ProjectMonitor:
         self.drops = drops  # the process's one connection: every call is synchronous, on its event loop
         self.recovery_log = recovery_log
         self.sender = FeedbackSender(config, project, drops)
-        self.cursor = 0
-        self.saved_cursor = 0  # the cursor as the drops store has it (moved lazily past messages without drops)
+        self.position = Position(0)  # the cursor, with the marks that tell its file (monitors/lineage.py)
+        self.saved_position = Position(0)  # as the drops store has it (moved lazily past messages without drops)
         self.drop_count = 0
         self.reported: set[int] = set()
         self.positioned = False  # cursor and reported windows read from the drops store
@@ -74,10 +75,14 @@ class ProjectMonitor:
         """Where this project stands: its cursor and the windows reported before (claimed and logged),
         which are never read again."""
         name, account = self.project.name, self.account.name
-        self.cursor = self.saved_cursor = self.drops.cursor(name, account)
+        self.position = self.saved_position = self.drops.position(name, account)
         self.drop_count = self.drops.drop_count(name)  # then counted here: a status line costs no query
         self.reported = self.drops.reported_window_ids(name, account) - set(self.drops.unfinished_reports(name, account))
         self.positioned = True
+
+    @property
+    def cursor(self) -> int:
+        return self.position.rowid
 
     # -- status and heartbeat --------------------------------------------------------------------
 
@@ -107,12 +112,14 @@ class ProjectMonitor:
             found = submissions(messages, self.pattern, self.groups, self.own_numbers, windows)
             ack = (lambda sub: ack_for(self.project, sub)) if self.project.feedback.auto_ack else None
             new = []
+            last = messages[-1]
+            position = Position(last.rowid, last.id, last.stored_at, store.store_id())
             if found:  # drops and the cursor in one transaction; past messages without drops it moves lazily
-                new = self.drops.record(self.project.name, self.account.name, messages[-1].rowid, found, ack)
-                self.saved_cursor = messages[-1].rowid
+                new = self.drops.record(self.project.name, self.account.name, position, found, ack)
+                self.saved_position = position
                 self.drop_count += len(new)
-            self.cursor = messages[-1].rowid
-            self.lag = max(0.0, (datetime.now(timezone.utc) - parse_ts(messages[-1].timestamp)).total_seconds())
+            self.position = position
+            self.lag = max(0.0, (clock.now() - parse_ts(messages[-1].timestamp)).total_seconds())
             for drop in new:
                 logger.info("drop {} in {} from {}{}", drop.drop_number, drop.group_name or drop.group_jid,
                             drop.submitted_by, " (backfilled)" if drop.backfilled else "")
@@ -200,22 +207,34 @@ class ProjectMonitor:
     async def _reposition(self) -> None:
         self._position()
 
-    def unsaved_cursor(self) -> tuple[str, str, int] | None:
-        """(project, account, rowid) when the cursor moved past messages without drops since it was saved."""
-        return (self.project.name, self.account.name, self.cursor) if self.cursor != self.saved_cursor else None
+    def unsaved_cursor(self) -> tuple[str, str, Position] | None:
+        """(project, account, position) when the cursor moved since it was saved (past messages without drops,
+        or back by a recheck)."""
+        if self.position == self.saved_position:
+            return None
+        return self.project.name, self.account.name, self.position
 
-    def cursor_saved(self, rowid: int) -> None:
-        self.saved_cursor = rowid
+    def cursor_saved(self, position: Position) -> None:
+        self.saved_position = position
+
+    def _recheck(self, store: StoreFollower) -> None:
+        """Make sure the cursor belongs to this file before reading on from it (monitors/lineage.py)."""
+        cursor = self.position
+        position, reread, why = recheck(store, cursor)
+        if not why:
+            return
+        text = f"{self.account.store}: {why} (drops already recorded are not recorded again)"
+        logger.warning("monitor {}: {}", self.project.name, text)
+        self.recovery_log.append(self.component, "reread", cause="store changed under the cursor", message=text,
+                                 account=self.account.name, cursor=cursor.rowid, rowid=position.rowid,
+                                 reread=reread if reread >= 0 else None)
+        self.position = position
 
     async def start(self, store: StoreFollower) -> None:
         """Position (waiting for the drops store) and catch up once on the process's follower of the store."""
         if not self.positioned:
             await self.with_store(self._reposition)
-        if store.newest_rowid() < self.cursor:  # rowids only grow: this is a new store file
-            logger.warning("{} ends at rowid {}, before the cursor {}: a new store, followed from its start "
-                           "(drops already recorded are not recorded again)", self.account.store,
-                           store.newest_rowid(), self.cursor)
-            self.cursor = 0
+        self._recheck(store)
         self.following = True
         logger.info("monitor {} following {} from rowid {} (groups {})", self.project.name,
                     self.account.store, self.cursor, ", ".join(sorted(self.groups)))

@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from bridge.store import format_ts
 from monitors.drops_store import StoreUnavailable, drops_db_path, open_drops_store
 from watchdog.shared.config import AccountConfig, Config
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.recovery_view import parse_since
+from watchdog.shared import clock
 
 BATCH = 5000  # rows per transaction
 
@@ -96,7 +97,7 @@ def cmd_prune(config: Config, args: argparse.Namespace) -> int:
         print(f"wa-watchdog prune: --older-than {args.older_than!r}: expected a number and a unit s, m, h or d "
               "(e.g. 180d)", file=sys.stderr)
         return EXIT_CONFIG
-    cutoff = format_ts(datetime.now(timezone.utc) - timedelta(seconds=age))
+    cutoff = format_ts(clock.now() - timedelta(seconds=age))
     status = EXIT_OK
     for account in config.accounts.values():
         if not account.store.exists():

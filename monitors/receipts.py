@@ -28,7 +28,6 @@ import asyncio
 import math
 import sqlite3
 import time
-from datetime import datetime, timezone
 
 from loguru import logger
 
@@ -37,6 +36,7 @@ from monitors.drops_store import DropsDB, StoreUnavailable
 from monitors.follow import StoreFollower, StoreNotReady
 from monitors.store_watch import StoreWakes, WakeSchedule
 from watchdog.shared.config import AccountConfig, Config, ProjectConfig
+from watchdog.shared import clock
 
 BATCH = 1000
 WAIT_INTERVAL = 0.5  # how often to look for a store (or a receipts table) that is not there yet
@@ -66,7 +66,7 @@ class ReceiptFollower:
         """Stamp a batch; returns the receipts of messages not known as feedback yet that are still young."""
         known, changed = self.drops.record_receipts(receipts)
         self.stamped += changed
-        now = datetime.now(timezone.utc)
+        now = clock.now()
         return [r for r in receipts if r.message_id not in known and (now - parse_ts(r.at)).total_seconds() < GRACE]
 
     def retry_waiting(self) -> None:

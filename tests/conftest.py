@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ import pytest
 from scripts.benchmarks.system_run import wait_for
 
 from tests.pg import PgCluster, find_bin_dir
+from watchdog.shared import clock
 
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
@@ -128,6 +130,14 @@ class Processes:
             for stream in (proc.stdout, proc.stderr):
                 if stream:
                     stream.close()
+
+
+@pytest.fixture
+def fixed_clock() -> Iterator[Callable[[datetime | float | None], None]]:
+    """Fix the time of day of this process (watchdog.shared.clock): what the stores stamp and what they compare
+    with is then the time the test set, whatever the date the suite runs on. Let it run again afterwards."""
+    yield clock.set_for_tests
+    clock.set_for_tests(None)
 
 
 @pytest.fixture

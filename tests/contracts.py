@@ -1,4 +1,4 @@
-"""The published HTTP contracts (docs/openapi/*.json), one entry per API: checked against the routes (drift)
+"""The published HTTP contracts (watchdog/openapi/*.json), one entry per API: checked against the routes (drift)
 and fuzzed with schemathesis against the running system (tests/watchdog/test_api_contracts.py).
 
 To add an API: one `Contract(...)` line in CONTRACTS — its document, a function that builds its
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+import jsonschema_rs
 from aiohttp import web
 
 from bridge.api import build_app as bridge_app
@@ -21,10 +22,8 @@ from watchdog.shared.config import WatchdogConfig
 from watchdog.console.extensions import Loaded
 from watchdog.console.view import Console
 from watchdog.control import build_app as control_app
+from watchdog.shared.http_server import openapi_document
 from watchdog.metrics import Metrics
-
-OPENAPI = Path(__file__).resolve().parents[1] / "docs" / "openapi"
-
 
 async def _no_restart(name: str) -> dict:
     raise KeyError(name)
@@ -37,14 +36,14 @@ async def _no_reload(cause: str) -> dict:
 @dataclass(frozen=True)
 class Contract:
     name: str
-    document: str  # file name in docs/openapi/
+    document: str  # file name in watchdog/openapi/
     app: Callable[[], web.Application]  # the app as served, built without running it
     component: str  # publishes run/<component>.json ...
     endpoint: str  # ... with this endpoint's URL
     config: str = ""  # appended to the test config so that `wa-watchdog run` starts it
 
     def spec(self) -> dict:
-        return json.loads((OPENAPI / self.document).read_text(encoding="utf-8"))
+        return json.loads(openapi_document(self.document))
 
 
 CONTRACTS = [
@@ -72,3 +71,14 @@ def routes(app: web.Application) -> set[tuple[str, str]]:
 def documented(spec: dict) -> set[tuple[str, str]]:
     methods = {"get", "put", "post", "delete", "patch", "options"}
     return {(method.upper(), path) for path, item in spec["paths"].items() for method in item if method in methods}
+
+
+def webhook_event_problems(spec: dict, event: dict) -> list[str]:
+    """What in a delivered webhook event disagrees with the document's `webhooks` entry for its type (formats too:
+    a time that is not RFC 3339 is a problem)."""
+    if event.get("type") not in spec["webhooks"]:
+        return [f"type {event.get('type')!r} is not one of the document's webhooks"]
+    root = {"$ref": f"#/webhooks/{event['type']}/post/requestBody/content/application~1json/schema",
+            "webhooks": spec["webhooks"], "components": spec["components"]}
+    return [f"{list(error.instance_path)}: {error.message}"
+            for error in jsonschema_rs.Draft202012Validator(root, validate_formats=True).iter_errors(event)]

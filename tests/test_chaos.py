@@ -22,7 +22,7 @@ def chaos(tmp_path: Path, seconds: float, database_url: str = "", postgres: PgCl
     try:
         system.start()
         report = run_chaos(system, receiver, seconds=seconds, kill_every=2.0, rate=RATE, projects=PROJECTS,
-                           seed=20261205, postgres=postgres)
+                           seed=20261205, postgres=postgres, faults=("bridge", "monitor", "disconnect"))
     finally:
         stopped = system.stop()
         receiver.close()
@@ -30,6 +30,7 @@ def chaos(tmp_path: Path, seconds: float, database_url: str = "", postgres: PgCl
     assert stopped == 0
     assert report.posted >= seconds * RATE * 0.7
     assert report.missed == []
+    assert report.hangs == 0  # no blow hangs a child: none may be judged hung
     assert report.duplicated == []
     assert report.misattributed == []
     assert report.ack_missing == []

@@ -15,7 +15,6 @@ import asyncio
 import socket
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -24,6 +23,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from watchdog.shared.config import ALERT_RULES, AlertConfig
 from watchdog.shared.recovery_log import RecoveryLog
+from watchdog.shared import clock
 
 FIRING = "firing"
 RESOLVED = "resolved"
@@ -38,6 +38,7 @@ RULE_TITLES = {
     "not_paired": "never paired: pairing needed",
     "config_failed": "failed on its configuration: not restarted",
     "webhook_dead": "event webhook given up on (dead)",
+    "not_in_group": "following a group the account is not in: nothing from it is recorded",
 }
 # What to do first, shown with the alert on the console; the runbook (`runbook_ref`) says the rest.
 RULE_ACTIONS = {
@@ -56,6 +57,9 @@ RULE_ACTIONS = {
                   "`wa-watchdog restart bridge:NAME`",
     "config_failed": "its log (`wa-watchdog logs COMPONENT`) names the key: fix the config, then "
                      "`systemctl restart wa-watchdog`",
+    "not_in_group": "a mistyped JID: correct the project's `groups`, then `wa-watchdog reload`; otherwise add the "
+                    "number to the group on a phone (resolved at the bridge's next look, or at once with "
+                    "`wa-watchdog restart bridge:NAME`)",
     "webhook_dead": "check that the receiver answers 2xx (`wa-watchdog logs drops-api` says why each attempt failed); "
                     "the web app can fetch what it missed from `GET /api/drops`",
 }
@@ -225,4 +229,4 @@ def _redact(url: str) -> str:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return clock.now().isoformat()

@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 import os
 import signal
-import time
 
 import aiohttp
 from loguru import logger
@@ -25,7 +24,8 @@ from watchdog.shared import endpoints, logs
 from watchdog.alerts import AlertManager
 from watchdog.builtins import all_programs
 from watchdog.child import use_template
-from watchdog.child_output import RotatingFile, StderrSink, log_path
+from watchdog.child_output import RotatingFile, log_path
+from watchdog.shared.logs import StderrSink
 from watchdog.shared.config import Config, ConfigError, load
 from watchdog.console.changes import Changes
 from watchdog.console.view import Console
@@ -33,6 +33,7 @@ from watchdog.context import Context
 from watchdog.control import start_control_server
 from watchdog.shared.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.forkserver import ForkServer
+from watchdog.loop_gaps import LoopGaps
 from watchdog.metrics import Metrics
 from watchdog.shared.programs import Program, diff
 from watchdog.shared.recovery_log import RecoveryLog
@@ -44,6 +45,7 @@ from watchdog.template import is_ours
 from watchdog.throttle import Launcher
 from watchdog.watchdog_lock import take_watchdog_lock
 from watchdog.watcher import Watcher
+from watchdog.shared import clock
 
 # [watchdog] keys a running watchdog cannot take over: they apply at its next start.
 FIXED_SETTINGS = ("control_host", "control_port", "control_token", "recovery_log", "recovery_log_max_bytes",
@@ -77,7 +79,7 @@ class Arbiter:
         self.watchers: dict[str, Watcher] = {}
         self.control_url = ""
         self.config_sha256 = config_hash(config)
-        self.config_loaded_at = time.time()
+        self.config_loaded_at = clock.now_s()
         self.reloads = 0
         self._context: Context | None = None
         self._stop_requested: asyncio.Event | None = None
@@ -99,7 +101,7 @@ class Arbiter:
     def config_info(self) -> dict:
         """The configuration in force: file, sha256, when it was loaded (started or reloaded)."""
         return {"path": str(self.config.path), "sha256": self.config_sha256, "loaded_at": self.config_loaded_at,
-                "age_s": round(time.time() - self.config_loaded_at, 3), "reloads": self.reloads,
+                "age_s": round(clock.now_s() - self.config_loaded_at, 3), "reloads": self.reloads,
                 "programs": list(self.watchers)}
 
     async def restart(self, name: str) -> dict:
@@ -147,7 +149,7 @@ class Arbiter:
         self.config, self.programs = new, programs
         last_config.save(new)
         self.console.reconfigure(new)
-        self.config_sha256, self.config_loaded_at = sha256, time.time()
+        self.config_sha256, self.config_loaded_at = sha256, clock.now_s()
         self.reloads += 1
         assert self._context is not None
         self._context.settings = new.watchdog
@@ -214,8 +216,9 @@ class Arbiter:
         http = aiohttp.ClientSession()
         settings = self.config.watchdog
         launcher = Launcher(settings.max_starting, settings.restart_rate, self._throttled)
+        self.loop_gaps = LoopGaps(self.recovery_log)
         self._context = Context(settings, self.config.data_dir, self.recovery_log, self.alerts, self.metrics,
-                                http, self.sink, self._on_change, launcher)
+                                http, self.sink, self._on_change, launcher, self.loop_gaps)
         self.watchers = {program.name: Watcher(program, self._context) for program in self.programs}
         self._recorded_children = {name: pid for name, pid in recorded_children(self.config.data_dir).items()
                                    if component_of(name) in self.watchers}
@@ -244,13 +247,15 @@ class Arbiter:
             self._start_when_ready(watcher)
         heartbeat = loop.create_task(self.systemd.run(self._cycle))
         heartbeat.add_done_callback(_log_failure)
+        ticking = loop.create_task(self.loop_gaps.tick())
+        ticking.add_done_callback(_log_failure)
         await self._stop_requested.wait()
 
         self.systemd.stopping()
         logger.info("stopping, in the reverse of the start order")
-        for task in [heartbeat, *self._starting]:
+        for task in [heartbeat, ticking, *self._starting]:
             task.cancel()
-        await asyncio.gather(heartbeat, *self._starting, return_exceptions=True)
+        await asyncio.gather(heartbeat, ticking, *self._starting, return_exceptions=True)
         await stop_in_order(list(self.watchers.values()), lambda w: "shutdown")
         if self._template is not None:
             use_template(None)
@@ -326,9 +331,8 @@ class Arbiter:
         ours = {w.name: w.pid for w in self.watchers.values() if w.pid}
         ours.update({standby_name(w.name): w.standby_pid for w in self.watchers.values() if w.standby_pid})
         children = {**{k: v for k, v in self._recorded_children.items() if component_of(k) in self.watchers}, **ours}
-        if children != self._recorded_children:
+        if children != self._recorded_children and record_children(self.config.data_dir, children):
             self._recorded_children = children
-            record_children(self.config.data_dir, children)
         if watcher is not None:
             self.metrics.set_component(watcher.name, up=watcher.pid is not None, healthy=watcher.healthy)
         if self._changed is not None:

@@ -19,13 +19,14 @@ import shutil
 import sqlite3
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from monitors.drops_store import drops_db_path
 from watchdog.shared.config import Config
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
+from watchdog.shared import clock
 
 NEONIZE_DB = "neonize.db"  # bridge.transports.neonize_transport.DEFAULT_DB, without importing neonize
 MANIFEST = "MANIFEST.json"
@@ -119,7 +120,7 @@ def _sha256(path: Path) -> str:
 
 def backup(config: Config, into: Path, now: datetime | None = None) -> tuple[Path, list[dict], list[str]]:
     """Write one dated backup folder inside `into`; returns it, the manifest entries and the notes."""
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    stamp = (now or clock.now()).strftime("%Y%m%dT%H%M%SZ")
     folder = into / f"wa-watchdog-{stamp}"
     into.mkdir(parents=True, exist_ok=True)
     folder.mkdir(mode=0o700)

@@ -14,6 +14,7 @@ import hashlib
 import sys
 from dataclasses import replace
 
+from watchdog.shared import endpoints
 from watchdog.shared.config import Config, monitor_component
 from watchdog.shared.programs import OWN_NO_RESTART_EXITS, Check, Program
 
@@ -43,8 +44,9 @@ def builtin_programs(config: Config) -> list[Program]:
         sim_name = ["sim"]
     for account in config.accounts.values():
         probe = account.probe
-        health = Check("http", endpoint="api", path="/api/health", token=account.api_token, period=probe.period,
-                       timeout=probe.timeout, failure_threshold=probe.failure_threshold,
+        socket = endpoints.health_socket(config.data_dir, account.component)  # its own, outside the API's cap
+        health = Check("http", endpoint="api", path="/api/health", socket=str(socket or ""), token=account.api_token,
+                       period=probe.period, timeout=probe.timeout, failure_threshold=probe.failure_threshold,
                        initial_delay=probe.initial_delay)
         # follow_groups derived from the projects is left out: a new project must not restart the session.
         # (The bridge stores every group's messages anyway; only a later backfill's group list waits.)

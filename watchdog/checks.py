@@ -12,6 +12,11 @@ READY yet) and using CPU is a start-up, given until `start_timeout`; runnable
 and gaining CPU time, but less than half a core, is a child starved by load:
 given up to `overload_grace`, and recorded as `overloaded`. A busy loop that
 gets a whole core and still does not heartbeat is a hang.
+
+Nor may a pause of the watchdog itself: every judgement first asks the
+watchdog's LoopGaps whether its own loop has just come back from a gap (paused
+with SIGSTOP, a frozen VM); if so the deadlines are re-armed (`_rearm`) and
+probe failures forgotten instead of holding that time against the child.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from watchdog.child import ChildProcess
 from watchdog.child_health import ChildHealth
 from watchdog.shared.config_model import WatchdogConfig
 from watchdog.hooks import Hooks
+from watchdog.loop_gaps import LoopGaps
 from watchdog.shared.programs import Check, Program
 from watchdog.recovery import Records
 from watchdog.timers import Tasks, Timers
@@ -86,7 +92,7 @@ class Checks:
 
     def __init__(self, program: Program, hooks: Hooks, settings: WatchdogConfig, health: ChildHealth,
                  unwell: Callable[[str, str], None], records: Records, data_dir: Path,
-                 http: aiohttp.ClientSession) -> None:
+                 http: aiohttp.ClientSession, gaps: LoopGaps) -> None:
         self.program = program
         self.name = program.name
         self.hooks = hooks
@@ -96,6 +102,8 @@ class Checks:
         self.records = records
         self.data_dir = data_dir
         self.http = http
+        self.gaps = gaps
+        self._unsubscribe = gaps.subscribe(self._rearm)
         self.child: ChildProcess | None = None  # armed for this one
         self.last_heartbeat = 0.0
         self._sample: probes.ProcSample | None = None  # /proc at the last heartbeat (or the start)
@@ -136,8 +144,28 @@ class Checks:
         self._tasks.cancel_all()
         self._liveness_tasks = []
 
+    def close(self) -> None:
+        self.cancel()
+        self._unsubscribe()
+
     def _schedule(self, name: str, delay: float, callback: Callable[[], None]) -> None:
         self._timers.schedule(name, delay, callback)
+
+    def _rearm(self, gap: float) -> None:
+        """The watchdog's loop did not run for `gap` seconds: the child's deadlines start again from now."""
+        child = self.child
+        if child is None or not child.running:
+            return
+        now = time.monotonic()
+        self.last_heartbeat = now
+        self._sample = probes.proc_sample(child.pid, now)
+        self._grace_since = None
+        self._probe_failures.clear()
+        if self.program.watchdog_sec > 0:
+            self._arm_heartbeat(self.program.watchdog_sec)
+        start = self._timers.remaining("start")
+        if start is not None:  # what was left of start_timeout when the gap began
+            self._schedule("start", max(start + gap, 0.0), self._check_started)
 
     # -- what the child says ------------------------------------------------------------
 
@@ -166,7 +194,7 @@ class Checks:
 
     def _check_heartbeat(self) -> None:
         child, watchdog_sec = self.child, self.program.watchdog_sec
-        if child is None or not child.running:
+        if child is None or not child.running or self.gaps.resumed():
             return
         now = time.monotonic()
         silent = now - self.last_heartbeat
@@ -203,6 +231,8 @@ class Checks:
 
     def _check_started(self) -> None:
         timeout = self.settings.start_timeout
+        if self.gaps.resumed():
+            return
         if not self.health.started:
             self.unwell("hang", f"not ready within start_timeout {timeout:g} s ({self.program.ready.describe()})")
 
@@ -237,9 +267,12 @@ class Checks:
             if counts and probes.is_stopped(child.pid):
                 self.unwell("hang", f"process is stopped (SIGSTOP): it cannot answer {check.describe()}")
                 return
+            gaps = self.gaps.count
             result = await self._probe(child, check, classify)
             if not child.running or self.child is not child:
                 return
+            if self.gaps.resumed() or self.gaps.count != gaps:  # timed out while the watchdog did not run
+                counts = counts and result.kind != probes.FAILURE
             now = probes.proc_sample(child.pid, time.monotonic())
             if counts and result.kind == probes.FAILURE and result.state == "timeout":
                 judgement = judge(sample, now, starting=False, budget=check.period * check.failure_threshold)
@@ -254,6 +287,12 @@ class Checks:
     async def _probe(self, child: ChildProcess, check: Check, classify: probes.Classifier | None) -> probes.HealthResult:
         if check.kind == "tcp":
             return await probes.probe_tcp(check.host, check.port, check.timeout)
+        assert classify is not None
+        if check.socket:  # the program's own socket: no competing for the public API's connections
+            result = await probes.probe_http(self.http, "http://localhost" + check.path, check.timeout, classify,
+                                             check.token, check.socket)
+            if result.state != "connection refused":  # not serving it (yet): its published API instead
+                return result
         url = check.url
         if check.endpoint:
             record = endpoints.read(self.data_dir, self.name)
@@ -261,7 +300,6 @@ class Checks:
             if base is None:  # nothing yet, or what the previous instance published
                 return probes.HealthResult(probes.FAILURE, "no endpoint", f"no {check.endpoint!r} endpoint published yet")
             url = base.rstrip("/") + check.path
-        assert classify is not None
         return await probes.probe_http(self.http, url, check.timeout, classify, check.token)
 
     def _count(self, check: Check, result: probes.HealthResult, counts: bool) -> None:
@@ -282,6 +320,8 @@ class Checks:
     def overdue(self) -> str | None:
         """A check that should have acted by now and has not: a sign the watchdog itself is wedged or broken."""
         watchdog_sec = self.program.watchdog_sec
+        if self.gaps.resumed():
+            return None
         silent = time.monotonic() - self.last_heartbeat
         remaining = self._timers.remaining("heartbeat")
         late = remaining is None or remaining < -1.0

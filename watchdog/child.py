@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
+from watchdog.shared import clock
 
 STOP_SIGNAL = signal.SIGTERM  # what stop() sends unless told otherwise (a program's stop_signal)
 NOT_INHERITED = ("NOTIFY_SOCKET", "WATCHDOG_")  # systemd's socket and timers belong to the watchdog, not its children
@@ -161,7 +162,7 @@ class ChildProcess:
         return self.returncode is None
 
     def _ended(self) -> None:
-        self.exited_at = time.time()
+        self.exited_at = clock.now_s()
         self.returncode = self._reap()  # reaps at once: the pidfd said it has ended
         self.signal(signal.SIGKILL)  # whatever the child left behind in its group goes with it
         if self._template is not None:

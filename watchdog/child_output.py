@@ -2,62 +2,23 @@
 
 The watchdog must never block on its own output: under systemd stderr is a
 pipe to journald, in tests it may be a pipe nobody reads. A blocked write
-would freeze supervision, so `StderrSink` writes only what the descriptor
-accepts right now and counts what it had to drop.
+would freeze supervision, so its stderr is a `logs.StderrSink`, which writes
+only what the descriptor accepts right now and counts what it had to drop.
 """
 from __future__ import annotations
 
 import asyncio
 import errno
 import os
-import select
 from pathlib import Path
 from typing import BinaryIO
 
 from loguru import logger
 
-from watchdog.shared import file_modes
-
-from watchdog.shared import logs
+from watchdog.shared import file_modes, logs
+from watchdog.shared.logs import StderrSink
 
 READ_CHUNK = 65536
-ATOMIC_WRITE = 4096  # PIPE_BUF: a writable pipe takes this much without blocking
-
-
-class StderrSink:
-    """Non-blocking writer to a file descriptor (default: stderr) that drops rather than waits."""
-
-    def __init__(self, fd: int = 2) -> None:
-        self.fd = fd
-        self.dropped_bytes = 0
-
-    def write(self, data: bytes) -> None:
-        if self.dropped_bytes and self._writable():
-            notice = f"[wa-watchdog: {self.dropped_bytes} bytes of output dropped, stderr was full]\n".encode()
-            self.dropped_bytes = 0
-            self._write_some(notice)
-        self.dropped_bytes += len(data) - self._write_some(data)
-
-    def write_text(self, message: str) -> None:
-        """A loguru sink: the watchdog's own log lines go the same non-blocking way."""
-        self.write(str(message).encode("utf-8", "replace"))
-
-    def _writable(self) -> bool:
-        try:
-            return bool(select.select([], [self.fd], [], 0)[1])
-        except (OSError, ValueError):
-            return False
-
-    def _write_some(self, data: bytes) -> int:
-        written = 0
-        while written < len(data) and self._writable():
-            try:
-                written += os.write(self.fd, data[written:written + ATOMIC_WRITE])
-            except BlockingIOError:
-                break
-            except OSError:
-                return len(data)  # stderr is gone (closed terminal): nothing to wait for
-        return written
 
 
 class RotatingFile:

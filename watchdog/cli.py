@@ -13,11 +13,11 @@ import sys
 from collections.abc import Callable
 
 from watchdog.shared.config import Config, ConfigError, load
-from watchdog.data_dir import DataDirError, ensure_writable
+from watchdog.data_dir import DataDirError, ensure_writable, user_name
 from watchdog.shared.exitcodes import EXIT_CONFIG
 from watchdog.shared.file_modes import set_umask, tighten_data_dir
 
-DEFAULT_CONFIG = os.environ.get("WA_WATCHDOG_CONFIG", "conf/demo.toml")
+DEFAULT_CONFIG = os.environ.get("WA_WATCHDOG_CONFIG", "conf/demo.toml")  # the demo, from a checkout of the source
 
 # subcommand -> (module, function, help); the function takes (config, args) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -94,6 +94,15 @@ def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--message", required=True, help="feedback text, e.g. 'needs correction'")
 
 
+def _no_config(default: str) -> str:
+    """What to do when no --config was given and the default is not there (an installed copy run outside the
+    source tree: the demo config is not package data, its data_dir would land in site-packages)."""
+    source = "$WA_WATCHDOG_CONFIG" if "WA_WATCHDOG_CONFIG" in os.environ else "the default config"
+    return (f"no --config given and {source} {os.path.abspath(default)} does not exist: pass --config FILE or set "
+            "WA_WATCHDOG_CONFIG (conf/demo.toml in a checkout of the source is the demo, conf/prod.example.toml "
+            "the production example)")
+
+
 @functools.cache
 def build_parser() -> argparse.ArgumentParser:
     """Built once per process (~10 ms: 16 sub-parsers); the fork template builds it for its children."""
@@ -132,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module_name, function_name, _ = COMMANDS[args.command]
     try:
+        if args.config == DEFAULT_CONFIG and not os.path.exists(DEFAULT_CONFIG):
+            raise ConfigError(_no_config(DEFAULT_CONFIG))
         config = _config(args)
         if args.command in WRITES_DATA_DIR:  # created (0750) or refused in one line; ops commands create nothing
             ensure_writable(config.data_dir)
@@ -145,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     except DataDirError as exc:
         print(f"wa-watchdog {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except PermissionError as exc:  # a file this user may not touch: name it, no traceback (restarting won't help)
+        print(f"wa-watchdog {args.command}: {exc.strerror or 'permission denied'}: {exc.filename or exc} "
+              f"(running as {user_name(os.getuid())})", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
 

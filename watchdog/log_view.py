@@ -24,6 +24,7 @@ from watchdog.child_output import log_path
 from watchdog.shared.config import Config
 from watchdog.shared.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.recovery_view import parse_since
+from watchdog.shared import clock
 
 ROTATED_KEPT = 3  # RotatingFile's default `keep`
 FOLLOW_PERIOD = 0.2  # seconds between looks at the files while following
@@ -162,7 +163,7 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
         print("wa-watchdog logs: --lines must be 0 or more", file=sys.stderr)
         return EXIT_ERROR
     try:
-        since = time.time() - parse_since(args.since) if args.since else None
+        since = clock.now_s() - parse_since(args.since) if args.since else None
     except ValueError as exc:
         print(f"wa-watchdog logs: {exc}", file=sys.stderr)
         return EXIT_ERROR

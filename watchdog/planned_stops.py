@@ -9,12 +9,12 @@ pid. It reaches the watcher only through `Stoppable`.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Protocol
 
 from loguru import logger
 
 from watchdog.restart_policy import After
+from watchdog.shared import clock
 from watchdog.restarts import Restarts
 from watchdog.standby import WarmStandby
 from watchdog.states import State
@@ -62,7 +62,7 @@ class PlannedStops:
     def stopping(self, after: After) -> None:
         """The watcher is stopping the child (asked for, or after a failed check)."""
         self.after = after
-        self.began = time.time()
+        self.began = clock.now_s()
 
     async def restart(self, cause: str = "operator restart") -> dict:
         """Stop the child (its stop signal, term_grace, SIGKILL) and start it again at once."""

@@ -1,9 +1,11 @@
 """What the watchdog can learn about a child from outside: an HTTP or TCP answer, /proc state and CPU time, memory.
 
 A probe answer is classified, not just "up or down": OK, a FAILURE (counts
-towards the check's failure_threshold), or, where the program's hooks say so
-(the bridge: WhatsApp unreachable), an OUTAGE (the program is fine, its
-upstream is not: no restart) or an OPERATOR case (alert, no restart).
+towards the check's failure_threshold), OVERLOADED (our API's connection cap
+answered: the program is alive and busy, which no restart would cure), or,
+where the program's hooks say so (the bridge: WhatsApp unreachable), an
+OUTAGE (the program is fine, its upstream is not: no restart) or an OPERATOR
+case (alert, no restart).
 """
 from __future__ import annotations
 
@@ -15,10 +17,13 @@ from dataclasses import dataclass
 import aiohttp
 import psutil
 
+from watchdog.shared.http_server import SHED_HEADER
+
 OK = "ok"
 OUTAGE = "outage"  # the program is fine, something it depends on is not: do not restart
 OPERATOR = "operator"  # needs a person: alert, do not restart
 FAILURE = "failure"  # no answer, timeout, a wrong status: counts towards failure_threshold
+OVERLOADED = "overloaded"  # shed by the connection cap: alive and busy; shown, never a restart
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -44,17 +49,24 @@ def expect_status(expected: int) -> Classifier:
 
 
 async def probe_http(session: aiohttp.ClientSession, url: str, timeout: float, classify: Classifier,
-                     token: str = "") -> HealthResult:
-    """GET `url` within `timeout` seconds (with a bearer token when given) and classify the answer.
+                     token: str = "", unix_socket: str = "") -> HealthResult:
+    """GET `url` within `timeout` seconds (with a bearer token when given) and classify the answer; over the
+    unix socket `unix_socket` when given (a session of its own: a connector serves one socket).
 
     Each probe on a new connection (`Connection: close`, so none is pooled): a server that can no longer
-    accept connections (descriptors exhausted, connection cap reached) must fail its probe even while an
-    old pooled connection would still be served.
+    accept connections (descriptors exhausted) must fail its probe even while an old pooled connection would
+    still be served. The 503 of a connection cap (SHED_HEADER) is OVERLOADED, not a failure.
     """
+    if unix_socket:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=unix_socket)) as own:
+            return await probe_http(own, url, timeout, classify, token)
     headers = {"Connection": "close", **({"Authorization": f"Bearer {token}"} if token else {})}
     try:
         async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout),
                                allow_redirects=False) as response:
+            if response.status == 503 and SHED_HEADER in response.headers:
+                return HealthResult(OVERLOADED, "overloaded", f"at its limit of {response.headers[SHED_HEADER]} "
+                                                              "connections, shedding new ones with 503")
             return classify(response.status, await response.read())
     except asyncio.TimeoutError:
         return HealthResult(FAILURE, "timeout", f"no answer within {timeout:g} s")

@@ -6,13 +6,13 @@ operator case, healthy again), this decides what is fired and resolved.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from watchdog.probes import HealthResult
+from watchdog.shared import clock
 
 if TYPE_CHECKING:
     from watchdog.context import Context
@@ -56,7 +56,7 @@ class ProgramAlerts:
 
     def outage(self, result: HealthResult) -> None:
         """The program is fine but what it depends on is away (WhatsApp): no restart, alert with its duration."""
-        now = time.time()
+        now = clock.now_s()
         if self.outage_since is None:
             self.outage_since = result.outage_started_at or now
             logger.warning("{} {} ({}): an outage upstream, not restarting", self.name, result.state, result.detail)
@@ -69,7 +69,7 @@ class ProgramAlerts:
     def _end_outage(self) -> None:
         if self.outage_since is None:
             return
-        duration = max(0.0, time.time() - self.outage_since)
+        duration = max(0.0, clock.now_s() - self.outage_since)
         self.outage_since = None
         self.ctx.metrics.observe_disconnect(self.name, duration)
         self.resolve("disconnect", f"{self.name} connected again after {duration:.0f} s")

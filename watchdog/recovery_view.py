@@ -20,7 +20,6 @@ import argparse
 import json
 import re
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -28,6 +27,7 @@ from watchdog.builtins import all_programs
 from watchdog.shared.config import Config
 from watchdog.shared.human import format_ms, unknown_components
 from watchdog.shared.recovery_log import RecoveryLog
+from watchdog.shared import clock
 
 SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -132,7 +132,7 @@ class Line:
         after = f" after {format_ms(float(downtime))}" if downtime is not None else ""
         if self.lasted_s is not None and self.lasted_s < STABLE_S and self.looping:
             return f"up{after}, ended again after {format_ms(self.lasted_s * 1000)} (crash loop)"
-        if self.looping and self.lasted_s is None and time.time() - self.healthy.get("time", 0.0) < STABLE_S:
+        if self.looping and self.lasted_s is None and clock.now_s() - self.healthy.get("time", 0.0) < STABLE_S:
             return f"up{after}, not yet stable (crash loop)"
         return f"healthy{after}"
 
@@ -262,7 +262,7 @@ def render(lines: list[Line]) -> str:
 
 def cmd_recoveries(config: Config, args: argparse.Namespace) -> int:
     try:
-        since = time.time() - parse_since(args.since) if args.since else 0.0
+        since = clock.now_s() - parse_since(args.since) if args.since else 0.0
     except ValueError as exc:
         print(f"wa-watchdog recoveries: {exc}", file=sys.stderr)
         return 1

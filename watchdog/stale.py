@@ -41,11 +41,20 @@ def component_of(name: str) -> str:
     return name.removesuffix(STANDBY_SUFFIX)
 
 
-def record_children(data_dir: Path, children: dict[str, int]) -> None:
-    """Remember which pid runs each component, so the next watchdog can find what this one leaves behind."""
+def record_children(data_dir: Path, children: dict[str, int]) -> bool:
+    """Remember which pid runs each component, so the next watchdog can find what this one leaves behind.
+
+    False when it cannot be written (a full disk): logged, never raised into the state change that asked,
+    and the caller writes it again at the next change."""
     path = endpoints.run_dir(data_dir) / CHILDREN_FILE
-    file_modes.ensure_dir(path.parent, file_modes.PRIVATE_DIR)
-    file_modes.write_atomic(path, json.dumps(children))
+    try:
+        file_modes.ensure_dir(path.parent, file_modes.PRIVATE_DIR)
+        file_modes.write_atomic(path, json.dumps(children))
+    except OSError as exc:
+        logger.error("cannot record the running children in {} ({}): a watchdog started after this one may not "
+                     "find them", path, exc.strerror or exc)
+        return False
+    return True
 
 
 def recorded_children(data_dir: Path) -> dict[str, int]:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from watchdog.child import ChildProcess
+from watchdog.shared import clock
 
 
 def config_path(argv: Sequence[str]) -> Path | None:
@@ -32,5 +33,5 @@ def is_stale(standby: ChildProcess, argv: Sequence[str]) -> bool:
         changed = path.stat().st_mtime
     except OSError:
         return False  # a config that vanished: the cold start would fail too; keep what works
-    started = time.time() - (time.monotonic() - standby.started_at)
+    started = clock.now_s() - (time.monotonic() - standby.started_at)
     return changed > started

@@ -66,7 +66,7 @@ class Watcher:
         self.restart_history = Restarts(self.name, policy, settings.backoff_reset_after, self.records, self.alerts)
         self.health = ChildHealth(program, self.alerts, self)
         self.checks = Checks(program, self.hooks, settings, self.health, self.unwell, self.records,
-                             context.data_dir, context.http)
+                             context.data_dir, context.http, context.loop_gaps)
         self.notify = NotifyServer(self.name, self._on_notify)
         log_file = RotatingFile(log_path(context.data_dir, self.name), settings.child_log_max_bytes)
         self.output = ChildOutput(self.name, log_file, context.sink)
@@ -388,7 +388,7 @@ class Watcher:
 
     def close(self) -> None:
         self.records.flush()
-        self.checks.cancel()
+        self.checks.close()
         self.restart_history.close()
         if self.standby is not None:
             self.standby.close()

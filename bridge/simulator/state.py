@@ -21,6 +21,7 @@ from functools import cached_property
 from datetime import datetime, timezone
 
 from watchdog.shared.config import GROUP_JID, Config
+from watchdog.shared import clock
 
 USER_JID = re.compile(r"^[0-9]+@s\.whatsapp\.net$")
 MEDIA_TYPES = ("image", "video", "audio", "document")
@@ -28,10 +29,6 @@ MEDIA_TYPES = ("image", "video", "audio", "document")
 
 class SimError(ValueError):
     """Bad input from a client or the control API; the message says what is wrong."""
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def iso(moment: datetime) -> str:
@@ -200,10 +197,17 @@ class SimState:
         assert config.sim is not None
         self.sessions = {a.phone: Session(a.phone) for a in config.accounts.values() if a.transport == "sim"}
         self.groups = {g.jid: Group(g.jid, g.name, list(g.participants)) for g in config.sim.groups}
+        self.members = {phone: self.member_of(phone) for phone in self.sessions}
         self.sent: dict[str, Sent] = {}  # by message id: a resend with a known id is the same message
         self.blobs: dict[str, bytes] = {}  # media url -> bytes
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4).upper()  # ids stay unique across simulator restarts
+
+    def member_of(self, phone: str) -> frozenset[str]:
+        """The groups a number is in: those that list it among their participants. A number no group lists
+        is in every group (configs that list only the contractors who post, as the demo does)."""
+        listed = frozenset(jid for jid, group in self.groups.items() if phone in group.participants)
+        return listed or frozenset(self.groups)
 
     # -- posting ---------------------------------------------------------------
 
@@ -221,10 +225,10 @@ class SimState:
     def post(self, group: Group, sender_jid: str, text: str, media: Media | None = None,
              message_id: str | None = None, at: datetime | None = None, skip_session: str | None = None) -> Message:
         """Add a message to a group's history and queue it for every member session except `skip_session`."""
-        message = Message(message_id or self.new_id(), group.jid, group.name, sender_jid, text, at or now(), media)
+        message = Message(message_id or self.new_id(), group.jid, group.name, sender_jid, text, at or clock.now(), media)
         group.add(message)
         for phone, session in self.sessions.items():
-            if phone != skip_session:
+            if phone != skip_session and group.jid in self.members[phone]:  # WhatsApp delivers to members only
                 session.enqueue(message)
         return message
 
@@ -292,7 +296,7 @@ class SimState:
             raise SimError(f"recipient: neither a group JID nor a user JID: {recipient!r}")
         media = self.store_media(body["media"], "media") if body.get("media") is not None else None
         sent = Sent(session.phone, message_id, recipient, text, tuple(mentions),
-                    media.media_type if media else None, now())
+                    media.media_type if media else None, clock.now())
         self.sent[message_id] = sent
         if group is not None:
             self.post(group, session.jid, text, media, message_id=message_id, at=sent.time,
@@ -312,7 +316,7 @@ class SimState:
         count = 0
         for reader in readers:
             if session is not None:
-                session.enqueue(SimReceipt(f"{kind}:{sent.id}:{reader}", sent.id, sent.recipient, reader, kind, now()))
+                session.enqueue(SimReceipt(f"{kind}:{sent.id}:{reader}", sent.id, sent.recipient, reader, kind, clock.now()))
                 count += 1
         return count
 

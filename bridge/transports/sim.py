@@ -22,7 +22,7 @@ import collections
 import contextlib
 import itertools
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 
 import aiohttp
 from loguru import logger
@@ -34,6 +34,7 @@ from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, Con
 from watchdog.shared import endpoints
 from watchdog.shared.config import AccountConfig, Config
 from watchdog.shared.waiting import wait_event
+from watchdog.shared import clock
 
 # Close codes chosen by bridge/simulator/server.py.
 CLOSE_CODES = {4409: ConnectionKind.STREAM_REPLACED, 4401: ConnectionKind.LOGGED_OUT}
@@ -53,11 +54,7 @@ class _Closed:
     def __init__(self, kind: ConnectionKind, reason: str, at: datetime | None = None) -> None:
         self.kind = kind
         self.reason = reason
-        self.at = at or _now()
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
+        self.at = at or clock.now()
 
 
 def _incoming(raw: dict, source: Source, own_jid: str) -> IncomingMessage:
@@ -105,7 +102,7 @@ class SimTransport(Transport):
         self._pending: dict[int, asyncio.Future[dict]] = {}
         self._requests = itertools.count(1)
         self._closed = asyncio.Event()
-        self._heard_at = _now()  # the last time anything arrived on the current connection
+        self._heard_at = clock.now()  # the last time anything arrived on the current connection
         self._closing: asyncio.Future | None = None  # the background close of the last connection
 
     # -- connection loop ---------------------------------------------------------
@@ -146,7 +143,7 @@ class SimTransport(Transport):
                         logger.debug("sim transport: {}", exc)
                         if not reported:
                             reported = True
-                            await handler.on_connection(ConnectionEvent(ConnectionKind.CONNECT_FAILED, _now(), str(exc)))
+                            await handler.on_connection(ConnectionEvent(ConnectionKind.CONNECT_FAILED, clock.now(), str(exc)))
                         raise
         return None
 
@@ -186,9 +183,9 @@ class SimTransport(Transport):
                 kind = item.get("type")
                 if kind == "connected":
                     self._connected = True
-                    await handler.on_connection(ConnectionEvent(ConnectionKind.CONNECTED, _now()))
+                    await handler.on_connection(ConnectionEvent(ConnectionKind.CONNECTED, clock.now()))
                 elif kind == "offline_sync_done":
-                    await handler.on_connection(ConnectionEvent(ConnectionKind.OFFLINE_SYNC_DONE, _now(),
+                    await handler.on_connection(ConnectionEvent(ConnectionKind.OFFLINE_SYNC_DONE, clock.now(),
                                                                 f"{item.get('count', 0)} offline messages"))
                 elif kind == "messages":
                     await self._ingest(ws, handler, self._batch(item, inbox))
@@ -241,7 +238,7 @@ class SimTransport(Transport):
         end = _Closed(ConnectionKind.DISCONNECTED, "connection closed")
         loop = asyncio.get_running_loop()
         heard = pinged = loop.time()
-        self._heard_at = _now()
+        self._heard_at = clock.now()
         try:
             while True:
                 silent = loop.time() - heard
@@ -257,7 +254,7 @@ class SimTransport(Transport):
                     msg = await ws.receive(timeout=min(self.keepalive / 6, self.keepalive - silent))
                 except asyncio.TimeoutError:
                     continue
-                heard, self._heard_at = loop.time(), _now()
+                heard, self._heard_at = loop.time(), clock.now()
                 if msg.type == aiohttp.WSMsgType.PING:
                     with contextlib.suppress(ConnectionError, aiohttp.ClientError):
                         await ws.pong(msg.data)
@@ -345,6 +342,12 @@ class SimTransport(Transport):
             logger.warning("sim transport: history of {} refused: {}", chat_jid, reply.get("error"))
             return []
         return [_incoming(raw, Source.HISTORY, self._jid) for raw in reply["messages"]]
+
+    async def joined_groups(self) -> list[str]:
+        reply = await self._request({"type": "groups"})
+        if not reply.get("ok"):  # not known: never an empty list, which would mean "in no group"
+            raise NotConnected(f"the simulator did not list the groups: {reply.get('error')}")
+        return [str(jid) for jid in reply.get("groups") or []]
 
     async def download(self, media: MediaInfo) -> bytes:
         reply = await self._request({"type": "download", "url": media.url})

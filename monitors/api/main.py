@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import signal
 import sqlite3
@@ -21,6 +22,7 @@ from aiohttp import web
 from loguru import logger
 
 from bridge.integrity import CorruptStore
+from monitors.api import cors
 from monitors.api.app import DropsApi, build_app
 from monitors.api.webhooks import Deliverer, LookSchedule, WokenSchedule
 from monitors.drops_store import StoreUnavailable, drops_db_path, open_drops_store
@@ -28,7 +30,7 @@ from monitors.store.outbox import outbox_channel
 from monitors.store_watch import StoreWakes
 from watchdog.shared import endpoints, locks, logs, web_guard
 from watchdog.alerts import AlertManager
-from watchdog.shared.config import Config, WebhookConfig
+from watchdog.shared.config import Config, DropsApiConfig, WebhookConfig
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.shared.migrations import SchemaTooNew
 from watchdog.shared.http_server import LimitedRunner
@@ -59,6 +61,18 @@ def _outbox_wakes(config: Config) -> tuple[LookSchedule, list[Coroutine[None, No
     return StoreWakes().subscribe(drops_db_path(config.data_dir), asyncio.Event()), []
 
 
+async def _listen(runner: web.AppRunner, settings: DropsApiConfig) -> int | None:
+    """Listen on the configured port; with port_fallback a taken port means any free one (returns the taken port)."""
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        return None
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or not settings.port_fallback:
+            raise
+    await web.TCPSite(runner, settings.host, 0).start()
+    return settings.port
+
+
 async def serve(config: Config) -> int:
     settings = config.drops_api
     try:
@@ -78,13 +92,15 @@ async def serve(config: Config) -> int:
         alerts.fire("webhook_dead", f"{COMPONENT}:{hook.name}", f"webhook {hook.name}: {summary}")
 
     http = aiohttp.ClientSession()
+    api = DropsApi(config, db, http, Deliverer(config.webhooks, db.outbox, http, dead))
+    api.deliverer.start_receivers()  # before the URL is published: a receiver added now starts at the event of now
     schedule, listeners = _outbox_wakes(config)
-    api = DropsApi(config, db, http, Deliverer(config.webhooks, db.outbox, http, dead, schedule))
-    guard = web_guard.middlewares(settings.allowed_hosts, settings.allowed_origins, settings.token)
+    guard = [cors.middleware(settings.allowed_origins),  # first: a preflight carries no token
+             *web_guard.middlewares(settings.allowed_hosts, settings.allowed_origins, settings.token)]
     runner = LimitedRunner(build_app(api, guard), access_log=None, handle_signals=False)  # connection cap, header timeout
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
+        taken = await _listen(runner, settings)
     except OSError as exc:
         logger.error("drops-api: cannot listen on {}:{}: {}", settings.host, settings.port, exc.strerror or exc)
         await runner.cleanup()
@@ -93,6 +109,8 @@ async def serve(config: Config) -> int:
         return EXIT_ERROR
     host, port = runner.addresses[0][:2]
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    if taken:
+        logger.warning("drops_api.port {} is taken: serving on free port {} instead (port_fallback)", taken, port)
     endpoints.publish(config.data_dir, COMPONENT, {"api": url})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -102,7 +120,7 @@ async def serve(config: Config) -> int:
     notifier.ready(api.status_line())
     logger.info("drops-api serving on {} (store {}, {} webhook(s))", url, db.description, len(config.webhooks))
     tasks = [asyncio.create_task(_beat(api, notifier, heartbeat_interval(settings.watchdog_sec))),
-             asyncio.create_task(api.deliverer.run()), *(asyncio.create_task(job) for job in listeners)]
+             asyncio.create_task(api.deliverer.run(schedule)), *(asyncio.create_task(job) for job in listeners)]
     await stop.wait()
 
     notifier.stopping()

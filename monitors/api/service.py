@@ -1,8 +1,8 @@
 """What the drops API does, as plain functions over the drops store: the handlers only parse and answer.
 
 Errors are exceptions that name the problem: `BadRequest` (400), `NotFound`
-(404), `Conflict` (409). Times go out as ISO 8601 (`2026-11-24T22:31:27.123456+00:00`),
-what `new Date()` parses, and come in the same way (a timezone is required).
+(404), `Conflict` (409). Times go out as RFC 3339 (`2026-11-24T22:31:27.123456+00:00`,
+monitors.store.shapes), what `new Date()` parses, and come in as ISO 8601 with a timezone.
 
 Feedback from the web app goes the way `wa-watchdog feedback` sends it: recorded
 pending in the store, posted to the sending account's bridge with an
@@ -21,15 +21,17 @@ from datetime import datetime
 import aiohttp
 
 from bridge.store import format_ts
-from monitors.drops_store import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_STATUSES, Drop,
-                                  DropsDB, Feedback)
+from monitors.drops_store import FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_STATUSES, Drop, DropsDB
 from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback
+from monitors.store.shapes import drop_json, feedback_json, submission_json
 from watchdog.shared.config import Config, ConfigError
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_MESSAGE = 4096  # WhatsApp allows more; feedback is a sentence or two
 MAX_KEY = 200  # Idempotency-Key, as the bridge bounds it
+MAX_NUMBER = 64  # a drop number: what any [[projects]] pattern matches is far shorter
+LIST_PARAMETERS = ("project", "drop_number", "since", "until", "backfilled", "feedback", "limit", "cursor")
 SEND_ATTEMPTS = 4  # quick tries (~0.4 s) before answering 202 and leaving it to the monitor
 
 
@@ -43,32 +45,6 @@ class NotFound(LookupError):
 
 class Conflict(Exception):
     """409: the Idempotency-Key was used for a different request, or the drop's project is gone from the config."""
-
-
-# -- JSON shapes -------------------------------------------------------------------------------------
-
-def iso(text: str | None) -> str | None:
-    """Store text (`2026-11-24 22:31:27.123456+00:00`, fixed width, always UTC) as ISO 8601 with a `T`.
-
-    A string edit rather than parse-and-format: a page of 100 drops has 300 of them.
-    """
-    return f"{text[:10]}T{text[11:]}" if text else None
-
-
-def drop_json(drop: Drop) -> dict:
-    return {"id": drop.public_id, "project": drop.project, "drop_number": drop.drop_number,
-            "group_jid": drop.group_jid, "group_name": drop.group_name, "submitted_by": drop.submitted_by,
-            "message_id": drop.message_id, "message_time": iso(drop.message_time),
-            "detected_at": iso(drop.detected_at), "backfilled": drop.backfilled,
-            "feedback_status": drop.feedback_status, "feedback_sent_at": iso(drop.feedback_sent_at)}
-
-
-def feedback_json(feedback: Feedback) -> dict:
-    return {"id": feedback.id, "kind": feedback.kind, "status": feedback.status, "text": feedback.text,
-            "recipient": feedback.recipient, "mentions": list(feedback.mentions),
-            "created_at": iso(feedback.created_at), "sent_at": iso(feedback.sent_at),
-            "server_at": iso(feedback.server_at), "delivered_at": iso(feedback.delivered_at), "read_at": iso(feedback.read_at),
-            "attempts": feedback.attempts, "error": feedback.error}
 
 
 # -- reading -----------------------------------------------------------------------------------------
@@ -99,11 +75,11 @@ def _choice(query: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> st
 
 
 def list_drops(db: DropsDB, config: Config, query: Mapping[str, str]) -> dict:
-    """GET /api/drops: a page of drops newest first, and the cursor of the next page (null on the last)."""
-    unknown = sorted(set(query) - {"project", "since", "until", "backfilled", "feedback", "limit", "cursor"})
+    """GET /api/drops: a page of drops newest first, whether there are more, and the cursor of the next page
+    (null on the last). `drop_number` finds a drop by its number (one per project that recorded it)."""
+    unknown = sorted(set(query) - set(LIST_PARAMETERS))
     if unknown:
-        raise BadRequest(f"{unknown[0]}: unknown query parameter (known: project, since, until, backfilled, "
-                         "feedback, limit, cursor)")
+        raise BadRequest(f"{unknown[0]}: unknown query parameter (known: {', '.join(LIST_PARAMETERS)})")
     empty = [name for name, value in query.items() if value == ""]
     if empty:
         raise BadRequest(f"{empty[0]}: empty (leave the parameter out for no filter)")
@@ -115,14 +91,17 @@ def list_drops(db: DropsDB, config: Config, query: Mapping[str, str]) -> dict:
     limit_text = query.get("limit", str(DEFAULT_LIMIT))
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
         raise BadRequest(f"limit: expected a whole number 1-{MAX_LIMIT}, got {limit_text[:20]!r}")
+    number = query.get("drop_number")
     try:
-        page = db.list_drops(project=project, since=_time(query, "since"), until=_time(query, "until"),
+        page = db.list_drops(project=project, drop_number=None if number is None else drop_number(number),
+                             since=_time(query, "since"), until=_time(query, "until"),
                              backfilled=None if backfilled is None else backfilled == "true",
                              feedback=_choice(query, "feedback", FEEDBACK_STATUSES), limit=int(limit_text),
                              cursor=query.get("cursor"))
     except ValueError as exc:  # a cursor this API did not hand out
         raise BadRequest(str(exc)) from None
-    return {"drops": [drop_json(d) for d in page.drops], "next_cursor": page.next_cursor}
+    return {"drops": [drop_json(d) for d in page.drops], "has_more": page.next_cursor is not None,
+            "next_cursor": page.next_cursor}
 
 
 def drop_detail(db: DropsDB, public_id: str) -> dict:
@@ -131,10 +110,7 @@ def drop_detail(db: DropsDB, public_id: str) -> dict:
     if detail is None:
         raise NotFound(f"no drop with id {public_id[:60]!r}")
     return {**drop_json(detail.drop),
-            "submissions": [{"kind": e.kind, "group_jid": e.group_jid, "submitted_by": e.submitted_by,
-                             "message_id": e.message_id, "message_time": iso(e.message_time),
-                             "detected_at": iso(e.detected_at), "backfilled": e.backfilled}
-                            for e in detail.submissions],
+            "submissions": [submission_json(e) for e in detail.submissions],
             "feedback": [feedback_json(f) for f in detail.feedback]}
 
 
@@ -146,7 +122,18 @@ def _text(body: object, name: str) -> str:
         raise BadRequest(f"{name}: missing (a non-empty string)")
     if len(value) > MAX_MESSAGE:
         raise BadRequest(f"{name}: longer than {MAX_MESSAGE} characters ({len(value)})")
+    if "\x00" in value:  # PostgreSQL refuses it in text (a 500), and it is no part of a WhatsApp message
+        raise BadRequest(f"{name}: contains a NUL character")
     return value.strip()
+
+
+def drop_number(text: str) -> str:
+    """A drop number as the store keeps it (upper case); one no monitor could have recorded is a 400, not a query
+    (a control character would be a 500 from PostgreSQL, which refuses NUL in text)."""
+    number = text.strip().upper()
+    if not number or len(number) > MAX_NUMBER or not number.isprintable():
+        raise BadRequest(f"drop_number: expected a drop number like DR1734150, got {text[:40]!r}")
+    return number
 
 
 def message_of(body: object) -> str:
@@ -159,7 +146,7 @@ def drop_by_number(db: DropsDB, config: Config, body: object) -> tuple[Drop, str
     """POST /api/feedback {"project", "drop_number", "message"}: the drop and the message."""
     if not isinstance(body, dict):
         raise BadRequest('body: expected a JSON object {"project", "drop_number", "message"}')
-    project, number, message = _text(body, "project"), _text(body, "drop_number").upper(), _text(body, "message")
+    project, number, message = _text(body, "project"), drop_number(_text(body, "drop_number")), _text(body, "message")
     try:
         config.project(project)
     except ConfigError:

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Protocol, Sequence
 
 import aiohttp
@@ -32,6 +31,7 @@ from bridge.store import format_ts, parse_ts
 from monitors.api import signing
 from watchdog.shared.config import WebhookConfig
 from watchdog.shared.waiting import wait_event
+from watchdog.shared import clock
 
 SAFETY_INTERVAL = 1.0  # seconds between looks at the outbox with no wake-up (one missed costs at most this)
 IN_FLIGHT = 8  # concurrent deliveries per receiver
@@ -50,6 +50,7 @@ class OutboxEvent(Protocol):
 class WebhookOutbox(Protocol):
     """The drops store's delivery queue (`db.outbox`, monitors/store/outbox.py)."""
 
+    def start(self, webhook: str, start_at: str) -> None: ...
     def due(self, webhook: str, types: Sequence[str], now: str, limit: int = 100) -> list[OutboxEvent]: ...
     def delivered(self, webhook: str, seq: int) -> None: ...
     def failed(self, webhook: str, seq: int, error: str, next_attempt_at: str) -> None: ...
@@ -126,22 +127,23 @@ class _Receiver:
     stats: HookStats = field(default_factory=HookStats)
     in_flight: set[int] = field(default_factory=set)
     seen: int = 0  # the highest event seq looked at: a higher one means a wake's commit is visible
+    started: bool = False  # the store gave it its place in the event stream (`WebhookOutbox.start`)
 
 
 class Deliverer:
-    """Looks at the outbox when `schedule` wakes it, posts what is due, signed; `run()` until cancelled.
+    """Looks at the outbox when `run(schedule)`'s schedule wakes it, posts what is due, signed; runs until cancelled.
 
     Woken by a change of the store, by an attempt that finished (room for more, or a retry to schedule) and
     when the first backoff falls due; otherwise every SAFETY_INTERVAL. An idle process thus sleeps.
     """
 
     def __init__(self, hooks: list[WebhookConfig], outbox: WebhookOutbox, http: aiohttp.ClientSession,
-                 on_dead: Callable[[WebhookConfig, str, str], None], schedule: LookSchedule) -> None:
+                 on_dead: Callable[[WebhookConfig, str, str], None]) -> None:
         self.receivers = [_Receiver(h, signing.secret_key(h.secret), backoff(h)) for h in hooks]
         self.outbox = outbox
         self.http = http
         self.on_dead = on_dead
-        self.schedule = schedule
+        self.schedule: LookSchedule  # run()'s: its attempts wake it when they finish
         self.store_error = ""  # the last outbox error, "" while the store answers
         self.looks = 0  # looks at the outbox since start (/metrics: what idling costs)
         self._tasks: set[asyncio.Task] = set()
@@ -149,11 +151,30 @@ class Deliverer:
     def stats(self) -> dict[str, HookStats]:
         return {r.hook.name: r.stats for r in self.receivers}
 
-    async def run(self) -> None:
+    def start_receivers(self) -> bool:
+        """Place every receiver new to the store in the event stream (its `start_at`) before its first delivery.
+
+        Called before serving (and before the store is watched: this write must not wake the looks), so that a
+        receiver added now starts at the event current now; a store that is down then is tried again at each
+        look, and nothing is sent to a receiver before it is placed.
+        """
+        for receiver in self.receivers:
+            if receiver.started:
+                continue
+            try:
+                self.outbox.start(receiver.hook.name, receiver.hook.start_at)
+            except Exception as exc:  # noqa: BLE001 - a store outage (PostgreSQL down): keep trying, say why
+                self._store_failed(exc)
+                return False
+            receiver.started = True
+        return True
+
+    async def run(self, schedule: LookSchedule) -> None:
+        self.schedule = schedule
         try:
             while self.receivers:
                 self.looks += 1
-                now = _now()
+                now = clock.now()
                 wait, new = SAFETY_INTERVAL, False
                 for receiver in self.receivers:
                     new |= self._start_due(receiver, now)
@@ -170,8 +191,8 @@ class Deliverer:
     def _start_due(self, receiver: _Receiver, now: datetime) -> bool:
         """Start the receiver's due deliveries; True when the look found an event newer than any before."""
         room = IN_FLIGHT - len(receiver.in_flight)
-        if room <= 0:
-            return False  # a finished attempt wakes the next look
+        if room <= 0 or not self.start_receivers():
+            return False  # a finished attempt wakes the next look; an unplaced receiver waits for the store
         try:
             due = self.outbox.due(receiver.hook.name, receiver.hook.events, format_ts(now), room + IN_FLIGHT)
         except Exception as exc:  # noqa: BLE001 - a store outage (PostgreSQL down): keep trying, say why
@@ -198,7 +219,7 @@ class Deliverer:
         except Exception as exc:  # noqa: BLE001 - as in _start_due
             self._store_failed(exc)
             return SAFETY_INTERVAL
-        return math.inf if at is None else max(0.0, (parse_ts(at) - _now()).total_seconds())
+        return math.inf if at is None else max(0.0, (parse_ts(at) - clock.now()).total_seconds())
 
     def _store_failed(self, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"
@@ -218,7 +239,7 @@ class Deliverer:
 
     async def post(self, receiver: _Receiver, event: OutboxEvent) -> Outcome:
         body = event.payload.encode("utf-8")
-        headers = signing.headers(receiver.key, event.id, int(time.time()), body)
+        headers = signing.headers(receiver.key, event.id, int(clock.now_s()), body)
         try:
             async with self.http.post(receiver.hook.url, data=body, headers=headers, allow_redirects=False,
                                       timeout=aiohttp.ClientTimeout(total=receiver.hook.timeout)) as response:
@@ -244,11 +265,7 @@ class Deliverer:
             self.on_dead(hook, event.id, f"{event.type} event {event.id} not delivered: {error}")
             return
         delay = min(max(receiver.delay(attempts), outcome.retry_after), hook.backoff_max)
-        self.outbox.failed(hook.name, event.seq, outcome.error, format_ts(_now() + timedelta(seconds=delay)))
+        self.outbox.failed(hook.name, event.seq, outcome.error, format_ts(clock.now() + timedelta(seconds=delay)))
         if attempts in (1, 5) or attempts % 20 == 0:
             logger.warning("webhook {}: event {} attempt {} failed ({}); next in {:.1f} s", hook.name, event.id,
                            attempts, outcome.error, delay)
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 FEEDBACK_NONE = "none"  # no feedback asked for (auto_ack off, no operator feedback yet)
 FEEDBACK_PENDING = "pending"  # recorded, not yet accepted by the bridge (retried)
@@ -27,7 +28,9 @@ KIND_OPERATOR = "operator"
 # Receipt kinds as the bridge's receipts table names them -> the feedback column they stamp.
 RECEIPT_COLUMNS = {"server_ack": "server_at", "delivered": "delivered_at", "read": "read_at"}
 
-# Webhook event types (the `events.type` column).
+# Webhook event types (the `events.type` column). The one list of them is the config's WEBHOOK_EVENTS
+# (watchdog.shared.config_model); tests/watchdog/test_api_contracts.py holds the events the store writes, the
+# schema's CHECK and the OpenAPI document's `webhooks` to it.
 DROP_RECORDED = "drop.recorded"
 DROP_BACKFILLED = "drop.backfilled"
 DROP_RESUBMITTED = "drop.resubmitted"
@@ -35,8 +38,6 @@ FEEDBACK_SENT_EVENT = "feedback.sent"
 FEEDBACK_FAILED_EVENT = "feedback.failed"
 FEEDBACK_DELIVERED_EVENT = "feedback.delivered"
 FEEDBACK_READ_EVENT = "feedback.read"
-EVENT_TYPES = (DROP_RECORDED, DROP_BACKFILLED, DROP_RESUBMITTED, FEEDBACK_SENT_EVENT, FEEDBACK_FAILED_EVENT,
-               FEEDBACK_DELIVERED_EVENT, FEEDBACK_READ_EVENT)
 
 DELIVERY_PENDING = "pending"
 DELIVERY_DELIVERED = "delivered"
@@ -54,6 +55,20 @@ class Submission:
     message_id: str
     message_time: str
     backfilled: bool
+
+
+class Position(NamedTuple):
+    """How far a project has read its account's messages.db, and what was there: a rowid alone is no identity.
+
+    `message_id` and `stored_at` are those of the message at `rowid` when it was read, `store_id` the file's
+    (bridge_state); None where unknown (a cursor saved before positions had marks). monitors/lineage.py
+    checks them against the file at start.
+    """
+
+    rowid: int
+    message_id: str | None = None
+    stored_at: str | None = None
+    store_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,12 @@
 transaction, so an event exists exactly when its change committed. Delivery
 state is per webhook: `webhook_cursors` says how far a webhook has pulled
 the event stream, `deliveries` holds one row per (webhook, event) it wants,
-pending until delivered or dead. A webhook new to the store starts at the
-oldest event kept (nothing recorded before its first delivery run is lost).
-The deliverer (drops-api) calls `due`, then `delivered`, `failed` (with the
-next attempt's time, its own backoff) or `dead`; `next_retry` says when to look again.
+pending until delivered or dead. The deliverer (drops-api) first calls
+`start` for each webhook: one new to the store starts after the newest event
+(a receiver added to a running system is not sent its whole history) or,
+asked to, before the oldest; one the store knows keeps its place. It then calls
+`due`, then `delivered`, `failed` (with the next attempt's time, its own
+backoff) or `dead`; `next_retry` says when to look again.
 """
 from __future__ import annotations
 
@@ -17,25 +19,11 @@ import uuid
 from collections.abc import Sequence
 
 from bridge.schema import now_ts
-from monitors.store.model import (DELIVERY_DEAD, DELIVERY_DELIVERED, DELIVERY_PENDING, Drop, Feedback, OutboxCounts,
-                                  OutboxEvent)
+from monitors.store.model import DELIVERY_DEAD, DELIVERY_DELIVERED, DELIVERY_PENDING, OutboxCounts, OutboxEvent
+from monitors.store.shapes import rfc3339
 from monitors.store.sql import Backend, Dialect, Tx, one
 
 PULL_BATCH = 1000  # events moved into a webhook's deliveries per `due` call
-
-
-def drop_data(drop: Drop) -> dict:
-    return {"id": drop.public_id, "project": drop.project, "drop_number": drop.drop_number,
-            "group_jid": drop.group_jid, "group_name": drop.group_name, "submitted_by": drop.submitted_by,
-            "message_id": drop.message_id, "message_time": drop.message_time, "detected_at": drop.detected_at,
-            "backfilled": drop.backfilled, "feedback_status": drop.feedback_status}
-
-
-def feedback_data(feedback: Feedback) -> dict:
-    return {"id": feedback.id, "kind": feedback.kind, "status": feedback.status, "text": feedback.text,
-            "recipient": feedback.recipient, "bridge_message_id": feedback.bridge_message_id,
-            "sent_at": feedback.sent_at, "delivered_at": feedback.delivered_at, "read_at": feedback.read_at,
-            "error": feedback.error}
 
 
 def enqueue(tx: Tx, dialect: Dialect, event_type: str, data: dict) -> str:
@@ -49,7 +37,7 @@ def enqueue(tx: Tx, dialect: Dialect, event_type: str, data: dict) -> str:
     if dialect.event_lock:
         tx.at_commit(dialect.event_lock)
     event_id, created_at = str(uuid.uuid4()), now_ts()
-    payload = json.dumps({"type": event_type, "timestamp": created_at, "data": data}, separators=(",", ":"))
+    payload = json.dumps({"type": event_type, "timestamp": rfc3339(created_at), "data": data}, separators=(",", ":"))
     tx.at_commit("INSERT INTO events (id, type, created_at, payload) VALUES (?, ?, ?, ?)",
                  (event_id, event_type, created_at, payload))
     if dialect.event_notify:
@@ -92,6 +80,16 @@ class WebhookOutbox:
                "ON CONFLICT (webhook, event_seq) DO NOTHING", (webhook, now, cursor, upto, *params))
         tx.run("INSERT INTO webhook_cursors (webhook, seq, updated_at) VALUES (?, ?, ?) ON CONFLICT (webhook) "
                "DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at", (webhook, upto, now))
+
+    def start(self, webhook: str, start_at: str = "now") -> None:
+        """Give a webhook new to the store its place: after the newest event ("now") or before the oldest ("oldest").
+
+        A webhook the store already knows keeps its place, whatever `start_at` says now (a restart, an edit).
+        """
+        first = "(SELECT COALESCE(MAX(seq), 0) FROM events)" if start_at == "now" else "0"
+        with self.db.transaction() as tx:
+            tx.run(f"INSERT INTO webhook_cursors (webhook, seq, updated_at) VALUES (?, {first}, ?) "
+                   "ON CONFLICT (webhook) DO NOTHING", (webhook, now_ts()))
 
     def due(self, webhook: str, types: Sequence[str] = (), now: str | None = None,
             limit: int = 100) -> list[OutboxEvent]:

@@ -46,16 +46,16 @@ class DropQueries:
 
     def list_drops(self, project: str | None = None, since: str | None = None, until: str | None = None,
                    backfilled: bool | None = None, feedback: str | None = None, limit: int = 100,
-                   cursor: str | None = None) -> DropPage:
+                   cursor: str | None = None, drop_number: str | None = None) -> DropPage:
         """Drops newest first (message time): since inclusive, until exclusive. Raises ValueError naming a bad filter."""
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit: must be 1..{MAX_LIMIT}, got {limit}")
         if feedback is not None and feedback not in FEEDBACK_STATUSES:
             raise ValueError(f"feedback: must be one of {', '.join(FEEDBACK_STATUSES)}, got {feedback!r}")
         where, params = [], []
-        for clause, value in (("d.project = ?", project), ("d.message_time >= ?", since),
-                              ("d.message_time < ?", until), ("d.backfilled = ?", backfilled),
-                              ("d.feedback_status = ?", feedback)):
+        for clause, value in (("d.project = ?", project), ("d.drop_number = ?", drop_number),
+                              ("d.message_time >= ?", since), ("d.message_time < ?", until),
+                              ("d.backfilled = ?", backfilled), ("d.feedback_status = ?", feedback)):
             if value is not None:
                 where.append(clause)
                 params.append(value)

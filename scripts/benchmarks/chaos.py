@@ -7,9 +7,12 @@ its drops store in drops.db or (`--postgres`) in a throwaway PostgreSQL
 server that is crashed (`pg_ctl -m immediate`) and started again half way
 through. A steady stream of drops is posted through the simulator, one
 unique drop number per post, round robin over the projects' groups and the
-contractors. Meanwhile, every S seconds on average, one of: SIGKILL the
-bridge, SIGKILL a random monitor or drops-api (pids from the watchdog's
-control API), or `POST /sim/disconnect` (WhatsApp drops the connection); after
+contractors. Meanwhile, every S seconds on average, one blow of the fault
+kinds chosen (`--faults`, default all): `bridge` SIGKILLs the bridge,
+`monitor` a random monitor or drops-api (pids from the watchdog's control
+API), `disconnect` has WhatsApp drop the connection (`POST /sim/disconnect`),
+`pause` SIGSTOPs the watchdog for 2-12 s (a frozen supervisor must stall
+nothing it supervises, and judge no child by a time it did not watch); after
 a blow to the session one more drop is posted as soon as its disconnect window
 is on record. Then posting stops
 and the run waits, with a deadline, for quiescence: every component healthy,
@@ -51,6 +54,7 @@ from pathlib import Path
 
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, wait_for
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
+from watchdog.shared.recovery_log import RecoveryLog
 
 if typing.TYPE_CHECKING:
     from tests.pg import PgCluster
@@ -61,6 +65,8 @@ PG_OUTAGE = 2.0  # seconds the PostgreSQL server stays down in the middle of a -
 DROP_EVENTS = ("drop.recorded", "drop.backfilled")
 WINDOW_WAIT = 5.0  # seconds a blow to the session may take to be on record as a disconnect window (a cold start)
 API = "drops-api"
+FAULTS = ("bridge", "monitor", "disconnect", "pause")
+PAUSE_S = (2.0, 12.0)  # how long a `pause` blow keeps the watchdog stopped
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,9 @@ class Report:
     pg_restarts: int = 0
     kills: Counter = field(default_factory=Counter)
     disconnects: int = 0
+    pauses: int = 0
+    paused_s: float = 0.0
+    hangs: int = 0  # children the watchdog judged hung: no blow hangs one, so a pause must not make it think so
     windows: int = 0
     longest_outage_s: float = 0.0
     longest_outage_of: str = ""
@@ -100,7 +109,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not (self.missed or self.duplicated or self.misattributed or self.ack_missing or self.ack_duplicates
+        return not (self.hangs or self.missed or self.duplicated or self.misattributed or self.ack_missing or self.ack_duplicates
                     or self.not_backfilled or self.events_missing or self.events_duplicated or self.webhook_lost
                     or self.webhook_unknown or self.webhook_bad_signatures)
 
@@ -126,6 +135,8 @@ class Report:
             ("PostgreSQL crashes (restarted)", self.pg_restarts),
             ("kills (SIGKILL)", f"{sum(self.kills.values())}: {kills}"),
             ("server disconnects", self.disconnects),
+            ("watchdog paused (SIGSTOP)", f"{self.pauses} times, {self.paused_s:.0f} s in all"),
+            ("children judged hung (target 0)", self.hangs),
             ("disconnect windows", self.windows),
             ("longest outage", f"{self.longest_outage_s:.2f} s ({self.longest_outage_of or '-'})"),
         ]
@@ -184,7 +195,10 @@ class Injector(threading.Thread):
             project = n % self.projects + 1
             contractor = CONTRACTORS[n % len(CONTRACTORS)]
             drop = f"DR{7000000 + n}"
-            answer = self.system.inject(group_jid(project), contractor, f"{drop} installed, pole {n}")
+            try:
+                answer = self.system.inject(group_jid(project), contractor, f"{drop} installed, pole {n}")
+            except (OSError, RuntimeError, ValueError):
+                return  # WhatsApp (the simulator) is being restarted: not posted, the next tick posts this drop
             self.posts.append(Post(drop, f"p{project}", group_jid(project), contractor, _time(answer["timestamp"])))
 
 
@@ -193,14 +207,19 @@ def chaos_config(projects: int, receiver: WebhookReceiver, database_url: str = "
     return config_text(projects, CHAOS_WATCHDOG, database_url) + receiver.config("chaos", DROP_EVENTS)
 
 
-def strike(system: RunningSystem, rng: random.Random, projects: int, report: Report, injector: Injector) -> None:
-    """One random blow: kill the bridge, a monitor or drops-api, or have WhatsApp drop the connection.
+def strike(system: RunningSystem, rng: random.Random, projects: int, report: Report, injector: Injector,
+           faults: tuple[str, ...] = FAULTS) -> None:
+    """One random blow of the kinds in `faults` (see the module's docstring).
 
     After a blow to the session a drop is posted inside the outage (with the warm standby a bridge outage
     lasts tens of milliseconds: the steady stream would mostly miss it).
     """
-    action = rng.choice(("bridge", "monitor", "disconnect"))
+    action = rng.choice(faults)
     windows = _windows(system)
+    if action == "pause":
+        report.paused_s += pause_watchdog(system, rng.uniform(*PAUSE_S))
+        report.pauses += 1
+        return
     if action == "disconnect":
         if system.disconnect():
             report.disconnects += 1
@@ -221,6 +240,17 @@ def strike(system: RunningSystem, rng: random.Random, projects: int, report: Rep
         return
     if action == "bridge":
         _post_in_window(system, injector, windows)
+
+
+def pause_watchdog(system: RunningSystem, seconds: float) -> float:
+    """SIGSTOP the watchdog (only it: its children run on) for `seconds` while drops keep coming; SIGCONT."""
+    assert system.proc is not None
+    os.kill(system.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)  # the fault itself lasts this long; what it must not break is checked at the end
+    finally:
+        os.kill(system.proc.pid, signal.SIGCONT)
+    return seconds
 
 
 def _windows(system: RunningSystem) -> int:
@@ -267,6 +297,7 @@ def quiescent(system: RunningSystem, posts: list[Post], projects: int, receiver:
 
 def check(system: RunningSystem, posts: list[Post], report: Report, receiver: WebhookReceiver) -> None:
     report.posted = len(posts)
+    report.hangs = sum(r["event"] == "hang" for r in RecoveryLog(system.data_dir / "recoveries.jsonl").read())
     events = drop_events(system)
     outbox = Counter(events.values())
     accepted = receiver.accepted()
@@ -311,9 +342,10 @@ def check(system: RunningSystem, posts: list[Post], report: Report, receiver: We
 
 
 def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, kill_every: float, rate: float,
-              projects: int, seed: int, quiesce_timeout: float = 90.0, postgres: PgCluster | None = None) -> Report:
-    """Chaos on a started system (its config from `chaos_config` with this `receiver`) for `seconds`; then wait
-    for quiescence and check. Raises TimeoutError.
+              projects: int, seed: int, quiesce_timeout: float = 90.0, postgres: PgCluster | None = None,
+              faults: tuple[str, ...] = FAULTS) -> Report:
+    """Chaos on a started system (its config from `chaos_config` with this `receiver`) for `seconds`, blows of
+    the kinds in `faults`; then wait for quiescence and check. Raises TimeoutError.
 
     `postgres`: the server holding the drops store, crashed and restarted half way through.
     """
@@ -334,7 +366,7 @@ def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, 
             report.pg_restarts += 1
             pg_crash_at = None
         elif time.monotonic() < deadline:
-            strike(system, rng, projects, report, injector)
+            strike(system, rng, projects, report, injector, faults)
     injector.halt.set()
     injector.join()
     settle = time.monotonic()
@@ -358,22 +390,27 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--projects", type=int, default=3, help="projects (monitors), one group each (default 3)")
     parser.add_argument("--seed", type=int, default=int(time.time()), help="random seed (default: the time)")
     parser.add_argument("--keep", action="store_true", help="keep the data directory for inspection")
+    parser.add_argument("--faults", default=",".join(FAULTS), help=f"blows to mix (default {','.join(FAULTS)})")
     parser.add_argument("--postgres", action="store_true",
                         help="drops store in a throwaway PostgreSQL server, crashed and restarted half way")
     args = parser.parse_args(argv)
+    faults = tuple(args.faults.split(","))
+    if unknown := set(faults) - set(FAULTS):
+        parser.error(f"--faults: unknown {', '.join(sorted(unknown))} (known: {', '.join(FAULTS)})")
     workdir = Path(tempfile.mkdtemp(prefix="wa-chaos-"))
     postgres = _start_postgres() if args.postgres else None
     url = postgres.create_database("chaos") if postgres else ""
     receiver = WebhookReceiver()
     receiver.start()
     system = RunningSystem(workdir, chaos_config(args.projects, receiver, url), url)
-    print(f"chaos: {args.minutes:g} min, a blow every ~{args.kill_every:g} s, {args.rate:g} drops/s, "
+    print(f"chaos: {args.minutes:g} min, a blow every ~{args.kill_every:g} s ({', '.join(faults)}), "
+          f"{args.rate:g} drops/s, "
           f"{args.projects} projects, seed {args.seed}, drops store {'PostgreSQL' if url else 'drops.db'}, "
           f"in {workdir}", flush=True)
     try:
         system.start()
         report = run_chaos(system, receiver, args.minutes * 60, args.kill_every, args.rate, args.projects,
-                           args.seed, postgres=postgres)
+                           args.seed, postgres=postgres, faults=faults)
     except TimeoutError as exc:
         print(f"chaos: {exc}; see {workdir}", file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ import time
 import typing
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,12 +40,12 @@ def group_jid(n: int) -> str:
 
 
 def config_text(projects: int, watchdog: str = "", database_url: str = "", account: str = "",
-                projects_per_process: int = 1, probe_period: float = 0.2) -> str:
+                projects_per_process: int | str = 1, probe_period: float = 0.2) -> str:
     """One sim account and `projects` projects, each watching its own group (two dev, the rest prod);
     the drops store in PostgreSQL when `database_url` is given. `watchdog` and `account` are extra lines
     for [watchdog] and [accounts.main] (e.g. `standby = false`)."""
     parts = [f'data_dir = "data"\n\n[watchdog]\ncontrol_port = 0\n{watchdog}\n[sim]\nport = 0\n']
-    if projects_per_process != 1:
+    if projects_per_process != "auto":  # the product's default groups many projects; 1 is each alone
         parts.append(f'[monitors]\nprojects_per_process = {projects_per_process}\n')
     for n in range(1, projects + 1):
         members = ", ".join(f'"{c.split("@")[0]}"' for c in CONTRACTORS)
@@ -84,11 +84,18 @@ def http(method: str, url: str, body: object = None, timeout: float = 10.0) -> o
         return json.loads(response.read())
 
 
+SOURCE_TREE = (sys.executable, "-m", "watchdog.cli")  # this checkout's code, run from its root
+
+
 class RunningSystem:
-    def __init__(self, workdir: Path, config: str, database_url: str = "") -> None:
-        """`database_url`: the drops store is in that PostgreSQL database (the config must say so too)."""
+    def __init__(self, workdir: Path, config: str, database_url: str = "",
+                 command: Sequence[str] = SOURCE_TREE, cwd: Path = ROOT) -> None:
+        """`database_url`: the drops store is in that PostgreSQL database (the config must say so too).
+        `command` runs wa-watchdog (another installation's `bin/wa-watchdog`), from `cwd`."""
         self.workdir = workdir
         self.database_url = database_url
+        self.command = tuple(command)
+        self.cwd = cwd
         self._pg: PostgresBackend | None = None
         self.config_path = workdir / "wa.toml"
         self.data_dir = workdir / "data"
@@ -100,16 +107,19 @@ class RunningSystem:
     # -- life cycle ------------------------------------------------------------------------------
 
     def start(self, timeout: float = 60.0) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_"))}
+        env = {k: v for k, v in os.environ.items()  # PYTHONPATH: the code is the command's own, nothing else
+               if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_")) and k != "PYTHONPATH"}
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "watchdog.cli", "run", "--config",
-                                          str(self.config_path)], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen([*self.command, "run", "--config", str(self.config_path)], cwd=self.cwd,
+                                         env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         try:
-            wait_for(lambda: self.proc.poll() is None and self.all_healthy(), timeout, "every component healthy")
-        except TimeoutError:
+            wait_for(lambda: self.proc.poll() is not None or self.all_healthy(), timeout, "every component healthy")
+            if self.proc.returncode is not None:
+                raise TimeoutError(f"exited with {self.proc.returncode}")
+        except TimeoutError as exc:
             self.stop()
-            raise TimeoutError(f"system did not come up; see {self.log_path}:\n{self.log_tail()}") from None
+            raise TimeoutError(f"system did not come up ({exc}); see {self.log_path}:\n{self.log_tail()}") from None
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM the watchdog (it stops its children); anything it left behind is killed by pid."""

@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,39 @@ def test_under_the_watchdog_a_corrupt_store_is_failed_and_alerted_with_its_messa
         assert len([r for r in log.read() if r["component"] == "bridge:main" and r["event"] == "exit"]) == 1
     finally:
         procs.stop_all()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_bridge_restarted_on_a_full_disk_stays_up_found_by_the_watchdog_and_healthy_once_space_is_back(
+        write_config) -> None:
+    """The whole data dir full: the restarted bridge cannot publish run/bridge-main.json (ENOSPC). It serves
+    anyway, the watchdog finds it on its health socket (store_error, no crash loop), and the URL is published
+    and the bridge healthy soon after space returns."""
+    config_path = write_config(ONLY_BRIDGE)
+    data_dir = config_path.parent / "data"
+    with small_disk(data_dir, "8m") as disk:
+        procs = Processes(config_path)
+        watchdog = subprocess.Popen(disk.command(sys.executable, "-m", "watchdog.cli", "run", "--config",
+                                                 str(config_path)), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+        procs.started.append(watchdog)  # ended by pid (nsenter execs the watchdog)
+        try:
+            def bridge() -> dict:
+                return status(disk.outside).get("bridge:main") or {}
+            first = wait_until(lambda: bridge().get("healthy") and bridge(), 30, message="the bridge healthy")
+            filler = disk.fill()
+            os.kill(first["pid"], signal.SIGKILL)
+            restarted = wait_until(lambda: (b := bridge()).get("pid") not in (None, first["pid"])
+                                   and b["condition"] == "store_error" and b, 30,
+                                   message="the restarted bridge found by the watchdog, reporting the full disk")
+            assert restarted["endpoints"] == {}  # its URL is not published: the disk is full
+            filler.unlink()
+            freed = time.monotonic()
+            healthy = wait_until(lambda: (b := bridge()).get("healthy") and b, 15, message="healthy once space is back")
+            took = time.monotonic() - freed
+            assert healthy["pid"] == restarted["pid"] and healthy["restarts"] == 1, healthy  # it never exited
+            assert healthy["endpoints"]["api"].startswith("http://127.0.0.1:")
+            print(f"healthy {took:.2f} s after space returned")
+        finally:
+            procs.stop_all()

@@ -48,6 +48,9 @@ class FixedHistory(Transport):
     async def download(self, media: MediaInfo) -> bytes:
         raise NotImplementedError
 
+    async def joined_groups(self) -> list[str]:
+        raise NotImplementedError
+
     async def close(self) -> None:
         raise NotImplementedError
 

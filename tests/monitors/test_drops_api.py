@@ -5,10 +5,12 @@ import base64
 import json
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
@@ -24,6 +26,7 @@ from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_tex
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
 from tests.bridge_support import SENDER, call, inject, start_bridge, start_sim
 from tests.conftest import BASE_CONFIG, GROUP_A, ROOT, Processes, wait_until
+from tests.contracts import webhook_event_problems
 from tests.monitor_support import start_monitor
 from tests.pg import PgCluster, free_port
 from watchdog.shared import endpoints
@@ -34,9 +37,9 @@ TOKEN = "drops-api-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def api_config(backend: str = "", hook_url: str = "", extra: str = "") -> str:
+def api_config(backend: str = "", hook_url: str = "", extra: str = "", start_at: str = "now") -> str:
     hook = (f'\n[[webhooks]]\nname = "qa"\nurl = "{hook_url}"\nsecret = "{SECRET}"\nbackoff_initial = 0.05\n'
-            'backoff_max = 0.5\nmax_attempts = 1000\n' if hook_url else "")
+            f'backoff_max = 0.5\nmax_attempts = 1000\nstart_at = "{start_at}"\n' if hook_url else "")
     return BASE_CONFIG + backend + f'\n[drops_api]\nenabled = true\ntoken = "{TOKEN}"\n' + hook + extra
 
 
@@ -116,6 +119,9 @@ def test_drop_feedback_receipts_and_webhooks_end_to_end(write_config, drops_back
         wait_until(lambda: Counter(e["type"] for e in receiver.events().values()) == expected, timeout=20,
                    message=f"the webhook events {dict(expected)}")
         assert set(receiver.accepted().values()) == {1} and receiver.bad_signatures == 0
+        spec = json.loads((ROOT / "watchdog/openapi/drops-api.json").read_text())
+        problems = [webhook_event_problems(spec, event) for event in receiver.events().values()]
+        assert not any(problems), problems  # as documented, times RFC 3339 like the REST answers
         assert [r.status for r in receiver.requests[:2]] == [500, 429]  # retried with the same webhook-id
         read_event = next(e for e in receiver.events().values() if e["type"] == "feedback.read")
         assert read_event["data"]["drop"]["id"] == drop["id"] and read_event["data"]["feedback"]["read_at"]
@@ -180,6 +186,7 @@ def test_paging_filters_and_every_bad_request_answered_by_name(write_config) -> 
             status, page = get(f"{api}/api/drops?limit=3" + (f"&cursor={cursor}" if cursor else ""))
             assert status == 200, page
             pages.append([d["drop_number"] for d in page["drops"]])
+            assert page["has_more"] == (page["next_cursor"] is not None)
             if not (cursor := page["next_cursor"]):
                 break
         assert pages == [["DR7000006", "DR7000005", "DR7000004"], ["DR7000003", "DR7000002", "DR7000001"],
@@ -187,11 +194,18 @@ def test_paging_filters_and_every_bad_request_answered_by_name(write_config) -> 
         status, page = get(f"{api}/api/drops?since=2026-11-24T08:02:00Z&until=2026-11-24T10:05:00%2B02:00"
                            "&backfilled=true&feedback=none")
         assert status == 200 and [d["drop_number"] for d in page["drops"]] == ["DR7000004", "DR7000002"]
+        for query in ("drop_number=DR7000003", "drop_number=dr7000003&project=lawley"):  # a drop by its number
+            status, page = get(f"{api}/api/drops?{query}")
+            assert status == 200 and [d["drop_number"] for d in page["drops"]] == ["DR7000003"], page
+            assert page["has_more"] is False and page["next_cursor"] is None
+        assert get(f"{api}/api/drops?drop_number=DR9999999")[1]["drops"] == []
 
         for query, key in [("limit=0", "limit"), ("limit=x", "limit"), ("since=yesterday", "since"),
                            ("until=2026-11-24T08:00:00", "until"), ("project=nope", "project"),
                            ("backfilled=maybe", "backfilled"), ("feedback=done", "feedback"),
-                           ("cursor=garbage", "cursor"), ("colour=red", "colour"), ("until=", "until")]:
+                           ("cursor=garbage", "cursor"), ("colour=red", "colour"), ("until=", "until"),
+                           ("drop_number=", "drop_number"), ("drop_number=DR%00", "drop_number"),
+                           (f"drop_number={'9' * 65}", "drop_number")]:
             status, body = get(f"{api}/api/drops?{query}")
             assert status == 400 and body["error"].startswith(f"{key}: "), (query, body)
         drop_id = get(f"{api}/api/drops?limit=1")[1]["drops"][0]["id"]
@@ -219,7 +233,9 @@ def test_paging_filters_and_every_bad_request_answered_by_name(write_config) -> 
         assert post(f"{api}/api/drops/{drop_id}/feedback", {"message": "x"}, {"Origin": "https://evil.example"})[0] == 403
 
         status, document = get(f"{api}/openapi.json")
-        assert status == 200 and document == json.loads((ROOT / "docs/openapi/drops-api.json").read_text())
+        assert status == 200 and document == json.loads((ROOT / "watchdog/openapi/drops-api.json").read_text())
+        (server,) = document["servers"]  # names the API it was served by (not the watchdog's control port)
+        assert urllib.parse.urljoin(f"{api}/openapi.json", server["url"]).rstrip("/") == api
     finally:
         procs.stop_all()
 
@@ -229,7 +245,7 @@ def test_dead_events_are_alerted_once_and_shown(write_config, receiver: WebhookR
     receiver.script = [404, 404]  # final at once, whatever max_attempts says
     receiver.start()
     alerts = f'\n[[alerts]]\nurl = "http://127.0.0.1:{free_port()}/alert"\nrules = ["webhook_dead"]\n'
-    config_path = write_config(api_config(hook_url=receiver.url, extra=alerts))
+    config_path = write_config(api_config(hook_url=receiver.url, extra=alerts, start_at="oldest"))
     data_dir = config_path.parent / "data"
     record_drops(config_path, 2)
     procs = Processes(config_path)
@@ -305,7 +321,7 @@ def test_postgres_down_is_a_503_and_the_outbox_waits_then_wakes_the_deliverer_ag
         write_config, pg_cluster: PgCluster, pg_url: str, receiver: WebhookReceiver) -> None:
     receiver.script = []
     receiver.start()
-    config_path = write_config(api_config(f'\n[database]\nurl = "{pg_url}"\n', receiver.url))
+    config_path = write_config(api_config(f'\n[database]\nurl = "{pg_url}"\n', receiver.url, start_at="oldest"))
     data_dir = config_path.parent / "data"
     record_drops(config_path, 3)
     procs = Processes(config_path)
@@ -373,6 +389,91 @@ def test_a_drops_store_newer_than_this_release_exits_2(write_config) -> None:
     result = subprocess.run([sys.executable, "-m", "watchdog.cli", "drops-api", "--config", str(config_path)],
                             cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "schema version 99" in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_a_webhook_added_later_starts_at_the_current_event_unless_it_asks_for_the_oldest(
+        write_config, drops_backend: str) -> None:
+    late, replay = WebhookReceiver(SECRET), WebhookReceiver(SECRET)
+    try:
+        late.start()
+        replay.start()
+        hooks = (f'\n[[webhooks]]\nurl = "{late.url}"\nsecret = "{SECRET}"\n'  # no name: derived from the URL
+                 f'\n[[webhooks]]\nname = "replay"\nurl = "{replay.url}"\nsecret = "{SECRET}"\nstart_at = "oldest"\n')
+        config_path = write_config(api_config(drops_backend, extra=hooks))
+        data_dir = config_path.parent / "data"
+        record_drops(config_path, 2)  # the history before the webhooks were added
+        procs = Processes(config_path)
+        try:
+            api = start_api(procs, data_dir)
+            record_drops(config_path, 3)  # one more: DR7000002
+            wait_until(lambda: len(replay.accepted()) == 3 and len(late.accepted()) == 1,
+                       message="the new event at both, the history at the one that asked for it")
+            assert sorted(e["data"]["drop"]["drop_number"] for e in replay.events().values()) == [
+                "DR7000000", "DR7000001", "DR7000002"]
+            assert [e["data"]["drop"]["drop_number"] for e in late.events().values()] == ["DR7000002"]
+            name = f"127.0.0.1-{late.port}-hook"
+            assert set(get(f"{api}/api/health")[1]["webhooks"]) == {name, "replay"}
+        finally:
+            procs.stop_all()
+        procs = Processes(config_path)  # a restart: each keeps its place, nothing is sent again
+        try:
+            api = start_api(procs, data_dir)
+            record_drops(config_path, 4)
+            wait_until(lambda: len(replay.accepted()) == 4 and len(late.accepted()) == 2, message="DR7000003 at both")
+            assert set(replay.accepted().values()) == set(late.accepted().values()) == {1}
+            assert get(f"{api}/api/health")[1]["webhooks"][name]["pending"] == 0
+        finally:
+            procs.stop_all()
+    finally:
+        late.close()
+        replay.close()
+
+
+@pytest.mark.slow
+def test_a_taken_port_means_a_free_one_only_with_port_fallback(write_config) -> None:
+    with socket.socket() as taken:  # the pinned port (the demo's 8091) held by something else
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config_path = write_config(api_config(extra=f"port = {port}\n"))
+        result = subprocess.run([sys.executable, "-m", "watchdog.cli", "drops-api", "--config", str(config_path)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr, result.stderr
+        config_path = write_config(api_config(extra=f"port = {port}\nport_fallback = true\n"))
+        data_dir = config_path.parent / "data"
+        procs = Processes(config_path)
+        try:
+            api = start_api(procs, data_dir)
+            assert api != f"http://127.0.0.1:{port}" and get(f"{api}/api/health")[0] == 200
+            log = (config_path.parent / "drops-api.log").read_text()
+            assert f"drops_api.port {port} is taken: serving on free port {api.rsplit(':', 1)[1]}" in log
+        finally:
+            procs.stop_all()
+
+
+@pytest.mark.slow
+def test_a_nul_character_is_a_400_naming_the_field_on_both_stores(write_config, drops_backend: str) -> None:
+    """PostgreSQL refuses NUL in text: refused by name before the store sees it, on drops.db alike."""
+    config_path = write_config(api_config(drops_backend))
+    record_drops(config_path, 1)
+    procs = Processes(config_path)
+    try:
+        api = start_api(procs, config_path.parent / "data")
+        drop_id = get(f"{api}/api/drops")[1]["drops"][0]["id"]
+        by_id = f"{api}/api/drops/{drop_id}/feedback"
+        for url, body, field in [(by_id, {"message": "needs\u0000correction"}, "message"),
+                                 (f"{api}/api/feedback", {"project": "lawley", "drop_number": "DR7000000",
+                                                          "message": "a\u0000b"}, "message"),
+                                 (f"{api}/api/feedback", {"project": "lawley", "drop_number": "DR7\u0000",
+                                                          "message": "x"}, "drop_number")]:
+            status, answer = post(url, body)
+            assert status == 400 and answer["error"].startswith(f"{field}: "), (body, status, answer)
+        status, answer = get(f"{api}/api/drops?drop_number=DR7%00")
+        assert status == 400 and answer["error"].startswith("drop_number: "), answer
+        assert get(f"{api}/api/drops/{drop_id}")[1]["feedback"] == []  # nothing recorded
+    finally:
+        procs.stop_all()
 
 
 @pytest.mark.slow

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bridge.store import format_ts, now_ts
+from bridge.store import format_ts
 from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_QUEUED, FEEDBACK_SENT, DropsDB, NewFeedback, ReceiptStamp,
                                   Submission, drops_db_path, open_drops_store)
 from monitors.store.outbox import outbox_channel
+from monitors.store.shapes import rfc3339
 from tests.conftest import BASE_CONFIG, GROUP_A
 from watchdog.shared.config import load
 
@@ -33,6 +34,12 @@ def sub(number: str, message_id: str, backfilled: bool = False, by: str = CONTRA
 def ack(s: Submission) -> NewFeedback:
     return NewFeedback("ack", s.group_jid, f"@27710000001 {s.drop_number} received", (s.submitted_by,),
                        f"key-{s.drop_number}-{s.message_id}")
+
+
+@pytest.fixture(autouse=True)
+def at_t0(fixed_clock: Callable[[datetime], None]) -> None:
+    """The store stamps events at T0, the times these tests compare them with."""
+    fixed_clock(T0)
 
 
 @pytest.fixture
@@ -55,13 +62,15 @@ def test_every_change_enqueues_its_event_once(drops: DropsDB) -> None:
     events = drops.outbox.due("all", now=at(10**6))
     assert [e.type for e in events] == ["drop.recorded", "drop.backfilled", "drop.resubmitted"]
     recorded = events[0].data
-    assert recorded["type"] == "drop.recorded" and recorded["timestamp"] == events[0].created_at
+    # RFC 3339 times, as the REST API answers them (the store's own text has a space for the T)
+    assert recorded["type"] == "drop.recorded" and recorded["timestamp"] == rfc3339(events[0].created_at)
     assert recorded["data"]["drop"] == {
         "id": new[0].public_id, "project": "lawley", "drop_number": "DR1000001", "group_jid": GROUP_A,
-        "group_name": "Lawley Fibre", "submitted_by": CONTRACTOR, "message_id": "M1", "message_time": at(0),
-        "detected_at": new[0].detected_at, "backfilled": False, "feedback_status": "pending"}
+        "group_name": "Lawley Fibre", "submitted_by": CONTRACTOR, "message_id": "M1", "message_time": rfc3339(at(0)),
+        "detected_at": rfc3339(new[0].detected_at), "backfilled": False, "feedback_status": "pending",
+        "feedback_sent_at": None}
     assert events[2].data["data"]["submission"] == {"message_id": "M3", "submitted_by": OTHER,
-                                                    "message_time": at(0), "backfilled": False}
+                                                    "message_time": rfc3339(at(0)), "backfilled": False}
     assert len({e.id for e in events}) == 3
 
     first, second = drops.pending_feedback("lawley")
@@ -96,7 +105,7 @@ def test_receipts_stamp_feedback_once_and_enqueue_delivered_and_read(drops: Drop
     assert (done.server_at, done.delivered_at, done.read_at) == (at(1), at(2), at(5))
     assert types(drops) == ["drop.recorded", "feedback.sent", "feedback.delivered", "feedback.read"]
     read = drops.outbox.due("all", now=at(10**6))[-1].data["data"]["feedback"]
-    assert (read["delivered_at"], read["read_at"], read["status"]) == (at(2), at(5), "queued")
+    assert (read["delivered_at"], read["read_at"], read["status"]) == (rfc3339(at(2)), rfc3339(at(5)), "queued")
 
 
 def test_a_read_receipt_without_delivered_first_stamps_both(drops: DropsDB) -> None:
@@ -169,11 +178,11 @@ def test_delivery_state_per_webhook_retry_dead_and_counts(drops: DropsDB) -> Non
         "drop.recorded", "drop.backfilled", "drop.resubmitted"]  # another webhook has its own state
     recorded, backfilled = due
     outbox.delivered("crm", recorded.seq)
-    next_attempt_at = format_ts(datetime.now(timezone.utc) + timedelta(hours=1))
+    next_attempt_at = at(3600)
     outbox.failed("crm", backfilled.seq, "HTTP 500", next_attempt_at=next_attempt_at)
     assert outbox.due("crm", ["drop.recorded", "drop.backfilled"]) == []  # not due before its next attempt
     assert outbox.next_retry("crm", at(0)) == next_attempt_at
-    assert outbox.next_retry("audit", now_ts()) is None  # its deliveries are all due already
+    assert outbox.next_retry("audit", at(0)) is None  # its deliveries are all due already
     (retry,) = outbox.due("crm", ["drop.recorded", "drop.backfilled"], now=at(10**9))
     assert (retry.seq, retry.id, retry.attempts) == (backfilled.seq, backfilled.id, 1)
     outbox.dead("crm", retry.seq, "HTTP 410 gone")

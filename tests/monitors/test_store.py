@@ -268,3 +268,14 @@ def test_a_replaced_store_is_followed_from_its_start(config: Config, store: Stor
     assert rows(config, "SELECT drop_number FROM drops ORDER BY id") == [("DR1000001",), ("DR1000002",),
                                                                           ("DR1000003",)]
     assert rows(config, "SELECT rowid FROM cursors") == [(1,)]
+
+
+def test_one_drop_in_three_spellings_is_one_row_and_one_acknowledgement(config: Config, store: Store) -> None:
+    post(store, "M1", "DR7123456")
+    post(store, "M2", "DR\uff17\uff11\uff12\uff13\uff14\uff15\uff16", sender="27710000002@s.whatsapp.net")
+    post(store, "M3", "DR\u0667\u0661\u0662\u0663\u0664\u0665\u0666", sender="27710000003@s.whatsapp.net")
+    catch_up(config)
+    assert rows(config, "SELECT drop_number, message_id FROM drops") == [("DR7123456", "M1")]
+    assert rows(config, "SELECT kind, message_id FROM drop_events ORDER BY id") == [
+        ("submitted", "M1"), ("resubmitted", "M2"), ("resubmitted", "M3")]
+    assert rows(config, "SELECT text FROM feedback") == [("@27710000001 DR7123456 received, thank you",)]

@@ -45,8 +45,18 @@ class MemoryOutbox:
     state: dict[int, str] = field(default_factory=dict)  # seq -> delivered | dead
     next_at: dict[int, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    started: list[tuple[str, str]] = field(default_factory=list)
+    down_for_starts: int = 0  # `start` fails this many times (a store down when drops-api starts)
+    looked_before_start: bool = False
+
+    def start(self, webhook, start_at):
+        if self.down_for_starts:
+            self.down_for_starts -= 1
+            raise ConnectionError("store down")
+        self.started.append((webhook, start_at))
 
     def due(self, webhook, types, now, limit=100):
+        self.looked_before_start |= not self.started
         due = [e for e in self.events if e.seq not in self.state and e.type in types and self.next_at.get(e.seq, "") <= now]
         return [Event(**e.__dict__) for e in due[:limit]]
 
@@ -93,9 +103,8 @@ def receiver() -> Iterator[WebhookReceiver]:
 async def delivering(outbox: MemoryOutbox, hooks: list[WebhookConfig], dead: list[tuple[str, str]], body) -> None:
     """Run a Deliverer while `body` runs; nothing but its own attempts and retries wakes it (the events are there)."""
     async with aiohttp.ClientSession() as http:
-        deliverer = Deliverer(hooks, outbox, http, lambda h, event_id, summary: dead.append((h.name, event_id)),
-                              WokenSchedule())
-        task = asyncio.create_task(deliverer.run())
+        deliverer = Deliverer(hooks, outbox, http, lambda h, event_id, summary: dead.append((h.name, event_id)))
+        task = asyncio.create_task(deliverer.run(WokenSchedule()))
         try:
             await body(deliverer)
         finally:
@@ -173,3 +182,24 @@ def test_a_receiver_gets_only_the_event_types_it_asked_for(receiver: WebhookRece
 
     asyncio.run(delivering(outbox, [hook(port, events=["feedback.read"])], [], body))
     assert list(receiver.accepted()) == ["evt_read"]
+
+
+def test_a_receiver_is_placed_in_the_event_stream_before_anything_is_sent_even_if_the_store_was_down(
+        receiver: WebhookReceiver) -> None:
+    port = free_port()
+    receiver.start(port)
+    outbox = MemoryOutbox(events(2), down_for_starts=2)
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as http:
+            deliverer = Deliverer([hook(port, start_at="oldest")], outbox, http, lambda *a: None)
+            assert not deliverer.start_receivers() and deliverer.store_error == "ConnectionError: store down"
+            task = asyncio.create_task(deliverer.run(WokenSchedule()))  # tries again at each (safety) look
+            try:
+                await until(lambda: len(outbox.state) == 2, message="both events delivered once the store answered")
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(run())
+    assert outbox.started == [("crm", "oldest")] and not outbox.looked_before_start

@@ -2,6 +2,8 @@
 against the running system (positive and negative cases): no 5xx, every answer conforms to the document."""
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 
 import hypothesis
@@ -14,9 +16,12 @@ from schemathesis.checks import (content_type_conformance, not_a_server_error, r
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from tests.bridge_support import call
-from tests.conftest import BASE_CONFIG, Processes, wait_until
-from tests.contracts import CONTRACTS, Contract, documented, routes
+from tests.conftest import BASE_CONFIG, GROUP_A, Processes, wait_until
+from monitors.drops_store import FEEDBACK_FAILED, FEEDBACK_SENT, NewFeedback, ReceiptStamp, Submission, open_drops_store
+from monitors.store.schema import V4_OUTBOX
+from tests.contracts import CONTRACTS, Contract, documented, routes, webhook_event_problems
 from watchdog.shared import endpoints
+from watchdog.shared.config import WEBHOOK_EVENTS, load
 
 EXAMPLES = 8  # per operation and mode: the whole run stays within ~30 s on a loaded 2-core machine
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -26,7 +31,41 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def test_the_document_matches_the_routes(contract: Contract) -> None:
     spec = contract.spec()
     assert spec["openapi"].startswith("3.1")
-    assert routes(contract.app()) == documented(spec), f"docs/openapi/{contract.document} drifted from the routes"
+    assert routes(contract.app()) == documented(spec), f"watchdog/openapi/{contract.document} drifted from the routes"
+
+
+DROPS_API = next(c for c in CONTRACTS if c.name == "drops-api")
+
+
+def test_the_documented_webhook_events_are_the_ones_the_code_knows() -> None:
+    """One list: the config's WEBHOOK_EVENTS; the document's `webhooks` and the store's CHECK constraint agree
+    (and the next test: the store writes each of them)."""
+    assert sorted(DROPS_API.spec()["webhooks"]) == sorted(WEBHOOK_EVENTS)
+    assert sorted(re.findall(r"'([a-z]+\.[a-z]+)'", V4_OUTBOX)) == sorted(WEBHOOK_EVENTS)
+
+
+def test_every_event_the_store_writes_matches_the_document(write_config) -> None:
+    drops = open_drops_store(load(write_config(BASE_CONFIG)))
+    try:
+        def sub(number: str, message_id: str, backfilled: bool = False) -> Submission:
+            return Submission(number, GROUP_A, "Lawley Fibre", "27710000001@s.whatsapp.net", message_id,
+                              "2026-11-24 08:00:00.000000+00:00", backfilled)
+
+        def ack(s: Submission) -> NewFeedback:
+            return NewFeedback("ack", s.group_jid, f"{s.drop_number} received", (s.submitted_by,), s.message_id)
+        drops.record("lawley", "main", 3, [sub("DR1000001", "M1"), sub("DR1000002", "M2", True),
+                                           sub("DR1000001", "M3")], ack)
+        first, second = drops.pending_feedback("lawley")
+        drops.finish_feedback(first, FEEDBACK_SENT, bridge_message_id="3EB0A1")
+        drops.finish_feedback(second, FEEDBACK_FAILED, "HTTP 400: not a group")
+        drops.record_receipts([ReceiptStamp("3EB0A1", "read", "2026-11-24 08:01:00.000000+00:00",
+                                            "27710000001@s.whatsapp.net")])
+        events = [json.loads(e.payload) for e in drops.outbox.due("contract", limit=100)]
+    finally:
+        drops.close()
+    assert sorted({e["type"] for e in events}) == sorted(WEBHOOK_EVENTS)
+    problems = {e["type"]: webhook_event_problems(DROPS_API.spec(), e) for e in events}
+    assert not any(problems.values()), problems
 
 
 @pytest.fixture(scope="module")

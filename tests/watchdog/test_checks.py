@@ -20,8 +20,10 @@ from tests.watchdog.test_supervision import run, supervise, worker, write_settin
 from watchdog import hooks, probes
 from watchdog.checks import Checks, Verdict, judge
 from watchdog.child_health import ChildHealth
+from watchdog.loop_gaps import LoopGaps
 from watchdog.shared.config_model import WatchdogConfig
 from watchdog.probes import ProcSample, proc_sample
+from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared.programs import Check, Program
 
 
@@ -113,14 +115,16 @@ class Events:
     def changed(self) -> None: ...
 
 
-def armed(tmp_path: Path, program: Program) -> tuple[Checks, list[tuple[str, str]], ChildHealth]:
+def armed(tmp_path: Path, program: Program, gaps: LoopGaps | None = None) -> tuple[Checks, list[tuple[str, str]],
+                                                                                 ChildHealth]:
     b = bench(tmp_path)
     health = ChildHealth(program, b.program_alerts(program.name), Events())
     child = FakeChild(started_at=time.monotonic())
     health.begin(child)
     failed: list[tuple[str, str]] = []
     checks = Checks(program, hooks.load(""), SETTINGS, health, lambda event, cause: failed.append((event, cause)),
-                    b.records(program.name), tmp_path, None)  # type: ignore[arg-type]  # no HTTP check here
+                    b.records(program.name), tmp_path, None,  # type: ignore[arg-type]  # no HTTP check here
+                    gaps or LoopGaps())
     checks.arm(child)  # type: ignore[arg-type]
     return checks, failed, health
 
@@ -168,4 +172,29 @@ def test_a_missed_heartbeat_without_cpu_is_a_hang_and_one_in_time_is_not(tmp_pat
         await until(lambda: failed, 3, "the heartbeat check")
         assert failed[0][0] == "hang" and "no CPU time used" in failed[0][1]
         checks.cancel()
+    asyncio.run(scenario())
+
+
+def test_a_gap_in_the_watchdogs_own_loop_re_arms_the_heartbeat_deadline_instead_of_judging_by_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop blocked for 3.5 s (as a SIGSTOPped watchdog): a silent child is not judged by that time; it gets a
+    whole watchdog_sec from the wake-up, and is judged (hung: asleep, no CPU) once that passes unanswered."""
+    monkeypatch.setattr(probes, "proc_sample", lambda pid, now: probes.ProcSample(now, "S", 1.0))
+    log = RecoveryLog(tmp_path / "gaps.jsonl")
+
+    async def scenario() -> None:
+        gaps = LoopGaps(log)
+        ticking = asyncio.get_running_loop().create_task(gaps.tick())
+        await asyncio.sleep(0)
+        checks, failed, _ = armed(tmp_path, Program("monitor:a", ("true",), ready=Check("notify"), watchdog_sec=1.0),
+                                  gaps)
+        time.sleep(3.5)  # the fault itself: the watchdog's loop does not run (nothing is waited for here)
+        woke = time.monotonic()
+        await until(lambda: failed, 5, "the hang, judged by watched time")
+        assert time.monotonic() - woke >= 0.9, "judged by the time the watchdog did not watch"
+        assert failed[0][0] == "hang" and "no WATCHDOG=1 for 1.0 s" in failed[0][1]
+        (gap,) = [r for r in log.read() if r["event"] == "loop_gap"]
+        assert gap["component"] == "watchdog" and 3.4 < gap["gap_s"] < 5
+        ticking.cancel()
+        checks.close()
     asyncio.run(scenario())

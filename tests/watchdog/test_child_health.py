@@ -71,3 +71,13 @@ def test_answers_after_a_stop_do_not_count_and_an_exit_before_ready_leaves_its_l
     assert not part.healthy and events.healthy == 0
     assert part.exited() == "store accounts/main/messages.db is corrupt"
     assert part.condition == "exited" and not part.started
+
+
+def test_an_overloaded_answer_is_shown_as_the_condition_without_touching_health_or_alerts(tmp_path: Path) -> None:
+    """The connection cap's 503 met by a probe: alive and busy. Shown; neither unhealthy nor alerted."""
+    part, events, b = health(tmp_path)
+    part.on_probe(PROBE, probes.HealthResult(probes.OK, "ok"), counts=True)
+    part.on_probe(PROBE, probes.HealthResult(probes.OVERLOADED, "overloaded", "at its limit"), counts=True)
+    assert part.healthy and part.condition == "overloaded" and not b.alerts.fired and events.healthy == 1
+    part.on_probe(PROBE, probes.HealthResult(probes.OK, "ok"), counts=True)
+    assert part.healthy and part.condition == "ready"

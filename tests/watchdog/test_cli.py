@@ -1,6 +1,7 @@
 """The `wa-watchdog` entry point: --version, and a second watchdog on one data directory says what it waits for."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +18,19 @@ def test_version() -> None:
     result = subprocess.run([sys.executable, "-m", "watchdog.cli", "--version"], cwd=ROOT, capture_output=True,
                             text=True, timeout=30)
     assert (result.returncode, result.stdout.strip()) == (0, f"wa-watchdog {version('wa-watchdog')}")
+
+
+def test_without_a_config_outside_the_source_tree_the_error_says_what_to_pass(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "WA_WATCHDOG_CONFIG"}
+    for command in ("check", "run", "status"):
+        result = subprocess.run([sys.executable, "-m", "watchdog.cli", command], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert result.stderr == (f"wa-watchdog {command}: configuration error: no --config given and the default "
+                                 f"config {tmp_path}/conf/demo.toml does not exist: pass --config FILE or set "
+                                 "WA_WATCHDOG_CONFIG (conf/demo.toml in a checkout of the source is the demo, "
+                                 "conf/prod.example.toml the production example)\n")
+    assert list(tmp_path.iterdir()) == []  # nothing created here
 
 
 ONE_BRIDGE = """

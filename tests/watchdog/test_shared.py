@@ -34,6 +34,64 @@ def test_notifier_sends_unicode_status_that_sdnotify_would_drop(notify_socket: s
     assert received == ["READY=1\nSTATUS=bridge main connected · monitors 6/6 ready · ✓", "WATCHDOG=1", "STOPPING=1"]
 
 
+def test_notifier_never_blocks_on_a_receiver_that_stops_reading_and_owes_it_ready(notify_socket: socket.socket) -> None:
+    """A paused watchdog reads nothing: 200 sends return at once (the queue holds 10), READY=1 dropped then goes
+    with the next heartbeat once the receiver reads again, and the drops are counted in the child's log."""
+    address = "@" + notify_socket.getsockname()[1:].decode()
+    code = ("import sys, time\n"
+            "from loguru import logger\n"
+            "from watchdog.shared.notify import Notifier\n"
+            "logger.remove(); logger.add(sys.stdout, format='{message}')\n"
+            "n = Notifier(); started = time.monotonic()\n"
+            "for _ in range(200): n.heartbeat()\n"
+            "n.ready('up')\n"
+            "print('sent', round(time.monotonic() - started, 3), 'dropped', n.dropped, flush=True)\n"
+            "sys.stdin.readline()\n"  # the receiver has read everything
+            "n.heartbeat()\n")
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, env={**os.environ, "NOTIFY_SOCKET": address})
+    try:
+        _, seconds, _, dropped = child.stdout.readline().split()  # type: ignore[union-attr]
+        assert float(seconds) < 1 and int(dropped) >= 150
+        queued = [notify_socket.recv(4096) for _ in range(int(200 + 1 - int(dropped)))]
+        assert set(queued) == {b"WATCHDOG=1"}
+        child.stdin.write("\n")  # type: ignore[union-attr]
+        child.stdin.flush()  # type: ignore[union-attr]
+        assert notify_socket.recv(4096) == b"WATCHDOG=1\nREADY=1"
+        assert child.wait(30) == 0
+        assert f"{dropped} sd_notify messages dropped" in child.stdout.read()  # type: ignore[union-attr]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdin.close()  # type: ignore[union-attr]
+        child.stdout.close()  # type: ignore[union-attr]
+
+
+def test_a_childs_log_lines_into_a_pipe_nobody_reads_are_dropped_never_waited_for() -> None:
+    """stderr a pipe the (paused) watchdog does not read: the child logs on; the pipe holds what it took."""
+    read_end, write_end = os.pipe()
+    code = ("import time\n"
+            "from loguru import logger\n"
+            "from watchdog.shared import logs\n"
+            "logs.setup('bridge:main'); started = time.monotonic()\n"
+            "for n in range(2000): logger.info('stored {} new of {} messages', n, n)\n"  # ~170 kB into 64 kB
+            "print(time.monotonic() - started)\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=write_end,
+                              text=True, timeout=30)
+    finally:
+        os.close(write_end)
+    try:
+        assert done.returncode == 0 and float(done.stdout) < 5
+        written = b""
+        while chunk := os.read(read_end, 65536):
+            written += chunk
+        assert 0 < len(written) <= 65536 and b"stored 0 new of 0 messages" in written
+    finally:
+        os.close(read_end)
+
+
 def test_notifier_is_silent_without_notify_socket() -> None:
     code = "from watchdog.shared.notify import Notifier; n = Notifier(); assert not n.enabled; n.ready('x'); n.heartbeat()"
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}

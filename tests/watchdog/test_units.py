@@ -15,7 +15,8 @@ import pytest
 from bridge.supervision import classify
 from watchdog import probes
 from watchdog.child import child_env, exit_cause
-from watchdog.child_output import ChildOutput, RotatingFile, StderrSink
+from watchdog.child_output import ChildOutput, RotatingFile
+from watchdog.shared.logs import StderrSink
 from watchdog.shared.config import ConfigError, WatchdogConfig, load
 from watchdog.shared.logs import line_time
 from watchdog.notify_server import parse

@@ -12,9 +12,9 @@ import bisect
 import json
 import math
 import os
-import time
 
 from watchdog.shared.recovery_log import RecoveryLog
+from watchdog.shared import clock
 
 KEEP_S = 7 * 86400  # the longest timeline range
 
@@ -65,7 +65,7 @@ class RecordCache:
             self.version += 1
 
     def _reload(self) -> None:
-        cutoff = time.time() - self.keep_s
+        cutoff = clock.now_s() - self.keep_s
         path = self.log.path
         records: list[dict] = []
         for n in range(self.log.keep, 0, -1):
@@ -86,7 +86,7 @@ class RecordCache:
         self.version += 1
 
     def _trim(self) -> None:
-        cutoff = time.time() - self.keep_s
+        cutoff = clock.now_s() - self.keep_s
         if self._records and self._records[0].get("time", 0.0) < cutoff:
             del self._records[:bisect.bisect_left(self._records, cutoff, key=lambda r: r.get("time", 0.0))]
 

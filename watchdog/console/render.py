@@ -12,11 +12,13 @@ from datetime import datetime
 from html import escape
 from urllib.parse import quote
 
+from bridge.membership import not_in_text
 from watchdog.alerts import RULE_ACTIONS, RULE_TITLES, runbook_ref
 from watchdog.console import timeline
 from watchdog.console.incidents import Incident
 from watchdog.console.view import Console, Row
 from watchdog.control_client import format_duration
+from watchdog.shared import clock
 
 INCIDENTS_SHOWN = 50  # newest; the rest are in `wa-watchdog recoveries`
 STATE_CLASS = {"running": "ok", "starting": "warn", "backoff": "bad", "stopping": "warn", "exited": "bad",
@@ -25,7 +27,7 @@ STATE_CLASS = {"running": "ok", "starting": "warn", "backoff": "bad", "stopping"
 
 def _time(moment: float) -> str:
     stamp = datetime.fromtimestamp(moment)
-    today = datetime.now().date()
+    today = clock.local_now().date()
     return f"{stamp:%H:%M:%S}" if stamp.date() == today else f"{stamp:%a %d %b %H:%M:%S}"
 
 
@@ -63,6 +65,9 @@ def _connection(connection: dict | None) -> str:
     else:
         parts.append("no open window")
     parts.append(f'outbox {escape(str(connection.get("outbox_depth", "?")))}')
+    for item in connection.get("not_in_groups") or []:  # a project follows a group the number is not in
+        text = not_in_text(str(connection.get("account") or "?"), str(item.get("group")), list(item.get("projects") or []))
+        parts.append(f'<span class="bad">{escape(text)}</span>')
     age = connection.get("last_event_age_s")
     parts.append(f"last event {format_duration(age) if age is not None else '-'} ago")
     return f'<div class="conn">WhatsApp: {" · ".join(parts)}</div>'
@@ -187,7 +192,7 @@ def frame(title: str, body: str, range_name: str = timeline.DEFAULT_RANGE, live:
             f'<link rel="stylesheet" href="/console/static/console.css">{script}</head>'
             f'<body data-range="{escape(range_name)}"><header><h1><a href="/">wa-watchdog</a></h1>'
             f'<span id="live" class="quiet">{"static page (reload to refresh)" if live else ""}</span>'
-            f'<span class="quiet" id="updated">as of {datetime.now():%H:%M:%S}</span></header>'
+            f'<span class="quiet" id="updated">as of {clock.local_now():%H:%M:%S}</span></header>'
             f'<main>{body}</main></body></html>')
 
 

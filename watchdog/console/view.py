@@ -27,6 +27,7 @@ from watchdog.console.incidents import Incident, incidents
 from watchdog.console.records import RecordCache
 from watchdog.log_view import tail
 from watchdog.shared.recovery_log import RecoveryLog
+from watchdog.shared import clock
 
 LOG_LINES = 12  # per component in the Logs panel
 EXTENSION_TIMEOUT_S = 2.0  # an extension reading a store that does not answer must not hold the page
@@ -82,7 +83,7 @@ class Console:
         return self.loaded.extensions
 
     def rows(self) -> list[Row]:
-        hour_ago = time.time() - 3600
+        hour_ago = clock.now_s() - 3600
         restarts = Counter(r.get("component") for r in self.records.since(hour_ago) if r.get("event") == "restart")
         return [Row(item, restarts[item.get("name")]) for item in self.status()]
 
@@ -103,7 +104,7 @@ class Console:
         return await asyncio.shield(task)
 
     async def _ask_extensions(self, range_name: str) -> Extras:
-        until = time.time()
+        until = clock.now_s()
         since = until - timeline.RANGES[range_name]
         extras = Extras()
         for extension in self.extensions:
@@ -134,7 +135,7 @@ class Console:
         """
         self.records.records()  # take in what was appended
         rows = [row.name for row in self.rows()]
-        until = time.time()
+        until = clock.now_s()
         pixel_s = timeline.RANGES[range_name] / (timeline.WIDTH - timeline.LABEL - timeline.PAD)
         key = (self.records.version, range_name, tuple(rows), tuple(extras.marks), tuple(sorted(extras.names.items())),
                int(until // pixel_s))

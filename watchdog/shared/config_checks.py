@@ -6,12 +6,25 @@ import ipaddress
 import re
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from watchdog.shared.config_model import (ALERT_RULES, DB_SCHEMA_NAME, GROUP_JID, MIN_HEARTBEAT, MIN_LOG_BYTES,
                                    MIN_RSS_LIMIT_MB, MIN_TRAFFIC_INTERVAL, NAME, ORIGIN, PHONE, WEBHOOK_EVENTS,
-                                   WEBHOOK_NAME, AccountConfig, AlertConfig, Config, DatabaseConfig, DropsApiConfig,
-                                   ProbeConfig, ProjectConfig, SimConfig, WatchdogConfig, WebhookConfig)
+                                   WEBHOOK_NAME, WEBHOOK_STARTS, AccountConfig, AlertConfig, Config, DatabaseConfig,
+                                   DropsApiConfig, ProbeConfig, ProjectConfig, SimConfig, WatchdogConfig, WebhookConfig,
+                                   webhook_name)
+from watchdog.shared.config_secrets import placeholder_token
 from watchdog.shared.config_tables import TableReader
+
+
+# Directories of the system itself: the commands that write the data directory tighten it to 0750 and fill it,
+# so one of these (not a folder inside it, such as /var/lib/wa-watchdog) is refused.
+SYSTEM_DIRS = frozenset(Path(p) for p in (
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt", "/opt",
+    "/proc", "/root", "/run", "/run/user", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib",
+    "/usr/lib64", "/usr/local", "/usr/sbin", "/usr/share", "/usr/src", "/var", "/var/backups", "/var/cache",
+    "/var/lib", "/var/local", "/var/lock", "/var/log", "/var/mail", "/var/opt", "/var/run", "/var/spool",
+    "/var/tmp"))
 
 
 def project_key(i: int, name: object) -> str:
@@ -44,6 +57,11 @@ class ConfigChecks(TableReader):
         if not 0 <= port <= 65535:
             raise self.error(key, f"port {port} out of range 0-65535 (0 = any free port)")
 
+    def check_data_dir(self, data_dir: Path) -> None:
+        if data_dir in SYSTEM_DIRS:
+            raise self.error("data_dir", f"{data_dir} is a system directory; the data directory must be the "
+                                         "service's own, e.g. /var/lib/wa-watchdog")
+
     def check_account(self, account: AccountConfig, data_dir: Path, projects: list[ProjectConfig],
                       sim: SimConfig | None) -> AccountConfig:
         key = f"accounts.{account.name}"
@@ -55,8 +73,7 @@ class ConfigChecks(TableReader):
             raise self.error(f"{key}.phone", f"expected digits only with country code (e.g. 27710000000), got {account.phone!r}")
         self.check_port(account.api_port, f"{key}.api_port")
         self.check_supervision(account.watchdog_sec, account.rss_limit_mb, key, account.probe)
-        if not _is_loopback(account.api_host) and not account.api_token:
-            raise self.error(f"{key}.api_token", f"required when api_host is not loopback ({account.api_host})")
+        self.check_token(account.api_token, f"{key}.api_token", "api_host", account.api_host)
         self.check_origins(account.api_allowed_origins, f"{key}.api_allowed_origins")
         for media_type in ("image", "video", "audio", "document"):
             self.check_positive(getattr(account.media_max_mb, media_type), f"{key}.media_max_mb.{media_type}")
@@ -144,9 +161,17 @@ class ConfigChecks(TableReader):
         if watchdog.backoff_max < watchdog.backoff_initial:
             raise self.error("watchdog.backoff_max", f"must be at least backoff_initial ({watchdog.backoff_initial:g}),"
                                                      f" got {watchdog.backoff_max:g}")
-        if not _is_loopback(watchdog.control_host) and not watchdog.control_token:
-            raise self.error("watchdog.control_token", f"required when control_host is not loopback ({watchdog.control_host})")
+        self.check_token(watchdog.control_token, "watchdog.control_token", "control_host", watchdog.control_host)
         self.check_origins(watchdog.control_allowed_origins, "watchdog.control_allowed_origins")
+
+    def check_token(self, token: str, key: str, host_key: str, host: str) -> None:
+        """A bearer token: required off loopback, and never blank or the example's placeholder (anyone could
+        guess it, and a blank one means none)."""
+        if token and (not token.strip() or placeholder_token(token)):
+            raise self.error(key, f"{token!r} is a placeholder, not a token: set a random one (openssl rand -hex 32)")
+        if not _is_loopback(host) and not token:
+            raise self.error(key, f"required when {host_key} is not loopback ({host}): set a random one "
+                                  "(openssl rand -hex 32)")
 
     def check_origins(self, origins: list[str], key: str) -> None:
         """An Origin is `scheme://host[:port]`, exactly as a browser sends it."""
@@ -174,22 +199,29 @@ class ConfigChecks(TableReader):
         """[[webhooks]] and [drops_api], checked together: drops-api delivers the webhooks."""
         self.check_port(drops_api.port, "drops_api.port")
         self.check_supervision(drops_api.watchdog_sec, drops_api.rss_limit_mb, "drops_api")
-        if not _is_loopback(drops_api.host) and not drops_api.token:
-            raise self.error("drops_api.token", f"required when host is not loopback ({drops_api.host})")
+        self.check_token(drops_api.token, "drops_api.token", "host", drops_api.host)
         self.check_origins(drops_api.allowed_origins, "drops_api.allowed_origins")
         if not isinstance(raw, list):
             raise self.error("webhooks", "expected an array of tables ([[webhooks]])")
         hooks = [self.table(WebhookConfig, body, f"webhooks[{i}]") for i, body in enumerate(raw)]
         if hooks and not drops_api.enabled:
             raise self.error("drops_api.enabled", "must be true when [[webhooks]] are configured (drops-api delivers them)")
-        names: set[str] = set()
+        names: dict[str, int] = {}
         for i, hook in enumerate(hooks):
             key = f"webhooks[{i}]"
+            if not hook.url.startswith(("http://", "https://")) or not _has_host_and_port(hook.url):
+                raise self.error(f"{key}.url", f"expected an http(s) URL, got {hook.url!r}")
+            if not hook.name:
+                hook = hooks[i] = replace(hook, name=webhook_name(hook.url))
+                if hook.name in names:
+                    raise self.error(f"{key}.name", f"missing, and the name derived from the url ({hook.name!r}) is "
+                                                    f"the name of webhooks[{names[hook.name]}]: give each a name")
             if not WEBHOOK_NAME.match(hook.name) or hook.name in names:
                 raise self.error(f"{key}.name", f"expected a unique name of letters, digits, _ . - (got {hook.name!r})")
-            names.add(hook.name)
-            if not hook.url.startswith(("http://", "https://")):
-                raise self.error(f"{key}.url", f"expected an http(s) URL, got {hook.url!r}")
+            names[hook.name] = i
+            if hook.start_at not in WEBHOOK_STARTS:
+                raise self.error(f"{key}.start_at", f"expected one of {', '.join(map(repr, WEBHOOK_STARTS))}, "
+                                                    f"got {hook.start_at!r}")
             if not hook.events:
                 raise self.error(f"{key}.events", f"needs at least one of {', '.join(WEBHOOK_EVENTS)}")
             for j, event in enumerate(hook.events):
@@ -279,6 +311,16 @@ class ConfigChecks(TableReader):
             if port and port in taken:
                 raise self.error(key, f"port {port} is also {taken[port]}")
             taken[port] = key
+
+
+def _has_host_and_port(url: str) -> bool:
+    """A host, and a port that is a number (urlsplit's `port` raises on `:99999` or `:x`)."""
+    try:
+        split = urlsplit(url)
+        split.port  # noqa: B018 - read for its check
+    except ValueError:
+        return False
+    return bool(split.hostname)
 
 
 def _is_loopback(host: str) -> bool:

@@ -5,9 +5,11 @@ they cost nothing to import (watchdog/shared/config.py explains the validation).
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from watchdog.shared.exitcodes import EXIT_CONFIG
 from watchdog.shared.programs import Program
@@ -153,11 +155,25 @@ def monitor_component(projects: list[ProjectConfig]) -> str:
     return projects[0].component if len(projects) == 1 else f"{projects[0].component}..{projects[-1].name}"
 
 
+AUTO = "auto"
+ALONE_UP_TO = 8  # "auto": up to this many enabled projects, each has a process of its own (a fault touches one)
+GROUP_OF = 20  # "auto": past that, processes of at most this many (60 projects: 5.5 % idle CPU apart, 1.0 % in 20s)
+
+
 @dataclass(frozen=True)
 class MonitorsConfig:
     """How projects share monitor processes: at scale a process each costs memory and wake-ups (monitors/main.py)."""
 
-    projects_per_process: int = 1  # enabled projects, in config order, this many to a process
+    projects_per_process: int | str = AUTO  # enabled projects, in config order, this many to a process; or "auto"
+
+    def group_size(self, enabled: int) -> int:
+        """Projects per process for `enabled` projects: "auto" keeps a handful apart and groups more, evenly."""
+        if self.projects_per_process != AUTO:
+            return int(self.projects_per_process)
+        if enabled <= ALONE_UP_TO:
+            return 1
+        processes = -(-enabled // GROUP_OF)
+        return -(-enabled // processes)
 
 
 @dataclass(frozen=True)
@@ -171,7 +187,8 @@ class AlertConfig:
     )
 
 
-ALERT_RULES = ("crash_loop", "hang", "disconnect", "stream_replaced", "logged_out", "not_paired", "config_failed", "webhook_dead")
+ALERT_RULES = ("crash_loop", "hang", "disconnect", "stream_replaced", "logged_out", "not_paired", "config_failed", "webhook_dead",
+               "not_in_group")
 
 
 @dataclass(frozen=True)
@@ -181,9 +198,10 @@ class DropsApiConfig:
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = 0
+    port_fallback: bool = False  # demo: a free port when `port` is taken (production: never, the web app needs it)
     token: str = ""
     allowed_hosts: list[str] = field(default_factory=list)  # Host names beyond loopback/IPs (a reverse proxy)
-    allowed_origins: list[str] = field(default_factory=list)  # browser Origins allowed to POST
+    allowed_origins: list[str] = field(default_factory=list)  # browser Origins allowed to call it (CORS)
     watchdog_sec: float = 5.0
     rss_limit_mb: int = 0
 
@@ -193,14 +211,36 @@ WEBHOOK_EVENTS = ("drop.recorded", "drop.backfilled", "drop.resubmitted", "feedb
 WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
+def webhook_name(url: str) -> str:
+    """The name of a webhook without one: host, port and path of its URL (`127.0.0.1-3005-api-wa-events`).
+
+    Stable (the same URL, the same name: the store keys a receiver's place by it); never the userinfo or
+    the query, which may hold a token, since the name shows in status, logs and metrics. Past 64
+    characters, a hash of host, port and path keeps it unique.
+    """
+    split = urlsplit(url)
+    base = f"{(split.hostname or '').lower()}:{split.port or ''}{split.path}"
+    name = re.sub(r"[^A-Za-z0-9_.]+", "-", base).strip("-.") or "webhook"
+    if len(name) > 64:
+        name = f"{name[:55]}-{hashlib.sha256(base.encode()).hexdigest()[:8]}"
+    return name
+
+
+WEBHOOK_STARTS = ("now", "oldest")  # where a webhook new to the drops store starts: the next event, or every one kept
+
+
 @dataclass(frozen=True)
 class WebhookConfig:
-    """One receiver of signed events (Standard Webhooks); `secret` is `whsec_<base64 of 24-64 bytes>`."""
+    """One receiver of signed events (Standard Webhooks); `secret` is `whsec_<base64 of 24-64 bytes>`.
 
-    name: str
+    `name` keys the receiver's place in the event stream; left out, it is derived from the URL (`webhook_name`).
+    """
+
     url: str
     secret: str
+    name: str = ""
     events: list[str] = field(default_factory=lambda: list(WEBHOOK_EVENTS))
+    start_at: str = "now"  # one of WEBHOOK_STARTS; read once, when the store first sees the name
     max_attempts: int = 10
     timeout: float = 10.0  # per attempt
     backoff_initial: float = 1.0  # wait after the first failed attempt, doubling (plus jitter) up to backoff_max
@@ -274,7 +314,7 @@ class Config:
     def monitor_groups(self) -> list[list[ProjectConfig]]:
         """The enabled projects as the monitor processes hold them."""
         enabled = [project for project in self.projects if project.enabled]
-        size = self.monitors.projects_per_process
+        size = self.monitors.group_size(len(enabled))
         return [enabled[i:i + size] for i in range(0, len(enabled), size)]
 
     def first_senders(self) -> dict[str, str]:

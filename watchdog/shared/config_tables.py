@@ -6,6 +6,7 @@ integer`), and a schema library would cost every child its import on each restar
 from __future__ import annotations
 
 import functools
+import types
 import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -50,6 +51,15 @@ class TableReader:
 
     def value(self, hint: object, value: object, key: str) -> object:
         origin = typing.get_origin(hint)
+        if origin is types.UnionType:  # `int | str`: the first type the value fits
+            for option in typing.get_args(hint):
+                try:
+                    return self.value(option, value, key)
+                except ConfigError:
+                    continue
+            expected = " or ".join(_KINDS.get(option, getattr(option, "__name__", "?"))
+                                   for option in typing.get_args(hint))
+            raise self.error(key, f"expected {expected}, got {_kind(value)}")
         if origin is list:
             (item_hint,) = typing.get_args(hint)
             if not isinstance(value, list):
@@ -78,6 +88,8 @@ class TableReader:
         return self.table(hint, value, key)
 
 
+_KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array", dict: "a table"}
+
+
 def _kind(value: object) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+    return _KINDS.get(type(value), type(value).__name__)

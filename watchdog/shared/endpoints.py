@@ -3,16 +3,25 @@
 Ports may be 0 (any free port), so each component writes the URLs it actually
 bound to `<data_dir>/run/<component>.json`; other commands and tests read them
 from there instead of guessing.
+
+A component probed over HTTP (the bridge) also serves its API on a unix socket
+at a path known without any file: `health_socket`. Only the service user can
+reach it (run/ is 0700, the socket 0600), so the watchdog's health probe never
+competes with the public API for its connection slots, and it finds the
+component even while the disk is too full to publish the JSON record.
 """
 from __future__ import annotations
 
 import json
 import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from watchdog.shared import file_modes
+from watchdog.shared import clock
+
+
+UNIX_PATH_MAX = 107  # bytes of a unix socket's path (sun_path, less its terminating NUL)
 
 
 def run_dir(data_dir: Path) -> Path:
@@ -29,8 +38,15 @@ def publish(data_dir: Path, component: str, endpoints: dict[str, str]) -> None:
     path = _file(data_dir, component)
     file_modes.ensure_dir(path.parent, file_modes.PRIVATE_DIR)
     record = {"component": component, "pid": os.getpid(), "endpoints": endpoints,
-              "started_at": datetime.now(timezone.utc).isoformat()}
+              "started_at": clock.now().isoformat()}
     file_modes.write_atomic(path, json.dumps(record))
+
+
+def health_socket(data_dir: Path, component: str) -> Path | None:
+    """`<data>/run/<component>.sock`, or None where that path is too long for a unix socket (the watchdog then
+    probes the published API)."""
+    path = (run_dir(data_dir) / (component.replace(":", "-") + ".sock")).absolute()
+    return path if len(os.fsencode(path)) <= UNIX_PATH_MAX else None
 
 
 def read(data_dir: Path, component: str) -> dict | None:
@@ -60,4 +76,8 @@ def wait_url(data_dir: Path, component: str, name: str = "api", timeout: float =
 
 
 def remove(data_dir: Path, component: str) -> None:
+    """What a component published, on its way out: its record and its health socket."""
     _file(data_dir, component).unlink(missing_ok=True)
+    socket = health_socket(data_dir, component)
+    if socket is not None:
+        socket.unlink(missing_ok=True)

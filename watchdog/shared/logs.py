@@ -10,20 +10,34 @@ merges all files into one stream. Output a child prints without loguru
 (a traceback, a Go library's panic) is stamped in the same format by the
 watchdog when it copies the line (`stamp`), so every line in every log file
 can be sorted by time.
+
+Logging never waits for a reader. A child's stderr is a pipe the watchdog
+reads; a watchdog paused (SIGSTOP, a frozen VM) stops reading, the pipe fills,
+and a blocking write would stop the child's event loop, and with it the data
+path. `StderrSink` writes what the descriptor takes now and counts the rest,
+saying how much was dropped once it can write again: a lost line under a
+paused supervisor is acceptable, a stalled bridge is not.
 """
 from __future__ import annotations
 
 import functools
+import os
 import re
+import select
+import stat
 import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import TextIO
 
 from loguru import _better_exceptions, logger
 
+from watchdog.shared import clock
+
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"  # cut to milliseconds
 LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) (\S+)\[(\d+)\] ")
+ATOMIC_WRITE = 4096  # PIPE_BUF: a writable pipe takes this much without blocking
 
 
 def _library_dirs_once() -> None:
@@ -54,11 +68,57 @@ def standby_log_name(component: str) -> str:
     return f"{component}/standby"
 
 
-def setup(name: str, level: str = "INFO", sink: Callable[[str], object] | None = None) -> None:
-    """Log as `name` to stderr (or `sink`)."""
+class StderrSink:
+    """Non-blocking writer to a file descriptor (default: stderr) that drops rather than waits."""
+
+    def __init__(self, fd: int = 2) -> None:
+        self.fd = fd
+        self.dropped_bytes = 0
+
+    def write(self, data: bytes) -> None:
+        if self.dropped_bytes and self._writable():
+            notice = f"[wa-watchdog: {self.dropped_bytes} bytes of output dropped, stderr was full]\n".encode()
+            self.dropped_bytes = 0
+            self._write_some(notice)
+        self.dropped_bytes += len(data) - self._write_some(data)
+
+    def write_text(self, message: str) -> None:
+        """A loguru sink: log lines go the same non-blocking way."""
+        self.write(str(message).encode("utf-8", "replace"))
+
+    def _writable(self) -> bool:
+        try:
+            return bool(select.select([], [self.fd], [], 0)[1])
+        except (OSError, ValueError):
+            return False
+
+    def _write_some(self, data: bytes) -> int:
+        written = 0
+        while written < len(data) and self._writable():
+            try:
+                written += os.write(self.fd, data[written:written + ATOMIC_WRITE])
+            except BlockingIOError:
+                break
+            except OSError:
+                return len(data)  # stderr is gone (closed terminal): nothing to wait for
+        return written
+
+
+def stderr_sink() -> Callable[[str], object] | TextIO:
+    """Where a process's log lines go: a `StderrSink` when stderr is a pipe (a child of the watchdog reads
+    it), else sys.stderr as it is (a terminal, a file, a test's capture)."""
+    try:
+        is_pipe = stat.S_ISFIFO(os.fstat(sys.stderr.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):
+        return sys.stderr
+    return StderrSink(sys.stderr.fileno()).write_text if is_pipe else sys.stderr
+
+
+def setup(name: str, level: str = "INFO", sink: Callable[[str], object] | TextIO | None = None) -> None:
+    """Log as `name` to stderr (or `sink`), never blocking on a full pipe (`stderr_sink`)."""
     logger.remove()
     rename(name)
-    logger.add(sink or sys.stderr, level=level, format=LOGURU_FORMAT, backtrace=False, diagnose=False)
+    logger.add(sink or stderr_sink(), level=level, format=LOGURU_FORMAT, backtrace=False, diagnose=False)
 
 
 def rename(name: str) -> None:
@@ -68,7 +128,7 @@ def rename(name: str) -> None:
 
 def stamp(name: str, pid: int, text: str, when: float | None = None) -> str:
     """A line without our format (raw child output) as a line with it, timed when the watchdog read it."""
-    moment = datetime.fromtimestamp(time.time() if when is None else when)
+    moment = datetime.fromtimestamp(clock.now_s() if when is None else when)
     return f"{moment.strftime(TIME_FORMAT)[:-3]} {name}[{pid}] {text}"
 
 

@@ -35,6 +35,7 @@ class Check:
     path: str = ""
     status: int = 200
     token: str = ""  # bearer token for http
+    socket: str = ""  # http over this unix socket first (our own components: endpoints.health_socket)
     host: str = "127.0.0.1"
     port: int = 0
     seconds: float = 0.0

@@ -2,10 +2,11 @@
 
 Written by the watchdog (exit, hang, unhealthy, rss_limit, restart, healthy,
 crash_loop, alert), the bridge (disconnect, reconnect, backfill) and the
-monitors (backfill: which drops a window recovered). Several processes
-append, so each append takes a short flock on a side file, rotates by size
-under that lock, writes one line with O_APPEND and fsyncs: a record that was
-logged survives a power cut, and no two writers rotate at once.
+monitors (backfill: which drops a window recovered; reread: a cursor that did
+not belong to the file it follows). Several processes append, so each append
+takes a short flock on a side file, rotates by size under that lock, writes one
+line with O_APPEND and fsyncs: a record that was logged survives a power cut,
+and no two writers rotate at once.
 
 The watchdog appends from its supervision loop, so the lock is waited for at
 most `LOCK_WAIT` seconds: a process that holds it longer (nothing of ours does)
@@ -27,11 +28,14 @@ from pathlib import Path
 from loguru import logger
 
 from watchdog.shared import file_modes
+from watchdog.shared import clock
 
 EVENTS = ("exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash_loop", "failed",
           "disconnect", "reconnect", "backfill", "alert", "start", "stop",
           "overloaded", "throttle", "reload",  # a starved child given time; a delayed start; a config reload
-          "dead_letter", "quarantine")  # a send moved aside for good; poison messages set aside
+          "dead_letter", "quarantine",  # a send moved aside for good; poison messages set aside
+          "loop_gap",  # the watchdog's own loop did not run for a while (paused): deadlines re-armed
+          "reread")  # a monitor's cursor was not in the file it follows (a restore): read again from a safe point
 LOCK_WAIT = 0.2  # seconds an append waits for the lock before writing without it
 LOCK_POLL = 0.005
 
@@ -50,7 +54,7 @@ class RecoveryLog:
         anything the process that replaces it writes); readers order records by time."""
         if event not in EVENTS:
             raise ValueError(f"unknown recovery event {event!r}")
-        record = {"time": time.time() if at is None else at, "component": component, "event": event,
+        record = {"time": clock.now_s() if at is None else at, "component": component, "event": event,
                   **{k: v for k, v in fields.items() if v is not None}}
         line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
         try:

@@ -70,6 +70,11 @@ def _host_name(host: str) -> str:
     return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
+def normal_origin(origin: str) -> str:
+    """An Origin as compared with the allowed ones: trimmed, lower case, no trailing slash."""
+    return origin.strip().lower().rstrip("/")
+
+
 def _is_ip(name: str) -> bool:
     try:
         ipaddress.ip_address(name)
@@ -83,7 +88,7 @@ class Guard:
 
     def __init__(self, allowed_hosts: Sequence[str], allowed_origins: Sequence[str]) -> None:
         self.allowed_hosts = frozenset(h.strip().lower() for h in allowed_hosts if h.strip())
-        self.allowed_origins = frozenset(o.strip().lower().rstrip("/") for o in allowed_origins if o.strip())
+        self.allowed_origins = frozenset(normal_origin(o) for o in allowed_origins if o.strip())
 
     def host_allowed(self, host: str) -> bool:
         """Loopback names, IP literals (a rebinding attack needs a DNS name) and the configured hosts."""
@@ -104,7 +109,7 @@ class Guard:
         if origin is not None:
             if origin.strip().lower() == "null":
                 return 403, "Origin: null is refused (a sandboxed page or a redirected form)"
-            trusted = origin.strip().lower().rstrip("/") in self.allowed_origins
+            trusted = normal_origin(origin) in self.allowed_origins
             split = urlsplit(origin.strip().lower())
             same_origin = host is not None and split.netloc == host.strip().lower()
             if not (trusted or same_origin):

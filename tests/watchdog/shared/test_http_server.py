@@ -1,11 +1,14 @@
 """Bounded connections over real sockets: a cap that sheds with 503, a header-read timeout, aiohttp's own
-protocol errors as JSON, repeated events logged once with a count, and a probe that notices new
-connections failing while an old pooled one is still served."""
+protocol errors as JSON, repeated events logged once with a count, a probe that tells the cap's 503
+(overloaded) from a failure, and the service's own unix socket outside the cap."""
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -13,13 +16,14 @@ from loguru import logger
 
 from watchdog import probes
 from watchdog.shared import web_guard
-from watchdog.shared.http_server import LimitedRunner
+from watchdog.shared.http_server import LimitedRunner, serve_private
 
 Scenario = Callable[[str, int], Awaitable[None]]
 
 
-def serve(scenario: Scenario, **limits: object) -> list[str]:
-    """Run `scenario(url, port)` against a guarded app served by LimitedRunner; returns the warnings logged."""
+def serve(scenario: Scenario, private: Path | None = None, **limits: object) -> list[str]:
+    """Run `scenario(url, port)` against a guarded app served by LimitedRunner (also on the unix socket `private`
+    when given); returns the warnings logged."""
     lines: list[str] = []
 
     async def health(request: web.Request) -> web.Response:
@@ -33,6 +37,8 @@ def serve(scenario: Scenario, **limits: object) -> list[str]:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]
+        if private is not None:
+            assert await serve_private(runner, private)
         try:
             await scenario(f"http://127.0.0.1:{port}", port)
         finally:
@@ -100,7 +106,7 @@ def test_aiohttps_own_400s_are_json_and_logged_once_a_minute() -> None:
     assert len([line for line in lines if "malformed HTTP request (400)" in line]) == 1
 
 
-def test_the_probe_notices_that_new_connections_fail_while_a_pooled_one_works() -> None:
+def test_a_new_connection_is_probed_and_the_caps_503_is_overloaded_not_a_failure() -> None:
     async def scenario(url: str, port: int) -> None:
         async with aiohttp.ClientSession() as pooled, aiohttp.ClientSession() as watchdog:
             health = f"{url}/api/health"
@@ -108,8 +114,32 @@ def test_the_probe_notices_that_new_connections_fail_while_a_pooled_one_works() 
             async with pooled.get(f"{url}/api/health") as response:  # takes the one slot and keeps it
                 assert response.status == 200
             result = await probes.probe_http(watchdog, health, 2.0, probes.expect_status(200))
-            assert result.kind == probes.FAILURE, result
+            assert result.kind == probes.OVERLOADED and "limit of 1 connections" in result.detail, result
             async with pooled.get(f"{url}/api/health") as response:  # the old connection is still served
                 assert response.status == 200
 
     serve(scenario, max_connections=1)
+
+
+def test_the_services_own_unix_socket_is_neither_counted_nor_shed(tmp_path: Path) -> None:
+    """Every public slot held by a connection that sent half a request header: the probe over the 0600 unix
+    socket is answered at once, and unix connections do not take public slots either."""
+    private = tmp_path / "run" / "bridge-main.sock"
+
+    async def scenario(url: str, port: int) -> None:
+        held = []
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /api/health HTTP/1.1\r\nHost: loc")
+            held.append(writer)
+        async with aiohttp.ClientSession() as watchdog:
+            shed = await probes.probe_http(watchdog, f"{url}/api/health", 2.0, probes.expect_status(200))
+            assert shed.kind == probes.OVERLOADED, shed
+            own = [await probes.probe_http(watchdog, "http://localhost/api/health", 2.0, probes.expect_status(200),
+                                           unix_socket=str(private)) for _ in range(5)]
+            assert [r.kind for r in own] == [probes.OK] * 5
+        for writer in held:
+            writer.close()
+
+    serve(scenario, private=private, max_connections=3)
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o600 and stat.S_IMODE(os.stat(private.parent).st_mode) == 0o700
