@@ -130,12 +130,21 @@ CREATE TABLE quarantine (
 )
 """
 
+# The boot a request came in (clock.boot_id) and its CLOCK_BOOTTIME: the keyless dedupe window, immune to
+# clock steps.
+OUTBOX_REQUEST_INSTANT = """
+ALTER TABLE outbox_requests ADD COLUMN boot_id TEXT;
+ALTER TABLE outbox_requests ADD COLUMN boottime REAL
+"""
+
 MIGRATIONS = [
     Migration(1, "whatsapp-mcp chats and messages; message_meta, connection_events, disconnect_windows, outbox, "
                  "bridge_state", (WHATSAPP_MCP_SCHEMA, OUR_SCHEMA)),
     Migration(2, "receipts (server ack, delivered, read) of messages the bridge sent", (RECEIPTS,)),
     Migration(3, "outbox_requests (fingerprint, attempts, dead letters, staged media) and quarantine (poison messages)",
               (OUTBOX_REQUESTS_AND_QUARANTINE,)),
+    Migration(4, "outbox_requests.boot_id and boottime: keyless retries recognised on the boot's clock",
+              (OUTBOX_REQUEST_INSTANT,)),
 ]
 
 SCHEMA_VERSION = latest(MIGRATIONS)
@@ -149,6 +158,11 @@ def format_ts(when: datetime) -> str:
     if when.tzinfo is None:
         raise ValueError(f"naive datetime {when!r}: store timestamps must be timezone-aware")
     return when.astimezone(timezone.utc).strftime(TS_FORMAT)
+
+
+def format_epoch(seconds: float) -> str:
+    """format_ts of epoch seconds (a `clock.Instant`'s wall time)."""
+    return format_ts(datetime.fromtimestamp(seconds, timezone.utc))
 
 
 def parse_ts(text: str) -> datetime:

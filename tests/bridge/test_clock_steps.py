@@ -1,0 +1,114 @@
+"""The bridge across wall-clock steps (NTP correcting the host's time by an hour, either way), on real stores.
+
+The clock seam (watchdog.shared.clock) is moved as a host's clocks move: `step_for_tests` steps the wall clock
+alone, `pass_for_tests` lets time pass on both the wall clock and the boot's clock.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from bridge.alive import AliveFile
+from bridge.outbox import Outbox
+from bridge.store import Store, format_ts, parse_ts
+from bridge.windows import Windows
+from tests.bridge.test_outbox import ScriptedTransport, request
+from tests.bridge.test_windows import FixedHistory, message
+from tests.conftest import GROUP_A, GROUP_B
+from watchdog.shared import clock
+from watchdog.shared.recovery_log import RecoveryLog
+
+T0 = datetime(2026, 12, 6, 9, 0, tzinfo=timezone.utc)
+HOUR = 3600.0
+STEPS = pytest.mark.parametrize("step", [HOUR, -HOUR], ids=["forward", "back"])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "messages.db")
+    yield s
+    s.close()
+
+
+@STEPS
+def test_the_keyless_dedupe_window_is_kept_on_the_boots_clock(store: Store, fixed_clock: Callable, step: float) -> None:
+    """Forward: a client's retry 30 s later is still the same send. Back: a new message 5 min later is sent."""
+    fixed_clock(T0)
+    transport = ScriptedTransport()
+    outbox = Outbox(store, transport, "27710000000@s.whatsapp.net", delivery_wait=0, dedupe_window=120)
+    first = asyncio.run(outbox.submit(request("hello"), None, None, "/send-message"))
+    clock.step_for_tests(step)
+    clock.pass_for_tests(30)
+    assert asyncio.run(outbox.submit(request("hello"), None, None, "/send-message")) == first
+    clock.pass_for_tests(300)
+    again = asyncio.run(outbox.submit(request("hello"), None, None, "/send-message"))
+    assert again[0] == 200 and again[1]["id"] != first[1]["id"]
+    assert transport.sent == ["hello", "hello"]
+
+
+def make(store: Store, tmp_path: Path, transport: FixedHistory) -> Windows:
+    return Windows(store, AliveFile(tmp_path / "session/bridge.alive"), RecoveryLog(tmp_path / "recoveries.jsonl"),
+                   "bridge:main", transport, [GROUP_A, GROUP_B])
+
+
+@STEPS
+def test_a_window_the_clock_was_stepped_in_keeps_its_length_and_asks_history_for_its_true_hour(
+        store: Store, tmp_path: Path, fixed_clock: Callable, step: float) -> None:
+    fixed_clock(T0)
+    corrected = T0 + timedelta(seconds=step)  # the window's start on the corrected clock
+    lost = message(1, corrected + timedelta(seconds=60))  # WhatsApp's timestamps are the true time
+    transport = FixedHistory([lost])
+    windows = make(store, tmp_path, transport)
+    windows.on_start()
+    windows.on_disconnect("network", format_ts(T0))
+    clock.pass_for_tests(60)
+    clock.step_for_tests(step)  # NTP corrects the host's clock in the middle of the outage
+    clock.pass_for_tests(60)
+    windows.on_caught_up(clock.instant())
+    (done,) = asyncio.run(windows.backfill())
+    assert (done.started_at, done.ended_at) == (format_ts(corrected), format_ts(corrected + timedelta(minutes=2)))
+    assert done.recovered == 1
+    (_, since, until), _ = transport.requests
+    assert (since, until) == (corrected - timedelta(seconds=30), corrected + timedelta(minutes=2, seconds=30))
+
+
+@STEPS
+def test_a_crash_window_is_dated_on_the_clock_after_the_step(store: Store, tmp_path: Path, fixed_clock: Callable,
+                                                              step: float) -> None:
+    """The store's alive_at was written before the step, the heartbeat file after it: the later on the boot's
+    clock is the heartbeat, and the window starts at it on the corrected clock, wherever the step falls."""
+    fixed_clock(T0)
+    windows = make(store, tmp_path, FixedHistory([]))
+    windows.on_start()
+    windows.record_alive()  # the slow store probe, at T0
+    clock.pass_for_tests(5)
+    clock.step_for_tests(step)
+    windows.heartbeat()  # the last beat before a kill -9, 5 s after the store's
+    last_beat = T0 + timedelta(seconds=5 + step)
+    clock.pass_for_tests(10)
+    restarted = make(store, tmp_path, FixedHistory([]))
+    restarted.on_start()
+    assert parse_ts(store.open_window().started_at) == last_beat
+    clock.pass_for_tests(3)
+    restarted.on_caught_up(clock.instant())
+    window = store.window(1)
+    assert (parse_ts(window.started_at), parse_ts(window.ended_at)) == (last_beat, last_beat + timedelta(seconds=13))
+
+
+@STEPS
+def test_a_step_while_the_bridge_is_down_moves_the_crash_window_onto_the_new_clock(
+        store: Store, tmp_path: Path, fixed_clock: Callable, step: float) -> None:
+    fixed_clock(T0)
+    make(store, tmp_path, FixedHistory([])).on_start()  # beats at T0, then dies
+    clock.pass_for_tests(20)
+    clock.step_for_tests(step)  # a VM restored, then its clock corrected; or NTP at the bridge's restart
+    windows = make(store, tmp_path, FixedHistory([]))
+    windows.on_start()
+    started = T0 + timedelta(seconds=step)
+    assert parse_ts(store.open_window().started_at) == started
+    windows.on_caught_up(clock.instant())
+    assert parse_ts(store.window(1).ended_at) == started + timedelta(seconds=20)
