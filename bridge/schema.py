@@ -250,8 +250,9 @@ WINDOW_SELECT = ("SELECT id, started_at, ended_at, reason, backfill_status, reco
                   "FROM disconnect_windows")
 
 
-def windows(conn: sqlite3.Connection, since: str = "") -> list[Window]:
-    """Disconnect windows that started at or after `since` (store timestamp text), oldest first."""
-    return [Window(*row) for row in conn.execute(f"{WINDOW_SELECT} WHERE started_at >= ? ORDER BY id", (since,))]
+def windows(conn: sqlite3.Connection, after: int = 0) -> list[Window]:
+    """Disconnect windows with an id above `after`, oldest first: ids only grow, start times go back with the
+    wall clock."""
+    return [Window(*row) for row in conn.execute(f"{WINDOW_SELECT} WHERE id > ? ORDER BY id", (after,))]
 
 
