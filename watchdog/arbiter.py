@@ -25,6 +25,7 @@ from watchdog.alerts import AlertManager
 from watchdog.builtins import all_programs
 from watchdog.child import use_template
 from watchdog.child_output import RotatingFile, StderrSink, log_path
+from watchdog.clock_watch import record_steps
 from watchdog.shared.config import Config, ConfigError, load
 from watchdog.console.changes import Changes
 from watchdog.console.view import Console
@@ -242,13 +243,15 @@ class Arbiter:
             self._start_when_ready(watcher)
         heartbeat = loop.create_task(self.systemd.run(self._cycle))
         heartbeat.add_done_callback(_log_failure)
+        clock_steps = loop.create_task(record_steps(self.recovery_log))
+        clock_steps.add_done_callback(_log_failure)
         await self._stop_requested.wait()
 
         self.systemd.stopping()
         logger.info("stopping, in the reverse of the start order")
-        for task in [heartbeat, *self._starting]:
+        for task in [heartbeat, clock_steps, *self._starting]:
             task.cancel()
-        await asyncio.gather(heartbeat, *self._starting, return_exceptions=True)
+        await asyncio.gather(heartbeat, clock_steps, *self._starting, return_exceptions=True)
         await stop_in_order(list(self.watchers.values()), lambda w: "shutdown")
         if self._template is not None:
             use_template(None)

@@ -70,7 +70,7 @@ class Instant(NamedTuple):
     wall: float  # epoch seconds, on the wall clock of the moment it was taken
 
     def __str__(self) -> str:
-        return f"{self.boot_id or '-'} {self.boottime:.6f} {self.wall:.6f}"
+        return f"{self.boot_id or '-'} {self.boottime!r} {self.wall!r}"  # repr: parse gives the same floats
 
     @classmethod
     def parse(cls, text: str | None) -> Instant | None:

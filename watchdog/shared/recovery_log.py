@@ -1,7 +1,7 @@
 """The recovery log: JSON lines under the data directory, one record per event.
 
 Written by the watchdog (exit, hang, unhealthy, rss_limit, restart, healthy,
-crash_loop, alert), the bridge (disconnect, reconnect, backfill) and the
+crash_loop, alert, clock_step), the bridge (disconnect, reconnect, backfill) and the
 monitors (backfill: which drops a window recovered). Several processes
 append, so each append takes a short flock on a side file, rotates by size
 under that lock, writes one line with O_APPEND and fsyncs: a record that was
@@ -32,7 +32,8 @@ from watchdog.shared import clock
 EVENTS = ("exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash_loop", "failed",
           "disconnect", "reconnect", "backfill", "alert", "start", "stop",
           "overloaded", "throttle", "reload",  # a starved child given time; a delayed start; a config reload
-          "dead_letter", "quarantine")  # a send moved aside for good; poison messages set aside
+          "dead_letter", "quarantine",  # a send moved aside for good; poison messages set aside
+          "clock_step")  # the host's wall clock was stepped (NTP, a VM restored): times around it differ by it
 LOCK_WAIT = 0.2  # seconds an append waits for the lock before writing without it
 LOCK_POLL = 0.005
 
