@@ -1,4 +1,4 @@
-"""`scripts/chaos --minutes N --kill-every S [--postgres]`: lose nothing while things die.
+"""`scripts/chaos --minutes N --kill-every S [--postgres] [--clock-steps]`: lose nothing while things die.
 
 A whole system runs under `wa-watchdog run` (simulator, bridge, one monitor
 per project, drops-api delivering drop.recorded/drop.backfilled webhooks to a
@@ -11,7 +11,12 @@ contractors. Meanwhile, every S seconds on average, one of: SIGKILL the
 bridge, SIGKILL a random monitor or drops-api (pids from the watchdog's
 control API), or `POST /sim/disconnect` (WhatsApp drops the connection); after
 a blow to the session one more drop is posted as soon as its disconnect window
-is on record. Then posting stops
+is on record. With `--clock-steps`, the whole tree runs under libfaketime
+(scripts/benchmarks/fake_clock.py) and a further blow steps its wall clock an
+hour back, the next one forward to the true time again (the watchdog must
+record each step once). The simulator is on the faked clock too, so its
+message times step with the rest (WhatsApp's would not); the webhook receiver
+accepts the sender's clock either way. Then posting stops
 and the run waits, with a deadline, for quiescence: every component healthy,
 every window closed, backfilled and reported, no feedback pending, every
 drop event received.
@@ -49,8 +54,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from scripts.benchmarks.fake_clock import FakeClock
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, wait_for
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
+from watchdog.shared.recovery_log import RecoveryLog
 
 if typing.TYPE_CHECKING:
     from tests.pg import PgCluster
@@ -61,6 +68,7 @@ PG_OUTAGE = 2.0  # seconds the PostgreSQL server stays down in the middle of a -
 DROP_EVENTS = ("drop.recorded", "drop.backfilled")
 WINDOW_WAIT = 5.0  # seconds a blow to the session may take to be on record as a disconnect window (a cold start)
 API = "drops-api"
+CLOCK_STEP = 3600  # seconds the wall clock is stepped back, then forward again
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,8 @@ class Report:
     pg_restarts: int = 0
     kills: Counter = field(default_factory=Counter)
     disconnects: int = 0
+    clock_steps: int = 0
+    clock_steps_recorded: int = 0  # clock_step records the watchdog wrote
     windows: int = 0
     longest_outage_s: float = 0.0
     longest_outage_of: str = ""
@@ -102,7 +112,8 @@ class Report:
     def ok(self) -> bool:
         return not (self.missed or self.duplicated or self.misattributed or self.ack_missing or self.ack_duplicates
                     or self.not_backfilled or self.events_missing or self.events_duplicated or self.webhook_lost
-                    or self.webhook_unknown or self.webhook_bad_signatures)
+                    or self.webhook_unknown or self.webhook_bad_signatures
+                    or self.clock_steps_recorded != self.clock_steps)
 
     def table(self) -> str:
         kills = ", ".join(f"{n} {name}" for name, n in sorted(self.kills.items())) or "none"
@@ -126,6 +137,7 @@ class Report:
             ("PostgreSQL crashes (restarted)", self.pg_restarts),
             ("kills (SIGKILL)", f"{sum(self.kills.values())}: {kills}"),
             ("server disconnects", self.disconnects),
+            ("wall clock steps of an hour (recorded)", f"{self.clock_steps} ({self.clock_steps_recorded})"),
             ("disconnect windows", self.windows),
             ("longest outage", f"{self.longest_outage_s:.2f} s ({self.longest_outage_of or '-'})"),
         ]
@@ -193,13 +205,20 @@ def chaos_config(projects: int, receiver: WebhookReceiver, database_url: str = "
     return config_text(projects, CHAOS_WATCHDOG, database_url) + receiver.config("chaos", DROP_EVENTS)
 
 
-def strike(system: RunningSystem, rng: random.Random, projects: int, report: Report, injector: Injector) -> None:
-    """One random blow: kill the bridge, a monitor or drops-api, or have WhatsApp drop the connection.
+def strike(system: RunningSystem, rng: random.Random, projects: int, report: Report, injector: Injector,
+           clock: FakeClock | None = None) -> None:
+    """One random blow: kill the bridge, a monitor or drops-api, have WhatsApp drop the connection, or (`clock`)
+    step the wall clock an hour back, or forward to the true time again.
 
     After a blow to the session a drop is posted inside the outage (with the warm standby a bridge outage
     lasts tens of milliseconds: the steady stream would mostly miss it).
     """
-    action = rng.choice(("bridge", "monitor", "disconnect"))
+    action = rng.choice(("bridge", "monitor", "disconnect", *(("clock",) if clock else ())))
+    if action == "clock":
+        assert clock is not None
+        clock.set(-CLOCK_STEP if clock.offset == 0 else 0)
+        report.clock_steps += 1
+        return
     windows = _windows(system)
     if action == "disconnect":
         if system.disconnect():
@@ -311,11 +330,13 @@ def check(system: RunningSystem, posts: list[Post], report: Report, receiver: We
 
 
 def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, kill_every: float, rate: float,
-              projects: int, seed: int, quiesce_timeout: float = 90.0, postgres: PgCluster | None = None) -> Report:
+              projects: int, seed: int, quiesce_timeout: float = 90.0, postgres: PgCluster | None = None,
+              fake_clock: FakeClock | None = None) -> Report:
     """Chaos on a started system (its config from `chaos_config` with this `receiver`) for `seconds`; then wait
     for quiescence and check. Raises TimeoutError.
 
-    `postgres`: the server holding the drops store, crashed and restarted half way through.
+    `postgres`: the server holding the drops store, crashed and restarted half way through. `fake_clock`: the
+    system's wall clock (`RunningSystem(env=fake_clock.env())`), stepped as one more kind of blow.
     """
     rng = random.Random(seed)
     report = Report(seconds=seconds)
@@ -334,7 +355,7 @@ def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, 
             report.pg_restarts += 1
             pg_crash_at = None
         elif time.monotonic() < deadline:
-            strike(system, rng, projects, report, injector)
+            strike(system, rng, projects, report, injector, fake_clock)
     injector.halt.set()
     injector.join()
     settle = time.monotonic()
@@ -347,6 +368,8 @@ def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, 
         clock.join()
         report.longest_outage_s, report.longest_outage_of = clock.longest
         check(system, injector.posts, report, receiver)
+        report.clock_steps_recorded = sum(r["event"] == "clock_step" for r in RecoveryLog(
+            system.data_dir / "recoveries.jsonl").read())
     return report
 
 
@@ -360,20 +383,28 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the data directory for inspection")
     parser.add_argument("--postgres", action="store_true",
                         help="drops store in a throwaway PostgreSQL server, crashed and restarted half way")
+    parser.add_argument("--clock-steps", action="store_true",
+                        help="the system's wall clock stepped an hour back and forward again as a kind of blow "
+                             "(libfaketime)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="wa-chaos-"))
+    try:
+        fake_clock = FakeClock(workdir) if args.clock_steps else None
+    except FileNotFoundError as exc:
+        raise SystemExit(f"chaos --clock-steps: {exc}") from None
     postgres = _start_postgres() if args.postgres else None
     url = postgres.create_database("chaos") if postgres else ""
-    receiver = WebhookReceiver()
+    receiver = WebhookReceiver(skews=(-CLOCK_STEP,) if fake_clock else ())
     receiver.start()
-    system = RunningSystem(workdir, chaos_config(args.projects, receiver, url), url)
+    system = RunningSystem(workdir, chaos_config(args.projects, receiver, url), url,
+                           env=fake_clock.env() if fake_clock else None)
     print(f"chaos: {args.minutes:g} min, a blow every ~{args.kill_every:g} s, {args.rate:g} drops/s, "
-          f"{args.projects} projects, seed {args.seed}, drops store {'PostgreSQL' if url else 'drops.db'}, "
-          f"in {workdir}", flush=True)
+          f"{args.projects} projects, seed {args.seed}, drops store {'PostgreSQL' if url else 'drops.db'}"
+          f"{', clock steps' if fake_clock else ''}, in {workdir}", flush=True)
     try:
         system.start()
         report = run_chaos(system, receiver, args.minutes * 60, args.kill_every, args.rate, args.projects,
-                           args.seed, postgres=postgres)
+                           args.seed, postgres=postgres, fake_clock=fake_clock)
     except TimeoutError as exc:
         print(f"chaos: {exc}; see {workdir}", file=sys.stderr)
         return 1

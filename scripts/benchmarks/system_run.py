@@ -85,9 +85,11 @@ def http(method: str, url: str, body: object = None, timeout: float = 10.0) -> o
 
 
 class RunningSystem:
-    def __init__(self, workdir: Path, config: str, database_url: str = "") -> None:
-        """`database_url`: the drops store is in that PostgreSQL database (the config must say so too)."""
+    def __init__(self, workdir: Path, config: str, database_url: str = "", env: dict[str, str] | None = None) -> None:
+        """`database_url`: the drops store is in that PostgreSQL database (the config must say so too); `env`: more
+        environment for the whole tree (e.g. libfaketime's)."""
         self.workdir = workdir
+        self.env = env or {}
         self.database_url = database_url
         self._pg: PostgresBackend | None = None
         self.config_path = workdir / "wa.toml"
@@ -100,7 +102,7 @@ class RunningSystem:
     # -- life cycle ------------------------------------------------------------------------------
 
     def start(self, timeout: float = 60.0) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_"))} | self.env
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "watchdog.cli", "run", "--config",
                                           str(self.config_path)], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,

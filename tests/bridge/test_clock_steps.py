@@ -16,6 +16,7 @@ from bridge.alive import AliveFile
 from bridge.outbox import Outbox
 from bridge.store import Store, format_ts, parse_ts
 from bridge.windows import Windows
+from scripts.benchmarks.fake_clock import LIBFAKETIME, FakeClock
 from tests.bridge.test_outbox import ScriptedTransport, request
 from tests.bridge.test_windows import FixedHistory, message
 from tests.bridge_support import call, health, rows, start_bridge, start_sim
@@ -115,32 +116,26 @@ def test_a_step_while_the_bridge_is_down_moves_the_crash_window_onto_the_new_clo
     assert parse_ts(store.window(1).ended_at) == started + timedelta(seconds=20)
 
 
-LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not LIBFAKETIME.exists(), reason="libfaketime is not installed (Debian: faketime)")
 def test_a_running_bridge_stepped_an_hour_each_way_dedupes_a_retry_and_dates_its_window_on_the_new_clock(
         procs: Processes, data_dir: Path, tmp_path: Path) -> None:
     """The bridge's own clocks are stepped by libfaketime while it runs (its offset file is read on every
     reading): forward an hour between a send and its keyless retry, back an hour in the middle of an outage."""
-    offset = tmp_path / "faketime-offset"
-    offset.write_text("+0\n")
-    fake = {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME_TIMESTAMP_FILE": str(offset), "FAKETIME_NO_CACHE": "1",
-            "FAKETIME_DONT_FAKE_MONOTONIC": "1"}  # the monotonic and boot clocks run true, as on a host
+    fake = FakeClock(tmp_path)
     sim_proc, _ = start_sim(procs, data_dir)
-    _, url = start_bridge(procs, data_dir, env=fake)
+    _, url = start_bridge(procs, data_dir, env=fake.env())
     send = {"recipient": GROUP_A, "message": "DR1000001 received"}
     status, first = call("POST", f"{url}/api/send", send)
     assert status == 200
-    offset.write_text("+3600\n")
+    fake.set(3600)
     assert call("POST", f"{url}/api/send", send) == (200, first)  # the client's retry: the same message
     assert rows(data_dir, "SELECT COUNT(*) FROM outbox") == [(1,)]
 
     sim_proc.terminate()
     assert sim_proc.wait(timeout=10) == 0
     wait_until(lambda: health(url)["state"] == "disconnected", message="the bridge to see the outage")
-    offset.write_text("+0\n")  # NTP sets the clock right during the outage
+    fake.set(0)  # NTP sets the clock right during the outage
     start_sim(procs, data_dir, old_pid=sim_proc.pid)
     (started, ended), = wait_until(lambda: rows(data_dir, "SELECT started_at, ended_at FROM disconnect_windows "
                                                           "WHERE backfill_status = 'done'"),
