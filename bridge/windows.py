@@ -144,8 +144,9 @@ class Windows:
         start = Instant.parse(moment) if window_id == str(window.id) else None
         if start is None:
             return None
-        rebased = format_epoch(clock.on_this_clock(start))
-        return rebased if rebased != window.started_at else None
+        rebased = clock.on_this_clock(start)
+        stepped = abs(rebased - parse_ts(window.started_at).timestamp()) > clock.STEP_THRESHOLD
+        return format_epoch(rebased) if stepped else None  # (a crash window may be on this clock already)
 
     def on_caught_up(self, connected: Instant) -> None:
         """Close the open window, now that the offline queue is replayed: it ended when the connection was up.
