@@ -25,10 +25,12 @@ store did not have yet is stored with source `history`.
 
 A window's times are wall-clock times, matched against WhatsApp's own message
 timestamps; its start is also kept on the boot's clock (bridge_state
-`window_instant`, heartbeats likewise), so if the wall clock is stepped (NTP
-correcting the host's time) before the window closes, its start is moved onto
-the corrected clock: the window keeps its true length and the history request
-asks for the hour it really was (`clock.on_this_clock`).
+`window_instant`, heartbeats likewise), so if the wall clock is stepped before
+the window closes, the window is widened to cover both readings of its start
+(`covering`): a step back is NTP correcting a clock that ran ahead (the start
+moves back onto the corrected clock, so history is asked for the hour it
+really was), a step forward is either a clock that ran behind or a VM that
+was frozen (the start stays: more backfill, nothing missed).
 """
 from __future__ import annotations
 
@@ -48,6 +50,12 @@ from watchdog.shared.recovery_log import RecoveryLog
 BACKFILL_MARGIN = timedelta(seconds=30)
 CRASH_REASON = "bridge crash"
 STOPPED_REASON = "bridge stopped"
+
+
+def covering(moment: Instant, end: bool = False) -> float:
+    """The earlier (for an end: the later) of `moment`'s own wall time and its time on today's wall clock: the
+    two readings of a step since (clock.on_this_clock), so that a window never leaves out the time it was."""
+    return (max if end else min)(moment.wall, clock.on_this_clock(moment))
 
 
 def _downtime_ms(window: Window) -> int:
@@ -77,7 +85,7 @@ class Windows:
         if last is not None and self.store.get_state("clean_stop") != "1" and self.store.open_window() is None:
             pid, started, moment = last  # else the outage it died in goes on
             if moment is not None:  # the wall clock may have been stepped since it beat
-                started = format_epoch(clock.on_this_clock(moment))
+                started = format_epoch(covering(moment))
             if died is not None and died[0] == pid and started <= died[1] <= now_ts():
                 started, moment = died[1], None
             window = self._open(started, moment, CRASH_REASON)
@@ -139,13 +147,13 @@ class Windows:
         return window
 
     def _start_on_this_clock(self, window: Window) -> str | None:
-        """The open window's start moved onto today's wall clock, if it was stepped since the window opened."""
+        """The open window's start moved back onto today's wall clock, if it was stepped back since it opened."""
         window_id, _, moment = (self.store.get_state("window_instant") or "").partition(" ")
         start = Instant.parse(moment) if window_id == str(window.id) else None
         if start is None:
             return None
-        rebased = clock.on_this_clock(start)
-        stepped = abs(rebased - parse_ts(window.started_at).timestamp()) > clock.STEP_THRESHOLD
+        rebased = covering(start)
+        stepped = parse_ts(window.started_at).timestamp() - rebased > clock.STEP_THRESHOLD
         return format_epoch(rebased) if stepped else None  # (a crash window may be on this clock already)
 
     def on_caught_up(self, connected: Instant) -> None:
@@ -159,7 +167,7 @@ class Windows:
         if started is not None:
             logger.warning("window {} opened at {} on a wall clock stepped since: it started at {}", current.id,
                            current.started_at, started)
-        window = self.store.end_window(format_epoch(clock.on_this_clock(connected)), started)
+        window = self.store.end_window(format_epoch(covering(connected, end=True)), started)
         if window is None:
             return
         downtime = _downtime_ms(window)

@@ -58,10 +58,13 @@ def make(store: Store, tmp_path: Path, transport: FixedHistory) -> Windows:
 
 
 @STEPS
-def test_a_window_the_clock_was_stepped_in_keeps_its_length_and_asks_history_for_its_true_hour(
+def test_a_window_the_clock_was_stepped_in_asks_history_for_its_true_hour(
         store: Store, tmp_path: Path, fixed_clock: Callable, step: float) -> None:
+    """Back: the start moves onto the corrected clock (the window keeps its length). Forward: the clock ran
+    behind, or a VM was frozen and its time was right; the window covers both readings."""
     fixed_clock(T0)
     corrected = T0 + timedelta(seconds=step)  # the window's start on the corrected clock
+    started = min(T0, corrected)
     lost = message(1, corrected + timedelta(seconds=60))  # WhatsApp's timestamps are the true time
     transport = FixedHistory([lost])
     windows = make(store, tmp_path, transport)
@@ -72,10 +75,10 @@ def test_a_window_the_clock_was_stepped_in_keeps_its_length_and_asks_history_for
     clock.pass_for_tests(60)
     windows.on_caught_up(clock.instant())
     (done,) = asyncio.run(windows.backfill())
-    assert (done.started_at, done.ended_at) == (format_ts(corrected), format_ts(corrected + timedelta(minutes=2)))
+    assert (done.started_at, done.ended_at) == (format_ts(started), format_ts(corrected + timedelta(minutes=2)))
     assert done.recovered == 1
     (_, since, until), _ = transport.requests
-    assert (since, until) == (corrected - timedelta(seconds=30), corrected + timedelta(minutes=2, seconds=30))
+    assert (since, until) == (started - timedelta(seconds=30), corrected + timedelta(minutes=2, seconds=30))
 
 
 @STEPS
@@ -102,18 +105,18 @@ def test_a_crash_window_is_dated_on_the_clock_after_the_step(store: Store, tmp_p
 
 
 @STEPS
-def test_a_step_while_the_bridge_is_down_moves_the_crash_window_onto_the_new_clock(
+def test_a_crash_window_covers_a_step_made_while_the_bridge_was_down(
         store: Store, tmp_path: Path, fixed_clock: Callable, step: float) -> None:
+    """Back: it starts at the last beat on the corrected clock, not an hour ahead of it; forward: where it was."""
     fixed_clock(T0)
     make(store, tmp_path, FixedHistory([])).on_start()  # beats at T0, then dies
     clock.pass_for_tests(20)
     clock.step_for_tests(step)  # a VM restored, then its clock corrected; or NTP at the bridge's restart
     windows = make(store, tmp_path, FixedHistory([]))
     windows.on_start()
-    started = T0 + timedelta(seconds=step)
-    assert parse_ts(store.open_window().started_at) == started
+    assert parse_ts(store.open_window().started_at) == min(T0, T0 + timedelta(seconds=step))
     windows.on_caught_up(clock.instant())
-    assert parse_ts(store.window(1).ended_at) == started + timedelta(seconds=20)
+    assert parse_ts(store.window(1).ended_at) == T0 + timedelta(seconds=step + 20)
 
 
 @pytest.mark.slow
