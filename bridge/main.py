@@ -54,7 +54,7 @@ from bridge.membership import Membership
 from bridge.store import OutboxRow, Store, StoreCorrupt, StoreError, StoreLocked, format_ts, now_ts
 from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Receipt, Transport
 from bridge.windows import STOPPED_REASON, Windows
-from watchdog.shared import endpoints, exit_handoff, logs, web_guard
+from watchdog.shared import clock, endpoints, exit_handoff, logs, web_guard
 from watchdog.shared.config import AccountConfig, Config
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
 from watchdog.shared.http_server import LimitedRunner, serve_private
@@ -131,7 +131,7 @@ class Bridge:
         self._died = died  # (pid, time) the previous process was last known alive (crash window start)
         self._windows_started = False  # on_start written (retried by the heartbeat while the store refuses)
         self._next_write_probe = time.monotonic() + STORE_PROBE  # on_start is the first write
-        self._connected_at = now_ts()
+        self._connected_at = clock.instant()
         self._exit_code: int | None = None  # set by a fatal store problem (corruption)
         self._tasks: set[asyncio.Task] = set()
 
@@ -204,7 +204,7 @@ class Bridge:
         self.health.transition(state, reason)
         if state == CONNECTED:
             logger.info("connected to WhatsApp as {}", self.account.phone)
-            self._connected_at = format_ts(event.at)
+            self._connected_at = clock.instant(event.at.timestamp())
             self._synced.clear()
             self._spawn(self._after_connect())
             self._ready()
@@ -298,7 +298,10 @@ class Bridge:
         health reports the problem, and a restart would fix neither.
         """
         tick = min(heartbeat_interval(self.account.watchdog_sec), MAX_TICK)
+        steps = clock.StepDetector()
         while True:
+            if (step := steps.check()) is not None:  # the watchdog records it; nothing here runs on the wall clock
+                logger.warning("{}: windows and the send dedupe keep to the boot's clock", clock.describe_step(step))
             retry_sends = False
             try:
                 if not self._windows_started:

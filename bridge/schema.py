@@ -138,6 +138,13 @@ STORE_ID = """
 INSERT OR IGNORE INTO bridge_state (key, value) VALUES ('store_id', lower(hex(randomblob(16))))
 """
 
+# The boot a request came in (clock.boot_id) and its CLOCK_BOOTTIME: the keyless dedupe window, immune to
+# clock steps.
+OUTBOX_REQUEST_INSTANT = """
+ALTER TABLE outbox_requests ADD COLUMN boot_id TEXT;
+ALTER TABLE outbox_requests ADD COLUMN boottime REAL
+"""
+
 MIGRATIONS = [
     Migration(1, "whatsapp-mcp chats and messages; message_meta, connection_events, disconnect_windows, outbox, "
                  "bridge_state", (WHATSAPP_MCP_SCHEMA, OUR_SCHEMA)),
@@ -145,6 +152,8 @@ MIGRATIONS = [
     Migration(3, "outbox_requests (fingerprint, attempts, dead letters, staged media) and quarantine (poison messages)",
               (OUTBOX_REQUESTS_AND_QUARANTINE,)),
     Migration(4, "bridge_state store_id: which file a reader's rowid cursor belongs to", (STORE_ID,)),
+    Migration(5, "outbox_requests.boot_id and boottime: keyless retries recognised on the boot's clock",
+              (OUTBOX_REQUEST_INSTANT,)),
 ]
 
 SCHEMA_VERSION = latest(MIGRATIONS)
@@ -158,6 +167,11 @@ def format_ts(when: datetime) -> str:
     if when.tzinfo is None:
         raise ValueError(f"naive datetime {when!r}: store timestamps must be timezone-aware")
     return when.astimezone(timezone.utc).strftime(TS_FORMAT)
+
+
+def format_epoch(seconds: float) -> str:
+    """format_ts of epoch seconds (a `clock.Instant`'s wall time)."""
+    return format_ts(datetime.fromtimestamp(seconds, timezone.utc))
 
 
 def parse_ts(text: str) -> datetime:
@@ -269,9 +283,10 @@ WINDOW_SELECT = ("SELECT id, started_at, ended_at, reason, backfill_status, reco
                   "FROM disconnect_windows")
 
 
-def windows(conn: sqlite3.Connection, since: str = "") -> list[Window]:
-    """Disconnect windows that started at or after `since` (store timestamp text), oldest first."""
-    return [Window(*row) for row in conn.execute(f"{WINDOW_SELECT} WHERE started_at >= ? ORDER BY id", (since,))]
+def windows(conn: sqlite3.Connection, after: int = 0) -> list[Window]:
+    """Disconnect windows with an id above `after`, oldest first: ids only grow, start times go back with the
+    wall clock."""
+    return [Window(*row) for row in conn.execute(f"{WINDOW_SELECT} WHERE id > ? ORDER BY id", (after,))]
 
 
 BACKFILL_MARGIN = timedelta(seconds=30)  # history is asked for this much either side of a window

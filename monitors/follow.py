@@ -96,9 +96,9 @@ class StoreFollower:
         """Rows after `rowid` (shared by the projects that ask the same while the store is unchanged: read-only)."""
         return self._once(("messages", rowid, limit), lambda: messages_after(self.conn, rowid, limit))
 
-    def windows(self, since: str = "") -> list[Window]:
-        """Disconnect windows that started at or after `since`, oldest first."""
-        return self._once(("windows", since), lambda: windows(self.conn, since))
+    def windows(self, after: int = 0) -> list[Window]:
+        """Disconnect windows with an id above `after`, oldest first."""
+        return self._once(("windows", after), lambda: windows(self.conn, after))
 
     def window_counts(self, window: Window, groups: frozenset[str]) -> WindowCounts:
         """This project's share of what a finished window's messages did (the bridge's line counts them alike)."""

@@ -63,7 +63,7 @@ class ProjectMonitor:
         self.reported: set[int] = set()
         self.positioned = False  # cursor and reported windows read from the drops store
         self.store_error = ""  # why the drops store cannot be reached right now ("" = it can)
-        self.windows_since = ""
+        self.windows_after = 0  # windows up to this id are reported
         self.lag = 0.0
         self.following = False
         self._changed = changed  # tells the process its status line changed
@@ -104,7 +104,7 @@ class ProjectMonitor:
         Windows are read before the messages: a window marked done was backfilled into the
         store before that, so its messages are recorded by the time it is reported.
         """
-        windows = [w for w in store.windows(self.windows_since) if w.id not in self.reported]
+        windows = [w for w in store.windows(self.windows_after) if w.id not in self.reported]
         while True:
             messages = store.messages_after(self.cursor, BATCH)
             if not messages:
@@ -134,9 +134,10 @@ class ProjectMonitor:
     def report_windows(self, store: StoreFollower, windows: list[Window]) -> None:
         """One recovery-log line per finished window; claimed in drops.db first so it is written once.
 
-        Reported windows are left out of later reads (`windows_since`): their drops are marked
-        already, and anything from their time that reaches the store later is offline or history.
-        A months-long run thus reads a handful of windows per change, not all of them.
+        Reported windows are left out of later reads (`windows_after`, by id: a window's start time goes back
+        with a stepped wall clock, its id never does): their drops are marked already, and anything from their
+        time that reaches the store later is offline or history. A months-long run thus reads a handful of
+        windows per change, not all of them.
         """
         finished = [w for w in windows if w.ended_at is not None and w.backfill_status in REPORTED_STATUSES]
         # read only when there is something to report: this runs on every catch-up of every project
@@ -147,8 +148,9 @@ class ProjectMonitor:
             else:
                 self._report(store, window)
             self.reported.add(window.id)
-        unsettled = [w.started_at for w in windows if w.id not in self.reported]
-        self.windows_since = min(unsettled, default=max((w.started_at for w in windows), default=self.windows_since))
+        unsettled = [w.id for w in windows if w.id not in self.reported]
+        if unsettled or windows:
+            self.windows_after = min(unsettled) - 1 if unsettled else windows[-1].id
 
     def _report(self, store: StoreFollower, window: Window) -> None:
         assert window.ended_at is not None

@@ -26,6 +26,7 @@ from watchdog.builtins import all_programs
 from watchdog.child import use_template
 from watchdog.child_output import RotatingFile, log_path
 from watchdog.shared.logs import StderrSink
+from watchdog.clock_watch import record_steps
 from watchdog.shared.config import Config, ConfigError, load
 from watchdog.console.changes import Changes
 from watchdog.console.view import Console
@@ -249,13 +250,15 @@ class Arbiter:
         heartbeat.add_done_callback(_log_failure)
         ticking = loop.create_task(self.loop_gaps.tick())
         ticking.add_done_callback(_log_failure)
+        clock_steps = loop.create_task(record_steps(self.recovery_log))
+        clock_steps.add_done_callback(_log_failure)
         await self._stop_requested.wait()
 
         self.systemd.stopping()
         logger.info("stopping, in the reverse of the start order")
-        for task in [heartbeat, ticking, *self._starting]:
+        for task in [heartbeat, ticking, clock_steps, *self._starting]:
             task.cancel()
-        await asyncio.gather(heartbeat, ticking, *self._starting, return_exceptions=True)
+        await asyncio.gather(heartbeat, ticking, clock_steps, *self._starting, return_exceptions=True)
         await stop_in_order(list(self.watchers.values()), lambda w: "shutdown")
         if self._template is not None:
             use_template(None)

@@ -1,4 +1,4 @@
-"""`scripts/chaos --minutes N --kill-every S [--postgres]`: lose nothing while things die.
+"""`scripts/chaos --minutes N --kill-every S [--faults K,...] [--postgres]`: lose nothing while things die.
 
 A whole system runs under `wa-watchdog run` (simulator, bridge, one monitor
 per project, drops-api delivering drop.recorded/drop.backfilled webhooks to a
@@ -14,7 +14,12 @@ API), `disconnect` has WhatsApp drop the connection (`POST /sim/disconnect`),
 `pause` SIGSTOPs the watchdog for 2-12 s (a frozen supervisor must stall
 nothing it supervises, and judge no child by a time it did not watch); after
 a blow to the session one more drop is posted as soon as its disconnect window
-is on record. Then posting stops
+is on record. `clock`: the whole tree runs under libfaketime
+(scripts/benchmarks/fake_clock.py) and the blow steps its wall clock an hour
+back, the next one forward to the true time again (the watchdog must record
+each step once). The simulator is on the faked clock too, so its
+message times step with the rest (WhatsApp's would not); the webhook receiver
+accepts the sender's clock either way. Then posting stops
 and the run waits, with a deadline, for quiescence: every component healthy,
 every window closed, backfilled and reported, no feedback pending, every
 drop event received.
@@ -52,6 +57,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from scripts.benchmarks.fake_clock import FakeClock
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, wait_for
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
 from watchdog.shared.recovery_log import RecoveryLog
@@ -65,8 +71,9 @@ PG_OUTAGE = 2.0  # seconds the PostgreSQL server stays down in the middle of a -
 DROP_EVENTS = ("drop.recorded", "drop.backfilled")
 WINDOW_WAIT = 5.0  # seconds a blow to the session may take to be on record as a disconnect window (a cold start)
 API = "drops-api"
-FAULTS = ("bridge", "monitor", "disconnect", "pause")
+FAULTS = ("bridge", "monitor", "disconnect", "pause", "clock")
 PAUSE_S = (2.0, 12.0)  # how long a `pause` blow keeps the watchdog stopped
+CLOCK_STEP = 3600  # seconds a `clock` blow steps the wall clock back; the next one forward again
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,8 @@ class Report:
     pauses: int = 0
     paused_s: float = 0.0
     hangs: int = 0  # children the watchdog judged hung: no blow hangs one, so a pause must not make it think so
+    clock_steps: int = 0
+    clock_steps_recorded: int = 0  # clock_step records the watchdog wrote
     windows: int = 0
     longest_outage_s: float = 0.0
     longest_outage_of: str = ""
@@ -111,7 +120,8 @@ class Report:
     def ok(self) -> bool:
         return not (self.hangs or self.missed or self.duplicated or self.misattributed or self.ack_missing or self.ack_duplicates
                     or self.not_backfilled or self.events_missing or self.events_duplicated or self.webhook_lost
-                    or self.webhook_unknown or self.webhook_bad_signatures)
+                    or self.webhook_unknown or self.webhook_bad_signatures
+                    or self.clock_steps_recorded != self.clock_steps)
 
     def table(self) -> str:
         kills = ", ".join(f"{n} {name}" for name, n in sorted(self.kills.items())) or "none"
@@ -137,6 +147,7 @@ class Report:
             ("server disconnects", self.disconnects),
             ("watchdog paused (SIGSTOP)", f"{self.pauses} times, {self.paused_s:.0f} s in all"),
             ("children judged hung (target 0)", self.hangs),
+            ("wall clock steps of an hour (recorded)", f"{self.clock_steps} ({self.clock_steps_recorded})"),
             ("disconnect windows", self.windows),
             ("longest outage", f"{self.longest_outage_s:.2f} s ({self.longest_outage_of or '-'})"),
         ]
@@ -208,13 +219,19 @@ def chaos_config(projects: int, receiver: WebhookReceiver, database_url: str = "
 
 
 def strike(system: RunningSystem, rng: random.Random, projects: int, report: Report, injector: Injector,
-           faults: tuple[str, ...] = FAULTS) -> None:
-    """One random blow of the kinds in `faults` (see the module's docstring).
+           faults: tuple[str, ...] = FAULTS, clock: FakeClock | None = None) -> None:
+    """One random blow of the kinds in `faults` (see the module's docstring); `clock` is the system's faked
+    wall clock, stepped an hour back by a `clock` blow, or forward to the true time again.
 
     After a blow to the session a drop is posted inside the outage (with the warm standby a bridge outage
     lasts tens of milliseconds: the steady stream would mostly miss it).
     """
     action = rng.choice(faults)
+    if action == "clock":
+        assert clock is not None
+        clock.set(-CLOCK_STEP if clock.offset == 0 else 0)
+        report.clock_steps += 1
+        return
     windows = _windows(system)
     if action == "pause":
         report.paused_s += pause_watchdog(system, rng.uniform(*PAUSE_S))
@@ -297,7 +314,8 @@ def quiescent(system: RunningSystem, posts: list[Post], projects: int, receiver:
 
 def check(system: RunningSystem, posts: list[Post], report: Report, receiver: WebhookReceiver) -> None:
     report.posted = len(posts)
-    report.hangs = sum(r["event"] == "hang" for r in RecoveryLog(system.data_dir / "recoveries.jsonl").read())
+    recorded = Counter(r["event"] for r in RecoveryLog(system.data_dir / "recoveries.jsonl").read())
+    report.hangs, report.clock_steps_recorded = recorded["hang"], recorded["clock_step"]
     events = drop_events(system)
     outbox = Counter(events.values())
     accepted = receiver.accepted()
@@ -343,14 +361,16 @@ def check(system: RunningSystem, posts: list[Post], report: Report, receiver: We
 
 def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, kill_every: float, rate: float,
               projects: int, seed: int, quiesce_timeout: float = 90.0, postgres: PgCluster | None = None,
-              faults: tuple[str, ...] = FAULTS) -> Report:
+              faults: tuple[str, ...] = FAULTS, fake_clock: FakeClock | None = None) -> Report:
     """Chaos on a started system (its config from `chaos_config` with this `receiver`) for `seconds`, blows of
     the kinds in `faults`; then wait for quiescence and check. Raises TimeoutError.
 
-    `postgres`: the server holding the drops store, crashed and restarted half way through.
+    `postgres`: the server holding the drops store, crashed and restarted half way through. `fake_clock`: the
+    system's wall clock (`RunningSystem(env=fake_clock.env())`), stepped as one more kind of blow.
     """
     rng = random.Random(seed)
     report = Report(seconds=seconds)
+    faults = faults if fake_clock is not None else tuple(f for f in faults if f != "clock")
     clock, injector = OutageClock(system), Injector(system, projects, rate)
     clock.start()
     injector.start()
@@ -366,7 +386,7 @@ def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, 
             report.pg_restarts += 1
             pg_crash_at = None
         elif time.monotonic() < deadline:
-            strike(system, rng, projects, report, injector, faults)
+            strike(system, rng, projects, report, injector, faults, fake_clock)
     injector.halt.set()
     injector.join()
     settle = time.monotonic()
@@ -398,19 +418,24 @@ def main(argv: list[str]) -> int:
     if unknown := set(faults) - set(FAULTS):
         parser.error(f"--faults: unknown {', '.join(sorted(unknown))} (known: {', '.join(FAULTS)})")
     workdir = Path(tempfile.mkdtemp(prefix="wa-chaos-"))
+    try:
+        fake_clock = FakeClock(workdir) if "clock" in faults else None
+    except FileNotFoundError as exc:
+        raise SystemExit(f"chaos: the clock blow needs libfaketime ({exc}); install faketime, or leave clock out "
+                         f"of --faults") from None
     postgres = _start_postgres() if args.postgres else None
     url = postgres.create_database("chaos") if postgres else ""
-    receiver = WebhookReceiver()
+    receiver = WebhookReceiver(skews=(-CLOCK_STEP,) if fake_clock else ())
     receiver.start()
-    system = RunningSystem(workdir, chaos_config(args.projects, receiver, url), url)
+    system = RunningSystem(workdir, chaos_config(args.projects, receiver, url), url,
+                           env=fake_clock.env() if fake_clock else None)
     print(f"chaos: {args.minutes:g} min, a blow every ~{args.kill_every:g} s ({', '.join(faults)}), "
-          f"{args.rate:g} drops/s, "
-          f"{args.projects} projects, seed {args.seed}, drops store {'PostgreSQL' if url else 'drops.db'}, "
-          f"in {workdir}", flush=True)
+          f"{args.rate:g} drops/s, {args.projects} projects, seed {args.seed}, "
+          f"drops store {'PostgreSQL' if url else 'drops.db'}, in {workdir}", flush=True)
     try:
         system.start()
         report = run_chaos(system, receiver, args.minutes * 60, args.kill_every, args.rate, args.projects,
-                           args.seed, postgres=postgres, faults=faults)
+                           args.seed, postgres=postgres, faults=faults, fake_clock=fake_clock)
     except TimeoutError as exc:
         print(f"chaos: {exc}; see {workdir}", file=sys.stderr)
         return 1

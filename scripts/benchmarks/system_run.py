@@ -89,10 +89,12 @@ SOURCE_TREE = (sys.executable, "-m", "watchdog.cli")  # this checkout's code, ru
 
 class RunningSystem:
     def __init__(self, workdir: Path, config: str, database_url: str = "",
-                 command: Sequence[str] = SOURCE_TREE, cwd: Path = ROOT) -> None:
+                 command: Sequence[str] = SOURCE_TREE, cwd: Path = ROOT, env: dict[str, str] | None = None) -> None:
         """`database_url`: the drops store is in that PostgreSQL database (the config must say so too).
-        `command` runs wa-watchdog (another installation's `bin/wa-watchdog`), from `cwd`."""
+        `command` runs wa-watchdog (another installation's `bin/wa-watchdog`), from `cwd`; `env`: more
+        environment for the whole tree (e.g. libfaketime's)."""
         self.workdir = workdir
+        self.env = env or {}
         self.database_url = database_url
         self.command = tuple(command)
         self.cwd = cwd
@@ -108,7 +110,7 @@ class RunningSystem:
 
     def start(self, timeout: float = 60.0) -> None:
         env = {k: v for k, v in os.environ.items()  # PYTHONPATH: the code is the command's own, nothing else
-               if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_")) and k != "PYTHONPATH"}
+               if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_")) and k != "PYTHONPATH"} | self.env
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([*self.command, "run", "--config", str(self.config_path)], cwd=self.cwd,
                                          env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -22,6 +22,7 @@ from bridge.transport import (Capabilities, Handler, IncomingMessage, MediaInfo,
                               SendResult, Transport)
 from bridge.windows import Windows
 from tests.conftest import GROUP_A, GROUP_B
+from watchdog.shared import clock
 from watchdog.shared.recovery_log import RecoveryLog
 
 
@@ -77,11 +78,11 @@ def test_a_crash_opens_a_window_at_the_last_heartbeat(store: Store, tmp_path: Pa
     windows.on_start()  # first start ever: nothing to recover
     assert store.open_window() is None
     windows.heartbeat()
-    pid, _, alive_at = read_alive(tmp_path / "session/bridge.alive")
+    pid, _, alive_at, _ = read_alive(tmp_path / "session/bridge.alive")
     assert pid == os.getpid() and alive_at > store.get_state("alive_at")  # the file is the later heartbeat
     windows.on_start()  # the previous run never stopped cleanly
     assert (store.open_window().started_at, store.open_window().reason) == (alive_at, "bridge crash")
-    windows.on_caught_up(now_ts())
+    windows.on_caught_up(clock.instant())
     assert [r["event"] for r in log.read()] == ["disconnect", "reconnect"]
     assert "bridge crash" in list(log.read())[1]["message"]
 

@@ -1,7 +1,7 @@
 """The recovery log: JSON lines under the data directory, one record per event.
 
 Written by the watchdog (exit, hang, unhealthy, rss_limit, restart, healthy,
-crash_loop, alert), the bridge (disconnect, reconnect, backfill) and the
+crash_loop, alert, loop_gap, clock_step), the bridge (disconnect, reconnect, backfill) and the
 monitors (backfill: which drops a window recovered; reread: a cursor that did
 not belong to the file it follows). Several processes append, so each append
 takes a short flock on a side file, rotates by size under that lock, writes one
@@ -35,7 +35,8 @@ EVENTS = ("exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash
           "overloaded", "throttle", "reload",  # a starved child given time; a delayed start; a config reload
           "dead_letter", "quarantine",  # a send moved aside for good; poison messages set aside
           "loop_gap",  # the watchdog's own loop did not run for a while (paused): deadlines re-armed
-          "reread")  # a monitor's cursor was not in the file it follows (a restore): read again from a safe point
+          "reread",  # a monitor's cursor was not in the file it follows (a restore): read again from a safe point
+          "clock_step")  # the host's wall clock was stepped (NTP, a VM restored): times around it differ by it
 LOCK_WAIT = 0.2  # seconds an append waits for the lock before writing without it
 LOCK_POLL = 0.005
 
