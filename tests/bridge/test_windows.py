@@ -208,10 +208,10 @@ def test_a_failing_history_request_marks_the_window_failed(store: Store, tmp_pat
 def test_a_sub_second_window_says_how_long_it_was(store: Store, tmp_path: Path) -> None:
     """A 0.35 s hang is a window of "0.35 s", not "0.0 s"."""
     windows, log = make(store, tmp_path, FixedHistory([]))
-    start = datetime.now(timezone.utc) - timedelta(seconds=5)
+    start = clock.now() - timedelta(seconds=5)
     windows.on_disconnect("connection lost", format_ts(start))
-    windows.on_caught_up(format_ts(start + timedelta(milliseconds=350)))
+    windows.on_caught_up(clock.instant((start + timedelta(milliseconds=350)).timestamp()))
     windows.on_disconnect("connection lost", format_ts(start + timedelta(seconds=1)))
-    windows.on_caught_up(format_ts(start + timedelta(seconds=1, milliseconds=42)))
+    windows.on_caught_up(clock.instant((start + timedelta(seconds=1, milliseconds=42)).timestamp()))
     closed = [r["message"] for r in log.read() if r["event"] == "reconnect"]
     assert [m.rsplit(" closed after ", 1)[1] for m in closed] == ["0.35 s", "42 ms"]
