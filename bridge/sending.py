@@ -7,8 +7,11 @@ production web app's contract (`mentions` / `mentioned_jid`, `/send-message`).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from watchdog.shared.web_guard import unknown_field
 
 USER_SERVER = "s.whatsapp.net"
 GROUP_SERVER = "g.us"
@@ -42,6 +45,15 @@ class SendRequest:
     text: str
     mentioned_jids: tuple[str, ...]
     media_path: str | None  # as the client wrote it; opened, checked and copied by bridge.media
+
+
+def json_object(body: object, fields: Sequence[str]) -> dict:
+    """The request body as a JSON object with no field but `fields`; BadRequest naming the problem."""
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    if problem := unknown_field(body, fields):
+        raise BadRequest(problem)
+    return body
 
 
 def parse_jid(value: object, what: str = "recipient") -> str:
@@ -110,18 +122,18 @@ def media_type_for(path: Path) -> str:
 
 def parse_send(body: object) -> SendRequest:
     """`POST /api/send {"recipient", "message", "media_path"?, "mentions"? | "mentioned_jid"?}`."""
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
+    body = json_object(body, ("recipient", "message", "media_path", "mentions", "mentioned_jid"))
     recipient = body.get("recipient")
     recipient_jid = parse_jid(recipient)
-    message = body.get("message") or ""
+    message = "" if body.get("message") is None else body["message"]
     if not isinstance(message, str):
         raise BadRequest("message must be a string")
-    media_path = body.get("media_path") or None
-    if not message and media_path is None:
-        raise BadRequest("message or media_path is required")
+    media_path = body.get("media_path")
     if media_path is not None and not isinstance(media_path, str):
         raise BadRequest("media_path must be a string")
+    media_path = media_path if media_path and media_path.strip() else None  # empty or blank: no media
+    if not message and media_path is None:
+        raise BadRequest("message or media_path is required")
     check_text(message)
     mentions = parse_mentions(body.get("mentions", body.get("mentioned_jid")))
     return SendRequest(str(recipient).strip(), recipient_jid, check_text(with_mention_tags(message, mentions)),
@@ -130,8 +142,7 @@ def parse_send(body: object) -> SendRequest:
 
 def parse_send_message(body: object) -> SendRequest:
     """`POST /send-message {"group_jid", "recipient_jid", "message"}`: into the group, mentioning the recipient."""
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
+    body = json_object(body, ("group_jid", "recipient_jid", "message"))
     group_jid = parse_jid(body.get("group_jid"), "group_jid")
     if not group_jid.endswith(f"@{GROUP_SERVER}"):
         raise BadRequest(f"group_jid must be a group JID (…@g.us), got {body.get('group_jid')!r}")

@@ -247,6 +247,16 @@ def json_problem(value: object, max_depth: int = MAX_JSON_DEPTH) -> str | None:
     return None
 
 
+def unknown_field(body: dict, known: Sequence[str]) -> str | None:
+    """`<name>: unknown field (known: ...)` for the first field of `body` not in `known`, else None.
+
+    Why refuse rather than ignore: a misspelt optional field (`mentoins`) would be dropped without a word,
+    and the documents can then say `additionalProperties: false`, which the fuzz run holds us to.
+    """
+    extra = next((name for name in body if name not in known), None)
+    return None if extra is None else f"{extra[:60]}: unknown field (known: {', '.join(known)})"
+
+
 def _text_problem(text: str) -> str | None:
     if "\x00" in text:
         return "contains a NUL character"
