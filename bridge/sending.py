@@ -109,9 +109,19 @@ def with_mention_tags(text: str, mentioned_jids: tuple[str, ...]) -> str:
     return " ".join([*missing, text]) if text else " ".join(missing)
 
 
-def check_text(text: str, what: str = "message") -> str:
+class TooLongToSend(BadRequest):
+    """A message within the document's maxLength that the mention tags we add push over WhatsApp's limit:
+    well formed, yet it could never be sent, so answered as a refusal (422), not as bad input."""
+
+    status = 422
+
+
+def check_text(text: str, tagged: bool = False) -> str:
+    """`text`, or BadRequest (TooLongToSend once the mention tags are in) beyond WhatsApp's limit."""
     if len(text) > MAX_TEXT:
-        raise BadRequest(f"{what} is {len(text):,} characters (with mention tags); WhatsApp's limit is {MAX_TEXT:,}")
+        error = TooLongToSend if tagged else BadRequest
+        raise error(f"message is {len(text):,} characters{' with mention tags' if tagged else ''}; "
+                    f"WhatsApp's limit is {MAX_TEXT:,}")
     return text
 
 
@@ -136,8 +146,8 @@ def parse_send(body: object) -> SendRequest:
         raise BadRequest("message or media_path is required")
     check_text(message)
     mentions = parse_mentions(body.get("mentions", body.get("mentioned_jid")))
-    return SendRequest(str(recipient).strip(), recipient_jid, check_text(with_mention_tags(message, mentions)),
-                       mentions, media_path)
+    text = check_text(with_mention_tags(message, mentions), tagged=True)
+    return SendRequest(str(recipient).strip(), recipient_jid, text, mentions, media_path)
 
 
 def parse_send_message(body: object) -> SendRequest:
@@ -153,4 +163,5 @@ def parse_send_message(body: object) -> SendRequest:
     if not isinstance(message, str) or not message.strip():
         raise BadRequest("message is required")
     check_text(message)
-    return SendRequest(group_jid, group_jid, check_text(with_mention_tags(message, mentioned)), mentioned, None)
+    text = check_text(with_mention_tags(message, mentioned), tagged=True)
+    return SendRequest(group_jid, group_jid, text, mentioned, None)

@@ -56,7 +56,7 @@ def test_media_is_confined_and_no_link_is_followed(folders: tuple[Path, Path]) -
     with pytest.raises(BadRequest, match="not configured") as caught:
         opened("photo.jpg", [])
     assert caught.value.status == 403
-    with pytest.raises(BadRequest, match="media file not found: 'photo.jpg' \\(the media folder .* does not exist") as caught:
+    with pytest.raises(BadRequest, match="not found: 'photo.jpg' \\(the media folder .* does not exist") as caught:
         opened("photo.jpg", [inside / "gone"])
     assert caught.value.status == 404
 
