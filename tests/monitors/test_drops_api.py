@@ -200,26 +200,32 @@ def test_paging_filters_and_every_bad_request_answered_by_name(write_config) -> 
             assert page["has_more"] is False and page["next_cursor"] is None
         assert get(f"{api}/api/drops?drop_number=DR9999999")[1]["drops"] == []
 
-        for query, key in [("limit=0", "limit"), ("limit=x", "limit"), ("since=yesterday", "since"),
-                           ("until=2026-11-24T08:00:00", "until"), ("project=nope", "project"),
-                           ("backfilled=maybe", "backfilled"), ("feedback=done", "feedback"),
-                           ("cursor=garbage", "cursor"), ("colour=red", "colour"), ("until=", "until"),
-                           ("drop_number=", "drop_number"), ("drop_number=DR%00", "drop_number"),
-                           (f"drop_number={'9' * 65}", "drop_number")]:
+        huge_id = base64.urlsafe_b64encode(json.dumps(["2026-11-24 08:00:00.000000+00:00", 2**70]).encode()).decode()
+        for query, expected, key in [  # 400 malformed; 404 well formed but naming nothing we hold
+                ("limit=0", 400, "limit"), ("limit=x", 400, "limit"), ("limit=%C2%B2", 400, "limit"),  # '²'.isdigit()
+                ("limit=" + "9" * 5000, 400, "limit"), ("since=yesterday", 400, "since"),
+                ("until=2026-11-24T08:00:00", 400, "until"), ("backfilled=maybe", 400, "backfilled"),
+                ("feedback=done", 400, "feedback"), ("colour=red", 400, "colour"), ("until=", 400, "until"),
+                ("project=", 400, "project"), ("project=nope", 404, "project"), ("cursor=garbage", 404, "cursor"),
+                (f"cursor={huge_id}", 404, "cursor"), ("cursor=" + "W1tb" * 1500, 404, "cursor"),
+                ("drop_number=", 400, "drop_number"), ("drop_number=DR%00", 400, "drop_number"),
+                (f"drop_number={'9' * 65}", 400, "drop_number")]:
             status, body = get(f"{api}/api/drops?{query}")
-            assert status == 400 and body["error"].startswith(f"{key}: "), (query, body)
+            assert status == expected and body["error"].startswith(f"{key}: "), (query[:40], body)
         drop_id = get(f"{api}/api/drops?limit=1")[1]["drops"][0]["id"]
         for missing in ("not-a-uuid", str(uuid.uuid4())):
             assert get(f"{api}/api/drops/{missing}")[0] == 404
             assert post(f"{api}/api/drops/{missing}/feedback", {"message": "x"})[0] == 404
-        for body, key in [({}, "message"), ({"message": "  "}, "message"), ([], "body"),
-                          ({"message": "x" * 5000}, "message")]:
+        for body, words in [({}, "message: "), ({"message": "  "}, "message: "), ([], "body: "),
+                            ({"message": "x" * 5000}, "message: "), ({"message": "a\x00"}, "message contains a NUL"),
+                            ({"message": "x", "urgent": True}, "urgent: unknown field (known: message)")]:
             status, answer = post(f"{api}/api/drops/{drop_id}/feedback", body)
-            assert status == 400 and answer["error"].startswith(f"{key}: "), (body, answer)
+            assert status == 400 and answer["error"].startswith(words), (body, answer)
         status, answer = call("POST", f"{api}/api/drops/{drop_id}/feedback", raw=b"{nope",
                               headers={**AUTH, "Content-Type": "application/json"})
         assert status == 400, answer
-        assert post(f"{api}/api/feedback", {"project": "nope", "drop_number": "DR1", "message": "x"})[0] == 400
+        assert post(f"{api}/api/feedback", {"project": "nope", "drop_number": "DR1", "message": "x"})[0] == 404
+        assert post(f"{api}/api/feedback", {"project": "", "drop_number": "DR1", "message": "x"})[0] == 400
         assert post(f"{api}/api/feedback", {"project": "lawley", "drop_number": "DR1", "message": "x"})[0] == 404
         # No bridge is running: recorded, answered 202, left pending for the monitor to send.
         status, answer = post(f"{api}/api/drops/{drop_id}/feedback", {"message": "needs correction"})
