@@ -94,12 +94,13 @@ def list_drops(db: DropsDB, config: Config, query: Mapping[str, str]) -> dict:
     if not re.fullmatch(r"[0-9]{1,6}", limit_text) or not 1 <= int(limit_text) <= MAX_LIMIT:
         raise BadRequest(f"limit: expected a whole number 1-{MAX_LIMIT}, got {limit_text[:20]!r}")
     number = query.get("drop_number")
-    try:
-        page = db.list_drops(project=project, drop_number=None if number is None else drop_number(number),
-                             since=_time(query, "since"), until=_time(query, "until"),
+    number = None if number is None else drop_number(number)
+    since, until = _time(query, "since"), _time(query, "until")
+    feedback = _choice(query, "feedback", FEEDBACK_STATUSES)
+    try:  # the filters are checked above: a ValueError here is the cursor's alone (BadRequest is one too)
+        page = db.list_drops(project=project, drop_number=number, since=since, until=until,
                              backfilled=None if backfilled is None else backfilled == "true",
-                             feedback=_choice(query, "feedback", FEEDBACK_STATUSES), limit=int(limit_text),
-                             cursor=query.get("cursor"))
+                             feedback=feedback, limit=int(limit_text), cursor=query.get("cursor"))
     except ValueError as exc:  # a cursor this API did not hand out: no such page
         raise NotFound(str(exc)) from None
     return {"drops": [drop_json(d) for d in page.drops], "has_more": page.next_cursor is not None,
@@ -124,8 +125,6 @@ def _text(body: object, name: str) -> str:
         raise BadRequest(f"{name}: missing (a non-empty string)")
     if len(value) > MAX_MESSAGE:
         raise BadRequest(f"{name}: longer than {MAX_MESSAGE} characters ({len(value)})")
-    if "\x00" in value:  # PostgreSQL refuses it in text (a 500), and it is no part of a WhatsApp message
-        raise BadRequest(f"{name}: contains a NUL character")
     return value.strip()
 
 
