@@ -8,6 +8,9 @@ component that hangs every two minutes must not page every two minutes. A
 resolved notice goes only where a firing went and was not yet resolved. Delivery
 runs as background tasks with tenacity retries, so a slow or dead webhook can
 neither delay a restart nor crash the watchdog: it is logged and given up on.
+A rule no one registered (watchdog/shared/alert_rules.py), such as a health
+hook's new word, is logged once per component and sent nowhere, never raised:
+it comes from a probe, and the probe must go on.
 """
 from __future__ import annotations
 
