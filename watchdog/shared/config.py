@@ -16,8 +16,8 @@ from pathlib import Path
 
 # Each package's alert rules, registered at import (watchdog/shared/alert_rules.py): `[[alerts]] rules` and
 # their default are checked against them.
-import bridge.alert_rules  # noqa: F401
-import monitors.alert_rules  # noqa: F401
+from bridge import alert_rules as bridge_rules  # noqa: F401
+from monitors import alert_rules as drops_rules  # noqa: F401
 # The schema lives in config_model, the typed-table reader in config_tables, the checks in config_checks;
 # callers keep importing everything from here.
 from watchdog.shared.config_checks import ConfigChecks, project_key
