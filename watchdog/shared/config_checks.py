@@ -14,6 +14,7 @@ from watchdog.shared.config_model import (DB_SCHEMA_NAME, GROUP_JID, MIN_HEARTBE
                                    WEBHOOK_NAME, WEBHOOK_STARTS, AccountConfig, AlertConfig, Config, DatabaseConfig,
                                    DropsApiConfig, ProbeConfig, ProjectConfig, SimConfig, WatchdogConfig, WebhookConfig,
                                    webhook_name)
+from watchdog.shared.config_model import is_postgres_url
 from watchdog.shared.config_secrets import placeholder_token
 from watchdog.shared.config_tables import TableReader
 
@@ -182,7 +183,7 @@ class ConfigChecks(TableReader):
                 raise self.error(f"{key}[{i}]", f"expected an origin like https://qa.example.com, got {origin!r}")
 
     def check_database(self, database: DatabaseConfig) -> DatabaseConfig:
-        if database.url and not database.url.startswith(("postgresql://", "postgres://")):
+        if database.url and not is_postgres_url(database.url):
             raise self.error("database.url", "expected a postgresql://user@host/dbname URL (or no [database] table "
                                              "for drops.db in data_dir)")
         if not DB_SCHEMA_NAME.match(database.schema):

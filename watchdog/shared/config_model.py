@@ -275,6 +275,11 @@ class DatabaseConfig:
     schema: str = "wa_watchdog"
 
 
+def is_postgres_url(url: str) -> bool:
+    """True for a PostgreSQL connection URL (libpq takes both schemes); otherwise a SQLite file is meant."""
+    return url.startswith(("postgresql://", "postgres://"))
+
+
 DB_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
