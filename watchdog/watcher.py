@@ -99,7 +99,7 @@ class Watcher:
         return self.stops.shutting_down
 
     @property
-    def restarts(self) -> int:
+    def restart_count(self) -> int:
         return self.recoveries.count
 
     @property
@@ -135,7 +135,7 @@ class Watcher:
             "healthy": self.healthy,
             "condition": self.condition,
             "uptime_s": round(time.monotonic() - self.child.started_at, 3) if pid and self.child else None,
-            "restarts": self.restarts,
+            "restarts": self.restart_count,
             "last_cause": self.last_cause,
             "endpoints": record["endpoints"] if record and pid and record.get("pid") == pid else {},
             "status_text": self.health.status_text,
