@@ -62,11 +62,7 @@ class RotatingFile:
 
     def _rotate(self) -> None:
         self._file.close()
-        for n in range(self.keep - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{n}")
-            if older.exists():
-                os.replace(older, self.path.with_name(f"{self.path.name}.{n + 1}"))
-        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        logs.rotate(self.path, self.keep)
         self._file = self._open()
 
     def close(self) -> None:
