@@ -18,7 +18,7 @@ from tests.conftest import until, wait_until
 from tests.watchdog.fakes import FakeChild, bench
 from tests.watchdog.test_supervision import run, supervise, worker, write_settings
 from watchdog import hooks, probes
-from watchdog.checks import Checks, Verdict, judge
+from watchdog.child_checks import Checks, Verdict, judge
 from watchdog.child_health import ChildHealth
 from watchdog.loop_gaps import LoopGaps
 from watchdog.shared.config_model import WatchdogConfig
