@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from loguru import logger
 
-from watchdog.shared import file_modes, logs
+from watchdog.shared import endpoints, file_modes, logs
 from watchdog.shared.logs import StderrSink
 
 READ_CHUNK = 65536
@@ -70,7 +70,7 @@ class RotatingFile:
 
 
 def log_path(data_dir: Path, component: str) -> Path:
-    return data_dir / "logs" / (component.replace(":", "-") + ".log")
+    return data_dir / "logs" / endpoints.file_name(component, ".log")
 
 
 class ChildOutput:
