@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.sending import BadRequest, parse_jid
+from bridge.sending import BadRequest, json_object, parse_jid
 from bridge.store import Store
 from bridge.transport import Transport
 
@@ -49,7 +49,8 @@ def safe_filename(name: str, fallback: str) -> str:
 
 
 def parse_download(body: object) -> tuple[str, str]:
-    if not isinstance(body, dict) or not body.get("message_id") or not body.get("chat_jid"):
+    body = json_object(body, ("message_id", "chat_jid"))
+    if not body.get("message_id") or not body.get("chat_jid"):
         raise BadRequest("Message ID and Chat JID are required")
     message_id, chat_jid = body["message_id"], body["chat_jid"]
     if not isinstance(message_id, str):

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from bridge.store import Window
+from bridge.schema import Window
 from bridge.transport import ConnectionKind
 
 CONNECTING = "connecting"
@@ -55,6 +55,7 @@ class HealthInputs:
     open_window: Window | None
     dead_letters: int = 0  # outbox rows moved aside for good
     quarantine: dict[str, int] = field(default_factory=dict)  # poison messages: sanitised / quarantined
+    membership: dict = field(default_factory=dict)  # groups / not_in_groups (bridge/membership.py)
 
 
 class Health:
@@ -128,6 +129,9 @@ class Health:
             "open_window": {"started_at": window.started_at, "reason": window.reason} if window else None,
             "caught_up": self.connected and window is None,  # connected and the offline queue replayed
             "store_writable": self.store_writable,
+            "groups": None,  # the groups WhatsApp lists for this number (null: not asked yet)
+            "not_in_groups": [],
+            **inputs.membership,
         }
         return (200 if healthy else 503), body
 

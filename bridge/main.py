@@ -50,10 +50,12 @@ from bridge.outbox import Outbox
 from bridge.quarantine import Quarantined, unmappable
 from bridge.session_lock import SessionHeld, SessionLock
 from bridge.integrity import CorruptStore, check_or_refuse
-from bridge.store import OutboxRow, Store, StoreCorrupt, StoreError, StoreLocked, format_ts, now_ts
+from bridge.membership import Membership
+from bridge.schema import format_ts, now_ts
+from bridge.store import OutboxRow, Store, StoreCorrupt, StoreError, StoreLocked
 from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Receipt, Transport
 from bridge.windows import STOPPED_REASON, Windows
-from watchdog.shared import endpoints, exit_handoff, logs, web_guard
+from watchdog.shared import clock, endpoints, exit_handoff, logs, web_guard
 from watchdog.shared.config import AccountConfig, Config
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
 from watchdog.shared.http_server import LimitedRunner, serve_private
@@ -121,6 +123,7 @@ class Bridge:
         self.alive = AliveFile(alive_path(account.session_dir, store.path, config.data_dir, self.component))
         self.windows = Windows(store, self.alive, self.recovery_log, self.component, transport,
                                account.follow_groups)
+        self.membership = Membership(config, account, transport)
         self.notifier = Notifier()
         self._stop = asyncio.Event()
         self._synced = asyncio.Event()
@@ -129,7 +132,7 @@ class Bridge:
         self._died = died  # (pid, time) the previous process was last known alive (crash window start)
         self._windows_started = False  # on_start written (retried by the heartbeat while the store refuses)
         self._next_write_probe = time.monotonic() + STORE_PROBE  # on_start is the first write
-        self._connected_at = now_ts()
+        self._connected_at = clock.instant()
         self._exit_code: int | None = None  # set by a fatal store problem (corruption)
         self._tasks: set[asyncio.Task] = set()
 
@@ -202,7 +205,7 @@ class Bridge:
         self.health.transition(state, reason)
         if state == CONNECTED:
             logger.info("connected to WhatsApp as {}", self.account.phone)
-            self._connected_at = format_ts(event.at)
+            self._connected_at = clock.instant(event.at.timestamp())
             self._synced.clear()
             self._spawn(self._after_connect())
             self._ready()
@@ -245,10 +248,10 @@ class Bridge:
     def health_inputs(self) -> HealthInputs:
         try:
             return HealthInputs(self.store.outbox_depth(), self.store.open_window(), self.store.outbox_dead_letters(),
-                                self.store.quarantine_counts())
+                                self.store.quarantine_counts(), self.membership.health())
         except sqlite3.Error as exc:
             self.health.store_result(f"cannot read {self.store.path}: {exc}")
-            return HealthInputs(-1, None, -1, {})
+            return HealthInputs(-1, None, -1, {}, self.membership.health())
 
     def status_line(self) -> str:
         try:
@@ -283,6 +286,7 @@ class Bridge:
         if self.health.connected:
             self.windows.on_caught_up(self._connected_at)
             await self.windows.backfill()
+        await self.membership.refresh(lambda: self.health.connected)
 
     def _publish_status(self) -> None:
         self.notifier.status(self.status_line())
@@ -295,7 +299,10 @@ class Bridge:
         health reports the problem, and a restart would fix neither.
         """
         tick = min(heartbeat_interval(self.account.watchdog_sec), MAX_TICK)
+        steps = clock.StepDetector()
         while True:
+            if (step := steps.check()) is not None:  # the watchdog records it; nothing here runs on the wall clock
+                logger.warning("{}: windows and the send dedupe keep to the boot's clock", clock.describe_step(step))
             retry_sends = False
             try:
                 if not self._windows_started:
@@ -362,6 +369,7 @@ class Bridge:
                     self.account.transport, self.store.path)
         self._spawn(self.health.measure_loop_lag())
         self._spawn(self._beat())
+        self._spawn(self.membership.keep_fresh(lambda: self.health.connected, self._stop))
         transport_task = asyncio.create_task(self.transport.run(self))
         stop_task = asyncio.create_task(self._stop.wait())
         await asyncio.wait({transport_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)

@@ -37,6 +37,18 @@ class MediaTooLarge(BadRequest):
     status = 413
 
 
+class MediaForbidden(BadRequest):
+    """Not a file this account may send: outside the media folders, through a link, unreadable (403)."""
+
+    status = 403
+
+
+class MediaNotFound(BadRequest):
+    """No such file in the media folders (404): a well-formed request naming what is not there."""
+
+    status = 404
+
+
 @dataclass(frozen=True)
 class StagedMedia:
     media: OutgoingMedia  # .path is our private copy
@@ -57,7 +69,7 @@ def _relative_to_a_folder(value: str, media_dirs: list[Path]) -> tuple[Path, Pat
             if candidate.is_relative_to(form) and candidate != form:
                 return root, candidate.relative_to(form)
     allowed = ", ".join(str(d) for d in media_dirs)
-    raise BadRequest(f"media_path {value!r} is outside the allowed media folders ({allowed})")
+    raise MediaForbidden(f"media_path {value!r} is outside the allowed media folders ({allowed})")
 
 
 def open_confined(value: object, media_dirs: list[Path]) -> tuple[int, Path]:
@@ -68,7 +80,7 @@ def open_confined(value: object, media_dirs: list[Path]) -> tuple[int, Path]:
     if not isinstance(value, str) or not value.strip():
         raise BadRequest("media_path must be a non-empty string")
     if not media_dirs:
-        raise BadRequest("media sending is not configured (no media_dirs)")
+        raise MediaForbidden("media sending is not configured (no media_dirs)")
     if "\x00" in value:
         raise BadRequest("media_path contains a NUL character")
     try:
@@ -77,11 +89,13 @@ def open_confined(value: object, media_dirs: list[Path]) -> tuple[int, Path]:
         raise BadRequest("media_path contains a lone surrogate (not valid Unicode text)") from None
     value = value.strip()
     root, inside = _relative_to_a_folder(value, media_dirs)
-    if any(len(part.encode()) > MAX_NAME for part in inside.parts):
-        raise BadRequest(f"media_path has a name longer than {MAX_NAME} bytes")
+    if any(len(part.encode()) > MAX_NAME for part in inside.parts):  # no such file can exist
+        raise MediaNotFound(f"media file not found: media_path has a name longer than {MAX_NAME} bytes")
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
         dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise MediaNotFound(f"media file not found: {value!r} (the media folder {root} does not exist)") from None
     except OSError as exc:
         raise BadRequest(f"media folder {root} cannot be opened: {exc.strerror}") from None
     try:
@@ -91,22 +105,23 @@ def open_confined(value: object, media_dirs: list[Path]) -> tuple[int, Path]:
             dir_fd = next_fd
         fd = os.open(inside.parts[-1], flags | os.O_NONBLOCK, dir_fd=dir_fd)  # O_NONBLOCK: a FIFO must not hang us
     except OSError as exc:
-        raise BadRequest(_open_problem(value, exc)) from None
+        raise _open_problem(value, exc) from None
     finally:
         os.close(dir_fd)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise BadRequest(f"media_path {value!r} is not a regular file")
+        raise MediaNotFound(f"media_path {value!r} is not a regular file")
     return fd, root / inside
 
 
-def _open_problem(value: str, exc: OSError) -> str:
+def _open_problem(value: str, exc: OSError) -> BadRequest:
     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-        return (f"media_path {value!r} is or passes through a symbolic link (links are not followed: they may "
-                "point outside the allowed media folders)")
-    if exc.errno == errno.ENOENT:
-        return f"media file not found: {value!r}"
-    return f"media_path {value!r} cannot be opened: {exc.strerror}"
+        return MediaForbidden(f"media_path {value!r} is or passes through a symbolic link (links are not followed: "
+                              "they may point outside the allowed media folders)")
+    if exc.errno in (errno.ENOENT, errno.ENAMETOOLONG):
+        return MediaNotFound(f"media file not found: {value!r}")
+    cls = MediaForbidden if exc.errno == errno.EACCES else BadRequest
+    return cls(f"media_path {value!r} cannot be opened: {exc.strerror}")
 
 
 def check_size(fd: int, value: str, media_type: str, limits_mb: dict[str, float]) -> int:

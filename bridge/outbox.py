@@ -25,7 +25,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Callable
-from datetime import timedelta, timezone
+from datetime import timezone
 from pathlib import Path
 
 from loguru import logger
@@ -33,11 +33,10 @@ from loguru import logger
 from bridge import media as media_files
 from bridge.media import StagedMedia
 from bridge.sending import SendRequest, refusal_status
-from bridge.store import OutboxRow, Store, format_ts
+from bridge.store import OutboxRow, Store
 from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, SendFailed,
                               Source, Transport)
 from watchdog.shared.waiting import wait_event
-from watchdog.shared import clock
 
 SEND_TIMEOUT = 10.0  # an unanswered send stays pending and is retried (same id) later
 MAX_ATTEMPTS = 5
@@ -96,14 +95,12 @@ class Outbox:
     async def submit(self, request: SendRequest, media: StagedMedia | None, idempotency_key: str | None,
                      endpoint: str) -> tuple[int, dict]:
         """Queue durably (or find the same send queued before), then try to send it now."""
-        since = None
-        if idempotency_key is None and self.dedupe_window > 0:
-            since = format_ts(clock.now() - timedelta(seconds=self.dedupe_window))
+        window = self.dedupe_window if idempotency_key is None and self.dedupe_window > 0 else None
         try:
             row = self.store.outbox_add(
                 new_message_id(), idempotency_key, request.recipient, request.recipient_jid, request.text,
                 request.mentioned_jids, str(media.media.path) if media else None,
-                media.media.media_type if media else None, endpoint, fingerprint(endpoint, request, media), since)
+                media.media.media_type if media else None, endpoint, fingerprint(endpoint, request, media), window)
         finally:
             if media is not None and not self._owns(media):
                 media_files.discard(media.media.path)  # refused, or a repeat: the first copy is the one sent

@@ -74,10 +74,10 @@ class Pairing:
     def __init__(self, account: AccountConfig, phone: str | None,
                  client_factory: Callable[[str, str], object] = _new_client,
                  timeout: float = PAIR_TIMEOUT) -> None:
-        from bridge.transports.neonize_transport import session_database
+        from bridge.transports.neonize_transport import prepare_session
         self.account = account
         self.phone = phone
-        self.database = session_database(account)
+        self.database = prepare_session(account)
         self.timeout = timeout
         self.client = client_factory(self.database, account.phone)
         self.paired = threading.Event()

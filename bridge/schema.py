@@ -15,8 +15,9 @@ components need; a released step is never edited. To add one: append
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from watchdog.shared.migrations import Migration, SchemaTooNew, latest
@@ -130,12 +131,29 @@ CREATE TABLE quarantine (
 )
 """
 
+# Who this file is: a random id written once, when the file is created (or upgraded to step 4), and kept by
+# every copy of it (`wa-watchdog backup`, `.recover`). Monitors keep it with their cursors: a rowid means
+# nothing in another file (monitors/lineage.py).
+STORE_ID = """
+INSERT OR IGNORE INTO bridge_state (key, value) VALUES ('store_id', lower(hex(randomblob(16))))
+"""
+
+# The boot a request came in (clock.boot_id) and its CLOCK_BOOTTIME: the keyless dedupe window, immune to
+# clock steps.
+OUTBOX_REQUEST_INSTANT = """
+ALTER TABLE outbox_requests ADD COLUMN boot_id TEXT;
+ALTER TABLE outbox_requests ADD COLUMN boottime REAL
+"""
+
 MIGRATIONS = [
     Migration(1, "whatsapp-mcp chats and messages; message_meta, connection_events, disconnect_windows, outbox, "
                  "bridge_state", (WHATSAPP_MCP_SCHEMA, OUR_SCHEMA)),
     Migration(2, "receipts (server ack, delivered, read) of messages the bridge sent", (RECEIPTS,)),
     Migration(3, "outbox_requests (fingerprint, attempts, dead letters, staged media) and quarantine (poison messages)",
               (OUTBOX_REQUESTS_AND_QUARANTINE,)),
+    Migration(4, "bridge_state store_id: which file a reader's rowid cursor belongs to", (STORE_ID,)),
+    Migration(5, "outbox_requests.boot_id and boottime: keyless retries recognised on the boot's clock",
+              (OUTBOX_REQUEST_INSTANT,)),
 ]
 
 SCHEMA_VERSION = latest(MIGRATIONS)
@@ -149,6 +167,11 @@ def format_ts(when: datetime) -> str:
     if when.tzinfo is None:
         raise ValueError(f"naive datetime {when!r}: store timestamps must be timezone-aware")
     return when.astimezone(timezone.utc).strftime(TS_FORMAT)
+
+
+def format_epoch(seconds: float) -> str:
+    """format_ts of epoch seconds (a `clock.Instant`'s wall time)."""
+    return format_ts(datetime.fromtimestamp(seconds, timezone.utc))
 
 
 def parse_ts(text: str) -> datetime:
@@ -178,6 +201,7 @@ class StoredMessage:
     is_from_me: bool
     media_type: str | None
     source: str
+    stored_at: str | None = None  # message_meta.stored_at (None for a row without meta: whatsapp-mcp's own)
 
 
 @dataclass(frozen=True)
@@ -201,7 +225,7 @@ class Window:
 
 MESSAGES_AFTER_SQL = """
 SELECT m.rowid, m.id, m.chat_jid, c.name, m.sender, m.content, m.timestamp, m.is_from_me, m.media_type,
-       COALESCE(mm.source, 'live')
+       COALESCE(mm.source, 'live'), mm.stored_at
 FROM messages m
 LEFT JOIN chats c ON c.jid = m.chat_jid
 LEFT JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid
@@ -228,16 +252,74 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 
 def messages_after(conn: sqlite3.Connection, rowid: int, limit: int = 1000) -> list[StoredMessage]:
     """Messages with a rowid above `rowid`, oldest rowid first, with how they arrived (source)."""
-    return [StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5] or "", r[6], bool(r[7]), r[8] or None, r[9])
+    return [StoredMessage(r[0], r[1], r[2], r[3], r[4], r[5] or "", r[6], bool(r[7]), r[8] or None, r[9], r[10])
             for r in conn.execute(MESSAGES_AFTER_SQL, (rowid, limit))]
+
+
+def store_id(conn: sqlite3.Connection) -> str | None:
+    """The file's identity (bridge_state `store_id`); None before the bridge has migrated it to step 4."""
+    try:
+        row = conn.execute("SELECT value FROM bridge_state WHERE key = 'store_id'").fetchone()
+    except sqlite3.OperationalError:  # no bridge_state yet
+        return None
+    return row[0] if row else None
+
+
+MARKS_DOWN_FROM_SQL = """
+SELECT m.rowid, m.id, mm.stored_at
+FROM messages m
+LEFT JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid
+WHERE m.rowid <= ?
+ORDER BY m.rowid DESC
+"""
+
+
+def marks_down_from(conn: sqlite3.Connection, rowid: int) -> Iterator[tuple[int, str, str | None]]:
+    """(rowid, message id, stored_at) of the rows at or below `rowid`, newest rowid first, read as consumed."""
+    yield from conn.execute(MARKS_DOWN_FROM_SQL, (rowid,))
 
 
 WINDOW_SELECT = ("SELECT id, started_at, ended_at, reason, backfill_status, recovered, backfilled_at "
                   "FROM disconnect_windows")
 
 
-def windows(conn: sqlite3.Connection, since: str = "") -> list[Window]:
-    """Disconnect windows that started at or after `since` (store timestamp text), oldest first."""
-    return [Window(*row) for row in conn.execute(f"{WINDOW_SELECT} WHERE started_at >= ? ORDER BY id", (since,))]
+def windows(conn: sqlite3.Connection, after: int = 0) -> list[Window]:
+    """Disconnect windows with an id above `after`, oldest first: ids only grow, start times go back with the
+    wall clock."""
+    return [Window(*row) for row in conn.execute(f"{WINDOW_SELECT} WHERE id > ? ORDER BY id", (after,))]
+
+
+BACKFILL_MARGIN = timedelta(seconds=30)  # history is asked for this much either side of a window
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """What one disconnect window's messages did: `recovered` from history by its backfill (within the margin),
+    `late`: posted in it and delivered by WhatsApp afterwards (offline queue, or live after the reconnect)."""
+
+    recovered: int
+    late: int
+
+
+def window_counts(conn: sqlite3.Connection, window: Window, chats: Collection[str] | None = None) -> WindowCounts:
+    """The one account of a finished window, from the rows themselves: the bridge's line counts every chat,
+    each monitor its project's groups, by the same query in the same words (a project's numbers are a share
+    of the bridge's). History rows count if the backfill stored them (between the window's end and
+    `backfilled_at`) within the margin it asked for."""
+    ended = window.ended_at or now_ts()
+    low = format_ts(parse_ts(window.started_at) - BACKFILL_MARGIN)
+    high = format_ts(parse_ts(ended) + BACKFILL_MARGIN)
+    finished = window.backfilled_at or now_ts()
+    where, values = "", []
+    if chats is not None:
+        where = f" AND m.chat_jid IN ({','.join('?' * len(chats))})"
+        values = sorted(chats)
+    recovered, late = conn.execute(
+        "SELECT COALESCE(SUM(mm.source = 'history' AND mm.stored_at BETWEEN ? AND ?), 0), "
+        "COALESCE(SUM(mm.source IN ('offline', 'live') AND m.timestamp BETWEEN ? AND ? AND mm.stored_at >= ?), 0) "
+        "FROM messages m JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid "
+        f"WHERE m.timestamp BETWEEN ? AND ?{where}",
+        (ended, finished, window.started_at, ended, window.started_at, low, high, *values)).fetchone()
+    return WindowCounts(recovered, late)
 
 

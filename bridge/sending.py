@@ -7,8 +7,11 @@ production web app's contract (`mentions` / `mentioned_jid`, `/send-message`).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from watchdog.shared.web_guard import unknown_field
 
 USER_SERVER = "s.whatsapp.net"
 GROUP_SERVER = "g.us"
@@ -42,6 +45,15 @@ class SendRequest:
     text: str
     mentioned_jids: tuple[str, ...]
     media_path: str | None  # as the client wrote it; opened, checked and copied by bridge.media
+
+
+def json_object(body: object, fields: Sequence[str]) -> dict:
+    """The request body as a JSON object with no field but `fields`; BadRequest naming the problem."""
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    if problem := unknown_field(body, fields):
+        raise BadRequest(problem)
+    return body
 
 
 def parse_jid(value: object, what: str = "recipient") -> str:
@@ -97,9 +109,19 @@ def with_mention_tags(text: str, mentioned_jids: tuple[str, ...]) -> str:
     return " ".join([*missing, text]) if text else " ".join(missing)
 
 
-def check_text(text: str, what: str = "message") -> str:
+class TooLongToSend(BadRequest):
+    """A message within the document's maxLength that the mention tags we add push over WhatsApp's limit:
+    well formed, yet it could never be sent, so answered as a refusal (422), not as bad input."""
+
+    status = 422
+
+
+def check_text(text: str, tagged: bool = False) -> str:
+    """`text`, or BadRequest (TooLongToSend once the mention tags are in) beyond WhatsApp's limit."""
     if len(text) > MAX_TEXT:
-        raise BadRequest(f"{what} is {len(text):,} characters (with mention tags); WhatsApp's limit is {MAX_TEXT:,}")
+        error = TooLongToSend if tagged else BadRequest
+        raise error(f"message is {len(text):,} characters{' with mention tags' if tagged else ''}; "
+                    f"WhatsApp's limit is {MAX_TEXT:,}")
     return text
 
 
@@ -110,28 +132,27 @@ def media_type_for(path: Path) -> str:
 
 def parse_send(body: object) -> SendRequest:
     """`POST /api/send {"recipient", "message", "media_path"?, "mentions"? | "mentioned_jid"?}`."""
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
+    body = json_object(body, ("recipient", "message", "media_path", "mentions", "mentioned_jid"))
     recipient = body.get("recipient")
     recipient_jid = parse_jid(recipient)
-    message = body.get("message") or ""
+    message = "" if body.get("message") is None else body["message"]
     if not isinstance(message, str):
         raise BadRequest("message must be a string")
-    media_path = body.get("media_path") or None
-    if not message and media_path is None:
-        raise BadRequest("message or media_path is required")
+    media_path = body.get("media_path")
     if media_path is not None and not isinstance(media_path, str):
         raise BadRequest("media_path must be a string")
+    media_path = media_path if media_path and media_path.strip() else None  # empty or blank: no media
+    if not message and media_path is None:
+        raise BadRequest("message or media_path is required")
     check_text(message)
     mentions = parse_mentions(body.get("mentions", body.get("mentioned_jid")))
-    return SendRequest(str(recipient).strip(), recipient_jid, check_text(with_mention_tags(message, mentions)),
-                       mentions, media_path)
+    text = check_text(with_mention_tags(message, mentions), tagged=True)
+    return SendRequest(str(recipient).strip(), recipient_jid, text, mentions, media_path)
 
 
 def parse_send_message(body: object) -> SendRequest:
     """`POST /send-message {"group_jid", "recipient_jid", "message"}`: into the group, mentioning the recipient."""
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
+    body = json_object(body, ("group_jid", "recipient_jid", "message"))
     group_jid = parse_jid(body.get("group_jid"), "group_jid")
     if not group_jid.endswith(f"@{GROUP_SERVER}"):
         raise BadRequest(f"group_jid must be a group JID (…@g.us), got {body.get('group_jid')!r}")
@@ -142,4 +163,5 @@ def parse_send_message(body: object) -> SendRequest:
     if not isinstance(message, str) or not message.strip():
         raise BadRequest("message is required")
     check_text(message)
-    return SendRequest(group_jid, group_jid, check_text(with_mention_tags(message, mentioned)), mentioned, None)
+    text = check_text(with_mention_tags(message, mentioned), tagged=True)
+    return SendRequest(group_jid, group_jid, text, mentioned, None)

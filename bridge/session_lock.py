@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import fcntl
 import os
-import time
 from pathlib import Path
 
+from watchdog.data_dir import not_usable
 from watchdog.shared import file_modes, locks
 
 LOCK_NAME = "session.lock"
@@ -46,26 +46,14 @@ class SessionLock:
 
     def __init__(self, session_dir: Path, wait: bool = False) -> None:
         self.path = lock_path(session_dir)
-        file_modes.ensure_dir(session_dir, file_modes.PRIVATE_DIR)
-        self._fd = locks.open_lock(self.path)
-        self.previous_owner: int | None = None  # the pid the file named when we got it
-        self.waited = False  # True if we blocked until that owner let go (a standby: it just died)
-        first_refusal: float | None = None
-        while not locks.try_lock(self._fd):
-            if not locks.held_by_stranger(self._fd):
-                if not wait:
-                    pid = locks.recorded_pid(self._fd)
-                    os.close(self._fd)
-                    raise SessionHeld(self.path, pid)
-                fcntl.flock(self._fd, fcntl.LOCK_EX)  # a standby: the kernel hands it over when the owner dies
-                self.waited = True
-                break
-            first_refusal = first_refusal or time.monotonic()
-            if time.monotonic() - first_refusal >= locks.STRANGER_GRACE:
-                self._fd = locks.replace(self.path, self._fd)
-            else:
-                time.sleep(0.02)
-        self.previous_owner = locks.recorded_pid(self._fd)
+        try:  # a standby blocks: the kernel hands the lock over when the owner dies
+            file_modes.ensure_dir(session_dir, file_modes.PRIVATE_DIR)
+            self._fd, self.waited = locks.take(self.path, wait)  # waited: that owner just let go
+        except locks.Held as exc:
+            raise SessionHeld(self.path, exc.pid) from None
+        except OSError as exc:  # e.g. made by root before the service user ran: say so, no traceback
+            raise not_usable("session directory", session_dir, exc) from None
+        self.previous_owner: int | None = locks.recorded_pid(self._fd)  # the pid the file named when we got it
         locks.write_owner(self._fd)
         os.fsync(self._fd)
 

@@ -9,8 +9,8 @@ space; fixed width makes text order time order.
 
 One writer (the bridge process) holds a `Store`; readers (monitors, tools)
 open the file read-only with `bridge.schema.open_readonly` and use the read
-functions there (the schema, its version and the readers are one module both
-sides import; they are re-exported here for the bridge's own code).
+functions there (the schema, its version, the timestamp format and the readers
+are one module both sides import).
 `messages.rowid` only grows (we never delete or VACUUM), so readers follow it
 with a cursor; a backfilled message gets a new, higher rowid although its
 timestamp is older.
@@ -27,10 +27,9 @@ from pathlib import Path
 
 from bridge.integrity import is_corrupt, is_locked
 from bridge.quarantine import Quarantined, quarantined, sanitise
-from bridge.schema import (MIGRATIONS, WINDOW_SELECT, StoredMessage, Window, bare_user, format_ts,  # noqa: F401
-                           messages_after, now_ts, open_readonly, parse_ts, windows)
+from bridge.schema import MIGRATIONS, WINDOW_SELECT, Window, bare_user, format_epoch, format_ts, now_ts
 from bridge.transport import IncomingMessage, MediaInfo, Receipt, ReceiptKind, Source
-from watchdog.shared import file_modes
+from watchdog.shared import clock, file_modes
 from watchdog.shared.migrations import SchemaTooNew, SqliteTarget, latest, migrate
 
 WINDOW_STATUSES = ("pending", "done", "unsupported", "failed")
@@ -369,14 +368,16 @@ class Store:
             conn.execute("INSERT INTO disconnect_windows (started_at, reason) VALUES (?, ?)", (started_at, reason))
         return self.open_window()  # type: ignore[return-value]
 
-    def end_window(self, ended_at: str) -> Window | None:
-        """Close the open window (if any); returns it closed."""
+    def end_window(self, ended_at: str, started_at: str | None = None) -> Window | None:
+        """Close the open window (if any), restating its start if given (the wall clock was stepped since it
+        opened, bridge/windows.py); returns it closed."""
         with self.transaction() as conn:
             current = self.open_window()
             if current is None:
                 return None
-            conn.execute("UPDATE disconnect_windows SET ended_at = ? WHERE id = ?",
-                         (max(ended_at, current.started_at), current.id))
+            started_at = started_at or current.started_at
+            conn.execute("UPDATE disconnect_windows SET started_at = ?, ended_at = ? WHERE id = ?",
+                         (started_at, max(ended_at, started_at), current.id))
         return self.window(current.id)
 
     def window(self, window_id: int) -> Window:
@@ -386,13 +387,6 @@ class Store:
         rows = self.conn.execute(f"{WINDOW_SELECT} WHERE ended_at IS NOT NULL AND backfill_status = 'pending' "
                                  "ORDER BY id")
         return [Window(*row) for row in rows]
-
-    def delivered_late(self, window: Window) -> int:
-        """Messages sent during `window` that WhatsApp delivered afterwards (offline or live, not history)."""
-        return self.conn.execute(
-            "SELECT COUNT(*) FROM messages m JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid "
-            "WHERE m.timestamp >= ? AND m.timestamp <= ? AND mm.source IN ('offline', 'live') AND mm.stored_at >= ?",
-            (window.started_at, window.ended_at or now_ts(), window.started_at)).fetchone()[0]
 
     def finish_backfill(self, window_id: int, status: str, recovered: int = 0) -> Window:
         assert status in WINDOW_STATUSES, status
@@ -417,29 +411,31 @@ class Store:
     def outbox_add(self, message_id: str, idempotency_key: str | None, recipient: str, recipient_jid: str,
                    text: str, mentioned_jids: Iterable[str], media_path: str | None,
                    media_type: str | None, endpoint: str = "", fingerprint: str = "",
-                   dedupe_since: str | None = None) -> OutboxRow:
+                   dedupe_window: float | None = None) -> OutboxRow:
         """Queue a send durably; returns the row that stands for this request.
 
         With an idempotency key already used, that first row (IdempotencyConflict if it was a
         different request); without a key, the row of an identical request (`fingerprint`, same
-        `endpoint`) created at or after `dedupe_since`, if any: a client retrying what it thinks failed.
+        `endpoint`) made in the last `dedupe_window` seconds, if any: a client retrying what it thinks failed.
         """
         with self.transaction() as conn:
-            existing = self._outbox_same_request(idempotency_key, endpoint, fingerprint, dedupe_since)
+            existing = self._outbox_same_request(idempotency_key, endpoint, fingerprint, dedupe_window)
             if existing is not None:
                 return existing
-            created = now_ts()
+            now = clock.instant()
+            created = format_epoch(now.wall)
             cursor = conn.execute(
                 "INSERT INTO outbox (message_id, idempotency_key, recipient, recipient_jid, text, mentioned_jids, "
                 "media_path, media_type, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (message_id, idempotency_key, recipient, recipient_jid, text, json.dumps(list(mentioned_jids)),
                  media_path, media_type, created))
-            conn.execute("INSERT INTO outbox_requests (seq, endpoint, fingerprint, staged_media, created_at) "
-                         "VALUES (?, ?, ?, ?, ?)", (cursor.lastrowid, endpoint, fingerprint, media_path, created))
+            conn.execute("INSERT INTO outbox_requests (seq, endpoint, fingerprint, staged_media, created_at, boot_id, "
+                         "boottime) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (cursor.lastrowid, endpoint, fingerprint, media_path, created, now.boot_id, now.boottime))
         return self.outbox_row(message_id)  # type: ignore[return-value]
 
     def _outbox_same_request(self, idempotency_key: str | None, endpoint: str, fingerprint: str,
-                             dedupe_since: str | None) -> OutboxRow | None:
+                             dedupe_window: float | None) -> OutboxRow | None:
         if idempotency_key is not None:
             existing = self.outbox_by_key(idempotency_key)
             if existing is None:
@@ -452,12 +448,19 @@ class Store:
                                           f"(message {existing.message_id}); use a new key for a new message",
                                           existing)
             return existing
-        if dedupe_since is None or not fingerprint:
+        if dedupe_window is None or not fingerprint:
             return None
+        # "Within the window" on the boot's clock, which a corrected wall clock does not move; a request from
+        # another boot (or release) by the wall clock, and only one stamped in the past.
+        now = clock.instant()
+        since = format_epoch(now.wall - dedupe_window)
         row = self.conn.execute(
             f"SELECT {', '.join('o.' + c.strip() for c in _OUTBOX_COLUMNS.split(','))} FROM outbox_requests r "
-            "JOIN outbox o USING (seq) WHERE r.fingerprint = ? AND r.endpoint = ? AND r.created_at >= ? "
-            "AND o.idempotency_key IS NULL ORDER BY r.seq DESC LIMIT 1", (fingerprint, endpoint, dedupe_since)).fetchone()
+            "JOIN outbox o USING (seq) WHERE r.fingerprint = ? AND r.endpoint = ? AND o.idempotency_key IS NULL "
+            "AND CASE WHEN r.boot_id = ? THEN r.boottime BETWEEN ? AND ? ELSE r.created_at BETWEEN ? AND ? END "
+            "ORDER BY r.seq DESC LIMIT 1",
+            (fingerprint, endpoint, now.boot_id or None, now.boottime - dedupe_window, now.boottime, since,
+             format_epoch(now.wall))).fetchone()
         return _outbox_row(row) if row else None
 
     def outbox_attempt(self, row: OutboxRow) -> int:

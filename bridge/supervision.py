@@ -23,7 +23,8 @@ from watchdog.shared.programs import Check, Program
 
 OUTAGE_STATES = ("connecting", "disconnected", "store_error")
 OPERATOR_STATES = ("stream_replaced", "logged_out")
-CONNECTION_KEYS = ("connected", "state", "reason", "open_window", "outbox_depth", "last_event_age_s", "caught_up")
+CONNECTION_KEYS = ("account", "connected", "state", "reason", "open_window", "outbox_depth", "last_event_age_s",
+                   "caught_up", "not_in_groups")
 
 
 def classify(status: int, body: object) -> HealthResult:

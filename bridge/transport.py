@@ -179,5 +179,13 @@ class Transport(abc.ABC):
         """The decrypted bytes of a received media message; raises NotConnected."""
 
     @abc.abstractmethod
+    async def joined_groups(self) -> list[str]:
+        """JIDs of the groups this account is a member of, as WhatsApp knows them; raises NotConnected.
+
+        Why: a project that follows a group the number is not in (a mistyped JID, the number removed)
+        receives nothing, which looks exactly like a quiet group unless someone asks WhatsApp.
+        """
+
+    @abc.abstractmethod
     async def close(self) -> None:
         """Disconnect and make run() return."""

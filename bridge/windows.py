@@ -22,23 +22,40 @@ stopped") and `clean_stop = 1`, which the next start closes on connect.
 A window is backfilled after the offline queue was replayed: history for the
 followed groups over the window (plus a margin) is requested and whatever the
 store did not have yet is stored with source `history`.
+
+A window's times are wall-clock times, matched against WhatsApp's own message
+timestamps; its start is also kept on the boot's clock (bridge_state
+`window_instant`, heartbeats likewise), so if the wall clock is stepped before
+the window closes, the window is widened to cover both readings of its start
+(`covering`): a step back is NTP correcting a clock that ran ahead (the start
+moves back onto the corrected clock, so history is asked for the hour it
+really was), a step forward is either a clock that ran behind or a VM that
+was frozen (the start stays: more backfill, nothing missed).
 """
 from __future__ import annotations
 
 import asyncio
 import os
-from datetime import timedelta
 
 from loguru import logger
 
 from bridge.alive import AliveFile
-from bridge.store import Store, Window, now_ts, parse_ts
+from bridge.schema import BACKFILL_MARGIN, Window, format_epoch, now_ts, parse_ts, window_counts
+from bridge.store import Store
 from bridge.transport import HistoryUnsupported, NotConnected, Source, Transport
+from watchdog.shared import clock
+from watchdog.shared.clock import Instant
+from watchdog.shared.human import counts_text, format_ms
 from watchdog.shared.recovery_log import RecoveryLog
 
-BACKFILL_MARGIN = timedelta(seconds=30)
 CRASH_REASON = "bridge crash"
 STOPPED_REASON = "bridge stopped"
+
+
+def covering(moment: Instant, end: bool = False) -> float:
+    """The earlier (for an end: the later) of `moment`'s own wall time and its time on today's wall clock: the
+    two readings of a step since (clock.on_this_clock), so that a window never leaves out the time it was."""
+    return (max if end else min)(moment.wall, clock.on_this_clock(moment))
 
 
 def _downtime_ms(window: Window) -> int:
@@ -47,14 +64,13 @@ def _downtime_ms(window: Window) -> int:
 
 class Windows:
     def __init__(self, store: Store, alive: AliveFile, recovery_log: RecoveryLog, component: str,
-                 transport: Transport, follow_groups: list[str], margin: timedelta = BACKFILL_MARGIN) -> None:
+                 transport: Transport, follow_groups: list[str]) -> None:
         self.store = store
         self.alive = alive
         self.log = recovery_log
         self.component = component
         self.transport = transport
         self.follow_groups = follow_groups
-        self.margin = margin
         self._told_unsupported = False
         self._backfilling = asyncio.Lock()  # a quick reconnect must not backfill a window twice at once
 
@@ -66,59 +82,98 @@ class Windows:
         """
         last = self._last_alive()
         if last is not None and self.store.get_state("clean_stop") != "1" and self.store.open_window() is None:
-            pid, started = last  # else the outage it died in goes on
+            pid, started, moment = last  # else the outage it died in goes on
+            if moment is not None:  # the wall clock may have been stepped since it beat
+                started = format_epoch(covering(moment))
             if died is not None and died[0] == pid and started <= died[1] <= now_ts():
-                started = died[1]
-            window = self.store.start_window(started, CRASH_REASON)
+                started, moment = died[1], None
+            window = self._open(started, moment, CRASH_REASON)
             logger.warning("previous run did not stop cleanly: disconnect window open since {} ({})",
                            window.started_at, window.reason)
             self.log.append(self.component, "disconnect", cause=window.reason,
                             message=f"window {window.span} ({window.reason}) opened")
-        now = now_ts()
-        self.store.set_state(clean_stop="0", alive_at=now, alive_pid=str(os.getpid()))
+        now = clock.instant()
+        self.store.set_state(clean_stop="0", alive_at=format_epoch(now.wall), alive_instant=str(now),
+                             alive_pid=str(os.getpid()))
         self.alive.beat(now, self.store.message_count())
 
-    def _last_alive(self) -> tuple[int, str] | None:
-        """(pid, time) of the latest heartbeat: the file's, or bridge_state's if later, or if the file is missing
-        or the store does not hold what the file's process had stored (a store put back from a backup)."""
+    def _last_alive(self) -> tuple[int, str, Instant | None] | None:
+        """(pid, time, instant) of the latest heartbeat: the file's, or bridge_state's if later, or if the file is
+        missing or the store does not hold what the file's process had stored (a store put back from a backup).
+        Later on the boot's clock where both say (a stepped wall clock can reverse their wall times)."""
         alive_at, alive_pid = self.store.get_state("alive_at"), self.store.get_state("alive_pid")
-        stored = (int(alive_pid or 0), alive_at) if alive_at is not None else None
+        stored_instant = Instant.parse(self.store.get_state("alive_instant"))
+        if stored_instant is not None and alive_at != format_epoch(stored_instant.wall):
+            stored_instant = None  # alive_at written by a release without instants, or by hand
+        stored = (int(alive_pid or 0), alive_at, stored_instant) if alive_at is not None else None
         beat = self.alive.read()
-        if beat is None or beat.messages > self.store.message_count() or (stored and stored[1] > beat.at):
+        if beat is None or beat.messages > self.store.message_count():
             return stored
-        return beat.pid, beat.at
+        if stored is not None and (clock.later(stored_instant, beat.instant) is stored_instant if stored_instant
+                                   else stored[1] > beat.at):
+            return stored
+        return beat.pid, beat.at, beat.instant
 
     def heartbeat(self) -> None:
         """Every tick: the file only, so an idle bridge writes nothing in the store's directory."""
-        self.alive.beat(now_ts(), self.store.message_count())
+        self.alive.beat(clock.instant(), self.store.message_count())
 
     def record_alive(self) -> None:
         """The store's coarse `alive_at` (the bridge's slow write probe). Not fsynced: a power cut can only
         make the crash window start earlier (more backfill)."""
-        self.store.set_state(durable=False, alive_at=now_ts())
+        now = clock.instant()
+        self.store.set_state(durable=False, alive_at=format_epoch(now.wall), alive_instant=str(now))
 
     def on_stop(self, reason: str = STOPPED_REASON) -> None:
-        window = self.store.start_window(now_ts(), reason)
-        self.store.set_state(clean_stop="1", alive_at=window.started_at)
+        now = clock.instant()
+        window = self._open(format_epoch(now.wall), now, reason)
+        self.store.set_state(clean_stop="1", alive_at=window.started_at,
+                             alive_instant=str(now) if window.started_at == format_epoch(now.wall) else "")
 
     def on_disconnect(self, reason: str, last_good: str) -> None:
         """A window from `last_good` (the last frame or keepalive answer the transport received)."""
         if self.store.open_window() is not None:
             return  # still the same outage (e.g. a failed reconnect attempt)
-        window = self.store.start_window(last_good, reason)
+        window = self._open(last_good, clock.instant(parse_ts(last_good).timestamp()), reason)
         logger.warning("disconnected: {} (window open since {})", reason, window.started_at)
         self.log.append(self.component, "disconnect", cause=reason, message=f"window {window.span} ({reason}) opened")
 
-    def on_caught_up(self, connected_at: str) -> None:
-        """Close the open window, now that the offline queue is replayed: it ended when the connection was up."""
-        window = self.store.end_window(connected_at)
+    def _open(self, started_at: str, moment: Instant | None, reason: str) -> Window:
+        """Open a window (or find the open one) and keep its start on the boot's clock, if known."""
+        window = self.store.start_window(started_at, reason)
+        if window.started_at == started_at:
+            self.store.set_state(window_instant=f"{window.id} {moment}" if moment else "")
+        return window
+
+    def _start_on_this_clock(self, window: Window) -> str | None:
+        """The open window's start moved back onto today's wall clock, if it was stepped back since it opened."""
+        window_id, _, moment = (self.store.get_state("window_instant") or "").partition(" ")
+        start = Instant.parse(moment) if window_id == str(window.id) else None
+        if start is None:
+            return None
+        rebased = covering(start)
+        stepped = parse_ts(window.started_at).timestamp() - rebased > clock.STEP_THRESHOLD
+        return format_epoch(rebased) if stepped else None  # (a crash window may be on this clock already)
+
+    def on_caught_up(self, connected: Instant) -> None:
+        """Close the open window, now that the offline queue is replayed: it ended when the connection was up.
+
+        Both ends on today's wall clock: a step since the window opened (or since it connected) moves them."""
+        current = self.store.open_window()
+        if current is None:
+            return
+        started = self._start_on_this_clock(current)
+        if started is not None:
+            logger.warning("window {} opened at {} on a wall clock stepped since: it started at {}", current.id,
+                           current.started_at, started)
+        window = self.store.end_window(format_epoch(covering(connected, end=True)), started)
         if window is None:
             return
         downtime = _downtime_ms(window)
-        logger.info("reconnected: window {} - {} ({}) closed after {:.1f}s", window.started_at, window.ended_at,
-                    window.reason, downtime / 1000)
+        logger.info("reconnected: window {} - {} ({}) closed after {}", window.started_at, window.ended_at,
+                    window.reason, format_ms(downtime))  # a 0.35 s hang is "0.35 s", not "0.0 s"
         self.log.append(self.component, "reconnect", cause=window.reason, downtime_ms=downtime,
-                        message=f"window {window.span} ({window.reason}) closed after {downtime / 1000:.1f} s")
+                        message=f"window {window.span} ({window.reason}) closed after {format_ms(downtime)}")
 
     async def backfill(self) -> list[Window]:
         """Backfill every closed window not yet backfilled; returns the windows it finished."""
@@ -133,8 +188,8 @@ class Windows:
             return [self._finish(w, "unsupported", 0, self._unsupported_why()) for w in pending]
         finished = []
         for window in pending:
-            since = parse_ts(window.started_at) - self.margin
-            until = parse_ts(window.ended_at or now_ts()) + self.margin
+            since = parse_ts(window.started_at) - BACKFILL_MARGIN  # the margin is the counts' too (window_counts)
+            until = parse_ts(window.ended_at or now_ts()) + BACKFILL_MARGIN
             recovered = 0
             try:
                 for group in self.follow_groups:
@@ -161,12 +216,14 @@ class Windows:
         return why
 
     def _finish(self, window: Window, status: str, recovered: int, problem: str) -> Window:
+        """Mark the window backfilled and say what its messages did, counted as the monitors count their
+        share (`window_counts`): one account of one window."""
         done = self.store.finish_backfill(window.id, status, recovered)
-        late = self.store.delivered_late(done)
+        counts = window_counts(self.store.conn, done)  # every group: each project's count is a share of it
         groups = ", ".join(self.follow_groups) or "no followed groups"
-        text = (f"window {window.span} ({window.reason}): {status}, recovered {recovered} from {groups}, "
-                f"{late} delivered late" + (f"; {problem}" if problem else ""))
+        text = (f"window {window.span} ({window.reason}): {status}, {counts_text(counts.recovered, counts.late)} "
+                f"(history asked for {groups})" + (f"; {problem}" if problem else ""))
         logger.info("backfill {}", text)
-        self.log.append(self.component, "backfill", cause=window.reason, message=text, recovered=recovered,
-                        late=late, status=status, window_id=window.id)
+        self.log.append(self.component, "backfill", cause=window.reason, message=text, recovered=counts.recovered,
+                        late=counts.late, status=status, window_id=window.id)
         return done

@@ -4,16 +4,33 @@ The default pattern (`DR` + 6-8 digits, case-insensitive, whole word) lives in
 `watchdog.shared.config.DEFAULT_DROP_PATTERN`; a project may set its own. A
 pattern's whole match is the drop number, so capture groups in a custom
 pattern do not change what is recorded.
+
+A drop number is one drop however its characters are written: `DR7123456`,
+`DR７１２３４５６` (full-width) and `DR٧١٢٣٤٥٦` (Arabic-Indic digits) are the same
+drop. The text is matched in normal form (NFKC: full-width letters and digits
+become ASCII; then every other Unicode decimal digit becomes its ASCII digit),
+so the default pattern, a custom one (`[0-9]` as much as `\\d`) and the stored,
+shown and acknowledged number all see one spelling.
 """
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from bridge.schema import StoredMessage, Window
 from bridge.transport import Source
 from monitors.drops_store import Submission
 
 LATE_SOURCES = frozenset({Source.OFFLINE.value, Source.HISTORY.value})
+NON_ASCII_DIGIT = re.compile(r"(?![0-9])\d")  # a Unicode decimal digit (category Nd) other than 0-9
+
+
+def normal_form(text: str) -> str:
+    """`text` with full-width forms folded (NFKC) and every decimal digit in ASCII; ASCII text is returned as is."""
+    if text.isascii():
+        return text
+    text = unicodedata.normalize("NFKC", text)
+    return NON_ASCII_DIGIT.sub(lambda digit: str(unicodedata.decimal(digit.group(0))), text)
 
 
 class DropPattern:
@@ -21,8 +38,8 @@ class DropPattern:
         self.regex = re.compile(pattern)
 
     def find(self, text: str) -> list[str]:
-        """Drop numbers in `text`, upper case, in order of first appearance, each once."""
-        return list(dict.fromkeys(match.group(0).upper() for match in self.regex.finditer(text or "")))
+        """Drop numbers in `text`, in normal form and upper case, in order of first appearance, each once."""
+        return list(dict.fromkeys(match.group(0).upper() for match in self.regex.finditer(normal_form(text or ""))))
 
 
 def submissions(messages: list[StoredMessage], pattern: DropPattern, groups: frozenset[str],

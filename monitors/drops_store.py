@@ -26,7 +26,7 @@ from monitors.store.model import (DROP_BACKFILLED, DROP_RECORDED, DROP_RESUBMITT
                                   FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_READ_EVENT, FEEDBACK_SENT,
                                   FEEDBACK_SENT_EVENT, FEEDBACK_STATUSES, KIND_ACK, KIND_OPERATOR, RECEIPT_COLUMNS,
                                   Drop, DropDetail, DropEvent, DropPage, Feedback, NewFeedback, OutboxCounts,
-                                  OutboxEvent, Submission, check_feedback_transition, drop_from_row,
+                                  OutboxEvent, Position, Submission, check_feedback_transition, drop_from_row,
                                   feedback_from_row)
 from monitors.store.outbox import WebhookOutbox, enqueue
 from monitors.store.shapes import drop_json, feedback_json, rfc3339
@@ -38,7 +38,7 @@ __all__ = ["DROP_BACKFILLED", "DROP_RECORDED", "DROP_RESUBMITTED", "FEEDBACK_ACC
            "FEEDBACK_DELIVERED_EVENT", "FEEDBACK_FAILED", "FEEDBACK_FAILED_EVENT", "FEEDBACK_NONE", "FEEDBACK_PENDING",
            "FEEDBACK_QUEUED", "FEEDBACK_READ_EVENT", "FEEDBACK_SENT", "FEEDBACK_SENT_EVENT", "FEEDBACK_STATUSES",
            "KIND_ACK", "KIND_OPERATOR", "Drop", "DropDetail", "DropEvent", "DropPage", "DropsDB", "Feedback",
-           "NewFeedback", "OutboxCounts", "OutboxEvent", "ReceiptStamp", "StoreUnavailable", "Submission",
+           "NewFeedback", "OutboxCounts", "OutboxEvent", "Position", "ReceiptStamp", "StoreUnavailable", "Submission",
            "check_feedback_transition", "drops_db_path", "open_drops_store"]
 
 
@@ -93,12 +93,17 @@ class DropsDB(DropQueries):
     # -- cursor and recording ------------------------------------------------------------------
 
     def cursor(self, project: str, account: str) -> int:
-        row = one(self.db.rows("SELECT rowid FROM cursors WHERE project = ? AND account = ?", (project, account)))
-        return row[0] if row else 0
+        return self.position(project, account).rowid
 
-    def record(self, project: str, account: str, cursor: int, submissions: list[Submission],
+    def position(self, project: str, account: str) -> Position:
+        """The project's cursor with what identifies it (Position(0) before it read anything)."""
+        row = one(self.db.rows("SELECT rowid, message_id, stored_at, store_id FROM cursors "
+                               "WHERE project = ? AND account = ?", (project, account)))
+        return Position(*row) if row else Position(0)
+
+    def record(self, project: str, account: str, cursor: Position | int, submissions: list[Submission],
                ack: Callable[[Submission], NewFeedback] | None) -> list[Drop]:
-        """Record submissions and move the cursor to `cursor`, in one transaction.
+        """Record submissions and move the cursor to `cursor` (a bare rowid has no marks), in one transaction.
 
         A drop number new to the project becomes a drop (plus its acknowledgement, pending,
         when `ack` is given) and a drop.recorded / drop.backfilled event; a known one becomes a
@@ -144,8 +149,8 @@ class DropsDB(DropQueries):
             self._move_cursor(tx, project, account, cursor, detected_at)
         return new
 
-    def save_cursors(self, cursors: Sequence[tuple[str, str, int]]) -> None:
-        """Move (project, account, rowid) cursors past messages without drops, all in one transaction.
+    def save_cursors(self, cursors: Sequence[tuple[str, str, Position]]) -> None:
+        """Move (project, account, position) cursors past messages without drops, all in one transaction.
 
         Why not with every message: a project's cursor only has to be exact in the transaction that records
         its drops (exactly once); messages without drops read again after a crash add nothing. So monitors
@@ -154,14 +159,16 @@ class DropsDB(DropQueries):
         """
         if cursors:
             with self.db.transaction() as tx:
-                for project, account, rowid in cursors:
-                    self._move_cursor(tx, project, account, rowid, now_ts())
+                for project, account, position in cursors:
+                    self._move_cursor(tx, project, account, position, now_ts())
 
     @staticmethod
-    def _move_cursor(tx: Tx, project: str, account: str, rowid: int, at: str) -> None:
-        tx.run("INSERT INTO cursors (project, account, rowid, updated_at) VALUES (?, ?, ?, ?) "
-               "ON CONFLICT (project, account) DO UPDATE SET rowid = excluded.rowid, "
-               "updated_at = excluded.updated_at", (project, account, rowid, at))
+    def _move_cursor(tx: Tx, project: str, account: str, cursor: Position | int, at: str) -> None:
+        position = Position(cursor) if isinstance(cursor, int) else cursor
+        tx.run("INSERT INTO cursors (project, account, rowid, message_id, stored_at, store_id, updated_at) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (project, account) DO UPDATE SET rowid = excluded.rowid, "
+               "message_id = excluded.message_id, stored_at = excluded.stored_at, store_id = excluded.store_id, "
+               "updated_at = excluded.updated_at", (project, account, *position, at))
 
     # -- drops ---------------------------------------------------------------------------------
 
@@ -369,16 +376,9 @@ class DropsDB(DropQueries):
                    "ON CONFLICT DO NOTHING", (project, account, window_id, now_ts()))
             tx.run("UPDATE drops SET backfilled = ? WHERE project = ? AND message_time BETWEEN ? AND ?",
                    (True, project, started_at, ended_at))
-            return self._window_drops(tx, project, started_at, ended_at)
-
-    def window_drops(self, project: str, started_at: str, ended_at: str) -> list[str]:
-        return self._window_drops(self.db, project, started_at, ended_at)
-
-    @staticmethod
-    def _window_drops(tx: Tx | Backend, project: str, started_at: str, ended_at: str) -> list[str]:
-        rows = tx.rows("SELECT drop_number FROM drops WHERE project = ? AND message_time BETWEEN ? AND ? "
-                       "ORDER BY message_time, id", (project, started_at, ended_at))
-        return [row[0] for row in rows]
+            rows = tx.rows("SELECT drop_number FROM drops WHERE project = ? AND message_time BETWEEN ? AND ? "
+                           "ORDER BY message_time, id", (project, started_at, ended_at))
+            return [row[0] for row in rows]
 
     def window_reported(self, project: str, account: str, window_id: int) -> None:
         with self.db.transaction() as tx:

@@ -91,13 +91,29 @@ class BridgeClient:
         self.headers = {"Authorization": f"Bearer {account.api_token}"} if account.api_token else {}
         self.http = http
 
-    async def post(self, feedback: Feedback) -> Answer:
+    def _base(self) -> str:
         record = endpoints.read(self.data_dir, self.component)
         if record is None or "api" not in record["endpoints"]:
             raise BridgeUnavailable(f"{self.component} has not published its API (not started?)")
         if not _alive(record["pid"]):  # killed: its port may belong to someone else by now
             raise BridgeUnavailable(f"{self.component} (pid {record['pid']}) is not running")
-        base = record["endpoints"]["api"]
+        return record["endpoints"]["api"]
+
+    async def health(self) -> dict:
+        """The bridge's `GET /api/health` answer (200 or 503, both say how it is); BridgeUnavailable if none."""
+        base = self._base()
+        try:
+            async with self.http.get(f"{base}/api/health", headers=self.headers,
+                                     timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as response:
+                body = await response.json(content_type=None)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise BridgeUnavailable(f"{self.component} at {base}: {type(exc).__name__}: {exc}") from None
+        if not isinstance(body, dict):
+            raise BridgeUnavailable(f"{self.component} at {base}: health is not a JSON object")
+        return body
+
+    async def post(self, feedback: Feedback) -> Answer:
+        base = self._base()
         body = {"recipient": feedback.recipient, "message": feedback.text, "mentions": list(feedback.mentions)}
         headers = {**self.headers, "Idempotency-Key": feedback.idempotency_key}
         try:

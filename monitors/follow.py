@@ -13,11 +13,12 @@ every `POLL_INTERVAL`, as before.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from bridge.schema import StoredMessage, Window, messages_after, open_readonly, windows
+from bridge.schema import (StoredMessage, Window, WindowCounts, marks_down_from, messages_after, open_readonly,
+                           store_id, window_counts, windows)
 
 POLL_INTERVAL = 0.02  # seconds between data_version checks without inotify
 SAFETY_INTERVAL = 5.0  # seconds between full looks with inotify (woken at once on a write)
@@ -54,6 +55,7 @@ class StoreFollower:
             raise StoreNotReady(f"{path} has no {', '.join(missing)} table yet")
         self._data_version: int | None = None
         self._read: dict[tuple, object] = {}  # reads since `changed()` last saw a commit (see _once)
+        self._store_id: str | None = None
 
     def _once(self, key: tuple, read: Callable[[], T]) -> T:
         """`read()`, or its result from an earlier call with the same key since `changed()` last saw a commit.
@@ -77,6 +79,16 @@ class StoreFollower:
             self._read = {}
         return changed
 
+    def store_id(self) -> str | None:
+        """The file's identity (bridge_state), read until the bridge has written it (a file it has not migrated yet)."""
+        if self._store_id is None:
+            self._store_id = store_id(self.conn)
+        return self._store_id
+
+    def marks_down_from(self, rowid: int) -> Iterator[tuple[int, str, str | None]]:
+        """(rowid, message id, stored_at) at or below `rowid`, newest first (monitors/lineage.py walks them)."""
+        return marks_down_from(self.conn, rowid)
+
     def newest_rowid(self) -> int:
         return self.conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM messages").fetchone()[0]
 
@@ -84,14 +96,10 @@ class StoreFollower:
         """Rows after `rowid` (shared by the projects that ask the same while the store is unchanged: read-only)."""
         return self._once(("messages", rowid, limit), lambda: messages_after(self.conn, rowid, limit))
 
-    def windows(self, since: str = "") -> list[Window]:
-        """Disconnect windows that started at or after `since`, oldest first."""
-        return self._once(("windows", since), lambda: windows(self.conn, since))
+    def windows(self, after: int = 0) -> list[Window]:
+        """Disconnect windows with an id above `after`, oldest first."""
+        return self._once(("windows", after), lambda: windows(self.conn, after))
 
-    def late_messages(self, groups: frozenset[str], started_at: str, ended_at: str) -> int:
-        """Messages of these groups posted in [started_at, ended_at] that reached the store late."""
-        marks = ",".join("?" * len(groups))
-        return self.conn.execute(
-            f"SELECT COUNT(*) FROM messages m JOIN message_meta mm ON mm.id = m.id AND mm.chat_jid = m.chat_jid "
-            f"WHERE m.chat_jid IN ({marks}) AND m.timestamp BETWEEN ? AND ? AND mm.source IN ('offline', 'history')",
-            (*sorted(groups), started_at, ended_at)).fetchone()[0]
+    def window_counts(self, window: Window, groups: frozenset[str]) -> WindowCounts:
+        """This project's share of what a finished window's messages did (the bridge's line counts them alike)."""
+        return window_counts(self.conn, window, groups)

@@ -25,9 +25,11 @@ from loguru import logger
 from bridge.integrity import CorruptStore, is_corrupt
 from monitors.drops_store import StoreUnavailable, open_drops_store
 from monitors.follow import StoreFollower, StoreNotReady
+from monitors.group_watch import GroupWatch
 from monitors.project import ProjectMonitor
 from monitors.receipts import ReceiptFollower, receipt_accounts
 from monitors.store_watch import StoreWakes
+from watchdog.alerts import AlertManager
 from watchdog.shared import logs
 from watchdog.shared.config import Config, ProjectConfig, monitor_component
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
@@ -57,13 +59,15 @@ class MonitorProcess:
         self.receipts = [ReceiptFollower(self.drops, account, self.wakes)
                          for account in receipt_accounts(config, projects)]
         self.watchdog_sec = min(project.watchdog_sec for project in projects)
+        self.alerts = AlertManager(config.alerts, log)
+        self.group_watch = GroupWatch(config, self.monitors, self.alerts, self._status_changed)
 
     @property
     def name(self) -> str:
         return ", ".join(project.name for project in self.projects)
 
     def status_line(self) -> str:
-        return "; ".join(monitor.status_line() for monitor in self.monitors)
+        return "; ".join(self.group_watch.status_line(monitor) for monitor in self.monitors)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -130,8 +134,8 @@ class MonitorProcess:
         """Write the cursors that moved past messages without drops, in one transaction (raises StoreUnavailable)."""
         moved = [(monitor, cursor) for monitor in self.monitors if (cursor := monitor.unsaved_cursor()) is not None]
         self.drops.save_cursors([cursor for _, cursor in moved])
-        for monitor, (_, _, rowid) in moved:
-            monitor.cursor_saved(rowid)
+        for monitor, (_, _, position) in moved:
+            monitor.cursor_saved(position)
 
     async def _save_cursors(self) -> None:
         while not await wait_event(self.stopping, CURSOR_SAVE_INTERVAL):
@@ -157,6 +161,7 @@ class MonitorProcess:
                 tasks |= {asyncio.create_task(monitor.sender.run()) for monitor in self.monitors}
                 tasks |= {asyncio.create_task(follower.run()) for follower in self.receipts}
                 tasks.add(asyncio.create_task(self._save_cursors()))
+                tasks.add(asyncio.create_task(self.group_watch.run(self.stopping)))
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()  # following returns when stopped; anything else ending early is an error
@@ -179,6 +184,7 @@ class MonitorProcess:
         await asyncio.gather(*tasks, return_exceptions=True)
         with suppress(StoreUnavailable, sqlite3.Error):  # else read again after the restart: nothing lost
             self.save_cursors()
+        await self.alerts.close(timeout=1.0)
         for store in stores.values():
             store.close()
         self.drops.close()

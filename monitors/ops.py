@@ -17,6 +17,7 @@ import aiohttp
 from loguru import logger
 
 from bridge.schema import bare_user, format_ts, parse_ts
+from monitors.api.service import drop_json
 from monitors.drops_store import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, Drop, DropsDB, StoreUnavailable, drops_db_path,
                                   open_drops_store)
 from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback
@@ -39,9 +40,9 @@ def _short_time(text: str | None) -> str:
 
 
 def format_table(rows: list[Drop], resubmissions: dict[int, int]) -> str:
-    headers = ("PROJECT", "DROP", "GROUP", "SUBMITTED BY", "POSTED", "DETECTED", "BACKFILLED", "FEEDBACK",
+    headers = ("ID", "PROJECT", "DROP", "GROUP", "SUBMITTED BY", "POSTED", "DETECTED", "BACKFILLED", "FEEDBACK",
                "FEEDBACK SENT", "RESUBMITTED")
-    lines = [(d.project, d.drop_number, d.group_name or d.group_jid, bare_user(d.submitted_by),
+    lines = [(d.public_id, d.project, d.drop_number, d.group_name or d.group_jid, bare_user(d.submitted_by),
               _short_time(d.message_time), _short_time(d.detected_at), "yes" if d.backfilled else "no",
               d.feedback_status, _short_time(d.feedback_sent_at), str(resubmissions[d.id]))
              for d in rows]
@@ -97,7 +98,8 @@ def cmd_drops(config: Config, args: argparse.Namespace) -> int:
 
 def print_drops(rows: list[Drop], resubmissions: dict[int, int], filtered: bool, as_json: bool) -> None:
     if as_json:
-        print(json.dumps([{**d.as_json(), "resubmissions": resubmissions[d.id]} for d in rows], indent=2))
+        # the drops API's shape (`id` is what GET /api/drops/{id} takes), plus what only this command counts
+        print(json.dumps([{**drop_json(d), "resubmissions": resubmissions[d.id]} for d in rows], indent=2))
     elif rows:
         print(format_table(rows, resubmissions))
     else:

@@ -16,12 +16,14 @@ from contextlib import suppress
 from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from bridge.schema import Window, bare_user, parse_ts
+from bridge.schema import Window, WindowCounts, bare_user, parse_ts
 from monitors.detect import DropPattern, submissions
-from monitors.drops_store import DropsDB, StoreUnavailable
+from monitors.drops_store import DropsDB, Position, StoreUnavailable
 from monitors.feedback import FeedbackSender, ack_for
 from monitors.follow import StoreFollower
+from monitors.lineage import recheck
 from watchdog.shared.config import Config, ProjectConfig
+from watchdog.shared.human import counts_text
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared.waiting import wait_event
 from watchdog.shared import clock
@@ -31,12 +33,13 @@ REPORTED_STATUSES = ("done", "unsupported", "failed")  # a window's backfill is 
 STORE_RETRY_MAX = 5.0  # seconds between attempts to reach a drops store that is down (PostgreSQL)
 
 
-def window_text(window: Window, late: int, drops: list[str]) -> str:
-    """`window 08:03:10-08:06:40 (bridge crash): 3 messages recovered, DR9996543 backfilled`."""
-    outcome = {"done": "", "unsupported": " backfill unsupported,", "failed": " backfill failed,"}[window.backfill_status]
+def window_text(window: Window, counts: WindowCounts, drops: list[str]) -> str:
+    """`window 08:03:10-08:06:40 (bridge crash): in its groups 1 recovered from history, 2 delivered late;
+    DR9996543 backfilled`: the project's share of the bridge's line about the window, in the same words."""
+    outcome = {"done": "", "unsupported": " backfill unsupported;", "failed": " backfill failed;"}[window.backfill_status]
     found = f"{', '.join(drops)} backfilled" if drops else "no drops"
-    return (f"window {window.span} ({window.reason}):{outcome} {late} message{'s' if late != 1 else ''} recovered, "
-            f"{found}")
+    return (f"window {window.span} ({window.reason}):{outcome} in its groups "
+            f"{counts_text(counts.recovered, counts.late)}; {found}")
 
 
 class ProjectMonitor:
@@ -54,13 +57,13 @@ class ProjectMonitor:
         self.drops = drops  # the process's one connection: every call is synchronous, on its event loop
         self.recovery_log = recovery_log
         self.sender = FeedbackSender(config, project, drops)
-        self.cursor = 0
-        self.saved_cursor = 0  # the cursor as the drops store has it (moved lazily past messages without drops)
+        self.position = Position(0)  # the cursor, with the marks that tell its file (monitors/lineage.py)
+        self.saved_position = Position(0)  # as the drops store has it (moved lazily past messages without drops)
         self.drop_count = 0
         self.reported: set[int] = set()
         self.positioned = False  # cursor and reported windows read from the drops store
         self.store_error = ""  # why the drops store cannot be reached right now ("" = it can)
-        self.windows_since = ""
+        self.windows_after = 0  # windows up to this id are reported
         self.lag = 0.0
         self.following = False
         self._changed = changed  # tells the process its status line changed
@@ -72,10 +75,14 @@ class ProjectMonitor:
         """Where this project stands: its cursor and the windows reported before (claimed and logged),
         which are never read again."""
         name, account = self.project.name, self.account.name
-        self.cursor = self.saved_cursor = self.drops.cursor(name, account)
+        self.position = self.saved_position = self.drops.position(name, account)
         self.drop_count = self.drops.drop_count(name)  # then counted here: a status line costs no query
         self.reported = self.drops.reported_window_ids(name, account) - set(self.drops.unfinished_reports(name, account))
         self.positioned = True
+
+    @property
+    def cursor(self) -> int:
+        return self.position.rowid
 
     # -- status and heartbeat --------------------------------------------------------------------
 
@@ -97,7 +104,7 @@ class ProjectMonitor:
         Windows are read before the messages: a window marked done was backfilled into the
         store before that, so its messages are recorded by the time it is reported.
         """
-        windows = [w for w in store.windows(self.windows_since) if w.id not in self.reported]
+        windows = [w for w in store.windows(self.windows_after) if w.id not in self.reported]
         while True:
             messages = store.messages_after(self.cursor, BATCH)
             if not messages:
@@ -105,11 +112,13 @@ class ProjectMonitor:
             found = submissions(messages, self.pattern, self.groups, self.own_numbers, windows)
             ack = (lambda sub: ack_for(self.project, sub)) if self.project.feedback.auto_ack else None
             new = []
+            last = messages[-1]
+            position = Position(last.rowid, last.id, last.stored_at, store.store_id())
             if found:  # drops and the cursor in one transaction; past messages without drops it moves lazily
-                new = self.drops.record(self.project.name, self.account.name, messages[-1].rowid, found, ack)
-                self.saved_cursor = messages[-1].rowid
+                new = self.drops.record(self.project.name, self.account.name, position, found, ack)
+                self.saved_position = position
                 self.drop_count += len(new)
-            self.cursor = messages[-1].rowid
+            self.position = position
             self.lag = max(0.0, (clock.now() - parse_ts(messages[-1].timestamp)).total_seconds())
             for drop in new:
                 logger.info("drop {} in {} from {}{}", drop.drop_number, drop.group_name or drop.group_jid,
@@ -125,9 +134,10 @@ class ProjectMonitor:
     def report_windows(self, store: StoreFollower, windows: list[Window]) -> None:
         """One recovery-log line per finished window; claimed in drops.db first so it is written once.
 
-        Reported windows are left out of later reads (`windows_since`): their drops are marked
-        already, and anything from their time that reaches the store later is offline or history.
-        A months-long run thus reads a handful of windows per change, not all of them.
+        Reported windows are left out of later reads (`windows_after`, by id: a window's start time goes back
+        with a stepped wall clock, its id never does): their drops are marked already, and anything from their
+        time that reaches the store later is offline or history. A months-long run thus reads a handful of
+        windows per change, not all of them.
         """
         finished = [w for w in windows if w.ended_at is not None and w.backfill_status in REPORTED_STATUSES]
         # read only when there is something to report: this runs on every catch-up of every project
@@ -138,18 +148,20 @@ class ProjectMonitor:
             else:
                 self._report(store, window)
             self.reported.add(window.id)
-        unsettled = [w.started_at for w in windows if w.id not in self.reported]
-        self.windows_since = min(unsettled, default=max((w.started_at for w in windows), default=self.windows_since))
+        unsettled = [w.id for w in windows if w.id not in self.reported]
+        if unsettled or windows:
+            self.windows_after = min(unsettled) - 1 if unsettled else windows[-1].id
 
     def _report(self, store: StoreFollower, window: Window) -> None:
         assert window.ended_at is not None
         drops = self.drops.claim_window(self.project.name, self.account.name, window.id, window.started_at,
                                         window.ended_at)
-        late = store.late_messages(self.groups, window.started_at, window.ended_at)
-        text = window_text(window, late, drops)
+        counts = store.window_counts(window, self.groups)
+        text = window_text(window, counts, drops)
         logger.info("backfill {}", text)
         self.recovery_log.append(self.component, "backfill", cause=window.reason, message=text,
-                                 window_id=window.id, account=self.account.name, recovered=late, drops=drops)
+                                 window_id=window.id, account=self.account.name, recovered=counts.recovered,
+                                 late=counts.late, drops=drops)
         self.drops.window_reported(self.project.name, self.account.name, window.id)
 
     def _already_logged(self, window_id: int) -> bool:
@@ -197,22 +209,34 @@ class ProjectMonitor:
     async def _reposition(self) -> None:
         self._position()
 
-    def unsaved_cursor(self) -> tuple[str, str, int] | None:
-        """(project, account, rowid) when the cursor moved past messages without drops since it was saved."""
-        return (self.project.name, self.account.name, self.cursor) if self.cursor != self.saved_cursor else None
+    def unsaved_cursor(self) -> tuple[str, str, Position] | None:
+        """(project, account, position) when the cursor moved since it was saved (past messages without drops,
+        or back by a recheck)."""
+        if self.position == self.saved_position:
+            return None
+        return self.project.name, self.account.name, self.position
 
-    def cursor_saved(self, rowid: int) -> None:
-        self.saved_cursor = rowid
+    def cursor_saved(self, position: Position) -> None:
+        self.saved_position = position
+
+    def _recheck(self, store: StoreFollower) -> None:
+        """Make sure the cursor belongs to this file before reading on from it (monitors/lineage.py)."""
+        cursor = self.position
+        position, reread, why = recheck(store, cursor)
+        if not why:
+            return
+        text = f"{self.account.store}: {why} (drops already recorded are not recorded again)"
+        logger.warning("monitor {}: {}", self.project.name, text)
+        self.recovery_log.append(self.component, "reread", cause="store changed under the cursor", message=text,
+                                 account=self.account.name, cursor=cursor.rowid, rowid=position.rowid,
+                                 reread=reread if reread >= 0 else None)
+        self.position = position
 
     async def start(self, store: StoreFollower) -> None:
         """Position (waiting for the drops store) and catch up once on the process's follower of the store."""
         if not self.positioned:
             await self.with_store(self._reposition)
-        if store.newest_rowid() < self.cursor:  # rowids only grow: this is a new store file
-            logger.warning("{} ends at rowid {}, before the cursor {}: a new store, followed from its start "
-                           "(drops already recorded are not recorded again)", self.account.store,
-                           store.newest_rowid(), self.cursor)
-            self.cursor = 0
+        self._recheck(store)
         self.following = True
         logger.info("monitor {} following {} from rowid {} (groups {})", self.project.name,
                     self.account.store, self.cursor, ", ".join(sorted(self.groups)))

@@ -1,9 +1,10 @@
-"""The published HTTP contracts (docs/openapi/*.json), one entry per API: checked against the routes (drift)
+"""The published HTTP contracts (watchdog/openapi/*.json), one entry per API: checked against the routes (drift)
 and fuzzed with schemathesis against the running system (tests/watchdog/test_api_contracts.py).
 
 To add an API: one `Contract(...)` line in CONTRACTS — its document, a function that builds its
 aiohttp app without running it (for the drift test), the component and endpoint name it publishes
-under run/, and the config that makes `wa-watchdog run` start it.
+under run/, the config that makes `wa-watchdog run` start it, and what schemathesis must be told that
+an OpenAPI document cannot say (a schemathesis.toml fragment).
 """
 from __future__ import annotations
 
@@ -22,10 +23,8 @@ from watchdog.shared.config import WatchdogConfig
 from watchdog.console.extensions import Loaded
 from watchdog.console.view import Console
 from watchdog.control import build_app as control_app
+from watchdog.shared.http_server import openapi_document
 from watchdog.metrics import Metrics
-
-OPENAPI = Path(__file__).resolve().parents[1] / "docs" / "openapi"
-
 
 async def _no_restart(name: str) -> dict:
     raise KeyError(name)
@@ -38,22 +37,30 @@ async def _no_reload(cause: str) -> dict:
 @dataclass(frozen=True)
 class Contract:
     name: str
-    document: str  # file name in docs/openapi/
+    document: str  # file name in watchdog/openapi/
     app: Callable[[], web.Application]  # the app as served, built without running it
     component: str  # publishes run/<component>.json ...
     endpoint: str  # ... with this endpoint's URL
     config: str = ""  # appended to the test config so that `wa-watchdog run` starts it
+    fuzz: str = ""  # schemathesis.toml for its run
 
     def spec(self) -> dict:
-        return json.loads((OPENAPI / self.document).read_text(encoding="utf-8"))
+        return json.loads(openapi_document(self.document))
 
 
 CONTRACTS = [
-    Contract("bridge-api", "bridge-api.json", lambda: bridge_app(SimpleNamespace()), "bridge:main", "api"),
+    # 422 is never invalid input (that is a 400) but WhatsApp refusing the message, or an Idempotency-Key reused
+    # for another request (the IETF Idempotency-Key draft's status): a schema-valid request may get it.
+    Contract("bridge-api", "bridge-api.json", lambda: bridge_app(SimpleNamespace()), "bridge:main", "api",
+             fuzz='[checks.positive_data_acceptance]\n'
+                  'expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429", "5xx"]\n'),
     Contract("control-api", "control-api.json",
              lambda: control_app(WatchdogConfig(), list, _no_restart, Metrics(), _no_reload, dict, console=Console(
                  SimpleNamespace(watchdog=WatchdogConfig(), data_dir=Path(".")), list, _no_restart, Loaded([], []))),
-             "watchdog", "control"),
+             # The live stream answers 406 to a client not asking for it (OpenAPI ignores an Accept parameter):
+             # ask as EventSource does, and read one event.
+             "watchdog", "control", fuzz='[[operations]]\ninclude-path = "/console/events"\n'
+                                         'headers = { Accept = "text/event-stream" }\nmax-stream-events = 1\n'),
     Contract("drops-api", "drops-api.json", lambda: drops_app(SimpleNamespace(), []), "drops-api", "api",
              "\n[drops_api]\nenabled = true\n"),
 ]

@@ -104,6 +104,8 @@ class FakeGo:
         self.uploads: list[tuple[bytes, int]] = []
         self.downloads: list[e2e.Message] = []
         self.group_participants: list[nz.GroupParticipant] = []
+        self.joined_groups: list[nz.GroupInfo] = []  # the number's groups, as WhatsApp lists them
+        self.joined_error = ""
         self.lids: dict[str, str] = {}
         self.send_error = ""
         self.qr_codes: list[bytes] = []  # shown before any event, as for an unpaired session
@@ -159,6 +161,9 @@ class FakeGo:
     def GetGroupInfo(self, uuid, jid, size):  # noqa: N802
         return _reply(nz.GetGroupInfoReturnFunction(GroupInfo=nz.GroupInfo(
             JID=nz.JID.FromString(jid[:size]), Participants=self.group_participants)))
+
+    def GetJoinedGroups(self, uuid):  # noqa: N802
+        return _reply(nz.GetJoinedGroupsReturnFunction(Group=self.joined_groups, Error=self.joined_error))
 
     def GetLIDFromPN(self, uuid, jid, size):  # noqa: N802
         number = nz.JID.FromString(jid[:size]).User

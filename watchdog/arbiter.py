@@ -4,7 +4,7 @@ Start order follows `after`: a program starts once every program it names is
 healthy (or failed: waiting would not help), at the latest `start_timeout`
 after it could have; stop order is the reverse (the monitors before the
 bridges, the bridges before the simulator). SIGHUP or `POST /reload` reads the
-config again and applies the difference (watchdog/programs.diff), leaving every
+config again and applies the difference (watchdog/shared/programs.diff), leaving every
 unchanged program alone. The parts: watchdog/start_order.py (start after, stop in reverse),
 watchdog/status_line.py (READY= and STATUS=), watchdog/watchdog_lock.py (one watchdog per data dir).
 """
@@ -19,13 +19,14 @@ import signal
 import aiohttp
 from loguru import logger
 
-from watchdog import control_token
+from watchdog import control_token, last_config
 from watchdog.shared import endpoints, logs
 from watchdog.alerts import AlertManager
 from watchdog.builtins import all_programs
 from watchdog.child import use_template
 from watchdog.child_output import RotatingFile, log_path
 from watchdog.shared.logs import StderrSink
+from watchdog.clock_watch import record_steps
 from watchdog.shared.config import Config, ConfigError, load
 from watchdog.console.changes import Changes
 from watchdog.console.view import Console
@@ -147,6 +148,7 @@ class Arbiter:
                                  added=[p.name for p in changes.added], removed=[p.name for p in changes.removed],
                                  changed=[p.name for p in changes.changed])
         self.config, self.programs = new, programs
+        last_config.save(new)
         self.console.reconfigure(new)
         self.config_sha256, self.config_loaded_at = sha256, clock.now_s()
         self.reloads += 1
@@ -233,6 +235,7 @@ class Arbiter:
             await self._close(http, launcher)
             return EXIT_ERROR
         endpoints.publish(self.config.data_dir, "watchdog", {"control": self.control_url})
+        last_config.save(self.config)  # status, recoveries and logs read it when the file on disk turns invalid
         self.recovery_log.append("watchdog", "start", pid=os.getpid(), sha256=self.config_sha256,
                                  message=f"supervising {', '.join(self.watchers) or 'nothing'}")
         logger.info("wa-watchdog {} supervising {} program(s); control API {}", os.getpid(), len(self.watchers),
@@ -247,13 +250,15 @@ class Arbiter:
         heartbeat.add_done_callback(_log_failure)
         ticking = loop.create_task(self.loop_gaps.tick())
         ticking.add_done_callback(_log_failure)
+        clock_steps = loop.create_task(record_steps(self.recovery_log))
+        clock_steps.add_done_callback(_log_failure)
         await self._stop_requested.wait()
 
         self.systemd.stopping()
         logger.info("stopping, in the reverse of the start order")
-        for task in [heartbeat, ticking, *self._starting]:
+        for task in [heartbeat, ticking, clock_steps, *self._starting]:
             task.cancel()
-        await asyncio.gather(heartbeat, ticking, *self._starting, return_exceptions=True)
+        await asyncio.gather(heartbeat, ticking, clock_steps, *self._starting, return_exceptions=True)
         await stop_in_order(list(self.watchers.values()), lambda w: "shutdown")
         if self._template is not None:
             use_template(None)

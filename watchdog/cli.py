@@ -13,11 +13,11 @@ import sys
 from collections.abc import Callable
 
 from watchdog.shared.config import Config, ConfigError, load
-from watchdog.data_dir import DataDirError, ensure_writable
+from watchdog.data_dir import DataDirError, ensure_writable, user_name
 from watchdog.shared.exitcodes import EXIT_CONFIG
 from watchdog.shared.file_modes import set_umask, tighten_data_dir
 
-DEFAULT_CONFIG = os.environ.get("WA_WATCHDOG_CONFIG", "conf/demo.toml")
+DEFAULT_CONFIG = os.environ.get("WA_WATCHDOG_CONFIG", "conf/demo.toml")  # the demo, from a checkout of the source
 
 # subcommand -> (module, function, help); the function takes (config, args) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -33,12 +33,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "drops": ("monitors.ops", "cmd_drops", "list recorded drops"),
     "feedback": ("monitors.ops", "cmd_feedback", "send operator feedback for a recorded drop"),
     "pair": ("bridge.pairing", "cmd_pair", "link an account to a phone (neonize)"),
-    "check": ("watchdog.check", "cmd_check", "verify an installation: config, data dir, ports, sessions, unit"),
+    "check": ("watchdog.install_check", "cmd_check", "verify an installation: config, data dir, ports, sessions, unit"),
     "backup": ("watchdog.backup", "cmd_backup", "copy the stores, session and recovery log consistently into DIR"),
     "prune": ("monitors.prune", "cmd_prune", "remove old messages every monitor has read from messages.db"),
     "drops-api": ("monitors.api.main", "cmd_drops_api", "run the drops and feedback API and the event webhooks"),
 }
 WRITES_DATA_DIR = ("run", "sim", "bridge", "monitor", "pair", "drops-api")  # checked (and created) before they start
+SEES_RUNNING = ("status", "recoveries", "logs")  # with the file on disk invalid, they read the running system
 
 
 class _Version(argparse.Action):
@@ -93,6 +94,15 @@ def _add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--message", required=True, help="feedback text, e.g. 'needs correction'")
 
 
+def _no_config(default: str) -> str:
+    """What to do when no --config was given and the default is not there (an installed copy run outside the
+    source tree: the demo config is not package data, its data_dir would land in site-packages)."""
+    source = "$WA_WATCHDOG_CONFIG" if "WA_WATCHDOG_CONFIG" in os.environ else "the default config"
+    return (f"no --config given and {source} {os.path.abspath(default)} does not exist: pass --config FILE or set "
+            "WA_WATCHDOG_CONFIG (conf/demo.toml in a checkout of the source is the demo, conf/prod.example.toml "
+            "the production example)")
+
+
 @functools.cache
 def build_parser() -> argparse.ArgumentParser:
     """Built once per process (~10 ms: 16 sub-parsers); the fork template builds it for its children."""
@@ -108,12 +118,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config(args: argparse.Namespace) -> Config:
+    """The config file's; for SEES_RUNNING commands, if it is invalid, the one the running watchdog loaded."""
+    try:
+        return load(args.config, args.data_dir)
+    except ConfigError as exc:
+        if args.command not in SEES_RUNNING:
+            raise
+        from watchdog.last_config import running
+        try:
+            config = running(args.config, args.data_dir)
+        except ConfigError as why:
+            raise ConfigError(f"{exc}\n(and the running system cannot be read instead: {why})") from None
+        print(f"wa-watchdog {args.command}: warning: the config on disk is invalid: {exc}\n"
+              f"showing the system with the configuration the watchdog last loaded ({config.path}, kept in "
+              f"{config.data_dir / 'run'})", file=sys.stderr)
+        return config
+
+
 def main(argv: list[str] | None = None) -> int:
     set_umask()  # before anything creates a file: stored messages are not for other local users
     args = build_parser().parse_args(argv)
     module_name, function_name, _ = COMMANDS[args.command]
     try:
-        config: Config = load(args.config, args.data_dir)
+        if args.config == DEFAULT_CONFIG and not os.path.exists(DEFAULT_CONFIG):
+            raise ConfigError(_no_config(DEFAULT_CONFIG))
+        config = _config(args)
         if args.command in WRITES_DATA_DIR:  # created (0750) or refused in one line; ops commands create nothing
             ensure_writable(config.data_dir)
             tighten_data_dir(config.data_dir)
@@ -126,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     except DataDirError as exc:
         print(f"wa-watchdog {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
+    except PermissionError as exc:  # a file this user may not touch: name it, no traceback (restarting won't help)
+        print(f"wa-watchdog {args.command}: {exc.strerror or 'permission denied'}: {exc.filename or exc} "
+              f"(running as {user_name(os.getuid())})", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
 

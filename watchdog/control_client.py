@@ -9,7 +9,6 @@ is `watchdog.control_token` if configured, else the running watchdog's
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from watchdog import control_token
 from watchdog.shared import endpoints
 from watchdog.shared.config import Config
 from watchdog.shared.exitcodes import EXIT_CONFIG
+from watchdog.shared.human import unknown_components
 from watchdog.stale import recorded_children
 
 TIMEOUT = 15.0  # a restart answers once the new process is started
@@ -241,9 +241,7 @@ def cmd_restart(config: Config, args: argparse.Namespace) -> int:
         # and a frozen or wedged watchdog is named in 2 s instead of after the restart's 15 s.
         names = [str(c.get("name")) for c in _request(config, "GET", "/status", STATUS_TIMEOUT)]
         if args.component not in names:
-            close = difflib.get_close_matches(args.component, names, n=1)
-            raise ControlError(f"no component named {args.component}" + (f"; did you mean {close[0]}?" if close else "")
-                               + f" (components: {', '.join(names)})")
+            raise ControlError(unknown_components([args.component], names))
         result = _request(config, "POST", f"/restart/{urllib.request.quote(args.component, safe=':')}")
     except ControlError as exc:
         print(f"wa-watchdog restart: {exc}", file=sys.stderr)

@@ -21,11 +21,15 @@ class DataDirError(Exception):
     exit_code = EXIT_CONFIG
 
 
-def _user() -> str:
+def user_name(uid: int) -> str:
     try:
-        return pwd.getpwuid(os.getuid()).pw_name
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        return f"uid {os.getuid()}"
+        return f"uid {uid}"
+
+
+def _user() -> str:
+    return user_name(os.getuid())
 
 
 def _group() -> str:
@@ -36,7 +40,14 @@ def _group() -> str:
 
 
 def ensure_writable(path: Path) -> None:
-    """Create `path` if missing (like systemd's StateDirectory=), then prove this user can create files in it."""
+    """Create `path` if missing (like systemd's StateDirectory=), then prove this user can create files in it.
+
+    Root refuses a data directory another user owns: what it would create there (a session lock, a store)
+    would be root's, and the service user could not open it afterwards."""
+    if os.geteuid() == 0 and (uid := _owner(path)) not in (None, 0):
+        owner = user_name(uid)
+        raise DataDirError(f"data_dir {path} belongs to {owner}, not root: run this as that user "
+                           f"(sudo -u {owner} wa-watchdog ...) so that what it creates is the service's")
     try:
         path.mkdir(mode=0o750, parents=True, exist_ok=True)
     except FileExistsError:
@@ -50,6 +61,22 @@ def ensure_writable(path: Path) -> None:
         prove_writable(path)
     except OSError as exc:
         raise DataDirError(f"data directory {path} is not writable by {_user()}: {exc.strerror or exc}") from None
+
+
+def _owner(path: Path) -> int | None:
+    """The owner of an existing `path`, None if it does not exist."""
+    try:
+        return path.stat().st_uid
+    except OSError:
+        return None
+
+
+def not_usable(what: str, path: Path, exc: OSError) -> DataDirError:
+    """A directory under the data directory this user cannot use, e.g. one a root `check` of an older release
+    made: one line naming it and the fix."""
+    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+    return DataDirError(f"{what} {path} cannot be used by {_user()}: {exc.strerror or exc}{where}; it must belong "
+                        f"to the user the service runs as (as root: chown -R {_user()}: {path})")
 
 
 def prove_writable(path: Path) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.shared import logs
+from watchdog.shared.human import unknown_components
 from watchdog.builtins import all_programs
 from watchdog.child_output import log_path
 from watchdog.shared.config import Config
@@ -42,8 +43,7 @@ def component_names(config: Config) -> list[str]:
 
 def _files(path: Path) -> list[Path]:
     """A log file's rotated predecessors (oldest first), then itself; only those that exist."""
-    candidates = [path.with_name(f"{path.name}.{n}") for n in range(ROTATED_KEPT, 0, -1)] + [path]
-    return [p for p in candidates if p.exists()]
+    return [p for p in logs.rotated(path, ROTATED_KEPT) if p.exists()]
 
 
 def _tail_of(path: Path, count: int) -> list[str]:
@@ -156,8 +156,7 @@ def cmd_logs(config: Config, args: argparse.Namespace) -> int:
     known = component_names(config)
     unknown = [c for c in args.component if c not in known]
     if unknown:
-        print(f"wa-watchdog logs: no component named {', '.join(unknown)} (known: {', '.join(known)})",
-              file=sys.stderr)
+        print(f"wa-watchdog logs: {unknown_components(unknown, known)}", file=sys.stderr)
         return EXIT_ERROR
     if args.lines is not None and args.lines < 0:
         print("wa-watchdog logs: --lines must be 0 or more", file=sys.stderr)

@@ -14,6 +14,7 @@ from typing import Protocol
 from loguru import logger
 
 from watchdog.restart_policy import After
+from watchdog.shared import clock
 from watchdog.restarts import Restarts
 from watchdog.standby import WarmStandby
 from watchdog.states import State
@@ -43,11 +44,11 @@ class Stoppable(Protocol):
 
 
 class PlannedStops:
-    def __init__(self, name: str, watcher: Stoppable, restarts: Restarts, standby: WarmStandby | None,
+    def __init__(self, name: str, watcher: Stoppable, restart_history: Restarts, standby: WarmStandby | None,
                  launcher: Launcher, term_grace: float, stop_timeout: float) -> None:
         self.name = name
         self.watcher = watcher
-        self.restarts = restarts
+        self.restart_history = restart_history
         self.standby = standby
         self.launcher = launcher
         self.term_grace = term_grace
@@ -55,11 +56,13 @@ class PlannedStops:
         self.shutting_down = False
         self.after = After.RECOVER  # what the exit of the child being stopped leads to
         self.cause = "shutdown"  # of a stop that leaves the program stopped
+        self.began = 0.0  # wall-clock time the stop signal went out: the stop record's time
         self._spawn_waiters: list[asyncio.Future] = []
 
     def stopping(self, after: After) -> None:
         """The watcher is stopping the child (asked for, or after a failed check)."""
         self.after = after
+        self.began = clock.now_s()
 
     async def restart(self, cause: str = "operator restart") -> dict:
         """Stop the child (its stop signal, term_grace, SIGKILL) and start it again at once."""
@@ -68,7 +71,7 @@ class PlannedStops:
         old_pid = self.watcher.pid
         spawned = asyncio.get_running_loop().create_future()
         self._spawn_waiters.append(spawned)
-        self.restarts.clear()
+        self.restart_history.clear()
         self.watcher.begin_recovery("operator", cause, old_pid)
         if self.standby is not None:
             await self.standby.drop_if_stale()  # before the child frees the session for it
@@ -91,7 +94,7 @@ class PlannedStops:
     def begin_shutdown(self) -> None:
         """From now on an exit ends the program, never restarts it."""
         self.shutting_down = True
-        self.restarts.cancel_backoff()
+        self.restart_history.cancel_backoff()
         self.launcher.forget(self.name)
         if self.standby is not None:
             self.standby.stop(self.stop_timeout)  # first: once the child ends it would take over

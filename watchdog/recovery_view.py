@@ -23,7 +23,9 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from watchdog.builtins import all_programs
 from watchdog.shared.config import Config
+from watchdog.shared.human import format_ms, unknown_components
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared import clock
 
@@ -41,20 +43,6 @@ def parse_since(text: str) -> float:
     if not match:
         raise ValueError(f"--since {text!r}: expected a number and a unit s, m, h or d (e.g. 30s, 15m, 1h, 2d)")
     return float(match.group(1)) * UNIT_SECONDS[match.group(2)]
-
-
-def format_ms(ms: float) -> str:
-    """3 ms, 0.41 s, 2.1 s, 45 s, 3 min 20 s: precise where it matters, short where it does not."""
-    if ms < 100:
-        return f"{ms:.0f} ms"
-    seconds = ms / 1000
-    if seconds < 1:
-        return f"{seconds:.2f} s"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
 def detection_text(record: dict) -> str:
@@ -230,6 +218,35 @@ def group(records: list[dict]) -> list[Line]:
     return lines
 
 
+WINDOW = re.compile(r"^window \S+ \([^)]*\)")  # `window 22:07:01-22:07:40 (server disconnect)`
+
+
+def fold_quiet_backfills(lines: list[Line]) -> list[Line]:
+    """The monitors' reports on one window that found no drops, as one line: `3 projects missed nothing`.
+
+    Every window is reported by every project of its account; a line each for "nothing" buries the
+    one that found something.
+    """
+    out: list[Line] = []
+    folded: dict[tuple[object, object], Line] = {}  # (account, window id) -> its one line
+    for line in lines:
+        record = line.records[0] if len(line.records) == 1 else {}
+        if record.get("event") != "backfill" or "account" not in record or record.get("drops"):
+            out.append(line)
+            continue
+        key = (record["account"], record.get("window_id"))
+        if key not in folded:
+            folded[key] = Line(line.time, "monitors")
+            out.append(folded[key])
+        quiet = folded[key]
+        quiet.records.append(record)
+        names = [str(r.get("component", "?")).removeprefix("monitor:") for r in quiet.records]
+        window = WINDOW.match(str(record.get("message", "")))
+        quiet.text = (f"backfill: {window.group(0) + ': ' if window else ''}{len(names)} project"
+                      f"{'' if len(names) == 1 else 's'} missed nothing ({', '.join(names)})")
+    return out
+
+
 def render(lines: list[Line]) -> str:
     """Lines with local HH:MM:SS times and a date header whenever the day changes."""
     out: list[str] = []
@@ -250,7 +267,14 @@ def cmd_recoveries(config: Config, args: argparse.Namespace) -> int:
         print(f"wa-watchdog recoveries: {exc}", file=sys.stderr)
         return 1
     log = RecoveryLog(config.watchdog.recovery_log)
-    records = [r for r in log.read(since) if not args.component or r.get("component") == args.component]
+    everything = sorted(log.read(since), key=lambda r: r.get("time", 0.0))  # a planned stop is dated when it began
+    if args.component:
+        known = list(dict.fromkeys(["watchdog", *(p.name for p in all_programs(config)),
+                                    *(str(r.get("component")) for r in everything)]))
+        if args.component not in known:
+            print(f"wa-watchdog recoveries: {unknown_components([args.component], known)}", file=sys.stderr)
+            return 1
+    records = [r for r in everything if not args.component or r.get("component") == args.component]
     if args.json:
         print(json.dumps(records, ensure_ascii=False, indent=2))
         return 0
@@ -259,5 +283,5 @@ def cmd_recoveries(config: Config, args: argparse.Namespace) -> int:
         window = f" in the last {args.since}" if args.since else ""
         print(f"no recoveries{scope}{window} (log: {log.path})")
         return 0
-    print(render(group(records)))
+    print(render(fold_quiet_backfills(group(records))))
     return 0

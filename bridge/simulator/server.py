@@ -165,6 +165,8 @@ class Sim:
             elif kind == "history":
                 found = self.state.history(frame.get("chat_jid"), frame.get("since"), frame.get("until"))
                 reply.update(ok=True, messages=[m.wire for m in found])
+            elif kind == "groups":
+                reply.update(ok=True, groups=sorted(self.state.members[conn.session.phone]))
             elif kind == "download":
                 data = self.state.download(frame.get("url"))
                 reply.update(ok=True, data_b64=base64.b64encode(data).decode("ascii"))

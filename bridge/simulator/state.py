@@ -197,10 +197,17 @@ class SimState:
         assert config.sim is not None
         self.sessions = {a.phone: Session(a.phone) for a in config.accounts.values() if a.transport == "sim"}
         self.groups = {g.jid: Group(g.jid, g.name, list(g.participants)) for g in config.sim.groups}
+        self.members = {phone: self.member_of(phone) for phone in self.sessions}
         self.sent: dict[str, Sent] = {}  # by message id: a resend with a known id is the same message
         self.blobs: dict[str, bytes] = {}  # media url -> bytes
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4).upper()  # ids stay unique across simulator restarts
+
+    def member_of(self, phone: str) -> frozenset[str]:
+        """The groups a number is in: those that list it among their participants. A number no group lists
+        is in every group (configs that list only the contractors who post, as the demo does)."""
+        listed = frozenset(jid for jid, group in self.groups.items() if phone in group.participants)
+        return listed or frozenset(self.groups)
 
     # -- posting ---------------------------------------------------------------
 
@@ -221,7 +228,7 @@ class SimState:
         message = Message(message_id or self.new_id(), group.jid, group.name, sender_jid, text, at or clock.now(), media)
         group.add(message)
         for phone, session in self.sessions.items():
-            if phone != skip_session:
+            if phone != skip_session and group.jid in self.members[phone]:  # WhatsApp delivers to members only
                 session.enqueue(message)
         return message
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import mimetypes
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 
 from neonize.proto import Neonize_pb2 as nz
@@ -41,6 +41,11 @@ MS_THRESHOLD = 100_000_000_000  # a Unix time above this is milliseconds (as sec
 def jid_string(jid: nz.JID) -> str:
     """`user@server` without agent or device: the chat/sender form the store keeps."""
     return f"{jid.User}@{jid.Server}" if jid.User else jid.Server
+
+
+def group_jids(groups: Iterable[nz.GroupInfo]) -> list[str]:
+    """The JIDs of neonize's joined groups (client.get_joined_groups()), as the store writes chat JIDs."""
+    return sorted({jid_string(group.JID) for group in groups if group.JID.Server == GROUP_SERVER})
 
 
 def parse_jid(text: str) -> nz.JID:

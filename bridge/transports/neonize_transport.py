@@ -20,9 +20,10 @@ import base64
 import concurrent.futures
 import contextlib
 import functools
+import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -45,6 +46,7 @@ from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, Con
 from bridge.transports import neonize_mapping as mapping
 from watchdog.shared import file_modes
 from watchdog.shared.config import AccountConfig, Config
+from watchdog.shared.config_model import is_postgres_url
 from watchdog.shared.exitcodes import EXIT_NEEDS_OPERATOR
 from watchdog.shared.waiting import wait_event
 from watchdog.shared import clock
@@ -95,27 +97,39 @@ class NeonizeClient(Protocol):
     def upload(self, binary: bytes, media_type: object = None) -> nz.UploadResponse: ...
     def download_any(self, message: object) -> bytes: ...
     def get_group_info(self, jid: nz.JID) -> nz.GroupInfo: ...
+    def get_joined_groups(self) -> Sequence[nz.GroupInfo]: ...
     def get_lid_from_pn(self, jid: nz.JID) -> nz.JID: ...
 
 
 # -- session store ----------------------------------------------------------------------------------
 
-def is_postgres(database: str) -> bool:
-    return database.startswith(("postgres://", "postgresql://"))
-
-
 def session_database(account: AccountConfig) -> str:
     """neonize's database for the account: a PostgreSQL URL as given, else a SQLite file in the session dir.
 
-    The session's keys are the account: the directory is 0700 and an existing file (with its -wal/-shm,
-    perhaps left 0644 by an older version) is tightened to 0600; neonize creates new ones under umask 027.
-    """
-    if is_postgres(account.session_db):
+    Only names it: `wa-watchdog check` asks too, and a check creates nothing (prepare_session does)."""
+    if is_postgres_url(account.session_db):
         return account.session_db
-    path = account.session_dir / (account.session_db or DEFAULT_DB)
-    file_modes.ensure_dir(account.session_dir, file_modes.PRIVATE_DIR)
-    file_modes.restrict(*file_modes.sqlite_files(path), mode=file_modes.PRIVATE_FILE)
-    return str(path)
+    return str(account.session_dir / (account.session_db or DEFAULT_DB))
+
+
+def prepare_session(account: AccountConfig) -> str:
+    """The session database, its directory made (0700) by the process that will use it.
+
+    The session's keys are the account: an existing file (with its -wal/-shm, perhaps left 0644 by an
+    older version) is tightened to 0600; neonize creates new ones under umask 027.
+    """
+    database = session_database(account)
+    if not is_postgres_url(database):
+        file_modes.ensure_dir(account.session_dir, file_modes.PRIVATE_DIR)
+        file_modes.restrict(*file_modes.sqlite_files(Path(database)), mode=file_modes.PRIVATE_FILE)
+    return database
+
+
+def _device_jid(text: str) -> nz.JID:
+    """`27710000000:7@s.whatsapp.net` (whatsmeow_device.jid) as a neonize JID."""
+    user_device, _, server = text.partition("@")
+    user, _, device = user_device.partition(":")
+    return nz.JID(User=user, Device=int(device or 0), Server=server, RawAgent=0, Integrator=0, IsEmpty=False)
 
 
 def linked_devices(database: str) -> list[nz.JID]:
@@ -128,20 +142,34 @@ def linked_devices(database: str) -> list[nz.JID]:
     answer = gocode.GetAllDevices(database.encode(), func_callback_bytes2(log_whatsmeow)).decode()
     if answer.startswith("error: "):
         raise SessionStoreError(f"cannot read the neonize session store {database}: {answer[len('error: '):]}")
-    devices = []
-    for row in filter(None, answer.split("|\u0001|")):
-        user_device, _, server = row.split(",", 1)[0].partition("@")
-        user, _, device = user_device.partition(":")
-        devices.append(nz.JID(User=user, Device=int(device or 0), Server=server, RawAgent=0, Integrator=0,
-                              IsEmpty=False))
-    return devices
+    return [_device_jid(row.split(",", 1)[0]) for row in filter(None, answer.split("|\u0001|"))]
 
 
-def linked_device(account: AccountConfig) -> nz.JID | None:
-    """This account's paired device, or None (a missing SQLite file is not created just to look)."""
+def _read_only_devices(database: Path) -> list[nz.JID]:
+    """The devices of a SQLite session store, read without writing a byte (GetAllDevices migrates the schema).
+
+    `immutable` when there is no -wal (the file is the whole database, and a WAL-mode read would create
+    -wal and -shm); a plain read-only open when a bridge has them open already."""
+    wal = database.with_name(database.name + "-wal").exists()
+    uri = f"file:{database}?{'mode=ro' if wal else 'immutable=1'}"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as conn:
+            rows = conn.execute("SELECT jid FROM whatsmeow_device").fetchall()
+    except sqlite3.Error as exc:
+        raise SessionStoreError(f"cannot read the neonize session store {database}: {exc}") from None
+    return [_device_jid(str(jid)) for (jid,) in rows]
+
+
+def linked_device(account: AccountConfig, read_only: bool = False) -> nz.JID | None:
+    """This account's paired device, or None (a missing SQLite file is not created just to look).
+
+    `read_only` (wa-watchdog check): a SQLite store is read without neonize, so that looking writes nothing."""
     database = session_database(account)
-    if not is_postgres(database) and not Path(database).exists():
-        return None
+    if not is_postgres_url(database):
+        if not Path(database).exists():
+            return None
+        if read_only:
+            return next((jid for jid in _read_only_devices(Path(database)) if jid.User == account.phone), None)
     return next((jid for jid in linked_devices(database) if jid.User == account.phone), None)
 
 
@@ -176,7 +204,7 @@ class NeonizeTransport(Transport):
     def __init__(self, config: Config, account: AccountConfig,
                  client_factory: Callable[[str, nz.JID], NeonizeClient] = _new_client) -> None:
         self._account = account
-        self._database = session_database(account)
+        self._database = prepare_session(account)
         self._new_client = client_factory
         self._client: NeonizeClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -445,6 +473,13 @@ class NeonizeTransport(Transport):
                 return False
             self._lid_groups[group_jid] = any(p.JID.Server == mapping.LID_SERVER for p in info.Participants)
         return self._lid_groups[group_jid]
+
+    async def joined_groups(self) -> list[str]:
+        client = self._live_client()
+        try:
+            return mapping.group_jids(await asyncio.to_thread(client.get_joined_groups))
+        except NeonizeError as exc:  # GetJoinedGroupsError and the like: not known now, asked again later
+            raise NotConnected(f"WhatsApp did not list the joined groups: {exc}") from None
 
     async def request_history(self, chat_jid: str, since: datetime, until: datetime) -> list[IncomingMessage]:
         raise HistoryUnsupported(HISTORY_LIMIT)

@@ -343,6 +343,12 @@ class SimTransport(Transport):
             return []
         return [_incoming(raw, Source.HISTORY, self._jid) for raw in reply["messages"]]
 
+    async def joined_groups(self) -> list[str]:
+        reply = await self._request({"type": "groups"})
+        if not reply.get("ok"):  # not known: never an empty list, which would mean "in no group"
+            raise NotConnected(f"the simulator did not list the groups: {reply.get('error')}")
+        return [str(jid) for jid in reply.get("groups") or []]
+
     async def download(self, media: MediaInfo) -> bytes:
         reply = await self._request({"type": "download", "url": media.url})
         if not reply.get("ok"):

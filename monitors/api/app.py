@@ -1,6 +1,6 @@
 """The drops API's aiohttp app: thin handlers over `monitors.api.service`, errors as JSON.
 
-Routes (docs/openapi/drops-api.json is the contract, served at /openapi.json; CORS preflights: monitors.api.cors):
+Routes (watchdog/openapi/drops-api.json is the contract, served at /openapi.json; CORS preflights: monitors.api.cors):
 GET /api/drops, GET /api/drops/{id}, POST /api/drops/{id}/feedback,
 POST /api/feedback, GET /api/health, GET /metrics, GET /openapi.json.
 """
@@ -10,7 +10,6 @@ import json
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -24,8 +23,8 @@ from monitors.drops_store import DropsDB, StoreUnavailable
 from monitors.store.shapes import rfc3339
 from watchdog.shared import web_guard
 from watchdog.shared.config import Config
+from watchdog.shared.http_server import openapi_document
 
-OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi" / "drops-api.json"
 MAX_BODY = 64 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -39,7 +38,7 @@ class DropsApi:
     db: DropsDB
     http: aiohttp.ClientSession
     deliverer: Deliverer
-    openapi: dict = field(default_factory=lambda: json.loads(OPENAPI.read_text(encoding="utf-8")))
+    openapi: dict = field(default_factory=lambda: json.loads(openapi_document("drops-api.json")))
 
     def webhook_counts(self) -> dict[str, dict]:
         """Per receiver: the store's durable counts and this process's failed attempts."""

@@ -29,7 +29,7 @@ from monitors.api.webhooks import Deliverer, LookSchedule, WokenSchedule
 from monitors.drops_store import StoreUnavailable, drops_db_path, open_drops_store
 from monitors.store.outbox import outbox_channel
 from monitors.store_watch import StoreWakes
-from watchdog.shared import endpoints, logs, web_guard
+from watchdog.shared import endpoints, locks, logs, web_guard
 from watchdog.alerts import AlertManager
 from watchdog.shared.config import Config, DropsApiConfig, WebhookConfig
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
@@ -40,6 +40,7 @@ from watchdog.shared.publishing import publish_or_retry
 from watchdog.shared.recovery_log import RecoveryLog
 
 COMPONENT = "drops-api"
+LOCK = "drops-api.lock"  # in the run directory, held for the process's life
 
 
 async def _beat(api: DropsApi, notifier: Notifier, period: float) -> None:
@@ -145,4 +146,18 @@ def cmd_drops_api(config: Config, args: argparse.Namespace) -> int:
     if not config.drops_api.enabled:
         logger.error("drops-api is disabled in {} ([drops_api] enabled = false)", config.path)
         return EXIT_CONFIG
-    return asyncio.run(serve(config))
+    # One per data directory, as one bridge per session: a second (started by hand beside the watchdog's)
+    # would overwrite run/drops-api.json and remove it on exit, leaving the supervised one unfindable.
+    try:
+        lock, _ = locks.take(endpoints.run_dir(config.data_dir) / LOCK)
+    except locks.Held as exc:
+        running = endpoints.url(config.data_dir, COMPONENT)
+        logger.error("drops-api: another drops-api (pid {}) already serves {}{}; not starting a second one "
+                     "(the watchdog's: `wa-watchdog restart drops-api`)", exc.pid or "unknown", config.data_dir,
+                     f" at {running}" if running else "")
+        return EXIT_ERROR
+    locks.write_owner(lock)
+    try:
+        return asyncio.run(serve(config))
+    finally:
+        os.close(lock)

@@ -14,17 +14,19 @@ returns the first result, a different request under the same key is a 409.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 
 import aiohttp
 
-from bridge.store import format_ts
+from bridge.schema import format_ts
 from monitors.drops_store import FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_STATUSES, Drop, DropsDB
 from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback
 from monitors.store.shapes import drop_json, feedback_json, submission_json
 from watchdog.shared.config import Config, ConfigError
+from watchdog.shared.web_guard import unknown_field
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -84,22 +86,23 @@ def list_drops(db: DropsDB, config: Config, query: Mapping[str, str]) -> dict:
     if empty:
         raise BadRequest(f"{empty[0]}: empty (leave the parameter out for no filter)")
     project = query.get("project")
-    if project is not None and project not in {p.name for p in config.projects}:
-        raise BadRequest(f"project: no project named {project[:60]!r} (known: "
-                         f"{', '.join(p.name for p in config.projects)})")
+    if project is not None:
+        _configured(config, project)
     backfilled = _choice(query, "backfilled", ("true", "false"))
     limit_text = query.get("limit", str(DEFAULT_LIMIT))
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+    # ASCII digits, few of them: '²'.isdigit() is True yet int('²') a ValueError, so is int() of 5,000 digits (500s)
+    if not re.fullmatch(r"[0-9]{1,6}", limit_text) or not 1 <= int(limit_text) <= MAX_LIMIT:
         raise BadRequest(f"limit: expected a whole number 1-{MAX_LIMIT}, got {limit_text[:20]!r}")
     number = query.get("drop_number")
-    try:
-        page = db.list_drops(project=project, drop_number=None if number is None else drop_number(number),
-                             since=_time(query, "since"), until=_time(query, "until"),
+    number = None if number is None else drop_number(number)
+    since, until = _time(query, "since"), _time(query, "until")
+    feedback = _choice(query, "feedback", FEEDBACK_STATUSES)
+    try:  # the filters are checked above: a ValueError here is the cursor's alone (BadRequest is one too)
+        page = db.list_drops(project=project, drop_number=number, since=since, until=until,
                              backfilled=None if backfilled is None else backfilled == "true",
-                             feedback=_choice(query, "feedback", FEEDBACK_STATUSES), limit=int(limit_text),
-                             cursor=query.get("cursor"))
-    except ValueError as exc:  # a cursor this API did not hand out
-        raise BadRequest(str(exc)) from None
+                             feedback=feedback, limit=int(limit_text), cursor=query.get("cursor"))
+    except ValueError as exc:  # a cursor this API did not hand out: no such page
+        raise NotFound(str(exc)) from None
     return {"drops": [drop_json(d) for d in page.drops], "has_more": page.next_cursor is not None,
             "next_cursor": page.next_cursor}
 
@@ -122,36 +125,45 @@ def _text(body: object, name: str) -> str:
         raise BadRequest(f"{name}: missing (a non-empty string)")
     if len(value) > MAX_MESSAGE:
         raise BadRequest(f"{name}: longer than {MAX_MESSAGE} characters ({len(value)})")
-    if "\x00" in value:  # PostgreSQL refuses it in text (a 500), and it is no part of a WhatsApp message
-        raise BadRequest(f"{name}: contains a NUL character")
     return value.strip()
 
 
 def drop_number(text: str) -> str:
     """A drop number as the store keeps it (upper case); one no monitor could have recorded is a 400, not a query
-    (a control character would be a 500 from PostgreSQL, which refuses NUL in text)."""
+    (as the document says: not blank, at most 64 characters, no NUL, which PostgreSQL refuses in text: a 500)."""
     number = text.strip().upper()
-    if not number or len(number) > MAX_NUMBER or not number.isprintable():
+    if not number or len(number) > MAX_NUMBER or "\x00" in number:
         raise BadRequest(f"drop_number: expected a drop number like DR1734150, got {text[:40]!r}")
     return number
 
 
-def message_of(body: object) -> str:
+def _fields(body: object, names: tuple[str, ...]) -> dict:
+    """The body as a JSON object with no field but `names` (the document says `additionalProperties: false`)."""
     if not isinstance(body, dict):
-        raise BadRequest('body: expected a JSON object {"message": "..."}')
-    return _text(body, "message")
+        raise BadRequest(f"body: expected a JSON object with {', '.join(names)}")
+    if problem := unknown_field(body, names):
+        raise BadRequest(problem)
+    return body
+
+
+def _configured(config: Config, project: str) -> None:
+    """NotFound unless `project` is configured: a well-formed name of nothing we hold (no drops, no bridge)."""
+    try:
+        config.project(project)
+    except ConfigError:
+        raise NotFound(f"project: no project named {project[:60]!r} (known: "
+                       f"{', '.join(p.name for p in config.projects)})") from None
+
+
+def message_of(body: object) -> str:
+    return _text(_fields(body, ("message",)), "message")
 
 
 def drop_by_number(db: DropsDB, config: Config, body: object) -> tuple[Drop, str]:
     """POST /api/feedback {"project", "drop_number", "message"}: the drop and the message."""
-    if not isinstance(body, dict):
-        raise BadRequest('body: expected a JSON object {"project", "drop_number", "message"}')
+    body = _fields(body, ("project", "drop_number", "message"))
     project, number, message = _text(body, "project"), drop_number(_text(body, "drop_number")), _text(body, "message")
-    try:
-        config.project(project)
-    except ConfigError:
-        raise BadRequest(f"project: no project named {project[:60]!r} (known: "
-                         f"{', '.join(p.name for p in config.projects)})") from None
+    _configured(config, project)
     drop = db.drop(project, number)
     if drop is None:
         raise NotFound(f"no drop {number[:40]} recorded for project {project}")

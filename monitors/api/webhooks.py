@@ -13,6 +13,12 @@ through the [[alerts]] webhooks (rule `webhook_dead`), at most once per
 receiver per repeat interval, and recorded in the recovery log by the
 AlertManager: the drops domain raises its own alert, the watchdog core stays
 ignorant of drops.
+
+Clock steps: next attempts are times on this process's wall clock (only it
+writes and compares them). When that clock is stepped back, deliveries whose
+next attempt now lies further ahead than the longest backoff are made due at
+once, at start (a step while the process was down) and whenever a step is
+seen between two looks; a step forward only makes them due early.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ import aiohttp
 from loguru import logger
 from tenacity import RetryCallState, wait_exponential_jitter
 
-from bridge.store import format_ts, parse_ts
+from bridge.schema import format_ts, parse_ts
 from monitors.api import signing
 from watchdog.shared.config import WebhookConfig
 from watchdog.shared.waiting import wait_event
@@ -56,6 +62,7 @@ class WebhookOutbox(Protocol):
     def failed(self, webhook: str, seq: int, error: str, next_attempt_at: str) -> None: ...
     def dead(self, webhook: str, seq: int, error: str) -> None: ...
     def next_retry(self, webhook: str, after: str) -> str | None: ...
+    def reschedule(self, webhook: str, now: str, later_than: str) -> int: ...
 
 
 class LookSchedule(Protocol):
@@ -128,6 +135,7 @@ class _Receiver:
     in_flight: set[int] = field(default_factory=set)
     seen: int = 0  # the highest event seq looked at: a higher one means a wake's commit is visible
     started: bool = False  # the store gave it its place in the event stream (`WebhookOutbox.start`)
+    horizon: float | None = None  # seconds: make deliveries due after now + this due now (None: nothing to do)
 
 
 class Deliverer:
@@ -139,7 +147,8 @@ class Deliverer:
 
     def __init__(self, hooks: list[WebhookConfig], outbox: WebhookOutbox, http: aiohttp.ClientSession,
                  on_dead: Callable[[WebhookConfig, str, str], None]) -> None:
-        self.receivers = [_Receiver(h, signing.secret_key(h.secret), backoff(h)) for h in hooks]
+        # At start: a next attempt further ahead than the longest backoff was scheduled before a step back.
+        self.receivers = [_Receiver(h, signing.secret_key(h.secret), backoff(h), horizon=h.backoff_max) for h in hooks]
         self.outbox = outbox
         self.http = http
         self.on_dead = on_dead
@@ -171,9 +180,15 @@ class Deliverer:
 
     async def run(self, schedule: LookSchedule) -> None:
         self.schedule = schedule
+        steps = clock.StepDetector()
         try:
             while self.receivers:
                 self.looks += 1
+                if (step := steps.check()) is not None and step < 0:
+                    logger.warning("webhooks: {}: retries scheduled on the old clock are due now",
+                                   clock.describe_step(step))
+                    for receiver in self.receivers:
+                        receiver.horizon = 0.0
                 now = clock.now()
                 wait, new = SAFETY_INTERVAL, False
                 for receiver in self.receivers:
@@ -194,6 +209,13 @@ class Deliverer:
         if room <= 0 or not self.start_receivers():
             return False  # a finished attempt wakes the next look; an unplaced receiver waits for the store
         try:
+            if receiver.horizon is not None:
+                moved = self.outbox.reschedule(receiver.hook.name, format_ts(now),
+                                               format_ts(now + timedelta(seconds=receiver.horizon)))
+                if moved:
+                    logger.warning("webhook {}: {} deliveries were scheduled on a wall clock since stepped back: "
+                                   "due now", receiver.hook.name, moved)
+                receiver.horizon = None
             due = self.outbox.due(receiver.hook.name, receiver.hook.events, format_ts(now), room + IN_FLIGHT)
         except Exception as exc:  # noqa: BLE001 - a store outage (PostgreSQL down): keep trying, say why
             self._store_failed(exc)

@@ -1,12 +1,13 @@
 """What the drops store holds, as plain frozen records; the same on SQLite and PostgreSQL.
 
-Times are the bridge store's text format (`bridge.store.format_ts`) on both
+Times are the bridge store's text format (`bridge.schema.format_ts`) on both
 backends, so they compare as text with message times and window bounds.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 FEEDBACK_NONE = "none"  # no feedback asked for (auto_ack off, no operator feedback yet)
 FEEDBACK_PENDING = "pending"  # recorded, not yet accepted by the bridge (retried)
@@ -54,6 +55,20 @@ class Submission:
     message_id: str
     message_time: str
     backfilled: bool
+
+
+class Position(NamedTuple):
+    """How far a project has read its account's messages.db, and what was there: a rowid alone is no identity.
+
+    `message_id` and `stored_at` are those of the message at `rowid` when it was read, `store_id` the file's
+    (bridge_state); None where unknown (a cursor saved before positions had marks). monitors/lineage.py
+    checks them against the file at start.
+    """
+
+    rowid: int
+    message_id: str | None = None
+    stored_at: str | None = None
+    store_id: str | None = None
 
 
 @dataclass(frozen=True)

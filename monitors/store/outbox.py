@@ -36,7 +36,9 @@ def enqueue(tx: Tx, dialect: Dialect, event_type: str, data: dict) -> str:
     """
     if dialect.event_lock:
         tx.at_commit(dialect.event_lock)
-    event_id, created_at = str(uuid.uuid4()), now_ts()
+    # Never before the previous event, even after the wall clock was stepped back: receivers order by it.
+    last = tx.rows("SELECT created_at FROM events ORDER BY seq DESC LIMIT 1")
+    event_id, created_at = str(uuid.uuid4()), max(now_ts(), last[0][0] if last else "")
     payload = json.dumps({"type": event_type, "timestamp": rfc3339(created_at), "data": data}, separators=(",", ":"))
     tx.at_commit("INSERT INTO events (id, type, created_at, payload) VALUES (?, ?, ?, ?)",
                  (event_id, event_type, created_at, payload))
@@ -65,8 +67,9 @@ class WebhookOutbox:
     def __init__(self, db: Backend) -> None:
         self.db = db
 
-    def _pull(self, tx: Tx, webhook: str, types: Sequence[str]) -> None:
-        """Move events past the webhook's cursor into its deliveries (the ones of its types)."""
+    def _pull(self, tx: Tx, webhook: str, types: Sequence[str], now: str) -> None:
+        """Move events past the webhook's cursor into its deliveries (the ones of its types), due `now` on the
+        deliverer's clock (not at their created_at, another process's, which may be ahead of it)."""
         row = one(tx.rows("SELECT seq FROM webhook_cursors WHERE webhook = ?", (webhook,)))
         cursor = row[0] if row else 0
         upto = tx.rows("SELECT MAX(seq) FROM (SELECT seq FROM events WHERE seq > ? ORDER BY seq LIMIT ?) s",
@@ -74,10 +77,9 @@ class WebhookOutbox:
         if upto is None:
             return
         clause, params = _types_clause(types)
-        now = now_ts()
         tx.run("INSERT INTO deliveries (webhook, event_seq, status, attempts, next_attempt_at, last_error, updated_at) "
-               f"SELECT ?, seq, 'pending', 0, created_at, '', ? FROM events WHERE seq > ? AND seq <= ?{clause} "
-               "ON CONFLICT (webhook, event_seq) DO NOTHING", (webhook, now, cursor, upto, *params))
+               f"SELECT ?, seq, 'pending', 0, ?, '', ? FROM events WHERE seq > ? AND seq <= ?{clause} "
+               "ON CONFLICT (webhook, event_seq) DO NOTHING", (webhook, now, now, cursor, upto, *params))
         tx.run("INSERT INTO webhook_cursors (webhook, seq, updated_at) VALUES (?, ?, ?) ON CONFLICT (webhook) "
                "DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at", (webhook, upto, now))
 
@@ -102,7 +104,7 @@ class WebhookOutbox:
         if not self._anything_due(webhook, now):
             return []
         with self.db.transaction() as tx:
-            self._pull(tx, webhook, types)
+            self._pull(tx, webhook, types, now)
             rows = tx.rows("SELECT e.seq, e.id, e.type, e.created_at, e.payload, d.attempts FROM deliveries d "
                            "JOIN events e ON e.seq = d.event_seq WHERE d.webhook = ? AND d.status = ? "
                            "AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at, d.event_seq LIMIT ?",
@@ -113,6 +115,20 @@ class WebhookOutbox:
         """When the first delivery not due yet at `after` falls due (a retry's backoff): no write wakes for it."""
         return self.db.rows("SELECT MIN(next_attempt_at) FROM deliveries WHERE webhook = ? AND status = ? "
                             "AND next_attempt_at > ?", (webhook, DELIVERY_PENDING, after))[0][0]
+
+    def reschedule(self, webhook: str, now: str, later_than: str) -> int:
+        """Make deliveries whose next attempt lies after `later_than` due `now`; returns how many.
+
+        The deliverer's backoff never schedules an attempt further ahead than its longest wait, so one that is
+        was scheduled on a wall clock since stepped back (NTP, a VM restored): without this it would wait for as
+        long as the step."""
+        with self.db.transaction() as tx:
+            found = tx.rows("SELECT COUNT(*) FROM deliveries WHERE webhook = ? AND status = ? AND next_attempt_at > ?",
+                            (webhook, DELIVERY_PENDING, later_than))[0][0]
+            if found:
+                tx.run("UPDATE deliveries SET next_attempt_at = ? WHERE webhook = ? AND status = ? "
+                       "AND next_attempt_at > ?", (now, webhook, DELIVERY_PENDING, later_than))
+        return found
 
     def _anything_due(self, webhook: str, now: str) -> bool:
         """Events past the webhook's cursor (of any type: pulling moves the cursor past the others), or a retry due."""

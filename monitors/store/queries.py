@@ -32,9 +32,12 @@ def decode_cursor(cursor: str) -> tuple[str, int]:
     try:
         raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         message_time, drop_id = raw
-        if not isinstance(message_time, str) or not isinstance(drop_id, int):
+        # what the stores can bind (else a 500): SQLite raises OverflowError past 64 bits and cannot encode a lone
+        # surrogate, PostgreSQL refuses a NUL; a store time is printable ASCII
+        if (not isinstance(message_time, str) or not (message_time.isascii() and message_time.isprintable())
+                or type(drop_id) is not int or not 0 <= drop_id < 2**63):
             raise ValueError
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError, RecursionError, binascii.Error):
         raise ValueError(f"cursor: {cursor[:40]!r} is not a cursor this API returned") from None
     return message_time, drop_id
 

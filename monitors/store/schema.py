@@ -139,6 +139,13 @@ CREATE INDEX drops_number ON drops (drop_number)
 """
 
 
+V7_CURSOR_MARKS = """
+ALTER TABLE cursors ADD COLUMN message_id TEXT;
+ALTER TABLE cursors ADD COLUMN stored_at TEXT;
+ALTER TABLE cursors ADD COLUMN store_id TEXT
+"""
+
+
 def _fill_public_ids(ex: Executor) -> None:
     """Drops recorded before public ids existed get one now (new drops get theirs when recorded)."""
     for (drop_id,) in ex.rows("SELECT id FROM drops WHERE public_id IS NULL ORDER BY id"):
@@ -155,4 +162,6 @@ def migrations(dialect: Dialect) -> list[Migration]:
         Migration(4, "webhook outbox: events, webhook_cursors, deliveries; store_state", (dialect.ddl(V4_OUTBOX),)),
         Migration(5, "indexes for listing backfilled drops newest first", (V5_BACKFILLED_INDEXES,)),
         Migration(6, "an index for finding a drop by its number in any project", (V6_NUMBER_INDEX,)),
+        Migration(7, "cursors: the message id and stored_at at the cursor and the store's id (restores, recover)",
+                  (V7_CURSOR_MARKS,)),
     ]

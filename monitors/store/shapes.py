@@ -2,7 +2,7 @@
 
 Times are RFC 3339 (`2026-11-24T22:31:27.123456+00:00`), what `new Date()` and
 `datetime.fromisoformat` parse, in both: the store's text format differs only
-by the space where RFC 3339 has a `T`. docs/openapi/drops-api.json describes
+by the space where RFC 3339 has a `T`. watchdog/openapi/drops-api.json describes
 these shapes (`Drop`, `Feedback`, and the webhook events that carry them).
 """
 from __future__ import annotations

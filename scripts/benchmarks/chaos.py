@@ -1,4 +1,4 @@
-"""`scripts/chaos --minutes N --kill-every S [--faults K,..] [--postgres]`: lose nothing while things die.
+"""`scripts/chaos --minutes N --kill-every S [--faults K,...] [--postgres]`: lose nothing while things die.
 
 A whole system runs under `wa-watchdog run` (simulator, bridge, one monitor
 per project, drops-api delivering drop.recorded/drop.backfilled webhooks to a
@@ -13,6 +13,12 @@ kinds chosen (`--faults`, default all): `bridge` SIGKILLs the bridge,
 API), `disconnect` has WhatsApp drop the connection (`POST /sim/disconnect`),
 `pause` SIGSTOPs the watchdog for 2-12 s (a frozen supervisor must stall
 nothing it supervises, and judge no child by a time it did not watch),
+`clock`: the whole tree runs under libfaketime
+(scripts/benchmarks/fake_clock.py) and the blow steps its wall clock an hour
+back, the next one forward to the true time again (the watchdog must record
+each step once). The simulator is on the faked clock too, so its
+message times step with the rest (WhatsApp's would not); the webhook receiver
+accepts the sender's clock either way.
 `restore` follows docs/OPERATIONS.md's "A corrupt store" (at most one per
 RESTORE_EVERY s; scripts/benchmarks/chaos_restore.py): back up, let the
 cursors move on and a bridge kill's window be reported, stop the system,
@@ -62,6 +68,7 @@ from datetime import datetime
 from pathlib import Path
 
 from scripts.benchmarks.chaos_restore import restore_blow
+from scripts.benchmarks.fake_clock import FakeClock
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, wait_for
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
 from bridge.schema import WINDOW_SELECT, Window
@@ -76,8 +83,9 @@ PG_OUTAGE = 2.0  # seconds the PostgreSQL server stays down in the middle of a -
 DROP_EVENTS = ("drop.recorded", "drop.backfilled")
 WINDOW_WAIT = 5.0  # seconds a blow to the session may take to be on record as a disconnect window (a cold start)
 API = "drops-api"
-FAULTS = ("bridge", "monitor", "disconnect", "pause", "restore")
+FAULTS = ("bridge", "monitor", "disconnect", "pause", "clock", "restore")
 PAUSE_S = (2.0, 12.0)  # how long a `pause` blow keeps the watchdog stopped
+CLOCK_STEP = 3600  # seconds a `clock` blow steps the wall clock back; the next one forward again
 RESTORE_EVERY = 60.0  # seconds at least between two `restore` blows (each a stop and a cold start of everything)
 
 
@@ -113,6 +121,8 @@ class Report:
     pauses: int = 0
     paused_s: float = 0.0
     hangs: int = 0  # children the watchdog judged hung: no blow hangs one, so a pause must not make it think so
+    clock_steps: int = 0
+    clock_steps_recorded: int = 0  # clock_step records the watchdog wrote
     restores: int = 0
     unclean_stops: int = 0  # a restore's SIGTERM to the watchdog that did not end in exit code 0
     restore_stops: list[datetime] = field(default_factory=list)  # when each restore stopped the system
@@ -131,7 +141,7 @@ class Report:
             self.hangs or self.unclean_stops or self.missed or self.duplicated or self.misattributed
             or self.ack_missing or self.ack_duplicates or self.not_backfilled or self.unreported_windows
             or self.events_missing or self.events_duplicated or self.webhook_lost or self.webhook_unknown
-            or self.webhook_bad_signatures)
+            or self.webhook_bad_signatures or self.clock_steps_recorded != self.clock_steps)
 
     def table(self) -> str:
         kills = ", ".join(f"{n} {name}" for name, n in sorted(self.kills.items())) or "none"
@@ -159,6 +169,7 @@ class Report:
             ("server disconnects", self.disconnects),
             ("watchdog paused (SIGSTOP)", f"{self.pauses} times, {self.paused_s:.0f} s in all"),
             ("children judged hung (target 0)", self.hangs),
+            ("wall clock steps of an hour (recorded)", f"{self.clock_steps} ({self.clock_steps_recorded})"),
             ("restores of messages.db (backup, bridge kill, stop, restore, start)",
              f"{self.restores} ({self.unclean_stops} unclean stops)"),
             ("posted while stopped (until healthy) for a restore (missed)",
@@ -250,17 +261,23 @@ def chaos_config(projects: int, receiver: WebhookReceiver, database_url: str = "
 
 
 def strike(system: RunningSystem, rng: random.Random, projects: int, report: Report, injector: Injector,
-           faults: tuple[str, ...], clock: OutageClock) -> None:
-    """One random blow of the kinds in `faults` (see the module's docstring).
+           faults: tuple[str, ...], outages: OutageClock, clock: FakeClock | None = None) -> None:
+    """One random blow of the kinds in `faults` (see the module's docstring); `clock` is the system's faked
+    wall clock, stepped an hour back by a `clock` blow, or forward to the true time again.
 
     After a blow to the session a drop is posted inside the outage (with the warm standby a bridge outage
     lasts tens of milliseconds: the steady stream would mostly miss it).
     """
     action = rng.choice(faults)
     windows = _windows(system)
+    if action == "clock":
+        assert clock is not None
+        clock.set(-CLOCK_STEP if clock.offset == 0 else 0)
+        report.clock_steps += 1
+        return
     if action == "restore":
-        with clock.suspend():
-            restored = restore_blow(system, injector, projects)
+        with outages.suspend():
+            restored = restore_blow(system, injector, projects, clock.offset if clock else 0)
         report.restores += 1
         report.unclean_stops += restored.stop_code != 0
         report.restore_stops.append(restored.stopped_at)
@@ -364,7 +381,8 @@ def quiescent(system: RunningSystem, posts: list[Post], projects: int, receiver:
 def check(system: RunningSystem, posts: list[Post], projects: int, report: Report, receiver: WebhookReceiver) -> None:
     report.posted = len(posts)
     report.unreported_windows = [f"{w.id} {w.span}" for w in unreported_windows(system, projects)]
-    report.hangs = sum(r["event"] == "hang" for r in RecoveryLog(system.data_dir / "recoveries.jsonl").read())
+    recorded = Counter(r["event"] for r in RecoveryLog(system.data_dir / "recoveries.jsonl").read())
+    report.hangs, report.clock_steps_recorded = recorded["hang"], recorded["clock_step"]
     events = drop_events(system)
     outbox = Counter(events.values())
     accepted = receiver.accepted()
@@ -418,17 +436,19 @@ def _rewritten(post: Post, window: tuple[datetime, datetime], stops: list[dateti
 
 def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, kill_every: float, rate: float,
               projects: int, seed: int, quiesce_timeout: float = 90.0, postgres: PgCluster | None = None,
-              faults: tuple[str, ...] = FAULTS) -> Report:
+              faults: tuple[str, ...] = FAULTS, fake_clock: FakeClock | None = None) -> Report:
     """Chaos on a started system (its config from `chaos_config` with this `receiver`; with `restore` in
     `faults`, separate_sim) for `seconds`, blows of the kinds in `faults` (`restore` at most one per
     RESTORE_EVERY s); then wait for quiescence (`quiesce_timeout`: else `report.quiescent` is False) and check.
 
-    `postgres`: the server holding the drops store, crashed and restarted half way through.
+    `postgres`: the server holding the drops store, crashed and restarted half way through. `fake_clock`: the
+    system's wall clock (`RunningSystem(env=fake_clock.env())`), stepped as one more kind of blow.
     """
     rng = random.Random(seed)
+    faults = faults if fake_clock is not None else tuple(f for f in faults if f != "clock")
     report = Report(seconds=seconds)
-    clock, injector = OutageClock(system), Injector(system, projects, rate)
-    clock.start()
+    outages, injector = OutageClock(system), Injector(system, projects, rate)
+    outages.start()
     injector.start()
     deadline = time.monotonic() + seconds
     restore_from = time.monotonic()  # the first restore may come at once
@@ -446,7 +466,7 @@ def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, 
             kinds = faults if time.monotonic() >= restore_from else tuple(f for f in faults if f != "restore")
             if kinds:
                 restores = report.restores
-                strike(system, rng, projects, report, injector, kinds, clock)
+                strike(system, rng, projects, report, injector, kinds, outages, fake_clock)
                 if report.restores > restores:
                     restore_from = time.monotonic() + RESTORE_EVERY
     injector.halt.set()
@@ -459,9 +479,9 @@ def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, 
         report.quiescent = False
     finally:
         report.quiesced_in_s = time.monotonic() - settle
-        clock.halt.set()
-        clock.join()
-        report.longest_outage_s, report.longest_outage_of = clock.longest
+        outages.halt.set()
+        outages.join()
+        report.longest_outage_s, report.longest_outage_of = outages.longest
         check(system, injector.posts, projects, report, receiver)
     return report
 
@@ -482,20 +502,25 @@ def main(argv: list[str]) -> int:
     if unknown := set(faults) - set(FAULTS):
         parser.error(f"--faults: unknown {', '.join(sorted(unknown))} (known: {', '.join(FAULTS)})")
     workdir = Path(tempfile.mkdtemp(prefix="wa-chaos-"))
+    try:
+        fake_clock = FakeClock(workdir) if "clock" in faults else None
+    except FileNotFoundError as exc:
+        raise SystemExit(f"chaos: the clock blow needs libfaketime ({exc}); install faketime, or leave clock out "
+                         f"of --faults") from None
     postgres = _start_postgres() if args.postgres else None
     url = postgres.create_database("chaos") if postgres else ""
-    receiver = WebhookReceiver()
+    receiver = WebhookReceiver(skews=(-CLOCK_STEP,) if fake_clock else ())
     receiver.start()
     separate_sim = "restore" in faults
-    system = RunningSystem(workdir, chaos_config(args.projects, receiver, url, separate_sim), url, separate_sim)
+    system = RunningSystem(workdir, chaos_config(args.projects, receiver, url, separate_sim), url,
+                           env=fake_clock.env() if fake_clock else None, separate_sim=separate_sim)
     print(f"chaos: {args.minutes:g} min, a blow every ~{args.kill_every:g} s ({', '.join(faults)}), "
-          f"{args.rate:g} drops/s, "
-          f"{args.projects} projects, seed {args.seed}, drops store {'PostgreSQL' if url else 'drops.db'}, "
-          f"in {workdir}", flush=True)
+          f"{args.rate:g} drops/s, {args.projects} projects, seed {args.seed}, "
+          f"drops store {'PostgreSQL' if url else 'drops.db'}, in {workdir}", flush=True)
     try:
         system.start()
         report = run_chaos(system, receiver, args.minutes * 60, args.kill_every, args.rate, args.projects,
-                           args.seed, postgres=postgres, faults=faults)
+                           args.seed, postgres=postgres, faults=faults, fake_clock=fake_clock)
     except TimeoutError as exc:  # the system did not come up (at the start or after a restore)
         print(f"chaos: {exc}; see {workdir}", file=sys.stderr)
         return 1

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import typing
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from scripts.benchmarks.system_run import ROOT, RunningSystem, wait_for
@@ -102,9 +102,9 @@ def kill_bridge_and_wait_reported(system: RunningSystem, projects: int) -> None:
                  interval=0.1)
 
 
-def restore_blow(system: RunningSystem, injector: Injector, projects: int) -> Restored:
+def restore_blow(system: RunningSystem, injector: Injector, projects: int, offset: int = 0) -> Restored:
     """Back up, let the cursors move on, kill the bridge, stop, post while stopped, restore messages.db, start
-    (see the module)."""
+    (see the module). `offset`: seconds the system's wall clock is off the true time (a faked clock)."""
     posts = injector.posts
     first = len(posts)
     backup = take_backup(system)
@@ -113,7 +113,7 @@ def restore_blow(system: RunningSystem, injector: Injector, projects: int) -> Re
     with contextlib.suppress(TimeoutError):  # slow to record: stop all the same, the check will say what was lost
         wait_for(lambda: len(posts) >= moved and _recorded(system, [p.drop for p in posts[first:moved]]),
                  RECORD_WAIT, "the drops posted after the backup recorded", interval=0.1)
-    stopped, stopped_at = len(posts), clock.now()
+    stopped, stopped_at = len(posts), clock.now() + timedelta(seconds=offset)
     code = system.stop(sim=False)
     for _ in range(STOPPED_POSTS * projects):  # WhatsApp queues them for the offline session
         injector.post()

@@ -22,7 +22,7 @@ import time
 import typing
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -90,12 +90,22 @@ def http(method: str, url: str, body: object = None, timeout: float = 10.0) -> o
         return json.loads(response.read())
 
 
+SOURCE_TREE = (sys.executable, "-m", "watchdog.cli")  # this checkout's code, run from its root
+
+
 class RunningSystem:
-    def __init__(self, workdir: Path, config: str, database_url: str = "", separate_sim: bool = False) -> None:
+    def __init__(self, workdir: Path, config: str, database_url: str = "",
+                 command: Sequence[str] = SOURCE_TREE, cwd: Path = ROOT, env: dict[str, str] | None = None,
+                 separate_sim: bool = False) -> None:
         """`database_url`: the drops store is in that PostgreSQL database (the config must say so too).
-        `separate_sim`: run the simulator as a process of its own (the config from `config_text(separate_sim=True)`)."""
+        `command` runs wa-watchdog (another installation's `bin/wa-watchdog`), from `cwd`; `env`: more
+        environment for the whole tree (e.g. libfaketime's). `separate_sim`: run the simulator as a process
+        of its own (the config from `config_text(separate_sim=True)`), with the same environment."""
         self.workdir = workdir
+        self.env = env or {}
         self.database_url = database_url
+        self.command = tuple(command)
+        self.cwd = cwd
         self.separate_sim = separate_sim
         self._pg: PostgresBackend | None = None
         self.config_path = workdir / "wa.toml"
@@ -108,12 +118,13 @@ class RunningSystem:
 
     # -- life cycle ------------------------------------------------------------------------------
 
-    def _spawn(self, command: str, log_path: Path) -> subprocess.Popen:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_"))}
+    def _spawn(self, subcommand: str, log_path: Path) -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items()  # PYTHONPATH: the code is the command's own, nothing else
+               if not k.startswith(("NOTIFY_SOCKET", "WATCHDOG_")) and k != "PYTHONPATH"} | self.env
         with open(log_path, "ab") as log:
-            return subprocess.Popen([sys.executable, "-m", "watchdog.cli", command, "--config", str(self.config_path)],
-                                    cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen([*self.command, subcommand, "--config", str(self.config_path)], cwd=self.cwd,
+                                    env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the system (after the separate simulator, if not running yet); wait until every component is
@@ -122,10 +133,12 @@ class RunningSystem:
             self._start_sim(timeout)
         self.proc = self._spawn("run", self.log_path)
         try:
-            wait_for(lambda: self.proc.poll() is None and self.all_healthy(), timeout, "every component healthy")
-        except TimeoutError:
+            wait_for(lambda: self.proc.poll() is not None or self.all_healthy(), timeout, "every component healthy")
+            if self.proc.returncode is not None:
+                raise TimeoutError(f"exited with {self.proc.returncode}")
+        except TimeoutError as exc:
             self.stop()
-            raise TimeoutError(f"system did not come up; see {self.log_path}:\n{self.log_tail()}") from None
+            raise TimeoutError(f"system did not come up ({exc}); see {self.log_path}:\n{self.log_tail()}") from None
 
     def _start_sim(self, timeout: float) -> None:
         sim_log = self.workdir / "sim.log"

@@ -4,6 +4,9 @@ It verifies every request with the Standard Webhooks reference library (the
 PyPI `standardwebhooks` package, as a receiver of ours would), answers from a
 script of statuses (then 200), can be down (stopped) and come back on the same
 port, and counts each event by `webhook-id` the way a de-duplicating receiver does.
+A receiver told the sender's clock may be stepped (`skews`, chaos --clock-steps)
+checks the signature with the library's `sign` and the timestamp against each of
+those clocks, as the library does against its own.
 """
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -28,14 +32,19 @@ class Request:
     body: dict
 
 
+TOLERANCE = 300.0  # seconds, the reference library's
+
+
 def new_secret() -> str:
     return "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 
 class WebhookReceiver:
-    def __init__(self, secret: str = "", script: Iterable[int] = ()) -> None:
-        """`secret`: the `whsec_` secret shared with the sender (a new one by default)."""
+    def __init__(self, secret: str = "", script: Iterable[int] = (), skews: tuple[float, ...] = ()) -> None:
+        """`secret`: the `whsec_` secret shared with the sender (a new one by default); `skews`: seconds the
+        sender's clock may be off (stepped on purpose) besides 0."""
         self.secret = secret or new_secret()
+        self.skews = skews
         self.verifier = Webhook(self.secret)
         self.script = list(script)
         self.requests: list[Request] = []  # verified requests, in arrival order
@@ -78,7 +87,7 @@ class WebhookReceiver:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         try:
-            self.verifier.verify(body, dict(request.headers))
+            self._verify(body, request.headers)
         except WebhookVerificationError:
             with self._lock:
                 self.bad_signatures += 1
@@ -88,6 +97,20 @@ class WebhookReceiver:
             self.requests.append(Request(request.headers["webhook-id"], status, time.time(), json.loads(body)))
         return web.json_response({"status": status}, status=status,
                                  headers={"Retry-After": "0"} if status == 429 else {})
+
+    def _verify(self, body: bytes, headers: Mapping[str, str]) -> None:
+        if not self.skews:
+            self.verifier.verify(body, dict(headers))
+            return
+        try:
+            stamp = float(headers.get("webhook-timestamp", ""))
+        except ValueError:
+            raise WebhookVerificationError("Invalid Signature Headers") from None
+        if not any(abs(stamp - time.time() - skew) <= TOLERANCE for skew in (0.0, *self.skews)):
+            raise WebhookVerificationError("Message timestamp too old or too new for every clock of the sender")
+        expected = self.verifier.sign(headers.get("webhook-id", ""), datetime.fromtimestamp(stamp, timezone.utc), body)
+        if expected not in headers.get("webhook-signature", "").split(" "):
+            raise WebhookVerificationError("No matching signature found")
 
     async def _start(self) -> None:
         app = web.Application()

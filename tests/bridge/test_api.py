@@ -129,24 +129,31 @@ def test_bad_input_gets_400_naming_the_problem_and_a_token_is_enforced(procs: Pr
     (data_dir / "media").mkdir()
     (data_dir.parent / "secret.txt").write_text("not yours")
     os.symlink(data_dir.parent / "secret.txt", data_dir / "media" / "innocent.pdf")
-    cases = [
-        (b"{not json", "bad JSON"),
-        ({"message": "x"}, "recipient is required"),
-        ({"recipient": GROUP_A}, "message or media_path is required"),
-        ({"recipient": "bob@example.com", "message": "x"}, "malformed recipient JID 'bob@example.com'"),
-        ({"recipient": "12ab", "message": "x"}, "malformed recipient '12ab'"),
-        ({"recipient": GROUP_A, "message": "x", "mentions": ["not-a-number"]}, "malformed mention"),
-        ({"recipient": GROUP_A, "media_path": str(data_dir.parent / "secret.txt")}, "outside the allowed media folders"),
-        ({"recipient": GROUP_A, "media_path": "innocent.pdf"}, "is or passes through a symbolic link"),
-        ({"recipient": GROUP_A, "media_path": "missing.jpg"}, "media file not found"),
+    cases = [  # (body, status, words of the answer): 400 malformed, 403 not a file we may send, 404 no such file
+        (b"{not json", 400, "bad JSON"),
+        ({"message": "x"}, 400, "recipient is required"),
+        ({"recipient": GROUP_A}, 400, "message or media_path is required"),
+        ({"recipient": GROUP_A, "message": "", "media_path": "  "}, 400, "message or media_path is required"),
+        ({"recipient": GROUP_A, "message": False, "media_path": "innocent.pdf"}, 400, "message must be a string"),
+        ({"recipient": GROUP_A, "mesage": "x"}, 400, "mesage: unknown field (known: recipient, message, media_path, "
+                                                     "mentions, mentioned_jid)"),
+        ({"recipient": "bob@example.com", "message": "x"}, 400, "malformed recipient JID 'bob@example.com'"),
+        ({"recipient": "12ab", "message": "x"}, 400, "malformed recipient '12ab'"),
+        ({"recipient": GROUP_A, "message": "x", "mentions": ["not-a-number"]}, 400, "malformed mention"),
+        ({"recipient": GROUP_A, "media_path": str(data_dir.parent / "secret.txt")}, 403,
+         "outside the allowed media folders"),
+        ({"recipient": GROUP_A, "media_path": "innocent.pdf"}, 403, "is or passes through a symbolic link"),
+        ({"recipient": GROUP_A, "media_path": "missing.jpg"}, 404, "media file not found"),
     ]
-    for body, problem in cases:
+    for body, expected, problem in cases:
         raw = body if isinstance(body, bytes) else None
         status, answer = call("POST", f"{url}/api/send", None if raw else body, auth, raw=raw)
-        assert status == 400 and answer["success"] is False and problem in answer["message"], (body, answer)
+        assert status == expected and answer["success"] is False and problem in answer["message"], (body, answer)
     status, answer = call("POST", f"{url}/send-message", {"group_jid": GROUP_A, "message": "x"}, auth)
     assert (status, answer["message"]) == (400, "recipient_jid is required")
     status, answer = call("POST", f"{url}/api/download", {"message_id": "x"}, auth)
     assert (status, answer["message"]) == (400, "Message ID and Chat JID are required")
+    status, answer = call("POST", f"{url}/api/download", {"message_id": "x", "chat": GROUP_A}, auth)
+    assert (status, answer["message"]) == (400, "chat: unknown field (known: message_id, chat_jid)")
     assert sent(sim) == [] and rows(data_dir, "SELECT COUNT(*) FROM outbox") == [(0,)]  # nothing half-sent
     assert proc.poll() is None

@@ -9,7 +9,7 @@ import pytest
 
 from bridge.health import (CONNECTED, CONNECTING, DISCONNECTED, STATE_OF_KIND, STREAM_REPLACED, Health,
                            HealthInputs)
-from bridge.store import Window
+from bridge.schema import Window
 from bridge.transport import ConnectionKind
 
 WINDOW = Window(1, "2026-11-24 22:00:00.000000+00:00", None, "server disconnect: scheduled", "pending", 0, None)
@@ -24,7 +24,8 @@ def test_connected_and_writable_is_200_with_every_field() -> None:
     assert body == {"status": "ok", "connected": True, "state": "connected", "reason": "", "account": "main",
                     "pid": os.getpid(), "last_event_age_s": body["last_event_age_s"], "loop_lag_ms": 0.0,
                     "outbox_depth": 3, "dead_letters": 1, "quarantine": {"sanitised": 2, "quarantined": 0},
-                    "open_window": None, "caught_up": True, "store_writable": True}
+                    "open_window": None, "caught_up": True, "store_writable": True, "groups": None,
+                    "not_in_groups": []}
 
 
 def test_an_outage_is_503_with_its_reason_and_window() -> None:

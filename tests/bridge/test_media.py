@@ -39,21 +39,26 @@ def test_media_is_confined_and_no_link_is_followed(folders: tuple[Path, Path]) -
     assert opened(str(inside / "photo.jpg"), [inside]) == inside / "photo.jpg"
     assert opened("sub/plan.pdf", [inside]) == inside / "sub" / "plan.pdf"
     assert opened(str(inside.resolve() / "photo.jpg"), [inside]) == inside / "photo.jpg"
-    problems = [
-        (str(outside / "passwd"), "outside the allowed media folders"),
-        ("../secret/passwd", "outside the allowed media folders"),
-        ("sub/../../secret/passwd", "outside the allowed media folders"),
-        (str(inside), "outside the allowed media folders"),  # the folder itself is no file
-        ("link.pdf", "symbolic link"), ("linkdir/passwd", "symbolic link"),
-        ("missing.png", "media file not found"), ("pipe.ogg", "not a regular file"), ("sub", "not a regular file"),
-        ("a\x00b.jpg", "NUL character"), ("bad\udfff.jpg", "lone surrogate"), ("x" * 5000 + ".jpg", "longer than 255"),
-        ("", "non-empty string"),
+    problems = [  # (media_path, status, words): 403 not a file this account may send, 404 no such file
+        (str(outside / "passwd"), 403, "outside the allowed media folders"),
+        ("../secret/passwd", 403, "outside the allowed media folders"),
+        ("sub/../../secret/passwd", 403, "outside the allowed media folders"),
+        (str(inside), 403, "outside the allowed media folders"),  # the folder itself is no file
+        ("link.pdf", 403, "symbolic link"), ("linkdir/passwd", 403, "symbolic link"),
+        ("missing.png", 404, "media file not found"), ("pipe.ogg", 404, "not a regular file"),
+        ("sub", 404, "not a regular file"), ("x" * 5000 + ".jpg", 404, "longer than 255"),
+        ("a\x00b.jpg", 400, "NUL character"), ("bad\udfff.jpg", 400, "lone surrogate"), ("", 400, "non-empty string"),
     ]
-    for value, problem in problems:
-        with pytest.raises(BadRequest, match=problem):
+    for value, status, problem in problems:
+        with pytest.raises(BadRequest, match=problem) as caught:
             opened(value, [inside])
-    with pytest.raises(BadRequest, match="not configured"):
+        assert caught.value.status == status, value
+    with pytest.raises(BadRequest, match="not configured") as caught:
         opened("photo.jpg", [])
+    assert caught.value.status == 403
+    with pytest.raises(BadRequest, match="not found: 'photo.jpg' \\(the media folder .* does not exist") as caught:
+        opened("photo.jpg", [inside / "gone"])
+    assert caught.value.status == 404
 
 
 def test_size_limits_per_type_are_whatsapps_and_configurable(tmp_path: Path) -> None:

@@ -16,10 +16,13 @@ from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
 from neonize.proto.waHistorySync import WAWebProtobufsHistorySync_pb2 as history
 from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import WebMessageInfo
 
-from bridge.store import Store, format_ts, messages_after
+from bridge.schema import format_ts, messages_after
+
+from bridge.store import Store
 from bridge.transport import ConnectionKind, MediaInfo, Source
 from bridge.transports import neonize_mapping as mapping
 from tests.conftest import GROUP_A
+from tests.neonize_support import go_filled
 
 AT = datetime(2026, 11, 24, 22, 31, 27, tzinfo=timezone.utc)
 AT_MS = int(AT.timestamp() * 1000)
@@ -238,3 +241,14 @@ def test_media_message_carries_the_upload_and_caption(media_type: str, filename:
         assert media.caption == "@27710000001 DR1 photo"
     if media_type == "document":
         assert media.fileName == filename
+
+
+def test_joined_groups_are_the_group_jids_of_neonize_group_infos() -> None:
+    """client.get_joined_groups() answers GroupInfo messages; the store's chat JIDs are `user@g.us`."""
+    groups = [nz.GroupInfo(JID=jid("120363000000000002@g.us"), GroupName=nz.GroupName(Name="Mohadin Fibre"),
+                           Participants=[nz.GroupParticipant(JID=jid(OWN), IsAdmin=True)]),
+              nz.GroupInfo(JID=jid(GROUP_A), GroupName=nz.GroupName(Name="Lawley Fibre")),
+              nz.GroupInfo(JID=jid("status@broadcast"))]  # not a group chat
+    wire = nz.GetJoinedGroupsReturnFunction.FromString(
+        go_filled(nz.GetJoinedGroupsReturnFunction(Group=groups)).SerializeToString())
+    assert mapping.group_jids(wire.Group) == [GROUP_A, "120363000000000002@g.us"]

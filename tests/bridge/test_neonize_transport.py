@@ -23,12 +23,13 @@ from neonize.proto.waHistorySync import WAWebProtobufsHistorySync_pb2 as history
 from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import WebMessageInfo
 
 from bridge.main import Bridge
-from bridge.store import Store, messages_after, windows
+from bridge.schema import messages_after, windows
+from bridge.store import Store
 from bridge.transport import (ConnectionEvent, ConnectionKind, HistoryUnsupported, IncomingMessage, MediaInfo,
                               NotConnected, OutgoingMedia, OutgoingMessage, Receipt, SendFailed, Source)
 from bridge.transports.neonize_transport import (HISTORY_LIMIT, NeedsOperator, NeonizeTransport, ensure_paired,
                                                  session_database)
-from tests.conftest import GROUP_A, until
+from tests.conftest import GROUP_A, GROUP_B, until
 from tests.neonize_support import NEONIZE_CONFIG, PHONE, FakeGo, client_factory, link_session
 from watchdog.shared.config import Config, load
 from watchdog.shared.exitcodes import EXIT_NEEDS_OPERATOR
@@ -338,6 +339,23 @@ def test_send_errors_and_not_connected(linked: Config, config: Config) -> None:
     idle = NeonizeTransport(config, config.account("main"), client_factory(fake))
     with pytest.raises(NotConnected):
         asyncio.run(idle.send(OutgoingMessage("w", SENDER, "hi")))
+
+
+def test_joined_groups_are_what_whatsapp_lists(linked: Config, config: Config) -> None:
+    fake = FakeGo()
+    fake.joined_groups = [nz.GroupInfo(JID=jid(GROUP_B), GroupName=nz.GroupName(Name="Mohadin Fibre")),
+                          nz.GroupInfo(JID=jid(GROUP_A), GroupName=nz.GroupName(Name="Lawley Fibre"))]
+
+    async def body(transport: NeonizeTransport) -> None:
+        assert await transport.joined_groups() == [GROUP_A, GROUP_B]
+        fake.joined_error = "info query timed out"
+        with pytest.raises(NotConnected, match="info query timed out"):
+            await transport.joined_groups()
+
+    run_connected(linked, fake, body)
+    idle = NeonizeTransport(config, config.account("main"), client_factory(fake))
+    with pytest.raises(NotConnected):
+        asyncio.run(idle.joined_groups())
 
 
 def test_download_rebuilds_the_media_message(linked: Config) -> None:

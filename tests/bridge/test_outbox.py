@@ -39,6 +39,9 @@ class ScriptedTransport(Transport):
     async def request_history(self, chat_jid: str, since: datetime, until: datetime) -> list[IncomingMessage]:
         return []
 
+    async def joined_groups(self) -> list[str]:
+        return [GROUP_A]
+
     async def download(self, media: MediaInfo) -> bytes:
         return b""
 

@@ -109,7 +109,7 @@ def test_backfill_recovers_what_the_offline_queue_did_not_deliver(procs: Process
     events = [(r["event"], r.get("message", "")) for r in RecoveryLog(data_dir / "recoveries.jsonl").read()
               if r["component"] == "bridge:main"]
     assert [e for e, _ in events] == ["reconnect", "backfill"]
-    assert "recovered 6" in events[1][1] and "bridge stopped" in events[1][1]
+    assert "6 recovered from history" in events[1][1] and "bridge stopped" in events[1][1]
 
 
 @pytest.mark.slow

@@ -78,8 +78,12 @@ def test_lists_and_text_are_bounded_and_the_work_is_linear() -> None:
         parse_send({"recipient": GROUP_A, "message": "x", "mentions": [*many, "27799999999"]})
     with pytest.raises(BadRequest, match="message is 65,537 characters"):
         parse_send({"recipient": GROUP_A, "message": "x" * (MAX_TEXT + 1)})
-    with pytest.raises(BadRequest, match="with mention tags"):  # the tags count too
-        parse_send({"recipient": GROUP_A, "message": "x" * MAX_TEXT, "mentions": ["27710000001"]})
+    for tagged in (lambda: parse_send({"recipient": GROUP_A, "message": "x" * MAX_TEXT, "mentions": ["27710000001"]}),
+                   lambda: parse_send_message({"group_jid": GROUP_A, "recipient_jid": "27710000001",
+                                               "message": "x" * MAX_TEXT})):
+        with pytest.raises(BadRequest, match="65,549 characters with mention tags") as caught:  # the tags count too
+            tagged()
+        assert caught.value.status == 422  # within the document's maxLength: never sendable, not malformed
     with pytest.raises(BadRequest, match="message is 65,537"):
         parse_send_message({"group_jid": GROUP_A, "recipient_jid": "27710000001", "message": "y" * (MAX_TEXT + 1)})
     with pytest.raises(BadRequest, match="media_path must be a string"):

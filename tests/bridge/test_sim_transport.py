@@ -319,3 +319,20 @@ def test_close_before_the_first_connection_leaves_no_socket_open(config_path: Pa
         assert (await api.session())["connected"] is False
         assert run.recorder.count(K.CONNECTED) == 0
     scenario(sim_url, body)
+
+
+@pytest.mark.slow
+def test_joined_groups_are_the_simulators_membership(write_config: Callable[..., Path], procs: Processes,
+                                                      data_dir: Path) -> None:
+    config_path = write_config(BASE_CONFIG.replace('participants = ["27710000003"]',
+                                                   f'participants = ["{MAIN_PHONE}", "27710000003"]'))
+    url = start_sim(procs, data_dir)[1]
+
+    async def body(api: SimAPI) -> None:
+        run = Running(transport(config_path), Recorder())
+        with pytest.raises(NotConnected):
+            await run.transport.joined_groups()  # before the connection
+        await run.connected()
+        assert await run.transport.joined_groups() == ["120363000000000002@g.us"]  # listed in Mohadin only
+        await run.stop()
+    scenario(url, body)

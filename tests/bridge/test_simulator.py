@@ -448,3 +448,17 @@ def test_a_taken_port_exits_1_with_a_clear_message(write_config: Callable[..., P
         proc = Processes(config).start("sim")
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1 and f"cannot listen on 127.0.0.1:{port}".encode() in err and b"Traceback" not in err
+
+
+def test_membership_is_the_groups_that_list_the_number_and_only_members_receive(write_config) -> None:
+    """main is listed in group A only: it is in A, and a post in B is not queued for it; `sender`, listed nowhere,
+    is in every group (configs that list only the contractors, as the demo's)."""
+    text = TWO_SESSIONS_CONFIG.replace('participants = ["27710000001", "27710000002"]',
+                                       f'participants = ["{MAIN_PHONE}", "27710000001", "27710000002"]')
+    state = SimState(load(write_config(text)))
+    assert state.members[MAIN_PHONE] == {GROUP_A}
+    assert state.members[SENDER_PHONE] == {GROUP_A, GROUP_B, GROUP_C}
+    state.post(state.groups[GROUP_B], CONTRACTOR, "DR1000001 in B")
+    state.post(state.groups[GROUP_A], CONTRACTOR, "DR1000002 in A")
+    assert [m.text for _, m in state.sessions[MAIN_PHONE].after(0, 10)] == ["DR1000002 in A"]
+    assert len(state.sessions[SENDER_PHONE].after(0, 10)) == 2

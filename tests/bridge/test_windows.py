@@ -17,11 +17,13 @@ import pytest
 from loguru import logger
 
 from bridge.alive import AliveFile, read_alive
-from bridge.store import Store, format_ts, now_ts, parse_ts
+from bridge.schema import format_ts, now_ts, parse_ts
+from bridge.store import Store
 from bridge.transport import (Capabilities, Handler, IncomingMessage, MediaInfo, NotConnected, OutgoingMessage,
                               SendResult, Transport)
 from bridge.windows import Windows
 from tests.conftest import GROUP_A, GROUP_B
+from watchdog.shared import clock
 from watchdog.shared.recovery_log import RecoveryLog
 
 
@@ -46,6 +48,9 @@ class FixedHistory(Transport):
         raise NotImplementedError
 
     async def download(self, media: MediaInfo) -> bytes:
+        raise NotImplementedError
+
+    async def joined_groups(self) -> list[str]:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -74,11 +79,11 @@ def test_a_crash_opens_a_window_at_the_last_heartbeat(store: Store, tmp_path: Pa
     windows.on_start()  # first start ever: nothing to recover
     assert store.open_window() is None
     windows.heartbeat()
-    pid, _, alive_at = read_alive(tmp_path / "session/bridge.alive")
+    pid, _, alive_at, _ = read_alive(tmp_path / "session/bridge.alive")
     assert pid == os.getpid() and alive_at > store.get_state("alive_at")  # the file is the later heartbeat
     windows.on_start()  # the previous run never stopped cleanly
     assert (store.open_window().started_at, store.open_window().reason) == (alive_at, "bridge crash")
-    windows.on_caught_up(now_ts())
+    windows.on_caught_up(clock.instant())
     assert [r["event"] for r in log.read()] == ["disconnect", "reconnect"]
     assert "bridge crash" in list(log.read())[1]["message"]
 
@@ -164,7 +169,8 @@ def test_backfill_stores_what_is_missing_and_counts_it(store: Store, tmp_path: P
     assert sources["H0"] == "live" and sources["H2"] == "history" and "H91" not in sources
     assert asyncio.run(windows.backfill()) == []  # each window once
     record = list(log.read())[-1]
-    assert record["event"] == "backfill" and "recovered 5" in record["message"] and "scheduled" in record["message"]
+    assert record["event"] == "backfill" and "5 recovered from history" in record["message"]
+    assert "scheduled" in record["message"] and record["recovered"] == 5
 
 
 def test_without_history_windows_are_marked_unsupported_and_it_says_why_once(store: Store, tmp_path: Path) -> None:
@@ -198,3 +204,15 @@ def test_a_failing_history_request_marks_the_window_failed(store: Store, tmp_pat
     (failed,) = asyncio.run(windows.backfill())
     assert failed.backfill_status == "failed"
     assert "failed" in list(log.read())[-1]["message"] and "bad frame" in list(log.read())[-1]["message"]
+
+
+def test_a_sub_second_window_says_how_long_it_was(store: Store, tmp_path: Path) -> None:
+    """A 0.35 s hang is a window of "0.35 s", not "0.0 s"."""
+    windows, log = make(store, tmp_path, FixedHistory([]))
+    start = clock.now() - timedelta(seconds=5)
+    windows.on_disconnect("connection lost", format_ts(start))
+    windows.on_caught_up(clock.instant((start + timedelta(milliseconds=350)).timestamp()))
+    windows.on_disconnect("connection lost", format_ts(start + timedelta(seconds=1)))
+    windows.on_caught_up(clock.instant((start + timedelta(seconds=1, milliseconds=42)).timestamp()))
+    closed = [r["message"] for r in log.read() if r["event"] == "reconnect"]
+    assert [m.rsplit(" closed after ", 1)[1] for m in closed] == ["0.35 s", "42 ms"]

@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--hold-lock", type=Path, help="flock this file and write our pid into it, like a bridge")
     parser.add_argument("--try-lock", type=Path, help="like a bridge: flock this file or exit 3 (session held)")
     parser.add_argument("--term-log", type=Path, help="append '<label> <time_ns>' here on SIGTERM, then exit 0")
+    parser.add_argument("--term-delay", type=float, default=0.0, help="with --term-log: seconds before that exit")
     parser.add_argument("--ignore-term", action="store_true", help="ignore SIGTERM (so only SIGKILL ends it)")
     parser.add_argument("--signal-log", type=Path, help="on SIGTERM, SIGINT or SIGQUIT write its name here, then exit 0")
     parser.add_argument("--dump-env", type=Path, help="write our environment and process group here as JSON")
@@ -53,6 +54,7 @@ def main() -> None:
         def on_term(signum: int, frame: object) -> None:
             with open(args.term_log, "a", encoding="utf-8") as log:
                 log.write(f"{args.label} {time.time_ns()}\n")
+            time.sleep(args.term_delay)  # a clean stop that takes a while (a bridge closing its session)
             sys.exit(0)
         signal.signal(signal.SIGTERM, on_term)
     if args.signal_log:

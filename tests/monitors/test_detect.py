@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.store import StoredMessage, Window
+from bridge.schema import StoredMessage, Window
 from monitors.detect import DropPattern, submissions
 from tests.conftest import GROUP_A, GROUP_B
 from watchdog.shared.config import DEFAULT_DROP_PATTERN
@@ -33,6 +33,36 @@ def test_default_pattern(text: str, expected: list[str]) -> None:
 
 def test_custom_pattern_records_the_whole_match() -> None:
     assert DropPattern(r"(?i)\bPOLE-(\d{4})\b").find("pole-1234 up, POLE-99999 not") == ["POLE-1234"]
+
+
+@pytest.mark.parametrize("text", [
+    "DR7123456",
+    "DR\uff17\uff11\uff12\uff13\uff14\uff15\uff16",  # full-width digits
+    "DR\u0667\u0661\u0662\u0663\u0664\u0665\u0666",  # Arabic-Indic digits
+    "DR\u06f7\u06f1\u06f2\u06f3\u06f4\u06f5\u06f6",  # Eastern Arabic-Indic (Persian) digits
+    "\uff24\uff32\uff17\uff11\uff12\uff13\uff14\uff15\uff16",  # full-width letters and digits
+    "\uff44\uff5271\u0968345\u0c6c done",  # full-width lower case, Devanagari and Telugu digits mixed in
+])
+def test_one_drop_however_its_digits_are_written(text: str) -> None:
+    """The issue's three rows for one drop: `\\d` matches any Unicode digit, so every spelling is folded to ASCII."""
+    assert DEFAULT.find(text) == ["DR7123456"]
+
+
+def test_the_spellings_of_one_drop_in_one_message_are_one_drop() -> None:
+    assert DEFAULT.find("DR7123456 = DR\uff17\uff11\uff12\uff13\uff14\uff15\uff16 = "
+                        "DR\u0667\u0661\u0662\u0663\u0664\u0665\u0666") == ["DR7123456"]
+
+
+def test_custom_patterns_see_the_same_normal_form() -> None:
+    """An ASCII class like [0-9] matches the other spellings too, and the match is recorded in ASCII."""
+    pattern = DropPattern(r"(?i)\bPOLE-[0-9]{4}\b")
+    assert pattern.find("\uff50\uff4f\uff4c\uff45\uff0d\uff11\uff12\uff13\uff14 and "
+                        "POLE-\u0661\u0662\u0663\u0664") == ["POLE-1234"]
+    assert DropPattern(r"\bDR\d{7}\b").find("DR\u0967\u0968\u0969\u096a\u096b\u096c\u096d") == ["DR1234567"]
+
+
+def test_text_without_a_drop_in_other_scripts_finds_nothing() -> None:
+    assert DEFAULT.find("\u0645\u0631\u062d\u0628\u0627 \u0661\u0662\u0663 \u00bd \u00b2 caf\u00e9") == []
 
 
 def message(rowid: int, text: str, chat: str = GROUP_A, sender: str = "27710000001", source: str = "live",

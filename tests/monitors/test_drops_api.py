@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.store import format_ts, parse_ts
+from bridge.schema import format_ts, parse_ts
 from monitors.api.webhooks import SAFETY_INTERVAL
 from monitors.drops_store import Submission, open_drops_store
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, slow_start
@@ -119,7 +119,7 @@ def test_drop_feedback_receipts_and_webhooks_end_to_end(write_config, drops_back
         wait_until(lambda: Counter(e["type"] for e in receiver.events().values()) == expected, timeout=20,
                    message=f"the webhook events {dict(expected)}")
         assert set(receiver.accepted().values()) == {1} and receiver.bad_signatures == 0
-        spec = json.loads((ROOT / "docs/openapi/drops-api.json").read_text())
+        spec = json.loads((ROOT / "watchdog/openapi/drops-api.json").read_text())
         problems = [webhook_event_problems(spec, event) for event in receiver.events().values()]
         assert not any(problems), problems  # as documented, times RFC 3339 like the REST answers
         assert [r.status for r in receiver.requests[:2]] == [500, 429]  # retried with the same webhook-id
@@ -200,26 +200,32 @@ def test_paging_filters_and_every_bad_request_answered_by_name(write_config) -> 
             assert page["has_more"] is False and page["next_cursor"] is None
         assert get(f"{api}/api/drops?drop_number=DR9999999")[1]["drops"] == []
 
-        for query, key in [("limit=0", "limit"), ("limit=x", "limit"), ("since=yesterday", "since"),
-                           ("until=2026-11-24T08:00:00", "until"), ("project=nope", "project"),
-                           ("backfilled=maybe", "backfilled"), ("feedback=done", "feedback"),
-                           ("cursor=garbage", "cursor"), ("colour=red", "colour"), ("until=", "until"),
-                           ("drop_number=", "drop_number"), ("drop_number=DR%00", "drop_number"),
-                           (f"drop_number={'9' * 65}", "drop_number")]:
+        huge_id = base64.urlsafe_b64encode(json.dumps(["2026-11-24 08:00:00.000000+00:00", 2**70]).encode()).decode()
+        for query, expected, key in [  # 400 malformed; 404 well formed but naming nothing we hold
+                ("limit=0", 400, "limit"), ("limit=x", 400, "limit"), ("limit=%C2%B2", 400, "limit"),  # '²'.isdigit()
+                ("limit=" + "9" * 5000, 400, "limit"), ("since=yesterday", 400, "since"),
+                ("until=2026-11-24T08:00:00", 400, "until"), ("backfilled=maybe", 400, "backfilled"),
+                ("feedback=done", 400, "feedback"), ("colour=red", 400, "colour"), ("until=", 400, "until"),
+                ("project=", 400, "project"), ("project=nope", 404, "project"), ("cursor=garbage", 404, "cursor"),
+                (f"cursor={huge_id}", 404, "cursor"), ("cursor=" + "W1tb" * 1500, 404, "cursor"),
+                ("drop_number=", 400, "drop_number"), ("drop_number=DR%00", 400, "drop_number"),
+                (f"drop_number={'9' * 65}", 400, "drop_number")]:
             status, body = get(f"{api}/api/drops?{query}")
-            assert status == 400 and body["error"].startswith(f"{key}: "), (query, body)
+            assert status == expected and body["error"].startswith(f"{key}: "), (query[:40], body)
         drop_id = get(f"{api}/api/drops?limit=1")[1]["drops"][0]["id"]
         for missing in ("not-a-uuid", str(uuid.uuid4())):
             assert get(f"{api}/api/drops/{missing}")[0] == 404
             assert post(f"{api}/api/drops/{missing}/feedback", {"message": "x"})[0] == 404
-        for body, key in [({}, "message"), ({"message": "  "}, "message"), ([], "body"),
-                          ({"message": "x" * 5000}, "message")]:
+        for body, words in [({}, "message: "), ({"message": "  "}, "message: "), ([], "body: "),
+                            ({"message": "x" * 5000}, "message: "), ({"message": "a\x00"}, "message contains a NUL"),
+                            ({"message": "x", "urgent": True}, "urgent: unknown field (known: message)")]:
             status, answer = post(f"{api}/api/drops/{drop_id}/feedback", body)
-            assert status == 400 and answer["error"].startswith(f"{key}: "), (body, answer)
+            assert status == 400 and answer["error"].startswith(words), (body, answer)
         status, answer = call("POST", f"{api}/api/drops/{drop_id}/feedback", raw=b"{nope",
                               headers={**AUTH, "Content-Type": "application/json"})
         assert status == 400, answer
-        assert post(f"{api}/api/feedback", {"project": "nope", "drop_number": "DR1", "message": "x"})[0] == 400
+        assert post(f"{api}/api/feedback", {"project": "nope", "drop_number": "DR1", "message": "x"})[0] == 404
+        assert post(f"{api}/api/feedback", {"project": "", "drop_number": "DR1", "message": "x"})[0] == 400
         assert post(f"{api}/api/feedback", {"project": "lawley", "drop_number": "DR1", "message": "x"})[0] == 404
         # No bridge is running: recorded, answered 202, left pending for the monitor to send.
         status, answer = post(f"{api}/api/drops/{drop_id}/feedback", {"message": "needs correction"})
@@ -233,7 +239,7 @@ def test_paging_filters_and_every_bad_request_answered_by_name(write_config) -> 
         assert post(f"{api}/api/drops/{drop_id}/feedback", {"message": "x"}, {"Origin": "https://evil.example"})[0] == 403
 
         status, document = get(f"{api}/openapi.json")
-        assert status == 200 and document == json.loads((ROOT / "docs/openapi/drops-api.json").read_text())
+        assert status == 200 and document == json.loads((ROOT / "watchdog/openapi/drops-api.json").read_text())
         (server,) = document["servers"]  # names the API it was served by (not the watchdog's control port)
         assert urllib.parse.urljoin(f"{api}/openapi.json", server["url"]).rstrip("/") == api
     finally:
@@ -468,9 +474,27 @@ def test_a_nul_character_is_a_400_naming_the_field_on_both_stores(write_config, 
                                  (f"{api}/api/feedback", {"project": "lawley", "drop_number": "DR7\u0000",
                                                           "message": "x"}, "drop_number")]:
             status, answer = post(url, body)
-            assert status == 400 and answer["error"].startswith(f"{field}: "), (body, status, answer)
+            assert status == 400 and answer["error"].startswith(f"{field} "), (body, status, answer)  # web_guard
         status, answer = get(f"{api}/api/drops?drop_number=DR7%00")
         assert status == 400 and answer["error"].startswith("drop_number: "), answer
         assert get(f"{api}/api/drops/{drop_id}")[1]["feedback"] == []  # nothing recorded
+    finally:
+        procs.stop_all()
+
+
+@pytest.mark.slow
+def test_a_second_drops_api_on_one_data_directory_is_refused(write_config) -> None:
+    config_path = write_config(api_config())
+    data_dir = config_path.parent / "data"
+    procs = Processes(config_path)
+    try:
+        url = start_api(procs, data_dir)
+        first = endpoints.read(data_dir, "drops-api")["pid"]
+        second = subprocess.run([sys.executable, "-m", "watchdog.cli", "drops-api", "--config", str(config_path)],
+                                cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert second.returncode == 1, second.stderr
+        assert f"another drops-api (pid {first}) already serves {data_dir} at {url}" in second.stderr
+        assert endpoints.read(data_dir, "drops-api")["pid"] == first  # the running one stays findable
+        assert get(f"{url}/api/health")[0] == 200
     finally:
         procs.stop_all()

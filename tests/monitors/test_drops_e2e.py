@@ -68,3 +68,18 @@ def test_drops_from_several_contractors_and_groups_are_recorded_and_acknowledged
     wait_until(lambda: status()["status_text"].startswith("p1: 4 drops, cursor "), timeout=10,
                message="monitor:p1's STATUS= (published at most every 0.5 s) to count its 4 drops")
     assert status()["healthy"]
+
+
+@pytest.mark.slow
+def test_one_drop_written_with_other_digits_is_recorded_and_acknowledged_once(system: RunningSystem) -> None:
+    """The issue's DR7123456, DR７１２３４５６ and DR٧١٢٣٤٥٦ in one group: one row, one ack, in ASCII."""
+    for contractor, text in ((C1, "DR7123456 installed"), (C2, "DR\uff17\uff11\uff12\uff13\uff14\uff15\uff16 done"),
+                             (C3, "\u0661 pole: DR\u0667\u0661\u0662\u0663\u0664\u0665\u0666")):
+        system.inject(G1, contractor, text)
+    system.inject(G1, C1, "DR9000000")  # a barrier: p1 acknowledges in order, so a second ack would be out by now
+    wait_until(lambda: ack(G1, C1, "DR9000000") in acks(system), timeout=20, message="the barrier acknowledgement")
+    assert system.query("drops", "SELECT drop_number, submitted_by FROM drops WHERE project = 'p1' ORDER BY id") == [
+        ("DR7123456", C1), ("DR9000000", C1)]
+    assert acks(system) == [ack(G1, C1, "DR7123456"), ack(G1, C1, "DR9000000")]
+    assert system.query("drops", "SELECT e.submitted_by FROM drop_events e JOIN drops d ON d.id = e.drop_id "
+                                 "WHERE e.kind = 'resubmitted' ORDER BY e.id") == [(C2,), (C3,)]

@@ -34,7 +34,7 @@ def test_drops_lists_the_postgresql_store_and_names_an_outage(write_config, pg_c
     listing = cli(config_path, "drops", "--json")
     assert listing.returncode == 0, listing.stderr
     (row,) = json.loads(listing.stdout)
-    assert (row["public_id"], row["drop_number"], row["project"], row["resubmissions"]) == (
+    assert (row["id"], row["drop_number"], row["project"], row["resubmissions"]) == (
         public_id, "DR1734150", "lawley", 0)
     assert not (config_path.parent / "data" / "drops.db").exists()  # nothing written beside it
     pg_cluster.stop("immediate")

@@ -14,8 +14,9 @@ import psycopg
 import pytest
 
 from bridge.schema import MIGRATIONS as MESSAGES_MIGRATIONS
-from bridge.store import Store, messages_after
-from monitors.drops_store import DropsDB, ReceiptStamp, open_drops_store
+from bridge.schema import messages_after
+from bridge.store import Store
+from monitors.drops_store import DropsDB, Position, ReceiptStamp, open_drops_store
 from monitors.follow import StoreFollower
 from monitors.main import MonitorProcess
 from monitors.store.postgres import PostgresBackend
@@ -72,7 +73,7 @@ def test_a_drops_db_of_the_last_release_is_upgraded_in_place_and_keeps_recording
     assert len({uuid.UUID(d.public_id) for d in old}) == 2  # every old drop got its own public id
     (sent,) = drops.feedback_of(old[0])
     assert (sent.bridge_message_id, sent.delivered_at, sent.read_at) == ("3EB0AAAA", None, None)
-    assert drops.cursor("lawley", "main") == 2
+    assert drops.position("lawley", "main") == Position(2)  # no marks yet: the old rule until it moves
     assert drops.reported_window_ids("mohadin", "main") == {1}
     # The old feedback now takes receipts, with their webhook events.
     assert drops.record_receipts([ReceiptStamp("3EB0AAAA", "delivered", "2026-11-24 08:00:02.000000+00:00")])[1] == 1
@@ -89,6 +90,7 @@ def test_a_messages_db_of_the_last_release_is_upgraded_and_still_followed(config
     assert user_version(path) == latest(MESSAGES_MIGRATIONS)
     assert [(m.id, m.source) for m in messages_after(store.conn, 0)] == [("M1", "live"), ("M2", "offline")]
     assert store.outbox_by_key("k1").status == "sent"
+    assert len(store.get_state("store_id") or "") == 32  # an upgraded file gets its identity too
     assert [r[1] for r in store.conn.execute("PRAGMA table_info(receipts)")] == [
         "id", "message_id", "chat_jid", "recipient_jid", "kind", "at", "stored_at"]
     store.close()

@@ -110,10 +110,11 @@ def test_drops_command_lists_for_ops(procs: Processes, data_dir: Path, config_pa
     table = cli(config_path, "drops")
     assert table.returncode == 0, table.stderr
     header, *lines = table.stdout.splitlines()
-    assert header.split()[:4] == ["PROJECT", "DROP", "GROUP", "SUBMITTED"]
-    assert [line.split()[:3] for line in lines] == [["lawley", "DR1734150", "Lawley"], ["mohadin", "DR471349", "Mohadin"]]
+    assert header.split()[:5] == ["ID", "PROJECT", "DROP", "GROUP", "SUBMITTED"]
+    assert [line.split()[1:4] for line in lines] == [["lawley", "DR1734150", "Lawley"], ["mohadin", "DR471349", "Mohadin"]]
 
     listed = json.loads(cli(config_path, "drops", "--project", "mohadin", "--since", "1h", "--json").stdout)
+    assert lines[1].split()[0] == listed[0]["id"] and "public_id" not in listed[0]  # the id the drops API takes
     assert [(d["project"], d["drop_number"], d["group_jid"], d["submitted_by"], d["backfilled"], d["feedback_status"],
              d["resubmissions"]) for d in listed] == [
         ("mohadin", "DR471349", GROUP_B, "27710000003@s.whatsapp.net", False, "sent", 0)]

@@ -8,14 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from bridge.store import Store, format_ts
+from bridge.alive import AliveFile
+from bridge.schema import format_ts
+from bridge.store import Store
 from bridge.transport import IncomingMessage, Source
+from bridge.windows import Windows
 from monitors.drops_store import (FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, Submission,
                                   check_feedback_transition, open_drops_store)
 from monitors.feedback import idempotency_key
 from monitors.follow import StoreFollower
 from monitors.main import MonitorProcess
 from monitors.project import ProjectMonitor
+from tests.bridge.test_windows import FixedHistory
 from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B
 from tests.monitor_support import store_rows as rows
 from tests.monitor_support import store_run
@@ -189,15 +193,43 @@ def test_a_backfilled_window_is_reported_once_per_project(config: Config, store:
     catch_up(config, "mohadin")
     lines = {r["component"]: r for r in report_lines(config)}
     assert len(report_lines(config)) == 2
-    assert lines["monitor:lawley"]["message"] == (
-        "window 08:03:10-08:06:40 (bridge crash): 2 messages recovered, DR9996543, DR9996544 backfilled")
+    assert lines["monitor:lawley"]["message"] == (  # M3 from history; M1 and M2 delivered late
+        "window 08:03:10-08:06:40 (bridge crash): in its groups 1 recovered from history, 2 delivered late; "
+        "DR9996543, DR9996544 backfilled")
     assert (lines["monitor:lawley"]["window_id"], lines["monitor:lawley"]["drops"]) == (window.id,
                                                                                         ["DR9996543", "DR9996544"])
     assert lines["monitor:mohadin"]["message"] == (
-        "window 08:03:10-08:06:40 (bridge crash): 1 message recovered, DR471349 backfilled")
+        "window 08:03:10-08:06:40 (bridge crash): in its groups 1 recovered from history, 0 delivered late; "
+        "DR471349 backfilled")
     # DR9996543 was recorded live before the window was known: the report marks it backfilled.
     assert dict(rows(config, "SELECT drop_number, backfilled FROM drops WHERE project = 'lawley'")) == {
         "DR1000000": 0, "DR9996543": 1, "DR9996544": 1}
+
+
+def test_the_bridge_and_the_monitors_give_one_account_of_a_window(config: Config, store: Store, tmp_path: Path) -> None:
+    """Issue 19 item 11: the bridge said "recovered 0 ... 13 delivered late" where a monitor said "6 messages
+    recovered" of the same window. Now the projects' counts are shares of the bridge's, in the same words."""
+    window = store.start_window(format_ts(T0), "bridge crash")
+    for n in range(4):
+        post(store, f"A{n}", "on site", source=Source.OFFLINE, at=T0 + timedelta(seconds=10 + n))
+    for n in range(2):
+        post(store, f"B{n}", "on site", chat=GROUP_B, source=Source.OFFLINE, at=T0 + timedelta(seconds=20 + n))
+    store.end_window(format_ts(T0 + timedelta(minutes=1)))
+    history = [IncomingMessage("H1", GROUP_A, CONTRACTOR, "DR5000001 missed", T0 + timedelta(seconds=30),
+                               Source.HISTORY, chat_name="Lawley Fibre")]
+    log = RecoveryLog(config.watchdog.recovery_log)
+    windows = Windows(store, AliveFile(tmp_path / "bridge.alive"), log, "bridge:main", FixedHistory(history),
+                      config.account("main").follow_groups)
+    asyncio.run(windows.backfill())
+    catch_up(config)
+    catch_up(config, "mohadin")
+    lines = {r["component"]: r for r in report_lines(config) if r.get("window_id") == window.id}
+    bridge, lawley, mohadin = lines["bridge:main"], lines["monitor:lawley"], lines["monitor:mohadin"]
+    assert (bridge["recovered"], bridge["late"]) == (1, 6)
+    assert (lawley["recovered"], lawley["late"], mohadin["recovered"], mohadin["late"]) == (1, 4, 0, 2)
+    assert "1 recovered from history, 6 delivered late (history asked for" in bridge["message"]
+    assert "in its groups 1 recovered from history, 4 delivered late; DR5000001 backfilled" in lawley["message"]
+    assert "in its groups 0 recovered from history, 2 delivered late; no drops" in mohadin["message"]
 
 
 def test_a_report_interrupted_by_a_crash_is_written_exactly_once(config: Config, store: Store) -> None:
@@ -209,7 +241,8 @@ def test_a_report_interrupted_by_a_crash_is_written_exactly_once(config: Config,
     drops.close()  # died before writing the line
     catch_up(config)
     assert [r["message"] for r in report_lines(config)] == [
-        "window 08:00:00-08:00:05 (server disconnect): backfill unsupported, 0 messages recovered, no drops"]
+        "window 08:00:00-08:00:05 (server disconnect): backfill unsupported; in its groups 0 recovered from history, "
+        "0 delivered late; no drops"]
     store_run(config, "UPDATE reported_windows SET reported_at = NULL")  # died after the line, before marking it
     catch_up(config)
     assert len(report_lines(config)) == 1
@@ -236,3 +269,14 @@ def test_a_replaced_store_is_followed_from_its_start(config: Config, store: Stor
     assert rows(config, "SELECT drop_number FROM drops ORDER BY id") == [("DR1000001",), ("DR1000002",),
                                                                           ("DR1000003",)]
     assert rows(config, "SELECT rowid FROM cursors") == [(1,)]
+
+
+def test_one_drop_in_three_spellings_is_one_row_and_one_acknowledgement(config: Config, store: Store) -> None:
+    post(store, "M1", "DR7123456")
+    post(store, "M2", "DR\uff17\uff11\uff12\uff13\uff14\uff15\uff16", sender="27710000002@s.whatsapp.net")
+    post(store, "M3", "DR\u0667\u0661\u0662\u0663\u0664\u0665\u0666", sender="27710000003@s.whatsapp.net")
+    catch_up(config)
+    assert rows(config, "SELECT drop_number, message_id FROM drops") == [("DR7123456", "M1")]
+    assert rows(config, "SELECT kind, message_id FROM drop_events ORDER BY id") == [
+        ("submitted", "M1"), ("resubmitted", "M2"), ("resubmitted", "M3")]
+    assert rows(config, "SELECT text FROM feedback") == [("@27710000001 DR7123456 received, thank you",)]

@@ -63,6 +63,11 @@ class MemoryOutbox:
     def next_retry(self, webhook, after):
         return min((at for seq, at in self.next_at.items() if seq not in self.state and at > after), default=None)
 
+    def reschedule(self, webhook, now, later_than):
+        moved = [seq for seq, at in self.next_at.items() if seq not in self.state and at > later_than]
+        self.next_at.update(dict.fromkeys(moved, now))
+        return len(moved)
+
     def _attempt(self, seq):
         next(e for e in self.events if e.seq == seq).attempts += 1
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -85,7 +86,7 @@ def playwright() -> Iterator[object]:
 def browser(playwright: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     context = playwright.chromium.launch_persistent_context(
         str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM, headless=True, args=FLAGS,
-        viewport={"width": 1400, "height": 1000})
+        viewport={"width": 1400, "height": 1000}, locale="en-US")  # a 12-hour locale: the page must say 24-hour
     try:
         yield context
     finally:
@@ -125,6 +126,7 @@ def test_the_live_view_changes_when_the_bridge_is_killed_and_the_timeline_shows_
         " return r && r.dataset.pid && r.dataset.pid !== String(pid); }", arg=before)
     page.wait_for_selector('svg.timeline g.marks[data-row="bridge:main"] rect[data-kind="crash"]', state="attached")
     assert page.evaluate("window.notReloaded") is True  # changed live, not by a reload
+    assert re.fullmatch(r"as of \d\d:\d\d:\d\d", page.inner_text("#updated"))  # 24-hour, as the server writes it
     title = page.text_content('svg.timeline g.marks[data-row="bridge:main"] rect[data-kind="crash"] title')
     assert "killed by SIGKILL" in title
     page.wait_for_selector("ol.incidents li.k-exit")

@@ -1,10 +1,13 @@
 """The console's model without a browser: incidents from the recovery log, the timeline SVG, the record cache."""
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
 from pathlib import Path
+
+import pytest
 
 from watchdog.console import timeline
 from watchdog.console.incidents import incidents
@@ -49,7 +52,8 @@ def test_a_crash_with_its_recovery_and_backfills_is_one_incident() -> None:
     crash, outage = found
     assert crash.summary({GROUP: "Lawley Fibre"}) == (
         "killed by SIGKILL → restarted in 0 ms by its warm standby → healthy after 80 ms → reconnected after 1.5 s"
-        " → backfill done: 2 messages recovered; lawley: 1 drop backfilled (DR1234567); 1 project missed nothing")
+        " → backfill done: 2 recovered from history, 0 delivered late; lawley: 1 drop backfilled (DR1234567);"
+        " 1 project missed nothing")
     assert crash.records == records[:8]  # expandable to exactly its raw records
     assert outage.summary({}) == ("disconnected (server disconnect) → reconnected after 3.0 s → "
                                   "nothing missed (1 project checked)")
@@ -181,7 +185,8 @@ def test_an_alert_long_into_an_outage_still_joins_its_incident() -> None:
     ]
     (incident,) = incidents(records)
     assert incident.summary({}) == ("disconnected (stream error) → alert firing disconnect: bridge:main disconnected "
-                                    "for 130 s → reconnected after 21 min 0 s → backfill done: 7 messages recovered")
+                                    "for 130 s → reconnected after 21 min 0 s → backfill done: 7 recovered from "
+                                    "history, 0 delivered late")
 
 
 def test_a_watchdog_restart_is_one_incident_with_the_bridges_window_and_backfill() -> None:
@@ -197,4 +202,62 @@ def test_a_watchdog_restart_is_one_incident_with_the_bridges_window_and_backfill
     (incident,) = incidents(records)
     assert incident.summary({}) == ("stopped (pid 1): every component stopped → stopped bridge:main → started again "
                                     "after 5.0 s (pid 2) → bridge:main reconnected after 8.0 s → backfill done: "
-                                    "0 messages recovered")
+                                    "0 recovered from history, 0 delivered late")
+
+
+def up_line(svg: str, row: str) -> dict[str, str] | None:
+    found = re.search(rf'<g class="row" data-row="{re.escape(row)}">.*?(<rect class="up" [^>]*>)?</g>', svg)
+    return dict(re.findall(r'([\w-]+)="([^"]*)"', found.group(1))) if found and found.group(1) else None
+
+
+def test_nothing_is_drawn_before_the_first_record() -> None:
+    now = T0 + 86400
+    first = now - 120  # installed two minutes ago: yesterday was not "up"
+    records = [{"time": first, "component": "watchdog", "event": "start", "pid": 1}]
+    spans, marks = timeline.spans_and_marks(records, now)
+    svg = timeline.svg(["bridge:main"], spans, marks, now - 86400, now, known_from=first)
+    plot = timeline.WIDTH - timeline.LABEL - timeline.PAD
+    line = up_line(svg, "bridge:main")
+    assert line is not None and float(line["x"]) == round(timeline.LABEL + (86400 - 120) / 86400 * plot, 1)
+    assert float(line["x"]) + float(line["width"]) == pytest.approx(timeline.LABEL + plot, abs=0.11)
+    assert up_line(timeline.svg(["bridge:main"], [], [], now - 86400, now, known_from=math.inf), "bridge:main") \
+        is None  # no record at all: nothing known
+
+
+def test_a_crash_a_moment_ago_is_visible_in_the_24_hour_view() -> None:
+    now = T0 + 86400
+    records = [{"time": now - 2, "component": "bridge:main", "event": "exit", "pid": 5, "cause": "SIGKILL"},
+               {"time": now - 1.99, "component": "bridge:main", "event": "restart", "pid": 5, "new_pid": 6},
+               {"time": now - 1.9, "component": "bridge:main", "event": "healthy", "pid": 6}]
+    spans, marks = timeline.spans_and_marks(records, now)
+    svg = timeline.svg(["bridge:main"], spans, marks, now - 86400, now)
+    (crash,) = rects(svg, "crash")
+    right_edge = timeline.WIDTH - timeline.PAD  # where the "now" line is drawn
+    assert float(crash["width"]) >= timeline.MIN_PX >= 6
+    assert float(crash["x"]) + float(crash["width"]) <= right_edge + 0.05  # not under or past the "now" line
+
+
+def test_the_record_cache_knows_when_history_starts(tmp_path: Path) -> None:
+    log = RecoveryLog(tmp_path / "recoveries.jsonl")
+    cache = RecordCache(log)
+    cache.records()
+    assert cache.first_time == math.inf
+    first = log.append("watchdog", "start", pid=1)["time"]
+    log.append("bridge:main", "exit", pid=2, cause="SIGKILL")
+    cache.records()
+    assert cache.first_time == first
+    fresh = RecordCache(log)
+    assert fresh.records() and fresh.first_time == first  # read from scratch as well
+
+
+def test_an_operator_restarts_reconnect_belongs_to_it_not_to_the_incident_before(tmp_path: Path) -> None:
+    from tests.watchdog.test_recovery_view_lines import operator_restart_with_a_standby
+    log = RecoveryLog(tmp_path / "recoveries.jsonl")
+    log.append("bridge:main", "exit", pid=9, cause="SIGKILL", at=time.time() - 30)  # an earlier crash
+    log.append("bridge:main", "restart", pid=9, new_pid=10, cause="SIGKILL", restart_ms=1, at=time.time() - 29.9)
+    log.append("bridge:main", "healthy", pid=10, downtime_ms=80, at=time.time() - 29.8)
+    operator_restart_with_a_standby(log)
+    crash, restart = incidents(RecordCache(log).records())
+    assert "reconnected" not in crash.summary({})
+    assert restart.summary({}).startswith("stopped (pid 10, operator restart)")
+    assert "reconnected after 58 ms" in restart.summary({}) and "3 projects missed nothing" in restart.summary({})

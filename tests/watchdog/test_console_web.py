@@ -86,6 +86,9 @@ def test_the_page_shows_every_component_and_reads_without_javascript(tmp_path: P
         assert "outbox 3" in html and "connected" in html
         assert '<svg class="timeline"' in html and 'data-kind="crash"' in html  # the outage in the log, drawn
         assert "killed by SIGKILL" in html  # the incident
+        # the firing alert says what to do, and where the runbook says the rest
+        assert 'href="#do-crash_loop"' in html and '<li id="do-crash_loop"' in html
+        assert "wa-watchdog recoveries --component COMPONENT" in html and "docs/OPERATIONS.md#alert-crash-loop" in html
         assert "http://" not in html.replace(url, "")  # nothing from elsewhere: no CDN, no web fonts
         for asset in ("console.css", "console.js"):
             async with session.get(f"{url}/console/static/{asset}") as response:
@@ -168,7 +171,7 @@ def test_the_live_stream_sends_panels_and_again_on_a_change(tmp_path: Path) -> N
             assert response.status == 406  # not an EventSource: refused rather than left hanging
         async with session.get(url + "/console/events", headers={"Accept": "text/event-stream"},
                                timeout=aiohttp.ClientTimeout(total=20)) as response:
-            assert response.headers["Content-Type"].startswith("text/event-stream")
+            assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"  # else read as Latin-1
             names = []
             while not {"now", "timeline", "incidents", "logs"} <= set(names):
                 line = (await response.content.readline()).decode()

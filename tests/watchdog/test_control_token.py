@@ -57,6 +57,7 @@ def test_a_config_others_can_write_is_refused_with_exit_2(write_config) -> None:
 def test_a_readable_config_with_secrets_is_warned_about_and_a_private_one_is_not(write_config) -> None:
     path = write_config(BASE_CONFIG.replace('api_port = 0\n', 'api_port = 0\napi_token = "s3cret"\n', 1))
     path.chmod(0o644)
-    assert f"{path} holds tokens or secrets and is readable by other users" in cli(path, "status").stderr
+    assert (f"{path} is readable by every user (mode 0644) and holds secrets (accounts.main.api_token)"
+            in cli(path, "status").stderr)
     path.chmod(0o600)
-    assert "readable by other users" not in cli(path, "status").stderr
+    assert "readable by every user" not in cli(path, "status").stderr

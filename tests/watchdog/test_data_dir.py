@@ -1,6 +1,7 @@
 """A read-only, missing or foreign data directory: one line naming it, exit 2, for every process that writes it."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -54,3 +55,32 @@ def test_a_missing_data_dir_is_created(config_path: Path, tmp_path: Path) -> Non
     result = _cli("pair", "--config", str(config_path), "--data-dir", str(data), "--account", "main")
     assert data.is_dir()
     assert result.returncode == 2 and "only neonize accounts are paired" in result.stderr  # got past the check
+
+
+@pytest.mark.parametrize("data_dir", ["/", "/run", "/var/lib", "/tmp", "/usr/../etc"])
+def test_a_system_directory_is_no_data_dir(write_config, data_dir: str) -> None:
+    """Not even `check` accepts it (it used to say ok and advise `chmod 0750 /`); `run` would have chmodded it."""
+    from tests.conftest import BASE_CONFIG
+    config = write_config(BASE_CONFIG.replace('data_dir = "data"', f'data_dir = "{data_dir}"'))
+    before = {path: Path(path).stat().st_mode for path in ("/", "/run", "/var/lib", "/tmp", "/etc")}
+    for command in (["check"], ["run"], ["pair", "--account", "main"]):
+        result = _cli(command[0], "--config", str(config), *command[1:])
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        shown = Path(data_dir).resolve()
+        assert result.stderr.strip() == (f"wa-watchdog {command[0]}: configuration error: {config}: data_dir: {shown} "
+                                         "is a system directory; the data directory must be the service's own, "
+                                         "e.g. /var/lib/wa-watchdog")
+    assert _cli("status", "--config", str(config), "--data-dir", "/").returncode == 2
+    assert {path: Path(path).stat().st_mode for path in before} == before
+
+
+def test_root_does_not_write_into_a_data_dir_another_user_owns(config_path: Path, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("about what root may do")
+    data = tmp_path / "theirs"
+    data.mkdir(mode=0o755)
+    os.chown(data, 65534, 65534)
+    result = _cli("pair", "--config", str(config_path), "--data-dir", str(data), "--account", "main")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(f"wa-watchdog pair: data_dir {data} belongs to ")
+    assert list(data.iterdir()) == [] and data.stat().st_mode & 0o777 == 0o755  # nothing made, nothing chmodded

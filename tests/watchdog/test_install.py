@@ -44,8 +44,8 @@ def scratch_root(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.slow
-def test_the_documented_install_pairs_before_the_first_start(scratch_root: Path) -> None:
+def _install_config(scratch_root: Path) -> tuple[Path, Path]:
+    """conf/prod.example.toml installed as docs/OPERATIONS.md says, with free ports; returns it and the data dir."""
     data = scratch_root / "var/lib/wa-watchdog"
     etc = scratch_root / "etc/wa-watchdog"
     config = etc / "config.toml"
@@ -58,6 +58,12 @@ def test_the_documented_install_pairs_before_the_first_start(scratch_root: Path)
     config.write_text(prod, encoding="utf-8")
     os.chown(config, 0, NOBODY)
     config.chmod(0o640)
+    return config, data
+
+
+@pytest.mark.slow
+def test_the_documented_install_pairs_before_the_first_start(scratch_root: Path) -> None:
+    config, data = _install_config(scratch_root)
 
     # Without the data directory step (what the old docs did: StateDirectory= makes it only at the first start).
     early = _as_service_user("pair", "--account", "main", "--config", str(config))
@@ -71,7 +77,7 @@ def test_the_documented_install_pairs_before_the_first_start(scratch_root: Path)
     os.chown(data, NOBODY, NOBODY)
     checked = _as_service_user("check", "--config", str(config), "--unit-dir", str(scratch_root / "etc/systemd"))
     assert f"ok    config    {config}: valid" in checked.stdout
-    assert f"ok    data dir  {data}: writable, mode 0750" in checked.stdout
+    assert f"ok    data dir  {data}: writable, mode 0750, owner nobody" in checked.stdout
     assert "FAIL  session   main (27710000000) is not paired" in checked.stdout  # what pairing is for
     assert checked.returncode == 1
 
@@ -82,3 +88,41 @@ def test_the_documented_install_pairs_before_the_first_start(scratch_root: Path)
     session = data / "accounts/main/session"
     for path in (session, session / "session.lock", session / "neonize.db"):
         assert path.stat().st_uid == NOBODY, path  # the service user's, as the unit will run it
+
+
+def _as_root(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "watchdog.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.slow
+def test_check_before_the_data_dir_creates_nothing_and_what_root_made_is_named(scratch_root: Path) -> None:
+    """An older release's root `check` made accounts/main/session as root; `install -d` fixed only the top.
+    Now no check creates anything (as root or as the service user), the service user's `pair` names the
+    directory it cannot use (no traceback), `check` names it with the chown, and root refuses to write there."""
+    config, data = _install_config(scratch_root)
+    units = str(scratch_root / "etc/systemd")
+    for run in (_as_root, _as_service_user):
+        checked = run("check", "--config", str(config), "--unit-dir", units)
+        assert checked.returncode == 1 and "Traceback" not in checked.stderr, checked.stderr
+        assert f"FAIL  data dir  {data} does not exist" in checked.stdout
+        assert not data.exists()
+
+    data.mkdir(mode=0o750)
+    os.chown(data, NOBODY, NOBODY)
+    session = data / "accounts/main/session"
+    session.mkdir(parents=True, mode=0o700)  # root's, as the old check left it
+    paired = _as_service_user("pair", "--account", "main", "--config", str(config), netns=True)
+    assert paired.returncode == 2 and "Traceback" not in paired.stderr, paired.stderr
+    assert paired.stderr.strip() == (f"wa-watchdog pair: session directory {session} cannot be used by nobody: "
+                                     f"Permission denied ({session}/session.lock); it must belong to the user the "
+                                     f"service runs as (as root: chown -R nobody: {session})")
+    checked = _as_service_user("check", "--config", str(config), "--unit-dir", units)
+    assert (f"FAIL  data dir  account main: {data}/accounts (root), {data}/accounts/main (root), {session} (root) "
+            f"not owned by nobody, who owns "
+            f"the data directory: chown -R nobody: {data}/accounts") in checked.stdout, checked.stdout
+
+    as_root = _as_root("pair", "--account", "main", "--config", str(config))
+    assert as_root.returncode == 2
+    assert as_root.stderr.strip().startswith(f"wa-watchdog pair: data_dir {data} belongs to nobody, not root")
+    assert not (session / "session.lock").exists()

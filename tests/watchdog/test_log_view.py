@@ -63,7 +63,8 @@ def test_an_unknown_component_or_bad_since_is_a_clear_error(config_path: Path, d
     write_logs(data_dir, time.time())
     result = logs(config_path, "bridge:nope")
     assert result.returncode == 1
-    assert "no component named bridge:nope (known: watchdog, sim, bridge:main, monitor:lawley" in result.stderr
+    assert "no component named bridge:nope; did you mean bridge:main? (components: watchdog, sim, bridge:main, " \
+           "monitor:lawley" in result.stderr
     result = logs(config_path, "--since", "yesterday")
     assert result.returncode == 1 and "--since 'yesterday'" in result.stderr and "Traceback" not in result.stderr
 

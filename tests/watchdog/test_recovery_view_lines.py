@@ -99,6 +99,51 @@ def test_filter_by_component_and_since(config_path: Path, log: RecoveryLog) -> N
     assert nothing.returncode == 0 and "no recoveries for sim in the last 30s" in nothing.stdout
 
 
+def test_an_unknown_component_gets_a_did_you_mean(config_path: Path, log: RecoveryLog) -> None:
+    write_incidents(log)
+    for asked, meant in (("bridge", "bridge:main"), ("monitor:lawly", "monitor:lawley")):
+        done = recoveries(config_path, "--component", asked)
+        assert done.returncode == 1 and done.stdout == "", done.stdout
+        assert f"wa-watchdog recoveries: no component named {asked}; did you mean {meant}?" in done.stderr
+
+
+def operator_restart_with_a_standby(log: RecoveryLog) -> None:
+    """As the log holds it: the standby's reconnect is appended before the watchdog's stop record, which is
+    dated when the stop began; then one report per project on the window."""
+    began = time.time() - 1.0
+    log.append("bridge:main", "reconnect", cause="bridge stopped", downtime_ms=58,
+               message="window 13:32:35-13:32:35 (bridge stopped) closed after 58 ms", at=began + 0.1)
+    log.append("bridge:main", "backfill", cause="bridge stopped", recovered=0, late=0, status="done", window_id=1,
+               message="window 13:32:35-13:32:35 (bridge stopped): done, 0 recovered from history, 0 delivered late",
+               at=began + 0.11)
+    log.append("bridge:main", "stop", pid=10, message="ended by exit code 0", cause="operator restart", at=began)
+    log.append("bridge:main", "restart", pid=10, new_pid=11, cause="operator restart", restart_ms=142, standby=True,
+               at=began + 0.14)
+    log.append("bridge:main", "healthy", pid=11, cause="operator restart", downtime_ms=160, at=began + 0.16)
+    for n, project in enumerate(("lawley", "mohadin", "velo")):
+        log.append(f"monitor:{project}", "backfill", cause="bridge stopped", window_id=1, account="main",
+                   recovered=0, late=0, drops=[], at=began + 2.5 + n / 100,
+                   message="window 13:32:35-13:32:35 (bridge stopped): in its groups 0 recovered from history, "
+                           "0 delivered late; no drops")
+
+
+def test_an_operator_restart_reads_in_order_and_quiet_projects_are_one_line(config_path: Path,
+                                                                            log: RecoveryLog) -> None:
+    operator_restart_with_a_standby(log)
+    done = recoveries(config_path)
+    assert done.returncode == 0, done.stderr
+    lines = [line.split(" ", 1)[1] for line in done.stdout.splitlines() if not line.startswith("--")]
+    assert lines == [
+        "bridge:main stopped (pid 10, operator restart): ended by exit code 0 · restarted in 0.14 s by its warm "
+        "standby · healthy after 0.16 s",
+        "bridge:main reconnect: window 13:32:35-13:32:35 (bridge stopped) closed after 58 ms",
+        "bridge:main backfill: window 13:32:35-13:32:35 (bridge stopped): done, 0 recovered from history, "
+        "0 delivered late",
+        "monitors backfill: window 13:32:35-13:32:35 (bridge stopped): 3 projects missed nothing "
+        "(lawley, mohadin, velo)",
+    ]
+
+
 def test_json_prints_the_raw_records(config_path: Path, log: RecoveryLog) -> None:
     write_incidents(log)
     done = recoveries(config_path, "--json", "--component", "monitor:lawley")

@@ -161,7 +161,7 @@ def test_sigkill_is_detected_at_once_restarted_and_logged_with_a_healthy_record(
             assert restart["delay_ms"] == 0 and restart["restart_ms"] < 250, restart
             assert healthy["pid"] == restart["new_pid"] and 0 < healthy["downtime_ms"] < 5000
             assert s.watcher("monitor:a").pid == restart["new_pid"]
-            assert s.watcher("monitor:a").restarts == 1
+            assert s.watcher("monitor:a").restart_count == 1
     run(scenario)
 
 
@@ -422,6 +422,24 @@ def test_operator_restart_stops_and_starts_the_component_with_cause_operator_res
             assert status["monitor:a"]["restarts"] == 1 and status["monitor:a"]["last_cause"] == "operator restart"
             assert status["monitor:a"]["pid"] == answer["pid"] and status["monitor:a"]["healthy"] is True
             assert status["monitor:a"]["status_text"] == "monitor:a ready"
+    run(scenario)
+
+
+def test_a_planned_stop_is_dated_when_it_began_not_when_the_child_was_gone(tmp_path: Path) -> None:
+    """What the replacement writes while the old process is still closing (a bridge's reconnect, at once with
+    a warm standby) must read after the stop that caused it, in `recoveries` and on the console."""
+    term_log = tmp_path / "term.log"
+
+    async def scenario() -> None:
+        async with supervise(write_settings(tmp_path), [worker("monitor:a", "--term-log", str(term_log),
+                                                               "--term-delay", "0.4")]) as s:
+            await s.running("monitor:a")
+            await s.arbiter.restart("monitor:a")
+            (stop,) = await s.record("monitor:a", "stop")
+            signalled = int(term_log.read_text().split()[1]) / 1e9
+            assert stop["time"] <= signalled  # not 0.4 s later, when the child had exited
+            (restart,) = s.records("monitor:a", "restart")
+            assert restart["time"] - stop["time"] >= 0.4
     run(scenario)
 
 

@@ -15,7 +15,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from watchdog.recovery_view import DETECTIONS, Line, format_ms, group
+from watchdog.recovery_view import DETECTIONS, Line, group
+from watchdog.shared.human import counts_text, format_ms
 
 JOIN_S = 120.0  # a disconnect, alert or backfill this soon after an incident's last record belongs to it
 JID = re.compile(r"\b[\d-]+@g\.us\b")
@@ -62,9 +63,8 @@ def backfill_summary(backfills: list[dict]) -> str:
     parts = []
     for record in backfills:
         if record.get("component", "").startswith("bridge:"):
-            status = record.get("status", "done")
-            recovered = int(record.get("recovered") or 0)
-            parts.append(f"backfill {status}: {recovered} message{'' if recovered == 1 else 's'} recovered")
+            parts.append(f"backfill {record.get('status', 'done')}: "
+                         f"{counts_text(int(record.get('recovered') or 0), int(record.get('late') or 0))}")
     reports = [r for r in backfills if not r.get("component", "").startswith("bridge:")]
     found = [r for r in reports if r.get("drops")]
     for record in found:

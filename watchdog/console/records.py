@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import os
 
 from watchdog.shared.recovery_log import RecoveryLog
@@ -26,6 +27,7 @@ class RecordCache:
         self._where: tuple[int, int] | None = None  # (inode, offset) read so far of the current file
         self._partial = b""
         self.version = 0  # grows whenever the records change
+        self.first_time = math.inf  # the oldest record ever read, kept or not: nothing is known before it
 
     def records(self) -> list[dict]:
         """All records of the last `keep_s` seconds, oldest first (do not modify)."""
@@ -56,6 +58,7 @@ class RecordCache:
         *complete, self._partial = data.split(b"\n")
         added = [r for r in (_parse(line) for line in complete) if r is not None]
         if added:
+            self.first_time = min(self.first_time, *(r.get("time", 0.0) for r in added))
             self._records.extend(added)
             self._records.sort(key=lambda r: r.get("time", 0.0))  # several writers: nearly sorted already
             self._trim()
@@ -78,6 +81,7 @@ class RecordCache:
             records += filter(None, map(_parse, complete))
         except FileNotFoundError:
             pass
+        self.first_time = min((r.get("time", 0.0) for r in records), default=math.inf)
         self._records = sorted((r for r in records if r.get("time", 0.0) >= cutoff), key=lambda r: r.get("time", 0.0))
         self.version += 1
 

@@ -7,15 +7,17 @@ again when they change (`web.py`).
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from html import escape
 from urllib.parse import quote
 
+from bridge.membership import not_in_text
 from watchdog.console import timeline
 from watchdog.console.incidents import Incident
 from watchdog.console.view import Console, Row
 from watchdog.control_client import format_duration
-from watchdog.shared import clock
+from watchdog.shared import alert_rules, clock
 
 INCIDENTS_SHOWN = 50  # newest; the rest are in `wa-watchdog recoveries`
 STATE_CLASS = {"running": "ok", "starting": "warn", "backoff": "bad", "stopping": "warn", "exited": "bad",
@@ -62,6 +64,9 @@ def _connection(connection: dict | None) -> str:
     else:
         parts.append("no open window")
     parts.append(f'outbox {escape(str(connection.get("outbox_depth", "?")))}')
+    for item in connection.get("not_in_groups") or []:  # a project follows a group the number is not in
+        text = not_in_text(str(connection.get("account") or "?"), str(item.get("group")), list(item.get("projects") or []))
+        parts.append(f'<span class="bad">{escape(text)}</span>')
     age = connection.get("last_event_age_s")
     parts.append(f"last event {format_duration(age) if age is not None else '-'} ago")
     return f'<div class="conn">WhatsApp: {" · ".join(parts)}</div>'
@@ -78,7 +83,8 @@ def now_panel(rows: list[Row], csrf: str) -> str:
         state = str(s.get("state", "?"))
         condition = s.get("condition") or ""
         standby = s.get("standby_pid") if "standby_pid" in s else None
-        alerts = "".join(f'<span class="alert">{escape(rule.replace("_", " "))}</span>' for rule in s.get("alerts") or [])
+        alerts = "".join(f'<a class="alert" href="#do-{escape(rule)}" title="what to do">{escape(rule.replace("_", " "))}'
+                         f'</a>' for rule in s.get("alerts") or [])
         out.append(
             f'<tr class="component" data-component="{escape(name)}" data-state="{escape(state)}" '
             f'data-pid="{s.get("pid") or ""}"><td class="name">{escape(name)}{alerts}</td>'
@@ -94,7 +100,32 @@ def now_panel(rows: list[Row], csrf: str) -> str:
             out.append(f'<tr class="connection" data-component="{escape(name)}"><td></td>'
                        f'<td colspan="8">{_connection(s.get("connection"))}</td></tr>')
     out.append("</tbody></table>")
+    out.append(what_to_do(rows))
     return "".join(out)
+
+
+def what_to_do(rows: list[Row]) -> str:
+    """Each firing rule once, with what to do first and where the runbook says the rest."""
+    firing = dict.fromkeys(rule for row in rows for rule in row.status.get("alerts") or [])
+    items = "".join(f'<li id="do-{escape(rule)}" data-rule="{escape(rule)}"><b>{escape(alert_rules.title(rule))}</b>: '
+                    f'{_todo(rule)}</li>' for rule in firing)
+    return f'<ul class="todo">{items}</ul>' if items else ""
+
+
+def _todo(rule: str) -> str:
+    """A registered rule's first step and runbook row; for a word its program's hook reported and no one
+    registered, its log (the runbook has no row for it)."""
+    registered = alert_rules.get(rule)
+    if registered is None:
+        return _code("not a registered alert rule: its program's health hook reported it; its log "
+                     "(`wa-watchdog logs COMPONENT`) says more")
+    return (f'{_code(registered.action)} <span class="quiet">(runbook: '
+            f'<code>{escape(alert_rules.runbook_ref(rule))}</code>)</span>')
+
+
+def _code(text: str) -> str:
+    """Escaped text with its `commands` as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
 
 
 def restart_form(name: str, csrf: str) -> str:

@@ -4,22 +4,27 @@ Built from the recovery log alone (plus marks the extensions add, e.g. the
 backfilled drops on their project's row), rendered on the server so that it
 reads without JavaScript and a test can check it without a browser. Every
 shape carries its cause as a `<title>` (the browser shows it on hover) and
-as `data-kind`; a span too short to see at this scale is drawn 2 px wide.
+as `data-kind`; a span too short to see at this scale is drawn MIN_PX wide
+(kept inside the plot, not hidden under the "now" line at its edge). The thin
+"up" line starts at the log's first record: before it nothing is known.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 
-from watchdog.recovery_view import DETECTIONS, Line, detection_text, format_ms, group
+from watchdog.recovery_view import DETECTIONS, Line, detection_text, group
+from watchdog.shared.human import format_ms
 
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
 DEFAULT_RANGE = "24h"
 WIDTH, LABEL, PAD, ROW, AXIS = 1100, 190, 12, 26, 24
-MIN_PX = 2.0
+MIN_PX = 6.0  # a crash of a few ms in the 24 h view: still something to see and hover
+MARK_PX = 2.0  # a restart tick
 MERGE_PX = 3.0  # shapes of a row and kind closer than this are drawn as one (nobody tells them apart)
 UP = "#7bc47f"  # the thin line of a row: up unless something is drawn over it
 TICK_STEPS = (300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86400)
@@ -146,8 +151,13 @@ def _ticks(since: float, until: float) -> Iterable[tuple[float, str]]:
         moment += step
 
 
-def svg(rows: list[str], spans: list[Span], marks: list[Mark], since: float, until: float) -> str:
-    """The timeline as one <svg> element; rows in the given order, anything on an unknown row added below."""
+def svg(rows: list[str], spans: list[Span], marks: list[Mark], since: float, until: float,
+        known_from: float = -math.inf) -> str:
+    """The timeline as one <svg> element; rows in the given order, anything on an unknown row added below.
+
+    `known_from`: the first record of the recovery log (math.inf: none yet); no "up" line before it, since a
+    fresh install was not up yesterday.
+    """
     for extra in [s.row for s in spans] + [m.row for m in marks]:
         if extra not in rows and extra != EVERY_ROW:
             rows = [*rows, extra]
@@ -157,6 +167,12 @@ def svg(rows: list[str], spans: list[Span], marks: list[Mark], since: float, unt
     def x(moment: float) -> float:
         return LABEL + (min(max(moment, since), until) - since) / (until - since) * plot
 
+    def visible(left: float, right: float) -> tuple[float, float]:
+        """At least MIN_PX wide, and inside the plot: a crash a moment ago is not a sliver under "now"."""
+        right = max(right, left + MIN_PX)
+        shift = max(0.0, right - x(until))
+        return left - shift, right - shift
+
     out = [f'<svg class="timeline" viewBox="0 0 {WIDTH} {height}" width="100%" role="img" '
            f'aria-label="timeline of the last {format_ms((until - since) * 1000)}">']
     for n, row in enumerate(rows):
@@ -164,7 +180,9 @@ def svg(rows: list[str], spans: list[Span], marks: list[Mark], since: float, unt
         out.append(f'<g class="row" data-row="{escape(row)}">'
                    f'<rect x="0" y="{y}" width="{WIDTH}" height="{ROW}" fill="{"#f4f5f7" if n % 2 else "#ffffff"}"/>'
                    f'<text x="6" y="{y + ROW * 0.68:.1f}" class="label">{escape(row)}</text>'
-                   f'<rect x="{LABEL}" y="{y + ROW * 0.42:.1f}" width="{plot}" height="3" fill="{UP}"/></g>')
+                   + (f'<rect class="up" x="{x(known_from):.1f}" y="{y + ROW * 0.42:.1f}" '
+                      f'width="{x(until) - x(known_from):.1f}" height="3" fill="{UP}"/>' if known_from < until else "")
+                   + '</g>')
     for moment, text in _ticks(since, until):
         px = x(moment)
         out.append(f'<line x1="{px:.1f}" y1="{AXIS - 4}" x2="{px:.1f}" y2="{height - 6}" class="tick"/>')
@@ -172,7 +190,7 @@ def svg(rows: list[str], spans: list[Span], marks: list[Mark], since: float, unt
             out.append(f'<text x="{px:.1f}" y="{AXIS - 8}" class="ticklabel">{text}</text>')
     shapes: dict[str, list[str]] = {}  # row -> its shapes, drawn in one <g data-row=...>
     for (row, kind), group_ in _by_row_and_kind([s for s in spans if s.end >= since and s.start <= until]).items():
-        blobs = _coalesce([(x(s.start), max(x(s.end), x(s.start) + MIN_PX), s) for s in group_])
+        blobs = _coalesce([(*visible(x(s.start), x(s.end)), s) for s in group_])
         for left, right, members in blobs:
             title = escape(_title(members, until))
             if row == EVERY_ROW:
@@ -187,7 +205,7 @@ def svg(rows: list[str], spans: list[Span], marks: list[Mark], since: float, unt
                 f'fill="{KINDS[kind][0]}"><title>{title}</title></rect>')
     for (row, kind), group_ in _by_row_and_kind([m for m in marks if since <= m.time <= until]).items():
         y = AXIS + rows.index(row) * ROW
-        for left, _, members in _coalesce([(x(m.time), x(m.time) + MIN_PX, m) for m in group_]):
+        for left, _, members in _coalesce([(x(m.time), x(m.time) + MARK_PX, m) for m in group_]):
             title = escape(_title(members, until))
             if kind == "restart":
                 shapes.setdefault(row, []).append(

@@ -153,7 +153,8 @@ class Console:
             self._derived = (version, timeline.spans_and_marks(records, math.inf), incidents(records))
         _, (spans, marks), found = self._derived
         since = until - timeline.RANGES[range_name]
-        return (timeline.svg(rows, spans, marks + extras.marks, since, until), render_incidents(found, extras.names))
+        return (timeline.svg(rows, spans, marks + extras.marks, since, until, self.records.first_time),
+                render_incidents(found, extras.names))
 
     def log_names(self) -> list[str]:
         return ["watchdog", *(row.name for row in self.rows())]

@@ -139,7 +139,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     console, changes, stopping = request.app[CONSOLE], request.app[CHANGES], request.app[STOPPING]
     range_name = _range(request)
     csrf, _ = _csrf(request)
-    response = web.StreamResponse(headers={**HEADERS, "Content-Type": "text/event-stream"})
+    response = web.StreamResponse(headers={**HEADERS, "Content-Type": "text/event-stream; charset=utf-8"})
     await response.prepare(request)
     sent: dict[str, str] = {}
     try:

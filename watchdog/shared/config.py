@@ -14,10 +14,15 @@ import tomllib
 from dataclasses import replace
 from pathlib import Path
 
+# Each package's alert rules, registered at import (watchdog/shared/alert_rules.py): `[[alerts]] rules` and
+# their default are checked against them.
+from bridge import alert_rules as bridge_rules  # noqa: F401
+from monitors import alert_rules as drops_rules  # noqa: F401
 # The schema lives in config_model, the typed-table reader in config_tables, the checks in config_checks;
 # callers keep importing everything from here.
 from watchdog.shared.config_checks import ConfigChecks, project_key
-from watchdog.shared.config_model import (ALERT_RULES, AUTO, DB_SCHEMA_NAME, DEFAULT_DROP_PATTERN, GROUP_JID,  # noqa: F401
+from watchdog.shared.config_secrets import secret_keys
+from watchdog.shared.config_model import (AUTO, DB_SCHEMA_NAME, DEFAULT_DROP_PATTERN, GROUP_JID,  # noqa: F401
                                    MIN_HEARTBEAT, MIN_LOG_BYTES, MIN_RSS_LIMIT_MB, MIN_TRAFFIC_INTERVAL, NAME,
                                    ORIGIN, PHONE, WEBHOOK_EVENTS, WEBHOOK_NAME, AccountConfig, AlertConfig, Config,
                                    ConfigError, DatabaseConfig, DropsApiConfig, FeedbackConfig, MediaLimitsConfig,
@@ -37,23 +42,38 @@ def load(path: str | Path, data_dir: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    check_permissions(path, raw)
-    return _Loader(path).build(raw, Path(data_dir).resolve() if data_dir else None)
+    check_permissions(path)
+    config = _Loader(path).build(raw, Path(data_dir).resolve() if data_dir else None)
+    readable = readable_secrets(config)
+    if readable:
+        print(f"wa-watchdog: warning: {readable}", file=sys.stderr)
+    return config
 
 
-SECRET_WORDS = ("token", "secret", "password")
+def load_text(text: str, path: Path, data_dir: Path | None = None) -> Config:
+    """A config read from `text` as if it were the file `path` (relative paths resolve beside it).
+
+    For the copy of the last good config the watchdog keeps (watchdog/last_config.py).
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return _Loader(path).build(raw, data_dir)
 
 
-def _holds_secrets(raw: object) -> bool:
-    if isinstance(raw, dict):
-        return any((any(w in str(k) for w in SECRET_WORDS) and bool(v)) or _holds_secrets(v) for k, v in raw.items())
-    if isinstance(raw, list):
-        return any(_holds_secrets(item) for item in raw)
-    return False
+def readable_secrets(config: Config) -> str:
+    """'' unless other users can read a config that holds secrets; else what to say, naming the keys."""
+    mode = stat.S_IMODE(config.path.stat().st_mode)
+    keys = secret_keys(config) if mode & stat.S_IROTH else []
+    if not keys:
+        return ""
+    return (f"{config.path} is readable by every user (mode {mode:04o}) and holds secrets ({', '.join(keys)}): "
+            f"chown root:wa-watchdog {config.path} && chmod 0640 {config.path}")
 
 
-def check_permissions(path: Path, raw: dict) -> None:
-    """Refuse a config that other local users can change; warn if they can read one that holds secrets.
+def check_permissions(path: Path) -> None:
+    """Refuse a config that other local users can change (secrets in one they can read: readable_secrets).
 
     Why refuse: whoever can edit the config decides what the bridges read and send (media_dirs,
     webhook URLs), and a restart applies it. A directory others can write lets them replace the file.
@@ -64,9 +84,6 @@ def check_permissions(path: Path, raw: dict) -> None:
             raise ConfigError(f"{path}: the config {what} {target} is writable by other users (mode "
                               f"{stat.S_IMODE(mode):04o}); any local user could change what runs and what is sent: "
                               f"chmod o-w {target}")
-    if path.stat().st_mode & stat.S_IROTH and _holds_secrets(raw):
-        print(f"wa-watchdog: warning: {path} holds tokens or secrets and is readable by other users "
-              f"(mode {stat.S_IMODE(path.stat().st_mode):04o}): chmod o-r {path}", file=sys.stderr)
 
 
 class _Loader(ConfigChecks):
@@ -82,6 +99,7 @@ class _Loader(ConfigChecks):
         if not isinstance(data_dir_raw, str):
             raise self.error("data_dir", f"expected a string, got {_kind(data_dir_raw)}")
         data_dir = data_dir_override or (self.path.parent / data_dir_raw).resolve()
+        self.check_data_dir(data_dir)
 
         watchdog = self.table(WatchdogConfig, raw.get("watchdog", {}), "watchdog")
         watchdog = replace(watchdog, recovery_log=data_dir / watchdog.recovery_log)

@@ -8,12 +8,25 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from watchdog.shared.config_model import (ALERT_RULES, DB_SCHEMA_NAME, GROUP_JID, MIN_HEARTBEAT, MIN_LOG_BYTES,
+from watchdog.shared import alert_rules
+from watchdog.shared.config_model import (DB_SCHEMA_NAME, GROUP_JID, MIN_HEARTBEAT, MIN_LOG_BYTES,
                                    MIN_RSS_LIMIT_MB, MIN_TRAFFIC_INTERVAL, NAME, ORIGIN, PHONE, WEBHOOK_EVENTS,
                                    WEBHOOK_NAME, WEBHOOK_STARTS, AccountConfig, AlertConfig, Config, DatabaseConfig,
                                    DropsApiConfig, ProbeConfig, ProjectConfig, SimConfig, WatchdogConfig, WebhookConfig,
                                    webhook_name)
+from watchdog.shared.config_model import is_postgres_url
+from watchdog.shared.config_secrets import placeholder_token
 from watchdog.shared.config_tables import TableReader
+
+
+# Directories of the system itself: the commands that write the data directory tighten it to 0750 and fill it,
+# so one of these (not a folder inside it, such as /var/lib/wa-watchdog) is refused.
+SYSTEM_DIRS = frozenset(Path(p) for p in (
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt", "/opt",
+    "/proc", "/root", "/run", "/run/user", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/bin", "/usr/lib",
+    "/usr/lib64", "/usr/local", "/usr/sbin", "/usr/share", "/usr/src", "/var", "/var/backups", "/var/cache",
+    "/var/lib", "/var/local", "/var/lock", "/var/log", "/var/mail", "/var/opt", "/var/run", "/var/spool",
+    "/var/tmp"))
 
 
 def project_key(i: int, name: object) -> str:
@@ -46,6 +59,11 @@ class ConfigChecks(TableReader):
         if not 0 <= port <= 65535:
             raise self.error(key, f"port {port} out of range 0-65535 (0 = any free port)")
 
+    def check_data_dir(self, data_dir: Path) -> None:
+        if data_dir in SYSTEM_DIRS:
+            raise self.error("data_dir", f"{data_dir} is a system directory; the data directory must be the "
+                                         "service's own, e.g. /var/lib/wa-watchdog")
+
     def check_account(self, account: AccountConfig, data_dir: Path, projects: list[ProjectConfig],
                       sim: SimConfig | None) -> AccountConfig:
         key = f"accounts.{account.name}"
@@ -57,8 +75,7 @@ class ConfigChecks(TableReader):
             raise self.error(f"{key}.phone", f"expected digits only with country code (e.g. 27710000000), got {account.phone!r}")
         self.check_port(account.api_port, f"{key}.api_port")
         self.check_supervision(account.watchdog_sec, account.rss_limit_mb, key, account.probe)
-        if not _is_loopback(account.api_host) and not account.api_token:
-            raise self.error(f"{key}.api_token", f"required when api_host is not loopback ({account.api_host})")
+        self.check_token(account.api_token, f"{key}.api_token", "api_host", account.api_host)
         self.check_origins(account.api_allowed_origins, f"{key}.api_allowed_origins")
         for media_type in ("image", "video", "audio", "document"):
             self.check_positive(getattr(account.media_max_mb, media_type), f"{key}.media_max_mb.{media_type}")
@@ -122,8 +139,9 @@ class ConfigChecks(TableReader):
         if not alert.url.startswith(("http://", "https://")):
             raise self.error(f"{key}.url", f"expected an http(s) URL, got {alert.url!r}")
         for j, rule in enumerate(alert.rules):
-            if rule not in ALERT_RULES:
-                raise self.error(f"{key}.rules[{j}]", f"unknown rule {rule!r} (known: {', '.join(ALERT_RULES)})")
+            if alert_rules.get(rule) is None:
+                raise self.error(f"{key}.rules[{j}]",
+                                 f"unknown rule {rule!r} (known: {', '.join(alert_rules.known())})")
         self.check_no_repeats(alert.rules, f"{key}.rules")
         self.check_positive(alert.repeat_interval, f"{key}.repeat_interval")
         if alert.disconnect_threshold < 0:
@@ -146,9 +164,17 @@ class ConfigChecks(TableReader):
         if watchdog.backoff_max < watchdog.backoff_initial:
             raise self.error("watchdog.backoff_max", f"must be at least backoff_initial ({watchdog.backoff_initial:g}),"
                                                      f" got {watchdog.backoff_max:g}")
-        if not _is_loopback(watchdog.control_host) and not watchdog.control_token:
-            raise self.error("watchdog.control_token", f"required when control_host is not loopback ({watchdog.control_host})")
+        self.check_token(watchdog.control_token, "watchdog.control_token", "control_host", watchdog.control_host)
         self.check_origins(watchdog.control_allowed_origins, "watchdog.control_allowed_origins")
+
+    def check_token(self, token: str, key: str, host_key: str, host: str) -> None:
+        """A bearer token: required off loopback, and never blank or the example's placeholder (anyone could
+        guess it, and a blank one means none)."""
+        if token and (not token.strip() or placeholder_token(token)):
+            raise self.error(key, f"{token!r} is a placeholder, not a token: set a random one (openssl rand -hex 32)")
+        if not _is_loopback(host) and not token:
+            raise self.error(key, f"required when {host_key} is not loopback ({host}): set a random one "
+                                  "(openssl rand -hex 32)")
 
     def check_origins(self, origins: list[str], key: str) -> None:
         """An Origin is `scheme://host[:port]`, exactly as a browser sends it."""
@@ -157,7 +183,7 @@ class ConfigChecks(TableReader):
                 raise self.error(f"{key}[{i}]", f"expected an origin like https://qa.example.com, got {origin!r}")
 
     def check_database(self, database: DatabaseConfig) -> DatabaseConfig:
-        if database.url and not database.url.startswith(("postgresql://", "postgres://")):
+        if database.url and not is_postgres_url(database.url):
             raise self.error("database.url", "expected a postgresql://user@host/dbname URL (or no [database] table "
                                              "for drops.db in data_dir)")
         if not DB_SCHEMA_NAME.match(database.schema):
@@ -176,8 +202,7 @@ class ConfigChecks(TableReader):
         """[[webhooks]] and [drops_api], checked together: drops-api delivers the webhooks."""
         self.check_port(drops_api.port, "drops_api.port")
         self.check_supervision(drops_api.watchdog_sec, drops_api.rss_limit_mb, "drops_api")
-        if not _is_loopback(drops_api.host) and not drops_api.token:
-            raise self.error("drops_api.token", f"required when host is not loopback ({drops_api.host})")
+        self.check_token(drops_api.token, "drops_api.token", "host", drops_api.host)
         self.check_origins(drops_api.allowed_origins, "drops_api.allowed_origins")
         if not isinstance(raw, list):
             raise self.error("webhooks", "expected an array of tables ([[webhooks]])")

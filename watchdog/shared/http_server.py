@@ -16,7 +16,7 @@ and make a busy service look failed. The 503 of the cap carries `SHED_HEADER`,
 so a prober that does meet it knows the service is overloaded, not broken.
 
 `LimitedRunner` is a drop-in `web.AppRunner`; `add_openapi(app, name)` serves the API's contract
-(docs/openapi/<name>) at GET /openapi.json.
+(watchdog/openapi/<name>, package data: an installed copy serves it too) at GET /openapi.json.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import json
 import os
 import socket
 from http import HTTPStatus
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,6 @@ from watchdog.shared import file_modes
 from watchdog.shared.logs import RateLimitedLog
 from watchdog.shared.web_guard import ErrorBody, error_shape
 
-OPENAPI_DIR = Path(__file__).resolve().parents[2] / "docs" / "openapi"
 MAX_CONNECTIONS = 256  # far below the default 1,024 descriptors (neonize, SQLite and logs need some too)
 HEADER_TIMEOUT = 10.0  # seconds for a connection to send its request headers (and to sit idle between requests)
 SHED_HEADER = "X-Connections-Shed"  # on the cap's 503: the service is alive and overloaded
@@ -112,6 +112,11 @@ class LimitedRunner(web.AppRunner):
                              **self._kwargs)
 
 
+def openapi_document(name: str) -> bytes:
+    """An API's OpenAPI document (e.g. "drops-api.json"), read from the package: docs/ links to these files."""
+    return resources.files("watchdog").joinpath("openapi", name).read_bytes()
+
+
 async def serve_private(runner: web.AppRunner, path: Path) -> bool:
     """Serve `runner`'s app on the unix socket `path` too (0600, in a 0700 dir): the service user's own way in,
     outside the connection cap. A failure is logged, not raised: the public API still serves."""
@@ -127,7 +132,7 @@ async def serve_private(runner: web.AppRunner, path: Path) -> bool:
 
 def add_openapi(app: web.Application, name: str) -> None:
     """GET /openapi.json: the API's OpenAPI document, the file the drift test checks against the routes."""
-    body = (OPENAPI_DIR / name).read_bytes()
+    body = openapi_document(name)
 
     async def openapi(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")

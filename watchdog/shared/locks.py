@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from loguru import logger
@@ -80,3 +81,37 @@ def replace(path: Path, fd: int) -> int:
     path.unlink(missing_ok=True)
     os.close(fd)
     return open_lock(path)
+
+
+class Held(Exception):
+    """Another live process owns the lock."""
+
+    def __init__(self, path: Path, pid: int | None) -> None:
+        super().__init__(f"{path} is held by pid {pid if pid is not None else 'unknown'}")
+        self.path = path
+        self.pid = pid
+
+
+def take(path: Path, wait: bool = False) -> tuple[int, bool]:
+    """Own `path` for as long as the returned fd stays open: (fd, waited). The owner's pid is not written yet
+    (`write_owner`): the caller may want the previous one (`recorded_pid`) first.
+
+    A live owner: `Held`, or with `wait` block until the kernel hands the lock over (waited = True).
+    A stranger's lock is replaced after STRANGER_GRACE.
+    """
+    fd = open_lock(path)
+    first_refusal: float | None = None
+    while not try_lock(fd):
+        if not held_by_stranger(fd):
+            if not wait:
+                pid = recorded_pid(fd)
+                os.close(fd)
+                raise Held(path, pid)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return fd, True
+        first_refusal = first_refusal or time.monotonic()
+        if time.monotonic() - first_refusal >= STRANGER_GRACE:
+            fd = replace(path, fd)
+        else:
+            time.sleep(0.02)
+    return fd, False

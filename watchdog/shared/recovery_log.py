@@ -1,11 +1,12 @@
 """The recovery log: JSON lines under the data directory, one record per event.
 
 Written by the watchdog (exit, hang, unhealthy, rss_limit, restart, healthy,
-crash_loop, alert), the bridge (disconnect, reconnect, backfill) and the
-monitors (backfill: which drops a window recovered). Several processes
-append, so each append takes a short flock on a side file, rotates by size
-under that lock, writes one line with O_APPEND and fsyncs: a record that was
-logged survives a power cut, and no two writers rotate at once.
+crash_loop, alert, loop_gap, clock_step), the bridge (disconnect, reconnect, backfill) and the
+monitors (backfill: which drops a window recovered; reread: a cursor that did
+not belong to the file it follows). Several processes append, so each append
+takes a short flock on a side file, rotates by size under that lock, writes one
+line with O_APPEND and fsyncs: a record that was logged survives a power cut,
+and no two writers rotate at once.
 
 The watchdog appends from its supervision loop, so the lock is waited for at
 most `LOCK_WAIT` seconds: a process that holds it longer (nothing of ours does)
@@ -26,14 +27,16 @@ from pathlib import Path
 
 from loguru import logger
 
-from watchdog.shared import file_modes
+from watchdog.shared import file_modes, logs
 from watchdog.shared import clock
 
 EVENTS = ("exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash_loop", "failed",
           "disconnect", "reconnect", "backfill", "alert", "start", "stop",
           "overloaded", "throttle", "reload",  # a starved child given time; a delayed start; a config reload
           "dead_letter", "quarantine",  # a send moved aside for good; poison messages set aside
-          "loop_gap")  # the watchdog's own loop did not run for a while (paused): deadlines re-armed
+          "loop_gap",  # the watchdog's own loop did not run for a while (paused): deadlines re-armed
+          "reread",  # a monitor's cursor was not in the file it follows (a restore): read again from a safe point
+          "clock_step")  # the host's wall clock was stepped (NTP, a VM restored): times around it differ by it
 LOCK_WAIT = 0.2  # seconds an append waits for the lock before writing without it
 LOCK_POLL = 0.005
 
@@ -45,11 +48,14 @@ class RecoveryLog:
         self.keep = keep
         self._failing = False  # the last append could not be written: log the next failure only once
 
-    def append(self, component: str, event: str, **fields: object) -> dict:
-        """Append one record; `fields` are cause, pid, new_pid, downtime_ms, message, ... (None is dropped)."""
+    def append(self, component: str, event: str, at: float | None = None, **fields: object) -> dict:
+        """Append one record; `fields` are cause, pid, new_pid, downtime_ms, message, ... (None is dropped).
+
+        `at`: when it happened, if that was before now (a planned stop is dated when it began, before
+        anything the process that replaces it writes); readers order records by time."""
         if event not in EVENTS:
             raise ValueError(f"unknown recovery event {event!r}")
-        record = {"time": clock.now_s(), "component": component, "event": event,
+        record = {"time": clock.now_s() if at is None else at, "component": component, "event": event,
                   **{k: v for k, v in fields.items() if v is not None}}
         line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
         try:
@@ -103,16 +109,11 @@ class RecoveryLog:
             return
         if size + incoming <= self.max_bytes:
             return
-        for n in range(self.keep - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{n}")
-            if older.exists():
-                os.replace(older, self.path.with_name(f"{self.path.name}.{n + 1}"))
-        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        logs.rotate(self.path, self.keep)
 
     def read(self, since: float = 0.0) -> Iterator[dict]:
         """Records newer than `since` (epoch seconds), oldest first, across rotated files."""
-        files = [self.path.with_name(f"{self.path.name}.{n}") for n in range(self.keep, 0, -1)] + [self.path]
-        for path in files:
+        for path in logs.rotated(self.path, self.keep):
             try:
                 lines = path.read_text(encoding="utf-8").splitlines()
             except FileNotFoundError:

@@ -11,7 +11,7 @@ and whatsapp-mcp's Python client (`requests.post(json=...)`) send none of
 these, so they keep working; a reverse proxy is configured with allow-lists.
 
 `middlewares(...)` returns the list an `web.Application` takes; `json_body`
-reads a request body with bounded nesting and no unencodable text.
+reads a request body with bounded nesting and numbers, and no unencodable text or NUL.
 """
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ SIMPLE_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-d
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 OFF_LOOP_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32  # our bodies nest 3 deep; the C parser recurses on the stack
+# No field of ours is a number this long; int() of more than 4,300 digits raises ValueError (a 500 once).
+MAX_INT_DIGITS = 100
 _PASSED_HEADERS = ("Allow", "WWW-Authenticate", "Retry-After")
 
 
@@ -201,10 +203,18 @@ async def json_body(request: web.Request, max_depth: int = MAX_JSON_DEPTH) -> ob
     return value
 
 
+class _LongNumber(str):
+    """An integer literal longer than MAX_INT_DIGITS, kept as its text so that `json_problem` can name its field."""
+
+
+def _parse_int(text: str) -> int | _LongNumber:
+    return _LongNumber(text) if len(text) > MAX_INT_DIGITS else int(text)
+
+
 def _parse(raw: bytes, max_depth: int) -> tuple[object, str | None]:
     """(value, None) or (None, what is wrong with the body)."""
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_int=_parse_int)
     except RecursionError:
         return None, f"JSON nested deeper than {max_depth} levels"
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -213,16 +223,20 @@ def _parse(raw: bytes, max_depth: int) -> tuple[object, str | None]:
 
 
 def json_problem(value: object, max_depth: int = MAX_JSON_DEPTH) -> str | None:
-    """Why a parsed JSON value is unacceptable (too deep, a string that is not valid Unicode), else None.
+    """Why a parsed JSON value is unacceptable, naming where, else None: too deep, an integer of more than
+    MAX_INT_DIGITS digits, a string that is not valid Unicode or holds a NUL (PostgreSQL refuses a NUL in
+    text, SQLite's text functions stop at it: docs/ARCHITECTURE.md promises it is refused).
 
     Iterative, linear in the size of the value.
     """
     stack: list[tuple[object, int, str]] = [(value, 1, "body")]
     while stack:
         item, depth, where = stack.pop()
+        if isinstance(item, _LongNumber):
+            return f"{where} is a number of {len(item.lstrip('-')):,} digits (at most {MAX_INT_DIGITS})"
         if isinstance(item, str):
-            if not _encodable(item):
-                return f"{where} contains a lone surrogate (not valid Unicode text)"
+            if problem := _text_problem(item):
+                return f"{where} {problem}"
             continue
         if not isinstance(item, dict | list):
             continue
@@ -230,12 +244,28 @@ def json_problem(value: object, max_depth: int = MAX_JSON_DEPTH) -> str | None:
             return f"JSON nested deeper than {max_depth} levels"
         if isinstance(item, dict):
             for key, child in item.items():
-                if not _encodable(key):
-                    return f"a key in {where} contains a lone surrogate (not valid Unicode text)"
+                if problem := _text_problem(key):
+                    return f"a key in {where} {problem}"
                 stack.append((child, depth + 1, key if where == "body" else f"{where}.{key}"))
         else:
             stack.extend((child, depth + 1, f"{where}[{i}]") for i, child in enumerate(item))
     return None
+
+
+def unknown_field(body: dict, known: Sequence[str]) -> str | None:
+    """`<name>: unknown field (known: ...)` for the first field of `body` not in `known`, else None.
+
+    Why refuse rather than ignore: a misspelt optional field (`mentoins`) would be dropped without a word,
+    and the documents can then say `additionalProperties: false`, which the fuzz run holds us to.
+    """
+    extra = next((name for name in body if name not in known), None)
+    return None if extra is None else f"{extra[:60]}: unknown field (known: {', '.join(known)})"
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL character"
+    return None if _encodable(text) else "contains a lone surrogate (not valid Unicode text)"
 
 
 def _encodable(text: str) -> bool:

@@ -119,6 +119,25 @@ def test_errors_are_json_in_the_shape_asked_for() -> None:
     serve(scenario, error_body=web_guard.mcp_shape)
 
 
+def test_a_nul_or_an_integer_too_long_to_convert_is_a_400_naming_the_field_never_a_500() -> None:
+    """int() of more than 4,300 digits raises ValueError (not a JSONDecodeError): it used to be a 500."""
+    async def scenario(url: str, acted: list, session: aiohttp.ClientSession) -> None:
+        cases = [(b'{"message": "a\\u0000b"}', "message contains a NUL character"),
+                 (b'{"a": {"\\u0000": 1}}', "a key in a contains a NUL character"),
+                 (b'{"limit": %s}' % (b"9" * 5000), "limit is a number of 5,000 digits (at most 100)"),
+                 (b'{"pad": "%s", "n": [-%s]}' % (b"x" * 70_000, b"1" * 101), "n[0] is a number of 101 digits")]
+        for raw, words in cases:
+            status, body = await answer(session, "POST", f"{url}/act", data=raw,
+                                        headers={"Content-Type": "application/json"})
+            assert status == 400 and words in body["error"], (raw[:40], body)
+        assert acted == []
+        fine = {"n": int("9" * 100), "t": "tab\tnew\nline"}
+        assert (await answer(session, "POST", f"{url}/act", json=fine))[0] == 200
+        assert acted == [fine]
+
+    serve(scenario)
+
+
 def test_bearer_token_scheme_is_case_insensitive_and_checked_in_constant_time() -> None:
     async def scenario(url: str, acted: list, session: aiohttp.ClientSession) -> None:
         for header in (None, TOKEN, f"Bearer {TOKEN}x", f"Basic {TOKEN}", "Bearer "):

@@ -17,7 +17,11 @@
     panel.querySelectorAll("details").forEach(function (d) {
       if (open[d.getAttribute("data-key")]) { d.open = true; }
     });
-    if (updated) { updated.textContent = "as of " + new Date().toLocaleTimeString(); }
+    if (updated) { updated.textContent = "as of " + clock(new Date()); }
+  }
+  // 24-hour like every other time on the page (toLocaleTimeString is 12-hour in many locales)
+  function clock(d) {
+    return [d.getHours(), d.getMinutes(), d.getSeconds()].map(function (n) { return ("0" + n).slice(-2); }).join(":");
   }
   ["now", "timeline", "incidents", "logs"].forEach(function (id) {
     source.addEventListener(id, function (event) { replace(id, event.data); });

@@ -1,0 +1,38 @@
+"""Durations, counts and names as the operator reads them, in the same words wherever they are told.
+
+Its own small module because the bridge and the monitors write these words
+into the recovery log too, and must not pay for the views' imports.
+"""
+from __future__ import annotations
+
+import difflib
+
+
+def format_ms(ms: float) -> str:
+    """3 ms, 0.41 s, 2.1 s, 45 s, 3 min 20 s: precise where it matters, short where it does not."""
+    if ms < 100:
+        return f"{ms:.0f} ms"
+    seconds = ms / 1000
+    if seconds < 1:
+        return f"{seconds:.2f} s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+def counts_text(recovered: int, late: int) -> str:
+    """`2 recovered from history, 13 delivered late`: a window's messages in the same words wherever they are
+    told (the bridge's backfill line, each monitor's, the console's incidents)."""
+    return f"{recovered} recovered from history, {late} delivered late"
+
+
+def unknown_components(asked: list[str], known: list[str]) -> str:
+    """`no component named bridge; did you mean bridge:main? (components: ...)`: what restart, logs and
+    recoveries answer a name they do not know."""
+    close = [match for name in asked for match in difflib.get_close_matches(name, known, n=1)]
+    if not close:  # `bridge` for `bridge:main`: the account part left out
+        close = [name for name in known for prefix in asked if name.startswith(prefix + ":")][:1]
+    return (f"no component named {', '.join(asked)}" + (f"; did you mean {' or '.join(close)}?" if close else "")
+            + f" (components: {', '.join(known)})")
