@@ -23,7 +23,7 @@ def chaos(tmp_path: Path, seconds: float, database_url: str = "", postgres: PgCl
     receiver.start()
     separate_sim = "restore" in faults
     system = RunningSystem(tmp_path, chaos_config(PROJECTS, receiver, database_url, separate_sim), database_url,
-                           separate_sim)
+                           separate_sim=separate_sim)
     try:
         system.start()
         report = run_chaos(system, receiver, seconds=seconds, kill_every=2.0, rate=RATE, projects=PROJECTS,
