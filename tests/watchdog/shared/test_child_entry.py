@@ -6,7 +6,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -49,15 +48,6 @@ async def main() -> int:
 
 sys.exit(asyncio.run(main()))
 """
-
-
-@pytest.fixture
-def notify_socket() -> Iterator[socket.socket]:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(f"\0wa-watchdog-test/{os.getpid()}/{id(sock)}")
-    sock.settimeout(5)
-    yield sock
-    sock.close()
 
 
 def _start(notify_socket: socket.socket, watchdog_sec: float = 60.0, max_period: float = 0.05,
