@@ -40,7 +40,7 @@ class ChildEntry:
     def __init__(self, watchdog_sec: float, status: Callable[[], str], *, tick: Callable[[], None] | None = None,
                  max_period: float = math.inf, status_changed: asyncio.Event | None = None, status_gap: float = 0.0,
                  on_stop: Callable[[], None] | None = None) -> None:
-        self.notifier = Notifier()
+        self._notifier = Notifier()
         self.stop = asyncio.Event()
         self.period = min(heartbeat_interval(watchdog_sec), max_period)
         self._status = status
@@ -51,24 +51,20 @@ class ChildEntry:
         self._ready_sent = False
         self._stopping_sent = False
         self._beat: asyncio.Task[None] | None = None
-        self._signals_installed = False
 
     async def __aenter__(self) -> ChildEntry:
         loop = asyncio.get_running_loop()
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self.request_stop)
-        self._signals_installed = True
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
                         trace: TracebackType | None) -> None:
         self.stopping()
         await self.stop_heartbeat()
-        if self._signals_installed:
-            loop = asyncio.get_running_loop()
-            for signum in STOP_SIGNALS:
-                loop.remove_signal_handler(signum)
-            self._signals_installed = False
+        loop = asyncio.get_running_loop()
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
 
     def request_stop(self) -> None:
         """What SIGTERM and SIGINT do; the caller's own reasons to stop (a corrupt store) use it too."""
@@ -93,23 +89,23 @@ class ChildEntry:
         """READY=1 with the status line, once; later calls do nothing."""
         if not self._ready_sent:
             self._ready_sent = True
-            self.notifier.ready(self._status())
+            self._notifier.ready(self._status())
 
     def publish_status(self) -> None:
         """STATUS= now if it changed (between beats: a state change the supervisor should see at once)."""
-        self.notifier.status(self._status())
+        self._notifier.status(self._status())
 
     def stopping(self) -> None:
         """STOPPING=1, once: at the start of the caller's shutdown (the heartbeat goes on while it drains)."""
         if not self._stopping_sent:
             self._stopping_sent = True
-            self.notifier.stopping()
+            self._notifier.stopping()
 
     async def _heartbeat(self) -> None:
         while True:
             if self._tick is not None:
                 self._tick()
-            self.notifier.heartbeat()
+            self._notifier.heartbeat()
             self.publish_status()
             if self._status_changed is None:
                 await asyncio.sleep(self.period)

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -50,16 +51,25 @@ sys.exit(asyncio.run(main()))
 """
 
 
-def _start(notify_socket: socket.socket, watchdog_sec: float = 60.0, max_period: float = 0.05,
-           usec: str = "") -> subprocess.Popen[str]:
-    env = {**os.environ, "NOTIFY_SOCKET": "@" + notify_socket.getsockname()[1:].decode()}
-    env.pop("WATCHDOG_USEC", None)
-    if usec:
-        env["WATCHDOG_USEC"] = usec
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(watchdog_sec), str(max_period)], cwd=ROOT, env=env,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert child.stdout.readline() == "entered\n"  # type: ignore[union-attr]
-    return child
+@pytest.fixture
+def start(notify_socket: socket.socket) -> Iterator[Callable[[float], subprocess.Popen[str]]]:
+    """Start the child beating every `max_period` s; any child a failed test left running is killed after it."""
+    children: list[subprocess.Popen[str]] = []
+
+    def started(max_period: float) -> subprocess.Popen[str]:
+        env = {k: v for k, v in os.environ.items() if k != "WATCHDOG_USEC"}
+        env["NOTIFY_SOCKET"] = "@" + notify_socket.getsockname()[1:].decode()
+        child = subprocess.Popen([sys.executable, "-c", CHILD, "60", str(max_period)], cwd=ROOT, env=env,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        children.append(child)
+        assert child.stdout.readline() == "entered\n"  # type: ignore[union-attr]
+        return child
+
+    yield started
+    for child in children:
+        with child:  # closes the pipes and waits
+            if child.poll() is None:
+                child.kill()
 
 
 def _say(child: subprocess.Popen[str], line: str) -> None:
@@ -77,21 +87,14 @@ def _receive_until(sock: socket.socket, wanted: str) -> list[str]:
 
 
 def _finish(child: subprocess.Popen[str]) -> tuple[int, str]:
-    try:
-        out = child.stdout.read()  # type: ignore[union-attr]
-        return child.wait(30), out
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stdin.close()  # type: ignore[union-attr]
-        child.stdout.close()  # type: ignore[union-attr]
+    out = child.stdout.read()  # type: ignore[union-attr]
+    return child.wait(30), out
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_sets_stop_and_the_child_ends_with_its_own_code_after_stopping(
-        notify_socket: socket.socket, signum: int) -> None:
-    child = _start(notify_socket)
+        start: Callable[[float], subprocess.Popen[str]], notify_socket: socket.socket, signum: int) -> None:
+    child = start(0.05)
     _say(child, "up")
     beats = _receive_until(notify_socket, "READY=1")
     assert beats[-1] == "READY=1\nSTATUS=up"
@@ -108,8 +111,8 @@ def test_a_stop_signal_sets_stop_and_the_child_ends_with_its_own_code_after_stop
 
 
 def test_ready_goes_once_and_a_changed_status_goes_at_once_not_at_the_next_beat(
-        notify_socket: socket.socket) -> None:
-    child = _start(notify_socket, max_period=30.0)  # beats 30 s apart: only the status event can send quickly
+        start: Callable[[float], subprocess.Popen[str]], notify_socket: socket.socket) -> None:
+    child = start(30.0)  # beats 30 s apart: only the status event can send quickly
     assert notify_socket.recv(4096) == b"WATCHDOG=1"
     assert notify_socket.recv(4096) == b"STATUS=starting"
     _say(child, "up")
