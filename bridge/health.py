@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from bridge.store import Window
+from bridge.schema import Window
 from bridge.transport import ConnectionKind
 
 CONNECTING = "connecting"

@@ -50,7 +50,8 @@ from bridge.quarantine import Quarantined, unmappable
 from bridge.session_lock import SessionHeld, SessionLock
 from bridge.integrity import CorruptStore, check_or_refuse
 from bridge.membership import Membership
-from bridge.store import OutboxRow, Store, StoreCorrupt, StoreError, StoreLocked, format_ts, now_ts
+from bridge.schema import format_ts, now_ts
+from bridge.store import OutboxRow, Store, StoreCorrupt, StoreError, StoreLocked
 from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Receipt, Transport
 from bridge.windows import STOPPED_REASON, Windows
 from watchdog.shared import clock, endpoints, exit_handoff, logs, web_guard

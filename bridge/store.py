@@ -9,8 +9,8 @@ space; fixed width makes text order time order.
 
 One writer (the bridge process) holds a `Store`; readers (monitors, tools)
 open the file read-only with `bridge.schema.open_readonly` and use the read
-functions there (the schema, its version and the readers are one module both
-sides import; they are re-exported here for the bridge's own code).
+functions there (the schema, its version, the timestamp format and the readers
+are one module both sides import).
 `messages.rowid` only grows (we never delete or VACUUM), so readers follow it
 with a cursor; a backfilled message gets a new, higher rowid although its
 timestamp is older.
@@ -27,8 +27,7 @@ from pathlib import Path
 
 from bridge.integrity import is_corrupt, is_locked
 from bridge.quarantine import Quarantined, quarantined, sanitise
-from bridge.schema import (MIGRATIONS, WINDOW_SELECT, StoredMessage, Window, bare_user, format_epoch,  # noqa: F401
-                           format_ts, messages_after, now_ts, open_readonly, parse_ts, windows)
+from bridge.schema import MIGRATIONS, WINDOW_SELECT, Window, bare_user, format_epoch, format_ts, now_ts
 from bridge.transport import IncomingMessage, MediaInfo, Receipt, ReceiptKind, Source
 from watchdog.shared import clock, file_modes
 from watchdog.shared.migrations import SchemaTooNew, SqliteTarget, latest, migrate

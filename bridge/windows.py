@@ -40,8 +40,8 @@ import os
 from loguru import logger
 
 from bridge.alive import AliveFile
-from bridge.schema import BACKFILL_MARGIN, window_counts
-from bridge.store import Store, Window, format_epoch, now_ts, parse_ts
+from bridge.schema import BACKFILL_MARGIN, Window, format_epoch, now_ts, parse_ts, window_counts
+from bridge.store import Store
 from bridge.transport import HistoryUnsupported, NotConnected, Source, Transport
 from watchdog.shared import clock
 from watchdog.shared.clock import Instant

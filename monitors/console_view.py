@@ -15,7 +15,7 @@ from html import escape
 from typing import TypeVar
 from urllib.parse import quote
 
-from bridge.store import bare_user, format_ts, open_readonly, parse_ts
+from bridge.schema import bare_user, format_ts, open_readonly, parse_ts
 from monitors.drops_store import Drop, DropsDB, drops_db_path, open_drops_store
 from watchdog.shared.config import Config
 from watchdog.console.timeline import Mark

@@ -376,16 +376,9 @@ class DropsDB(DropQueries):
                    "ON CONFLICT DO NOTHING", (project, account, window_id, now_ts()))
             tx.run("UPDATE drops SET backfilled = ? WHERE project = ? AND message_time BETWEEN ? AND ?",
                    (True, project, started_at, ended_at))
-            return self._window_drops(tx, project, started_at, ended_at)
-
-    def window_drops(self, project: str, started_at: str, ended_at: str) -> list[str]:
-        return self._window_drops(self.db, project, started_at, ended_at)
-
-    @staticmethod
-    def _window_drops(tx: Tx | Backend, project: str, started_at: str, ended_at: str) -> list[str]:
-        rows = tx.rows("SELECT drop_number FROM drops WHERE project = ? AND message_time BETWEEN ? AND ? "
-                       "ORDER BY message_time, id", (project, started_at, ended_at))
-        return [row[0] for row in rows]
+            rows = tx.rows("SELECT drop_number FROM drops WHERE project = ? AND message_time BETWEEN ? AND ? "
+                           "ORDER BY message_time, id", (project, started_at, ended_at))
+            return [row[0] for row in rows]
 
     def window_reported(self, project: str, account: str, window_id: int) -> None:
         with self.db.transaction() as tx:

@@ -14,6 +14,7 @@ import asyncio
 import aiohttp
 from loguru import logger
 
+from bridge.alert_rules import NOT_IN_GROUP as RULE
 from bridge.membership import not_in_text
 from monitors.feedback import BridgeClient, BridgeUnavailable
 from monitors.project import ProjectMonitor
@@ -21,7 +22,6 @@ from watchdog.alerts import AlertManager
 from watchdog.shared.config import Config
 from watchdog.shared.waiting import wait_event
 
-RULE = "not_in_group"
 # Seconds between looks once the bridge has answered (it asks WhatsApp every 10 minutes); while it has not
 # (starting, WhatsApp away) from 1 s doubling to 30 s: a hundred monitors must not poll a bridge that is down.
 PERIOD = 300.0

@@ -21,7 +21,7 @@ import sqlite3
 import sys
 from datetime import timedelta
 
-from bridge.store import format_ts
+from bridge.schema import format_ts
 from monitors.drops_store import StoreUnavailable, drops_db_path, open_drops_store
 from watchdog.shared.config import AccountConfig, Config
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK

@@ -31,7 +31,9 @@ import time
 
 from loguru import logger
 
-from bridge.store import StoredReceipt, parse_ts, receipts_after
+from bridge.schema import parse_ts
+
+from bridge.store import StoredReceipt, receipts_after
 from monitors.drops_store import DropsDB, StoreUnavailable
 from monitors.follow import StoreFollower, StoreNotReady
 from monitors.store_watch import StoreWakes, WakeSchedule

@@ -8,6 +8,9 @@ component that hangs every two minutes must not page every two minutes. A
 resolved notice goes only where a firing went and was not yet resolved. Delivery
 runs as background tasks with tenacity retries, so a slow or dead webhook can
 neither delay a restart nor crash the watchdog: it is logged and given up on.
+A rule no one registered (watchdog/shared/alert_rules.py), such as a health
+hook's new word, is logged once per component and sent nowhere, never raised:
+it comes from a probe, and the probe must go on.
 """
 from __future__ import annotations
 
@@ -21,55 +24,13 @@ import aiohttp
 from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from watchdog.shared.config import ALERT_RULES, AlertConfig
+from watchdog.shared import alert_rules
+from watchdog.shared.config import AlertConfig
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared import clock
 
 FIRING = "firing"
 RESOLVED = "resolved"
-
-# What each rule means to the person reading the alert.
-RULE_TITLES = {
-    "crash_loop": "crash loop",
-    "hang": "hung process restarted",
-    "disconnect": "WhatsApp disconnected",
-    "stream_replaced": "session taken over elsewhere (stream replaced)",
-    "logged_out": "logged out: re-pairing needed",
-    "not_paired": "never paired: pairing needed",
-    "config_failed": "failed on its configuration: not restarted",
-    "webhook_dead": "event webhook given up on (dead)",
-    "not_in_group": "following a group the account is not in: nothing from it is recorded",
-}
-# What to do first, shown with the alert on the console; the runbook (`runbook_ref`) says the rest.
-RULE_ACTIONS = {
-    "crash_loop": "read the component's last traceback (`wa-watchdog logs COMPONENT`) and its exit causes "
-                  "(`wa-watchdog recoveries --component COMPONENT`): a full disk, a corrupt store or a bad deploy "
-                  "are the usual reasons",
-    "hang": "usually nothing: it was restarted (resolved follows when healthy); if it repeats, read its log around "
-            "the time and check the machine's load",
-    "disconnect": "check the host's internet and WhatsApp's status; if it lasts, check that the phone is online and "
-                  "the linked device still listed. The outage's messages are backfilled on reconnect",
-    "stream_replaced": "find and close the other client of this number (WhatsApp Web, a second bridge on another "
-                       "host); never run one account on two hosts",
-    "logged_out": "re-pair as the service user: `wa-watchdog pair --account NAME --phone NUMBER`, then "
-                  "`wa-watchdog restart bridge:NAME`",
-    "not_paired": "pair as the service user: `wa-watchdog pair --account NAME --phone NUMBER`, then "
-                  "`wa-watchdog restart bridge:NAME`",
-    "config_failed": "its log (`wa-watchdog logs COMPONENT`) names the key: fix the config, then "
-                     "`systemctl restart wa-watchdog`",
-    "not_in_group": "a mistyped JID: correct the project's `groups`, then `wa-watchdog reload`; otherwise add the "
-                    "number to the group on a phone (resolved at the bridge's next look, or at once with "
-                    "`wa-watchdog restart bridge:NAME`)",
-    "webhook_dead": "check that the receiver answers 2xx (`wa-watchdog logs drops-api` says why each attempt failed); "
-                    "the web app can fetch what it missed from `GET /api/drops`",
-}
-RUNBOOK = "docs/OPERATIONS.md"  # not installed with the package: named, as the CLI names it, not linked
-
-
-def runbook_ref(rule: str) -> str:
-    """Where the runbook explains a rule: the anchor of its row in docs/OPERATIONS.md's alerts table."""
-    return f"{RUNBOOK}#alert-{rule.replace('_', '-')}"
-
 
 class WebhookError(Exception):
     """A webhook answered with a non-2xx status.
@@ -102,7 +63,7 @@ class Alert:
         """One line for chat webhooks (slack/discord)."""
         mark = "FIRING" if self.status == FIRING else "RESOLVED"
         duration = f" (for {self.duration_s:.0f} s)" if self.duration_s is not None else ""
-        return f"[wa-watchdog@{socket.gethostname()}] {mark} {self.component}: {RULE_TITLES[self.rule]}{duration}: {self.summary}"
+        return f"[wa-watchdog@{socket.gethostname()}] {mark} {self.component}: {alert_rules.title(self.rule)}{duration}: {self.summary}"
 
     def record(self) -> dict:
         """The structured record of the json format."""
@@ -139,12 +100,14 @@ class AlertManager:
         # (alert index, rule, component) -> monotonic time of the last firing sent there
         self._fired: dict[tuple[int, str, str], float] = {}
         self._open: set[tuple[int, str, str]] = set()  # fired there and not resolved yet
+        self._unknown: set[tuple[str, str]] = set()  # (rule, component) not registered, said once
         self._tasks: set[asyncio.Task] = set()
         self._session: aiohttp.ClientSession | None = None
 
     def fire(self, rule: str, component: str, summary: str, duration_s: float | None = None) -> None:
         """Send a firing alert to every entry that wants it and has not been told within its repeat interval."""
-        _check_rule(rule)
+        if self._unregistered(rule, component):
+            return
         now = time.monotonic()
         targets = []
         for index, config in enumerate(self._alerts):
@@ -163,13 +126,27 @@ class AlertManager:
 
     def resolve(self, rule: str, component: str, summary: str) -> None:
         """Send a resolved notice wherever a firing of (rule, component) was sent; otherwise nothing."""
-        _check_rule(rule)
+        if self._unregistered(rule, component):
+            return
         targets = []
         for index, config in enumerate(self._alerts):
             if (index, rule, component) in self._open:
                 self._open.discard((index, rule, component))
                 targets.append(config)
         self._send(targets, Alert(RESOLVED, rule, component, summary, _now_iso()))
+
+    def _unregistered(self, rule: str, component: str) -> bool:
+        """A word no one registered as a rule (a health hook's new condition): said once, alerted nowhere.
+
+        Never an error: it comes from a probe, and a probe that raised would end health probing.
+        """
+        if alert_rules.get(rule) is not None:
+            return False
+        if (rule, component) not in self._unknown:
+            self._unknown.add((rule, component))
+            logger.warning("{}: {!r} is not a registered alert rule: shown in its status, sent to no webhook",
+                           component, rule)
+        return True
 
     async def close(self, timeout: float = 5.0) -> None:
         """Give pending deliveries up to `timeout` seconds, cancel the rest, close the HTTP session."""
@@ -215,11 +192,6 @@ class AlertManager:
         async with self._session.post(url, json=body) as response:
             if response.status >= 300:
                 raise WebhookError(response.status, (await response.text())[:200])
-
-
-def _check_rule(rule: str) -> None:
-    if rule not in ALERT_RULES:
-        raise ValueError(f"unknown alert rule {rule!r} (known: {', '.join(ALERT_RULES)})")
 
 
 def _redact(url: str) -> str:

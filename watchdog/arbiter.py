@@ -4,7 +4,7 @@ Start order follows `after`: a program starts once every program it names is
 healthy (or failed: waiting would not help), at the latest `start_timeout`
 after it could have; stop order is the reverse (the monitors before the
 bridges, the bridges before the simulator). SIGHUP or `POST /reload` reads the
-config again and applies the difference (watchdog/programs.diff), leaving every
+config again and applies the difference (watchdog/shared/programs.diff), leaving every
 unchanged program alone. The parts: watchdog/start_order.py (start after, stop in reverse),
 watchdog/status_line.py (READY= and STATUS=), watchdog/watchdog_lock.py (one watchdog per data dir).
 """

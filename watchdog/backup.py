@@ -25,6 +25,7 @@ from pathlib import Path
 
 from monitors.drops_store import drops_db_path
 from watchdog.shared.config import Config
+from watchdog.shared.config_model import is_postgres_url
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.shared import clock
 
@@ -43,10 +44,6 @@ class Item:
     sqlite: bool
 
 
-def _is_postgres(url: str) -> bool:
-    return url.startswith(("postgres://", "postgresql://"))
-
-
 def items(config: Config) -> tuple[list[Item], list[str]]:
     """What to copy, and notes on what lives elsewhere (PostgreSQL: pg_dump)."""
     found: list[Item] = []
@@ -60,7 +57,7 @@ def items(config: Config) -> tuple[list[Item], list[str]]:
     for account in config.accounts.values():
         found.append(Item(f"messages:{account.name}", account.store, True))
         if account.transport == "neonize":
-            if _is_postgres(account.session_db):
+            if is_postgres_url(account.session_db):
                 notes.append(f"session:{account.name} is in PostgreSQL: back it up with pg_dump '{account.session_db}'")
             else:
                 found.append(Item(f"session:{account.name}", account.session_dir / (account.session_db or NEONIZE_DB),

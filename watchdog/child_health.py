@@ -4,7 +4,7 @@ Why a part of its own: readiness (READY=1, a probe, running long enough) and
 health (probe answers, an outage upstream, an operator case) are judged in
 one place, and the watcher hears only the verdict it acts on: "healthy now"
 (`became_healthy`) and "something shown in status changed" (`changed`).
-Failures are not judged here: a check that fails stops the child (watchdog/checks.py).
+Failures are not judged here: a check that fails stops the child (watchdog/child_checks.py).
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from loguru import logger
 
-from watchdog.shared import file_modes, logs
+from watchdog.shared import endpoints, file_modes, logs
 from watchdog.shared.logs import StderrSink
 
 READ_CHUNK = 65536
@@ -62,11 +62,7 @@ class RotatingFile:
 
     def _rotate(self) -> None:
         self._file.close()
-        for n in range(self.keep - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{n}")
-            if older.exists():
-                os.replace(older, self.path.with_name(f"{self.path.name}.{n + 1}"))
-        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        logs.rotate(self.path, self.keep)
         self._file = self._open()
 
     def close(self) -> None:
@@ -74,7 +70,7 @@ class RotatingFile:
 
 
 def log_path(data_dir: Path, component: str) -> Path:
-    return data_dir / "logs" / (component.replace(":", "-") + ".log")
+    return data_dir / "logs" / endpoints.file_name(component, ".log")
 
 
 class ChildOutput:

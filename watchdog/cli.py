@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "drops": ("monitors.ops", "cmd_drops", "list recorded drops"),
     "feedback": ("monitors.ops", "cmd_feedback", "send operator feedback for a recorded drop"),
     "pair": ("bridge.pairing", "cmd_pair", "link an account to a phone (neonize)"),
-    "check": ("watchdog.check", "cmd_check", "verify an installation: config, data dir, ports, sessions, unit"),
+    "check": ("watchdog.install_check", "cmd_check", "verify an installation: config, data dir, ports, sessions, unit"),
     "backup": ("watchdog.backup", "cmd_backup", "copy the stores, session and recovery log consistently into DIR"),
     "prune": ("monitors.prune", "cmd_prune", "remove old messages every monitor has read from messages.db"),
     "drops-api": ("monitors.api.main", "cmd_drops_api", "run the drops and feedback API and the event webhooks"),

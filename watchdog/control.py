@@ -1,7 +1,8 @@
-"""The control API of a running watchdog: status, restart one component, Prometheus metrics.
+"""The control API of a running watchdog: status, restart one component, reload, the config in effect, metrics.
 
-The arbiter owns the state; this module only translates HTTP to its two
-callables, so the handlers stay thin. `watchdog.shared.web_guard` answers every error
+The arbiter owns the state; this module only translates HTTP to its four
+callables (status, restart, reload, config) and the Prometheus `Metrics`, so the
+handlers stay thin. `watchdog.shared.web_guard` answers every error
 as `{"error": ...}`, refuses what a browser page could forge and, with
 `watchdog.control_token` set, checks the bearer token on every request
 (required by the config whenever the API listens beyond loopback). A restart

@@ -43,8 +43,7 @@ def component_names(config: Config) -> list[str]:
 
 def _files(path: Path) -> list[Path]:
     """A log file's rotated predecessors (oldest first), then itself; only those that exist."""
-    candidates = [path.with_name(f"{path.name}.{n}") for n in range(ROTATED_KEPT, 0, -1)] + [path]
-    return [p for p in candidates if p.exists()]
+    return [p for p in logs.rotated(path, ROTATED_KEPT) if p.exists()]
 
 
 def _tail_of(path: Path, count: int) -> list[str]:

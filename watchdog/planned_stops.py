@@ -44,11 +44,11 @@ class Stoppable(Protocol):
 
 
 class PlannedStops:
-    def __init__(self, name: str, watcher: Stoppable, restarts: Restarts, standby: WarmStandby | None,
+    def __init__(self, name: str, watcher: Stoppable, restart_history: Restarts, standby: WarmStandby | None,
                  launcher: Launcher, term_grace: float, stop_timeout: float) -> None:
         self.name = name
         self.watcher = watcher
-        self.restarts = restarts
+        self.restart_history = restart_history
         self.standby = standby
         self.launcher = launcher
         self.term_grace = term_grace
@@ -71,7 +71,7 @@ class PlannedStops:
         old_pid = self.watcher.pid
         spawned = asyncio.get_running_loop().create_future()
         self._spawn_waiters.append(spawned)
-        self.restarts.clear()
+        self.restart_history.clear()
         self.watcher.begin_recovery("operator", cause, old_pid)
         if self.standby is not None:
             await self.standby.drop_if_stale()  # before the child frees the session for it
@@ -94,7 +94,7 @@ class PlannedStops:
     def begin_shutdown(self) -> None:
         """From now on an exit ends the program, never restarts it."""
         self.shutting_down = True
-        self.restarts.cancel_backoff()
+        self.restart_history.cancel_backoff()
         self.launcher.forget(self.name)
         if self.standby is not None:
             self.standby.stop(self.stop_timeout)  # first: once the child ends it would take over

@@ -4,7 +4,7 @@ The watcher owns the program's state machine (watchdog/states.py: every change
 through one checked transition) and its current child: it starts the child,
 and acts on what its parts report. Each part does one job and gets only what
 it needs: ChildHealth (watchdog/child_health.py: ready, healthy, condition),
-Checks (watchdog/checks.py: heartbeat, process state, memory, HTTP and TCP
+Checks (watchdog/child_checks.py: heartbeat, process state, memory, HTTP and TCP
 probes; `unwell` when one fails), Restarts (watchdog/restarts.py: failure
 history, backoff, crash loop; delays and what an exit means from the pure
 watchdog/restart_policy.py), PlannedStops (watchdog/planned_stops.py:
@@ -26,7 +26,7 @@ from loguru import logger
 
 from watchdog import hooks, stale
 from watchdog.shared import endpoints, exit_handoff
-from watchdog.checks import Checks
+from watchdog.child_checks import Checks
 from watchdog.child import ChildProcess, child_env, exit_cause
 from watchdog.child_health import ChildHealth
 from watchdog.child_output import ChildOutput, RotatingFile, log_path
@@ -99,7 +99,7 @@ class Watcher:
         return self.stops.shutting_down
 
     @property
-    def restarts(self) -> int:
+    def restart_count(self) -> int:
         return self.recoveries.count
 
     @property
@@ -135,7 +135,7 @@ class Watcher:
             "healthy": self.healthy,
             "condition": self.condition,
             "uptime_s": round(time.monotonic() - self.child.started_at, 3) if pid and self.child else None,
-            "restarts": self.restarts,
+            "restarts": self.restart_count,
             "last_cause": self.last_cause,
             "endpoints": record["endpoints"] if record and pid and record.get("pid") == pid else {},
             "status_text": self.health.status_text,

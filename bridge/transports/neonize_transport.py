@@ -46,6 +46,7 @@ from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, Con
 from bridge.transports import neonize_mapping as mapping
 from watchdog.shared import file_modes
 from watchdog.shared.config import AccountConfig, Config
+from watchdog.shared.config_model import is_postgres_url
 from watchdog.shared.exitcodes import EXIT_NEEDS_OPERATOR
 from watchdog.shared.waiting import wait_event
 from watchdog.shared import clock
@@ -102,15 +103,11 @@ class NeonizeClient(Protocol):
 
 # -- session store ----------------------------------------------------------------------------------
 
-def is_postgres(database: str) -> bool:
-    return database.startswith(("postgres://", "postgresql://"))
-
-
 def session_database(account: AccountConfig) -> str:
     """neonize's database for the account: a PostgreSQL URL as given, else a SQLite file in the session dir.
 
     Only names it: `wa-watchdog check` asks too, and a check creates nothing (prepare_session does)."""
-    if is_postgres(account.session_db):
+    if is_postgres_url(account.session_db):
         return account.session_db
     return str(account.session_dir / (account.session_db or DEFAULT_DB))
 
@@ -122,7 +119,7 @@ def prepare_session(account: AccountConfig) -> str:
     older version) is tightened to 0600; neonize creates new ones under umask 027.
     """
     database = session_database(account)
-    if not is_postgres(database):
+    if not is_postgres_url(database):
         file_modes.ensure_dir(account.session_dir, file_modes.PRIVATE_DIR)
         file_modes.restrict(*file_modes.sqlite_files(Path(database)), mode=file_modes.PRIVATE_FILE)
     return database
@@ -168,7 +165,7 @@ def linked_device(account: AccountConfig, read_only: bool = False) -> nz.JID | N
 
     `read_only` (wa-watchdog check): a SQLite store is read without neonize, so that looking writes nothing."""
     database = session_database(account)
-    if not is_postgres(database):
+    if not is_postgres_url(database):
         if not Path(database).exists():
             return None
         if read_only:

@@ -21,7 +21,7 @@ from datetime import datetime
 
 import aiohttp
 
-from bridge.store import format_ts
+from bridge.schema import format_ts
 from monitors.drops_store import FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_STATUSES, Drop, DropsDB
 from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback
 from monitors.store.shapes import drop_json, feedback_json, submission_json

@@ -33,7 +33,7 @@ import aiohttp
 from loguru import logger
 from tenacity import RetryCallState, wait_exponential_jitter
 
-from bridge.store import format_ts, parse_ts
+from bridge.schema import format_ts, parse_ts
 from monitors.api import signing
 from watchdog.shared.config import WebhookConfig
 from watchdog.shared.waiting import wait_event

@@ -1,6 +1,6 @@
 """What the drops store holds, as plain frozen records; the same on SQLite and PostgreSQL.
 
-Times are the bridge store's text format (`bridge.store.format_ts`) on both
+Times are the bridge store's text format (`bridge.schema.format_ts`) on both
 backends, so they compare as text with message times and window bounds.
 """
 from __future__ import annotations

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bridge.store import format_ts
+from bridge.schema import format_ts
 from monitors.drops_store import Submission, open_drops_store
 from scripts.benchmarks.drop_latency import percentile
 from scripts.benchmarks.system_run import CONTRACTORS, ROOT, group_jid, wait_for

@@ -86,7 +86,7 @@ def prepare(workdir: Path) -> Path:
         path.write_text("".join(logs.stamp(name, 4242, f"INFO    line {i} of the log", now - 2000 + i) + "\n"
                                 for i in range(2000)))
     from monitors.drops_store import Submission, open_drops_store
-    from bridge.store import format_ts
+    from bridge.schema import format_ts
     drops = open_drops_store(config)
     today = datetime.now(timezone.utc)
     for n, project in enumerate(config.projects):

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bridge.store import parse_ts
+from bridge.schema import parse_ts
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, wait_for
 
 PROJECTS = 6

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bridge.store import format_ts
+from bridge.schema import format_ts
 from monitors.drops_store import DropsDB, NewFeedback, Submission
 from monitors.store.sqlite import SqliteBackend
 from scripts.benchmarks.drop_latency import percentile

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from bridge.store import parse_ts
+from bridge.schema import parse_ts
 from scripts.benchmarks.drop_latency import percentile
 from scripts.benchmarks.scale_bench import cpu_seconds
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, slow_start, wait_for

@@ -13,7 +13,7 @@ from inotify_simple import INotify
 
 from bridge.alive import Beat, alive_path, read_alive
 from bridge.main import MAX_TICK
-from bridge.store import parse_ts
+from bridge.schema import parse_ts
 from monitors.store_watch import WATCHED
 from tests.bridge_support import health, inject, rows, start_bridge, start_sim
 from tests.conftest import GROUP_A, Processes, wait_until

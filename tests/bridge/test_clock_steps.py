@@ -14,7 +14,8 @@ import pytest
 
 from bridge.alive import AliveFile
 from bridge.outbox import Outbox
-from bridge.store import Store, format_ts, parse_ts
+from bridge.schema import format_ts, parse_ts
+from bridge.store import Store
 from bridge.windows import Windows
 from scripts.benchmarks.fake_clock import LIBFAKETIME, FakeClock
 from tests.bridge.test_outbox import ScriptedTransport, request

@@ -9,7 +9,7 @@ import pytest
 
 from bridge.health import (CONNECTED, CONNECTING, DISCONNECTED, STATE_OF_KIND, STREAM_REPLACED, Health,
                            HealthInputs)
-from bridge.store import Window
+from bridge.schema import Window
 from bridge.transport import ConnectionKind
 
 WINDOW = Window(1, "2026-11-24 22:00:00.000000+00:00", None, "server disconnect: scheduled", "pending", 0, None)

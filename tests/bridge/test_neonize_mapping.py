@@ -16,7 +16,9 @@ from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
 from neonize.proto.waHistorySync import WAWebProtobufsHistorySync_pb2 as history
 from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import WebMessageInfo
 
-from bridge.store import Store, format_ts, messages_after
+from bridge.schema import format_ts, messages_after
+
+from bridge.store import Store
 from bridge.transport import ConnectionKind, MediaInfo, Source
 from bridge.transports import neonize_mapping as mapping
 from tests.conftest import GROUP_A

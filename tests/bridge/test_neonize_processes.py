@@ -13,7 +13,7 @@ from neonize.proto import Neonize_pb2 as nz
 
 from bridge.pairing import Pairing, format_code
 from bridge.session_lock import SessionLock
-from bridge.store import open_readonly, parse_ts
+from bridge.schema import open_readonly, parse_ts
 from bridge.transports.neonize_transport import linked_device, session_database
 from tests.bridge_support import bridge_url, health
 from tests.conftest import ROOT, Processes, wait_until

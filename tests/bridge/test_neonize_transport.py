@@ -23,7 +23,8 @@ from neonize.proto.waHistorySync import WAWebProtobufsHistorySync_pb2 as history
 from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import WebMessageInfo
 
 from bridge.main import Bridge
-from bridge.store import Store, messages_after, windows
+from bridge.schema import messages_after, windows
+from bridge.store import Store
 from bridge.transport import (ConnectionEvent, ConnectionKind, HistoryUnsupported, IncomingMessage, MediaInfo,
                               NotConnected, OutgoingMedia, OutgoingMessage, Receipt, SendFailed, Source)
 from bridge.transports.neonize_transport import (HISTORY_LIMIT, NeedsOperator, NeonizeTransport, ensure_paired,

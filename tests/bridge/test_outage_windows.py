@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bridge.store import parse_ts
+from bridge.schema import parse_ts
 from bridge.transports.sim import SimTransport
 from tests.bridge_support import call, inject, rows, start_bridge, start_sim
 from tests.conftest import BASE_CONFIG, GROUP_A, Processes, wait_until

@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bridge.quarantine import Quarantined
-from bridge.store import Store, messages_after
+from bridge.schema import messages_after
+from bridge.store import Store
 from bridge.transport import IncomingMessage, MediaInfo
 from tests.conftest import GROUP_A
 

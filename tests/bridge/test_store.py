@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bridge.session_lock import SessionHeld, SessionLock, holder_pid
-from bridge.store import Store, StoreError, format_ts, messages_after, open_readonly, windows
+from bridge.schema import format_ts, messages_after, open_readonly, windows
+from bridge.store import Store, StoreError
 from bridge.transport import IncomingMessage, MediaInfo, Source
 from tests.conftest import GROUP_A, GROUP_B, ROOT
 

@@ -17,7 +17,8 @@ import pytest
 from loguru import logger
 
 from bridge.alive import AliveFile, read_alive
-from bridge.store import Store, format_ts, now_ts, parse_ts
+from bridge.schema import format_ts, now_ts, parse_ts
+from bridge.store import Store
 from bridge.transport import (Capabilities, Handler, IncomingMessage, MediaInfo, NotConnected, OutgoingMessage,
                               SendResult, Transport)
 from bridge.windows import Windows

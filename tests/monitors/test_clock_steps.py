@@ -13,7 +13,9 @@ from datetime import datetime, timedelta, timezone
 import aiohttp
 import pytest
 
-from bridge.store import Store, format_ts
+from bridge.schema import format_ts
+
+from bridge.store import Store
 from bridge.transport import IncomingMessage, Source
 from monitors.api.webhooks import Deliverer, WokenSchedule
 from monitors.drops_store import DropsDB, Submission, open_drops_store

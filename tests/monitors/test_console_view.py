@@ -5,7 +5,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bridge.store import Store, format_ts
+from bridge.schema import format_ts
+
+from bridge.store import Store
 from bridge.transport import IncomingMessage, Source
 from monitors.console_view import DropsView
 from monitors.drops_store import Submission, open_drops_store

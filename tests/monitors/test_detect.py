@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.store import StoredMessage, Window
+from bridge.schema import StoredMessage, Window
 from monitors.detect import DropPattern, submissions
 from tests.conftest import GROUP_A, GROUP_B
 from watchdog.shared.config import DEFAULT_DROP_PATTERN

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.store import format_ts, parse_ts
+from bridge.schema import format_ts, parse_ts
 from monitors.api.webhooks import SAFETY_INTERVAL
 from monitors.drops_store import Submission, open_drops_store
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, slow_start

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bridge.store import format_ts
+from bridge.schema import format_ts
 from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_QUEUED, FEEDBACK_SENT, DropsDB, NewFeedback, ReceiptStamp,
                                   Submission, drops_db_path, open_drops_store)
 from monitors.store.outbox import outbox_channel

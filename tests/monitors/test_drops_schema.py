@@ -14,7 +14,8 @@ import psycopg
 import pytest
 
 from bridge.schema import MIGRATIONS as MESSAGES_MIGRATIONS
-from bridge.store import Store, messages_after
+from bridge.schema import messages_after
+from bridge.store import Store
 from monitors.drops_store import DropsDB, Position, ReceiptStamp, open_drops_store
 from monitors.follow import StoreFollower
 from monitors.main import MonitorProcess

@@ -12,7 +12,9 @@ import psutil
 import pytest
 from loguru import logger
 
-from bridge.store import Store, parse_ts
+from bridge.schema import parse_ts
+
+from bridge.store import Store
 from bridge.transport import IncomingMessage, Receipt, ReceiptKind
 from monitors import store_watch
 from monitors.follow import POLL_INTERVAL, SAFETY_INTERVAL, SETTLE_DELAYS

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.store import Store, format_ts
+from bridge.schema import format_ts
+
+from bridge.store import Store
 from bridge.transport import IncomingMessage
 from monitors.drops_store import open_drops_store
 from tests.conftest import GROUP_A

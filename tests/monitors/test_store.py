@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bridge.alive import AliveFile
-from bridge.store import Store, format_ts
+from bridge.schema import format_ts
+from bridge.store import Store
 from bridge.transport import IncomingMessage, Source
 from bridge.windows import Windows
 from monitors.drops_store import (FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, Submission,

@@ -11,8 +11,13 @@ import pytest
 from aiohttp import web
 from loguru import logger
 
-from watchdog.alerts import RULE_ACTIONS, RULE_TITLES, AlertManager, runbook_ref
-from watchdog.shared.config import ALERT_RULES, AlertConfig
+import bridge.alert_rules
+import monitors.alert_rules
+from watchdog.alerts import AlertManager
+from watchdog.console.render import what_to_do
+from watchdog.console.view import Row
+from watchdog.shared import alert_rules
+from watchdog.shared.config import AlertConfig
 from watchdog.shared.recovery_log import RecoveryLog
 
 FAST = {"attempts": 4, "backoff_initial": 0.01, "backoff_max": 0.05, "timeout": 2.0}
@@ -248,18 +253,55 @@ def test_nothing_is_logged_when_no_entry_wants_the_alert(log: RecoveryLog) -> No
     assert list(log.read()) == []
 
 
-def test_an_unknown_rule_is_a_programming_error(log: RecoveryLog) -> None:
-    with pytest.raises(ValueError, match="unknown alert rule 'crashloop'"):
-        AlertManager([], log).fire("crashloop", "bridge:main", "x")
+def test_a_word_no_one_registered_is_logged_once_and_alerted_nowhere_and_other_rules_still_go(
+        log: RecoveryLog) -> None:
+    """A health hook's new word fired as a rule (program_alerts.py): never an error (that ended the probe)."""
+    warnings: list[str] = []
+    sink = logger.add(lambda message: warnings.append(str(message)), level="WARNING", format="{message}")
+
+    async def scenario(rx: Receiver) -> None:
+        manager = AlertManager([AlertConfig(url=f"{rx.url}/all")], log, **FAST)
+        manager.fire("battery_low", "bridge:main", "bridge:main: battery low; an operator is needed")
+        manager.fire("battery_low", "bridge:main", "again")
+        manager.resolve("battery_low", "bridge:main", "bridge:main is connected again")
+        manager.fire("hang", "bridge:main", "no heartbeat for 5.0 s")
+        (body,) = await rx.wait_for("/all", 1)
+        await manager.close()
+        assert body["rule"] == "hang" and rx.attempts["/all"] == 1
+
+    try:
+        run(scenario)
+    finally:
+        logger.remove(sink)
+    said = [w for w in warnings if "battery_low" in w]
+    assert len(said) == 1 and "bridge:main" in said[0] and "not a registered alert rule" in said[0]
+    assert [r["rule"] for r in log.read()] == ["hang"]
 
 
-def test_every_rule_has_a_title_for_chat_messages() -> None:
-    assert set(RULE_TITLES) == set(ALERT_RULES)
+def test_each_package_registers_its_own_rules_and_config_checks_against_them() -> None:
+    assert {bridge.alert_rules.DISCONNECT, bridge.alert_rules.STREAM_REPLACED, bridge.alert_rules.LOGGED_OUT,
+            bridge.alert_rules.NOT_PAIRED, bridge.alert_rules.NOT_IN_GROUP, monitors.alert_rules.WEBHOOK_DEAD,
+            alert_rules.CRASH_LOOP, alert_rules.HANG, alert_rules.CONFIG_FAILED} == set(alert_rules.known())
+    assert AlertConfig(url="http://127.0.0.1/").rules == list(alert_rules.known())
+    with pytest.raises(ValueError, match="'hang' is registered twice"):
+        alert_rules.register("hang", "again", "nothing")
+    assert alert_rules.get("hang").title == "hung process restarted"
 
 
 def test_every_rule_says_what_to_do_and_its_runbook_anchor_exists() -> None:
     operations = (Path(__file__).parents[2] / "docs/OPERATIONS.md").read_text(encoding="utf-8")
-    for rule in ALERT_RULES:
-        assert RULE_TITLES[rule] and RULE_ACTIONS[rule], rule
-        path, anchor = runbook_ref(rule).split("#")
-        assert path == "docs/OPERATIONS.md" and f'<a id="{anchor}"></a>`{rule}`' in operations, rule
+    for name in alert_rules.known():
+        rule = alert_rules.get(name)
+        assert rule is not None and rule.title and rule.action, name
+        path, anchor = alert_rules.runbook_ref(name).split("#")
+        assert path == "docs/OPERATIONS.md" and f'<a id="{anchor}"></a>`{name}`' in operations, name
+    assert alert_rules.title("battery_low") == "battery low"  # a word no one registered reads as itself
+
+
+def test_the_console_says_what_to_do_from_the_registration_and_points_a_new_word_to_its_log() -> None:
+    html = what_to_do([Row({"name": "bridge:main", "alerts": ["logged_out", "battery_low"]}, 0),
+                       Row({"name": "monitor:velo", "alerts": ["logged_out"]}, 0)])
+    assert html.count('data-rule="logged_out"') == 1 and html.count('data-rule="battery_low"') == 1
+    assert "<b>logged out: re-pairing needed</b>: re-pair as the service user" in html
+    assert "docs/OPERATIONS.md#alert-logged-out" in html and "#alert-battery-low" not in html
+    assert "<b>battery low</b>: not a registered alert rule" in html and "<code>wa-watchdog logs COMPONENT</code>" in html

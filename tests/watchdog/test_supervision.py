@@ -161,7 +161,7 @@ def test_sigkill_is_detected_at_once_restarted_and_logged_with_a_healthy_record(
             assert restart["delay_ms"] == 0 and restart["restart_ms"] < 250, restart
             assert healthy["pid"] == restart["new_pid"] and 0 < healthy["downtime_ms"] < 5000
             assert s.watcher("monitor:a").pid == restart["new_pid"]
-            assert s.watcher("monitor:a").restarts == 1
+            assert s.watcher("monitor:a").restart_count == 1
     run(scenario)
 
 

@@ -13,12 +13,11 @@ from html import escape
 from urllib.parse import quote
 
 from bridge.membership import not_in_text
-from watchdog.alerts import RULE_ACTIONS, RULE_TITLES, runbook_ref
 from watchdog.console import timeline
 from watchdog.console.incidents import Incident
 from watchdog.console.view import Console, Row
 from watchdog.control_client import format_duration
-from watchdog.shared import clock
+from watchdog.shared import alert_rules, clock
 
 INCIDENTS_SHOWN = 50  # newest; the rest are in `wa-watchdog recoveries`
 STATE_CLASS = {"running": "ok", "starting": "warn", "backoff": "bad", "stopping": "warn", "exited": "bad",
@@ -108,11 +107,20 @@ def now_panel(rows: list[Row], csrf: str) -> str:
 def what_to_do(rows: list[Row]) -> str:
     """Each firing rule once, with what to do first and where the runbook says the rest."""
     firing = dict.fromkeys(rule for row in rows for rule in row.status.get("alerts") or [])
-    items = "".join(
-        f'<li id="do-{escape(rule)}" data-rule="{escape(rule)}"><b>{escape(RULE_TITLES.get(rule, rule))}</b>: '
-        f'{_code(RULE_ACTIONS.get(rule, "see the runbook"))} <span class="quiet">(runbook: '
-        f'<code>{escape(runbook_ref(rule))}</code>)</span></li>' for rule in firing)
+    items = "".join(f'<li id="do-{escape(rule)}" data-rule="{escape(rule)}"><b>{escape(alert_rules.title(rule))}</b>: '
+                    f'{_todo(rule)}</li>' for rule in firing)
     return f'<ul class="todo">{items}</ul>' if items else ""
+
+
+def _todo(rule: str) -> str:
+    """A registered rule's first step and runbook row; for a word its program's hook reported and no one
+    registered, its log (the runbook has no row for it)."""
+    registered = alert_rules.get(rule)
+    if registered is None:
+        return _code("not a registered alert rule: its program's health hook reported it; its log "
+                     "(`wa-watchdog logs COMPONENT`) says more")
+    return (f'{_code(registered.action)} <span class="quiet">(runbook: '
+            f'<code>{escape(alert_rules.runbook_ref(rule))}</code>)</span>')
 
 
 def _code(text: str) -> str:

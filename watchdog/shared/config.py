@@ -14,11 +14,15 @@ import tomllib
 from dataclasses import replace
 from pathlib import Path
 
+# Each package's alert rules, registered at import (watchdog/shared/alert_rules.py): `[[alerts]] rules` and
+# their default are checked against them.
+from bridge import alert_rules as bridge_rules  # noqa: F401
+from monitors import alert_rules as drops_rules  # noqa: F401
 # The schema lives in config_model, the typed-table reader in config_tables, the checks in config_checks;
 # callers keep importing everything from here.
 from watchdog.shared.config_checks import ConfigChecks, project_key
 from watchdog.shared.config_secrets import secret_keys
-from watchdog.shared.config_model import (ALERT_RULES, AUTO, DB_SCHEMA_NAME, DEFAULT_DROP_PATTERN, GROUP_JID,  # noqa: F401
+from watchdog.shared.config_model import (AUTO, DB_SCHEMA_NAME, DEFAULT_DROP_PATTERN, GROUP_JID,  # noqa: F401
                                    MIN_HEARTBEAT, MIN_LOG_BYTES, MIN_RSS_LIMIT_MB, MIN_TRAFFIC_INTERVAL, NAME,
                                    ORIGIN, PHONE, WEBHOOK_EVENTS, WEBHOOK_NAME, AccountConfig, AlertConfig, Config,
                                    ConfigError, DatabaseConfig, DropsApiConfig, FeedbackConfig, MediaLimitsConfig,

@@ -8,11 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from watchdog.shared.config_model import (ALERT_RULES, DB_SCHEMA_NAME, GROUP_JID, MIN_HEARTBEAT, MIN_LOG_BYTES,
+from watchdog.shared import alert_rules
+from watchdog.shared.config_model import (DB_SCHEMA_NAME, GROUP_JID, MIN_HEARTBEAT, MIN_LOG_BYTES,
                                    MIN_RSS_LIMIT_MB, MIN_TRAFFIC_INTERVAL, NAME, ORIGIN, PHONE, WEBHOOK_EVENTS,
                                    WEBHOOK_NAME, WEBHOOK_STARTS, AccountConfig, AlertConfig, Config, DatabaseConfig,
                                    DropsApiConfig, ProbeConfig, ProjectConfig, SimConfig, WatchdogConfig, WebhookConfig,
                                    webhook_name)
+from watchdog.shared.config_model import is_postgres_url
 from watchdog.shared.config_secrets import placeholder_token
 from watchdog.shared.config_tables import TableReader
 
@@ -137,8 +139,9 @@ class ConfigChecks(TableReader):
         if not alert.url.startswith(("http://", "https://")):
             raise self.error(f"{key}.url", f"expected an http(s) URL, got {alert.url!r}")
         for j, rule in enumerate(alert.rules):
-            if rule not in ALERT_RULES:
-                raise self.error(f"{key}.rules[{j}]", f"unknown rule {rule!r} (known: {', '.join(ALERT_RULES)})")
+            if alert_rules.get(rule) is None:
+                raise self.error(f"{key}.rules[{j}]",
+                                 f"unknown rule {rule!r} (known: {', '.join(alert_rules.known())})")
         self.check_no_repeats(alert.rules, f"{key}.rules")
         self.check_positive(alert.repeat_interval, f"{key}.repeat_interval")
         if alert.disconnect_threshold < 0:
@@ -180,7 +183,7 @@ class ConfigChecks(TableReader):
                 raise self.error(f"{key}[{i}]", f"expected an origin like https://qa.example.com, got {origin!r}")
 
     def check_database(self, database: DatabaseConfig) -> DatabaseConfig:
-        if database.url and not database.url.startswith(("postgresql://", "postgres://")):
+        if database.url and not is_postgres_url(database.url):
             raise self.error("database.url", "expected a postgresql://user@host/dbname URL (or no [database] table "
                                              "for drops.db in data_dir)")
         if not DB_SCHEMA_NAME.match(database.schema):

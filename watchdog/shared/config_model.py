@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from watchdog.shared import alert_rules
 from watchdog.shared.exitcodes import EXIT_CONFIG
 from watchdog.shared.programs import Program
 
@@ -182,13 +183,7 @@ class AlertConfig:
     format: str = "json"  # slack | discord | json
     repeat_interval: float = 3600.0
     disconnect_threshold: float = 120.0
-    rules: list[str] = field(
-        default_factory=lambda: list(ALERT_RULES)
-    )
-
-
-ALERT_RULES = ("crash_loop", "hang", "disconnect", "stream_replaced", "logged_out", "not_paired", "config_failed", "webhook_dead",
-               "not_in_group")
+    rules: list[str] = field(default_factory=lambda: list(alert_rules.known()))  # every registered rule
 
 
 @dataclass(frozen=True)
@@ -278,6 +273,11 @@ class DatabaseConfig:
 
     url: str = ""  # postgresql://user[:password]@host[:port]/dbname[?...]
     schema: str = "wa_watchdog"
+
+
+def is_postgres_url(url: str) -> bool:
+    """True for a PostgreSQL connection URL (libpq takes both schemes); otherwise a SQLite file is meant."""
+    return url.startswith(("postgresql://", "postgres://"))
 
 
 DB_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")

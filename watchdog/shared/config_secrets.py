@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from watchdog.shared.config_model import Config
+from watchdog.shared.config_model import Config, is_postgres_url
 
 # Whole-value placeholders of a token, and words that mark a placeholder anywhere in a URL.
 PLACEHOLDER_TOKEN = re.compile(r"^(x{3,}|\.{3}|<[^>]*>|(change|replace|set)[-_ ]?(me|this|it)?|secret|token|"
@@ -62,5 +62,5 @@ def placeholders(config: Config) -> list[str]:
     urls += [(f"webhooks[{i}].url", hook.url) for i, hook in enumerate(config.webhooks)]
     urls += [("database.url", config.database.url)] if config.database.url else []
     urls += [(f"accounts.{a.name}.session_db", a.session_db) for a in config.accounts.values()
-             if a.session_db.startswith(("postgres://", "postgresql://"))]
+             if is_postgres_url(a.session_db)]
     return [f"{key} = {url!r}" for key, url in urls if placeholder_url(url)]

@@ -29,8 +29,13 @@ def run_dir(data_dir: Path) -> Path:
     return data_dir / "run"
 
 
+def file_name(component: str, suffix: str) -> str:
+    """A component's files are named after it, `:` made `-` (`bridge:main` -> `bridge-main.json`)."""
+    return component.replace(":", "-") + suffix
+
+
 def _file(data_dir: Path, component: str) -> Path:
-    return run_dir(data_dir) / (component.replace(":", "-") + ".json")
+    return run_dir(data_dir) / file_name(component, ".json")
 
 
 def publish(data_dir: Path, component: str, endpoints: dict[str, str]) -> None:
@@ -45,7 +50,7 @@ def publish(data_dir: Path, component: str, endpoints: dict[str, str]) -> None:
 def health_socket(data_dir: Path, component: str) -> Path | None:
     """`<data>/run/<component>.sock`, or None where that path is too long for a unix socket (the watchdog then
     probes the published API)."""
-    path = (run_dir(data_dir) / (component.replace(":", "-") + ".sock")).absolute()
+    path = (run_dir(data_dir) / file_name(component, ".sock")).absolute()
     return path if len(os.fsencode(path)) <= UNIX_PATH_MAX else None
 
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # the bridge reads the file without importing the watchdog's 
 
 
 def _file(data_dir: Path, component: str) -> Path:
-    return endpoints.run_dir(data_dir) / (component.replace(":", "-") + ".exit.json")
+    return endpoints.run_dir(data_dir) / endpoints.file_name(component, ".exit.json")
 
 
 def record(data_dir: Path, component: str, child: ChildProcess) -> None:

@@ -99,8 +99,3 @@ def write_atomic(path: Path, text: str, mode: int = PRIVATE_FILE) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-
-
-def others_can(path: Path, access: int) -> bool:
-    """True if users other than the owner (and its group) have `access` (stat.S_IWOTH / S_IROTH) on `path`."""
-    return bool(path.stat().st_mode & access)

@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import TextIO
 
 from loguru import _better_exceptions, logger
@@ -61,6 +62,20 @@ def preload() -> None:
 # The writer's name comes from loguru's `extra`: a standby renames itself on the path of its takeover
 # (between the session lock and its first health answer), and a rename adds no handler.
 LOGURU_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} {extra[component]}[{process}] {level: <7} {message}"
+
+
+def rotated(path: Path, keep: int) -> list[Path]:
+    """A size-rotated file's copies, oldest first: `path.<keep>` ... `path.1`, then `path` itself."""
+    return [path.with_name(f"{path.name}.{n}") for n in range(keep, 0, -1)] + [path]
+
+
+def rotate(path: Path, keep: int) -> None:
+    """Move `path` to `path.1`, each `path.<n>` to `path.<n+1>`; `path.<keep>` is overwritten (the oldest goes)."""
+    for n in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{n}")
+        if older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{n + 1}"))
+    os.replace(path, path.with_name(f"{path.name}.1"))
 
 
 def standby_log_name(component: str) -> str:

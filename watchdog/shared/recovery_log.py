@@ -27,7 +27,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from watchdog.shared import file_modes
+from watchdog.shared import file_modes, logs
 from watchdog.shared import clock
 
 EVENTS = ("exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash_loop", "failed",
@@ -109,16 +109,11 @@ class RecoveryLog:
             return
         if size + incoming <= self.max_bytes:
             return
-        for n in range(self.keep - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{n}")
-            if older.exists():
-                os.replace(older, self.path.with_name(f"{self.path.name}.{n + 1}"))
-        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        logs.rotate(self.path, self.keep)
 
     def read(self, since: float = 0.0) -> Iterator[dict]:
         """Records newer than `since` (epoch seconds), oldest first, across rotated files."""
-        files = [self.path.with_name(f"{self.path.name}.{n}") for n in range(self.keep, 0, -1)] + [self.path]
-        for path in files:
+        for path in logs.rotated(self.path, self.keep):
             try:
                 lines = path.read_text(encoding="utf-8").splitlines()
             except FileNotFoundError:

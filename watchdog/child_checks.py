@@ -119,13 +119,7 @@ class Checks:
     def arm(self, child: ChildProcess) -> None:
         program, settings = self.program, self.settings
         self.child = child
-        now = time.monotonic()
-        self.last_heartbeat = now
-        self._sample = probes.proc_sample(child.pid, now)
-        self._grace_since = None
-        self._probe_failures.clear()
-        if program.watchdog_sec > 0:
-            self._arm_heartbeat(program.watchdog_sec)
+        self._restart_deadlines(child)
         self._schedule("process", settings.process_check_period, self._check_process)
         self._schedule("start", settings.start_timeout, self._check_started)
         if program.rss_limit_mb:
@@ -151,11 +145,8 @@ class Checks:
     def _schedule(self, name: str, delay: float, callback: Callable[[], None]) -> None:
         self._timers.schedule(name, delay, callback)
 
-    def _rearm(self, gap: float) -> None:
-        """The watchdog's loop did not run for `gap` seconds: the child's deadlines start again from now."""
-        child = self.child
-        if child is None or not child.running:
-            return
+    def _restart_deadlines(self, child: ChildProcess) -> None:
+        """Heartbeat, CPU sample and probe failures count from now (a new child, or after a loop gap)."""
         now = time.monotonic()
         self.last_heartbeat = now
         self._sample = probes.proc_sample(child.pid, now)
@@ -163,6 +154,13 @@ class Checks:
         self._probe_failures.clear()
         if self.program.watchdog_sec > 0:
             self._arm_heartbeat(self.program.watchdog_sec)
+
+    def _rearm(self, gap: float) -> None:
+        """The watchdog's loop did not run for `gap` seconds: the child's deadlines start again from now."""
+        child = self.child
+        if child is None or not child.running:
+            return
+        self._restart_deadlines(child)
         start = self._timers.remaining("start")
         if start is not None:  # what was left of start_timeout when the gap began
             self._schedule("start", max(start + gap, 0.0), self._check_started)

@@ -18,7 +18,7 @@ from tests.conftest import until, wait_until
 from tests.watchdog.fakes import FakeChild, bench
 from tests.watchdog.test_supervision import run, supervise, worker, write_settings
 from watchdog import hooks, probes
-from watchdog.checks import Checks, Verdict, judge
+from watchdog.child_checks import Checks, Verdict, judge
 from watchdog.child_health import ChildHealth
 from watchdog.loop_gaps import LoopGaps
 from watchdog.shared.config_model import WatchdogConfig
@@ -79,7 +79,7 @@ def test_a_slow_cold_start_is_given_time_until_ready_but_a_busy_loop_after_ready
         spinner = worker("monitor:spin", "--spin-after-ready")
         async with supervise(write_settings(tmp_path), [slow, spinner]) as s:
             await s.running("monitor:slow", timeout=30)
-            assert not s.records("monitor:slow", "hang") and s.watcher("monitor:slow").restarts == 0
+            assert not s.records("monitor:slow", "hang") and s.watcher("monitor:slow").restart_count == 0
             (hang, *_) = await s.record("monitor:spin", "hang", timeout=20)
             assert "missed heartbeat" in hang["cause"] and "busy at" in hang["cause"]
     run(scenario)
@@ -102,7 +102,7 @@ def test_a_child_starved_of_cpu_is_overloaded_not_hung_and_is_not_restarted(tmp_
             deadline = time.monotonic() + 10
             while watcher.checks.last_heartbeat == beat and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            assert watcher.pid == pid and watcher.restarts == 0 and not s.records("monitor:a", "hang")
+            assert watcher.pid == pid and watcher.restart_count == 0 and not s.records("monitor:a", "hang")
     run(scenario)
 
 

@@ -1,0 +1,25 @@
+"""The bridge's alert rules: what only a WhatsApp session comes to (watchdog/shared/alert_rules.py).
+
+Imported by the config loader (every process): keep it free of the bridge's own imports.
+"""
+from __future__ import annotations
+
+from watchdog.shared.alert_rules import register
+
+PAIR = "`wa-watchdog pair --account NAME --phone NUMBER`, then `wa-watchdog restart bridge:NAME`"
+
+DISCONNECT = register(
+    "disconnect", "WhatsApp disconnected",
+    "check the host's internet and WhatsApp's status; if it lasts, check that the phone is online and "
+    "the linked device still listed. The outage's messages are backfilled on reconnect")
+STREAM_REPLACED = register(
+    "stream_replaced", "session taken over elsewhere (stream replaced)",
+    "find and close the other client of this number (WhatsApp Web, a second bridge on another "
+    "host); never run one account on two hosts")
+LOGGED_OUT = register("logged_out", "logged out: re-pairing needed", f"re-pair as the service user: {PAIR}")
+NOT_PAIRED = register("not_paired", "never paired: pairing needed", f"pair as the service user: {PAIR}")
+NOT_IN_GROUP = register(
+    "not_in_group", "following a group the account is not in: nothing from it is recorded",
+    "a mistyped JID: correct the project's `groups`, then `wa-watchdog reload`; otherwise add the "
+    "number to the group on a phone (resolved at the bridge's next look, or at once with "
+    "`wa-watchdog restart bridge:NAME`)")
