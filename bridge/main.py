@@ -33,7 +33,6 @@ import dataclasses
 import errno
 import importlib
 import os
-import signal
 import sqlite3
 import sys
 import time
@@ -56,11 +55,12 @@ from bridge.store import OutboxRow, Store, StoreCorrupt, StoreError, StoreLocked
 from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Receipt, Transport
 from bridge.windows import STOPPED_REASON, Windows
 from watchdog.shared import clock, endpoints, exit_handoff, logs, web_guard
+from watchdog.shared.child_entry import ChildEntry
 from watchdog.shared.config import AccountConfig, Config
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
 from watchdog.shared.http_server import LimitedRunner, serve_private
 from watchdog.shared.migrations import SchemaTooNew
-from watchdog.shared.notify import Notifier, heartbeat_interval
+from watchdog.shared.notify import Notifier
 from watchdog.shared.publishing import publish_or_retry
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared.waiting import wait_event
@@ -124,11 +124,13 @@ class Bridge:
         self.windows = Windows(store, self.alive, self.recovery_log, self.component, transport,
                                account.follow_groups)
         self.membership = Membership(config, account, transport)
-        self.notifier = Notifier()
-        self._stop = asyncio.Event()
+        # WATCHDOG=1 comes from the loop, so it continues while WhatsApp is away and while the store cannot be
+        # written (full disk, locked by another program): the process is fine, health reports the problem, and a
+        # restart would fix neither.
+        self.entry = ChildEntry(account.watchdog_sec, self.status_line, tick=self._tick, max_period=MAX_TICK)
+        self._steps = clock.StepDetector()  # wall-clock steps, logged by the heartbeat
         self._synced = asyncio.Event()
         self._stopping = False
-        self._ready_sent = False
         self._died = died  # (pid, time) the previous process was last known alive (crash window start)
         self._windows_started = False  # on_start written (retried by the heartbeat while the store refuses)
         self._next_write_probe = time.monotonic() + STORE_PROBE  # on_start is the first write
@@ -186,7 +188,7 @@ class Bridge:
         if isinstance(exc, StoreCorrupt) and self._exit_code is None:
             logger.error("{}", CorruptStore(self.store.path, str(exc.__cause__ or exc)))
             self._exit_code = EXIT_CONFIG
-            self._stop.set()
+            self.entry.request_stop()
 
     async def on_connection(self, event: ConnectionEvent) -> None:
         self.health.event_seen()
@@ -239,9 +241,7 @@ class Bridge:
         self._publish_status()
 
     def _ready(self) -> None:
-        if not self._ready_sent:
-            self._ready_sent = True
-            self.notifier.ready(self.status_line())
+        self.entry.ready()
 
     # -- API context -------------------------------------------------------------------------------
 
@@ -289,39 +289,26 @@ class Bridge:
         await self.membership.refresh(lambda: self.health.connected)
 
     def _publish_status(self) -> None:
-        self.notifier.status(self.status_line())
+        self.entry.publish_status()
 
-    async def _beat(self) -> None:
-        """Heartbeats from the event loop: bridge.alive, the store probe, WATCHDOG=1, STATUS=.
-
-        WATCHDOG=1 comes from the loop, so it continues while WhatsApp is away and while the
-        store cannot be written (full disk, locked by another program): the process is fine,
-        health reports the problem, and a restart would fix neither.
-        """
-        tick = min(heartbeat_interval(self.account.watchdog_sec), MAX_TICK)
-        steps = clock.StepDetector()
-        while True:
-            if (step := steps.check()) is not None:  # the watchdog records it; nothing here runs on the wall clock
-                logger.warning("{}: windows and the send dedupe keep to the boot's clock", clock.describe_step(step))
-            retry_sends = False
-            try:
-                if not self._windows_started:
-                    self.windows.on_start(self._died)
-                    self._windows_started = True
-                else:
-                    self.windows.heartbeat()
-                    self._probe_store()
-                retry_sends = self.health.connected and not self.outbox.busy and self.store.outbox_depth() > 0
-                self.health.store_result("")
-            except StoreError as exc:
-                self._store_failed(exc)
-            except sqlite3.Error as exc:
-                self._store_failed(StoreError(f"cannot read {self.store.path}: {exc}"))
-            self.notifier.heartbeat()
-            if retry_sends:
+    def _tick(self) -> None:
+        """Each heartbeat's work, before WATCHDOG=1 and STATUS=: bridge.alive, the store probe, stuck sends."""
+        if (step := self._steps.check()) is not None:  # the watchdog records it; nothing here runs on the wall clock
+            logger.warning("{}: windows and the send dedupe keep to the boot's clock", clock.describe_step(step))
+        try:
+            if not self._windows_started:
+                self.windows.on_start(self._died)
+                self._windows_started = True
+            else:
+                self.windows.heartbeat()
+                self._probe_store()
+            if self.health.connected and not self.outbox.busy and self.store.outbox_depth() > 0:
                 self._spawn(self.outbox.drain())  # e.g. a send that timed out earlier
-            self._publish_status()
-            await asyncio.sleep(tick)
+            self.health.store_result("")
+        except StoreError as exc:
+            self._store_failed(exc)
+        except sqlite3.Error as exc:
+            self._store_failed(StoreError(f"cannot read {self.store.path}: {exc}"))
 
     def _probe_store(self) -> None:
         """Raise StoreError if the store cannot be written, writing to it only where a write is the only way
@@ -337,9 +324,10 @@ class Bridge:
     # -- life cycle --------------------------------------------------------------------------------
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+        async with self.entry:  # SIGTERM/SIGINT stop it from here on
+            return await self._run()
+
+    async def _run(self) -> int:
         try:
             self.windows.on_start(self._died)
             self._windows_started = True
@@ -368,15 +356,15 @@ class Bridge:
         logger.info("bridge {} serving on {} (transport {}, store {})", self.account.name, url,
                     self.account.transport, self.store.path)
         self._spawn(self.health.measure_loop_lag())
-        self._spawn(self._beat())
-        self._spawn(self.membership.keep_fresh(lambda: self.health.connected, self._stop))
+        self.entry.start_heartbeat()
+        self._spawn(self.membership.keep_fresh(lambda: self.health.connected, self.entry.stop))
         transport_task = asyncio.create_task(self.transport.run(self))
-        stop_task = asyncio.create_task(self._stop.wait())
+        stop_task = asyncio.create_task(self.entry.stop.wait())
         await asyncio.wait({transport_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         exit_code, stop_reason = EXIT_OK, STOPPED_REASON
         if self._exit_code is not None:
             exit_code, stop_reason = self._exit_code, f"store {self.store.path} is corrupt"
-        elif not self._stop.is_set():
+        elif not self.entry.stop.is_set():
             error = transport_task.exception()
             if error is not None:
                 # An exception may name its own exit code (NeedsOperator: 4, an unpaired neonize session).
@@ -414,7 +402,7 @@ class Bridge:
     async def _shutdown(self, runner: web.AppRunner, transport_task: asyncio.Task, reason: str) -> None:
         started = time.monotonic()
         logger.info("stopping ({})", reason)
-        self.notifier.stopping()
+        self.entry.stopping()
         self._stopping = True
         if self.health.connected and self.store.outbox_depth():
             try:
@@ -427,6 +415,7 @@ class Bridge:
             await asyncio.wait_for(transport_task, TRANSPORT_CLOSE)
         except (TimeoutError, Exception):  # noqa: BLE001 - stopping anyway; the window below records it
             transport_task.cancel()
+        await self.entry.stop_heartbeat()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import signal
 import sqlite3
 import time
 from contextlib import suppress
@@ -31,10 +30,11 @@ from monitors.receipts import ReceiptFollower, receipt_accounts
 from monitors.store_watch import StoreWakes
 from watchdog.alerts import AlertManager
 from watchdog.shared import logs
+from watchdog.shared.child_entry import ChildEntry
 from watchdog.shared.config import Config, ProjectConfig, monitor_component
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.shared.migrations import SchemaTooNew
-from watchdog.shared.notify import Notifier, heartbeat_interval
+from watchdog.shared.notify import Notifier
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared.waiting import wait_event
 
@@ -49,16 +49,18 @@ class MonitorProcess:
         self.projects = projects
         self.drops = open_drops_store(config)
         self.wakes = StoreWakes()
-        self.notifier = Notifier()
-        self.stopping = asyncio.Event()
         self._status_changed = asyncio.Event()
+        self._looks: list[asyncio.Event] = []  # one per followed store: set by inotify, or to stop
+        # WATCHDOG=1 and STATUS= from the event loop: a process stuck in a query stops beating.
+        self.entry = ChildEntry(min(project.watchdog_sec for project in projects), self.status_line,
+                                status_changed=self._status_changed, status_gap=STATUS_MIN_INTERVAL,
+                                on_stop=self._wake_looks)
+        self.stopping = self.entry.stop
         log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
         self.monitors = [ProjectMonitor(config, project, self.drops, log, self.stopping, self._status_changed.set)
                          for project in projects]
-        self._looks: list[asyncio.Event] = []  # one per followed store: set by inotify, or to stop
         self.receipts = [ReceiptFollower(self.drops, account, self.wakes)
                          for account in receipt_accounts(config, projects)]
-        self.watchdog_sec = min(project.watchdog_sec for project in projects)
         self.alerts = AlertManager(config.alerts, log)
         self.group_watch = GroupWatch(config, self.monitors, self.alerts, self._status_changed)
 
@@ -69,8 +71,7 @@ class MonitorProcess:
     def status_line(self) -> str:
         return "; ".join(self.group_watch.status_line(monitor) for monitor in self.monitors)
 
-    def stop(self) -> None:
-        self.stopping.set()
+    def _wake_looks(self) -> None:
         for look in self._looks:
             look.set()
 
@@ -120,16 +121,6 @@ class MonitorProcess:
         finally:
             schedule.close()
 
-    async def _beat(self) -> None:
-        """WATCHDOG=1 and STATUS= from the event loop: a process stuck in a query stops beating."""
-        period = heartbeat_interval(self.watchdog_sec)
-        while True:
-            self.notifier.heartbeat()
-            self.notifier.status(self.status_line())
-            self._status_changed.clear()
-            await asyncio.sleep(min(STATUS_MIN_INTERVAL, period))  # a change is published at once, but not more
-            await wait_event(self._status_changed, max(0.0, period - STATUS_MIN_INTERVAL))  # often than this
-
     def save_cursors(self) -> None:
         """Write the cursors that moved past messages without drops, in one transaction (raises StoreUnavailable)."""
         moved = [(monitor, cursor) for monitor in self.monitors if (cursor := monitor.unsaved_cursor()) is not None]
@@ -143,19 +134,36 @@ class MonitorProcess:
                 self.save_cursors()
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
-        tasks = {asyncio.create_task(self._beat())}
-        exit_code = EXIT_OK
-        stores: dict[Path, StoreFollower] = {}
+        async with self.entry:  # SIGTERM/SIGINT stop it from here on
+            self.entry.start_heartbeat()
+            tasks: set[asyncio.Task] = set()
+            stores: dict[Path, StoreFollower] = {}
+            exit_code = await self._serve(tasks, stores)
+            begun = time.monotonic()
+            self.entry.stopping()
+            await self.entry.stop_heartbeat()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            with suppress(StoreUnavailable, sqlite3.Error):  # else read again after the restart: nothing lost
+                self.save_cursors()
+            await self.alerts.close(timeout=1.0)
+            for store in stores.values():
+                store.close()
+            self.drops.close()
+            logger.info("monitor {} stopped in {:.0f} ms", self.name, (time.monotonic() - begun) * 1000)
+            return exit_code
+
+    async def _serve(self, tasks: set[asyncio.Task], stores: dict[Path, StoreFollower]) -> int:
+        """Open the stores, READY=1, then follow until stopped; the exit code. Fills `tasks` and `stores` for the
+        clean-up in `run`."""
         try:
             for path in dict.fromkeys(monitor.account.store for monitor in self.monitors):
                 if (store := await self._open_store(path)) is not None:
                     stores[path] = store
             if not self.stopping.is_set():
                 await asyncio.gather(*(monitor.start(stores[monitor.account.store]) for monitor in self.monitors))
-                self.notifier.ready(self.status_line())
+                self.entry.ready()
                 tasks |= {asyncio.create_task(self._follow(store, [m for m in self.monitors if m.account.store == path]))
                           for path, store in stores.items()}
                 tasks |= {asyncio.create_task(monitor.sender.run()) for monitor in self.monitors}
@@ -168,29 +176,15 @@ class MonitorProcess:
         except sqlite3.Error as exc:
             if is_corrupt(exc):  # never keep serving on a damaged file: exit 2, restore it (docs/OPERATIONS.md)
                 logger.error("monitor {}: {}", self.name, CorruptStore(Path(str(self.drops.description)), str(exc)))
-                exit_code = EXIT_CONFIG
-            else:
-                logger.error("monitor {} stopped on a database error: {}", self.name, exc)
-                exit_code = EXIT_ERROR
+                return EXIT_CONFIG
+            logger.error("monitor {} stopped on a database error: {}", self.name, exc)
+            return EXIT_ERROR
         except SchemaTooNew as exc:
             logger.error("monitor {}: {}", self.name, exc)
-            exit_code = EXIT_CONFIG
+            return EXIT_CONFIG
         except StoreUnavailable:
             pass  # stopped while the drops store was down: nothing to finish
-        begun = time.monotonic()
-        self.notifier.stopping()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        with suppress(StoreUnavailable, sqlite3.Error):  # else read again after the restart: nothing lost
-            self.save_cursors()
-        await self.alerts.close(timeout=1.0)
-        for store in stores.values():
-            store.close()
-        self.drops.close()
-        logger.info("monitor {} stopped in {:.0f} ms", self.name, (time.monotonic() - begun) * 1000)
-        return exit_code
-
+        return EXIT_OK
 
 def cmd_monitor(config: Config, args: argparse.Namespace) -> int:
     projects = [config.project(name) for name in dict.fromkeys(args.project)]

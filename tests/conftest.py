@@ -6,6 +6,7 @@ import hashlib
 import inspect
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,16 @@ T = TypeVar("T")
 GROUP_A = "120363000000000001@g.us"
 GROUP_B = "120363000000000002@g.us"
 GROUP_C = "120363000000000003@g.us"
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[socket.socket]:
+    """A receiving sd_notify socket (abstract name); pass `"@" + name` as a child's NOTIFY_SOCKET."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(f"\0wa-watchdog-test/{os.getpid()}/{id(sock)}")
+    sock.settimeout(5)
+    yield sock
+    sock.close()
 
 
 def wait_until(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,

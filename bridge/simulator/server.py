@@ -13,7 +13,6 @@ import itertools
 import json
 import os
 import random
-import signal
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -23,9 +22,9 @@ from loguru import logger
 from bridge.simulator.state import Session, SimError, SimReceipt, SimState, iso
 from bridge.simulator.traffic import run_traffic
 from watchdog.shared import endpoints, logs
+from watchdog.shared.child_entry import ChildEntry
 from watchdog.shared.config import Config, ConfigError
 from watchdog.shared.exitcodes import EXIT_ERROR, EXIT_OK
-from watchdog.shared.notify import Notifier, heartbeat_interval
 
 COMPONENT = "sim"
 # Close codes the client maps to connection kinds (4000-4999 are for applications).
@@ -320,12 +319,6 @@ def build_app(sim: Sim) -> web.Application:
 
 # -- process -------------------------------------------------------------------
 
-async def _heartbeat(sim: Sim, notifier: Notifier, interval: float) -> None:
-    while True:
-        notifier.send("WATCHDOG=1", f"STATUS={sim.status()}")
-        await asyncio.sleep(interval)
-
-
 async def serve(config: Config) -> int:
     assert config.sim is not None
     sim = Sim(config, SimState(config))
@@ -339,30 +332,27 @@ async def serve(config: Config) -> int:
         return EXIT_ERROR
     port = runner.addresses[0][1]
     endpoints.publish(config.data_dir, COMPONENT, {"api": f"http://127.0.0.1:{port}", "ws": f"ws://127.0.0.1:{port}/ws"})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    notifier = Notifier()
-    notifier.ready(sim.status())
-    logger.info("sim serving on 127.0.0.1:{} ({} sessions, {} groups)", port, len(sim.state.sessions),
-                len(sim.state.groups))
-    background = [asyncio.create_task(_heartbeat(sim, notifier, heartbeat_interval(config.sim.watchdog_sec)))]
-    if config.sim.traffic.enabled:
-        background.append(asyncio.create_task(run_traffic(sim.state, config.sim.traffic.interval)))
-    await stop.wait()
+    async with ChildEntry(config.sim.watchdog_sec, sim.status) as entry:  # SIGTERM/SIGINT stop it from here on
+        entry.ready()
+        logger.info("sim serving on 127.0.0.1:{} ({} sessions, {} groups)", port, len(sim.state.sessions),
+                    len(sim.state.groups))
+        entry.start_heartbeat()
+        background = ([asyncio.create_task(run_traffic(sim.state, config.sim.traffic.interval))]
+                      if config.sim.traffic.enabled else [])
+        await entry.stop.wait()
 
-    notifier.stopping()
-    logger.info("sim stopping")
-    for task in background:
-        task.cancel()
-    sim.shutdown()
-    await asyncio.gather(*background, *sim.tasks, return_exceptions=True)
-    await runner.cleanup()
-    record = endpoints.read(config.data_dir, COMPONENT)
-    if record and record.get("pid") == os.getpid():
-        endpoints.remove(config.data_dir, COMPONENT)
-    return EXIT_OK
+        entry.stopping()
+        logger.info("sim stopping")
+        await entry.stop_heartbeat()
+        for task in background:
+            task.cancel()
+        sim.shutdown()
+        await asyncio.gather(*background, *sim.tasks, return_exceptions=True)
+        await runner.cleanup()
+        record = endpoints.read(config.data_dir, COMPONENT)
+        if record and record.get("pid") == os.getpid():
+            endpoints.remove(config.data_dir, COMPONENT)
+        return EXIT_OK
 
 
 def cmd_sim(config: Config, args: argparse.Namespace) -> int:

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import errno
 import os
-import signal
 import sqlite3
 from collections.abc import Coroutine
 from contextlib import suppress
@@ -31,23 +30,16 @@ from monitors.store.outbox import outbox_channel
 from monitors.store_watch import StoreWakes
 from watchdog.shared import endpoints, locks, logs, web_guard
 from watchdog.alerts import AlertManager
+from watchdog.shared.child_entry import ChildEntry
 from watchdog.shared.config import Config, DropsApiConfig, WebhookConfig
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.shared.migrations import SchemaTooNew
 from watchdog.shared.http_server import LimitedRunner
-from watchdog.shared.notify import Notifier, heartbeat_interval
 from watchdog.shared.publishing import publish_or_retry
 from watchdog.shared.recovery_log import RecoveryLog
 
 COMPONENT = "drops-api"
 LOCK = "drops-api.lock"  # in the run directory, held for the process's life
-
-
-async def _beat(api: DropsApi, notifier: Notifier, period: float) -> None:
-    while True:
-        notifier.heartbeat()
-        notifier.status(api.status_line())
-        await asyncio.sleep(period)
 
 
 def _outbox_wakes(config: Config) -> tuple[LookSchedule, list[Coroutine[None, None, None]]]:
@@ -114,31 +106,28 @@ async def serve(config: Config) -> int:
     if taken:
         logger.warning("drops_api.port {} is taken: serving on free port {} instead (port_fallback)", taken, port)
     later = publish_or_retry(config.data_dir, COMPONENT, {"api": url})  # a full disk: serve, publish when it can
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    notifier = Notifier()
-    notifier.ready(api.status_line())
-    logger.info("drops-api serving on {} (store {}, {} webhook(s))", url, db.description, len(config.webhooks))
-    tasks = [asyncio.create_task(_beat(api, notifier, heartbeat_interval(settings.watchdog_sec))),
-             asyncio.create_task(api.deliverer.run(schedule)), *(asyncio.create_task(job) for job in listeners),
-             *([asyncio.create_task(later)] if later is not None else [])]
-    await stop.wait()
+    async with ChildEntry(settings.watchdog_sec, api.status_line) as entry:  # SIGTERM/SIGINT stop it from here on
+        entry.ready()
+        logger.info("drops-api serving on {} (store {}, {} webhook(s))", url, db.description, len(config.webhooks))
+        entry.start_heartbeat()
+        tasks = [asyncio.create_task(api.deliverer.run(schedule)), *(asyncio.create_task(job) for job in listeners),
+                 *([asyncio.create_task(later)] if later is not None else [])]
+        await entry.stop.wait()
 
-    notifier.stopping()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await runner.cleanup()
-    await alerts.close()
-    await http.close()
-    db.close()
-    record = endpoints.read(config.data_dir, COMPONENT)
-    if record and record.get("pid") == os.getpid():
-        endpoints.remove(config.data_dir, COMPONENT)
-    logger.info("drops-api stopped")
-    return EXIT_OK
+        entry.stopping()
+        await entry.stop_heartbeat()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await runner.cleanup()
+        await alerts.close()
+        await http.close()
+        db.close()
+        record = endpoints.read(config.data_dir, COMPONENT)
+        if record and record.get("pid") == os.getpid():
+            endpoints.remove(config.data_dir, COMPONENT)
+        logger.info("drops-api stopped")
+        return EXIT_OK
 
 
 def cmd_drops_api(config: Config, args: argparse.Namespace) -> int:

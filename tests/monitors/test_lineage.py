@@ -61,7 +61,7 @@ def run_monitor(config: Config) -> None:
     monitor = MonitorProcess(config, [config.project("lawley")])
 
     async def start_and_stop() -> int:
-        asyncio.get_running_loop().call_later(0.5, monitor.stop)
+        asyncio.get_running_loop().call_later(0.5, monitor.entry.request_stop)
         return await monitor.run()
     assert asyncio.run(start_and_stop()) == 0
 

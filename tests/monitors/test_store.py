@@ -262,7 +262,7 @@ def test_a_replaced_store_is_followed_from_its_start(config: Config, store: Stor
     monitor = MonitorProcess(config, [config.project("lawley")])
 
     async def start_and_stop() -> int:
-        asyncio.get_running_loop().call_later(0.5, monitor.stop)
+        asyncio.get_running_loop().call_later(0.5, monitor.entry.request_stop)
         return await monitor.run()
     assert asyncio.run(start_and_stop()) == 0
     fresh.close()

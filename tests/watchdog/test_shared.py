@@ -15,15 +15,6 @@ from watchdog.shared import endpoints
 from watchdog.shared.recovery_log import RecoveryLog
 
 
-@pytest.fixture
-def notify_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(f"\0wa-watchdog-test/{os.getpid()}/{id(sock)}")
-    sock.settimeout(5)
-    yield sock
-    sock.close()
-
-
 def test_notifier_sends_unicode_status_that_sdnotify_would_drop(notify_socket: socket.socket) -> None:
     address = "@" + notify_socket.getsockname()[1:].decode()
     code = ("from watchdog.shared.notify import Notifier; n = Notifier(); "
