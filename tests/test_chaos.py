@@ -45,6 +45,7 @@ def chaos(tmp_path: Path, seconds: float, database_url: str = "", postgres: PgCl
     assert report.events_missing == [] and report.events_duplicated == []
     # Each drop's event reached the receiver, signed, (deduped by webhook-id) once; nothing for a drop not recorded.
     assert report.webhook_lost == [] and report.webhook_unknown == [] and report.webhook_bad_signatures == 0
+    assert report.unreported_windows == []  # each reported by every project's monitor (by id and span)
     assert report.quiescent  # all of the above, and every window closed, backfilled and reported
     return report
 
