@@ -19,11 +19,17 @@ from loguru import logger
 from watchdog.shared.recovery_log import RecoveryLog
 
 TICK = 1.0  # seconds between the loop's own ticks
-GAP = 2.0  # seconds beyond a tick without one that make a gap: a loaded host is late by less
+REARM = 0.25  # seconds beyond a tick unwatched that re-arm the deadlines (silently: a loaded host is this late)
+GAP = 2.0  # seconds beyond a tick unwatched that are a gap worth a record (a pause, a frozen VM)
 
 
 class LoopGaps:
-    """Notices gaps in the watchdog's own loop; `count` goes up by one for each."""
+    """Notices gaps in the watchdog's own loop; `count` goes up by one for each re-arm.
+
+    Any unwatched time past REARM re-arms: a child's heartbeat deadline is short (watchdog_sec 3 beats every
+    1.5 s), and its beats sent while the loop did not run may have been dropped (the notify socket queues 10
+    datagrams), so even a 2 s pause must not count against it. Only a pause past GAP is recorded.
+    """
 
     def __init__(self, recovery_log: RecoveryLog | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.recovery_log = recovery_log
@@ -54,15 +60,16 @@ class LoopGaps:
         now = self.clock()
         unwatched = now - self._last - TICK
         self._last = now
-        if not self._ticking or unwatched <= GAP:
+        if not self._ticking or unwatched <= REARM:
             return False
         self.count += 1
         gap = unwatched + TICK
-        message = (f"the watchdog's own loop did not run for {gap:.1f} s (paused, frozen or starved): heartbeat "
-                   "deadlines and probe failure counts re-armed, no child judged by that time")
-        logger.warning("{}", message)
-        if self.recovery_log is not None:
-            self.recovery_log.append("watchdog", "loop_gap", gap_s=round(gap, 3), message=message)
+        if unwatched > GAP:
+            message = (f"the watchdog's own loop did not run for {gap:.1f} s (paused, frozen or starved): "
+                       "heartbeat deadlines and probe failure counts re-armed, no child judged by that time")
+            logger.warning("{}", message)
+            if self.recovery_log is not None:
+                self.recovery_log.append("watchdog", "loop_gap", gap_s=round(gap, 3), message=message)
         for rearm in list(self._subscribers):
             rearm(gap)
         return True

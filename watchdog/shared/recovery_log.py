@@ -21,6 +21,7 @@ import errno
 import fcntl
 import json
 import os
+import select
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,7 +101,7 @@ class RecoveryLog:
                     logger.warning("recovery log lock {}.lock held by another process for over {:g} s: "
                                    "appending without it", self.path, LOCK_WAIT)
                     return False
-                time.sleep(LOCK_POLL)
+                select.select([], [], [], LOCK_POLL)  # not time.sleep: libfaketime (the clock chaos) fails it, EINVAL
 
     def _rotate_if_full(self, incoming: int) -> None:
         try:
