@@ -60,7 +60,7 @@ class ProjectMonitor:
         self.position = Position(0)  # the cursor, with the marks that tell its file (monitors/lineage.py)
         self.saved_position = Position(0)  # as the drops store has it (moved lazily past messages without drops)
         self.drop_count = 0
-        self.reported: set[int] = set()
+        self.reported: dict[int, str | None] = {}  # window id -> its start (None: claimed before starts were kept)
         self.positioned = False  # cursor and reported windows read from the drops store
         self.store_error = ""  # why the drops store cannot be reached right now ("" = it can)
         self.windows_after = 0  # windows up to this id are reported
@@ -77,7 +77,9 @@ class ProjectMonitor:
         name, account = self.project.name, self.account.name
         self.position = self.saved_position = self.drops.position(name, account)
         self.drop_count = self.drops.drop_count(name)  # then counted here: a status line costs no query
-        self.reported = self.drops.reported_window_ids(name, account) - set(self.drops.unfinished_reports(name, account))
+        unfinished = self.drops.unfinished_reports(name, account)
+        self.reported = {i: start for i, start in self.drops.reported_windows(name, account).items()
+                         if i not in unfinished}
         self.positioned = True
 
     @property
@@ -104,7 +106,7 @@ class ProjectMonitor:
         Windows are read before the messages: a window marked done was backfilled into the
         store before that, so its messages are recorded by the time it is reported.
         """
-        windows = [w for w in store.windows(self.windows_after) if w.id not in self.reported]
+        windows = [w for w in store.windows(self.windows_after) if not self._was_reported(w)]
         while True:
             messages = store.messages_after(self.cursor, BATCH)
             if not messages:
@@ -141,16 +143,21 @@ class ProjectMonitor:
         """
         finished = [w for w in windows if w.ended_at is not None and w.backfill_status in REPORTED_STATUSES]
         # read only when there is something to report: this runs on every catch-up of every project
-        unfinished = set(self.drops.unfinished_reports(self.project.name, self.account.name)) if finished else set()
+        unfinished = self.drops.unfinished_reports(self.project.name, self.account.name) if finished else {}
         for window in finished:
-            if window.id in unfinished and self._already_logged(window.id):
+            if window.id in unfinished and unfinished[window.id] in (None, window.started_at) \
+                    and self._already_logged(window.id):
                 self.drops.window_reported(self.project.name, self.account.name, window.id)
             else:
                 self._report(store, window)
-            self.reported.add(window.id)
-        unsettled = [w.id for w in windows if w.id not in self.reported]
+            self.reported[window.id] = window.started_at
+        unsettled = [w.id for w in windows if not self._was_reported(w)]
         if unsettled or windows:
             self.windows_after = min(unsettled) - 1 if unsettled else windows[-1].id
+
+    def _was_reported(self, window: Window) -> bool:
+        """A window is its id and its start: a restored messages.db numbers its windows again."""
+        return window.id in self.reported and self.reported[window.id] in (None, window.started_at)
 
     def _report(self, store: StoreFollower, window: Window) -> None:
         assert window.ended_at is not None

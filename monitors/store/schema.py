@@ -145,6 +145,11 @@ ALTER TABLE cursors ADD COLUMN stored_at TEXT;
 ALTER TABLE cursors ADD COLUMN store_id TEXT
 """
 
+# A window id alone names nothing across files: messages.db restored from a backup numbers its windows again.
+V8_WINDOW_STARTS = """
+ALTER TABLE reported_windows ADD COLUMN window_started_at TEXT
+"""
+
 
 def _fill_public_ids(ex: Executor) -> None:
     """Drops recorded before public ids existed get one now (new drops get theirs when recorded)."""
@@ -164,4 +169,6 @@ def migrations(dialect: Dialect) -> list[Migration]:
         Migration(6, "an index for finding a drop by its number in any project", (V6_NUMBER_INDEX,)),
         Migration(7, "cursors: the message id and stored_at at the cursor and the store's id (restores, recover)",
                   (V7_CURSOR_MARKS,)),
+        Migration(8, "reported_windows.window_started_at: a window is its id and its start (restored stores reuse ids)",
+                  (V8_WINDOW_STARTS,)),
     ]

@@ -74,7 +74,7 @@ def test_a_drops_db_of_the_last_release_is_upgraded_in_place_and_keeps_recording
     (sent,) = drops.feedback_of(old[0])
     assert (sent.bridge_message_id, sent.delivered_at, sent.read_at) == ("3EB0AAAA", None, None)
     assert drops.position("lawley", "main") == Position(2)  # no marks yet: the old rule until it moves
-    assert drops.reported_window_ids("mohadin", "main") == {1}
+    assert drops.reported_windows("mohadin", "main") == {1: None}  # claimed before window starts were kept
     # The old feedback now takes receipts, with their webhook events.
     assert drops.record_receipts([ReceiptStamp("3EB0AAAA", "delivered", "2026-11-24 08:00:02.000000+00:00")])[1] == 1
     assert [e.type for e in drops.outbox.due("ops")] == ["feedback.delivered"]

@@ -249,6 +249,28 @@ def test_a_report_interrupted_by_a_crash_is_written_exactly_once(config: Config,
     assert rows(config, "SELECT reported_at IS NOT NULL FROM reported_windows") == [(1,)]
 
 
+def test_a_window_of_a_restored_store_that_reuses_a_reported_id_is_reported(config: Config, store: Store) -> None:
+    """messages.db restored from a backup numbers its windows again: the id of a window already reported comes
+    back for another window (its own start); that one is reported and its drops marked, not taken as done."""
+    window = store.start_window(format_ts(T0), "server disconnect")
+    store.end_window(format_ts(T0 + timedelta(seconds=5)))
+    store.finish_backfill(window.id, "unsupported")
+    catch_up(config)
+    store.conn.execute("DELETE FROM disconnect_windows")  # the restored file: it never had that window
+    store.conn.execute("DELETE FROM sqlite_sequence WHERE name = 'disconnect_windows'")
+    store.conn.commit()
+    post(store, "M1", "DR1000001", at=T0 + timedelta(minutes=10, seconds=2))  # posted while the service was down
+    again = store.start_window(format_ts(T0 + timedelta(minutes=10)), "bridge crash")
+    store.end_window(format_ts(T0 + timedelta(minutes=10, seconds=5)))
+    store.finish_backfill(again.id, "unsupported")
+    assert again.id == window.id
+    catch_up(config)
+    assert [r["message"].split(" (")[0] for r in report_lines(config)] == ["window 08:00:00-08:00:05",
+                                                                          "window 08:10:00-08:10:05"]
+    assert rows(config, "SELECT drop_number, backfilled FROM drops") == [("DR1000001", 1)]
+    assert rows(config, "SELECT window_started_at FROM reported_windows") == [(format_ts(T0 + timedelta(minutes=10)),)]
+
+
 @pytest.mark.slow
 def test_a_replaced_store_is_followed_from_its_start(config: Config, store: Store) -> None:
     post(store, "M1", "DR1000001")
