@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from watchdog.shared import clock
+
 
 @dataclass(frozen=True)
 class Request:
@@ -99,14 +101,16 @@ class WebhookReceiver:
                                  headers={"Retry-After": "0"} if status == 429 else {})
 
     def _verify(self, body: bytes, headers: Mapping[str, str]) -> None:
-        if not self.skews:
+        ours = clock.now_s() - time.time()  # the product's clock here: CI's run a year ahead, a test's fixed clock
+        skews = (*self.skews, ours) if abs(ours) > TOLERANCE else self.skews
+        if not skews:
             self.verifier.verify(body, dict(headers))
             return
         try:
             stamp = float(headers.get("webhook-timestamp", ""))
         except ValueError:
             raise WebhookVerificationError("Invalid Signature Headers") from None
-        if not any(abs(stamp - time.time() - skew) <= TOLERANCE for skew in (0.0, *self.skews)):
+        if not any(abs(stamp - time.time() - skew) <= TOLERANCE for skew in (0.0, *skews)):
             raise WebhookVerificationError("Message timestamp too old or too new for every clock of the sender")
         expected = self.verifier.sign(headers.get("webhook-id", ""), datetime.fromtimestamp(stamp, timezone.utc), body)
         if expected not in headers.get("webhook-signature", "").split(" "):

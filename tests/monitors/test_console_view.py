@@ -1,8 +1,6 @@
 """The console's Drops panel, from the drops side: real drops.db and messages.db files, read-only."""
 from __future__ import annotations
 
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from bridge.schema import format_ts
@@ -14,6 +12,7 @@ from monitors.drops_store import Submission, open_drops_store
 from tests.conftest import GROUP_A
 from watchdog.shared.config import load
 from watchdog.console.extensions import load as load_extensions
+from watchdog.shared import clock
 
 SENDER = "27710000001@s.whatsapp.net"
 
@@ -21,9 +20,9 @@ SENDER = "27710000001@s.whatsapp.net"
 def test_todays_drops_per_project_with_backfilled_flagged_and_their_messages(config_path: Path) -> None:
     config = load(config_path)
     view = DropsView(config)
-    assert "none yet today" in view.panel() and view.marks(0, time.time()) == []  # no drops.db yet: no error
+    assert "none yet today" in view.panel() and view.marks(0, clock.now_s()) == []  # no drops.db yet: no error
 
-    now = datetime.now(timezone.utc)
+    now = clock.now()
     store = Store(config.accounts["main"].store)
     store.add_messages([IncomingMessage(id="M1", chat_jid=GROUP_A, sender_jid=SENDER, text="DR1234567 pole 4 done",
                                         timestamp=now, source=Source.OFFLINE, chat_name="Lawley Fibre")])
@@ -41,7 +40,7 @@ def test_todays_drops_per_project_with_backfilled_flagged_and_their_messages(con
     assert 'href="/console/x/drops/lawley/DR1234567"' in panel
     assert 'data-project="mohadin"' in panel and "none yet today" in panel  # every configured project
 
-    (mark,) = view.marks(time.time() - 3600, time.time() + 1)
+    (mark,) = view.marks(clock.now_s() - 3600, clock.now_s() + 1)
     assert (mark.row, mark.kind) == ("monitor:lawley", "backfilled") and "DR1234567" in mark.label
     assert view.names()[GROUP_A] == "Lawley Fibre"
 
@@ -59,7 +58,7 @@ def test_the_console_finds_the_drops_view_through_its_entry_point(config_path: P
 
 def test_a_busy_project_shows_its_newest_drops_and_links_the_rest(config_path: Path) -> None:
     config = load(config_path)
-    now = datetime.now(timezone.utc)
+    now = clock.now()
     drops = open_drops_store(config)
     drops.record("lawley", "main", 1, [
         Submission(f"DR{1000000 + i}", GROUP_A, "Lawley Fibre", SENDER, f"M{i}", format_ts(now), backfilled=i == 0)

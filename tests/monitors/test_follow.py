@@ -5,7 +5,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import psutil
@@ -24,11 +24,12 @@ from tests.conftest import GROUP_A, GROUP_B, Processes, wait_until
 from tests.monitor_support import query, start_monitor
 from tests.sim_helpers import TWO_SESSIONS_CONFIG
 from watchdog.shared.waiting import wait_event
+from watchdog.shared import clock
 
 
 def post(store: Store, msg_id: str, text: str) -> None:
     store.add_messages([IncomingMessage(msg_id, GROUP_A, "27710000001@s.whatsapp.net", text,
-                                        datetime.now(timezone.utc))])
+                                        clock.now())])
 
 
 async def woken(event: asyncio.Event) -> bool:
@@ -136,7 +137,7 @@ def inotify_watches(pid: int) -> list[int]:
 def receipt(message_id: str) -> Receipt:
     """A receipt of a message that is no feedback, older than GRACE: read once, never kept waiting."""
     return Receipt((message_id,), GROUP_A, "27710000001@s.whatsapp.net", ReceiptKind.DELIVERED,
-                   datetime.now(timezone.utc) - timedelta(seconds=2 * GRACE))
+                   clock.now() - timedelta(seconds=2 * GRACE))
 
 
 @pytest.mark.parametrize(("project", "group", "send_account", "watches"),
@@ -162,7 +163,7 @@ def test_a_monitor_follows_messages_and_receipts_through_one_inotify_instance(
         wait_until(lambda: cursor() == [("2",)], timeout=10, message="the second receipt read")
         assert time.monotonic() - started < SAFETY_INTERVAL / 2, "the receipt follower was not woken by the commit"
         messages.add_messages([IncomingMessage("M1", group, "27710000001@s.whatsapp.net", "DR1734150 installed",
-                                               datetime.now(timezone.utc))])
+                                               clock.now())])
         (posted, detected), = wait_until(lambda: query(data_dir, "SELECT message_time, detected_at FROM drops"),
                                          timeout=10, message="the drop recorded")
         assert (parse_ts(detected) - parse_ts(posted)).total_seconds() < SAFETY_INTERVAL / 2

@@ -2,7 +2,7 @@
 kept and stamped once the bridge's answer is recorded, also across a restart; strangers' receipts age out."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from bridge.store import Store
 from bridge.transport import Receipt, ReceiptKind
@@ -13,6 +13,7 @@ from monitors.store_watch import StoreWakes
 from tests.bridge_support import SENDER
 from tests.conftest import GROUP_A
 from watchdog.shared.config import load
+from watchdog.shared import clock
 
 
 def test_early_receipts_wait_for_their_feedback_and_survive_a_restart(write_config) -> None:
@@ -20,7 +21,7 @@ def test_early_receipts_wait_for_their_feedback_and_survive_a_restart(write_conf
     account = config.account("main")
     bridge = Store(account.store)
     drops = open_drops_store(config)
-    now = datetime.now(timezone.utc)
+    now = clock.now()
     (drop,) = drops.record("lawley", "main", 1, [Submission("DR1234567", GROUP_A, "Lawley Fibre", SENDER, "M1",
                                                             "2026-11-24 08:00:00.000000+00:00", False)], None)
     feedback = drops.add_feedback(drop, NewFeedback("operator", GROUP_A, "@27710000001 DR1234567 - fix", (SENDER,),

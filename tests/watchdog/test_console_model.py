@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from watchdog.console import timeline
 from watchdog.console.incidents import incidents
 from watchdog.console.records import RecordCache
 from watchdog.shared.recovery_log import RecoveryLog
+from watchdog.shared import clock
 
 GROUP = "120363000000000001@g.us"
 T0 = 1_796_000_000.0
@@ -138,7 +138,7 @@ def test_the_record_cache_reads_only_what_was_appended_and_survives_rotation(tmp
     version = cache.version
     assert cache.records() and cache.version == version  # nothing new: nothing re-read
     with open(log.path, "a") as f:
-        f.write('{"time": %f, "component": "x", "event": "exit", "pid": 2}\n' % time.time())
+        f.write('{"time": %f, "component": "x", "event": "exit", "pid": 2}\n' % clock.now_s())
     assert [r["pid"] for r in cache.records()] == [1, 2]
     for pid in range(3, 12):  # past max_bytes: rotated into .1
         log.append("bridge:main", "exit", pid=pid, cause="SIGKILL")
@@ -253,9 +253,9 @@ def test_the_record_cache_knows_when_history_starts(tmp_path: Path) -> None:
 def test_an_operator_restarts_reconnect_belongs_to_it_not_to_the_incident_before(tmp_path: Path) -> None:
     from tests.watchdog.test_recovery_view_lines import operator_restart_with_a_standby
     log = RecoveryLog(tmp_path / "recoveries.jsonl")
-    log.append("bridge:main", "exit", pid=9, cause="SIGKILL", at=time.time() - 30)  # an earlier crash
-    log.append("bridge:main", "restart", pid=9, new_pid=10, cause="SIGKILL", restart_ms=1, at=time.time() - 29.9)
-    log.append("bridge:main", "healthy", pid=10, downtime_ms=80, at=time.time() - 29.8)
+    log.append("bridge:main", "exit", pid=9, cause="SIGKILL", at=clock.now_s() - 30)  # an earlier crash
+    log.append("bridge:main", "restart", pid=9, new_pid=10, cause="SIGKILL", restart_ms=1, at=clock.now_s() - 29.9)
+    log.append("bridge:main", "healthy", pid=10, downtime_ms=80, at=clock.now_s() - 29.8)
     operator_restart_with_a_standby(log)
     crash, restart = incidents(RecordCache(log).records())
     assert "reconnected" not in crash.summary({})

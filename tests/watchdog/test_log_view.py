@@ -6,11 +6,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from tests.conftest import ROOT, wait_until
 from watchdog.shared.logs import line_time, stamp
+from watchdog.shared import clock
 
 
 def line(name: str, pid: int, when: float, text: str) -> str:
@@ -40,7 +40,7 @@ def logs(config_path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_logs_are_merged_in_time_order_with_their_names(config_path: Path, data_dir: Path) -> None:
-    now = time.time()
+    now = clock.now_s()
     write_logs(data_dir, now)
     result = logs(config_path)
     assert result.returncode == 0, result.stderr
@@ -60,7 +60,7 @@ def test_logs_are_merged_in_time_order_with_their_names(config_path: Path, data_
 
 
 def test_an_unknown_component_or_bad_since_is_a_clear_error(config_path: Path, data_dir: Path) -> None:
-    write_logs(data_dir, time.time())
+    write_logs(data_dir, clock.now_s())
     result = logs(config_path, "bridge:nope")
     assert result.returncode == 1
     assert "no component named bridge:nope; did you mean bridge:main? (components: watchdog, sim, bridge:main, " \
@@ -70,7 +70,7 @@ def test_an_unknown_component_or_bad_since_is_a_clear_error(config_path: Path, d
 
 
 def test_follow_prints_new_lines_also_after_a_rotation(config_path: Path, data_dir: Path) -> None:
-    write_logs(data_dir, time.time())
+    write_logs(data_dir, clock.now_s())
     proc = subprocess.Popen([sys.executable, "-m", "watchdog.cli", "logs", "--config", str(config_path), "-f",
                              "bridge:main"], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
     seen: list[str] = []
@@ -80,10 +80,10 @@ def test_follow_prints_new_lines_also_after_a_rotation(config_path: Path, data_d
         wait_until(lambda: any("stored 3 new" in s for s in seen), message="the tail before following")
         path = data_dir / "logs" / "bridge-main.log"
         with open(path, "a") as f:
-            f.write(line("bridge:main", 10, time.time(), "live one") + "\n")
+            f.write(line("bridge:main", 10, clock.now_s(), "live one") + "\n")
         wait_until(lambda: any("live one" in s for s in seen), message="a line appended while following")
         os.replace(path, path.with_name("bridge-main.log.1"))
-        path.write_text(line("bridge:main", 13, time.time(), "after rotation") + "\n")
+        path.write_text(line("bridge:main", 13, clock.now_s(), "after rotation") + "\n")
         wait_until(lambda: any("after rotation" in s for s in seen), message="a line in the new file")
     finally:
         os.kill(proc.pid, signal.SIGINT)

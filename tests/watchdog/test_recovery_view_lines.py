@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import ROOT
 from watchdog.shared.recovery_log import RecoveryLog
+from watchdog.shared import clock
 
 
 def recoveries(config_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -110,7 +111,7 @@ def test_an_unknown_component_gets_a_did_you_mean(config_path: Path, log: Recove
 def operator_restart_with_a_standby(log: RecoveryLog) -> None:
     """As the log holds it: the standby's reconnect is appended before the watchdog's stop record, which is
     dated when the stop began; then one report per project on the window."""
-    began = time.time() - 1.0
+    began = clock.now_s() - 1.0
     log.append("bridge:main", "reconnect", cause="bridge stopped", downtime_ms=58,
                message="window 13:32:35-13:32:35 (bridge stopped) closed after 58 ms", at=began + 0.1)
     log.append("bridge:main", "backfill", cause="bridge stopped", recovered=0, late=0, status="done", window_id=1,

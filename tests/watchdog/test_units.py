@@ -27,6 +27,7 @@ from watchdog.shared.programs import Program
 from watchdog.states import TRANSITIONS, State, TransitionError
 from watchdog.context import Context
 from watchdog.watcher import Watcher
+from watchdog.shared import clock
 
 
 def test_notify_datagrams_are_parsed_like_systemd_does() -> None:
@@ -148,7 +149,7 @@ def test_child_output_lines_are_stamped_and_go_to_stderr_and_the_log(tmp_path: P
         "bridge:main[4321] first line", "bridge:main[4321] second line", "bridge:main[4321] INFO    connected",
         "bridge:main[4321] unterminated"]
     assert copied[2] == formatted  # a line already in the format (the child's loguru) passes unchanged
-    assert all(abs(line_time(line) - time.time()) < 60 for line in copied if line != formatted)
+    assert all(abs(line_time(line) - clock.now_s()) < 60 for line in copied if line != formatted)
     os.close(sink_read)
     os.close(sink_write)
 
