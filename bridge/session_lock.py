@@ -19,7 +19,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from watchdog.data_dir import not_usable
+from watchdog.shared.data_dir import not_usable
 from watchdog.shared import file_modes, locks
 
 LOCK_NAME = "session.lock"

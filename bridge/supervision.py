@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from watchdog.hooks import Hooks
-from watchdog.probes import FAILURE, OK, OPERATOR, OUTAGE, HealthResult
+from watchdog.core.hooks import Hooks
+from watchdog.core.probes import FAILURE, OK, OPERATOR, OUTAGE, HealthResult
 from watchdog.shared.programs import Check, Program
 
 OUTAGE_STATES = ("connecting", "disconnected", "store_error")

@@ -1,7 +1,7 @@
 """The console's Drops panel, from the drops side: today's drops per project, read-only from drops.db.
 
 Registered as the `drops` entry of the `wa_watchdog.console` entry points
-(`watchdog/console/extensions.py` describes the interface), so the watchdog
+(`watchdog/control/console/extensions.py` describes the interface), so the watchdog
 core composes it without knowing what a drop is. Besides the panel it puts
 every backfilled drop on its project's timeline row, gives the console the
 group names for JIDs, and serves a drop's page with the messages it came in.
@@ -18,7 +18,7 @@ from urllib.parse import quote
 from bridge.schema import bare_user, format_ts, open_readonly, parse_ts
 from monitors.drops_store import Drop, DropsDB, drops_db_path, open_drops_store
 from watchdog.shared.config import Config
-from watchdog.console.timeline import Mark
+from watchdog.control.console.timeline import Mark
 from watchdog.shared import clock
 
 T = TypeVar("T")

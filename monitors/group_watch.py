@@ -18,7 +18,7 @@ from bridge.alert_rules import NOT_IN_GROUP as RULE
 from bridge.membership import not_in_text
 from monitors.feedback import BridgeClient, BridgeUnavailable
 from monitors.project import ProjectMonitor
-from watchdog.alerts import AlertManager
+from watchdog.core.alerts import AlertManager
 from watchdog.shared.config import Config
 from watchdog.shared.waiting import wait_event
 

@@ -20,11 +20,11 @@ from aiohttp import web
 from bridge.api import build_app as bridge_app
 from monitors.api.app import build_app as drops_app
 from watchdog.shared.config import WatchdogConfig
-from watchdog.console.extensions import Loaded
-from watchdog.console.view import Console
-from watchdog.control import build_app as control_app
+from watchdog.control.console.extensions import Loaded
+from watchdog.control.console.view import Console
+from watchdog.control.api import build_app as control_app
 from watchdog.shared.http_server import openapi_document
-from watchdog.metrics import Metrics
+from watchdog.core.metrics import Metrics
 
 async def _no_restart(name: str) -> dict:
     raise KeyError(name)

@@ -118,7 +118,7 @@ def test_the_installed_package_runs_outside_the_source_tree(wheel: Path, tmp_pat
             assert status == 200 and served["paths"].keys() == contract.spec()["paths"].keys(), contract.name
         control = endpoints.url(system.data_dir, "watchdog", "control")
         with urllib.request.urlopen(f"{control}/console/static/console.css", timeout=10) as css:
-            assert css.read() == (ROOT / "watchdog/console/static/console.css").read_bytes()
+            assert css.read() == (ROOT / "watchdog/control/console/static/console.css").read_bytes()
         post_drop(system, 1, "DR1734150")
         with urllib.request.urlopen(f"{control}/", timeout=10) as page:  # the drops view: an entry point
             assert "Drops today" in page.read().decode()

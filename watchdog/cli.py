@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from watchdog.shared.config import Config, ConfigError, load
-from watchdog.data_dir import DataDirError, ensure_writable, user_name
+from watchdog.shared.data_dir import DataDirError, ensure_writable, user_name
 from watchdog.shared.exitcodes import EXIT_CONFIG
 from watchdog.shared.file_modes import set_umask, tighten_data_dir
 
@@ -21,20 +21,20 @@ DEFAULT_CONFIG = os.environ.get("WA_WATCHDOG_CONFIG", "conf/demo.toml")  # the d
 
 # subcommand -> (module, function, help); the function takes (config, args) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "run": ("watchdog.arbiter", "cmd_run", "supervise the whole system (what systemd starts)"),
+    "run": ("watchdog.core.arbiter", "cmd_run", "supervise the whole system (what systemd starts)"),
     "sim": ("bridge.simulator.server", "cmd_sim", "run the simulated WhatsApp service"),
     "bridge": ("bridge.main", "cmd_bridge", "run the bridge of one account"),
     "monitor": ("monitors.main", "cmd_monitor", "run the drop monitor of one or more projects"),
-    "status": ("watchdog.control_client", "cmd_status", "show every component of the running watchdog"),
-    "restart": ("watchdog.control_client", "cmd_restart", "restart one component"),
-    "reload": ("watchdog.control_client", "cmd_reload", "make the running watchdog read its config again"),
-    "recoveries": ("watchdog.recovery_view", "cmd_recoveries", "show the recovery log"),
-    "logs": ("watchdog.log_view", "cmd_logs", "show the components' logs merged in time order, or follow them"),
+    "status": ("watchdog.control.client", "cmd_status", "show every component of the running watchdog"),
+    "restart": ("watchdog.control.client", "cmd_restart", "restart one component"),
+    "reload": ("watchdog.control.client", "cmd_reload", "make the running watchdog read its config again"),
+    "recoveries": ("watchdog.commands.recoveries", "cmd_recoveries", "show the recovery log"),
+    "logs": ("watchdog.commands.logs", "cmd_logs", "show the components' logs merged in time order, or follow them"),
     "drops": ("monitors.ops", "cmd_drops", "list recorded drops"),
     "feedback": ("monitors.ops", "cmd_feedback", "send operator feedback for a recorded drop"),
     "pair": ("bridge.pairing", "cmd_pair", "link an account to a phone (neonize)"),
-    "check": ("watchdog.install_check", "cmd_check", "verify an installation: config, data dir, ports, sessions, unit"),
-    "backup": ("watchdog.backup", "cmd_backup", "copy the stores, session and recovery log consistently into DIR"),
+    "check": ("watchdog.commands.check", "cmd_check", "verify an installation: config, data dir, ports, sessions, unit"),
+    "backup": ("watchdog.commands.backup", "cmd_backup", "copy the stores, session and recovery log consistently into DIR"),
     "prune": ("monitors.prune", "cmd_prune", "remove old messages every monitor has read from messages.db"),
     "drops-api": ("monitors.api.main", "cmd_drops_api", "run the drops and feedback API and the event webhooks"),
 }
@@ -125,7 +125,7 @@ def _config(args: argparse.Namespace) -> Config:
     except ConfigError as exc:
         if args.command not in SEES_RUNNING:
             raise
-        from watchdog.last_config import running
+        from watchdog.core.last_config import running
         try:
             config = running(args.config, args.data_dir)
         except ConfigError as why:

@@ -68,7 +68,7 @@ def _records(names: list[str], count: int, now: float) -> list[dict]:
 def prepare(workdir: Path) -> Path:
     """A data directory as a busy week leaves it; returns the config path."""
     from watchdog.shared import logs
-    from watchdog.child_output import log_path
+    from watchdog.core.child_output import log_path
     from watchdog.shared.config import load
     workdir.mkdir(parents=True)
     config_path = workdir / "wa.toml"
@@ -100,9 +100,9 @@ def prepare(workdir: Path) -> Path:
 def serve(config_path: Path) -> None:
     """(--serve) The control server with the console, over `config_path`'s data; prints its URL."""
     from watchdog.shared.config import load
-    from watchdog.console.view import Console
-    from watchdog.control import start_control_server
-    from watchdog.metrics import Metrics
+    from watchdog.control.console.view import Console
+    from watchdog.control.api import start_control_server
+    from watchdog.core.metrics import Metrics
     config = load(config_path)
     names = ["sim", "bridge:main", *(p.component for p in config.projects)]
     started = time.monotonic()

@@ -777,7 +777,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def _missing_pieces(parts: set[str]) -> list[str]:
     needed = {"bridge.main": "wa-watchdog bridge", "bridge.simulator.server": "wa-watchdog sim"}
     if parts & {"ours", "cost"}:
-        needed["watchdog.arbiter"] = "wa-watchdog run"
+        needed["watchdog.core.arbiter"] = "wa-watchdog run"
     if "cost" in parts:
         needed["monitors.main"] = "wa-watchdog monitor"
     return [f"{command} ({module} not found)" for module, command in needed.items()

@@ -11,7 +11,7 @@ from monitors.console_view import DropsView
 from monitors.drops_store import Submission, open_drops_store
 from tests.conftest import GROUP_A
 from watchdog.shared.config import load
-from watchdog.console.extensions import load as load_extensions
+from watchdog.control.console.extensions import load as load_extensions
 from watchdog.shared import clock
 
 SENDER = "27710000001@s.whatsapp.net"

@@ -5,9 +5,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from tests.watchdog.test_supervision import RecordingAlerts
-from watchdog.program_alerts import ProgramAlerts
-from watchdog.recovery import Records
+from tests.watchdog.core.test_supervision import RecordingAlerts
+from watchdog.core.program_alerts import ProgramAlerts
+from watchdog.core.recovery import Records
 from watchdog.shared.recovery_log import RecoveryLog
 
 

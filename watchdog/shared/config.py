@@ -53,7 +53,7 @@ def load(path: str | Path, data_dir: str | Path | None = None) -> Config:
 def load_text(text: str, path: Path, data_dir: Path | None = None) -> Config:
     """A config read from `text` as if it were the file `path` (relative paths resolve beside it).
 
-    For the copy of the last good config the watchdog keeps (watchdog/last_config.py).
+    For the copy of the last good config the watchdog keeps (watchdog/core/last_config.py).
     """
     try:
         raw = tomllib.loads(text)

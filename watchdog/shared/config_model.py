@@ -262,7 +262,7 @@ class WatchdogConfig:
     max_starting: int = 0  # children starting at once; 0 = twice the CPU count
     restart_rate: float = 10.0  # restarts per second, all programs together
     process_check_period: float = 1.0  # /proc state (SIGSTOP = hang) of every child
-    fork_template: bool = True  # fork our own components from a pre-loaded template (watchdog/forkserver.py)
+    fork_template: bool = True  # fork our own components from a pre-loaded template (watchdog/core/forkserver.py)
     control_allowed_hosts: list[str] = field(default_factory=list)  # see AccountConfig.api_allowed_hosts
     control_allowed_origins: list[str] = field(default_factory=list)
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from watchdog.shared import endpoints, file_modes
 
 if TYPE_CHECKING:  # the bridge reads the file without importing the watchdog's process code
-    from watchdog.child import ChildProcess
+    from watchdog.core.child import ChildProcess
 
 
 def _file(data_dir: Path, component: str) -> Path:

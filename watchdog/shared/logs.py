@@ -55,7 +55,7 @@ _library_dirs_once()
 
 
 def preload() -> None:
-    """What the fork template computes once for its children (watchdog/template.py)."""
+    """What the fork template computes once for its children (watchdog/core/template.py)."""
     _better_exceptions.ExceptionFormatter._get_lib_dirs()
 
 

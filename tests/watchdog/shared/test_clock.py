@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tests.conftest import until
-from watchdog.clock_watch import record_steps
+from watchdog.core.clock_watch import record_steps
 from watchdog.shared import clock
 from watchdog.shared.recovery_log import RecoveryLog
 

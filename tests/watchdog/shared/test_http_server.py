@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 from loguru import logger
 
-from watchdog import probes
+from watchdog.core import probes
 from watchdog.shared import web_guard
 from watchdog.shared.http_server import LimitedRunner, serve_private
 

@@ -1,0 +1,1 @@
+"""Operator commands that read or copy an installation: check, backup, logs, recoveries."""

@@ -1,0 +1,1 @@
+"""The control side of a running watchdog: its HTTP API, the CLI's client of it, the operator console."""

@@ -1,0 +1,1 @@
+"""The supervision core: programs, children, checks, restarts, standbys; it names no product."""

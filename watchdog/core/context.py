@@ -1,0 +1,36 @@
+"""What every watcher shares with the arbiter: settings, the data directory, the recovery log, alerts,
+metrics, the HTTP client for probes, the log sink, whom to tell about a change, the start bounds, and the
+watch over the watchdog's own loop (gaps)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from watchdog.shared.logs import StderrSink
+from watchdog.core.loop_gaps import LoopGaps
+from watchdog.shared.config_model import WatchdogConfig
+from watchdog.shared.recovery_log import RecoveryLog
+from watchdog.core.throttle import Launcher
+
+if TYPE_CHECKING:
+    from watchdog.core.alerts import AlertManager
+    from watchdog.core.metrics import Metrics
+    from watchdog.core.watcher import Watcher
+
+
+@dataclass
+class Context:
+    settings: WatchdogConfig
+    data_dir: Path
+    recovery_log: RecoveryLog
+    alerts: AlertManager
+    metrics: Metrics
+    http: aiohttp.ClientSession
+    sink: StderrSink
+    on_change: Callable[[Watcher], None]
+    launcher: Launcher | None = None  # None: unbounded (a watcher on its own, in tests)
+    loop_gaps: LoopGaps = field(default_factory=LoopGaps)  # not ticking: no gap is ever seen

@@ -1,0 +1,46 @@
+"""The extension point: what one kind of program adds to generic supervision (as circus's hooks and plugins).
+
+A program names its hooks as `"module:attribute"` (the bridge's built-in
+program names `bridge.supervision:hooks`); the core calls them and never asks
+what kind of program it runs. Every hook has a neutral default, so a program
+without hooks is supervised by its declared checks alone.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+
+from watchdog.core.probes import Classifier, HealthResult, expect_status
+from watchdog.shared.programs import Check, Program
+
+
+class Hooks:
+    """The default hooks: an HTTP check passes on its expected status; no warm standby."""
+
+    def classifier(self, check: Check) -> Classifier:
+        """How to read an HTTP check's answer (status, body) -> HealthResult."""
+        return expect_status(check.status)
+
+    def status_fields(self, last_probe: HealthResult | None) -> dict:
+        """Extra keys for this program's `GET /status` item, from its last probe answer (None: none yet)."""
+        return {}
+
+    def standby_argv(self, program: Program) -> tuple[str, ...]:
+        """The command of a warm standby: a second instance that loads everything, then waits to take over
+        (holding nothing until then). () = this kind of program has none."""
+        return ()
+
+
+DEFAULT = Hooks()
+
+
+@functools.cache
+def load(spec: str) -> Hooks:
+    """The Hooks object named `module:attribute` ("" = the defaults); ImportError/AttributeError if missing."""
+    if not spec:
+        return DEFAULT
+    module, _, attribute = spec.partition(":")
+    hooks = getattr(importlib.import_module(module), attribute)
+    if not isinstance(hooks, Hooks):
+        raise TypeError(f"{spec} is not a watchdog.hooks.Hooks")
+    return hooks

@@ -1,0 +1,209 @@
+"""`python -m watchdog.core.template FD WATCHDOG_PID ROOM`: the pre-loaded template our own components are forked from.
+
+A fork server (as Android's zygote or multiprocessing's forkserver): this
+process imports once what every component needs, then waits on the socket
+`FD` from the watchdog (watchdog/core/forkserver.py) for spawn requests. Each
+request carries the child's argv, environment and working directory and,
+as SCM_RIGHTS, the write end of its output pipe. The template forks twice:
+the intermediate process exits at once, so the child is reparented to the
+watchdog (a child subreaper) and is the watchdog's own child, which it
+reaps with waitpid and watches by pidfd exactly as an exec'd one.
+
+Fork safety: the template never starts a thread, an event loop, a database
+or a socket besides its one to the watchdog (checked before every fork);
+`gc.freeze()` after the imports keeps the collector from writing to (and so
+un-sharing) the pages of imported code. neonize is never imported here: a
+bridge on a transport other than `sim` is answered `exec`, and the watchdog
+starts it the old way. Neither is a bridge's warm standby: it is exec'd, so that
+the pages its takeover touches are its own (see STANDBY_REASON).
+
+ROOM is padding in the template's own argv: the child writes its argv over
+it, so /proc/<pid>/cmdline (ps, psutil, the leftover check in
+watchdog/core/stale.py) shows the component's command line, not the template's.
+"""
+from __future__ import annotations
+
+import ctypes
+import gc
+import importlib
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+
+PRELOAD = ("watchdog.cli", "watchdog.shared.config", "monitors.main", "monitors.api.main", "bridge.main",
+           "bridge.simulator.server", "bridge.transports.sim")
+OUR_COMMAND = ("-m", "watchdog.cli")
+FORKED_COMMANDS = ("sim", "bridge", "monitor", "drops-api")
+FORKED_TRANSPORTS = ("sim",)  # imported above; neonize starts a Go runtime and is never loaded here
+# A forked standby shares the template's pages until it writes them, so its takeover (the moment it must be
+# fastest) paid ~1,200 copy-on-write faults between the session lock and `connected` (docs/BENCHMARKS.md, Recovery).
+STANDBY_REASON = "a warm standby: its takeover must not pay copy-on-write faults"
+ARGV_ROOM = 4096  # bytes of the padding argument; a child whose argv needs more is started by exec
+MAX_MESSAGE = 1 << 20  # one request: argv + environment as JSON
+PR_SET_PDEATHSIG = 1
+
+
+def send(sock: socket.socket, message: dict, fds: Sequence[int] = ()) -> None:
+    """One JSON datagram (SOCK_SEQPACKET keeps message boundaries), with file descriptors."""
+    socket.send_fds(sock, [json.dumps(message).encode()], list(fds))
+
+
+def receive(sock: socket.socket) -> tuple[dict | None, list[int]]:
+    """The next message and the descriptors that came with it; (None, []) when the other end closed."""
+    data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 4)
+    if not data:
+        return None, fds
+    return json.loads(data), fds
+
+
+def is_ours(argv: Sequence[str], executable: str = sys.executable) -> bool:
+    """`<this python> -m watchdog.cli <command> ...`: one of our own components, which the template can run."""
+    return len(argv) > 3 and argv[0] == executable and tuple(argv[1:3]) == OUR_COMMAND
+
+
+def exec_reason(argv: Sequence[str]) -> str:
+    """Why `argv` must be started by exec rather than forked from here; "" if it can be forked."""
+    if not is_ours(argv):
+        return "not one of our own components"
+    if len("\0".join(argv)) + 1 > ARGV_ROOM:
+        return f"its command line is longer than {ARGV_ROOM} bytes"
+    command = argv[3]
+    if command not in FORKED_COMMANDS:
+        return f"`{command}` is not pre-loaded"
+    if command != "bridge":
+        return ""
+    if "--standby" in argv:
+        return STANDBY_REASON
+    from watchdog.cli import build_parser
+    from watchdog.shared.config import ConfigError, load
+    try:
+        args = build_parser().parse_args(list(argv[3:]))
+        transport = load(args.config, args.data_dir).account(args.account).transport
+    except (ConfigError, SystemExit):
+        return "its configuration does not load (the bridge reports why)"
+    if transport not in FORKED_TRANSPORTS:
+        return f"transport {transport} is never loaded into the template"
+    return ""
+
+
+def preload() -> None:
+    for name in PRELOAD:
+        importlib.import_module(name)
+    from watchdog import cli
+    from watchdog.shared import logs
+    cli.build_parser()  # cached: a forked child parses its argv with it instead of building 16 sub-parsers
+    logs.preload()
+    gc.collect()
+    gc.freeze()  # imported objects move out of the collector's reach: it will not touch (copy) their pages
+
+
+def set_cmdline(argv: Sequence[str]) -> bool:
+    """Write `argv` over this process's own argument area (the template's padding), as /proc shows it."""
+    with open("/proc/self/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    arg_start, arg_end = int(fields[45]), int(fields[46])  # stat fields 48 and 49
+    data = b"\0".join(a.encode() for a in argv) + b"\0"
+    if len(data) > arg_end - arg_start:
+        return False
+    ctypes.memmove(arg_start, data.ljust(arg_end - arg_start, b"\0"), arg_end - arg_start)
+    return True
+
+
+class Request:
+    """What the child runs once it is forked: argv, environment, working directory, output pipe."""
+
+    def __init__(self, message: dict, output: int) -> None:
+        self.argv: list[str] = message["argv"]
+        self.env: dict[str, str] = message["env"]
+        self.cwd: str | None = message.get("cwd")
+        self.output = output
+
+
+def fork(sock: socket.socket, request: Request) -> bool:
+    """Fork the child (twice); True in the child, False in the template once the child's pid is sent."""
+    report_r, report_w = os.pipe()
+    intermediate = os.fork()
+    if intermediate == 0:  # exits at once, so the child is orphaned to the watchdog (its subreaper)
+        child = -1
+        try:
+            child = os.fork()
+            if child > 0:
+                os.write(report_w, str(child).encode())
+        finally:
+            if child != 0:
+                os._exit(0)  # never back into the template's loop
+        try:
+            os.close(report_r)
+            os.setsid()  # its own session and process group, as Popen(start_new_session=True)
+            set_cmdline(request.argv)
+            os.close(report_w)  # the template's read ends here: the child is what it says it is
+        except BaseException:
+            os._exit(1)  # never a second template serving the same socket
+        return True
+    os.close(report_w)
+    os.waitpid(intermediate, 0)  # once it is reaped, the child's parent is the watchdog
+    reported = b""
+    while chunk := os.read(report_r, 32):
+        reported += chunk
+    os.close(report_r)
+    os.close(request.output)  # only the child holds the pipe now: its end is the watchdog's EOF
+    send(sock, {"pid": int(reported)} if reported else {"exec": "fork failed in the template"})
+    return False
+
+
+def serve(sock: socket.socket) -> Request | None:
+    """Answer spawn requests until the watchdog closes the socket; returns the request in a forked child."""
+    while True:
+        message, fds = receive(sock)
+        if message is None:
+            return None
+        request = Request(message, fds[0])
+        reason = exec_reason(request.argv)
+        if not reason and threading.active_count() != 1:
+            reason = "the template has a thread running (it would not be fork-safe)"
+        if not reason and request.cwd and not os.path.isdir(request.cwd):
+            reason = "its working directory does not exist (exec reports it as before)"
+        if reason:
+            os.close(request.output)
+            send(sock, {"exec": reason})
+        elif fork(sock, request):
+            return request
+
+
+def become(request: Request, sock: socket.socket) -> list[str]:
+    """In the forked child: its output pipe, environment and cwd; returns the cli arguments."""
+    sock.close()
+    os.dup2(request.output, 1)
+    os.dup2(request.output, 2)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    os.environ.clear()
+    os.environ.update(request.env)
+    if request.cwd:
+        os.chdir(request.cwd)
+    args = request.argv[3:]
+    sys.argv = [sys.modules["watchdog.cli"].__file__, *args]
+    return args
+
+
+def main() -> int:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # no watchdog, no template
+    if os.getppid() != int(sys.argv[2]):  # it died before the line above
+        return 0
+    preload()
+    send(sock, {"ready": os.getpid(), "preloaded": list(PRELOAD)})
+    request = serve(sock)
+    if request is None:
+        return 0
+    from watchdog.cli import main as cli_main
+    return cli_main(become(request, sock))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
