@@ -116,7 +116,7 @@ def test_systemctl_reload_is_a_sighup_that_applies_the_config_without_a_restart(
     unit = manager.install(UNIT, config_path)
     with manager.explained():
         manager.start()
-        main_pid, _ = manager.start_until_active(unit)
+        main_pid = manager.start_until_active(unit)
         before = wait_until(lambda: healthy(data_dir, EXPECTED), 40, message="the system healthy under systemd")
         config_path.write_text(BASE_CONFIG + VELO, encoding="utf-8")
         manager.systemctl("reload", unit)
