@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BASE_CONFIG, ROOT
-from watchdog.shared.config import ConfigError, load
+from watchdog.components import load
+from watchdog.shared.config import ConfigError
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

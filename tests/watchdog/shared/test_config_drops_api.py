@@ -6,7 +6,9 @@ import base64
 import pytest
 
 from tests.conftest import BASE_CONFIG
-from watchdog.shared.config import WEBHOOK_EVENTS, ConfigError, load
+from monitors.config import WEBHOOK_EVENTS
+from watchdog.components import load
+from watchdog.shared.config import ConfigError
 
 SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
 HOOK = f'[[webhooks]]\nname = "crm"\nurl = "http://127.0.0.1:9/hook"\nsecret = "{SECRET}"\n'
