@@ -15,8 +15,8 @@ from watchdog.shared.config_checks import ConfigChecks
 from watchdog.shared.config_model import NAME, ConfigSlice, is_postgres_url
 from watchdog.shared.config_secrets import has_password
 
-# The transports an account may name. TODO(issue 20): read from the transport registry once it exists
-# (bridge/transports/, owned by its own step); kept here until then.
+# The transports an account may name: to be read from the transport registry (bridge/transports/, its own
+# step of issue 20) once that exists; until then this is the one list.
 TRANSPORTS = ("sim", "neonize")
 
 
@@ -42,7 +42,7 @@ def check_account(checks: ConfigChecks, account: AccountConfig, data_dir: Path, 
     the projects' groups, filled in by the projects' checks)."""
     key = f"accounts.{account.name}"
     if account.transport not in TRANSPORTS:
-        raise checks.error(f"{key}.transport", f"must be 'sim' or 'neonize', got {account.transport!r}")
+        raise checks.error(f"{key}.transport", f"must be {' or '.join(map(repr, TRANSPORTS))}, got {account.transport!r}")
     if account.transport == "sim" and sim is None:
         raise checks.error(f"{key}.transport", "'sim' needs a [sim] table")
     if not PHONE.match(account.phone):

@@ -9,8 +9,8 @@ never later with a traceback.
 This is the generic loader: it reads the supervisor's own tables and hands the
 rest to each slice of the `Config` class it is given (config_model.py). The
 class that knows every package is composed in watchdog/components.py, whose
-`load` callers use; the supervision core reloads through the class of the
-config it runs (`type(config).load`), so it never names a package.
+`load` callers use; the supervision core reloads into the class of the
+config it runs (`load(type(config), ...)`), so it never names a package.
 """
 from __future__ import annotations
 
