@@ -3,8 +3,10 @@
 
 Read and checked by monitors/config_checks.py, declared to the loader there (`SLICE`); the composed
 `Config` (watchdog/components.py) holds them as `config.projects`, `config.monitors` and so on. A new
-setting of drop detection is a field of `ProjectConfig` here, its check in config_checks.py, and its use
-in monitors/detect.py: nothing outside `monitors/`.
+setting of drop detection is a field of `ProjectConfig` here, its check in `config_checks.check_project`,
+and its use where the project's pattern is built and applied (monitors/project.py, monitors/detect.py):
+nothing outside `monitors/`. A reload restarts the project's monitor by itself (its fingerprint holds the
+project).
 """
 from __future__ import annotations
 

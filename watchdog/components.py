@@ -8,7 +8,7 @@ slice's tables as fields (bridge/config.py's `accounts`, `sim`; monitors/config.
 ...). Why one class built from the slices' dataclasses rather than a config per package: the product reads
 `config.accounts` and `config.projects` side by side in a hundred places, and a frozen dataclass keeps that,
 with `replace` and equality for reload, while each package alone defines and checks its own fields. `load`
-reads a file into it; the supervision core, which may not name it, reloads with `type(config)`.
+reads a file into it; the supervision core, which may not name it, reloads into `type(config)`.
 """
 from __future__ import annotations
 
