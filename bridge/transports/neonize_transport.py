@@ -47,7 +47,7 @@ from bridge.transports import neonize_mapping as mapping
 from watchdog.shared import file_modes
 from bridge.config import AccountConfig
 from watchdog.components import Config
-from watchdog.shared.config import is_postgres_url
+from watchdog.shared.config_model import is_postgres_url
 from watchdog.shared.exitcodes import EXIT_NEEDS_OPERATOR
 from watchdog.shared.waiting import wait_event
 from watchdog.shared import clock

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import TypeVar
 
 # The schema lives in config_model, the typed-table reader in config_tables, the checks in config_checks;
-# callers keep importing the generic parts from here.
+# callers import the supervisor's tables, Config and ConfigError from here.
 from watchdog.shared.config_checks import ConfigChecks
-from watchdog.shared.config_model import (AlertConfig, Config, ConfigError, WatchdogConfig,  # noqa: F401
-                                          is_postgres_url)
+from watchdog.shared.config_model import AlertConfig, Config, ConfigError, WatchdogConfig
 from watchdog.shared.config_secrets import secret_keys
 from watchdog.shared.config_tables import _kind
 
