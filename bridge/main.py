@@ -56,7 +56,8 @@ from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, R
 from bridge.windows import STOPPED_REASON, Windows
 from watchdog.shared import clock, endpoints, exit_handoff, logs, web_guard
 from watchdog.shared.child_entry import ChildEntry
-from watchdog.shared.config import AccountConfig, Config
+from bridge.config import AccountConfig
+from watchdog.components import Config
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
 from watchdog.shared.http_server import LimitedRunner, serve_private
 from watchdog.shared.migrations import SchemaTooNew

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from loguru import logger
 
 from bridge.transport import NotConnected, Transport
-from watchdog.shared.config import AccountConfig, Config
+from bridge.config import AccountConfig
+from watchdog.components import Config
 from watchdog.shared.waiting import wait_event
 
 REFRESH = 600.0  # seconds between asks while connected (someone may remove the number from a group)

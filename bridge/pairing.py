@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 
 from bridge.session_lock import SessionHeld, SessionLock
-from watchdog.shared.config import PHONE, AccountConfig, Config
+from bridge.config import PHONE, AccountConfig
+from watchdog.components import Config
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, EXIT_SESSION_HELD
 
 PAIR_TIMEOUT = 300.0  # WhatsApp stops issuing QR codes after a few minutes; a pairing code is valid as long

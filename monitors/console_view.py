@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from bridge.schema import bare_user, format_ts, open_readonly, parse_ts
 from monitors.drops_store import Drop, DropsDB, drops_db_path, open_drops_store
-from watchdog.shared.config import Config
+from watchdog.components import Config
 from watchdog.control.console.timeline import Mark
 from watchdog.shared import clock
 

@@ -1,7 +1,7 @@
 """Drop numbers in stored messages: the project's pattern, its groups, never our own messages.
 
 The default pattern (`DR` + 6-8 digits, case-insensitive, whole word) lives in
-`watchdog.shared.config.DEFAULT_DROP_PATTERN`; a project may set its own. A
+`monitors.config.DEFAULT_DROP_PATTERN`; a project may set its own. A
 pattern's whole match is the drop number, so capture groups in a custom
 pattern do not change what is recorded.
 

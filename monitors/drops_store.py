@@ -21,18 +21,17 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bridge.schema import bare_user, now_ts
-from monitors.store.model import (DROP_BACKFILLED, DROP_RECORDED, DROP_RESUBMITTED, FEEDBACK_ACCEPTED,
-                                  FEEDBACK_DELIVERED_EVENT, FEEDBACK_FAILED, FEEDBACK_FAILED_EVENT, FEEDBACK_NONE,
-                                  FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_READ_EVENT, FEEDBACK_SENT,
-                                  FEEDBACK_SENT_EVENT, FEEDBACK_STATUSES, KIND_ACK, KIND_OPERATOR, RECEIPT_COLUMNS,
-                                  Drop, DropDetail, DropEvent, DropPage, Feedback, NewFeedback, OutboxCounts,
-                                  OutboxEvent, Position, Submission, check_feedback_transition, drop_from_row,
+from monitors.events import (DROP_BACKFILLED, DROP_RECORDED, DROP_RESUBMITTED, FEEDBACK_DELIVERED_EVENT,
+                             FEEDBACK_FAILED_EVENT, FEEDBACK_READ_EVENT, FEEDBACK_SENT_EVENT)
+from monitors.store.model import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_NONE, FEEDBACK_PENDING, FEEDBACK_QUEUED,
+                                  FEEDBACK_SENT, FEEDBACK_STATUSES, KIND_ACK, KIND_OPERATOR, RECEIPT_COLUMNS, Drop,
+                                  DropDetail, DropEvent, DropPage, Feedback, NewFeedback, OutboxCounts, OutboxEvent, Position, Submission, check_feedback_transition, drop_from_row,
                                   feedback_from_row)
 from monitors.store.outbox import WebhookOutbox, enqueue
 from monitors.store.shapes import drop_json, feedback_json, rfc3339
 from monitors.store.queries import DROP_COLUMNS, FEEDBACK_COLUMNS, DropQueries
 from monitors.store.sql import Backend, StoreUnavailable, Tx, one
-from watchdog.shared.config import Config
+from watchdog.components import Config
 
 __all__ = ["DROP_BACKFILLED", "DROP_RECORDED", "DROP_RESUBMITTED", "FEEDBACK_ACCEPTED",
            "FEEDBACK_DELIVERED_EVENT", "FEEDBACK_FAILED", "FEEDBACK_FAILED_EVENT", "FEEDBACK_NONE", "FEEDBACK_PENDING",

@@ -28,7 +28,8 @@ from bridge.schema import bare_user
 from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, KIND_ACK,
                                   KIND_OPERATOR, DropsDB, Feedback, NewFeedback, StoreUnavailable, Submission)
 from watchdog.shared import endpoints
-from watchdog.shared.config import Config, ProjectConfig
+from monitors.config import ProjectConfig
+from watchdog.components import Config
 from watchdog.shared.waiting import wait_event
 
 REQUEST_TIMEOUT = 10.0  # the bridge's own send timeout is 10 s; after that the send stays in its outbox

@@ -19,7 +19,7 @@ from bridge.membership import not_in_text
 from monitors.feedback import BridgeClient, BridgeUnavailable
 from monitors.project import ProjectMonitor
 from watchdog.core.alerts import AlertManager
-from watchdog.shared.config import Config
+from watchdog.components import Config
 from watchdog.shared.waiting import wait_event
 
 # Seconds between looks once the bridge has answered (it asks WhatsApp every 10 minutes); while it has not

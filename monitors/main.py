@@ -31,7 +31,8 @@ from monitors.store_watch import StoreWakes
 from watchdog.core.alerts import AlertManager
 from watchdog.shared import logs
 from watchdog.shared.child_entry import ChildEntry
-from watchdog.shared.config import Config, ProjectConfig, monitor_component
+from monitors.config import ProjectConfig, monitor_component
+from watchdog.components import Config
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.shared.migrations import SchemaTooNew
 from watchdog.shared.notify import Notifier

@@ -21,7 +21,8 @@ from monitors.api.service import drop_json
 from monitors.drops_store import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, Drop, DropsDB, StoreUnavailable, drops_db_path,
                                   open_drops_store)
 from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback
-from watchdog.shared.config import Config, ConfigError
+from watchdog.components import Config
+from watchdog.shared.config import ConfigError
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.shared.migrations import SchemaTooNew
 from watchdog.commands.recoveries import parse_since

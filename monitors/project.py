@@ -22,7 +22,8 @@ from monitors.drops_store import DropsDB, Position, StoreUnavailable
 from monitors.feedback import FeedbackSender, ack_for
 from monitors.follow import StoreFollower
 from monitors.lineage import recheck
-from watchdog.shared.config import Config, ProjectConfig
+from monitors.config import ProjectConfig
+from watchdog.components import Config
 from watchdog.shared.human import counts_text
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared.waiting import wait_event

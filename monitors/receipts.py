@@ -37,7 +37,9 @@ from bridge.store import StoredReceipt, receipts_after
 from monitors.drops_store import DropsDB, StoreUnavailable
 from monitors.follow import StoreFollower, StoreNotReady
 from monitors.store_watch import StoreWakes, WakeSchedule
-from watchdog.shared.config import AccountConfig, Config, ProjectConfig
+from bridge.config import AccountConfig
+from monitors.config import ProjectConfig
+from watchdog.components import Config
 from watchdog.shared import clock
 
 BATCH = 1000

@@ -10,7 +10,7 @@ from monitors.drops_store import open_drops_store
 from tests.bridge_support import call, health
 from tests.conftest import ROOT, Processes, wait_until
 from watchdog.shared import endpoints
-from watchdog.shared.config import Config
+from watchdog.components import Config
 
 
 def start_monitor(procs: Processes, project: str, env: dict[str, str] | None = None) -> subprocess.Popen:

@@ -15,7 +15,8 @@ import sys
 from dataclasses import replace
 
 from watchdog.shared import endpoints
-from watchdog.shared.config import Config, monitor_component
+from monitors.config import monitor_component
+from watchdog.components import Config
 from watchdog.shared.programs import OWN_NO_RESTART_EXITS, Check, Program
 
 BRIDGE_HOOKS = "bridge.supervision:hooks"

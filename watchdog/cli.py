@@ -12,7 +12,8 @@ import os
 import sys
 from collections.abc import Callable
 
-from watchdog.shared.config import Config, ConfigError, load
+from watchdog.components import Config, load
+from watchdog.shared.config import ConfigError
 from watchdog.shared.data_dir import DataDirError, ensure_writable, user_name
 from watchdog.shared.exitcodes import EXIT_CONFIG
 from watchdog.shared.file_modes import set_umask, tighten_data_dir
@@ -127,7 +128,7 @@ def _config(args: argparse.Namespace) -> Config:
             raise
         from watchdog.core.last_config import running
         try:
-            config = running(args.config, args.data_dir)
+            config = running(Config, args.config, args.data_dir)
         except ConfigError as why:
             raise ConfigError(f"{exc}\n(and the running system cannot be read instead: {why})") from None
         print(f"wa-watchdog {args.command}: warning: the config on disk is invalid: {exc}\n"

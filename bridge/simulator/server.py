@@ -23,7 +23,8 @@ from bridge.simulator.state import Session, SimError, SimReceipt, SimState, iso
 from bridge.simulator.traffic import run_traffic
 from watchdog.shared import endpoints, logs
 from watchdog.shared.child_entry import ChildEntry
-from watchdog.shared.config import Config, ConfigError
+from watchdog.components import Config
+from watchdog.shared.config import ConfigError
 from watchdog.shared.exitcodes import EXIT_ERROR, EXIT_OK
 
 COMPONENT = "sim"

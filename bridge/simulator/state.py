@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime, timezone
 
-from watchdog.shared.config import GROUP_JID, Config
+from bridge.config import GROUP_JID
+from watchdog.components import Config
 from watchdog.shared import clock
 
 USER_JID = re.compile(r"^[0-9]+@s\.whatsapp\.net$")

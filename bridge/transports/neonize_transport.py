@@ -45,7 +45,8 @@ from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, Con
                               SendFailed, SendResult, Source, Transport)
 from bridge.transports import neonize_mapping as mapping
 from watchdog.shared import file_modes
-from watchdog.shared.config import AccountConfig, Config
+from bridge.config import AccountConfig
+from watchdog.components import Config
 from watchdog.shared.config_model import is_postgres_url
 from watchdog.shared.exitcodes import EXIT_NEEDS_OPERATOR
 from watchdog.shared.waiting import wait_event

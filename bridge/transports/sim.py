@@ -32,7 +32,8 @@ from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, Con
                               IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, Receipt,
                               ReceiptKind, SendFailed, SendResult, Source, Transport)
 from watchdog.shared import endpoints
-from watchdog.shared.config import AccountConfig, Config
+from bridge.config import AccountConfig
+from watchdog.components import Config
 from watchdog.shared.waiting import wait_event
 from watchdog.shared import clock
 

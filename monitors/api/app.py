@@ -22,7 +22,7 @@ from monitors.api.webhooks import Deliverer
 from monitors.drops_store import DropsDB, StoreUnavailable
 from monitors.store.shapes import rfc3339
 from watchdog.shared import web_guard
-from watchdog.shared.config import Config
+from watchdog.components import Config
 from watchdog.shared.http_server import openapi_document
 
 MAX_BODY = 64 * 1024

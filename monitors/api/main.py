@@ -31,7 +31,8 @@ from monitors.store_watch import StoreWakes
 from watchdog.shared import endpoints, locks, logs, web_guard
 from watchdog.core.alerts import AlertManager
 from watchdog.shared.child_entry import ChildEntry
-from watchdog.shared.config import Config, DropsApiConfig, WebhookConfig
+from monitors.config import DropsApiConfig, WebhookConfig
+from watchdog.components import Config
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.shared.migrations import SchemaTooNew
 from watchdog.shared.http_server import LimitedRunner

@@ -25,7 +25,8 @@ from bridge.schema import format_ts
 from monitors.drops_store import FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_STATUSES, Drop, DropsDB
 from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback
 from monitors.store.shapes import drop_json, feedback_json, submission_json
-from watchdog.shared.config import Config, ConfigError
+from watchdog.components import Config
+from watchdog.shared.config import ConfigError
 from watchdog.shared.web_guard import unknown_field
 
 DEFAULT_LIMIT = 50

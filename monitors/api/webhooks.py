@@ -35,7 +35,7 @@ from tenacity import RetryCallState, wait_exponential_jitter
 
 from bridge.schema import format_ts, parse_ts
 from monitors.api import signing
-from watchdog.shared.config import WebhookConfig
+from monitors.config import WebhookConfig
 from watchdog.shared.waiting import wait_event
 from watchdog.shared import clock
 

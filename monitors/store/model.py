@@ -28,17 +28,6 @@ KIND_OPERATOR = "operator"
 # Receipt kinds as the bridge's receipts table names them -> the feedback column they stamp.
 RECEIPT_COLUMNS = {"server_ack": "server_at", "delivered": "delivered_at", "read": "read_at"}
 
-# Webhook event types (the `events.type` column). The one list of them is the config's WEBHOOK_EVENTS
-# (watchdog.shared.config_model); tests/watchdog/test_api_contracts.py holds the events the store writes, the
-# schema's CHECK and the OpenAPI document's `webhooks` to it.
-DROP_RECORDED = "drop.recorded"
-DROP_BACKFILLED = "drop.backfilled"
-DROP_RESUBMITTED = "drop.resubmitted"
-FEEDBACK_SENT_EVENT = "feedback.sent"
-FEEDBACK_FAILED_EVENT = "feedback.failed"
-FEEDBACK_DELIVERED_EVENT = "feedback.delivered"
-FEEDBACK_READ_EVENT = "feedback.read"
-
 DELIVERY_PENDING = "pending"
 DELIVERY_DELIVERED = "delivered"
 DELIVERY_DEAD = "dead"

@@ -26,7 +26,7 @@ from psycopg.types.string import TextLoader
 from monitors.store.outbox import outbox_channel
 from monitors.store.schema import migrations
 from monitors.store.sql import POSTGRES, StoreUnavailable
-from watchdog.shared.config import DB_SCHEMA_NAME
+from monitors.config import DB_SCHEMA_NAME
 from watchdog.shared.migrations import Executor, Migration, migrate
 
 CONNECT_TIMEOUT = 5  # seconds; a black-holed server must not stall a monitor's loop for minutes

@@ -27,7 +27,7 @@ from scripts.benchmarks.drop_latency import percentile
 from scripts.benchmarks.system_run import CONTRACTORS, ROOT, group_jid, wait_for
 from tests.pg import PgCluster, find_bin_dir
 from watchdog.shared import endpoints
-from watchdog.shared.config import load
+from watchdog.components import load
 
 TARGET_P99_MS = 20.0
 PROJECTS = 6

@@ -69,7 +69,7 @@ def prepare(workdir: Path) -> Path:
     """A data directory as a busy week leaves it; returns the config path."""
     from watchdog.shared import logs
     from watchdog.core.child_output import log_path
-    from watchdog.shared.config import load
+    from watchdog.components import load
     workdir.mkdir(parents=True)
     config_path = workdir / "wa.toml"
     config_path.write_text(config_text(COMPONENTS - 2), encoding="utf-8")
@@ -99,7 +99,7 @@ def prepare(workdir: Path) -> Path:
 
 def serve(config_path: Path) -> None:
     """(--serve) The control server with the console, over `config_path`'s data; prints its URL."""
-    from watchdog.shared.config import load
+    from watchdog.components import load
     from watchdog.control.console.view import Console
     from watchdog.control.api import start_control_server
     from watchdog.core.metrics import Metrics

@@ -337,7 +337,7 @@ def config_text(api_port: int, projects: int, standby: bool = True) -> str:
 
 
 def load_config(path: Path):
-    from watchdog.shared.config import load
+    from watchdog.components import load
     return load(path)
 
 

@@ -37,7 +37,7 @@ import psutil
 from bridge.schema import parse_ts
 from scripts.benchmarks.drop_latency import percentile
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, wait_for
-from watchdog.shared.config import MonitorsConfig
+from monitors.config import MonitorsConfig
 from watchdog.shared.recovery_log import RecoveryLog
 
 GROUP = 20  # projects per monitor process in the `grouped` mode

@@ -6,7 +6,7 @@ import asyncio
 from bridge.membership import Membership, followed_groups
 from bridge.transport import NotConnected
 from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, GROUP_C
-from watchdog.shared.config import load
+from watchdog.components import load
 
 
 class Groups:

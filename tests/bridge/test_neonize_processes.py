@@ -18,7 +18,7 @@ from bridge.transports.neonize_transport import linked_device, session_database
 from tests.bridge_support import bridge_url, health
 from tests.conftest import ROOT, Processes, wait_until
 from tests.neonize_support import NEONIZE_CONFIG, PHONE, FakeGo, link_session, talking_to
-from watchdog.shared.config import Config, load
+from watchdog.components import Config, load
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_NEEDS_OPERATOR, EXIT_OK, EXIT_SESSION_HELD
 
 

@@ -31,7 +31,7 @@ from bridge.transports.neonize_transport import (HISTORY_LIMIT, NeedsOperator, N
                                                  session_database)
 from tests.conftest import GROUP_A, GROUP_B, until
 from tests.neonize_support import NEONIZE_CONFIG, PHONE, FakeGo, client_factory, link_session
-from watchdog.shared.config import Config, load
+from watchdog.components import Config, load
 from watchdog.shared.exitcodes import EXIT_NEEDS_OPERATOR
 
 SENDER = "27710000001@s.whatsapp.net"

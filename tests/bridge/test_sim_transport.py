@@ -18,7 +18,7 @@ from bridge.transports.sim import SimTransport
 from tests.conftest import BASE_CONFIG, GROUP_A, Processes, until
 from tests.sim_helpers import (CONTRACTOR, MAIN_PHONE, SENDER_PHONE, TWO_SESSIONS_CONFIG, Recorder, SimAPI,
                                start_sim)
-from watchdog.shared.config import load
+from watchdog.components import load
 
 K = ConnectionKind
 

@@ -24,7 +24,7 @@ from bridge.simulator.traffic import demo_text
 from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, GROUP_C, Processes, until, wait_until
 from tests.sim_helpers import CONTRACTOR, MAIN_PHONE, SENDER_PHONE, TWO_SESSIONS_CONFIG, SimAPI, start_sim
 from watchdog.shared import endpoints
-from watchdog.shared.config import load
+from watchdog.components import load
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ from tests.conftest import BASE_CONFIG, GROUP_A, until
 from tests.monitors.test_webhooks import SECRET
 from tests.pg import free_port
 from watchdog.shared import clock
-from watchdog.shared.config import Config, WebhookConfig, load
+from monitors.config import WebhookConfig
+from watchdog.components import Config, load
 from watchdog.shared.recovery_log import RecoveryLog
 
 T0 = datetime(2026, 12, 6, 9, 0, tzinfo=timezone.utc)

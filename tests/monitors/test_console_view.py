@@ -10,7 +10,7 @@ from bridge.transport import IncomingMessage, Source
 from monitors.console_view import DropsView
 from monitors.drops_store import Submission, open_drops_store
 from tests.conftest import GROUP_A
-from watchdog.shared.config import load
+from watchdog.components import load
 from watchdog.control.console.extensions import load as load_extensions
 from watchdog.shared import clock
 

@@ -6,7 +6,7 @@ import pytest
 from bridge.schema import StoredMessage, Window
 from monitors.detect import DropPattern, submissions
 from tests.conftest import GROUP_A, GROUP_B
-from watchdog.shared.config import DEFAULT_DROP_PATTERN
+from monitors.config import DEFAULT_DROP_PATTERN
 
 DEFAULT = DropPattern(DEFAULT_DROP_PATTERN)
 OWN = frozenset({"27710000000"})

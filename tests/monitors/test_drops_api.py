@@ -30,7 +30,7 @@ from tests.contracts import webhook_event_problems
 from tests.monitor_support import start_monitor
 from tests.pg import PgCluster, free_port
 from watchdog.shared import endpoints
-from watchdog.shared.config import load
+from watchdog.components import load
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 TOKEN = "drops-api-test-token"

@@ -13,7 +13,7 @@ from monitors.drops_store import Submission, open_drops_store
 from tests.conftest import BASE_CONFIG, GROUP_A
 from tests.monitor_support import cli
 from tests.pg import PgCluster
-from watchdog.shared.config import load
+from watchdog.components import load
 from watchdog.shared.exitcodes import EXIT_ERROR
 
 

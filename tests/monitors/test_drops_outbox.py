@@ -16,7 +16,7 @@ from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_QUEUED, FEEDBACK_SEN
 from monitors.store.outbox import outbox_channel
 from monitors.store.shapes import rfc3339
 from tests.conftest import BASE_CONFIG, GROUP_A
-from watchdog.shared.config import load
+from watchdog.components import load
 
 CONTRACTOR = "27710000001@s.whatsapp.net"
 OTHER = "27710000002@s.whatsapp.net"

@@ -8,7 +8,7 @@ import pytest
 from monitors.drops_store import FEEDBACK_SENT, DropsDB, ReceiptStamp, open_drops_store
 from tests.conftest import BASE_CONFIG
 from tests.monitors.test_drops_outbox import CONTRACTOR, OTHER, ack, at, sub
-from watchdog.shared.config import load
+from watchdog.components import load
 
 
 @pytest.fixture

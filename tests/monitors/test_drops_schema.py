@@ -24,7 +24,7 @@ from monitors.store.schema import migrations
 from monitors.store.sql import POSTGRES, SQLITE
 from monitors.store.sqlite import SqliteBackend
 from tests.conftest import BASE_CONFIG, ROOT
-from watchdog.shared.config import Config, load
+from watchdog.components import Config, load
 from watchdog.shared.exitcodes import EXIT_CONFIG
 from watchdog.shared.migrations import SchemaTooNew, latest
 

@@ -22,7 +22,7 @@ from monitors.prune import prune_store
 from monitors.store.sqlite import SqliteBackend
 from tests.conftest import BASE_CONFIG, GROUP_A
 from tests.monitor_support import store_rows as rows
-from watchdog.shared.config import Config, load
+from watchdog.components import Config, load
 from watchdog.shared.recovery_log import RecoveryLog
 
 CONTRACTOR = "27710000001@s.whatsapp.net"

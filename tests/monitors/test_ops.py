@@ -7,7 +7,7 @@ import pytest
 
 from monitors.drops_store import open_drops_store
 from tests.monitor_support import cli
-from watchdog.shared.config import load
+from watchdog.components import load
 
 
 @pytest.mark.slow

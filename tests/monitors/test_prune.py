@@ -14,7 +14,7 @@ from bridge.transport import IncomingMessage
 from monitors.drops_store import open_drops_store
 from tests.conftest import GROUP_A
 from tests.monitor_support import cli
-from watchdog.shared.config import load
+from watchdog.components import load
 
 OLD = datetime.now(timezone.utc) - timedelta(days=400)
 NEW = datetime.now(timezone.utc) - timedelta(days=1)

@@ -12,7 +12,7 @@ from monitors.receipts import GRACE, ReceiptFollower
 from monitors.store_watch import StoreWakes
 from tests.bridge_support import SENDER
 from tests.conftest import GROUP_A
-from watchdog.shared.config import load
+from watchdog.components import load
 from watchdog.shared import clock
 
 

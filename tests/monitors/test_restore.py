@@ -15,7 +15,7 @@ import pytest
 from tests.bridge_support import call, rows, sessions, start_bridge, start_sim
 from tests.conftest import BASE_CONFIG, GROUP_A, Processes, wait_until
 from tests.monitor_support import all_sent, cli, start_monitor, store_rows
-from watchdog.shared.config import Config, load
+from watchdog.components import Config, load
 from watchdog.shared.recovery_log import RecoveryLog
 
 CONTRACTOR = "27710000001@s.whatsapp.net"

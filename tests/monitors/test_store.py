@@ -23,7 +23,7 @@ from tests.bridge.test_windows import FixedHistory
 from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B
 from tests.monitor_support import store_rows as rows
 from tests.monitor_support import store_run
-from watchdog.shared.config import Config, load
+from watchdog.components import Config, load
 from watchdog.shared.recovery_log import RecoveryLog
 
 CONTRACTOR = "27710000001@s.whatsapp.net"

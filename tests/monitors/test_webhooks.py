@@ -22,7 +22,7 @@ from monitors.api.webhooks import SAFETY_INTERVAL, Deliverer, WokenSchedule, cla
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
 from tests.conftest import until
 from tests.pg import free_port
-from watchdog.shared.config import WebhookConfig
+from monitors.config import WebhookConfig
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 

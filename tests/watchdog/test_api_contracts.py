@@ -17,7 +17,8 @@ from monitors.drops_store import FEEDBACK_FAILED, FEEDBACK_SENT, NewFeedback, Re
 from monitors.store.schema import V4_OUTBOX
 from tests.contracts import CONTRACTS, Contract, documented, routes, webhook_event_problems
 from watchdog.shared import endpoints
-from watchdog.shared.config import WEBHOOK_EVENTS, load
+from monitors.events import WEBHOOK_EVENTS
+from watchdog.components import load
 
 # schemathesis's own runner (its CLI), as an operator would run it: the coverage phase sends every boundary
 # the document allows (empty strings, empty lists, a missing optional field, maxLength) and a few that it

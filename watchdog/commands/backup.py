@@ -24,7 +24,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from monitors.drops_store import drops_db_path
-from watchdog.shared.config import Config
+from watchdog.components import Config
 from watchdog.shared.config_model import is_postgres_url
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.shared import clock

@@ -33,7 +33,9 @@ from bridge.membership import not_in_text
 
 from watchdog.shared.data_dir import user_name
 from watchdog.shared import endpoints
-from watchdog.shared.config import AccountConfig, Config, readable_secrets
+from bridge.config import AccountConfig
+from watchdog.components import Config
+from watchdog.shared.config import readable_secrets
 from watchdog.shared.config_secrets import placeholders
 from watchdog.shared.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.core.watchdog_lock import WATCHDOG_LOCK

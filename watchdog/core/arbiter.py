@@ -132,7 +132,9 @@ class Arbiter:
     async def _reload(self, cause: str) -> dict:
         sha256 = config_hash(self.config)
         try:
-            new = load(self.config.path, self.config.data_dir)  # data_dir is fixed for a watchdog's life
+            # The same composition as the config in force (watchdog/components.py); data_dir is fixed for a
+            # watchdog's life.
+            new = load(type(self.config), self.config.path, self.config.data_dir)
         except ConfigError as exc:
             logger.error("reload ({}): {}; keeping the configuration in force", cause, exc)
             self.recovery_log.append("watchdog", "reload", cause=cause, sha256=sha256,

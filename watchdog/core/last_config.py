@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
+from typing import TypeVar
 
 from watchdog.shared import endpoints, file_modes
 from watchdog.shared.config import Config, ConfigError, load_text
 
 FILE = "config.last-good.json"
+C = TypeVar("C", bound=Config)
 
 
 def _file(data_dir: Path) -> Path:
@@ -50,14 +52,15 @@ def data_dir_of(config_path: str | Path, data_dir: str | None) -> Path | None:
     return (path.parent / value).resolve() if isinstance(value, str) else None
 
 
-def running(config_path: str | Path, data_dir: str | None) -> Config:
-    """The last good config of the watchdog on this data directory; ConfigError saying why there is none."""
+def running(kind: type[C], config_path: str | Path, data_dir: str | None) -> C:
+    """The last good config of the watchdog on this data directory, read into `kind` (the composed Config,
+    watchdog/components.py); ConfigError saying why there is none."""
     where = data_dir_of(config_path, data_dir)
     if where is None:
         raise ConfigError("the data directory is not known (pass --data-dir to read the running system from it)")
     try:
         saved = json.loads(_file(where).read_text(encoding="utf-8"))
-        return load_text(saved["text"], Path(saved["path"]), where)
+        return load_text(kind, saved["text"], Path(saved["path"]), where)
     except FileNotFoundError:
         raise ConfigError(f"no copy of a running watchdog's configuration in {endpoints.run_dir(where)}") from None
     except PermissionError:

@@ -78,11 +78,11 @@ def exec_reason(argv: Sequence[str]) -> str:
         return ""
     if "--standby" in argv:
         return STANDBY_REASON
-    from watchdog.cli import build_parser
-    from watchdog.shared.config import ConfigError, load
+    from watchdog import cli  # pre-loaded here; it loads the composed config (watchdog/components.py)
+    from watchdog.shared.config import ConfigError
     try:
-        args = build_parser().parse_args(list(argv[3:]))
-        transport = load(args.config, args.data_dir).account(args.account).transport
+        args = cli.build_parser().parse_args(list(argv[3:]))
+        transport = cli.load(args.config, args.data_dir).account(args.account).transport
     except (ConfigError, SystemExit):
         return "its configuration does not load (the bridge reports why)"
     if transport not in FORKED_TRANSPORTS:

@@ -1,4 +1,4 @@
-"""What a package adds to the supervisor: its commands, programs, install-check findings and backup items.
+"""What a package adds to the supervisor: its config tables, commands, programs, install-check findings, backup items.
 
 Why data and not subclasses: the supervisor (watchdog/core) runs programs and knows nothing of WhatsApp
 or drops; `bridge/` and `monitors/` each describe their own slice in one `component.py`, and one small
@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from watchdog.shared.config_model import ConfigSlice
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -69,3 +71,4 @@ class Component:
     backup_items: Callable[[Any], tuple[list[BackupItem], list[str]]] = lambda config: ([], [])  # items, notes
     console_views: tuple[str, ...] = ()  # "module:Class" of product views the console composes
     preload: tuple[str, ...] = ()  # modules the fork template imports ahead (watchdog/core/template.py)
+    config: ConfigSlice | None = None  # its top-level tables, their checks, ports and secrets (config_model.py)

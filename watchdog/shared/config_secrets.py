@@ -12,15 +12,15 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from watchdog.shared.config_model import Config, is_postgres_url
+from watchdog.shared.config_model import Config
 
 # Whole-value placeholders of a token, and words that mark a placeholder anywhere in a URL.
 PLACEHOLDER_TOKEN = re.compile(r"^(x{3,}|\.{3}|<[^>]*>|(change|replace|set)[-_ ]?(me|this|it)?|secret|token|"
                                r"password|todo|tbd|your[-_ ].*)$", re.IGNORECASE)
 PLACEHOLDER_WORD = re.compile(r"REPLACE|CHANGE[-_]?ME|XXX|<[^>]*>|YOUR[-_]", re.IGNORECASE)
 EXAMPLE_HOST = re.compile(r"(^|\.)example\.(com|org|net)$|(^|\.)example$", re.IGNORECASE)
-CHAT_WEBHOOK_FORMATS = ("slack", "discord")
-SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE", re.IGNORECASE)  # a [[programs]] env name  # their webhook URL is the credential: whoever has it can post
+CHAT_WEBHOOK_FORMATS = ("slack", "discord")  # their webhook URL is the credential: whoever has it can post
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|PRIVATE", re.IGNORECASE)  # a [[programs]] env name
 
 
 def placeholder_token(value: str) -> bool:
@@ -33,7 +33,8 @@ def placeholder_url(url: str) -> bool:
     return bool(EXAMPLE_HOST.search(parts.hostname or "")) or bool(PLACEHOLDER_WORD.search(url))
 
 
-def _password(url: str) -> bool:
+def has_password(url: str) -> bool:
+    """A URL with a password in it (a database URL, a webhook's): the URL itself is then a secret."""
     try:
         return bool(urlsplit(url).password)
     except ValueError:
@@ -42,25 +43,17 @@ def _password(url: str) -> bool:
 
 def secret_keys(config: Config) -> list[str]:
     """The keys whose values are secrets (a placeholder is none): what a world-readable config gives away."""
-    found = [f"accounts.{a.name}.api_token" for a in config.accounts.values() if a.api_token]
-    found += [f"accounts.{a.name}.session_db" for a in config.accounts.values() if _password(a.session_db)]
+    found = [key for part in config.slices for key in part.secret_keys(config)]
     found += ["watchdog.control_token"] if config.watchdog.control_token else []
-    found += ["drops_api.token"] if config.drops_api.token else []
-    found += ["database.url"] if _password(config.database.url) and not placeholder_url(config.database.url) else []
-    found += [f"webhooks[{i}].secret" for i, hook in enumerate(config.webhooks)]
     found += [f"alerts[{i}].url" for i, alert in enumerate(config.alerts)
-              if (alert.format in CHAT_WEBHOOK_FORMATS or _password(alert.url)) and not placeholder_url(alert.url)]
-    found += [f"webhooks[{i}].url" for i, hook in enumerate(config.webhooks) if _password(hook.url)]
+              if (alert.format in CHAT_WEBHOOK_FORMATS or has_password(alert.url)) and not placeholder_url(alert.url)]
     found += [f"programs[{i}].env.{name}" for i, program in enumerate(config.programs) for name, value in program.env
-              if value and (SECRET_NAME.search(name) or _password(value))]
+              if value and (SECRET_NAME.search(name) or has_password(value))]
     return found
 
 
 def placeholders(config: Config) -> list[str]:
     """The URLs that still hold the example's placeholder: alerts, webhooks and databases that go nowhere."""
     urls = [(f"alerts[{i}].url", alert.url) for i, alert in enumerate(config.alerts)]
-    urls += [(f"webhooks[{i}].url", hook.url) for i, hook in enumerate(config.webhooks)]
-    urls += [("database.url", config.database.url)] if config.database.url else []
-    urls += [(f"accounts.{a.name}.session_db", a.session_db) for a in config.accounts.values()
-             if is_postgres_url(a.session_db)]
+    urls += [url for part in config.slices for url in part.urls(config)]
     return [f"{key} = {url!r}" for key, url in urls if placeholder_url(url)]

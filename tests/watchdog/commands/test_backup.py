@@ -16,7 +16,7 @@ from bridge.store import Store
 from monitors.drops_store import open_drops_store
 from tests.conftest import BASE_CONFIG, ROOT
 from tests.monitor_support import cli
-from watchdog.shared.config import load
+from watchdog.components import load
 
 # Writes pairs of messages, each pair in one transaction, until killed: a consistent copy holds whole pairs only.
 WRITER = """

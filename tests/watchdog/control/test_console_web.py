@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import BASE_CONFIG
-from watchdog.shared.config import load
+from watchdog.components import load
 from watchdog.control.console.changes import Changes
 from watchdog.control.console.extensions import Loaded
 from watchdog.control.console.view import Console

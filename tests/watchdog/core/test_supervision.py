@@ -25,7 +25,7 @@ from aiohttp import web
 
 from tests.conftest import ROOT, until, wait_until
 from watchdog.core.arbiter import Arbiter
-from watchdog.shared.config import load
+from watchdog.components import load
 from watchdog.shared.notify import Notifier
 from watchdog.core.systemd_heartbeat import SystemdHeartbeat
 from watchdog.shared.programs import OWN_NO_RESTART_EXITS, Check, Program

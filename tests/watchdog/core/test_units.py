@@ -17,7 +17,8 @@ from watchdog.core import probes
 from watchdog.core.child import child_env, exit_cause
 from watchdog.core.child_output import ChildOutput, RotatingFile
 from watchdog.shared.logs import StderrSink
-from watchdog.shared.config import ConfigError, WatchdogConfig, load
+from watchdog.components import load
+from watchdog.shared.config import ConfigError, WatchdogConfig
 from watchdog.shared.logs import line_time
 from watchdog.core.notify_server import parse
 from watchdog.shared.recovery_log import RecoveryLog

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BASE_CONFIG, GROUP_A, ROOT, Processes, wait_until
+from tests.conftest import BASE_CONFIG, ROOT, Processes, wait_until
 from tests.watchdog.test_system import EXPECTED, status
 from watchdog.builtins import all_programs, builtin_programs
-from watchdog.shared.config import Config, ConfigError, ProjectConfig, WatchdogConfig, load
+from watchdog.components import load
+from watchdog.shared.config import ConfigError
 from watchdog.shared.programs import Check, Program, diff
 from watchdog.shared.recovery_log import RecoveryLog
 
@@ -80,16 +81,6 @@ def test_projects_share_monitor_processes_when_configured(write_config) -> None:
     for wrong in ("0", '"many"', "1.5"):
         with pytest.raises(ConfigError, match=": monitors.projects_per_process: "):
             load(write_config(BASE_CONFIG + f"\n[monitors]\nprojects_per_process = {wrong}\n"))
-
-
-@pytest.mark.parametrize(("enabled", "sizes"), [
-    (1, [1]), (8, [1] * 8),  # a handful: each alone, a fault touches one project
-    (9, [9]), (20, [20]), (21, [11, 10]), (60, [20, 20, 20]), (100, [20] * 5), (101, [17] * 5 + [16])])
-def test_auto_keeps_a_handful_apart_and_groups_more_evenly(enabled: int, sizes: list[int]) -> None:
-    projects = [ProjectConfig(f"p{n}", [GROUP_A]) for n in range(enabled)]
-    config = Config(Path("wa.toml"), Path("data"), WatchdogConfig(), None, {}, projects, [])
-    assert config.monitors.projects_per_process == "auto"  # the default
-    assert [len(group) for group in config.monitor_groups()] == sizes
 
 
 @pytest.mark.parametrize(("program", "key"), [
