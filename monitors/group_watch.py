@@ -15,10 +15,10 @@ import aiohttp
 from loguru import logger
 
 from bridge.alert_rules import NOT_IN_GROUP as RULE
-from bridge.membership import not_in_text
+from watchdog.shared.human import not_in_text
 from monitors.feedback import BridgeClient, BridgeUnavailable
 from monitors.project import ProjectMonitor
-from watchdog.core.alerts import AlertManager
+from watchdog.shared.alerts import AlertManager
 from watchdog.shared.config import Config
 from watchdog.shared.waiting import wait_event
 

@@ -25,7 +25,7 @@ from bridge.schema import format_ts
 from monitors.drops_store import StoreUnavailable, drops_db_path, open_drops_store
 from watchdog.shared.config import AccountConfig, Config
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
-from watchdog.commands.recoveries import parse_since
+from watchdog.shared.human import parse_since
 from watchdog.shared import clock
 
 BATCH = 5000  # rows per transaction

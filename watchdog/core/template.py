@@ -1,7 +1,9 @@
-"""`python -m watchdog.core.template FD WATCHDOG_PID ROOM`: the pre-loaded template our own components are forked from.
+"""`python -m watchdog.core.template FD WATCHDOG_PID PRELOAD ROOM`: the pre-loaded template our components are forked from.
 
 A fork server (as Android's zygote or multiprocessing's forkserver): this
-process imports once what every component needs, then waits on the socket
+process imports once what every component needs (the entry point and the
+comma-separated modules PRELOAD, which the product's slices name: the core
+names none; watchdog/components.py), then waits on the socket
 `FD` from the watchdog (watchdog/core/forkserver.py) for spawn requests. Each
 request carries the child's argv, environment and working directory and,
 as SCM_RIGHTS, the write end of its output pipe. The template forks twice:
@@ -34,9 +36,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
-PRELOAD = ("watchdog.cli", "watchdog.shared.config", "monitors.main", "monitors.api.main", "bridge.main",
-           "bridge.simulator.server", "bridge.transports.sim")
 OUR_COMMAND = ("-m", "watchdog.cli")
+ENTRY = OUR_COMMAND[1]  # imported by name, as the exec'd child would: the entry point composes the product
 FORKED_COMMANDS = ("sim", "bridge", "monitor", "drops-api")
 FORKED_TRANSPORTS = ("sim",)  # imported above; neonize starts a Go runtime and is never loaded here
 # A forked standby shares the template's pages until it writes them, so its takeover (the moment it must be
@@ -78,10 +79,9 @@ def exec_reason(argv: Sequence[str]) -> str:
         return ""
     if "--standby" in argv:
         return STANDBY_REASON
-    from watchdog.cli import build_parser
     from watchdog.shared.config import ConfigError, load
     try:
-        args = build_parser().parse_args(list(argv[3:]))
+        args = importlib.import_module(ENTRY).build_parser().parse_args(list(argv[3:]))
         transport = load(args.config, args.data_dir).account(args.account).transport
     except (ConfigError, SystemExit):
         return "its configuration does not load (the bridge reports why)"
@@ -90,12 +90,11 @@ def exec_reason(argv: Sequence[str]) -> str:
     return ""
 
 
-def preload() -> None:
-    for name in PRELOAD:
+def preload(modules: Sequence[str]) -> None:
+    for name in (ENTRY, "watchdog.shared.config", *modules):
         importlib.import_module(name)
-    from watchdog import cli
     from watchdog.shared import logs
-    cli.build_parser()  # cached: a forked child parses its argv with it instead of building 16 sub-parsers
+    sys.modules[ENTRY].build_parser()  # cached: a forked child parses its argv with it, not building 16 sub-parsers
     logs.preload()
     gc.collect()
     gc.freeze()  # imported objects move out of the collector's reach: it will not touch (copy) their pages
@@ -187,7 +186,7 @@ def become(request: Request, sock: socket.socket) -> list[str]:
     if request.cwd:
         os.chdir(request.cwd)
     args = request.argv[3:]
-    sys.argv = [sys.modules["watchdog.cli"].__file__, *args]
+    sys.argv = [sys.modules[ENTRY].__file__, *args]
     return args
 
 
@@ -196,13 +195,13 @@ def main() -> int:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # no watchdog, no template
     if os.getppid() != int(sys.argv[2]):  # it died before the line above
         return 0
-    preload()
-    send(sock, {"ready": os.getpid(), "preloaded": list(PRELOAD)})
+    modules = [name for name in sys.argv[3].split(",") if name]
+    preload(modules)
+    send(sock, {"ready": os.getpid(), "preloaded": modules})
     request = serve(sock)
     if request is None:
         return 0
-    from watchdog.cli import main as cli_main
-    return cli_main(become(request, sock))
+    return sys.modules[ENTRY].main(become(request, sock))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ by "module:function" is imported only when it is used, so a bridge restart pays 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterable
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,16 @@ def _no_arguments(parser: argparse.ArgumentParser) -> None:
     """A command that takes only --config and --data-dir."""
 
 
+def json_option(parser: argparse.ArgumentParser) -> None:
+    """`--json`, worded alike in every command that has it."""
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def since_option(parser: argparse.ArgumentParser) -> None:
+    """`--since`, read with watchdog.shared.human.parse_since."""
+    parser.add_argument("--since", help="only newer than this (e.g. 30m, 1h, 2d)")
+
+
 @dataclass(frozen=True)
 class Command:
     """One `wa-watchdog` subcommand: its handler `(config, args) -> exit code` is imported only when chosen."""
@@ -54,18 +65,23 @@ class Command:
     sees_running: bool = False  # with the file on disk invalid, it reads the config the running watchdog loaded
 
 
-def _nothing(config: Any) -> list:
-    return []
-
-
 @dataclass(frozen=True)
 class Component:
-    """One package's slice; every callable takes the loaded config."""
+    """One package's slice. Each "module:function" ("" = none) takes the loaded config and is imported when used:
+    `programs` -> list[Program] started by `wa-watchdog run`; `findings` -> the named checks of `wa-watchdog
+    check`, [(what, () -> Iterable[Finding])], each run alone (one that cannot look does not stop the others);
+    `backup_items` -> (list[BackupItem], notes) for `wa-watchdog backup`."""
 
     name: str
     commands: tuple[Command, ...] = ()
-    programs: Callable[[Any], list] = _nothing  # -> list[Program], started by `wa-watchdog run`
-    findings: Callable[[Any], Iterable[Finding]] = _nothing  # `wa-watchdog check`
-    backup_items: Callable[[Any], tuple[list[BackupItem], list[str]]] = lambda config: ([], [])  # items, notes
-    console_views: tuple[str, ...] = ()  # "module:Class" of product views the console composes
+    programs: str = ""
+    findings: str = ""
+    backup_items: str = ""
+    console_views: tuple[str, ...] = ()  # "module:Class" of product views the console composes (Class(config))
     preload: tuple[str, ...] = ()  # modules the fork template imports ahead (watchdog/core/template.py)
+
+
+def resolve(reference: str) -> Any:
+    """The object a "module:attribute" names, imported now."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)

@@ -192,7 +192,7 @@ class ConfigChecks(TableReader):
         return database
 
     def check_programs(self, config: Config, raw: object) -> Config:
-        from watchdog import builtins  # the built-ins know the config: imported once it exists
+        from watchdog.shared import builtin_names as builtins  # the composition hands them over
         from watchdog.shared import programs
         declared = programs.parse(raw, self.error, self.path.parent)
         programs.check_names(declared, builtins.builtin_names(config), self.error)

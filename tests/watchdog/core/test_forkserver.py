@@ -21,6 +21,7 @@ import pytest
 
 from scripts.benchmarks.system_run import RunningSystem, config_text
 from tests.conftest import ROOT, until
+from watchdog import components
 from watchdog.core.child import ChildProcess, child_env, use_template
 from watchdog.core.forkserver import ForkServer
 from watchdog.core.notify_server import Notification, NotifyServer
@@ -68,7 +69,7 @@ class Run:
         self.config = tmp_path / "wa.toml"
         self.config.write_text(CONFIG, encoding="utf-8")
         self.log = RecoveryLog(tmp_path / "recoveries.jsonl")
-        self.server = ForkServer(self.log)
+        self.server = ForkServer(self.log, preload=components.preload())
         self.children: list[ChildProcess] = []
         self.exits: list[ChildProcess] = []
 

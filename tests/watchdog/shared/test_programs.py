@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import BASE_CONFIG, GROUP_A, ROOT, Processes, wait_until
 from tests.watchdog.test_system import EXPECTED, status
-from watchdog.builtins import all_programs, builtin_programs
+from watchdog.components import all_programs, builtin_programs
 from watchdog.shared.config import Config, ConfigError, ProjectConfig, WatchdogConfig, load
 from watchdog.shared.programs import Check, Program, diff
 from watchdog.shared.recovery_log import RecoveryLog
