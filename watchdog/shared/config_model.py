@@ -293,7 +293,7 @@ class Config:
     projects: list[ProjectConfig]
     alerts: list[AlertConfig]
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
-    programs: list[Program] = field(default_factory=list)  # [[programs]]; built-ins: watchdog.builtins
+    programs: list[Program] = field(default_factory=list)  # [[programs]]; built-ins: the slices' programs
     drops_api: DropsApiConfig = field(default_factory=DropsApiConfig)
     webhooks: list[WebhookConfig] = field(default_factory=list)
     monitors: MonitorsConfig = field(default_factory=MonitorsConfig)
