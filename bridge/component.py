@@ -25,8 +25,10 @@ def _pair(parser: argparse.ArgumentParser) -> None:
 COMPONENT = Component(
     "bridge",
     commands=(
-        Command("sim", "run the simulated WhatsApp service", "bridge.simulator.server:cmd_sim", writes_data_dir=True),
-        Command("bridge", "run the bridge of one account", "bridge.main:cmd_bridge", _bridge, writes_data_dir=True),
+        Command("sim", "run the simulated WhatsApp service", "bridge.simulator.server:cmd_sim", writes_data_dir=True,
+                fork=""),
+        Command("bridge", "run the bridge of one account", "bridge.main:cmd_bridge", _bridge, writes_data_dir=True,
+                fork="bridge.forking:exec_reason"),
         Command("pair", "link an account to a phone (neonize)", "bridge.pairing:cmd_pair", _pair,
                 writes_data_dir=True),
     ),

@@ -52,6 +52,7 @@ class TransportKind:
     findings: Callable[[Config, AccountConfig], Iterable[Finding]] = _nothing_to_pair  # `wa-watchdog check`
     backup_items: Callable[[Config, AccountConfig], tuple[list[BackupItem], list[str]]] = _no_session
     session_files: Callable[[AccountConfig], list[Path]] = _no_files  # its own files in the session directory
+    forkable: bool = False  # its module is among the bridge slice's `preload`: a bridge on it may be forked
 
 
 def kind(name: str) -> TransportKind:

@@ -357,4 +357,4 @@ class SimTransport(Transport):
         return base64.b64decode(reply["data_b64"])
 
 
-KIND = TransportKind("bridge.transports.sim:SimTransport")  # no session to pair or back up: the simulator's
+KIND = TransportKind("bridge.transports.sim:SimTransport", forkable=True)  # no session to pair or back up: the simulator's

@@ -14,10 +14,11 @@ reaps with waitpid and watches by pidfd exactly as an exec'd one.
 Fork safety: the template never starts a thread, an event loop, a database
 or a socket besides its one to the watchdog (checked before every fork);
 `gc.freeze()` after the imports keeps the collector from writing to (and so
-un-sharing) the pages of imported code. neonize is never imported here: a
-bridge on a transport other than `sim` is answered `exec`, and the watchdog
-starts it the old way. Neither is a bridge's warm standby: it is exec'd, so that
-the pages its takeover touches are its own (see STANDBY_REASON).
+un-sharing) the pages of imported code. Which commands may be forked is
+each command's own word (`Command.fork`, declared by its slice): anything
+else is answered `exec`, and the watchdog starts it the old way (a bridge on
+neonize, which starts a Go runtime and is never imported here, or a bridge's
+warm standby: bridge/forking.py).
 
 ROOM is padding in the template's own argv: the child writes its argv over
 it, so /proc/<pid>/cmdline (ps, psutil, the leftover check in
@@ -38,11 +39,6 @@ from collections.abc import Sequence
 
 OUR_COMMAND = ("-m", "watchdog.cli")
 ENTRY = OUR_COMMAND[1]  # imported by name, as the exec'd child would: the entry point composes the product
-FORKED_COMMANDS = ("sim", "bridge", "monitor", "drops-api")
-FORKED_TRANSPORTS = ("sim",)  # imported above; neonize starts a Go runtime and is never loaded here
-# A forked standby shares the template's pages until it writes them, so its takeover (the moment it must be
-# fastest) paid ~1,200 copy-on-write faults between the session lock and `connected` (docs/BENCHMARKS.md, Recovery).
-STANDBY_REASON = "a warm standby: its takeover must not pay copy-on-write faults"
 ARGV_ROOM = 4096  # bytes of the padding argument; a child whose argv needs more is started by exec
 MAX_MESSAGE = 1 << 20  # one request: argv + environment as JSON
 PR_SET_PDEATHSIG = 1
@@ -72,22 +68,19 @@ def exec_reason(argv: Sequence[str]) -> str:
         return "not one of our own components"
     if len("\0".join(argv)) + 1 > ARGV_ROOM:
         return f"its command line is longer than {ARGV_ROOM} bytes"
-    command = argv[3]
-    if command not in FORKED_COMMANDS:
-        return f"`{command}` is not pre-loaded"
-    if command != "bridge":
+    entry = importlib.import_module(ENTRY)
+    command = entry.COMMANDS.get(argv[3])  # each a watchdog.shared.component.Command, declared by its slice
+    if command is None or command.fork is None:
+        return f"`{argv[3]}` is not pre-loaded"
+    if not command.fork:
         return ""
-    if "--standby" in argv:
-        return STANDBY_REASON
-    from watchdog.shared.config import ConfigError, load
     try:
-        args = importlib.import_module(ENTRY).build_parser().parse_args(list(argv[3:]))
-        transport = load(args.config, args.data_dir).account(args.account).transport
-    except (ConfigError, SystemExit):
-        return "its configuration does not load (the bridge reports why)"
-    if transport not in FORKED_TRANSPORTS:
-        return f"transport {transport} is never loaded into the template"
-    return ""
+        args = entry.build_parser().parse_args(list(argv[3:]))
+    except SystemExit:
+        return "its command line does not parse (the component reports why)"
+    from watchdog.shared.component import resolve
+    reason: str = resolve(command.fork)(args)
+    return reason
 
 
 def preload(modules: Sequence[str]) -> None:

@@ -63,6 +63,9 @@ class Command:
     arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
     writes_data_dir: bool = False  # checked (and created) before it starts
     sees_running: bool = False  # with the file on disk invalid, it reads the config the running watchdog loaded
+    # Started by the watchdog, may it be forked from the pre-loaded template (watchdog/core/template.py)? None:
+    # never (exec'd); "": always; "module:function": `(args) -> why it must be exec'd` ("" = forked).
+    fork: str | None = None
 
 
 @dataclass(frozen=True)

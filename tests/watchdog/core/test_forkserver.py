@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from bridge.forking import STANDBY_REASON
 from scripts.benchmarks.system_run import RunningSystem, config_text
 from tests.conftest import ROOT, until
 from watchdog.components import preload
@@ -27,7 +28,7 @@ from watchdog.core.forkserver import ForkServer
 from watchdog.core.notify_server import Notification, NotifyServer
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.core.stale import runs
-from watchdog.core.template import STANDBY_REASON, exec_reason
+from watchdog.core.template import exec_reason
 
 CONFIG = """
 data_dir = "data"
