@@ -9,9 +9,8 @@ own, so `check` and `backup` never load the library (neonize_account.py beside n
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from watchdog.shared.component import OK, BackupItem, Finding, resolve
 
@@ -43,8 +42,7 @@ def _no_files(account: AccountConfig) -> list[Path]:
     return []
 
 
-@dataclass(frozen=True)
-class TransportKind:
+class TransportKind(NamedTuple):
     """What one transport is besides its class; every callable is given the loaded config's account."""
 
     transport: str  # "module:Class" of its Transport, imported only by the bridge that runs it
