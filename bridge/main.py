@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import dataclasses
 import errno
-import importlib
 import os
 import sqlite3
 import sys
@@ -53,6 +52,7 @@ from bridge.membership import Membership
 from bridge.schema import format_ts, now_ts
 from bridge.store import OutboxRow, Store, StoreCorrupt, StoreError, StoreLocked
 from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Receipt, Transport
+from bridge.transports import transport_class
 from bridge.windows import STOPPED_REASON, Windows
 from watchdog.shared import clock, endpoints, exit_handoff, logs, web_guard
 from watchdog.shared.child_entry import ChildEntry
@@ -66,10 +66,6 @@ from watchdog.shared.publishing import publish_or_retry
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared.waiting import wait_event
 
-TRANSPORTS = {
-    "sim": ("bridge.transports.sim", "SimTransport"),
-    "neonize": ("bridge.transports.neonize_transport", "NeonizeTransport"),
-}
 OFFLINE_SYNC_WAIT = 10.0  # backfill anyway if the transport never says the offline queue is replayed
 DRAIN_ON_STOP = 3.0  # seconds to flush the outbox on SIGTERM
 TRANSPORT_CLOSE = 3.0
@@ -85,12 +81,6 @@ STORE_RETRY = 0.5  # seconds between attempts to store a batch the store refused
 
 def _port_in_use(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE
-
-
-def transport_class(account: AccountConfig) -> type[Transport]:
-    """Import the account's transport module (the heavy part: a standby does it before waiting)."""
-    module_name, class_name = TRANSPORTS[account.transport]
-    return getattr(importlib.import_module(module_name), class_name)
 
 
 def _describe(event: ConnectionEvent) -> str:
@@ -434,7 +424,7 @@ def cmd_bridge(config: Config, args: argparse.Namespace) -> int:
     account = config.account(args.account)
     logs.setup(logs.standby_log_name(account.component) if args.standby else account.component)
     try:  # before the lock: a standby waits with everything heavy already imported
-        transport_cls = transport_class(account)
+        transport_cls = transport_class(account.transport)
     except ImportError as exc:  # e.g. neonize not installed: restarting will not help
         logger.error("transport {!r} unavailable: {}", account.transport, exc)
         return EXIT_CONFIG

@@ -17,6 +17,7 @@ from loguru import logger
 from bridge.transport import NotConnected, Transport
 from bridge.config import AccountConfig
 from watchdog.components import Config
+from watchdog.shared.human import not_in_text
 from watchdog.shared.waiting import wait_event
 
 REFRESH = 600.0  # seconds between asks while connected (someone may remove the number from a group)
@@ -30,12 +31,6 @@ def followed_groups(config: Config, account: AccountConfig) -> dict[str, list[st
             for jid in project.groups:
                 followed.setdefault(jid, []).append(project.name)
     return followed
-
-
-def not_in_text(account: str, group: str, projects: list[str]) -> str:
-    """`account main is not in group 120363…@g.us (project velo-test)`: the one wording every surface uses."""
-    whose = f" (project{'s' if len(projects) > 1 else ''} {', '.join(projects)})" if projects else ""
-    return f"account {account} is not in group {group}{whose}"
 
 
 class Membership:

@@ -1,7 +1,51 @@
-"""What `monitors` adds to the supervisor (watchdog/shared/component.py): filled in as its parts move here."""
+"""What `monitors` adds to the supervisor (watchdog/shared/component.py): the drop monitors and the drops-api,
+the operator's drops commands, the drops store's backup item and the console's drops view."""
 from __future__ import annotations
 
-from monitors.config_checks import SLICE
-from watchdog.shared.component import Component
+import argparse
 
-COMPONENT = Component("monitors", config=SLICE)
+from monitors.config_checks import SLICE
+from watchdog.shared.component import Command, Component, json_option, since_option
+
+
+def _monitor(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--project", required=True, action="append",
+                        help="project name from [[projects]] (repeat it: one process for several projects)")
+
+
+def _drops(parser: argparse.ArgumentParser) -> None:
+    json_option(parser)
+    since_option(parser)
+    parser.add_argument("--project", help="only this project")
+    parser.add_argument("--backfilled", action="store_true", help="only drops recovered after an outage")
+
+
+def _feedback(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--project", required=True)
+    parser.add_argument("drop", help="drop number, e.g. DR1234567")
+    parser.add_argument("--message", required=True, help="feedback text, e.g. 'needs correction'")
+
+
+def _prune(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--older-than", required=True, help="age of what goes, e.g. 180d")
+    parser.add_argument("--dry-run", action="store_true", help="count what would go, remove nothing")
+
+
+COMPONENT = Component(
+    "monitors",
+    config=SLICE,
+    commands=(
+        Command("monitor", "run the drop monitor of one or more projects", "monitors.main:cmd_monitor", _monitor,
+                writes_data_dir=True, fork=""),
+        Command("drops", "list recorded drops", "monitors.ops:cmd_drops", _drops),
+        Command("feedback", "send operator feedback for a recorded drop", "monitors.ops:cmd_feedback", _feedback),
+        Command("prune", "remove old messages every monitor has read from messages.db", "monitors.prune:cmd_prune",
+                _prune),
+        Command("drops-api", "run the drops and feedback API and the event webhooks", "monitors.api.main:cmd_drops_api",
+                writes_data_dir=True, fork=""),
+    ),
+    programs="monitors.programs:programs",
+    backup_items="monitors.backup:items",
+    console_views=("monitors.console_view:DropsView",),
+    preload=("monitors.main", "monitors.api.main"),
+)

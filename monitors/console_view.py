@@ -1,7 +1,7 @@
 """The console's Drops panel, from the drops side: today's drops per project, read-only from drops.db.
 
-Registered as the `drops` entry of the `wa_watchdog.console` entry points
-(`watchdog/control/console/extensions.py` describes the interface), so the watchdog
+Named in the monitors' slice (`console_views` in monitors/component.py;
+`watchdog/control/console/extensions.py` describes the interface), so the watchdog
 core composes it without knowing what a drop is. Besides the panel it puts
 every backfilled drop on its project's timeline row, gives the console the
 group names for JIDs, and serves a drop's page with the messages it came in.

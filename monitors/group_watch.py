@@ -15,11 +15,11 @@ import aiohttp
 from loguru import logger
 
 from bridge.alert_rules import NOT_IN_GROUP as RULE
-from bridge.membership import not_in_text
+from watchdog.shared.human import not_in_text
 from monitors.feedback import BridgeClient, BridgeUnavailable
 from monitors.project import ProjectMonitor
-from watchdog.core.alerts import AlertManager
 from watchdog.components import Config
+from watchdog.shared.alerts import AlertManager
 from watchdog.shared.waiting import wait_event
 
 # Seconds between looks once the bridge has answered (it asks WhatsApp every 10 minutes); while it has not

@@ -28,7 +28,7 @@ from monitors.group_watch import GroupWatch
 from monitors.project import ProjectMonitor
 from monitors.receipts import ReceiptFollower, receipt_accounts
 from monitors.store_watch import StoreWakes
-from watchdog.core.alerts import AlertManager
+from watchdog.shared.alerts import AlertManager
 from watchdog.shared import logs
 from watchdog.shared.child_entry import ChildEntry
 from monitors.config import ProjectConfig, monitor_component

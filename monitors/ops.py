@@ -25,7 +25,7 @@ from watchdog.components import Config
 from watchdog.shared.config import ConfigError
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.shared.migrations import SchemaTooNew
-from watchdog.commands.recoveries import parse_since
+from watchdog.shared.human import parse_since
 from watchdog.shared import clock
 
 CLI_ATTEMPTS = 4  # quick retries (~0.4 s) before telling the operator the bridge is not answering

@@ -26,7 +26,7 @@ from monitors.drops_store import StoreUnavailable, drops_db_path, open_drops_sto
 from bridge.config import AccountConfig
 from watchdog.components import Config
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
-from watchdog.commands.recoveries import parse_since
+from watchdog.shared.human import parse_since
 from watchdog.shared import clock
 
 BATCH = 5000  # rows per transaction

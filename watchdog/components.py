@@ -1,7 +1,8 @@
 """The one place the product is composed: the supervisor's own commands, the bridge's slice, the drops' slice.
 
 Plain imports of small modules (watchdog/shared/component.py says why not entry points). The supervision
-core (watchdog/core) never imports this module or the packages it names; tests/test_import_graph.py holds it.
+core (watchdog/core) never imports this module or the packages it names; tests/test_import_graph.py holds it:
+whoever starts them (watchdog/commands/run.py) hands them what they need from here.
 
 `Config` is the whole configuration: the supervisor's base (watchdog/shared/config_model.py) with each
 slice's tables as fields (bridge/config.py's `accounts`, `sim`; monitors/config.py's `projects`, `webhooks`,
@@ -12,6 +13,7 @@ reads a file into it; the supervision core, which may not name it, reloads into 
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,8 @@ from bridge.component import COMPONENT as BRIDGE
 from monitors.component import COMPONENT as DROPS
 from watchdog.commands.component import COMPONENT as SUPERVISOR
 from watchdog.shared import config as base
-from watchdog.shared.component import Component
+from watchdog.shared.component import BackupItem, Command, Component, Finding, resolve
+from watchdog.shared.programs import Program
 
 COMPONENTS: tuple[Component, ...] = (SUPERVISOR, BRIDGE, DROPS)
 SLICES = tuple(component.config for component in COMPONENTS if component.config is not None)
@@ -32,8 +35,7 @@ class Config(*(part.tables for part in SLICES), base.Config):  # the base's fiel
     slices = SLICES
 
     def builtin_names(self) -> list[str]:
-        from watchdog import builtins  # the built-in programs read the config: imported once one exists
-        return builtins.builtin_names(self)
+        return [program.name for program in builtin_programs(self)]
 
 
 def load(path: str | Path, data_dir: str | Path | None = None) -> Config:
@@ -44,3 +46,49 @@ def load(path: str | Path, data_dir: str | Path | None = None) -> Config:
 def load_text(text: str, path: Path, data_dir: Path | None = None) -> Config:
     """A config read from `text` as if it were the file `path` (watchdog/shared/config.py)."""
     return base.load_text(Config, text, path, data_dir)
+
+# A store that records how far it has read another is copied before it: the drops store's cursors (rowids of
+# messages.db) then never point past the messages copied after it, so a restored pair re-reads, never skips.
+BACKUP_ORDER: tuple[Component, ...] = (DROPS, BRIDGE)
+
+
+def commands() -> dict[str, Command]:
+    """Every `wa-watchdog` subcommand by name, in the order of the slices."""
+    return {command.name: command for component in COMPONENTS for command in component.commands}
+
+
+def builtin_programs(config: Config) -> list[Program]:
+    """What the slices run: the simulator, one bridge per account, the monitor processes, drops-api."""
+    return [program for component in COMPONENTS if component.programs
+            for program in resolve(component.programs)(config)]
+
+
+def all_programs(config: Config) -> list[Program]:
+    """What `wa-watchdog run` supervises: the built-ins, then every `[[programs]]` entry."""
+    return builtin_programs(config) + list(config.programs)
+
+
+def checks(config: Config) -> list[tuple[str, Callable[[], Iterable[Finding]]]]:
+    """The slices' own `wa-watchdog check` checks (media dirs, sessions, groups, ffmpeg ...), each named."""
+    return [check for component in COMPONENTS if component.findings for check in resolve(component.findings)(config)]
+
+
+def backup_items(config: Config) -> tuple[list[BackupItem], list[str]]:
+    """The slices' stores to back up, in BACKUP_ORDER, and notes on what lives elsewhere."""
+    items: list[BackupItem] = []
+    notes: list[str] = []
+    for component in BACKUP_ORDER:
+        if component.backup_items:
+            found, said = resolve(component.backup_items)(config)
+            items += found
+            notes += said
+    return items, notes
+
+
+def console_views() -> tuple[str, ...]:
+    return tuple(view for component in COMPONENTS for view in component.console_views)
+
+
+def preload() -> tuple[str, ...]:
+    return tuple(module for component in COMPONENTS for module in component.preload)
+

@@ -44,6 +44,7 @@ from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, Con
                               HistoryUnsupported, IncomingMessage, MediaInfo, NotConnected, OutgoingMessage,
                               SendFailed, SendResult, Source, Transport)
 from bridge.transports import neonize_mapping as mapping
+from bridge.transports.neonize_account import session_database
 from watchdog.shared import file_modes
 from bridge.config import AccountConfig
 from watchdog.components import Config
@@ -52,7 +53,6 @@ from watchdog.shared.exitcodes import EXIT_NEEDS_OPERATOR
 from watchdog.shared.waiting import wait_event
 from watchdog.shared import clock
 
-DEFAULT_DB = "neonize.db"
 RETRY_WAIT = wait_exponential_jitter(multiplier=0.5, max=60.0, jitter=0.5)  # 0.5 s, 1 s, 2 s ... 60 s, each + up to 0.5 s
 RESTART_PAUSE = 1.0  # before a new session after a stream error (whatsmeow does not reconnect after one)
 HANDLER_TIMEOUT = 30.0  # a callback waits this long for the handler before letting the Go side go on
@@ -103,15 +103,6 @@ class NeonizeClient(Protocol):
 
 
 # -- session store ----------------------------------------------------------------------------------
-
-def session_database(account: AccountConfig) -> str:
-    """neonize's database for the account: a PostgreSQL URL as given, else a SQLite file in the session dir.
-
-    Only names it: `wa-watchdog check` asks too, and a check creates nothing (prepare_session does)."""
-    if is_postgres_url(account.session_db):
-        return account.session_db
-    return str(account.session_dir / (account.session_db or DEFAULT_DB))
-
 
 def prepare_session(account: AccountConfig) -> str:
     """The session database, its directory made (0700) by the process that will use it.

@@ -29,7 +29,7 @@ from monitors.drops_store import StoreUnavailable, drops_db_path, open_drops_sto
 from monitors.store.outbox import outbox_channel
 from monitors.store_watch import StoreWakes
 from watchdog.shared import endpoints, locks, logs, web_guard
-from watchdog.core.alerts import AlertManager
+from watchdog.shared.alerts import AlertManager
 from watchdog.shared.child_entry import ChildEntry
 from monitors.config import DropsApiConfig, WebhookConfig
 from watchdog.components import Config

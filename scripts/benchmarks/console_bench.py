@@ -99,6 +99,7 @@ def prepare(workdir: Path) -> Path:
 
 def serve(config_path: Path) -> None:
     """(--serve) The control server with the console, over `config_path`'s data; prints its URL."""
+    from watchdog import components
     from watchdog.components import load
     from watchdog.control.console.view import Console
     from watchdog.control.api import start_control_server
@@ -125,7 +126,8 @@ def serve(config_path: Path) -> None:
 
     async def main() -> None:
         _, url = await start_control_server(config.watchdog, status, restart, Metrics(),
-                                            console=Console(config, status, restart))
+                                            console=Console(config, status, restart,
+                                                            views=components.console_views()))
         print(url, flush=True)
         await asyncio.Event().wait()
     asyncio.run(main())

@@ -10,6 +10,7 @@ from bridge.transport import IncomingMessage, Source
 from monitors.console_view import DropsView
 from monitors.drops_store import Submission, open_drops_store
 from tests.conftest import GROUP_A
+from watchdog import components
 from watchdog.components import load
 from watchdog.control.console.extensions import load as load_extensions
 from watchdog.shared import clock
@@ -50,8 +51,8 @@ def test_todays_drops_per_project_with_backfilled_flagged_and_their_messages(con
     assert view.detail("lawley/DR0000000") is None and view.detail("nope") is None
 
 
-def test_the_console_finds_the_drops_view_through_its_entry_point(config_path: Path) -> None:
-    loaded = load_extensions(load(config_path))
+def test_the_console_finds_the_drops_view_the_monitors_slice_names(config_path: Path) -> None:
+    loaded = load_extensions(load(config_path), components.console_views())
     assert loaded.problems == []
     assert [type(e).__name__ for e in loaded.extensions] == ["DropsView"]
 

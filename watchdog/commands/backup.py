@@ -1,8 +1,8 @@
 """`wa-watchdog backup DIR`: a consistent copy of what cannot be rebuilt, taken while everything runs.
 
-What matters: each account's `messages.db` (every stored group message and the
-outbox), the drops store, each neonize session store (the WhatsApp link: with
-it a new host needs no re-pairing), the recovery log and the config. The
+What matters: what the product's slices name (the drops store; each account's
+`messages.db` and its transport's session store: monitors/backup.py,
+bridge/backup.py), the recovery log and the config. The
 SQLite files run in WAL mode, so copying them with `cp` can catch a database
 between a WAL write and its checkpoint; SQLite's online backup API copies a
 snapshot of one read transaction instead, consistent whatever the writers do.
@@ -18,18 +18,15 @@ import os
 import shutil
 import sqlite3
 import sys
-from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from monitors.drops_store import drops_db_path
 from watchdog.components import Config
-from watchdog.shared.config_model import is_postgres_url
+from watchdog.shared.component import BackupItem
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 from watchdog.shared import clock
 
-NEONIZE_DB = "neonize.db"  # bridge.transports.neonize_transport.DEFAULT_DB, without importing neonize
 MANIFEST = "MANIFEST.json"
 
 
@@ -37,39 +34,19 @@ class BackupError(Exception):
     """A file that should be copied cannot be; the message names it."""
 
 
-@dataclass(frozen=True)
-class Item:
-    role: str  # messages:<account>, drops, session:<account>, recovery_log, config
-    source: Path
-    sqlite: bool
-
-
-def items(config: Config) -> tuple[list[Item], list[str]]:
-    """What to copy, and notes on what lives elsewhere (PostgreSQL: pg_dump)."""
-    found: list[Item] = []
-    notes: list[str] = []
-    # The drops store first: its cursors (rowids of messages.db read so far) then never point past the
-    # messages copied after it, so monitors on a restored pair re-read a little, never skip.
-    if config.database.url:
-        notes.append(f"drops store is in PostgreSQL: back it up with pg_dump '{config.database.url}'")
-    else:
-        found.append(Item("drops", drops_db_path(config.data_dir), True))
-    for account in config.accounts.values():
-        found.append(Item(f"messages:{account.name}", account.store, True))
-        if account.transport == "neonize":
-            if is_postgres_url(account.session_db):
-                notes.append(f"session:{account.name} is in PostgreSQL: back it up with pg_dump '{account.session_db}'")
-            else:
-                found.append(Item(f"session:{account.name}", account.session_dir / (account.session_db or NEONIZE_DB),
-                                  True))
+def items(config: Config) -> tuple[list[BackupItem], list[str]]:
+    """What to copy: the slices' stores (watchdog/components.py), then the recovery log and the config; and
+    notes on what lives elsewhere (PostgreSQL: pg_dump)."""
+    from watchdog import components
+    found, notes = components.backup_items(config)
     log = config.watchdog.recovery_log
-    found += [Item("recovery_log", path, False)
+    found += [BackupItem("recovery_log", path, False)
               for path in [log, *(log.with_name(f"{log.name}.{n}") for n in range(1, 10))] if path.exists()]
-    found.append(Item("config", config.path, False))
+    found.append(BackupItem("config", config.path, False))
     return found, notes
 
 
-def target_path(config: Config, item: Item) -> Path:
+def target_path(config: Config, item: BackupItem) -> Path:
     """Where a file goes inside the backup: its path under the data directory, so restore is one copy back."""
     if item.role == "config":
         return Path("config") / item.source.name

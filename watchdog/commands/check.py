@@ -2,10 +2,11 @@
 
 What a stranger setting up a host needs confirmed before `systemctl start`:
 the config loads (the CLI already refused it with exit 2 otherwise) and holds
-no placeholder, the data directory is there and writable by this user (and
-what is in it is the data directory owner's), media_dirs exist, every fixed
-port is free (or held by the running watchdog itself), every neonize account
-is paired, and the systemd unit is installed and points at this config.
+no placeholder, the data directory is there and writable by this user, every
+fixed port is free (or held by the running watchdog itself), what the product's
+slices check (bridge/check.py: their files are the data directory owner's,
+media_dirs exist, every neonize account is paired, its groups are joined), and
+the systemd unit is installed and points at this config.
 Warnings (`warn`) are advice (file modes, ffmpeg, no unit); only `FAIL`
 changes the exit code. A check writes nothing: not the data directory, not a
 session store, not a lock (it must be safe to run as root before anything exists).
@@ -15,45 +16,24 @@ from __future__ import annotations
 import argparse
 import errno
 import fcntl
-import json
 import os
-import shutil
 import socket
 import stat
 import sys
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-
-import psutil
-
-from bridge.membership import not_in_text
 
 from watchdog.shared.data_dir import user_name
 from watchdog.shared import endpoints
-from bridge.config import AccountConfig
 from watchdog.components import Config
+from watchdog.shared.component import FAIL, OK, WARN, Finding
 from watchdog.shared.config import readable_secrets
 from watchdog.shared.config_secrets import placeholders
 from watchdog.shared.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.core.watchdog_lock import WATCHDOG_LOCK
 
-OK, WARN, FAIL = "ok", "warn", "FAIL"
 UNIT_DIR = Path("/etc/systemd/system")
 UNIT = "wa-watchdog.service"
-HEALTH_TIMEOUT = 3.0  # seconds for a running bridge's health answer
-
-
-@dataclass(frozen=True)
-class Finding:
-    level: str  # ok | warn | FAIL
-    what: str  # config, data dir, port, session, unit, python, ffmpeg
-    text: str
-
-    def line(self) -> str:
-        return f"{self.level:<5} {self.what:<9} {self.text}"
 
 
 def watchdog_running(config: Config) -> bool:
@@ -82,24 +62,6 @@ def check_config(config: Config) -> Iterator[Finding]:
                                       "set the real URL")
 
 
-def check_media_dirs(config: Config) -> Iterator[Finding]:
-    """Files to send are read from media_dirs: a missing or unreadable one is found here, not as a 400 at send
-    time. The default (data_dir/media) is only advice: sending files is optional."""
-    for account in config.accounts.values():
-        default = [config.data_dir / "media"]
-        for i, folder in enumerate(account.media_dirs):
-            key = f"accounts.{account.name}.media_dirs" + ("" if account.media_dirs == default else f"[{i}]")
-            if not folder.is_dir():
-                problem = "does not exist" if not folder.exists() else "is not a directory"
-                level = WARN if account.media_dirs == default else FAIL
-                yield Finding(level, "media", f"{folder} ({key}) {problem}: files to send are read from it "
-                                              f"(install -d -o wa-watchdog -g wa-watchdog -m 0750 {folder})")
-            elif not os.access(folder, os.R_OK | os.X_OK, effective_ids=True):
-                yield Finding(FAIL, "media", f"{folder} ({key}) is not readable by this user")
-            else:
-                yield Finding(OK, "media", f"{folder} ({key})")
-
-
 def _not_writable(path: Path) -> str:
     """Why this user cannot create files in `path` ('' = it can), found without writing (a check changes
     nothing): a read-only mount, or the permission bits."""
@@ -126,22 +88,6 @@ def check_data_dir(config: Config) -> Iterator[Finding]:
                                         f"chmod 0750 {path}")
     else:
         yield Finding(OK, "data dir", f"{path}: writable, mode {mode:04o}, owner {user_name(info.st_uid)}")
-    yield from check_owners(config, info.st_uid)
-
-
-def check_owners(config: Config, owner: int) -> Iterator[Finding]:
-    """What the service opens for writing at start belongs to the data directory's owner: one made by another
-    user (a root `pair`, an older release's root `check`) stops the service with a permission error."""
-    for account in config.accounts.values():
-        session = account.session_dir
-        paths = [config.data_dir / "accounts", account.store.parent, session, session / "session.lock",
-                 session / (account.session_db or "neonize.db"), account.store]
-        foreign = [p for p in dict.fromkeys(paths) if p.exists() and p.stat().st_uid != owner]
-        if foreign:
-            names = ", ".join(f"{p} ({user_name(p.stat().st_uid)})" for p in foreign)
-            yield Finding(FAIL, "data dir", f"account {account.name}: {names} not owned by {user_name(owner)}, "
-                                            f"who owns the data directory: chown -R {user_name(owner)}: "
-                                            f"{config.data_dir / 'accounts'}")
 
 
 def fixed_ports(config: Config) -> list[tuple[str, str, int]]:
@@ -177,72 +123,6 @@ def check_ports(config: Config) -> Iterator[Finding]:
                                         f"'sport = :{port}' names it): change {key} or stop that program")
 
 
-def check_sessions(config: Config) -> Iterator[Finding]:
-    for account in config.accounts.values():
-        if account.transport != "neonize":
-            yield Finding(OK, "session", f"{account.name}: transport {account.transport!r}, nothing to pair")
-            continue
-        try:
-            from bridge.transports.neonize_transport import SessionStoreError, linked_device, session_database
-        except ImportError as exc:
-            yield Finding(FAIL, "session", f"{account.name}: neonize is not installed ({exc}): "
-                                           "pip install 'wa-watchdog[neonize]'")
-            continue
-        try:
-            device = linked_device(account, read_only=True)
-        except SessionStoreError as exc:
-            yield Finding(FAIL, "session", f"{account.name}: {exc}")
-            continue
-        if device is None:
-            yield Finding(FAIL, "session", f"{account.name} ({account.phone}) is not paired: wa-watchdog pair "
-                                           f"--account {account.name} --phone {account.phone} --config {config.path}")
-        else:
-            yield Finding(OK, "session", f"{account.name}: paired as {device.User}:{device.Device}@{device.Server} "
-                                         f"({session_database(account)})")
-
-
-def _bridge_health(config: Config, account: AccountConfig) -> dict | None:
-    """The running bridge's `GET /api/health` answer (200 or 503 alike), None when no bridge of it runs."""
-    record = endpoints.read(config.data_dir, account.component)
-    if record is None or "api" not in record.get("endpoints", {}) or not psutil.pid_exists(record["pid"]):
-        return None
-    request = urllib.request.Request(record["endpoints"]["api"] + "/api/health")
-    if account.api_token:
-        request.add_header("Authorization", f"Bearer {account.api_token}")
-    try:
-        with urllib.request.urlopen(request, timeout=HEALTH_TIMEOUT) as response:
-            body = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        body = json.loads(exc.read() or b"null")
-    return body if isinstance(body, dict) else {}
-
-
-def check_groups(config: Config) -> Iterator[Finding]:
-    """While a bridge runs: every enabled project's groups are among those WhatsApp lists for its account (a
-    mistyped JID, or a number removed from a group, would watch nothing and look like a quiet group)."""
-    for account in config.accounts.values():
-        try:
-            health = _bridge_health(config, account)
-        except (OSError, ValueError) as exc:
-            yield Finding(WARN, "groups", f"account {account.name}: its bridge did not answer ({exc}); "
-                                          "group membership not checked")
-            continue
-        if health is None:
-            continue  # not running: nothing to ask WhatsApp through
-        groups = health.get("groups")
-        if not isinstance(groups, list):
-            yield Finding(WARN, "groups", f"account {account.name}: WhatsApp has not listed its groups yet (bridge "
-                                          f"{health.get('state', '?')}); check again once it is connected")
-            continue
-        followed = [(group, project.name) for project in config.projects
-                    if project.enabled and project.listen_account == account.name for group in project.groups]
-        missing = [(group, name) for group, name in followed if group not in groups]
-        for group, name in missing:
-            yield Finding(FAIL, "groups", f"{not_in_text(account.name, group, [name])}: nothing from it is recorded")
-        if not missing:
-            yield Finding(OK, "groups", f"account {account.name} is in every followed group ({len(followed)})")
-
-
 def check_unit(config: Config, unit_dir: Path) -> Iterator[Finding]:
     unit = unit_dir / UNIT
     if not unit.is_file():
@@ -263,18 +143,15 @@ def check_runtime() -> Iterator[Finding]:
         yield Finding(FAIL, "python", f"{sys.version.split()[0]} is too old: 3.11 or newer (docs/OPERATIONS.md)")
     else:
         yield Finding(OK, "python", sys.version.split()[0])
-    if shutil.which("ffmpeg") is None:
-        yield Finding(WARN, "ffmpeg", "not on PATH: neonize needs it to convert voice notes and video "
-                                      "(apt-get install ffmpeg)")
 
 
 def findings(config: Config, unit_dir: Path = UNIT_DIR) -> list[Finding]:
     """Every check in order; one that cannot even look (a directory this user may not enter) is a FAIL naming
     the path, and the others still run."""
-    checks: list[tuple[str, Callable[[], Iterator[Finding]]]] = [
+    from watchdog import components  # the slices' own checks: media dirs, sessions, groups, ffmpeg ...
+    checks: list[tuple[str, Callable[[], Iterable[Finding]]]] = [
         ("config", lambda: check_config(config)), ("data dir", lambda: check_data_dir(config)),
-        ("media", lambda: check_media_dirs(config)), ("port", lambda: check_ports(config)),
-        ("session", lambda: check_sessions(config)), ("groups", lambda: check_groups(config)),
+        ("port", lambda: check_ports(config)), *components.checks(config),
         ("unit", lambda: check_unit(config, unit_dir)), ("python", check_runtime)]
     found: list[Finding] = []
     for what, check in checks:

@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.shared import logs
-from watchdog.shared.human import unknown_components
-from watchdog.builtins import all_programs
+from watchdog.shared.human import parse_since, unknown_components
 from watchdog.core.child_output import log_path
 from watchdog.shared.config import Config
 from watchdog.shared.exitcodes import EXIT_ERROR, EXIT_OK
-from watchdog.commands.recoveries import parse_since
 from watchdog.shared import clock
 
 ROTATED_KEPT = 3  # RotatingFile's default `keep`
@@ -33,6 +31,7 @@ TAIL_BLOCK = 64 * 1024
 
 def component_names(config: Config) -> list[str]:
     """The watchdog, then every program it runs, then any other log file found (an older config's)."""
+    from watchdog.components import all_programs  # here: the console (control side) imports this module
     names = ["watchdog", *(program.name for program in all_programs(config))]
     known = {log_path(config.data_dir, n).name for n in names}
     folder = log_path(config.data_dir, "watchdog").parent

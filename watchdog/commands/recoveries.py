@@ -23,26 +23,15 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from watchdog.builtins import all_programs
 from watchdog.shared.config import Config
-from watchdog.shared.human import format_ms, unknown_components
+from watchdog.shared.human import format_ms, parse_since, unknown_components
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared import clock
 
-SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 # Records that open a recovery: how the watchdog noticed something was wrong.
 DETECTIONS = {"exit", "hang", "unhealthy", "rss_limit"}
 STABLE_S = 60.0  # up this long ends a crash loop (the watchdog's default backoff_reset_after)
-
-
-def parse_since(text: str) -> float:
-    """'30s', '15m', '1h', '2d' -> seconds; ValueError with the expected format otherwise."""
-    match = SINCE.match(text)
-    if not match:
-        raise ValueError(f"--since {text!r}: expected a number and a unit s, m, h or d (e.g. 30s, 15m, 1h, 2d)")
-    return float(match.group(1)) * UNIT_SECONDS[match.group(2)]
 
 
 def detection_text(record: dict) -> str:
@@ -269,6 +258,7 @@ def cmd_recoveries(config: Config, args: argparse.Namespace) -> int:
     log = RecoveryLog(config.watchdog.recovery_log)
     everything = sorted(log.read(since), key=lambda r: r.get("time", 0.0))  # a planned stop is dated when it began
     if args.component:
+        from watchdog.components import all_programs  # here: the console (control side) imports this module
         known = list(dict.fromkeys(["watchdog", *(p.name for p in all_programs(config)),
                                     *(str(r.get("component")) for r in everything)]))
         if args.component not in known:

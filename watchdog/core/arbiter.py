@@ -10,11 +10,11 @@ watchdog/core/status_line.py (READY= and STATUS=), watchdog/core/watchdog_lock.p
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import os
 import signal
+from collections.abc import Callable
 
 import aiohttp
 from loguru import logger
@@ -22,8 +22,7 @@ from loguru import logger
 from watchdog.control import token as control_token
 from watchdog.core import last_config
 from watchdog.shared import endpoints, logs
-from watchdog.core.alerts import AlertManager
-from watchdog.builtins import all_programs
+from watchdog.shared.alerts import AlertManager
 from watchdog.core.child import use_template
 from watchdog.core.child_output import RotatingFile, log_path
 from watchdog.shared.logs import StderrSink
@@ -64,15 +63,22 @@ def config_hash(config: Config) -> str:
 class Arbiter:
     """Runs the system: one Watcher per program, the control API, the systemd heartbeat, ordered start/stop.
 
-    `programs` and `alerts` default to what the config says; tests pass their own.
+    The product comes in from whoever starts it (watchdog/commands/run.py), as the core names none of it:
+    `builtins(config)` are the slices' programs, `console_views` their console views ("module:Class"),
+    `preload` the modules the fork template imports ahead. `programs` (instead of the built-ins and the
+    config's `[[programs]]`) and `alerts` default to what the config says; tests pass their own.
     """
 
     def __init__(self, config: Config, programs: list[Program] | None = None,
                  alerts: AlertManager | None = None, sink: StderrSink | None = None,
-                 systemd: SystemdHeartbeat | None = None) -> None:
+                 systemd: SystemdHeartbeat | None = None,
+                 builtins: Callable[[Config], list[Program]] = lambda config: [],
+                 console_views: tuple[str, ...] = (), preload: tuple[str, ...] = ()) -> None:
         self.config = config
         self._from_config = programs is None
-        self.programs = all_programs(config) if programs is None else programs
+        self._builtins = builtins
+        self._preload = preload
+        self.programs = self._configured(config) if programs is None else programs
         self.recovery_log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
         self.alerts = alerts or AlertManager(config.alerts, self.recovery_log)
         self.metrics = Metrics()
@@ -87,13 +93,17 @@ class Arbiter:
         self._stop_requested: asyncio.Event | None = None
         self._changed: asyncio.Event | None = None
         self.changes = Changes()  # what the console's live view waits on
-        self.console = Console(config, self.status, self.restart)
+        self.console = Console(config, self.status, self.restart, views=console_views)
         self._reload_lock = asyncio.Lock()
         self._signals = 0
         self._recorded_children: dict[str, int] = {}
         self._starting: set[asyncio.Task] = set()
         self._template: ForkServer | None = None
         self._template_started: asyncio.Task | None = None  # every start waits for it (ready or given up)
+
+    def _configured(self, config: Config) -> list[Program]:
+        """What the config says to run: the built-ins, then every `[[programs]]` entry."""
+        return self._builtins(config) + list(config.programs)
 
     # -- what the control API calls -----------------------------------------------
 
@@ -140,7 +150,7 @@ class Arbiter:
             self.recovery_log.append("watchdog", "reload", cause=cause, sha256=sha256,
                                      message=f"invalid, the old configuration stays in force: {exc}")
             return {"ok": False, "error": str(exc)}
-        programs = all_programs(new) if self._from_config else self.programs
+        programs = self._configured(new) if self._from_config else self.programs
         changes = diff(self.programs, programs)
         fixed = [f"watchdog.{key}" for key in FIXED_SETTINGS
                  if getattr(new.watchdog, key) != getattr(self.config.watchdog, key)]
@@ -244,7 +254,7 @@ class Arbiter:
         logger.info("wa-watchdog {} supervising {} program(s); control API {}", os.getpid(), len(self.watchers),
                     self.control_url)
         if settings.fork_template and any(is_ours(program.argv) for program in self.programs):
-            self._template = ForkServer(self.recovery_log)
+            self._template = ForkServer(self.recovery_log, preload=self._preload)
             use_template(self._template)  # until it is ready it answers `exec`
             self._template_started = loop.create_task(self._template.start())
         for watcher in self.watchers.values():
@@ -362,7 +372,9 @@ def _log_failure(task: asyncio.Task) -> None:
         logger.opt(exception=task.exception()).error("wa-watchdog: internal error in {}", task.get_coro())
 
 
-def cmd_run(config: Config, args: argparse.Namespace) -> int:
+def supervise(config: Config, builtins: Callable[[Config], list[Program]], console_views: tuple[str, ...],
+              preload: tuple[str, ...]) -> int:
+    """`wa-watchdog run` (watchdog/commands/run.py hands in the product): supervise until stopped."""
     sink = StderrSink()
     own_log = RotatingFile(log_path(config.data_dir, "watchdog"), config.watchdog.child_log_max_bytes)
 
@@ -373,6 +385,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 
     logs.setup("watchdog", sink=write)
     try:
-        return asyncio.run(Arbiter(config, sink=sink).run())
+        return asyncio.run(Arbiter(config, sink=sink, builtins=builtins, console_views=console_views,
+                                   preload=preload).run())
     finally:
         own_log.close()

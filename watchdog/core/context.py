@@ -17,7 +17,7 @@ from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.core.throttle import Launcher
 
 if TYPE_CHECKING:
-    from watchdog.core.alerts import AlertManager
+    from watchdog.shared.alerts import AlertManager
     from watchdog.core.metrics import Metrics
     from watchdog.core.watcher import Watcher
 

@@ -89,8 +89,11 @@ class OrphanReaper:
 class ForkServer:
     """Starts the template, forks children from it, notices its death and starts it again."""
 
-    def __init__(self, recovery_log: RecoveryLog, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, recovery_log: RecoveryLog, env: Mapping[str, str] | None = None,
+                 preload: Sequence[str] = ()) -> None:
+        """`preload`: modules the template imports ahead besides the entry point (the slices' `preload`)."""
         self.recovery_log = recovery_log
+        self.preload = tuple(preload)
         self.env = dict(os.environ if env is None else env)
         self.reaper = OrphanReaper()
         self.pid: int | None = None  # the template's, once it said ready
@@ -124,7 +127,7 @@ class ForkServer:
         self._restart = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [sys.executable, "-m", "watchdog.core.template", str(theirs.fileno()), str(os.getpid()),
-                " " * template.ARGV_ROOM]
+                ",".join(self.preload), " " * template.ARGV_ROOM]
         try:
             popen = subprocess.Popen(argv, env={**self.env, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), start_new_session=True)

@@ -1,7 +1,9 @@
-"""`python -m watchdog.core.template FD WATCHDOG_PID ROOM`: the pre-loaded template our own components are forked from.
+"""`python -m watchdog.core.template FD WATCHDOG_PID PRELOAD ROOM`: the pre-loaded template our components are forked from.
 
 A fork server (as Android's zygote or multiprocessing's forkserver): this
-process imports once what every component needs, then waits on the socket
+process imports once what every component needs (the entry point and the
+comma-separated modules PRELOAD, which the product's slices name: the core
+names none; watchdog/components.py), then waits on the socket
 `FD` from the watchdog (watchdog/core/forkserver.py) for spawn requests. Each
 request carries the child's argv, environment and working directory and,
 as SCM_RIGHTS, the write end of its output pipe. The template forks twice:
@@ -12,10 +14,11 @@ reaps with waitpid and watches by pidfd exactly as an exec'd one.
 Fork safety: the template never starts a thread, an event loop, a database
 or a socket besides its one to the watchdog (checked before every fork);
 `gc.freeze()` after the imports keeps the collector from writing to (and so
-un-sharing) the pages of imported code. neonize is never imported here: a
-bridge on a transport other than `sim` is answered `exec`, and the watchdog
-starts it the old way. Neither is a bridge's warm standby: it is exec'd, so that
-the pages its takeover touches are its own (see STANDBY_REASON).
+un-sharing) the pages of imported code. Which commands may be forked is
+each command's own word (`Command.fork`, declared by its slice): anything
+else is answered `exec`, and the watchdog starts it the old way (a bridge on
+neonize, which starts a Go runtime and is never imported here, or a bridge's
+warm standby: bridge/forking.py).
 
 ROOM is padding in the template's own argv: the child writes its argv over
 it, so /proc/<pid>/cmdline (ps, psutil, the leftover check in
@@ -34,14 +37,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
-PRELOAD = ("watchdog.cli", "watchdog.shared.config", "monitors.main", "monitors.api.main", "bridge.main",
-           "bridge.simulator.server", "bridge.transports.sim")
 OUR_COMMAND = ("-m", "watchdog.cli")
-FORKED_COMMANDS = ("sim", "bridge", "monitor", "drops-api")
-FORKED_TRANSPORTS = ("sim",)  # imported above; neonize starts a Go runtime and is never loaded here
-# A forked standby shares the template's pages until it writes them, so its takeover (the moment it must be
-# fastest) paid ~1,200 copy-on-write faults between the session lock and `connected` (docs/BENCHMARKS.md, Recovery).
-STANDBY_REASON = "a warm standby: its takeover must not pay copy-on-write faults"
+ENTRY = OUR_COMMAND[1]  # imported by name, as the exec'd child would: the entry point composes the product
 ARGV_ROOM = 4096  # bytes of the padding argument; a child whose argv needs more is started by exec
 MAX_MESSAGE = 1 << 20  # one request: argv + environment as JSON
 PR_SET_PDEATHSIG = 1
@@ -71,31 +68,26 @@ def exec_reason(argv: Sequence[str]) -> str:
         return "not one of our own components"
     if len("\0".join(argv)) + 1 > ARGV_ROOM:
         return f"its command line is longer than {ARGV_ROOM} bytes"
-    command = argv[3]
-    if command not in FORKED_COMMANDS:
-        return f"`{command}` is not pre-loaded"
-    if command != "bridge":
+    entry = importlib.import_module(ENTRY)
+    command = entry.COMMANDS.get(argv[3])  # each a watchdog.shared.component.Command, declared by its slice
+    if command is None or command.fork is None:
+        return f"`{argv[3]}` is not pre-loaded"
+    if not command.fork:
         return ""
-    if "--standby" in argv:
-        return STANDBY_REASON
-    from watchdog import cli  # pre-loaded here; it loads the composed config (watchdog/components.py)
-    from watchdog.shared.config import ConfigError
     try:
-        args = cli.build_parser().parse_args(list(argv[3:]))
-        transport = cli.load(args.config, args.data_dir).account(args.account).transport
-    except (ConfigError, SystemExit):
-        return "its configuration does not load (the bridge reports why)"
-    if transport not in FORKED_TRANSPORTS:
-        return f"transport {transport} is never loaded into the template"
-    return ""
+        args = entry.build_parser().parse_args(list(argv[3:]))
+    except SystemExit:
+        return "its command line does not parse (the component reports why)"
+    from watchdog.shared.component import resolve
+    reason: str = resolve(command.fork)(args)
+    return reason
 
 
-def preload() -> None:
-    for name in PRELOAD:
+def preload(modules: Sequence[str]) -> None:
+    for name in (ENTRY, "watchdog.shared.config", *modules):
         importlib.import_module(name)
-    from watchdog import cli
     from watchdog.shared import logs
-    cli.build_parser()  # cached: a forked child parses its argv with it instead of building 16 sub-parsers
+    sys.modules[ENTRY].build_parser()  # cached: a forked child parses its argv with it, not building 16 sub-parsers
     logs.preload()
     gc.collect()
     gc.freeze()  # imported objects move out of the collector's reach: it will not touch (copy) their pages
@@ -187,7 +179,7 @@ def become(request: Request, sock: socket.socket) -> list[str]:
     if request.cwd:
         os.chdir(request.cwd)
     args = request.argv[3:]
-    sys.argv = [sys.modules["watchdog.cli"].__file__, *args]
+    sys.argv = [sys.modules[ENTRY].__file__, *args]
     return args
 
 
@@ -196,13 +188,13 @@ def main() -> int:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # no watchdog, no template
     if os.getppid() != int(sys.argv[2]):  # it died before the line above
         return 0
-    preload()
-    send(sock, {"ready": os.getpid(), "preloaded": list(PRELOAD)})
+    modules = [name for name in sys.argv[3].split(",") if name]
+    preload(modules)
+    send(sock, {"ready": os.getpid(), "preloaded": modules})
     request = serve(sock)
     if request is None:
         return 0
-    from watchdog.cli import main as cli_main
-    return cli_main(become(request, sock))
+    return sys.modules[ENTRY].main(become(request, sock))
 
 
 if __name__ == "__main__":

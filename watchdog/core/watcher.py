@@ -329,7 +329,7 @@ class Watcher:
             return
         if child is not self.child:
             return
-        exit_handoff.record(self.ctx.data_dir, self.name, child)  # the next process dates its outage by it
+        exit_handoff.record(self.ctx.data_dir, self.name, child.pid, child.exited_at)  # the next process dates its outage by it
         self.checks.cancel()
         self.restart_history.interrupted()
         code = child.returncode if child.returncode is not None else 0

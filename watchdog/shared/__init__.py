@@ -2,7 +2,7 @@
 
 Configuration (`config`, read by every child on start), sd_notify (`notify`), exit codes, the recovery
 log, published endpoints, the log format, file modes and locks, schema migrations, the one wait helper,
-the browser guard, the bounded HTTP runner and `[[programs]]` as data. The supervision core (`watchdog/`)
-and the console (`watchdog/control/console/`) build on these; nothing here imports them (but the config check
-of `[[programs]]` names, which asks `watchdog.builtins` for the built-in ones).
+the browser guard, the bounded HTTP runner, `[[programs]]` as data and what a product slice declares
+(`component`). The supervision core (`watchdog/core/`) and the control side (`watchdog/control/`) build on
+these; nothing here imports them, nor the product.
 """

@@ -6,7 +6,7 @@ theirs, and a program's health hook may report a word no one registered. Each
 package registers its rules at import (bridge/alert_rules.py,
 monitors/alert_rules.py; the config loader imports them), `[[alerts]] rules`
 are checked against what is registered, and a word not registered is shown and
-logged, never an error (watchdog/core/alerts.py). Kept free of imports: every child
+logged, never an error (watchdog/shared/alerts.py). Kept free of imports: every child
 process loads the configuration.
 """
 from __future__ import annotations

@@ -120,7 +120,7 @@ class Config:
     data_dir: Path
     watchdog: WatchdogConfig
     alerts: list[AlertConfig] = field(default_factory=list)
-    programs: list[Program] = field(default_factory=list)  # [[programs]]; built-ins: watchdog.builtins
+    programs: list[Program] = field(default_factory=list)  # [[programs]]; built-ins: the slices' programs
 
     slices: ClassVar[tuple[ConfigSlice, ...]] = ()
 

@@ -14,22 +14,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from watchdog.shared import endpoints, file_modes
-
-if TYPE_CHECKING:  # the bridge reads the file without importing the watchdog's process code
-    from watchdog.core.child import ChildProcess
 
 
 def _file(data_dir: Path, component: str) -> Path:
     return endpoints.run_dir(data_dir) / endpoints.file_name(component, ".exit.json")
 
 
-def record(data_dir: Path, component: str, child: ChildProcess) -> None:
+def record(data_dir: Path, component: str, pid: int, exited_at: float) -> None:
     """Called on the exit of the component's process (not a standby's), before anything replaces it."""
     try:
-        file_modes.write_atomic(_file(data_dir, component), json.dumps({"pid": child.pid, "exited_at": child.exited_at}))
+        file_modes.write_atomic(_file(data_dir, component), json.dumps({"pid": pid, "exited_at": exited_at}))
     except OSError:  # a full disk: the next process falls back to the heartbeat
         pass
 

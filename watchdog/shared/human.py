@@ -6,6 +6,10 @@ into the recovery log too, and must not pay for the views' imports.
 from __future__ import annotations
 
 import difflib
+import re
+
+SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def format_ms(ms: float) -> str:
@@ -36,3 +40,17 @@ def unknown_components(asked: list[str], known: list[str]) -> str:
         close = [name for name in known for prefix in asked if name.startswith(prefix + ":")][:1]
     return (f"no component named {', '.join(asked)}" + (f"; did you mean {' or '.join(close)}?" if close else "")
             + f" (components: {', '.join(known)})")
+
+
+def parse_since(text: str) -> float:
+    """'30s', '15m', '1h', '2d' -> seconds; ValueError with the expected format otherwise."""
+    match = SINCE.match(text)
+    if not match:
+        raise ValueError(f"--since {text!r}: expected a number and a unit s, m, h or d (e.g. 30s, 15m, 1h, 2d)")
+    return float(match.group(1)) * UNIT_SECONDS[match.group(2)]
+
+
+def not_in_text(account: str, group: str, projects: list[str]) -> str:
+    """`account main is not in group 120363…@g.us (project velo-test)`: the one wording every surface uses."""
+    whose = f" (project{'s' if len(projects) > 1 else ''} {', '.join(projects)})" if projects else ""
+    return f"account {account} is not in group {group}{whose}"

@@ -2,7 +2,7 @@
 
 A `[[programs]]` table declares any program (the web app, a second sender, ...);
 the simulator, bridges and monitors are built-in programs of this same schema,
-generated from `[accounts]` and `[[projects]]` (watchdog/builtins.py). The
+generated from `[accounts]` and `[[projects]]` (bridge/programs.py, monitors/programs.py). The
 supervision core reads only `Program`: it never asks what kind of thing it runs.
 
 Kept free of imports beyond the standard library: every child loads the config

@@ -13,7 +13,7 @@ from tests.conftest import until
 from tests.watchdog.fakes import Bench, FakeChild, bench
 from tests.watchdog.core.test_supervision import health_bridge, run, set_health, supervise, write_settings
 from watchdog.core import probes
-from watchdog.core.alerts import AlertManager
+from watchdog.shared.alerts import AlertManager
 from watchdog.core.child_health import ChildHealth
 from watchdog.core.hooks import Hooks
 from watchdog.shared.programs import Check, Program

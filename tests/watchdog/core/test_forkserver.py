@@ -19,14 +19,16 @@ from pathlib import Path
 import psutil
 import pytest
 
+from bridge.forking import STANDBY_REASON
 from scripts.benchmarks.system_run import RunningSystem, config_text
 from tests.conftest import ROOT, until
+from watchdog.components import preload
 from watchdog.core.child import ChildProcess, child_env, use_template
 from watchdog.core.forkserver import ForkServer
 from watchdog.core.notify_server import Notification, NotifyServer
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.core.stale import runs
-from watchdog.core.template import STANDBY_REASON, exec_reason
+from watchdog.core.template import exec_reason
 
 CONFIG = """
 data_dir = "data"
@@ -68,7 +70,7 @@ class Run:
         self.config = tmp_path / "wa.toml"
         self.config.write_text(CONFIG, encoding="utf-8")
         self.log = RecoveryLog(tmp_path / "recoveries.jsonl")
-        self.server = ForkServer(self.log)
+        self.server = ForkServer(self.log, preload=preload())
         self.children: list[ChildProcess] = []
         self.exits: list[ChildProcess] = []
 
@@ -229,6 +231,7 @@ def test_a_hundred_projects_start_forked_from_the_template_all_healthy_without_a
         children = psutil.Process(system.proc.pid).children()
         templates = [p for p in children if p.cmdline()[1:3] == ["-m", "watchdog.core.template"]]
         assert len(templates) == 1
+        assert templates[0].cmdline()[5] == ",".join(preload())  # `wa-watchdog run` passed the slices' modules
         by_pid = {p.pid: p for p in children}
         for component in components:  # each one our own child, named by its own command line
             name = component["name"].split(":")[-1]

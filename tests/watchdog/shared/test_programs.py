@@ -15,8 +15,7 @@ import pytest
 
 from tests.conftest import BASE_CONFIG, ROOT, Processes, wait_until
 from tests.watchdog.test_system import EXPECTED, status
-from watchdog.builtins import all_programs, builtin_programs
-from watchdog.components import load
+from watchdog.components import all_programs, builtin_programs, load
 from watchdog.shared.config import ConfigError
 from watchdog.shared.programs import Check, Program, diff
 from watchdog.shared.recovery_log import RecoveryLog

@@ -1,25 +1,23 @@
 """The console's extension point: product views the watchdog core does not know about (circus-style plugins).
 
 The watchdog knows processes, not drops. The drops view lives with the
-monitors (`monitors/console_view.py`) and is found through the
-`wa_watchdog.console` entry point group in pyproject.toml; each entry is a
-class taking the Config. An extension that fails is shown as a one-line
-problem in its place and never breaks the page.
+monitors (`monitors/console_view.py`) and is named by their slice's
+`console_views` ("module:Class", a class taking the Config); the composition
+(watchdog/components.py) hands the names to whoever starts the console. An
+extension that fails is shown as a one-line problem in its place and never
+breaks the page.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Protocol
 
 from loguru import logger
 
+from watchdog.shared.component import resolve
 from watchdog.shared.config import Config
 from watchdog.control.console.timeline import Mark
-
-GROUP = "wa_watchdog.console"
-
 
 class Extension(Protocol):
     name: str  # in URLs: /console/x/<name>/<key>
@@ -44,25 +42,15 @@ class Loaded:
     problems: list[str]
 
 
-def load(config: Config, factories: list[Callable[[Config], Extension]] | None = None) -> Loaded:
-    """Instantiate every registered extension (or the given factories); a broken one becomes a problem line."""
-    if factories is None:
-        found = sorted(entry_points(group=GROUP), key=lambda ep: ep.name)
-        factories = []
-        problems = []
-        for ep in found:
-            try:
-                factories.append(ep.load())
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the watchdog
-                problems.append(f"console extension {ep.name} ({ep.value}) not loaded: {exc}")
-    else:
-        problems = []
+def load(config: Config, views: Sequence[str]) -> Loaded:
+    """Instantiate every view ("module:Class"); one that does not import or start becomes a problem line."""
     extensions = []
-    for factory in factories:
+    problems = []
+    for view in views:
         try:
-            extensions.append(factory(config))
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"console extension {factory} not started: {exc}")
+            extensions.append(resolve(view)(config))
+        except Exception as exc:  # noqa: BLE001 - a broken view must not stop the watchdog
+            problems.append(f"console extension {view} not started: {exc}")
     for problem in problems:
         logger.error("{}", problem)
     return Loaded(extensions, problems)

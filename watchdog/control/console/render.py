@@ -12,7 +12,7 @@ from datetime import datetime
 from html import escape
 from urllib.parse import quote
 
-from bridge.membership import not_in_text
+from watchdog.shared.human import not_in_text
 from watchdog.control.console import timeline
 from watchdog.control.console.incidents import Incident
 from watchdog.control.console.view import Console, Row

@@ -57,13 +57,17 @@ class Row:
 
 class Console:
     def __init__(self, config: Config, status: Callable[[], list[dict]],
-                 restart: Callable[[str], Awaitable[dict]], extensions: Loaded | None = None) -> None:
+                 restart: Callable[[str], Awaitable[dict]], extensions: Loaded | None = None,
+                 views: tuple[str, ...] = ()) -> None:
+        """`views`: the product's views ("module:Class", watchdog/control/console/extensions.py), loaded here
+        unless `extensions` are given already loaded."""
         self.config = config
+        self.views = views
         self.status = status
         self.restart = restart
         settings = config.watchdog
         self.records = RecordCache(RecoveryLog(settings.recovery_log, settings.recovery_log_max_bytes))
-        self.loaded = extensions if extensions is not None else load(config)
+        self.loaded = extensions if extensions is not None else load(config, views)
         # records version -> (timeline spans and marks, incidents), and the last drawing with what it showed
         self._derived: tuple[int, tuple[list[timeline.Span], list[Mark]], list[Incident]] = (-1, ([], []), [])
         self._history: tuple[tuple, tuple[str, str]] = ((), ("", ""))
@@ -75,7 +79,7 @@ class Console:
     def reconfigure(self, config: Config) -> None:
         """After a reload: the new config's projects and extensions (the logs and records stay where they are)."""
         self.config = config
-        self.loaded = load(config)
+        self.loaded = load(config, self.views)
         self._extras.clear()
 
     @property

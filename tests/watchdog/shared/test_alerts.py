@@ -13,7 +13,7 @@ from loguru import logger
 
 import bridge.alert_rules
 import monitors.alert_rules
-from watchdog.core.alerts import AlertManager
+from watchdog.shared.alerts import AlertManager
 from watchdog.control.console.render import what_to_do
 from watchdog.control.console.view import Row
 from watchdog.shared import alert_rules
