@@ -463,12 +463,14 @@ class Store:
              format_epoch(now.wall))).fetchone()
         return _outbox_row(row) if row else None
 
-    def outbox_attempt(self, row: OutboxRow) -> int:
-        """Count a send attempt before it starts (so a crash during it counts too); returns the count."""
+    def outbox_attempt(self, row: OutboxRow, step: int = 1) -> int:
+        """Count a send attempt before it starts (so a crash during it counts too); returns the count.
+
+        `step=-1` takes back an attempt WhatsApp answered with rate-overlimit: it was not lost."""
         with self.transaction(durable=False) as conn:
             conn.execute("INSERT INTO outbox_requests (seq, endpoint, fingerprint, created_at) VALUES (?, '', '', ?) "
                          "ON CONFLICT (seq) DO NOTHING", (row.seq, row.created_at))
-            conn.execute("UPDATE outbox_requests SET attempts = attempts + 1 WHERE seq = ?", (row.seq,))
+            conn.execute("UPDATE outbox_requests SET attempts = attempts + ? WHERE seq = ?", (step, row.seq))
             return conn.execute("SELECT attempts FROM outbox_requests WHERE seq = ?", (row.seq,)).fetchone()[0]
 
     def outbox_staged_media(self, row: OutboxRow) -> str | None:

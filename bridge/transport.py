@@ -38,9 +38,10 @@ class ConnectionKind(str, enum.Enum):
     CLIENT_OUTDATED = "client_outdated"
 
 
-# Kinds after which the transport stops and waits for an operator.
+# Kinds after which the transport stops and waits for an operator. A temporary ban is not one: the
+# transport waits until it expires (ConnectionEvent.until), then connects again.
 TERMINAL_KINDS = frozenset({ConnectionKind.STREAM_REPLACED, ConnectionKind.LOGGED_OUT,
-                            ConnectionKind.TEMPORARY_BAN, ConnectionKind.CLIENT_OUTDATED})
+                            ConnectionKind.CLIENT_OUTDATED})
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class ConnectionEvent:
     kind: ConnectionKind
     at: datetime
     reason: str = ""
+    until: datetime | None = None  # TEMPORARY_BAN: when WhatsApp lifts it
 
 
 class ReceiptKind(str, enum.Enum):
@@ -133,6 +135,10 @@ class NotConnected(Exception):
 
 class SendFailed(Exception):
     """The server refused the message (bad recipient, ...); retrying will not help."""
+
+
+class RateLimited(Exception):
+    """WhatsApp answered rate-overlimit: the message stays queued and the account pauses (bridge/send_pause.py)."""
 
 
 class HistoryUnsupported(Exception):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import mimetypes
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from neonize.proto import Neonize_pb2 as nz
 from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
@@ -226,8 +226,7 @@ def connection_event(event: object, at: datetime) -> ConnectionEvent | None:
             return ConnectionEvent(ConnectionKind.LOGGED_OUT, at,
                                    f"logged out by WhatsApp {when} ({_reason_name(event.Reason)}); re-pair the account")
         case nz.TemporaryBan():
-            reason = nz.TemporaryBan.TempBanReason.Name(event.Code) if event.Code else "unknown reason"
-            return ConnectionEvent(ConnectionKind.TEMPORARY_BAN, at, f"temporarily banned ({reason}, expire {event.Expire})")
+            return temporary_ban(event, at)
         case nz.ClientOutdated():
             return ConnectionEvent(ConnectionKind.CLIENT_OUTDATED, at,
                                    "WhatsApp refused this client version (client outdated); upgrade neonize")
@@ -238,6 +237,17 @@ def connection_event(event: object, at: datetime) -> ConnectionEvent | None:
         case nz.StreamError():
             return ConnectionEvent(ConnectionKind.DISCONNECTED, at, f"stream error {event.Code or 'without a code'}")
     return None
+
+
+def temporary_ban(event: nz.TemporaryBan, at: datetime) -> ConnectionEvent:
+    """WhatsApp's reason code and the expiry (neonize sends whatsmeow's Expire duration in seconds)."""
+    try:
+        code = nz.TemporaryBan.TempBanReason.Name(event.Code)
+    except ValueError:
+        code = f"code {event.Code}"
+    until = at + timedelta(seconds=max(0, event.Expire))
+    return ConnectionEvent(ConnectionKind.TEMPORARY_BAN, at, f"temporary ban by WhatsApp ({code}) until "
+                           f"{until.isoformat(timespec='seconds')} (in {event.Expire} s)", until)
 
 
 def _reason_name(value: int) -> str:

@@ -11,7 +11,10 @@ The session lives in neonize's database (SQLite in the account's session
 directory, or a PostgreSQL URL), guarded by the bridge's session lock. A
 connect that fails (no network, WhatsApp down) is reported as CONNECT_FAILED
 and retried with tenacity backoff; terminal events (stream replaced, logged
-out, banned, outdated) stop the client and end run().
+out, outdated) stop the client and end run(). A temporary ban stops the client
+until its expiry, then a new session starts (whatsmeow does not retry one).
+Send errors are WhatsApp's codes (bridge/refusals.py): rate-overlimit pauses
+the account, a refusal for one contact fails that message.
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, ConnectionKind, Handler,
                               HistoryUnsupported, IncomingMessage, MediaInfo, NotConnected, OutgoingMessage,
                               SendFailed, SendResult, Source, Transport)
+from bridge import refusals
 from bridge.transports import neonize_mapping as mapping
 from watchdog.shared import file_modes
 from watchdog.shared.config import AccountConfig, Config
@@ -189,8 +193,11 @@ def _new_client(database: str, device: nz.JID) -> NeonizeClient:
 
 
 def _classify(exc: Exception) -> Exception:
-    """A neonize send/upload error as NotConnected (the outbox retries) or SendFailed (it will not work)."""
+    """A neonize send/upload error as RateLimited (the account pauses), SendFailed with WhatsApp's code and
+    meaning (it will not work), or NotConnected (the outbox retries)."""
     text = str(exc)
+    if (refused := refusals.classify(refusals.server_code(text), text)) is not None:
+        return refused
     if any(hint in text.lower() for hint in NOT_CONNECTED_HINTS):
         return NotConnected(f"WhatsApp: {text}")
     return SendFailed(f"WhatsApp refused the message: {text}")
@@ -216,6 +223,7 @@ class NeonizeTransport(Transport):
         self._keepalive_lost = False
         self._terminal: ConnectionEvent | None = None
         self._restart = False  # the session must be replaced (stream error: whatsmeow will not reconnect)
+        self._banned_until: datetime | None = None  # a temporary ban: the next session starts at its expiry
         self._lid_groups: dict[str, bool] = {}
 
     # -- connection loop ---------------------------------------------------------------------------------
@@ -240,7 +248,12 @@ class NeonizeTransport(Transport):
                 async for attempt in retrying:
                     with attempt:
                         await self._session(client, handler)
-            if self._restart:
+            if self._banned_until is not None:
+                wait = max(RESTART_PAUSE, (self._banned_until - clock.now()).total_seconds())
+                logger.warning("neonize transport: temporarily banned; connecting again in {:.0f} s", wait)
+                self._banned_until = None
+                await self._sleep_unless_closed(wait)
+            elif self._restart:
                 await self._sleep_unless_closed(RESTART_PAUSE)
         if self._terminal is not None:
             logger.error("neonize transport: {} ({}); not reconnecting", self._terminal.kind.value, self._terminal.reason)
@@ -409,6 +422,9 @@ class NeonizeTransport(Transport):
         await handler.on_connection(event)
         if kind in TERMINAL_KINDS:
             self._terminal = event
+            await self._stop_client()
+        elif kind == ConnectionKind.TEMPORARY_BAN:
+            self._banned_until = event.until or clock.now()
             await self._stop_client()
         elif stream_error:
             self._restart = True  # whatsmeow expects this disconnect and will not reconnect by itself

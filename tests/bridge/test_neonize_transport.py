@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +27,8 @@ from bridge.main import Bridge
 from bridge.schema import messages_after, windows
 from bridge.store import Store
 from bridge.transport import (ConnectionEvent, ConnectionKind, HistoryUnsupported, IncomingMessage, MediaInfo,
-                              NotConnected, OutgoingMedia, OutgoingMessage, Receipt, SendFailed, Source)
+                              NotConnected, OutgoingMedia, OutgoingMessage, RateLimited, Receipt, SendFailed,
+                              Source)
 from bridge.transports.neonize_transport import (HISTORY_LIMIT, NeedsOperator, NeonizeTransport, ensure_paired,
                                                  session_database)
 from tests.conftest import GROUP_A, GROUP_B, until
@@ -159,7 +161,6 @@ async def bridge_scenario(fake: FakeGo, store: Store, bridge: Bridge, task: asyn
 
 @pytest.mark.parametrize("terminal, kind", [
     (nz.LoggedOut(OnConnect=False, Reason=nz.ConnectFailureReason.LOGGED_OUT), ConnectionKind.LOGGED_OUT),
-    (nz.TemporaryBan(Code=nz.TemporaryBan.BLOCKED_BY_USERS, Expire=60), ConnectionKind.TEMPORARY_BAN),
     (nz.ClientOutdated(), ConnectionKind.CLIENT_OUTDATED)])
 def test_terminal_events_stop_without_reconnecting(linked: Config, terminal: object, kind: ConnectionKind) -> None:
     fake, recorder = FakeGo(), Recorder()
@@ -172,6 +173,50 @@ def test_terminal_events_stop_without_reconnecting(linked: Config, terminal: obj
         assert [e.kind for e in recorder.events] == [ConnectionKind.CONNECTED, kind] and fake.connects == 1
 
     asyncio.run(scenario())
+
+
+def test_a_temporary_ban_stops_the_session_until_it_expires_then_connects_again(linked: Config) -> None:
+    """whatsmeow's TemporaryBan (code, Expire in seconds): the client stops, a new session starts at the expiry."""
+    fake, recorder = FakeGo(), Recorder()
+
+    async def scenario() -> None:
+        transport = NeonizeTransport(linked, linked.account("main"), client_factory(fake))
+        async with running(transport, recorder, fake):
+            await emit(fake, nz.Connected(status=True), nz.TemporaryBan(Code=nz.TemporaryBan.BLOCKED_BY_USERS,
+                                                                         Expire=2))
+            await until(lambda: not fake.running.is_set(), message="the banned session to stop")
+            banned = recorder.events[-1]
+            assert banned.kind == ConnectionKind.TEMPORARY_BAN and "BLOCKED_BY_USERS" in banned.reason
+            assert banned.until is not None and 1.5 <= (banned.until - banned.at).total_seconds() <= 2.5
+            with pytest.raises(NotConnected):
+                await transport.send(OutgoingMessage("x", SENDER, "hi"))
+            assert fake.connects == 1  # nothing before the expiry
+            await until(lambda: fake.connects == 2 and fake.running.is_set(), timeout=10,
+                        message="a new session at the expiry")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("error, raised, reason", [
+    ("server returned error 429", RateLimited, "rate-overlimit (429)"),
+    ("failed to refresh media connections: info query returned 429: rate-overlimit", RateLimited, "rate-overlimit"),
+    ("server returned error 463", SendFailed, "error 463: refused for this contact: WhatsApp's reach-out time-lock"),
+    ("server returned error 479", SendFailed, "error 479: refused for this contact"),
+    ("server returned error 403", SendFailed, "error 403: forbidden"),
+    ("server returned error 500", SendFailed, "error 500: refused by WhatsApp"),
+    ("failed to send message: websocket not connected", NotConnected, "websocket not connected")])
+def test_whatsapps_send_errors_slow_down_fail_the_message_or_retry(linked: Config, error: str, raised: type,
+                                                                     reason: str) -> None:
+    """whatsmeow's words for a refused send (ErrServerReturnedError + code, IQError), through neonize's real
+    SendMessageError: rate-overlimit pauses the account, a contact refusal fails the message with its meaning."""
+    fake = FakeGo()
+
+    async def body(transport: NeonizeTransport) -> None:
+        fake.send_error = error
+        with pytest.raises(raised, match=re.escape(reason)):
+            await transport.send(OutgoingMessage("x", SENDER, "hi"))
+
+    run_connected(linked, fake, body)
 
 
 @pytest.mark.slow

@@ -80,6 +80,7 @@ class ConfigChecks(TableReader):
         for media_type in ("image", "video", "audio", "document"):
             self.check_positive(getattr(account.media_max_mb, media_type), f"{key}.media_max_mb.{media_type}")
         self.check_positive(account.send_max_attempts, f"{key}.send_max_attempts")
+        self.check_positive(account.send_pause_s, f"{key}.send_pause_s")
         for name in ("send_wait_s", "dedupe_window_s"):
             if getattr(account, name) < 0:
                 raise self.error(f"{key}.{name}", f"must be 0 (off) or more seconds, got {getattr(account, name):g}")
