@@ -39,7 +39,7 @@ from loguru import logger
 from bridge import media as media_files
 from bridge.media import StagedMedia
 from bridge.send_pause import SendPause
-from bridge.sending import SendRequest, refusal_status
+from bridge.sending import SendRequest, context_parts, refusal_status
 from bridge.store import OutboxRow, Store
 from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, RateLimited,
                               SendFailed, Source, Transport)
@@ -58,7 +58,8 @@ def new_message_id() -> str:
 
 def fingerprint(endpoint: str, request: SendRequest, media: StagedMedia | None) -> str:
     """What makes two requests the same send: where they went, to whom, what (media by content)."""
-    key = [endpoint, request.recipient_jid, request.text, list(request.mentioned_jids), media.sha256 if media else None]
+    key = [endpoint, request.recipient_jid, request.text, list(request.mentioned_jids), media.sha256 if media else None,
+           request.context]
     return hashlib.sha256(json.dumps(key, ensure_ascii=True).encode()).hexdigest()
 
 
@@ -110,7 +111,8 @@ class Outbox:
             row = self.store.outbox_add(
                 new_message_id(), idempotency_key, request.recipient, request.recipient_jid, request.text,
                 request.mentioned_jids, str(media.media.path) if media else None,
-                media.media.media_type if media else None, endpoint, fingerprint(endpoint, request, media), window)
+                media.media.media_type if media else None, endpoint, fingerprint(endpoint, request, media), window,
+                request.context)
         finally:
             if media is not None and not self._owns(media):
                 media_files.discard(media.media.path)  # refused, or a repeat: the first copy is the one sent
@@ -190,7 +192,8 @@ class Outbox:
                 return 0
         media = OutgoingMedia(Path(row.media_path), row.media_type or "document", Path(row.media_path).name) \
             if row.media_path else None
-        message = OutgoingMessage(row.message_id, row.recipient_jid, row.text, row.mentioned_jids, media)
+        quote, reaction = context_parts(row.context)
+        message = OutgoingMessage(row.message_id, row.recipient_jid, row.text, row.mentioned_jids, media, quote, reaction)
         try:
             result = await asyncio.wait_for(self.transport.send(message), self.send_timeout)
         except NotConnected:
@@ -214,8 +217,9 @@ class Outbox:
             id=result.message_id, chat_jid=row.recipient_jid, sender_jid=self.own_jid, text=row.text,
             timestamp=result.timestamp if result.timestamp.tzinfo else result.timestamp.replace(tzinfo=timezone.utc),
             source=Source.SENT, is_from_me=True,
-            media=MediaInfo(media.media_type, media.filename, "") if media else None)
-        self.store.outbox_sent(row, stored)
+            media=MediaInfo(media.media_type, media.filename, "") if media else None,
+            quoted_message_id=quote.message_id if quote else None)
+        self.store.outbox_sent(row, stored, store_message=reaction is None)
         self.pause.sent()
         self._finished(row)
         logger.info("sent {} to {}{}", row.message_id, row.recipient_jid,

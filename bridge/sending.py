@@ -1,15 +1,20 @@
 """Parsing of send requests: recipients, mentions, text. Plain functions, no I/O (media: `bridge.media`).
 
 The rules follow whatsapp-mcp's Go bridge (a bare number means a personal
-chat, media type by extension, the message is the caption) plus the
-production web app's contract (`mentions` / `mentioned_jid`, `/send-message`).
+chat, media type by extension, the message is the caption), its
+verygoodplugins fork (quoted replies on `/api/send`, `/api/react`,
+`/api/mark-read`, `/api/typing`) plus the production web app's contract
+(`mentions` / `mentioned_jid`, `/send-message`).
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+
+from bridge.transport import Quote, Reaction
 
 from watchdog.shared.web_guard import unknown_field
 
@@ -45,6 +50,22 @@ class SendRequest:
     text: str
     mentioned_jids: tuple[str, ...]
     media_path: str | None  # as the client wrote it; opened, checked and copied by bridge.media
+    quote: Quote | None = None
+    reaction: Reaction | None = None
+
+    @property
+    def context(self) -> dict | None:
+        """What the outbox keeps beside the text (bridge/store.py, outbox.context)."""
+        if self.reaction is not None:
+            return {"reaction": vars(self.reaction)}
+        return {"quote": vars(self.quote)} if self.quote is not None else None
+
+
+def context_parts(context: dict | None) -> tuple[Quote | None, Reaction | None]:
+    """The quote or reaction of an outbox row's context."""
+    context = context or {}
+    quote, reaction = context.get("quote"), context.get("reaction")
+    return (Quote(**quote) if quote else None), (Reaction(**reaction) if reaction else None)
 
 
 def json_object(body: object, fields: Sequence[str]) -> dict:
@@ -130,9 +151,41 @@ def media_type_for(path: Path) -> str:
     return MEDIA_TYPES.get(path.suffix.lower().lstrip("."), "document")
 
 
+def _text(body: dict, name: str, required: bool = False) -> str:
+    value = body.get(name)
+    if value is None or value == "":
+        if required:
+            raise BadRequest(f"{name} is required")
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string")
+    return value
+
+
+def _message_id(body: dict, name: str) -> str:
+    value = _text(body, name, required=True).strip()
+    if not value or len(value) > 128 or any(c.isspace() for c in value):
+        raise BadRequest(f"{name} must be a WhatsApp message id (no spaces, at most 128 characters)")
+    return value
+
+
+def parse_quote(body: dict) -> Quote | None:
+    """The fork's quoted reply: `quoted_message_id`, `quoted_sender_jid` (the quoted message's sender),
+    `quoted_content` (its text, shown above the reply)."""
+    if not body.get("quoted_message_id"):
+        if body.get("quoted_sender_jid") or body.get("quoted_content"):
+            raise BadRequest("quoted_sender_jid and quoted_content need quoted_message_id")
+        return None
+    sender = body.get("quoted_sender_jid")
+    sender_jid = parse_jid(sender, "quoted_sender_jid") if sender else ""
+    return Quote(_message_id(body, "quoted_message_id"), sender_jid, check_text(_text(body, "quoted_content")))
+
+
 def parse_send(body: object) -> SendRequest:
-    """`POST /api/send {"recipient", "message", "media_path"?, "mentions"? | "mentioned_jid"?}`."""
-    body = json_object(body, ("recipient", "message", "media_path", "mentions", "mentioned_jid"))
+    """`POST /api/send {"recipient", "message", "media_path"?, "mentions"? | "mentioned_jid"?, "quoted_message_id"?,
+    "quoted_sender_jid"?, "quoted_content"?}`."""
+    body = json_object(body, ("recipient", "message", "media_path", "mentions", "mentioned_jid", "quoted_message_id",
+                              "quoted_sender_jid", "quoted_content"))
     recipient = body.get("recipient")
     recipient_jid = parse_jid(recipient)
     message = "" if body.get("message") is None else body["message"]
@@ -147,7 +200,84 @@ def parse_send(body: object) -> SendRequest:
     check_text(message)
     mentions = parse_mentions(body.get("mentions", body.get("mentioned_jid")))
     text = check_text(with_mention_tags(message, mentions), tagged=True)
-    return SendRequest(str(recipient).strip(), recipient_jid, text, mentions, media_path)
+    quote = parse_quote(body)
+    if quote is not None and media_path is not None:
+        raise BadRequest("a quoted reply is text only: quoted_message_id cannot go with media_path")
+    return SendRequest(str(recipient).strip(), recipient_jid, text, mentions, media_path, quote)
+
+
+MAX_EMOJI = 32  # characters: one emoji is at most a few code points (skin tones, ZWJ sequences)
+
+
+def parse_react(body: object) -> SendRequest:
+    """`POST /api/react {"recipient", "message_id", "emoji", "from_me"?, "sender_jid"?}` (the fork's shape):
+    react to a message; "" removes our reaction. In a group the sender of the message is needed (its key)."""
+    body = json_object(body, ("recipient", "message_id", "emoji", "from_me", "sender_jid"))
+    recipient_jid = parse_jid(body.get("recipient"))
+    message_id = _message_id(body, "message_id")
+    if "emoji" not in body or body["emoji"] is None:
+        raise BadRequest("emoji is required (\"\" removes the reaction)")
+    emoji = _text(body, "emoji")
+    if len(emoji) > MAX_EMOJI or any(c.isspace() for c in emoji):
+        raise BadRequest(f"emoji must be one emoji (at most {MAX_EMOJI} characters, no spaces)")
+    from_me = body.get("from_me", False)
+    if not isinstance(from_me, bool):
+        raise BadRequest("from_me must be true or false")
+    sender = body.get("sender_jid")
+    sender_jid = parse_jid(sender, "sender_jid") if sender else ""
+    if not from_me and not sender_jid:
+        if recipient_jid.endswith(f"@{GROUP_SERVER}"):
+            raise BadRequest("sender_jid is required for group reactions when from_me is false")
+        sender_jid = recipient_jid
+    return SendRequest(str(body.get("recipient")).strip(), recipient_jid, emoji, (), None,
+                       reaction=Reaction(message_id, sender_jid, from_me, emoji))
+
+
+@dataclass(frozen=True)
+class MarkRead:
+    chat_jid: str
+    sender_jid: str  # '' in a direct chat
+    message_ids: tuple[str, ...]
+    at: datetime | None  # when they were read (None: now)
+
+
+MAX_READ_IDS = 1000
+
+
+def parse_mark_read(body: object) -> MarkRead:
+    """`POST /api/mark-read {"message_ids", "chat_jid", "sender_jid"?, "timestamp"?}` (the fork's shape)."""
+    body = json_object(body, ("message_ids", "chat_jid", "sender_jid", "timestamp"))
+    chat_jid = parse_jid(body.get("chat_jid"), "chat_jid")
+    ids = body.get("message_ids")
+    if not isinstance(ids, list) or not ids:
+        raise BadRequest("message_ids is required: a list of message ids")
+    if len(ids) > MAX_READ_IDS:
+        raise BadRequest(f"{len(ids)} message_ids; at most {MAX_READ_IDS}")
+    message_ids = tuple(dict.fromkeys(_message_id({"message_ids": i}, "message_ids") for i in ids))
+    sender = body.get("sender_jid")
+    sender_jid = parse_jid(sender, "sender_jid") if sender else ""
+    if not sender_jid and chat_jid.endswith(f"@{GROUP_SERVER}"):
+        raise BadRequest("sender_jid is required for group read receipts")
+    stamp = _text(body, "timestamp")
+    at = None
+    if stamp:
+        try:
+            at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadRequest("timestamp must be RFC 3339") from None
+        if at.tzinfo is None:
+            raise BadRequest("timestamp must be RFC 3339 with a time zone")
+    return MarkRead(chat_jid, sender_jid, message_ids, at)
+
+
+def parse_typing(body: object) -> tuple[str, bool]:
+    """`POST /api/typing {"recipient", "is_typing"}` (the fork's shape): (chat JID, composing)."""
+    body = json_object(body, ("recipient", "is_typing"))
+    recipient_jid = parse_jid(body.get("recipient"))
+    typing = body.get("is_typing", False)
+    if not isinstance(typing, bool):
+        raise BadRequest("is_typing must be true or false")
+    return recipient_jid, typing
 
 
 def parse_send_message(body: object) -> SendRequest:

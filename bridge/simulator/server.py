@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from loguru import logger
 
+from bridge.simulator.interactions import Interactions
 from bridge.simulator.limits import Gatekeeper, Refusal
 from bridge.simulator.state import Session, SimError, SimReceipt, SimState, iso
 from bridge.simulator.traffic import run_traffic
@@ -72,6 +73,7 @@ class Sim:
         self.tasks: set[asyncio.Task] = set()
         self.rng = random.Random()
         self.gate = Gatekeeper()  # WhatsApp's limits on senders (bridge/simulator/limits.py)
+        self.interactions = Interactions()  # reactions, read receipts, typing (bridge/simulator/interactions.py)
 
     def attach(self, session: Session, ws: web.WebSocketResponse) -> Connection:
         old = session.connection
@@ -194,8 +196,18 @@ class Sim:
                 if (refusal := self._refused(conn, frame)) is not None:
                     reply.update(ok=False, error=refusal.error, code=refusal.code)
                     return reply
-                sent = self.state.send(conn.session, frame)
-                reply.update(ok=True, id=sent.id, timestamp=iso(sent.time))
+                if frame.get("reaction") is not None:
+                    reaction = self.interactions.react(self.state, conn.session.phone, frame)
+                    reply.update(ok=True, id=reaction["id"], timestamp=reaction["time"])
+                else:
+                    sent = self.state.send(conn.session, frame)
+                    reply.update(ok=True, id=sent.id, timestamp=iso(sent.time))
+            elif kind == "read":
+                self.interactions.read(conn.session.phone, frame)
+                reply.update(ok=True)
+            elif kind == "presence":
+                self.interactions.presence(conn.session.phone, frame)
+                reply.update(ok=True)
             elif kind == "history":
                 found = self.state.history(frame.get("chat_jid"), frame.get("since"), frame.get("until"))
                 reply.update(ok=True, messages=[m.wire for m in found])
@@ -325,6 +337,10 @@ async def disconnect(request: web.Request) -> web.Response:
     return web.json_response({"disconnected": request.app[STATE].disconnect(body.get("session"), str(reason))})
 
 
+async def interactions(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].interactions.json())
+
+
 @_errors_as_400
 async def limits(request: web.Request) -> web.Response:
     sim = request.app[STATE]
@@ -369,6 +385,7 @@ def build_app(sim: Sim) -> web.Application:
     app.router.add_post("/sim/read", read)
     app.router.add_post("/sim/limits", limits)
     app.router.add_post("/sim/logout", logout)
+    app.router.add_get("/sim/interactions", interactions)
     app.router.add_get("/sim/messages", messages)
     app.router.add_get("/sim/sessions", sessions)
     app.router.add_get("/ws", socket)

@@ -38,8 +38,10 @@ from neonize.client import NewClient
 from neonize.events import (ClientOutdatedEv, ConnectedEv, ConnectFailureEv, DisconnectedEv, HistorySyncEv,
                             KeepAliveRestoredEv, KeepAliveTimeoutEv, LoggedOutEv, MessageEv, OfflineSyncCompletedEv,
                             ReceiptEv, StreamErrorEv, StreamReplacedEv, TemporaryBanEv)
-from neonize.exc import DownloadError, GetGroupInfoError, GetJIDFromStoreError, NeonizeError, SendMessageError, UploadError
+from neonize.exc import (DownloadError, GetGroupInfoError, GetJIDFromStoreError, MarkReadError, NeonizeError,
+                         SendMessageError, SendPresenceError, UploadError)
 from neonize.proto import Neonize_pb2 as nz
+from neonize.utils.enum import ChatPresence, ChatPresenceMedia, ReceiptType
 from neonize.utils.log import log_whatsmeow
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
@@ -103,6 +105,10 @@ class NeonizeClient(Protocol):
     def get_group_info(self, jid: nz.JID) -> nz.GroupInfo: ...
     def get_joined_groups(self) -> Sequence[nz.GroupInfo]: ...
     def get_lid_from_pn(self, jid: nz.JID) -> nz.JID: ...
+    def build_reaction(self, chat: nz.JID, sender: nz.JID, message_id: str, reaction: str) -> object: ...
+    def mark_read(self, *message_ids: str, chat: nz.JID, sender: nz.JID, receipt: ReceiptType,
+                  timestamp: int | None = None) -> None: ...
+    def send_chat_presence(self, jid: nz.JID, state: ChatPresence, media: ChatPresenceMedia) -> None: ...
 
 
 # -- session store ----------------------------------------------------------------------------------
@@ -453,11 +459,16 @@ class NeonizeTransport(Transport):
         if mentioned and message.recipient_jid.endswith(f"@{mapping.GROUP_SERVER}"):
             text, mentioned = mapping.with_lids(text, mentioned, self._lids(client, message.recipient_jid, mentioned))
         try:
-            if message.media is not None and media_bytes is not None:
+            if message.reaction is not None:  # whatsmeow's BuildReaction: the reacted message's key, the emoji
+                reaction = message.reaction
+                sender = self._account.jid if reaction.from_me else reaction.sender_jid
+                payload = client.build_reaction(mapping.parse_jid(message.recipient_jid), mapping.parse_jid(sender),
+                                                reaction.message_id, reaction.emoji)
+            elif message.media is not None and media_bytes is not None:
                 upload = client.upload(media_bytes, mapping.UPLOAD_TYPE[message.media.media_type])
                 payload = mapping.media_message(message.media.media_type, upload, message.media.filename, text, mentioned)
             else:
-                payload = mapping.text_message(text, mentioned)
+                payload = mapping.text_message(text, mentioned, message.quote)
             response = client.send_message(mapping.parse_jid(message.recipient_jid), payload)
         except (SendMessageError, UploadError) as exc:
             raise _classify(exc) from None
@@ -489,6 +500,25 @@ class NeonizeTransport(Transport):
                 return False
             self._lid_groups[group_jid] = any(p.JID.Server == mapping.LID_SERVER for p in info.Participants)
         return self._lid_groups[group_jid]
+
+    async def mark_read(self, chat_jid: str, sender_jid: str, message_ids: tuple[str, ...], at: datetime) -> None:
+        client = self._live_client()
+        chat = mapping.parse_jid(chat_jid)
+        try:
+            await asyncio.to_thread(functools.partial(
+                client.mark_read, *message_ids, chat=chat, sender=mapping.parse_jid(sender_jid) if sender_jid else chat,
+                receipt=ReceiptType.READ, timestamp=int(at.timestamp())))
+        except MarkReadError as exc:
+            raise _classify(exc) from None
+
+    async def typing(self, chat_jid: str, composing: bool) -> None:
+        client = self._live_client()
+        state = ChatPresence.CHAT_PRESENCE_COMPOSING if composing else ChatPresence.CHAT_PRESENCE_PAUSED
+        try:
+            await asyncio.to_thread(client.send_chat_presence, mapping.parse_jid(chat_jid), state,
+                                    ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT)
+        except SendPresenceError as exc:
+            raise _classify(exc) from None
 
     async def joined_groups(self) -> list[str]:
         client = self._live_client()

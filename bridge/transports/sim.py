@@ -82,6 +82,7 @@ def _incoming(raw: dict, source: Source, own_jid: str) -> IncomingMessage:
         id=raw["id"], chat_jid=raw["chat_jid"], sender_jid=raw["sender_jid"], text=raw["text"],
         timestamp=datetime.fromisoformat(raw["timestamp"]), source=source,
         is_from_me=raw["sender_jid"] == own_jid, chat_name=raw.get("chat_name"),
+        quoted_message_id=raw.get("quoted_message_id"),
         media=MediaInfo(media["type"], media["filename"], media["url"], base64.b64decode(media["media_key"]),
                         base64.b64decode(media["file_sha256"]), base64.b64decode(media["file_enc_sha256"]),
                         media["file_length"]) if media else None)
@@ -355,12 +356,28 @@ class SimTransport(Transport):
     async def send(self, message: OutgoingMessage) -> SendResult:
         frame: dict = {"type": "send", "id": message.message_id, "recipient": message.recipient_jid,
                        "text": message.text, "mentioned_jids": list(message.mentioned_jids)}
+        if message.quote is not None:
+            frame["quote"] = vars(message.quote)
+        if message.reaction is not None:
+            frame["reaction"] = vars(message.reaction)
         reply = await self._request(frame, message.media)
         if not reply.get("ok"):
             error = str(reply.get("error") or "refused by the simulator")
             code = reply.get("code")
             raise refusals.classify(code if isinstance(code, int) else None, error) or SendFailed(error)
         return SendResult(reply["id"], datetime.fromisoformat(reply["timestamp"]))
+
+    async def mark_read(self, chat_jid: str, sender_jid: str, message_ids: tuple[str, ...], at: datetime) -> None:
+        await self._ask({"type": "read", "chat_jid": chat_jid, "sender_jid": sender_jid,
+                         "message_ids": list(message_ids), "at": at.isoformat()})
+
+    async def typing(self, chat_jid: str, composing: bool) -> None:
+        await self._ask({"type": "presence", "chat_jid": chat_jid, "composing": composing})
+
+    async def _ask(self, frame: dict) -> None:
+        reply = await self._request(frame)
+        if not reply.get("ok"):
+            raise SendFailed(str(reply.get("error") or "refused by the simulator"))
 
     async def request_history(self, chat_jid: str, since: datetime, until: datetime) -> list[IncomingMessage]:
         reply = await self._request({"type": "history", "chat_jid": chat_jid,
