@@ -152,6 +152,7 @@ def media_type_for(path: Path) -> str:
 
 
 def _text(body: dict, name: str, required: bool = False) -> str:
+    """A string field; missing, null or "" is "" (BadRequest if `required`)."""
     value = body.get(name)
     if value is None or value == "":
         if required:
@@ -162,23 +163,30 @@ def _text(body: dict, name: str, required: bool = False) -> str:
     return value
 
 
-def _message_id(body: dict, name: str) -> str:
-    value = _text(body, name, required=True).strip()
-    if not value or len(value) > 128 or any(c.isspace() for c in value):
-        raise BadRequest(f"{name} must be a WhatsApp message id (no spaces, at most 128 characters)")
-    return value
+MAX_ID = 200  # characters of a message id, as /api/download takes it
+
+
+def _message_id(value: object, name: str) -> str:
+    text = _text({name: value}, name, required=True)
+    if len(text) > MAX_ID:
+        raise BadRequest(f"{name} is longer than {MAX_ID} characters")
+    return text
+
+
+def _optional_jid(body: dict, name: str) -> str:
+    """A JID field the fork may send as "" or null for none; '' when none."""
+    value = body.get(name)
+    return "" if value is None or value == "" else parse_jid(value, name)
 
 
 def parse_quote(body: dict) -> Quote | None:
     """The fork's quoted reply: `quoted_message_id`, `quoted_sender_jid` (the quoted message's sender),
-    `quoted_content` (its text, shown above the reply)."""
-    if not body.get("quoted_message_id"):
-        if body.get("quoted_sender_jid") or body.get("quoted_content"):
-            raise BadRequest("quoted_sender_jid and quoted_content need quoted_message_id")
+    `quoted_content` (its text, shown above the reply); no quote without `quoted_message_id`."""
+    sender_jid = _optional_jid(body, "quoted_sender_jid")
+    content = check_text(_text(body, "quoted_content"))
+    if body.get("quoted_message_id") in (None, ""):
         return None
-    sender = body.get("quoted_sender_jid")
-    sender_jid = parse_jid(sender, "quoted_sender_jid") if sender else ""
-    return Quote(_message_id(body, "quoted_message_id"), sender_jid, check_text(_text(body, "quoted_content")))
+    return Quote(_message_id(body["quoted_message_id"], "quoted_message_id"), sender_jid, content)
 
 
 def parse_send(body: object) -> SendRequest:
@@ -200,10 +208,7 @@ def parse_send(body: object) -> SendRequest:
     check_text(message)
     mentions = parse_mentions(body.get("mentions", body.get("mentioned_jid")))
     text = check_text(with_mention_tags(message, mentions), tagged=True)
-    quote = parse_quote(body)
-    if quote is not None and media_path is not None:
-        raise BadRequest("a quoted reply is text only: quoted_message_id cannot go with media_path")
-    return SendRequest(str(recipient).strip(), recipient_jid, text, mentions, media_path, quote)
+    return SendRequest(str(recipient).strip(), recipient_jid, text, mentions, media_path, parse_quote(body))
 
 
 MAX_EMOJI = 32  # characters: one emoji is at most a few code points (skin tones, ZWJ sequences)
@@ -214,17 +219,16 @@ def parse_react(body: object) -> SendRequest:
     react to a message; "" removes our reaction. In a group the sender of the message is needed (its key)."""
     body = json_object(body, ("recipient", "message_id", "emoji", "from_me", "sender_jid"))
     recipient_jid = parse_jid(body.get("recipient"))
-    message_id = _message_id(body, "message_id")
-    if "emoji" not in body or body["emoji"] is None:
-        raise BadRequest("emoji is required (\"\" removes the reaction)")
-    emoji = _text(body, "emoji")
-    if len(emoji) > MAX_EMOJI or any(c.isspace() for c in emoji):
-        raise BadRequest(f"emoji must be one emoji (at most {MAX_EMOJI} characters, no spaces)")
+    message_id = _message_id(body.get("message_id"), "message_id")
+    emoji = body.get("emoji")
+    if not isinstance(emoji, str):
+        raise BadRequest("emoji is required: a string (\"\" removes the reaction)")
+    if len(emoji) > MAX_EMOJI:
+        raise BadRequest(f"emoji must be one emoji (at most {MAX_EMOJI} characters)")
     from_me = body.get("from_me", False)
     if not isinstance(from_me, bool):
         raise BadRequest("from_me must be true or false")
-    sender = body.get("sender_jid")
-    sender_jid = parse_jid(sender, "sender_jid") if sender else ""
+    sender_jid = _optional_jid(body, "sender_jid")
     if not from_me and not sender_jid:
         if recipient_jid.endswith(f"@{GROUP_SERVER}"):
             raise BadRequest("sender_jid is required for group reactions when from_me is false")
@@ -253,21 +257,31 @@ def parse_mark_read(body: object) -> MarkRead:
         raise BadRequest("message_ids is required: a list of message ids")
     if len(ids) > MAX_READ_IDS:
         raise BadRequest(f"{len(ids)} message_ids; at most {MAX_READ_IDS}")
-    message_ids = tuple(dict.fromkeys(_message_id({"message_ids": i}, "message_ids") for i in ids))
-    sender = body.get("sender_jid")
-    sender_jid = parse_jid(sender, "sender_jid") if sender else ""
+    message_ids = tuple(dict.fromkeys(_message_id(i, "message_ids[]") for i in ids))
+    sender_jid = _optional_jid(body, "sender_jid")
     if not sender_jid and chat_jid.endswith(f"@{GROUP_SERVER}"):
         raise BadRequest("sender_jid is required for group read receipts")
     stamp = _text(body, "timestamp")
-    at = None
-    if stamp:
-        try:
-            at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-        except ValueError:
-            raise BadRequest("timestamp must be RFC 3339") from None
-        if at.tzinfo is None:
-            raise BadRequest("timestamp must be RFC 3339 with a time zone")
-    return MarkRead(chat_jid, sender_jid, message_ids, at)
+    return MarkRead(chat_jid, sender_jid, message_ids, parse_rfc3339(stamp, "timestamp") if stamp else None)
+
+
+_RFC3339 = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?([Zz]|[+-][0-9]{2}:[0-9]{2})$")
+
+
+class Impossible(BadRequest):
+    """Well formed, but no such moment (a 31 February): answered 422, as the document allows a valid-looking
+    request to be refused."""
+
+    status = 422
+
+
+def parse_rfc3339(text: str, name: str) -> datetime:
+    if not _RFC3339.search(text):
+        raise BadRequest(f"{name} must be RFC 3339 (like 2026-11-24T22:31:27Z), got {text[:40]!r}")
+    try:
+        return datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise Impossible(f"{name} {text[:40]!r} is not a real time: {exc}") from None
 
 
 def parse_typing(body: object) -> tuple[str, bool]:

@@ -314,7 +314,7 @@ def mime_type(media_type: str, filename: str) -> str:
 
 
 def media_message(media_type: str, upload: nz.UploadResponse, filename: str, caption: str,
-                  mentioned_jids: Sequence[str] = ()) -> e2e.Message:
+                  mentioned_jids: Sequence[str] = (), quote: Quote | None = None) -> e2e.Message:
     """An uploaded file as an image / video / audio / document message with its caption.
 
     Audio messages have no caption field in WhatsApp; an .ogg file goes as a voice note (PTT) as whatsapp-mcp does.
@@ -324,7 +324,7 @@ def media_message(media_type: str, upload: nz.UploadResponse, filename: str, cap
                   fileEncSHA256=upload.FileEncSHA256, fileSHA256=upload.FileSHA256, fileLength=upload.FileLength,
                   mimetype=mimetype)
     caption = visible_mentions(caption, mentioned_jids) if caption or mentioned_jids else ""
-    context = _context(mentioned_jids)
+    context = _context(mentioned_jids, quote)
     if media_type == "image":
         return e2e.Message(imageMessage=e2e.ImageMessage(**common, caption=caption, contextInfo=context))
     if media_type == "video":

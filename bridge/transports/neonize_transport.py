@@ -466,7 +466,8 @@ class NeonizeTransport(Transport):
                                                 reaction.message_id, reaction.emoji)
             elif message.media is not None and media_bytes is not None:
                 upload = client.upload(media_bytes, mapping.UPLOAD_TYPE[message.media.media_type])
-                payload = mapping.media_message(message.media.media_type, upload, message.media.filename, text, mentioned)
+                payload = mapping.media_message(message.media.media_type, upload, message.media.filename, text, mentioned,
+                                                message.quote)
             else:
                 payload = mapping.text_message(text, mentioned, message.quote)
             response = client.send_message(mapping.parse_jid(message.recipient_jid), payload)
