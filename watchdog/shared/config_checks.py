@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from watchdog.shared import alert_rules
-from watchdog.shared.config_model import (DB_SCHEMA_NAME, GROUP_JID, MIN_HEARTBEAT, MIN_LOG_BYTES,
+from watchdog.shared.config_model import (ACK_MODES, DB_SCHEMA_NAME, GROUP_JID, MIN_HEARTBEAT, MIN_LOG_BYTES,
                                    MIN_RSS_LIMIT_MB, MIN_TRAFFIC_INTERVAL, NAME, ORIGIN, PHONE, WEBHOOK_EVENTS,
                                    WEBHOOK_NAME, WEBHOOK_STARTS, AccountConfig, AlertConfig, Config, DatabaseConfig,
                                    DropsApiConfig, ProbeConfig, ProjectConfig, SimConfig, WatchdogConfig, WebhookConfig,
@@ -122,6 +122,8 @@ class ConfigChecks(TableReader):
         except (KeyError, IndexError, ValueError) as exc:
             raise self.error(f"{key}.feedback.template",
                              f"unknown placeholder {exc}; use {{number}}, {{drop}}, {{project}}, {{group}}") from None
+        if project.feedback.ack not in ACK_MODES:
+            raise self.error(f"{key}.feedback.ack", f"one of {', '.join(ACK_MODES)}, got {project.feedback.ack!r}")
         listen = project.listen_account
         if not listen:
             if len(accounts) != 1:
