@@ -57,9 +57,11 @@ def new_message_id() -> str:
 
 
 def fingerprint(endpoint: str, request: SendRequest, media: StagedMedia | None) -> str:
-    """What makes two requests the same send: where they went, to whom, what (media by content)."""
-    key = [endpoint, request.recipient_jid, request.text, list(request.mentioned_jids), media.sha256 if media else None,
-           request.context]
+    """What makes two requests the same send: where they went, to whom, what (media by content, a quote or a
+    reaction: appended only when there is one, so a plain send's fingerprint is what it always was)."""
+    key = [endpoint, request.recipient_jid, request.text, list(request.mentioned_jids), media.sha256 if media else None]
+    if request.context:
+        key.append(request.context)
     return hashlib.sha256(json.dumps(key, ensure_ascii=True).encode()).hexdigest()
 
 
