@@ -270,6 +270,8 @@ class Bridge:
             counts = f"{self.store.message_count()} messages · outbox {self.store.outbox_depth()}"
             dead, poison = self.store.outbox_dead_letters(), sum(self.store.quarantine_counts().values())
             counts += (f" · dead-lettered {dead}" if dead else "") + (f" · quarantined {poison}" if poison else "")
+            if (sending := self.outbox.pause.snapshot())["paused"]:
+                counts += f" · sending paused until {sending['until']}"
         except sqlite3.Error:
             counts = "store unreadable"
         return f"{self.health.reported_state} · {counts}"

@@ -11,8 +11,10 @@ An acknowledgement goes as the project's `feedback.ack` says: "message"
 (the template, mentioning the contractor), "reply" (the same, quoting the
 contractor's message: WhatsApp shows which post it answers) or "reaction"
 (✅ on the contractor's message through `POST /api/react`: no message is added
-to the group, and WhatsApp notifies the contractor). Reply and reaction name
-the drop's latest submission, looked up when the feedback goes out.
+to the group, and WhatsApp notifies the contractor). Operator feedback (a
+correction, an approval) always quotes the contractor's message, so it shows
+which post it answers. Replies and reactions name the drop's latest
+submission, looked up when the feedback goes out.
 
 Bridge answers: 200 sent, 202 queued (its durable outbox sends on reconnect),
 400/403/404/413/422/500 refused (the same request can never succeed: failed). No answer,
@@ -121,18 +123,18 @@ class BridgeClient:
             raise BridgeUnavailable(f"{self.component} at {base}: health is not a JSON object")
         return body
 
-    async def post(self, feedback: Feedback, ack: str = "message", answering: str = "") -> Answer:
-        """Send one feedback row; an acknowledgement as `ack` says, reply and reaction naming the message
-        `answering` (the drop's latest submission, sent by the feedback's first mention)."""
+    async def post(self, feedback: Feedback, ack: str = "message", target: str = "") -> Answer:
+        """Send one feedback row: an acknowledgement as `ack` says, operator feedback as a reply; replies and
+        reactions name the message `target` (the drop's latest submission, sent by the first mention)."""
         base = self._base()
         path, body = "/api/send", {"recipient": feedback.recipient, "message": feedback.text,
                                    "mentions": list(feedback.mentions)}
         contractor = feedback.mentions[0] if feedback.mentions else ""
-        if feedback.kind == KIND_ACK and ack == "reaction" and answering:
-            path, body = "/api/react", {"recipient": feedback.recipient, "message_id": answering,
+        if feedback.kind == KIND_ACK and ack == "reaction" and target:
+            path, body = "/api/react", {"recipient": feedback.recipient, "message_id": target,
                                         "emoji": feedback.text, "from_me": False, "sender_jid": contractor}
-        elif feedback.kind == KIND_ACK and ack == "reply" and answering:
-            body.update(quoted_message_id=answering, quoted_sender_jid=contractor, quoted_content=feedback.drop_number)
+        elif target and (feedback.kind == KIND_OPERATOR or ack == "reply"):
+            body.update(quoted_message_id=target, quoted_sender_jid=contractor, quoted_content=feedback.drop_number)
         headers = {**self.headers, "Idempotency-Key": feedback.idempotency_key}
         try:
             async with self.http.post(f"{base}{path}", json=body, headers=headers,
@@ -167,7 +169,7 @@ async def deliver(client: BridgeClient, drops: DropsDB, feedback: Feedback, atte
     current = drops.feedback(feedback.id)
     if current.status != FEEDBACK_PENDING:
         return current  # answered meanwhile through another process
-    target = answering(drops, feedback) if feedback.kind == KIND_ACK and ack != "message" else ""
+    target = answering(drops, feedback) if feedback.kind == KIND_OPERATOR or ack != "message" else ""
     retrying = AsyncRetrying(retry=retry_if_exception_type(BridgeUnavailable), reraise=True,
                              wait=wait_exponential(multiplier=0.05, min=0.05, max=max_wait),
                              stop=stop_after_attempt(attempts) if attempts else stop_never)

@@ -1,5 +1,6 @@
 """`feedback.ack`: a drop acknowledged by a reaction on the contractor's message (no message in the group) or
-by a reply quoting it, through the real monitor, bridge and simulator."""
+by a reply quoting it; operator feedback quoting the post it answers. Through the real monitor, bridge and
+simulator."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 
 from tests.bridge_support import call, inject, start_bridge, start_sim
 from tests.conftest import BASE_CONFIG, GROUP_A, Processes, wait_until
-from tests.monitor_support import all_sent, query, start_monitor
+from tests.monitor_support import all_sent, cli, query, start_monitor
 from watchdog.shared.config import ConfigError, load
 
 CONTRACTOR = "27710000001@s.whatsapp.net"
@@ -45,6 +46,24 @@ def test_a_reply_acknowledges_the_drop_quoting_the_contractors_message(procs: Pr
     (sent,) = wait_until(lambda: all_sent(sim_url), message="the acknowledgement")
     assert (sent["text"], sent["mentioned_jids"]) == (ACK, [CONTRACTOR])
     assert sent["quote"] == {"message_id": drop, "sender_jid": CONTRACTOR, "text": "DR1734150"}
+
+
+@pytest.mark.slow
+def test_operator_feedback_quotes_the_contractors_latest_post(procs: Processes, data_dir: Path,
+                                                               config_path: Path) -> None:
+    _, sim_url = start_sim(procs, data_dir)
+    start_bridge(procs, data_dir)
+    start_monitor(procs, "lawley")
+    inject(sim_url, "DR1734150 installed", GROUP_A, CONTRACTOR)
+    wait_until(lambda: query(data_dir, "SELECT feedback_status FROM drops") == [("sent",)], message="the ack")
+    assert all_sent(sim_url)[0]["quote"] is None  # the default ack is a plain message, as before
+    again = inject(sim_url, "DR1734150 with photos", GROUP_A, CONTRACTOR)["id"]
+    wait_until(lambda: query(data_dir, "SELECT COUNT(*) FROM drop_events") == [(2,)], message="the resubmission")
+    done = cli(config_path, "feedback", "--project", "lawley", "DR1734150", "--message", "approved")
+    assert done.returncode == 0, done.stderr
+    feedback = all_sent(sim_url)[-1]
+    assert (feedback["text"], feedback["mentioned_jids"]) == ("@27710000001 DR1734150 - approved", [CONTRACTOR])
+    assert feedback["quote"] == {"message_id": again, "sender_jid": CONTRACTOR, "text": "DR1734150"}
 
 
 def test_an_unknown_ack_mode_is_a_config_error_naming_the_key(write_config) -> None:  # noqa: ANN001
