@@ -23,3 +23,8 @@ NOT_IN_GROUP = register(
     "a mistyped JID: correct the project's `groups`, then `wa-watchdog reload`; otherwise add the "
     "number to the group on a phone (resolved at the bridge's next look, or at once with "
     "`wa-watchdog restart bridge:NAME`)")
+TEMPORARY_BAN = register(
+    "temporary_ban", "temporarily banned by WhatsApp: nothing is sent until it expires",
+    "nothing shortens it: the alert names WhatsApp's reason code and the expiry; the bridge connects and sends "
+    "again by itself then. Meanwhile lower the pace (fewer, slower messages), and use a second number for "
+    "feedback if one is set up")

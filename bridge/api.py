@@ -2,7 +2,11 @@
 
 Handlers are thin: parse with `bridge.sending`, act through the outbox,
 downloads and health objects, answer JSON. Every error answer has the
-whatsapp-mcp shape `{"success": false, "message": ...}`.
+whatsapp-mcp shape `{"success": false, "message": ...}`. The verygoodplugins
+fork's endpoints answer in its shapes: `/api/react` `{"ok": true}` (a
+reaction goes through the outbox like a message: durable, in order, paced),
+`/api/mark-read` and `/api/typing` `{"success", "message"}` (sent at once:
+nothing to keep if WhatsApp is away, so 503).
 """
 from __future__ import annotations
 
@@ -16,10 +20,11 @@ from bridge import media
 from bridge.downloads import DownloadError, download_media, parse_download
 from bridge.health import Health, HealthInputs
 from bridge.outbox import Outbox
-from bridge.sending import BadRequest, SendRequest, parse_send, parse_send_message
+from bridge.sending import (BadRequest, SendRequest, parse_mark_read, parse_react, parse_send, parse_send_message,
+                            parse_typing)
 from bridge.store import IdempotencyConflict, Store, StoreError
-from bridge.transport import NotConnected, Transport
-from watchdog.shared import web_guard
+from bridge.transport import NotConnected, SendFailed, Transport
+from watchdog.shared import clock, web_guard
 from watchdog.shared.http_server import add_openapi
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -43,6 +48,27 @@ class BridgeContext(Protocol):
 
 def _fail(status: int, message: str) -> web.Response:
     return web.json_response(web_guard.mcp_shape(message), status=status)
+
+
+NOT_CONNECTED = "WhatsApp client is not connected. Please wait for reconnection."
+
+
+async def _at_once(action: Awaitable[None], done: str) -> web.Response:
+    """A request WhatsApp must answer now (read receipts, typing): 503 while not connected, 422 if refused."""
+    try:
+        await action
+    except NotConnected:
+        return _fail(503, NOT_CONNECTED)
+    except SendFailed as exc:
+        return _fail(422, str(exc))
+    return web.json_response({"success": True, "message": done})
+
+
+def _reacted(status: int, body: dict) -> web.Response:
+    """The outbox's answer in the fork's /api/react shape (`ok`; `error` when not), ours kept beside it."""
+    ok = status in (200, 202)
+    extra = {"ok": True} if ok else {"ok": False, "error": body.get("message", "")}
+    return web.json_response({**extra, **body}, status=status)
 
 
 def _idempotency_key(request: web.Request) -> str | None:
@@ -73,14 +99,30 @@ def build_app(bridge: BridgeContext, api_token: str = "", allowed_hosts: Sequenc
     guard = web_guard.middlewares(allowed_hosts, allowed_origins, api_token, error_body=web_guard.mcp_shape)
     app = web.Application(middlewares=[*guard, _domain_errors], client_max_size=MAX_BODY)
 
-    async def submit(request: web.Request, parsed: SendRequest) -> web.Response:
+    async def queue(request: web.Request, parsed: SendRequest) -> tuple[int, dict]:
         key = _idempotency_key(request)
         staged = None
         if parsed.media_path is not None:
             staged = await media.prepare(parsed.media_path, bridge.media_dirs, bridge.media_limits_mb,
                                          bridge.staging_dir)
-        status, body = await bridge.outbox.submit(parsed, staged, key, request.path)
+        return await bridge.outbox.submit(parsed, staged, key, request.path)
+
+    async def submit(request: web.Request, parsed: SendRequest) -> web.Response:
+        status, body = await queue(request, parsed)
         return web.json_response(body, status=status)
+
+    async def react(request: web.Request) -> web.Response:
+        return _reacted(*await queue(request, parse_react(await web_guard.json_body(request))))
+
+    async def mark_read(request: web.Request) -> web.Response:
+        read = parse_mark_read(await web_guard.json_body(request))
+        return await _at_once(bridge.transport.mark_read(read.chat_jid, read.sender_jid, read.message_ids,
+                                                         read.at or clock.now()), "Messages marked as read")
+
+    async def typing(request: web.Request) -> web.Response:
+        chat_jid, composing = parse_typing(await web_guard.json_body(request))
+        return await _at_once(bridge.transport.typing(chat_jid, composing),
+                              f"Typing indicator set to {str(composing).lower()}")
 
     async def send(request: web.Request) -> web.Response:
         return await submit(request, parse_send(await web_guard.json_body(request)))
@@ -106,6 +148,9 @@ def build_app(bridge: BridgeContext, api_token: str = "", allowed_hosts: Sequenc
     app.router.add_post("/api/send", send)
     app.router.add_post("/send-message", send_message)
     app.router.add_post("/api/download", download)
+    app.router.add_post("/api/react", react)
+    app.router.add_post("/api/mark-read", mark_read)
+    app.router.add_post("/api/typing", typing)
     app.router.add_get("/api/health", health)
     add_openapi(app, "bridge-api.json")
     return app

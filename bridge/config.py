@@ -97,6 +97,8 @@ class AccountConfig:
     send_max_attempts: int = 5
     send_wait_s: float = 8.0
     dedupe_window_s: float = 120.0
+    # WhatsApp's rate-overlimit (429) pauses the account this long, doubling with each further one (max 15 min).
+    send_pause_s: float = 30.0
 
     @property
     def component(self) -> str:

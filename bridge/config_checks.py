@@ -55,6 +55,7 @@ def check_account(checks: ConfigChecks, account: AccountConfig, data_dir: Path, 
     for media_type in ("image", "video", "audio", "document"):
         checks.check_positive(getattr(account.media_max_mb, media_type), f"{key}.media_max_mb.{media_type}")
     checks.check_positive(account.send_max_attempts, f"{key}.send_max_attempts")
+    checks.check_positive(account.send_pause_s, f"{key}.send_pause_s")
     for name in ("send_wait_s", "dedupe_window_s"):
         if getattr(account, name) < 0:
             raise checks.error(f"{key}.{name}", f"must be 0 (off) or more seconds, got {getattr(account, name):g}")

@@ -3,7 +3,9 @@
 Why so much in a health answer: the prober must tell a hang (no answer, a
 frozen loop, store_error) from a WhatsApp-side outage (connecting,
 disconnected: a restart would not help) from an operator case
-(stream_replaced, logged_out). The state machine asserts its transitions so a
+(stream_replaced, logged_out) from a temporary ban (temporary_ban: nothing
+to do but wait for its expiry, which the reason names; the bridge connects
+again by itself then). The state machine asserts its transitions so a
 wrong event order is a loud bug, not a silently wrong health answer.
 """
 from __future__ import annotations
@@ -21,13 +23,15 @@ CONNECTED = "connected"
 DISCONNECTED = "disconnected"
 STREAM_REPLACED = "stream_replaced"
 LOGGED_OUT = "logged_out"
+TEMPORARY_BAN = "temporary_ban"
 STORE_ERROR = "store_error"  # reported over any connection state while the store cannot be written
 
-_LIVE = {CONNECTED, DISCONNECTED, STREAM_REPLACED, LOGGED_OUT}
+_LIVE = {CONNECTED, DISCONNECTED, STREAM_REPLACED, LOGGED_OUT, TEMPORARY_BAN}
 TRANSITIONS: dict[str, set[str]] = {
     CONNECTING: _LIVE,
-    CONNECTED: {DISCONNECTED, STREAM_REPLACED, LOGGED_OUT},
+    CONNECTED: {DISCONNECTED, STREAM_REPLACED, LOGGED_OUT, TEMPORARY_BAN},
     DISCONNECTED: _LIVE,
+    TEMPORARY_BAN: _LIVE - {TEMPORARY_BAN},  # lifted: connected again (or worse)
     STREAM_REPLACED: set(),  # terminal: only an operator (restart) leaves it
     LOGGED_OUT: set(),
 }
@@ -40,7 +44,7 @@ STATE_OF_KIND: dict[ConnectionKind, str | None] = {
     ConnectionKind.OFFLINE_SYNC_DONE: None,
     ConnectionKind.STREAM_REPLACED: STREAM_REPLACED,
     ConnectionKind.LOGGED_OUT: LOGGED_OUT,
-    ConnectionKind.TEMPORARY_BAN: LOGGED_OUT,  # needs an operator as a logout does
+    ConnectionKind.TEMPORARY_BAN: TEMPORARY_BAN,
     ConnectionKind.CLIENT_OUTDATED: LOGGED_OUT,
 }
 
@@ -56,6 +60,7 @@ class HealthInputs:
     dead_letters: int = 0  # outbox rows moved aside for good
     quarantine: dict[str, int] = field(default_factory=dict)  # poison messages: sanitised / quarantined
     membership: dict = field(default_factory=dict)  # groups / not_in_groups (bridge/membership.py)
+    sending: dict = field(default_factory=dict)  # paused, reason, until (bridge/send_pause.py)
 
 
 class Health:
@@ -132,6 +137,7 @@ class Health:
             "groups": None,  # the groups WhatsApp lists for this number (null: not asked yet)
             "not_in_groups": [],
             **inputs.membership,
+            "sending": inputs.sending or None,
         }
         return (200 if healthy else 503), body
 

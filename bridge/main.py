@@ -46,6 +46,7 @@ from bridge.api import build_app
 from bridge.health import CONNECTED, STATE_OF_KIND, Health, HealthInputs
 from bridge.outbox import Outbox
 from bridge.quarantine import Quarantined, unmappable
+from bridge.send_pause import SendPause
 from bridge.session_lock import SessionHeld, SessionLock
 from bridge.integrity import CorruptStore, check_or_refuse
 from bridge.membership import Membership
@@ -109,7 +110,8 @@ class Bridge:
         self.recovery_log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
         self.outbox = Outbox(store, transport, account.jid, is_connected=lambda: self.health.connected,
                              on_dead_letter=self._dead_letter, max_attempts=account.send_max_attempts,
-                             delivery_wait=account.send_wait_s, dedupe_window=account.dedupe_window_s)
+                             delivery_wait=account.send_wait_s, dedupe_window=account.dedupe_window_s,
+                             pause=SendPause(first=account.send_pause_s))
         store.on_set_aside = self._set_aside
         self.alive = AliveFile(alive_path(account.session_dir, store.path, config.data_dir, self.component))
         self.windows = Windows(store, self.alive, self.recovery_log, self.component, transport,
@@ -196,7 +198,10 @@ class Bridge:
         if state is None or self._stopping or self.health.terminal:
             return  # while stopping, on_stop records the window ("bridge stopped")
         self.health.transition(state, reason)
+        if event.kind == ConnectionKind.TEMPORARY_BAN:
+            self._banned(event, reason)
         if state == CONNECTED:
+            self.outbox.pause.lifted()
             logger.info("connected to WhatsApp as {}", self.account.phone)
             self._connected_at = clock.instant(event.at.timestamp())
             self._synced.clear()
@@ -214,6 +219,13 @@ class Bridge:
                 # would take the session back (stream replaced) or fail again (logged out).
                 self._ready()
         self._publish_status()
+
+    def _banned(self, event: ConnectionEvent, reason: str) -> None:
+        """A temporary ban: nothing is sent until it expires (its window records it; health carries it to the
+        watchdog's `temporary_ban` alert)."""
+        self.outbox.pause.banned(event.until, reason)
+        logger.error("{}: nothing is sent on this account until then; the transport reconnects at the expiry",
+                     reason)
 
     def _set_aside(self, records: list[Quarantined]) -> None:
         """Poison messages: logged and one recovery-log record per batch; the rest of the batch is stored."""
@@ -239,16 +251,18 @@ class Bridge:
     def health_inputs(self) -> HealthInputs:
         try:
             return HealthInputs(self.store.outbox_depth(), self.store.open_window(), self.store.outbox_dead_letters(),
-                                self.store.quarantine_counts(), self.membership.health())
+                                self.store.quarantine_counts(), self.membership.health(), self.outbox.pause.snapshot())
         except sqlite3.Error as exc:
             self.health.store_result(f"cannot read {self.store.path}: {exc}")
-            return HealthInputs(-1, None, -1, {}, self.membership.health())
+            return HealthInputs(-1, None, -1, {}, self.membership.health(), self.outbox.pause.snapshot())
 
     def status_line(self) -> str:
         try:
             counts = f"{self.store.message_count()} messages · outbox {self.store.outbox_depth()}"
             dead, poison = self.store.outbox_dead_letters(), sum(self.store.quarantine_counts().values())
             counts += (f" · dead-lettered {dead}" if dead else "") + (f" · quarantined {poison}" if poison else "")
+            if (sending := self.outbox.pause.snapshot())["paused"]:
+                counts += f" · sending paused until {sending['until']}"
         except sqlite3.Error:
             counts = "store unreadable"
         return f"{self.health.reported_state} · {counts}"
@@ -401,6 +415,7 @@ class Bridge:
             except TimeoutError:
                 logger.warning("outbox not drained within {}s; {} stay queued for the next start", DRAIN_ON_STOP,
                                self.store.outbox_depth())
+        self.outbox.close()
         await self.transport.close()
         try:
             await asyncio.wait_for(transport_task, TRANSPORT_CLOSE)

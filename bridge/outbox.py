@@ -11,6 +11,12 @@ store before it starts, so a send that crashes the bridge counts too) is
 dead-lettered: marked failed, reported once through `on_dead_letter`, and the
 rows behind it drain.
 
+WhatsApp's own limits (bridge/refusals.py) are obeyed here: a rate-overlimit
+answer leaves the row queued (the answered attempt does not count) and pauses
+the whole account (`SendPause`), after which the outbox drains by itself; a
+refusal for one recipient (463 and relatives) dead-letters that row with
+WhatsApp's code and meaning.
+
 Exactly-once for clients that treat anything but 200 as failure (whatsapp-mcp's
 `requests.post` without an Idempotency-Key): such a request waits up to
 `delivery_wait` for its row to be sent (a reconnect takes well under that), and
@@ -32,10 +38,11 @@ from loguru import logger
 
 from bridge import media as media_files
 from bridge.media import StagedMedia
-from bridge.sending import SendRequest, refusal_status
+from bridge.send_pause import SendPause
+from bridge.sending import SendRequest, context_parts, refusal_status
 from bridge.store import OutboxRow, Store
-from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, SendFailed,
-                              Source, Transport)
+from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, RateLimited,
+                              SendFailed, Source, Transport)
 from watchdog.shared.waiting import wait_event
 
 SEND_TIMEOUT = 10.0  # an unanswered send stays pending and is retried (same id) later
@@ -50,22 +57,26 @@ def new_message_id() -> str:
 
 
 def fingerprint(endpoint: str, request: SendRequest, media: StagedMedia | None) -> str:
-    """What makes two requests the same send: where they went, to whom, what (media by content)."""
+    """What makes two requests the same send: where they went, to whom, what (media by content, a quote or a
+    reaction: appended only when there is one, so a plain send's fingerprint is what it always was)."""
     key = [endpoint, request.recipient_jid, request.text, list(request.mentioned_jids), media.sha256 if media else None]
+    if request.context:
+        key.append(request.context)
     return hashlib.sha256(json.dumps(key, ensure_ascii=True).encode()).hexdigest()
 
 
-def reply(row: OutboxRow) -> tuple[int, dict]:
-    """The HTTP answer for an outbox row: 200 sent, 202 queued; never to be sent: 404 unknown group, 403 not a
-    member of it, else 422 (refused, dead-lettered).
+def reply(row: OutboxRow, paused: str = "") -> tuple[int, dict]:
+    """The HTTP answer for an outbox row: 200 sent, 202 queued (`paused`: why sending waits, else not
+    connected); never to be sent: 404 unknown group, 403 not a member of it, else 422 (refused, dead-lettered).
 
     422, not 500: the bridge is fine; this message cannot be delivered as asked, and repeating it will not help.
     """
     if row.status == "sent":
         return 200, {"success": True, "message": f"Message sent to {row.recipient}", "id": row.message_id}
     if row.status == "pending":
-        return 202, {"success": True, "queued": True, "id": row.message_id,
-                     "message": f"Not connected to WhatsApp: queued for {row.recipient}, sent on reconnect"}
+        why = (f"Sending paused ({paused}): queued for {row.recipient}, sent when the pause ends" if paused
+               else f"Not connected to WhatsApp: queued for {row.recipient}, sent on reconnect")
+        return 202, {"success": True, "queued": True, "id": row.message_id, "message": why}
     return refusal_status(row.error or ""), {"success": False, "id": row.message_id,
                                              "message": f"Error sending message: {row.error}"}
 
@@ -75,7 +86,7 @@ class Outbox:
                  is_connected: Callable[[], bool] = lambda: True,
                  on_dead_letter: Callable[[OutboxRow, str], None] = lambda row, reason: None,
                  max_attempts: int = MAX_ATTEMPTS, delivery_wait: float = DELIVERY_WAIT,
-                 dedupe_window: float = DEDUPE_WINDOW) -> None:
+                 dedupe_window: float = DEDUPE_WINDOW, pause: SendPause | None = None) -> None:
         self.store = store
         self.transport = transport
         self.own_jid = own_jid
@@ -85,8 +96,10 @@ class Outbox:
         self.max_attempts = max_attempts
         self.delivery_wait = delivery_wait
         self.dedupe_window = dedupe_window
+        self.pause = pause or SendPause()
         self._lock = asyncio.Lock()
         self._done: dict[str, asyncio.Event] = {}  # message id -> set once sent or dead
+        self._resume: asyncio.Task | None = None  # drains once the pause is over
 
     @property
     def busy(self) -> bool:
@@ -100,7 +113,8 @@ class Outbox:
             row = self.store.outbox_add(
                 new_message_id(), idempotency_key, request.recipient, request.recipient_jid, request.text,
                 request.mentioned_jids, str(media.media.path) if media else None,
-                media.media.media_type if media else None, endpoint, fingerprint(endpoint, request, media), window)
+                media.media.media_type if media else None, endpoint, fingerprint(endpoint, request, media), window,
+                request.context)
         finally:
             if media is not None and not self._owns(media):
                 media_files.discard(media.media.path)  # refused, or a repeat: the first copy is the one sent
@@ -109,10 +123,11 @@ class Outbox:
             row = self.store.outbox_row(row.message_id) or row
         if row.status == "pending" and idempotency_key is None and self.delivery_wait > 0:
             row = await self._wait_for_delivery(row)
+        paused = self.pause.reason if self.pause.remaining() else ""
         if row.status == "pending":
-            logger.info("queued {} to {}: not connected ({} in the outbox)", row.message_id, row.recipient_jid,
-                        self.store.outbox_depth())
-        return reply(row)
+            logger.info("queued {} to {}: {} ({} in the outbox)", row.message_id, row.recipient_jid,
+                        paused or "not connected", self.store.outbox_depth())
+        return reply(row, paused)
 
     def _owns(self, media: StagedMedia) -> bool:
         """True if an outbox row sends this staged copy."""
@@ -139,14 +154,39 @@ class Outbox:
                 for row in pending:
                     if until_seq is not None and row.seq > until_seq:
                         return sent
+                    if self.pause.remaining():
+                        self._resume_later()
+                        return sent
                     outcome = await self._send(row)
                     if outcome is None:
                         return sent
                     sent += outcome
 
+    def _resume_later(self) -> None:
+        """Drain again when the pause is over (one waiting task at most)."""
+        if self._resume is None or self._resume.done():
+            self._resume = asyncio.ensure_future(self._drain_after_pause())
+
+    async def _drain_after_pause(self) -> None:
+        """Wait out the pause, drain, and again if the drain met a new pause (another 429)."""
+        while True:
+            while self.pause.remaining():
+                await asyncio.sleep(self.pause.remaining())
+            if not self.is_connected():
+                return  # the reconnect drains
+            await self.drain()
+            if not self.pause.remaining():
+                return
+
+    def close(self) -> None:
+        """Stop waiting for a pause to end (the bridge is stopping; the rows stay queued)."""
+        if self._resume is not None:
+            self._resume.cancel()
+
     async def _send(self, row: OutboxRow) -> int | None:
-        """1 = sent, 0 = dead-lettered, None = not connected or no answer (stays pending)."""
-        if self.is_connected():
+        """1 = sent, 0 = dead-lettered, None = not connected, no answer or rate-limited (stays pending)."""
+        counted = self.is_connected()
+        if counted:
             attempts = self.store.outbox_attempt(row)
             if attempts > self.max_attempts:
                 self._dead(row, f"dead-lettered after {self.max_attempts} attempts: no answer, or the connection "
@@ -154,10 +194,19 @@ class Outbox:
                 return 0
         media = OutgoingMedia(Path(row.media_path), row.media_type or "document", Path(row.media_path).name) \
             if row.media_path else None
-        message = OutgoingMessage(row.message_id, row.recipient_jid, row.text, row.mentioned_jids, media)
+        quote, reaction = context_parts(row.context)
+        message = OutgoingMessage(row.message_id, row.recipient_jid, row.text, row.mentioned_jids, media, quote, reaction)
         try:
             result = await asyncio.wait_for(self.transport.send(message), self.send_timeout)
         except NotConnected:
+            return None
+        except RateLimited as exc:
+            if counted:
+                self.store.outbox_attempt(row, -1)  # answered: not an attempt lost to a dropped connection
+            delay = self.pause.rate_limited(str(exc))
+            logger.warning("send {} to {}: {}; the account pauses {:.3g} s, the message stays queued", row.message_id,
+                           row.recipient_jid, exc, delay)
+            self._resume_later()
             return None
         except TimeoutError:
             logger.warning("send {} to {}: no answer within {}s; stays queued", row.message_id, row.recipient_jid,
@@ -170,8 +219,10 @@ class Outbox:
             id=result.message_id, chat_jid=row.recipient_jid, sender_jid=self.own_jid, text=row.text,
             timestamp=result.timestamp if result.timestamp.tzinfo else result.timestamp.replace(tzinfo=timezone.utc),
             source=Source.SENT, is_from_me=True,
-            media=MediaInfo(media.media_type, media.filename, "") if media else None)
-        self.store.outbox_sent(row, stored)
+            media=MediaInfo(media.media_type, media.filename, "") if media else None,
+            quoted_message_id=quote.message_id if quote else None)
+        self.store.outbox_sent(row, stored, store_message=reaction is None)
+        self.pause.sent()
         self._finished(row)
         logger.info("sent {} to {}{}", row.message_id, row.recipient_jid,
                     f" mentioning {', '.join(row.mentioned_jids)}" if row.mentioned_jids else "")

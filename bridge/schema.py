@@ -145,6 +145,13 @@ ALTER TABLE outbox_requests ADD COLUMN boot_id TEXT;
 ALTER TABLE outbox_requests ADD COLUMN boottime REAL
 """
 
+# whatsapp-mcp's fork (verygoodplugins) reads messages.quoted_message_id: the id a message replies to. The
+# outbox keeps what a send needs beyond text: a quoted reply's quote, or a reaction (JSON, NULL for neither).
+QUOTES_AND_REACTIONS = """
+ALTER TABLE messages ADD COLUMN quoted_message_id TEXT;
+ALTER TABLE outbox ADD COLUMN context TEXT
+"""
+
 MIGRATIONS = [
     Migration(1, "whatsapp-mcp chats and messages; message_meta, connection_events, disconnect_windows, outbox, "
                  "bridge_state", (WHATSAPP_MCP_SCHEMA, OUR_SCHEMA)),
@@ -154,6 +161,8 @@ MIGRATIONS = [
     Migration(4, "bridge_state store_id: which file a reader's rowid cursor belongs to", (STORE_ID,)),
     Migration(5, "outbox_requests.boot_id and boottime: keyless retries recognised on the boot's clock",
               (OUTBOX_REQUEST_INSTANT,)),
+    Migration(6, "messages.quoted_message_id (whatsapp-mcp fork's reply column) and outbox.context (a quote or "
+                 "a reaction)", (QUOTES_AND_REACTIONS,)),
 ]
 
 SCHEMA_VERSION = latest(MIGRATIONS)

@@ -1,15 +1,20 @@
 """Parsing of send requests: recipients, mentions, text. Plain functions, no I/O (media: `bridge.media`).
 
 The rules follow whatsapp-mcp's Go bridge (a bare number means a personal
-chat, media type by extension, the message is the caption) plus the
-production web app's contract (`mentions` / `mentioned_jid`, `/send-message`).
+chat, media type by extension, the message is the caption), its
+verygoodplugins fork (quoted replies on `/api/send`, `/api/react`,
+`/api/mark-read`, `/api/typing`) plus the production web app's contract
+(`mentions` / `mentioned_jid`, `/send-message`).
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+
+from bridge.transport import Quote, Reaction
 
 from watchdog.shared.web_guard import unknown_field
 
@@ -45,6 +50,22 @@ class SendRequest:
     text: str
     mentioned_jids: tuple[str, ...]
     media_path: str | None  # as the client wrote it; opened, checked and copied by bridge.media
+    quote: Quote | None = None
+    reaction: Reaction | None = None
+
+    @property
+    def context(self) -> dict | None:
+        """What the outbox keeps beside the text (bridge/store.py, outbox.context)."""
+        if self.reaction is not None:
+            return {"reaction": vars(self.reaction)}
+        return {"quote": vars(self.quote)} if self.quote is not None else None
+
+
+def context_parts(context: dict | None) -> tuple[Quote | None, Reaction | None]:
+    """The quote or reaction of an outbox row's context."""
+    context = context or {}
+    quote, reaction = context.get("quote"), context.get("reaction")
+    return (Quote(**quote) if quote else None), (Reaction(**reaction) if reaction else None)
 
 
 def json_object(body: object, fields: Sequence[str]) -> dict:
@@ -130,9 +151,49 @@ def media_type_for(path: Path) -> str:
     return MEDIA_TYPES.get(path.suffix.lower().lstrip("."), "document")
 
 
+def _text(body: dict, name: str, required: bool = False) -> str:
+    """A string field; missing, null or "" is "" (BadRequest if `required`)."""
+    value = body.get(name)
+    if value is None or value == "":
+        if required:
+            raise BadRequest(f"{name} is required")
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string")
+    return value
+
+
+MAX_ID = 200  # characters of a message id, as /api/download takes it
+
+
+def _message_id(value: object, name: str) -> str:
+    text = _text({name: value}, name, required=True)
+    if len(text) > MAX_ID:
+        raise BadRequest(f"{name} is longer than {MAX_ID} characters")
+    return text
+
+
+def _optional_jid(body: dict, name: str) -> str:
+    """A JID field the fork may send as "" or null for none; '' when none."""
+    value = body.get(name)
+    return "" if value is None or value == "" else parse_jid(value, name)
+
+
+def parse_quote(body: dict) -> Quote | None:
+    """The fork's quoted reply: `quoted_message_id`, `quoted_sender_jid` (the quoted message's sender),
+    `quoted_content` (its text, shown above the reply); no quote without `quoted_message_id`."""
+    sender_jid = _optional_jid(body, "quoted_sender_jid")
+    content = check_text(_text(body, "quoted_content"))
+    if body.get("quoted_message_id") in (None, ""):
+        return None
+    return Quote(_message_id(body["quoted_message_id"], "quoted_message_id"), sender_jid, content)
+
+
 def parse_send(body: object) -> SendRequest:
-    """`POST /api/send {"recipient", "message", "media_path"?, "mentions"? | "mentioned_jid"?}`."""
-    body = json_object(body, ("recipient", "message", "media_path", "mentions", "mentioned_jid"))
+    """`POST /api/send {"recipient", "message", "media_path"?, "mentions"? | "mentioned_jid"?, "quoted_message_id"?,
+    "quoted_sender_jid"?, "quoted_content"?}`."""
+    body = json_object(body, ("recipient", "message", "media_path", "mentions", "mentioned_jid", "quoted_message_id",
+                              "quoted_sender_jid", "quoted_content"))
     recipient = body.get("recipient")
     recipient_jid = parse_jid(recipient)
     message = "" if body.get("message") is None else body["message"]
@@ -147,7 +208,90 @@ def parse_send(body: object) -> SendRequest:
     check_text(message)
     mentions = parse_mentions(body.get("mentions", body.get("mentioned_jid")))
     text = check_text(with_mention_tags(message, mentions), tagged=True)
-    return SendRequest(str(recipient).strip(), recipient_jid, text, mentions, media_path)
+    return SendRequest(str(recipient).strip(), recipient_jid, text, mentions, media_path, parse_quote(body))
+
+
+MAX_EMOJI = 32  # characters: one emoji is at most a few code points (skin tones, ZWJ sequences)
+
+
+def parse_react(body: object) -> SendRequest:
+    """`POST /api/react {"recipient", "message_id", "emoji", "from_me"?, "sender_jid"?}` (the fork's shape):
+    react to a message; "" removes our reaction. In a group the sender of the message is needed (its key)."""
+    body = json_object(body, ("recipient", "message_id", "emoji", "from_me", "sender_jid"))
+    recipient_jid = parse_jid(body.get("recipient"))
+    message_id = _message_id(body.get("message_id"), "message_id")
+    emoji = body.get("emoji")
+    if not isinstance(emoji, str):
+        raise BadRequest("emoji is required: a string (\"\" removes the reaction)")
+    if len(emoji) > MAX_EMOJI:
+        raise BadRequest(f"emoji must be one emoji (at most {MAX_EMOJI} characters)")
+    from_me = body.get("from_me", False)
+    if not isinstance(from_me, bool):
+        raise BadRequest("from_me must be true or false")
+    sender_jid = _optional_jid(body, "sender_jid")
+    if not from_me and not sender_jid:
+        if recipient_jid.endswith(f"@{GROUP_SERVER}"):
+            raise BadRequest("sender_jid is required for group reactions when from_me is false")
+        sender_jid = recipient_jid
+    return SendRequest(str(body.get("recipient")).strip(), recipient_jid, emoji, (), None,
+                       reaction=Reaction(message_id, sender_jid, from_me, emoji))
+
+
+@dataclass(frozen=True)
+class MarkRead:
+    chat_jid: str
+    sender_jid: str  # '' in a direct chat
+    message_ids: tuple[str, ...]
+    at: datetime | None  # when they were read (None: now)
+
+
+MAX_READ_IDS = 1000
+
+
+def parse_mark_read(body: object) -> MarkRead:
+    """`POST /api/mark-read {"message_ids", "chat_jid", "sender_jid"?, "timestamp"?}` (the fork's shape)."""
+    body = json_object(body, ("message_ids", "chat_jid", "sender_jid", "timestamp"))
+    chat_jid = parse_jid(body.get("chat_jid"), "chat_jid")
+    ids = body.get("message_ids")
+    if not isinstance(ids, list) or not ids:
+        raise BadRequest("message_ids is required: a list of message ids")
+    if len(ids) > MAX_READ_IDS:
+        raise BadRequest(f"{len(ids)} message_ids; at most {MAX_READ_IDS}")
+    message_ids = tuple(dict.fromkeys(_message_id(i, "message_ids[]") for i in ids))
+    sender_jid = _optional_jid(body, "sender_jid")
+    if not sender_jid and chat_jid.endswith(f"@{GROUP_SERVER}"):
+        raise BadRequest("sender_jid is required for group read receipts")
+    stamp = _text(body, "timestamp")
+    return MarkRead(chat_jid, sender_jid, message_ids, parse_rfc3339(stamp, "timestamp") if stamp else None)
+
+
+_RFC3339 = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?([Zz]|[+-][0-9]{2}:[0-9]{2})$")
+
+
+class Impossible(BadRequest):
+    """Well formed, but no such moment (a 31 February): answered 422, as the document allows a valid-looking
+    request to be refused."""
+
+    status = 422
+
+
+def parse_rfc3339(text: str, name: str) -> datetime:
+    if not _RFC3339.search(text):
+        raise BadRequest(f"{name} must be RFC 3339 (like 2026-11-24T22:31:27Z), got {text[:40]!r}")
+    try:
+        return datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise Impossible(f"{name} {text[:40]!r} is not a real time: {exc}") from None
+
+
+def parse_typing(body: object) -> tuple[str, bool]:
+    """`POST /api/typing {"recipient", "is_typing"}` (the fork's shape): (chat JID, composing)."""
+    body = json_object(body, ("recipient", "is_typing"))
+    recipient_jid = parse_jid(body.get("recipient"))
+    typing = body.get("is_typing", False)
+    if not isinstance(typing, bool):
+        raise BadRequest("is_typing must be true or false")
+    return recipient_jid, typing
 
 
 def parse_send_message(body: object) -> SendRequest:

@@ -69,6 +69,7 @@ class OutboxRow:
     created_at: str
     sent_at: str | None
     error: str
+    context: dict | None = None  # {"quote": {...}} or {"reaction": {...}} (bridge/outbox.py)
 
 
 class StoreError(Exception):
@@ -117,6 +118,7 @@ _INSERT_RECEIPT = ("INSERT OR IGNORE INTO receipts (message_id, chat_jid, recipi
 def _outbox_row(row: tuple) -> OutboxRow:
     values = list(row)
     values[6] = tuple(json.loads(values[6]))
+    values[13] = json.loads(values[13]) if values[13] else None
     return OutboxRow(*values)
 
 
@@ -163,7 +165,8 @@ class _Batch:
                 raise TypeError(f"expected text, got {type(value).__name__}")
         row = (msg.id, msg.chat_jid, bare_user(msg.sender_jid), msg.text, ts, int(msg.is_from_me),
                media.media_type or None, media.filename or None, media.url or None, media.media_key or None,
-               media.file_sha256 or None, media.file_enc_sha256 or None, media.file_length or None)
+               media.file_sha256 or None, media.file_enc_sha256 or None, media.file_length or None,
+               msg.quoted_message_id or None)
         meta = (msg.id, msg.chat_jid, (source or msg.source).value, stored_at, json.dumps(media.extra, sort_keys=True))
         return row, meta, ts
 
@@ -181,8 +184,8 @@ class _Batch:
             [(jid, name, fallback, newest, name) for jid, (name, fallback, newest) in self.chats.items()])
         before = conn.total_changes
         conn.executemany("INSERT OR IGNORE INTO messages (id, chat_jid, sender, content, timestamp, is_from_me, "
-                         "media_type, filename, url, media_key, file_sha256, file_enc_sha256, file_length) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self.message_rows)
+                         "media_type, filename, url, media_key, file_sha256, file_enc_sha256, file_length, "
+                         "quoted_message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self.message_rows)
         added = conn.total_changes - before
         conn.executemany("INSERT OR IGNORE INTO message_meta (id, chat_jid, source, stored_at, media_extra) "
                          "VALUES (?, ?, ?, ?, ?)", self.meta_rows)
@@ -192,7 +195,7 @@ class _Batch:
 
 
 _OUTBOX_COLUMNS = ("seq, message_id, idempotency_key, recipient, recipient_jid, text, mentioned_jids, media_path, "
-                   "media_type, status, created_at, sent_at, error")
+                   "media_type, status, created_at, sent_at, error, context")
 
 
 # Writes run on the bridge's event loop, so SQLite's busy wait must stay short: a write that finds
@@ -411,7 +414,7 @@ class Store:
     def outbox_add(self, message_id: str, idempotency_key: str | None, recipient: str, recipient_jid: str,
                    text: str, mentioned_jids: Iterable[str], media_path: str | None,
                    media_type: str | None, endpoint: str = "", fingerprint: str = "",
-                   dedupe_window: float | None = None) -> OutboxRow:
+                   dedupe_window: float | None = None, context: dict | None = None) -> OutboxRow:
         """Queue a send durably; returns the row that stands for this request.
 
         With an idempotency key already used, that first row (IdempotencyConflict if it was a
@@ -426,9 +429,9 @@ class Store:
             created = format_epoch(now.wall)
             cursor = conn.execute(
                 "INSERT INTO outbox (message_id, idempotency_key, recipient, recipient_jid, text, mentioned_jids, "
-                "media_path, media_type, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "media_path, media_type, created_at, context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (message_id, idempotency_key, recipient, recipient_jid, text, json.dumps(list(mentioned_jids)),
-                 media_path, media_type, created))
+                 media_path, media_type, created, json.dumps(context, sort_keys=True) if context else None))
             conn.execute("INSERT INTO outbox_requests (seq, endpoint, fingerprint, staged_media, created_at, boot_id, "
                          "boottime) VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (cursor.lastrowid, endpoint, fingerprint, media_path, created, now.boot_id, now.boottime))
@@ -463,12 +466,14 @@ class Store:
              format_epoch(now.wall))).fetchone()
         return _outbox_row(row) if row else None
 
-    def outbox_attempt(self, row: OutboxRow) -> int:
-        """Count a send attempt before it starts (so a crash during it counts too); returns the count."""
+    def outbox_attempt(self, row: OutboxRow, step: int = 1) -> int:
+        """Count a send attempt before it starts (so a crash during it counts too); returns the count.
+
+        `step=-1` takes back an attempt WhatsApp answered with rate-overlimit: it was not lost."""
         with self.transaction(durable=False) as conn:
             conn.execute("INSERT INTO outbox_requests (seq, endpoint, fingerprint, created_at) VALUES (?, '', '', ?) "
                          "ON CONFLICT (seq) DO NOTHING", (row.seq, row.created_at))
-            conn.execute("UPDATE outbox_requests SET attempts = attempts + 1 WHERE seq = ?", (row.seq,))
+            conn.execute("UPDATE outbox_requests SET attempts = attempts + ? WHERE seq = ?", (step, row.seq))
             return conn.execute("SELECT attempts FROM outbox_requests WHERE seq = ?", (row.seq,)).fetchone()[0]
 
     def outbox_staged_media(self, row: OutboxRow) -> str | None:
@@ -496,8 +501,9 @@ class Store:
     def outbox_depth(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]
 
-    def outbox_sent(self, row: OutboxRow, sent: IncomingMessage) -> None:
-        """Mark a send done and store the sent message (is_from_me, source sent) in one transaction.
+    def outbox_sent(self, row: OutboxRow, sent: IncomingMessage, store_message: bool = True) -> None:
+        """Mark a send done and store the sent message (is_from_me, source sent) in one transaction
+        (`store_message=False`: a reaction, which is not a message of the chat).
 
         Not fsynced: if a power cut loses it, the row is pending again and the resend carries the
         same message id, which the server dedupes. (The outbox_add before the send is durable.)
@@ -507,7 +513,8 @@ class Store:
         with self.transaction(durable=False) as conn:
             conn.execute("UPDATE outbox SET status = 'sent', sent_at = ? WHERE seq = ?",
                          (format_ts(sent.timestamp), row.seq))
-            batch.insert(conn)
+            if store_message:
+                batch.insert(conn)
             conn.executemany(_INSERT_RECEIPT, _receipt_rows(ack, now_ts()))
 
     def outbox_failed(self, row: OutboxRow, error: str) -> None:

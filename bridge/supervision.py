@@ -2,7 +2,9 @@
 
 Its `GET /api/health` is classified, not just "up or down": a 503 `connecting`
 / `disconnected` is a WhatsApp-side outage (a restart would not bring WhatsApp
-back), `stream_replaced` / `logged_out` need an operator, and only no answer
+back), `stream_replaced` / `logged_out` need an operator, `temporary_ban` is
+alerted (its reason names WhatsApp's code and the expiry) and resolved when the
+bridge connects again after it, and only no answer
 or a timeout mean the bridge itself is unwell. `store_error` (disk full, the
 store locked by another program) is answered by a live event loop: a restart
 would not free the disk or the lock, so it is an outage too (alerted with its
@@ -22,9 +24,9 @@ from watchdog.core.probes import FAILURE, OK, OPERATOR, OUTAGE, HealthResult
 from watchdog.shared.programs import Check, Program
 
 OUTAGE_STATES = ("connecting", "disconnected", "store_error")
-OPERATOR_STATES = ("stream_replaced", "logged_out")
+OPERATOR_STATES = ("stream_replaced", "logged_out", "temporary_ban")  # the state is the alert rule
 CONNECTION_KEYS = ("account", "connected", "state", "reason", "open_window", "outbox_depth", "last_event_age_s",
-                   "caught_up", "not_in_groups")
+                   "caught_up", "not_in_groups", "sending")
 
 
 def classify(status: int, body: object) -> HealthResult:

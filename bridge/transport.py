@@ -38,9 +38,10 @@ class ConnectionKind(str, enum.Enum):
     CLIENT_OUTDATED = "client_outdated"
 
 
-# Kinds after which the transport stops and waits for an operator.
+# Kinds after which the transport stops and waits for an operator. A temporary ban is not one: the
+# transport waits until it expires (ConnectionEvent.until), then connects again.
 TERMINAL_KINDS = frozenset({ConnectionKind.STREAM_REPLACED, ConnectionKind.LOGGED_OUT,
-                            ConnectionKind.TEMPORARY_BAN, ConnectionKind.CLIENT_OUTDATED})
+                            ConnectionKind.CLIENT_OUTDATED})
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class IncomingMessage:
     is_from_me: bool = False
     chat_name: str | None = None
     media: MediaInfo | None = None
+    quoted_message_id: str | None = None  # the message this one replies to (WhatsApp's ContextInfo.stanzaID)
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class ConnectionEvent:
     kind: ConnectionKind
     at: datetime
     reason: str = ""
+    until: datetime | None = None  # TEMPORARY_BAN: when WhatsApp lifts it
 
 
 class ReceiptKind(str, enum.Enum):
@@ -106,12 +109,34 @@ class OutgoingMedia:
 
 
 @dataclass(frozen=True)
+class Quote:
+    """The message a reply quotes, as WhatsApp's ContextInfo carries it: its id (stanzaID), its sender
+    (participant) and its content (the preview shown above the reply)."""
+
+    message_id: str
+    sender_jid: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """A reaction (an emoji; '' removes ours) to the message `message_id` sent by `sender_jid` (or by us)."""
+
+    message_id: str
+    sender_jid: str
+    from_me: bool
+    emoji: str
+
+
+@dataclass(frozen=True)
 class OutgoingMessage:
     message_id: str  # chosen by the bridge before sending: a resend after a crash is the same message
     recipient_jid: str
     text: str
     mentioned_jids: tuple[str, ...] = ()
     media: OutgoingMedia | None = None
+    quote: Quote | None = None  # a reply quoting this message
+    reaction: Reaction | None = None  # not a message but a reaction (text is its emoji)
 
 
 @dataclass(frozen=True)
@@ -133,6 +158,10 @@ class NotConnected(Exception):
 
 class SendFailed(Exception):
     """The server refused the message (bad recipient, ...); retrying will not help."""
+
+
+class RateLimited(Exception):
+    """WhatsApp answered rate-overlimit: the message stays queued and the account pauses (bridge/send_pause.py)."""
 
 
 class HistoryUnsupported(Exception):
@@ -189,3 +218,12 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Disconnect and make run() return."""
+
+    async def mark_read(self, chat_jid: str, sender_jid: str, message_ids: tuple[str, ...], at: datetime) -> None:
+        """Send read receipts for received messages (`sender_jid`: their sender, needed in groups);
+        raises NotConnected or SendFailed."""
+        raise SendFailed(f"{type(self).__name__} cannot send read receipts")
+
+    async def typing(self, chat_jid: str, composing: bool) -> None:
+        """Show (or stop showing) "typing…" in a chat; raises NotConnected or SendFailed."""
+        raise SendFailed(f"{type(self).__name__} cannot send typing indicators")

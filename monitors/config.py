@@ -26,6 +26,12 @@ DB_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 class FeedbackConfig:
     auto_ack: bool = True
     template: str = "@{number} {drop} received, thank you"
+    # How a drop is acknowledged (monitors/feedback.py): "message" (the template, mentioning the contractor),
+    # "reply" (the same, quoting the contractor's message) or "reaction" (✅ on it: no message in the group).
+    ack: str = "message"
+
+
+ACK_MODES = ("reaction", "reply", "message")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from bridge.config import GROUP_JID, AccountConfig
 from monitors import alert_rules  # noqa: F401 - registers the drops' rules: [[alerts]] rules are checked against them
-from monitors.config import (AUTO, DB_SCHEMA_NAME, WEBHOOK_NAME, WEBHOOK_STARTS, DatabaseConfig, DropsApiConfig,
+from monitors.config import (ACK_MODES, AUTO, DB_SCHEMA_NAME, WEBHOOK_NAME, WEBHOOK_STARTS, DatabaseConfig, DropsApiConfig,
                              DropsTables, MonitorsConfig, ProjectConfig, WebhookConfig, webhook_name)
 from monitors.events import WEBHOOK_EVENTS
 from watchdog.shared.config_checks import ConfigChecks
@@ -70,6 +70,8 @@ def check_project(checks: ConfigChecks, project: ProjectConfig, i: int) -> None:
     except (KeyError, IndexError, ValueError) as exc:
         raise checks.error(f"{key}.feedback.template",
                            f"unknown placeholder {exc}; use {{number}}, {{drop}}, {{project}}, {{group}}") from None
+    if project.feedback.ack not in ACK_MODES:
+        raise checks.error(f"{key}.feedback.ack", f"one of {', '.join(ACK_MODES)}, got {project.feedback.ack!r}")
 
 
 def check_unique(checks: ConfigChecks, projects: list[ProjectConfig]) -> None:

@@ -7,6 +7,15 @@ whose answer never arrived, or an operator re-running the command all post
 the same key again, and the bridge answers with the first result instead of
 sending twice.
 
+An acknowledgement goes as the project's `feedback.ack` says: "message"
+(the template, mentioning the contractor), "reply" (the same, quoting the
+contractor's message: WhatsApp shows which post it answers) or "reaction"
+(✅ on the contractor's message through `POST /api/react`: no message is added
+to the group, and WhatsApp notifies the contractor). Operator feedback (a
+correction, an approval) always quotes the contractor's message, so it shows
+which post it answers. Replies and reactions name the drop's latest
+submission, looked up when the feedback goes out.
+
 Bridge answers: 200 sent, 202 queued (its durable outbox sends on reconnect),
 400/403/404/413/422/500 refused (the same request can never succeed: failed). No answer,
 no published URL or 503 means the bridge is down or restarting: the message
@@ -39,6 +48,7 @@ STORE_RETRY = 1.0  # the drops store is down (PostgreSQL): look again this soon
 # Anything else is retried: a 401 waits for the token to be fixed, and a 404 may come from another
 # server that took a dead bridge's port before the new bridge published its own.
 FINAL_FAILURES = {400, 403, 404, 413, 422, 500}  # 403/404: not a member / unknown group; 422: refused or dead-lettered
+ACK_REACTION = "✅"
 
 
 class BridgeUnavailable(Exception):
@@ -57,9 +67,10 @@ def idempotency_key(project: str, drop: str, message_id: str, text: str) -> str:
 
 
 def ack_for(project: ProjectConfig, sub: Submission) -> NewFeedback:
-    """The automatic acknowledgement of a new drop, from the project's template."""
-    text = project.feedback.template.format(number=bare_user(sub.submitted_by), drop=sub.drop_number,
-                                            project=project.name, group=sub.group_name or sub.group_jid)
+    """The automatic acknowledgement of a new drop: the project's template, or the reaction (its text)."""
+    text = ACK_REACTION if project.feedback.ack == "reaction" else project.feedback.template.format(
+        number=bare_user(sub.submitted_by), drop=sub.drop_number, project=project.name,
+        group=sub.group_name or sub.group_jid)
     return NewFeedback(KIND_ACK, sub.group_jid, text, (sub.submitted_by,),
                        idempotency_key(project.name, sub.drop_number, sub.message_id, text))
 
@@ -113,12 +124,21 @@ class BridgeClient:
             raise BridgeUnavailable(f"{self.component} at {base}: health is not a JSON object")
         return body
 
-    async def post(self, feedback: Feedback) -> Answer:
+    async def post(self, feedback: Feedback, ack: str = "message", target: str = "") -> Answer:
+        """Send one feedback row: an acknowledgement as `ack` says, operator feedback as a reply; replies and
+        reactions name the message `target` (the drop's latest submission, sent by the first mention)."""
         base = self._base()
-        body = {"recipient": feedback.recipient, "message": feedback.text, "mentions": list(feedback.mentions)}
+        path, body = "/api/send", {"recipient": feedback.recipient, "message": feedback.text,
+                                   "mentions": list(feedback.mentions)}
+        contractor = feedback.mentions[0] if feedback.mentions else ""
+        if feedback.kind == KIND_ACK and ack == "reaction" and target:
+            path, body = "/api/react", {"recipient": feedback.recipient, "message_id": target,
+                                        "emoji": feedback.text, "from_me": False, "sender_jid": contractor}
+        elif target and (feedback.kind == KIND_OPERATOR or ack == "reply"):
+            body.update(quoted_message_id=target, quoted_sender_jid=contractor, quoted_content=feedback.drop_number)
         headers = {**self.headers, "Idempotency-Key": feedback.idempotency_key}
         try:
-            async with self.http.post(f"{base}/api/send", json=body, headers=headers,
+            async with self.http.post(f"{base}{path}", json=body, headers=headers,
                                       timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as response:
                 reply = await response.json(content_type=None)
                 status = response.status
@@ -135,8 +155,14 @@ class BridgeClient:
         raise BridgeUnavailable(f"{self.component} at {base}: HTTP {status}: {message}")
 
 
+def answering(drops: DropsDB, feedback: Feedback) -> str:
+    """The message an acknowledgement replies or reacts to: the drop's latest submission ('' if unknown)."""
+    drop = drops.drop(feedback.project, feedback.drop_number)
+    return drops.latest_message_id(drop) if drop is not None else ""
+
+
 async def deliver(client: BridgeClient, drops: DropsDB, feedback: Feedback, attempts: int | None = None,
-                  max_wait: float = 2.0) -> Feedback:
+                  max_wait: float = 2.0, ack: str = "message") -> Feedback:
     """Post until the bridge answers (at most `attempts` times, default forever); record each outcome.
 
     Raises BridgeUnavailable when the attempts ran out; the feedback then stays pending.
@@ -144,13 +170,14 @@ async def deliver(client: BridgeClient, drops: DropsDB, feedback: Feedback, atte
     current = drops.feedback(feedback.id)
     if current.status != FEEDBACK_PENDING:
         return current  # answered meanwhile through another process
+    target = answering(drops, feedback) if feedback.kind == KIND_OPERATOR or ack != "message" else ""
     retrying = AsyncRetrying(retry=retry_if_exception_type(BridgeUnavailable), reraise=True,
                              wait=wait_exponential(multiplier=0.05, min=0.05, max=max_wait),
                              stop=stop_after_attempt(attempts) if attempts else stop_never)
     async for attempt in retrying:
         with attempt:
             try:
-                answer = await client.post(feedback)
+                answer = await client.post(feedback, ack, target)
             except BridgeUnavailable as exc:
                 if attempt.retry_state.attempt_number in (1, 10) or attempt.retry_state.attempt_number % 100 == 0:
                     logger.warning("feedback {} for {}: {} (attempt {}, retrying)", feedback.kind,
@@ -193,7 +220,7 @@ class FeedbackSender:
                     while batch := self.drops.pending_feedback(self.project.name):
                         self.waiting = len(batch)
                         for feedback in batch:
-                            await deliver(client, self.drops, feedback)
+                            await deliver(client, self.drops, feedback, ack=self.project.feedback.ack)
                             self.waiting -= 1
                 except StoreUnavailable as exc:
                     logger.warning("feedback for {} waits for the drops store: {}", self.project.name, exc)

@@ -22,6 +22,7 @@ from google.protobuf.message import Message
 from neonize.client import NewClient
 from neonize.events import EVENT_TO_INT
 from neonize.proto import Neonize_pb2 as nz
+from neonize.proto.waCommon.WACommon_pb2 import MessageKey
 from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
 
 from bridge.transports.neonize_transport import linked_devices
@@ -108,6 +109,10 @@ class FakeGo:
         self.joined_error = ""
         self.lids: dict[str, str] = {}
         self.send_error = ""
+        self.own_user = PHONE  # the linked account's number (BuildReaction's fromMe)
+        self.reads: list[tuple[list[str], int, nz.JID, nz.JID, int]] = []
+        self.presences: list[tuple[nz.JID, int, int]] = []
+        self.presence_error = ""  # non-empty: MarkRead / SendChatPresence fail with it
         self.qr_codes: list[bytes] = []  # shown before any event, as for an unpaired session
         self.pair_requests: list[nz.PairPhoneParams] = []
         self.running = threading.Event()
@@ -147,6 +152,26 @@ class FakeGo:
         self.sent.append((nz.JID.FromString(to[:to_size]), e2e.Message.FromString(message[:message_size])))
         response = nz.SendResponse(ID=f"3EB0{len(self.sent):08X}", Timestamp=1795991487)
         return _reply(nz.SendMessageReturnFunction(SendResponse=response))
+
+    def BuildReaction(self, uuid, chat, chat_size, sender, sender_size, message_id, reaction):  # noqa: N802
+        """whatsmeow's BuildReaction: the reacted message's key (fromMe when we sent it, the participant in a
+        group) and the emoji."""
+        chat_jid, sender_jid = nz.JID.FromString(chat[:chat_size]), nz.JID.FromString(sender[:sender_size])
+        from_me = sender_jid.User == self.own_user
+        key = MessageKey(remoteJID=f"{chat_jid.User}@{chat_jid.Server}", fromMe=from_me, ID=message_id.decode(),
+                         participant=None if from_me or chat_jid.Server != "g.us" else
+                         f"{sender_jid.User}@{sender_jid.Server}")
+        return _reply(nz.BuildMessageReturnFunction(Message=e2e.Message(reactionMessage=e2e.ReactionMessage(
+            key=key, text=reaction.decode(), senderTimestampMS=1795991487000))))
+
+    def MarkRead(self, uuid, ids, timestamp, chat, chat_size, sender, sender_size, receipt):  # noqa: N802
+        self.reads.append((ids.decode().split(" "), timestamp, nz.JID.FromString(chat[:chat_size]),
+                           nz.JID.FromString(sender[:sender_size]), receipt))
+        return self.presence_error.encode()
+
+    def SendChatPresence(self, uuid, jid, size, state, media):  # noqa: N802
+        self.presences.append((nz.JID.FromString(jid[:size]), state, media))
+        return self.presence_error.encode()
 
     def Upload(self, uuid, data, size, media_type):  # noqa: N802
         self.uploads.append((bytes(data[:size]), media_type))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -19,6 +20,8 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from loguru import logger
 
+from bridge.simulator.interactions import Interactions
+from bridge.simulator.limits import Gatekeeper, Refusal
 from bridge.simulator.state import Session, SimError, SimReceipt, SimState, iso
 from bridge.simulator.traffic import run_traffic
 from watchdog.shared import endpoints, logs
@@ -32,6 +35,7 @@ COMPONENT = "sim"
 CLOSE_SERVER_DISCONNECT = 4000  # -> disconnected, reason in the close message
 CLOSE_LOGGED_OUT = 4401  # -> logged_out (unknown session)
 CLOSE_STREAM_REPLACED = 4409  # -> stream_replaced
+CLOSE_TEMPORARY_BAN = 4402  # -> temporary_ban, after a temporary_ban frame with the code and expiry
 CLOSE_PROTOCOL = 4400  # the client broke the protocol -> disconnected
 CLOSE_GOING_AWAY = 1001  # simulator shutting down -> disconnected
 BATCH = 500  # messages per frame: a bridge ingests thousands per second in few frames
@@ -69,6 +73,8 @@ class Sim:
         self.state = state
         self.tasks: set[asyncio.Task] = set()
         self.rng = random.Random()
+        self.gate = Gatekeeper()  # WhatsApp's limits on senders (bridge/simulator/limits.py)
+        self.interactions = Interactions()  # reactions, read receipts, typing (bridge/simulator/interactions.py)
 
     def attach(self, session: Session, ws: web.WebSocketResponse) -> Connection:
         old = session.connection
@@ -92,6 +98,33 @@ class Sim:
         conn.drop(CLOSE_SERVER_DISCONNECT, f"server disconnect: {reason}", self.tasks)
         return True
 
+    def log_out(self, phone: object) -> bool:
+        """POST /sim/logout: the phone removed the linked device; this session is refused from now on."""
+        session = self.session(phone)
+        self.gate.log_out(session.phone)
+        logger.info("session {}: logged out", session.phone)
+        if isinstance(conn := session.connection, Connection):
+            conn.drop(CLOSE_LOGGED_OUT, "logged out: the linked device was removed on the phone", self.tasks)
+            return True
+        return False
+
+    async def _ban(self, conn: Connection) -> None:
+        """Tell the client it is temporarily banned (code, expiry), then close: as WhatsApp does."""
+        frame = self.gate.ban_frame(conn.session.phone)
+        logger.warning("session {}: temporarily banned ({}, {} s)", conn.session.phone, frame["code"], frame["expire_s"])
+        with contextlib.suppress(ConnectionError):
+            await conn.ws.send_str(json.dumps(frame))
+        conn.drop(CLOSE_TEMPORARY_BAN, f"temporary ban ({frame['code']})", self.tasks)
+
+    def _refused(self, conn: Connection, frame: dict) -> Refusal | None:
+        """WhatsApp's limits on a new send (a resend of a known id is the same message, not counted)."""
+        if frame.get("id") in self.state.sent:
+            return None
+        refusal = self.gate.check_send(conn.session.phone, frame.get("recipient"))
+        if refusal is not None and refusal.ban:
+            _spawn(self.tasks, self._ban(conn))
+        return refusal
+
     def session(self, phone: object) -> Session:
         try:
             return self.state.sessions[phone]  # type: ignore[index]
@@ -113,7 +146,8 @@ class Sim:
     def sessions_json(self) -> dict:
         return {s.phone: {"connected": s.connection is not None, "queue_depth": len(s.queue),
                           "connections": s.connections, "stream_replaced": s.stream_replaced,
-                          "disconnects": s.disconnects, "delivered": s.delivered, "acked": s.acked}
+                          "disconnects": s.disconnects, "delivered": s.delivered, "acked": s.acked,
+                          "standing": self.gate.json(s.phone)}
                 for s in self.state.sessions.values()}
 
     # -- one session connection -------------------------------------------------
@@ -160,8 +194,21 @@ class Sim:
         reply: dict = {"type": "result", "req": frame.get("req")}
         try:
             if kind == "send":
-                sent = self.state.send(conn.session, frame)
-                reply.update(ok=True, id=sent.id, timestamp=iso(sent.time))
+                if (refusal := self._refused(conn, frame)) is not None:
+                    reply.update(ok=False, error=refusal.error, code=refusal.code)
+                    return reply
+                if frame.get("reaction") is not None:
+                    reaction = self.interactions.react(self.state, conn.session.phone, frame)
+                    reply.update(ok=True, id=reaction["id"], timestamp=reaction["time"])
+                else:
+                    sent = self.state.send(conn.session, frame)
+                    reply.update(ok=True, id=sent.id, timestamp=iso(sent.time))
+            elif kind == "read":
+                self.interactions.read(conn.session.phone, frame)
+                reply.update(ok=True)
+            elif kind == "presence":
+                self.interactions.presence(conn.session.phone, frame)
+                reply.update(ok=True)
             elif kind == "history":
                 found = self.state.history(frame.get("chat_jid"), frame.get("since"), frame.get("until"))
                 reply.update(ok=True, messages=[m.wire for m in found])
@@ -197,6 +244,13 @@ class Sim:
         session = self.state.sessions.get(phone) if isinstance(phone, str) else None
         if session is None:
             await ws.close(code=CLOSE_LOGGED_OUT, message=f"logged out: unknown session {phone!r}".encode()[:123])
+        elif self.gate.standing[session.phone].logged_out:
+            await ws.close(code=CLOSE_LOGGED_OUT, message=b"logged out: the linked device was removed on the phone")
+            return None
+        elif self.gate.ban_left(session.phone):
+            await ws.send_str(json.dumps(self.gate.ban_frame(session.phone)))
+            await ws.close(code=CLOSE_TEMPORARY_BAN, message=b"temporary ban")
+            return None
         return session
 
     async def socket(self, request: web.Request) -> web.WebSocketResponse:
@@ -284,6 +338,24 @@ async def disconnect(request: web.Request) -> web.Response:
     return web.json_response({"disconnected": request.app[STATE].disconnect(body.get("session"), str(reason))})
 
 
+async def interactions(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].interactions.json())
+
+
+@_errors_as_400
+async def limits(request: web.Request) -> web.Response:
+    sim = request.app[STATE]
+    return web.json_response(sim.gate.configure(await _json_body(request), sim.state.sessions).json())
+
+
+@_errors_as_400
+async def logout(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise SimError("expected a JSON object {session}")
+    return web.json_response({"logged_out": True, "was_connected": request.app[STATE].log_out(body.get("session"))})
+
+
 @_errors_as_400
 async def read(request: web.Request) -> web.Response:
     return web.json_response({"receipts": request.app[STATE].state.read(await _json_body(request))})
@@ -312,6 +384,9 @@ def build_app(sim: Sim) -> web.Application:
     app.router.add_get("/sim/sent", sent)
     app.router.add_post("/sim/disconnect", disconnect)
     app.router.add_post("/sim/read", read)
+    app.router.add_post("/sim/limits", limits)
+    app.router.add_post("/sim/logout", logout)
+    app.router.add_get("/sim/interactions", interactions)
     app.router.add_get("/sim/messages", messages)
     app.router.add_get("/sim/sessions", sessions)
     app.router.add_get("/ws", socket)

@@ -72,6 +72,7 @@ class Message:
     text: str
     timestamp: datetime
     media: Media | None = None
+    quoted_message_id: str | None = None  # a reply: the message it quotes
 
     @cached_property
     def wire(self) -> dict:
@@ -84,7 +85,7 @@ class Message:
                      "file_enc_sha256": _b64(m.file_enc_sha256), "file_length": m.file_length}
         return {"id": self.id, "chat_jid": self.chat_jid, "chat_name": self.chat_name,
                 "sender_jid": self.sender_jid, "text": self.text, "timestamp": iso(self.timestamp),
-                "media": media}
+                "media": media, "quoted_message_id": self.quoted_message_id}
 
 
 @dataclass(frozen=True)
@@ -98,11 +99,12 @@ class Sent:
     mentioned_jids: tuple[str, ...]
     media_type: str | None
     time: datetime
+    quote: dict | None = None  # a reply: {message_id, sender_jid, text} of the quoted message
 
     def json(self) -> dict:
         return {"session": self.session, "id": self.id, "recipient": self.recipient, "text": self.text,
                 "mentioned_jids": list(self.mentioned_jids), "media_type": self.media_type,
-                "time": iso(self.time)}
+                "time": iso(self.time), "quote": self.quote}
 
 
 @dataclass(frozen=True)
@@ -224,9 +226,11 @@ class SimState:
             raise SimError(f"chat_jid: unknown group {jid} (known: {', '.join(self.groups) or 'none'})") from None
 
     def post(self, group: Group, sender_jid: str, text: str, media: Media | None = None,
-             message_id: str | None = None, at: datetime | None = None, skip_session: str | None = None) -> Message:
+             message_id: str | None = None, at: datetime | None = None, skip_session: str | None = None,
+             quoted_message_id: str | None = None) -> Message:
         """Add a message to a group's history and queue it for every member session except `skip_session`."""
-        message = Message(message_id or self.new_id(), group.jid, group.name, sender_jid, text, at or clock.now(), media)
+        message = Message(message_id or self.new_id(), group.jid, group.name, sender_jid, text, at or clock.now(), media,
+                          quoted_message_id)
         group.add(message)
         for phone, session in self.sessions.items():
             if phone != skip_session and group.jid in self.members[phone]:  # WhatsApp delivers to members only
@@ -234,12 +238,14 @@ class SimState:
         return message
 
     def inject(self, body: object) -> list[Message]:
-        """POST /sim/inject: participants post into groups; one object, or a list posted all-or-nothing."""
+        """POST /sim/inject: participants post into groups (`quoted_message_id`: a reply); one object, or a list
+        posted all-or-nothing."""
         items = body if isinstance(body, list) else [body]
         checked = [self._checked_post(item, f"[{i}] " if isinstance(body, list) else "") for i, item in enumerate(items)]
-        return [self.post(*args) for args in checked]
+        return [self.post(group, sender, text, media, quoted_message_id=quoted)
+                for group, sender, text, media, quoted in checked]
 
-    def _checked_post(self, body: object, where: str) -> tuple[Group, str, str, Media | None]:
+    def _checked_post(self, body: object, where: str) -> tuple[Group, str, str, Media | None, str | None]:
         if not isinstance(body, dict):
             raise SimError(f"{where or 'body: '}expected a JSON object {{chat_jid, sender_jid, text, media?}}")
         try:
@@ -251,9 +257,12 @@ class SimState:
             text = body.get("text", "" if media else None)
             if not isinstance(text, str):
                 raise SimError("text: missing (a string; may be empty only with media)")
+            quoted = body.get("quoted_message_id")
+            if quoted is not None and not isinstance(quoted, str):
+                raise SimError(f"quoted_message_id: expected a message id, got {quoted!r}")
         except SimError as exc:
             raise SimError(f"{where}{exc}") from None
-        return group, sender, text, media
+        return group, sender, text, media, quoted
 
     def store_media(self, raw: object, name: str) -> Media:
         if not isinstance(raw, dict):
@@ -296,12 +305,15 @@ class SimState:
         elif not isinstance(recipient, str) or not USER_JID.match(recipient):
             raise SimError(f"recipient: neither a group JID nor a user JID: {recipient!r}")
         media = self.store_media(body["media"], "media") if body.get("media") is not None else None
+        quote = body.get("quote")
+        if quote is not None and not (isinstance(quote, dict) and isinstance(quote.get("message_id"), str)):
+            raise SimError(f"quote: expected an object {{message_id, sender_jid, text}}, got {quote!r}")
         sent = Sent(session.phone, message_id, recipient, text, tuple(mentions),
-                    media.media_type if media else None, clock.now())
+                    media.media_type if media else None, clock.now(), quote)
         self.sent[message_id] = sent
         if group is not None:
             self.post(group, session.jid, text, media, message_id=message_id, at=sent.time,
-                      skip_session=session.phone)
+                      skip_session=session.phone, quoted_message_id=quote["message_id"] if quote else None)
         self._receipts(sent, "delivered", self.recipients(sent))  # delivered at once; read on POST /sim/read
         return sent
 

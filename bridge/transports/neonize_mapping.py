@@ -12,7 +12,7 @@ from __future__ import annotations
 import mimetypes
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from neonize.proto import Neonize_pb2 as nz
 from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
@@ -20,7 +20,8 @@ from neonize.proto.waHistorySync import WAWebProtobufsHistorySync_pb2 as history
 from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import WebMessageInfo
 from neonize.utils.enum import MediaType
 
-from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, MediaInfo, Receipt, ReceiptKind, Source
+from bridge.transport import (ConnectionEvent, ConnectionKind, IncomingMessage, MediaInfo, Quote, Receipt, ReceiptKind,
+                              Source)
 
 USER_SERVER = "s.whatsapp.net"
 LID_SERVER = "lid"
@@ -115,9 +116,18 @@ def _generated_name(media_type: str, mimetype: str, at: datetime) -> str:
     return f"{media_type}_{at:%Y%m%d_%H%M%S}{extension}"
 
 
-def _content(message: e2e.Message, at: datetime) -> tuple[str, MediaInfo | None]:
+def _content(message: e2e.Message, at: datetime) -> tuple[str, MediaInfo | None, str | None]:
     inner = unwrap(message)
-    return message_text(inner), media_info(inner, at)
+    return message_text(inner), media_info(inner, at), quoted_id(inner)
+
+
+def quoted_id(message: e2e.Message) -> str | None:
+    """The id of the message this one replies to: its ContextInfo's stanzaID (text or media), else None."""
+    for field in ("extendedTextMessage", *(name for name, _ in MEDIA_FIELDS)):
+        if message.HasField(field):
+            context = getattr(message, field).contextInfo
+            return context.stanzaID or None
+    return None
 
 
 def sender_of(source: nz.MessageSource) -> str:
@@ -133,14 +143,14 @@ def incoming_message(event: nz.Message, source: Source) -> IncomingMessage | Non
     """A live or offline message event; None for messages without text or media (reactions, protocol...)."""
     info = event.Info
     at = from_unix(info.Timestamp)
-    text, media = _content(event.Message, at)
+    text, media, quoted = _content(event.Message, at)
     if not text and media is None:
         return None
     origin = info.MessageSource
     direct_chat_name = info.Pushname if not origin.IsGroup and not origin.IsFromMe and info.Pushname else None
     return IncomingMessage(id=info.ID, chat_jid=jid_string(origin.Chat), sender_jid=sender_of(origin), text=text,
                            timestamp=at, source=source, is_from_me=origin.IsFromMe, chat_name=direct_chat_name,
-                           media=media)
+                           media=media, quoted_message_id=quoted)
 
 
 def history_messages(sync: history.HistorySync, own_jid: str
@@ -166,7 +176,7 @@ def history_messages(sync: history.HistorySync, own_jid: str
 def _history_message(web: WebMessageInfo, chat: str, chat_name: str, number_of: Mapping[str, str],
                      own_jid: str) -> IncomingMessage | None:
     at = from_unix(web.messageTimestamp)
-    text, media = _content(web.message, at)
+    text, media, quoted = _content(web.message, at)
     if not text and media is None:
         return None
     if web.key.fromMe:
@@ -175,7 +185,8 @@ def _history_message(web: WebMessageInfo, chat: str, chat_name: str, number_of: 
         sender = bare_jid(web.participant or web.key.participant or web.key.remoteJID or chat)
         sender = number_of.get(sender, sender)
     return IncomingMessage(id=web.key.ID, chat_jid=chat, sender_jid=sender, text=text, timestamp=at,
-                           source=Source.HISTORY, is_from_me=web.key.fromMe, chat_name=chat_name or None, media=media)
+                           source=Source.HISTORY, is_from_me=web.key.fromMe, chat_name=chat_name or None, media=media,
+                           quoted_message_id=quoted)
 
 
 # -- receipts ----------------------------------------------------------------------------------------------
@@ -226,8 +237,7 @@ def connection_event(event: object, at: datetime) -> ConnectionEvent | None:
             return ConnectionEvent(ConnectionKind.LOGGED_OUT, at,
                                    f"logged out by WhatsApp {when} ({_reason_name(event.Reason)}); re-pair the account")
         case nz.TemporaryBan():
-            reason = nz.TemporaryBan.TempBanReason.Name(event.Code) if event.Code else "unknown reason"
-            return ConnectionEvent(ConnectionKind.TEMPORARY_BAN, at, f"temporarily banned ({reason}, expire {event.Expire})")
+            return temporary_ban(event, at)
         case nz.ClientOutdated():
             return ConnectionEvent(ConnectionKind.CLIENT_OUTDATED, at,
                                    "WhatsApp refused this client version (client outdated); upgrade neonize")
@@ -238,6 +248,17 @@ def connection_event(event: object, at: datetime) -> ConnectionEvent | None:
         case nz.StreamError():
             return ConnectionEvent(ConnectionKind.DISCONNECTED, at, f"stream error {event.Code or 'without a code'}")
     return None
+
+
+def temporary_ban(event: nz.TemporaryBan, at: datetime) -> ConnectionEvent:
+    """WhatsApp's reason code and the expiry (neonize sends whatsmeow's Expire duration in seconds)."""
+    try:
+        code = nz.TemporaryBan.TempBanReason.Name(event.Code)
+    except ValueError:
+        code = f"code {event.Code}"
+    until = at + timedelta(seconds=max(0, event.Expire))
+    return ConnectionEvent(ConnectionKind.TEMPORARY_BAN, at, f"temporary ban by WhatsApp ({code}) until "
+                           f"{until.isoformat(timespec='seconds')} (in {event.Expire} s)", until)
 
 
 def _reason_name(value: int) -> str:
@@ -269,16 +290,21 @@ def with_lids(text: str, mentioned_jids: Sequence[str], lid_of: Mapping[str, str
     return text, jids
 
 
-def _context(mentioned_jids: Sequence[str]) -> e2e.ContextInfo | None:
+def _context(mentioned_jids: Sequence[str], quote: Quote | None = None) -> e2e.ContextInfo | None:
+    """WhatsApp's ContextInfo: the mentioned JIDs, and for a reply the quoted message's id (stanzaID), sender
+    (participant) and content (quotedMessage, the preview above the reply), as whatsmeow's clients build it."""
+    if quote is not None:
+        return e2e.ContextInfo(stanzaID=quote.message_id, participant=quote.sender_jid or None,
+                               quotedMessage=e2e.Message(conversation=quote.text), mentionedJID=list(mentioned_jids))
     return e2e.ContextInfo(mentionedJID=list(mentioned_jids)) if mentioned_jids else None
 
 
-def text_message(text: str, mentioned_jids: Sequence[str] = ()) -> e2e.Message:
-    """Plain text as `conversation`; with mentions an extended text listing them in contextInfo.mentionedJID."""
-    if not mentioned_jids:
+def text_message(text: str, mentioned_jids: Sequence[str] = (), quote: Quote | None = None) -> e2e.Message:
+    """Plain text as `conversation`; with mentions or a quote an extended text carrying them in contextInfo."""
+    if not mentioned_jids and quote is None:
         return e2e.Message(conversation=text)
     return e2e.Message(extendedTextMessage=e2e.ExtendedTextMessage(
-        text=visible_mentions(text, mentioned_jids), contextInfo=_context(mentioned_jids)))
+        text=visible_mentions(text, mentioned_jids), contextInfo=_context(mentioned_jids, quote)))
 
 
 def mime_type(media_type: str, filename: str) -> str:
@@ -288,7 +314,7 @@ def mime_type(media_type: str, filename: str) -> str:
 
 
 def media_message(media_type: str, upload: nz.UploadResponse, filename: str, caption: str,
-                  mentioned_jids: Sequence[str] = ()) -> e2e.Message:
+                  mentioned_jids: Sequence[str] = (), quote: Quote | None = None) -> e2e.Message:
     """An uploaded file as an image / video / audio / document message with its caption.
 
     Audio messages have no caption field in WhatsApp; an .ogg file goes as a voice note (PTT) as whatsapp-mcp does.
@@ -298,7 +324,7 @@ def media_message(media_type: str, upload: nz.UploadResponse, filename: str, cap
                   fileEncSHA256=upload.FileEncSHA256, fileSHA256=upload.FileSHA256, fileLength=upload.FileLength,
                   mimetype=mimetype)
     caption = visible_mentions(caption, mentioned_jids) if caption or mentioned_jids else ""
-    context = _context(mentioned_jids)
+    context = _context(mentioned_jids, quote)
     if media_type == "image":
         return e2e.Message(imageMessage=e2e.ImageMessage(**common, caption=caption, contextInfo=context))
     if media_type == "video":

@@ -11,7 +11,10 @@ The session lives in neonize's database (SQLite in the account's session
 directory, or a PostgreSQL URL), guarded by the bridge's session lock. A
 connect that fails (no network, WhatsApp down) is reported as CONNECT_FAILED
 and retried with tenacity backoff; terminal events (stream replaced, logged
-out, banned, outdated) stop the client and end run().
+out, outdated) stop the client and end run(). A temporary ban stops the client
+until its expiry, then a new session starts (whatsmeow does not retry one).
+Send errors are WhatsApp's codes (bridge/refusals.py): rate-overlimit pauses
+the account, a refusal for one contact fails that message.
 """
 from __future__ import annotations
 
@@ -35,14 +38,17 @@ from neonize.client import NewClient
 from neonize.events import (ClientOutdatedEv, ConnectedEv, ConnectFailureEv, DisconnectedEv, HistorySyncEv,
                             KeepAliveRestoredEv, KeepAliveTimeoutEv, LoggedOutEv, MessageEv, OfflineSyncCompletedEv,
                             ReceiptEv, StreamErrorEv, StreamReplacedEv, TemporaryBanEv)
-from neonize.exc import DownloadError, GetGroupInfoError, GetJIDFromStoreError, NeonizeError, SendMessageError, UploadError
+from neonize.exc import (DownloadError, GetGroupInfoError, GetJIDFromStoreError, MarkReadError, NeonizeError,
+                         SendMessageError, SendPresenceError, UploadError)
 from neonize.proto import Neonize_pb2 as nz
+from neonize.utils.enum import ChatPresence, ChatPresenceMedia, ReceiptType
 from neonize.utils.log import log_whatsmeow
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, ConnectionKind, Handler,
                               HistoryUnsupported, IncomingMessage, MediaInfo, NotConnected, OutgoingMessage,
                               SendFailed, SendResult, Source, Transport)
+from bridge import refusals
 from bridge.transports import neonize_mapping as mapping
 from bridge.transports.neonize_account import session_database
 from watchdog.shared import file_modes
@@ -100,6 +106,10 @@ class NeonizeClient(Protocol):
     def get_group_info(self, jid: nz.JID) -> nz.GroupInfo: ...
     def get_joined_groups(self) -> Sequence[nz.GroupInfo]: ...
     def get_lid_from_pn(self, jid: nz.JID) -> nz.JID: ...
+    def build_reaction(self, chat: nz.JID, sender: nz.JID, message_id: str, reaction: str) -> object: ...
+    def mark_read(self, *message_ids: str, chat: nz.JID, sender: nz.JID, receipt: ReceiptType,
+                  timestamp: int | None = None) -> None: ...
+    def send_chat_presence(self, jid: nz.JID, state: ChatPresence, media: ChatPresenceMedia) -> None: ...
 
 
 # -- session store ----------------------------------------------------------------------------------
@@ -181,8 +191,11 @@ def _new_client(database: str, device: nz.JID) -> NeonizeClient:
 
 
 def _classify(exc: Exception) -> Exception:
-    """A neonize send/upload error as NotConnected (the outbox retries) or SendFailed (it will not work)."""
+    """A neonize send/upload error as RateLimited (the account pauses), SendFailed with WhatsApp's code and
+    meaning (it will not work), or NotConnected (the outbox retries)."""
     text = str(exc)
+    if (refused := refusals.classify(refusals.server_code(text), text)) is not None:
+        return refused
     if any(hint in text.lower() for hint in NOT_CONNECTED_HINTS):
         return NotConnected(f"WhatsApp: {text}")
     return SendFailed(f"WhatsApp refused the message: {text}")
@@ -208,6 +221,7 @@ class NeonizeTransport(Transport):
         self._keepalive_lost = False
         self._terminal: ConnectionEvent | None = None
         self._restart = False  # the session must be replaced (stream error: whatsmeow will not reconnect)
+        self._banned_until: datetime | None = None  # a temporary ban: the next session starts at its expiry
         self._lid_groups: dict[str, bool] = {}
 
     # -- connection loop ---------------------------------------------------------------------------------
@@ -232,7 +246,12 @@ class NeonizeTransport(Transport):
                 async for attempt in retrying:
                     with attempt:
                         await self._session(client, handler)
-            if self._restart:
+            if self._banned_until is not None:
+                wait = max(RESTART_PAUSE, (self._banned_until - clock.now()).total_seconds())
+                logger.warning("neonize transport: temporarily banned; connecting again in {:.0f} s", wait)
+                self._banned_until = None
+                await self._sleep_unless_closed(wait)
+            elif self._restart:
                 await self._sleep_unless_closed(RESTART_PAUSE)
         if self._terminal is not None:
             logger.error("neonize transport: {} ({}); not reconnecting", self._terminal.kind.value, self._terminal.reason)
@@ -402,6 +421,9 @@ class NeonizeTransport(Transport):
         if kind in TERMINAL_KINDS:
             self._terminal = event
             await self._stop_client()
+        elif kind == ConnectionKind.TEMPORARY_BAN:
+            self._banned_until = event.until or clock.now()
+            await self._stop_client()
         elif stream_error:
             self._restart = True  # whatsmeow expects this disconnect and will not reconnect by itself
             await self._stop_client()
@@ -429,11 +451,17 @@ class NeonizeTransport(Transport):
         if mentioned and message.recipient_jid.endswith(f"@{mapping.GROUP_SERVER}"):
             text, mentioned = mapping.with_lids(text, mentioned, self._lids(client, message.recipient_jid, mentioned))
         try:
-            if message.media is not None and media_bytes is not None:
+            if message.reaction is not None:  # whatsmeow's BuildReaction: the reacted message's key, the emoji
+                reaction = message.reaction
+                sender = self._account.jid if reaction.from_me else reaction.sender_jid
+                payload = client.build_reaction(mapping.parse_jid(message.recipient_jid), mapping.parse_jid(sender),
+                                                reaction.message_id, reaction.emoji)
+            elif message.media is not None and media_bytes is not None:
                 upload = client.upload(media_bytes, mapping.UPLOAD_TYPE[message.media.media_type])
-                payload = mapping.media_message(message.media.media_type, upload, message.media.filename, text, mentioned)
+                payload = mapping.media_message(message.media.media_type, upload, message.media.filename, text, mentioned,
+                                                message.quote)
             else:
-                payload = mapping.text_message(text, mentioned)
+                payload = mapping.text_message(text, mentioned, message.quote)
             response = client.send_message(mapping.parse_jid(message.recipient_jid), payload)
         except (SendMessageError, UploadError) as exc:
             raise _classify(exc) from None
@@ -465,6 +493,25 @@ class NeonizeTransport(Transport):
                 return False
             self._lid_groups[group_jid] = any(p.JID.Server == mapping.LID_SERVER for p in info.Participants)
         return self._lid_groups[group_jid]
+
+    async def mark_read(self, chat_jid: str, sender_jid: str, message_ids: tuple[str, ...], at: datetime) -> None:
+        client = self._live_client()
+        chat = mapping.parse_jid(chat_jid)
+        try:
+            await asyncio.to_thread(functools.partial(
+                client.mark_read, *message_ids, chat=chat, sender=mapping.parse_jid(sender_jid) if sender_jid else chat,
+                receipt=ReceiptType.READ, timestamp=int(at.timestamp())))
+        except MarkReadError as exc:
+            raise _classify(exc) from None
+
+    async def typing(self, chat_jid: str, composing: bool) -> None:
+        client = self._live_client()
+        state = ChatPresence.CHAT_PRESENCE_COMPOSING if composing else ChatPresence.CHAT_PRESENCE_PAUSED
+        try:
+            await asyncio.to_thread(client.send_chat_presence, mapping.parse_jid(chat_jid), state,
+                                    ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT)
+        except SendPresenceError as exc:
+            raise _classify(exc) from None
 
     async def joined_groups(self) -> list[str]:
         client = self._live_client()

@@ -13,6 +13,11 @@ after `keepalive` of silence, reporting the disconnect *at the moment it last
 heard from the server* — the last moment the connection was known good. A
 connection whose packets are dropped (no FIN, no RST) is so noticed within one
 keepalive interval.
+
+WhatsApp's limits as the simulator models them: a refused send carries
+WhatsApp's code (bridge/refusals.py: 429 pauses the account, 463 fails the
+message); a temporary ban is a `temporary_ban` frame (code, expiry) and close
+code 4402, after which the transport waits for the expiry before connecting.
 """
 from __future__ import annotations
 
@@ -22,12 +27,13 @@ import collections
 import contextlib
 import itertools
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import aiohttp
 from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
+from bridge import refusals
 from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, ConnectionKind, Handler,
                               IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, Receipt,
                               ReceiptKind, SendFailed, SendResult, Source, Transport)
@@ -39,7 +45,8 @@ from watchdog.shared.waiting import wait_event
 from watchdog.shared import clock
 
 # Close codes chosen by bridge/simulator/server.py.
-CLOSE_CODES = {4409: ConnectionKind.STREAM_REPLACED, 4401: ConnectionKind.LOGGED_OUT}
+CLOSE_CODES = {4409: ConnectionKind.STREAM_REPLACED, 4401: ConnectionKind.LOGGED_OUT,
+               4402: ConnectionKind.TEMPORARY_BAN}
 REQUEST_TIMEOUT = 10.0
 MAX_FRAME = 144 * 1024 * 1024  # a 100 MB document (WhatsApp's limit) travels base64 in one frame
 MAX_BATCH = 5000  # messages per on_messages call
@@ -53,10 +60,22 @@ class _Unreachable(Exception):
 class _Closed:
     """End of a connection, as the reader saw it; `at`: when it was last known good."""
 
-    def __init__(self, kind: ConnectionKind, reason: str, at: datetime | None = None) -> None:
+    def __init__(self, kind: ConnectionKind, reason: str, at: datetime | None = None,
+                 until: datetime | None = None) -> None:
         self.kind = kind
         self.reason = reason
         self.at = at or clock.now()
+        self.until = until  # a temporary ban's expiry
+
+
+def _ban(frame: dict | None, reason: str) -> _Closed:
+    """The close after a `temporary_ban` frame: WhatsApp's reason code and the expiry."""
+    frame = frame or {}
+    expire_s = frame.get("expire_s") if isinstance(frame.get("expire_s"), int) else 0
+    until = clock.now() + timedelta(seconds=expire_s)
+    code = frame.get("code") or "unknown reason"
+    return _Closed(ConnectionKind.TEMPORARY_BAN, f"temporary ban by WhatsApp ({code}) until "
+                   f"{until.isoformat(timespec='seconds')} (in {expire_s} s)" if frame else reason, until=until)
 
 
 def _incoming(raw: dict, source: Source, own_jid: str) -> IncomingMessage:
@@ -65,6 +84,7 @@ def _incoming(raw: dict, source: Source, own_jid: str) -> IncomingMessage:
         id=raw["id"], chat_jid=raw["chat_jid"], sender_jid=raw["sender_jid"], text=raw["text"],
         timestamp=datetime.fromisoformat(raw["timestamp"]), source=source,
         is_from_me=raw["sender_jid"] == own_jid, chat_name=raw.get("chat_name"),
+        quoted_message_id=raw.get("quoted_message_id"),
         media=MediaInfo(media["type"], media["filename"], media["url"], base64.b64decode(media["media_key"]),
                         base64.b64decode(media["file_sha256"]), base64.b64decode(media["file_enc_sha256"]),
                         media["file_length"]) if media else None)
@@ -124,9 +144,11 @@ class SimTransport(Transport):
                 if self._closed.is_set():
                     end = _Closed(ConnectionKind.DISCONNECTED, "closed by client")
                 logger.info("sim transport: {} ({}), last heard {}", end.kind.value, end.reason, end.at)
-                await handler.on_connection(ConnectionEvent(end.kind, end.at, end.reason))
+                await handler.on_connection(ConnectionEvent(end.kind, end.at, end.reason, end.until))
                 if end.kind in TERMINAL_KINDS:
                     return
+                if end.until is not None:  # banned: connecting before the expiry is refused again
+                    await self._sleep_unless_closed(max(0.0, (end.until - clock.now()).total_seconds()))
 
     async def _connect_until_up(self, http: aiohttp.ClientSession,
                                 handler: Handler) -> aiohttp.ClientWebSocketResponse | None:
@@ -239,6 +261,7 @@ class SimTransport(Transport):
         """Answer request futures at once; queue every other frame, then how the connection ended."""
         end = _Closed(ConnectionKind.DISCONNECTED, "connection closed")
         loop = asyncio.get_running_loop()
+        banned: dict | None = None  # the temporary_ban frame before a 4402 close
         heard = pinged = loop.time()
         self._heard_at = clock.now()
         try:
@@ -267,7 +290,9 @@ class SimTransport(Transport):
                     frame = json.loads(msg.data)
                     if not isinstance(frame, dict):
                         raise ValueError(f"frame is not a JSON object: {msg.data[:80]!r}")
-                    if frame.get("type") == "result":
+                    if frame.get("type") == "temporary_ban":
+                        banned = frame
+                    elif frame.get("type") == "result":
                         future = self._pending.get(frame.get("req"))
                         if future and not future.done():
                             future.set_result(frame)
@@ -277,8 +302,9 @@ class SimTransport(Transport):
                     continue
                 if msg.type == aiohttp.WSMsgType.CLOSE:
                     code = ws.close_code or msg.data
-                    end = _Closed(CLOSE_CODES.get(code, ConnectionKind.DISCONNECTED),
-                                  msg.extra or f"closed by the simulator (code {code})")
+                    reason = msg.extra or f"closed by the simulator (code {code})"
+                    kind = CLOSE_CODES.get(code, ConnectionKind.DISCONNECTED)
+                    end = _ban(banned, reason) if kind == ConnectionKind.TEMPORARY_BAN else _Closed(kind, reason)
                 elif msg.type == aiohttp.WSMsgType.ERROR:
                     error = msg.data
                     end = _Closed(ConnectionKind.DISCONNECTED, f"connection lost: {error or type(error).__name__}",
@@ -332,10 +358,28 @@ class SimTransport(Transport):
     async def send(self, message: OutgoingMessage) -> SendResult:
         frame: dict = {"type": "send", "id": message.message_id, "recipient": message.recipient_jid,
                        "text": message.text, "mentioned_jids": list(message.mentioned_jids)}
+        if message.quote is not None:
+            frame["quote"] = vars(message.quote)
+        if message.reaction is not None:
+            frame["reaction"] = vars(message.reaction)
         reply = await self._request(frame, message.media)
         if not reply.get("ok"):
-            raise SendFailed(reply.get("error") or "refused by the simulator")
+            error = str(reply.get("error") or "refused by the simulator")
+            code = reply.get("code")
+            raise refusals.classify(code if isinstance(code, int) else None, error) or SendFailed(error)
         return SendResult(reply["id"], datetime.fromisoformat(reply["timestamp"]))
+
+    async def mark_read(self, chat_jid: str, sender_jid: str, message_ids: tuple[str, ...], at: datetime) -> None:
+        await self._ask({"type": "read", "chat_jid": chat_jid, "sender_jid": sender_jid,
+                         "message_ids": list(message_ids), "at": at.isoformat()})
+
+    async def typing(self, chat_jid: str, composing: bool) -> None:
+        await self._ask({"type": "presence", "chat_jid": chat_jid, "composing": composing})
+
+    async def _ask(self, frame: dict) -> None:
+        reply = await self._request(frame)
+        if not reply.get("ok"):
+            raise SendFailed(str(reply.get("error") or "refused by the simulator"))
 
     async def request_history(self, chat_jid: str, since: datetime, until: datetime) -> list[IncomingMessage]:
         reply = await self._request({"type": "history", "chat_jid": chat_jid,

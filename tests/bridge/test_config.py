@@ -59,6 +59,7 @@ AUDIT = [
     ("watchdog_sec = 3.0", "watchdog_sec = 3.0\nmedia_max_mb = {sticker = 1}", "accounts.main.media_max_mb.sticker",
      "unknown key"),
     ("watchdog_sec = 3.0", "watchdog_sec = 3.0\nsend_max_attempts = 0", "accounts.main.send_max_attempts", "more than 0"),
+    ("watchdog_sec = 3.0", "watchdog_sec = 3.0\nsend_pause_s = 0", "accounts.main.send_pause_s", "more than 0"),
     ("watchdog_sec = 3.0", "watchdog_sec = 3.0\nsend_wait_s = -1", "accounts.main.send_wait_s", "0 (off) or more"),
     ("watchdog_sec = 3.0", "watchdog_sec = 3.0\ndedupe_window_s = -1", "accounts.main.dedupe_window_s", "0 (off) or more"),
     ("[[projects]]", SECOND_ACCOUNT.replace("[accounts.other]", '[accounts."main account"]') + "\n[[projects]]",

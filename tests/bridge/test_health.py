@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bridge.health import (CONNECTED, CONNECTING, DISCONNECTED, STATE_OF_KIND, STREAM_REPLACED, Health,
+from bridge.health import (CONNECTED, CONNECTING, DISCONNECTED, STATE_OF_KIND, STREAM_REPLACED, TEMPORARY_BAN, Health,
                            HealthInputs)
 from bridge.schema import Window
 from bridge.transport import ConnectionKind
@@ -25,7 +25,7 @@ def test_connected_and_writable_is_200_with_every_field() -> None:
                     "pid": os.getpid(), "last_event_age_s": body["last_event_age_s"], "loop_lag_ms": 0.0,
                     "outbox_depth": 3, "dead_letters": 1, "quarantine": {"sanitised": 2, "quarantined": 0},
                     "open_window": None, "caught_up": True, "store_writable": True, "groups": None,
-                    "not_in_groups": []}
+                    "not_in_groups": [], "sending": None}
 
 
 def test_an_outage_is_503_with_its_reason_and_window() -> None:
@@ -55,11 +55,22 @@ def test_terminal_states_stay_and_bad_transitions_are_loud() -> None:
     health.transition(STATE_OF_KIND[ConnectionKind.STREAM_REPLACED], "stream replaced")
     assert health.terminal and not health.transition(CONNECTED)
     assert health.snapshot(HealthInputs(0, None))[1]["state"] == STREAM_REPLACED
-    assert STATE_OF_KIND[ConnectionKind.TEMPORARY_BAN] == "logged_out"
     with pytest.raises(AssertionError, match="connected -> connecting"):
         fresh = Health("main")
         fresh.transition(CONNECTED)
         fresh.transition(CONNECTING)
+
+
+def test_a_temporary_ban_is_its_own_state_and_is_left_by_connecting_again() -> None:
+    """Not terminal as a logout is: the ban expires and the bridge connects again by itself."""
+    health = Health("main")
+    health.transition(CONNECTED)
+    until = "2026-11-24T23:31:27+00:00"
+    assert health.transition(STATE_OF_KIND[ConnectionKind.TEMPORARY_BAN], f"temporary ban by WhatsApp "
+                                                                          f"(SEND_TO_TOO_MANY_PEOPLE) until {until}")
+    status, body = health.snapshot(HealthInputs(2, WINDOW))
+    assert (status, body["state"]) == (503, TEMPORARY_BAN) and "SEND_TO_TOO_MANY_PEOPLE" in body["reason"]
+    assert not health.terminal and health.transition(CONNECTED)
 
 
 def test_loop_lag_shows_a_blocked_loop() -> None:

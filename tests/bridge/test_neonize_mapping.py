@@ -189,7 +189,7 @@ def test_poison_protobufs_are_sanitised_or_set_aside_and_the_rest_is_stored(stor
     (nz.LoggedOut(OnConnect=True, Reason=nz.ConnectFailureReason.LOGGED_OUT), ConnectionKind.LOGGED_OUT,
      "logged out by WhatsApp on connect (LOGGED_OUT)"),
     (nz.TemporaryBan(Code=nz.TemporaryBan.SENT_TOO_MANY_SAME_MESSAGE, Expire=3600), ConnectionKind.TEMPORARY_BAN,
-     "temporarily banned (SENT_TOO_MANY_SAME_MESSAGE, expire 3600)"),
+     "temporary ban by WhatsApp (SENT_TOO_MANY_SAME_MESSAGE) until 2026-11-24T23:31:27+00:00 (in 3600 s)"),
     (nz.ClientOutdated(), ConnectionKind.CLIENT_OUTDATED, "client outdated"),
     (nz.ConnectFailure(Reason=nz.ConnectFailureReason.INTERNAL_SERVER_ERROR, Message="try later"),
      ConnectionKind.CONNECT_FAILED, "WhatsApp refused the login (INTERNAL_SERVER_ERROR): try later"),

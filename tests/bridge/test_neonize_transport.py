@@ -11,12 +11,14 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from neonize.proto import Neonize_pb2 as nz
+from neonize.utils.enum import ChatPresence, ChatPresenceMedia, ReceiptType
 from neonize.proto.waCommon.WACommon_pb2 import MessageKey
 from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
 from neonize.proto.waHistorySync import WAWebProtobufsHistorySync_pb2 as history
@@ -26,7 +28,8 @@ from bridge.main import Bridge
 from bridge.schema import messages_after, windows
 from bridge.store import Store
 from bridge.transport import (ConnectionEvent, ConnectionKind, HistoryUnsupported, IncomingMessage, MediaInfo,
-                              NotConnected, OutgoingMedia, OutgoingMessage, Receipt, SendFailed, Source)
+                              NotConnected, OutgoingMedia, OutgoingMessage, Quote, RateLimited, Reaction, Receipt,
+                              SendFailed, Source)
 from bridge.transports.neonize_transport import (HISTORY_LIMIT, NeedsOperator, NeonizeTransport, ensure_paired,
                                                  session_database)
 from tests.conftest import GROUP_A, GROUP_B, until
@@ -159,7 +162,6 @@ async def bridge_scenario(fake: FakeGo, store: Store, bridge: Bridge, task: asyn
 
 @pytest.mark.parametrize("terminal, kind", [
     (nz.LoggedOut(OnConnect=False, Reason=nz.ConnectFailureReason.LOGGED_OUT), ConnectionKind.LOGGED_OUT),
-    (nz.TemporaryBan(Code=nz.TemporaryBan.BLOCKED_BY_USERS, Expire=60), ConnectionKind.TEMPORARY_BAN),
     (nz.ClientOutdated(), ConnectionKind.CLIENT_OUTDATED)])
 def test_terminal_events_stop_without_reconnecting(linked: Config, terminal: object, kind: ConnectionKind) -> None:
     fake, recorder = FakeGo(), Recorder()
@@ -172,6 +174,50 @@ def test_terminal_events_stop_without_reconnecting(linked: Config, terminal: obj
         assert [e.kind for e in recorder.events] == [ConnectionKind.CONNECTED, kind] and fake.connects == 1
 
     asyncio.run(scenario())
+
+
+def test_a_temporary_ban_stops_the_session_until_it_expires_then_connects_again(linked: Config) -> None:
+    """whatsmeow's TemporaryBan (code, Expire in seconds): the client stops, a new session starts at the expiry."""
+    fake, recorder = FakeGo(), Recorder()
+
+    async def scenario() -> None:
+        transport = NeonizeTransport(linked, linked.account("main"), client_factory(fake))
+        async with running(transport, recorder, fake):
+            await emit(fake, nz.Connected(status=True), nz.TemporaryBan(Code=nz.TemporaryBan.BLOCKED_BY_USERS,
+                                                                         Expire=2))
+            await until(lambda: not fake.running.is_set(), message="the banned session to stop")
+            banned = recorder.events[-1]
+            assert banned.kind == ConnectionKind.TEMPORARY_BAN and "BLOCKED_BY_USERS" in banned.reason
+            assert banned.until is not None and 1.5 <= (banned.until - banned.at).total_seconds() <= 2.5
+            with pytest.raises(NotConnected):
+                await transport.send(OutgoingMessage("x", SENDER, "hi"))
+            assert fake.connects == 1  # nothing before the expiry
+            await until(lambda: fake.connects == 2 and fake.running.is_set(), timeout=10,
+                        message="a new session at the expiry")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("error, raised, reason", [
+    ("server returned error 429", RateLimited, "rate-overlimit (429)"),
+    ("failed to refresh media connections: info query returned 429: rate-overlimit", RateLimited, "rate-overlimit"),
+    ("server returned error 463", SendFailed, "error 463: refused for this contact: WhatsApp's reach-out time-lock"),
+    ("server returned error 479", SendFailed, "error 479: refused for this contact"),
+    ("server returned error 403", SendFailed, "error 403: forbidden"),
+    ("server returned error 500", SendFailed, "error 500: refused by WhatsApp"),
+    ("failed to send message: websocket not connected", NotConnected, "websocket not connected")])
+def test_whatsapps_send_errors_slow_down_fail_the_message_or_retry(linked: Config, error: str, raised: type,
+                                                                     reason: str) -> None:
+    """whatsmeow's words for a refused send (ErrServerReturnedError + code, IQError), through neonize's real
+    SendMessageError: rate-overlimit pauses the account, a contact refusal fails the message with its meaning."""
+    fake = FakeGo()
+
+    async def body(transport: NeonizeTransport) -> None:
+        fake.send_error = error
+        with pytest.raises(raised, match=re.escape(reason)):
+            await transport.send(OutgoingMessage("x", SENDER, "hi"))
+
+    run_connected(linked, fake, body)
 
 
 @pytest.mark.slow
@@ -275,6 +321,82 @@ def test_send_with_mentions_is_the_extended_text_whatsapp_expects(linked: Config
     assert (to.User, to.Server) == ("120363000000000001", "g.us")
     assert message == e2e.Message(extendedTextMessage=e2e.ExtendedTextMessage(
         text="@27710000001 DR1734150 received", contextInfo=e2e.ContextInfo(mentionedJID=[SENDER])))
+
+
+def test_a_quoted_reply_carries_whatsapps_context_info_with_the_mentions(linked: Config) -> None:
+    fake = FakeGo()
+    fake.group_participants = [nz.GroupParticipant(JID=jid(SENDER), PhoneNumber=jid(SENDER))]
+    quote = Quote("3EB0QUOTED0001", SENDER, "DR1734150 installed")
+
+    async def body(transport: NeonizeTransport) -> None:
+        await transport.send(OutgoingMessage("id-2", GROUP_A, "@27710000001 DR1734150 approved", (SENDER,),
+                                             quote=quote))
+
+    run_connected(linked, fake, body)
+    ((_, message),) = fake.sent
+    assert message == e2e.Message(extendedTextMessage=e2e.ExtendedTextMessage(
+        text="@27710000001 DR1734150 approved", contextInfo=e2e.ContextInfo(
+            stanzaID="3EB0QUOTED0001", participant=SENDER, quotedMessage=e2e.Message(conversation="DR1734150 installed"),
+            mentionedJID=[SENDER])))
+
+
+@pytest.mark.parametrize("from_me, participant", [(False, SENDER), (True, None)])
+def test_a_reaction_is_built_by_neonize_and_sent_to_the_chat(linked: Config, from_me: bool,
+                                                            participant: str | None) -> None:
+    """neonize's build_reaction (whatsmeow's BuildReaction: the reacted message's key) then send_message."""
+    fake = FakeGo()
+
+    async def body(transport: NeonizeTransport) -> None:
+        await transport.send(OutgoingMessage("id-3", GROUP_A, "✅", reaction=Reaction(
+            "3EB0DROP00001", "" if from_me else SENDER, from_me, "✅")))
+
+    run_connected(linked, fake, body)
+    ((to, message),) = fake.sent
+    assert (to.User, to.Server) == ("120363000000000001", "g.us")
+    reaction = message.reactionMessage
+    assert (reaction.text, reaction.key.ID, reaction.key.remoteJID, reaction.key.fromMe) == (
+        "✅", "3EB0DROP00001", GROUP_A, from_me)
+    assert (reaction.key.participant or None) == participant
+
+
+def test_read_receipts_and_typing_go_through_neonize(linked: Config) -> None:
+    fake = FakeGo()
+    at = datetime(2026, 11, 24, 22, 31, 27, tzinfo=timezone.utc)
+
+    async def body(transport: NeonizeTransport) -> None:
+        await transport.mark_read(GROUP_A, SENDER, ("M1", "M2"), at)
+        await transport.typing(GROUP_A, True)
+        await transport.typing(GROUP_A, False)
+        fake.presence_error = "failed to send chat presence: websocket not connected"
+        with pytest.raises(NotConnected):
+            await transport.typing(GROUP_A, True)
+
+    run_connected(linked, fake, body)
+    ((ids, timestamp, chat, sender, receipt),) = fake.reads
+    assert (ids, timestamp, chat.User, sender.User, receipt) == (["M1", "M2"], int(at.timestamp()),
+                                                                 "120363000000000001", "27710000001",
+                                                                 ReceiptType.READ.value)
+    assert [(p[0].User, p[1], p[2]) for p in fake.presences[:2]] == [
+        ("120363000000000001", ChatPresence.CHAT_PRESENCE_COMPOSING.value, ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT.value),
+        ("120363000000000001", ChatPresence.CHAT_PRESENCE_PAUSED.value, ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT.value)]
+
+
+def test_a_received_reply_carries_the_id_it_quotes(linked: Config) -> None:
+    fake, recorder = FakeGo(), Recorder()
+    source = nz.MessageSource(Chat=jid(GROUP_A), Sender=jid(SENDER), IsGroup=True)
+    reply = nz.Message(Info=nz.MessageInfo(MessageSource=source, ID="M9", Timestamp=NOW_MS),
+                       Message=e2e.Message(extendedTextMessage=e2e.ExtendedTextMessage(
+                           text="fixed, see DR1734150", contextInfo=e2e.ContextInfo(
+                               stanzaID="3EB0FEEDBACK01", participant="27710000000@s.whatsapp.net",
+                               quotedMessage=e2e.Message(conversation="DR1734150 rejected")))))
+
+    async def scenario() -> None:
+        transport = NeonizeTransport(linked, linked.account("main"), client_factory(fake))
+        async with running(transport, recorder, fake):
+            await emit(fake, nz.Connected(status=True), reply, group_message("M10", "no reply"))
+
+    asyncio.run(scenario())
+    assert [(m.id, m.quoted_message_id) for m in recorder.messages] == [("M9", "3EB0FEEDBACK01"), ("M10", None)]
 
 
 def test_mentions_in_a_lid_addressed_group_use_lids(linked: Config) -> None:

@@ -33,6 +33,8 @@ def store(tmp_path: Path) -> Store:
 
 
 def test_schema_is_exactly_whatsapp_mcp(store: Store) -> None:
+    """whatsapp-mcp's columns in its order, then its verygoodplugins fork's quoted_message_id (the upstream client
+    names its columns, so an extra one at the end is invisible to it)."""
     def columns(table: str) -> list[tuple]:
         return [(r[1], r[2], r[5]) for r in store.conn.execute(f"PRAGMA table_info({table})")]
     assert columns("chats") == [("jid", "TEXT", 1), ("name", "TEXT", 0), ("last_message_time", "TIMESTAMP", 0)]
@@ -40,7 +42,7 @@ def test_schema_is_exactly_whatsapp_mcp(store: Store) -> None:
         ("id", "TEXT", 1), ("chat_jid", "TEXT", 2), ("sender", "TEXT", 0), ("content", "TEXT", 0),
         ("timestamp", "TIMESTAMP", 0), ("is_from_me", "BOOLEAN", 0), ("media_type", "TEXT", 0),
         ("filename", "TEXT", 0), ("url", "TEXT", 0), ("media_key", "BLOB", 0), ("file_sha256", "BLOB", 0),
-        ("file_enc_sha256", "BLOB", 0), ("file_length", "INTEGER", 0)]
+        ("file_enc_sha256", "BLOB", 0), ("file_length", "INTEGER", 0), ("quoted_message_id", "TEXT", 0)]
     fks = list(store.conn.execute("PRAGMA foreign_key_list(messages)"))
     assert [(f[2], f[3], f[4]) for f in fks] == [("chats", "chat_jid", "jid")]
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

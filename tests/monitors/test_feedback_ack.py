@@ -1,0 +1,72 @@
+"""`feedback.ack`: a drop acknowledged by a reaction on the contractor's message (no message in the group) or
+by a reply quoting it; operator feedback quoting the post it answers. Through the real monitor, bridge and
+simulator."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.bridge_support import call, inject, start_bridge, start_sim
+from tests.conftest import BASE_CONFIG, GROUP_A, Processes, wait_until
+from tests.monitor_support import all_sent, cli, query, start_monitor
+from watchdog.shared.config import ConfigError, load
+
+CONTRACTOR = "27710000001@s.whatsapp.net"
+ACK = "@27710000001 DR1734150 received, thank you"
+
+
+def with_ack(mode: str) -> str:
+    return BASE_CONFIG.replace('name = "lawley"\n', f'name = "lawley"\nfeedback = {{ ack = "{mode}" }}\n', 1)
+
+
+@pytest.mark.slow
+def test_a_reaction_acknowledges_the_drop_without_a_message(procs: Processes, data_dir: Path, write_config) -> None:  # noqa: ANN001
+    write_config(with_ack("reaction"))
+    _, sim_url = start_sim(procs, data_dir)
+    start_bridge(procs, data_dir)
+    start_monitor(procs, "lawley")
+    drop = inject(sim_url, "DR1734150 installed", GROUP_A, CONTRACTOR)["id"]
+    wait_until(lambda: query(data_dir, "SELECT feedback_status FROM drops") == [("sent",)], message="the ack sent")
+    (reaction,) = call("GET", f"{sim_url}/sim/interactions")[1]["reactions"]
+    assert (reaction["chat_jid"], reaction["message_id"], reaction["sender_jid"], reaction["emoji"]) == (
+        GROUP_A, drop, CONTRACTOR, "✅")
+    assert all_sent(sim_url) == []  # nothing added to the group
+    assert query(data_dir, "SELECT kind, text, bridge_message_id FROM feedback") == [("ack", "✅", reaction["id"])]
+
+
+@pytest.mark.slow
+def test_a_reply_acknowledges_the_drop_quoting_the_contractors_message(procs: Processes, data_dir: Path,
+                                                                       write_config) -> None:  # noqa: ANN001
+    write_config(with_ack("reply"))
+    _, sim_url = start_sim(procs, data_dir)
+    start_bridge(procs, data_dir)
+    start_monitor(procs, "lawley")
+    drop = inject(sim_url, "DR1734150 installed", GROUP_A, CONTRACTOR)["id"]
+    (sent,) = wait_until(lambda: all_sent(sim_url), message="the acknowledgement")
+    assert (sent["text"], sent["mentioned_jids"]) == (ACK, [CONTRACTOR])
+    assert sent["quote"] == {"message_id": drop, "sender_jid": CONTRACTOR, "text": "DR1734150"}
+
+
+@pytest.mark.slow
+def test_operator_feedback_quotes_the_contractors_latest_post(procs: Processes, data_dir: Path,
+                                                               config_path: Path) -> None:
+    _, sim_url = start_sim(procs, data_dir)
+    start_bridge(procs, data_dir)
+    start_monitor(procs, "lawley")
+    inject(sim_url, "DR1734150 installed", GROUP_A, CONTRACTOR)
+    wait_until(lambda: query(data_dir, "SELECT feedback_status FROM drops") == [("sent",)], message="the ack")
+    assert all_sent(sim_url)[0]["quote"] is None  # the default ack is a plain message, as before
+    again = inject(sim_url, "DR1734150 with photos", GROUP_A, CONTRACTOR)["id"]
+    wait_until(lambda: query(data_dir, "SELECT COUNT(*) FROM drop_events") == [(2,)], message="the resubmission")
+    done = cli(config_path, "feedback", "--project", "lawley", "DR1734150", "--message", "approved")
+    assert done.returncode == 0, done.stderr
+    feedback = all_sent(sim_url)[-1]
+    assert (feedback["text"], feedback["mentioned_jids"]) == ("@27710000001 DR1734150 - approved", [CONTRACTOR])
+    assert feedback["quote"] == {"message_id": again, "sender_jid": CONTRACTOR, "text": "DR1734150"}
+
+
+def test_an_unknown_ack_mode_is_a_config_error_naming_the_key(write_config) -> None:  # noqa: ANN001
+    problem = r"projects\[lawley\]\.feedback\.ack: one of reaction, reply, message, got 'thumbs'"
+    with pytest.raises(ConfigError, match=problem):
+        load(write_config(with_ack("thumbs")))
