@@ -14,7 +14,7 @@ given up to `overload_grace`, and recorded as `overloaded`. A busy loop that
 gets a whole core and still does not heartbeat is a hang.
 
 Nor may a pause of the watchdog itself: every judgement first asks the
-watchdog's LoopGaps whether its own loop has just come back from a gap (paused
+watchdog's SelfWatch whether its own loop has just come back from a gap (paused
 with SIGSTOP, a frozen VM); if so the deadlines are re-armed (`_rearm`) and
 probe failures forgotten instead of holding that time against the child.
 """
@@ -36,7 +36,7 @@ from watchdog.core.child import ChildProcess
 from watchdog.core.child_health import ChildHealth
 from watchdog.shared.config_model import WatchdogConfig
 from watchdog.core.hooks import Hooks
-from watchdog.core.loop_gaps import LoopGaps
+from watchdog.core.self_watch import SelfWatch
 from watchdog.shared.programs import Check, Program
 from watchdog.core.recovery import Records
 from watchdog.core.timers import Tasks, Timers
@@ -92,7 +92,7 @@ class Checks:
 
     def __init__(self, program: Program, hooks: Hooks, settings: WatchdogConfig, health: ChildHealth,
                  unwell: Callable[[str, str], None], records: Records, data_dir: Path,
-                 http: aiohttp.ClientSession, gaps: LoopGaps) -> None:
+                 http: aiohttp.ClientSession, gaps: SelfWatch) -> None:
         self.program = program
         self.name = program.name
         self.hooks = hooks

@@ -15,10 +15,10 @@ from tests.watchdog.fakes import FakeChild, bench
 from watchdog.core import hooks, probes
 from watchdog.core.child_checks import Checks
 from watchdog.core.child_health import ChildHealth
-from watchdog.core.loop_gaps import LoopGaps
+from watchdog.core.self_watch import SelfWatch
 from watchdog.shared import check_kinds
 from watchdog.shared.config_model import WatchdogConfig
-from watchdog.shared.programs import Check, Program, parse
+from watchdog.shared.programs import Check, parse
 
 
 def error(key: str, problem: str) -> Exception:
@@ -85,7 +85,7 @@ def test_a_registered_kind_is_parsed_described_and_probed_by_the_core(file_kind:
         failed: list[tuple[str, str]] = []
         settings = dataclasses.replace(WatchdogConfig(), start_timeout=60.0)
         checks = Checks(program, hooks.load(""), settings, health, lambda event, cause: failed.append((event, cause)),
-                        b.records(program.name), tmp_path, None, LoopGaps())  # type: ignore[arg-type]
+                        b.records(program.name), tmp_path, None, SelfWatch())  # type: ignore[arg-type]
         marker.touch()
         checks.arm(child)  # type: ignore[arg-type]
         health.ready_by_check()
