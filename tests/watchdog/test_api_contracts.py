@@ -14,6 +14,7 @@ import pytest
 from tests.bridge_support import call
 from tests.conftest import BASE_CONFIG, GROUP_A, Processes, wait_until
 from monitors.drops_store import FEEDBACK_FAILED, FEEDBACK_SENT, NewFeedback, ReceiptStamp, Submission, open_drops_store
+from monitors.store import model
 from monitors.store.schema import V4_OUTBOX
 from tests.contracts import CONTRACTS, Contract, documented, routes, webhook_event_problems
 from watchdog.shared import endpoints
@@ -46,6 +47,9 @@ def test_the_documented_webhook_events_are_the_ones_the_code_knows() -> None:
     (and the next test: the store writes each of them)."""
     assert sorted(DROPS_API.spec()["webhooks"]) == sorted(WEBHOOK_EVENTS)
     assert sorted(re.findall(r"'([a-z]+\.[a-z]+)'", V4_OUTBOX)) == sorted(WEBHOOK_EVENTS)
+    named = (model.DROP_RECORDED, model.DROP_BACKFILLED, model.DROP_RESUBMITTED, model.FEEDBACK_SENT_EVENT,
+             model.FEEDBACK_FAILED_EVENT, model.FEEDBACK_DELIVERED_EVENT, model.FEEDBACK_READ_EVENT)
+    assert sorted(named) == sorted(WEBHOOK_EVENTS)  # the names the store writes by: the one list's, each once
 
 
 def test_every_event_the_store_writes_matches_the_document(write_config) -> None:

@@ -52,5 +52,5 @@ def load(spec: str) -> Hooks:
     module, _, attribute = spec.partition(":")
     hooks = getattr(importlib.import_module(module), attribute)
     if not isinstance(hooks, Hooks):
-        raise TypeError(f"{spec} is not a watchdog.hooks.Hooks")
+        raise TypeError(f"{spec} is not a watchdog.core.hooks.Hooks")
     return hooks

@@ -71,7 +71,7 @@ class Program:
     rss_limit_mb: int = 0
     restart: str = "always"
     no_restart_exit_codes: tuple[int, ...] = ()
-    hooks: str = ""  # "module:attribute" of a watchdog.hooks.Hooks: product-specific checks and standby
+    hooks: str = ""  # "module:attribute" of a watchdog.core.hooks.Hooks: product-specific checks and standby
     standby: bool = False  # keep a warm standby (its argv comes from the hooks)
     pidfile: Path | None = None  # names the pid of the instance holding it: an earlier run's is stopped first
     signature: tuple[tuple[str, ...], ...] = ()  # command-line words of a leftover instance; () = argv itself
