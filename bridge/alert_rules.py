@@ -11,7 +11,7 @@ PAIR = "`wa-watchdog pair --account NAME --phone NUMBER`, then `wa-watchdog rest
 DISCONNECT = register(
     "disconnect", "WhatsApp disconnected",
     "check the host's internet and WhatsApp's status; if it lasts, check that the phone is online and "
-    "the linked device still listed. The outage's messages are backfilled on reconnect")
+    "the linked device still listed. The outage's messages are backfilled on reconnect", lasting=True)
 STREAM_REPLACED = register(
     "stream_replaced", "session taken over elsewhere (stream replaced)",
     "find and close the other client of this number (WhatsApp Web, a second bridge on another "

@@ -33,7 +33,6 @@ from watchdog.shared import clock, file_modes
 from watchdog.shared.migrations import SchemaTooNew, SqliteTarget, latest, migrate
 
 WINDOW_STATUSES = ("pending", "done", "unsupported", "failed")
-OUTBOX_STATUSES = ("pending", "sent", "failed")
 
 
 def fallback_chat_name(chat_jid: str) -> str:

@@ -19,8 +19,10 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from watchdog.core.hooks import Hooks
+from bridge.alert_rules import DISCONNECT, NOT_PAIRED
+from watchdog.core.hooks import EXIT_RULES, ExitRule, Hooks  # the extension point: what a hook may say
 from watchdog.core.probes import FAILURE, OK, OPERATOR, OUTAGE, HealthResult
+from watchdog.shared.exitcodes import EXIT_NEEDS_OPERATOR
 from watchdog.shared.programs import Check, Program
 
 OUTAGE_STATES = ("connecting", "disconnected", "store_error")
@@ -62,6 +64,10 @@ def _classify_bytes(status: int, body: bytes) -> HealthResult:
 
 
 class BridgeHooks(Hooks):
+    outage_rule = DISCONNECT  # WhatsApp away
+    # Exit 4 is a session that was never paired: a logout is seen live by the health probe (`logged_out`).
+    exit_rules = {**EXIT_RULES, EXIT_NEEDS_OPERATOR: ExitRule(NOT_PAIRED, "needs an operator (not paired)")}
+
     def classifier(self, check: Check):
         return _classify_bytes
 

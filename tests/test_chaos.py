@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts.benchmarks.chaos import Report, chaos_config, run_chaos
+from scripts.benchmarks.chaos import chaos_config, run_chaos
+from scripts.benchmarks.chaos_report import Report
 from scripts.benchmarks.chaos_restore import STOPPED_POSTS
 from scripts.benchmarks.system_run import RunningSystem
 from scripts.benchmarks.webhook_receiver import WebhookReceiver

@@ -16,7 +16,8 @@ from watchdog.shared.component import OK, BackupItem, Finding, resolve
 
 if TYPE_CHECKING:
     from bridge.transport import Transport
-    from watchdog.shared.config import AccountConfig, Config
+    from bridge.config import AccountConfig
+    from watchdog.components import Config
     from watchdog.shared.programs import ErrorFactory
 
 TRANSPORTS: dict[str, str] = {

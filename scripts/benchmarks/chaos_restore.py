@@ -30,7 +30,7 @@ from scripts.benchmarks.system_run import ROOT, RunningSystem, wait_for
 from watchdog.shared import clock
 
 if typing.TYPE_CHECKING:
-    from scripts.benchmarks.chaos import Injector
+    from scripts.benchmarks.chaos_traffic import Injector
 
 MESSAGES = Path("accounts/main/messages.db")  # the chaos system's one account: under the data dir and backup/data
 CURSOR_MOVES = 2  # drops per project, posted after the backup, recorded before the stop: the cursors are past the copy

@@ -10,7 +10,8 @@ import pytest
 from tests.bridge_support import call, inject, start_bridge, start_sim
 from tests.conftest import BASE_CONFIG, GROUP_A, Processes, wait_until
 from tests.monitor_support import all_sent, cli, query, start_monitor
-from watchdog.shared.config import ConfigError, load
+from watchdog.components import load
+from watchdog.shared.config import ConfigError
 
 CONTRACTOR = "27710000001@s.whatsapp.net"
 ACK = "@27710000001 DR1734150 received, thank you"

@@ -22,7 +22,7 @@ class RecordingMetrics:
     def observe_recovery(self, component: str, seconds: float) -> None:
         self.recoveries.append((component, seconds))
 
-    def observe_disconnect(self, component: str, seconds: float) -> None:
+    def observe_outage(self, component: str, seconds: float) -> None:
         pass
 
 

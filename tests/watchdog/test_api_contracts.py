@@ -43,8 +43,8 @@ DROPS_API = next(c for c in CONTRACTS if c.name == "drops-api")
 
 
 def test_the_documented_webhook_events_are_the_ones_the_code_knows() -> None:
-    """One list: the config's WEBHOOK_EVENTS; the document's `webhooks` and the store's CHECK constraint agree
-    (and the next test: the store writes each of them)."""
+    """One list: WEBHOOK_EVENTS (monitors/events.py, made of the names the store writes by); the document's
+    `webhooks` and the store's CHECK constraint agree (and the next test: the store writes each of them)."""
     assert sorted(DROPS_API.spec()["webhooks"]) == sorted(WEBHOOK_EVENTS)
     assert sorted(re.findall(r"'([a-z]+\.[a-z]+)'", V4_OUTBOX)) == sorted(WEBHOOK_EVENTS)
 

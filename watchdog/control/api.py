@@ -8,7 +8,7 @@ as `{"error": ...}`, refuses what a browser page could forge and, with
 (required by the config whenever the API listens beyond loopback). A restart
 (and a reload) needs a token even on loopback, which every local user can reach: the
 configured one or the watchdog's `restart_token` (`run/control.token`, a file
-only the service user and root can read; `watchdog.control_token` module).
+only the service user and root can read; `watchdog/control/token.py`).
 The operator console (`watchdog/control/console/`) is served on the same port at `/`
 behind its own gate (forms with a CSRF token; a browser signs in with the same
 tokens and keeps a cookie).

@@ -26,7 +26,6 @@ from watchdog.shared.alerts import AlertManager
 from watchdog.core.child import use_template
 from watchdog.core.child_output import RotatingFile, log_path
 from watchdog.shared.logs import StderrSink
-from watchdog.core.clock_watch import record_steps
 from watchdog.shared.config import Config, ConfigError, load
 from watchdog.control.console.changes import Changes
 from watchdog.control.console.view import Console
@@ -34,7 +33,7 @@ from watchdog.core.context import Context
 from watchdog.control.api import start_control_server
 from watchdog.shared.exitcodes import EXIT_ERROR, EXIT_OK
 from watchdog.core.forkserver import ForkServer
-from watchdog.core.loop_gaps import LoopGaps
+from watchdog.core.self_watch import SelfWatch
 from watchdog.core.metrics import Metrics
 from watchdog.shared.programs import Program, diff
 from watchdog.shared.recovery_log import RecoveryLog
@@ -230,7 +229,7 @@ class Arbiter:
         http = aiohttp.ClientSession()
         settings = self.config.watchdog
         launcher = Launcher(settings.max_starting, settings.restart_rate, self._throttled)
-        self.loop_gaps = LoopGaps(self.recovery_log)
+        self.loop_gaps = SelfWatch(self.recovery_log)  # gaps in its own loop, steps of the clock
         self._context = Context(settings, self.config.data_dir, self.recovery_log, self.alerts, self.metrics,
                                 http, self.sink, self._on_change, launcher, self.loop_gaps)
         self.watchers = {program.name: Watcher(program, self._context) for program in self.programs}
@@ -263,15 +262,13 @@ class Arbiter:
         heartbeat.add_done_callback(_log_failure)
         ticking = loop.create_task(self.loop_gaps.tick())
         ticking.add_done_callback(_log_failure)
-        clock_steps = loop.create_task(record_steps(self.recovery_log))
-        clock_steps.add_done_callback(_log_failure)
         await self._stop_requested.wait()
 
         self.systemd.stopping()
         logger.info("stopping, in the reverse of the start order")
-        for task in [heartbeat, ticking, clock_steps, *self._starting]:
+        for task in [heartbeat, ticking, *self._starting]:
             task.cancel()
-        await asyncio.gather(heartbeat, ticking, clock_steps, *self._starting, return_exceptions=True)
+        await asyncio.gather(heartbeat, ticking, *self._starting, return_exceptions=True)
         await stop_in_order(list(self.watchers.values()), lambda w: "shutdown")
         if self._template is not None:
             use_template(None)

@@ -14,7 +14,7 @@ given up to `overload_grace`, and recorded as `overloaded`. A busy loop that
 gets a whole core and still does not heartbeat is a hang.
 
 Nor may a pause of the watchdog itself: every judgement first asks the
-watchdog's LoopGaps whether its own loop has just come back from a gap (paused
+watchdog's SelfWatch whether its own loop has just come back from a gap (paused
 with SIGSTOP, a frozen VM); if so the deadlines are re-armed (`_rearm`) and
 probe failures forgotten instead of holding that time against the child.
 """
@@ -31,12 +31,12 @@ import aiohttp
 from loguru import logger
 
 from watchdog.core import probes
-from watchdog.shared import endpoints
+from watchdog.shared import check_kinds
 from watchdog.core.child import ChildProcess
 from watchdog.core.child_health import ChildHealth
 from watchdog.shared.config_model import WatchdogConfig
 from watchdog.core.hooks import Hooks
-from watchdog.core.loop_gaps import LoopGaps
+from watchdog.core.self_watch import SelfWatch
 from watchdog.shared.programs import Check, Program
 from watchdog.core.recovery import Records
 from watchdog.core.timers import Tasks, Timers
@@ -92,7 +92,7 @@ class Checks:
 
     def __init__(self, program: Program, hooks: Hooks, settings: WatchdogConfig, health: ChildHealth,
                  unwell: Callable[[str, str], None], records: Records, data_dir: Path,
-                 http: aiohttp.ClientSession, gaps: LoopGaps) -> None:
+                 http: aiohttp.ClientSession, gaps: SelfWatch) -> None:
         self.program = program
         self.name = program.name
         self.hooks = hooks
@@ -124,12 +124,12 @@ class Checks:
         self._schedule("start", settings.start_timeout, self._check_started)
         if program.rss_limit_mb:
             self._schedule("rss", RSS_PERIOD, self._check_rss)
-        if program.ready.kind == "started":
+        if program.ready.kind == check_kinds.STARTED:
             self._schedule("ready", program.ready.seconds, self.health.ready_by_check)
         liveness = {check.target: check for check in program.liveness}
         self._liveness_tasks = [self._tasks.run(self._probe_loop(child, check, liveness=True))
                                 for check in liveness.values()]
-        if program.ready.kind in ("http", "tcp") and program.ready.target not in liveness:
+        if probes.probe_for(program.ready.kind) and program.ready.target not in liveness:
             self._tasks.run(self._probe_loop(child, program.ready, liveness=False))
 
     def cancel(self) -> None:
@@ -253,7 +253,9 @@ class Checks:
         A frozen process (SIGSTOP) is a hang at the next probe, without waiting out failure_threshold timeouts.
         A readiness-only probe ends once the program is ready.
         """
-        classify = self.hooks.classifier(check) if check.kind == "http" else None
+        probe = probes.probe_for(check.kind)
+        assert probe is not None  # config validation allows only probed kinds here
+        target = probes.Target(self.name, child.pid, self.data_dir, self.http, self.hooks.classifier(check))
         sample = probes.proc_sample(child.pid, time.monotonic())
         while child.running and self.child is child:
             coming_up = not self.health.healthy and time.monotonic() - child.started_at < check.initial_delay
@@ -266,7 +268,7 @@ class Checks:
                 self.unwell("hang", f"process is stopped (SIGSTOP): it cannot answer {check.describe()}")
                 return
             gaps = self.gaps.count
-            result = await self._probe(child, check, classify)
+            result = await probe(check, target)
             if not child.running or self.child is not child:
                 return
             if self.gaps.resumed() or self.gaps.count != gaps:  # timed out while the watchdog did not run
@@ -281,24 +283,6 @@ class Checks:
             self._count(check, result, counts)
             if not liveness and self.health.ready:
                 return
-
-    async def _probe(self, child: ChildProcess, check: Check, classify: probes.Classifier | None) -> probes.HealthResult:
-        if check.kind == "tcp":
-            return await probes.probe_tcp(check.host, check.port, check.timeout)
-        assert classify is not None
-        if check.socket:  # the program's own socket: no competing for the public API's connections
-            result = await probes.probe_http(self.http, "http://localhost" + check.path, check.timeout, classify,
-                                             check.token, check.socket)
-            if result.state != "connection refused":  # not serving it (yet): its published API instead
-                return result
-        url = check.url
-        if check.endpoint:
-            record = endpoints.read(self.data_dir, self.name)
-            base = record["endpoints"].get(check.endpoint) if record and record.get("pid") == child.pid else None
-            if base is None:  # nothing yet, or what the previous instance published
-                return probes.HealthResult(probes.FAILURE, "no endpoint", f"no {check.endpoint!r} endpoint published yet")
-            url = base.rstrip("/") + check.path
-        return await probes.probe_http(self.http, url, check.timeout, classify, check.token)
 
     def _count(self, check: Check, result: probes.HealthResult, counts: bool) -> None:
         key = check.target

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from watchdog.core import probes
+from watchdog.core import hooks, probes
 from watchdog.core.child import ChildProcess
 from watchdog.core.program_alerts import ProgramAlerts
+from watchdog.core.restart_policy import EXIT_RULES
+from watchdog.shared import alert_rules
 from watchdog.shared.programs import Check, Program
-
-RECOVERY_ALERTS = ("hang", "config_failed", "logged_out", "not_paired")  # resolved when the program is healthy again
 
 
 class HealthEvents(Protocol):
@@ -27,7 +27,11 @@ class HealthEvents(Protocol):
 class ChildHealth:
     def __init__(self, program: Program, alerts: ProgramAlerts, events: HealthEvents) -> None:
         self.program = program
+        self.hooks = hooks.load(program.hooks)  # its words for an outage and its exits
         self.alerts = alerts
+        # What being healthy again ends (besides operator cases): a hang, a failure by exit code.
+        self._ended_by_health = tuple(dict.fromkeys(
+            (alert_rules.HANG, *(r.rule for r in (*EXIT_RULES.values(), *self.hooks.exit_rules.values())))))
         self.events = events
         self.child: ChildProcess | None = None  # the child judged; None between children
         self.ready = False  # readiness satisfied (READY=1, its check, or `started` seconds)
@@ -88,7 +92,7 @@ class ChildHealth:
         elif result.kind == probes.OUTAGE:
             self.healthy = False
             if counts:  # before initial_delay, an outage is just the program starting up
-                self.alerts.outage(result)
+                self.alerts.outage(result, self.hooks.outage_rule)
         elif result.kind == probes.OPERATOR:
             self.healthy = False
             self.alerts.operator_needed(result)
@@ -102,6 +106,5 @@ class ChildHealth:
 
     def _healthy(self) -> None:
         self.healthy = True
-        for rule in RECOVERY_ALERTS:
-            self.alerts.resolve(rule, f"{self.program.name} is healthy again")
+        self.alerts.healthy_again(self._ended_by_health)
         self.events.became_healthy()

@@ -1,6 +1,6 @@
 """What every watcher shares with the arbiter: settings, the data directory, the recovery log, alerts,
 metrics, the HTTP client for probes, the log sink, whom to tell about a change, the start bounds, and the
-watch over the watchdog's own loop (gaps)."""
+watch over the watchdog's own loop and clock (its gaps are what the checks ask about)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from watchdog.shared.logs import StderrSink
-from watchdog.core.loop_gaps import LoopGaps
+from watchdog.core.self_watch import SelfWatch
 from watchdog.shared.config_model import WatchdogConfig
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.core.throttle import Launcher
@@ -33,4 +33,4 @@ class Context:
     sink: StderrSink
     on_change: Callable[[Watcher], None]
     launcher: Launcher | None = None  # None: unbounded (a watcher on its own, in tests)
-    loop_gaps: LoopGaps = field(default_factory=LoopGaps)  # not ticking: no gap is ever seen
+    loop_gaps: SelfWatch = field(default_factory=SelfWatch)  # what the checks ask of it; not ticking: no gap is seen

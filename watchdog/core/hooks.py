@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Mapping
 
 from watchdog.core.probes import Classifier, HealthResult, expect_status
+from watchdog.core.restart_policy import EXIT_RULES, ExitRule
+from watchdog.shared import alert_rules
 from watchdog.shared.programs import Check, Program
 
 
 class Hooks:
-    """The default hooks: an HTTP check passes on its expected status; no warm standby."""
+    """The default hooks: an HTTP check passes on its expected status; no warm standby; the core's own alert words.
+
+    The alert words are the program's names for what the core sees: the rule an upstream outage fires
+    (`outage_rule`, fired with its duration, resolved by an OK answer) and the rule and meaning of each
+    no-restart exit code (`exit_rules`; a code not named fires `config_failed`)."""
+
+    outage_rule: str = alert_rules.OUTAGE
+    exit_rules: Mapping[int, ExitRule] = EXIT_RULES
 
     def classifier(self, check: Check) -> Classifier:
         """How to read an HTTP check's answer (status, body) -> HealthResult."""
@@ -42,5 +52,5 @@ def load(spec: str) -> Hooks:
     module, _, attribute = spec.partition(":")
     hooks = getattr(importlib.import_module(module), attribute)
     if not isinstance(hooks, Hooks):
-        raise TypeError(f"{spec} is not a watchdog.hooks.Hooks")
+        raise TypeError(f"{spec} is not a watchdog.core.hooks.Hooks")
     return hooks

@@ -24,8 +24,10 @@ class Metrics:
                                  ["component", "cause"], registry=self.registry)
         self._recovery = Histogram("wa_watchdog_recovery_seconds", "Time from detecting a failure to healthy again",
                                    ["component"], buckets=RECOVERY_BUCKETS, registry=self.registry)
-        self._disconnect = Counter("wa_watchdog_disconnect_seconds", "Seconds spent disconnected from WhatsApp",
-                                   ["component"], registry=self.registry)
+        # The name predates programs other than the bridge: kept, as /metrics is read by dashboards.
+        self._outage = Counter("wa_watchdog_disconnect_seconds",
+                               "Seconds spent in an upstream outage (a bridge: disconnected from WhatsApp)",
+                               ["component"], registry=self.registry)
 
     def set_component(self, name: str, up: bool, healthy: bool) -> None:
         self._up.labels(name).set(1 if up else 0)
@@ -37,8 +39,8 @@ class Metrics:
     def observe_recovery(self, name: str, seconds: float) -> None:
         self._recovery.labels(name).observe(seconds)
 
-    def observe_disconnect(self, name: str, seconds: float) -> None:
-        self._disconnect.labels(name).inc(max(seconds, 0.0))
+    def observe_outage(self, name: str, seconds: float) -> None:
+        self._outage.labels(name).inc(max(seconds, 0.0))
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -1,5 +1,8 @@
 """What the watchdog can learn about a child from outside: an HTTP or TCP answer, /proc state and CPU time, memory.
 
+Each probed check kind (watchdog/shared/check_kinds.py) names its probe here:
+an `async (Check, Target) -> HealthResult`, found by `probe_for(kind)`.
+
 A probe answer is classified, not just "up or down": OK, a FAILURE (counts
 towards the check's failure_threshold), OVERLOADED (our API's connection cap
 answered: the program is alive and busy, which no restart would cure), or,
@@ -10,14 +13,19 @@ case (alert, no restart).
 from __future__ import annotations
 
 import asyncio
+import functools
+import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import psutil
 
+from watchdog.shared import check_kinds, endpoints
 from watchdog.shared.http_server import SHED_HEADER
+from watchdog.shared.programs import Check
 
 OK = "ok"
 OUTAGE = "outage"  # the program is fine, something it depends on is not: do not restart
@@ -46,6 +54,52 @@ def expect_status(expected: int) -> Classifier:
         return HealthResult(OK, "ok") if status == expected else \
             HealthResult(FAILURE, f"HTTP {status}", f"expected {expected}")
     return classify
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a probe may need besides its Check: the child it looks at and the watchdog's means of looking."""
+
+    name: str  # the program
+    pid: int  # its current child
+    data_dir: Path  # where it publishes its endpoints (run/<name>.json)
+    http: aiohttp.ClientSession
+    classify: Classifier  # how its hooks read an HTTP answer
+
+
+Probe = Callable[[Check, Target], Awaitable[HealthResult]]
+
+
+@functools.cache
+def probe_for(kind: str) -> Probe | None:
+    """The probe a check kind registered (None: the kind is not probed, as `notify` and `started`)."""
+    registered = check_kinds.get(kind)
+    if registered is None or not registered.probe:
+        return None
+    module, _, function = registered.probe.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+async def http_check(check: Check, target: Target) -> HealthResult:
+    """An `http` check: the program's own health socket first, else its URL or its published endpoint + path."""
+    if check.socket:  # the program's own socket: no competing for the public API's connections
+        result = await probe_http(target.http, "http://localhost" + check.path, check.timeout, target.classify,
+                                  check.token, check.socket)
+        if result.state != "connection refused":  # not serving it (yet): its published API instead
+            return result
+    url = check.url
+    if check.endpoint:
+        record = endpoints.read(target.data_dir, target.name)
+        base = record["endpoints"].get(check.endpoint) if record and record.get("pid") == target.pid else None
+        if base is None:  # nothing yet, or what the previous instance published
+            return HealthResult(FAILURE, "no endpoint", f"no {check.endpoint!r} endpoint published yet")
+        url = base.rstrip("/") + check.path
+    return await probe_http(target.http, url, check.timeout, target.classify, check.token)
+
+
+async def tcp_check(check: Check, target: Target) -> HealthResult:
+    """A `tcp` check: its host:port accepts a connection."""
+    return await probe_tcp(check.host, check.port, check.timeout)
 
 
 async def probe_http(session: aiohttp.ClientSession, url: str, timeout: float, classify: Classifier,

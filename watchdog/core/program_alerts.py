@@ -6,7 +6,7 @@ operator case, healthy again), this decides what is fired and resolved.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from loguru import logger
@@ -26,6 +26,7 @@ class ProgramAlerts:
         self.firing: set[str] = set()  # rules fired and not resolved
         self._operator: set[str] = set()  # of those, the ones an OK probe answer resolves
         self.outage_since: float | None = None  # epoch seconds an upstream outage began
+        self._outage_rule = ""  # the rule that outage fired (the program's word for it: its hooks')
 
     @property
     def upstream_away(self) -> bool:
@@ -49,27 +50,35 @@ class ProgramAlerts:
 
     def answered_ok(self, condition: str) -> None:
         """An OK probe answer: the upstream outage and every operator case are over."""
-        self._end_outage()
+        self._end_outage(condition)
         for rule in list(self._operator):
             self._operator.discard(rule)
             self.resolve(rule, f"{self.name} is {condition} again")
 
-    def outage(self, result: HealthResult) -> None:
-        """The program is fine but what it depends on is away (WhatsApp): no restart, alert with its duration."""
+    def healthy_again(self, rules: Iterable[str]) -> None:
+        """The program is healthy again: `rules` (a hang, a failure by exit code) and every operator case are over."""
+        for rule in (*rules, *sorted(self._operator)):
+            self._operator.discard(rule)
+            self.resolve(rule, f"{self.name} is healthy again")
+
+    def outage(self, result: HealthResult, rule: str) -> None:
+        """The program is fine but what it depends on is away: no restart; `rule` (its hooks' word for an outage)
+        fired with the outage's duration."""
         now = clock.now_s()
         if self.outage_since is None:
             self.outage_since = result.outage_started_at or now
+            self._outage_rule = rule
             logger.warning("{} {} ({}): an outage upstream, not restarting", self.name, result.state, result.detail)
         elif result.outage_started_at:
             self.outage_since = min(self.outage_since, result.outage_started_at)
         duration = max(0.0, now - self.outage_since)
-        self.fire("disconnect", f"{self.name} {result.state} for {duration:.0f} s"
+        self.fire(self._outage_rule, f"{self.name} {result.state} for {duration:.0f} s"
                                 f"{' (' + result.detail + ')' if result.detail else ''}", duration)
 
-    def _end_outage(self) -> None:
+    def _end_outage(self, condition: str) -> None:
         if self.outage_since is None:
             return
         duration = max(0.0, clock.now_s() - self.outage_since)
         self.outage_since = None
-        self.ctx.metrics.observe_disconnect(self.name, duration)
-        self.resolve("disconnect", f"{self.name} connected again after {duration:.0f} s")
+        self.ctx.metrics.observe_outage(self.name, duration)
+        self.resolve(self._outage_rule, f"{self.name} {condition} again after {duration:.0f} s")

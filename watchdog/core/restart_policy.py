@@ -18,14 +18,26 @@ tenacity's wait objects want a RetryCallState, which is its internal.
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from watchdog.shared import alert_rules
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_NEEDS_OPERATOR
 
-# Exit 4 is a session that was never paired: a logout is seen live by the health probe (`logged_out`), not as an exit.
-FAILED_RULES = {EXIT_CONFIG: "config_failed", EXIT_NEEDS_OPERATOR: "not_paired"}  # other no-restart codes: config_failed
-MEANINGS = {EXIT_CONFIG: "configuration error", EXIT_NEEDS_OPERATOR: "needs an operator (not paired)"}
+
+@dataclass(frozen=True)
+class ExitRule:
+    """What a no-restart exit code means: the alert rule it fires and the words of its cause."""
+
+    rule: str
+    meaning: str
+
+
+# The core's words; a program's hooks may name them in its own (the bridge: exit 4 is `not_paired`).
+EXIT_RULES: Mapping[int, ExitRule] = {
+    EXIT_CONFIG: ExitRule(alert_rules.CONFIG_FAILED, "configuration error"),
+    EXIT_NEEDS_OPERATOR: ExitRule(alert_rules.NEEDS_OPERATOR, "needs an operator"),
+}
 
 
 class After(enum.Enum):
@@ -52,22 +64,25 @@ class Outcome:
 
 
 def exit_outcome(code: int, cause: str, restart: str, no_restart_exit_codes: Collection[int],
-                 planned: After | None, last_words: str = "") -> Outcome:
+                 planned: After | None, last_words: str = "", exit_rules: Mapping[int, ExitRule] = EXIT_RULES) -> Outcome:
     """What an exit means. `cause`: the exit's (or, for a planned stop, the stop's); `planned`: None when the
-    child ended on its own; `last_words`: its last STATUS= before it was ready (a refusal says why)."""
+    child ended on its own; `last_words`: its last STATUS= before it was ready (a refusal says why);
+    `exit_rules`: the program's words for its no-restart codes (its hooks')."""
     if planned is After.STAY_STOPPED:
         return Outcome(Next.STOP)
     if planned is After.RESTART_NOW:
         return Outcome(Next.RESTART_NOW)
     if planned is After.RECOVER:
-        return Outcome(Next.FAIL, f"{cause}; restart = never", "hang") if restart == "never" else Outcome(Next.RESTART)
+        return Outcome(Next.FAIL, f"{cause}; restart = never", alert_rules.HANG) if restart == "never" else \
+            Outcome(Next.RESTART)
     if code in no_restart_exit_codes:
-        meaning = last_words or MEANINGS.get(code, "a no-restart exit code")
-        return Outcome(Next.FAIL, f"{cause}: {meaning}", FAILED_RULES.get(code, "config_failed"))
+        known = exit_rules.get(code)
+        meaning = last_words or (known.meaning if known else "a no-restart exit code")
+        return Outcome(Next.FAIL, f"{cause}: {meaning}", known.rule if known else alert_rules.CONFIG_FAILED)
     if restart == "never" or (restart == "on-failure" and code == 0):
         if code == 0:
             return Outcome(Next.STOP_CLEAN)
-        return Outcome(Next.FAIL, f"{cause}; restart = never", "config_failed")
+        return Outcome(Next.FAIL, f"{cause}; restart = never", alert_rules.CONFIG_FAILED)
     return Outcome(Next.RESTART)
 
 

@@ -349,7 +349,7 @@ class Watcher:
             logger.warning("{} pid {} exited: {}", self.name, child.pid, cause["cause"])
             self.begin_recovery("exit", str(cause["cause"]), child.pid)
         outcome = exit_outcome(code, self.recovery.cause if stopping else str(cause["cause"]), self.program.restart,
-                               self.program.no_restart_exit_codes, after, last_words)
+                               self.program.no_restart_exit_codes, after, last_words, self.hooks.exit_rules)
         if outcome.next is Next.STOP:
             self._set_state(State.STOPPED)
         elif outcome.next is Next.STOP_CLEAN:

@@ -1,8 +1,9 @@
 """The alert rules: each registered by whoever defines it, with what it means and what to do first.
 
 Why a registry, not one list: the supervision core knows its own rules (a crash
-loop, a hang, a configuration refused), the bridge and the drops domain know
-theirs, and a program's health hook may report a word no one registered. Each
+loop, a hang, a configuration refused, an exit asking for a person, an upstream
+outage), the bridge and the drops domain know theirs (a program's hooks say
+which of its words stand for the core's: watchdog/core/hooks.py), and a program's health hook may report a word no one registered. Each
 package registers its rules at import (bridge/alert_rules.py,
 monitors/alert_rules.py; the config loader imports them), `[[alerts]] rules`
 are checked against what is registered, and a word not registered is shown and
@@ -21,16 +22,17 @@ class AlertRule:
     name: str
     title: str  # what it means to the person reading the alert (chat messages, the console)
     action: str  # what to do first (the console); the runbook's row (`runbook_ref`) says the rest
+    lasting: bool = False  # fired with how long it has lasted: sent only past an entry's `disconnect_threshold`
 
 
 _RULES: dict[str, AlertRule] = {}
 
 
-def register(name: str, title: str, action: str) -> str:
+def register(name: str, title: str, action: str, lasting: bool = False) -> str:
     """Register a rule (once: a second definition of a name is a programming error); returns its name."""
     if name in _RULES:
         raise ValueError(f"alert rule {name!r} is registered twice")
-    _RULES[name] = AlertRule(name, title, action)
+    _RULES[name] = AlertRule(name, title, action, lasting)
     return name
 
 
@@ -48,6 +50,12 @@ def title(name: str) -> str:
     """A rule's title, or the word itself (underscores as spaces) for one no one registered."""
     rule = _RULES.get(name)
     return rule.title if rule else name.replace("_", " ")
+
+
+def lasting(name: str) -> bool:
+    """True for a rule sent only once it has lasted an entry's threshold (an outage, fired with its duration)."""
+    rule = _RULES.get(name)
+    return rule is not None and rule.lasting
 
 
 def runbook_ref(name: str) -> str:
@@ -68,3 +76,10 @@ HANG = register(
 CONFIG_FAILED = register(
     "config_failed", "failed on its configuration: not restarted",
     "its log (`wa-watchdog logs COMPONENT`) names the key: fix the config, then `systemctl restart wa-watchdog`")
+NEEDS_OPERATOR = register(
+    "needs_operator", "exited asking for a person: not restarted",
+    "its log (`wa-watchdog logs COMPONENT`) says what it needs; once done, `wa-watchdog restart COMPONENT`")
+OUTAGE = register(
+    "outage", "what it depends on is away: not restarted",
+    "the component is up and says its upstream is unreachable (`wa-watchdog status` shows its condition); "
+    "check that upstream and the network to it", lasting=True)

@@ -1,8 +1,9 @@
 """Alert webhooks: tell a human when supervision alone cannot fix things.
 
 The watchdog calls `fire()` / `resolve()` from its event loop; both return at
-once. Each [[alerts]] entry gets only the rules it lists, a disconnect only once
-it has lasted its `disconnect_threshold`, and one firing per (rule, component)
+once. Each [[alerts]] entry gets only the rules it lists, an outage (a rule
+registered `lasting`, as the bridge's `disconnect`) only once it has lasted its
+`disconnect_threshold`, and one firing per (rule, component)
 per `repeat_interval`, counted from the last firing sent, resolved or not: a
 component that hangs every two minutes must not page every two minutes. A
 resolved notice goes only where a firing went and was not yet resolved. Delivery
@@ -113,7 +114,7 @@ class AlertManager:
         for index, config in enumerate(self._alerts):
             if rule not in config.rules:
                 continue
-            if rule == "disconnect" and (duration_s is None or duration_s < config.disconnect_threshold):
+            if alert_rules.lasting(rule) and (duration_s is None or duration_s < config.disconnect_threshold):
                 continue
             key = (index, rule, component)
             last = self._fired.get(key)

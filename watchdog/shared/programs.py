@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from watchdog.shared import check_kinds
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_NEEDS_OPERATOR
 
-READY_KINDS = ("notify", "http", "tcp", "started")
-LIVENESS_KINDS = ("http", "tcp")
 RESTART_MODES = ("always", "on-failure", "never")
 OWN_NO_RESTART_EXITS = (EXIT_CONFIG, EXIT_NEEDS_OPERATOR)  # our own components: restarting will not help
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:@")
@@ -26,8 +25,9 @@ NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123
 
 @dataclass(frozen=True)
 class Check:
-    """One readiness or liveness check. `http`: GET `url` (or the program's own published `endpoint` + `path`)
-    answers `status`; `tcp`: `host:port` accepts; `started`: running for `seconds`; `notify`: READY=1."""
+    """One readiness or liveness check of a registered kind (watchdog/shared/check_kinds.py). `http`: GET `url`
+    (or the program's own published `endpoint` + `path`) answers `status`; `tcp`: `host:port` accepts;
+    `started`: running for `seconds`; `notify`: READY=1."""
 
     kind: str
     url: str = ""
@@ -50,11 +50,8 @@ class Check:
         return self.kind, self.url, self.endpoint, self.path, self.host, self.port
 
     def describe(self) -> str:
-        if self.kind == "http":
-            return f"GET {self.url or '{' + self.endpoint + '}' + self.path}"
-        if self.kind == "tcp":
-            return f"tcp {self.host}:{self.port}"
-        return self.kind
+        kind = check_kinds.get(self.kind)
+        return kind.describe(self) if kind else self.kind
 
 
 @dataclass(frozen=True)
@@ -74,7 +71,7 @@ class Program:
     rss_limit_mb: int = 0
     restart: str = "always"
     no_restart_exit_codes: tuple[int, ...] = ()
-    hooks: str = ""  # "module:attribute" of a watchdog.hooks.Hooks: product-specific checks and standby
+    hooks: str = ""  # "module:attribute" of a watchdog.core.hooks.Hooks: product-specific checks and standby
     standby: bool = False  # keep a warm standby (its argv comes from the hooks)
     pidfile: Path | None = None  # names the pid of the instance holding it: an earlier run's is stopped first
     signature: tuple[tuple[str, ...], ...] = ()  # command-line words of a leftover instance; () = argv itself
@@ -175,8 +172,9 @@ class _Parser:
             name=body["name"], argv=tuple(argv),
             cwd=str((self.base_dir / cwd).resolve()) if cwd else "",
             env=tuple(sorted(env.items())), after=tuple(after),
-            ready=self.check(ready, f"{self.key}.ready", READY_KINDS),
-            liveness=tuple(self.check(c, f"{self.key}.liveness[{j}]", LIVENESS_KINDS) for j, c in enumerate(liveness)),
+            ready=self.check(ready, f"{self.key}.ready", check_kinds.names()),
+            liveness=tuple(self.check(c, f"{self.key}.liveness[{j}]", check_kinds.names(probed_only=True))
+                           for j, c in enumerate(liveness)),
             watchdog_sec=self.number(body, "watchdog_sec", 0.0), stop_signal=stop_signal,
             stop_timeout=self.number(body, "stop_timeout", 0.0),
             rss_limit_mb=int(self.number(body, "rss_limit_mb", 0, integer=True)), restart=restart,
@@ -198,16 +196,17 @@ class _Parser:
         return value
 
     def check(self, raw: object, key: str, kinds: tuple[str, ...]) -> Check:
-        """"notify" | "started" | {http = URL | tcp = "host:port" | started = seconds | notify = true, options}."""
+        """A kind named alone ("notify", "started") or {kind = value, options}; kinds: check_kinds' registry."""
         if isinstance(raw, str):
-            raw = {raw: True if raw == "notify" else 0.0}
+            kind = check_kinds.get(raw)
+            raw = {raw: kind.bare if kind and kind.bare is not None else 0.0}
         if not isinstance(raw, dict):
             raise self.error(key, f"expected one of {', '.join(kinds)} (a string or a table)")
-        named = [k for k in raw if k in READY_KINDS]
+        named = [k for k in raw if check_kinds.get(k)]
         if len(named) != 1 or named[0] not in kinds:
             raise self.error(key, f"expected exactly one of {', '.join(kinds)}, got {', '.join(named) or 'none'}")
         for name in raw:
-            if name not in READY_KINDS and name not in self.CHECK_OPTIONS:
+            if not check_kinds.get(name) and name not in self.CHECK_OPTIONS:
                 raise self.error(f"{key}.{name}", "unknown key")
         kind = named[0]
         options = {name: self.number(raw, name, getattr(Check, name), integer=name in ("status", "failure_threshold"),
@@ -215,24 +214,11 @@ class _Parser:
         for name in ("period", "timeout", "failure_threshold"):
             if name in options and options[name] <= 0:
                 raise self.error(f"{key}.{name}", f"must be more than 0, got {options[name]}")
-        check = Check(kind, **options)
-        value = raw[kind]
-        if kind == "http":
-            if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-                raise self.error(f"{key}.http", f"expected an http(s) URL, got {value!r}")
-            return replace(check, url=value)
-        if kind == "tcp":
-            host, sep, port = str(value).rpartition(":")
-            if not isinstance(value, str) or not sep or not port.isdigit() or not 0 < int(port) <= 65535:
-                raise self.error(f"{key}.tcp", f"expected \"host:port\", got {value!r}")
-            return replace(check, host=host.strip("[]") or "127.0.0.1", port=int(port))
-        if kind == "started":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise self.error(f"{key}.started", f"expected seconds (0 or more), got {value!r}")
-            return replace(check, seconds=float(value))
-        if value is not True:
-            raise self.error(f"{key}.notify", f"expected true, got {value!r}")
-        return check
+        try:
+            fields = check_kinds.get(kind).parse(raw[kind])  # type: ignore[union-attr]
+        except ValueError as exc:
+            raise self.error(f"{key}.{kind}", str(exc)) from None
+        return Check(kind, **options, **fields)
 
 
 @dataclass(frozen=True)

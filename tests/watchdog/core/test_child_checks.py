@@ -21,7 +21,7 @@ from watchdog.core import hooks
 from watchdog.core import probes
 from watchdog.core.child_checks import Checks, Verdict, judge
 from watchdog.core.child_health import ChildHealth
-from watchdog.core.loop_gaps import LoopGaps
+from watchdog.core.self_watch import SelfWatch
 from watchdog.shared.config_model import WatchdogConfig
 from watchdog.core.probes import ProcSample, proc_sample
 from watchdog.shared.recovery_log import RecoveryLog
@@ -116,7 +116,7 @@ class Events:
     def changed(self) -> None: ...
 
 
-def armed(tmp_path: Path, program: Program, gaps: LoopGaps | None = None) -> tuple[Checks, list[tuple[str, str]],
+def armed(tmp_path: Path, program: Program, gaps: SelfWatch | None = None) -> tuple[Checks, list[tuple[str, str]],
                                                                                  ChildHealth]:
     b = bench(tmp_path)
     health = ChildHealth(program, b.program_alerts(program.name), Events())
@@ -125,7 +125,7 @@ def armed(tmp_path: Path, program: Program, gaps: LoopGaps | None = None) -> tup
     failed: list[tuple[str, str]] = []
     checks = Checks(program, hooks.load(""), SETTINGS, health, lambda event, cause: failed.append((event, cause)),
                     b.records(program.name), tmp_path, None,  # type: ignore[arg-type]  # no HTTP check here
-                    gaps or LoopGaps())
+                    gaps or SelfWatch())
     checks.arm(child)  # type: ignore[arg-type]
     return checks, failed, health
 
@@ -184,7 +184,7 @@ def test_a_gap_in_the_watchdogs_own_loop_re_arms_the_heartbeat_deadline_instead_
     log = RecoveryLog(tmp_path / "gaps.jsonl")
 
     async def scenario() -> None:
-        gaps = LoopGaps(log)
+        gaps = SelfWatch(log)
         ticking = asyncio.get_running_loop().create_task(gaps.tick())
         await asyncio.sleep(0)
         checks, failed, _ = armed(tmp_path, Program("monitor:a", ("true",), ready=Check("notify"), watchdog_sec=1.0),

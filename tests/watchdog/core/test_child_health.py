@@ -34,10 +34,10 @@ class Events:
         self.changes += 1
 
 
-def health(tmp_path: Path, ready: Check = PROBE, b: Bench | None = None):
+def health(tmp_path: Path, ready: Check = PROBE, b: Bench | None = None, hooks: str = "bridge.supervision:hooks"):
     b = b or bench(tmp_path)
     events = Events()
-    part = ChildHealth(Program("bridge:main", ("true",), ready=ready, liveness=(PROBE,)),
+    part = ChildHealth(Program("bridge:main", ("true",), ready=ready, liveness=(PROBE,), hooks=hooks),
                        b.program_alerts("bridge:main"), events)
     part.begin(FakeChild())
     return part, events, b
@@ -70,6 +70,28 @@ def test_an_outage_upstream_is_not_healthy_but_settled_and_alerted(tmp_path: Pat
     part.on_probe(PROBE, probes.HealthResult(probes.OK, "connected"), counts=True)
     assert part.healthy and part.condition == "connected" and not part.upstream_settled
     assert "disconnect" in [r[0] for r in b.alerts.resolved] and events.healthy == 2
+
+
+def test_without_hooks_naming_it_an_outage_is_the_cores_outage_rule_and_ends_with_an_ok_answer(tmp_path: Path) -> None:
+    part, events, b = health(tmp_path, hooks="")
+    part.on_probe(PROBE, probes.HealthResult(probes.OK, "ok"), counts=True)
+    part.on_probe(PROBE, probes.HealthResult(probes.OUTAGE, "upstream_down", "db gone"), counts=True)
+    assert [a[0] for a in b.alerts.fired] == ["outage"] and part.upstream_settled
+    part.on_probe(PROBE, probes.HealthResult(probes.OK, "ok"), counts=True)
+    assert [r[0] for r in b.alerts.resolved] == ["outage"] and part.healthy and events.healthy == 2
+
+
+def test_healthy_again_ends_a_hang_a_failure_by_exit_and_an_operator_case(tmp_path: Path) -> None:
+    """Readiness by READY=1 (no OK answer to end them): being healthy resolves what health ends."""
+    part, _, b = health(tmp_path, ready=Check("notify"))
+    alerts = part.alerts
+    alerts.fire("hang", "hung")
+    alerts.fire("not_paired", "exit 4")
+    alerts.fire("crash_loop", "looping")
+    part.on_probe(PROBE, probes.HealthResult(probes.OPERATOR, "logged_out", "unlinked"), counts=True)
+    part.ready_by_check()
+    assert part.healthy and sorted(r[0] for r in b.alerts.resolved) == ["hang", "logged_out", "not_paired"]
+    assert alerts.firing == {"crash_loop"}  # a crash loop ends with a healthy spell (restarts.py), not at once
 
 
 def test_answers_after_a_stop_do_not_count_and_an_exit_before_ready_leaves_its_last_words(tmp_path: Path) -> None:

@@ -24,8 +24,8 @@ def test_components_restarts_recoveries_and_disconnects() -> None:
     metrics.observe_recovery("bridge:main", 0.04)
     metrics.observe_recovery("bridge:main", 0.41)
     metrics.observe_recovery("bridge:main", 2.6)
-    metrics.observe_disconnect("bridge:main", 12.5)
-    metrics.observe_disconnect("bridge:main", 2.5)
+    metrics.observe_outage("bridge:main", 12.5)
+    metrics.observe_outage("bridge:main", 2.5)
 
     s = samples(metrics)
     bridge = (("component", "bridge:main"),)

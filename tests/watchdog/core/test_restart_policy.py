@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.supervision import hooks as bridge_hooks
 from watchdog.core.restart_policy import After, Next, RestartPolicy, decide, exit_outcome, standby_delay
 
 POLICY = RestartPolicy(initial=0.1, maximum=30.0, crash_loop_exits=5, crash_loop_window=60.0)
@@ -54,7 +55,7 @@ def test_a_dying_standby_backs_off_from_its_first_exit() -> None:
     (0, "never", None, Next.STOP_CLEAN, ""),
     (1, "never", None, Next.FAIL, "config_failed"),
     (2, "always", None, Next.FAIL, "config_failed"),
-    (4, "always", None, Next.FAIL, "not_paired"),
+    (4, "always", None, Next.FAIL, "needs_operator"),
     (7, "always", None, Next.FAIL, "config_failed"),  # a program's own no-restart code
     (-9, "always", After.RECOVER, Next.RESTART, ""),  # stopped for a failed check
     (-9, "never", After.RECOVER, Next.FAIL, "hang"),
@@ -71,3 +72,12 @@ def test_a_refusal_at_start_names_itself_in_the_failure() -> None:
     refused = exit_outcome(2, "exit code 2", "always", (2,), None, last_words="store messages.db is corrupt")
     assert refused.cause == "exit code 2: store messages.db is corrupt"
     assert exit_outcome(1, "exit code 1", "never", (), None).cause == "exit code 1; restart = never"
+
+
+def test_a_programs_hooks_name_its_exits_in_its_own_words() -> None:
+    """The core says `needs_operator` for exit 4; the bridge's hooks say what it means for a session."""
+    assert exit_outcome(4, "exit code 4", "always", (2, 4), None).cause == "exit code 4: needs an operator"
+    bridge = exit_outcome(4, "exit code 4", "always", (2, 4), None, exit_rules=bridge_hooks.exit_rules)
+    assert (bridge.rule, bridge.cause) == ("not_paired", "exit code 4: needs an operator (not paired)")
+    assert exit_outcome(2, "exit code 2", "always", (2, 4), None, exit_rules=bridge_hooks.exit_rules).rule == \
+        "config_failed"

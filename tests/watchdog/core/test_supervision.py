@@ -283,12 +283,16 @@ def test_backoff_resets_after_the_component_was_healthy_long_enough(tmp_path: Pa
     run(scenario)
 
 
-@pytest.mark.parametrize(("code", "rule"), [(2, "config_failed"), (4, "not_paired")])
-def test_exit_code_2_or_4_is_failed_not_restarted_and_alerted_once(tmp_path: Path, code: int, rule: str) -> None:
+@pytest.mark.parametrize(("code", "rule", "hooks"), [(2, "config_failed", ""), (4, "needs_operator", ""),
+                                                     (4, "not_paired", "bridge.supervision:hooks")])
+def test_exit_code_2_or_4_is_failed_not_restarted_and_alerted_once(tmp_path: Path, code: int, rule: str,
+                                                                   hooks: str) -> None:
+    """Alerted in the program's words: the core's, or its hooks' (the bridge: exit 4 is `not_paired`)."""
     async def scenario() -> None:
         async with webhook_receiver() as (url, received):
             async with supervise(write_settings(tmp_path, webhook=url),
-                                 [worker("monitor:a", "--exit-after", "0", "--code", str(code))], webhooks=True) as s:
+                                 [worker("monitor:a", "--exit-after", "0", "--code", str(code), hooks=hooks)],
+                                 webhooks=True) as s:
                 (failed,) = await s.record("monitor:a", "failed")
                 watcher = s.watcher("monitor:a")
                 assert watcher.state == FAILED and watcher.pid is None

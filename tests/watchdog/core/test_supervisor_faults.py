@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from scripts.benchmarks.chaos import Injector
+from scripts.benchmarks.chaos_traffic import Injector
 from scripts.benchmarks.system_run import RunningSystem, config_text, slow_start
 from tests.conftest import wait_until
 from watchdog.shared.http_server import MAX_CONNECTIONS

@@ -1,15 +1,10 @@
-"""The clock seam's boot clock, step detection and the watchdog's one recovery-log record per step."""
+"""The clock seam's boot clock and step detection (the watchdog's record of a step: tests/watchdog/core/test_self_watch.py)."""
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 
-from tests.conftest import until
-from watchdog.core.clock_watch import record_steps
 from watchdog.shared import clock
-from watchdog.shared.recovery_log import RecoveryLog
 
 T0 = datetime(2026, 12, 6, 9, 0, tzinfo=timezone.utc).timestamp()
 
@@ -46,21 +41,3 @@ def test_the_real_clocks_run_without_a_step() -> None:
     first = clock.instant()
     assert first.this_boot() and len(clock.boot_id()) == 36
     assert clock.seconds_since(first) >= 0 and steps.check() is None
-
-
-def test_the_watchdog_records_each_step_once(tmp_path: Path, fixed_clock: Callable) -> None:
-    fixed_clock(None)  # running clocks, set right again afterwards
-    log = RecoveryLog(tmp_path / "recoveries.jsonl")
-
-    async def scenario() -> list[dict]:
-        task = asyncio.create_task(record_steps(log, interval=0.01))
-        await asyncio.sleep(0)  # the watcher takes its first reading
-        clock.step_for_tests(-3600)
-        try:
-            return await until(lambda: list(log.read()), message="the step recorded")
-        finally:
-            task.cancel()
-
-    (record,) = asyncio.run(scenario())
-    assert (record["component"], record["event"], round(record["step_s"])) == ("watchdog", "clock_step", -3600)
-    assert record["message"] == "clock stepped back 1 h 0 min 0 s"

@@ -3,7 +3,7 @@
 An incident opens with what went wrong on a component (a detection, a
 planned stop, a restart nobody logged a detection for, a disconnect, a crash
 loop, a failure, an alert) and collects what followed: the recovery's restart
-and healthy records (joined by `recovery_view.group`), the bridge's disconnect
+and healthy records (joined by `watchdog.commands.recoveries.group`), the bridge's disconnect
 window opened by the crash and closed on reconnect, the bridge's backfill of
 that window and every monitor's report on it (they name the window by
 `account` and `window_id`). A report that found nothing is folded into the
