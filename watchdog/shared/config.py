@@ -86,12 +86,19 @@ def check_permissions(path: Path) -> None:
                               f"chmod o-w {target}")
 
 
+def _cluster(reader: ConfigChecks, raw: object, database: DatabaseConfig) -> object:
+    """[cluster] (issue 21), read by its own module, imported only by configs that have one; moves to
+    monitors/config.py with the config split."""
+    from monitors.cluster_config import read_cluster
+    return read_cluster(reader, raw, database)
+
+
 class _Loader(ConfigChecks):
     """Builds a Config from a parsed file: each table read, then checked across tables."""
 
     def build(self, raw: dict, data_dir_override: Path | None) -> Config:
         known = {"data_dir", "watchdog", "sim", "accounts", "projects", "alerts", "database", "programs", "drops_api",
-                 "webhooks", "monitors"}
+                 "webhooks", "monitors", "cluster"}
         for key in raw:
             if key not in known:
                 raise self.error(key, "unknown key")
@@ -138,5 +145,6 @@ class _Loader(ConfigChecks):
         if per_process != AUTO and (isinstance(per_process, str) or per_process < 1):
             raise self.error("monitors.projects_per_process", f'must be 1 or more, or "auto"; got {per_process!r}')
         config = Config(self.path, data_dir, watchdog, sim, accounts, projects, alerts, database=database,
-                        drops_api=drops_api, webhooks=webhooks, monitors=monitors)
+                        drops_api=drops_api, webhooks=webhooks, monitors=monitors,
+                        cluster=_cluster(self, raw["cluster"], database) if "cluster" in raw else None)
         return self.check_programs(config, raw.get("programs", []))

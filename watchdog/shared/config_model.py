@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -297,6 +298,7 @@ class Config:
     drops_api: DropsApiConfig = field(default_factory=DropsApiConfig)
     webhooks: list[WebhookConfig] = field(default_factory=list)
     monitors: MonitorsConfig = field(default_factory=MonitorsConfig)
+    cluster: Any = None  # [cluster]: monitors.cluster_config.ClusterConfig (issue 21), None for one host
 
     def account(self, name: str) -> AccountConfig:
         try:
