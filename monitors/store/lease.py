@@ -32,7 +32,7 @@ from monitors.store.sql import StoreUnavailable, one
 
 SAFETY = 0.2  # of lease_s: the holder stops sending this long before the database could expire its lease
 RENEW_FRACTION = 0.2  # of lease_s: the holder renews this often (4 tries before it stops sending)
-TAKE_OVER_EVERY = 0.25  # seconds between a standby's looks: a dead holder's session is noticed this soon
+TAKE_OVER_EVERY = 0.5  # seconds between a standby's looks: a dead holder's session is noticed this soon
 
 _HOLDER_GONE = ("NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend_pid "
                 "AND a.application_name = l.session)")
