@@ -36,7 +36,7 @@ def builtin_programs(config: Config) -> list[Program]:
     logs = (config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
     found = []
     sim_name = []
-    if config.sim is not None and config.sim.enabled:
+    if config.sim is not None and config.sim.enabled and not config.sim.url:  # url: another's simulator
         sessions = sorted(a.phone for a in config.accounts.values() if a.transport == "sim")
         found.append(Program("sim", _argv(config, "sim"), ready=Check("notify"), watchdog_sec=config.sim.watchdog_sec,
                              rss_limit_mb=config.sim.rss_limit_mb, no_restart_exit_codes=OWN_NO_RESTART_EXITS,

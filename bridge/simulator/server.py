@@ -73,23 +73,26 @@ class Sim:
         old = session.connection
         if isinstance(old, Connection):
             session.stream_replaced += 1
-            logger.warning("session {}: stream replaced by a new connection", session.phone)
+            logger.warning("session {}: stream replaced by a new connection", session.name)
             old.drop(CLOSE_STREAM_REPLACED, "stream replaced: another connection took this session", self.tasks)
         conn = Connection(session, ws)
         session.connection = conn
         session.connections += 1
-        logger.info("session {}: connected ({} queued)", session.phone, len(session.queue))
+        logger.info("session {}: connected ({} queued)", session.name, len(session.queue))
         return conn
 
-    def disconnect(self, phone: object, reason: str) -> bool:
-        session = self.session(phone)
-        conn = session.connection
-        if not isinstance(conn, Connection):
-            return False
-        session.disconnects += 1
-        logger.info("session {}: server disconnect ({})", session.phone, reason)
-        conn.drop(CLOSE_SERVER_DISCONNECT, f"server disconnect: {reason}", self.tasks)
-        return True
+    def disconnect(self, phone: object, reason: str, node: object = None) -> bool:
+        """Disconnect the number's connected devices (only `node`'s, if given); False if none was connected."""
+        self.session(phone)  # a clear error for an unknown number
+        dropped = False
+        for session in self.state.devices[phone]:  # type: ignore[index]
+            conn = session.connection
+            if isinstance(conn, Connection) and node in (None, session.node):
+                session.disconnects += 1
+                logger.info("session {}: server disconnect ({})", session.name, reason)
+                conn.drop(CLOSE_SERVER_DISCONNECT, f"server disconnect: {reason}", self.tasks)
+                dropped = True
+        return dropped
 
     def session(self, phone: object) -> Session:
         try:
@@ -99,21 +102,19 @@ class Sim:
             raise SimError(f"session: unknown session {phone!r} (known: {known})") from None
 
     def shutdown(self) -> None:
-        for session in self.state.sessions.values():
+        for session in self.state.all_devices():
             if isinstance(session.connection, Connection):
                 session.connection.drop(CLOSE_GOING_AWAY, "server going away", self.tasks)
 
     def status(self) -> str:
-        sessions = self.state.sessions.values()
+        sessions = list(self.state.all_devices())
         connected = sum(1 for s in sessions if s.connection is not None)
         queued = sum(len(s.queue) for s in sessions)
         return f"{connected}/{len(sessions)} sessions connected, {queued} queued, {len(self.state.sent)} sent"
 
     def sessions_json(self) -> dict:
-        return {s.phone: {"connected": s.connection is not None, "queue_depth": len(s.queue),
-                          "connections": s.connections, "stream_replaced": s.stream_replaced,
-                          "disconnects": s.disconnects, "delivered": s.delivered, "acked": s.acked}
-                for s in self.state.sessions.values()}
+        """Per number: its devices' counters added up (one device: its own), and each device (phone, node)."""
+        return {phone: _numbers([_device_json(d) for d in devices]) for phone, devices in self.state.devices.items()}
 
     # -- one session connection -------------------------------------------------
 
@@ -193,7 +194,7 @@ class Sim:
                 await ws.close(code=CLOSE_PROTOCOL, message=b"protocol error: expected a hello frame first")
             return None
         phone = frame.get("session")
-        session = self.state.sessions.get(phone) if isinstance(phone, str) else None
+        session = self.state.device(phone, frame.get("node", ""))  # a host of a cluster: its own linked device
         if session is None:
             await ws.close(code=CLOSE_LOGGED_OUT, message=f"logged out: unknown session {phone!r}".encode()[:123])
         return session
@@ -205,7 +206,8 @@ class Sim:
         if session is None:
             return ws
         conn = self.attach(session, ws)
-        await ws.send_str(json.dumps({"type": "connected", "session": session.phone, "jid": session.jid}))
+        await ws.send_str(json.dumps({"type": "connected", "session": session.phone, "node": session.node,
+                                      "jid": session.jid}))
         workers = [asyncio.create_task(self.deliver(conn))]
         if self.config.sim.disconnect_every:  # type: ignore[union-attr]
             workers.append(asyncio.create_task(self.scheduled_disconnect(conn)))
@@ -224,8 +226,20 @@ class Sim:
             await asyncio.gather(*workers, return_exceptions=True)
             if session.connection is conn:
                 session.connection = None
-            logger.info("session {}: connection closed ({})", session.phone, conn.reason)
+            logger.info("session {}: connection closed ({})", session.name, conn.reason)
         return ws
+
+
+def _device_json(session: Session) -> dict:
+    return {"node": session.node, "connected": session.connection is not None, "queue_depth": len(session.queue),
+            "connections": session.connections, "stream_replaced": session.stream_replaced,
+            "disconnects": session.disconnects, "delivered": session.delivered, "acked": session.acked}
+
+
+def _numbers(devices: list[dict]) -> dict:
+    """A number's entry: `connected` if any device is, the counters summed, and the devices themselves."""
+    total = {key: sum(d[key] for d in devices) for key in devices[0] if key not in ("node", "connected")}
+    return {"connected": any(d["connected"] for d in devices), **total, "devices": devices}
 
 
 def _parse(msg: aiohttp.WSMessage) -> dict | None:
@@ -280,7 +294,8 @@ async def disconnect(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise SimError("expected a JSON object {session, reason?}")
     reason = body.get("reason") or "requested"
-    return web.json_response({"disconnected": request.app[STATE].disconnect(body.get("session"), str(reason))})
+    return web.json_response({"disconnected": request.app[STATE].disconnect(body.get("session"), str(reason),
+                                                                            body.get("node"))})
 
 
 @_errors_as_400

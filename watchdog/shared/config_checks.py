@@ -248,6 +248,8 @@ class ConfigChecks(TableReader):
 
     def check_sim(self, sim: SimConfig) -> None:
         self.check_port(sim.port, "sim.port")
+        if sim.url and not re.match(r"^http://[^/\s:]+:[0-9]+/?$", sim.url):
+            raise self.error("sim.url", f"expected http://HOST:PORT of a running simulator, got {sim.url!r}")
         self.check_supervision(sim.watchdog_sec, sim.rss_limit_mb, "sim")
         if sim.disconnect_every and (len(sim.disconnect_every) != 2 or not 0 < sim.disconnect_every[0] <= sim.disconnect_every[1]):
             raise self.error("sim.disconnect_every", "expected [min_seconds, max_seconds] with 0 < min <= max, or []")

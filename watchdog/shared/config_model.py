@@ -66,6 +66,7 @@ class SimConfig:
 
     enabled: bool = True
     port: int = 0
+    url: str = ""  # a simulator already running (http://127.0.0.1:PORT): used instead of starting one (issue 21)
     # Server-initiated disconnects: a random delay in [min, max] seconds; [] = never.
     disconnect_every: list[float] = field(default_factory=list)
     groups: list[SimGroupConfig] = field(default_factory=list)
