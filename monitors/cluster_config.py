@@ -33,6 +33,12 @@ class _Reader(Protocol):
     def error(self, key: str, problem: str) -> ConfigError: ...
 
 
+def reader_key(account: str, cluster: ClusterConfig | None) -> str:
+    """The drops store's key for how far this host read an account's messages.db (cursors, reported windows):
+    in a cluster each host reads its own store, so each has its own cursor; drops and feedback are shared."""
+    return account if cluster is None else f"{account}@{cluster.node}"
+
+
 def read_cluster(reader: _Reader, raw: object, database: DatabaseConfig) -> ClusterConfig | None:
     """The `[cluster]` table checked (None without one); errors name the key (exit 2)."""
     if raw is None:
