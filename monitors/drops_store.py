@@ -74,7 +74,13 @@ def open_drops_store(config: Config, readonly: bool = False) -> DropsDB:
     """
     if config.database.url:
         from monitors.store.postgres import PostgresBackend
-        return DropsDB(PostgresBackend(config.database.url, config.database.schema))
+        if config.cluster is None:
+            return DropsDB(PostgresBackend(config.database.url, config.database.schema))
+        # A cluster: a host paused inside a transaction (SIGSTOP, a frozen VM) must not keep its row locks from
+        # the host that took over; the server ends such a session after one lease.
+        timeout_ms = int(config.cluster.lease_s * 1000)
+        return DropsDB(PostgresBackend(config.database.url, config.database.schema,
+                                       options=f"-c idle_in_transaction_session_timeout={timeout_ms}"))
     from monitors.store.sqlite import SqliteBackend
     return DropsDB(SqliteBackend(drops_db_path(config.data_dir), readonly=readonly))
 

@@ -3,11 +3,14 @@ names, each its own linked device on one simulator, sharing one PostgreSQL.
 
 Fault 1, host A killed (kill -9 of its whole tree at once) while drops are posted at 5/s: every drop
 recorded once, every acknowledgement reaches the group once, B takes over sending at once (A's connections
-were reset with its processes), and no device ever had two connections. The hosts are process trees, not
-network namespaces: a kill resets A's connections whatever namespace they live in.
+were reset with its processes), and no device ever had two connections. Fault 2, A's whole tree paused
+(SIGSTOP) past its lease, then resumed: B takes over within lease + 1 s, and A, resumed, sends and marks
+nothing. The hosts are process trees, not network namespaces: a kill resets A's connections and a pause
+silences them whatever namespace they live in (the partitions of faults 3 and 4 need namespaces: not here yet).
 """
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,17 +27,25 @@ RATE = 5.0  # drops posted per second
 CLUSTER = '\n[cluster]\nnode = "{}"\nlease_s = 2\n'
 
 
-def kill_tree(system: RunningSystem) -> None:
-    """A dead host: SIGKILL to its watchdog and every child at once (their sockets are reset by the kernel)."""
+def tree(system: RunningSystem) -> list[psutil.Process]:
     assert system.proc is not None
-    tree = [psutil.Process(system.proc.pid), *psutil.Process(system.proc.pid).children(recursive=True)]
-    for process in tree:
+    return [psutil.Process(system.proc.pid), *psutil.Process(system.proc.pid).children(recursive=True)]
+
+
+def signal_tree(processes: list[psutil.Process], signum: int) -> None:
+    for process in processes:
         try:
-            process.kill()
+            process.send_signal(signum)
         except psutil.NoSuchProcess:
             pass
-    system.proc.wait(timeout=10)
-    psutil.wait_procs(tree, timeout=10)
+
+
+def kill_tree(system: RunningSystem) -> None:
+    """A dead host: SIGKILL to its watchdog and every child at once (their sockets are reset by the kernel)."""
+    processes = tree(system)
+    signal_tree(processes, signal.SIGKILL)
+    system.proc.wait(timeout=10)  # type: ignore[union-attr]
+    psutil.wait_procs(processes, timeout=10)
 
 
 def holder(pg_url: str) -> str | None:
@@ -46,49 +57,73 @@ def holder(pg_url: str) -> str | None:
     return states[0].holder if states and states[0].valid else None
 
 
+class Poster:
+    """Posts drops into the shared simulator at RATE per second (paced from the start of each burst)."""
+
+    def __init__(self, system: RunningSystem) -> None:
+        self.system = system
+        self.posted: list[str] = []
+
+    def post(self, count: int) -> None:
+        started, first = time.monotonic(), len(self.posted)
+        for _ in range(count):
+            n = len(self.posted)
+            time.sleep(max(0.0, started + (n - first) / RATE - time.monotonic()))
+            self.system.inject(group_jid(1), CONTRACTORS[n % len(CONTRACTORS)], f"DR{7200000 + n} installed")
+            self.posted.append(f"DR{7200000 + n}")
+
+
+def two_hosts(tmp_path: Path, pg_url: str) -> tuple[RunningSystem, RunningSystem]:
+    """A (with the simulator, a process of its own that outlives A's tree) and B, using A's simulator; started,
+    A first, so that A holds the sender lease."""
+    a = RunningSystem(tmp_path / "a", slow_start(config_text(1, database_url=pg_url, separate_sim=True))
+                      + CLUSTER.format("vps-a"), database_url=pg_url, separate_sim=True)
+    a.start()
+    b_config = slow_start(config_text(1, database_url=pg_url)).replace(
+        "[sim]\nport = 0\n", f'[sim]\nport = 0\nurl = "{a.sim_url}"\n') + CLUSTER.format("vps-b")
+    b = RunningSystem(tmp_path / "b", b_config, database_url=pg_url)
+    try:
+        b.start()
+    except BaseException:
+        a.stop()
+        raise
+    assert holder(pg_url) == "vps-a"  # A came first and kept its lease
+    return a, b
+
+
+def sent_status(system: RunningSystem) -> int:
+    return (system.query("drops", "SELECT COUNT(*) FROM feedback WHERE status = 'sent'") or [(-1,)])[0][0]
+
+
+def devices(system: RunningSystem) -> dict[str, dict]:
+    numbers = http("GET", f"{system.sim_url}/sim/sessions")
+    return {d["node"]: d for d in numbers[PHONE]["devices"]}  # type: ignore[index]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_host_a_killed_while_drops_are_posted_loses_nothing_and_sends_nothing_twice(tmp_path: Path,
                                                                                      pg_url: str) -> None:
-    a = RunningSystem(tmp_path / "a", slow_start(config_text(1, database_url=pg_url, separate_sim=True))
-                      + CLUSTER.format("vps-a"), database_url=pg_url, separate_sim=True)
-    a.start()  # the simulator first (its own process: it outlives host A), then A's tree
-    b_config = slow_start(config_text(1, database_url=pg_url)).replace(
-        "[sim]\nport = 0\n", f'[sim]\nport = 0\nurl = "{a.sim_url}"\n') + CLUSTER.format("vps-b")
-    b = RunningSystem(tmp_path / "b", b_config, database_url=pg_url)
-    posted: list[str] = []
-    started = time.monotonic()
-
-    def post(count: int) -> None:
-        """`count` more drops, paced at RATE per second from the start of the run."""
-        for _ in range(count):
-            n = len(posted)
-            time.sleep(max(0.0, started + n / RATE - time.monotonic()))
-            a.inject(group_jid(1), CONTRACTORS[n % len(CONTRACTORS)], f"DR{7200000 + n} installed")
-            posted.append(f"DR{7200000 + n}")
-
-    def sent_status() -> int:
-        return (a.query("drops", "SELECT COUNT(*) FROM feedback WHERE status = 'sent'") or [(-1,)])[0][0]
+    a, b = two_hosts(tmp_path, pg_url)
+    poster = Poster(a)
+    posted = poster.posted
     try:
-        b.start()
-        assert holder(pg_url) == "vps-a"  # A came first and kept its lease
-        post(10)
-        wait_until(lambda: sent_status() >= 3, timeout=30, message="A to send the first acknowledgements")
+        poster.post(10)
+        wait_until(lambda: sent_status(a) >= 3, timeout=30, message="A to send the first acknowledgements")
         kill_tree(a)
         killed = time.monotonic()
         wait_until(lambda: holder(pg_url) == "vps-b", timeout=5, message="B to take the sender lease")
         takeover = time.monotonic() - killed
-        started = time.monotonic()
-        post(15)
-        wait_until(lambda: a.query("drops", "SELECT COUNT(*) FROM drops") == [(25,)] and sent_status() == 25,
+        poster.post(15)
+        wait_until(lambda: a.query("drops", "SELECT COUNT(*) FROM drops") == [(25,)] and sent_status(a) == 25,
                    timeout=60, message="every drop recorded and acknowledged by B")
         events = Counter(a.query("drops", "SELECT d.drop_number FROM drop_events e JOIN drops d ON d.id = e.drop_id"))
         assert events == Counter((drop,) for drop in posted)  # each once, though both hosts saw every message
         acks = Counter(s["text"].split()[1] for s in a.sent() if s["recipient"] == group_jid(1))
         assert acks == Counter(posted)  # every acknowledgement reached the group exactly once
-        devices = http("GET", f"{a.sim_url}/sim/sessions")[PHONE]["devices"]  # type: ignore[index]
-        assert {d["node"] for d in devices if d["connections"]} == {"vps-a", "vps-b"}
-        assert all(d["stream_replaced"] == 0 for d in devices)  # never two connections of one device
+        seen = devices(a)
+        assert {node for node, d in seen.items() if d["connections"]} == {"vps-a", "vps-b"}
+        assert all(d["stream_replaced"] == 0 for d in seen.values())  # never two connections of one device
         assert a.query("drops", "SELECT COUNT(*) FROM feedback WHERE status <> 'sent'") == [(0,)]
         # each host's bridge was handed only what that host claimed under its lease: B exactly what it claimed
         # (after the takeover), A at least the ones it marked sent; both only the few A had in flight at the kill
@@ -102,5 +137,56 @@ def test_host_a_killed_while_drops_are_posted_loses_nothing_and_sends_nothing_tw
         assert len(handed[a] & handed[b]) <= 2, f"{len(handed[a] & handed[b])} sends of unknown fate at the kill"
         assert takeover < 1.0, f"B took {takeover:.2f} s to hold the lease after A was killed"
     finally:
+        b.stop()
+        a.stop()
+
+
+def last_lease_statement(pg_url: str, node: str) -> str:
+    """What the node's lease session last ran (superuser view of pg_stat_activity): RENEW (UPDATE) while it
+    holds the lease, ACQUIRE (INSERT) while it looks for one."""
+    reader = PostgresBackend(pg_url, "wa_watchdog")
+    try:
+        rows = reader.rows("SELECT query FROM pg_stat_activity WHERE application_name LIKE 'wa-watchdog lease "
+                           f"{node} %' AND state = 'idle'")
+    finally:
+        reader.close()
+    return rows[0][0].split()[0] if rows else ""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_paused_host_sends_and_marks_nothing_after_its_lease_was_taken_over(tmp_path: Path, pg_url: str) -> None:
+    a, b = two_hosts(tmp_path, pg_url)
+    poster = Poster(a)
+    paused: list[psutil.Process] = []
+    try:
+        poster.post(10)
+        wait_until(lambda: sent_status(a) >= 3, timeout=30, message="A to send the first acknowledgements")
+        paused = tree(a)
+        signal_tree(paused, signal.SIGSTOP)  # a frozen VM: nothing closed, nothing answered
+        frozen = time.monotonic()
+        wait_until(lambda: holder(pg_url) == "vps-b", timeout=10, message="B to take the sender lease")
+        takeover = time.monotonic() - frozen
+        poster.post(10)
+        wait_until(lambda: sent_status(a) == 20, timeout=60, message="B to acknowledge every drop")
+        before = devices(a)["vps-a"]
+        by_a = {s["id"] for s in a.sent() if s["node"] == "vps-a"}
+        signal_tree(paused, signal.SIGCONT)
+        paused = []
+        wait_until(lambda: last_lease_statement(pg_url, "vps-a") == "INSERT", timeout=30,
+                   message="A, resumed, to find its lease gone and ask for it again")
+        poster.post(5)
+        wait_until(lambda: sent_status(a) == 25, timeout=60, message="B to acknowledge the drops after A resumed")
+        after = devices(a)["vps-a"]
+        assert {s["id"] for s in a.sent() if s["node"] == "vps-a"} == by_a  # A sent nothing new after resuming
+        assert after["resent"] == before["resent"] == 0  # nor anything again
+        acks = Counter(s["text"].split()[1] for s in a.sent() if s["recipient"] == group_jid(1))
+        assert acks == Counter(poster.posted)  # every acknowledgement once
+        tokens = dict(a.query("drops", "SELECT claimed_by, MAX(claim_token) FROM feedback GROUP BY claimed_by"))
+        assert tokens["vps-b"] > tokens.get("vps-a", 0)
+        assert holder(pg_url) == "vps-b" and all(d["stream_replaced"] == 0 for d in devices(a).values())
+        assert takeover < 2 + 1.0, f"B took {takeover:.2f} s to hold the lease of a paused A (lease_s 2)"
+    finally:
+        signal_tree(paused, signal.SIGCONT)
         b.stop()
         a.stop()

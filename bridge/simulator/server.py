@@ -233,7 +233,8 @@ class Sim:
 def _device_json(session: Session) -> dict:
     return {"node": session.node, "connected": session.connection is not None, "queue_depth": len(session.queue),
             "connections": session.connections, "stream_replaced": session.stream_replaced,
-            "disconnects": session.disconnects, "delivered": session.delivered, "acked": session.acked}
+            "disconnects": session.disconnects, "delivered": session.delivered, "acked": session.acked,
+            "resent": session.resent}
 
 
 def _numbers(devices: list[dict]) -> dict:

@@ -150,6 +150,7 @@ class Session:
     disconnects: int = 0
     delivered: int = 0
     acked: int = 0
+    resent: int = 0  # sends of a message id already sent (by this device or a sibling): the same message again
 
     @property
     def jid(self) -> str:
@@ -312,6 +313,7 @@ class SimState:
         if not isinstance(message_id, str) or not message_id:
             raise SimError("id: missing (the client chooses the message id)")
         if message_id in self.sent:
+            session.resent += 1
             return self.sent[message_id]
         recipient, text = body.get("recipient"), body.get("text", "")
         mentions = body.get("mentioned_jids") or []

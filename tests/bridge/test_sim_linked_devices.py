@@ -39,6 +39,7 @@ def test_every_device_receives_every_group_message_and_a_send_reaches_the_group_
                           "mentioned_jids": [CONTRACTOR]})
     again = state.send(b, {"id": "3EB0FEEDBACK1", "recipient": GROUP_A, "text": "@27710000001 DR1000001 received"})
     assert again is sent and (sent.session, sent.node) == (MAIN_PHONE, "vps-a")  # the same id: the same message
+    assert (a.resent, b.resent) == (0, 1)  # counted as sent again by that device
     assert [m.id for m in state.groups[GROUP_A].history] == [state.groups[GROUP_A].history[0].id, "3EB0FEEDBACK1"]
     assert state.sent_by(None) == [sent.json()]
     # the sibling receives it from its own number (from me); the sender does not; both get its receipts
