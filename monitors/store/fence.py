@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+WEBHOOKS = ":webhooks"  # the lease of webhook deliveries (not an account: account names cannot start with ':')
+
 # The lease is this holder's, with this token, and not expired by the database's clock. `?`: account, holder, token.
 FENCE = ("EXISTS (SELECT 1 FROM sender_leases WHERE account = ? AND holder = ? AND token = ? "
          "AND expires_at > now())")

@@ -17,7 +17,9 @@ from monitors.drops_store import FEEDBACK_PENDING, FEEDBACK_SENT, DropsDB, Fence
 from monitors.store.lease import SAFETY, SenderLease, lease_states
 from monitors.store.postgres import PostgresBackend
 from tests.conftest import BASE_CONFIG, ROOT, wait_until
-from tests.monitors.test_drops_outbox import ack, sub
+from monitors.store.fence import WEBHOOKS
+from monitors.store.outbox import FencedOutbox
+from tests.monitors.test_drops_outbox import ack, at, sub
 from tests.pg import PgCluster
 from watchdog.shared.config import load
 
@@ -29,8 +31,8 @@ def leases(pg_url: str) -> Iterator[Callable[..., SenderLease]]:
     """SenderLease(node, lease_s) on the test's database, each on its own connection; closed at the end."""
     made: list[SenderLease] = []
 
-    def make(node: str, lease_s: float = 5.0) -> SenderLease:
-        made.append(SenderLease(pg_url, "wa_watchdog", ACCOUNT, node, lease_s))
+    def make(node: str, lease_s: float = 5.0, account: str = ACCOUNT) -> SenderLease:
+        made.append(SenderLease(pg_url, "wa_watchdog", account, node, lease_s))
         return made[-1]
     yield make
     for lease in made:
@@ -178,3 +180,22 @@ def test_release_hands_over_at_the_next_look(leases) -> None:  # noqa: ANN001
     token = a.acquire()
     a.release()
     assert a.fence() is None and b.acquire() == token + 1
+
+
+def test_webhooks_are_delivered_by_the_lease_holder_only_and_a_stale_mark_is_refused(leases, drops: DropsDB) -> None:  # noqa: ANN001,E501
+    drops.record("lawley", "main", 1, [sub("DR1000001", "M1")], None)  # one drop.recorded event
+    a, b = leases("vps-a", 0.6, account=WEBHOOKS), leases("vps-b", 0.6, account=WEBHOOKS)
+    a.acquire()
+    stale = a.fence()
+    by_a, by_b = FencedOutbox(drops.outbox, a.fence), FencedOutbox(drops.outbox, b.fence)
+    by_a.start("crm", "oldest")
+    assert by_b.due("crm", now=at(10**6)) == []  # not B's to deliver
+    [event] = by_a.due("crm", now=at(10**6))
+    wait_until(b.acquire, timeout=5, message="vps-b to take over the webhooks")
+    FencedOutbox(drops.outbox, lambda: stale).delivered("crm", event.seq)  # A wakes up believing it holds it
+    assert drops.outbox.counts("crm").pending == 1  # its mark did not count
+    [again] = by_b.due("crm", now=at(10**6))
+    assert again.id == event.id  # delivered again with its stable webhook-id: at least once
+    by_b.delivered("crm", again.seq)
+    counts = drops.outbox.counts("crm")
+    assert (counts.pending, counts.delivered) == (0, 1)
