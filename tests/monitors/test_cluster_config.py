@@ -35,8 +35,8 @@ def test_a_bad_cluster_table_names_its_key(write_config, table: str, database: s
 def test_a_sim_url_uses_that_simulator_instead_of_starting_one(write_config) -> None:  # noqa: ANN001
     from watchdog.builtins import builtin_programs
     own = load(write_config(BASE_CONFIG))
-    shared = load(write_config(BASE_CONFIG.replace("[sim]\nport = 0\n", '[sim]\nport = 0\nurl = "http://127.0.0.1:18777"\n'),
-                               name="shared.toml"))
+    text = BASE_CONFIG.replace("[sim]\nport = 0\n", '[sim]\nport = 0\nurl = "http://127.0.0.1:18777"\n')
+    shared = load(write_config(text, name="shared.toml"))
     assert "sim" in [p.name for p in builtin_programs(own)]
     assert "sim" not in [p.name for p in builtin_programs(shared)] and shared.sim.url == "http://127.0.0.1:18777"
 

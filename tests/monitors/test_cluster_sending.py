@@ -1,5 +1,6 @@
 """A host in a cluster (`[cluster]`, issue 21) sends feedback only under the account's sender lease: while
-another node holds it, drops are recorded and nothing is sent; once it is free, each acknowledgement once."""
+another node holds it, drops are recorded and nothing is sent; once it is free, each acknowledgement once.
+Its drops-api delivers webhooks under a lease of their own, which it holds meanwhile."""
 from __future__ import annotations
 
 from collections import Counter
@@ -8,9 +9,12 @@ from pathlib import Path
 import pytest
 
 from bridge.schema import now_ts
+from monitors.store.fence import WEBHOOKS
 from monitors.store.lease import SenderLease, lease_states
 from monitors.store.postgres import PostgresBackend
 from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid
+from scripts.benchmarks.webhook_receiver import WebhookReceiver
+from tests.monitors.test_webhooks import SECRET
 from tests.conftest import wait_until
 
 
@@ -19,7 +23,11 @@ from tests.conftest import wait_until
 def test_a_node_sends_only_under_the_sender_lease(tmp_path: Path, pg_url: str) -> None:
     other = SenderLease(pg_url, "wa_watchdog", "main", "vps-b", lease_s=120)  # a live node holding it
     assert other.acquire() == 1
-    config = config_text(1, database_url=pg_url) + '\n[cluster]\nnode = "vps-a"\nlease_s = 2\n'
+    receiver = WebhookReceiver(SECRET)
+    receiver.start()
+    config = (config_text(1, database_url=pg_url) + '\n[cluster]\nnode = "vps-a"\nlease_s = 2\n'
+              f'\n[drops_api]\nenabled = true\n\n[[webhooks]]\nname = "qa"\nurl = "{receiver.url}"\n'
+              f'secret = "{SECRET}"\n')
     system = RunningSystem(tmp_path, config, database_url=pg_url)
     system.start()
     posted = [f"DR{7100000 + n}" for n in range(5)]
@@ -41,15 +49,20 @@ def test_a_node_sends_only_under_the_sender_lease(tmp_path: Path, pg_url: str) -
         # claimed only under vps-a's grant (token 2, after vps-b's 1 was released), and sent only after that
         assert system.query("drops", "SELECT DISTINCT claimed_by, claim_token FROM feedback") == [("vps-a", 2)]
         assert min(t for (t,) in system.query("drops", "SELECT sent_at FROM feedback")) >= released_at
-        [state] = lease_states(other.db)
-        assert (state.holder, state.token, state.valid) == ("vps-a", 2, True)
+        states = {state.account: state for state in lease_states(other.db)}
+        assert (states["main"].holder, states["main"].token, states["main"].valid) == ("vps-a", 2, True)
+        assert (states[WEBHOOKS].holder, states[WEBHOOKS].valid) == ("vps-a", True)
+        wait_until(lambda: sorted(e["data"]["drop"]["drop_number"] for e in receiver.events().values()
+                                  if e["type"] == "drop.recorded") == posted, timeout=30,
+                   message="a drop.recorded webhook for every drop, from the holder of the webhooks lease")
     finally:
         system.stop()
         other.close()
+        receiver.close()
     reader = PostgresBackend(pg_url, "wa_watchdog")
-    [state] = lease_states(reader)
+    states = lease_states(reader)
     reader.close()
-    assert not state.valid  # released at the clean stop: another host would take over at its next look
+    assert [s.valid for s in states] == [False, False]  # released at the clean stop: another host takes over at once
 
 
 def looked_for_the_lease(lease: SenderLease) -> bool:

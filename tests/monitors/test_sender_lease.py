@@ -147,7 +147,8 @@ def test_a_closed_connection_is_a_gone_holder_but_a_sibling_process_joins_the_gr
     assert wait_until(b.acquire, timeout=1, message="vps-b to take over from a closed session") == token + 1
 
 
-def test_a_holder_that_cannot_renew_stops_sending_before_its_lease_can_expire(leases, pg_cluster: PgCluster) -> None:  # noqa: ANN001,E501
+def test_a_holder_that_cannot_renew_stops_sending_before_its_lease_can_expire(leases,  # noqa: ANN001
+                                                                              pg_cluster: PgCluster) -> None:
     a = leases("vps-a", lease_s=2.0)
     started = time.monotonic()
     assert a.acquire() is not None
@@ -182,7 +183,8 @@ def test_release_hands_over_at_the_next_look(leases) -> None:  # noqa: ANN001
     assert a.fence() is None and b.acquire() == token + 1
 
 
-def test_webhooks_are_delivered_by_the_lease_holder_only_and_a_stale_mark_is_refused(leases, drops: DropsDB) -> None:  # noqa: ANN001,E501
+def test_webhooks_are_delivered_by_the_lease_holder_only_and_a_stale_mark_is_refused(leases,  # noqa: ANN001
+                                                                                     drops: DropsDB) -> None:
     drops.record("lawley", "main", 1, [sub("DR1000001", "M1")], None)  # one drop.recorded event
     a, b = leases("vps-a", 0.6, account=WEBHOOKS), leases("vps-b", 0.6, account=WEBHOOKS)
     a.acquire()
