@@ -28,7 +28,7 @@ from monitors.store.model import (DROP_BACKFILLED, DROP_RECORDED, DROP_RESUBMITT
                                   Drop, DropDetail, DropEvent, DropPage, Feedback, NewFeedback, OutboxCounts,
                                   OutboxEvent, Position, Submission, check_feedback_transition, drop_from_row,
                                   feedback_from_row)
-from monitors.store.fence import FENCE, Fence, LeaseLost
+from monitors.store.fence import FENCE, Fence, LeaseLost, store_session_name
 from monitors.store.outbox import WebhookOutbox, enqueue
 from monitors.store.shapes import drop_json, feedback_json, rfc3339
 from monitors.store.queries import DROP_COLUMNS, FEEDBACK_COLUMNS, DropQueries
@@ -76,11 +76,9 @@ def open_drops_store(config: Config, readonly: bool = False) -> DropsDB:
         from monitors.store.postgres import PostgresBackend
         if config.cluster is None:
             return DropsDB(PostgresBackend(config.database.url, config.database.schema))
-        # A cluster: a host paused inside a transaction (SIGSTOP, a frozen VM) must not keep its row locks from
-        # the host that took over; the server ends such a session after one lease.
-        timeout_ms = int(config.cluster.lease_s * 1000)
+        # A cluster: named after the node, so that a host taking over its lease can end its sessions (lease.py)
         return DropsDB(PostgresBackend(config.database.url, config.database.schema,
-                                       options=f"-c idle_in_transaction_session_timeout={timeout_ms}"))
+                                       application_name=store_session_name(config.cluster.node)))
     from monitors.store.sqlite import SqliteBackend
     return DropsDB(SqliteBackend(drops_db_path(config.data_dir), readonly=readonly))
 

@@ -11,9 +11,11 @@ from collections.abc import Callable
 
 from loguru import logger
 
+from monitors.alert_rules import LEASE_TAKEN_OVER
 from monitors.cluster_config import ClusterConfig
 from monitors.store.fence import Fence
 from monitors.store.lease import RENEW_FRACTION, TAKE_OVER_EVERY, SenderLease
+from watchdog.core.alerts import AlertManager
 from watchdog.shared.config import DatabaseConfig
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared.waiting import wait_event
@@ -21,10 +23,11 @@ from watchdog.shared.waiting import wait_event
 
 class LeaseKeeper:
     def __init__(self, database: DatabaseConfig, cluster: ClusterConfig, account: str, component: str,
-                 log: RecoveryLog, on_change: Callable[[], None]) -> None:
+                 log: RecoveryLog, alerts: AlertManager, on_change: Callable[[], None]) -> None:
         self.lease = SenderLease(database.url, database.schema, account, cluster.node, cluster.lease_s)
         self.component = component
         self.log = log
+        self.alerts = alerts
         self.on_change = on_change
 
     def fence(self) -> Fence | None:
@@ -38,7 +41,14 @@ class LeaseKeeper:
             logger.warning("sender lease of {} lost by {} (token {})", lease.account, lease.node, before.token)
             self.log.append(self.component, "lease", change="lost", account=lease.account, node=lease.node,
                             token=before.token)
-        if now is not None:
+        if now is not None and (took := lease.takeover) is not None:
+            summary = (f"{lease.node} took over the sender lease of {lease.account} from {took.holder} (token "
+                       f"{now.token}), silent for {took.silent_s:.1f} s")
+            logger.warning(summary)
+            self.log.append(self.component, "lease", change="taken_over", account=lease.account, node=lease.node,
+                            token=now.token, previous=took.holder, gap_s=round(took.silent_s, 3))
+            self.alerts.fire(LEASE_TAKEN_OVER, self.component, summary)
+        elif now is not None:
             logger.info("sender lease of {} held by {} (token {})", lease.account, lease.node, now.token)
             self.log.append(self.component, "lease", change="acquired", account=lease.account, node=lease.node,
                             token=now.token)

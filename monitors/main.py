@@ -67,8 +67,8 @@ class MonitorProcess:
                          for project in projects]
         self.receipts = [ReceiptFollower(self.drops, account, self.wakes)
                          for account in receipt_accounts(config, projects)]
-        self.keepers = self._lease_keepers(log)
         self.alerts = AlertManager(config.alerts, log)
+        self.keepers = self._lease_keepers(log)
         self.group_watch = GroupWatch(config, self.monitors, self.alerts, self._status_changed)
 
     def _lease_keepers(self, log: RecoveryLog) -> list[LeaseKeeper]:
@@ -81,7 +81,7 @@ class MonitorProcess:
         for account in dict.fromkeys(monitor.project.send_account for monitor in self.monitors):
             senders = [monitor.sender for monitor in self.monitors if monitor.project.send_account == account]
             keeper = LeaseKeeper(self.config.database, self.config.cluster, account, monitor_component(self.projects),
-                                 log, _waker(senders))
+                                 log, self.alerts, _waker(senders))
             for sender in senders:
                 sender.held = keeper.fence
             keepers.append(keeper)

@@ -22,6 +22,8 @@ from monitors.store.lease import lease_states
 from monitors.store.postgres import PostgresBackend
 from scripts.benchmarks.system_run import CONTRACTORS, PHONE, RunningSystem, config_text, group_jid, http, slow_start
 from tests.conftest import wait_until
+from watchdog.shared.config import load
+from watchdog.shared.recovery_log import RecoveryLog
 
 RATE = 5.0  # drops posted per second
 CLUSTER = '\n[cluster]\nnode = "{}"\nlease_s = 2\n'
@@ -91,6 +93,12 @@ def two_hosts(tmp_path: Path, pg_url: str) -> tuple[RunningSystem, RunningSystem
     return a, b
 
 
+def takeovers(system: RunningSystem) -> list[dict]:
+    """The host's recovery log: `lease` events that took a lease over from another host."""
+    log = RecoveryLog(load(system.config_path).watchdog.recovery_log)
+    return [r for r in log.read() if r.get("event") == "lease" and r.get("change") == "taken_over"]
+
+
 def sent_status(system: RunningSystem) -> int:
     return (system.query("drops", "SELECT COUNT(*) FROM feedback WHERE status = 'sent'") or [(-1,)])[0][0]
 
@@ -136,21 +144,23 @@ def test_host_a_killed_while_drops_are_posted_loses_nothing_and_sends_nothing_tw
         assert handed[a] | handed[b] == {k for (k,) in a.query("drops", "SELECT idempotency_key FROM feedback")}
         assert len(handed[a] & handed[b]) <= 2, f"{len(handed[a] & handed[b])} sends of unknown fate at the kill"
         assert takeover < 1.0, f"B took {takeover:.2f} s to hold the lease after A was killed"
+        [taken] = wait_until(lambda: takeovers(b), timeout=10, message="B's recovery log to record the takeover")
+        assert (taken["account"], taken["node"], taken["previous"]) == ("main", "vps-b", "vps-a")
+        assert taken["gap_s"] < 2  # A had renewed within its lease when it died
     finally:
         b.stop()
         a.stop()
 
 
-def last_lease_statement(pg_url: str, node: str) -> str:
-    """What the node's lease session last ran (superuser view of pg_stat_activity): RENEW (UPDATE) while it
-    holds the lease, ACQUIRE (INSERT) while it looks for one."""
+def asked_for_the_lease(pg_url: str, node: str) -> bool:
+    """The node's lease session last ran ACQUIRE (superuser view of pg_stat_activity): it looks for the lease
+    (while it holds one it runs RENEW)."""
     reader = PostgresBackend(pg_url, "wa_watchdog")
     try:
-        rows = reader.rows("SELECT query FROM pg_stat_activity WHERE application_name LIKE 'wa-watchdog lease "
-                           f"{node} %' AND state = 'idle'")
+        return bool(reader.rows("SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'wa-watchdog lease "
+                                f"{node} %' AND state = 'idle' AND query LIKE '%INSERT INTO sender_leases%'"))
     finally:
         reader.close()
-    return rows[0][0].split()[0] if rows else ""
 
 
 @pytest.mark.slow
@@ -173,7 +183,7 @@ def test_a_paused_host_sends_and_marks_nothing_after_its_lease_was_taken_over(tm
         by_a = {s["id"] for s in a.sent() if s["node"] == "vps-a"}
         signal_tree(paused, signal.SIGCONT)
         paused = []
-        wait_until(lambda: last_lease_statement(pg_url, "vps-a") == "INSERT", timeout=30,
+        wait_until(lambda: asked_for_the_lease(pg_url, "vps-a"), timeout=30,
                    message="A, resumed, to find its lease gone and ask for it again")
         poster.post(5)
         wait_until(lambda: sent_status(a) == 25, timeout=60, message="B to acknowledge the drops after A resumed")
@@ -186,6 +196,8 @@ def test_a_paused_host_sends_and_marks_nothing_after_its_lease_was_taken_over(tm
         assert tokens["vps-b"] > tokens.get("vps-a", 0)
         assert holder(pg_url) == "vps-b" and all(d["stream_replaced"] == 0 for d in devices(a).values())
         assert takeover < 2 + 1.0, f"B took {takeover:.2f} s to hold the lease of a paused A (lease_s 2)"
+        [taken] = takeovers(b)
+        assert (taken["previous"], taken["token"]) == ("vps-a", tokens["vps-b"]) and 2 <= taken["gap_s"] < 3
     finally:
         signal_tree(paused, signal.SIGCONT)
         b.stop()

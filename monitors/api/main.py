@@ -90,7 +90,7 @@ async def serve(config: Config) -> int:
     outbox, keeper = db.outbox, None
     if config.cluster is not None and config.webhooks:  # a cluster: one host delivers at a time (issue 21)
         from monitors.lease_keeper import LeaseKeeper
-        keeper = LeaseKeeper(config.database, config.cluster, WEBHOOKS, COMPONENT, recovery_log, lambda: None)
+        keeper = LeaseKeeper(config.database, config.cluster, WEBHOOKS, COMPONENT, recovery_log, alerts, lambda: None)
         outbox = FencedOutbox(db.outbox, keeper.fence)
     api = DropsApi(config, db, http, Deliverer(config.webhooks, outbox, http, dead))
     api.deliverer.start_receivers()  # before the URL is published: a receiver added now starts at the event of now

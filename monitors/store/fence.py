@@ -26,3 +26,9 @@ class Fence:
     @property
     def params(self) -> tuple[str, str, int]:
         return self.account, self.holder, self.token
+
+
+def store_session_name(node: str) -> str:
+    """The application_name of a cluster node's drops store connections: the sessions a host that takes over the
+    node's lease ends (monitors/store/lease.py), with its lease sessions (`wa-watchdog lease <node> <nonce>`)."""
+    return f"wa-watchdog {node}"

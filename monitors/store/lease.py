@@ -26,6 +26,9 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import psycopg
+from loguru import logger
+
 from monitors.store.fence import Fence
 from monitors.store.postgres import PostgresBackend
 from monitors.store.sql import StoreUnavailable, one
@@ -37,7 +40,11 @@ TAKE_OVER_EVERY = 0.5  # seconds between a standby's looks: a dead holder's sess
 _HOLDER_GONE = ("NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend_pid "
                 "AND a.application_name = l.session)")
 _SAME_GRANT = "(l.holder = excluded.holder AND l.expires_at > now())"
+# `before`: the row as this statement found it, for the report of a takeover (its holder, whether it had
+# released it, how long since it last renewed: the gap in sending). Then the grant itself.
 ACQUIRE = (
+    "WITH before AS (SELECT holder, session = '' AS released, EXTRACT(EPOCH FROM now() - renewed_at) AS silent_s "
+    "FROM sender_leases WHERE account = ?) "
     "INSERT INTO sender_leases AS l (account, holder, token, session, backend_pid, acquired_at, renewed_at, "
     "expires_at) VALUES (?, ?, 1, ?, pg_backend_pid(), now(), now(), now() + make_interval(secs => ?)) "
     f"ON CONFLICT (account) DO UPDATE SET holder = excluded.holder, "
@@ -46,14 +53,23 @@ ACQUIRE = (
     "session = excluded.session, backend_pid = excluded.backend_pid, renewed_at = now(), "
     "expires_at = excluded.expires_at "
     f"WHERE l.expires_at <= now() OR l.holder = excluded.holder OR {_HOLDER_GONE} "
-    "RETURNING token")
+    "RETURNING token, (SELECT holder FROM before), (SELECT released FROM before), (SELECT silent_s FROM before)")
 RENEW = ("UPDATE sender_leases SET renewed_at = now(), expires_at = now() + make_interval(secs => ?), "
          "session = ?, backend_pid = pg_backend_pid() "
          "WHERE account = ? AND holder = ? AND token = ? AND expires_at > now() RETURNING token")
-RELEASE = ("UPDATE sender_leases SET expires_at = now() WHERE account = ? AND holder = ? AND token = ? "
+RELEASE = ("UPDATE sender_leases SET expires_at = now(), session = '' WHERE account = ? AND holder = ? AND token = ? "
            "AND expires_at > now() RETURNING token")
 STATE = ("SELECT account, holder, token, acquired_at, renewed_at, expires_at, expires_at > now(), "
          "EXTRACT(EPOCH FROM now() - renewed_at) FROM sender_leases")
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """A grant that ended another holder's lease without its release: who, and how long it had been silent."""
+
+    holder: str
+    silent_s: float
+    ended: int = 0  # its database sessions the new holder ended
 
 
 @dataclass(frozen=True)
@@ -80,6 +96,16 @@ def session_name(node: str) -> str:
     return f"wa-watchdog lease {node} {secrets.token_hex(6)}"[:63]
 
 
+# After a takeover, the sessions of the node taken over (its lease and drops store connections) in this database.
+# A holder paused inside a transaction keeps its row locks, and may commit a mark its fence allowed before the
+# takeover: PostgreSQL cannot tell a paused client from a slow one (a pipelined transaction is not even "idle in
+# transaction"), so the new holder ends those sessions; the paused host's processes reconnect when they resume.
+_NODE_SESSIONS = ("SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                  "AND datname = current_database() AND split_part(application_name, ' ', 1) = 'wa-watchdog' "
+                  "AND ((split_part(application_name, ' ', 2) = ? AND split_part(application_name, ' ', 3) = '') "
+                  "OR (split_part(application_name, ' ', 2) = 'lease' AND split_part(application_name, ' ', 3) = ?))")
+
+
 class SenderLease:
     """One account's lease as one holder (a node) sees it, on a connection of its own.
 
@@ -96,6 +122,7 @@ class SenderLease:
                                   tcp_user_timeout=max(1000, int(lease_s * 1000 * SAFETY)))
         self.token: int | None = None
         self._valid_until = 0.0  # monotonic
+        self.takeover: Takeover | None = None  # what the last grant took over (for the keeper's report)
 
     def fence(self) -> Fence | None:
         """The fence to send under now, or None: not held, or too close to the database's expiry to send."""
@@ -112,13 +139,24 @@ class SenderLease:
         """Take the lease (or join this node's grant); its token, or None when another holder has it."""
         started = time.monotonic()
         try:
-            row = one(self.db.rows(ACQUIRE, (self.account, self.node, self.session, self.lease_s)))
+            row = one(self.db.rows(ACQUIRE, (self.account, self.account, self.node, self.session, self.lease_s)))
         except StoreUnavailable:
             return None
         if row is None:
             self.token = None
             return None
-        return self._granted(started, row[0])
+        token, before, released, silent_s = row
+        took = before not in (None, self.node) and not released
+        self.takeover = Takeover(before, float(silent_s), self._end_sessions(before)) if took else None
+        return self._granted(started, token)
+
+    def _end_sessions(self, node: str) -> int:
+        """End the sessions of the node taken over (see _NODE_SESSIONS); how many."""
+        try:
+            return int(self.db.rows(_NODE_SESSIONS, (node, node))[0][0])
+        except (StoreUnavailable, psycopg.Error) as exc:  # another role's sessions: its locks wait for TCP
+            logger.warning("sender lease of {}: cannot end {}'s sessions: {}", self.account, node, exc)
+            return 0
 
     def renew(self) -> bool:
         """Extend the lease held under `token`; False (and not held) when it was lost or expired."""

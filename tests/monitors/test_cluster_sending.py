@@ -68,4 +68,4 @@ def test_a_node_sends_only_under_the_sender_lease(tmp_path: Path, pg_url: str) -
 def looked_for_the_lease(lease: SenderLease) -> bool:
     """vps-a's lease session has asked for the lease (and, vps-b holding it, was refused)."""
     return bool(lease.db.rows("SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'wa-watchdog lease vps-a %' "
-                              "AND query LIKE 'INSERT INTO sender_leases%'"))
+                              "AND query LIKE '%INSERT INTO sender_leases%'"))

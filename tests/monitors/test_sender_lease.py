@@ -11,13 +11,14 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 
+import psycopg
 import pytest
 
 from monitors.drops_store import FEEDBACK_PENDING, FEEDBACK_SENT, DropsDB, Fence, LeaseLost, open_drops_store
 from monitors.store.lease import SAFETY, SenderLease, lease_states
 from monitors.store.postgres import PostgresBackend
 from tests.conftest import BASE_CONFIG, ROOT, wait_until
-from monitors.store.fence import WEBHOOKS
+from monitors.store.fence import FENCE, WEBHOOKS, store_session_name
 from monitors.store.outbox import FencedOutbox
 from tests.monitors.test_drops_outbox import ack, at, sub
 from tests.pg import PgCluster
@@ -130,6 +131,7 @@ def test_a_holder_whose_processes_died_is_taken_over_at_once(leases, pg_url: str
         begun = time.monotonic()
         assert wait_until(b.acquire, timeout=5, message="vps-b to take over from a dead holder") == token + 1
         assert time.monotonic() - begun < 1.0
+        assert b.takeover is not None and b.takeover.holder == "vps-a" and b.takeover.silent_s < 60
     finally:
         if child.poll() is None:
             child.kill()
@@ -181,6 +183,7 @@ def test_release_hands_over_at_the_next_look(leases) -> None:  # noqa: ANN001
     token = a.acquire()
     a.release()
     assert a.fence() is None and b.acquire() == token + 1
+    assert b.takeover is None  # handed over, not taken over
 
 
 def test_webhooks_are_delivered_by_the_lease_holder_only_and_a_stale_mark_is_refused(leases,  # noqa: ANN001
@@ -201,3 +204,30 @@ def test_webhooks_are_delivered_by_the_lease_holder_only_and_a_stale_mark_is_ref
     by_b.delivered("crm", again.seq)
     counts = drops.outbox.counts("crm")
     assert (counts.pending, counts.delivered) == (0, 1)
+
+
+def test_a_takeover_ends_the_sessions_of_a_holder_paused_inside_a_transaction(leases, drops: DropsDB,  # noqa: ANN001
+                                                                                pg_url: str) -> None:
+    """Its row locks would hold the new holder's claims back, and its fenced mark, allowed before the takeover,
+    would commit when it resumes: PostgreSQL cannot tell a paused client from a slow one."""
+    drops.record("lawley", "main", 1, [sub("DR1000001", "M1")], ack)
+    a, b = leases("vps-a", lease_s=0.6), leases("vps-b", lease_s=0.6)
+    a.acquire()
+    stale = a.fence()
+    [claimed] = drops.claim_feedback("lawley", stale)
+    paused = psycopg.connect(pg_url, application_name=store_session_name("vps-a"))  # A's drops store session
+    try:
+        with pytest.raises(psycopg.OperationalError):
+            with paused.transaction():
+                marked = paused.execute(
+                    "UPDATE wa_watchdog.feedback SET status = 'sent' WHERE id = %s AND claim_token = %s AND "
+                    + FENCE.replace("sender_leases", "wa_watchdog.sender_leases").replace("?", "%s") + " RETURNING id",
+                    (claimed.id, stale.token, *stale.params)).fetchall()
+                assert marked == [(claimed.id,)]  # allowed: A held the lease then; then A is paused, uncommitted
+                wait_until(b.acquire, timeout=5, message="vps-b to take over")
+                assert b.takeover is not None and b.takeover.ended == 2  # A's lease and drops store sessions
+                mine = drops.claim_feedback("lawley", b.fence())  # not held back by A's row lock
+        # A resumes: its COMMIT finds its session ended (the raise above); its mark never happened
+    finally:
+        paused.close()
+    assert [f.id for f in mine] == [claimed.id] and drops.feedback(claimed.id).status == FEEDBACK_PENDING
