@@ -43,8 +43,8 @@ _SAME_GRANT = "(l.holder = excluded.holder AND l.expires_at > now())"
 # `before`: the row as this statement found it, for the report of a takeover (its holder, whether it had
 # released it, how long since it last renewed: the gap in sending). Then the grant itself.
 ACQUIRE = (
-    "WITH before AS (SELECT holder, session = '' AS released, EXTRACT(EPOCH FROM now() - renewed_at) AS silent_s "
-    "FROM sender_leases WHERE account = ?) "
+    "WITH before AS (SELECT holder, session = '' AS released, EXTRACT(EPOCH FROM now() - renewed_at) AS silent_s, "
+    "expires_at <= now() AS expired FROM sender_leases WHERE account = ?) "
     "INSERT INTO sender_leases AS l (account, holder, token, session, backend_pid, acquired_at, renewed_at, "
     "expires_at) VALUES (?, ?, 1, ?, pg_backend_pid(), now(), now(), now() + make_interval(secs => ?)) "
     f"ON CONFLICT (account) DO UPDATE SET holder = excluded.holder, "
@@ -53,7 +53,8 @@ ACQUIRE = (
     "session = excluded.session, backend_pid = excluded.backend_pid, renewed_at = now(), "
     "expires_at = excluded.expires_at "
     f"WHERE l.expires_at <= now() OR l.holder = excluded.holder OR {_HOLDER_GONE} "
-    "RETURNING token, (SELECT holder FROM before), (SELECT released FROM before), (SELECT silent_s FROM before)")
+    "RETURNING token, (SELECT holder FROM before), (SELECT released FROM before), (SELECT silent_s FROM before), "
+    "(SELECT expired FROM before)")
 RENEW = ("UPDATE sender_leases SET renewed_at = now(), expires_at = now() + make_interval(secs => ?), "
          "session = ?, backend_pid = pg_backend_pid() "
          "WHERE account = ? AND holder = ? AND token = ? AND expires_at > now() RETURNING token")
@@ -69,7 +70,7 @@ class Takeover:
 
     holder: str
     silent_s: float
-    ended: int = 0  # its database sessions the new holder ended
+    ended: int = 0  # its database sessions the new holder ended (after an expiry only)
 
 
 @dataclass(frozen=True)
@@ -145,9 +146,12 @@ class SenderLease:
         if row is None:
             self.token = None
             return None
-        token, before, released, silent_s = row
+        token, before, released, silent_s, expired = row
         took = before not in (None, self.node) and not released
-        self.takeover = Takeover(before, float(silent_s), self._end_sessions(before)) if took else None
+        # Expired: the holder went silent, its processes may be paused mid-transaction. Not expired: its lease
+        # session is gone, with the process that held it (and its locks); its siblings are alive and stay.
+        ended = self._end_sessions(before) if took and expired else 0
+        self.takeover = Takeover(before, float(silent_s), ended) if took else None
         return self._granted(started, token)
 
     def _end_sessions(self, node: str) -> int:

@@ -132,6 +132,7 @@ def test_a_holder_whose_processes_died_is_taken_over_at_once(leases, pg_url: str
         assert wait_until(b.acquire, timeout=5, message="vps-b to take over from a dead holder") == token + 1
         assert time.monotonic() - begun < 1.0
         assert b.takeover is not None and b.takeover.holder == "vps-a" and b.takeover.silent_s < 60
+        assert b.takeover.ended == 0  # not expired: a dead process's session, its siblings' stay
     finally:
         if child.poll() is None:
             child.kill()
@@ -147,6 +148,8 @@ def test_a_closed_connection_is_a_gone_holder_but_a_sibling_process_joins_the_gr
     assert b.acquire() is None
     a2.close()  # the last renewer's session is gone (its backend exits a moment after the goodbye)
     assert wait_until(b.acquire, timeout=1, message="vps-b to take over from a closed session") == token + 1
+    assert b.takeover is not None and b.takeover.ended == 0  # the sibling's session stays
+    assert b.db.rows("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = ?", (a1.session,)) == [(1,)]
 
 
 def test_a_holder_that_cannot_renew_stops_sending_before_its_lease_can_expire(leases,  # noqa: ANN001
