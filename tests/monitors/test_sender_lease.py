@@ -25,6 +25,7 @@ from tests.pg import PgCluster
 from watchdog.shared.config import load
 
 ACCOUNT = "main"
+SHORT = 1.5  # seconds: a lease that runs out within a test, long enough for a loaded machine's few statements
 
 
 @pytest.fixture
@@ -72,13 +73,13 @@ def test_two_holders_contending_get_one_grant_at_a_time_and_the_token_only_grows
 
 
 def test_takeover_after_expiry_with_a_greater_token(leases) -> None:  # noqa: ANN001
-    a, b = leases("vps-a", lease_s=0.6), leases("vps-b", lease_s=0.6)
+    a, b = leases("vps-a", lease_s=SHORT), leases("vps-b", lease_s=SHORT)
     first = a.acquire()
     assert first is not None and b.acquire() is None  # alive (its session is there) and not expired
     assert a.renew()
     begun = time.monotonic()
-    second = wait_until(b.acquire, timeout=5, message="vps-b to take over the expired lease")
-    assert time.monotonic() - begun >= 0.6 * (1 - SAFETY)  # not before the renewed lease could expire
+    second = wait_until(b.acquire, timeout=10, message="vps-b to take over the expired lease")
+    assert time.monotonic() - begun >= SHORT * (1 - SAFETY)  # not before the renewed lease could expire
     assert second == first + 1
     assert not a.renew() and a.fence() is None  # an expired lease is never revived: A must acquire again
     assert a.acquire() is None  # and B holds it now
@@ -89,13 +90,13 @@ def test_takeover_after_expiry_with_a_greater_token(leases) -> None:  # noqa: AN
 def test_a_stale_tokens_claim_and_mark_are_refused(leases, drops: DropsDB) -> None:  # noqa: ANN001
     first = sub("DR1000001", "M1")
     drops.record("lawley", "main", 1, [first, sub("DR1000002", "M2")], ack)
-    a, b = leases("vps-a", lease_s=0.6), leases("vps-b", lease_s=0.6)
+    a, b = leases("vps-a", lease_s=SHORT), leases("vps-b", lease_s=SHORT)
     a.acquire()
     stale = a.fence()
     claimed = drops.claim_feedback("lawley", stale, limit=1)
     assert [f.drop_number for f in claimed] == ["DR1000001"]
     assert drops.claim_feedback("lawley", Fence(ACCOUNT, "vps-b", stale.token)) == []  # not B's grant
-    wait_until(b.acquire, timeout=5, message="vps-b to take over")
+    wait_until(b.acquire, timeout=10, message="vps-b to take over")
     # A wakes up believing it holds the lease: nothing it claims or marks counts any more
     assert drops.claim_feedback("lawley", stale) == []
     with pytest.raises(LeaseLost):
@@ -108,8 +109,8 @@ def test_a_stale_tokens_claim_and_mark_are_refused(leases, drops: DropsDB) -> No
     assert (done.status, done.bridge_message_id) == (FEEDBACK_SENT, "3EB0A2")
     assert drops.db.rows("SELECT COUNT(*) FROM events WHERE type = 'feedback.sent'") == [(1,)]
     # a claim under the current token, marked after yet another takeover: refused too
-    a_again = leases("vps-a", lease_s=0.6)
-    wait_until(a_again.acquire, timeout=5, message="vps-a to take the lease back")
+    a_again = leases("vps-a", lease_s=SHORT)
+    wait_until(a_again.acquire, timeout=10, message="vps-a to take the lease back")
     with pytest.raises(LeaseLost):
         drops.finish_feedback(mine[1], FEEDBACK_SENT, fence=Fence(ACCOUNT, "vps-b", b.token))
     assert drops.feedback(mine[1].id).status == FEEDBACK_PENDING
@@ -192,14 +193,14 @@ def test_release_hands_over_at_the_next_look(leases) -> None:  # noqa: ANN001
 def test_webhooks_are_delivered_by_the_lease_holder_only_and_a_stale_mark_is_refused(leases,  # noqa: ANN001
                                                                                      drops: DropsDB) -> None:
     drops.record("lawley", "main", 1, [sub("DR1000001", "M1")], None)  # one drop.recorded event
-    a, b = leases("vps-a", 0.6, account=WEBHOOKS), leases("vps-b", 0.6, account=WEBHOOKS)
+    a, b = leases("vps-a", SHORT, account=WEBHOOKS), leases("vps-b", SHORT, account=WEBHOOKS)
     a.acquire()
     stale = a.fence()
     by_a, by_b = FencedOutbox(drops.outbox, a.fence), FencedOutbox(drops.outbox, b.fence)
     by_a.start("crm", "oldest")
     assert by_b.due("crm", now=at(10**6)) == []  # not B's to deliver
     [event] = by_a.due("crm", now=at(10**6))
-    wait_until(b.acquire, timeout=5, message="vps-b to take over the webhooks")
+    wait_until(b.acquire, timeout=10, message="vps-b to take over the webhooks")
     FencedOutbox(drops.outbox, lambda: stale).delivered("crm", event.seq)  # A wakes up believing it holds it
     assert drops.outbox.counts("crm").pending == 1  # its mark did not count
     [again] = by_b.due("crm", now=at(10**6))
@@ -214,7 +215,7 @@ def test_a_takeover_ends_the_sessions_of_a_holder_paused_inside_a_transaction(le
     """Its row locks would hold the new holder's claims back, and its fenced mark, allowed before the takeover,
     would commit when it resumes: PostgreSQL cannot tell a paused client from a slow one."""
     drops.record("lawley", "main", 1, [sub("DR1000001", "M1")], ack)
-    a, b = leases("vps-a", lease_s=0.6), leases("vps-b", lease_s=0.6)
+    a, b = leases("vps-a", lease_s=SHORT), leases("vps-b", lease_s=SHORT)
     a.acquire()
     stale = a.fence()
     [claimed] = drops.claim_feedback("lawley", stale)
@@ -227,7 +228,7 @@ def test_a_takeover_ends_the_sessions_of_a_holder_paused_inside_a_transaction(le
                     + FENCE.replace("sender_leases", "wa_watchdog.sender_leases").replace("?", "%s") + " RETURNING id",
                     (claimed.id, stale.token, *stale.params)).fetchall()
                 assert marked == [(claimed.id,)]  # allowed: A held the lease then; then A is paused, uncommitted
-                wait_until(b.acquire, timeout=5, message="vps-b to take over")
+                wait_until(b.acquire, timeout=10, message="vps-b to take over")
                 assert b.takeover is not None and b.takeover.ended == 2  # A's lease and drops store sessions
                 mine = drops.claim_feedback("lawley", b.fence())  # not held back by A's row lock
         # A resumes: its COMMIT finds its session ended (the raise above); its mark never happened
