@@ -3,6 +3,7 @@ another node holds it, drops are recorded and nothing is sent; once it is free, 
 Its drops-api delivers webhooks under a lease of their own, which it holds meanwhile."""
 from __future__ import annotations
 
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_tex
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
 from tests.monitors.test_webhooks import SECRET
 from tests.conftest import wait_until
+from watchdog.shared import endpoints
 
 
 @pytest.mark.slow
@@ -55,6 +57,10 @@ def test_a_node_sends_only_under_the_sender_lease(tmp_path: Path, pg_url: str) -
         wait_until(lambda: sorted(e["data"]["drop"]["drop_number"] for e in receiver.events().values()
                                   if e["type"] == "drop.recorded") == posted, timeout=30,
                    message="a drop.recorded webhook for every drop, from the holder of the webhooks lease")
+        with urllib.request.urlopen(f"{endpoints.url(system.data_dir, 'drops-api')}/metrics", timeout=10) as answer:
+            metrics = answer.read().decode()
+        assert 'wa_watchdog_lease_token{account="main",holder="vps-a"} 2.0' in metrics
+        assert 'wa_watchdog_lease_valid{account=":webhooks",holder="vps-a"} 1.0' in metrics
     finally:
         system.stop()
         other.close()
