@@ -5,7 +5,7 @@ Fault 1, host A killed (kill -9 of its whole tree at once) while drops are poste
 recorded once, every acknowledgement reaches the group once, B takes over sending at once (A's connections
 were reset with its processes), and no device ever had two connections. Fault 2, A's whole tree paused
 (SIGSTOP) past its lease, then resumed: B takes over within lease + 1 s, and A, resumed, sends and marks
-nothing. The hosts are process trees, not network namespaces: a kill resets A's connections and a pause
+nothing. Fault 5, PostgreSQL restarted (fast and immediate shutdown) under both. The hosts are process trees, not network namespaces: a kill resets A's connections and a pause
 silences them whatever namespace they live in (the partitions of faults 3 and 4 need namespaces: not here yet).
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from monitors.store.lease import lease_states
 from monitors.store.postgres import PostgresBackend
 from scripts.benchmarks.system_run import CONTRACTORS, PHONE, RunningSystem, config_text, group_jid, http, slow_start
 from tests.conftest import wait_until
+from tests.pg import PgCluster
 from watchdog.shared.config import load
 from watchdog.shared.recovery_log import RecoveryLog
 
@@ -200,5 +201,31 @@ def test_a_paused_host_sends_and_marks_nothing_after_its_lease_was_taken_over(tm
         assert (taken["previous"], taken["token"]) == ("vps-a", tokens["vps-b"]) and 2 <= taken["gap_s"] < 3
     finally:
         signal_tree(paused, signal.SIGCONT)
+        b.stop()
+        a.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_postgresql_restarted_under_both_hosts_loses_nothing_and_sends_nothing_twice(
+        tmp_path: Path, pg_url: str, pg_cluster: PgCluster, mode: str) -> None:
+    """Fault 5: every session of both hosts ends at once (leases included); both reconnect, one sends."""
+    a, b = two_hosts(tmp_path, pg_url)
+    poster = Poster(a)
+    try:
+        poster.post(10)
+        wait_until(lambda: sent_status(a) >= 3, timeout=30, message="A to send the first acknowledgements")
+        pg_cluster.restart(mode)
+        poster.post(10)
+        wait_until(lambda: a.query("drops", "SELECT COUNT(*) FROM drops") == [(20,)] and sent_status(a) == 20,
+                   timeout=90, message="every drop recorded and acknowledged after PostgreSQL came back")
+        events = Counter(a.query("drops", "SELECT d.drop_number FROM drop_events e JOIN drops d ON d.id = e.drop_id"))
+        assert events == Counter((drop,) for drop in poster.posted)  # each once
+        acks = Counter(s["text"].split()[1] for s in a.sent() if s["recipient"] == group_jid(1))
+        assert acks == Counter(poster.posted)  # each acknowledgement once
+        assert holder(pg_url) in ("vps-a", "vps-b")
+        assert all(d["stream_replaced"] == 0 for d in devices(a).values())
+    finally:
         b.stop()
         a.stop()
