@@ -5,8 +5,9 @@ Fault 1, host A killed (kill -9 of its whole tree at once) while drops are poste
 recorded once, every acknowledgement reaches the group once, B takes over sending at once (A's connections
 were reset with its processes), and no device ever had two connections. Fault 2, A's whole tree paused
 (SIGSTOP) past its lease, then resumed: B takes over within lease + 1 s, and A, resumed, sends and marks
-nothing. Fault 5, PostgreSQL restarted (fast and immediate shutdown) under both. The hosts are process trees, not network namespaces: a kill resets A's connections and a pause
-silences them whatever namespace they live in (the partitions of faults 3 and 4 need namespaces: not here yet).
+nothing. Fault 5, PostgreSQL restarted (fast and immediate shutdown) under both. The hosts are process
+trees, not network namespaces: a kill resets A's connections and a pause silences them whatever namespace
+they live in (the partitions of faults 3 and 4 need namespaces: not here yet).
 """
 from __future__ import annotations
 
