@@ -5,13 +5,15 @@ Fault 1, host A killed (kill -9 of its whole tree at once) while drops are poste
 recorded once, every acknowledgement reaches the group once, B takes over sending at once (A's connections
 were reset with its processes), and no device ever had two connections. Fault 2, A's whole tree paused
 (SIGSTOP) past its lease, then resumed: B takes over within lease + 1 s, and A, resumed, sends and marks
-nothing. Fault 5, PostgreSQL restarted (fast and immediate shutdown) under both. The hosts are process
-trees, not network namespaces: a kill resets A's connections and a pause silences them whatever namespace
-they live in (the partitions of faults 3 and 4 need namespaces: not here yet).
+nothing. Fault 5, PostgreSQL restarted (fast and immediate shutdown) under both. Fault 6, a rolling
+upgrade (stop A, start A, stop B, start B) while drops are posted. The hosts are process trees, not network
+namespaces: a kill resets A's connections and a pause silences them whatever namespace they live in (the
+partitions of faults 3 and 4 need namespaces: not here yet).
 """
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -228,5 +230,34 @@ def test_postgresql_restarted_under_both_hosts_loses_nothing_and_sends_nothing_t
         assert holder(pg_url) in ("vps-a", "vps-b")
         assert all(d["stream_replaced"] == 0 for d in devices(a).values())
     finally:
+        b.stop()
+        a.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_rolling_upgrade_loses_nothing_and_sends_nothing_twice(tmp_path: Path, pg_url: str) -> None:
+    """Fault 6: stop A, start A, stop B, start B, while drops are posted at 5/s throughout."""
+    a, b = two_hosts(tmp_path, pg_url)
+    poster = Poster(a)
+    posting = threading.Thread(target=poster.post, args=(60,))
+    try:
+        posting.start()
+        a.stop(sim=False)  # the simulator (WhatsApp) stays
+        a.start()
+        b.stop()
+        b.start()
+        posting.join()
+        assert len(poster.posted) == 60
+        wait_until(lambda: a.query("drops", "SELECT COUNT(*) FROM drops") == [(60,)] and sent_status(a) == 60,
+                   timeout=90, message="every drop recorded and acknowledged after the upgrade")
+        events = Counter(a.query("drops", "SELECT d.drop_number FROM drop_events e JOIN drops d ON d.id = e.drop_id"))
+        assert events == Counter((drop,) for drop in poster.posted)  # each once
+        acks = Counter(s["text"].split()[1] for s in a.sent() if s["recipient"] == group_jid(1))
+        assert acks == Counter(poster.posted)  # each acknowledgement once
+        assert all(d["stream_replaced"] == 0 for d in devices(a).values())
+        assert not takeovers(a) and not takeovers(b)  # every change of sender was a handover
+    finally:
+        posting.join()
         b.stop()
         a.stop()
