@@ -18,7 +18,9 @@ paused or partitioned holder that wakes up believing it holds the lease changes 
 What the database cannot fence is the send itself: the holder stops sending `SAFETY` before the lease can
 expire, measured on its monotonic clock from the *start* of the renew that granted it (the database's
 expiry is later than that). pg_stat_activity is only a liveness hint for taking over sooner; the token is
-the fence (advisory locks would not fence, and survive a dead client until TCP notices).
+the fence (advisory locks would not fence, and survive a dead client until TCP notices). A holder paused
+inside a transaction is the one case a statement's fence cannot cover (its mark passed the fence before the
+takeover, its COMMIT comes after): taking over an expired lease ends the old holder's sessions.
 """
 from __future__ import annotations
 
