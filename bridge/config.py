@@ -53,6 +53,7 @@ class SimConfig:
     traffic: TrafficConfig = field(default_factory=TrafficConfig)
     watchdog_sec: float = 5.0
     rss_limit_mb: int = 0
+    url: str = ""  # a simulator already running (http://127.0.0.1:PORT): used instead of starting one (a cluster)
 
 
 @dataclass(frozen=True)

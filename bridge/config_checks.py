@@ -5,6 +5,7 @@ tokens, origins, supervision knobs) are the shared ConfigChecks'.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -86,6 +87,8 @@ def check_sim(checks: ConfigChecks, sim: SimConfig) -> None:
     checks.check_supervision(sim.watchdog_sec, sim.rss_limit_mb, "sim")
     if sim.disconnect_every and (len(sim.disconnect_every) != 2 or not 0 < sim.disconnect_every[0] <= sim.disconnect_every[1]):
         raise checks.error("sim.disconnect_every", "expected [min_seconds, max_seconds] with 0 < min <= max, or []")
+    if sim.url and not re.match(r"^http://[^/\s:]+:[0-9]+/?$", sim.url):
+        raise checks.error("sim.url", f"expected http://HOST:PORT of a running simulator, got {sim.url!r}")
     for i, group in enumerate(sim.groups):
         if not GROUP_JID.match(group.jid):
             raise checks.error(f"sim.groups[{i}].jid", f"not a group JID: {group.jid!r}")

@@ -17,7 +17,7 @@ def programs(config: Config) -> list[Program]:
     """sim (when configured and enabled), then one bridge per account."""
     found = []
     sim_name = []
-    if config.sim is not None and config.sim.enabled:
+    if config.sim is not None and config.sim.enabled and not config.sim.url:  # url: another's simulator
         sessions = sorted(a.phone for a in config.accounts.values() if a.transport == "sim")
         found.append(Program("sim", own_argv(config, "sim"), ready=Check("notify"),
                              watchdog_sec=config.sim.watchdog_sec, rss_limit_mb=config.sim.rss_limit_mb,

@@ -10,3 +10,9 @@ WEBHOOK_DEAD = register(
     "webhook_dead", "event webhook given up on (dead)",
     "check that the receiver answers 2xx (`wa-watchdog logs drops-api` says why each attempt failed); "
     "the web app can fetch what it missed from `GET /api/drops`")
+
+LEASE_TAKEN_OVER = register(
+    "lease_taken_over", "a cluster host took over sending from another",
+    "the other host stopped renewing its sender lease without handing it over: it died, froze, or lost "
+    "PostgreSQL; `wa-watchdog recoveries` shows the gap in sending; bring that host back (docs/OPERATIONS.md, "
+    "\"Two hosts watching one number\")")

@@ -142,6 +142,14 @@ class DatabaseConfig:
     schema: str = "wa_watchdog"
 
 
+@dataclass(frozen=True)
+class ClusterConfig:
+    """`[cluster]`: this host's name, unique in the cluster, and its sender lease (monitors/store/lease.py)."""
+
+    node: str
+    lease_s: float = 5.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class DropsTables:
     """The drops domain's top-level keys, as the composed Config holds them (its `path` is the base Config's)."""
@@ -151,6 +159,7 @@ class DropsTables:
     drops_api: DropsApiConfig = field(default_factory=DropsApiConfig)
     webhooks: list[WebhookConfig] = field(default_factory=list)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    cluster: ClusterConfig | None = None  # [cluster]: this host in a cluster of hosts (monitors/cluster_config.py)
 
     def project(self, name: str) -> ProjectConfig:
         for project in self.projects:

@@ -18,6 +18,7 @@ from bridge.config import GROUP_JID, AccountConfig
 from monitors import alert_rules  # noqa: F401 - registers the drops' rules: [[alerts]] rules are checked against them
 from monitors.config import (ACK_MODES, AUTO, DB_SCHEMA_NAME, WEBHOOK_NAME, WEBHOOK_STARTS, DatabaseConfig, DropsApiConfig,
                              DropsTables, MonitorsConfig, ProjectConfig, WebhookConfig, webhook_name)
+from monitors.cluster_config import read_cluster
 from monitors.events import WEBHOOK_EVENTS
 from watchdog.shared.config_checks import ConfigChecks
 from watchdog.shared.config_model import NAME, ConfigSlice, is_postgres_url
@@ -30,7 +31,7 @@ def project_key(i: int, name: object) -> str:
 
 
 def read(checks: ConfigChecks, raw: dict, data_dir: Path) -> dict[str, object]:
-    """`[[projects]]`, `[database]`, `[drops_api]` with `[[webhooks]]`, `[monitors]`, each checked."""
+    """`[[projects]]`, `[database]`, `[drops_api]` with `[[webhooks]]`, `[monitors]`, `[cluster]`, each checked."""
     projects_raw = raw.get("projects", [])
     if not isinstance(projects_raw, list):
         raise checks.error("projects", "expected an array of tables ([[projects]])")
@@ -46,8 +47,9 @@ def read(checks: ConfigChecks, raw: dict, data_dir: Path) -> dict[str, object]:
     per_process = monitors.projects_per_process
     if per_process != AUTO and (isinstance(per_process, str) or per_process < 1):
         raise checks.error("monitors.projects_per_process", f'must be 1 or more, or "auto"; got {per_process!r}')
+    cluster = read_cluster(checks, raw["cluster"], database) if "cluster" in raw else None
     return {"projects": projects, "database": database, "drops_api": drops_api, "webhooks": webhooks,
-            "monitors": monitors}
+            "monitors": monitors, "cluster": cluster}
 
 
 def check_project(checks: ConfigChecks, project: ProjectConfig, i: int) -> None:

@@ -27,6 +27,7 @@ from monitors.store.model import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_N
                                   FEEDBACK_SENT, FEEDBACK_STATUSES, KIND_ACK, KIND_OPERATOR, RECEIPT_COLUMNS, Drop,
                                   DropDetail, DropEvent, DropPage, Feedback, NewFeedback, OutboxCounts, OutboxEvent, Position, Submission, check_feedback_transition, drop_from_row,
                                   feedback_from_row)
+from monitors.store.fence import FENCE, Fence, LeaseLost, store_session_name
 from monitors.store.outbox import WebhookOutbox, enqueue
 from monitors.store.shapes import drop_json, feedback_json, rfc3339
 from monitors.store.queries import DROP_COLUMNS, FEEDBACK_COLUMNS, DropQueries
@@ -36,9 +37,9 @@ from watchdog.components import Config
 __all__ = ["DROP_BACKFILLED", "DROP_RECORDED", "DROP_RESUBMITTED", "FEEDBACK_ACCEPTED",
            "FEEDBACK_DELIVERED_EVENT", "FEEDBACK_FAILED", "FEEDBACK_FAILED_EVENT", "FEEDBACK_NONE", "FEEDBACK_PENDING",
            "FEEDBACK_QUEUED", "FEEDBACK_READ_EVENT", "FEEDBACK_SENT", "FEEDBACK_SENT_EVENT", "FEEDBACK_STATUSES",
-           "KIND_ACK", "KIND_OPERATOR", "Drop", "DropDetail", "DropEvent", "DropPage", "DropsDB", "Feedback",
-           "NewFeedback", "OutboxCounts", "OutboxEvent", "Position", "ReceiptStamp", "StoreUnavailable", "Submission",
-           "check_feedback_transition", "drops_db_path", "open_drops_store"]
+           "KIND_ACK", "KIND_OPERATOR", "Drop", "DropDetail", "DropEvent", "DropPage", "DropsDB", "Feedback", "Fence",
+           "LeaseLost", "NewFeedback", "OutboxCounts", "OutboxEvent", "Position", "ReceiptStamp", "StoreUnavailable",
+           "Submission", "check_feedback_transition", "drops_db_path", "open_drops_store"]
 
 
 RECEIPT_LOOKUP_CHUNK = 500  # message ids per IN (...) lookup (SQLite allows 32766 parameters, PostgreSQL 65535)
@@ -72,7 +73,11 @@ def open_drops_store(config: Config, readonly: bool = False) -> DropsDB:
     """
     if config.database.url:
         from monitors.store.postgres import PostgresBackend
-        return DropsDB(PostgresBackend(config.database.url, config.database.schema))
+        if config.cluster is None:
+            return DropsDB(PostgresBackend(config.database.url, config.database.schema))
+        # A cluster: named after the node, so that a host taking over its lease can end its sessions (lease.py)
+        return DropsDB(PostgresBackend(config.database.url, config.database.schema,
+                                       application_name=store_session_name(config.cluster.node)))
     from monitors.store.sqlite import SqliteBackend
     return DropsDB(SqliteBackend(drops_db_path(config.data_dir), readonly=readonly))
 
@@ -239,13 +244,32 @@ class DropsDB(DropQueries):
                             "WHERE f.status = 'pending' AND d.project = ? ORDER BY f.id LIMIT ?", (project, limit))
         return [feedback_from_row(row) for row in rows]
 
+    def claim_feedback(self, project: str, fence: Fence, limit: int = 100) -> list[Feedback]:
+        """Pending feedback of `project` claimed under a sender lease (a cluster, PostgreSQL): none unless `fence`
+        is the account's current grant, in the same statement. Rows another transaction holds are skipped (a
+        paused holder's unfinished mark must not stall the new holder); each row remembers the claim's token,
+        which its mark must carry (`finish_feedback(..., fence=)`)."""
+        with self.db.transaction() as tx:
+            ids = [row[0] for row in tx.rows(
+                "UPDATE feedback SET claim_token = ?, claimed_by = ? WHERE id IN (SELECT f.id FROM feedback f "
+                "JOIN drops d ON d.id = f.drop_id WHERE f.status = 'pending' AND d.project = ? ORDER BY f.id "
+                f"LIMIT ? FOR UPDATE OF f SKIP LOCKED) AND {FENCE} RETURNING id",
+                (fence.token, fence.holder, project, limit, *fence.params))]
+            if not ids:
+                return []
+            rows = tx.rows(f"SELECT {FEEDBACK_COLUMNS} FROM feedback f JOIN drops d ON d.id = f.drop_id "
+                           f"WHERE f.id IN ({', '.join('?' * len(ids))}) ORDER BY f.id", ids)
+        return [feedback_from_row(row) for row in rows]
+
     def finish_feedback(self, feedback: Feedback, status: str, error: str = "",
-                        bridge_message_id: str | None = None) -> Feedback:
+                        bridge_message_id: str | None = None, fence: Fence | None = None) -> Feedback:
         """Record the bridge's answer (or another failed attempt, status pending).
 
         If another process (the monitor, `wa-watchdog feedback`, the drops API) recorded an answer
         first, that one stands: all posted the same idempotency key, so the bridge gave all the
         same result. A final answer enqueues feedback.sent (sent or queued) or feedback.failed.
+        With a `fence` (a cluster) the mark needs the row's claim under that token and the grant still
+        current, in the same statement: LeaseLost (nothing written) otherwise.
         """
         with self.db.transaction() as tx:
             old, drop_id = tx.rows("SELECT status, drop_id FROM feedback WHERE id = ?", (feedback.id,))[0]
@@ -253,10 +277,16 @@ class DropsDB(DropQueries):
                 return self._feedback(tx, feedback.id)
             check_feedback_transition(old, status)
             accepted = status in FEEDBACK_ACCEPTED
-            tx.run("UPDATE feedback SET status = ?, error = ?, attempts = attempts + 1, "
-                   "bridge_message_id = COALESCE(?, bridge_message_id), "
-                   "sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ?",
-                   (status, error, bridge_message_id, accepted, now_ts(), feedback.id))
+            update = ("UPDATE feedback SET status = ?, error = ?, attempts = attempts + 1, "
+                      "bridge_message_id = COALESCE(?, bridge_message_id), "
+                      "sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ?")
+            values = (status, error, bridge_message_id, accepted, now_ts(), feedback.id)
+            if fence is None:
+                tx.run(update, values)
+            elif not tx.rows(f"{update} AND claim_token = ? AND {FENCE} RETURNING id",
+                             (*values, fence.token, *fence.params)):
+                raise LeaseLost(f"feedback {feedback.id}: {fence.account}'s sender lease is no longer "
+                                f"{fence.holder}'s token {fence.token}")
             self._sync_drop_feedback(tx, drop_id)
             done = self._feedback(tx, feedback.id)
             if status != FEEDBACK_PENDING:

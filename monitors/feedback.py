@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -35,7 +36,8 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from bridge.schema import bare_user
 from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, KIND_ACK,
-                                  KIND_OPERATOR, DropsDB, Feedback, NewFeedback, StoreUnavailable, Submission)
+                                  KIND_OPERATOR, DropsDB, Feedback, Fence, LeaseLost, NewFeedback, StoreUnavailable,
+                                  Submission)
 from watchdog.shared import endpoints
 from monitors.config import ProjectConfig
 from watchdog.components import Config
@@ -161,31 +163,41 @@ def answering(drops: DropsDB, feedback: Feedback) -> str:
     return drops.latest_message_id(drop) if drop is not None else ""
 
 
+Held = Callable[[], Fence | None]  # a cluster's sender lease: the fence to send under now, or None
+
+
 async def deliver(client: BridgeClient, drops: DropsDB, feedback: Feedback, attempts: int | None = None,
-                  max_wait: float = 2.0, ack: str = "message") -> Feedback:
+                  max_wait: float = 2.0, ack: str = "message", held: Held | None = None) -> Feedback:
     """Post until the bridge answers (at most `attempts` times, default forever); record each outcome.
 
-    Raises BridgeUnavailable when the attempts ran out; the feedback then stays pending.
+    Raises BridgeUnavailable when the attempts ran out; the feedback then stays pending. In a cluster
+    (`held`), every post needs the sender lease still held under the claim's token and every mark carries
+    it: LeaseLost otherwise, and nothing more is posted or marked.
     """
     current = drops.feedback(feedback.id)
     if current.status != FEEDBACK_PENDING:
         return current  # answered meanwhile through another process
     target = answering(drops, feedback) if feedback.kind == KIND_OPERATOR or ack != "message" else ""
+    fence = held() if held else None
+    if held is not None and fence is None:
+        raise LeaseLost(f"feedback {feedback.id}: this host does not hold the sender lease")
     retrying = AsyncRetrying(retry=retry_if_exception_type(BridgeUnavailable), reraise=True,
                              wait=wait_exponential(multiplier=0.05, min=0.05, max=max_wait),
                              stop=stop_after_attempt(attempts) if attempts else stop_never)
     async for attempt in retrying:
         with attempt:
+            if held is not None and held() != fence:
+                raise LeaseLost(f"feedback {feedback.id}: the sender lease (token {fence.token}) ran out or moved")
             try:
                 answer = await client.post(feedback, ack, target)
             except BridgeUnavailable as exc:
                 if attempt.retry_state.attempt_number in (1, 10) or attempt.retry_state.attempt_number % 100 == 0:
                     logger.warning("feedback {} for {}: {} (attempt {}, retrying)", feedback.kind,
                                    feedback.drop_number, exc, attempt.retry_state.attempt_number)
-                drops.finish_feedback(feedback, FEEDBACK_PENDING, str(exc))
+                drops.finish_feedback(feedback, FEEDBACK_PENDING, str(exc), fence=fence)
                 raise
     done = drops.finish_feedback(feedback, answer.status, "" if answer.status != FEEDBACK_FAILED else answer.message,
-                                 answer.bridge_message_id)
+                                 answer.bridge_message_id, fence=fence)
     log = logger.error if answer.status == FEEDBACK_FAILED else logger.info
     log("feedback {} for {} {}: {}", feedback.kind, feedback.drop_number, answer.status, answer.message)
     return done
@@ -201,10 +213,18 @@ class FeedbackSender:
         self._wake = asyncio.Event()
         self._wake.set()  # pending feedback from before a restart goes out first
         self.waiting = 0  # pending feedback at the last look, less what went out since (for the status line)
+        self.held: Held | None = None  # a cluster: the account's sender lease (monitors/lease_keeper.py)
 
     def wake(self) -> None:
         self._wake.set()
 
+    def _batch(self) -> list[Feedback]:
+        """Pending feedback to send now: one host alone, all of it; in a cluster, what this host claims under the
+        sender lease (nothing while another host holds it)."""
+        if self.held is None:
+            return self.drops.pending_feedback(self.project.name)
+        fence = self.held()
+        return self.drops.claim_feedback(self.project.name, fence) if fence else []
 
     async def run(self) -> None:
         """While the drops store is down nothing is lost: a send whose answer could not be recorded stays
@@ -217,11 +237,14 @@ class FeedbackSender:
                 self._wake.clear()
                 recheck = RECHECK_INTERVAL
                 try:
-                    while batch := self.drops.pending_feedback(self.project.name):
+                    while batch := self._batch():
                         self.waiting = len(batch)
                         for feedback in batch:
-                            await deliver(client, self.drops, feedback, ack=self.project.feedback.ack)
+                            await deliver(client, self.drops, feedback, ack=self.project.feedback.ack,
+                                          held=self.held)
                             self.waiting -= 1
                 except StoreUnavailable as exc:
                     logger.warning("feedback for {} waits for the drops store: {}", self.project.name, exc)
                     recheck = STORE_RETRY
+                except LeaseLost as exc:  # the lease keeper wakes this sender when it holds the lease again
+                    logger.warning("feedback for {} stopped: {}", self.project.name, exc)

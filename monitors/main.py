@@ -16,13 +16,16 @@ import asyncio
 import functools
 import sqlite3
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from bridge.integrity import CorruptStore, is_corrupt
 from monitors.drops_store import StoreUnavailable, open_drops_store
+from monitors.feedback import FeedbackSender
 from monitors.follow import StoreFollower, StoreNotReady
 from monitors.group_watch import GroupWatch
 from monitors.project import ProjectMonitor
@@ -38,6 +41,9 @@ from watchdog.shared.migrations import SchemaTooNew
 from watchdog.shared.notify import Notifier
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared.waiting import wait_event
+
+if TYPE_CHECKING:
+    from monitors.lease_keeper import LeaseKeeper
 
 STORE_WAIT_INTERVAL = 0.1  # how often to look for a messages.db that does not exist yet
 CURSOR_SAVE_INTERVAL = 5.0  # seconds between saves of cursors moved past messages without drops
@@ -63,7 +69,24 @@ class MonitorProcess:
         self.receipts = [ReceiptFollower(self.drops, account, self.wakes)
                          for account in receipt_accounts(config, projects)]
         self.alerts = AlertManager(config.alerts, log)
+        self.keepers = self._lease_keepers(log)
         self.group_watch = GroupWatch(config, self.monitors, self.alerts, self._status_changed)
+
+    def _lease_keepers(self, log: RecoveryLog) -> list[LeaseKeeper]:
+        """A cluster (`[cluster]`): one sender lease keeper per sending account of these projects, each fencing
+        its projects' feedback. One host: none, and feedback is sent as it always was."""
+        if self.config.cluster is None:
+            return []
+        from monitors.lease_keeper import LeaseKeeper  # psycopg: a cluster always has PostgreSQL
+        keepers = []
+        for account in dict.fromkeys(monitor.project.send_account for monitor in self.monitors):
+            senders = [monitor.sender for monitor in self.monitors if monitor.project.send_account == account]
+            keeper = LeaseKeeper(self.config.database, self.config.cluster, account, monitor_component(self.projects),
+                                 log, self.alerts, _waker(senders))
+            for sender in senders:
+                sender.held = keeper.fence
+            keepers.append(keeper)
+        return keepers
 
     @property
     def name(self) -> str:
@@ -169,6 +192,7 @@ class MonitorProcess:
                           for path, store in stores.items()}
                 tasks |= {asyncio.create_task(monitor.sender.run()) for monitor in self.monitors}
                 tasks |= {asyncio.create_task(follower.run()) for follower in self.receipts}
+                tasks |= {asyncio.create_task(keeper.run(self.stopping)) for keeper in self.keepers}
                 tasks.add(asyncio.create_task(self._save_cursors()))
                 tasks.add(asyncio.create_task(self.group_watch.run(self.stopping)))
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -186,6 +210,13 @@ class MonitorProcess:
         except StoreUnavailable:
             pass  # stopped while the drops store was down: nothing to finish
         return EXIT_OK
+
+def _waker(senders: list[FeedbackSender]) -> Callable[[], None]:
+    def wake() -> None:
+        for sender in senders:
+            sender.wake()
+    return wake
+
 
 def cmd_monitor(config: Config, args: argparse.Namespace) -> int:
     projects = [config.project(name) for name in dict.fromkeys(args.project)]

@@ -115,6 +115,9 @@ async def _send(config: Config, send_account: str, drops: DropsDB, drop: Drop, m
         return EXIT_OK
     if feedback.status == FEEDBACK_FAILED:
         return _fail("feedback", f"the bridge refused this feedback earlier: {feedback.error}")
+    if config.cluster is not None:  # only the host holding the sender lease sends (issue 21)
+        print(f"pending: {feedback.text} (the host holding the sender lease of {send_account} sends it)")
+        return EXIT_OK
     async with aiohttp.ClientSession() as http:
         try:
             done = await deliver(BridgeClient(config, send_account, http), drops, feedback, attempts=CLI_ATTEMPTS,

@@ -17,6 +17,7 @@ from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from bridge.schema import Window, WindowCounts, bare_user, parse_ts
+from monitors.cluster_config import reader_key
 from monitors.detect import DropPattern, submissions
 from monitors.drops_store import DropsDB, Position, StoreUnavailable
 from monitors.feedback import FeedbackSender, ack_for
@@ -52,6 +53,7 @@ class ProjectMonitor:
         self.project = project
         self.component = project.component
         self.account = config.account(project.listen_account)
+        self.reader = reader_key(self.account.name, config.cluster)  # its cursor and windows in the drops store
         self.groups = frozenset(project.groups)
         self.own_numbers = frozenset(bare_user(jid) for jid in config.own_jids)
         self.pattern = DropPattern(project.pattern)
@@ -75,7 +77,7 @@ class ProjectMonitor:
     def _position(self) -> None:
         """Where this project stands: its cursor and the windows reported before (claimed and logged),
         which are never read again."""
-        name, account = self.project.name, self.account.name
+        name, account = self.project.name, self.reader
         self.position = self.saved_position = self.drops.position(name, account)
         self.drop_count = self.drops.drop_count(name)  # then counted here: a status line costs no query
         unfinished = self.drops.unfinished_reports(name, account)
@@ -118,7 +120,7 @@ class ProjectMonitor:
             last = messages[-1]
             position = Position(last.rowid, last.id, last.stored_at, store.store_id())
             if found:  # drops and the cursor in one transaction; past messages without drops it moves lazily
-                new = self.drops.record(self.project.name, self.account.name, position, found, ack)
+                new = self.drops.record(self.project.name, self.reader, position, found, ack)
                 self.saved_position = position
                 self.drop_count += len(new)
             self.position = position
@@ -144,11 +146,11 @@ class ProjectMonitor:
         """
         finished = [w for w in windows if w.ended_at is not None and w.backfill_status in REPORTED_STATUSES]
         # read only when there is something to report: this runs on every catch-up of every project
-        unfinished = self.drops.unfinished_reports(self.project.name, self.account.name) if finished else {}
+        unfinished = self.drops.unfinished_reports(self.project.name, self.reader) if finished else {}
         for window in finished:
             if window.id in unfinished and unfinished[window.id] in (None, window.started_at) \
                     and self._already_logged(window.id):
-                self.drops.window_reported(self.project.name, self.account.name, window.id)
+                self.drops.window_reported(self.project.name, self.reader, window.id)
             else:
                 self._report(store, window)
             self.reported[window.id] = window.started_at
@@ -162,7 +164,7 @@ class ProjectMonitor:
 
     def _report(self, store: StoreFollower, window: Window) -> None:
         assert window.ended_at is not None
-        drops = self.drops.claim_window(self.project.name, self.account.name, window.id, window.started_at,
+        drops = self.drops.claim_window(self.project.name, self.reader, window.id, window.started_at,
                                         window.ended_at)
         counts = store.window_counts(window, self.groups)
         text = window_text(window, counts, drops)
@@ -170,7 +172,7 @@ class ProjectMonitor:
         self.recovery_log.append(self.component, "backfill", cause=window.reason, message=text,
                                  window_id=window.id, account=self.account.name, recovered=counts.recovered,
                                  late=counts.late, drops=drops)
-        self.drops.window_reported(self.project.name, self.account.name, window.id)
+        self.drops.window_reported(self.project.name, self.reader, window.id)
 
     def _already_logged(self, window_id: int) -> bool:
         """After a crash between claiming and reporting: did the line make it into the log?"""
@@ -222,7 +224,7 @@ class ProjectMonitor:
         or back by a recheck)."""
         if self.position == self.saved_position:
             return None
-        return self.project.name, self.account.name, self.position
+        return self.project.name, self.reader, self.position
 
     def cursor_saved(self, position: Position) -> None:
         self.saved_position = position

@@ -22,6 +22,7 @@ import sys
 from datetime import timedelta
 
 from bridge.schema import format_ts
+from monitors.cluster_config import reader_key
 from monitors.drops_store import StoreUnavailable, drops_db_path, open_drops_store
 from bridge.config import AccountConfig
 from watchdog.components import Config
@@ -53,7 +54,7 @@ def read_limit(config: Config, account: AccountConfig) -> int:
         return 0  # no monitor has recorded anything yet
     drops = open_drops_store(config, readonly=True)
     try:
-        return min(drops.cursor(project, account.name) for project in listeners)
+        return min(drops.cursor(project, reader_key(account.name, config.cluster)) for project in listeners)
     finally:
         drops.close()
 

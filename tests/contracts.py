@@ -61,7 +61,7 @@ CONTRACTS = [
              # ask as EventSource does, and read one event.
              "watchdog", "control", fuzz='[[operations]]\ninclude-path = "/console/events"\n'
                                          'headers = { Accept = "text/event-stream" }\nmax-stream-events = 1\n'),
-    Contract("drops-api", "drops-api.json", lambda: drops_app(SimpleNamespace(), []), "drops-api", "api",
+    Contract("drops-api", "drops-api.json", lambda: drops_app(SimpleNamespace(config=SimpleNamespace(cluster=None)), []), "drops-api", "api",
              "\n[drops_api]\nenabled = true\n"),
 ]
 

@@ -80,33 +80,38 @@ class Sim:
         old = session.connection
         if isinstance(old, Connection):
             session.stream_replaced += 1
-            logger.warning("session {}: stream replaced by a new connection", session.phone)
+            logger.warning("session {}: stream replaced by a new connection", session.name)
             old.drop(CLOSE_STREAM_REPLACED, "stream replaced: another connection took this session", self.tasks)
         conn = Connection(session, ws)
         session.connection = conn
         session.connections += 1
-        logger.info("session {}: connected ({} queued)", session.phone, len(session.queue))
+        logger.info("session {}: connected ({} queued)", session.name, len(session.queue))
         return conn
 
-    def disconnect(self, phone: object, reason: str) -> bool:
-        session = self.session(phone)
-        conn = session.connection
-        if not isinstance(conn, Connection):
-            return False
-        session.disconnects += 1
-        logger.info("session {}: server disconnect ({})", session.phone, reason)
-        conn.drop(CLOSE_SERVER_DISCONNECT, f"server disconnect: {reason}", self.tasks)
-        return True
+    def disconnect(self, phone: object, reason: str, node: object = None) -> bool:
+        """Disconnect the number's connected devices (only `node`'s, if given); False if none was connected."""
+        self.session(phone)  # a clear error for an unknown number
+        dropped = False
+        for session in self.state.devices[phone]:  # type: ignore[index]
+            conn = session.connection
+            if isinstance(conn, Connection) and node in (None, session.node):
+                session.disconnects += 1
+                logger.info("session {}: server disconnect ({})", session.name, reason)
+                conn.drop(CLOSE_SERVER_DISCONNECT, f"server disconnect: {reason}", self.tasks)
+                dropped = True
+        return dropped
 
     def log_out(self, phone: object) -> bool:
         """POST /sim/logout: the phone removed the linked device; this session is refused from now on."""
         session = self.session(phone)
         self.gate.log_out(session.phone)
         logger.info("session {}: logged out", session.phone)
-        if isinstance(conn := session.connection, Connection):
-            conn.drop(CLOSE_LOGGED_OUT, "logged out: the linked device was removed on the phone", self.tasks)
-            return True
-        return False
+        dropped = False
+        for device in self.state.devices[session.phone]:  # the standing is the number's: every device goes
+            if isinstance(conn := device.connection, Connection):
+                conn.drop(CLOSE_LOGGED_OUT, "logged out: the linked device was removed on the phone", self.tasks)
+                dropped = True
+        return dropped
 
     async def _ban(self, conn: Connection) -> None:
         """Tell the client it is temporarily banned (code, expiry), then close: as WhatsApp does."""
@@ -133,22 +138,21 @@ class Sim:
             raise SimError(f"session: unknown session {phone!r} (known: {known})") from None
 
     def shutdown(self) -> None:
-        for session in self.state.sessions.values():
+        for session in self.state.all_devices():
             if isinstance(session.connection, Connection):
                 session.connection.drop(CLOSE_GOING_AWAY, "server going away", self.tasks)
 
     def status(self) -> str:
-        sessions = self.state.sessions.values()
+        sessions = list(self.state.all_devices())
         connected = sum(1 for s in sessions if s.connection is not None)
         queued = sum(len(s.queue) for s in sessions)
         return f"{connected}/{len(sessions)} sessions connected, {queued} queued, {len(self.state.sent)} sent"
 
     def sessions_json(self) -> dict:
-        return {s.phone: {"connected": s.connection is not None, "queue_depth": len(s.queue),
-                          "connections": s.connections, "stream_replaced": s.stream_replaced,
-                          "disconnects": s.disconnects, "delivered": s.delivered, "acked": s.acked,
-                          "standing": self.gate.json(s.phone)}
-                for s in self.state.sessions.values()}
+        """Per number: its devices' counters added up (one device: its own), each device (phone, node), and its
+        standing with WhatsApp's limits (rate, ban, logout: bridge/simulator/limits.py)."""
+        return {phone: {**_numbers([_device_json(d) for d in devices]), "standing": self.gate.json(phone)}
+                for phone, devices in self.state.devices.items()}
 
     # -- one session connection -------------------------------------------------
 
@@ -241,7 +245,7 @@ class Sim:
                 await ws.close(code=CLOSE_PROTOCOL, message=b"protocol error: expected a hello frame first")
             return None
         phone = frame.get("session")
-        session = self.state.sessions.get(phone) if isinstance(phone, str) else None
+        session = self.state.device(phone, frame.get("node", ""))  # a host of a cluster: its own linked device
         if session is None:
             await ws.close(code=CLOSE_LOGGED_OUT, message=f"logged out: unknown session {phone!r}".encode()[:123])
         elif self.gate.standing[session.phone].logged_out:
@@ -260,7 +264,8 @@ class Sim:
         if session is None:
             return ws
         conn = self.attach(session, ws)
-        await ws.send_str(json.dumps({"type": "connected", "session": session.phone, "jid": session.jid}))
+        await ws.send_str(json.dumps({"type": "connected", "session": session.phone, "node": session.node,
+                                      "jid": session.jid}))
         workers = [asyncio.create_task(self.deliver(conn))]
         if self.config.sim.disconnect_every:  # type: ignore[union-attr]
             workers.append(asyncio.create_task(self.scheduled_disconnect(conn)))
@@ -279,8 +284,21 @@ class Sim:
             await asyncio.gather(*workers, return_exceptions=True)
             if session.connection is conn:
                 session.connection = None
-            logger.info("session {}: connection closed ({})", session.phone, conn.reason)
+            logger.info("session {}: connection closed ({})", session.name, conn.reason)
         return ws
+
+
+def _device_json(session: Session) -> dict:
+    return {"node": session.node, "connected": session.connection is not None, "queue_depth": len(session.queue),
+            "connections": session.connections, "stream_replaced": session.stream_replaced,
+            "disconnects": session.disconnects, "delivered": session.delivered, "acked": session.acked,
+            "resent": session.resent}
+
+
+def _numbers(devices: list[dict]) -> dict:
+    """A number's entry: `connected` if any device is, the counters summed, and the devices themselves."""
+    total = {key: sum(d[key] for d in devices) for key in devices[0] if key not in ("node", "connected")}
+    return {"connected": any(d["connected"] for d in devices), **total, "devices": devices}
 
 
 def _parse(msg: aiohttp.WSMessage) -> dict | None:
@@ -335,7 +353,8 @@ async def disconnect(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise SimError("expected a JSON object {session, reason?}")
     reason = body.get("reason") or "requested"
-    return web.json_response({"disconnected": request.app[STATE].disconnect(body.get("session"), str(reason))})
+    return web.json_response({"disconnected": request.app[STATE].disconnect(body.get("session"), str(reason),
+                                                                            body.get("node"))})
 
 
 async def interactions(request: web.Request) -> web.Response:

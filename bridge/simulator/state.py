@@ -100,11 +100,12 @@ class Sent:
     media_type: str | None
     time: datetime
     quote: dict | None = None  # a reply: {message_id, sender_jid, text} of the quoted message
+    node: str = ""  # the linked device of `session` that sent it ("" the config's own)
 
     def json(self) -> dict:
         return {"session": self.session, "id": self.id, "recipient": self.recipient, "text": self.text,
                 "mentioned_jids": list(self.mentioned_jids), "media_type": self.media_type,
-                "time": iso(self.time), "quote": self.quote}
+                "time": iso(self.time), "quote": self.quote, "node": self.node}
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,10 @@ Queued = Message | SimReceipt
 
 @dataclass
 class Session:
-    """One phone number's server-side session: its offline queue and connection counters.
+    """One device's server-side session: its offline queue and connection counters.
+
+    A device is (phone, node): "" is the one the config pairs; a host of a cluster links its own by naming
+    its node in the hello (multi-device: every device of a number receives everything, issue 21).
 
     Queue entries are keyed by a per-session sequence number so a connection
     can deliver "everything after what I already sent" while entries stay until
@@ -137,6 +141,7 @@ class Session:
     """
 
     phone: str
+    node: str = ""
     queue: dict[int, Queued] = field(default_factory=dict)  # seq -> message or receipt, in seq order
     seq_of: dict[str, int] = field(default_factory=dict)  # message / receipt id -> seq
     seqs: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -148,10 +153,16 @@ class Session:
     disconnects: int = 0
     delivered: int = 0
     acked: int = 0
+    resent: int = 0  # sends of a message id already sent (by this device or a sibling): the same message again
 
     @property
     def jid(self) -> str:
         return f"{self.phone}@s.whatsapp.net"
+
+    @property
+    def name(self) -> str:
+        """For logs: the phone, and the node of a linked device."""
+        return f"{self.phone}/{self.node}" if self.node else self.phone
 
     def enqueue(self, message: Queued) -> None:
         if message.id in self.seq_of:
@@ -201,6 +212,7 @@ class SimState:
         self.sessions = {a.phone: Session(a.phone) for a in config.accounts.values() if a.transport == "sim"}
         self.groups = {g.jid: Group(g.jid, g.name, list(g.participants)) for g in config.sim.groups}
         self.members = {phone: self.member_of(phone) for phone in self.sessions}
+        self.devices: dict[str, list[Session]] = {phone: [session] for phone, session in self.sessions.items()}
         self.sent: dict[str, Sent] = {}  # by message id: a resend with a known id is the same message
         self.blobs: dict[str, bytes] = {}  # media url -> bytes
         self._ids = itertools.count(1)
@@ -211,6 +223,22 @@ class SimState:
         is in every group (configs that list only the contractors who post, as the demo does)."""
         listed = frozenset(jid for jid, group in self.groups.items() if phone in group.participants)
         return listed or frozenset(self.groups)
+
+    def device(self, phone: object, node: object = "") -> Session | None:
+        """The device (phone, node) of a known number, linked on its first hello (each host pairs once);
+        None for a number the simulator does not know."""
+        if not isinstance(phone, str) or phone not in self.sessions or not isinstance(node, str):
+            return None
+        for device in self.devices[phone]:
+            if device.node == node:
+                return device
+        device = Session(phone, node)
+        self.devices[phone].append(device)
+        return device
+
+    def all_devices(self) -> Iterator[Session]:
+        for devices in self.devices.values():
+            yield from devices
 
     # -- posting ---------------------------------------------------------------
 
@@ -226,15 +254,18 @@ class SimState:
             raise SimError(f"chat_jid: unknown group {jid} (known: {', '.join(self.groups) or 'none'})") from None
 
     def post(self, group: Group, sender_jid: str, text: str, media: Media | None = None,
-             message_id: str | None = None, at: datetime | None = None, skip_session: str | None = None,
+             message_id: str | None = None, at: datetime | None = None, skip: Session | None = None,
              quoted_message_id: str | None = None) -> Message:
-        """Add a message to a group's history and queue it for every member session except `skip_session`."""
+        """Add a message to a group's history and queue it for every device of every member except `skip` (the
+        device that sent it: its siblings receive it, from their own number)."""
         message = Message(message_id or self.new_id(), group.jid, group.name, sender_jid, text, at or clock.now(), media,
                           quoted_message_id)
         group.add(message)
-        for phone, session in self.sessions.items():
-            if phone != skip_session and group.jid in self.members[phone]:  # WhatsApp delivers to members only
-                session.enqueue(message)
+        for phone, devices in self.devices.items():
+            if group.jid in self.members[phone]:  # WhatsApp delivers to members only
+                for device in devices:
+                    if device is not skip:
+                        device.enqueue(message)
         return message
 
     def inject(self, body: object) -> list[Message]:
@@ -292,6 +323,7 @@ class SimState:
         if not isinstance(message_id, str) or not message_id:
             raise SimError("id: missing (the client chooses the message id)")
         if message_id in self.sent:
+            session.resent += 1
             return self.sent[message_id]
         recipient, text = body.get("recipient"), body.get("text", "")
         mentions = body.get("mentioned_jids") or []
@@ -309,11 +341,11 @@ class SimState:
         if quote is not None and not (isinstance(quote, dict) and isinstance(quote.get("message_id"), str)):
             raise SimError(f"quote: expected an object {{message_id, sender_jid, text}}, got {quote!r}")
         sent = Sent(session.phone, message_id, recipient, text, tuple(mentions),
-                    media.media_type if media else None, clock.now(), quote)
+                    media.media_type if media else None, clock.now(), quote, session.node)
         self.sent[message_id] = sent
         if group is not None:
-            self.post(group, session.jid, text, media, message_id=message_id, at=sent.time,
-                      skip_session=session.phone, quoted_message_id=quote["message_id"] if quote else None)
+            self.post(group, session.jid, text, media, message_id=message_id, at=sent.time, skip=session,
+                      quoted_message_id=quote["message_id"] if quote else None)
         self._receipts(sent, "delivered", self.recipients(sent))  # delivered at once; read on POST /sim/read
         return sent
 
@@ -325,11 +357,14 @@ class SimState:
         return [jid for jid in dict.fromkeys([*members, *sent.mentioned_jids]) if jid != f"{sent.session}@s.whatsapp.net"]
 
     def _receipts(self, sent: Sent, kind: str, readers: Iterable[str]) -> int:
-        session = self.sessions.get(sent.session)
+        """Receipts reach every device of the sending number; returns how many readers."""
+        devices = self.devices.get(sent.session, [])
         count = 0
         for reader in readers:
-            if session is not None:
-                session.enqueue(SimReceipt(f"{kind}:{sent.id}:{reader}", sent.id, sent.recipient, reader, kind, clock.now()))
+            if devices:
+                receipt = SimReceipt(f"{kind}:{sent.id}:{reader}", sent.id, sent.recipient, reader, kind, clock.now())
+                for device in devices:
+                    device.enqueue(receipt)
                 count += 1
         return count
 

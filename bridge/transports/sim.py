@@ -118,6 +118,9 @@ class SimTransport(Transport):
     def __init__(self, config: Config, account: AccountConfig) -> None:
         self._data_dir = config.data_dir
         self._phone = account.phone
+        # A host of a cluster is a linked device of its own (issue 21); a simulator it shares, by [sim] url.
+        self._node = config.cluster.node if config.cluster is not None else ""
+        self._sim_url = config.sim.url if config.sim is not None else ""
         self._jid = account.jid
         self._socket: aiohttp.ClientWebSocketResponse | None = None  # the open websocket, if any
         self._connected = False  # the simulator accepted our hello: requests may go out
@@ -179,7 +182,7 @@ class SimTransport(Transport):
 
     async def _connect(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
         # Read on every attempt: a restarted simulator may listen on another port.
-        url = endpoints.url(self._data_dir, "sim", "ws")
+        url = f"ws{self._sim_url.rstrip('/')[4:]}/ws" if self._sim_url else endpoints.url(self._data_dir, "sim", "ws")
         if not url:
             raise _Unreachable(f"the simulator has published no endpoint ({endpoints.run_dir(self._data_dir)}/sim.json)")
         try:
@@ -195,7 +198,8 @@ class SimTransport(Transport):
         reader = asyncio.create_task(self._read(ws, inbox, arrived))
         try:
             with contextlib.suppress(ConnectionError, aiohttp.ClientError):  # if it fails, the reader says why
-                await ws.send_str(json.dumps({"type": "hello", "session": self._phone}))
+                await ws.send_str(json.dumps({"type": "hello", "session": self._phone,
+                                              **({"node": self._node} if self._node else {})}))
             while True:
                 if not inbox:
                     arrived.clear()

@@ -160,6 +160,9 @@ def build_app(api: DropsApi, guard: list) -> web.Application:
     app[CONTEXT] = api
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WebhookCollector(api))
+    if api.config.cluster is not None:  # a cluster's leases (PostgreSQL: a cluster always has it)
+        from monitors.api.lease_metrics import LeaseCollector
+        registry.register(LeaseCollector(api.db.db))  # type: ignore[arg-type]
     app[REGISTRY] = registry
     app.router.add_get("/api/drops", list_drops)
     app.router.add_get("/api/drops/{id}", get_drop)

@@ -26,7 +26,8 @@ from monitors.api import cors
 from monitors.api.app import DropsApi, build_app
 from monitors.api.webhooks import Deliverer, LookSchedule, WokenSchedule
 from monitors.drops_store import StoreUnavailable, drops_db_path, open_drops_store
-from monitors.store.outbox import outbox_channel
+from monitors.store.fence import WEBHOOKS
+from monitors.store.outbox import FencedOutbox, outbox_channel
 from monitors.store_watch import StoreWakes
 from watchdog.shared import endpoints, locks, logs, web_guard
 from watchdog.shared.alerts import AlertManager
@@ -87,9 +88,16 @@ async def serve(config: Config) -> int:
         alerts.fire("webhook_dead", f"{COMPONENT}:{hook.name}", f"webhook {hook.name}: {summary}")
 
     http = aiohttp.ClientSession()
-    api = DropsApi(config, db, http, Deliverer(config.webhooks, db.outbox, http, dead))
+    outbox, keeper = db.outbox, None
+    if config.cluster is not None and config.webhooks:  # a cluster: one host delivers at a time (issue 21)
+        from monitors.lease_keeper import LeaseKeeper
+        keeper = LeaseKeeper(config.database, config.cluster, WEBHOOKS, COMPONENT, recovery_log, alerts, lambda: None)
+        outbox = FencedOutbox(db.outbox, keeper.fence)
+    api = DropsApi(config, db, http, Deliverer(config.webhooks, outbox, http, dead))
     api.deliverer.start_receivers()  # before the URL is published: a receiver added now starts at the event of now
     schedule, listeners = _outbox_wakes(config)
+    if keeper is not None:
+        keeper.on_change = schedule.wake.set  # the lease came or went: look at the outbox now
     guard = [cors.middleware(settings.allowed_origins),  # first: a preflight carries no token
              *web_guard.middlewares(settings.allowed_hosts, settings.allowed_origins, settings.token)]
     runner = LimitedRunner(build_app(api, guard), access_log=None, handle_signals=False)  # connection cap, header timeout
@@ -112,7 +120,8 @@ async def serve(config: Config) -> int:
         logger.info("drops-api serving on {} (store {}, {} webhook(s))", url, db.description, len(config.webhooks))
         entry.start_heartbeat()
         tasks = [asyncio.create_task(api.deliverer.run(schedule)), *(asyncio.create_task(job) for job in listeners),
-                 *([asyncio.create_task(later)] if later is not None else [])]
+                 *([asyncio.create_task(later)] if later is not None else []),
+                 *([asyncio.create_task(keeper.run(entry.stop))] if keeper is not None else [])]
         await entry.stop.wait()
 
         entry.stopping()

@@ -188,7 +188,8 @@ async def send_feedback(db: DropsDB, config: Config, http: aiohttp.ClientSession
     """Record and send operator feedback for `drop`; (HTTP status, body).
 
     200 sent or queued by the bridge, 202 pending (the bridge is not answering; the
-    project's monitor sends it), 502 refused by the bridge or WhatsApp.
+    project's monitor sends it), 502 refused by the bridge or WhatsApp. In a cluster it is only recorded
+    (202): the monitor of the host holding the account's sender lease sends it, fenced.
     """
     try:
         project = config.project(drop.project)
@@ -205,7 +206,7 @@ async def send_feedback(db: DropsDB, config: Config, http: aiohttp.ClientSession
             drop.project, drop.drop_number, new.text):
         raise Conflict(f"Idempotency-Key {idempotency_key[:60]!r} was used for another request "
                        f"(feedback {feedback.id} on {feedback.project} {feedback.drop_number})")
-    if feedback.status == FEEDBACK_PENDING:
+    if feedback.status == FEEDBACK_PENDING and config.cluster is None:
         try:
             feedback = await deliver(BridgeClient(config, project.send_account, http), db, feedback,
                                      attempts=SEND_ATTEMPTS, max_wait=0.2)

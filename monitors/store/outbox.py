@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bridge.schema import now_ts
+from monitors.store.fence import FENCE, Fence
 from monitors.store.model import DELIVERY_DEAD, DELIVERY_DELIVERED, DELIVERY_PENDING, OutboxCounts, OutboxEvent
 from monitors.store.shapes import rfc3339
 from monitors.store.sql import Backend, Dialect, Tx, one
@@ -138,23 +139,26 @@ class WebhookOutbox:
             (webhook, webhook, DELIVERY_PENDING, now))[0]
         return bool(new or retry)
 
-    def _finish(self, webhook: str, seq: int, status: str, error: str, next_attempt_at: str | None) -> None:
+    def _finish(self, webhook: str, seq: int, status: str, error: str, next_attempt_at: str | None,
+                fence: Fence | None) -> None:
+        """Record an attempt; with a `fence` (a cluster) only while that grant is current (else nothing)."""
+        fenced, params = ("", ()) if fence is None else (f" AND {FENCE}", fence.params)
         with self.db.transaction() as tx:
             tx.run("UPDATE deliveries SET status = ?, attempts = attempts + 1, last_error = ?, "
                    "next_attempt_at = COALESCE(?, next_attempt_at), updated_at = ? "
-                   "WHERE webhook = ? AND event_seq = ? AND status = ?",
-                   (status, error, next_attempt_at, now_ts(), webhook, seq, DELIVERY_PENDING))
+                   f"WHERE webhook = ? AND event_seq = ? AND status = ?{fenced}",
+                   (status, error, next_attempt_at, now_ts(), webhook, seq, DELIVERY_PENDING, *params))
 
-    def delivered(self, webhook: str, seq: int) -> None:
-        self._finish(webhook, seq, DELIVERY_DELIVERED, "", None)
+    def delivered(self, webhook: str, seq: int, fence: Fence | None = None) -> None:
+        self._finish(webhook, seq, DELIVERY_DELIVERED, "", None, fence)
 
-    def failed(self, webhook: str, seq: int, error: str, next_attempt_at: str) -> None:
+    def failed(self, webhook: str, seq: int, error: str, next_attempt_at: str, fence: Fence | None = None) -> None:
         """An attempt failed; try again at `next_attempt_at` (the deliverer's backoff with jitter)."""
-        self._finish(webhook, seq, DELIVERY_PENDING, error, next_attempt_at)
+        self._finish(webhook, seq, DELIVERY_PENDING, error, next_attempt_at, fence)
 
-    def dead(self, webhook: str, seq: int, error: str) -> None:
+    def dead(self, webhook: str, seq: int, error: str, fence: Fence | None = None) -> None:
         """Give up on this event for this webhook (attempts used up, or a final 4xx)."""
-        self._finish(webhook, seq, DELIVERY_DEAD, error, None)
+        self._finish(webhook, seq, DELIVERY_DEAD, error, None, fence)
 
     def counts(self, webhook: str, types: Sequence[str] = ()) -> OutboxCounts:
         """For status and /metrics: pending includes events not pulled into deliveries yet."""
@@ -169,3 +173,39 @@ class WebhookOutbox:
         oldest = min((t for t in (oldest_due, oldest_new) if t is not None), default=None)
         return OutboxCounts(by_status.get(DELIVERY_PENDING, 0) + unpulled, by_status.get(DELIVERY_DEAD, 0),
                             by_status.get(DELIVERY_DELIVERED, 0), oldest)
+
+
+class FencedOutbox:
+    """The outbox as a cluster's webhook deliverer uses it: it delivers only while its host holds the webhooks
+    lease (`held`, monitors/lease_keeper.py) and records attempts under that grant's token. A deliverer that
+    was paused records nothing after a takeover; the new holder delivers those events again (at least once,
+    receivers dedupe on the webhook-id). Otherwise the Deliverer's WebhookOutbox protocol, unchanged."""
+
+    def __init__(self, outbox: WebhookOutbox, held: Callable[[], Fence | None]) -> None:
+        self.outbox = outbox
+        self.held = held
+
+    def start(self, webhook: str, start_at: str = "now") -> None:
+        self.outbox.start(webhook, start_at)
+
+    def due(self, webhook: str, types: Sequence[str] = (), now: str | None = None,
+            limit: int = 100) -> list[OutboxEvent]:
+        return self.outbox.due(webhook, types, now, limit) if self.held() else []
+
+    def next_retry(self, webhook: str, after: str) -> str | None:
+        return self.outbox.next_retry(webhook, after)
+
+    def reschedule(self, webhook: str, now: str, later_than: str) -> int:
+        return self.outbox.reschedule(webhook, now, later_than) if self.held() else 0
+
+    def delivered(self, webhook: str, seq: int) -> None:
+        if fence := self.held():
+            self.outbox.delivered(webhook, seq, fence)
+
+    def failed(self, webhook: str, seq: int, error: str, next_attempt_at: str) -> None:
+        if fence := self.held():
+            self.outbox.failed(webhook, seq, error, next_attempt_at, fence)
+
+    def dead(self, webhook: str, seq: int, error: str) -> None:
+        if fence := self.held():
+            self.outbox.dead(webhook, seq, error, fence)

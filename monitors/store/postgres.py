@@ -79,13 +79,18 @@ class _PgTx:
 class PostgresBackend:
     """One connection in autocommit between transactions; its dialect NOTIFYs the schema's outbox channel."""
 
-    def __init__(self, url: str, schema: str = "wa_watchdog") -> None:
+    def __init__(self, url: str, schema: str = "wa_watchdog", application_name: str = "wa-watchdog",
+                 **options: object) -> None:
+        """`application_name`, `options` (libpq parameters, e.g. tcp_user_timeout): the sender lease's own
+        session is recognised by its name in pg_stat_activity and must not hang on a silent server."""
         if not DB_SCHEMA_NAME.match(schema):
             raise ValueError(f"database.schema: {schema!r} is not a plain lower-case SQL name")
         self.url = url
         self.schema = schema
         self.dialect = replace(POSTGRES, event_notify=f"SELECT pg_notify('{outbox_channel(schema)}', '')")
         self.description = f"PostgreSQL {redact(url)} (schema {schema})"
+        self.application_name = application_name
+        self.options = options
         self._conn: psycopg.Connection | None = None
 
     # -- connection --------------------------------------------------------------------------------
@@ -93,7 +98,7 @@ class PostgresBackend:
     def _connect(self) -> psycopg.Connection:
         try:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
-                                   application_name="wa-watchdog")
+                                   application_name=self.application_name, **self.options)
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"{self.description}: {reason(exc)}") from None
         for name, loader in (("timestamptz", _StoreTimestamp), ("uuid", TextLoader), ("jsonb", TextLoader)):

@@ -150,6 +150,24 @@ V8_WINDOW_STARTS = """
 ALTER TABLE reported_windows ADD COLUMN window_started_at TEXT
 """
 
+# Issue 21: one sender per account in a cluster. A lease row per sending account, renewed by its holder and
+# judged by the database's clock; `token` only grows (monitors/store/lease.py). Feedback remembers the token
+# it was claimed under: a mark with another token is refused.
+V9_SENDER_LEASES = """
+CREATE TABLE sender_leases (
+    account TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    token {int} NOT NULL,
+    session TEXT NOT NULL DEFAULT '',
+    backend_pid {int},
+    acquired_at {ts} NOT NULL,
+    renewed_at {ts} NOT NULL,
+    expires_at {ts} NOT NULL
+);
+ALTER TABLE feedback ADD COLUMN claim_token {int};
+ALTER TABLE feedback ADD COLUMN claimed_by TEXT
+"""
+
 
 def _fill_public_ids(ex: Executor) -> None:
     """Drops recorded before public ids existed get one now (new drops get theirs when recorded)."""
@@ -171,4 +189,6 @@ def migrations(dialect: Dialect) -> list[Migration]:
                   (V7_CURSOR_MARKS,)),
         Migration(8, "reported_windows.window_started_at: a window is its id and its start (restored stores reuse ids)",
                   (V8_WINDOW_STARTS,)),
+        Migration(9, "sender_leases (one sender per account in a cluster); feedback.claim_token, claimed_by",
+                  (dialect.ddl(V9_SENDER_LEASES),)),
     ]

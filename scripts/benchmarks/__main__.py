@@ -21,6 +21,7 @@ BENCHMARKS = {
     "api": ("scripts.benchmarks.api_bench", "GET /api/drops of 100 rows out of 100,000 (drops-api)"),
     "webhooks": ("scripts.benchmarks.webhook_latency", "simulator post -> signed webhook received"),
     "inputs": ("scripts.benchmarks.inputs_bench", "hostile inputs vs a real bridge: answers and health latency"),
+    "lease": ("scripts.benchmarks.lease_bench", "the sender lease: statement cost, takeover after kill -9 / SIGSTOP"),
 }
 
 

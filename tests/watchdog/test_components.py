@@ -39,7 +39,7 @@ def test_parsing_a_bridge_command_line_loads_no_other_slice() -> None:
     modules = loaded.stdout.split()
     # Every process validates the whole file, so every slice's config modules are loaded; nothing else of them.
     config_modules = ("monitors", "monitors.component", "monitors.alert_rules", "monitors.config",
-                      "monitors.config_checks", "monitors.events")
+                      "monitors.config_checks", "monitors.events", "monitors.cluster_config")
     assert [m for m in modules if _is(m, "monitors") and m not in config_modules] == []
     assert [m for m in modules if _is(m, "aiohttp", "watchdog.core", "watchdog.control", "watchdog.commands")
             and m not in ("watchdog.commands", "watchdog.commands.component")] == []
