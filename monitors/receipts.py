@@ -20,7 +20,12 @@ message id) only when its POST returns. So a receipt that matched nothing is
 kept and tried again for `GRACE` seconds, and the saved cursor stays before
 the oldest such receipt: a restart reads it again (recording is idempotent)
 instead of skipping it. Receipts of messages that are not feedback (anything
-else the number sent) age out of the grace window and are passed over.
+else the number sent) age out of the grace window and are passed over. The
+grace runs on the boot's clock from when this follower first read the receipt,
+not from the receipt's time: that is WhatsApp's, compared with a wall clock
+that may be off it or stepped (an hour forward aged every receipt out at once,
+feedback never stamped delivered; an hour back kept strangers' receipts, and
+the saved cursor, waiting for an hour).
 """
 from __future__ import annotations
 
@@ -28,10 +33,9 @@ import asyncio
 import math
 import sqlite3
 import time
+from typing import NamedTuple
 
 from loguru import logger
-
-from bridge.schema import parse_ts
 
 from bridge.store import StoredReceipt, receipts_after
 from monitors.drops_store import DropsDB, StoreUnavailable
@@ -44,6 +48,11 @@ BATCH = 1000
 WAIT_INTERVAL = 0.5  # how often to look for a store (or a receipts table) that is not there yet
 GRACE = 15.0  # seconds a receipt may precede the recorded answer naming its message (the bridge answers in ms)
 RETRY_INTERVAL = 1.0  # how often receipts that matched nothing yet are tried again (one read for all of them)
+
+
+class Waiting(NamedTuple):
+    receipt: StoredReceipt
+    seen: float  # clock.boottime() when this follower first read it: its grace is counted from then
 
 
 def receipt_accounts(config: Config, projects: list[ProjectConfig]) -> list[AccountConfig]:
@@ -59,17 +68,17 @@ class ReceiptFollower:
         self.wakes = wakes  # the monitor process's: one inotify instance for the process
         self.key = f"receipts:{account.name}"
         self.cursor: int | None = None  # the last receipt read; from the drops store on the first catch-up
-        self.waiting: list[StoredReceipt] = []  # matched no feedback yet, still within GRACE (oldest first)
+        self.waiting: list[Waiting] = []  # matched no feedback yet, still within GRACE (oldest first)
         self.stamped = 0  # feedback rows changed by a receipt since start
         self._retried = 0.0
         self._saved: int | None = None  # the position last written to the drops store
 
-    def _record(self, receipts: list[StoredReceipt]) -> list[StoredReceipt]:
+    def _record(self, receipts: list[Waiting]) -> list[Waiting]:
         """Stamp a batch; returns the receipts of messages not known as feedback yet that are still young."""
-        known, changed = self.drops.record_receipts(receipts)
+        known, changed = self.drops.record_receipts([w.receipt for w in receipts])
         self.stamped += changed
-        now = clock.now()
-        return [r for r in receipts if r.message_id not in known and (now - parse_ts(r.at)).total_seconds() < GRACE]
+        now = clock.boottime()
+        return [w for w in receipts if w.receipt.message_id not in known and now - w.seen < GRACE]
 
     def retry_waiting(self) -> None:
         """Try the receipts that matched nothing yet again; drop the ones that matched or aged out."""
@@ -86,7 +95,8 @@ class ReceiptFollower:
         if self.cursor is None:
             self.cursor = int(self.drops.get_state(self.key) or 0)
         while batch := receipts_after(store.conn, self.cursor, BATCH):
-            self.waiting += self._record(batch)
+            seen = clock.boottime()
+            self.waiting += self._record([Waiting(receipt, seen) for receipt in batch])
             self.cursor = batch[-1].rowid
             self._save()
             if len(batch) < BATCH:
@@ -94,7 +104,7 @@ class ReceiptFollower:
 
     def _save(self) -> None:
         if self.cursor is not None:
-            saved = self.waiting[0].rowid - 1 if self.waiting else self.cursor
+            saved = self.waiting[0].receipt.rowid - 1 if self.waiting else self.cursor
             if saved != self._saved:  # a write to the shared drops store only when the position moved
                 self.drops.set_state(self.key, str(saved))
                 self._saved = saved
