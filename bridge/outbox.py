@@ -44,9 +44,14 @@ DELIVERY_WAIT = 8.0  # below whatsapp-mcp's and the web app's request timeouts
 DEDUPE_WINDOW = 120.0
 
 
-def new_message_id() -> str:
-    """A WhatsApp-style message id (`3EB0` + 18 hex digits, as whatsmeow generates)."""
-    return "3EB0" + secrets.token_hex(9).upper()
+def new_message_id(own_jid: str, idempotency_key: str | None) -> str:
+    """A WhatsApp-style message id (`3EB0` + 18 hex digits, as whatsmeow generates): random, or, for a request
+    with an Idempotency-Key, derived from the key and the sending account. So a client's retry is the same
+    WhatsApp message (deduped by id) even where the outbox no longer knows the key: messages.db put back from
+    a backup taken before the first send, and a monitor posting again the feedback whose answer a stop cut off."""
+    if idempotency_key is None:
+        return "3EB0" + secrets.token_hex(9).upper()
+    return "3EB0" + hashlib.sha256(f"{own_jid}\n{idempotency_key}".encode()).hexdigest()[:18].upper()
 
 
 def fingerprint(endpoint: str, request: SendRequest, media: StagedMedia | None) -> str:
@@ -98,8 +103,8 @@ class Outbox:
         window = self.dedupe_window if idempotency_key is None and self.dedupe_window > 0 else None
         try:
             row = self.store.outbox_add(
-                new_message_id(), idempotency_key, request.recipient, request.recipient_jid, request.text,
-                request.mentioned_jids, str(media.media.path) if media else None,
+                new_message_id(self.own_jid, idempotency_key), idempotency_key, request.recipient,
+                request.recipient_jid, request.text, request.mentioned_jids, str(media.media.path) if media else None,
                 media.media.media_type if media else None, endpoint, fingerprint(endpoint, request, media), window)
         finally:
             if media is not None and not self._owns(media):
