@@ -20,12 +20,12 @@ message id) only when its POST returns. So a receipt that matched nothing is
 kept and tried again for `GRACE` seconds, and the saved cursor stays before
 the oldest such receipt: a restart reads it again (recording is idempotent)
 instead of skipping it. Receipts of messages that are not feedback (anything
-else the number sent) age out of the grace window and are passed over. The
-grace runs on the boot's clock from when this follower first read the receipt,
-not from the receipt's time: that is WhatsApp's, compared with a wall clock
-that may be off it or stepped (an hour forward aged every receipt out at once,
-feedback never stamped delivered; an hour back kept strangers' receipts, and
-the saved cursor, waiting for an hour).
+else the number sent) age out of the grace window and are passed over. A
+receipt's age when first read is its own time's (WhatsApp's) against the wall
+clock, within 0..GRACE; from then on it ages on the boot's clock, which no step
+moves: a wall clock stepped an hour back kept strangers' receipts, and the
+saved cursor, waiting for an hour, and one stepped forward aged out at once a
+receipt waiting for its feedback's answer.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 from loguru import logger
 
+from bridge.schema import parse_ts
 from bridge.store import StoredReceipt, receipts_after
 from monitors.drops_store import DropsDB, StoreUnavailable
 from monitors.follow import StoreFollower, StoreNotReady
@@ -52,7 +53,12 @@ RETRY_INTERVAL = 1.0  # how often receipts that matched nothing yet are tried ag
 
 class Waiting(NamedTuple):
     receipt: StoredReceipt
-    seen: float  # clock.boottime() when this follower first read it: its grace is counted from then
+    seen: float  # on clock.boottime(): when it was (by its own time, within GRACE) as this follower first read it
+
+
+def first_read(receipt: StoredReceipt) -> Waiting:
+    age = (clock.now() - parse_ts(receipt.at)).total_seconds()  # < 0: the wall clock was stepped back since
+    return Waiting(receipt, clock.boottime() - min(max(age, 0.0), GRACE))
 
 
 def receipt_accounts(config: Config, projects: list[ProjectConfig]) -> list[AccountConfig]:
@@ -95,8 +101,7 @@ class ReceiptFollower:
         if self.cursor is None:
             self.cursor = int(self.drops.get_state(self.key) or 0)
         while batch := receipts_after(store.conn, self.cursor, BATCH):
-            seen = clock.boottime()
-            self.waiting += self._record([Waiting(receipt, seen) for receipt in batch])
+            self.waiting += self._record([first_read(receipt) for receipt in batch])
             self.cursor = batch[-1].rowid
             self._save()
             if len(batch) < BATCH:
