@@ -51,17 +51,16 @@ DELIVERY_WAIT = 8.0  # below whatsapp-mcp's and the web app's request timeouts
 DEDUPE_WINDOW = 120.0
 
 
-def new_message_id(idempotency_key: str | None = None, recipient: str = "") -> str:
-    """A WhatsApp-style message id (`3EB0` + 18 hex digits, as whatsmeow generates).
-
-    With an Idempotency-Key it is derived from it: in a cluster the host that takes over sending posts a
-    feedback its predecessor may already have sent, with the same key, to its own bridge; where the transport
-    lets the sender choose the id (the simulator), that is then the same message, not a second one (issue 21).
-    """
-    if idempotency_key:
-        digest = hashlib.sha256(f"wa-watchdog message\n{recipient}\n{idempotency_key}".encode()).hexdigest()
-        return "3EB0" + digest[:18].upper()
-    return "3EB0" + secrets.token_hex(9).upper()
+def new_message_id(own_jid: str, idempotency_key: str | None) -> str:
+    """A WhatsApp-style message id (`3EB0` + 18 hex digits, as whatsmeow generates): random, or, for a request
+    with an Idempotency-Key, derived from the key and the sending account. So a client's retry is the same
+    WhatsApp message (deduped by id) even where the outbox no longer knows the key: messages.db put back from
+    a backup taken before the first send, a monitor posting again the feedback whose answer a stop cut off, and
+    in a cluster the host that takes over sending posting a feedback its predecessor may already have sent
+    (issue 21: the same account, so the same id where the transport lets the sender choose it)."""
+    if idempotency_key is None:
+        return "3EB0" + secrets.token_hex(9).upper()
+    return "3EB0" + hashlib.sha256(f"{own_jid}\n{idempotency_key}".encode()).hexdigest()[:18].upper()
 
 
 def fingerprint(endpoint: str, request: SendRequest, media: StagedMedia | None) -> str:
@@ -119,7 +118,7 @@ class Outbox:
         window = self.dedupe_window if idempotency_key is None and self.dedupe_window > 0 else None
         try:
             row = self.store.outbox_add(
-                new_message_id(idempotency_key, request.recipient_jid), idempotency_key, request.recipient,
+                new_message_id(self.own_jid, idempotency_key), idempotency_key, request.recipient,
                 request.recipient_jid, request.text, request.mentioned_jids, str(media.media.path) if media else None,
                 media.media.media_type if media else None, endpoint, fingerprint(endpoint, request, media), window,
                 request.context)

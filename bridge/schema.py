@@ -265,13 +265,18 @@ def messages_after(conn: sqlite3.Connection, rowid: int, limit: int = 1000) -> l
             for r in conn.execute(MESSAGES_AFTER_SQL, (rowid, limit))]
 
 
-def store_id(conn: sqlite3.Connection) -> str | None:
-    """The file's identity (bridge_state `store_id`); None before the bridge has migrated it to step 4."""
+def bridge_state(conn: sqlite3.Connection, key: str) -> str | None:
+    """A bridge_state value, for readers; None if unset or the file has no bridge_state yet."""
     try:
-        row = conn.execute("SELECT value FROM bridge_state WHERE key = 'store_id'").fetchone()
+        row = conn.execute("SELECT value FROM bridge_state WHERE key = ?", (key,)).fetchone()
     except sqlite3.OperationalError:  # no bridge_state yet
         return None
     return row[0] if row else None
+
+
+def store_id(conn: sqlite3.Connection) -> str | None:
+    """The file's identity (bridge_state `store_id`); None before the bridge has migrated it to step 4."""
+    return bridge_state(conn, "store_id")
 
 
 MARKS_DOWN_FROM_SQL = """

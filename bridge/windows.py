@@ -92,9 +92,9 @@ class Windows:
                            window.started_at, window.reason)
             self.log.append(self.component, "disconnect", cause=window.reason,
                             message=f"window {window.span} ({window.reason}) opened")
-        now = clock.instant()
+        now = clock.instant()  # start_rowid: every row above it is this run's (monitors/lineage.py)
         self.store.set_state(clean_stop="0", alive_at=format_epoch(now.wall), alive_instant=str(now),
-                             alive_pid=str(os.getpid()))
+                             alive_pid=str(os.getpid()), start_rowid=str(self.store.message_count()))
         self.alive.beat(now, self.store.message_count())
 
     def _last_alive(self) -> tuple[int, str, Instant | None] | None:

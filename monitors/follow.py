@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from bridge.schema import (StoredMessage, Window, WindowCounts, marks_down_from, messages_after, open_readonly,
-                           store_id, window_counts, windows)
+from bridge.schema import (StoredMessage, Window, WindowCounts, bridge_state, marks_down_from, messages_after,
+                           open_readonly, store_id, window_counts, windows)
 
 POLL_INTERVAL = 0.02  # seconds between data_version checks without inotify
 SAFETY_INTERVAL = 5.0  # seconds between full looks with inotify (woken at once on a write)
@@ -84,6 +84,11 @@ class StoreFollower:
         if self._store_id is None:
             self._store_id = store_id(self.conn)
         return self._store_id
+
+    def start_rowid(self) -> int | None:
+        """The newest rowid when the bridge last started on this file: every row above it was stored since."""
+        value = bridge_state(self.conn, "start_rowid")
+        return int(value) if value and value.isdigit() else None
 
     def marks_down_from(self, rowid: int) -> Iterator[tuple[int, str, str | None]]:
         """(rowid, message id, stored_at) at or below `rowid`, newest first (monitors/lineage.py walks them)."""

@@ -25,8 +25,13 @@ written when the file is created and kept by every copy of it) and the id and
 Drops are unique per project and submissions per message, so whatever is read
 again records nothing twice and acknowledges nothing twice. Every move is
 logged and written to the recovery log (`reread`). stored_at is the bridge's
-wall clock: a clock stepped back, between the cursor's message and the
-restart, by more than that gap would hide the rows stored in the step.
+wall clock: stepped back between the cursor's message and the restart, it
+makes rows stored since look older than the cursor's message. So the walk also
+passes every row above `start_rowid`, the newest rowid when the bridge last
+started on the file (bridge_state), where the cursor's rowid holds another
+message or the file ends before it: the cursor was taken before the file lost
+rows, so it read none of them. (A cursor's message gone from a file that goes
+on past it was pruned: the bridge appends on, and the cursor stands.)
 """
 from __future__ import annotations
 
@@ -57,13 +62,15 @@ def recheck(store: StoreFollower, cursor: Position) -> Recheck:
                                             "a new file, read from its start")
         return Recheck(cursor, 0, "")
     passed, safe, there = 0, Position(0), "gone"
+    started = store.start_rowid()
     for rowid, message_id, stored_at in store.marks_down_from(cursor.rowid):
         if rowid == cursor.rowid:
             if message_id == cursor.message_id:
                 return Recheck(cursor, 0, "")
             there = f"another message ({message_id})"
-        elif stored_at is not None and cursor.stored_at is not None and stored_at <= cursor.stored_at:
-            safe = Position(rowid, message_id, stored_at, current)
+        elif stored_at is not None and cursor.stored_at is not None and stored_at <= cursor.stored_at and (
+                started is None or rowid <= started or (there == "gone" and newest > cursor.rowid)):
+            safe = Position(rowid, message_id, stored_at, current)  # (gone from a file going on past it: pruned)
             break
         passed += 1
     if passed:

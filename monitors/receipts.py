@@ -20,7 +20,12 @@ message id) only when its POST returns. So a receipt that matched nothing is
 kept and tried again for `GRACE` seconds, and the saved cursor stays before
 the oldest such receipt: a restart reads it again (recording is idempotent)
 instead of skipping it. Receipts of messages that are not feedback (anything
-else the number sent) age out of the grace window and are passed over.
+else the number sent) age out of the grace window and are passed over. A
+receipt's age when first read is its own time's (WhatsApp's) against the wall
+clock, within 0..GRACE; from then on it ages on the boot's clock, which no step
+moves: a wall clock stepped an hour back kept strangers' receipts, and the
+saved cursor, waiting for an hour, and one stepped forward aged out at once a
+receipt waiting for its feedback's answer.
 """
 from __future__ import annotations
 
@@ -28,11 +33,11 @@ import asyncio
 import math
 import sqlite3
 import time
+from typing import NamedTuple
 
 from loguru import logger
 
 from bridge.schema import parse_ts
-
 from bridge.store import StoredReceipt, receipts_after
 from monitors.drops_store import DropsDB, StoreUnavailable
 from monitors.follow import StoreFollower, StoreNotReady
@@ -48,6 +53,16 @@ GRACE = 15.0  # seconds a receipt may precede the recorded answer naming its mes
 RETRY_INTERVAL = 1.0  # how often receipts that matched nothing yet are tried again (one read for all of them)
 
 
+class Waiting(NamedTuple):
+    receipt: StoredReceipt
+    seen: float  # on clock.boottime(): when it was (by its own time, within GRACE) as this follower first read it
+
+
+def first_read(receipt: StoredReceipt) -> Waiting:
+    age = (clock.now() - parse_ts(receipt.at)).total_seconds()  # < 0: the wall clock was stepped back since
+    return Waiting(receipt, clock.boottime() - min(max(age, 0.0), GRACE))
+
+
 def receipt_accounts(config: Config, projects: list[ProjectConfig]) -> list[AccountConfig]:
     """The sending accounts whose receipts a monitor process of `projects` follows (Config.first_senders)."""
     held = {project.name for project in projects}
@@ -61,17 +76,17 @@ class ReceiptFollower:
         self.wakes = wakes  # the monitor process's: one inotify instance for the process
         self.key = f"receipts:{account.name}"
         self.cursor: int | None = None  # the last receipt read; from the drops store on the first catch-up
-        self.waiting: list[StoredReceipt] = []  # matched no feedback yet, still within GRACE (oldest first)
+        self.waiting: list[Waiting] = []  # matched no feedback yet, still within GRACE (oldest first)
         self.stamped = 0  # feedback rows changed by a receipt since start
         self._retried = 0.0
         self._saved: int | None = None  # the position last written to the drops store
 
-    def _record(self, receipts: list[StoredReceipt]) -> list[StoredReceipt]:
+    def _record(self, receipts: list[Waiting]) -> list[Waiting]:
         """Stamp a batch; returns the receipts of messages not known as feedback yet that are still young."""
-        known, changed = self.drops.record_receipts(receipts)
+        known, changed = self.drops.record_receipts([w.receipt for w in receipts])
         self.stamped += changed
-        now = clock.now()
-        return [r for r in receipts if r.message_id not in known and (now - parse_ts(r.at)).total_seconds() < GRACE]
+        now = clock.boottime()
+        return [w for w in receipts if w.receipt.message_id not in known and now - w.seen < GRACE]
 
     def retry_waiting(self) -> None:
         """Try the receipts that matched nothing yet again; drop the ones that matched or aged out."""
@@ -88,7 +103,7 @@ class ReceiptFollower:
         if self.cursor is None:
             self.cursor = int(self.drops.get_state(self.key) or 0)
         while batch := receipts_after(store.conn, self.cursor, BATCH):
-            self.waiting += self._record(batch)
+            self.waiting += self._record([first_read(receipt) for receipt in batch])
             self.cursor = batch[-1].rowid
             self._save()
             if len(batch) < BATCH:
@@ -96,7 +111,7 @@ class ReceiptFollower:
 
     def _save(self) -> None:
         if self.cursor is not None:
-            saved = self.waiting[0].rowid - 1 if self.waiting else self.cursor
+            saved = self.waiting[0].receipt.rowid - 1 if self.waiting else self.cursor
             if saved != self._saved:  # a write to the shared drops store only when the position moved
                 self.drops.set_state(self.key, str(saved))
                 self._saved = saved

@@ -40,8 +40,9 @@ def _log_file(data_dir: Path, name: str) -> object:
     return open(path, "wb")
 
 
-def start_sim(procs: Processes, data_dir: Path, old_pid: int | None = None) -> tuple[subprocess.Popen, str]:
-    proc = procs.start("sim", stdout=subprocess.DEVNULL, stderr=_log_file(data_dir, "sim"))
+def start_sim(procs: Processes, data_dir: Path, old_pid: int | None = None,
+              env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    proc = procs.start("sim", env=env, stdout=subprocess.DEVNULL, stderr=_log_file(data_dir, "sim"))
     return proc, endpoints.wait_url(data_dir, "sim", timeout=15, newer_than_pid=old_pid)
 
 

@@ -197,8 +197,11 @@ class Group:
     times: list[datetime] = field(default_factory=list)  # parallel to history, for range queries
 
     def add(self, message: Message) -> None:
-        self.history.append(message)
-        self.times.append(message.timestamp)
+        """Kept in time order, not arrival order: a clock stepped back (a simulator under a faked clock) or a
+        message posted with an earlier time arrives after later ones, and `between` bisects."""
+        at = bisect.bisect_right(self.times, message.timestamp)
+        self.history.insert(at, message)
+        self.times.insert(at, message.timestamp)
 
     def between(self, since: datetime | None, until: datetime | None) -> list[Message]:
         lo = bisect.bisect_left(self.times, since) if since else 0

@@ -6,9 +6,13 @@ answered 2xx (`delivered`), refused it for good (`dead`), or ran out of
 `max_attempts` (`dead`). A restart picks up where the store says; the
 `webhook-id` is the event's id on every attempt, so receivers dedupe on it.
 
-Answers: 2xx delivered; 408, 429, 5xx, redirects, no answer or a timeout are
-retried with exponential backoff and jitter (tenacity's wait; a longer
-Retry-After is honoured); any other 4xx is final. A dead event is alerted
+Answers: 2xx delivered; 400, 401, 403, 408, 429, 5xx, redirects, no answer or
+a timeout are retried with exponential backoff and jitter (tenacity's wait; a
+longer Retry-After is honoured); any other 4xx is final. 400/401/403 are what a
+receiver answers when the Standard Webhooks library rejects a signature, and it
+rejects a right one whose timestamp is more than 5 minutes off its own clock:
+a clock stepped or skewed on either side made every event dead at once, though
+the attempt after the clocks agree again is delivered. A dead event is alerted
 through the [[alerts]] webhooks (rule `webhook_dead`), at most once per
 receiver per repeat interval, and recorded in the recovery log by the
 AlertManager: the drops domain raises its own alert, the watchdog core stays
@@ -41,7 +45,7 @@ from watchdog.shared import clock
 
 SAFETY_INTERVAL = 1.0  # seconds between looks at the outbox with no wake-up (one missed costs at most this)
 IN_FLIGHT = 8  # concurrent deliveries per receiver
-FINAL_EXCEPT = (408, 429)  # 4xx answers that are worth retrying
+FINAL_EXCEPT = (400, 401, 403, 408, 429)  # 4xx answers worth retrying (a signature refused: see the module)
 
 
 class OutboxEvent(Protocol):

@@ -89,9 +89,10 @@ def test_sessions_lists_devices_with_their_connection_counts(procs: Processes, d
 def test_a_keyed_sends_message_id_is_derived_from_its_key() -> None:
     """Two hosts' bridges sending the same feedback (same Idempotency-Key) choose the same message id."""
     from bridge.outbox import new_message_id
-    first = new_message_id("key-DR1000001", "120363000000000001@g.us")
-    assert first == new_message_id("key-DR1000001", "120363000000000001@g.us")
-    assert first != new_message_id("key-DR1000002", "120363000000000001@g.us")
-    assert first != new_message_id("key-DR1000001", "120363000000000002@g.us")
-    assert new_message_id() != new_message_id()  # without a key: random, as before
-    assert all(len(i) == 22 and i.startswith("3EB0") for i in (first, new_message_id()))
+    own = "27710000000@s.whatsapp.net"
+    first = new_message_id(own, "key-DR1000001")
+    assert first == new_message_id(own, "key-DR1000001")  # either host of the account: the same message
+    assert first != new_message_id(own, "key-DR1000002")
+    assert first != new_message_id("27710000009@s.whatsapp.net", "key-DR1000001")
+    assert new_message_id(own, None) != new_message_id(own, None)  # without a key: random, as before
+    assert all(len(i) == 22 and i.startswith("3EB0") for i in (first, new_message_id(own, None)))

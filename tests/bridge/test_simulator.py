@@ -12,7 +12,7 @@ import re
 import signal
 import socket
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -23,7 +23,7 @@ from bridge.simulator.state import SimState
 from bridge.simulator.traffic import demo_text
 from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, GROUP_C, Processes, until, wait_until
 from tests.sim_helpers import CONTRACTOR, MAIN_PHONE, SENDER_PHONE, TWO_SESSIONS_CONFIG, SimAPI, start_sim
-from watchdog.shared import endpoints
+from watchdog.shared import clock, endpoints
 from watchdog.components import load
 
 
@@ -430,6 +430,21 @@ def test_offline_sync_done_follows_the_replay_even_while_live_messages_keep_comi
     assert [(f["type"], f.get("offline"), len(f.get("messages", []))) for f in frames] == [
         ("messages", True, 2), ("offline_sync_done", None, 0), ("messages", False, 1)]
     assert frames[1]["count"] == 2
+
+
+def test_history_answers_by_time_after_the_clock_was_stepped_back(config_path: Path, fixed_clock: Callable) -> None:
+    """Messages dated an hour back (the simulator's clock stepped, as the chaos round's is) are found by their
+    time: the range was a bisection over times in arrival order, which a step back leaves out of order, and the
+    answer was empty (the chaos round's lost drop DR7000179)."""
+    fixed_clock(datetime(2026, 12, 6, 14, 58).astimezone())
+    state = SimState(load(config_path))
+    group = state.groups[GROUP_A]
+    early = [state.post(group, CONTRACTOR, f"DR100000{i} before the step") for i in range(10)]
+    clock.step_for_tests(-3600)
+    late = [state.post(group, CONTRACTOR, f"DR200000{i} after it") for i in range(2)]
+    since, until = clock.now() - timedelta(seconds=30), clock.now() + timedelta(seconds=30)
+    assert [m.text for m in state.history(GROUP_A, since.isoformat(), until.isoformat())] == [m.text for m in late]
+    assert [m.text for m in state.history(GROUP_A, None, None)] == [m.text for m in late + early]  # time order
 
 
 @pytest.mark.slow

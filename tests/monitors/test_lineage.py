@@ -12,16 +12,20 @@ from pathlib import Path
 
 import pytest
 
+from bridge.alive import AliveFile
 from bridge.store import Store
 from bridge.transport import IncomingMessage, Source
+from bridge.windows import Windows
 from monitors.drops_store import DropsDB, Position, open_drops_store
 from monitors.follow import StoreFollower
 from monitors.lineage import recheck
 from monitors.main import MonitorProcess
 from monitors.prune import prune_store
 from monitors.store.sqlite import SqliteBackend
+from tests.bridge.test_windows import FixedHistory
 from tests.conftest import BASE_CONFIG, GROUP_A
 from tests.monitor_support import store_rows as rows
+from watchdog.shared import clock
 from watchdog.components import Config, load
 from watchdog.shared.recovery_log import RecoveryLog
 
@@ -120,6 +124,33 @@ def test_a_restored_backup_is_read_again_from_where_it_ends_nothing_skipped_noth
     assert len(rereads(config)) == 1  # said once: the cursor now belongs to the file
 
 
+def test_a_clock_stepped_back_before_the_restart_hides_none_of_what_the_bridge_stored_since(
+        config: Config, fixed_clock) -> None:  # noqa: ANN001
+    """stored_at is the bridge's wall clock. The cursor's message was stored, then the clock was stepped an hour
+    back (NTP, a VM restored from a snapshot), the backup put back and WhatsApp's replay stored in it: every
+    replayed row looks stored before the cursor's message, the walk stopped at the first one below the cursor
+    and the rows under it were never read. The bridge marks the newest rowid it started on (`start_rowid`):
+    nothing above it was stored in a file a cursor that lost its message was taken in."""
+    fixed_clock(NOW)
+    path = config.account("main").store
+    store = Store(path)
+    post(store, 1, 2, 3)
+    copy(path, path.with_name("backup.db"))
+    post(store, 4, 5, 6, 7, 8)
+    run_monitor(config)
+    store.close()
+    put_back(path.with_name("backup.db"), path)
+    clock.step_for_tests(-3600)
+    store = Store(path)
+    bridge_started(store, config)  # the restarted bridge, before WhatsApp replays
+    post(store, *range(20, 27), prefix="O", source=Source.OFFLINE)  # rowids 4-10, stored an hour "earlier"
+    store.close()
+    run_monitor(config)
+    assert drop_numbers(config) == [*range(1, 9), *range(20, 27)]
+    (line,) = rereads(config)
+    assert (line["cursor"], line["rowid"], line["reread"]) == (8, 3, 5)
+
+
 def test_a_file_that_lost_its_tail_is_followed_from_its_end_before_anything_new_arrives(config: Config) -> None:
     """A backup put back (or `.recover` salvaging a shorter file) and the monitor starts first."""
     path = config.account("main").store
@@ -159,9 +190,17 @@ def test_a_salvaged_file_missing_rows_in_the_middle_and_its_tail(config: Config)
     assert (line["cursor"], line["rowid"], line["reread"]) == (10, 8, 2)
 
 
+def bridge_started(store: Store, config: Config) -> None:
+    """What the bridge's start writes (bridge/windows.py `on_start`), `start_rowid` among it."""
+    Windows(store, AliveFile(store.path.parent / "session/bridge.alive"), RecoveryLog(config.watchdog.recovery_log),
+            "bridge:main", FixedHistory([]), [GROUP_A]).on_start()
+
+
 def test_a_pruned_cursor_message_moves_nothing_and_reads_nothing_again(config: Config) -> None:
+    """Also while the bridge that stored every row still runs: rows above its start_rowid were read."""
     path = config.account("main").store
     store = Store(path)
+    bridge_started(store, config)
     old = NOW - timedelta(days=400)
     post(store, 1, 2)  # young: prune keeps them, below the cursor
     post(store, 3, 4, at=old)  # old: pruned, the cursor's own message (rowid 4) with them

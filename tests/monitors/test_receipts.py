@@ -1,8 +1,13 @@
 """The receipt follower on real stores: a receipt that arrives before the feedback row knows its message is
-kept and stamped once the bridge's answer is recorded, also across a restart; strangers' receipts age out."""
+kept and stamped once the bridge's answer is recorded, also across a restart; strangers' receipts age out, on the
+boot's clock whatever the wall clock does."""
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
 
 from bridge.store import Store
 from bridge.transport import Receipt, ReceiptKind
@@ -34,7 +39,7 @@ def test_early_receipts_wait_for_their_feedback_and_survive_a_restart(write_conf
     store = StoreFollower(account.store)
     follower = ReceiptFollower(drops, account, StoreWakes())
     follower.catch_up(store)
-    assert [r.message_id for r in follower.waiting] == ["3EB0F1", "3EB0F1"] and follower.cursor == 3
+    assert [w.receipt.message_id for w in follower.waiting] == ["3EB0F1", "3EB0F1"] and follower.cursor == 3
     assert drops.get_state(follower.key) == "0"  # saved before the oldest waiting receipt
 
     restarted = ReceiptFollower(drops, account, StoreWakes())  # a monitor restarted now reads them again
@@ -50,3 +55,40 @@ def test_early_receipts_wait_for_their_feedback_and_survive_a_restart(write_conf
     drops.close()
     bridge.close()
 
+
+
+T0 = datetime(2026, 12, 6, 9, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("step", [3600.0, -3600.0], ids=["forward", "back"])
+def test_the_grace_of_a_receipt_is_kept_on_the_boots_clock(write_config: Callable[..., Path], fixed_clock: Callable,
+                                                           step: float) -> None:
+    """The wall clock stepped an hour while receipts wait. Forward: a receipt read a second before is still young
+    and is stamped once its answer is recorded (it aged out at once). Back: a stranger's receipt ages out after
+    the grace, and the saved cursor moves past it (it waited, holding the cursor back, for an hour)."""
+    fixed_clock(T0)
+    config = load(write_config())
+    account = config.account("main")
+    bridge, drops = Store(account.store), open_drops_store(config)
+    (drop,) = drops.record("lawley", "main", 1, [Submission("DR1234567", GROUP_A, "Lawley Fibre", SENDER, "M1",
+                                                            "2026-12-06 08:59:00.000000+00:00", False)], None)
+    feedback = drops.add_feedback(drop, NewFeedback("operator", GROUP_A, "@27710000001 DR1234567 - fix", (SENDER,),
+                                                    "key-1"))
+    bridge.add_receipts([Receipt(("3EB0F1",), GROUP_A, SENDER, ReceiptKind.DELIVERED, clock.now()),
+                         Receipt(("OTHER",), GROUP_A, SENDER, ReceiptKind.DELIVERED, clock.now())])
+    store = StoreFollower(account.store)
+    follower = ReceiptFollower(drops, account, StoreWakes())
+    follower.catch_up(store)
+    clock.step_for_tests(step)
+    clock.pass_for_tests(1)
+    follower.retry_waiting()  # the retry a second later: the answer is not recorded yet
+    drops.finish_feedback(feedback, FEEDBACK_SENT, bridge_message_id="3EB0F1")
+    follower.retry_waiting()
+    assert follower.stamped == 1 and drops.drop_by_public_id(drop.public_id).feedback[0].delivered_at
+    assert len(follower.waiting) == 1  # the stranger's, within its grace
+    clock.pass_for_tests(GRACE)
+    follower.retry_waiting()
+    assert follower.waiting == [] and drops.get_state(follower.key) == "2"
+    store.close()
+    drops.close()
+    bridge.close()

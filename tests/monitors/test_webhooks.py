@@ -166,9 +166,27 @@ def test_a_final_4xx_is_dead_at_once_and_attempts_run_out_to_dead(receiver: Webh
     assert any(e.startswith("3 attempts failed, last: HTTP 500") for e in outbox.errors)
 
 
+def test_a_refused_signature_is_retried_until_the_clocks_agree_not_dead_at_once(receiver: WebhookReceiver) -> None:
+    """400/401/403: what a receiver answers when its Standard Webhooks library rejects the signature, as it does
+    for a timestamp more than 5 minutes off its clock (the sender's stepped an hour, or the receiver's). They were
+    final: every event dead at the first attempt. Retried, the attempt after the clocks agree is delivered."""
+    receiver.script = [401, 403, 400]
+    port = free_port()
+    receiver.start(port)
+    outbox = MemoryOutbox(events(1))
+    dead: list[tuple[str, str]] = []
+
+    async def body(deliverer: Deliverer) -> None:
+        await until(lambda: len(outbox.state) == 1, message="the event finished")
+
+    asyncio.run(delivering(outbox, [hook(port, max_attempts=5)], dead, body))
+    assert outbox.state == {1: "delivered"} and dead == []
+    assert [r.status for r in receiver.requests] == [401, 403, 400, 200]
+
+
 def test_only_the_receivers_events_and_what_is_final() -> None:
     assert classify(204, None).delivered
-    assert classify(404, None).final and classify(401, None).final
+    assert classify(404, None).final and classify(410, None).final and classify(422, None).final
     assert not classify(408, None).final and not classify(429, "7").final and classify(429, "7").retry_after == 7
     assert not classify(500, None).final and not classify(301, None).final
     headers = signing.headers(signing.secret_key(SECRET), "evt_1", int(time.time()), b'{"a":1}')
