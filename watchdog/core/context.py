@@ -1,6 +1,6 @@
 """What every watcher shares with the arbiter: settings, the data directory, the recovery log, alerts,
-metrics, the HTTP client for probes, the log sink, whom to tell about a change, the start bounds, and the
-watch over the watchdog's own loop (gaps)."""
+metrics, the HTTP client for probes, the log sink, whom to tell about a change, the start bounds, the
+watch over the watchdog's own loop (gaps), and how children are started (forked from the template, or exec)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -14,6 +14,7 @@ from watchdog.shared.logs import StderrSink
 from watchdog.core.loop_gaps import LoopGaps
 from watchdog.shared.config_model import WatchdogConfig
 from watchdog.shared.recovery_log import RecoveryLog
+from watchdog.core.child import Template
 from watchdog.core.throttle import Launcher
 
 if TYPE_CHECKING:
@@ -34,3 +35,4 @@ class Context:
     on_change: Callable[[Watcher], None]
     launcher: Launcher | None = None  # None: unbounded (a watcher on its own, in tests)
     loop_gaps: LoopGaps = field(default_factory=LoopGaps)  # not ticking: no gap is ever seen
+    template: Template | None = None  # fork our own components from it (watchdog/core/forkserver.py); None: exec
