@@ -1,21 +1,18 @@
 """One supervised program for the life of the watchdog, across any number of child processes.
 
-The watcher is the program's lifecycle, read top to bottom in this file: it
+The watcher is the program's lifecycle, read top to bottom in this file (one
+module on purpose: start, health verdicts, stops and exits in one place): it
 owns the state machine (watchdog/core/states.py: every phase that decides what
 happens next, every change through one checked transition) and the current
-child: it starts the child, stops it (a failed check, an operator restart,
-shutdown, reload: the stopping phase says what its exit leads to), and acts
-on its exit. Each part does one job, gets only what it needs and tells the
-watcher its verdicts: ChildHealth (watchdog/core/child_health.py: answering,
-healthy, not healthy, condition), Checks (watchdog/core/child_checks.py:
-heartbeat, process state, memory, HTTP and TCP probes; `unwell` when one
-fails), FailureHistory (watchdog/core/failure_history.py: failures, backoff,
-crash loop; delays and what an exit means from the pure
-watchdog/core/restart_policy.py), WarmStandby (watchdog/core/standby.py),
-Recoveries (watchdog/core/recovery.py: the records), ProgramAlerts, and the
-watchdog-wide start bounds (watchdog/core/throttle.py). It knows a `Program` and
-its hooks, never what kind of program it is. Everything is driven by events on
-the event loop: the child's exit (pidfd), its sd_notify datagrams, timers.
+child. It starts the child, stops it (a failed check, an operator restart,
+shutdown, reload: the stopping phase says what the exit leads to) and acts on
+its exit. Each part does one job, gets only what it needs and tells the
+watcher its verdicts: ChildHealth (answering, healthy, not healthy), Checks
+(`unwell` when one fails), FailureHistory (failures, backoff, crash loop; the
+pure restart_policy decides), WarmStandby, Recoveries (the records),
+ProgramAlerts, the start bounds (throttle.py). It knows a `Program` and its
+hooks, never what kind of program it is. Everything is driven by events on the
+event loop: the child's exit (pidfd), its sd_notify datagrams, timers.
 """
 from __future__ import annotations
 
@@ -204,7 +201,7 @@ class Watcher:
         self.recoveries.begin("operator", cause, old_pid)
         if self.standby is not None:
             await self.standby.drop_if_stale()  # before the child frees the session for it
-        stopping = self.stop_child(Phase.STOPPING_TO_RESTART, self.term_grace)
+        stopping = self._stop_child(Phase.STOPPING_TO_RESTART, self.term_grace)
         if stopping is not None:
             logger.info("{}: {}", self.name, cause)
             await stopping  # its exit starts the next one (on_exit)
@@ -234,7 +231,7 @@ class Watcher:
             await self.standby.process.stop(self.stop_timeout)  # already signalled: gone before the child goes
         why = Phase.STOPPING_FOR_RELOAD if reload and self.phase is not Phase.STOPPING_FOR_SHUTDOWN \
             else Phase.STOPPING_FOR_SHUTDOWN
-        stopping = self.stop_child(why, self.stop_timeout)
+        stopping = self._stop_child(why, self.stop_timeout)
         if stopping is not None:
             await stopping
         elif self.phase in (Phase.BACKOFF, Phase.EXITED, Phase.FAILED):
@@ -282,13 +279,11 @@ class Watcher:
         await stale.stop_leftovers(self.program, self.ctx.data_dir, (self.pid, self.standby_pid),
                                    self.ctx.settings.term_grace, self.records)
 
-    def child_environment(self) -> dict[str, str]:
-        return {**child_env(self.notify.address, self.program.watchdog_sec), **dict(self.program.env)}
-
     def spawn_process(self, argv: Sequence[str]) -> ChildProcess:
         """Start `argv` as this program's process (StandbyOwner): its environment and cwd, its exit watched;
         forked from the context's template when there is one."""
-        return ChildProcess.spawn(tuple(argv), self.child_environment(), self.on_exit, cwd=self.program.cwd or None,
+        env = {**child_env(self.notify.address, self.program.watchdog_sec), **dict(self.program.env)}
+        return ChildProcess.spawn(tuple(argv), env, self.on_exit, cwd=self.program.cwd or None,
                                   template=self.ctx.template)
 
     def _spawn(self) -> None:
@@ -383,11 +378,11 @@ class Watcher:
             return
         logger.warning("{} {}: {}; stopping pid {}", self.name, event, cause, child.pid)
         self.recoveries.begin(event, cause, child.pid)
-        self.stop_child(Phase.STOPPING_TO_RECOVER, self.ctx.settings.term_grace)
+        self._stop_child(Phase.STOPPING_TO_RECOVER, self.ctx.settings.term_grace)
         self.records.add(event, cause=cause, pid=child.pid)
         self.alerts.fire("hang", f"{self.name} {event}: {cause}; restarting it")
 
-    def stop_child(self, why: Phase, grace: float) -> asyncio.Task | None:
+    def _stop_child(self, why: Phase, grace: float) -> asyncio.Task | None:
         """Stop the running child (None: none runs); `why`, a stopping phase, says what its exit leads to.
         Planned stops use the program's stop_signal; a failed check's stop is SIGTERM (SIGCONT with both);
         SIGKILL after `grace`."""
