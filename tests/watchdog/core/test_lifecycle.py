@@ -1,5 +1,5 @@
-"""One lifecycle per child: the watcher driven through an operator restart, a hang, a crash loop, shutdown and
-reload with real worker processes, and the phases it went through recorded at the one place they change
+"""One lifecycle per child: the watcher driven through an operator restart, a hang, a crash loop, shutdown,
+reload and an operator start of a failed program with real worker processes, and the phases it went through recorded at the one place they change
 (`StateMachine.set`). Each sequence is the lifecycle as docs/ARCHITECTURE.md draws it."""
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from tests.watchdog.core.test_supervision import run, supervise, worker, write_settings
 from watchdog.core.start_order import stop_in_order
 from watchdog.core.states import SPELLS, TRANSITIONS, Phase, Spell, StateMachine
+from watchdog.shared.programs import Program
 
 P = Phase
 
@@ -99,4 +100,24 @@ def test_a_crash_loop_backs_off_and_its_spell_is_entered_once(tmp_path: Path, tr
     first_exits = [i for i, p in enumerate(phases) if p is P.EXITED][:2]
     assert phases[first_exits[0] + 1] is P.STARTING and phases[first_exits[1] + 1] is P.BACKOFF
     assert transitions.of("monitor:a history") == [Spell.CRASH_LOOP]
+    assert transitions.all_in_their_tables()
+
+
+def test_an_operator_start_of_a_failed_program_starts_it_and_one_that_cannot_spawn_fails(
+        tmp_path: Path, transitions: Transitions) -> None:
+    async def scenario() -> None:
+        missing = Program("web", (str(tmp_path / "missing"),))
+        async with supervise(write_settings(tmp_path), [worker("monitor:a", "--exit-after", "0", "--code", "2"),
+                                                        missing]) as s:
+            await s.record("monitor:a", "failed")
+            answer = await s.arbiter.restart("monitor:a")
+            assert answer["old_pid"] is None and answer["pid"] is not None
+            await s.record("monitor:a", "failed", count=2)
+            await s.record("web", "failed")
+            assert (await s.arbiter.restart("web"))["pid"] is None and s.watcher("web").phase is P.FAILED
+    run(scenario)
+    # READY=1 may or may not be heard before the exit: the phases that decide are these.
+    assert [p for p in transitions.of("monitor:a") if p is not P.HEALTHY] == [
+        P.STARTING, P.EXITED, P.FAILED, P.STARTING, P.EXITED, P.FAILED, P.STOPPED]
+    assert transitions.of("web") == [P.FAILED, P.STOPPED]
     assert transitions.all_in_their_tables()
