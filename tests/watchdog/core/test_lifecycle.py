@@ -1,6 +1,7 @@
 """One lifecycle per child: the watcher driven through an operator restart, a hang, a crash loop, shutdown,
-reload and an operator start of a failed program with real worker processes, and the phases it went through recorded at the one place they change
-(`StateMachine.set`). Each sequence is the lifecycle as docs/ARCHITECTURE.md draws it."""
+reload and an operator start of a failed program with real worker processes, and the phases it went through
+recorded at the one place they change (`StateMachine.set`). Each sequence is the lifecycle as
+docs/ARCHITECTURE.md draws it."""
 from __future__ import annotations
 
 import enum
