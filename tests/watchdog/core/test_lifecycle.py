@@ -7,10 +7,13 @@ from __future__ import annotations
 import enum
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.watchdog.core.test_supervision import run, supervise, worker, write_settings
 from watchdog.core.start_order import stop_in_order
 from watchdog.core.states import SPELLS, TRANSITIONS, Phase, Spell, StateMachine
@@ -122,3 +125,35 @@ def test_an_operator_start_of_a_failed_program_starts_it_and_one_that_cannot_spa
         P.STARTING, P.EXITED, P.FAILED, P.STARTING, P.EXITED, P.FAILED, P.STOPPED]
     assert transitions.of("web") == [P.FAILED, P.STOPPED]
     assert transitions.all_in_their_tables()
+
+
+def test_a_verdict_out_of_order_is_refused_by_the_watcher_also_under_python_dash_O(tmp_path: Path) -> None:
+    """The watcher's verdict methods change the phase unconditionally: the table, not a guard, refuses
+    "not healthy now" for a program that never started."""
+    code = f"""
+import asyncio
+from pathlib import Path
+from watchdog.core.context import Context
+from watchdog.core.states import TransitionError
+from watchdog.core.watcher import Watcher
+from watchdog.shared.config import WatchdogConfig
+from watchdog.shared.logs import StderrSink
+from watchdog.shared.programs import Program
+from watchdog.shared.recovery_log import RecoveryLog
+
+async def main() -> None:
+    data = Path({str(tmp_path)!r})
+    context = Context(WatchdogConfig(), data, RecoveryLog(data / "r.jsonl"), None, None, None, StderrSink(),
+                      lambda watcher: None)
+    watcher = Watcher(Program("monitor:x", ("true",)), context)
+    try:
+        watcher.lost_health()
+    except TransitionError as exc:
+        print(exc)
+    finally:
+        watcher.close()
+
+asyncio.run(main())
+"""
+    done = subprocess.run([sys.executable, "-O", "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "monitor:x: transition stopped -> ready is not allowed", done.stderr
