@@ -354,7 +354,7 @@ class Watcher:
         self._set(Phase.STARTED)
 
     def became_healthy(self) -> None:
-        """Healthy: running, the recovery over, the next standby due."""
+        """Healthy (shown through the change of phase): running, the recovery over, the next standby due."""
         starting = self.state is State.STARTING
         self._set(Phase.HEALTHY)
         if starting and self.child is not None:
@@ -364,7 +364,6 @@ class Watcher:
         self.failures.healthy()
         if self.standby is not None:
             self.standby.after_healthy()  # after the start-up, not during it
-        self.ctx.on_change(self)
 
     def lost_health(self) -> None:
         self._set(Phase.READY)
