@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from tests.watchdog.core.test_supervision import RecordingAlerts
 from watchdog.core.program_alerts import ProgramAlerts
 from watchdog.core.recovery import Records
+from watchdog.core.states import Phase, program_machine
 from watchdog.shared.recovery_log import RecoveryLog
 
 
@@ -33,6 +34,34 @@ class FakeChild:
     pid: int = 4242
     running: bool = True
     started_at: float = 0.0
+
+
+class Verdicts:
+    """The watcher's side of ChildHealth (HealthEvents) on the real checked machine: a child just started,
+    each verdict a transition, "healthy now" and "status changed" counted."""
+
+    def __init__(self, name: str = "bridge:main") -> None:
+        self.machine = program_machine(name, lambda old, new: None)
+        self.machine.set(Phase.STARTING)
+        self.healthy = 0
+        self.changes = 0
+
+    @property
+    def judged(self) -> Phase:
+        return self.machine.state
+
+    def answering(self) -> None:
+        self.machine.set(Phase.STARTED)
+
+    def became_healthy(self) -> None:
+        self.healthy += 1
+        self.machine.set(Phase.HEALTHY)
+
+    def lost_health(self) -> None:
+        self.machine.set(Phase.READY)
+
+    def changed(self) -> None:
+        self.changes += 1
 
 
 @dataclass

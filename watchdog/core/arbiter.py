@@ -23,7 +23,6 @@ from watchdog.control import token as control_token
 from watchdog.core import last_config
 from watchdog.shared import endpoints, logs
 from watchdog.shared.alerts import AlertManager
-from watchdog.core.child import use_template
 from watchdog.core.child_output import RotatingFile, log_path
 from watchdog.shared.logs import StderrSink
 from watchdog.shared.config import Config, ConfigError, load
@@ -167,7 +166,7 @@ class Arbiter:
         assert self._context is not None
         self._context.settings = new.watchdog
         going = {p.name: "removed" for p in changes.removed} | {p.name: "changed" for p in changes.changed}
-        await stop_in_order([self.watchers[name] for name in going], lambda w: f"reload: {going[w.name]}")
+        await stop_in_order([self.watchers[name] for name in going], lambda w: f"reload: {going[w.name]}", reload=True)
         for name in going:
             self.watchers.pop(name).close()
         for program in changes.added + changes.changed:
@@ -177,8 +176,8 @@ class Arbiter:
             self._start_when_ready(self.watchers[program.name], f"reload: {going.get(program.name, 'added')}")
         fresh = {p.name for p in changes.added + changes.changed}
         for watcher in self.watchers.values():
-            if watcher.standby is not None and watcher.name not in fresh:
-                watcher.standby.renew()  # the file changed: a standby that read it keeps the next takeover warm
+            if watcher.name not in fresh:
+                watcher.renew_standby()  # the file changed: a standby that read it keeps the next takeover warm
         self._on_change(None)
         return {"ok": True, "sha256": sha256, "added": [p.name for p in changes.added],
                 "removed": [p.name for p in changes.removed], "changed": [p.name for p in changes.changed],
@@ -213,7 +212,7 @@ class Arbiter:
         that exit if both arrive in one turn of the loop). Only flags here, as this interrupts any code; the
         stop runs on the loop."""
         for watcher in list(self.watchers.values()):
-            watcher.stops.shutting_down = True
+            watcher.note_shutdown()
         loop.call_soon_threadsafe(self._on_signal, sig)
 
     def _on_sighup(self) -> None:
@@ -254,7 +253,7 @@ class Arbiter:
                     self.control_url)
         if settings.fork_template and any(is_ours(program.argv) for program in self.programs):
             self._template = ForkServer(self.recovery_log, preload=self._preload)
-            use_template(self._template)  # until it is ready it answers `exec`
+            self._context.template = self._template  # until it is ready it answers `exec`
             self._template_started = loop.create_task(self._template.start())
         for watcher in self.watchers.values():
             self._start_when_ready(watcher)
@@ -271,7 +270,7 @@ class Arbiter:
         await asyncio.gather(heartbeat, ticking, *self._starting, return_exceptions=True)
         await stop_in_order(list(self.watchers.values()), lambda w: "shutdown")
         if self._template is not None:
-            use_template(None)
+            self._context.template = None
             if self._template_started is not None:
                 self._template_started.cancel()
             await self._template.close()
@@ -301,10 +300,7 @@ class Arbiter:
             return
         logger.warning("{} again: killing every component now", signal.Signals(sig).name)
         for watcher in self.watchers.values():
-            standby = watcher.standby.process if watcher.standby else None
-            for process in (standby, watcher.child):
-                if process is not None and process.running:
-                    process.signal(signal.SIGKILL)
+            watcher.kill()
 
     # -- order ---------------------------------------------------------------------
 

@@ -95,15 +95,6 @@ class Template(Protocol):
         """That child has ended and is reaped."""
 
 
-_template: Template | None = None
-
-
-def use_template(template: Template | None) -> None:
-    """Fork our own components from `template` from now on (None: exec every child)."""
-    global _template
-    _template = template
-
-
 def _reap(pid: int) -> int:
     """waitpid for a forked child, as a Popen.returncode: the exit code, or -N for death by signal N."""
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
@@ -116,7 +107,7 @@ class ChildProcess:
     """
 
     def __init__(self, pid: int, output: int, reap: Callable[[], int], on_exit: Callable[[ChildProcess], None],
-                 popen: subprocess.Popen | None = None) -> None:
+                 popen: subprocess.Popen | None = None, template: Template | None = None) -> None:
         self.pid = pid
         self.popen = popen
         self.forked = popen is None
@@ -127,29 +118,29 @@ class ChildProcess:
         self._output: int | None = output
         self._reap = reap
         self._on_exit = on_exit
-        self._template = _template
+        self._template = template
         if self._template is not None:
             self._template.track(pid)
         watch_exit(self.pid, self._ended)
 
     @classmethod
     def spawn(cls, argv: Sequence[str], env: Mapping[str, str], on_exit: Callable[[ChildProcess], None],
-              cwd: str | None = None) -> ChildProcess:
+              cwd: str | None = None, template: Template | None = None) -> ChildProcess:
         """Start `argv` in a new session (so its own process group); stdout and stderr share one pipe.
 
-        Forked from the template when one is in use and it can run `argv`, else exec'd (Popen).
+        Forked from `template` when one is given and it can run `argv`, else exec'd (Popen).
         """
-        forked = _template.fork(argv, env, cwd) if _template is not None else None
+        forked = template.fork(argv, env, cwd) if template is not None else None
         if forked is not None:
             pid, output = forked
-            return cls(pid, output, lambda: _reap(pid), on_exit)
+            return cls(pid, output, lambda: _reap(pid), on_exit, template=template)
         popen = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         assert popen.stdout is not None
         output = os.dup(popen.stdout.fileno())
         popen.stdout.close()
         popen.stdout = None
-        return cls(popen.pid, output, popen.wait, on_exit, popen)
+        return cls(popen.pid, output, popen.wait, on_exit, popen, template)
 
     def take_output(self) -> int:
         """The read end of the child's output pipe as a bare fd; the caller owns (and closes) it."""

@@ -82,9 +82,21 @@ class Recoveries:
         self.times: collections.deque[float] = collections.deque(maxlen=1000)  # monotonic, for STATUS=
         self.last_cause = ""
 
+    @property
+    def in_progress(self) -> bool:
+        return self.current.active
+
     def begin(self, kind: str, cause: str, pid: int | None) -> None:
         self.current.begin(kind, cause, pid)
         self.last_cause = cause
+
+    def delayed(self, delay: float) -> None:
+        """The restart of the recovery in progress waits `delay` (0: at once, or a standby took over)."""
+        self.current.delay = delay
+
+    def end(self) -> None:
+        """Nothing to recover (it exited cleanly and stays stopped)."""
+        self.current.end()
 
     def failed(self, cause: str) -> None:
         """Not restarting: no recovery is in progress any more."""

@@ -17,15 +17,16 @@ def dependencies(watcher: Watcher, watchers: dict[str, Watcher]) -> list[Watcher
     return [watchers[name] for name in watcher.program.after if name in watchers]
 
 
-async def stop_in_order(watchers: list[Watcher], cause: Callable[[Watcher], str]) -> None:
-    """Stop `watchers` in waves: a program only once nothing still running names it in `after`."""
+async def stop_in_order(watchers: list[Watcher], cause: Callable[[Watcher], str], reload: bool = False) -> None:
+    """Stop `watchers` in waves: a program only once nothing still running names it in `after` (`reload`: they
+    are removed or changed, not the whole system going down)."""
     for watcher in watchers:
         watcher.begin_shutdown()
     left = list(watchers)
     while left:
         needed = {name for w in left for name in w.program.after}
         wave = [w for w in left if w.name not in needed] or left  # (a cycle cannot pass the config check)
-        await asyncio.gather(*(w.stop(cause(w)) for w in wave))
+        await asyncio.gather(*(w.stop(cause(w), reload) for w in wave))
         left = [w for w in left if w not in wave]
 
 

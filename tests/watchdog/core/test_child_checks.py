@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import until, wait_until
-from tests.watchdog.fakes import FakeChild, bench
+from tests.watchdog.fakes import FakeChild, Verdicts, bench
 from tests.watchdog.core.test_supervision import run, supervise, worker, write_settings
 from watchdog.core import hooks
 from watchdog.core import probes
@@ -110,16 +110,10 @@ def test_a_child_starved_of_cpu_is_overloaded_not_hung_and_is_not_restarted(tmp_
 SETTINGS = dataclasses.replace(WatchdogConfig(), process_check_period=0.02, start_timeout=60.0)
 
 
-class Events:
-    def became_healthy(self) -> None: ...
-
-    def changed(self) -> None: ...
-
-
 def armed(tmp_path: Path, program: Program, gaps: SelfWatch | None = None) -> tuple[Checks, list[tuple[str, str]],
                                                                                  ChildHealth]:
     b = bench(tmp_path)
-    health = ChildHealth(program, b.program_alerts(program.name), Events())
+    health = ChildHealth(program, b.program_alerts(program.name), Verdicts(program.name))
     child = FakeChild(started_at=time.monotonic())
     health.begin(child)
     failed: list[tuple[str, str]] = []

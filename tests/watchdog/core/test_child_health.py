@@ -10,7 +10,7 @@ import pytest
 from loguru import logger
 
 from tests.conftest import until
-from tests.watchdog.fakes import Bench, FakeChild, bench
+from tests.watchdog.fakes import Bench, FakeChild, Verdicts, bench
 from tests.watchdog.core.test_supervision import health_bridge, run, set_health, supervise, write_settings
 from watchdog.core import probes
 from watchdog.shared.alerts import AlertManager
@@ -22,21 +22,9 @@ from watchdog.shared.recovery_log import RecoveryLog
 PROBE = Check("http", endpoint="api", path="/api/health")
 
 
-class Events:
-    def __init__(self) -> None:
-        self.healthy = 0
-        self.changes = 0
-
-    def became_healthy(self) -> None:
-        self.healthy += 1
-
-    def changed(self) -> None:
-        self.changes += 1
-
-
 def health(tmp_path: Path, ready: Check = PROBE, b: Bench | None = None, hooks: str = "bridge.supervision:hooks"):
     b = b or bench(tmp_path)
-    events = Events()
+    events = Verdicts()
     part = ChildHealth(Program("bridge:main", ("true",), ready=ready, liveness=(PROBE,), hooks=hooks),
                        b.program_alerts("bridge:main"), events)
     part.begin(FakeChild())

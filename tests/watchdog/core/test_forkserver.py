@@ -23,7 +23,7 @@ from bridge.forking import STANDBY_REASON
 from scripts.benchmarks.system_run import RunningSystem, config_text
 from tests.conftest import ROOT, until
 from watchdog.components import preload
-from watchdog.core.child import ChildProcess, child_env, use_template
+from watchdog.core.child import ChildProcess, child_env
 from watchdog.core.forkserver import ForkServer
 from watchdog.core.notify_server import Notification, NotifyServer
 from watchdog.shared.recovery_log import RecoveryLog
@@ -75,7 +75,8 @@ class Run:
         self.exits: list[ChildProcess] = []
 
     def spawn(self, argv: list[str], notify: str = "@wa-watchdog-test/none") -> ChildProcess:
-        child = ChildProcess.spawn(argv, child_env(notify, 1.0), self.exits.append, cwd=str(ROOT))
+        child = ChildProcess.spawn(argv, child_env(notify, 1.0), self.exits.append, cwd=str(ROOT),
+                                   template=self.server)
         self.children.append(child)
         return child
 
@@ -86,12 +87,10 @@ class Run:
 def scenario(tmp_path: Path, body: Callable[[Run], Awaitable[None]]) -> None:
     async def main() -> None:
         run = Run(tmp_path)
-        use_template(run.server)
         try:
             assert await run.server.start(), "the template did not become ready"
             await body(run)
         finally:
-            use_template(None)
             for child in run.children:
                 if child.running:
                     await child.stop(2.0)
@@ -177,7 +176,7 @@ def test_the_template_is_fork_safe_and_never_loads_neonize(tmp_path: Path) -> No
         assert exec_reason(ours(run.config, "status")) == "`status` is not pre-loaded"
         with pytest.raises(FileNotFoundError):  # as with exec: the watcher fails the program, no restart loop
             ChildProcess.spawn(ours(run.config, "monitor", "--project", "lawley"), child_env("@x", 1.0),
-                               run.exits.append, cwd=str(run.config.parent / "missing"))
+                               run.exits.append, cwd=str(run.config.parent / "missing"), template=run.server)
     scenario(tmp_path, body)
 
 

@@ -17,7 +17,7 @@ def test_a_recovery_is_recorded_from_its_failure_to_healthy(tmp_path: Path) -> N
         recoveries.restarted(11, time.monotonic(), promoted=False)  # a first start: not a recovery
         recoveries.healthy(11)
         recoveries.begin("exit", "SIGKILL", 11)
-        recoveries.current.delay = 0.25
+        recoveries.delayed(0.25)
         recoveries.restarted(12, time.monotonic(), promoted=True)
         recoveries.healthy(12)
         recoveries.healthy(12)  # the recovery is over: a second healthy answer records nothing

@@ -1,4 +1,5 @@
-"""The state machine: named states, every state reachable, a forbidden transition an explicit error (not assert)."""
+"""The state machines: named phases, every phase reachable, a forbidden transition an explicit error (not
+assert), also under `python -O`."""
 from __future__ import annotations
 
 import subprocess
@@ -7,28 +8,50 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from watchdog.core.states import TRANSITIONS, State, StateMachine, TransitionError
+from watchdog.core.states import SPELLS, TRANSITIONS, Phase, Spell, State, StateMachine, TransitionError, \
+    program_machine
 
 
-def test_every_state_has_its_transitions_and_is_reachable() -> None:
-    assert set(TRANSITIONS) == set(State)
-    assert {target for targets in TRANSITIONS.values() for target in targets} == set(State)
+@pytest.mark.parametrize("table", [TRANSITIONS, SPELLS])
+def test_every_state_has_its_transitions_and_is_reachable(table: dict) -> None:
+    states = set(type(next(iter(table))))
+    assert set(table) == states
+    assert {target for targets in table.values() for target in targets} == states
+
+
+def test_every_phase_is_shown_as_one_of_the_status_words() -> None:
+    assert {phase.shown for phase in Phase} == set(State)
+    assert {p for p in Phase if p.shown is State.RUNNING} == {Phase.HEALTHY, Phase.READY}
+    assert {p for p in Phase if p.stopping} == {Phase.STOPPING_TO_RECOVER, Phase.STOPPING_TO_RESTART,
+                                                Phase.STOPPING_FOR_SHUTDOWN, Phase.STOPPING_FOR_RELOAD}
 
 
 def test_changes_are_reported_and_a_forbidden_one_raises() -> None:
-    seen: list[tuple[State, State]] = []
-    machine = StateMachine("monitor:x", lambda old, new: seen.append((old, new)))
-    machine.set(State.STARTING)
-    machine.set(State.RUNNING)
-    with pytest.raises(TransitionError, match="monitor:x: transition running -> backoff is not allowed"):
-        machine.set(State.BACKOFF)
-    assert seen == [(State.STOPPED, State.STARTING), (State.STARTING, State.RUNNING)]
-    assert machine.state is State.RUNNING and str(machine.state) == "running"
+    seen: list[tuple[Phase, Phase]] = []
+    machine = program_machine("monitor:x", lambda old, new: seen.append((old, new)))
+    machine.set(Phase.STARTING)
+    machine.set(Phase.HEALTHY)
+    with pytest.raises(TransitionError, match="monitor:x: transition healthy -> backoff is not allowed"):
+        machine.set(Phase.BACKOFF)
+    assert seen == [(Phase.STOPPED, Phase.STARTING), (Phase.STARTING, Phase.HEALTHY)]
+    assert machine.state is Phase.HEALTHY and machine.state.shown is State.RUNNING
+
+
+def test_a_shutdown_stop_is_never_turned_into_a_restart_and_a_crash_loop_ends_only_by_calming() -> None:
+    machine = program_machine("monitor:x", lambda old, new: None)
+    for phase in (Phase.STARTING, Phase.HEALTHY, Phase.STOPPING_FOR_SHUTDOWN):
+        machine.set(phase)
+    for later in (Phase.STOPPING_TO_RESTART, Phase.STOPPING_TO_RECOVER, Phase.STARTING):
+        with pytest.raises(TransitionError):
+            machine.set(later)
+    spell = StateMachine("monitor:x history", SPELLS, Spell.CALM, lambda old, new: None)
+    with pytest.raises(TransitionError):
+        spell.set(Spell.CALM)
 
 
 def test_the_check_survives_python_dash_O() -> None:
-    code = ("from watchdog.core.states import State, StateMachine, TransitionError\n"
-            "m = StateMachine('x', lambda old, new: None)\n"
-            "try:\n    m.set(State.RUNNING)\nexcept TransitionError:\n    print('refused')\n")
+    code = ("from watchdog.core.states import Phase, program_machine, TransitionError\n"
+            "m = program_machine('x', lambda old, new: None)\n"
+            "try:\n    m.set(Phase.HEALTHY)\nexcept TransitionError:\n    print('refused')\n")
     done = subprocess.run([sys.executable, "-O", "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.stdout.strip() == "refused", done.stderr

@@ -18,16 +18,11 @@ from watchdog.core.child import child_env, exit_cause
 from watchdog.core.child_output import ChildOutput, RotatingFile
 from watchdog.shared.logs import StderrSink
 from watchdog.components import load
-from watchdog.shared.config import ConfigError, WatchdogConfig
+from watchdog.shared.config import ConfigError
 from watchdog.shared.logs import line_time
 from watchdog.core.notify_server import parse
-from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.core.stale import runs
 from watchdog.core.systemd_heartbeat import watchdog_interval
-from watchdog.shared.programs import Program
-from watchdog.core.states import TRANSITIONS, State, TransitionError
-from watchdog.core.context import Context
-from watchdog.core.watcher import Watcher
 from watchdog.shared import clock
 
 
@@ -153,36 +148,6 @@ def test_child_output_lines_are_stamped_and_go_to_stderr_and_the_log(tmp_path: P
     assert all(abs(line_time(line) - clock.now_s()) < 60 for line in copied if line != formatted)
     os.close(sink_read)
     os.close(sink_write)
-
-
-def test_every_state_is_reachable_and_a_forbidden_transition_is_refused(tmp_path: Path) -> None:
-    assert set(TRANSITIONS) == set(State)
-    reachable = {target for targets in TRANSITIONS.values() for target in targets}
-    assert reachable == set(TRANSITIONS)
-
-    class Alerts:
-        def fire(self, *args: object, **kwargs: object) -> None: ...
-        def resolve(self, *args: object) -> None: ...
-
-    class Metrics:
-        def set_component(self, *args: object, **kwargs: object) -> None: ...
-
-    async def scenario() -> None:
-        async with aiohttp.ClientSession() as http:
-            context = Context(WatchdogConfig(), tmp_path, RecoveryLog(tmp_path / "r.jsonl"), Alerts(), Metrics(),
-                              http, StderrSink(), lambda watcher: None)
-            watcher = Watcher(Program("monitor:x", ("true",), watchdog_sec=1.0), context)
-            try:
-                with pytest.raises(TransitionError, match="stopped -> running is not allowed"):
-                    watcher._set_state(State.RUNNING)
-                watcher._set_state(State.STARTING)
-                watcher._set_state(State.RUNNING)
-                with pytest.raises(TransitionError, match="running -> backoff"):
-                    watcher._set_state(State.BACKOFF)
-            finally:
-                watcher.close()
-
-    asyncio.run(scenario())
 
 
 @pytest.mark.parametrize(("section", "key"), [

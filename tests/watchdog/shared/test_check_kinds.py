@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import until
-from tests.watchdog.fakes import FakeChild, bench
+from tests.watchdog.fakes import FakeChild, Verdicts, bench
 from watchdog.core import hooks, probes
 from watchdog.core.child_checks import Checks
 from watchdog.core.child_health import ChildHealth
@@ -79,7 +79,7 @@ def test_a_registered_kind_is_parsed_described_and_probed_by_the_core(file_kind:
 
     async def scenario() -> None:
         b = bench(tmp_path)
-        health = ChildHealth(program, b.program_alerts(program.name), Events())
+        health = ChildHealth(program, b.program_alerts(program.name), Verdicts(program.name))
         child = FakeChild(started_at=time.monotonic())
         health.begin(child)  # type: ignore[arg-type]
         failed: list[tuple[str, str]] = []
@@ -96,9 +96,3 @@ def test_a_registered_kind_is_parsed_described_and_probed_by_the_core(file_kind:
         assert failed == [("unhealthy", f"file {marker} failed 2 times: missing ({marker})")]
         checks.close()
     asyncio.run(scenario())
-
-
-class Events:
-    def became_healthy(self) -> None: ...
-
-    def changed(self) -> None: ...

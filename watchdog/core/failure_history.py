@@ -2,8 +2,9 @@
 
 Why apart from the watcher: the history has its own life (cleared by a
 healthy spell of `backoff_reset_after`, or by an operator restart), and the
-crash loop is entered, alerted and left by it alone. The clock and the jitter
-are parameters so tests drive it without processes or waiting.
+crash loop is entered, alerted and left by it alone, through its own checked
+machine (`Spell` in watchdog/core/states.py). The clock and the jitter are
+parameters so tests drive it without processes or waiting.
 """
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ from loguru import logger
 from watchdog.core.program_alerts import ProgramAlerts
 from watchdog.core.recovery import Records
 from watchdog.core.restart_policy import Decision, RestartPolicy, decide
+from watchdog.core.states import SPELLS, Spell, StateMachine
 from watchdog.core.timers import Timers
 
 
-class Restarts:
+class FailureHistory:
+    """Failures since the last healthy spell (`times`), the spell (calm or crash loop), the backoff timer."""
+
     def __init__(self, name: str, policy: RestartPolicy, reset_after: float, records: Records,
                  alerts: ProgramAlerts, clock: Callable[[], float] = time.monotonic,
                  jitter: Callable[[], float] = random.random) -> None:
@@ -31,17 +35,17 @@ class Restarts:
         self.alerts = alerts
         self._clock = clock
         self._jitter = jitter
-        self.failures: collections.deque[float] = collections.deque(maxlen=64)  # since the last healthy spell
-        self.crash_loop = False
+        self.times: collections.deque[float] = collections.deque(maxlen=64)  # failures since the last healthy spell
+        self.spell = StateMachine(f"{name} history", SPELLS, Spell.CALM, lambda old, new: None)
         self._timers = Timers()
 
     def failed(self, pid: int | None, last_cause: str) -> Decision:
         """A failure now (of `pid`, for `last_cause`): the restart decision; a crash loop is alerted once."""
         now = self._clock()
-        self.failures.append(now)
-        decision = decide(self.failures, now, self.policy, self._jitter())
-        if decision.crash_loop and not self.crash_loop:
-            self.crash_loop = True
+        self.times.append(now)
+        decision = decide(self.times, now, self.policy, self._jitter())
+        if decision.crash_loop and self.spell.state is Spell.CALM:
+            self.spell.set(Spell.CRASH_LOOP)
             cause = f"{decision.recent} exits in {self.policy.crash_loop_window:g} s"
             logger.error("{} crash loop: {}; backing off up to {:g} s", self.name, cause, self.policy.maximum)
             self.records.add("crash_loop", cause=cause, backoff_s=round(decision.delay, 3), pid=pid)
@@ -51,7 +55,7 @@ class Restarts:
 
     def clear(self) -> None:
         """An operator restart: the next failure restarts at once again."""
-        self.failures.clear()
+        self.times.clear()
 
     def healthy(self) -> None:
         """The child is healthy: if it stays so for reset_after, the history is cleared."""
@@ -62,9 +66,9 @@ class Restarts:
         self._timers.cancel("reset")
 
     def _healthy_long_enough(self) -> None:
-        self.failures.clear()
-        if self.crash_loop:
-            self.crash_loop = False
+        self.times.clear()
+        if self.spell.state is Spell.CRASH_LOOP:
+            self.spell.set(Spell.CALM)
             self.alerts.resolve("crash_loop", f"{self.name} has been healthy for {self.reset_after:g} s")
 
     def back_off(self, delay: float, start: Callable[[], None]) -> None:
