@@ -120,7 +120,8 @@ def check_unique(checks: ConfigChecks, accounts: dict[str, AccountConfig]) -> No
 
 
 def ports(config: BridgeTables) -> list[tuple[str, str, int]]:
-    found = [("sim.port", "127.0.0.1", config.sim.port)] if config.sim is not None else []
+    sim = config.sim
+    found = [("sim.port", "127.0.0.1", sim.port)] if sim is not None and sim.enabled else []  # disabled: no listener
     return found + [(f"accounts.{a.name}.api_port", a.api_host, a.api_port) for a in config.accounts.values()]
 
 
