@@ -124,6 +124,10 @@ class Config:
 
     slices: ClassVar[tuple[ConfigSlice, ...]] = ()
 
+    def builtin_programs(self) -> list[Program]:
+        """The programs the packages generate from this config (the composed class asks the slices)."""
+        return []
+
     def builtin_names(self) -> list[str]:
         """The names of the programs the packages generate from this config: no [[programs]] entry may take one."""
-        return []
+        return [program.name for program in self.builtin_programs()]
