@@ -31,22 +31,12 @@ def _prune(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="count what would go, remove nothing")
 
 
-def _count(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--project", help="only this project")
-
-
-def cmd_count(config, args) -> int:  # scratch: the recipe's handler
-    print(sum(1 for p in config.projects if args.project in (None, p.name)))
-    return 0
-
-
 COMPONENT = Component(
     "monitors",
     config=SLICE,
     commands=(
         Command("monitor", "run the drop monitor of one or more projects", "monitors.main:cmd_monitor", _monitor,
                 writes_data_dir=True, fork=""),
-        Command("count", "count the projects (scratch)", "monitors.component:cmd_count", _count),
         Command("drops", "list recorded drops", "monitors.ops:cmd_drops", _drops),
         Command("feedback", "send operator feedback for a recorded drop", "monitors.ops:cmd_feedback", _feedback),
         Command("prune", "remove old messages every monitor has read from messages.db", "monitors.prune:cmd_prune",

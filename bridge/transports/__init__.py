@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 TRANSPORTS: dict[str, str] = {
     "sim": "bridge.transports.sim_account:KIND",
     "neonize": "bridge.transports.neonize_account:KIND",
-    "echo": "bridge.transports.echo:KIND",
 }
 NAMES: tuple[str, ...] = tuple(TRANSPORTS)
 
