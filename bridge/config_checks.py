@@ -135,4 +135,8 @@ def urls(config: BridgeTables) -> list[tuple[str, str]]:
             if is_postgres_url(a.session_db)]
 
 
-SLICE = ConfigSlice(BridgeTables, read, ports=ports, secret_keys=secret_keys, urls=urls)
+def counts(config: BridgeTables) -> list[str]:
+    return [f"{len(config.accounts)} account(s)"]
+
+
+SLICE = ConfigSlice(BridgeTables, read, ports=ports, secret_keys=secret_keys, urls=urls, counts=counts)

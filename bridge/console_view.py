@@ -12,7 +12,8 @@ from html import escape
 from watchdog.components import Config
 from watchdog.control.console.events import Events, Window
 from watchdog.control.console.timeline import Mark
-from watchdog.shared.human import format_duration, not_in_text
+from bridge.alert_rules import not_in_text
+from watchdog.shared.human import format_duration
 
 # The bridge logs `disconnect` when its WhatsApp connection drops (or it crashed) and `reconnect` with the
 # window's `downtime_ms` when it is back: a band on its row and a step of the incident.

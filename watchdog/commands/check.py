@@ -52,8 +52,8 @@ def watchdog_running(config: Config) -> bool:
 
 
 def check_config(config: Config) -> Iterator[Finding]:
-    yield Finding(OK, "config", f"{config.path}: valid ({len(config.accounts)} account(s), "
-                                f"{len(config.projects)} project(s), data_dir {config.data_dir})")
+    held = [count for part in config.slices for count in part.counts(config)]
+    yield Finding(OK, "config", f"{config.path}: valid ({', '.join([*held, f'data_dir {config.data_dir}'])})")
     readable = readable_secrets(config)
     if readable:
         yield Finding(WARN, "config", readable)
