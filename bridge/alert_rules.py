@@ -1,4 +1,5 @@
-"""The bridge's alert rules: what only a WhatsApp session comes to (watchdog/shared/alert_rules.py).
+"""The bridge's alert rules: what only a WhatsApp session comes to (watchdog/shared/alert_rules.py), and the
+one wording of its not_in_group condition.
 
 Imported by the config loader (every process): keep it free of the bridge's own imports.
 """
@@ -28,3 +29,9 @@ TEMPORARY_BAN = register(
     "nothing shortens it: the alert names WhatsApp's reason code and the expiry; the bridge connects and sends "
     "again by itself then. Meanwhile lower the pace (fewer, slower messages), and use a second number for "
     "feedback if one is set up")
+
+
+def not_in_text(account: str, group: str, projects: list[str]) -> str:
+    """`account main is not in group 120363…@g.us (project velo-test)`: the one wording every surface uses."""
+    whose = f" (project{'s' if len(projects) > 1 else ''} {', '.join(projects)})" if projects else ""
+    return f"account {account} is not in group {group}{whose}"

@@ -17,7 +17,7 @@ from watchdog.shared.component import FAIL, OK, WARN, Finding
 from bridge.config import AccountConfig
 from watchdog.components import Config
 from watchdog.shared.data_dir import user_name
-from watchdog.shared.human import not_in_text
+from bridge.alert_rules import not_in_text
 
 HEALTH_TIMEOUT = 3.0  # seconds for a running bridge's health answer
 

@@ -37,5 +37,6 @@ COMPONENT = Component(
     programs="bridge.programs:programs",
     findings="bridge.check:findings",
     backup_items="bridge.backup:items",
+    console_views=("bridge.console_view:ConnectionView",),
     preload=("bridge.main", "bridge.simulator.server", "bridge.transports.sim"),
 )

@@ -16,6 +16,11 @@ PHONE = re.compile(r"^[0-9]{6,15}$")
 MIN_TRAFFIC_INTERVAL = 0.01  # seconds between demo posts: below this the simulator floods its own queue
 
 
+def account_component(account: str) -> str:
+    """The program name of an account's bridge (`bridge:main`): its row, its log, its recovery records."""
+    return f"bridge:{account}"
+
+
 @dataclass(frozen=True)
 class ProbeConfig:
     """HTTP health probe of a bridge, with the usual Kubernetes-style knobs."""
@@ -103,7 +108,7 @@ class AccountConfig:
 
     @property
     def component(self) -> str:
-        return f"bridge:{self.name}"
+        return account_component(self.name)
 
     @property
     def jid(self) -> str:

@@ -12,13 +12,11 @@ from pathlib import Path
 from bridge import alert_rules  # noqa: F401 - registers the bridge's rules: [[alerts]] rules are checked against them
 from bridge.config import (GROUP_JID, MIN_TRAFFIC_INTERVAL, PHONE, AccountConfig, BridgeTables, ProbeConfig,
                            SimConfig)
+from bridge import transports
 from watchdog.shared.config_checks import ConfigChecks
 from watchdog.shared.config_model import NAME, ConfigSlice, is_postgres_url
 from watchdog.shared.config_secrets import has_password
 
-# The transports an account may name: to be read from the transport registry (bridge/transports/, its own
-# step of issue 20) once that exists; until then this is the one list.
-TRANSPORTS = ("sim", "neonize")
 
 
 def read(checks: ConfigChecks, raw: dict, data_dir: Path) -> dict[str, object]:
@@ -42,8 +40,10 @@ def check_account(checks: ConfigChecks, account: AccountConfig, data_dir: Path, 
     """One account checked, its paths resolved in data_dir (`follow_groups` stays as given: its default is
     the projects' groups, filled in by the projects' checks)."""
     key = f"accounts.{account.name}"
-    if account.transport not in TRANSPORTS:
-        raise checks.error(f"{key}.transport", f"must be {' or '.join(map(repr, TRANSPORTS))}, got {account.transport!r}")
+    if account.transport not in transports.NAMES:
+        raise checks.error(f"{key}.transport",
+                           f"must be {' or '.join(map(repr, transports.NAMES))}, got {account.transport!r}")
+    transports.kind(account.transport).check_account(account, checks.error)  # its own settings (session_db)
     if account.transport == "sim" and sim is None:
         raise checks.error(f"{key}.transport", "'sim' needs a [sim] table")
     if not PHONE.match(account.phone):
@@ -120,7 +120,8 @@ def check_unique(checks: ConfigChecks, accounts: dict[str, AccountConfig]) -> No
 
 
 def ports(config: BridgeTables) -> list[tuple[str, str, int]]:
-    found = [("sim.port", "127.0.0.1", config.sim.port)] if config.sim is not None else []
+    sim = config.sim
+    found = [("sim.port", "127.0.0.1", sim.port)] if sim is not None and sim.enabled else []  # disabled: no listener
     return found + [(f"accounts.{a.name}.api_port", a.api_host, a.api_port) for a in config.accounts.values()]
 
 
@@ -134,4 +135,8 @@ def urls(config: BridgeTables) -> list[tuple[str, str]]:
             if is_postgres_url(a.session_db)]
 
 
-SLICE = ConfigSlice(BridgeTables, read, ports=ports, secret_keys=secret_keys, urls=urls)
+def counts(config: BridgeTables) -> list[str]:
+    return [f"{len(config.accounts)} account(s)"]
+
+
+SLICE = ConfigSlice(BridgeTables, read, ports=ports, secret_keys=secret_keys, urls=urls, counts=counts)

@@ -17,7 +17,7 @@ from loguru import logger
 from bridge.transport import NotConnected, Transport
 from bridge.config import AccountConfig
 from watchdog.components import Config
-from watchdog.shared.human import not_in_text
+from bridge.alert_rules import not_in_text
 from watchdog.shared.waiting import wait_event
 
 REFRESH = 600.0  # seconds between asks while connected (someone may remove the number from a group)

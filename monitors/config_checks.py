@@ -201,4 +201,8 @@ def urls(config: DropsTables) -> list[tuple[str, str]]:
     return found + ([("database.url", config.database.url)] if config.database.url else [])
 
 
-SLICE = ConfigSlice(DropsTables, read, check, ports=ports, secret_keys=secret_keys, urls=urls)
+def counts(config: DropsTables) -> list[str]:
+    return [f"{len(config.projects)} project(s)"]
+
+
+SLICE = ConfigSlice(DropsTables, read, check, ports=ports, secret_keys=secret_keys, urls=urls, counts=counts)

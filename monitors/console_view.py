@@ -3,8 +3,10 @@
 Named in the monitors' slice (`console_views` in monitors/component.py;
 `watchdog/control/console/extensions.py` describes the interface), so the watchdog
 core composes it without knowing what a drop is. Besides the panel it puts
-every backfilled drop on its project's timeline row, gives the console the
-group names for JIDs, and serves a drop's page with the messages it came in.
+every backfilled drop on its project's timeline row, sums up the backfill
+reports on a disconnect window in its incident (the bridge's and every
+monitor's), gives the console the group names for JIDs, and serves a drop's
+page with the messages it came in.
 """
 from __future__ import annotations
 
@@ -15,15 +17,51 @@ from html import escape
 from typing import TypeVar
 from urllib.parse import quote
 
+from bridge.config import account_component
 from bridge.schema import bare_user, format_ts, open_readonly, parse_ts
 from monitors.drops_store import Drop, DropsDB, drops_db_path, open_drops_store
 from watchdog.components import Config
+from watchdog.control.console.events import Events, FollowUp
 from watchdog.control.console.timeline import Mark
 from watchdog.shared import clock
+from watchdog.shared.human import counts_text
 
 T = TypeVar("T")
 PANEL_ROWS = 10  # per project on the console page; the rest are one click away
 MESSAGE_SQL = "SELECT timestamp, sender, content FROM messages WHERE id = ? AND chat_jid = ?"
+
+
+def _window_account(record: dict) -> str:
+    """The account whose disconnect window a backfill record reports on (the bridge's names it by its row)."""
+    return str(record.get("account") or record.get("component", "").removeprefix(account_component("")))
+
+
+def backfill_summary(backfills: list[dict]) -> str:
+    """The bridge's recovered messages and every project's drops, zero results folded into a count."""
+    bridge = account_component("")
+    parts = []
+    for record in backfills:
+        if record.get("component", "").startswith(bridge):
+            parts.append(f"backfill {record.get('status', 'done')}: "
+                         f"{counts_text(int(record.get('recovered') or 0), int(record.get('late') or 0))}")
+    reports = [r for r in backfills if not r.get("component", "").startswith(bridge)]
+    found = [r for r in reports if r.get("drops")]
+    for record in found:
+        drops = record["drops"]
+        parts.append(f"{record['component'].removeprefix('monitor:')}: {len(drops)} drop"
+                     f"{'' if len(drops) == 1 else 's'} backfilled ({', '.join(drops)})")
+    empty = len(reports) - len(found)
+    if empty:
+        parts.append(f"{empty} project{'' if empty == 1 else 's'} missed nothing" if found or parts
+                     else f"nothing missed ({empty} project{'' if empty == 1 else 's'} checked)")
+    return "; ".join(parts) or "backfill"
+
+
+# A `backfill` record (the bridge's, and each monitor's report, naming the window by `account` and
+# `window_id`) joins the incident of that account's disconnect window; a backfilled drop is a mark.
+EVENTS = Events(kinds={"backfilled": ("#1a9641", "backfilled drop")},
+                follow_ups=(FollowUp("backfill", lambda r: account_component(_window_account(r)),
+                                     lambda r: (_window_account(r), r.get("window_id")), backfill_summary),))
 
 
 def _clock(text: str | None) -> str:
@@ -38,6 +76,7 @@ def _today_start() -> str:
 class DropsView:
     name = "drops"
     title = "Drops today"
+    events = EVENTS
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -134,6 +173,9 @@ class DropsView:
                 f'{escape(drop.feedback_status)}</p><h3>messages</h3>{messages}'
                 f'<h3>feedback</h3><ul>{answers or "<li>none</li>"}</ul>')
         return f"{drop.drop_number} ({project})", html
+
+    def row(self, status: dict) -> str:
+        return ""
 
     def _message(self, project: str, drop: Drop, message_id: str, label: str) -> str:
         listening = [p.listen_account for p in self.config.projects if p.name == project]

@@ -14,8 +14,7 @@ import asyncio
 import aiohttp
 from loguru import logger
 
-from bridge.alert_rules import NOT_IN_GROUP as RULE
-from watchdog.shared.human import not_in_text
+from bridge.alert_rules import NOT_IN_GROUP as RULE, not_in_text
 from monitors.feedback import BridgeClient, BridgeUnavailable
 from monitors.project import ProjectMonitor
 from watchdog.components import Config

@@ -34,8 +34,8 @@ class Config(*(part.tables for part in SLICES), base.Config):  # the base's fiel
 
     slices = SLICES
 
-    def builtin_names(self) -> list[str]:
-        return [program.name for program in builtin_programs(self)]
+    def builtin_programs(self) -> list[Program]:
+        return builtin_programs(self)
 
 
 def load(path: str | Path, data_dir: str | Path | None = None) -> Config:

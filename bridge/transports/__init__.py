@@ -3,8 +3,9 @@
 Each transport's module holds its `Transport` class (bridge/transport.py is the contract) and a `KIND`
 saying what the rest of the system needs of it: the class to start, its config check on an account, its
 `wa-watchdog check` finding and its backup items. A new transport is one new module and one line here.
-A transport whose library is heavy (neonize starts a Go runtime) keeps its KIND in a light module of its
-own, so `check` and `backup` never load the library (neonize_account.py beside neonize_transport.py).
+Every config load runs the account's KIND check, so a KIND must be cheap to import: a transport whose
+module imports a library (neonize starts a Go runtime, sim.py aiohttp's client) keeps its KIND in a light
+module of its own (neonize_account.py beside neonize_transport.py, sim_account.py beside sim.py).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from watchdog.shared.programs import ErrorFactory
 
 TRANSPORTS: dict[str, str] = {
-    "sim": "bridge.transports.sim:KIND",
+    "sim": "bridge.transports.sim_account:KIND",
     "neonize": "bridge.transports.neonize_account:KIND",
 }
 NAMES: tuple[str, ...] = tuple(TRANSPORTS)

@@ -37,7 +37,6 @@ from bridge import refusals
 from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, ConnectionKind, Handler,
                               IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, Receipt,
                               ReceiptKind, SendFailed, SendResult, Source, Transport)
-from bridge.transports import TransportKind
 from watchdog.shared import endpoints
 from bridge.config import AccountConfig
 from watchdog.components import Config
@@ -405,5 +404,3 @@ class SimTransport(Transport):
             raise FileNotFoundError(f"simulator: {reply.get('error')}")
         return base64.b64decode(reply["data_b64"])
 
-
-KIND = TransportKind("bridge.transports.sim:SimTransport", forkable=True)  # no session to pair or back up: the simulator's

@@ -1,6 +1,7 @@
 """The transport registry (bridge/transports/__init__.py): each name leads to its class and its own checks."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 
 from bridge.transport import Transport
 from bridge.transports import NAMES, kind, transport_class
+from tests.conftest import BASE_CONFIG
 from watchdog.components import load
 from watchdog.shared.config import ConfigError
 
@@ -40,3 +42,13 @@ def test_a_transport_without_a_session_has_nothing_to_pair_or_back_up(config_pat
         "ok    session   main: transport 'sim', nothing to pair"]
     assert sim.backup_items(config, config.account("main")) == ([], [])
     assert sim.session_files(config.account("main")) == []
+
+
+def test_loading_a_config_runs_the_accounts_transport_check(write_config: Callable[[str], Path]) -> None:
+    """The registry's check is the config's: a neonize account's mysql:// session_db is refused at load (exit 2)."""
+    text = BASE_CONFIG.replace('transport = "sim"\nphone = "27710000000"',
+                               'transport = "neonize"\nsession_db = "mysql://wa@db/wa"\nphone = "27710000000"')
+    with pytest.raises(ConfigError, match=r"accounts\.main\.session_db: expected a file name"):
+        load(write_config(text))
+    with pytest.raises(ConfigError, match=r"accounts\.main\.transport: must be 'sim' or 'neonize', got 'carrier'"):
+        load(write_config(BASE_CONFIG.replace('transport = "sim"', 'transport = "carrier"')))

@@ -51,10 +51,11 @@ def test_todays_drops_per_project_with_backfilled_flagged_and_their_messages(con
     assert view.detail("lawley/DR0000000") is None and view.detail("nope") is None
 
 
-def test_the_console_finds_the_drops_view_the_monitors_slice_names(config_path: Path) -> None:
+def test_the_console_finds_the_views_the_slices_name(config_path: Path) -> None:
     loaded = load_extensions(load(config_path), components.console_views())
     assert loaded.problems == []
-    assert [type(e).__name__ for e in loaded.extensions] == ["DropsView"]
+    assert [type(e).__name__ for e in loaded.extensions] == ["ConnectionView", "DropsView"]  # bridge's, monitors'
+    assert set(loaded.events.kinds) == {"disconnect", "backfilled"}
 
 
 def test_a_busy_project_shows_its_newest_drops_and_links_the_rest(config_path: Path) -> None:

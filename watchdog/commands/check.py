@@ -52,8 +52,8 @@ def watchdog_running(config: Config) -> bool:
 
 
 def check_config(config: Config) -> Iterator[Finding]:
-    yield Finding(OK, "config", f"{config.path}: valid ({len(config.accounts)} account(s), "
-                                f"{len(config.projects)} project(s), data_dir {config.data_dir})")
+    held = [count for part in config.slices for count in part.counts(config)]
+    yield Finding(OK, "config", f"{config.path}: valid ({', '.join([*held, f'data_dir {config.data_dir}'])})")
     readable = readable_secrets(config)
     if readable:
         yield Finding(WARN, "config", readable)
@@ -91,13 +91,10 @@ def check_data_dir(config: Config) -> Iterator[Finding]:
 
 
 def fixed_ports(config: Config) -> list[tuple[str, str, int]]:
-    """(key, host, port) of every listener with a fixed port (0 = any free port, nothing to check)."""
+    """(key, host, port) of every listener with a fixed port (0 = any free port, nothing to check): the
+    watchdog's own and the ones each config slice declares."""
     ports = [("watchdog.control_port", config.watchdog.control_host, config.watchdog.control_port)]
-    if config.sim is not None and config.sim.enabled:
-        ports.append(("sim.port", "127.0.0.1", config.sim.port))
-    ports += [(f"accounts.{a.name}.api_port", a.api_host, a.api_port) for a in config.accounts.values()]
-    if config.drops_api.enabled:
-        ports.append(("drops_api.port", config.drops_api.host, config.drops_api.port))
+    ports += [port for part in config.slices for port in part.ports(config)]
     return [(key, host, port) for key, host, port in ports if port]
 
 

@@ -22,8 +22,8 @@ from watchdog.control import token as control_token
 from watchdog.shared import endpoints
 from watchdog.shared.config import Config
 from watchdog.shared.exitcodes import EXIT_CONFIG
-from watchdog.shared.human import unknown_components
-from watchdog.core.stale import recorded_children
+from watchdog.shared.human import format_duration, unknown_components
+from watchdog.core.stale import recorded_children, runs, standby_name
 
 TIMEOUT = 15.0  # a restart answers once the new process is started
 STATUS_TIMEOUT = 2.0  # a status answers at once, unless the watchdog is frozen or wedged
@@ -109,13 +109,15 @@ def _request(config: Config, method: str, path: str, timeout: float = TIMEOUT) -
         raise _not_answering(base, pid, timeout) from None
 
 
-def _component_in(cmdline: list[str]) -> str:
-    """`bridge --account main` -> bridge:main, `monitor --project x` -> monitor:x (what the arbiter starts)."""
-    for command, option in (("bridge", "--account"), ("monitor", "--project")):
-        if command in cmdline and option in cmdline[:-1]:
-            name = f"{command}:{cmdline[cmdline.index(option) + 1]}"
-            return name + ("#standby" if "--standby" in cmdline else "")
-    return next((word for word in ("sim", "run") if word in cmdline), "?")
+def _component_in(cmdline: list[str], config: Config) -> str:
+    """The program whose signature the command line carries (what the arbiter starts), the most specific
+    first (`bridge --account x` before a bare `sim`); its standby is named apart."""
+    programs = sorted([*config.builtin_programs(), *config.programs],
+                      key=lambda program: -sum(map(len, program.leftover_signature)))
+    name = next((program.name for program in programs if runs(cmdline, program.leftover_signature)), None)
+    if name is not None:
+        return standby_name(name) if "--standby" in cmdline else name
+    return "run" if "run" in cmdline else "?"
 
 
 def leftovers(config: Config) -> list[tuple[int, str]]:
@@ -132,7 +134,7 @@ def leftovers(config: Config) -> list[tuple[int, str]]:
         if not ours or process.info["status"] == psutil.STATUS_ZOMBIE or process.info["pid"] == os.getpid():
             continue
         if any(cmdline[i:i + 2] == ["--data-dir", data_dir] for i in range(len(cmdline) - 1)):
-            found[process.info["pid"]] = recorded.get(process.info["pid"]) or _component_in(cmdline)
+            found[process.info["pid"]] = recorded.get(process.info["pid"]) or _component_in(cmdline, config)
     return sorted(found.items(), key=lambda item: item[1])
 
 
@@ -151,20 +153,6 @@ def _error_text(exc: urllib.error.HTTPError) -> str:
         return json.loads(exc.read())["error"]
     except (ValueError, KeyError, TypeError):
         return f"control API answered HTTP {exc.code} {exc.reason}"
-
-
-def format_duration(seconds: float | None) -> str:
-    """Compact uptime: 41s, 12m05s, 3h12m, 2d04h."""
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def _cut(text: str, width: int = CAUSE_WIDTH) -> str:

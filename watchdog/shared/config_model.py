@@ -102,6 +102,7 @@ class ConfigSlice:
     ports: Callable[[Any], list[tuple[str, str, int]]] = _none  # (key, host, port) of each listener; 0 = any free
     secret_keys: Callable[[Any], list[str]] = _none  # keys holding a secret (config_secrets.py)
     urls: Callable[[Any], list[tuple[str, str]]] = _none  # (key, URL) that an example's placeholder must not be
+    counts: Callable[[Any], list[str]] = _none  # what `wa-watchdog check` says it holds: ["2 project(s)"]
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -124,6 +125,10 @@ class Config:
 
     slices: ClassVar[tuple[ConfigSlice, ...]] = ()
 
+    def builtin_programs(self) -> list[Program]:
+        """The programs the packages generate from this config (the composed class asks the slices)."""
+        return []
+
     def builtin_names(self) -> list[str]:
         """The names of the programs the packages generate from this config: no [[programs]] entry may take one."""
-        return []
+        return [program.name for program in self.builtin_programs()]

@@ -50,7 +50,15 @@ def parse_since(text: str) -> float:
     return float(match.group(1)) * UNIT_SECONDS[match.group(2)]
 
 
-def not_in_text(account: str, group: str, projects: list[str]) -> str:
-    """`account main is not in group 120363…@g.us (project velo-test)`: the one wording every surface uses."""
-    whose = f" (project{'s' if len(projects) > 1 else ''} {', '.join(projects)})" if projects else ""
-    return f"account {account} is not in group {group}{whose}"
+def format_duration(seconds: float | None) -> str:
+    """Compact uptime: 41s, 12m05s, 3h12m, 2d04h."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"

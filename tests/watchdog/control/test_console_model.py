@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bridge.console_view import EVENTS as BRIDGE_EVENTS
+from monitors.console_view import EVENTS as DROPS_EVENTS
 from watchdog.control.console import timeline
+from watchdog.control.console.events import merged
 from watchdog.control.console.incidents import incidents
 from watchdog.control.console.records import RecordCache
 from watchdog.shared.recovery_log import RecoveryLog
@@ -16,6 +19,7 @@ from watchdog.shared import clock
 
 GROUP = "120363000000000001@g.us"
 T0 = 1_796_000_000.0
+EVENTS = merged([BRIDGE_EVENTS, DROPS_EVENTS])  # what the product's views declare (bridge/ and monitors/console_view.py)
 
 
 def crash_and_backfill(t: float = T0) -> list[dict]:
@@ -47,7 +51,7 @@ def test_a_crash_with_its_recovery_and_backfills_is_one_incident() -> None:
         {"time": T0 + 604, "component": "monitor:lawley", "event": "backfill", "window_id": 8, "account": "main",
          "recovered": 0, "drops": []},
     ]
-    found = incidents(records)
+    found = incidents(records, EVENTS)
     assert len(found) == 2
     crash, outage = found
     assert crash.summary({GROUP: "Lawley Fibre"}) == (
@@ -67,7 +71,7 @@ def test_group_names_replace_jids_and_a_shutdown_is_one_incident() -> None:
         {"time": T0 + 10.1, "component": "bridge:main", "event": "stop", "pid": 6, "cause": "shutdown"},
         {"time": T0 + 10.2, "component": "watchdog", "event": "stop", "pid": 1, "message": "every component stopped"},
     ]
-    found = incidents(records)
+    found = incidents(records, EVENTS)
     assert [i.component for i in found] == ["bridge:main", "watchdog"]
     assert found[1].summary({}) == "stopped (pid 1): every component stopped → stopped monitor:lawley, bridge:main"
     assert len(found[1].records) == 3
@@ -91,9 +95,9 @@ def test_the_timeline_draws_the_outage_to_scale_with_its_cause() -> None:
         {"time": T0 + 901, "component": "monitor:lawley", "event": "restart", "pid": 5, "new_pid": 6},
         {"time": T0 + 1260, "component": "monitor:lawley", "event": "healthy", "pid": 6, "downtime_ms": 360000.0},
     ]
-    spans, marks = timeline.spans_and_marks(records, now)
+    spans, marks = timeline.spans_and_marks(records, now, EVENTS)
     marks.append(timeline.Mark("monitor:lawley", T0 + 1.0, "backfilled", "DR1234567 backfilled (Lawley Fibre)"))
-    svg = timeline.svg(["bridge:main", "monitor:lawley"], spans, marks, now - 3600, now)
+    svg = timeline.svg(["bridge:main", "monitor:lawley"], spans, marks, now - 3600, now, events=EVENTS)
     plot = timeline.WIDTH - timeline.LABEL - timeline.PAD
 
     (hang,) = rects(svg, "hang")
@@ -120,12 +124,12 @@ def test_an_ongoing_outage_and_a_stopped_watchdog_reach_now() -> None:
         {"time": T0 + 50, "component": "bridge:main", "event": "disconnect", "cause": "server disconnect"},
         {"time": T0 + 60, "component": "monitor:x", "event": "failed", "cause": "exit code 2"},
     ]
-    spans, _ = timeline.spans_and_marks(records, now)
+    spans, _ = timeline.spans_and_marks(records, now, EVENTS)
     by_kind = {s.kind: s for s in spans}
     assert (by_kind["unsupervised"].start, by_kind["unsupervised"].end) == (T0, T0 + 10)
     assert (by_kind["disconnect"].start, by_kind["disconnect"].end) == (T0 + 50, now)
     assert (by_kind["failed"].row, by_kind["failed"].end) == ("monitor:x", now)
-    svg = timeline.svg(["bridge:main"], spans, [], now - 3600, now)
+    svg = timeline.svg(["bridge:main"], spans, [], now - 3600, now, events=EVENTS)
     assert 'data-row="monitor:x"' in svg  # a component only the log knows still gets its row
 
 
@@ -160,16 +164,16 @@ def crash_loop(t: float = T0) -> list[dict]:
 
 
 def test_a_crash_loop_is_one_incident_and_one_outage_until_healthy() -> None:
-    (incident,) = incidents(crash_loop())
+    (incident,) = incidents(crash_loop(), EVENTS)
     assert incident.summary({}) == ("exited with code 1 (3×) → crash loop (3 exits in 60 s) · backing off, next in 30 s → "
                                     "restarted in 0.30 s (backoff 0.20 s) → healthy after 40 s")
-    spans, marks = timeline.spans_and_marks(crash_loop(), T0 + 100)
+    spans, marks = timeline.spans_and_marks(crash_loop(), T0 + 100, EVENTS)
     (outage,) = [s for s in spans if s.kind == "crash"]
     assert (outage.start, outage.end) == (T0, T0 + 40)  # down all along, not three outages up to now
     assert [m for m in marks if m.kind == "restart"] == []
     operator = [{"time": T0, "component": "monitor:x", "event": "restart", "pid": 1, "new_pid": 2,
                  "cause": "operator restart"}]
-    (mark,) = timeline.spans_and_marks(operator, T0 + 1)[1]  # a restart without a detection: a mark of its own
+    (mark,) = timeline.spans_and_marks(operator, T0 + 1, EVENTS)[1]  # a restart without a detection: a mark of its own
     assert (mark.row, mark.kind) == ("monitor:x", "restart") and "operator restart" in mark.label
 
 
@@ -183,7 +187,7 @@ def test_an_alert_long_into_an_outage_still_joins_its_incident() -> None:
         {"time": T0 + 1262, "component": "bridge:main", "event": "backfill", "status": "done", "recovered": 7,
          "window_id": 3},
     ]
-    (incident,) = incidents(records)
+    (incident,) = incidents(records, EVENTS)
     assert incident.summary({}) == ("disconnected (stream error) → alert firing disconnect: bridge:main disconnected "
                                     "for 130 s → reconnected after 21 min 0 s → backfill done: 7 recovered from "
                                     "history, 0 delivered late")
@@ -199,7 +203,7 @@ def test_a_watchdog_restart_is_one_incident_with_the_bridges_window_and_backfill
         {"time": T0 + 8.1, "component": "bridge:main", "event": "backfill", "status": "done", "recovered": 0,
          "window_id": 4},
     ]
-    (incident,) = incidents(records)
+    (incident,) = incidents(records, EVENTS)
     assert incident.summary({}) == ("stopped (pid 1): every component stopped → stopped bridge:main → started again "
                                     "after 5.0 s (pid 2) → bridge:main reconnected after 8.0 s → backfill done: "
                                     "0 recovered from history, 0 delivered late")
@@ -214,7 +218,7 @@ def test_nothing_is_drawn_before_the_first_record() -> None:
     now = T0 + 86400
     first = now - 120  # installed two minutes ago: yesterday was not "up"
     records = [{"time": first, "component": "watchdog", "event": "start", "pid": 1}]
-    spans, marks = timeline.spans_and_marks(records, now)
+    spans, marks = timeline.spans_and_marks(records, now, EVENTS)
     svg = timeline.svg(["bridge:main"], spans, marks, now - 86400, now, known_from=first)
     plot = timeline.WIDTH - timeline.LABEL - timeline.PAD
     line = up_line(svg, "bridge:main")
@@ -229,7 +233,7 @@ def test_a_crash_a_moment_ago_is_visible_in_the_24_hour_view() -> None:
     records = [{"time": now - 2, "component": "bridge:main", "event": "exit", "pid": 5, "cause": "SIGKILL"},
                {"time": now - 1.99, "component": "bridge:main", "event": "restart", "pid": 5, "new_pid": 6},
                {"time": now - 1.9, "component": "bridge:main", "event": "healthy", "pid": 6}]
-    spans, marks = timeline.spans_and_marks(records, now)
+    spans, marks = timeline.spans_and_marks(records, now, EVENTS)
     svg = timeline.svg(["bridge:main"], spans, marks, now - 86400, now)
     (crash,) = rects(svg, "crash")
     right_edge = timeline.WIDTH - timeline.PAD  # where the "now" line is drawn
@@ -257,7 +261,17 @@ def test_an_operator_restarts_reconnect_belongs_to_it_not_to_the_incident_before
     log.append("bridge:main", "restart", pid=9, new_pid=10, cause="SIGKILL", restart_ms=1, at=clock.now_s() - 29.9)
     log.append("bridge:main", "healthy", pid=10, downtime_ms=80, at=clock.now_s() - 29.8)
     operator_restart_with_a_standby(log)
-    crash, restart = incidents(RecordCache(log).records())
+    crash, restart = incidents(RecordCache(log).records(), EVENTS)
     assert "reconnected" not in crash.summary({})
     assert restart.summary({}).startswith("stopped (pid 10, operator restart)")
     assert "reconnected after 58 ms" in restart.summary({}) and "3 projects missed nothing" in restart.summary({})
+
+
+def test_the_console_knows_no_window_nobody_declared() -> None:
+    """The same records without the product's declarations: a disconnect is a plain incident, drawn as nothing."""
+    records = [{"time": T0, "component": "bridge:main", "event": "disconnect", "cause": "stream error"},
+               {"time": T0 + 5, "component": "bridge:main", "event": "reconnect", "downtime_ms": 5000.0}]
+    spans, _ = timeline.spans_and_marks(records, T0 + 10)
+    assert spans == []
+    assert all("reconnected" not in incident.summary({}) for incident in incidents(records))
+    assert "WhatsApp" not in timeline.legend() and "WhatsApp disconnected" in timeline.legend(EVENTS)

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import BASE_CONFIG
 from watchdog.components import load
 from watchdog.control.console.changes import Changes
-from watchdog.control.console.extensions import Loaded
+from watchdog.control.console.extensions import load as load_views
 from watchdog.control.console.view import Console
 from watchdog.control.api import start_control_server
 from watchdog.core.metrics import Metrics
@@ -55,7 +55,8 @@ def serve(tmp_path: Path, scenario: Scenario, token: str = "", restart_token: st
     arbiter = Arbiter()
 
     async def main() -> None:
-        console = Console(config, arbiter.status, arbiter.restart, Loaded([], []))
+        console = Console(config, arbiter.status, arbiter.restart,  # the bridge's view draws its connection line
+                          load_views(config, ("bridge.console_view:ConnectionView",)))
         runner, url = await start_control_server(config.watchdog, arbiter.status, arbiter.restart, Metrics(),
                                                  restart_token=restart_token, console=console,
                                                  changes=arbiter.changes)

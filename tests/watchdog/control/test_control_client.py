@@ -6,16 +6,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Processes, wait_until
+from tests.conftest import BASE_CONFIG, ROOT, Processes, wait_until
 from tests.watchdog.control.test_control_client_live import ServerThread, cli
 from watchdog.shared import endpoints
 from watchdog.shared.config import WatchdogConfig
-from watchdog.control.client import status_table
+from watchdog.components import load
+from watchdog.control.client import _component_in, status_table
 
 # A stand-in for a wedged watchdog: it publishes its control URL and listens, but never answers.
 SILENT_WATCHDOG = """
@@ -86,6 +87,19 @@ def test_leftover_processes_holding_the_data_dir_are_listed(config_path: Path, d
     assert lines[3].split() == ["pid", str(sim.pid), "sim"]
     assert lines[4].endswith(f"kill {bridge.pid} {sim.pid}")
     assert str(other.pid) not in result.stderr
+
+
+def test_a_leftover_is_named_by_the_program_whose_signature_its_command_line_carries(write_config: Callable[..., Path]) -> None:
+    """From the programs' `signature` (the slices' own and [[programs]]), not from product names in the client."""
+    config = load(write_config(BASE_CONFIG + '\n[[programs]]\nname = "pinger"\nargv = ["wa-watchdog", "ping"]\n'))
+    own = ["python", "-m", "watchdog.cli"]
+    assert _component_in([*own, "bridge", "--account", "main", "--data-dir", "d"], config) == "bridge:main"
+    assert _component_in([*own, "bridge", "--account", "main", "--standby"], config) == "bridge:main#standby"
+    assert _component_in([*own, "monitor", "--project", "mohadin"], config) == "monitor:mohadin"
+    assert _component_in([*own, "sim", "--data-dir", "d"], config) == "sim"
+    assert _component_in(["wa-watchdog", "ping", "--data-dir", "d"], config) == "pinger"
+    assert _component_in([*own, "run", "--config", "c"], config) == "run"
+    assert _component_in([*own, "drops", "--data-dir", "d"], config) == "?"
 
 
 def test_a_misspelt_restart_lists_the_valid_names(config_path: Path, data_dir: Path) -> None:

@@ -1,9 +1,12 @@
 """The console's extension point: product views the watchdog core does not know about (circus-style plugins).
 
-The watchdog knows processes, not drops. The drops view lives with the
-monitors (`monitors/console_view.py`) and is named by their slice's
-`console_views` ("module:Class", a class taking the Config); the composition
-(watchdog/components.py) hands the names to whoever starts the console. An
+The watchdog knows processes, not drops or WhatsApp. The drops view lives with
+the monitors (`monitors/console_view.py`), the connection view with the bridge
+(`bridge/console_view.py`); each is named by its slice's `console_views`
+("module:Class", a class taking the Config); the composition
+(watchdog/components.py) hands the names to whoever starts the console. Besides
+its panel, a view may declare the recovery-log events it knows (`events`,
+events.py) and add a line under a component in the Now panel (`row`). An
 extension that fails is shown as a one-line problem in its place and never
 breaks the page.
 """
@@ -17,11 +20,14 @@ from loguru import logger
 
 from watchdog.shared.component import resolve
 from watchdog.shared.config import Config
+from watchdog.control.console.events import Events, merged
 from watchdog.control.console.timeline import Mark
+
 
 class Extension(Protocol):
     name: str  # in URLs: /console/x/<name>/<key>
-    title: str  # the panel's heading
+    title: str  # the panel's heading; "" = no panel (a view that only declares events and rows)
+    events: Events  # the recovery-log events it knows (events.NONE: none)
 
     def panel(self) -> str:
         """The panel's HTML (escaped by the extension), rendered on every page view and live update."""
@@ -35,11 +41,18 @@ class Extension(Protocol):
     def detail(self, key: str) -> tuple[str, str] | None:
         """(title, HTML) of the page /console/x/<name>/<key> links to; None if `key` names nothing."""
 
+    def row(self, status: dict) -> str:
+        """A line of HTML under this component's row in the Now panel, from its status item; "" = none."""
+
 
 @dataclass(frozen=True)
 class Loaded:
     extensions: list[Extension]
     problems: list[str]
+
+    @property
+    def events(self) -> Events:
+        return merged(extension.events for extension in self.extensions)
 
 
 def load(config: Config, views: Sequence[str]) -> Loaded:

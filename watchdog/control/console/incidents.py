@@ -1,13 +1,12 @@
-"""The recovery log grouped into incidents: one line each, cause → restart → healthy → backfill result.
+"""The recovery log grouped into incidents: one line each, cause → restart → healthy → what followed.
 
 An incident opens with what went wrong on a component (a detection, a
-planned stop, a restart nobody logged a detection for, a disconnect, a crash
-loop, a failure, an alert) and collects what followed: the recovery's restart
-and healthy records (joined by `watchdog.commands.recoveries.group`), the bridge's disconnect
-window opened by the crash and closed on reconnect, the bridge's backfill of
-that window and every monitor's report on it (they name the window by
-`account` and `window_id`). A report that found nothing is folded into the
-incident's one backfill summary instead of making a line of its own.
+planned stop, a restart nobody logged a detection for, a window an extension
+declared being opened, a crash loop, a failure, an alert) and collects what
+followed: the recovery's restart and healthy records (joined by
+`watchdog.commands.recoveries.group`), a declared window opened by the crash and
+closed later, and the follow-ups that report on that window (events.py: e.g. the
+bridge's disconnect window and the backfill reports on it), summed up in one step.
 """
 from __future__ import annotations
 
@@ -16,9 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from watchdog.commands.recoveries import DETECTIONS, Line, group
-from watchdog.shared.human import counts_text, format_ms
+from watchdog.control.console.events import NONE, Events, FollowUp
+from watchdog.shared.human import format_ms
 
-JOIN_S = 120.0  # a disconnect, alert or backfill this soon after an incident's last record belongs to it
+JOIN_S = 120.0  # a window, alert or follow-up this soon after an incident's last record belongs to it
 JID = re.compile(r"\b[\d-]+@g\.us\b")
 
 
@@ -31,26 +31,25 @@ class Incident:
     head: str  # what went wrong (for a repeated failure: the first one, counted)
     tail: list[str] = field(default_factory=list)  # the latest recovery's restart and healthy
     extras: list[str] = field(default_factory=list)  # crash loop, alerts
-    after: list[str] = field(default_factory=list)  # the disconnect window closing
+    after: list[str] = field(default_factory=list)  # its window closing
     records: list[dict] = field(default_factory=list)
     ended: float = 0.0
     repeats: int = 1  # failures of the same component before it was healthy again
     recovered: bool = False  # a `healthy` record closed the recovery
-    window_open: bool = False  # a disconnect window that has not been closed yet
-    reconnected: bool = False  # a window of it closed: a later disconnect is a new incident
-    backfills: list[dict] = field(default_factory=list)
+    window_open: bool = False  # a declared window that has not been closed yet
+    window_closed: bool = False  # a window of it closed: a later one is a new incident
+    follow_ups: dict[FollowUp, list[dict]] = field(default_factory=dict)  # what reported on its window
 
     def summary(self, names: Mapping[str, str]) -> str:
-        """cause → restart → healthy → backfill result, with group names for JIDs."""
+        """cause → restart → healthy → follow-ups, with group names for JIDs."""
         head = self.head + (f" ({self.repeats}×)" if self.repeats > 1 else "")
         steps = [head, *self.extras, *self.tail, *self.after]
-        if self.backfills:
-            steps.append(backfill_summary(self.backfills))
+        steps += [follow_up.summary(records) for follow_up, records in self.follow_ups.items()]
         return with_names(" → ".join(s for s in steps if s), names)
 
     @property
     def kind(self) -> str:
-        """For colour: the first record's event (exit, hang, disconnect, alert, ...)."""
+        """For colour: the first record's event (exit, hang, alert, a declared window's, ...)."""
         return str(self.records[0].get("event", "")) if self.records else ""
 
 
@@ -58,31 +57,11 @@ def with_names(text: str, names: Mapping[str, str]) -> str:
     return JID.sub(lambda m: names.get(m.group(0), m.group(0)), text)
 
 
-def backfill_summary(backfills: list[dict]) -> str:
-    """The bridge's recovered messages and every project's drops, zero results folded into a count."""
-    parts = []
-    for record in backfills:
-        if record.get("component", "").startswith("bridge:"):
-            parts.append(f"backfill {record.get('status', 'done')}: "
-                         f"{counts_text(int(record.get('recovered') or 0), int(record.get('late') or 0))}")
-    reports = [r for r in backfills if not r.get("component", "").startswith("bridge:")]
-    found = [r for r in reports if r.get("drops")]
-    for record in found:
-        drops = record["drops"]
-        parts.append(f"{record['component'].removeprefix('monitor:')}: {len(drops)} drop"
-                     f"{'' if len(drops) == 1 else 's'} backfilled ({', '.join(drops)})")
-    empty = len(reports) - len(found)
-    if empty:
-        parts.append(f"{empty} project{'' if empty == 1 else 's'} missed nothing" if found or parts
-                     else f"nothing missed ({empty} project{'' if empty == 1 else 's'} checked)")
-    return "; ".join(parts) or "backfill"
-
-
-def incidents(records: list[dict]) -> list[Incident]:
-    """Incidents oldest first (the console shows them newest first)."""
+def incidents(records: list[dict], events: Events = NONE) -> list[Incident]:
+    """Incidents oldest first (the console shows them newest first); `events`: what the extensions declared."""
     result: list[Incident] = []
     latest: dict[str, Incident] = {}  # component -> its latest incident
-    by_window: dict[tuple[str, object], Incident] = {}  # (account, window id) -> incident with that window
+    by_window: dict[tuple, Incident] = {}  # (follow-up event, what names the window) -> incident with that window
 
     def new(component: str, line: Line, head: str, tail: list[str] | None = None) -> Incident:
         incident = Incident(component, line.time, head, tail or [])
@@ -131,36 +110,35 @@ def incidents(records: list[dict]) -> list[Incident]:
             attach(current, line)  # stopped and started again: one restart of the watchdog
             current.after.append(f"started again after {format_ms((line.time - current.started) * 1000)}"
                                  f" (pid {record.get('pid', '?')})")
-        elif event == "disconnect":
+        elif (window := events.window_opened_by(event)) is not None:
             incident = recent(component, line.time)
-            if incident is None or incident.reconnected:
-                incident = new(component, line, f"disconnected ({record.get('cause', '?')})")
+            if incident is None or incident.window_closed:
+                incident = new(component, line, f"{window.opened} ({record.get('cause', '?')})")
             else:
                 attach(incident, line)
             incident.window_open = True
-        elif event == "reconnect":
+        elif (window := events.window_closed_by(event)) is not None:
             incident = next((i for i in (recent(component, line.time), recent("watchdog", line.time))
-                             if i is not None and not i.reconnected), None)
+                             if i is not None and not i.window_closed), None)
             if incident is None:
                 incident = new(component, line, "")
             else:
                 attach(incident, line)
-                latest[component] = incident  # its backfill follows
-            incident.window_open, incident.reconnected = False, True
+                latest[component] = incident  # what reports on its window follows
+            incident.window_open, incident.window_closed = False, True
             downtime = record.get("downtime_ms")
-            incident.after.append(("reconnected" if incident.component == component else f"{component} reconnected")
+            incident.after.append((window.closed if incident.component == component else f"{component} {window.closed}")
                                   + (f" after {format_ms(float(downtime))}" if downtime else "")
                                   + ("" if incident.head else f" ({record.get('cause', '?')})"))
-        elif event == "backfill":
-            account = record.get("account") or component.removeprefix("bridge:")
-            key = (account, record.get("window_id"))
-            incident = by_window.get(key) or recent(f"bridge:{account}", line.time)
+        elif (follow_up := events.follow_up(event)) is not None:
+            key = (follow_up.event, *follow_up.key(record))
+            incident = by_window.get(key) or recent(follow_up.owner(record), line.time)
             if incident is None:
                 incident = new(component, line, "")
             else:
                 attach(incident, line)
             by_window[key] = incident
-            incident.backfills.append(record)
+            incident.follow_ups.setdefault(follow_up, []).append(record)
         elif event in ("alert", "crash_loop") and (current := recent(component, line.time)) is not None:
             attach(current, line)
             current.extras.extend(parts)

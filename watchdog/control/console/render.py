@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from html import escape
 from urllib.parse import quote
 
-from watchdog.shared.human import not_in_text
 from watchdog.control.console import timeline
+from watchdog.control.console.events import NONE, Events
+from watchdog.control.console.extensions import Extension
 from watchdog.control.console.incidents import Incident
 from watchdog.control.console.view import Console, Row
-from watchdog.control.client import format_duration
 from watchdog.shared import alert_rules, clock
+from watchdog.shared.human import format_duration
 
 INCIDENTS_SHOWN = 50  # newest; the rest are in `wa-watchdog recoveries`
 STATE_CLASS = {"running": "ok", "starting": "warn", "backoff": "bad", "stopping": "warn", "exited": "bad",
@@ -48,31 +50,8 @@ def summary(rows: list[Row]) -> str:
     return f'<p class="summary" id="summary-line">{" · ".join(parts)}</p>'
 
 
-def _connection(connection: dict | None) -> str:
-    if connection is None:
-        return '<div class="conn bad">WhatsApp: no health answer</div>'
-    window = connection.get("open_window")
-    parts = [f'<b class="{"ok" if connection.get("connected") else "bad"}">'
-             f'{"connected" if connection.get("connected") else escape(str(connection.get("state") or "disconnected"))}'
-             f'</b>']
-    if connection.get("reason") and not connection.get("connected"):
-        parts.append(escape(str(connection["reason"])))
-    if isinstance(window, dict):
-        parts.append(f'<span class="warn">disconnect window open since '
-                     f'{escape(str(window.get("started_at", "?"))[11:19])} UTC ({escape(str(window.get("reason", "")))})'
-                     f'</span>')
-    else:
-        parts.append("no open window")
-    parts.append(f'outbox {escape(str(connection.get("outbox_depth", "?")))}')
-    for item in connection.get("not_in_groups") or []:  # a project follows a group the number is not in
-        text = not_in_text(str(connection.get("account") or "?"), str(item.get("group")), list(item.get("projects") or []))
-        parts.append(f'<span class="bad">{escape(text)}</span>')
-    age = connection.get("last_event_age_s")
-    parts.append(f"last event {format_duration(age) if age is not None else '-'} ago")
-    return f'<div class="conn">WhatsApp: {" · ".join(parts)}</div>'
-
-
-def now_panel(rows: list[Row], csrf: str) -> str:
+def now_panel(rows: list[Row], csrf: str, extensions: Sequence[Extension] = ()) -> str:
+    """Every component's row, and under it what an extension adds for it (the bridge's connection)."""
     out = [summary(rows), '<table class="now"><thead><tr><th>component</th><th>state</th><th>health</th>'
            '<th>pid</th><th>uptime</th><th>restarts 1 h</th><th>standby</th><th>last cause</th><th></th>'
            '</tr></thead><tbody>']
@@ -96,9 +75,11 @@ def now_panel(rows: list[Row], csrf: str) -> str:
             f'<td class="mono">{standby or ("-" if "standby_pid" in s else "")}</td>'
             f'<td>{escape(str(s.get("last_cause") or "-"))}</td>'
             f'<td>{restart_form(name, csrf)}</td></tr>')
-        if "connection" in s:
-            out.append(f'<tr class="connection" data-component="{escape(name)}"><td></td>'
-                       f'<td colspan="8">{_connection(s.get("connection"))}</td></tr>')
+        for extension in extensions:
+            line = extension.row(s)
+            if line:
+                out.append(f'<tr class="{escape(extension.name)}" data-component="{escape(name)}"><td></td>'
+                           f'<td colspan="8">{line}</td></tr>')
     out.append("</tbody></table>")
     out.append(what_to_do(rows))
     return "".join(out)
@@ -138,11 +119,11 @@ def restart_form(name: str, csrf: str) -> str:
             f'<button type="submit" class="danger">restart {escape(name)} now</button></form></details>')
 
 
-def timeline_panel(range_name: str, svg: str) -> str:
+def timeline_panel(range_name: str, svg: str, events: Events = NONE) -> str:
     links = " ".join(f'<a href="/?range={r}"{" class=current" if r == range_name else ""}>{r}</a>'
                      for r in timeline.RANGES)
     return (f'<div class="ranges">last {links}</div>{svg}'
-            f'<div class="legend">{timeline.legend()}</div>')
+            f'<div class="legend">{timeline.legend(events)}</div>')
 
 
 def incidents_panel(incidents: list[Incident], names: dict[str, str]) -> str:
@@ -177,15 +158,16 @@ async def fragments(console: Console, range_name: str, csrf: str) -> dict[str, s
     """Every live panel by element id."""
     extras = await console.extras(range_name)
     svg, incidents = await console.history(range_name, extras, incidents_panel)
-    return {"now": now_panel(console.rows(), csrf), "timeline": timeline_panel(range_name, svg),
+    return {"now": now_panel(console.rows(), csrf, console.extensions),
+            "timeline": timeline_panel(range_name, svg, console.loaded.events),
             "incidents": incidents, "logs": logs_panel(console.log_tails()),
-            **{f"x-{name}": html for name, html in extras.panels.items()}}
+            **{f"x-{e.name}": extras.panels[e.name] for e in console.extensions if e.title and e.name in extras.panels}}
 
 
 async def page(console: Console, range_name: str, csrf: str, flash: str = "") -> str:
     parts = await fragments(console, range_name, csrf)
     sections = [("now", "Now"), ("timeline", "What happened"), ("incidents", "Incidents")]
-    sections += [(f"x-{e.name}", e.title) for e in console.extensions]
+    sections += [(f"x-{e.name}", e.title) for e in console.extensions if e.title]
     sections += [("logs", "Logs")]
     body = "".join(f'<section><h2>{escape(title)}</h2><div id="{key}" class="panel">{parts[key]}</div></section>'
                    for key, title in sections)

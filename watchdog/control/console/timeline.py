@@ -1,7 +1,8 @@
-"""What happened: one row per component, outages, restarts and disconnect windows to scale, as inline SVG.
+"""What happened: one row per component, outages, restarts and the windows extensions declare, to scale, as SVG.
 
-Built from the recovery log alone (plus marks the extensions add, e.g. the
-backfilled drops on their project's row), rendered on the server so that it
+Built from the recovery log alone (plus what the extensions add: the windows
+their events open and close, events.py, e.g. the bridge's disconnects, and
+marks, e.g. the backfilled drops on their project's row), rendered on the server so that it
 reads without JavaScript and a test can check it without a browser. Every
 shape carries its cause as a `<title>` (the browser shows it on hover) and
 as `data-kind`; a span too short to see at this scale is drawn MIN_PX wide
@@ -18,6 +19,7 @@ from datetime import datetime
 from html import escape
 
 from watchdog.commands.recoveries import DETECTIONS, Line, detection_text, group
+from watchdog.control.console.events import NONE, Events
 from watchdog.shared.human import format_ms
 
 RANGES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400}
@@ -36,11 +38,10 @@ KINDS = {
     "memory": ("#9467bd", "over its memory limit"),
     "planned": ("#4a90d9", "stopped by an operator"),
     "failed": ("#6b0000", "failed, not restarted"),
-    "disconnect": ("#e6b800", "WhatsApp disconnected"),
     "restart": ("#111111", "restart"),
-    "backfilled": ("#1a9641", "backfilled drop"),
     "unsupervised": ("#b0b4ba", "watchdog not running"),
-}
+}  # and the kinds the extensions declare (events.py)
+MARK_FILL = "#1a9641"  # a shape of a kind nobody declared
 EVERY_ROW = "*"  # a span drawn on every row (the watchdog itself was stopped)
 
 
@@ -49,7 +50,7 @@ class Span:
     row: str
     start: float
     end: float
-    kind: str  # a KINDS key
+    kind: str  # a KINDS key or one an extension declared
     label: str
 
 
@@ -74,12 +75,12 @@ def _kind_of(opener: dict) -> str:
     return "planned"
 
 
-def spans_and_marks(records: list[dict], now: float) -> tuple[list[Span], list[Mark]]:
-    """Outages (detection -> healthy), failures, disconnect windows and restart marks from the recovery log."""
+def spans_and_marks(records: list[dict], now: float, events: Events = NONE) -> tuple[list[Span], list[Mark]]:
+    """Outages (detection -> healthy), failures, the declared windows and restart marks from the recovery log."""
     spans: list[Span] = []
     marks: list[Mark] = []
     down: dict[str, Span] = {}  # component -> its outage with no `healthy` yet (ends at the next one, or now)
-    open_windows: dict[str, dict] = {}
+    open_windows: dict[tuple[str, str], dict] = {}  # (row, window kind) -> the record that opened it
     failed_since: dict[str, dict] = {}
     watchdog_stopped: dict | None = None
     for line in group(records):
@@ -94,14 +95,15 @@ def spans_and_marks(records: list[dict], now: float) -> tuple[list[Span], list[M
                 spans.append(outage)
         for record in line.records:
             event, row, moment = record.get("event"), record.get("component", "?"), record.get("time", 0.0)
-            if event == "disconnect":
-                open_windows.setdefault(row, record)
-            elif event == "reconnect":
-                opened = open_windows.pop(row, None)
+            opens, closes = events.window_opened_by(event), events.window_closed_by(event)
+            if opens is not None:
+                open_windows.setdefault((row, opens.kind), record)
+            elif closes is not None:
+                opened = open_windows.pop((row, closes.kind), None)
                 downtime = float(record.get("downtime_ms") or 0) / 1000
                 start = moment - downtime if downtime else (opened or record).get("time", moment)
-                spans.append(Span(row, start, moment, "disconnect",
-                                  f"disconnected ({record.get('cause', '?')}) for {format_ms(downtime * 1000)}"))
+                spans.append(Span(row, start, moment, closes.kind,
+                                  f"{closes.opened} ({record.get('cause', '?')}) for {format_ms(downtime * 1000)}"))
             elif event == "stop" and row == "watchdog":
                 watchdog_stopped = record
             elif event == "start" and row == "watchdog" and watchdog_stopped is not None:
@@ -113,9 +115,9 @@ def spans_and_marks(records: list[dict], now: float) -> tuple[list[Span], list[M
                 opened = failed_since.pop(row)
                 spans.append(Span(row, opened["time"], moment, "failed", f"failed: {opened.get('cause', '?')}"))
     spans += down.values()
-    for row, record in open_windows.items():
-        spans.append(Span(row, record["time"], now, "disconnect",
-                          f"disconnected ({record.get('cause', '?')}), still open"))
+    for (row, kind), record in open_windows.items():
+        opened = next(w.opened for w in events.windows if w.kind == kind)
+        spans.append(Span(row, record["time"], now, kind, f"{opened} ({record.get('cause', '?')}), still open"))
     if watchdog_stopped is not None:
         spans.append(Span(EVERY_ROW, watchdog_stopped["time"], now, "unsupervised", "watchdog not running"))
     for row, record in failed_since.items():
@@ -152,8 +154,9 @@ def _ticks(since: float, until: float) -> Iterable[tuple[float, str]]:
 
 
 def svg(rows: list[str], spans: list[Span], marks: list[Mark], since: float, until: float,
-        known_from: float = -math.inf) -> str:
+        known_from: float = -math.inf, events: Events = NONE) -> str:
     """The timeline as one <svg> element; rows in the given order, anything on an unknown row added below.
+    A declared window is a thin band under the row's outages (both can be at once).
 
     `known_from`: the first record of the recovery log (math.inf: none yet); no "up" line before it, since a
     fresh install was not up yesterday.
@@ -161,6 +164,8 @@ def svg(rows: list[str], spans: list[Span], marks: list[Mark], since: float, unt
     for extra in [s.row for s in spans] + [m.row for m in marks]:
         if extra not in rows and extra != EVERY_ROW:
             rows = [*rows, extra]
+    kinds = {**KINDS, **events.kinds}
+    bands = {window.kind for window in events.windows}
     height = AXIS + ROW * len(rows) + 6
     plot = WIDTH - LABEL - PAD
 
@@ -192,27 +197,27 @@ def svg(rows: list[str], spans: list[Span], marks: list[Mark], since: float, unt
     for (row, kind), group_ in _by_row_and_kind([s for s in spans if s.end >= since and s.start <= until]).items():
         blobs = _coalesce([(*visible(x(s.start), x(s.end)), s) for s in group_])
         for left, right, members in blobs:
-            title = escape(_title(members, until))
+            title = escape(_title(members, until, kinds))
             if row == EVERY_ROW:
                 out.append(f'<rect class="span" data-kind="{kind}" x="{left:.1f}" y="{AXIS}" '
-                           f'width="{right - left:.1f}" height="{ROW * len(rows)}" fill="{KINDS[kind][0]}" '
+                           f'width="{right - left:.1f}" height="{ROW * len(rows)}" fill="{kinds.get(kind, (MARK_FILL,))[0]}" '
                            f'fill-opacity="0.6"><title>{title}</title></rect>')
                 continue
             n = rows.index(row)
-            y, h = (AXIS + n * ROW + 3, ROW - 6) if kind != "disconnect" else (AXIS + n * ROW + ROW * 0.55, ROW * 0.38)
+            y, h = (AXIS + n * ROW + 3, ROW - 6) if kind not in bands else (AXIS + n * ROW + ROW * 0.55, ROW * 0.38)
             shapes.setdefault(row, []).append(
                 f'<rect data-kind="{kind}" x="{left:.1f}" y="{y:.1f}" width="{right - left:.1f}" height="{h:.1f}" '
-                f'fill="{KINDS[kind][0]}"><title>{title}</title></rect>')
+                f'fill="{kinds.get(kind, (MARK_FILL,))[0]}"><title>{title}</title></rect>')
     for (row, kind), group_ in _by_row_and_kind([m for m in marks if since <= m.time <= until]).items():
         y = AXIS + rows.index(row) * ROW
         for left, _, members in _coalesce([(x(m.time), x(m.time) + MARK_PX, m) for m in group_]):
-            title = escape(_title(members, until))
+            title = escape(_title(members, until, kinds))
             if kind == "restart":
                 shapes.setdefault(row, []).append(
                     f'<path data-kind="restart" d="M{left:.1f} {y + 2} v{ROW - 4}" stroke="{KINDS["restart"][0]}" '
                     f'stroke-width="2"><title>{title}</title></path>')
             else:
-                fill = KINDS.get(kind, KINDS["backfilled"])[0]
+                fill = kinds.get(kind, (MARK_FILL,))[0]
                 shapes.setdefault(row, []).append(
                     f'<path data-kind="{escape(kind)}" d="M{left:.1f} {y + 4} l5 {ROW / 2 - 4:.1f} '
                     f'l-5 {ROW / 2 - 4:.1f} l-5 -{ROW / 2 - 4:.1f} z" fill="{fill}" stroke="#fff"><title>{title}</title>'
@@ -246,7 +251,7 @@ def _coalesce(shapes: list[tuple[float, float, object]]) -> list[tuple[float, fl
     return merged
 
 
-def _title(members: list, until: float) -> str:
+def _title(members: list, until: float, kinds: dict[str, tuple[str, str]]) -> str:
     """A tooltip: the one span or mark with its times, or how many there are and the first and last."""
     def one(item: Span | Mark) -> str:
         if isinstance(item, Mark):
@@ -255,14 +260,15 @@ def _title(members: list, until: float) -> str:
         return f"{_clock(item.start)}–{end} {item.label}"
     if len(members) == 1:
         return one(members[0])
-    return f"{len(members)}× {KINDS.get(members[0].kind, ('', members[0].kind))[1]}: first {one(members[0])}; " \
+    return f"{len(members)}× {kinds.get(members[0].kind, ('', members[0].kind))[1]}: first {one(members[0])}; " \
            f"last {one(members[-1])}"
 
 
-def legend() -> str:
+def legend(events: Events = NONE) -> str:
     """The colours as small SVG squares (no inline styles: the page's CSP allows none)."""
     return "".join(f'<span class="key"><svg width="12" height="12" aria-hidden="true"><rect width="12" height="12" '
-                   f'fill="{fill}"/></svg> {escape(text)}</span>' for fill, text in (*KINDS.values(), (UP, "up")))
+                   f'fill="{fill}"/></svg> {escape(text)}</span>'
+                   for fill, text in (*KINDS.values(), *events.kinds.values(), (UP, "up")))
 
 
 def _clock(moment: float) -> str:

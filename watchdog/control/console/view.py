@@ -154,10 +154,12 @@ class Console:
     def _draw(self, records: list[dict], version: int, range_name: str, rows: list[str], extras: Extras, until: float,
               render_incidents: Callable[[list[Incident], dict[str, str]], str]) -> tuple[str, str]:
         if self._derived[0] != version:  # what is still going on ends at +inf, drawn up to now
-            self._derived = (version, timeline.spans_and_marks(records, math.inf), incidents(records))
+            events = self.loaded.events
+            self._derived = (version, timeline.spans_and_marks(records, math.inf, events), incidents(records, events))
         _, (spans, marks), found = self._derived
         since = until - timeline.RANGES[range_name]
-        return (timeline.svg(rows, spans, marks + extras.marks, since, until, self.records.first_time),
+        return (timeline.svg(rows, spans, marks + extras.marks, since, until, self.records.first_time,
+                             self.loaded.events),
                 render_incidents(found, extras.names))
 
     def log_names(self) -> list[str]:
