@@ -38,6 +38,9 @@ class LeaseKeeper:
         self._node_seen_at = -float("inf")  # monotonic: the node's row is renewed at the lease's renewal pace
         self._seeing_since: float | None = None  # monotonic: since when this process's beats came through unbroken
 
+    def fence(self) -> Fence | None:
+        return self.lease.fence()
+
     def _node_beat(self) -> list[tuple[str, float]]:
         """Renew this node's row; the other nodes' silences this node is first to see (blocking: in the thread)."""
         if time.monotonic() - self._node_seen_at < self.lease.lease_s * RENEW_FRACTION:
