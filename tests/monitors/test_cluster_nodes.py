@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from monitors import cluster_status
+from monitors.console_view import DropsView
 from monitors.config import ClusterConfig, DatabaseConfig
 from monitors.lease_keeper import LeaseKeeper
 from monitors.store import nodes
@@ -106,8 +107,9 @@ def test_status_and_console_show_nodes_and_leases(keepers: Callable[[str], Lease
     assert [n["node"] for n in section.data["nodes"]] == ["vps-a", "vps-b"]
     assert [(lease["account"], lease["holder"], lease["token"]) for lease in section.data["leases"]] == [
         ("main", "vps-a", 1)]
-    html = cluster_status.panel(cluster_status.read(config))
+    html = DropsView(config).panel()  # the console's drops panel, with the cluster first
     assert '<table class="cluster-nodes">' in html and "<td>vps-a</td><td>1</td>" in html
+    assert html.index("cluster-nodes") < html.index('class="project"')
 
 
 def test_no_cluster_no_section(write_config) -> None:  # noqa: ANN001
