@@ -20,6 +20,8 @@ from monitors.store.fence import Fence
 from monitors.store import nodes
 from monitors.store.lease import RENEW_FRACTION, TAKE_OVER_EVERY, SenderLease
 from monitors.store.sql import StoreUnavailable
+
+NODE_BEAT_FRACTION = 0.5  # of lease_s: how often a keeper renews its node's row (node_silent_s is >= 2 × lease_s)
 from watchdog.shared.alerts import AlertManager
 from monitors.config import DatabaseConfig
 from watchdog.shared.recovery_log import RecoveryLog
@@ -35,7 +37,7 @@ class LeaseKeeper:
         self.alerts = alerts
         self.on_change = on_change
         self.silent_after_s = cluster.silent_after_s
-        self._node_seen_at = -float("inf")  # monotonic: the node's row is renewed at the lease's renewal pace
+        self._node_seen_at = -float("inf")  # monotonic: the last renewal of the node's row
         self._seeing_since: float | None = None  # monotonic: since when this process's beats came through unbroken
 
     def fence(self) -> Fence | None:
@@ -43,25 +45,22 @@ class LeaseKeeper:
 
     def _node_beat(self) -> list[tuple[str, float]]:
         """Renew this node's row; the other nodes' silences this node is first to see (blocking: in the thread)."""
-        if time.monotonic() - self._node_seen_at < self.lease.lease_s * RENEW_FRACTION:
-            return []
+        every = self.lease.lease_s * NODE_BEAT_FRACTION
         node, now = self.lease.node, time.monotonic()
+        if now - self._node_seen_at < every:
+            return []
+        if self._seeing_since is None or now - self._node_seen_at > every + self.lease.lease_s:
+            self._seeing_since = now  # started, or back from an outage or a pause of its own
+        # Only a node that has itself been seen all along may judge another silent: after an outage of
+        # PostgreSQL every node's row is old, and the first one back must not alert on the others.
+        judge = now - self._seeing_since >= self.silent_after_s
         try:
-            nodes.seen(self.lease.db, node)
+            silences = nodes.beat(self.lease.db, node, self.silent_after_s, judge)
         except StoreUnavailable:
             self._seeing_since = None  # the lease's own outage is what the keeper reports
             return []
-        if self._seeing_since is None or now - self._node_seen_at > self.lease.lease_s:
-            self._seeing_since = now  # started, or back from an outage or a pause of its own
         self._node_seen_at = now
-        # Only a node that has itself been seen all along may judge another silent: after an outage of
-        # PostgreSQL every node's row is old, and the first one back must not alert on the others.
-        if now - self._seeing_since < self.silent_after_s:
-            return []
-        try:
-            return nodes.new_silences(self.lease.db, node, self.silent_after_s)
-        except StoreUnavailable:
-            return []
+        return silences
 
     def keep(self) -> tuple[Fence | None, list[tuple[str, float]]]:
         """One look at the lease, then the node's beat (the lease first: its timing is what fences)."""

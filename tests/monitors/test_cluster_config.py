@@ -27,7 +27,7 @@ def test_no_cluster_table_is_one_host(write_config) -> None:  # noqa: ANN001
     ('node = "VPS A"', DATABASE, "cluster.node", "expected a short lower-case name"),
     ('node = "vps-a"\nlease_s = 0.1', DATABASE, "cluster.lease_s", "expected 1 to 300 seconds"),
     ('node = "vps-a"\nleases = 5', DATABASE, "cluster.leases", "unknown key"),
-    ('node = "vps-a"\nnode_silent_s = 2', DATABASE, "cluster.node_silent_s", "expected lease_s .5. to 86400"),
+    ('node = "vps-a"\nnode_silent_s = 9', DATABASE, "cluster.node_silent_s", "expected 2 × lease_s .10. to 86400"),
 ])
 def test_a_bad_cluster_table_names_its_key(write_config, table: str, database: str, key: str,  # noqa: ANN001
                                            problem: str) -> None:

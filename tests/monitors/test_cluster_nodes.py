@@ -52,7 +52,7 @@ def beat(keeper: LeaseKeeper, seeing_for: float = 10 * SILENT_S) -> list[tuple[s
     """One look of the keeper, as one that has been renewing its own row for `seeing_for` seconds."""
     keeper._node_beat()  # noqa: SLF001 - first beat: the keeper starts seeing
     keeper._seeing_since -= seeing_for  # noqa: SLF001
-    keeper._node_seen_at -= 0.3  # noqa: SLF001 - past the renewal pace (0.2 s), within lease_s: renews now
+    keeper._node_seen_at -= 0.7  # noqa: SLF001 - past the beat's pace (lease_s / 2), not a pause: beats now
     return keeper._node_beat()  # noqa: SLF001
 
 
@@ -67,7 +67,7 @@ def test_each_other_node_alerts_once_per_silence(keepers: Callable[[str], LeaseK
     assert beat(a2) == []  # vps-a's other process: vps-a alerted already
     assert [node for node, _ in beat(b)] == ["vps-c"]  # vps-b alerts too, once
     assert beat(a) == [] and beat(b) == []
-    c._node_beat()  # vps-c is back ...  # noqa: SLF001
+    beat(c)  # vps-c is back ...
     age(pg_url, "vps-c", SILENT_S + 2)  # ... and silent again: a new silence
     assert [node for node, _ in beat(a)] == ["vps-c"]
 
@@ -126,8 +126,8 @@ def test_an_unreachable_database_is_a_line_not_a_traceback(write_config) -> None
 def test_the_node_store_functions_on_their_own(pg_url: str) -> None:
     db = PostgresBackend(pg_url)
     try:
-        nodes.seen(db, "vps-a")
-        nodes.seen(db, "vps-a")
+        assert nodes.beat(db, "vps-a", 1.0) == []
+        assert nodes.beat(db, "vps-a", 1.0, judge=False) == []
         [state] = nodes.node_states(db)
         assert state.node == "vps-a" and 0 <= state.seen_ago_s < 5 and state.first_seen <= state.last_seen
     finally:
