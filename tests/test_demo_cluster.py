@@ -34,8 +34,8 @@ def test_the_cluster_demo_comes_up_records_a_drop_once_and_ends_what_it_started(
         started = [psutil.Process(pid) for pid in state["pids"].values()]
         started += [child for process in list(started) for child in process.children(recursive=True)]
 
-        http("POST", f"{state['sim']}/sim/inject", {"chat_jid": group_jid(1), "sender_jid": "27710000001@s.whatsapp.net",
-                                                    "text": "DR1734150 installed"})
+        http("POST", f"{state['sim']}/sim/inject",
+             {"chat_jid": group_jid(1), "sender_jid": "27710000001@s.whatsapp.net", "text": "DR1734150 installed"})
 
         def recorded() -> tuple[list, list]:
             with psycopg.connect(state["database"]) as conn:
