@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     if bin_dir is None:
         print(f"demo --cluster: {why}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM as Ctrl-C: stop what was started
+    for signum in (signal.SIGINT, signal.SIGTERM):  # SIGTERM as Ctrl-C; SIGINT too when started ignoring it (&)
+        signal.signal(signum, signal.default_int_handler)
     work = args.dir.resolve()
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
