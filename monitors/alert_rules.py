@@ -16,3 +16,9 @@ LEASE_TAKEN_OVER = register(
     "the other host stopped renewing its sender lease without handing it over: it died, froze, or lost "
     "PostgreSQL; `wa-watchdog recoveries` shows the gap in sending; bring that host back (docs/OPERATIONS.md, "
     "\"Two hosts watching one number\")")
+
+NODE_SILENT = register(
+    "node_silent", "a cluster host has not been seen for [cluster] node_silent_s",
+    "that host's processes stopped renewing its row in PostgreSQL: it died, froze, was stopped, or lost "
+    "PostgreSQL; the other hosts go on recording and sending; `wa-watchdog status` shows when it was last seen; "
+    "bring it back (docs/OPERATIONS.md, \"Two hosts watching one number\")")

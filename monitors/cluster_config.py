@@ -4,6 +4,7 @@
 [cluster]
 node = "vps-a"   # this host's name, unique in the cluster, shown everywhere
 lease_s = 5      # the sender lease: how long a silent holder keeps sending rights (monitors/store/lease.py)
+node_silent_s = 15  # every other node alerts once when one has not renewed for this long (3 × lease_s; >= 2 ×)
 ```
 
 A cluster shares one PostgreSQL (`[database] url`): it records each drop once and chooses the one host that
@@ -36,6 +37,9 @@ def read_cluster(reader: ConfigChecks, raw: object, database: DatabaseConfig) ->
     low, high = LEASE_S_RANGE
     if not low <= cluster.lease_s <= high:
         raise reader.error("cluster.lease_s", f"expected {low:g} to {high:g} seconds, got {cluster.lease_s!r}")
+    if cluster.node_silent_s and not 2 * cluster.lease_s <= cluster.node_silent_s <= 86400:
+        raise reader.error("cluster.node_silent_s", f"expected 2 × lease_s ({2 * cluster.lease_s:g}) to 86400 "
+                                                    f"seconds, got {cluster.node_silent_s!r}")
     if not database.url:
         raise reader.error("cluster", "requires [database] url: the hosts of a cluster share one PostgreSQL, which "
                                       "records each drop once and chooses the host that sends")

@@ -1,5 +1,6 @@
 """What `monitors` adds to the supervisor (watchdog/shared/component.py): the drop monitors and the drops-api,
-the operator's drops commands, the drops store's backup item and the console's drops view."""
+the operator's drops commands, the drops store's backup item, the cluster's section of `status` and the
+console's drops view."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +47,7 @@ COMPONENT = Component(
     ),
     programs="monitors.programs:programs",
     backup_items="monitors.backup:items",
+    status_sections="monitors.cluster_status:sections",
     console_views=("monitors.console_view:DropsView",),
     preload=("monitors.main", "monitors.api.main"),
 )

@@ -148,6 +148,11 @@ class ClusterConfig:
 
     node: str
     lease_s: float = 5.0
+    node_silent_s: float = 0.0  # a node not seen this long is alerted on by every other node; 0: 3 × lease_s
+
+    @property
+    def silent_after_s(self) -> float:
+        return self.node_silent_s or 3 * self.lease_s
 
 
 @dataclass(frozen=True, kw_only=True)

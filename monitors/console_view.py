@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from bridge.config import account_component
 from bridge.schema import bare_user, format_ts, open_readonly, parse_ts
+from monitors import cluster_status
 from monitors.drops_store import Drop, DropsDB, drops_db_path, open_drops_store
 from watchdog.components import Config
 from watchdog.control.console.events import Events, FollowUp
@@ -93,11 +94,14 @@ class DropsView:
             db.close()
 
     def panel(self) -> str:
+        """A cluster's nodes and sender leases (monitors/cluster_status.py), then each project's drops today."""
+        cluster = cluster_status.read(self.config)
         drops: list[Drop] = self._read(lambda db: db.drops(since=_today_start())) or []
         by_project: dict[str, list[Drop]] = {p.name: [] for p in self.config.projects}
         for drop in drops:
             by_project.setdefault(drop.project, []).append(drop)
-        return "".join(self._project(project, rows, PANEL_ROWS) for project, rows in by_project.items())
+        return ((cluster_status.panel(cluster) if cluster is not None else "")
+                + "".join(self._project(project, rows, PANEL_ROWS) for project, rows in by_project.items()))
 
     def _project(self, project: str, rows: list[Drop], limit: int | None) -> str:
         """One project's drops today, newest first: the first `limit` (None: all) and a link to the rest."""

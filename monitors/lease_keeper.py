@@ -1,5 +1,7 @@
 """Keeps this host's sender lease of one account (a cluster, issue 21): renews it while held, looks for a
-takeover while not, and tells the feedback senders when sending rights came or went.
+takeover while not, and tells the feedback senders when sending rights came or went. On the same connection
+and beat it renews this node's row in `cluster_nodes` and alerts on the other nodes' silences
+(monitors/store/nodes.py): every process that keeps a lease is a sign of life of its node.
 
 The statements are blocking (psycopg) and run in a thread: a silent PostgreSQL must not stop the monitor's
 loop, and the senders only ask `fence()`, which answers from the holder's monotonic deadline.
@@ -7,14 +9,19 @@ loop, and the senders only ask `fence()`, which answers from the holder's monoto
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from loguru import logger
 
-from monitors.alert_rules import LEASE_TAKEN_OVER
+from monitors.alert_rules import LEASE_TAKEN_OVER, NODE_SILENT
 from monitors.config import ClusterConfig
 from monitors.store.fence import Fence
+from monitors.store import nodes
 from monitors.store.lease import RENEW_FRACTION, TAKE_OVER_EVERY, SenderLease
+from monitors.store.sql import StoreUnavailable
+
+NODE_BEAT_FRACTION = 0.5  # of lease_s: how often a keeper renews its node's row (node_silent_s is >= 2 × lease_s)
 from watchdog.shared.alerts import AlertManager
 from monitors.config import DatabaseConfig
 from watchdog.shared.recovery_log import RecoveryLog
@@ -29,9 +36,44 @@ class LeaseKeeper:
         self.log = log
         self.alerts = alerts
         self.on_change = on_change
+        self.silent_after_s = cluster.silent_after_s
+        self._node_seen_at = -float("inf")  # monotonic: the last renewal of the node's row
+        self._seeing_since: float | None = None  # monotonic: since when this process's beats came through unbroken
 
     def fence(self) -> Fence | None:
         return self.lease.fence()
+
+    def _node_beat(self) -> list[tuple[str, float]]:
+        """Renew this node's row; the other nodes' silences this node is first to see (blocking: in the thread)."""
+        every = self.lease.lease_s * NODE_BEAT_FRACTION
+        node, now = self.lease.node, time.monotonic()
+        if now - self._node_seen_at < every:
+            return []
+        if self._seeing_since is None or now - self._node_seen_at > every + self.lease.lease_s:
+            self._seeing_since = now  # started, or back from an outage or a pause of its own
+        # Only a node that has itself been seen all along may judge another silent: after an outage of
+        # PostgreSQL every node's row is old, and the first one back must not alert on the others.
+        judge = now - self._seeing_since >= self.silent_after_s
+        try:
+            silences = nodes.beat(self.lease.db, node, self.silent_after_s, judge)
+        except StoreUnavailable:
+            self._seeing_since = None  # the lease's own outage is what the keeper reports
+            return []
+        self._node_seen_at = now
+        return silences
+
+    def keep(self) -> tuple[Fence | None, list[tuple[str, float]]]:
+        """One look at the lease, then the node's beat (the lease first: its timing is what fences)."""
+        fence = self.lease.keep()
+        return fence, self._node_beat()
+
+    def _report_silences(self, silences: list[tuple[str, float]]) -> None:
+        node = self.lease.node
+        for silent, ago in silences:
+            summary = f"cluster node {silent} not seen for {ago:.0f} s (seen by {node})"
+            logger.warning(summary)
+            self.log.append(self.component, "node_silent", node=silent, seen_by=node, silent_s=round(ago, 1))
+            self.alerts.fire(NODE_SILENT, f"node:{silent}", summary)
 
     def _report(self, before: Fence | None, now: Fence | None) -> None:
         if before == now or (before is not None and now is not None and before.token == now.token):
@@ -59,8 +101,9 @@ class LeaseKeeper:
         try:
             while True:
                 before = self.lease.fence()
-                now = await asyncio.to_thread(self.lease.keep)
+                now, silences = await asyncio.to_thread(self.keep)
                 self._report(before, now)
+                self._report_silences(silences)
                 every = self.lease.lease_s * RENEW_FRACTION if now else TAKE_OVER_EVERY
                 if await wait_event(stopping, every):
                     return

@@ -21,7 +21,7 @@ from bridge.component import COMPONENT as BRIDGE
 from monitors.component import COMPONENT as DROPS
 from watchdog.commands.component import COMPONENT as SUPERVISOR
 from watchdog.shared import config as base
-from watchdog.shared.component import BackupItem, Command, Component, Finding, resolve
+from watchdog.shared.component import BackupItem, Command, Component, Finding, StatusSection, resolve
 from watchdog.shared.programs import Program
 
 COMPONENTS: tuple[Component, ...] = (SUPERVISOR, BRIDGE, DROPS)
@@ -83,6 +83,12 @@ def backup_items(config: Config) -> tuple[list[BackupItem], list[str]]:
             items += found
             notes += said
     return items, notes
+
+
+def status_sections(config: Config) -> list[StatusSection]:
+    """What the slices add to `wa-watchdog status` (the drops' cluster), in the order of the slices."""
+    return [section for component in COMPONENTS if component.status_sections
+            for section in resolve(component.status_sections)(config)]
 
 
 def console_views() -> tuple[str, ...]:

@@ -168,6 +168,24 @@ ALTER TABLE feedback ADD COLUMN claim_token {int};
 ALTER TABLE feedback ADD COLUMN claimed_by TEXT
 """
 
+# Issue 21: the nodes of a cluster, each renewing its row (the database's clock) while its processes run, and
+# which node has alerted on which silence of another (one alert per observer and silence, however many of the
+# observer's processes look: the insert that wins alerts).
+V10_CLUSTER_NODES = """
+CREATE TABLE cluster_nodes (
+    node TEXT PRIMARY KEY,
+    first_seen {ts} NOT NULL,
+    last_seen {ts} NOT NULL
+);
+CREATE TABLE cluster_silences (
+    node TEXT NOT NULL,
+    seen_by TEXT NOT NULL,
+    last_seen {ts} NOT NULL,
+    alerted_at {ts} NOT NULL,
+    PRIMARY KEY (node, seen_by, last_seen)
+)
+"""
+
 
 def _fill_public_ids(ex: Executor) -> None:
     """Drops recorded before public ids existed get one now (new drops get theirs when recorded)."""
@@ -191,4 +209,6 @@ def migrations(dialect: Dialect) -> list[Migration]:
                   (V8_WINDOW_STARTS,)),
         Migration(9, "sender_leases (one sender per account in a cluster); feedback.claim_token, claimed_by",
                   (dialect.ddl(V9_SENDER_LEASES),)),
+        Migration(10, "cluster_nodes (each node's last renewal), cluster_silences (who alerted on which silence)",
+                  (dialect.ddl(V10_CLUSTER_NODES),)),
     ]

@@ -14,6 +14,7 @@ DATABASE = '\n[database]\nurl = "postgresql://wa@db.internal/company"\n'
 def test_a_cluster_node_with_its_defaults(write_config) -> None:  # noqa: ANN001
     config = load(write_config(BASE_CONFIG + DATABASE + '\n[cluster]\nnode = "vps-a"\n'))
     assert config.cluster == ClusterConfig("vps-a", 5.0)
+    assert config.cluster.silent_after_s == 15.0  # 3 × lease_s unless node_silent_s says otherwise
 
 
 def test_no_cluster_table_is_one_host(write_config) -> None:  # noqa: ANN001
@@ -26,6 +27,7 @@ def test_no_cluster_table_is_one_host(write_config) -> None:  # noqa: ANN001
     ('node = "VPS A"', DATABASE, "cluster.node", "expected a short lower-case name"),
     ('node = "vps-a"\nlease_s = 0.1', DATABASE, "cluster.lease_s", "expected 1 to 300 seconds"),
     ('node = "vps-a"\nleases = 5', DATABASE, "cluster.leases", "unknown key"),
+    ('node = "vps-a"\nnode_silent_s = 9', DATABASE, "cluster.node_silent_s", "expected 2 × lease_s .10. to 86400"),
 ])
 def test_a_bad_cluster_table_names_its_key(write_config, table: str, database: str, key: str,  # noqa: ANN001
                                            problem: str) -> None:

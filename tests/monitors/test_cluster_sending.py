@@ -61,6 +61,7 @@ def test_a_node_sends_only_under_the_sender_lease(tmp_path: Path, pg_url: str) -
             metrics = answer.read().decode()
         assert 'wa_watchdog_lease_token{account="main",holder="vps-a"} 2.0' in metrics
         assert 'wa_watchdog_lease_valid{account=":webhooks",holder="vps-a"} 1.0' in metrics
+        assert 'wa_watchdog_cluster_node_seen_age_seconds{node="vps-a"}' in metrics  # vps-a's keepers renew it
     finally:
         system.stop()
         other.close()

@@ -37,7 +37,7 @@ def _backup(parser: argparse.ArgumentParser) -> None:
 COMPONENT = Component("watchdog", commands=(
     Command("run", "supervise the whole system (what systemd starts)", "watchdog.commands.run:cmd_run",
             writes_data_dir=True),
-    Command("status", "show every component of the running watchdog", "watchdog.control.client:cmd_status",
+    Command("status", "show every component of the running watchdog", "watchdog.commands.status:cmd_status",
             json_option, sees_running=True),
     Command("restart", "restart one component", "watchdog.control.client:cmd_restart", _restart),
     Command("reload", "make the running watchdog read its config again", "watchdog.control.client:cmd_reload"),

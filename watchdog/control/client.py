@@ -15,11 +15,13 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 import psutil
 
 from watchdog.control import token as control_token
 from watchdog.shared import endpoints
+from watchdog.shared.component import StatusSection
 from watchdog.shared.config import Config
 from watchdog.shared.exitcodes import EXIT_CONFIG
 from watchdog.shared.human import format_duration, unknown_components
@@ -195,14 +197,22 @@ def config_line(info: dict) -> str:
             f"{format_duration(info.get('age_s'))} ago ({reloads} reload{'' if reloads == 1 else 's'})")
 
 
-def cmd_status(config: Config, args: argparse.Namespace) -> int:
+def cmd_status(config: Config, args: argparse.Namespace,
+               sections: Callable[[], list[StatusSection]] = list) -> int:
+    """The running watchdog's components, then what the product adds (`sections`, asked after the watchdog
+    answered). `--json`: the list of components; with sections, {"components": [...], <name>: <data>, ...}."""
     try:
         components = _request(config, "GET", "/status", STATUS_TIMEOUT)
         info = None if args.json else _request(config, "GET", "/config", STATUS_TIMEOUT)
     except ControlError as exc:
         print(f"wa-watchdog status: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(components, indent=2) if args.json else config_line(info) + "\n\n" + status_table(components))
+    added = sections()
+    if args.json:
+        whole = {"components": components, **{s.name: s.data for s in added}} if added else components
+        print(json.dumps(whole, indent=2))
+    else:
+        print("\n\n".join([config_line(info), status_table(components), *("\n".join(s.lines) for s in added)]))
     return 0
 
 

@@ -53,6 +53,15 @@ def since_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", help="only newer than this (e.g. 30m, 1h, 2d)")
 
 
+class StatusSection(NamedTuple):
+    """What a package adds to `wa-watchdog status`: lines under the components' table, and `data` under `name`
+    in `--json` (e.g. the drops' cluster: its nodes and sender leases, read from the shared PostgreSQL)."""
+
+    name: str
+    lines: list[str]
+    data: object
+
+
 class Command(NamedTuple):
     """One `wa-watchdog` subcommand: its handler `(config, args) -> exit code` is imported only when chosen."""
 
@@ -71,13 +80,16 @@ class Component(NamedTuple):
     """One package's slice. Each "module:function" ("" = none) takes the loaded config and is imported when used:
     `programs` -> list[Program] started by `wa-watchdog run`; `findings` -> the named checks of `wa-watchdog
     check`, [(what, () -> Iterable[Finding])], each run alone (one that cannot look does not stop the others);
-    `backup_items` -> (list[BackupItem], notes) for `wa-watchdog backup`."""
+    `backup_items` -> (list[BackupItem], notes) for `wa-watchdog backup`; `status_sections` -> list[StatusSection]
+    shown by `wa-watchdog status` after the running watchdog's table (each answers for itself: a store it cannot
+    reach is a line saying so, never an exception)."""
 
     name: str
     commands: tuple[Command, ...] = ()
     programs: str = ""
     findings: str = ""
     backup_items: str = ""
+    status_sections: str = ""
     console_views: tuple[str, ...] = ()  # "module:Class" of product views the console composes (Class(config))
     preload: tuple[str, ...] = ()  # modules the fork template imports ahead (watchdog/core/template.py)
     config: ConfigSlice | None = None  # its top-level tables, their checks, ports and secrets (config_model.py)
