@@ -198,6 +198,7 @@ class Outbox:
         drained_in = max(plan.drained_at - now, pause) if plan.drained_at is not None else None
         return {**self.pause.snapshot(), "depth": self.store.outbox_depth(),
                 "next_send_at": _wall(next_in) if next_in is not None else None,
+                "next_send_s": round(next_in, 1) if next_in is not None else None,
                 "drain_s": round(drained_in, 1) if drained_in is not None else 0.0}
 
     def _owns(self, media: StagedMedia) -> bool:

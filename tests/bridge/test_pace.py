@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 from bridge.pace import OPERATOR, PaceConfig, Pacer, Queued
+from bridge.supervision import hooks
+from watchdog.core.probes import OK, HealthResult
 
 A, B, C = "1@g.us", "2@g.us", "3@g.us"
 
@@ -107,3 +109,14 @@ def test_typing_lasts_as_long_as_a_person_would_type_capped() -> None:
     assert pace.typing_s("x" * 20) == 2.0
     assert pace.typing_s("x" * 200) == 3.0
     assert PaceConfig(typing=False).typing_s("hello") == 0.0
+
+
+def test_the_watchdog_reads_the_queue_from_the_bridges_health_for_status_and_metrics() -> None:
+    sending = {"paused": False, "reason": "", "until": None, "rate_limited": 0, "depth": 4,
+               "next_send_at": "2026-12-06T17:00:12+00:00", "next_send_s": 12.0, "drain_s": 95.5}
+    probe = HealthResult(OK, "connected", body={"connected": True, "outbox_depth": 4, "sending": sending})
+    assert hooks.status_fields(probe)["connection"]["sending"] == sending
+    gauges = hooks.gauges(probe)
+    assert {name: value for name, (_, value) in gauges.items()} == {
+        "outbox_depth": 4.0, "outbox_next_send_seconds": 12.0, "outbox_drain_seconds": 95.5, "sending_paused": 0.0}
+    assert hooks.gauges(None) == {} and hooks.gauges(HealthResult(OK, "connected", body={"sending": None})) == {}

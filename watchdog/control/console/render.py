@@ -64,6 +64,13 @@ def _connection(connection: dict | None) -> str:
     else:
         parts.append("no open window")
     parts.append(f'outbox {escape(str(connection.get("outbox_depth", "?")))}')
+    sending = connection.get("sending")
+    if isinstance(sending, dict) and sending.get("paused"):
+        parts.append(f'<span class="warn">sending paused until {escape(str(sending.get("until") or "?"))} '
+                     f'({escape(str(sending.get("reason") or ""))})</span>')
+    elif isinstance(sending, dict) and sending.get("depth"):
+        parts.append(f'next send {escape(str(sending.get("next_send_at") or "?")[11:19])} UTC, '
+                     f'drained in ~{format_duration(sending.get("drain_s") or 0)}')
     for item in connection.get("not_in_groups") or []:  # a project follows a group the number is not in
         text = not_in_text(str(connection.get("account") or "?"), str(item.get("group")), list(item.get("projects") or []))
         parts.append(f'<span class="bad">{escape(text)}</span>')
