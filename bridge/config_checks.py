@@ -79,7 +79,7 @@ def check_account(checks: ConfigChecks, account: AccountConfig, data_dir: Path, 
 def check_pace(checks: ConfigChecks, account: AccountConfig, key: str) -> None:
     """Whole numbers of messages, seconds of 0 (off) or more; typing needs a typing speed."""
     pace = account.pace
-    for name in ("per_minute", "per_hour", "per_day"):
+    for name in ("per_minute", "per_hour", "per_day", "reactions_per_minute"):
         value = getattr(pace, name)
         if value < 0:
             raise checks.error(f"{key}.{name}", f"must be a whole number of messages, 0 (no limit) or more, got {value!r}")

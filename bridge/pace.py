@@ -3,8 +3,10 @@
 WhatsApp restricts numbers that send too much, too fast, too uniformly (docs/OPERATIONS.md, "Choosing
 the pace", has the published guidance the defaults come from). The pace has four parts:
 
-- an account budget per minute, hour and day (the minute budget is also spread evenly: 5 a minute is one
-  every 12 s, never five at once), counted over every message the account sends, reactions included;
+- an account budget of messages per minute, hour and day (the minute budget is also spread evenly: 5 a minute
+  is one every 12 s, never five at once);
+- reactions (an acknowledgement's ✅: no new message in the chat) spread by their own minute budget, not
+  counted in the messages';
 - a minimum gap plus random jitter between two messages to one chat (reactions excepted: they add no
   message to the chat);
 - an optional "typing…" presence before a text, as long as a person would take to type it (capped);
@@ -34,8 +36,9 @@ class PaceConfig:
     """`[accounts.NAME.pace]`: see docs/OPERATIONS.md, "Choosing the pace" (0 turns a part off)."""
 
     per_minute: int = 5
-    per_hour: int = 60
-    per_day: int = 500
+    per_hour: int = 120
+    per_day: int = 1000
+    reactions_per_minute: int = 60
     chat_gap_s: float = 30.0
     chat_jitter_s: float = 30.0
     typing: bool = True
@@ -77,7 +80,8 @@ class Pacer:
         self.pace = pace
         self.now = now
         self.rng = rng or random.Random()
-        self.sent: deque[float] = deque()  # send times in the last day
+        self.sent: deque[float] = deque()  # message send times in the last day
+        self.reacted: deque[float] = deque()  # reaction send times (the last one is what counts)
         self.chat_free: dict[str, float] = {}  # chat -> earliest time for its next message (gap + jitter drawn)
         self.connected_at: float | None = None
 
@@ -88,29 +92,36 @@ class Pacer:
     def record(self, chat: str, reaction: bool, at: float | None = None) -> None:
         """A message went out to `chat` (at `at`, default now)."""
         at = self.now() if at is None else at
+        if reaction:
+            self.reacted.append(at)
+            if len(self.reacted) > 1:
+                self.reacted.popleft()
+            return
         self.sent.append(at)
         while self.sent and self.sent[0] <= at - WINDOWS[-1][0]:
             self.sent.popleft()
-        if not reaction:
-            self.chat_free[chat] = at + self.pace.chat_gap_s + self.rng.uniform(0, self.pace.chat_jitter_s)
+        self.chat_free[chat] = at + self.pace.chat_gap_s + self.rng.uniform(0, self.pace.chat_jitter_s)
 
-    def spacing(self, at: float) -> float:
-        """The even spread of the minute budget at `at`, slower during the ramp after a reconnect."""
-        if self.pace.per_minute <= 0:
+    def spacing(self, at: float, reaction: bool = False) -> float:
+        """The even spread of the minute budget (messages', or reactions') at `at`, slower during the ramp after
+        a reconnect."""
+        per_minute = self.pace.reactions_per_minute if reaction else self.pace.per_minute
+        if per_minute <= 0:
             return 0.0
         rate = 1.0
         if self.connected_at is not None and self.pace.ramp_s > 0:
             progress = min(1.0, max(0.0, (at - self.connected_at) / self.pace.ramp_s))
             rate = RAMP_START + (1 - RAMP_START) * progress
-        return 60.0 / self.pace.per_minute / rate
+        return 60.0 / per_minute / rate
 
-    def earliest(self, sent: Sequence[float], at: float) -> float:
-        """The earliest time ≥ `at` the account's budgets allow another message, given `sent` (ascending)."""
+    def earliest(self, sent: Sequence[float], at: float, reaction: bool = False) -> float:
+        """The earliest time ≥ `at` the account's budgets allow another message (or reaction), given the times
+        of those sent before (ascending)."""
         while True:
             due = at
             if sent:
-                due = max(due, sent[-1] + self.spacing(at))
-            for window, name in WINDOWS[1:]:
+                due = max(due, sent[-1] + self.spacing(at, reaction))
+            for window, name in WINDOWS[1:] if not reaction else ():
                 limit = getattr(self.pace, name)
                 if 0 < limit <= len(sent) and sent[-limit] > due - window:  # the window already holds `limit`
                     due = sent[-limit] + window
@@ -122,7 +133,7 @@ class Pacer:
         """Project `rows` (pending, in seq order) onto the pace: what goes when. `depth`: all pending rows, when
         `rows` is only the first PLAN_LIMIT of them (the rest extrapolated at the budget's rate)."""
         now = self.now()
-        sent = list(self.sent)
+        sent, reacted = list(self.sent), list(self.reacted)
         chat_free = dict(self.chat_free)
         mean_gap = self.pace.chat_gap_s + self.pace.chat_jitter_s / 2
         queues: dict[str, deque[Queued]] = {}
@@ -131,20 +142,25 @@ class Pacer:
         urgent = {chat for chat, queue in queues.items() if any(r.priority == OPERATOR for r in queue)}
         order: list[tuple[Queued, float]] = []
         at = now
+
+        def due_of(head: Queued) -> float:
+            if head.reaction:
+                return self.earliest(reacted, at, True)
+            return self.earliest(sent, max(at, chat_free.get(head.chat, now)))
+
         while queues:
-            chat = min(queues, key=lambda c: (c not in urgent, max(at, chat_free.get(c, now)) if not queues[c][0].reaction
-                                              else at, queues[c][0].seq))
+            due, _, chat = min((due_of(queue[0]), queue[0].seq, c) for c, queue in queues.items()
+                               if not urgent or c in urgent)
             row = queues[chat].popleft()
             if not queues[chat]:
                 del queues[chat]
+            if not any(r.priority == OPERATOR for r in queues.get(chat, ())):
                 urgent.discard(chat)
-            elif not any(r.priority == OPERATOR for r in queues[chat]):
-                urgent.discard(chat)
-            due = at if row.reaction else max(at, chat_free.get(chat, now))
-            due = self.earliest(sent, due)
             order.append((row, due))
-            sent.append(due)
-            if not row.reaction:
+            if row.reaction:
+                reacted.append(due)
+            else:
+                sent.append(due)
                 chat_free[chat] = due + mean_gap
             at = due
         drained = order[-1][1] if order else None

@@ -44,7 +44,7 @@ def group_jid(n: int) -> str:
 
 
 # The account's pace off (bridge/pace.py): messages go out as soon as the machinery allows.
-PACE_OFF = "pace = { per_minute = 0, per_hour = 0, per_day = 0, chat_gap_s = 0, chat_jitter_s = 0, typing = false, ramp_s = 0 }"
+PACE_OFF = "pace = { per_minute = 0, per_hour = 0, per_day = 0, reactions_per_minute = 0, chat_gap_s = 0, chat_jitter_s = 0, typing = false, ramp_s = 0 }"
 
 
 def config_text(projects: int, watchdog: str = "", database_url: str = "", account: str = "",

@@ -62,6 +62,7 @@ AUDIT = [
     ("watchdog_sec = 3.0", "watchdog_sec = 3.0\nsend_pause_s = 0", "accounts.main.send_pause_s", "more than 0"),
     # [accounts.NAME.pace] (bridge/pace.py)
     (PACE_OFF, "pace = { per_minute = -1 }", "accounts.main.pace.per_minute", "whole number"),
+    (PACE_OFF, "pace = { reactions_per_minute = -3 }", "accounts.main.pace.reactions_per_minute", "whole number"),
     (PACE_OFF, "pace = { per_hour = 2.5 }", "accounts.main.pace.per_hour", "integer"),
     (PACE_OFF, "pace = { per_minute = 10, per_hour = 5 }", "accounts.main.pace.per_hour",
      "below per_minute"),

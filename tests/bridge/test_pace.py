@@ -79,10 +79,14 @@ def test_operator_feedback_goes_first_without_reordering_its_chat() -> None:
     assert order.index(1) < order.index(2)
 
 
-def test_reactions_skip_the_chat_gap_but_count_in_the_budget() -> None:
-    p, clock = pacer(per_minute=60, chat_gap_s=30.0)
-    sent = send_all(p, clock, [row(1, A), row(2, A, reaction=True), row(3, A, reaction=True)])
-    assert [t - 1000.0 for _, t in sent] == [0.0, 1.0, 2.0]
+def test_reactions_skip_the_chat_gap_and_have_their_own_budget() -> None:
+    p, clock = pacer(per_minute=1, reactions_per_minute=60, chat_gap_s=30.0)
+    queue = [row(1, A), row(2, A, reaction=True), row(3, B), row(4, B, reaction=True), row(5, A, reaction=True)]
+    at = {seq: t - 1000.0 for seq, t in send_all(p, clock, queue)}
+    assert at[1] == 0.0 and at[3] == 60.0  # messages: one a minute
+    # Reactions: one a second at most, not held by A's 30 s gap nor by the message budget; 4 waits for 3 only
+    # because one chat's order is kept.
+    assert [at[2], at[5], at[4]] == [0.0, 1.0, 60.0]
 
 
 def test_after_a_reconnect_the_rate_ramps_back_up() -> None:
