@@ -46,6 +46,7 @@ from bridge.media import StagedMedia
 from bridge.pace import PLAN_LIMIT, PaceConfig, Pacer, Plan, Queued
 from bridge.send_pause import SendPause
 from bridge.sending import SendRequest, context_parts, refusal_status
+from bridge.schema import parse_ts
 from bridge.store import OutboxRow, Store
 from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, RateLimited,
                               SendFailed, Source, Transport)
@@ -140,6 +141,15 @@ class Outbox:
         self._resume: asyncio.Task | None = None  # drains when the next row is due or the pause is over
         self._wake_at: float | None = None  # pacer time of that drain
         self._poke = asyncio.Event()  # an earlier wake-up was asked for
+        self._count_sent_before()
+
+    def _count_sent_before(self) -> None:
+        """A restarted bridge keeps to the pace: what it sent in the last day counts (budgets, each chat's gap)."""
+        now, mono = clock.now(), self.pacer.now()
+        for row in self.store.outbox_recent_sent(max(self.pacer.pace.per_day, PLAN_LIMIT)):
+            age = (now - parse_ts(row.sent_at)).total_seconds() if row.sent_at else None
+            if age is not None and age < 86400:  # WhatsApp's timestamp may be a little ahead of ours: now, then
+                self.pacer.record(row.recipient_jid, "reaction" in (row.context or {}), at=mono - max(0.0, age))
 
     @property
     def busy(self) -> bool:
