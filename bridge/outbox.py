@@ -168,7 +168,7 @@ class Outbox:
         finally:
             if media is not None and not self._owns(media):
                 media_files.discard(media.media.path)  # refused, or a repeat: the first copy is the one sent
-        if row.status == "pending":
+        if row.status == "pending" and not self.busy:  # a drain under way plans again after its send: it sees this
             await self.drain()
             row = self.store.outbox_row(row.message_id) or row
         position, in_s = self._expected(row)
