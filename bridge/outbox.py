@@ -57,6 +57,7 @@ SEND_TIMEOUT = 10.0  # an unanswered send stays pending and is retried (same id)
 MAX_ATTEMPTS = 5
 DELIVERY_WAIT = 8.0  # below whatsapp-mcp's and the web app's request timeouts
 DEDUPE_WINDOW = 120.0
+RECENT_SENT = 1000  # sent rows a restart counts at least (the pace's minute and the chats' gaps need only the last)
 
 
 def new_message_id(idempotency_key: str | None = None, recipient: str = "") -> str:
@@ -146,7 +147,7 @@ class Outbox:
     def _count_sent_before(self) -> None:
         """A restarted bridge keeps to the pace: what it sent in the last day counts (budgets, each chat's gap)."""
         now, mono = clock.now(), self.pacer.now()
-        for row in self.store.outbox_recent_sent(max(self.pacer.pace.per_day, PLAN_LIMIT)):
+        for row in self.store.outbox_recent_sent(max(self.pacer.pace.per_day, RECENT_SENT)):
             age = (now - parse_ts(row.sent_at)).total_seconds() if row.sent_at else None
             if age is not None and age < 86400:  # WhatsApp's timestamp may be a little ahead of ours: now, then
                 self.pacer.record(row.recipient_jid, "reaction" in (row.context or {}), at=mono - max(0.0, age))
@@ -189,8 +190,8 @@ class Outbox:
             return None, None
         plan = self.plan()
         position = plan.position(row.seq)
-        if position is None:
-            return None, None
+        if position is None:  # beyond the rows projected one by one: last, at the extrapolated end
+            return self.store.outbox_depth(), (plan.drained_at or self.pacer.now()) - self.pacer.now()
         return position, plan.order[position - 1][1] - self.pacer.now()
 
     def plan(self) -> Plan:
@@ -233,7 +234,7 @@ class Outbox:
                     self._wake(self.pause.remaining())
                     return sent
                 pending = {r.seq: r for r in self.store.outbox_pending(limit=PLAN_LIMIT)}
-                plan = self.pacer.plan([queued(r) for r in pending.values()])
+                plan = self.pacer.plan([queued(r) for r in pending.values()], limit=1)
                 if not plan.order:
                     return sent
                 first, due = plan.order[0]

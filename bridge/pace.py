@@ -28,7 +28,7 @@ from dataclasses import dataclass
 RAMP_START = 0.25  # fraction of the account's rate right after a reconnect
 WINDOWS = ((60.0, "per_minute"), (3600.0, "per_hour"), (86400.0, "per_day"))
 OPERATOR = "operator"  # the priority of operator feedback (monitors' KIND_OPERATOR)
-PLAN_LIMIT = 2000  # rows projected one by one; beyond them the drain time is extrapolated from the budget
+PLAN_LIMIT = 300  # rows projected one by one (cost: rows x chats); beyond them, extrapolated from the budget
 
 
 @dataclass(frozen=True)
@@ -129,9 +129,10 @@ class Pacer:
                 return at
             at = due
 
-    def plan(self, rows: Sequence[Queued], depth: int | None = None) -> Plan:
+    def plan(self, rows: Sequence[Queued], depth: int | None = None, limit: int | None = None) -> Plan:
         """Project `rows` (pending, in seq order) onto the pace: what goes when. `depth`: all pending rows, when
-        `rows` is only the first PLAN_LIMIT of them (the rest extrapolated at the budget's rate)."""
+        `rows` is only the first PLAN_LIMIT of them (the rest extrapolated at the budget's rate); `limit`: stop
+        after that many (the drain needs only the first)."""
         now = self.now()
         sent, reacted = list(self.sent), list(self.reacted)
         chat_free = dict(self.chat_free)
@@ -142,15 +143,12 @@ class Pacer:
         urgent = {chat for chat, queue in queues.items() if any(r.priority == OPERATOR for r in queue)}
         order: list[tuple[Queued, float]] = []
         at = now
-
-        def due_of(head: Queued) -> float:
-            if head.reaction:
-                return self.earliest(reacted, at, True)
-            return self.earliest(sent, max(at, chat_free.get(head.chat, now)))
-
-        while queues:
-            due, _, chat = min((due_of(queue[0]), queue[0].seq, c) for c, queue in queues.items()
-                               if not urgent or c in urgent)
+        while queues and (limit is None or len(order) < limit):
+            # The account's budgets give one earliest time per kind; a message also waits for its chat's gap
+            # (a later moment never meets a tighter budget: the ramp only loosens it).
+            message_due, reaction_due = self.earliest(sent, at), self.earliest(reacted, at, True)
+            due, _, chat = min((reaction_due if queue[0].reaction else max(message_due, chat_free.get(c, now)),
+                                queue[0].seq, c) for c, queue in queues.items() if not urgent or c in urgent)
             row = queues[chat].popleft()
             if not queues[chat]:
                 del queues[chat]
