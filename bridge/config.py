@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bridge.pace import PaceConfig
 from watchdog.shared.config_model import ConfigError
 
 GROUP_JID = re.compile(r"^[0-9]+(-[0-9]+)?@g\.us$")
@@ -105,6 +106,8 @@ class AccountConfig:
     dedupe_window_s: float = 120.0
     # WhatsApp's rate-overlimit (429) pauses the account this long, doubling with each further one (max 15 min).
     send_pause_s: float = 30.0
+    # The pace of sending (bridge/pace.py; docs/OPERATIONS.md, "Choosing the pace").
+    pace: PaceConfig = field(default_factory=PaceConfig)
 
     @property
     def component(self) -> str:

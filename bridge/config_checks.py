@@ -60,6 +60,7 @@ def check_account(checks: ConfigChecks, account: AccountConfig, data_dir: Path, 
     for name in ("send_wait_s", "dedupe_window_s"):
         if getattr(account, name) < 0:
             raise checks.error(f"{key}.{name}", f"must be 0 (off) or more seconds, got {getattr(account, name):g}")
+    check_pace(checks, account, f"{key}.pace")
     for i, jid in enumerate(account.follow_groups):
         if not GROUP_JID.match(jid):
             raise checks.error(f"{key}.follow_groups[{i}]", f"not a group JID (like 120363000000000001@g.us): {jid!r}")
@@ -73,6 +74,24 @@ def check_account(checks: ConfigChecks, account: AccountConfig, data_dir: Path, 
         download_dir=data_dir / account.download_dir if account.download_dir != Path() else base / "downloads",
         media_dirs=[data_dir / d for d in account.media_dirs] or [data_dir / "media"],
     )
+
+
+def check_pace(checks: ConfigChecks, account: AccountConfig, key: str) -> None:
+    """Whole numbers of messages, seconds of 0 (off) or more; typing needs a typing speed."""
+    pace = account.pace
+    for name in ("per_minute", "per_hour", "per_day", "reactions_per_minute"):
+        value = getattr(pace, name)
+        if value < 0:
+            raise checks.error(f"{key}.{name}", f"must be a whole number of messages, 0 (no limit) or more, got {value!r}")
+    for name in ("chat_gap_s", "chat_jitter_s", "typing_max_s", "ramp_s"):
+        if getattr(pace, name) < 0:
+            raise checks.error(f"{key}.{name}", f"must be 0 (off) or more seconds, got {getattr(pace, name):g}")
+    if pace.typing:
+        checks.check_positive(pace.typing_chars_per_s, f"{key}.typing_chars_per_s")
+    if 0 < pace.per_hour < pace.per_minute:
+        raise checks.error(f"{key}.per_hour", f"{pace.per_hour} is below per_minute ({pace.per_minute})")
+    if 0 < pace.per_day < pace.per_hour:
+        raise checks.error(f"{key}.per_day", f"{pace.per_day} is below per_hour ({pace.per_hour})")
 
 
 def check_probe(checks: ConfigChecks, probe: ProbeConfig, key: str) -> None:

@@ -22,7 +22,8 @@ EVENTS = Events(kinds={"disconnect": ("#e6b800", "WhatsApp disconnected")},
 
 
 def connection_line(connection: dict | None) -> str:
-    """The bridge's health answer's `connection` as one line: state, open window, outbox, groups it is not in."""
+    """The bridge's health answer's `connection` as one line: state, open window, outbox and its pace, groups it is
+    not in."""
     if connection is None:
         return '<div class="conn bad">WhatsApp: no health answer</div>'
     window = connection.get("open_window")
@@ -38,6 +39,13 @@ def connection_line(connection: dict | None) -> str:
     else:
         parts.append("no open window")
     parts.append(f'outbox {escape(str(connection.get("outbox_depth", "?")))}')
+    sending = connection.get("sending")  # the pace and WhatsApp's limits (bridge/pace.py, bridge/send_pause.py)
+    if isinstance(sending, dict) and sending.get("paused"):
+        parts.append(f'<span class="warn">sending paused until {escape(str(sending.get("until") or "?"))} '
+                     f'({escape(str(sending.get("reason") or ""))})</span>')
+    elif isinstance(sending, dict) and sending.get("depth"):
+        parts.append(f'next send {escape(str(sending.get("next_send_at") or "?")[11:19])} UTC, '
+                     f'drained in ~{format_duration(sending.get("drain_s") or 0)}')
     for item in connection.get("not_in_groups") or []:  # a project follows a group the number is not in
         text = not_in_text(str(connection.get("account") or "?"), str(item.get("group")), list(item.get("projects") or []))
         parts.append(f'<span class="bad">{escape(text)}</span>')

@@ -46,6 +46,7 @@ from bridge.api import build_app
 from bridge.health import CONNECTED, STATE_OF_KIND, Health, HealthInputs
 from bridge.outbox import Outbox
 from bridge.quarantine import Quarantined, unmappable
+from bridge.pace import Pacer
 from bridge.send_pause import SendPause
 from bridge.session_lock import SessionHeld, SessionLock
 from bridge.integrity import CorruptStore, check_or_refuse
@@ -111,7 +112,7 @@ class Bridge:
         self.outbox = Outbox(store, transport, account.jid, is_connected=lambda: self.health.connected,
                              on_dead_letter=self._dead_letter, max_attempts=account.send_max_attempts,
                              delivery_wait=account.send_wait_s, dedupe_window=account.dedupe_window_s,
-                             pause=SendPause(first=account.send_pause_s))
+                             pause=SendPause(first=account.send_pause_s), pacer=Pacer(account.pace))
         store.on_set_aside = self._set_aside
         self.alive = AliveFile(alive_path(account.session_dir, store.path, config.data_dir, self.component))
         self.windows = Windows(store, self.alive, self.recovery_log, self.component, transport,
@@ -202,6 +203,7 @@ class Bridge:
             self._banned(event, reason)
         if state == CONNECTED:
             self.outbox.pause.lifted()
+            self.outbox.pacer.connected()
             logger.info("connected to WhatsApp as {}", self.account.phone)
             self._connected_at = clock.instant(event.at.timestamp())
             self._synced.clear()
@@ -251,7 +253,7 @@ class Bridge:
     def health_inputs(self) -> HealthInputs:
         try:
             return HealthInputs(self.store.outbox_depth(), self.store.open_window(), self.store.outbox_dead_letters(),
-                                self.store.quarantine_counts(), self.membership.health(), self.outbox.pause.snapshot())
+                                self.store.quarantine_counts(), self.membership.health(), self.outbox.sending())
         except sqlite3.Error as exc:
             self.health.store_result(f"cannot read {self.store.path}: {exc}")
             return HealthInputs(-1, None, -1, {}, self.membership.health(), self.outbox.pause.snapshot())
@@ -261,8 +263,10 @@ class Bridge:
             counts = f"{self.store.message_count()} messages · outbox {self.store.outbox_depth()}"
             dead, poison = self.store.outbox_dead_letters(), sum(self.store.quarantine_counts().values())
             counts += (f" · dead-lettered {dead}" if dead else "") + (f" · quarantined {poison}" if poison else "")
-            if (sending := self.outbox.pause.snapshot())["paused"]:
+            if (sending := self.outbox.sending())["paused"]:
                 counts += f" · sending paused until {sending['until']}"
+            elif sending["depth"]:
+                counts += f" · next send {sending['next_send_at']}, drained in ~{sending['drain_s']:.0f} s"
         except sqlite3.Error:
             counts = "store unreadable"
         return f"{self.health.reported_state} · {counts}"

@@ -17,6 +17,11 @@ the whole account (`SendPause`), after which the outbox drains by itself; a
 refusal for one recipient (463 and relatives) dead-letters that row with
 WhatsApp's code and meaning.
 
+The account's pace (bridge/pace.py) decides which row goes next and when: one chat's rows in order, a chat
+holding operator feedback first, the account's budgets, the gap per chat, "typing…" before a text. A row that
+cannot go at once is answered 202 with its place in the queue and its expected time; the outbox wakes itself
+when the next row is due.
+
 Exactly-once for clients that treat anything but 200 as failure (whatsapp-mcp's
 `requests.post` without an Idempotency-Key): such a request waits up to
 `delivery_wait` for its row to be sent (a reconnect takes well under that), and
@@ -31,24 +36,28 @@ import hashlib
 import json
 import secrets
 from collections.abc import Callable
-from datetime import timezone
+from datetime import timedelta, timezone
 from pathlib import Path
 
 from loguru import logger
 
 from bridge import media as media_files
 from bridge.media import StagedMedia
+from bridge.pace import PLAN_LIMIT, PaceConfig, Pacer, Plan, Queued
 from bridge.send_pause import SendPause
 from bridge.sending import SendRequest, context_parts, refusal_status
+from bridge.schema import parse_ts
 from bridge.store import OutboxRow, Store
 from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, RateLimited,
                               SendFailed, Source, Transport)
+from watchdog.shared import clock
 from watchdog.shared.waiting import wait_event
 
 SEND_TIMEOUT = 10.0  # an unanswered send stays pending and is retried (same id) later
 MAX_ATTEMPTS = 5
 DELIVERY_WAIT = 8.0  # below whatsapp-mcp's and the web app's request timeouts
 DEDUPE_WINDOW = 120.0
+RECENT_SENT = 1000  # sent rows a restart counts at least (the pace's minute and the chats' gaps need only the last)
 
 
 def new_message_id(own_jid: str, idempotency_key: str | None) -> str:
@@ -72,20 +81,40 @@ def fingerprint(endpoint: str, request: SendRequest, media: StagedMedia | None) 
     return hashlib.sha256(json.dumps(key, ensure_ascii=True).encode()).hexdigest()
 
 
-def reply(row: OutboxRow, paused: str = "") -> tuple[int, dict]:
-    """The HTTP answer for an outbox row: 200 sent, 202 queued (`paused`: why sending waits, else not
-    connected); never to be sent: 404 unknown group, 403 not a member of it, else 422 (refused, dead-lettered).
+def reply(row: OutboxRow, paused: str = "", position: int | None = None, in_s: float | None = None) -> tuple[int, dict]:
+    """The HTTP answer for an outbox row: 200 sent, 202 queued (`paused`: why sending waits; `position` and
+    `in_s`: its place in the paced queue and when it is expected out; else not connected); never to be sent:
+    404 unknown group, 403 not a member of it, else 422 (refused, dead-lettered).
 
     422, not 500: the bridge is fine; this message cannot be delivered as asked, and repeating it will not help.
     """
     if row.status == "sent":
         return 200, {"success": True, "message": f"Message sent to {row.recipient}", "id": row.message_id}
     if row.status == "pending":
-        why = (f"Sending paused ({paused}): queued for {row.recipient}, sent when the pause ends" if paused
-               else f"Not connected to WhatsApp: queued for {row.recipient}, sent on reconnect")
-        return 202, {"success": True, "queued": True, "id": row.message_id, "message": why}
+        if paused:
+            why = f"Sending paused ({paused}): queued for {row.recipient}, sent when the pause ends"
+        elif position is not None:
+            why = f"Paced: queued for {row.recipient} at position {position}, expected out in {in_s or 0:.0f} s"
+        else:
+            why = f"Not connected to WhatsApp: queued for {row.recipient}, sent on reconnect"
+        body = {"success": True, "queued": True, "id": row.message_id, "message": why}
+        if position is not None:
+            body["position"] = position
+            body["expected_at"] = _wall(in_s or 0.0)
+        return 202, body
     return refusal_status(row.error or ""), {"success": False, "id": row.message_id,
                                              "message": f"Error sending message: {row.error}"}
+
+
+def _wall(in_s: float) -> str:
+    """A moment `in_s` seconds from now, for people (UTC, ISO 8601)."""
+    return (clock.now() + timedelta(seconds=max(0.0, in_s))).isoformat(timespec="seconds")
+
+
+def queued(row: OutboxRow) -> Queued:
+    """What the pace needs of a row."""
+    context = row.context or {}
+    return Queued(row.seq, row.recipient_jid, str(context.get("priority", "")), "reaction" in context, len(row.text))
 
 
 class Outbox:
@@ -93,7 +122,8 @@ class Outbox:
                  is_connected: Callable[[], bool] = lambda: True,
                  on_dead_letter: Callable[[OutboxRow, str], None] = lambda row, reason: None,
                  max_attempts: int = MAX_ATTEMPTS, delivery_wait: float = DELIVERY_WAIT,
-                 dedupe_window: float = DEDUPE_WINDOW, pause: SendPause | None = None) -> None:
+                 dedupe_window: float = DEDUPE_WINDOW, pause: SendPause | None = None,
+                 pacer: Pacer | None = None) -> None:
         self.store = store
         self.transport = transport
         self.own_jid = own_jid
@@ -104,9 +134,22 @@ class Outbox:
         self.delivery_wait = delivery_wait
         self.dedupe_window = dedupe_window
         self.pause = pause or SendPause()
+        self.pacer = pacer or Pacer(PaceConfig(per_minute=0, per_hour=0, per_day=0, chat_gap_s=0, chat_jitter_s=0,
+                                               typing=False, ramp_s=0))
         self._lock = asyncio.Lock()
         self._done: dict[str, asyncio.Event] = {}  # message id -> set once sent or dead
-        self._resume: asyncio.Task | None = None  # drains once the pause is over
+        self._resume: asyncio.Task | None = None  # drains when the next row is due or the pause is over
+        self._wake_at: float | None = None  # pacer time of that drain
+        self._poke = asyncio.Event()  # an earlier wake-up was asked for
+        self._count_sent_before()
+
+    def _count_sent_before(self) -> None:
+        """A restarted bridge keeps to the pace: what it sent in the last day counts (budgets, each chat's gap)."""
+        now, mono = clock.now(), self.pacer.now()
+        for row in self.store.outbox_recent_sent(max(self.pacer.pace.per_day, RECENT_SENT)):
+            age = (now - parse_ts(row.sent_at)).total_seconds() if row.sent_at else None
+            if age is not None and age < 86400:  # WhatsApp's timestamp may be a little ahead of ours: now, then
+                self.pacer.record(row.recipient_jid, "reaction" in (row.context or {}), at=mono - max(0.0, age))
 
     @property
     def busy(self) -> bool:
@@ -125,16 +168,48 @@ class Outbox:
         finally:
             if media is not None and not self._owns(media):
                 media_files.discard(media.media.path)  # refused, or a repeat: the first copy is the one sent
-        if row.status == "pending":
-            await self.drain(until_seq=row.seq)
+        if row.status == "pending" and not self.busy:  # a drain under way plans again after its send: it sees this
+            await self.drain()
             row = self.store.outbox_row(row.message_id) or row
-        if row.status == "pending" and idempotency_key is None and self.delivery_wait > 0:
+        position, in_s = self._expected(row)
+        if (row.status == "pending" and idempotency_key is None and self.delivery_wait > 0
+                and (in_s is None or in_s <= self.delivery_wait)):
             row = await self._wait_for_delivery(row)
+            position, in_s = self._expected(row)
         paused = self.pause.reason if self.pause.remaining() else ""
         if row.status == "pending":
             logger.info("queued {} to {}: {} ({} in the outbox)", row.message_id, row.recipient_jid,
-                        paused or "not connected", self.store.outbox_depth())
-        return reply(row, paused)
+                        paused or (f"paced, position {position}" if position else "not connected"),
+                        self.store.outbox_depth())
+        return reply(row, paused, position if self.is_connected() else None, in_s)
+
+    def _expected(self, row: OutboxRow) -> tuple[int | None, float | None]:
+        """A pending row's place in the paced queue and seconds until it is expected out."""
+        if row.status != "pending":
+            return None, None
+        plan = self.plan()
+        position = plan.position(row.seq)
+        if position is None:  # beyond the rows projected one by one: last, at the extrapolated end
+            return self.store.outbox_depth(), (plan.drained_at or self.pacer.now()) - self.pacer.now()
+        return position, plan.order[position - 1][1] - self.pacer.now()
+
+    def plan(self) -> Plan:
+        """The pending rows projected onto the pace (bridge/pace.py)."""
+        return self.pacer.plan([queued(r) for r in self.store.outbox_pending(limit=PLAN_LIMIT)],
+                               self.store.outbox_depth())
+
+    def sending(self) -> dict:
+        """`sending` in GET /api/health: the pause (bridge/send_pause.py), the queue's depth, when its next row is
+        due (UTC) and in how many seconds it is expected empty."""
+        plan = self.plan()
+        now = self.pacer.now()
+        pause = self.pause.remaining()
+        next_in = max(plan.order[0][1] - now, pause) if plan.order else None
+        drained_in = max(plan.drained_at - now, pause) if plan.drained_at is not None else None
+        return {**self.pause.snapshot(), "depth": self.store.outbox_depth(),
+                "next_send_at": _wall(next_in) if next_in is not None else None,
+                "next_send_s": round(next_in, 1) if next_in is not None else None,
+                "drain_s": round(drained_in, 1) if drained_in is not None else 0.0}
 
     def _owns(self, media: StagedMedia) -> bool:
         """True if an outbox row sends this staged copy."""
@@ -147,43 +222,65 @@ class Outbox:
         self._done.pop(row.message_id, None)
         return self.store.outbox_row(row.message_id) or row
 
-    async def drain(self, until_seq: int | None = None) -> int:
-        """Send pending rows in order until empty, `until_seq` is done, or the connection is gone.
-
-        Returns how many were sent.
+    async def drain(self) -> int:
+        """Send the rows that are due, in the pace's order, until none is due, the queue is empty, sending is
+        paused or the connection is gone (a later drain is scheduled for the first two). Returns how many were sent.
         """
         sent = 0
         async with self._lock:
             while True:
-                pending = self.store.outbox_pending(limit=50)
-                if not pending:
+                if self.pause.remaining():
+                    self._wake(self.pause.remaining())
                     return sent
-                for row in pending:
-                    if until_seq is not None and row.seq > until_seq:
-                        return sent
-                    if self.pause.remaining():
-                        self._resume_later()
-                        return sent
-                    outcome = await self._send(row)
-                    if outcome is None:
-                        return sent
-                    sent += outcome
+                pending = {r.seq: r for r in self.store.outbox_pending(limit=PLAN_LIMIT)}
+                plan = self.pacer.plan([queued(r) for r in pending.values()], limit=1)
+                if not plan.order:
+                    return sent
+                first, due = plan.order[0]
+                if due > self.pacer.now():
+                    self._wake(due - self.pacer.now())
+                    return sent
+                row = pending[first.seq]
+                await self._typing(row, first)
+                outcome = await self._send(row)
+                if outcome is None:
+                    return sent
+                if outcome:
+                    self.pacer.record(first.chat, first.reaction)
+                sent += outcome
 
-    def _resume_later(self) -> None:
-        """Drain again when the pause is over (one waiting task at most)."""
+    async def _typing(self, row: OutboxRow, head: Queued) -> None:
+        """"typing…" in the chat for as long as a person would take to type the text (best effort)."""
+        seconds = 0.0 if head.reaction or row.media_path else self.pacer.pace.typing_s(row.text)
+        if seconds <= 0 or not self.is_connected():
+            return
+        try:
+            await self.transport.typing(row.recipient_jid, True)
+        except (NotConnected, SendFailed) as exc:
+            logger.debug("typing in {}: {}", row.recipient_jid, exc)
+            return
+        await asyncio.sleep(seconds)
+
+    def _wake(self, delay: float) -> None:
+        """Drain again in `delay` seconds (one waiting task; an earlier wake-up wins)."""
+        at = self.pacer.now() + delay
+        if self._wake_at is None or at < self._wake_at:
+            self._wake_at = at
+            self._poke.set()
         if self._resume is None or self._resume.done():
-            self._resume = asyncio.ensure_future(self._drain_after_pause())
+            self._resume = asyncio.ensure_future(self._drain_when_due())
 
-    async def _drain_after_pause(self) -> None:
-        """Wait out the pause, drain, and again if the drain met a new pause (another 429)."""
-        while True:
-            while self.pause.remaining():
-                await asyncio.sleep(self.pause.remaining())
+    async def _drain_when_due(self) -> None:
+        while self._wake_at is not None:
+            self._poke.clear()
+            left = self._wake_at - self.pacer.now()
+            if left > 0:
+                await wait_event(self._poke, left)
+                continue
+            self._wake_at = None
             if not self.is_connected():
                 return  # the reconnect drains
             await self.drain()
-            if not self.pause.remaining():
-                return
 
     def close(self) -> None:
         """Stop waiting for a pause to end (the bridge is stopping; the rows stay queued)."""
@@ -213,7 +310,7 @@ class Outbox:
             delay = self.pause.rate_limited(str(exc))
             logger.warning("send {} to {}: {}; the account pauses {:.3g} s, the message stays queued", row.message_id,
                            row.recipient_jid, exc, delay)
-            self._resume_later()
+            self._wake(delay)
             return None
         except TimeoutError:
             logger.warning("send {} to {}: no answer within {}s; stays queued", row.message_id, row.recipient_jid,

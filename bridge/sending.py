@@ -52,13 +52,18 @@ class SendRequest:
     media_path: str | None  # as the client wrote it; opened, checked and copied by bridge.media
     quote: Quote | None = None
     reaction: Reaction | None = None
+    priority: str = ""  # "operator": goes before automatic messages (bridge/pace.py)
 
     @property
     def context(self) -> dict | None:
-        """What the outbox keeps beside the text (bridge/store.py, outbox.context)."""
+        """What the outbox keeps beside the text (bridge/store.py, outbox.context): a reaction or a quote, and
+        the priority when there is one."""
+        context: dict = {"priority": self.priority} if self.priority else {}
         if self.reaction is not None:
-            return {"reaction": vars(self.reaction)}
-        return {"quote": vars(self.quote)} if self.quote is not None else None
+            context["reaction"] = vars(self.reaction)
+        elif self.quote is not None:
+            context["quote"] = vars(self.quote)
+        return context or None
 
 
 def context_parts(context: dict | None) -> tuple[Quote | None, Reaction | None]:
@@ -189,11 +194,17 @@ def parse_quote(body: dict) -> Quote | None:
     return Quote(_message_id(body["quoted_message_id"], "quoted_message_id"), sender_jid, content)
 
 
+PRIORITIES = ("normal", "operator")
+
+
 def parse_send(body: object) -> SendRequest:
     """`POST /api/send {"recipient", "message", "media_path"?, "mentions"? | "mentioned_jid"?, "quoted_message_id"?,
-    "quoted_sender_jid"?, "quoted_content"?}`."""
+    "quoted_sender_jid"?, "quoted_content"?, "priority"?}`."""
     body = json_object(body, ("recipient", "message", "media_path", "mentions", "mentioned_jid", "quoted_message_id",
-                              "quoted_sender_jid", "quoted_content"))
+                              "quoted_sender_jid", "quoted_content", "priority"))
+    priority = "normal" if body.get("priority") in (None, "") else body["priority"]
+    if priority not in PRIORITIES:
+        raise BadRequest(f"priority must be {' or '.join(map(repr, PRIORITIES))}, got {str(priority)[:40]!r}")
     recipient = body.get("recipient")
     recipient_jid = parse_jid(recipient)
     message = "" if body.get("message") is None else body["message"]
@@ -208,7 +219,8 @@ def parse_send(body: object) -> SendRequest:
     check_text(message)
     mentions = parse_mentions(body.get("mentions", body.get("mentioned_jid")))
     text = check_text(with_mention_tags(message, mentions), tagged=True)
-    return SendRequest(str(recipient).strip(), recipient_jid, text, mentions, media_path, parse_quote(body))
+    return SendRequest(str(recipient).strip(), recipient_jid, text, mentions, media_path, parse_quote(body),
+                       priority="" if priority == "normal" else priority)
 
 
 MAX_EMOJI = 32  # characters: one emoji is at most a few code points (skin tones, ZWJ sequences)

@@ -497,6 +497,12 @@ class Store:
                                  (limit,))
         return [_outbox_row(row) for row in rows]
 
+    def outbox_recent_sent(self, limit: int) -> list[OutboxRow]:
+        """The last `limit` rows sent, oldest first: what the pace counts after a restart (bridge/pace.py)."""
+        rows = self.conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'sent' ORDER BY seq DESC "
+                                 "LIMIT ?", (limit,)).fetchall()
+        return [_outbox_row(row) for row in reversed(rows)]
+
     def outbox_depth(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]
 

@@ -71,6 +71,21 @@ class BridgeHooks(Hooks):
     def classifier(self, check: Check):
         return _classify_bytes
 
+    def gauges(self, last_probe: HealthResult | None) -> dict[str, tuple[str, float]]:
+        """The outbox for /metrics: its depth, when its next message is due and when it is expected empty (the
+        pace, bridge/pace.py), and whether sending is paused. None before a health answer that tells them."""
+        body = last_probe.body if last_probe is not None else None
+        sending = body.get("sending") if isinstance(body, dict) else None
+        if not isinstance(sending, dict) or "depth" not in sending:
+            return {}
+        return {"outbox_depth": ("Messages queued in the bridge's outbox", float(sending["depth"])),
+                "outbox_next_send_seconds": ("Seconds until the next queued message is due (pace or pause)",
+                                             float(sending.get("next_send_s") or 0.0)),
+                "outbox_drain_seconds": ("Seconds until the outbox is expected empty at the account's pace",
+                                         float(sending.get("drain_s") or 0.0)),
+                "sending_paused": ("1 while WhatsApp's rate limit or a temporary ban holds the account's sending",
+                                   1.0 if sending.get("paused") else 0.0)}
+
     def standby_argv(self, program: Program) -> tuple[str, ...]:
         return (*program.argv, "--standby")
 

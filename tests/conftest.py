@@ -68,6 +68,10 @@ async def until(condition: Callable[[], object], timeout: float = 10.0, message:
         await asyncio.sleep(interval)
 
 
+# Tests send at once: the account's pace (bridge/pace.py; its defaults spread messages over minutes) is off in the
+# test configs, and the pacing tests set their own small pace.
+PACE_OFF = "pace = { per_minute = 0, per_hour = 0, per_day = 0, reactions_per_minute = 0, chat_gap_s = 0, chat_jitter_s = 0, typing = false, ramp_s = 0 }"
+
 BASE_CONFIG = f"""
 data_dir = "data"
 
@@ -97,6 +101,7 @@ transport = "sim"
 phone = "27710000000"
 api_port = 0
 watchdog_sec = 3.0
+{PACE_OFF}
 
 [accounts.main.probe]
 initial_delay = 1.0

@@ -26,7 +26,7 @@ from neonize.proto.waCommon.WACommon_pb2 import MessageKey
 from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
 
 from bridge.transports.neonize_transport import linked_devices
-from tests.conftest import GROUP_A, GROUP_B
+from tests.conftest import GROUP_A, GROUP_B, PACE_OFF
 
 PHONE = "27710000000"
 
@@ -39,6 +39,7 @@ phone = "{PHONE}"
 api_port = 0
 watchdog_sec = 3.0
 follow_groups = ["{GROUP_A}", "{GROUP_B}"]
+{PACE_OFF}
 
 [[projects]]
 name = "lawley"

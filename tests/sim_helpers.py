@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 
 from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Receipt
-from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, Processes
+from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, PACE_OFF, Processes
 from watchdog.shared import endpoints
 
 MAIN_PHONE = "27710000000"
@@ -24,6 +24,7 @@ TWO_SESSIONS_CONFIG = BASE_CONFIG.replace(
 transport = "sim"
 phone = "{SENDER_PHONE}"
 api_port = 0
+{PACE_OFF}
 """
 assert GROUP_A in TWO_SESSIONS_CONFIG and GROUP_B in TWO_SESSIONS_CONFIG
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import aiohttp
 
+from scripts.benchmarks.system_run import PACE_OFF
 from watchdog.shared import endpoints
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,6 +53,7 @@ participants = ["27710000003"]
 transport = "sim"
 phone = "27710000000"
 api_port = 0
+{PACE_OFF}
 [[projects]]
 name = "lawley"
 groups = ["{GROUPS[0]}"]

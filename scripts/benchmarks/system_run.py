@@ -43,12 +43,18 @@ def group_jid(n: int) -> str:
     return f"1203630000000000{n:02d}@g.us"
 
 
+# The account's pace off (bridge/pace.py): messages go out as soon as the machinery allows.
+PACE_OFF = "pace = { per_minute = 0, per_hour = 0, per_day = 0, reactions_per_minute = 0, chat_gap_s = 0, chat_jitter_s = 0, typing = false, ramp_s = 0 }"
+
+
 def config_text(projects: int, watchdog: str = "", database_url: str = "", account: str = "",
-                projects_per_process: int | str = 1, probe_period: float = 0.2, separate_sim: bool = False) -> str:
+                projects_per_process: int | str = 1, probe_period: float = 0.2, separate_sim: bool = False,
+                pace: str = PACE_OFF) -> str:
     """One sim account and `projects` projects, each watching its own group (two dev, the rest prod);
     the drops store in PostgreSQL when `database_url` is given. `watchdog` and `account` are extra lines
     for [watchdog] and [accounts.main] (e.g. `standby = false`). `separate_sim`: the watchdog does not
-    run the simulator (`RunningSystem(separate_sim=True)` does)."""
+    run the simulator (`RunningSystem(separate_sim=True)` does). `pace`: the account's `pace = {...}` line: off by
+    default (these benchmarks measure the machinery); "" = the product's default pace (bridge/pace.py)."""
     sim = "enabled = false\n" if separate_sim else ""
     parts = [f'data_dir = "data"\n\n[watchdog]\ncontrol_port = 0\n{watchdog}\n[sim]\nport = 0\n{sim}']
     if projects_per_process != "auto":  # the product's default groups many projects; 1 is each alone
@@ -56,7 +62,7 @@ def config_text(projects: int, watchdog: str = "", database_url: str = "", accou
     for n in range(1, projects + 1):
         members = ", ".join(f'"{c.split("@")[0]}"' for c in CONTRACTORS)
         parts.append(f'[[sim.groups]]\njid = "{group_jid(n)}"\nname = "Project {n}"\nparticipants = [{members}]\n')
-    parts.append(f'[accounts.main]\ntransport = "sim"\nphone = "{PHONE}"\napi_port = 0\nwatchdog_sec = 3.0\n{account}\n'
+    parts.append(f'[accounts.main]\ntransport = "sim"\nphone = "{PHONE}"\napi_port = 0\nwatchdog_sec = 3.0\n{account}\n{pace}\n'
                  f'[accounts.main.probe]\nperiod = {probe_period:g}\ninitial_delay = 1.0\n')
     for n in range(1, projects + 1):
         environment = "dev" if n > max(projects - 2, 1) else "prod"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.config_support import SECOND_ACCOUNT, check_setting, run_cli
-from tests.conftest import BASE_CONFIG
+from tests.conftest import BASE_CONFIG, PACE_OFF
 from watchdog.components import load
 from watchdog.shared.config import ConfigError
 
@@ -60,6 +60,21 @@ AUDIT = [
      "unknown key"),
     ("watchdog_sec = 3.0", "watchdog_sec = 3.0\nsend_max_attempts = 0", "accounts.main.send_max_attempts", "more than 0"),
     ("watchdog_sec = 3.0", "watchdog_sec = 3.0\nsend_pause_s = 0", "accounts.main.send_pause_s", "more than 0"),
+    # [accounts.NAME.pace] (bridge/pace.py)
+    (PACE_OFF, "pace = { per_minute = -1 }", "accounts.main.pace.per_minute", "whole number"),
+    (PACE_OFF, "pace = { reactions_per_minute = -3 }", "accounts.main.pace.reactions_per_minute", "whole number"),
+    (PACE_OFF, "pace = { per_hour = 2.5 }", "accounts.main.pace.per_hour", "integer"),
+    (PACE_OFF, "pace = { per_minute = 10, per_hour = 5 }", "accounts.main.pace.per_hour",
+     "below per_minute"),
+    (PACE_OFF, "pace = { per_hour = 100, per_day = 50 }", "accounts.main.pace.per_day",
+     "below per_hour"),
+    (PACE_OFF, "pace = { chat_gap_s = -1 }", "accounts.main.pace.chat_gap_s", "0 (off)"),
+    (PACE_OFF, "pace = { ramp_s = -5 }", "accounts.main.pace.ramp_s", "0 (off)"),
+    (PACE_OFF, "pace = { typing_chars_per_s = 0 }", "accounts.main.pace.typing_chars_per_s",
+     "more than 0"),
+    (PACE_OFF, "pace = { typing = \"yes\" }", "accounts.main.pace.typing", "true or false"),
+    (PACE_OFF, "pace = { per_week = 3 }", "accounts.main.pace.per_week", "unknown"),
+    (PACE_OFF, "pace = { per_minute = 0, chat_gap_s = 0, typing = false }", None, None),
     ("watchdog_sec = 3.0", "watchdog_sec = 3.0\nsend_wait_s = -1", "accounts.main.send_wait_s", "0 (off) or more"),
     ("watchdog_sec = 3.0", "watchdog_sec = 3.0\ndedupe_window_s = -1", "accounts.main.dedupe_window_s", "0 (off) or more"),
     ("[[projects]]", SECOND_ACCOUNT.replace("[accounts.other]", '[accounts."main account"]') + "\n[[projects]]",

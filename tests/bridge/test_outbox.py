@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bridge.outbox import Outbox
+from bridge.pace import PaceConfig, Pacer
 from bridge.sending import SendRequest
 from bridge.store import IdempotencyConflict, OutboxRow, Store
 from bridge.transport import (Capabilities, IncomingMessage, MediaInfo, NotConnected, OutgoingMessage, SendResult,
@@ -130,3 +131,23 @@ def test_a_keyless_retry_is_the_same_send_and_waits_for_delivery(store: Store) -
     transport.connected = False
     quick = Outbox(store, transport, "27710000000@s.whatsapp.net", delivery_wait=0.05, dedupe_window=0)
     assert asyncio.run(quick.submit(request("hello"), None, None, "/send-message"))[0] == 202  # window off: new row
+
+
+def test_a_restarted_outbox_keeps_to_the_pace_of_what_was_sent_before(store: Store) -> None:
+    pace = PaceConfig(per_minute=1, chat_gap_s=0, chat_jitter_s=0, typing=False, ramp_s=0)
+    transport = ScriptedTransport()
+    first = Outbox(store, transport, "27710000000@s.whatsapp.net", delivery_wait=0, pacer=Pacer(pace))
+
+    async def scenario() -> list[tuple[int, dict]]:
+        answers = [await first.submit(request(text), None, f"k-{text}", "/api/send") for text in ("one", "two")]
+        first.close()
+        return answers
+
+    (status_one, _), (status_two, queued) = asyncio.run(scenario())
+    assert (status_one, status_two, queued["position"]) == (200, 202, 1)  # one a minute: "two" waits
+    assert "Paced: queued" in queued["message"] and queued["expected_at"]
+
+    restarted = Outbox(store, transport, "27710000000@s.whatsapp.net", delivery_wait=0, pacer=Pacer(pace))
+    ((row, due),) = restarted.plan().order
+    assert row.seq == 2 and due - restarted.pacer.now() > 50  # a restart does not start the minute over
+    assert transport.sent == ["one"]

@@ -131,3 +131,18 @@ def test_a_mention_written_as_people_write_numbers_is_normalised() -> None:
 ])
 def test_a_refusal_that_is_the_callers_mistake_is_4xx(error: str, status: int) -> None:
     assert refusal_status(error) == status
+
+
+def test_a_send_may_carry_operator_priority_kept_in_the_outbox_context() -> None:
+    plain = parse_send({"recipient": GROUP_A, "message": "ok"})
+    assert plain.priority == "" and plain.context is None  # a plain send's fingerprint is what it always was
+    assert parse_send({"recipient": GROUP_A, "message": "ok", "priority": "normal"}) == plain
+    assert parse_send({"recipient": GROUP_A, "message": "ok", "priority": None}) == plain
+    operator = parse_send({"recipient": GROUP_A, "message": "approved", "priority": "operator",
+                           "quoted_message_id": "3EB0AA", "quoted_sender_jid": "27710000001"})
+    assert operator.context == {"priority": "operator", "quote": {"message_id": "3EB0AA",
+                                                                 "sender_jid": "27710000001@s.whatsapp.net",
+                                                                 "text": ""}}
+    for bad in ("urgent", 1, True, ["operator"]):
+        with pytest.raises(BadRequest, match="priority must be 'normal' or 'operator'"):
+            parse_send({"recipient": GROUP_A, "message": "ok", "priority": bad})

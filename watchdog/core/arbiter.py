@@ -80,6 +80,7 @@ class Arbiter:
         self.recovery_log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
         self.alerts = alerts or AlertManager(config.alerts, self.recovery_log)
         self.metrics = Metrics()
+        self.metrics.add_program_gauges(self._program_gauges)
         self.sink = sink or StderrSink()
         self.systemd = systemd or SystemdHeartbeat()
         self.watchers: dict[str, Watcher] = {}
@@ -348,6 +349,11 @@ class Arbiter:
             self._changed.set()
         self.changes.bump()
         self.systemd.update(system_ready(self.watchers.values()), self.status_line())
+
+    def _program_gauges(self) -> list[tuple[str, str, str, float]]:
+        """Each program's own gauges (its hooks, from its last probe) for /metrics."""
+        return [(watcher.name, name, help_text, value) for watcher in list(self.watchers.values())
+                for name, (help_text, value) in watcher.hooks.gauges(watcher.health.last_probe).items()]
 
     def status_line(self) -> str:
         """One line for `systemctl status` (watchdog/core/status_line.py)."""

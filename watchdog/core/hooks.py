@@ -35,6 +35,11 @@ class Hooks:
         """Extra keys for this program's `GET /status` item, from its last probe answer (None: none yet)."""
         return {}
 
+    def gauges(self, last_probe: HealthResult | None) -> dict[str, tuple[str, float]]:
+        """This program's own gauges for /metrics from its last probe answer: name -> (help, value), exported
+        as `wa_watchdog_<name>{component=...}` (watchdog/core/metrics.py)."""
+        return {}
+
     def standby_argv(self, program: Program) -> tuple[str, ...]:
         """The command of a warm standby: a second instance that loads everything, then waits to take over
         (holding nothing until then). () = this kind of program has none."""

@@ -7,7 +7,13 @@ on metric names in it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+# What a program's hooks report for /metrics: (component, name, help, value), read at each scrape.
+ProgramGauges = Callable[[], Iterable[tuple[str, str, str, float]]]
 
 # Recoveries run from a few tens of ms (a killed child) to tens of seconds (backoff after a crash loop).
 RECOVERY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0)
@@ -28,6 +34,12 @@ class Metrics:
         self._outage = Counter("wa_watchdog_disconnect_seconds",
                                "Seconds spent in an upstream outage (a bridge: disconnected from WhatsApp)",
                                ["component"], registry=self.registry)
+        self._programs: list[ProgramGauges] = []
+        self.registry.register(_ProgramCollector(self._programs))
+
+    def add_program_gauges(self, source: ProgramGauges) -> None:
+        """Export the gauges `source` reports (the programs' own, from their hooks) at each scrape."""
+        self._programs.append(source)
 
     def set_component(self, name: str, up: bool, healthy: bool) -> None:
         self._up.labels(name).set(1 if up else 0)
@@ -45,3 +57,22 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _ProgramCollector:
+    """The programs' own gauges, read when /metrics is scraped, so they are as fresh as the last probe."""
+
+    def __init__(self, sources: list[ProgramGauges]) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families: dict[str, GaugeMetricFamily] = {}
+        for source in self.sources:
+            for component, name, help_text, value in source():
+                family = families.setdefault(name, GaugeMetricFamily(f"wa_watchdog_{name}", help_text,
+                                                                     labels=["component"]))
+                family.add_metric([component], value)
+        yield from families.values()
+
+    def describe(self) -> list:
+        return []  # dynamic: nothing to check at registration

@@ -22,7 +22,10 @@ COMPONENTS = [
     {"name": "bridge:main", "pid": 4242, "state": "running", "healthy": True, "condition": "connected",
      "uptime_s": 12.5, "restarts": 2, "last_cause": "SIGKILL", "endpoints": {}, "status_text": "", "alerts": [],
      "standby_pid": 4244, "connection": {"connected": True, "state": "connected", "reason": "", "open_window": None,
-                                         "outbox_depth": 3, "last_event_age_s": 0.4, "caught_up": True}},
+                                         "outbox_depth": 3, "last_event_age_s": 0.4, "caught_up": True,
+                                         "sending": {"paused": False, "reason": "", "until": None, "rate_limited": 0,
+                                                     "depth": 3, "next_send_at": "2026-12-06T17:00:12+00:00",
+                                                     "next_send_s": 12.0, "drain_s": 95.0}}},
     {"name": "monitor:lawley", "pid": 4243, "state": "backoff", "healthy": False, "condition": "", "uptime_s": None,
      "restarts": 0, "last_cause": "exit code 1", "endpoints": {}, "status_text": "", "alerts": ["crash_loop"]},
 ]
@@ -85,6 +88,7 @@ def test_the_page_shows_every_component_and_reads_without_javascript(tmp_path: P
             assert f'data-component="{c["name"]}"' in html
         assert "1 of 2 not healthy: monitor:lawley" in html and "alerts firing: monitor:lawley crash loop" in html
         assert "outbox 3" in html and "connected" in html
+        assert "next send 17:00:12 UTC, drained in ~" in html  # the paced queue (bridge/pace.py)
         assert '<svg class="timeline"' in html and 'data-kind="crash"' in html  # the outage in the log, drawn
         assert "killed by SIGKILL" in html  # the incident
         # the firing alert says what to do, and where the runbook says the rest

@@ -52,3 +52,15 @@ def test_each_instance_has_its_own_registry() -> None:
     first.count_restart("sim", "exit code 1")
     assert ("wa_watchdog_restarts_total", (("cause", "exit code 1"), ("component", "sim"))) not in samples(second)
     assert REGISTRY.get_sample_value("wa_watchdog_restarts_total", {"component": "sim", "cause": "exit code 1"}) is None
+
+
+def test_programs_report_their_own_gauges_read_at_each_scrape() -> None:
+    metrics = Metrics()
+    depth = {"bridge:main": 3.0}
+    metrics.add_program_gauges(lambda: [(name, "outbox_depth", "queued", value) for name, value in depth.items()])
+    assert samples(metrics)[("wa_watchdog_outbox_depth", (("component", "bridge:main"),))] == 3.0
+    depth["bridge:main"] = 0.0  # fresh at the next scrape, not frozen at registration
+    depth["bridge:backup"] = 7.0
+    s = samples(metrics)
+    assert s[("wa_watchdog_outbox_depth", (("component", "bridge:main"),))] == 0.0
+    assert s[("wa_watchdog_outbox_depth", (("component", "bridge:backup"),))] == 7.0

@@ -1,0 +1,190 @@
+"""`scripts/bench sending`: a burst of 100 drops in 10 groups from 30 contractors within one minute, acknowledged
+through the bridge's paced outbox (bridge/pace.py) with the default pace.
+
+Two runs:
+- projected: the pace itself on a virtual clock (the outbox's own order: always the plan's first row, sent when
+  due, "typing…" before a text), one acknowledgement per drop as a message and as a reaction. Instant, and
+  exactly the default settings over the real 20+ minutes.
+- real: the real bridge and simulator, 100 message acknowledgements posted to /api/send (with an
+  Idempotency-Key, as the monitors do) within the burst, the bridge killed with SIGKILL half way through the
+  drain and started again. The pace is the default one sped up SPEEDUP times (every duration divided, every
+  rate multiplied), so the run takes about a minute; its figures are scaled back. What it checks beyond the
+  projection: nothing lost or duplicated across the kill, the order per group, the budget held by the real
+  timing (/sim/sent times).
+
+Messages sent (WhatsApp messages added to the groups), the longest drop -> acknowledgement gap, and the peak
+number of messages in any 60 s (the account's budget is per_minute).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import fields
+from datetime import datetime
+from pathlib import Path
+
+from bridge.pace import PaceConfig, Pacer, Queued
+from scripts.benchmarks.bridge_bench import _start, _stop, _wait
+from watchdog.shared import clock, endpoints
+
+DROPS, GROUPS, CONTRACTORS, BURST_S = 100, 10, 30, 60.0
+SPEEDUP = 20.0
+PHONE = "27710000000"
+ACK = "✅ DR{n} recorded, thank you @{contractor}"
+
+
+def group_jid(n: int) -> str:
+    return f"1203630000000{n:05d}@g.us"
+
+
+def burst(seed: int = 22) -> list[tuple[float, int, str, str]]:
+    """(offset s, drop number, group, contractor): 100 drops at random moments within the minute."""
+    rng = random.Random(seed)
+    contractors = [f"2771{n:07d}" for n in range(1, CONTRACTORS + 1)]
+    drops = [(rng.uniform(0, BURST_S), 1734000 + n, group_jid(n % GROUPS + 1), rng.choice(contractors))
+             for n in range(DROPS)]
+    return sorted(drops)
+
+
+def peak_per_minute(times: list[float]) -> int:
+    return max((sum(1 for t in times if start <= t < start + 60.0) for start in times), default=0)
+
+
+def project(pace: PaceConfig, reaction: bool) -> dict[str, float]:
+    """The outbox's loop on a virtual clock: rows queued at their drop's moment, the plan's first sent when due."""
+    now = [0.0]
+    pacer = Pacer(pace, now=lambda: now[0], rng=random.Random(7))
+    arrivals = [(at, Queued(i, chat, "", reaction, len(ACK.format(n=n, contractor=who))))
+                for i, (at, n, chat, who) in enumerate(burst())]
+    pending: list[Queued] = []
+    done: dict[int, float] = {}
+    i = 0
+    while i < len(arrivals) or pending:
+        while i < len(arrivals) and arrivals[i][0] <= now[0]:
+            pending.append(arrivals[i][1])
+            i += 1
+        first, due = pacer.plan(pending).order[0] if pending else (None, float("inf"))
+        if first is not None and due <= now[0]:
+            now[0] += 0.0 if reaction else pace.typing_s("x" * first.text_len)
+            pacer.record(first.chat, first.reaction)
+            done[first.seq] = now[0]
+            pending.remove(first)
+        else:
+            now[0] = min(due, arrivals[i][0] if i < len(arrivals) else float("inf"))
+    times = sorted(done.values())
+    return {"messages": 0 if reaction else len(done), "sent": len(done),
+            "longest_s": max(done[seq] - at for seq, (at, *_) in enumerate(burst())),
+            "peak": peak_per_minute(times), "drained_s": times[-1]}
+
+
+def sped_up(pace: PaceConfig) -> str:
+    """The `pace = {...}` line of `pace` sped up SPEEDUP times."""
+    values = []
+    for f in fields(pace):
+        value = getattr(pace, f.name)
+        if isinstance(value, bool):
+            values.append(f"{f.name} = {str(value).lower()}")
+        elif f.name.startswith("per_") or f.name.endswith("per_minute") or f.name.endswith("per_s"):
+            values.append(f"{f.name} = {type(value)(value * SPEEDUP)}")
+        else:
+            values.append(f"{f.name} = {value / SPEEDUP:g}")
+    return "pace = { " + ", ".join(values) + " }"
+
+
+def config(pace_line: str) -> str:
+    groups = "".join(f'\n[[sim.groups]]\njid = "{group_jid(n)}"\nname = "Group {n}"\nparticipants = ["27710000001"]\n'
+                     for n in range(1, GROUPS + 1))
+    return (f'data_dir = "data"\n[sim]\nport = 0\n{groups}\n[accounts.main]\ntransport = "sim"\nphone = "{PHONE}"\n'
+            f'api_port = 0\nsend_wait_s = 0\n{pace_line}\n[[projects]]\nname = "p1"\ngroups = ["{group_jid(1)}"]\n')
+
+
+def post(url: str, path: str, body: dict | None = None, key: str = "") -> dict:
+    request = urllib.request.Request(url + path, method="POST" if body is not None else "GET",
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json",
+                                              **({"Idempotency-Key": key} if key else {})})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def connected(url: str) -> bool:
+    try:
+        return bool(post(url, "/api/health").get("connected"))
+    except OSError:  # 503 while connecting, or not listening yet
+        return False
+
+
+def sent(sim: str) -> list[dict]:
+    return post(sim, f"/sim/sent?session={PHONE}")  # type: ignore[return-value]
+
+
+def real(workdir: Path) -> dict[str, float]:
+    path = workdir / "wa.toml"
+    path.write_text(config(sped_up(PaceConfig())), encoding="utf-8")
+    data = workdir / "data"
+    started = [_start(path, "sim", log=workdir / "sim.log")]
+    try:
+        sim = endpoints.wait_url(data, "sim", timeout=20)
+        bridge = _start(path, "bridge", "--account", "main", log=workdir / "bridge.log")
+        started.append(bridge)
+        url = _wait(lambda: endpoints.url(data, "bridge:main"), 30, "the bridge API", 0.01)
+        _wait(lambda: connected(url), 30, "the bridge to connect", 0.05)
+        posted: dict[str, float] = {}
+        start = time.monotonic()
+        for at, n, chat, who in burst():
+            time.sleep(max(0.0, start + at / SPEEDUP - time.monotonic()))
+            text = ACK.format(n=n, contractor=who)
+            post(url, "/api/send", {"recipient": chat, "message": text, "mentions": [who]}, key=f"ack-DR{n}")
+            posted[text] = clock.now_s()
+        _wait(lambda: len(sent(sim)) >= DROPS // 2, 300, "half the acknowledgements sent", 0.05)
+        bridge.send_signal(signal.SIGKILL)  # in the middle of the drain
+        bridge.wait()
+        bridge = _start(path, "bridge", "--account", "main", log=workdir / "bridge.log")
+        started.append(bridge)
+        out = _wait(lambda: s if len(s := sent(sim)) >= DROPS else None, 600, "every acknowledgement sent", 0.1)
+        time.sleep(2.0)  # anything sent twice would arrive now
+        out = sent(sim)
+    finally:
+        for proc in reversed(started):
+            _stop(proc)
+    texts = Counter(m["text"].split("recorded")[0] for m in out)
+    times = {m["text"].split("recorded")[0]: datetime.fromisoformat(m["time"]).timestamp() for m in out}
+    gaps = [times[text.split("recorded")[0]] - at for text, at in posted.items()]
+    stamps = sorted(times.values())
+    per_group = {chat: [m["text"] for m in out if m["recipient"] == chat] for chat in {m["recipient"] for m in out}}
+    in_order = all(texts_of == sorted(texts_of, key=lambda t: list(posted).index(t))
+                   for texts_of in per_group.values() if all(t in posted for t in texts_of))
+    return {"messages": len(out), "distinct": len(texts), "duplicates": sum(c - 1 for c in texts.values()),
+            "longest_s": max(gaps) * SPEEDUP, "peak": peak_per_minute([t * SPEEDUP for t in stamps]),
+            "drained_s": (stamps[-1] - min(posted.values())) * SPEEDUP, "in_order": float(in_order)}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench sending", description=__doc__.splitlines()[0])
+    parser.add_argument("--projected-only", action="store_true", help="skip the real run")
+    args = parser.parse_args(argv)
+    pace = PaceConfig()
+    print(f"default pace: {pace}\n")
+    print("| run | acks as | WhatsApp messages sent | longest drop -> ack | peak messages / 60 s (budget) | drained after |")
+    print("|---|---|---|---|---|---|")
+    for reaction in (False, True):
+        r = project(pace, reaction)
+        print(f"| projected | {'reaction' if reaction else 'message'} | {r['messages']:.0f} "
+              f"({r['sent']:.0f} sends) | {r['longest_s']:.0f} s | {r['peak'] if not reaction else 0:.0f} "
+              f"({pace.per_minute}) | {r['drained_s']:.0f} s |")
+    if args.projected_only:
+        return 0
+    with tempfile.TemporaryDirectory(prefix="sending-bench-") as tmp:
+        r = real(Path(tmp))
+    print(f"| real, x{SPEEDUP:g} pace, SIGKILL half way | message | {r['messages']:.0f} ({r['distinct']:.0f} distinct, "
+          f"{r['duplicates']:.0f} duplicated) | {r['longest_s']:.0f} s | {r['peak']:.0f} ({pace.per_minute}) | "
+          f"{r['drained_s']:.0f} s |")
+    print(f"\nreal run: each group's acknowledgements in drop order: {'yes' if r['in_order'] else 'NO'}")
+    ok = r["messages"] == DROPS and r["duplicates"] == 0 and r["in_order"] and r["peak"] <= pace.per_minute
+    return 0 if ok else 1
