@@ -31,8 +31,6 @@ from watchdog.shared.migrations import latest
 # A small demo: the simulator, one account, two projects, the drops API (each API serves its OpenAPI document).
 CONFIG = slow_start(config_text(2)) + "\n[drops_api]\nenabled = true\nport = 0\n"
 NEWEST = releases()[0]
-# One worker runs the module under pytest-xdist (scripts/test), so the session's wheel is built once.
-pytestmark = pytest.mark.xdist_group("release")
 
 
 def pyproject_version(text: str) -> str:

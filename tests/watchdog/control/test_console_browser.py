@@ -33,8 +33,7 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright i
 if not shutil.which(CHROMIUM):
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
-# One worker runs the whole module under pytest-xdist (scripts/test): the tests share the system and the page, in order.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("console_browser")]
+pytestmark = pytest.mark.slow
 
 
 class System:
