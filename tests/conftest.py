@@ -206,13 +206,3 @@ def drops_backend(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return ""
     return f'\n[database]\nurl = "{request.getfixturevalue("pg_url")}"\n'
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (scripts/test), the files holding slow tests first: --dist loadfile hands out whole
-    files in this order, and a long file handed out last would leave one worker finishing it alone while the
-    other idles. Each file's tests keep their order (a stable sort on a per-file key)."""
-    if not hasattr(config, "workerinput"):
-        return
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
