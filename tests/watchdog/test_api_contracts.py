@@ -95,6 +95,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # the bridge's run takes ~65 s alone, ~115 s beside another test worker: not 120 s
 @pytest.mark.parametrize("contract", CONTRACTS, ids=lambda c: c.name)
 def test_schemathesis_finds_no_server_error_no_answer_off_the_document_and_no_request_misjudged(
         contract: Contract, running: dict[str, str], tmp_path: Path) -> None:

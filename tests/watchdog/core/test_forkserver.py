@@ -133,6 +133,8 @@ def test_a_forked_child_is_our_own_child_in_its_own_session_with_its_command_lin
             output = await output_of(child.take_output(), b"waiting for the store")
             assert b"waiting for the store" in output
             await until(lambda: any(n.watchdog and n.sender == child.pid for n in notes), timeout=15, message="WATCHDOG=1")
+            # STATUS= follows WATCHDOG=1 in a datagram of its own: under load it is read a moment later.
+            await until(lambda: any(n.status for n in notes), timeout=15, message="STATUS=")
             statuses = [n.status for n in notes if n.status]
             assert statuses and "lawley" in statuses[-1]
             child.signal(signal.SIGKILL)
