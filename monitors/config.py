@@ -26,9 +26,10 @@ DB_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 class FeedbackConfig:
     auto_ack: bool = True
     template: str = "@{number} {drop} received, thank you"
-    # How a drop is acknowledged (monitors/feedback.py): "message" (the template, mentioning the contractor),
-    # "reply" (the same, quoting the contractor's message) or "reaction" (✅ on it: no message in the group).
-    ack: str = "message"
+    # How a drop is acknowledged (monitors/feedback.py): "reaction" (✅ on the contractor's message: no message
+    # in the group, WhatsApp notifies the contractor; the default, issue 22), "message" (the template, mentioning
+    # the contractor) or "reply" (the same, quoting the contractor's message).
+    ack: str = "reaction"
 
 
 ACK_MODES = ("reaction", "reply", "message")

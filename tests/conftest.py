@@ -68,6 +68,9 @@ async def until(condition: Callable[[], object], timeout: float = 10.0, message:
         await asyncio.sleep(interval)
 
 
+# The suite's projects acknowledge with a message (the template): most tests count acknowledgements as
+# messages in the group. The product's default, a reaction, is tested in tests/monitors/test_feedback_ack.py.
+MESSAGE_ACK = 'feedback = { ack = "message" }'
 BASE_CONFIG = f"""
 data_dir = "data"
 
@@ -104,10 +107,12 @@ initial_delay = 1.0
 [[projects]]
 name = "lawley"
 groups = ["{GROUP_A}"]
+{MESSAGE_ACK}
 
 [[projects]]
 name = "mohadin"
 groups = ["{GROUP_B}"]
+{MESSAGE_ACK}
 """
 
 

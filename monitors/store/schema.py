@@ -168,6 +168,13 @@ ALTER TABLE feedback ADD COLUMN claim_token {int};
 ALTER TABLE feedback ADD COLUMN claimed_by TEXT
 """
 
+# Issue 22: acknowledgements of one group falling due together go out as one message. Each row names the
+# feedback row whose message carries it (the first of the message's rows, itself included), recorded before the
+# post: a restart posts the same rows again as the same message, under the same Idempotency-Key.
+V10_CARRIERS = """
+ALTER TABLE feedback ADD COLUMN carrier_id {int}
+"""
+
 
 def _fill_public_ids(ex: Executor) -> None:
     """Drops recorded before public ids existed get one now (new drops get theirs when recorded)."""
@@ -191,4 +198,6 @@ def migrations(dialect: Dialect) -> list[Migration]:
                   (V8_WINDOW_STARTS,)),
         Migration(9, "sender_leases (one sender per account in a cluster); feedback.claim_token, claimed_by",
                   (dialect.ddl(V9_SENDER_LEASES),)),
+        Migration(10, "feedback.carrier_id: the feedback row whose message carried a coalesced acknowledgement",
+                  (dialect.ddl(V10_CARRIERS),)),
     ]

@@ -60,7 +60,9 @@ def config_text(projects: int, watchdog: str = "", database_url: str = "", accou
                  f'[accounts.main.probe]\nperiod = {probe_period:g}\ninitial_delay = 1.0\n')
     for n in range(1, projects + 1):
         environment = "dev" if n > max(projects - 2, 1) else "prod"
-        parts.append(f'[[projects]]\nname = "p{n}"\nenvironment = "{environment}"\ngroups = ["{group_jid(n)}"]\n')
+        # acknowledged by a message (not the default reaction): the runs count acknowledgements in /sim/sent
+        parts.append(f'[[projects]]\nname = "p{n}"\nenvironment = "{environment}"\ngroups = ["{group_jid(n)}"]\n'
+                     'feedback = { ack = "message" }\n')
     if database_url:
         parts.append(f'[database]\nurl = "{database_url}"\n')
     return "\n".join(parts)

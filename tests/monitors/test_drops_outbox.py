@@ -105,7 +105,20 @@ def test_receipts_stamp_feedback_once_and_enqueue_delivered_and_read(drops: Drop
     assert (done.server_at, done.delivered_at, done.read_at) == (at(1), at(2), at(5))
     assert types(drops) == ["drop.recorded", "feedback.sent", "feedback.delivered", "feedback.read"]
     read = drops.outbox.due("all", now=at(10**6))[-1].data["data"]["feedback"]
-    assert (read["delivered_at"], read["read_at"], read["status"]) == (rfc3339(at(2)), rfc3339(at(5)), "queued")
+    # queued (202) until the server ack showed the bridge's outbox sent it
+    assert (read["delivered_at"], read["read_at"], read["status"]) == (rfc3339(at(2)), rfc3339(at(5)), "sent")
+
+
+def test_a_queued_reaction_is_sent_once_its_server_ack_arrives(drops: DropsDB) -> None:
+    """A reaction gets no delivered/read receipts: its server ack is final, nothing stays queued waiting."""
+    (drop,) = drops.record("lawley", "main", 1, [sub("DR1000001", "M1")], ack)
+    (feedback,) = drops.pending_feedback("lawley")
+    drops.finish_feedback(feedback, FEEDBACK_QUEUED, bridge_message_id="3EB0R1")  # the bridge was reconnecting
+    assert drops.drop("lawley", "DR1000001").feedback_status == "queued"
+    assert stamped(drops, "3EB0R1", "server_ack", at(1))
+    (done,) = drops.feedback_of(drop)
+    assert (done.status, done.server_at, drops.drop("lawley", "DR1000001").feedback_status) == ("sent", at(1), "sent")
+    assert types(drops) == ["drop.recorded", "feedback.sent"]  # announced once, when the bridge accepted it
 
 
 def test_a_read_receipt_without_delivered_first_stamps_both(drops: DropsDB) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.bridge_support import call, inject, start_bridge, start_sim
-from tests.conftest import BASE_CONFIG, GROUP_A, Processes, wait_until
+from tests.conftest import BASE_CONFIG, GROUP_A, MESSAGE_ACK, Processes, wait_until
 from tests.monitor_support import all_sent, cli, query, start_monitor
 from watchdog.components import load
 from watchdog.shared.config import ConfigError
@@ -18,12 +18,13 @@ ACK = "@27710000001 DR1734150 received, thank you"
 
 
 def with_ack(mode: str) -> str:
-    return BASE_CONFIG.replace('name = "lawley"\n', f'name = "lawley"\nfeedback = {{ ack = "{mode}" }}\n', 1)
+    """The suite's config with lawley acknowledging by `mode` ('' for the product's default)."""
+    return BASE_CONFIG.replace(MESSAGE_ACK, f'feedback = {{ ack = "{mode}" }}' if mode else "", 1)
 
 
 @pytest.mark.slow
 def test_a_reaction_acknowledges_the_drop_without_a_message(procs: Processes, data_dir: Path, write_config) -> None:  # noqa: ANN001
-    write_config(with_ack("reaction"))
+    write_config(with_ack(""))  # the default
     _, sim_url = start_sim(procs, data_dir)
     start_bridge(procs, data_dir)
     start_monitor(procs, "lawley")
@@ -57,7 +58,7 @@ def test_operator_feedback_quotes_the_contractors_latest_post(procs: Processes, 
     start_monitor(procs, "lawley")
     inject(sim_url, "DR1734150 installed", GROUP_A, CONTRACTOR)
     wait_until(lambda: query(data_dir, "SELECT feedback_status FROM drops") == [("sent",)], message="the ack")
-    assert all_sent(sim_url)[0]["quote"] is None  # the default ack is a plain message, as before
+    assert all_sent(sim_url)[0]["quote"] is None  # a message ack (the suite's config) quotes nothing
     again = inject(sim_url, "DR1734150 with photos", GROUP_A, CONTRACTOR)["id"]
     wait_until(lambda: query(data_dir, "SELECT COUNT(*) FROM drop_events") == [(2,)], message="the resubmission")
     done = cli(config_path, "feedback", "--project", "lawley", "DR1734150", "--message", "approved")
@@ -65,6 +66,12 @@ def test_operator_feedback_quotes_the_contractors_latest_post(procs: Processes, 
     feedback = all_sent(sim_url)[-1]
     assert (feedback["text"], feedback["mentioned_jids"]) == ("@27710000001 DR1734150 - approved", [CONTRACTOR])
     assert feedback["quote"] == {"message_id": again, "sender_jid": CONTRACTOR, "text": "DR1734150"}
+
+
+def test_the_default_ack_is_a_reaction(write_config) -> None:  # noqa: ANN001
+    config = load(write_config(with_ack("")))
+    assert config.project("lawley").feedback.ack == "reaction"
+    assert config.project("mohadin").feedback.ack == "message"  # the suite's config says so explicitly
 
 
 def test_an_unknown_ack_mode_is_a_config_error_naming_the_key(write_config) -> None:  # noqa: ANN001
