@@ -30,6 +30,9 @@ class FeedbackConfig:
     # in the group, WhatsApp notifies the contractor; the default, issue 22), "message" (the template, mentioning
     # the contractor) or "reply" (the same, quoting the contractor's message).
     ack: str = "reaction"
+    # Message acknowledgements ("message" or "reply") of one group falling due within this many seconds go out
+    # as one message naming each drop and mentioning each submitter once (0: each on its own).
+    coalesce_s: float = 3.0
 
 
 ACK_MODES = ("reaction", "reply", "message")

@@ -52,6 +52,9 @@ def read(checks: ConfigChecks, raw: dict, data_dir: Path) -> dict[str, object]:
             "monitors": monitors, "cluster": cluster}
 
 
+MAX_COALESCE_S = 60.0  # the target: no drop waits more than a minute for its acknowledgement
+
+
 def check_project(checks: ConfigChecks, project: ProjectConfig, i: int) -> None:
     key = project_key(i, project.name)
     checks.check_supervision(project.watchdog_sec, project.rss_limit_mb, key)
@@ -74,6 +77,9 @@ def check_project(checks: ConfigChecks, project: ProjectConfig, i: int) -> None:
                            f"unknown placeholder {exc}; use {{number}}, {{drop}}, {{project}}, {{group}}") from None
     if project.feedback.ack not in ACK_MODES:
         raise checks.error(f"{key}.feedback.ack", f"one of {', '.join(ACK_MODES)}, got {project.feedback.ack!r}")
+    if not 0 <= project.feedback.coalesce_s <= MAX_COALESCE_S:
+        raise checks.error(f"{key}.feedback.coalesce_s",
+                           f"must be 0 (off) to {MAX_COALESCE_S:g} seconds, got {project.feedback.coalesce_s!r}")
 
 
 def check_unique(checks: ConfigChecks, projects: list[ProjectConfig]) -> None:

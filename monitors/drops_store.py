@@ -280,6 +280,12 @@ class DropsDB(DropQueries):
                 f"WHERE {free}{fenced} RETURNING id", (*ids, *ids, *fence_params))}
         return [self.feedback(i) for i in ids if i in grouped]
 
+    def carried(self, carrier_id: int) -> list[Feedback]:
+        """Every row one coalesced message carries (answered ones too: the message is rebuilt the same)."""
+        return [feedback_from_row(row) for row in self.db.rows(
+            f"SELECT {FEEDBACK_COLUMNS} FROM feedback f JOIN drops d ON d.id = f.drop_id WHERE f.carrier_id = ? "
+            "ORDER BY f.id", (carrier_id,))]
+
     def finish_feedback(self, feedback: Feedback, status: str, error: str = "",
                         bridge_message_id: str | None = None, fence: Fence | None = None) -> Feedback:
         """Record the bridge's answer (or another failed attempt, status pending).

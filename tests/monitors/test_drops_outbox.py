@@ -241,3 +241,22 @@ def test_state_for_followers(drops: DropsDB) -> None:
     drops.set_state("receipts:main", "41")
     drops.set_state("receipts:main", "42")
     assert drops.get_state("receipts:main") == "42"
+
+
+def test_one_message_carries_several_acks_and_its_receipts_stamp_each(drops: DropsDB) -> None:
+    """Coalescing: the rows are grouped once (carrier_id, before the post); the answer's message id goes on each;
+    its receipts stamp them all, a read only the rows mentioning the reader."""
+    drops.record("lawley", "main", 1, [sub("DR1000001", "M1"), sub("DR1000002", "M2", by=OTHER),
+                                       sub("DR1000003", "M3")], ack)
+    rows = drops.pending_feedback("lawley")
+    grouped = drops.carry(rows)
+    assert [r.carrier_id for r in grouped] == [rows[0].id] * 3
+    assert drops.carry(rows) == []  # grouped already: a second grouping takes nothing
+    assert drops.carried(rows[0].id) == grouped
+    for row in grouped:
+        drops.finish_feedback(row, FEEDBACK_SENT, bridge_message_id="3EB0C1")
+    assert drops.record_receipts([ReceiptStamp("3EB0C1", "delivered", at(2), OTHER),
+                                  ReceiptStamp("3EB0C1", "read", at(3), OTHER)]) == ({"3EB0C1"}, 4)
+    stamps = {f.drop_number: (f.bridge_message_id, f.delivered_at, f.read_at) for f in drops.carried(rows[0].id)}
+    assert stamps == {"DR1000001": ("3EB0C1", at(2), None), "DR1000002": ("3EB0C1", at(2), at(3)),
+                      "DR1000003": ("3EB0C1", at(2), None)}

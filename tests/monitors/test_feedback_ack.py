@@ -1,6 +1,6 @@
 """`feedback.ack`: a drop acknowledged by a reaction on the contractor's message (no message in the group) or
-by a reply quoting it; operator feedback quoting the post it answers. Through the real monitor, bridge and
-simulator."""
+by a reply quoting it; operator feedback quoting the post it answers; message acknowledgements of one group
+coalesced into one message. Through the real monitor, bridge and simulator."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,6 +14,7 @@ from watchdog.components import load
 from watchdog.shared.config import ConfigError
 
 CONTRACTOR = "27710000001@s.whatsapp.net"
+OTHER = "27710000002@s.whatsapp.net"
 ACK = "@27710000001 DR1734150 received, thank you"
 
 
@@ -78,3 +79,30 @@ def test_an_unknown_ack_mode_is_a_config_error_naming_the_key(write_config) -> N
     problem = r"projects\[lawley\]\.feedback\.ack: one of reaction, reply, message, got 'thumbs'"
     with pytest.raises(ConfigError, match=problem):
         load(write_config(with_ack("thumbs")))
+
+
+@pytest.mark.slow
+def test_acks_falling_due_together_go_out_as_one_message_whose_receipts_stamp_each(
+        procs: Processes, data_dir: Path, write_config) -> None:  # noqa: ANN001
+    write_config(BASE_CONFIG.replace(MESSAGE_ACK, 'feedback = { ack = "message", coalesce_s = 2.0 }', 1))
+    _, sim_url = start_sim(procs, data_dir)
+    start_bridge(procs, data_dir)
+    start_monitor(procs, "lawley")
+    for text, sender in (("DR1000001 done", CONTRACTOR), ("DR1000002 done", OTHER), ("DR1000003 done", CONTRACTOR)):
+        inject(sim_url, text, GROUP_A, sender)
+    wait_until(lambda: query(data_dir, "SELECT COUNT(*) FROM feedback WHERE status = 'sent'") == [(3,)],
+               message="the three acknowledgements sent")
+    (sent,) = all_sent(sim_url)  # one message for the three drops
+    assert sent["text"] == ("@27710000001 DR1000001, DR1000003 received, thank you\n"
+                            "@27710000002 DR1000002 received, thank you")
+    assert sent["mentioned_jids"] == [CONTRACTOR, OTHER]
+    carried = query(data_dir, "SELECT bridge_message_id, carrier_id FROM feedback ORDER BY id")
+    assert {row for row in carried} == {(sent["id"], query(data_dir, "SELECT MIN(id) FROM feedback")[0][0])}
+    wait_until(lambda: query(data_dir, "SELECT COUNT(*) FROM feedback WHERE delivered_at IS NOT NULL") == [(3,)],
+               message="the message's delivery receipt stamped on each drop's feedback")
+
+
+def test_an_out_of_range_coalesce_window_is_a_config_error_naming_the_key(write_config) -> None:  # noqa: ANN001
+    text = BASE_CONFIG.replace(MESSAGE_ACK, 'feedback = { coalesce_s = -1 }', 1)
+    with pytest.raises(ConfigError, match=r"projects\[lawley\]\.feedback\.coalesce_s: must be 0 \(off\) to 60"):
+        load(write_config(text))
