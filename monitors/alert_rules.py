@@ -16,3 +16,10 @@ LEASE_TAKEN_OVER = register(
     "the other host stopped renewing its sender lease without handing it over: it died, froze, or lost "
     "PostgreSQL; `wa-watchdog recoveries` shows the gap in sending; bring that host back (docs/OPERATIONS.md, "
     "\"Two hosts watching one number\")")
+
+FEEDBACK_FAILOVER = register(
+    "feedback_failover", "a project's feedback goes through its next sending number",
+    "the first of the project's send_accounts cannot send (temporarily banned, logged out, or disconnected "
+    "longer than feedback.failover_after_s; the summary says which): feedback goes on through the next number, "
+    "and returns by itself (resolved) once the first can send again. A ban: wait for its expiry and send less "
+    "(docs/OPERATIONS.md, \"A second number\"); logged out: re-pair it (`wa-watchdog pair`)")

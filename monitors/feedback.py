@@ -37,6 +37,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 from loguru import logger
@@ -49,7 +50,12 @@ from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_QU
 from watchdog.shared import endpoints
 from monitors.config import ProjectConfig
 from watchdog.components import Config
+from watchdog.shared.alerts import AlertManager
+from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared.waiting import wait_event
+
+if TYPE_CHECKING:
+    from monitors.failover import Senders
 
 REQUEST_TIMEOUT = 10.0  # the bridge's own send timeout is 10 s; after that the send stays in its outbox
 RECHECK_INTERVAL = 5.0  # look for pending feedback recorded by other processes
@@ -181,6 +187,12 @@ class BridgeClient:
         raise BridgeUnavailable(f"{self.component} at {base}: HTTP {status}: {message}")
 
 
+class Poster(Protocol):
+    """What posts a feedback row: one account's BridgeClient, or a project's Senders (monitors/failover.py)."""
+
+    async def post(self, feedback: Feedback, ack: str = "message", target: str = "") -> Answer: ...
+
+
 def answering(drops: DropsDB, feedback: Feedback) -> str:
     """The message an acknowledgement replies or reacts to: the drop's latest submission ('' if unknown)."""
     drop = drops.drop(feedback.project, feedback.drop_number)
@@ -190,7 +202,7 @@ def answering(drops: DropsDB, feedback: Feedback) -> str:
 Held = Callable[[], Fence | None]  # a cluster's sender lease: the fence to send under now, or None
 
 
-async def deliver(client: BridgeClient, drops: DropsDB, feedback: Feedback, attempts: int | None = None,
+async def deliver(client: Poster, drops: DropsDB, feedback: Feedback, attempts: int | None = None,
                   max_wait: float = 2.0, ack: str = "message", held: Held | None = None,
                   members: Sequence[Feedback] = ()) -> Feedback:
     """Post until the bridge answers (at most `attempts` times, default forever); record each outcome.
@@ -245,6 +257,9 @@ class FeedbackSender:
         self.waiting = 0  # pending feedback at the last look, less what went out since (for the status line)
         self.held: Held | None = None  # a cluster: the account's sender lease (monitors/lease_keeper.py)
         self._seen: dict[int, float] = {}  # held acknowledgement -> when this process first saw it (monotonic)
+        self.log: RecoveryLog | None = None  # where failovers are written (the monitor process's)
+        self.alerts: AlertManager | None = None
+        self.senders: Senders | None = None  # while running: which of send_accounts sends now
 
     def wake(self) -> None:
         self._wake.set()
@@ -281,7 +296,7 @@ class FeedbackSender:
                 units.append(self.drops.carry(rows, self.held() if self.held else None))
         return [unit for unit in units if unit], hold
 
-    async def _post(self, client: BridgeClient, unit: list[Feedback]) -> None:
+    async def _post(self, client: Poster, unit: list[Feedback]) -> None:
         ack = self.project.feedback.ack
         if len(unit) == 1 and unit[0].carrier_id is None:
             await deliver(client, self.drops, unit[0], ack=ack, held=self.held)
@@ -304,7 +319,8 @@ class FeedbackSender:
         """While the drops store is down nothing is lost: a send whose answer could not be recorded stays
         pending and is posted again with the same Idempotency-Key, which the bridge answers from its outbox."""
         async with aiohttp.ClientSession() as http:
-            client = BridgeClient(self.config, self.project.send_account, http)
+            from monitors.failover import Senders  # it imports this module
+            client = self.senders = Senders(self.config, self.project, http, self.log, self.alerts)
             recheck = RECHECK_INTERVAL
             while True:
                 await wait_event(self._wake, recheck)  # also picks up feedback queued by `wa-watchdog feedback`

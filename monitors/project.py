@@ -60,6 +60,7 @@ class ProjectMonitor:
         self.drops = drops  # the process's one connection: every call is synchronous, on its event loop
         self.recovery_log = recovery_log
         self.sender = FeedbackSender(config, project, drops)
+        self.sender.log = recovery_log
         self.position = Position(0)  # the cursor, with the marks that tell its file (monitors/lineage.py)
         self.saved_position = Position(0)  # as the drops store has it (moved lazily past messages without drops)
         self.drop_count = 0

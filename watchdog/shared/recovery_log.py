@@ -38,7 +38,8 @@ EVENTS = ("exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash
           "loop_gap",  # the watchdog's own loop did not run for a while (paused): deadlines re-armed
           "reread",  # a monitor's cursor was not in the file it follows (a restore): read again from a safe point
           "clock_step",  # the host's wall clock was stepped (NTP, a VM restored): times around it differ by it
-          "lease")  # a cluster's sender lease acquired or lost by this host (its token)
+          "lease",  # a cluster's sender lease acquired or lost by this host (its token)
+          "failover", "failback")  # a project's feedback moved to its next sending number; back to the first
 LOCK_WAIT = 0.2  # seconds an append waits for the lock before writing without it
 LOCK_POLL = 0.005
 
