@@ -20,6 +20,7 @@ say when one is not).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 import aiohttp
@@ -42,13 +43,16 @@ class Senders:
     """Posts a project's feedback through its first account that can send; duck-types BridgeClient.post."""
 
     def __init__(self, config: Config, project: ProjectConfig, http: aiohttp.ClientSession,
-                 log: RecoveryLog | None = None, alerts: AlertManager | None = None) -> None:
+                 log: RecoveryLog | None = None, alerts: AlertManager | None = None,
+                 changed: Callable[[], None] = lambda: None) -> None:
         self.project = project
         self.component = project.component
         self.clients = [BridgeClient(config, name, http) for name in project.send_accounts]
         self.log = log
         self.alerts = alerts
+        self.changed = changed
         self.active = 0  # index of the account sending now
+        self.cause = ""  # why the accounts before it cannot send ('' while the first sends)
         self._down_since: dict[str, float] = {}  # account -> when it was first seen not connected (monotonic)
 
     @property
@@ -107,7 +111,8 @@ class Senders:
     def _move(self, index: int, cause: str) -> None:
         if index == self.active:
             return
-        was, self.active = self.account, index
+        was, self.active, self.cause = self.account, index, cause
+        self.changed()
         if index == 0:
             message = f"feedback of project {self.project.name} back to {self.account} (was {was})"
             cause = f"{self.account} can send again"

@@ -260,6 +260,7 @@ class FeedbackSender:
         self.log: RecoveryLog | None = None  # where failovers are written (the monitor process's)
         self.alerts: AlertManager | None = None
         self.senders: Senders | None = None  # while running: which of send_accounts sends now
+        self.changed: Callable[[], None] = lambda: None  # the status line changed (a failover)
 
     def wake(self) -> None:
         self._wake.set()
@@ -320,7 +321,7 @@ class FeedbackSender:
         pending and is posted again with the same Idempotency-Key, which the bridge answers from its outbox."""
         async with aiohttp.ClientSession() as http:
             from monitors.failover import Senders  # it imports this module
-            client = self.senders = Senders(self.config, self.project, http, self.log, self.alerts)
+            client = self.senders = Senders(self.config, self.project, http, self.log, self.alerts, self.changed)
             recheck = RECHECK_INTERVAL
             while True:
                 await wait_event(self._wake, recheck)  # also picks up feedback queued by `wa-watchdog feedback`

@@ -68,9 +68,10 @@ async def until(condition: Callable[[], object], timeout: float = 10.0, message:
         await asyncio.sleep(interval)
 
 
-# The suite's projects acknowledge with a message (the template): most tests count acknowledgements as
-# messages in the group. The product's default, a reaction, is tested in tests/monitors/test_feedback_ack.py.
-MESSAGE_ACK = 'feedback = { ack = "message" }'
+# The suite's projects acknowledge each drop with its own message (the template), at once: most tests count
+# acknowledgements as messages in the group. The product's defaults, a reaction and coalesced message acks, are
+# tested in tests/monitors/test_feedback_ack.py.
+MESSAGE_ACK = 'feedback = { ack = "message", coalesce_s = 0 }'
 BASE_CONFIG = f"""
 data_dir = "data"
 

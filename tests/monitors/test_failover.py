@@ -11,7 +11,7 @@ import pytest
 
 from tests.bridge_support import call, health, inject, start_sim
 from tests.conftest import BASE_CONFIG, GROUP_A, MESSAGE_ACK, Processes, wait_until
-from tests.monitor_support import all_sent, query, start_account_bridge, start_monitor
+from tests.monitor_support import all_sent, cli, query, start_account_bridge, start_monitor
 from tests.monitors.test_group_watch import AlertInbox
 from watchdog.components import load
 from watchdog.shared.config import ConfigError
@@ -52,7 +52,8 @@ def sent_by(sim_url: str) -> list[tuple[str, str]]:
 @pytest.mark.slow
 def test_a_banned_first_number_hands_feedback_to_the_second_and_gets_it_back(
         procs: Processes, data_dir: Path, write_config, inbox: AlertInbox) -> None:  # noqa: ANN001
-    config = load(write_config(two_numbers(inbox.url)))
+    config_path = write_config(two_numbers(inbox.url))
+    config = load(config_path)
     _, sim_url = start_sim(procs, data_dir)
     start_account_bridge(procs, data_dir, "main")
     _, first_url = start_account_bridge(procs, data_dir, "first")
@@ -73,6 +74,10 @@ def test_a_banned_first_number_hands_feedback_to_the_second_and_gets_it_back(
         inject(sim_url, f"DR100000{n} installed", GROUP_A, CONTRACTOR)
     wait_until(lambda: sent_by(sim_url)[1:] == [(BACKUP, "DR1000002"), (BACKUP, "DR1000003")], timeout=20,
                message="the acks during the ban, from the second number")
+    # operator feedback (`wa-watchdog feedback`, its own process) goes through the second number too
+    done = cli(config_path, "feedback", "--project", "lawley", "DR1000002", "--message", "needs photos")
+    assert done.returncode == 0, done.stderr
+    assert [s["session"] for s in all_sent(sim_url) if s["text"].endswith("needs photos")] == [BACKUP]
     (over,) = [r for r in RecoveryLog(config.watchdog.recovery_log).read() if r["event"] == "failover"]
     assert (over["component"], over["account"], over["previous"]) == ("monitor:lawley", "backup", "first")
     assert over["cause"].startswith("first temporary_ban: temporary ban by WhatsApp (SEND_TO_TOO_MANY_PEOPLE)")
@@ -107,3 +112,20 @@ def test_send_accounts_are_checked_naming_the_key(write_config) -> None:  # noqa
         text = two_numbers().replace('send_accounts = ["first", "backup"]', change, 1)
         with pytest.raises(ConfigError, match=rf"projects\[lawley\]\.{key}: {problem}"):
             load(write_config(text))
+
+
+@pytest.mark.slow
+def test_a_logged_out_first_number_hands_feedback_to_the_second(procs: Processes, data_dir: Path,
+                                                                 write_config) -> None:  # noqa: ANN001
+    config = load(write_config(two_numbers()))
+    _, sim_url = start_sim(procs, data_dir)
+    start_account_bridge(procs, data_dir, "main")
+    _, first_url = start_account_bridge(procs, data_dir, "first")
+    start_account_bridge(procs, data_dir, "backup")
+    start_monitor(procs, "lawley")
+    assert call("POST", f"{sim_url}/sim/logout", {"session": FIRST})[0] == 200
+    wait_until(lambda: health(first_url).get("state") == "logged_out", message="the first number logged out")
+    inject(sim_url, "DR1000001 installed", GROUP_A, CONTRACTOR)
+    wait_until(lambda: sent_by(sim_url) == [(BACKUP, "DR1000001")], message="the ack from the second number")
+    (over,) = [r for r in RecoveryLog(config.watchdog.recovery_log).read() if r["event"] == "failover"]
+    assert over["cause"].startswith("first logged_out")
