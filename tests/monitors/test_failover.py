@@ -129,3 +129,20 @@ def test_a_logged_out_first_number_hands_feedback_to_the_second(procs: Processes
     wait_until(lambda: sent_by(sim_url) == [(BACKUP, "DR1000001")], message="the ack from the second number")
     (over,) = [r for r in RecoveryLog(config.watchdog.recovery_log).read() if r["event"] == "failover"]
     assert over["cause"].startswith("first logged_out")
+
+
+@pytest.mark.slow
+def test_check_says_when_a_sending_number_is_not_in_the_group(procs: Processes, data_dir: Path,
+                                                               write_config) -> None:  # noqa: ANN001
+    # backup is in another group, not lawley's (the simulator puts a number no group lists in every group)
+    config_path = write_config(two_numbers().replace(f'"{BACKUP}", ', "", 1).replace(
+        'participants = ["27710000004"]', f'participants = ["27710000004", "{BACKUP}"]', 1))
+    start_sim(procs, data_dir)
+    for account in ("main", "first", "backup"):
+        start_account_bridge(procs, data_dir, account)
+    checked = wait_until(lambda: (done := cli(config_path, "check")) and "WhatsApp has not listed" not in done.stdout
+                         and done, timeout=20, message="check with every number's groups known")
+    assert checked.returncode == 1, checked.stdout
+    assert (f"FAIL  groups    account backup is not in group {GROUP_A} (project lawley): its feedback cannot be "
+            "sent through this number") in checked.stdout, checked.stdout
+    assert "account first is in every followed group (1)" in checked.stdout
