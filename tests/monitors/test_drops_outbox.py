@@ -13,6 +13,7 @@ import pytest
 from bridge.schema import format_ts
 from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_QUEUED, FEEDBACK_SENT, DropsDB, NewFeedback, ReceiptStamp,
                                   Submission, drops_db_path, open_drops_store)
+from monitors.feedback import coalesced
 from monitors.store.outbox import outbox_channel
 from monitors.store.shapes import rfc3339
 from tests.conftest import BASE_CONFIG, GROUP_A
@@ -260,3 +261,20 @@ def test_one_message_carries_several_acks_and_its_receipts_stamp_each(drops: Dro
     stamps = {f.drop_number: (f.bridge_message_id, f.delivered_at, f.read_at) for f in drops.carried(rows[0].id)}
     assert stamps == {"DR1000001": ("3EB0C1", at(2), None), "DR1000002": ("3EB0C1", at(2), at(3)),
                       "DR1000003": ("3EB0C1", at(2), None)}
+
+
+def test_a_coalesced_message_is_rebuilt_the_same_after_a_restart(drops: DropsDB, write_config) -> None:  # noqa: ANN001
+    """Grouped before the post: a monitor killed after the bridge sent the message, with some rows marked, posts
+    the same text under the same Idempotency-Key (the bridge answers from its outbox), for the rest only."""
+    project = load(write_config(BASE_CONFIG)).project("lawley")
+    drops.record("lawley", "main", 1, [sub("DR1000001", "M1"), sub("DR1000002", "M2", by=OTHER),
+                                       sub("DR1000003", "M3")], ack)
+    grouped = drops.carry(drops.pending_feedback("lawley"))
+    first = coalesced(project, grouped, "Lawley Fibre")
+    assert first.text == ("@27710000001 DR1000001, DR1000003 received, thank you\n"
+                          "@27710000002 DR1000002 received, thank you")
+    assert first.mentions == (CONTRACTOR, OTHER) and first.id == grouped[0].id
+    drops.finish_feedback(grouped[0], FEEDBACK_SENT, bridge_message_id="3EB0C1")  # killed after the first mark
+    again = coalesced(project, drops.carried(grouped[0].id), "Lawley Fibre")
+    assert (again.text, again.idempotency_key, again.mentions) == (first.text, first.idempotency_key, first.mentions)
+    assert again.id == grouped[1].id  # the first row still pending: what deliver checks and marks from
