@@ -47,7 +47,8 @@ class Senders:
                  changed: Callable[[], None] = lambda: None) -> None:
         self.project = project
         self.component = project.component
-        self.clients = [BridgeClient(config, name, http) for name in project.send_accounts]
+        self.names = project.send_accounts or [project.send_account]  # as the config check resolved them
+        self.clients = [BridgeClient(config, name, http) for name in self.names]
         self.log = log
         self.alerts = alerts
         self.changed = changed
@@ -57,11 +58,11 @@ class Senders:
 
     @property
     def account(self) -> str:
-        return self.project.send_accounts[self.active]
+        return self.names[self.active]
 
     async def cannot_send(self, index: int) -> str:
         """Why account `index` cannot send now ('' if it can, or is only briefly away)."""
-        client, name = self.clients[index], self.project.send_accounts[index]
+        client, name = self.clients[index], self.names[index]
         try:
             body = await client.health()
             state = str(body.get("state", "?"))

@@ -335,7 +335,7 @@ class FeedbackSender:
                             break
                         for unit in units:
                             await self._post(client, unit)
-                            self.waiting -= len(unit)
+                            self.waiting = max(0, self.waiting - len(unit))  # a carried unit may hold answered rows
                         if hold is not None:  # the rest falls due then (or sooner, when woken)
                             recheck = hold
                             break
