@@ -109,6 +109,16 @@ def check_groups(config: Config) -> Iterator[Finding]:
         missing = [(group, name) for group, name in followed if group not in groups]
         for group, name in missing:
             yield Finding(FAIL, "groups", f"{not_in_text(account.name, group, [name])}: nothing from it is recorded")
+        # A number that sends a project's feedback (a second one too: send_accounts) must be in its groups.
+        sends_to = [(group, project.name) for project in config.projects if project.enabled
+                    and project.listen_account != account.name and account.name in project.send_accounts
+                    for group in project.groups]
+        for group, name in sends_to:
+            if group not in groups:
+                missing.append((group, name))
+                yield Finding(FAIL, "groups", f"{not_in_text(account.name, group, [name])}: its feedback cannot "
+                                              "be sent through this number")
+        followed += sends_to
         if not missing:
             yield Finding(OK, "groups", f"account {account.name} is in every followed group ({len(followed)})")
 

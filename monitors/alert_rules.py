@@ -22,3 +22,9 @@ NODE_SILENT = register(
     "that host's processes stopped renewing its row in PostgreSQL: it died, froze, was stopped, or lost "
     "PostgreSQL; the other hosts go on recording and sending; `wa-watchdog status` shows when it was last seen; "
     "bring it back (docs/OPERATIONS.md, \"Two hosts watching one number\")")
+FEEDBACK_FAILOVER = register(
+    "feedback_failover", "a project's feedback goes through its next sending number",
+    "the first of the project's send_accounts cannot send (temporarily banned, logged out, or disconnected "
+    "longer than feedback.failover_after_s; the summary says which): feedback goes on through the next number, "
+    "and returns by itself (resolved) once the first can send again. A ban: wait for its expiry and send less "
+    "(docs/OPERATIONS.md, \"A second number\"); logged out: re-pair it (`wa-watchdog pair`)")

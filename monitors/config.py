@@ -26,9 +26,16 @@ DB_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 class FeedbackConfig:
     auto_ack: bool = True
     template: str = "@{number} {drop} received, thank you"
-    # How a drop is acknowledged (monitors/feedback.py): "message" (the template, mentioning the contractor),
-    # "reply" (the same, quoting the contractor's message) or "reaction" (✅ on it: no message in the group).
-    ack: str = "message"
+    # How a drop is acknowledged (monitors/feedback.py): "reaction" (✅ on the contractor's message: no message
+    # in the group, WhatsApp notifies the contractor; the default, issue 22), "message" (the template, mentioning
+    # the contractor) or "reply" (the same, quoting the contractor's message).
+    ack: str = "reaction"
+    # Message acknowledgements ("message" or "reply") of one group falling due within this many seconds go out
+    # as one message naming each drop and mentioning each submitter once (0: each on its own).
+    coalesce_s: float = 3.0
+    # With several send_accounts: an account disconnected (or its bridge unreachable) this long hands sending to
+    # the next; banned or logged out hands it over at once (monitors/failover.py).
+    failover_after_s: float = 30.0
 
 
 ACK_MODES = ("reaction", "reply", "message")
@@ -45,6 +52,8 @@ class ProjectConfig:
     enabled: bool = True
     listen_account: str = ""  # default: the only account
     send_account: str = ""  # default: listen_account
+    # Feedback through the first of these that can send (monitors/failover.py); [send_account] when not given.
+    send_accounts: list[str] = field(default_factory=list)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     watchdog_sec: float = 5.0
     rss_limit_mb: int = 0
@@ -185,5 +194,6 @@ class DropsTables:
         first: dict[str, str] = {}
         for project in self.projects:
             if project.enabled:
-                first.setdefault(project.send_account, project.name)
+                for account in project.send_accounts:  # a second number's receipts are followed too
+                    first.setdefault(account, project.name)
         return first

@@ -52,6 +52,9 @@ def read(checks: ConfigChecks, raw: dict, data_dir: Path) -> dict[str, object]:
             "monitors": monitors, "cluster": cluster}
 
 
+MAX_COALESCE_S = 60.0  # the target: no drop waits more than a minute for its acknowledgement
+
+
 def check_project(checks: ConfigChecks, project: ProjectConfig, i: int) -> None:
     key = project_key(i, project.name)
     checks.check_supervision(project.watchdog_sec, project.rss_limit_mb, key)
@@ -74,6 +77,12 @@ def check_project(checks: ConfigChecks, project: ProjectConfig, i: int) -> None:
                            f"unknown placeholder {exc}; use {{number}}, {{drop}}, {{project}}, {{group}}") from None
     if project.feedback.ack not in ACK_MODES:
         raise checks.error(f"{key}.feedback.ack", f"one of {', '.join(ACK_MODES)}, got {project.feedback.ack!r}")
+    if project.feedback.failover_after_s <= 0:
+        raise checks.error(f"{key}.feedback.failover_after_s",
+                           f"must be more than 0 seconds, got {project.feedback.failover_after_s!r}")
+    if not 0 <= project.feedback.coalesce_s <= MAX_COALESCE_S:
+        raise checks.error(f"{key}.feedback.coalesce_s",
+                           f"must be 0 (off) to {MAX_COALESCE_S:g} seconds, got {project.feedback.coalesce_s!r}")
 
 
 def check_unique(checks: ConfigChecks, projects: list[ProjectConfig]) -> None:
@@ -108,11 +117,18 @@ def with_accounts(checks: ConfigChecks, project: ProjectConfig, i: int,
         if len(accounts) != 1:
             raise checks.error(f"{key}.listen_account", "required when there is more than one account")
         listen = next(iter(accounts))
-    send = project.send_account or listen
-    for attr, name in (("listen_account", listen), ("send_account", send)):
+    send = project.send_account or (project.send_accounts[0] if project.send_accounts else listen)
+    if project.send_accounts and send != project.send_accounts[0]:
+        raise checks.error(f"{key}.send_account", f"{send!r} is not the first of send_accounts "
+                                                  f"{project.send_accounts!r} (give one or the other)")
+    senders = project.send_accounts or [send]
+    checks.check_no_repeats(senders, f"{key}.send_accounts")
+    named = [("listen_account", listen)] + ([(f"send_accounts[{j}]", name) for j, name in enumerate(senders)]
+                                             if project.send_accounts else [("send_account", send)])
+    for attr, name in named:
         if name not in accounts:
             raise checks.error(f"{key}.{attr}", f"no account named {name!r}")
-    return replace(project, listen_account=listen, send_account=send)
+    return replace(project, listen_account=listen, send_account=send, send_accounts=senders)
 
 
 def check_database(checks: ConfigChecks, database: DatabaseConfig) -> DatabaseConfig:

@@ -16,6 +16,13 @@ correction, an approval) always quotes the contractor's message, so it shows
 which post it answers. Replies and reactions name the drop's latest
 submission, looked up when the feedback goes out.
 
+Coalescing: message acknowledgements ("message", "reply") of one group that fall
+due within `feedback.coalesce_s` of the first go out as one message, one line
+per submitter naming their drops, each submitter mentioned once. The rows are
+marked as carried by one message (`carrier_id`) before it is posted, so a
+restart rebuilds the same message under the same Idempotency-Key; the answer's
+message id goes on every row, and its receipts stamp them all.
+
 Bridge answers: 200 sent, 202 queued (its durable outbox sends on reconnect),
 400/403/404/413/422/500 refused (the same request can never succeed: failed). No answer,
 no published URL or 503 means the bridge is down or restarting: the message
@@ -27,8 +34,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 from loguru import logger
@@ -41,7 +50,12 @@ from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_QU
 from watchdog.shared import endpoints
 from monitors.config import ProjectConfig
 from watchdog.components import Config
+from watchdog.shared.alerts import AlertManager
+from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared.waiting import wait_event
+
+if TYPE_CHECKING:
+    from monitors.failover import Senders
 
 REQUEST_TIMEOUT = 10.0  # the bridge's own send timeout is 10 s; after that the send stays in its outbox
 RECHECK_INTERVAL = 5.0  # look for pending feedback recorded by other processes
@@ -75,6 +89,22 @@ def ack_for(project: ProjectConfig, sub: Submission) -> NewFeedback:
         group=sub.group_name or sub.group_jid)
     return NewFeedback(KIND_ACK, sub.group_jid, text, (sub.submitted_by,),
                        idempotency_key(project.name, sub.drop_number, sub.message_id, text))
+
+
+def coalesced(project: ProjectConfig, rows: Sequence[Feedback], group_name: str) -> Feedback:
+    """The one message carrying `rows` (acknowledgements to one group), as a feedback row to post: the template
+    once per submitter with their drops (`DR1, DR2`), each submitter mentioned once. Built from every row the
+    message carries, in id order, so a repost is the same message under the same key; its id is that of the
+    first row still pending (what `deliver` checks)."""
+    drops: dict[str, list[str]] = {}
+    for row in sorted(rows, key=lambda r: r.id):
+        drops.setdefault(row.mentions[0] if row.mentions else "", []).append(row.drop_number)
+    text = "\n".join(project.feedback.template.format(number=bare_user(by), drop=", ".join(numbers),
+                                                      project=project.name, group=group_name or rows[0].recipient)
+                     for by, numbers in drops.items())
+    key = hashlib.sha256("\n".join(sorted(row.idempotency_key for row in rows)).encode("utf-8")).hexdigest()
+    first = min((row for row in rows if row.status == FEEDBACK_PENDING), key=lambda r: r.id, default=rows[0])
+    return replace(first, text=text, mentions=tuple(by for by in drops if by), idempotency_key=key)
 
 
 def operator_feedback(project: str, drop_number: str, group_jid: str, submitted_by: str, message_id: str,
@@ -157,6 +187,12 @@ class BridgeClient:
         raise BridgeUnavailable(f"{self.component} at {base}: HTTP {status}: {message}")
 
 
+class Poster(Protocol):
+    """What posts a feedback row: one account's BridgeClient, or a project's Senders (monitors/failover.py)."""
+
+    async def post(self, feedback: Feedback, ack: str = "message", target: str = "") -> Answer: ...
+
+
 def answering(drops: DropsDB, feedback: Feedback) -> str:
     """The message an acknowledgement replies or reacts to: the drop's latest submission ('' if unknown)."""
     drop = drops.drop(feedback.project, feedback.drop_number)
@@ -166,14 +202,17 @@ def answering(drops: DropsDB, feedback: Feedback) -> str:
 Held = Callable[[], Fence | None]  # a cluster's sender lease: the fence to send under now, or None
 
 
-async def deliver(client: BridgeClient, drops: DropsDB, feedback: Feedback, attempts: int | None = None,
-                  max_wait: float = 2.0, ack: str = "message", held: Held | None = None) -> Feedback:
+async def deliver(client: Poster, drops: DropsDB, feedback: Feedback, attempts: int | None = None,
+                  max_wait: float = 2.0, ack: str = "message", held: Held | None = None,
+                  members: Sequence[Feedback] = ()) -> Feedback:
     """Post until the bridge answers (at most `attempts` times, default forever); record each outcome.
 
     Raises BridgeUnavailable when the attempts ran out; the feedback then stays pending. In a cluster
     (`held`), every post needs the sender lease still held under the claim's token and every mark carries
-    it: LeaseLost otherwise, and nothing more is posted or marked.
+    it: LeaseLost otherwise, and nothing more is posted or marked. `members`: the rows a coalesced message
+    (`feedback`, from `coalesced`) carries; each is marked with the answer.
     """
+    members = [m for m in members if m.status == FEEDBACK_PENDING] or [feedback]
     current = drops.feedback(feedback.id)
     if current.status != FEEDBACK_PENDING:
         return current  # answered meanwhile through another process
@@ -194,13 +233,16 @@ async def deliver(client: BridgeClient, drops: DropsDB, feedback: Feedback, atte
                 if attempt.retry_state.attempt_number in (1, 10) or attempt.retry_state.attempt_number % 100 == 0:
                     logger.warning("feedback {} for {}: {} (attempt {}, retrying)", feedback.kind,
                                    feedback.drop_number, exc, attempt.retry_state.attempt_number)
-                drops.finish_feedback(feedback, FEEDBACK_PENDING, str(exc), fence=fence)
+                for member in members:
+                    drops.finish_feedback(member, FEEDBACK_PENDING, str(exc), fence=fence)
                 raise
-    done = drops.finish_feedback(feedback, answer.status, "" if answer.status != FEEDBACK_FAILED else answer.message,
-                                 answer.bridge_message_id, fence=fence)
+    error = "" if answer.status != FEEDBACK_FAILED else answer.message
+    done = [drops.finish_feedback(member, answer.status, error, answer.bridge_message_id, fence=fence)
+            for member in members]
     log = logger.error if answer.status == FEEDBACK_FAILED else logger.info
-    log("feedback {} for {} {}: {}", feedback.kind, feedback.drop_number, answer.status, answer.message)
-    return done
+    log("feedback {} for {} {}: {}", feedback.kind, ", ".join(m.drop_number for m in members), answer.status,
+        answer.message)
+    return done[0]
 
 
 class FeedbackSender:
@@ -214,9 +256,57 @@ class FeedbackSender:
         self._wake.set()  # pending feedback from before a restart goes out first
         self.waiting = 0  # pending feedback at the last look, less what went out since (for the status line)
         self.held: Held | None = None  # a cluster: the account's sender lease (monitors/lease_keeper.py)
+        self._seen: dict[int, float] = {}  # held acknowledgement -> when this process first saw it (monotonic)
+        self.log: RecoveryLog | None = None  # where failovers are written (the monitor process's)
+        self.alerts: AlertManager | None = None
+        self.senders: Senders | None = None  # while running: which of send_accounts sends now
+        self.changed: Callable[[], None] = lambda: None  # the status line changed (a failover)
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _coalescing(self) -> bool:
+        return self.project.feedback.coalesce_s > 0 and self.project.feedback.ack != "reaction"
+
+    def _units(self, batch: list[Feedback]) -> tuple[list[list[Feedback]], float | None]:
+        """The messages to post now, in order: each a list of the rows it carries (one row: as it is), and the
+        seconds until the next held group falls due (None: nothing held). A message acknowledgement is held
+        until `coalesce_s` after this process first saw the oldest pending one of its group."""
+        units: list[list[Feedback]] = []
+        groups: dict[str, list[Feedback]] = {}
+        carriers: set[int] = set()
+        for row in batch:
+            if row.carrier_id is not None:  # grouped before (a restart, or an earlier look): the same message
+                if row.carrier_id not in carriers:
+                    carriers.add(row.carrier_id)
+                    units.append(self.drops.carried(row.carrier_id))
+            elif row.kind == KIND_ACK and self._coalescing():
+                groups.setdefault(row.recipient, []).append(row)
+            else:
+                units.append([row])
+        now = time.monotonic()
+        hold: float | None = None
+        for rows in groups.values():
+            first = min(self._seen.setdefault(row.id, now) for row in rows)
+            wait = first + self.project.feedback.coalesce_s - now
+            if wait > 0:
+                hold = wait if hold is None else min(hold, wait)
+            elif len(rows) == 1:
+                units.append(rows)
+            else:
+                units.append(self.drops.carry(rows, self.held() if self.held else None))
+        return [unit for unit in units if unit], hold
+
+    async def _post(self, client: Poster, unit: list[Feedback]) -> None:
+        ack = self.project.feedback.ack
+        if len(unit) == 1 and unit[0].carrier_id is None:
+            await deliver(client, self.drops, unit[0], ack=ack, held=self.held)
+        else:  # one message for several drops quotes none of their posts
+            drop = self.drops.drop(self.project.name, unit[0].drop_number)
+            message = coalesced(self.project, unit, drop.group_name if drop else "")
+            await deliver(client, self.drops, message, ack="message", held=self.held, members=unit)
+        for row in unit:
+            self._seen.pop(row.id, None)
 
     def _batch(self) -> list[Feedback]:
         """Pending feedback to send now: one host alone, all of it; in a cluster, what this host claims under the
@@ -230,7 +320,8 @@ class FeedbackSender:
         """While the drops store is down nothing is lost: a send whose answer could not be recorded stays
         pending and is posted again with the same Idempotency-Key, which the bridge answers from its outbox."""
         async with aiohttp.ClientSession() as http:
-            client = BridgeClient(self.config, self.project.send_account, http)
+            from monitors.failover import Senders  # it imports this module
+            client = self.senders = Senders(self.config, self.project, http, self.log, self.alerts, self.changed)
             recheck = RECHECK_INTERVAL
             while True:
                 await wait_event(self._wake, recheck)  # also picks up feedback queued by `wa-watchdog feedback`
@@ -239,10 +330,15 @@ class FeedbackSender:
                 try:
                     while batch := self._batch():
                         self.waiting = len(batch)
-                        for feedback in batch:
-                            await deliver(client, self.drops, feedback, ack=self.project.feedback.ack,
-                                          held=self.held)
-                            self.waiting -= 1
+                        units, hold = self._units(batch)
+                        if not units and hold is None:  # grouped elsewhere meanwhile (or the claim moved)
+                            break
+                        for unit in units:
+                            await self._post(client, unit)
+                            self.waiting = max(0, self.waiting - len(unit))  # a carried unit may hold answered rows
+                        if hold is not None:  # the rest falls due then (or sooner, when woken)
+                            recheck = hold
+                            break
                 except StoreUnavailable as exc:
                     logger.warning("feedback for {} waits for the drops store: {}", self.project.name, exc)
                     recheck = STORE_RETRY

@@ -6,6 +6,9 @@ list records nothing, for ever, and looks healthy: so each project's status
 line says `account main is not in group … (project velo-test)` (shown by
 `wa-watchdog status` and the console), the monitor logs it, and the alert rule
 `not_in_group` fires for the project's component (resolved once it is in).
+A number that sends the project's feedback (each of `send_accounts`) must be
+in its groups too: one that is not is said the same way (its feedback cannot
+go through that number, which a failover would need).
 """
 from __future__ import annotations
 
@@ -34,21 +37,26 @@ class GroupWatch:
         self.monitors = monitors
         self.alerts = alerts
         self.changed = changed
-        self.not_in: dict[str, list[str]] = {monitor.project.name: [] for monitor in monitors}
+        # project -> account -> the project's groups that account is not in
+        self.not_in: dict[str, dict[str, list[str]]] = {monitor.project.name: {} for monitor in monitors}
 
     def problem(self, monitor: ProjectMonitor) -> str:
-        """'' or `account main is not in group X (project velo-test)` (one clause per group)."""
-        return "; ".join(not_in_text(monitor.account.name, group, [monitor.project.name])
-                         for group in self.not_in[monitor.project.name])
+        """'' or `account main is not in group X (project velo-test): nothing from it is recorded` (one clause per
+        account and group; a sending account's says its feedback cannot go through it)."""
+        name = monitor.project.name
+        return "; ".join(f"{not_in_text(account, group, [name])}: " + (
+                         "nothing from it is recorded" if account == monitor.account.name
+                         else "its feedback cannot be sent through this number")
+                         for account, groups in self.not_in[name].items() for group in groups)
 
     def status_line(self, monitor: ProjectMonitor) -> str:
         problem = self.problem(monitor)
-        return monitor.status_line() + (f" · unhealthy: {problem}: nothing from it is recorded" if problem else "")
+        return monitor.status_line() + (f" · unhealthy: {problem}" if problem else "")
 
     async def run(self, stopping: asyncio.Event) -> None:
         async with aiohttp.ClientSession() as http:
-            bridges = {name: BridgeClient(self.config, name, http)
-                       for name in dict.fromkeys(monitor.account.name for monitor in self.monitors)}
+            bridges = {name: BridgeClient(self.config, name, http) for name in dict.fromkeys(
+                       account for monitor in self.monitors for account in self._accounts(monitor))}
             unknown = UNKNOWN_FIRST
             while True:
                 known = [await self._look(name, client) for name, client in bridges.items()]
@@ -65,21 +73,26 @@ class GroupWatch:
         if not isinstance(groups, list):
             return False
         for monitor in self.monitors:
-            if monitor.account.name == account:
-                self._set(monitor, [group for group in monitor.project.groups if group not in groups])
+            if account in self._accounts(monitor):
+                self._set(monitor, account, [group for group in monitor.project.groups if group not in groups])
         return True
 
-    def _set(self, monitor: ProjectMonitor, missing: list[str]) -> None:
+    @staticmethod
+    def _accounts(monitor: ProjectMonitor) -> list[str]:
+        """The numbers a project needs in its groups: the one it listens with, each that sends its feedback."""
+        return list(dict.fromkeys((monitor.account.name, *monitor.project.send_accounts)))
+
+    def _set(self, monitor: ProjectMonitor, account: str, missing: list[str]) -> None:
         name = monitor.project.name
-        if missing == self.not_in[name]:
+        if missing == self.not_in[name].get(account, []):
             return
-        self.not_in[name] = missing
+        was = self.problem(monitor)
+        self.not_in[name] = {a: m for a, m in {**self.not_in[name], account: missing}.items() if m}
         self.changed.set()
-        if missing:
-            problem = self.problem(monitor)
-            logger.error("monitor {}: {}: nothing from it is recorded", name, problem)
+        if problem := self.problem(monitor):
+            logger.error("monitor {}: {}", name, problem)
             self.alerts.fire(RULE, monitor.component, problem)
-        else:
-            logger.info("monitor {}: account {} is in every group of the project", name, monitor.account.name)
-            self.alerts.resolve(RULE, monitor.component,
-                                f"account {monitor.account.name} is in every group of project {name} now")
+        elif was:
+            logger.info("monitor {}: its accounts are in every group of the project", name)
+            self.alerts.resolve(RULE, monitor.component, f"{', '.join(self._accounts(monitor))} in every group of "
+                                                         f"project {name} now")

@@ -69,6 +69,8 @@ class MonitorProcess:
         self.receipts = [ReceiptFollower(self.drops, account, self.wakes)
                          for account in receipt_accounts(config, projects)]
         self.alerts = AlertManager(config.alerts, log)
+        for monitor in self.monitors:
+            monitor.sender.alerts = self.alerts  # feedback_failover
         self.keepers = self._lease_keepers(log)
         self.group_watch = GroupWatch(config, self.monitors, self.alerts, self._status_changed)
 

@@ -20,7 +20,9 @@ from bridge.schema import bare_user, format_ts, parse_ts
 from monitors.api.service import drop_json
 from monitors.drops_store import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, Drop, DropsDB, StoreUnavailable, drops_db_path,
                                   open_drops_store)
-from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback
+from monitors.failover import Senders
+from monitors.feedback import BridgeUnavailable, deliver, operator_feedback
+from monitors.config import ProjectConfig
 from watchdog.components import Config
 from watchdog.shared.config import ConfigError
 from watchdog.shared.exitcodes import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
@@ -107,7 +109,7 @@ def print_drops(rows: list[Drop], resubmissions: dict[int, int], filtered: bool,
         print("no drops recorded" + (" matching the filters" if filtered else ""))
 
 
-async def _send(config: Config, send_account: str, drops: DropsDB, drop: Drop, message: str) -> int:
+async def _send(config: Config, project: ProjectConfig, drops: DropsDB, drop: Drop, message: str) -> int:
     feedback = drops.add_feedback(drop, operator_feedback(drop.project, drop.drop_number, drop.group_jid,
                                                           drop.submitted_by, drops.latest_message_id(drop), message))
     if feedback.status in FEEDBACK_ACCEPTED:
@@ -116,12 +118,12 @@ async def _send(config: Config, send_account: str, drops: DropsDB, drop: Drop, m
     if feedback.status == FEEDBACK_FAILED:
         return _fail("feedback", f"the bridge refused this feedback earlier: {feedback.error}")
     if config.cluster is not None:  # only the host holding the sender lease sends (issue 21)
-        print(f"pending: {feedback.text} (the host holding the sender lease of {send_account} sends it)")
+        print(f"pending: {feedback.text} (the host holding the sender lease of {project.send_account} sends it)")
         return EXIT_OK
     async with aiohttp.ClientSession() as http:
         try:
-            done = await deliver(BridgeClient(config, send_account, http), drops, feedback, attempts=CLI_ATTEMPTS,
-                                 max_wait=0.2)
+            done = await deliver(Senders(config, project, http), drops, feedback, attempts=CLI_ATTEMPTS,
+                                 max_wait=0.2)  # through the first of send_accounts that can send
         except BridgeUnavailable as exc:
             return _fail("feedback", f"not sent, the bridge is not answering ({exc}); it stays pending and "
                                      f"monitor:{drop.project} sends it when the bridge is back")
@@ -148,7 +150,7 @@ def cmd_feedback(config: Config, args: argparse.Namespace) -> int:
         drop = drops.drop(project.name, drop_number)
         if drop is None:
             return _unknown_drop(project.name, drop_number)
-        return asyncio.run(_send(config, project.send_account, drops, drop, message))
+        return asyncio.run(_send(config, project, drops, drop, message))
     return _with_store(config, "feedback", send)
 
 

@@ -16,7 +16,7 @@ def programs(config: Config) -> list[Program]:
     own_jids = sorted(config.own_jids)
     for projects in config.monitor_groups():
         names = [project.name for project in projects]
-        accounts = [config.accounts[name] for p in projects for name in dict.fromkeys((p.listen_account, p.send_account))]
+        accounts = [config.accounts[name] for p in projects for name in dict.fromkeys((p.listen_account, *p.send_accounts))]
         accounts = list({account.name: account for account in accounts}.values())
         reads = [replace(a, follow_groups=[]) for a in accounts]  # another project's groups are not its business
         receipts = sorted(a for a, p in config.first_senders().items() if p in names)  # whose receipts it follows

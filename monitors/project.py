@@ -60,6 +60,8 @@ class ProjectMonitor:
         self.drops = drops  # the process's one connection: every call is synchronous, on its event loop
         self.recovery_log = recovery_log
         self.sender = FeedbackSender(config, project, drops)
+        self.sender.log = recovery_log
+        self.sender.changed = changed  # a failover shows in the status line
         self.position = Position(0)  # the cursor, with the marks that tell its file (monitors/lineage.py)
         self.saved_position = Position(0)  # as the drops store has it (moved lazily past messages without drops)
         self.drop_count = 0
@@ -98,8 +100,10 @@ class ProjectMonitor:
         if not self.following:
             return f"{self.project.name}: waiting for {self.account.store}"
         pending = self.sender.waiting
+        senders = self.sender.senders
+        through = f", feedback through {senders.account} ({senders.cause})" if senders and senders.active else ""
         return (f"{self.project.name}: {self.drop_count} drops, cursor {self.cursor}, "
-                f"lag {self.lag:.2f} s" + (f", {pending} feedback pending" if pending else ""))
+                f"lag {self.lag:.2f} s" + (f", {pending} feedback pending" if pending else "") + through)
 
     # -- following -------------------------------------------------------------------------------
 

@@ -72,6 +72,10 @@ async def until(condition: Callable[[], object], timeout: float = 10.0, message:
 # test configs, and the pacing tests set their own small pace.
 PACE_OFF = "pace = { per_minute = 0, per_hour = 0, per_day = 0, reactions_per_minute = 0, chat_gap_s = 0, chat_jitter_s = 0, typing = false, ramp_s = 0 }"
 
+# The suite's projects acknowledge each drop with its own message (the template), at once: most tests count
+# acknowledgements as messages in the group. The product's defaults, a reaction and coalesced message acks, are
+# tested in tests/monitors/test_feedback_ack.py.
+MESSAGE_ACK = 'feedback = { ack = "message", coalesce_s = 0 }'
 BASE_CONFIG = f"""
 data_dir = "data"
 
@@ -109,10 +113,12 @@ initial_delay = 1.0
 [[projects]]
 name = "lawley"
 groups = ["{GROUP_A}"]
+{MESSAGE_ACK}
 
 [[projects]]
 name = "mohadin"
 groups = ["{GROUP_B}"]
+{MESSAGE_ACK}
 """
 
 

@@ -23,7 +23,8 @@ import aiohttp
 
 from bridge.schema import format_ts
 from monitors.drops_store import FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_STATUSES, Drop, DropsDB
-from monitors.feedback import BridgeClient, BridgeUnavailable, deliver, operator_feedback
+from monitors.failover import Senders
+from monitors.feedback import BridgeUnavailable, deliver, operator_feedback
 from monitors.store.shapes import drop_json, feedback_json, submission_json
 from watchdog.components import Config
 from watchdog.shared.config import ConfigError
@@ -208,7 +209,7 @@ async def send_feedback(db: DropsDB, config: Config, http: aiohttp.ClientSession
                        f"(feedback {feedback.id} on {feedback.project} {feedback.drop_number})")
     if feedback.status == FEEDBACK_PENDING and config.cluster is None:
         try:
-            feedback = await deliver(BridgeClient(config, project.send_account, http), db, feedback,
+            feedback = await deliver(Senders(config, project, http), db, feedback,
                                      attempts=SEND_ATTEMPTS, max_wait=0.2)
         except BridgeUnavailable:
             feedback = db.feedback(feedback.id)

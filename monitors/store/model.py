@@ -20,6 +20,7 @@ FEEDBACK_STATUSES = (FEEDBACK_NONE, FEEDBACK_PENDING, FEEDBACK_SENT, FEEDBACK_QU
 # A feedback message's life; a drop's feedback_status is the status of its newest feedback.
 FEEDBACK_TRANSITIONS = {
     FEEDBACK_PENDING: {FEEDBACK_PENDING, FEEDBACK_SENT, FEEDBACK_QUEUED, FEEDBACK_FAILED},
+    FEEDBACK_QUEUED: {FEEDBACK_SENT},  # a receipt shows the bridge's outbox sent it (DropsDB.record_receipts)
 }
 
 KIND_ACK = "ack"
@@ -124,6 +125,7 @@ class Feedback:
     server_at: str | None  # receipts from WhatsApp for the sent message
     delivered_at: str | None
     read_at: str | None
+    carrier_id: int | None = None  # coalesced: the feedback row whose WhatsApp message carried this one
 
     def as_json(self) -> dict:
         return {**asdict(self), "mentions": list(self.mentions)}

@@ -19,7 +19,7 @@ DROP_COLUMNS = ("d.id, d.public_id, d.project, d.drop_number, d.group_jid, d.gro
                 "d.message_id, d.message_time, d.detected_at, d.backfilled, d.feedback_status, d.feedback_sent_at")
 FEEDBACK_COLUMNS = ("f.id, d.project, d.drop_number, f.kind, f.recipient, f.text, f.mentions, f.idempotency_key, "
                     "f.status, f.created_at, f.sent_at, f.attempts, f.error, f.bridge_message_id, f.server_at, "
-                    "f.delivered_at, f.read_at")
+                    "f.delivered_at, f.read_at, f.carrier_id")
 EVENT_COLUMNS = "kind, group_jid, submitted_by, message_id, message_time, detected_at, backfilled"
 MAX_LIMIT = 1000
 

@@ -186,6 +186,13 @@ CREATE TABLE cluster_silences (
 )
 """
 
+# Issue 22: acknowledgements of one group falling due together go out as one message. Each row names the
+# feedback row whose message carries it (the first of the message's rows, itself included), recorded before the
+# post: a restart posts the same rows again as the same message, under the same Idempotency-Key.
+V11_CARRIERS = """
+ALTER TABLE feedback ADD COLUMN carrier_id {int}
+"""
+
 
 def _fill_public_ids(ex: Executor) -> None:
     """Drops recorded before public ids existed get one now (new drops get theirs when recorded)."""
@@ -211,4 +218,6 @@ def migrations(dialect: Dialect) -> list[Migration]:
                   (dialect.ddl(V9_SENDER_LEASES),)),
         Migration(10, "cluster_nodes (each node's last renewal), cluster_silences (who alerted on which silence)",
                   (dialect.ddl(V10_CLUSTER_NODES),)),
+        Migration(11, "feedback.carrier_id: the feedback row whose message carried a coalesced acknowledgement",
+                  (dialect.ddl(V11_CARRIERS),)),
     ]

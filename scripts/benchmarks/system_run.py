@@ -66,7 +66,10 @@ def config_text(projects: int, watchdog: str = "", database_url: str = "", accou
                  f'[accounts.main.probe]\nperiod = {probe_period:g}\ninitial_delay = 1.0\n')
     for n in range(1, projects + 1):
         environment = "dev" if n > max(projects - 2, 1) else "prod"
-        parts.append(f'[[projects]]\nname = "p{n}"\nenvironment = "{environment}"\ngroups = ["{group_jid(n)}"]\n')
+        # each drop acknowledged by its own message (not the default reaction, not coalesced): the runs count
+        # acknowledgements in /sim/sent, one per drop
+        parts.append(f'[[projects]]\nname = "p{n}"\nenvironment = "{environment}"\ngroups = ["{group_jid(n)}"]\n'
+                     'feedback = { ack = "message", coalesce_s = 0 }\n')
     if database_url:
         parts.append(f'[database]\nurl = "{database_url}"\n')
     return "\n".join(parts)

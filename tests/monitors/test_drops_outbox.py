@@ -13,6 +13,7 @@ import pytest
 from bridge.schema import format_ts
 from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_QUEUED, FEEDBACK_SENT, DropsDB, NewFeedback, ReceiptStamp,
                                   Submission, drops_db_path, open_drops_store)
+from monitors.feedback import coalesced
 from monitors.store.outbox import outbox_channel
 from monitors.store.shapes import rfc3339
 from tests.conftest import BASE_CONFIG, GROUP_A
@@ -105,7 +106,20 @@ def test_receipts_stamp_feedback_once_and_enqueue_delivered_and_read(drops: Drop
     assert (done.server_at, done.delivered_at, done.read_at) == (at(1), at(2), at(5))
     assert types(drops) == ["drop.recorded", "feedback.sent", "feedback.delivered", "feedback.read"]
     read = drops.outbox.due("all", now=at(10**6))[-1].data["data"]["feedback"]
-    assert (read["delivered_at"], read["read_at"], read["status"]) == (rfc3339(at(2)), rfc3339(at(5)), "queued")
+    # queued (202) until the server ack showed the bridge's outbox sent it
+    assert (read["delivered_at"], read["read_at"], read["status"]) == (rfc3339(at(2)), rfc3339(at(5)), "sent")
+
+
+def test_a_queued_reaction_is_sent_once_its_server_ack_arrives(drops: DropsDB) -> None:
+    """A reaction gets no delivered/read receipts: its server ack is final, nothing stays queued waiting."""
+    (drop,) = drops.record("lawley", "main", 1, [sub("DR1000001", "M1")], ack)
+    (feedback,) = drops.pending_feedback("lawley")
+    drops.finish_feedback(feedback, FEEDBACK_QUEUED, bridge_message_id="3EB0R1")  # the bridge was reconnecting
+    assert drops.drop("lawley", "DR1000001").feedback_status == "queued"
+    assert stamped(drops, "3EB0R1", "server_ack", at(1))
+    (done,) = drops.feedback_of(drop)
+    assert (done.status, done.server_at, drops.drop("lawley", "DR1000001").feedback_status) == ("sent", at(1), "sent")
+    assert types(drops) == ["drop.recorded", "feedback.sent"]  # announced once, when the bridge accepted it
 
 
 def test_a_read_receipt_without_delivered_first_stamps_both(drops: DropsDB) -> None:
@@ -228,3 +242,39 @@ def test_state_for_followers(drops: DropsDB) -> None:
     drops.set_state("receipts:main", "41")
     drops.set_state("receipts:main", "42")
     assert drops.get_state("receipts:main") == "42"
+
+
+def test_one_message_carries_several_acks_and_its_receipts_stamp_each(drops: DropsDB) -> None:
+    """Coalescing: the rows are grouped once (carrier_id, before the post); the answer's message id goes on each;
+    its receipts stamp them all, a read only the rows mentioning the reader."""
+    drops.record("lawley", "main", 1, [sub("DR1000001", "M1"), sub("DR1000002", "M2", by=OTHER),
+                                       sub("DR1000003", "M3")], ack)
+    rows = drops.pending_feedback("lawley")
+    grouped = drops.carry(rows)
+    assert [r.carrier_id for r in grouped] == [rows[0].id] * 3
+    assert drops.carry(rows) == []  # grouped already: a second grouping takes nothing
+    assert drops.carried(rows[0].id) == grouped
+    for row in grouped:
+        drops.finish_feedback(row, FEEDBACK_SENT, bridge_message_id="3EB0C1")
+    assert drops.record_receipts([ReceiptStamp("3EB0C1", "delivered", at(2), OTHER),
+                                  ReceiptStamp("3EB0C1", "read", at(3), OTHER)]) == ({"3EB0C1"}, 4)
+    stamps = {f.drop_number: (f.bridge_message_id, f.delivered_at, f.read_at) for f in drops.carried(rows[0].id)}
+    assert stamps == {"DR1000001": ("3EB0C1", at(2), None), "DR1000002": ("3EB0C1", at(2), at(3)),
+                      "DR1000003": ("3EB0C1", at(2), None)}
+
+
+def test_a_coalesced_message_is_rebuilt_the_same_after_a_restart(drops: DropsDB, write_config) -> None:  # noqa: ANN001
+    """Grouped before the post: a monitor killed after the bridge sent the message, with some rows marked, posts
+    the same text under the same Idempotency-Key (the bridge answers from its outbox), for the rest only."""
+    project = load(write_config(BASE_CONFIG)).project("lawley")
+    drops.record("lawley", "main", 1, [sub("DR1000001", "M1"), sub("DR1000002", "M2", by=OTHER),
+                                       sub("DR1000003", "M3")], ack)
+    grouped = drops.carry(drops.pending_feedback("lawley"))
+    first = coalesced(project, grouped, "Lawley Fibre")
+    assert first.text == ("@27710000001 DR1000001, DR1000003 received, thank you\n"
+                          "@27710000002 DR1000002 received, thank you")
+    assert first.mentions == (CONTRACTOR, OTHER) and first.id == grouped[0].id
+    drops.finish_feedback(grouped[0], FEEDBACK_SENT, bridge_message_id="3EB0C1")  # killed after the first mark
+    again = coalesced(project, drops.carried(grouped[0].id), "Lawley Fibre")
+    assert (again.text, again.idempotency_key, again.mentions) == (first.text, first.idempotency_key, first.mentions)
+    assert again.id == grouped[1].id  # the first row still pending: what deliver checks and marks from

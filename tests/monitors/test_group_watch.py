@@ -90,7 +90,7 @@ def test_a_group_the_account_is_not_in_is_named_everywhere(write_config, inbox: 
         # and an alert, once, for the project's component
         alert = wait_until(lambda: inbox.bodies, 15, message="the not_in_group alert")[0]
         assert (alert["status"], alert["rule"], alert["component"], alert["summary"]) == \
-            ("firing", "not_in_group", "monitor:velo-test", NOT_IN)
+            ("firing", "not_in_group", "monitor:velo-test", f"{NOT_IN}: nothing from it is recorded")
         watchdog.send_signal(signal.SIGTERM)
         assert watchdog.wait(timeout=30) == 0
     finally:

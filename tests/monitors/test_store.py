@@ -20,7 +20,7 @@ from monitors.follow import StoreFollower
 from monitors.main import MonitorProcess
 from monitors.project import ProjectMonitor
 from tests.bridge.test_windows import FixedHistory
-from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B
+from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, MESSAGE_ACK
 from tests.monitor_support import store_rows as rows
 from tests.monitor_support import store_run
 from watchdog.components import Config, load
@@ -126,7 +126,7 @@ def test_new_drops_get_one_pending_acknowledgement_with_the_mention(config: Conf
 
 def test_no_acknowledgement_when_auto_ack_is_off(write_config, drops_backend: str,  # noqa: ANN001
                                                  store: Store) -> None:
-    config = load(write_config(BASE_CONFIG.replace('name = "lawley"\n', 'name = "lawley"\nfeedback = { auto_ack = false }\n')
+    config = load(write_config(BASE_CONFIG.replace(MESSAGE_ACK, 'feedback = { auto_ack = false }', 1)
                                + drops_backend))
     post(store, "M1", "DR1734150")
     catch_up(config)

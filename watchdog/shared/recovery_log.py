@@ -39,7 +39,8 @@ EVENTS = ("exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash
           "reread",  # a monitor's cursor was not in the file it follows (a restore): read again from a safe point
           "clock_step",  # the host's wall clock was stepped (NTP, a VM restored): times around it differ by it
           "lease",  # a cluster's sender lease acquired or lost by this host (its token)
-          "node_silent")  # a cluster's other host not seen for [cluster] node_silent_s
+          "node_silent",  # a cluster's other host not seen for [cluster] node_silent_s
+          "failover", "failback")  # a project's feedback moved to its next sending number; back to the first
 LOCK_WAIT = 0.2  # seconds an append waits for the lock before writing without it
 LOCK_POLL = 0.005
 

@@ -1,0 +1,133 @@
+"""A project's feedback through the first of its `send_accounts` that can send: a second number takes over.
+
+A number that is banned for a while (`temporary_ban`), logged out, replaced by
+another client, or whose bridge has been disconnected or unreachable (not
+running, not paired: it exits 4) for longer than `feedback.failover_after_s`,
+or whose sending WhatsApp paused (rate-overlimit) for longer than that, cannot send: its outbox would only hold the acknowledgements until it is back,
+for hours or days. So before each post the accounts ahead of and including the
+one sending now are asked for their state (`GET /api/health`), and the first
+that can send gets the post. A short disconnect does not move sending (the
+bridge's outbox sends on reconnect), and when the first account can send again
+sending returns to it. Each change is a recovery-log line naming its cause,
+and the rule `feedback_failover` fires once when sending leaves the first
+account and is resolved when it returns.
+
+Nothing here opens a WhatsApp session: each account's own bridge, owning its
+session, sends; a failover only picks which bridge to ask. Mentions and quotes
+work from any number that is in the group (monitors/group_watch.py and `check`
+say when one is not).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import aiohttp
+from loguru import logger
+
+from monitors.alert_rules import FEEDBACK_FAILOVER
+from monitors.config import ProjectConfig
+from monitors.drops_store import Feedback
+from monitors.feedback import Answer, BridgeClient, BridgeUnavailable
+from watchdog.components import Config
+from watchdog.shared import clock
+from watchdog.shared.alerts import AlertManager
+from watchdog.shared.recovery_log import RecoveryLog
+
+CONNECTED = "connected"
+CANNOT_SEND = ("temporary_ban", "logged_out", "stream_replaced")  # bridge/health.py: not soon, not by itself
+
+
+class Senders:
+    """Posts a project's feedback through its first account that can send; duck-types BridgeClient.post."""
+
+    def __init__(self, config: Config, project: ProjectConfig, http: aiohttp.ClientSession,
+                 log: RecoveryLog | None = None, alerts: AlertManager | None = None,
+                 changed: Callable[[], None] = lambda: None) -> None:
+        self.project = project
+        self.component = project.component
+        self.names = project.send_accounts or [project.send_account]  # as the config check resolved them
+        self.clients = [BridgeClient(config, name, http) for name in self.names]
+        self.log = log
+        self.alerts = alerts
+        self.changed = changed
+        self.active = 0  # index of the account sending now
+        self.cause = ""  # why the accounts before it cannot send ('' while the first sends)
+        self._down_since: dict[str, float] = {}  # account -> when it was first seen not connected (monotonic)
+
+    @property
+    def account(self) -> str:
+        return self.names[self.active]
+
+    async def cannot_send(self, index: int) -> str:
+        """Why account `index` cannot send now ('' if it can, or is only briefly away)."""
+        client, name = self.clients[index], self.names[index]
+        try:
+            body = await client.health()
+            state = str(body.get("state", "?"))
+            reason = str(body.get("reason") or "")
+        except BridgeUnavailable as exc:
+            state, reason = "unreachable", str(exc)
+        if state == CONNECTED:
+            self._down_since.pop(name, None)
+            return self._paused(name, body.get("sending"))
+        if state in CANNOT_SEND:
+            return f"{name} {state}" + (f": {reason}" if reason else "")
+        since = self._down_since.setdefault(name, time.monotonic())
+        away = time.monotonic() - since
+        if away < self.project.feedback.failover_after_s:
+            return ""
+        return f"{name} {state} for {away:.0f} s" + (f": {reason}" if reason else "")
+
+    def _paused(self, name: str, sending: object) -> str:
+        """A connected account whose sending WhatsApp paused (rate-overlimit) for longer than failover_after_s
+        from now cannot send (a shorter pause: its outbox sends when it ends)."""
+        if not isinstance(sending, dict) or not sending.get("paused") or not isinstance(sending.get("until"), str):
+            return ""
+        try:
+            left = (datetime.fromisoformat(sending["until"]) - clock.now()).total_seconds()
+        except (TypeError, ValueError):
+            return ""
+        if left <= self.project.feedback.failover_after_s:
+            return ""
+        return f"{name} sending paused until {sending['until']}: {sending.get('reason', '')}"
+
+    async def choose(self) -> BridgeClient:
+        """The first account that can send (the one sending now when none can: its outbox keeps the post)."""
+        if len(self.clients) == 1:
+            return self.clients[0]
+        causes = []
+        for index in range(len(self.clients)):
+            cause = await self.cannot_send(index)
+            if not cause:
+                self._move(index, "; ".join(causes))
+                break
+            causes.append(cause)
+        else:
+            logger.warning("feedback for {}: no sending account can send ({}); staying with {}", self.project.name,
+                           "; ".join(causes), self.account)
+        return self.clients[self.active]
+
+    def _move(self, index: int, cause: str) -> None:
+        if index == self.active:
+            return
+        was, self.active, self.cause = self.account, index, cause
+        self.changed()
+        if index == 0:
+            message = f"feedback of project {self.project.name} back to {self.account} (was {was})"
+            cause = f"{self.account} can send again"
+        else:
+            message = f"feedback of project {self.project.name} now through {self.account} (was {was})"
+        logger.warning("{}: {}", message, cause)
+        if self.log is not None:
+            self.log.append(self.component, "failover" if index else "failback", cause=cause, message=message,
+                            project=self.project.name, account=self.account, previous=was)
+        if self.alerts is not None:
+            if index:
+                self.alerts.fire(FEEDBACK_FAILOVER, self.component, f"{message}: {cause}")
+            else:
+                self.alerts.resolve(FEEDBACK_FAILOVER, self.component, message)
+
+    async def post(self, feedback: Feedback, ack: str = "message", target: str = "") -> Answer:
+        return await (await self.choose()).post(feedback, ack, target)
