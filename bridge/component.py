@@ -6,6 +6,7 @@ import argparse
 
 from bridge.config_checks import SLICE
 from watchdog.shared.component import Command, Component
+from watchdog.shared.recovery_log import register_events
 
 
 def _account(parser: argparse.ArgumentParser) -> None:
@@ -40,3 +41,7 @@ COMPONENT = Component(
     console_views=("bridge.console_view:ConnectionView",),
     preload=("bridge.main", "bridge.simulator.server", "bridge.transports.sim"),
 )
+
+register_events("disconnect", "reconnect",  # a WhatsApp connection window opened and closed (bridge/windows.py)
+                "backfill",  # what a window's history request brought back
+                "dead_letter", "quarantine")  # a send moved aside for good; poison messages set aside

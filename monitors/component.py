@@ -7,6 +7,7 @@ import argparse
 
 from monitors.config_checks import SLICE
 from watchdog.shared.component import Command, Component, json_option, since_option
+from watchdog.shared.recovery_log import register_events
 
 
 def _monitor(parser: argparse.ArgumentParser) -> None:
@@ -51,3 +52,8 @@ COMPONENT = Component(
     console_views=("monitors.console_view:DropsView",),
     preload=("monitors.main", "monitors.api.main"),
 )
+
+register_events("backfill",  # what a project recovered of a window
+                "reread",  # a cursor not in the file it follows (a restore): read again from a safe point
+                "lease", "node_silent",  # a cluster's sender lease acquired or lost; another host not seen
+                "failover", "failback")  # a project's feedback moved to its next sending number; back to the first

@@ -5,11 +5,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from tests.watchdog.core.test_supervision import RecordingAlerts
 from watchdog.core.program_alerts import ProgramAlerts
 from watchdog.core.recovery import Records
 from watchdog.core.states import Phase, program_machine
 from watchdog.shared.recovery_log import RecoveryLog
+
+
+class RecordingAlerts:
+    """Stands in for the AlertManager where a test looks at what the watcher decided, not at delivery."""
+
+    def __init__(self) -> None:
+        self.fired: list[tuple[str, str, str, float | None]] = []
+        self.resolved: list[tuple[str, str, str]] = []
+
+    def fire(self, rule: str, component: str, summary: str, duration_s: float | None = None) -> None:
+        self.fired.append((rule, component, summary, duration_s))
+
+    def resolve(self, rule: str, component: str, summary: str) -> None:
+        self.resolved.append((rule, component, summary))
+
+    async def close(self) -> None:
+        pass
+
 
 
 class RecordingMetrics:

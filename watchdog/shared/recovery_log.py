@@ -31,16 +31,20 @@ from loguru import logger
 from watchdog.shared import file_modes, logs
 from watchdog.shared import clock
 
-EVENTS = ("exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash_loop", "failed",
-          "disconnect", "reconnect", "backfill", "alert", "start", "stop",
+# The supervisor's own record kinds; a package adds its own with `register_events` from its slice
+# (bridge/component.py, monitors/component.py), which every process imports with its config before it writes.
+EVENTS = {"exit", "hang", "unhealthy", "rss_limit", "restart", "healthy", "crash_loop", "failed", "alert", "start",
+          "stop",
           "overloaded", "throttle", "reload",  # a starved child given time; a delayed start; a config reload
-          "dead_letter", "quarantine",  # a send moved aside for good; poison messages set aside
           "loop_gap",  # the watchdog's own loop did not run for a while (paused): deadlines re-armed
-          "reread",  # a monitor's cursor was not in the file it follows (a restore): read again from a safe point
-          "clock_step",  # the host's wall clock was stepped (NTP, a VM restored): times around it differ by it
-          "lease",  # a cluster's sender lease acquired or lost by this host (its token)
-          "node_silent",  # a cluster's other host not seen for [cluster] node_silent_s
-          "failover", "failback")  # a project's feedback moved to its next sending number; back to the first
+          "clock_step"}  # the host's wall clock was stepped (NTP, a VM restored): times around it differ by it
+
+
+def register_events(*names: str) -> None:
+    """Record kinds a package writes (an unknown kind is refused at `append`: a typo never reaches the log)."""
+    EVENTS.update(names)
+
+
 LOCK_WAIT = 0.2  # seconds an append waits for the lock before writing without it
 LOCK_POLL = 0.005
 

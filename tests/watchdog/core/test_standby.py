@@ -13,7 +13,8 @@ import pytest
 from bridge.session_lock import holder_pid
 from tests.bridge_support import call
 from tests.conftest import Processes, wait_until
-from tests.watchdog.core.test_supervision import RecordingAlerts, run, supervise, worker, write_settings
+from tests.watchdog.core.test_supervision import run, supervise, worker, write_settings
+from tests.watchdog.fakes import RecordingAlerts
 from tests.watchdog.test_system import EXPECTED, alive, status
 from watchdog.control import token as control_token
 from watchdog.shared import endpoints

@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import ROOT, until, wait_until
+from tests.watchdog.fakes import RecordingAlerts
 from watchdog.core.arbiter import Arbiter
 from watchdog.components import load
 from watchdog.shared.notify import Notifier
@@ -58,23 +59,6 @@ def worker(name: str, *options: str, after: tuple[str, ...] = (), watchdog_sec: 
     return Program(name, (sys.executable, str(WORKER), "--label", name, *options), after=after, ready=Check("notify"),
                    watchdog_sec=watchdog_sec, rss_limit_mb=rss_limit_mb, no_restart_exit_codes=no_restart_exit_codes,
                    pidfile=pidfile, signature=signature, **program)
-
-
-class RecordingAlerts:
-    """Stands in for the AlertManager where a test looks at what the watcher decided, not at delivery."""
-
-    def __init__(self) -> None:
-        self.fired: list[tuple[str, str, str, float | None]] = []
-        self.resolved: list[tuple[str, str, str]] = []
-
-    def fire(self, rule: str, component: str, summary: str, duration_s: float | None = None) -> None:
-        self.fired.append((rule, component, summary, duration_s))
-
-    def resolve(self, rule: str, component: str, summary: str) -> None:
-        self.resolved.append((rule, component, summary))
-
-    async def close(self) -> None:
-        pass
 
 
 class Supervised:
