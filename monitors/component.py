@@ -50,6 +50,7 @@ COMPONENT = Component(
     backup_items="monitors.backup:items",
     status_sections="monitors.cluster_status:sections",
     console_views=("monitors.console_view:DropsView",),
+    recovery_folds=("monitors.recovery_lines:fold_quiet_backfills",),
     preload=("monitors.main", "monitors.api.main"),
 )
 

@@ -13,9 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT = ("bridge", "monitors")
 # What a product package may use of the supervisor: the shared base, the composition, and the extension
-# points it implements (hooks and their answers, console marks).
-EXTENSION_POINTS = ("watchdog.core.hooks", "watchdog.core.probes", "watchdog.control.console.timeline",
-                    "watchdog.control.console.events")
+# points it implements (hooks and their answers, console marks and events, recovery lines).
+EXTENSION_POINTS = ("watchdog.commands.recoveries", "watchdog.core.hooks", "watchdog.core.probes",
+                    "watchdog.control.console.timeline", "watchdog.control.console.events")
 
 
 def imports(path: Path) -> set[str]:

@@ -95,6 +95,11 @@ def console_views() -> tuple[str, ...]:
     return tuple(view for component in COMPONENTS for view in component.console_views)
 
 
+def recovery_folds() -> list[Callable[[list], list]]:
+    """The slices' foldings of `wa-watchdog recoveries`' lines, in the order of the slices."""
+    return [resolve(fold) for component in COMPONENTS for fold in component.recovery_folds]
+
+
 def preload() -> tuple[str, ...]:
     return tuple(module for component in COMPONENTS for module in component.preload)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -207,35 +206,6 @@ def group(records: list[dict]) -> list[Line]:
     return lines
 
 
-WINDOW = re.compile(r"^window \S+ \([^)]*\)")  # `window 22:07:01-22:07:40 (server disconnect)`
-
-
-def fold_quiet_backfills(lines: list[Line]) -> list[Line]:
-    """The monitors' reports on one window that found no drops, as one line: `3 projects missed nothing`.
-
-    Every window is reported by every project of its account; a line each for "nothing" buries the
-    one that found something.
-    """
-    out: list[Line] = []
-    folded: dict[tuple[object, object], Line] = {}  # (account, window id) -> its one line
-    for line in lines:
-        record = line.records[0] if len(line.records) == 1 else {}
-        if record.get("event") != "backfill" or "account" not in record or record.get("drops"):
-            out.append(line)
-            continue
-        key = (record["account"], record.get("window_id"))
-        if key not in folded:
-            folded[key] = Line(line.time, "monitors")
-            out.append(folded[key])
-        quiet = folded[key]
-        quiet.records.append(record)
-        names = [str(r.get("component", "?")).removeprefix("monitor:") for r in quiet.records]
-        window = WINDOW.match(str(record.get("message", "")))
-        quiet.text = (f"backfill: {window.group(0) + ': ' if window else ''}{len(names)} project"
-                      f"{'' if len(names) == 1 else 's'} missed nothing ({', '.join(names)})")
-    return out
-
-
 def render(lines: list[Line]) -> str:
     """Lines with local HH:MM:SS times and a date header whenever the day changes."""
     out: list[str] = []
@@ -273,5 +243,9 @@ def cmd_recoveries(config: Config, args: argparse.Namespace) -> int:
         window = f" in the last {args.since}" if args.since else ""
         print(f"no recoveries{scope}{window} (log: {log.path})")
         return 0
-    print(render(fold_quiet_backfills(group(records))))
+    lines = group(records)
+    from watchdog.components import recovery_folds  # the slices' own foldings (see cmd above for why here)
+    for fold in recovery_folds():
+        lines = fold(lines)
+    print(render(lines))
     return 0

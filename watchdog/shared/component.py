@@ -92,6 +92,8 @@ class Component(NamedTuple):
     status_sections: str = ""
     console_views: tuple[str, ...] = ()  # "module:Class" of product views the console composes (Class(config))
     preload: tuple[str, ...] = ()  # modules the fork template imports ahead (watchdog/core/template.py)
+    # "module:function"s `(lines) -> lines` over `wa-watchdog recoveries`' lines (watchdog/commands/recoveries.py)
+    recovery_folds: tuple[str, ...] = ()
     config: ConfigSlice | None = None  # its top-level tables, their checks, ports and secrets (config_model.py)
 
 
