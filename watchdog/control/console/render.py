@@ -69,7 +69,7 @@ def now_panel(rows: list[Row], csrf: str, extensions: Sequence[Extension] = ()) 
             f'data-pid="{s.get("pid") or ""}"><td class="name">{escape(name)}{alerts}</td>'
             f'<td><span class="badge {STATE_CLASS.get(state, "warn")}">{escape(state)}</span></td>'
             f'<td class="{"ok" if healthy else "bad"}">{"healthy" if healthy else "not healthy"}'
-            f'{" (" + escape(condition) + ")" if condition and condition not in ("ready", "connected") else ""}</td>'
+            f'{" (" + escape(condition) + ")" if condition and not healthy else ""}</td>'
             f'<td class="mono">{s.get("pid") or "-"}</td><td>{format_duration(s.get("uptime_s"))}</td>'
             f'<td class="{"bad" if row.restarts_last_hour else ""}">{row.restarts_last_hour}</td>'
             f'<td class="mono">{standby or ("-" if "standby_pid" in s else "")}</td>'
