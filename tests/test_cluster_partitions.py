@@ -1,0 +1,168 @@
+"""Two hosts watching one number, each in its own network namespace (issue 21, faults 3 and 4): host A cut off
+from PostgreSQL only, or from WhatsApp (the simulator) only, for 30 s, then healed.
+
+PostgreSQL and the simulator run in the root namespace, reached by both hosts on the first veth pair's root-side
+address (tests/netns.py). A partition drops A's packets silently in A's own namespace: nothing is reset, so A
+finds out only by its timeouts. Fault 3: A keeps storing what WhatsApp delivers, records nothing it cannot
+record, B takes over sending within lease + 1 s, and after the heal A's monitors catch up from their cursors
+while every drop stays recorded once. Fault 4: B records what A no longer receives, and every acknowledgement
+still reaches the group once. In both: no device connected twice, no feedback `unknown`.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from scripts.benchmarks.cluster_run import CLUSTER, Poster, holder
+from scripts.benchmarks.system_run import RunningSystem, config_text, group_jid, slow_start
+from tests.conftest import wait_until
+from tests.netns import NamespacedSystem, NetHost, Relay, hosts
+from tests.pg import PgCluster, find_bin_dir
+from tests.test_cluster import devices, sent_status, takeovers
+
+PARTITION_S = 30.0
+LEASE_S = 2.0
+
+
+@dataclass
+class Lab:
+    a: NamespacedSystem
+    b: NamespacedSystem
+    pg: PgCluster
+    pg_url: str  # the test's own (127.0.0.1)
+    relay: Relay
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """Namespaces, a PostgreSQL on their servers' address, a simulator behind a relay there, and hosts A (first:
+    it holds the sender lease) and B; all ended and deleted at the end."""
+    bin_dir, why = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip(why)
+    with hosts("wacf", 2) as (ha, hb):
+        server = ha.outside
+        pg = PgCluster(bin_dir, settings=f"-c listen_addresses=127.0.0.1,{server}")
+        sim: RunningSystem | None = None
+        relay: Relay | None = None
+        started: list[NamespacedSystem] = []
+        try:
+            with open(pg.data / "pg_hba.conf", "a") as hba:  # a throwaway cluster: trust the veth subnets
+                hba.write("host all all 169.254.0.0/16 trust\n")
+            pg.start()
+            pg_url = pg.create_database("cluster_partitions")
+            host_url = pg_url.replace("127.0.0.1", server)
+            sim = RunningSystem(tmp_path / "sim", config_text(1, separate_sim=True), separate_sim=True)
+            sim.start_sim()
+            relay = Relay(server, int(sim.sim_url.rsplit(":", 1)[1]))
+
+            def host(net: NetHost, node: str) -> NamespacedSystem:
+                config = slow_start(config_text(1, database_url=host_url)).replace(
+                    "[sim]\nport = 0\n", f'[sim]\nport = 0\nurl = "{relay.url}"\n') + CLUSTER.format(node, LEASE_S)
+                system = NamespacedSystem(net, sim.sim_url, tmp_path / node, config, database_url=pg_url)
+                system.start()
+                started.append(system)
+                return system
+
+            a, b = host(ha, "vps-a"), host(hb, "vps-b")
+            assert holder(pg_url) == "vps-a"
+            yield Lab(a, b, pg, pg_url, relay)
+        finally:
+            for system in reversed(started):
+                system.stop()
+            if relay is not None:
+                relay.close()
+            if sim is not None:
+                sim.stop()
+            pg.destroy()
+
+
+def drops_posted(lab: Lab, poster: Poster) -> Counter:
+    return Counter(lab.a.query("drops", "SELECT d.drop_number FROM drop_events e JOIN drops d ON d.id = e.drop_id"))
+
+
+def assert_exactly_once(lab: Lab, poster: Poster) -> None:
+    n = len(poster.posted)
+    wait_until(lambda: lab.a.query("drops", "SELECT COUNT(*) FROM drops") == [(n,)] and sent_status(lab.a) == n,
+               timeout=90, message=f"all {n} drops recorded and acknowledged")
+    assert drops_posted(lab, poster) == Counter((drop,) for drop in poster.posted)  # each recorded once
+    acks = Counter(s["text"].split()[1] for s in lab.a.sent() if s["recipient"] == group_jid(1))
+    assert acks == Counter(poster.posted)  # each acknowledgement reached the group once
+    assert lab.a.query("drops", "SELECT COUNT(*) FROM feedback WHERE status <> 'sent'") == [(0,)]
+    assert all(d["stream_replaced"] == 0 for d in devices(lab.a).values())  # never two connections of one device
+
+
+def stored_by(system: RunningSystem, drops: list[str]) -> set[str]:
+    """The drops among `drops` whose messages are in the host's own messages.db."""
+    texts = {text.split()[0] for (text,) in system.query("messages", "SELECT content FROM messages")}
+    return texts & set(drops)
+
+
+def cursor(lab: Lab, node: str) -> int:
+    rows = lab.a.query("drops", "SELECT rowid FROM cursors WHERE project = 'p1' AND account = ?", f"main@{node}")
+    return rows[0][0] if rows else 0
+
+
+def last_rowid(system: RunningSystem, drop: str) -> int:
+    rows = system.query("messages", "SELECT rowid FROM messages WHERE content LIKE ?", f"{drop} %")
+    return rows[0][0] if rows else 0
+
+
+def wait_out(cut_at: float) -> None:
+    """The partition lasts PARTITION_S from `cut_at` (the fault's duration, not a wait for a condition)."""
+    time.sleep(max(0.0, cut_at + PARTITION_S - time.monotonic()))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_host_cut_off_from_postgresql_keeps_its_messages_and_catches_up_exactly_once(lab: Lab) -> None:
+    poster = Poster(lab.a)
+    poster.post(10)
+    wait_until(lambda: sent_status(lab.a) >= 3, timeout=30, message="A to send the first acknowledgements")
+    lab.a.host.cut(lab.a.host.outside, lab.pg.port)
+    cut_at = time.monotonic()
+    try:
+        wait_until(lambda: holder(lab.pg_url) == "vps-b", timeout=10, message="B to take the sender lease")
+        takeover = time.monotonic() - cut_at
+        by_a = {s["id"] for s in lab.a.sent() if s["node"] == "vps-a"}
+        poster.post(10)
+        during = poster.posted[10:]
+        wait_until(lambda: sent_status(lab.a) == 20, timeout=60, message="B to record and acknowledge every drop")
+        wait_until(lambda: stored_by(lab.a, during) == set(during), timeout=30,
+                   message="A to store the messages WhatsApp delivered while it could not reach PostgreSQL")
+        wait_out(cut_at)
+        assert cursor(lab, "vps-a") < last_rowid(lab.a, during[-1])  # A recorded nothing it could not record
+    finally:
+        lab.a.host.cut(lab.a.host.outside, lab.pg.port, cut=False)
+    wait_until(lambda: cursor(lab, "vps-a") >= last_rowid(lab.a, during[-1]), timeout=60,
+               message="A's monitors to catch up from their cursors after the heal")
+    poster.post(5)
+    assert_exactly_once(lab, poster)
+    assert {s["id"] for s in lab.a.sent() if s["node"] == "vps-a"} == by_a  # A sent nothing after it lost the lease
+    assert takeover < LEASE_S + 1.0, f"B took {takeover:.2f} s to hold the lease of a partitioned A"
+    [taken] = takeovers(lab.b)
+    assert taken["previous"] == "vps-a"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_host_cut_off_from_whatsapp_loses_nothing_and_sends_nothing_twice(lab: Lab) -> None:
+    poster = Poster(lab.a)
+    poster.post(10)
+    wait_until(lambda: sent_status(lab.a) >= 3, timeout=30, message="A to send the first acknowledgements")
+    lab.a.host.cut(lab.a.host.outside, lab.relay.port)
+    cut_at = time.monotonic()
+    try:
+        poster.post(10)
+        wait_until(lambda: lab.a.query("drops", "SELECT COUNT(*) FROM drops") == [(20,)], timeout=60,
+                   message="B to record the drops A no longer receives")
+        wait_out(cut_at)
+    finally:
+        lab.a.host.cut(lab.a.host.outside, lab.relay.port, cut=False)
+    poster.post(5)
+    assert_exactly_once(lab, poster)
