@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from scripts.benchmarks.system_run import RunningSystem
+from scripts.benchmarks.cluster_run import CLUSTER, holder
+from scripts.benchmarks.system_run import RunningSystem, config_text, slow_start
 from tests.host_faults import CLONE_NEWNET, _libc, which
+from tests.pg import PgCluster
 
 
 @dataclass(frozen=True)
@@ -158,3 +160,55 @@ class NamespacedSystem(RunningSystem):
     def status(self) -> list[dict]:
         with self.host.entered():
             return super().status()
+
+
+@dataclass
+class Lab:
+    a: NamespacedSystem
+    b: NamespacedSystem
+    pg: PgCluster
+    pg_url: str  # the test's own (127.0.0.1)
+    relay: Relay
+
+
+@contextmanager
+def cluster_lab(workdir: Path, bin_dir: Path, lease_s: float, durable: bool = False,
+                settings: str = "") -> Iterator[Lab]:
+    """Two namespaces, a PostgreSQL (`durable`, more `settings`) on their servers' address, a simulator behind a
+    relay there, and hosts A (started first: it holds the sender lease) and B; all ended and deleted at the end."""
+    with hosts("wacf", 2) as (ha, hb):
+        server = ha.outside
+        pg = PgCluster(bin_dir, durable, f"-c listen_addresses=127.0.0.1,{server} {settings}")
+        sim: RunningSystem | None = None
+        relay: Relay | None = None
+        started: list[NamespacedSystem] = []
+        try:
+            with open(pg.data / "pg_hba.conf", "a") as hba:  # a throwaway cluster: trust the veth subnets
+                hba.write("host all all 169.254.0.0/16 trust\n")
+            pg.start()
+            pg_url = pg.create_database("cluster_lab")
+            host_url = pg_url.replace("127.0.0.1", server)
+            sim = RunningSystem(workdir / "sim", config_text(1, separate_sim=True), separate_sim=True)
+            sim.start_sim()
+            relay = Relay(server, int(sim.sim_url.rsplit(":", 1)[1]))
+
+            def host(net: NetHost, node: str) -> NamespacedSystem:
+                config = slow_start(config_text(1, database_url=host_url)).replace(
+                    "[sim]\nport = 0\n", f'[sim]\nport = 0\nurl = "{relay.url}"\n') + CLUSTER.format(node, lease_s)
+                system = NamespacedSystem(net, sim.sim_url, workdir / node, config, database_url=pg_url)
+                system.start()
+                started.append(system)
+                return system
+
+            a, b = host(ha, "vps-a"), host(hb, "vps-b")
+            if holder(pg_url) != "vps-a":
+                raise AssertionError(f"B holds the sender lease, not A: {holder(pg_url)}")
+            yield Lab(a, b, pg, pg_url, relay)
+        finally:
+            for system in reversed(started):
+                system.stop()
+            if relay is not None:
+                relay.close()
+            if sim is not None:
+                sim.stop()
+            pg.destroy()

@@ -14,73 +14,28 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from scripts.benchmarks.cluster_run import CLUSTER, Poster, holder
-from scripts.benchmarks.system_run import RunningSystem, config_text, group_jid, slow_start
+from scripts.benchmarks.cluster_run import Poster, holder
+from scripts.benchmarks.system_run import RunningSystem, group_jid
 from tests.conftest import wait_until
-from tests.netns import NamespacedSystem, NetHost, Relay, hosts
-from tests.pg import PgCluster, find_bin_dir
+from tests.netns import Lab, cluster_lab
+from tests.pg import find_bin_dir
 from tests.test_cluster import devices, sent_status, takeovers
 
 PARTITION_S = 30.0
 LEASE_S = 2.0
 
 
-@dataclass
-class Lab:
-    a: NamespacedSystem
-    b: NamespacedSystem
-    pg: PgCluster
-    pg_url: str  # the test's own (127.0.0.1)
-    relay: Relay
-
-
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    """Namespaces, a PostgreSQL on their servers' address, a simulator behind a relay there, and hosts A (first:
-    it holds the sender lease) and B; all ended and deleted at the end."""
     bin_dir, why = find_bin_dir()
     if bin_dir is None:
         pytest.skip(why)
-    with hosts("wacf", 2) as (ha, hb):
-        server = ha.outside
-        pg = PgCluster(bin_dir, settings=f"-c listen_addresses=127.0.0.1,{server}")
-        sim: RunningSystem | None = None
-        relay: Relay | None = None
-        started: list[NamespacedSystem] = []
-        try:
-            with open(pg.data / "pg_hba.conf", "a") as hba:  # a throwaway cluster: trust the veth subnets
-                hba.write("host all all 169.254.0.0/16 trust\n")
-            pg.start()
-            pg_url = pg.create_database("cluster_partitions")
-            host_url = pg_url.replace("127.0.0.1", server)
-            sim = RunningSystem(tmp_path / "sim", config_text(1, separate_sim=True), separate_sim=True)
-            sim.start_sim()
-            relay = Relay(server, int(sim.sim_url.rsplit(":", 1)[1]))
-
-            def host(net: NetHost, node: str) -> NamespacedSystem:
-                config = slow_start(config_text(1, database_url=host_url)).replace(
-                    "[sim]\nport = 0\n", f'[sim]\nport = 0\nurl = "{relay.url}"\n') + CLUSTER.format(node, LEASE_S)
-                system = NamespacedSystem(net, sim.sim_url, tmp_path / node, config, database_url=pg_url)
-                system.start()
-                started.append(system)
-                return system
-
-            a, b = host(ha, "vps-a"), host(hb, "vps-b")
-            assert holder(pg_url) == "vps-a"
-            yield Lab(a, b, pg, pg_url, relay)
-        finally:
-            for system in reversed(started):
-                system.stop()
-            if relay is not None:
-                relay.close()
-            if sim is not None:
-                sim.stop()
-            pg.destroy()
+    with cluster_lab(tmp_path, bin_dir, LEASE_S) as made:
+        yield made
 
 
 def drops_posted(lab: Lab, poster: Poster) -> Counter:

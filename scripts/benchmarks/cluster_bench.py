@@ -6,7 +6,8 @@ timestamp to `pg_xact_commit_timestamp` of its first drop_events row) p50/p99; t
 nothing: CPU of each host's whole tree and of PostgreSQL's, and the database's transactions per second (each
 statement is one, autocommit: the lease's renewals and standby's looks, and whatever else the hosts ask at idle).
 Faults (each on fresh hosts and a fresh database; A holds the sender lease, drops posted at `--rate`
-throughout): A's whole tree killed (kill -9: its connections are reset) or paused (SIGSTOP: nothing closed).
+throughout): A's whole tree killed (kill -9: its connections are reset) or paused (SIGSTOP: nothing closed), or
+(as root, in network namespaces: tests/netns.py) A cut off from PostgreSQL, its packets dropped silently.
 Measured from the fault: when B holds the lease and when B's device sends its first acknowledgement; the ingest
 gap (post -> commit of the drops posted after the fault, which only B records); acknowledgements duplicated and
 feedback `unknown`. Targets: first ack <= 1 s after a kill, <= lease_s + 1 s after a pause; post -> commit p99
@@ -20,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +50,7 @@ class Fault:
 
     @property
     def target_s(self) -> float:
-        return KILL_TARGET_S if self.name == "kill -9" else self.lease_s + 1.0
+        return KILL_TARGET_S if self.name == "kill -9" else self.lease_s + 1.0  # a silent A: its lease runs out
 
 
 def commit_ms(system: RunningSystem, drops: list[str]) -> list[float]:
@@ -101,18 +103,18 @@ def transactions(system: RunningSystem) -> int:
     return int(rows[0][0])
 
 
-def run_fault(work: Path, url: str, name: str, signum: int, args: argparse.Namespace) -> Fault:
+def run_fault(a: RunningSystem, b: RunningSystem, url: str, name: str, blow: Callable[[], Callable[[], None]],
+              args: argparse.Namespace) -> Fault:
+    """`blow` strikes host A and returns what undoes it (run at the end)."""
     result = Fault(name, args.lease_s)
-    a, b = two_hosts(work, url, args.lease_s)
     poster = Poster(a, args.rate)
-    frozen: list[psutil.Process] = []
+    undo: Callable[[], None] = lambda: None  # noqa: E731
     try:
         poster.post(int(args.rate * 3))
         before = len(poster.posted)
         posting = threading.Thread(target=poster.post, args=(int(args.rate * args.after),))
-        frozen = tree(a)
         posting.start()
-        signal_tree(frozen, signum)
+        undo = blow()
         at = time.monotonic()
         leased: list[float] = []
 
@@ -131,10 +133,41 @@ def run_fault(work: Path, url: str, name: str, signum: int, args: argparse.Names
         result.duplicated = sum(n - 1 for n in acks.values() if n > 1)
         result.unknown = a.query("drops", "SELECT COUNT(*) FROM feedback WHERE status = 'unknown'")[0][0]
     finally:
-        signal_tree(frozen, signal.SIGCONT)
+        undo()
         b.stop()
         a.stop()
     return result
+
+
+def signalled(a: RunningSystem, signum: int) -> Callable[[], Callable[[], None]]:
+    def blow() -> Callable[[], None]:
+        processes = tree(a)
+        signal_tree(processes, signum)
+        return lambda: signal_tree(processes, signal.SIGCONT)
+    return blow
+
+
+def host_fault(work: Path, pg: PgCluster, tag: str, name: str, signum: int, args: argparse.Namespace) -> Fault:
+    """A's tree killed or paused: two hosts as process trees."""
+    url = pg.create_database(f"cluster_{tag}")
+    a, b = two_hosts(work / tag, url, args.lease_s)
+    return run_fault(a, b, url, name, signalled(a, signum), args)
+
+
+def partition_fault(work: Path, bin_dir: Path, args: argparse.Namespace) -> Fault | str:
+    """A cut off from PostgreSQL (silently) in its own network namespace; or why it could not run."""
+    import pytest
+
+    from tests.netns import cluster_lab
+    try:
+        with cluster_lab(work / "partition", bin_dir, args.lease_s, durable=True,
+                         settings="-c track_commit_timestamp=on") as lab:
+            def blow() -> Callable[[], None]:
+                lab.a.host.cut(lab.a.host.outside, lab.pg.port)
+                return lambda: lab.a.host.cut(lab.a.host.outside, lab.pg.port, cut=False)
+            return run_fault(lab.a, lab.b, lab.pg_url, "A cut off from PostgreSQL", blow, args)
+    except pytest.skip.Exception as exc:
+        return f"partition case skipped: {exc.msg}"
 
 
 def fault_table(faults: list[Fault]) -> str:
@@ -166,9 +199,14 @@ def main(argv: list[str]) -> int:
         with tempfile.TemporaryDirectory(prefix="wa-bench-cluster-") as tmp:
             work = Path(tmp)
             print(steady(work / "steady", pg.create_database("cluster_steady"), pg, args), flush=True)
-            faults = [run_fault(work / tag, pg.create_database(f"cluster_{tag}"), name, signum, args)
+            faults = [host_fault(work, pg, tag, name, signum, args)
                       for tag, name, signum in (("kill", "kill -9", signal.SIGKILL),
                                                 ("stop", "SIGSTOP", signal.SIGSTOP))]
+            partition = partition_fault(work, bin_dir, args)
+        if isinstance(partition, str):
+            print(f"\n({partition})")
+        else:
+            faults.append(partition)
         print("\n" + fault_table(faults))
         return int(any(f.first_ack_s > f.target_s or f.duplicated or f.unknown for f in faults))
     finally:
