@@ -65,6 +65,14 @@ def drops_db_path(data_dir: Path) -> Path:
     return data_dir / "drops.db"
 
 
+# In a cluster both hosts record every drop: a host cut off from PostgreSQL in the middle of a transaction leaves
+# its locks held until the server's TCP gives up on it (hours). Waiting on them would stall this monitor past its
+# heartbeat (the watchdog then restarts it, again and again) and its lease keeper with it, so the takeover that
+# ends the silent host's sessions would never come. A wait this long fails instead: the store counts as
+# unavailable and what was asked is asked again, by then without the locks if the other host is gone.
+LOCK_WAIT_MS = 1000
+
+
 def open_drops_store(config: Config, readonly: bool = False) -> DropsDB:
     """The configured store: PostgreSQL when `[database] url` is set (psycopg imported only then), else drops.db.
 
@@ -75,9 +83,11 @@ def open_drops_store(config: Config, readonly: bool = False) -> DropsDB:
         from monitors.store.postgres import PostgresBackend
         if config.cluster is None:
             return DropsDB(PostgresBackend(config.database.url, config.database.schema))
-        # A cluster: named after the node, so that a host taking over its lease can end its sessions (lease.py)
+        # A cluster: named after the node, so that a host taking over its lease can end its sessions (lease.py);
+        # a lock wait bounded (LOCK_WAIT_MS)
         return DropsDB(PostgresBackend(config.database.url, config.database.schema,
-                                       application_name=store_session_name(config.cluster.node)))
+                                       application_name=store_session_name(config.cluster.node),
+                                       options=f"-c lock_timeout={LOCK_WAIT_MS}"))
     from monitors.store.sqlite import SqliteBackend
     return DropsDB(SqliteBackend(drops_db_path(config.data_dir), readonly=readonly))
 

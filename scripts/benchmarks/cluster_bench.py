@@ -16,7 +16,9 @@ feedback `unknown`. Targets: first ack <= 1 s after a kill, <= lease_s + 1 s aft
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -194,20 +196,23 @@ def main(argv: list[str]) -> int:
         print(f"skipped: {why}")
         return 0
     pg = PgCluster(bin_dir, durable=True, settings="-c track_commit_timestamp=on")
+    work = Path(tempfile.mkdtemp(prefix="wa-bench-cluster-"))
     try:
         pg.start()
-        with tempfile.TemporaryDirectory(prefix="wa-bench-cluster-") as tmp:
-            work = Path(tmp)
-            print(steady(work / "steady", pg.create_database("cluster_steady"), pg, args), flush=True)
-            faults = [host_fault(work, pg, tag, name, signum, args)
-                      for tag, name, signum in (("kill", "kill -9", signal.SIGKILL),
-                                                ("stop", "SIGSTOP", signal.SIGSTOP))]
-            partition = partition_fault(work, bin_dir, args)
+        print(steady(work / "steady", pg.create_database("cluster_steady"), pg, args), flush=True)
+        faults = [host_fault(work, pg, tag, name, signum, args)
+                  for tag, name, signum in (("kill", "kill -9", signal.SIGKILL), ("stop", "SIGSTOP", signal.SIGSTOP))]
+        partition = partition_fault(work, bin_dir, args)
         if isinstance(partition, str):
             print(f"\n({partition})")
         else:
             faults.append(partition)
-        print("\n" + fault_table(faults))
-        return int(any(f.first_ack_s > f.target_s or f.duplicated or f.unknown for f in faults))
+    except BaseException:
+        print(f"(the hosts' data and logs are kept in {work})", file=sys.stderr)
+        raise
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     finally:
         pg.destroy()
+    print("\n" + fault_table(faults))
+    return int(any(f.first_ack_s > f.target_s or f.duplicated or f.unknown for f in faults))
