@@ -8,7 +8,7 @@ were reset with its processes), and no device ever had two connections. Fault 2,
 nothing. Fault 5, PostgreSQL restarted (fast and immediate shutdown) under both. Fault 6, a rolling
 upgrade (stop A, start A, stop B, start B) while drops are posted. The hosts are process trees, not network
 namespaces: a kill resets A's connections and a pause silences them whatever namespace they live in (the
-partitions of faults 3 and 4 need namespaces: not here yet).
+partitions of faults 3 and 4 need namespaces: tests/test_cluster_partitions.py).
 """
 from __future__ import annotations
 
