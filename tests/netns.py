@@ -66,7 +66,7 @@ def hosts(prefix: str, count: int) -> Iterator[list[NetHost]]:
     """`count` namespaces `<prefix>-0..`, host i on 169.254.<base+i>.2 with the root side on .1; deleted at the end."""
     if os.geteuid() != 0 or not which("ip") or not which("iptables"):
         pytest.skip("network namespaces with iptables need root, ip (iproute2) and iptables")
-    base = 100 + int.from_bytes(prefix.encode(), "little") % 100  # tests running at once rarely share a subnet
+    base = 100 + int.from_bytes(prefix.encode(), "little") % 150  # runs at once rarely share a subnet
     made: list[NetHost] = []
     try:
         for i in range(count):
@@ -176,7 +176,7 @@ def cluster_lab(workdir: Path, bin_dir: Path, lease_s: float, durable: bool = Fa
                 settings: str = "") -> Iterator[Lab]:
     """Two namespaces, a PostgreSQL (`durable`, more `settings`) on their servers' address, a simulator behind a
     relay there, and hosts A (started first: it holds the sender lease) and B; all ended and deleted at the end."""
-    with hosts("wacf", 2) as (ha, hb):
+    with hosts(f"wa{os.getpid() % 100000}", 2) as (ha, hb):  # unique to this run: runs at once do not meet
         server = ha.outside
         pg = PgCluster(bin_dir, durable, f"-c listen_addresses=127.0.0.1,{server} {settings}")
         sim: RunningSystem | None = None
