@@ -70,7 +70,7 @@ def drops_db_path(data_dir: Path) -> Path:
 # heartbeat (the watchdog then restarts it, again and again) and its lease keeper with it, so the takeover that
 # ends the silent host's sessions would never come. A wait this long fails instead: the store counts as
 # unavailable and what was asked is asked again, by then without the locks if the other host is gone.
-LOCK_WAIT_MS = 500  # a live peer commits in milliseconds; this is a few of its slowest on a loaded host
+LOCK_WAIT_MS = 2000  # under the monitor's heartbeat (5 s); 500 ms failed live peers' waits on a loaded host
 
 
 def open_drops_store(config: Config, readonly: bool = False) -> DropsDB:
