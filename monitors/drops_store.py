@@ -18,7 +18,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 from bridge.schema import bare_user, now_ts
 from monitors.events import (DROP_BACKFILLED, DROP_RECORDED, DROP_RESUBMITTED, FEEDBACK_DELIVERED_EVENT,
@@ -46,10 +46,7 @@ RECEIPT_LOOKUP_CHUNK = 500  # message ids per IN (...) lookup (SQLite allows 327
 STAMP_COLUMNS = ("server_at", "delivered_at", "read_at")  # the receipt columns of feedback (RECEIPT_COLUMNS' values)
 
 
-T = TypeVar("T")
-
-
-def _chunks(values: list[T]) -> Iterator[list[T]]:
+def _chunks(values: list[str]) -> Iterator[list[str]]:
     for start in range(0, len(values), RECEIPT_LOOKUP_CHUNK):
         yield values[start:start + RECEIPT_LOOKUP_CHUNK]
 
@@ -264,28 +261,6 @@ class DropsDB(DropQueries):
                            f"WHERE f.id IN ({', '.join('?' * len(ids))}) ORDER BY f.id", ids)
         return [feedback_from_row(row) for row in rows]
 
-    def carry(self, rows: Sequence[Feedback], fence: Fence | None = None) -> list[Feedback]:
-        """Record that one message carries `rows` (pending, not carried yet): each row's carrier_id becomes the
-        first one's id, before anything is posted. Returns the rows this call grouped (those another process
-        grouped or answered meanwhile are left out); with a `fence`, only rows claimed under its token."""
-        if not rows:
-            return []
-        ids = sorted(row.id for row in rows)
-        marks = ", ".join("?" * len(ids))
-        free = f"id IN ({marks}) AND status = 'pending' AND carrier_id IS NULL"
-        fenced, fence_params = (f" AND claim_token = ? AND {FENCE}", (fence.token, *fence.params)) if fence else ("", ())
-        with self.db.transaction() as tx:  # the subquery sees the rows as before the update: one carrier for all
-            grouped = {row[0] for row in tx.rows(
-                f"UPDATE feedback SET carrier_id = (SELECT MIN(id) FROM feedback WHERE {free}) "
-                f"WHERE {free}{fenced} RETURNING id", (*ids, *ids, *fence_params))}
-        return [self.feedback(i) for i in ids if i in grouped]
-
-    def carried(self, carrier_id: int) -> list[Feedback]:
-        """Every row one coalesced message carries (answered ones too: the message is rebuilt the same)."""
-        return [feedback_from_row(row) for row in self.db.rows(
-            f"SELECT {FEEDBACK_COLUMNS} FROM feedback f JOIN drops d ON d.id = f.drop_id WHERE f.carrier_id = ? "
-            "ORDER BY f.id", (carrier_id,))]
-
     def finish_feedback(self, feedback: Feedback, status: str, error: str = "",
                         bridge_message_id: str | None = None, fence: Fence | None = None) -> Feedback:
         """Record the bridge's answer (or another failed attempt, status pending).
@@ -344,30 +319,29 @@ class DropsDB(DropQueries):
         Receipts of other messages (most of what the sending number gets receipts for) cost one read.
         """
         tracked = [r for r in receipts if r.kind in RECEIPT_COLUMNS]  # played (voice notes): not tracked
-        # message id -> [(id, drop_id, readers, {column: value})]: a coalesced message carried several rows
-        feedback: dict[str, list[tuple]] = {}
+        feedback: dict[str, tuple] = {}  # message id -> (id, drop_id, readers, {column: value})
         for chunk in _chunks(sorted({r.message_id for r in tracked})):
             for message_id, feedback_id, drop_id, mentions, *stamped in self.db.rows(
                     f"SELECT bridge_message_id, id, drop_id, mentions, {', '.join(STAMP_COLUMNS)} FROM feedback "
                     f"WHERE bridge_message_id IN ({', '.join('?' * len(chunk))})", chunk):
                 readers = {bare_user(jid) for jid in json.loads(mentions)}
-                feedback.setdefault(message_id, []).append(
-                    (feedback_id, drop_id, readers, dict(zip(STAMP_COLUMNS, stamped))))
+                feedback[message_id] = (feedback_id, drop_id, readers, dict(zip(STAMP_COLUMNS, stamped)))
         stamps: dict[str, dict[int, str]] = {column: {} for column in STAMP_COLUMNS}  # column -> id -> time
         for receipt in tracked:
-            for feedback_id, _, readers, current in feedback.get(receipt.message_id, ()):
-                if receipt.kind == "read" and receipt.recipient_jid and readers and \
-                        bare_user(receipt.recipient_jid) not in readers:
-                    continue  # a coalesced message's read counts for the rows that mention the reader
-                for column in [RECEIPT_COLUMNS[receipt.kind]] + (["delivered_at"] if receipt.kind == "read" else []):
-                    if current[column] is None:
-                        stamps[column].setdefault(feedback_id, receipt.at)  # the first one stands
+            if receipt.message_id not in feedback:
+                continue
+            feedback_id, _, readers, current = feedback[receipt.message_id]
+            if receipt.kind == "read" and receipt.recipient_jid and readers and \
+                    bare_user(receipt.recipient_jid) not in readers:
+                continue
+            for column in [RECEIPT_COLUMNS[receipt.kind]] + (["delivered_at"] if receipt.kind == "read" else []):
+                if current[column] is None:
+                    stamps[column].setdefault(feedback_id, receipt.at)  # the first one stands
         if not any(stamps.values()):
             return set(feedback), 0
-        drops_of = {feedback_id: drop_id for rows in feedback.values() for feedback_id, drop_id, _, _ in rows}
+        drops_of = {feedback_id: drop_id for feedback_id, drop_id, _, _ in feedback.values()}
         with self.db.transaction() as tx:
             changed = {column: self._stamp(tx, column, by_id) for column, by_id in stamps.items() if by_id}
-            self._settle_queued(tx, sorted(set().union(*changed.values())))
             events = [(FEEDBACK_DELIVERED_EVENT, fid) for fid in changed.get("delivered_at", ())] + \
                      [(FEEDBACK_READ_EVENT, fid) for fid in changed.get("read_at", ())]
             if events:
@@ -383,16 +357,6 @@ class DropsDB(DropQueries):
                     enqueue(tx, self.db.dialect, event_type, {"drop": drop_json(drops[drops_of[fid]]),
                                                               "feedback": feedback_json(rows[fid])})
         return set(feedback), sum(len(ids) for ids in changed.values())
-
-    def _settle_queued(self, tx: Tx, ids: list[int]) -> None:
-        """Queued feedback (the bridge answered 202) that a receipt shows went out is sent: its final state. A
-        reaction never gets delivered/read receipts, so its server ack is the last word on it and nothing
-        may wait for more. (feedback.sent was enqueued when the bridge accepted it.)"""
-        for chunk in _chunks(ids):
-            settled = tx.rows(f"UPDATE feedback SET status = ? WHERE status = ? AND id IN ({', '.join('?' * len(chunk))}) "
-                              "RETURNING drop_id", (FEEDBACK_SENT, FEEDBACK_QUEUED, *chunk))
-            for drop_id in sorted({row[0] for row in settled}):
-                self._sync_drop_feedback(tx, drop_id)
 
     def _stamp(self, tx: Tx, column: str, by_id: dict[int, str]) -> set[int]:
         """Set `column` where it is still empty, one statement for the batch; the ids it changed."""
