@@ -8,7 +8,7 @@ were reset with its processes), and no device ever had two connections. Fault 2,
 nothing. Fault 5, PostgreSQL restarted (fast and immediate shutdown) under both. Fault 6, a rolling
 upgrade (stop A, start A, stop B, start B) while drops are posted. The hosts are process trees, not network
 namespaces: a kill resets A's connections and a pause silences them whatever namespace they live in (the
-partitions of faults 3 and 4 need namespaces: not here yet).
+partitions of faults 3 and 4 need namespaces: tests/test_cluster_partitions.py).
 """
 from __future__ import annotations
 
@@ -21,81 +21,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from monitors.store.lease import lease_states
 from monitors.store.postgres import PostgresBackend
-from scripts.benchmarks.system_run import CONTRACTORS, PHONE, RunningSystem, config_text, group_jid, http, slow_start
+from scripts.benchmarks.cluster_run import Poster, holder, kill_tree, signal_tree, tree, two_hosts
+from scripts.benchmarks.system_run import PHONE, RunningSystem, group_jid, http
 from tests.conftest import wait_until
 from tests.pg import PgCluster
 from watchdog.components import load
 from watchdog.shared.recovery_log import RecoveryLog
-
-RATE = 5.0  # drops posted per second
-CLUSTER = '\n[cluster]\nnode = "{}"\nlease_s = 2\n'
-
-
-def tree(system: RunningSystem) -> list[psutil.Process]:
-    assert system.proc is not None
-    return [psutil.Process(system.proc.pid), *psutil.Process(system.proc.pid).children(recursive=True)]
-
-
-def signal_tree(processes: list[psutil.Process], signum: int) -> None:
-    for process in processes:
-        try:
-            process.send_signal(signum)
-        except psutil.NoSuchProcess:
-            pass
-
-
-def kill_tree(system: RunningSystem) -> None:
-    """A dead host: SIGKILL to its watchdog and every child at once (their sockets are reset by the kernel)."""
-    processes = tree(system)
-    signal_tree(processes, signal.SIGKILL)
-    system.proc.wait(timeout=10)  # type: ignore[union-attr]
-    psutil.wait_procs(processes, timeout=10)
-
-
-def holder(pg_url: str) -> str | None:
-    reader = PostgresBackend(pg_url, "wa_watchdog")
-    try:
-        states = lease_states(reader)
-    finally:
-        reader.close()
-    return states[0].holder if states and states[0].valid else None
-
-
-class Poster:
-    """Posts drops into the shared simulator at RATE per second (paced from the start of each burst)."""
-
-    def __init__(self, system: RunningSystem) -> None:
-        self.system = system
-        self.posted: list[str] = []
-
-    def post(self, count: int) -> None:
-        started, first = time.monotonic(), len(self.posted)
-        for _ in range(count):
-            n = len(self.posted)
-            time.sleep(max(0.0, started + (n - first) / RATE - time.monotonic()))
-            self.system.inject(group_jid(1), CONTRACTORS[n % len(CONTRACTORS)], f"DR{7200000 + n} installed")
-            self.posted.append(f"DR{7200000 + n}")
-
-
-def two_hosts(tmp_path: Path, pg_url: str) -> tuple[RunningSystem, RunningSystem]:
-    """A (with the simulator, a process of its own that outlives A's tree) and B, using A's simulator; started,
-    A first, so that A holds the sender lease."""
-    a = RunningSystem(tmp_path / "a", slow_start(config_text(1, database_url=pg_url, separate_sim=True))
-                      + CLUSTER.format("vps-a"), database_url=pg_url, separate_sim=True)
-    a.start()
-    b_config = slow_start(config_text(1, database_url=pg_url)).replace(
-        "[sim]\nport = 0\n", f'[sim]\nport = 0\nurl = "{a.sim_url}"\n') + CLUSTER.format("vps-b")
-    b = RunningSystem(tmp_path / "b", b_config, database_url=pg_url)
-    try:
-        b.start()
-    except BaseException:
-        a.stop()
-        raise
-    assert holder(pg_url) == "vps-a"  # A came first and kept its lease
-    return a, b
-
 
 def takeovers(system: RunningSystem) -> list[dict]:
     """The host's recovery log: `lease` events that took a lease over from another host."""

@@ -1,5 +1,7 @@
 """`scripts/chaos --minutes N --kill-every S [--faults K,...] [--postgres]`: lose nothing while things die.
 
+(`scripts/chaos --cluster ...`: two hosts and the cluster's faults instead: chaos_cluster.py.)
+
 A whole system runs under `wa-watchdog run` (simulator, bridge, one monitor
 per project, drops-api delivering drop.recorded/drop.backfilled webhooks to a
 real receiver on 127.0.0.1 that verifies their Standard Webhooks signatures),
@@ -139,6 +141,9 @@ def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, 
 
 
 def main(argv: list[str]) -> int:
+    if "--cluster" in argv:  # two hosts and their faults: a run of its own (chaos_cluster.py)
+        from scripts.benchmarks.chaos_cluster import main as cluster
+        return cluster([arg for arg in argv if arg != "--cluster"])
     parser = argparse.ArgumentParser(prog="scripts/chaos", description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=1.0, help="how long to cause chaos (default 1)")
     parser.add_argument("--kill-every", type=float, default=5.0, help="mean seconds between blows (default 5)")

@@ -139,7 +139,7 @@ class RunningSystem:
         """Start the system (after the separate simulator, if not running yet); wait until every component is
         healthy."""
         if self.separate_sim and (self.sim_proc is None or self.sim_proc.poll() is not None):
-            self._start_sim(timeout)
+            self.start_sim(timeout)
         self.proc = self._spawn("run", self.log_path)
         try:
             wait_for(lambda: self.proc.poll() is not None or self.all_healthy(), timeout, "every component healthy")
@@ -149,7 +149,8 @@ class RunningSystem:
             self.stop()
             raise TimeoutError(f"system did not come up ({exc}); see {self.log_path}:\n{self.log_tail()}") from None
 
-    def _start_sim(self, timeout: float) -> None:
+    def start_sim(self, timeout: float = 60.0) -> None:
+        """The separate simulator alone (a cluster's hosts may each be elsewhere)."""
         sim_log = self.workdir / "sim.log"
         self.sim_proc = self._spawn("sim", sim_log)
         pid = self.sim_proc.pid

@@ -1,0 +1,87 @@
+"""The smallest cluster (issue 21) for tests and benchmarks: two `wa-watchdog run` trees (hosts A and B) with their
+own data dirs and node names on one simulator (A's, a process of its own) and one PostgreSQL; posting drops at a
+steady rate; the faults of a host (kill -9 or SIGSTOP of its whole tree); who holds the sender lease."""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import psutil
+
+from monitors.store.lease import lease_states
+from monitors.store.postgres import PostgresBackend
+from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, slow_start
+
+RATE = 5.0  # drops posted per second
+CLUSTER = '\n[cluster]\nnode = "{}"\nlease_s = {:g}\n'  # the tests' lease: 2 s (faults wait it out)
+
+
+def tree(system: RunningSystem) -> list[psutil.Process]:
+    assert system.proc is not None
+    return [psutil.Process(system.proc.pid), *psutil.Process(system.proc.pid).children(recursive=True)]
+
+
+def signal_tree(processes: list[psutil.Process], signum: int) -> None:
+    for process in processes:
+        try:
+            process.send_signal(signum)
+        except psutil.NoSuchProcess:
+            pass
+
+
+def kill_tree(system: RunningSystem) -> None:
+    """A dead host: SIGKILL to its watchdog and every child at once (their sockets are reset by the kernel)."""
+    processes = tree(system)
+    signal_tree(processes, signal.SIGKILL)
+    system.proc.wait(timeout=10)  # type: ignore[union-attr]
+    psutil.wait_procs(processes, timeout=10)
+
+
+def holder(pg_url: str) -> str | None:
+    reader = PostgresBackend(pg_url, "wa_watchdog")
+    try:
+        states = lease_states(reader)
+    finally:
+        reader.close()
+    return states[0].holder if states and states[0].valid else None
+
+
+class Poster:
+    """Posts drops into the shared simulator at `rate` per second (paced from the start of each burst)."""
+
+    def __init__(self, system: RunningSystem, rate: float = RATE) -> None:
+        self.system = system
+        self.rate = rate
+        self.times: list[float] = []  # monotonic time of each post
+        self.posted: list[str] = []
+
+    def post(self, count: int) -> None:
+        started, first = time.monotonic(), len(self.posted)
+        for _ in range(count):
+            n = len(self.posted)
+            time.sleep(max(0.0, started + (n - first) / self.rate - time.monotonic()))
+            self.times.append(time.monotonic())
+            self.system.inject(group_jid(1), CONTRACTORS[n % len(CONTRACTORS)], f"DR{7200000 + n} installed")
+            self.posted.append(f"DR{7200000 + n}")
+
+
+def two_hosts(tmp_path: Path, pg_url: str, lease_s: float = 2.0) -> tuple[RunningSystem, RunningSystem]:
+    """A (with the simulator, a process of its own that outlives A's tree) and B, using A's simulator; started,
+    A first, so that A holds the sender lease."""
+    a = RunningSystem(tmp_path / "a", slow_start(config_text(1, database_url=pg_url, separate_sim=True))
+                      + CLUSTER.format("vps-a", lease_s), database_url=pg_url, separate_sim=True)
+    a.start()
+    b_config = slow_start(config_text(1, database_url=pg_url)).replace(
+        "[sim]\nport = 0\n", f'[sim]\nport = 0\nurl = "{a.sim_url}"\n') + CLUSTER.format("vps-b", lease_s)
+    b = RunningSystem(tmp_path / "b", b_config, database_url=pg_url)
+    try:
+        b.start()
+    except BaseException:
+        a.stop()
+        raise
+    if holder(pg_url) != "vps-a":  # A came first and kept its lease
+        b.stop()
+        a.stop()
+        raise AssertionError(f"B holds the sender lease, not A: {holder(pg_url)}")
+    return a, b

@@ -1,0 +1,214 @@
+"""Hosts of a cluster as network namespaces (../shared/CLUSTER-LAB.md): each host a namespace with a veth pair to
+the root namespace, link-local addresses, names with a prefix unique to the test; the servers both hosts use
+(PostgreSQL, the simulator through a relay) on the first pair's root-side address, reached from every namespace
+by its default route. A host is cut off from one server by dropping its packets (silently: no RST, no FIN) in its
+own namespace. Everything made is deleted at the end, also when the test fails; where the machine does not permit
+it the test skips with the reason.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from scripts.benchmarks.cluster_run import CLUSTER, holder
+from scripts.benchmarks.system_run import RunningSystem, config_text, slow_start
+from tests.host_faults import CLONE_NEWNET, _libc, which
+from tests.pg import PgCluster
+
+
+@dataclass(frozen=True)
+class NetHost:
+    """One namespace: `inside` its own address, `outside` the root side's (the servers' when it is the first)."""
+
+    name: str
+    outside: str
+    inside: str
+
+    def exec(self, *argv: str) -> list[str]:
+        return [which("ip") or "ip", "netns", "exec", self.name, *argv]
+
+    def cut(self, address: str, port: int, cut: bool = True) -> None:
+        """Drop every TCP packet between this host and `address:port`, or (cut=False) stop dropping them."""
+        action = "-A" if cut else "-D"
+        for chain, direction, peer in (("OUTPUT", "--dport", "-d"), ("INPUT", "--sport", "-s")):
+            _run(*self.exec(which("iptables") or "iptables", action, chain, peer, address, "-p", "tcp",
+                            direction, str(port), "-j", "DROP"))
+
+    @contextmanager
+    def entered(self) -> Iterator[None]:
+        """This thread in the host's namespace for the block (to reach what the host serves on its 127.0.0.1)."""
+        original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+        try:
+            if _libc.setns(target, CLONE_NEWNET) != 0:
+                raise OSError("setns into the host's namespace failed")
+            yield
+        finally:
+            _libc.setns(original, CLONE_NEWNET)
+            os.close(original)
+            os.close(target)
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
+
+
+@contextmanager
+def hosts(prefix: str, count: int) -> Iterator[list[NetHost]]:
+    """`count` namespaces `<prefix>-0..`, host i on 169.254.<base+i>.2 with the root side on .1; deleted at the end."""
+    if os.geteuid() != 0 or not which("ip") or not which("iptables"):
+        pytest.skip("network namespaces with iptables need root, ip (iproute2) and iptables")
+    base = 100 + int.from_bytes(prefix.encode(), "little") % 150  # runs at once rarely share a subnet
+    made: list[NetHost] = []
+    try:
+        for i in range(count):
+            host = NetHost(f"{prefix}-{i}", f"169.254.{base + i}.1", f"169.254.{base + i}.2")
+            outer, inner = f"{prefix}{i}o", f"{prefix}{i}i"
+            try:
+                _run("ip", "netns", "add", host.name)
+            except subprocess.CalledProcessError as exc:
+                pytest.skip(f"ip netns not permitted here: {exc.stderr.strip()}")
+            made.append(host)
+            _run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
+            _run("ip", "link", "set", inner, "netns", host.name)
+            _run("ip", "addr", "add", f"{host.outside}/30", "dev", outer)
+            _run("ip", "link", "set", outer, "up")
+            _run(*host.exec("ip", "addr", "add", f"{host.inside}/30", "dev", inner))
+            _run(*host.exec("ip", "link", "set", inner, "up"))
+            _run(*host.exec("ip", "link", "set", "lo", "up"))
+            _run(*host.exec("ip", "route", "add", "default", "via", host.outside))
+        yield made
+    finally:
+        for i, host in enumerate(made):
+            subprocess.run(["ip", "netns", "del", host.name], capture_output=True, timeout=10)
+            subprocess.run(["ip", "link", "del", f"{prefix}{i}o"], capture_output=True, timeout=10)
+
+
+class Relay:
+    """TCP from `address:port` (a free port) to `target` on this namespace's 127.0.0.1: the simulator listens on
+    loopback only, the hosts in their namespaces reach it here. Threads, ended by `close`."""
+
+    def __init__(self, address: str, target: int) -> None:
+        self.target = target
+        self.server = socket.create_server((address, 0))
+        self.port: int = self.server.getsockname()[1]
+        self.address = address
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            self._open += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.server.close()
+        for s in self._open:
+            s.close()
+
+
+class NamespacedSystem(RunningSystem):
+    """A `wa-watchdog run` tree in a host's namespace: started by `ip netns exec`, its control API (on the host's
+    own 127.0.0.1) asked from inside; the simulator is a shared one, reached by the test at `sim_api`."""
+
+    def __init__(self, host: NetHost, sim_api: str, workdir: Path, config: str, database_url: str) -> None:
+        super().__init__(workdir, config, database_url=database_url)
+        self.host = host
+        self.sim_api = sim_api
+        self.command = tuple(host.exec(*self.command))
+
+    @property
+    def sim_url(self) -> str:
+        return self.sim_api
+
+    def status(self) -> list[dict]:
+        with self.host.entered():
+            return super().status()
+
+
+@dataclass
+class Lab:
+    a: NamespacedSystem
+    b: NamespacedSystem
+    pg: PgCluster
+    pg_url: str  # the test's own (127.0.0.1)
+    relay: Relay
+
+
+@contextmanager
+def cluster_lab(workdir: Path, bin_dir: Path, lease_s: float, durable: bool = False,
+                settings: str = "") -> Iterator[Lab]:
+    """Two namespaces, a PostgreSQL (`durable`, more `settings`) on their servers' address, a simulator behind a
+    relay there, and hosts A (started first: it holds the sender lease) and B; all ended and deleted at the end."""
+    with hosts(f"wa{os.getpid() % 100000}", 2) as (ha, hb):  # unique to this run: runs at once do not meet
+        server = ha.outside
+        pg = PgCluster(bin_dir, durable, f"-c listen_addresses=127.0.0.1,{server} {settings}")
+        sim: RunningSystem | None = None
+        relay: Relay | None = None
+        started: list[NamespacedSystem] = []
+        try:
+            with open(pg.data / "pg_hba.conf", "a") as hba:  # a throwaway cluster: trust the veth subnets
+                hba.write("host all all 169.254.0.0/16 trust\n")
+            pg.start()
+            pg_url = pg.create_database("cluster_lab")
+            host_url = pg_url.replace("127.0.0.1", server)
+            sim = RunningSystem(workdir / "sim", config_text(1, separate_sim=True), separate_sim=True)
+            sim.start_sim()
+            relay = Relay(server, int(sim.sim_url.rsplit(":", 1)[1]))
+
+            def host(net: NetHost, node: str) -> NamespacedSystem:
+                config = slow_start(config_text(1, database_url=host_url)).replace(
+                    "[sim]\nport = 0\n", f'[sim]\nport = 0\nurl = "{relay.url}"\n') + CLUSTER.format(node, lease_s)
+                system = NamespacedSystem(net, sim.sim_url, workdir / node, config, database_url=pg_url)
+                system.start()
+                started.append(system)
+                return system
+
+            a, b = host(ha, "vps-a"), host(hb, "vps-b")
+            if holder(pg_url) != "vps-a":
+                raise AssertionError(f"B holds the sender lease, not A: {holder(pg_url)}")
+            yield Lab(a, b, pg, pg_url, relay)
+        finally:
+            for system in reversed(started):
+                system.stop()
+            if relay is not None:
+                relay.close()
+            if sim is not None:
+                sim.stop()
+            pg.destroy()
