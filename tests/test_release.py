@@ -29,7 +29,8 @@ from watchdog.shared import endpoints
 from watchdog.shared.migrations import latest
 
 # A small demo: the simulator, one account, two projects, the drops API (each API serves its OpenAPI document).
-CONFIG = slow_start(config_text(2)) + "\n[drops_api]\nenabled = true\nport = 0\n"
+# In the keys 0.2.0 knows (no pace, no feedback.ack): the same file is run before and after the upgrade.
+CONFIG = slow_start(config_text(2, pace="", ack="")) + "\n[drops_api]\nenabled = true\nport = 0\n"
 NEWEST = releases()[0]
 
 

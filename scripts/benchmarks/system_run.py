@@ -44,17 +44,21 @@ def group_jid(n: int) -> str:
 
 
 # The account's pace off (bridge/pace.py): messages go out as soon as the machinery allows.
+MESSAGE_ACK = 'feedback = { ack = "message", coalesce_s = 0 }'
 PACE_OFF = "pace = { per_minute = 0, per_hour = 0, per_day = 0, reactions_per_minute = 0, chat_gap_s = 0, chat_jitter_s = 0, typing = false, ramp_s = 0 }"
 
 
 def config_text(projects: int, watchdog: str = "", database_url: str = "", account: str = "",
                 projects_per_process: int | str = 1, probe_period: float = 0.2, separate_sim: bool = False,
-                pace: str = PACE_OFF) -> str:
+                pace: str = PACE_OFF, ack: str = MESSAGE_ACK) -> str:
     """One sim account and `projects` projects, each watching its own group (two dev, the rest prod);
     the drops store in PostgreSQL when `database_url` is given. `watchdog` and `account` are extra lines
     for [watchdog] and [accounts.main] (e.g. `standby = false`). `separate_sim`: the watchdog does not
     run the simulator (`RunningSystem(separate_sim=True)` does). `pace`: the account's `pace = {...}` line: off by
-    default (these benchmarks measure the machinery); "" = the product's default pace (bridge/pace.py)."""
+    default (these benchmarks measure the machinery); "" = the product's default pace (bridge/pace.py). `ack`: each
+    project's `feedback` line: each drop acknowledged by its own message, at once (the runs count acknowledgements
+    in /sim/sent, one per drop); "" = the product's default (a reaction). A config for a release older than these
+    keys passes "" for both."""
     sim = "enabled = false\n" if separate_sim else ""
     parts = [f'data_dir = "data"\n\n[watchdog]\ncontrol_port = 0\n{watchdog}\n[sim]\nport = 0\n{sim}']
     if projects_per_process != "auto":  # the product's default groups many projects; 1 is each alone
@@ -66,10 +70,7 @@ def config_text(projects: int, watchdog: str = "", database_url: str = "", accou
                  f'[accounts.main.probe]\nperiod = {probe_period:g}\ninitial_delay = 1.0\n')
     for n in range(1, projects + 1):
         environment = "dev" if n > max(projects - 2, 1) else "prod"
-        # each drop acknowledged by its own message (not the default reaction, not coalesced): the runs count
-        # acknowledgements in /sim/sent, one per drop
-        parts.append(f'[[projects]]\nname = "p{n}"\nenvironment = "{environment}"\ngroups = ["{group_jid(n)}"]\n'
-                     'feedback = { ack = "message", coalesce_s = 0 }\n')
+        parts.append(f'[[projects]]\nname = "p{n}"\nenvironment = "{environment}"\ngroups = ["{group_jid(n)}"]\n{ack}\n')
     if database_url:
         parts.append(f'[database]\nurl = "{database_url}"\n')
     return "\n".join(parts)

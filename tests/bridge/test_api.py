@@ -136,7 +136,8 @@ def test_bad_input_gets_400_naming_the_problem_and_a_token_is_enforced(procs: Pr
         ({"recipient": GROUP_A, "message": "", "media_path": "  "}, 400, "message or media_path is required"),
         ({"recipient": GROUP_A, "message": False, "media_path": "innocent.pdf"}, 400, "message must be a string"),
         ({"recipient": GROUP_A, "mesage": "x"}, 400, "mesage: unknown field (known: recipient, message, media_path, "
-                                                     "mentions, mentioned_jid)"),
+                                                     "mentions, mentioned_jid, quoted_message_id, quoted_sender_jid, "
+                                                     "quoted_content, priority)"),
         ({"recipient": "bob@example.com", "message": "x"}, 400, "malformed recipient JID 'bob@example.com'"),
         ({"recipient": "12ab", "message": "x"}, 400, "malformed recipient '12ab'"),
         ({"recipient": GROUP_A, "message": "x", "mentions": ["not-a-number"]}, 400, "malformed mention"),

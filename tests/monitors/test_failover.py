@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 
 from tests.bridge_support import call, health, inject, start_sim
-from tests.conftest import BASE_CONFIG, GROUP_A, MESSAGE_ACK, Processes, wait_until
+from tests.conftest import BASE_CONFIG, GROUP_A, MESSAGE_ACK, PACE_OFF, Processes, wait_until
 from tests.monitor_support import all_sent, cli, query, start_account_bridge, start_monitor
 from tests.monitors.test_group_watch import AlertInbox
 from watchdog.components import load
@@ -38,6 +38,7 @@ def two_numbers(alert_url: str = "http://127.0.0.1:9/alerts") -> str:
     text = text.replace(MESSAGE_ACK, 'feedback = { ack = "message", coalesce_s = 0, failover_after_s = 3 }', 1)
     text = text.replace('name = "mohadin"\n', 'name = "mohadin"\nlisten_account = "main"\n', 1)
     accounts = "".join(f'\n[accounts.{name}]\ntransport = "sim"\nphone = "{phone}"\napi_port = 0\n'
+                       f'{PACE_OFF}\n'  # the simulator's limit, not our pace, must be what a burst meets
                        'send_pause_s = 1.0\n'  # a rate-overlimit pauses it 1 s (not 30): the ban is what moves sending
                        for name, phone in (("first", FIRST), ("backup", BACKUP)))
     return text + accounts + f'\n[[alerts]]\nurl = "{alert_url}"\nformat = "json"\nrules = ["feedback_failover"]\n'
