@@ -103,7 +103,9 @@ def session_name(node: str) -> str:
 # A holder paused inside a transaction keeps its row locks, and may commit a mark its fence allowed before the
 # takeover: PostgreSQL cannot tell a paused client from a slow one (a pipelined transaction is not even "idle in
 # transaction"), so the new holder ends those sessions; the paused host's processes reconnect when they resume.
-_NODE_SESSIONS = ("SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+# pg_terminate_backend waits (up to 2 s, PostgreSQL 14+) until each has ended: its row locks are gone when the
+# new holder claims (a claim skips locked rows, and would find nothing to do).
+_NODE_SESSIONS = ("SELECT COUNT(pg_terminate_backend(pid, 2000)) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
                   "AND datname = current_database() AND split_part(application_name, ' ', 1) = 'wa-watchdog' "
                   "AND ((split_part(application_name, ' ', 2) = ? AND split_part(application_name, ' ', 3) = '') "
                   "OR (split_part(application_name, ' ', 2) = 'lease' AND split_part(application_name, ' ', 3) = ?))")
