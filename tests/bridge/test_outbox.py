@@ -3,7 +3,7 @@ Idempotency-Key conflicts; keyless retries recognised by content; a keyless requ
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from bridge.store import IdempotencyConflict, OutboxRow, Store
 from bridge.transport import (Capabilities, IncomingMessage, MediaInfo, NotConnected, OutgoingMessage, SendResult,
                               Transport)
 from tests.conftest import GROUP_A
+from watchdog.shared import clock
 
 
 class ScriptedTransport(Transport):
@@ -33,7 +34,7 @@ class ScriptedTransport(Transport):
         if not self.connected or message.text in self.poison:
             raise NotConnected("connection lost")
         self.sent.append(message.text)
-        return SendResult(message.message_id, datetime.now(timezone.utc))
+        return SendResult(message.message_id, clock.now())  # WhatsApp's time: the host's, through the seam
 
     async def run(self, handler: object) -> None: ...
 
