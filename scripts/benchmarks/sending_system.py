@@ -67,10 +67,13 @@ def state(url: str) -> str:
         return ""
 
 
-def when_banned(url: str) -> float:
-    """The moment (wall seconds) the bridge at `url` is first seen in `temporary_ban`."""
+def when_banned(sim: str, url: str) -> float:
+    """The moment (wall seconds) main's bridge at `url` is first seen in `temporary_ban`; then its limits are lifted
+    (the ban runs out by itself, and main is not banned again for its next sends)."""
     _wait(lambda: state(url) == "temporary_ban", 60, "main's bridge to see the ban", 0.01)
-    return clock.now_s()
+    seen = clock.now_s()
+    post(sim, "/sim/limits", {"session": PHONE})
+    return seen
 
 
 def acked(out: list[dict]) -> set[str]:
@@ -104,7 +107,7 @@ def run(workdir: Path, ban: bool) -> dict:
                 posted[f"DR{n}"] = clock.now_s()
                 if ban and i + 1 == DROPS // 2:
                     post(sim, "/sim/limits", {"session": PHONE, "per_minute": 1, "ban_after": 1, "ban_s": BAN_S})
-                    seen_banned = pool.submit(when_banned, urls["main"])
+                    seen_banned = pool.submit(when_banned, sim, urls["main"])
             _wait(lambda: acked(sent_all(sim)) >= set(posted), 300 + (BAN_S if ban else 0), "every drop acknowledged",
                   0.2)
             time.sleep(2.0)  # anything sent twice would arrive now
