@@ -128,7 +128,10 @@ def figures(result: dict) -> dict[str, float]:
     """Messages per number, drops acknowledged (lost, twice), longest drop -> ack gap and peak per 60 s (scaled)."""
     out, posted, banned_at = result["out"], result["posted"], result["banned_at"]
     carried = Counter(drop for m in out for drop in set(DROP.findall(m["text"])))
-    first = {drop: min(m["at"] for m in out if drop in m["text"]) for drop in carried}
+    first: dict[str, float] = {}
+    for m in sorted(out, key=lambda m: m["at"]):
+        for drop in DROP.findall(m["text"]):
+            first.setdefault(drop, m["at"])
     by = {phone: [m for m in out if m["session"] == phone] for phone in (PHONE, BACKUP)}
     stamps = sorted(m["at"] for m in out)
     figures = {"messages": len(out), "main": len(by[PHONE]), "backup": len(by[BACKUP]),
