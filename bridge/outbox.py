@@ -74,10 +74,12 @@ def new_message_id(own_jid: str, idempotency_key: str | None) -> str:
 
 def fingerprint(endpoint: str, request: SendRequest, media: StagedMedia | None) -> str:
     """What makes two requests the same send: where they went, to whom, what (media by content, a quote or a
-    reaction: appended only when there is one, so a plain send's fingerprint is what it always was)."""
+    reaction: appended only when there is one, so a plain send's fingerprint is what it always was). Not its
+    priority, which says when, not what: a monitor re-posting, with operator priority, feedback it first posted
+    without (an upgrade in between) is the same send, not a conflict."""
     key = [endpoint, request.recipient_jid, request.text, list(request.mentioned_jids), media.sha256 if media else None]
-    if request.context:
-        key.append(request.context)
+    if context := {k: v for k, v in (request.context or {}).items() if k != "priority"}:
+        key.append(context)
     return hashlib.sha256(json.dumps(key, ensure_ascii=True).encode()).hexdigest()
 
 

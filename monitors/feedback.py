@@ -13,8 +13,10 @@ contractor's message: WhatsApp shows which post it answers) or "reaction"
 (✅ on the contractor's message through `POST /api/react`: no message is added
 to the group, and WhatsApp notifies the contractor). Operator feedback (a
 correction, an approval) always quotes the contractor's message, so it shows
-which post it answers. Replies and reactions name the drop's latest
-submission, looked up when the feedback goes out.
+which post it answers, and is posted with operator priority: the bridge's pace
+sends it before automatic acknowledgements queued for other groups (its own
+group's earlier messages still go first). Replies and reactions name the
+drop's latest submission, looked up when the feedback goes out.
 
 Coalescing: message acknowledgements ("message", "reply") of one group that fall
 due within `feedback.coalesce_s` of the first go out as one message, one line
@@ -168,6 +170,8 @@ class BridgeClient:
                                         "emoji": feedback.text, "from_me": False, "sender_jid": contractor}
         elif target and (feedback.kind == KIND_OPERATOR or ack == "reply"):
             body.update(quoted_message_id=target, quoted_sender_jid=contractor, quoted_content=feedback.drop_number)
+        if feedback.kind == KIND_OPERATOR:  # the bridge's pace sends it before automatic acknowledgements
+            body["priority"] = "operator"
         headers = {**self.headers, "Idempotency-Key": feedback.idempotency_key}
         try:
             async with self.http.post(f"{base}{path}", json=body, headers=headers,

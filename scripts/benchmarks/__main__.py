@@ -22,7 +22,7 @@ BENCHMARKS = {
     "webhooks": ("scripts.benchmarks.webhook_latency", "simulator post -> signed webhook received"),
     "inputs": ("scripts.benchmarks.inputs_bench", "hostile inputs vs a real bridge: answers and health latency"),
     "lease": ("scripts.benchmarks.lease_bench", "the sender lease: statement cost, takeover after kill -9 / SIGSTOP"),
-    "sending": ("scripts.benchmarks.sending_bench", "100 drops in a minute acknowledged at the default pace; kill mid-drain"),
+    "sending": ("scripts.benchmarks.sending_bench", "100 drops in a minute at the default pace: coalesced, killed, banned"),
     "cluster": ("scripts.benchmarks.cluster_bench", "two hosts: drop latency, idle CPU, lease traffic; A killed/paused"),
 }
 

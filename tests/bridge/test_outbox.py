@@ -3,6 +3,7 @@ Idempotency-Key conflicts; keyless retries recognised by content; a keyless requ
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -106,6 +107,17 @@ def test_idempotency_key_reused_for_another_request_is_a_conflict(store: Store) 
         asyncio.run(outbox.submit(request("DR2 ok"), None, "key-1", "/api/send"))
     with pytest.raises(IdempotencyConflict, match=r"already used for another endpoint \(/api/send\)"):
         asyncio.run(outbox.submit(request("DR1 ok"), None, "key-1", "/send-message"))
+    assert store.conn.execute("SELECT COUNT(*) FROM outbox").fetchone() == (1,)
+
+
+def test_the_same_send_reposted_with_operator_priority_is_the_same_row_not_a_conflict(store: Store) -> None:
+    """A monitor upgraded between a post and its retry adds the priority: the same send under the same key."""
+    outbox = Outbox(store, ScriptedTransport(connected=False), "27710000000@s.whatsapp.net", delivery_wait=0)
+    status, first = asyncio.run(outbox.submit(request("DR1 approved"), None, "key-1", "/api/send"))
+    urgent = replace(request("DR1 approved"), priority="operator")
+    assert status == 202 and asyncio.run(outbox.submit(urgent, None, "key-1", "/api/send")) == (202, first)
+    with pytest.raises(IdempotencyConflict, match="a different request body"):  # what it says still counts
+        asyncio.run(outbox.submit(replace(urgent, text="DR1 rejected"), None, "key-1", "/api/send"))
     assert store.conn.execute("SELECT COUNT(*) FROM outbox").fetchone() == (1,)
 
 
