@@ -54,7 +54,7 @@ def _seconds_since(iso: object) -> float:
     try:
         return max(0.0, (clock.now() - datetime.fromisoformat(str(iso))).total_seconds())
     except ValueError:
-        return float("inf")
+        return 0.0
 
 
 def account_sending(name: str, phone: str, connection: dict | None) -> AccountSending:
@@ -86,12 +86,13 @@ def route(project: str, accounts: list[str], connections: dict[str, dict | None]
     """The first of `accounts` the failover rule lets send now (monitors/failover.py)."""
     causes = []
     for name in accounts:
-        connection = connections.get(name)
-        health = connection or {"state": "unreachable", "reason": "no health answer"}
-        window = health.get("open_window")
-        away = (0.0 if health.get("state") == CONNECTED else
-                _seconds_since(window.get("started_at")) if isinstance(window, dict) else float("inf"))
-        cause = why_not(name, health, away, failover_after_s)
+        health = connections.get(name)
+        if health is None:
+            cause = f"{name}: no health answer from its bridge"
+        else:
+            window = health.get("open_window")  # disconnected since (a bridge opens one at every disconnect)
+            away = _seconds_since(window.get("started_at")) if isinstance(window, dict) else 0.0
+            cause = why_not(name, health, away, failover_after_s)
         if not cause:
             return Route(project, accounts, name, "; ".join(causes))
         causes.append(cause)
