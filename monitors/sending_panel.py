@@ -116,7 +116,10 @@ def read(config: Config, components: list[dict]) -> Sending:
 
 
 def _when(iso: str | None) -> str:
-    return f"{iso[11:19]} UTC" if iso else "-"
+    """`14:03:09 UTC` today, `2026-12-08 14:03:09 UTC` on another day (a ban may last days)."""
+    if not iso:
+        return "-"
+    return f"{iso[11:19]} UTC" if iso[:10] == clock.now().date().isoformat() else f"{iso[:10]} {iso[11:19]} UTC"
 
 
 def account_row(a: AccountSending) -> tuple[str, ...]:

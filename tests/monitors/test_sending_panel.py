@@ -48,10 +48,11 @@ def away(state: str, reason: str, since: str | None = None, sending: dict | None
 def test_each_account_says_whether_it_sends_why_not_and_until_when(write_config, fixed_clock) -> None:  # noqa: ANN001
     fixed_clock(NOON)
     config = load(write_config(two_numbers()))
+    until = "2030-01-01T12:00:08+00:00"
+    banned = connected(1, until, 8.0, paused=True, until=until, reason=BAN)["sending"]
     view = read(config, [
         item("main", connected()),
-        item("first", away("temporary_ban", BAN, "2030-01-01 11:59:58.000000+00:00", connected(
-            1, "2030-01-01T12:00:08+00:00", 8.0, paused=True, until="2030-01-01T12:00:08+00:00", reason=BAN)["sending"])),
+        item("first", away("temporary_ban", BAN, "2030-01-01 11:59:58.000000+00:00", banned)),
         item("backup", connected(2, "2030-01-01T12:00:30+00:00", 60.0)),
     ])
     rows = {a.account: (a.phone, a.sending, a.why, a.until, a.queue, a.drain_s, a.next_send_at) for a in view.accounts}
@@ -81,8 +82,8 @@ def test_each_account_says_whether_it_sends_why_not_and_until_when(write_config,
     (away("logged_out", "the linked device was removed on the phone"), "stopped",
      "logged out: the linked device was removed on the phone", "backup"),
 ])
-def test_why_a_number_does_not_send_and_where_the_projects_feedback_goes(write_config, fixed_clock, first: dict,  # noqa: ANN001
-                                                                        sending: str, why: str, through: str) -> None:
+def test_why_a_number_does_not_send_and_where_the_projects_feedback_goes(  # noqa: ANN001
+        write_config, fixed_clock, first: dict, sending: str, why: str, through: str) -> None:
     fixed_clock(NOON)
     view = read(load(write_config(two_numbers())), [item("first", first), item("backup", connected())])
     account = next(a for a in view.accounts if a.account == "first")
@@ -100,6 +101,10 @@ def test_the_panel_marks_each_row_and_escapes_what_whatsapp_said(write_config, f
     assert re.search(r'data-account="backup" data-sending="sending"><td>backup</td><td>27710000008</td><td>sending'
                      r'</td><td>-</td><td>-</td><td>3</td><td>1m30s</td><td>12:01:00 UTC</td>', html), html
     assert '<tr class="route warn" data-project="lawley" data-through="backup">' in html
+    ends = connected(paused=True, until="2030-01-02T09:30:00+00:00", reason=BAN)["sending"]
+    tomorrow = SendingView(load(write_config(two_numbers()))).panel([item("first", away("temporary_ban", BAN, None,
+                                                                                        ends))])
+    assert "<td>2030-01-02 09:30:00 UTC</td>" in tomorrow  # a ban that ends on another day says which
     assert 'data-project="mohadin" data-through=""' in html  # main: no answer in these items
 
 
@@ -139,7 +144,8 @@ def test_the_console_and_status_show_a_banned_number_the_queue_and_the_projects_
         wait_until(lambda: account_cells(console(system), "first")[:3] == ["first", FIRST, "sending"]
                    and through(console(system), "lawley") == "first", timeout=30, message="first sending")
         wait_until(lambda: any("DR1000001" in s["text"] for s in system.sent()), timeout=30, message="the first ack")
-        limits = {"session": FIRST, "per_minute": 1, "ban_after": 1, "ban_s": 120, "ban_code": "SEND_TO_TOO_MANY_PEOPLE"}
+        limits = {"session": FIRST, "per_minute": 1, "ban_after": 1, "ban_s": 120,
+                  "ban_code": "SEND_TO_TOO_MANY_PEOPLE"}
         http("POST", f"{system.sim_url}/sim/limits", limits)
         # one too many: WhatsApp answers rate-overlimit and bans the number; the message waits in first's outbox
         call("POST", f"{endpoints.url(system.data_dir, 'bridge:first')}/api/send",

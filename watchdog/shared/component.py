@@ -82,8 +82,8 @@ class Component(NamedTuple):
     `programs` -> list[Program] started by `wa-watchdog run`; `findings` -> the named checks of `wa-watchdog
     check`, [(what, () -> Iterable[Finding])], each run alone (one that cannot look does not stop the others);
     `backup_items` -> (list[BackupItem], notes) for `wa-watchdog backup`; `status_sections` -> list[StatusSection]
-    shown by `wa-watchdog status` after the running watchdog's table (given the config and its status items) (each answers for itself: a store it cannot
-    reach is a line saying so, never an exception)."""
+    shown by `wa-watchdog status` after the running watchdog's table, given the config and the watchdog's status
+    items (each answers for itself: a store it cannot reach is a line saying so, never an exception)."""
 
     name: str
     commands: tuple[Command, ...] = ()
