@@ -4,9 +4,9 @@ feedback may go through either of two numbers.
 p1 sends through `first`, then `backup` (`send_accounts`); p2 sends through `backup` alone. One number is sent
 through by one host at a time, so a sending number is never paced twice nor sent from two devices at once: the
 lease that fences a project's feedback covers every number the project may send through (and so every project
-those numbers serve). A holds it first; A's p2 monitor is restarted, and its clean stop releases the node's
-grant, which the other host takes over (all of it: not `backup` alone while A's p1 keeps `first`); then `first` is
-banned half way through a stream of drops. Every acknowledgement reaches its group exactly once, p1's through
+those numbers serve). A holds it; A's p2 monitor is restarted, and A's p1 keeps the lease they share (a clean stop
+of one of the node's processes hands nothing over, so the other host never gets `backup` while A's p1 may fail over
+to it); then `first` is banned half way through a stream of drops. Every acknowledgement reaches its group exactly once, p1's through
 `backup` once the ban is seen, and each from the host that claimed it under its lease's token.
 """
 from __future__ import annotations
@@ -84,14 +84,16 @@ def test_a_banned_number_in_a_cluster_fails_over_under_one_lease_and_every_ack_g
     try:
         poster.post(4)
         wait_until(lambda: len(acks(a)) == 4, timeout=60, message="the first acknowledgements")
-        # A's p2 monitor restarted: its clean stop releases the lease it kept (the node's grant, which A's p1 shares)
-        # and the other host takes it at its next look. Each number must still be sent through by one host.
+        # A's p2 monitor restarted: A's p1 keeps the grant they share, and the restarted p2 joins it again
+        [before] = leases(pg_url)
         pid = a.pid("monitor:p2")
         restarted = subprocess.run([*SOURCE_TREE, "restart", "--config", str(a.config_path), "monitor:p2"],
                                    cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert restarted.returncode == 0, restarted.stderr
         wait_until(lambda: a.pid("monitor:p2") not in (None, pid) and a.all_healthy(), timeout=30,
                    message="A's p2 monitor back")
+        [after] = leases(pg_url)
+        assert (after.account, after.holder, after.token) == ("first", "vps-a", before.token), after
         resumed = len(acks(a))
         poster.post(6)
         wait_until(lambda: len(acks(a)) == 10, timeout=60, message="the acknowledgements before the ban")
@@ -122,8 +124,9 @@ def test_a_banned_number_in_a_cluster_fails_over_under_one_lease_and_every_ack_g
                                        "ON d.id = f.drop_id WHERE f.kind = 'ack'"))
         assert {d: ack["node"] for d, ack in by_drop.items()} == claims
         assert a.query("drops", "SELECT COUNT(*) FROM feedback WHERE status NOT IN ('sent', 'queued')") == [(0,)]
-        held = {lease.account: lease.holder for lease in leases(pg_url) if lease.valid}
-        assert list(held) == ["first"], held  # one lease for first and backup, and the projects they serve
+        held = {lease.account: (lease.holder, lease.token) for lease in leases(pg_url) if lease.valid}
+        assert held == {"first": ("vps-a", before.token)}  # one lease for first, backup and p1 and p2, never moved
+        assert set(claims.values()) == {"vps-a"}
     finally:
         b.stop()
         a.stop()
