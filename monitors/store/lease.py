@@ -141,6 +141,7 @@ class SenderLease:
         self.token: int | None = None
         self._valid_until = 0.0  # monotonic
         self.takeover: Takeover | None = None  # what the last grant took over (for the keeper's report)
+        self._leaving = False  # released: the session no longer named as a holder's (release)
 
     def fence(self) -> Fence | None:
         """The fence to send under now, or None: not held, or too close to the database's expiry to send."""
@@ -157,6 +158,8 @@ class SenderLease:
         """Take the lease (or join this node's grant); its token, or None when another holder has it."""
         started = time.monotonic()
         try:
+            if self._leaving:
+                self._name(self.session)
             row = one(self.db.rows(ACQUIRE, (self.account, self.account, self.node, self.session, self.lease_s)))
         except StoreUnavailable:
             return None
@@ -201,13 +204,20 @@ class SenderLease:
         return self.fence()
 
     def release(self) -> None:
-        """End the lease now (a clean stop): another host takes over at its next look, not after lease_s."""
+        """End the lease now (a clean stop): another host takes over at its next look, not after lease_s. Unless
+        another process of this node keeps it: then it stays theirs. This session first stops counting as one of
+        them, so of the node's processes stopping together (the whole host) the last to look releases it."""
         if self.token is not None:
             try:
+                self._name(f"wa-watchdog leaving {self.node}")  # until it asks again (acquire)
                 self.db.rows(RELEASE, (self.account, self.node, self.token))
             except StoreUnavailable:
                 pass  # it expires on its own
             self.token = None
+
+    def _name(self, application_name: str) -> None:
+        self.db.rows("SELECT set_config('application_name', ?, false)", (application_name,))
+        self._leaving = application_name != self.session
 
     def close(self) -> None:
         self.db.close()

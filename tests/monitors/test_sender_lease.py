@@ -174,6 +174,18 @@ def test_a_process_whose_siblings_keep_the_lease_releases_nothing(leases) -> Non
     assert b.acquire() == token + 1 and b.takeover is None
 
 
+def test_processes_of_a_node_stopping_together_hand_the_lease_over(leases) -> None:  # noqa: ANN001
+    """The whole host stopping: each of its processes releases while the others are still connected; the last
+    to look releases it (handed over, not taken over: no `lease_taken_over` for a clean stop)."""
+    a1, a2, b = leases("vps-a", 60), leases("vps-a", 60), leases("vps-b", 60)
+    token = a1.acquire()
+    assert a2.acquire() == token
+    a1.release()  # a2 still keeps it: nothing released
+    assert b.acquire() is None
+    a2.release()  # a1 is still connected, but leaving
+    assert b.acquire() == token + 1 and b.takeover is None
+
+
 def test_a_holder_that_cannot_renew_stops_sending_before_its_lease_can_expire(leases,  # noqa: ANN001
                                                                               pg_cluster: PgCluster) -> None:
     a = leases("vps-a", lease_s=2.0)
