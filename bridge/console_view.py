@@ -62,7 +62,7 @@ class ConnectionView:
     def __init__(self, config: Config) -> None:
         self.config = config
 
-    def panel(self) -> str:
+    def panel(self, status: list[dict]) -> str:
         return ""
 
     def marks(self, since: float, until: float) -> list[Mark]:

@@ -3,7 +3,7 @@ renewal, who holds each sender lease, since when, and its token. Read from the s
 clock; nothing without `[cluster]`."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from html import escape
 
 from monitors.store.lease import LeaseState, lease_states
@@ -12,6 +12,7 @@ from monitors.store.postgres import PostgresBackend
 from monitors.store.sql import StoreUnavailable
 from watchdog.components import Config
 from watchdog.shared.component import StatusSection
+from watchdog.shared.human import table_lines
 
 
 @dataclass(frozen=True)
@@ -23,14 +24,20 @@ class ClusterView:
     nodes: list[NodeState]
     leases: list[LeaseState]
     problem: str = ""
+    covers: dict[str, list[str]] = field(default_factory=dict)  # lease -> the numbers it covers (Config.sending_groups)
 
     def node_rows(self) -> list[tuple[str, str, str, str]]:
         return [(n.node + (" (this host)" if n.node == self.node else ""), n.last_seen, f"{n.seen_ago_s:.1f}s ago",
                  "silent" if n.seen_ago_s >= self.silent_after_s else "seen") for n in self.nodes]
 
     def lease_rows(self) -> list[tuple[str, str, str, str, str]]:
-        return [(lease.account, lease.holder, str(lease.token), lease.acquired_at,
+        return [(self.covering(lease.account), lease.holder, str(lease.token), lease.acquired_at,
                  f"renewed {lease.renewed_ago_s:.1f}s ago" if lease.valid else "expired") for lease in self.leases]
+
+    def covering(self, lease: str) -> str:
+        """`first (also backup)`: a lease and the other numbers its holder alone sends through."""
+        others = [name for name in self.covers.get(lease, []) if name != lease]
+        return f"{lease} (also {', '.join(others)})" if others else lease
 
 
 def read(config: Config) -> ClusterView | None:
@@ -40,16 +47,12 @@ def read(config: Config) -> ClusterView | None:
         return None
     db = PostgresBackend(config.database.url, config.database.schema, application_name="wa-watchdog status")
     try:
-        return ClusterView(cluster.node, cluster.silent_after_s, node_states(db), lease_states(db))
+        return ClusterView(cluster.node, cluster.silent_after_s, node_states(db), lease_states(db),
+                           covers=config.sending_groups())
     except StoreUnavailable as exc:
         return ClusterView(cluster.node, cluster.silent_after_s, [], [], f"cannot read the cluster: {exc}")
     finally:
         db.close()
-
-
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
 
 
 def sections(config: Config) -> list[StatusSection]:
@@ -61,25 +64,28 @@ def sections(config: Config) -> list[StatusSection]:
     if view.problem:
         lines.append(f"  {view.problem}")
     else:
-        lines += _table(("NODE", "LAST RENEWAL", "AGO", "STATE"), view.node_rows())
-        lines += [""] + _table(("SENDER LEASE", "HOLDER", "TOKEN", "HELD SINCE", "RENEWAL"), view.lease_rows())
+        lines += table_lines(("NODE", "LAST RENEWAL", "AGO", "STATE"), view.node_rows())
+        lines += [""] + table_lines(("SENDER LEASE", "HOLDER", "TOKEN", "HELD SINCE", "RENEWAL"), view.lease_rows())
     data = {"node": view.node, "problem": view.problem or None, "nodes": [asdict(n) for n in view.nodes],
-            "leases": [asdict(lease) for lease in view.leases]}
+            "leases": [{**asdict(lease), "covers": view.covers.get(lease.account, [lease.account])}
+                       for lease in view.leases]}
     return [StatusSection("cluster", lines, data)]
+
+
+def html_table(cls: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """A console table of escaped text."""
+    head = "".join(f"<th>{escape(h.lower())}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def panel(view: ClusterView) -> str:
     """The console's cluster panel: the same two tables as `wa-watchdog status`."""
-    def table(cls: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-        head = "".join(f"<th>{escape(h.lower())}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
-        return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
     out = [f'<div class="cluster"><h3>cluster <small>this host: {escape(view.node)}</small></h3>']
     if view.problem:
         out.append(f'<p class="problem">{escape(view.problem)}</p>')
     else:
-        out.append(table("cluster-nodes", ("node", "last renewal", "ago", "state"), view.node_rows()))
-        out.append(table("cluster-leases", ("sender lease", "holder", "token", "held since", "renewal"),
-                         view.lease_rows()))
+        out.append(html_table("cluster-nodes", ("node", "last renewal", "ago", "state"), view.node_rows()))
+        out.append(html_table("cluster-leases", ("sender lease", "holder", "token", "held since", "renewal"),
+                              view.lease_rows()))
     return "".join(out) + "</div>"

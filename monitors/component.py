@@ -48,8 +48,8 @@ COMPONENT = Component(
     ),
     programs="monitors.programs:programs",
     backup_items="monitors.backup:items",
-    status_sections="monitors.cluster_status:sections",
-    console_views=("monitors.console_view:DropsView",),
+    status_sections="monitors.status:sections",
+    console_views=("monitors.sending_panel:SendingView", "monitors.console_view:DropsView"),
     recovery_folds=("monitors.recovery_lines:fold_quiet_backfills",),
     preload=("monitors.main", "monitors.api.main"),
 )

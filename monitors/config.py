@@ -188,6 +188,26 @@ class DropsTables:
         size = self.monitors.group_size(len(enabled))
         return [enabled[i:i + size] for i in range(0, len(enabled), size)]
 
+    def sending_groups(self) -> dict[str, list[str]]:
+        """Sender lease -> the accounts it covers in a cluster (monitors/store/lease.py): the numbers linked through
+        any project's `send_accounts` share one lease, named after the first of them to send for a project (config
+        order; a project with one number: that number, as before). So the one host holding it sends through all
+        of them: a number one project fails over to is never sent through by two hosts at once (two devices of
+        one number, each pacing alone), and the projects it serves never wait on a lease split across hosts."""
+        groups: list[list[str]] = []
+        for project in self.projects:
+            accounts = project.send_accounts or [project.send_account]
+            linked = [group for group in groups if set(group) & set(accounts)]
+            merged = [name for group in linked for name in group]
+            groups = [group for group in groups if group not in linked]
+            groups.append(list(dict.fromkeys(merged + accounts)))
+        return {group[0]: group for group in groups}
+
+    def lease_account(self, project: ProjectConfig) -> str:
+        """The sender lease that fences `project`'s feedback in a cluster (see `sending_groups`)."""
+        first = (project.send_accounts or [project.send_account])[0]
+        return next(lease for lease, accounts in self.sending_groups().items() if first in accounts)
+
     def first_senders(self) -> dict[str, str]:
         """Sending account -> its first enabled sending project (config order): the monitor process holding
         that project follows the account's receipts, so each account has one follower (monitors/receipts.py)."""

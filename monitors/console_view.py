@@ -93,7 +93,7 @@ class DropsView:
         finally:
             db.close()
 
-    def panel(self) -> str:
+    def panel(self, status: list[dict]) -> str:
         """A cluster's nodes and sender leases (monitors/cluster_status.py), then each project's drops today."""
         cluster = cluster_status.read(self.config)
         drops: list[Drop] = self._read(lambda db: db.drops(since=_today_start())) or []

@@ -39,6 +39,34 @@ CONNECTED = "connected"
 CANNOT_SEND = ("temporary_ban", "logged_out", "stream_replaced")  # bridge/health.py: not soon, not by itself
 
 
+def why_not(name: str, health: dict, away_s: float, failover_after_s: float) -> str:
+    """Why account `name` cannot send now ('' if it can, or is only briefly away), from its bridge's health answer
+    (`state`, `reason`, `sending`) and how long it has not been connected. The rule of `Senders` (each post) and of
+    the console's sending panel (monitors/sending_panel.py)."""
+    state, reason = str(health.get("state", "?")), str(health.get("reason") or "")
+    if state == CONNECTED:
+        return _paused(name, health.get("sending"), failover_after_s)
+    if state in CANNOT_SEND:
+        return f"{name} {state}" + (f": {reason}" if reason else "")
+    if away_s < failover_after_s:
+        return ""
+    return f"{name} {state} for {away_s:.0f} s" + (f": {reason}" if reason else "")
+
+
+def _paused(name: str, sending: object, failover_after_s: float) -> str:
+    """A connected account whose sending WhatsApp paused (rate-overlimit) for longer than failover_after_s from now
+    cannot send (a shorter pause: its outbox sends when it ends)."""
+    if not isinstance(sending, dict) or not sending.get("paused") or not isinstance(sending.get("until"), str):
+        return ""
+    try:
+        left = (datetime.fromisoformat(sending["until"]) - clock.now()).total_seconds()
+    except (TypeError, ValueError):
+        return ""
+    if left <= failover_after_s:
+        return ""
+    return f"{name} sending paused until {sending['until']}: {sending.get('reason', '')}"
+
+
 class Senders:
     """Posts a project's feedback through its first account that can send; duck-types BridgeClient.post."""
 
@@ -65,33 +93,14 @@ class Senders:
         client, name = self.clients[index], self.names[index]
         try:
             body = await client.health()
-            state = str(body.get("state", "?"))
-            reason = str(body.get("reason") or "")
         except BridgeUnavailable as exc:
-            state, reason = "unreachable", str(exc)
-        if state == CONNECTED:
+            body = {"state": "unreachable", "reason": str(exc)}
+        away = 0.0
+        if body.get("state") == CONNECTED:
             self._down_since.pop(name, None)
-            return self._paused(name, body.get("sending"))
-        if state in CANNOT_SEND:
-            return f"{name} {state}" + (f": {reason}" if reason else "")
-        since = self._down_since.setdefault(name, time.monotonic())
-        away = time.monotonic() - since
-        if away < self.project.feedback.failover_after_s:
-            return ""
-        return f"{name} {state} for {away:.0f} s" + (f": {reason}" if reason else "")
-
-    def _paused(self, name: str, sending: object) -> str:
-        """A connected account whose sending WhatsApp paused (rate-overlimit) for longer than failover_after_s
-        from now cannot send (a shorter pause: its outbox sends when it ends)."""
-        if not isinstance(sending, dict) or not sending.get("paused") or not isinstance(sending.get("until"), str):
-            return ""
-        try:
-            left = (datetime.fromisoformat(sending["until"]) - clock.now()).total_seconds()
-        except (TypeError, ValueError):
-            return ""
-        if left <= self.project.feedback.failover_after_s:
-            return ""
-        return f"{name} sending paused until {sending['until']}: {sending.get('reason', '')}"
+        else:
+            away = time.monotonic() - self._down_since.setdefault(name, time.monotonic())
+        return why_not(name, body, away, self.project.feedback.failover_after_s)
 
     async def choose(self) -> BridgeClient:
         """The first account that can send (the one sending now when none can: its outbox keeps the post)."""

@@ -75,14 +75,16 @@ class MonitorProcess:
         self.group_watch = GroupWatch(config, self.monitors, self.alerts, self._status_changed)
 
     def _lease_keepers(self, log: RecoveryLog) -> list[LeaseKeeper]:
-        """A cluster (`[cluster]`): one sender lease keeper per sending account of these projects, each fencing
-        its projects' feedback. One host: none, and feedback is sent as it always was."""
+        """A cluster (`[cluster]`): one sender lease keeper per lease of these projects (one for all the numbers
+        their `send_accounts` link: Config.sending_groups), each fencing its projects' feedback. One host: none,
+        and feedback is sent as it always was."""
         if self.config.cluster is None:
             return []
         from monitors.lease_keeper import LeaseKeeper  # psycopg: a cluster always has PostgreSQL
         keepers = []
-        for account in dict.fromkeys(monitor.project.send_account for monitor in self.monitors):
-            senders = [monitor.sender for monitor in self.monitors if monitor.project.send_account == account]
+        lease_of = {monitor.project.name: self.config.lease_account(monitor.project) for monitor in self.monitors}
+        for account in dict.fromkeys(lease_of.values()):
+            senders = [monitor.sender for monitor in self.monitors if lease_of[monitor.project.name] == account]
             keeper = LeaseKeeper(self.config.database, self.config.cluster, account, monitor_component(self.projects),
                                  log, self.alerts, _waker(senders))
             for sender in senders:

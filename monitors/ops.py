@@ -118,7 +118,8 @@ async def _send(config: Config, project: ProjectConfig, drops: DropsDB, drop: Dr
     if feedback.status == FEEDBACK_FAILED:
         return _fail("feedback", f"the bridge refused this feedback earlier: {feedback.error}")
     if config.cluster is not None:  # only the host holding the sender lease sends (issue 21)
-        print(f"pending: {feedback.text} (the host holding the sender lease of {project.send_account} sends it)")
+        lease = config.lease_account(project)
+        print(f"pending: {feedback.text} (the host holding the sender lease of {lease} sends it)")
         return EXIT_OK
     async with aiohttp.ClientSession() as http:
         try:

@@ -85,10 +85,11 @@ def backup_items(config: Config) -> tuple[list[BackupItem], list[str]]:
     return items, notes
 
 
-def status_sections(config: Config) -> list[StatusSection]:
-    """What the slices add to `wa-watchdog status` (the drops' cluster), in the order of the slices."""
+def status_sections(config: Config, running: list[dict]) -> list[StatusSection]:
+    """What the slices add to `wa-watchdog status` (the drops' sending and cluster), in the order of the slices;
+    `running`: the watchdog's status items (each bridge's last health answer is in its `connection`)."""
     return [section for component in COMPONENTS if component.status_sections
-            for section in resolve(component.status_sections)(config)]
+            for section in resolve(component.status_sections)(config, running)]
 
 
 def console_views() -> tuple[str, ...]:

@@ -114,12 +114,16 @@ class Sim:
         return dropped
 
     async def _ban(self, conn: Connection) -> None:
-        """Tell the client it is temporarily banned (code, expiry), then close: as WhatsApp does."""
-        frame = self.gate.ban_frame(conn.session.phone)
-        logger.warning("session {}: temporarily banned ({}, {} s)", conn.session.phone, frame["code"], frame["expire_s"])
-        with contextlib.suppress(ConnectionError):
-            await conn.ws.send_str(json.dumps(frame))
-        conn.drop(CLOSE_TEMPORARY_BAN, f"temporary ban ({frame['code']})", self.tasks)
+        """Tell the number's clients it is temporarily banned (code, expiry), then close: as WhatsApp does. The ban
+        is the number's: every linked device goes (a cluster's other host too), not only the one that sent."""
+        phone = conn.session.phone
+        frame = self.gate.ban_frame(phone)
+        logger.warning("session {}: temporarily banned ({}, {} s)", phone, frame["code"], frame["expire_s"])
+        for device in self.state.devices[phone]:
+            if isinstance(banned := device.connection, Connection):
+                with contextlib.suppress(ConnectionError):
+                    await banned.ws.send_str(json.dumps(frame))
+                banned.drop(CLOSE_TEMPORARY_BAN, f"temporary ban ({frame['code']})", self.tasks)
 
     def _refused(self, conn: Connection, frame: dict) -> Refusal | None:
         """WhatsApp's limits on a new send (a resend of a known id is the same message, not counted)."""

@@ -3,14 +3,15 @@
 A row per sending account in `sender_leases` (PostgreSQL only: a cluster shares one database). Every
 statement here is one conditional statement judged by the database's clock (`now()`), never a host's:
 
-- **acquire** grants the lease when it is free, expired, or its holder's session is gone (the holder's
-  lease connection is no longer in pg_stat_activity: its processes died and their connections were reset,
+- **acquire** grants the lease when it is free, expired, or its holder is gone (none of the holder's lease
+  connections for this lease is in pg_stat_activity: its processes died and their connections were reset,
   so another host need not wait out the lease). A grant to another holder, or after expiry, adds 1 to the
   token: tokens only grow, the row is never deleted. A process of the holding node joins the node's grant
-  (a restarted monitor keeps sending under the same token).
+  (a restarted monitor keeps sending under the same token; several monitor processes share it).
 - **renew** extends an unexpired lease of this holder and token; an expired one is never revived (the
   holder must acquire again, with a new token).
-- **release** ends the lease now (a clean stop), so another host takes over at its next look.
+- **release** ends the lease now (a clean stop of the node's last process keeping it), so another host
+  takes over at its next look; a process whose siblings keep the lease leaves it to them.
 
 The fence: every claim of outgoing work and every "sent" mark carries `FENCE` (the lease row with this
 holder and token, unexpired) in its own statement, and a mark also needs the row's `claim_token`, so a
@@ -39,8 +40,16 @@ SAFETY = 0.2  # of lease_s: the holder stops sending this long before the databa
 RENEW_FRACTION = 0.2  # of lease_s: the holder renews this often (4 tries before it stops sending)
 TAKE_OVER_EVERY = 0.5  # seconds between a standby's looks: a dead holder's session is noticed this soon
 
-_HOLDER_GONE = ("NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend_pid "
-                "AND a.application_name = l.session)")
+# A lease session of `node` for `account` (session_name's parts), other than this statement's own.
+_SIBLING = ("SELECT 1 FROM pg_stat_activity a WHERE a.pid <> pg_backend_pid() "
+            "AND split_part(a.application_name, ' ', 1) = 'wa-watchdog' AND split_part(a.application_name, ' ', 2) = "
+            "'lease' AND split_part(a.application_name, ' ', 3) = {node} AND split_part(a.application_name, ' ', 4) = "
+            "{account}")
+# Gone: neither the session that renewed last nor another process of the holder keeping this lease is connected
+# (a monitor of the node restarting, or one of several sharing the node's grant dying, hands nothing over).
+_HOLDER_GONE = ("(NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend_pid "
+                "AND a.application_name = l.session) AND NOT EXISTS ("
+                + _SIBLING.format(node="l.holder", account="l.account") + "))")
 _SAME_GRANT = "(l.holder = excluded.holder AND l.expires_at > now())"
 # `before`: the row as this statement found it, for the report of a takeover (its holder, whether it had
 # released it, how long since it last renewed: the gap in sending). Then the grant itself.
@@ -60,8 +69,10 @@ ACQUIRE = (
 RENEW = ("UPDATE sender_leases SET renewed_at = now(), expires_at = now() + make_interval(secs => ?), "
          "session = ?, backend_pid = pg_backend_pid() "
          "WHERE account = ? AND holder = ? AND token = ? AND expires_at > now() RETURNING token")
+# Only the node's last process keeping the lease releases it: its siblings go on sending under the same grant.
 RELEASE = ("UPDATE sender_leases SET expires_at = now(), session = '' WHERE account = ? AND holder = ? AND token = ? "
-           "AND expires_at > now() RETURNING token")
+           "AND expires_at > now() AND NOT EXISTS (" + _SIBLING.format(node="holder", account="account")
+           + ") RETURNING token")
 STATE = ("SELECT account, holder, token, acquired_at, renewed_at, expires_at, expires_at > now(), "
          "EXTRACT(EPOCH FROM now() - renewed_at) FROM sender_leases")
 
@@ -94,9 +105,11 @@ def lease_states(backend: PostgresBackend) -> list[LeaseState]:
             for row in backend.rows(STATE + " ORDER BY account")]
 
 
-def session_name(node: str) -> str:
-    """This lease connection's application_name: unique, so a reused backend pid is never mistaken for it."""
-    return f"wa-watchdog lease {node} {secrets.token_hex(6)}"[:63]
+def session_name(node: str, account: str) -> str:
+    """This lease connection's application_name: unique, so a reused backend pid is never mistaken for it; naming
+    the node and the account, so that the node's other processes keeping the same lease are found (`_SIBLING`).
+    PostgreSQL keeps 63 bytes: a name cut short only loses that (the exact session is still matched)."""
+    return f"wa-watchdog lease {node} {account} {secrets.token_hex(6)}"[:63]
 
 
 # After a takeover, the sessions of the node taken over (its lease and drops store connections) in this database.
@@ -121,13 +134,14 @@ class SenderLease:
         self.account = account
         self.node = node
         self.lease_s = lease_s
-        self.session = session_name(node)
+        self.session = session_name(node, account)
         # A silent server must not hold a renew for minutes: unacknowledged data aborts the connection.
         self.db = PostgresBackend(url, schema, application_name=self.session,
                                   tcp_user_timeout=max(1000, int(lease_s * 1000 * SAFETY)))
         self.token: int | None = None
         self._valid_until = 0.0  # monotonic
         self.takeover: Takeover | None = None  # what the last grant took over (for the keeper's report)
+        self._leaving = False  # released: the session no longer named as a holder's (release)
 
     def fence(self) -> Fence | None:
         """The fence to send under now, or None: not held, or too close to the database's expiry to send."""
@@ -144,6 +158,8 @@ class SenderLease:
         """Take the lease (or join this node's grant); its token, or None when another holder has it."""
         started = time.monotonic()
         try:
+            if self._leaving:
+                self._name(self.session)
             row = one(self.db.rows(ACQUIRE, (self.account, self.account, self.node, self.session, self.lease_s)))
         except StoreUnavailable:
             return None
@@ -188,13 +204,20 @@ class SenderLease:
         return self.fence()
 
     def release(self) -> None:
-        """End the lease now (a clean stop): another host takes over at its next look, not after lease_s."""
+        """End the lease now (a clean stop): another host takes over at its next look, not after lease_s. Unless
+        another process of this node keeps it: then it stays theirs. This session first stops counting as one of
+        them, so of the node's processes stopping together (the whole host) the last to look releases it."""
         if self.token is not None:
             try:
+                self._name(f"wa-watchdog leaving {self.node}")  # until it asks again (acquire)
                 self.db.rows(RELEASE, (self.account, self.node, self.token))
             except StoreUnavailable:
                 pass  # it expires on its own
             self.token = None
+
+    def _name(self, application_name: str) -> None:
+        self.db.rows("SELECT set_config('application_name', ?, false)", (application_name,))
+        self._leaving = application_name != self.session
 
     def close(self) -> None:
         self.db.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -66,13 +67,14 @@ class Poster:
             self.posted.append(f"DR{7200000 + n}")
 
 
-def two_hosts(tmp_path: Path, pg_url: str, lease_s: float = 2.0) -> tuple[RunningSystem, RunningSystem]:
+def two_hosts(tmp_path: Path, pg_url: str, lease_s: float = 2.0, projects: int = 1,
+              edit: Callable[[str], str] = str) -> tuple[RunningSystem, RunningSystem]:
     """A (with the simulator, a process of its own that outlives A's tree) and B, using A's simulator; started,
-    A first, so that A holds the sender lease."""
-    a = RunningSystem(tmp_path / "a", slow_start(config_text(1, database_url=pg_url, separate_sim=True))
+    A first, so that A holds the sender lease. `edit` changes both hosts' config (more accounts, send_accounts)."""
+    a = RunningSystem(tmp_path / "a", edit(slow_start(config_text(projects, database_url=pg_url, separate_sim=True)))
                       + CLUSTER.format("vps-a", lease_s), database_url=pg_url, separate_sim=True)
     a.start()
-    b_config = slow_start(config_text(1, database_url=pg_url)).replace(
+    b_config = edit(slow_start(config_text(projects, database_url=pg_url))).replace(
         "[sim]\nport = 0\n", f'[sim]\nport = 0\nurl = "{a.sim_url}"\n') + CLUSTER.format("vps-b", lease_s)
     b = RunningSystem(tmp_path / "b", b_config, database_url=pg_url)
     try:

@@ -86,6 +86,30 @@ def test_sessions_lists_devices_with_their_connection_counts(procs: Processes, d
     scenario(sim_url, body)
 
 
+@pytest.mark.slow
+def test_a_temporary_ban_is_the_numbers_every_linked_device_is_told_and_closed(procs: Processes,
+                                                                                data_dir: Path) -> None:
+    _, sim_url = start_sim(procs, data_dir)
+
+    async def body(c: Client) -> None:
+        a = await c.connect(hello={"type": "hello", "session": MAIN_PHONE, "node": "vps-a"})
+        b = await c.connect(hello={"type": "hello", "session": MAIN_PHONE, "node": "vps-b"})
+        await a.frame(), await b.frame()
+        status, _ = await c.api.call("POST", "/sim/limits", {"session": MAIN_PHONE, "per_minute": 1, "ban_after": 1,
+                                                             "ban_s": 30, "ban_code": "BLOCKED_BY_USERS"})
+        assert status == 200
+        assert (await a.request(type="send", id="3EB0BAN1", recipient=GROUP_A, text="one"))["ok"]
+        refused = await a.request(type="send", id="3EB0BAN2", recipient=GROUP_A, text="one too many")
+        assert not refused["ok"] and "429" in str(refused)
+        for device in (a, b):  # vps-b sent nothing and is banned all the same: the ban is the number's
+            frames = await device.until("temporary_ban")
+            assert frames[-1]["code"] == "BLOCKED_BY_USERS" and 0 < frames[-1]["expire_s"] <= 30
+            while (msg := await device.ws.receive(timeout=5)).type == aiohttp.WSMsgType.TEXT:
+                pass
+            assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 4402)
+    scenario(sim_url, body)
+
+
 def test_a_keyed_sends_message_id_is_derived_from_its_key() -> None:
     """Two hosts' bridges sending the same feedback (same Idempotency-Key) choose the same message id."""
     from bridge.outbox import new_message_id

@@ -107,7 +107,7 @@ def test_status_and_console_show_nodes_and_leases(keepers: Callable[[str], Lease
     assert [n["node"] for n in section.data["nodes"]] == ["vps-a", "vps-b"]
     assert [(lease["account"], lease["holder"], lease["token"]) for lease in section.data["leases"]] == [
         ("main", "vps-a", 1)]
-    html = DropsView(config).panel()  # the console's drops panel, with the cluster first
+    html = DropsView(config).panel([])  # the console's drops panel, with the cluster first
     assert '<table class="cluster-nodes">' in html and "<td>vps-a</td><td>1</td>" in html
     assert html.index("cluster-nodes") < html.index('class="project"')
 

@@ -21,7 +21,7 @@ SENDER = "27710000001@s.whatsapp.net"
 def test_todays_drops_per_project_with_backfilled_flagged_and_their_messages(config_path: Path) -> None:
     config = load(config_path)
     view = DropsView(config)
-    assert "none yet today" in view.panel() and view.marks(0, clock.now_s()) == []  # no drops.db yet: no error
+    assert "none yet today" in view.panel([]) and view.marks(0, clock.now_s()) == []  # no drops.db yet: no error
 
     now = clock.now()
     store = Store(config.accounts["main"].store)
@@ -34,7 +34,7 @@ def test_todays_drops_per_project_with_backfilled_flagged_and_their_messages(con
         Submission("DR7654321", GROUP_A, "Lawley Fibre", SENDER, "M2", format_ts(now), backfilled=False)], ack=None)
     drops.close()
 
-    panel = view.panel()
+    panel = view.panel([])
     assert 'data-project="lawley"' in panel and "2 drops today, 1 backfilled" in panel
     assert '<tr class="drop backfilled" data-drop="DR1234567">' in panel
     assert '<tr class="drop" data-drop="DR7654321">' in panel
@@ -54,7 +54,7 @@ def test_todays_drops_per_project_with_backfilled_flagged_and_their_messages(con
 def test_the_console_finds_the_views_the_slices_name(config_path: Path) -> None:
     loaded = load_extensions(load(config_path), components.console_views())
     assert loaded.problems == []
-    assert [type(e).__name__ for e in loaded.extensions] == ["ConnectionView", "DropsView"]  # bridge's, monitors'
+    assert [type(e).__name__ for e in loaded.extensions] == ["ConnectionView", "SendingView", "DropsView"]
     assert set(loaded.events.kinds) == {"disconnect", "backfilled"}
 
 
@@ -67,7 +67,7 @@ def test_a_busy_project_shows_its_newest_drops_and_links_the_rest(config_path: P
         for i in range(13)], ack=None)
     drops.close()
     view = DropsView(config)
-    panel = view.panel()
+    panel = view.panel([])
     assert panel.count('<tr class="drop') == 10 and "13 drops today, 1 backfilled" in panel
     assert '<a href="/console/x/drops/lawley">3 more today, 1 of them backfilled</a>' in panel
     title, html = view.detail("lawley")

@@ -116,6 +116,19 @@ def test_send_accounts_are_checked_naming_the_key(write_config) -> None:  # noqa
             load(write_config(text))
 
 
+def test_numbers_linked_through_send_accounts_share_one_sender_lease(write_config) -> None:  # noqa: ANN001
+    config = load(write_config(two_numbers()))
+    assert config.sending_groups() == {"first": ["first", "backup"], "main": ["main"]}
+    assert (config.lease_account(config.project("lawley")), config.lease_account(config.project("mohadin"))) == (
+        "first", "main")
+    # mohadin sends through backup, which lawley fails over to: one lease for both, or two hosts could send through it
+    linked = load(write_config(two_numbers().replace('name = "mohadin"\nlisten_account = "main"\n',
+                                                     'name = "mohadin"\nlisten_account = "main"\n'
+                                                     'send_account = "backup"\n', 1)))
+    assert linked.sending_groups() == {"first": ["first", "backup"]}
+    assert {linked.lease_account(p) for p in linked.projects} == {"first"}
+
+
 @pytest.mark.slow
 def test_a_logged_out_first_number_hands_feedback_to_the_second(procs: Processes, data_dir: Path,
                                                                  write_config) -> None:  # noqa: ANN001

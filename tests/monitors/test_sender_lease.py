@@ -142,15 +142,48 @@ def test_a_holder_whose_processes_died_is_taken_over_at_once(leases, pg_url: str
         child.stdout.close()
 
 
-def test_a_closed_connection_is_a_gone_holder_but_a_sibling_process_joins_the_grant(leases) -> None:  # noqa: ANN001
+def sessions_of(lease: SenderLease, session: str) -> int:
+    return lease.db.rows("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = ?", (session,))[0][0]
+
+
+def test_a_holder_is_gone_when_its_last_process_keeping_the_lease_is(leases) -> None:  # noqa: ANN001
     a1, a2, b = leases("vps-a", 60), leases("vps-a", 60), leases("vps-b", 60)
+    other = leases("vps-a", 60, account="backup")  # the node's lease of another account is no sibling of this one
     token = a1.acquire()
+    other.acquire()
     assert a2.acquire() == token  # another process of the node holding it: the same grant
     assert b.acquire() is None
     a2.close()  # the last renewer's session is gone (its backend exits a moment after the goodbye)
-    assert wait_until(b.acquire, timeout=1, message="vps-b to take over from a closed session") == token + 1
-    assert b.takeover is not None and b.takeover.ended == 0  # the sibling's session stays
-    assert b.db.rows("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = ?", (a1.session,)) == [(1,)]
+    wait_until(lambda: sessions_of(b, a2.session) == 0, timeout=5, message="a2's backend to exit")
+    assert b.acquire() is None and a1.renew()  # a1, of the same node, still keeps it: nothing to take over
+    a1.close()
+    assert wait_until(b.acquire, timeout=5, message="vps-b to take over from closed sessions") == token + 1
+    assert b.takeover is not None and b.takeover.ended == 0  # not expired: nothing of vps-a's is ended
+    assert sessions_of(b, other.session) == 1
+
+
+def test_a_process_whose_siblings_keep_the_lease_releases_nothing(leases) -> None:  # noqa: ANN001
+    """A monitor of the holding node restarting (a clean stop) hands nothing over: its siblings go on sending."""
+    a1, a2, b = leases("vps-a", 60), leases("vps-a", 60), leases("vps-b", 60)
+    token = a1.acquire()
+    assert a2.acquire() == token
+    a2.release()
+    a2.close()
+    assert a2.fence() is None and b.acquire() is None and a1.renew() and a1.fence() == Fence(ACCOUNT, "vps-a", token)
+    a1.release()  # the node's last: handed over at once
+    assert b.acquire() == token + 1 and b.takeover is None
+
+
+def test_processes_of_a_node_stopping_together_hand_the_lease_over(leases) -> None:  # noqa: ANN001
+    """The whole host stopping: each of its processes releases while the others are still connected; the last
+    to look releases it (handed over, not taken over: no `lease_taken_over` for a clean stop)."""
+    a1, a2, b = leases("vps-a", 60), leases("vps-a", 60), leases("vps-b", 60)
+    token = a1.acquire()
+    assert a2.acquire() == token
+    a1.release()  # a2 still keeps it: nothing released
+    assert b.acquire() is None
+    a2.release()  # a1 is still connected, but leaving
+    assert b.acquire() == token + 1 and b.takeover is None
 
 
 def test_a_holder_that_cannot_renew_stops_sending_before_its_lease_can_expire(leases,  # noqa: ANN001

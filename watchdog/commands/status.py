@@ -11,4 +11,4 @@ from watchdog.shared.config import Config
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
-    return show(config, args, lambda: components.status_sections(config))
+    return show(config, args, lambda running: components.status_sections(config, running))

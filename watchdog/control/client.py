@@ -198,18 +198,20 @@ def config_line(info: dict) -> str:
 
 
 def cmd_status(config: Config, args: argparse.Namespace,
-               sections: Callable[[], list[StatusSection]] = list) -> int:
+               sections: Callable[[list[dict]], list[StatusSection]] = lambda running: []) -> int:
     """The running watchdog's components, then what the product adds (`sections`, asked after the watchdog
-    answered). `--json`: the list of components; with sections, {"components": [...], <name>: <data>, ...}."""
+    answered, given its status items). `--json`: the list of components; with sections, {"components": [...],
+    <name>: <data>, ...}."""
     try:
         components = _request(config, "GET", "/status", STATUS_TIMEOUT)
         info = None if args.json else _request(config, "GET", "/config", STATUS_TIMEOUT)
     except ControlError as exc:
         print(f"wa-watchdog status: {exc}", file=sys.stderr)
         return 1
-    added = sections()
+    added = sections(components)
     if args.json:
-        whole = {"components": components, **{s.name: s.data for s in added}} if added else components
+        data = {s.name: s.data for s in added if s.data is not None}
+        whole = {"components": components, **data} if data else components
         print(json.dumps(whole, indent=2))
     else:
         print("\n\n".join([config_line(info), status_table(components), *("\n".join(s.lines) for s in added)]))

@@ -55,7 +55,8 @@ def since_option(parser: argparse.ArgumentParser) -> None:
 
 class StatusSection(NamedTuple):
     """What a package adds to `wa-watchdog status`: lines under the components' table, and `data` under `name`
-    in `--json` (e.g. the drops' cluster: its nodes and sender leases, read from the shared PostgreSQL)."""
+    in `--json` (e.g. the drops' cluster: its nodes and sender leases, read from the shared PostgreSQL); `data`
+    None: lines only (what `--json` already carries in the components' items)."""
 
     name: str
     lines: list[str]
@@ -81,8 +82,8 @@ class Component(NamedTuple):
     `programs` -> list[Program] started by `wa-watchdog run`; `findings` -> the named checks of `wa-watchdog
     check`, [(what, () -> Iterable[Finding])], each run alone (one that cannot look does not stop the others);
     `backup_items` -> (list[BackupItem], notes) for `wa-watchdog backup`; `status_sections` -> list[StatusSection]
-    shown by `wa-watchdog status` after the running watchdog's table (each answers for itself: a store it cannot
-    reach is a line saying so, never an exception)."""
+    shown by `wa-watchdog status` after the running watchdog's table, given the config and the watchdog's status
+    items (each answers for itself: a store it cannot reach is a line saying so, never an exception)."""
 
     name: str
     commands: tuple[Command, ...] = ()

@@ -62,3 +62,9 @@ def format_duration(seconds: float | None) -> str:
     if s < 86400:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def table_lines(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """A plain-text table for `wa-watchdog status`'s sections: columns padded, each line indented two spaces."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return ["  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]

@@ -111,6 +111,10 @@ def test_the_page_loads_and_shows_every_component(page: object, system: System) 
     assert "all 4 components healthy" in page.inner_text("#summary-line")
     assert page.locator('svg.timeline g.row[data-row="bridge:main"]').count() == 1
     page.wait_for_selector("#live.ok")  # the live stream is connected
+    # the Sending panel: the number sends, nothing queued; each project's feedback through it
+    assert page.get_attribute('#x-sending tr.account[data-account="main"]', "data-sending") == "sending"
+    assert page.inner_text('#x-sending tr.account[data-account="main"] td:nth-child(6)') == "0"
+    assert page.get_attribute('#x-sending tr.route[data-project="lawley"]', "data-through") == "main"
 
 
 def test_the_live_view_changes_when_the_bridge_is_killed_and_the_timeline_shows_it(page: object,

@@ -29,8 +29,9 @@ class Extension(Protocol):
     title: str  # the panel's heading; "" = no panel (a view that only declares events and rows)
     events: Events  # the recovery-log events it knows (events.NONE: none)
 
-    def panel(self) -> str:
-        """The panel's HTML (escaped by the extension), rendered on every page view and live update."""
+    def panel(self, status: list[dict]) -> str:
+        """The panel's HTML (escaped by the extension), rendered on every page view and live update; `status`:
+        every component's status item (as `row` gets them one by one)."""
 
     def marks(self, since: float, until: float) -> list[Mark]:
         """Timeline marks in [since, until] (epoch seconds), on the rows of the components they belong to."""

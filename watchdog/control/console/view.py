@@ -111,9 +111,10 @@ class Console:
         until = clock.now_s()
         since = until - timeline.RANGES[range_name]
         extras = Extras()
+        status = self.status()  # here, in the loop: the arbiter's items are not for worker threads to read
         for extension in self.extensions:
             def ask(e: Extension = extension) -> tuple[str, list[Mark], dict[str, str]]:
-                return e.panel(), e.marks(since, until), e.names()
+                return e.panel(status), e.marks(since, until), e.names()
             try:
                 panel, marks, names = await asyncio.wait_for(asyncio.to_thread(ask), EXTENSION_TIMEOUT_S)
             except asyncio.TimeoutError:
