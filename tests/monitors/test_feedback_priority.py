@@ -5,7 +5,6 @@ bridge and simulator, with a pace of one message every 2 s: what went out in whi
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
