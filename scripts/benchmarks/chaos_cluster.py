@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,30 +151,30 @@ def table(counts: dict[str, int], faults: Counter) -> str:
     return "\n".join(["| | count |", "|---|---|", *rows])
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/chaos --cluster", description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=2.0, help="how long to cause chaos (default 2)")
-    parser.add_argument("--kill-every", type=float, default=15.0, help="mean seconds between blows (default 15)")
-    parser.add_argument("--rate", type=float, default=5.0, help="drops posted per second (default 5)")
-    parser.add_argument("--lease-s", type=float, default=2.0, help="[cluster] lease_s (default 2)")
-    parser.add_argument("--cut-s", type=float, default=30.0, help="longest partition, seconds (default 30)")
-    parser.add_argument("--faults", default=",".join(BLOWS), help=f"blows to mix (default {','.join(BLOWS)})")
-    parser.add_argument("--seed", type=int, default=int(clock.now_s()), help="random seed (default: the time)")
-    parser.add_argument("--keep", action="store_true", help="keep the hosts' data directories")
-    args = parser.parse_args(argv)
-    kinds = tuple(args.faults.split(","))
-    if unknown := set(kinds) - set(BLOWS):
-        parser.error(f"--faults: unknown {', '.join(sorted(unknown))} (known: {', '.join(BLOWS)})")
-    bin_dir, why = find_bin_dir()
-    if bin_dir is None:
-        raise SystemExit(f"chaos --cluster: {why}")
-    rng = random.Random(args.seed)
-    workdir = Path(tempfile.mkdtemp(prefix="wa-chaos-cluster-"))
-    print(f"chaos --cluster: {args.minutes:g} min, a blow every ~{args.kill_every:g} s ({', '.join(kinds)}), "
-          f"{args.rate:g} drops/s, lease_s {args.lease_s:g}, seed {args.seed}, in {workdir}", flush=True)
+def draws(kinds: tuple[str, ...], rng: random.Random) -> Iterator[str]:
+    """The blows in rounds, each round every kind once in a random order: a run of any length mixes them evenly."""
+    while True:
+        round_ = list(kinds)
+        rng.shuffle(round_)
+        yield from round_
+
+
+@dataclass
+class Run:
+    outcome: Outcome
+    blows: list[Blow]  # the first is the start (no blow)
+    partitions: bool  # the hosts were in namespaces: the cuts could be made
+
+    @property
+    def faults(self) -> Counter:
+        return Counter(blow.kind for blow in self.blows if blow.kind)
+
+
+def run(args: argparse.Namespace, workdir: Path, bin_dir: Path) -> Run:
+    """The hosts started, chaos for `args.minutes` (blows of `args.faults`), the wait until settled, the checks."""
+    rng, kinds = random.Random(args.seed), tuple(args.faults.split(","))
     receiver = WebhookReceiver()
     receiver.start()
-    blows: list[Blow] = []
     with ExitStack() as stack:
         stack.callback(receiver.close)
         cluster = up(stack, workdir, bin_dir, args.lease_s, receiver)
@@ -186,16 +187,14 @@ def main(argv: list[str]) -> int:
         posting = threading.Thread(target=poster.post, args=(int(args.minutes * 60 * args.rate),))
         stack.callback(posting.join)
         stack.callback(poster.halt.set)  # (on a failure: the posts stop before they are waited for)
-        started, last = clock.now_s(), device_counts(cluster)
-        blows.append(Blow("", "the start (no blow yet)", started))
+        last = device_counts(cluster)
+        blows, kind_of = [Blow("", "the start (no blow yet)", clock.now_s())], draws(kinds, rng)
         posting.start()
         while posting.is_alive():
             time.sleep(rng.uniform(0.5, 1.5) * args.kill_every)  # the time between blows
             if posting.is_alive() and kinds:
-                kind, at = rng.choice(kinds), clock.now_s()
-                now = device_counts(cluster)
-                blows[-1].followed = now - last
-                last = now
+                kind, at, now = next(kind_of), clock.now_s(), device_counts(cluster)
+                blows[-1].followed, last = now - last, now
                 blows.append(Blow(kind, strike(kind, cluster, rng, args.lease_s, args.cut_s), at))
                 print(f"  {blows[-1].what}", flush=True)
         posting.join()
@@ -207,11 +206,40 @@ def main(argv: list[str]) -> int:
         blows[-1].followed = device_counts(cluster) - last
         watch.halt.set()
         watch.join()
-        outcome = check(cluster.a, [cluster.a, cluster.b], poster.posted, watch.grants([cluster.a, cluster.b]),
-                        receiver)
-    faults = Counter(blow.kind for blow in blows if blow.kind)
-    print("\nblows (seconds from the start), with what followed each:\n" + "\n".join(attribute(outcome, blows, started)))
-    print("\n" + table(outcome.counts, faults))
+        hosts = [cluster.a, cluster.b]
+        return Run(check(cluster.a, hosts, poster.posted, watch.grants(hosts), receiver), blows,
+                   cluster.lab is not None)
+
+
+def arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="scripts/chaos --cluster", description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=2.0, help="how long to cause chaos (default 2)")
+    parser.add_argument("--kill-every", type=float, default=15.0, help="mean seconds between blows (default 15)")
+    parser.add_argument("--rate", type=float, default=5.0, help="drops posted per second (default 5)")
+    parser.add_argument("--lease-s", type=float, default=2.0, help="[cluster] lease_s (default 2)")
+    parser.add_argument("--cut-s", type=float, default=30.0, help="longest partition, seconds (default 30)")
+    parser.add_argument("--faults", default=",".join(BLOWS), help=f"blows to mix (default {','.join(BLOWS)})")
+    parser.add_argument("--seed", type=int, default=int(clock.now_s()), help="random seed (default: the time)")
+    parser.add_argument("--keep", action="store_true", help="keep the hosts' data directories")
+    args = parser.parse_args(argv)
+    if unknown := set(args.faults.split(",")) - set(BLOWS):
+        parser.error(f"--faults: unknown {', '.join(sorted(unknown))} (known: {', '.join(BLOWS)})")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = arguments(argv)
+    bin_dir, why = find_bin_dir()
+    if bin_dir is None:
+        raise SystemExit(f"chaos --cluster: {why}")
+    workdir = Path(tempfile.mkdtemp(prefix="wa-chaos-cluster-"))
+    print(f"chaos --cluster: {args.minutes:g} min, a blow every ~{args.kill_every:g} s ({args.faults}), "
+          f"{args.rate:g} drops/s, lease_s {args.lease_s:g}, seed {args.seed}, in {workdir}", flush=True)
+    result = run(args, workdir, bin_dir)
+    outcome = result.outcome
+    print("\nblows (seconds from the start), with what followed each:\n"
+          + "\n".join(attribute(outcome, result.blows, result.blows[0].at)))
+    print("\n" + table(outcome.counts, result.faults))
     if outcome.odd:
         print(f"\ndrops to look at ({len(outcome.odd)}): {', '.join(outcome.odd[:20])}")
     if outcome.ok and not args.keep:
