@@ -94,9 +94,10 @@ def strike(kind: str, cluster: Cluster, rng: random.Random, lease_s: float, cut_
         return f"host {name} killed (kill -9 of its tree) and started"
     if kind == "pause":
         processes, pause = tree(host), rng.uniform(lease_s, 3 * lease_s)
-        signal_tree(processes, signal.SIGSTOP)
+        signal_tree(processes, signal.SIGSTOP)  # the watchdog first, then its children
         time.sleep(pause)  # the blow's length: a frozen VM
-        signal_tree(processes, signal.SIGCONT)
+        signal_tree(processes[::-1], signal.SIGCONT)  # the children first: a VM resumes whole, and a watchdog
+        # resumed before them would find them stopped and restart them (an artifact of signalling one by one)
         return f"host {name} paused {pause:.1f} s"
     lab, length = cluster.lab, rng.uniform(lease_s, cut_s)
     assert lab is not None
