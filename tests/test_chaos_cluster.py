@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from scripts.benchmarks.chaos_cluster import BLOWS, CUTS, arguments, draws, run
+from scripts.benchmarks.chaos_cluster import BLOWS, CUTS, arguments, attribute, draws, run
 from scripts.benchmarks.chaos_cluster_checks import Grant, holder_at
 from tests.pg import find_bin_dir
 
-# Counts of the run that known open defects of issue 21 make non-zero (a paused host's bridge sends its queued
-# acks after resuming; a send whose fate is unknown is sent again): reported, not passed
+# Counts that open defects of issue 21 make non-zero, reported (an expected failure), not passed: an ack sent but not
+# yet marked when its host stopped, died, paused or was cut off is sent again by the next holder (no `unknown`);
+# a paused host's bridge re-sends its queued acks after resuming (the outbox is not fenced); a host cut off from
+# WhatsApp for less than the simulator's heartbeat reconnects over its half-open connection (stream replaced)
 KNOWN = ("sent by a host not holding the current token", "re-sent by a bridge (same id)",
          "two connections of a device")
 
@@ -50,4 +52,5 @@ def test_a_short_run_of_every_fault_loses_nothing_and_acknowledges_once(tmp_path
     assert counts["acks missing"] == counts["acks twice"] == counts["feedback unknown"] == 0, counts
     assert counts["webhook events"] >= counts["drops posted"] and counts["webhook events lost"] == 0, counts
     if found := {key: counts[key] for key in KNOWN if counts[key]}:
-        pytest.xfail(f"open defects of issue 21 shown: {found} (see the run's output for the blows they followed)")
+        pytest.xfail(f"open defects of issue 21 shown: {found}, after these blows:\n"
+                     + "\n".join(attribute(result.outcome, result.blows, result.blows[0].at)))
