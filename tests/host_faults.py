@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -13,12 +12,7 @@ from pathlib import Path
 
 import pytest
 
-
-SBIN = "/usr/sbin:/sbin"
-
-
-def which(name: str) -> str | None:
-    return shutil.which(name, path=os.environ.get("PATH", "") + ":" + SBIN)
+from scripts.benchmarks.cluster_lab import CLONE_NEWNET, libc, which
 
 
 class SmallDisk:
@@ -86,10 +80,6 @@ def world_traversable_dir() -> Path:
 
 # -- a network namespace of our own, entered by this thread (and inherited by the children it starts) ---------
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
 @contextmanager
 def own_network() -> Iterator[None]:
     """This thread in a new network namespace with only `lo` up, for as long as the block runs.
@@ -100,12 +90,12 @@ def own_network() -> Iterator[None]:
         pytest.skip("a network namespace with iptables needs root, ip and iptables")
     original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        if _libc.unshare(CLONE_NEWNET) != 0:
+        if libc.unshare(CLONE_NEWNET) != 0:
             pytest.skip(f"unshare(CLONE_NEWNET) not permitted: {os.strerror(ctypes.get_errno())}")
         subprocess.run([which("ip"), "link", "set", "lo", "up"], check=True, timeout=10)
         yield
     finally:
-        _libc.setns(original, CLONE_NEWNET)
+        libc.setns(original, CLONE_NEWNET)
         os.close(original)
 
 

@@ -2,7 +2,7 @@
 from PostgreSQL only, or from WhatsApp (the simulator) only, for 30 s, then healed.
 
 PostgreSQL and the simulator run in the root namespace, reached by both hosts on the first veth pair's root-side
-address (tests/netns.py). A partition drops A's packets silently in A's own namespace: nothing is reset, so A
+address (scripts/benchmarks/cluster_lab.py). A partition drops A's packets silently in A's own namespace: nothing is reset, so A
 finds out only by its timeouts. Fault 3: A keeps storing what WhatsApp delivers, records nothing it cannot
 record, B takes over sending within lease + 1 s, and after the heal A's monitors catch up from their cursors
 while every drop stays recorded once. Fault 4: B records what A no longer receives, and every acknowledgement
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from scripts.benchmarks.cluster_lab import Lab, LabUnavailable, cluster_lab
 from scripts.benchmarks.cluster_run import Poster, holder
 from scripts.benchmarks.system_run import RunningSystem, group_jid
 from tests.conftest import wait_until
-from tests.netns import Lab, cluster_lab
 from tests.pg import find_bin_dir
 from tests.test_cluster import devices, sent_status, takeovers
 
@@ -35,8 +35,11 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     bin_dir, why = find_bin_dir()
     if bin_dir is None:
         pytest.skip(why)
-    with cluster_lab(tmp_path, bin_dir, LEASE_S) as made:
-        yield made
+    try:
+        with cluster_lab(tmp_path, bin_dir, LEASE_S) as made:
+            yield made
+    except LabUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 def drops_posted(lab: Lab, poster: Poster) -> Counter:

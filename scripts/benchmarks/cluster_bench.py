@@ -7,7 +7,7 @@ nothing: CPU of each host's whole tree and of PostgreSQL's, and the database's t
 statement is one, autocommit: the lease's renewals and standby's looks, and whatever else the hosts ask at idle).
 Faults (each on fresh hosts and a fresh database; A holds the sender lease, drops posted at `--rate`
 throughout): A's whole tree killed (kill -9: its connections are reset) or paused (SIGSTOP: nothing closed), or
-(as root, in network namespaces: tests/netns.py) A cut off from PostgreSQL, its packets dropped silently.
+(as root, in network namespaces: scripts/benchmarks/cluster_lab.py) A cut off from PostgreSQL, its packets dropped silently.
 Measured from the fault: when B holds the lease and when B's device sends its first acknowledgement; the ingest
 gap (post -> commit of the drops posted after the fault, which only B records); acknowledgements duplicated and
 feedback `unknown`. Targets: first ack <= 1 s after a kill, <= lease_s + 1 s after a pause; post -> commit p99
@@ -158,9 +158,7 @@ def host_fault(work: Path, pg: PgCluster, tag: str, name: str, signum: int, args
 
 def partition_fault(work: Path, bin_dir: Path, args: argparse.Namespace) -> Fault | str:
     """A cut off from PostgreSQL (silently) in its own network namespace; or why it could not run."""
-    import pytest
-
-    from tests.netns import cluster_lab
+    from scripts.benchmarks.cluster_lab import LabUnavailable, cluster_lab
     try:
         with cluster_lab(work / "partition", bin_dir, args.lease_s, durable=True,
                          settings="-c track_commit_timestamp=on") as lab:
@@ -168,8 +166,8 @@ def partition_fault(work: Path, bin_dir: Path, args: argparse.Namespace) -> Faul
                 lab.a.host.cut(lab.a.host.outside, lab.pg.port)
                 return lambda: lab.a.host.cut(lab.a.host.outside, lab.pg.port, cut=False)
             return run_fault(lab.a, lab.b, lab.pg_url, "A cut off from PostgreSQL", blow, args)
-    except pytest.skip.Exception as exc:
-        return f"partition case skipped: {exc.msg}"
+    except LabUnavailable as exc:
+        return f"partition case skipped: {exc}"
 
 
 def fault_table(faults: list[Fault]) -> str:

@@ -4,6 +4,7 @@ steady rate; the faults of a host (kill -9 or SIGSTOP of its whole tree); who ho
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,10 +57,13 @@ class Poster:
         self.rate = rate
         self.times: list[float] = []  # monotonic time of each post
         self.posted: list[str] = []
+        self.halt = threading.Event()  # set: a `post` running in a thread stops early (its caller failed)
 
     def post(self, count: int) -> None:
         started, first = time.monotonic(), len(self.posted)
         for _ in range(count):
+            if self.halt.is_set():
+                return
             n = len(self.posted)
             time.sleep(max(0.0, started + (n - first) / self.rate - time.monotonic()))
             self.times.append(time.monotonic())
@@ -68,14 +72,15 @@ class Poster:
 
 
 def two_hosts(tmp_path: Path, pg_url: str, lease_s: float = 2.0, projects: int = 1,
-              edit: Callable[[str], str] = str) -> tuple[RunningSystem, RunningSystem]:
+              edit: Callable[[str], str] = str, extra: str = "") -> tuple[RunningSystem, RunningSystem]:
     """A (with the simulator, a process of its own that outlives A's tree) and B, using A's simulator; started,
-    A first, so that A holds the sender lease. `edit` changes both hosts' config (more accounts, send_accounts)."""
+    A first, so that A holds the sender lease. `edit` changes both hosts' config (more accounts, send_accounts);
+    `extra` is more config for both (e.g. webhooks)."""
     a = RunningSystem(tmp_path / "a", edit(slow_start(config_text(projects, database_url=pg_url, separate_sim=True)))
-                      + CLUSTER.format("vps-a", lease_s), database_url=pg_url, separate_sim=True)
+                      + CLUSTER.format("vps-a", lease_s) + extra, database_url=pg_url, separate_sim=True)
     a.start()
     b_config = edit(slow_start(config_text(projects, database_url=pg_url))).replace(
-        "[sim]\nport = 0\n", f'[sim]\nport = 0\nurl = "{a.sim_url}"\n') + CLUSTER.format("vps-b", lease_s)
+        "[sim]\nport = 0\n", f'[sim]\nport = 0\nurl = "{a.sim_url}"\n') + CLUSTER.format("vps-b", lease_s) + extra
     b = RunningSystem(tmp_path / "b", b_config, database_url=pg_url)
     try:
         b.start()

@@ -62,10 +62,11 @@ class WebhookReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
-    def config(self, name: str, events: Iterable[str]) -> str:
-        """The `[[webhooks]]` entry (and `[drops_api] enabled`) that has `wa-watchdog run` deliver here."""
+    def config(self, name: str, events: Iterable[str], url: str = "") -> str:
+        """The `[[webhooks]]` entry (and `[drops_api] enabled`) that has `wa-watchdog run` deliver here (or at
+        `url`, a relay to here: a sender in another network namespace)."""
         listed = ", ".join(f'"{e}"' for e in events)
-        return (f'\n[drops_api]\nenabled = true\n\n[[webhooks]]\nname = "{name}"\nurl = "{self.url}"\n'
+        return (f'\n[drops_api]\nenabled = true\n\n[[webhooks]]\nname = "{name}"\nurl = "{url or self.url}"\n'
                 f'secret = "{self.secret}"\nevents = [{listed}]\n')
 
     def accepted(self) -> dict[str, int]:

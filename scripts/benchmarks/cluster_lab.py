@@ -2,12 +2,15 @@
 the root namespace, link-local addresses, names with a prefix unique to the test; the servers both hosts use
 (PostgreSQL, the simulator through a relay) on the first pair's root-side address, reached from every namespace
 by its default route. A host is cut off from one server by dropping its packets (silently: no RST, no FIN) in its
-own namespace. Everything made is deleted at the end, also when the test fails; where the machine does not permit
-it the test skips with the reason.
+own namespace. Everything made is deleted at the end, also when the run fails; where the machine does not permit
+it `LabUnavailable` says why (a test skips with it, `scripts/chaos --cluster` leaves the partitions out).
+Shared by tests/test_cluster_partitions.py, `scripts/bench cluster` and `scripts/chaos --cluster`.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -16,12 +19,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
+from scripts.benchmarks.chaos_checks import DROP_EVENTS
 from scripts.benchmarks.cluster_run import CLUSTER, holder
 from scripts.benchmarks.system_run import RunningSystem, config_text, slow_start
-from tests.host_faults import CLONE_NEWNET, _libc, which
+from scripts.benchmarks.webhook_receiver import WebhookReceiver
 from tests.pg import PgCluster
+
+SBIN = "/usr/sbin:/sbin"
+CLONE_NEWNET = 0x40000000
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+class LabUnavailable(RuntimeError):
+    """The machine does not permit the namespaces (not root, no ip or iptables, `ip netns` refused)."""
+
+
+def which(name: str) -> str | None:
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":" + SBIN)
 
 
 @dataclass(frozen=True)
@@ -48,11 +62,11 @@ class NetHost:
         original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         target = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
         try:
-            if _libc.setns(target, CLONE_NEWNET) != 0:
+            if libc.setns(target, CLONE_NEWNET) != 0:
                 raise OSError("setns into the host's namespace failed")
             yield
         finally:
-            _libc.setns(original, CLONE_NEWNET)
+            libc.setns(original, CLONE_NEWNET)
             os.close(original)
             os.close(target)
 
@@ -65,7 +79,7 @@ def _run(*argv: str) -> subprocess.CompletedProcess:
 def hosts(prefix: str, count: int) -> Iterator[list[NetHost]]:
     """`count` namespaces `<prefix>-0..`, host i on 169.254.<base+i>.2 with the root side on .1; deleted at the end."""
     if os.geteuid() != 0 or not which("ip") or not which("iptables"):
-        pytest.skip("network namespaces with iptables need root, ip (iproute2) and iptables")
+        raise LabUnavailable("network namespaces with iptables need root, ip (iproute2) and iptables")
     base = 100 + int.from_bytes(prefix.encode(), "little") % 150  # runs at once rarely share a subnet
     made: list[NetHost] = []
     try:
@@ -75,7 +89,7 @@ def hosts(prefix: str, count: int) -> Iterator[list[NetHost]]:
             try:
                 _run("ip", "netns", "add", host.name)
             except subprocess.CalledProcessError as exc:
-                pytest.skip(f"ip netns not permitted here: {exc.stderr.strip()}")
+                raise LabUnavailable(f"ip netns not permitted here: {exc.stderr.strip()}") from None
             made.append(host)
             _run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner)
             _run("ip", "link", "set", inner, "netns", host.name)
@@ -168,19 +182,25 @@ class Lab:
     b: NamespacedSystem
     pg: PgCluster
     pg_url: str  # the test's own (127.0.0.1)
-    relay: Relay
+    relay: Relay  # the simulator's (WhatsApp), as the hosts reach it
+    server: str  # the address of the servers both hosts use (PostgreSQL, the relays)
+
+    def cut(self, system: NamespacedSystem, port: int, cut: bool = True) -> None:
+        """Drop every packet between the host and the server at `port` (PostgreSQL's, a relay's), or heal."""
+        system.host.cut(self.server, port, cut)
 
 
 @contextmanager
 def cluster_lab(workdir: Path, bin_dir: Path, lease_s: float, durable: bool = False,
-                settings: str = "") -> Iterator[Lab]:
+                settings: str = "", webhooks: WebhookReceiver | None = None) -> Iterator[Lab]:
     """Two namespaces, a PostgreSQL (`durable`, more `settings`) on their servers' address, a simulator behind a
-    relay there, and hosts A (started first: it holds the sender lease) and B; all ended and deleted at the end."""
+    relay there, and hosts A (started first: it holds the sender lease) and B; all ended and deleted at the end.
+    `webhooks`: a receiver (on this namespace's 127.0.0.1) both hosts deliver the drop events to, through a relay."""
     with hosts(f"wa{os.getpid() % 100000}", 2) as (ha, hb):  # unique to this run: runs at once do not meet
         server = ha.outside
         pg = PgCluster(bin_dir, durable, f"-c listen_addresses=127.0.0.1,{server} {settings}")
         sim: RunningSystem | None = None
-        relay: Relay | None = None
+        relays: list[Relay] = []
         started: list[NamespacedSystem] = []
         try:
             with open(pg.data / "pg_hba.conf", "a") as hba:  # a throwaway cluster: trust the veth subnets
@@ -190,12 +210,16 @@ def cluster_lab(workdir: Path, bin_dir: Path, lease_s: float, durable: bool = Fa
             host_url = pg_url.replace("127.0.0.1", server)
             sim = RunningSystem(workdir / "sim", config_text(1, separate_sim=True), separate_sim=True)
             sim.start_sim()
-            relay = Relay(server, int(sim.sim_url.rsplit(":", 1)[1]))
+            relays.append(relay := Relay(server, int(sim.sim_url.rsplit(":", 1)[1])))
+            hooks = ""
+            if webhooks is not None:
+                relays.append(hook_relay := Relay(server, webhooks.port))
+                hooks = webhooks.config("cluster", DROP_EVENTS, f"{hook_relay.url}/hook")
 
             def host(net: NetHost, node: str) -> NamespacedSystem:
                 config = slow_start(config_text(1, database_url=host_url)).replace(
                     "[sim]\nport = 0\n", f'[sim]\nport = 0\nurl = "{relay.url}"\n') + CLUSTER.format(node, lease_s)
-                system = NamespacedSystem(net, sim.sim_url, workdir / node, config, database_url=pg_url)
+                system = NamespacedSystem(net, sim.sim_url, workdir / node, config + hooks, database_url=pg_url)
                 system.start()
                 started.append(system)
                 return system
@@ -203,12 +227,12 @@ def cluster_lab(workdir: Path, bin_dir: Path, lease_s: float, durable: bool = Fa
             a, b = host(ha, "vps-a"), host(hb, "vps-b")
             if holder(pg_url) != "vps-a":
                 raise AssertionError(f"B holds the sender lease, not A: {holder(pg_url)}")
-            yield Lab(a, b, pg, pg_url, relay)
+            yield Lab(a, b, pg, pg_url, relay, server)
         finally:
             for system in reversed(started):
                 system.stop()
-            if relay is not None:
-                relay.close()
+            for each in relays:
+                each.close()
             if sim is not None:
                 sim.stop()
             pg.destroy()

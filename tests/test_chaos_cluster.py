@@ -1,0 +1,56 @@
+"""`scripts/chaos --cluster` (scripts/benchmarks/chaos_cluster.py): the six faults of issue 21 mixed at random on
+two hosts. A short run in the suite (every kind of blow at least once), and the judgement of a send by the grant
+current when WhatsApp got it."""
+from __future__ import annotations
+
+import itertools
+import random
+from pathlib import Path
+
+import pytest
+
+from scripts.benchmarks.chaos_cluster import BLOWS, CUTS, arguments, attribute, draws, run
+from scripts.benchmarks.chaos_cluster_checks import Grant, holder_at
+from tests.pg import find_bin_dir
+
+# Counts that open defects of issue 21 make non-zero, reported (an expected failure), not passed: an ack sent but not
+# yet marked when its host stopped, died, paused or was cut off is sent again by the next holder (no `unknown`);
+# a paused host's bridge re-sends its queued acks after resuming (the outbox is not fenced); a host cut off from
+# WhatsApp for less than the simulator's heartbeat reconnects over its half-open connection (stream replaced)
+KNOWN = ("sent by a host not holding the current token", "re-sent by a bridge (same id)",
+         "two connections of a device")
+
+
+def test_a_send_is_judged_by_the_last_grant_before_whatsapp_got_it() -> None:
+    grants = [Grant(1, "vps-a", 100.0), Grant(2, "vps-b", 110.0), Grant(3, "vps-a", 130.0)]
+    assert holder_at(grants, 99.9) is None  # before any grant: nobody may send
+    assert holder_at(grants, 109.9) == grants[0]
+    assert holder_at(grants, 110.0) == grants[1]  # the new grant is current from its first instant
+    assert holder_at(grants, 500.0) == grants[2]
+
+
+def test_each_round_of_blows_has_every_kind_once_in_a_random_order() -> None:
+    drawn = list(itertools.islice(draws(BLOWS, random.Random(7)), 3 * len(BLOWS)))
+    rounds = [drawn[i:i + len(BLOWS)] for i in range(0, len(drawn), len(BLOWS))]
+    assert all(sorted(r) == sorted(BLOWS) for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 1  # not one fixed order
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_short_run_of_every_fault_loses_nothing_and_acknowledges_once(tmp_path: Path) -> None:
+    bin_dir, why = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip(why)
+    result = run(arguments(["--minutes", "1.5", "--kill-every", "2", "--cut-s", "4", "--seed", "21"]),
+                 tmp_path, bin_dir)
+    counts = result.outcome.counts
+    kinds = set(BLOWS) if result.partitions else set(BLOWS) - set(CUTS)  # without root: no partitions
+    assert set(result.faults) == kinds, result.faults
+    assert counts["drops posted"] >= 0.7 * 90 * 5, counts
+    assert counts["drops missed"] == counts["drops recorded twice"] == 0, counts
+    assert counts["acks missing"] == counts["acks twice"] == counts["feedback unknown"] == 0, counts
+    assert counts["webhook events"] >= counts["drops posted"] and counts["webhook events lost"] == 0, counts
+    if found := {key: counts[key] for key in KNOWN if counts[key]}:
+        pytest.xfail(f"open defects of issue 21 shown: {found}, after these blows:\n"
+                     + "\n".join(attribute(result.outcome, result.blows, result.blows[0].at)))
