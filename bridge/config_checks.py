@@ -9,14 +9,16 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from bridge import alert_rules  # noqa: F401 - registers the bridge's rules: [[alerts]] rules are checked against them
 from bridge.config import (GROUP_JID, MIN_TRAFFIC_INTERVAL, PHONE, AccountConfig, BridgeTables, ProbeConfig,
                            SimConfig)
 from bridge import transports
+from watchdog.shared import alert_rules
 from watchdog.shared.config_checks import ConfigChecks
 from watchdog.shared.config_model import NAME, ConfigSlice, is_postgres_url
 from watchdog.shared.config_secrets import has_password
 
+
+alert_rules.load("bridge.alert_rules")  # the bridge's rules: [[alerts]] rules are checked against them
 
 
 def read(checks: ConfigChecks, raw: dict, data_dir: Path) -> dict[str, object]:

@@ -15,14 +15,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bridge.config import GROUP_JID, AccountConfig
-from monitors import alert_rules  # noqa: F401 - registers the drops' rules: [[alerts]] rules are checked against them
 from monitors.config import (ACK_MODES, AUTO, DB_SCHEMA_NAME, WEBHOOK_NAME, WEBHOOK_STARTS, DatabaseConfig, DropsApiConfig,
                              DropsTables, MonitorsConfig, ProjectConfig, WebhookConfig, webhook_name)
 from monitors.cluster_config import read_cluster
 from monitors.events import WEBHOOK_EVENTS
+from watchdog.shared import alert_rules
 from watchdog.shared.config_checks import ConfigChecks
 from watchdog.shared.config_model import NAME, ConfigSlice, is_postgres_url
 from watchdog.shared.config_secrets import has_password, placeholder_url
+
+alert_rules.load("monitors.alert_rules")  # the drops' rules: [[alerts]] rules are checked against them
 
 
 def project_key(i: int, name: object) -> str:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,15 @@ T = TypeVar("T")
 GROUP_A = "120363000000000001@g.us"
 GROUP_B = "120363000000000002@g.us"
 GROUP_C = "120363000000000003@g.us"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files with the most slow tests first; each file's tests stay together and in order. scripts/test hands
+    whole files to its workers in this order (--dist loadfile --no-loadscope-reorder): the long files are shared
+    out first and the quick ones even out the end, so no worker is left running one long file (xdist's own
+    order, by number of tests, put the few-test long ones such as the chaos runs last)."""
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])  # stable
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ every invalid one refused."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -94,11 +95,19 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     assert "Traceback" not in (root / "watchdog.log").read_text(errors="replace")
 
 
+@pytest.fixture(scope="module")
+def hypothesis_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One storage directory for every schemathesis run: hypothesis keeps there the tables of which characters
+    each codec encodes, computed from all of Unicode (seconds of CPU) by every run that starts without them.
+    Nothing else is read from it (`--generation-database none`): the runs stay independent and seeded."""
+    return tmp_path_factory.mktemp("hypothesis")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)  # the bridge's run takes ~65 s alone, ~115 s beside another test worker: not 120 s
 @pytest.mark.parametrize("contract", CONTRACTS, ids=lambda c: c.name)
 def test_schemathesis_finds_no_server_error_no_answer_off_the_document_and_no_request_misjudged(
-        contract: Contract, running: dict[str, str], tmp_path: Path) -> None:
+        contract: Contract, running: dict[str, str], hypothesis_home: Path, tmp_path: Path) -> None:
     url = running[contract.name]
     status, served = call("GET", f"{url}/openapi.json")
     assert status == 200 and served == contract.spec()
@@ -108,7 +117,8 @@ def test_schemathesis_finds_no_server_error_no_answer_off_the_document_and_no_re
         [str(SCHEMATHESIS), "--no-color", "--config-file", "schemathesis.toml", "run", "openapi.json", "--url", url,
          "--checks", ",".join(CHECKS), "--phases", "examples,coverage,fuzzing", "--max-examples", str(EXAMPLES),
          "--seed", str(SEED), "--generation-database", "none", "--request-timeout", "15", "--workers", "1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        cwd=tmp_path, env={**os.environ, "HYPOTHESIS_STORAGE_DIRECTORY": str(hypothesis_home)}, capture_output=True,
+        text=True, timeout=600)
     report = run.stdout + run.stderr
     assert run.returncode == 0, report[report.find("FAILURES"):][:30_000]
     tested, cases = re.search(r"Tested: (\d+)", report), re.search(r"(\d+) generated, \1 passed", report)

@@ -210,16 +210,6 @@ class UserManager:
                 pass
 
 
-@pytest.fixture
-def manager(tmp_path: Path) -> Iterator[UserManager]:
-    problem = _namespace_problem()
-    if problem:
-        pytest.skip(problem)
-    user_manager = UserManager(tmp_path / "home")
-    yield user_manager
-    user_manager.stop()
-
-
 def health(data_dir: Path, component: str = "bridge:main") -> int | None:
     """HTTP status of a component's /api/health, or None if it does not answer."""
     url = endpoints.url(data_dir, component)

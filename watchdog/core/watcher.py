@@ -1,23 +1,23 @@
 """One supervised program for the life of the watchdog, across any number of child processes.
 
-The watcher is the program's lifecycle, read top to bottom in this file (one
-module on purpose: start, health verdicts, stops and exits in one place): it
-owns the state machine (watchdog/core/states.py: every phase that decides what
-happens next, every change through one checked transition) and the current
-child. It starts the child, stops it (a failed check, an operator restart,
-shutdown, reload: the stopping phase says what the exit leads to) and acts on
-its exit. Each part does one job, gets only what it needs and tells the
-watcher its verdicts: ChildHealth (answering, healthy, not healthy), Checks
-(`unwell` when one fails), FailureHistory (failures, backoff, crash loop; the
-pure restart_policy decides), WarmStandby, Recoveries (the records),
-ProgramAlerts, the start bounds (throttle.py). It knows a `Program` and its
-hooks, never what kind of program it is. Everything is driven by events on the
-event loop: the child's exit (pidfd), its sd_notify datagrams, timers.
+The watcher is the program's lifecycle: it owns the state machine
+(watchdog/core/states.py: every phase that decides what happens next, every
+change through one checked transition) and the current child. This module
+starts the child, takes the operator's and the arbiter's requests and hears
+the child's verdicts; watcher_exits.py stops it (a failed check, an operator
+restart, shutdown, reload: the stopping phase says what the exit leads to) and
+acts on its exit; watcher_view.py is what others read (status, overdue). Each
+part does one job, gets only what it needs and tells the watcher its verdicts:
+ChildHealth (answering, healthy, not healthy), Checks (`unwell` when one
+fails), FailureHistory (failures, backoff, crash loop; the pure restart_policy
+decides), WarmStandby, Recoveries (the records), ProgramAlerts, the start
+bounds (throttle.py). It knows a `Program` and its hooks, never what kind of
+program it is. Everything is driven by events on the event loop: the child's
+exit (pidfd), its sd_notify datagrams, timers.
 """
 from __future__ import annotations
 
 import asyncio
-import collections
 import signal
 import time
 from collections.abc import Sequence
@@ -26,9 +26,8 @@ from loguru import logger
 
 from watchdog.core import hooks
 from watchdog.core import stale
-from watchdog.shared import clock, endpoints, exit_handoff
 from watchdog.core.child_checks import Checks
-from watchdog.core.child import ChildProcess, child_env, exit_cause
+from watchdog.core.child import ChildProcess, child_env
 from watchdog.core.child_health import ChildHealth
 from watchdog.core.child_output import ChildOutput, RotatingFile, log_path
 from watchdog.core.context import Context
@@ -37,20 +36,16 @@ from watchdog.core.notify_server import Notification, NotifyServer
 from watchdog.core.program_alerts import ProgramAlerts
 from watchdog.shared.programs import Program
 from watchdog.core.recovery import Recoveries, Records
-from watchdog.core.restart_policy import After, Next, RestartPolicy, exit_outcome
+from watchdog.core.restart_policy import RestartPolicy
 from watchdog.core.standby import WarmStandby
 from watchdog.core.states import Phase, State, program_machine
 from watchdog.core.throttle import Launcher
 from watchdog.core.timers import Tasks
+from watchdog.core.watcher_exits import WatcherExits
 
 
-# What the exit of a child stopped in each stopping phase leads to (watchdog/core/restart_policy.exit_outcome).
-AFTER_STOP = {Phase.STOPPING_TO_RECOVER: After.RECOVER, Phase.STOPPING_TO_RESTART: After.RESTART_NOW,
-              Phase.STOPPING_FOR_SHUTDOWN: After.STAY_STOPPED, Phase.STOPPING_FOR_RELOAD: After.STAY_STOPPED}
-
-
-class Watcher:
-    """One program: its phase and child; starting, stopping, failures and exits; the parts do the rest."""
+class Watcher(WatcherExits):
+    """One program: its phase and child; starting, operator requests, health verdicts; the parts do the rest."""
 
     def __init__(self, program: Program, context: Context) -> None:
         self.program = program
@@ -84,94 +79,6 @@ class Watcher:
         self._stop_began = 0.0  # wall-clock time the stop signal went out: the stop record's time
         self._stopped_while = Phase.STOPPED  # the phase a stop began in: health as shown until the child is gone
         self._pid_waiters: list[asyncio.Future] = []  # operator restarts waiting for the new pid
-
-    # -- what others read ------------------------------------------------------------
-
-    @property
-    def phase(self) -> Phase:
-        return self.machine.state
-
-    @property
-    def state(self) -> State:
-        """What status shows of the phase."""
-        return self.phase.shown
-
-    @property
-    def judged(self) -> Phase:
-        """The phase health is read from (HealthEvents): while a child is stopped, the one the stop began in."""
-        return self._stopped_while if self.phase.stopping else self.phase
-
-    @property
-    def is_running(self) -> bool:
-        return self.state is State.RUNNING
-
-    @property
-    def healthy(self) -> bool:
-        return self.health.healthy
-
-    @property
-    def condition(self) -> str:
-        return self.health.condition
-
-    @property
-    def shutting_down(self) -> bool:
-        return self._ending
-
-    @property
-    def restart_count(self) -> int:
-        return self.recoveries.count
-
-    @property
-    def restart_times(self) -> collections.deque[float]:
-        return self.recoveries.times
-
-    @property
-    def last_cause(self) -> str:
-        return self.recoveries.last_cause
-
-    @property
-    def settled(self) -> bool:
-        """Healthy, or not going to be by waiting: failed, or up while its upstream is away or an operator is
-        needed (a bridge in a WhatsApp outage). What a program with this one in `after` waits for."""
-        return self.healthy or self.state is State.FAILED or self.health.upstream_settled
-
-    @property
-    def pid(self) -> int | None:
-        return self.child.pid if self.child and self.child.running else None
-
-    @property
-    def standby_pid(self) -> int | None:
-        return self.standby.pid if self.standby else None
-
-    def status(self) -> dict:
-        """One program for `wa-watchdog status --json` (see the control API)."""
-        record = endpoints.read(self.ctx.data_dir, self.name)
-        pid = self.pid
-        return {
-            "name": self.name,
-            "pid": pid,
-            "state": str(self.state),
-            "healthy": self.healthy,
-            "condition": self.condition,
-            "uptime_s": round(time.monotonic() - self.child.started_at, 3) if pid and self.child else None,
-            "restarts": self.restart_count,
-            "last_cause": self.last_cause,
-            "endpoints": record["endpoints"] if record and pid and record.get("pid") == pid else {},
-            "status_text": self.health.status_text,
-            "next_start_in_s": self.failures.next_start_in() if self.phase is Phase.BACKOFF else None,
-            "alerts": sorted(self.alerts.firing),
-            **({"standby_pid": self.standby_pid} if self.standby else {}),
-            **self.hooks.status_fields(self.health.last_probe),
-        }
-
-    def overdue(self) -> str | None:
-        """A check that should have acted by now and has not: a sign the watchdog itself is wedged or broken."""
-        age = self.machine.age()
-        if self.phase is Phase.EXITED and age > self.ctx.settings.term_grace + 10:
-            return f"{self.name}: exited {age:.0f} s ago and neither restarted nor failed"
-        if not self.phase.up or self.pid is None:
-            return None
-        return self.checks.overdue()
 
     # -- the phase -------------------------------------------------------------------
 
@@ -367,103 +274,6 @@ class Watcher:
 
     def lost_health(self) -> None:
         self._set(Phase.READY)
-
-    # -- stopping, failures and exits --------------------------------------------------------
-
-    def unwell(self, event: str, cause: str) -> None:
-        """A check failed (hang, unhealthy, rss_limit): SIGTERM, SIGKILL after term_grace, then restart."""
-        child = self.child
-        if child is None or not child.running or not self.phase.up:
-            return
-        logger.warning("{} {}: {}; stopping pid {}", self.name, event, cause, child.pid)
-        self.recoveries.begin(event, cause, child.pid)
-        self._stop_child(Phase.STOPPING_TO_RECOVER, self.ctx.settings.term_grace)
-        self.records.add(event, cause=cause, pid=child.pid)
-        self.alerts.fire("hang", f"{self.name} {event}: {cause}; restarting it")
-
-    def _stop_child(self, why: Phase, grace: float) -> asyncio.Task | None:
-        """Stop the running child (None: none runs); `why`, a stopping phase, says what its exit leads to.
-        Planned stops use the program's stop_signal; a failed check's stop is SIGTERM (SIGCONT with both);
-        SIGKILL after `grace`."""
-        child = self.child
-        if child is None or not child.running:
-            return None
-        self._stop_began = clock.now_s()
-        self.checks.cancel()
-        self.health.stopping()
-        self.failures.interrupted()
-        if not self.phase.stopping:
-            self._stopped_while = self.phase
-        if self.phase is not why:  # a later stop's purpose overtakes an earlier one's (TRANSITIONS says which)
-            self._set(why)
-        sig = signal.SIGTERM if why is Phase.STOPPING_TO_RECOVER else self.program.signal_number
-        return self.tasks.run(child.stop(grace, sig))
-
-    def on_exit(self, child: ChildProcess) -> None:
-        """The pidfd fired: the child (or the standby) has ended (and is reaped)."""
-        if self.standby is not None and child is self.standby.process:
-            self.standby.ended(child)
-            return
-        if child is not self.child:
-            return
-        exit_handoff.record(self.ctx.data_dir, self.name, child.pid, child.exited_at)  # the next process dates its outage by it
-        self.checks.cancel()
-        self.failures.interrupted()
-        code = child.returncode if child.returncode is not None else 0
-        cause = exit_cause(code)
-        stopping = self.phase.stopping
-        after = AFTER_STOP[self.phase] if stopping else After.STAY_STOPPED if self._ending else None
-        if self._ending and not stopping:  # it got the stop signal before we sent ours (control-group)
-            self.records.add("stop", pid=child.pid, cause="shutdown", message=f"ended by {cause['cause']} during shutdown")
-        elif after is not None and after is not After.RECOVER:  # a planned stop, not a failure
-            self.records.add("stop", pid=child.pid, message=f"ended by {cause['cause']}", at=self._stop_began,
-                             cause=self._stop_cause if after is After.STAY_STOPPED else self.recoveries.current.cause)
-        else:
-            self.records.add("exit", pid=child.pid, **cause)
-        last_words = self.health.exited()
-        self._set(Phase.EXITED)
-        if after is None:
-            logger.warning("{} pid {} exited: {}", self.name, child.pid, cause["cause"])
-            self.recoveries.begin("exit", str(cause["cause"]), child.pid)
-        outcome = exit_outcome(code, self.recoveries.current.cause if stopping else str(cause["cause"]),
-                               self.program.restart, self.program.no_restart_exit_codes, after, last_words,
-                               self.hooks.exit_rules)
-        if outcome.next is Next.STOP:
-            self._set(Phase.STOPPED)
-        elif outcome.next is Next.STOP_CLEAN:
-            self.recoveries.end()
-            self.records.add("stop", pid=child.pid, cause="exited cleanly", message=f"restart = {self.program.restart}")
-            self._set(Phase.STOPPED)
-        elif outcome.next is Next.RESTART_NOW:
-            if not self._promote_standby():
-                self._start_soon()
-        elif outcome.next is Next.FAIL:
-            self._fail(outcome.cause, outcome.rule, pid=child.pid)
-        else:
-            self._schedule_restart()
-
-    def _schedule_restart(self) -> None:
-        """First restart at once; then graduated backoff with jitter (watchdog.core.restart_policy)."""
-        recovery = self.recoveries.current
-        decision = self.failures.failed(recovery.failed_pid, recovery.cause)
-        self.recoveries.delayed(decision.delay)
-        if self._promote_standby():
-            return
-        if decision.delay == 0:
-            self._start_soon()
-        else:
-            self._set(Phase.BACKOFF)
-            self.failures.back_off(decision.delay, self._start_soon)
-
-    def _fail(self, cause: str, rule: str, pid: int | None) -> None:
-        logger.error("{} failed: {}; not restarting until asked", self.name, cause)
-        self.recoveries.failed(cause)
-        if self.standby is not None:
-            self.standby.stop(self.ctx.settings.term_grace)  # it would take over on its own
-        if self.phase is not Phase.FAILED:
-            self._set(Phase.FAILED)
-        self.records.add("failed", cause=cause, pid=pid)
-        self.alerts.fire(rule, f"{self.name} failed: {cause}; not restarting it")
 
     def close(self) -> None:
         self.records.flush()

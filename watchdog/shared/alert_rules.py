@@ -5,13 +5,14 @@ loop, a hang, a configuration refused, an exit asking for a person, an upstream
 outage), the bridge and the drops domain know theirs (a program's hooks say
 which of its words stand for the core's: watchdog/core/hooks.py), and a program's health hook may report a word no one registered. Each
 package registers its rules at import (bridge/alert_rules.py,
-monitors/alert_rules.py; the config loader imports them), `[[alerts]] rules`
+monitors/alert_rules.py; each package's config checks `load` them), `[[alerts]] rules`
 are checked against what is registered, and a word not registered is shown and
 logged, never an error (watchdog/shared/alerts.py). Kept free of imports: every child
 process loads the configuration.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 RUNBOOK = "docs/OPERATIONS.md"  # not installed with the package: named, as the CLI names it, not linked
@@ -34,6 +35,12 @@ def register(name: str, title: str, action: str, lasting: bool = False) -> str:
         raise ValueError(f"alert rule {name!r} is registered twice")
     _RULES[name] = AlertRule(name, title, action, lasting)
     return name
+
+
+def load(module: str) -> None:
+    """Register a package's rules: its module of them registers each at import. Called by the package's
+    config checks, so `[[alerts]] rules` know them in every process that reads the config."""
+    importlib.import_module(module)
 
 
 def known() -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from tests.bridge_support import rows, sessions, streaming
 from tests.bridge_support import inject
 from tests.conftest import BASE_CONFIG, GROUP_C, ROOT, Processes, wait_until
 from tests.monitor_support import cli, query
-from tests.watchdog.test_systemd import UNIT, manager  # noqa: F401  (the fixture)
+from tests.watchdog.test_systemd import UNIT, UserManager
 from tests.watchdog.test_system import EXPECTED, status
 from watchdog.shared import endpoints
 from watchdog.shared.recovery_log import RecoveryLog
@@ -109,8 +109,8 @@ def test_reload_applies_only_the_difference_and_adding_a_project_leaves_the_brid
 
 
 @pytest.mark.slow
-def test_systemctl_reload_is_a_sighup_that_applies_the_config_without_a_restart(manager, config_path: Path,
-                                                                               data_dir: Path) -> None:
+def test_systemctl_reload_is_a_sighup_that_applies_the_config_without_a_restart(
+        manager: UserManager, config_path: Path, data_dir: Path) -> None:
     """The shipped unit's ExecReload= under a real systemd user manager: the watchdog says RELOADING=1 and
     READY=1 again, applies the new project, and systemd counts no restart."""
     unit = manager.install(UNIT, config_path)
