@@ -61,13 +61,13 @@ def assert_chaotic(report: Report) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_every_drop_once_every_ack_once_and_outage_drops_backfilled(tmp_path: Path) -> None:
-    assert_chaotic(chaos(tmp_path, seconds=40))
+    assert_chaotic(chaos(tmp_path, seconds=24))
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_the_same_on_postgresql_crashed_half_way(tmp_path: Path, pg_cluster: PgCluster, pg_url: str) -> None:
-    report = chaos(tmp_path, seconds=40, database_url=pg_url, postgres=pg_cluster)
+    report = chaos(tmp_path, seconds=30, database_url=pg_url, postgres=pg_cluster)
     assert_chaotic(report)
     assert report.pg_restarts == 1
 
@@ -78,7 +78,7 @@ def test_a_messages_db_restored_from_a_backup_loses_no_drop_posted_while_stopped
     """docs/OPERATIONS.md's "A corrupt store" with WhatsApp queuing for the stopped service (issue 19, item 1):
     the restored file numbers the replayed messages with rowids the monitors' cursors have passed, and its
     windows with ids the drops store has seen reported (chaos checks each window's report by id and span)."""
-    report = chaos(tmp_path, seconds=30, faults=("restore", "bridge"))
+    report = chaos(tmp_path, seconds=22, faults=("restore", "bridge"))
     assert report.restores == 1  # at most one per RESTORE_EVERY s
     assert len(report.posted_while_stopped) >= STOPPED_POSTS * PROJECTS
     assert report.kills["bridge:main"] >= 2
