@@ -49,6 +49,8 @@ from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_QU
                                   Submission)
 from watchdog.shared import endpoints
 from monitors.config import ProjectConfig
+from monitors.fate import RECHECK_S, SEND, WAIT, Connection, Fates
+from monitors.store.handed import hand
 from watchdog.components import Config
 from watchdog.shared.alerts import AlertManager
 from watchdog.shared.recovery_log import RecoveryLog
@@ -220,6 +222,8 @@ async def deliver(client: Poster, drops: DropsDB, feedback: Feedback, attempts: 
     fence = held() if held else None
     if held is not None and fence is None:
         raise LeaseLost(f"feedback {feedback.id}: this host does not hold the sender lease")
+    if fence is not None:  # from here the message may reach WhatsApp before its mark: say who handed it on
+        hand(drops.db, [member.id for member in members], fence)
     retrying = AsyncRetrying(retry=retry_if_exception_type(BridgeUnavailable), reraise=True,
                              wait=wait_exponential(multiplier=0.05, min=0.05, max=max_wait),
                              stop=stop_after_attempt(attempts) if attempts else stop_never)
@@ -261,6 +265,7 @@ class FeedbackSender:
         self.alerts: AlertManager | None = None
         self.senders: Senders | None = None  # while running: which of send_accounts sends now
         self.changed: Callable[[], None] = lambda: None  # the status line changed (a failover)
+        self.fates: Fates | None = None  # a cluster: sends another host may have made (monitors/fate.py)
 
     def wake(self) -> None:
         self._wake.set()
@@ -297,16 +302,43 @@ class FeedbackSender:
                 units.append(self.drops.carry(rows, self.held() if self.held else None))
         return [unit for unit in units if unit], hold
 
-    async def _post(self, client: Poster, unit: list[Feedback]) -> None:
+    async def _post(self, client: Poster, unit: list[Feedback]) -> float | None:
+        """Post one unit; in a cluster, a unit another host may already have sent is found out first
+        (monitors/fate.py). Returns the seconds until a unit still in doubt is to be judged again, else None."""
         ack = self.project.feedback.ack
         if len(unit) == 1 and unit[0].carrier_id is None:
-            await deliver(client, self.drops, unit[0], ack=ack, held=self.held)
+            message, members = unit[0], ()
         else:  # one message for several drops quotes none of their posts
             drop = self.drops.drop(self.project.name, unit[0].drop_number)
-            message = coalesced(self.project, unit, drop.group_name if drop else "")
-            await deliver(client, self.drops, message, ack="message", held=self.held, members=unit)
+            message, members, ack = coalesced(self.project, unit, drop.group_name if drop else ""), unit, "message"
+        if self.fates is not None and not await self._settled(message, unit):
+            return RECHECK_S
+        await deliver(client, self.drops, message, ack=ack, held=self.held, members=members)
         for row in unit:
             self._seen.pop(row.id, None)
+        return None
+
+    async def _settled(self, message: Feedback, unit: list[Feedback]) -> bool:
+        """False while a unit in doubt waits; else True, after marking it (found, unknown: nothing left to post)
+        or deciding to post it."""
+        assert self.fates is not None and self.held is not None
+        pending = [row for row in unit if row.status == FEEDBACK_PENDING]
+        doubts = self.fates.doubted(pending)
+        if not doubts:
+            return True
+        fence = self.held()
+        if fence is None:
+            raise LeaseLost(f"feedback {message.id}: this host does not hold the sender lease")
+        try:
+            health = await self.senders.clients[self.senders.active].health() if self.senders else None
+        except BridgeUnavailable:
+            health = None
+        doubt = next(iter(doubts.values()))
+        verdict, copy = self.fates.judge(message, doubt, Connection.of(health))
+        if verdict == WAIT:
+            return False
+        self.fates.settle(verdict, copy, message, pending, doubt, fence)
+        return verdict == SEND
 
     def _batch(self) -> list[Feedback]:
         """Pending feedback to send now: one host alone, all of it; in a cluster, what this host claims under the
@@ -334,7 +366,9 @@ class FeedbackSender:
                         if not units and hold is None:  # grouped elsewhere meanwhile (or the claim moved)
                             break
                         for unit in units:
-                            await self._post(client, unit)
+                            doubt = await self._post(client, unit)
+                            if doubt is not None:  # in doubt: judged again then, the others went on
+                                hold = doubt if hold is None else min(hold, doubt)
                             self.waiting = max(0, self.waiting - len(unit))  # a carried unit may hold answered rows
                         if hold is not None:  # the rest falls due then (or sooner, when woken)
                             recheck = hold
