@@ -66,14 +66,15 @@ class Poster:
             self.posted.append(f"DR{7200000 + n}")
 
 
-def two_hosts(tmp_path: Path, pg_url: str, lease_s: float = 2.0) -> tuple[RunningSystem, RunningSystem]:
+def two_hosts(tmp_path: Path, pg_url: str, lease_s: float = 2.0, extra: str = "") -> tuple[RunningSystem, RunningSystem]:
     """A (with the simulator, a process of its own that outlives A's tree) and B, using A's simulator; started,
-    A first, so that A holds the sender lease."""
+    A first, so that A holds the sender lease. `extra`: TOML appended to both configs, right after `[cluster]`'s
+    keys (more of its keys first, then other tables)."""
     a = RunningSystem(tmp_path / "a", slow_start(config_text(1, database_url=pg_url, separate_sim=True))
-                      + CLUSTER.format("vps-a", lease_s), database_url=pg_url, separate_sim=True)
+                      + CLUSTER.format("vps-a", lease_s) + extra, database_url=pg_url, separate_sim=True)
     a.start()
     b_config = slow_start(config_text(1, database_url=pg_url)).replace(
-        "[sim]\nport = 0\n", f'[sim]\nport = 0\nurl = "{a.sim_url}"\n') + CLUSTER.format("vps-b", lease_s)
+        "[sim]\nport = 0\n", f'[sim]\nport = 0\nurl = "{a.sim_url}"\n') + CLUSTER.format("vps-b", lease_s) + extra
     b = RunningSystem(tmp_path / "b", b_config, database_url=pg_url)
     try:
         b.start()

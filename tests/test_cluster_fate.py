@@ -1,0 +1,184 @@
+"""Sends of unknown fate in a cluster (issue 21, monitors/fate.py), with two real hosts on one simulator and a
+real PostgreSQL: host A's monitor hands an acknowledgement to A's bridge and A dies before marking it sent.
+
+- A's bridge sent it (WhatsApp took it; its answer never came back): B finds the copy its own device received
+  and marks the row sent with that message's id; B's bridge is never handed it.
+- A's bridge never sent it: B, connected all along, sees no copy and sends it, once.
+- B's bridge was away from WhatsApp across the window: B cannot know; the feedback is `unknown`, with a recovery-log
+  line, a `feedback_unknown` alert and the status section; the operator decides (`feedback --mark-sent`).
+
+The simulator's `/sim/withhold` is the fault "WhatsApp took the send, its answer was lost"; it counts what
+reached the group (`/sim/sent`, once per message id) and what a device sent again (`resent`).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from scripts.benchmarks.cluster_run import Poster, holder, kill_tree, two_hosts
+from scripts.benchmarks.system_run import PHONE, RunningSystem, http
+from tests.conftest import wait_until
+from tests.monitor_support import cli
+from tests.monitors.test_group_watch import AlertInbox
+from watchdog.components import load
+from watchdog.shared.recovery_log import RecoveryLog
+
+FATE = "copy_grace_s = 1\nunknown_after_s = {:g}\n"  # [cluster] keys: decide fast
+
+
+@pytest.fixture
+def inbox() -> Iterator[AlertInbox]:
+    receiver = AlertInbox()
+    yield receiver
+    receiver.close()
+
+
+def fates(system: RunningSystem) -> list[dict]:
+    log = RecoveryLog(load(system.config_path).watchdog.recovery_log)
+    return [r for r in log.read() if r.get("event") == "feedback_fate"]
+
+
+def row(system: RunningSystem, drop: str) -> tuple:
+    """(status, bridge_message_id, handed_by, idempotency_key) of the drop's acknowledgement."""
+    rows = system.query("drops", "SELECT f.status, f.bridge_message_id, f.handed_by, f.idempotency_key FROM feedback f "
+                                 "JOIN drops d ON d.id = f.drop_id WHERE d.drop_number = ?", drop)
+    return rows[0] if rows else ("", None, None, "")
+
+
+def sent_of(system: RunningSystem, drop: str) -> list[dict]:
+    return [s for s in system.sent() if drop in s["text"]]
+
+
+def resent_by(system: RunningSystem, node: str) -> int:
+    devices = http("GET", f"{system.sim_url}/sim/sessions")[PHONE]["devices"]  # type: ignore[index]
+    return next(d["resent"] for d in devices if d["node"] == node)
+
+
+def withhold(system: RunningSystem, node: str, on: bool) -> None:
+    http("POST", f"{system.sim_url}/sim/withhold", {"session": PHONE, "node": node, "withhold": on})
+
+
+def warm(poster: Poster, a: RunningSystem) -> None:
+    """A first acknowledgement, sent and marked as usual: both hosts are up and A sends."""
+    poster.post(1)
+    wait_until(lambda: row(a, poster.posted[-1])[0] == "sent", timeout=30, message="A to send the first ack")
+
+
+def suspend(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        process.suspend()
+
+
+def resume(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        try:
+            process.resume()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def watchdog_and_bridge(system: RunningSystem) -> list[psutil.Process]:
+    """The host's watchdog (so that nothing restarts the bridge) and its bridge: the monitor runs on."""
+    bridge = system.pid("bridge:main")
+    assert system.proc is not None and bridge is not None
+    return [psutil.Process(system.proc.pid), psutil.Process(bridge)]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_send_whose_answer_a_killed_host_never_got_is_found_by_the_new_holder_and_not_sent_again(
+        tmp_path: Path, pg_url: str) -> None:
+    a, b = two_hosts(tmp_path, pg_url, extra=FATE.format(30))
+    poster = Poster(a)
+    try:
+        warm(poster, a)
+        withhold(a, "vps-a", True)
+        poster.post(1)
+        drop = poster.posted[-1]
+        [sent] = wait_until(lambda: sent_of(a, drop), timeout=30, message="A's bridge to send the acknowledgement")
+        assert (row(a, drop)[0], row(a, drop)[2]) == ("pending", "vps-a")  # handed, not marked
+        kill_tree(a)
+        wait_until(lambda: holder(pg_url) == "vps-b", timeout=10, message="B to take the sender lease")
+        wait_until(lambda: row(a, drop)[0] == "sent", timeout=30, message="B to find A's copy and mark it sent")
+        status, message_id, handed_by, key = row(a, drop)
+        assert (message_id, handed_by, sent["node"]) == (sent["id"], "vps-a", "vps-a")  # A's message; never B's
+        assert len(sent_of(a, drop)) == 1 and resent_by(a, "vps-b") == 0  # B posted nothing for it
+        assert b.query("messages", "SELECT COUNT(*) FROM outbox WHERE idempotency_key = ?", key) == [(0,)]
+        [fate] = fates(b)
+        assert (fate["outcome"], fate["matched_by"], fate["drops"], fate["handed_by"]) == ("found", "id", [drop],
+                                                                                          "vps-a")
+    finally:
+        b.stop()
+        a.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_send_a_killed_host_never_made_is_sent_once_by_the_new_holder(tmp_path: Path, pg_url: str) -> None:
+    a, b = two_hosts(tmp_path, pg_url, extra=FATE.format(30))
+    poster = Poster(a)
+    frozen: list[psutil.Process] = []
+    try:
+        warm(poster, a)
+        frozen = watchdog_and_bridge(a)
+        suspend(frozen)  # A's bridge takes the post and never sends it
+        poster.post(1)  # B records it (A's bridge stores nothing now); A's monitor claims it and hands it on
+        drop = poster.posted[-1]
+        wait_until(lambda: (row(a, drop)[0], row(a, drop)[2]) == ("pending", "vps-a"), timeout=30,
+                   message="A's monitor to hand the acknowledgement to its (frozen) bridge")
+        kill_tree(a)
+        frozen = []
+        wait_until(lambda: row(a, drop)[0] == "sent", timeout=30, message="B to send the acknowledgement")
+        [sent] = sent_of(a, drop)  # once, by B
+        assert sent["node"] == "vps-b" and row(a, drop)[1:3] == (sent["id"], "vps-b")
+        [fate] = fates(b)
+        assert (fate["outcome"], fate["drops"], fate["handed_by"]) == ("send", [drop], "vps-a")
+    finally:
+        resume(frozen)
+        b.stop()
+        a.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_send_the_new_holder_cannot_find_out_is_unknown_until_the_operator_decides(
+        tmp_path: Path, pg_url: str, inbox: AlertInbox) -> None:
+    alerts = f'\n[[alerts]]\nurl = "{inbox.url}"\nformat = "json"\nrules = ["feedback_unknown"]\n'
+    a, b = two_hosts(tmp_path, pg_url, extra=FATE.format(4) + alerts)
+    poster = Poster(a)
+    away: list[psutil.Process] = []
+    try:
+        warm(poster, a)
+        away = watchdog_and_bridge(b)
+        suspend(away)  # B's bridge away from WhatsApp: it receives no copy of what A sends
+        withhold(a, "vps-a", True)
+        poster.post(1)
+        drop = poster.posted[-1]
+        wait_until(lambda: sent_of(a, drop), timeout=30, message="A's bridge to send the acknowledgement")
+        kill_tree(a)
+        wait_until(lambda: row(a, drop)[0] == "unknown", timeout=90, message="B to give up finding out")
+        [alert] = wait_until(lambda: [x for x in inbox.bodies if x.get("rule") == "feedback_unknown"], timeout=30,
+                             message="the feedback_unknown alert")
+        assert drop in alert["summary"]
+        [fate] = fates(b)
+        assert (fate["outcome"], fate["drops"], fate["handed_by"]) == ("unknown", [drop], "vps-a")
+        resume(away)
+        away = []
+        shown = cli(b.config_path, "status")
+        assert "1 feedback of unknown fate" in shown.stdout and drop in shown.stdout, shown.stdout + shown.stderr
+        listed = cli(b.config_path, "drops")
+        assert any(drop in line and "unknown" in line for line in listed.stdout.splitlines()), listed.stdout
+        decided = cli(b.config_path, "feedback", "--project", "p1", drop, "--mark-sent")
+        assert decided.returncode == 0 and "marked sent" in decided.stdout, decided.stdout + decided.stderr
+        assert row(a, drop)[0] == "sent"
+        again = cli(b.config_path, "feedback", "--project", "p1", drop, "--mark-sent")
+        assert again.returncode == 1 and "no feedback of unknown fate" in again.stderr  # decided once
+        assert len(sent_of(a, drop)) == 1 and resent_by(a, "vps-b") == 0  # never sent twice
+        assert len([x for x in inbox.bodies if x.get("rule") == "feedback_unknown"]) == 1
+    finally:
+        resume(away)
+        b.stop()
+        a.stop()
