@@ -73,8 +73,8 @@ def find_copy(conn: sqlite3.Connection, own_jid: str, feedback: Feedback, since:
     """
     from bridge.outbox import new_message_id  # only here: the monitor needs nothing else of the outbox
     derived = new_message_id(own_jid, feedback.idempotency_key)
-    if conn.execute("SELECT 1 FROM messages WHERE id = ? AND chat_jid = ? AND is_from_me", (derived,
-                                                                                           feedback.recipient)).fetchone():
+    mine = "SELECT 1 FROM messages WHERE id = ? AND chat_jid = ? AND is_from_me"
+    if conn.execute(mine, (derived, feedback.recipient)).fetchone():
         return Copy(derived, "id")
     earliest = format_ts(parse_ts(since) - timedelta(seconds=SKEW_S))
     for (message_id,) in conn.execute("SELECT id FROM messages WHERE chat_jid = ? AND is_from_me AND content = ? "
