@@ -20,6 +20,7 @@ from monitors.fate import FOUND, SEND, WAIT, Connection, Fates, find_copy
 from monitors.feedback import ack_for
 from monitors.store.handed import Handed
 from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B
+from tests.monitor_support import cli
 from watchdog.components import Config, load
 
 OWN = "27710009999@s.whatsapp.net"  # the sending number: every linked device of it
@@ -154,3 +155,18 @@ def test_the_verdict_waits_for_a_connection_long_enough_then_sends_or_gives_up_a
     fates.project = config.project("lawley")
     verdict, copy = fates.judge(message, doubt, Connection.of(None))
     assert verdict == FOUND and copy is not None and copy.how == "id"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("drops_backend", ["sqlite"], indirect=True)
+def test_the_operator_resends_feedback_of_unknown_fate_and_nothing_else(config: Config, drops: DropsDB) -> None:
+    feedback = acknowledged(config, drops)
+    neither = cli(config.path, "feedback", "--project", "lawley", "DR1234567")
+    assert neither.returncode == 2 and "one of the arguments --message --mark-sent --resend" in neither.stderr
+    pending = cli(config.path, "feedback", "--project", "lawley", "DR1234567", "--resend")
+    assert pending.returncode == 1 and "has no feedback of unknown fate (its feedback is pending)" in pending.stderr
+    drops.finish_feedback(feedback, FEEDBACK_UNKNOWN, "handed to vps-a's bridge; no copy seen")
+    resent = cli(config.path, "feedback", "--project", "lawley", "DR1234567", "--resend")
+    assert resent.returncode == 0 and resent.stdout.startswith("pending: "), resent.stdout + resent.stderr
+    assert drops.feedback(feedback.id).status == FEEDBACK_PENDING  # the monitor (the lease holder) sends it
+    assert drops.drop("lawley", "DR1234567").feedback_status == FEEDBACK_PENDING
