@@ -113,7 +113,7 @@ def transactions(system: RunningSystem) -> int:
 def fates(b: RunningSystem) -> tuple[Counter, float]:
     """B's decisions on the sends A may have made (found / send / unknown), and how long after B got the lease the
     last one came (both times from B's recovery log)."""
-    records = RecoveryLog(load(b.config_path).watchdog.recovery_log).read()
+    records = list(RecoveryLog(load(b.config_path).watchdog.recovery_log).read())
     decided = [r for r in records if r.get("event") == "feedback_fate"]
     leased = [r["time"] for r in records if r.get("event") == "lease" and r.get("account") == "main"
               and r.get("change") in ("acquired", "taken_over")]
