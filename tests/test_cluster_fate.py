@@ -12,13 +12,15 @@ reached the group (`/sim/sent`, once per message id) and what a device sent agai
 """
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from scripts.benchmarks.cluster_run import Poster, holder, kill_tree, two_hosts
+from scripts.benchmarks.cluster_run import (Poster, ack_row, holder, kill_tree, sent_of, signal_tree, two_hosts,
+                                            watchdog_and_bridge, withhold)
 from scripts.benchmarks.system_run import PHONE, RunningSystem, http
 from tests.conftest import wait_until
 from tests.monitor_support import cli
@@ -41,50 +43,15 @@ def fates(system: RunningSystem) -> list[dict]:
     return [r for r in log.read() if r.get("event") == "feedback_fate"]
 
 
-def row(system: RunningSystem, drop: str) -> tuple:
-    """(status, bridge_message_id, handed_by, idempotency_key) of the drop's acknowledgement."""
-    rows = system.query("drops", "SELECT f.status, f.bridge_message_id, f.handed_by, f.idempotency_key FROM feedback f "
-                                 "JOIN drops d ON d.id = f.drop_id WHERE d.drop_number = ?", drop)
-    return rows[0] if rows else ("", None, None, "")
-
-
-def sent_of(system: RunningSystem, drop: str) -> list[dict]:
-    return [s for s in system.sent() if drop in s["text"]]
-
-
 def resent_by(system: RunningSystem, node: str) -> int:
     devices = http("GET", f"{system.sim_url}/sim/sessions")[PHONE]["devices"]  # type: ignore[index]
     return next(d["resent"] for d in devices if d["node"] == node)
 
 
-def withhold(system: RunningSystem, node: str, on: bool) -> None:
-    http("POST", f"{system.sim_url}/sim/withhold", {"session": PHONE, "node": node, "withhold": on})
-
-
 def warm(poster: Poster, a: RunningSystem) -> None:
     """A first acknowledgement, sent and marked as usual: both hosts are up and A sends."""
     poster.post(1)
-    wait_until(lambda: row(a, poster.posted[-1])[0] == "sent", timeout=30, message="A to send the first ack")
-
-
-def suspend(processes: list[psutil.Process]) -> None:
-    for process in processes:
-        process.suspend()
-
-
-def resume(processes: list[psutil.Process]) -> None:
-    for process in processes:
-        try:
-            process.resume()
-        except psutil.NoSuchProcess:
-            pass
-
-
-def watchdog_and_bridge(system: RunningSystem) -> list[psutil.Process]:
-    """The host's watchdog (so that nothing restarts the bridge) and its bridge: the monitor runs on."""
-    bridge = system.pid("bridge:main")
-    assert system.proc is not None and bridge is not None
-    return [psutil.Process(system.proc.pid), psutil.Process(bridge)]
+    wait_until(lambda: ack_row(a, poster.posted[-1])[0] == "sent", timeout=30, message="A to send the first ack")
 
 
 @pytest.mark.slow
@@ -99,11 +66,11 @@ def test_a_send_whose_answer_a_killed_host_never_got_is_found_by_the_new_holder_
         poster.post(1)
         drop = poster.posted[-1]
         [sent] = wait_until(lambda: sent_of(a, drop), timeout=30, message="A's bridge to send the acknowledgement")
-        assert (row(a, drop)[0], row(a, drop)[2]) == ("pending", "vps-a")  # handed, not marked
+        assert (ack_row(a, drop)[0], ack_row(a, drop)[2]) == ("pending", "vps-a")  # handed, not marked
         kill_tree(a)
         wait_until(lambda: holder(pg_url) == "vps-b", timeout=10, message="B to take the sender lease")
-        wait_until(lambda: row(a, drop)[0] == "sent", timeout=30, message="B to find A's copy and mark it sent")
-        status, message_id, handed_by, key = row(a, drop)
+        wait_until(lambda: ack_row(a, drop)[0] == "sent", timeout=30, message="B to find A's copy and mark it sent")
+        status, message_id, handed_by, key = ack_row(a, drop)
         assert (message_id, handed_by, sent["node"]) == (sent["id"], "vps-a", "vps-a")  # A's message; never B's
         assert len(sent_of(a, drop)) == 1 and resent_by(a, "vps-b") == 0  # B posted nothing for it
         assert b.query("messages", "SELECT COUNT(*) FROM outbox WHERE idempotency_key = ?", key) == [(0,)]
@@ -124,20 +91,20 @@ def test_a_send_a_killed_host_never_made_is_sent_once_by_the_new_holder(tmp_path
     try:
         warm(poster, a)
         frozen = watchdog_and_bridge(a)
-        suspend(frozen)  # A's bridge takes the post and never sends it
+        signal_tree(frozen, signal.SIGSTOP)  # A's bridge takes the post and never sends it
         poster.post(1)  # B records it (A's bridge stores nothing now); A's monitor claims it and hands it on
         drop = poster.posted[-1]
-        wait_until(lambda: (row(a, drop)[0], row(a, drop)[2]) == ("pending", "vps-a"), timeout=30,
+        wait_until(lambda: (ack_row(a, drop)[0], ack_row(a, drop)[2]) == ("pending", "vps-a"), timeout=30,
                    message="A's monitor to hand the acknowledgement to its (frozen) bridge")
         kill_tree(a)
         frozen = []
-        wait_until(lambda: row(a, drop)[0] == "sent", timeout=30, message="B to send the acknowledgement")
+        wait_until(lambda: ack_row(a, drop)[0] == "sent", timeout=30, message="B to send the acknowledgement")
         [sent] = sent_of(a, drop)  # once, by B
-        assert sent["node"] == "vps-b" and row(a, drop)[1:3] == (sent["id"], "vps-b")
+        assert sent["node"] == "vps-b" and ack_row(a, drop)[1:3] == (sent["id"], "vps-b")
         [fate] = fates(b)
         assert (fate["outcome"], fate["drops"], fate["handed_by"]) == ("send", [drop], "vps-a")
     finally:
-        resume(frozen)
+        signal_tree(frozen, signal.SIGCONT)
         b.stop()
         a.stop()
 
@@ -153,19 +120,19 @@ def test_a_send_the_new_holder_cannot_find_out_is_unknown_until_the_operator_dec
     try:
         warm(poster, a)
         away = watchdog_and_bridge(b)
-        suspend(away)  # B's bridge away from WhatsApp: it receives no copy of what A sends
+        signal_tree(away, signal.SIGSTOP)  # B's bridge away from WhatsApp: it receives no copy of what A sends
         withhold(a, "vps-a", True)
         poster.post(1)
         drop = poster.posted[-1]
         wait_until(lambda: sent_of(a, drop), timeout=30, message="A's bridge to send the acknowledgement")
         kill_tree(a)
-        wait_until(lambda: row(a, drop)[0] == "unknown", timeout=90, message="B to give up finding out")
+        wait_until(lambda: ack_row(a, drop)[0] == "unknown", timeout=90, message="B to give up finding out")
         [alert] = wait_until(lambda: [x for x in inbox.bodies if x.get("rule") == "feedback_unknown"], timeout=30,
                              message="the feedback_unknown alert")
         assert drop in alert["summary"]
         [fate] = fates(b)
         assert (fate["outcome"], fate["drops"], fate["handed_by"]) == ("unknown", [drop], "vps-a")
-        resume(away)
+        signal_tree(away, signal.SIGCONT)
         away = []
         shown = cli(b.config_path, "status")
         assert "1 feedback of unknown fate" in shown.stdout and drop in shown.stdout, shown.stdout + shown.stderr
@@ -173,12 +140,12 @@ def test_a_send_the_new_holder_cannot_find_out_is_unknown_until_the_operator_dec
         assert any(drop in line and "unknown" in line for line in listed.stdout.splitlines()), listed.stdout
         decided = cli(b.config_path, "feedback", "--project", "p1", drop, "--mark-sent")
         assert decided.returncode == 0 and "marked sent" in decided.stdout, decided.stdout + decided.stderr
-        assert row(a, drop)[0] == "sent"
+        assert ack_row(a, drop)[0] == "sent"
         again = cli(b.config_path, "feedback", "--project", "p1", drop, "--mark-sent")
         assert again.returncode == 1 and "no feedback of unknown fate" in again.stderr  # decided once
         assert len(sent_of(a, drop)) == 1 and resent_by(a, "vps-b") == 0  # never sent twice
         assert len([x for x in inbox.bodies if x.get("rule") == "feedback_unknown"]) == 1
     finally:
-        resume(away)
+        signal_tree(away, signal.SIGCONT)
         b.stop()
         a.stop()
