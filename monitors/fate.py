@@ -162,29 +162,25 @@ class Fates:
     def settle(self, verdict: str, copy: Copy | None, message: Feedback, members: Sequence[Feedback],
                doubt: Handed, fence: Fence) -> None:
         """Record a verdict other than WAIT: mark FOUND sent and UNKNOWN unknown (fenced), log and alert."""
-        drops = ", ".join(m.drop_number for m in members)
         self._met.pop(message.idempotency_key, None)
+        head = (f"feedback for {', '.join(m.drop_number for m in members)}: {doubt.node} had handed it to its bridge "
+                f"(token {doubt.token}) and stopped before marking it; ")
         if verdict == FOUND and copy is not None:
             for member in members:
                 self.drops.finish_feedback(member, FEEDBACK_SENT, "", copy.message_id, fence=fence)
-            summary = (f"feedback for {drops}: {doubt.node} had handed it to its bridge (token {doubt.token}) and "
-                       f"stopped before marking it; its copy is here ({copy.message_id}, matched by {copy.how}): "
-                       "marked sent, not sent again")
+            summary = head + f"its copy is here ({copy.message_id}, matched by {copy.how}): marked sent, not sent again"
         elif verdict == UNKNOWN:
+            why = (f"handed to {doubt.node}'s bridge at {doubt.at}; its copy was not seen and this host's bridge was "
+                   "not connected long enough to know")
             for member in members:
-                self.drops.finish_feedback(member, UNKNOWN, f"handed to {doubt.node}'s bridge at {doubt.at}; its "
-                                           "copy was not seen and this host's bridge was not connected long enough "
-                                           "to know", fence=fence)
-            summary = (f"feedback for {drops}: {doubt.node} had handed it to its bridge (token {doubt.token}) and "
-                       f"stopped before marking it; no copy seen within {self.cluster.unknown_after_s:g} s and this "
-                       f"host's bridge was not connected {self.cluster.copy_grace_s:g} s: unknown, an operator "
-                       "decides (wa-watchdog feedback --mark-sent | --resend)")
+                self.drops.finish_feedback(member, UNKNOWN, why, fence=fence)
+            summary = head + (f"no copy seen within {self.cluster.unknown_after_s:g} s and this host's bridge was not "
+                              f"connected {self.cluster.copy_grace_s:g} s: unknown, an operator decides "
+                              "(wa-watchdog feedback --mark-sent | --resend)")
+        elif is_reaction(message, self.project.feedback.ack):
+            summary = head + "a reaction: set again (the same emoji on the same message is the same reaction)"
         else:
-            reaction = is_reaction(message, self.project.feedback.ack)
-            summary = (f"feedback for {drops}: {doubt.node} had handed it to its bridge (token {doubt.token}) and "
-                       "stopped before marking it; " + ("a reaction: set again (the same emoji is the same reaction)"
-                                                        if reaction else "no copy here after "
-                                                        f"{self.cluster.copy_grace_s:g} s connected: sending it"))
+            summary = head + f"no copy here after {self.cluster.copy_grace_s:g} s connected: sending it"
         (logger.error if verdict == UNKNOWN else logger.warning)(summary)
         if self.log is not None:
             self.log.append(self.project.component, "feedback_fate", outcome=verdict, project=self.project.name,

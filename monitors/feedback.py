@@ -329,10 +329,7 @@ class FeedbackSender:
         fence = self.held()
         if fence is None:
             raise LeaseLost(f"feedback {message.id}: this host does not hold the sender lease")
-        try:
-            health = await self.senders.clients[self.senders.active].health() if self.senders else None
-        except BridgeUnavailable:
-            health = None
+        health = await self.senders.health() if self.senders is not None else None
         doubt = next(iter(doubts.values()))
         verdict, copy = self.fates.judge(message, doubt, Connection.of(health))
         if verdict == WAIT:
@@ -366,9 +363,9 @@ class FeedbackSender:
                         if not units and hold is None:  # grouped elsewhere meanwhile (or the claim moved)
                             break
                         for unit in units:
-                            doubt = await self._post(client, unit)
-                            if doubt is not None:  # in doubt: judged again then, the others went on
-                                hold = doubt if hold is None else min(hold, doubt)
+                            again = await self._post(client, unit)
+                            if again is not None:  # in doubt: judged again then, the others went on
+                                hold = again if hold is None else min(hold, again)
                             self.waiting = max(0, self.waiting - len(unit))  # a carried unit may hold answered rows
                         if hold is not None:  # the rest falls due then (or sooner, when woken)
                             recheck = hold
