@@ -19,8 +19,9 @@ from monitors.drops_store import (FEEDBACK_PENDING, FEEDBACK_SENT, FEEDBACK_UNKN
 from monitors.fate import FOUND, SEND, WAIT, Connection, Fates, find_copy
 from monitors.feedback import ack_for
 from monitors.store.handed import Handed
-from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B
+from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, Processes
 from tests.monitor_support import cli
+from tests.monitors.test_drops_api import api_config, get, start_api
 from watchdog.components import Config, load
 
 OWN = "27710009999@s.whatsapp.net"  # the sending number: every linked device of it
@@ -170,3 +171,27 @@ def test_the_operator_resends_feedback_of_unknown_fate_and_nothing_else(config: 
     assert resent.returncode == 0 and resent.stdout.startswith("pending: "), resent.stdout + resent.stderr
     assert drops.feedback(feedback.id).status == FEEDBACK_PENDING  # the monitor (the lease holder) sends it
     assert drops.drop("lawley", "DR1234567").feedback_status == FEEDBACK_PENDING
+
+
+@pytest.mark.slow
+def test_the_drops_api_shows_feedback_of_unknown_fate_and_filters_by_it(write_config) -> None:  # noqa: ANN001
+    config_path = write_config(api_config())
+    config = load(config_path)
+    drops = open_drops_store(config)
+    try:
+        feedback = acknowledged(config, drops)
+        acknowledged(config, drops, "DR7654321")  # pending: not listed under unknown
+        drops.finish_feedback(feedback, FEEDBACK_UNKNOWN, "handed to vps-a's bridge; no copy seen")
+    finally:
+        drops.close()
+    procs = Processes(config_path)
+    try:
+        api = start_api(procs, config.data_dir)
+        status, page = get(f"{api}/api/drops?feedback=unknown")
+        assert status == 200 and [(d["drop_number"], d["feedback_status"]) for d in page["drops"]] == [
+            ("DR1234567", "unknown")], page
+        status, detail = get(f"{api}/api/drops/{page['drops'][0]['id']}")
+        assert status == 200 and [(f["status"], f["error"]) for f in detail["feedback"]] == [
+            ("unknown", "handed to vps-a's bridge; no copy seen")], detail
+    finally:
+        procs.stop_all()
