@@ -319,28 +319,33 @@ class DropsDB(DropQueries):
                 self._feedback_event(tx, FEEDBACK_SENT_EVENT if accepted else FEEDBACK_FAILED_EVENT, drop_id, done)
         return done
 
-    def decide_unknown(self, feedback_id: int, status: str) -> Feedback:
-        """An operator's decision on feedback of unknown fate: it went (sent, feedback.sent enqueued) or it is to
-        be sent (pending, as if never handed to a bridge). A row no longer unknown is returned as it is."""
+    def decide_unknown(self, feedback_id: int, status: str, bridge_message_id: str | None = None) -> Feedback:
+        """The decision on feedback of unknown fate (an operator's, or its copy found later: `bridge_message_id`):
+        it went (sent, feedback.sent enqueued) or it is to be sent (pending, as if never handed to a bridge). A row
+        no longer unknown is returned as it is."""
         with self.db.transaction() as tx:
             old, drop_id = tx.rows("SELECT status, drop_id FROM feedback WHERE id = ?", (feedback_id,))[0]
             if old != FEEDBACK_UNKNOWN:
                 return self._feedback(tx, feedback_id)
             check_feedback_transition(old, status)
             tx.run("UPDATE feedback SET status = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END, "
+                   "bridge_message_id = COALESCE(?, bridge_message_id), "
                    "handed_by = CASE WHEN ? THEN NULL ELSE handed_by END WHERE id = ?",
-                   (status, status == FEEDBACK_SENT, now_ts(), status == FEEDBACK_PENDING, feedback_id))
+                   (status, status == FEEDBACK_SENT, now_ts(), bridge_message_id, status == FEEDBACK_PENDING,
+                    feedback_id))
             self._sync_drop_feedback(tx, drop_id)
             done = self._feedback(tx, feedback_id)
             if status == FEEDBACK_SENT:
                 self._feedback_event(tx, FEEDBACK_SENT_EVENT, drop_id, done)
         return done
 
-    def unknown_feedback(self) -> list[Feedback]:
-        """Feedback of unknown fate, oldest first: what an operator has to decide (status, the console)."""
+    def unknown_feedback(self, project: str | None = None) -> list[Feedback]:
+        """Feedback of unknown fate (of one project, or all), oldest first: what an operator has to decide."""
+        where, params = ("f.status = ?", (FEEDBACK_UNKNOWN,)) if project is None else \
+            ("f.status = ? AND d.project = ?", (FEEDBACK_UNKNOWN, project))
         return [feedback_from_row(row) for row in self.db.rows(
-            f"SELECT {FEEDBACK_COLUMNS} FROM feedback f JOIN drops d ON d.id = f.drop_id WHERE f.status = ? "
-            "ORDER BY f.id", (FEEDBACK_UNKNOWN,))]
+            f"SELECT {FEEDBACK_COLUMNS} FROM feedback f JOIN drops d ON d.id = f.drop_id WHERE {where} "
+            "ORDER BY f.id", params)]
 
     def _feedback_event(self, tx: Tx, event_type: str, drop_id: int, feedback: Feedback) -> None:
         enqueue(tx, self.db.dialect, event_type, {"drop": drop_json(self._drop_by_id(tx, drop_id)),

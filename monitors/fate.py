@@ -189,4 +189,28 @@ class Fates:
                             token=fence.token, message_id=copy.message_id if copy else None,
                             matched_by=copy.how if copy else None, message=summary)
         if verdict == UNKNOWN and self.alerts is not None:
-            self.alerts.fire(FEEDBACK_UNKNOWN, f"{self.project.component}:feedback:{members[0].id}", summary)
+            self.alerts.fire(FEEDBACK_UNKNOWN, self._alert_key(members[0]), summary)
+
+    def found_later(self, message: Feedback, rows: Sequence[Feedback]) -> bool:
+        """Feedback of unknown fate (`rows`, carried by `message`) whose copy has arrived since (this host's bridge
+        was away when it was judged): marked sent with the copy's id, the alert resolved. False: still no copy."""
+        doubt = handed(self.drops.db, [rows[0].id]).get(rows[0].id)
+        copy = self._copy(message, doubt.at) if doubt is not None else None
+        if doubt is None or copy is None:
+            return False
+        for row in rows:
+            self.drops.decide_unknown(row.id, FEEDBACK_SENT, copy.message_id)
+        summary = (f"feedback for {', '.join(r.drop_number for r in rows)} (unknown): {doubt.node}'s copy has arrived "
+                   f"({copy.message_id}, matched by {copy.how}): marked sent, not sent again")
+        logger.warning(summary)
+        if self.log is not None:
+            self.log.append(self.project.component, "feedback_fate", outcome=FOUND, later=True,
+                            project=self.project.name, drops=[r.drop_number for r in rows],
+                            feedback=[r.id for r in rows], handed_by=doubt.node, handed_token=doubt.token,
+                            handed_at=doubt.at, message_id=copy.message_id, matched_by=copy.how, message=summary)
+        if self.alerts is not None:
+            self.alerts.resolve(FEEDBACK_UNKNOWN, self._alert_key(rows[0]), summary)
+        return True
+
+    def _alert_key(self, row: Feedback) -> str:
+        return f"{self.project.component}:feedback:{row.id}"

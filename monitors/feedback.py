@@ -44,9 +44,9 @@ from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_never, wait_exponential
 
 from bridge.schema import bare_user
-from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, KIND_ACK,
-                                  KIND_OPERATOR, DropsDB, Feedback, Fence, LeaseLost, NewFeedback, StoreUnavailable,
-                                  Submission)
+from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, FEEDBACK_UNKNOWN,
+                                  KIND_ACK, KIND_OPERATOR, DropsDB, Feedback, Fence, LeaseLost, NewFeedback,
+                                  StoreUnavailable, Submission)
 from watchdog.shared import endpoints
 from monitors.config import ProjectConfig
 from monitors.fate import RECHECK_S, SEND, WAIT, Connection, Fates
@@ -266,6 +266,7 @@ class FeedbackSender:
         self.senders: Senders | None = None  # while running: which of send_accounts sends now
         self.changed: Callable[[], None] = lambda: None  # the status line changed (a failover)
         self.fates: Fates | None = None  # a cluster: sends another host may have made (monitors/fate.py)
+        self._revisited = -RECHECK_INTERVAL  # monotonic: the last look at feedback of unknown fate
 
     def wake(self) -> None:
         self._wake.set()
@@ -337,6 +338,24 @@ class FeedbackSender:
         self.fates.settle(verdict, copy, message, pending, doubt, fence)
         return verdict == SEND
 
+    def _revisit(self) -> None:
+        """In a cluster, while this host sends: feedback of unknown fate whose copy has arrived since (this host's
+        bridge was away when it was judged) is found after all (monitors/fate.py); the rest waits for an operator."""
+        if self.fates is None or self.held is None or self.held() is None or \
+                time.monotonic() - self._revisited < RECHECK_INTERVAL:
+            return
+        self._revisited = time.monotonic()
+        carriers: set[int] = set()
+        for row in self.drops.unknown_feedback(self.project.name):
+            if row.carrier_id is None:
+                self.fates.found_later(row, [row])
+            elif row.carrier_id not in carriers:  # one coalesced message: rebuilt as it was posted
+                carriers.add(row.carrier_id)
+                rows = self.drops.carried(row.carrier_id)
+                drop = self.drops.drop(self.project.name, rows[0].drop_number)
+                self.fates.found_later(coalesced(self.project, rows, drop.group_name if drop else ""),
+                                       [r for r in rows if r.status == FEEDBACK_UNKNOWN])
+
     def _batch(self) -> list[Feedback]:
         """Pending feedback to send now: one host alone, all of it; in a cluster, what this host claims under the
         sender lease (nothing while another host holds it)."""
@@ -370,6 +389,7 @@ class FeedbackSender:
                         if hold is not None:  # the rest falls due then (or sooner, when woken)
                             recheck = hold
                             break
+                    self._revisit()
                 except StoreUnavailable as exc:
                     logger.warning("feedback for {} waits for the drops store: {}", self.project.name, exc)
                     recheck = STORE_RETRY

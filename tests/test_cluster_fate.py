@@ -109,12 +109,27 @@ def test_a_send_a_killed_host_never_made_is_sent_once_by_the_new_holder(tmp_path
         a.stop()
 
 
+def unknown_alerts(inbox: AlertInbox, status: str = "firing") -> list[dict]:
+    return [x for x in inbox.bodies if x.get("rule") == "feedback_unknown" and x.get("status") == status]
+
+
+def given_up(a: RunningSystem, b: RunningSystem, inbox: AlertInbox, drop: str) -> None:
+    """B, its bridge away, could not find out: the feedback is unknown, alerted once, in B's recovery log."""
+    wait_until(lambda: ack_row(a, drop)[0] == "unknown", timeout=90, message="B to give up finding out")
+    [alert] = wait_until(lambda: unknown_alerts(inbox), timeout=30, message="the feedback_unknown alert")
+    assert drop in alert["summary"]
+    [fate] = fates(b)
+    assert (fate["outcome"], fate["drops"], fate["handed_by"]) == ("unknown", [drop], "vps-a")
+
+
+ALERTS = '\n[[alerts]]\nurl = "{}"\nformat = "json"\nrules = ["feedback_unknown"]\n'
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_send_the_new_holder_cannot_find_out_is_unknown_until_the_operator_decides(
+def test_a_send_the_new_holder_cannot_find_out_is_unknown_then_found_when_its_copy_arrives(
         tmp_path: Path, pg_url: str, inbox: AlertInbox) -> None:
-    alerts = f'\n[[alerts]]\nurl = "{inbox.url}"\nformat = "json"\nrules = ["feedback_unknown"]\n'
-    a, b = two_hosts(tmp_path, pg_url, extra=FATE.format(4) + alerts)
+    a, b = two_hosts(tmp_path, pg_url, extra=FATE.format(4) + ALERTS.format(inbox.url))
     poster = Poster(a)
     away: list[psutil.Process] = []
     try:
@@ -124,28 +139,59 @@ def test_a_send_the_new_holder_cannot_find_out_is_unknown_until_the_operator_dec
         withhold(a, "vps-a", True)
         poster.post(1)
         drop = poster.posted[-1]
-        wait_until(lambda: sent_of(a, drop), timeout=30, message="A's bridge to send the acknowledgement")
+        [sent] = wait_until(lambda: sent_of(a, drop), timeout=30, message="A's bridge to send the acknowledgement")
         kill_tree(a)
-        wait_until(lambda: ack_row(a, drop)[0] == "unknown", timeout=90, message="B to give up finding out")
-        [alert] = wait_until(lambda: [x for x in inbox.bodies if x.get("rule") == "feedback_unknown"], timeout=30,
-                             message="the feedback_unknown alert")
-        assert drop in alert["summary"]
-        [fate] = fates(b)
-        assert (fate["outcome"], fate["drops"], fate["handed_by"]) == ("unknown", [drop], "vps-a")
+        given_up(a, b, inbox, drop)
+        signal_tree(away, signal.SIGCONT)  # back: WhatsApp delivers the copy it queued for B's device
+        away = []
+        wait_until(lambda: ack_row(a, drop)[0] == "sent", timeout=60, message="B to find the copy after all")
+        assert ack_row(a, drop)[1] == sent["id"]
+        [resolved] = wait_until(lambda: unknown_alerts(inbox, "resolved"), timeout=30, message="the alert resolved")
+        assert drop in resolved["summary"] and len(unknown_alerts(inbox)) == 1
+        assert [(f["outcome"], f.get("later")) for f in fates(b)] == [("unknown", None), ("found", True)]
+        assert len(sent_of(a, drop)) == 1 and resent_by(a, "vps-b") == 0  # never sent twice
+    finally:
+        signal_tree(away, signal.SIGCONT)
+        b.stop()
+        a.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_send_that_stays_unknown_is_shown_and_sent_once_when_the_operator_resends_it(
+        tmp_path: Path, pg_url: str, inbox: AlertInbox) -> None:
+    a, b = two_hosts(tmp_path, pg_url, extra=FATE.format(4) + ALERTS.format(inbox.url))
+    poster = Poster(a)
+    away: list[psutil.Process] = []
+    frozen: list[psutil.Process] = []
+    try:
+        warm(poster, a)
+        frozen = watchdog_and_bridge(a)
+        signal_tree(frozen, signal.SIGSTOP)  # A's bridge takes the post and never sends it: no copy will ever come
+        poster.post(1)  # B records it; A's monitor claims it and hands it on
+        drop = poster.posted[-1]
+        wait_until(lambda: (ack_row(a, drop)[0], ack_row(a, drop)[2]) == ("pending", "vps-a"), timeout=30,
+                   message="A's monitor to hand the acknowledgement to its frozen bridge")
+        away = watchdog_and_bridge(b)
+        signal_tree(away, signal.SIGSTOP)  # B's bridge away: B cannot know what A's device did
+        kill_tree(a)
+        frozen = []
+        given_up(a, b, inbox, drop)
         signal_tree(away, signal.SIGCONT)
         away = []
         shown = cli(b.config_path, "status")
         assert "1 feedback of unknown fate" in shown.stdout and drop in shown.stdout, shown.stdout + shown.stderr
         listed = cli(b.config_path, "drops")
         assert any(drop in line and "unknown" in line for line in listed.stdout.splitlines()), listed.stdout
-        decided = cli(b.config_path, "feedback", "--project", "p1", drop, "--mark-sent")
-        assert decided.returncode == 0 and "marked sent" in decided.stdout, decided.stdout + decided.stderr
-        assert ack_row(a, drop)[0] == "sent"
-        again = cli(b.config_path, "feedback", "--project", "p1", drop, "--mark-sent")
+        decided = cli(b.config_path, "feedback", "--project", "p1", drop, "--resend")
+        assert decided.returncode == 0 and decided.stdout.startswith("pending: "), decided.stdout + decided.stderr
+        wait_until(lambda: ack_row(a, drop)[0] == "sent", timeout=60, message="B to send it at the operator's word")
+        [sent] = sent_of(a, drop)  # once, by B
+        assert sent["node"] == "vps-b" and ack_row(a, drop)[1:3] == (sent["id"], "vps-b")
+        again = cli(b.config_path, "feedback", "--project", "p1", drop, "--resend")
         assert again.returncode == 1 and "no feedback of unknown fate" in again.stderr  # decided once
-        assert len(sent_of(a, drop)) == 1 and resent_by(a, "vps-b") == 0  # never sent twice
-        assert len([x for x in inbox.bodies if x.get("rule") == "feedback_unknown"]) == 1
+        assert [f["outcome"] for f in fates(b)] == ["unknown"]  # not judged again after the operator's word
     finally:
-        signal_tree(away, signal.SIGCONT)
+        signal_tree(away + frozen, signal.SIGCONT)
         b.stop()
         a.stop()

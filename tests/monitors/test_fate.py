@@ -160,7 +160,7 @@ def test_the_verdict_waits_for_a_connection_long_enough_then_sends_or_gives_up_a
 
 @pytest.mark.slow
 @pytest.mark.parametrize("drops_backend", ["sqlite"], indirect=True)
-def test_the_operator_resends_feedback_of_unknown_fate_and_nothing_else(config: Config, drops: DropsDB) -> None:
+def test_the_operator_resends_or_marks_sent_feedback_of_unknown_fate_and_nothing_else(config: Config, drops: DropsDB) -> None:
     feedback = acknowledged(config, drops)
     neither = cli(config.path, "feedback", "--project", "lawley", "DR1234567")
     assert neither.returncode == 2 and "one of the arguments --message --mark-sent --resend" in neither.stderr
@@ -171,6 +171,10 @@ def test_the_operator_resends_feedback_of_unknown_fate_and_nothing_else(config: 
     assert resent.returncode == 0 and resent.stdout.startswith("pending: "), resent.stdout + resent.stderr
     assert drops.feedback(feedback.id).status == FEEDBACK_PENDING  # the monitor (the lease holder) sends it
     assert drops.drop("lawley", "DR1234567").feedback_status == FEEDBACK_PENDING
+    drops.finish_feedback(feedback, FEEDBACK_UNKNOWN, "handed to vps-a's bridge; no copy seen")
+    marked = cli(config.path, "feedback", "--project", "lawley", "DR1234567", "--mark-sent")
+    assert marked.returncode == 0 and marked.stdout.startswith("marked sent: "), marked.stdout + marked.stderr
+    assert drops.drop("lawley", "DR1234567").feedback_status == FEEDBACK_SENT
 
 
 @pytest.mark.slow
