@@ -16,7 +16,8 @@ both hosts are linked devices of one number, and every device receives a copy of
   connect), so the message never went: it is posted.
 - **Otherwise**, once `unknown_after_s` passed since this host met the doubt: the feedback is `unknown`, said in
   the recovery log and an alert, and an operator decides (`wa-watchdog feedback --mark-sent | --resend`).
-  Never a second send by itself. Until then the row waits and is judged again.
+  Never a second send by itself. Until then the row waits and is judged again. Its copy arriving later (this
+  host's bridge was away) still marks it sent (`found_later`, looked for every 5 s by the lease holder).
 
 A reaction acknowledgement is not looked for: the bridge stores no reactions (they are not messages of the
 chat), and it needs no looking for: a number has one reaction per message, so the same emoji again sets what
