@@ -74,6 +74,7 @@ class Health:
         self._problem_since = 0.0
         self.loop_lag_ms = 0.0
         self._last_event = time.monotonic()
+        self._connected_at = 0.0  # monotonic: when the state last became connected
 
     def transition(self, state: str, reason: str = "") -> bool:
         """Move to `state`; returns False (no change) for a repeat or after a terminal state."""
@@ -85,6 +86,8 @@ class Health:
                 return False  # terminal: the transport stopped; late events change nothing
             raise AssertionError(f"bad bridge state transition {self.state} -> {state}")
         self.state, self.reason = state, reason
+        if state == CONNECTED:
+            self._connected_at = time.monotonic()
         return True
 
     def event_seen(self) -> None:
@@ -133,6 +136,9 @@ class Health:
             "quarantine": inputs.quarantine,
             "open_window": {"started_at": window.started_at, "reason": window.reason} if window else None,
             "caught_up": self.connected and window is None,  # connected and the offline queue replayed
+            # how long this connection has lasted: a cluster's new sender knows whether its device would have
+            # received the copy of a message another host may have sent (monitors/fate.py)
+            "connected_for_s": round(time.monotonic() - self._connected_at, 3) if self.connected else None,
             "store_writable": self.store_writable,
             "groups": None,  # the groups WhatsApp lists for this number (null: not asked yet)
             "not_in_groups": [],

@@ -28,3 +28,9 @@ FEEDBACK_FAILOVER = register(
     "longer than feedback.failover_after_s; the summary says which): feedback goes on through the next number, "
     "and returns by itself (resolved) once the first can send again. A ban: wait for its expiry and send less "
     "(docs/OPERATIONS.md, \"A second number\"); logged out: re-pair it (`wa-watchdog pair`)")
+
+FEEDBACK_UNKNOWN = register(
+    "feedback_unknown", "a cluster host could not find out whether a feedback message went out",
+    "another host handed it to its bridge and stopped before marking it sent, and this host's bridge was not "
+    "connected long enough to see that host's copy: look in the group, then `wa-watchdog feedback --project P DROP "
+    "--mark-sent` (it is there) or `--resend` (it is not) (docs/OPERATIONS.md, \"Feedback of unknown fate\")")

@@ -5,6 +5,8 @@
 node = "vps-a"   # this host's name, unique in the cluster, shown everywhere
 lease_s = 5      # the sender lease: how long a silent holder keeps sending rights (monitors/store/lease.py)
 node_silent_s = 15  # every other node alerts once when one has not renewed for this long (3 × lease_s; >= 2 ×)
+copy_grace_s = 10   # a send in doubt is sent again only if this host's bridge, connected this long, saw no copy
+unknown_after_s = 60  # a send in doubt not decided by then is feedback `unknown`: an operator decides
 ```
 
 A cluster shares one PostgreSQL (`[database] url`): it records each drop once and chooses the one host that
@@ -40,6 +42,11 @@ def read_cluster(reader: ConfigChecks, raw: object, database: DatabaseConfig) ->
     if cluster.node_silent_s and not 2 * cluster.lease_s <= cluster.node_silent_s <= 86400:
         raise reader.error("cluster.node_silent_s", f"expected 2 × lease_s ({2 * cluster.lease_s:g}) to 86400 "
                                                     f"seconds, got {cluster.node_silent_s!r}")
+    if not 0.5 <= cluster.copy_grace_s <= 600:
+        raise reader.error("cluster.copy_grace_s", f"expected 0.5 to 600 seconds, got {cluster.copy_grace_s!r}")
+    if not cluster.copy_grace_s <= cluster.unknown_after_s <= 86400:
+        raise reader.error("cluster.unknown_after_s", f"expected copy_grace_s ({cluster.copy_grace_s:g}) to 86400 "
+                                                      f"seconds, got {cluster.unknown_after_s!r}")
     if not database.url:
         raise reader.error("cluster", "requires [database] url: the hosts of a cluster share one PostgreSQL, which "
                                       "records each drop once and chooses the host that sends")

@@ -1,11 +1,13 @@
 """The cluster as `wa-watchdog status` and the console show it (issue 21): the nodes seen and each one's last
-renewal, who holds each sender lease, since when, and its token. Read from the shared PostgreSQL, judged by its
-clock; nothing without `[cluster]`."""
+renewal, who holds each sender lease, since when, and its token; and the feedback of unknown fate an operator
+has to decide (monitors/fate.py). Read from the shared PostgreSQL, judged by its clock; nothing without
+`[cluster]`."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from html import escape
 
+from monitors.drops_store import DropsDB, Feedback
 from monitors.store.lease import LeaseState, lease_states
 from monitors.store.nodes import NodeState, node_states
 from monitors.store.postgres import PostgresBackend
@@ -25,6 +27,10 @@ class ClusterView:
     leases: list[LeaseState]
     problem: str = ""
     covers: dict[str, list[str]] = field(default_factory=dict)  # lease -> the numbers it covers (Config.sending_groups)
+    unknown: list[Feedback] = field(default_factory=list)  # feedback of unknown fate: an operator decides
+
+    def unknown_rows(self) -> list[tuple[str, str, str, str]]:
+        return [(f.project, f.drop_number, f.text.replace("\n", " ")[:40], f.error) for f in self.unknown]
 
     def node_rows(self) -> list[tuple[str, str, str, str]]:
         return [(n.node + (" (this host)" if n.node == self.node else ""), n.last_seen, f"{n.seen_ago_s:.1f}s ago",
@@ -48,7 +54,7 @@ def read(config: Config) -> ClusterView | None:
     db = PostgresBackend(config.database.url, config.database.schema, application_name="wa-watchdog status")
     try:
         return ClusterView(cluster.node, cluster.silent_after_s, node_states(db), lease_states(db),
-                           covers=config.sending_groups())
+                           covers=config.sending_groups(), unknown=DropsDB(db).unknown_feedback())
     except StoreUnavailable as exc:
         return ClusterView(cluster.node, cluster.silent_after_s, [], [], f"cannot read the cluster: {exc}")
     finally:
@@ -66,9 +72,15 @@ def sections(config: Config) -> list[StatusSection]:
     else:
         lines += table_lines(("NODE", "LAST RENEWAL", "AGO", "STATE"), view.node_rows())
         lines += [""] + table_lines(("SENDER LEASE", "HOLDER", "TOKEN", "HELD SINCE", "RENEWAL"), view.lease_rows())
+        if view.unknown:
+            lines += ["", f"  {len(view.unknown)} feedback of unknown fate: look in the group, then "
+                          "`wa-watchdog feedback --project P DROP --mark-sent` (it is there) or `--resend`"]
+            lines += table_lines(("PROJECT", "DROP", "FEEDBACK", "WHY"), view.unknown_rows())
     data = {"node": view.node, "problem": view.problem or None, "nodes": [asdict(n) for n in view.nodes],
             "leases": [{**asdict(lease), "covers": view.covers.get(lease.account, [lease.account])}
-                       for lease in view.leases]}
+                       for lease in view.leases],
+            "unknown_feedback": [{"project": f.project, "drop_number": f.drop_number, "id": f.id, "text": f.text,
+                                  "error": f.error} for f in view.unknown]}
     return [StatusSection("cluster", lines, data)]
 
 
@@ -88,4 +100,7 @@ def panel(view: ClusterView) -> str:
         out.append(html_table("cluster-nodes", ("node", "last renewal", "ago", "state"), view.node_rows()))
         out.append(html_table("cluster-leases", ("sender lease", "holder", "token", "held since", "renewal"),
                               view.lease_rows()))
+        if view.unknown:
+            out.append(html_table("cluster-unknown", ("project", "drop", "feedback of unknown fate", "why"),
+                                   view.unknown_rows()))
     return "".join(out) + "</div>"

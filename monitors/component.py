@@ -25,7 +25,12 @@ def _drops(parser: argparse.ArgumentParser) -> None:
 def _feedback(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--project", required=True)
     parser.add_argument("drop", help="drop number, e.g. DR1234567")
-    parser.add_argument("--message", required=True, help="feedback text, e.g. 'needs correction'")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--message", help="feedback text, e.g. 'needs correction'")
+    what.add_argument("--mark-sent", action="store_true",
+                      help="feedback of unknown fate (a cluster): it is in the group, mark it sent")
+    what.add_argument("--resend", action="store_true",
+                      help="feedback of unknown fate (a cluster): it is not in the group, send it")
 
 
 def _prune(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +45,7 @@ COMPONENT = Component(
         Command("monitor", "run the drop monitor of one or more projects", "monitors.main:cmd_monitor", _monitor,
                 writes_data_dir=True, fork=""),
         Command("drops", "list recorded drops", "monitors.ops:cmd_drops", _drops),
-        Command("feedback", "send operator feedback for a recorded drop", "monitors.ops:cmd_feedback", _feedback),
+        Command("feedback", "send operator feedback for a recorded drop, or decide feedback of unknown fate", "monitors.ops:cmd_feedback", _feedback),
         Command("prune", "remove old messages every monitor has read from messages.db", "monitors.prune:cmd_prune",
                 _prune),
         Command("drops-api", "run the drops and feedback API and the event webhooks", "monitors.api.main:cmd_drops_api",
@@ -57,4 +62,5 @@ COMPONENT = Component(
 register_events("backfill",  # what a project recovered of a window
                 "reread",  # a cursor not in the file it follows (a restore): read again from a safe point
                 "lease", "node_silent",  # a cluster's sender lease acquired or lost; another host not seen
-                "failover", "failback")  # a project's feedback moved to its next sending number; back to the first
+                "failover", "failback",
+                "feedback_fate")  # a send another host may have made: found, sent, or unknown (monitors/fate.py)  # a project's feedback moved to its next sending number; back to the first

@@ -158,6 +158,10 @@ class ClusterConfig:
     node: str
     lease_s: float = 5.0
     node_silent_s: float = 0.0  # a node not seen this long is alerted on by every other node; 0: 3 × lease_s
+    # A send in doubt (another host handed it to its bridge and died before marking it, monitors/fate.py): not
+    # finding that host's copy means it never went once this host's bridge has been connected this long since.
+    copy_grace_s: float = 10.0
+    unknown_after_s: float = 60.0  # a send in doubt still undecided after this long is `unknown` (an operator decides)
 
     @property
     def silent_after_s(self) -> float:

@@ -24,7 +24,7 @@ from bridge.schema import bare_user, now_ts
 from monitors.events import (DROP_BACKFILLED, DROP_RECORDED, DROP_RESUBMITTED, FEEDBACK_DELIVERED_EVENT,
                              FEEDBACK_FAILED_EVENT, FEEDBACK_READ_EVENT, FEEDBACK_SENT_EVENT)
 from monitors.store.model import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_NONE, FEEDBACK_PENDING, FEEDBACK_QUEUED,
-                                  FEEDBACK_SENT, FEEDBACK_STATUSES, KIND_ACK, KIND_OPERATOR, RECEIPT_COLUMNS, Drop,
+                                  FEEDBACK_SENT, FEEDBACK_STATUSES, FEEDBACK_UNKNOWN, KIND_ACK, KIND_OPERATOR, RECEIPT_COLUMNS, Drop,
                                   DropDetail, DropEvent, DropPage, Feedback, NewFeedback, OutboxCounts, OutboxEvent, Position, Submission, check_feedback_transition, drop_from_row,
                                   feedback_from_row)
 from monitors.store.fence import FENCE, Fence, LeaseLost, store_session_name
@@ -37,6 +37,7 @@ from watchdog.components import Config
 __all__ = ["DROP_BACKFILLED", "DROP_RECORDED", "DROP_RESUBMITTED", "FEEDBACK_ACCEPTED",
            "FEEDBACK_DELIVERED_EVENT", "FEEDBACK_FAILED", "FEEDBACK_FAILED_EVENT", "FEEDBACK_NONE", "FEEDBACK_PENDING",
            "FEEDBACK_QUEUED", "FEEDBACK_READ_EVENT", "FEEDBACK_SENT", "FEEDBACK_SENT_EVENT", "FEEDBACK_STATUSES",
+           "FEEDBACK_UNKNOWN",
            "KIND_ACK", "KIND_OPERATOR", "Drop", "DropDetail", "DropEvent", "DropPage", "DropsDB", "Feedback", "Fence",
            "LeaseLost", "NewFeedback", "OutboxCounts", "OutboxEvent", "Position", "ReceiptStamp", "StoreUnavailable",
            "Submission", "check_feedback_transition", "drops_db_path", "open_drops_store"]
@@ -314,9 +315,37 @@ class DropsDB(DropQueries):
                                 f"{fence.holder}'s token {fence.token}")
             self._sync_drop_feedback(tx, drop_id)
             done = self._feedback(tx, feedback.id)
-            if status != FEEDBACK_PENDING:
+            if accepted or status == FEEDBACK_FAILED:  # unknown is no outcome to report: an operator decides it
                 self._feedback_event(tx, FEEDBACK_SENT_EVENT if accepted else FEEDBACK_FAILED_EVENT, drop_id, done)
         return done
+
+    def decide_unknown(self, feedback_id: int, status: str, bridge_message_id: str | None = None) -> Feedback:
+        """The decision on feedback of unknown fate (an operator's, or its copy found later: `bridge_message_id`):
+        it went (sent, feedback.sent enqueued) or it is to be sent (pending, as if never handed to a bridge). A row
+        no longer unknown is returned as it is."""
+        with self.db.transaction() as tx:
+            old, drop_id = tx.rows("SELECT status, drop_id FROM feedback WHERE id = ?", (feedback_id,))[0]
+            if old != FEEDBACK_UNKNOWN:
+                return self._feedback(tx, feedback_id)
+            check_feedback_transition(old, status)
+            tx.run("UPDATE feedback SET status = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END, "
+                   "bridge_message_id = COALESCE(?, bridge_message_id), "
+                   "handed_by = CASE WHEN ? THEN NULL ELSE handed_by END WHERE id = ?",
+                   (status, status == FEEDBACK_SENT, now_ts(), bridge_message_id, status == FEEDBACK_PENDING,
+                    feedback_id))
+            self._sync_drop_feedback(tx, drop_id)
+            done = self._feedback(tx, feedback_id)
+            if status == FEEDBACK_SENT:
+                self._feedback_event(tx, FEEDBACK_SENT_EVENT, drop_id, done)
+        return done
+
+    def unknown_feedback(self, project: str | None = None) -> list[Feedback]:
+        """Feedback of unknown fate (of one project, or all), oldest first: what an operator has to decide."""
+        where, params = ("f.status = ?", (FEEDBACK_UNKNOWN,)) if project is None else \
+            ("f.status = ? AND d.project = ?", (FEEDBACK_UNKNOWN, project))
+        return [feedback_from_row(row) for row in self.db.rows(
+            f"SELECT {FEEDBACK_COLUMNS} FROM feedback f JOIN drops d ON d.id = f.drop_id WHERE {where} "
+            "ORDER BY f.id", params)]
 
     def _feedback_event(self, tx: Tx, event_type: str, drop_id: int, feedback: Feedback) -> None:
         enqueue(tx, self.db.dialect, event_type, {"drop": drop_json(self._drop_by_id(tx, drop_id)),

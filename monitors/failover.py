@@ -88,6 +88,13 @@ class Senders:
     def account(self) -> str:
         return self.names[self.active]
 
+    async def health(self) -> dict | None:
+        """The sending account's `GET /api/health` answer now; None when its bridge does not answer."""
+        try:
+            return await self.clients[self.active].health()
+        except BridgeUnavailable:
+            return None
+
     async def cannot_send(self, index: int) -> str:
         """Why account `index` cannot send now ('' if it can, or is only briefly away)."""
         client, name = self.clients[index], self.names[index]

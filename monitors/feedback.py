@@ -46,11 +46,13 @@ from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_never, wait_exponential
 
 from bridge.schema import bare_user
-from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, KIND_ACK,
-                                  KIND_OPERATOR, DropsDB, Feedback, Fence, LeaseLost, NewFeedback, StoreUnavailable,
-                                  Submission)
+from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, FEEDBACK_UNKNOWN,
+                                  KIND_ACK, KIND_OPERATOR, DropsDB, Feedback, Fence, LeaseLost, NewFeedback,
+                                  StoreUnavailable, Submission)
 from watchdog.shared import endpoints
 from monitors.config import ProjectConfig
+from monitors.fate import RECHECK_S, SEND, WAIT, Connection, Fates
+from monitors.store.handed import hand
 from watchdog.components import Config
 from watchdog.shared.alerts import AlertManager
 from watchdog.shared.recovery_log import RecoveryLog
@@ -224,6 +226,8 @@ async def deliver(client: Poster, drops: DropsDB, feedback: Feedback, attempts: 
     fence = held() if held else None
     if held is not None and fence is None:
         raise LeaseLost(f"feedback {feedback.id}: this host does not hold the sender lease")
+    if fence is not None:  # from here the message may reach WhatsApp before its mark: say who handed it on
+        hand(drops.db, [member.id for member in members], fence)
     retrying = AsyncRetrying(retry=retry_if_exception_type(BridgeUnavailable), reraise=True,
                              wait=wait_exponential(multiplier=0.05, min=0.05, max=max_wait),
                              stop=stop_after_attempt(attempts) if attempts else stop_never)
@@ -265,6 +269,8 @@ class FeedbackSender:
         self.alerts: AlertManager | None = None
         self.senders: Senders | None = None  # while running: which of send_accounts sends now
         self.changed: Callable[[], None] = lambda: None  # the status line changed (a failover)
+        self.fates: Fates | None = None  # a cluster: sends another host may have made (monitors/fate.py)
+        self._revisited = -RECHECK_INTERVAL  # monotonic: the last look at feedback of unknown fate
 
     def wake(self) -> None:
         self._wake.set()
@@ -301,16 +307,58 @@ class FeedbackSender:
                 units.append(self.drops.carry(rows, self.held() if self.held else None))
         return [unit for unit in units if unit], hold
 
-    async def _post(self, client: Poster, unit: list[Feedback]) -> None:
+    async def _post(self, client: Poster, unit: list[Feedback]) -> float | None:
+        """Post one unit; in a cluster, a unit another host may already have sent is found out first
+        (monitors/fate.py). Returns the seconds until a unit still in doubt is to be judged again, else None."""
         ack = self.project.feedback.ack
         if len(unit) == 1 and unit[0].carrier_id is None:
-            await deliver(client, self.drops, unit[0], ack=ack, held=self.held)
+            message, members = unit[0], ()
         else:  # one message for several drops quotes none of their posts
             drop = self.drops.drop(self.project.name, unit[0].drop_number)
-            message = coalesced(self.project, unit, drop.group_name if drop else "")
-            await deliver(client, self.drops, message, ack="message", held=self.held, members=unit)
+            message, members, ack = coalesced(self.project, unit, drop.group_name if drop else ""), unit, "message"
+        if self.fates is not None and not await self._settled(message, unit):
+            return RECHECK_S
+        await deliver(client, self.drops, message, ack=ack, held=self.held, members=members)
         for row in unit:
             self._seen.pop(row.id, None)
+        return None
+
+    async def _settled(self, message: Feedback, unit: list[Feedback]) -> bool:
+        """False while a unit in doubt waits; else True, after marking it (found, unknown: nothing left to post)
+        or deciding to post it."""
+        assert self.fates is not None and self.held is not None
+        pending = [row for row in unit if row.status == FEEDBACK_PENDING]
+        doubts = self.fates.doubted(pending)
+        if not doubts:
+            return True
+        fence = self.held()
+        if fence is None:
+            raise LeaseLost(f"feedback {message.id}: this host does not hold the sender lease")
+        health = await self.senders.health() if self.senders is not None else None
+        doubt = next(iter(doubts.values()))
+        verdict, copy = self.fates.judge(message, doubt, Connection.of(health))
+        if verdict == WAIT:
+            return False
+        self.fates.settle(verdict, copy, message, pending, doubt, fence)
+        return verdict == SEND
+
+    def _revisit(self) -> None:
+        """In a cluster, while this host sends: feedback of unknown fate whose copy has arrived since (this host's
+        bridge was away when it was judged) is found after all (monitors/fate.py); the rest waits for an operator."""
+        if self.fates is None or self.held is None or self.held() is None or \
+                time.monotonic() - self._revisited < RECHECK_INTERVAL:
+            return
+        self._revisited = time.monotonic()
+        carriers: set[int] = set()
+        for row in self.drops.unknown_feedback(self.project.name):
+            if row.carrier_id is None:
+                self.fates.found_later(row, [row])
+            elif row.carrier_id not in carriers:  # one coalesced message: rebuilt as it was posted
+                carriers.add(row.carrier_id)
+                rows = self.drops.carried(row.carrier_id)
+                drop = self.drops.drop(self.project.name, rows[0].drop_number)
+                self.fates.found_later(coalesced(self.project, rows, drop.group_name if drop else ""),
+                                       [r for r in rows if r.status == FEEDBACK_UNKNOWN])
 
     def _batch(self) -> list[Feedback]:
         """Pending feedback to send now: one host alone, all of it; in a cluster, what this host claims under the
@@ -338,11 +386,14 @@ class FeedbackSender:
                         if not units and hold is None:  # grouped elsewhere meanwhile (or the claim moved)
                             break
                         for unit in units:
-                            await self._post(client, unit)
+                            again = await self._post(client, unit)
+                            if again is not None:  # in doubt: judged again then, the others went on
+                                hold = again if hold is None else min(hold, again)
                             self.waiting = max(0, self.waiting - len(unit))  # a carried unit may hold answered rows
                         if hold is not None:  # the rest falls due then (or sooner, when woken)
                             recheck = hold
                             break
+                    self._revisit()
                 except StoreUnavailable as exc:
                     logger.warning("feedback for {} waits for the drops store: {}", self.project.name, exc)
                     recheck = STORE_RETRY

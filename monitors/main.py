@@ -26,6 +26,7 @@ from loguru import logger
 from bridge.integrity import CorruptStore, is_corrupt
 from monitors.drops_store import StoreUnavailable, open_drops_store
 from monitors.feedback import FeedbackSender
+from monitors.fate import Fates
 from monitors.follow import StoreFollower, StoreNotReady
 from monitors.group_watch import GroupWatch
 from monitors.project import ProjectMonitor
@@ -89,6 +90,7 @@ class MonitorProcess:
                                  log, self.alerts, _waker(senders))
             for sender in senders:
                 sender.held = keeper.fence
+                sender.fates = Fates(self.config, sender.project, self.config.cluster, self.drops, log, self.alerts)
             keepers.append(keeper)
         return keepers
 

@@ -1,4 +1,5 @@
-"""Ops commands on drops.db: `wa-watchdog drops` (list) and `wa-watchdog feedback` (operator feedback).
+"""Ops commands on drops.db: `wa-watchdog drops` (list) and `wa-watchdog feedback` (operator feedback, and the
+operator's decision on feedback of unknown fate: `--mark-sent` or `--resend`).
 
 Both answer an unknown project or drop with a clear message and exit code 1
 (the issue's contract), not the configuration exit code 2: the config is
@@ -18,8 +19,8 @@ from loguru import logger
 
 from bridge.schema import bare_user, format_ts, parse_ts
 from monitors.api.service import drop_json
-from monitors.drops_store import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, Drop, DropsDB, StoreUnavailable, drops_db_path,
-                                  open_drops_store)
+from monitors.drops_store import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_SENT,
+                                  FEEDBACK_UNKNOWN, Drop, DropsDB, StoreUnavailable, drops_db_path, open_drops_store)
 from monitors.failover import Senders
 from monitors.feedback import BridgeUnavailable, deliver, operator_feedback
 from monitors.config import ProjectConfig
@@ -140,8 +141,8 @@ def cmd_feedback(config: Config, args: argparse.Namespace) -> int:
         project = config.project(args.project)
     except ConfigError as exc:
         return _fail("feedback", str(exc))
-    message = args.message.strip()
-    if not message:
+    message = (args.message or "").strip()
+    if args.message is not None and not message:
         return _fail("feedback", "--message is empty")
     drop_number = args.drop.strip().upper()
     if not config.database.url and not drops_db_path(config.data_dir).exists():
@@ -151,8 +152,25 @@ def cmd_feedback(config: Config, args: argparse.Namespace) -> int:
         drop = drops.drop(project.name, drop_number)
         if drop is None:
             return _unknown_drop(project.name, drop_number)
+        if not message:
+            return _decide(drops, drop, FEEDBACK_SENT if args.mark_sent else FEEDBACK_PENDING)
         return asyncio.run(_send(config, project, drops, drop, message))
     return _with_store(config, "feedback", send)
+
+
+def _decide(drops: DropsDB, drop: Drop, status: str) -> int:
+    """The operator's decision on the drop's feedback of unknown fate (monitors/fate.py): it went, or send it."""
+    unknown = [f for f in drops.feedback_of(drop) if f.status == FEEDBACK_UNKNOWN]
+    if not unknown:
+        return _fail("feedback", f"{drop.drop_number} has no feedback of unknown fate (its feedback is "
+                                 f"{drop.feedback_status}); nothing changed")
+    for feedback in unknown:
+        done = drops.decide_unknown(feedback.id, status)
+        if done.status == FEEDBACK_SENT:
+            print(f"marked sent: {done.text}")
+        else:
+            print(f"pending: {done.text} (the host holding the sender lease sends it)")
+    return EXIT_OK
 
 
 def _unknown_drop(project: str, drop_number: str) -> int:

@@ -75,6 +75,8 @@ class Sim:
         self.rng = random.Random()
         self.gate = Gatekeeper()  # WhatsApp's limits on senders (bridge/simulator/limits.py)
         self.interactions = Interactions()  # reactions, read receipts, typing (bridge/simulator/interactions.py)
+        # (phone, node) whose sends WhatsApp takes but whose answers never reach the device (POST /sim/withhold)
+        self.withheld: set[tuple[str, str]] = set()
 
     def attach(self, session: Session, ws: web.WebSocketResponse) -> Connection:
         old = session.connection
@@ -100,6 +102,17 @@ class Sim:
                 conn.drop(CLOSE_SERVER_DISCONNECT, f"server disconnect: {reason}", self.tasks)
                 dropped = True
         return dropped
+
+    def withhold(self, body: object) -> bool:
+        """POST /sim/withhold {session, node?, withhold}: WhatsApp takes the device's sends (the group and the
+        sibling devices get them) but its answers are lost, as when a connection dies just after the server got
+        the message: the sender cannot know it went. Returns whether any send answer is withheld now."""
+        if not isinstance(body, dict) or not isinstance(body.get("withhold"), bool):
+            raise SimError("expected a JSON object {session, node?, withhold: true|false}")
+        self.session(body.get("session"))  # a clear error for an unknown number
+        device = (str(body["session"]), str(body.get("node") or ""))
+        (self.withheld.add if body["withhold"] else self.withheld.discard)(device)
+        return bool(self.withheld)
 
     def log_out(self, phone: object) -> bool:
         """POST /sim/logout: the phone removed the linked device; this session is refused from now on."""
@@ -211,6 +224,8 @@ class Sim:
                 else:
                     sent = self.state.send(conn.session, frame)
                     reply.update(ok=True, id=sent.id, timestamp=iso(sent.time))
+                if (conn.session.phone, conn.session.node) in self.withheld:
+                    return None  # in the group and at the sibling devices; the sender never hears so
             elif kind == "read":
                 self.interactions.read(conn.session.phone, frame)
                 reply.update(ok=True)
@@ -361,6 +376,11 @@ async def disconnect(request: web.Request) -> web.Response:
                                                                             body.get("node"))})
 
 
+@_errors_as_400
+async def withhold(request: web.Request) -> web.Response:
+    return web.json_response({"withheld": request.app[STATE].withhold(await _json_body(request))})
+
+
 async def interactions(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE].interactions.json())
 
@@ -409,6 +429,7 @@ def build_app(sim: Sim) -> web.Application:
     app.router.add_post("/sim/read", read)
     app.router.add_post("/sim/limits", limits)
     app.router.add_post("/sim/logout", logout)
+    app.router.add_post("/sim/withhold", withhold)
     app.router.add_get("/sim/interactions", interactions)
     app.router.add_get("/sim/messages", messages)
     app.router.add_get("/sim/sessions", sessions)

@@ -14,13 +14,18 @@ FEEDBACK_PENDING = "pending"  # recorded, not yet accepted by the bridge (retrie
 FEEDBACK_SENT = "sent"  # bridge answered 200: delivered to WhatsApp
 FEEDBACK_QUEUED = "queued"  # bridge answered 202: in its durable outbox, sent on reconnect
 FEEDBACK_FAILED = "failed"  # bridge refused it (400/500): retrying the same request cannot help
+# A cluster's send of unknown fate (monitors/fate.py): another host handed it to its bridge and died before marking
+# it, and this host could not find out whether it went; an operator decides (`wa-watchdog feedback --resend` or
+# `--mark-sent`), never a second send by itself.
+FEEDBACK_UNKNOWN = "unknown"
 FEEDBACK_ACCEPTED = (FEEDBACK_SENT, FEEDBACK_QUEUED)
-FEEDBACK_STATUSES = (FEEDBACK_NONE, FEEDBACK_PENDING, FEEDBACK_SENT, FEEDBACK_QUEUED, FEEDBACK_FAILED)
+FEEDBACK_STATUSES = (FEEDBACK_NONE, FEEDBACK_PENDING, FEEDBACK_SENT, FEEDBACK_QUEUED, FEEDBACK_FAILED, FEEDBACK_UNKNOWN)
 
 # A feedback message's life; a drop's feedback_status is the status of its newest feedback.
 FEEDBACK_TRANSITIONS = {
-    FEEDBACK_PENDING: {FEEDBACK_PENDING, FEEDBACK_SENT, FEEDBACK_QUEUED, FEEDBACK_FAILED},
+    FEEDBACK_PENDING: {FEEDBACK_PENDING, FEEDBACK_SENT, FEEDBACK_QUEUED, FEEDBACK_FAILED, FEEDBACK_UNKNOWN},
     FEEDBACK_QUEUED: {FEEDBACK_SENT},  # a receipt shows the bridge's outbox sent it (DropsDB.record_receipts)
+    FEEDBACK_UNKNOWN: {FEEDBACK_SENT, FEEDBACK_PENDING},  # the operator's decision: it went, or send it (again)
 }
 
 KIND_ACK = "ack"

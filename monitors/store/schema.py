@@ -193,6 +193,47 @@ V11_CARRIERS = """
 ALTER TABLE feedback ADD COLUMN carrier_id {int}
 """
 
+# Issue 21: a send of unknown fate is found out, not guessed (monitors/fate.py). A row remembers which node handed
+# it to its bridge, under which token and when (recorded, fenced, just before the post): the host that takes over
+# knows which pending rows another host may already have sent. And a status `unknown` for the ones it could not
+# find out (an operator decides), on the feedback and on its drop.
+V12_HANDED = """
+ALTER TABLE feedback ADD COLUMN handed_by TEXT;
+ALTER TABLE feedback ADD COLUMN handed_token {int};
+ALTER TABLE feedback ADD COLUMN handed_at {ts}
+"""
+_OLD_STATUSES, _NEW_STATUSES = "'queued', 'failed'))", "'queued', 'failed', 'unknown'))"
+
+
+def _sqlite_unknown_status(ex: Executor) -> None:
+    """Let the status CHECKs of feedback and drops take 'unknown'. SQLite cannot alter a constraint; widening a
+    CHECK leaves every stored row valid, which is the case SQLite documents editing the schema text for
+    (sqlite.org/lang_altertable.html, "making other kinds of table schema changes"): in this transaction, with
+    the schema version bumped so every connection reads the new text."""
+    version = ex.rows("PRAGMA schema_version")[0][0]
+    ex.run("PRAGMA writable_schema = ON")
+    try:
+        for table in ("feedback", "drops"):
+            ex.run("UPDATE sqlite_master SET sql = replace(sql, ?, ?) WHERE type = 'table' AND name = ?",
+                   (_OLD_STATUSES, _NEW_STATUSES, table))
+            if _NEW_STATUSES not in ex.rows("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                            (table,))[0][0]:
+                raise RuntimeError(f"drops store: {table}'s status CHECK is not the one this migration knows")
+        ex.run(f"PRAGMA schema_version = {int(version) + 1}")
+    finally:
+        ex.run("PRAGMA writable_schema = OFF")
+
+
+def _postgres_unknown_status(ex: Executor) -> None:
+    """Replace the status CHECKs of feedback and drops by ones that also take 'unknown'."""
+    for table, column in (("feedback", "status"), ("drops", "feedback_status")):
+        for (name,) in ex.rows("SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(?) AND contype = 'c' "
+                               "AND pg_get_constraintdef(oid) ~ ?", (table, rf"\m{column}\M")):
+            ex.run(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        statuses = "'pending', 'sent', 'queued', 'failed', 'unknown'" if table == "feedback" else \
+            "'none', 'pending', 'sent', 'queued', 'failed', 'unknown'"
+        ex.run(f"ALTER TABLE {table} ADD CONSTRAINT {table}_{column}_check CHECK ({column} IN ({statuses}))")
+
 
 def _fill_public_ids(ex: Executor) -> None:
     """Drops recorded before public ids existed get one now (new drops get theirs when recorded)."""
@@ -220,4 +261,7 @@ def migrations(dialect: Dialect) -> list[Migration]:
                   (dialect.ddl(V10_CLUSTER_NODES),)),
         Migration(11, "feedback.carrier_id: the feedback row whose message carried a coalesced acknowledgement",
                   (dialect.ddl(V11_CARRIERS),)),
+        Migration(12, "feedback.handed_by, handed_token, handed_at (sends of unknown fate); status 'unknown'",
+                  (dialect.ddl(V12_HANDED),
+                   _sqlite_unknown_status if dialect.name == "sqlite" else _postgres_unknown_status)),
     ]

@@ -24,6 +24,7 @@ BENCHMARKS = {
     "lease": ("scripts.benchmarks.lease_bench", "the sender lease: statement cost, takeover after kill -9 / SIGSTOP"),
     "sending": ("scripts.benchmarks.sending_bench", "100 drops in a minute at the default pace: coalesced, killed, banned"),
     "cluster": ("scripts.benchmarks.cluster_bench", "two hosts: drop latency, idle CPU, lease traffic; A killed/paused"),
+    "fate": ("scripts.benchmarks.fate_bench", "two hosts: an ack in flight when A is killed, found or sent by B"),
 }
 
 

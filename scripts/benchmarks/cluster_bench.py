@@ -10,7 +10,8 @@ throughout): A's whole tree killed (kill -9: its connections are reset) or pause
 (as root, in network namespaces: scripts/benchmarks/cluster_lab.py) A cut off from PostgreSQL, its packets dropped silently.
 Measured from the fault: when B holds the lease and when B's device sends its first acknowledgement; the ingest
 gap (post -> commit of the drops posted after the fault, which only B records); acknowledgements duplicated and
-feedback `unknown`. Targets: first ack <= 1 s after a kill, <= lease_s + 1 s after a pause; post -> commit p99
+feedback `unknown`; the sends A may have made at the fault, as B decided them (monitors/fate.py: its copy found,
+sent, or unknown) and how long after B got the lease. Targets: first ack <= 1 s after a kill, <= lease_s + 1 s after a pause; post -> commit p99
 <= 100 ms; 0 duplicated, 0 unknown.
 """
 from __future__ import annotations
@@ -35,6 +36,8 @@ from scripts.benchmarks.drop_latency import percentile
 from scripts.benchmarks.scale_bench import cpu_seconds
 from scripts.benchmarks.system_run import RunningSystem, group_jid, wait_for
 from tests.pg import PgCluster, find_bin_dir
+from watchdog.components import load
+from watchdog.shared.recovery_log import RecoveryLog
 
 P99_TARGET_MS = 100.0
 KILL_TARGET_S = 1.0
@@ -49,6 +52,8 @@ class Fault:
     after_ms: list[float] = field(default_factory=list)  # post -> commit of the drops posted after the fault
     duplicated: int = 0
     unknown: int = 0
+    doubts: Counter = field(default_factory=Counter)  # sends A may have made, as B decided them (monitors/fate.py)
+    decided_s: float = 0.0  # B's lease -> its last decision on them (recovery-log times)
 
     @property
     def target_s(self) -> float:
@@ -105,6 +110,17 @@ def transactions(system: RunningSystem) -> int:
     return int(rows[0][0])
 
 
+def fates(b: RunningSystem) -> tuple[Counter, float]:
+    """B's decisions on the sends A may have made (found / send / unknown), and how long after B got the lease the
+    last one came (both times from B's recovery log)."""
+    records = list(RecoveryLog(load(b.config_path).watchdog.recovery_log).read())
+    decided = [r for r in records if r.get("event") == "feedback_fate"]
+    leased = [r["time"] for r in records if r.get("event") == "lease" and r.get("account") == "main"
+              and r.get("change") in ("acquired", "taken_over")]
+    last = max((r["time"] for r in decided), default=None)
+    return Counter(r["outcome"] for r in decided), (last - min(leased)) if last is not None and leased else 0.0
+
+
 def run_fault(a: RunningSystem, b: RunningSystem, url: str, name: str, blow: Callable[[], Callable[[], None]],
               args: argparse.Namespace) -> Fault:
     """`blow` strikes host A and returns what undoes it (run at the end)."""
@@ -134,6 +150,7 @@ def run_fault(a: RunningSystem, b: RunningSystem, url: str, name: str, blow: Cal
         acks = Counter(s["text"].split()[1] for s in a.sent() if s["recipient"] == group_jid(1))
         result.duplicated = sum(n - 1 for n in acks.values() if n > 1)
         result.unknown = a.query("drops", "SELECT COUNT(*) FROM feedback WHERE status = 'unknown'")[0][0]
+        result.doubts, result.decided_s = fates(b)
     finally:
         undo()
         b.stop()
@@ -172,12 +189,14 @@ def partition_fault(work: Path, bin_dir: Path, args: argparse.Namespace) -> Faul
 
 def fault_table(faults: list[Fault]) -> str:
     lines = ["| fault of host A (lease_s) | B holds the lease after | B's first ack after | target | ingest after the fault: post -> commit "
-             "p50 / p99 | duplicated | unknown |", "|---|---|---|---|---|---|---|"]
+             "p50 / p99 | duplicated | unknown | sends in doubt: found / sent / unknown (last decided after B's lease) |",
+             "|---|---|---|---|---|---|---|---|"]
     for f in faults:
         ok = "**yes**" if f.first_ack_s <= f.target_s else "**no**"
         lines.append(f"| {f.name} ({f.lease_s:g} s) | {f.lease_s_after:.2f} s | {f.first_ack_s:.2f} s | <= {f.target_s:g} s {ok} | "
                      f"{percentile(f.after_ms, 50):.0f} / {percentile(f.after_ms, 99):.0f} ms "
-                     f"({len(f.after_ms)} drops) | {f.duplicated} | {f.unknown} |")
+                     f"({len(f.after_ms)} drops) | {f.duplicated} | {f.unknown} | {f.doubts['found']} / "
+                     f"{f.doubts['send']} / {f.doubts['unknown']} ({f.decided_s:.2f} s) |")
     return "\n".join(lines)
 
 

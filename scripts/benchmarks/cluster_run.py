@@ -13,7 +13,7 @@ import psutil
 
 from monitors.store.lease import lease_states
 from monitors.store.postgres import PostgresBackend
-from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, slow_start
+from scripts.benchmarks.system_run import CONTRACTORS, PHONE, RunningSystem, config_text, group_jid, http, slow_start
 
 RATE = 5.0  # drops posted per second
 CLUSTER = '\n[cluster]\nnode = "{}"\nlease_s = {:g}\n'  # the tests' lease: 2 s (faults wait it out)
@@ -92,3 +92,29 @@ def two_hosts(tmp_path: Path, pg_url: str, lease_s: float = 2.0, projects: int =
         a.stop()
         raise AssertionError(f"B holds the sender lease, not A: {holder(pg_url)}")
     return a, b
+
+
+# -- a send in flight when A dies (sends of unknown fate, monitors/fate.py) ---------------------------------------
+
+def ack_row(system: RunningSystem, drop: str) -> tuple:
+    """(status, bridge_message_id, handed_by, idempotency_key) of the drop's acknowledgement."""
+    rows = system.query("drops", "SELECT f.status, f.bridge_message_id, f.handed_by, f.idempotency_key FROM feedback f "
+                                 "JOIN drops d ON d.id = f.drop_id WHERE d.drop_number = ?", drop)
+    return rows[0] if rows else ("", None, None, "")
+
+
+def sent_of(system: RunningSystem, drop: str) -> list[dict]:
+    """What reached the group about `drop` (/sim/sent: once per message id)."""
+    return [s for s in system.sent() if drop in s["text"]]
+
+
+def withhold(system: RunningSystem, node: str, on: bool) -> None:
+    """WhatsApp takes `node`'s sends but its answers are lost (`POST /sim/withhold`)."""
+    http("POST", f"{system.sim_url}/sim/withhold", {"session": PHONE, "node": node, "withhold": on})
+
+
+def watchdog_and_bridge(system: RunningSystem) -> list[psutil.Process]:
+    """The host's watchdog (so that nothing restarts the bridge) and its bridge: its monitor runs on."""
+    bridge = system.pid("bridge:main")
+    assert system.proc is not None and bridge is not None
+    return [psutil.Process(system.proc.pid), psutil.Process(bridge)]

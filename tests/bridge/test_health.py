@@ -24,8 +24,9 @@ def test_connected_and_writable_is_200_with_every_field() -> None:
     assert body == {"status": "ok", "connected": True, "state": "connected", "reason": "", "account": "main",
                     "pid": os.getpid(), "last_event_age_s": body["last_event_age_s"], "loop_lag_ms": 0.0,
                     "outbox_depth": 3, "dead_letters": 1, "quarantine": {"sanitised": 2, "quarantined": 0},
-                    "open_window": None, "caught_up": True, "store_writable": True, "groups": None,
-                    "not_in_groups": [], "sending": None}
+                    "open_window": None, "caught_up": True, "connected_for_s": body["connected_for_s"],
+                    "store_writable": True, "groups": None, "not_in_groups": [], "sending": None}
+    assert 0 <= body["connected_for_s"] < 60
 
 
 def test_an_outage_is_503_with_its_reason_and_window() -> None:

@@ -120,3 +120,33 @@ def test_a_keyed_sends_message_id_is_derived_from_its_key() -> None:
     assert first != new_message_id("27710000009@s.whatsapp.net", "key-DR1000001")
     assert new_message_id(own, None) != new_message_id(own, None)  # without a key: random, as before
     assert all(len(i) == 22 and i.startswith("3EB0") for i in (first, new_message_id(own, None)))
+
+
+@pytest.mark.slow
+def test_a_withheld_device_s_send_reaches_the_group_and_its_siblings_but_not_its_answer(procs: Processes,
+                                                                                       data_dir: Path) -> None:
+    """`POST /sim/withhold`: WhatsApp took the send, its answer was lost (a cluster's send of unknown fate)."""
+    _, sim_url = start_sim(procs, data_dir)
+
+    async def body(c: Client) -> None:
+        a = await c.connect(hello={"type": "hello", "session": MAIN_PHONE, "node": "vps-a"})
+        b = await c.connect(hello={"type": "hello", "session": MAIN_PHONE, "node": "vps-b"})
+        await a.frame()
+        await b.frame()
+        for bad in ({"session": MAIN_PHONE}, {"session": "999", "withhold": True}, ["x"]):
+            status, reply = await c.api.call("POST", "/sim/withhold", bad)
+            assert status == 400 and ("withhold" in reply["error"] or "unknown session" in reply["error"]), reply
+        assert await c.api.call("POST", "/sim/withhold", {"session": MAIN_PHONE, "node": "vps-a", "withhold": True}) \
+            == (200, {"withheld": True})
+        await a.ws.send_json({"req": 1, "type": "send", "id": "3EB0WITHHELD", "recipient": GROUP_A, "text": "DR1 ok"})
+        [echo] = await b.messages(1)  # the sibling got it, from me
+        assert (echo["id"], echo["sender_jid"]) == ("3EB0WITHHELD", MAIN_JID)
+        _, sent = await c.api.call("GET", "/sim/sent")
+        assert [(s["id"], s["node"]) for s in sent] == [("3EB0WITHHELD", "vps-a")]
+        assert await c.api.call("POST", "/sim/withhold", {"session": MAIN_PHONE, "node": "vps-a", "withhold": False}) \
+            == (200, {"withheld": False})
+        reply = await a.request(type="send", id="3EB0WITHHELD", recipient=GROUP_A, text="DR1 ok")  # req 7
+        assert reply["ok"] and reply["id"] == "3EB0WITHHELD"  # the first answer to reach it: req 1's never did
+        _, sessions = await c.api.call("GET", "/sim/sessions")
+        assert {d["node"]: d["resent"] for d in sessions[MAIN_PHONE]["devices"]}["vps-a"] == 1  # once in the group
+    scenario(sim_url, body)

@@ -15,6 +15,7 @@ def test_a_cluster_node_with_its_defaults(write_config) -> None:  # noqa: ANN001
     config = load(write_config(BASE_CONFIG + DATABASE + '\n[cluster]\nnode = "vps-a"\n'))
     assert config.cluster == ClusterConfig("vps-a", 5.0)
     assert config.cluster.silent_after_s == 15.0  # 3 × lease_s unless node_silent_s says otherwise
+    assert (config.cluster.copy_grace_s, config.cluster.unknown_after_s) == (10.0, 60.0)  # sends in doubt
 
 
 def test_no_cluster_table_is_one_host(write_config) -> None:  # noqa: ANN001
@@ -28,6 +29,9 @@ def test_no_cluster_table_is_one_host(write_config) -> None:  # noqa: ANN001
     ('node = "vps-a"\nlease_s = 0.1', DATABASE, "cluster.lease_s", "expected 1 to 300 seconds"),
     ('node = "vps-a"\nleases = 5', DATABASE, "cluster.leases", "unknown key"),
     ('node = "vps-a"\nnode_silent_s = 9', DATABASE, "cluster.node_silent_s", "expected 2 × lease_s .10. to 86400"),
+    ('node = "vps-a"\ncopy_grace_s = 0', DATABASE, "cluster.copy_grace_s", "expected 0.5 to 600 seconds"),
+    ('node = "vps-a"\ncopy_grace_s = 30\nunknown_after_s = 20', DATABASE, "cluster.unknown_after_s",
+     "expected copy_grace_s .30. to 86400"),
 ])
 def test_a_bad_cluster_table_names_its_key(write_config, table: str, database: str, key: str,  # noqa: ANN001
                                            problem: str) -> None:
