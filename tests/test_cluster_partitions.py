@@ -11,19 +11,22 @@ claims meanwhile wait in its bridge's durable outbox (`queued`) and go out, once
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from monitors.store.postgres import PostgresBackend, silence_bounds
 from scripts.benchmarks.cluster_run import Poster, holder
 from scripts.benchmarks.system_run import RunningSystem, group_jid
 from tests.conftest import wait_until
-from tests.netns import Lab, cluster_lab
-from tests.pg import find_bin_dir
+from tests.netns import Lab, cluster_lab, hosts
+from tests.pg import PgCluster, find_bin_dir
 from tests.test_cluster import devices, sent_status, takeovers
 
 PARTITION_S = 30.0
@@ -140,3 +143,42 @@ def test_a_host_cut_off_from_whatsapp_loses_nothing_and_sends_nothing_twice(lab:
         lab.a.host.cut(lab.a.host.outside, lab.relay.port, cut=False)
     poster.post(5)
     assert_exactly_once(lab, poster)
+
+
+@pytest.mark.timeout(120)
+def test_postgresql_ends_a_cut_off_hosts_session_and_its_locks_about_lease_s_after_its_last_packet(
+        tmp_path: Path) -> None:
+    """Where no takeover ends them (the silent host held no lease, or is another role), a cluster's session of a host
+    cut off mid-transaction ends on the server about lease_s after its last packet (silence_bounds), and its lock
+    with it; a session without those bounds keeps its lock (PostgreSQL's defaults: hours)."""
+    bin_dir, why = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip(why)
+    with hosts(f"wb{os.getpid() % 100000}", 1) as (host,):
+        pg = PgCluster(bin_dir, settings=f"-c listen_addresses=127.0.0.1,{host.outside}")
+        try:
+            with open(pg.data / "pg_hba.conf", "a") as hba:  # a throwaway cluster: trust the veth subnet
+                hba.write("host all all 169.254.0.0/16 trust\n")
+            pg.start()
+            url = pg.create_database("bounds")
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("CREATE TABLE locked (k int PRIMARY KEY); INSERT INTO locked VALUES (1), (2)")
+            server, client = silence_bounds(LEASE_S)
+            with host.entered():  # host A's sessions, in its namespace: one of a cluster, one with the defaults
+                bounded = PostgresBackend(url.replace("127.0.0.1", host.outside), settings=server, **client)
+                plain = psycopg.connect(url.replace("127.0.0.1", host.outside))
+                bounded_tx = bounded.transaction()
+                bounded_tx.__enter__().rows("SELECT k FROM public.locked WHERE k = 1 FOR UPDATE")
+                plain.execute("SELECT k FROM locked WHERE k = 2 FOR UPDATE")
+            host.cut(host.outside, pg.port)
+            cut_at = time.monotonic()
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("SET lock_timeout = '20s'")
+                conn.execute("SELECT k FROM locked WHERE k = 1 FOR UPDATE")  # waits until A's bounded session ends
+                freed = time.monotonic() - cut_at
+                conn.execute("SET lock_timeout = '100ms'")
+                with pytest.raises(psycopg.errors.LockNotAvailable):  # the plain session still holds its lock
+                    conn.execute("SELECT k FROM locked WHERE k = 2 FOR UPDATE")
+            assert freed < LEASE_S + 2.0, f"A's lock outlived its session's bound: {freed:.2f} s"
+        finally:
+            pg.destroy()
