@@ -20,9 +20,11 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import suppress
 from typing import TYPE_CHECKING, TypeVar
 
-from monitors.drops_store import DropsDB, open_drops_store
+from monitors.drops_store import DropsDB, StoreUnavailable, open_drops_store
+from watchdog.shared.migrations import SchemaTooNew
 
 if TYPE_CHECKING:
     from watchdog.components import Config
@@ -54,6 +56,10 @@ class StoreThread:
 
     def _serve(self) -> None:
         assert self._calls is not None
+        # Connect (and check the schema) now: the first drop's recording must not pay for it (~0.1 s under load).
+        # Down or too new: the process's own connection reports it; the first call tries again.
+        with suppress(StoreUnavailable, SchemaTooNew):
+            self.drops.db.connect()  # type: ignore[attr-defined]  # PostgreSQL: a cluster's store
         while (item := self._calls.get()) is not None:
             future, work = item
             if future.set_running_or_notify_cancel():
