@@ -25,11 +25,12 @@ from monitors.store.lease import RENEW_FRACTION, TAKE_OVER_EVERY, SenderLease, T
 from monitors.store.sql import StoreUnavailable
 
 NODE_BEAT_FRACTION = 0.5  # of lease_s: how often a keeper renews its node's row (node_silent_s is >= 2 × lease_s)
-STOP_WAIT_S = 5.0  # how long a stopping monitor waits for the keeper's thread to release the lease
-Look = tuple[Fence | None, Fence | None, Takeover | None, list[tuple[str, float]]]  # before, now, what, silences
 from watchdog.shared.alerts import AlertManager
 from monitors.config import DatabaseConfig
 from watchdog.shared.recovery_log import RecoveryLog
+
+STOP_WAIT_S = 5.0  # how long a stopping monitor waits for the keeper's thread to release the lease
+Look = tuple[Fence | None, Fence | None, Takeover | None, list[tuple[str, float]]]  # before, now, what, silences
 
 
 class LeaseKeeper:
