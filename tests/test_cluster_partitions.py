@@ -92,6 +92,7 @@ def test_a_host_cut_off_from_postgresql_keeps_its_messages_and_catches_up_exactl
     poster = Poster(lab.a)
     poster.post(10)
     wait_until(lambda: sent_status(lab.a) >= 3, timeout=30, message="A to send the first acknowledgements")
+    monitor = lab.b.pid("monitor:p1")
     posting = threading.Thread(target=poster.post, args=(20,))
     posting.start()  # cut in the middle of the stream: A's transactions are cut off mid-way, locks held
     try:
@@ -119,6 +120,7 @@ def test_a_host_cut_off_from_postgresql_keeps_its_messages_and_catches_up_exactl
     poster.post(5)
     assert_exactly_once(lab, poster)
     assert {s["id"] for s in lab.a.sent() if s["node"] == "vps-a"} == by_a  # A sent nothing after it lost the lease
+    assert monitor is not None and lab.b.pid("monitor:p1") == monitor  # B's monitor never stalled into a restart
     [taken] = takeovers(lab.b)
     # the gap in sending, A's last renewal to B's grant on the database's clock: within lease + 1 s
     assert taken["previous"] == "vps-a" and taken["gap_s"] < LEASE_S + 1.0, taken
