@@ -148,8 +148,7 @@ def test_a_host_cut_off_from_whatsapp_loses_nothing_and_sends_nothing_twice(lab:
 
 
 @pytest.mark.timeout(120)
-def test_postgresql_ends_a_cut_off_hosts_session_and_its_locks_about_lease_s_after_its_last_packet(
-        tmp_path: Path) -> None:
+def test_postgresql_ends_a_cut_off_hosts_session_and_its_locks_about_lease_s_after_its_last_packet() -> None:
     """Where no takeover ends them (the silent host held no lease, or is another role), a cluster's session of a host
     cut off mid-transaction ends on the server about lease_s after its last packet (silence_bounds), and its lock
     with it; a session without those bounds keeps its lock (PostgreSQL's defaults: hours)."""
@@ -169,7 +168,7 @@ def test_postgresql_ends_a_cut_off_hosts_session_and_its_locks_about_lease_s_aft
             with host.entered():  # host A's sessions, in its namespace: one of a cluster, one with the defaults
                 bounded = PostgresBackend(url.replace("127.0.0.1", host.outside), settings=server, **client)
                 plain = psycopg.connect(url.replace("127.0.0.1", host.outside))
-                bounded_tx = bounded.transaction()
+                bounded_tx = bounded.transaction()  # left open: the host is cut off inside it (a pipeline)
                 bounded_tx.__enter__().rows("SELECT k FROM public.locked WHERE k = 1 FOR UPDATE")
                 plain.execute("SELECT k FROM locked WHERE k = 2 FOR UPDATE")
             host.cut(host.outside, pg.port)
