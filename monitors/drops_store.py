@@ -79,9 +79,13 @@ def open_drops_store(config: Config, readonly: bool = False) -> DropsDB:
         from monitors.store.postgres import PostgresBackend
         if config.cluster is None:
             return DropsDB(PostgresBackend(config.database.url, config.database.schema))
-        # A cluster: named after the node, so that a host taking over its lease can end its sessions (lease.py)
+        # A cluster: named after the node, so that a host taking over its lease can end its sessions (lease.py);
+        # a silent peer given up within about lease_s, so that a cut-off host's locks do not outlive its lease
+        from monitors.store.postgres import silence_bounds
+        server, client = silence_bounds(config.cluster.lease_s)
         return DropsDB(PostgresBackend(config.database.url, config.database.schema,
-                                       application_name=store_session_name(config.cluster.node)))
+                                       application_name=store_session_name(config.cluster.node), settings=server,
+                                       **client))
     from monitors.store.sqlite import SqliteBackend
     return DropsDB(SqliteBackend(drops_db_path(config.data_dir), readonly=readonly))
 

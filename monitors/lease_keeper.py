@@ -3,12 +3,15 @@ takeover while not, and tells the feedback senders when sending rights came or w
 and beat it renews this node's row in `cluster_nodes` and alerts on the other nodes' silences
 (monitors/store/nodes.py): every process that keeps a lease is a sign of life of its node.
 
-The statements are blocking (psycopg) and run in a thread: a silent PostgreSQL must not stop the monitor's
-loop, and the senders only ask `fence()`, which answers from the holder's monotonic deadline.
+The statements are blocking (psycopg) and run on a thread of the keeper's own, on its own schedule: a silent
+PostgreSQL must not stop the monitor's event loop, and the loop, whatever it is doing, must not delay a takeover
+(it is what ends a silent holder's sessions and the locks they keep). The loop only reports what the looks found;
+the senders only ask `fence()`, which answers from the holder's monotonic deadline.
 """
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 
@@ -18,14 +21,16 @@ from monitors.alert_rules import LEASE_TAKEN_OVER, NODE_SILENT
 from monitors.config import ClusterConfig
 from monitors.store.fence import Fence
 from monitors.store import nodes
-from monitors.store.lease import RENEW_FRACTION, TAKE_OVER_EVERY, SenderLease
+from monitors.store.lease import RENEW_FRACTION, TAKE_OVER_EVERY, SenderLease, Takeover
 from monitors.store.sql import StoreUnavailable
 
 NODE_BEAT_FRACTION = 0.5  # of lease_s: how often a keeper renews its node's row (node_silent_s is >= 2 × lease_s)
 from watchdog.shared.alerts import AlertManager
 from monitors.config import DatabaseConfig
 from watchdog.shared.recovery_log import RecoveryLog
-from watchdog.shared.waiting import wait_event
+
+STOP_WAIT_S = 5.0  # how long a stopping monitor waits for the keeper's thread to release the lease
+Look = tuple[Fence | None, Fence | None, Takeover | None, list[tuple[str, float]]]  # before, now, what, silences
 
 
 class LeaseKeeper:
@@ -75,7 +80,7 @@ class LeaseKeeper:
             self.log.append(self.component, "node_silent", node=silent, seen_by=node, silent_s=round(ago, 1))
             self.alerts.fire(NODE_SILENT, f"node:{silent}", summary)
 
-    def _report(self, before: Fence | None, now: Fence | None) -> None:
+    def _report(self, before: Fence | None, now: Fence | None, took: Takeover | None) -> None:
         if before == now or (before is not None and now is not None and before.token == now.token):
             return
         lease = self.lease
@@ -83,7 +88,7 @@ class LeaseKeeper:
             logger.warning("sender lease of {} lost by {} (token {})", lease.account, lease.node, before.token)
             self.log.append(self.component, "lease", change="lost", account=lease.account, node=lease.node,
                             token=before.token)
-        if now is not None and (took := lease.takeover) is not None:
+        if now is not None and took is not None:
             summary = (f"{lease.node} took over the sender lease of {lease.account} from {took.holder} (token "
                        f"{now.token}), silent for {took.silent_s:.1f} s")
             logger.warning(summary)
@@ -96,17 +101,40 @@ class LeaseKeeper:
                             token=now.token)
         self.on_change()
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        """Until `stopping`; then release the lease so that another host takes over at its next look."""
+    def _keep_looking(self, found: Callable[[Look], None], stop: threading.Event) -> None:
+        """The keeper's thread: a look every RENEW_FRACTION × lease_s while held, TAKE_OVER_EVERY while not, each
+        handed to `found`; until `stop`, then the lease released so that another host takes over at its next look."""
         try:
             while True:
                 before = self.lease.fence()
-                now, silences = await asyncio.to_thread(self.keep)
-                self._report(before, now)
-                self._report_silences(silences)
-                every = self.lease.lease_s * RENEW_FRACTION if now else TAKE_OVER_EVERY
-                if await wait_event(stopping, every):
+                now, silences = self.keep()
+                found((before, now, self.lease.takeover if now is not None else None, silences))
+                if stop.wait(self.lease.lease_s * RENEW_FRACTION if now else TAKE_OVER_EVERY):
                     return
         finally:
             self.lease.release()
             self.lease.close()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Report the thread's looks until `stopping` (or cancelled); then stop the thread, which releases the lease."""
+        loop = asyncio.get_running_loop()
+        looks: asyncio.Queue[Look] = asyncio.Queue()
+
+        def found(look: Look) -> None:
+            try:
+                loop.call_soon_threadsafe(looks.put_nowait, look)
+            except RuntimeError:  # the loop closed: the process is on its way out
+                pass
+
+        stop = threading.Event()
+        thread = threading.Thread(target=self._keep_looking, args=(found, stop), daemon=True,
+                                  name=f"lease {self.lease.account}")
+        thread.start()
+        try:
+            while not stopping.is_set():
+                before, now, took, silences = await looks.get()
+                self._report(before, now, took)
+                self._report_silences(silences)
+        finally:
+            stop.set()
+            await asyncio.to_thread(thread.join, STOP_WAIT_S)

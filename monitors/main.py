@@ -31,6 +31,7 @@ from monitors.follow import StoreFollower, StoreNotReady
 from monitors.group_watch import GroupWatch
 from monitors.project import ProjectMonitor
 from monitors.receipts import ReceiptFollower, receipt_accounts
+from monitors.store_thread import StoreThread
 from monitors.store_watch import StoreWakes
 from watchdog.shared.alerts import AlertManager
 from watchdog.shared import logs
@@ -56,6 +57,7 @@ class MonitorProcess:
         self.config = config
         self.projects = projects
         self.drops = open_drops_store(config)
+        self.writes = StoreThread.for_config(config, self.drops)  # a cluster: what can wait on another host, off the loop
         self.wakes = StoreWakes()
         self._status_changed = asyncio.Event()
         self._looks: list[asyncio.Event] = []  # one per followed store: set by inotify, or to stop
@@ -65,9 +67,9 @@ class MonitorProcess:
                                 on_stop=self._wake_looks)
         self.stopping = self.entry.stop
         log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
-        self.monitors = [ProjectMonitor(config, project, self.drops, log, self.stopping, self._status_changed.set)
-                         for project in projects]
-        self.receipts = [ReceiptFollower(self.drops, account, self.wakes)
+        self.monitors = [ProjectMonitor(config, project, self.drops, log, self.stopping, self._status_changed.set,
+                                        self.writes) for project in projects]
+        self.receipts = [ReceiptFollower(self.drops, account, self.wakes, self.writes)
                          for account in receipt_accounts(config, projects)]
         self.alerts = AlertManager(config.alerts, log)
         for monitor in self.monitors:
@@ -181,6 +183,7 @@ class MonitorProcess:
             for store in stores.values():
                 store.close()
             self.drops.close()
+            self.writes.close()
             logger.info("monitor {} stopped in {:.0f} ms", self.name, (time.monotonic() - begun) * 1000)
             return exit_code
 
@@ -192,13 +195,15 @@ class MonitorProcess:
                 if (store := await self._open_store(path)) is not None:
                     stores[path] = store
             if not self.stopping.is_set():
+                # The lease keepers first, on threads of their own: a catch-up may wait on a silent holder's locks,
+                # and only their takeover ends its sessions.
+                tasks |= {asyncio.create_task(keeper.run(self.stopping)) for keeper in self.keepers}
                 await asyncio.gather(*(monitor.start(stores[monitor.account.store]) for monitor in self.monitors))
                 self.entry.ready()
                 tasks |= {asyncio.create_task(self._follow(store, [m for m in self.monitors if m.account.store == path]))
                           for path, store in stores.items()}
                 tasks |= {asyncio.create_task(monitor.sender.run()) for monitor in self.monitors}
                 tasks |= {asyncio.create_task(follower.run()) for follower in self.receipts}
-                tasks |= {asyncio.create_task(keeper.run(self.stopping)) for keeper in self.keepers}
                 tasks.add(asyncio.create_task(self._save_cursors()))
                 tasks.add(asyncio.create_task(self.group_watch.run(self.stopping)))
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

@@ -19,10 +19,11 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from bridge.schema import Window, WindowCounts, bare_user, parse_ts
 from monitors.cluster_config import reader_key
 from monitors.detect import DropPattern, submissions
-from monitors.drops_store import DropsDB, Position, StoreUnavailable
+from monitors.drops_store import Drop, DropsDB, NewFeedback, Position, StoreUnavailable, Submission
 from monitors.feedback import FeedbackSender, ack_for
 from monitors.follow import StoreFollower
 from monitors.lineage import recheck
+from monitors.store_thread import StoreThread
 from monitors.config import ProjectConfig
 from watchdog.components import Config
 from watchdog.shared.human import counts_text
@@ -48,7 +49,8 @@ class ProjectMonitor:
     """One project in a monitor process: its cursor, its windows, its feedback; the process owns the rest."""
 
     def __init__(self, config: Config, project: ProjectConfig, drops: DropsDB, recovery_log: RecoveryLog,
-                 stopping: asyncio.Event, changed: Callable[[], None] = lambda: None) -> None:
+                 stopping: asyncio.Event, changed: Callable[[], None] = lambda: None,
+                 writes: StoreThread | None = None) -> None:
         self.config = config
         self.project = project
         self.component = project.component
@@ -57,7 +59,9 @@ class ProjectMonitor:
         self.groups = frozenset(project.groups)
         self.own_numbers = frozenset(bare_user(jid) for jid in config.own_jids)
         self.pattern = DropPattern(project.pattern)
-        self.drops = drops  # the process's one connection: every call is synchronous, on its event loop
+        self.drops = drops  # the process's connection: its calls are synchronous, on its event loop
+        self.writes = writes or StoreThread(drops)  # recording, which can wait on another host's locks
+        self._recording = False  # a recording is under way (off the loop): its cursor is not saved lazily meanwhile
         self.recovery_log = recovery_log
         self.sender = FeedbackSender(config, project, drops)
         self.sender.log = recovery_log
@@ -124,7 +128,7 @@ class ProjectMonitor:
             last = messages[-1]
             position = Position(last.rowid, last.id, last.stored_at, store.store_id())
             if found:  # drops and the cursor in one transaction; past messages without drops it moves lazily
-                new = self.drops.record(self.project.name, self.reader, position, found, ack)
+                new = await self._record(position, found, ack)
                 self.saved_position = position
                 self.drop_count += len(new)
             self.position = position
@@ -139,6 +143,21 @@ class ProjectMonitor:
                 break
             await asyncio.sleep(0)  # a long catch-up still lets heartbeats and feedback run
         self.report_windows(store, windows)
+
+    async def _record(self, position: Position, found: list[Submission],
+                      ack: Callable[[Submission], NewFeedback] | None) -> list[Drop]:
+        """Record through `writes`. Meanwhile the process's lazy cursor save must not write this project's older
+        position after the recording committed its newer one (a cancelled recording may still commit: the flag
+        stays, and the position is read from the drops store at the next start)."""
+        self._recording = True
+        try:
+            new = await self.writes.call(lambda drops: drops.record(self.project.name, self.reader, position, found,
+                                                                    ack))
+        except Exception:
+            self._recording = False
+            raise
+        self._recording = False
+        return new
 
     def report_windows(self, store: StoreFollower, windows: list[Window]) -> None:
         """One recovery-log line per finished window; claimed in drops.db first so it is written once.
@@ -226,7 +245,7 @@ class ProjectMonitor:
     def unsaved_cursor(self) -> tuple[str, str, Position] | None:
         """(project, account, position) when the cursor moved since it was saved (past messages without drops,
         or back by a recheck)."""
-        if self.position == self.saved_position:
+        if self.position == self.saved_position or self._recording:
             return None
         return self.project.name, self.reader, self.position
 

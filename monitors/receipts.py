@@ -41,6 +41,7 @@ from bridge.schema import parse_ts
 from bridge.store import StoredReceipt, receipts_after
 from monitors.drops_store import DropsDB, StoreUnavailable
 from monitors.follow import StoreFollower, StoreNotReady
+from monitors.store_thread import StoreThread
 from monitors.store_watch import StoreWakes, WakeSchedule
 from bridge.config import AccountConfig
 from monitors.config import ProjectConfig
@@ -70,8 +71,10 @@ def receipt_accounts(config: Config, projects: list[ProjectConfig]) -> list[Acco
 
 
 class ReceiptFollower:
-    def __init__(self, drops: DropsDB, account: AccountConfig, wakes: StoreWakes) -> None:
+    def __init__(self, drops: DropsDB, account: AccountConfig, wakes: StoreWakes,
+                 writes: StoreThread | None = None) -> None:
         self.drops = drops
+        self.writes = writes or StoreThread(drops)  # stamping, which can wait on another host's locks (a cluster)
         self.account = account
         self.wakes = wakes  # the monitor process's: one inotify instance for the process
         self.key = f"receipts:{account.name}"
@@ -81,20 +84,21 @@ class ReceiptFollower:
         self._retried = 0.0
         self._saved: int | None = None  # the position last written to the drops store
 
-    def _record(self, receipts: list[Waiting]) -> list[Waiting]:
+    async def _record(self, receipts: list[Waiting]) -> list[Waiting]:
         """Stamp a batch; returns the receipts of messages not known as feedback yet that are still young."""
-        known, changed = self.drops.record_receipts([w.receipt for w in receipts])
+        stamps = [w.receipt for w in receipts]
+        known, changed = await self.writes.call(lambda drops: drops.record_receipts(stamps))
         self.stamped += changed
         now = clock.boottime()
         return [w for w in receipts if w.receipt.message_id not in known and now - w.seen < GRACE]
 
-    def retry_waiting(self) -> None:
+    async def retry_waiting(self) -> None:
         """Try the receipts that matched nothing yet again; drop the ones that matched or aged out."""
         self._retried = time.monotonic()
-        self.waiting = self._record(self.waiting)
+        self.waiting = await self._record(self.waiting)
         self._save()
 
-    def catch_up(self, store: StoreFollower) -> None:
+    async def catch_up(self, store: StoreFollower) -> None:
         """Record every receipt after the cursor.
 
         Raises sqlite3.OperationalError while the bridge's store has no receipts table, and
@@ -103,7 +107,7 @@ class ReceiptFollower:
         if self.cursor is None:
             self.cursor = int(self.drops.get_state(self.key) or 0)
         while batch := receipts_after(store.conn, self.cursor, BATCH):
-            self.waiting += self._record([first_read(receipt) for receipt in batch])
+            self.waiting += await self._record([first_read(receipt) for receipt in batch])
             self.cursor = batch[-1].rowid
             self._save()
             if len(batch) < BATCH:
@@ -149,10 +153,10 @@ class ReceiptFollower:
                         schedule.committed()
                         pending = True
                     if pending:
-                        self.catch_up(store)
+                        await self.catch_up(store)
                         pending = False
                     if self.retry_due():
-                        self.retry_waiting()
+                        await self.retry_waiting()
                 except StoreUnavailable:  # the monitor says so in its status; try again shortly
                     pending = True
                     await asyncio.sleep(WAIT_INTERVAL)

@@ -33,7 +33,7 @@ import psycopg
 from loguru import logger
 
 from monitors.store.fence import Fence
-from monitors.store.postgres import PostgresBackend
+from monitors.store.postgres import PostgresBackend, silence_bounds
 from monitors.store.sql import StoreUnavailable, one
 
 SAFETY = 0.2  # of lease_s: the holder stops sending this long before the database could expire its lease
@@ -135,9 +135,11 @@ class SenderLease:
         self.node = node
         self.lease_s = lease_s
         self.session = session_name(node, account)
-        # A silent server must not hold a renew for minutes: unacknowledged data aborts the connection.
-        self.db = PostgresBackend(url, schema, application_name=self.session,
-                                  tcp_user_timeout=max(1000, int(lease_s * 1000 * SAFETY)))
+        # A silent server must not hold a renew for minutes: unacknowledged data aborts the connection (sooner
+        # than the store's sessions: the holder stops sending at 1 - SAFETY of its lease).
+        server, client = silence_bounds(lease_s)
+        self.db = PostgresBackend(url, schema, application_name=self.session, settings=server,
+                                  **{**client, "tcp_user_timeout": max(1000, int(lease_s * 1000 * SAFETY))})
         self.token: int | None = None
         self._valid_until = 0.0  # monotonic
         self.takeover: Takeover | None = None  # what the last grant took over (for the keeper's report)

@@ -13,6 +13,7 @@ the caller's retry is idempotent); the next call reconnects.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -80,9 +81,11 @@ class PostgresBackend:
     """One connection in autocommit between transactions; its dialect NOTIFYs the schema's outbox channel."""
 
     def __init__(self, url: str, schema: str = "wa_watchdog", application_name: str = "wa-watchdog",
-                 **options: object) -> None:
+                 settings: dict[str, int] | None = None, **options: object) -> None:
         """`application_name`, `options` (libpq parameters, e.g. tcp_user_timeout): the sender lease's own
-        session is recognised by its name in pg_stat_activity and must not hang on a silent server."""
+        session is recognised by its name in pg_stat_activity and must not hang on a silent server. `settings`:
+        the server's parameters for this session (SET on connecting, which a pgbouncer passes on, unlike a
+        startup `options`), e.g. `silence_bounds`."""
         if not DB_SCHEMA_NAME.match(schema):
             raise ValueError(f"database.schema: {schema!r} is not a plain lower-case SQL name")
         self.url = url
@@ -91,6 +94,7 @@ class PostgresBackend:
         self.description = f"PostgreSQL {redact(url)} (schema {schema})"
         self.application_name = application_name
         self.options = options
+        self.settings = settings or {}
         self._conn: psycopg.Connection | None = None
 
     # -- connection --------------------------------------------------------------------------------
@@ -105,6 +109,8 @@ class PostgresBackend:
             conn.adapters.register_loader(name, loader)
         try:
             conn.execute("SET TIME ZONE 'UTC'; SET DateStyle TO 'ISO'")  # what _StoreTimestamp reads
+            for name, value in self.settings.items():
+                conn.execute(f"SET {name} = {int(value)}")
             migrate(_PgTarget(conn, self.schema, self.description), migrations(POSTGRES))
             conn.execute(f'SET search_path TO "{self.schema}"')
         except UNAVAILABLE as exc:
@@ -150,6 +156,26 @@ class PostgresBackend:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def silence_bounds(lease_s: float) -> tuple[dict[str, int], dict[str, object]]:
+    """A cluster's sessions give up on a silent peer within about `lease_s`, on both ends: (the server's
+    `settings`, the client's libpq `options`) for PostgresBackend.
+
+    The server's side is what matters to the other host: a host cut off from PostgreSQL in the middle of a
+    transaction keeps its locks until the server's TCP gives up on it, by default after hours (keepalives after
+    2 h idle; about 15 min of retransmissions). With these its backend ends, and its locks with it, about
+    `lease_s` after its last packet; a takeover ends it sooner, but not the sessions of a host that holds no lease,
+    nor another role's. A paused host's kernel still answers keepalives: its sessions stay until a takeover. The
+    client's side lets the cut-off host itself find out as soon, instead of waiting in a read for hours.
+    """
+    idle = max(1, math.ceil(lease_s / 2))  # seconds without traffic before the first probe; one a second after
+    timeout_ms = max(1000, int(lease_s * 1000))  # unacknowledged data (or probes) this long: the peer is gone
+    server = {"tcp_keepalives_idle": idle, "tcp_keepalives_interval": 1, "tcp_keepalives_count": idle,
+              "tcp_user_timeout": timeout_ms}
+    client: dict[str, object] = {"keepalives": 1, "keepalives_idle": idle, "keepalives_interval": 1,
+                                 "keepalives_count": idle, "tcp_user_timeout": timeout_ms}
+    return server, client
 
 
 def reason(exc: BaseException) -> str:

@@ -3,6 +3,7 @@ kept and stamped once the bridge's answer is recorded, also across a restart; st
 boot's clock whatever the wall clock does."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -38,16 +39,16 @@ def test_early_receipts_wait_for_their_feedback_and_survive_a_restart(write_conf
                          Receipt(("3EB0F1",), GROUP_A, SENDER, ReceiptKind.READ, now)])
     store = StoreFollower(account.store)
     follower = ReceiptFollower(drops, account, StoreWakes())
-    follower.catch_up(store)
+    asyncio.run(follower.catch_up(store))
     assert [w.receipt.message_id for w in follower.waiting] == ["3EB0F1", "3EB0F1"] and follower.cursor == 3
     assert drops.get_state(follower.key) == "0"  # saved before the oldest waiting receipt
 
     restarted = ReceiptFollower(drops, account, StoreWakes())  # a monitor restarted now reads them again
-    restarted.catch_up(store)
+    asyncio.run(restarted.catch_up(store))
     assert len(restarted.waiting) == 2
 
     drops.finish_feedback(feedback, FEEDBACK_SENT, bridge_message_id="3EB0F1")
-    restarted.retry_waiting()
+    asyncio.run(restarted.retry_waiting())
     assert restarted.waiting == [] and drops.get_state(restarted.key) == "3" and restarted.stamped == 2
     (stamped,) = drops.drop_by_public_id(drop.public_id).feedback
     assert stamped.delivered_at and stamped.read_at
@@ -78,16 +79,16 @@ def test_the_grace_of_a_receipt_is_kept_on_the_boots_clock(write_config: Callabl
                          Receipt(("OTHER",), GROUP_A, SENDER, ReceiptKind.DELIVERED, clock.now())])
     store = StoreFollower(account.store)
     follower = ReceiptFollower(drops, account, StoreWakes())
-    follower.catch_up(store)
+    asyncio.run(follower.catch_up(store))
     clock.step_for_tests(step)
     clock.pass_for_tests(1)
-    follower.retry_waiting()  # the retry a second later: the answer is not recorded yet
+    asyncio.run(follower.retry_waiting())  # the retry a second later: the answer is not recorded yet
     drops.finish_feedback(feedback, FEEDBACK_SENT, bridge_message_id="3EB0F1")
-    follower.retry_waiting()
+    asyncio.run(follower.retry_waiting())
     assert follower.stamped == 1 and drops.drop_by_public_id(drop.public_id).feedback[0].delivered_at
     assert len(follower.waiting) == 1  # the stranger's, within its grace
     clock.pass_for_tests(GRACE)
-    follower.retry_waiting()
+    asyncio.run(follower.retry_waiting())
     assert follower.waiting == [] and drops.get_state(follower.key) == "2"
     store.close()
     drops.close()
