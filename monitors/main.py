@@ -30,6 +30,7 @@ from monitors.fate import Fates
 from monitors.follow import StoreFollower, StoreNotReady
 from monitors.group_watch import GroupWatch
 from monitors.project import ProjectMonitor
+from monitors.cluster_config import reader_key
 from monitors.receipts import ReceiptFollower, receipt_accounts
 from monitors.store_thread import StoreThread
 from monitors.store_watch import StoreWakes
@@ -69,7 +70,8 @@ class MonitorProcess:
         log = RecoveryLog(config.watchdog.recovery_log, config.watchdog.recovery_log_max_bytes)
         self.monitors = [ProjectMonitor(config, project, self.drops, log, self.stopping, self._status_changed.set,
                                         self.writes) for project in projects]
-        self.receipts = [ReceiptFollower(self.drops, account, self.wakes, self.writes)
+        self.receipts = [ReceiptFollower(self.drops, account, self.wakes, self.writes,
+                                         reader_key(account.name, config.cluster))
                          for account in receipt_accounts(config, projects)]
         self.alerts = AlertManager(config.alerts, log)
         for monitor in self.monitors:

@@ -72,12 +72,14 @@ def receipt_accounts(config: Config, projects: list[ProjectConfig]) -> list[Acco
 
 class ReceiptFollower:
     def __init__(self, drops: DropsDB, account: AccountConfig, wakes: StoreWakes,
-                 writes: StoreThread | None = None) -> None:
+                 writes: StoreThread | None = None, reader: str = "") -> None:
         self.drops = drops
         self.writes = writes or StoreThread(drops)  # stamping, which can wait on another host's locks (a cluster)
         self.account = account
         self.wakes = wakes  # the monitor process's: one inotify instance for the process
-        self.key = f"receipts:{account.name}"
+        # How far this host read the account's receipts: in a cluster each host's messages.db numbers its rows
+        # its own way, so the position is the host's (`reader`: monitors/cluster_config.py reader_key).
+        self.key = f"receipts:{reader or account.name}"
         self.cursor: int | None = None  # the last receipt read; from the drops store on the first catch-up
         self.waiting: list[Waiting] = []  # matched no feedback yet, still within GRACE (oldest first)
         self.stamped = 0  # feedback rows changed by a receipt since start

@@ -93,3 +93,32 @@ def test_the_grace_of_a_receipt_is_kept_on_the_boots_clock(write_config: Callabl
     store.close()
     drops.close()
     bridge.close()
+
+
+def test_each_cluster_host_keeps_its_own_position_in_its_own_receipts(write_config: Callable[..., Path],
+                                                                       tmp_path: Path) -> None:
+    """Two hosts' messages.db number the same account's receipts each its own way: host A's position saved in the
+    shared drops store must not move host B's (B read one receipt, A three: B must still read its next)."""
+    config = load(write_config())
+    account = config.account("main")
+    drops = open_drops_store(config)
+    stores = {}
+    for node, count in (("vps-b", 1), ("vps-a", 3)):  # B saves first, A after: A's must not be B's
+        path = tmp_path / node / "messages.db"
+        path.parent.mkdir()
+        bridge = Store(path)
+        old = clock.now() - timedelta(seconds=GRACE + 1)  # strangers past their grace: the position moves past them
+        bridge.add_receipts([Receipt((f"{node}-{n}",), GROUP_A, SENDER, ReceiptKind.DELIVERED, old)
+                             for n in range(count)])
+        bridge.close()
+        stores[node] = StoreFollower(path)
+    followers = {node: ReceiptFollower(drops, account, StoreWakes(), reader=f"main@{node}") for node in stores}
+    for node, follower in followers.items():
+        asyncio.run(follower.catch_up(stores[node]))
+    assert followers["vps-a"].cursor == 3 and followers["vps-b"].cursor == 1
+    restarted_b = ReceiptFollower(drops, account, StoreWakes(), reader="main@vps-b")
+    assert drops.get_state(followers["vps-a"].key) == "3"
+    assert drops.get_state(restarted_b.key) == "1"  # not A's 3: the receipt B stores next (rowid 2) is read
+    for store in stores.values():
+        store.close()
+    drops.close()
