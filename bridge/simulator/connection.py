@@ -23,7 +23,7 @@ class Connection:
         self.closing = False
         self.reason = "closed by the client"
         self.ended = False  # the socket handler is done with it
-        self.answer: asyncio.Future[bool] | None = None  # a liveness probe waiting for any frame from the client
+        self.answer: asyncio.Future[bool] | None = None  # a liveness probe waiting for the client's pong
 
     def detach(self, reason: str) -> None:
         """Stop delivery on this connection at once and give up the session (the socket stays open)."""
@@ -41,12 +41,12 @@ class Connection:
         spawn(tasks, self.ws.close(code=code, message=reason.encode("utf-8")[:123]))
 
     def heard(self, alive: bool = True) -> None:
-        """A frame came from the client (or, with `alive` False, the socket ended): a waiting probe has its answer."""
+        """A pong came from the client (or, with `alive` False, the socket ended): a waiting probe has its answer."""
         if self.answer is not None and not self.answer.done():
             self.answer.set_result(alive)
 
     async def answers(self, deadline: float) -> bool:
-        """Whether the client is still there: a ping, then any frame from it (a pong at least) within `deadline`.
+        """Whether the client is still there: a ping, and its pong within `deadline`.
 
         A half-open socket (its peer cut off by the network, or gone without a FIN reaching us) or a frozen
         client never answers; a write to a socket already reset fails at once.

@@ -282,11 +282,11 @@ class Sim:
             workers.append(asyncio.create_task(self.scheduled_disconnect(conn)))
         try:
             async for msg in ws:
-                conn.heard()
                 if msg.type == WSMsgType.PING:
                     await ws.pong(msg.data)
                     continue
-                if msg.type == WSMsgType.PONG:
+                if msg.type == WSMsgType.PONG:  # a frame sent before the client gave the connection up is no answer
+                    conn.heard()
                     continue
                 frame = _parse(msg)
                 reply = self.request(conn, frame) if frame is not None else {
