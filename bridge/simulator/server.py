@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from loguru import logger
 
+from bridge.simulator.connection import Connection, spawn
 from bridge.simulator.interactions import Interactions
 from bridge.simulator.limits import Gatekeeper, Refusal
 from bridge.simulator.state import Session, SimError, SimReceipt, SimState, iso
@@ -42,28 +43,9 @@ BATCH = 500  # messages per frame: a bridge ingests thousands per second in few 
 MAX_FRAME = 144 * 1024 * 1024  # media travels base64 inside frames: a 100 MB document (WhatsApp's limit) fits
 HELLO_TIMEOUT = 5.0
 SERVER_HEARTBEAT = 10.0  # drop a client that stopped answering pings (a frozen bridge)
-
-
-class Connection:
-    """One session websocket; at most one per session is active."""
-
-    def __init__(self, session: Session, ws: web.WebSocketResponse) -> None:
-        self.session = session
-        self.ws = ws
-        self.cursor = 0  # highest queue sequence number sent on this connection
-        self.closing = False
-        self.reason = "closed by the client"
-
-    def drop(self, code: int, reason: str, tasks: set[asyncio.Task]) -> None:
-        """Close from the server side; delivery on this connection stops at once."""
-        if self.closing:
-            return
-        self.closing = True
-        self.reason = reason
-        if self.session.connection is self:
-            self.session.connection = None
-        self.session.wakeup.set()
-        _spawn(tasks, self.ws.close(code=code, message=reason.encode("utf-8")[:123]))
+# How long an older connection of a device has to answer a ping when a new one takes its place: the deadline
+# aiohttp's heartbeat gives a pong, so "live" means what the heartbeat would have kept.
+PROBE_S = SERVER_HEARTBEAT / 2
 
 
 class Sim:
@@ -72,6 +54,7 @@ class Sim:
         self.config = config
         self.state = state
         self.tasks: set[asyncio.Task] = set()
+        self.replacing: set[asyncio.Task] = set()  # replaced connections being probed (cancelled on shutdown)
         self.rng = random.Random()
         self.gate = Gatekeeper()  # WhatsApp's limits on senders (bridge/simulator/limits.py)
         self.interactions = Interactions()  # reactions, read receipts, typing (bridge/simulator/interactions.py)
@@ -81,14 +64,35 @@ class Sim:
     def attach(self, session: Session, ws: web.WebSocketResponse) -> Connection:
         old = session.connection
         if isinstance(old, Connection):
-            session.stream_replaced += 1
-            logger.warning("session {}: stream replaced by a new connection", session.name)
-            old.drop(CLOSE_STREAM_REPLACED, "stream replaced: another connection took this session", self.tasks)
+            old.detach("stream replaced: another connection took this session")
+            spawn(self.replacing, self._replace(old))
         conn = Connection(session, ws)
         session.connection = conn
         session.connections += 1
         logger.info("session {}: connected ({} queued)", session.name, len(session.queue))
         return conn
+
+    async def _replace(self, old: Connection) -> None:
+        """Close the connection a newer one of its device replaced, having asked whether it was still alive.
+
+        A live one was two connections of one device: WhatsApp's stream replaced, counted in `stream_replaced`.
+        One that no longer answers is a half-open leftover (the client already gave it up, e.g. across a network
+        cut shorter than our heartbeat): the new connection is its successor, not a second one, so it is
+        counted in `dead_replaced`. Both are closed with 4409: a frozen client that wakes up learns the truth
+        and does not fight the newer connection for the session.
+        """
+        session = old.session
+        if await old.answers(PROBE_S):
+            session.stream_replaced += 1
+            logger.warning("session {}: stream replaced by a new connection (the older one still answered)",
+                           session.name)
+        else:
+            session.dead_replaced += 1
+            old.reason = f"replaced by a new connection; this one no longer answered (for {PROBE_S:g} s)"
+            logger.info("session {}: a new connection replaced a dead one (no answer for {:g} s)", session.name,
+                        PROBE_S)
+        await old.ws.close(code=CLOSE_STREAM_REPLACED,
+                           message=b"stream replaced: another connection took this session")
 
     def disconnect(self, phone: object, reason: str, node: object = None) -> bool:
         """Disconnect the number's connected devices (only `node`'s, if given); False if none was connected."""
@@ -144,7 +148,7 @@ class Sim:
             return None
         refusal = self.gate.check_send(conn.session.phone, frame.get("recipient"))
         if refusal is not None and refusal.ban:
-            _spawn(self.tasks, self._ban(conn))
+            spawn(self.tasks, self._ban(conn))
         return refusal
 
     def session(self, phone: object) -> Session:
@@ -155,6 +159,8 @@ class Sim:
             raise SimError(f"session: unknown session {phone!r} (known: {known})") from None
 
     def shutdown(self) -> None:
+        for task in self.replacing:  # a dead one is not worth a wait: the server closes every socket anyway
+            task.cancel()
         for session in self.state.all_devices():
             if isinstance(session.connection, Connection):
                 session.connection.drop(CLOSE_GOING_AWAY, "server going away", self.tasks)
@@ -277,7 +283,8 @@ class Sim:
         return session
 
     async def socket(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=SERVER_HEARTBEAT, max_msg_size=MAX_FRAME, timeout=2.0)
+        # autoping off: a pong must reach `Connection.heard` (a liveness probe); pings are answered below
+        ws = web.WebSocketResponse(heartbeat=SERVER_HEARTBEAT, autoping=False, max_msg_size=MAX_FRAME, timeout=2.0)
         await ws.prepare(request)
         session = await self.hello(ws)
         if session is None:
@@ -290,6 +297,12 @@ class Sim:
             workers.append(asyncio.create_task(self.scheduled_disconnect(conn)))
         try:
             async for msg in ws:
+                if msg.type == WSMsgType.PING:
+                    await ws.pong(msg.data)
+                    continue
+                if msg.type == WSMsgType.PONG:  # a frame sent before the client gave the connection up is no answer
+                    conn.heard()
+                    continue
                 frame = _parse(msg)
                 reply = self.request(conn, frame) if frame is not None else {
                     "type": "result", "req": None, "ok": False, "error": "frame: not a JSON object"}
@@ -301,6 +314,8 @@ class Sim:
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+            conn.ended = True
+            conn.heard(alive=False)
             if session.connection is conn:
                 session.connection = None
             logger.info("session {}: connection closed ({})", session.name, conn.reason)
@@ -310,8 +325,8 @@ class Sim:
 def _device_json(session: Session) -> dict:
     return {"node": session.node, "connected": session.connection is not None, "queue_depth": len(session.queue),
             "connections": session.connections, "stream_replaced": session.stream_replaced,
-            "disconnects": session.disconnects, "delivered": session.delivered, "acked": session.acked,
-            "resent": session.resent}
+            "dead_replaced": session.dead_replaced, "disconnects": session.disconnects,
+            "delivered": session.delivered, "acked": session.acked, "resent": session.resent}
 
 
 def _numbers(devices: list[dict]) -> dict:
@@ -467,7 +482,7 @@ async def serve(config: Config) -> int:
         for task in background:
             task.cancel()
         sim.shutdown()
-        await asyncio.gather(*background, *sim.tasks, return_exceptions=True)
+        await asyncio.gather(*background, *sim.tasks, *sim.replacing, return_exceptions=True)
         await runner.cleanup()
         record = endpoints.read(config.data_dir, COMPONENT)
         if record and record.get("pid") == os.getpid():
@@ -480,10 +495,3 @@ def cmd_sim(config: Config, args: argparse.Namespace) -> int:
         raise ConfigError(f"{config.path}: sim: missing [sim] table")
     logs.setup("sim")
     return asyncio.run(serve(config))
-
-
-def _spawn(tasks: set[asyncio.Task], coro: Awaitable[object]) -> None:
-    """Run `coro` in the background, keeping a reference until it is done."""
-    task = asyncio.ensure_future(coro)
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)

@@ -149,7 +149,8 @@ class Session:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     connection: object | None = None  # the one active connection (server-side object)
     connections: int = 0
-    stream_replaced: int = 0
+    stream_replaced: int = 0  # a new connection replaced one that still answered: two connections of the device
+    dead_replaced: int = 0  # ... replaced one that no longer answered (half-open): its successor, not a second one
     disconnects: int = 0
     delivered: int = 0
     acked: int = 0

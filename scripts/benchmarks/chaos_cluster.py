@@ -111,10 +111,12 @@ def strike(kind: str, cluster: Cluster, rng: random.Random, lease_s: float, cut_
 
 
 def device_counts(cluster: Cluster) -> Counter:
-    """The simulator's counts per device: sends of an id already sent, a connection replacing a live one."""
+    """The simulator's counts per device: sends of an id already sent, a connection replacing a live one (two
+    connections) or a half-open one (what a cut left: not two)."""
     devices = http("GET", f"{cluster.a.sim_url}/sim/sessions")[PHONE]["devices"]  # type: ignore[index]
     return Counter({f"{label} {d['node']}": d[key] for d in devices
-                    for key, label in (("resent", "re-sent by"), ("stream_replaced", "two connections of"))})
+                    for key, label in (("resent", "re-sent by"), ("stream_replaced", "two connections of"),
+                                       ("dead_replaced", "half-open connections replaced of"))})
 
 
 def up(stack: ExitStack, workdir: Path, bin_dir: Path, lease_s: float, receiver: WebhookReceiver) -> Cluster:

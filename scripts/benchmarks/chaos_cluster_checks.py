@@ -134,7 +134,8 @@ def check(a: RunningSystem, hosts: list[RunningSystem], posted: list[str], grant
         "feedback unknown": unknown,
         "sent by a host not holding the current token": len(outcome.stale),
         "re-sent by a bridge (same id)": sum(d["resent"] for d in devices),
-        "two connections of a device": sum(d["stream_replaced"] for d in devices),
+        "two connections of a device": sum(d["stream_replaced"] for d in devices),  # the older one still answered
+        "half-open connections replaced (not two)": sum(d["dead_replaced"] for d in devices),
         "lease grants": len(grants),
         "webhook events": len(events),
         "webhook events lost": sum(1 for event_id in events if event_id not in accepted),

@@ -116,6 +116,7 @@ class Relay:
         self.port: int = self.server.getsockname()[1]
         self.address = address
         self._open: list[socket.socket] = []
+        self._cuts: list[threading.Event] = []  # one per connection: set, it forwards nothing more
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -135,16 +136,26 @@ class Relay:
                 continue
             upstream.settimeout(None)
             self._open += [client, upstream]
+            self._cuts.append(cut := threading.Event())
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+                threading.Thread(target=self._pump, args=(source, sink, cut), daemon=True).start()
+
+    def cut_open(self) -> None:
+        """What a network cut does to the connections open now: nothing gets through any more, not even their
+        end, so each side keeps a half-open socket. Connections made afterwards get through (the cut healed)."""
+        for cut in self._cuts:
+            cut.set()
 
     @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(source: socket.socket, sink: socket.socket, cut: threading.Event) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if not cut.is_set():
+                    sink.sendall(data)
         except OSError:
             pass
+        if cut.is_set():
+            return
         for s in (source, sink):
             try:
                 s.shutdown(socket.SHUT_RDWR)

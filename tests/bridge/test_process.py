@@ -84,7 +84,7 @@ def test_stream_replaced_is_recorded_and_never_answered_by_reconnecting(procs: P
     status, body = call("POST", f"{url}/api/send", {"recipient": GROUP_A, "message": "still here"})
     assert (status, body["queued"]) == (202, True)
     assert bridge.poll() is None
-    assert (sessions(sim)["connections"], sessions(sim)["stream_replaced"]) == (2, 1)
+    assert (sessions(sim)["connections"], sessions(sim)["stream_replaced"], sessions(sim)["dead_replaced"]) == (2, 1, 0)
 
 
 @pytest.mark.slow

@@ -135,7 +135,8 @@ def test_stream_replaced_is_reported_and_run_returns_without_reconnecting(config
         assert first.recorder.count(K.CONNECTED) == 1
         await second.connected()
         state = await api.session()
-        assert (state["connections"], state["stream_replaced"], state["connected"]) == (2, 1, True)
+        assert (state["connections"], state["stream_replaced"], state["dead_replaced"], state["connected"]) == (
+            2, 1, 0, True)
         message_id = (await api.inject("DR8000000"))["id"]
         await until(lambda: [m.id for m in second.recorder.messages] == [message_id], message="new owner gets it")
         await second.stop()

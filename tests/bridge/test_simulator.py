@@ -195,7 +195,7 @@ def test_second_connection_replaces_the_first_with_stream_replaced(sim_url: str)
         message_id = (await c.api.inject("DR7654321 after takeover"))["id"]
         assert [m["id"] for m in await second.messages(1)] == [message_id]
         state = await c.api.session()
-        assert state == {**state, "connected": True, "connections": 2, "stream_replaced": 1}
+        assert state == {**state, "connected": True, "connections": 2, "stream_replaced": 1, "dead_replaced": 0}
         assert (await c.api.session(SENDER_PHONE))["stream_replaced"] == 0
     scenario(sim_url, body)
 
