@@ -62,20 +62,30 @@ class Fences:
         self.now = now
         self._known: dict[str, _Known] = {}
 
-    def renewed(self, lease: str, token: int, valid_until: float) -> None:
+    def renewed(self, lease: str, token: int, valid_until: float) -> bool:
         """`token` of `lease` is valid until `valid_until` (several processes of a node renew one grant: the
-        latest word counts). An older token, or one said lost, changes nothing."""
+        latest word counts). An older token, or one said lost, changes nothing. True if the token is new here."""
         known = self._known.get(lease)
         if known is None or token > known.token:
             self._known[lease] = _Known(token, valid_until)
-        elif token == known.token and not known.lost:
+            return True
+        if token == known.token and not known.lost:
             known.valid_until = max(known.valid_until, valid_until)
+        return False
 
-    def lost(self, lease: str, token: int) -> None:
-        """`token` of `lease` is no longer the lease's (tokens only grow: it never comes back)."""
+    def lost(self, lease: str, token: int) -> bool:
+        """`token` of `lease` is no longer the lease's (tokens only grow: it never comes back). True if that is
+        news here."""
         known = self._known.get(lease)
-        if known is None or token >= known.token:
+        if known is None or token > known.token or (token == known.token and not known.lost):
             self._known[lease] = _Known(token, 0.0, lost=True)
+            return True
+        return False
+
+    def superseded_up_to(self, lease: str) -> int | None:
+        """The newest token of `lease` whose rows are withdrawn (None: none)."""
+        known = self._known.get(lease)
+        return None if known is None else known.token if known.lost else known.token - 1
 
     def allows(self, fence: SendFence | None) -> bool:
         """May a row under `fence` be sent now (always, for an unfenced row)?"""

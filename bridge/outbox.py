@@ -52,7 +52,7 @@ from bridge.media import StagedMedia
 from bridge.pace import PLAN_LIMIT, PaceConfig, Pacer, Plan, Queued
 from bridge.send_pause import SendPause
 from bridge.sending import SendRequest, context_parts, refusal_status
-from bridge.schema import parse_ts
+from bridge.schema import format_ts, parse_ts
 from bridge.store import OutboxRow, Store
 from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, RateLimited,
                               SendFailed, Source, Transport)
@@ -213,17 +213,23 @@ class Outbox:
         return reply(row)
 
     def fence_word(self, word: FenceWord) -> dict:
-        """The lease keeper's word (POST /api/fence): the lease as this bridge knows it now, and how many rows
-        it withdrew. Rows that may go now are drained."""
-        was = self.fences.allows(word.fence)
+        """The lease keeper's word (POST /api/fence): the lease as this bridge knows it now, and the message ids
+        of its rows withdrawn: by this word, and when the word changed the token, every one of the lease's older
+        tokens queued in the last day (a keeper that missed the answer before hears it again; what it does with
+        them, giving the rows back to the holder, is idempotent). Rows that may go now are drained."""
+        lease, was = word.fence.lease, self.fences.allows(word.fence)
         if word.valid_until is None:
-            self.fences.lost(word.fence.lease, word.fence.token)
+            changed = self.fences.lost(lease, word.fence.token)
         else:
-            self.fences.renewed(word.fence.lease, word.fence.token, word.valid_until)
-        withdrawn = self._withdraw_superseded(self.store.outbox_pending(limit=PLAN_LIMIT))
+            changed = self.fences.renewed(lease, word.fence.token, word.valid_until)
+        withdrawn = [r.message_id for r in self._withdraw_superseded(self.store.outbox_pending(limit=PLAN_LIMIT))]
+        up_to = self.fences.superseded_up_to(lease)
+        if changed and up_to:
+            since = clock.now() - timedelta(days=1)
+            withdrawn = list(dict.fromkeys([*withdrawn, *self.store.outbox_withdrawn(lease, up_to, format_ts(since))]))
         if not was and self.fences.allows(word.fence) and self.store.outbox_depth():
             self._wake(0.0)
-        return {**self.fences.snapshot(word.fence.lease), "withdrawn": len(withdrawn)}
+        return {**self.fences.snapshot(lease), "withdrawn": withdrawn}
 
     def withdraw(self, keys: tuple[str, ...], reason: str) -> dict[str, str]:
         """Take back the sends made with these Idempotency-Keys, if not yet handed to WhatsApp: each key's state

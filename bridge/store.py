@@ -550,6 +550,12 @@ class Store:
                 f"({', '.join('?' * len(seqs))}) RETURNING seq", (reason, *seqs)).fetchall()}
         return [row for row in rows if row.seq in done]
 
+    def outbox_withdrawn(self, lease: str, up_to_token: int, since: str) -> list[str]:
+        """Message ids of the rows of `lease` withdrawn under a token up to `up_to_token`, queued since `since`."""
+        return [message_id for (message_id,) in self.conn.execute(
+            "SELECT message_id FROM outbox WHERE status = 'withdrawn' AND fence_lease = ? AND fence_token <= ? "
+            "AND created_at >= ? ORDER BY seq", (lease, up_to_token, since))]
+
     def outbox_failed(self, row: OutboxRow, error: str) -> None:
         """Dead-letter a row: it can never be sent (refused, unreadable, failed too often); the rest drain."""
         with self.transaction() as conn:

@@ -5,17 +5,27 @@ and beat it renews this node's row in `cluster_nodes` and alerts on the other no
 
 The statements are blocking (psycopg) and run in a thread: a silent PostgreSQL must not stop the monitor's
 loop, and the senders only ask `fence()`, which answers from the holder's monotonic deadline.
+
+The bridges that send under the lease (its account's, and the other `send_accounts` of its projects) are told
+after each look (`POST /api/fence`, bridge/fence.py): "token N valid until t" (the holder's own deadline, on
+CLOCK_MONOTONIC) while it is held, and "token N lost" once it is not. Their outboxes send a fenced row only
+while its token is valid, so what they hold is not sent by a host paused past its lease. Each word goes in a
+task of its own: a slow bridge never delays a renewal. What a bridge answers it withdrew (rows of a superseded
+token, never sent) is given back (`on_withdrawn`): the feedback queued there is pending again, for the holder.
 """
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+import aiohttp
 
 from loguru import logger
 
 from monitors.alert_rules import LEASE_TAKEN_OVER, NODE_SILENT
 from monitors.config import ClusterConfig
+from monitors.feedback import BridgeClient, BridgeUnavailable
 from monitors.store.fence import Fence
 from monitors.store import nodes
 from monitors.store.lease import RENEW_FRACTION, TAKE_OVER_EVERY, SenderLease
@@ -24,14 +34,21 @@ from monitors.store.sql import StoreUnavailable
 NODE_BEAT_FRACTION = 0.5  # of lease_s: how often a keeper renews its node's row (node_silent_s is >= 2 × lease_s)
 from watchdog.shared.alerts import AlertManager
 from monitors.config import DatabaseConfig
+from watchdog.components import Config
 from watchdog.shared.recovery_log import RecoveryLog
 from watchdog.shared.waiting import wait_event
 
 
 class LeaseKeeper:
     def __init__(self, database: DatabaseConfig, cluster: ClusterConfig, account: str, component: str,
-                 log: RecoveryLog, alerts: AlertManager, on_change: Callable[[], None]) -> None:
+                 log: RecoveryLog, alerts: AlertManager, on_change: Callable[[], None],
+                 config: Config | None = None, bridges: Sequence[str] = (),
+                 on_withdrawn: Callable[[list[str], int], None] = lambda ids, up_to: None) -> None:
         self.lease = SenderLease(database.url, database.schema, account, cluster.node, cluster.lease_s)
+        self.config = config
+        self.bridges = list(bridges)  # accounts whose bridges send under this lease (told its validity)
+        self.on_withdrawn = on_withdrawn  # message ids a bridge withdrew, up to which token
+        self._telling: set[asyncio.Task] = set()
         self.component = component
         self.log = log
         self.alerts = alerts
@@ -96,17 +113,53 @@ class LeaseKeeper:
                             token=now.token)
         self.on_change()
 
+    def _tell(self, bridges: list[BridgeClient], held: int | None) -> None:
+        """Tell the bridges the lease's validity after a look (`held`: the token held before it)."""
+        lease, words = self.lease, []
+        if held is not None and lease.token != held:
+            words.append((Fence(lease.account, lease.node, held), None))
+        if (fence := lease.fence()) is not None:
+            words.append((fence, lease.valid_until))
+        for fence, until in words:
+            for bridge in bridges:
+                task = asyncio.ensure_future(self._say(bridge, fence, until))
+                self._telling.add(task)
+                task.add_done_callback(self._telling.discard)
+
+    async def _say(self, bridge: BridgeClient, fence: Fence, until: float | None) -> None:
+        try:
+            answer = await bridge.fence(fence, until, timeout=self.lease.lease_s)
+        except BridgeUnavailable as exc:  # it learns at the next word; its fenced rows wait meanwhile
+            logger.debug("sender lease of {}: cannot tell {}: {}", fence.account, bridge.component, exc)
+            return
+        withdrawn = [str(i) for i in answer.get("withdrawn") or ()]
+        if withdrawn:
+            up_to = fence.token if until is None else fence.token - 1
+            logger.warning("sender lease of {}: {} withdrew {} send(s) of token {} or older, given back to the "
+                           "lease's holder", fence.account, bridge.component, len(withdrawn), up_to)
+            self.on_withdrawn(withdrawn, up_to)
+
     async def run(self, stopping: asyncio.Event) -> None:
         """Until `stopping`; then release the lease so that another host takes over at its next look."""
-        try:
-            while True:
-                before = self.lease.fence()
-                now, silences = await asyncio.to_thread(self.keep)
-                self._report(before, now)
-                self._report_silences(silences)
-                every = self.lease.lease_s * RENEW_FRACTION if now else TAKE_OVER_EVERY
-                if await wait_event(stopping, every):
-                    return
-        finally:
-            self.lease.release()
-            self.lease.close()
+        async with aiohttp.ClientSession() as http:
+            bridges = [BridgeClient(self.config, name, http) for name in self.bridges] if self.config else []
+            try:
+                await self._keep(stopping, bridges)
+            finally:
+                held = self.lease.token
+                self.lease.release()
+                self.lease.close()
+                if held is not None and bridges:  # released: what the bridges hold under it is the next holder's
+                    self._tell(bridges, held)
+                    await asyncio.gather(*self._telling, return_exceptions=True)
+
+    async def _keep(self, stopping: asyncio.Event, bridges: list[BridgeClient]) -> None:
+        while True:
+            before, held = self.lease.fence(), self.lease.token
+            now, silences = await asyncio.to_thread(self.keep)
+            self._report(before, now)
+            self._report_silences(silences)
+            self._tell(bridges, held)
+            every = self.lease.lease_s * RENEW_FRACTION if now else TAKE_OVER_EVERY
+            if await wait_event(stopping, every):
+                return

@@ -83,12 +83,26 @@ class MonitorProcess:
         keepers = []
         for account in dict.fromkeys(monitor.project.send_account for monitor in self.monitors):
             senders = [monitor.sender for monitor in self.monitors if monitor.project.send_account == account]
+            bridges = dict.fromkeys(name for monitor in self.monitors if monitor.project.send_account == account
+                                    for name in monitor.project.send_accounts or [account])
             keeper = LeaseKeeper(self.config.database, self.config.cluster, account, monitor_component(self.projects),
-                                 log, self.alerts, _waker(senders))
+                                 log, self.alerts, _waker(senders), self.config, list(bridges),
+                                 functools.partial(self._give_back, _waker(senders)))
             for sender in senders:
                 sender.held = keeper.fence
             keepers.append(keeper)
         return keepers
+
+    def _give_back(self, wake: Callable[[], None], message_ids: list[str], up_to_token: int) -> None:
+        """Feedback a bridge withdrew under a superseded token: pending again, for the holder (maybe this host)."""
+        try:
+            given = self.drops.give_back(message_ids, up_to_token)
+        except StoreUnavailable as exc:  # the bridge says it again with the next new token
+            logger.warning("cannot give back {} withdrawn feedback: {}", len(message_ids), exc)
+            return
+        if given:
+            logger.info("gave back {} withdrawn feedback to the sender lease's holder", len(given))
+            wake()
 
     @property
     def name(self) -> str:

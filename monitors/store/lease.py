@@ -129,6 +129,11 @@ class SenderLease:
         self._valid_until = 0.0  # monotonic
         self.takeover: Takeover | None = None  # what the last grant took over (for the keeper's report)
 
+    @property
+    def valid_until(self) -> float:
+        """CLOCK_MONOTONIC seconds until which the held token may send (what the bridges are told)."""
+        return self._valid_until
+
     def fence(self) -> Fence | None:
         """The fence to send under now, or None: not held, or too close to the database's expiry to send."""
         if self.token is None or time.monotonic() >= self._valid_until:

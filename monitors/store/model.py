@@ -20,7 +20,8 @@ FEEDBACK_STATUSES = (FEEDBACK_NONE, FEEDBACK_PENDING, FEEDBACK_SENT, FEEDBACK_QU
 # A feedback message's life; a drop's feedback_status is the status of its newest feedback.
 FEEDBACK_TRANSITIONS = {
     FEEDBACK_PENDING: {FEEDBACK_PENDING, FEEDBACK_SENT, FEEDBACK_QUEUED, FEEDBACK_FAILED},
-    FEEDBACK_QUEUED: {FEEDBACK_SENT},  # a receipt shows the bridge's outbox sent it (DropsDB.record_receipts)
+    FEEDBACK_QUEUED: {FEEDBACK_SENT,  # a receipt shows the bridge's outbox sent it (DropsDB.record_receipts)
+                      FEEDBACK_PENDING},  # its bridge withdrew it, to send it through another account (failover)
 }
 
 KIND_ACK = "ack"
