@@ -11,7 +11,7 @@ import psutil
 
 from monitors.store.lease import lease_states
 from monitors.store.postgres import PostgresBackend
-from scripts.benchmarks.system_run import CONTRACTORS, RunningSystem, config_text, group_jid, slow_start
+from scripts.benchmarks.system_run import PACE_OFF, CONTRACTORS, RunningSystem, config_text, group_jid, slow_start
 
 RATE = 5.0  # drops posted per second
 CLUSTER = '\n[cluster]\nnode = "{}"\nlease_s = {:g}\n'  # the tests' lease: 2 s (faults wait it out)
@@ -66,10 +66,11 @@ class Poster:
             self.posted.append(f"DR{7200000 + n}")
 
 
-def two_hosts(tmp_path: Path, pg_url: str, lease_s: float = 2.0) -> tuple[RunningSystem, RunningSystem]:
+def two_hosts(tmp_path: Path, pg_url: str, lease_s: float = 2.0,
+              pace_a: str = PACE_OFF) -> tuple[RunningSystem, RunningSystem]:
     """A (with the simulator, a process of its own that outlives A's tree) and B, using A's simulator; started,
-    A first, so that A holds the sender lease."""
-    a = RunningSystem(tmp_path / "a", slow_start(config_text(1, database_url=pg_url, separate_sim=True))
+    A first, so that A holds the sender lease. `pace_a`: A's account's pace line (B's is off)."""
+    a = RunningSystem(tmp_path / "a", slow_start(config_text(1, database_url=pg_url, separate_sim=True, pace=pace_a))
                       + CLUSTER.format("vps-a", lease_s), database_url=pg_url, separate_sim=True)
     a.start()
     b_config = slow_start(config_text(1, database_url=pg_url)).replace(
