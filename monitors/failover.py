@@ -143,6 +143,13 @@ class Senders:
             else:
                 self.alerts.resolve(FEEDBACK_FAILOVER, self.component, message)
 
+    async def look_after_queued(self) -> None:
+        """With feedback queued in a bridge and another account to go to, look whether the sending one can still
+        send (each wake-up of the sender, at least every few seconds): a ban seen moves sending, and takes the
+        queued feedback back, though nothing new is posted."""
+        if len(self.clients) > 1 and self.drops is not None and self.drops.queued_feedback(self.project.name, 1):
+            await self.choose()
+
     async def take_back(self, client: BridgeClient) -> list[int]:
         """Withdraw the project's queued feedback from `client`'s bridge and make it pending again (the ids): a
         banned number's outbox would hold it for hours. Best effort: a bridge that does not answer keeps it."""

@@ -359,6 +359,7 @@ class FeedbackSender:
                 self._wake.clear()
                 recheck = RECHECK_INTERVAL
                 try:
+                    await client.look_after_queued()
                     while batch := self._batch():
                         self.waiting = len(batch)
                         units, hold = self._units(batch)
