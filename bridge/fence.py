@@ -3,8 +3,8 @@
 A cluster (issue 21) lets one host at a time send an account's feedback, under a lease whose token only grows
 (monitors/store/lease.py). The database fences every claim and mark, but not what a bridge already holds in its
 outbox: pacing keeps rows queued for tens of seconds, and a host paused past its lease (a frozen VM) would send
-them on resuming, after the other host took over. So a monitor's send names its lease and token (the headers
-`Fence-Lease`, `Fence-Token`), and the holder's lease keeper tells its bridges after each renewal "token N valid
+them on resuming, after the other host took over. So a monitor's send names its lease and token (the body's
+`"fence": {"lease": "main", "token": 12}`), and the holder's lease keeper tells its bridges after each renewal "token N valid
 until t" and "lost" when it lost the lease (`POST /api/fence`). `t` is CLOCK_MONOTONIC seconds: the monitor and
 its bridge run on one host, that clock is system-wide and runs on while a paused VM is stopped, so a pause
 outlives the validity by itself.
@@ -25,12 +25,9 @@ from dataclasses import dataclass
 
 from bridge.sending import BadRequest, json_object
 
-LEASE_HEADER = "Fence-Lease"
-TOKEN_HEADER = "Fence-Token"
 MAX_TOKEN = 2**62 - 1
 MAX_VALID_S = 3600.0  # a validity further ahead than this is a mistake, not a lease
-_LEASE = re.compile(r"^[\x21-\x7e]([\x20-\x7e]{0,98}[\x21-\x7e])?$")  # an account's name: printable ASCII
-_TOKEN = re.compile(r"^[1-9][0-9]{0,17}$")
+_LEASE = re.compile(r"^:?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # an account's name (config_model.NAME), or ':webhooks'
 _KEY = re.compile(r"^[\x20-\x7e]*[\x21-\x7e][\x20-\x7e]*$")  # an Idempotency-Key (api.py): printable, not blank
 
 
@@ -119,21 +116,20 @@ def _token(value: object, name: str) -> int:
 
 def _lease(value: object, name: str) -> str:
     if not isinstance(value, str) or not _LEASE.match(value):
-        raise BadRequest(f"{name} must be a sender lease's name (an account's): printable ASCII, 1 to 100 "
-                         "characters, no space at either end")
-    return value
+        raise BadRequest(f"{name} must be a sender lease's name: an account's name")
+    return value.strip()
 
 
-def parse_send_fence(lease: str | None, token: str | None) -> SendFence | None:
-    """The `Fence-Lease` and `Fence-Token` headers of a send: both or neither."""
-    lease, token = (lease or "").strip() or None, (token or "").strip() or None
-    if lease is None and token is None:
+def take_send_fence(body: object) -> SendFence | None:
+    """A send's `"fence": {"lease", "token"}`, taken out of its JSON body (which is then parsed as it always was);
+    None: an unfenced send."""
+    if not isinstance(body, dict) or "fence" not in body:
         return None
-    if lease is None or token is None:
-        raise BadRequest(f"{LEASE_HEADER} and {TOKEN_HEADER} go together: a fenced send needs both")
-    if not _TOKEN.match(token):
-        raise BadRequest(f"{TOKEN_HEADER} must be a positive integer (a sender lease's token)")
-    return SendFence(_lease(lease, LEASE_HEADER), _token(int(token), TOKEN_HEADER))
+    fence = body.pop("fence")
+    if not isinstance(fence, dict):
+        raise BadRequest("fence must be an object {\"lease\": an account's name, \"token\": a positive integer}")
+    json_object(fence, ("lease", "token"))
+    return SendFence(_lease(fence.get("lease"), "fence.lease"), _token(fence.get("token"), "fence.token"))
 
 
 @dataclass(frozen=True)

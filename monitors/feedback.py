@@ -199,10 +199,9 @@ class BridgeClient:
                                         "emoji": feedback.text, "from_me": False, "sender_jid": contractor}
         elif target and (feedback.kind == KIND_OPERATOR or ack == "reply"):
             body.update(quoted_message_id=target, quoted_sender_jid=contractor, quoted_content=feedback.drop_number)
-        headers = {"Idempotency-Key": feedback.idempotency_key}
         if fence is not None:
-            headers.update({"Fence-Lease": fence.account, "Fence-Token": str(fence.token)})
-        status, reply = await self._post_json(path, body, headers)
+            body["fence"] = {"lease": fence.account, "token": fence.token}
+        status, reply = await self._post_json(path, body, {"Idempotency-Key": feedback.idempotency_key})
         message = str(reply.get("message", "")) if isinstance(reply, dict) else ""
         bridge_id = reply.get("id") if isinstance(reply, dict) else None
         if status == 200:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bridge import schema
-from bridge.fence import LEASE_HEADER, TOKEN_HEADER, Fences, FenceWord, SendFence
+from bridge.fence import Fences, FenceWord, SendFence
 from bridge.outbox import Outbox
 from bridge.sending import SendRequest
 from bridge.store import Store
@@ -138,8 +138,9 @@ def test_a_running_bridge_takes_the_keepers_word_refuses_forgeries_and_names_bad
         procs: Processes, data_dir: Path) -> None:
     _, sim = start_sim(procs, data_dir)
     _, url = start_bridge(procs, data_dir)
-    fence = {LEASE_HEADER: MAIN, TOKEN_HEADER: "3", "Idempotency-Key": "fb-1"}
-    status, queued = call("POST", f"{url}/api/send", {"recipient": GROUP_A, "message": "DR1 received"}, headers=fence)
+    fence = {"lease": MAIN, "token": 3}
+    status, queued = call("POST", f"{url}/api/send", {"recipient": GROUP_A, "message": "DR1 received", "fence": fence},
+                          headers={"Idempotency-Key": "fb-1"})
     assert status == 202 and sent(sim) == []  # no word yet: it waits
     for headers, where in (({"Origin": "http://evil.example"}, "not allowed"),
                            ({"Content-Type": "text/plain"}, "text/plain")):
@@ -156,15 +157,17 @@ def test_a_running_bridge_takes_the_keepers_word_refuses_forgeries_and_names_bad
     got, word = call("POST", f"{url}/api/fence", {"lease": MAIN, "token": 3, "lost": True})
     assert (got, word["withdrawn"], word["valid_s"]) == (200, [], 0.0)
     got, answer = call("POST", f"{url}/api/react", {"recipient": GROUP_A, "message_id": "M1", "emoji": "✅",
-                                                   "sender_jid": "27710000001@s.whatsapp.net"},
-                       headers={**fence, "Idempotency-Key": "fb-2"})
+                                                   "sender_jid": "27710000001@s.whatsapp.net", "fence": fence},
+                       headers={"Idempotency-Key": "fb-2"})
     assert got == 409 and answer["ok"] is False and answer["withdrawn"] is True  # the fork's shape, and ours
     got, answer = call("POST", f"{url}/api/withdraw", {"idempotency_keys": ["fb-1", "fb-9"]})
     assert got == 200 and answer["states"] == {"fb-1": "sent", "fb-9": "unknown"} and answer["withdrawn"] == []
     for path, body, headers, status, words in (
-            ("/api/send", {"recipient": GROUP_A, "message": "x"}, {TOKEN_HEADER: "3"}, 400, "go together"),
-            ("/api/send", {"recipient": GROUP_A, "message": "x"}, {LEASE_HEADER: MAIN, TOKEN_HEADER: "-1"}, 400,
-             "positive integer"),
+            ("/api/send", {"recipient": GROUP_A, "message": "x", "fence": {"token": 3}}, {}, 400, "fence.lease must"),
+            ("/api/send", {"recipient": GROUP_A, "message": "x", "fence": {"lease": MAIN, "token": -1}}, {}, 400,
+             "fence.token must be a positive integer"),
+            ("/send-message", {"group_jid": GROUP_A, "recipient_jid": "27710000001", "message": "x", "fence": 3}, {},
+             400, "fence must be an object"),
             ("/api/fence", {"lease": MAIN, "token": 3}, {}, 400, "either valid_until"),
             ("/api/fence", {"lease": MAIN, "token": "3", "lost": True}, {}, 400, "token must be a positive integer"),
             ("/api/fence", {"lease": MAIN, "token": 4, "valid_until": time.monotonic() + 86400}, {}, 422,
