@@ -109,6 +109,8 @@ class Fences:
 
 
 def _token(value: object, name: str) -> int:
+    if isinstance(value, float) and value.is_integer():  # JSON's 3.0 is the integer 3
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_TOKEN:
         raise BadRequest(f"{name} must be a positive integer (a sender lease's token)")
     return value
