@@ -213,20 +213,19 @@ class Outbox:
         return reply(row)
 
     def fence_word(self, word: FenceWord) -> dict:
-        """The lease keeper's word (POST /api/fence): the lease as this bridge knows it now, and the message ids
-        of its rows withdrawn: by this word, and when the word changed the token, every one of the lease's older
-        tokens queued in the last day (a keeper that missed the answer before hears it again; what it does with
-        them, giving the rows back to the holder, is idempotent). Rows that may go now are drained."""
+        """The lease keeper's word (POST /api/fence): the lease as this bridge knows it now and, when the word
+        changed the token, the message ids of the lease's rows of older tokens withdrawn (by this word or before,
+        queued in the last day: a keeper that missed an answer hears it again; giving those rows back to the
+        holder is idempotent). Rows that may go now are drained."""
         lease, was = word.fence.lease, self.fences.allows(word.fence)
         if word.valid_until is None:
             changed = self.fences.lost(lease, word.fence.token)
         else:
             changed = self.fences.renewed(lease, word.fence.token, word.valid_until)
-        withdrawn = [r.message_id for r in self._withdraw_superseded(self.store.outbox_pending(limit=PLAN_LIMIT))]
-        up_to = self.fences.superseded_up_to(lease)
-        if changed and up_to:
-            since = clock.now() - timedelta(days=1)
-            withdrawn = list(dict.fromkeys([*withdrawn, *self.store.outbox_withdrawn(lease, up_to, format_ts(since))]))
+        withdrawn: list[str] = []
+        if changed and (up_to := self.fences.superseded_up_to(lease)):  # a renewal supersedes nothing
+            self._withdraw_superseded(self.store.outbox_pending(limit=PLAN_LIMIT))
+            withdrawn = self.store.outbox_withdrawn(lease, up_to, format_ts(clock.now() - timedelta(days=1)))
         if not was and self.fences.allows(word.fence) and self.store.outbox_depth():
             self._wake(0.0)
         return {**self.fences.snapshot(lease), "withdrawn": withdrawn}
