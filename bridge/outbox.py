@@ -63,6 +63,7 @@ SEND_TIMEOUT = 10.0  # an unanswered send stays pending and is retried (same id)
 MAX_ATTEMPTS = 5
 DELIVERY_WAIT = 8.0  # below whatsapp-mcp's and the web app's request timeouts
 DEDUPE_WINDOW = 120.0
+SETTLE_WAIT = 2.0  # a row about to go: its request waits this long to be answered with what happened
 RECENT_SENT = 1000  # sent rows a restart counts at least (the pace's minute and the chats' gaps need only the last)
 
 
@@ -155,6 +156,7 @@ class Outbox:
         self._resume: asyncio.Task | None = None  # drains when the next row is due or the pause is over
         self._wake_at: float | None = None  # pacer time of that drain
         self._poke = asyncio.Event()  # an earlier wake-up was asked for
+        self._heard = asyncio.Event()  # set (and replaced) at each word of a lease keeper
         self._count_sent_before()
 
     def _count_sent_before(self) -> None:
@@ -185,6 +187,9 @@ class Outbox:
         finally:
             if media is not None and not self._owns(media):
                 media_files.discard(media.media.path)  # refused, or a repeat: the first copy is the one sent
+        if row.status == "pending":
+            await self._settle(row)
+            row = self.store.outbox_row(row.message_id) or row
         if row.status == "pending" and not self.busy:  # a drain under way plans again after its send: it sees this
             await self.drain()
             row = self.store.outbox_row(row.message_id) or row
@@ -201,6 +206,23 @@ class Outbox:
                         paused or (f"paced, position {position}" if position else "not connected"),
                         self.store.outbox_depth())
         return reply(row, paused, position if self.is_connected() else None, in_s)
+
+    async def _settle(self, row: OutboxRow) -> None:
+        """Answer what happened rather than 202 for a row about to go: a 202 recorded by the sender after the
+        send's receipts were read would leave it waiting for them. A fenced row of a token not known valid waits
+        for its keeper's word (which follows a new grant at once); a row due now waits for a drain under way
+        (it plans again after each send, and sends it)."""
+        if row.fence is not None and not self.fences.allows(row.fence):
+            await wait_event(self._heard, SETTLE_WAIT)
+        if not self.busy or not self.fences.allows(row.fence):
+            return
+        _, in_s = self._expected(row)
+        if in_s is not None and in_s <= 0:
+            try:
+                await asyncio.wait_for(self._lock.acquire(), SETTLE_WAIT)
+            except TimeoutError:
+                return
+            self._lock.release()
 
     def _superseded(self, fence: SendFence, idempotency_key: str | None) -> tuple[int, dict]:
         row = self.store.outbox_by_key(idempotency_key) if idempotency_key else None
@@ -222,6 +244,8 @@ class Outbox:
             changed = self.fences.lost(lease, word.fence.token)
         else:
             changed = self.fences.renewed(lease, word.fence.token, word.valid_until)
+        self._heard.set()
+        self._heard = asyncio.Event()
         withdrawn: list[str] = []
         if changed and (up_to := self.fences.superseded_up_to(lease)):  # a renewal supersedes nothing
             self._withdraw_superseded(self.store.outbox_pending(limit=PLAN_LIMIT))
