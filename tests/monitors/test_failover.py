@@ -93,8 +93,9 @@ def test_a_banned_first_number_hands_feedback_to_the_second_and_gets_it_back(
                message="the next ack, from the first number again")
     (back,) = [r for r in RecoveryLog(config.watchdog.recovery_log).read() if r["event"] == "failback"]
     assert (back["account"], back["previous"], back["cause"]) == ("first", "backup", "first can send again")
-    assert query(data_dir, "SELECT kind, COUNT(*) FROM feedback WHERE status = 'sent' GROUP BY kind ORDER BY kind") == [
-        ("ack", 4), ("operator", 1)]
+    wait_until(lambda: query(data_dir, "SELECT kind, COUNT(*) FROM feedback WHERE status = 'sent' GROUP BY kind "
+                             "ORDER BY kind") == [("ack", 4), ("operator", 1)],
+               message="every feedback marked sent (the bridge's answer follows the send)")
     assert sorted(drop for _, drop in sent_by(sim_url)) == [f"DR100000{n}" for n in (1, 2, 3, 4)]  # each once
     bodies = wait_until(lambda: len(inbox.bodies) == 2 and inbox.bodies, message="the alert fired and resolved")
     assert [(b["status"], b["rule"], b["component"]) for b in bodies] == [
