@@ -11,7 +11,8 @@ after each look (`POST /api/fence`, bridge/fence.py): "token N valid until t" (t
 CLOCK_MONOTONIC) while it is held, and "token N lost" once it is not. Their outboxes send a fenced row only
 while its token is valid, so what they hold is not sent by a host paused past its lease. Each word goes in a
 task of its own: a slow bridge never delays a renewal. What a bridge answers it withdrew (rows of a superseded
-token, never sent) is given back (`on_withdrawn`): the feedback queued there is pending again, for the holder.
+token, never sent) is given back (`on_withdrawn`): the feedback queued there is pending again, for the holder;
+until the drops store takes it (a host that resumes finds its connections ended), again after each look.
 """
 from __future__ import annotations
 
@@ -43,11 +44,12 @@ class LeaseKeeper:
     def __init__(self, database: DatabaseConfig, cluster: ClusterConfig, account: str, component: str,
                  log: RecoveryLog, alerts: AlertManager, on_change: Callable[[], None],
                  config: Config | None = None, bridges: Sequence[str] = (),
-                 on_withdrawn: Callable[[list[str], int], None] = lambda ids, up_to: None) -> None:
+                 on_withdrawn: Callable[[list[str], int], bool] = lambda ids, up_to: True) -> None:
         self.lease = SenderLease(database.url, database.schema, account, cluster.node, cluster.lease_s)
         self.config = config
         self.bridges = list(bridges)  # accounts whose bridges send under this lease (told its validity)
-        self.on_withdrawn = on_withdrawn  # message ids a bridge withdrew, up to which token
+        self.on_withdrawn = on_withdrawn  # message ids a bridge withdrew, up to which token: True once given back
+        self._owed: list[tuple[list[str], int]] = []  # withdrawn, not given back yet
         self._telling: set[asyncio.Task] = set()
         self.component = component
         self.log = log
@@ -137,7 +139,11 @@ class LeaseKeeper:
             up_to = fence.token if until is None else fence.token - 1
             logger.warning("sender lease of {}: {} withdrew {} send(s) of token {} or older, given back to the "
                            "lease's holder", fence.account, bridge.component, len(withdrawn), up_to)
-            self.on_withdrawn(withdrawn, up_to)
+            self._owed.append((withdrawn, up_to))
+            self._give_back()
+
+    def _give_back(self) -> None:
+        self._owed = [owed for owed in self._owed if not self.on_withdrawn(*owed)]
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Until `stopping`; then release the lease so that another host takes over at its next look."""
@@ -160,6 +166,7 @@ class LeaseKeeper:
             self._report(before, now)
             self._report_silences(silences)
             self._tell(bridges, held)
+            self._give_back()
             every = self.lease.lease_s * RENEW_FRACTION if now else TAKE_OVER_EVERY
             if await wait_event(stopping, every):
                 return

@@ -93,16 +93,18 @@ class MonitorProcess:
             keepers.append(keeper)
         return keepers
 
-    def _give_back(self, wake: Callable[[], None], message_ids: list[str], up_to_token: int) -> None:
-        """Feedback a bridge withdrew under a superseded token: pending again, for the holder (maybe this host)."""
+    def _give_back(self, wake: Callable[[], None], message_ids: list[str], up_to_token: int) -> bool:
+        """Feedback a bridge withdrew under a superseded token: pending again, for the holder (maybe this host).
+        False when the drops store did not take it (the keeper tries again after its next look)."""
         try:
             given = self.drops.give_back(message_ids, up_to_token)
-        except StoreUnavailable as exc:  # the bridge says it again with the next new token
-            logger.warning("cannot give back {} withdrawn feedback: {}", len(message_ids), exc)
-            return
+        except StoreUnavailable as exc:
+            logger.warning("cannot give back {} withdrawn feedback yet: {}", len(message_ids), exc)
+            return False
         if given:
             logger.info("gave back {} withdrawn feedback to the sender lease's holder", len(given))
             wake()
+        return True
 
     @property
     def name(self) -> str:
