@@ -236,9 +236,9 @@ class Outbox:
 
     def fence_word(self, word: FenceWord) -> dict:
         """The lease keeper's word (POST /api/fence): the lease as this bridge knows it now and, when the word
-        changed the token, the message ids of the lease's rows of older tokens withdrawn (by this word or before,
-        queued in the last day: a keeper that missed an answer hears it again; giving those rows back to the
-        holder is idempotent). Rows that may go now are drained."""
+        changed the token or said one lost, the message ids of the lease's rows of superseded tokens withdrawn
+        (by this word or before, queued in the last day: a keeper that missed an answer, or started after it,
+        hears it again; giving those rows back to the holder is idempotent). Rows that may go now are drained."""
         lease, was = word.fence.lease, self.fences.allows(word.fence)
         if word.valid_until is None:
             changed = self.fences.lost(lease, word.fence.token)
@@ -247,7 +247,8 @@ class Outbox:
         self._heard.set()
         self._heard = asyncio.Event()
         withdrawn: list[str] = []
-        if changed and (up_to := self.fences.superseded_up_to(lease)):  # a renewal supersedes nothing
+        up_to = self.fences.superseded_up_to(lease)
+        if up_to and (changed or word.valid_until is None):  # a renewal of the same token supersedes nothing
             self._withdraw_superseded(self.store.outbox_pending(limit=PLAN_LIMIT))
             withdrawn = self.store.outbox_withdrawn(lease, up_to, format_ts(clock.now() - timedelta(days=1)))
         if not was and self.fences.allows(word.fence) and self.store.outbox_depth():

@@ -8,7 +8,10 @@ loop, and the senders only ask `fence()`, which answers from the holder's monoto
 
 The bridges that send under the lease (its account's, and the other `send_accounts` of its projects) are told
 after each look (`POST /api/fence`, bridge/fence.py): "token N valid until t" (the holder's own deadline, on
-CLOCK_MONOTONIC) while it is held, and "token N lost" once it is not. Their outboxes send a fenced row only
+CLOCK_MONOTONIC) while it is held, and "token N lost" once it is not (after each look until the bridge answered:
+a bridge restarting, or its standby taking over, must hear it). A keeper starting says "every token before the
+lease's newest is lost" once, so what a bridge withdrew before this process started (its predecessor stopped
+before giving it back) is given back too. Their outboxes send a fenced row only
 while its token is valid, so what they hold is not sent by a host paused past its lease. Each word goes in a
 task of its own: a slow bridge never delays a renewal. What a bridge answers it withdrew (rows of a superseded
 token, never sent) is given back (`on_withdrawn`): the feedback queued there is pending again, for the holder;
@@ -51,6 +54,8 @@ class LeaseKeeper:
         self.on_withdrawn = on_withdrawn  # message ids a bridge withdrew, up to which token: True once given back
         self._owed: list[tuple[list[str], int]] = []  # withdrawn, not given back yet
         self._telling: set[asyncio.Task] = set()
+        self._unsaid: dict[str, int] = {}  # bridge component -> the lost token it has not acknowledged yet
+        self._greeted = False  # the first look said what was lost before this process
         self.component = component
         self.log = log
         self.alerts = alerts
@@ -84,6 +89,11 @@ class LeaseKeeper:
     def keep(self) -> tuple[Fence | None, list[tuple[str, float]]]:
         """One look at the lease, then the node's beat (the lease first: its timing is what fences)."""
         fence = self.lease.keep()
+        if not self._greeted and self.bridges and (newest := self.lease.newest_token()) is not None:
+            self._greeted = True
+            for name in self.bridges:
+                if newest > 1:
+                    self._unsaid.setdefault(self.config.account(name).component if self.config else name, newest - 1)
         return fence, self._node_beat()
 
     def _report_silences(self, silences: list[tuple[str, float]]) -> None:
@@ -117,13 +127,16 @@ class LeaseKeeper:
 
     def _tell(self, bridges: list[BridgeClient], held: int | None) -> None:
         """Tell the bridges the lease's validity after a look (`held`: the token held before it)."""
-        lease, words = self.lease, []
-        if held is not None and lease.token != held:
-            words.append((Fence(lease.account, lease.node, held), None))
-        if (fence := lease.fence()) is not None:
-            words.append((fence, lease.valid_until))
-        for fence, until in words:
-            for bridge in bridges:
+        lease = self.lease
+        for bridge in bridges:
+            if held is not None and lease.token != held:
+                self._unsaid[bridge.component] = max(held, self._unsaid.get(bridge.component, 0))
+            words: list[tuple[Fence, float | None]] = []
+            if (lost := self._unsaid.get(bridge.component)) is not None:
+                words.append((Fence(lease.account, lease.node, lost), None))
+            if (fence := lease.fence()) is not None:
+                words.append((fence, lease.valid_until))
+            for fence, until in words:
                 task = asyncio.ensure_future(self._say(bridge, fence, until))
                 self._telling.add(task)
                 task.add_done_callback(self._telling.discard)
@@ -134,6 +147,8 @@ class LeaseKeeper:
         except BridgeUnavailable as exc:  # it learns at the next word; its fenced rows wait meanwhile
             logger.debug("sender lease of {}: cannot tell {}: {}", fence.account, bridge.component, exc)
             return
+        if until is None and self._unsaid.get(bridge.component) == fence.token:
+            del self._unsaid[bridge.component]
         withdrawn = [str(i) for i in answer.get("withdrawn") or ()]
         if withdrawn:
             up_to = fence.token if until is None else fence.token - 1

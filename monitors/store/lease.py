@@ -192,6 +192,14 @@ class SenderLease:
             self.acquire()
         return self.fence()
 
+    def newest_token(self) -> int | None:
+        """The lease's token now, whoever holds it (None: never granted, or the database is away)."""
+        try:
+            row = one(self.db.rows("SELECT token FROM sender_leases WHERE account = ?", (self.account,)))
+        except StoreUnavailable:
+            return None
+        return int(row[0]) if row else None
+
     def release(self) -> None:
         """End the lease now (a clean stop): another host takes over at its next look, not after lease_s."""
         if self.token is not None:
