@@ -84,6 +84,10 @@ class Fences:
         known = self._known.get(lease)
         return None if known is None else known.token if known.lost else known.token - 1
 
+    def knows(self, lease: str) -> bool:
+        """Has a keeper of `lease` spoken to this bridge (since it started)?"""
+        return lease in self._known
+
     def allows(self, fence: SendFence | None) -> bool:
         """May a row under `fence` be sent now (always, for an unfenced row)?"""
         if fence is None:

@@ -210,9 +210,9 @@ class Outbox:
     async def _settle(self, row: OutboxRow) -> None:
         """Answer what happened rather than 202 for a row about to go: a 202 recorded by the sender after the
         send's receipts were read would leave it waiting for them. A fenced row of a token not known valid waits
-        for its keeper's word (which follows a new grant at once); a row due now waits for a drain under way
-        (it plans again after each send, and sends it)."""
-        if row.fence is not None and not self.fences.allows(row.fence):
+        for the word of its lease's keeper, if one speaks to this bridge (it follows a new grant at once); a row
+        due now waits for a drain under way (it plans again after each send, and sends it)."""
+        if row.fence is not None and not self.fences.allows(row.fence) and self.fences.knows(row.fence.lease):
             await wait_event(self._heard, SETTLE_WAIT)
         if not self.busy or not self.fences.allows(row.fence):
             return
