@@ -7,6 +7,9 @@ fork's endpoints answer in its shapes: `/api/react` `{"ok": true}` (a
 reaction goes through the outbox like a message: durable, in order, paced),
 `/api/mark-read` and `/api/typing` `{"success", "message"}` (sent at once:
 nothing to keep if WhatsApp is away, so 503).
+
+A cluster's monitors fence their sends (bridge/fence.py): `"fence"` in a send's body,
+`POST /api/fence` for the lease keeper's word, `POST /api/withdraw` to take queued sends back (a failover).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from aiohttp import web
 
 from bridge import media
 from bridge.downloads import DownloadError, download_media, parse_download
+from bridge.fence import SendFence, parse_fence_word, parse_withdraw, take_send_fence
 from bridge.health import Health, HealthInputs
 from bridge.outbox import Outbox
 from bridge.sending import (BadRequest, SendRequest, parse_mark_read, parse_react, parse_send, parse_send_message,
@@ -99,20 +103,27 @@ def build_app(bridge: BridgeContext, api_token: str = "", allowed_hosts: Sequenc
     guard = web_guard.middlewares(allowed_hosts, allowed_origins, api_token, error_body=web_guard.mcp_shape)
     app = web.Application(middlewares=[*guard, _domain_errors], client_max_size=MAX_BODY)
 
-    async def queue(request: web.Request, parsed: SendRequest) -> tuple[int, dict]:
+    async def queue(request: web.Request, parsed: SendRequest, fence: SendFence | None) -> tuple[int, dict]:
         key = _idempotency_key(request)
         staged = None
         if parsed.media_path is not None:
             staged = await media.prepare(parsed.media_path, bridge.media_dirs, bridge.media_limits_mb,
                                          bridge.staging_dir)
-        return await bridge.outbox.submit(parsed, staged, key, request.path)
+        return await bridge.outbox.submit(parsed, staged, key, request.path, fence)
 
-    async def submit(request: web.Request, parsed: SendRequest) -> web.Response:
-        status, body = await queue(request, parsed)
+    async def parsed(request: web.Request, parse: Callable[[object], SendRequest]
+                     ) -> tuple[SendRequest, SendFence | None]:
+        """The request body parsed, and its cluster fence taken out of it (bridge/fence.py)."""
+        body = await web_guard.json_body(request)
+        fence = take_send_fence(body)
+        return parse(body), fence
+
+    async def submit(request: web.Request, parse: Callable[[object], SendRequest]) -> web.Response:
+        status, body = await queue(request, *await parsed(request, parse))
         return web.json_response(body, status=status)
 
     async def react(request: web.Request) -> web.Response:
-        return _reacted(*await queue(request, parse_react(await web_guard.json_body(request))))
+        return _reacted(*await queue(request, *await parsed(request, parse_react)))
 
     async def mark_read(request: web.Request) -> web.Response:
         read = parse_mark_read(await web_guard.json_body(request))
@@ -125,10 +136,20 @@ def build_app(bridge: BridgeContext, api_token: str = "", allowed_hosts: Sequenc
                               f"Typing indicator set to {str(composing).lower()}")
 
     async def send(request: web.Request) -> web.Response:
-        return await submit(request, parse_send(await web_guard.json_body(request)))
+        return await submit(request, parse_send)
 
     async def send_message(request: web.Request) -> web.Response:
-        return await submit(request, parse_send_message(await web_guard.json_body(request)))
+        return await submit(request, parse_send_message)
+
+    async def fence(request: web.Request) -> web.Response:
+        word = parse_fence_word(await web_guard.json_body(request), bridge.outbox.fences.now())
+        return web.json_response({"success": True, **bridge.outbox.fence_word(word)})
+
+    async def withdraw(request: web.Request) -> web.Response:
+        keys = parse_withdraw(await web_guard.json_body(request))
+        states = bridge.outbox.withdraw(keys, "withdrawn by its sender (a failover to another account)")
+        return web.json_response({"success": True, "withdrawn": [k for k, s in states.items() if s == "withdrawn"],
+                                  "states": states})
 
     async def download(request: web.Request) -> web.Response:
         message_id, chat_jid = parse_download(await web_guard.json_body(request))
@@ -151,6 +172,8 @@ def build_app(bridge: BridgeContext, api_token: str = "", allowed_hosts: Sequenc
     app.router.add_post("/api/react", react)
     app.router.add_post("/api/mark-read", mark_read)
     app.router.add_post("/api/typing", typing)
+    app.router.add_post("/api/fence", fence)
+    app.router.add_post("/api/withdraw", withdraw)
     app.router.add_get("/api/health", health)
     add_openapi(app, "bridge-api.json")
     return app

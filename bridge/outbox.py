@@ -28,6 +28,11 @@ Exactly-once for clients that treat anything but 200 as failure (whatsapp-mcp's
 an identical request without a key within `dedupe_window` is the same send
 (recognised by the fingerprint of the parsed request), answered with the first
 one's current state. See docs/ARCHITECTURE.md, "Exactly once".
+
+A cluster's sends are fenced by the sender lease they were claimed under (bridge/fence.py): such a row goes
+out only while its token is valid, waits while it is not known to be, and is withdrawn (never sent, answered
+409) once a newer token superseded it. `withdraw` takes back rows by key (a failover to another account):
+only rows not yet handed to WhatsApp; the one being sent at that moment is not withdrawn.
 """
 from __future__ import annotations
 
@@ -42,11 +47,12 @@ from pathlib import Path
 from loguru import logger
 
 from bridge import media as media_files
+from bridge.fence import Fences, FenceWord, SendFence
 from bridge.media import StagedMedia
 from bridge.pace import PLAN_LIMIT, PaceConfig, Pacer, Plan, Queued
 from bridge.send_pause import SendPause
 from bridge.sending import SendRequest, context_parts, refusal_status
-from bridge.schema import parse_ts
+from bridge.schema import format_ts, parse_ts
 from bridge.store import OutboxRow, Store
 from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, RateLimited,
                               SendFailed, Source, Transport)
@@ -57,6 +63,7 @@ SEND_TIMEOUT = 10.0  # an unanswered send stays pending and is retried (same id)
 MAX_ATTEMPTS = 5
 DELIVERY_WAIT = 8.0  # below whatsapp-mcp's and the web app's request timeouts
 DEDUPE_WINDOW = 120.0
+SETTLE_WAIT = 2.0  # a row about to go: its request waits this long to be answered with what happened
 RECENT_SENT = 1000  # sent rows a restart counts at least (the pace's minute and the chats' gaps need only the last)
 
 
@@ -92,9 +99,15 @@ def reply(row: OutboxRow, paused: str = "", position: int | None = None, in_s: f
     """
     if row.status == "sent":
         return 200, {"success": True, "message": f"Message sent to {row.recipient}", "id": row.message_id}
+    if row.status == "withdrawn":
+        return 409, {"success": False, "withdrawn": True, "id": row.message_id,
+                     "message": f"Withdrawn, not sent: {row.error}"}
     if row.status == "pending":
         if paused:
             why = f"Sending paused ({paused}): queued for {row.recipient}, sent when the pause ends"
+        elif position is None and row.fence is not None:
+            why = (f"Queued for {row.recipient}: waits until its sender lease ({row.fence.lease}, token "
+                   f"{row.fence.token}) is known to be valid")
         elif position is not None:
             why = f"Paced: queued for {row.recipient} at position {position}, expected out in {in_s or 0:.0f} s"
         else:
@@ -125,7 +138,7 @@ class Outbox:
                  on_dead_letter: Callable[[OutboxRow, str], None] = lambda row, reason: None,
                  max_attempts: int = MAX_ATTEMPTS, delivery_wait: float = DELIVERY_WAIT,
                  dedupe_window: float = DEDUPE_WINDOW, pause: SendPause | None = None,
-                 pacer: Pacer | None = None) -> None:
+                 pacer: Pacer | None = None, fences: Fences | None = None) -> None:
         self.store = store
         self.transport = transport
         self.own_jid = own_jid
@@ -138,11 +151,14 @@ class Outbox:
         self.pause = pause or SendPause()
         self.pacer = pacer or Pacer(PaceConfig(per_minute=0, per_hour=0, per_day=0, chat_gap_s=0, chat_jitter_s=0,
                                                typing=False, ramp_s=0))
+        self.fences = fences or Fences()
+        self._in_flight: int | None = None  # seq of the row handed to WhatsApp right now (never withdrawn)
         self._lock = asyncio.Lock()
         self._done: dict[str, asyncio.Event] = {}  # message id -> set once sent or dead
         self._resume: asyncio.Task | None = None  # drains when the next row is due or the pause is over
         self._wake_at: float | None = None  # pacer time of that drain
         self._poke = asyncio.Event()  # an earlier wake-up was asked for
+        self._heard = asyncio.Event()  # set (and replaced) at each word of a lease keeper
         self._count_sent_before()
 
     def _count_sent_before(self) -> None:
@@ -158,18 +174,24 @@ class Outbox:
         return self._lock.locked()
 
     async def submit(self, request: SendRequest, media: StagedMedia | None, idempotency_key: str | None,
-                     endpoint: str) -> tuple[int, dict]:
-        """Queue durably (or find the same send queued before), then try to send it now."""
+                     endpoint: str, fence: SendFence | None = None) -> tuple[int, dict]:
+        """Queue durably (or find the same send queued before), then try to send it now. A send under a
+        superseded `fence` is not queued: 409 withdrawn (its key's pending row, if any, is withdrawn too)."""
         window = self.dedupe_window if idempotency_key is None and self.dedupe_window > 0 else None
         try:
+            if fence is not None and self.fences.superseded(fence):
+                return self._superseded(fence, idempotency_key)
             row = self.store.outbox_add(
                 new_message_id(self.own_jid, idempotency_key), idempotency_key, request.recipient,
                 request.recipient_jid, request.text, request.mentioned_jids, str(media.media.path) if media else None,
                 media.media.media_type if media else None, endpoint, fingerprint(endpoint, request, media), window,
-                request.context)
+                request.context, fence)
         finally:
             if media is not None and not self._owns(media):
                 media_files.discard(media.media.path)  # refused, or a repeat: the first copy is the one sent
+        if row.status == "pending":
+            await self._settle(row)
+            row = self.store.outbox_row(row.message_id) or row
         if row.status == "pending" and not self.busy:  # a drain under way plans again after its send: it sees this
             await self.drain()
             row = self.store.outbox_row(row.message_id) or row
@@ -179,11 +201,100 @@ class Outbox:
             row = await self._wait_for_delivery(row)
             position, in_s = self._expected(row)
         paused = self.pause.reason if self.pause.remaining() else ""
+        if row.status == "pending" and not self.fences.allows(row.fence):
+            position = None
         if row.status == "pending":
             logger.info("queued {} to {}: {} ({} in the outbox)", row.message_id, row.recipient_jid,
                         paused or (f"paced, position {position}" if position else "not connected"),
                         self.store.outbox_depth())
         return reply(row, paused, position if self.is_connected() else None, in_s)
+
+    async def _settle(self, row: OutboxRow) -> None:
+        """Answer what happened rather than 202 for a row about to go: a 202 recorded by the sender after the
+        send's receipts were read would leave it waiting for them. A fenced row of a token not known valid waits
+        for the word of its lease's keeper, if one speaks to this bridge (it follows a new grant at once); a row
+        due now waits for a drain under way (it plans again after each send, and sends it)."""
+        if row.fence is not None and not self.fences.allows(row.fence) and self.fences.knows(row.fence.lease):
+            await wait_event(self._heard, SETTLE_WAIT)
+        if not self.busy or not self.fences.allows(row.fence):
+            return
+        _, in_s = self._expected(row)
+        if in_s is not None and in_s <= 0:
+            try:
+                await asyncio.wait_for(self._lock.acquire(), SETTLE_WAIT)
+            except TimeoutError:
+                return
+            self._lock.release()
+
+    def _superseded(self, fence: SendFence, idempotency_key: str | None) -> tuple[int, dict]:
+        row = self.store.outbox_by_key(idempotency_key) if idempotency_key else None
+        if row is None:
+            return 409, {"success": False, "withdrawn": True,
+                         "message": f"Withdrawn, not queued: {_superseded_reason(fence)}"}
+        if row.status == "pending":
+            self._withdraw([row], _superseded_reason(fence))
+            row = self.store.outbox_row(row.message_id) or row
+        return reply(row)
+
+    def fence_word(self, word: FenceWord) -> dict:
+        """The lease keeper's word (POST /api/fence): the lease as this bridge knows it now and, when the word
+        changed the token or said one lost, the message ids of the lease's rows of superseded tokens withdrawn
+        (by this word or before, queued in the last day: a keeper that missed an answer, or started after it,
+        hears it again; giving those rows back to the holder is idempotent). Rows that may go now are drained."""
+        lease, was = word.fence.lease, self.fences.allows(word.fence)
+        if word.valid_until is None:
+            changed = self.fences.lost(lease, word.fence.token)
+        else:
+            changed = self.fences.renewed(lease, word.fence.token, word.valid_until)
+        self._heard.set()
+        self._heard = asyncio.Event()
+        withdrawn: list[str] = []
+        up_to = self.fences.superseded_up_to(lease)
+        if up_to and (changed or word.valid_until is None):  # a renewal of the same token supersedes nothing
+            self._withdraw_superseded(self.store.outbox_pending(limit=PLAN_LIMIT))
+            withdrawn = self.store.outbox_withdrawn(lease, up_to, format_ts(clock.now() - timedelta(days=1)))
+        if not was and self.fences.allows(word.fence) and self.store.outbox_depth():
+            self._wake(0.0)
+        return {**self.fences.snapshot(lease), "withdrawn": withdrawn}
+
+    def withdraw(self, keys: tuple[str, ...], reason: str) -> dict[str, str]:
+        """Take back the sends made with these Idempotency-Keys, if not yet handed to WhatsApp: each key's state
+        after (withdrawn; sending: handed to WhatsApp right now; sent; failed; unknown: no such send here)."""
+        rows = {key: self.store.outbox_by_key(key) for key in keys}
+        self._withdraw([r for r in rows.values() if r is not None and r.status == "pending"], reason)
+        states = {}
+        for key, row in rows.items():
+            now = self.store.outbox_row(row.message_id) if row is not None else None
+            states[key] = "unknown" if now is None else "sending" if now.status == "pending" else now.status
+        return states
+
+    def _withdraw(self, rows: list[OutboxRow], reason: str) -> list[OutboxRow]:
+        """Withdraw pending rows but the one in flight (whoever waits for one is answered: withdrawn)."""
+        done = self.store.outbox_withdraw([r for r in rows if r.seq != self._in_flight], reason)
+        for row in done:
+            logger.warning("withdrew {} to {}: {}", row.message_id, row.recipient_jid, reason)
+            if (event := self._done.get(row.message_id)) is not None:
+                event.set()
+        return done
+
+    def _withdraw_superseded(self, rows: list[OutboxRow]) -> list[OutboxRow]:
+        superseded = [r for r in rows if r.fence is not None and self.fences.superseded(r.fence)]
+        return self._withdraw(superseded, _superseded_reason(superseded[0].fence)) if superseded else []  # type: ignore[arg-type]
+
+    def _sendable(self, rows: list[OutboxRow]) -> dict[int, OutboxRow]:
+        """Pending rows that may go now, by seq: a fenced row whose lease is not valid now waits, and so does
+        everything behind it in its chat (one chat's order is kept); superseded ones are withdrawn."""
+        withdrawn = {r.seq for r in self._withdraw_superseded(rows)}
+        waiting: set[str] = set()
+        sendable = {}
+        for row in rows:
+            if row.seq in withdrawn or row.recipient_jid in waiting:
+                continue
+            if self.fences.allows(row.fence):
+                sendable[row.seq] = row
+            else:
+                waiting.add(row.recipient_jid)
+        return sendable
 
     def _expected(self, row: OutboxRow) -> tuple[int | None, float | None]:
         """A pending row's place in the paced queue and seconds until it is expected out."""
@@ -234,7 +345,7 @@ class Outbox:
                 if self.pause.remaining():
                     self._wake(self.pause.remaining())
                     return sent
-                pending = {r.seq: r for r in self.store.outbox_pending(limit=PLAN_LIMIT)}
+                pending = self._sendable(self.store.outbox_pending(limit=PLAN_LIMIT))
                 plan = self.pacer.plan([queued(r) for r in pending.values()], limit=1)
                 if not plan.order:
                     return sent
@@ -244,7 +355,10 @@ class Outbox:
                     return sent
                 row = pending[first.seq]
                 await self._typing(row, first)
-                outcome = await self._send(row)
+                row = self.store.outbox_row(row.message_id) or row
+                if row.status != "pending" or not self.fences.allows(row.fence):
+                    continue  # withdrawn, or its lease ran out, while "typing…": planned again without it
+                outcome = await self._send(row)  # checked just now: nothing awaits before the send
                 if outcome is None:
                     return sent
                 if outcome:
@@ -302,6 +416,7 @@ class Outbox:
             if row.media_path else None
         quote, reaction = context_parts(row.context)
         message = OutgoingMessage(row.message_id, row.recipient_jid, row.text, row.mentioned_jids, media, quote, reaction)
+        self._in_flight = row.seq  # from here the send is WhatsApp's: a withdraw leaves it
         try:
             result = await asyncio.wait_for(self.transport.send(message), self.send_timeout)
         except NotConnected:
@@ -321,6 +436,8 @@ class Outbox:
         except (SendFailed, OSError) as exc:
             self._dead(row, str(exc) or type(exc).__name__)
             return 0
+        finally:
+            self._in_flight = None
         stored = IncomingMessage(
             id=result.message_id, chat_jid=row.recipient_jid, sender_jid=self.own_jid, text=row.text,
             timestamp=result.timestamp if result.timestamp.tzinfo else result.timestamp.replace(tzinfo=timezone.utc),
@@ -347,3 +464,7 @@ class Outbox:
         done = self._done.get(row.message_id)
         if done is not None:
             done.set()
+
+
+def _superseded_reason(fence: SendFence) -> str:
+    return f"its sender lease {fence.lease} (token {fence.token}) is no longer valid"

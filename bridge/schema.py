@@ -152,6 +152,39 @@ ALTER TABLE messages ADD COLUMN quoted_message_id TEXT;
 ALTER TABLE outbox ADD COLUMN context TEXT
 """
 
+# The outbox's fence (issue 21): a send made under a cluster's sender lease carries the lease and its token, and
+# is sent only while that token is valid (bridge/fence.py); a row whose token was superseded is `withdrawn`, never
+# sent (the monitor that holds the lease now sends it), and so is a row an account's failover took back. SQLite
+# cannot widen a CHECK in place: the table is rebuilt, the same rows and seq (AUTOINCREMENT's counter follows
+# the rename).
+OUTBOX_FENCE = """
+CREATE TABLE outbox_fenced (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL UNIQUE,
+    idempotency_key TEXT UNIQUE,
+    recipient TEXT NOT NULL,
+    recipient_jid TEXT NOT NULL,
+    text TEXT NOT NULL,
+    mentioned_jids TEXT NOT NULL DEFAULT '[]',
+    media_path TEXT,
+    media_type TEXT,
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed', 'withdrawn')),
+    created_at TEXT NOT NULL,
+    sent_at TEXT,
+    error TEXT NOT NULL DEFAULT '',
+    context TEXT,
+    fence_lease TEXT,
+    fence_token INTEGER
+);
+INSERT INTO outbox_fenced (seq, message_id, idempotency_key, recipient, recipient_jid, text, mentioned_jids,
+    media_path, media_type, status, created_at, sent_at, error, context)
+    SELECT seq, message_id, idempotency_key, recipient, recipient_jid, text, mentioned_jids, media_path, media_type,
+    status, created_at, sent_at, error, context FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_fenced RENAME TO outbox;
+CREATE INDEX outbox_pending ON outbox (status, seq)
+"""
+
 MIGRATIONS = [
     Migration(1, "whatsapp-mcp chats and messages; message_meta, connection_events, disconnect_windows, outbox, "
                  "bridge_state", (WHATSAPP_MCP_SCHEMA, OUR_SCHEMA)),
@@ -163,6 +196,8 @@ MIGRATIONS = [
               (OUTBOX_REQUEST_INSTANT,)),
     Migration(6, "messages.quoted_message_id (whatsapp-mcp fork's reply column) and outbox.context (a quote or "
                  "a reaction)", (QUOTES_AND_REACTIONS,)),
+    Migration(7, "outbox.fence_lease and fence_token (a cluster's sender lease fences the send) and the status "
+                 "withdrawn (superseded or taken back, never sent)", (OUTBOX_FENCE,)),
 ]
 
 SCHEMA_VERSION = latest(MIGRATIONS)

@@ -25,6 +25,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge.fence import SendFence
 from bridge.integrity import is_corrupt, is_locked
 from bridge.quarantine import Quarantined, quarantined, sanitise
 from bridge.schema import MIGRATIONS, WINDOW_SELECT, Window, bare_user, format_epoch, format_ts, now_ts
@@ -69,6 +70,7 @@ class OutboxRow:
     sent_at: str | None
     error: str
     context: dict | None = None  # {"quote": {...}} or {"reaction": {...}} (bridge/outbox.py)
+    fence: SendFence | None = None  # the sender lease it was sent under (bridge/fence.py), None: unfenced
 
 
 class StoreError(Exception):
@@ -118,7 +120,8 @@ def _outbox_row(row: tuple) -> OutboxRow:
     values = list(row)
     values[6] = tuple(json.loads(values[6]))
     values[13] = json.loads(values[13]) if values[13] else None
-    return OutboxRow(*values)
+    lease, token = values.pop(14), values.pop(14)
+    return OutboxRow(*values, fence=SendFence(lease, token) if lease is not None else None)
 
 
 class _Batch:
@@ -194,7 +197,7 @@ class _Batch:
 
 
 _OUTBOX_COLUMNS = ("seq, message_id, idempotency_key, recipient, recipient_jid, text, mentioned_jids, media_path, "
-                   "media_type, status, created_at, sent_at, error, context")
+                   "media_type, status, created_at, sent_at, error, context, fence_lease, fence_token")
 
 
 # Writes run on the bridge's event loop, so SQLite's busy wait must stay short: a write that finds
@@ -413,24 +416,36 @@ class Store:
     def outbox_add(self, message_id: str, idempotency_key: str | None, recipient: str, recipient_jid: str,
                    text: str, mentioned_jids: Iterable[str], media_path: str | None,
                    media_type: str | None, endpoint: str = "", fingerprint: str = "",
-                   dedupe_window: float | None = None, context: dict | None = None) -> OutboxRow:
+                   dedupe_window: float | None = None, context: dict | None = None,
+                   fence: SendFence | None = None) -> OutboxRow:
         """Queue a send durably; returns the row that stands for this request.
 
         With an idempotency key already used, that first row (IdempotencyConflict if it was a
         different request); without a key, the row of an identical request (`fingerprint`, same
         `endpoint`) made in the last `dedupe_window` seconds, if any: a client retrying what it thinks failed.
+        A withdrawn row posted again is queued again, under the new request's `fence` (the caller refuses a
+        request whose fence is superseded before it gets here): the holder of the lease now, or a failback.
         """
+        lease, token = (fence.lease, fence.token) if fence else (None, None)
         with self.transaction() as conn:
             existing = self._outbox_same_request(idempotency_key, endpoint, fingerprint, dedupe_window)
-            if existing is not None:
+            if existing is not None and existing.status == "withdrawn":
+                conn.execute("UPDATE outbox SET status = 'pending', error = '', fence_lease = ?, fence_token = ? "
+                             "WHERE seq = ?", (lease, token, existing.seq))
+                conn.execute("UPDATE outbox_requests SET attempts = 0 WHERE seq = ?", (existing.seq,))
+            elif existing is not None:
                 return existing
+            if existing is not None:
+                return self.outbox_row(existing.message_id)  # type: ignore[return-value]
             now = clock.instant()
             created = format_epoch(now.wall)
             cursor = conn.execute(
                 "INSERT INTO outbox (message_id, idempotency_key, recipient, recipient_jid, text, mentioned_jids, "
-                "media_path, media_type, created_at, context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "media_path, media_type, created_at, context, fence_lease, fence_token) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (message_id, idempotency_key, recipient, recipient_jid, text, json.dumps(list(mentioned_jids)),
-                 media_path, media_type, created, json.dumps(context, sort_keys=True) if context else None))
+                 media_path, media_type, created, json.dumps(context, sort_keys=True) if context else None,
+                 lease, token))
             conn.execute("INSERT INTO outbox_requests (seq, endpoint, fingerprint, staged_media, created_at, boot_id, "
                          "boottime) VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (cursor.lastrowid, endpoint, fingerprint, media_path, created, now.boot_id, now.boottime))
@@ -521,6 +536,25 @@ class Store:
             if store_message:
                 batch.insert(conn)
             conn.executemany(_INSERT_RECEIPT, _receipt_rows(ack, now_ts()))
+
+    def outbox_withdraw(self, rows: Iterable[OutboxRow], reason: str) -> list[OutboxRow]:
+        """Take back pending rows: never sent (a superseded fence, or a failover to another account). Returns
+        those withdrawn now (a row no longer pending is left as it is)."""
+        rows = list(rows)
+        seqs = [row.seq for row in rows]
+        if not seqs:
+            return []
+        with self.transaction() as conn:
+            done = {seq for (seq,) in conn.execute(
+                f"UPDATE outbox SET status = 'withdrawn', error = ? WHERE status = 'pending' AND seq IN "
+                f"({', '.join('?' * len(seqs))}) RETURNING seq", (reason, *seqs)).fetchall()}
+        return [row for row in rows if row.seq in done]
+
+    def outbox_withdrawn(self, lease: str, up_to_token: int, since: str) -> list[str]:
+        """Message ids of the rows of `lease` withdrawn under a token up to `up_to_token`, queued since `since`."""
+        return [message_id for (message_id,) in self.conn.execute(
+            "SELECT message_id FROM outbox WHERE status = 'withdrawn' AND fence_lease = ? AND fence_token <= ? "
+            "AND created_at >= ? ORDER BY seq", (lease, up_to_token, since))]
 
     def outbox_failed(self, row: OutboxRow, error: str) -> None:
         """Dead-letter a row: it can never be sent (refused, unreadable, failed too often); the rest drain."""

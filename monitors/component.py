@@ -62,5 +62,6 @@ COMPONENT = Component(
 register_events("backfill",  # what a project recovered of a window
                 "reread",  # a cursor not in the file it follows (a restore): read again from a safe point
                 "lease", "node_silent",  # a cluster's sender lease acquired or lost; another host not seen
-                "failover", "failback",
-                "feedback_fate")  # a send another host may have made: found, sent, or unknown (monitors/fate.py)  # a project's feedback moved to its next sending number; back to the first
+                "failover", "failback",  # a project's feedback moved to its next sending number; back to the first
+                "feedback_taken_back",  # on a failover: queued feedback withdrawn from the old number's outbox
+                "feedback_fate")  # a send another host may have made: found, sent, or unknown (monitors/fate.py)

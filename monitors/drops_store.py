@@ -252,6 +252,36 @@ class DropsDB(DropQueries):
                             "WHERE f.status = 'pending' AND d.project = ? ORDER BY f.id LIMIT ?", (project, limit))
         return [feedback_from_row(row) for row in rows]
 
+    def queued_feedback(self, project: str, limit: int = 1000) -> list[Feedback]:
+        """Feedback of `project` a bridge accepted into its outbox (202) and has not been seen sent yet."""
+        rows = self.db.rows(f"SELECT {FEEDBACK_COLUMNS} FROM feedback f JOIN drops d ON d.id = f.drop_id "
+                            "WHERE f.status = 'queued' AND d.project = ? ORDER BY f.id LIMIT ?", (project, limit))
+        return [feedback_from_row(row) for row in rows]
+
+    def requeue_feedback(self, rows: Sequence[Feedback], fence: Fence | None = None) -> list[int]:
+        """Queued feedback its bridge withdrew (a failover: never sent there) is pending again, to be sent through
+        another account; with a `fence`, only rows claimed under its token while it is current. The ids done."""
+        fenced, params = (f" AND claim_token = ? AND {FENCE}", (fence.token, *fence.params)) if fence else ("", ())
+        return self._requeue("id", [row.id for row in rows], fenced, params)
+
+    def give_back(self, message_ids: Sequence[str], up_to_token: int) -> list[int]:
+        """Queued feedback a bridge withdrew because its sender lease's token (at most `up_to_token`) was superseded
+        (bridge/fence.py: never sent, never to be) is pending again, for the lease's holder now to claim and send.
+        Not fenced: it only states what the bridge did, and gives no host the right to send. The ids done."""
+        return self._requeue("bridge_message_id", message_ids, " AND claim_token <= ?", (up_to_token,))
+
+    def _requeue(self, column: str, values: Sequence[object], condition: str, params: tuple) -> list[int]:
+        if not values:
+            return []
+        with self.db.transaction() as tx:
+            done = tx.rows(
+                f"UPDATE feedback SET status = 'pending', bridge_message_id = NULL, sent_at = NULL WHERE {column} IN "
+                f"({', '.join('?' * len(values))}) AND status = 'queued'{condition} RETURNING id, drop_id",
+                (*values, *params))
+            for drop_id in {drop_id for _, drop_id in done}:
+                self._sync_drop_feedback(tx, drop_id)
+        return [feedback_id for feedback_id, _ in done]
+
     def claim_feedback(self, project: str, fence: Fence, limit: int = 100) -> list[Feedback]:
         """Pending feedback of `project` claimed under a sender lease (a cluster, PostgreSQL): none unless `fence`
         is the account's current grant, in the same statement. Rows another transaction holds are skipped (a

@@ -12,6 +12,14 @@ sending returns to it. Each change is a recovery-log line naming its cause,
 and the rule `feedback_failover` fires once when sending leaves the first
 account and is resolved when it returns.
 
+A failover also takes back what the old number's outbox still holds: the
+project's queued feedback is withdrawn from that bridge (`POST /api/withdraw`:
+only sends not yet handed to WhatsApp, so never one that may still go out) and
+is pending again, to go out through the account that sends now; what the bridge
+does not withdraw (sending at that moment, sent) stays queued, and its receipt
+marks it sent. A coalesced message is withdrawn by its own key, with every row
+it carries.
+
 Nothing here opens a WhatsApp session: each account's own bridge, owning its
 session, sends; a failover only picks which bridge to ask. Mentions and quotes
 work from any number that is in the group (monitors/group_watch.py and `check`
@@ -28,8 +36,8 @@ from loguru import logger
 
 from monitors.alert_rules import FEEDBACK_FAILOVER
 from monitors.config import ProjectConfig
-from monitors.drops_store import Feedback
-from monitors.feedback import Answer, BridgeClient, BridgeUnavailable
+from monitors.drops_store import DropsDB, Feedback, Fence, StoreUnavailable
+from monitors.feedback import Answer, BridgeClient, BridgeUnavailable, Held, coalesced
 from watchdog.components import Config
 from watchdog.shared import clock
 from watchdog.shared.alerts import AlertManager
@@ -72,7 +80,8 @@ class Senders:
 
     def __init__(self, config: Config, project: ProjectConfig, http: aiohttp.ClientSession,
                  log: RecoveryLog | None = None, alerts: AlertManager | None = None,
-                 changed: Callable[[], None] = lambda: None) -> None:
+                 changed: Callable[[], None] = lambda: None, drops: DropsDB | None = None,
+                 held: Held | None = None) -> None:
         self.project = project
         self.component = project.component
         self.names = project.send_accounts or [project.send_account]  # as the config check resolved them
@@ -80,6 +89,8 @@ class Senders:
         self.log = log
         self.alerts = alerts
         self.changed = changed
+        self.drops = drops  # where queued feedback is taken back from on a failover (None: not taken back)
+        self.held = held
         self.active = 0  # index of the account sending now
         self.cause = ""  # why the accounts before it cannot send ('' while the first sends)
         self._down_since: dict[str, float] = {}  # account -> when it was first seen not connected (monotonic)
@@ -117,7 +128,10 @@ class Senders:
         for index in range(len(self.clients)):
             cause = await self.cannot_send(index)
             if not cause:
+                was = self.active
                 self._move(index, "; ".join(causes))
+                if index > was:  # the account before cannot send: what its outbox holds goes through this one
+                    await self.take_back(self.clients[was])
                 break
             causes.append(cause)
         else:
@@ -145,5 +159,46 @@ class Senders:
             else:
                 self.alerts.resolve(FEEDBACK_FAILOVER, self.component, message)
 
-    async def post(self, feedback: Feedback, ack: str = "message", target: str = "") -> Answer:
-        return await (await self.choose()).post(feedback, ack, target)
+    async def look_after_queued(self) -> None:
+        """With feedback queued in a bridge and another account to go to, look whether the sending one can still
+        send (each wake-up of the sender, at least every few seconds): a ban seen moves sending, and takes the
+        queued feedback back, though nothing new is posted."""
+        if len(self.clients) > 1 and self.drops is not None and self.drops.queued_feedback(self.project.name, 1):
+            await self.choose()
+
+    async def take_back(self, client: BridgeClient) -> list[int]:
+        """Withdraw the project's queued feedback from `client`'s bridge and make it pending again (the ids): a
+        banned number's outbox would hold it for hours. Best effort: a bridge that does not answer keeps it."""
+        if self.drops is None:
+            return []
+        try:
+            queued = self.drops.queued_feedback(self.project.name)
+            messages: dict[str, list[Feedback]] = {}  # key posted to the bridge -> the rows it carries
+            for row in queued:
+                if row.carrier_id is None:
+                    messages[row.idempotency_key] = [row]
+                elif not any(rows[0].carrier_id == row.carrier_id for rows in messages.values()):
+                    carried = self.drops.carried(row.carrier_id)
+                    messages[coalesced(self.project, carried, "").idempotency_key] = carried
+            if not messages:
+                return []
+            states = await client.withdraw(list(messages))
+            fence: Fence | None = self.held() if self.held else None
+            if self.held is not None and fence is None:
+                return []  # no longer this host's to send: the holder takes it over
+            back = [row for key, rows in messages.items() if states.get(key) == "withdrawn" for row in rows]
+            done = self.drops.requeue_feedback(back, fence)
+        except (BridgeUnavailable, StoreUnavailable) as exc:
+            logger.warning("feedback of project {}: cannot take back what {} holds: {}", self.project.name,
+                           client.component, exc)
+            return []
+        logger.warning("feedback of project {}: took back {} queued feedback from {} (of {} asked)",
+                       self.project.name, len(done), client.component, len(queued))
+        if self.log is not None and done:
+            self.log.append(self.component, "feedback_taken_back", project=self.project.name, account=client.component,
+                            feedback=len(done), message=f"{len(done)} queued feedback withdrawn from {client.component}")
+        return done
+
+    async def post(self, feedback: Feedback, ack: str = "message", target: str = "",
+                   fence: Fence | None = None) -> Answer:
+        return await (await self.choose()).post(feedback, ack, target, fence)

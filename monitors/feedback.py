@@ -26,7 +26,9 @@ restart rebuilds the same message under the same Idempotency-Key; the answer's
 message id goes on every row, and its receipts stamp them all.
 
 Bridge answers: 200 sent, 202 queued (its durable outbox sends on reconnect),
-400/403/404/413/422/500 refused (the same request can never succeed: failed). No answer,
+400/403/404/413/422/500 refused (the same request can never succeed: failed),
+409 withdrawn (a cluster: the bridge knows the send's lease token is no longer
+valid, bridge/fence.py; nothing is marked, the lease's holder sends it). No answer,
 no published URL or 503 means the bridge is down or restarting: the message
 stays pending and is retried with exponential backoff (tenacity), in its own
 task so detection never waits for it.
@@ -160,10 +162,39 @@ class BridgeClient:
             raise BridgeUnavailable(f"{self.component} at {base}: health is not a JSON object")
         return body
 
-    async def post(self, feedback: Feedback, ack: str = "message", target: str = "") -> Answer:
-        """Send one feedback row: an acknowledgement as `ack` says, operator feedback as a reply; replies and
-        reactions name the message `target` (the drop's latest submission, sent by the first mention)."""
+    async def _post_json(self, path: str, body: dict, headers: dict[str, str] | None = None,
+                         timeout: float = REQUEST_TIMEOUT) -> tuple[int, object]:
+        """POST `body` to the bridge: its status and JSON answer; BridgeUnavailable if none."""
         base = self._base()
+        try:
+            async with self.http.post(f"{base}{path}", json=body, headers={**self.headers, **(headers or {})},
+                                      timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                return response.status, await response.json(content_type=None)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise BridgeUnavailable(f"{self.component} at {base}: {type(exc).__name__}: {exc}") from None
+
+    async def fence(self, fence: Fence, valid_until: float | None, timeout: float) -> dict:
+        """Tell the bridge that `fence`'s token is valid until `valid_until` (CLOCK_MONOTONIC), or lost (None)."""
+        body: dict = {"lease": fence.account, "token": fence.token}
+        body.update({"valid_until": valid_until} if valid_until is not None else {"lost": True})
+        status, reply = await self._post_json("/api/fence", body, timeout=timeout)
+        if status != 200 or not isinstance(reply, dict):
+            raise BridgeUnavailable(f"{self.component}: /api/fence answered HTTP {status}: {reply}")
+        return reply
+
+    async def withdraw(self, keys: Sequence[str]) -> dict[str, str]:
+        """Take back queued sends by key: each key's state after (withdrawn, sending, sent, failed, unknown)."""
+        status, reply = await self._post_json("/api/withdraw", {"idempotency_keys": list(keys)})
+        if status != 200 or not isinstance(reply, dict) or not isinstance(reply.get("states"), dict):
+            raise BridgeUnavailable(f"{self.component}: /api/withdraw answered HTTP {status}: {reply}")
+        return {str(key): str(state) for key, state in reply["states"].items()}
+
+    async def post(self, feedback: Feedback, ack: str = "message", target: str = "",
+                   fence: Fence | None = None) -> Answer:
+        """Send one feedback row: an acknowledgement as `ack` says, operator feedback as a reply; replies and
+        reactions name the message `target` (the drop's latest submission, sent by the first mention). Under a
+        cluster's sender lease (`fence`) the bridge sends it only while that token is valid (LeaseLost: it knows
+        the token is over)."""
         path, body = "/api/send", {"recipient": feedback.recipient, "message": feedback.text,
                                    "mentions": list(feedback.mentions)}
         contractor = feedback.mentions[0] if feedback.mentions else ""
@@ -174,29 +205,27 @@ class BridgeClient:
             body.update(quoted_message_id=target, quoted_sender_jid=contractor, quoted_content=feedback.drop_number)
         if feedback.kind == KIND_OPERATOR:  # the bridge's pace sends it before automatic acknowledgements
             body["priority"] = "operator"
-        headers = {**self.headers, "Idempotency-Key": feedback.idempotency_key}
-        try:
-            async with self.http.post(f"{base}{path}", json=body, headers=headers,
-                                      timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as response:
-                reply = await response.json(content_type=None)
-                status = response.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            raise BridgeUnavailable(f"{self.component} at {base}: {type(exc).__name__}: {exc}") from None
+        if fence is not None:
+            body["fence"] = {"lease": fence.account, "token": fence.token}
+        status, reply = await self._post_json(path, body, {"Idempotency-Key": feedback.idempotency_key})
         message = str(reply.get("message", "")) if isinstance(reply, dict) else ""
         bridge_id = reply.get("id") if isinstance(reply, dict) else None
         if status == 200:
             return Answer(FEEDBACK_SENT, message, bridge_id)
         if status == 202:
             return Answer(FEEDBACK_QUEUED, message, bridge_id)
+        if status == 409 and isinstance(reply, dict) and reply.get("withdrawn") is True:
+            raise LeaseLost(f"feedback {feedback.id}: {self.component} withdrew it: {message}")
         if status in FINAL_FAILURES:
             return Answer(FEEDBACK_FAILED, f"HTTP {status}: {message}", bridge_id)
-        raise BridgeUnavailable(f"{self.component} at {base}: HTTP {status}: {message}")
+        raise BridgeUnavailable(f"{self.component}: HTTP {status}: {message}")
 
 
 class Poster(Protocol):
     """What posts a feedback row: one account's BridgeClient, or a project's Senders (monitors/failover.py)."""
 
-    async def post(self, feedback: Feedback, ack: str = "message", target: str = "") -> Answer: ...
+    async def post(self, feedback: Feedback, ack: str = "message", target: str = "",
+                   fence: Fence | None = None) -> Answer: ...
 
 
 def answering(drops: DropsDB, feedback: Feedback) -> str:
@@ -236,7 +265,7 @@ async def deliver(client: Poster, drops: DropsDB, feedback: Feedback, attempts: 
             if held is not None and held() != fence:
                 raise LeaseLost(f"feedback {feedback.id}: the sender lease (token {fence.token}) ran out or moved")
             try:
-                answer = await client.post(feedback, ack, target)
+                answer = await client.post(feedback, ack, target, fence)
             except BridgeUnavailable as exc:
                 if attempt.retry_state.attempt_number in (1, 10) or attempt.retry_state.attempt_number % 100 == 0:
                     logger.warning("feedback {} for {}: {} (attempt {}, retrying)", feedback.kind,
@@ -373,13 +402,15 @@ class FeedbackSender:
         pending and is posted again with the same Idempotency-Key, which the bridge answers from its outbox."""
         async with aiohttp.ClientSession() as http:
             from monitors.failover import Senders  # it imports this module
-            client = self.senders = Senders(self.config, self.project, http, self.log, self.alerts, self.changed)
+            client = self.senders = Senders(self.config, self.project, http, self.log, self.alerts, self.changed,
+                                            self.drops, self.held)
             recheck = RECHECK_INTERVAL
             while True:
                 await wait_event(self._wake, recheck)  # also picks up feedback queued by `wa-watchdog feedback`
                 self._wake.clear()
                 recheck = RECHECK_INTERVAL
                 try:
+                    await client.look_after_queued()
                     while batch := self._batch():
                         self.waiting = len(batch)
                         units, hold = self._units(batch)

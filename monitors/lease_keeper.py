@@ -7,18 +7,32 @@ The statements are blocking (psycopg) and run on a thread of the keeper's own, o
 PostgreSQL must not stop the monitor's event loop, and the loop, whatever it is doing, must not delay a takeover
 (it is what ends a silent holder's sessions and the locks they keep). The loop only reports what the looks found;
 the senders only ask `fence()`, which answers from the holder's monotonic deadline.
+
+The bridges that send under the lease (its account's, and the other `send_accounts` of its projects) are told
+after each look (`POST /api/fence`, bridge/fence.py): "token N valid until t" (the holder's own deadline, on
+CLOCK_MONOTONIC) while it is held, and "token N lost" once it is not (after each look until the bridge answered:
+a bridge restarting, or its standby taking over, must hear it). A keeper starting says "every token before the
+lease's newest is lost" once, so what a bridge withdrew before this process started (its predecessor stopped
+before giving it back) is given back too. Their outboxes send a fenced row only
+while its token is valid, so what they hold is not sent by a host paused past its lease. Each word goes in a
+task of its own: a slow bridge never delays a renewal. What a bridge answers it withdrew (rows of a superseded
+token, never sent) is given back (`on_withdrawn`): the feedback queued there is pending again, for the holder;
+until the drops store takes it (a host that resumes finds its connections ended), again after each look.
 """
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+import aiohttp
 
 from loguru import logger
 
 from monitors.alert_rules import LEASE_TAKEN_OVER, NODE_SILENT
 from monitors.config import ClusterConfig
+from monitors.feedback import BridgeClient, BridgeUnavailable
 from monitors.store.fence import Fence
 from monitors.store import nodes
 from monitors.store.lease import RENEW_FRACTION, TAKE_OVER_EVERY, SenderLease, Takeover
@@ -27,16 +41,28 @@ from monitors.store.sql import StoreUnavailable
 NODE_BEAT_FRACTION = 0.5  # of lease_s: how often a keeper renews its node's row (node_silent_s is >= 2 × lease_s)
 from watchdog.shared.alerts import AlertManager
 from monitors.config import DatabaseConfig
+from watchdog.components import Config
 from watchdog.shared.recovery_log import RecoveryLog
 
 STOP_WAIT_S = 5.0  # how long a stopping monitor waits for the keeper's thread to release the lease
-Look = tuple[Fence | None, Fence | None, Takeover | None, list[tuple[str, float]]]  # before, now, what, silences
+# before, the token held before, now, what it took over, the other nodes' silences
+Look = tuple[Fence | None, int | None, Fence | None, Takeover | None, list[tuple[str, float]]]
 
 
 class LeaseKeeper:
     def __init__(self, database: DatabaseConfig, cluster: ClusterConfig, account: str, component: str,
-                 log: RecoveryLog, alerts: AlertManager, on_change: Callable[[], None]) -> None:
+                 log: RecoveryLog, alerts: AlertManager, on_change: Callable[[], None],
+                 config: Config | None = None, bridges: Sequence[str] = (),
+                 on_withdrawn: Callable[[list[str], int], bool] = lambda ids, up_to: True) -> None:
         self.lease = SenderLease(database.url, database.schema, account, cluster.node, cluster.lease_s)
+        self.config = config
+        self.bridges = list(bridges)  # accounts whose bridges send under this lease (told its validity)
+        self.on_withdrawn = on_withdrawn  # message ids a bridge withdrew, up to which token: True once given back
+        self._owed: list[tuple[list[str], int]] = []  # withdrawn, not given back yet
+        self._telling: set[asyncio.Task] = set()
+        self._unsaid: dict[str, int] = {}  # bridge component -> the lost token it has not acknowledged yet
+        self._greeted = False  # the first look said what was lost before this process
+        self.released: int | None = None  # the token the keeper's thread held when it released the lease
         self.component = component
         self.log = log
         self.alerts = alerts
@@ -70,6 +96,11 @@ class LeaseKeeper:
     def keep(self) -> tuple[Fence | None, list[tuple[str, float]]]:
         """One look at the lease, then the node's beat (the lease first: its timing is what fences)."""
         fence = self.lease.keep()
+        if not self._greeted and self.bridges and (newest := self.lease.newest_token()) is not None:
+            self._greeted = True
+            for name in self.bridges:
+                if newest > 1:
+                    self._unsaid.setdefault(self.config.account(name).component if self.config else name, newest - 1)
         return fence, self._node_beat()
 
     def _report_silences(self, silences: list[tuple[str, float]]) -> None:
@@ -103,20 +134,23 @@ class LeaseKeeper:
 
     def _keep_looking(self, found: Callable[[Look], None], stop: threading.Event) -> None:
         """The keeper's thread: a look every RENEW_FRACTION × lease_s while held, TAKE_OVER_EVERY while not, each
-        handed to `found`; until `stop`, then the lease released so that another host takes over at its next look."""
+        handed to `found`; until `stop`, then the lease released so that another host takes over at its next look
+        (the token it held is kept in `released` for the last word to the bridges)."""
         try:
             while True:
-                before = self.lease.fence()
+                before, held = self.lease.fence(), self.lease.token
                 now, silences = self.keep()
-                found((before, now, self.lease.takeover if now is not None else None, silences))
+                found((before, held, now, self.lease.takeover if now is not None else None, silences))
                 if stop.wait(self.lease.lease_s * RENEW_FRACTION if now else TAKE_OVER_EVERY):
                     return
         finally:
+            self.released = self.lease.token
             self.lease.release()
             self.lease.close()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Report the thread's looks until `stopping` (or cancelled); then stop the thread, which releases the lease."""
+        """Report the thread's looks and tell the bridges until `stopping` (or cancelled); then stop the thread,
+        which releases the lease, and tell the bridges that what they hold under it is the next holder's."""
         loop = asyncio.get_running_loop()
         looks: asyncio.Queue[Look] = asyncio.Queue()
 
@@ -130,11 +164,53 @@ class LeaseKeeper:
         thread = threading.Thread(target=self._keep_looking, args=(found, stop), daemon=True,
                                   name=f"lease {self.lease.account}")
         thread.start()
+        async with aiohttp.ClientSession() as http:
+            bridges = [BridgeClient(self.config, name, http) for name in self.bridges] if self.config else []
+            try:
+                while not stopping.is_set():
+                    before, held, now, took, silences = await looks.get()
+                    self._report(before, now, took)
+                    self._report_silences(silences)
+                    self._tell(bridges, held, now)
+                    self._give_back()
+            finally:
+                stop.set()
+                await asyncio.to_thread(thread.join, STOP_WAIT_S)
+                if self.released is not None and bridges:  # what the bridges hold under it is the next holder's
+                    self._tell(bridges, self.released, None)
+                    await asyncio.gather(*self._telling, return_exceptions=True)
+
+    def _tell(self, bridges: list[BridgeClient], held: int | None, now: Fence | None) -> None:
+        """Tell the bridges the lease's validity after a look (`held`: the token held before it; `now`: after)."""
+        lease = self.lease
+        for bridge in bridges:
+            if held is not None and (now is None or now.token != held):
+                self._unsaid[bridge.component] = max(held, self._unsaid.get(bridge.component, 0))
+            words: list[tuple[Fence, float | None]] = []
+            if (lost := self._unsaid.get(bridge.component)) is not None:
+                words.append((Fence(lease.account, lease.node, lost), None))
+            if now is not None:
+                words.append((now, lease.valid_until))
+            for fence, until in words:
+                task = asyncio.ensure_future(self._say(bridge, fence, until))
+                self._telling.add(task)
+                task.add_done_callback(self._telling.discard)
+
+    async def _say(self, bridge: BridgeClient, fence: Fence, until: float | None) -> None:
         try:
-            while not stopping.is_set():
-                before, now, took, silences = await looks.get()
-                self._report(before, now, took)
-                self._report_silences(silences)
-        finally:
-            stop.set()
-            await asyncio.to_thread(thread.join, STOP_WAIT_S)
+            answer = await bridge.fence(fence, until, timeout=self.lease.lease_s)
+        except BridgeUnavailable as exc:  # it learns at the next word; its fenced rows wait meanwhile
+            logger.debug("sender lease of {}: cannot tell {}: {}", fence.account, bridge.component, exc)
+            return
+        if until is None and self._unsaid.get(bridge.component) == fence.token:
+            del self._unsaid[bridge.component]
+        withdrawn = [str(i) for i in answer.get("withdrawn") or ()]
+        if withdrawn:
+            up_to = fence.token if until is None else fence.token - 1
+            logger.warning("sender lease of {}: {} withdrew {} send(s) of token {} or older, given back to the "
+                           "lease's holder", fence.account, bridge.component, len(withdrawn), up_to)
+            self._owed.append((withdrawn, up_to))
+            self._give_back()
+
+    def _give_back(self) -> None:
+        self._owed = [owed for owed in self._owed if not self.on_withdrawn(*owed)]

@@ -89,14 +89,30 @@ class MonitorProcess:
         keepers = []
         lease_of = {monitor.project.name: self.config.lease_account(monitor.project) for monitor in self.monitors}
         for account in dict.fromkeys(lease_of.values()):
-            senders = [monitor.sender for monitor in self.monitors if lease_of[monitor.project.name] == account]
+            mine = [monitor for monitor in self.monitors if lease_of[monitor.project.name] == account]
+            senders = [monitor.sender for monitor in mine]
+            bridges = dict.fromkeys(name for monitor in mine for name in monitor.project.send_accounts or [account])
             keeper = LeaseKeeper(self.config.database, self.config.cluster, account, monitor_component(self.projects),
-                                 log, self.alerts, _waker(senders))
+                                 log, self.alerts, _waker(senders), self.config, list(bridges),
+                                 functools.partial(self._give_back, _waker(senders)))
             for sender in senders:
                 sender.held = keeper.fence
                 sender.fates = Fates(self.config, sender.project, self.config.cluster, self.drops, log, self.alerts)
             keepers.append(keeper)
         return keepers
+
+    def _give_back(self, wake: Callable[[], None], message_ids: list[str], up_to_token: int) -> bool:
+        """Feedback a bridge withdrew under a superseded token: pending again, for the holder (maybe this host).
+        False when the drops store did not take it (the keeper tries again after its next look)."""
+        try:
+            given = self.drops.give_back(message_ids, up_to_token)
+        except StoreUnavailable as exc:
+            logger.warning("cannot give back {} withdrawn feedback yet: {}", len(message_ids), exc)
+            return False
+        if given:
+            logger.info("gave back {} withdrawn feedback to the sender lease's holder", len(given))
+            wake()
+        return True
 
     @property
     def name(self) -> str:

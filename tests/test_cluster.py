@@ -128,7 +128,7 @@ def test_a_paused_host_sends_and_marks_nothing_after_its_lease_was_taken_over(tm
         wait_until(lambda: sent_status(a) == 25, timeout=60, message="B to acknowledge the drops after A resumed")
         after = devices(a)["vps-a"]
         assert {s["id"] for s in a.sent() if s["node"] == "vps-a"} == by_a  # A sent nothing new after resuming
-        resent = after["resent"] - before["resent"]  # what A's bridge sent again on resuming (checked last)
+        assert after["resent"] == before["resent"]  # A's bridge sent nothing on resuming: its outbox is fenced
         acks = Counter(s["text"].split()[1] for s in a.sent() if s["recipient"] == group_jid(1))
         assert acks == Counter(poster.posted)  # every acknowledgement once
         tokens = dict(a.query("drops", "SELECT claimed_by, MAX(claim_token) FROM feedback GROUP BY claimed_by"))
@@ -137,10 +137,48 @@ def test_a_paused_host_sends_and_marks_nothing_after_its_lease_was_taken_over(tm
         assert takeover < 2 + 1.0, f"B took {takeover:.2f} s to hold the lease of a paused A (lease_s 2)"
         [taken] = takeovers(b)
         assert (taken["previous"], taken["token"]) == ("vps-a", tokens["vps-b"]) and 2 <= taken["gap_s"] < 3
-        if resent:  # a known gap, not a pass: the bridge's outbox is not fenced by the lease (issue 21, open)
-            pytest.xfail(f"A's bridge sent {resent} queued message(s) again after resuming; the message id derived "
-                         "from the Idempotency-Key kept each once in the group (the simulator dedupes by id), but "
-                         "through WhatsApp (neonize cannot choose ids) it would be a second message")
+    finally:
+        signal_tree(paused, signal.SIGCONT)
+        b.stop()
+        a.stop()
+
+
+A_PACED = ("pace = { per_minute = 0, per_hour = 0, per_day = 0, reactions_per_minute = 0, chat_gap_s = 600, "
+           "chat_jitter_s = 0, typing = false, ramp_s = 0 }")  # A's bridge sends one ack, then queues the rest
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_what_a_paused_hosts_bridge_held_queued_goes_out_once_through_the_new_holder(tmp_path: Path,
+                                                                                      pg_url: str) -> None:
+    """The outbox's fence (bridge/fence.py): A's bridge holds acknowledgements queued by its pace when A is paused
+    past its lease. Resumed, it sends none of them (their token was superseded): it withdraws them, A's monitor
+    gives them back, and B, the holder now, sends each once."""
+    a, b = two_hosts(tmp_path, pg_url, pace_a=A_PACED)
+    poster = Poster(a)
+    paused: list[psutil.Process] = []
+    try:
+        poster.post(5)
+        wait_until(lambda: a.query("drops", "SELECT COUNT(*) FROM feedback WHERE status = 'queued'") == [(4,)],
+                   timeout=30, message="A's bridge to queue four acknowledgements behind its pace")
+        held = a.query("messages", "SELECT message_id FROM outbox WHERE status = 'pending'")
+        assert len(held) == 4 and all(token for (token,) in a.query("messages", "SELECT fence_token FROM outbox"))
+        paused = tree(a)
+        signal_tree(paused, signal.SIGSTOP)
+        wait_until(lambda: holder(pg_url) == "vps-b", timeout=10, message="B to take the sender lease")
+        poster.post(5)
+        wait_until(lambda: sent_status(a) == 6, timeout=60, message="B to acknowledge the drops posted meanwhile")
+        by_a = {s["id"] for s in a.sent() if s["node"] == "vps-a"}
+        signal_tree(paused, signal.SIGCONT)
+        paused = []
+        wait_until(lambda: sent_status(a) == 10, timeout=60,
+                   message="the acknowledgements A's bridge held to be given back and sent by B")
+        assert {s["id"] for s in a.sent() if s["node"] == "vps-a"} == by_a  # A sent nothing after resuming
+        assert sorted(a.query("messages", "SELECT message_id FROM outbox WHERE status = 'withdrawn'")) == sorted(held)
+        acks = Counter(s["text"].split()[1] for s in a.sent() if s["recipient"] == group_jid(1))
+        assert acks == Counter(poster.posted)  # every acknowledgement once
+        assert all(d["resent"] == 0 and d["stream_replaced"] == 0 for d in devices(a).values())
+        assert holder(pg_url) == "vps-b"
     finally:
         signal_tree(paused, signal.SIGCONT)
         b.stop()

@@ -145,6 +145,11 @@ class SenderLease:
         self.takeover: Takeover | None = None  # what the last grant took over (for the keeper's report)
         self._leaving = False  # released: the session no longer named as a holder's (release)
 
+    @property
+    def valid_until(self) -> float:
+        """CLOCK_MONOTONIC seconds until which the held token may send (what the bridges are told)."""
+        return self._valid_until
+
     def fence(self) -> Fence | None:
         """The fence to send under now, or None: not held, or too close to the database's expiry to send."""
         if self.token is None or time.monotonic() >= self._valid_until:
@@ -204,6 +209,14 @@ class SenderLease:
         if not self.renew():
             self.acquire()
         return self.fence()
+
+    def newest_token(self) -> int | None:
+        """The lease's token now, whoever holds it (None: never granted, or the database is away)."""
+        try:
+            row = one(self.db.rows("SELECT token FROM sender_leases WHERE account = ?", (self.account,)))
+        except StoreUnavailable:
+            return None
+        return int(row[0]) if row else None
 
     def release(self) -> None:
         """End the lease now (a clean stop): another host takes over at its next look, not after lease_s. Unless

@@ -24,7 +24,8 @@ FEEDBACK_STATUSES = (FEEDBACK_NONE, FEEDBACK_PENDING, FEEDBACK_SENT, FEEDBACK_QU
 # A feedback message's life; a drop's feedback_status is the status of its newest feedback.
 FEEDBACK_TRANSITIONS = {
     FEEDBACK_PENDING: {FEEDBACK_PENDING, FEEDBACK_SENT, FEEDBACK_QUEUED, FEEDBACK_FAILED, FEEDBACK_UNKNOWN},
-    FEEDBACK_QUEUED: {FEEDBACK_SENT},  # a receipt shows the bridge's outbox sent it (DropsDB.record_receipts)
+    FEEDBACK_QUEUED: {FEEDBACK_SENT,  # a receipt shows the bridge's outbox sent it (DropsDB.record_receipts)
+                      FEEDBACK_PENDING},  # its bridge withdrew it, to send it through another account (failover)
     FEEDBACK_UNKNOWN: {FEEDBACK_SENT, FEEDBACK_PENDING},  # the operator's decision: it went, or send it (again)
 }
 

@@ -13,7 +13,8 @@ import psutil
 
 from monitors.store.lease import lease_states
 from monitors.store.postgres import PostgresBackend
-from scripts.benchmarks.system_run import CONTRACTORS, PHONE, RunningSystem, config_text, group_jid, http, slow_start
+from scripts.benchmarks.system_run import (PACE_OFF, CONTRACTORS, PHONE, RunningSystem, config_text, group_jid, http,
+                                           slow_start)
 
 RATE = 5.0  # drops posted per second
 CLUSTER = '\n[cluster]\nnode = "{}"\nlease_s = {:g}\n'  # the tests' lease: 2 s (faults wait it out)
@@ -71,12 +72,13 @@ class Poster:
             self.posted.append(f"DR{7200000 + n}")
 
 
-def two_hosts(tmp_path: Path, pg_url: str, lease_s: float = 2.0, projects: int = 1,
-              edit: Callable[[str], str] = str, extra: str = "") -> tuple[RunningSystem, RunningSystem]:
+def two_hosts(tmp_path: Path, pg_url: str, lease_s: float = 2.0, projects: int = 1, edit: Callable[[str], str] = str,
+              extra: str = "", pace_a: str = PACE_OFF) -> tuple[RunningSystem, RunningSystem]:
     """A (with the simulator, a process of its own that outlives A's tree) and B, using A's simulator; started,
     A first, so that A holds the sender lease. `edit` changes both hosts' config (more accounts, send_accounts);
-    `extra` is more config for both (e.g. webhooks)."""
-    a = RunningSystem(tmp_path / "a", edit(slow_start(config_text(projects, database_url=pg_url, separate_sim=True)))
+    `extra` is more config for both (e.g. webhooks); `pace_a`: A's account's pace line (B's is off)."""
+    a = RunningSystem(tmp_path / "a", edit(slow_start(config_text(projects, database_url=pg_url, separate_sim=True,
+                                                                  pace=pace_a)))
                       + CLUSTER.format("vps-a", lease_s) + extra, database_url=pg_url, separate_sim=True)
     a.start()
     b_config = edit(slow_start(config_text(projects, database_url=pg_url))).replace(

@@ -4,6 +4,8 @@ goes out from the second number, sending returns to the first after the ban, eac
 with its cause and the alert fires once."""
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -91,13 +93,72 @@ def test_a_banned_first_number_hands_feedback_to_the_second_and_gets_it_back(
                message="the next ack, from the first number again")
     (back,) = [r for r in RecoveryLog(config.watchdog.recovery_log).read() if r["event"] == "failback"]
     assert (back["account"], back["previous"], back["cause"]) == ("first", "backup", "first can send again")
-    assert query(data_dir, "SELECT kind, COUNT(*) FROM feedback WHERE status = 'sent' GROUP BY kind ORDER BY kind") == [
-        ("ack", 4), ("operator", 1)]
+    wait_until(lambda: query(data_dir, "SELECT kind, COUNT(*) FROM feedback WHERE status = 'sent' GROUP BY kind "
+                             "ORDER BY kind") == [("ack", 4), ("operator", 1)],
+               message="every feedback marked sent (the bridge's answer follows the send)")
     assert sorted(drop for _, drop in sent_by(sim_url)) == [f"DR100000{n}" for n in (1, 2, 3, 4)]  # each once
     bodies = wait_until(lambda: len(inbox.bodies) == 2 and inbox.bodies, message="the alert fired and resolved")
     assert [(b["status"], b["rule"], b["component"]) for b in bodies] == [
         ("firing", "feedback_failover", "monitor:lawley"), ("resolved", "feedback_failover", "monitor:lawley")]
     assert "now through backup (was first): first temporary_ban" in bodies[0]["summary"]
+
+
+def outbox(store: Path, but: str = "one-too-many") -> list[tuple[str, int]]:
+    """(status, count) of the rows in a bridge's outbox (but the one of key `but`)."""
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as conn:
+        return list(conn.execute("SELECT status, COUNT(*) FROM outbox WHERE idempotency_key IS NOT ? GROUP BY status "
+                                 "ORDER BY status", (but or None,)))
+
+
+FIRST_PACED = ("pace = { per_minute = 0, per_hour = 0, per_day = 0, reactions_per_minute = 0, chat_gap_s = 15, "
+               "chat_jitter_s = 0, typing = false, ramp_s = 0 }")  # one ack to the group every 15 s
+
+
+@pytest.mark.slow
+def test_acks_queued_in_a_banned_numbers_outbox_go_out_through_the_second_at_once_and_never_twice(
+        procs: Processes, data_dir: Path, write_config) -> None:  # noqa: ANN001
+    """Issue 22: a failover takes back what the banned number's outbox still holds (POST /api/withdraw) and sends
+    it through the second number; when the ban ends the first number sends none of it."""
+    config_path = write_config(two_numbers().replace(f'phone = "{FIRST}"\napi_port = 0\n{PACE_OFF}',
+                                                     f'phone = "{FIRST}"\napi_port = 0\n{FIRST_PACED}', 1))
+    config = load(config_path)
+    assert config.accounts["first"].pace.chat_gap_s == 15
+    _, sim_url = start_sim(procs, data_dir)
+    start_account_bridge(procs, data_dir, "main")
+    _, first_url = start_account_bridge(procs, data_dir, "first")
+    start_account_bridge(procs, data_dir, "backup")
+    start_monitor(procs, "lawley")
+    for n in (1, 2, 3):
+        inject(sim_url, f"DR100000{n} installed", GROUP_A, CONTRACTOR)
+    wait_until(lambda: query(data_dir, "SELECT COUNT(*) FROM feedback WHERE status = 'queued'") == [(2,)],
+               message="two acks queued behind the first number's pace")
+    assert sent_by(sim_url) == [(FIRST, "DR1000001")]
+
+    limits = {"session": FIRST, "per_minute": 1, "ban_after": 1, "ban_s": 8, "ban_code": "SEND_TO_TOO_MANY_PEOPLE"}
+    assert call("POST", f"{sim_url}/sim/limits", limits)[0] == 200
+    call("POST", f"{first_url}/api/send", {"recipient": CONTRACTOR, "message": "one too many"},
+         headers={"Idempotency-Key": "one-too-many"})  # another chat: not held by the group's gap
+    wait_until(lambda: health(first_url).get("state") == "temporary_ban", message="the first number banned")
+    banned = time.monotonic()
+    assert call("POST", f"{sim_url}/sim/limits", {"session": FIRST})[0] == 200  # the ban runs out by itself
+    wait_until(lambda: sent_by(sim_url)[1:] == [(BACKUP, "DR1000002"), (BACKUP, "DR1000003")], timeout=20,
+               message="the acks the first number held, from the second number")
+    moved = time.monotonic() - banned
+    assert outbox(config.account("first").store) == [("sent", 1), ("withdrawn", 2)]
+    (back,) = [r for r in RecoveryLog(config.watchdog.recovery_log).read() if r["event"] == "feedback_taken_back"]
+    assert (back["account"], back["feedback"]) == ("bridge:first", 2)
+
+    # The ban ends and sending returns to the first number: the next ack comes from it, the held ones never do.
+    wait_until(lambda: health(first_url).get("state") == "connected", timeout=30, message="the ban over")
+    inject(sim_url, "DR1000004 installed", GROUP_A, CONTRACTOR)
+    wait_until(lambda: ("DR1000004" in [d for _, d in sent_by(sim_url)]), timeout=40,
+               message="the next ack, from the first number again")
+    wait_until(lambda: outbox(config.account("first").store, "") == [("sent", 3), ("withdrawn", 2)], timeout=30,
+               message="the first number's outbox drained: DR1000004 and the message of the ban sent")
+    assert sent_by(sim_url) == [(FIRST, "DR1000001"), (BACKUP, "DR1000002"), (BACKUP, "DR1000003"),
+                                (FIRST, "DR1000004")]
+    assert query(data_dir, "SELECT COUNT(*) FROM feedback WHERE status = 'sent'") == [(4,)]
+    assert moved < 10, f"the held acks went out {moved:.1f} s after the ban was seen"
 
 
 def test_send_accounts_are_checked_naming_the_key(write_config) -> None:  # noqa: ANN001

@@ -1,0 +1,182 @@
+"""The outbox's fence: a send made under a cluster's sender lease goes out only while that lease is valid.
+
+A cluster (issue 21) lets one host at a time send an account's feedback, under a lease whose token only grows
+(monitors/store/lease.py). The database fences every claim and mark, but not what a bridge already holds in its
+outbox: pacing keeps rows queued for tens of seconds, and a host paused past its lease (a frozen VM) would send
+them on resuming, after the other host took over. So a monitor's send names its lease and token (the body's
+`"fence": {"lease": "main", "token": 12}`), and the holder's lease keeper tells its bridges after each renewal "token N valid
+until t" and "lost" when it lost the lease (`POST /api/fence`). `t` is CLOCK_MONOTONIC seconds: the monitor and
+its bridge run on one host, that clock is system-wide and runs on while a paused VM is stopped, so a pause
+outlives the validity by itself.
+
+A fenced row is sent only while its token is the lease's known one and `time.monotonic()` is before its
+validity; a row of an older token (or of a token its keeper said lost) is withdrawn: never sent, while the
+monitor's row in PostgreSQL stays for the current holder. A row of a token the bridge has not heard of yet, or
+whose validity ran out, waits for the next word. Unfenced sends (one host, whatsapp-mcp's clients) never wait.
+What stays unfenced is the instant between the last check and the write to WhatsApp's socket.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bridge.sending import BadRequest, json_object
+
+MAX_TOKEN = 2**62 - 1
+MAX_VALID_S = 3600.0  # a validity further ahead than this is a mistake, not a lease
+_LEASE = re.compile(r"^:?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # an account's name (config_model.NAME), or ':webhooks'
+_KEY = re.compile(r"^[\x20-\x7e]*[\x21-\x7e][\x20-\x7e]*$")  # an Idempotency-Key (api.py): printable, not blank
+
+
+class NotALease(BadRequest):
+    """Well formed, but no lease's validity (too far ahead of this host's clock): 422."""
+
+    status = 422
+
+
+@dataclass(frozen=True)
+class SendFence:
+    """What a fenced send carries: the lease it was claimed under and the token of that grant."""
+
+    lease: str
+    token: int
+
+
+@dataclass
+class _Known:
+    token: int
+    valid_until: float  # monotonic; 0: lost
+    lost: bool = False
+
+
+class Fences:
+    """What this bridge knows of each lease: its newest token and until when it may send under it."""
+
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self.now = now
+        self._known: dict[str, _Known] = {}
+
+    def renewed(self, lease: str, token: int, valid_until: float) -> bool:
+        """`token` of `lease` is valid until `valid_until` (several processes of a node renew one grant: the
+        latest word counts). An older token, or one said lost, changes nothing. True if the token is new here."""
+        known = self._known.get(lease)
+        if known is None or token > known.token:
+            self._known[lease] = _Known(token, valid_until)
+            return True
+        if token == known.token and not known.lost:
+            known.valid_until = max(known.valid_until, valid_until)
+        return False
+
+    def lost(self, lease: str, token: int) -> bool:
+        """`token` of `lease` is no longer the lease's (tokens only grow: it never comes back). True if that is
+        news here."""
+        known = self._known.get(lease)
+        if known is None or token > known.token or (token == known.token and not known.lost):
+            self._known[lease] = _Known(token, 0.0, lost=True)
+            return True
+        return False
+
+    def superseded_up_to(self, lease: str) -> int | None:
+        """The newest token of `lease` whose rows are withdrawn (None: none)."""
+        known = self._known.get(lease)
+        return None if known is None else known.token if known.lost else known.token - 1
+
+    def knows(self, lease: str) -> bool:
+        """Has a keeper of `lease` spoken to this bridge (since it started)?"""
+        return lease in self._known
+
+    def allows(self, fence: SendFence | None) -> bool:
+        """May a row under `fence` be sent now (always, for an unfenced row)?"""
+        if fence is None:
+            return True
+        known = self._known.get(fence.lease)
+        return (known is not None and not known.lost and known.token == fence.token
+                and self.now() < known.valid_until)
+
+    def superseded(self, fence: SendFence | None) -> bool:
+        """Is `fence` over for good (a newer token is known, or its own was lost): its rows are withdrawn."""
+        if fence is None:
+            return False
+        known = self._known.get(fence.lease)
+        return known is not None and (fence.token < known.token or (fence.token == known.token and known.lost))
+
+    def snapshot(self, lease: str) -> dict:
+        """The lease as this bridge knows it (the answer of POST /api/fence)."""
+        known = self._known.get(lease)
+        if known is None:
+            return {"lease": lease, "token": None, "valid_s": 0.0}
+        valid = 0.0 if known.lost else max(0.0, known.valid_until - self.now())
+        return {"lease": lease, "token": known.token, "valid_s": round(valid, 3)}
+
+
+def _token(value: object, name: str) -> int:
+    if isinstance(value, float) and value.is_integer():  # JSON's 3.0 is the integer 3
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_TOKEN:
+        raise BadRequest(f"{name} must be a positive integer (a sender lease's token)")
+    return value
+
+
+def _lease(value: object, name: str) -> str:
+    if not isinstance(value, str) or not _LEASE.match(value):
+        raise BadRequest(f"{name} must be a sender lease's name: an account's name")
+    return value.strip()
+
+
+def take_send_fence(body: object) -> SendFence | None:
+    """A send's `"fence": {"lease", "token"}`, taken out of its JSON body (which is then parsed as it always was);
+    None: an unfenced send."""
+    if not isinstance(body, dict) or "fence" not in body:
+        return None
+    fence = body.pop("fence")
+    if not isinstance(fence, dict):
+        raise BadRequest("fence must be an object {\"lease\": an account's name, \"token\": a positive integer}")
+    json_object(fence, ("lease", "token"))
+    return SendFence(_lease(fence.get("lease"), "fence.lease"), _token(fence.get("token"), "fence.token"))
+
+
+@dataclass(frozen=True)
+class FenceWord:
+    """`POST /api/fence`: the lease keeper's word: `token` valid until `valid_until`, or `lost`."""
+
+    fence: SendFence
+    valid_until: float | None  # None: lost
+
+
+def parse_fence_word(body: object, now: float) -> FenceWord:
+    """`{"lease", "token", "valid_until"}` (CLOCK_MONOTONIC seconds) or `{"lease", "token", "lost": true}`."""
+    body = json_object(body, ("lease", "token", "valid_until", "lost"))
+    fence = SendFence(_lease(body.get("lease"), "lease"), _token(body.get("token"), "token"))
+    lost, until = body.get("lost", False), body.get("valid_until")
+    if not isinstance(lost, bool):
+        raise BadRequest("lost must be true or false")
+    if lost == (until is not None):
+        raise BadRequest("give either valid_until (the token is valid until then) or lost: true")
+    if lost:
+        return FenceWord(fence, None)
+    if isinstance(until, bool) or not isinstance(until, (int, float)) or not math.isfinite(until) or until < 0:
+        raise BadRequest("valid_until must be a number: CLOCK_MONOTONIC seconds of this host")
+    if until - now > MAX_VALID_S:
+        raise NotALease(f"valid_until is more than {MAX_VALID_S:.0f} s ahead of this host's CLOCK_MONOTONIC "
+                         f"({now:.1f}): not a lease's validity")
+    return FenceWord(fence, float(until))
+
+
+MAX_WITHDRAW = 1000
+
+
+def parse_withdraw(body: object) -> tuple[str, ...]:
+    """`POST /api/withdraw {"idempotency_keys": [...]}`: the sends to take back, by the keys they were made with."""
+    body = json_object(body, ("idempotency_keys",))
+    keys = body.get("idempotency_keys")
+    if not isinstance(keys, list) or not keys:
+        raise BadRequest("idempotency_keys is required: a list of the Idempotency-Keys of the sends to withdraw")
+    if len(keys) > MAX_WITHDRAW:
+        raise BadRequest(f"{len(keys)} idempotency_keys; at most {MAX_WITHDRAW}")
+    if not all(isinstance(k, str) and len(k) <= 200 and _KEY.match(k) for k in keys):
+        raise BadRequest("each idempotency_keys[] must be an Idempotency-Key: printable ASCII, not blank, at most "
+                         "200 characters")
+    return tuple(dict.fromkeys(k.strip() for k in keys))
