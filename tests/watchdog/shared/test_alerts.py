@@ -282,7 +282,7 @@ def test_each_package_registers_its_own_rules_and_config_checks_against_them() -
     assert {bridge.alert_rules.DISCONNECT, bridge.alert_rules.STREAM_REPLACED, bridge.alert_rules.LOGGED_OUT,
             bridge.alert_rules.NOT_PAIRED, bridge.alert_rules.NOT_IN_GROUP, bridge.alert_rules.TEMPORARY_BAN,
             monitors.alert_rules.WEBHOOK_DEAD, monitors.alert_rules.LEASE_TAKEN_OVER, monitors.alert_rules.NODE_SILENT,
-            monitors.alert_rules.FEEDBACK_FAILOVER,
+            monitors.alert_rules.FEEDBACK_FAILOVER, monitors.alert_rules.FEEDBACK_UNKNOWN,
             alert_rules.CRASH_LOOP, alert_rules.HANG, alert_rules.CONFIG_FAILED, alert_rules.NEEDS_OPERATOR,
             alert_rules.OUTAGE} == set(alert_rules.known())
     assert AlertConfig(url="http://127.0.0.1/").rules == list(alert_rules.known())
