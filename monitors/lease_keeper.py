@@ -62,7 +62,7 @@ class LeaseKeeper:
         self._telling: set[asyncio.Task] = set()
         self._unsaid: dict[str, int] = {}  # bridge component -> the lost token it has not acknowledged yet
         self._greeted = False  # the first look said what was lost before this process
-        self.released: int | None = None  # the token the keeper's thread held when it released the lease
+        self.released: int | None = None  # the token the keeper's thread held when it ended the lease
         self.component = component
         self.log = log
         self.alerts = alerts
@@ -144,8 +144,10 @@ class LeaseKeeper:
                 if stop.wait(self.lease.lease_s * RENEW_FRACTION if now else TAKE_OVER_EVERY):
                     return
         finally:
-            self.released = self.lease.token
-            self.lease.release()
+            token = self.lease.token
+            # Only a lease this process ended is "lost" to the bridges: one its node's other processes keep is not
+            # (a restarting monitor must not make the bridges withdraw what its siblings queued under it).
+            self.released = token if self.lease.release() else None
             self.lease.close()
 
     async def run(self, stopping: asyncio.Event) -> None:

@@ -218,17 +218,20 @@ class SenderLease:
             return None
         return int(row[0]) if row else None
 
-    def release(self) -> None:
+    def release(self) -> bool:
         """End the lease now (a clean stop): another host takes over at its next look, not after lease_s. Unless
         another process of this node keeps it: then it stays theirs. This session first stops counting as one of
-        them, so of the node's processes stopping together (the whole host) the last to look releases it."""
+        them, so of the node's processes stopping together (the whole host) the last to look releases it. True if
+        this call ended it (False: a sibling keeps it, or the database is away and it expires on its own)."""
+        released = False
         if self.token is not None:
             try:
                 self._name(f"wa-watchdog leaving {self.node}")  # until it asks again (acquire)
-                self.db.rows(RELEASE, (self.account, self.node, self.token))
+                released = bool(self.db.rows(RELEASE, (self.account, self.node, self.token)))
             except StoreUnavailable:
                 pass  # it expires on its own
             self.token = None
+        return released
 
     def _name(self, application_name: str) -> None:
         self.db.rows("SELECT set_config('application_name', ?, false)", (application_name,))

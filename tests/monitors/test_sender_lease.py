@@ -167,10 +167,10 @@ def test_a_process_whose_siblings_keep_the_lease_releases_nothing(leases) -> Non
     a1, a2, b = leases("vps-a", 60), leases("vps-a", 60), leases("vps-b", 60)
     token = a1.acquire()
     assert a2.acquire() == token
-    a2.release()
+    assert a2.release() is False  # a1 keeps it: its bridges hear no "lost" from a2's keeper
     a2.close()
     assert a2.fence() is None and b.acquire() is None and a1.renew() and a1.fence() == Fence(ACCOUNT, "vps-a", token)
-    a1.release()  # the node's last: handed over at once
+    assert a1.release() is True  # the node's last: handed over at once
     assert b.acquire() == token + 1 and b.takeover is None
 
 
@@ -180,9 +180,9 @@ def test_processes_of_a_node_stopping_together_hand_the_lease_over(leases) -> No
     a1, a2, b = leases("vps-a", 60), leases("vps-a", 60), leases("vps-b", 60)
     token = a1.acquire()
     assert a2.acquire() == token
-    a1.release()  # a2 still keeps it: nothing released
+    assert a1.release() is False  # a2 still keeps it: nothing released
     assert b.acquire() is None
-    a2.release()  # a1 is still connected, but leaving
+    assert a2.release() is True  # a1 is still connected, but leaving
     assert b.acquire() == token + 1 and b.takeover is None
 
 
