@@ -24,6 +24,9 @@ per submitter naming their drops, each submitter mentioned once. The rows are
 marked as carried by one message (`carrier_id`) before it is posted, so a
 restart rebuilds the same message under the same Idempotency-Key; the answer's
 message id goes on every row, and its receipts stamp them all.
+Acknowledgements falling due while their group's earlier message still waits in
+the bridge's paced outbox join it: it is withdrawn and one message carries all
+(monitors/store/rejoin.py); one the bridge is sending or sent stays.
 
 Bridge answers: 200 sent, 202 queued (its durable outbox sends on reconnect),
 400/403/404/413/422/500 refused (the same request can never succeed: failed),
