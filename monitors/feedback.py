@@ -361,7 +361,8 @@ class FeedbackSender:
         """Post one unit; in a cluster, a unit another host may already have sent is found out first
         (monitors/fate.py). Returns the seconds until a unit still in doubt is to be judged again, else None."""
         ack = self.project.feedback.ack
-        if self._coalescing() and unit[0].kind == KIND_ACK and all(r.status == FEEDBACK_PENDING for r in unit):
+        if self._coalescing() and unit[0].kind == KIND_ACK and all(r.status == FEEDBACK_PENDING for r in unit) and \
+                (self.fates is None or not self.fates.doubted(unit)):  # one in doubt is found out as it was posted
             unit = await self._rejoin(client, unit)
         if len(unit) == 1 and unit[0].carrier_id is None:
             message, members = unit[0], ()
