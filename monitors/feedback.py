@@ -389,7 +389,10 @@ class FeedbackSender:
         if not messages:
             return unit
         retrying = AsyncRetrying(retry=retry_if_exception_type(BridgeUnavailable), reraise=True,
-                                 wait=wait_exponential(multiplier=0.05, min=0.05, max=2.0), stop=stop_never)
+                                 wait=wait_exponential(multiplier=0.05, min=0.05, max=2.0), stop=stop_never,
+                                 before_sleep=lambda state: state.attempt_number in (1, 10) and logger.warning(
+                                     "feedback for {}: cannot withdraw the group's queued message yet: {} (attempt {},"
+                                     " retrying)", self.project.name, state.outcome.exception(), state.attempt_number))
         async for attempt in retrying:
             with attempt:
                 if self.held is not None and self.held() != fence:
