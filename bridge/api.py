@@ -147,7 +147,7 @@ def build_app(bridge: BridgeContext, api_token: str = "", allowed_hosts: Sequenc
 
     async def withdraw(request: web.Request) -> web.Response:
         keys = parse_withdraw(await web_guard.json_body(request))
-        states = bridge.outbox.withdraw(keys, "withdrawn by its sender (a failover to another account)")
+        states = bridge.outbox.withdraw(keys, "withdrawn by its sender (a failover, or joined to a later message)")
         return web.json_response({"success": True, "withdrawn": [k for k, s in states.items() if s == "withdrawn"],
                                   "states": states})
 

@@ -28,7 +28,7 @@ say when one is not).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import aiohttp
@@ -37,7 +37,7 @@ from loguru import logger
 from monitors.alert_rules import FEEDBACK_FAILOVER
 from monitors.config import ProjectConfig
 from monitors.drops_store import DropsDB, Feedback, Fence, StoreUnavailable
-from monitors.feedback import Answer, BridgeClient, BridgeUnavailable, Held, coalesced
+from monitors.feedback import Answer, BridgeClient, BridgeUnavailable, Held, queued_messages
 from watchdog.components import Config
 from watchdog.shared import clock
 from watchdog.shared.alerts import AlertManager
@@ -173,13 +173,7 @@ class Senders:
             return []
         try:
             queued = self.drops.queued_feedback(self.project.name)
-            messages: dict[str, list[Feedback]] = {}  # key posted to the bridge -> the rows it carries
-            for row in queued:
-                if row.carrier_id is None:
-                    messages[row.idempotency_key] = [row]
-                elif not any(rows[0].carrier_id == row.carrier_id for rows in messages.values()):
-                    carried = self.drops.carried(row.carrier_id)
-                    messages[coalesced(self.project, carried, "").idempotency_key] = carried
+            messages = queued_messages(self.drops, self.project, queued)
             if not messages:
                 return []
             states = await client.withdraw(list(messages))
@@ -202,3 +196,8 @@ class Senders:
     async def post(self, feedback: Feedback, ack: str = "message", target: str = "",
                    fence: Fence | None = None) -> Answer:
         return await (await self.choose()).post(feedback, ack, target, fence)
+
+    async def withdraw(self, keys: Sequence[str]) -> dict[str, str]:
+        """Take back queued sends from the bridge of the account sending now (what another account's bridge holds
+        is that account's: it answers unknown here, and stays)."""
+        return await (await self.choose()).withdraw(keys)

@@ -24,6 +24,9 @@ per submitter naming their drops, each submitter mentioned once. The rows are
 marked as carried by one message (`carrier_id`) before it is posted, so a
 restart rebuilds the same message under the same Idempotency-Key; the answer's
 message id goes on every row, and its receipts stamp them all.
+Acknowledgements falling due while their group's earlier message still waits in
+the bridge's paced outbox join it: it is withdrawn and one message carries all
+(monitors/store/rejoin.py); one the bridge is sending or sent stays.
 
 Bridge answers: 200 sent, 202 queued (its durable outbox sends on reconnect),
 400/403/404/413/422/500 refused (the same request can never succeed: failed),
@@ -54,6 +57,7 @@ from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_QU
 from watchdog.shared import endpoints
 from monitors.config import ProjectConfig
 from monitors.fate import RECHECK_S, SEND, WAIT, Connection, Fates
+from monitors.store import rejoin
 from monitors.store.handed import hand
 from watchdog.components import Config
 from watchdog.shared.alerts import AlertManager
@@ -111,6 +115,21 @@ def coalesced(project: ProjectConfig, rows: Sequence[Feedback], group_name: str)
     key = hashlib.sha256("\n".join(sorted(row.idempotency_key for row in rows)).encode("utf-8")).hexdigest()
     first = min((row for row in rows if row.status == FEEDBACK_PENDING), key=lambda r: r.id, default=rows[0])
     return replace(first, text=text, mentions=tuple(by for by in drops if by), idempotency_key=key)
+
+
+def queued_messages(drops: DropsDB, project: ProjectConfig, rows: Sequence[Feedback]) -> dict[str, list[Feedback]]:
+    """Queued rows as the messages they went to the bridge in: the Idempotency-Key posted -> the rows it carries (a
+    single row under its own key, a coalesced message under its carrier's key). What a withdraw names."""
+    messages: dict[str, list[Feedback]] = {}
+    carriers: set[int] = set()
+    for row in rows:
+        if row.carrier_id is None:
+            messages[row.idempotency_key] = [row]
+        elif row.carrier_id not in carriers:
+            carriers.add(row.carrier_id)
+            carried = drops.carried(row.carrier_id)
+            messages[coalesced(project, carried, "").idempotency_key] = carried
+    return messages
 
 
 def operator_feedback(project: str, drop_number: str, group_jid: str, submitted_by: str, message_id: str,
@@ -227,6 +246,8 @@ class Poster(Protocol):
     async def post(self, feedback: Feedback, ack: str = "message", target: str = "",
                    fence: Fence | None = None) -> Answer: ...
 
+    async def withdraw(self, keys: Sequence[str]) -> dict[str, str]: ...
+
 
 def answering(drops: DropsDB, feedback: Feedback) -> str:
     """The message an acknowledgement replies or reacts to: the drop's latest submission ('' if unknown)."""
@@ -340,6 +361,9 @@ class FeedbackSender:
         """Post one unit; in a cluster, a unit another host may already have sent is found out first
         (monitors/fate.py). Returns the seconds until a unit still in doubt is to be judged again, else None."""
         ack = self.project.feedback.ack
+        if self._coalescing() and unit[0].kind == KIND_ACK and all(r.status == FEEDBACK_PENDING for r in unit) and \
+                (self.fates is None or not self.fates.doubted(unit)):  # one in doubt is found out as it was posted
+            unit = await self._rejoin(client, unit)
         if len(unit) == 1 and unit[0].carrier_id is None:
             message, members = unit[0], ()
         else:  # one message for several drops quotes none of their posts
@@ -351,6 +375,36 @@ class FeedbackSender:
         for row in unit:
             self._seen.pop(row.id, None)
         return None
+
+    async def _rejoin(self, client: Poster, unit: list[Feedback]) -> list[Feedback]:
+        """`unit` (acknowledgements to one group, pending) with the rows of the group's messages still queued in the
+        bridge, if it withdrew them: one message for all (monitors/store/rejoin.py). A message the bridge is sending
+        or sent stays as it is. Only the lease's holder withdraws; the withdraw is retried until answered (an
+        answer lost after the bridge withdrew must not leave those rows behind; asked again it answers the same)."""
+        fence = self.held() if self.held else None
+        if self.held is not None and fence is None:
+            raise LeaseLost(f"feedback {unit[0].id}: this host does not hold the sender lease")
+        queued = rejoin.queued_acks(self.drops, self.project.name, unit[0].recipient, fence)
+        messages = queued_messages(self.drops, self.project, queued)
+        if not messages:
+            return unit
+        retrying = AsyncRetrying(retry=retry_if_exception_type(BridgeUnavailable), reraise=True,
+                                 wait=wait_exponential(multiplier=0.05, min=0.05, max=2.0), stop=stop_never,
+                                 before_sleep=lambda state: state.attempt_number in (1, 10) and logger.warning(
+                                     "feedback for {}: cannot withdraw the group's queued message yet: {} (attempt {},"
+                                     " retrying)", self.project.name, state.outcome.exception(), state.attempt_number))
+        async for attempt in retrying:
+            with attempt:
+                if self.held is not None and self.held() != fence:
+                    raise LeaseLost(f"feedback {unit[0].id}: the sender lease ran out or moved")
+                states = await client.withdraw(list(messages))
+        withdrawn = [row for key, rows in messages.items() if states.get(key) == "withdrawn" for row in rows]
+        if not withdrawn:
+            return unit
+        joined = rejoin.rejoin(self.drops, withdrawn, unit, fence)
+        logger.info("feedback for {}: {} queued acknowledgement(s) withdrawn to go with {} in one message",
+                    self.project.name, len(withdrawn), ", ".join(r.drop_number for r in unit))
+        return joined
 
     async def _settled(self, message: Feedback, unit: list[Feedback]) -> bool:
         """False while a unit in doubt waits; else True, after marking it (found, unknown: nothing left to post)

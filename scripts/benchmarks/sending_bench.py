@@ -4,7 +4,8 @@ through the bridge's paced outbox (bridge/pace.py) with the default pace.
 The runs, side by side:
 - projected: the pace itself on a virtual clock (the outbox's own order: always the plan's first row, sent when
   due, "typing…" before a text): one acknowledgement per drop as a message and as a reaction, and message
-  acknowledgements coalesced per group as the monitor does (the default window, and the longest allowed).
+  acknowledgements coalesced per group as the monitor does (the default window, and the longest allowed), a group's
+  message still waiting in the outbox joined by the group's next ones.
   Instant, and exactly the default settings over the real 20+ minutes.
 - real, bridge alone: the real bridge and simulator, 100 message acknowledgements posted to /api/send (with an
   Idempotency-Key, as the monitors do) within the burst, the bridge killed with SIGKILL half way through the
@@ -85,17 +86,26 @@ def handed_over(window: float) -> list[tuple[float, str, list[float], int]]:
 
 def project(pace: PaceConfig, reaction: bool, window: float = 0.0) -> dict[str, float]:
     """The outbox's loop on a virtual clock: rows queued when the monitor hands them over, the plan's first sent
-    when due. `window`: message acknowledgements coalesced (monitors/feedback.py)."""
+    when due. `window`: message acknowledgements coalesced (monitors/feedback.py), and joined while waiting: a
+    group's message still in the outbox when the next one is handed over is withdrawn and posted again carrying
+    both (a new row, at the back of the queue; monitors/store/rejoin.py)."""
     now = [0.0]
     pacer = Pacer(pace, now=lambda: now[0], rng=random.Random(7))
     arrivals = [(at, Queued(i, chat, "", reaction, length), drops)
                 for i, (at, chat, drops, length) in enumerate(handed_over(0.0 if reaction else window))]
+    carries = {row.seq: drops for _, row, drops in arrivals}  # row -> the drops' moments it acknowledges
     pending: list[Queued] = []
     done: dict[int, float] = {}
     i = 0
     while i < len(arrivals) or pending:
         while i < len(arrivals) and arrivals[i][0] <= now[0]:
-            pending.append(arrivals[i][1])
+            row = arrivals[i][1]
+            waiting = next((q for q in pending if q.chat == row.chat), None) if window > 0 else None
+            if waiting is not None:  # joined: the queued message withdrawn, one message for both posted
+                pending.remove(waiting)
+                row = Queued(len(carries), row.chat, "", False, waiting.text_len + 1 + row.text_len)
+                carries[row.seq] = carries[waiting.seq] + carries[arrivals[i][1].seq]
+            pending.append(row)
             i += 1
         first, due = pacer.plan(pending).order[0] if pending else (None, float("inf"))
         if first is not None and due <= now[0]:
@@ -107,7 +117,7 @@ def project(pace: PaceConfig, reaction: bool, window: float = 0.0) -> dict[str, 
             now[0] = min(due, arrivals[i][0] if i < len(arrivals) else float("inf"))
     times = sorted(done.values())
     return {"messages": 0 if reaction else len(done), "sent": len(done),
-            "longest_s": max(done[seq] - at for seq, (_, _, drops) in enumerate(arrivals) for at in drops),
+            "longest_s": max(done[seq] - at for seq in done for at in carries[seq]),
             "peak": peak_per_minute(times), "drained_s": times[-1]}
 
 

@@ -14,7 +14,9 @@ from datetime import datetime, timezone
 import psycopg
 import pytest
 
-from monitors.drops_store import FEEDBACK_PENDING, FEEDBACK_SENT, DropsDB, Fence, LeaseLost, open_drops_store
+from monitors.drops_store import (FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, DropsDB, Fence, LeaseLost,
+                                  open_drops_store)
+from monitors.store import rejoin
 from monitors.store.lease import SAFETY, SenderLease, lease_states
 from monitors.store.postgres import PostgresBackend
 from tests.conftest import BASE_CONFIG, ROOT, wait_until
@@ -268,3 +270,22 @@ def test_a_takeover_ends_the_sessions_of_a_holder_paused_inside_a_transaction(le
     finally:
         paused.close()
     assert [f.id for f in mine] == [claimed.id] and drops.feedback(claimed.id).status == FEEDBACK_PENDING
+
+
+def test_queued_acks_rejoin_a_new_message_only_under_the_current_token(leases, drops: DropsDB) -> None:  # noqa: ANN001
+    drops.record("lawley", "main", 1, [sub("DR1000001", "M1"), sub("DR1000002", "M2"), sub("DR1000003", "M3")], ack)
+    a, b = leases("vps-a", lease_s=SHORT), leases("vps-b", lease_s=SHORT)
+    a.acquire()
+    stale = a.fence()
+    first, *later = drops.claim_feedback("lawley", stale)
+    queued = drops.finish_feedback(first, FEEDBACK_QUEUED, bridge_message_id="3EB0A1", fence=stale)
+    assert rejoin.queued_acks(drops, "lawley", first.recipient, stale) == [queued]
+    joined = rejoin.rejoin(drops, [queued], later[:1], stale)  # the holder: the queued row joins the new one
+    assert [(f.drop_number, f.status, f.carrier_id, f.bridge_message_id) for f in joined] == [
+        ("DR1000001", FEEDBACK_PENDING, first.id, None), ("DR1000002", FEEDBACK_PENDING, first.id, None)]
+    queued = drops.finish_feedback(joined[0], FEEDBACK_QUEUED, bridge_message_id="3EB0A2", fence=stale)
+    wait_until(b.acquire, timeout=10, message="vps-b to take over")
+    assert rejoin.queued_acks(drops, "lawley", first.recipient, b.fence()) == []  # not claimed under B's token
+    with pytest.raises(LeaseLost):  # A wakes up believing it holds the lease: nothing is rejoined
+        rejoin.rejoin(drops, [queued], later[1:], stale)
+    assert (drops.feedback(first.id).status, drops.feedback(later[1].id).carrier_id) == (FEEDBACK_QUEUED, None)
