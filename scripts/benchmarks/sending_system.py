@@ -10,8 +10,9 @@ Two runs:
   number: the listening one would stop seeing drops). Once half the drops are posted, the simulator is told to
   answer main's next send with rate-overlimit and a temporary ban of BAN_S s (POST /sim/limits). Measured: every
   drop acknowledged (by which number), and the failover time: main's bridge seeing the ban (its health polled every
-  10 ms) -> the first acknowledgement the backup sends. Acknowledgements already in main's outbox wait there until
-  the ban ends (the outbox is not withdrawn on failover): counted as "waited out the ban".
+  10 ms) -> the first acknowledgement the backup sends. Acknowledgements already in main's outbox are taken back on
+  the failover (POST /api/withdraw) and sent by the backup; any that still went from main after the ban ended (one
+  being handed to WhatsApp at that moment) are counted as "waited out the ban".
 """
 from __future__ import annotations
 
