@@ -315,12 +315,14 @@ class FeedbackSender:
         units: list[list[Feedback]] = []
         groups: dict[str, list[Feedback]] = {}
         carriers: set[int] = set()
+        # In doubt (another node handed it on alone): posted as it was, so that its copy is recognised
+        doubted = self.fates.doubted(batch) if self.fates is not None else {}
         for row in batch:
             if row.carrier_id is not None:  # grouped before (a restart, or an earlier look): the same message
                 if row.carrier_id not in carriers:
                     carriers.add(row.carrier_id)
                     units.append(self.drops.carried(row.carrier_id))
-            elif row.kind == KIND_ACK and self._coalescing():
+            elif row.kind == KIND_ACK and self._coalescing() and row.id not in doubted:
                 groups.setdefault(row.recipient, []).append(row)
             else:
                 units.append([row])

@@ -3,6 +3,7 @@ and the operator's decision; finding another device's copy of a message whose id
 (neonize: no id derived from the key), by chat, sender, text and time; and the verdict rules."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -17,10 +18,10 @@ from monitors.config import ClusterConfig
 from monitors.drops_store import (FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, FEEDBACK_UNKNOWN, DropsDB,
                                   Feedback, LeaseLost, Submission, open_drops_store)
 from monitors.fate import FOUND, SEND, WAIT, Connection, Fates, find_copy
-from monitors.feedback import ack_for
+from monitors.feedback import FeedbackSender, ack_for
 from monitors.store.handed import Handed, hand
 from monitors.store.lease import SenderLease
-from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, Processes, wait_until
+from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, MESSAGE_ACK, Processes, wait_until
 from tests.monitor_support import cli
 from tests.monitors.test_drops_api import api_config, get, start_api
 from watchdog.components import Config, load
@@ -249,3 +250,23 @@ def test_what_another_nodes_bridge_queued_is_taken_over_once_its_token_is_over_a
     finally:
         a.close()
         b.close()
+
+
+def test_an_acknowledgement_in_doubt_is_not_coalesced_with_others_but_posted_as_it_was(write_config) -> None:  # noqa: ANN001
+    """Another node handed it on alone (or its bridge queued it alone): grouped with other acknowledgements into one
+    new message, its text and key would change, its copy would not be recognised, and it would go a second time."""
+    config = load(write_config(BASE_CONFIG.replace(MESSAGE_ACK, 'feedback = { ack = "message", coalesce_s = 2.0 }', 1)))
+    drops = open_drops_store(config)
+    try:
+        doubt, *fresh = [acknowledged(config, drops, f"DR765432{n}") for n in range(3)]
+        with drops.db.transaction() as tx:
+            tx.run("UPDATE feedback SET handed_by = 'vps-a', handed_token = 3, handed_at = ? WHERE id = ?",
+                   (format_ts(HANDED_AT), doubt.id))
+        sender = FeedbackSender(config, config.project("lawley"), drops)
+        sender.fates = Fates(config, config.project("lawley"), ClusterConfig("vps-b"), drops)
+        sender._seen = {row.id: time.monotonic() - 60 for row in (doubt, *fresh)}  # all due
+        units, hold = sender._units(drops.pending_feedback("lawley"))
+        assert hold is None and [[row.id for row in unit] for unit in units] == [[doubt.id], [r.id for r in fresh]]
+        assert drops.feedback(doubt.id).carrier_id is None
+    finally:
+        drops.close()
