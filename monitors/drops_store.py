@@ -301,7 +301,8 @@ class DropsDB(DropQueries):
         """Queued rows pending again (`claim`: claimed under that grant); the ids done."""
         if not values:
             return []
-        claimed, claim_params = (", claim_token = ?, claimed_by = ?", (claim.token, claim.holder)) if claim else ("", ())
+        claimed, claim_params = ((", claim_token = ?, claimed_by = ?", (claim.token, claim.holder)) if claim
+                                 else ("", ()))
         with self.db.transaction() as tx:
             done = tx.rows(
                 f"UPDATE feedback SET status = 'pending', bridge_message_id = NULL, sent_at = NULL{claimed} WHERE "

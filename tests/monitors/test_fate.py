@@ -252,7 +252,7 @@ def test_what_another_nodes_bridge_queued_is_taken_over_once_its_token_is_over_a
         b.close()
 
 
-def test_an_acknowledgement_in_doubt_is_not_coalesced_with_others_but_posted_as_it_was(write_config) -> None:  # noqa: ANN001
+def test_an_acknowledgement_in_doubt_is_not_coalesced_but_posted_as_it_was(write_config) -> None:  # noqa: ANN001
     """Another node handed it on alone (or its bridge queued it alone): grouped with other acknowledgements into one
     new message, its text and key would change, its copy would not be recognised, and it would go a second time."""
     config = load(write_config(BASE_CONFIG.replace(MESSAGE_ACK, 'feedback = { ack = "message", coalesce_s = 2.0 }', 1)))
