@@ -270,14 +270,44 @@ class DropsDB(DropQueries):
         Not fenced: it only states what the bridge did, and gives no host the right to send. The ids done."""
         return self._requeue("bridge_message_id", message_ids, " AND claim_token <= ?", (up_to_token,))
 
-    def _requeue(self, column: str, values: Sequence[object], condition: str, params: tuple) -> list[int]:
+    def take_queued(self, project: str, fence: Fence, after_s: float) -> float | None:
+        """A cluster's holder takes over feedback another node's bridge accepted (202, `queued`) under an older
+        token: that node is gone or will give nothing back, and its rows would stay queued for ever. Each is pending
+        again, claimed under `fence` and still marked as handed by that node, so the feedback sender finds out
+        whether it went (monitors/fate.py) as for a send in doubt. Only once `after_s` (the lease) has passed since
+        this grant by the database's clock: the other bridge sends under an older token only until that token's
+        validity ended, which is before its lease could expire, which is before this grant plus a lease. Fenced
+        and conditional on the older claim: a row the other node gave back, or marked, first is left alone, and
+        its give-back (`give_back`, `claim_token <= ` its token) of a row taken here changes nothing. Rows no node
+        handed on (one host before the cluster) stay the bridge's outbox's job. Returns None once looked, else
+        the seconds until it may; LeaseLost when `fence` is no longer the grant."""
+        grant = self.db.rows("SELECT EXTRACT(EPOCH FROM acquired_at + make_interval(secs => ?) - now()) FROM "
+                             "sender_leases WHERE account = ? AND holder = ? AND token = ? AND expires_at > now()",
+                             (after_s, *fence.params))
+        if not grant:
+            raise LeaseLost(f"{fence.account}'s sender lease is no longer {fence.holder}'s token {fence.token}")
+        if (wait := float(grant[0][0])) > 0:
+            return wait
+        # handed_by <> ?: a NULL (never handed on) is not <> anything
+        ids = [row[0] for row in self.db.rows(
+            "SELECT f.id FROM feedback f JOIN drops d ON d.id = f.drop_id WHERE f.status = 'queued' AND d.project = ? "
+            "AND f.handed_by <> ? AND f.claim_token < ?", (project, fence.holder, fence.token))]
+        self._requeue("id", ids, f" AND handed_by <> ? AND claim_token < ? AND {FENCE}",
+                      (fence.holder, fence.token, *fence.params), claim=fence)
+        return None
+
+    def _requeue(self, column: str, values: Sequence[object], condition: str, params: tuple,
+                 claim: Fence | None = None) -> list[int]:
+        """Queued rows pending again (`claim`: claimed under that grant); the ids done."""
         if not values:
             return []
+        claimed, claim_params = ((", claim_token = ?, claimed_by = ?", (claim.token, claim.holder)) if claim
+                                 else ("", ()))
         with self.db.transaction() as tx:
             done = tx.rows(
-                f"UPDATE feedback SET status = 'pending', bridge_message_id = NULL, sent_at = NULL WHERE {column} IN "
-                f"({', '.join('?' * len(values))}) AND status = 'queued'{condition} RETURNING id, drop_id",
-                (*values, *params))
+                f"UPDATE feedback SET status = 'pending', bridge_message_id = NULL, sent_at = NULL{claimed} WHERE "
+                f"{column} IN ({', '.join('?' * len(values))}) AND status = 'queued'{condition} RETURNING id, drop_id",
+                (*claim_params, *values, *params))
             for drop_id in {drop_id for _, drop_id in done}:
                 self._sync_drop_feedback(tx, drop_id)
         return [feedback_id for feedback_id, _ in done]

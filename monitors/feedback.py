@@ -321,6 +321,7 @@ class FeedbackSender:
         self.changed: Callable[[], None] = lambda: None  # the status line changed (a failover)
         self.fates: Fates | None = None  # a cluster: sends another host may have made (monitors/fate.py)
         self._revisited = -RECHECK_INTERVAL  # monotonic: the last look at feedback of unknown fate
+        self._took: int | None = None  # the token under which another node's queued feedback was taken over
 
     def wake(self) -> None:
         self._wake.set()
@@ -335,12 +336,14 @@ class FeedbackSender:
         units: list[list[Feedback]] = []
         groups: dict[str, list[Feedback]] = {}
         carriers: set[int] = set()
+        # In doubt (another node handed it on alone): posted as it was, so that its copy is recognised
+        doubted = self.fates.doubted(batch) if self.fates is not None else {}
         for row in batch:
             if row.carrier_id is not None:  # grouped before (a restart, or an earlier look): the same message
                 if row.carrier_id not in carriers:
                     carriers.add(row.carrier_id)
                     units.append(self.drops.carried(row.carrier_id))
-            elif row.kind == KIND_ACK and self._coalescing():
+            elif row.kind == KIND_ACK and self._coalescing() and row.id not in doubted:
                 groups.setdefault(row.recipient, []).append(row)
             else:
                 units.append([row])
@@ -443,6 +446,18 @@ class FeedbackSender:
                 self.fates.found_later(coalesced(self.project, rows, drop.group_name if drop else ""),
                                        [r for r in rows if r.status == FEEDBACK_UNKNOWN])
 
+    def _take_queued(self) -> float | None:
+        """In a cluster, once per grant this host sends under: feedback another node's bridge accepted into its
+        outbox under an older token is taken over, to be found out like a send in doubt (DropsDB.take_queued:
+        that node, gone, would leave it queued for ever). The seconds until it may be, else None. One host: its
+        bridge's durable outbox sends what it queued, as always."""
+        if self.fates is None or self.held is None or (fence := self.held()) is None or fence.token == self._took:
+            return None
+        wait = self.drops.take_queued(self.project.name, fence, self.fates.cluster.lease_s)
+        if wait is None:
+            self._took = fence.token
+        return wait
+
     def _batch(self) -> list[Feedback]:
         """Pending feedback to send now: one host alone, all of it; in a cluster, what this host claims under the
         sender lease (nothing while another host holds it)."""
@@ -465,6 +480,7 @@ class FeedbackSender:
                 recheck = RECHECK_INTERVAL
                 try:
                     await client.look_after_queued()
+                    due = self._take_queued()
                     while batch := self._batch():
                         self.waiting = len(batch)
                         units, hold = self._units(batch)
@@ -478,6 +494,8 @@ class FeedbackSender:
                         if hold is not None:  # the rest falls due then (or sooner, when woken)
                             recheck = hold
                             break
+                    if due is not None:  # what another node's bridge queued may be taken over then
+                        recheck = min(recheck, due)
                     self._revisit()
                 except StoreUnavailable as exc:
                     logger.warning("feedback for {} waits for the drops store: {}", self.project.name, exc)

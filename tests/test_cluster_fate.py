@@ -13,6 +13,7 @@ reached the group (`/sim/sent`, once per message id) and what a device sent agai
 from __future__ import annotations
 
 import signal
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +22,9 @@ import pytest
 
 from scripts.benchmarks.cluster_run import (Poster, ack_row, holder, kill_tree, sent_of, signal_tree, two_hosts,
                                             watchdog_and_bridge, withhold)
-from scripts.benchmarks.system_run import PHONE, RunningSystem, http
+from scripts.benchmarks.system_run import PHONE, RunningSystem, group_jid, http
 from tests.conftest import wait_until
+from tests.test_cluster import A_PACED
 from tests.monitor_support import cli
 from tests.monitors.test_group_watch import AlertInbox
 from watchdog.components import load
@@ -105,6 +107,38 @@ def test_a_send_a_killed_host_never_made_is_sent_once_by_the_new_holder(tmp_path
         assert (fate["outcome"], fate["drops"], fate["handed_by"]) == ("send", [drop], "vps-a")
     finally:
         signal_tree(frozen, signal.SIGCONT)
+        b.stop()
+        a.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_what_a_killed_hosts_bridge_held_queued_is_found_out_by_the_new_holder_and_each_ack_goes_once(
+        tmp_path: Path, pg_url: str) -> None:
+    """A's bridge sent the first acknowledgement and answered 202 for the next four (`queued`: its pace holds them).
+    A dies and never comes back, so nothing of A gives them back: B, a lease after its grant (A's bridge can send
+    nothing after that), takes them over and finds out: no copy on B's device, so they never went, and B sends each
+    once. None stays queued or unknown."""
+    a, b = two_hosts(tmp_path, pg_url, extra=FATE.format(30), pace_a=A_PACED)
+    poster = Poster(a)
+    try:
+        poster.post(5)
+        wait_until(lambda: a.query("drops", "SELECT status, COUNT(*) FROM feedback GROUP BY status ORDER BY status")
+                   == [("queued", 4), ("sent", 1)], timeout=60,
+                   message="A's bridge to send one acknowledgement and queue four behind its pace")
+        queued = [drop for drop in poster.posted if ack_row(a, drop)[0] == "queued"]
+        assert all(ack_row(a, drop)[2] == "vps-a" for drop in queued)
+        kill_tree(a)
+        wait_until(lambda: all(ack_row(a, drop)[0] == "sent" for drop in poster.posted), timeout=90,
+                   message="B to find out and mark every acknowledgement sent")
+        acks = Counter(s["text"].split()[1] for s in a.sent() if s["recipient"] == group_jid(1))
+        assert acks == Counter(poster.posted)  # every acknowledgement reached the group once
+        assert all(s["node"] == "vps-b" for drop in queued for s in sent_of(a, drop))
+        assert all(ack_row(a, drop)[1:3] == (sent_of(a, drop)[0]["id"], "vps-b") for drop in queued)
+        assert a.query("drops", "SELECT status, COUNT(*) FROM feedback GROUP BY status") == [("sent", 5)]
+        assert sorted((f["outcome"], *f["drops"]) for f in fates(b)) == sorted(("send", drop) for drop in queued)
+        assert resent_by(a, "vps-b") == 0
+    finally:
         b.stop()
         a.stop()
 

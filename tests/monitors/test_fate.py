@@ -3,6 +3,7 @@ and the operator's decision; finding another device's copy of a message whose id
 (neonize: no id derived from the key), by chat, sender, text and time; and the verdict rules."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -14,12 +15,13 @@ from bridge.schema import format_ts, open_readonly
 from bridge.store import Store
 from bridge.transport import IncomingMessage, Source
 from monitors.config import ClusterConfig
-from monitors.drops_store import (FEEDBACK_PENDING, FEEDBACK_SENT, FEEDBACK_UNKNOWN, DropsDB, Feedback,
-                                  Submission, open_drops_store)
+from monitors.drops_store import (FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, FEEDBACK_UNKNOWN, DropsDB,
+                                  Feedback, LeaseLost, Submission, open_drops_store)
 from monitors.fate import FOUND, SEND, WAIT, Connection, Fates, find_copy
-from monitors.feedback import ack_for
-from monitors.store.handed import Handed
-from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, Processes
+from monitors.feedback import FeedbackSender, ack_for
+from monitors.store.handed import Handed, hand
+from monitors.store.lease import SenderLease
+from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, MESSAGE_ACK, Processes, wait_until
 from tests.monitor_support import cli
 from tests.monitors.test_drops_api import api_config, get, start_api
 from watchdog.components import Config, load
@@ -199,3 +201,72 @@ def test_the_drops_api_shows_feedback_of_unknown_fate_and_filters_by_it(write_co
             ("unknown", "handed to vps-a's bridge; no copy seen")], detail
     finally:
         procs.stop_all()
+
+
+@pytest.mark.parametrize("drops_backend", ["postgres"], indirect=True)
+def test_what_another_nodes_bridge_queued_is_taken_over_once_its_token_is_over_and_its_give_back_is_a_no_op(
+        config: Config, drops: DropsDB) -> None:
+    """Host A's bridge accepted acknowledgements into its outbox (202, `queued`) and A is gone: B, holding the lease
+    now, takes them over to find out (pending, claimed by B, still handed by A: monitors/fate.py's doubt), but not
+    before A's token's validity is surely over (a lease after B's grant), and A's give-back, should A come back,
+    changes nothing B took. Rows no node handed on stay queued (the bridge's outbox's job)."""
+    short = 1.5
+    a = SenderLease(config.database.url, "wa_watchdog", "main", "vps-a", short)
+    b = SenderLease(config.database.url, "wa_watchdog", "main", "vps-b", 10.0)  # held through the test
+    try:
+        rows = [acknowledged(config, drops, f"DR123456{n}") for n in range(4)]
+        a.acquire()
+        stale = a.fence()
+        assert stale is not None and len(drops.claim_feedback("lawley", stale)) == 4
+        hand(drops.db, [r.id for r in rows[:3]], stale)
+        for n, row in enumerate(rows):  # the last one: queued, but never handed on (one host, before the cluster)
+            drops.finish_feedback(row, FEEDBACK_QUEUED, "", f"3EB0{n}", fence=stale)
+        wait_until(b.acquire, timeout=10, message="vps-b to take the expired lease over")
+        fence = b.fence()
+        assert fence is not None and fence.token == stale.token + 1
+        with pytest.raises(LeaseLost):
+            drops.take_queued("lawley", stale, short)  # A, waking up: takes nothing
+        wait = drops.take_queued("lawley", fence, short)
+        assert wait is not None and 0 < wait <= short  # A's bridge may still send under its token: not yet
+        assert [drops.feedback(r.id).status for r in rows] == [FEEDBACK_QUEUED] * 4
+        assert drops.give_back(["3EB02"], stale.token) == [rows[2].id]  # A came back first for this one: its own
+        wait_until(lambda: drops.take_queued("lawley", fence, short) is None, timeout=10,
+                   message="the grant to be a lease old")
+        taken = drops.db.rows("SELECT status, claim_token, claimed_by, handed_by, handed_token, bridge_message_id "
+                              "FROM feedback ORDER BY id")
+        assert taken == [(FEEDBACK_PENDING, fence.token, "vps-b", "vps-a", stale.token, None)] * 2 + [
+            (FEEDBACK_PENDING, stale.token, "vps-a", "vps-a", stale.token, None),  # given back: claimed as pending
+            (FEEDBACK_QUEUED, stale.token, "vps-a", None, None, "3EB03")]
+        assert drops.drop("lawley", "DR1234560").feedback_status == FEEDBACK_PENDING
+        fates = Fates(config, config.project("lawley"), ClusterConfig("vps-b", lease_s=short), drops)
+        assert set(fates.doubted([drops.feedback(r.id) for r in rows])) == {r.id for r in rows[:3]}  # found out
+        # B decides: the first was in the group (found: sent), the second goes again through B's bridge (queued)
+        drops.finish_feedback(drops.feedback(rows[0].id), FEEDBACK_SENT, "", "3EB00", fence=fence)
+        drops.finish_feedback(drops.feedback(rows[1].id), FEEDBACK_QUEUED, "", "3EB01", fence=fence)
+        assert drops.give_back(["3EB00", "3EB01"], stale.token) == []  # A's bridge withdrew them: too late, no-op
+        assert [drops.feedback(r.id).status for r in rows[:2]] == [FEEDBACK_SENT, FEEDBACK_QUEUED]
+        assert drops.take_queued("lawley", fence, short) is None  # queued under B's token: B's bridge's, not taken
+        assert drops.feedback(rows[1].id).status == FEEDBACK_QUEUED
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_acknowledgement_in_doubt_is_not_coalesced_but_posted_as_it_was(write_config) -> None:  # noqa: ANN001
+    """Another node handed it on alone (or its bridge queued it alone): grouped with other acknowledgements into one
+    new message, its text and key would change, its copy would not be recognised, and it would go a second time."""
+    config = load(write_config(BASE_CONFIG.replace(MESSAGE_ACK, 'feedback = { ack = "message", coalesce_s = 2.0 }', 1)))
+    drops = open_drops_store(config)
+    try:
+        doubt, *fresh = [acknowledged(config, drops, f"DR765432{n}") for n in range(3)]
+        with drops.db.transaction() as tx:
+            tx.run("UPDATE feedback SET handed_by = 'vps-a', handed_token = 3, handed_at = ? WHERE id = ?",
+                   (format_ts(HANDED_AT), doubt.id))
+        sender = FeedbackSender(config, config.project("lawley"), drops)
+        sender.fates = Fates(config, config.project("lawley"), ClusterConfig("vps-b"), drops)
+        sender._seen = {row.id: time.monotonic() - 60 for row in (doubt, *fresh)}  # all due
+        units, hold = sender._units(drops.pending_feedback("lawley"))
+        assert hold is None and [[row.id for row in unit] for unit in units] == [[doubt.id], [r.id for r in fresh]]
+        assert drops.feedback(doubt.id).carrier_id is None
+    finally:
+        drops.close()
