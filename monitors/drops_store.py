@@ -262,13 +262,13 @@ class DropsDB(DropQueries):
         """Queued feedback its bridge withdrew (a failover: never sent there) is pending again, to be sent through
         another account; with a `fence`, only rows claimed under its token while it is current. The ids done."""
         fenced, params = (f" AND claim_token = ? AND {FENCE}", (fence.token, *fence.params)) if fence else ("", ())
-        return self._requeue("id", [row.id for row in rows], fenced, params)
+        return self._requeue("id", [row.id for row in rows], fenced, params, unhand=True)
 
     def give_back(self, message_ids: Sequence[str], up_to_token: int) -> list[int]:
         """Queued feedback a bridge withdrew because its sender lease's token (at most `up_to_token`) was superseded
         (bridge/fence.py: never sent, never to be) is pending again, for the lease's holder now to claim and send.
         Not fenced: it only states what the bridge did, and gives no host the right to send. The ids done."""
-        return self._requeue("bridge_message_id", message_ids, " AND claim_token <= ?", (up_to_token,))
+        return self._requeue("bridge_message_id", message_ids, " AND claim_token <= ?", (up_to_token,), unhand=True)
 
     def take_queued(self, project: str, fence: Fence, after_s: float) -> float | None:
         """A cluster's holder takes over feedback another node's bridge accepted (202, `queued`) under an older
@@ -297,12 +297,15 @@ class DropsDB(DropQueries):
         return None
 
     def _requeue(self, column: str, values: Sequence[object], condition: str, params: tuple,
-                 claim: Fence | None = None) -> list[int]:
-        """Queued rows pending again (`claim`: claimed under that grant); the ids done."""
+                 claim: Fence | None = None, unhand: bool = False) -> list[int]:
+        """Queued rows pending again (`claim`: claimed under that grant); the ids done. `unhand`: the bridge said it
+        withdrew them (never sent), so no host need look for a copy before sending them (monitors/fate.py)."""
         if not values:
             return []
         claimed, claim_params = ((", claim_token = ?, claimed_by = ?", (claim.token, claim.holder)) if claim
                                  else ("", ()))
+        if unhand:
+            claimed += ", handed_by = NULL, handed_token = NULL, handed_at = NULL"
         with self.db.transaction() as tx:
             done = tx.rows(
                 f"UPDATE feedback SET status = 'pending', bridge_message_id = NULL, sent_at = NULL{claimed} WHERE "
