@@ -90,5 +90,4 @@ def test_follow_prints_new_lines_also_after_a_rotation(config_path: Path, data_d
         # A deadline, not a speed: a CI pass on a machine loaded with cluster tests once took over 10 s here.
         proc.wait(timeout=30)
         proc.stdout.close()
-    assert proc.returncode is not None
     assert sum("live one" in s for s in seen) == 1
