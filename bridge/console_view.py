@@ -11,7 +11,7 @@ from html import escape
 
 from watchdog.components import Config
 from watchdog.control.console.events import Events, Window
-from watchdog.control.console.timeline import Mark
+from watchdog.control.console.extensions import Extension
 from bridge.alert_rules import not_in_text
 from watchdog.shared.human import format_duration
 
@@ -54,25 +54,13 @@ def connection_line(connection: dict | None) -> str:
     return f'<div class="conn">WhatsApp: {" · ".join(parts)}</div>'
 
 
-class ConnectionView:
+class ConnectionView(Extension):
     name = "connection"  # also the class of its rows in the Now panel (console.css)
     title = ""  # no panel
     events = EVENTS
 
     def __init__(self, config: Config) -> None:
         self.config = config
-
-    def panel(self, status: list[dict]) -> str:
-        return ""
-
-    def marks(self, since: float, until: float) -> list[Mark]:
-        return []
-
-    def names(self) -> dict[str, str]:
-        return {}
-
-    def detail(self, key: str) -> tuple[str, str] | None:
-        return None
 
     def row(self, status: dict) -> str:
         """A bridge's status item carries `connection` (its health answer's; None while it gives none)."""

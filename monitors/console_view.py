@@ -23,6 +23,7 @@ from monitors import cluster_status
 from monitors.drops_store import Drop, DropsDB, drops_db_path, open_drops_store
 from watchdog.components import Config
 from watchdog.control.console.events import Events, FollowUp
+from watchdog.control.console.extensions import Extension
 from watchdog.control.console.timeline import Mark
 from watchdog.shared import clock
 from watchdog.shared.human import counts_text
@@ -74,7 +75,7 @@ def _today_start() -> str:
     return format_ts(local_midnight.astimezone(timezone.utc))
 
 
-class DropsView:
+class DropsView(Extension):
     name = "drops"
     title = "Drops today"
     events = EVENTS
@@ -177,9 +178,6 @@ class DropsView:
                 f'{escape(drop.feedback_status)}</p><h3>messages</h3>{messages}'
                 f'<h3>feedback</h3><ul>{answers or "<li>none</li>"}</ul>')
         return f"{drop.drop_number} ({project})", html
-
-    def row(self, status: dict) -> str:
-        return ""
 
     def _message(self, project: str, drop: Drop, message_id: str, label: str) -> str:
         listening = [p.listen_account for p in self.config.projects if p.name == project]

@@ -17,7 +17,7 @@ from bridge.config import account_component
 from monitors.failover import CONNECTED, why_not
 from watchdog.components import Config
 from watchdog.control.console.events import NONE
-from watchdog.control.console.timeline import Mark
+from watchdog.control.console.extensions import Extension
 from watchdog.shared import clock
 from watchdog.shared.component import StatusSection
 from watchdog.shared.human import format_duration, table_lines
@@ -170,7 +170,7 @@ def panel(view: Sending) -> str:
     return "".join(out)
 
 
-class SendingView:
+class SendingView(Extension):
     """The console's Sending panel (named in the monitors' slice, `console_views`)."""
 
     name = "sending"
@@ -182,15 +182,3 @@ class SendingView:
 
     def panel(self, status: list[dict]) -> str:
         return panel(read(self.config, status))
-
-    def marks(self, since: float, until: float) -> list[Mark]:
-        return []
-
-    def names(self) -> dict[str, str]:
-        return {}
-
-    def detail(self, key: str) -> tuple[str, str] | None:
-        return None
-
-    def row(self, status: dict) -> str:
-        return ""

@@ -15,7 +15,8 @@ PRODUCT = ("bridge", "monitors")
 # What a product package may use of the supervisor: the shared base, the composition, and the extension
 # points it implements (hooks and their answers, console marks and events, recovery lines).
 EXTENSION_POINTS = ("watchdog.commands.recoveries", "watchdog.core.hooks", "watchdog.core.probes",
-                    "watchdog.control.console.timeline", "watchdog.control.console.events")
+                    "watchdog.control.console.extensions", "watchdog.control.console.timeline",
+                    "watchdog.control.console.events")
 
 
 def imports(path: Path) -> set[str]:

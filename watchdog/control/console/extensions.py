@@ -25,6 +25,9 @@ from watchdog.control.console.timeline import Mark
 
 
 class Extension(Protocol):
+    """What a view offers; a view that subclasses it explicitly inherits the defaults of what it does not offer
+    (no panel, marks, names, detail pages or rows)."""
+
     name: str  # in URLs: /console/x/<name>/<key>
     title: str  # the panel's heading; "" = no panel (a view that only declares events and rows)
     events: Events  # the recovery-log events it knows (events.NONE: none)
@@ -32,18 +35,23 @@ class Extension(Protocol):
     def panel(self, status: list[dict]) -> str:
         """The panel's HTML (escaped by the extension), rendered on every page view and live update; `status`:
         every component's status item (as `row` gets them one by one)."""
+        return ""
 
     def marks(self, since: float, until: float) -> list[Mark]:
         """Timeline marks in [since, until] (epoch seconds), on the rows of the components they belong to."""
+        return []
 
     def names(self) -> dict[str, str]:
         """Group JID -> group name, so incidents read `Lawley Fibre`, not `1203...@g.us`."""
+        return {}
 
     def detail(self, key: str) -> tuple[str, str] | None:
         """(title, HTML) of the page /console/x/<name>/<key> links to; None if `key` names nothing."""
+        return None
 
     def row(self, status: dict) -> str:
         """A line of HTML under this component's row in the Now panel, from its status item; "" = none."""
+        return ""
 
 
 @dataclass(frozen=True)
