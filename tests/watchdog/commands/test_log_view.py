@@ -72,7 +72,10 @@ def test_an_unknown_component_or_bad_since_is_a_clear_error(config_path: Path, d
 def test_follow_prints_new_lines_also_after_a_rotation(config_path: Path, data_dir: Path) -> None:
     write_logs(data_dir, clock.now_s())
     proc = subprocess.Popen([sys.executable, "-m", "watchdog.cli", "logs", "--config", str(config_path), "-f",
-                             "bridge:main"], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True)
+                             "bridge:main"], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            # Ctrl-C live, as at an operator's terminal: a run started in the background by a
+                            # non-interactive shell inherits SIGINT ignored, and then `logs -f` never hears it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen: list[str] = []
     reader = threading.Thread(target=lambda: seen.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
