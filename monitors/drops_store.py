@@ -142,7 +142,7 @@ class DropsDB(DropQueries):
                                 status, None)
                     new.append(drop)
                     enqueue(tx, self.db.dialect, DROP_BACKFILLED if sub.backfilled else DROP_RECORDED,
-                            {"drop": drop_json(drop)})
+                            {"drop": drop_json(drop)}, public_id)
                 else:
                     drop_id, kind = tx.rows("SELECT id FROM drops WHERE project = ? AND drop_number = ?",
                                             (project, sub.drop_number))[0][0], "resubmitted"
@@ -154,10 +154,12 @@ class DropsDB(DropQueries):
                 if kind == "submitted":
                     tx.run(event, values)  # a new drop: its first event cannot exist yet
                 elif tx.rows(event + " RETURNING id", values):
+                    known = self._drop_by_id(tx, drop_id)
                     enqueue(tx, self.db.dialect, DROP_RESUBMITTED, {
-                        "drop": drop_json(self._drop_by_id(tx, drop_id)),
+                        "drop": drop_json(known),
                         "submission": {"message_id": sub.message_id, "submitted_by": sub.submitted_by,
-                                       "message_time": rfc3339(sub.message_time), "backfilled": sub.backfilled}})
+                                       "message_time": rfc3339(sub.message_time), "backfilled": sub.backfilled}},
+                        f"{known.public_id}/{sub.message_id}")
             self._move_cursor(tx, project, account, cursor, detected_at)
         return new
 
@@ -383,7 +385,8 @@ class DropsDB(DropQueries):
             self._sync_drop_feedback(tx, drop_id)
             done = self._feedback(tx, feedback.id)
             if accepted or status == FEEDBACK_FAILED:  # unknown is no outcome to report: an operator decides it
-                self._feedback_event(tx, FEEDBACK_SENT_EVENT if accepted else FEEDBACK_FAILED_EVENT, drop_id, done)
+                self._feedback_event(tx, FEEDBACK_SENT_EVENT if accepted else FEEDBACK_FAILED_EVENT,
+                                     self._drop_by_id(tx, drop_id), done)
         return done
 
     def decide_unknown(self, feedback_id: int, status: str, bridge_message_id: str | None = None) -> Feedback:
@@ -403,7 +406,7 @@ class DropsDB(DropQueries):
             self._sync_drop_feedback(tx, drop_id)
             done = self._feedback(tx, feedback_id)
             if status == FEEDBACK_SENT:
-                self._feedback_event(tx, FEEDBACK_SENT_EVENT, drop_id, done)
+                self._feedback_event(tx, FEEDBACK_SENT_EVENT, self._drop_by_id(tx, drop_id), done)
         return done
 
     def unknown_feedback(self, project: str | None = None) -> list[Feedback]:
@@ -414,9 +417,11 @@ class DropsDB(DropQueries):
             f"SELECT {FEEDBACK_COLUMNS} FROM feedback f JOIN drops d ON d.id = f.drop_id WHERE {where} "
             "ORDER BY f.id", params)]
 
-    def _feedback_event(self, tx: Tx, event_type: str, drop_id: int, feedback: Feedback) -> None:
-        enqueue(tx, self.db.dialect, event_type, {"drop": drop_json(self._drop_by_id(tx, drop_id)),
-                                                  "feedback": feedback_json(feedback)})
+    def _feedback_event(self, tx: Tx, event_type: str, drop: Drop, feedback: Feedback) -> None:
+        """One event per outcome of a feedback row (its status): the same outcome reported again, after the row was
+        given back and queued again, is the same event (outbox.enqueue)."""
+        enqueue(tx, self.db.dialect, event_type, {"drop": drop_json(drop), "feedback": feedback_json(feedback)},
+                f"{drop.public_id}/{feedback.idempotency_key}/{feedback.status}")
 
     @staticmethod
     def _sync_drop_feedback(tx: Tx, drop_id: int) -> None:
@@ -476,8 +481,7 @@ class DropsDB(DropQueries):
                 drops = {row[0]: drop_from_row(row) for row in tx.rows(
                     f"SELECT {DROP_COLUMNS} FROM drops d WHERE d.id IN ({', '.join('?' * len(drop_ids))})", drop_ids)}
                 for event_type, fid in events:
-                    enqueue(tx, self.db.dialect, event_type, {"drop": drop_json(drops[drops_of[fid]]),
-                                                              "feedback": feedback_json(rows[fid])})
+                    self._feedback_event(tx, event_type, drops[drops_of[fid]], rows[fid])
         return set(feedback), sum(len(ids) for ids in changed.values())
 
     def _settle_queued(self, tx: Tx, ids: list[int]) -> None:

@@ -1,7 +1,8 @@
 """The webhook outbox: events written in the same transaction as the change they report, then delivered.
 
-`enqueue(tx, dialect, type, data)` is called by the store's writers inside their own
-transaction, so an event exists exactly when its change committed. Delivery
+`enqueue(tx, dialect, type, data, identity)` is called by the store's writers inside their own
+transaction, so an event exists exactly when its change committed; its id is derived from what it
+reports, so the same outcome reported again is the same event, written once. Delivery
 state is per webhook: `webhook_cursors` says how far a webhook has pulled
 the event stream, `deliveries` holds one row per (webhook, event) it wants,
 pending until delivered or dead. The deliverer (drops-api) first calls
@@ -25,10 +26,16 @@ from monitors.store.shapes import rfc3339
 from monitors.store.sql import Backend, Dialect, Tx, one
 
 PULL_BATCH = 1000  # events moved into a webhook's deliveries per `due` call
+EVENT_IDS = uuid.UUID("9d478795-15db-49a9-a772-0962935e951e")  # the namespace of derived event ids (uuid5)
 
 
-def enqueue(tx: Tx, dialect: Dialect, event_type: str, data: dict) -> str:
+def enqueue(tx: Tx, dialect: Dialect, event_type: str, data: dict, identity: str) -> str:
     """Add an event in the caller's transaction, as its last statements (`Tx.at_commit`); returns its id.
+
+    `identity` is what the event reports (a drop's public id; a feedback row's drop, key and status): its id is
+    derived from it, and an event already written under that id stands (the insert does nothing). Feedback a
+    bridge queued, gave back (a lease taken over, a failover, a rejoin) and queued again is one feedback.sent,
+    not one per pass: receivers de-duplicate on the id, and the web app saw the same outcome twice under two.
 
     Last, because on PostgreSQL the event lock (events commit in `seq` order) is held from its statement to
     COMMIT: taken at the end, every writer holds it for its final statements and the commit only, never
@@ -39,9 +46,10 @@ def enqueue(tx: Tx, dialect: Dialect, event_type: str, data: dict) -> str:
         tx.at_commit(dialect.event_lock)
     # Never before the previous event, even after the wall clock was stepped back: receivers order by it.
     last = tx.rows("SELECT created_at FROM events ORDER BY seq DESC LIMIT 1")
-    event_id, created_at = str(uuid.uuid4()), max(now_ts(), last[0][0] if last else "")
+    created_at = max(now_ts(), last[0][0] if last else "")
     payload = json.dumps({"type": event_type, "timestamp": rfc3339(created_at), "data": data}, separators=(",", ":"))
-    tx.at_commit("INSERT INTO events (id, type, created_at, payload) VALUES (?, ?, ?, ?)",
+    event_id = str(uuid.uuid5(EVENT_IDS, f"{event_type}/{identity}"))
+    tx.at_commit("INSERT INTO events (id, type, created_at, payload) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                  (event_id, event_type, created_at, payload))
     if dialect.event_notify:
         tx.at_commit(dialect.event_notify)

@@ -15,6 +15,7 @@ from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_QUEUED, FEEDBACK_SEN
                                   Submission, drops_db_path, open_drops_store)
 from monitors.feedback import coalesced
 from monitors.store.outbox import outbox_channel
+from monitors.store.rejoin import rejoin
 from monitors.store.shapes import rfc3339
 from tests.conftest import BASE_CONFIG, GROUP_A
 from watchdog.components import load
@@ -83,6 +84,50 @@ def test_every_change_enqueues_its_event_once(drops: DropsDB) -> None:
     feedback_event = json.loads(drops.outbox.due("all", now=at(10**6))[3].payload)["data"]
     assert feedback_event["feedback"]["status"] == "sent" and feedback_event["feedback"]["id"] == sent.id
     assert feedback_event["drop"]["feedback_status"] == "sent"
+
+
+def sent_events(drops: DropsDB) -> list[tuple[str, int, str, str]]:
+    """Every feedback.sent in the outbox, oldest first: (webhook-id, feedback id, its status, its message id)."""
+    return [(e.id, f["id"], f["status"], f["bridge_message_id"]) for e in drops.outbox.due("all", limit=1000, now=at(10**6))
+            if e.type == "feedback.sent" for f in [e.data["data"]["feedback"]]]
+
+
+def test_feedback_queued_again_after_a_give_back_is_one_event_under_one_id(drops: DropsDB) -> None:
+    """Issue 21: a row a bridge accepted (202), gave back (a failover's withdrawal, a superseded token's give-back)
+    and that was accepted again is the same outcome: one feedback.sent, one webhook-id, the first report standing.
+    Sent, after one more give-back, is another outcome: its own event."""
+    drops.record("lawley", "main", 1, [sub("DR1000001", "M1")], ack)
+    (row,) = drops.pending_feedback("lawley")
+    queued = drops.finish_feedback(row, FEEDBACK_QUEUED, bridge_message_id="3EB0A1")
+    assert drops.requeue_feedback([queued]) == [row.id]  # a failover: its bridge withdrew it, never sent
+    drops.finish_feedback(drops.feedback(row.id), FEEDBACK_QUEUED, bridge_message_id="3EB0A2")
+    with drops.db.transaction() as tx:  # claimed under token 3, as a cluster's holder claims it (claim_feedback)
+        tx.run("UPDATE feedback SET claim_token = 3 WHERE id = ?", (row.id,))
+    assert drops.give_back(["3EB0A2"], 3) == [row.id]  # token 3 superseded: its bridge gave it back
+    drops.finish_feedback(drops.feedback(row.id), FEEDBACK_QUEUED, bridge_message_id="3EB0A3")
+    (first,) = sent_events(drops)
+    assert first[1:] == (row.id, "queued", "3EB0A1")
+    assert drops.requeue_feedback([drops.feedback(row.id)]) == [row.id]
+    drops.finish_feedback(drops.feedback(row.id), FEEDBACK_SENT, bridge_message_id="3EB0A4")  # through another number
+    again, sent = sent_events(drops)
+    assert again == first and sent[1:] == (row.id, "sent", "3EB0A4") and sent[0] != first[0]
+    assert types(drops) == ["drop.recorded", "feedback.sent", "feedback.sent"]
+
+
+def test_a_queued_ack_joined_into_a_later_message_is_one_event_per_row(drops: DropsDB) -> None:
+    """Coalescing while waiting (monitors/store/rejoin.py): the queued acknowledgement is withdrawn, joins the one
+    falling due, and the message carrying both is queued: the first row's feedback.sent is not written twice."""
+    drops.record("lawley", "main", 1, [sub("DR1000001", "M1")], ack)
+    (row,) = drops.pending_feedback("lawley")
+    queued = drops.finish_feedback(row, FEEDBACK_QUEUED, bridge_message_id="3EB0A1")
+    drops.record("lawley", "main", 2, [sub("DR1000002", "M2", seconds=30)], ack)
+    (later,) = drops.pending_feedback("lawley")
+    joined = rejoin(drops, [queued], [later])
+    assert [r.id for r in joined] == [row.id, later.id]
+    for carried in joined:
+        drops.finish_feedback(carried, FEEDBACK_QUEUED, bridge_message_id="3EB0C1")
+    assert [event[1:] for event in sent_events(drops)] == [(row.id, "queued", "3EB0A1"),
+                                                           (later.id, "queued", "3EB0C1")]
 
 
 def stamped(drops: DropsDB, message_id: str, kind: str, at: str, recipient_jid: str = "") -> bool:

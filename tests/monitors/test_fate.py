@@ -3,6 +3,7 @@ and the operator's decision; finding another device's copy of a message whose id
 (neonize: no id derived from the key), by chat, sender, text and time; and the verdict rules."""
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -247,6 +248,11 @@ def test_what_another_nodes_bridge_queued_is_taken_over_once_its_token_is_over_a
         assert [drops.feedback(r.id).status for r in rows[:2]] == [FEEDBACK_SENT, FEEDBACK_QUEUED]
         assert drops.take_queued("lawley", fence, short) is None  # queued under B's token: B's bridge's, not taken
         assert drops.feedback(rows[1].id).status == FEEDBACK_QUEUED
+        # queued by A, taken over, queued by B: one outcome, one feedback.sent (A's report); sent is another outcome
+        reported = drops.db.rows("SELECT payload FROM events WHERE type = 'feedback.sent' ORDER BY seq")
+        assert sorted((f["id"], f["status"]) for f in (json.loads(p)["data"]["feedback"] for (p,) in reported)) == [
+            (rows[0].id, FEEDBACK_QUEUED), (rows[0].id, FEEDBACK_SENT), (rows[1].id, FEEDBACK_QUEUED),
+            (rows[2].id, FEEDBACK_QUEUED), (rows[3].id, FEEDBACK_QUEUED)]
     finally:
         a.close()
         b.close()
