@@ -37,7 +37,7 @@ def enqueue(tx: Tx, dialect: Dialect, event_type: str, data: dict, identity: str
     bridge queued, gave back (a lease taken over, a failover, a rejoin) and queued again is one feedback.sent,
     not one per pass: receivers de-duplicate on the id, and the web app saw the same outcome twice under two.
 
-    Last, because on PostgreSQL the event lock (events commit in `seq` order) is held from its statement to
+    Its last statements, because on PostgreSQL the event lock (events commit in `seq` order) is held from its statement to
     COMMIT: taken at the end, every writer holds it for its final statements and the commit only, never
     across the transaction's round trips to the client (six monitors had queued behind each other's
     whole transactions: post -> committed p99 ~150 ms on a quiet machine).
