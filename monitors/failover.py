@@ -35,9 +35,10 @@ import aiohttp
 from loguru import logger
 
 from monitors.alert_rules import FEEDBACK_FAILOVER
+from monitors.bridge_client import Answer, BridgeClient, BridgeUnavailable
 from monitors.config import ProjectConfig
 from monitors.drops_store import DropsDB, Feedback, Fence, StoreUnavailable
-from monitors.feedback import Answer, BridgeClient, BridgeUnavailable, Held, queued_messages
+from monitors.feedback import Held, queued_messages
 from watchdog.components import Config
 from watchdog.shared import clock
 from watchdog.shared.alerts import AlertManager
