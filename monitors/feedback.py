@@ -18,9 +18,12 @@ sends it before automatic acknowledgements queued for other groups (its own
 group's earlier messages still go first). Replies and reactions name the
 drop's latest submission, looked up when the feedback goes out.
 
-Coalescing: message acknowledgements ("message", "reply") of one group that fall
-due within `feedback.coalesce_s` of the first go out as one message, one line
-per submitter naming their drops, each submitter mentioned once. The rows are
+Coalescing: message acknowledgements ("message", "reply") of one group wait
+until the group has been quiet for `feedback.coalesce_s` (no newer one), at most
+`feedback.coalesce_max_s` after the oldest, and go out as one message, one line
+per submitter naming their drops, each submitter mentioned once (`coalesce_due`).
+A busy group's first message sent early in a burst would need a second one for
+the rest (issue 22: 13 messages for the benchmark's burst with any fixed window). The rows are
 marked as carried by one message (`carrier_id`) before it is posted, so a
 restart rebuilds the same message under the same Idempotency-Key; the answer's
 message id goes on every row, and its receipts stamp them all.
@@ -51,7 +54,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from bridge.schema import bare_user
 from monitors.bridge_client import BridgeUnavailable, Poster
-from monitors.config import ProjectConfig
+from monitors.config import FeedbackConfig, ProjectConfig
 from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_UNKNOWN, KIND_ACK, KIND_OPERATOR, DropsDB,
                                   Feedback, Fence, LeaseLost, NewFeedback, StoreUnavailable, Submission)
 from monitors.fate import RECHECK_S, SEND, WAIT, Connection, Fates
@@ -81,6 +84,13 @@ def ack_for(project: ProjectConfig, sub: Submission) -> NewFeedback:
         group=sub.group_name or sub.group_jid)
     return NewFeedback(KIND_ACK, sub.group_jid, text, (sub.submitted_by,),
                        idempotency_key(project.name, sub.drop_number, sub.message_id, text))
+
+
+def coalesce_due(seen: Sequence[float], feedback: FeedbackConfig) -> float:
+    """When a group's held acknowledgements go, given when each was first seen: once the group has been quiet for
+    `coalesce_s` after the newest, but no later than `coalesce_max_s` after the oldest (a group busy for longer still
+    hears back)."""
+    return min(max(seen) + feedback.coalesce_s, min(seen) + feedback.coalesce_max_s)
 
 
 def coalesced(project: ProjectConfig, rows: Sequence[Feedback], group_name: str) -> Feedback:
@@ -204,8 +214,8 @@ class FeedbackSender:
 
     def _units(self, batch: list[Feedback]) -> tuple[list[list[Feedback]], float | None]:
         """The messages to post now, in order: each a list of the rows it carries (one row: as it is), and the
-        seconds until the next held group falls due (None: nothing held). A message acknowledgement is held
-        until `coalesce_s` after this process first saw the oldest pending one of its group."""
+        seconds until the next held group falls due (None: nothing held). A group's message acknowledgements are
+        held until `coalesce_due` of the moments this process first saw each."""
         units: list[list[Feedback]] = []
         groups: dict[str, list[Feedback]] = {}
         carriers: set[int] = set()
@@ -223,8 +233,7 @@ class FeedbackSender:
         now = time.monotonic()
         hold: float | None = None
         for rows in groups.values():
-            first = min(self._seen.setdefault(row.id, now) for row in rows)
-            wait = first + self.project.feedback.coalesce_s - now
+            wait = coalesce_due([self._seen.setdefault(row.id, now) for row in rows], self.project.feedback) - now
             if wait > 0:
                 hold = wait if hold is None else min(hold, wait)
             elif len(rows) == 1:

@@ -1,0 +1,109 @@
+"""Coalescing until the group is quiet (issue 22): a busy group's message acknowledgements wait until it has been
+quiet for `feedback.coalesce_s`, at most `feedback.coalesce_max_s` after the oldest, and go as one message. A fixed
+window from the first sent a busy group's first message early and then needed a second one. Through the real
+monitor, bridge and simulator (the pace off, so a message goes the moment the monitor posts it)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from monitors.config import FeedbackConfig
+from monitors.feedback import coalesce_due
+from tests.bridge_support import inject, start_bridge, start_sim
+from tests.conftest import BASE_CONFIG, GROUP_A, MESSAGE_ACK, Processes, wait_until
+from tests.monitor_support import all_sent, query, start_monitor
+from watchdog.components import load
+from watchdog.shared.config import ConfigError
+
+CONTRACTOR = "27710000001@s.whatsapp.net"
+OTHER = "27710000002@s.whatsapp.net"
+APART_S = 1.0  # between two drops of the busy group: well inside its quiet period
+
+
+def config(quiet: float, most: float) -> str:
+    return BASE_CONFIG.replace(
+        MESSAGE_ACK, f'feedback = {{ ack = "message", coalesce_s = {quiet:g}, coalesce_max_s = {most:g} }}', 1)
+
+
+def recorded(data_dir: Path) -> int:
+    return sum(count for count, in query(data_dir, "SELECT COUNT(*) FROM feedback"))  # 0 before the store exists
+
+
+def busy_group(sim_url: str, data_dir: Path, count: int) -> list[int]:
+    """`count` drops to GROUP_A, each recorded before the next and at least APART_S after the one before; the number
+    of messages sent to the group just before each drop was posted."""
+    before: list[int] = []
+    posted = -APART_S
+    for n in range(count):
+        time.sleep(max(0.0, posted + APART_S - time.monotonic()))  # the scenario's pace, not a wait for a result
+        before.append(len(all_sent(sim_url)))
+        posted = time.monotonic()
+        inject(sim_url, f"DR10000{n:02d} done", GROUP_A, CONTRACTOR if n % 2 == 0 else OTHER)
+        wait_until(lambda n=n: recorded(data_dir) == n + 1, timeout=30, message=f"drop {n + 1} recorded")
+    return before
+
+
+def carried(sent: list[dict], count: int) -> list[int]:
+    """How many of the `count` drops each message names; every drop named exactly once over all of them."""
+    named = [[f"DR10000{n:02d}" for n in range(count) if f"DR10000{n:02d}" in m["text"]] for m in sent]
+    assert sorted(drop for drops in named for drop in drops) == [f"DR10000{n:02d}" for n in range(count)]
+    return [len(drops) for drops in named]
+
+
+@pytest.mark.slow
+def test_a_busy_groups_acks_wait_until_it_is_quiet_and_go_as_one_message(procs: Processes, data_dir: Path,
+                                                                          write_config) -> None:  # noqa: ANN001
+    # 5 drops over at least 4 s: a fixed 3 s window from the first sent the first ones on their own
+    write_config(config(quiet=3.0, most=60.0))
+    _, sim_url = start_sim(procs, data_dir)
+    start_bridge(procs, data_dir)
+    start_monitor(procs, "lawley")
+    before = busy_group(sim_url, data_dir, 5)
+    wait_until(lambda: query(data_dir, "SELECT COUNT(*) FROM feedback WHERE status = 'sent'") == [(5,)], timeout=30,
+               message="the five acknowledgements sent")
+    assert before == [0] * 5  # nothing went while the group was busy
+    (sent,) = all_sent(sim_url)  # then one message for the five
+    assert carried([sent], 5) == [5]
+    assert sent["mentioned_jids"] == [CONTRACTOR, OTHER]
+
+
+@pytest.mark.slow
+def test_a_group_busy_for_longer_than_coalesce_max_s_hears_back_meanwhile(procs: Processes, data_dir: Path,
+                                                                           write_config) -> None:  # noqa: ANN001
+    # never quiet for 3 s during 10 drops (at least 9 s): the cap of 4 s after the oldest sends while it is busy
+    write_config(config(quiet=3.0, most=4.0))
+    _, sim_url = start_sim(procs, data_dir)
+    start_bridge(procs, data_dir)
+    start_monitor(procs, "lawley")
+    before = busy_group(sim_url, data_dir, 10)
+    assert before[-1] >= 1, f"no acknowledgement went while the group was busy ({before})"
+    wait_until(lambda: query(data_dir, "SELECT COUNT(*) FROM feedback WHERE status = 'sent'") == [(10,)], timeout=30,
+               message="the ten acknowledgements sent")
+    counts = carried(all_sent(sim_url), 10)
+    assert 2 <= len(counts) < 10 and counts[0] >= 2, counts  # coalesced, in more than one message
+
+
+def test_coalesce_due_is_the_quiet_period_after_the_newest_capped_after_the_oldest() -> None:
+    rule = FeedbackConfig(coalesce_s=30.0, coalesce_max_s=60.0)
+    assert coalesce_due([100.0], rule) == 130.0  # alone: once quiet
+    assert coalesce_due([100.0, 110.0, 125.0], rule) == 155.0  # each newer one restarts the quiet period
+    assert coalesce_due([100.0, 130.0, 150.0], rule) == 160.0  # but no later than 60 s after the oldest
+    fixed = FeedbackConfig(coalesce_s=3.0, coalesce_max_s=3.0)  # equal: the fixed window from the first
+    assert coalesce_due([100.0, 102.0], fixed) == 103.0
+
+
+def test_the_default_is_30_s_of_quiet_at_most_60_s(write_config) -> None:  # noqa: ANN001
+    feedback = load(write_config(BASE_CONFIG.replace(MESSAGE_ACK, 'feedback = { ack = "message" }', 1))).project(
+        "lawley").feedback
+    assert (feedback.coalesce_s, feedback.coalesce_max_s) == (30.0, 60.0)
+
+
+@pytest.mark.parametrize("keys", ["coalesce_s = 10, coalesce_max_s = 5", "coalesce_max_s = 61"])
+def test_a_cap_below_the_quiet_period_or_past_60_s_is_a_config_error_naming_the_key(keys: str,
+                                                                                      write_config) -> None:  # noqa: ANN001
+    text = BASE_CONFIG.replace(MESSAGE_ACK, f'feedback = {{ ack = "message", {keys} }}', 1)
+    with pytest.raises(ConfigError, match=r"projects\[lawley\]\.feedback\.coalesce_max_s: must be coalesce_s \(\d+\) "
+                                          r"to 60 seconds"):
+        load(write_config(text))
