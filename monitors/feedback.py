@@ -215,7 +215,9 @@ class FeedbackSender:
     def _units(self, batch: list[Feedback]) -> tuple[list[list[Feedback]], float | None]:
         """The messages to post now, in order: each a list of the rows it carries (one row: as it is), and the
         seconds until the next held group falls due (None: nothing held). A group's message acknowledgements are
-        held until `coalesce_due` of the moments this process first saw each."""
+        held until `coalesce_due` of the moments this process first saw each; not when one of them was posted
+        before (taken back from a banned number's outbox, given back in a cluster): that one goes at once, and the
+        group's others with it."""
         units: list[list[Feedback]] = []
         groups: dict[str, list[Feedback]] = {}
         carriers: set[int] = set()
@@ -234,6 +236,8 @@ class FeedbackSender:
         hold: float | None = None
         for rows in groups.values():
             wait = coalesce_due([self._seen.setdefault(row.id, now) for row in rows], self.project.feedback) - now
+            if any(row.attempts for row in rows):  # posted before and given back (a failover): it waited once
+                wait = 0.0
             if wait > 0:
                 hold = wait if hold is None else min(hold, wait)
             elif len(rows) == 1:

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from monitors.config import FeedbackConfig
-from monitors.feedback import coalesce_due
+from monitors.drops_store import FEEDBACK_QUEUED, open_drops_store
+from monitors.feedback import FeedbackSender, coalesce_due
 from tests.bridge_support import inject, start_bridge, start_sim
 from tests.conftest import BASE_CONFIG, GROUP_A, MESSAGE_ACK, Processes, wait_until
 from tests.monitor_support import all_sent, query, start_monitor
+from tests.monitors.test_fate import acknowledged
 from watchdog.components import load
 from watchdog.shared.config import ConfigError
 
@@ -22,7 +24,7 @@ OTHER = "27710000002@s.whatsapp.net"
 APART_S = 1.0  # between two drops of the busy group: well inside its quiet period
 
 
-def config(quiet: float, most: float) -> str:
+def coalescing(quiet: float, most: float) -> str:
     return BASE_CONFIG.replace(
         MESSAGE_ACK, f'feedback = {{ ack = "message", coalesce_s = {quiet:g}, coalesce_max_s = {most:g} }}', 1)
 
@@ -56,7 +58,7 @@ def carried(sent: list[dict], count: int) -> list[int]:
 def test_a_busy_groups_acks_wait_until_it_is_quiet_and_go_as_one_message(procs: Processes, data_dir: Path,
                                                                           write_config) -> None:  # noqa: ANN001
     # 5 drops over at least 4 s: a fixed 3 s window from the first sent the first ones on their own
-    write_config(config(quiet=3.0, most=60.0))
+    write_config(coalescing(quiet=3.0, most=60.0))
     _, sim_url = start_sim(procs, data_dir)
     start_bridge(procs, data_dir)
     start_monitor(procs, "lawley")
@@ -73,7 +75,7 @@ def test_a_busy_groups_acks_wait_until_it_is_quiet_and_go_as_one_message(procs: 
 def test_a_group_busy_for_longer_than_coalesce_max_s_hears_back_meanwhile(procs: Processes, data_dir: Path,
                                                                            write_config) -> None:  # noqa: ANN001
     # never quiet for 3 s during 10 drops (at least 9 s): the cap of 4 s after the oldest sends while it is busy
-    write_config(config(quiet=3.0, most=4.0))
+    write_config(coalescing(quiet=3.0, most=4.0))
     _, sim_url = start_sim(procs, data_dir)
     start_bridge(procs, data_dir)
     start_monitor(procs, "lawley")
@@ -83,6 +85,26 @@ def test_a_group_busy_for_longer_than_coalesce_max_s_hears_back_meanwhile(procs:
                message="the ten acknowledgements sent")
     counts = carried(all_sent(sim_url), 10)
     assert 2 <= len(counts) < 10 and counts[0] >= 2, counts  # coalesced, in more than one message
+
+
+def test_an_ack_taken_back_from_a_banned_numbers_outbox_is_not_held_again_and_takes_its_group_with_it(
+        write_config) -> None:  # noqa: ANN001
+    """It waited its quiet period before it was first posted; held again, a failover would add another one."""
+    config = load(write_config(coalescing(quiet=30.0, most=60.0)))
+    drops = open_drops_store(config)
+    try:
+        back = acknowledged(config, drops, "DR1000001")
+        drops.finish_feedback(back, FEEDBACK_QUEUED, bridge_message_id="3EB0Q1")  # in the first number's outbox
+        assert drops.requeue_feedback([drops.feedback(back.id)]) == [back.id]  # withdrawn on the failover
+        fresh = acknowledged(config, drops, "DR1000002")
+        sender = FeedbackSender(config, config.project("lawley"), drops)
+        units, hold = sender._units(drops.pending_feedback("lawley"))
+        assert hold is None and [[row.id for row in unit] for unit in units] == [[back.id, fresh.id]]
+        later = acknowledged(config, drops, "DR1000003")  # a group with nothing posted before waits as ever
+        units, hold = sender._units([row for row in drops.pending_feedback("lawley") if row.id == later.id])
+        assert units == [] and hold is not None and 29 < hold <= 30
+    finally:
+        drops.close()
 
 
 def test_coalesce_due_is_the_quiet_period_after_the_newest_capped_after_the_oldest() -> None:
