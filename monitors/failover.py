@@ -46,6 +46,7 @@ from watchdog.shared.recovery_log import RecoveryLog
 
 CONNECTED = "connected"
 CANNOT_SEND = ("temporary_ban", "logged_out", "stream_replaced")  # bridge/health.py: not soon, not by itself
+LOOK_S = 1.0  # feedback queued in a bridge, another account to go to: its number's state looked at this often
 
 
 def why_not(name: str, health: dict, away_s: float, failover_after_s: float) -> str:
@@ -160,11 +161,15 @@ class Senders:
             else:
                 self.alerts.resolve(FEEDBACK_FAILOVER, self.component, message)
 
+    def watching(self) -> bool:
+        """Feedback queued in a bridge, and another account to go to: the sending one's state is to be looked at
+        though nothing new is posted (coalescing may post nothing for a minute)."""
+        return len(self.clients) > 1 and self.drops is not None and bool(self.drops.queued_feedback(self.project.name, 1))
+
     async def look_after_queued(self) -> None:
-        """With feedback queued in a bridge and another account to go to, look whether the sending one can still
-        send (each wake-up of the sender, at least every few seconds): a ban seen moves sending, and takes the
-        queued feedback back, though nothing new is posted."""
-        if len(self.clients) > 1 and self.drops is not None and self.drops.queued_feedback(self.project.name, 1):
+        """While `watching`, look whether the sending account can still send (each wake-up of the sender, at least
+        every LOOK_S): a ban seen moves sending, and takes the queued feedback back, though nothing new is posted."""
+        if self.watching():
             await self.choose()
 
     async def take_back(self, client: BridgeClient) -> list[int]:

@@ -356,7 +356,7 @@ class FeedbackSender:
         """While the drops store is down nothing is lost: a send whose answer could not be recorded stays
         pending and is posted again with the same Idempotency-Key, which the bridge answers from its outbox."""
         async with aiohttp.ClientSession() as http:
-            from monitors.failover import Senders  # it imports this module
+            from monitors.failover import LOOK_S, Senders  # it imports this module
             client = self.senders = Senders(self.config, self.project, http, self.log, self.alerts, self.changed,
                                             self.drops, self.held)
             recheck = RECHECK_INTERVAL
@@ -382,6 +382,8 @@ class FeedbackSender:
                             break
                     if due is not None:  # what another node's bridge queued may be taken over then
                         recheck = min(recheck, due)
+                    if client.watching():  # a ban of the sending number moves what it holds within LOOK_S
+                        recheck = min(recheck, LOOK_S)
                     self._revisit()
                 except StoreUnavailable as exc:
                     logger.warning("feedback for {} waits for the drops store: {}", self.project.name, exc)
