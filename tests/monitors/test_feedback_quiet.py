@@ -33,9 +33,15 @@ def recorded(data_dir: Path) -> int:
     return sum(count for count, in query(data_dir, "SELECT COUNT(*) FROM feedback"))  # 0 before the store exists
 
 
-def busy_group(sim_url: str, data_dir: Path, count: int) -> list[int]:
-    """`count` drops to GROUP_A, each recorded before the next and at least APART_S after the one before; the number
-    of messages sent to the group just before each drop was posted."""
+def busy_group(procs: Processes, data_dir: Path, write_config, quiet: float, most: float,  # noqa: ANN001
+               count: int) -> tuple[list[int], list[dict]]:
+    """lawley coalescing with `quiet` and `most`; `count` drops to GROUP_A, each recorded before the next and at
+    least APART_S after the one before. The number of messages sent just before each drop was posted, and every
+    message sent once all the acknowledgements are."""
+    write_config(coalescing(quiet, most))
+    _, sim_url = start_sim(procs, data_dir)
+    start_bridge(procs, data_dir)
+    start_monitor(procs, "lawley")
     before: list[int] = []
     posted = -APART_S
     for n in range(count):
@@ -44,7 +50,9 @@ def busy_group(sim_url: str, data_dir: Path, count: int) -> list[int]:
         posted = time.monotonic()
         inject(sim_url, f"DR10000{n:02d} done", GROUP_A, CONTRACTOR if n % 2 == 0 else OTHER)
         wait_until(lambda n=n: recorded(data_dir) == n + 1, timeout=30, message=f"drop {n + 1} recorded")
-    return before
+    wait_until(lambda: query(data_dir, "SELECT COUNT(*) FROM feedback WHERE status = 'sent'") == [(count,)],
+               timeout=30, message=f"the {count} acknowledgements sent")
+    return before, all_sent(sim_url)
 
 
 def carried(sent: list[dict], count: int) -> list[int]:
@@ -58,32 +66,19 @@ def carried(sent: list[dict], count: int) -> list[int]:
 def test_a_busy_groups_acks_wait_until_it_is_quiet_and_go_as_one_message(procs: Processes, data_dir: Path,
                                                                           write_config) -> None:  # noqa: ANN001
     # 5 drops over at least 4 s: a fixed 3 s window from the first sent the first ones on their own
-    write_config(coalescing(quiet=3.0, most=60.0))
-    _, sim_url = start_sim(procs, data_dir)
-    start_bridge(procs, data_dir)
-    start_monitor(procs, "lawley")
-    before = busy_group(sim_url, data_dir, 5)
-    wait_until(lambda: query(data_dir, "SELECT COUNT(*) FROM feedback WHERE status = 'sent'") == [(5,)], timeout=30,
-               message="the five acknowledgements sent")
+    before, sent = busy_group(procs, data_dir, write_config, quiet=3.0, most=60.0, count=5)
     assert before == [0] * 5  # nothing went while the group was busy
-    (sent,) = all_sent(sim_url)  # then one message for the five
-    assert carried([sent], 5) == [5]
-    assert sent["mentioned_jids"] == [CONTRACTOR, OTHER]
+    assert carried(sent, 5) == [5]  # then one message for the five
+    assert sent[0]["mentioned_jids"] == [CONTRACTOR, OTHER]
 
 
 @pytest.mark.slow
 def test_a_group_busy_for_longer_than_coalesce_max_s_hears_back_meanwhile(procs: Processes, data_dir: Path,
                                                                            write_config) -> None:  # noqa: ANN001
     # never quiet for 3 s during 10 drops (at least 9 s): the cap of 4 s after the oldest sends while it is busy
-    write_config(coalescing(quiet=3.0, most=4.0))
-    _, sim_url = start_sim(procs, data_dir)
-    start_bridge(procs, data_dir)
-    start_monitor(procs, "lawley")
-    before = busy_group(sim_url, data_dir, 10)
+    before, sent = busy_group(procs, data_dir, write_config, quiet=3.0, most=4.0, count=10)
     assert before[-1] >= 1, f"no acknowledgement went while the group was busy ({before})"
-    wait_until(lambda: query(data_dir, "SELECT COUNT(*) FROM feedback WHERE status = 'sent'") == [(10,)], timeout=30,
-               message="the ten acknowledgements sent")
-    counts = carried(all_sent(sim_url), 10)
+    counts = carried(sent, 10)
     assert 2 <= len(counts) < 10 and counts[0] >= 2, counts  # coalesced, in more than one message
 
 
