@@ -164,7 +164,8 @@ class Senders:
     def watching(self) -> bool:
         """Feedback queued in a bridge, and another account to go to: the sending one's state is to be looked at
         though nothing new is posted (coalescing may post nothing for a minute)."""
-        return len(self.clients) > 1 and self.drops is not None and bool(self.drops.queued_feedback(self.project.name, 1))
+        return len(self.clients) > 1 and self.drops is not None and \
+            bool(self.drops.queued_feedback(self.project.name, 1))
 
     async def look_after_queued(self) -> None:
         """While `watching`, look whether the sending account can still send (each wake-up of the sender, at least

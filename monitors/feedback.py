@@ -23,10 +23,11 @@ until the group has been quiet for `feedback.coalesce_s` (no newer one), at most
 `feedback.coalesce_max_s` after the oldest, and go out as one message, one line
 per submitter naming their drops, each submitter mentioned once (`coalesce_due`).
 A busy group's first message sent early in a burst would need a second one for
-the rest (issue 22: 13 messages for the benchmark's burst with any fixed window). The rows are
-marked as carried by one message (`carrier_id`) before it is posted, so a
-restart rebuilds the same message under the same Idempotency-Key; the answer's
-message id goes on every row, and its receipts stamp them all.
+the rest (issue 22: 13 messages for the benchmark's burst with any fixed
+window). The rows are marked as carried by one message (`carrier_id`) before
+it is posted, so a restart rebuilds the same message under the same
+Idempotency-Key; the answer's message id goes on every row, and its receipts
+stamp them all.
 Acknowledgements falling due while their group's earlier message still waits in
 the bridge's paced outbox join it: it is withdrawn and one message carries all
 (monitors/store/rejoin.py); one the bridge is sending or sent stays.
