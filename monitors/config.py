@@ -30,9 +30,13 @@ class FeedbackConfig:
     # in the group, WhatsApp notifies the contractor; the default, issue 22), "message" (the template, mentioning
     # the contractor) or "reply" (the same, quoting the contractor's message).
     ack: str = "reaction"
-    # Message acknowledgements ("message" or "reply") of one group falling due within this many seconds go out
-    # as one message naming each drop and mentioning each submitter once (0: each on its own).
-    coalesce_s: float = 3.0
+    # Message acknowledgements ("message" or "reply") of one group wait until the group has been quiet (no newer
+    # acknowledgement) this many seconds, and go out as one message naming each drop and mentioning each submitter
+    # once (0: each on its own). 30 s: the pace keeps two messages to one group 30-60 s apart anyway.
+    coalesce_s: float = 30.0
+    # ... but go at the latest this many seconds after the oldest of them, however busy the group
+    # (docs/OPERATIONS.md; equal to coalesce_s: a fixed window from the first).
+    coalesce_max_s: float = 60.0
     # With several send_accounts: an account disconnected (or its bridge unreachable) this long hands sending to
     # the next; banned or logged out hands it over at once (monitors/failover.py).
     failover_after_s: float = 30.0

@@ -85,6 +85,10 @@ def check_project(checks: ConfigChecks, project: ProjectConfig, i: int) -> None:
     if not 0 <= project.feedback.coalesce_s <= MAX_COALESCE_S:
         raise checks.error(f"{key}.feedback.coalesce_s",
                            f"must be 0 (off) to {MAX_COALESCE_S:g} seconds, got {project.feedback.coalesce_s!r}")
+    if not project.feedback.coalesce_s <= project.feedback.coalesce_max_s <= MAX_COALESCE_S:
+        raise checks.error(f"{key}.feedback.coalesce_max_s",
+                           f"must be coalesce_s ({project.feedback.coalesce_s:g}) to {MAX_COALESCE_S:g} seconds, "
+                           f"got {project.feedback.coalesce_max_s!r}")
 
 
 def check_unique(checks: ConfigChecks, projects: list[ProjectConfig]) -> None:

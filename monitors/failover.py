@@ -35,9 +35,10 @@ import aiohttp
 from loguru import logger
 
 from monitors.alert_rules import FEEDBACK_FAILOVER
+from monitors.bridge_client import Answer, BridgeClient, BridgeUnavailable
 from monitors.config import ProjectConfig
 from monitors.drops_store import DropsDB, Feedback, Fence, StoreUnavailable
-from monitors.feedback import Answer, BridgeClient, BridgeUnavailable, Held, queued_messages
+from monitors.feedback import Held, queued_messages
 from watchdog.components import Config
 from watchdog.shared import clock
 from watchdog.shared.alerts import AlertManager
@@ -45,6 +46,7 @@ from watchdog.shared.recovery_log import RecoveryLog
 
 CONNECTED = "connected"
 CANNOT_SEND = ("temporary_ban", "logged_out", "stream_replaced")  # bridge/health.py: not soon, not by itself
+LOOK_S = 1.0  # feedback queued in a bridge, another account to go to: its number's state looked at this often
 
 
 def why_not(name: str, health: dict, away_s: float, failover_after_s: float) -> str:
@@ -159,11 +161,16 @@ class Senders:
             else:
                 self.alerts.resolve(FEEDBACK_FAILOVER, self.component, message)
 
+    def watching(self) -> bool:
+        """Feedback queued in a bridge, and another account to go to: the sending one's state is to be looked at
+        though nothing new is posted (coalescing may post nothing for a minute)."""
+        return len(self.clients) > 1 and self.drops is not None and \
+            bool(self.drops.queued_feedback(self.project.name, 1))
+
     async def look_after_queued(self) -> None:
-        """With feedback queued in a bridge and another account to go to, look whether the sending one can still
-        send (each wake-up of the sender, at least every few seconds): a ban seen moves sending, and takes the
-        queued feedback back, though nothing new is posted."""
-        if len(self.clients) > 1 and self.drops is not None and self.drops.queued_feedback(self.project.name, 1):
+        """While `watching`, look whether the sending account can still send (each wake-up of the sender, at least
+        every LOOK_S): a ban seen moves sending, and takes the queued feedback back, though nothing new is posted."""
+        if self.watching():
             await self.choose()
 
     async def take_back(self, client: BridgeClient) -> list[int]:

@@ -18,12 +18,16 @@ sends it before automatic acknowledgements queued for other groups (its own
 group's earlier messages still go first). Replies and reactions name the
 drop's latest submission, looked up when the feedback goes out.
 
-Coalescing: message acknowledgements ("message", "reply") of one group that fall
-due within `feedback.coalesce_s` of the first go out as one message, one line
-per submitter naming their drops, each submitter mentioned once. The rows are
-marked as carried by one message (`carrier_id`) before it is posted, so a
-restart rebuilds the same message under the same Idempotency-Key; the answer's
-message id goes on every row, and its receipts stamp them all.
+Coalescing: message acknowledgements ("message", "reply") of one group wait
+until the group has been quiet for `feedback.coalesce_s` (no newer one), at most
+`feedback.coalesce_max_s` after the oldest, and go out as one message, one line
+per submitter naming their drops, each submitter mentioned once (`coalesce_due`).
+A busy group's first message sent early in a burst would need a second one for
+the rest (issue 22: 13 messages for the benchmark's burst with any fixed
+window). The rows are marked as carried by one message (`carrier_id`) before
+it is posted, so a restart rebuilds the same message under the same
+Idempotency-Key; the answer's message id goes on every row, and its receipts
+stamp them all.
 Acknowledgements falling due while their group's earlier message still waits in
 the bridge's paced outbox join it: it is withdrawn and one message carries all
 (monitors/store/rejoin.py); one the bridge is sending or sent stays.
@@ -40,22 +44,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import aiohttp
 from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_never, wait_exponential
 
 from bridge.schema import bare_user
-from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, FEEDBACK_UNKNOWN,
-                                  KIND_ACK, KIND_OPERATOR, DropsDB, Feedback, Fence, LeaseLost, NewFeedback,
-                                  StoreUnavailable, Submission)
-from watchdog.shared import endpoints
-from monitors.config import ProjectConfig
+from monitors.bridge_client import BridgeUnavailable, Poster
+from monitors.config import FeedbackConfig, ProjectConfig
+from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_UNKNOWN, KIND_ACK, KIND_OPERATOR, DropsDB,
+                                  Feedback, Fence, LeaseLost, NewFeedback, StoreUnavailable, Submission)
 from monitors.fate import RECHECK_S, SEND, WAIT, Connection, Fates
 from monitors.store import rejoin
 from monitors.store.handed import hand
@@ -67,25 +69,9 @@ from watchdog.shared.waiting import wait_event
 if TYPE_CHECKING:
     from monitors.failover import Senders
 
-REQUEST_TIMEOUT = 10.0  # the bridge's own send timeout is 10 s; after that the send stays in its outbox
 RECHECK_INTERVAL = 5.0  # look for pending feedback recorded by other processes
 STORE_RETRY = 1.0  # the drops store is down (PostgreSQL): look again this soon
-# The bridge refused this request (bad request; WhatsApp refused the send): resending it cannot help.
-# Anything else is retried: a 401 waits for the token to be fixed, and a 404 may come from another
-# server that took a dead bridge's port before the new bridge published its own.
-FINAL_FAILURES = {400, 403, 404, 413, 422, 500}  # 403/404: not a member / unknown group; 422: refused or dead-lettered
 ACK_REACTION = "✅"
-
-
-class BridgeUnavailable(Exception):
-    """No bridge answered (not started, restarting, overloaded): try again later."""
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: str  # FEEDBACK_SENT | FEEDBACK_QUEUED | FEEDBACK_FAILED
-    message: str
-    bridge_message_id: str | None
 
 
 def idempotency_key(project: str, drop: str, message_id: str, text: str) -> str:
@@ -99,6 +85,13 @@ def ack_for(project: ProjectConfig, sub: Submission) -> NewFeedback:
         group=sub.group_name or sub.group_jid)
     return NewFeedback(KIND_ACK, sub.group_jid, text, (sub.submitted_by,),
                        idempotency_key(project.name, sub.drop_number, sub.message_id, text))
+
+
+def coalesce_due(seen: Sequence[float], feedback: FeedbackConfig) -> float:
+    """When a group's held acknowledgements go, given when each was first seen: once the group has been quiet for
+    `coalesce_s` after the newest, but no later than `coalesce_max_s` after the oldest (a group busy for longer still
+    hears back)."""
+    return min(max(seen) + feedback.coalesce_s, min(seen) + feedback.coalesce_max_s)
 
 
 def coalesced(project: ProjectConfig, rows: Sequence[Feedback], group_name: str) -> Feedback:
@@ -138,115 +131,6 @@ def operator_feedback(project: str, drop_number: str, group_jid: str, submitted_
     text = f"@{bare_user(submitted_by)} {drop_number} - {message}"
     return NewFeedback(KIND_OPERATOR, group_jid, text, (submitted_by,),
                        idempotency_key(project, drop_number, message_id, text))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, under another user
-    return True
-
-
-class BridgeClient:
-    """POSTs feedback to the sending account's bridge, found through its published endpoint."""
-
-    def __init__(self, config: Config, send_account: str, http: aiohttp.ClientSession) -> None:
-        account = config.account(send_account)
-        self.data_dir = config.data_dir
-        self.component = account.component
-        self.headers = {"Authorization": f"Bearer {account.api_token}"} if account.api_token else {}
-        self.http = http
-
-    def _base(self) -> str:
-        record = endpoints.read(self.data_dir, self.component)
-        if record is None or "api" not in record["endpoints"]:
-            raise BridgeUnavailable(f"{self.component} has not published its API (not started?)")
-        if not _alive(record["pid"]):  # killed: its port may belong to someone else by now
-            raise BridgeUnavailable(f"{self.component} (pid {record['pid']}) is not running")
-        return record["endpoints"]["api"]
-
-    async def health(self) -> dict:
-        """The bridge's `GET /api/health` answer (200 or 503, both say how it is); BridgeUnavailable if none."""
-        base = self._base()
-        try:
-            async with self.http.get(f"{base}/api/health", headers=self.headers,
-                                     timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as response:
-                body = await response.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            raise BridgeUnavailable(f"{self.component} at {base}: {type(exc).__name__}: {exc}") from None
-        if not isinstance(body, dict):
-            raise BridgeUnavailable(f"{self.component} at {base}: health is not a JSON object")
-        return body
-
-    async def _post_json(self, path: str, body: dict, headers: dict[str, str] | None = None,
-                         timeout: float = REQUEST_TIMEOUT) -> tuple[int, object]:
-        """POST `body` to the bridge: its status and JSON answer; BridgeUnavailable if none."""
-        base = self._base()
-        try:
-            async with self.http.post(f"{base}{path}", json=body, headers={**self.headers, **(headers or {})},
-                                      timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-                return response.status, await response.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            raise BridgeUnavailable(f"{self.component} at {base}: {type(exc).__name__}: {exc}") from None
-
-    async def fence(self, fence: Fence, valid_until: float | None, timeout: float) -> dict:
-        """Tell the bridge that `fence`'s token is valid until `valid_until` (CLOCK_MONOTONIC), or lost (None)."""
-        body: dict = {"lease": fence.account, "token": fence.token}
-        body.update({"valid_until": valid_until} if valid_until is not None else {"lost": True})
-        status, reply = await self._post_json("/api/fence", body, timeout=timeout)
-        if status != 200 or not isinstance(reply, dict):
-            raise BridgeUnavailable(f"{self.component}: /api/fence answered HTTP {status}: {reply}")
-        return reply
-
-    async def withdraw(self, keys: Sequence[str]) -> dict[str, str]:
-        """Take back queued sends by key: each key's state after (withdrawn, sending, sent, failed, unknown)."""
-        status, reply = await self._post_json("/api/withdraw", {"idempotency_keys": list(keys)})
-        if status != 200 or not isinstance(reply, dict) or not isinstance(reply.get("states"), dict):
-            raise BridgeUnavailable(f"{self.component}: /api/withdraw answered HTTP {status}: {reply}")
-        return {str(key): str(state) for key, state in reply["states"].items()}
-
-    async def post(self, feedback: Feedback, ack: str = "message", target: str = "",
-                   fence: Fence | None = None) -> Answer:
-        """Send one feedback row: an acknowledgement as `ack` says, operator feedback as a reply; replies and
-        reactions name the message `target` (the drop's latest submission, sent by the first mention). Under a
-        cluster's sender lease (`fence`) the bridge sends it only while that token is valid (LeaseLost: it knows
-        the token is over)."""
-        path, body = "/api/send", {"recipient": feedback.recipient, "message": feedback.text,
-                                   "mentions": list(feedback.mentions)}
-        contractor = feedback.mentions[0] if feedback.mentions else ""
-        if feedback.kind == KIND_ACK and ack == "reaction" and target:
-            path, body = "/api/react", {"recipient": feedback.recipient, "message_id": target,
-                                        "emoji": feedback.text, "from_me": False, "sender_jid": contractor}
-        elif target and (feedback.kind == KIND_OPERATOR or ack == "reply"):
-            body.update(quoted_message_id=target, quoted_sender_jid=contractor, quoted_content=feedback.drop_number)
-        if feedback.kind == KIND_OPERATOR:  # the bridge's pace sends it before automatic acknowledgements
-            body["priority"] = "operator"
-        if fence is not None:
-            body["fence"] = {"lease": fence.account, "token": fence.token}
-        status, reply = await self._post_json(path, body, {"Idempotency-Key": feedback.idempotency_key})
-        message = str(reply.get("message", "")) if isinstance(reply, dict) else ""
-        bridge_id = reply.get("id") if isinstance(reply, dict) else None
-        if status == 200:
-            return Answer(FEEDBACK_SENT, message, bridge_id)
-        if status == 202:
-            return Answer(FEEDBACK_QUEUED, message, bridge_id)
-        if status == 409 and isinstance(reply, dict) and reply.get("withdrawn") is True:
-            raise LeaseLost(f"feedback {feedback.id}: {self.component} withdrew it: {message}")
-        if status in FINAL_FAILURES:
-            return Answer(FEEDBACK_FAILED, f"HTTP {status}: {message}", bridge_id)
-        raise BridgeUnavailable(f"{self.component}: HTTP {status}: {message}")
-
-
-class Poster(Protocol):
-    """What posts a feedback row: one account's BridgeClient, or a project's Senders (monitors/failover.py)."""
-
-    async def post(self, feedback: Feedback, ack: str = "message", target: str = "",
-                   fence: Fence | None = None) -> Answer: ...
-
-    async def withdraw(self, keys: Sequence[str]) -> dict[str, str]: ...
 
 
 def answering(drops: DropsDB, feedback: Feedback) -> str:
@@ -331,8 +215,10 @@ class FeedbackSender:
 
     def _units(self, batch: list[Feedback]) -> tuple[list[list[Feedback]], float | None]:
         """The messages to post now, in order: each a list of the rows it carries (one row: as it is), and the
-        seconds until the next held group falls due (None: nothing held). A message acknowledgement is held
-        until `coalesce_s` after this process first saw the oldest pending one of its group."""
+        seconds until the next held group falls due (None: nothing held). A group's message acknowledgements are
+        held until `coalesce_due` of the moments this process first saw each; not when one of them was posted
+        before (taken back from a banned number's outbox, given back in a cluster): that one goes at once, and the
+        group's others with it."""
         units: list[list[Feedback]] = []
         groups: dict[str, list[Feedback]] = {}
         carriers: set[int] = set()
@@ -350,8 +236,9 @@ class FeedbackSender:
         now = time.monotonic()
         hold: float | None = None
         for rows in groups.values():
-            first = min(self._seen.setdefault(row.id, now) for row in rows)
-            wait = first + self.project.feedback.coalesce_s - now
+            wait = coalesce_due([self._seen.setdefault(row.id, now) for row in rows], self.project.feedback) - now
+            if any(row.attempts for row in rows):  # posted before and given back (a failover): it waited once
+                wait = 0.0
             if wait > 0:
                 hold = wait if hold is None else min(hold, wait)
             elif len(rows) == 1:
@@ -470,7 +357,7 @@ class FeedbackSender:
         """While the drops store is down nothing is lost: a send whose answer could not be recorded stays
         pending and is posted again with the same Idempotency-Key, which the bridge answers from its outbox."""
         async with aiohttp.ClientSession() as http:
-            from monitors.failover import Senders  # it imports this module
+            from monitors.failover import LOOK_S, Senders  # it imports this module
             client = self.senders = Senders(self.config, self.project, http, self.log, self.alerts, self.changed,
                                             self.drops, self.held)
             recheck = RECHECK_INTERVAL
@@ -496,6 +383,8 @@ class FeedbackSender:
                             break
                     if due is not None:  # what another node's bridge queued may be taken over then
                         recheck = min(recheck, due)
+                    if client.watching():  # a ban of the sending number moves what it holds within LOOK_S
+                        recheck = min(recheck, LOOK_S)
                     self._revisit()
                 except StoreUnavailable as exc:
                     logger.warning("feedback for {} waits for the drops store: {}", self.project.name, exc)

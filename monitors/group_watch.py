@@ -18,7 +18,7 @@ import aiohttp
 from loguru import logger
 
 from bridge.alert_rules import NOT_IN_GROUP as RULE, not_in_text
-from monitors.feedback import BridgeClient, BridgeUnavailable
+from monitors.bridge_client import BridgeClient, BridgeUnavailable
 from monitors.project import ProjectMonitor
 from watchdog.components import Config
 from watchdog.shared.alerts import AlertManager

@@ -31,8 +31,8 @@ import aiohttp
 from loguru import logger
 
 from monitors.alert_rules import LEASE_TAKEN_OVER, NODE_SILENT
+from monitors.bridge_client import BridgeClient, BridgeUnavailable
 from monitors.config import ClusterConfig
-from monitors.feedback import BridgeClient, BridgeUnavailable
 from monitors.store.fence import Fence
 from monitors.store import nodes
 from monitors.store.lease import RENEW_FRACTION, TAKE_OVER_EVERY, SenderLease, Takeover

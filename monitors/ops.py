@@ -19,10 +19,11 @@ from loguru import logger
 
 from bridge.schema import bare_user, format_ts, parse_ts
 from monitors.api.service import drop_json
+from monitors.bridge_client import BridgeUnavailable
 from monitors.drops_store import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_SENT,
                                   FEEDBACK_UNKNOWN, Drop, DropsDB, StoreUnavailable, drops_db_path, open_drops_store)
 from monitors.failover import Senders
-from monitors.feedback import BridgeUnavailable, deliver, operator_feedback
+from monitors.feedback import deliver, operator_feedback
 from monitors.config import ProjectConfig
 from watchdog.components import Config
 from watchdog.shared.config import ConfigError

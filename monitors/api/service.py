@@ -22,9 +22,10 @@ from datetime import datetime
 import aiohttp
 
 from bridge.schema import format_ts
+from monitors.bridge_client import BridgeUnavailable
 from monitors.drops_store import FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_STATUSES, Drop, DropsDB
 from monitors.failover import Senders
-from monitors.feedback import BridgeUnavailable, deliver, operator_feedback
+from monitors.feedback import deliver, operator_feedback
 from monitors.store.shapes import drop_json, feedback_json, submission_json
 from watchdog.components import Config
 from watchdog.shared.config import ConfigError

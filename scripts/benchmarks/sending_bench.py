@@ -4,9 +4,10 @@ through the bridge's paced outbox (bridge/pace.py) with the default pace.
 The runs, side by side:
 - projected: the pace itself on a virtual clock (the outbox's own order: always the plan's first row, sent when
   due, "typing…" before a text): one acknowledgement per drop as a message and as a reaction, and message
-  acknowledgements coalesced per group as the monitor does (the default window, and the longest allowed), a group's
-  message still waiting in the outbox joined by the group's next ones.
-  Instant, and exactly the default settings over the real 20+ minutes.
+  acknowledgements coalesced per group as the monitor does (the default: until the group is quiet, capped; and
+  the fixed windows before it, 3 s and the longest allowed), a group's message still waiting in the outbox joined
+  by the group's next ones. Instant, and exactly the default settings over the real 20+ minutes; the default and
+  the old 3 s window also over SEEDS other bursts of the same shape (how much the count depends on this one).
 - real, bridge alone: the real bridge and simulator, 100 message acknowledgements posted to /api/send (with an
   Idempotency-Key, as the monitors do) within the burst, the bridge killed with SIGKILL half way through the
   drain and started again. The pace is the default one sped up SPEEDUP times (every duration divided, every
@@ -35,11 +36,14 @@ from pathlib import Path
 
 from bridge.pace import PaceConfig, Pacer, Queued
 from monitors.config import FeedbackConfig
+from monitors.feedback import coalesce_due
 from scripts.benchmarks.bridge_bench import _start, _stop, _wait
 from watchdog.shared import clock, endpoints
 
 DROPS, GROUPS, CONTRACTORS, BURST_S = 100, 10, 30, 60.0
 SPEEDUP = 20.0
+SEEDS = 100  # other random bursts the coalescing rules are projected over
+MAX_MESSAGES = 12  # issue 22's target for the burst's message acknowledgements, coalesced
 PHONE = "27710000000"
 ACK = "✅ DR{n} recorded, thank you @{contractor}"
 
@@ -61,38 +65,43 @@ def peak_per_minute(times: list[float]) -> int:
     return max((sum(1 for t in times if start <= t < start + 60.0) for start in times), default=0)
 
 
-def handed_over(window: float) -> list[tuple[float, str, list[float], int]]:
+def handed_over(feedback: FeedbackConfig | None, seed: int = 22) -> list[tuple[float, str, list[float], int]]:
     """The acknowledgements as the monitor hands them to the outbox, (moment, group, the drops' moments it carries,
-    text length): each drop's own at its moment (`window` 0), or those of one group falling due within `window` of
-    the first pending one as one message at the window's end, a line per submitter naming their drops
-    (monitors/feedback.py, coalescing)."""
+    text length): each drop's own at its moment (`feedback` None), or a group's coalesced as `feedback` says
+    (monitors/feedback.py, `coalesce_due`): held until the group is quiet, at most until the cap, then one message,
+    a line per submitter naming their drops."""
     template = FeedbackConfig().template
     groups: dict[str, list[tuple[float, int, str]]] = {}
-    for at, n, chat, who in burst():
+    for at, n, chat, who in burst(seed):
         groups.setdefault(chat, []).append((at, n, who))
     out = []
     for chat, drops in groups.items():
         while drops:
-            due = drops[0][0] + window
-            carried = [d for d in drops if d[0] <= due]
+            carried = drops[:1]
+            while feedback is not None and len(carried) < len(drops) and \
+                    drops[len(carried)][0] <= coalesce_due([at for at, _, _ in carried], feedback):
+                carried = drops[:len(carried) + 1]
             drops = drops[len(carried):]
             lines: dict[str, list[str]] = {}
             for _, n, who in carried:
                 lines.setdefault(who, []).append(f"DR{n}")
             text = "\n".join(template.format(number=who, drop=", ".join(numbers)) for who, numbers in lines.items())
+            due = coalesce_due([at for at, _, _ in carried], feedback) if feedback is not None else carried[0][0]
             out.append((due, chat, [at for at, _, _ in carried], len(text)))
     return sorted(out)
 
 
-def project(pace: PaceConfig, reaction: bool, window: float = 0.0) -> dict[str, float]:
+def project(pace: PaceConfig, reaction: bool, feedback: FeedbackConfig | None = None,
+            seed: int = 22) -> dict[str, float]:
     """The outbox's loop on a virtual clock: rows queued when the monitor hands them over, the plan's first sent
-    when due. `window`: message acknowledgements coalesced (monitors/feedback.py), and joined while waiting: a
-    group's message still in the outbox when the next one is handed over is withdrawn and posted again carrying
-    both (a new row, at the back of the queue; monitors/store/rejoin.py)."""
+    when due. `feedback`: message acknowledgements coalesced as it says (monitors/feedback.py), and joined while
+    waiting: a group's message still in the outbox when the next one is handed over is withdrawn and posted again
+    carrying both (a new row, at the back of the queue; monitors/store/rejoin.py)."""
+    coalescing = feedback is not None and not reaction
     now = [0.0]
     pacer = Pacer(pace, now=lambda: now[0], rng=random.Random(7))
     arrivals = [(at, Queued(i, chat, "", reaction, length), drops)
-                for i, (at, chat, drops, length) in enumerate(handed_over(0.0 if reaction else window))]
+                for i, (at, chat, drops, length) in enumerate(handed_over(feedback if coalescing else None, seed))]
     carries = {row.seq: drops for _, row, drops in arrivals}  # row -> the drops' moments it acknowledges
     pending: list[Queued] = []
     done: dict[int, float] = {}
@@ -100,7 +109,7 @@ def project(pace: PaceConfig, reaction: bool, window: float = 0.0) -> dict[str, 
     while i < len(arrivals) or pending:
         while i < len(arrivals) and arrivals[i][0] <= now[0]:
             row = arrivals[i][1]
-            waiting = next((q for q in pending if q.chat == row.chat), None) if window > 0 else None
+            waiting = next((q for q in pending if q.chat == row.chat), None) if coalescing else None
             if waiting is not None:  # joined: the queued message withdrawn, one message for both posted
                 pending.remove(waiting)
                 row = Queued(len(carries), row.chat, "", False, waiting.text_len + 1 + row.text_len)
@@ -208,16 +217,26 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench sending", description=__doc__.splitlines()[0])
     parser.add_argument("--projected-only", action="store_true", help="skip the real runs")
     args = parser.parse_args(argv)
-    pace, window = PaceConfig(), FeedbackConfig().coalesce_s
-    print(f"default pace: {pace}\ndefault coalescing window: {window:g} s\n")
+    pace, default = PaceConfig(), FeedbackConfig()
+    window = f"quiet {default.coalesce_s:g} s, at most {default.coalesce_max_s:g} s"
+    rules = {f"message, coalesced (the default: {window})": default,
+             "message, coalesced (before: a fixed 3 s window)": FeedbackConfig(coalesce_s=3.0, coalesce_max_s=3.0),
+             "message, coalesced (a fixed 60 s window, the longest allowed)": FeedbackConfig(coalesce_s=60.0,
+                                                                                           coalesce_max_s=60.0)}
+    print(f"default pace: {pace}\ndefault coalescing: {window}\n")
     print("| run | acks as | WhatsApp messages sent | longest drop -> ack | peak messages / 60 s (budget) | drained after |")
     print("|---|---|---|---|---|---|")
-    for how, reaction, coalesce in (("message", False, 0.0), ("reaction", True, 0.0),
-                                    (f"message, coalesced ({window:g} s)", False, window),
-                                    ("message, coalesced (60 s, the longest allowed)", False, 60.0)):
-        r = project(pace, reaction, coalesce)
+    for how, reaction, feedback in (("message", False, None), ("reaction", True, None),
+                                    *((how, False, rule) for how, rule in rules.items())):
+        r = project(pace, reaction, feedback)
         print(f"| projected | {how} | {r['messages']:.0f} ({r['sent']:.0f} sends) | {r['longest_s']:.0f} s | "
               f"{r['peak'] if not reaction else 0:.0f} ({pace.per_minute}) | {r['drained_s']:.0f} s |")
+    for how, rule in list(rules.items())[:2]:
+        runs = [project(pace, False, rule, seed) for seed in range(SEEDS)]
+        counts = sorted(r["messages"] for r in runs)
+        print(f"\nprojected over {SEEDS} other bursts (seeds 0-{SEEDS - 1}), {how}: messages {counts[0]:.0f}-"
+              f"{counts[-1]:.0f} (mean {sum(counts) / SEEDS:.1f}; more than 12 in {sum(c > 12 for c in counts)}); "
+              f"longest drop -> ack up to {max(r['longest_s'] for r in runs):.0f} s")
     if args.projected_only:
         return 0
     with tempfile.TemporaryDirectory(prefix="sending-bench-") as tmp:
@@ -227,11 +246,11 @@ def main(argv: list[str]) -> int:
           f"{r['peak']:.0f} ({pace.per_minute}) | {r['drained_s']:.0f} s |")
     runs = sending_system.both()
     c, b = runs["coalesced"], runs["ban"]
-    print(f"| real, x{SPEEDUP:g} pace and window, through the monitor | message, coalesced ({window:g} s) | "
+    print(f"| real, x{SPEEDUP:g} pace and coalescing, through the monitor | message, coalesced ({window}) | "
           f"{c['messages']:.0f} ({c['lost']:.0f} drops unacknowledged, {c['duplicated']:.0f} twice) | "
           f"{c['longest_s']:.0f} s | {c['peak_main']:.0f} ({pace.per_minute}) | {c['drained_s']:.0f} s |")
     print(f"| real, x{SPEEDUP:g}, main banned half way, send_accounts = [main, backup] | message, coalesced "
-          f"({window:g} s) | {b['messages']:.0f}: main {b['main']:.0f}, backup {b['backup']:.0f} ({b['lost']:.0f} "
+          f"({window}) | {b['messages']:.0f}: main {b['main']:.0f}, backup {b['backup']:.0f} ({b['lost']:.0f} "
           f"drops unacknowledged, {b['duplicated']:.0f} twice) | {b['longest_s']:.0f} s | main {b['peak_main']:.0f}, "
           f"backup {b['peak_backup']:.0f} ({pace.per_minute} each) | {b['drained_s']:.0f} s |")
     print(f"\nbridge alone: each group's acknowledgements in drop order: {'yes' if r['in_order'] else 'NO'}")
@@ -242,5 +261,6 @@ def main(argv: list[str]) -> int:
           f"after it")
     ok = (r["messages"] == DROPS and r["duplicates"] == 0 and r["in_order"] and r["peak"] <= pace.per_minute
           and all(x["lost"] == 0 and x["duplicated"] == 0 for x in runs.values())
-          and max(c["peak_main"], b["peak_main"], b["peak_backup"]) <= pace.per_minute)
+          and max(c["peak_main"], b["peak_main"], b["peak_backup"]) <= pace.per_minute
+          and c["messages"] <= MAX_MESSAGES)
     return 0 if ok else 1

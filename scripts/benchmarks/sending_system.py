@@ -1,6 +1,6 @@
 """`scripts/bench sending` through a real monitor: the burst posted into the simulator as the contractors' messages,
 the monitor recording each drop and coalescing its message acknowledgements (`feedback.ack = "message"`, the default
-`coalesce_s`), the bridges sending them at the default pace. The pace and the coalescing window are sped up SPEEDUP
+`coalesce_s` and `coalesce_max_s`), the bridges sending them at the default pace. The pace and the coalescing window are sped up SPEEDUP
 times (sending_bench.py), so a run takes about a minute; times that the pace governs are scaled back, the failover
 time (the monitor's and bridges' own machinery) is not.
 
@@ -48,7 +48,8 @@ def config(ban: bool) -> str:
     listed = ", ".join(f'"{group_jid(n)}"' for n in range(1, GROUPS + 1))
     sending = 'listen_account = "listen"\nsend_accounts = ["main", "backup"]\n' if ban else ""
     return (f'data_dir = "data"\n[sim]\nport = 0\n{groups}{accounts}\n[[projects]]\nname = "p1"\ngroups = [{listed}]\n'
-            f'{sending}feedback = {{ ack = "message", coalesce_s = {FeedbackConfig().coalesce_s / SPEEDUP:g} }}\n')
+            f'{sending}feedback = {{ ack = "message", coalesce_s = {FeedbackConfig().coalesce_s / SPEEDUP:g}, '
+            f'coalesce_max_s = {FeedbackConfig().coalesce_max_s / SPEEDUP:g} }}\n')
 
 
 def accounts_of(ban: bool) -> dict[str, str]:

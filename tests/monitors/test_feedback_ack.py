@@ -18,9 +18,9 @@ OTHER = "27710000002@s.whatsapp.net"
 ACK = "@27710000001 DR1734150 received, thank you"
 
 
-def with_ack(mode: str) -> str:
-    """The suite's config with lawley acknowledging by `mode` ('' for the product's default)."""
-    return BASE_CONFIG.replace(MESSAGE_ACK, f'feedback = {{ ack = "{mode}" }}' if mode else "", 1)
+def with_ack(mode: str, more: str = "") -> str:
+    """The suite's config with lawley acknowledging by `mode` ('' for the product's default), plus `more` keys."""
+    return BASE_CONFIG.replace(MESSAGE_ACK, f'feedback = {{ ack = "{mode}"{more} }}' if mode else "", 1)
 
 
 @pytest.mark.slow
@@ -41,7 +41,7 @@ def test_a_reaction_acknowledges_the_drop_without_a_message(procs: Processes, da
 @pytest.mark.slow
 def test_a_reply_acknowledges_the_drop_quoting_the_contractors_message(procs: Processes, data_dir: Path,
                                                                        write_config) -> None:  # noqa: ANN001
-    write_config(with_ack("reply"))
+    write_config(with_ack("reply", ", coalesce_s = 1"))  # coalesced, but alone in its group: posted as it is
     _, sim_url = start_sim(procs, data_dir)
     start_bridge(procs, data_dir)
     start_monitor(procs, "lawley")
