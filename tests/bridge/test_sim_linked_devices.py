@@ -133,7 +133,8 @@ def test_a_withheld_device_s_send_reaches_the_group_and_its_siblings_but_not_its
         b = await c.connect(hello={"type": "hello", "session": MAIN_PHONE, "node": "vps-b"})
         await a.frame()
         await b.frame()
-        for bad in ({"session": MAIN_PHONE}, {"session": "999", "withhold": True}, ["x"]):
+        for bad in ({"session": MAIN_PHONE}, {"session": "999", "withhold": True}, ["x"],
+                    {"session": MAIN_PHONE, "withhold": True, "drop": "yes"}):
             status, reply = await c.api.call("POST", "/sim/withhold", bad)
             assert status == 400 and ("withhold" in reply["error"] or "unknown session" in reply["error"]), reply
         assert await c.api.call("POST", "/sim/withhold", {"session": MAIN_PHONE, "node": "vps-a", "withhold": True}) \
