@@ -37,9 +37,6 @@ only rows not yet handed to WhatsApp; the one being sent at that moment is not w
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import secrets
 from collections.abc import Callable
 from datetime import timedelta, timezone
 from pathlib import Path
@@ -51,9 +48,11 @@ from bridge.fence import Fences, FenceWord, SendFence
 from bridge.media import StagedMedia
 from bridge.pace import PLAN_LIMIT, PaceConfig, Pacer, Plan, Queued
 from bridge.send_pause import SendPause
-from bridge.sending import SendRequest, context_parts, refusal_status
+from bridge.outbox_answers import fingerprint, new_message_id, queued, reply, superseded_reason, wall
+from bridge.sending import SendRequest, context_parts
 from bridge.schema import format_ts, parse_ts
-from bridge.store import OutboxRow, Store
+from bridge.outbox_store import OutboxRow
+from bridge.store import Store
 from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, RateLimited,
                               SendFailed, Source, Transport)
 from watchdog.shared import clock
@@ -65,71 +64,6 @@ DELIVERY_WAIT = 8.0  # below whatsapp-mcp's and the web app's request timeouts
 DEDUPE_WINDOW = 120.0
 SETTLE_WAIT = 2.0  # a row about to go: its request waits this long to be answered with what happened
 RECENT_SENT = 1000  # sent rows a restart counts at least (the pace's minute and the chats' gaps need only the last)
-
-
-def new_message_id(own_jid: str, idempotency_key: str | None) -> str:
-    """A WhatsApp-style message id (`3EB0` + 18 hex digits, as whatsmeow generates): random, or, for a request
-    with an Idempotency-Key, derived from the key and the sending account. So a client's retry is the same
-    WhatsApp message (deduped by id) even where the outbox no longer knows the key: messages.db put back from
-    a backup taken before the first send, a monitor posting again the feedback whose answer a stop cut off, and
-    in a cluster the host that takes over sending posting a feedback its predecessor may already have sent
-    (issue 21: the same account, so the same id where the transport lets the sender choose it)."""
-    if idempotency_key is None:
-        return "3EB0" + secrets.token_hex(9).upper()
-    return "3EB0" + hashlib.sha256(f"{own_jid}\n{idempotency_key}".encode()).hexdigest()[:18].upper()
-
-
-def fingerprint(endpoint: str, request: SendRequest, media: StagedMedia | None) -> str:
-    """What makes two requests the same send: where they went, to whom, what (media by content, a quote or a
-    reaction: appended only when there is one, so a plain send's fingerprint is what it always was). Not its
-    priority, which says when, not what: a monitor re-posting, with operator priority, feedback it first posted
-    without (an upgrade in between) is the same send, not a conflict."""
-    key = [endpoint, request.recipient_jid, request.text, list(request.mentioned_jids), media.sha256 if media else None]
-    if context := {k: v for k, v in (request.context or {}).items() if k != "priority"}:
-        key.append(context)
-    return hashlib.sha256(json.dumps(key, ensure_ascii=True).encode()).hexdigest()
-
-
-def reply(row: OutboxRow, paused: str = "", position: int | None = None, in_s: float | None = None) -> tuple[int, dict]:
-    """The HTTP answer for an outbox row: 200 sent, 202 queued (`paused`: why sending waits; `position` and
-    `in_s`: its place in the paced queue and when it is expected out; else not connected); never to be sent:
-    404 unknown group, 403 not a member of it, else 422 (refused, dead-lettered).
-
-    422, not 500: the bridge is fine; this message cannot be delivered as asked, and repeating it will not help.
-    """
-    if row.status == "sent":
-        return 200, {"success": True, "message": f"Message sent to {row.recipient}", "id": row.message_id}
-    if row.status == "withdrawn":
-        return 409, {"success": False, "withdrawn": True, "id": row.message_id,
-                     "message": f"Withdrawn, not sent: {row.error}"}
-    if row.status == "pending":
-        if paused:
-            why = f"Sending paused ({paused}): queued for {row.recipient}, sent when the pause ends"
-        elif position is None and row.fence is not None:
-            why = (f"Queued for {row.recipient}: waits until its sender lease ({row.fence.lease}, token "
-                   f"{row.fence.token}) is known to be valid")
-        elif position is not None:
-            why = f"Paced: queued for {row.recipient} at position {position}, expected out in {in_s or 0:.0f} s"
-        else:
-            why = f"Not connected to WhatsApp: queued for {row.recipient}, sent on reconnect"
-        body = {"success": True, "queued": True, "id": row.message_id, "message": why}
-        if position is not None:
-            body["position"] = position
-            body["expected_at"] = _wall(in_s or 0.0)
-        return 202, body
-    return refusal_status(row.error or ""), {"success": False, "id": row.message_id,
-                                             "message": f"Error sending message: {row.error}"}
-
-
-def _wall(in_s: float) -> str:
-    """A moment `in_s` seconds from now, for people (UTC, ISO 8601)."""
-    return (clock.now() + timedelta(seconds=max(0.0, in_s))).isoformat(timespec="seconds")
-
-
-def queued(row: OutboxRow) -> Queued:
-    """What the pace needs of a row."""
-    context = row.context or {}
-    return Queued(row.seq, row.recipient_jid, str(context.get("priority", "")), "reaction" in context, len(row.text))
 
 
 class Outbox:
@@ -230,9 +164,9 @@ class Outbox:
         row = self.store.outbox_by_key(idempotency_key) if idempotency_key else None
         if row is None:
             return 409, {"success": False, "withdrawn": True,
-                         "message": f"Withdrawn, not queued: {_superseded_reason(fence)}"}
+                         "message": f"Withdrawn, not queued: {superseded_reason(fence)}"}
         if row.status == "pending":
-            self._withdraw([row], _superseded_reason(fence))
+            self._withdraw([row], superseded_reason(fence))
             row = self.store.outbox_row(row.message_id) or row
         return reply(row)
 
@@ -279,7 +213,7 @@ class Outbox:
 
     def _withdraw_superseded(self, rows: list[OutboxRow]) -> list[OutboxRow]:
         superseded = [r for r in rows if r.fence is not None and self.fences.superseded(r.fence)]
-        return self._withdraw(superseded, _superseded_reason(superseded[0].fence)) if superseded else []  # type: ignore[arg-type]
+        return self._withdraw(superseded, superseded_reason(superseded[0].fence)) if superseded else []  # type: ignore[arg-type]
 
     def _sendable(self, rows: list[OutboxRow]) -> dict[int, OutboxRow]:
         """Pending rows that may go now, by seq: a fenced row whose lease is not valid now waits, and so does
@@ -320,7 +254,7 @@ class Outbox:
         next_in = max(plan.order[0][1] - now, pause) if plan.order else None
         drained_in = max(plan.drained_at - now, pause) if plan.drained_at is not None else None
         return {**self.pause.snapshot(), "depth": self.store.outbox_depth(),
-                "next_send_at": _wall(next_in) if next_in is not None else None,
+                "next_send_at": wall(next_in) if next_in is not None else None,
                 "next_send_s": round(next_in, 1) if next_in is not None else None,
                 "drain_s": round(drained_in, 1) if drained_in is not None else 0.0}
 
@@ -464,7 +398,3 @@ class Outbox:
         done = self._done.get(row.message_id)
         if done is not None:
             done.set()
-
-
-def _superseded_reason(fence: SendFence) -> str:
-    return f"its sender lease {fence.lease} (token {fence.token}) is no longer valid"

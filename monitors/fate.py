@@ -72,7 +72,7 @@ def find_copy(conn: sqlite3.Connection, own_jid: str, feedback: Feedback, since:
     else the first message of the chat from me with the same text at or after `since` (the time the other host
     handed it on, less SKEW_S) whose id is not in `taken` (messages already known as other feedback).
     """
-    from bridge.outbox import new_message_id  # only here: the monitor needs nothing else of the outbox
+    from bridge.outbox_answers import new_message_id  # only here: the monitor needs nothing else of the outbox
     derived = new_message_id(own_jid, feedback.idempotency_key)
     mine = "SELECT 1 FROM messages WHERE id = ? AND chat_jid = ? AND is_from_me"
     if conn.execute(mine, (derived, feedback.recipient)).fetchone():

@@ -112,7 +112,7 @@ def test_a_temporary_ban_is_the_numbers_every_linked_device_is_told_and_closed(p
 
 def test_a_keyed_sends_message_id_is_derived_from_its_key() -> None:
     """Two hosts' bridges sending the same feedback (same Idempotency-Key) choose the same message id."""
-    from bridge.outbox import new_message_id
+    from bridge.outbox_answers import new_message_id
     own = "27710000000@s.whatsapp.net"
     first = new_message_id(own, "key-DR1000001")
     assert first == new_message_id(own, "key-DR1000001")  # either host of the account: the same message

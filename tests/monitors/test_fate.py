@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bridge.outbox import new_message_id
+from bridge.outbox_answers import new_message_id
 from bridge.schema import format_ts, open_readonly
 from bridge.store import Store
 from bridge.transport import IncomingMessage, Source
