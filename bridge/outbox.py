@@ -53,12 +53,12 @@ from bridge.sending import SendRequest, context_parts
 from bridge.schema import format_ts, parse_ts
 from bridge.outbox_store import OutboxRow
 from bridge.store import Store
-from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, RateLimited,
+from bridge.transport import (AnswerLost, IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, RateLimited,
                               SendFailed, Source, Transport)
 from watchdog.shared import clock
 from watchdog.shared.waiting import wait_event
 
-SEND_TIMEOUT = 10.0  # an unanswered send stays pending and is retried (same id) later
+SEND_TIMEOUT = 10.0  # an unanswered send's answer is lost (Outbox._lost)
 MAX_ATTEMPTS = 5
 DELIVERY_WAIT = 8.0  # below whatsapp-mcp's and the web app's request timeouts
 DEDUPE_WINDOW = 120.0
@@ -174,7 +174,9 @@ class Outbox:
         """The lease keeper's word (POST /api/fence): the lease as this bridge knows it now and, when the word
         changed the token or said one lost, the message ids of the lease's rows of superseded tokens withdrawn
         (by this word or before, queued in the last day: a keeper that missed an answer, or started after it,
-        hears it again; giving those rows back to the holder is idempotent). Rows that may go now are drained."""
+        hears it again; giving those rows back to the holder is idempotent), and those of the lease's rows in doubt
+        (their answer lost, queued in the last day: the monitors find out whether they went; said at every word, as
+        taking them is idempotent too). Rows that may go now are drained."""
         lease, was = word.fence.lease, self.fences.allows(word.fence)
         if word.valid_until is None:
             changed = self.fences.lost(lease, word.fence.token)
@@ -184,12 +186,13 @@ class Outbox:
         self._heard = asyncio.Event()
         withdrawn: list[str] = []
         up_to = self.fences.superseded_up_to(lease)
+        day = format_ts(clock.now() - timedelta(days=1))
         if up_to and (changed or word.valid_until is None):  # a renewal of the same token supersedes nothing
             self._withdraw_superseded(self.store.outbox_pending(limit=PLAN_LIMIT))
-            withdrawn = self.store.outbox_withdrawn(lease, up_to, format_ts(clock.now() - timedelta(days=1)))
+            withdrawn = self.store.outbox_withdrawn(lease, up_to, day)
         if not was and self.fences.allows(word.fence) and self.store.outbox_depth():
             self._wake(0.0)
-        return {**self.fences.snapshot(lease), "withdrawn": withdrawn}
+        return {**self.fences.snapshot(lease), "withdrawn": withdrawn, "doubt": self.store.outbox_in_doubt(lease, day)}
 
     def withdraw(self, keys: tuple[str, ...], reason: str) -> dict[str, str]:
         """Take back the sends made with these Idempotency-Keys, if not yet handed to WhatsApp: each key's state
@@ -338,7 +341,7 @@ class Outbox:
             self._resume.cancel()
 
     async def _send(self, row: OutboxRow) -> int | None:
-        """1 = sent, 0 = dead-lettered, None = not connected, no answer or rate-limited (stays pending)."""
+        """1 = sent, 0 = dead-lettered or in doubt, None = not connected, no answer or rate-limited (stays pending)."""
         counted = self.is_connected()
         if counted:
             attempts = self.store.outbox_attempt(row)
@@ -353,6 +356,8 @@ class Outbox:
         self._in_flight = row.seq  # from here the send is WhatsApp's: a withdraw leaves it
         try:
             result = await asyncio.wait_for(self.transport.send(message), self.send_timeout)
+        except (AnswerLost, TimeoutError) as exc:
+            return self._lost(row, str(exc) or f"no answer within {self.send_timeout:g} s")
         except NotConnected:
             return None
         except RateLimited as exc:
@@ -362,10 +367,6 @@ class Outbox:
             logger.warning("send {} to {}: {}; the account pauses {:.3g} s, the message stays queued", row.message_id,
                            row.recipient_jid, exc, delay)
             self._wake(delay)
-            return None
-        except TimeoutError:
-            logger.warning("send {} to {}: no answer within {}s; stays queued", row.message_id, row.recipient_jid,
-                           self.send_timeout)
             return None
         except (SendFailed, OSError) as exc:
             self._dead(row, str(exc) or type(exc).__name__)
@@ -384,6 +385,22 @@ class Outbox:
         logger.info("sent {} to {}{}", row.message_id, row.recipient_jid,
                     f" mentioning {', '.join(row.mentioned_jids)}" if row.mentioned_jids else "")
         return 1
+
+    def _lost(self, row: OutboxRow, reason: str) -> int | None:
+        """A send handed to WhatsApp whose answer was lost. Where the transport chooses ids, or the row is unfenced
+        (one host: at least once, docs/NEONIZE.md), it stays pending: sent again, the same message where ids are
+        chosen (None). A fenced row where they are not is in doubt (0): a resend would be a second message, so
+        it is never sent again here; its sender finds out whether it went (monitors/fate.py)."""
+        if self.transport.capabilities.chooses_ids or row.fence is None:
+            logger.warning("send {} to {}: {}; stays queued (sent again with the same id)", row.message_id,
+                           row.recipient_jid, reason)
+            return None
+        why = f"handed to WhatsApp, then its answer was lost ({reason})"
+        if self.store.outbox_doubt(row, why):
+            logger.error("send {} to {}: {}: in doubt, never sent again by this bridge", row.message_id,
+                         row.recipient_jid, why)
+        self._finished(row)
+        return 0
 
     def _dead(self, row: OutboxRow, reason: str) -> None:
         logger.error("send {} to {} failed for good: {}", row.message_id, row.recipient_jid, reason)

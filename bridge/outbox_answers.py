@@ -40,13 +40,17 @@ def fingerprint(endpoint: str, request: SendRequest, media: StagedMedia | None) 
 
 def reply(row: OutboxRow, paused: str = "", position: int | None = None, in_s: float | None = None) -> tuple[int, dict]:
     """The HTTP answer for an outbox row: 200 sent, 202 queued (`paused`: why sending waits; `position` and
-    `in_s`: its place in the paced queue and when it is expected out; else not connected); never to be sent:
+    `in_s`: its place in the paced queue and when it is expected out; else not connected); 409 withdrawn (never
+    sent) or in doubt (its answer was lost: never sent again here, its sender finds out); never to be sent:
     404 unknown group, 403 not a member of it, else 422 (refused, dead-lettered).
 
     422, not 500: the bridge is fine; this message cannot be delivered as asked, and repeating it will not help.
     """
     if row.status == "sent":
         return 200, {"success": True, "message": f"Message sent to {row.recipient}", "id": row.message_id}
+    if row.status == "doubt":
+        return 409, {"success": False, "doubt": True, "id": row.message_id,
+                     "message": f"In doubt, not sent again: {row.error}"}
     if row.status == "withdrawn":
         return 409, {"success": False, "withdrawn": True, "id": row.message_id,
                      "message": f"Withdrawn, not sent: {row.error}"}

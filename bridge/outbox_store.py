@@ -186,6 +186,19 @@ class OutboxRows:
             "SELECT message_id FROM outbox WHERE status = 'withdrawn' AND fence_lease = ? AND fence_token <= ? "
             "AND created_at >= ? ORDER BY seq", (lease, up_to_token, since))]
 
+    def outbox_doubt(self, row: OutboxRow, reason: str) -> bool:
+        """A pending row whose answer was lost is in doubt: never sent again by the bridge (bridge/outbox.py). False
+        if it was no longer pending."""
+        with self.transaction() as conn:
+            return conn.execute("UPDATE outbox SET status = 'doubt', error = ? WHERE seq = ? AND status = 'pending'",
+                                (reason, row.seq)).rowcount == 1
+
+    def outbox_in_doubt(self, lease: str, since: str) -> list[str]:
+        """Message ids of the rows of `lease` in doubt, queued since `since` (the fence word's answer)."""
+        return [message_id for (message_id,) in self.conn.execute(
+            "SELECT message_id FROM outbox WHERE status = 'doubt' AND fence_lease = ? AND created_at >= ? "
+            "ORDER BY seq", (lease, since))]
+
     def outbox_failed(self, row: OutboxRow, error: str) -> None:
         """Dead-letter a row: it can never be sent (refused, unreadable, failed too often); the rest drain."""
         with self.transaction() as conn:

@@ -185,6 +185,36 @@ ALTER TABLE outbox_fenced RENAME TO outbox;
 CREATE INDEX outbox_pending ON outbox (status, seq)
 """
 
+# A send whose answer was lost (issue 21): handed to WhatsApp, then the connection dropped or nothing answered.
+# Where the transport cannot choose message ids (neonize) a resend would be a second message, so a fenced row (a
+# cluster) is `doubt`: never sent again by the bridge, answered as such, found out by the monitors
+# (monitors/fate.py). The CHECK is widened by rebuilding the table, as in step 7.
+OUTBOX_DOUBT = """
+CREATE TABLE outbox_doubt (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL UNIQUE,
+    idempotency_key TEXT UNIQUE,
+    recipient TEXT NOT NULL,
+    recipient_jid TEXT NOT NULL,
+    text TEXT NOT NULL,
+    mentioned_jids TEXT NOT NULL DEFAULT '[]',
+    media_path TEXT,
+    media_type TEXT,
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed', 'withdrawn', 'doubt')),
+    created_at TEXT NOT NULL,
+    sent_at TEXT,
+    error TEXT NOT NULL DEFAULT '',
+    context TEXT,
+    fence_lease TEXT,
+    fence_token INTEGER
+);
+INSERT INTO outbox_doubt SELECT seq, message_id, idempotency_key, recipient, recipient_jid, text, mentioned_jids,
+    media_path, media_type, status, created_at, sent_at, error, context, fence_lease, fence_token FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_doubt RENAME TO outbox;
+CREATE INDEX outbox_pending ON outbox (status, seq)
+"""
+
 MIGRATIONS = [
     Migration(1, "whatsapp-mcp chats and messages; message_meta, connection_events, disconnect_windows, outbox, "
                  "bridge_state", (WHATSAPP_MCP_SCHEMA, OUR_SCHEMA)),
@@ -198,6 +228,8 @@ MIGRATIONS = [
                  "a reaction)", (QUOTES_AND_REACTIONS,)),
     Migration(7, "outbox.fence_lease and fence_token (a cluster's sender lease fences the send) and the status "
                  "withdrawn (superseded or taken back, never sent)", (OUTBOX_FENCE,)),
+    Migration(8, "outbox status doubt: a cluster's send whose answer was lost, never sent again by the bridge "
+                 "where the transport cannot choose message ids", (OUTBOX_DOUBT,)),
 ]
 
 SCHEMA_VERSION = latest(MIGRATIONS)
