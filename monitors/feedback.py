@@ -31,7 +31,9 @@ the bridge's paced outbox join it: it is withdrawn and one message carries all
 Bridge answers: 200 sent, 202 queued (its durable outbox sends on reconnect),
 400/403/404/413/422/500 refused (the same request can never succeed: failed),
 409 withdrawn (a cluster: the bridge knows the send's lease token is no longer
-valid, bridge/fence.py; nothing is marked, the lease's holder sends it). No answer,
+valid, bridge/fence.py; nothing is marked, the lease's holder sends it), 409 doubt
+(a cluster, on a transport that cannot choose message ids: handed to WhatsApp, its
+answer lost; found out through the other host's copy, monitors/fate.py). No answer,
 no published URL or 503 means the bridge is down or restarting: the message
 stays pending and is retried with exponential backoff (tenacity), in its own
 task so detection never waits for it.
@@ -79,6 +81,11 @@ ACK_REACTION = "✅"
 
 class BridgeUnavailable(Exception):
     """No bridge answered (not started, restarting, overloaded): try again later."""
+
+
+class SendInDoubt(Exception):
+    """The bridge handed the send to WhatsApp and lost its answer, and never sends it again (bridge/outbox.py): it
+    is found out, not posted again (monitors/fate.py)."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +240,8 @@ class BridgeClient:
             return Answer(FEEDBACK_SENT, message, bridge_id)
         if status == 202:
             return Answer(FEEDBACK_QUEUED, message, bridge_id)
+        if status == 409 and isinstance(reply, dict) and reply.get("doubt") is True:
+            raise SendInDoubt(f"feedback {feedback.id}: {self.component}: {message}")
         if status == 409 and isinstance(reply, dict) and reply.get("withdrawn") is True:
             raise LeaseLost(f"feedback {feedback.id}: {self.component} withdrew it: {message}")
         if status in FINAL_FAILURES:
@@ -374,7 +383,14 @@ class FeedbackSender:
             message, members, ack = coalesced(self.project, unit, drop.group_name if drop else ""), unit, "message"
         if self.fates is not None and not await self._settled(message, unit):
             return RECHECK_S
-        await deliver(client, self.drops, message, ack=ack, held=self.held, members=members)
+        try:
+            await deliver(client, self.drops, message, ack=ack, held=self.held, members=members)
+        except SendInDoubt as exc:
+            if self.fates is None:  # only a fenced send is ever in doubt: a cluster's
+                raise
+            logger.warning("{}: finding out whether it went", exc)
+            self.fates.lost(message, unit)
+            return RECHECK_S
         for row in unit:
             self._seen.pop(row.id, None)
         return None

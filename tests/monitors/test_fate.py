@@ -18,6 +18,7 @@ from monitors.config import ClusterConfig
 from monitors.drops_store import (FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, FEEDBACK_UNKNOWN, DropsDB,
                                   Feedback, LeaseLost, Submission, open_drops_store)
 from monitors.fate import FOUND, SEND, WAIT, Connection, Fates, find_copy
+from monitors.store.copies import MessagesCopies
 from monitors.feedback import FeedbackSender, ack_for
 from monitors.store.handed import Handed, hand
 from monitors.store.lease import SenderLease
@@ -107,15 +108,15 @@ def test_a_copy_whose_id_the_transport_chose_is_found_by_chat_sender_text_and_ti
     conn = open_readonly(messages.path)
     try:
         since = format_ts(HANDED_AT)
-        found = find_copy(conn, OWN, feedback_row(text), since)
+        found = find_copy(MessagesCopies(conn), OWN, feedback_row(text), since)
         assert (found.message_id, found.how) == ("3EB0EEEEEEEEEEEEEEEEEE", "text")  # type: ignore[union-attr]
         # a copy that is already another feedback's message counts for that one only
-        found = find_copy(conn, OWN, feedback_row(text), since, taken={"3EB0EEEEEEEEEEEEEEEEEE"})
+        found = find_copy(MessagesCopies(conn), OWN, feedback_row(text), since, taken={"3EB0EEEEEEEEEEEEEEEEEE"})
         assert found is not None and found.message_id == "3EB0FFFFFFFFFFFFFFFFFF"
-        assert find_copy(conn, OWN, feedback_row(text), since,
+        assert find_copy(MessagesCopies(conn), OWN, feedback_row(text), since,
                          taken={"3EB0EEEEEEEEEEEEEEEEEE", "3EB0FFFFFFFFFFFFFFFFFF"}) is None
-        assert find_copy(conn, OWN, feedback_row("@27710000001 DR7654321 received, thank you"), since) is None
-        assert find_copy(conn, OWN, feedback_row(text, recipient=GROUP_B), format_ts(HANDED_AT + timedelta(hours=1))) \
+        assert find_copy(MessagesCopies(conn), OWN, feedback_row("@27710000001 DR7654321 received, thank you"), since) is None
+        assert find_copy(MessagesCopies(conn), OWN, feedback_row(text, recipient=GROUP_B), format_ts(HANDED_AT + timedelta(hours=1))) \
             is None  # GROUP_B's is older than an hour before that hand-over
     finally:
         conn.close()
@@ -126,7 +127,7 @@ def test_a_copy_with_the_id_derived_from_the_key_is_found_by_its_id(messages: St
     messages.add_messages([from_me(derived, "edited on the way", HANDED_AT - timedelta(hours=3))])
     conn = open_readonly(messages.path)
     try:
-        found = find_copy(conn, OWN, feedback_row("@27710000001 DR1234567 received", key="k2"), format_ts(HANDED_AT))
+        found = find_copy(MessagesCopies(conn), OWN, feedback_row("@27710000001 DR1234567 received", key="k2"), format_ts(HANDED_AT))
         assert found is not None and (found.message_id, found.how) == (derived, "id")
     finally:
         conn.close()
