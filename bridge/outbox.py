@@ -388,10 +388,11 @@ class Outbox:
 
     def _lost(self, row: OutboxRow, reason: str) -> int | None:
         """A send handed to WhatsApp whose answer was lost. Where the transport chooses ids, or the row is unfenced
-        (one host: at least once, docs/NEONIZE.md), it stays pending: sent again, the same message where ids are
-        chosen (None). A fenced row where they are not is in doubt (0): a resend would be a second message, so
-        it is never sent again here; its sender finds out whether it went (monitors/fate.py)."""
-        if self.transport.capabilities.chooses_ids or row.fence is None:
+        (one host: at least once, docs/NEONIZE.md), or a reaction (one per sender and message: setting it again adds
+        nothing), it stays pending: sent again, the same message where ids are chosen (None). A fenced row where they
+        are not is in doubt (0): a resend would be a second message, so it is never sent again here; its sender
+        finds out whether it went (monitors/fate.py)."""
+        if self.transport.capabilities.chooses_ids or row.fence is None or "reaction" in (row.context or {}):
             logger.warning("send {} to {}: {}; stays queued (sent again with the same id)", row.message_id,
                            row.recipient_jid, reason)
             return None

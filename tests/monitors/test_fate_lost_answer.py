@@ -15,10 +15,12 @@ from monitors.store import copies
 from monitors.store.handed import Handed, hand
 from monitors.store.lease import SenderLease
 from tests.conftest import GROUP_A, GROUP_B
-from tests.monitors.test_fate import HANDED_AT, OWN, acknowledged, config, drops  # noqa: F401 - fixtures
+from tests.monitors import test_fate
+from tests.monitors.test_fate import HANDED_AT, OWN, acknowledged
 from watchdog.components import Config
 
 pytestmark = pytest.mark.parametrize("drops_backend", ["postgres"], indirect=True)
+config, drops = test_fate.config, test_fate.drops  # its fixtures: a config with the drops store, the store
 
 
 def copy_of(text: str, message_id: str, seconds: int = 1, at: str = "") -> StoredMessage:
