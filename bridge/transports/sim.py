@@ -49,6 +49,7 @@ CLOSE_CODES = {4409: ConnectionKind.STREAM_REPLACED, 4401: ConnectionKind.LOGGED
 REQUEST_TIMEOUT = 10.0
 MAX_FRAME = 144 * 1024 * 1024  # a 100 MB document (WhatsApp's limit) travels base64 in one frame
 MAX_BATCH = 5000  # messages per on_messages call
+SERVER_IDS_LIMIT = "[sim] server_ids: the sim transport sends and backfills as neonize 0.5.2 does (no history requests)"
 RETRY_WAIT = wait_random_exponential(multiplier=0.05, max=2.0)  # full jitter: ~0.1 s, 0.2 s, ... capped at 2 s
 
 
@@ -120,9 +121,11 @@ class SimTransport(Transport):
         # A host of a cluster is a linked device of its own (issue 21); a simulator it shares, by [sim] url.
         self._node = config.cluster.node if config.cluster is not None else ""
         self._sim_url = config.sim.url if config.sim is not None else ""
-        # `[sim] server_ids`: ids are the simulator's, as WhatsApp's are through neonize (said in the hello)
+        # `[sim] server_ids`: as through neonize 0.5.2 (docs/NEONIZE.md), ids are the simulator's (said in the hello)
+        # and there is no on-demand history: a device's own send is in its store only as its own answer said
         self._server_ids = config.sim is not None and config.sim.server_ids
-        self.capabilities = Capabilities(history_request=True, chooses_ids=not self._server_ids)
+        self.capabilities = Capabilities(history_request=not self._server_ids, chooses_ids=not self._server_ids,
+                                         history_limit=SERVER_IDS_LIMIT if self._server_ids else "")
         self._jid = account.jid
         self._socket: aiohttp.ClientWebSocketResponse | None = None  # the open websocket, if any
         self._connected = False  # the simulator accepted our hello: requests may go out
