@@ -380,7 +380,10 @@ class Store(OutboxRows):
         same message id, which the server dedupes. (The outbox_add before the send is durable.)
         """
         batch = _Batch([sent], Source.SENT)
-        ack = Receipt((sent.id,), sent.chat_jid, "", ReceiptKind.SERVER_ACK, sent.timestamp)
+        # Also under the id the bridge answered its client with (where WhatsApp chose another: neonize), so a send
+        # its client recorded as queued (202, that id) is seen sent (the monitors' receipts follower).
+        ack = Receipt(tuple(dict.fromkeys((sent.id, row.message_id))), sent.chat_jid, "", ReceiptKind.SERVER_ACK,
+                      sent.timestamp)
         with self.transaction(durable=False) as conn:
             conn.execute("UPDATE outbox SET status = 'sent', sent_at = ? WHERE seq = ?",
                          (format_ts(sent.timestamp), row.seq))

@@ -19,6 +19,7 @@ from bridge.store import Store
 from bridge.transport import AnswerLost, Capabilities, OutgoingMessage, SendResult
 from tests.bridge.test_outbox import ScriptedTransport, request
 from tests.bridge.test_outbox_fence import MAIN, fenced_outbox
+from watchdog.shared import clock
 
 
 class LosingTransport(ScriptedTransport):
@@ -116,3 +117,23 @@ def test_a_row_in_doubt_is_not_withdrawn_and_a_fenced_timeout_is_a_lost_answer(t
     (status, body), states = asyncio.run(scenario())
     assert status == 409 and body["doubt"] is True and "no answer within 0.05 s" in body["message"]
     assert states == {"k9": "doubt"} and transport.tries == ["DR9"]
+
+
+def test_a_send_whose_id_whatsapp_chose_is_server_acked_also_under_the_id_its_client_was_answered(
+        tmp_path: Path) -> None:
+    """A 202 (queued) tells the client the bridge's id; where the transport cannot choose ids, WhatsApp's differs:
+    the server ack the bridge records is under both, so the client's record is seen sent."""
+    store = Store(tmp_path / "messages.db")
+    transport = LosingTransport(chooses_ids=False, lose=())
+
+    async def theirs(message: OutgoingMessage) -> SendResult:
+        transport.sent.append(message.text)
+        return SendResult("3EB0WHATSAPPS", clock.now())
+
+    transport.send = theirs  # type: ignore[method-assign]
+    outbox = Outbox(store, transport, "27710000000@s.whatsapp.net", delivery_wait=0)
+    status, body = asyncio.run(outbox.submit(request("DR5"), None, "k5", "/api/send"))
+    assert status == 200 and body["id"] != "3EB0WHATSAPPS"
+    acks = store.conn.execute("SELECT message_id FROM receipts WHERE kind = 'server_ack' ORDER BY message_id")
+    assert sorted(r[0] for r in acks) == sorted(["3EB0WHATSAPPS", body["id"]])
+    assert store.conn.execute("SELECT id FROM messages").fetchall() == [("3EB0WHATSAPPS",)]  # the message is WhatsApp's
