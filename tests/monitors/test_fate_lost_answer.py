@@ -5,11 +5,15 @@ sent with that id, else the row waits and becomes unknown, never sent again by i
 (queued) and then lost is pending again, still handed by this node; an operator's resend is a new key."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 
 from bridge.schema import StoredMessage, format_ts
 from monitors.config import ClusterConfig
-from monitors.drops_store import FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, FEEDBACK_UNKNOWN, DropsDB
+from monitors.drops_store import (FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, FEEDBACK_UNKNOWN, DropsDB,
+                                  Feedback, Fence)
 from monitors.fate import FOUND, UNKNOWN, WAIT, Connection, Fates
 from monitors.store import copies
 from monitors.store.handed import Handed, hand
@@ -47,10 +51,10 @@ def test_published_copies_are_idempotent_leave_out_this_bridges_own_sends_and_ag
         ("vps-a", "3EB0BBB"), ("vps-b", "3EB0AAA"), ("vps-b", "3EB0BBB")]
 
 
-def test_a_lost_answer_is_found_through_the_other_hosts_published_copy_or_becomes_unknown_never_sent(
-        config: Config, drops: DropsDB) -> None:
-    cluster = ClusterConfig("vps-b", copy_grace_s=1.0, unknown_after_s=60.0)
-    fates = Fates(config, config.project("lawley"), cluster, drops)
+@contextmanager
+def handed_by_b(config: Config, drops: DropsDB) -> Iterator[tuple[Feedback, Feedback, Fence]]:
+    """vps-b holds the sender lease, claims a drop's acknowledgement and hands it to its bridge: the recorded row,
+    the claimed one and the fence."""
     lease = SenderLease(config.database.url, "wa_watchdog", "main", "vps-b", 30.0)
     try:
         lease.acquire()
@@ -59,6 +63,16 @@ def test_a_lost_answer_is_found_through_the_other_hosts_published_copy_or_become
         feedback = acknowledged(config, drops)
         [claimed] = drops.claim_feedback("lawley", fence)
         hand(drops.db, [claimed.id], fence)
+        yield feedback, claimed, fence
+    finally:
+        lease.close()
+
+
+def test_a_lost_answer_is_found_through_the_other_hosts_published_copy_or_becomes_unknown_never_sent(
+        config: Config, drops: DropsDB) -> None:
+    cluster = ClusterConfig("vps-b", copy_grace_s=1.0, unknown_after_s=60.0)
+    fates = Fates(config, config.project("lawley"), cluster, drops)
+    with handed_by_b(config, drops) as (feedback, claimed, fence):
         assert fates.doubted([claimed]) == {}  # this node's own: its bridge answers for it
         fates.lost(claimed, [claimed])  # ... until it answered: in doubt
         [doubt] = fates.doubted([claimed]).values()
@@ -77,20 +91,11 @@ def test_a_lost_answer_is_found_through_the_other_hosts_published_copy_or_become
         done = drops.feedback(feedback.id)
         assert (done.status, done.bridge_message_id) == (FEEDBACK_SENT, "3EB0FROMA")
         assert fates.doubted([claimed]) == {}  # settled: no longer this node's doubt
-    finally:
-        lease.close()
 
 
 def test_queued_feedback_its_bridge_lost_is_pending_again_and_an_operators_resend_is_a_new_key(
         config: Config, drops: DropsDB) -> None:
-    lease = SenderLease(config.database.url, "wa_watchdog", "main", "vps-b", 30.0)
-    try:
-        lease.acquire()
-        fence = lease.fence()
-        assert fence is not None
-        feedback = acknowledged(config, drops)
-        [claimed] = drops.claim_feedback("lawley", fence)
-        hand(drops.db, [claimed.id], fence)
+    with handed_by_b(config, drops) as (feedback, claimed, fence):
         drops.finish_feedback(claimed, FEEDBACK_QUEUED, "", "3EB0QUEUED", fence=fence)
         assert drops.requeue_in_doubt(["3EB0QUEUED"], "vps-a") == []  # another node's word: not its row
         assert drops.requeue_in_doubt(["3EB0QUEUED"], "vps-b") == [feedback.id]
@@ -102,8 +107,6 @@ def test_queued_feedback_its_bridge_lost_is_pending_again_and_an_operators_resen
         resent = drops.decide_unknown(feedback.id, FEEDBACK_PENDING)
         assert resent.idempotency_key == feedback.idempotency_key + ":resent"  # the bridge holds the old in doubt
         assert drops.decide_unknown(feedback.id, FEEDBACK_PENDING).idempotency_key == resent.idempotency_key
-    finally:
-        lease.close()
 
 
 def test_judging_another_nodes_doubt_is_unchanged(config: Config, drops: DropsDB) -> None:
