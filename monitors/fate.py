@@ -120,6 +120,11 @@ class Fates:
         return {r.id: found[r.id] for r in rows if r.id in found and
                 (found[r.id].node != self.cluster.node or r.idempotency_key in self._lost)}
 
+    def handed_on(self, rows: Sequence[Feedback]) -> set[int]:
+        """Ids of `rows` some node (this one too) handed to its bridge: posted again as they were (their key may be
+        held there, in doubt if its answer was lost), never joined to a new message."""
+        return set(handed(self.drops.db, [r.id for r in rows]))
+
     def lost(self, message: Feedback, rows: Sequence[Feedback]) -> None:
         """This node's bridge answered `message` (carrying `rows`) in doubt (bridge/outbox.py: handed to WhatsApp,
         its answer lost, never sent again there): found out like another node's send, through the other host's

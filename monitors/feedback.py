@@ -345,8 +345,9 @@ class FeedbackSender:
         units: list[list[Feedback]] = []
         groups: dict[str, list[Feedback]] = {}
         carriers: set[int] = set()
-        # In doubt (another node handed it on alone): posted as it was, so that its copy is recognised
-        doubted = self.fates.doubted(batch) if self.fates is not None else {}
+        # Handed to a bridge before (by any node; in doubt, or its key held there): posted as it was, so that its
+        # copy is recognised and its key answered
+        doubted = self.fates.handed_on(batch) if self.fates is not None else set()
         for row in batch:
             if row.carrier_id is not None:  # grouped before (a restart, or an earlier look): the same message
                 if row.carrier_id not in carriers:
@@ -374,7 +375,7 @@ class FeedbackSender:
         (monitors/fate.py). Returns the seconds until a unit still in doubt is to be judged again, else None."""
         ack = self.project.feedback.ack
         if self._coalescing() and unit[0].kind == KIND_ACK and all(r.status == FEEDBACK_PENDING for r in unit) and \
-                (self.fates is None or not self.fates.doubted(unit)):  # one in doubt is found out as it was posted
+                (self.fates is None or not self.fates.handed_on(unit)):  # one in doubt is found out as it was posted
             unit = await self._rejoin(client, unit)
         if len(unit) == 1 and unit[0].carrier_id is None:
             message, members = unit[0], ()
