@@ -253,16 +253,19 @@ def test_what_another_nodes_bridge_queued_is_taken_over_once_its_token_is_over_a
         b.close()
 
 
-def test_an_acknowledgement_in_doubt_is_not_coalesced_but_posted_as_it_was(write_config) -> None:  # noqa: ANN001
-    """Another node handed it on alone (or its bridge queued it alone): grouped with other acknowledgements into one
-    new message, its text and key would change, its copy would not be recognised, and it would go a second time."""
+@pytest.mark.parametrize("handed_by", ["vps-a", "vps-b"])
+def test_an_acknowledgement_in_doubt_is_not_coalesced_but_posted_as_it_was(write_config,  # noqa: ANN001
+                                                                           handed_by: str) -> None:
+    """Another node handed it on alone (or its bridge queued it alone), or this node did (vps-b: its bridge holds
+    the key, in doubt if it lost the answer): grouped with other acknowledgements into one new message, its text
+    and key would change, its copy would not be recognised, and it would go a second time."""
     config = load(write_config(BASE_CONFIG.replace(MESSAGE_ACK, 'feedback = { ack = "message", coalesce_s = 2.0 }', 1)))
     drops = open_drops_store(config)
     try:
         doubt, *fresh = [acknowledged(config, drops, f"DR765432{n}") for n in range(3)]
         with drops.db.transaction() as tx:
-            tx.run("UPDATE feedback SET handed_by = 'vps-a', handed_token = 3, handed_at = ? WHERE id = ?",
-                   (format_ts(HANDED_AT), doubt.id))
+            tx.run("UPDATE feedback SET handed_by = ?, handed_token = 3, handed_at = ? WHERE id = ?",
+                   (handed_by, format_ts(HANDED_AT), doubt.id))
         sender = FeedbackSender(config, config.project("lawley"), drops)
         sender.fates = Fates(config, config.project("lawley"), ClusterConfig("vps-b"), drops)
         sender._seen = {row.id: time.monotonic() - 60 for row in (doubt, *fresh)}  # all due
