@@ -183,9 +183,9 @@ class Fates:
         """Record a verdict other than WAIT: mark FOUND sent and UNKNOWN unknown (fenced), log and alert."""
         self._met.pop(message.idempotency_key, None)
         self._lost.difference_update([message.idempotency_key, *(m.idempotency_key for m in members)])
-        what = "lost its answer" if doubt.node == self.cluster.node else "stopped before marking it"
+        what = ", which lost its answer" if doubt.node == self.cluster.node else " and stopped before marking it"
         head = (f"feedback for {', '.join(m.drop_number for m in members)}: {doubt.node} had handed it to its bridge "
-                f"(token {doubt.token}), which {what}; ")
+                f"(token {doubt.token}){what}; ")
         if verdict == FOUND and copy is not None:
             for member in members:
                 self.drops.finish_feedback(member, FEEDBACK_SENT, "", copy.message_id, fence=fence)
