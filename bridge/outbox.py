@@ -53,8 +53,8 @@ from bridge.sending import SendRequest, context_parts
 from bridge.schema import format_ts, parse_ts
 from bridge.outbox_store import OutboxRow
 from bridge.store import Store
-from bridge.transport import (AnswerLost, IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, RateLimited,
-                              SendFailed, Source, Transport)
+from bridge.transport import (AnswerLost, IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage,
+                              RateLimited, SendFailed, Source, Transport)
 from watchdog.shared import clock
 from watchdog.shared.waiting import wait_event
 

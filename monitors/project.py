@@ -152,8 +152,10 @@ class ProjectMonitor:
         device, published for the host whose own bridge lost a send's answer (monitors/store/copies.py). Again
         after a restart (from the saved cursor): publishing is idempotent."""
         cluster = self.config.cluster
-        copies = [m for m in copies_store.sibling_copies(messages) if m.chat_jid in self.groups] if cluster is not None else []
-        if cluster is None or not copies:
+        if cluster is None:
+            return
+        copies = [m for m in copies_store.sibling_copies(messages) if m.chat_jid in self.groups]
+        if not copies:
             return
         older = format_ts(clock.now() - timedelta(seconds=copies_store.KEEP_S))
         await self.writes.call(lambda drops: copies_store.publish(drops.db, self.account.jid, cluster.node, copies,

@@ -28,8 +28,8 @@ from bridge.main import Bridge
 from bridge.schema import messages_after, windows
 from bridge.store import Store
 from bridge.transport import (AnswerLost, ConnectionEvent, ConnectionKind, HistoryUnsupported, IncomingMessage,
-                              MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, Quote, RateLimited, Reaction, Receipt,
-                              SendFailed, Source)
+                              MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, Quote, RateLimited, Reaction,
+                              Receipt, SendFailed, Source)
 from bridge.transports.neonize_transport import (HISTORY_LIMIT, NeedsOperator, NeonizeTransport, ensure_paired,
                                                  session_database)
 from tests.conftest import GROUP_A, GROUP_B, until

@@ -15,6 +15,7 @@ from bridge.simulator.state import iso
 from bridge.transport import (AnswerLost, ConnectionKind, NotConnected, OutgoingMedia, OutgoingMessage, SendFailed,
                               Source, Transport)
 from bridge.transports.sim import SimTransport
+from scripts.benchmarks.cluster_run import server_ids
 from tests.conftest import BASE_CONFIG, GROUP_A, Processes, until
 from tests.sim_helpers import (CONTRACTOR, MAIN_PHONE, SENDER_PHONE, TWO_SESSIONS_CONFIG, Recorder, SimAPI,
                                start_sim)
@@ -235,7 +236,7 @@ def test_with_server_ids_the_simulator_chooses_each_sends_id_and_a_dropped_answe
     message); a send the simulator took before the connection dropped is AnswerLost, one never written is only
     NotConnected (the outbox tells the two apart: bridge/outbox.py)."""
     assert transport(write_config(TWO_SESSIONS_CONFIG)).capabilities.chooses_ids is True
-    t = transport(write_config(TWO_SESSIONS_CONFIG.replace("[sim]\nport = 0\n", "[sim]\nport = 0\nserver_ids = true\n")))
+    t = transport(write_config(server_ids(TWO_SESSIONS_CONFIG)))
     assert (t.capabilities.chooses_ids, t.capabilities.history_request) == (False, False)  # as neonize 0.5.2
 
     async def body(api: SimAPI) -> None:

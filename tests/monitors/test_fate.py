@@ -115,8 +115,10 @@ def test_a_copy_whose_id_the_transport_chose_is_found_by_chat_sender_text_and_ti
         assert found is not None and found.message_id == "3EB0FFFFFFFFFFFFFFFFFF"
         assert find_copy(MessagesCopies(conn), OWN, feedback_row(text), since,
                          taken={"3EB0EEEEEEEEEEEEEEEEEE", "3EB0FFFFFFFFFFFFFFFFFF"}) is None
-        assert find_copy(MessagesCopies(conn), OWN, feedback_row("@27710000001 DR7654321 received, thank you"), since) is None
-        assert find_copy(MessagesCopies(conn), OWN, feedback_row(text, recipient=GROUP_B), format_ts(HANDED_AT + timedelta(hours=1))) \
+        other = feedback_row("@27710000001 DR7654321 received, thank you")
+        assert find_copy(MessagesCopies(conn), OWN, other, since) is None
+        later = format_ts(HANDED_AT + timedelta(hours=1))
+        assert find_copy(MessagesCopies(conn), OWN, feedback_row(text, recipient=GROUP_B), later) \
             is None  # GROUP_B's is older than an hour before that hand-over
     finally:
         conn.close()
@@ -127,7 +129,8 @@ def test_a_copy_with_the_id_derived_from_the_key_is_found_by_its_id(messages: St
     messages.add_messages([from_me(derived, "edited on the way", HANDED_AT - timedelta(hours=3))])
     conn = open_readonly(messages.path)
     try:
-        found = find_copy(MessagesCopies(conn), OWN, feedback_row("@27710000001 DR1234567 received", key="k2"), format_ts(HANDED_AT))
+        found = find_copy(MessagesCopies(conn), OWN, feedback_row("@27710000001 DR1234567 received", key="k2"),
+                          format_ts(HANDED_AT))
         assert found is not None and (found.message_id, found.how) == (derived, "id")
     finally:
         conn.close()
