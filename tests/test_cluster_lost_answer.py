@@ -6,6 +6,8 @@ Host A holds the sender lease; its bridge hands an acknowledgement to WhatsApp a
 answer (`/sim/withhold` with `drop`). A's bridge holds the row in doubt and never sends it again; A's device got no
 copy of its own send, but B's did, and B's monitor published it (`device_copies`):
 - A finds it there and marks the feedback sent with that message's id: the ack reached the group once;
+- the same for an ack A's bridge had accepted (202, queued behind its pace) and lost the answer of later: the
+  keeper hears of it in the bridge's answer to its next word (`doubt`) and the row is pending again, to be found out;
 - with B's device away too, A cannot know: the feedback is `unknown` (recovery log, status), never sent again; once B
   is back and its device receives the copy WhatsApp queued for it, A finds it after all.
 """
@@ -21,7 +23,10 @@ from scripts.benchmarks.cluster_run import (Poster, ack_row, sent_of, server_ids
                                             watchdog_and_bridge, withhold)
 from scripts.benchmarks.system_run import RunningSystem
 from tests.conftest import wait_until
+from tests.test_cluster import A_PACED
 from tests.test_cluster_fate import FATE, fates, warm
+
+A_GAP_8S = A_PACED.replace("chat_gap_s = 600", "chat_gap_s = 8")  # A sends one ack, the next 8 s later
 
 
 def lost_answer(a: RunningSystem, poster: Poster) -> tuple[str, dict]:
@@ -92,5 +97,31 @@ def test_a_lost_answer_no_other_device_saw_is_unknown_never_sent_again_then_foun
         in_group_once(a, poster, drop)
     finally:
         signal_tree(away, signal.SIGCONT)
+        b.stop()
+        a.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_queued_send_whose_answer_was_lost_later_is_taken_back_from_the_keepers_word_and_found_once(
+        tmp_path: Path, pg_url: str) -> None:
+    a, b = two_hosts(tmp_path, pg_url, edit=server_ids, extra=FATE.format(30), pace_a=A_GAP_8S)
+    poster = Poster(a)
+    try:
+        poster.post(2)
+        wait_until(lambda: a.query("drops", "SELECT status, COUNT(*) FROM feedback GROUP BY status ORDER BY status")
+                   == [("queued", 1), ("sent", 1)], timeout=60, message="A to send one ack and queue the next")
+        [drop] = [d for d in poster.posted if ack_row(a, d)[0] == "queued"]
+        withhold(a, "vps-a", True, drop=True)  # when its turn comes, its answer is lost
+        [sent] = wait_until(lambda: sent_of(a, drop), timeout=60, message="A's bridge to send the queued ack")
+        withhold(a, "vps-a", False)
+        wait_until(lambda: ack_row(a, drop)[0] == "sent", timeout=60, message="A to take it back and find B's copy")
+        assert ack_row(a, drop)[1:3] == (sent["id"], "vps-a")
+        assert a.query("messages", "SELECT status FROM outbox WHERE idempotency_key = ?", ack_row(a, drop)[3]) == [
+            ("doubt",)]
+        [fate] = fates(a)
+        assert (fate["outcome"], fate["drops"]) == ("found", [drop])
+        assert len(sent_of(a, drop)) == 1
+    finally:
         b.stop()
         a.stop()
