@@ -14,6 +14,8 @@ copy of its own send, but B's did, and B's monitor published it (`device_copies`
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -21,12 +23,33 @@ import pytest
 
 from scripts.benchmarks.cluster_run import (Poster, ack_row, sent_of, server_ids, signal_tree, two_hosts,
                                             watchdog_and_bridge, withhold)
-from scripts.benchmarks.system_run import RunningSystem
+from scripts.benchmarks.system_run import PACE_OFF, RunningSystem
 from tests.conftest import wait_until
 from tests.test_cluster import A_PACED
 from tests.test_cluster_fate import FATE, fates, warm
 
 A_GAP_8S = A_PACED.replace("chat_gap_s = 600", "chat_gap_s = 8")  # A sends one ack, the next 8 s later
+
+
+@contextmanager
+def neonize_like(tmp_path: Path, pg_url: str, unknown_after_s: float = 30, pace_a: str = PACE_OFF
+                 ) -> Iterator[tuple[RunningSystem, RunningSystem, Poster]]:
+    """Two hosts in server-ids mode, A holding the sender lease, and a poster of drops; both stopped at the end."""
+    a, b = two_hosts(tmp_path, pg_url, edit=server_ids, extra=FATE.format(unknown_after_s), pace_a=pace_a)
+    try:
+        yield a, b, Poster(a)
+    finally:
+        b.stop()
+        a.stop()
+
+
+@contextmanager
+def resumed(processes: list[psutil.Process]) -> Iterator[None]:
+    """Whatever of `processes` is still stopped at the end is resumed (a failed test leaves nothing paused)."""
+    try:
+        yield
+    finally:
+        signal_tree(processes, signal.SIGCONT)
 
 
 def lost_answer(a: RunningSystem, poster: Poster) -> tuple[str, dict]:
@@ -55,9 +78,7 @@ def in_group_once(a: RunningSystem, poster: Poster, drop: str) -> None:
 @pytest.mark.timeout(300)
 def test_a_send_whose_answer_the_holders_own_bridge_lost_is_found_through_the_other_hosts_copy_and_sent_once(
         tmp_path: Path, pg_url: str) -> None:
-    a, b = two_hosts(tmp_path, pg_url, edit=server_ids, extra=FATE.format(30))
-    poster = Poster(a)
-    try:
+    with neonize_like(tmp_path, pg_url) as (a, b, poster):
         warm(poster, a)
         drop, sent = lost_answer(a, poster)
         wait_until(lambda: ack_row(a, drop)[0] == "sent", timeout=60, message="A to find B's copy and mark it sent")
@@ -68,21 +89,16 @@ def test_a_send_whose_answer_the_holders_own_bridge_lost_is_found_through_the_ot
         assert (fate["outcome"], fate["matched_by"], fate["drops"], fate["handed_by"]) == ("found", "text", [drop],
                                                                                           "vps-a")
         in_group_once(a, poster, drop)
-    finally:
-        b.stop()
-        a.stop()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_lost_answer_no_other_device_saw_is_unknown_never_sent_again_then_found_when_the_copy_arrives(
         tmp_path: Path, pg_url: str) -> None:
-    a, b = two_hosts(tmp_path, pg_url, edit=server_ids, extra=FATE.format(4))
-    poster = Poster(a)
     away: list[psutil.Process] = []
-    try:
+    with neonize_like(tmp_path, pg_url, unknown_after_s=4) as (a, b, poster), resumed(away):
         warm(poster, a)
-        away = watchdog_and_bridge(b)
+        away += watchdog_and_bridge(b)
         signal_tree(away, signal.SIGSTOP)  # B's device away from WhatsApp: no copy reaches B meanwhile
         drop, sent = lost_answer(a, poster)
         wait_until(lambda: ack_row(a, drop)[0] == "unknown", timeout=60, message="A to give up finding out")
@@ -90,24 +106,18 @@ def test_a_lost_answer_no_other_device_saw_is_unknown_never_sent_again_then_foun
         assert (fate["outcome"], fate["drops"], fate["handed_by"]) == ("unknown", [drop], "vps-a")
         assert len(sent_of(a, drop)) == 1  # never sent again by itself
         signal_tree(away, signal.SIGCONT)  # back: WhatsApp delivers the copy it queued for B's device
-        away = []
+        away.clear()
         wait_until(lambda: ack_row(a, drop)[0] == "sent", timeout=60, message="A to find B's copy after all")
         assert ack_row(a, drop)[1] == sent["id"]
         assert [(f["outcome"], f.get("later")) for f in fates(a)] == [("unknown", None), ("found", True)]
         in_group_once(a, poster, drop)
-    finally:
-        signal_tree(away, signal.SIGCONT)
-        b.stop()
-        a.stop()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_queued_send_whose_answer_was_lost_later_is_taken_back_from_the_keepers_word_and_found_once(
         tmp_path: Path, pg_url: str) -> None:
-    a, b = two_hosts(tmp_path, pg_url, edit=server_ids, extra=FATE.format(30), pace_a=A_GAP_8S)
-    poster = Poster(a)
-    try:
+    with neonize_like(tmp_path, pg_url, pace_a=A_GAP_8S) as (a, b, poster):
         poster.post(2)
         wait_until(lambda: a.query("drops", "SELECT status, COUNT(*) FROM feedback GROUP BY status ORDER BY status")
                    == [("queued", 1), ("sent", 1)], timeout=60, message="A to send one ack and queue the next")
@@ -122,6 +132,3 @@ def test_a_queued_send_whose_answer_was_lost_later_is_taken_back_from_the_keeper
         [fate] = fates(a)
         assert (fate["outcome"], fate["drops"]) == ("found", [drop])
         assert len(sent_of(a, drop)) == 1
-    finally:
-        b.stop()
-        a.stop()
