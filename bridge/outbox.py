@@ -2,7 +2,9 @@
 
 The message id is chosen and committed before the first attempt, so a resend
 after a crash or a timeout is the same WhatsApp message (the server dedupes
-by id) and never a second one. One lock serializes sending, so the outbox
+by id) and never a second one, where the transport lets the sender choose it.
+Where it does not (neonize), a cluster's send whose answer was lost is held in
+doubt and never sent again (`_lost`). One lock serializes sending, so the outbox
 drains strictly in order, whether an API request or a reconnect triggers it.
 
 A row that can never be sent (refused by the server, media unreadable) or that
