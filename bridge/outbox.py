@@ -31,28 +31,29 @@ an identical request without a key within `dedupe_window` is the same send
 (recognised by the fingerprint of the parsed request), answered with the first
 one's current state. See docs/ARCHITECTURE.md, "Exactly once".
 
-A cluster's sends are fenced by the sender lease they were claimed under (bridge/fence.py): such a row goes
-out only while its token is valid, waits while it is not known to be, and is withdrawn (never sent, answered
-409) once a newer token superseded it. `withdraw` takes back rows by key (a failover to another account):
-only rows not yet handed to WhatsApp; the one being sent at that moment is not withdrawn.
+A cluster's sends are fenced by the sender lease they were claimed under (bridge/fence.py, bridge/outbox_fence.py):
+such a row goes out only while its token is valid, waits while it is not known to be, and is withdrawn (never
+sent, answered 409) once a newer token superseded it. `withdraw` takes back rows by key (a failover to another
+account): only rows not yet handed to WhatsApp; the one being sent at that moment is not withdrawn.
 """
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta, timezone
+from datetime import timezone
 from pathlib import Path
 
 from loguru import logger
 
 from bridge import media as media_files
-from bridge.fence import Fences, FenceWord, SendFence
+from bridge.fence import Fences, SendFence
 from bridge.media import StagedMedia
 from bridge.pace import PLAN_LIMIT, PaceConfig, Pacer, Plan, Queued
 from bridge.send_pause import SendPause
-from bridge.outbox_answers import fingerprint, new_message_id, queued, reply, superseded_reason, wall
+from bridge.outbox_answers import fingerprint, new_message_id, queued, reply, wall
+from bridge.outbox_fence import OutboxFence
 from bridge.sending import SendRequest, context_parts
-from bridge.schema import format_ts, parse_ts
+from bridge.schema import parse_ts
 from bridge.outbox_store import OutboxRow
 from bridge.store import Store
 from bridge.transport import (AnswerLost, IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage,
@@ -68,7 +69,7 @@ SETTLE_WAIT = 2.0  # a row about to go: its request waits this long to be answer
 RECENT_SENT = 1000  # sent rows a restart counts at least (the pace's minute and the chats' gaps need only the last)
 
 
-class Outbox:
+class Outbox(OutboxFence):
     def __init__(self, store: Store, transport: Transport, own_jid: str, send_timeout: float = SEND_TIMEOUT,
                  is_connected: Callable[[], bool] = lambda: True,
                  on_dead_letter: Callable[[OutboxRow, str], None] = lambda row, reason: None,
@@ -161,79 +162,6 @@ class Outbox:
             except TimeoutError:
                 return
             self._lock.release()
-
-    def _superseded(self, fence: SendFence, idempotency_key: str | None) -> tuple[int, dict]:
-        row = self.store.outbox_by_key(idempotency_key) if idempotency_key else None
-        if row is None:
-            return 409, {"success": False, "withdrawn": True,
-                         "message": f"Withdrawn, not queued: {superseded_reason(fence)}"}
-        if row.status == "pending":
-            self._withdraw([row], superseded_reason(fence))
-            row = self.store.outbox_row(row.message_id) or row
-        return reply(row)
-
-    def fence_word(self, word: FenceWord) -> dict:
-        """The lease keeper's word (POST /api/fence): the lease as this bridge knows it now and, when the word
-        changed the token or said one lost, the message ids of the lease's rows of superseded tokens withdrawn
-        (by this word or before, queued in the last day: a keeper that missed an answer, or started after it,
-        hears it again; giving those rows back to the holder is idempotent), and those of the lease's rows in doubt
-        (their answer lost, queued in the last day: the monitors find out whether they went; said at every word, as
-        taking them is idempotent too). Rows that may go now are drained."""
-        lease, was = word.fence.lease, self.fences.allows(word.fence)
-        if word.valid_until is None:
-            changed = self.fences.lost(lease, word.fence.token)
-        else:
-            changed = self.fences.renewed(lease, word.fence.token, word.valid_until)
-        self._heard.set()
-        self._heard = asyncio.Event()
-        withdrawn: list[str] = []
-        up_to = self.fences.superseded_up_to(lease)
-        day = format_ts(clock.now() - timedelta(days=1))
-        if up_to and (changed or word.valid_until is None):  # a renewal of the same token supersedes nothing
-            self._withdraw_superseded(self.store.outbox_pending(limit=PLAN_LIMIT))
-            withdrawn = self.store.outbox_withdrawn(lease, up_to, day)
-        if not was and self.fences.allows(word.fence) and self.store.outbox_depth():
-            self._wake(0.0)
-        return {**self.fences.snapshot(lease), "withdrawn": withdrawn, "doubt": self.store.outbox_in_doubt(lease, day)}
-
-    def withdraw(self, keys: tuple[str, ...], reason: str) -> dict[str, str]:
-        """Take back the sends made with these Idempotency-Keys, if not yet handed to WhatsApp: each key's state
-        after (withdrawn; sending: handed to WhatsApp right now; sent; failed; unknown: no such send here)."""
-        rows = {key: self.store.outbox_by_key(key) for key in keys}
-        self._withdraw([r for r in rows.values() if r is not None and r.status == "pending"], reason)
-        states = {}
-        for key, row in rows.items():
-            now = self.store.outbox_row(row.message_id) if row is not None else None
-            states[key] = "unknown" if now is None else "sending" if now.status == "pending" else now.status
-        return states
-
-    def _withdraw(self, rows: list[OutboxRow], reason: str) -> list[OutboxRow]:
-        """Withdraw pending rows but the one in flight (whoever waits for one is answered: withdrawn)."""
-        done = self.store.outbox_withdraw([r for r in rows if r.seq != self._in_flight], reason)
-        for row in done:
-            logger.warning("withdrew {} to {}: {}", row.message_id, row.recipient_jid, reason)
-            if (event := self._done.get(row.message_id)) is not None:
-                event.set()
-        return done
-
-    def _withdraw_superseded(self, rows: list[OutboxRow]) -> list[OutboxRow]:
-        superseded = [r for r in rows if r.fence is not None and self.fences.superseded(r.fence)]
-        return self._withdraw(superseded, superseded_reason(superseded[0].fence)) if superseded else []  # type: ignore[arg-type]
-
-    def _sendable(self, rows: list[OutboxRow]) -> dict[int, OutboxRow]:
-        """Pending rows that may go now, by seq: a fenced row whose lease is not valid now waits, and so does
-        everything behind it in its chat (one chat's order is kept); superseded ones are withdrawn."""
-        withdrawn = {r.seq for r in self._withdraw_superseded(rows)}
-        waiting: set[str] = set()
-        sendable = {}
-        for row in rows:
-            if row.seq in withdrawn or row.recipient_jid in waiting:
-                continue
-            if self.fences.allows(row.fence):
-                sendable[row.seq] = row
-            else:
-                waiting.add(row.recipient_jid)
-        return sendable
 
     def _expected(self, row: OutboxRow) -> tuple[int | None, float | None]:
         """A pending row's place in the paced queue and seconds until it is expected out."""
