@@ -26,7 +26,8 @@ from bridge.health import Health, HealthInputs
 from bridge.outbox import Outbox
 from bridge.sending import (BadRequest, SendRequest, parse_mark_read, parse_react, parse_send, parse_send_message,
                             parse_typing)
-from bridge.store import IdempotencyConflict, Store, StoreError
+from bridge.outbox_store import IdempotencyConflict
+from bridge.store import Store, StoreError
 from bridge.transport import NotConnected, SendFailed, Transport
 from watchdog.shared import clock, web_guard
 from watchdog.shared.http_server import add_openapi

@@ -60,6 +60,10 @@ class SimConfig:
     watchdog_sec: float = 5.0
     rss_limit_mb: int = 0
     url: str = ""  # a simulator already running (http://127.0.0.1:PORT): used instead of starting one (a cluster)
+    # The sim transport sends as neonize 0.5.2 does: it cannot choose message ids, the simulator assigns each send its
+    # own (a resend after a lost answer is a second message), and it requests no history. For tests of what real
+    # WhatsApp through neonize would do.
+    server_ids: bool = False
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,8 @@ from bridge.session_lock import SessionHeld, SessionLock
 from bridge.integrity import CorruptStore, check_or_refuse
 from bridge.membership import Membership
 from bridge.schema import format_ts, now_ts
-from bridge.store import OutboxRow, Store, StoreCorrupt, StoreError, StoreLocked
+from bridge.outbox_store import OutboxRow
+from bridge.store import Store, StoreCorrupt, StoreError, StoreLocked
 from bridge.transport import ConnectionEvent, ConnectionKind, IncomingMessage, Receipt, Transport
 from bridge.transports import transport_class
 from bridge.windows import STOPPED_REASON, Windows

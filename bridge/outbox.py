@@ -2,7 +2,9 @@
 
 The message id is chosen and committed before the first attempt, so a resend
 after a crash or a timeout is the same WhatsApp message (the server dedupes
-by id) and never a second one. One lock serializes sending, so the outbox
+by id) and never a second one, where the transport lets the sender choose it.
+Where it does not (neonize), a cluster's send whose answer was lost is held in
+doubt and never sent again (`_lost`). One lock serializes sending, so the outbox
 drains strictly in order, whether an API request or a reconnect triggers it.
 
 A row that can never be sent (refused by the server, media unreadable) or that
@@ -29,37 +31,37 @@ an identical request without a key within `dedupe_window` is the same send
 (recognised by the fingerprint of the parsed request), answered with the first
 one's current state. See docs/ARCHITECTURE.md, "Exactly once".
 
-A cluster's sends are fenced by the sender lease they were claimed under (bridge/fence.py): such a row goes
-out only while its token is valid, waits while it is not known to be, and is withdrawn (never sent, answered
-409) once a newer token superseded it. `withdraw` takes back rows by key (a failover to another account):
-only rows not yet handed to WhatsApp; the one being sent at that moment is not withdrawn.
+A cluster's sends are fenced by the sender lease they were claimed under (bridge/fence.py, bridge/outbox_fence.py):
+such a row goes out only while its token is valid, waits while it is not known to be, and is withdrawn (never
+sent, answered 409) once a newer token superseded it. `withdraw` takes back rows by key (a failover to another
+account): only rows not yet handed to WhatsApp; the one being sent at that moment is not withdrawn.
 """
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import secrets
 from collections.abc import Callable
-from datetime import timedelta, timezone
+from datetime import timezone
 from pathlib import Path
 
 from loguru import logger
 
 from bridge import media as media_files
-from bridge.fence import Fences, FenceWord, SendFence
+from bridge.fence import Fences, SendFence
 from bridge.media import StagedMedia
 from bridge.pace import PLAN_LIMIT, PaceConfig, Pacer, Plan, Queued
 from bridge.send_pause import SendPause
-from bridge.sending import SendRequest, context_parts, refusal_status
-from bridge.schema import format_ts, parse_ts
-from bridge.store import OutboxRow, Store
-from bridge.transport import (IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, RateLimited,
-                              SendFailed, Source, Transport)
+from bridge.outbox_answers import fingerprint, new_message_id, queued, reply, wall
+from bridge.outbox_fence import OutboxFence
+from bridge.sending import SendRequest, context_parts
+from bridge.schema import parse_ts
+from bridge.outbox_store import OutboxRow
+from bridge.store import Store
+from bridge.transport import (AnswerLost, IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage,
+                              RateLimited, SendFailed, Source, Transport)
 from watchdog.shared import clock
 from watchdog.shared.waiting import wait_event
 
-SEND_TIMEOUT = 10.0  # an unanswered send stays pending and is retried (same id) later
+SEND_TIMEOUT = 10.0  # an unanswered send's answer is lost (Outbox._lost)
 MAX_ATTEMPTS = 5
 DELIVERY_WAIT = 8.0  # below whatsapp-mcp's and the web app's request timeouts
 DEDUPE_WINDOW = 120.0
@@ -67,72 +69,7 @@ SETTLE_WAIT = 2.0  # a row about to go: its request waits this long to be answer
 RECENT_SENT = 1000  # sent rows a restart counts at least (the pace's minute and the chats' gaps need only the last)
 
 
-def new_message_id(own_jid: str, idempotency_key: str | None) -> str:
-    """A WhatsApp-style message id (`3EB0` + 18 hex digits, as whatsmeow generates): random, or, for a request
-    with an Idempotency-Key, derived from the key and the sending account. So a client's retry is the same
-    WhatsApp message (deduped by id) even where the outbox no longer knows the key: messages.db put back from
-    a backup taken before the first send, a monitor posting again the feedback whose answer a stop cut off, and
-    in a cluster the host that takes over sending posting a feedback its predecessor may already have sent
-    (issue 21: the same account, so the same id where the transport lets the sender choose it)."""
-    if idempotency_key is None:
-        return "3EB0" + secrets.token_hex(9).upper()
-    return "3EB0" + hashlib.sha256(f"{own_jid}\n{idempotency_key}".encode()).hexdigest()[:18].upper()
-
-
-def fingerprint(endpoint: str, request: SendRequest, media: StagedMedia | None) -> str:
-    """What makes two requests the same send: where they went, to whom, what (media by content, a quote or a
-    reaction: appended only when there is one, so a plain send's fingerprint is what it always was). Not its
-    priority, which says when, not what: a monitor re-posting, with operator priority, feedback it first posted
-    without (an upgrade in between) is the same send, not a conflict."""
-    key = [endpoint, request.recipient_jid, request.text, list(request.mentioned_jids), media.sha256 if media else None]
-    if context := {k: v for k, v in (request.context or {}).items() if k != "priority"}:
-        key.append(context)
-    return hashlib.sha256(json.dumps(key, ensure_ascii=True).encode()).hexdigest()
-
-
-def reply(row: OutboxRow, paused: str = "", position: int | None = None, in_s: float | None = None) -> tuple[int, dict]:
-    """The HTTP answer for an outbox row: 200 sent, 202 queued (`paused`: why sending waits; `position` and
-    `in_s`: its place in the paced queue and when it is expected out; else not connected); never to be sent:
-    404 unknown group, 403 not a member of it, else 422 (refused, dead-lettered).
-
-    422, not 500: the bridge is fine; this message cannot be delivered as asked, and repeating it will not help.
-    """
-    if row.status == "sent":
-        return 200, {"success": True, "message": f"Message sent to {row.recipient}", "id": row.message_id}
-    if row.status == "withdrawn":
-        return 409, {"success": False, "withdrawn": True, "id": row.message_id,
-                     "message": f"Withdrawn, not sent: {row.error}"}
-    if row.status == "pending":
-        if paused:
-            why = f"Sending paused ({paused}): queued for {row.recipient}, sent when the pause ends"
-        elif position is None and row.fence is not None:
-            why = (f"Queued for {row.recipient}: waits until its sender lease ({row.fence.lease}, token "
-                   f"{row.fence.token}) is known to be valid")
-        elif position is not None:
-            why = f"Paced: queued for {row.recipient} at position {position}, expected out in {in_s or 0:.0f} s"
-        else:
-            why = f"Not connected to WhatsApp: queued for {row.recipient}, sent on reconnect"
-        body = {"success": True, "queued": True, "id": row.message_id, "message": why}
-        if position is not None:
-            body["position"] = position
-            body["expected_at"] = _wall(in_s or 0.0)
-        return 202, body
-    return refusal_status(row.error or ""), {"success": False, "id": row.message_id,
-                                             "message": f"Error sending message: {row.error}"}
-
-
-def _wall(in_s: float) -> str:
-    """A moment `in_s` seconds from now, for people (UTC, ISO 8601)."""
-    return (clock.now() + timedelta(seconds=max(0.0, in_s))).isoformat(timespec="seconds")
-
-
-def queued(row: OutboxRow) -> Queued:
-    """What the pace needs of a row."""
-    context = row.context or {}
-    return Queued(row.seq, row.recipient_jid, str(context.get("priority", "")), "reaction" in context, len(row.text))
-
-
-class Outbox:
+class Outbox(OutboxFence):
     def __init__(self, store: Store, transport: Transport, own_jid: str, send_timeout: float = SEND_TIMEOUT,
                  is_connected: Callable[[], bool] = lambda: True,
                  on_dead_letter: Callable[[OutboxRow, str], None] = lambda row, reason: None,
@@ -226,76 +163,6 @@ class Outbox:
                 return
             self._lock.release()
 
-    def _superseded(self, fence: SendFence, idempotency_key: str | None) -> tuple[int, dict]:
-        row = self.store.outbox_by_key(idempotency_key) if idempotency_key else None
-        if row is None:
-            return 409, {"success": False, "withdrawn": True,
-                         "message": f"Withdrawn, not queued: {_superseded_reason(fence)}"}
-        if row.status == "pending":
-            self._withdraw([row], _superseded_reason(fence))
-            row = self.store.outbox_row(row.message_id) or row
-        return reply(row)
-
-    def fence_word(self, word: FenceWord) -> dict:
-        """The lease keeper's word (POST /api/fence): the lease as this bridge knows it now and, when the word
-        changed the token or said one lost, the message ids of the lease's rows of superseded tokens withdrawn
-        (by this word or before, queued in the last day: a keeper that missed an answer, or started after it,
-        hears it again; giving those rows back to the holder is idempotent). Rows that may go now are drained."""
-        lease, was = word.fence.lease, self.fences.allows(word.fence)
-        if word.valid_until is None:
-            changed = self.fences.lost(lease, word.fence.token)
-        else:
-            changed = self.fences.renewed(lease, word.fence.token, word.valid_until)
-        self._heard.set()
-        self._heard = asyncio.Event()
-        withdrawn: list[str] = []
-        up_to = self.fences.superseded_up_to(lease)
-        if up_to and (changed or word.valid_until is None):  # a renewal of the same token supersedes nothing
-            self._withdraw_superseded(self.store.outbox_pending(limit=PLAN_LIMIT))
-            withdrawn = self.store.outbox_withdrawn(lease, up_to, format_ts(clock.now() - timedelta(days=1)))
-        if not was and self.fences.allows(word.fence) and self.store.outbox_depth():
-            self._wake(0.0)
-        return {**self.fences.snapshot(lease), "withdrawn": withdrawn}
-
-    def withdraw(self, keys: tuple[str, ...], reason: str) -> dict[str, str]:
-        """Take back the sends made with these Idempotency-Keys, if not yet handed to WhatsApp: each key's state
-        after (withdrawn; sending: handed to WhatsApp right now; sent; failed; unknown: no such send here)."""
-        rows = {key: self.store.outbox_by_key(key) for key in keys}
-        self._withdraw([r for r in rows.values() if r is not None and r.status == "pending"], reason)
-        states = {}
-        for key, row in rows.items():
-            now = self.store.outbox_row(row.message_id) if row is not None else None
-            states[key] = "unknown" if now is None else "sending" if now.status == "pending" else now.status
-        return states
-
-    def _withdraw(self, rows: list[OutboxRow], reason: str) -> list[OutboxRow]:
-        """Withdraw pending rows but the one in flight (whoever waits for one is answered: withdrawn)."""
-        done = self.store.outbox_withdraw([r for r in rows if r.seq != self._in_flight], reason)
-        for row in done:
-            logger.warning("withdrew {} to {}: {}", row.message_id, row.recipient_jid, reason)
-            if (event := self._done.get(row.message_id)) is not None:
-                event.set()
-        return done
-
-    def _withdraw_superseded(self, rows: list[OutboxRow]) -> list[OutboxRow]:
-        superseded = [r for r in rows if r.fence is not None and self.fences.superseded(r.fence)]
-        return self._withdraw(superseded, _superseded_reason(superseded[0].fence)) if superseded else []  # type: ignore[arg-type]
-
-    def _sendable(self, rows: list[OutboxRow]) -> dict[int, OutboxRow]:
-        """Pending rows that may go now, by seq: a fenced row whose lease is not valid now waits, and so does
-        everything behind it in its chat (one chat's order is kept); superseded ones are withdrawn."""
-        withdrawn = {r.seq for r in self._withdraw_superseded(rows)}
-        waiting: set[str] = set()
-        sendable = {}
-        for row in rows:
-            if row.seq in withdrawn or row.recipient_jid in waiting:
-                continue
-            if self.fences.allows(row.fence):
-                sendable[row.seq] = row
-            else:
-                waiting.add(row.recipient_jid)
-        return sendable
-
     def _expected(self, row: OutboxRow) -> tuple[int | None, float | None]:
         """A pending row's place in the paced queue and seconds until it is expected out."""
         if row.status != "pending":
@@ -320,7 +187,7 @@ class Outbox:
         next_in = max(plan.order[0][1] - now, pause) if plan.order else None
         drained_in = max(plan.drained_at - now, pause) if plan.drained_at is not None else None
         return {**self.pause.snapshot(), "depth": self.store.outbox_depth(),
-                "next_send_at": _wall(next_in) if next_in is not None else None,
+                "next_send_at": wall(next_in) if next_in is not None else None,
                 "next_send_s": round(next_in, 1) if next_in is not None else None,
                 "drain_s": round(drained_in, 1) if drained_in is not None else 0.0}
 
@@ -404,7 +271,7 @@ class Outbox:
             self._resume.cancel()
 
     async def _send(self, row: OutboxRow) -> int | None:
-        """1 = sent, 0 = dead-lettered, None = not connected, no answer or rate-limited (stays pending)."""
+        """1 = sent, 0 = dead-lettered or in doubt, None = not connected, no answer or rate-limited (stays pending)."""
         counted = self.is_connected()
         if counted:
             attempts = self.store.outbox_attempt(row)
@@ -419,6 +286,8 @@ class Outbox:
         self._in_flight = row.seq  # from here the send is WhatsApp's: a withdraw leaves it
         try:
             result = await asyncio.wait_for(self.transport.send(message), self.send_timeout)
+        except (AnswerLost, TimeoutError) as exc:
+            return self._lost(row, str(exc) or f"no answer within {self.send_timeout:g} s")
         except NotConnected:
             return None
         except RateLimited as exc:
@@ -428,10 +297,6 @@ class Outbox:
             logger.warning("send {} to {}: {}; the account pauses {:.3g} s, the message stays queued", row.message_id,
                            row.recipient_jid, exc, delay)
             self._wake(delay)
-            return None
-        except TimeoutError:
-            logger.warning("send {} to {}: no answer within {}s; stays queued", row.message_id, row.recipient_jid,
-                           self.send_timeout)
             return None
         except (SendFailed, OSError) as exc:
             self._dead(row, str(exc) or type(exc).__name__)
@@ -451,6 +316,23 @@ class Outbox:
                     f" mentioning {', '.join(row.mentioned_jids)}" if row.mentioned_jids else "")
         return 1
 
+    def _lost(self, row: OutboxRow, reason: str) -> int | None:
+        """A send handed to WhatsApp whose answer was lost. Where the transport chooses ids, or the row is unfenced
+        (one host: at least once, docs/NEONIZE.md), or a reaction (one per sender and message: setting it again adds
+        nothing), it stays pending: sent again, the same message where ids are chosen (None). A fenced row where they
+        are not is in doubt (0): a resend would be a second message, so it is never sent again here; its sender
+        finds out whether it went (monitors/fate.py)."""
+        if self.transport.capabilities.chooses_ids or row.fence is None or "reaction" in (row.context or {}):
+            logger.warning("send {} to {}: {}; stays queued (sent again with the same id)", row.message_id,
+                           row.recipient_jid, reason)
+            return None
+        why = f"handed to WhatsApp, then its answer was lost ({reason})"
+        if self.store.outbox_doubt(row, why):
+            logger.error("send {} to {}: {}: in doubt, never sent again by this bridge", row.message_id,
+                         row.recipient_jid, why)
+        self._finished(row)
+        return 0
+
     def _dead(self, row: OutboxRow, reason: str) -> None:
         logger.error("send {} to {} failed for good: {}", row.message_id, row.recipient_jid, reason)
         self.store.outbox_failed(row, reason)
@@ -464,7 +346,3 @@ class Outbox:
         done = self._done.get(row.message_id)
         if done is not None:
             done.set()
-
-
-def _superseded_reason(fence: SendFence) -> str:
-    return f"its sender lease {fence.lease} (token {fence.token}) is no longer valid"

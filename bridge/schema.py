@@ -152,13 +152,11 @@ ALTER TABLE messages ADD COLUMN quoted_message_id TEXT;
 ALTER TABLE outbox ADD COLUMN context TEXT
 """
 
-# The outbox's fence (issue 21): a send made under a cluster's sender lease carries the lease and its token, and
-# is sent only while that token is valid (bridge/fence.py); a row whose token was superseded is `withdrawn`, never
-# sent (the monitor that holds the lease now sends it), and so is a row an account's failover took back. SQLite
-# cannot widen a CHECK in place: the table is rebuilt, the same rows and seq (AUTOINCREMENT's counter follows
-# the rename).
-OUTBOX_FENCE = """
-CREATE TABLE outbox_fenced (
+# The outbox table as steps 7 and 8 rebuild it (SQLite cannot widen a CHECK in place: the table is rebuilt, the
+# same rows and seq, AUTOINCREMENT's counter following the rename) with the statuses it takes and the columns
+# copied from the table before.
+REBUILT_OUTBOX = """
+CREATE TABLE outbox_rebuilt (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     message_id TEXT NOT NULL UNIQUE,
     idempotency_key TEXT UNIQUE,
@@ -168,7 +166,7 @@ CREATE TABLE outbox_fenced (
     mentioned_jids TEXT NOT NULL DEFAULT '[]',
     media_path TEXT,
     media_type TEXT,
-    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed', 'withdrawn')),
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ({statuses})),
     created_at TEXT NOT NULL,
     sent_at TEXT,
     error TEXT NOT NULL DEFAULT '',
@@ -176,14 +174,25 @@ CREATE TABLE outbox_fenced (
     fence_lease TEXT,
     fence_token INTEGER
 );
-INSERT INTO outbox_fenced (seq, message_id, idempotency_key, recipient, recipient_jid, text, mentioned_jids,
-    media_path, media_type, status, created_at, sent_at, error, context)
-    SELECT seq, message_id, idempotency_key, recipient, recipient_jid, text, mentioned_jids, media_path, media_type,
-    status, created_at, sent_at, error, context FROM outbox;
+INSERT INTO outbox_rebuilt ({columns}) SELECT {columns} FROM outbox;
 DROP TABLE outbox;
-ALTER TABLE outbox_fenced RENAME TO outbox;
+ALTER TABLE outbox_rebuilt RENAME TO outbox;
 CREATE INDEX outbox_pending ON outbox (status, seq)
 """
+_OUTBOX_V6 = ("seq, message_id, idempotency_key, recipient, recipient_jid, text, mentioned_jids, media_path, "
+              "media_type, status, created_at, sent_at, error, context")
+
+# The outbox's fence (issue 21): a send made under a cluster's sender lease carries the lease and its token, and
+# is sent only while that token is valid (bridge/fence.py); a row whose token was superseded is `withdrawn`, never
+# sent (the monitor that holds the lease now sends it), and so is a row an account's failover took back.
+OUTBOX_FENCE = REBUILT_OUTBOX.format(statuses="'pending', 'sent', 'failed', 'withdrawn'", columns=_OUTBOX_V6)
+
+# A send whose answer was lost (issue 21): handed to WhatsApp, then the connection dropped or nothing answered.
+# Where the transport cannot choose message ids (neonize) a resend would be a second message, so a fenced row (a
+# cluster) is `doubt`: never sent again by the bridge, answered as such, found out by the monitors
+# (monitors/fate.py).
+OUTBOX_DOUBT = REBUILT_OUTBOX.format(statuses="'pending', 'sent', 'failed', 'withdrawn', 'doubt'",
+                                     columns=_OUTBOX_V6 + ", fence_lease, fence_token")
 
 MIGRATIONS = [
     Migration(1, "whatsapp-mcp chats and messages; message_meta, connection_events, disconnect_windows, outbox, "
@@ -198,6 +207,8 @@ MIGRATIONS = [
                  "a reaction)", (QUOTES_AND_REACTIONS,)),
     Migration(7, "outbox.fence_lease and fence_token (a cluster's sender lease fences the send) and the status "
                  "withdrawn (superseded or taken back, never sent)", (OUTBOX_FENCE,)),
+    Migration(8, "outbox status doubt: a cluster's send whose answer was lost, never sent again by the bridge "
+                 "where the transport cannot choose message ids", (OUTBOX_DOUBT,)),
 ]
 
 SCHEMA_VERSION = latest(MIGRATIONS)

@@ -25,12 +25,12 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.fence import SendFence
 from bridge.integrity import is_corrupt, is_locked
 from bridge.quarantine import Quarantined, quarantined, sanitise
-from bridge.schema import MIGRATIONS, WINDOW_SELECT, Window, bare_user, format_epoch, format_ts, now_ts
+from bridge.outbox_store import OutboxRow, OutboxRows
+from bridge.schema import MIGRATIONS, WINDOW_SELECT, Window, bare_user, format_ts, now_ts
 from bridge.transport import IncomingMessage, MediaInfo, Receipt, ReceiptKind, Source
-from watchdog.shared import clock, file_modes
+from watchdog.shared import file_modes
 from watchdog.shared.migrations import SchemaTooNew, SqliteTarget, latest, migrate
 
 WINDOW_STATUSES = ("pending", "done", "unsupported", "failed")
@@ -54,35 +54,8 @@ class StoredReceipt:
     at: str
 
 
-@dataclass(frozen=True)
-class OutboxRow:
-    seq: int
-    message_id: str
-    idempotency_key: str | None
-    recipient: str
-    recipient_jid: str
-    text: str
-    mentioned_jids: tuple[str, ...]
-    media_path: str | None
-    media_type: str | None
-    status: str
-    created_at: str
-    sent_at: str | None
-    error: str
-    context: dict | None = None  # {"quote": {...}} or {"reaction": {...}} (bridge/outbox.py)
-    fence: SendFence | None = None  # the sender lease it was sent under (bridge/fence.py), None: unfenced
-
-
 class StoreError(Exception):
     """The store cannot be written (disk full, read-only, corrupt): the health state store_error."""
-
-
-class IdempotencyConflict(Exception):
-    """An Idempotency-Key already used for a different request (answered 422)."""
-
-    def __init__(self, message: str, row: OutboxRow) -> None:
-        super().__init__(message)
-        self.row = row
 
 
 class StoreLocked(StoreError):
@@ -114,14 +87,6 @@ def _receipt_rows(receipt: Receipt, stored_at: str) -> list[tuple]:
 
 _INSERT_RECEIPT = ("INSERT OR IGNORE INTO receipts (message_id, chat_jid, recipient_jid, kind, at, stored_at) "
                    "VALUES (?, ?, ?, ?, ?, ?)")
-
-
-def _outbox_row(row: tuple) -> OutboxRow:
-    values = list(row)
-    values[6] = tuple(json.loads(values[6]))
-    values[13] = json.loads(values[13]) if values[13] else None
-    lease, token = values.pop(14), values.pop(14)
-    return OutboxRow(*values, fence=SendFence(lease, token) if lease is not None else None)
 
 
 class _Batch:
@@ -196,17 +161,13 @@ class _Batch:
         return added
 
 
-_OUTBOX_COLUMNS = ("seq, message_id, idempotency_key, recipient, recipient_jid, text, mentioned_jids, media_path, "
-                   "media_type, status, created_at, sent_at, error, context, fence_lease, fence_token")
-
-
 # Writes run on the bridge's event loop, so SQLite's busy wait must stay short: a write that finds
 # another program holding the lock fails fast as StoreLocked (health names the lock, the batch is
 # retried), instead of freezing health answers and heartbeats for seconds.
 BUSY_TIMEOUT_MS = 100
 
 
-class Store:
+class Store(OutboxRows):
     """The single writer of messages.db. Every method commits before it returns."""
 
     def __init__(self, path: Path) -> None:
@@ -411,116 +372,6 @@ class Store:
             conn.executemany("INSERT INTO bridge_state (key, value) VALUES (?, ?) "
                              "ON CONFLICT (key) DO UPDATE SET value = excluded.value", list(values.items()))
 
-    # -- outbox ------------------------------------------------------------------------------
-
-    def outbox_add(self, message_id: str, idempotency_key: str | None, recipient: str, recipient_jid: str,
-                   text: str, mentioned_jids: Iterable[str], media_path: str | None,
-                   media_type: str | None, endpoint: str = "", fingerprint: str = "",
-                   dedupe_window: float | None = None, context: dict | None = None,
-                   fence: SendFence | None = None) -> OutboxRow:
-        """Queue a send durably; returns the row that stands for this request.
-
-        With an idempotency key already used, that first row (IdempotencyConflict if it was a
-        different request); without a key, the row of an identical request (`fingerprint`, same
-        `endpoint`) made in the last `dedupe_window` seconds, if any: a client retrying what it thinks failed.
-        A withdrawn row posted again is queued again, under the new request's `fence` (the caller refuses a
-        request whose fence is superseded before it gets here): the holder of the lease now, or a failback.
-        """
-        lease, token = (fence.lease, fence.token) if fence else (None, None)
-        with self.transaction() as conn:
-            existing = self._outbox_same_request(idempotency_key, endpoint, fingerprint, dedupe_window)
-            if existing is not None and existing.status == "withdrawn":
-                conn.execute("UPDATE outbox SET status = 'pending', error = '', fence_lease = ?, fence_token = ? "
-                             "WHERE seq = ?", (lease, token, existing.seq))
-                conn.execute("UPDATE outbox_requests SET attempts = 0 WHERE seq = ?", (existing.seq,))
-            elif existing is not None:
-                return existing
-            if existing is not None:
-                return self.outbox_row(existing.message_id)  # type: ignore[return-value]
-            now = clock.instant()
-            created = format_epoch(now.wall)
-            cursor = conn.execute(
-                "INSERT INTO outbox (message_id, idempotency_key, recipient, recipient_jid, text, mentioned_jids, "
-                "media_path, media_type, created_at, context, fence_lease, fence_token) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (message_id, idempotency_key, recipient, recipient_jid, text, json.dumps(list(mentioned_jids)),
-                 media_path, media_type, created, json.dumps(context, sort_keys=True) if context else None,
-                 lease, token))
-            conn.execute("INSERT INTO outbox_requests (seq, endpoint, fingerprint, staged_media, created_at, boot_id, "
-                         "boottime) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (cursor.lastrowid, endpoint, fingerprint, media_path, created, now.boot_id, now.boottime))
-        return self.outbox_row(message_id)  # type: ignore[return-value]
-
-    def _outbox_same_request(self, idempotency_key: str | None, endpoint: str, fingerprint: str,
-                             dedupe_window: float | None) -> OutboxRow | None:
-        if idempotency_key is not None:
-            existing = self.outbox_by_key(idempotency_key)
-            if existing is None:
-                return None
-            first = self.conn.execute("SELECT endpoint, fingerprint FROM outbox_requests WHERE seq = ?",
-                                      (existing.seq,)).fetchone()
-            if first is not None and fingerprint and first != (endpoint, fingerprint):
-                what = f"another endpoint ({first[0]})" if first[0] != endpoint else "a different request body"
-                raise IdempotencyConflict(f"Idempotency-Key {idempotency_key!r} was already used for {what} "
-                                          f"(message {existing.message_id}); use a new key for a new message",
-                                          existing)
-            return existing
-        if dedupe_window is None or not fingerprint:
-            return None
-        # "Within the window" on the boot's clock, which a corrected wall clock does not move; a request from
-        # another boot (or release) by the wall clock, and only one stamped in the past.
-        now = clock.instant()
-        since = format_epoch(now.wall - dedupe_window)
-        row = self.conn.execute(
-            f"SELECT {', '.join('o.' + c.strip() for c in _OUTBOX_COLUMNS.split(','))} FROM outbox_requests r "
-            "JOIN outbox o USING (seq) WHERE r.fingerprint = ? AND r.endpoint = ? AND o.idempotency_key IS NULL "
-            "AND CASE WHEN r.boot_id = ? THEN r.boottime BETWEEN ? AND ? ELSE r.created_at BETWEEN ? AND ? END "
-            "ORDER BY r.seq DESC LIMIT 1",
-            (fingerprint, endpoint, now.boot_id or None, now.boottime - dedupe_window, now.boottime, since,
-             format_epoch(now.wall))).fetchone()
-        return _outbox_row(row) if row else None
-
-    def outbox_attempt(self, row: OutboxRow, step: int = 1) -> int:
-        """Count a send attempt before it starts (so a crash during it counts too); returns the count.
-
-        `step=-1` takes back an attempt WhatsApp answered with rate-overlimit: it was not lost."""
-        with self.transaction(durable=False) as conn:
-            conn.execute("INSERT INTO outbox_requests (seq, endpoint, fingerprint, created_at) VALUES (?, '', '', ?) "
-                         "ON CONFLICT (seq) DO NOTHING", (row.seq, row.created_at))
-            conn.execute("UPDATE outbox_requests SET attempts = attempts + ? WHERE seq = ?", (step, row.seq))
-            return conn.execute("SELECT attempts FROM outbox_requests WHERE seq = ?", (row.seq,)).fetchone()[0]
-
-    def outbox_staged_media(self, row: OutboxRow) -> str | None:
-        found = self.conn.execute("SELECT staged_media FROM outbox_requests WHERE seq = ?", (row.seq,)).fetchone()
-        return found[0] if found else None
-
-    def outbox_dead_letters(self) -> int:
-        """Rows moved aside for good (status failed): health and status show the count."""
-        return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'failed'").fetchone()[0]
-
-    def outbox_row(self, message_id: str) -> OutboxRow | None:
-        row = self.conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE message_id = ?", (message_id,)).fetchone()
-        return _outbox_row(row) if row else None
-
-    def outbox_by_key(self, idempotency_key: str) -> OutboxRow | None:
-        row = self.conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE idempotency_key = ?",
-                                (idempotency_key,)).fetchone()
-        return _outbox_row(row) if row else None
-
-    def outbox_pending(self, limit: int = 100) -> list[OutboxRow]:
-        rows = self.conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' ORDER BY seq LIMIT ?",
-                                 (limit,))
-        return [_outbox_row(row) for row in rows]
-
-    def outbox_recent_sent(self, limit: int) -> list[OutboxRow]:
-        """The last `limit` rows sent, oldest first: what the pace counts after a restart (bridge/pace.py)."""
-        rows = self.conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'sent' ORDER BY seq DESC "
-                                 "LIMIT ?", (limit,)).fetchall()
-        return [_outbox_row(row) for row in reversed(rows)]
-
-    def outbox_depth(self) -> int:
-        return self.conn.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]
-
     def outbox_sent(self, row: OutboxRow, sent: IncomingMessage, store_message: bool = True) -> None:
         """Mark a send done and store the sent message (is_from_me, source sent) in one transaction
         (`store_message=False`: a reaction, which is not a message of the chat).
@@ -529,36 +380,13 @@ class Store:
         same message id, which the server dedupes. (The outbox_add before the send is durable.)
         """
         batch = _Batch([sent], Source.SENT)
-        ack = Receipt((sent.id,), sent.chat_jid, "", ReceiptKind.SERVER_ACK, sent.timestamp)
+        # Also under the id the bridge answered its client with (where WhatsApp chose another: neonize), so a send
+        # its client recorded as queued (202, that id) is seen sent (the monitors' receipts follower).
+        ack = Receipt(tuple(dict.fromkeys((sent.id, row.message_id))), sent.chat_jid, "", ReceiptKind.SERVER_ACK,
+                      sent.timestamp)
         with self.transaction(durable=False) as conn:
             conn.execute("UPDATE outbox SET status = 'sent', sent_at = ? WHERE seq = ?",
                          (format_ts(sent.timestamp), row.seq))
             if store_message:
                 batch.insert(conn)
             conn.executemany(_INSERT_RECEIPT, _receipt_rows(ack, now_ts()))
-
-    def outbox_withdraw(self, rows: Iterable[OutboxRow], reason: str) -> list[OutboxRow]:
-        """Take back pending rows: never sent (a superseded fence, or a failover to another account). Returns
-        those withdrawn now (a row no longer pending is left as it is)."""
-        rows = list(rows)
-        seqs = [row.seq for row in rows]
-        if not seqs:
-            return []
-        with self.transaction() as conn:
-            done = {seq for (seq,) in conn.execute(
-                f"UPDATE outbox SET status = 'withdrawn', error = ? WHERE status = 'pending' AND seq IN "
-                f"({', '.join('?' * len(seqs))}) RETURNING seq", (reason, *seqs)).fetchall()}
-        return [row for row in rows if row.seq in done]
-
-    def outbox_withdrawn(self, lease: str, up_to_token: int, since: str) -> list[str]:
-        """Message ids of the rows of `lease` withdrawn under a token up to `up_to_token`, queued since `since`."""
-        return [message_id for (message_id,) in self.conn.execute(
-            "SELECT message_id FROM outbox WHERE status = 'withdrawn' AND fence_lease = ? AND fence_token <= ? "
-            "AND created_at >= ? ORDER BY seq", (lease, up_to_token, since))]
-
-    def outbox_failed(self, row: OutboxRow, error: str) -> None:
-        """Dead-letter a row: it can never be sent (refused, unreadable, failed too often); the rest drain."""
-        with self.transaction() as conn:
-            conn.execute("UPDATE outbox SET status = 'failed', error = ? WHERE seq = ?", (error, row.seq))
-            conn.execute("UPDATE outbox_requests SET dead_at = ? WHERE seq = ?", (now_ts(), row.seq))
-

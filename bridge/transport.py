@@ -150,10 +150,20 @@ class Capabilities:
     history_request: bool
     # Why not, when history_request is False; logged once by the bridge and documented.
     history_limit: str = ""
+    # The sender chooses each message's id (OutgoingMessage.message_id), so a resend is the same message, which
+    # WhatsApp dedupes. False (neonize 0.5.2, docs/NEONIZE.md): WhatsApp's id is the message's, and a resend after
+    # a lost answer is a second message.
+    chooses_ids: bool = True
 
 
 class NotConnected(Exception):
     """The transport has no live connection; the bridge queues the send in its outbox."""
+
+
+class AnswerLost(NotConnected):
+    """The send was handed to WhatsApp, then the connection dropped (or nothing answered) before its answer: it may
+    be in the chat or not. A NotConnected, so that a caller that only retries (the same id) needs no change; the
+    outbox tells it apart where a resend would be a second message (Capabilities.chooses_ids False)."""
 
 
 class SendFailed(Exception):
@@ -197,7 +207,8 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def send(self, message: OutgoingMessage) -> SendResult:
-        """Send one message; raises NotConnected or SendFailed."""
+        """Send one message; raises NotConnected (not handed over), AnswerLost (handed over, no answer) or
+        SendFailed."""
 
     @abc.abstractmethod
     async def request_history(self, chat_jid: str, since: datetime, until: datetime) -> list[IncomingMessage]:

@@ -2,7 +2,8 @@
 
 Found through the endpoint the bridge publishes (a killed bridge's port may belong to someone else: its pid is
 checked first). Answers are mapped for monitors/feedback.py: 200 sent, 202 queued, a refusal that can never
-succeed failed, 409 withdrawn LeaseLost; no answer (or any other) BridgeUnavailable, retried by the caller.
+succeed failed, 409 withdrawn LeaseLost, 409 doubt SendInDoubt; no answer (or any other) BridgeUnavailable,
+retried by the caller.
 """
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ FINAL_FAILURES = {400, 403, 404, 413, 422, 500}  # 403/404: not a member / unkno
 
 class BridgeUnavailable(Exception):
     """No bridge answered (not started, restarting, overloaded): try again later."""
+
+
+class SendInDoubt(Exception):
+    """The bridge handed the send to WhatsApp and lost its answer, and never sends it again (bridge/outbox.py): it
+    is found out, not posted again (monitors/fate.py)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,8 @@ class BridgeClient:
             return Answer(FEEDBACK_SENT, message, bridge_id)
         if status == 202:
             return Answer(FEEDBACK_QUEUED, message, bridge_id)
+        if status == 409 and isinstance(reply, dict) and reply.get("doubt") is True:
+            raise SendInDoubt(f"feedback {feedback.id}: {self.component}: {message}")
         if status == 409 and isinstance(reply, dict) and reply.get("withdrawn") is True:
             raise LeaseLost(f"feedback {feedback.id}: {self.component} withdrew it: {message}")
         if status in FINAL_FAILURES:

@@ -90,6 +90,9 @@ def open_drops_store(config: Config, readonly: bool = False) -> DropsDB:
     return DropsDB(SqliteBackend(drops_db_path(config.data_dir), readonly=readonly))
 
 
+RESENT_KEY_SUFFIX = ":resent"  # feedback an operator decided to send again gets a new Idempotency-Key
+
+
 class DropsDB(DropQueries):
     def __init__(self, backend: Backend) -> None:
         self.db = backend
@@ -272,6 +275,13 @@ class DropsDB(DropQueries):
         Not fenced: it only states what the bridge did, and gives no host the right to send. The ids done."""
         return self._requeue("bridge_message_id", message_ids, " AND claim_token <= ?", (up_to_token,), unhand=True)
 
+    def requeue_in_doubt(self, message_ids: Sequence[str], node: str) -> list[int]:
+        """Queued feedback `node` handed to its bridge, which then lost the send's answer and never sends it again
+        (bridge/outbox.py, status doubt): pending again, still marked as handed by `node`, so the sender finds out
+        whether it went (monitors/fate.py) rather than post it. Not fenced: it only states what the bridge did.
+        The ids done."""
+        return self._requeue("bridge_message_id", message_ids, " AND handed_by = ?", (node,))
+
     def take_queued(self, project: str, fence: Fence, after_s: float) -> float | None:
         """A cluster's holder takes over feedback another node's bridge accepted (202, `queued`) under an older
         token: that node is gone or will give nothing back, and its rows would stay queued for ever. Each is pending
@@ -391,8 +401,9 @@ class DropsDB(DropQueries):
 
     def decide_unknown(self, feedback_id: int, status: str, bridge_message_id: str | None = None) -> Feedback:
         """The decision on feedback of unknown fate (an operator's, or its copy found later: `bridge_message_id`):
-        it went (sent, feedback.sent enqueued) or it is to be sent (pending, as if never handed to a bridge). A row
-        no longer unknown is returned as it is."""
+        it went (sent, feedback.sent enqueued) or it is to be sent (pending, as if never handed to a bridge, under a
+        new Idempotency-Key: the bridge that lost its answer holds the old one in doubt and never sends it again,
+        bridge/outbox.py). A row no longer unknown is returned as it is."""
         with self.db.transaction() as tx:
             old, drop_id = tx.rows("SELECT status, drop_id FROM feedback WHERE id = ?", (feedback_id,))[0]
             if old != FEEDBACK_UNKNOWN:
@@ -400,9 +411,10 @@ class DropsDB(DropQueries):
             check_feedback_transition(old, status)
             tx.run("UPDATE feedback SET status = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END, "
                    "bridge_message_id = COALESCE(?, bridge_message_id), "
-                   "handed_by = CASE WHEN ? THEN NULL ELSE handed_by END WHERE id = ?",
+                   "handed_by = CASE WHEN ? THEN NULL ELSE handed_by END, "
+                   "idempotency_key = CASE WHEN ? THEN idempotency_key || ? ELSE idempotency_key END WHERE id = ?",
                    (status, status == FEEDBACK_SENT, now_ts(), bridge_message_id, status == FEEDBACK_PENDING,
-                    feedback_id))
+                    status == FEEDBACK_PENDING, RESENT_KEY_SUFFIX, feedback_id))
             self._sync_drop_feedback(tx, drop_id)
             done = self._feedback(tx, feedback_id)
             if status == FEEDBACK_SENT:

@@ -41,6 +41,7 @@ from monitors.alert_rules import FEEDBACK_UNKNOWN
 from monitors.config import ClusterConfig, ProjectConfig
 from monitors.drops_store import (FEEDBACK_SENT, FEEDBACK_UNKNOWN as UNKNOWN, KIND_ACK, DropsDB, Feedback,
                                   Fence)
+from monitors.store.copies import CopySource, MessagesCopies, PublishedCopies
 from monitors.store.handed import Handed, handed, known_messages
 from watchdog.components import Config
 from watchdog.shared.alerts import AlertManager
@@ -64,23 +65,21 @@ def is_reaction(feedback: Feedback, ack: str) -> bool:
     return feedback.kind == KIND_ACK and ack == "reaction"
 
 
-def find_copy(conn: sqlite3.Connection, own_jid: str, feedback: Feedback, since: str,
+def find_copy(source: CopySource, own_jid: str, feedback: Feedback, since: str,
               taken: Collection[str] = ()) -> Copy | None:
-    """The from-me message in `conn` (a messages.db) that is `feedback` as another device of `own_jid` sent it.
+    """The from-me message in `source` (a messages.db, or the copies the hosts published) that is `feedback` as
+    another device of `own_jid` sent it.
 
     By the message id the bridge derives from the Idempotency-Key (where the transport let it choose the id);
     else the first message of the chat from me with the same text at or after `since` (the time the other host
     handed it on, less SKEW_S) whose id is not in `taken` (messages already known as other feedback).
     """
-    from bridge.outbox import new_message_id  # only here: the monitor needs nothing else of the outbox
+    from bridge.outbox_answers import new_message_id  # only here: the monitor needs nothing else of the outbox
     derived = new_message_id(own_jid, feedback.idempotency_key)
-    mine = "SELECT 1 FROM messages WHERE id = ? AND chat_jid = ? AND is_from_me"
-    if conn.execute(mine, (derived, feedback.recipient)).fetchone():
+    if source.has(derived, feedback.recipient):
         return Copy(derived, "id")
     earliest = format_ts(parse_ts(since) - timedelta(seconds=SKEW_S))
-    for (message_id,) in conn.execute("SELECT id FROM messages WHERE chat_jid = ? AND is_from_me AND content = ? "
-                                      "AND timestamp >= ? ORDER BY timestamp, rowid",
-                                      (feedback.recipient, feedback.text, earliest)):
+    for message_id in source.with_text(feedback.recipient, feedback.text, earliest):
         if message_id not in taken:
             return Copy(message_id, "text")
     return None
@@ -112,13 +111,29 @@ class Fates:
         self.log = log
         self.alerts = alerts
         self._met: dict[str, float] = {}  # idempotency key of a message in doubt -> when this process met it
+        self._lost: set[str] = set()  # idempotency keys whose answer this node's own bridge lost (in doubt there)
 
     def doubted(self, rows: Sequence[Feedback]) -> dict[int, Handed]:
-        """Rows of `rows` another node handed to its bridge (this node's own: its bridge's outbox knows the key)."""
-        return {i: h for i, h in handed(self.drops.db, [r.id for r in rows]).items() if h.node != self.cluster.node}
+        """Rows of `rows` another node handed to its bridge, and those this node's bridge said it lost the answer
+        of (`lost`; the rest of this node's own: its bridge's outbox knows the key and answers for it)."""
+        found = handed(self.drops.db, [r.id for r in rows])
+        return {r.id: found[r.id] for r in rows if r.id in found and
+                (found[r.id].node != self.cluster.node or r.idempotency_key in self._lost)}
+
+    def handed_on(self, rows: Sequence[Feedback]) -> set[int]:
+        """Ids of `rows` some node (this one too) handed to its bridge: posted again as they were (their key may be
+        held there, in doubt if its answer was lost), never joined to a new message."""
+        return set(handed(self.drops.db, [r.id for r in rows]))
+
+    def lost(self, message: Feedback, rows: Sequence[Feedback]) -> None:
+        """This node's bridge answered `message` (carrying `rows`) in doubt (bridge/outbox.py: handed to WhatsApp,
+        its answer lost, never sent again there): found out like another node's send, through the other host's
+        copy."""
+        self._lost.update([message.idempotency_key, *(row.idempotency_key for row in rows)])
 
     def _copy(self, message: Feedback, since: str) -> Copy | None:
-        """The other host's copy in the store of any of the project's sending accounts on this host."""
+        """The other host's copy: in the store of any of the project's sending accounts on this host, else among
+        the copies the hosts published (`device_copies`: a send this host's own bridge made is only there)."""
         names = self.project.send_accounts or [self.project.send_account]
         for name in names:
             account = self.config.account(name)
@@ -126,8 +141,7 @@ class Fates:
                 continue
             conn = open_readonly(account.store)
             try:
-                taken = self._taken(conn, message)
-                found = find_copy(conn, account.jid, message, since, taken)
+                found = self._match(MessagesCopies(conn), account.jid, message, since)
             except sqlite3.OperationalError as exc:  # no messages table yet: nothing received
                 logger.debug("fate of feedback {}: {} not readable: {}", message.id, account.store, exc)
                 found = None
@@ -135,13 +149,16 @@ class Fates:
                 conn.close()
             if found is not None:
                 return found
+        for name in names:
+            jid = self.config.account(name).jid
+            if (found := self._match(PublishedCopies(self.drops.db, jid), jid, message, since)) is not None:
+                return found
         return None
 
-    def _taken(self, conn: sqlite3.Connection, message: Feedback) -> set[str]:
-        """Ids of this chat's from-me messages with this text that are already other feedback's messages."""
-        ids = [row[0] for row in conn.execute("SELECT id FROM messages WHERE chat_jid = ? AND is_from_me AND "
-                                              "content = ?", (message.recipient, message.text))]
-        return known_messages(self.drops.db, ids)
+    def _match(self, source: CopySource, own_jid: str, message: Feedback, since: str) -> Copy | None:
+        """find_copy, leaving out this chat's from-me messages with this text already other feedback's."""
+        taken = known_messages(self.drops.db, source.with_text(message.recipient, message.text))
+        return find_copy(source, own_jid, message, since, taken)
 
     def judge(self, message: Feedback, doubt: Handed, connection: Connection) -> tuple[str, Copy | None]:
         """FOUND (with the copy), SEND, WAIT or UNKNOWN for `message` (a row, or a coalesced message)."""
@@ -149,10 +166,11 @@ class Fates:
         met = self._met.setdefault(message.idempotency_key, now)
         if is_reaction(message, self.project.feedback.ack):
             return SEND, None
-        copy = self._copy(message, doubt.at)
+        own = doubt.node == self.cluster.node  # its answer lost here: a device gets no copy of its own sends
+        copy = self._copy(message, message.created_at if own else doubt.at)
         if copy is not None:
             return FOUND, copy
-        if connection.connected_for_s is not None and connection.caught_up:
+        if not own and connection.connected_for_s is not None and connection.caught_up:
             since = max(now - connection.connected_for_s, met)
             if now - since >= self.cluster.copy_grace_s:
                 return SEND, None
@@ -164,15 +182,18 @@ class Fates:
                doubt: Handed, fence: Fence) -> None:
         """Record a verdict other than WAIT: mark FOUND sent and UNKNOWN unknown (fenced), log and alert."""
         self._met.pop(message.idempotency_key, None)
+        self._lost.difference_update([message.idempotency_key, *(m.idempotency_key for m in members)])
+        what = ", which lost its answer" if doubt.node == self.cluster.node else " and stopped before marking it"
         head = (f"feedback for {', '.join(m.drop_number for m in members)}: {doubt.node} had handed it to its bridge "
-                f"(token {doubt.token}) and stopped before marking it; ")
+                f"(token {doubt.token}){what}; ")
         if verdict == FOUND and copy is not None:
             for member in members:
                 self.drops.finish_feedback(member, FEEDBACK_SENT, "", copy.message_id, fence=fence)
             summary = head + f"its copy is here ({copy.message_id}, matched by {copy.how}): marked sent, not sent again"
         elif verdict == UNKNOWN:
             why = (f"handed to {doubt.node}'s bridge at {doubt.at}; its copy was not seen and this host's bridge was "
-                   "not connected long enough to know")
+                   "not connected long enough to know" if doubt.node != self.cluster.node else
+                   f"handed to {doubt.node}'s bridge, which lost its answer; no other host's device reported a copy")
             for member in members:
                 self.drops.finish_feedback(member, UNKNOWN, why, fence=fence)
             summary = head + (f"no copy seen within {self.cluster.unknown_after_s:g} s and this host's bridge was not "

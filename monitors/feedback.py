@@ -35,7 +35,9 @@ the bridge's paced outbox join it: it is withdrawn and one message carries all
 Bridge answers: 200 sent, 202 queued (its durable outbox sends on reconnect),
 400/403/404/413/422/500 refused (the same request can never succeed: failed),
 409 withdrawn (a cluster: the bridge knows the send's lease token is no longer
-valid, bridge/fence.py; nothing is marked, the lease's holder sends it). No answer,
+valid, bridge/fence.py; nothing is marked, the lease's holder sends it), 409 doubt
+(a cluster, on a transport that cannot choose message ids: handed to WhatsApp, its
+answer lost; found out through the other host's copy, monitors/fate.py). No answer,
 no published URL or 503 means the bridge is down or restarting: the message
 stays pending and is retried with exponential backoff (tenacity), in its own
 task so detection never waits for it.
@@ -54,7 +56,7 @@ from loguru import logger
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_never, wait_exponential
 
 from bridge.schema import bare_user
-from monitors.bridge_client import BridgeUnavailable, Poster
+from monitors.bridge_client import BridgeUnavailable, Poster, SendInDoubt
 from monitors.config import FeedbackConfig, ProjectConfig
 from monitors.drops_store import (FEEDBACK_FAILED, FEEDBACK_PENDING, FEEDBACK_UNKNOWN, KIND_ACK, KIND_OPERATOR, DropsDB,
                                   Feedback, Fence, LeaseLost, NewFeedback, StoreUnavailable, Submission)
@@ -222,8 +224,9 @@ class FeedbackSender:
         units: list[list[Feedback]] = []
         groups: dict[str, list[Feedback]] = {}
         carriers: set[int] = set()
-        # In doubt (another node handed it on alone): posted as it was, so that its copy is recognised
-        doubted = self.fates.doubted(batch) if self.fates is not None else {}
+        # Handed to a bridge before (by any node; in doubt, or its key held there): posted as it was, so that its
+        # copy is recognised and its key answered
+        doubted = self.fates.handed_on(batch) if self.fates is not None else set()
         for row in batch:
             if row.carrier_id is not None:  # grouped before (a restart, or an earlier look): the same message
                 if row.carrier_id not in carriers:
@@ -252,7 +255,7 @@ class FeedbackSender:
         (monitors/fate.py). Returns the seconds until a unit still in doubt is to be judged again, else None."""
         ack = self.project.feedback.ack
         if self._coalescing() and unit[0].kind == KIND_ACK and all(r.status == FEEDBACK_PENDING for r in unit) and \
-                (self.fates is None or not self.fates.doubted(unit)):  # one in doubt is found out as it was posted
+                (self.fates is None or not self.fates.handed_on(unit)):  # one in doubt is found out as it was posted
             unit = await self._rejoin(client, unit)
         if len(unit) == 1 and unit[0].carrier_id is None:
             message, members = unit[0], ()
@@ -261,7 +264,14 @@ class FeedbackSender:
             message, members, ack = coalesced(self.project, unit, drop.group_name if drop else ""), unit, "message"
         if self.fates is not None and not await self._settled(message, unit):
             return RECHECK_S
-        await deliver(client, self.drops, message, ack=ack, held=self.held, members=members)
+        try:
+            await deliver(client, self.drops, message, ack=ack, held=self.held, members=members)
+        except SendInDoubt as exc:
+            if self.fates is None:  # only a fenced send is ever in doubt: a cluster's
+                raise
+            logger.warning("{}: finding out whether it went", exc)
+            self.fates.lost(message, unit)
+            return RECHECK_S
         for row in unit:
             self._seen.pop(row.id, None)
         return None

@@ -53,11 +53,13 @@ class LeaseKeeper:
     def __init__(self, database: DatabaseConfig, cluster: ClusterConfig, account: str, component: str,
                  log: RecoveryLog, alerts: AlertManager, on_change: Callable[[], None],
                  config: Config | None = None, bridges: Sequence[str] = (),
-                 on_withdrawn: Callable[[list[str], int], bool] = lambda ids, up_to: True) -> None:
+                 on_withdrawn: Callable[[list[str], int], bool] = lambda ids, up_to: True,
+                 on_doubt: Callable[[list[str]], None] = lambda ids: None) -> None:
         self.lease = SenderLease(database.url, database.schema, account, cluster.node, cluster.lease_s)
         self.config = config
         self.bridges = list(bridges)  # accounts whose bridges send under this lease (told its validity)
         self.on_withdrawn = on_withdrawn  # message ids a bridge withdrew, up to which token: True once given back
+        self.on_doubt = on_doubt  # message ids a bridge holds in doubt (its answer lost): found out by the monitors
         self._owed: list[tuple[list[str], int]] = []  # withdrawn, not given back yet
         self._telling: set[asyncio.Task] = set()
         self._unsaid: dict[str, int] = {}  # bridge component -> the lost token it has not acknowledged yet
@@ -213,6 +215,8 @@ class LeaseKeeper:
                            "lease's holder", fence.account, bridge.component, len(withdrawn), up_to)
             self._owed.append((withdrawn, up_to))
             self._give_back()
+        if doubt := [str(i) for i in answer.get("doubt") or ()]:  # said at every word: taking them is idempotent
+            self.on_doubt(doubt)
 
     def _give_back(self) -> None:
         self._owed = [owed for owed in self._owed if not self.on_withdrawn(*owed)]

@@ -94,7 +94,8 @@ class MonitorProcess:
             bridges = dict.fromkeys(name for monitor in mine for name in monitor.project.send_accounts or [account])
             keeper = LeaseKeeper(self.config.database, self.config.cluster, account, monitor_component(self.projects),
                                  log, self.alerts, _waker(senders), self.config, list(bridges),
-                                 functools.partial(self._give_back, _waker(senders)))
+                                 functools.partial(self._give_back, _waker(senders)),
+                                 functools.partial(self._in_doubt, _waker(senders)))
             for sender in senders:
                 sender.held = keeper.fence
                 sender.fates = Fates(self.config, sender.project, self.config.cluster, self.drops, log, self.alerts)
@@ -113,6 +114,19 @@ class MonitorProcess:
             logger.info("gave back {} withdrawn feedback to the sender lease's holder", len(given))
             wake()
         return True
+
+    def _in_doubt(self, wake: Callable[[], None], message_ids: list[str]) -> None:
+        """Feedback this node's bridge accepted (queued) and then lost the answer of (bridge/outbox.py): pending
+        again, still handed by this node, for the holder to find out whether it went (monitors/fate.py)."""
+        assert self.config.cluster is not None
+        try:
+            found = self.drops.requeue_in_doubt(message_ids, self.config.cluster.node)
+        except StoreUnavailable as exc:  # the bridge says it again at the next word
+            logger.warning("cannot take back {} feedback in doubt yet: {}", len(message_ids), exc)
+            return
+        if found:
+            logger.warning("{} feedback queued in this host's bridge lost its answer: to be found out", len(found))
+            wake()
 
     @property
     def name(self) -> str:

@@ -12,17 +12,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from datetime import timedelta
 
 from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from bridge.schema import Window, WindowCounts, bare_user, parse_ts
+from bridge.schema import StoredMessage, Window, WindowCounts, bare_user, format_ts, parse_ts
 from monitors.cluster_config import reader_key
 from monitors.detect import DropPattern, submissions
 from monitors.drops_store import Drop, DropsDB, NewFeedback, Position, StoreUnavailable, Submission
 from monitors.feedback import FeedbackSender, ack_for
 from monitors.follow import StoreFollower
 from monitors.lineage import recheck
+from monitors.store import copies as copies_store
 from monitors.store_thread import StoreThread
 from monitors.config import ProjectConfig
 from watchdog.components import Config
@@ -123,6 +125,7 @@ class ProjectMonitor:
             if not messages:
                 break
             found = submissions(messages, self.pattern, self.groups, self.own_numbers, windows)
+            await self._publish_copies(messages)
             ack = (lambda sub: ack_for(self.project, sub)) if self.project.feedback.auto_ack else None
             new = []
             last = messages[-1]
@@ -143,6 +146,20 @@ class ProjectMonitor:
                 break
             await asyncio.sleep(0)  # a long catch-up still lets heartbeats and feedback run
         self.report_windows(store, windows)
+
+    async def _publish_copies(self, messages: list[StoredMessage]) -> None:
+        """In a cluster: the from-me messages of the project's groups this host's device received from a sibling
+        device, published for the host whose own bridge lost a send's answer (monitors/store/copies.py). Again
+        after a restart (from the saved cursor): publishing is idempotent."""
+        cluster = self.config.cluster
+        if cluster is None:
+            return
+        copies = [m for m in copies_store.sibling_copies(messages) if m.chat_jid in self.groups]
+        if not copies:
+            return
+        older = format_ts(clock.now() - timedelta(seconds=copies_store.KEEP_S))
+        await self.writes.call(lambda drops: copies_store.publish(drops.db, self.account.jid, cluster.node, copies,
+                                                                  older))
 
     async def _record(self, position: Position, found: list[Submission],
                       ack: Callable[[Submission], NewFeedback] | None) -> list[Drop]:

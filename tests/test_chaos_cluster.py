@@ -13,11 +13,11 @@ from scripts.benchmarks.chaos_cluster import BLOWS, CUTS, arguments, attribute, 
 from scripts.benchmarks.chaos_cluster_checks import Grant, holder_at
 from tests.pg import find_bin_dir
 
-# Counts that open defects of issue 21 make non-zero, reported (an expected failure), not passed: an ack sent but not
-# yet marked when its host stopped, died, paused or was cut off is sent again by the next holder (no `unknown`);
-# a paused host's bridge re-sends its queued acks after resuming (the outbox is not fenced). (A host cut off from
-# WhatsApp reconnecting over its half-open connection is "half-open connections replaced", not two connections.)
-KNOWN = ("sent by a host not holding the current token", "re-sent by a bridge (same id)")
+# Counts an open anomaly of issue 21 makes non-zero, reported (an expected failure), not passed: an ack judged sent
+# under another host's token right after a takeover (the checker polls the lease every 0.1 s: maybe its artefact).
+# (A host cut off from WhatsApp reconnecting over its half-open connection is "half-open connections replaced", not
+# two connections. In server-ids mode a bridge's resend is a second message, counted as an ack twice: asserted.)
+KNOWN = ("sent by a host not holding the current token",)
 
 
 def test_a_send_is_judged_by_the_last_grant_before_whatsapp_got_it() -> None:
@@ -41,7 +41,8 @@ def test_a_short_run_of_every_fault_loses_nothing_and_acknowledges_once(tmp_path
     bin_dir, why = find_bin_dir()
     if bin_dir is None:
         pytest.skip(why)
-    result = run(arguments(["--minutes", "1.5", "--kill-every", "2", "--cut-s", "4", "--seed", "21"]),
+    # --server-ids: the hosts send as neonize does, so a lost answer sent again would be an ack twice (asserted)
+    result = run(arguments(["--minutes", "1.5", "--kill-every", "2", "--cut-s", "4", "--seed", "21", "--server-ids"]),
                  tmp_path, bin_dir)
     counts = result.outcome.counts
     kinds = set(BLOWS) if result.partitions else set(BLOWS) - set(CUTS)  # without root: no partitions

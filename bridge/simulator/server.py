@@ -58,8 +58,9 @@ class Sim:
         self.rng = random.Random()
         self.gate = Gatekeeper()  # WhatsApp's limits on senders (bridge/simulator/limits.py)
         self.interactions = Interactions()  # reactions, read receipts, typing (bridge/simulator/interactions.py)
-        # (phone, node) whose sends WhatsApp takes but whose answers never reach the device (POST /sim/withhold)
-        self.withheld: set[tuple[str, str]] = set()
+        # (phone, node) whose sends WhatsApp takes but whose answers never reach the device (POST /sim/withhold) ->
+        # whether its connection is dropped right after such a send
+        self.withheld: dict[tuple[str, str], bool] = {}
 
     def attach(self, session: Session, ws: web.WebSocketResponse) -> Connection:
         old = session.connection
@@ -108,14 +109,19 @@ class Sim:
         return dropped
 
     def withhold(self, body: object) -> bool:
-        """POST /sim/withhold {session, node?, withhold}: WhatsApp takes the device's sends (the group and the
+        """POST /sim/withhold {session, node?, withhold, drop?}: WhatsApp takes the device's sends (the group and the
         sibling devices get them) but its answers are lost, as when a connection dies just after the server got
-        the message: the sender cannot know it went. Returns whether any send answer is withheld now."""
-        if not isinstance(body, dict) or not isinstance(body.get("withhold"), bool):
-            raise SimError("expected a JSON object {session, node?, withhold: true|false}")
+        the message: the sender cannot know it went. With `drop`, the device's connection is dropped right after each
+        such send (the sender hears at once that it is gone, not after a timeout). Returns whether any send answer
+        is withheld now."""
+        if not isinstance(body, dict) or not isinstance(body.get("withhold"), bool) or \
+                not isinstance(body.get("drop", False), bool):
+            raise SimError("expected a JSON object {session, node?, withhold: true|false, drop?: true|false}")
         self.session(body.get("session"))  # a clear error for an unknown number
         device = (str(body["session"]), str(body.get("node") or ""))
-        (self.withheld.add if body["withhold"] else self.withheld.discard)(device)
+        self.withheld.pop(device, None)
+        if body["withhold"]:
+            self.withheld[device] = body.get("drop", False)
         return bool(self.withheld)
 
     def log_out(self, phone: object) -> bool:
@@ -230,7 +236,9 @@ class Sim:
                 else:
                     sent = self.state.send(conn.session, frame)
                     reply.update(ok=True, id=sent.id, timestamp=iso(sent.time))
-                if (conn.session.phone, conn.session.node) in self.withheld:
+                if (device := (conn.session.phone, conn.session.node)) in self.withheld:
+                    if self.withheld[device]:
+                        self.disconnect(conn.session.phone, "dropped right after a send was taken", conn.session.node)
                     return None  # in the group and at the sibling devices; the sender never hears so
             elif kind == "read":
                 self.interactions.read(conn.session.phone, frame)
@@ -271,6 +279,8 @@ class Sim:
             return None
         phone = frame.get("session")
         session = self.state.device(phone, frame.get("node", ""))  # a host of a cluster: its own linked device
+        if session is not None:
+            session.server_ids = frame.get("server_ids") is True
         if session is None:
             await ws.close(code=CLOSE_LOGGED_OUT, message=f"logged out: unknown session {phone!r}".encode()[:123])
         elif self.gate.standing[session.phone].logged_out:
@@ -326,12 +336,13 @@ def _device_json(session: Session) -> dict:
     return {"node": session.node, "connected": session.connection is not None, "queue_depth": len(session.queue),
             "connections": session.connections, "stream_replaced": session.stream_replaced,
             "dead_replaced": session.dead_replaced, "disconnects": session.disconnects,
-            "delivered": session.delivered, "acked": session.acked, "resent": session.resent}
+            "delivered": session.delivered, "acked": session.acked, "resent": session.resent,
+            "server_ids": session.server_ids}
 
 
 def _numbers(devices: list[dict]) -> dict:
     """A number's entry: `connected` if any device is, the counters summed, and the devices themselves."""
-    total = {key: sum(d[key] for d in devices) for key in devices[0] if key not in ("node", "connected")}
+    total = {key: sum(d[key] for d in devices) for key in devices[0] if key not in ("node", "connected", "server_ids")}
     return {"connected": any(d["connected"] for d in devices), **total, "devices": devices}
 
 

@@ -155,6 +155,9 @@ class Session:
     delivered: int = 0
     acked: int = 0
     resent: int = 0  # sends of a message id already sent (by this device or a sibling): the same message again
+    # The device's client cannot choose message ids (neonize 0.5.2, docs/NEONIZE.md; said in its hello): each send
+    # gets a new id from the server, so a resend is a second message, as through real WhatsApp.
+    server_ids: bool = False
 
     @property
     def jid(self) -> str:
@@ -322,8 +325,10 @@ class SimState:
     # -- session requests -------------------------------------------------------
 
     def send(self, session: Session, body: dict) -> Sent:
-        """A bridge sends; the client chose the id, so a known id returns the first record unchanged."""
-        message_id = body.get("id")
+        """A bridge sends; the client chose the id, so a known id returns the first record unchanged. A device whose
+        client cannot choose ids (`server_ids`) gets a new one for every send: the same text again is a second
+        message."""
+        message_id = "3EB0" + secrets.token_hex(9).upper() if session.server_ids else body.get("id")
         if not isinstance(message_id, str) or not message_id:
             raise SimError("id: missing (the client chooses the message id)")
         if message_id in self.sent:

@@ -45,7 +45,7 @@ from neonize.utils.enum import ChatPresence, ChatPresenceMedia, ReceiptType
 from neonize.utils.log import log_whatsmeow
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, ConnectionKind, Handler,
+from bridge.transport import (AnswerLost, TERMINAL_KINDS, Capabilities, ConnectionEvent, ConnectionKind, Handler,
                               HistoryUnsupported, IncomingMessage, MediaInfo, NotConnected, OutgoingMessage,
                               SendFailed, SendResult, Source, Transport)
 from bridge import refusals
@@ -73,6 +73,10 @@ HISTORY_LIMIT = (
     "a v3 FB ConsumerApplication, for which whatsmeow refuses peer messages; windows on this transport are "
     "backfilled from WhatsApp's offline queue only (docs/NEONIZE.md)")
 NOT_CONNECTED_HINTS = ("not connected", "websocket", "timed out", "timeout", "context canceled", "connection")
+# whatsmeow's errors once the message node was written to the socket (send.go: a DisconnectedError for
+# "message send", ErrMessageTimedOut): WhatsApp may have it. The others above come before (a device-list query,
+# sendNode's ErrNotConnected): nothing went.
+ANSWER_LOST_HINTS = ("before message send returned", "waiting for message send response")
 
 # Connection events the transport subscribes to (message and history events have their own callbacks).
 CONNECTION_EVENTS = (ConnectedEv, DisconnectedEv, KeepAliveTimeoutEv, KeepAliveRestoredEv, OfflineSyncCompletedEv,
@@ -192,10 +196,13 @@ def _new_client(database: str, device: nz.JID) -> NeonizeClient:
 
 def _classify(exc: Exception) -> Exception:
     """A neonize send/upload error as RateLimited (the account pauses), SendFailed with WhatsApp's code and
-    meaning (it will not work), or NotConnected (the outbox retries)."""
+    meaning (it will not work), AnswerLost (handed over, no answer: the outbox must not simply resend, the id is
+    WhatsApp's) or NotConnected (nothing went: the outbox retries)."""
     text = str(exc)
     if (refused := refusals.classify(refusals.server_code(text), text)) is not None:
         return refused
+    if any(hint in text.lower() for hint in ANSWER_LOST_HINTS):
+        return AnswerLost(f"WhatsApp: {text}")
     if any(hint in text.lower() for hint in NOT_CONNECTED_HINTS):
         return NotConnected(f"WhatsApp: {text}")
     return SendFailed(f"WhatsApp refused the message: {text}")
@@ -204,7 +211,7 @@ def _classify(exc: Exception) -> Exception:
 # -- the transport ------------------------------------------------------------------------------------
 
 class NeonizeTransport(Transport):
-    capabilities = Capabilities(history_request=False, history_limit=HISTORY_LIMIT)
+    capabilities = Capabilities(history_request=False, history_limit=HISTORY_LIMIT, chooses_ids=False)
 
     def __init__(self, config: Config, account: AccountConfig,
                  client_factory: Callable[[str, nz.JID], NeonizeClient] = _new_client) -> None:

@@ -34,7 +34,7 @@ from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from bridge import refusals
-from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, ConnectionKind, Handler,
+from bridge.transport import (TERMINAL_KINDS, AnswerLost, Capabilities, ConnectionEvent, ConnectionKind, Handler,
                               IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, Receipt,
                               ReceiptKind, SendFailed, SendResult, Source, Transport)
 from watchdog.shared import endpoints
@@ -49,6 +49,7 @@ CLOSE_CODES = {4409: ConnectionKind.STREAM_REPLACED, 4401: ConnectionKind.LOGGED
 REQUEST_TIMEOUT = 10.0
 MAX_FRAME = 144 * 1024 * 1024  # a 100 MB document (WhatsApp's limit) travels base64 in one frame
 MAX_BATCH = 5000  # messages per on_messages call
+SERVER_IDS_LIMIT = "[sim] server_ids: the sim transport sends and backfills as neonize 0.5.2 does (no history requests)"
 RETRY_WAIT = wait_random_exponential(multiplier=0.05, max=2.0)  # full jitter: ~0.1 s, 0.2 s, ... capped at 2 s
 
 
@@ -120,6 +121,11 @@ class SimTransport(Transport):
         # A host of a cluster is a linked device of its own (issue 21); a simulator it shares, by [sim] url.
         self._node = config.cluster.node if config.cluster is not None else ""
         self._sim_url = config.sim.url if config.sim is not None else ""
+        # `[sim] server_ids`: as through neonize 0.5.2 (docs/NEONIZE.md), ids are the simulator's (said in the hello)
+        # and there is no on-demand history: a device's own send is in its store only as its own answer said
+        self._server_ids = config.sim is not None and config.sim.server_ids
+        self.capabilities = Capabilities(history_request=not self._server_ids, chooses_ids=not self._server_ids,
+                                         history_limit=SERVER_IDS_LIMIT if self._server_ids else "")
         self._jid = account.jid
         self._socket: aiohttp.ClientWebSocketResponse | None = None  # the open websocket, if any
         self._connected = False  # the simulator accepted our hello: requests may go out
@@ -198,7 +204,8 @@ class SimTransport(Transport):
         try:
             with contextlib.suppress(ConnectionError, aiohttp.ClientError):  # if it fails, the reader says why
                 await ws.send_str(json.dumps({"type": "hello", "session": self._phone,
-                                              **({"node": self._node} if self._node else {})}))
+                                              **({"node": self._node} if self._node else {}),
+                                              **({"server_ids": True} if self._server_ids else {})}))
             while True:
                 if not inbox:
                     arrived.clear()
@@ -338,6 +345,8 @@ class SimTransport(Transport):
     # -- requests ---------------------------------------------------------------
 
     async def _request(self, frame: dict, media: OutgoingMedia | None = None) -> dict:
+        """The simulator's answer to `frame`: NotConnected if it could not be written, AnswerLost if it was and the
+        connection ended (or nothing answered) before the answer (a send may then be in the chat)."""
         ws = self._socket
         if ws is None or ws.closed or not self._connected:
             raise NotConnected("not connected to the simulator")
@@ -346,15 +355,19 @@ class SimTransport(Transport):
         self._pending[req] = future
         try:
             body = {**frame, "req": req}
-            if media is None:
-                await ws.send_str(json.dumps(body))
-            else:  # read and encoded in a thread: up to 100 MB must not stall the loop
-                await ws.send_frame(await asyncio.to_thread(_frame_bytes, body, media), aiohttp.WSMsgType.TEXT)
-            return await asyncio.wait_for(future, REQUEST_TIMEOUT)
-        except (ConnectionError, aiohttp.ClientError) as exc:
-            raise NotConnected(f"connection lost: {exc}") from None
-        except asyncio.TimeoutError:
-            raise NotConnected(f"no reply from the simulator within {REQUEST_TIMEOUT:g}s") from None
+            try:
+                if media is None:
+                    await ws.send_str(json.dumps(body))
+                else:  # read and encoded in a thread: up to 100 MB must not stall the loop
+                    await ws.send_frame(await asyncio.to_thread(_frame_bytes, body, media), aiohttp.WSMsgType.TEXT)
+            except (ConnectionError, aiohttp.ClientError) as exc:
+                raise NotConnected(f"connection lost: {exc}") from None
+            try:
+                return await asyncio.wait_for(future, REQUEST_TIMEOUT)
+            except NotConnected as exc:
+                raise AnswerLost(str(exc)) from None
+            except asyncio.TimeoutError:
+                raise AnswerLost(f"no reply from the simulator within {REQUEST_TIMEOUT:g}s") from None
         finally:
             self._pending.pop(req, None)
 

@@ -202,6 +202,21 @@ ALTER TABLE feedback ADD COLUMN handed_by TEXT;
 ALTER TABLE feedback ADD COLUMN handed_token {int};
 ALTER TABLE feedback ADD COLUMN handed_at {ts}
 """
+# Issue 21: a send whose answer its own host's bridge lost is found out by the OTHER host's device, which received
+# a copy of it (a device gets no copy of its own sends). Every host's monitors publish the from-me messages their
+# bridge received from a sibling device, with what monitors/fate.py matches on; `node`: the host that saw it.
+V13_DEVICE_COPIES = """
+CREATE TABLE device_copies (
+    account TEXT NOT NULL,
+    node TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    chat_jid TEXT NOT NULL,
+    content TEXT NOT NULL,
+    timestamp {ts} NOT NULL,
+    PRIMARY KEY (account, message_id, node)
+);
+CREATE INDEX device_copies_chat ON device_copies (account, chat_jid, timestamp)
+"""
 _OLD_STATUSES, _NEW_STATUSES = "'queued', 'failed'))", "'queued', 'failed', 'unknown'))"
 
 
@@ -264,4 +279,6 @@ def migrations(dialect: Dialect) -> list[Migration]:
         Migration(12, "feedback.handed_by, handed_token, handed_at (sends of unknown fate); status 'unknown'",
                   (dialect.ddl(V12_HANDED),
                    _sqlite_unknown_status if dialect.name == "sqlite" else _postgres_unknown_status)),
+        Migration(13, "device_copies: from-me messages a host's device received from a sibling device (a send whose "
+                      "answer was lost is found out by the other host's copy)", (dialect.ddl(V13_DEVICE_COPIES),)),
     ]

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +36,7 @@ from pathlib import Path
 from scripts.benchmarks.chaos_checks import DROP_EVENTS
 from scripts.benchmarks.chaos_cluster_checks import FAILURES, LeaseWatch, Outcome, check, settled
 from scripts.benchmarks.cluster_lab import Lab, LabUnavailable, cluster_lab
-from scripts.benchmarks.cluster_run import Poster, kill_tree, signal_tree, tree, two_hosts
+from scripts.benchmarks.cluster_run import Poster, kill_tree, server_ids, signal_tree, tree, two_hosts
 from scripts.benchmarks.system_run import PHONE, RunningSystem, http, wait_for
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
 from tests.pg import PgCluster, find_bin_dir
@@ -119,10 +119,12 @@ def device_counts(cluster: Cluster) -> Counter:
                                        ("dead_replaced", "half-open connections replaced of"))})
 
 
-def up(stack: ExitStack, workdir: Path, bin_dir: Path, lease_s: float, receiver: WebhookReceiver) -> Cluster:
-    """The two hosts in network namespaces, or (not permitted here) as process trees, saying why."""
+def up(stack: ExitStack, workdir: Path, bin_dir: Path, lease_s: float, receiver: WebhookReceiver,
+       edit: Callable[[str], str] = str) -> Cluster:
+    """The two hosts in network namespaces, or (not permitted here) as process trees, saying why; `edit` changes
+    both hosts' config."""
     try:
-        lab = stack.enter_context(cluster_lab(workdir, bin_dir, lease_s, durable=True, webhooks=receiver))
+        lab = stack.enter_context(cluster_lab(workdir, bin_dir, lease_s, durable=True, webhooks=receiver, edit=edit))
         return Cluster(lab.a, lab.b, lab.pg, lab.pg_url, lab)
     except LabUnavailable as exc:
         print(f"  partitions skipped ({', '.join(CUTS)} left out): {exc}", flush=True)
@@ -130,7 +132,7 @@ def up(stack: ExitStack, workdir: Path, bin_dir: Path, lease_s: float, receiver:
     stack.callback(pg.destroy)
     pg.start()
     url = pg.create_database("chaos_cluster")
-    a, b = two_hosts(workdir, url, lease_s, receiver.config("chaos", DROP_EVENTS))
+    a, b = two_hosts(workdir, url, lease_s, edit=edit, extra=receiver.config("chaos", DROP_EVENTS))
     stack.callback(a.stop)
     stack.callback(b.stop)
     return Cluster(a, b, pg, url, None)
@@ -180,7 +182,7 @@ def run(args: argparse.Namespace, workdir: Path, bin_dir: Path) -> Run:
     receiver.start()
     with ExitStack() as stack:
         stack.callback(receiver.close)
-        cluster = up(stack, workdir, bin_dir, args.lease_s, receiver)
+        cluster = up(stack, workdir, bin_dir, args.lease_s, receiver, server_ids if args.server_ids else str)
         if cluster.lab is None:
             kinds = tuple(k for k in kinds if k not in CUTS)
         watch = LeaseWatch(cluster.pg_url)
@@ -224,6 +226,8 @@ def arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--faults", default=",".join(BLOWS), help=f"blows to mix (default {','.join(BLOWS)})")
     parser.add_argument("--seed", type=int, default=int(clock.now_s()), help="random seed (default: the time)")
     parser.add_argument("--keep", action="store_true", help="keep the hosts' data directories")
+    parser.add_argument("--server-ids", action="store_true",
+                        help="the hosts send as neonize does ([sim] server_ids: a resend is a second message)")
     args = parser.parse_args(argv)
     if unknown := set(args.faults.split(",")) - set(BLOWS):
         parser.error(f"--faults: unknown {', '.join(sorted(unknown))} (known: {', '.join(BLOWS)})")

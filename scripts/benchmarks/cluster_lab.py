@@ -14,7 +14,7 @@ import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,10 +203,12 @@ class Lab:
 
 @contextmanager
 def cluster_lab(workdir: Path, bin_dir: Path, lease_s: float, durable: bool = False,
-                settings: str = "", webhooks: WebhookReceiver | None = None) -> Iterator[Lab]:
+                settings: str = "", webhooks: WebhookReceiver | None = None,
+                edit: Callable[[str], str] = str) -> Iterator[Lab]:
     """Two namespaces, a PostgreSQL (`durable`, more `settings`) on their servers' address, a simulator behind a
     relay there, and hosts A (started first: it holds the sender lease) and B; all ended and deleted at the end.
-    `webhooks`: a receiver (on this namespace's 127.0.0.1) both hosts deliver the drop events to, through a relay."""
+    `webhooks`: a receiver (on this namespace's 127.0.0.1) both hosts deliver the drop events to, through a relay.
+    `edit` changes both hosts' config (e.g. cluster_run.server_ids)."""
     with hosts(f"wa{os.getpid() % 100000}", 2) as (ha, hb):  # unique to this run: runs at once do not meet
         server = ha.outside
         pg = PgCluster(bin_dir, durable, f"-c listen_addresses=127.0.0.1,{server} {settings}")
@@ -228,7 +230,7 @@ def cluster_lab(workdir: Path, bin_dir: Path, lease_s: float, durable: bool = Fa
                 hooks = webhooks.config("cluster", DROP_EVENTS, f"{hook_relay.url}/hook")
 
             def host(net: NetHost, node: str) -> NamespacedSystem:
-                config = slow_start(config_text(1, database_url=host_url)).replace(
+                config = edit(slow_start(config_text(1, database_url=host_url))).replace(
                     "[sim]\nport = 0\n", f'[sim]\nport = 0\nurl = "{relay.url}"\n') + CLUSTER.format(node, lease_s)
                 system = NamespacedSystem(net, sim.sim_url, workdir / node, config + hooks, database_url=pg_url)
                 system.start()

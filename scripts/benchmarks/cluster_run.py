@@ -110,9 +110,16 @@ def sent_of(system: RunningSystem, drop: str) -> list[dict]:
     return [s for s in system.sent() if drop in s["text"]]
 
 
-def withhold(system: RunningSystem, node: str, on: bool) -> None:
-    """WhatsApp takes `node`'s sends but its answers are lost (`POST /sim/withhold`)."""
-    http("POST", f"{system.sim_url}/sim/withhold", {"session": PHONE, "node": node, "withhold": on})
+def withhold(system: RunningSystem, node: str, on: bool, drop: bool = False) -> None:
+    """WhatsApp takes `node`'s sends but its answers are lost (`POST /sim/withhold`); `drop`: and the device's
+    connection drops right after each (its bridge hears at once that the answer is lost)."""
+    http("POST", f"{system.sim_url}/sim/withhold", {"session": PHONE, "node": node, "withhold": on, "drop": drop})
+
+
+def server_ids(config: str) -> str:
+    """A host's config whose sim transport sends as neonize does: the message ids are the simulator's
+    (`[sim] server_ids`), so a resend is a second message (for `two_hosts(edit=)`)."""
+    return config.replace("[sim]\nport = 0\n", "[sim]\nport = 0\nserver_ids = true\n")
 
 
 def watchdog_and_bridge(system: RunningSystem) -> list[psutil.Process]:

@@ -27,9 +27,9 @@ from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import WebMessageInfo
 from bridge.main import Bridge
 from bridge.schema import messages_after, windows
 from bridge.store import Store
-from bridge.transport import (ConnectionEvent, ConnectionKind, HistoryUnsupported, IncomingMessage, MediaInfo,
-                              NotConnected, OutgoingMedia, OutgoingMessage, Quote, RateLimited, Reaction, Receipt,
-                              SendFailed, Source)
+from bridge.transport import (AnswerLost, ConnectionEvent, ConnectionKind, HistoryUnsupported, IncomingMessage,
+                              MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, Quote, RateLimited, Reaction,
+                              Receipt, SendFailed, Source)
 from bridge.transports.neonize_transport import (HISTORY_LIMIT, NeedsOperator, NeonizeTransport, ensure_paired,
                                                  session_database)
 from tests.conftest import GROUP_A, GROUP_B, until
@@ -205,17 +205,24 @@ def test_a_temporary_ban_stops_the_session_until_it_expires_then_connects_again(
     ("server returned error 479", SendFailed, "error 479: refused for this contact"),
     ("server returned error 403", SendFailed, "error 403: forbidden"),
     ("server returned error 500", SendFailed, "error 500: refused by WhatsApp"),
-    ("failed to send message: websocket not connected", NotConnected, "websocket not connected")])
+    ("failed to send message: websocket not connected", NotConnected, "websocket not connected"),
+    ("failed to get device list: info query timed out", NotConnected, "info query timed out"),
+    ("websocket disconnected before message send returned response", AnswerLost, "before message send returned"),
+    ("timed out waiting for message send response", AnswerLost, "timed out waiting for message send response")])
 def test_whatsapps_send_errors_slow_down_fail_the_message_or_retry(linked: Config, error: str, raised: type,
                                                                      reason: str) -> None:
     """whatsmeow's words for a refused send (ErrServerReturnedError + code, IQError), through neonize's real
-    SendMessageError: rate-overlimit pauses the account, a contact refusal fails the message with its meaning."""
+    SendMessageError: rate-overlimit pauses the account, a contact refusal fails the message with its meaning.
+    Nothing written (not connected, a device-list query) is NotConnected; the message node written and then no
+    answer (send.go's DisconnectedError for "message send", ErrMessageTimedOut) is AnswerLost: WhatsApp's id, so
+    the outbox must not simply send it again."""
     fake = FakeGo()
 
     async def body(transport: NeonizeTransport) -> None:
         fake.send_error = error
-        with pytest.raises(raised, match=re.escape(reason)):
+        with pytest.raises(raised, match=re.escape(reason)) as caught:
             await transport.send(OutgoingMessage("x", SENDER, "hi"))
+        assert type(caught.value) is raised
 
     run_connected(linked, fake, body)
 

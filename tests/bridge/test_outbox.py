@@ -12,7 +12,8 @@ import pytest
 from bridge.outbox import Outbox
 from bridge.pace import PaceConfig, Pacer
 from bridge.sending import SendRequest
-from bridge.store import IdempotencyConflict, OutboxRow, Store
+from bridge.outbox_store import IdempotencyConflict, OutboxRow
+from bridge.store import Store
 from bridge.transport import (Capabilities, IncomingMessage, MediaInfo, NotConnected, OutgoingMessage, SendResult,
                               Transport)
 from tests.conftest import GROUP_A

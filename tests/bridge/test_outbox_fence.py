@@ -94,7 +94,7 @@ def test_a_lost_token_withdraws_its_rows_and_a_later_word_repeats_them_for_a_kee
     lost, renewal_of_lost, newer = asyncio.run(scenario())
     (row,) = store.conn.execute("SELECT message_id, status FROM outbox").fetchall()
     assert row[1] == "withdrawn" and lost["withdrawn"] == [row[0]] and lost["valid_s"] == 0
-    assert renewal_of_lost == {"lease": MAIN, "token": 5, "valid_s": 0.0, "withdrawn": []}
+    assert renewal_of_lost == {"lease": MAIN, "token": 5, "valid_s": 0.0, "withdrawn": [], "doubt": []}
     assert newer["withdrawn"] == [row[0]] and newer["valid_s"] == 4  # said again with the new token
 
 

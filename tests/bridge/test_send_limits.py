@@ -13,7 +13,8 @@ import pytest
 from bridge import refusals
 from bridge.outbox import Outbox
 from bridge.send_pause import SendPause
-from bridge.store import OutboxRow, Store
+from bridge.outbox_store import OutboxRow
+from bridge.store import Store
 from bridge.transport import OutgoingMessage, RateLimited, SendResult
 from tests.bridge.test_outbox import ScriptedTransport, request
 from tests.conftest import until

@@ -112,7 +112,7 @@ def test_a_temporary_ban_is_the_numbers_every_linked_device_is_told_and_closed(p
 
 def test_a_keyed_sends_message_id_is_derived_from_its_key() -> None:
     """Two hosts' bridges sending the same feedback (same Idempotency-Key) choose the same message id."""
-    from bridge.outbox import new_message_id
+    from bridge.outbox_answers import new_message_id
     own = "27710000000@s.whatsapp.net"
     first = new_message_id(own, "key-DR1000001")
     assert first == new_message_id(own, "key-DR1000001")  # either host of the account: the same message
@@ -133,7 +133,8 @@ def test_a_withheld_device_s_send_reaches_the_group_and_its_siblings_but_not_its
         b = await c.connect(hello={"type": "hello", "session": MAIN_PHONE, "node": "vps-b"})
         await a.frame()
         await b.frame()
-        for bad in ({"session": MAIN_PHONE}, {"session": "999", "withhold": True}, ["x"]):
+        for bad in ({"session": MAIN_PHONE}, {"session": "999", "withhold": True}, ["x"],
+                    {"session": MAIN_PHONE, "withhold": True, "drop": "yes"}):
             status, reply = await c.api.call("POST", "/sim/withhold", bad)
             assert status == 400 and ("withhold" in reply["error"] or "unknown session" in reply["error"]), reply
         assert await c.api.call("POST", "/sim/withhold", {"session": MAIN_PHONE, "node": "vps-a", "withhold": True}) \

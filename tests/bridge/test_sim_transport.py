@@ -12,9 +12,10 @@ import aiohttp
 import pytest
 
 from bridge.simulator.state import iso
-from bridge.transport import (ConnectionKind, NotConnected, OutgoingMedia, OutgoingMessage, SendFailed, Source,
-                              Transport)
+from bridge.transport import (AnswerLost, ConnectionKind, NotConnected, OutgoingMedia, OutgoingMessage, SendFailed,
+                              Source, Transport)
 from bridge.transports.sim import SimTransport
+from scripts.benchmarks.cluster_run import server_ids
 from tests.conftest import BASE_CONFIG, GROUP_A, Processes, until
 from tests.sim_helpers import (CONTRACTOR, MAIN_PHONE, SENDER_PHONE, TWO_SESSIONS_CONFIG, Recorder, SimAPI,
                                start_sim)
@@ -229,6 +230,38 @@ def test_send_dedupes_by_message_id_and_maps_errors(config_path: Path, sim_url: 
 
 
 @pytest.mark.slow
+def test_with_server_ids_the_simulator_chooses_each_sends_id_and_a_dropped_answer_is_answer_lost(
+        write_config: Callable[[str], Path], sim_url: str) -> None:
+    """`[sim] server_ids`: the sim transport sends as neonize does (the id is WhatsApp's, so a resend is a second
+    message); a send the simulator took before the connection dropped is AnswerLost, one never written is only
+    NotConnected (the outbox tells the two apart: bridge/outbox.py)."""
+    assert transport(write_config(TWO_SESSIONS_CONFIG)).capabilities.chooses_ids is True
+    t = transport(write_config(server_ids(TWO_SESSIONS_CONFIG)))
+    assert (t.capabilities.chooses_ids, t.capabilities.history_request) == (False, False)  # as neonize 0.5.2
+
+    async def body(api: SimAPI) -> None:
+        message = OutgoingMessage("3EB0CHOSEN", GROUP_A, "DR1234567 received")
+        with pytest.raises(NotConnected) as caught:
+            await t.send(message)
+        assert type(caught.value) is NotConnected  # nothing written: nothing can have gone
+        run = Running(t, Recorder())
+        await run.connected()
+        first, second = await t.send(message), await t.send(message)
+        assert first.message_id != second.message_id and "3EB0CHOSEN" not in (first.message_id, second.message_id)
+        assert [s["id"] for s in await api.sent(session=MAIN_PHONE)] == [first.message_id, second.message_id]
+        assert await api.call("POST", "/sim/withhold", {"session": MAIN_PHONE, "withhold": True, "drop": True}) == (
+            200, {"withheld": True})
+        with pytest.raises(AnswerLost, match="connection ended before the reply"):
+            await asyncio.wait_for(t.send(OutgoingMessage("3EB0LOST", GROUP_A, "DR7654321 received")), 5)
+        assert [s["text"] for s in await api.sent(session=MAIN_PHONE)][-1] == "DR7654321 received"  # it went
+        await run.connected(2)  # and the transport connects again by itself
+        _, sessions = await api.call("GET", "/sim/sessions")
+        assert [d["server_ids"] for d in sessions[MAIN_PHONE]["devices"]] == [True]
+        await run.stop()
+    scenario(sim_url, body)
+
+
+@pytest.mark.slow
 def test_second_number_sends_are_seen_by_the_listener_as_from_the_sender(config_path: Path, sim_url: str) -> None:
     async def body(api: SimAPI) -> None:
         listener = Running(transport(config_path, "main"), Recorder())
@@ -264,7 +297,7 @@ def test_history_request_by_range(config_path: Path, sim_url: str) -> None:
     scenario(sim_url, body)
 
 
-def test_a_send_in_flight_when_the_sim_dies_raises_not_connected(config_path: Path, procs: Processes,
+def test_a_send_in_flight_when_the_sim_dies_raises_answer_lost(config_path: Path, procs: Processes,
                                                                   data_dir: Path) -> None:
     sim, url = start_sim(procs, data_dir)
 
@@ -275,7 +308,7 @@ def test_a_send_in_flight_when_the_sim_dies_raises_not_connected(config_path: Pa
         pending = asyncio.create_task(run.transport.send(OutgoingMessage("LOST1", GROUP_A, "x")))
         await asyncio.sleep(0)  # let it write the frame
         os.kill(sim.pid, signal.SIGKILL)
-        with pytest.raises(NotConnected, match="connection ended before the reply"):
+        with pytest.raises(AnswerLost, match="connection ended before the reply"):  # written: it may have gone
             await asyncio.wait_for(pending, 5)
         await until(lambda: run.recorder.count(K.DISCONNECTED) == 1, message="disconnected")
         await run.stop()

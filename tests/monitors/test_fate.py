@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bridge.outbox import new_message_id
+from bridge.outbox_answers import new_message_id
 from bridge.schema import format_ts, open_readonly
 from bridge.store import Store
 from bridge.transport import IncomingMessage, Source
@@ -19,6 +19,7 @@ from monitors.config import ClusterConfig
 from monitors.drops_store import (FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, FEEDBACK_UNKNOWN, DropsDB,
                                   Feedback, LeaseLost, Submission, open_drops_store)
 from monitors.fate import FOUND, SEND, WAIT, Connection, Fates, find_copy
+from monitors.store.copies import MessagesCopies
 from monitors.feedback import FeedbackSender, ack_for
 from monitors.store.handed import Handed, hand
 from monitors.store.lease import SenderLease
@@ -108,15 +109,17 @@ def test_a_copy_whose_id_the_transport_chose_is_found_by_chat_sender_text_and_ti
     conn = open_readonly(messages.path)
     try:
         since = format_ts(HANDED_AT)
-        found = find_copy(conn, OWN, feedback_row(text), since)
+        found = find_copy(MessagesCopies(conn), OWN, feedback_row(text), since)
         assert (found.message_id, found.how) == ("3EB0EEEEEEEEEEEEEEEEEE", "text")  # type: ignore[union-attr]
         # a copy that is already another feedback's message counts for that one only
-        found = find_copy(conn, OWN, feedback_row(text), since, taken={"3EB0EEEEEEEEEEEEEEEEEE"})
+        found = find_copy(MessagesCopies(conn), OWN, feedback_row(text), since, taken={"3EB0EEEEEEEEEEEEEEEEEE"})
         assert found is not None and found.message_id == "3EB0FFFFFFFFFFFFFFFFFF"
-        assert find_copy(conn, OWN, feedback_row(text), since,
+        assert find_copy(MessagesCopies(conn), OWN, feedback_row(text), since,
                          taken={"3EB0EEEEEEEEEEEEEEEEEE", "3EB0FFFFFFFFFFFFFFFFFF"}) is None
-        assert find_copy(conn, OWN, feedback_row("@27710000001 DR7654321 received, thank you"), since) is None
-        assert find_copy(conn, OWN, feedback_row(text, recipient=GROUP_B), format_ts(HANDED_AT + timedelta(hours=1))) \
+        other = feedback_row("@27710000001 DR7654321 received, thank you")
+        assert find_copy(MessagesCopies(conn), OWN, other, since) is None
+        later = format_ts(HANDED_AT + timedelta(hours=1))
+        assert find_copy(MessagesCopies(conn), OWN, feedback_row(text, recipient=GROUP_B), later) \
             is None  # GROUP_B's is older than an hour before that hand-over
     finally:
         conn.close()
@@ -127,7 +130,8 @@ def test_a_copy_with_the_id_derived_from_the_key_is_found_by_its_id(messages: St
     messages.add_messages([from_me(derived, "edited on the way", HANDED_AT - timedelta(hours=3))])
     conn = open_readonly(messages.path)
     try:
-        found = find_copy(conn, OWN, feedback_row("@27710000001 DR1234567 received", key="k2"), format_ts(HANDED_AT))
+        found = find_copy(MessagesCopies(conn), OWN, feedback_row("@27710000001 DR1234567 received", key="k2"),
+                          format_ts(HANDED_AT))
         assert found is not None and (found.message_id, found.how) == (derived, "id")
     finally:
         conn.close()
@@ -258,16 +262,19 @@ def test_what_another_nodes_bridge_queued_is_taken_over_once_its_token_is_over_a
         b.close()
 
 
-def test_an_acknowledgement_in_doubt_is_not_coalesced_but_posted_as_it_was(write_config) -> None:  # noqa: ANN001
-    """Another node handed it on alone (or its bridge queued it alone): grouped with other acknowledgements into one
-    new message, its text and key would change, its copy would not be recognised, and it would go a second time."""
+@pytest.mark.parametrize("handed_by", ["vps-a", "vps-b"])
+def test_an_acknowledgement_in_doubt_is_not_coalesced_but_posted_as_it_was(write_config,  # noqa: ANN001
+                                                                           handed_by: str) -> None:
+    """Another node handed it on alone (or its bridge queued it alone), or this node did (vps-b: its bridge holds
+    the key, in doubt if it lost the answer): grouped with other acknowledgements into one new message, its text
+    and key would change, its copy would not be recognised, and it would go a second time."""
     config = load(write_config(BASE_CONFIG.replace(MESSAGE_ACK, 'feedback = { ack = "message", coalesce_s = 2.0 }', 1)))
     drops = open_drops_store(config)
     try:
         doubt, *fresh = [acknowledged(config, drops, f"DR765432{n}") for n in range(3)]
         with drops.db.transaction() as tx:
-            tx.run("UPDATE feedback SET handed_by = 'vps-a', handed_token = 3, handed_at = ? WHERE id = ?",
-                   (format_ts(HANDED_AT), doubt.id))
+            tx.run("UPDATE feedback SET handed_by = ?, handed_token = 3, handed_at = ? WHERE id = ?",
+                   (handed_by, format_ts(HANDED_AT), doubt.id))
         sender = FeedbackSender(config, config.project("lawley"), drops)
         sender.fates = Fates(config, config.project("lawley"), ClusterConfig("vps-b"), drops)
         sender._seen = {row.id: time.monotonic() - 60 for row in (doubt, *fresh)}  # all due
