@@ -16,22 +16,25 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple, TypeVar
 
-from bridge.schema import bare_user, now_ts
+from bridge.schema import now_ts
 from monitors.events import (DROP_BACKFILLED, DROP_RECORDED, DROP_RESUBMITTED, FEEDBACK_DELIVERED_EVENT,
                              FEEDBACK_FAILED_EVENT, FEEDBACK_READ_EVENT, FEEDBACK_SENT_EVENT)
-from monitors.store.model import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_NONE, FEEDBACK_PENDING, FEEDBACK_QUEUED,
-                                  FEEDBACK_SENT, FEEDBACK_STATUSES, FEEDBACK_UNKNOWN, KIND_ACK, KIND_OPERATOR, RECEIPT_COLUMNS, Drop,
-                                  DropDetail, DropEvent, DropPage, Feedback, NewFeedback, OutboxCounts, OutboxEvent, Position, Submission, check_feedback_transition, drop_from_row,
-                                  feedback_from_row)
+from monitors.store.feedback_state import feedback_event, sync_drop_feedback
 from monitors.store.fence import FENCE, Fence, LeaseLost, store_session_name
+from monitors.store.model import (FEEDBACK_ACCEPTED, FEEDBACK_FAILED, FEEDBACK_NONE, FEEDBACK_PENDING, FEEDBACK_QUEUED,
+                                  FEEDBACK_SENT, FEEDBACK_STATUSES, FEEDBACK_UNKNOWN, KIND_ACK, KIND_OPERATOR, Drop,
+                                  DropDetail, DropEvent, DropPage, Feedback, NewFeedback, OutboxCounts, OutboxEvent,
+                                  Position, Submission, check_feedback_transition, drop_from_row, feedback_from_row)
 from monitors.store.outbox import WebhookOutbox, enqueue
-from monitors.store.shapes import drop_json, feedback_json, rfc3339
 from monitors.store.queries import DROP_COLUMNS, FEEDBACK_COLUMNS, DropQueries
+from monitors.store.shapes import drop_json, rfc3339
+from monitors.store.receipts import ReceiptStamp, ReceiptStamping
+from monitors.store.requeue import Requeueing
 from monitors.store.sql import Backend, StoreUnavailable, Tx, one
+from monitors.store.windows import ReportedWindows
 from watchdog.components import Config
 
 __all__ = ["DROP_BACKFILLED", "DROP_RECORDED", "DROP_RESUBMITTED", "FEEDBACK_ACCEPTED",
@@ -41,27 +44,6 @@ __all__ = ["DROP_BACKFILLED", "DROP_RECORDED", "DROP_RESUBMITTED", "FEEDBACK_ACC
            "KIND_ACK", "KIND_OPERATOR", "Drop", "DropDetail", "DropEvent", "DropPage", "DropsDB", "Feedback", "Fence",
            "LeaseLost", "NewFeedback", "OutboxCounts", "OutboxEvent", "Position", "ReceiptStamp", "StoreUnavailable",
            "Submission", "check_feedback_transition", "drops_db_path", "open_drops_store"]
-
-
-RECEIPT_LOOKUP_CHUNK = 500  # message ids per IN (...) lookup (SQLite allows 32766 parameters, PostgreSQL 65535)
-STAMP_COLUMNS = ("server_at", "delivered_at", "read_at")  # the receipt columns of feedback (RECEIPT_COLUMNS' values)
-
-
-T = TypeVar("T")
-
-
-def _chunks(values: list[T]) -> Iterator[list[T]]:
-    for start in range(0, len(values), RECEIPT_LOOKUP_CHUNK):
-        yield values[start:start + RECEIPT_LOOKUP_CHUNK]
-
-
-class ReceiptStamp(NamedTuple):
-    """What of a bridge receipt stamps feedback (bridge.store.StoredReceipt has these fields too)."""
-
-    message_id: str
-    kind: str
-    at: str
-    recipient_jid: str = ""
 
 
 def drops_db_path(data_dir: Path) -> Path:
@@ -93,7 +75,9 @@ def open_drops_store(config: Config, readonly: bool = False) -> DropsDB:
 RESENT_KEY_SUFFIX = ":resent"  # feedback an operator decided to send again gets a new Idempotency-Key
 
 
-class DropsDB(DropQueries):
+class DropsDB(ReceiptStamping, Requeueing, ReportedWindows, DropQueries):
+    """The store's one interface; its parts: monitors/store/ (queries, receipts, requeue, windows)."""
+
     def __init__(self, backend: Backend) -> None:
         self.db = backend
         self.outbox = WebhookOutbox(backend)
@@ -235,7 +219,7 @@ class DropsDB(DropQueries):
         row = one(tx.rows(self._INSERT_FEEDBACK + " RETURNING id", self._feedback_values(drop_id, new)))
         if row is None:
             return tx.rows("SELECT id FROM feedback WHERE idempotency_key = ?", (new.idempotency_key,))[0][0]
-        self._sync_drop_feedback(tx, drop_id)
+        sync_drop_feedback(tx, drop_id)
         return row[0]
 
     def add_feedback(self, drop: Drop, new: NewFeedback) -> Feedback:
@@ -262,70 +246,6 @@ class DropsDB(DropQueries):
         rows = self.db.rows(f"SELECT {FEEDBACK_COLUMNS} FROM feedback f JOIN drops d ON d.id = f.drop_id "
                             "WHERE f.status = 'queued' AND d.project = ? ORDER BY f.id LIMIT ?", (project, limit))
         return [feedback_from_row(row) for row in rows]
-
-    def requeue_feedback(self, rows: Sequence[Feedback], fence: Fence | None = None) -> list[int]:
-        """Queued feedback its bridge withdrew (a failover: never sent there) is pending again, to be sent through
-        another account; with a `fence`, only rows claimed under its token while it is current. The ids done."""
-        fenced, params = (f" AND claim_token = ? AND {FENCE}", (fence.token, *fence.params)) if fence else ("", ())
-        return self._requeue("id", [row.id for row in rows], fenced, params, unhand=True)
-
-    def give_back(self, message_ids: Sequence[str], up_to_token: int) -> list[int]:
-        """Queued feedback a bridge withdrew because its sender lease's token (at most `up_to_token`) was superseded
-        (bridge/fence.py: never sent, never to be) is pending again, for the lease's holder now to claim and send.
-        Not fenced: it only states what the bridge did, and gives no host the right to send. The ids done."""
-        return self._requeue("bridge_message_id", message_ids, " AND claim_token <= ?", (up_to_token,), unhand=True)
-
-    def requeue_in_doubt(self, message_ids: Sequence[str], node: str) -> list[int]:
-        """Queued feedback `node` handed to its bridge, which then lost the send's answer and never sends it again
-        (bridge/outbox.py, status doubt): pending again, still marked as handed by `node`, so the sender finds out
-        whether it went (monitors/fate.py) rather than post it. Not fenced: it only states what the bridge did.
-        The ids done."""
-        return self._requeue("bridge_message_id", message_ids, " AND handed_by = ?", (node,))
-
-    def take_queued(self, project: str, fence: Fence, after_s: float) -> float | None:
-        """A cluster's holder takes over feedback another node's bridge accepted (202, `queued`) under an older
-        token: that node is gone or will give nothing back, and its rows would stay queued for ever. Each is pending
-        again, claimed under `fence` and still marked as handed by that node, so the feedback sender finds out
-        whether it went (monitors/fate.py) as for a send in doubt. Only once `after_s` (the lease) has passed since
-        this grant by the database's clock: the other bridge sends under an older token only until that token's
-        validity ended, which is before its lease could expire, which is before this grant plus a lease. Fenced
-        and conditional on the older claim: a row the other node gave back, or marked, first is left alone, and
-        its give-back (`give_back`, `claim_token <= ` its token) of a row taken here changes nothing. Rows no node
-        handed on (one host before the cluster) stay the bridge's outbox's job. Returns None once looked, else
-        the seconds until it may; LeaseLost when `fence` is no longer the grant."""
-        grant = self.db.rows("SELECT EXTRACT(EPOCH FROM acquired_at + make_interval(secs => ?) - now()) FROM "
-                             "sender_leases WHERE account = ? AND holder = ? AND token = ? AND expires_at > now()",
-                             (after_s, *fence.params))
-        if not grant:
-            raise LeaseLost(f"{fence.account}'s sender lease is no longer {fence.holder}'s token {fence.token}")
-        if (wait := float(grant[0][0])) > 0:
-            return wait
-        # handed_by <> ?: a NULL (never handed on) is not <> anything
-        ids = [row[0] for row in self.db.rows(
-            "SELECT f.id FROM feedback f JOIN drops d ON d.id = f.drop_id WHERE f.status = 'queued' AND d.project = ? "
-            "AND f.handed_by <> ? AND f.claim_token < ?", (project, fence.holder, fence.token))]
-        self._requeue("id", ids, f" AND handed_by <> ? AND claim_token < ? AND {FENCE}",
-                      (fence.holder, fence.token, *fence.params), claim=fence)
-        return None
-
-    def _requeue(self, column: str, values: Sequence[object], condition: str, params: tuple,
-                 claim: Fence | None = None, unhand: bool = False) -> list[int]:
-        """Queued rows pending again (`claim`: claimed under that grant); the ids done. `unhand`: the bridge said it
-        withdrew them (never sent), so no host need look for a copy before sending them (monitors/fate.py)."""
-        if not values:
-            return []
-        claimed, claim_params = ((", claim_token = ?, claimed_by = ?", (claim.token, claim.holder)) if claim
-                                 else ("", ()))
-        if unhand:
-            claimed += ", handed_by = NULL, handed_token = NULL, handed_at = NULL"
-        with self.db.transaction() as tx:
-            done = tx.rows(
-                f"UPDATE feedback SET status = 'pending', bridge_message_id = NULL, sent_at = NULL{claimed} WHERE "
-                f"{column} IN ({', '.join('?' * len(values))}) AND status = 'queued'{condition} RETURNING id, drop_id",
-                (*claim_params, *values, *params))
-            for drop_id in {drop_id for _, drop_id in done}:
-                self._sync_drop_feedback(tx, drop_id)
-        return [feedback_id for feedback_id, _ in done]
 
     def claim_feedback(self, project: str, fence: Fence, limit: int = 100) -> list[Feedback]:
         """Pending feedback of `project` claimed under a sender lease (a cluster, PostgreSQL): none unless `fence`
@@ -392,10 +312,10 @@ class DropsDB(DropQueries):
                              (*values, fence.token, *fence.params)):
                 raise LeaseLost(f"feedback {feedback.id}: {fence.account}'s sender lease is no longer "
                                 f"{fence.holder}'s token {fence.token}")
-            self._sync_drop_feedback(tx, drop_id)
+            sync_drop_feedback(tx, drop_id)
             done = self._feedback(tx, feedback.id)
             if accepted or status == FEEDBACK_FAILED:  # unknown is no outcome to report: an operator decides it
-                self._feedback_event(tx, FEEDBACK_SENT_EVENT if accepted else FEEDBACK_FAILED_EVENT,
+                feedback_event(tx, self.db.dialect, FEEDBACK_SENT_EVENT if accepted else FEEDBACK_FAILED_EVENT,
                                      self._drop_by_id(tx, drop_id), done)
         return done
 
@@ -415,10 +335,10 @@ class DropsDB(DropQueries):
                    "idempotency_key = CASE WHEN ? THEN idempotency_key || ? ELSE idempotency_key END WHERE id = ?",
                    (status, status == FEEDBACK_SENT, now_ts(), bridge_message_id, status == FEEDBACK_PENDING,
                     status == FEEDBACK_PENDING, RESENT_KEY_SUFFIX, feedback_id))
-            self._sync_drop_feedback(tx, drop_id)
+            sync_drop_feedback(tx, drop_id)
             done = self._feedback(tx, feedback_id)
             if status == FEEDBACK_SENT:
-                self._feedback_event(tx, FEEDBACK_SENT_EVENT, self._drop_by_id(tx, drop_id), done)
+                feedback_event(tx, self.db.dialect, FEEDBACK_SENT_EVENT, self._drop_by_id(tx, drop_id), done)
         return done
 
     def unknown_feedback(self, project: str | None = None) -> list[Feedback]:
@@ -428,93 +348,6 @@ class DropsDB(DropQueries):
         return [feedback_from_row(row) for row in self.db.rows(
             f"SELECT {FEEDBACK_COLUMNS} FROM feedback f JOIN drops d ON d.id = f.drop_id WHERE {where} "
             "ORDER BY f.id", params)]
-
-    def _feedback_event(self, tx: Tx, event_type: str, drop: Drop, feedback: Feedback) -> None:
-        """One event per outcome of a feedback row (its status): the same outcome reported again, after the row was
-        given back and queued again, is the same event (outbox.enqueue)."""
-        enqueue(tx, self.db.dialect, event_type, {"drop": drop_json(drop), "feedback": feedback_json(feedback)},
-                f"{drop.public_id}/{feedback.idempotency_key}/{feedback.status}")
-
-    @staticmethod
-    def _sync_drop_feedback(tx: Tx, drop_id: int) -> None:
-        """The drop shows its newest feedback's status and the last time the bridge accepted any."""
-        tx.run("UPDATE drops SET "
-               "feedback_status = (SELECT status FROM feedback WHERE drop_id = ? ORDER BY id DESC LIMIT 1), "
-               "feedback_sent_at = (SELECT MAX(sent_at) FROM feedback WHERE drop_id = ?) WHERE id = ?",
-               (drop_id, drop_id, drop_id))
-
-    # -- receipts ------------------------------------------------------------------------------
-
-    def record_receipts(self, receipts: Sequence[ReceiptStamp]) -> tuple[set[str], int]:
-        """Stamp receipts of sent feedback (server_ack | delivered | read), all in one transaction.
-
-        Returns (the message ids that are feedback, how many stamps changed a row). The first receipt of
-        a kind stands. A read receipt counts only from someone the feedback mentions (the contractor it
-        answers; any reader when it mentions nobody or the receipt names nobody), and also stamps
-        delivered_at if no delivered receipt came first. feedback.delivered / feedback.read are enqueued
-        in the same transaction. Set-based (a few statements per batch, not per receipt): on PostgreSQL
-        each statement that answers is a round trip, and a sender's receipts arrive by the hundred.
-        Receipts of other messages (most of what the sending number gets receipts for) cost one read.
-        """
-        tracked = [r for r in receipts if r.kind in RECEIPT_COLUMNS]  # played (voice notes): not tracked
-        # message id -> [(id, drop_id, readers, {column: value})]: a coalesced message carried several rows
-        feedback: dict[str, list[tuple]] = {}
-        for chunk in _chunks(sorted({r.message_id for r in tracked})):
-            for message_id, feedback_id, drop_id, mentions, *stamped in self.db.rows(
-                    f"SELECT bridge_message_id, id, drop_id, mentions, {', '.join(STAMP_COLUMNS)} FROM feedback "
-                    f"WHERE bridge_message_id IN ({', '.join('?' * len(chunk))})", chunk):
-                readers = {bare_user(jid) for jid in json.loads(mentions)}
-                feedback.setdefault(message_id, []).append(
-                    (feedback_id, drop_id, readers, dict(zip(STAMP_COLUMNS, stamped))))
-        stamps: dict[str, dict[int, str]] = {column: {} for column in STAMP_COLUMNS}  # column -> id -> time
-        for receipt in tracked:
-            for feedback_id, _, readers, current in feedback.get(receipt.message_id, ()):
-                if receipt.kind == "read" and receipt.recipient_jid and readers and \
-                        bare_user(receipt.recipient_jid) not in readers:
-                    continue  # a coalesced message's read counts for the rows that mention the reader
-                for column in [RECEIPT_COLUMNS[receipt.kind]] + (["delivered_at"] if receipt.kind == "read" else []):
-                    if current[column] is None:
-                        stamps[column].setdefault(feedback_id, receipt.at)  # the first one stands
-        if not any(stamps.values()):
-            return set(feedback), 0
-        drops_of = {feedback_id: drop_id for rows in feedback.values() for feedback_id, drop_id, _, _ in rows}
-        with self.db.transaction() as tx:
-            changed = {column: self._stamp(tx, column, by_id) for column, by_id in stamps.items() if by_id}
-            self._settle_queued(tx, sorted(set().union(*changed.values())))
-            events = [(FEEDBACK_DELIVERED_EVENT, fid) for fid in changed.get("delivered_at", ())] + \
-                     [(FEEDBACK_READ_EVENT, fid) for fid in changed.get("read_at", ())]
-            if events:
-                ids = sorted({fid for _, fid in events})
-                marks = ", ".join("?" * len(ids))
-                rows = {row[0]: feedback_from_row(row) for row in tx.rows(
-                    f"SELECT {FEEDBACK_COLUMNS} FROM feedback f JOIN drops d ON d.id = f.drop_id WHERE f.id IN ({marks})",
-                    ids)}
-                drop_ids = sorted({drops_of[fid] for fid in ids})
-                drops = {row[0]: drop_from_row(row) for row in tx.rows(
-                    f"SELECT {DROP_COLUMNS} FROM drops d WHERE d.id IN ({', '.join('?' * len(drop_ids))})", drop_ids)}
-                for event_type, fid in events:
-                    self._feedback_event(tx, event_type, drops[drops_of[fid]], rows[fid])
-        return set(feedback), sum(len(ids) for ids in changed.values())
-
-    def _settle_queued(self, tx: Tx, ids: list[int]) -> None:
-        """Queued feedback (the bridge answered 202) that a receipt shows went out is sent: its final state. A
-        reaction never gets delivered/read receipts, so its server ack is the last word on it and nothing
-        may wait for more. (feedback.sent was enqueued when the bridge accepted it.)"""
-        for chunk in _chunks(ids):
-            settled = tx.rows(f"UPDATE feedback SET status = ? WHERE status = ? AND id IN ({', '.join('?' * len(chunk))}) "
-                              "RETURNING drop_id", (FEEDBACK_SENT, FEEDBACK_QUEUED, *chunk))
-            for drop_id in sorted({row[0] for row in settled}):
-                self._sync_drop_feedback(tx, drop_id)
-
-    def _stamp(self, tx: Tx, column: str, by_id: dict[int, str]) -> set[int]:
-        """Set `column` where it is still empty, one statement for the batch; the ids it changed."""
-        types = self.db.dialect.types
-        row = f"SELECT CAST(? AS {types['int']}) AS id, CAST(? AS {types['ts']}) AS at"  # typed: PostgreSQL
-        values = " UNION ALL ".join([row] * len(by_id))
-        params = [value for pair in by_id.items() for value in pair]
-        return {found[0] for found in tx.rows(
-            f"UPDATE feedback SET {column} = v.at FROM ({values}) AS v "
-            f"WHERE feedback.id = v.id AND feedback.{column} IS NULL RETURNING feedback.id", params)}
 
     # -- small shared state (followers' cursors, e.g. the receipts follower) -----------------------
 
@@ -527,46 +360,3 @@ class DropsDB(DropQueries):
             tx.run("INSERT INTO store_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
                    "value = excluded.value", (key, value))
 
-    # -- disconnect windows --------------------------------------------------------------------
-
-    def reported_windows(self, project: str, account: str) -> dict[int, str | None]:
-        """Windows already claimed for a report (written or being written): id -> the window's start (None when
-        claimed before starts were kept)."""
-        rows = self.db.rows("SELECT window_id, window_started_at FROM reported_windows WHERE project = ? "
-                            "AND account = ?", (project, account))
-        return dict(rows)
-
-    def unfinished_reports(self, project: str, account: str) -> dict[int, str | None]:
-        """Windows claimed whose log line may not have been written (the monitor died in between)."""
-        rows = self.db.rows("SELECT window_id, window_started_at FROM reported_windows WHERE project = ? "
-                            "AND account = ? AND reported_at IS NULL ORDER BY window_id", (project, account))
-        return dict(rows)
-
-    def claim_window(self, project: str, account: str, window_id: int, started_at: str,
-                     ended_at: str) -> list[str]:
-        """Claim a window for its report and mark the project's drops posted in it backfilled.
-
-        Returns those drop numbers (also the ones recorded live just before a crash, whose
-        window was only known after the bridge restarted). A claim of the same id with another start was a
-        window of a file since replaced (a restored backup numbers its windows again): this one takes its place.
-        """
-        key = (project, account, window_id)
-        with self.db.transaction() as tx:
-            claimed = tx.rows("SELECT window_started_at FROM reported_windows WHERE project = ? AND account = ? "
-                              "AND window_id = ?", key)
-            if claimed and claimed[0][0] not in (None, started_at):
-                tx.run("UPDATE reported_windows SET window_started_at = ?, claimed_at = ?, reported_at = NULL "
-                       "WHERE project = ? AND account = ? AND window_id = ?", (started_at, now_ts(), *key))
-            else:
-                tx.run("INSERT INTO reported_windows (project, account, window_id, claimed_at, window_started_at) "
-                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", (*key, now_ts(), started_at))
-            tx.run("UPDATE drops SET backfilled = ? WHERE project = ? AND message_time BETWEEN ? AND ?",
-                   (True, project, started_at, ended_at))
-            rows = tx.rows("SELECT drop_number FROM drops WHERE project = ? AND message_time BETWEEN ? AND ? "
-                           "ORDER BY message_time, id", (project, started_at, ended_at))
-            return [row[0] for row in rows]
-
-    def window_reported(self, project: str, account: str, window_id: int) -> None:
-        with self.db.transaction() as tx:
-            tx.run("UPDATE reported_windows SET reported_at = ? WHERE project = ? AND account = ? "
-                   "AND window_id = ?", (now_ts(), project, account, window_id))

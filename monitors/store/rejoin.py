@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from monitors.store.fence import FENCE, Fence, LeaseLost
 from monitors.store.model import FEEDBACK_PENDING, FEEDBACK_QUEUED, KIND_ACK, Feedback, feedback_from_row
+from monitors.store.feedback_state import sync_drop_feedback
 from monitors.store.queries import FEEDBACK_COLUMNS
 
 if TYPE_CHECKING:
@@ -57,5 +58,5 @@ def rejoin(drops: DropsDB, withdrawn: Sequence[Feedback], unit: Sequence[Feedbac
         tx.run(f"UPDATE feedback SET carrier_id = ? WHERE id IN ({', '.join('?' * len(ids))}) AND status = ?{fenced}",
                (ids[0], *ids, FEEDBACK_PENDING, *params))
         for drop_id in set(back.values()):  # the drop shows its feedback pending again, until the answer
-            drops._sync_drop_feedback(tx, drop_id)
+            sync_drop_feedback(tx, drop_id)
     return drops.carried(ids[0])
