@@ -99,10 +99,10 @@ class Senders:
     def account(self) -> str:
         return self.names[self.active]
 
-    async def health(self) -> dict | None:
-        """The sending account's `GET /api/health` answer now; None when its bridge does not answer."""
+    async def health(self, timeout: float) -> dict | None:
+        """The sending account's `GET /api/health` answer now; None when its bridge does not answer within `timeout`."""
         try:
-            return await self.clients[self.active].health()
+            return await self.clients[self.active].health(timeout)
         except BridgeUnavailable:
             return None
 
