@@ -100,7 +100,7 @@ class Senders:
         return self.names[self.active]
 
     async def health(self, timeout: float) -> dict | None:
-        """The sending account's `GET /api/health` answer now; None when its bridge does not answer within `timeout`."""
+        """The sending account's `GET /api/health` answer now; None when its bridge gives none within `timeout`."""
         try:
             return await self.clients[self.active].health(timeout)
         except BridgeUnavailable:
