@@ -27,6 +27,7 @@ say when one is not).
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -45,6 +46,7 @@ from watchdog.shared.recovery_log import RecoveryLog
 
 CONNECTED = "connected"
 CANNOT_SEND = ("temporary_ban", "logged_out", "stream_replaced")  # bridge/health.py: not soon, not by itself
+HEALTH_TIMEOUT_S = 2.0  # a look at the sending bridge's health for a send in doubt: a quick local answer, or none
 
 
 def why_not(name: str, health: dict, away_s: float, failover_after_s: float) -> str:
@@ -99,11 +101,13 @@ class Senders:
     def account(self) -> str:
         return self.names[self.active]
 
-    async def health(self, timeout: float) -> dict | None:
-        """The sending account's `GET /api/health` answer now; None when its bridge gives none within `timeout`."""
+    async def health(self) -> dict | None:
+        """The sending account's `GET /api/health` answer now; None when its bridge gives none within
+        HEALTH_TIMEOUT_S: a send in doubt is judged on it (monitors/fate.py), and a frozen bridge must not hold each
+        look for a send's 10 s (unknown_after_s would be decided several times too late)."""
         try:
-            return await self.clients[self.active].health(timeout)
-        except BridgeUnavailable:
+            return await asyncio.wait_for(self.clients[self.active].health(), HEALTH_TIMEOUT_S)
+        except (BridgeUnavailable, asyncio.TimeoutError):
             return None
 
     async def cannot_send(self, index: int) -> str:

@@ -68,7 +68,6 @@ if TYPE_CHECKING:
     from monitors.failover import Senders
 
 REQUEST_TIMEOUT = 10.0  # the bridge's own send timeout is 10 s; after that the send stays in its outbox
-HEALTH_TIMEOUT = 2.0  # judging a send in doubt asks the bridge how it is: a quick local answer, or none (frozen)
 RECHECK_INTERVAL = 5.0  # look for pending feedback recorded by other processes
 STORE_RETRY = 1.0  # the drops store is down (PostgreSQL): look again this soon
 # The bridge refused this request (bad request; WhatsApp refused the send): resending it cannot help.
@@ -169,12 +168,12 @@ class BridgeClient:
             raise BridgeUnavailable(f"{self.component} (pid {record['pid']}) is not running")
         return record["endpoints"]["api"]
 
-    async def health(self, timeout: float = REQUEST_TIMEOUT) -> dict:
+    async def health(self) -> dict:
         """The bridge's `GET /api/health` answer (200 or 503, both say how it is); BridgeUnavailable if none."""
         base = self._base()
         try:
             async with self.http.get(f"{base}/api/health", headers=self.headers,
-                                     timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                                     timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)) as response:
                 body = await response.json(content_type=None)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             raise BridgeUnavailable(f"{self.component} at {base}: {type(exc).__name__}: {exc}") from None
@@ -421,7 +420,7 @@ class FeedbackSender:
         fence = self.held()
         if fence is None:
             raise LeaseLost(f"feedback {message.id}: this host does not hold the sender lease")
-        health = await self.senders.health(HEALTH_TIMEOUT) if self.senders is not None else None
+        health = await self.senders.health() if self.senders is not None else None
         doubt = next(iter(doubts.values()))
         verdict, copy = self.fates.judge(message, doubt, Connection.of(health))
         if verdict == WAIT:

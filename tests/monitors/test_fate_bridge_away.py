@@ -1,7 +1,7 @@
 """A send in doubt (issue 21, monitors/fate.py) while this host's own bridge does not answer (frozen: its port
-takes the connection, nothing replies): each look asks the bridge's health for at most HEALTH_TIMEOUT, not the 10 s
-a send may take, so the row is judged again every few seconds and becomes `unknown` about unknown_after_s after
-this host met it, not several times that."""
+takes the connection, nothing replies): each look asks the bridge's health for at most HEALTH_TIMEOUT_S
+(monitors/failover.py), not the 10 s a send may take, so the row is judged again every few seconds and becomes
+`unknown` about unknown_after_s after this host met it, not several times that."""
 from __future__ import annotations
 
 import asyncio
@@ -14,9 +14,9 @@ import pytest
 from bridge.schema import format_ts
 from monitors.config import ClusterConfig
 from monitors.drops_store import DropsDB
-from monitors.failover import Senders
+from monitors.failover import HEALTH_TIMEOUT_S, Senders
 from monitors.fate import Fates
-from monitors.feedback import HEALTH_TIMEOUT, FeedbackSender
+from monitors.feedback import FeedbackSender
 from monitors.store.fence import Fence
 from tests.monitors import test_fate
 from tests.monitors.test_fate import HANDED_AT, acknowledged
@@ -50,4 +50,4 @@ def test_a_send_in_doubt_is_looked_at_again_within_the_health_timeout_while_the_
 
         settled, took = asyncio.run(look())
     assert not settled  # no answer, no copy: it waits (never sent on a guess)
-    assert took < HEALTH_TIMEOUT + 3.0, f"one look at the send in doubt took {took:.1f} s"  # a send's: 10 s
+    assert took < HEALTH_TIMEOUT_S + 3.0, f"one look at the send in doubt took {took:.1f} s"  # a send's: 10 s
