@@ -46,7 +46,6 @@ from watchdog.shared.recovery_log import RecoveryLog
 
 CONNECTED = "connected"
 CANNOT_SEND = ("temporary_ban", "logged_out", "stream_replaced")  # bridge/health.py: not soon, not by itself
-HEALTH_TIMEOUT_S = 2.0  # a look at the sending bridge's health for a send in doubt: a quick local answer, or none
 
 
 def why_not(name: str, health: dict, away_s: float, failover_after_s: float) -> str:
@@ -75,6 +74,9 @@ def _paused(name: str, sending: object, failover_after_s: float) -> str:
     if left <= failover_after_s:
         return ""
     return f"{name} sending paused until {sending['until']}: {sending.get('reason', '')}"
+
+
+HEALTH_TIMEOUT_S = 2.0  # a look at the sending bridge's health for a send in doubt: a quick local answer, or none
 
 
 class Senders:
