@@ -27,6 +27,7 @@ say when one is not).
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -77,6 +78,9 @@ def _paused(name: str, sending: object, failover_after_s: float) -> str:
     return f"{name} sending paused until {sending['until']}: {sending.get('reason', '')}"
 
 
+HEALTH_TIMEOUT_S = 2.0  # a look at the sending bridge's health for a send in doubt: a quick local answer, or none
+
+
 class Senders:
     """Posts a project's feedback through its first account that can send; duck-types BridgeClient.post."""
 
@@ -102,10 +106,12 @@ class Senders:
         return self.names[self.active]
 
     async def health(self) -> dict | None:
-        """The sending account's `GET /api/health` answer now; None when its bridge does not answer."""
+        """The sending account's `GET /api/health` answer now; None when its bridge gives none within
+        HEALTH_TIMEOUT_S: a send in doubt is judged on it (monitors/fate.py), and a frozen bridge must not hold each
+        look for a send's 10 s (unknown_after_s would be decided several times too late)."""
         try:
-            return await self.clients[self.active].health()
-        except BridgeUnavailable:
+            return await asyncio.wait_for(self.clients[self.active].health(), HEALTH_TIMEOUT_S)
+        except (BridgeUnavailable, asyncio.TimeoutError):
             return None
 
     async def cannot_send(self, index: int) -> str:

@@ -163,7 +163,7 @@ ALERTS = '\n[[alerts]]\nurl = "{}"\nformat = "json"\nrules = ["feedback_unknown"
 @pytest.mark.timeout(300)
 def test_a_send_the_new_holder_cannot_find_out_is_unknown_then_found_when_its_copy_arrives(
         tmp_path: Path, pg_url: str, inbox: AlertInbox) -> None:
-    a, b = two_hosts(tmp_path, pg_url, extra=FATE.format(4) + ALERTS.format(inbox.url))
+    a, b = two_hosts(tmp_path, pg_url, extra=FATE.format(2) + ALERTS.format(inbox.url))
     poster = Poster(a)
     away: list[psutil.Process] = []
     try:
@@ -194,7 +194,7 @@ def test_a_send_the_new_holder_cannot_find_out_is_unknown_then_found_when_its_co
 @pytest.mark.timeout(300)
 def test_a_send_that_stays_unknown_is_shown_and_sent_once_when_the_operator_resends_it(
         tmp_path: Path, pg_url: str, inbox: AlertInbox) -> None:
-    a, b = two_hosts(tmp_path, pg_url, extra=FATE.format(4) + ALERTS.format(inbox.url))
+    a, b = two_hosts(tmp_path, pg_url, extra=FATE.format(2) + ALERTS.format(inbox.url))
     poster = Poster(a)
     away: list[psutil.Process] = []
     frozen: list[psutil.Process] = []
