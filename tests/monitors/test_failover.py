@@ -110,8 +110,9 @@ def outbox(store: Path, but: str = "one-too-many") -> list[tuple[str, int]]:
                                  "ORDER BY status", (but or None,)))
 
 
-FIRST_PACED = ("pace = { per_minute = 0, per_hour = 0, per_day = 0, reactions_per_minute = 0, chat_gap_s = 15, "
-               "chat_jitter_s = 0, typing = false, ramp_s = 0 }")  # one ack to the group every 15 s
+# One ack to the group every 10 s: the failover's bound (below), so the held acks stay held if the ban (8 s) ends first.
+FIRST_PACED = ("pace = { per_minute = 0, per_hour = 0, per_day = 0, reactions_per_minute = 0, chat_gap_s = 10, "
+               "chat_jitter_s = 0, typing = false, ramp_s = 0 }")
 
 
 @pytest.mark.slow
@@ -122,7 +123,7 @@ def test_acks_queued_in_a_banned_numbers_outbox_go_out_through_the_second_at_onc
     config_path = write_config(two_numbers().replace(f'phone = "{FIRST}"\napi_port = 0\n{PACE_OFF}',
                                                      f'phone = "{FIRST}"\napi_port = 0\n{FIRST_PACED}', 1))
     config = load(config_path)
-    assert config.accounts["first"].pace.chat_gap_s == 15
+    assert config.accounts["first"].pace.chat_gap_s == 10
     _, sim_url = start_sim(procs, data_dir)
     start_account_bridge(procs, data_dir, "main")
     _, first_url = start_account_bridge(procs, data_dir, "first")

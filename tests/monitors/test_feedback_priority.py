@@ -1,7 +1,7 @@
 """Operator feedback goes before the automatic acknowledgements the bridge's pace holds for other groups, both ways
 an operator sends it (`wa-watchdog feedback`, the drops-api's `/api/drops/{id}/feedback`), while its own group's
 earlier messages still go first (bridge/pace.py: one chat's order is never changed). The real monitor, drops-api,
-bridge and simulator, with a pace of one message every 2 s: what went out in which order is read from the simulator.
+bridge and simulator, with a pace of one message a second: what went out in which order is read from the simulator.
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from tests.conftest import GROUP_A, GROUP_C, PACE_OFF, Processes, wait_until
 from tests.monitor_support import all_sent, cli, query, start_monitor
 from tests.monitors.test_drops_api import api_config, get, post, start_api
 
-PACE = ("pace = { per_minute = 30, per_hour = 0, per_day = 0, reactions_per_minute = 0, chat_gap_s = 0, "
+PACE = ("pace = { per_minute = 60, per_hour = 0, per_day = 0, reactions_per_minute = 0, chat_gap_s = 0, "
         "chat_jitter_s = 0, typing = false, ramp_s = 0 }")
-FLOOD = 10  # acknowledgements queued for group C: 20 s of the pace, far longer than an operator takes to post
+FLOOD = 15  # acknowledgements queued for group C: 15 s of the pace, far longer than an operator takes to post (~4 s)
 CONTRACTOR, OTHER = "27710000001@s.whatsapp.net", "27710000004@s.whatsapp.net"
 
 

@@ -78,22 +78,22 @@ def test_after_a_failed_reload_the_operator_still_sees_the_running_system(write_
     procs = Processes(config_path)
     try:
         watchdog = procs.start("run")
-        wait_until(lambda: cli(config_path, "status").returncode == 0 and "bridge:main" in cli(config_path, "status")
-                   .stdout, 60, 0.5, "the watchdog answering")
+        wait_until(lambda: (up := cli(config_path, "status")).returncode == 0 and "bridge:main" in up.stdout,
+                   60, 0.5, "the watchdog answering")
         config_path.write_text(BASE_CONFIG.replace("control_port = 0", "control_port = 0\nretsart_delay = 1"))
         refused = cli(config_path, "reload")
         assert refused.returncode == 2 and "watchdog.retsart_delay" in refused.stderr, refused.stderr
         watchdog.send_signal(signal.SIGHUP)  # systemctl reload: the watchdog refuses it too, and keeps running
         log = tmp_path / "data" / "recoveries.jsonl"
         wait_until(lambda: '"event": "reload"' in log.read_text(), 20, message="the refused reload logged")
-        for command in (["status"], ["recoveries"], ["logs", "watchdog"]):
-            seen = cli(config_path, *command)
-            assert seen.returncode == 0, seen.stderr
-            assert f"wa-watchdog {command[0]}: warning: the config on disk is invalid" in seen.stderr
-            assert "watchdog.retsart_delay" in seen.stderr  # names the key
-        assert "bridge:main" in cli(config_path, "status").stdout
-        assert "config reloaded (SIGHUP): invalid" in cli(config_path, "recoveries").stdout
-        assert "reload (SIGHUP)" in cli(config_path, "logs", "watchdog").stdout
+        seen = {command[0]: cli(config_path, *command) for command in (["status"], ["recoveries"], ["logs", "watchdog"])}
+        for command, done in seen.items():
+            assert done.returncode == 0, done.stderr
+            assert f"wa-watchdog {command}: warning: the config on disk is invalid" in done.stderr
+            assert "watchdog.retsart_delay" in done.stderr  # names the key
+        assert "bridge:main" in seen["status"].stdout
+        assert "config reloaded (SIGHUP): invalid" in seen["recoveries"].stdout
+        assert "reload (SIGHUP)" in seen["logs"].stdout
         config_path.write_text("data_dir = [")  # not even TOML: the data directory must be given
         lost = cli(config_path, "status")
         assert lost.returncode == 2 and "pass --data-dir" in lost.stderr and "Traceback" not in lost.stderr
