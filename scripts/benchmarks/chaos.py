@@ -64,6 +64,7 @@ import sys
 import tempfile
 import time
 import typing
+from collections.abc import Callable
 from pathlib import Path
 
 from scripts.benchmarks.chaos_blows import CLOCK_STEP, FAULTS, RESTORE_EVERY, strike
@@ -90,13 +91,16 @@ def chaos_config(projects: int, receiver: WebhookReceiver, database_url: str = "
 
 def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, kill_every: float, rate: float,
               projects: int, seed: int, quiesce_timeout: float = 90.0, postgres: PgCluster | None = None,
-              faults: tuple[str, ...] = FAULTS, fake_clock: FakeClock | None = None) -> Report:
+              faults: tuple[str, ...] = FAULTS, fake_clock: FakeClock | None = None,
+              enough: Callable[[Report], bool] | None = None) -> Report:
     """Chaos on a started system (its config from `chaos_config` with this `receiver`; with `restore` in
     `faults`, separate_sim) for `seconds`, blows of the kinds in `faults` (`restore` at most one per
     RESTORE_EVERY s); then wait for quiescence (`quiesce_timeout`: else `report.quiescent` is False) and check.
 
     `postgres`: the server holding the drops store, crashed and restarted half way through. `fake_clock`: the
-    system's wall clock (`RunningSystem(env=fake_clock.env())`), stepped as one more kind of blow.
+    system's wall clock (`RunningSystem(env=fake_clock.env())`), stepped as one more kind of blow. `enough`: the
+    blows go on past `seconds` (at most as long again) until it holds: on a loaded machine a blow takes longer
+    (a restore most), and a run meant to include so many kills must not end with fewer.
     """
     rng = random.Random(seed)
     faults = faults if fake_clock is not None else tuple(f for f in faults if f != "clock")
@@ -105,10 +109,15 @@ def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, 
     outages.start()
     injector.start()
     deadline = time.monotonic() + seconds
+    last_call = deadline + seconds  # the latest end when `enough` still does not hold
     restore_from = time.monotonic()  # the first restore may come at once
     pg_crash_at = time.monotonic() + seconds / 2 if postgres is not None else None
-    while (now := time.monotonic()) < deadline:
-        time.sleep(min(rng.uniform(0.5, 1.5) * kill_every, max(deadline - now, 0)))
+
+    def end() -> float:
+        return deadline if enough is None or enough(report) else last_call
+
+    while (now := time.monotonic()) < end():
+        time.sleep(min(rng.uniform(0.5, 1.5) * kill_every, max(end() - now, 0)))
         if pg_crash_at is not None and time.monotonic() >= pg_crash_at:
             assert postgres is not None
             postgres.stop("immediate")  # a crash: monitors see broken connections mid-transaction
@@ -116,7 +125,7 @@ def run_chaos(system: RunningSystem, receiver: WebhookReceiver, seconds: float, 
             postgres.start()
             report.pg_restarts += 1
             pg_crash_at = None
-        elif time.monotonic() < deadline:
+        elif time.monotonic() < end():
             kinds = faults if time.monotonic() >= restore_from else tuple(f for f in faults if f != "restore")
             if kinds:
                 restores = report.restores
