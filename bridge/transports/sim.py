@@ -43,7 +43,7 @@ from watchdog.components import Config
 from watchdog.shared.waiting import wait_event
 from watchdog.shared import clock
 
-# Close codes chosen by bridge/simulator/server.py.
+# Close codes chosen by bridge/simulator/wire.py.
 CLOSE_CODES = {4409: ConnectionKind.STREAM_REPLACED, 4401: ConnectionKind.LOGGED_OUT,
                4402: ConnectionKind.TEMPORARY_BAN}
 REQUEST_TIMEOUT = 10.0
