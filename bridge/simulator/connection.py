@@ -10,7 +10,7 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from bridge.simulator.state import Session
+from bridge.simulator.model import Session
 
 
 class Connection:

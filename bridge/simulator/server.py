@@ -15,7 +15,8 @@ from aiohttp import web
 from loguru import logger
 
 from bridge.simulator.service import Sim
-from bridge.simulator.state import SimError, SimState, iso
+from bridge.simulator.model import iso
+from bridge.simulator.state import SimError, SimState
 from bridge.simulator.traffic import run_traffic
 from bridge.simulator.wire import MAX_FRAME
 from watchdog.shared import endpoints, logs

@@ -15,7 +15,8 @@ from loguru import logger
 from bridge.simulator.connection import Connection, spawn
 from bridge.simulator.interactions import Interactions
 from bridge.simulator.limits import Gatekeeper, Refusal
-from bridge.simulator.state import Session, SimError, SimState
+from bridge.simulator.model import Session
+from bridge.simulator.state import SimError, SimState
 from bridge.simulator.wire import (CLOSE_GOING_AWAY, CLOSE_LOGGED_OUT, CLOSE_SERVER_DISCONNECT, CLOSE_STREAM_REPLACED,
                                    CLOSE_TEMPORARY_BAN, PROBE_S, SessionWire)
 from watchdog.components import Config

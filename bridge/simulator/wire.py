@@ -17,7 +17,8 @@ from loguru import logger
 from bridge.simulator.connection import Connection
 from bridge.simulator.interactions import Interactions
 from bridge.simulator.limits import Gatekeeper
-from bridge.simulator.state import Session, SimError, SimReceipt, SimState, iso
+from bridge.simulator.model import Session, SimReceipt, iso
+from bridge.simulator.state import SimError, SimState
 from watchdog.components import Config
 
 # Close codes the client maps to connection kinds (4000-4999 are for applications).
