@@ -49,7 +49,8 @@ def cmd_pair(config: Config, args: argparse.Namespace) -> int:
         print(f"wa-watchdog pair: {exc}; stop that bridge first", file=sys.stderr)
         return EXIT_SESSION_HELD
     try:
-        from bridge.transports.neonize_transport import SessionStoreError, linked_device, session_database
+        from bridge.transports.neonize_account import session_database
+        from bridge.transports.neonize_session import SessionStoreError, linked_device
         try:
             device = linked_device(account)
         except SessionStoreError as exc:
@@ -75,7 +76,7 @@ class Pairing:
     def __init__(self, account: AccountConfig, phone: str | None,
                  client_factory: Callable[[str, str], object] = _new_client,
                  timeout: float = PAIR_TIMEOUT) -> None:
-        from bridge.transports.neonize_transport import prepare_session
+        from bridge.transports.neonize_session import prepare_session
         self.account = account
         self.phone = phone
         self.database = prepare_session(account)

@@ -25,7 +25,7 @@ from neonize.proto import Neonize_pb2 as nz
 from neonize.proto.waCommon.WACommon_pb2 import MessageKey
 from neonize.proto.waE2E import WAWebProtobufsE2E_pb2 as e2e
 
-from bridge.transports.neonize_transport import linked_devices
+from bridge.transports.neonize_session import linked_devices
 from tests.conftest import GROUP_A, GROUP_B, PACE_OFF
 
 PHONE = "27710000000"

@@ -1,7 +1,7 @@
 """One session websocket of the simulator, and whether its client is still there.
 
 When a device connects again while an older connection of it is still attached, the simulator asks the older
-one (`Connection.answers`) before it counts two connections of one device (bridge/simulator/server.py).
+one (`Connection.answers`) before it counts two connections of one device (bridge/simulator/service.py).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from bridge.simulator.state import Session
+from bridge.simulator.model import Session
 
 
 class Connection:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bridge.simulator.state import USER_JID, SimError, SimState, iso
+from bridge.simulator.model import iso
+from bridge.simulator.state import USER_JID, SimError, SimState
 from watchdog.shared import clock
 
 

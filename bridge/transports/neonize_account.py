@@ -42,7 +42,7 @@ def session_files(account: AccountConfig) -> list[Path]:
 def paired(config: Config, account: AccountConfig) -> Iterator[Finding]:
     """Is the account linked to its phone? Read from the session store without writing to it."""
     try:
-        from bridge.transports.neonize_transport import SessionStoreError, linked_device
+        from bridge.transports.neonize_session import SessionStoreError, linked_device
     except ImportError as exc:
         yield Finding(FAIL, "session", f"{account.name}: neonize is not installed ({exc}): "
                                        "pip install 'wa-watchdog[neonize]'")

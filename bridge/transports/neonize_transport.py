@@ -8,13 +8,12 @@ messages: committed), so the Go side cannot run far ahead of the store; see
 docs/NEONIZE.md for what WhatsApp has already been told at that point.
 
 The session lives in neonize's database (SQLite in the account's session
-directory, or a PostgreSQL URL), guarded by the bridge's session lock. A
-connect that fails (no network, WhatsApp down) is reported as CONNECT_FAILED
-and retried with tenacity backoff; terminal events (stream replaced, logged
-out, outdated) stop the client and end run(). A temporary ban stops the client
-until its expiry, then a new session starts (whatsmeow does not retry one).
-Send errors are WhatsApp's codes (bridge/refusals.py): rate-overlimit pauses
-the account, a refusal for one contact fails that message.
+directory, or a PostgreSQL URL; neonize_session.py), guarded by the bridge's
+session lock. A connect that fails (no network, WhatsApp down) is reported as
+CONNECT_FAILED and retried with tenacity backoff; terminal events (stream
+replaced, logged out, outdated) stop the client and end run(). A temporary ban
+stops the client until its expiry, then a new session starts (whatsmeow does
+not retry one). Requests (send, mark read, ...): neonize_requests.py.
 """
 from __future__ import annotations
 
@@ -23,39 +22,28 @@ import base64
 import concurrent.futures
 import contextlib
 import functools
-import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
-from typing import Protocol
 
 from google.protobuf.message import Message
 from loguru import logger
-from neonize._binder import func_callback_bytes2, gocode
 from neonize.client import NewClient
 from neonize.events import (ClientOutdatedEv, ConnectedEv, ConnectFailureEv, DisconnectedEv, HistorySyncEv,
                             KeepAliveRestoredEv, KeepAliveTimeoutEv, LoggedOutEv, MessageEv, OfflineSyncCompletedEv,
                             ReceiptEv, StreamErrorEv, StreamReplacedEv, TemporaryBanEv)
-from neonize.exc import (DownloadError, GetGroupInfoError, GetJIDFromStoreError, MarkReadError, NeonizeError,
-                         SendMessageError, SendPresenceError, UploadError)
+from neonize.exc import NeonizeError
 from neonize.proto import Neonize_pb2 as nz
-from neonize.utils.enum import ChatPresence, ChatPresenceMedia, ReceiptType
-from neonize.utils.log import log_whatsmeow
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from bridge.transport import (AnswerLost, TERMINAL_KINDS, Capabilities, ConnectionEvent, ConnectionKind, Handler,
-                              HistoryUnsupported, IncomingMessage, MediaInfo, NotConnected, OutgoingMessage,
-                              SendFailed, SendResult, Source, Transport)
-from bridge import refusals
+from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, ConnectionKind, Handler, Source,
+                              Transport)
 from bridge.transports import neonize_mapping as mapping
-from bridge.transports.neonize_account import session_database
-from watchdog.shared import file_modes
+from bridge.transports.neonize_requests import HISTORY_LIMIT, NeonizeClient, NeonizeRequests
+from bridge.transports.neonize_session import ensure_paired, prepare_session
 from bridge.config import AccountConfig
 from watchdog.components import Config
-from watchdog.shared.config_model import is_postgres_url
-from watchdog.shared.exitcodes import EXIT_NEEDS_OPERATOR
 from watchdog.shared.waiting import wait_event
 from watchdog.shared import clock
 
@@ -66,151 +54,23 @@ POLL = 0.25  # how often a waiting callback checks whether the transport is clos
 CLOSE_TIMEOUT = 5.0
 RETRY_PAUSE = 1.0  # between attempts to commit a message after the handler failed
 MAX_BATCH = 5000  # history-sync messages per on_messages call
-HISTORY_LIMIT = (
-    "neonize 0.5.2 cannot send whatsmeow's on-demand history-sync request: it must go out as a peer message "
-    "(SendRequestExtra{Peer: true}) to the account's own number, but neonize's SendMessage export always passes "
-    "SendRequestExtra{} (no Peer, no ID), and its only export that takes a SendRequestExtra (SendFBMessage) sends "
-    "a v3 FB ConsumerApplication, for which whatsmeow refuses peer messages; windows on this transport are "
-    "backfilled from WhatsApp's offline queue only (docs/NEONIZE.md)")
-NOT_CONNECTED_HINTS = ("not connected", "websocket", "timed out", "timeout", "context canceled", "connection")
-# whatsmeow's errors once the message node was written to the socket (send.go: a DisconnectedError for
-# "message send", ErrMessageTimedOut): WhatsApp may have it. The others above come before (a device-list query,
-# sendNode's ErrNotConnected): nothing went.
-ANSWER_LOST_HINTS = ("before message send returned", "waiting for message send response")
 
 # Connection events the transport subscribes to (message and history events have their own callbacks).
 CONNECTION_EVENTS = (ConnectedEv, DisconnectedEv, KeepAliveTimeoutEv, KeepAliveRestoredEv, OfflineSyncCompletedEv,
                      StreamReplacedEv, LoggedOutEv, TemporaryBanEv, ClientOutdatedEv, ConnectFailureEv, StreamErrorEv)
 
 
-class NeedsOperator(Exception):
-    """The session cannot be used without a human (not paired): exit with EXIT_NEEDS_OPERATOR, do not restart."""
-
-    exit_code = EXIT_NEEDS_OPERATOR
-
-
-class SessionStoreError(Exception):
-    """neonize's session database cannot be read (a file problem, PostgreSQL down): an operational error."""
-
-
 class _ConnectFailed(Exception):
     """client.connect() gave up before a session existed (no network, DNS, WhatsApp unreachable)."""
-
-
-class NeonizeClient(Protocol):
-    """The part of neonize's NewClient the transport uses: the seam tests replace to fake the network."""
-
-    event: Callable
-
-    def connect(self) -> None: ...
-    def stop(self) -> None: ...
-    def send_message(self, to: nz.JID, message: object) -> nz.SendResponse: ...
-    def upload(self, binary: bytes, media_type: object = None) -> nz.UploadResponse: ...
-    def download_any(self, message: object) -> bytes: ...
-    def get_group_info(self, jid: nz.JID) -> nz.GroupInfo: ...
-    def get_joined_groups(self) -> Sequence[nz.GroupInfo]: ...
-    def get_lid_from_pn(self, jid: nz.JID) -> nz.JID: ...
-    def build_reaction(self, chat: nz.JID, sender: nz.JID, message_id: str, reaction: str) -> object: ...
-    def mark_read(self, *message_ids: str, chat: nz.JID, sender: nz.JID, receipt: ReceiptType,
-                  timestamp: int | None = None) -> None: ...
-    def send_chat_presence(self, jid: nz.JID, state: ChatPresence, media: ChatPresenceMedia) -> None: ...
-
-
-# -- session store ----------------------------------------------------------------------------------
-
-def prepare_session(account: AccountConfig) -> str:
-    """The session database, its directory made (0700) by the process that will use it.
-
-    The session's keys are the account: an existing file (with its -wal/-shm, perhaps left 0644 by an
-    older version) is tightened to 0600; neonize creates new ones under umask 027.
-    """
-    database = session_database(account)
-    if not is_postgres_url(database):
-        file_modes.ensure_dir(account.session_dir, file_modes.PRIVATE_DIR)
-        file_modes.restrict(*file_modes.sqlite_files(Path(database)), mode=file_modes.PRIVATE_FILE)
-    return database
-
-
-def _device_jid(text: str) -> nz.JID:
-    """`27710000000:7@s.whatsapp.net` (whatsmeow_device.jid) as a neonize JID."""
-    user_device, _, server = text.partition("@")
-    user, _, device = user_device.partition(":")
-    return nz.JID(User=user, Device=int(device or 0), Server=server, RawAgent=0, Integrator=0, IsEmpty=False)
-
-
-def linked_devices(database: str) -> list[nz.JID]:
-    """Device JIDs stored in a neonize session database.
-
-    Uses neonize's GetAllDevices export (the same Go code and schema as the
-    client) but parses only the JID: ClientFactory.get_all_devices_from_db
-    splits each row on commas and breaks on a push name that contains one.
-    """
-    answer = gocode.GetAllDevices(database.encode(), func_callback_bytes2(log_whatsmeow)).decode()
-    if answer.startswith("error: "):
-        raise SessionStoreError(f"cannot read the neonize session store {database}: {answer[len('error: '):]}")
-    return [_device_jid(row.split(",", 1)[0]) for row in filter(None, answer.split("|\u0001|"))]
-
-
-def _read_only_devices(database: Path) -> list[nz.JID]:
-    """The devices of a SQLite session store, read without writing a byte (GetAllDevices migrates the schema).
-
-    `immutable` when there is no -wal (the file is the whole database, and a WAL-mode read would create
-    -wal and -shm); a plain read-only open when a bridge has them open already."""
-    wal = database.with_name(database.name + "-wal").exists()
-    uri = f"file:{database}?{'mode=ro' if wal else 'immutable=1'}"
-    try:
-        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as conn:
-            rows = conn.execute("SELECT jid FROM whatsmeow_device").fetchall()
-    except sqlite3.Error as exc:
-        raise SessionStoreError(f"cannot read the neonize session store {database}: {exc}") from None
-    return [_device_jid(str(jid)) for (jid,) in rows]
-
-
-def linked_device(account: AccountConfig, read_only: bool = False) -> nz.JID | None:
-    """This account's paired device, or None (a missing SQLite file is not created just to look).
-
-    `read_only` (wa-watchdog check): a SQLite store is read without neonize, so that looking writes nothing."""
-    database = session_database(account)
-    if not is_postgres_url(database):
-        if not Path(database).exists():
-            return None
-        if read_only:
-            return next((jid for jid in _read_only_devices(Path(database)) if jid.User == account.phone), None)
-    return next((jid for jid in linked_devices(database) if jid.User == account.phone), None)
-
-
-def ensure_paired(account: AccountConfig) -> nz.JID:
-    """The paired device to resume; raises NeedsOperator naming the fix when there is none."""
-    device = linked_device(account)
-    if device is None:
-        raise NeedsOperator(
-            f"account {account.name!r} ({account.phone}) is not paired: the neonize session store "
-            f"{session_database(account)} holds no linked device for it; link it with "
-            f"`wa-watchdog pair --account {account.name} --phone {account.phone}` (or without --phone for a QR code)")
-    return device
 
 
 def _new_client(database: str, device: nz.JID) -> NeonizeClient:
     return NewClient(database, jid=device)
 
 
-def _classify(exc: Exception) -> Exception:
-    """A neonize send/upload error as RateLimited (the account pauses), SendFailed with WhatsApp's code and
-    meaning (it will not work), AnswerLost (handed over, no answer: the outbox must not simply resend, the id is
-    WhatsApp's) or NotConnected (nothing went: the outbox retries)."""
-    text = str(exc)
-    if (refused := refusals.classify(refusals.server_code(text), text)) is not None:
-        return refused
-    if any(hint in text.lower() for hint in ANSWER_LOST_HINTS):
-        return AnswerLost(f"WhatsApp: {text}")
-    if any(hint in text.lower() for hint in NOT_CONNECTED_HINTS):
-        return NotConnected(f"WhatsApp: {text}")
-    return SendFailed(f"WhatsApp refused the message: {text}")
-
-
 # -- the transport ------------------------------------------------------------------------------------
 
-class NeonizeTransport(Transport):
+class NeonizeTransport(NeonizeRequests, Transport):
     capabilities = Capabilities(history_request=False, history_limit=HISTORY_LIMIT, chooses_ids=False)
 
     def __init__(self, config: Config, account: AccountConfig,
@@ -434,105 +294,3 @@ class NeonizeTransport(Transport):
         elif stream_error:
             self._restart = True  # whatsmeow expects this disconnect and will not reconnect by itself
             await self._stop_client()
-
-    # -- requests -----------------------------------------------------------------------------------------
-
-    def _live_client(self) -> NeonizeClient:
-        client = self._client
-        if client is None or not self._connected:
-            raise NotConnected("not connected to WhatsApp")
-        return client
-
-    async def send(self, message: OutgoingMessage) -> SendResult:
-        client = self._live_client()
-        media_bytes = None
-        if message.media is not None:
-            try:
-                media_bytes = await asyncio.to_thread(message.media.path.read_bytes)
-            except OSError as exc:
-                raise SendFailed(f"cannot read media {message.media.path}: {exc.strerror or exc}") from None
-        return await asyncio.to_thread(self._send_blocking, client, message, media_bytes)
-
-    def _send_blocking(self, client: NeonizeClient, message: OutgoingMessage, media_bytes: bytes | None) -> SendResult:
-        text, mentioned = message.text, list(message.mentioned_jids)
-        if mentioned and message.recipient_jid.endswith(f"@{mapping.GROUP_SERVER}"):
-            text, mentioned = mapping.with_lids(text, mentioned, self._lids(client, message.recipient_jid, mentioned))
-        try:
-            if message.reaction is not None:  # whatsmeow's BuildReaction: the reacted message's key, the emoji
-                reaction = message.reaction
-                sender = self._account.jid if reaction.from_me else reaction.sender_jid
-                payload = client.build_reaction(mapping.parse_jid(message.recipient_jid), mapping.parse_jid(sender),
-                                                reaction.message_id, reaction.emoji)
-            elif message.media is not None and media_bytes is not None:
-                upload = client.upload(media_bytes, mapping.UPLOAD_TYPE[message.media.media_type])
-                payload = mapping.media_message(message.media.media_type, upload, message.media.filename, text, mentioned,
-                                                message.quote)
-            else:
-                payload = mapping.text_message(text, mentioned, message.quote)
-            response = client.send_message(mapping.parse_jid(message.recipient_jid), payload)
-        except (SendMessageError, UploadError) as exc:
-            raise _classify(exc) from None
-        # neonize cannot send with our pre-chosen id (see docs/NEONIZE.md): WhatsApp's id is the message's id.
-        return SendResult(response.ID, mapping.from_unix(response.Timestamp) if response.Timestamp else clock.now())
-
-    def _lids(self, client: NeonizeClient, group_jid: str, mentioned: list[str]) -> dict[str, str]:
-        """LIDs of the mentioned numbers when the group is addressed by LID (else {}: mention by number)."""
-        if not self._lid_addressed(client, group_jid):
-            return {}
-        lids = {}
-        for jid in mentioned:
-            if not jid.endswith(f"@{mapping.USER_SERVER}"):
-                continue
-            with contextlib.suppress(GetJIDFromStoreError):
-                lid = client.get_lid_from_pn(mapping.parse_jid(jid))
-                if lid.User:
-                    lids[jid] = f"{lid.User}@{mapping.LID_SERVER}"
-        return lids
-
-    def _lid_addressed(self, client: NeonizeClient, group_jid: str) -> bool:
-        """From the group's last message, else from its participant list (whose JIDs are LIDs in LID groups)."""
-        if group_jid not in self._lid_groups:
-            try:
-                info = client.get_group_info(mapping.parse_jid(group_jid))
-            except GetGroupInfoError as exc:
-                logger.warning("neonize transport: group info of {} unavailable ({}); mentioning by number",
-                               group_jid, exc)
-                return False
-            self._lid_groups[group_jid] = any(p.JID.Server == mapping.LID_SERVER for p in info.Participants)
-        return self._lid_groups[group_jid]
-
-    async def mark_read(self, chat_jid: str, sender_jid: str, message_ids: tuple[str, ...], at: datetime) -> None:
-        client = self._live_client()
-        chat = mapping.parse_jid(chat_jid)
-        try:
-            await asyncio.to_thread(functools.partial(
-                client.mark_read, *message_ids, chat=chat, sender=mapping.parse_jid(sender_jid) if sender_jid else chat,
-                receipt=ReceiptType.READ, timestamp=int(at.timestamp())))
-        except MarkReadError as exc:
-            raise _classify(exc) from None
-
-    async def typing(self, chat_jid: str, composing: bool) -> None:
-        client = self._live_client()
-        state = ChatPresence.CHAT_PRESENCE_COMPOSING if composing else ChatPresence.CHAT_PRESENCE_PAUSED
-        try:
-            await asyncio.to_thread(client.send_chat_presence, mapping.parse_jid(chat_jid), state,
-                                    ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT)
-        except SendPresenceError as exc:
-            raise _classify(exc) from None
-
-    async def joined_groups(self) -> list[str]:
-        client = self._live_client()
-        try:
-            return mapping.group_jids(await asyncio.to_thread(client.get_joined_groups))
-        except NeonizeError as exc:  # GetJoinedGroupsError and the like: not known now, asked again later
-            raise NotConnected(f"WhatsApp did not list the joined groups: {exc}") from None
-
-    async def request_history(self, chat_jid: str, since: datetime, until: datetime) -> list[IncomingMessage]:
-        raise HistoryUnsupported(HISTORY_LIMIT)
-
-    async def download(self, media: MediaInfo) -> bytes:
-        client = self._live_client()
-        try:
-            return await asyncio.to_thread(client.download_any, mapping.download_message(media))
-        except DownloadError as exc:
-            raise OSError(f"WhatsApp media download failed: {exc}") from None

@@ -18,11 +18,11 @@ WhatsApp's limits as the simulator models them: a refused send carries
 WhatsApp's code (bridge/refusals.py: 429 pauses the account, 463 fails the
 message); a temporary ban is a `temporary_ban` frame (code, expiry) and close
 code 4402, after which the transport waits for the expiry before connecting.
+Requests (send, history, ...): sim_requests.py.
 """
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import contextlib
 import itertools
@@ -33,20 +33,18 @@ import aiohttp
 from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
-from bridge import refusals
-from bridge.transport import (TERMINAL_KINDS, AnswerLost, Capabilities, ConnectionEvent, ConnectionKind, Handler,
-                              IncomingMessage, MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, Receipt,
-                              ReceiptKind, SendFailed, SendResult, Source, Transport)
+from bridge.transport import (TERMINAL_KINDS, Capabilities, ConnectionEvent, ConnectionKind, Handler, IncomingMessage,
+                              NotConnected, Receipt, ReceiptKind, Source, Transport)
+from bridge.transports.sim_requests import SimRequests, incoming_message
 from watchdog.shared import endpoints
 from bridge.config import AccountConfig
 from watchdog.components import Config
 from watchdog.shared.waiting import wait_event
 from watchdog.shared import clock
 
-# Close codes chosen by bridge/simulator/server.py.
+# Close codes chosen by bridge/simulator/wire.py.
 CLOSE_CODES = {4409: ConnectionKind.STREAM_REPLACED, 4401: ConnectionKind.LOGGED_OUT,
                4402: ConnectionKind.TEMPORARY_BAN}
-REQUEST_TIMEOUT = 10.0
 MAX_FRAME = 144 * 1024 * 1024  # a 100 MB document (WhatsApp's limit) travels base64 in one frame
 MAX_BATCH = 5000  # messages per on_messages call
 SERVER_IDS_LIMIT = "[sim] server_ids: the sim transport sends and backfills as neonize 0.5.2 does (no history requests)"
@@ -78,39 +76,7 @@ def _ban(frame: dict | None, reason: str) -> _Closed:
                    f"{until.isoformat(timespec='seconds')} (in {expire_s} s)" if frame else reason, until=until)
 
 
-def _incoming(raw: dict, source: Source, own_jid: str) -> IncomingMessage:
-    media = raw.get("media")
-    return IncomingMessage(
-        id=raw["id"], chat_jid=raw["chat_jid"], sender_jid=raw["sender_jid"], text=raw["text"],
-        timestamp=datetime.fromisoformat(raw["timestamp"]), source=source,
-        is_from_me=raw["sender_jid"] == own_jid, chat_name=raw.get("chat_name"),
-        quoted_message_id=raw.get("quoted_message_id"),
-        media=MediaInfo(media["type"], media["filename"], media["url"], base64.b64decode(media["media_key"]),
-                        base64.b64decode(media["file_sha256"]), base64.b64decode(media["file_enc_sha256"]),
-                        media["file_length"]) if media else None)
-
-
-_DATA = "\u0000data\u0000"  # stands in for the base64 media bytes until they are spliced in
-
-
-def _frame_bytes(body: dict, media: OutgoingMedia | None) -> bytes:
-    """The frame as UTF-8 JSON; media read and base64-encoded straight into bytes.
-
-    Splicing the base64 (which JSON needs no escaping for) instead of letting json.dumps scan a
-    100 MB string keeps the GIL-holding work per send small: this runs in a thread beside the loop.
-    """
-    if media is None:
-        return json.dumps(body).encode()
-    try:
-        data = media.path.read_bytes()
-    except OSError as exc:
-        raise SendFailed(f"cannot read media {media.path}: {exc.strerror or exc}") from None
-    text = json.dumps({**body, "media": {"type": media.media_type, "filename": media.filename, "data_b64": _DATA}})
-    head, tail = text.encode().split(json.dumps(_DATA).encode())
-    return b"".join((head, b'"', base64.b64encode(data), b'"', tail))
-
-
-class SimTransport(Transport):
+class SimTransport(SimRequests, Transport):
     capabilities = Capabilities(history_request=True)
     handshake_timeout = 3.0  # connect + websocket upgrade; a frozen simulator accepts but never answers
     keepalive = 3.0  # seconds of silence after which the connection is dead (pings after a third of it)
@@ -240,7 +206,7 @@ class SimTransport(Transport):
         while inbox and isinstance(inbox[0], dict) and inbox[0].get("type") == "messages" and count < MAX_BATCH:
             frames.append(inbox.popleft())
             count += len(frames[-1]["messages"])
-        return [_incoming(raw, Source.OFFLINE if frame.get("offline") else Source.LIVE, self._jid)
+        return [incoming_message(raw, Source.OFFLINE if frame.get("offline") else Source.LIVE, self._jid)
                 for frame in frames for raw in frame["messages"]]
 
     async def _ingest(self, ws: aiohttp.ClientWebSocketResponse, handler: Handler,
@@ -341,79 +307,3 @@ class SimTransport(Transport):
         ws = self._socket
         if ws is not None:
             await ws.close(message=b"client closing")
-
-    # -- requests ---------------------------------------------------------------
-
-    async def _request(self, frame: dict, media: OutgoingMedia | None = None) -> dict:
-        """The simulator's answer to `frame`: NotConnected if it could not be written, AnswerLost if it was and the
-        connection ended (or nothing answered) before the answer (a send may then be in the chat)."""
-        ws = self._socket
-        if ws is None or ws.closed or not self._connected:
-            raise NotConnected("not connected to the simulator")
-        req = next(self._requests)
-        future: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
-        self._pending[req] = future
-        try:
-            body = {**frame, "req": req}
-            try:
-                if media is None:
-                    await ws.send_str(json.dumps(body))
-                else:  # read and encoded in a thread: up to 100 MB must not stall the loop
-                    await ws.send_frame(await asyncio.to_thread(_frame_bytes, body, media), aiohttp.WSMsgType.TEXT)
-            except (ConnectionError, aiohttp.ClientError) as exc:
-                raise NotConnected(f"connection lost: {exc}") from None
-            try:
-                return await asyncio.wait_for(future, REQUEST_TIMEOUT)
-            except NotConnected as exc:
-                raise AnswerLost(str(exc)) from None
-            except asyncio.TimeoutError:
-                raise AnswerLost(f"no reply from the simulator within {REQUEST_TIMEOUT:g}s") from None
-        finally:
-            self._pending.pop(req, None)
-
-    async def send(self, message: OutgoingMessage) -> SendResult:
-        frame: dict = {"type": "send", "id": message.message_id, "recipient": message.recipient_jid,
-                       "text": message.text, "mentioned_jids": list(message.mentioned_jids)}
-        if message.quote is not None:
-            frame["quote"] = vars(message.quote)
-        if message.reaction is not None:
-            frame["reaction"] = vars(message.reaction)
-        reply = await self._request(frame, message.media)
-        if not reply.get("ok"):
-            error = str(reply.get("error") or "refused by the simulator")
-            code = reply.get("code")
-            raise refusals.classify(code if isinstance(code, int) else None, error) or SendFailed(error)
-        return SendResult(reply["id"], datetime.fromisoformat(reply["timestamp"]))
-
-    async def mark_read(self, chat_jid: str, sender_jid: str, message_ids: tuple[str, ...], at: datetime) -> None:
-        await self._ask({"type": "read", "chat_jid": chat_jid, "sender_jid": sender_jid,
-                         "message_ids": list(message_ids), "at": at.isoformat()})
-
-    async def typing(self, chat_jid: str, composing: bool) -> None:
-        await self._ask({"type": "presence", "chat_jid": chat_jid, "composing": composing})
-
-    async def _ask(self, frame: dict) -> None:
-        reply = await self._request(frame)
-        if not reply.get("ok"):
-            raise SendFailed(str(reply.get("error") or "refused by the simulator"))
-
-    async def request_history(self, chat_jid: str, since: datetime, until: datetime) -> list[IncomingMessage]:
-        reply = await self._request({"type": "history", "chat_jid": chat_jid,
-                                     "since": since.isoformat(), "until": until.isoformat()})
-        if not reply.get("ok"):
-            logger.warning("sim transport: history of {} refused: {}", chat_jid, reply.get("error"))
-            return []
-        return [_incoming(raw, Source.HISTORY, self._jid) for raw in reply["messages"]]
-
-    async def joined_groups(self) -> list[str]:
-        reply = await self._request({"type": "groups"})
-        if not reply.get("ok"):  # not known: never an empty list, which would mean "in no group"
-            raise NotConnected(f"the simulator did not list the groups: {reply.get('error')}")
-        return [str(jid) for jid in reply.get("groups") or []]
-
-    async def download(self, media: MediaInfo) -> bytes:
-        reply = await self._request({"type": "download", "url": media.url})
-        if not reply.get("ok"):
-            raise FileNotFoundError(f"simulator: {reply.get('error')}")
-        return base64.b64decode(reply["data_b64"])
-

@@ -14,7 +14,8 @@ from neonize.proto import Neonize_pb2 as nz
 from bridge.pairing import Pairing, format_code
 from bridge.session_lock import SessionLock
 from bridge.schema import open_readonly, parse_ts
-from bridge.transports.neonize_transport import linked_device, session_database
+from bridge.transports.neonize_account import session_database
+from bridge.transports.neonize_session import linked_device
 from tests.bridge_support import bridge_url, health
 from tests.conftest import ROOT, Processes, wait_until
 from tests.neonize_support import NEONIZE_CONFIG, PHONE, FakeGo, link_session, talking_to

@@ -30,8 +30,10 @@ from bridge.store import Store
 from bridge.transport import (AnswerLost, ConnectionEvent, ConnectionKind, HistoryUnsupported, IncomingMessage,
                               MediaInfo, NotConnected, OutgoingMedia, OutgoingMessage, Quote, RateLimited, Reaction,
                               Receipt, SendFailed, Source)
-from bridge.transports.neonize_transport import (HISTORY_LIMIT, NeedsOperator, NeonizeTransport, ensure_paired,
-                                                 session_database)
+from bridge.transports.neonize_account import session_database
+from bridge.transports.neonize_requests import HISTORY_LIMIT
+from bridge.transports.neonize_session import NeedsOperator, ensure_paired
+from bridge.transports.neonize_transport import NeonizeTransport
 from tests.conftest import GROUP_A, GROUP_B, until
 from tests.neonize_support import NEONIZE_CONFIG, PHONE, FakeGo, client_factory, link_session
 from watchdog.components import Config, load

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bridge.simulator.state import iso
+from bridge.simulator.model import iso
 from bridge.transport import (AnswerLost, ConnectionKind, NotConnected, OutgoingMedia, OutgoingMessage, SendFailed,
                               Source, Transport)
 from bridge.transports.sim import SimTransport

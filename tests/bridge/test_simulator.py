@@ -18,7 +18,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bridge.simulator.server import Connection, Sim
+from bridge.simulator.connection import Connection
+from bridge.simulator.service import Sim
 from bridge.simulator.state import SimState
 from bridge.simulator.traffic import demo_text
 from tests.conftest import BASE_CONFIG, GROUP_A, GROUP_B, GROUP_C, Processes, until, wait_until
