@@ -55,8 +55,8 @@ _SAME_GRANT = "(l.holder = excluded.holder AND l.expires_at > now())"
 # released it, how long since it last renewed: the gap in sending). Then the grant itself.
 ACQUIRE = (
     "WITH before AS (SELECT holder, session = '' AS released, EXTRACT(EPOCH FROM now() - renewed_at) AS silent_s, "
-    "expires_at <= now() AS expired FROM sender_leases WHERE account = ?) "
-    "INSERT INTO sender_leases AS l (account, holder, token, session, backend_pid, acquired_at, renewed_at, "
+    "expires_at <= now() AS expired FROM sender_leases WHERE account = ?), "
+    "granted AS (INSERT INTO sender_leases AS l (account, holder, token, session, backend_pid, acquired_at, renewed_at, "
     "expires_at) VALUES (?, ?, 1, ?, pg_backend_pid(), now(), now(), now() + make_interval(secs => ?)) "
     f"ON CONFLICT (account) DO UPDATE SET holder = excluded.holder, "
     f"token = l.token + CASE WHEN {_SAME_GRANT} THEN 0 ELSE 1 END, "
@@ -64,8 +64,13 @@ ACQUIRE = (
     "session = excluded.session, backend_pid = excluded.backend_pid, renewed_at = now(), "
     "expires_at = excluded.expires_at "
     f"WHERE l.expires_at <= now() OR l.holder = excluded.holder OR {_HOLDER_GONE} "
-    "RETURNING token, (SELECT holder FROM before), (SELECT released FROM before), (SELECT silent_s FROM before), "
-    "(SELECT expired FROM before)")
+    "RETURNING l.account, l.token, l.holder, l.acquired_at), "
+    # A new token is a grant: kept in the history (joining the node's grant is not one: the token is known).
+    "logged AS (INSERT INTO sender_lease_grants (account, token, holder, acquired_at, previous, how) "
+    "SELECT g.account, g.token, g.holder, g.acquired_at, b.holder, CASE WHEN b.holder IS NULL THEN 'first' "
+    "WHEN b.released THEN 'released' WHEN b.expired THEN 'expired' ELSE 'holder_gone' END "
+    "FROM granted g LEFT JOIN before b ON true ON CONFLICT (account, token) DO NOTHING) "
+    "SELECT g.token, b.holder, b.released, b.silent_s, b.expired FROM granted g LEFT JOIN before b ON true")
 RENEW = ("UPDATE sender_leases SET renewed_at = now(), expires_at = now() + make_interval(secs => ?), "
          "session = ?, backend_pid = pg_backend_pid() "
          "WHERE account = ? AND holder = ? AND token = ? AND expires_at > now() RETURNING token")
@@ -103,6 +108,26 @@ class LeaseState:
 def lease_states(backend: PostgresBackend) -> list[LeaseState]:
     return [LeaseState(*row[:6], bool(row[6]), float(row[7]))
             for row in backend.rows(STATE + " ORDER BY account")]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One grant of a lease (`sender_lease_grants`): `token` to `holder` at `acquired_at` (epoch seconds, the
+    database's clock), taken from `previous` (None: the first) `how`: first, expired, released, holder_gone."""
+
+    account: str
+    token: int
+    holder: str
+    acquired_at: float
+    previous: str | None
+    how: str
+
+
+def grants(backend: PostgresBackend, account: str) -> list[Grant]:
+    """Every grant of `account`'s lease, oldest first (the lease row keeps only the newest)."""
+    return [Grant(row[0], int(row[1]), row[2], float(row[3]), row[4], row[5]) for row in backend.rows(
+        "SELECT account, token, holder, EXTRACT(EPOCH FROM acquired_at), previous, how FROM sender_lease_grants "
+        "WHERE account = ? ORDER BY token", (account,))]
 
 
 def session_name(node: str, account: str) -> str:

@@ -202,6 +202,21 @@ ALTER TABLE feedback ADD COLUMN handed_by TEXT;
 ALTER TABLE feedback ADD COLUMN handed_token {int};
 ALTER TABLE feedback ADD COLUMN handed_at {ts}
 """
+# Issue 21: every grant of a sender lease, kept: which holder got which token when (the database's clock) and how
+# (`first`, `expired`, `released`, `holder_gone`: its holder's sessions were gone before it expired), from whom. The
+# lease row keeps only the newest grant; a check of "sent under the current token" (scripts/chaos --cluster) and an
+# operator asking who sent when need them all. One row per takeover or restart, inserted by the grant itself.
+V13_LEASE_GRANTS = """
+CREATE TABLE sender_lease_grants (
+    account TEXT NOT NULL,
+    token {int} NOT NULL,
+    holder TEXT NOT NULL,
+    acquired_at {ts} NOT NULL,
+    previous TEXT,
+    how TEXT NOT NULL,
+    PRIMARY KEY (account, token)
+)
+"""
 _OLD_STATUSES, _NEW_STATUSES = "'queued', 'failed'))", "'queued', 'failed', 'unknown'))"
 
 
@@ -264,4 +279,6 @@ def migrations(dialect: Dialect) -> list[Migration]:
         Migration(12, "feedback.handed_by, handed_token, handed_at (sends of unknown fate); status 'unknown'",
                   (dialect.ddl(V12_HANDED),
                    _sqlite_unknown_status if dialect.name == "sqlite" else _postgres_unknown_status)),
+        Migration(13, "sender_lease_grants: every grant of a sender lease (token, holder, when, how, from whom)",
+                  (dialect.ddl(V13_LEASE_GRANTS),)),
     ]
