@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from scripts.benchmarks.chaos_cluster import BLOWS, CUTS, arguments, attribute, draws, run
-from scripts.benchmarks.chaos_cluster_checks import Grant, holder_at
+from monitors.store.lease import Grant
+from scripts.benchmarks.chaos_cluster_checks import History
 from tests.pg import find_bin_dir
 
 # Counts that open defects of issue 21 make non-zero, reported (an expected failure), not passed: an ack sent but not
@@ -20,12 +21,18 @@ from tests.pg import find_bin_dir
 KNOWN = ("sent by a host not holding the current token", "re-sent by a bridge (same id)")
 
 
-def test_a_send_is_judged_by_the_last_grant_before_whatsapp_got_it() -> None:
-    grants = [Grant(1, "vps-a", 100.0), Grant(2, "vps-b", 110.0), Grant(3, "vps-a", 130.0)]
-    assert holder_at(grants, 99.9) is None  # before any grant: nobody may send
-    assert holder_at(grants, 109.9) == grants[0]
-    assert holder_at(grants, 110.0) == grants[1]  # the new grant is current from its first instant
-    assert holder_at(grants, 500.0) == grants[2]
+def test_a_send_is_judged_by_its_own_token_against_the_grants_made_before_whatsapp_got_it() -> None:
+    grants = [Grant("main", 1, "vps-a", 100.0, None, "first"), Grant("main", 2, "vps-b", 110.0, "vps-a", "expired"),
+              Grant("main", 3, "vps-a", 130.0, "vps-b", "holder_gone")]
+    history = History(grants, offset=5.0)  # the simulator's clock 5 s ahead of the database's
+    assert history.superseding("vps-a", 1, 114.9) == (None, "")  # token 2 was granted at 115 on the send's clock
+    assert history.superseding("vps-a", 1, 115.0) == (grants[1], "superseded")  # current from its first instant
+    assert history.superseding("vps-b", 2, 134.9) == (None, "")
+    assert history.superseding("vps-b", 2, 140.0) == (grants[2], "superseded")
+    assert history.superseding("vps-a", 3, 10**6) == (None, "")  # the newest grant is current for good
+    assert history.superseding("vps-b", 1, 101.0) == (grants[0], "token 1 was vps-a's")
+    assert history.superseding("vps-a", None, 101.0) == (None, "unfenced")
+    assert history.superseding("vps-a", 9, 101.0) == (None, "token 9 never granted")
 
 
 def test_each_round_of_blows_has_every_kind_once_in_a_random_order() -> None:
