@@ -4,8 +4,9 @@ A row per sending account in `sender_leases` (PostgreSQL only: a cluster shares 
 statement here is one conditional statement judged by the database's clock (`now()`), never a host's:
 
 - **acquire** grants the lease when it is free, expired, or its holder is gone (none of the holder's lease
-  connections for this lease is in pg_stat_activity: its processes died and their connections were reset,
-  so another host need not wait out the lease). A grant to another holder, or after expiry, adds 1 to the
+  connections for this lease is in pg_stat_activity, though it renewed since the server started: its processes
+  died and their connections were reset, so another host need not wait out the lease; after a PostgreSQL restart
+  it must, as the holder lives on and reconnects). A grant to another holder, or after expiry, adds 1 to the
   token: tokens only grow, the row is never deleted. A process of the holding node joins the node's grant
   (a restarted monitor keeps sending under the same token; several monitor processes share it).
 - **renew** extends an unexpired lease of this holder and token; an expired one is never revived (the
@@ -46,9 +47,11 @@ _SIBLING = ("SELECT 1 FROM pg_stat_activity a WHERE a.pid <> pg_backend_pid() "
             "'lease' AND split_part(a.application_name, ' ', 3) = {node} AND split_part(a.application_name, ' ', 4) = "
             "{account}")
 # Gone: neither the session that renewed last nor another process of the holder keeping this lease is connected
-# (a monitor of the node restarting, or one of several sharing the node's grant dying, hands nothing over).
-_HOLDER_GONE = ("(NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend_pid "
-                "AND a.application_name = l.session) AND NOT EXISTS ("
+# (a monitor of the node restarting, or one of several sharing the node's grant dying, hands nothing over), and the
+# holder renewed since this server started: a restart ends every session while the holder lives (and its bridges
+# send under its token until its own deadline), so a session missing after one is no sign of the holder's death.
+_HOLDER_GONE = ("(l.renewed_at > pg_postmaster_start_time() AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a "
+                "WHERE a.pid = l.backend_pid AND a.application_name = l.session) AND NOT EXISTS ("
                 + _SIBLING.format(node="l.holder", account="l.account") + "))")
 _SAME_GRANT = "(l.holder = excluded.holder AND l.expires_at > now())"
 # `before`: the row as this statement found it, for the report of a takeover (its holder, whether it had

@@ -144,6 +144,24 @@ def test_a_holder_whose_processes_died_is_taken_over_at_once(leases, pg_url: str
         child.stdout.close()
 
 
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_a_holder_whose_sessions_ended_with_a_postgresql_restart_is_not_taken_over_before_its_lease_runs_out(
+        leases, pg_cluster: PgCluster, mode: str) -> None:  # noqa: ANN001
+    """A restart ends every session, the holder's too, while the holder lives: its bridges go on sending under its
+    token until its own deadline. Taken over as gone, the other host would send under a new token meanwhile (two
+    senders); the holder reconnects and renews instead, and only its death or its lease's expiry hands over."""
+    a, b = leases("vps-a", 60), leases("vps-b", 60)
+    token = a.acquire()
+    assert b.acquire() is None
+    pg_cluster.restart(mode)
+    wait_until(lambda: b.newest_token() is not None, timeout=30, message="vps-b to reconnect")
+    assert b.acquire() is None  # A's session is gone with the old server, A is not
+    assert wait_until(a.keep, timeout=10, message="vps-a to renew on a new session") == Fence(ACCOUNT, "vps-a", token)
+    assert b.acquire() is None
+    a.close()  # A's process dies now: its session is gone in this server's lifetime
+    assert wait_until(b.acquire, timeout=5, message="vps-b to take over at once") == token + 1
+
+
 def sessions_of(lease: SenderLease, session: str) -> int:
     return lease.db.rows("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = ?", (session,))[0][0]
 
