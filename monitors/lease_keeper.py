@@ -1,7 +1,8 @@
 """Keeps this host's sender lease of one account (a cluster, issue 21): renews it while held, looks for a
 takeover while not, and tells the feedback senders when sending rights came or went. On the same connection
-and beat it renews this node's row in `cluster_nodes` and alerts on the other nodes' silences
-(monitors/store/nodes.py): every process that keeps a lease is a sign of life of its node.
+and beat it renews this node's row in `cluster_nodes`, alerts on the other nodes' silences and ends the transactions
+a node silent for lease_s left open (monitors/store/nodes.py): every process that keeps a lease is a sign of life
+of its node.
 
 The statements are blocking (psycopg) and run on a thread of the keeper's own, on its own schedule: a silent
 PostgreSQL must not stop the monitor's event loop, and the loop, whatever it is doing, must not delay a takeover
@@ -86,7 +87,7 @@ class LeaseKeeper:
         # PostgreSQL every node's row is old, and the first one back must not alert on the others.
         judge = now - self._seeing_since >= self.silent_after_s
         try:
-            silences = nodes.beat(self.lease.db, node, self.silent_after_s, judge)
+            silences = nodes.beat(self.lease.db, node, self.silent_after_s, judge, stalled_s=self.lease.lease_s)
         except StoreUnavailable:
             self._seeing_since = None  # the lease's own outage is what the keeper reports
             return []
