@@ -14,18 +14,27 @@ validity; a row of an older token (or of a token its keeper said lost) is withdr
 monitor's row in PostgreSQL stays for the current holder. A row of a token the bridge has not heard of yet, or
 whose validity ran out, waits for the next word. Unfenced sends (one host, whatsapp-mcp's clients) never wait.
 What stays unfenced is the instant between the last check and the write to WhatsApp's socket.
+
+A validity lasts only as long as the keeper process that gave it (the word's `keeper`, its pid, watched through a
+pidfd on the event loop): when the monitor keeping the lease dies, its lease session is reset with it and the other
+host takes over at its next look, without waiting out the lease; this host's bridge, alive, must stop sending under
+the token at once, not when the dead keeper's last validity runs out. Several processes of a node keep one grant:
+the token stays valid while any of them lives and renewed it.
 """
 from __future__ import annotations
 
+import asyncio
 import math
+import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bridge.sending import BadRequest, json_object
 
 MAX_TOKEN = 2**62 - 1
+MAX_PID = 2**22  # Linux's pid_max at most
 MAX_VALID_S = 3600.0  # a validity further ahead than this is a mistake, not a lease
 _LEASE = re.compile(r"^:?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # an account's name (config_model.NAME), or ':webhooks'
 _KEY = re.compile(r"^[\x20-\x7e]*[\x21-\x7e][\x20-\x7e]*$")  # an Idempotency-Key (api.py): printable, not blank
@@ -48,8 +57,42 @@ class SendFence:
 @dataclass
 class _Known:
     token: int
-    valid_until: float  # monotonic; 0: lost
+    until: dict[int, float] = field(default_factory=dict)  # keeper pid (0: unnamed) -> monotonic validity it gave
     lost: bool = False
+
+    @property
+    def valid_until(self) -> float:
+        return max(self.until.values(), default=0.0)
+
+
+class Keepers:
+    """The keeper processes whose words a bridge holds, each watched through a pidfd on the event loop: `gone(pid)`
+    as soon as one exits (a zombie too; a pidfd names one process, so a reused pid is never mistaken for it)."""
+
+    def __init__(self, gone: Callable[[int], None]) -> None:
+        self.gone = gone
+        self._fds: dict[int, int] = {}
+
+    def watch(self, pid: int) -> bool:
+        """Watch `pid` (once); False if it is not alive. Where pidfds are missing (Linux before 5.3) nothing is
+        watched: the validity's own deadline bounds it, as before."""
+        if pid in self._fds:
+            return True
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return False
+        except (OSError, AttributeError):
+            return True
+        asyncio.get_running_loop().add_reader(fd, self._exited, pid)
+        self._fds[pid] = fd
+        return True
+
+    def _exited(self, pid: int) -> None:
+        fd = self._fds.pop(pid)
+        asyncio.get_running_loop().remove_reader(fd)
+        os.close(fd)
+        self.gone(pid)
 
 
 class Fences:
@@ -58,24 +101,32 @@ class Fences:
     def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
         self.now = now
         self._known: dict[str, _Known] = {}
+        self.keepers = Keepers(self._keeper_gone)
 
-    def renewed(self, lease: str, token: int, valid_until: float) -> bool:
-        """`token` of `lease` is valid until `valid_until` (several processes of a node renew one grant: the
-        latest word counts). An older token, or one said lost, changes nothing. True if the token is new here."""
+    def renewed(self, lease: str, token: int, valid_until: float, keeper: int = 0) -> bool:
+        """`token` of `lease` is valid until `valid_until`, while process `keeper` lives (0: not named: until then).
+        Several processes of a node renew one grant: each one's latest word counts while it lives. An older token,
+        or one said lost, changes nothing. True if the token is new here."""
         known = self._known.get(lease)
-        if known is None or token > known.token:
-            self._known[lease] = _Known(token, valid_until)
-            return True
-        if token == known.token and not known.lost:
-            known.valid_until = max(known.valid_until, valid_until)
-        return False
+        new = known is None or token > known.token
+        if new:
+            known = self._known[lease] = _Known(token)
+        assert known is not None
+        if token == known.token and not known.lost and (not keeper or self.keepers.watch(keeper)):
+            known.until[keeper] = max(known.until.get(keeper, 0.0), valid_until)
+        return new
+
+    def _keeper_gone(self, pid: int) -> None:
+        """A keeper exited: what it said is void (its lease may be another host's by now)."""
+        for known in self._known.values():
+            known.until.pop(pid, None)
 
     def lost(self, lease: str, token: int) -> bool:
         """`token` of `lease` is no longer the lease's (tokens only grow: it never comes back). True if that is
         news here."""
         known = self._known.get(lease)
         if known is None or token > known.token or (token == known.token and not known.lost):
-            self._known[lease] = _Known(token, 0.0, lost=True)
+            self._known[lease] = _Known(token, lost=True)
             return True
         return False
 
@@ -140,21 +191,26 @@ def take_send_fence(body: object) -> SendFence | None:
 
 @dataclass(frozen=True)
 class FenceWord:
-    """`POST /api/fence`: the lease keeper's word: `token` valid until `valid_until`, or `lost`."""
+    """`POST /api/fence`: the lease keeper's word: `token` valid until `valid_until` (while process `keeper`
+    lives), or `lost`."""
 
     fence: SendFence
     valid_until: float | None  # None: lost
+    keeper: int = 0  # the keeper's pid (0: not named)
 
 
 def parse_fence_word(body: object, now: float) -> FenceWord:
-    """`{"lease", "token", "valid_until"}` (CLOCK_MONOTONIC seconds) or `{"lease", "token", "lost": true}`."""
-    body = json_object(body, ("lease", "token", "valid_until", "lost"))
+    """`{"lease", "token", "valid_until", "keeper"?}` (CLOCK_MONOTONIC seconds; the keeper's pid) or
+    `{"lease", "token", "lost": true}`."""
+    body = json_object(body, ("lease", "token", "valid_until", "lost", "keeper"))
     fence = SendFence(_lease(body.get("lease"), "lease"), _token(body.get("token"), "token"))
-    lost, until = body.get("lost", False), body.get("valid_until")
+    lost, until, keeper = body.get("lost", False), body.get("valid_until"), body.get("keeper", 0)
     if not isinstance(lost, bool):
         raise BadRequest("lost must be true or false")
     if lost == (until is not None):
         raise BadRequest("give either valid_until (the token is valid until then) or lost: true")
+    if isinstance(keeper, bool) or not isinstance(keeper, int) or not 0 <= keeper <= MAX_PID:
+        raise BadRequest("keeper must be the lease keeper's process id (a positive integer)")
     if lost:
         return FenceWord(fence, None)
     if isinstance(until, bool) or not isinstance(until, (int, float)) or not math.isfinite(until) or until < 0:
@@ -162,7 +218,7 @@ def parse_fence_word(body: object, now: float) -> FenceWord:
     if until - now > MAX_VALID_S:
         raise NotALease(f"valid_until is more than {MAX_VALID_S:.0f} s ahead of this host's CLOCK_MONOTONIC "
                          f"({now:.1f}): not a lease's validity")
-    return FenceWord(fence, float(until))
+    return FenceWord(fence, float(until), keeper)
 
 
 MAX_WITHDRAW = 1000

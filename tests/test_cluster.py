@@ -12,16 +12,19 @@ partitions of faults 3 and 4 need namespaces: tests/test_cluster_partitions.py).
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import psutil
 import pytest
 
 from monitors.store.postgres import PostgresBackend
+from scripts.benchmarks.chaos_cluster_checks import History, sent_tokens
 from scripts.benchmarks.cluster_run import Poster, holder, kill_tree, signal_tree, tree, two_hosts
 from scripts.benchmarks.system_run import PHONE, RunningSystem, group_jid, http
 from tests.conftest import wait_until
@@ -236,5 +239,46 @@ def test_a_rolling_upgrade_loses_nothing_and_sends_nothing_twice(tmp_path: Path,
         assert not takeovers(a) and not takeovers(b)  # every change of sender was a handover
     finally:
         posting.join()
+        b.stop()
+        a.stop()
+
+
+MONITOR = "monitor:p1"
+A_TRICKLE = ("pace = { per_minute = 0, per_hour = 0, per_day = 0, reactions_per_minute = 0, chat_gap_s = 0.3, "
+             "chat_jitter_s = 0, typing = false, ramp_s = 0 }")  # A's bridge sends one ack every 0.3 s
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_holders_bridge_sends_nothing_under_its_token_once_the_monitor_keeping_it_died(tmp_path: Path,
+                                                                                         pg_url: str) -> None:
+    """A's monitor dies alone (a crash; its watchdog held back from restarting it): its lease session is reset
+    and B takes over at once, while A's bridge lives on with acknowledgements queued under A's token. The
+    bridge must not go on sending them until the validity the dead keeper last gave it runs out: each send is
+    judged by its token (A's outbox) against the lease's grants (sender_lease_grants), as chaos --cluster does."""
+    a, b = two_hosts(tmp_path, pg_url, pace_a=A_TRICKLE)
+    poster = Poster(a, rate=50)  # faster than A's bridge sends
+    watchdog = psutil.Process(a.proc.pid)  # type: ignore[union-attr]
+    try:
+        poster.post(30)
+        wait_until(lambda: a.query("messages", "SELECT COUNT(*) FROM outbox WHERE status = 'pending'")[0][0] >= 10,
+                   timeout=30, message="A's bridge to hold acknowledgements queued behind its pace")
+        monitor = a.pid(MONITOR)
+        assert monitor is not None
+        watchdog.suspend()  # nothing restarts A's monitor meanwhile
+        os.kill(monitor, signal.SIGKILL)
+        wait_until(lambda: holder(pg_url) == "vps-b", timeout=10, message="B to take the sender lease at once")
+        wait_until(lambda: sent_status(a) + a.query("drops", "SELECT COUNT(*) FROM feedback WHERE status = "
+                                                             "'queued'")[0][0] == 30, timeout=60,
+                   message="every acknowledgement sent, or held queued by A's bridge for B to take over")
+        history = History.read(pg_url)
+        tokens = sent_tokens(a)
+        stale = [(s["text"], why) for s in a.sent() if s["node"] == "vps-a"
+                 for _, why in [history.superseding("vps-a", tokens.get(s["id"]),
+                                                    datetime.fromisoformat(s["time"]).timestamp())] if why]
+        assert stale == [], f"A's bridge sent under its token after B's grant: {stale}"
+    finally:
+        if watchdog.status() == psutil.STATUS_STOPPED:
+            watchdog.resume()
         b.stop()
         a.stop()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -134,6 +136,43 @@ def test_a_withdrawal_takes_back_queued_sends_but_never_the_one_being_sent(tmp_p
 
 
 @pytest.mark.slow  # real sim and bridge processes
+def test_a_validity_ends_with_the_keeper_process_that_gave_it() -> None:
+    """A monitor keeping the lease dies: the other host may take the lease at once (its session is gone), so what
+    it told the bridge is void at once, not when the validity runs out; a sibling keeper's word still counts."""
+    def keeper() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+
+    async def scenario(one: subprocess.Popen, two: subprocess.Popen, dead: int) -> None:
+        fences, three = Fences(), SendFence(MAIN, 3)
+        fences.renewed(MAIN, 3, time.monotonic() + 60, keeper=one.pid)
+        assert fences.allows(three)
+        one.kill()  # not reaped: a zombie's pidfd is readable too
+        deadline = time.monotonic() + 10
+        while fences.allows(three) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert not fences.allows(three) and not fences.superseded(three)  # waits for a word, not withdrawn
+        fences.renewed(MAIN, 3, time.monotonic() + 60, keeper=dead)  # a word from a keeper already gone: void
+        assert not fences.allows(three)
+        fences.renewed(MAIN, 3, time.monotonic() + 60, keeper=two.pid)  # the node's other process keeps it
+        assert fences.allows(three) and fences.snapshot(MAIN)["valid_s"] > 59
+        fences.renewed(MAIN, 3, time.monotonic() + 60)  # unnamed (a keeper of before): until its deadline only
+        two.kill()
+        await asyncio.sleep(0.1)
+        assert fences.allows(three)
+
+    gone = keeper()
+    gone.stdin.close()  # type: ignore[union-attr]
+    gone.wait()
+    one, two = keeper(), keeper()
+    try:
+        asyncio.run(scenario(one, two, gone.pid))
+    finally:
+        for child in (one, two):
+            child.kill()
+            child.wait()
+            child.stdin.close()  # type: ignore[union-attr]
+
+
 def test_a_running_bridge_takes_the_keepers_word_refuses_forgeries_and_names_bad_input(
         procs: Processes, data_dir: Path) -> None:
     _, sim = start_sim(procs, data_dir)
@@ -173,6 +212,8 @@ def test_a_running_bridge_takes_the_keepers_word_refuses_forgeries_and_names_bad
             ("/api/fence", {"lease": MAIN, "token": 4, "valid_until": time.monotonic() + 86400}, {}, 422,
              "more than 3600 s ahead"),
             ("/api/fence", {"lease": " main", "token": 4, "lost": True}, {}, 400, "lease must be"),
+            ("/api/fence", {"lease": MAIN, "token": 4, "valid_until": time.monotonic() + 5, "keeper": -1}, {}, 400,
+             "keeper must be the lease keeper's process id"),
             ("/api/withdraw", {"idempotency_keys": []}, {}, 400, "idempotency_keys is required"),
             ("/api/withdraw", {"idempotency_keys": ["k"], "all": True}, {}, 400, "all")):
         got, answer = call("POST", f"{url}{path}", body, headers=headers)
