@@ -21,6 +21,7 @@ from scripts.benchmarks.webhook_receiver import WebhookReceiver
 from watchdog.shared import clock
 
 ACCOUNT = "main"
+GRANT_HOW = ("first", "expired", "released", "holder_gone")  # sender_lease_grants.how
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ def check(a: RunningSystem, hosts: dict[str, RunningSystem], posted: list[str], 
         "two connections of a device": sum(d["stream_replaced"] for d in devices),  # the older one still answered
         "half-open connections replaced (not two)": sum(d["dead_replaced"] for d in devices),
         "lease grants": len(history.grants),
+        **{f"lease grants: {how}": sum(g.how == how for g in history.grants) for how in GRANT_HOW},
         "webhook events": len(events),
         "webhook events lost": sum(1 for event_id in events if event_id not in accepted),
         "webhook redeliveries": sum(n - 1 for n in accepted.values()),
