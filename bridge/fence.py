@@ -23,10 +23,10 @@ the token stays valid while any of them lives and renewed it.
 """
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 import re
+import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,39 +60,43 @@ class _Known:
     until: dict[int, float] = field(default_factory=dict)  # keeper pid (0: unnamed) -> monotonic validity it gave
     lost: bool = False
 
-    @property
-    def valid_until(self) -> float:
-        return max(self.until.values(), default=0.0)
-
 
 class Keepers:
-    """The keeper processes whose words a bridge holds, each watched through a pidfd on the event loop: `gone(pid)`
-    as soon as one exits (a zombie too; a pidfd names one process, so a reused pid is never mistaken for it)."""
+    """The keeper processes whose words a bridge holds, each watched through a pidfd: readable once the process
+    exited (a zombie too; a pidfd names one process, so a reused pid is never mistaken for it). Asked before every
+    send, not told by the event loop: a loaded loop must not send under a dead keeper's word one turn late."""
 
-    def __init__(self, gone: Callable[[int], None]) -> None:
-        self.gone = gone
+    def __init__(self) -> None:
         self._fds: dict[int, int] = {}
 
     def watch(self, pid: int) -> bool:
         """Watch `pid` (once); False if it is not alive. Where pidfds are missing (Linux before 5.3) nothing is
         watched: the validity's own deadline bounds it, as before."""
         if pid in self._fds:
-            return True
+            return self.alive(pid)
         try:
-            fd = os.pidfd_open(pid)
+            self._fds[pid] = os.pidfd_open(pid)
         except ProcessLookupError:
             return False
         except (OSError, AttributeError):
-            return True
-        asyncio.get_running_loop().add_reader(fd, self._exited, pid)
-        self._fds[pid] = fd
+            pass
         return True
 
-    def _exited(self, pid: int) -> None:
-        fd = self._fds.pop(pid)
-        asyncio.get_running_loop().remove_reader(fd)
+    def keep_only(self, pids: set[int]) -> None:
+        """Stop watching the keepers no word held refers to any more (a new token, a lost one)."""
+        for pid in set(self._fds) - pids:
+            os.close(self._fds.pop(pid))
+
+    def alive(self, pid: int) -> bool:
+        """Is keeper `pid` alive (0 or unwatched: it is not known to be dead)? A dead one is forgotten."""
+        fd = self._fds.get(pid)
+        if fd is None:
+            return True
+        if not select.select([fd], [], [], 0)[0]:
+            return True
+        del self._fds[pid]
         os.close(fd)
-        self.gone(pid)
+        return False
 
 
 class Fences:
@@ -101,7 +105,7 @@ class Fences:
     def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
         self.now = now
         self._known: dict[str, _Known] = {}
-        self.keepers = Keepers(self._keeper_gone)
+        self.keepers = Keepers()
 
     def renewed(self, lease: str, token: int, valid_until: float, keeper: int = 0) -> bool:
         """`token` of `lease` is valid until `valid_until`, while process `keeper` lives (0: not named: until then).
@@ -111,15 +115,21 @@ class Fences:
         new = known is None or token > known.token
         if new:
             known = self._known[lease] = _Known(token)
+            self._forget_keepers()
         assert known is not None
         if token == known.token and not known.lost and (not keeper or self.keepers.watch(keeper)):
             known.until[keeper] = max(known.until.get(keeper, 0.0), valid_until)
         return new
 
-    def _keeper_gone(self, pid: int) -> None:
-        """A keeper exited: what it said is void (its lease may be another host's by now)."""
-        for known in self._known.values():
-            known.until.pop(pid, None)
+    def _forget_keepers(self) -> None:
+        self.keepers.keep_only({pid for known in self._known.values() for pid in known.until})
+
+    def _valid_until(self, known: _Known) -> float:
+        """Until when `known`'s token may send: the latest validity a live keeper gave (a dead one's is void: its
+        lease may be another host's by now)."""
+        for pid in [pid for pid in known.until if not self.keepers.alive(pid)]:
+            del known.until[pid]
+        return max(known.until.values(), default=0.0)
 
     def lost(self, lease: str, token: int) -> bool:
         """`token` of `lease` is no longer the lease's (tokens only grow: it never comes back). True if that is
@@ -127,6 +137,7 @@ class Fences:
         known = self._known.get(lease)
         if known is None or token > known.token or (token == known.token and not known.lost):
             self._known[lease] = _Known(token, lost=True)
+            self._forget_keepers()
             return True
         return False
 
@@ -145,7 +156,7 @@ class Fences:
             return True
         known = self._known.get(fence.lease)
         return (known is not None and not known.lost and known.token == fence.token
-                and self.now() < known.valid_until)
+                and self.now() < self._valid_until(known))
 
     def superseded(self, fence: SendFence | None) -> bool:
         """Is `fence` over for good (a newer token is known, or its own was lost): its rows are withdrawn."""
@@ -159,7 +170,7 @@ class Fences:
         known = self._known.get(lease)
         if known is None:
             return {"lease": lease, "token": None, "valid_s": 0.0}
-        valid = 0.0 if known.lost else max(0.0, known.valid_until - self.now())
+        valid = 0.0 if known.lost else max(0.0, self._valid_until(known) - self.now())
         return {"lease": lease, "token": known.token, "valid_s": round(valid, 3)}
 
 

@@ -22,7 +22,7 @@ from bridge.store import Store
 from bridge.transport import OutgoingMessage, SendResult
 from tests.bridge.test_outbox import ScriptedTransport, request
 from tests.bridge_support import call, rows, sent, start_bridge, start_sim
-from tests.conftest import GROUP_A, GROUP_B, Processes
+from tests.conftest import GROUP_A, GROUP_B, Processes, wait_until
 from watchdog.shared import clock
 
 ME = "27710000000@s.whatsapp.net"
@@ -142,30 +142,25 @@ def test_a_validity_ends_with_the_keeper_process_that_gave_it() -> None:
     def keeper() -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
 
-    async def scenario(one: subprocess.Popen, two: subprocess.Popen, dead: int) -> None:
-        fences, three = Fences(), SendFence(MAIN, 3)
-        fences.renewed(MAIN, 3, time.monotonic() + 60, keeper=one.pid)
-        assert fences.allows(three)
-        one.kill()  # not reaped: a zombie's pidfd is readable too
-        deadline = time.monotonic() + 10
-        while fences.allows(three) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        assert not fences.allows(three) and not fences.superseded(three)  # waits for a word, not withdrawn
-        fences.renewed(MAIN, 3, time.monotonic() + 60, keeper=dead)  # a word from a keeper already gone: void
-        assert not fences.allows(three)
-        fences.renewed(MAIN, 3, time.monotonic() + 60, keeper=two.pid)  # the node's other process keeps it
-        assert fences.allows(three) and fences.snapshot(MAIN)["valid_s"] > 59
-        fences.renewed(MAIN, 3, time.monotonic() + 60)  # unnamed (a keeper of before): until its deadline only
-        two.kill()
-        await asyncio.sleep(0.1)
-        assert fences.allows(three)
-
     gone = keeper()
     gone.stdin.close()  # type: ignore[union-attr]
     gone.wait()
     one, two = keeper(), keeper()
     try:
-        asyncio.run(scenario(one, two, gone.pid))
+        fences, three = Fences(), SendFence(MAIN, 3)
+        fences.renewed(MAIN, 3, time.monotonic() + 60, keeper=one.pid)
+        assert fences.allows(three)
+        one.kill()  # not reaped: a zombie's pidfd is readable too
+        wait_until(lambda: not fences.allows(three), timeout=10, message="the dead keeper's word to be void")
+        assert not fences.superseded(three)  # its rows wait for a word, not withdrawn
+        fences.renewed(MAIN, 3, time.monotonic() + 60, keeper=gone.pid)  # a word from a keeper already gone: void
+        assert not fences.allows(three)
+        fences.renewed(MAIN, 3, time.monotonic() + 60, keeper=two.pid)  # the node's other process keeps it
+        assert fences.allows(three) and fences.snapshot(MAIN)["valid_s"] > 59
+        fences.renewed(MAIN, 3, time.monotonic() + 30)  # unnamed (a keeper of before): until its deadline only
+        two.kill()
+        two.wait()
+        assert fences.allows(three) and 29 < fences.snapshot(MAIN)["valid_s"] <= 30
     finally:
         for child in (one, two):
             child.kill()
