@@ -250,7 +250,8 @@ def test_every_grant_is_kept_with_its_token_holder_time_and_how(leases) -> None:
     first = a.acquire()
     assert a2.acquire() == first  # joining the node's grant is no new grant
     a2.close()
-    a.release()
+    wait_until(lambda: sessions_of(b, a2.session) == 0, timeout=5, message="a2's backend to exit")
+    assert a.release()
     assert b.acquire() == first + 1  # handed over
     wait_until(a.acquire, timeout=10, message="vps-a to take over the expired lease")
     a.close()  # A's session gone before its lease expired (its process died)
