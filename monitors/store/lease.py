@@ -50,9 +50,11 @@ _SIBLING = ("SELECT 1 FROM pg_stat_activity a WHERE a.pid <> pg_backend_pid() "
 # (a monitor of the node restarting, or one of several sharing the node's grant dying, hands nothing over), and the
 # holder renewed since this server started: a restart ends every session while the holder lives (and its bridges
 # send under its token until its own deadline), so a session missing after one is no sign of the holder's death.
+# A session renamed `wa-watchdog leaving <node>` (a clean stop releasing the lease) is not gone until it released it:
+# it tells its bridges first, and a takeover in between would not wait for that.
 _HOLDER_GONE = ("(l.renewed_at > pg_postmaster_start_time() AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a "
-                "WHERE a.pid = l.backend_pid AND a.application_name = l.session) AND NOT EXISTS ("
-                + _SIBLING.format(node="l.holder", account="l.account") + "))")
+                "WHERE a.pid = l.backend_pid AND a.application_name IN (l.session, 'wa-watchdog leaving ' || l.holder)) "
+                "AND NOT EXISTS (" + _SIBLING.format(node="l.holder", account="l.account") + "))")
 _SAME_GRANT = "(l.holder = excluded.holder AND l.expires_at > now())"
 # `before`: the row as this statement found it, for the report of a takeover (its holder, whether it had
 # released it, how long since it last renewed: the gap in sending). Then the grant itself.
@@ -245,6 +247,17 @@ class SenderLease:
         except StoreUnavailable:
             return None
         return int(row[0]) if row else None
+
+    def alone(self) -> bool:
+        """Does this process hold the lease with no other process of the node keeping it (a `release` now would end
+        it)? Asked before a clean stop's release, so that its bridges are told first (monitors/lease_keeper.py).
+        Asked of the database only: the session's name is changed by `release`."""
+        if self.token is None:
+            return False
+        try:
+            return not self.db.rows(_SIBLING.format(node="?", account="?"), (self.node, self.account))
+        except StoreUnavailable:
+            return False  # it expires on its own
 
     def release(self) -> bool:
         """End the lease now (a clean stop): another host takes over at its next look, not after lease_s. Unless
