@@ -11,8 +11,9 @@ statement here is one conditional statement judged by the database's clock (`now
   (a restarted monitor keeps sending under the same token; several monitor processes share it).
 - **renew** extends an unexpired lease of this holder and token; an expired one is never revived (the
   holder must acquire again, with a new token).
-- **release** ends the lease now (a clean stop of the node's last process keeping it), so another host
-  takes over at its next look; a process whose siblings keep the lease leaves it to them.
+- **release** ends the lease now (a clean stop of the node's last process keeping it, `alone`, once its
+  bridges were told), so another host takes over at its next look; a process whose siblings keep the lease
+  leaves it to them.
 
 The fence: every claim of outgoing work and every "sent" mark carries `FENCE` (the lease row with this
 holder and token, unexpired) in its own statement, and a mark also needs the row's `claim_token`, so a
