@@ -174,12 +174,19 @@ class Fences:
         return {"lease": lease, "token": known.token, "valid_s": round(valid, 3)}
 
 
-def _token(value: object, name: str) -> int:
-    if isinstance(value, float) and value.is_integer():  # JSON's 3.0 is the integer 3
+def _integer(value: object, low: int, high: int) -> int | None:
+    """`value` as an integer in [low, high] (JSON's 3.0 is the integer 3), or None."""
+    if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_TOKEN:
-        raise BadRequest(f"{name} must be a positive integer (a sender lease's token)")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return None
     return value
+
+
+def _token(value: object, name: str) -> int:
+    if (token := _integer(value, 1, MAX_TOKEN)) is None:
+        raise BadRequest(f"{name} must be a positive integer (a sender lease's token)")
+    return token
 
 
 def _lease(value: object, name: str) -> str:
@@ -215,12 +222,12 @@ def parse_fence_word(body: object, now: float) -> FenceWord:
     `{"lease", "token", "lost": true}`."""
     body = json_object(body, ("lease", "token", "valid_until", "lost", "keeper"))
     fence = SendFence(_lease(body.get("lease"), "lease"), _token(body.get("token"), "token"))
-    lost, until, keeper = body.get("lost", False), body.get("valid_until"), body.get("keeper", 0)
+    lost, until, keeper = body.get("lost", False), body.get("valid_until"), _integer(body.get("keeper", 0), 0, MAX_PID)
     if not isinstance(lost, bool):
         raise BadRequest("lost must be true or false")
     if lost == (until is not None):
         raise BadRequest("give either valid_until (the token is valid until then) or lost: true")
-    if isinstance(keeper, bool) or not isinstance(keeper, int) or not 0 <= keeper <= MAX_PID:
+    if keeper is None:
         raise BadRequest("keeper must be the lease keeper's process id (a positive integer)")
     if lost:
         return FenceWord(fence, None)
