@@ -50,7 +50,7 @@ class OutboxFence:
         if word.valid_until is None:
             changed = self.fences.lost(lease, word.fence.token)
         else:
-            changed = self.fences.renewed(lease, word.fence.token, word.valid_until)
+            changed = self.fences.renewed(lease, word.fence.token, word.valid_until, word.keeper)
         self._heard.set()
         self._heard = asyncio.Event()
         withdrawn: list[str] = []

@@ -98,7 +98,8 @@ class BridgeClient:
     async def fence(self, fence: Fence, valid_until: float | None, timeout: float) -> dict:
         """Tell the bridge that `fence`'s token is valid until `valid_until` (CLOCK_MONOTONIC), or lost (None)."""
         body: dict = {"lease": fence.account, "token": fence.token}
-        body.update({"valid_until": valid_until} if valid_until is not None else {"lost": True})
+        # valid while this process (the keeper) lives: dying, it voids it at once (bridge/fence.py)
+        body.update({"valid_until": valid_until, "keeper": os.getpid()} if valid_until is not None else {"lost": True})
         status, reply = await self._post_json("/api/fence", body, timeout=timeout)
         if status != 200 or not isinstance(reply, dict):
             raise BridgeUnavailable(f"{self.component}: /api/fence answered HTTP {status}: {reply}")

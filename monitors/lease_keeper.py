@@ -1,7 +1,8 @@
 """Keeps this host's sender lease of one account (a cluster, issue 21): renews it while held, looks for a
 takeover while not, and tells the feedback senders when sending rights came or went. On the same connection
-and beat it renews this node's row in `cluster_nodes` and alerts on the other nodes' silences
-(monitors/store/nodes.py): every process that keeps a lease is a sign of life of its node.
+and beat it renews this node's row in `cluster_nodes`, alerts on the other nodes' silences and ends the transactions
+a node silent for lease_s left open (monitors/store/nodes.py): every process that keeps a lease is a sign of life
+of its node.
 
 The statements are blocking (psycopg) and run on a thread of the keeper's own, on its own schedule: a silent
 PostgreSQL must not stop the monitor's event loop, and the loop, whatever it is doing, must not delay a takeover
@@ -22,9 +23,11 @@ until the drops store takes it (a host that resumes finds its connections ended)
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 
 import aiohttp
 
@@ -64,7 +67,7 @@ class LeaseKeeper:
         self._telling: set[asyncio.Task] = set()
         self._unsaid: dict[str, int] = {}  # bridge component -> the lost token it has not acknowledged yet
         self._greeted = False  # the first look said what was lost before this process
-        self.released: int | None = None  # the token the keeper's thread held when it ended the lease
+        self._hand_over: Callable[[int], None] = lambda token: None  # (run) tells the bridges before a release
         self.component = component
         self.log = log
         self.alerts = alerts
@@ -88,7 +91,7 @@ class LeaseKeeper:
         # PostgreSQL every node's row is old, and the first one back must not alert on the others.
         judge = now - self._seeing_since >= self.silent_after_s
         try:
-            silences = nodes.beat(self.lease.db, node, self.silent_after_s, judge)
+            silences = nodes.beat(self.lease.db, node, self.silent_after_s, judge, stalled_s=self.lease.lease_s)
         except StoreUnavailable:
             self._seeing_since = None  # the lease's own outage is what the keeper reports
             return []
@@ -136,8 +139,11 @@ class LeaseKeeper:
 
     def _keep_looking(self, found: Callable[[Look], None], stop: threading.Event) -> None:
         """The keeper's thread: a look every RENEW_FRACTION × lease_s while held, TAKE_OVER_EVERY while not, each
-        handed to `found`; until `stop`, then the lease released so that another host takes over at its next look
-        (the token it held is kept in `released` for the last word to the bridges)."""
+        handed to `found`; until `stop`, then the lease released so that another host takes over at its next look.
+        Only a lease this process ends is "lost" to the bridges: one its node's other processes keep is not (a
+        restarting monitor must not make the bridges withdraw what its siblings queued under it). And they hear it
+        before the release: once released, the other host may take the lease at once, and a bridge that had not
+        heard yet would send what it holds under the old token after the new grant."""
         try:
             while True:
                 before, held = self.lease.fence(), self.lease.token
@@ -146,15 +152,17 @@ class LeaseKeeper:
                 if stop.wait(self.lease.lease_s * RENEW_FRACTION if now else TAKE_OVER_EVERY):
                     return
         finally:
-            token = self.lease.token
-            # Only a lease this process ended is "lost" to the bridges: one its node's other processes keep is not
-            # (a restarting monitor must not make the bridges withdraw what its siblings queued under it).
-            self.released = token if self.lease.release() else None
+            token, told = self.lease.token, False
+            if token is not None and self.lease.alone():
+                self._hand_over(token)
+                told = True
+            if self.lease.release() and not told:  # a sibling stopping at once left it to this one: told after
+                self._hand_over(token)  # type: ignore[arg-type]
             self.lease.close()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Report the thread's looks and tell the bridges until `stopping` (or cancelled); then stop the thread,
-        which releases the lease, and tell the bridges that what they hold under it is the next holder's."""
+        which tells the bridges that what they hold under the lease is the next holder's, then releases it."""
         loop = asyncio.get_running_loop()
         looks: asyncio.Queue[Look] = asyncio.Queue()
 
@@ -170,6 +178,15 @@ class LeaseKeeper:
         thread.start()
         async with aiohttp.ClientSession() as http:
             bridges = [BridgeClient(self.config, name, http) for name in self.bridges] if self.config else []
+
+            def hand_over(token: int) -> None:  # on the keeper's thread, while this loop awaits its end
+                try:
+                    told = asyncio.run_coroutine_threadsafe(self._lost(bridges, token), loop)
+                except RuntimeError:  # the loop closed: the process is on its way out, its keeper's words void
+                    return
+                with suppress(concurrent.futures.TimeoutError):  # a bridge not answering: released all the same
+                    told.result(timeout=self.lease.lease_s)
+            self._hand_over = hand_over
             try:
                 while not stopping.is_set():
                     before, held, now, took, silences = await looks.get()
@@ -180,9 +197,12 @@ class LeaseKeeper:
             finally:
                 stop.set()
                 await asyncio.to_thread(thread.join, STOP_WAIT_S)
-                if self.released is not None and bridges:  # what the bridges hold under it is the next holder's
-                    self._tell(bridges, self.released, None)
-                    await asyncio.gather(*self._telling, return_exceptions=True)
+
+    async def _lost(self, bridges: list[BridgeClient], token: int) -> None:
+        """Tell the bridges `token` is lost and wait for their answers: what they held under it is withdrawn, and
+        given back (pending) for the next holder."""
+        self._tell(bridges, token, None)
+        await asyncio.gather(*self._telling, return_exceptions=True)
 
     def _tell(self, bridges: list[BridgeClient], held: int | None, now: Fence | None) -> None:
         """Tell the bridges the lease's validity after a look (`held`: the token held before it; `now`: after)."""

@@ -12,19 +12,24 @@ partitions of faults 3 and 4 need namespaces: tests/test_cluster_partitions.py).
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import suppress
+from datetime import datetime
 from pathlib import Path
 
 import psutil
 import pytest
 
+from monitors.store.lease import SenderLease, grants
 from monitors.store.postgres import PostgresBackend
-from scripts.benchmarks.cluster_run import Poster, holder, kill_tree, signal_tree, tree, two_hosts
-from scripts.benchmarks.system_run import PHONE, RunningSystem, group_jid, http
+from scripts.benchmarks.chaos_cluster_checks import History, sent_tokens
+from scripts.benchmarks.cluster_run import CLUSTER, Poster, holder, kill_tree, signal_tree, tree, two_hosts
+from scripts.benchmarks.system_run import PHONE, RunningSystem, config_text, group_jid, http, slow_start
 from tests.conftest import wait_until
 from tests.pg import PgCluster
 from watchdog.components import load
@@ -256,4 +261,90 @@ def test_a_rolling_upgrade_loses_nothing_and_sends_nothing_twice(tmp_path: Path,
     finally:
         posting.join()
         b.stop()
+        a.stop()
+
+
+MONITOR = "monitor:p1"
+A_TRICKLE = ("pace = { per_minute = 0, per_hour = 0, per_day = 0, reactions_per_minute = 0, chat_gap_s = 0.3, "
+             "chat_jitter_s = 0, typing = false, ramp_s = 0 }")  # A's bridge sends one ack every 0.3 s
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_holders_bridge_sends_nothing_under_its_token_once_the_monitor_keeping_it_died(tmp_path: Path,
+                                                                                         pg_url: str) -> None:
+    """A's monitor dies alone (a crash; its watchdog held back from restarting it): its lease session is reset
+    and B takes over at once, while A's bridge lives on with acknowledgements queued under A's token. The
+    bridge must not go on sending them until the validity the dead keeper last gave it runs out: each send is
+    judged by its token (A's outbox) against the lease's grants (sender_lease_grants), as chaos --cluster does."""
+    a, b = two_hosts(tmp_path, pg_url, pace_a=A_TRICKLE)
+    poster = Poster(a, rate=50)  # faster than A's bridge sends
+    watchdog = psutil.Process(a.proc.pid)  # type: ignore[union-attr]
+    try:
+        poster.post(30)
+        wait_until(lambda: a.query("messages", "SELECT COUNT(*) FROM outbox WHERE status = 'pending'")[0][0] >= 10,
+                   timeout=30, message="A's bridge to hold acknowledgements queued behind its pace")
+        monitor = a.pid(MONITOR)
+        assert monitor is not None
+        watchdog.suspend()  # nothing restarts A's monitor meanwhile
+        os.kill(monitor, signal.SIGKILL)
+        wait_until(lambda: holder(pg_url) == "vps-b", timeout=10, message="B to take the sender lease at once")
+        wait_until(lambda: sent_status(a) + a.query("drops", "SELECT COUNT(*) FROM feedback WHERE status = "
+                                                             "'queued'")[0][0] == 30, timeout=60,
+                   message="every acknowledgement sent, or held queued by A's bridge for B to take over")
+        history = History.read(pg_url)
+        tokens = sent_tokens(a)
+        stale = [(s["text"], why) for s in a.sent() if s["node"] == "vps-a"
+                 for _, why in [history.superseding("vps-a", tokens.get(s["id"]),
+                                                    datetime.fromisoformat(s["time"]).timestamp())] if why]
+        assert stale == [], f"A's bridge sent under its token after B's grant: {stale}"
+    finally:
+        if watchdog.status() == psutil.STATUS_STOPPED:
+            watchdog.resume()
+        b.stop()
+        a.stop()
+
+
+def take_over(lease: SenderLease, within: float) -> int | None:
+    """B looking again and again, as fast as it can, for up to `within` seconds: its token, or None."""
+    deadline = time.monotonic() + within
+    while (token := lease.acquire()) is None and time.monotonic() < deadline:
+        pass
+    return token
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_holder_stopping_cleanly_has_its_bridge_withdraw_what_it_holds_before_the_next_grant(
+        tmp_path: Path, pg_url: str) -> None:
+    """A clean stop releases the lease, and the other host may take it at its very next look: A's bridge must have
+    heard "lost" before that, or it sends what it holds under the old token after the new grant (chaos --cluster
+    saw one, 35 ms after it, in a rolling upgrade). A's bridge is held still while its monitor stops, so that the
+    order shows: B, looking as fast as it can, gets nothing until the bridge has heard."""
+    a = RunningSystem(tmp_path / "a", slow_start(config_text(1, database_url=pg_url, pace=A_TRICKLE))
+                      + CLUSTER.format("vps-a", 5.0), database_url=pg_url)
+    a.start()
+    b = SenderLease(pg_url, "wa_watchdog", "main", "vps-b", 5.0)
+    stopped: list[psutil.Process] = []
+    try:
+        wait_until(lambda: holder(pg_url) == "vps-a", timeout=30, message="A to hold the sender lease")
+        Poster(a, rate=50).post(30)
+        wait_until(lambda: a.query("messages", "SELECT COUNT(*) FROM outbox WHERE status = 'pending'")[0][0] >= 10,
+                   timeout=30, message="A's bridge to hold acknowledgements queued behind its pace")
+        monitor, bridge = a.pid(MONITOR), a.pid("bridge:main")
+        assert monitor is not None and bridge is not None
+        stopped = [psutil.Process(a.proc.pid), psutil.Process(bridge)]  # type: ignore[union-attr]
+        for process in stopped:  # the watchdog restarts nothing; the bridge hears nothing yet
+            process.suspend()
+        os.kill(monitor, signal.SIGTERM)  # a clean stop of the monitor keeping the lease (lease_s 5)
+        assert take_over(b, within=2.0) is None, "B got the lease before A's bridge heard it was lost"
+        psutil.Process(bridge).resume()
+        assert take_over(b, within=10.0) == 2 and grants(b.db, "main")[-1].how == "released"
+        assert a.query("messages", "SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND fence_token = 1") \
+            == [(0,)]  # all it held under token 1 withdrawn before B's grant
+    finally:
+        for process in stopped:
+            with suppress(psutil.NoSuchProcess):
+                process.resume()
+        b.close()
         a.stop()

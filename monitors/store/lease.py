@@ -4,14 +4,16 @@ A row per sending account in `sender_leases` (PostgreSQL only: a cluster shares 
 statement here is one conditional statement judged by the database's clock (`now()`), never a host's:
 
 - **acquire** grants the lease when it is free, expired, or its holder is gone (none of the holder's lease
-  connections for this lease is in pg_stat_activity: its processes died and their connections were reset,
-  so another host need not wait out the lease). A grant to another holder, or after expiry, adds 1 to the
+  connections for this lease is in pg_stat_activity, though it renewed since the server started: its processes
+  died and their connections were reset, so another host need not wait out the lease; after a PostgreSQL restart
+  it must, as the holder lives on and reconnects). A grant to another holder, or after expiry, adds 1 to the
   token: tokens only grow, the row is never deleted. A process of the holding node joins the node's grant
   (a restarted monitor keeps sending under the same token; several monitor processes share it).
 - **renew** extends an unexpired lease of this holder and token; an expired one is never revived (the
   holder must acquire again, with a new token).
-- **release** ends the lease now (a clean stop of the node's last process keeping it), so another host
-  takes over at its next look; a process whose siblings keep the lease leaves it to them.
+- **release** ends the lease now (a clean stop of the node's last process keeping it, `alone`, once its
+  bridges were told), so another host takes over at its next look; a process whose siblings keep the lease
+  leaves it to them.
 
 The fence: every claim of outgoing work and every "sent" mark carries `FENCE` (the lease row with this
 holder and token, unexpired) in its own statement, and a mark also needs the row's `claim_token`, so a
@@ -46,17 +48,21 @@ _SIBLING = ("SELECT 1 FROM pg_stat_activity a WHERE a.pid <> pg_backend_pid() "
             "'lease' AND split_part(a.application_name, ' ', 3) = {node} AND split_part(a.application_name, ' ', 4) = "
             "{account}")
 # Gone: neither the session that renewed last nor another process of the holder keeping this lease is connected
-# (a monitor of the node restarting, or one of several sharing the node's grant dying, hands nothing over).
-_HOLDER_GONE = ("(NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend_pid "
-                "AND a.application_name = l.session) AND NOT EXISTS ("
-                + _SIBLING.format(node="l.holder", account="l.account") + "))")
+# (a monitor of the node restarting, or one of several sharing the node's grant dying, hands nothing over), and the
+# holder renewed since this server started: a restart ends every session while the holder lives (and its bridges
+# send under its token until its own deadline), so a session missing after one is no sign of the holder's death.
+# A session renamed `wa-watchdog leaving <node>` (a clean stop releasing the lease) is not gone until it released it:
+# it tells its bridges first, and a takeover in between would not wait for that.
+_HOLDER_GONE = ("(l.renewed_at > pg_postmaster_start_time() AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a "
+                "WHERE a.pid = l.backend_pid AND a.application_name IN (l.session, 'wa-watchdog leaving ' || l.holder)) "
+                "AND NOT EXISTS (" + _SIBLING.format(node="l.holder", account="l.account") + "))")
 _SAME_GRANT = "(l.holder = excluded.holder AND l.expires_at > now())"
 # `before`: the row as this statement found it, for the report of a takeover (its holder, whether it had
 # released it, how long since it last renewed: the gap in sending). Then the grant itself.
 ACQUIRE = (
     "WITH before AS (SELECT holder, session = '' AS released, EXTRACT(EPOCH FROM now() - renewed_at) AS silent_s, "
-    "expires_at <= now() AS expired FROM sender_leases WHERE account = ?) "
-    "INSERT INTO sender_leases AS l (account, holder, token, session, backend_pid, acquired_at, renewed_at, "
+    "expires_at <= now() AS expired FROM sender_leases WHERE account = ?), "
+    "granted AS (INSERT INTO sender_leases AS l (account, holder, token, session, backend_pid, acquired_at, renewed_at, "
     "expires_at) VALUES (?, ?, 1, ?, pg_backend_pid(), now(), now(), now() + make_interval(secs => ?)) "
     f"ON CONFLICT (account) DO UPDATE SET holder = excluded.holder, "
     f"token = l.token + CASE WHEN {_SAME_GRANT} THEN 0 ELSE 1 END, "
@@ -64,8 +70,13 @@ ACQUIRE = (
     "session = excluded.session, backend_pid = excluded.backend_pid, renewed_at = now(), "
     "expires_at = excluded.expires_at "
     f"WHERE l.expires_at <= now() OR l.holder = excluded.holder OR {_HOLDER_GONE} "
-    "RETURNING token, (SELECT holder FROM before), (SELECT released FROM before), (SELECT silent_s FROM before), "
-    "(SELECT expired FROM before)")
+    "RETURNING l.account, l.token, l.holder, l.acquired_at), "
+    # A new token is a grant: kept in the history (joining the node's grant is not one: the token is known).
+    "logged AS (INSERT INTO sender_lease_grants (account, token, holder, acquired_at, previous, how) "
+    "SELECT g.account, g.token, g.holder, g.acquired_at, b.holder, CASE WHEN b.holder IS NULL THEN 'first' "
+    "WHEN b.released THEN 'released' WHEN b.expired THEN 'expired' ELSE 'holder_gone' END "
+    "FROM granted g LEFT JOIN before b ON true ON CONFLICT (account, token) DO NOTHING) "
+    "SELECT g.token, b.holder, b.released, b.silent_s, b.expired FROM granted g LEFT JOIN before b ON true")
 RENEW = ("UPDATE sender_leases SET renewed_at = now(), expires_at = now() + make_interval(secs => ?), "
          "session = ?, backend_pid = pg_backend_pid() "
          "WHERE account = ? AND holder = ? AND token = ? AND expires_at > now() RETURNING token")
@@ -103,6 +114,26 @@ class LeaseState:
 def lease_states(backend: PostgresBackend) -> list[LeaseState]:
     return [LeaseState(*row[:6], bool(row[6]), float(row[7]))
             for row in backend.rows(STATE + " ORDER BY account")]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One grant of a lease (`sender_lease_grants`): `token` to `holder` at `acquired_at` (epoch seconds, the
+    database's clock), taken from `previous` (None: the first) `how`: first, expired, released, holder_gone."""
+
+    account: str
+    token: int
+    holder: str
+    acquired_at: float
+    previous: str | None
+    how: str
+
+
+def grants(backend: PostgresBackend, account: str) -> list[Grant]:
+    """Every grant of `account`'s lease, oldest first (the lease row keeps only the newest)."""
+    return [Grant(row[0], int(row[1]), row[2], float(row[3]), row[4], row[5]) for row in backend.rows(
+        "SELECT account, token, holder, EXTRACT(EPOCH FROM acquired_at), previous, how FROM sender_lease_grants "
+        "WHERE account = ? ORDER BY token", (account,))]
 
 
 def session_name(node: str, account: str) -> str:
@@ -217,6 +248,17 @@ class SenderLease:
         except StoreUnavailable:
             return None
         return int(row[0]) if row else None
+
+    def alone(self) -> bool:
+        """Does this process hold the lease with no other process of the node keeping it (a `release` now would end
+        it)? Asked before a clean stop's release, so that its bridges are told first (monitors/lease_keeper.py).
+        Asked of the database only: the session's name is changed by `release`."""
+        if self.token is None:
+            return False
+        try:
+            return not self.db.rows(_SIBLING.format(node="?", account="?"), (self.node, self.account))
+        except StoreUnavailable:
+            return False  # it expires on its own
 
     def release(self) -> bool:
         """End the lease now (a clean stop): another host takes over at its next look, not after lease_s. Unless

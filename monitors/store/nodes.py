@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from loguru import logger
+
+from monitors.store.fence import store_session_name
 from monitors.store.postgres import PostgresBackend
+from watchdog.shared.migrations import Executor
 
 # One statement, one round trip: renew `node`'s row, then (when `judge`) record each other node's silence longer
 # than `silent_s` that this node has not recorded yet. `?`: node, judge, silent_s. Returns the new silences.
@@ -20,6 +24,18 @@ BEAT = ("WITH seen AS (INSERT INTO cluster_nodes (node, first_seen, last_seen) V
         "SELECT n.node, seen.node, n.last_seen, now() FROM cluster_nodes n, seen "
         "WHERE ? AND n.node <> seen.node AND n.last_seen < now() - make_interval(secs => ?) ON CONFLICT DO NOTHING "
         "RETURNING node, EXTRACT(EPOCH FROM now() - last_seen)")
+# The drops store sessions of another node silent for `?` seconds, in a transaction open that long, that were
+# connected at the node's last renewal: a paused host (a frozen VM) inside a transaction. Its kernel still answers,
+# so TCP keeps its sessions, and their row locks hold back the other hosts' recording of the same drops for the
+# whole pause (a takeover ends them only for a lease holder). PostgreSQL cannot bound it alone: the store's
+# transactions are pipelined, so a paused one is "active", waiting for its client, never "idle in transaction"
+# (idle_in_transaction_session_timeout never fires). A node starting, or back after a stop, may run a long migration
+# before it renews: sessions newer than its last renewal are left alone, and so are another role's (not ours to end:
+# they wait for their host). `?`: the store sessions' name prefix, this node, stalled_s, stalled_s.
+END_STALLED = ("SELECT COUNT(pg_terminate_backend(a.pid)) FROM pg_stat_activity a JOIN cluster_nodes n "
+               "ON a.application_name = ? || n.node WHERE a.datname = current_database() AND n.node <> ? "
+               "AND n.last_seen < now() - make_interval(secs => ?) AND a.backend_start < n.last_seen "
+               "AND a.xact_start < now() - make_interval(secs => ?) AND a.usename = current_user")
 STATE = ("SELECT node, first_seen, last_seen, EXTRACT(EPOCH FROM now() - last_seen) FROM cluster_nodes "
          "ORDER BY node")
 
@@ -34,10 +50,23 @@ class NodeState:
     seen_ago_s: float
 
 
-def beat(backend: PostgresBackend, node: str, silent_s: float, judge: bool = True) -> list[tuple[str, float]]:
+def beat(backend: PostgresBackend, node: str, silent_s: float, judge: bool = True,
+         stalled_s: float | None = None) -> list[tuple[str, float]]:
     """Record that `node` is alive now; with `judge`, the other nodes silent for `silent_s` that `node` has not
-    alerted on yet: (node, seconds silent)."""
-    return [(other, float(ago)) for other, ago in backend.rows(BEAT, (node, judge, silent_s))]
+    alerted on yet: (node, seconds silent). With `stalled_s`, in the same transaction, end the other nodes'
+    stalled transactions (END_STALLED): a paused host's locks last about `stalled_s`, not its whole pause."""
+    with backend.transaction() as tx:
+        silences = [(other, float(ago)) for other, ago in tx.rows(BEAT, (node, judge, silent_s))]
+        if stalled_s is not None:
+            _end_stalled(tx, node, stalled_s)
+    return silences
+
+
+def _end_stalled(tx: Executor, node: str, stalled_s: float) -> None:
+    [(ended,)] = tx.rows(END_STALLED, (store_session_name(""), node, stalled_s, stalled_s))
+    if ended:
+        logger.warning("cluster node {}: ended {} drops store session(s) of a node silent for over {:g} s inside a "
+                       "transaction (their locks held back the recording of drops)", node, ended, stalled_s)
 
 
 def node_states(backend: PostgresBackend) -> list[NodeState]:

@@ -217,6 +217,21 @@ CREATE TABLE device_copies (
 );
 CREATE INDEX device_copies_chat ON device_copies (account, chat_jid, timestamp)
 """
+# Issue 21: every grant of a sender lease, kept: which holder got which token when (the database's clock) and how
+# (`first`, `expired`, `released`, `holder_gone`: its holder's sessions were gone before it expired), from whom. The
+# lease row keeps only the newest grant; a check of "sent under the current token" (scripts/chaos --cluster) and an
+# operator asking who sent when need them all. One row per takeover or restart, inserted by the grant itself.
+V14_LEASE_GRANTS = """
+CREATE TABLE sender_lease_grants (
+    account TEXT NOT NULL,
+    token {int} NOT NULL,
+    holder TEXT NOT NULL,
+    acquired_at {ts} NOT NULL,
+    previous TEXT,
+    how TEXT NOT NULL,
+    PRIMARY KEY (account, token)
+)
+"""
 _OLD_STATUSES, _NEW_STATUSES = "'queued', 'failed'))", "'queued', 'failed', 'unknown'))"
 
 
@@ -281,4 +296,6 @@ def migrations(dialect: Dialect) -> list[Migration]:
                    _sqlite_unknown_status if dialect.name == "sqlite" else _postgres_unknown_status)),
         Migration(13, "device_copies: from-me messages a host's device received from a sibling device (a send whose "
                       "answer was lost is found out by the other host's copy)", (dialect.ddl(V13_DEVICE_COPIES),)),
+        Migration(14, "sender_lease_grants: every grant of a sender lease (token, holder, when, how, from whom)",
+                  (dialect.ddl(V14_LEASE_GRANTS),)),
     ]

@@ -13,8 +13,8 @@ iptables) the hosts are process trees in this namespace and the two cuts are lef
 stops and the run waits, with a deadline, for every drop to be recorded, acknowledged and its webhook received.
 
 Checked and printed (scripts/benchmarks/chaos_cluster_checks.py): every drop recorded once; every acknowledgement
-in the group once (/sim/sent), or `unknown`, counted; none sent by a host not holding the token current when
-WhatsApp got it (the lease's grants polled, and the hosts' recovery logs); a bridge's re-sends of an id already
+in the group once (/sim/sent), or `unknown`, counted; none sent under a token no longer current when WhatsApp got
+it (the token its outbox row went under, against the lease's durable grant history); a bridge's re-sends of an id already
 sent (the simulator keeps one; through WhatsApp a second message), attributed to the blow they followed; no
 device ever connected twice; each drop event's webhook received at least once by a signature-checking receiver.
 """
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts.benchmarks.chaos_checks import DROP_EVENTS
-from scripts.benchmarks.chaos_cluster_checks import FAILURES, LeaseWatch, Outcome, check, settled
+from scripts.benchmarks.chaos_cluster_checks import FAILURES, History, Outcome, check, settled
 from scripts.benchmarks.cluster_lab import Lab, LabUnavailable, cluster_lab
 from scripts.benchmarks.cluster_run import Poster, kill_tree, server_ids, signal_tree, tree, two_hosts
 from scripts.benchmarks.system_run import PHONE, RunningSystem, http, wait_for
@@ -185,9 +185,6 @@ def run(args: argparse.Namespace, workdir: Path, bin_dir: Path) -> Run:
         cluster = up(stack, workdir, bin_dir, args.lease_s, receiver, server_ids if args.server_ids else str)
         if cluster.lab is None:
             kinds = tuple(k for k in kinds if k not in CUTS)
-        watch = LeaseWatch(cluster.pg_url)
-        watch.start()
-        stack.callback(watch.halt.set)
         poster = Poster(cluster.a, args.rate)
         posting = threading.Thread(target=poster.post, args=(int(args.minutes * 60 * args.rate),))
         stack.callback(posting.join)
@@ -209,10 +206,8 @@ def run(args: argparse.Namespace, workdir: Path, bin_dir: Path) -> Run:
         except TimeoutError as exc:
             print(f"  {exc}")
         blows[-1].followed = device_counts(cluster) - last
-        watch.halt.set()
-        watch.join()
-        hosts = [cluster.a, cluster.b]
-        return Run(check(cluster.a, hosts, poster.posted, watch.grants(hosts), receiver), blows,
+        hosts = {"vps-a": cluster.a, "vps-b": cluster.b}
+        return Run(check(cluster.a, hosts, poster.posted, History.read(cluster.pg_url), receiver), blows,
                    cluster.lab is not None)
 
 

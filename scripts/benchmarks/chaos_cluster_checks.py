@@ -1,68 +1,65 @@
-"""What `scripts/chaos --cluster` checks once it is over (scripts/benchmarks/chaos_cluster.py), and the lease's
-history it needs for that: every drop recorded once, every acknowledgement in the group once (or `unknown`),
-no acknowledgement sent by a host not holding the token current when WhatsApp got it, no device connected twice,
-every drop event's webhook received at least once."""
+"""What `scripts/chaos --cluster` checks once it is over (scripts/benchmarks/chaos_cluster.py): every drop recorded
+once, every acknowledgement in the group once (or `unknown`), none sent under a token that was no longer current when
+WhatsApp got it, no device connected twice, every drop event's webhook received at least once.
+
+The token check is exact: each send is judged by the token its bridge sent it under (the fenced outbox row of the
+sending host's messages.db keeps it) against the lease's durable history (`sender_lease_grants`: every grant, by the
+database's clock), not against a poll of the lease: a send is stale when a later grant was made before WhatsApp got
+it (the simulator's time of the send, on this machine's clock as the database reads it, the run's shift taken out).
+"""
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from monitors.store.lease import Grant, grants
 from monitors.store.postgres import PostgresBackend
-from monitors.store.sql import StoreUnavailable
 from scripts.benchmarks.chaos_checks import drop_events
 from scripts.benchmarks.system_run import PHONE, RunningSystem, group_jid, http
 from scripts.benchmarks.webhook_receiver import WebhookReceiver
-from watchdog.shared.recovery_log import RecoveryLog
+from watchdog.shared import clock
 
-GRANTS = "SELECT token, holder, EXTRACT(EPOCH FROM acquired_at) FROM sender_leases WHERE account = 'main'"
+ACCOUNT = "main"
+GRANT_HOW = ("first", "expired", "released", "holder_gone")  # sender_lease_grants.how
 
 
 @dataclass(frozen=True)
-class Grant:
-    token: int
-    holder: str
-    at: float  # epoch seconds, the database's clock (or, for a grant only the holder's log saw, the holder's)
+class History:
+    """The lease's grants, and how far the database's clock is behind the clock seam (the simulator's)."""
 
+    grants: list[Grant]
+    offset: float  # seconds to add to a database time to get the seam's
 
-class LeaseWatch(threading.Thread):
-    """Polls the sender lease every `every` s for its grants (token, holder, when): the history the check of
-    "sent only under the current token" needs. A grant shorter than `every` is found in the holders' recovery
-    logs instead (`grants`)."""
-
-    def __init__(self, pg_url: str, every: float = 0.1) -> None:
-        super().__init__(daemon=True)
-        self.pg_url = pg_url
-        self.every = every
-        self.halt = threading.Event()
-        self.seen: dict[int, Grant] = {}
-
-    def run(self) -> None:
-        reader = PostgresBackend(self.pg_url, "wa_watchdog")
+    @classmethod
+    def read(cls, pg_url: str) -> History:
+        reader = PostgresBackend(pg_url, "wa_watchdog")
         try:
-            while not self.halt.wait(self.every):
-                try:
-                    for token, holder, at in reader.rows(GRANTS):
-                        self.seen.setdefault(token, Grant(token, holder, float(at)))
-                except StoreUnavailable:  # PostgreSQL restarted: the next look reconnects
-                    pass
+            before = clock.now_s()
+            [(db_now,)] = reader.rows("SELECT EXTRACT(EPOCH FROM clock_timestamp())")
+            offset = (before + clock.now_s()) / 2 - float(db_now)  # the run's clock shift, if any (and jitter)
+            return cls(grants(reader, ACCOUNT), offset)
         finally:
             reader.close()
 
-    def grants(self, hosts: list[RunningSystem]) -> list[Grant]:
-        """Every grant, oldest first: those polled, and those only the hosts' recovery logs recorded."""
-        grants = dict(self.seen)
-        for host in hosts:
-            for r in RecoveryLog(host.data_dir / "recoveries.jsonl").read():
-                if r.get("event") == "lease" and r.get("change") in ("acquired", "taken_over"):
-                    grants.setdefault(r["token"], Grant(r["token"], r["node"], r["time"]))
-        return sorted(grants.values(), key=lambda g: g.token)
+    def superseding(self, node: str, token: int | None, at: float) -> tuple[Grant | None, str]:
+        """Was a send by `node` under `token` at `at` (the seam's epoch seconds) stale? (the grant that ended
+        `token` before `at`, or None; why), "" when it was `node`'s token and current."""
+        mine = next((g for g in self.grants if g.token == token), None)
+        if token is None or mine is None:
+            return None, "unfenced" if token is None else f"token {token} never granted"
+        if mine.holder != node:
+            return mine, f"token {token} was {mine.holder}'s"
+        later = next((g for g in self.grants if g.token > token), None)
+        if later is not None and later.acquired_at + self.offset <= at:
+            return later, "superseded"
+        return None, ""
 
 
-def holder_at(grants: list[Grant], at: float) -> Grant | None:
-    """The grant current at `at`: the last granted before it (tokens only grow)."""
-    return next((g for g in reversed(grants) if g.at <= at), None)
+def sent_tokens(host: RunningSystem) -> dict[str, int | None]:
+    """The token each message of the host's outbox went out under (its fenced row; None: unfenced). A row is
+    queued again under a new token only once withdrawn, and a row handed to WhatsApp is never withdrawn."""
+    return dict(host.query("messages", "SELECT message_id, fence_token FROM outbox"))
 
 
 def acks(system: RunningSystem) -> list[dict]:
@@ -80,16 +77,23 @@ def settled(a: RunningSystem, posted: list[str], receiver: WebhookReceiver) -> b
 
 @dataclass(frozen=True)
 class Stale:
-    """An acknowledgement WhatsApp got from `node` at `at` while `current` (another node's, or none) was the grant."""
+    """An acknowledgement WhatsApp got from `node` at `at` under `token` that was not current then (`why`)."""
 
     drop: str
     node: str
     at: float
-    current: Grant | None
+    token: int | None
+    why: str
+    current: Grant | None  # the grant that had ended `token` (or whose token it was)
+    offset: float  # History.offset: the grant's time on the send's clock
 
     def __str__(self) -> str:
-        held = f"token {self.current.token} held by {self.current.holder}" if self.current else "no grant yet"
-        return f"{self.drop}'s ack sent by {self.node} while {held}"
+        text = f"{self.drop}'s ack sent by {self.node} under token {self.token}"
+        if self.why != "superseded" or self.current is None:
+            return f"{text}: {self.why}"
+        late = self.at - (self.current.acquired_at + self.offset)
+        return (f"{text} {late:.3f} s after token {self.current.token} went to {self.current.holder} "
+                f"({self.current.how})")
 
 
 @dataclass
@@ -107,8 +111,9 @@ FAILURES = ("drops missed", "drops recorded twice", "acks missing", "acks twice"
             "current token", "re-sent by a bridge (same id)", "two connections of a device", "webhook events lost")
 
 
-def check(a: RunningSystem, hosts: list[RunningSystem], posted: list[str], grants: list[Grant],
+def check(a: RunningSystem, hosts: dict[str, RunningSystem], posted: list[str], history: History,
           receiver: WebhookReceiver) -> Outcome:
+    """`hosts` by node name: whose messages.db says what token a send went under."""
     recorded = Counter(d for (d,) in a.query("drops", "SELECT d.drop_number FROM drop_events e "
                                                        "JOIN drops d ON d.id = e.drop_id"))
     group = acks(a)
@@ -116,12 +121,15 @@ def check(a: RunningSystem, hosts: list[RunningSystem], posted: list[str], grant
     unknown = a.query("drops", "SELECT COUNT(*) FROM feedback WHERE status = 'unknown'")[0][0]
     devices = http("GET", f"{a.sim_url}/sim/sessions")[PHONE]["devices"]  # type: ignore[index]
     events, accepted = drop_events(a), receiver.accepted()
+    tokens = {node: sent_tokens(host) for node, host in hosts.items()}
     outcome = Outcome()
     for sent in group:
         at = datetime.fromisoformat(sent["time"]).timestamp()
-        current = holder_at(grants, at)
-        if current is None or current.holder != sent["node"]:
-            outcome.stale.append(Stale(sent["text"].split()[1], sent["node"], at, current))
+        token = tokens.get(sent["node"], {}).get(sent["id"])
+        current, why = history.superseding(sent["node"], token, at)
+        if why:
+            outcome.stale.append(Stale(sent["text"].split()[1], sent["node"], at, token, why, current,
+                                       history.offset))
     outcome.odd = sorted({d for d, n in recorded.items() if n > 1} | {d for d, n in counted.items() if n > 1}
                          | {d for d in posted if d not in recorded or d not in counted})
     outcome.counts = {
@@ -136,7 +144,8 @@ def check(a: RunningSystem, hosts: list[RunningSystem], posted: list[str], grant
         "re-sent by a bridge (same id)": sum(d["resent"] for d in devices),
         "two connections of a device": sum(d["stream_replaced"] for d in devices),  # the older one still answered
         "half-open connections replaced (not two)": sum(d["dead_replaced"] for d in devices),
-        "lease grants": len(grants),
+        "lease grants": len(history.grants),
+        **{f"lease grants: {how}": sum(g.how == how for g in history.grants) for how in GRANT_HOW},
         "webhook events": len(events),
         "webhook events lost": sum(1 for event_id in events if event_id not in accepted),
         "webhook redeliveries": sum(n - 1 for n in accepted.values()),

@@ -17,10 +17,7 @@ sent, or unknown) and how long after B got the lease. Targets: first ack <= 1 s 
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
-import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -31,11 +28,11 @@ from pathlib import Path
 import psutil
 
 from bridge.schema import parse_ts
-from scripts.benchmarks.cluster_run import Poster, holder, signal_tree, tree, two_hosts
+from scripts.benchmarks.cluster_run import Poster, bench_postgres, holder, postgres_bin, signal_tree, tree, two_hosts
 from scripts.benchmarks.drop_latency import percentile
 from scripts.benchmarks.scale_bench import cpu_seconds
 from scripts.benchmarks.system_run import RunningSystem, group_jid, wait_for
-from tests.pg import PgCluster, find_bin_dir
+from tests.pg import PgCluster
 from watchdog.components import load
 from watchdog.shared.recovery_log import RecoveryLog
 
@@ -208,14 +205,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--after", type=float, default=10.0, help="seconds of drops posted after a fault (10)")
     parser.add_argument("--lease-s", type=float, default=5.0, help="[cluster] lease_s (default 5, the product's)")
     args = parser.parse_args(argv)
-    bin_dir, why = find_bin_dir()
-    if bin_dir is None:
-        print(f"skipped: {why}")
+    if (bin_dir := postgres_bin()) is None:
         return 0
-    pg = PgCluster(bin_dir, durable=True, settings="-c track_commit_timestamp=on")
-    work = Path(tempfile.mkdtemp(prefix="wa-bench-cluster-"))
-    try:
-        pg.start()
+    with bench_postgres(bin_dir, "wa-bench-cluster-", settings="-c track_commit_timestamp=on") as (pg, work):
         print(steady(work / "steady", pg.create_database("cluster_steady"), pg, args), flush=True)
         faults = [host_fault(work, pg, tag, name, signum, args)
                   for tag, name, signum in (("kill", "kill -9", signal.SIGKILL), ("stop", "SIGSTOP", signal.SIGSTOP))]
@@ -224,12 +216,5 @@ def main(argv: list[str]) -> int:
             print(f"\n({partition})")
         else:
             faults.append(partition)
-    except BaseException:
-        print(f"(the hosts' data and logs are kept in {work})", file=sys.stderr)
-        raise
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    finally:
-        pg.destroy()
     print("\n" + fault_table(faults))
     return int(any(f.first_ack_s > f.target_s or f.duplicated or f.unknown for f in faults))

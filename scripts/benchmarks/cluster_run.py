@@ -3,10 +3,14 @@ own data dirs and node names on one simulator (A's, a process of its own) and on
 steady rate; the faults of a host (kill -9 or SIGSTOP of its whole tree); who holds the sender lease."""
 from __future__ import annotations
 
+import shutil
 import signal
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -15,6 +19,7 @@ from monitors.store.lease import lease_states
 from monitors.store.postgres import PostgresBackend
 from scripts.benchmarks.system_run import (PACE_OFF, CONTRACTORS, PHONE, RunningSystem, config_text, group_jid, http,
                                            slow_start)
+from tests.pg import PgCluster, find_bin_dir
 
 RATE = 5.0  # drops posted per second
 CLUSTER = '\n[cluster]\nnode = "{}"\nlease_s = {:g}\n'  # the tests' lease: 2 s (faults wait it out)
@@ -39,6 +44,33 @@ def kill_tree(system: RunningSystem) -> None:
     signal_tree(processes, signal.SIGKILL)
     system.proc.wait(timeout=10)  # type: ignore[union-attr]
     psutil.wait_procs(processes, timeout=10)
+
+
+def postgres_bin() -> Path | None:
+    """PostgreSQL's server binaries for a benchmark; None having said why it is skipped."""
+    bin_dir, why = find_bin_dir()
+    if bin_dir is None:
+        print(f"skipped: {why}")
+    return bin_dir
+
+
+@contextmanager
+def bench_postgres(bin_dir: Path, prefix: str, settings: str = "") -> Iterator[tuple[PgCluster, Path]]:
+    """A benchmark's durable throwaway PostgreSQL, started, and its work directory (the hosts' data and logs). The
+    server is destroyed at the end either way; the directory is removed after a success and kept after a failure,
+    saying where, for a look at what went wrong."""
+    pg = PgCluster(bin_dir, durable=True, settings=settings)
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        pg.start()
+        yield pg, work
+    except BaseException:
+        print(f"(the hosts' data and logs are kept in {work})", file=sys.stderr)
+        raise
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    finally:
+        pg.destroy()
 
 
 def holder(pg_url: str) -> str | None:

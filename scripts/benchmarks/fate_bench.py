@@ -12,18 +12,15 @@ row marked sent, and how often the acknowledgement reached the group (target 1) 
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.benchmarks.cluster_run import (Poster, ack_row, kill_tree, sent_of, signal_tree, two_hosts,
-                                            watchdog_and_bridge, withhold)
+from scripts.benchmarks.cluster_run import (Poster, ack_row, bench_postgres, kill_tree, postgres_bin, sent_of,
+                                            signal_tree, two_hosts, watchdog_and_bridge, withhold)
 from scripts.benchmarks.system_run import RunningSystem, wait_for
-from tests.pg import PgCluster, find_bin_dir
+from tests.pg import PgCluster
 from watchdog.components import load
 from watchdog.shared.recovery_log import RecoveryLog
 
@@ -82,22 +79,10 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench fate", description=__doc__.splitlines()[0])
     parser.add_argument("--lease-s", type=float, default=5.0, help="[cluster] lease_s (default 5, the product's)")
     args = parser.parse_args(argv)
-    bin_dir, why = find_bin_dir()
-    if bin_dir is None:
-        print(f"skipped: {why}")
+    if (bin_dir := postgres_bin()) is None:
         return 0
-    pg = PgCluster(bin_dir, durable=True)
-    work = Path(tempfile.mkdtemp(prefix="wa-bench-fate-"))
-    try:
-        pg.start()
+    with bench_postgres(bin_dir, "wa-bench-fate-") as (pg, work):
         runs = [one(work, pg, case, args) for case in CASES]
-    except BaseException:
-        print(f"(the hosts' data and logs are kept in {work})", file=sys.stderr)
-        raise
-    else:
-        shutil.rmtree(work, ignore_errors=True)
-    finally:
-        pg.destroy()
     print(f"| A's send at the kill (lease_s {args.lease_s:g}, copy_grace_s 10) | B's verdict | matched by | decided "
           "after B's lease | kill -> marked sent | in the group (target 1) | sent by B |")
     print("|---|---|---|---|---|---|---|")

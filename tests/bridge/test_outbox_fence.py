@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from bridge.store import Store
 from bridge.transport import OutgoingMessage, SendResult
 from tests.bridge.test_outbox import ScriptedTransport, request
 from tests.bridge_support import call, rows, sent, start_bridge, start_sim
-from tests.conftest import GROUP_A, GROUP_B, Processes
+from tests.conftest import GROUP_A, GROUP_B, Processes, wait_until
 from watchdog.shared import clock
 
 ME = "27710000000@s.whatsapp.net"
@@ -134,6 +136,38 @@ def test_a_withdrawal_takes_back_queued_sends_but_never_the_one_being_sent(tmp_p
 
 
 @pytest.mark.slow  # real sim and bridge processes
+def test_a_validity_ends_with_the_keeper_process_that_gave_it() -> None:
+    """A monitor keeping the lease dies: the other host may take the lease at once (its session is gone), so what
+    it told the bridge is void at once, not when the validity runs out; a sibling keeper's word still counts."""
+    def keeper() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+
+    gone = keeper()
+    gone.stdin.close()  # type: ignore[union-attr]
+    gone.wait()
+    one, two = keeper(), keeper()
+    try:
+        fences, three = Fences(), SendFence(MAIN, 3)
+        fences.renewed(MAIN, 3, time.monotonic() + 60, keeper=one.pid)
+        assert fences.allows(three)
+        one.kill()  # not reaped: a zombie's pidfd is readable too
+        wait_until(lambda: not fences.allows(three), timeout=10, message="the dead keeper's word to be void")
+        assert not fences.superseded(three)  # its rows wait for a word, not withdrawn
+        fences.renewed(MAIN, 3, time.monotonic() + 60, keeper=gone.pid)  # a word from a keeper already gone: void
+        assert not fences.allows(three)
+        fences.renewed(MAIN, 3, time.monotonic() + 60, keeper=two.pid)  # the node's other process keeps it
+        assert fences.allows(three) and fences.snapshot(MAIN)["valid_s"] > 59
+        fences.renewed(MAIN, 3, time.monotonic() + 30)  # unnamed (a keeper of before): until its deadline only
+        two.kill()
+        two.wait()
+        assert fences.allows(three) and 29 < fences.snapshot(MAIN)["valid_s"] <= 30
+    finally:
+        for child in (one, two):
+            child.kill()
+            child.wait()
+            child.stdin.close()  # type: ignore[union-attr]
+
+
 def test_a_running_bridge_takes_the_keepers_word_refuses_forgeries_and_names_bad_input(
         procs: Processes, data_dir: Path) -> None:
     _, sim = start_sim(procs, data_dir)
@@ -173,6 +207,8 @@ def test_a_running_bridge_takes_the_keepers_word_refuses_forgeries_and_names_bad
             ("/api/fence", {"lease": MAIN, "token": 4, "valid_until": time.monotonic() + 86400}, {}, 422,
              "more than 3600 s ahead"),
             ("/api/fence", {"lease": " main", "token": 4, "lost": True}, {}, 400, "lease must be"),
+            ("/api/fence", {"lease": MAIN, "token": 4, "valid_until": time.monotonic() + 5, "keeper": -1}, {}, 400,
+             "keeper must be the lease keeper's process id"),
             ("/api/withdraw", {"idempotency_keys": []}, {}, 400, "idempotency_keys is required"),
             ("/api/withdraw", {"idempotency_keys": ["k"], "all": True}, {}, 400, "all")):
         got, answer = call("POST", f"{url}{path}", body, headers=headers)

@@ -17,7 +17,7 @@ import pytest
 from monitors.drops_store import (FEEDBACK_PENDING, FEEDBACK_QUEUED, FEEDBACK_SENT, DropsDB, Fence, LeaseLost,
                                   open_drops_store)
 from monitors.store import rejoin
-from monitors.store.lease import SAFETY, SenderLease, lease_states
+from monitors.store.lease import SAFETY, SenderLease, grants, lease_states
 from monitors.store.postgres import PostgresBackend
 from tests.conftest import BASE_CONFIG, ROOT, wait_until
 from monitors.store.fence import FENCE, WEBHOOKS, store_session_name
@@ -144,6 +144,24 @@ def test_a_holder_whose_processes_died_is_taken_over_at_once(leases, pg_url: str
         child.stdout.close()
 
 
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_a_holder_whose_sessions_ended_with_a_postgresql_restart_is_not_taken_over_before_its_lease_runs_out(
+        leases, pg_cluster: PgCluster, mode: str) -> None:  # noqa: ANN001
+    """A restart ends every session, the holder's too, while the holder lives: its bridges go on sending under its
+    token until its own deadline. Taken over as gone, the other host would send under a new token meanwhile (two
+    senders); the holder reconnects and renews instead, and only its death or its lease's expiry hands over."""
+    a, b = leases("vps-a", 60), leases("vps-b", 60)
+    token = a.acquire()
+    assert b.acquire() is None
+    pg_cluster.restart(mode)
+    wait_until(lambda: b.newest_token() is not None, timeout=30, message="vps-b to reconnect")
+    assert b.acquire() is None  # A's session is gone with the old server, A is not
+    assert wait_until(a.keep, timeout=10, message="vps-a to renew on a new session") == Fence(ACCOUNT, "vps-a", token)
+    assert b.acquire() is None
+    a.close()  # A's process dies now: its session is gone in this server's lifetime
+    assert wait_until(b.acquire, timeout=5, message="vps-b to take over at once") == token + 1
+
+
 def sessions_of(lease: SenderLease, session: str) -> int:
     return lease.db.rows("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = ?", (session,))[0][0]
 
@@ -223,6 +241,30 @@ def test_release_hands_over_at_the_next_look(leases) -> None:  # noqa: ANN001
     a.release()
     assert a.fence() is None and b.acquire() == token + 1
     assert b.takeover is None  # handed over, not taken over
+
+
+def test_every_grant_is_kept_with_its_token_holder_time_and_how(leases) -> None:  # noqa: ANN001
+    """The lease row keeps only the newest grant; the history keeps each one, by the database's clock: what a
+    check of "sent under the current token" judges a send by (scripts/chaos --cluster)."""
+    a, a2, b = leases("vps-a", SHORT), leases("vps-a", SHORT), leases("vps-b", SHORT)
+    first = a.acquire()
+    assert a2.acquire() == first  # joining the node's grant is no new grant
+    a2.close()
+    wait_until(lambda: sessions_of(b, a2.session) == 0, timeout=5, message="a2's backend to exit")
+    assert a.release()
+    assert b.acquire() == first + 1  # handed over
+    wait_until(a.acquire, timeout=10, message="vps-a to take over the expired lease")
+    a.close()  # A's session gone before its lease expired (its process died)
+    b_again = leases("vps-b", 60)
+    assert wait_until(b_again.acquire, timeout=5, message="vps-b to take over at once") == first + 3
+    history = grants(b_again.db, ACCOUNT)
+    assert [(g.token, g.holder, g.previous, g.how) for g in history] == [
+        (first, "vps-a", None, "first"), (first + 1, "vps-b", "vps-a", "released"),
+        (first + 2, "vps-a", "vps-b", "expired"), (first + 3, "vps-b", "vps-a", "holder_gone")]
+    assert [g.acquired_at for g in history] == sorted(g.acquired_at for g in history)
+    now = float(b_again.db.rows("SELECT EXTRACT(EPOCH FROM now())")[0][0])
+    assert all(now - 60 < g.acquired_at <= now for g in history)  # the database's clock
+    assert grants(b_again.db, "backup") == []
 
 
 def test_webhooks_are_delivered_by_the_lease_holder_only_and_a_stale_mark_is_refused(leases,  # noqa: ANN001
