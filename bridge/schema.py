@@ -194,6 +194,13 @@ OUTBOX_FENCE = REBUILT_OUTBOX.format(statuses="'pending', 'sent', 'failed', 'wit
 OUTBOX_DOUBT = REBUILT_OUTBOX.format(statuses="'pending', 'sent', 'failed', 'withdrawn', 'doubt'",
                                      columns=_OUTBOX_V6 + ", fence_lease, fence_token")
 
+# WhatsApp's id of a sent row where WhatsApp chose it (neonize cannot send with the bridge's): its delivered and read
+# receipts name that id, and are stored under the bridge's id too, the one its client was answered with.
+OUTBOX_SENT_ID = """
+ALTER TABLE outbox ADD COLUMN sent_id TEXT;
+CREATE INDEX outbox_sent_id ON outbox (sent_id) WHERE sent_id IS NOT NULL
+"""
+
 MIGRATIONS = [
     Migration(1, "whatsapp-mcp chats and messages; message_meta, connection_events, disconnect_windows, outbox, "
                  "bridge_state", (WHATSAPP_MCP_SCHEMA, OUR_SCHEMA)),
@@ -209,6 +216,8 @@ MIGRATIONS = [
                  "withdrawn (superseded or taken back, never sent)", (OUTBOX_FENCE,)),
     Migration(8, "outbox status doubt: a cluster's send whose answer was lost, never sent again by the bridge "
                  "where the transport cannot choose message ids", (OUTBOX_DOUBT,)),
+    Migration(9, "outbox.sent_id: WhatsApp's id of a sent row where it is not the bridge's (receipts under both)",
+              (OUTBOX_SENT_ID,)),
 ]
 
 SCHEMA_VERSION = latest(MIGRATIONS)

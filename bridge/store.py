@@ -89,6 +89,15 @@ _INSERT_RECEIPT = ("INSERT OR IGNORE INTO receipts (message_id, chat_jid, recipi
                    "VALUES (?, ?, ?, ?, ?, ?)")
 
 
+def _under_clients_ids(conn: sqlite3.Connection, rows: list[tuple]) -> list[tuple]:
+    """`rows` (receipt rows) of messages WhatsApp gave another id than the bridge's (outbox.sent_id), again under
+    the bridge's id: the one its client was answered with and follows (the monitors' feedback)."""
+    ids = sorted({row[0] for row in rows})
+    aliases = dict(conn.execute(f"SELECT sent_id, message_id FROM outbox WHERE sent_id IN ({', '.join('?' * len(ids))})",
+                                ids).fetchall()) if ids else {}
+    return [(aliases[row[0]], *row[1:]) for row in rows if row[0] in aliases]
+
+
 class _Batch:
     """Rows for one batch of messages, ready to insert in the caller's transaction.
 
@@ -309,7 +318,7 @@ class Store(OutboxRows):
             return 0
         with self.transaction() as conn:
             before = conn.total_changes
-            conn.executemany(_INSERT_RECEIPT, rows)
+            conn.executemany(_INSERT_RECEIPT, rows + _under_clients_ids(conn, rows))
             return conn.total_changes - before
 
     # -- connection events and disconnect windows -----------------------------------------------
@@ -385,8 +394,8 @@ class Store(OutboxRows):
         ack = Receipt(tuple(dict.fromkeys((sent.id, row.message_id))), sent.chat_jid, "", ReceiptKind.SERVER_ACK,
                       sent.timestamp)
         with self.transaction(durable=False) as conn:
-            conn.execute("UPDATE outbox SET status = 'sent', sent_at = ? WHERE seq = ?",
-                         (format_ts(sent.timestamp), row.seq))
+            conn.execute("UPDATE outbox SET status = 'sent', sent_at = ?, sent_id = ? WHERE seq = ?",
+                         (format_ts(sent.timestamp), sent.id if sent.id != row.message_id else None, row.seq))
             if store_message:
                 batch.insert(conn)
             conn.executemany(_INSERT_RECEIPT, _receipt_rows(ack, now_ts()))

@@ -57,9 +57,11 @@ class History:
 
 
 def sent_tokens(host: RunningSystem) -> dict[str, int | None]:
-    """The token each message of the host's outbox went out under (its fenced row; None: unfenced). A row is
+    """The token each message of the host's outbox went out under (its fenced row; None: unfenced), by the bridge's
+    id and by WhatsApp's where it chose another (`--server-ids`, as through neonize). A row is
     queued again under a new token only once withdrawn, and a row handed to WhatsApp is never withdrawn."""
-    return dict(host.query("messages", "SELECT message_id, fence_token FROM outbox"))
+    return dict(host.query("messages", "SELECT message_id, fence_token FROM outbox UNION ALL "
+                                       "SELECT sent_id, fence_token FROM outbox WHERE sent_id IS NOT NULL"))
 
 
 def acks(system: RunningSystem) -> list[dict]:

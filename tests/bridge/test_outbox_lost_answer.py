@@ -16,7 +16,7 @@ import pytest
 from bridge.fence import FenceWord, SendFence
 from bridge.outbox import Outbox
 from bridge.store import Store
-from bridge.transport import AnswerLost, Capabilities, OutgoingMessage, SendResult
+from bridge.transport import AnswerLost, Capabilities, OutgoingMessage, Receipt, ReceiptKind, SendResult
 from tests.bridge.test_outbox import ScriptedTransport, request
 from tests.bridge.test_outbox_fence import MAIN, fenced_outbox
 from watchdog.shared import clock
@@ -119,10 +119,11 @@ def test_a_row_in_doubt_is_not_withdrawn_and_a_fenced_timeout_is_a_lost_answer(t
     assert states == {"k9": "doubt"} and transport.tries == ["DR9"]
 
 
-def test_a_send_whose_id_whatsapp_chose_is_server_acked_also_under_the_id_its_client_was_answered(
+def test_a_send_whose_id_whatsapp_chose_has_its_receipts_also_under_the_id_its_client_was_answered(
         tmp_path: Path) -> None:
     """A 202 (queued) tells the client the bridge's id; where the transport cannot choose ids, WhatsApp's differs:
-    the server ack the bridge records is under both, so the client's record is seen sent."""
+    the server ack the bridge records, and the delivered and read receipts WhatsApp sends for its id, are kept
+    under both, so the client's record is seen sent, delivered and read."""
     store = Store(tmp_path / "messages.db")
     transport = LosingTransport(chooses_ids=False, lose=())
 
@@ -137,3 +138,8 @@ def test_a_send_whose_id_whatsapp_chose_is_server_acked_also_under_the_id_its_cl
     acks = store.conn.execute("SELECT message_id FROM receipts WHERE kind = 'server_ack' ORDER BY message_id")
     assert sorted(r[0] for r in acks) == sorted(["3EB0WHATSAPPS", body["id"]])
     assert store.conn.execute("SELECT id FROM messages").fetchall() == [("3EB0WHATSAPPS",)]  # the message is WhatsApp's
+    # its delivered and read receipts name WhatsApp's id: kept under the client's too
+    store.add_receipts([Receipt(("3EB0WHATSAPPS",), "27710000001@s.whatsapp.net", "27710000002@s.whatsapp.net",
+                                ReceiptKind.READ, clock.now())])
+    reads = store.conn.execute("SELECT message_id FROM receipts WHERE kind = 'read'").fetchall()
+    assert sorted(r[0] for r in reads) == sorted(["3EB0WHATSAPPS", body["id"]])
