@@ -58,10 +58,16 @@ class History:
 
 def sent_tokens(host: RunningSystem) -> dict[str, int | None]:
     """The token each message of the host's outbox went out under (its fenced row; None: unfenced), by the bridge's
-    id and by WhatsApp's where it chose another (`--server-ids`, as through neonize). A row is
-    queued again under a new token only once withdrawn, and a row handed to WhatsApp is never withdrawn."""
-    return dict(host.query("messages", "SELECT message_id, fence_token FROM outbox UNION ALL "
-                                       "SELECT sent_id, fence_token FROM outbox WHERE sent_id IS NOT NULL"))
+    id, by WhatsApp's where it chose another (`--server-ids`, as through neonize), and by chat and text (`chat
+    text`) for a row whose WhatsApp id was never recorded (its host killed between the send and the mark; an ack's
+    text names its drop). A row is queued again under a new token only once withdrawn, and a row handed to WhatsApp
+    is never withdrawn."""
+    rows = host.query("messages", "SELECT message_id, sent_id, recipient_jid, text, fence_token FROM outbox "
+                                  "WHERE status IN ('sent', 'pending', 'doubt') ORDER BY seq")
+    tokens: dict[str, int | None] = {}
+    for message_id, sent_id, chat, text, token in rows:
+        tokens.update({message_id: token, f"{chat} {text}": token, **({sent_id: token} if sent_id else {})})
+    return tokens
 
 
 def acks(system: RunningSystem) -> list[dict]:
@@ -127,7 +133,8 @@ def check(a: RunningSystem, hosts: dict[str, RunningSystem], posted: list[str], 
     outcome = Outcome()
     for sent in group:
         at = datetime.fromisoformat(sent["time"]).timestamp()
-        token = tokens.get(sent["node"], {}).get(sent["id"])
+        mine = tokens.get(sent["node"], {})
+        token = mine.get(sent["id"], mine.get(f"{sent['recipient']} {sent['text']}"))
         current, why = history.superseding(sent["node"], token, at)
         if why:
             outcome.stale.append(Stale(sent["text"].split()[1], sent["node"], at, token, why, current,
