@@ -45,6 +45,12 @@ def fates(system: RunningSystem) -> list[dict]:
     return [r for r in log.read() if r.get("event") == "feedback_fate"]
 
 
+def logged_fates(system: RunningSystem, count: int) -> list[dict]:
+    """The recovery log's feedback_fate lines once there are `count`: a verdict is logged just after its mark."""
+    wait_until(lambda: len(fates(system)) >= count, timeout=30, message=f"{count} feedback_fate lines logged")
+    return fates(system)
+
+
 def resent_by(system: RunningSystem, node: str) -> int:
     devices = http("GET", f"{system.sim_url}/sim/sessions")[PHONE]["devices"]  # type: ignore[index]
     return next(d["resent"] for d in devices if d["node"] == node)
@@ -76,7 +82,7 @@ def test_a_send_whose_answer_a_killed_host_never_got_is_found_by_the_new_holder_
         assert (message_id, handed_by, sent["node"]) == (sent["id"], "vps-a", "vps-a")  # A's message; never B's
         assert len(sent_of(a, drop)) == 1 and resent_by(a, "vps-b") == 0  # B posted nothing for it
         assert b.query("messages", "SELECT COUNT(*) FROM outbox WHERE idempotency_key = ?", key) == [(0,)]
-        [fate] = fates(b)
+        [fate] = logged_fates(b, 1)
         assert (fate["outcome"], fate["matched_by"], fate["drops"], fate["handed_by"]) == ("found", "id", [drop],
                                                                                           "vps-a")
     finally:
@@ -103,7 +109,7 @@ def test_a_send_a_killed_host_never_made_is_sent_once_by_the_new_holder(tmp_path
         wait_until(lambda: ack_row(a, drop)[0] == "sent", timeout=30, message="B to send the acknowledgement")
         [sent] = sent_of(a, drop)  # once, by B
         assert sent["node"] == "vps-b" and ack_row(a, drop)[1:3] == (sent["id"], "vps-b")
-        [fate] = fates(b)
+        [fate] = logged_fates(b, 1)
         assert (fate["outcome"], fate["drops"], fate["handed_by"]) == ("send", [drop], "vps-a")
     finally:
         signal_tree(frozen, signal.SIGCONT)
@@ -136,7 +142,8 @@ def test_what_a_killed_hosts_bridge_held_queued_is_found_out_by_the_new_holder_a
         assert all(s["node"] == "vps-b" for drop in queued for s in sent_of(a, drop))
         assert all(ack_row(a, drop)[1:3] == (sent_of(a, drop)[0]["id"], "vps-b") for drop in queued)
         assert a.query("drops", "SELECT status, COUNT(*) FROM feedback GROUP BY status") == [("sent", 5)]
-        assert sorted((f["outcome"], *f["drops"]) for f in fates(b)) == sorted(("send", drop) for drop in queued)
+        judged = logged_fates(b, len(queued))
+        assert sorted((f["outcome"], *f["drops"]) for f in judged) == sorted(("send", drop) for drop in queued)
         assert resent_by(a, "vps-b") == 0
     finally:
         b.stop()
@@ -152,7 +159,7 @@ def given_up(a: RunningSystem, b: RunningSystem, inbox: AlertInbox, drop: str) -
     wait_until(lambda: ack_row(a, drop)[0] == "unknown", timeout=90, message="B to give up finding out")
     [alert] = wait_until(lambda: unknown_alerts(inbox), timeout=30, message="the feedback_unknown alert")
     assert drop in alert["summary"]
-    [fate] = fates(b)
+    [fate] = logged_fates(b, 1)
     assert (fate["outcome"], fate["drops"], fate["handed_by"]) == ("unknown", [drop], "vps-a")
 
 
@@ -182,7 +189,7 @@ def test_a_send_the_new_holder_cannot_find_out_is_unknown_then_found_when_its_co
         assert ack_row(a, drop)[1] == sent["id"]
         [resolved] = wait_until(lambda: unknown_alerts(inbox, "resolved"), timeout=30, message="the alert resolved")
         assert drop in resolved["summary"] and len(unknown_alerts(inbox)) == 1
-        assert [(f["outcome"], f.get("later")) for f in fates(b)] == [("unknown", None), ("found", True)]
+        assert [(f["outcome"], f.get("later")) for f in logged_fates(b, 2)] == [("unknown", None), ("found", True)]
         assert len(sent_of(a, drop)) == 1 and resent_by(a, "vps-b") == 0  # never sent twice
     finally:
         signal_tree(away, signal.SIGCONT)

@@ -26,7 +26,7 @@ from scripts.benchmarks.cluster_run import (Poster, ack_row, sent_of, server_ids
 from scripts.benchmarks.system_run import PACE_OFF, RunningSystem
 from tests.conftest import wait_until
 from tests.test_cluster import A_PACED
-from tests.test_cluster_fate import FATE, fates, warm
+from tests.test_cluster_fate import FATE, logged_fates, warm
 
 A_GAP_8S = A_PACED.replace("chat_gap_s = 600", "chat_gap_s = 8")  # A sends one ack, the next 8 s later
 
@@ -85,7 +85,7 @@ def test_a_send_whose_answer_the_holders_own_bridge_lost_is_found_through_the_ot
         assert ack_row(a, drop)[1:3] == (sent["id"], "vps-a")  # the message WhatsApp has, handed by A
         assert b.query("drops", "SELECT node FROM device_copies WHERE message_id = ?", sent["id"]) == [("vps-b",)]
         assert a.query("messages", "SELECT COUNT(*) FROM messages WHERE id = ?", sent["id"]) == [(0,)]  # only B's
-        [fate] = fates(a)
+        [fate] = logged_fates(a, 1)
         assert (fate["outcome"], fate["matched_by"], fate["drops"], fate["handed_by"]) == ("found", "text", [drop],
                                                                                           "vps-a")
         in_group_once(a, poster, drop)
@@ -102,14 +102,14 @@ def test_a_lost_answer_no_other_device_saw_is_unknown_never_sent_again_then_foun
         signal_tree(away, signal.SIGSTOP)  # B's device away from WhatsApp: no copy reaches B meanwhile
         drop, sent = lost_answer(a, poster)
         wait_until(lambda: ack_row(a, drop)[0] == "unknown", timeout=60, message="A to give up finding out")
-        [fate] = fates(a)
+        [fate] = logged_fates(a, 1)
         assert (fate["outcome"], fate["drops"], fate["handed_by"]) == ("unknown", [drop], "vps-a")
         assert len(sent_of(a, drop)) == 1  # never sent again by itself
         signal_tree(away, signal.SIGCONT)  # back: WhatsApp delivers the copy it queued for B's device
         away.clear()
         wait_until(lambda: ack_row(a, drop)[0] == "sent", timeout=60, message="A to find B's copy after all")
         assert ack_row(a, drop)[1] == sent["id"]
-        assert [(f["outcome"], f.get("later")) for f in fates(a)] == [("unknown", None), ("found", True)]
+        assert [(f["outcome"], f.get("later")) for f in logged_fates(a, 2)] == [("unknown", None), ("found", True)]
         in_group_once(a, poster, drop)
 
 
@@ -129,6 +129,6 @@ def test_a_queued_send_whose_answer_was_lost_later_is_taken_back_from_the_keeper
         assert ack_row(a, drop)[1:3] == (sent["id"], "vps-a")
         assert a.query("messages", "SELECT status FROM outbox WHERE idempotency_key = ?", ack_row(a, drop)[3]) == [
             ("doubt",)]
-        [fate] = fates(a)
+        [fate] = logged_fates(a, 1)
         assert (fate["outcome"], fate["drops"]) == ("found", [drop])
         assert len(sent_of(a, drop)) == 1
