@@ -4,7 +4,9 @@ bridge and simulator, with a slow pace so the acknowledgements queue."""
 from __future__ import annotations
 
 import signal
+import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -34,6 +36,23 @@ def _first_message_sent(sim_url: str, data_dir: Path) -> None:
                message="the first acknowledgement sent")
 
 
+class Running(NamedTuple):
+    sim_url: str
+    bridge_url: str
+    monitor: subprocess.Popen
+
+
+@pytest.fixture
+def running(procs: Processes, data_dir: Path, write_config) -> Running:  # noqa: ANN001
+    """The simulator, the bridge and lawley's monitor, the group's first acknowledgement already sent."""
+    write_config(CONFIG)
+    _, sim_url = start_sim(procs, data_dir)
+    _, bridge_url = start_bridge(procs, data_dir)
+    monitor = start_monitor(procs, "lawley")
+    _first_message_sent(sim_url, data_dir)
+    return Running(sim_url, bridge_url, monitor)
+
+
 def _one_message_for(sim_url: str, data_dir: Path, drops: list[str]) -> dict:
     """Wait for every acknowledgement sent; they went out as one message, after the first drop's: returned."""
     wait_until(lambda: query(data_dir, "SELECT COUNT(*) FROM feedback WHERE status = 'sent'") == [(len(drops) + 1,)],
@@ -51,12 +70,8 @@ def _one_message_for(sim_url: str, data_dir: Path, drops: list[str]) -> dict:
 
 @pytest.mark.slow
 def test_acks_falling_due_while_the_groups_message_is_queued_join_it_as_one_message(
-        procs: Processes, data_dir: Path, write_config) -> None:  # noqa: ANN001
-    write_config(CONFIG)
-    _, sim_url = start_sim(procs, data_dir)
-    start_bridge(procs, data_dir)
-    start_monitor(procs, "lawley")
-    _first_message_sent(sim_url, data_dir)
+        running: Running, data_dir: Path) -> None:
+    sim_url = running.sim_url
     for drop, sender in (("DR1000001", CONTRACTOR), ("DR1000002", OTHER), ("DR1000003", CONTRACTOR)):
         inject(sim_url, f"{drop} done", GROUP_A, sender)
         wait_until(lambda: _queued(data_dir, drop), timeout=30, message=f"{drop}'s acknowledgement queued")
@@ -70,12 +85,8 @@ def test_acks_falling_due_while_the_groups_message_is_queued_join_it_as_one_mess
 
 @pytest.mark.slow
 def test_a_monitor_killed_after_the_withdraw_before_its_mark_loses_and_doubles_nothing(
-        procs: Processes, data_dir: Path, write_config) -> None:  # noqa: ANN001
-    write_config(CONFIG)
-    _, sim_url = start_sim(procs, data_dir)
-    _, bridge_url = start_bridge(procs, data_dir)
-    monitor = start_monitor(procs, "lawley")
-    _first_message_sent(sim_url, data_dir)
+        running: Running, procs: Processes, data_dir: Path) -> None:
+    sim_url, bridge_url, monitor = running
     inject(sim_url, "DR1000001 done", GROUP_A, CONTRACTOR)
     wait_until(lambda: _queued(data_dir, "DR1000001"), timeout=30, message="DR1000001's acknowledgement queued")
     monitor.send_signal(signal.SIGKILL)
@@ -93,12 +104,8 @@ def test_a_monitor_killed_after_the_withdraw_before_its_mark_loses_and_doubles_n
 
 @pytest.mark.slow
 def test_a_message_already_sent_is_left_and_the_new_acks_go_as_their_own(
-        procs: Processes, data_dir: Path, write_config) -> None:  # noqa: ANN001
-    write_config(CONFIG)
-    _, sim_url = start_sim(procs, data_dir)
-    start_bridge(procs, data_dir)
-    start_monitor(procs, "lawley")
-    _first_message_sent(sim_url, data_dir)
+        running: Running, data_dir: Path) -> None:
+    sim_url = running.sim_url
     inject(sim_url, "DR1000001 done", GROUP_A, CONTRACTOR)
     wait_until(lambda: len(all_sent(sim_url)) == 2, timeout=GAP_S + 60, message="DR1000001's message sent")
     inject(sim_url, "DR1000002 done", GROUP_A, OTHER)
